@@ -1,0 +1,95 @@
+# Canonical JSON: the one byte form used for envelopes on the wire and for the
+# bytes a command signature covers. CPython's json and MicroPython's json
+# differ (key order, ensure_ascii, float formatting), so signing can't rely on
+# either: this encoder sorts keys, emits no whitespace, writes non-ASCII as raw
+# UTF-8 and escapes only what JSON requires.
+#
+# Floats are refused on purpose: ESP32 MicroPython builds use single-precision
+# floats whose text form differs from CPython's, which would break signatures
+# and golden vectors. Quantities travel as scaled integers (centi-degrees,
+# 1e-7 degrees of latitude, millimetres).
+
+from firmware.protocol.errors import BadField
+
+MAX_DEPTH = 8
+
+_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _str(s, out):
+    out.append('"')
+    start = 0
+    i = 0
+    n = len(s)
+    while i < n:
+        c = s[i]
+        if c in _ESC or ord(c) < 0x20:
+            if i > start:
+                out.append(s[start:i])
+            esc = _ESC.get(c)
+            out.append(esc if esc else "\\u%04x" % ord(c))
+            start = i + 1
+        i += 1
+    if start < n:
+        out.append(s[start:])
+    out.append('"')
+
+
+def _enc(obj, out, depth, path):
+    if depth > MAX_DEPTH:
+        raise BadField(path + ": nested deeper than %d" % MAX_DEPTH)
+    if obj is None:
+        out.append("null")
+    elif obj is True:
+        out.append("true")
+    elif obj is False:
+        out.append("false")
+    elif isinstance(obj, int):
+        out.append(str(obj))
+    elif isinstance(obj, str):
+        _str(obj, out)
+    elif isinstance(obj, float):
+        raise BadField(path + ": floats are not allowed, use a scaled integer")
+    elif isinstance(obj, dict):
+        out.append("{")
+        first = True
+        for k in sorted(obj):
+            if not isinstance(k, str):
+                raise BadField(path + ": object keys must be strings")
+            if not first:
+                out.append(",")
+            first = False
+            _str(k, out)
+            out.append(":")
+            _enc(obj[k], out, depth + 1, path + "." + k)
+        out.append("}")
+    elif isinstance(obj, (list, tuple)):
+        out.append("[")
+        for i in range(len(obj)):
+            if i:
+                out.append(",")
+            _enc(obj[i], out, depth + 1, path + "[%d]" % i)
+        out.append("]")
+    else:
+        raise BadField(path + ": unsupported type " + type(obj).__name__)
+
+
+def dumps(obj):
+    """Canonical bytes of a JSON value built from dict/list/str/int/bool/None."""
+    out = []
+    _enc(obj, out, 0, "$")
+    return "".join(out).encode("utf-8")
+
+
+def check_value(obj, path="$", depth=0):
+    """Refuse what dumps() refuses, for values that arrive decoded."""
+    if depth > MAX_DEPTH:
+        raise BadField(path + ": nested deeper than %d" % MAX_DEPTH)
+    if isinstance(obj, float):
+        raise BadField(path + ": floats are not allowed, use a scaled integer")
+    if isinstance(obj, dict):
+        for k in obj:
+            check_value(obj[k], path + "." + k, depth + 1)
+    elif isinstance(obj, list):
+        for i in range(len(obj)):
+            check_value(obj[i], path + "[%d]" % i, depth + 1)

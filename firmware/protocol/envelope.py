@@ -1,0 +1,102 @@
+# Event envelopes: compact canonical JSON with a size limit and typed errors.
+#
+#   {"v":1,"id":"lk01:3fa2c0de:17","ts":1795881163,"type":"locker.deposit",
+#    "cls":"custody","boot":4,"body":{...}}
+#
+# `cls` is the data class the gateway's disk budget works with: custody,
+# alarm and audit records are never evicted; status and telemetry may be
+# downsampled and evicted first. Unknown top-level fields are kept, so a
+# gateway accepts events from newer firmware during a staged roll-out.
+
+import json
+
+from firmware.protocol import PROTOCOL_VERSION
+from firmware.protocol.canonical import check_value, dumps
+from firmware.protocol.errors import (
+    BadField,
+    MalformedPayload,
+    MissingField,
+    OversizedPayload,
+    UnsupportedVersion,
+)
+from firmware.protocol.ids import parse_event_id
+
+MAX_PAYLOAD = 4096
+CLASSES = ("custody", "alarm", "audit", "status", "telemetry")
+NEVER_EVICT = ("custody", "alarm", "audit")
+MAX_TYPE = 40
+
+
+def valid_type(t):
+    if not isinstance(t, str) or not 0 < len(t) <= MAX_TYPE:
+        return False
+    for c in t:
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "_" or c == "."):
+            return False
+    return t[0] != "." and t[-1] != "."
+
+
+def _check(env):
+    for f in ("v", "id", "ts", "type", "cls", "body"):
+        if f not in env:
+            raise MissingField("envelope has no %r field" % f)
+    v = env["v"]
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise BadField("v must be an integer")
+    if v != PROTOCOL_VERSION:
+        raise UnsupportedVersion("envelope version %d, this side speaks %d" % (v, PROTOCOL_VERSION))
+    parse_event_id(env["id"])
+    ts = env["ts"]
+    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+        raise BadField("ts must be a non-negative integer (Unix seconds)")
+    if not valid_type(env["type"]):
+        raise BadField("type %r must be 1-40 of a-z 0-9 _ ." % (env["type"],))
+    if env["cls"] not in CLASSES:
+        raise BadField("cls %r is not one of %s" % (env["cls"], ",".join(CLASSES)))
+    if not isinstance(env["body"], dict):
+        raise BadField("body must be an object")
+    if "boot" in env:
+        b = env["boot"]
+        if not isinstance(b, int) or isinstance(b, bool) or b < 0:
+            raise BadField("boot must be a non-negative integer")
+    check_value(env)
+
+
+def make(event_id, ts, etype, cls, body, boot=None):
+    env = {"v": PROTOCOL_VERSION, "id": event_id, "ts": ts, "type": etype, "cls": cls, "body": body}
+    if boot is not None:
+        env["boot"] = boot
+    return env
+
+
+def encode(env, limit=MAX_PAYLOAD):
+    """Validate and return the canonical bytes of an envelope."""
+    if not isinstance(env, dict):
+        raise MalformedPayload("envelope must be an object")
+    _check(env)
+    data = dumps(env)
+    if len(data) > limit:
+        raise OversizedPayload("envelope is %d bytes, limit %d" % (len(data), limit))
+    return data
+
+
+def decode(payload, limit=MAX_PAYLOAD):
+    """Parse and validate payload bytes; return the envelope dict."""
+    if len(payload) > limit:
+        raise OversizedPayload("payload is %d bytes, limit %d" % (len(payload), limit))
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
+    except Exception:
+        raise MalformedPayload("payload is not UTF-8")
+    try:
+        env = json.loads(text)
+    except Exception:
+        raise MalformedPayload("payload is not JSON")
+    if not isinstance(env, dict):
+        raise MalformedPayload("payload is JSON but not an object")
+    _check(env)
+    return env
+
+
+def device_of(env):
+    return parse_event_id(env["id"])[0]

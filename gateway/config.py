@@ -1,0 +1,65 @@
+"""Gateway configuration from a TOML file (``postedge gateway --config``)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    client_id: str = ""
+    keepalive: int = 30
+
+
+@dataclass
+class GatewayConfig:
+    outlet: str
+    db: Path
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    # Group commit: keep reading for up to this long (or this many messages)
+    # before one transaction commits them all.
+    group_window_s: float = 0.02
+    group_max: int = 500
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> GatewayConfig:
+        try:
+            outlet = str(d["outlet"])
+            db = Path(d["db"])
+        except KeyError as e:
+            raise ConfigError(f"gateway config needs {e.args[0]!r}") from None
+        if base is not None and not db.is_absolute():
+            db = base / db
+        b = dict(d.get("broker", {}))
+        unknown = set(b) - set(BrokerConfig.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown [broker] keys: {', '.join(sorted(unknown))}")
+        broker = BrokerConfig(**b)
+        if not broker.client_id:
+            broker.client_id = f"gw-{outlet}"
+        return cls(
+            outlet=outlet,
+            db=db,
+            broker=broker,
+            group_window_s=float(d.get("group_window_s", 0.02)),
+            group_max=int(d.get("group_max", 500)),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> GatewayConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read {path}: {e}") from e
+        return cls.from_dict(data, base=Path(path).parent)

@@ -1,0 +1,201 @@
+"""Ingest: device events from the outlet broker into the durable store.
+
+The gateway's promise to a device is that a PUBACK means "on disk". paho's
+``manual_ack`` holds the PUBACK back; every message that arrives within one
+group window is validated through the shared protocol module, committed in
+one SQLite transaction, and only then acked. A gateway killed anywhere before
+the ack leaves the message unacked in its persistent broker session, so the
+broker redelivers it and ``INSERT OR IGNORE`` on the event id keeps exactly
+one copy.
+
+Bad input (unknown topic, malformed or oversized payload, an event whose id
+names another device) is counted by error code, stored in ``rejected`` for
+the clerk and acked, so it is never redelivered forever and never blocks the
+messages behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from firmware.protocol import envelope, topics
+from firmware.protocol.errors import BadField, ProtocolError
+from firmware.protocol.ids import parse_event_id
+from gateway.config import GatewayConfig
+from gateway.store import EventStore, StoredEvent
+
+
+def emit(evt: str, **kw: Any) -> None:
+    """One JSON line per notable step, for operators, the demo and tests."""
+    sys.stdout.write(json.dumps({"evt": evt, **kw}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class Faults:
+    """Crash points for fault tests; all off in production."""
+
+    hold_before_commit_s: float = 0.0
+    exit_before_ack: bool = False
+
+
+@dataclass
+class SeqTracker:
+    """Per-(device, incarnation) order check: gaps and reorders are metrics."""
+
+    last: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def observe(self, store: EventStore, device: str, inc: str, seq: int) -> str | None:
+        key = (device, inc)
+        if key not in self.last:
+            row = store.db.execute(
+                "SELECT max(seq) FROM events WHERE device=? AND inc=? AND seq<>?",
+                (device, inc, seq),
+            ).fetchone()
+            if row[0] is None:
+                self.last[key] = seq
+                return None
+            self.last[key] = int(row[0])
+        prev = self.last[key]
+        if seq == prev + 1:
+            self.last[key] = seq
+            return None
+        if seq > prev + 1:
+            self.last[key] = seq
+            return "gap"
+        return "reorder"
+
+
+def validate(topic: str, payload: bytes) -> StoredEvent:
+    """Check one message against the protocol; raise ProtocolError if bad."""
+    outlet, kind, device, channel = topics.parse(topic)
+    env = envelope.decode(payload)
+    dev, inc, seq = parse_event_id(env["id"])
+    if dev != device:
+        raise BadField(f"event id names device {dev} but was published by {device}")
+    return StoredEvent(env["id"], outlet, kind, device, inc, seq, env["cls"], env["type"],
+                       env["ts"], payload)
+
+
+class Ingest:
+    def __init__(self, cfg: GatewayConfig, faults: Faults | None = None) -> None:
+        self.cfg = cfg
+        self.faults = faults or Faults()
+        self.store = EventStore(cfg.db)
+        self.metrics: Counter[str] = Counter()
+        self.seq = SeqTracker()
+        self.pending: list[mqtt.MQTTMessage] = []
+        self.connected = False
+        b = cfg.broker
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=b.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if b.username:
+            self.client.username_pw_set(b.username, b.password)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:
+        if rc.is_failure:
+            emit("broker_refused", reason=str(rc))
+            return
+        self.connected = True
+        client.subscribe(topics.subscription(self.cfg.outlet, "evt"), qos=1)
+        emit("connected", session_present=bool(flags.session_present))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:
+        self.connected = False
+        emit("disconnected", reason=str(rc))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.pending.append(msg)
+
+    def flush(self) -> None:
+        """Validate, commit and then ack everything pending, as one group."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        events: list[StoredEvent] = []
+        rejects: list[tuple[str, str, str, bytes]] = []
+        for msg in batch:
+            try:
+                events.append(validate(msg.topic, msg.payload))
+            except ProtocolError as e:
+                rejects.append((msg.topic, e.code, e.detail, msg.payload))
+                self.metrics[f"rejected_{e.code}"] += 1
+                emit("rejected", topic=msg.topic, code=e.code, detail=e.detail)
+            except UnicodeDecodeError:
+                rejects.append((repr(msg._topic), "unknown_topic", "topic is not UTF-8",
+                                msg.payload))
+                self.metrics["rejected_unknown_topic"] += 1
+        if self.faults.hold_before_commit_s:
+            emit("holding", n=len(batch), ids=[e.id for e in events])
+            time.sleep(self.faults.hold_before_commit_s)
+        inserted, dups = self.store.commit_events(events, rejects)
+        self.metrics["received"] += len(batch)
+        self.metrics["stored"] += inserted
+        self.metrics["duplicates"] += dups
+        self.metrics["group_commits"] += 1
+        for e in events:
+            order = self.seq.observe(self.store, e.device, e.inc, e.seq)
+            if order:
+                self.metrics[f"seq_{order}s"] += 1
+        emit("committed", n=len(batch), stored=inserted, duplicates=dups,
+             ids=[e.id for e in events])
+        if self.faults.exit_before_ack:
+            emit("exiting_before_ack")
+            os._exit(3)
+        for msg in batch:
+            self.client.ack(msg.mid, msg.qos)
+
+    def run(self, until: float | None = None, stop_after: int | None = None) -> None:
+        """Serve until ``until`` (monotonic) or ``stop_after`` events are stored."""
+        b = self.cfg.broker
+        delay = 0.2
+        while True:
+            try:
+                self.client.connect(b.host, b.port, keepalive=b.keepalive)
+                break
+            except OSError as e:
+                emit("connect_failed", error=str(e))
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        emit("gateway_started", outlet=self.cfg.outlet, db=str(self.cfg.db),
+             stored=self.store.count())
+        while until is None or time.monotonic() < until:
+            rc = self.client.loop(timeout=0.05)
+            window_end = time.monotonic() + self.cfg.group_window_s
+            while self.pending and len(self.pending) < self.cfg.group_max and \
+                    time.monotonic() < window_end:
+                self.client.loop(timeout=0.005)
+            self.flush()
+            if stop_after is not None and self.store.count() >= stop_after:
+                break
+            if rc != mqtt.MQTT_ERR_SUCCESS and not self.connected:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    self.client.reconnect()
+                    delay = 0.2
+                except OSError as e:
+                    emit("reconnect_failed", error=str(e))
+        self.client.disconnect()
+        emit("gateway_stopped", **dict(self.metrics))
+
+    def close(self) -> None:
+        self.store.close()

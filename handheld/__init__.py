@@ -1,0 +1,1 @@
+"""Courier handheld app (issue 6): scanning, parcel workflows, photo evidence."""

@@ -1,0 +1,1 @@
+"""postedge: edge software for rural post outlets."""

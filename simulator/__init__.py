@@ -1,0 +1,1 @@
+"""Outlet simulator (issue 7): scenarios, faults and a delivery ledger."""

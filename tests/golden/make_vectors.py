@@ -1,0 +1,534 @@
+"""Write tests/golden/vectors.jsonl, the protocol's golden vectors.
+
+Expected outputs are written by hand or computed with independent CPython
+machinery (the stdlib ``hmac`` and ``json`` modules), never by the protocol
+module under test. ``tests/test_golden.py`` checks that the committed file is
+exactly what this script writes, so a vector cannot drift silently.
+
+Run: .venv/bin/python tests/golden/make_vectors.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).with_name("vectors.jsonl")
+KEY = "outlet-secret-k1"
+
+
+def canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sig(cmd: dict[str, Any], key: str = KEY) -> str:
+    body = {k: v for k, v in cmd.items() if k != "sig"}
+    msg = b"pe/v1/cmd\n" + canon(body).encode()
+    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def signed(**fields: Any) -> dict[str, Any]:
+    cmd = {"v": 1, "kid": "k1", "args": {}, **fields}
+    cmd["sig"] = sig(cmd)
+    return cmd
+
+
+def ok(value: Any) -> dict[str, Any]:
+    return {"ok": value}
+
+
+def err(code: str) -> dict[str, Any]:
+    return {"err": code}
+
+
+def verdict_ok(kind: str, value: str, **extra: Any) -> dict[str, Any]:
+    return ok({"ok": True, "kind": kind, "value": value, **extra})
+
+
+def verdict_bad(reason: str) -> dict[str, Any]:
+    return ok({"ok": False, "reason": reason})
+
+
+def cases() -> list[dict[str, Any]]:
+    c: list[tuple[str, str, Any, dict[str, Any]]] = []
+    add = c.append
+
+    # --- topics
+    add(
+        (
+            "topic build event",
+            "topic.build",
+            ["o-0451", "locker", "lk01", "evt"],
+            ok("pe/v1/o-0451/locker/lk01/evt"),
+        )
+    )
+    add(("topic build bad kind", "topic.build", ["o1", "fridge", "lk01", "evt"], err("bad_topic")))
+    add(
+        (
+            "topic build upper device",
+            "topic.build",
+            ["o1", "locker", "LK01", "evt"],
+            err("bad_topic"),
+        )
+    )
+    add(
+        (
+            "topic build wildcard device",
+            "topic.build",
+            ["o1", "locker", "+", "evt"],
+            err("bad_topic"),
+        )
+    )
+    add(
+        ("topic build 33 chars", "topic.build", ["o1", "locker", "a" * 33, "evt"], err("bad_topic"))
+    )
+    add(
+        (
+            "topic parse",
+            "topic.parse",
+            "pe/v1/o1/scanner/sc-2/ack",
+            ok(["o1", "scanner", "sc-2", "ack"]),
+        )
+    )
+    add(("topic parse foreign", "topic.parse", "$SYS/broker/uptime", err("unknown_topic")))
+    add(("topic parse v2", "topic.parse", "pe/v2/o1/locker/lk01/evt", err("unknown_topic")))
+    add(("topic parse short", "topic.parse", "pe/v1/o1/locker/lk01", err("unknown_topic")))
+    add(
+        (
+            "topic parse extra level",
+            "topic.parse",
+            "pe/v1/o1/locker/lk01/evt/x",
+            err("unknown_topic"),
+        )
+    )
+    add(
+        (
+            "topic parse unknown channel",
+            "topic.parse",
+            "pe/v1/o1/locker/lk01/debug",
+            err("unknown_topic"),
+        )
+    )
+    add(("topic parse bad device", "topic.parse", "pe/v1/o1/locker/lk 01/evt", err("bad_topic")))
+    add(("topic parse empty outlet", "topic.parse", "pe/v1//locker/lk01/evt", err("bad_topic")))
+
+    # --- canonical JSON
+    add(
+        (
+            "canon sorted compact",
+            "canon",
+            {"b": 1, "a": [True, None, "x"]},
+            ok('{"a":[true,null,"x"],"b":1}'),
+        )
+    )
+    add(
+        (
+            "canon unicode raw",
+            "canon",
+            {"收件人": "张三", "q": 'a"b\\c\n\t\u0001'},
+            ok(canon({"收件人": "张三", "q": 'a"b\\c\n\t\u0001'})),
+        )
+    )
+    add(
+        (
+            "canon negative and big",
+            "canon",
+            [-5, 0, 1795881163, 2**40],
+            ok("[-5,0,1795881163,1099511627776]"),
+        )
+    )
+    add(("canon float refused", "canon", {"t": 21.5}, err("bad_field")))
+    add(("canon too deep", "canon", [[[[[[[[[[1]]]]]]]]]], err("bad_field")))
+
+    # --- event ids
+    add(("id parse", "id.parse", "lk01:3fa2c0de:17", ok(["lk01", "3fa2c0de", 17])))
+    add(("id parse zero seq", "id.parse", "lk01:3fa2c0de:0", err("bad_field")))
+    add(("id parse leading zero", "id.parse", "lk01:3fa2c0de:017", err("bad_field")))
+    add(("id parse short inc", "id.parse", "lk01:3fa2:17", err("bad_field")))
+    add(("id parse upper inc", "id.parse", "lk01:3FA2C0DE:17", err("bad_field")))
+    add(("id parse two parts", "id.parse", "lk01:17", err("bad_field")))
+    add(("id parse negative", "id.parse", "lk01:3fa2c0de:-1", err("bad_field")))
+
+    # --- envelopes
+    env = {
+        "v": 1,
+        "id": "lk01:3fa2c0de:17",
+        "ts": 1795881163,
+        "type": "locker.deposit",
+        "cls": "custody",
+        "boot": 4,
+        "body": {"parcel": "RB123456785GB", "door": 3, "note": "已投递"},
+    }
+    add(("envelope encode", "env.encode", env, ok(canon(env))))
+    add(("envelope decode", "env.decode", canon(env), ok(env)))
+    add(("envelope decode spaced json", "env.decode", json.dumps(env), ok(env)))
+    newer = dict(env, trace="abc")
+    add(("envelope keeps unknown field", "env.decode", canon(newer), ok(newer)))
+    for field in ("v", "id", "ts", "type", "cls", "body"):
+        missing = {k: v for k, v in env.items() if k != field}
+        add((f"envelope missing {field}", "env.decode", canon(missing), err("missing_field")))
+    add(("envelope v2", "env.decode", canon(dict(env, v=2)), err("bad_version")))
+    add(("envelope v string", "env.decode", canon(dict(env, v="1")), err("bad_field")))
+    add(("envelope bad cls", "env.decode", canon(dict(env, cls="gossip")), err("bad_field")))
+    add(
+        (
+            "envelope bad type",
+            "env.decode",
+            canon(dict(env, type="Locker Deposit")),
+            err("bad_field"),
+        )
+    )
+    add(("envelope negative ts", "env.decode", canon(dict(env, ts=-1)), err("bad_field")))
+    add(("envelope bool ts", "env.decode", canon(dict(env, ts=True)), err("bad_field")))
+    add(("envelope body list", "env.decode", canon(dict(env, body=[1])), err("bad_field")))
+    add(("envelope bad id", "env.decode", canon(dict(env, id="lk01-17")), err("bad_field")))
+    add(
+        (
+            "envelope float in body",
+            "env.decode",
+            canon(dict(env, body={"t": 21.5})),
+            err("bad_field"),
+        )
+    )
+    add(("envelope not json", "env.decode", '{"v":1,"id":', err("malformed")))
+    add(("envelope json array", "env.decode", "[1,2,3]", err("malformed")))
+    add(("envelope json string", "env.decode", '"hello"', err("malformed")))
+    add(("envelope empty", "env.decode", "", err("malformed")))
+    add(("envelope not utf8", "env.decode", {"hex": "7b2276223aff7d"}, err("malformed")))
+    add(("envelope binary garbage", "env.decode", {"hex": "00ff13377e0000"}, err("malformed")))
+    big = dict(env, body={"pad": "x" * 4100})
+    add(("envelope oversized", "env.decode", canon(big), err("oversized")))
+    add(("envelope encode oversized", "env.encode", big, err("oversized")))
+    add(("envelope encode float", "env.encode", dict(env, body={"t": 0.5}), err("bad_field")))
+
+    # --- HMAC-SHA256, RFC 4231 test cases 1, 2 and 6
+    rfc = [
+        ("0b" * 20, b"Hi There".hex()),
+        (b"Jefe".hex(), b"what do ya want for nothing?".hex()),
+        ("aa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First".hex()),
+    ]
+    for n, (k, m) in enumerate(rfc):
+        mac = hmac.new(bytes.fromhex(k), bytes.fromhex(m), hashlib.sha256).hexdigest()
+        add((f"hmac rfc4231 #{n}", "hmac", {"key": k, "msg": m}, ok(mac)))
+
+    # --- commands
+    now = 1795881200
+    cmd = {
+        "v": 1,
+        "id": "c-0001",
+        "dev": "lk01",
+        "op": "open",
+        "args": {"door": 3},
+        "iat": now - 100,
+        "exp": now + 200,
+        "kid": "k1",
+    }
+    add(("command sign", "cmd.sign", {"cmd": cmd, "key": KEY}, ok(sig(cmd))))
+    good = signed(
+        id="c-0001", dev="lk01", op="open", args={"door": 3}, iat=now - 100, exp=now + 200
+    )
+    keys = {"k1": KEY}
+
+    def verify(name: str, payload: Any, expect: dict[str, Any], **extra: Any) -> None:
+        add(
+            (
+                name,
+                "cmd.verify",
+                {"payload": payload, "keys": keys, "dev": "lk01", "now": now, **extra},
+                expect,
+            )
+        )
+
+    verify("command verify good", canon(good), ok("c-0001"))
+    verify("command verify spaced json", json.dumps(good, indent=1), ok("c-0001"))
+    tampered = dict(good, args={"door": 4})
+    verify("command tampered args", canon(tampered), err("bad_signature"))
+    verify("command wrong key", canon(dict(good, sig=sig(good, "other-key"))), err("bad_signature"))
+    verify("command sig not hex", canon(dict(good, sig="z" * 64)), err("bad_signature"))
+    verify("command sig short", canon(dict(good, sig="ab")), err("bad_signature"))
+    verify(
+        "command unknown kid",
+        canon(signed(**{**{k: v for k, v in good.items() if k != "sig"}, "kid": "k9"})),
+        err("unknown_key"),
+    )
+    other = signed(id="c-0002", dev="lk02", op="open", args={}, iat=now - 10, exp=now + 10)
+    verify("command for another device", canon(other), err("wrong_device"))
+    expired = signed(id="c-0003", dev="lk01", op="open", args={}, iat=now - 600, exp=now - 1)
+    verify("command expired", canon(expired), err("expired"))
+    at_exp = signed(id="c-0004", dev="lk01", op="open", args={}, iat=now - 600, exp=now)
+    verify("command at expiry", canon(at_exp), err("expired"))
+    future = signed(id="c-0005", dev="lk01", op="open", args={}, iat=now + 3600, exp=now + 7200)
+    verify("command from the future", canon(future), err("not_yet_valid"))
+    skewed = signed(id="c-0006", dev="lk01", op="open", args={}, iat=now + 200, exp=now + 400)
+    verify("command within clock skew", canon(skewed), ok("c-0006"))
+    forever = signed(id="c-0007", dev="lk01", op="open", args={}, iat=now, exp=now + 8 * 86400)
+    verify("command lifetime too long", canon(forever), err("bad_field"))
+    backwards = signed(id="c-0008", dev="lk01", op="open", args={}, iat=now, exp=now - 5)
+    verify("command exp before iat", canon(backwards), err("bad_field"))
+    verify("command replayed", canon(good), err("replayed"), before=[canon(good)])
+    second = signed(id="c-0009", dev="lk01", op="open", args={"door": 1}, iat=now - 5, exp=now + 50)
+    verify("command after another", canon(second), ok("c-0009"), before=[canon(good)])
+    # Capacity 1: c-0009 evicts c-0001 (earlier expiry), whose replay is then
+    # refused by the floor rather than accepted.
+    verify(
+        "command replay after eviction",
+        canon(good),
+        err("replayed"),
+        before=[canon(good), canon(second)],
+        capacity=1,
+    )
+    nosig = {k: v for k, v in good.items() if k != "sig"}
+    verify("command unsigned", canon(nosig), err("missing_field"))
+    noexp = {k: v for k, v in good.items() if k != "exp"}
+    verify("command without exp", canon(noexp), err("missing_field"))
+    verify("command not json", "open door 3", err("malformed"))
+    verify("command json list", "[]", err("malformed"))
+    verify("command oversized", canon(dict(good, args={"pad": "x" * 2100})), err("oversized"))
+    verify("command garbage bytes", {"hex": "ff00fe7b7d"}, err("malformed"))
+    add(
+        (
+            "command ack",
+            "cmd.ack",
+            {"id": "c-0001", "ts": now},
+            ok(canon({"v": 1, "id": "c-0001", "ts": now, "ok": True, "code": "ok"})),
+        )
+    )
+
+    # --- UPU S10
+    add(
+        (
+            "s10 spec example",
+            "barcode.s10",
+            "RB123456785GB",
+            verdict_ok("s10", "RB123456785GB", service="RB", country="GB"),
+        )
+    )
+    add(
+        (
+            "s10 china ems",
+            "barcode.s10",
+            "EA123456785CN",
+            verdict_ok("s10", "EA123456785CN", service="EA", country="CN"),
+        )
+    )
+    # serial 00000027: S = 2*9 + 7*7 = 67, 67 mod 11 = 1, C = 10 -> 0
+    add(
+        (
+            "s10 check 10 maps to 0",
+            "barcode.s10",
+            "CP000000270CN",
+            verdict_ok("s10", "CP000000270CN", service="CP", country="CN"),
+        )
+    )
+    # serial 00000000: S = 0, C = 11 -> 5
+    add(
+        (
+            "s10 check 11 maps to 5",
+            "barcode.s10",
+            "LX000000005CN",
+            verdict_ok("s10", "LX000000005CN", service="LX", country="CN"),
+        )
+    )
+    add(("s10 bad check digit", "barcode.s10", "RB123456784GB", verdict_bad("s10_check_digit")))
+    add(("s10 unknown country", "barcode.s10", "RB123456785ZZ", verdict_bad("s10_country")))
+    add(("s10 lowercase", "barcode.s10", "rb123456785gb", verdict_bad("s10_format")))
+    add(("s10 too short", "barcode.s10", "RB12345678GB", verdict_bad("s10_format")))
+    add(("s10 letter in serial", "barcode.s10", "RB12345A785GB", verdict_bad("s10_format")))
+
+    # --- EAN / UPC
+    add(("ean13", "barcode.ean", "4006381333931", verdict_ok("ean13", "4006381333931")))
+    add(
+        ("ean13 china prefix", "barcode.ean", "6901234567892", verdict_ok("ean13", "6901234567892"))
+    )
+    add(("ean13 bad check", "barcode.ean", "4006381333932", verdict_bad("ean_check_digit")))
+    add(("ean8", "barcode.ean", "96385074", verdict_ok("ean8", "96385074")))
+    add(("ean8 bad check", "barcode.ean", "96385075", verdict_bad("ean_check_digit")))
+    add(("upca", "barcode.ean", "036000291452", verdict_ok("upca", "036000291452")))
+    add(("upca bad check", "barcode.ean", "036000291453", verdict_bad("ean_check_digit")))
+    add(("ean 10 digits", "barcode.ean", "1234567890", verdict_bad("ean_format")))
+    add(("ean letters", "barcode.ean", "40063813339A", verdict_bad("ean_format")))
+
+    # --- GS1
+    add(
+        (
+            "gs1 sscc bracketed",
+            "barcode.gs1",
+            "(00)106141412345678908",
+            verdict_ok("sscc", "106141412345678908", ais={"00": "106141412345678908"}),
+        )
+    )
+    add(
+        (
+            "gs1 sscc bad check",
+            "barcode.gs1",
+            "(00)106141412345678907",
+            verdict_bad("gs1_check_digit"),
+        )
+    )
+    add(
+        (
+            "gs1 gtin with batch",
+            "barcode.gs1",
+            "(01)09506000134352(10)ABC123",
+            verdict_ok("gtin", "09506000134352", ais={"01": "09506000134352", "10": "ABC123"}),
+        )
+    )
+    add(
+        (
+            "gs1 raw fnc1",
+            "barcode.gs1",
+            "010950600013435210ABC123\x1d17261231",
+            verdict_ok(
+                "gtin",
+                "09506000134352",
+                ais={"01": "09506000134352", "10": "ABC123", "17": "261231"},
+            ),
+        )
+    )
+    add(("gs1 gtin bad check", "barcode.gs1", "(01)09506000134353", verdict_bad("gs1_check_digit")))
+    add(("gs1 sscc short", "barcode.gs1", "(00)10614141234567890", verdict_bad("gs1_length")))
+    add(("gs1 unknown ai", "barcode.gs1", "(99)ABC", verdict_bad("gs1_unknown_ai")))
+    add(("gs1 raw unknown ai", "barcode.gs1", "99ABC", verdict_bad("gs1_unknown_ai")))
+    add(("gs1 unclosed", "barcode.gs1", "(01", verdict_bad("gs1_format")))
+    add(
+        (
+            "gs1 repeated ai",
+            "barcode.gs1",
+            "(01)09506000134352(01)09506000134352",
+            verdict_bad("gs1_format"),
+        )
+    )
+
+    # --- China Post domestic
+    add(
+        (
+            "cn ems",
+            "barcode.cn",
+            "1012345678901",
+            verdict_ok("cn_ems", "1012345678901", check="none"),
+        )
+    )
+    add(
+        (
+            "cn parcel",
+            "barcode.cn",
+            "9876543210123",
+            verdict_ok("cn_parcel", "9876543210123", check="none"),
+        )
+    )
+    add(("cn wrong prefix", "barcode.cn", "3012345678901", verdict_bad("cn_format")))
+    add(("cn 12 digits", "barcode.cn", "101234567890", verdict_bad("cn_format")))
+
+    # --- AIM identifiers and classification as scanned
+    add(
+        (
+            "aim code128",
+            "aim.parse",
+            "]C0RB123456785GB",
+            ok(["code128", "0", "RB123456785GB", False]),
+        )
+    )
+    add(
+        (
+            "aim gs1-128",
+            "aim.parse",
+            "]C100106141412345678908",
+            ok(["code128", "1", "00106141412345678908", True]),
+        )
+    )
+    add(("aim ean13", "aim.parse", "]E04006381333931", ok(["ean13", "0", "4006381333931", False])))
+    add(("aim ean8", "aim.parse", "]E496385074", ok(["ean8", "4", "96385074", False])))
+    add(
+        (
+            "aim qr",
+            "aim.parse",
+            "]Q1https://post.example/c/42",
+            ok(["qr", "1", "https://post.example/c/42", False]),
+        )
+    )
+    add(
+        (
+            "aim gs1 datamatrix",
+            "aim.parse",
+            "]d20109506000134352",
+            ok(["datamatrix", "2", "0109506000134352", True]),
+        )
+    )
+    add(("aim none", "aim.parse", "RB123456785GB", ok([None, None, "RB123456785GB", False])))
+    add(("aim unknown letter", "aim.parse", "]Y0abc", ok(["aim_Y", "0", "abc", False])))
+    add(("aim too short", "aim.parse", "]C", ok([None, None, "]C", False])))
+    add(
+        (
+            "classify s10 code128",
+            "barcode.classify",
+            "]C0RB123456785GB",
+            verdict_ok("s10", "RB123456785GB", service="RB", country="GB", symbology="code128"),
+        )
+    )
+    add(
+        (
+            "classify s10 with CR",
+            "barcode.classify",
+            "RB123456785GB\r\n",
+            verdict_ok("s10", "RB123456785GB", service="RB", country="GB"),
+        )
+    )
+    add(
+        (
+            "classify 13 digits in ean13 symbol",
+            "barcode.classify",
+            "]E09876543210128",
+            verdict_ok("ean13", "9876543210128", symbology="ean13"),
+        )
+    )
+    add(
+        (
+            "classify 13 digits in code128",
+            "barcode.classify",
+            "]C09876543210128",
+            verdict_ok("cn_parcel", "9876543210128", check="none", symbology="code128"),
+        )
+    )
+    add(
+        (
+            "classify gs1-128 sscc",
+            "barcode.classify",
+            "]C100106141412345678908",
+            verdict_ok(
+                "sscc", "106141412345678908", ais={"00": "106141412345678908"}, symbology="code128"
+            ),
+        )
+    )
+    add(("classify upca", "barcode.classify", "036000291452", verdict_ok("upca", "036000291452")))
+    add(
+        (
+            "classify text",
+            "barcode.classify",
+            "]Q1hello",
+            ok({"ok": False, "reason": "unrecognised", "symbology": "qr"}),
+        )
+    )
+    add(("classify empty", "barcode.classify", "", verdict_bad("empty")))
+    add(("classify only aim", "barcode.classify", "]C0", verdict_bad("empty")))
+    add(
+        (
+            "classify control chars",
+            "barcode.classify",
+            "RB1234\x0056785GB",
+            verdict_bad("bad_chars"),
+        )
+    )
+    add(("classify bad s10", "barcode.classify", "RB123456784GB", verdict_bad("s10_check_digit")))
+    return [{"name": n, "fn": f, "in": i, "expect": e} for n, f, i, e in c]
+
+
+def render() -> str:
+    return "".join(json.dumps(case, ensure_ascii=False) + "\n" for case in cases())
+
+
+if __name__ == "__main__":
+    OUT.write_text(render(), encoding="utf-8")
+    print(f"wrote {len(cases())} vectors to {OUT}")

@@ -49,23 +49,26 @@ class Faults:
 
 @dataclass
 class SeqTracker:
-    """Per-(device, incarnation) order check: gaps and reorders are metrics."""
+    """Per-(device, incarnation) order check: gaps and reorders are metrics.
+
+    Primed from the store *before* a group commits, so a group that holds
+    later sequence numbers does not hide its own gaps.
+    """
 
     last: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def observe(self, store: EventStore, device: str, inc: str, seq: int) -> str | None:
+    def prime(self, store: EventStore, events: list[StoredEvent]) -> None:
+        for e in events:
+            key = (e.device, e.inc)
+            if key not in self.last:
+                prev = store.max_seq(e.device, e.inc)
+                if prev is not None:
+                    self.last[key] = prev
+
+    def observe(self, device: str, inc: str, seq: int) -> str | None:
         key = (device, inc)
-        if key not in self.last:
-            row = store.db.execute(
-                "SELECT max(seq) FROM events WHERE device=? AND inc=? AND seq<>?",
-                (device, inc, seq),
-            ).fetchone()
-            if row[0] is None:
-                self.last[key] = seq
-                return None
-            self.last[key] = int(row[0])
-        prev = self.last[key]
-        if seq == prev + 1:
+        prev = self.last.get(key)
+        if prev is None or seq == prev + 1:
             self.last[key] = seq
             return None
         if seq > prev + 1:
@@ -94,6 +97,7 @@ class Ingest:
         self.seq = SeqTracker()
         self.pending: list[mqtt.MQTTMessage] = []
         self.connected = False
+        self.stopping = False
         b = cfg.broker
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -146,13 +150,16 @@ class Ingest:
         if self.faults.hold_before_commit_s:
             emit("holding", n=len(batch), ids=[e.id for e in events])
             time.sleep(self.faults.hold_before_commit_s)
-        inserted, dups = self.store.commit_events(events, rejects)
+        self.seq.prime(self.store, events)
+        fresh = self.store.commit_events(events, rejects)
+        inserted = sum(fresh)
+        dups = len(fresh) - inserted
         self.metrics["received"] += len(batch)
         self.metrics["stored"] += inserted
         self.metrics["duplicates"] += dups
         self.metrics["group_commits"] += 1
-        for e in events:
-            order = self.seq.observe(self.store, e.device, e.inc, e.seq)
+        for e, new in zip(events, fresh, strict=True):
+            order = self.seq.observe(e.device, e.inc, e.seq) if new else None
             if order:
                 self.metrics[f"seq_{order}s"] += 1
         emit("committed", n=len(batch), stored=inserted, duplicates=dups,
@@ -167,7 +174,7 @@ class Ingest:
         """Serve until ``until`` (monotonic) or ``stop_after`` events are stored."""
         b = self.cfg.broker
         delay = 0.2
-        while True:
+        while not self.stopping:
             try:
                 self.client.connect(b.host, b.port, keepalive=b.keepalive)
                 break
@@ -177,7 +184,7 @@ class Ingest:
                 delay = min(delay * 2, 5.0)
         emit("gateway_started", outlet=self.cfg.outlet, db=str(self.cfg.db),
              stored=self.store.count())
-        while until is None or time.monotonic() < until:
+        while not self.stopping and (until is None or time.monotonic() < until):
             rc = self.client.loop(timeout=0.05)
             window_end = time.monotonic() + self.cfg.group_window_s
             while self.pending and len(self.pending) < self.cfg.group_max and \
@@ -196,6 +203,10 @@ class Ingest:
                     emit("reconnect_failed", error=str(e))
         self.client.disconnect()
         emit("gateway_stopped", **dict(self.metrics))
+
+    def stop(self) -> None:
+        """Ask run() to finish its current group, disconnect and return."""
+        self.stopping = True
 
     def close(self) -> None:
         self.store.close()

@@ -90,10 +90,14 @@ class EventStore:
 
     def commit_events(
         self, events: Iterable[StoredEvent], rejects: Iterable[tuple[str, str, str, bytes]] = ()
-    ) -> tuple[int, int]:
-        """Commit one group in a single transaction; return (inserted, duplicates)."""
+    ) -> list[bool]:
+        """Commit one group in a single transaction.
+
+        Returns, per event, True if it was new and False if its id was
+        already stored (a redelivery).
+        """
         now = time.time()
-        inserted = dups = 0
+        fresh: list[bool] = []
         self.db.execute("BEGIN IMMEDIATE")
         try:
             for e in events:
@@ -103,10 +107,7 @@ class EventStore:
                     (e.id, e.outlet, e.kind, e.device, e.inc, e.seq, e.cls, e.type, e.ts, now,
                      e.payload),
                 )
-                if cur.rowcount:
-                    inserted += 1
-                else:
-                    dups += 1
+                fresh.append(bool(cur.rowcount))
             for topic, code, detail, payload in rejects:
                 self.db.execute(
                     "INSERT INTO rejected(at,topic,code,detail,payload) VALUES (?,?,?,?,?)",
@@ -116,7 +117,12 @@ class EventStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return inserted, dups
+        return fresh
+
+    def max_seq(self, device: str, inc: str) -> int | None:
+        row = self.db.execute("SELECT max(seq) FROM events WHERE device=? AND inc=?",
+                              (device, inc)).fetchone()
+        return None if row[0] is None else int(row[0])
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM events").fetchone()[0])

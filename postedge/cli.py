@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -43,10 +44,11 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     faults = Faults(hold_before_commit_s=args.hold_before_commit,
                     exit_before_ack=args.exit_before_ack)
     ing = Ingest(cfg, faults)
+    # systemd stops with SIGTERM: finish the group in hand, then exit cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: ing.stop())
+    signal.signal(signal.SIGINT, lambda *_: ing.stop())
     try:
         ing.run()
-    except KeyboardInterrupt:
-        pass
     finally:
         ing.close()
     return 0

@@ -12,51 +12,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from gateway.broker import Account, Mosquitto
+from gateway.process import GatewayProcess, write_config
 from gateway.store import EventStore
 from postedge import unixport
 from postedge.i18n import t
 
 OUTLET = "demo"
-
-
-def gateway_config(workdir: Path, broker: Mosquitto) -> Path:
-    cfg = workdir / "gateway.toml"
-    cfg.write_text(
-        f'outlet = "{OUTLET}"\ndb = "gateway.db"\n\n[broker]\nhost = "127.0.0.1"\n'
-        f'port = {broker.port}\nusername = "gw-{OUTLET}"\npassword = "gw-secret"\n'
-    )
-    return cfg
-
-
-def start_gateway(cfg: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "postedge.cli", "gateway", "--config", str(cfg), *extra],
-        stdout=subprocess.PIPE, text=True,
-    )
-
-
-def wait_line(proc: subprocess.Popen[str], evt: str, timeout: float = 20) -> dict[str, object]:
-    """Read the process's JSON lines until one has ``evt``."""
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"process ended before {evt!r}")
-        try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        if d.get("evt") == evt:
-            return d
-    raise TimeoutError(evt)
 
 
 def locker_config(workdir: Path, broker: Mosquitto, events: int) -> Path:
@@ -95,30 +60,27 @@ def run_demo(lang: str, events: int = 5, workdir: Path | None = None) -> int:
     try:
         broker.start()
         print(t("demo.broker", lang, port=broker.port))
-        cfg = gateway_config(workdir, broker)
-        gw = start_gateway(cfg)
-        wait_line(gw, "gateway_started")
+        cfg = write_config(workdir / "gateway.toml", OUTLET, broker.port, f"gw-{OUTLET}", "gw-secret")
+        gw = GatewayProcess(cfg)
+        gw.wait_for("gateway_started")
         print(t("demo.gateway", lang, db=workdir / "gateway.db"))
         lk = locker_config(workdir, broker, events)
         print(t("demo.locker", lang, n=events, heap=unixport.DEVICE_HEAP))
         sent = run_locker(lk, lang)
-        gw.terminate()
-        gw.wait(10)
+        gw.stop()
 
         # The fault: receive, then die before the commit.
         print(t("demo.kill", lang))
-        gw = start_gateway(cfg, "--hold-before-commit", "30")
-        wait_line(gw, "gateway_started")
+        gw = GatewayProcess(cfg, "--hold-before-commit", "30")
+        gw.wait_for("gateway_started")
         lk.write_text(json.dumps({**json.loads(lk.read_text()), "events": 1}))
         sent += run_locker(lk, lang)
-        wait_line(gw, "holding")
+        gw.wait_for("holding")
         gw.kill()
-        gw.wait()
         print(t("demo.restart", lang))
-        gw = start_gateway(cfg)
-        wait_line(gw, "committed")
-        gw.terminate()
-        gw.wait(10)
+        gw = GatewayProcess(cfg)
+        gw.wait_for("committed")
+        gw.stop()
         gw = None
 
         store = EventStore(workdir / "gateway.db")
@@ -134,7 +96,7 @@ def run_demo(lang: str, events: int = 5, workdir: Path | None = None) -> int:
                 verdict=t("demo.ok" if good else "demo.fail", lang)))
         return 0 if good else 1
     finally:
-        if gw is not None and gw.poll() is None:
+        if gw is not None:
             gw.kill()
         broker.stop()
         if tmp:

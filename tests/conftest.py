@@ -1,0 +1,98 @@
+"""Shared fixtures: a real Mosquitto per test on a free loopback port, with
+passwords and an ACL generated for one outlet, and helpers for real paho
+clients and the MicroPython unix port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from gateway.broker import Account, Mosquitto
+
+OUTLET = "o1"
+PASSWORDS = {"gw-o1": "gw-secret", "lk01": "lk01-pw", "lk02": "lk02-pw", "sc01": "sc01-pw"}
+
+
+@pytest.fixture
+def accounts() -> list[Account]:
+    return [
+        Account("gw-o1", PASSWORDS["gw-o1"], OUTLET, "gateway"),
+        Account("lk01", PASSWORDS["lk01"], OUTLET, "locker"),
+        Account("lk02", PASSWORDS["lk02"], OUTLET, "locker"),
+        Account("sc01", PASSWORDS["sc01"], OUTLET, "scanner"),
+    ]
+
+
+@pytest.fixture
+def broker(tmp_path: Path, accounts: list[Account]) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path / "broker", accounts)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.kill()
+
+
+class Recorder:
+    """A connected paho client that records what it receives."""
+
+    def __init__(self, client: mqtt.Client) -> None:
+        self.client = client
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.cond = threading.Condition()
+
+    def on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            self.messages.append(msg)
+            self.cond.notify_all()
+
+    def wait_for(self, pred: Callable[[list[mqtt.MQTTMessage]], bool], timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not pred(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+
+@pytest.fixture
+def connect(broker: Mosquitto) -> Iterator[Callable[..., Recorder]]:
+    """connect(user, protocol=MQTTv5) -> Recorder with its network loop running."""
+    made: list[mqtt.Client] = []
+
+    def _connect(user: str, password: str | None = None,
+                 protocol: int = mqtt.MQTTv5) -> Recorder:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{len(made)}",
+                        protocol=protocol)
+        c.username_pw_set(user, password if password is not None else PASSWORDS[user])
+        rec = Recorder(c)
+        c.on_message = rec.on_message
+        connected = threading.Event()
+        result: list[object] = []
+
+        def on_connect(client: mqtt.Client, userdata: object, flags: object, rc: object,
+                       props: object = None) -> None:
+            result.append(rc)
+            connected.set()
+
+        c.on_connect = on_connect
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        made.append(c)
+        assert connected.wait(10), "no CONNACK"
+        rc = result[0]
+        if getattr(rc, "is_failure", False):
+            raise ConnectionRefusedError(str(rc))
+        return rec
+
+    yield _connect
+    for c in made:
+        c.loop_stop()
+        c.disconnect()

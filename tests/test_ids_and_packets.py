@@ -254,7 +254,11 @@ def test_publish_first_byte_flags() -> None:
     assert packets.publish("a/b", b"", qos=0, retain=True)[0] == 0x31
     assert packets.publish("a/b", b"", qos=1, pid=1)[0] == 0x32
     assert packets.publish("a/b", b"", qos=1, pid=1, dup=True)[0] == 0x3A
-    assert packets.publish("a/b", b"", qos=2, pid=1)[0] == 0x34
+    # DUP is meaningless at QoS 0 and cleared (MQTT-3.3.1-2); the client has
+    # no QoS 2 flow, so it refuses to start one.
+    assert packets.publish("a/b", b"", qos=0, dup=True)[0] == 0x30
+    with pytest.raises(packets.PacketError):
+        packets.publish("a/b", b"", qos=2, pid=1)
 
 
 def test_other_packets_match_spec() -> None:

@@ -299,9 +299,8 @@ def test_verify_on_random_bytes_raises_only_protocol_errors(payload) -> None:
 
 @FAST
 @given(st.sampled_from([*good_cmd, "sig", "extra"]), junk, st.booleans())
-# KNOWN BUG (signing.verify / canonical.dumps): a "\ud800" escape in the JSON
-# decodes to a lone surrogate, and signing_bytes() -> canonical.dumps() then
-# raises UnicodeEncodeError instead of a ProtocolError.
+# Regression: a "\ud800" escape used to decode to a lone surrogate and make
+# canonical.dumps() raise UnicodeEncodeError before the signature check.
 @example("args", {"x": "\ud800"}, True)
 def test_verify_on_damaged_commands_raises_only_protocol_errors(field, value, ascii_only) -> None:
     cmd = signing.sign(good_cmd, b"secret")
@@ -359,11 +358,11 @@ good_env = envelope.make("lk01:3fa2c0de:17", 1795881163, "locker.deposit", "cust
 
 @FAST
 @given(st.sampled_from([*good_env, "extra"]), junk | _near_ids(), st.booleans())
-# KNOWN BUG (ids.parse_event_id): str.isdigit() is true for "²", so int("²")
-# raises a bare ValueError out of envelope.decode, not BadField.
+# Regression: str.isdigit() is true for "²", and int("²") used to raise a
+# bare ValueError out of envelope.decode.
 @example("id", "lk01:3fa2c0de:\u00b2", False)
-# KNOWN BUG (envelope.decode): a "\ud800" escape decodes to a lone surrogate;
-# decode accepts it but the envelope can never be re-encoded (UnicodeEncodeError).
+# Regression: a "\ud800" escape used to be accepted by decode although the
+# envelope could never be re-encoded.
 @example("body", {"x": "\ud800"}, True)
 def test_envelope_decode_on_damaged_envelopes_raises_only_protocol_errors(field, value, ascii_only) -> None:
     env = dict(good_env)
@@ -497,10 +496,8 @@ def test_event_id_round_trips(device, inc, seq) -> None:
 @example("lk01:3fa2c0de:0")
 @example("lk01:3fa2c0de:0017")
 @example("lk01:3FA2C0DE:17")
-# KNOWN BUG (ids.parse_event_id): the seq check uses str.isdigit(), which is
-# true for any Unicode digit. "²" then makes int() raise ValueError instead of
-# BadField; Arabic-Indic "١٧" is accepted as seq 17, an alias of "...:17"; and
-# "٠" slips past the leading-zero check and is accepted as seq 0.
+# Regression: the seq check used str.isdigit(), true for any Unicode digit:
+# "²" raised ValueError, Arabic-Indic "١٧" aliased seq 17, "٠" passed as 0.
 @example("lk01:3fa2c0de:\u00b2")
 @example("lk01:3fa2c0de:\u0661\u0667")
 @example("lk01:3fa2c0de:\u0660")

@@ -14,6 +14,7 @@ PINGRESP = 0xD0
 DISCONNECT = 0xE0
 
 MAX_PACKET = 64 * 1024
+MAX_REMAINING = 268435455  # four length bytes, MQTT 3.1.1 section 2.2.3
 
 CONNACK_REASONS = {
     1: "unacceptable protocol version",
@@ -35,6 +36,8 @@ def _str(s):
 
 
 def remaining_length(n):
+    if not 0 <= n <= MAX_REMAINING:
+        raise PacketError("remaining length %d out of range" % n)
     out = bytearray()
     while True:
         b = n % 128
@@ -52,6 +55,8 @@ def packet(first, body):
 
 def connect(client_id, keepalive=60, clean=True, user=None, password=None,
             will_topic=None, will_msg=b"", will_qos=1, will_retain=True):
+    if password is not None and user is None:
+        raise PacketError("a password needs a user name (MQTT-3.1.2-22)")
     flags = 0
     if clean:
         flags |= 0x02
@@ -70,6 +75,10 @@ def connect(client_id, keepalive=60, clean=True, user=None, password=None,
 
 
 def publish(topic, payload, qos=0, retain=False, pid=0, dup=False):
+    if qos not in (0, 1):
+        raise PacketError("QoS %r not supported" % (qos,))
+    if not qos:
+        dup = False  # DUP must be 0 for QoS 0 (MQTT-3.3.1-2)
     first = PUBLISH | (qos << 1) | (1 if retain else 0) | (0x08 if dup else 0)
     body = _str(topic)
     if qos:
@@ -100,8 +109,13 @@ def parse_publish(first, body):
     tlen = struct.unpack("!H", body[:2])[0]
     if 2 + tlen > len(body):
         raise PacketError("PUBLISH topic runs past the packet")
-    topic = body[2:2 + tlen].decode("utf-8")
+    try:
+        topic = body[2:2 + tlen].decode("utf-8")
+    except Exception:
+        raise PacketError("PUBLISH topic is not UTF-8")
     qos = (first >> 1) & 3
+    if qos == 3:
+        raise PacketError("PUBLISH with QoS 3")
     i = 2 + tlen
     pid = 0
     if qos:

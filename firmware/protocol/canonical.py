@@ -78,7 +78,36 @@ def dumps(obj):
     """Canonical bytes of a JSON value built from dict/list/str/int/bool/None."""
     out = []
     _enc(obj, out, 0, "$")
-    return "".join(out).encode("utf-8")
+    try:
+        return "".join(out).encode("utf-8")
+    except Exception:
+        # CPython: a lone surrogate, e.g. from a JSON "\ud800" escape.
+        raise BadField("$: text is not valid Unicode (lone surrogate)")
+
+
+def reject_surrogate_escapes(text):
+    """Refuse JSON text with backslash-u escapes of D800-DFFF, before decoding.
+
+    CPython turns an escaped pair into one astral character but a lone one
+    into an unencodable surrogate; MicroPython turns either into CESU-8
+    bytes. Refusing the escapes keeps both interpreters' verdicts and bytes
+    identical. Our encoder never writes them: it sends raw UTF-8.
+    """
+    i = text.find("\\")
+    n = len(text)
+    while 0 <= i < n - 1:
+        nxt = text[i + 1]
+        if nxt == "u" and i + 3 < n and text[i + 2] in "dD" and text[i + 3] in "89abcdefABCDEF":
+            raise BadField("$: \\u%s escape: surrogates are not allowed, send raw UTF-8"
+                           % text[i + 2:i + 6])
+        i = text.find("\\", i + 2)
+
+
+def _check_text(s, path):
+    try:
+        s.encode("utf-8")
+    except Exception:
+        raise BadField(path + ": text is not valid Unicode (lone surrogate)")
 
 
 def check_value(obj, path="$", depth=0):
@@ -87,8 +116,11 @@ def check_value(obj, path="$", depth=0):
         raise BadField(path + ": nested deeper than %d" % MAX_DEPTH)
     if isinstance(obj, float):
         raise BadField(path + ": floats are not allowed, use a scaled integer")
-    if isinstance(obj, dict):
+    if isinstance(obj, str):
+        _check_text(obj, path)
+    elif isinstance(obj, dict):
         for k in obj:
+            _check_text(k, path)
             check_value(obj[k], path + "." + k, depth + 1)
     elif isinstance(obj, list):
         for i in range(len(obj)):

@@ -11,7 +11,7 @@
 import json
 
 from firmware.protocol import PROTOCOL_VERSION
-from firmware.protocol.canonical import check_value, dumps
+from firmware.protocol.canonical import check_value, dumps, reject_surrogate_escapes
 from firmware.protocol.errors import (
     BadField,
     MalformedPayload,
@@ -88,6 +88,7 @@ def decode(payload, limit=MAX_PAYLOAD):
         text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
     except Exception:
         raise MalformedPayload("payload is not UTF-8")
+    reject_surrogate_escapes(text)
     try:
         env = json.loads(text)
     except Exception:

@@ -21,6 +21,13 @@ def format_event_id(device, inc, seq):
     return "%s:%s:%d" % (device, inc, seq)
 
 
+def _ascii_digits(s):
+    for c in s:
+        if not "0" <= c <= "9":
+            return False
+    return True
+
+
 def _is_hex8(s):
     if len(s) != 8:
         return False
@@ -42,7 +49,9 @@ def parse_event_id(event_id):
         raise BadField("id %r: bad device %r" % (event_id, dev))
     if not _is_hex8(inc):
         raise BadField("id %r: incarnation must be 8 lowercase hex digits" % (event_id,))
-    if not seq or len(seq) > 15 or not seq.isdigit() or (seq[0] == "0"):
+    # ASCII digits only: CPython's isdigit() also accepts e.g. Arabic-Indic
+    # digits, which would give one event two spellings of its id.
+    if not seq or len(seq) > 15 or not _ascii_digits(seq) or seq[0] == "0":
         raise BadField("id %r: seq must be a positive integer without leading zeros" % (event_id,))
     return (dev, inc, int(seq))
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 
 from firmware.protocol import PROTOCOL_VERSION
-from firmware.protocol.canonical import check_value, dumps
+from firmware.protocol.canonical import check_value, dumps, reject_surrogate_escapes
 from firmware.protocol.errors import (
     BadField,
     BadSignature,
@@ -184,7 +184,12 @@ def verify(payload, keys, device, now, guard=None, skew=CLOCK_SKEW):
         if len(payload) > MAX_COMMAND:
             raise OversizedPayload("command is %d bytes, limit %d" % (len(payload), MAX_COMMAND))
         try:
-            cmd = json.loads(payload)
+            text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
+        except Exception:
+            raise MalformedPayload("command is not UTF-8")
+        reject_surrogate_escapes(text)
+        try:
+            cmd = json.loads(text)
         except Exception:
             raise MalformedPayload("command is not JSON")
     if not isinstance(cmd, dict):
@@ -198,10 +203,10 @@ def verify(payload, keys, device, now, guard=None, skew=CLOCK_SKEW):
     sig = cmd["sig"]
     if not isinstance(sig, str) or len(sig) != 64:
         raise BadSignature("sig must be 64 hex digits")
-    try:
-        given = binascii.unhexlify(sig)
-    except Exception:
-        raise BadSignature("sig is not hex")
+    for c in sig:
+        if not ("0" <= c <= "9" or "a" <= c <= "f"):
+            raise BadSignature("sig must be lowercase hex")
+    given = binascii.unhexlify(sig)
     if not equal_ct(given, hmac_sha256(key, signing_bytes(cmd))):
         raise BadSignature("signature does not match command %s" % (cmd["id"],))
     if cmd["dev"] != device:

@@ -150,6 +150,8 @@ def cases() -> list[dict[str, Any]]:
     add(("id parse short inc", "id.parse", "lk01:3fa2:17", err("bad_field")))
     add(("id parse upper inc", "id.parse", "lk01:3FA2C0DE:17", err("bad_field")))
     add(("id parse two parts", "id.parse", "lk01:17", err("bad_field")))
+    add(("id parse superscript digit", "id.parse", "lk01:3fa2c0de:²", err("bad_field")))
+    add(("id parse arabic-indic digits", "id.parse", "lk01:3fa2c0de:١٧", err("bad_field")))
     add(("id parse negative", "id.parse", "lk01:3fa2c0de:-1", err("bad_field")))
 
     # --- envelopes
@@ -193,6 +195,16 @@ def cases() -> list[dict[str, Any]]:
             err("bad_field"),
         )
     )
+    raw = canon(env)
+    add(("envelope lone surrogate escape", "env.decode", raw.replace("已投递", "\\ud800"), err("bad_field")))
+    add(("envelope escaped surrogate pair", "env.decode", raw.replace("已投递", "\\ud83d\\ude00"),
+         err("bad_field")))
+    add(("envelope escaped backslash then u", "env.decode", raw.replace("已投递", "\\\\ud800"),
+         ok(dict(env, body=dict(env["body"], note="\\ud800")))))
+    add(("envelope raw emoji", "env.decode", raw.replace("已投递", "📦"),
+         ok(dict(env, body=dict(env["body"], note="📦")))))
+    add(("envelope BMP escape", "env.decode", raw.replace("已投递", "\\u5df2"),
+         ok(dict(env, body=dict(env["body"], note="已")))))
     add(("envelope not json", "env.decode", '{"v":1,"id":', err("malformed")))
     add(("envelope json array", "env.decode", "[1,2,3]", err("malformed")))
     add(("envelope json string", "env.decode", '"hello"', err("malformed")))
@@ -248,6 +260,8 @@ def cases() -> list[dict[str, Any]]:
     verify("command tampered args", canon(tampered), err("bad_signature"))
     verify("command wrong key", canon(dict(good, sig=sig(good, "other-key"))), err("bad_signature"))
     verify("command sig not hex", canon(dict(good, sig="z" * 64)), err("bad_signature"))
+    verify("command sig uppercase", canon(dict(good, sig=good["sig"].upper())), err("bad_signature"))
+    verify("command lone surrogate", canon(good).replace('"door"', '"\\udc00door"'), err("bad_field"))
     verify("command sig short", canon(dict(good, sig="ab")), err("bad_signature"))
     verify(
         "command unknown kid",

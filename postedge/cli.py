@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,6 +61,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(i18n.pick(args.lang), args.events, args.workdir)
 
 
+def cmd_firmware(args: argparse.Namespace) -> int:
+    from postedge import firmware_cmd as fw
+
+    if args.fw == "bundle":
+        made = fw.bundle(args.out, args.arch)
+        print(json.dumps({"bundle": str(args.out), "arch": args.arch, "files": len(made)}))
+        return 0
+    if args.fw == "package-json":
+        print(fw.package_json(args.version), end="")
+        return 0
+    if args.fw == "manifest":
+        print(fw.manifest_py(), end="")
+        return 0
+    # deploy
+    fw.bundle(args.out, args.arch)
+    rc = 0
+    for cmd in fw.deploy_commands(args.out, args.port, args.config):
+        print(" ".join(cmd))
+        if not args.dry_run:
+            rc = subprocess.run(cmd).returncode
+            if rc and cmd[4:5] != ["mkdir"]:  # mkdir fails harmlessly when :lib exists
+                return rc
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="postedge", description="Edge software for rural post outlets.")
     p.add_argument("--lang", choices=i18n.LANGS, help="message language (default: from LANG)")
@@ -78,6 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--exit-before-ack", action="store_true",
                    help="fault test hook: exit after the first commit, before acking")
     g.set_defaults(func=cmd_gateway)
+
+    f = sub.add_parser("firmware", help="package and deploy the locker firmware")
+    fsub = f.add_subparsers(dest="fw", required=True)
+    fb = fsub.add_parser("bundle", help="compile device firmware to .mpy with mpy-cross")
+    fb.add_argument("out", type=Path, help="output folder (mirrors the board's filesystem)")
+    fb.add_argument("--arch", default="xtensawin", help="mpy-cross -march (xtensawin, armv6m, ...)")
+    fp = fsub.add_parser("package-json", help="print the mip package.json")
+    fp.add_argument("--version", default="0.1.0")
+    fsub.add_parser("manifest", help="print manifest.py for freezing into a board image")
+    fd = fsub.add_parser("deploy", help="bundle and copy to a board with mpremote")
+    fd.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    fd.add_argument("--config", type=Path, help="the device's config.json to copy")
+    fd.add_argument("--out", type=Path, default=Path("build/firmware"))
+    fd.add_argument("--arch", default="xtensawin")
+    fd.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
+    f.set_defaults(func=cmd_firmware)
 
     d = sub.add_parser("demo", help="run the thin slice: MicroPython locker → Mosquitto → "
                                     "gateway → SQLite, with a gateway SIGKILL")

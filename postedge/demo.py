@@ -34,7 +34,7 @@ def locker_config(workdir: Path, broker: Mosquitto, events: int) -> Path:
 
 
 def run_locker(cfg: Path, lang: str) -> list[str]:
-    proc = unixport.run(["-m", "firmware.locker.main", str(cfg)], timeout=120)
+    proc = unixport.run(["-m", "firmware.locker.thin", str(cfg)], timeout=120)
     if proc.returncode:
         raise RuntimeError(proc.stderr)
     acked = []

@@ -38,7 +38,9 @@ def find_mpy_cross() -> str:
 
 
 def env(extra_path: list[Path] | None = None) -> dict[str, str]:
-    paths = [str(firmware_root())] + [str(p) for p in extra_path or []]
+    # ".frozen" keeps the modules frozen into the binary (asyncio among them)
+    # importable: MICROPYPATH replaces the default path rather than adding to it.
+    paths = [".frozen", str(firmware_root())] + [str(p) for p in extra_path or []]
     return {**os.environ, "MICROPYPATH": ":".join(paths)}
 
 

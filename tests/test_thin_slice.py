@@ -27,7 +27,7 @@ def locker(tmp_path: Path, broker: Mosquitto, events: int, **extra: object) -> l
     cfg.write_text(json.dumps({"outlet": "o1", "device": "lk01", "password": "lk01-pw",
                                "port": broker.port, "state_dir": str(tmp_path / "lk01-flash"),
                                "events": events, **extra}))
-    proc = unixport.run(["-m", "firmware.locker.main", str(cfg)], timeout=120)
+    proc = unixport.run(["-m", "firmware.locker.thin", str(cfg)], timeout=120)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines()]
 

@@ -1,96 +1,46 @@
-# The thin locker loop: boots, takes event ids from the persistent sequence,
-# and publishes door events at QoS 1 until each is acked, reconnecting with
-# jittered backoff. Issue 3 grows this into the real locker application; the
-# seams (protocol, storage, MQTT client) are the ones it keeps.
+# Boot the locker: config from flash, HAL for this platform, lock-board
+# driver, front panel, then the application's tasks forever.
 #
-# Run on the unix port:
-#   MICROPYPATH=<repo> micropython -X heapsize=128k -m firmware.locker.main cfg.json
+#   board:     main.py on flash calls main(["main", "config.json"])
+#   unix port: MICROPYPATH=.frozen:<repo> micropython -X heapsize=128k \
+#                  -m firmware.locker.main config.json
 
+import asyncio
 import json
-import os
 import sys
-import time
 
-from firmware.mqtt.client import Client, MQTTError
-from firmware.protocol import envelope, topics
-from firmware.protocol.ids import SeqCounter, format_event_id
-from firmware.storage import FileStorage
-
-
-def log(**kw):
-    print(json.dumps(kw))
+from firmware.hal import load
+from firmware.locker import config as config_mod
+from firmware.locker.app import Locker
+from firmware.locker.doors import Doors, make_driver
+from firmware.locker.panel import Panel
 
 
-def _jitter(cap):
-    # Full jitter: uniform in [0, cap), from the hardware RNG.
-    r = os.urandom(2)
-    return cap * ((r[0] << 8) | r[1]) / 65536
+def log(evt, **kw):
+    kw["evt"] = evt
+    try:
+        print(json.dumps(kw))
+    except Exception:
+        print('{"evt":"log_failed"}')
 
 
-class ThinLocker:
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.outlet = cfg["outlet"]
-        self.device = cfg["device"]
-        self.storage = FileStorage(cfg["state_dir"])
-        self.seq = SeqCounter(self.storage)
-        self.client = Client(
-            "pe-" + self.device, cfg.get("host", "127.0.0.1"), cfg["port"],
-            cfg["device"], cfg["password"], timeout=cfg.get("timeout", 3.0),
-        )
-        self.evt_topic = topics.build(self.outlet, "locker", self.device, "evt")
-        self.presence = topics.build(self.outlet, "locker", self.device, "presence")
-        self.connected = False
-
-    def ensure_connected(self):
-        delay = 0.2
-        while not self.connected:
-            try:
-                self.client.connect(clean=True, will_topic=self.presence, will_msg=b"offline")
-                self.client.publish(self.presence, b"online", qos=1, retain=True)
-                self.connected = True
-                log(evt="connected", device=self.device)
-            except MQTTError as e:
-                log(evt="connect_failed", error=str(e))
-                time.sleep(_jitter(delay))
-                delay = min(delay * 2, self.cfg.get("backoff_cap", 5.0))
-
-    def send(self, payload):
-        """Publish until PUBACK; a resend keeps the packet id and sets DUP."""
-        pid = self.client.next_pid()
-        dup = False
-        while True:
-            self.ensure_connected()
-            try:
-                self.client.publish(self.evt_topic, payload, qos=1, pid=pid, dup=dup)
-                return
-            except MQTTError as e:
-                log(evt="publish_failed", error=str(e))
-                self.client.close()
-                self.connected = False
-                dup = True
-
-    def run(self):
-        log(evt="boot", device=self.device, incarnation=self.seq.incarnation, boot=self.seq.boot)
-        for i in range(self.cfg.get("events", 1)):
-            eid = format_event_id(self.device, self.seq.incarnation, self.seq.next())
-            env = envelope.make(eid, int(time.time()), "locker.door", "status",
-                                {"door": i % 8 + 1, "state": "closed"}, boot=self.seq.boot)
-            self.send(envelope.encode(env))
-            log(evt="acked", id=eid)
-            time.sleep(self.cfg.get("interval", 0))
-        try:
-            self.client.publish(self.presence, b"offline", qos=1, retain=True)
-        except MQTTError:
-            pass  # the Last Will says the same
-        self.client.disconnect()
-        log(evt="done", device=self.device)
+def build(cfg, hal=None, logger=log):
+    hal = hal or load()
+    doors = Doors(make_driver(cfg, hal), cfg["compartments"])
+    panel = Panel(hal.uart(cfg["panel"])) if cfg.get("panel") else None
+    return Locker(cfg, hal, doors, log=logger), panel
 
 
 def main(argv):
-    with open(argv[1]) as f:
-        cfg = json.load(f)
-    ThinLocker(cfg).run()
+    path = argv[1] if len(argv) > 1 else "config.json"
+    try:
+        cfg = config_mod.load(path)
+    except config_mod.ConfigError as e:
+        log("config_error", error=str(e))
+        sys.exit(78)
+    locker, panel = build(cfg)
+    log("locker_start", device=cfg["device"], compartments=len(cfg["compartments"]))
+    asyncio.run(locker.run(panel))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+# HAL port for CPython: the simulator and tests run firmware here.
+
+import os
+
+import serial
+
+from firmware.hal.common import Clock, Indicator, NullNetwork, SoftWatchdog
+from firmware.storage import FileStorage
+
+NAME = "host"
+
+
+class SerialUART:
+    """pyserial under the UART contract: pty paths, loop://, socket://, rfc2217://."""
+
+    def __init__(self, url, baudrate):
+        self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=2)
+
+    def write(self, data):
+        n = self.port.write(data)
+        self.port.flush()
+        return n
+
+    def read(self, n):
+        return self.port.read(n) or b""
+
+    def close(self):
+        self.port.close()
+
+
+def uart(url, baudrate=9600):
+    return SerialUART(url, baudrate)
+
+
+def storage(root):
+    return FileStorage(root)
+
+
+def watchdog(timeout_ms):
+    def expire():
+        print('{"evt":"watchdog_reset"}', flush=True)
+        os._exit(70)
+
+    return SoftWatchdog(timeout_ms, expire)
+
+
+clock = Clock()
+indicator = Indicator()
+network = NullNetwork()
+
+
+def urandom(n):
+    return os.urandom(n)

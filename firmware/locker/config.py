@@ -1,0 +1,134 @@
+# Locker configuration, a JSON file on flash, validated at boot.
+#
+# A bad config must stop the boot with a message that names the field, not a
+# KeyError twenty minutes later when the first courier arrives.
+#
+# {
+#   "device": "lk01", "outlet": "o-0451",
+#   "broker": {"host": "192.168.4.1", "port": 1883, "user": "lk01", "password": "..."},
+#   "board": {"driver": "8a", "uart": "rs485", "baud": 9600},
+#   "compartments": [{"id": 1, "size": "M", "board": 1, "lock": 1}, ...],
+#   "keys": {"k1": "<hex secret for signed commands>"},
+#   "state_dir": "/data",
+#   "door_open_alarm_s": 120, "pickup_days": 7, "lockout_budget": 5,
+#   "lockout_base_s": 30, "panel": "socket://127.0.0.1:7001"
+# }
+
+import binascii
+import json
+
+from firmware.protocol.topics import valid_segment
+
+SIZES = ("S", "M", "L", "XL")
+DRIVERS = ("8a", "kerong")
+DEFAULTS = {
+    "state_dir": "data",
+    "door_open_alarm_s": 120,
+    "pickup_days": 7,
+    "lockout_budget": 5,
+    "lockout_base_s": 30,
+    "lockout_max_s": 3600,
+    "poll_ms": 500,
+    "keepalive": 30,
+    "watchdog_ms": 30000,
+    "panel": None,
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _need(d, key, kind, where):
+    if key not in d:
+        raise ConfigError("%s: missing %r" % (where, key))
+    v = d[key]
+    if kind is int and (not isinstance(v, int) or isinstance(v, bool)):
+        raise ConfigError("%s.%s must be an integer" % (where, key))
+    if kind is str and not isinstance(v, str):
+        raise ConfigError("%s.%s must be a string" % (where, key))
+    if kind is dict and not isinstance(v, dict):
+        raise ConfigError("%s.%s must be an object" % (where, key))
+    if kind is list and not isinstance(v, list):
+        raise ConfigError("%s.%s must be a list" % (where, key))
+    return v
+
+
+def validate(cfg):
+    """Return the config with defaults filled in, or raise ConfigError."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("config must be a JSON object")
+    for key in ("device", "outlet"):
+        if not valid_segment(_need(cfg, key, str, "config")):
+            raise ConfigError("config.%s must be 1-32 of a-z 0-9 _ -" % key)
+    b = _need(cfg, "broker", dict, "config")
+    _need(b, "host", str, "broker")
+    port = _need(b, "port", int, "broker")
+    if not 0 < port < 65536:
+        raise ConfigError("broker.port out of range")
+    _need(b, "user", str, "broker")
+    _need(b, "password", str, "broker")
+    bd = _need(cfg, "board", dict, "config")
+    if _need(bd, "driver", str, "board") not in DRIVERS:
+        raise ConfigError("board.driver must be one of %s" % ", ".join(DRIVERS))
+    _need(bd, "uart", str, "board")
+    comps = _need(cfg, "compartments", list, "config")
+    if not comps:
+        raise ConfigError("config.compartments is empty")
+    seen = {}
+    places = {}
+    for i in range(len(comps)):
+        c = comps[i]
+        where = "compartments[%d]" % i
+        if not isinstance(c, dict):
+            raise ConfigError(where + " must be an object")
+        cid = _need(c, "id", int, where)
+        if cid in seen:
+            raise ConfigError("%s: compartment id %d appears twice" % (where, cid))
+        seen[cid] = 1
+        if _need(c, "size", str, where) not in SIZES:
+            raise ConfigError("%s.size must be one of %s" % (where, " ".join(SIZES)))
+        place = (_need(c, "board", int, where), _need(c, "lock", int, where))
+        if place in places:
+            raise ConfigError("%s: board %d lock %d is already compartment %d"
+                              % (where, place[0], place[1], places[place]))
+        places[place] = cid
+    keys = _need(cfg, "keys", dict, "config")
+    if not keys:
+        raise ConfigError("config.keys is empty: signed commands could never verify")
+    for kid in keys:
+        try:
+            k = binascii.unhexlify(keys[kid])
+        except Exception:
+            raise ConfigError("keys.%s must be hex" % kid)
+        if len(k) < 16:
+            raise ConfigError("keys.%s is shorter than 16 bytes" % kid)
+    out = {}
+    for k in DEFAULTS:
+        out[k] = DEFAULTS[k]
+    for k in cfg:
+        out[k] = cfg[k]
+    for k in ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s"):
+        if not isinstance(out[k], int) or out[k] <= 0:
+            raise ConfigError("config.%s must be a positive integer" % k)
+    return out
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("cannot read %s: %s" % (path, e))
+    try:
+        cfg = json.loads(text)
+    except Exception:
+        raise ConfigError("%s is not valid JSON" % path)
+    return validate(cfg)
+
+
+def secret_keys(cfg):
+    out = {}
+    for kid in cfg["keys"]:
+        out[kid] = binascii.unhexlify(cfg["keys"][kid])
+    return out

@@ -1,0 +1,134 @@
+"""A locker on CPython for tests: the real application, the real driver over
+a TCP socket to a byte-accurate simulated lock board, real flash files."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+from firmware.hal import host
+from firmware.hal.common import Clock, Indicator
+from firmware.locker import codes as C
+from firmware.locker.app import Locker
+from firmware.locker.config import validate
+from firmware.locker.doors import Doors, make_driver
+from firmware.protocol import envelope, signing
+from simulator.lockboard_sim import Sim8ABus, SimKerong
+
+KEY = b"k" * 32
+SIZES = ["S"] * 8 + ["M"] * 8 + ["L"] * 6 + ["XL"] * 2
+
+
+def layout(board: int = 1, n: int = 24) -> list[dict[str, Any]]:
+    return [{"id": i, "size": SIZES[(i - 1) % len(SIZES)], "board": board, "lock": i}
+            for i in range(1, n + 1)]
+
+
+def config(state_dir: Path, board_url: str, driver: str = "8a", board: int = 1, n: int = 24,
+           broker_port: int = 1, **extra: Any) -> dict[str, Any]:
+    cfg = {
+        "device": "lk01", "outlet": "o1",
+        "broker": {"host": "127.0.0.1", "port": broker_port, "user": "lk01", "password": "lk01-pw"},
+        "board": {"driver": driver, "uart": board_url, "timeout_ms": 200},
+        "compartments": layout(board, n),
+        "keys": {"k1": binascii.hexlify(KEY).decode()},
+        "state_dir": str(state_dir), "poll_ms": 50,
+    }
+    cfg.update(extra)
+    return validate(cfg)
+
+
+def make_hal(offset: int = 0) -> types.SimpleNamespace:
+    hal = types.SimpleNamespace(**{k: getattr(host, k) for k in dir(host) if not k.startswith("_")})
+    hal.clock = Clock(offset)
+    hal.indicator = Indicator()
+    return hal
+
+
+class Rig:
+    """One locker, its simulated bus and helpers to drive flows."""
+
+    def __init__(self, tmp: Path, driver: str = "8a", **extra: Any) -> None:
+        self.tmp = tmp
+        self.driver = driver
+        self.bus = Sim8ABus(boards=(1,), locks=24) if driver == "8a" else SimKerong(boards=(0,), locks=16)
+        self.board_no = 1 if driver == "8a" else 0
+        self.n = 24 if driver == "8a" else 16
+        self.port = self.bus.serve_tcp()
+        self.extra = extra
+        self.hal = make_hal()
+        self.locker = self.boot()
+
+    def boot(self) -> Locker:
+        """A (re)boot: fresh RAM, same flash."""
+        cfg = config(self.tmp / "flash", f"socket://127.0.0.1:{self.port}", self.driver,
+                     self.board_no, self.n, **self.extra)
+        doors = Doors(make_driver(cfg, self.hal), cfg["compartments"])
+        self.locker = Locker(cfg, self.hal, doors)
+        return self.locker
+
+    def close(self) -> None:
+        self.bus.close()
+
+    # ---- outbox inspection
+    def records(self, topic_suffix: str = "/evt") -> list[dict[str, Any]]:
+        ob = self.locker.outbox
+        ob.flush()
+        out = []
+        for _seq, _cls, topic, payload in ob.pending(10_000):
+            if topic.endswith(topic_suffix):
+                out.append(envelope.decode(payload) if topic_suffix == "/evt" else json.loads(payload))
+        return out
+
+    def events(self, etype: str) -> list[dict[str, Any]]:
+        return [e for e in self.records() if e["type"] == etype]
+
+    def alarms(self) -> list[str]:
+        return [e["body"]["alarm"] for e in self.events("locker.alarm")]
+
+    # ---- commands
+    def command(self, op: str, args: dict[str, Any], cmd_id: str, now: int | None = None,
+                exp_in: int = 300, key: bytes = KEY) -> bytes:
+        now = self.locker.now() if now is None else now
+        cmd = signing.sign({"id": cmd_id, "dev": "lk01", "op": op, "args": args, "iat": now,
+                            "exp": now + exp_in}, key, kid="k1")
+        return signing.encode(cmd)
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run(coro)
+
+    def provision_courier(self, courier: str = "c007", secret: str = "badge-secret") -> str:
+        salt = "00112233445566ff"
+        payload = self.command("credential", {"courier": courier, "salt": salt,
+                                              "hash": C.salted_hash(salt, secret),
+                                              "exp": self.locker.now() + 86400},
+                               f"cred-{courier}")
+        assert self.run(self.locker.handle_command(payload)) == "ok"
+        return f"PE-C:{courier}:{secret}"
+
+    async def close_when_open(self, cid: int, delay: float = 0.15, timeout: float = 10) -> None:
+        """A person: waits for the door to open, then shuts it."""
+        c = self.locker.comps.get(cid)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.bus.is_open(c["board"], c["lock"]):
+            if loop.time() > deadline:
+                raise TimeoutError(f"door {cid} never opened")
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(delay)
+        self.bus.close_door(c["board"], c["lock"])
+
+    async def with_person(self, flow: Any, cid: int | None = None) -> Any:
+        """Run a flow while a person closes whichever door it opens."""
+        task = asyncio.ensure_future(flow)
+        while not task.done():
+            for c in self.locker.comps.all():
+                if self.bus.is_open(c["board"], c["lock"]) and (cid is None or c["id"] == cid):
+                    await asyncio.sleep(0.1)
+                    self.bus.close_door(c["board"], c["lock"])
+            await asyncio.sleep(0.02)
+        return task.result()

@@ -1,0 +1,392 @@
+"""Every locker flow on CPython: the real application and lock-board driver,
+a byte-accurate simulated board on a socket, real flash files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from firmware.locker import codes as C
+from firmware.locker import compartments as K
+from firmware.locker.app import DAY, FlowError
+from firmware.locker.journal import Journal
+from tests.locker_rig import Rig
+
+PARCEL = "RB123456785GB"
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def deposit(rig: Rig, parcel: str = PARCEL, size: str = "M") -> int:
+    badge = rig.provision_courier()
+    rig.locker.courier_login(badge)
+    return rig.run(rig.with_person(rig.locker.deposit(parcel, size)))
+
+
+def opened_locks(rig: Rig) -> dict[int, int]:
+    return {ch: n for ch, n in enumerate(rig.bus.board(1).opens, start=1) if n}
+
+
+def issued_code(rig: Rig, parcel: str) -> str:
+    [dep] = [e for e in rig.events("locker.deposit") if e["body"]["parcel"] == parcel]
+    return dep["body"]["code"]
+
+
+def test_deposit_then_pickup_by_code(rig: Rig) -> None:
+    cid = deposit(rig)
+    c = rig.locker.comps.get(cid)
+    assert c["state"] == K.OCCUPIED and c["size"] == "M" and c["parcel"] == PARCEL
+    # Only a salted hash is kept on flash, never the code.
+    code = issued_code(rig, PARCEL)
+    assert len(code) == 6 and code.isdigit()
+    flash = (rig.tmp / "flash" / "compartments").read_text()
+    assert code not in flash and c["hash"] in flash
+    assert opened_locks(rig) == {c["lock"]: 1}  # the door really was released, once
+    # Wrong code first, then the right one.
+    with pytest.raises(FlowError) as e:
+        rig.run(rig.locker.pickup("000000" if code != "000000" else "111111"))
+    assert e.value.code == "wrong_code"
+    assert rig.run(rig.with_person(rig.locker.pickup(code))) == cid
+    assert rig.locker.comps.get(cid)["state"] == K.FREE
+    [pick] = rig.events("locker.pickup")
+    assert pick["cls"] == "custody" and pick["body"] == {"compartment": cid, "parcel": PARCEL}
+    attempts = [e["body"]["result"] for e in rig.events("locker.audit")
+                if e["body"]["what"] == "pickup_attempt"]
+    assert attempts == ["wrong", "ok"]
+    assert rig.locker.journal.read() is None
+    # A used code does not open anything again.
+    with pytest.raises(FlowError):
+        rig.run(rig.locker.pickup(code))
+
+
+def test_deposit_picks_smallest_fitting_size_and_refuses_bad_parcels(rig: Rig) -> None:
+    rig.locker.courier_login(rig.provision_courier())
+    cid = rig.run(rig.with_person(rig.locker.deposit("]C0" + PARCEL, "S")))
+    assert rig.locker.comps.get(cid)["size"] == "S"
+    for bad, code in [("RB123456784GB", "invalid_parcel"), ("4006381333931", "invalid_parcel"),
+                      (PARCEL, "already_in_locker")]:
+        with pytest.raises(FlowError) as e:
+            rig.run(rig.locker.deposit(bad, "S"))
+        assert e.value.code == code
+    assert "invalid" in rig.hal.indicator.history and "duplicate" in rig.hal.indicator.history
+    # Domestic waybill in an L compartment.
+    cid2 = rig.run(rig.with_person(rig.locker.deposit("]C09876543210128", "L")))
+    assert rig.locker.comps.get(cid2)["size"] == "L"
+
+
+def test_deposit_needs_a_courier_with_a_valid_badge(rig: Rig) -> None:
+    with pytest.raises(FlowError) as e:
+        rig.run(rig.locker.deposit(PARCEL, "M"))
+    assert e.value.code == "no_courier"
+    rig.provision_courier()
+    for badge in ("PE-C:c007:wrong", "PE-C:nobody:badge-secret", "hello"):
+        with pytest.raises(FlowError):
+            rig.locker.courier_login(badge)
+    logins = [e["body"]["result"] for e in rig.events("locker.audit") if e["body"]["what"] == "courier_login"]
+    assert logins == ["refused", "refused"]  # the malformed one never names a courier
+    # Revoked credentials stop working.
+    rev = rig.command("credential", {"courier": "c007", "revoke": True}, "rev-1")
+    assert rig.run(rig.locker.handle_command(rev)) == "ok"
+    with pytest.raises(FlowError):
+        rig.locker.courier_login("PE-C:c007:badge-secret")
+
+
+def test_platform_issued_code_is_used_and_offline_pickup_works(rig: Rig) -> None:
+    salt = "a1a2a3a4a5a6a7a8"
+    payload = rig.command("provision_code", {"parcel": PARCEL, "salt": salt,
+                                             "hash": C.salted_hash(salt, "735102"),
+                                             "exp": rig.locker.now() + 7 * DAY}, "code-1")
+    assert rig.run(rig.locker.handle_command(payload)) == "ok"
+    cid = deposit(rig)
+    [dep] = rig.events("locker.deposit")
+    assert dep["body"]["code_by"] == "platform" and "code" not in dep["body"]
+    # No broker has ever been reachable: pickup works from the pre-synced hash.
+    assert not rig.locker.mqtt.connected.is_set()
+    assert rig.run(rig.with_person(rig.locker.pickup("735102", via="qr"))) == cid
+
+
+def test_wrong_code_lockout_with_growing_delay(rig: Rig) -> None:
+    deposit(rig)
+    lk = rig.locker
+    for _ in range(lk.cfg["lockout_budget"] - 1):
+        with pytest.raises(FlowError) as e:
+            rig.run(lk.pickup("999999"))
+        assert e.value.code == "wrong_code"
+    with pytest.raises(FlowError):
+        rig.run(lk.pickup("999999"))  # the budget's last try engages the lockout
+    assert lk.lockout.remaining(lk.now()) == lk.cfg["lockout_base_s"]
+    with pytest.raises(FlowError) as e:
+        rig.run(lk.pickup(issued_code(rig, PARCEL)))  # even the right code waits
+    assert e.value.code == "locked_out"
+    assert "lockout" in rig.alarms()
+    # After the wait, another wrong code doubles the delay.
+    rig.hal.clock.offset += lk.cfg["lockout_base_s"] + 1
+    with pytest.raises(FlowError):
+        rig.run(lk.pickup("999999"))
+    assert lk.lockout.remaining(lk.now()) == 2 * lk.cfg["lockout_base_s"]
+    # The lockout survives a reboot.
+    lk2 = rig.boot()
+    assert lk2.lockout.locked(lk2.now())
+    results = [e["body"]["result"] for e in rig.events("locker.audit")
+               if e["body"]["what"] == "pickup_attempt"]
+    assert results.count("wrong") == lk.cfg["lockout_budget"] + 1 and "locked_out" in results
+
+
+def test_brute_force_is_locked_out(rig: Rig) -> None:
+    """Try codes as fast as the keypad allows for an hour: almost all refused."""
+    deposit(rig)
+    lk = rig.locker
+    tried = 0
+    opened = 0
+
+    async def attack() -> None:
+        nonlocal tried, opened
+        for n in range(3600):  # one attempt per simulated second
+            rig.hal.clock.offset += 1
+            try:
+                await lk.pickup(f"{n:06d}")
+                opened += 1
+            except FlowError as e:
+                tried += e.code == "wrong_code"
+
+    rig.run(attack())
+    # Budget 5, then 30 s, 60 s, 120 s, ...: only a handful of real guesses.
+    assert tried <= lk.cfg["lockout_budget"] + 7
+    # Every attempt is accounted for in the audit log, without flooding it.
+    audits = [e["body"] for e in rig.events("locker.audit")]
+    wrong = sum(1 for a in audits if a["what"] == "pickup_attempt" and a["result"] == "wrong")
+    refused = sum(a["refused"] for a in audits if a["what"] == "lockout_summary")
+    assert wrong == tried
+    assert refused + lk._refused == 3600 - tried - opened
+    assert len(audits) < 200
+    assert opened == 0 or issued_code(rig, PARCEL) < "003600"
+
+
+def test_expiry_retrieval_and_returns(rig: Rig) -> None:
+    cid = deposit(rig)
+    lk = rig.locker
+    lk.check_expiry()
+    assert lk.comps.get(cid)["state"] == K.OCCUPIED
+    rig.hal.clock.offset += lk.cfg["pickup_days"] * DAY + 1
+    lk.check_expiry()
+    assert lk.comps.get(cid)["state"] == K.OVERDUE
+    assert lk.comps.retrieval_list() == [cid]
+    assert [e["body"]["compartment"] for e in rig.events("locker.overdue")] == [cid]
+    # A customer return, provisioned by the platform, dropped off by code.
+    salt = "0f0e0d0c0b0a0908"
+    ret = rig.command("provision_return", {"parcel": "CP000000270CN", "salt": salt, "size": "L",
+                                           "hash": C.salted_hash(salt, "246810"),
+                                           "exp": lk.now() + DAY}, "ret-1")
+    assert rig.run(lk.handle_command(ret)) == "ok"
+    rcid = rig.run(rig.with_person(lk.pickup("246810")))
+    assert lk.comps.get(rcid)["state"] == K.RETURN_WAITING
+    assert sorted(lk.comps.retrieval_list()) == sorted([cid, rcid])
+    # The courier takes both (a week on, with a fresh credential).
+    lk.courier_login(rig.provision_courier())
+    done = rig.run(rig.with_person(lk.retrieve_all()))
+    assert sorted(done) == sorted([cid, rcid])
+    assert lk.comps.get(cid)["state"] == K.FREE and lk.comps.get(rcid)["state"] == K.FREE
+    reasons = sorted(e["body"]["reason"] for e in rig.events("locker.retrieve"))
+    assert reasons == ["overdue", "return_waiting"]
+
+
+def test_reservation_from_the_handheld(rig: Rig) -> None:
+    lk = rig.locker
+    res = rig.command("reserve", {"parcel": PARCEL, "size": "L"}, "res-1")
+    assert rig.run(lk.handle_command(res)) == "ok"
+    [ack] = rig.records("/ack")
+    cid = ack["result"]["compartment"]
+    assert lk.comps.get(cid)["state"] == K.RESERVED and lk.comps.get(cid)["size"] == "L"
+    assert lk.comps.pick_free("XL")["id"] != cid
+    assert deposit(rig, size="S") == cid  # the reserved one, whatever size was asked
+
+
+def test_signed_commands_refused_with_reason_and_run_at_most_once(rig: Rig) -> None:
+    lk = rig.locker
+    now = lk.now()
+    good = rig.command("open", {"compartment": 3}, "open-1")
+    cases = [
+        (rig.command("open", {"compartment": 3}, "bad-1", key=b"x" * 32), "bad_signature"),
+        (rig.command("open", {"compartment": 3}, "old-1", now=now - 1000, exp_in=100), "expired"),
+        (b"{not json", "malformed"),
+        (good.replace(b'"compartment":3', b'"compartment":4'), "bad_signature"),
+    ]
+    for payload, code in cases:
+        assert rig.run(lk.handle_command(payload)) == code
+
+    async def remote_open() -> str:
+        r = await lk.handle_command(good)
+        await rig.close_when_open(3)
+        while lk.active or lk.journal.read():
+            await asyncio.sleep(0.02)
+        return r
+
+    assert rig.run(remote_open()) == "ok"
+    assert rig.run(lk.handle_command(good)) == "replayed"
+    # ... and still after a reboot: the replay window is on flash.
+    assert rig.run(rig.boot().handle_command(good)) == "replayed"
+    acks = rig.records("/ack")
+    assert [(a["id"], a["code"]) for a in acks] == [
+        ("bad-1", "bad_signature"), ("old-1", "expired"), ("?", "malformed"),
+        ("open-1", "bad_signature"), ("open-1", "ok"), ("open-1", "replayed"), ("open-1", "replayed")]
+    assert all(a.get("detail") for a in acks if not a["ok"])
+    assert opened_locks(rig) == {3: 1}  # executed exactly once
+    assert [e["body"]["cmd"] for e in rig.events("locker.remote_open")] == ["open-1"]
+
+
+def test_alarms_forced_door_left_open_board_fault(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, door_open_alarm_s=1)
+    try:
+        lk = rig.locker
+        rig.run(lk.check_doors())
+        assert rig.alarms() == []
+        rig.bus.force_open(1, 5)
+        rig.run(lk.check_doors())
+        rig.run(lk.check_doors())
+        assert rig.alarms() == ["door_forced"]  # once per episode
+        rig.bus.close_door(1, 5)
+        rig.run(lk.check_doors())
+        # Door left open: the courier walks away for 2 s.
+        lk.courier_login(rig.provision_courier())
+
+        async def slow() -> int:
+            task = asyncio.ensure_future(lk.deposit(PARCEL, "M"))
+            await asyncio.sleep(1.6)
+            for c in lk.comps.all():
+                if rig.bus.is_open(1, c["lock"]):
+                    rig.bus.close_door(1, c["lock"])
+            return await task
+
+        rig.run(slow())
+        assert rig.alarms() == ["door_forced", "door_left_open"]
+        # The board stops answering.
+        rig.bus.faults.set(mute=True)
+        rig.run(lk.check_doors())
+        rig.run(lk.check_doors())
+        with pytest.raises(FlowError) as e:
+            rig.run(lk.deposit("EA123456785CN", "S"))
+        assert e.value.code == "door_fault"
+        assert rig.alarms().count("lock_board_fault") == 2  # the poll's, once, and the failed open
+        assert lk.comps.find_parcel("EA123456785CN") is None
+        rig.bus.faults.clear()
+        rig.run(lk.check_doors())
+        assert any(e["body"]["what"] == "board_recovered" for e in rig.events("locker.audit"))
+    finally:
+        rig.close()
+
+
+# ---- power loss at every step of a door cycle
+
+def _journal(rig: Rig, step: str, action: str, cid: int, info: dict) -> None:
+    Journal(rig.hal.storage(str(rig.tmp / "flash"))).write(
+        {"cid": cid, "action": action, "step": step, "info": info, "t": rig.locker.now()})
+
+
+@pytest.mark.parametrize("driver,occupied,expect_state,expect_event", [
+    ("kerong", True, K.OCCUPIED, "locker.deposit"),
+    ("kerong", False, K.FREE, "locker.deposit_aborted"),
+    ("8a", None, K.INSPECT, "locker.inspect_needed"),
+])
+def test_power_cut_while_opening_for_deposit(tmp_path: Path, driver: str, occupied: bool | None,
+                                             expect_state: str, expect_event: str) -> None:
+    rig = Rig(tmp_path, driver=driver)
+    try:
+        c = rig.locker.comps.get(2)
+        if occupied:
+            rig.bus.set_occupied(c["board"], c["lock"])
+        _journal(rig, "opening", "deposit", 2, {"parcel": PARCEL, "courier": "c007", "size": "S"})
+        lk = rig.boot()
+        outcome = rig.run(lk.recover())
+        assert lk.comps.get(2)["state"] == expect_state
+        assert [e["body"]["compartment"] for e in rig.events(expect_event)] == [2]
+        assert lk.journal.read() is None
+        assert outcome in ("completed", "aborted", "inspect")
+        if expect_state == K.INSPECT:
+            assert "recovered_inconsistent" in rig.alarms()
+            assert lk.comps.retrieval_list() == [2]
+    finally:
+        rig.close()
+
+
+def test_power_cut_with_door_open_resumes_the_cycle(rig: Rig) -> None:
+    lk = rig.locker
+    lk.courier_login(rig.provision_courier())
+
+    async def cut() -> None:
+        task = asyncio.ensure_future(lk.deposit(PARCEL, "M"))
+        while not lk.journal.read() or lk.journal.read()["step"] != "open":
+            await asyncio.sleep(0.01)
+        task.cancel()  # the power goes: RAM is gone, flash and the open door stay
+
+    rig.run(cut())
+    cid = Journal(rig.hal.storage(str(rig.tmp / "flash"))).read()["cid"]
+    lk2 = rig.boot()
+
+    async def reboot() -> str:
+        closer = asyncio.ensure_future(rig.close_when_open(cid, delay=0.3))
+        out = await lk2.recover()
+        await closer
+        return out
+
+    assert rig.run(reboot()) == "resumed"
+    assert lk2.comps.get(cid)["state"] == K.OCCUPIED
+    assert len(rig.events("locker.deposit")) == 1
+
+
+def test_power_cut_after_door_closed_replays_same_event_id(rig: Rig) -> None:
+    cid = deposit(rig)
+    lk = rig.locker
+    code = issued_code(rig, PARCEL)
+
+    class Cut(Exception):
+        pass
+
+    # Cut the power right after the 'closing' entry reaches flash.
+    real = lk.journal.write
+
+    def write(entry: dict) -> None:
+        real(entry)
+        if entry["step"] == "closing":
+            raise Cut()
+
+    lk.journal.write = write
+    with pytest.raises(Cut):
+        rig.run(rig.with_person(lk.pickup(code)))
+    assert lk.comps.get(cid)["state"] == K.OCCUPIED  # not applied before the cut
+    lk2 = rig.boot()
+    assert rig.run(lk2.recover()) == "replayed"
+    assert lk2.comps.get(cid)["state"] == K.FREE
+    picks = rig.events("locker.pickup")
+    assert len(picks) == 1 and picks[0]["id"] == json.loads(
+        (rig.tmp / "flash" / "journal").read_text() or "{}").get("eid", picks[0]["id"])
+    assert lk2.journal.read() is None
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    from firmware.locker.config import ConfigError, validate
+    from tests.locker_rig import config
+
+    good = config(tmp_path, "socket://127.0.0.1:1")
+    for mutate, msg in [
+        (lambda c: c.pop("device"), "config: missing 'device'"),
+        (lambda c: c["broker"].update(port=70000), "broker.port out of range"),
+        (lambda c: c["board"].update(driver="acme"), "board.driver must be one of 8a, kerong"),
+        (lambda c: c["compartments"][1].update(lock=1),
+         "compartments[1]: board 1 lock 1 is already compartment 1"),
+        (lambda c: c["compartments"][0].update(size="XXL"), "compartments[0].size must be one of S M L XL"),
+        (lambda c: c.update(keys={"k1": "zz"}), "keys.k1 must be hex"),
+        (lambda c: c.update(keys={"k1": "00"}), "keys.k1 is shorter than 16 bytes"),
+    ]:
+        bad = json.loads(json.dumps(good))
+        mutate(bad)
+        with pytest.raises(ConfigError) as e:
+            validate(bad)
+        assert str(e.value) == msg

@@ -1,23 +1,28 @@
 # The device's flash outbox: events wait here, on flash, until the far end
 # confirms them, through power cuts and backhaul outages of days.
 #
-# API in one paragraph. `append(cls, topic, payload)` returns the record's
-# sequence number. A record is *acked* (durable) once `flush()` has returned
-# after it was appended, i.e. once its seq <= `durable_seq`. Classes in
-# `sync_classes` (by default custody, alarm, audit: the never-evicted ones)
-# flush inside `append`, so their seq is durable when `append` returns;
-# status and telemetry wait in RAM for `batch_records` records,
-# `batch_bytes` bytes or `batch_ms` (the app calls `poll()`), so one flash
-# write carries many of them. `pending(limit, after)` lists durable,
-# undelivered records oldest-first as (seq, cls, topic, payload);
-# `mark_delivered(seq)` drops one (acks may arrive in any order). Delivery
-# marks reach flash in batches (`meta_batch`, `commit()`, `close()`): a power
-# cut before that causes a redelivery, never a loss; the gateway drops
-# duplicates by event id. `OutboxFull` is raised by `append` when a record
-# cannot be stored even after evicting every status/telemetry record; the
-# record is then *not* stored and the caller must act (refuse the deposit,
-# raise an alarm). `take_alarm()` reports evictions, refusals and records
-# lost to flash corruption for the app to turn into an alarm event.
+# API. `append(cls, topic, payload, sync=None)` returns the record's sequence
+# number (seq). A record is *acked* (durable) once a `flush()` that started
+# after its append has returned, i.e. once its seq <= `durable_seq`; nothing
+# else is promised. Classes in `sync_classes` (by default custody, alarm,
+# audit: the never-evicted ones) flush inside `append`, so their seq is
+# durable when `append` returns; status and telemetry wait in RAM for
+# `batch_records` records, `batch_bytes` bytes or `batch_ms` (the app calls
+# `poll()`), so one flash write carries many of them - a power cut loses
+# those unacked ones. `pending(limit, after)` lists durable, undelivered
+# records oldest-first as (seq, cls, topic, payload); `mark_delivered(seq)`
+# drops one (acks may arrive in any order), `mark_delivered_through(seq)`
+# all up to seq (e.g. from the gateway's end-to-end high-water mark). Marks
+# reach flash in batches (every `meta_batch` marks, `commit()`, `close()`):
+# a power cut before that causes a redelivery, never a loss; the gateway
+# drops duplicates by event id. `append` raises `OutboxFull` when a record
+# cannot be stored even after evicting every status/telemetry record: it is
+# then *not* stored and nothing was evicted for it; the caller must act
+# (refuse the deposit, raise an alarm). `alarm_pending`/`take_alarm()` report
+# evictions, refusals and records lost to flash corruption, for the app to
+# turn into an alarm event; `nearly_full` is true at `nearly_full_pct`.
+# `stats` counts torn/corrupt/duplicate bytes and records found at boot,
+# evictions, refusals, and flash writes (flushes, bytes, meta, rewrites).
 #
 # On flash, in directory `root`:
 #
@@ -36,7 +41,9 @@
 #
 # `meta` is text: "OBM1 <next> <base> <evicted> <refused> <lost>", a line of
 # delivered seq ranges above base ("5-9 12"), a line with the CRC-32 of the
-# rest. Every seq <= base is delivered; the counters are alarms not yet taken.
+# rest. Seqs below next may have been handed out; every seq <= base and in
+# the ranges is delivered (or evicted); the counters are alarms not yet
+# taken. A meta that fails its CRC is ignored: everything is delivered again.
 #
 # Boot scans every segment and keeps only an index in RAM (12 bytes a record:
 # seq, offset, length|class|done) - never the payloads. Each record's CRC is
@@ -51,9 +58,9 @@
 # "torn tail" from "corrupt middle" by whether a valid record follows (not by
 # the length field, which may itself be the corrupt byte) means a flipped
 # length can never make the scan throw away the records behind it. On
-# LittleFS (ESP32) a file write only becomes visible at flush/close, so a
-# power cut tears nothing there; FAT and the unix port can tear, hence the
-# format.
+# LittleFS (ESP32) a file's new contents are committed at flush/close, so a
+# power cut should tear nothing there; FAT and the unix port can tear,
+# hence the format.
 #
 # Changes from the suggested design, and why:
 # - Space is reclaimed by rewriting segments (temp + rename) without their
@@ -73,6 +80,11 @@
 #   bytes each) in the same way bytes are bounded.
 # - Alarm counters live in `meta`, so an eviction is still reported after a
 #   reboot that came before the app emitted the alarm.
+# - Seqs are reserved in `meta` before they are handed out, `seq_block` at a
+#   time (as SeqCounter does for event ids), so not even the seq of an
+#   unacked record lost in a power cut is ever reused.
+# - Corrupt bytes found at boot are rewritten away once (after the `lost`
+#   alarm is in meta), so one bad byte is not reported again at every boot.
 # - Order of writes: `meta` (with the next seq and the delivered marks) is
 #   written before any segment is deleted or rewritten, so seqs stay
 #   monotonic across reboots and a record marked evicted stays evicted. A

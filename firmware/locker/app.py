@@ -702,6 +702,26 @@ class Locker:
                 return
             await _sleep_ms(1000)
 
+    async def mem_task(self, every_ms):
+        """Heap figures for benchmarks and field diagnostics (MicroPython only)."""
+        import gc
+
+        if not hasattr(gc, "mem_alloc"):
+            return
+        peak = 0
+        n = 0
+        while True:
+            # Live bytes: mem_alloc() alone counts garbage not yet collected
+            # and so reads as "the whole heap" under steady churn.
+            gc.collect()
+            a = gc.mem_alloc()
+            if a > peak:
+                peak = a
+            n += 1
+            if n % 20 == 1:
+                self.log("mem", alloc=a, free=gc.mem_free(), peak=peak)
+            await _sleep_ms(every_ms)
+
     async def run(self, panel=None):
         self.emit("locker.boot", "status", {"boot": self.seq.boot, "compartments": len(self.comps.by_id),
                                             "hal": self.hal.NAME})
@@ -713,6 +733,8 @@ class Locker:
                  asyncio.create_task(self.monitor_task())]
         if panel is not None:
             tasks.append(asyncio.create_task(panel.run(self)))
+        if self.cfg.get("mem_log_ms"):
+            tasks.append(asyncio.create_task(self.mem_task(self.cfg["mem_log_ms"])))
         wd = self.hal.watchdog(self.cfg["watchdog_ms"])
         await self.supervisor_task(wd, ("sender", "commands", "monitor"))
 

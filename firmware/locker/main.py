@@ -38,8 +38,14 @@ def main(argv):
     except config_mod.ConfigError as e:
         log("config_error", error=str(e))
         sys.exit(78)
+    import gc
+
+    gc.collect()
+    # What the code itself takes (frozen into flash on a board, in the heap
+    # on the unix port), so heap figures can tell code from data.
+    code = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
     locker, panel = build(cfg)
-    log("locker_start", device=cfg["device"], compartments=len(cfg["compartments"]))
+    log("locker_start", device=cfg["device"], compartments=len(cfg["compartments"]), code_heap=code)
     asyncio.run(locker.run(panel))
 
 

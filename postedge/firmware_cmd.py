@@ -34,7 +34,7 @@ def package_json(version: str) -> str:
 
 
 def manifest_py() -> str:
-    files = ",\n".join(f'    "firmware/{p.as_posix()}"' for p in device_sources())
+    files = ",\n".join(f'        "{p.as_posix()}"' for p in device_sources())
     return (
         "# Freeze postedge firmware into a board image: in the port's board\n"
         "# manifest add  include(\"<path to postedge>/firmware/manifest.py\").\n"

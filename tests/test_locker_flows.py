@@ -390,3 +390,61 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as e:
             validate(bad)
         assert str(e.value) == msg
+
+
+def test_watchdog_fed_only_while_every_task_beats(rig: Rig) -> None:
+    from firmware.hal.common import SoftWatchdog
+
+    lk = rig.locker
+    fired: list[int] = []
+    wd = SoftWatchdog(1500, lambda: fired.append(1))
+
+    async def healthy_then_stuck() -> None:
+        sup = asyncio.ensure_future(lk.supervisor_task(wd, ("sender", "monitor")))
+        lk.cfg["poll_ms"] = 50  # staleness limit: max(5 s, 10 polls)
+        for _ in range(30):  # 3 s of both tasks beating
+            lk.beat("sender")
+            lk.beat("monitor")
+            await asyncio.sleep(0.1)
+        fed = wd.feeds
+        assert fed >= 2 and not fired
+        # The monitor task hangs; the sender keeps beating.
+        for _ in range(90):
+            lk.beat("sender")
+            await asyncio.sleep(0.1)
+            if sup.done():
+                break
+        assert sup.done(), "the supervisor should have let the watchdog fire"
+
+    rig.run(healthy_then_stuck())
+    assert fired == [1]
+
+
+def test_outbox_full_refuses_the_door_before_it_opens(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, outbox_bytes=8 * 1024)
+    try:
+        lk = rig.locker
+        lk.courier_login(rig.provision_courier())
+        from firmware.protocol.barcodes import s10_check_digit
+
+        refused = None
+        for i in range(24):
+            serial = f"{i + 10:08d}"
+            try:
+                rig.run(rig.with_person(lk.deposit(f"RR{serial}{s10_check_digit(serial)}CN", "S")))
+            except FlowError as e:
+                assert e.code == "outbox_full", e.code
+                refused = i
+                break
+        assert refused is not None
+        opens_before = sum(rig.bus.board(1).opens)
+        with pytest.raises(FlowError):
+            rig.run(lk.deposit("RB123456785GB", "S"))
+        assert refused > 3
+        assert sum(rig.bus.board(1).opens) == opens_before  # no door moved without its record
+        assert "outbox_full" in rig.alarms() or "outbox_nearly_full" in rig.alarms()
+        # Every deposit that happened has its custody event.
+        held = [c for c in lk.comps.all() if c["state"] == K.OCCUPIED]
+        assert len(rig.events("locker.deposit")) == len(held)
+    finally:
+        rig.close()

@@ -596,6 +596,20 @@ def test_max_records_bounds_the_index(tmp_path: Path) -> None:
     assert ob.count == 40 and {r[1] for r in ob.pending(100)} == {"custody"}
 
 
+def test_rewrites_merge_small_segments(tmp_path: Path) -> None:
+    # one custody record among five telemetry per 1 KiB segment: evicting the
+    # telemetry leaves ~170 B per segment, which must not stay one file each
+    root = tmp_path / "ob"
+    ob = small(root)
+    for i in range(200):
+        cls = "custody" if i % 6 == 0 else "telemetry"
+        ob.append(cls, TOPIC, env_bytes(i, cls, pad=20))
+    ob.flush()
+    files = segs(root)
+    assert ob.stats["evicted"] > 100
+    assert len(files) <= ob.used // (ob.segment_size // 2) + 2, [f.stat().st_size for f in files]
+
+
 def test_refusals_do_not_wear_the_flash(tmp_path: Path) -> None:
     ob = small(tmp_path / "ob")
     p = env_bytes(0, "custody", pad=100)

@@ -113,6 +113,7 @@ def test_round_trip():
     check(len(seg_names(root)) > 1, "several segments")
     ob = Outbox(root, segment_size=1024)
     check(ob.pending(100) == sent, "pending after reboot")
+    check(ob.pending(3, after=sent[10][0]) == sent[11:14], "pending after a seq")
     for r in sent[::3]:
         check(ob.mark_delivered(r[0]), "mark")
     ob.close()
@@ -121,6 +122,9 @@ def test_round_trip():
     check(ob.pending(100) == rest, "delivered marks survive")
     s = ob.append("custody", TOPIC, b"{}")
     check(s > sent[-1][0], "seq monotonic")
+    check(ob.mark_delivered_through(rest[3][0]) == 4, "delivered through")
+    rest = rest[4:]
+    ob.commit()
     # a crash loses only what was never flushed, and no seq is reused
     t = ob.append("telemetry", TOPIC, b"{}")
     ob = Outbox(root, segment_size=1024)

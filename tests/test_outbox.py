@@ -171,6 +171,8 @@ def test_append_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         ob.append("custody", "t" * 256, b"{}")
     with pytest.raises(ValueError):
+        ob.append("custody", TOPIC.encode(), b"{}")
+    with pytest.raises(ValueError):
         ob.append("custody", TOPIC, b"x" * 1024)
     assert ob.next_seq == 1 and ob.pending() == []
 
@@ -855,8 +857,6 @@ def test_random_operations_against_a_model(tmp_path_factory: pytest.TempPathFact
         assert set(ps) == durable - set(missing)
         assert ob.used <= kw["capacity"] and ob.stats["corrupt"] == 0 and ob.stats["lost"] == 0
     ob.close()
-    total = ob.stats["evicted"]
-    del total
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -96,6 +98,7 @@ class Ingest:
         self.metrics: Counter[str] = Counter()
         self.seq = SeqTracker()
         self.pending: list[mqtt.MQTTMessage] = []
+        self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected = False
         self.stopping = False
         b = cfg.broker
@@ -111,6 +114,8 @@ class Ingest:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.subscribed = threading.Event()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
@@ -121,13 +126,20 @@ class Ingest:
         client.subscribe(topics.subscription(self.cfg.outlet, "evt"), qos=1)
         emit("connected", session_present=bool(flags.session_present))
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                      props: Any = None) -> None:
+        if all(not rc.is_failure for rc in reason_codes):
+            self.subscribed.set()
+        else:
+            emit("subscribe_refused", reasons=[str(rc) for rc in reason_codes])
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         self.connected = False
         emit("disconnected", reason=str(rc))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.pending.append(msg)
+        self.inbox.put(msg)
 
     def flush(self) -> None:
         """Validate, commit and then ack everything pending, as one group."""
@@ -171,37 +183,47 @@ class Ingest:
             self.client.ack(msg.mid, msg.qos)
 
     def run(self, until: float | None = None, stop_after: int | None = None) -> None:
-        """Serve until ``until`` (monotonic) or ``stop_after`` events are stored."""
+        """Serve until stop(), ``until`` (monotonic) or ``stop_after`` events stored.
+
+        paho's network thread owns the connection (reconnects with backoff,
+        restores the persistent session); this thread owns SQLite: it takes
+        whatever arrived within the group window, commits it in one
+        transaction and only then acks it. An ack that lands on a newer
+        connection is still right: a persistent session redelivers an
+        unacked message under the same packet id.
+        """
         b = self.cfg.broker
-        delay = 0.2
-        while not self.stopping:
-            try:
-                self.client.connect(b.host, b.port, keepalive=b.keepalive)
-                break
-            except OSError as e:
-                emit("connect_failed", error=str(e))
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.client.connect_async(b.host, b.port, keepalive=b.keepalive)
+        self.client.loop_start()
+        # "started" means subscribed: from here on the broker keeps every
+        # device event for this session, whether or not we are connected.
+        while not self.stopping and not self.subscribed.wait(0.1):
+            pass
         emit("gateway_started", outlet=self.cfg.outlet, db=str(self.cfg.db),
              stored=self.store.count())
-        while not self.stopping and (until is None or time.monotonic() < until):
-            rc = self.client.loop(timeout=0.05)
-            window_end = time.monotonic() + self.cfg.group_window_s
-            while self.pending and len(self.pending) < self.cfg.group_max and \
-                    time.monotonic() < window_end:
-                self.client.loop(timeout=0.005)
-            self.flush()
-            if stop_after is not None and self.store.count() >= stop_after:
-                break
-            if rc != mqtt.MQTT_ERR_SUCCESS and not self.connected:
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        try:
+            while not self.stopping and (until is None or time.monotonic() < until):
                 try:
-                    self.client.reconnect()
-                    delay = 0.2
-                except OSError as e:
-                    emit("reconnect_failed", error=str(e))
-        self.client.disconnect()
+                    first = self.inbox.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                self.pending.append(first)
+                window_end = time.monotonic() + self.cfg.group_window_s
+                while len(self.pending) < self.cfg.group_max:
+                    left = window_end - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        self.pending.append(self.inbox.get(timeout=left))
+                    except queue.Empty:
+                        break
+                self.flush()
+                if stop_after is not None and self.store.count() >= stop_after:
+                    break
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
         emit("gateway_stopped", **dict(self.metrics))
 
     def stop(self) -> None:

@@ -18,14 +18,9 @@ from firmware.locker.config import validate
 from firmware.locker.doors import Doors, make_driver
 from firmware.protocol import envelope, signing
 from simulator.lockboard_sim import Sim8ABus, SimKerong
+from simulator.outlet import compartments
 
 KEY = b"k" * 32
-SIZES = ["S"] * 8 + ["M"] * 8 + ["L"] * 6 + ["XL"] * 2
-
-
-def layout(board: int = 1, n: int = 24) -> list[dict[str, Any]]:
-    return [{"id": i, "size": SIZES[(i - 1) % len(SIZES)], "board": board, "lock": i}
-            for i in range(1, n + 1)]
 
 
 def config(state_dir: Path, board_url: str, driver: str = "8a", board: int = 1, n: int = 24,
@@ -34,7 +29,7 @@ def config(state_dir: Path, board_url: str, driver: str = "8a", board: int = 1, 
         "device": "lk01", "outlet": "o1",
         "broker": {"host": "127.0.0.1", "port": broker_port, "user": "lk01", "password": "lk01-pw"},
         "board": {"driver": driver, "uart": board_url, "timeout_ms": 200},
-        "compartments": layout(board, n),
+        "compartments": compartments(board, n),
         "keys": {"k1": binascii.hexlify(KEY).decode()},
         "state_dir": str(state_dir), "poll_ms": 50,
     }

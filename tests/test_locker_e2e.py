@@ -135,3 +135,44 @@ def test_fifty_broker_restarts_lose_nothing_and_never_hang(tmp_path: Path, broke
     assert len({e["id"] for e in got}) == n == len(got)  # every one, once
     assert sorted(e["body"]["i"] for e in got) == list(range(n))
     assert last.get("seq_gaps", 0) == 0
+
+
+def test_power_cut_mid_deposit_on_the_unix_port(outlet: dict, tmp_path: Path) -> None:
+    """SIGKILL the firmware while the door stands open; on reboot the cycle
+    resumes, and the gateway gets exactly one deposit."""
+    panel: SimPanel = outlet["panel"]
+    platform: Platform = outlet["platform"]
+    bus: Sim8ABus = outlet["bus"]
+    panel.wait_connected()
+    salt = "1234567890abcdef"
+    platform.send("lk01", platform.command("lk01", "credential", {
+        "courier": "c9", "salt": salt, "hash": C.salted_hash(salt, "pw"),
+        "exp": int(time.time()) + 3600}, "cred-9"), "cred-9")
+    assert panel.do("scan", "PE-C:c9:pw")["code"] == "courier_ok"
+    assert panel.do("scan", "EA123456785CN")["code"] == "choose_size"
+    panel.keys("3")
+    deadline = time.monotonic() + 20
+    opened = None
+    while opened is None and time.monotonic() < deadline:
+        opened = next((ch for ch in range(1, 25) if bus.is_open(1, ch)), None)
+        time.sleep(0.05)
+    assert opened is not None
+    time.sleep(0.3)  # the journal says "open"
+    outlet["fw"].kill()  # the power goes
+    outlet["fw"].wait()
+    journal = json.loads((tmp_path / "flash" / "journal").read_text())
+    assert journal["step"] == "open" and journal["cid"] == opened
+    fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "config.json")],
+                        heap=unixport.APP_HEAP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outlet["fw"] = fw  # the fixture kills this one
+    time.sleep(1.5)
+    assert bus.is_open(1, opened)  # still waiting for the door, as before the cut
+    bus.close_door(1, opened)
+    dep = wait_event(outlet["db"], "locker.deposit")
+    assert dep["body"]["compartment"] == opened and dep["body"]["parcel"] == "EA123456785CN"
+    time.sleep(1.0)
+    events = stored_events(outlet["db"])
+    assert [e["type"] for e in events].count("locker.deposit") == 1
+    boots = [e["body"]["boot"] for e in events if e["type"] == "locker.boot"]
+    assert boots == [1, 2]
+    assert any(e["type"] == "locker.audit" and e["body"].get("outcome") == "resumed" for e in events)

@@ -722,13 +722,28 @@ class Locker:
                 self.log("mem", alloc=a, free=gc.mem_free(), peak=peak)
             await _sleep_ms(every_ms)
 
+    async def _recover_task(self):
+        entry = self.journal.read() or {}
+        try:
+            outcome = await self.recover()
+        finally:
+            if self.active.get(entry.get("cid")) == "recovery":
+                del self.active[entry["cid"]]
+        if outcome:
+            self.audit("recovery", outcome=outcome)
+
     async def run(self, panel=None):
         self.emit("locker.boot", "status", {"boot": self.seq.boot, "compartments": len(self.comps.by_id),
                                             "hal": self.hal.NAME})
-        outcome = await self.recover()
-        if outcome:
-            self.audit("recovery", outcome=outcome)
-        tasks = [asyncio.create_task(self.mqtt.run()), asyncio.create_task(self.presence_task()),
+        # A cycle cut by a power loss may have to wait for its door: that
+        # must not keep the locker offline, so recovery runs beside the other
+        # tasks. Its door is expected open (no "forced" alarm) and busy.
+        entry = self.journal.read()
+        if entry and entry.get("cid") in self.comps.by_id:
+            self.expected_open[entry["cid"]] = self.now()
+            self.active[entry["cid"]] = "recovery"
+        tasks = [asyncio.create_task(self._recover_task()), asyncio.create_task(self.mqtt.run()),
+                 asyncio.create_task(self.presence_task()),
                  asyncio.create_task(self.sender_task()), asyncio.create_task(self.command_task()),
                  asyncio.create_task(self.monitor_task())]
         if panel is not None:

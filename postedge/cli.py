@@ -58,7 +58,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from postedge.demo import run_demo
 
-    return run_demo(i18n.pick(args.lang), args.events, args.workdir)
+    return run_demo(i18n.pick(args.lang), args.workdir)
 
 
 def cmd_firmware(args: argparse.Namespace) -> int:
@@ -121,9 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
     f.set_defaults(func=cmd_firmware)
 
-    d = sub.add_parser("demo", help="run the thin slice: MicroPython locker → Mosquitto → "
-                                    "gateway → SQLite, with a gateway SIGKILL")
-    d.add_argument("--events", type=int, default=5, help="events the locker sends")
+    d = sub.add_parser("demo", help="run one outlet: locker firmware on MicroPython → Mosquitto → "
+                                    "gateway → SQLite; a deposit, a pickup and a gateway SIGKILL")
     d.add_argument("--workdir", type=Path, help="keep broker, database and logs here")
     d.set_defaults(func=cmd_demo)
     return p

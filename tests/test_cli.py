@@ -79,7 +79,7 @@ def test_every_validator_verdict_has_words_in_both_languages() -> None:
 @pytest.mark.parametrize("lang,marker", [("en", "every event stored exactly once"),
                                          ("zh", "每条事件恰好存储一次")])
 def test_demo_runs_end_to_end(tmp_path: Path, lang: str, marker: str) -> None:
-    r = postedge("--lang", lang, "demo", "--events", "2", "--workdir", str(tmp_path))
+    r = postedge("--lang", lang, "demo", "--workdir", str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert marker in r.stdout.splitlines()[-1]
     assert (tmp_path / "gateway.db").exists()

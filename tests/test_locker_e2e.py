@@ -67,17 +67,21 @@ def test_deposit_and_pickup_through_panel_broker_and_gateway(outlet: dict) -> No
         assert panel.do("scan", "4006381333931")["code"] == "invalid_parcel"
         shown = panel.do("scan", "]C0RB123456785GB")
         assert shown["code"] == "choose_size" and shown["detail"] == "RB123456785GB"
-        done = panel.do("keys", "2")
-        assert done["code"] == "deposit_ok", done
+        assert panel.do("keys", "2")["code"] == "door_open_deposit"
+        done = panel.wait_display("deposit_ok")
         cid = int(done["detail"])
         assert panel.do("keys", "0")["code"] == "logged_out"
         dep = wait_event(outlet["db"], "locker.deposit")
         assert dep["body"]["compartment"] == cid and dep["body"]["parcel"] == "RB123456785GB"
         code = dep["body"]["code"]
         assert panel.do("keys", "000000" if code != "000000" else "111111")["code"] == "wrong_code"
-        shown = panel.do("keys", code)
-        assert shown["code"] == "pickup_ok" and int(shown["detail"]) == cid
-        assert shown["en"].startswith("Door open")
+        m = panel.mark()
+        panel.keys(code)
+        opened = panel.wait_display(after=m)
+        assert opened["code"] == "door_open_pickup" and int(opened["detail"]) == cid
+        assert opened["en"].startswith("Door open") and opened["zh"].startswith("柜门已开")
+        shown = panel.wait_display("pickup_ok", after=m)
+        assert int(shown["detail"]) == cid
         pick = wait_event(outlet["db"], "locker.pickup")
         assert pick["body"] == {"compartment": cid, "parcel": "RB123456785GB"}
         assert closer.closed == [cid, cid]

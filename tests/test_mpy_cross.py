@@ -46,6 +46,8 @@ def test_every_module_imports_on_the_unix_port() -> None:
         for p in SOURCES if p.name != "__init__.py" and p.relative_to(FIRMWARE).as_posix() not in PORT_ONLY
     ]
     script = f"for m in {mods!r}:\n    __import__(m)\nprint('ok', {len(mods)})\n"
-    proc = unixport.run(["-c", script], heap=unixport.APP_HEAP)
+    # Importability only: every module at once is more code than any one
+    # device build holds (memory is measured by bench/firmware_mqtt.py).
+    proc = unixport.run(["-c", script], heap="1M")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"ok {len(mods)}"

@@ -47,6 +47,8 @@ class Locker:
         self.board = board
         self.clock = hal.clock
         self.log = log or (lambda evt, **kw: None)
+        # The panel shows what the person at the locker should do next.
+        self.display = lambda code, detail="": None
         st = hal.storage(cfg["state_dir"])
         self.storage = st
         self.device = cfg["device"]
@@ -190,6 +192,8 @@ class Locker:
                                 "t": self.now()})
             self.emit("locker.door", "status", {"compartment": cid, "door": "open", "action": action})
             self.hal.indicator.signal("door_open")
+            if action in ("pickup", "deposit", "return", "retrieve"):
+                self.display("door_open_" + action, str(cid))
             await self.wait_closed(c)
             self.close_cycle(cid, action, info)
         finally:

@@ -62,6 +62,7 @@ class Panel:
                 self.show("unknown_input")
 
     async def run(self, locker):
+        locker.display = self.show
         self.show("ready")
         while True:
             locker.beat("panel")

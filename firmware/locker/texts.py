@@ -3,14 +3,18 @@
 
 TEXTS = {
     "ready": ("请输入取件码或扫码", "Enter pickup code or scan"),
-    "pickup_ok": ("柜门已开，请取件后关门", "Door open: take your parcel, close the door"),
+    "door_open_pickup": ("柜门已开，请取件后关门", "Door open: take your parcel, close the door"),
+    "door_open_deposit": ("柜门已开，请放入包裹后关门", "Door open: put the parcel in, close the door"),
+    "door_open_return": ("柜门已开，请放入退件后关门", "Door open: put the return in, close the door"),
+    "door_open_retrieve": ("柜门已开，请取出包裹后关门", "Door open: take the parcel out, close the door"),
+    "pickup_ok": ("取件完成，谢谢", "Picked up, thank you"),
     "wrong_code": ("取件码错误", "Wrong pickup code"),
     "locked_out": ("错误次数过多，请稍后再试", "Too many wrong codes, try again later"),
     "courier_ok": ("快递员已登录", "Courier signed in"),
     "bad_badge": ("工牌无效", "Badge not valid"),
     "scan_parcel": ("请扫描包裹条码", "Scan the parcel barcode"),
     "choose_size": ("请选择格口：1小 2中 3大 4特大", "Choose size: 1 S, 2 M, 3 L, 4 XL"),
-    "deposit_ok": ("已投递，请关好柜门", "Deposited: close the door"),
+    "deposit_ok": ("已投递，谢谢", "Deposited, thank you"),
     "invalid_parcel": ("包裹条码无效", "Parcel barcode not valid"),
     "already_in_locker": ("该包裹已在柜中", "Parcel is already in the locker"),
     "full": ("没有合适的空格口", "No free compartment of that size"),
@@ -22,7 +26,6 @@ TEXTS = {
     "outbox_full": ("存储已满，请联系客服", "Storage full: please call support"),
     "busy": ("格口使用中", "Compartment in use"),
     "bad_size": ("格口尺寸无效", "Not a valid size"),
-    "return_ok": ("柜门已开，请放入退件后关门", "Door open: put the return in, close the door"),
     "unknown_input": ("无法识别的输入", "Input not understood"),
     "error": ("系统错误", "System error"),
 }

@@ -26,7 +26,6 @@ package(
         "locker/texts.py",
         "mqtt/__init__.py",
         "mqtt/aclient.py",
-        "mqtt/client.py",
         "mqtt/packets.py",
         "outbox.py",
         "protocol/__init__.py",

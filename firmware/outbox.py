@@ -101,21 +101,9 @@ import os
 import struct
 from array import array
 
+from firmware.hal.common import ticks_diff, ticks_ms
 from firmware.protocol.envelope import NEVER_EVICT
 from firmware.storage import FileStorage
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000) & 0x3FFFFFFF
-
-    def ticks_diff(a, b):
-        d = (a - b) & 0x3FFFFFFF
-        return d - 0x40000000 if d & 0x20000000 else d
-
 
 # Class codes on flash: pinned here, independent of the order of
 # envelope.CLASSES, because records outlive firmware updates.

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from postedge import unixport
 
-# Host-only files: pyserial transport, the thin-slice loop used by the demo.
-HOST_ONLY = {"hal/host.py", "locker/thin.py"}
+# Host-only files: the pyserial transport.
+HOST_ONLY = {"hal/host.py"}
 
 
 def device_sources() -> list[Path]:

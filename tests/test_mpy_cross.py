@@ -16,7 +16,7 @@ SOURCES = sorted(FIRMWARE.rglob("*.py"))
 
 def test_there_is_firmware() -> None:
     names = {p.relative_to(FIRMWARE).as_posix() for p in SOURCES}
-    assert {"protocol/envelope.py", "protocol/signing.py", "mqtt/client.py", "locker/thin.py"} <= names
+    assert {"protocol/envelope.py", "protocol/signing.py", "mqtt/aclient.py", "locker/main.py"} <= names
 
 
 @pytest.mark.parametrize("arch", ["xtensawin", "armv6m"])

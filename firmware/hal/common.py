@@ -87,3 +87,14 @@ class NullNetwork:
 
     def isconnected(self):
         return True
+
+
+def soft_watchdog(timeout_ms, exit_fn):
+    """A SoftWatchdog whose expiry logs and ends the process with code 70,
+    as a hardware watchdog would reset the board."""
+
+    def expire():
+        print('{"evt":"watchdog_reset"}')
+        exit_fn(70)
+
+    return SoftWatchdog(timeout_ms, expire)

@@ -4,7 +4,7 @@ import os
 
 import serial
 
-from firmware.hal.common import Clock, Indicator, NullNetwork, SoftWatchdog
+from firmware.hal.common import Clock, Indicator, NullNetwork, soft_watchdog
 from firmware.storage import FileStorage
 
 NAME = "host"
@@ -37,11 +37,7 @@ def storage(root):
 
 
 def watchdog(timeout_ms):
-    def expire():
-        print('{"evt":"watchdog_reset"}', flush=True)
-        os._exit(70)
-
-    return SoftWatchdog(timeout_ms, expire)
+    return soft_watchdog(timeout_ms, os._exit)
 
 
 clock = Clock()

@@ -4,7 +4,7 @@ import os
 import socket
 import sys
 
-from firmware.hal.common import Clock, Indicator, NullNetwork, SoftWatchdog
+from firmware.hal.common import Clock, Indicator, NullNetwork, soft_watchdog
 from firmware.storage import FileStorage
 
 NAME = "unix"
@@ -56,11 +56,7 @@ def storage(root):
 
 
 def watchdog(timeout_ms):
-    def expire():
-        print('{"evt":"watchdog_reset"}')
-        sys.exit(70)
-
-    return SoftWatchdog(timeout_ms, expire)
+    return soft_watchdog(timeout_ms, sys.exit)
 
 
 clock = Clock()

@@ -9,7 +9,9 @@
 # and golden vectors. Quantities travel as scaled integers (centi-degrees,
 # 1e-7 degrees of latitude, millimetres).
 
-from firmware.protocol.errors import BadField
+import json
+
+from firmware.protocol.errors import BadField, MalformedPayload
 
 MAX_DEPTH = 8
 
@@ -101,6 +103,23 @@ def reject_surrogate_escapes(text):
             raise BadField("$: \\u%s escape: surrogates are not allowed, send raw UTF-8"
                            % text[i + 2:i + 6])
         i = text.find("\\", i + 2)
+
+
+def loads_object(payload, what):
+    """Bytes off the wire -> a dict: UTF-8, no surrogate escapes, JSON, an
+    object; each failure a MalformedPayload (or BadField) naming `what`."""
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
+    except Exception:
+        raise MalformedPayload("%s is not UTF-8" % what)
+    reject_surrogate_escapes(text)
+    try:
+        obj = json.loads(text)
+    except Exception:
+        raise MalformedPayload("%s is not JSON" % what)
+    if not isinstance(obj, dict):
+        raise MalformedPayload("%s is JSON but not an object" % what)
+    return obj
 
 
 def _check_text(s, path):

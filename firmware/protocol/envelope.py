@@ -8,10 +8,8 @@
 # downsampled and evicted first. Unknown top-level fields are kept, so a
 # gateway accepts events from newer firmware during a staged roll-out.
 
-import json
-
 from firmware.protocol import PROTOCOL_VERSION
-from firmware.protocol.canonical import check_value, dumps, reject_surrogate_escapes
+from firmware.protocol.canonical import check_value, dumps, loads_object
 from firmware.protocol.errors import (
     BadField,
     MalformedPayload,
@@ -84,17 +82,7 @@ def decode(payload, limit=MAX_PAYLOAD):
     """Parse and validate payload bytes; return the envelope dict."""
     if len(payload) > limit:
         raise OversizedPayload("payload is %d bytes, limit %d" % (len(payload), limit))
-    try:
-        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
-    except Exception:
-        raise MalformedPayload("payload is not UTF-8")
-    reject_surrogate_escapes(text)
-    try:
-        env = json.loads(text)
-    except Exception:
-        raise MalformedPayload("payload is not JSON")
-    if not isinstance(env, dict):
-        raise MalformedPayload("payload is JSON but not an object")
+    env = loads_object(payload, "payload")
     _check(env)
     return env
 

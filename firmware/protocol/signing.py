@@ -13,10 +13,9 @@
 
 import binascii
 import hashlib
-import json
 
 from firmware.protocol import PROTOCOL_VERSION
-from firmware.protocol.canonical import check_value, dumps, reject_surrogate_escapes
+from firmware.protocol.canonical import check_value, dumps, loads_object
 from firmware.protocol.errors import (
     BadField,
     BadSignature,
@@ -183,15 +182,7 @@ def verify(payload, keys, device, now, guard=None, skew=CLOCK_SKEW):
     else:
         if len(payload) > MAX_COMMAND:
             raise OversizedPayload("command is %d bytes, limit %d" % (len(payload), MAX_COMMAND))
-        try:
-            text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
-        except Exception:
-            raise MalformedPayload("command is not UTF-8")
-        reject_surrogate_escapes(text)
-        try:
-            cmd = json.loads(text)
-        except Exception:
-            raise MalformedPayload("command is not JSON")
+        cmd = loads_object(payload, "command")
     if not isinstance(cmd, dict):
         raise MalformedPayload("command is not a JSON object")
     if "sig" not in cmd:

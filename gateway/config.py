@@ -31,6 +31,10 @@ class GatewayConfig:
     # before one transaction commits them all.
     group_window_s: float = 0.02
     group_max: int = 500
+    # [upstream]: sync to the central side (gateway/sync.py validates it).
+    upstream: dict[str, Any] | None = None
+    # [web]: the clerk's status page and /metrics (gateway/web.py).
+    web: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> GatewayConfig:
@@ -54,6 +58,8 @@ class GatewayConfig:
             broker=broker,
             group_window_s=float(d.get("group_window_s", 0.02)),
             group_max=int(d.get("group_max", 500)),
+            upstream=d.get("upstream"),
+            web=d.get("web"),
         )
 
     @classmethod

@@ -29,10 +29,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from firmware.protocol import envelope, topics
+from firmware.protocol.canonical import loads_object
 from firmware.protocol.errors import BadField, ProtocolError
 from firmware.protocol.ids import parse_event_id
+from gateway import metrics as M
 from gateway.config import GatewayConfig
 from gateway.store import EventStore, StoredEvent
+
+MAX_STATE = 16 * 1024
 
 
 def emit(evt: str, **kw: Any) -> None:
@@ -101,6 +105,7 @@ class Ingest:
         self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected = False
         self.stopping = False
+        self.on_ack: Any = None  # set by the downstream relay
         b = cfg.broker
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -123,7 +128,8 @@ class Ingest:
             emit("broker_refused", reason=str(rc))
             return
         self.connected = True
-        client.subscribe(topics.subscription(self.cfg.outlet, "evt"), qos=1)
+        client.subscribe([(topics.subscription(self.cfg.outlet, ch), 1)
+                          for ch in ("evt", "presence", "state", "ack")])
         emit("connected", session_present=bool(flags.session_present))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
@@ -150,15 +156,16 @@ class Ingest:
         rejects: list[tuple[str, str, str, bytes]] = []
         for msg in batch:
             try:
-                events.append(validate(msg.topic, msg.payload))
+                channel = topics.parse(msg.topic)[3]
+                if channel == "evt":
+                    events.append(validate(msg.topic, msg.payload))
+                else:
+                    self.side_channel(msg.topic, msg.payload)
             except ProtocolError as e:
-                rejects.append((msg.topic, e.code, e.detail, msg.payload))
-                self.metrics[f"rejected_{e.code}"] += 1
-                emit("rejected", topic=msg.topic, code=e.code, detail=e.detail)
+                self.reject(rejects, msg.topic, e.code, e.detail, msg.payload)
             except UnicodeDecodeError:
-                rejects.append((repr(msg._topic), "unknown_topic", "topic is not UTF-8",
-                                msg.payload))
-                self.metrics["rejected_unknown_topic"] += 1
+                self.reject(rejects, repr(msg._topic), "unknown_topic", "topic is not UTF-8",
+                            msg.payload)
         if self.faults.hold_before_commit_s:
             emit("holding", n=len(batch), ids=[e.id for e in events])
             time.sleep(self.faults.hold_before_commit_s)
@@ -170,10 +177,15 @@ class Ingest:
         self.metrics["stored"] += inserted
         self.metrics["duplicates"] += dups
         self.metrics["group_commits"] += 1
+        M.GROUP_COMMITS.inc()
+        M.DUPLICATES.inc(dups)
         for e, new in zip(events, fresh, strict=True):
+            if new:
+                M.INGESTED.labels(e.cls).inc()
             order = self.seq.observe(e.device, e.inc, e.seq) if new else None
             if order:
                 self.metrics[f"seq_{order}s"] += 1
+                M.SEQ_ANOMALIES.labels(order).inc()
         emit("committed", n=len(batch), stored=inserted, duplicates=dups,
              ids=[e.id for e in events])
         if self.faults.exit_before_ack:
@@ -181,6 +193,34 @@ class Ingest:
             os._exit(3)
         for msg in batch:
             self.client.ack(msg.mid, msg.qos)
+
+    def reject(self, rejects: list[tuple[str, str, str, bytes]], topic: str, code: str, detail: str,
+               payload: bytes) -> None:
+        rejects.append((topic, code, detail, payload))
+        self.metrics[f"rejected_{code}"] += 1
+        M.REJECTED.labels(code).inc()
+        emit("rejected", topic=topic, code=code, detail=detail)
+
+    def side_channel(self, topic: str, payload: bytes) -> None:
+        """Presence, retained state and command acks: not events, but the
+        status page, device list and downstream relay live on them."""
+        outlet, kind, device, channel = topics.parse(topic)
+        now = time.time()
+        if channel == "presence":
+            if payload not in (b"online", b"offline"):
+                raise BadField(f"presence must be online or offline, got {payload[:20]!r}")
+            self.store.presence(device, outlet, kind, payload == b"online", now)
+            M.DEVICES_ONLINE.set(sum(d["online"] for d in self.store.devices()))
+        elif channel == "state":
+            if len(payload) > MAX_STATE:
+                raise BadField(f"state document over {MAX_STATE} bytes")
+            doc = loads_object(payload, "state")
+            self.store.device_state(device, outlet, kind, json.dumps(doc), now)
+        elif channel == "ack":
+            if self.on_ack is not None:
+                self.on_ack(device, loads_object(payload, "ack"))
+        else:
+            raise BadField(f"devices do not publish on {channel}")
 
     def run(self, until: float | None = None, stop_after: int | None = None) -> None:
         """Serve until stop(), ``until`` (monotonic) or ``stop_after`` events stored.

@@ -10,6 +10,7 @@ Schema changes go through numbered migrations tracked in ``user_version``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -43,7 +44,44 @@ MIGRATIONS: list[str] = [
         payload BLOB NOT NULL
     );
     """,
+    # 2: upstream sync state, devices and presence, the downstream command outbox
+    """
+    ALTER TABLE events ADD COLUMN synced_at REAL;
+    ALTER TABLE events ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE events SET size = length(payload);
+    CREATE INDEX events_unsynced ON events(received_at) WHERE synced_at IS NULL;
+    CREATE TABLE devices (
+        device TEXT PRIMARY KEY,
+        outlet TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        online INTEGER NOT NULL DEFAULT 0,
+        since REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        state TEXT
+    );
+    CREATE TABLE commands (
+        id TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        op TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        exp INTEGER NOT NULL,
+        created REAL NOT NULL,
+        sent_at REAL,
+        acked_at REAL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        ack TEXT
+    );
+    CREATE INDEX commands_open ON commands(device, status);
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
+
+# Lanes for upstream sync: alarms and fresh status jump the backlog.
+FAST_CLASSES = ("alarm", "status")
 
 REJECT_PAYLOAD_KEEP = 512
 
@@ -103,9 +141,9 @@ class EventStore:
             for e in events:
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO events(id,outlet,kind,device,inc,seq,cls,type,ts,"
-                    "received_at,payload) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "received_at,payload,size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (e.id, e.outlet, e.kind, e.device, e.inc, e.seq, e.cls, e.type, e.ts, now,
-                     e.payload),
+                     e.payload, len(e.payload)),
                 )
                 fresh.append(bool(cur.rowcount))
             for topic, code, detail, payload in rejects:
@@ -137,6 +175,99 @@ class EventStore:
     def rejected(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT topic, code, detail FROM rejected ORDER BY rowid")
         return [{"topic": t, "code": c, "detail": d} for t, c, d in cur.fetchall()]
+
+    # ---- upstream sync
+    def unsynced(self, fast: bool, limit: int, max_bytes: int) -> list[tuple[str, str, bytes]]:
+        """Oldest unsynced events of one lane as (id, cls, payload), at most
+        ``limit`` of them and about ``max_bytes`` (always at least one)."""
+        marks = ",".join("?" * len(FAST_CLASSES))
+        op = "IN" if fast else "NOT IN"
+        cur = self.db.execute(
+            f"SELECT id, cls, payload FROM events WHERE synced_at IS NULL AND cls {op} ({marks}) "
+            "ORDER BY received_at, rowid LIMIT ?", (*FAST_CLASSES, limit))
+        out: list[tuple[str, str, bytes]] = []
+        total = 0
+        for row in cur:
+            if out and total + len(row[2]) > max_bytes:
+                break
+            out.append((row[0], row[1], row[2]))
+            total += len(row[2])
+        return out
+
+    def mark_synced(self, ids: list[str], at: float | None = None) -> int:
+        """Record the central side's ack; returns how many were newly synced."""
+        at = time.time() if at is None else at
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            n = 0
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                cur = self.db.execute(
+                    f"UPDATE events SET synced_at=? WHERE synced_at IS NULL AND id IN "
+                    f"({','.join('?' * len(chunk))})", (at, *chunk))
+                n += cur.rowcount
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return n
+
+    def backlog(self) -> dict[str, float]:
+        """Unsynced events: count, bytes, and the age in seconds of the oldest."""
+        n, size, oldest = self.db.execute(
+            "SELECT count(*), coalesce(sum(size),0), min(received_at) FROM events "
+            "WHERE synced_at IS NULL").fetchone()
+        return {"count": int(n), "bytes": int(size),
+                "oldest_age_s": 0.0 if oldest is None else max(0.0, time.time() - oldest)}
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def put(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO kv(key,value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET "
+                        "value=excluded.value", (key, value))
+
+    # ---- devices
+    def presence(self, device: str, outlet: str, kind: str, online: bool, at: float) -> None:
+        """Online/offline from the retained presence topic (Last Will sets offline)."""
+        row = self.db.execute("SELECT online FROM devices WHERE device=?", (device,)).fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO devices(device,outlet,kind,online,since,last_seen) "
+                            "VALUES (?,?,?,?,?,?)", (device, outlet, kind, int(online), at, at))
+        elif bool(row[0]) != online:
+            self.db.execute("UPDATE devices SET online=?, since=?, last_seen=? WHERE device=?",
+                            (int(online), at, at, device))
+        else:
+            self.db.execute("UPDATE devices SET last_seen=? WHERE device=?", (at, device))
+
+    def device_state(self, device: str, outlet: str, kind: str, state: str, at: float) -> None:
+        self.presence_seen(device, outlet, kind, at)
+        self.db.execute("UPDATE devices SET state=? WHERE device=?", (state, device))
+
+    def presence_seen(self, device: str, outlet: str, kind: str, at: float) -> None:
+        if self.db.execute("SELECT 1 FROM devices WHERE device=?", (device,)).fetchone() is None:
+            self.db.execute("INSERT INTO devices(device,outlet,kind,online,since,last_seen) "
+                            "VALUES (?,?,?,1,?,?)", (device, outlet, kind, at, at))
+        else:
+            self.db.execute("UPDATE devices SET last_seen=? WHERE device=?", (at, device))
+
+    def devices(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT device, outlet, kind, online, since, last_seen, state FROM devices "
+                              "ORDER BY kind, device")
+        now = time.time()
+        out = []
+        for device, outlet, kind, online, since, last_seen, state in cur:
+            out.append({"device": device, "outlet": outlet, "kind": kind, "online": bool(online),
+                        "for_s": max(0.0, now - since), "last_seen": last_seen,
+                        "state": json.loads(state) if state else None})
+        return out
+
+    def recent(self, cls: str, limit: int = 20) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT id, device, type, ts, received_at, synced_at, payload FROM events "
+                              "WHERE cls=? ORDER BY received_at DESC, rowid DESC LIMIT ?", (cls, limit))
+        return [{"id": i, "device": d, "type": t, "ts": ts, "received_at": r, "synced_at": sy,
+                 "body": json.loads(p).get("body", {})} for i, d, t, ts, r, sy, p in cur]
 
     def close(self) -> None:
         self.db.close()

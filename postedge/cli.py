@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from postedge import i18n
@@ -45,12 +46,30 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     faults = Faults(hold_before_commit_s=args.hold_before_commit,
                     exit_before_ack=args.exit_before_ack)
     ing = Ingest(cfg, faults)
-    # systemd stops with SIGTERM: finish the group in hand, then exit cleanly.
-    signal.signal(signal.SIGTERM, lambda *_: ing.stop())
-    signal.signal(signal.SIGINT, lambda *_: ing.stop())
+    stop = threading.Event()
+    services = []
+    if cfg.upstream is not None:
+        from gateway.sync import start_syncer
+
+        services.append(start_syncer(cfg.db, cfg.outlet, cfg.upstream, stop))
+    if cfg.web is not None:
+        from gateway.web import start_web
+
+        services.append(start_web(cfg.db, cfg.web, stop))
+
+    def shutdown(*_: object) -> None:
+        # systemd stops with SIGTERM: finish the group in hand, then exit cleanly.
+        stop.set()
+        ing.stop()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
     try:
         ing.run()
     finally:
+        stop.set()
+        for svc in services:
+            svc.join(10)
         ing.close()
     return 0
 

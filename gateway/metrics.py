@@ -1,0 +1,35 @@
+"""Prometheus metrics of the gateway (scraped at /metrics on the status
+server). One registry per process; names are the contract with dashboards."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REGISTRY = CollectorRegistry()
+
+INGESTED = Counter("postedge_ingested_events", "Device events committed to the store",
+                   ["cls"], registry=REGISTRY)
+DUPLICATES = Counter("postedge_duplicate_events", "Redelivered events dropped by id",
+                     registry=REGISTRY)
+REJECTED = Counter("postedge_rejected_messages", "Messages refused at ingest, by reason",
+                   ["reason"], registry=REGISTRY)
+SEQ_ANOMALIES = Counter("postedge_sequence_anomalies", "Per-device sequence gaps and reorders",
+                        ["kind"], registry=REGISTRY)
+GROUP_COMMITS = Counter("postedge_group_commits", "SQLite transactions at ingest",
+                        registry=REGISTRY)
+SYNCED = Counter("postedge_synced_events", "Events acked by the central side", registry=REGISTRY)
+SYNC_BATCHES = Counter("postedge_sync_batches", "Upstream batches by outcome", ["outcome"],
+                       registry=REGISTRY)
+SYNC_BYTES = Counter("postedge_sync_bytes", "Bytes sent upstream (compressed)", registry=REGISTRY)
+BACKLOG_EVENTS = Gauge("postedge_backlog_events", "Events not yet acked upstream",
+                       registry=REGISTRY)
+BACKLOG_BYTES = Gauge("postedge_backlog_bytes", "Bytes of events not yet acked upstream",
+                      registry=REGISTRY)
+OLDEST_UNSYNCED = Gauge("postedge_oldest_unsynced_seconds", "Age of the oldest unsynced event",
+                        registry=REGISTRY)
+DEVICES_ONLINE = Gauge("postedge_devices_online", "Devices whose presence is online",
+                       registry=REGISTRY)
+EVICTED = Counter("postedge_evicted_events", "Events evicted under the disk budget, by class",
+                  ["cls"], registry=REGISTRY)
+COMMANDS = Counter("postedge_commands", "Downstream commands by outcome", ["outcome"],
+                   registry=REGISTRY)

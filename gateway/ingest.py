@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,6 +35,7 @@ from firmware.protocol.errors import BadField, ProtocolError
 from firmware.protocol.ids import parse_event_id
 from gateway import metrics as M
 from gateway.config import GatewayConfig
+from gateway.relay import Relay
 from gateway.store import EventStore, StoredEvent
 
 MAX_STATE = 16 * 1024
@@ -105,7 +107,10 @@ class Ingest:
         self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected = False
         self.stopping = False
-        self.on_ack: Any = None  # set by the downstream relay
+        self.relay = Relay(self.store, cfg.outlet, cfg.broker.client_id, Path(cfg.db).parent,
+                           lambda topic, payload: self.client.publish(topic, payload, qos=1))
+        self.on_ack: Any = self.relay.on_ack
+        self._last_tick = 0.0
         b = cfg.broker
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -211,6 +216,8 @@ class Ingest:
                 raise BadField(f"presence must be online or offline, got {payload[:20]!r}")
             self.store.presence(device, outlet, kind, payload == b"online", now)
             M.DEVICES_ONLINE.set(sum(d["online"] for d in self.store.devices()))
+            if payload == b"online":
+                self._last_tick = 0.0  # deliver its waiting commands now
         elif channel == "state":
             if len(payload) > MAX_STATE:
                 raise BadField(f"state document over {MAX_STATE} bytes")
@@ -244,6 +251,9 @@ class Ingest:
              stored=self.store.count())
         try:
             while not self.stopping and (until is None or time.monotonic() < until):
+                if time.monotonic() - self._last_tick >= 1.0 and self.subscribed.is_set():
+                    self._last_tick = time.monotonic()
+                    self.relay.tick()
                 try:
                     first = self.inbox.get(timeout=0.1)
                 except queue.Empty:

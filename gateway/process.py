@@ -26,7 +26,7 @@ class GatewayProcess:
 
     def __init__(self, config: Path, *flags: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "postedge.cli", "gateway", "--config", str(config), *flags],
+            [sys.executable, "-m", "postedge.cli", "gateway", "run", "--config", str(config), *flags],
             stdout=subprocess.PIPE, text=True,
         )
         self.lines: list[dict[str, Any]] = []

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from postedge import i18n
@@ -31,47 +29,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if not v["ok"]:
             worst = 1
     return worst
-
-
-def cmd_gateway(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, GatewayConfig
-    from gateway.ingest import Faults, Ingest
-
-    lang = i18n.pick(args.lang)
-    try:
-        cfg = GatewayConfig.load(args.config)
-    except ConfigError as e:
-        print(i18n.t("error", lang, msg=str(e)), file=sys.stderr)
-        return 2
-    faults = Faults(hold_before_commit_s=args.hold_before_commit,
-                    exit_before_ack=args.exit_before_ack)
-    ing = Ingest(cfg, faults)
-    stop = threading.Event()
-    services = []
-    if cfg.upstream is not None:
-        from gateway.sync import start_syncer
-
-        services.append(start_syncer(cfg.db, cfg.outlet, cfg.upstream, stop))
-    if cfg.web is not None:
-        from gateway.web import start_web
-
-        services.append(start_web(cfg.db, cfg.web, stop))
-
-    def shutdown(*_: object) -> None:
-        # systemd stops with SIGTERM: finish the group in hand, then exit cleanly.
-        stop.set()
-        ing.stop()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-    try:
-        ing.run()
-    finally:
-        stop.set()
-        for svc in services:
-            svc.join(10)
-        ing.close()
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -116,13 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="one JSON verdict per line")
     v.set_defaults(func=cmd_validate)
 
-    g = sub.add_parser("gateway", help="run the outlet gateway's ingest loop")
-    g.add_argument("--config", type=Path, required=True, help="gateway TOML file")
-    g.add_argument("--hold-before-commit", type=float, default=0.0, metavar="SECONDS",
-                   help="fault test hook: wait this long between receiving and committing")
-    g.add_argument("--exit-before-ack", action="store_true",
-                   help="fault test hook: exit after the first commit, before acking")
-    g.set_defaults(func=cmd_gateway)
+    from postedge import gateway_cmd
+
+    gateway_cmd.add_parser(sub)
 
     f = sub.add_parser("firmware", help="package and deploy the locker firmware")
     fsub = f.add_subparsers(dest="fw", required=True)

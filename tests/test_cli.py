@@ -47,11 +47,11 @@ def test_validate_json() -> None:
 def test_gateway_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text('outlet = "o1"\n')
-    r = postedge("--lang", "zh", "gateway", "--config", str(cfg))
+    r = postedge("--lang", "zh", "gateway", "run", "--config", str(cfg))
     assert r.returncode == 2
     assert r.stderr.strip() == "错误：gateway config needs 'db'"
     cfg.write_text("outlet = [unclosed\n")
-    r = postedge("--lang", "en", "gateway", "--config", str(cfg))
+    r = postedge("--lang", "en", "gateway", "run", "--config", str(cfg))
     assert r.returncode == 2 and r.stderr.startswith("error: cannot read")
 
 

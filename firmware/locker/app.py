@@ -687,8 +687,10 @@ class Locker:
     async def presence_task(self):
         while True:
             await self.mqtt.connected.wait()
-            await self.mqtt.publish(self.t_presence, b"online", 1, retain=True)
+            # Subscribe first: the gateway sends waiting commands as soon as
+            # it sees "online", and the broker handles our packets in order.
             await self.mqtt.subscribe(self.t_cmd, 1)
+            await self.mqtt.publish(self.t_presence, b"online", 1, retain=True)
             while self.mqtt.connected.is_set():
                 await _sleep_ms(200)
 

@@ -12,6 +12,16 @@ class ConfigError(ValueError):
     pass
 
 
+def _budget(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    from gateway.budget import BudgetConfig
+
+    try:
+        BudgetConfig.from_dict(d)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return d
+
+
 @dataclass
 class BrokerConfig:
     host: str = "127.0.0.1"
@@ -35,6 +45,8 @@ class GatewayConfig:
     upstream: dict[str, Any] | None = None
     # [web]: the clerk's status page and /metrics (gateway/web.py).
     web: dict[str, Any] | None = None
+    # [budget]: max_mb, reserve_mb, interval_s (gateway/budget.py).
+    budget: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> GatewayConfig:
@@ -60,6 +72,7 @@ class GatewayConfig:
             group_max=int(d.get("group_max", 500)),
             upstream=d.get("upstream"),
             web=d.get("web"),
+            budget=_budget(d.get("budget")),
         )
 
     @classmethod

@@ -34,7 +34,9 @@ from firmware.protocol.canonical import loads_object
 from firmware.protocol.errors import BadField, ProtocolError
 from firmware.protocol.ids import parse_event_id
 from gateway import metrics as M
+from gateway.budget import Budget, BudgetConfig
 from gateway.config import GatewayConfig
+from gateway.own_events import OwnEvents
 from gateway.relay import Relay
 from gateway.store import EventStore, StoredEvent
 
@@ -107,8 +109,11 @@ class Ingest:
         self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected = False
         self.stopping = False
-        self.relay = Relay(self.store, cfg.outlet, cfg.broker.client_id, Path(cfg.db).parent,
+        self.own = OwnEvents(self.store, cfg.outlet, cfg.broker.client_id, Path(cfg.db).parent)
+        self.relay = Relay(self.store, cfg.outlet, self.own,
                            lambda topic, payload: self.client.publish(topic, payload, qos=1))
+        self.budget = Budget(self.store, BudgetConfig.from_dict(cfg.budget))
+        self._last_budget = 0.0
         self.on_ack: Any = self.relay.on_ack
         self._last_tick = 0.0
         b = cfg.broker
@@ -254,6 +259,11 @@ class Ingest:
                 if time.monotonic() - self._last_tick >= 1.0 and self.subscribed.is_set():
                     self._last_tick = time.monotonic()
                     self.relay.tick()
+                if time.monotonic() - self._last_budget >= self.budget.cfg.interval_s:
+                    self._last_budget = time.monotonic()
+                    done = self.budget.enforce(self.own.emit)
+                    if done["evicted"] or done["freed_synced"] or done["threatened"]:
+                        emit("budget", **done)
                 try:
                     first = self.inbox.get(timeout=0.1)
                 except queue.Empty:

@@ -15,30 +15,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from firmware.protocol import envelope, topics
+from firmware.protocol import topics
 from firmware.protocol.canonical import loads_object
 from firmware.protocol.errors import BadField
-from firmware.protocol.ids import SeqCounter, format_event_id
-from firmware.storage import FileStorage
 from gateway import metrics as M
-from gateway.store import EventStore, StoredEvent
+from gateway.own_events import OwnEvents
+from gateway.store import EventStore
 
 RESEND_S = 30.0
 KINDS = topics.KINDS
 
 
 class Relay:
-    def __init__(self, store: EventStore, outlet: str, gateway_id: str, state_dir: Path,
+    def __init__(self, store: EventStore, outlet: str, own: OwnEvents,
                  publish: Callable[[str, bytes], None], resend_s: float = RESEND_S) -> None:
         self.store = store
         self.outlet = outlet
-        self.gateway_id = gateway_id
+        self.report = own.emit
         self.publish = publish
         self.resend_s = resend_s
-        self.seq = SeqCounter(FileStorage(str(state_dir)), name=f"{gateway_id}.seq", block=16)
 
     # ---- in from the central side
     def enqueue(self, kind: str, payload: bytes) -> str:
@@ -96,15 +93,6 @@ class Relay:
         M.COMMANDS.labels(status).inc()
         self.report("gateway.command_" + status, {"id": cid, "device": device, "op": row[1],
                                                    "code": code, "detail": ack.get("detail", "")})
-
-    def report(self, etype: str, body: dict[str, Any]) -> None:
-        """The gateway's own audit event, synced upstream like any other."""
-        n = self.seq.next()
-        now = int(time.time())
-        eid = format_event_id(self.gateway_id, self.seq.incarnation, n)
-        payload = envelope.encode(envelope.make(eid, now, etype, "audit", body, boot=self.seq.boot))
-        self.store.commit_events([StoredEvent(eid, self.outlet, "gateway", self.gateway_id,
-                                              self.seq.incarnation, n, "audit", etype, now, payload)])
 
     def commands(self, device: str | None = None) -> list[dict[str, Any]]:
         q = "SELECT id, device, op, status, exp, sent_at, acked_at, ack FROM commands"

@@ -126,13 +126,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     from firmware.protocol.errors import ProtocolError
+    from gateway.own_events import OwnEvents
     from gateway.relay import Relay
     from gateway.store import EventStore
 
     cfg = _load(args)
     lang = i18n.pick(args.lang)
     store = EventStore(cfg.db)
-    relay = Relay(store, cfg.outlet, cfg.broker.client_id, Path(cfg.db).parent, lambda *_: None)
+    own = OwnEvents(store, cfg.outlet, cfg.broker.client_id, Path(cfg.db).parent)
+    relay = Relay(store, cfg.outlet, own, lambda *_: None)
     rc = 0
     try:
         for f in args.files:

@@ -97,7 +97,8 @@ def write_config(directory: Path, port: int, accounts: list[Account], bind: str 
                 # Days of backhaul loss must not make the broker drop queued
                 # messages for the gateway's persistent session.
                 "max_queued_messages 0",
-                "max_inflight_messages 20",
+                # Large in-flight windows let the gateway commit big groups per fsync.
+                "max_inflight_messages 1000",
                 f"log_dest file {directory / 'mosquitto.log'}",
                 "log_type error",
                 "log_type warning",

@@ -12,6 +12,19 @@ class ConfigError(ValueError):
     pass
 
 
+def _web(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Checked at load, so every command using the file refuses a bad [web]."""
+    if d is None:
+        return None
+    from gateway.web import parse_config
+
+    try:
+        parse_config(d)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return d
+
+
 def _budget(d: dict[str, Any] | None) -> dict[str, Any] | None:
     from gateway.budget import BudgetConfig
 
@@ -71,7 +84,7 @@ class GatewayConfig:
             group_window_s=float(d.get("group_window_s", 0.02)),
             group_max=int(d.get("group_max", 500)),
             upstream=d.get("upstream"),
-            web=d.get("web"),
+            web=_web(d.get("web")),
             budget=_budget(d.get("budget")),
         )
 

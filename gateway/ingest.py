@@ -32,7 +32,6 @@ import paho.mqtt.client as mqtt
 from firmware.protocol import envelope, topics
 from firmware.protocol.canonical import loads_object
 from firmware.protocol.errors import BadField, ProtocolError
-from firmware.protocol.ids import parse_event_id
 from gateway import metrics as M
 from gateway.budget import Budget, BudgetConfig
 from gateway.config import GatewayConfig
@@ -41,6 +40,7 @@ from gateway.relay import Relay
 from gateway.store import EventStore, StoredEvent
 
 MAX_STATE = 16 * 1024
+LOG_IDS = 20  # event ids named per log line; the counts cover the rest
 
 
 def emit(evt: str, **kw: Any) -> None:
@@ -87,11 +87,11 @@ class SeqTracker:
         return "reorder"
 
 
-def validate(topic: str, payload: bytes) -> StoredEvent:
+def validate(topic: str, payload: bytes, parsed_topic: tuple[str, str, str, str] | None = None
+             ) -> StoredEvent:
     """Check one message against the protocol; raise ProtocolError if bad."""
-    outlet, kind, device, channel = topics.parse(topic)
-    env = envelope.decode(payload)
-    dev, inc, seq = parse_event_id(env["id"])
+    outlet, kind, device, channel = parsed_topic or topics.parse(topic)
+    env, (dev, inc, seq) = envelope.decode_event(payload)
     if dev != device:
         raise BadField(f"event id names device {dev} but was published by {device}")
     return StoredEvent(env["id"], outlet, kind, device, inc, seq, env["cls"], env["type"],
@@ -166,9 +166,9 @@ class Ingest:
         rejects: list[tuple[str, str, str, bytes]] = []
         for msg in batch:
             try:
-                channel = topics.parse(msg.topic)[3]
-                if channel == "evt":
-                    events.append(validate(msg.topic, msg.payload))
+                parsed = topics.parse(msg.topic)
+                if parsed[3] == "evt":
+                    events.append(validate(msg.topic, msg.payload, parsed))
                 else:
                     self.side_channel(msg.topic, msg.payload)
             except ProtocolError as e:
@@ -177,7 +177,7 @@ class Ingest:
                 self.reject(rejects, repr(msg._topic), "unknown_topic", "topic is not UTF-8",
                             msg.payload)
         if self.faults.hold_before_commit_s:
-            emit("holding", n=len(batch), ids=[e.id for e in events])
+            emit("holding", n=len(batch), ids=[e.id for e in events[:LOG_IDS]])
             time.sleep(self.faults.hold_before_commit_s)
         self.seq.prime(self.store, events)
         fresh = self.store.commit_events(events, rejects)
@@ -197,7 +197,7 @@ class Ingest:
                 self.metrics[f"seq_{order}s"] += 1
                 M.SEQ_ANOMALIES.labels(order).inc()
         emit("committed", n=len(batch), stored=inserted, duplicates=dups,
-             ids=[e.id for e in events])
+             ids=[e.id for e in events[:LOG_IDS]])
         if self.faults.exit_before_ack:
             emit("exiting_before_ack")
             os._exit(3)

@@ -1,11 +1,12 @@
-"""The gateway as a separate OS process, for the demo, tests and the
-simulator: crash tests need a process that can really be SIGKILLed."""
+"""The gateway as a separate OS process, for the demo, tests, benchmarks and
+the simulator: crash tests need a process that can really be SIGKILLed."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ def write_config(path: Path, outlet: str, port: int, username: str, password: st
 
 
 class GatewayProcess:
-    """``postedge gateway`` in a child process whose JSON log lines we read."""
+    """``postedge gateway run`` in a child process whose JSON log lines are
+    read continuously by a thread (a full pipe would stall the gateway)."""
 
     def __init__(self, config: Path, *flags: str) -> None:
         self.proc = subprocess.Popen(
@@ -30,39 +32,60 @@ class GatewayProcess:
             stdout=subprocess.PIPE, text=True,
         )
         self.lines: list[dict[str, Any]] = []
+        self._cursor = 0
+        self._cond = threading.Condition()
+        self._eof = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def wait_for(self, evt: str, timeout: float = 20) -> dict[str, Any]:
-        """Read log lines until one with ``evt``; raise if the process ends first."""
-        deadline = time.monotonic() + timeout
+    def _read(self) -> None:
         assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"gateway exited ({self.proc.wait()}) before {evt!r}")
+        for line in self.proc.stdout:
             try:
                 d = json.loads(line)
             except ValueError:
                 continue
-            self.lines.append(d)
-            if d.get("evt") == evt:
-                return d
-        raise TimeoutError(f"no {evt!r} from the gateway within {timeout}s")
+            with self._cond:
+                self.lines.append(d)
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def wait_for(self, evt: str, timeout: float = 20) -> dict[str, Any]:
+        """The next log line with ``evt`` after the last one returned; raise
+        if the process ends first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                while self._cursor < len(self.lines):
+                    d = self.lines[self._cursor]
+                    self._cursor += 1
+                    if d.get("evt") == evt:
+                        return d
+                if self._eof:
+                    raise RuntimeError(f"gateway exited ({self.proc.wait()}) before {evt!r}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {evt!r} from the gateway within {timeout}s")
+                self._cond.wait(left)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self._reader.join(5)
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM, as systemd stops it; return the final metrics line."""
         if self.proc.poll() is None:
             self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=15)
-        for line in out.splitlines():
-            try:
-                self.lines.append(json.loads(line))
-            except ValueError:
-                pass
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
         for d in reversed(self.lines):
             if d.get("evt") == "gateway_stopped":
                 return d

@@ -38,7 +38,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -119,17 +118,21 @@ class ReadOnlyStore(EventStore):
     ``EventStore`` means by devices, backlog and recent events; only the
     connection differs (``mode=ro``, ``query_only``, no migrations)."""
 
-    def __init__(self, path: Path | str) -> None:  # noqa: D107 - no super(): it would migrate
+    def __init__(self, path: Path | str) -> None:
         self.path = Path(path).resolve()
         if not self.path.exists():
             raise StoreUnavailable(f"{self.path} does not exist")
         try:
             self.db = sqlite3.connect(self.path.as_uri() + "?mode=ro", uri=True,
                                       isolation_level=None, check_same_thread=False, timeout=5)
+        except sqlite3.Error as e:
+            raise StoreUnavailable(str(e)) from e
+        try:
             self.db.execute("PRAGMA query_only=1")
             self.db.execute("PRAGMA busy_timeout=5000")
             version = self.schema_version
         except sqlite3.Error as e:
+            self.db.close()
             raise StoreUnavailable(str(e)) from e
         if version < 2:
             self.db.close()
@@ -248,11 +251,15 @@ def snapshot(store: EventStore, now: float | None = None) -> dict[str, Any]:
                 "last_seen": d["last_seen"], "last_seen_age_s": round(max(0.0, now - d["last_seen"]), 1)}
                for d in devices]
     lockers = [_locker_view(d) for d in devices if d["kind"] == "locker"]
+    kinds = {d["device"]: d["kind"] for d in devices}
     alarms = []
     for ev in store.recent("alarm", ALARMS_SCANNED):
         body = ev["body"] if isinstance(ev["body"], dict) else {}
         at = _event_time(ev, now)
-        alarms.append({"id": ev["id"], "device": ev["device"], "type": ev["type"],
+        # The gateway's own alarms come from a "device" that never sends presence.
+        kind = kinds.get(ev["device"]) or ev["type"].split(".", 1)[0]
+        alarms.append({"id": ev["id"], "device": ev["device"], "kind": kind,
+                       "type": ev["type"],
                        "alarm": _text(body.get("alarm", "?")),
                        "compartment": _ident(body.get("compartment")),
                        "at": at, "age_s": round(max(0.0, now - at), 1),
@@ -346,6 +353,12 @@ def _state_label(state: str, lang: str) -> str:
     return t(key, lang) if state in KNOWN_STATES else t("state.unknown", lang, state=state)
 
 
+def kind_name(kind: str | None, lang: str) -> str:
+    if kind is None:
+        return ""
+    return t(f"kind.{kind}", lang) if has(f"kind.{kind}") else kind
+
+
 def _cid(cid: Any, lang: str) -> str:
     return t("cid", lang, id=cid)
 
@@ -353,20 +366,23 @@ def _cid(cid: Any, lang: str) -> str:
 def render_main(snap: dict[str, Any], lang: str, refresh_s: int) -> str:
     """The page body; also what /fragment returns for the live refresh."""
     now = snap["generated_at"]
-    L = lambda key, **kw: esc(t(key, lang, **kw))  # noqa: E731 - local shorthand
+
+    def tx(key: str, **kw: Any) -> str:
+        return esc(t(key, lang, **kw))
+
     out: list[str] = []
     level, why = verdict(snap)
-    label_key = {"ok": "label.ok", "warn": "label.warn", "alarm": "label.alarm"}[level]
+    symbol = {"ok": "✓", "warn": "!", "alarm": "‼"}[level]
     reasons = "".join(
-        f"<li>{L(k, **({'d': duration(kw['s'], lang)} if 's' in kw else kw))}</li>" for k, kw in why)
+        f"<li>{tx(k, **({'d': duration(kw['s'], lang)} if 's' in kw else kw))}</li>" for k, kw in why)
     out.append(f'<section class="overall lvl-{level}" data-level="{level}">'
-               f'<span class="badge">{L(label_key)}</span>'
-               f'<strong>{L("overall." + level)}</strong>'
+               f'<span class="badge" aria-hidden="true">{symbol}</span>'
+               f'<strong>{tx("overall." + level)}</strong>'
                f'{"<ul>" + reasons + "</ul>" if reasons else ""}</section>')
     s = snap["summary"]
     alarms_n = f'{s["alarms_24h"]}{"+" if s["alarms_24h_capped"] else ""}'
     tiles = [
-        ("devices", L("of", a=s["devices_online"], b=s["devices_total"]),
+        ("devices", tx("of", a=s["devices_online"], b=s["devices_total"]),
          "bad" if s["devices_online"] < s["devices_total"] else "good"),
         ("parcels", esc(s["parcels"]), "neutral"),
         ("alarms", esc(alarms_n), "bad" if s["alarms_24h"] else "good"),
@@ -376,90 +392,91 @@ def render_main(snap: dict[str, Any], lang: str, refresh_s: int) -> str:
     ]
     out.append('<section class="tiles">' + "".join(
         f'<div class="tile t-{tone}" id="tile-{name}"><span class="num">{val}</span>'
-        f'<span class="cap">{L("tile." + name)}</span></div>' for name, val, tone in tiles)
+        f'<span class="cap">{tx("tile." + name)}</span></div>' for name, val, tone in tiles)
         + "</section>")
 
     # alarms
-    out.append(f'<section id="alarms"><h2>{L("sec.alarms")}</h2>')
+    out.append(f'<section id="alarms"><h2>{tx("sec.alarms")}</h2>')
     if snap["alarms"]:
         out.append('<ul class="alarms">')
         for a in snap["alarms"]:
             hot = a["age_s"] <= ALARM_RED_S
             out.append(
                 f'<li class="alarm {"hot" if hot else "old"}">'
-                f'<span class="badge">{L("label.alarm") if hot else L("label.warn")}</span>'
+                f'<span class="badge">{tx("label.alarm")}</span>'
                 f'<span class="what">{esc(a["text"][lang])}</span>'
-                f'<span class="meta">{esc(t("kind.locker", lang) if a["type"].startswith("locker.") else "")}'
-                f' {esc(a["device"])} · {esc(clock(a["at"], now))} · {esc(ago(a["age_s"], lang))}</span>'
+                f'<span class="meta">{esc(kind_name(a["kind"], lang))} {esc(a["device"])} · '
+                f'{esc(clock(a["at"], now))} · {esc(ago(a["age_s"], lang))}</span>'
                 f"</li>")
         out.append("</ul>")
     else:
-        out.append(f'<p class="none good-text">✓ {L("no_alarms")}</p>')
+        out.append(f'<p class="none good-text">✓ {tx("no_alarms")}</p>')
     out.append("</section>")
 
     # devices
-    out.append(f'<section id="devices"><h2>{L("sec.devices")}</h2>')
+    out.append(f'<section id="devices"><h2>{tx("sec.devices")}</h2>')
     if snap["devices"]:
-        out.append(f'<table class="devices"><thead><tr><th>{L("col.device")}</th>'
-                   f'<th>{L("col.kind")}</th><th>{L("col.status")}</th>'
-                   f'<th>{L("col.seen")}</th></tr></thead><tbody>')
+        out.append(f'<table class="devices"><thead><tr><th>{tx("col.device")}</th>'
+                   f'<th>{tx("col.kind")}</th><th>{tx("col.status")}</th>'
+                   f'<th>{tx("col.seen")}</th></tr></thead><tbody>')
         for d in snap["devices"]:
             on = d["online"]
-            kind_key = f"kind.{d['kind']}"
-            kind = t(kind_key, lang) if has(kind_key) else d["kind"]
+            kind = kind_name(d["kind"], lang)
             status = t("online_for" if on else "offline_for", lang, d=duration(d["for_s"], lang))
             out.append(
                 f'<tr class="dev {"on" if on else "off"}" data-device="{esc(d["device"])}">'
                 f'<td class="name">{esc(d["device"])}</td><td>{esc(kind)}</td>'
                 f'<td><span class="badge">{"● " if on else "✕ "}'
-                f'{L("label.online" if on else "label.offline")}</span> '
+                f'{tx("label.online" if on else "label.offline")}</span> '
                 f'<span class="for">{esc(status)}</span></td>'
                 f'<td>{esc(ago(d["last_seen_age_s"], lang))}</td></tr>')
         out.append("</tbody></table>")
     else:
-        out.append(f'<p class="none">{L("no_devices")}</p>')
+        out.append(f'<p class="none">{tx("no_devices")}</p>')
     out.append("</section>")
 
     # lockers
-    out.append(f'<section id="lockers"><h2>{L("sec.lockers")}</h2>')
+    out.append(f'<section id="lockers"><h2>{tx("sec.lockers")}</h2>')
     if not snap["lockers"]:
-        out.append(f'<p class="none">{L("no_lockers")}</p>')
+        out.append(f'<p class="none">{tx("no_lockers")}</p>')
     for lk in snap["lockers"]:
         out.append(f'<div class="locker" data-device="{esc(lk["device"])}">'
-                   f'<h3>{L("locker.head", device=lk["device"])}</h3>')
+                   f'<h3>{tx("locker.head", device=lk["device"])}</h3>')
         if not lk["online"]:
-            out.append(f'<p class="note warn-text">✕ {L("locker.offline_note")}</p>')
+            out.append(f'<p class="note warn-text">✕ {tx("locker.offline_note")}</p>')
         if not lk["reported"]:
-            out.append(f'<p class="none">{L("no_lockers")}</p></div>')
+            out.append(f'<p class="none">{tx("no_lockers")}</p></div>')
             continue
-        out.append(f'<p class="counts">{L("locker.counts", total=lk["total"], free=lk["free"], parcels=lk["parcels"])}</p>')
+        counts = tx("locker.counts", total=lk["total"], free=lk["free"], parcels=lk["parcels"])
+        out.append(f'<p class="counts">{counts}</p>')
         if lk["retrieval"]:
             sep = "、" if lang == "zh" else ", "
             items = sep.join(f'{_cid(r["id"], lang)}（{_state_label(r["state"], lang)}）' if lang == "zh"
                              else f'{_cid(r["id"], lang)} ({_state_label(r["state"], lang)})'
                              for r in lk["retrieval"])
-            out.append(f'<p class="retrieval warn-text">{L("locker.retrieval", items=items)}</p>')
+            out.append(f'<p class="retrieval warn-text">{tx("locker.retrieval", items=items)}</p>')
         else:
-            out.append(f'<p class="retrieval">{L("locker.retrieval_none")}</p>')
+            out.append(f'<p class="retrieval">{tx("locker.retrieval_none")}</p>')
         ob = lk["outbox"]
         if ob["pending"] and ob["capacity"]:
             pct = int(round(100 * (ob["used"] or 0) / ob["capacity"]))
-            out.append(f'<p class="outbox">{L("locker.outbox", n=int(ob["pending"]), pct=pct)}</p>')
+            out.append(f'<p class="outbox">{tx("locker.outbox", n=int(ob["pending"]), pct=pct)}</p>')
         out.append('<ol class="grid">')
         for c in lk["compartments"]:
             st = c["state"]
             cls = st if st in KNOWN_STATES else "unknown"
             size = f'<span class="size">{esc(c["size"])}</span>' if c["size"] is not None else ""
-            out.append(f'<li class="c st-{cls}"><b>{esc(c["id"])}</b>{size}'
-                       f'<em>{esc(_state_label(st, lang))}</em></li>')
+            label = esc(_state_label(st, lang))
+            out.append(f'<li class="c st-{cls}" title="{label}"><b>{esc(c["id"])}</b>{size}'
+                       f'<em>{label}</em></li>')
         out.append("</ol></div>")
     out.append("</section>")
 
     # parcels
-    out.append(f'<section id="parcels"><h2>{L("sec.parcels")}</h2>')
+    out.append(f'<section id="parcels"><h2>{tx("sec.parcels")}</h2>')
     if snap["parcels"]:
-        out.append(f'<table class="parcels"><thead><tr><th>{L("col.when")}</th><th>{L("col.what")}</th>'
-                   f'<th>{L("col.compartment")}</th><th>{L("col.parcel")}</th></tr></thead><tbody>')
+        out.append(f'<table class="parcels"><thead><tr><th>{tx("col.when")}</th><th>{tx("col.what")}</th>'
+                   f'<th>{tx("col.compartment")}</th><th>{tx("col.parcel")}</th></tr></thead><tbody>')
         for p in snap["parcels"]:
             key = f"evt.{p['type']}"
             what = t(key, lang) if has(key) else t("evt.unknown", lang, type=p["type"])
@@ -469,30 +486,28 @@ def render_main(snap: dict[str, Any], lang: str, refresh_s: int) -> str:
                        f'<td class="mono">{esc(p.get("parcel", ""))}</td></tr>')
         out.append("</tbody></table>")
     else:
-        out.append(f'<p class="none">{L("no_parcels")}</p>')
+        out.append(f'<p class="none">{tx("no_parcels")}</p>')
     out.append("</section>")
 
     # sync
     b = snap["backlog"]
-    out.append(f'<section id="sync"><h2>{L("sec.sync")}</h2>')
+    out.append(f'<section id="sync"><h2>{tx("sec.sync")}</h2>')
     if b["count"]:
         behind = b["oldest_age_s"] > BACKLOG_WARN_S
-        out.append(f'<p class="backlog {"warn-text" if behind else ""}">'
-                   f'{L("sync.backlog", n=b["count"], size=size_text(b["bytes"]))}，'
-                   if lang == "zh" else
-                   f'<p class="backlog {"warn-text" if behind else ""}">'
-                   f'{L("sync.backlog", n=b["count"], size=size_text(b["bytes"]))}, ')
-        out.append(f'{L("sync.oldest", ago=ago(b["oldest_age_s"], lang))}</p>')
+        comma = "，" if lang == "zh" else ", "
+        out.append(f'<p class="backlog{" warn-text" if behind else ""}">'
+                   f'{tx("sync.backlog", n=b["count"], size=size_text(b["bytes"]))}{comma}'
+                   f'{tx("sync.oldest", ago=ago(b["oldest_age_s"], lang))}</p>')
     else:
-        out.append(f'<p class="backlog good-text">✓ {L("sync.all_sent")}</p>')
-    last = (esc(ago(snap["last_sync_age_s"], lang)) if snap["last_sync_age_s"] is not None
-            else L("sync.never"))
-    out.append(f'<p class="lastsync">{esc(t("sync.last", lang, ago=""))}{last}</p>')
+        out.append(f'<p class="backlog good-text">✓ {tx("sync.all_sent")}</p>')
+    last = (ago(snap["last_sync_age_s"], lang) if snap["last_sync_age_s"] is not None
+            else t("sync.never", lang))
+    out.append(f'<p class="lastsync">{tx("sync.last", ago=last)}</p>')
     if b["count"]:
-        out.append(f'<p class="note">{L("sync.behind_note")}</p>')
+        out.append(f'<p class="note">{tx("sync.behind_note")}</p>')
     out.append("</section>")
-    out.append(f'<p class="updated" data-clock="{esc(time.strftime("%H:%M:%S", time.localtime(now)))}">'
-               f'{L("updated", clock=time.strftime("%H:%M:%S", time.localtime(now)), n=refresh_s)}</p>')
+    hms = time.strftime("%H:%M:%S", time.localtime(now))
+    out.append(f'<p class="updated" data-clock="{esc(hms)}">{tx("updated", clock=hms, n=refresh_s)}</p>')
     return "".join(out)
 
 
@@ -536,10 +551,12 @@ th{font-weight:normal;color:var(--mute)}
 .dev.off td{background:var(--bad-bg)}
 .locker{background:#fff;border:1px solid var(--line);border-radius:.5em;padding:.4em .8em .8em;margin:.6em 0}
 .counts{font-size:1.1em;margin:.2em 0}.retrieval,.outbox,.note{margin:.2em 0}
-.grid{list-style:none;margin:.5em 0 0;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(5.2em,1fr));gap:.3em}
-.c{border:2px solid var(--line);border-radius:.35em;padding:.15em .3em;background:#fff;font-size:.8em;
+.grid{list-style:none;margin:.5em 0 0;padding:0;display:grid;gap:.3em;
+grid-template-columns:repeat(auto-fill,minmax(5.2em,1fr))}
+.c{border:2px solid var(--line);border-radius:.35em;padding:.15em .3em;background:#fff;font-size:.85em;
 overflow-wrap:anywhere}
-.c b{font-size:1.3em}.c .size{color:var(--mute);margin-left:.3em}.c em{display:block;font-style:normal}
+.c b{font-size:1.3em}.c .size{color:var(--mute);margin-left:.3em}
+.c em{display:block;font-style:normal;max-height:2.9em;overflow:hidden}
 .st-free{background:var(--ok-bg);border-color:var(--ok)}
 .st-occupied,.st-reserved{background:#e6efff;border-color:#2f5fb3}
 .st-overdue,.st-return_waiting,.st-inspect{background:var(--warn-bg);border-color:var(--warn);font-weight:bold}
@@ -611,17 +628,18 @@ class StatusHandler(BaseHTTPRequestHandler):
     server_version = "postedge-status"
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging: the page polls every few seconds,
         which would bury the gateway's own log lines."""
 
-    def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
+    def do_HEAD(self) -> None:
         self._dispatch(head=True)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._dispatch(head=False)
 
     def _dispatch(self, head: bool) -> None:
+        self._nonce: str | None = None
         url = urlsplit(self.path)
         q = parse_qs(url.query)
         cfg = self.server.cfg
@@ -650,7 +668,7 @@ class StatusHandler(BaseHTTPRequestHandler):
             code, ctype, body = 500, "text/plain; charset=utf-8", b"internal error\n"
         self._send(code, ctype, body, head)
 
-    def _send(self, code: int, ctype: str, body: bytes, head: bool, nonce: str | None = None) -> None:
+    def _send(self, code: int, ctype: str, body: bytes, head: bool) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -660,9 +678,8 @@ class StatusHandler(BaseHTTPRequestHandler):
         self.send_header("X-Frame-Options", "DENY")
         csp = "default-src 'none'; connect-src 'self'; base-uri 'none'; form-action 'none'; " \
               "frame-ancestors 'none'"
-        nonce = getattr(self, "_nonce", None)
-        if nonce:
-            csp += f"; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'"
+        if self._nonce:
+            csp += f"; style-src 'nonce-{self._nonce}'; script-src 'nonce-{self._nonce}'"
         self.send_header("Content-Security-Policy", csp)
         self.end_headers()
         if not head:
@@ -686,7 +703,7 @@ class StatusHandler(BaseHTTPRequestHandler):
         return 200, "text/html; charset=utf-8", body.encode()
 
     def _api(self, lang: str) -> tuple[int, str, bytes]:
-        body = json.dumps(self._snapshot(), ensure_ascii=False, indent=1)
+        body = json.dumps(self._snapshot(), ensure_ascii=False)
         return 200, "application/json; charset=utf-8", body.encode()
 
     def _metrics(self, lang: str) -> tuple[int, str, bytes]:
@@ -716,7 +733,6 @@ class StatusHandler(BaseHTTPRequestHandler):
         msg = t("err.db", lang, detail=detail)
         if path == "/fragment":
             return 503, "text/html; charset=utf-8", f'<p class="stale">{esc(msg)}</p>'.encode()
-        self._nonce = secrets.token_urlsafe(16)
         page = (f'<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head>'
                 f'<meta charset="utf-8"><meta http-equiv="refresh" content="{self.server.cfg.refresh_s}">'
                 f"<title>{esc(t('title', lang))}</title></head><body><h1>{esc(t('title', lang))}</h1>"

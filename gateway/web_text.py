@@ -26,13 +26,15 @@ TEXT: dict[str, dict[str, str]] = {
     # overall verdict at the top
     "overall.ok": {"zh": "一切正常", "en": "All good"},
     "overall.warn": {"zh": "需要注意", "en": "Needs attention"},
-    "overall.alarm": {"zh": "有警报", "en": "Alarm"},
+    "overall.alarm": {"zh": "有警报，请处理", "en": "Alarm: please act"},
+    "why.alarm": {"zh": "最近一小时有警报", "en": "an alarm in the last hour"},
+    "why.offline": {"zh": "{n} 台设备离线", "en": "{n} device(s) offline"},
+    "why.retrieval": {"zh": "{n} 个格口等快递员处理", "en": "{n} compartment(s) waiting for the courier"},
+    "why.backlog": {"zh": "已有 {d} 的数据没有上传", "en": "data not uploaded for {d}"},
     # status labels: every colour also carries a word
     "label.online": {"zh": "在线", "en": "Online"},
     "label.offline": {"zh": "离线", "en": "Offline"},
     "label.alarm": {"zh": "警报", "en": "Alarm"},
-    "label.ok": {"zh": "正常", "en": "OK"},
-    "label.warn": {"zh": "注意", "en": "Attention"},
     # summary tiles
     "tile.devices": {"zh": "在线设备", "en": "Devices online"},
     "tile.parcels": {"zh": "柜中包裹", "en": "Parcels in lockers"},
@@ -53,8 +55,7 @@ TEXT: dict[str, dict[str, str]] = {
     "col.device": {"zh": "设备", "en": "Device"},
     "col.kind": {"zh": "类型", "en": "Type"},
     "col.status": {"zh": "状态", "en": "Status"},
-    "col.for": {"zh": "持续", "en": "For"},
-    "col.seen": {"zh": "最后消息", "en": "Last heard"},
+    "col.seen": {"zh": "最后上报", "en": "Last report"},
     "col.when": {"zh": "时间", "en": "When"},
     "col.what": {"zh": "内容", "en": "What"},
     "col.compartment": {"zh": "格口", "en": "Compartment"},
@@ -97,6 +98,8 @@ TEXT: dict[str, dict[str, str]] = {
     "alarm.journal_corrupt": {"zh": "设备记录损坏，请联系客服", "en": "device journal damaged, call support"},
     "alarm.recovered_inconsistent": {"zh": "断电后状态不明，请检查",
                                      "en": "state unclear after a power cut, please check"},
+    "alarm.budget_threatened": {"zh": "网关存储空间快用完了，请联系客服",
+                                "en": "gateway storage almost full, call support"},
     "alarm.unknown": {"zh": "警报：{alarm}", "en": "alarm: {alarm}"},
     # parcel (custody) events
     "evt.locker.deposit": {"zh": "快递员投递", "en": "Delivered by courier"},

@@ -129,18 +129,54 @@ def _check_text(s, path):
         raise BadField(path + ": text is not valid Unicode (lone surrogate)")
 
 
-def check_value(obj, path="$", depth=0):
-    """Refuse what dumps() refuses, for values that arrive decoded."""
+def _path(where):
+    parts = []
+    while where is not None:
+        where, key = where
+        parts.append(key)
+    out = "$"
+    for key in reversed(parts):
+        out += ("[%d]" % key) if isinstance(key, int) else ("." + key)
+    return out
+
+
+def _walk(obj, depth, where, text):
+    # `where` is a (parent, key) chain, turned into "$.body.x" only for an
+    # error: building path strings for every node cost more than the checks.
     if depth > MAX_DEPTH:
-        raise BadField(path + ": nested deeper than %d" % MAX_DEPTH)
-    if isinstance(obj, float):
-        raise BadField(path + ": floats are not allowed, use a scaled integer")
-    if isinstance(obj, str):
-        _check_text(obj, path)
-    elif isinstance(obj, dict):
+        raise BadField(_path(where) + ": nested deeper than %d" % MAX_DEPTH)
+    if depth == MAX_DEPTH and isinstance(obj, (dict, list)) and obj:
+        # Its members would sit one level deeper than allowed (as in dumps).
+        raise BadField(_path(where) + ": nested deeper than %d" % MAX_DEPTH)
+    if isinstance(obj, dict):
         for k in obj:
-            _check_text(k, path)
-            check_value(obj[k], path + "." + k, depth + 1)
+            v = obj[k]
+            if text:
+                _check_text(k, _path(where))
+            if isinstance(v, (dict, list)):
+                _walk(v, depth + 1, (where, k), text)
+            elif isinstance(v, float):
+                raise BadField(_path((where, k)) + ": floats are not allowed, use a scaled integer")
+            elif text and isinstance(v, str):
+                _check_text(v, _path((where, k)))
     elif isinstance(obj, list):
         for i in range(len(obj)):
-            check_value(obj[i], path + "[%d]" % i, depth + 1)
+            v = obj[i]
+            if isinstance(v, (dict, list)):
+                _walk(v, depth + 1, (where, i), text)
+            elif isinstance(v, float):
+                raise BadField(_path((where, i)) + ": floats are not allowed, use a scaled integer")
+            elif text and isinstance(v, str):
+                _check_text(v, _path((where, i)))
+    elif isinstance(obj, float):
+        raise BadField(_path(where) + ": floats are not allowed, use a scaled integer")
+    elif text and isinstance(obj, str):
+        _check_text(obj, _path(where))
+
+
+def check_value(obj, text=True):
+    """Refuse what dumps() refuses, for values that arrive decoded.
+
+    text=False skips the Unicode check, for values decoded from UTF-8 bytes
+    by loads_object (which already refused surrogate escapes)."""
+    _walk(obj, 0, None, text)

@@ -34,7 +34,7 @@ def valid_type(t):
     return t[0] != "." and t[-1] != "."
 
 
-def _check(env):
+def _check(env, text=True):
     for f in ("v", "id", "ts", "type", "cls", "body"):
         if f not in env:
             raise MissingField("envelope has no %r field" % f)
@@ -43,7 +43,7 @@ def _check(env):
         raise BadField("v must be an integer")
     if v != PROTOCOL_VERSION:
         raise UnsupportedVersion("envelope version %d, this side speaks %d" % (v, PROTOCOL_VERSION))
-    parse_event_id(env["id"])
+    parsed = parse_event_id(env["id"])
     ts = env["ts"]
     if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
         raise BadField("ts must be a non-negative integer (Unix seconds)")
@@ -57,7 +57,8 @@ def _check(env):
         b = env["boot"]
         if not isinstance(b, int) or isinstance(b, bool) or b < 0:
             raise BadField("boot must be a non-negative integer")
-    check_value(env)
+    check_value(env, text)
+    return parsed
 
 
 def make(event_id, ts, etype, cls, body, boot=None):
@@ -82,9 +83,16 @@ def decode(payload, limit=MAX_PAYLOAD):
     """Parse and validate payload bytes; return the envelope dict."""
     if len(payload) > limit:
         raise OversizedPayload("payload is %d bytes, limit %d" % (len(payload), limit))
+    return decode_event(payload, limit)[0]
+
+
+def decode_event(payload, limit=MAX_PAYLOAD):
+    """decode(), also returning the parsed id (device, incarnation, seq)."""
+    if len(payload) > limit:
+        raise OversizedPayload("payload is %d bytes, limit %d" % (len(payload), limit))
+    wire = isinstance(payload, (bytes, bytearray))
     env = loads_object(payload, "payload")
-    _check(env)
-    return env
+    return env, _check(env, not wire)
 
 
 def device_of(env):

@@ -1,0 +1,630 @@
+"""Upstream transports and the uplink wire format (``pe-batch/1``).
+
+Both sides import this module: the gateway's syncer encodes batches and reads
+acks with it, and the central stub (``simulator/central.py``) decodes batches
+and writes acks with it, so there is one codec. Events inside a batch are
+rebuilt byte for byte and then parsed by the shared protocol module
+(``firmware.protocol.envelope.decode``); nothing here parses an envelope's
+meaning.
+
+Batch
+-----
+One zlib stream (RFC 1950, which is exactly HTTP's ``deflate`` content
+coding) of one JSON document::
+
+    {"v":1, "batch":"<32 hex>", "outlet":"o1", "lane":"bulk", "n":3,
+     "src":["lk01:3fa2c0de", "sc01:0badcafe"],
+     "groups":[{"type":"locker.deposit",
+                "keys":[["body","compartment"],["body","parcel"],["boot"],["cls"],["v"]],
+                "src":[0,0], "seq":[17,1], "ts":[1795881163,12],
+                "cols":[[3,5], ["RB123456785CN","EA000000005CN"], [4,4],
+                        ["custody","custody"], [1,1]]}],
+     "raw":["{...an envelope verbatim...}"]}
+
+Why columns and not one envelope per line: measured on a realistic
+locker/scanner/handheld mix (``bench/gateway_wan.py``), zlib over
+newline-joined envelopes gives about 8x fewer bytes than one JSON MQTT message
+per event; grouping events by type and shape and sending each field as a
+column (values of one field side by side, ``seq`` as a per-device delta,
+``ts`` as a delta) gives zlib long runs to match and reaches 12x. lzma (also
+stdlib) squeezes another ~20% out of the columns at ~15x the CPU, too much
+for a Raspberry Pi draining a days-long backlog; zstd is not in the standard
+library before Python 3.14 and lzma bounds what it could add, so zlib it is.
+
+Every event is rebuilt on the central side as ``canonical.dumps(object)``.
+The encoder checks that this reproduces the stored payload exactly; an event
+that would not (non-canonical JSON from some firmware) travels verbatim in
+``raw``. So the central side always receives the device's exact bytes.
+
+``seq`` is the delta from the previous event of the same ``src`` in decode
+order (groups in order, rows in order; each source starts at 0); ``ts`` is
+the delta from the previous row of the same group (the first is absolute).
+
+The batch id is the first 32 hex digits of SHA-256 over the batch's sorted
+event ids joined by newlines: a batch resent after a lost ack carries the
+same id, and the central side recomputes it as an integrity check.
+
+Ack
+---
+JSON, uncompressed (it is small)::
+
+    {"v":1, "batch":"<id>", "acked":{"lk01:3fa2c0de":[[17,45],[47,47]]},
+     "rejected":{"lk01:3fa2c0de:46":"bad_field: ..."}}
+
+``acked`` lists, as inclusive seq ranges per device incarnation, every event
+of the batch the central side now holds, including ones it already had
+(resends), and events it quarantined as invalid (also listed in ``rejected``
+so the gateway can log them; acking them stops a poison event from being
+resent forever). Ranges keep an ack of a 1,000-event batch to a few dozen
+bytes, which matters on metered links where downlink bytes are billed too.
+The gateway marks synced only ids that were *in the batch* and are covered.
+
+Carriage
+--------
+- MQTT (any 3.1.1/5 broker): the batch is published at QoS 1 to
+  ``<prefix>/<outlet>/batch/<id>``; the central side publishes the ack to
+  ``<prefix>/<outlet>/ack/<id>``; ``prefix`` defaults to ``pe-up/v1``.
+- HTTPS: ``POST <url>`` with ``Content-Type: application/vnd.postedge.batch+json``
+  and ``Content-Encoding: deflate``, headers ``X-Postedge-Outlet`` and
+  ``X-Postedge-Batch``; a 200 response carries the ack. ``HEAD <url>`` is the
+  connectivity probe.
+
+TLS only, always verified (hostname included); there is no code path that
+speaks plaintext, so a misconfiguration cannot silently downgrade.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import ssl
+import threading
+import time
+import zlib
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+
+from firmware.protocol import canonical
+from firmware.protocol.errors import ProtocolError
+from firmware.protocol.ids import parse_event_id
+
+WIRE_VERSION = 1
+CONTENT_TYPE = "application/vnd.postedge.batch+json"
+DEFAULT_PREFIX = "pe-up/v1"
+ZLIB_LEVEL = 6
+# A decoded batch may not exceed this: guards the central side against a
+# decompression bomb (the gateway's own batches are capped far below it).
+MAX_DECODED = 64 * 1024 * 1024
+
+
+class TransportError(Exception):
+    """A batch or probe did not get through.
+
+    ``reason`` is a short machine-readable cause (``refused``, ``timeout``,
+    ``tls``, ``http_500``, ``no_ack``, ...). ``unreachable`` says the central
+    side could not be reached at all (connection refused, reset, timed out,
+    TLS failure), as opposed to being reached and answering badly: the syncer
+    resumes on the first good probe after the former but waits out its
+    backoff after the latter.
+    """
+
+    def __init__(self, reason: str, detail: str = "", unreachable: bool = True) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.unreachable = unreachable
+
+
+class BatchError(ValueError):
+    """A batch or ack that does not follow the wire format."""
+
+
+# ---------------------------------------------------------------- batch codec
+def batch_id(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
+
+
+@dataclass
+class EncodedBatch:
+    id: str
+    lane: str
+    ids: list[str]
+    body: bytes  # compressed, what goes on the wire
+    raw_bytes: int  # sum of the events' stored sizes
+
+
+def _flatten(obj: dict[str, Any], prefix: tuple[str, ...], keys: list[tuple[str, ...]],
+             vals: list[Any]) -> None:
+    for k in sorted(obj):
+        v = obj[k]
+        if isinstance(v, dict) and v:
+            _flatten(v, prefix + (k,), keys, vals)
+        else:
+            keys.append(prefix + (k,))
+            vals.append(v)
+
+
+def encode_batch(outlet: str, lane: str, rows: list[tuple[str, bytes]]) -> EncodedBatch:
+    """Build one compressed batch from (event id, stored payload) pairs."""
+    src_index: dict[str, int] = {}
+    groups: dict[tuple[Any, ...], list[tuple[int, int, int, list[Any]]]] = {}
+    raw: list[str] = []
+    ids: list[str] = []
+    total = 0
+    for eid, payload in rows:
+        ids.append(eid)
+        total += len(payload)
+        try:
+            env = json.loads(payload)
+            if (not isinstance(env, dict) or env.get("id") != eid or not isinstance(env.get("ts"), int)
+                    or isinstance(env.get("ts"), bool) or not isinstance(env.get("type"), str)
+                    or canonical.dumps(env) != payload):
+                raise ValueError("not canonical")
+            dev, inc, seq = parse_event_id(eid)
+        except (ValueError, ProtocolError):
+            raw.append(payload.decode("utf-8"))
+            continue
+        rest = {k: v for k, v in env.items() if k not in ("id", "ts", "type")}
+        keys: list[tuple[str, ...]] = []
+        vals: list[Any] = []
+        _flatten(rest, (), keys, vals)
+        src = src_index.setdefault(f"{dev}:{inc}", len(src_index))
+        groups.setdefault((env["type"], tuple(keys)), []).append((src, seq, env["ts"], vals))
+    last_seq: dict[int, int] = {}
+    out_groups = []
+    for (etype, keys), members in groups.items():
+        g_src, g_seq, g_ts = [], [], []
+        cols: list[list[Any]] = [[] for _ in keys]
+        prev_ts = 0
+        for src, seq, ts, vals in members:
+            g_src.append(src)
+            g_seq.append(seq - last_seq.get(src, 0))
+            last_seq[src] = seq
+            g_ts.append(ts - prev_ts)
+            prev_ts = ts
+            for col, v in zip(cols, vals, strict=True):
+                col.append(v)
+        out_groups.append({"type": etype, "keys": [list(k) for k in keys], "src": g_src,
+                           "seq": g_seq, "ts": g_ts, "cols": cols})
+    bid = batch_id(ids)
+    doc = {"v": WIRE_VERSION, "batch": bid, "outlet": outlet, "lane": lane, "n": len(ids),
+           "src": list(src_index), "groups": out_groups, "raw": raw}
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return EncodedBatch(bid, lane, ids, zlib.compress(text, ZLIB_LEVEL), total)
+
+
+@dataclass
+class DecodedBatch:
+    id: str
+    outlet: str
+    lane: str
+    events: list[tuple[str, bytes]]  # (id, exact payload bytes)
+    decoded_bytes: int
+
+
+def _set_path(obj: dict[str, Any], path: list[str], value: Any) -> None:
+    for k in path[:-1]:
+        obj = obj.setdefault(k, {})
+    obj[path[-1]] = value
+
+
+def decode_batch(body: bytes, max_decoded: int = MAX_DECODED) -> DecodedBatch:
+    """Decompress and rebuild a batch; raise BatchError if it is not well formed.
+
+    The events come back as exact payload bytes; validating them is the
+    caller's job, with the shared protocol module.
+    """
+    try:
+        d = zlib.decompressobj()
+        text = d.decompress(body, max_decoded)
+        if d.unconsumed_tail or not d.eof:
+            raise BatchError("batch is truncated or decompresses past the size limit")
+        doc = json.loads(text)
+    except (zlib.error, ValueError) as e:
+        raise BatchError(f"batch is not a zlib-compressed JSON document: {e}") from None
+    try:
+        if doc["v"] != WIRE_VERSION:
+            raise BatchError(f"batch wire version {doc['v']!r}, this side speaks {WIRE_VERSION}")
+        srcs = [str(s) for s in doc["src"]]
+        events: list[tuple[str, bytes]] = []
+        last_seq: dict[int, int] = {}
+        for g in doc["groups"]:
+            keys = g["keys"]
+            cols = g["cols"]
+            n = len(g["src"])
+            if len(g["seq"]) != n or len(g["ts"]) != n or len(cols) != len(keys) or \
+                    any(len(c) != n for c in cols):
+                raise BatchError("group columns differ in length")
+            ts = 0
+            for i in range(n):
+                src = g["src"][i]
+                seq = last_seq.get(src, 0) + g["seq"][i]
+                last_seq[src] = seq
+                ts += g["ts"][i]
+                obj: dict[str, Any] = {"id": f"{srcs[src]}:{seq}", "ts": ts, "type": g["type"]}
+                for path, col in zip(keys, cols, strict=True):
+                    _set_path(obj, path, col[i])
+                events.append((obj["id"], canonical.dumps(obj)))
+        for r in doc["raw"]:
+            payload = r.encode("utf-8")
+            env = json.loads(payload)
+            events.append((str(env.get("id")) if isinstance(env, dict) else "?", payload))
+        header = (str(doc["batch"]), str(doc["outlet"]), str(doc["lane"]))
+        n_declared = doc["n"]
+    except BatchError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, ProtocolError) as e:
+        raise BatchError(f"malformed batch document: {type(e).__name__}: {e}") from None
+    if n_declared != len(events):
+        raise BatchError(f"batch declares {n_declared} events, holds {len(events)}")
+    if batch_id([e[0] for e in events]) != header[0]:
+        raise BatchError("batch id does not match the events it holds")
+    return DecodedBatch(header[0], header[1], header[2], events, len(text))
+
+
+# ------------------------------------------------------------------------ acks
+def _ranges(seqs: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for s in sorted(set(seqs)):
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def encode_ack(bid: str, acked: list[str], rejected: dict[str, str] | None = None) -> bytes:
+    by_src: dict[str, list[int]] = {}
+    for eid in acked:
+        dev, inc, seq = parse_event_id(eid)
+        by_src.setdefault(f"{dev}:{inc}", []).append(seq)
+    doc = {"v": WIRE_VERSION, "batch": bid,
+           "acked": {src: _ranges(seqs) for src, seqs in sorted(by_src.items())},
+           "rejected": dict(rejected or {})}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass
+class Ack:
+    batch: str
+    ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    def covers(self, eid: str) -> bool:
+        try:
+            dev, inc, seq = parse_event_id(eid)
+        except ProtocolError:
+            return False
+        rs = self.ranges.get(f"{dev}:{inc}")
+        if not rs:
+            return False
+        i = bisect_right(rs, (seq, float("inf"))) - 1
+        return i >= 0 and rs[i][0] <= seq <= rs[i][1]
+
+    def acked_of(self, ids: list[str]) -> list[str]:
+        """The ids of a sent batch that this ack covers (never ids we did not send)."""
+        return [i for i in ids if self.covers(i)]
+
+
+def decode_ack(data: bytes) -> Ack:
+    try:
+        doc = json.loads(data)
+        if doc["v"] != WIRE_VERSION:
+            raise BatchError(f"ack wire version {doc['v']!r}")
+        ranges = {str(src): sorted((int(a), int(b)) for a, b in rs) for src, rs in doc["acked"].items()}
+        rejected = {str(k): str(v) for k, v in doc.get("rejected", {}).items()}
+        return Ack(str(doc["batch"]), ranges, rejected)
+    except BatchError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise BatchError(f"malformed ack: {type(e).__name__}: {e}") from None
+
+
+# ------------------------------------------------------------------------- TLS
+def tls_context(ca_file: str | None, cert_file: str | None = None,
+                key_file: str | None = None) -> ssl.SSLContext:
+    """A client context that verifies the chain and the host name, TLS >= 1.2.
+
+    Without ``ca_file`` the system trust store is used (a central side with
+    a public certificate); verification is never switched off.
+    """
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+def _tls_reason(e: BaseException) -> TransportError:
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return TransportError("tls_verify", e.verify_message or str(e))
+    if isinstance(e, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        # Cut during the handshake (a dead backend behind a balancer or
+        # relay): the link, not the certificate.
+        return TransportError("connection", f"closed during TLS handshake: {e}")
+    if isinstance(e, ssl.SSLError):
+        return TransportError("tls", str(e))
+    if isinstance(e, ConnectionRefusedError):
+        return TransportError("refused", str(e))
+    if isinstance(e, TimeoutError):
+        return TransportError("timeout", str(e) or "timed out")
+    if isinstance(e, ConnectionError):
+        return TransportError("connection", f"{type(e).__name__}: {e}")
+    return TransportError("network", f"{type(e).__name__}: {e}")
+
+
+class Transport:
+    """What the syncer needs: send a batch and get its ack, probe, close."""
+
+    # Framing bytes per batch beyond the body, charged to the bandwidth cap.
+    overhead = 0
+    # Set by the syncer: a wait inside send() ends early when it is set.
+    cancel: threading.Event | None = None
+
+    def send(self, batch: EncodedBatch) -> Ack:
+        raise NotImplementedError
+
+    def probe(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------ HTTPS
+class HttpsTransport(Transport):
+    """HTTPS POST with the standard library; one kept-alive connection.
+
+    Keeping the connection means a busy drain pays one TLS handshake, and a
+    probe against a reachable but unhealthy server reuses it too.
+    """
+
+    overhead = 300  # request line and headers
+
+    def __init__(self, url: str, outlet: str, ctx: ssl.SSLContext, timeout_s: float,
+                 username: str = "", password: str = "") -> None:
+        u = urlsplit(url)
+        if u.scheme != "https" or not u.hostname:
+            raise ValueError(f"not an https URL: {url!r}")
+        self.host = u.hostname
+        self.port = u.port or 443
+        self.path = u.path or "/"
+        self.outlet = outlet
+        self.ctx = ctx
+        self.timeout_s = timeout_s
+        self.auth = ("Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+                     if username else None)
+        self.conn: http.client.HTTPSConnection | None = None
+
+    def _request(self, method: str, body: bytes | None, headers: dict[str, str]
+                 ) -> tuple[int, bytes]:
+        if self.auth:
+            headers["Authorization"] = self.auth
+        for attempt in (0, 1):
+            fresh = self.conn is None
+            if self.conn is None:
+                self.conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
+                                                        context=self.ctx)
+            sent = False
+            try:
+                self.conn.request(method, self.path, body=body, headers=headers)
+                sent = True
+                resp = self.conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self.close()
+                return resp.status, data
+            except TimeoutError as e:
+                self.close()
+                if sent:
+                    # Reached and sent, but no answer in time: a slow server,
+                    # not a dead link, so the syncer backs off instead of
+                    # resending the moment a probe gets through.
+                    raise TransportError("timeout", "no response", unreachable=False) from e
+                raise _tls_reason(e) from e
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                # A kept-alive connection the server closed while idle: one
+                # retry on a fresh connection, never more.
+                self.close()
+                if fresh or attempt:
+                    raise _tls_reason(e) from e
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                raise _tls_reason(e) from e
+        raise TransportError("connection", "unreachable")  # pragma: no cover
+
+    def send(self, batch: EncodedBatch) -> Ack:
+        status, data = self._request("POST", batch.body, {
+            "Content-Type": CONTENT_TYPE, "Content-Encoding": "deflate",
+            "X-Postedge-Outlet": self.outlet, "X-Postedge-Batch": batch.id})
+        if status != 200:
+            raise TransportError(f"http_{status}", data[:200].decode("utf-8", "replace"),
+                                 unreachable=False)
+        try:
+            ack = decode_ack(data)
+        except BatchError as e:
+            raise TransportError("bad_ack", str(e), unreachable=False) from e
+        if ack.batch != batch.id:
+            raise TransportError("bad_ack", f"ack for {ack.batch}, sent {batch.id}", unreachable=False)
+        return ack
+
+    def probe(self) -> None:
+        status, _ = self._request("HEAD", None, {"X-Postedge-Outlet": self.outlet})
+        if status >= 500:
+            raise TransportError(f"http_{status}", "probe", unreachable=False)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+            self.conn = None
+
+
+# ------------------------------------------------------------------------- MQTT
+class MqttTransport(Transport):
+    """Batches as QoS 1 messages to a central MQTT broker, acks on a reply topic.
+
+    One connection (clean session, no automatic reconnect: the syncer owns
+    retry policy). The ack subscription is confirmed (SUBACK) before the first
+    publish, so an ack cannot be published before anyone listens for it. An
+    ack that arrives after its wait timed out is kept (bounded), so the
+    resend of that same batch id is answered at once without a second upload.
+    """
+
+    overhead = 60  # PUBLISH fixed header, topic, packet id; PUBACK
+
+    KEEP_LATE_ACKS = 256
+
+    def __init__(self, url: str, outlet: str, ctx: ssl.SSLContext, timeout_s: float,
+                 username: str = "", password: str = "", client_id: str = "",
+                 prefix: str = DEFAULT_PREFIX, keepalive: int = 30) -> None:
+        u = urlsplit(url)
+        if u.scheme != "mqtts" or not u.hostname:
+            raise ValueError(f"not an mqtts URL: {url!r}")
+        self.host = u.hostname
+        self.port = u.port or 8883
+        self.outlet = outlet
+        self.ctx = ctx
+        self.timeout_s = timeout_s
+        self.username = username
+        self.password = password
+        self.client_id = client_id or f"pe-gw-{outlet}"
+        self.prefix = prefix.rstrip("/")
+        self.keepalive = keepalive
+        self.client: mqtt.Client | None = None
+        self._cond = threading.Condition()
+        self._acks: OrderedDict[str, bytes] = OrderedDict()
+        self._state = "down"  # down | connecting | up | lost
+        self._why = ""
+
+    def topic(self, what: str, bid: str = "+") -> str:
+        return f"{self.prefix}/{self.outlet}/{what}/{bid}"
+
+    # paho callbacks (its network thread)
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:
+        with self._cond:
+            if rc.is_failure:
+                self._state, self._why = "lost", f"connack: {rc}"
+            else:
+                client.subscribe(self.topic("ack"), qos=1)
+            self._cond.notify_all()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any,
+                      props: Any = None) -> None:
+        with self._cond:
+            if any(rc.is_failure for rc in rcs):
+                self._state, self._why = "lost", f"ack subscription refused: {rcs}"
+            else:
+                self._state = "up"
+            self._cond.notify_all()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:
+        with self._cond:
+            self._state, self._why = "lost", f"disconnected: {rc}"
+            self._cond.notify_all()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any,
+                    props: Any = None) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        bid = msg.topic.rsplit("/", 1)[-1]
+        with self._cond:
+            self._acks[bid] = msg.payload
+            while len(self._acks) > self.KEEP_LATE_ACKS:
+                self._acks.popitem(last=False)
+            self._cond.notify_all()
+
+    def _wait(self, pred: Any, deadline: float, what: str) -> None:
+        with self._cond:
+            while not pred():
+                if self._state == "lost":
+                    raise TransportError("connection", f"{self._why} while {what}")
+                if self.cancel is not None and self.cancel.is_set():
+                    raise TransportError("stopped", what, unreachable=False)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransportError("timeout", what, unreachable=False)
+                self._cond.wait(min(left, 0.5))
+
+    def _connect(self) -> mqtt.Client:
+        if self.client is not None and self._state == "up":
+            return self.client
+        self.close()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
+                        protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+        c.tls_set_context(self.ctx)
+        c.connect_timeout = self.timeout_s
+        if self.username:
+            c.username_pw_set(self.username, self.password)
+        c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        with self._cond:
+            self._state, self._why = "connecting", ""
+        try:
+            c.connect(self.host, self.port, keepalive=self.keepalive)
+        except (OSError, ssl.SSLError) as e:
+            raise _tls_reason(e) from e
+        self.client = c
+        c.loop_start()
+        try:
+            self._wait(lambda: self._state == "up", time.monotonic() + self.timeout_s,
+                       "waiting for CONNACK and SUBACK")
+        except TransportError as e:
+            self.close()
+            if e.reason == "timeout":
+                raise TransportError("timeout", e.detail) from e
+            raise
+        return c
+
+    def send(self, batch: EncodedBatch) -> Ack:
+        c = self._connect()
+        deadline = time.monotonic() + self.timeout_s
+        with self._cond:
+            late = self._acks.pop(batch.id, None)
+        if late is None:
+            info = c.publish(self.topic("batch", batch.id), batch.body, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                self.close()
+                raise TransportError("connection", f"publish: {mqtt.error_string(info.rc)}")
+            self._wait(lambda: info.is_published(), deadline, "waiting for PUBACK")
+            self._wait(lambda: batch.id in self._acks, deadline, "waiting for the central ack")
+            with self._cond:
+                late = self._acks.pop(batch.id)
+        try:
+            ack = decode_ack(late)
+        except BatchError as e:
+            raise TransportError("bad_ack", str(e), unreachable=False) from e
+        if ack.batch != batch.id:
+            raise TransportError("bad_ack", f"ack for {ack.batch}, sent {batch.id}", unreachable=False)
+        return ack
+
+    def probe(self) -> None:
+        """A connection with CONNACK and SUBACK: reachable, TLS good, credentials good."""
+        self._connect()
+
+    def close(self) -> None:
+        c, self.client = self.client, None
+        if c is not None:
+            try:
+                c.disconnect()
+            except Exception:  # noqa: BLE001 - closing a broken socket must not raise
+                pass
+            c.loop_stop()
+        with self._cond:
+            self._state = "down"

@@ -1,0 +1,536 @@
+"""The central platform as a gateway's uplink sees it: a stub for tests,
+benchmarks and the simulator (issue 7).
+
+- :class:`Central` is the ledger: it decodes batches with the uplink codec
+  (``gateway.transports``) and validates every event with the shared protocol
+  module (``firmware.protocol.envelope.decode``), records every event id it
+  received and how many times, keeps the first copy (duplicates dropped), and
+  builds the ack. Faults: ``fail`` (HTTP 500 / no MQTT ack, batch not
+  processed), ``delay_s`` (slow), ``drop_acks`` (process the next N batches
+  but lose their acks, as a dropped response would).
+- :class:`CentralHttps`: a threaded ``http.server`` behind TLS (optionally
+  requiring client certificates), with ``down()``/``up()`` for "connection
+  refused". It peeks at the first byte of every connection before the
+  handshake, so a test can prove a client never spoke plaintext.
+- :class:`CentralBroker`: a Mosquitto with a TLS-only listener, passwords and
+  a per-outlet ACL (``gateway/broker.py`` writes plain loopback listeners for
+  the outlet side); :class:`CentralMqtt` is the acker on it.
+- :class:`Link`: a TCP relay standing for the outlet's WAN: counts bytes both
+  ways and goes ``down()`` (refused, live connections cut) and ``up()``.
+- :func:`make_certs`: a test PKI with the ``openssl`` CLI: a CA, a server
+  certificate for 127.0.0.1/localhost, a client certificate, one signed by an
+  untrusted CA and one for the wrong host name.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from firmware.protocol import envelope
+from firmware.protocol.errors import BadField, ProtocolError
+from firmware.protocol.ids import parse_event_id
+from gateway.broker import Account, Mosquitto, free_port
+from gateway.transports import CONTENT_TYPE, DEFAULT_PREFIX, BatchError, decode_batch, encode_ack
+
+
+# ------------------------------------------------------------------- certs
+@dataclass(frozen=True)
+class Certs:
+    dir: Path
+    ca: Path  # the CA gateways trust
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    rogue_cert: Path  # right host name, signed by a CA nobody trusts
+    rogue_key: Path
+    wronghost_cert: Path  # trusted CA, but issued for central.example only
+    wronghost_key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _ca(d: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "30", "-subj", f"/CN={name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def _leaf(d: Path, name: str, ca: str, cn: str, ext: str) -> None:
+    (d / f"{name}.ext").write_text(
+        f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-out", f"{name}.pem", "-days", "30", "-extfile", f"{name}.ext", cwd=d)
+
+
+def make_certs(directory: Path) -> Certs:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    _ca(d, "ca")
+    _ca(d, "rogue-ca")
+    server_ext = "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost"
+    _leaf(d, "server", "ca", "127.0.0.1", server_ext)
+    _leaf(d, "client", "ca", "gw-o1", "extendedKeyUsage=clientAuth")
+    _leaf(d, "rogue", "rogue-ca", "127.0.0.1", server_ext)
+    _leaf(d, "wronghost", "ca", "central.example",
+          "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:central.example")
+    return Certs(d, d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key",
+                 d / "rogue.pem", d / "rogue.key", d / "wronghost.pem", d / "wronghost.key")
+
+
+# ------------------------------------------------------------------ ledger
+@dataclass
+class BatchRecord:
+    id: str
+    outlet: str
+    lane: str
+    n: int
+    wire_bytes: int
+    decoded_bytes: int
+    new: int
+    dup: int
+    at: float
+    ids: list[str] = field(default_factory=list)
+    ack_dropped: bool = False
+
+
+class Central:
+    """What the platform holds, deduplicated by event id, and its faults."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.events: dict[str, dict[str, Any]] = {}  # first copy of each id
+        self.payloads: dict[str, bytes] = {}
+        self.counts: Counter[str] = Counter()  # every receipt, duplicates included
+        self.quarantine: dict[str, str] = {}
+        self.batches: list[BatchRecord] = []
+        self.bad_batches: list[str] = []
+        # faults
+        self.fail = False
+        self.delay_s = 0.0
+        self.drop_acks = 0
+        self.delay_fn: Callable[[], float] | None = None
+
+    @property
+    def duplicates(self) -> int:
+        return sum(self.counts.values()) - len(self.counts)
+
+    def handle(self, outlet: str, bid: str, body: bytes) -> bytes | None:
+        """Process one batch; the ack, or None when the ack is to be lost.
+
+        Raises BatchError for a batch that is not well formed (HTTP 400).
+        """
+        delay = self.delay_fn() if self.delay_fn else self.delay_s
+        if delay:
+            time.sleep(delay)
+        try:
+            batch = decode_batch(body)
+            if bid and batch.id != bid:
+                raise BatchError(f"batch id {batch.id} arrived as {bid}")
+            if batch.outlet != outlet:
+                raise BatchError(f"batch of outlet {batch.outlet} arrived for {outlet}")
+        except BatchError as e:
+            with self.lock:
+                self.bad_batches.append(str(e))
+            raise
+        acked: list[str] = []
+        rejected: dict[str, str] = {}
+        new = dup = 0
+        with self.lock:
+            for eid, payload in batch.events:
+                try:
+                    parse_event_id(eid)
+                except ProtocolError:
+                    rejected[eid] = "bad_field: unparseable id"
+                    continue
+                try:
+                    env = envelope.decode(payload)
+                    if env["id"] != eid:
+                        raise BadField(f"rebuilt id {env['id']} != {eid}")
+                except ProtocolError as e:
+                    rejected[eid] = f"{e.code}: {e.detail}"
+                    self.quarantine.setdefault(eid, rejected[eid])
+                    acked.append(eid)
+                    continue
+                self.counts[eid] += 1
+                if eid in self.events:
+                    dup += 1
+                else:
+                    new += 1
+                    self.events[eid] = env
+                    self.payloads[eid] = payload
+                acked.append(eid)
+            rec = BatchRecord(batch.id, outlet, batch.lane, len(batch.events), len(body),
+                              batch.decoded_bytes, new, dup, time.time(), [e[0] for e in batch.events])
+            if self.drop_acks > 0:
+                self.drop_acks -= 1
+                rec.ack_dropped = True
+            self.batches.append(rec)
+            self.lock.notify_all()
+        return None if rec.ack_dropped else encode_ack(batch.id, acked, rejected)
+
+    def wait_for(self, pred: Callable[[Central], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while not pred(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.lock.wait(min(left, 0.2))
+            return True
+
+    def wait_ids(self, ids: set[str] | list[str], timeout: float) -> bool:
+        want = set(ids)
+        return self.wait_for(lambda c: want <= c.events.keys(), timeout)
+
+
+# ------------------------------------------------------------------- HTTPS
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes = b"", ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _authorized(self) -> bool:
+        want = self.server.auth
+        if want is None:
+            return True
+        got = self.headers.get("Authorization", "")
+        return got == "Basic " + base64.b64encode(f"{want[0]}:{want[1]}".encode()).decode()
+
+    def do_HEAD(self) -> None:
+        central = self.server.central
+        self._reply(500 if central.fail else 204)
+
+    def do_POST(self) -> None:
+        central = self.server.central
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if not self._authorized():
+            self._reply(401, b'{"error":"unauthorized"}')
+            return
+        if central.fail:
+            self._reply(500, b'{"error":"injected"}')
+            return
+        if self.headers.get("Content-Encoding") != "deflate" or \
+                self.headers.get("Content-Type") != CONTENT_TYPE:
+            self._reply(415, b'{"error":"want a deflate-coded postedge batch"}')
+            return
+        outlet = self.headers.get("X-Postedge-Outlet", "")
+        try:
+            ack = central.handle(outlet, self.headers.get("X-Postedge-Batch", ""), body)
+        except BatchError as e:
+            self._reply(400, json.dumps({"error": str(e)}).encode())
+            return
+        if ack is None:
+            # Processed, but the answer is lost: drop the connection unanswered.
+            self.close_connection = True
+            return
+        self._reply(200, ack)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], owner: CentralHttps) -> None:
+        self.owner = owner
+        self.central = owner.central
+        self.auth = owner.auth
+        super().__init__(addr, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        owner = self.owner
+        try:
+            request.settimeout(10)
+            first = request.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return
+        with owner.lock:
+            owner.first_bytes.append(first)
+        try:
+            tls = owner.ctx.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            with owner.lock:
+                owner.tls_failures.append(str(e))
+            return
+        with owner.lock:
+            owner.live.add(tls)
+        try:
+            tls.settimeout(30)
+            self.RequestHandlerClass(tls, client_address, self)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with owner.lock:
+                owner.live.discard(tls)
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+
+class CentralHttps:
+    """The platform's HTTPS endpoint: ``https://127.0.0.1:<port>/v1/batches``."""
+
+    def __init__(self, central: Central, cert: Path, key: Path, port: int | None = None,
+                 client_ca: Path | None = None, auth: tuple[str, str] | None = None) -> None:
+        self.central = central
+        self.port = port or free_port()
+        self.auth = auth
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.ctx.load_cert_chain(str(cert), str(key))
+        if client_ca is not None:
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+            self.ctx.load_verify_locations(str(client_ca))
+        self.lock = threading.Lock()
+        self.first_bytes: list[bytes] = []
+        self.tls_failures: list[str] = []
+        self.live: set[ssl.SSLSocket] = set()
+        self.server: _Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/v1/batches"
+
+    def up(self) -> CentralHttps:
+        if self.server is None:
+            self.server = _Server(("127.0.0.1", self.port), self)
+            self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                           daemon=True)
+            self.thread.start()
+        return self
+
+    start = up
+
+    def down(self) -> None:
+        """Refuse connections and cut the live ones, as a crashed platform would."""
+        srv, self.server = self.server, None
+        if srv is not None:
+            srv.shutdown()
+            srv.server_close()
+        with self.lock:
+            live = list(self.live)
+        for s in live:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    stop = down
+
+
+# -------------------------------------------------------------------- MQTT
+class CentralBroker(Mosquitto):
+    """A central Mosquitto with one TLS listener on loopback.
+
+    Gateways may publish only ``<prefix>/<own outlet>/batch/#`` and read only
+    ``<prefix>/<own outlet>/ack/#``; the acker account reads and writes the
+    whole prefix. Reuses the outlet broker's process handling and hashed
+    password file; the listener, ACL and TLS settings are written here.
+    """
+
+    def __init__(self, directory: Path, certs: Certs, gateways: list[tuple[str, str, str]],
+                 acker: tuple[str, str] = ("central-acker", "acker-secret"), port: int | None = None,
+                 prefix: str = DEFAULT_PREFIX, require_client_cert: bool = False) -> None:
+        accounts = [Account(u, p, o, "gateway") for u, p, o in gateways]
+        accounts.append(Account(acker[0], acker[1], "central", "gateway"))
+        super().__init__(directory, accounts, port)
+        self.acker = acker
+        self.prefix = prefix
+        acl = [f"user {acker[0]}\ntopic readwrite {prefix}/#"]
+        for u, _p, o in gateways:
+            acl.append(f"user {u}\ntopic write {prefix}/{o}/batch/#\ntopic read {prefix}/{o}/ack/#")
+        (self.directory / "acl").write_text("\n\n".join(acl) + "\n")
+        text = self.conf.read_text()
+        listener = f"listener {self.port} 127.0.0.1"
+        tls = [listener, f"cafile {certs.ca}", f"certfile {certs.server_cert}", f"keyfile {certs.server_key}",
+               f"require_certificate {'true' if require_client_cert else 'false'}"]
+        text = text.replace(listener, "\n".join(tls))
+        text = text.replace("persistence true", "persistence false")
+        self.conf.write_text(text)
+
+
+class CentralMqtt:
+    """The acker: takes batches off the central broker, acks them on the
+    gateway's ack topic. Work happens on its own thread so a slow central
+    (``delay_s``) never stalls the MQTT keepalive."""
+
+    def __init__(self, central: Central, port: int, ca: Path, username: str, password: str,
+                 prefix: str = DEFAULT_PREFIX) -> None:
+        self.central = central
+        self.port = port
+        self.prefix = prefix
+        self.inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="central-acker",
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client.tls_set(ca_certs=str(ca))
+        self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = lambda c, u, msg: self.inbox.put(msg)
+        self.worker = threading.Thread(target=self._work, daemon=True)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if not rc.is_failure:
+            client.subscribe(f"{self.prefix}/+/batch/+", qos=1)
+
+    def start(self, timeout: float = 10) -> CentralMqtt:
+        self.worker.start()
+        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        if not self.subscribed.wait(timeout):
+            raise TimeoutError("central acker did not subscribe")
+        return self
+
+    def _work(self) -> None:
+        while True:
+            msg = self.inbox.get()
+            if msg is None:
+                return
+            parts = msg.topic.split("/")
+            outlet, bid = parts[-3], parts[-1]
+            if self.central.fail:
+                continue  # the platform is erroring: no ack, batch not processed
+            try:
+                ack = self.central.handle(outlet, bid, msg.payload)
+            except BatchError:
+                continue
+            if ack is not None:
+                self.client.publish(f"{self.prefix}/{outlet}/ack/{bid}", ack, qos=1)
+
+    def stop(self) -> None:
+        self.inbox.put(None)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# ---------------------------------------------------------------- the WAN
+class Link:
+    """A TCP relay standing for the outlet's WAN link to the central side."""
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.up_bytes = 0  # gateway -> central
+        self.down_bytes = 0  # central -> gateway
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.live: set[socket.socket] = set()
+        self.listener: socket.socket | None = None
+        self.is_up = False
+
+    def up(self) -> Link:
+        if self.listener is not None:
+            return self
+        lst = socket.socket()
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(("127.0.0.1", self.port))
+        lst.listen(64)
+        lst.settimeout(0.05)
+        self.listener = lst
+        self.is_up = True
+        threading.Thread(target=self._accept, args=(lst,), daemon=True).start()
+        return self
+
+    start = up
+
+    def down(self) -> None:
+        """New connections refused, live ones cut."""
+        self.is_up = False
+        lst, self.listener = self.listener, None
+        if lst is not None:
+            lst.close()
+        with self.lock:
+            live = list(self.live)
+            self.live.clear()
+        for s in live:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    stop = down
+
+    def _accept(self, lst: socket.socket) -> None:
+        while self.listener is lst:
+            try:
+                conn, _ = lst.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                far = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                conn.close()
+                continue
+            conn.settimeout(None)
+            far.settimeout(None)
+            with self.lock:
+                if self.listener is not lst:
+                    conn.close()
+                    far.close()
+                    return
+                self.connections += 1
+                self.live.update((conn, far))
+            threading.Thread(target=self._pump, args=(conn, far, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(far, conn, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upward: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                with self.lock:
+                    if upward:
+                        self.up_bytes += len(data)
+                    else:
+                        self.down_bytes += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            with self.lock:
+                self.live.discard(src)
+            src.close()

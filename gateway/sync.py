@@ -352,7 +352,7 @@ class Syncer:
         self.stats["bytes"] += len(batch.body)
         self.ratio = 0.8 * self.ratio + 0.2 * (batch.raw_bytes / max(1, len(batch.body)))
         self.log("sync_batch", lane=batch.lane, batch=batch.id, n=len(batch.ids), bytes=len(batch.body),
-                 raw=batch.raw_bytes, acked=len(acked), new=new, ms=round(ms, 1))
+                 raw=batch.raw_bytes, acked=len(acked), new=new, ms=round(ms, 1), at=round(time.time(), 3))
         if ack.rejected:
             self.stats["rejected"] += len(ack.rejected)
             self.log("sync_rejected", batch=batch.id, rejected=ack.rejected)
@@ -413,7 +413,8 @@ class Syncer:
                 self.stats["probes_ok"] += 1
                 if seen_down or time.monotonic() >= self.retry_at:
                     self.probe_ok_at = time.time()
-                    self.log("sync_probe_ok", failures=self.failures, link_was_down=seen_down)
+                    self.log("sync_probe_ok", failures=self.failures, link_was_down=seen_down,
+                             at=round(self.probe_ok_at, 3))
                     self.link_down = False
                     return True
                 next_probe = self.retry_at

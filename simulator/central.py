@@ -126,6 +126,7 @@ class Central:
         self.quarantine: dict[str, str] = {}
         self.batches: list[BatchRecord] = []
         self.bad_batches: list[str] = []
+        self.truncated = 0  # uploads cut short (sender killed, link cut)
         # faults
         self.fail = False
         self.delay_s = 0.0
@@ -234,7 +235,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         central = self.server.central
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        want = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(want)
+        if len(body) < want:
+            # The sender died or the link broke mid-upload: nothing to
+            # answer, and not a malformed batch.
+            with central.lock:
+                central.truncated += 1
+            self.close_connection = True
+            return
         if not self._authorized():
             self._reply(401, b'{"error":"unauthorized"}')
             return
@@ -363,15 +372,21 @@ class CentralBroker(Mosquitto):
 
     def __init__(self, directory: Path, certs: Certs, gateways: list[tuple[str, str, str]],
                  acker: tuple[str, str] = ("central-acker", "acker-secret"), port: int | None = None,
-                 prefix: str = DEFAULT_PREFIX, require_client_cert: bool = False) -> None:
+                 prefix: str = DEFAULT_PREFIX, require_client_cert: bool = False,
+                 others: list[tuple[str, str, list[str]]] = ()) -> None:
+        """``others``: more accounts as (username, password, ACL topic lines),
+        e.g. a bridge forwarding device topics for a side-by-side benchmark."""
         accounts = [Account(u, p, o, "gateway") for u, p, o in gateways]
         accounts.append(Account(acker[0], acker[1], "central", "gateway"))
+        accounts += [Account(u, p, "other", "gateway") for u, p, _ in others]
         super().__init__(directory, accounts, port)
         self.acker = acker
         self.prefix = prefix
         acl = [f"user {acker[0]}\ntopic readwrite {prefix}/#"]
         for u, _p, o in gateways:
             acl.append(f"user {u}\ntopic write {prefix}/{o}/batch/#\ntopic read {prefix}/{o}/ack/#")
+        for u, _p, lines in others:
+            acl.append("\n".join([f"user {u}", *lines]))
         (self.directory / "acl").write_text("\n\n".join(acl) + "\n")
         text = self.conf.read_text()
         listener = f"listener {self.port} 127.0.0.1"

@@ -242,7 +242,7 @@ def anchor_publish(rig: Rig, events: list[StoredEvent], inflight: int = 20) -> f
     t0 = time.perf_counter()
     for e in events:
         c.publish(topics.build(OUTLET, e.kind, e.device, "evt"), e.payload, qos=1)
-    if not done.wait(600):
+    if not done.wait(120):
         raise RuntimeError(f"anchor: {acked[0]} of {len(events)} acked")
     dt = time.perf_counter() - t0
     c.disconnect()

@@ -12,6 +12,19 @@ class ConfigError(ValueError):
     pass
 
 
+def _upstream(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Checked at load (TLS-only URLs, key names), for every command."""
+    if d is None:
+        return None
+    from gateway.sync import parse_upstream
+
+    try:
+        parse_upstream(d)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return d
+
+
 def _web(d: dict[str, Any] | None) -> dict[str, Any] | None:
     """Checked at load, so every command using the file refuses a bad [web]."""
     if d is None:
@@ -83,7 +96,7 @@ class GatewayConfig:
             broker=broker,
             group_window_s=float(d.get("group_window_s", 0.02)),
             group_max=int(d.get("group_max", 500)),
-            upstream=d.get("upstream"),
+            upstream=_upstream(d.get("upstream")),
             web=_web(d.get("web")),
             budget=_budget(d.get("budget")),
         )

@@ -149,6 +149,36 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Sync the whole backlog now and exit: before swapping or moving a
+    gateway box. Run it with the gateway stopped (a running gateway's own
+    syncer would send the same batches; the central side would drop the
+    duplicates, but the link pays twice)."""
+    from gateway.store import EventStore
+    from gateway.sync import start_syncer
+
+    cfg = _load(args)
+    lang = i18n.pick(args.lang)
+    if cfg.upstream is None:
+        print(t("error", lang, msg=f"{args.config} has no [upstream] table"), file=sys.stderr)
+        return 2
+    store = EventStore(cfg.db)
+    before = store.backlog()["count"]
+    stop = threading.Event()
+    syncer = start_syncer(cfg.db, cfg.outlet, cfg.upstream, stop)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while store.backlog()["count"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        syncer.join(15)
+    left = store.backlog()["count"]
+    store.close()
+    print(t("drained", lang, n=before - left, left=left))
+    return 0 if left == 0 else 1
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from gateway.provision import ProvisionError, provision
 
@@ -189,6 +219,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     e.add_argument("--kind", required=True, help="device kind: locker, scanner, handheld")
     e.add_argument("files", nargs="+", metavar="FILE", help="one signed command (JSON) per file")
     e.set_defaults(func=cmd_enqueue)
+
+    dr = gs.add_parser("drain", help="sync the whole backlog upstream now, then exit (gateway stopped)")
+    dr.add_argument("--config", type=Path, required=True)
+    dr.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
+    dr.set_defaults(func=cmd_drain)
 
     p = gs.add_parser("provision", help="broker config, per-device credentials and ACL for an outlet")
     p.add_argument("inventory", type=Path, help="outlet inventory TOML (outlet, devices)")

@@ -78,6 +78,7 @@ CATALOG: dict[str, dict[str, str]] = {
     "ago.m": {"zh": "{n} 分钟前", "en": "{n} min ago"},
     "ago.h": {"zh": "{n} 小时前", "en": "{n} h ago"},
     "ago.d": {"zh": "{n} 天前", "en": "{n} days ago"},
+    "drained": {"zh": "已上传 {n} 条，剩余 {left} 条", "en": "synced {n} events, {left} left"},
     "enqueued": {"zh": "已排队：{id}", "en": "queued: {id}"},
     "provisioned": {"zh": "已为 {n} 台设备生成凭证和配置：{dir}",
                     "en": "credentials and configs for {n} devices written to {dir}"},

@@ -227,12 +227,13 @@ def anchor_publish(rig: Rig, events: list[StoredEvent], inflight: int = 20) -> f
     c.tls_set_context(tls_context(str(rig.certs.ca)))
     c.username_pw_set(BRIDGE_USER, BRIDGE_PASS)
     c.max_inflight_messages_set(inflight)
-    c.max_queued_messages_set(0)
     done = threading.Event()
+    window = threading.Semaphore(inflight)
     acked = [0]
 
     def on_publish(client: mqtt.Client, userdata: object, mid: int, rc: object, props: object) -> None:
         acked[0] += 1
+        window.release()
         if acked[0] == len(events):
             done.set()
 
@@ -241,6 +242,9 @@ def anchor_publish(rig: Rig, events: list[StoredEvent], inflight: int = 20) -> f
     c.loop_start()
     t0 = time.perf_counter()
     for e in events:
+        # Never more than the in-flight window handed to paho: a bridge holds
+        # its queue itself, and paho's own queue slows down when it is long.
+        window.acquire()
         c.publish(topics.build(OUTLET, e.kind, e.device, "evt"), e.payload, qos=1)
     if not done.wait(120):
         raise RuntimeError(f"anchor: {acked[0]} of {len(events)} acked")

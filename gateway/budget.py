@@ -92,7 +92,8 @@ class Budget:
                 self.store.db.execute(f"DELETE FROM events WHERE rowid IN ({','.join('?' * len(ids))})", ids)
             self.store.db.execute("COMMIT")
         except BaseException:
-            self.store.db.execute("ROLLBACK")
+            if self.store.db.in_transaction:
+                self.store.db.execute("ROLLBACK")
             raise
         return counts
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sqlite3
 import sys
 import threading
 import time
@@ -179,8 +180,18 @@ class Ingest:
         if self.faults.hold_before_commit_s:
             emit("holding", n=len(batch), ids=[e.id for e in events[:LOG_IDS]])
             time.sleep(self.faults.hold_before_commit_s)
-        self.seq.prime(self.store, events)
-        fresh = self.store.commit_events(events, rejects)
+        try:
+            self.seq.prime(self.store, events)
+            fresh = self.store.commit_events(events, rejects)
+        except sqlite3.Error as e:
+            # Disk full, database locked, I/O error: nothing is acked, so
+            # nothing is lost. Keep the group, back off, try again; the
+            # gateway never exits over it.
+            self.pending = batch + self.pending
+            self.metrics["store_errors"] += 1
+            emit("store_failed", error=str(e), waiting=len(self.pending))
+            time.sleep(min(5.0, 0.5 * (1 + self.metrics["store_errors"] % 10)))
+            return
         inserted = sum(fresh)
         dups = len(fresh) - inserted
         self.metrics["received"] += len(batch)
@@ -264,11 +275,11 @@ class Ingest:
                     done = self.budget.enforce(self.own.emit)
                     if done["evicted"] or done["freed_synced"] or done["threatened"]:
                         emit("budget", **done)
-                try:
-                    first = self.inbox.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                self.pending.append(first)
+                if not self.pending:  # (a failed group waits in pending for its retry)
+                    try:
+                        self.pending.append(self.inbox.get(timeout=0.1))
+                    except queue.Empty:
+                        continue
                 window_end = time.monotonic() + self.cfg.group_window_s
                 while len(self.pending) < self.cfg.group_max:
                     left = window_end - time.monotonic()

@@ -165,7 +165,8 @@ class EventStore:
                 )
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                self.db.execute("ROLLBACK")
             raise
         return fresh
 
@@ -220,7 +221,8 @@ class EventStore:
                 n += cur.rowcount
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                self.db.execute("ROLLBACK")
             raise
         return n
 

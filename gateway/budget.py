@@ -85,16 +85,10 @@ class Budget:
         counts: dict[str, int] = {}
         for _, cls in rows:
             counts[cls] = counts.get(cls, 0) + 1
-        self.store.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.store.tx():
             for i in range(0, len(rows), 500):
                 ids = [r[0] for r in rows[i:i + 500]]
                 self.store.db.execute(f"DELETE FROM events WHERE rowid IN ({','.join('?' * len(ids))})", ids)
-            self.store.db.execute("COMMIT")
-        except BaseException:
-            if self.store.db.in_transaction:
-                self.store.db.execute("ROLLBACK")
-            raise
         return counts
 
     def enforce(self, report: Any = None) -> dict[str, Any]:

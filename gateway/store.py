@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,19 @@ class EventStore:
             self.db.execute(f"PRAGMA user_version={n + 1}")
             self.db.execute("COMMIT")
 
+    @contextmanager
+    def tx(self) -> Iterator[None]:
+        """One write transaction; rolled back on any error (unless SQLite
+        already did, as it does itself on a full disk)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
     @property
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -136,8 +150,7 @@ class EventStore:
         """
         now = time.time()
         events = list(events)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.tx():
             # One lookup for the group instead of a rowcount per insert:
             # executemany is several times faster than row-by-row execute.
             have: set[str] = set()
@@ -163,11 +176,6 @@ class EventStore:
                     "INSERT INTO rejected(at,topic,code,detail,payload) VALUES (?,?,?,?,?)",
                     (now, topic, code, detail, payload[:REJECT_PAYLOAD_KEEP]),
                 )
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:  # SQLite may have rolled back itself (disk full)
-                self.db.execute("ROLLBACK")
-            raise
         return fresh
 
     def max_seq(self, device: str, inc: str) -> int | None:
@@ -210,20 +218,14 @@ class EventStore:
     def mark_synced(self, ids: list[str], at: float | None = None) -> int:
         """Record the central side's ack; returns how many were newly synced."""
         at = time.time() if at is None else at
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            n = 0
+        n = 0
+        with self.tx():
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
                 cur = self.db.execute(
                     f"UPDATE events SET synced_at=? WHERE synced_at IS NULL AND id IN "
                     f"({','.join('?' * len(chunk))})", (at, *chunk))
                 n += cur.rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:  # SQLite may have rolled back itself (disk full)
-                self.db.execute("ROLLBACK")
-            raise
         return n
 
     def backlog(self) -> dict[str, float]:

@@ -12,17 +12,22 @@ class ConfigError(ValueError):
     pass
 
 
-def _upstream(d: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Checked at load (TLS-only URLs, key names), for every command."""
+def _upstream(d: dict[str, Any] | None, base: Path | None) -> dict[str, Any] | None:
+    """Checked at load (TLS-only URLs, key names), for every command; key
+    and certificate paths made absolute against the config file's folder."""
     if d is None:
         return None
     from gateway.sync import parse_upstream
 
     try:
-        parse_upstream(d)
+        parse_upstream(d, base=base)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return d
+    out = dict(d)
+    for k in ("ca_file", "cert_file", "key_file"):
+        if base is not None and isinstance(out.get(k), str) and not Path(out[k]).is_absolute():
+            out[k] = str(base / out[k])
+    return out
 
 
 def _web(d: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -96,7 +101,7 @@ class GatewayConfig:
             broker=broker,
             group_window_s=float(d.get("group_window_s", 0.02)),
             group_max=int(d.get("group_max", 500)),
-            upstream=_upstream(d.get("upstream")),
+            upstream=_upstream(d.get("upstream"), base),
             web=_web(d.get("web")),
             budget=_budget(d.get("budget")),
         )

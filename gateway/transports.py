@@ -48,22 +48,30 @@ Ack
 ---
 JSON, uncompressed (it is small)::
 
+    {"v":1, "batch":"<id>", "all":true, "rejected":{}}
     {"v":1, "batch":"<id>", "acked":{"lk01:3fa2c0de":[[17,45],[47,47]]},
      "rejected":{"lk01:3fa2c0de:46":"bad_field: ..."}}
 
-``acked`` lists, as inclusive seq ranges per device incarnation, every event
-of the batch the central side now holds, including ones it already had
-(resends), and events it quarantined as invalid (also listed in ``rejected``
-so the gateway can log them; acking them stops a poison event from being
-resent forever). Ranges keep an ack of a 1,000-event batch to a few dozen
-bytes, which matters on metered links where downlink bytes are billed too.
-The gateway marks synced only ids that were *in the batch* and are covered.
+The ack names every event of the batch the central side now holds,
+including ones it already had (resends) and ones it quarantined as invalid
+(also listed in ``rejected`` so the gateway can log them; acking them stops
+a poison event from being resent forever). ``"all": true`` names all of
+them: the batch id is a hash of the batch's exact id set, so it is a precise
+reference, and the usual ack costs ~80 bytes whatever the batch size. Only
+when the central side holds a part does it list ``acked`` as inclusive seq
+ranges per device incarnation. Downlink bytes are billed on metered links
+too. The gateway marks synced only ids that were *in the batch* and are
+covered.
 
 Carriage
 --------
 - MQTT (any 3.1.1/5 broker): the batch is published at QoS 1 to
-  ``<prefix>/<outlet>/batch/<id>``; the central side publishes the ack to
-  ``<prefix>/<outlet>/ack/<id>``; ``prefix`` defaults to ``pe-up/v1``.
+  ``<prefix>/<outlet>/batch/<ch>/<id>``; the central side publishes the ack
+  at QoS 1 to ``<prefix>/<outlet>/ack/<ch>/<id>`` (the same levels, ``batch``
+  swapped for ``ack``); ``prefix`` defaults to ``pe-up/v1``. ``ch`` is the
+  gateway connection's reply channel (``0``, ``1``, ... one per batch in
+  flight), so each connection subscribes to its own acks only and no ack
+  crosses the downlink twice: MQTT 3.1.1 has no response-topic property.
 - HTTPS: ``POST <url>`` with ``Content-Type: application/vnd.postedge.batch+json``
   and ``Content-Encoding: deflate``, headers ``X-Postedge-Outlet`` and
   ``X-Postedge-Batch``; a 200 response carries the ack. ``HEAD <url>`` is the
@@ -280,7 +288,13 @@ def _ranges(seqs: list[int]) -> list[list[int]]:
     return out
 
 
-def encode_ack(bid: str, acked: list[str], rejected: dict[str, str] | None = None) -> bytes:
+def encode_ack(bid: str, acked: list[str], rejected: dict[str, str] | None = None,
+               batch_ids: list[str] | None = None) -> bytes:
+    """The ack of batch ``bid``; given the batch's ``batch_ids``, an ack that
+    covers all of them is written as ``"all": true``."""
+    if batch_ids is not None and set(acked) == set(batch_ids):
+        return json.dumps({"v": WIRE_VERSION, "batch": bid, "all": True, "rejected": dict(rejected or {})},
+                          separators=(",", ":"), sort_keys=True).encode()
     by_src: dict[str, list[int]] = {}
     for eid in acked:
         dev, inc, seq = parse_event_id(eid)
@@ -296,6 +310,7 @@ class Ack:
     batch: str
     ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+    all: bool = False  # every event of the batch whose id is ``batch``
 
     def covers(self, eid: str) -> bool:
         try:
@@ -310,6 +325,8 @@ class Ack:
 
     def acked_of(self, ids: list[str]) -> list[str]:
         """The ids of a sent batch that this ack covers (never ids we did not send)."""
+        if self.all:
+            return list(ids) if batch_id(ids) == self.batch else []
         return [i for i in ids if self.covers(i)]
 
 
@@ -318,8 +335,10 @@ def decode_ack(data: bytes) -> Ack:
         doc = json.loads(data)
         if doc["v"] != WIRE_VERSION:
             raise BatchError(f"ack wire version {doc['v']!r}")
-        ranges = {str(src): sorted((int(a), int(b)) for a, b in rs) for src, rs in doc["acked"].items()}
         rejected = {str(k): str(v) for k, v in doc.get("rejected", {}).items()}
+        if doc.get("all") is True:
+            return Ack(str(doc["batch"]), {}, rejected, all=True)
+        ranges = {str(src): sorted((int(a), int(b)) for a, b in rs) for src, rs in doc["acked"].items()}
         return Ack(str(doc["batch"]), ranges, rejected)
     except BatchError:
         raise
@@ -486,7 +505,7 @@ class MqttTransport(Transport):
 
     def __init__(self, url: str, outlet: str, ctx: ssl.SSLContext, timeout_s: float,
                  username: str = "", password: str = "", client_id: str = "",
-                 prefix: str = DEFAULT_PREFIX, keepalive: int = 30) -> None:
+                 prefix: str = DEFAULT_PREFIX, keepalive: int = 30, channel: int = 0) -> None:
         u = urlsplit(url)
         if u.scheme != "mqtts" or not u.hostname:
             raise ValueError(f"not an mqtts URL: {url!r}")
@@ -500,6 +519,7 @@ class MqttTransport(Transport):
         self.client_id = client_id or f"pe-gw-{outlet}"
         self.prefix = prefix.rstrip("/")
         self.keepalive = keepalive
+        self.channel = channel
         self.client: mqtt.Client | None = None
         self._cond = threading.Condition()
         self._acks: OrderedDict[str, bytes] = OrderedDict()
@@ -507,7 +527,7 @@ class MqttTransport(Transport):
         self._why = ""
 
     def topic(self, what: str, bid: str = "+") -> str:
-        return f"{self.prefix}/{self.outlet}/{what}/{bid}"
+        return f"{self.prefix}/{self.outlet}/{what}/{self.channel}/{bid}"
 
     # paho callbacks (its network thread)
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,

@@ -189,7 +189,8 @@ class Central:
                 rec.ack_dropped = True
             self.batches.append(rec)
             self.lock.notify_all()
-        return None if rec.ack_dropped else encode_ack(batch.id, acked, rejected)
+        ids = [e[0] for e in batch.events]
+        return None if rec.ack_dropped else encode_ack(batch.id, acked, rejected, batch_ids=ids)
 
     def wait_for(self, pred: Callable[[Central], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -421,7 +422,7 @@ class CentralMqtt:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if not rc.is_failure:
-            client.subscribe(f"{self.prefix}/+/batch/+", qos=1)
+            client.subscribe(f"{self.prefix}/+/batch/+/+", qos=1)
 
     def start(self, timeout: float = 10) -> CentralMqtt:
         self.worker.start()
@@ -436,8 +437,8 @@ class CentralMqtt:
             msg = self.inbox.get()
             if msg is None:
                 return
-            parts = msg.topic.split("/")
-            outlet, bid = parts[-3], parts[-1]
+            parts = msg.topic.split("/")  # <prefix>/<outlet>/batch/<channel>/<id>
+            outlet, channel, bid = parts[-4], parts[-2], parts[-1]
             if self.central.fail:
                 continue  # the platform is erroring: no ack, batch not processed
             try:
@@ -445,7 +446,7 @@ class CentralMqtt:
             except BatchError:
                 continue
             if ack is not None:
-                self.client.publish(f"{self.prefix}/{outlet}/ack/{bid}", ack, qos=1)
+                self.client.publish(f"{self.prefix}/{outlet}/ack/{channel}/{bid}", ack, qos=1)
 
     def stop(self) -> None:
         self.inbox.put(None)
@@ -457,9 +458,13 @@ class CentralMqtt:
 class Link:
     """A TCP relay standing for the outlet's WAN link to the central side."""
 
-    def __init__(self, target_port: int, port: int | None = None) -> None:
+    def __init__(self, target_port: int, port: int | None = None, rate_bytes_per_s: int = 0) -> None:
+        """``rate_bytes_per_s``: shape each direction to this rate (0 = as
+        fast as loopback goes), for a rural link's bandwidth."""
         self.target_port = target_port
         self.port = port or free_port()
+        self.rate = rate_bytes_per_s
+        self._next = {True: 0.0, False: 0.0}
         self.up_bytes = 0  # gateway -> central
         self.down_bytes = 0  # central -> gateway
         self.connections = 0
@@ -529,9 +534,16 @@ class Link:
     def _pump(self, src: socket.socket, dst: socket.socket, upward: bool) -> None:
         try:
             while True:
-                data = src.recv(65536)
+                data = src.recv(16384 if self.rate else 65536)
                 if not data:
                     break
+                if self.rate:
+                    with self.lock:
+                        now = time.monotonic()
+                        at = max(now, self._next[upward])
+                        self._next[upward] = at + len(data) / self.rate
+                    if at > now:
+                        time.sleep(at - now)
                 dst.sendall(data)
                 with self.lock:
                     if upward:

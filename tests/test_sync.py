@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware.protocol import envelope, topics
 from firmware.protocol.ids import format_event_id
@@ -35,6 +38,7 @@ from gateway.broker import Mosquitto
 from gateway.config import ConfigError
 from gateway.store import EventStore, StoredEvent
 from gateway.sync import Syncer, parse_upstream
+from gateway.transports import BatchError, batch_id, decode_ack, decode_batch, encode_ack, encode_batch
 from simulator.central import Central, CentralBroker, CentralHttps, CentralMqtt, Certs, Link, make_certs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +230,13 @@ def test_config_defaults_and_transport_from_scheme() -> None:
     assert parse_upstream({"url": "https://central.example/up"}).transport == "https"
 
 
+def test_config_cert_paths_relative_to_the_config_file(tmp_path: Path, certs: Certs) -> None:
+    (tmp_path / "pki").mkdir()
+    (tmp_path / "pki" / "ca.pem").write_bytes(certs.ca.read_bytes())
+    cfg = parse_upstream({"url": "https://central.example/", "ca_file": "pki/ca.pem"}, base=tmp_path)
+    assert cfg.ca_file == str(tmp_path / "pki" / "ca.pem")
+
+
 def test_gateway_process_refuses_plaintext_upstream(tmp_path: Path) -> None:
     conf = tmp_path / "gateway.toml"
     conf.write_text('outlet = "o1"\ndb = "gw.db"\n[broker]\nport = 1\n'
@@ -247,13 +258,20 @@ def test_batches_by_count_then_age(tmp_path: Path, https_uplink: Uplink) -> None
         log.wait("sync_batch", 5, lambda x: x["n"] == 5)
         time.sleep(1.2)  # a gauge update
     batches = https_uplink.central.batches
-    assert [b.n for b in batches] == [10, 10, 5]
-    assert batches[0].at - t_fill < 1.2 and batches[1].at - t_fill < 1.2  # full: sent at once
-    assert batches[2].at - t_fill >= 1.4  # partial: waited for batch_max_age_s
-    assert [i for b in batches for i in b.ids] == ids  # oldest first
+    assert sorted(b.n for b in batches) == [5, 10, 10]
+    full = [b for b in batches if b.n == 10]
+    assert all(b.at - t_fill < 1.2 for b in full)  # full: sent at once
+    assert batches[-1].n == 5 and batches[-1].at - t_fill >= 1.4  # partial: waited for batch_max_age_s
+    # oldest first: the two full batches hold the first 20 events, in order
+    assert sorted(b.ids for b in full) == [ids[:10], ids[10:20]] and batches[-1].ids == ids[20:]
     assert backlog(db)["count"] == 0
     assert (M.REGISTRY.get_sample_value("postedge_synced_events_total") or 0) - synced_before == 25
     assert M.REGISTRY.get_sample_value("postedge_backlog_events") == 0
+    st_ = EventStore(db)
+    try:  # what the status page reads as "last sync"
+        assert 0 <= time.time() - float(st_.get("last_sync_at") or 0) < 10
+    finally:
+        st_.close()
 
 
 def test_batches_by_bytes(tmp_path: Path, https_uplink: Uplink) -> None:
@@ -303,9 +321,12 @@ def test_alarms_overtake_a_backlog(tmp_path: Path, https_uplink: Uplink) -> None
     assert len(fast) == 1 and set(batches[fast[0]].ids) == set(alarms)
     assert fast[0] < len(batches) - 3, "the alarm waited for the backlog"
     assert got_alarm - t_alarm < 2.5
-    # the backlog itself goes oldest first
-    bulk_order = [i for b in batches if b.lane == "bulk" for i in b.ids]
-    assert bulk_order == bulk
+    # the backlog itself goes oldest first: each batch a run of the backlog
+    # (two are in flight at once, so neighbours may land in either order)
+    runs = sorted((b.ids for b in batches if b.lane == "bulk"), key=lambda r: bulk.index(r[0]))
+    assert [i for r in runs for i in r] == bulk
+    starts = [bulk.index(b.ids[0]) for b in batches if b.lane == "bulk"]
+    assert all(later > earlier for earlier, later in zip(starts, starts[2:], strict=False))
 
 
 # ------------------------------------------------------------- idempotence
@@ -520,6 +541,54 @@ def test_client_certificate_when_the_platform_requires_one(tmp_path: Path, certs
             assert central.wait_ids(ids, 10)
     finally:
         srv.down()
+
+
+# ------------------------------------------------------------------- codec
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=12),
+                      st.lists(st.integers(0, 9), max_size=3))
+bodies = st.recursive(json_leaf, lambda inner: st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                      max_leaves=8).filter(lambda b: isinstance(b, dict))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["lk01", "sc01", "hh-02"]), st.integers(1, 10**6),
+                          st.sampled_from(["custody", "alarm", "status"]), bodies, st.booleans()),
+                min_size=1, max_size=25, unique_by=lambda t: (t[0], t[1])))
+def test_codec_rebuilds_every_event_byte_for_byte(rows: list[tuple[str, int, str, dict, bool]]) -> None:
+    pairs = []
+    for dev, seq, cls, body, canonical_form in rows:
+        eid = format_event_id(dev, INC, seq)
+        env = envelope.make(eid, 1795881163 + seq % 977, "t.x", cls, body, boot=seq % 3)
+        payload = envelope.encode(env)
+        if not canonical_form:  # as some firmware might send it: valid, not canonical
+            payload = json.dumps(json.loads(payload), indent=1, ensure_ascii=False).encode()
+            envelope.decode(payload)
+        pairs.append((eid, payload))
+    batch = encode_batch("o1", "bulk", pairs)
+    got = decode_batch(batch.body)
+    assert got.id == batch.id == batch_id([p[0] for p in pairs])
+    assert sorted(got.events) == sorted(pairs)
+    ack = decode_ack(encode_ack(batch.id, [p[0] for p in pairs[::2]]))
+    assert ack.acked_of(batch.ids) == [p[0] for p in pairs[::2]]
+    whole = encode_ack(batch.id, [p[0] for p in pairs], batch_ids=batch.ids)
+    assert decode_ack(whole).all and decode_ack(whole).acked_of(batch.ids) == batch.ids
+    # "all" of one batch never covers another set of ids
+    assert len(pairs) < 2 or decode_ack(whole).acked_of(batch.ids[1:]) == []
+
+
+def test_codec_refuses_tampered_and_oversized_batches() -> None:
+    pairs = [(e.id, e.payload) for e in (event("lk01", i) for i in range(1, 50))]
+    body = encode_batch("o1", "bulk", pairs).body
+    doc = json.loads(zlib.decompress(body))
+    doc["groups"][0]["seq"][3] += 1  # an event id changed in transit
+    with pytest.raises(BatchError, match="batch id"):
+        decode_batch(zlib.compress(json.dumps(doc).encode()))
+    with pytest.raises(BatchError, match="truncated"):
+        decode_batch(body[:-5])
+    with pytest.raises(BatchError, match="size limit"):
+        decode_batch(body, max_decoded=1000)
+    with pytest.raises(BatchError):
+        decode_batch(b"GET / HTTP/1.1")
 
 
 # ------------------------------------------------- SIGKILLs of the gateway

@@ -5,6 +5,7 @@ package(
     "firmware",
     files=(
         "__init__.py",
+        "aio.py",
         "hal/__init__.py",
         "hal/board.py",
         "hal/common.py",

@@ -398,6 +398,17 @@ class Transport:
 
 
 # ------------------------------------------------------------------------ HTTPS
+
+def _ack_for(data: bytes, batch: EncodedBatch) -> Ack:
+    """The central side's ack, which must be for this very batch."""
+    try:
+        ack = decode_ack(data)
+    except BatchError as e:
+        raise TransportError("bad_ack", str(e), unreachable=False) from e
+    if ack.batch != batch.id:
+        raise TransportError("bad_ack", f"ack for {ack.batch}, sent {batch.id}", unreachable=False)
+    return ack
+
 class HttpsTransport(Transport):
     """HTTPS POST with the standard library; one kept-alive connection.
 
@@ -466,13 +477,7 @@ class HttpsTransport(Transport):
         if status != 200:
             raise TransportError(f"http_{status}", data[:200].decode("utf-8", "replace"),
                                  unreachable=False)
-        try:
-            ack = decode_ack(data)
-        except BatchError as e:
-            raise TransportError("bad_ack", str(e), unreachable=False) from e
-        if ack.batch != batch.id:
-            raise TransportError("bad_ack", f"ack for {ack.batch}, sent {batch.id}", unreachable=False)
-        return ack
+        return _ack_for(data, batch)
 
     def probe(self) -> None:
         status, _ = self._request("HEAD", None, {"X-Postedge-Outlet": self.outlet})
@@ -626,13 +631,7 @@ class MqttTransport(Transport):
             self._wait(lambda: batch.id in self._acks, deadline, "waiting for the central ack")
             with self._cond:
                 late = self._acks.pop(batch.id)
-        try:
-            ack = decode_ack(late)
-        except BatchError as e:
-            raise TransportError("bad_ack", str(e), unreachable=False) from e
-        if ack.batch != batch.id:
-            raise TransportError("bad_ack", f"ack for {ack.batch}, sent {batch.id}", unreachable=False)
-        return ack
+        return _ack_for(late, batch)
 
     def probe(self) -> None:
         """A connection with CONNACK and SUBACK: reachable, TLS good, credentials good."""

@@ -17,11 +17,11 @@
 #     garbage once flush() has resolved what is left.
 #
 # MicroPython subset: no typing, no dataclasses; asyncio only through
-# sleep / sleep_ms (see _sleep_ms) so the same code runs on an ESP32, on the
+# sleep / sleep_ms (see firmware/aio.py) so the same code runs on an ESP32, on the
 # unix port and on CPython.
 
-import asyncio
 
+from firmware.aio import sleep_ms
 from firmware.hal.common import ticks_diff, ticks_ms
 
 CODES = ("timeout", "checksum", "bad_reply", "not_opened", "bad_lock", "io")
@@ -62,12 +62,6 @@ def new_stats():
             "timeouts": 0, "retries": 0, "unexpected": 0, "stale_bytes": 0,
             "requests": 0}
 
-
-def _sleep_ms(ms):
-    # MicroPython's asyncio has sleep_ms; CPython's has only sleep(seconds).
-    if hasattr(asyncio, "sleep_ms"):
-        return asyncio.sleep_ms(ms)
-    return asyncio.sleep(ms / 1000)
 
 
 def xor_of(data, start=0, end=None):
@@ -274,7 +268,7 @@ class LockBoard:
                 if st["open"]:
                     return st
                 if poll + 1 < self.verify_polls:
-                    await _sleep_ms(self.verify_ms)
+                    await sleep_ms(self.verify_ms)
         if not answered and bus_err is not None:
             self.errors[bus_err.code] += 1
             raise bus_err
@@ -339,7 +333,7 @@ class LockBoard:
         polled with sleep_ms, not asyncio.Lock: it binds to no event loop and
         behaves the same on MicroPython and CPython."""
         while self._busy:
-            await _sleep_ms(self.poll_ms)
+            await sleep_ms(self.poll_ms)
         self._busy = True
         try:
             return await self._transact_once(request, accept, expect_long)
@@ -384,7 +378,7 @@ class LockBoard:
                     break
                 # Yield even while bytes keep coming: a babbling bus must not
                 # starve the other tasks (and the watchdog feeder).
-                await _sleep_ms(0 if data else self.poll_ms)
+                await sleep_ms(0 if data else self.poll_ms)
             if stats["checksum_errors"] > before[0]:
                 err = LockBoardError("checksum", "reply failed its checksum (%s)" % self.FAMILY)
             elif wrong is not None:

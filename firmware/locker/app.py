@@ -10,6 +10,7 @@
 import asyncio
 import json
 
+from firmware.aio import sleep_ms
 from firmware.locker import codes as C
 from firmware.locker import compartments as K
 from firmware.locker.config import secret_keys
@@ -24,11 +25,6 @@ from firmware.protocol.ids import SeqCounter, format_event_id
 DAY = 86400
 RUNTIME_KEYS = ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s")
 
-
-def _sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        return asyncio.sleep_ms(ms)
-    return asyncio.sleep(ms / 1000)
 
 
 class FlowError(Exception):
@@ -216,7 +212,7 @@ class Locker:
                     self.cfg["door_open_alarm_s"] * 1000:
                 alarmed = True
                 self.alarm("door_left_open", compartment=cid)
-            await _sleep_ms(self.cfg["poll_ms"])
+            await sleep_ms(self.cfg["poll_ms"])
 
     def close_cycle(self, cid, action, info, occupied=None):
         """Fix the outcome and its event id in the journal, then apply it."""
@@ -669,7 +665,7 @@ class Locker:
             if self._state_dirty and self.mqtt.connected.is_set():
                 self._state_dirty = False
                 asyncio.create_task(self._publish_state())
-            await _sleep_ms(self.cfg["poll_ms"])
+            await sleep_ms(self.cfg["poll_ms"])
 
     def state_doc(self):
         return {"v": 1, "ts": self.now(), "compartments": [
@@ -692,7 +688,7 @@ class Locker:
             await self.mqtt.subscribe(self.t_cmd, 1)
             await self.mqtt.publish(self.t_presence, b"online", 1, retain=True)
             while self.mqtt.connected.is_set():
-                await _sleep_ms(200)
+                await sleep_ms(200)
 
     async def supervisor_task(self, watchdog, tasks):
         """Feed the watchdog only while every task has beaten recently."""
@@ -706,7 +702,7 @@ class Locker:
                 self.log("watchdog_starved", tasks=stale)
             if watchdog.check():
                 return
-            await _sleep_ms(1000)
+            await sleep_ms(1000)
 
     async def mem_task(self, every_ms):
         """Heap figures for benchmarks and field diagnostics (MicroPython only)."""
@@ -726,7 +722,7 @@ class Locker:
             n += 1
             if n % 20 == 1:
                 self.log("mem", alloc=a, free=gc.mem_free(), peak=peak)
-            await _sleep_ms(every_ms)
+            await sleep_ms(every_ms)
 
     async def _recover_task(self):
         entry = self.journal.read() or {}

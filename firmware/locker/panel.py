@@ -11,8 +11,8 @@
 # Garbage, over-long lines and unknown prefixes are counted and answered with
 # "unknown_input"; they never stop the panel.
 
-import asyncio
 
+from firmware.aio import sleep_ms
 from firmware.locker.app import FlowError
 from firmware.locker.texts import line
 
@@ -20,11 +20,6 @@ MAX_LINE = 256
 SIZE_KEYS = {"1": "S", "2": "M", "3": "L", "4": "XL"}
 SESSION_S = 180
 
-
-def _sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        return asyncio.sleep_ms(ms)
-    return asyncio.sleep(ms / 1000)
 
 
 class Panel:
@@ -70,13 +65,13 @@ class Panel:
                 data = self.uart.read(128)
             except OSError:
                 data = b""
-                await _sleep_ms(1000)
+                await sleep_ms(1000)
             if data:
                 self.buf += data
                 for text in self._lines():
                     await self.handle(locker, text)
             else:
-                await _sleep_ms(20)
+                await sleep_ms(20)
 
     async def handle(self, locker, text):
         """Act on one panel line; returns the display code shown."""

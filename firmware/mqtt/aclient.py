@@ -31,11 +31,6 @@ class MQTTError(Exception):
     pass
 
 
-def _sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        return asyncio.sleep_ms(ms)
-    return asyncio.sleep(ms / 1000)
-
 
 def _jitter(cap_s):
     r = os.urandom(2)

@@ -15,9 +15,10 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 MIGRATIONS: list[str] = [
     # 1: events and rejected input
@@ -85,11 +86,17 @@ MIGRATIONS: list[str] = [
 FAST_CLASSES = ("alarm", "status")
 
 REJECT_PAYLOAD_KEEP = 512
+INSERT_CHUNK = 64  # rows per INSERT statement (12 parameters each; SQLite allows 32766)
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    """One validated event ready to commit."""
+@lru_cache(maxsize=INSERT_CHUNK)
+def _insert_sql(rows: int) -> str:
+    return ("INSERT OR IGNORE INTO events(id,outlet,kind,device,inc,seq,cls,type,ts,received_at,payload,"
+            "size) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * rows))
+
+
+class StoredEvent(NamedTuple):
+    """One validated event ready to commit (a tuple: built once per message)."""
 
     id: str
     outlet: str
@@ -168,9 +175,12 @@ class EventStore:
                     have.add(e.id)  # a second copy within the same group is a duplicate too
                     rows.append((e.id, e.outlet, e.kind, e.device, e.inc, e.seq, e.cls, e.type, e.ts, now,
                                  e.payload, len(e.payload)))
-            self.db.executemany(
-                "INSERT OR IGNORE INTO events(id,outlet,kind,device,inc,seq,cls,type,ts,"
-                "received_at,payload,size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            # Many rows per statement: executemany hands the GIL back and forth
+            # once per row, and with paho's network thread busy every hand-back
+            # is a wait. One step per chunk keeps SQLite's work off the GIL.
+            for i in range(0, len(rows), INSERT_CHUNK):
+                part = rows[i:i + INSERT_CHUNK]
+                self.db.execute(_insert_sql(len(part)), list(chain.from_iterable(part)))
             for topic, code, detail, payload in rejects:
                 self.db.execute(
                     "INSERT INTO rejected(at,topic,code,detail,payload) VALUES (?,?,?,?,?)",

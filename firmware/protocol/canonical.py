@@ -105,21 +105,54 @@ def reject_surrogate_escapes(text):
         i = text.find("\\", i + 2)
 
 
+class _FloatSeen(Exception):
+    pass
+
+
+def _float_seen(text):
+    raise _FloatSeen()
+
+
+try:
+    # CPython only (MicroPython's json has no decoder class): floats and
+    # NaN/Infinity stop the C decoder, so a payload that decodes here with
+    # few enough brackets needs no walk in Python. Anything else takes the
+    # walk, which names the offending path; the verdicts are the same.
+    _FAST = json.JSONDecoder(parse_float=_float_seen, parse_constant=_float_seen).decode
+except AttributeError:
+    _FAST = None
+
+
 def loads_object(payload, what):
     """Bytes off the wire -> a dict: UTF-8, no surrogate escapes, JSON, an
     object; each failure a MalformedPayload (or BadField) naming `what`."""
+    return loads_checked(payload, what)[0]
+
+
+def loads_checked(payload, what):
+    """loads_object, also telling whether check_value(obj, text=False) is
+    already known to pass, so the caller can skip the walk: (obj, checked)."""
     try:
         text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
     except Exception:
         raise MalformedPayload("%s is not UTF-8" % what)
     reject_surrogate_escapes(text)
-    try:
-        obj = json.loads(text)
-    except Exception:
-        raise MalformedPayload("%s is not JSON" % what)
+    checked = False
+    obj = None
+    if _FAST is not None and text.count("{") + text.count("[") <= MAX_DEPTH:
+        try:
+            obj = _FAST(text)
+            checked = True
+        except Exception:
+            obj = None
+    if not checked:
+        try:
+            obj = json.loads(text)
+        except Exception:
+            raise MalformedPayload("%s is not JSON" % what)
     if not isinstance(obj, dict):
         raise MalformedPayload("%s is JSON but not an object" % what)
-    return obj
+    return obj, checked
 
 
 def _check_text(s, path):

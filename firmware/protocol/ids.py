@@ -37,15 +37,23 @@ def _is_hex8(s):
     return True
 
 
-def parse_event_id(event_id):
-    """Return (device, incarnation, seq) or raise BadField."""
+def parse_event_id(event_id, device=None):
+    """Return (device, incarnation, seq) or raise BadField.
+
+    With `device` (already validated, e.g. from the topic) the id must name
+    that device: a receiver refuses an event published under another name.
+    """
     if not isinstance(event_id, str):
         raise BadField("id must be a string")
     parts = event_id.split(":")
     if len(parts) != 3:
         raise BadField("id %r is not <device>:<incarnation>:<seq>" % (event_id,))
     dev, inc, seq = parts
-    if not valid_segment(dev):
+    if device is not None and dev != device:
+        if not valid_segment(dev):
+            raise BadField("id %r: bad device %r" % (event_id, dev))
+        raise BadField("event id names device %s but was published by %s" % (dev, device))
+    if device is None and not valid_segment(dev):
         raise BadField("id %r: bad device %r" % (event_id, dev))
     if not _is_hex8(inc):
         raise BadField("id %r: incarnation must be 8 lowercase hex digits" % (event_id,))

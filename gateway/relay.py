@@ -28,6 +28,28 @@ RESEND_S = 30.0
 KINDS = topics.KINDS
 
 
+def store_command(store: EventStore, outlet: str, kind: str, payload: bytes) -> str:
+    """Check one signed command's addressing and put it in the device's
+    outbox; returns its id. A command id already stored is not stored again,
+    so a redelivered downlink answer queues nothing twice."""
+    if kind not in KINDS:
+        raise BadField(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    cmd = loads_object(payload, "command")
+    for key in ("id", "dev", "op", "exp"):
+        if key not in cmd:
+            raise BadField(f"command has no {key!r}")
+    if not isinstance(cmd["id"], str) or not isinstance(cmd["dev"], str) or not isinstance(cmd["op"], str) \
+            or not isinstance(cmd["exp"], int):
+        raise BadField("command id, dev and op must be strings and exp an integer")
+    topics.build(outlet, kind, cmd["dev"], "cmd")  # validates the device id
+    cur = store.db.execute(
+        "INSERT OR IGNORE INTO commands(id,device,kind,op,payload,exp,created) VALUES (?,?,?,?,?,?,?)",
+        (cmd["id"], cmd["dev"], kind, cmd["op"], payload, cmd["exp"], time.time()))
+    if cur.rowcount:
+        M.COMMANDS.labels("queued").inc()
+    return cmd["id"]
+
+
 class Relay:
     def __init__(self, store: EventStore, outlet: str, own: OwnEvents,
                  publish: Callable[[str, bytes], None], resend_s: float = RESEND_S) -> None:
@@ -40,18 +62,7 @@ class Relay:
     # ---- in from the central side
     def enqueue(self, kind: str, payload: bytes) -> str:
         """Store one signed command for delivery; returns its id."""
-        if kind not in KINDS:
-            raise BadField(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-        cmd = loads_object(payload, "command")
-        for key in ("id", "dev", "op", "exp"):
-            if key not in cmd:
-                raise BadField(f"command has no {key!r}")
-        topics.build(self.outlet, kind, cmd["dev"], "cmd")  # validates the device id
-        self.store.db.execute(
-            "INSERT OR IGNORE INTO commands(id,device,kind,op,payload,exp,created) VALUES (?,?,?,?,?,?,?)",
-            (cmd["id"], cmd["dev"], kind, cmd["op"], payload, int(cmd["exp"]), time.time()))
-        M.COMMANDS.labels("queued").inc()
-        return str(cmd["id"])
+        return store_command(self.store, self.outlet, kind, payload)
 
     # ---- out to devices
     def tick(self, now: float | None = None) -> int:

@@ -128,13 +128,15 @@ class UpstreamConfig:
     # Batches on the wire at once, each on its own connection: 2 hides one
     # round trip and the central side's work behind the next upload.
     max_in_flight: int = 2
+    # How often the downlink asks for commands when nothing else prompts it.
+    down_interval_s: float = 15.0
 
 
 _INTS = {"batch_max_events": (1, 100_000), "batch_max_bytes": (1024, 16 * 1024 * 1024),
          "bandwidth_bytes_per_s": (0, 10**10), "max_in_flight": (1, 8)}
 _FLOATS = {"batch_max_age_s": (0.0, 3600.0), "backoff_base_s": (0.001, 3600.0),
            "backoff_cap_s": (0.001, 86400.0), "probe_interval_s": (0.01, 3600.0),
-           "timeout_s": (0.1, 600.0)}
+           "timeout_s": (0.1, 600.0), "down_interval_s": (0.05, 86400.0)}
 _STRS = ("url", "transport", "ca_file", "cert_file", "key_file", "username", "password",
          "client_id", "topic_prefix")
 

@@ -77,6 +77,27 @@ Carriage
   ``X-Postedge-Batch``; a 200 response carries the ack. ``HEAD <url>`` is the
   connectivity probe.
 
+Downlink
+--------
+Commands for the outlet's devices (signed by the platform; the gateway holds
+no device keys) come down by *pull*: the gateway asks for everything after
+its cursor and the answer is::
+
+    {"v":1, "cursor":1042, "more":false,
+     "commands":[{"kind":"locker", "cmd":{...signed command...}}, ...]}
+
+Asking with ``after=N`` acks every command up to N: the gateway moves its
+cursor only after the commands are committed to its outbox, so a gateway
+killed in between asks again and de-duplicates by command id. Pull rather
+than push because a push over a clean MQTT session is lost while the
+gateway is away, and an HTTPS platform cannot push at all; one small
+request per ``down_interval_s`` (and at once after a batch or a probe
+succeeds) costs a few hundred bytes.
+
+- MQTT: the pull is ``{"after":N}`` on ``<prefix>/<outlet>/pull/<ch>/<n>``;
+  the answer comes on ``<prefix>/<outlet>/down/<ch>/<n>``.
+- HTTPS: ``GET <url>`` with ``X-Postedge-Outlet`` and ``X-Postedge-After``.
+
 TLS only, always verified (hostname included); there is no code path that
 speaks plaintext, so a misconfiguration cannot silently downgrade.
 """
@@ -347,6 +368,47 @@ def decode_ack(data: bytes) -> Ack:
 
 
 # ------------------------------------------------------------------------- TLS
+@dataclass
+class Down:
+    """One downlink answer: commands after the cursor, and the new cursor."""
+
+    cursor: int
+    commands: list[tuple[str, bytes]]  # (device kind, canonical command bytes)
+    more: bool = False
+
+
+MAX_DOWN = 1024 * 1024
+
+
+def encode_down(cursor: int, commands: list[tuple[str, dict[str, Any]]], more: bool = False) -> bytes:
+    return canonical.dumps({"v": WIRE_VERSION, "cursor": cursor, "more": more,
+                            "commands": [{"kind": k, "cmd": c} for k, c in commands]})
+
+
+def decode_down(data: bytes) -> Down:
+    """Parse a downlink answer; BatchError if it is not one."""
+    if len(data) > MAX_DOWN:
+        raise BatchError(f"downlink answer of {len(data)} bytes, limit {MAX_DOWN}")
+    try:
+        doc = canonical.loads_object(data, "downlink answer")
+    except ProtocolError as e:
+        raise BatchError(str(e)) from e
+    cursor, cmds = doc.get("cursor"), doc.get("commands")
+    if doc.get("v") != WIRE_VERSION or not isinstance(cursor, int) or isinstance(cursor, bool) \
+            or cursor < 0 or not isinstance(cmds, list):
+        raise BatchError("downlink answer needs v=1, an integer cursor and a commands list")
+    out: list[tuple[str, bytes]] = []
+    for c in cmds:
+        if not isinstance(c, dict) or not isinstance(c.get("kind"), str) \
+                or not isinstance(c.get("cmd"), dict):
+            raise BatchError("each downlink command needs a kind and a cmd object")
+        try:
+            out.append((c["kind"], canonical.dumps(c["cmd"])))
+        except ProtocolError as e:
+            raise BatchError(f"downlink command: {e}") from e
+    return Down(cursor, out, bool(doc.get("more")))
+
+
 def tls_context(ca_file: str | None, cert_file: str | None = None,
                 key_file: str | None = None) -> ssl.SSLContext:
     """A client context that verifies the chain and the host name, TLS >= 1.2.
@@ -393,11 +455,22 @@ class Transport:
     def probe(self) -> None:
         raise NotImplementedError
 
+    def pull(self, after: int) -> Down:
+        """Commands after cursor ``after`` (which acks those up to it)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
 
 # ------------------------------------------------------------------------ HTTPS
+
+def _down_of(data: bytes) -> Down:
+    try:
+        return decode_down(data)
+    except BatchError as e:
+        raise TransportError("bad_down", str(e), unreachable=False) from e
+
 
 def _ack_for(data: bytes, batch: EncodedBatch) -> Ack:
     """The central side's ack, which must be for this very batch."""
@@ -479,6 +552,14 @@ class HttpsTransport(Transport):
                                  unreachable=False)
         return _ack_for(data, batch)
 
+    def pull(self, after: int) -> Down:
+        status, data = self._request("GET", None, {"X-Postedge-Outlet": self.outlet,
+                                                   "X-Postedge-After": str(after)})
+        if status != 200:
+            raise TransportError(f"http_{status}", data[:200].decode("utf-8", "replace"),
+                                 unreachable=False)
+        return _down_of(data)
+
     def probe(self) -> None:
         status, _ = self._request("HEAD", None, {"X-Postedge-Outlet": self.outlet})
         if status >= 500:
@@ -528,6 +609,8 @@ class MqttTransport(Transport):
         self.client: mqtt.Client | None = None
         self._cond = threading.Condition()
         self._acks: OrderedDict[str, bytes] = OrderedDict()
+        self._downs: dict[str, bytes] = {}
+        self._pulls = 0
         self._state = "down"  # down | connecting | up | lost
         self._why = ""
 
@@ -541,7 +624,7 @@ class MqttTransport(Transport):
             if rc.is_failure:
                 self._state, self._why = "lost", f"connack: {rc}"
             else:
-                client.subscribe(self.topic("ack"), qos=1)
+                client.subscribe([(self.topic("ack"), 1), (self.topic("down"), 1)])
             self._cond.notify_all()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any,
@@ -565,8 +648,14 @@ class MqttTransport(Transport):
             self._cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        bid = msg.topic.rsplit("/", 1)[-1]
+        parts = msg.topic.rsplit("/", 3)  # [..., what, channel, id]
+        bid = parts[-1]
         with self._cond:
+            if parts[-3] == "down":
+                if len(self._downs) < self.KEEP_LATE_ACKS:
+                    self._downs[bid] = msg.payload
+                self._cond.notify_all()
+                return
             self._acks[bid] = msg.payload
             while len(self._acks) > self.KEEP_LATE_ACKS:
                 self._acks.popitem(last=False)
@@ -636,6 +725,22 @@ class MqttTransport(Transport):
     def probe(self) -> None:
         """A connection with CONNACK and SUBACK: reachable, TLS good, credentials good."""
         self._connect()
+
+    def pull(self, after: int) -> Down:
+        c = self._connect()
+        deadline = time.monotonic() + self.timeout_s
+        self._pulls += 1
+        nonce = f"{int(time.time() * 1000):x}{self._pulls:x}"  # unique across restarts of this id
+        with self._cond:
+            self._downs.clear()  # answers to pulls that timed out are stale
+        info = c.publish(self.topic("pull", nonce), canonical.dumps({"after": after}), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.close()
+            raise TransportError("connection", f"publish: {mqtt.error_string(info.rc)}")
+        self._wait(lambda: nonce in self._downs, deadline, "waiting for the downlink answer")
+        with self._cond:
+            data = self._downs.pop(nonce)
+        return _down_of(data)
 
     def close(self) -> None:
         c, self.client = self.client, None

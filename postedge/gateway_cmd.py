@@ -34,9 +34,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     services = []
     if cfg.upstream is not None:
+        from gateway.downlink import Downlink
         from gateway.sync import start_syncer
 
         services.append(start_syncer(cfg.db, cfg.outlet, cfg.upstream, stop))
+        services.append(Downlink(cfg.db, cfg.outlet, cfg.upstream, stop).start())
     if cfg.web is not None:
         from gateway.web import start_web
 

@@ -5,9 +5,11 @@ benchmarks and the simulator (issue 7).
   (``gateway.transports``) and validates every event with the shared protocol
   module (``firmware.protocol.envelope.decode``), records every event id it
   received and how many times, keeps the first copy (duplicates dropped), and
-  builds the ack. Faults: ``fail`` (HTTP 500 / no MQTT ack, batch not
-  processed), ``delay_s`` (slow), ``drop_acks`` (process the next N batches
-  but lose their acks, as a dropped response would).
+  builds the ack. It also holds commands for the outlets' devices
+  (``push_command``) and answers the gateways' downlink pulls. Faults:
+  ``fail`` (HTTP 500 / no MQTT ack, batch not processed), ``delay_s``
+  (slow), ``drop_acks`` (process the next N batches but lose their acks, as
+  a dropped response would).
 - :class:`CentralHttps`: a threaded ``http.server`` behind TLS (optionally
   requiring client certificates), with ``down()``/``up()`` for "connection
   refused". It peeks at the first byte of every connection before the
@@ -45,7 +47,7 @@ from firmware.protocol import envelope
 from firmware.protocol.errors import BadField, ProtocolError
 from firmware.protocol.ids import parse_event_id
 from gateway.broker import Account, Mosquitto, free_port
-from gateway.transports import CONTENT_TYPE, DEFAULT_PREFIX, BatchError, decode_batch, encode_ack
+from gateway.transports import CONTENT_TYPE, DEFAULT_PREFIX, BatchError, decode_batch, encode_ack, encode_down
 
 
 # ------------------------------------------------------------------- certs
@@ -132,6 +134,12 @@ class Central:
         self.delay_s = 0.0
         self.drop_acks = 0
         self.delay_fn: Callable[[], float] | None = None
+        # downlink: per outlet, commands as (cursor, kind, command object)
+        self.down: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
+        self.down_next = 1
+        self.down_acked: dict[str, int] = {}
+        self.pulls: Counter[str] = Counter()
+        self.down_page = 100
 
     @property
     def duplicates(self) -> int:
@@ -192,6 +200,26 @@ class Central:
         ids = [e[0] for e in batch.events]
         return None if rec.ack_dropped else encode_ack(batch.id, acked, rejected, batch_ids=ids)
 
+    def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
+        """Queue a signed command for an outlet's device; returns its cursor."""
+        with self.lock:
+            n = self.down_next
+            self.down_next += 1
+            self.down.setdefault(outlet, []).append((n, kind, cmd))
+            return n
+
+    def pull(self, outlet: str, after: int) -> bytes:
+        """A gateway's pull: ``after`` acks what it has, the rest comes down."""
+        with self.lock:
+            self.pulls[outlet] += 1
+            self.down_acked[outlet] = max(self.down_acked.get(outlet, 0), after)
+            left = [c for c in self.down.get(outlet, []) if c[0] > after]
+            self.down[outlet] = left
+            page = left[:self.down_page]
+            cursor = page[-1][0] if page else after
+            self.lock.notify_all()
+        return encode_down(cursor, [(k, c) for _, k, c in page], more=len(left) > len(page))
+
     def wait_for(self, pred: Callable[[Central], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self.lock:
@@ -233,6 +261,21 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         central = self.server.central
         self._reply(500 if central.fail else 204)
+
+    def do_GET(self) -> None:
+        central = self.server.central
+        if not self._authorized():
+            self._reply(401, b'{"error":"unauthorized"}')
+            return
+        if central.fail:
+            self._reply(500, b'{"error":"injected"}')
+            return
+        try:
+            after = int(self.headers.get("X-Postedge-After", "0"))
+        except ValueError:
+            self._reply(400, b'{"error":"X-Postedge-After must be an integer"}')
+            return
+        self._reply(200, central.pull(self.headers.get("X-Postedge-Outlet", ""), after))
 
     def do_POST(self) -> None:
         central = self.server.central
@@ -385,7 +428,8 @@ class CentralBroker(Mosquitto):
         self.prefix = prefix
         acl = [f"user {acker[0]}\ntopic readwrite {prefix}/#"]
         for u, _p, o in gateways:
-            acl.append(f"user {u}\ntopic write {prefix}/{o}/batch/#\ntopic read {prefix}/{o}/ack/#")
+            acl.append(f"user {u}\ntopic write {prefix}/{o}/batch/#\ntopic read {prefix}/{o}/ack/#\n"
+                       f"topic write {prefix}/{o}/pull/#\ntopic read {prefix}/{o}/down/#")
         for u, _p, lines in others:
             acl.append("\n".join([f"user {u}", *lines]))
         (self.directory / "acl").write_text("\n\n".join(acl) + "\n")
@@ -422,7 +466,7 @@ class CentralMqtt:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if not rc.is_failure:
-            client.subscribe(f"{self.prefix}/+/batch/+/+", qos=1)
+            client.subscribe([(f"{self.prefix}/+/batch/+/+", 1), (f"{self.prefix}/+/pull/+/+", 1)])
 
     def start(self, timeout: float = 10) -> CentralMqtt:
         self.worker.start()
@@ -437,10 +481,18 @@ class CentralMqtt:
             msg = self.inbox.get()
             if msg is None:
                 return
-            parts = msg.topic.split("/")  # <prefix>/<outlet>/batch/<channel>/<id>
+            parts = msg.topic.split("/")  # <prefix>/<outlet>/batch|pull/<channel>/<id>
             outlet, channel, bid = parts[-4], parts[-2], parts[-1]
             if self.central.fail:
                 continue  # the platform is erroring: no ack, batch not processed
+            if parts[-3] == "pull":
+                try:
+                    after = int(json.loads(msg.payload)["after"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                self.client.publish(f"{self.prefix}/{outlet}/down/{channel}/{bid}",
+                                    self.central.pull(outlet, after), qos=1)
+                continue
             try:
                 ack = self.central.handle(outlet, bid, msg.payload)
             except BatchError:

@@ -13,6 +13,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.broker import Account, Mosquitto
+from simulator.central import Certs, make_certs
+from tests.uplink_rig import Uplink, make_uplink
 
 OUTLET = "o1"
 PASSWORDS = {"gw-o1": "gw-secret", "lk01": "lk01-pw", "lk02": "lk02-pw", "sc01": "sc01-pw"}
@@ -96,3 +98,27 @@ def connect(broker: Mosquitto) -> Iterator[Callable[..., Recorder]]:
     for c in made:
         c.loop_stop()
         c.disconnect()
+
+
+# ------------------------------------------------------- the central side
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(params=["https", "mqtt"])
+def uplink(request: pytest.FixtureRequest, tmp_path: Path, certs: Certs) -> Iterator[Uplink]:
+    u = make_uplink(request.param, tmp_path, certs)
+    try:
+        yield u
+    finally:
+        u.close()
+
+
+@pytest.fixture
+def https_uplink(tmp_path: Path, certs: Certs) -> Iterator[Uplink]:
+    u = make_uplink("https", tmp_path, certs)
+    try:
+        yield u
+    finally:
+        u.close()

@@ -20,9 +20,8 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,11 @@ from gateway.config import ConfigError
 from gateway.store import EventStore, StoredEvent
 from gateway.sync import Syncer, parse_upstream
 from gateway.transports import BatchError, batch_id, decode_ack, decode_batch, encode_ack, encode_batch
-from simulator.central import Central, CentralBroker, CentralHttps, CentralMqtt, Certs, Link, make_certs
+from simulator.central import Central, CentralBroker, CentralHttps, CentralMqtt, Certs
+from tests.uplink_rig import FAST, GW_PASS, GW_USER, Log, Uplink, gateway_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 INC = "0badcafe"
-GW_USER, GW_PASS = "gw-o1", "gw-up-secret"
 
 
 # ------------------------------------------------------------------ helpers
@@ -86,37 +85,6 @@ def unsynced_ids(db: Path) -> set[str]:
         c.close()
 
 
-class Log:
-    """Collects the syncer's log lines, with their time."""
-
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, evt: str, **kw: Any) -> None:
-        with self.cond:
-            self.lines.append({"evt": evt, "t": time.time(), **kw})
-            self.cond.notify_all()
-
-    def of(self, evt: str) -> list[dict[str, Any]]:
-        with self.cond:
-            return [x for x in self.lines if x["evt"] == evt]
-
-    def wait(self, evt: str, timeout: float, pred: Callable[[dict[str, Any]], bool] = lambda x: True,
-             ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for x in self.lines:
-                    if x["evt"] == evt and pred(x):
-                        return x
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = [x["evt"] for x in self.lines][-20:]
-                    raise TimeoutError(f"no {evt} within {timeout}s; saw {seen}")
-                self.cond.wait(left)
-
-
 @contextmanager
 def syncing(db: Path, upstream: dict[str, Any]) -> Iterator[tuple[Syncer, Log]]:
     log = Log()
@@ -131,73 +99,6 @@ def syncing(db: Path, upstream: dict[str, Any]) -> Iterator[tuple[Syncer, Log]]:
         assert not t.is_alive(), "syncer did not stop"
 
 
-FAST = {"backoff_base_s": 0.05, "backoff_cap_s": 0.5, "probe_interval_s": 0.2, "timeout_s": 2.0,
-        "batch_max_age_s": 0.1}
-
-
-# ----------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("pki"))
-
-
-@dataclass
-class Uplink:
-    """The central side behind a WAN link, over one transport."""
-
-    kind: str
-    central: Central
-    link: Link
-    certs: Certs
-    https: CentralHttps | None = None
-    broker: CentralBroker | None = None
-    acker: CentralMqtt | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def upstream(self, **kw: Any) -> dict[str, Any]:
-        scheme = "https" if self.kind == "https" else "mqtts"
-        path = "/v1/batches" if self.kind == "https" else ""
-        return {"url": f"{scheme}://127.0.0.1:{self.link.port}{path}", "ca_file": str(self.certs.ca),
-                **self.extra, **FAST, **kw}
-
-    def close(self) -> None:
-        self.link.down()
-        if self.https:
-            self.https.down()
-        if self.acker:
-            self.acker.stop()
-        if self.broker:
-            self.broker.kill()
-
-
-def make_uplink(kind: str, tmp: Path, certs: Certs) -> Uplink:
-    central = Central()
-    if kind == "https":
-        https = CentralHttps(central, certs.server_cert, certs.server_key).up()
-        return Uplink(kind, central, Link(https.port).up(), certs, https=https)
-    broker = CentralBroker(tmp / "central-broker", certs, [(GW_USER, GW_PASS, "o1")])
-    broker.start()
-    acker = CentralMqtt(central, broker.port, certs.ca, *broker.acker).start()
-    return Uplink(kind, central, Link(broker.port).up(), certs, broker=broker, acker=acker,
-                  extra={"username": GW_USER, "password": GW_PASS})
-
-
-@pytest.fixture(params=["https", "mqtt"])
-def uplink(request: pytest.FixtureRequest, tmp_path: Path, certs: Certs) -> Iterator[Uplink]:
-    u = make_uplink(request.param, tmp_path, certs)
-    try:
-        yield u
-    finally:
-        u.close()
-
-
-@pytest.fixture
-def https_uplink(tmp_path: Path, certs: Certs) -> Iterator[Uplink]:
-    u = make_uplink("https", tmp_path, certs)
-    try:
-        yield u
-    finally:
-        u.close()
 
 
 # ------------------------------------------------------------------- config
@@ -638,14 +539,6 @@ class Device(threading.Thread):
         self.join(15)
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def gateway_toml(path: Path, broker: Mosquitto, up: dict[str, Any]) -> Path:
-    lines = ['outlet = "o1"', 'db = "gateway.db"', "", "[broker]", 'host = "127.0.0.1"',
-             f"port = {broker.port}", 'username = "gw-o1"', 'password = "gw-secret"', "", "[upstream]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in up.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_sigkill_gateway_20_times_while_ingesting_and_syncing(tmp_path: Path, broker: Mosquitto,

@@ -1,0 +1,128 @@
+"""Downlink: commands from the central side into the devices' outboxes.
+
+A thread of its own, with its own transport connection and SQLite
+connection, so a slow central answer never holds up the upload of events
+and the upload never delays a remote open. It pulls (see the wire format in
+``gateway/transports.py``): everything after its cursor, committed to the
+``commands`` table together with the new cursor in one transaction, so a
+gateway killed at any point asks again from the old cursor and the command
+ids keep each command queued once. Delivery to the device, resends, expiry
+and acks are the relay's work (``gateway/relay.py``), in the ingest thread.
+
+A command the gateway cannot address (unknown kind, no device id) is
+counted, logged and skipped; the cursor still moves past it, or one bad
+command would block every command behind it forever.
+
+Log lines: ``down_started``, ``down_received`` (n, queued, invalid, cursor),
+``down_invalid``, ``down_failed`` (reason, retry_in_s), ``down_stopped``.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from firmware.protocol.errors import ProtocolError
+from gateway import metrics as M
+from gateway.ingest import emit
+from gateway.relay import store_command
+from gateway.store import EventStore
+from gateway.sync import UpstreamConfig, full_jitter, make_transport, parse_upstream
+from gateway.transports import Transport, TransportError
+
+CURSOR_KEY = "down_cursor"
+
+
+class Downlink:
+    """Pull commands until ``stop`` is set; ``wake()`` pulls at once."""
+
+    def __init__(self, db_path: Path | str, outlet: str, upstream: dict[str, Any] | UpstreamConfig,
+                 stop: threading.Event | None = None, log: Callable[..., None] = emit,
+                 transport: Transport | None = None, seed: int | None = None) -> None:
+        self.cfg = upstream if isinstance(upstream, UpstreamConfig) else parse_upstream(upstream)
+        self.db_path = db_path
+        self.outlet = outlet
+        self.stop = stop or threading.Event()
+        self.log = log
+        # The last channel index is the downlink's own: batch senders use 0..n-1.
+        self.transport = transport or make_transport(self.cfg, outlet, index=self.cfg.max_in_flight)
+        self.rng = random.Random(seed)
+        self.stats: Counter[str] = Counter()
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _wait(self, seconds: float) -> None:
+        self._wake.clear()
+        deadline = seconds
+        # Either event ends the wait; stop is checked by the caller's loop.
+        while deadline > 0 and not self.stop.is_set() and not self._wake.is_set():
+            step = min(deadline, 0.2)
+            self._wake.wait(step)
+            deadline -= step
+
+    def pull_once(self, store: EventStore) -> bool:
+        """One pull and its commit; True if the central side said there is more."""
+        cursor = int(store.get(CURSOR_KEY, "0") or 0)
+        down = self.transport.pull(cursor)
+        queued = invalid = 0
+        with store.tx():
+            for kind, payload in down.commands:
+                try:
+                    before = store.db.total_changes
+                    cid = store_command(store, self.outlet, kind, payload)
+                    queued += store.db.total_changes > before
+                except ProtocolError as e:
+                    invalid += 1
+                    M.COMMANDS.labels("invalid").inc()
+                    self.log("down_invalid", kind=kind, error=str(e)[:300])
+                    continue
+                self.log("down_command", id=cid, kind=kind)
+            if down.cursor != cursor:
+                store.put(CURSOR_KEY, str(down.cursor))
+        self.stats["pulls"] += 1
+        self.stats["queued"] += queued
+        self.stats["invalid"] += invalid
+        if down.commands or down.cursor != cursor:
+            self.log("down_received", n=len(down.commands), queued=queued, invalid=invalid,
+                     cursor=down.cursor)
+        return down.more
+
+    def run(self) -> None:
+        self.log("down_started", outlet=self.outlet, interval_s=self.cfg.down_interval_s)
+        store = EventStore(self.db_path)
+        failures = 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    more = self.pull_once(store)
+                except (TransportError, sqlite3.Error) as e:
+                    failures += 1
+                    self.stats["failures"] += 1
+                    c = self.cfg
+                    wait = max(c.probe_interval_s,
+                               full_jitter(failures, c.backoff_base_s, c.backoff_cap_s, self.rng))
+                    reason = e.reason if isinstance(e, TransportError) else "store"
+                    self.log("down_failed", reason=reason, error=str(e)[:300], retry_in_s=round(wait, 3))
+                    self.transport.close()
+                    self._wait(wait)
+                    continue
+                failures = 0
+                if not more:
+                    self._wait(self.cfg.down_interval_s)
+        finally:
+            self.transport.close()
+            store.close()
+            self.log("down_stopped", **dict(self.stats))
+
+    def start(self) -> threading.Thread:
+        self.transport.cancel = self.stop
+        t = threading.Thread(target=self.run, name="postedge-downlink", daemon=False)
+        t.start()
+        return t

@@ -30,17 +30,18 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from firmware.protocol import envelope, topics
-from firmware.protocol.canonical import loads_object
+from firmware.protocol.canonical import dumps, loads_object
 from firmware.protocol.errors import BadField, ProtocolError
 from gateway import metrics as M
 from gateway.budget import Budget, BudgetConfig
 from gateway.config import GatewayConfig
 from gateway.own_events import OwnEvents
-from gateway.relay import Relay
+from gateway.relay import Relay, store_command
 from gateway.store import EventStore, StoredEvent
 
 MAX_STATE = 16 * 1024
 LOG_IDS = 20  # event ids named per log line; the counts cover the rest
+FORWARD_TYPE = "handheld.forward_command"
 
 
 def emit(evt: str, **kw: Any) -> None:
@@ -209,7 +210,7 @@ class Ingest:
             time.sleep(self.faults.hold_before_commit_s)
         try:
             self.seq.prime(self.store, events)
-            fresh = self.store.commit_events(events, rejects)
+            fresh = self.store.commit_events(events, rejects, self._forward)
         except sqlite3.Error as e:
             # Disk full, database locked, I/O error: nothing is acked, so
             # nothing is lost. Keep the group, back off, try again; the
@@ -244,6 +245,28 @@ class Ingest:
             os._exit(3)
         for msg in batch:
             self.client.ack(msg.mid, msg.qos)
+
+    def _forward(self, fresh: list[StoredEvent]) -> None:
+        """Queue the platform-signed commands handhelds forward (deposit
+        permits): in the transaction that stores their event, so the command
+        is queued exactly when the event is. The gateway checks addressing
+        only; the locker checks the platform's signature."""
+        for e in fresh:
+            if e.type != FORWARD_TYPE or e.kind != "handheld":
+                continue
+            try:
+                body = loads_object(e.payload, "event")["body"]
+                kind, cmd = body.get("kind"), body.get("cmd")
+                if not isinstance(cmd, dict) or not isinstance(kind, str):
+                    raise BadField("forward_command needs body.kind and body.cmd")
+                cid = store_command(self.store, self.cfg.outlet, kind, dumps(cmd))
+            except ProtocolError as err:
+                self.metrics["forward_refused"] += 1
+                M.COMMANDS.labels("forward_refused").inc()
+                emit("forward_refused", event=e.id, code=err.code, detail=err.detail)
+                continue
+            self.metrics["forwarded"] += 1
+            emit("forwarded", event=e.id, command=cid, device=cmd.get("dev"))
 
     def reject(self, rejects: list[tuple[str, str, str, bytes]], topic: str, code: str, detail: str,
                payload: bytes) -> None:

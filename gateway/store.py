@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
@@ -148,12 +148,15 @@ class EventStore:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def commit_events(
-        self, events: Iterable[StoredEvent], rejects: Iterable[tuple[str, str, str, bytes]] = ()
+        self, events: Iterable[StoredEvent], rejects: Iterable[tuple[str, str, str, bytes]] = (),
+        within: Callable[[list[StoredEvent]], None] | None = None,
     ) -> list[bool]:
         """Commit one group in a single transaction.
 
         Returns, per event, True if it was new and False if its id was
-        already stored (a redelivery).
+        already stored (a redelivery). ``within`` is called with the new
+        events inside the same transaction, for writes that must stand or
+        fall with them (a forwarded command queued exactly when its event is).
         """
         now = time.time()
         events = list(events)
@@ -181,6 +184,8 @@ class EventStore:
             for i in range(0, len(rows), INSERT_CHUNK):
                 part = rows[i:i + INSERT_CHUNK]
                 self.db.execute(_insert_sql(len(part)), list(chain.from_iterable(part)))
+            if within is not None:
+                within([e for e, new in zip(events, fresh, strict=True) if new])
             for topic, code, detail, payload in rejects:
                 self.db.execute(
                     "INSERT INTO rejected(at,topic,code,detail,payload) VALUES (?,?,?,?,?)",

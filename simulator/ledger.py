@@ -453,6 +453,7 @@ def check_door_authorization(events: Iterable[Mapping[str, Any]] | Grouped,
         courier: str | None = None
         codes: Counter[Any] = Counter()
         returns = 0
+        permits = 0
         commands: list[str] = []
         accepted: set[str] = set()
         for ev in evs:
@@ -470,10 +471,13 @@ def check_door_authorization(events: Iterable[Mapping[str, Any]] | Grouped,
                 elif _audit(ev, "command") and b.get("op") == "open":
                     commands.append(str(b.get("id")))
                     accepted.add(str(b.get("id")))
+                elif _audit(ev, "command") and b.get("op") == "deposit":
+                    permits += 1  # a platform-signed deposit permit, forwarded by a handheld
             elif t == "locker.boot":
                 courier = None  # a reboot ends the session; the grants die with RAM
                 codes.clear()
                 returns = 0
+                permits = 0
                 commands.clear()
             elif t == "locker.alarm" and b.get("alarm") == "door_forced":
                 forced += 1
@@ -493,6 +497,8 @@ def check_door_authorization(events: Iterable[Mapping[str, Any]] | Grouped,
                         returns -= 1
                     else:
                         chk.add("opened_without_code", ev, device=dev, compartment=cid)
+                elif action == "deposit" and courier is None and permits > 0:
+                    permits -= 1
                 elif action in ("deposit", "retrieve"):
                     if courier is None:
                         chk.add("opened_without_courier", ev, device=dev, compartment=cid, action=action)

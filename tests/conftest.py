@@ -17,7 +17,8 @@ from simulator.central import Certs, make_certs
 from tests.uplink_rig import Uplink, make_uplink
 
 OUTLET = "o1"
-PASSWORDS = {"gw-o1": "gw-secret", "lk01": "lk01-pw", "lk02": "lk02-pw", "sc01": "sc01-pw"}
+PASSWORDS = {"gw-o1": "gw-secret", "lk01": "lk01-pw", "lk02": "lk02-pw", "sc01": "sc01-pw",
+             "hh01": "hh01-pw"}
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def accounts() -> list[Account]:
         Account("lk01", PASSWORDS["lk01"], OUTLET, "locker"),
         Account("lk02", PASSWORDS["lk02"], OUTLET, "locker"),
         Account("sc01", PASSWORDS["sc01"], OUTLET, "scanner"),
+        Account("hh01", PASSWORDS["hh01"], OUTLET, "handheld"),
     ]
 
 

@@ -15,14 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware.protocol import signing
+import paho.mqtt.client as mqtt
+
+from firmware.protocol import envelope, signing, topics
+from firmware.protocol.ids import format_event_id
 from gateway.broker import Mosquitto
 from gateway.downlink import CURSOR_KEY, Downlink
-from gateway.process import GatewayProcess
+from gateway.process import GatewayProcess, write_config
 from gateway.store import EventStore
 from postedge import unixport
 from simulator.lockboard_sim import Sim8ABus
-from simulator.outlet import locker_config
+from simulator.outlet import locker_config, wait_event
 from tests.locker_rig import KEY
 from tests.uplink_rig import Log, Uplink, gateway_toml
 
@@ -165,5 +168,69 @@ def test_platform_down_then_back_the_downlink_recovers(tmp_path: Path, uplink: U
     st = EventStore(tmp_path / "gw.db")
     try:
         assert st.db.execute("SELECT id, status FROM commands").fetchall() == [("after-outage", "queued")]
+    finally:
+        st.close()
+
+
+def forward_event(seq: int, kind: str, cmd: dict[str, Any]) -> bytes:
+    eid = format_event_id("hh01", "0c0ffee0", seq)
+    return envelope.encode(envelope.make(eid, int(time.time()), "handheld.forward_command", "custody",
+                                         {"kind": kind, "cmd": cmd}))
+
+
+def test_deposit_permit_forwarded_by_a_handheld_opens_the_locker(tmp_path: Path, broker: Mosquitto) -> None:
+    """A platform-signed deposit permit, carried offline by the courier's
+    handheld and forwarded through the gateway: the locker checks the
+    platform's signature, opens a fitting compartment and registers the
+    deposit when the door closes. Bad forwards are refused and counted; a
+    redelivered forward queues nothing twice."""
+    cfg = write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret")
+    gw = GatewayProcess(cfg)
+    db = tmp_path / "gateway.db"
+    bus = Sim8ABus(boards=(1,), locks=24)
+    lk = locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bus.serve_tcp()}",
+                       tmp_path / "flash", KEY)
+    (tmp_path / "lk01.json").write_text(json.dumps(lk))
+    fw = None
+    hh = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hh01", protocol=mqtt.MQTTv311)
+    hh.username_pw_set("hh01", "hh01-pw")
+    try:
+        gw.wait_for("gateway_started", timeout=30)
+        fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "lk01.json")],
+                            heap=unixport.APP_HEAP, stdout=subprocess.DEVNULL)
+        permit = command("deposit", {"parcel": "RB123456785CN", "size": "M", "courier": "c007"}, "permit-1")
+        hh.connect("127.0.0.1", broker.port)
+        hh.loop_start()
+        t = topics.build("o1", "handheld", "hh01", "evt")
+        for payload in (forward_event(1, "locker", permit),
+                        forward_event(2, "toaster", permit),       # unknown device kind: refused
+                        forward_event(1, "locker", permit)):       # redelivery of seq 1
+            hh.publish(t, payload, qos=1).wait_for_publish(5)
+        gw.wait_for("forward_refused", timeout=20)
+        deadline = time.monotonic() + 30
+        opened = []
+        while not opened and time.monotonic() < deadline:
+            opened = [n + 1 for n in range(24) if bus.is_open(1, n + 1)]
+            time.sleep(0.05)
+        assert len(opened) == 1, "the permit opened no door"
+        bus.close_door(1, opened[0])
+        dep = wait_event(db, "locker.deposit", timeout=30)
+        assert dep["body"]["parcel"] == "RB123456785CN" and dep["body"]["permit"] == "permit-1"
+        assert dep["body"]["courier"] == "c007" and dep["body"]["compartment"] == opened[0]
+        acked = wait_event(db, "gateway.command_acked", timeout=30)
+        assert acked["body"]["id"] == "permit-1"
+    finally:
+        hh.loop_stop()
+        hh.disconnect()
+        if fw is not None:
+            fw.kill()
+            fw.wait()
+        gw.stop()
+        bus.close()
+    forwards = [x for x in gw.lines if x.get("evt") == "forwarded"]
+    assert [x["command"] for x in forwards] == ["permit-1"]
+    st = EventStore(db)
+    try:
+        assert st.db.execute("SELECT id, status FROM commands").fetchall() == [("permit-1", "acked")]
     finally:
         st.close()

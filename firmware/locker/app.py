@@ -248,6 +248,8 @@ class Locker:
             body["courier"] = info.get("courier")
             body["expires"] = now + self.cfg["pickup_days"] * DAY
             body["code_by"] = code["by"]
+            if info.get("cmd"):
+                body["permit"] = info["cmd"]  # deposited under a platform-signed permit
             if "plain" in code:
                 # Issued offline: the platform needs it to notify the recipient.
                 body["code"] = code["plain"]
@@ -575,6 +577,29 @@ class Locker:
             self.comps.save()
             self._state_dirty = True
             return {"compartment": c["id"], "size": c["size"]}
+        if op == "deposit":
+            # A deposit permit: the platform signed it for this parcel and
+            # courier, the courier's handheld forwarded it through the
+            # gateway. The door opens now; the deposit is registered when
+            # it closes, as at the panel.
+            try:
+                parcel = barcodes.require_parcel_id(a.get("parcel", ""))
+            except InvalidBarcode as e:
+                raise FlowError("invalid_parcel", e.reason)
+            size = a.get("size")
+            if size not in K.SIZES or not isinstance(a.get("courier"), str):
+                raise FlowError("bad_args")
+            held = self.comps.find_parcel(parcel)
+            if held is not None and held["state"] != K.RESERVED:
+                raise FlowError("already_in_locker", "%d" % held["id"])
+            c = held if held is not None else self.comps.pick_free(size)
+            if c is None:
+                raise FlowError("full", size)
+            self._need_room()
+            asyncio.create_task(self._permit_cycle(c, cmd["id"], {
+                "parcel": parcel, "courier": a["courier"], "size": size, "back_to": c["state"],
+                "cmd": cmd["id"]}))
+            return {"compartment": c["id"], "size": c["size"]}
         if op == "config":
             o = self._load_json("overrides", {})
             for k in a:
@@ -588,6 +613,12 @@ class Locker:
             self.lockout.base_s = self.cfg["lockout_base_s"]
             return {"applied": sorted(a)}
         raise FlowError("unknown_op", op)
+
+    async def _permit_cycle(self, c, cmd_id, info):
+        try:
+            await self.door_cycle(c, "deposit", info)
+        except FlowError as e:
+            self.log("permit_deposit_failed", compartment=c["id"], cmd=cmd_id, error=e.code)
 
     async def _remote_cycle(self, c, cmd_id):
         try:

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from postedge import gateway_cmd
 
     gateway_cmd.add_parser(sub)
+    from postedge import handheld_cmd
+
+    handheld_cmd.add_parser(sub)
 
     f = sub.add_parser("firmware", help="package and deploy the locker firmware")
     fsub = f.add_subparsers(dest="fw", required=True)

@@ -6,6 +6,12 @@ package(
     files=(
         "__init__.py",
         "aio.py",
+        "counter/__init__.py",
+        "counter/app.py",
+        "counter/config.py",
+        "counter/main.py",
+        "devconfig.py",
+        "device.py",
         "hal/__init__.py",
         "hal/board.py",
         "hal/common.py",

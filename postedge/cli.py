@@ -41,7 +41,7 @@ def cmd_firmware(args: argparse.Namespace) -> int:
     from postedge import firmware_cmd as fw
 
     if args.fw == "bundle":
-        made = fw.bundle(args.out, args.arch)
+        made = fw.bundle(args.out, args.arch, args.app)
         print(json.dumps({"bundle": str(args.out), "arch": args.arch, "files": len(made)}))
         return 0
     if args.fw == "package-json":
@@ -51,7 +51,7 @@ def cmd_firmware(args: argparse.Namespace) -> int:
         print(fw.manifest_py(), end="")
         return 0
     # deploy
-    fw.bundle(args.out, args.arch)
+    fw.bundle(args.out, args.arch, args.app)
     rc = 0
     for cmd in fw.deploy_commands(args.out, args.port, args.config):
         print(" ".join(cmd))
@@ -80,11 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     handheld_cmd.add_parser(sub)
 
-    f = sub.add_parser("firmware", help="package and deploy the locker firmware")
+    f = sub.add_parser("firmware", help="package and deploy the device firmware (locker, counter scanner)")
     fsub = f.add_subparsers(dest="fw", required=True)
     fb = fsub.add_parser("bundle", help="compile device firmware to .mpy with mpy-cross")
     fb.add_argument("out", type=Path, help="output folder (mirrors the board's filesystem)")
     fb.add_argument("--arch", default="xtensawin", help="mpy-cross -march (xtensawin, armv6m, ...)")
+    fb.add_argument("--app", choices=("locker", "counter"), default="locker", help="what main.py starts")
     fp = fsub.add_parser("package-json", help="print the mip package.json")
     fp.add_argument("--version", default="0.1.0")
     fsub.add_parser("manifest", help="print manifest.py for freezing into a board image")
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--config", type=Path, help="the device's config.json to copy")
     fd.add_argument("--out", type=Path, default=Path("build/firmware"))
     fd.add_argument("--arch", default="xtensawin")
+    fd.add_argument("--app", choices=("locker", "counter"), default="locker", help="what main.py starts")
     fd.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
     f.set_defaults(func=cmd_firmware)
 

@@ -43,8 +43,16 @@ def manifest_py() -> str:
     )
 
 
-def bundle(out: Path, arch: str = "xtensawin") -> list[Path]:
-    """Compile device sources into out/lib/firmware/...; return the .mpy files."""
+APPS = ("locker", "counter")
+
+
+def bundle(out: Path, arch: str = "xtensawin", app: str = "locker") -> list[Path]:
+    """Compile device sources into out/lib/firmware/...; return the .mpy files.
+
+    Every device gets the whole package (it is small next to flash); ``app``
+    picks what ``main.py`` starts: the locker or the counter scanner."""
+    if app not in APPS:
+        raise ValueError(f"app must be one of {', '.join(APPS)}")
     src_root = unixport.firmware_root() / "firmware"
     made = []
     for rel in device_sources():
@@ -55,8 +63,8 @@ def bundle(out: Path, arch: str = "xtensawin") -> list[Path]:
         made.append(dst)
     boot = out / "main.py"
     boot.write_text(
-        "# postedge locker: start the application from config.json on flash\n"
-        "import sys\nfrom firmware.locker import main\nmain.main([\"main\", \"config.json\"])\n"
+        f"# postedge {app}: start the application from config.json on flash\n"
+        f"from firmware.{app} import main\nmain.main([\"main\", \"config.json\"])\n"
     )
     return made
 

@@ -41,6 +41,20 @@ def locker_config(device: str, outlet: str, broker_port: int, password: str, boa
     return cfg
 
 
+def counter_config(device: str, outlet: str, broker_port: int, password: str, engine_url: str,
+                   state_dir: Path, key: bytes, family: str = "gm65", **extra: Any) -> dict[str, Any]:
+    """A counter scanner's config (firmware/counter/config.py) for a simulated engine."""
+    cfg: dict[str, Any] = {
+        "device": device, "outlet": outlet,
+        "broker": {"host": "127.0.0.1", "port": broker_port, "user": device, "password": password,
+                   "timeout": 2},
+        "scanner": {"family": family, "uart": engine_url, "suffix": "cr", "idle_ms": 50},
+        "keys": {"k1": key.hex()}, "state_dir": str(state_dir),
+    }
+    cfg.update(extra)
+    return cfg
+
+
 class DoorCloser:
     """A person at the locker: shuts any door that has been open a moment."""
 

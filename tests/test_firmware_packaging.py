@@ -54,6 +54,14 @@ def test_bundle_compiles_for_esp32_and_the_result_runs(tmp_path: Path) -> None:
     p = subprocess.run(unixport.command(["-c", "import firmware.locker.panel; print('ok')"], heap="256k"),
                        env=env, capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == "ok", p.stderr
+    # The counter scanner's bundle boots its own app from the same package.
+    r = postedge("firmware", "bundle", str(tmp_path / "c"), "--arch", "x64", "--app", "counter")
+    assert r.returncode == 0, r.stderr
+    assert "from firmware.counter import main" in (tmp_path / "c" / "main.py").read_text()
+    env = {**unixport.env(), "MICROPYPATH": f".frozen:{tmp_path / 'c' / 'lib'}"}
+    p = subprocess.run(unixport.command(["-c", "import firmware.counter.app; print('ok')"], heap="256k"),
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "ok", p.stderr
 
 
 def test_deploy_dry_run_prints_the_mpremote_steps(tmp_path: Path) -> None:

@@ -14,10 +14,8 @@
 #   "lockout_base_s": 30, "panel": "socket://127.0.0.1:7001"
 # }
 
-import binascii
-import json
-
-from firmware.protocol.topics import valid_segment
+from firmware.devconfig import ConfigError, load_json, validate_common
+from firmware.devconfig import need as _need
 
 SIZES = ("S", "M", "L", "XL")
 DRIVERS = ("8a", "kerong")
@@ -35,39 +33,9 @@ DEFAULTS = {
 }
 
 
-class ConfigError(ValueError):
-    pass
-
-
-def _need(d, key, kind, where):
-    if key not in d:
-        raise ConfigError("%s: missing %r" % (where, key))
-    v = d[key]
-    if kind is int and (not isinstance(v, int) or isinstance(v, bool)):
-        raise ConfigError("%s.%s must be an integer" % (where, key))
-    if kind is str and not isinstance(v, str):
-        raise ConfigError("%s.%s must be a string" % (where, key))
-    if kind is dict and not isinstance(v, dict):
-        raise ConfigError("%s.%s must be an object" % (where, key))
-    if kind is list and not isinstance(v, list):
-        raise ConfigError("%s.%s must be a list" % (where, key))
-    return v
-
-
 def validate(cfg):
     """Return the config with defaults filled in, or raise ConfigError."""
-    if not isinstance(cfg, dict):
-        raise ConfigError("config must be a JSON object")
-    for key in ("device", "outlet"):
-        if not valid_segment(_need(cfg, key, str, "config")):
-            raise ConfigError("config.%s must be 1-32 of a-z 0-9 _ -" % key)
-    b = _need(cfg, "broker", dict, "config")
-    _need(b, "host", str, "broker")
-    port = _need(b, "port", int, "broker")
-    if not 0 < port < 65536:
-        raise ConfigError("broker.port out of range")
-    _need(b, "user", str, "broker")
-    _need(b, "password", str, "broker")
+    validate_common(cfg)
     bd = _need(cfg, "board", dict, "config")
     if _need(bd, "driver", str, "board") not in DRIVERS:
         raise ConfigError("board.driver must be one of %s" % ", ".join(DRIVERS))
@@ -93,16 +61,6 @@ def validate(cfg):
             raise ConfigError("%s: board %d lock %d is already compartment %d"
                               % (where, place[0], place[1], places[place]))
         places[place] = cid
-    keys = _need(cfg, "keys", dict, "config")
-    if not keys:
-        raise ConfigError("config.keys is empty: signed commands could never verify")
-    for kid in keys:
-        try:
-            k = binascii.unhexlify(keys[kid])
-        except Exception:
-            raise ConfigError("keys.%s must be hex" % kid)
-        if len(k) < 16:
-            raise ConfigError("keys.%s is shorter than 16 bytes" % kid)
     out = {}
     for k in DEFAULTS:
         out[k] = DEFAULTS[k]
@@ -115,20 +73,4 @@ def validate(cfg):
 
 
 def load(path):
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError("cannot read %s: %s" % (path, e))
-    try:
-        cfg = json.loads(text)
-    except Exception:
-        raise ConfigError("%s is not valid JSON" % path)
-    return validate(cfg)
-
-
-def secret_keys(cfg):
-    out = {}
-    for kid in cfg["keys"]:
-        out[kid] = binascii.unhexlify(cfg["keys"][kid])
-    return out
+    return load_json(path, validate)

@@ -1,0 +1,67 @@
+# What every device's JSON config shares, checked the same way for all: who
+# it is, where its broker is, and the keys its signed commands verify with.
+# A bad config must stop the boot with a message that names the field.
+
+import binascii
+import json
+
+from firmware.protocol.topics import valid_segment
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def need(d, key, kind, where):
+    if key not in d:
+        raise ConfigError("%s: missing %r" % (where, key))
+    v = d[key]
+    if kind is int and (not isinstance(v, int) or isinstance(v, bool)):
+        raise ConfigError("%s.%s must be an integer" % (where, key))
+    if kind is str and not isinstance(v, str):
+        raise ConfigError("%s.%s must be a string" % (where, key))
+    if kind is dict and not isinstance(v, dict):
+        raise ConfigError("%s.%s must be an object" % (where, key))
+    if kind is list and not isinstance(v, list):
+        raise ConfigError("%s.%s must be a list" % (where, key))
+    return v
+
+
+def validate_common(cfg):
+    """Check device, outlet, broker and keys; raise ConfigError naming the field."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("config must be a JSON object")
+    for key in ("device", "outlet"):
+        if not valid_segment(need(cfg, key, str, "config")):
+            raise ConfigError("config.%s must be 1-32 of a-z 0-9 _ -" % key)
+    b = need(cfg, "broker", dict, "config")
+    need(b, "host", str, "broker")
+    port = need(b, "port", int, "broker")
+    if not 0 < port < 65536:
+        raise ConfigError("broker.port out of range")
+    need(b, "user", str, "broker")
+    need(b, "password", str, "broker")
+    keys = need(cfg, "keys", dict, "config")
+    if not keys:
+        raise ConfigError("config.keys is empty: signed commands could never verify")
+    for kid in keys:
+        try:
+            k = binascii.unhexlify(keys[kid])
+        except Exception:
+            raise ConfigError("keys.%s must be hex" % kid)
+        if len(k) < 16:
+            raise ConfigError("keys.%s is shorter than 16 bytes" % kid)
+
+
+def load_json(path, validate):
+    """Read a JSON config from flash and validate it; ConfigError if either fails."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("cannot read %s: %s" % (path, e))
+    try:
+        cfg = json.loads(text)
+    except Exception:
+        raise ConfigError("%s is not valid JSON" % path)
+    return validate(cfg)

@@ -1,0 +1,270 @@
+# What every MQTT device of the outlet shares, whatever it drives: the
+# persistent event sequence, the flash outbox and its sender, presence with a
+# Last Will, alarms and audit records, signed commands verified, executed at
+# most once and acked, and the watchdog supervisor. The locker and the
+# counter scanner are subclasses that add their own flows and `execute`.
+
+import asyncio
+import binascii
+import json
+
+from firmware.aio import sleep_ms
+from firmware.locker.sender import Sender
+from firmware.mqtt.aclient import AsyncClient
+from firmware.outbox import Outbox, OutboxFull
+from firmware.protocol import envelope, signing, topics
+from firmware.protocol.errors import ProtocolError
+from firmware.protocol.ids import SeqCounter, format_event_id
+
+
+class FlowError(Exception):
+    """A flow refused for a reason the person at the device is told."""
+
+    def __init__(self, code, detail=""):
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
+
+
+class _Refusal:
+    """An ack error for a flow refusal (same shape as a ProtocolError)."""
+
+    def __init__(self, code, detail):
+        self.code = code
+        self.detail = detail
+
+
+def secret_keys(cfg):
+    out = {}
+    for kid in cfg["keys"]:
+        out[kid] = binascii.unhexlify(cfg["keys"][kid])
+    return out
+
+
+class Device:
+    def __init__(self, cfg, hal, kind, log=None):
+        self.cfg = cfg
+        self.hal = hal
+        self.kind = kind
+        self.clock = hal.clock
+        self.log = log or (lambda evt, **kw: None)
+        st = hal.storage(cfg["state_dir"])
+        self.storage = st
+        self.device = cfg["device"]
+        self.outlet = cfg["outlet"]
+        self.seq = SeqCounter(st)
+        self.outbox = Outbox(cfg["state_dir"] + "/outbox", capacity=cfg.get("outbox_bytes", 64 * 1024))
+        self.keys = secret_keys(cfg)
+        self.guard = signing.ReplayGuard(cfg.get("replay_window", 64))
+        self.guard.restore(self._load_json("replay", {}))
+        self.alarms_active = {}
+        self.beats = {}
+        self.stats = {"events": 0, "commands": 0, "commands_refused": 0}
+        self.t_evt = topics.build(self.outlet, kind, self.device, "evt")
+        self.t_state = topics.build(self.outlet, kind, self.device, "state")
+        self.t_presence = topics.build(self.outlet, kind, self.device, "presence")
+        self.t_cmd = topics.build(self.outlet, kind, self.device, "cmd")
+        self.t_ack = topics.build(self.outlet, kind, self.device, "ack")
+        b = cfg["broker"]
+        self._cmds = []
+        self._cmd_ev = asyncio.Event()
+        self._send_ev = asyncio.Event()
+        self.mqtt = AsyncClient(
+            "pe-" + self.device, b["host"], b["port"], b["user"], b["password"],
+            keepalive=cfg["keepalive"], timeout=b.get("timeout", 5.0), clean=False,
+            will_topic=self.t_presence, will_msg=b"offline", on_message=self._on_message,
+            log=self.log, backoff_cap=b.get("backoff_cap", 1.0),
+        )
+        self.sender = Sender(self.outbox, self.mqtt, self._send_ev, lambda: self.beat("sender"))
+
+    async def execute(self, cmd):
+        raise FlowError("unknown_op", cmd["op"])
+
+    def _load_json(self, name, default):
+        raw = self.storage.read(name)
+        if not raw:
+            return default
+        try:
+            return json.loads(raw)
+        except Exception:
+            self.log("state_corrupt", name=name)
+            return default
+
+    def _save_json(self, name, obj):
+        self.storage.write(name, json.dumps(obj).encode())
+
+
+    def now(self):
+        return self.clock.time()
+
+
+    def next_event_id(self):
+        return format_event_id(self.device, self.seq.incarnation, self.seq.next())
+
+    def emit(self, etype, cls, body, eid=None):
+        """Put an event into the outbox; custody and alarms hit flash at once."""
+        eid = eid or self.next_event_id()
+        env = envelope.make(eid, self.now(), etype, cls, body, boot=self.seq.boot)
+        self.outbox.append(cls, self.t_evt, envelope.encode(env))
+        if cls in envelope.NEVER_EVICT:
+            self.outbox.flush()
+        self.stats["events"] += 1
+        self._send_ev.set()
+        self._after_outbox()
+        return eid
+
+    def _after_outbox(self):
+        ob = self.outbox
+        if ob.nearly_full and "outbox_nearly_full" not in self.alarms_active:
+            self.alarms_active["outbox_nearly_full"] = self.now()
+            self._alarm_record("outbox_nearly_full", {"used": ob.live_bytes, "capacity": ob.capacity})
+        elif not ob.nearly_full:
+            self.alarms_active.pop("outbox_nearly_full", None)
+        if ob.alarm_pending:
+            # Evicted telemetry, refused records or records lost to flash
+            # corruption: say so upstream, with the counts.
+            self._alarm_record("outbox_full", ob.take_alarm())
+
+    def _alarm_record(self, kind, body):
+        b = {"alarm": kind}
+        for k in body:
+            b[k] = body[k]
+        try:
+            eid = format_event_id(self.device, self.seq.incarnation, self.seq.next())
+            env = envelope.make(eid, self.now(), self.kind + ".alarm", "alarm", b, boot=self.seq.boot)
+            self.outbox.append("alarm", self.t_evt, envelope.encode(env))
+            self.outbox.flush()
+        except OutboxFull:
+            self.log("alarm_lost_outbox_full", alarm=kind)
+        self.log("alarm", **b)
+        self.hal.indicator.signal("alarm")
+        self._send_ev.set()
+
+    def alarm(self, kind, **body):
+        self._alarm_record(kind, body)
+
+    def audit(self, what, **body):
+        body["what"] = what
+        try:
+            return self.emit(self.kind + ".audit", "audit", body)
+        except OutboxFull:
+            self.log("audit_lost_outbox_full", what=what)
+
+    # ---- door cycles (journaled)
+
+    def _on_message(self, topic, payload, retained):
+        if topic == self.t_cmd:
+            if len(self._cmds) >= 32:
+                self.stats["commands_refused"] += 1
+                self.log("command_queue_full")
+                return
+            self._cmds.append(payload)
+            self._cmd_ev.set()
+
+    def _ack(self, cmd_id, error=None, result=None):
+        try:
+            self.outbox.append("audit", self.t_ack, signing.ack(cmd_id, self.now(), error, result))
+            self.outbox.flush()
+        except OutboxFull:
+            self.log("ack_lost_outbox_full", id=cmd_id)
+        self._send_ev.set()
+
+    async def handle_command(self, payload):
+        self.stats["commands"] += 1
+        cmd_id = None
+        try:
+            probe = json.loads(payload)
+            if isinstance(probe, dict) and isinstance(probe.get("id"), str):
+                cmd_id = probe["id"][:32]
+        except Exception:
+            pass
+        try:
+            cmd = signing.verify(payload, self.keys, self.device, self.now(), self.guard)
+        except ProtocolError as e:
+            self.stats["commands_refused"] += 1
+            self.audit("command", id=cmd_id, result=e.code)
+            self._ack(cmd_id or "?", e)
+            return e.code
+        # At most once: the replay window is on flash before anything runs.
+        self._save_json("replay", self.guard.state())
+        try:
+            result = await self.execute(cmd)
+        except FlowError as e:
+            self.audit("command", id=cmd["id"], op=cmd["op"], result=e.code)
+            self._ack(cmd["id"], _Refusal(e.code, e.detail))
+            return e.code
+        self.audit("command", id=cmd["id"], op=cmd["op"], result="ok")
+        self._ack(cmd["id"], None, result)
+        return "ok"
+
+
+    def beat(self, name):
+        self.beats[name] = self.clock.ticks_ms()
+
+    async def command_task(self):
+        while True:
+            self.beat("commands")
+            if not self._cmds:
+                self._cmd_ev.clear()
+                try:
+                    await asyncio.wait_for(self._cmd_ev.wait(), 1)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            await self.handle_command(self._cmds.pop(0))
+
+    async def sender_task(self):
+        await self.sender.run()
+
+
+    async def presence_task(self):
+        while True:
+            await self.mqtt.connected.wait()
+            # Subscribe first: the gateway sends waiting commands as soon as
+            # it sees "online", and the broker handles our packets in order.
+            await self.mqtt.subscribe(self.t_cmd, 1)
+            await self.mqtt.publish(self.t_presence, b"online", 1, retain=True)
+            while self.mqtt.connected.is_set():
+                await sleep_ms(200)
+
+    async def supervisor_task(self, watchdog, tasks):
+        """Feed the watchdog only while every task has beaten recently."""
+        limit = max(5000, self.cfg.get("poll_ms", 500) * 10)
+        while True:
+            now = self.clock.ticks_ms()
+            stale = [t for t in tasks if self.clock.ticks_diff(now, self.beats.get(t, now)) > limit]
+            if not stale:
+                watchdog.feed()
+            else:
+                self.log("watchdog_starved", tasks=stale)
+            if watchdog.check():
+                return
+            await sleep_ms(1000)
+
+    async def mem_task(self, every_ms):
+        """Heap figures for benchmarks and field diagnostics (MicroPython only)."""
+        import gc
+
+        if not hasattr(gc, "mem_alloc"):
+            return
+        peak = 0
+        n = 0
+        while True:
+            # Live bytes: mem_alloc() alone counts garbage not yet collected
+            # and so reads as "the whole heap" under steady churn.
+            gc.collect()
+            a = gc.mem_alloc()
+            if a > peak:
+                peak = a
+            n += 1
+            if n % 20 == 1:
+                self.log("mem", alloc=a, free=gc.mem_free(), peak=peak)
+            await sleep_ms(every_ms)
+
+    async def publish_state(self, doc):
+        """The retained state document (the clerk's page and the gateway's
+        device list read it); a failure is logged and retried next time."""
+        try:
+            await self.mqtt.publish(self.t_state, json.dumps(doc).encode(), 1, retain=True)
+        except Exception as e:
+            self.log("state_publish_failed", error=repr(e))

@@ -30,8 +30,9 @@ def _upstream(d: dict[str, Any] | None, base: Path | None) -> dict[str, Any] | N
     return out
 
 
-def _web(d: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Checked at load, so every command using the file refuses a bad [web]."""
+def _web(d: dict[str, Any] | None, base: Path | None = None) -> dict[str, Any] | None:
+    """Checked at load, so every command using the file refuses a bad [web];
+    ``passwd_file``/``acl_file`` made absolute against the config's folder."""
     if d is None:
         return None
     from gateway.web import parse_config
@@ -40,7 +41,11 @@ def _web(d: dict[str, Any] | None) -> dict[str, Any] | None:
         parse_config(d)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return d
+    out = dict(d)
+    for k in ("passwd_file", "acl_file"):
+        if base is not None and isinstance(out.get(k), str) and not Path(out[k]).is_absolute():
+            out[k] = str(base / out[k])
+    return out
 
 
 def _budget(d: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -102,7 +107,7 @@ class GatewayConfig:
             group_window_s=float(d.get("group_window_s", 0.02)),
             group_max=int(d.get("group_max", 500)),
             upstream=_upstream(d.get("upstream"), base),
-            web=_web(d.get("web")),
+            web=_web(d.get("web"), base),
             budget=_budget(d.get("budget")),
         )
 

@@ -33,3 +33,11 @@ EVICTED = Counter("postedge_evicted_events", "Events evicted under the disk budg
                   ["cls"], registry=REGISTRY)
 COMMANDS = Counter("postedge_commands", "Downstream commands by outcome", ["outcome"],
                    registry=REGISTRY)
+UPLOAD_CHUNKS = Counter("postedge_upload_chunks", "Photo chunks from handhelds, by outcome "
+                        "(stored, duplicate, truncated)", ["outcome"], registry=REGISTRY)
+UPLOAD_BYTES = Counter("postedge_upload_bytes", "Photo chunk bytes stored", registry=REGISTRY)
+UPLOAD_REJECTED = Counter("postedge_upload_rejected", "Upload requests refused, by reason",
+                          ["reason"], registry=REGISTRY)
+PHOTOS = Counter("postedge_photos", "Photos by outcome (complete, deduplicated, hash_mismatch, "
+                 "expired, synced)", ["outcome"], registry=REGISTRY)
+PHOTO_SYNC_BYTES = Counter("postedge_photo_sync_bytes", "Photo bytes sent upstream", registry=REGISTRY)

@@ -80,6 +80,32 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 3: photo uploads from handhelds (gateway/uploads.py); chunk bytes are
+    # files next to the database, only their bookkeeping lives here
+    """
+    CREATE TABLE uploads (
+        sha256 TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        chunk_size INTEGER NOT NULL,
+        chunks INTEGER NOT NULL,
+        received INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        completed_at REAL,
+        synced_at REAL,
+        meta TEXT
+    );
+    CREATE INDEX uploads_unsynced ON uploads(completed_at)
+        WHERE completed_at IS NOT NULL AND synced_at IS NULL;
+    CREATE INDEX uploads_partial ON uploads(device) WHERE completed_at IS NULL;
+    CREATE TABLE upload_chunks (
+        sha256 TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        sha256_chunk TEXT NOT NULL,
+        PRIMARY KEY (sha256, idx)
+    );
+    """,
 ]
 
 # Lanes for upstream sync: alarms and fresh status jump the backlog.

@@ -18,6 +18,9 @@ Routes:
                  gauges are refreshed from the store on every scrape, so they
                  are right even before ingest or sync has touched them
 ``/healthz``     200 ``ok`` when the store can be read, else 503
+``/v1/uploads``  photo uploads from handhelds (``POST``/``PUT``/``HEAD``/``GET``),
+                 handled by ``gateway/uploads.py``: one LAN port for the page
+                 and the uploads; needs ``passwd_file`` (Mosquitto's) for logins
 
 Each request opens its own read-only SQLite connection: WAL lets it read
 while ingest commits, and a read-only handle means no bug on this page can
@@ -51,7 +54,7 @@ from gateway.config import ConfigError
 from gateway.store import EventStore
 from gateway.web_text import LANGS, has, t
 
-KEYS = ("host", "port", "lang", "refresh_s")
+KEYS = ("host", "port", "lang", "refresh_s", "passwd_file", "acl_file")
 ALARM_RED_S = 3600.0  # an alarm this fresh turns the page red
 ALARM_WINDOW_S = 24 * 3600.0  # the "alarms, last 24 h" tile
 BACKLOG_WARN_S = 3600.0  # unsent data older than this asks for attention
@@ -79,6 +82,10 @@ class WebConfig:
     port: int = 8080
     lang: str = "zh"
     refresh_s: int = 5
+    # Mosquitto's password file (and ACL, default: ``acl`` beside it): photo
+    # uploads log in with the handheld's broker account. Unset: uploads 503.
+    passwd_file: str | None = None
+    acl_file: str | None = None
 
 
 def parse_config(web: dict[str, Any]) -> WebConfig:
@@ -102,7 +109,15 @@ def parse_config(web: dict[str, Any]) -> WebConfig:
     refresh = web.get("refresh_s", d.refresh_s)
     if not isinstance(refresh, int) or isinstance(refresh, bool) or not 1 <= refresh <= 3600:
         raise ConfigError(f"web.refresh_s must be an integer 1-3600 (seconds), got {refresh!r}")
-    return WebConfig(host=host.strip(), port=port, lang=lang, refresh_s=refresh)
+    files: dict[str, str | None] = {}
+    for k in ("passwd_file", "acl_file"):
+        v = web.get(k)
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            raise ConfigError(f"web.{k} must be a file path, got {v!r}")
+        files[k] = v
+    if files["acl_file"] and not files["passwd_file"]:
+        raise ConfigError("web.acl_file given without web.passwd_file")
+    return WebConfig(host=host.strip(), port=port, lang=lang, refresh_s=refresh, **files)
 
 
 # ---------------------------------------------------------------- store access
@@ -618,9 +633,16 @@ class StatusServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, addr: tuple[str, int], db_path: Path, cfg: WebConfig) -> None:
+        from gateway.uploads import UploadService
+
         self.db_path = Path(db_path)
         self.cfg = cfg
+        self.uploads = UploadService(self.db_path, cfg.passwd_file, cfg.acl_file)
         super().__init__(addr, StatusHandler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.uploads.close()
 
 
 class StatusHandler(BaseHTTPRequestHandler):
@@ -638,9 +660,41 @@ class StatusHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch(head=False)
 
+    def do_POST(self) -> None:
+        self._upload("POST")
+
+    def do_PUT(self) -> None:
+        self._upload("PUT")
+
+    def _upload(self, method: str) -> None:
+        """Everything under /v1/uploads goes to gateway/uploads.py."""
+        self._nonce = None
+        path = urlsplit(self.path).path
+        if path != "/v1/uploads" and not path.startswith("/v1/uploads/"):
+            self.close_connection = True  # a body we did not read may follow
+            self._send(405, "text/plain; charset=utf-8", b"method not allowed\n", False)
+            return
+        self.connection.settimeout(30)  # a handheld gone mid-chunk must not hold a thread
+        try:
+            r = self.server.uploads.handle(method, path, self.headers, self.rfile)
+        except Exception as e:
+            from gateway.ingest import emit
+
+            emit("web_error", path=path, error=repr(e), trace=traceback.format_exc(limit=5))
+            self.close_connection = True
+            self._send(500, "text/plain; charset=utf-8", b"internal error\n", False)
+            return
+        if r.close:
+            self.close_connection = True
+        if r.code:
+            self._send(r.code, "application/json; charset=utf-8", r.body, method == "HEAD", r.headers)
+
     def _dispatch(self, head: bool) -> None:
         self._nonce: str | None = None
         url = urlsplit(self.path)
+        if url.path == "/v1/uploads" or url.path.startswith("/v1/uploads/"):
+            self._upload("HEAD" if head else "GET")
+            return
         q = parse_qs(url.query)
         cfg = self.server.cfg
         lang = q.get("lang", [cfg.lang])[0]
@@ -668,8 +722,11 @@ class StatusHandler(BaseHTTPRequestHandler):
             code, ctype, body = 500, "text/plain; charset=utf-8", b"internal error\n"
         self._send(code, ctype, body, head)
 
-    def _send(self, code: int, ctype: str, body: bytes, head: bool) -> None:
+    def _send(self, code: int, ctype: str, body: bytes, head: bool,
+              extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")

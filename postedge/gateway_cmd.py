@@ -35,10 +35,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     services = []
     if cfg.upstream is not None:
         from gateway.downlink import Downlink
+        from gateway.photo_sync import start_photo_sync
         from gateway.sync import start_syncer
 
         services.append(start_syncer(cfg.db, cfg.outlet, cfg.upstream, stop))
         services.append(Downlink(cfg.db, cfg.outlet, cfg.upstream, stop).start())
+        # Photos go up only while the event backlog is empty (HTTPS uplinks).
+        services.append(start_photo_sync(cfg.db, cfg.outlet, cfg.upstream, stop))
     if cfg.web is not None:
         from gateway.web import start_web
 

@@ -22,13 +22,22 @@ benchmarks and the simulator (issue 7).
 - :func:`make_certs`: a test PKI with the ``openssl`` CLI: a CA, a server
   certificate for 127.0.0.1/localhost, a client certificate, one signed by an
   untrusted CA and one for the wrong host name.
+
+Photos: the HTTPS endpoint also answers the gateway's photo uploads
+(``/v1/uploads``, the protocol of ``gateway/uploads.py``) as a real platform
+must: chunks and whole files are hash-checked, photos are kept once per
+content hash across all outlets (a second outlet's copy costs one request),
+and every claim (outlet, device, meta) is recorded, since the same picture
+arriving as evidence from two places is itself worth a look.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import queue
+import re
 import socket
 import ssl
 import subprocess
@@ -140,6 +149,12 @@ class Central:
         self.down_acked: dict[str, int] = {}
         self.pulls: Counter[str] = Counter()
         self.down_page = 100
+        # photos, by content hash
+        self.photos: dict[str, bytes] = {}
+        self.photo_claims: dict[str, list[dict[str, Any]]] = {}
+        self.photo_partial: dict[str, dict[str, Any]] = {}
+        self.photo_puts: Counter[str] = Counter()
+        self.photo_begins: Counter[str] = Counter()
 
     @property
     def duplicates(self) -> int:
@@ -200,6 +215,63 @@ class Central:
         ids = [e[0] for e in batch.events]
         return None if rec.ack_dropped else encode_ack(batch.id, acked, rejected, batch_ids=ids)
 
+    # -------------------------------------------------------------- photos
+    def _photo_state(self, sha: str) -> dict[str, Any] | None:
+        if sha in self.photos:
+            size = len(self.photos[sha])
+            cs = self.photo_partial.get(sha, {}).get("chunk_size", max(size, 1))
+            n = -(-size // cs)
+            return {"sha256": sha, "size": size, "chunk_size": cs, "chunks": n, "confirmed": list(range(n)),
+                    "complete": True}
+        p = self.photo_partial.get(sha)
+        if p is None:
+            return None
+        return {"sha256": sha, "size": p["size"], "chunk_size": p["chunk_size"], "chunks": p["chunks"],
+                "confirmed": sorted(p["parts"]), "complete": False}
+
+    def photo_begin(self, outlet: str, doc: Any) -> tuple[int, dict[str, Any]]:
+        if not isinstance(doc, dict):
+            return 400, {"error": "bad_json"}
+        sha, size, cs = doc.get("sha256"), doc.get("size"), doc.get("chunk_size")
+        if not isinstance(sha, str) or not _HEX64.match(sha) or not isinstance(size, int) or \
+                not 1 <= size <= 64 * 1024 * 1024 or not isinstance(cs, int) or \
+                not 1024 <= cs <= 4 * 1024 * 1024:
+            return 400, {"error": "bad_request"}
+        with self.lock:
+            self.photo_begins[sha] += 1
+            self.photo_claims.setdefault(sha, []).append({"outlet": outlet, "meta": doc.get("meta")})
+            st = self._photo_state(sha)
+            if st is not None:
+                return 200, st
+            self.photo_partial[sha] = {"size": size, "chunk_size": cs, "chunks": -(-size // cs), "parts": {}}
+            return 201, self._photo_state(sha) or {}
+
+    def photo_chunk(self, sha: str, idx: int, body: bytes, chunk_hash: str) -> tuple[int, bool]:
+        """(status, complete)."""
+        with self.lock:
+            self.photo_puts[sha] += 1
+            if sha in self.photos:
+                return 204, True
+            p = self.photo_partial.get(sha)
+            if p is None:
+                return 404, False
+            if idx >= p["chunks"]:
+                return 400, False
+            want = p["chunk_size"] if idx < p["chunks"] - 1 else p["size"] - p["chunk_size"] * idx
+            if len(body) != want or hashlib.sha256(body).hexdigest() != chunk_hash:
+                return 400, False
+            p["parts"][idx] = body
+            if len(p["parts"]) < p["chunks"]:
+                return 204, False
+            data = b"".join(p["parts"][i] for i in range(p["chunks"]))
+            if hashlib.sha256(data).hexdigest() != sha:
+                p["parts"].clear()
+                return 409, False
+            self.photos[sha] = data
+            p["parts"].clear()
+            self.lock.notify_all()
+            return 204, True
+
     def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
         """Queue a signed command for an outlet's device; returns its cursor."""
         with self.lock:
@@ -236,6 +308,10 @@ class Central:
 
 
 # ------------------------------------------------------------------- HTTPS
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+UPLOADS = "/v1/uploads"
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -258,12 +334,79 @@ class _Handler(BaseHTTPRequestHandler):
         got = self.headers.get("Authorization", "")
         return got == "Basic " + base64.b64encode(f"{want[0]}:{want[1]}".encode()).decode()
 
+    def _upload_path(self) -> list[str] | None:
+        """The segments after /v1/uploads, or None for any other path."""
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path != UPLOADS and not path.startswith(UPLOADS + "/"):
+            return None
+        return path[len(UPLOADS):].split("/")[1:]
+
+    def _uploads(self, parts: list[str], body: bytes) -> None:
+        central = self.server.central
+        if not self._authorized():
+            self._reply(401, b'{"error":"unauthorized"}')
+            return
+        if central.fail:
+            self._reply(500, b'{"error":"injected"}')
+            return
+        if self.command == "POST" and not parts:
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            code, st = central.photo_begin(self.headers.get("X-Postedge-Outlet", ""), doc)
+            self._reply(code, json.dumps(st).encode())
+        elif self.command == "PUT" and len(parts) == 2 and _HEX64.match(parts[0]) and parts[1].isdigit():
+            code, complete = central.photo_chunk(parts[0], int(parts[1]), body,
+                                                 self.headers.get("X-Chunk-Sha256", ""))
+            self.send_response(code)
+            self.send_header("X-Upload-Complete", "true" if complete else "false")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.command in ("GET", "HEAD") and len(parts) == 1:
+            with central.lock:
+                st = central._photo_state(parts[0])
+            if st is None:
+                self._reply(404, b'{"error":"unknown_upload"}')
+            else:
+                self._reply(200, json.dumps(st).encode())
+        else:
+            self._reply(404, b'{"error":"no_route"}')
+
+    def _read_body(self) -> bytes | None:
+        want = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(want)
+        if len(body) < want:
+            with self.server.central.lock:
+                self.server.central.truncated += 1
+            self.close_connection = True
+            return None
+        return body
+
+    def do_PUT(self) -> None:
+        parts = self._upload_path()
+        body = self._read_body()
+        if body is None:
+            return
+        if parts is None:
+            self._reply(404, b'{"error":"no_route"}')
+            return
+        self._uploads(parts, body)
+
     def do_HEAD(self) -> None:
         central = self.server.central
+        parts = self._upload_path()
+        if parts is not None:
+            self._uploads(parts, b"")
+            return
         self._reply(500 if central.fail else 204)
 
     def do_GET(self) -> None:
         central = self.server.central
+        parts = self._upload_path()
+        if parts is not None:
+            self._uploads(parts, b"")
+            return
         if not self._authorized():
             self._reply(401, b'{"error":"unauthorized"}')
             return
@@ -287,6 +430,10 @@ class _Handler(BaseHTTPRequestHandler):
             with central.lock:
                 central.truncated += 1
             self.close_connection = True
+            return
+        parts = self._upload_path()
+        if parts is not None:
+            self._uploads(parts, body)
             return
         if not self._authorized():
             self._reply(401, b'{"error":"unauthorized"}')

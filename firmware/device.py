@@ -268,3 +268,12 @@ class Device:
             await self.mqtt.publish(self.t_state, json.dumps(doc).encode(), 1, retain=True)
         except Exception as e:
             self.log("state_publish_failed", error=repr(e))
+
+    async def halt(self):
+        """Stop every task and drop the connection without a DISCONNECT, as
+        a power cut does (the broker publishes the Last Will). For hosts
+        that run devices in-process: the simulator's power switch."""
+        for t in getattr(self, "tasks", ()):
+            t.cancel()
+        self.mqtt._running = False
+        await self.mqtt._close_stream()

@@ -220,7 +220,6 @@ class Counter(Device):
         tasks = [asyncio.create_task(self.mqtt.run()), asyncio.create_task(self.presence_task()),
                  asyncio.create_task(self.sender_task()), asyncio.create_task(self.command_task()),
                  asyncio.create_task(self.scan_task()), asyncio.create_task(self.state_task())]
+        self.tasks = tasks
         wd = self.hal.watchdog(self.cfg["watchdog_ms"])
         await self.supervisor_task(wd, ("sender", "commands", "scanner", "state"))
-        for t in tasks:
-            t.cancel()

@@ -563,5 +563,6 @@ class Locker(Device):
             tasks.append(asyncio.create_task(panel.run(self)))
         if self.cfg.get("mem_log_ms"):
             tasks.append(asyncio.create_task(self.mem_task(self.cfg["mem_log_ms"])))
+        self.tasks = tasks
         wd = self.hal.watchdog(self.cfg["watchdog_ms"])
         await self.supervisor_task(wd, ("sender", "commands", "monitor"))

@@ -1,0 +1,347 @@
+"""Bulletin-board jobs: the list from the platform, one site at a time, photos as evidence.
+
+The job list arrives as a platform-signed command to this handheld (op ``jobs``,
+verified in :mod:`handheld.app`), e.g.::
+
+    {"op": "jobs", "args": {"round": "r-0501", "jobs": [
+        {"id": "j-17", "kind": "install", "campaign": "PE-CAMP:health-2025",
+         "site": {"id": "s-0451-03", "name": "Xiakou village square",
+                  "lat_e7": 275012345, "lon_e7": 1099123456,
+                  "directions": "Behind the clinic, left of the shop"}},
+        {"id": "j-18", "kind": "maintenance", "campaign": "PE-CAMP:health-2025", "site": {...}}]}}
+
+Coordinates are 1e-7 degrees (the protocol carries no floats). Each kind is a fixed
+sequence of steps, done in order:
+
+- ``install``: install_board -> post_poster -> photo (must show the campaign QR) -> submit
+- ``maintenance``: photo_before -> maintain -> photo_after (campaign QR if the job names
+  one) -> submit
+
+Every step is an ``audit`` event (``handheld.board_step``); every accepted photo a
+``handheld.photo`` event carrying the evidence record's hashes and position, and its
+JPEG goes to the upload queue; submit is ``handheld.job_submitted``. A job shows
+``submitted`` until the outbox has been acked for its submit event, then ``sent``.
+
+The campaign check reads the QR codes in the *stored* JPEG (what a reviewer will see)
+with :func:`handheld.decode.decode_image`: no QR at all, or a QR for another campaign,
+refuses the photo with a message that says what to do, and the photo is retracted from
+the duplicate index so the retake is not called a duplicate of a refused picture.
+
+State (``jobs.json`` in the state dir, written atomically) survives restarts; a new job
+list replaces jobs not yet started and keeps those in progress, so no work is lost to
+a re-sent list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handheld import decode as _decode
+from handheld import photo as _photo
+from handheld.evidence import EvidenceRefused, capture_evidence
+from handheld.photo_index import PhotoIndex
+from handheld.ui_text import Refused, both
+
+log = logging.getLogger(__name__)
+
+STEPS: dict[str, tuple[str, ...]] = {
+    "install": ("install_board", "post_poster", "photo"),
+    "maintenance": ("photo_before", "maintain", "photo_after"),
+}
+PHOTO_STEPS = ("photo", "photo_before", "photo_after")
+CAMPAIGN_STEPS = ("photo", "photo_after")
+
+Emit = Callable[[str, str, dict[str, Any]], tuple[str, int]]
+
+
+def atomic_json(path: Path, doc: Any) -> None:
+    """Write temp + fsync + rename: a power cut leaves the old or the new file, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError):
+        log.error("state file %s unreadable; kept aside as .bad", path)
+        try:
+            os.replace(path, path.with_name(path.name + ".bad"))
+        except OSError:
+            pass
+        return default
+
+
+def campaign_matches(text: str, campaign: str) -> bool:
+    """The QR holds the campaign id itself or a URL ending in it (``.../c/<id>``, ``?c=<id>``)."""
+    text = text.strip()
+    return text == campaign or text.endswith("/" + campaign) or text.endswith("=" + campaign)
+
+
+def check_job(job: Any) -> dict[str, Any]:
+    """Validate one job from the list; raise ValueError naming the field."""
+    if not isinstance(job, dict):
+        raise ValueError("job must be an object")
+    jid = job.get("id")
+    if not isinstance(jid, str) or not 0 < len(jid) <= 64:
+        raise ValueError("job.id must be a string of 1-64 characters")
+    if job.get("kind") not in STEPS:
+        raise ValueError(f"job {jid}: kind must be one of {', '.join(STEPS)}")
+    site = job.get("site")
+    if not isinstance(site, dict) or not isinstance(site.get("id"), str):
+        raise ValueError(f"job {jid}: site must be an object with an id")
+    for k in ("lat_e7", "lon_e7"):
+        if k in site and (not isinstance(site[k], int) or isinstance(site[k], bool)):
+            raise ValueError(f"job {jid}: site.{k} must be an integer (1e-7 degrees)")
+    camp = job.get("campaign")
+    if camp is not None and (not isinstance(camp, str) or not camp):
+        raise ValueError(f"job {jid}: campaign must be a non-empty string")
+    if job["kind"] == "install" and not camp:
+        raise ValueError(f"job {jid}: an install job needs the poster's campaign")
+    return job
+
+
+class PhotoSink:
+    """Where accepted photos go for upload (implemented in :mod:`handheld.app`)."""
+
+    def add(self, path: Path, meta: dict[str, Any]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Jobs:
+    def __init__(self, state_dir: Path, device: str, emit: Emit, delivered: Callable[[int], bool],
+                 index: PhotoIndex, gnss: Callable[[], Any], photos: PhotoSink,
+                 require_position: bool = True) -> None:
+        self.path = state_dir / "jobs.json"
+        self.photo_dir = state_dir / "photos"
+        self.device = device
+        self.emit = emit
+        self.delivered = delivered
+        self.index = index
+        self.gnss = gnss
+        self.photos = photos
+        self.require_position = require_position
+        self._lock = threading.RLock()
+        self.state: dict[str, Any] = read_json(self.path, {"round": None, "order": [], "jobs": {}})
+        self.last_photo: dict[str, Any] | None = None
+
+    def _save(self) -> None:
+        atomic_json(self.path, self.state)
+
+    # ------------------------------------------------------------------ the list
+    def load_list(self, args: dict[str, Any]) -> int:
+        """Apply a verified ``jobs`` command; returns how many jobs are listed. ValueError if bad."""
+        raw = args.get("jobs")
+        if not isinstance(raw, list):
+            raise ValueError("args.jobs must be a list")
+        new = [check_job(j) for j in raw]
+        with self._lock:
+            old = self.state["jobs"]
+            jobs: dict[str, Any] = {}
+            for j in new:
+                prev = old.get(j["id"])
+                if prev is not None and prev["status"] != "open":
+                    jobs[j["id"]] = prev  # work in progress is never replaced
+                else:
+                    jobs[j["id"]] = {"def": j, "status": "open", "steps": {}, "photos": {}}
+            for jid, prev in old.items():  # started jobs dropped from the list stay until sent
+                if jid not in jobs and prev["status"] in ("active", "submitted"):
+                    jobs[jid] = prev
+            self.state = {"round": args.get("round"), "order": list(jobs), "jobs": jobs,
+                          "received": int(time.time())}
+            self._save()
+        return len(new)
+
+    def _job(self, jid: str) -> dict[str, Any]:
+        job = self.state["jobs"].get(jid)
+        if job is None:
+            raise Refused("no_job")
+        return job
+
+    def next_step(self, job: dict[str, Any]) -> str | None:
+        for s in STEPS[job["def"]["kind"]]:
+            if s not in job["steps"]:
+                return s
+        return None
+
+    def list(self) -> list[dict[str, Any]]:
+        """Jobs for the UI, with ``sent`` worked out from the outbox."""
+        with self._lock:
+            out = []
+            changed = False
+            for jid in self.state["order"]:
+                job = self.state["jobs"][jid]
+                if job["status"] == "submitted" and self.delivered(job.get("submit_seq", 0)):
+                    job["status"] = "sent"
+                    changed = True
+                d = job["def"]
+                out.append({"id": jid, "kind": d["kind"], "site": d["site"], "campaign": d.get("campaign"),
+                            "status": job["status"], "steps": list(STEPS[d["kind"]]),
+                            "done": sorted(job["steps"], key=STEPS[d["kind"]].index),
+                            "next": self.next_step(job), "photos": job["photos"]})
+            if changed:
+                self._save()
+            return out
+
+    # ------------------------------------------------------------------ steps
+    def pick(self, jid: str) -> dict[str, Any]:
+        with self._lock:
+            job = self._job(jid)
+            if job["status"] in ("submitted", "sent"):
+                raise Refused("job_done")
+            if job["status"] == "open":
+                job["status"] = "active"
+                job["started"] = int(time.time())
+                self._board_event(job, "arrive")
+                self._save()
+            return {"ok": True, "job": jid}
+
+    def _board_event(self, job: dict[str, Any], step: str, **extra: Any) -> str:
+        d = job["def"]
+        body = {"job": d["id"], "site": d["site"]["id"], "step": step, "kind": d["kind"], **extra}
+        eid, _ = self.emit("handheld.board_step", "audit", body)
+        return eid
+
+    def _expect(self, job: dict[str, Any], step: str) -> None:
+        if job["status"] in ("submitted", "sent"):
+            raise Refused("job_done")
+        if job["status"] == "open":
+            raise Refused("bad_step", step=step)
+        if self.next_step(job) != step:
+            raise Refused("bad_step", step=step)
+
+    def do_step(self, jid: str, step: str) -> dict[str, Any]:
+        """A manual step (install_board, post_poster, maintain)."""
+        with self._lock:
+            job = self._job(jid)
+            if step in PHOTO_STEPS:
+                raise Refused("bad_step", step=step)
+            self._expect(job, step)
+            eid = self._board_event(job, step)
+            job["steps"][step] = {"at": int(time.time()), "event": eid}
+            self._save()
+            return {"ok": True, "step": step, **both("ok.step", step=step)}
+
+    def photo(self, jid: str, step: str, image: np.ndarray | bytes | None) -> dict[str, Any]:
+        """Take the evidence photo for ``step``; raises Refused / EvidenceRefused with courier text."""
+        with self._lock:
+            job = self._job(jid)
+            if step not in PHOTO_STEPS:
+                raise Refused("bad_step", step=step)
+            self._expect(job, step)
+            d = job["def"]
+            fix = self.gnss()
+            try:
+                rec = capture_evidence(image, d["id"], d["site"]["id"], step, fix, self.index, self.device,
+                                       require_position=self.require_position, store_dir=self.photo_dir)
+            except EvidenceRefused as e:
+                q = e.detail.get("quality") if isinstance(e.detail, dict) else None
+                self.last_photo = {"ok": False, "step": step, "job": jid, "refusal": e.as_dict(),
+                                   "quality": q}
+                raise
+            sha = rec["photo"]["sha256"]
+            campaign = d.get("campaign")
+            found: list[str] = []
+            if campaign and step in CAMPAIGN_STEPS:
+                img = _photo.decode_image(rec["jpeg"])
+                found = [c.text for c in _decode.decode_image(img, thorough=True) if not c.linear]
+                if not any(campaign_matches(t, campaign) for t in found):
+                    self._retract(sha)
+                    self.last_photo = {"ok": False, "step": step, "job": jid,
+                                       "quality": {"ok": True, "metrics": rec["quality"]}}
+                    if not found:
+                        raise Refused("campaign_missing")
+                    raise Refused("campaign_wrong", found=found[0][:60], expected=campaign)
+            body = photo_event_body(rec, campaign if found else None)
+            eid, _ = self.emit("handheld.photo", "audit", body)
+            meta = {k: v for k, v in rec.items() if k != "jpeg"}
+            meta["event_id"] = eid
+            self.photos.add(Path(rec["file"]), meta)
+            job["photos"][step] = {"sha256": sha, "record_id": rec["record_id"], "event": eid,
+                                   "campaign": campaign if found else None}
+            job["steps"][step] = {"at": int(time.time()), "event": eid}
+            self._save()
+            result = {"ok": True, "step": step, "job": jid, "sha256": sha,
+                      "quality": {"ok": True, "metrics": rec["quality"]}, "flags": rec["flags"],
+                      **both("ok.photo")}
+            if found:
+                result["campaign"] = both("ok.campaign", campaign=campaign)
+            self.last_photo = result
+            return result
+
+    def _retract(self, sha: str) -> None:
+        try:
+            self.index.retract(sha)
+        except Exception:  # noqa: BLE001 - a failed retract only makes a retake look like a copy
+            log.exception("retract failed")
+        for ext in (".jpg", ".json"):
+            try:
+                (self.photo_dir / f"{sha}{ext}").unlink()
+            except OSError:
+                pass
+
+    def submit(self, jid: str) -> dict[str, Any]:
+        with self._lock:
+            job = self._job(jid)
+            if job["status"] in ("submitted", "sent"):
+                raise Refused("job_done")
+            missing = [s for s in STEPS[job["def"]["kind"]] if s not in job["steps"]]
+            if job["status"] == "open" or missing:
+                raise Refused("need_steps", steps=", ".join(missing or ["arrive"]))
+            d = job["def"]
+            body = {"job": d["id"], "site": d["site"]["id"], "kind": d["kind"],
+                    "photos": [p["sha256"] for p in job["photos"].values()],
+                    "steps": [[s, job["steps"][s]["at"]] for s in STEPS[d["kind"]]]}
+            if d.get("campaign"):
+                body["campaign"] = d["campaign"]
+            eid, seq = self.emit("handheld.job_submitted", "audit", body)
+            job["status"] = "submitted"
+            job["submit_event"] = eid
+            job["submit_seq"] = seq
+            self._save()
+            return {"ok": True, "job": jid, **both("ok.submitted")}
+
+
+def _e7(v: Any) -> int | None:
+    return None if v is None else int(round(float(v) * 1e7))
+
+
+def photo_event_body(rec: dict[str, Any], campaign: str | None) -> dict[str, Any]:
+    """The evidence record as an event body: integers only (no floats on the wire), small enough
+    for one envelope; the full record travels with the photo upload."""
+    pos = rec.get("position") or {}
+    q = rec.get("quality") or {}
+    body: dict[str, Any] = {
+        "sha256": rec["photo"]["sha256"], "phash": rec["photo"]["phash"], "record": rec["record_id"],
+        "job": rec["job"], "site": rec["site"], "step": rec["step"], "taken_at": int(rec["taken_at"]),
+        "bytes": rec["photo"]["bytes"], "w": rec["photo"]["width"], "h": rec["photo"]["height"],
+        "flags": list(rec.get("flags", [])),
+    }
+    if rec["photo"].get("source_sha256"):
+        body["source_sha256"] = rec["photo"]["source_sha256"]
+    if pos.get("lat") is not None:
+        body["lat_e7"] = _e7(pos["lat"])
+        body["lon_e7"] = _e7(pos["lon"])
+        if pos.get("accuracy_m") is not None:
+            body["acc_cm"] = int(round(float(pos["accuracy_m"]) * 100))
+        body["pos_src"] = pos.get("accuracy_source") or ""
+    if "sharpness" in q:
+        body["sharpness"] = int(round(float(q["sharpness"])))
+    if campaign:
+        body["campaign"] = campaign
+    return body

@@ -1,0 +1,314 @@
+"""Parcel workflows on the handheld: intake, locker deposit, hand delivery, collection.
+
+Every step is a ``custody`` event queued in the outbox first, so it is recorded even
+with no gateway in reach and sent when the link comes back.
+
+The manifest arrives as a platform-signed command (op ``manifest``)::
+
+    {"round": "r-0501",
+     "parcels": [{"parcel": "RB123456785GB", "to": "Li Wei, Xiakou 3", "size": "M",
+                  "locker": "lk01", "permit": {<platform-signed deposit command for lk01>},
+                  "code_salt": "<hex>", "code_hash": "<hex>"}],
+     "retrieval": [{"parcel": "...", "locker": "lk01", "reason": "overdue",
+                    "permit": {<signed command opening it>}}]}
+
+**Locker deposit through the gateway.** The handheld holds no device keys; the
+platform issues *deposit permits* in advance (signed commands addressed to a locker).
+Scanning a manifest parcel at the locker queues ``handheld.deposit_requested`` and
+``handheld.forward_command`` (``{"kind": "locker", "cmd": <permit>}``); the gateway
+enqueues the embedded command for the locker, which verifies the *platform's*
+signature, opens a fitting compartment and registers the deposit when the door
+closes. The handheld learns the outcome by polling ``GET /v1/commands/<id>`` on the
+gateway (:class:`GatewayClient`); a 404 means "not there yet" (the forward event may
+still be in the outbox, or the gateway may predate the API), never a failure.
+
+**Hand delivery** needs the recipient's confirmation: the pickup code (checked
+offline against the salted hash in the manifest, never recorded in plain), the
+recipient's name, or a drawn signature (a PNG kept and uploaded with the photos; the
+event carries its SHA-256).
+
+**Collection** of returns and overdue parcels follows the locker's retrieval list as
+the platform sent it; a parcel not on it is a wrong-route scan.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from firmware.locker.codes import matches as code_matches
+from handheld.jobs import PhotoSink, atomic_json, read_json
+from handheld.scanning import ScanFilter, ScanResult
+from handheld.ui_text import Refused, both
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, str, dict[str, Any]], tuple[str, int]]
+CODE_TRIES = 5
+FINAL = ("acked", "refused", "expired")
+
+
+class GatewayClient:
+    """The gateway's HTTP API, as far as the handheld needs it. Short timeouts: the courier waits."""
+
+    def __init__(self, base_url: str, timeout: float = 3.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+        self.reachable: bool | None = None
+        self.last_error: str | None = None
+
+    def command_status(self, cmd_id: str) -> dict[str, Any] | None:
+        """The command's record, or None if the gateway does not know it (404). Raises OSError if
+        the gateway cannot be reached."""
+        url = f"{self.base}/v1/commands/{urllib.request.quote(cmd_id, safe='')}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as r:
+                doc = json.loads(r.read().decode("utf-8"))
+            self.reachable = True
+            return doc if isinstance(doc, dict) else None
+        except urllib.error.HTTPError as e:
+            self.reachable = True
+            if e.code == 404:
+                return None
+            raise OSError(f"gateway answered {e.code} for {url}") from None
+        except (urllib.error.URLError, TimeoutError, ValueError, OSError) as e:
+            self.reachable = False
+            self.last_error = str(e)
+            raise OSError(f"gateway unreachable: {e}") from None
+
+
+class ParcelFlows:
+    def __init__(self, state_dir: Path, courier: str, outlet: str, emit: Emit, scans: ScanFilter,
+                 gateway: GatewayClient, photos: PhotoSink, now: Callable[[], float] = time.time) -> None:
+        self.path = state_dir / "parcels.json"
+        self.sig_dir = state_dir / "signatures"
+        self.courier = courier
+        self.outlet = outlet
+        self.emit = emit
+        self.scans = scans
+        self.gateway = gateway
+        self.photos = photos
+        self.now = now
+        self._lock = threading.RLock()
+        self.state: dict[str, Any] = read_json(self.path, {"round": None, "parcels": {}, "order": [],
+                                                            "retrieval": {}, "commands": {},
+                                                            "intake": [], "tries": {}})
+
+    def _save(self) -> None:
+        atomic_json(self.path, self.state)
+
+    # ------------------------------------------------------------------ manifest
+    def load_manifest(self, args: dict[str, Any]) -> int:
+        parcels = args.get("parcels", [])
+        retrieval = args.get("retrieval", [])
+        if not isinstance(parcels, list) or not isinstance(retrieval, list):
+            raise ValueError("args.parcels and args.retrieval must be lists")
+        with self._lock:
+            old = self.state["parcels"]
+            new: dict[str, Any] = {}
+            for p in parcels:
+                if not isinstance(p, dict) or not isinstance(p.get("parcel"), str):
+                    raise ValueError("each manifest entry needs a parcel id")
+                prev = old.get(p["parcel"])
+                new[p["parcel"]] = {"def": p, "state": prev["state"] if prev else "on_route"}
+            ret: dict[str, Any] = {}
+            for r in retrieval:
+                if not isinstance(r, dict) or not isinstance(r.get("parcel"), str):
+                    raise ValueError("each retrieval entry needs a parcel id")
+                prev = self.state["retrieval"].get(r["parcel"])
+                ret[r["parcel"]] = {"def": r, "state": prev["state"] if prev else "waiting"}
+            self.state.update(round=args.get("round"), parcels=new, order=list(new), retrieval=ret)
+            self._save()
+            return len(new) + len(ret)
+
+    def route(self) -> set[str]:
+        return set(self.state["parcels"])
+
+    def _scan(self, text: str, route: set[str] | None, source: str) -> ScanResult:
+        r = self.scans.judge(text, route=route, source=source)
+        if r.verdict == "good":
+            self.emit("handheld.scan", "telemetry", {"code": r.value, "kind": r.kind, "verdict": r.verdict,
+                                                     "source": source})
+            return r
+        if r.verdict == "duplicate":
+            raise Refused("duplicate")
+        self.emit("handheld.scan", "telemetry", {"code": (r.value or r.text)[:64], "kind": r.kind or "",
+                                                 "verdict": r.verdict, "reason": r.reason, "source": source})
+        if r.verdict == "invalid":
+            if r.reason == "not_parcel":
+                raise Refused("not_parcel")
+            raise Refused("invalid_scan", detail=r.detail)
+        raise Refused("wrong_route", parcel=r.value)
+
+    # ------------------------------------------------------------------ flows
+    def intake(self, text: str, source: str = "manual") -> dict[str, Any]:
+        """A parcel taken into custody at the outlet (no route check: it has just arrived)."""
+        with self._lock:
+            r = self._scan(text, None, source)
+            eid, _ = self.emit("handheld.intake", "custody", {"parcel": r.value, "kind": r.kind,
+                                                              "outlet": self.outlet, "courier": self.courier})
+            self.state["intake"] = (self.state["intake"] + [{"parcel": r.value, "at": int(self.now()),
+                                                              "event": eid}])[-50:]
+            self._save()
+            return {"ok": True, "parcel": r.value, **both("ok.intake", parcel=r.value)}
+
+    def deposit(self, text: str, source: str = "manual") -> dict[str, Any]:
+        with self._lock:
+            r = self._scan(text, self.route(), source)
+            p = self.state["parcels"][r.value]
+            if p["state"] not in ("on_route", "deposit_refused"):
+                raise Refused("already_done", parcel=r.value, state=p["state"])
+            permit = p["def"].get("permit")
+            if not isinstance(permit, dict) or not isinstance(permit.get("id"), str):
+                raise Refused("no_permit", parcel=r.value)
+            if isinstance(permit.get("exp"), int) and permit["exp"] <= self.now():
+                raise Refused("permit_expired")
+            locker = str(permit.get("dev", p["def"].get("locker", "")))
+            size = str(permit.get("args", {}).get("size", p["def"].get("size", "")))
+            self.emit("handheld.deposit_requested", "custody",
+                      {"parcel": r.value, "locker": locker, "size": size, "cmd": permit["id"],
+                       "courier": self.courier})
+            self.emit("handheld.forward_command", "custody", {"kind": "locker", "cmd": permit})
+            p["state"] = "deposit_requested"
+            p["cmd"] = permit["id"]
+            self.state["commands"][permit["id"]] = {"parcel": r.value, "locker": locker, "status": "queued",
+                                                    "for": "deposit", "at": int(self.now())}
+            self._save()
+            return {"ok": True, "parcel": r.value, "cmd": permit["id"],
+                    **both("ok.deposit", parcel=r.value, locker=locker, size=size)}
+
+    def hand_delivery(self, text: str, method: str, value: str, source: str = "manual") -> dict[str, Any]:
+        with self._lock:
+            if method not in ("code", "name", "signature"):
+                raise Refused("bad_method")
+            # Scan check without the duplicate window: the courier scanned it a moment ago
+            # and is now confirming, so the same symbol again is expected.
+            self.scans.forget(text)
+            r = self._scan(text, self.route(), source)
+            p = self.state["parcels"][r.value]
+            if p["state"] in ("delivered", "deposited", "deposit_requested"):
+                raise Refused("already_done", parcel=r.value, state=p["state"])
+            body: dict[str, Any] = {"parcel": r.value, "method": method, "courier": self.courier}
+            if method == "code":
+                salt, h = p["def"].get("code_salt"), p["def"].get("code_hash")
+                if not salt or not h:
+                    raise Refused("no_code_on_file")
+                tries = self.state["tries"].get(r.value, 0)
+                if tries >= CODE_TRIES:
+                    raise Refused("too_many_tries")
+                if not code_matches(salt, h, str(value).strip()):
+                    self.state["tries"][r.value] = tries + 1
+                    self._save()
+                    left = CODE_TRIES - tries - 1
+                    if left <= 0:
+                        raise Refused("too_many_tries")
+                    raise Refused("wrong_code", left=left)
+                body["verified"] = True
+            elif method == "name":
+                name = str(value).strip()
+                if not 0 < len(name) <= 40:
+                    raise Refused("bad_name")
+                body["name"] = name
+            else:
+                png = _signature_png(value)
+                sha = hashlib.sha256(png).hexdigest()
+                self.sig_dir.mkdir(parents=True, exist_ok=True)
+                path = self.sig_dir / f"{sha}.png"
+                path.write_bytes(png)
+                body["signature_sha256"] = sha
+                self.photos.add(path, {"kind": "signature", "parcel": r.value, "sha256": sha})
+            eid, _ = self.emit("handheld.hand_delivery", "custody", body)
+            p["state"] = "delivered"
+            p["event"] = eid
+            self._save()
+            return {"ok": True, "parcel": r.value, **both("ok.delivered", parcel=r.value)}
+
+    def collect(self, text: str, source: str = "manual") -> dict[str, Any]:
+        with self._lock:
+            r = self._scan(text, set(self.state["retrieval"]), source)
+            entry = self.state["retrieval"][r.value]
+            if entry["state"] == "collected":
+                raise Refused("already_done", parcel=r.value, state="collected")
+            d = entry["def"]
+            body = {"parcel": r.value, "locker": d.get("locker", ""), "reason": d.get("reason", ""),
+                    "courier": self.courier}
+            permit = d.get("permit")
+            if isinstance(permit, dict) and isinstance(permit.get("id"), str):
+                body["cmd"] = permit["id"]
+                self.emit("handheld.forward_command", "custody", {"kind": "locker", "cmd": permit})
+                self.state["commands"][permit["id"]] = {"parcel": r.value, "locker": d.get("locker", ""),
+                                                        "status": "queued", "for": "collect",
+                                                        "at": int(self.now())}
+            self.emit("handheld.collect", "custody", body)
+            entry["state"] = "collected"
+            self._save()
+            return {"ok": True, "parcel": r.value, **both("ok.collected", parcel=r.value)}
+
+    # ------------------------------------------------------------------ outcomes
+    def poll_commands(self) -> int:
+        """Ask the gateway about forwarded commands not yet final; returns how many changed.
+        Unreachable gateway: nothing changes, the caller retries later."""
+        with self._lock:
+            todo = [cid for cid, c in self.state["commands"].items() if c["status"] not in FINAL]
+        changed = 0
+        for cid in todo:
+            try:
+                doc = self.gateway.command_status(cid)
+            except OSError:
+                return changed
+            status = "unknown" if doc is None else str(doc.get("status", "unknown"))
+            with self._lock:
+                c = self.state["commands"][cid]
+                if status == c["status"]:
+                    continue
+                c["status"] = status
+                changed += 1
+                p = self.state["parcels"].get(c["parcel"])
+                if status in FINAL:
+                    ack = (doc or {}).get("ack") or {}
+                    self.emit("handheld.command_result", "audit",
+                              {"cmd": cid, "parcel": c["parcel"], "locker": c["locker"], "status": status,
+                               "code": str(ack.get("code", ""))[:32]})
+                    if p is not None and c["for"] == "deposit":
+                        p["state"] = "deposited" if status == "acked" else "deposit_refused"
+                self._save()
+        return changed
+
+    def view(self) -> dict[str, Any]:
+        with self._lock:
+            cmds = self.state["commands"]
+            parcels = []
+            for pid in self.state["order"]:
+                p = self.state["parcels"][pid]
+                d = p["def"]
+                parcels.append({"parcel": pid, "to": d.get("to", ""), "size": d.get("size", ""),
+                                "locker": d.get("locker", ""), "state": p["state"],
+                                "permit": isinstance(d.get("permit"), dict),
+                                "cmd_status": cmds.get(p.get("cmd", ""), {}).get("status")})
+            retrieval = [{"parcel": k, "locker": v["def"].get("locker", ""),
+                          "reason": v["def"].get("reason", ""), "state": v["state"]}
+                         for k, v in self.state["retrieval"].items()]
+            return {"round": self.state["round"], "parcels": parcels, "retrieval": retrieval,
+                    "intake": list(self.state["intake"][-10:])}
+
+
+def _signature_png(value: str) -> bytes:
+    """A drawn signature from the page's canvas: a ``data:image/png;base64,...`` URL."""
+    if not isinstance(value, str) or not value.startswith("data:image/png;base64,"):
+        raise Refused("bad_signature")
+    try:
+        png = base64.b64decode(value.split(",", 1)[1], validate=True)
+    except (ValueError, base64.binascii.Error):
+        raise Refused("bad_signature") from None
+    if not png.startswith(b"\x89PNG\r\n\x1a\n") or not 100 <= len(png) <= 512 * 1024:
+        raise Refused("bad_signature")
+    return png

@@ -48,7 +48,7 @@ class AsyncClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=30, timeout=5.0, clean=False, will_topic=None,
                  will_msg=b"offline", max_inflight=16, backoff_min=0.1,
-                 backoff_cap=1.0, on_message=None, log=None):
+                 backoff_cap=1.0, on_message=None, log=None, ack_timeout=10.0):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -63,6 +63,7 @@ class AsyncClient:
         self.backoff_min = backoff_min
         self.backoff_cap = backoff_cap
         self.on_message = on_message
+        self.ack_timeout = ack_timeout
         self.log = log or (lambda *a, **k: None)
         self.connected = asyncio.Event()
         self._reader = None
@@ -80,7 +81,7 @@ class AsyncClient:
         self._write_lock = asyncio.Lock()
         self._closed_ev = asyncio.Event()
         self.stats = {"connects": 0, "connect_failures": 0, "disconnects": 0, "published": 0,
-                      "resent": 0, "received": 0, "pings": 0, "bad_packets": 0}
+                      "resent": 0, "received": 0, "pings": 0, "bad_packets": 0, "ack_timeouts": 0}
 
     # ---- low level, every step with a deadline
     def _next_pid(self):
@@ -293,8 +294,20 @@ class AsyncClient:
                 await self._write(inf.packet)
             except MQTTError:
                 pass  # the reconnect resends it with DUP
-        await inf.done.wait()
-        return pid
+        while True:
+            try:
+                await asyncio.wait_for(inf.done.wait(), self.ack_timeout)
+                return pid
+            except asyncio.TimeoutError:
+                pass
+            # MQTT 3.1.1 resends only on a new connection: a broker (or a
+            # middlebox) that swallowed the PUBACK while pings still flow
+            # would otherwise hold this message, and the window behind it,
+            # for ever. Drop the connection; the session resends with DUP.
+            if self.connected.is_set() and inf.sent and not inf.done.is_set():
+                self.stats["ack_timeouts"] += 1
+                self.log("mqtt_ack_timeout", pid=pid)
+                await self._close_stream()
 
     async def subscribe(self, topic, qos=1):
         self._subs[topic] = qos

@@ -275,5 +275,7 @@ class Device:
         that run devices in-process: the simulator's power switch."""
         for t in getattr(self, "tasks", ()):
             t.cancel()
+        for t in self.sender.batch_tasks:
+            t.cancel()
         self.mqtt._running = False
         await self.mqtt._close_stream()

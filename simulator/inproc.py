@@ -30,6 +30,7 @@ from firmware.hal.common import Indicator
 from firmware.locker import config as locker_cfg
 from firmware.locker.app import Locker
 from firmware.locker.doors import Doors, make_driver
+from firmware.protocol import envelope
 from firmware.scanner.engine import open_engine
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import compartments
@@ -190,6 +191,7 @@ class SimDevice:
         self.seed = seed
         self.tap = tap
         self.app: Any = None
+        self.duplicating = False
         self.task: asyncio.Task[Any] | None = None
         self.boots = 0
         self.hal: Any = None
@@ -214,6 +216,14 @@ class SimDevice:
                 r = raw(cls, topic, payload)
                 if topic.endswith("/evt"):
                     self.tap(dev, topic, payload)
+                    if self.duplicating and cls == "custody":
+                        # Sabotage: a firmware bug that reports one custody
+                        # step twice under two ids (the domain rules must see it).
+                        env = envelope.decode(payload)
+                        env["id"] = self.app.next_event_id()
+                        copy = envelope.encode(env)
+                        raw(cls, topic, copy)
+                        self.tap(dev, topic, copy)
                 return r
 
             ob.append = append

@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("wan_down", "broker_restart", "gateway_kill", "power_cut", "clock_skew", "mqtt")
+FAULT_KINDS = ("wan_down", "broker_restart", "gateway_kill", "power_cut", "clock_skew", "mqtt",
+               "central_lossy", "device_duplicating")  # the last two: sabotage, to prove the checks bite
 MQTT_ACTIONS = ("drop", "delay", "duplicate", "reorder")
 
 
@@ -66,6 +67,7 @@ class Fault:
     topic: str = ""           # mqtt: topic filter ("" = any)
     p: float = 1.0            # mqtt: probability per matching packet
     delay_ms: int = 0         # mqtt delay
+    every: int = 10           # central_lossy: forget every Nth new event
 
     @property
     def at_s(self) -> float:

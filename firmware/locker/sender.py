@@ -12,6 +12,7 @@ class Sender:
         self.beat = beat or (lambda: None)
         self.window = window
         self.sent = 0
+        self.batch_tasks = []
 
     async def run(self):
         while True:
@@ -33,8 +34,8 @@ class Sender:
             # holds the acks back, so the watchdog resets a hung device, not
             # one that is patiently waiting for its broker.
             left = [len(batch), asyncio.Event()]
-            for r in batch:
-                asyncio.create_task(self._send_one(r, left))
+            # Kept so a host that halts the device can cancel them too.
+            self.batch_tasks = [asyncio.create_task(self._send_one(r, left)) for r in batch]
             while left[0]:
                 self.beat()
                 try:

@@ -1,0 +1,102 @@
+"""``postedge sim``: run an outlet from a scenario file and judge it.
+
+``run`` prints a progress line while it goes, then the summary with the
+ledger's verdict; ``--json``/``--html`` write the full result and report;
+``--dashboard`` serves the live page during the run. Exit status 0 when
+every expectation held, 1 when one failed, 2 for a bad scenario file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from postedge import i18n
+from postedge.i18n import t
+
+DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "village-day.toml"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from simulator import report
+    from simulator.runner import run_scenario
+    from simulator.scenario import ScenarioError, load
+
+    lang = i18n.pick(args.lang)
+    try:
+        sc = load(args.scenario)
+    except ScenarioError as e:
+        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        return 2
+    if args.seed is not None:
+        from dataclasses import replace
+
+        sc = replace(sc, seed=args.seed)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="postedge-sim-"))
+    bar = report.ProgressBar(sc.duration_s, lang=lang)
+    dash = None
+
+    def on_start(outlet: object) -> None:
+        nonlocal dash
+        if args.dashboard is not None:
+            from simulator.dashboard import Dashboard
+
+            dash = Dashboard(outlet.snapshot, port=args.dashboard, lang=lang)  # type: ignore[attr-defined]
+            dash.start()
+            print(t("sim.dashboard", lang, url=dash.url), file=sys.stderr, flush=True)
+
+    def progress(outlet: object) -> None:
+        snap = outlet.snapshot()  # type: ignore[attr-defined]
+        bar.update(snap["t_virtual"], events=snap["ledger"].get("device", 0),
+                   faults_active=sum(1 for f in snap["faults"] if f["active"]))
+
+    try:
+        result = run_scenario(sc, work, progress=progress, on_start=on_start)
+    finally:
+        bar.close()
+        if dash is not None:
+            dash.stop()
+    if args.json:
+        report.write_json(result, Path(args.json))
+    if args.html:
+        report.write_html(result, Path(args.html), lang)
+    print(report.summary(result, lang))
+    if args.json or args.html:
+        print(t("sim.written", lang, paths=", ".join(p for p in (args.json, args.html) if p)))
+    return 0 if result["verdict"]["ok"] else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate scenario files without running them."""
+    from simulator.scenario import ScenarioError, load
+
+    lang = i18n.pick(args.lang)
+    rc = 0
+    for path in args.scenarios:
+        try:
+            sc = load(path)
+            print(json.dumps({"file": path, "name": sc.name, "ok": True}, ensure_ascii=False))
+        except ScenarioError as e:
+            print(t("error", lang, msg=str(e)), file=sys.stderr)
+            rc = 2
+    return rc
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("sim", help="simulate an outlet from a scenario file and check the delivery ledger")
+    ssub = s.add_subparsers(dest="sim", required=True)
+    r = ssub.add_parser("run", help="run a scenario; exit 1 if an expectation fails")
+    r.add_argument("scenario", nargs="?", default=str(DEFAULT), help="scenario TOML (default: village-day)")
+    r.add_argument("--seed", type=int, help="override the scenario's seed")
+    r.add_argument("--json", help="write the full result as JSON here")
+    r.add_argument("--html", help="write the HTML report here")
+    r.add_argument("--dashboard", type=int, nargs="?", const=0, default=None, metavar="PORT",
+                   help="serve the live dashboard during the run (port 0: any free port)")
+    r.add_argument("--workdir", help="keep the run's files here (default: a temporary folder)")
+    r.set_defaults(func=cmd_run)
+    c = ssub.add_parser("check", help="validate scenario files")
+    c.add_argument("scenarios", nargs="+")
+    c.set_defaults(func=cmd_check)

@@ -1,0 +1,125 @@
+"""The simulator (issue 7): scenario files, reproducible runs, every shipped
+scenario green, and the checks biting when a component breaks delivery on
+purpose. Real Mosquitto, the real gateway process, the central stub over
+HTTPS, the real locker and counter firmware in-process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.runner import run_scenario
+from simulator.scenario import ScenarioError, load, parse
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
+
+
+def small(**kw: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": "small", "seed": 5, "time": {"hours": 12.0},
+                           "outlet": {"lockers": 2, "scanners": 1}, "workload": {"parcels": 16}}
+    for k, v in kw.items():
+        doc[k] = v
+    return doc
+
+
+@pytest.mark.parametrize("doc, key", [
+    ({"name": "x", "outlet": {"lockers": "two"}}, "outlet.lockers"),
+    ({"name": "x", "time": {"mode": "fast"}}, "time.mode"),
+    ({"name": "x", "workload": {"arrivals_by_hour": [1, 2]}}, "workload.arrivals_by_hour"),
+    ({"name": "x", "faults": [{"kind": "meteor", "at_h": 1}]}, "faults[0].kind"),
+    ({"name": "x", "faults": [{"kind": "wan_down", "at_h": 1}]}, "faults[0].for_h"),
+    ({"name": "x", "expect": {"ledger": "yes"}}, "expect.ledger"),
+    ({"name": "x", "outlet": {"lockerz": 1}}, "outlet.lockerz"),
+    ({"seed": 1}, "name"),
+])
+def test_scenario_errors_name_the_key(doc: dict[str, Any], key: str) -> None:
+    with pytest.raises(ScenarioError, match=key.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        parse(doc)
+
+
+def test_shipped_scenarios_are_valid_and_the_default_is_an_outage_day() -> None:
+    names = {p.stem for p in SCENARIOS}
+    assert {"village-day", "market-day", "backhaul-outage-3d", "storm"} <= names
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "sim", "check", *map(str, SCENARIOS)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    day = load(ROOT / "scenarios" / "village-day.toml")
+    assert {f.kind for f in day.faults} == {"wan_down", "broker_restart"}
+
+
+def test_same_seed_same_trace_and_another_seed_another(tmp_path: Path) -> None:
+    sc = parse(small())
+    a = run_scenario(sc, tmp_path / "a")
+    b = run_scenario(sc, tmp_path / "b")
+    c = run_scenario(replace(sc, seed=6), tmp_path / "c")
+    assert a["verdict"]["ok"] and b["verdict"]["ok"] and c["verdict"]["ok"]
+    assert a["trace_hash"] == b["trace_hash"]
+    assert a["trace_hash"] != c["trace_hash"]
+    assert a["stats"]["deposit"] == b["stats"]["deposit"] > 0
+
+
+@pytest.mark.parametrize("path", [p for p in SCENARIOS if p.stem != "village-day"], ids=lambda p: p.stem)
+def test_each_shipped_scenario_runs_green(tmp_path: Path, path: Path) -> None:
+    res = run_scenario(load(path), tmp_path / "run")
+    assert res["verdict"]["ok"], (res["verdict"], res["expectations"], res["ledger"]["end_to_end"])
+    assert res["ledger"]["end_to_end"]["lost"] == 0
+    assert res["stats"].get("deposit", 0) > 0
+
+
+def test_the_readme_command_runs_the_default_day_and_ends_with_the_verdict(tmp_path: Path) -> None:
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "sim", "run",
+                        "--json", str(out_json), "--html", str(out_html)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = [x for x in r.stdout.splitlines() if x.strip()]
+    assert "PASS" in lines[0] and "PASS" in lines[-2] + lines[-1]
+    res = json.loads(out_json.read_text())
+    assert res["scenario"] == "village-day" and res["verdict"]["ok"]
+    assert [f["kind"] for f in res["faults"]] == ["wan_down", "broker_restart"]
+    assert "<svg" in out_html.read_text()
+
+
+def test_ledger_catches_a_component_that_loses_events(tmp_path: Path) -> None:
+    """The platform acks every event but forgets every 5th new one."""
+    sc = parse(small(faults=[{"kind": "central_lossy", "at_h": 0.0, "every": 5}]))
+    res = run_scenario(sc, tmp_path / "run")
+    assert not res["verdict"]["ok"] and "ledger_ok" in res["verdict"]["failures"]
+    e2e = res["ledger"]["end_to_end"]
+    assert e2e["lost"] == res["stats"]["central_forgotten"] > 0
+    central = next(h for h in res["ledger"]["per_hop"] if h["hop"] == "central")
+    assert central["lost"] == e2e["lost"] and not central["ok"]
+    gateway = next(h for h in res["ledger"]["per_hop"] if h["hop"] == "gateway")
+    assert gateway["ok"]  # the hop that lost them is named, the others are not blamed
+
+
+def test_domain_rules_catch_a_locker_that_reports_custody_twice(tmp_path: Path) -> None:
+    sc = parse(small(faults=[{"kind": "device_duplicating", "at_h": 0.0, "device": "lk01"}]))
+    res = run_scenario(sc, tmp_path / "run")
+    assert res["ledger"]["ok"]  # every id was delivered...
+    assert not res["verdict"]["ok"] and "domain_ok" in res["verdict"]["failures"]  # ...but the story is wrong
+    broken = [c for c in res["domain"]["checks"] if not c["ok"]] if "checks" in res["domain"] else \
+        [c for c in res["domain"].values() if isinstance(c, dict) and not c.get("ok", True)]
+    assert broken, res["domain"]
+
+
+def test_cli_exit_code_is_1_when_an_expectation_fails(tmp_path: Path) -> None:
+    f = tmp_path / "lossy.toml"
+    f.write_text('name = "lossy"\nseed = 2\n[time]\nhours = 6.0\n[outlet]\nlockers = 1\nscanners = 0\n'
+                 '[workload]\nparcels = 6\n[[faults]]\nkind = "central_lossy"\nat_h = 0.0\nevery = 3\n')
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "zh", "sim", "run", str(f)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "未通过" in r.stdout and "FAIL" in r.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[outlet]\nlockers = -1\n')
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "sim", "run", str(bad)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "outlet.lockers" in r.stderr

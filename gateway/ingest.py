@@ -259,7 +259,9 @@ class Ingest:
                 kind, cmd = body.get("kind"), body.get("cmd")
                 if not isinstance(cmd, dict) or not isinstance(kind, str):
                     raise BadField("forward_command needs body.kind and body.cmd")
-                cid = store_command(self.store, self.cfg.outlet, kind, dumps(cmd))
+                # via: the forwarding handheld, the only one allowed to poll
+                # GET /v1/commands/<id> for the locker's answer
+                cid = store_command(self.store, self.cfg.outlet, kind, dumps(cmd), via=e.device)
             except ProtocolError as err:
                 self.metrics["forward_refused"] += 1
                 M.COMMANDS.labels("forward_refused").inc()

@@ -4,11 +4,24 @@ topics, the gateway's TOML, and each device's credentials file.
 
 Re-running keeps existing passwords (deployed devices keep working) and adds
 new devices; delete a device's credentials file to rotate its password.
+
+File access: everything is written 0600 first. Mosquitto 2.0 reads its
+password file and ACL *after* dropping to its ``user`` (``mosquitto``), and
+the gateway (``deploy/postedge-gateway.service``: ``User=postedge``,
+``SupplementaryGroups=mosquitto``) reads the same two files to log in
+handhelds for photo uploads and command status. Run as root, ``provision``
+therefore hands ``mosquitto/`` to ``mosquitto:mosquitto`` (passwd and acl
+0640: owner and group, never world) and ``gateway.toml`` to
+``root:postedge`` 0640, for whichever of those accounts exist; what it could
+not grant is listed in the result's ``access`` for the operator.
 """
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import pwd
 import secrets
 import tomllib
 from pathlib import Path
@@ -16,6 +29,9 @@ from typing import Any
 
 from firmware.protocol import topics
 from gateway.broker import Account, write_config
+
+BROKER_USER = "mosquitto"  # the ``user`` line of the generated mosquitto.conf
+SERVICE_GROUP = "postedge"  # Group= of deploy/postedge-gateway.service
 
 
 class ProvisionError(ValueError):
@@ -78,10 +94,42 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
     gw_creds.chmod(0o600)
     conf = write_config(out / "mosquitto", port, accounts, bind=listen, run_as="mosquitto")
     gw_toml = out / "gateway.toml"
+    # passwd_file/acl_file relative to gateway.toml (gateway/config.py resolves
+    # them there), so the folder can be copied to /etc/postedge as a whole.
     gw_toml.write_text(
         f'outlet = "{outlet}"\ndb = "/var/lib/postedge/gateway.db"\n\n[broker]\nhost = "127.0.0.1"\n'
         f'port = {port}\nusername = "{gw_user}"\npassword = "{gw_pw}"\n\n'
-        '[web]\nhost = "0.0.0.0"\nport = 8080\n',
+        '[web]\nhost = "0.0.0.0"\nport = 8080\n'
+        '# handheld logins for /v1/uploads and /v1/commands: the broker\'s own accounts\n'
+        'passwd_file = "mosquitto/passwd"\nacl_file = "mosquitto/acl"\n',
         encoding="utf-8")
     gw_toml.chmod(0o600)
-    return {"devices": len(inv["devices"]), "mosquitto_conf": str(conf), "gateway_toml": str(gw_toml)}
+    access = _grant(conf.parent, gw_toml)
+    return {"devices": len(inv["devices"]), "mosquitto_conf": str(conf), "gateway_toml": str(gw_toml),
+            "passwd_file": str(conf.parent / "passwd"), "access": access}
+
+
+def _grant(broker_dir: Path, gw_toml: Path) -> list[str]:
+    """Hand the files to the accounts that read them (see the module
+    docstring); only possible as root. Returns what is left to do by hand."""
+    todo: list[str] = []
+    if os.geteuid() != 0:
+        return [f"not root: files stay owned by uid {os.geteuid()}, mode 0600; see docs/gateway.md "
+                "(Service accounts and files)"]
+    try:
+        broker = pwd.getpwnam(BROKER_USER)
+    except KeyError:
+        broker = None
+        todo.append(f"no user {BROKER_USER!r}: chown -R {BROKER_USER}: {broker_dir}")
+    shared = [broker_dir / "passwd", broker_dir / "acl"]
+    if broker is not None:
+        for p in [broker_dir, broker_dir / "data", *shared]:
+            os.chown(p, broker.pw_uid, broker.pw_gid)
+        for p in shared:
+            p.chmod(0o640)  # the gateway reads them through the mosquitto group
+    try:
+        os.chown(gw_toml, 0, grp.getgrnam(SERVICE_GROUP).gr_gid)
+        gw_toml.chmod(0o640)
+    except KeyError:
+        todo.append(f"no group {SERVICE_GROUP!r}: chgrp {SERVICE_GROUP} {gw_toml} && chmod 0640 {gw_toml}")
+    return todo

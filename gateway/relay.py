@@ -28,10 +28,12 @@ RESEND_S = 30.0
 KINDS = topics.KINDS
 
 
-def store_command(store: EventStore, outlet: str, kind: str, payload: bytes) -> str:
+def store_command(store: EventStore, outlet: str, kind: str, payload: bytes, via: str | None = None) -> str:
     """Check one signed command's addressing and put it in the device's
     outbox; returns its id. A command id already stored is not stored again,
-    so a redelivered downlink answer queues nothing twice."""
+    so a redelivered downlink answer queues nothing twice (and keeps its
+    first ``via``). ``via`` is the handheld that forwarded it, if one did:
+    only that handheld may then read its status (gateway/command_api.py)."""
     if kind not in KINDS:
         raise BadField(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     cmd = loads_object(payload, "command")
@@ -43,8 +45,8 @@ def store_command(store: EventStore, outlet: str, kind: str, payload: bytes) -> 
         raise BadField("command id, dev and op must be strings and exp an integer")
     topics.build(outlet, kind, cmd["dev"], "cmd")  # validates the device id
     cur = store.db.execute(
-        "INSERT OR IGNORE INTO commands(id,device,kind,op,payload,exp,created) VALUES (?,?,?,?,?,?,?)",
-        (cmd["id"], cmd["dev"], kind, cmd["op"], payload, cmd["exp"], time.time()))
+        "INSERT OR IGNORE INTO commands(id,device,kind,op,payload,exp,created,via) VALUES (?,?,?,?,?,?,?,?)",
+        (cmd["id"], cmd["dev"], kind, cmd["op"], payload, cmd["exp"], time.time(), via))
     if cur.rowcount:
         M.COMMANDS.labels("queued").inc()
     return cmd["id"]

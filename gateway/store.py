@@ -106,6 +106,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sha256, idx)
     );
     """,
+    # 4: which handheld forwarded a command (gateway/ingest.py ``_forward``), so
+    # GET /v1/commands/<id> (gateway/command_api.py) shows a courier only the
+    # permits their own handheld sent; NULL for commands from the central side
+    """
+    ALTER TABLE commands ADD COLUMN via TEXT;
+    """,
 ]
 
 # Lanes for upstream sync: alarms and fresh status jump the backlog.

@@ -21,6 +21,9 @@ Routes:
 ``/v1/uploads``  photo uploads from handhelds (``POST``/``PUT``/``HEAD``/``GET``),
                  handled by ``gateway/uploads.py``: one LAN port for the page
                  and the uploads; needs ``passwd_file`` (Mosquitto's) for logins
+``/v1/commands/<id>``  a forwarded command's status for the handheld that
+                 forwarded it (``GET``/``HEAD``), ``gateway/command_api.py``;
+                 same logins as the uploads
 
 Each request opens its own read-only SQLite connection: WAL lets it read
 while ingest commits, and a read-only handle means no bug on this page can
@@ -633,11 +636,13 @@ class StatusServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, addr: tuple[str, int], db_path: Path, cfg: WebConfig) -> None:
+        from gateway.command_api import CommandAPI
         from gateway.uploads import UploadService
 
         self.db_path = Path(db_path)
         self.cfg = cfg
         self.uploads = UploadService(self.db_path, cfg.passwd_file, cfg.acl_file)
+        self.commands = CommandAPI(self.db_path, self.uploads.creds)  # one password checker, one cache
         super().__init__(addr, StatusHandler)
 
     def server_close(self) -> None:
@@ -694,6 +699,10 @@ class StatusHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/v1/uploads" or url.path.startswith("/v1/uploads/"):
             self._upload("HEAD" if head else "GET")
+            return
+        if url.path == "/v1/commands" or url.path.startswith("/v1/commands/"):
+            r = self.server.commands.handle("HEAD" if head else "GET", url.path, self.headers)
+            self._send(r.code, "application/json; charset=utf-8", r.body, head, r.headers)
             return
         q = parse_qs(url.query)
         cfg = self.server.cfg

@@ -291,7 +291,8 @@ class HandheldApp:
         self.index = PhotoIndex(sd / "photo_index.db")
         self.photos = PhotoHandoff(sd / "photo_handoff.db", sd, config.gateway.url, config.gateway.username,
                                    config.gateway.password)
-        self.gateway = GatewayClient(config.gateway.url)
+        self.gateway = GatewayClient(config.gateway.url, username=config.gateway.username,
+                                     password=config.gateway.password)
         self.scans = ScanFilter(config.same_window_s, config.other_window_s)
         self.jobs = Jobs(sd, config.device, self.emit, self.delivered, self.index, self.gnss_fix, self.photos,
                          require_position=config.require_position)

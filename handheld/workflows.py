@@ -60,9 +60,12 @@ FINAL = ("acked", "refused", "expired")
 class GatewayClient:
     """The gateway's HTTP API, as far as the handheld needs it. Short timeouts: the courier waits."""
 
-    def __init__(self, base_url: str, timeout: float = 3.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 3.0, username: str = "", password: str = "") -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        # The gateway answers only the handheld that forwarded the command (HTTP Basic, broker login).
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.auth = f"Basic {token}" if username else ""
         self.reachable: bool | None = None
         self.last_error: str | None = None
 
@@ -71,7 +74,8 @@ class GatewayClient:
         the gateway cannot be reached."""
         url = f"{self.base}/v1/commands/{urllib.request.quote(cmd_id, safe='')}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as r:
+            req = urllib.request.Request(url, headers={"Authorization": self.auth} if self.auth else {})
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 doc = json.loads(r.read().decode("utf-8"))
             self.reachable = True
             return doc if isinstance(doc, dict) else None

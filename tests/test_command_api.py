@@ -171,12 +171,6 @@ def test_without_passwd_file_answers_503(tmp_path: Path) -> None:
         w.stop()
 
 
-def _auth_opener(url: str, user: str) -> urllib.request.OpenerDirector:
-    mgr = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-    mgr.add_password(None, url, user, PW[user])
-    return urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(mgr))
-
-
 def test_end_to_end_forward_over_mqtt_ack_and_handheld_client(tmp_path: Path) -> None:
     """The real gateway process: hh01 forwards a permit over MQTT, the
     gateway queues it with via=hh01, a stand-in locker (an MQTT client on
@@ -214,39 +208,36 @@ def test_end_to_end_forward_over_mqtt_ack_and_handheld_client(tmp_path: Path) ->
 
         with pytest.raises(OSError, match="401"):  # the gateway refuses an anonymous poller
             hh.command_status("permit-e2e")
-        try:
-            urllib.request.install_opener(_auth_opener(url, "hh02"))
-            assert hh.command_status("permit-e2e") is None  # not hh02's: "unknown"
-            urllib.request.install_opener(_auth_opener(url, "hh01"))
+        hh2 = GatewayClient(url, timeout=5, username="hh02", password=PW["hh02"])
+        assert hh2.command_status("permit-e2e") is None  # not hh02's: "unknown"
+        hh = GatewayClient(url, timeout=5, username="hh01", password=PW["hh01"])
+        doc = hh.command_status("permit-e2e")
+        assert doc is not None and doc["status"] == "queued" and doc["ack"] is None  # locker offline
+        assert hh.command_status("no-such-id") is None
+
+        # The locker comes online, receives the permit on its cmd topic and acks it.
+        got = threading.Event()
+        lk = client("lk01")
+
+        def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            cid = json.loads(msg.payload)["id"]
+            c.publish(topics.build("o1", "locker", "lk01", "ack"),
+                      json.dumps({"id": cid, "ok": True, "code": "ok", "compartment": 3}), qos=1)
+            got.set()
+
+        lk.on_message = on_message
+        lk.on_connect = lambda c, *a: (c.subscribe(topics.build("o1", "locker", "lk01", "cmd"), qos=1),
+                                       c.publish(topics.build("o1", "locker", "lk01", "presence"),
+                                                 b"online", qos=1, retain=True))
+        lk.connect("127.0.0.1", broker.port)
+        lk.loop_start()
+        assert got.wait(20), "the gateway did not deliver the permit"
+        deadline = time.monotonic() + 20
+        while doc is not None and doc["status"] in ("queued", "sent") and time.monotonic() < deadline:
+            time.sleep(0.1)
             doc = hh.command_status("permit-e2e")
-            assert doc is not None and doc["status"] == "queued" and doc["ack"] is None  # locker offline
-            assert hh.command_status("no-such-id") is None
-
-            # The locker comes online, receives the permit on its cmd topic and acks it.
-            got = threading.Event()
-            lk = client("lk01")
-
-            def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-                cid = json.loads(msg.payload)["id"]
-                c.publish(topics.build("o1", "locker", "lk01", "ack"),
-                          json.dumps({"id": cid, "ok": True, "code": "ok", "compartment": 3}), qos=1)
-                got.set()
-
-            lk.on_message = on_message
-            lk.on_connect = lambda c, *a: (c.subscribe(topics.build("o1", "locker", "lk01", "cmd"), qos=1),
-                                           c.publish(topics.build("o1", "locker", "lk01", "presence"),
-                                                     b"online", qos=1, retain=True))
-            lk.connect("127.0.0.1", broker.port)
-            lk.loop_start()
-            assert got.wait(20), "the gateway did not deliver the permit"
-            deadline = time.monotonic() + 20
-            while doc is not None and doc["status"] in ("queued", "sent") and time.monotonic() < deadline:
-                time.sleep(0.1)
-                doc = hh.command_status("permit-e2e")
-            assert doc == {"id": "permit-e2e", "device": "lk01", "op": "deposit", "status": "acked",
-                           "ack": {"id": "permit-e2e", "ok": True, "code": "ok", "compartment": 3}}
-        finally:
-            urllib.request.install_opener(None)  # type: ignore[arg-type]  # back to urllib's default
+        assert doc == {"id": "permit-e2e", "device": "lk01", "op": "deposit", "status": "acked",
+                       "ack": {"id": "permit-e2e", "ok": True, "code": "ok", "compartment": 3}}
     finally:
         for c in clients:
             c.loop_stop()

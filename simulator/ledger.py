@@ -126,6 +126,12 @@ class Ledger:
         with self._lock:
             obs.extend((base, e) for e in event_ids)
 
+    def clear(self, hop: str) -> None:
+        """Forget a hop's sightings, so a hop read from a store at the end
+        can be read again without counting twice."""
+        with self._lock:
+            self._obs[hop].clear()
+
     def seen(self, hop: str) -> list[str]:
         """Ids at hop in arrival order (with repeats)."""
         with self._lock:

@@ -513,6 +513,8 @@ class Outlet:
 
     def result(self, wall_s: float) -> dict[str, Any]:
         gw = self.gateway_ids()
+        for hop in ("gateway", "central"):  # read from the stores again on every call
+            self.ledger.clear(hop)
         gw_at = {}
         for eid, at in gw:
             if not eid.startswith("gw-"):

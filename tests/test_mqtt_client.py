@@ -79,9 +79,13 @@ class ScriptedBroker:
                 conn.sendall(bytes([P.CONNACK, 2, 0, 0]))
                 while True:
                     first, body = self._read_packet(conn)
+                    if first & 0xF0 == P.PINGREQ:
+                        conn.sendall(bytes([P.PINGRESP, 0]))
                     if first & 0xF0 == P.PUBLISH:
                         topic, payload, qos, pid, retain, dup = P.parse_publish(first, body)
                         self.publishes.append((first, pid, payload))
+                        if self.connects == 1 and self.behaviour == "swallow-ack":
+                            continue  # alive, answering pings, but this PUBACK never comes
                         if self.connects == 1:
                             break  # drop the connection instead of acking
                         conn.sendall(P.puback(pid))
@@ -107,6 +111,36 @@ def test_resend_keeps_packet_id_and_sets_dup() -> None:
     assert f1 & 0x06 == f2 & 0x06 == 0x02  # QoS 1 both times
     stats = [d for d in lines if d["evt"] == "stats"][0]
     assert stats["resent"] == 1 and stats["connects"] == 2
+
+
+def test_a_swallowed_puback_is_resent_on_a_new_connection() -> None:
+    """A broker (or middlebox) that keeps the link alive but never acks: MQTT
+    3.1.1 resends only on reconnect, so the client drops the connection after
+    ack_timeout and its session resends with DUP (found by the simulator)."""
+    import asyncio
+
+    from firmware.mqtt.aclient import AsyncClient
+
+    b = ScriptedBroker("swallow-ack")
+
+    async def main() -> dict:
+        c = AsyncClient("t1", "127.0.0.1", b.port, keepalive=2, timeout=2, ack_timeout=1.0, backoff_cap=0.2)
+        runner = asyncio.create_task(c.run())
+        await asyncio.wait_for(c.publish("t/x", b"m0", 1), 10)
+        await c.disconnect()
+        runner.cancel()
+        return c.stats
+
+    try:
+        t0 = time.monotonic()
+        stats = asyncio.run(main())
+        took = time.monotonic() - t0
+    finally:
+        b.close()
+    assert stats["ack_timeouts"] == 1 and stats["resent"] == 1 and stats["connects"] == 2
+    (f1, pid1, m1), (f2, pid2, m2) = b.publishes[:2]
+    assert pid1 == pid2 and m1 == m2 == b"m0" and f2 & 0x08 and not f1 & 0x08
+    assert took < 6
 
 
 def test_silent_broker_never_hangs_the_client() -> None:

@@ -12,7 +12,7 @@ three decoders, interleaved frame by frame so a busy machine hurts them alike:
   (EAN/UPC family) and ``cv2.QRCodeDetector`` (multi), both run on every
   frame.
 
-The set (``tests/imagegen.py``): per category (blur, noise, rotation,
+The set (``simulator/imagegen.py``): per category (blur, noise, rotation,
 perspective, small, low contrast) N_PER frames of each of a UPU S10 id in
 Code 128, an EAN-13 and a QR code holding an S10 id, each on a parcel label
 with address-like print on a textured desk, severity drawn from
@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from handheld.decode import decode_image  # noqa: E402
-from tests.imagegen import degrade, ean13, label_image, no_code_image, s10_id  # noqa: E402
+from simulator.imagegen import degrade, ean13, label_image, no_code_image, s10_id  # noqa: E402
 
 SEED = 606
 CATEGORIES = ("blur", "noise", "rotation", "perspective", "small", "low_contrast")

@@ -56,6 +56,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from simulator.handheld_sim import SimHandheld as BaseSimHandheld
+
 if TYPE_CHECKING:
     from simulator.faultproxy import FaultProxy, Rule
     from simulator.ledger import DomainReport
@@ -493,53 +495,24 @@ class LockerHandle:
         return self.sim.events(self.name, type)
 
 
-class SimHandheld:
-    """A courier handheld on the outlet broker: the app's own SQLite outbox and MQTT link
-    (``handheld/outbox.py``, ``handheld/link.py``) without the camera, GNSS and web UI,
-    so its events take the real path and the ledger follows them from the outbox on."""
+class SimHandheld(BaseSimHandheld):
+    """A courier handheld on the outlet broker (``simulator/handheld_sim.py``: the app's own
+    SQLite outbox and MQTT link), registered with the outlet so its events are followed by
+    the ledger from the outbox on and its photos feed the photo rule."""
 
     def __init__(self, sim: SimOutlet, name: str = "hh01", connect_timeout: float = 15) -> None:
-        from firmware.protocol import topics
-        from firmware.protocol.ids import SeqCounter
-        from firmware.storage import FileStorage
-        from handheld.link import MqttLink
-        from handheld.outbox import Outbox
         from simulator.runner import OUTLET
 
-        self.sim = sim
-        self.name = name
-        d = sim.dir / "handheld" / name
-        d.mkdir(parents=True, exist_ok=True)
-        self.counter = SeqCounter(FileStorage(str(d / "ids")))
-        self.outbox = Outbox(d / "outbox.db")
-        self.t_evt = topics.build(OUTLET, "handheld", name, "evt")
-        self.commands: list[bytes] = []
-        self.submitted: list[str] = []
-        self._lock = threading.Lock()
         o = sim.outlet
         port = o.proxy.port if o.proxy is not None else o.broker.port
-        self.link = MqttLink(name, OUTLET, "127.0.0.1", port, name, f"{name}-pw", self.outbox,
-                             self.commands.append)
-        self.link.start()
+        super().__init__(name, OUTLET, sim.dir / "handheld" / name, "127.0.0.1", port, f"{name}-pw",
+                         sim.now, tap=sim._record_device)
+        self.sim = sim
         sim.handhelds[name] = self
         if not sim.wait_for(lambda: self.link.connected, connect_timeout):
             raise SimActionError(f"{name} could not connect to the broker: {self.link.last_error}")
 
-    def emit(self, etype: str, cls: str, body: dict[str, Any]) -> str:
-        """Queue one event durably, as ``HandheldApp.emit`` does; returns its id."""
-        from firmware.protocol import envelope
-        from firmware.protocol.ids import format_event_id
-
-        with self._lock:
-            eid = format_event_id(self.name, self.counter.incarnation, self.counter.next())
-            data = envelope.encode(envelope.make(eid, self.sim.now(), etype, cls, body, self.counter.boot))
-            # Recorded before the append: the link's sender may publish it at once.
-            self.sim._record_device(self.name, self.t_evt, data)
-            self.outbox.append(cls, self.t_evt, data, eid, etype)
-        self.link.wake()
-        return eid
-
-    def photo(self, job: str = "job-1", site: str = "site-1", data: bytes | None = None,
+    def photo(self, job: str = "job-1", site: str = "site-1", data: bytes | None = None,  # type: ignore[override]
               step: str = "photo") -> str:
         """A bulletin-board evidence photo: a ``handheld.photo`` event with the image's
         SHA-256 (of ``data``, or of fresh random bytes); returns the hash."""
@@ -549,14 +522,8 @@ class SimHandheld:
         self.submitted.append(sha)
         return sha
 
-    @property
-    def pending(self) -> int:
-        """Records not yet acked by the broker."""
-        return self.outbox.count()
-
     def close(self) -> None:
-        self.link.stop()
-        self.outbox.close()
+        super().close()
         self.sim.handhelds.pop(self.name, None)
 
 

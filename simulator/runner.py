@@ -44,11 +44,12 @@ from firmware.device import FlowError
 from firmware.locker import codes as C
 from firmware.protocol import envelope, signing, topics
 from firmware.protocol.canonical import dumps
-from gateway.broker import Account, Mosquitto, find_mosquitto
+from gateway.broker import Account, Mosquitto, find_mosquitto, free_port
 from gateway.process import GatewayProcess
 from gateway.store import EventStore
 from simulator.central import Central, CentralHttps, Link, make_certs
 from simulator.faultproxy import FaultProxy, Rule
+from simulator.handheld_sim import SimHandheld
 from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker
 from simulator.ledger import Ledger, check_domain
 from simulator.scenario import Fault, Scenario
@@ -168,7 +169,9 @@ class Outlet:
         accounts ``hh01``... for simulated courier handhelds."""
         self.sc = sc
         self.want_proxy = proxy
-        self.handhelds = handhelds
+        self.handhelds = max(handhelds, sc.handhelds)
+        self.hh: dict[str, SimHandheld] = {}
+        self.web_port = 0
         self.dir = workdir
         self.log = log or (lambda evt, **kw: None)
         self.clock = SimClock(sc.start if sc.mode == "virtual" else None)
@@ -238,6 +241,8 @@ class Outlet:
         self.https = CentralHttps(self.central, certs.server_cert, certs.server_key).up()
         self.link = Link(self.https.port).up()
         self.gw_cfg = self.dir / "gateway.toml"
+        if hh:
+            self.web_port = free_port()
         self.gw_cfg.write_text(
             "\n".join(
                 [
@@ -259,6 +264,20 @@ class Outlet:
                     "down_interval_s = 0.5",
                     "",
                 ]
+                + (
+                    # handhelds upload photos to the gateway's web server, logging in with their
+                    # broker accounts (checked against Mosquitto's own password file)
+                    [
+                        "[web]",
+                        'host = "127.0.0.1"',
+                        f"port = {self.web_port}",
+                        f'passwd_file = "{self.dir / "broker" / "passwd"}"',
+                        f'acl_file = "{self.dir / "broker" / "acl"}"',
+                        "",
+                    ]
+                    if self.web_port
+                    else []
+                )
             )
         )
         self.gw = GatewayProcess(self.gw_cfg)
@@ -280,6 +299,18 @@ class Outlet:
                 **kw,
             )
             self.devices[n] = dev
+        for n in hh:
+            self.hh[n] = SimHandheld(
+                n,
+                OUTLET,
+                self.dir / "handheld" / n,
+                "127.0.0.1",
+                port,
+                f"{n}-pw",
+                self.clock.time,
+                tap=self._tap,
+                gateway_url=f"http://127.0.0.1:{self.web_port}",
+            )
 
     def boot_all(self) -> None:
         """Power the devices on (in the event loop: their tasks live there)."""
@@ -332,6 +363,9 @@ class Outlet:
 
     # ---------------------------------------------------------- actions
     async def do(self, a: Action) -> None:
+        if a.kind == "photo":
+            await self.photo(a)
+            return
         dev = self.devices.get(a.device)
         if dev is None or dev.app is None or dev.task is None:
             self.stats[f"{a.kind}_device_down"] += 1
@@ -368,6 +402,20 @@ class Outlet:
         finally:
             if dev.hal is not None:
                 dev.hal.clock.pin = None
+
+    async def photo(self, a: Action) -> None:
+        """A bulletin-board evidence photo: rendered, QR checked, event queued, uploaded."""
+        h = self.hh.get(a.device)
+        if h is None:
+            self.stats["photo_device_down"] += 1
+            return
+        job = a.args["job"]
+        await asyncio.to_thread(h.photo, job, a.args["site"], f"PE-CAMP:{job}", a.args["seed"])
+        self.stats["photo"] += 1
+        await asyncio.to_thread(h.upload)
+
+    def photos_submitted(self) -> list[str]:
+        return [sha for h in self.hh.values() for sha in h.submitted]
 
     async def run_window(self, actions: list[Action]) -> None:
         per: dict[str, list[Action]] = defaultdict(list)
@@ -497,8 +545,12 @@ class Outlet:
                 want = set(self.obs.emitted)
             with self.central.lock:
                 have = set(self.central.counts)
-            if want <= have:
+                photos = set(self.central.photos)
+            if want <= have and set(self.photos_submitted()) <= photos:
                 return
+            for h in self.hh.values():  # the uploader retries what the gateway has not confirmed
+                if h.queue is not None:
+                    await asyncio.to_thread(h.upload)
             await asyncio.sleep(0.2)
             self.sample_backlog()
         self.log("settle_timeout", missing=len(want - have))
@@ -535,7 +587,8 @@ class Outlet:
         if forgotten:
             self.stats["central_forgotten"] = len(forgotten)
         report = self.ledger.report()
-        domain = check_domain(central_events, complete=False)
+        submitted = self.photos_submitted()
+        domain = check_domain(central_events, photos_submitted=submitted or None, complete=False)
         lat: dict[str, dict[str, float]] = {}
         for hop, seen in (("broker", self.obs.broker_seen), ("gateway", gw_at), ("central", central_at)):
             xs = [(seen[e] - t0) * 1000 for e, t0 in self.obs.emitted.items() if e in seen and seen[e] >= t0]
@@ -549,6 +602,17 @@ class Outlet:
         if e.get("domain", True):
             exp.append(
                 {"name": "domain_ok", "ok": domain.ok, "detail": "" if domain.ok else domain.summary()}
+            )
+        if submitted:
+            with self.central.lock:
+                arrived = set(self.central.photos)
+            missing = [x for x in submitted if x not in arrived]
+            exp.append(
+                {
+                    "name": "photos_arrived",
+                    "ok": not missing,
+                    "detail": f"{len(submitted) - len(missing)}/{len(submitted)} photo files at the platform",
+                }
             )
         if "min_central_events" in e:
             exp.append(
@@ -579,6 +643,7 @@ class Outlet:
             ),
             key=lambda x: x["t"],
         )
+        kinds = {n: d.kind for n, d in self.devices.items()} | {n: "handheld" for n in self.hh}
         failures = [x["name"] for x in exp if not x["ok"]]
         return {
             "scenario": self.sc.name,
@@ -591,13 +656,13 @@ class Outlet:
             "devices": [
                 {
                     "device": n,
-                    "kind": d.kind,
+                    "kind": kind,
                     "events": per_dev.get(n, 0),
                     "online": [
                         [a, b if b is not None else self.sc.duration_s] for a, b in self.obs.online.get(n, [])
                     ],
                 }
-                for n, d in self.devices.items()
+                for n, kind in kinds.items()
             ],
             "timeline": timeline,
             "backlog": self.backlog,
@@ -643,6 +708,8 @@ class Outlet:
                 )
             else:
                 devices.append({"device": n, "kind": d.kind, "online": online.get(n, False)})
+        for n in self.hh:
+            devices.append({"device": n, "kind": "handheld", "online": online.get(n, False)})
         b = self.backlog[-1] if self.backlog else [0, 0, 0]
         faults = [{**w, "active": w["t"] <= self.t_virtual < w["until"]} for w in self._fault_windows()]
         return {
@@ -660,6 +727,11 @@ class Outlet:
         }
 
     async def close(self) -> None:
+        for h in self.hh.values():
+            try:
+                h.close()
+            except Exception:  # noqa: BLE001
+                pass
         for d in self.devices.values():
             try:
                 await d.power_cut()

@@ -22,7 +22,6 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import serial
-import zxingcpp
 
 from firmware.locker.codes import salted_hash
 from firmware.protocol import canonical, envelope, signing, topics
@@ -34,7 +33,7 @@ from handheld.main import main
 from handheld.outbox import Outbox, OutboxFull
 from handheld.scanning import ScanFilter
 from handheld.ui_text import Refused
-from tests.imagegen import s10_id
+from simulator.imagegen import board_with_qr, s10_id
 
 OUTLET = "o1"
 DEV = "hh01"
@@ -45,33 +44,6 @@ GOOD = "RB123456785GB"  # valid S10 (the protocol's own example)
 
 
 # ------------------------------------------------------------------ helpers
-
-def board_with_qr(qr_text: str | None, seed: int = 1, w: int = 1600, h: int = 1200) -> np.ndarray:
-    """A village notice board with a poster carrying a campaign QR code (or none)."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    ramp = np.linspace(0, 1, h)[:, None]
-    img[:] = (np.array([150, 140, 110]) + ramp * np.array([60, 40, 30]))[:, None, :].astype(np.uint8)
-    for _ in range(25):
-        color = tuple(int(x) for x in rng.integers(40, 200, 3))
-        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        cv2.circle(img, centre, int(rng.integers(20, 120)), color, -1)
-    x0, y0, x1, y1 = w // 5, h // 6, 4 * w // 5, 5 * h // 6
-    cv2.rectangle(img, (x0 - 20, y0 - 20), (x1 + 20, y1 + 20), (40, 60, 90), -1)
-    cv2.rectangle(img, (x0, y0), (x1, y1), (215, 220, 225), -1)
-    cv2.putText(img, "HEALTH CAMPAIGN", (x0 + 30, y0 + 90), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (40, 40, 160), 5,
-                cv2.LINE_AA)
-    for i in range(8):
-        cv2.putText(img, f"Line {i} seed {seed} notice", (x0 + 40, y0 + 170 + i * 55),
-                    cv2.FONT_HERSHEY_SIMPLEX, 1.1, (50, 50, 50), 2, cv2.LINE_AA)
-    if qr_text:
-        qr = np.asarray(zxingcpp.create_barcode(qr_text, zxingcpp.BarcodeFormat.QRCode).to_image(scale=8))
-        qh, qw = qr.shape[:2]
-        qx, qy = x1 - qw - 40, y1 - qh - 40
-        img[qy:qy + qh, qx:qx + qw] = cv2.cvtColor(qr, cv2.COLOR_GRAY2BGR)
-    noise = rng.normal(0, 3, img.shape)
-    return np.clip(img + noise, 0, 255).astype(np.uint8)
-
 
 def jpeg(img: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])

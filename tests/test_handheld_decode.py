@@ -2,7 +2,7 @@
 frames with nothing to read, multi-frame voting over a real video file, frame
 sources that fail, and ``postedge handheld decode``.
 
-Frames are synthetic (``tests/imagegen.py``) and seeded, so a failure here is
+Frames are synthetic (``simulator/imagegen.py``) and seeded, so a failure here is
 reproducible by seed.
 """
 
@@ -20,7 +20,7 @@ from handheld.decode import Code, decode_image, find_regions, to_gray
 from handheld.sources import SourceError, VideoSource, load_image
 from handheld.voting import Voter, scan
 from postedge.cli import main as cli_main
-from tests.imagegen import degrade, ean13, label_image, no_code_image, render_code, s10_id
+from simulator.imagegen import degrade, ean13, label_image, no_code_image, render_code, s10_id
 
 RNG_SEED = 20240606
 

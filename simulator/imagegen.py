@@ -1,8 +1,9 @@
 """Synthetic barcode images: render codes, lay them out on a parcel label in a
 camera frame, and degrade the frame the way a courier's phone camera does.
 
-Shared by the decoder tests, ``bench/decode.py`` and (later) the simulator's
-virtual camera, so everything here is deterministic given a
+Shared by the decoder tests, ``bench/decode.py`` and the simulator's
+virtual camera (parcel labels, village notice boards with a campaign
+poster), so everything here is deterministic given a
 ``numpy.random.Generator`` and returns plain uint8 BGR arrays. Symbols are
 drawn by zxing-cpp's own writer, which is an encoder independent of the
 decode path's tuning; the degradations are OpenCV image operations.
@@ -261,3 +262,30 @@ def degrade(img: np.ndarray, kind: str, level: float, rng: np.random.Generator) 
         assert ok
         return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     raise ValueError(f"unknown degradation {kind!r}; one of {KINDS}")
+
+
+def board_with_qr(qr_text: str | None, seed: int = 1, w: int = 1600, h: int = 1200) -> np.ndarray:
+    """A village notice board with a poster carrying a campaign QR code (or none)."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    ramp = np.linspace(0, 1, h)[:, None]
+    img[:] = (np.array([150, 140, 110]) + ramp * np.array([60, 40, 30]))[:, None, :].astype(np.uint8)
+    for _ in range(25):
+        color = tuple(int(x) for x in rng.integers(40, 200, 3))
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.circle(img, centre, int(rng.integers(20, 120)), color, -1)
+    x0, y0, x1, y1 = w // 5, h // 6, 4 * w // 5, 5 * h // 6
+    cv2.rectangle(img, (x0 - 20, y0 - 20), (x1 + 20, y1 + 20), (40, 60, 90), -1)
+    cv2.rectangle(img, (x0, y0), (x1, y1), (215, 220, 225), -1)
+    cv2.putText(img, "HEALTH CAMPAIGN", (x0 + 30, y0 + 90), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (40, 40, 160), 5,
+                cv2.LINE_AA)
+    for i in range(8):
+        cv2.putText(img, f"Line {i} seed {seed} notice", (x0 + 40, y0 + 170 + i * 55),
+                    cv2.FONT_HERSHEY_SIMPLEX, 1.1, (50, 50, 50), 2, cv2.LINE_AA)
+    if qr_text:
+        qr = np.asarray(zxingcpp.create_barcode(qr_text, zxingcpp.BarcodeFormat.QRCode).to_image(scale=8))
+        qh, qw = qr.shape[:2]
+        qx, qy = x1 - qw - 40, y1 - qh - 40
+        img[qy:qy + qh, qx:qx + qw] = cv2.cvtColor(qr, cv2.COLOR_GRAY2BGR)
+    noise = rng.normal(0, 3, img.shape)
+    return np.clip(img + noise, 0, 255).astype(np.uint8)

@@ -59,6 +59,9 @@ class Device:
         self.guard.restore(self._load_json("replay", {}))
         self.alarms_active = {}
         self.beats = {}
+        # Every event on the log too (stdout on the unix port): a host that
+        # runs the firmware as a process, the simulator, follows ids from here.
+        self.log_events = bool(cfg.get("log_events"))
         self.stats = {"events": 0, "commands": 0, "commands_refused": 0}
         self.t_evt = topics.build(self.outlet, kind, self.device, "evt")
         self.t_state = topics.build(self.outlet, kind, self.device, "state")
@@ -108,6 +111,8 @@ class Device:
         self.outbox.append(cls, self.t_evt, envelope.encode(env))
         if cls in envelope.NEVER_EVICT:
             self.outbox.flush()
+        if self.log_events:
+            self.log("event", id=eid, type=etype, cls=cls, body=body)
         self.stats["events"] += 1
         self._send_ev.set()
         self._after_outbox()
@@ -134,6 +139,8 @@ class Device:
             env = envelope.make(eid, self.now(), self.kind + ".alarm", "alarm", b, boot=self.seq.boot)
             self.outbox.append("alarm", self.t_evt, envelope.encode(env))
             self.outbox.flush()
+            if self.log_events:
+                self.log("event", id=eid, type=self.kind + ".alarm", cls="alarm", body=b)
         except OutboxFull:
             self.log("alarm_lost_outbox_full", alarm=kind)
         self.log("alarm", **b)

@@ -53,6 +53,7 @@ from simulator.handheld_sim import SimHandheld
 from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker
 from simulator.ledger import Ledger, check_domain
 from simulator.scenario import Fault, Scenario
+from simulator.unix_locker import FlowRefused, UnixLocker
 from simulator.workload import Action, generate
 
 OUTLET = "o1"
@@ -218,6 +219,35 @@ class Outlet:
             elif env["type"].endswith(".alarm"):
                 self.obs.alarms.append({"t": self.t_virtual, "device": device, **b})
 
+    def _unix_event(self, device: str, d: dict[str, Any]) -> None:
+        """An event a unix-port locker logged as it entered its outbox."""
+        now = time.time()
+        env = {
+            "id": d["id"],
+            "type": d["type"],
+            "cls": d["cls"],
+            "body": d.get("body") or {},
+            "ts": int(self.sc.start + self.t_virtual),
+        }
+        self.ledger.record("device", env["id"], now)
+        b = env["body"]
+        with self.obs.lock:
+            self.obs.emitted[env["id"]] = now
+            self.obs.events[env["id"]] = env
+            if env["type"] == "locker.deposit" and "code" in b:
+                self.obs.codes[b["parcel"]] = b["code"]
+            elif env["type"].endswith(".alarm"):
+                self.obs.alarms.append({"t": self.t_virtual, "device": device, **b})
+        if (
+            env["type"] == "locker.audit"
+            and b.get("what") == "command"
+            and b.get("result") == "ok"
+            and b.get("id") == f"cred-{device}"
+        ):
+            dev = self.devices.get(device)
+            if isinstance(dev, UnixLocker):
+                dev.couriers.add("c001")
+
     def start(self) -> None:
         sc = self.sc
         names = [f"lk{i + 1:02d}" for i in range(sc.lockers)] + [f"sc{i + 1:02d}" for i in range(sc.scanners)]
@@ -285,6 +315,18 @@ class Outlet:
         self.tap = BrokerTap(self.broker.port, self.ledger, self.obs, self.vt)
         self.tap.subscribed.wait(10)
         for i, n in enumerate(names):
+            if n.startswith("lk") and sc.locker_mode == "unixport":
+                self.devices[n] = UnixLocker(  # type: ignore[assignment]
+                    n,
+                    self.dir / "flash" / n,
+                    ("127.0.0.1", port),
+                    f"{n}-pw",
+                    KEY,
+                    self._unix_event,
+                    n=sc.compartments,
+                    poll_ms=max(sc.poll_ms, 50),
+                )
+                continue
             cls = SimLocker if n.startswith("lk") else SimCounter
             kw: dict[str, Any] = {"n": sc.compartments, "poll_ms": sc.poll_ms} if cls is SimLocker else {}
             dev = cls(
@@ -336,7 +378,7 @@ class Outlet:
         """Courier badges to every locker, through central -> gateway -> locker."""
         salt = "5a17" * 4
         for n, dev in self.devices.items():
-            if isinstance(dev, SimLocker):
+            if isinstance(dev, SimLocker | UnixLocker):
                 self.central.push_command(
                     OUTLET,
                     "locker",
@@ -353,7 +395,7 @@ class Outlet:
                     ),
                 )
         deadline = time.monotonic() + timeout
-        lockers = [d for d in self.devices.values() if isinstance(d, SimLocker)]
+        lockers = [d for d in self.devices.values() if isinstance(d, SimLocker | UnixLocker)]
         while time.monotonic() < deadline:
             if all("c001" in d.app.couriers for d in lockers):
                 return
@@ -370,7 +412,8 @@ class Outlet:
         if dev is None or dev.app is None or dev.task is None:
             self.stats[f"{a.kind}_device_down"] += 1
             return
-        dev.hal.clock.pin = self.sc.start + int(a.t) if self.sc.mode == "virtual" else None
+        if dev.hal is not None:  # an in-process device reads the scenario's clock
+            dev.hal.clock.pin = self.sc.start + int(a.t) if self.sc.mode == "virtual" else None
         try:
             if a.kind == "intake":
                 assert isinstance(dev, SimCounter)
@@ -380,6 +423,18 @@ class Outlet:
                 while sum(dev.app.counts.values()) == before and time.monotonic() < deadline:
                     await asyncio.sleep(0.005)
                 self.stats["intake"] += 1
+            elif a.kind == "deposit" and isinstance(dev, UnixLocker):
+                await dev.deposit(
+                    f"PE-C:{a.args['courier']}:{BADGE_SECRET}", a.args["parcel"], a.args["size"]
+                )
+                self.stats["deposit"] += 1
+            elif a.kind == "pickup" and isinstance(dev, UnixLocker):
+                code = self.obs.codes.get(a.args["parcel"])
+                if code is None:
+                    self.stats["pickup_no_code"] += 1
+                    return
+                await dev.pickup(code)
+                self.stats["pickup"] += 1
             elif a.kind == "deposit":
                 lk = dev.app
                 lk.courier_login(f"PE-C:{a.args['courier']}:{BADGE_SECRET}")
@@ -395,7 +450,7 @@ class Outlet:
                     return
                 await asyncio.wait_for(dev.app.pickup(code), 20)
                 self.stats["pickup"] += 1
-        except FlowError as e:
+        except (FlowError, FlowRefused) as e:
             self.stats[f"{a.kind}_refused_{e.code}"] += 1
         except TimeoutError:
             self.stats[f"{a.kind}_timeout"] += 1
@@ -457,7 +512,10 @@ class Outlet:
                 dev.boot()
         elif f.kind == "clock_skew":
             dev = self.devices[target]
-            dev.dclock.offset = f.skew_s if starting else 0
+            if isinstance(dev, UnixLocker):  # its RTC is the host's: nothing to skew from here
+                self.stats["clock_skew_unsupported"] += 1
+            else:
+                dev.dclock.offset = f.skew_s if starting else 0
         elif f.kind == "central_lossy":
             self.central.lose_every = f.every if starting else 0
         elif f.kind == "device_duplicating":
@@ -735,6 +793,8 @@ class Outlet:
         for d in self.devices.values():
             try:
                 await d.power_cut()
+                if isinstance(d, UnixLocker):
+                    d.close()
             except Exception:  # noqa: BLE001
                 pass
         for step in (

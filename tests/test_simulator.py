@@ -123,3 +123,20 @@ def test_cli_exit_code_is_1_when_an_expectation_fails(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "sim", "run", str(bad)],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "outlet.lockers" in r.stderr
+
+
+def test_unix_port_lockers_for_fidelity(tmp_path: Path) -> None:
+    """The same scenario machinery with the locker firmware as a MicroPython
+    unix-port process, driven through its front panel; a power cut is a SIGKILL."""
+    hours = [0.0] * 24
+    hours[6] = 1.0
+    sc = parse({"name": "unix", "seed": 4, "time": {"hours": 10.0},
+                "outlet": {"lockers": 1, "scanners": 0, "locker_mode": "unixport"},
+                "workload": {"parcels": 3, "arrivals_by_hour": hours, "pickup_delay_h": [0.2, 0.5],
+                             "pickup_rate": 1.0},
+                "faults": [{"kind": "power_cut", "at_h": 9.0, "device": "lk01"}]})
+    res = run_scenario(sc, tmp_path / "run")
+    assert res["verdict"]["ok"], (res["verdict"], res["stats"], res["ledger"]["end_to_end"])
+    assert res["stats"]["deposit"] == 3 and res["stats"]["pickup"] == 3, res["stats"]
+    types = {e["type"] for e in res["timeline"]}
+    assert {"locker.deposit", "locker.pickup", "locker.boot"} <= types

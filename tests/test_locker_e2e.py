@@ -37,11 +37,14 @@ def outlet(tmp_path: Path, broker: Mosquitto):
     fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "config.json")],
                         heap=unixport.APP_HEAP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     platform = Platform(broker.port, "o1", "gw-o1", "gw-secret", KEY)
-    yield {"bus": bus, "panel": panel, "gw": gw, "fw": fw, "db": tmp_path / "gateway.db",
-           "platform": platform}
+    d = {"bus": bus, "panel": panel, "gw": gw, "fw": fw, "db": tmp_path / "gateway.db", "platform": platform}
+    yield d
     platform.close()
     fw.kill()
     fw.communicate()
+    if d["fw"] is not fw:  # a test that power-cycled the locker put its new process here
+        d["fw"].kill()
+        d["fw"].wait()
     gw.stop()
     panel.close()
     bus.close()

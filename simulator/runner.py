@@ -50,7 +50,7 @@ from gateway.store import EventStore
 from simulator.central import Central, CentralHttps, Link, make_certs
 from simulator.faultproxy import FaultProxy, Rule
 from simulator.handheld_sim import SimHandheld
-from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker
+from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker, restore_gc, tune_gc
 from simulator.ledger import Ledger, check_domain
 from simulator.scenario import Fault, Scenario
 from simulator.unix_locker import FlowRefused, UnixLocker
@@ -358,6 +358,7 @@ class Outlet:
         """Power the devices on (in the event loop: their tasks live there)."""
         for dev in self.devices.values():
             dev.boot()
+        self._gc = tune_gc()
 
     def command(self, device: str, op: str, args: dict[str, Any], cid: str) -> dict[str, Any]:
         now = self.clock.time()
@@ -422,6 +423,10 @@ class Outlet:
                 deadline = time.monotonic() + 5
                 while sum(dev.app.counts.values()) == before and time.monotonic() < deadline:
                     await asyncio.sleep(0.005)
+                if sum(dev.app.counts.values()) == before:
+                    self.stats["intake_unanswered"] += 1
+                else:  # what the clerk heard: good, duplicate, invalid, wrong_outlet or suppressed
+                    self.stats["intake_" + (dev.app.last or {}).get("verdict", "suppressed")] += 1
                 self.stats["intake"] += 1
             elif a.kind == "deposit" and isinstance(dev, UnixLocker):
                 await dev.deposit(
@@ -804,6 +809,9 @@ class Outlet:
         }
 
     async def close(self) -> None:
+        if getattr(self, "_gc", None) is not None:
+            restore_gc(self._gc)
+            self._gc = None
         for h in self.hh.values():
             try:
                 h.close()

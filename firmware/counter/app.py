@@ -25,7 +25,7 @@ import asyncio
 from firmware.aio import sleep_ms
 from firmware.counter.config import RUNTIME_KEYS
 from firmware.device import Device, FlowError
-from firmware.hal.common import ticks_diff, ticks_ms
+from firmware.hal.common import ticks_diff
 from firmware.outbox import OutboxFull
 from firmware.protocol import barcodes
 
@@ -77,10 +77,11 @@ class Counter(Device):
         """Verdict for one scan dict from the engine driver; the event (if
         any) is in the outbox before the clerk gets the good signal."""
         text = scan["text"]
-        now_ms = ticks_ms() if now_ms is None else now_ms
+        now_ms = self.clock.ticks_ms() if now_ms is None else now_ms
         dup = self.dedupe.check(text, now_ms)
         if dup == "suppressed":
             self.counts["suppressed"] += 1
+            self.last = {"verdict": "suppressed", "parcel": None, "t": self.now()}
             return {"verdict": "suppressed"}
         if dup == "duplicate":
             return self._verdict("duplicate", {"text": text[:MAX_TEXT]})

@@ -196,6 +196,7 @@ class Outlet:
         self.backlog: list[list[float]] = []
         self.stats: Counter[str] = Counter()
         self.proxy: FaultProxy | None = None
+        self.disk: Path | None = None
         self.t_virtual = 0.0
         self.progress = 0.0
 
@@ -271,13 +272,16 @@ class Outlet:
         self.https = CentralHttps(self.central, certs.server_cert, certs.server_key).up()
         self.link = Link(self.https.port).up()
         self.gw_cfg = self.dir / "gateway.toml"
+        self.gw_db = self.dir / "gateway.db"
+        if any(f.kind == "disk_full" for f in sc.faults):
+            self.gw_db = self.mount_gateway_disk() / "gateway.db"
         if hh:
             self.web_port = free_port()
         self.gw_cfg.write_text(
             "\n".join(
                 [
                     f'outlet = "{OUTLET}"',
-                    'db = "gateway.db"',
+                    f'db = "{self.gw_db}"',
                     "",
                     "[broker]",
                     'host = "127.0.0.1"',
@@ -353,6 +357,23 @@ class Outlet:
                 tap=self._tap,
                 gateway_url=f"http://127.0.0.1:{self.web_port}",
             )
+
+    DISK_ROOM = "256m"
+
+    def mount_gateway_disk(self) -> Path:
+        """The gateway's database on a tmpfs of its own, so a fault can fill it for real."""
+        mnt = self.dir / "gwdisk"
+        mnt.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.DISK_ROOM}", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"the disk_full fault needs a tmpfs (run as root): {r.stderr.strip()}")
+        self.disk = mnt
+        return mnt
+
+    def _remount(self, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.disk)], check=True,
+                       capture_output=True)
 
     def boot_all(self) -> None:
         """Power the devices on (in the event loop: their tasks live there)."""
@@ -521,6 +542,12 @@ class Outlet:
                 self.stats["clock_skew_unsupported"] += 1
             else:
                 dev.dclock.offset = f.skew_s if starting else 0
+        elif f.kind == "disk_full":
+            if starting:  # what is there now, and a few pages: the next group commit fails
+                used = shutil.disk_usage(self.disk).used
+                await asyncio.to_thread(self._remount, str(max(used + 32 * 1024, 256 * 1024)))
+            else:
+                await asyncio.to_thread(self._remount, self.DISK_ROOM)
         elif f.kind == "central_lossy":
             self.central.lose_every = f.every if starting else 0
         elif f.kind == "device_duplicating":
@@ -545,7 +572,7 @@ class Outlet:
 
     def sample_backlog(self) -> None:
         try:
-            s = EventStore(self.dir / "gateway.db")
+            s = EventStore(self.gw_db)
             try:
                 b = s.backlog()
             finally:
@@ -563,7 +590,7 @@ class Outlet:
         edges: list[tuple[float, Fault, bool]] = []
         for f in sc.faults:
             edges.append((f.at_s, f, True))
-            if f.for_h > 0 or f.kind in ("wan_down", "mqtt", "clock_skew"):
+            if f.for_h > 0 or f.kind in ("wan_down", "mqtt", "clock_skew", "disk_full"):
                 edges.append((f.until_s, f, False))
         edges.sort(key=lambda e: e[0])
         t = 0.0
@@ -625,7 +652,7 @@ class Outlet:
 
     def _quiescent(self, want: set[str]) -> bool:
         try:
-            s = EventStore(self.dir / "gateway.db")
+            s = EventStore(self.gw_db)
             try:
                 backlog = s.backlog()["count"]
                 stored = {r[0] for r in s.db.execute("SELECT id FROM events")}
@@ -639,7 +666,7 @@ class Outlet:
 
     # ---------------------------------------------------------- results
     def gateway_ids(self) -> list[tuple[str, float]]:
-        s = EventStore(self.dir / "gateway.db")
+        s = EventStore(self.gw_db)
         try:
             return [(r[0], r[1]) for r in s.db.execute("SELECT id, received_at FROM events ORDER BY rowid")]
         finally:
@@ -665,6 +692,9 @@ class Outlet:
             if not eid.startswith("gw-"):
                 for _ in range(n):
                     self.ledger.record("central", eid, central_at.get(eid))
+        failed = sum(1 for x in self.gw.lines if x.get("evt") == "store_failed")
+        if failed:
+            self.stats["gateway_store_failed"] = failed
         forgotten = [e for e in self.central.forgotten if not e.startswith("gw-")]  # devices' only
         if forgotten:
             self.stats["central_forgotten"] = len(forgotten)
@@ -831,6 +861,7 @@ class Outlet:
             lambda: self.https.down(),
             lambda: self.broker.stop(),
             lambda: self.proxy.stop() if self.proxy else None,
+            lambda: subprocess.run(["umount", "-l", str(self.disk)], check=False) if self.disk else None,
         ):
             try:
                 step()

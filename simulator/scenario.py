@@ -29,8 +29,8 @@ A scenario is TOML, validated at load with errors that name the key::
     photos = 3                  # bulletin-board photos the handhelds submit
 
     [[faults]]
-    kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut,
-    at_h = 8.0                  # clock_skew, mqtt (fault proxy rules on device links)
+    kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
+    at_h = 8.0                  # disk_full (the gateway's own tmpfs), mqtt (fault proxy rules)
     for_h = 6.0
 
     [expect]
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("wan_down", "broker_restart", "gateway_kill", "power_cut", "clock_skew", "mqtt",
+FAULT_KINDS = ("wan_down", "broker_restart", "gateway_kill", "power_cut", "clock_skew", "mqtt", "disk_full",
                "central_lossy", "device_duplicating")  # the last two: sabotage, to prove the checks bite
 MQTT_ACTIONS = ("drop", "delay", "duplicate", "reorder")
 
@@ -196,7 +196,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         kw = dict(f)
         kw["at_h"] = float(kw["at_h"])
         kw["for_h"] = float(kw.get("for_h", 0.0))
-        if kw["kind"] in ("wan_down", "mqtt") and kw["for_h"] <= 0:
+        if kw["kind"] in ("wan_down", "mqtt", "disk_full") and kw["for_h"] <= 0:
             raise ScenarioError(f"{where}.for_h: {kw['kind']} needs a duration in hours")
         fs.append(Fault(**kw))
     out["faults"] = tuple(sorted(fs, key=lambda x: x.at_h))

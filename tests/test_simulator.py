@@ -140,3 +140,42 @@ def test_unix_port_lockers_for_fidelity(tmp_path: Path) -> None:
     assert res["stats"]["deposit"] == 3 and res["stats"]["pickup"] == 3, res["stats"]
     types = {e["type"] for e in res["timeline"]}
     assert {"locker.deposit", "locker.pickup", "locker.boot"} <= types
+
+
+def test_real_time_mode_and_the_live_dashboard_during_a_run(tmp_path: Path) -> None:
+    """Real mode paces the windows by the wall clock; the dashboard serves the
+    running outlet's snapshot (the page itself is tested in Chromium in
+    tests/test_sim_report.py)."""
+    import time
+    import urllib.request
+
+    from simulator.dashboard import Dashboard
+
+    sc = parse({"name": "live", "seed": 9, "time": {"mode": "real", "hours": 0.05, "speed": 30.0},
+                "outlet": {"lockers": 2, "scanners": 1}, "workload": {"parcels": 0, "window_min": 0.5}})
+    seen: list[dict[str, Any]] = []
+    dash: list[Dashboard] = []
+
+    def on_start(outlet: Any) -> None:
+        dash.append(Dashboard(outlet.snapshot, port=0, lang="en"))
+        dash[0].start()
+
+    def progress(outlet: Any) -> None:
+        if dash and len(seen) < 3:
+            with urllib.request.urlopen(dash[0].url.rstrip("/") + "/api/snapshot", timeout=5) as r:
+                seen.append(json.loads(r.read()))
+
+    t0 = time.monotonic()
+    try:
+        res = run_scenario(sc, tmp_path / "run", progress=progress, on_start=on_start)
+    finally:
+        for d in dash:
+            d.stop()
+    took = time.monotonic() - t0
+    assert res["verdict"]["ok"] and res["time_mode"] == "real"
+    assert took >= 180 / 30.0 * 0.8  # 3 virtual minutes at 30x: about 6 s of wall time
+    assert seen, "the dashboard never answered during the run"
+    snap = seen[-1]
+    assert [x["device"] for x in snap["lockers"]] == ["lk01", "lk02"]
+    assert len(snap["lockers"][0]["compartments"]) == 24 and 0 < snap["progress"] <= 1
+    assert any(d["device"] == "sc01" for d in snap["devices"])

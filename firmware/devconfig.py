@@ -65,3 +65,23 @@ def load_json(path, validate):
     except Exception:
         raise ConfigError("%s is not valid JSON" % path)
     return validate(cfg)
+
+
+def with_defaults(cfg, defaults):
+    """A copy of cfg with every default it leaves out filled in."""
+    out = {}
+    for k in defaults:
+        out[k] = defaults[k]
+    for k in cfg:
+        out[k] = cfg[k]
+    return out
+
+
+def log(evt, **kw):
+    """One JSON line per notable step on stdout (the board's USB serial; the
+    unix port's pipe, which tests and the simulator read)."""
+    kw["evt"] = evt
+    try:
+        print(json.dumps(kw))
+    except Exception:
+        print('{"evt":"log_failed"}')

@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from gateway.ingest import emit
-from gateway.uploads import Credentials, Reply, basic_auth
+from gateway.uploads import Credentials, Reply, handheld_login
 from gateway.web import ReadOnlyStore, StoreUnavailable
 
 PREFIX = "/v1/commands"
@@ -86,20 +86,11 @@ class CommandAPI:
                         "Command status is not configured on this gateway (web.passwd_file is not set)")
         # Authenticate before looking at the id: an anonymous caller learns
         # nothing, not even whether the route shape was right.
-        who = basic_auth(headers.get("Authorization"))
-        if who is None:
-            return _err(401, "unauthorized", "需要登录（设备的用户名和密码）",
-                        "Login required (the device's username and password)")
-        try:
-            principal = self.creds.check(*who)
-        except OSError as e:
-            return _err(503, "passwd_unreadable", f"网关无法读取密码文件：{e}",
-                        f"The gateway cannot read its password file: {e}")
-        if principal is None:
-            return _err(401, "unauthorized", "用户名或密码错误", "Wrong username or password")
-        if principal.kind != "handheld":
-            return _err(403, "forbidden", "只有手持终端可以查询指令状态",
-                        "Only handhelds may read command status")
+        got = handheld_login(self.creds, headers.get("Authorization"), _err,
+                             "只有手持终端可以查询指令状态", "Only handhelds may read command status")
+        if isinstance(got, Reply):
+            return got
+        principal = got
         rest = path.split("?", 1)[0][len(PREFIX):]
         if not rest.startswith("/") or "/" in rest[1:]:
             return _err(404, "no_route", "没有这个地址", f"No such route: {path}")

@@ -69,6 +69,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -275,6 +276,26 @@ class Credentials:
         return Principal(username, kind, outlet)
 
 
+def handheld_login(creds: Credentials, header: str | None, err: Callable[..., Reply], forbidden_zh: str,
+                   forbidden_en: str) -> Any:
+    """The logged-in handheld account, or the refusal to send back (a Reply):
+    one login check for every route a handheld uses."""
+    who = basic_auth(header)
+    if who is None:
+        return err(401, "unauthorized", "需要登录（设备的用户名和密码）",
+                   "Login required (the device's username and password)")
+    try:
+        principal = creds.check(*who)
+    except OSError as e:
+        return err(503, "passwd_unreadable", f"网关无法读取密码文件：{e}",
+                   f"The gateway cannot read its password file: {e}")
+    if principal is None:
+        return err(401, "unauthorized", "用户名或密码错误", "Wrong username or password")
+    if principal.kind != "handheld":
+        return err(403, "forbidden", forbidden_zh, forbidden_en)
+    return principal
+
+
 def basic_auth(header: str | None) -> tuple[str, str] | None:
     if not header or not header.startswith("Basic "):
         return None
@@ -430,19 +451,11 @@ class UploadService:
                 # nothing stored, nothing to answer.
                 M.UPLOAD_CHUNKS.labels("truncated").inc()
                 return Reply(0, close=True)
-        who = basic_auth(headers.get("Authorization"))
-        if who is None:
-            return _err(401, "unauthorized", "需要登录（设备的用户名和密码）",
-                        "Login required (the device's username and password)")
-        try:
-            principal = self.creds.check(*who)
-        except OSError as e:
-            return _err(503, "passwd_unreadable", f"网关无法读取密码文件：{e}",
-                        f"The gateway cannot read its password file: {e}")
-        if principal is None:
-            return _err(401, "unauthorized", "用户名或密码错误", "Wrong username or password")
-        if principal.kind != "handheld":
-            return _err(403, "forbidden", "只有手持终端可以上传照片", "Only handhelds may upload photos")
+        got = handheld_login(self.creds, headers.get("Authorization"), _err,
+                             "只有手持终端可以上传照片", "Only handhelds may upload photos")
+        if isinstance(got, Reply):
+            return got
+        principal = got
         if method == "POST" and not parts:
             return self._begin(principal, body)
         if len(parts) == 1 and method in ("GET", "HEAD"):

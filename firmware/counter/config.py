@@ -16,7 +16,7 @@
 # within different_symbol_ms of the last read (a stray second label on the
 # same parcel).
 
-from firmware.devconfig import ConfigError, load_json, need, validate_common
+from firmware.devconfig import ConfigError, load_json, need, validate_common, with_defaults
 
 FAMILIES = ("gm65", "honeywell", "ssi", "newland")
 SUFFIXES = ("cr", "crlf", "none")
@@ -47,11 +47,7 @@ def validate(cfg):
     for k in ("idle_ms", "trigger_ms"):
         if k in sc and (not isinstance(sc[k], int) or isinstance(sc[k], bool) or sc[k] <= 0):
             raise ConfigError("scanner.%s must be a positive integer" % k)
-    out = {}
-    for k in DEFAULTS:
-        out[k] = DEFAULTS[k]
-    for k in cfg:
-        out[k] = cfg[k]
+    out = with_defaults(cfg, DEFAULTS)
     for k in ("same_symbol_ms", "different_symbol_ms", "state_every_s", "recent"):
         v = out[k]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:

@@ -6,21 +6,13 @@
 #                  -m firmware.counter.main config.json
 
 import asyncio
-import json
 import sys
 
 from firmware.counter import config as config_mod
 from firmware.counter.app import Counter
+from firmware.devconfig import log
 from firmware.hal import load
 from firmware.scanner.engine import connect
-
-
-def log(evt, **kw):
-    kw["evt"] = evt
-    try:
-        print(json.dumps(kw))
-    except Exception:
-        print('{"evt":"log_failed"}')
 
 
 def build(cfg, hal=None, logger=log):

@@ -14,7 +14,7 @@
 #   "lockout_base_s": 30, "panel": "socket://127.0.0.1:7001"
 # }
 
-from firmware.devconfig import ConfigError, load_json, validate_common
+from firmware.devconfig import ConfigError, load_json, validate_common, with_defaults
 from firmware.devconfig import need as _need
 
 SIZES = ("S", "M", "L", "XL")
@@ -61,11 +61,7 @@ def validate(cfg):
             raise ConfigError("%s: board %d lock %d is already compartment %d"
                               % (where, place[0], place[1], places[place]))
         places[place] = cid
-    out = {}
-    for k in DEFAULTS:
-        out[k] = DEFAULTS[k]
-    for k in cfg:
-        out[k] = cfg[k]
+    out = with_defaults(cfg, DEFAULTS)
     for k in ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s"):
         if not isinstance(out[k], int) or out[k] <= 0:
             raise ConfigError("config.%s must be a positive integer" % k)

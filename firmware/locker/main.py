@@ -6,22 +6,14 @@
 #                  -m firmware.locker.main config.json
 
 import asyncio
-import json
 import sys
 
+from firmware.devconfig import log
 from firmware.hal import load
 from firmware.locker import config as config_mod
 from firmware.locker.app import Locker
 from firmware.locker.doors import Doors, make_driver
 from firmware.locker.panel import Panel
-
-
-def log(evt, **kw):
-    kw["evt"] = evt
-    try:
-        print(json.dumps(kw))
-    except Exception:
-        print('{"evt":"log_failed"}')
 
 
 def build(cfg, hal=None, logger=log):

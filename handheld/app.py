@@ -323,6 +323,8 @@ class HandheldApp:
         self._spawn(self._sync_loop, "hh-sync")
         if self.cfg.scan_engine:
             self._spawn(self._engine_loop, "hh-scan-engine")
+        if self.cfg.camera and self.cfg.camera_scan:
+            self._spawn(self._camera_scan_loop, "hh-camera-scan")
         from handheld.webui import WebUI
 
         self.web = WebUI(self, self.cfg.web_host, self.cfg.web_port)
@@ -504,6 +506,33 @@ class HandheldApp:
                     await asyncio.sleep(2)
 
         asyncio.run(run())
+
+    def _camera_scan_loop(self) -> None:
+        """Barcodes from the camera: each new frame decoded (handheld/decode.py), and a
+        read taken as a scan once it passes a check digit or 2 of the last 5 frames agree
+        (handheld/voting.py), so a 1D misread from one blurred frame never counts."""
+        from handheld.decode import decode_image
+        from handheld.voting import Voter
+
+        voter = Voter(window=5, need=2)
+        seen = -1
+        while not self._stop.wait(0.05):
+            if self.camera.frames == seen:
+                continue
+            seen = self.camera.frames
+            img = self.camera.latest()
+            if img is None:
+                continue
+            try:
+                codes = decode_image(img)
+            except Exception as e:  # noqa: BLE001 - a bad frame is skipped, the loop goes on
+                log.warning("camera decode failed: %r", e)
+                continue
+            for acc in voter.feed(codes):
+                try:
+                    self.scan(acc.code.text, source="camera")
+                except Exception as e:  # noqa: BLE001 - a refused scan is the UI's business
+                    log.info("camera scan refused: %r", e)
 
     # ------------------------------------------------------------------ views
     def photo(self, job: str, step: str, data: bytes | None) -> dict[str, Any]:

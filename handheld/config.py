@@ -14,6 +14,7 @@ Example (every key; relative paths are relative to the config file)::
     lang = "zh"                # default UI language: zh | en
     state_dir = "state"        # outbox, id counter, jobs, photos
     camera = "frames/"         # device index ("0"), video file, stream URL or a folder of images
+    camera_scan = false        # also read barcodes in the camera's frames (multi-frame voting)
     gnss = "/dev/ttyUSB1"      # pyserial URL of the NMEA receiver; "" = none
     scan_engine = ""           # pyserial URL of a serial scan engine; "" = none
     scan_engine_family = "gm65"
@@ -61,7 +62,7 @@ from typing import Any
 from firmware.protocol.topics import valid_segment
 
 LANGS = ("zh", "en")
-TOP_KEYS = ("device", "outlet", "courier", "lang", "state_dir", "camera", "gnss", "gnss_baud",
+TOP_KEYS = ("device", "outlet", "courier", "lang", "state_dir", "camera", "camera_scan", "gnss", "gnss_baud",
             "scan_engine", "scan_engine_family", "require_position", "command_keys", "broker",
             "gateway", "web", "scan", "outbox", "gnss_gate")
 FAMILIES = ("gm65", "honeywell", "ssi", "newland")
@@ -98,6 +99,7 @@ class HandheldConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     lang: str = "zh"
     camera: str = ""
+    camera_scan: bool = False   # decode codes in the camera's frames and take them as scans
     gnss: str = ""
     gnss_baud: int = 9600
     scan_engine: str = ""
@@ -214,12 +216,15 @@ def parse_config(d: dict[str, Any], base: Path | None = None) -> HandheldConfig:
     family = _str(d, "scan_engine_family", "scan_engine_family", "gm65")
     if family not in FAMILIES:
         raise ConfigError(f"scan_engine_family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    cs = d.get("camera_scan", False)
+    if not isinstance(cs, bool):
+        raise ConfigError(f"camera_scan must be true or false, got {cs!r}")
     rp = d.get("require_position", True)
     if not isinstance(rp, bool):
         raise ConfigError(f"require_position must be true or false, got {rp!r}")
     return HandheldConfig(
         device=device, outlet=outlet, courier=courier, state_dir=state_dir, command_keys=keys,
-        broker=broker, gateway=gateway, lang=lang, camera=path("camera", ""),
+        broker=broker, gateway=gateway, lang=lang, camera=path("camera", ""), camera_scan=cs,
         gnss=_str(d, "gnss", "gnss", ""), gnss_baud=_int(d, "gnss_baud", "gnss_baud", 9600, 1200, 921600),
         scan_engine=_str(d, "scan_engine", "scan_engine", ""), scan_engine_family=family,
         require_position=rp,

@@ -62,3 +62,30 @@ def test_serial_engine_scans_reach_the_app_and_an_unplug_is_reported(
         app.stop()
         gw.close()
         hbroker.kill()
+
+
+def test_camera_frames_are_scanned_with_voting(tmp_path: Path) -> None:
+    """A camera (a folder of frames, cycled, as a test camera) pointed at a
+    parcel label: the code is read from the frames, accepted by the voter and
+    judged like any scan."""
+    import cv2
+    import numpy as np
+
+    from simulator.imagegen import label_image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    img, _ = label_image([(GOOD, "Code128")], np.random.default_rng(3))
+    cv2.imwrite(str(frames / "label.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    hbroker = Mosquitto(tmp_path / "broker", ACCOUNTS)
+    hbroker.start()
+    cfg = make_config(tmp_path, hbroker.port, camera=str(frames), camera_scan=True)
+    app = HandheldApp(cfg)
+    app.gnss = gnss_ready()
+    app.start()
+    try:
+        assert wait(lambda: (app.last_scan or {}).get("value") == GOOD, 20), (app.last_scan, app.camera.error)
+        assert app.last_scan["verdict"] == "good"
+    finally:
+        app.stop()
+        hbroker.kill()

@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    faults_active=sum(1 for f in snap["faults"] if f["active"]))
 
     try:
-        result = run_scenario(sc, work, progress=progress, on_start=on_start)
+        result = run_scenario(sc, work, progress=progress, on_start=on_start, broker=args.broker)
     finally:
         bar.close()
         if dash is not None:
@@ -96,6 +96,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--dashboard", type=int, nargs="?", const=0, default=None, metavar="PORT",
                    help="serve the live dashboard during the run (port 0: any free port)")
     r.add_argument("--workdir", help="keep the run's files here (default: a temporary folder)")
+    r.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                   help="the outlet broker: Mosquitto when installed (auto), or the embedded amqtt")
     r.set_defaults(func=cmd_run)
     c = ssub.add_parser("check", help="validate scenario files")
     c.add_argument("scenarios", nargs="+")

@@ -52,6 +52,7 @@ from simulator.faultproxy import FaultProxy, Rule
 from simulator.handheld_sim import SimHandheld
 from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker, restore_gc, tune_gc
 from simulator.ledger import Ledger, check_domain
+from simulator.pybroker import AmqttBroker, amqtt_version
 from simulator.scenario import Fault, Scenario
 from simulator.unix_locker import FlowRefused, UnixLocker
 from simulator.workload import Action, generate
@@ -164,12 +165,23 @@ class Outlet:
         log: Callable[..., None] | None = None,
         proxy: bool = False,
         handhelds: int = 0,
+        broker: str = "auto",
     ) -> None:
-        """``proxy`` puts the fault proxy in front of the broker even when no scenario fault
-        needs it (the pytest plugin injects MQTT faults mid-test); ``handhelds`` adds broker
-        accounts ``hh01``... for simulated courier handhelds."""
+        """``broker``: "mosquitto", "amqtt" (``simulator/pybroker.py``) or "auto" (Mosquitto
+        when installed, else amqtt). ``proxy`` puts the fault proxy in front of the broker even
+        when no scenario fault needs it (the pytest plugin injects MQTT faults mid-test);
+        ``handhelds`` adds broker accounts ``hh01``... for simulated courier handhelds."""
         self.sc = sc
         self.want_proxy = proxy
+        if broker not in ("auto", "mosquitto", "amqtt"):
+            raise ValueError(f"broker must be auto, mosquitto or amqtt, got {broker!r}")
+        if broker == "auto":
+            try:
+                find_mosquitto()
+                broker = "mosquitto"
+            except FileNotFoundError:
+                broker = "amqtt"
+        self.broker_kind = broker
         self.handhelds = max(handhelds, sc.handhelds)
         self.hh: dict[str, SimHandheld] = {}
         self.web_port = 0
@@ -261,7 +273,10 @@ class Outlet:
         ]
         hh = [f"hh{i + 1:02d}" for i in range(self.handhelds)]
         accounts += [Account(n, f"{n}-pw", OUTLET, "handheld") for n in hh]
-        self.broker = Mosquitto(self.dir / "broker", accounts)
+        if self.broker_kind == "amqtt":
+            self.broker: Mosquitto | AmqttBroker = AmqttBroker(self.dir / "broker", accounts)
+        else:
+            self.broker = Mosquitto(self.dir / "broker", accounts)
         self.broker.start()
         port = self.broker.port
         if self.want_proxy or any(f.kind == "mqtt" for f in sc.faults):
@@ -760,7 +775,7 @@ class Outlet:
         return {
             "scenario": self.sc.name,
             "seed": self.sc.seed,
-            "broker": broker_name(),
+            "broker": broker_name() if self.broker_kind == "mosquitto" else amqtt_version(),
             "time_mode": self.sc.mode,
             "wall_s": round(wall_s, 3),
             "virtual_s": self.sc.duration_s,
@@ -829,7 +844,7 @@ class Outlet:
             "t_virtual": self.t_virtual,
             "progress": self.progress,
             "time_mode": self.sc.mode,
-            "broker": "mosquitto",
+            "broker": self.broker_kind,
             "lockers": lockers,
             "devices": devices,
             "backlog": {"count": b[1], "bytes": b[2], "oldest_age_s": 0.0},
@@ -875,13 +890,14 @@ def run_scenario(
     progress: Callable[[Outlet], None] | None = None,
     on_start: Callable[[Outlet], None] | None = None,
     log: Callable[..., None] | None = None,
+    broker: str = "auto",
 ) -> dict[str, Any]:
     """Run one scenario to the end and return the result dict."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     wall0 = time.monotonic()
-    outlet = Outlet(sc, workdir, log)
+    outlet = Outlet(sc, workdir, log, broker=broker)
 
     async def main() -> dict[str, Any]:
         try:

@@ -179,3 +179,74 @@ def test_real_time_mode_and_the_live_dashboard_during_a_run(tmp_path: Path) -> N
     assert [x["device"] for x in snap["lockers"]] == ["lk01", "lk02"]
     assert len(snap["lockers"][0]["compartments"]) == 24 and 0 < snap["progress"] <= 1
     assert any(d["device"] == "sc01" for d in snap["devices"])
+
+
+def test_embedded_broker_queues_offline_qos1_and_enforces_the_acl(tmp_path: Path) -> None:
+    """amqtt as the simulator sets it up (simulator/pybroker.py): a persistent
+    session that is offline still gets its QoS 1 messages; a device cannot
+    publish as another; a wrong password is refused."""
+    import threading
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from gateway.broker import Account
+    from simulator.pybroker import AmqttBroker
+
+    b = AmqttBroker(tmp_path / "b", [Account("gw-o1", "gw-pw", "o1", "gateway"),
+                                     Account("lk01", "lk01-pw", "o1", "locker")])
+    b.start()
+    got: list[bytes] = []
+
+    def gateway() -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw", clean_session=False,
+                        protocol=mqtt.MQTTv311)
+        c.username_pw_set("gw-o1", "gw-pw")
+        c.on_message = lambda _c, _u, m: got.append(m.payload)
+        ready = threading.Event()
+        c.on_subscribe = lambda *a: ready.set()
+        c.connect("127.0.0.1", b.port)
+        c.loop_start()
+        c.subscribe("pe/v1/o1/+/+/evt", 1)
+        assert ready.wait(10)
+        return c
+
+    try:
+        g = gateway()
+        g.loop_stop()
+        g.disconnect()  # offline now; its session stays
+        dev = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lk01", protocol=mqtt.MQTTv311)
+        dev.username_pw_set("lk01", "lk01-pw")
+        dev.connect("127.0.0.1", b.port)
+        dev.loop_start()
+        for i in range(5):
+            dev.publish("pe/v1/o1/locker/lk01/evt", b"m%d" % i, qos=1).wait_for_publish(5)
+        dev.publish("pe/v1/o1/locker/lk02/evt", b"spoof", qos=1)
+        time.sleep(0.5)
+        dev.loop_stop()
+        dev.disconnect()
+        g = gateway()
+        deadline = time.monotonic() + 10
+        while len(got) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        g.loop_stop()
+        g.disconnect()
+        assert got == [b"m0", b"m1", b"m2", b"m3", b"m4"]  # queued while offline, no spoof
+        bad = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="x", protocol=mqtt.MQTTv311)
+        bad.username_pw_set("lk01", "wrong")
+        bad.connect("127.0.0.1", b.port)
+        bad.loop_start()
+        time.sleep(1)
+        assert not bad.is_connected()
+        bad.loop_stop()
+    finally:
+        b.kill()
+
+
+def test_the_simulator_runs_on_the_embedded_broker(tmp_path: Path) -> None:
+    sc = parse(small(outlet={"lockers": 2, "scanners": 1, "handhelds": 1},
+                     workload={"parcels": 12, "photos": 2},
+                     faults=[{"kind": "wan_down", "at_h": 8.0, "for_h": 2.0}]))
+    res = run_scenario(sc, tmp_path / "run", broker="amqtt")
+    assert res["broker"].startswith("amqtt")
+    assert res["verdict"]["ok"], (res["verdict"], res["expectations"])

@@ -98,7 +98,7 @@ def write_config(directory: Path, port: int, accounts: list[Account], bind: str 
                 # messages for the gateway's persistent session.
                 "max_queued_messages 0",
                 # Large in-flight windows let the gateway commit big groups per fsync.
-                "max_inflight_messages 1000",
+                "max_inflight_messages 4000",
                 f"log_dest file {directory / 'mosquitto.log'}",
                 "log_type error",
                 "log_type warning",

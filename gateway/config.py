@@ -76,7 +76,7 @@ class GatewayConfig:
     # Group commit: keep reading for up to this long (or this many messages)
     # before one transaction commits them all.
     group_window_s: float = 0.02
-    group_max: int = 500
+    group_max: int = 2000
     # [upstream]: sync to the central side (gateway/sync.py validates it).
     upstream: dict[str, Any] | None = None
     # [web]: the clerk's status page and /metrics (gateway/web.py).
@@ -105,7 +105,7 @@ class GatewayConfig:
             db=db,
             broker=broker,
             group_window_s=float(d.get("group_window_s", 0.02)),
-            group_max=int(d.get("group_max", 500)),
+            group_max=int(d.get("group_max", 2000)),
             upstream=_upstream(d.get("upstream"), base),
             web=_web(d.get("web"), base),
             budget=_budget(d.get("budget")),

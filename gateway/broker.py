@@ -126,11 +126,16 @@ class Mosquitto:
     def log_path(self) -> Path:
         return self.directory / "mosquitto.log"
 
+    NAME = "mosquitto"
+
+    def command(self) -> list[str]:
+        return [find_mosquitto(), "-c", str(self.conf)]
+
     def start(self, timeout: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
         self.proc = subprocess.Popen(
-            [find_mosquitto(), "-c", str(self.conf)],
+            self.command(),
             stdout=subprocess.DEVNULL,
             stderr=open(self.directory / "stderr.log", "ab"),  # noqa: SIM115
         )
@@ -138,7 +143,7 @@ class Mosquitto:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"mosquitto exited with {self.proc.returncode}: "
+                    f"{self.NAME} exited with {self.proc.returncode}: "
                     + (self.directory / "stderr.log").read_text(errors="replace")[-2000:]
                 )
             try:
@@ -146,7 +151,7 @@ class Mosquitto:
                     return
             except OSError:
                 time.sleep(0.05)
-        raise TimeoutError(f"mosquitto did not listen on {self.port} within {timeout}s")
+        raise TimeoutError(f"{self.NAME} did not listen on {self.port} within {timeout}s")
 
     def stop(self) -> None:
         """Graceful stop: Mosquitto saves its persistence file."""

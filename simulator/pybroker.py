@@ -27,13 +27,12 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 import warnings
 from importlib.metadata import version
 from pathlib import Path
 
 from firmware.protocol import topics
-from gateway.broker import DEVICE_WRITE, Account, free_port
+from gateway.broker import DEVICE_WRITE, Account, Mosquitto, free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -61,10 +60,11 @@ def _acl(a: Account) -> tuple[list[str], list[str]]:
     return pub, [topics.build(a.outlet, a.kind, a.username, "cmd")]
 
 
-class AmqttBroker:
-    """Start, stop (a restart forgets sessions: amqtt has no persistence), kill."""
+class AmqttBroker(Mosquitto):
+    """amqtt behind the outlet broker's interface (``gateway.broker.Mosquitto``)."""
 
     def __init__(self, directory: Path, accounts: list[Account], port: int | None = None) -> None:
+        # Not Mosquitto.__init__: that writes Mosquitto's files with mosquitto_passwd.
         self.directory = Path(directory)
         self.accounts = accounts
         self.port = port or free_port()
@@ -92,45 +92,13 @@ class AmqttBroker:
         self.conf = self.directory / "amqtt.yaml"
         self.conf.write_text("\n".join(lines) + "\n")
 
+    NAME = "amqtt"
+
     @property
     def log_path(self) -> Path:
-        return self.directory / "amqtt.log"
+        return self.directory / "stderr.log"
 
-    def start(self, timeout: float = 15.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
-        cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.conf)]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        import socket
-
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"amqtt exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"amqtt did not listen on {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def command(self) -> list[str]:
+        # Start, stop (a restart forgets sessions: amqtt has no persistence) and kill are
+        # Mosquitto's process handling, inherited.
+        return [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.conf)]

@@ -55,6 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run_scenario(sc, work, progress=progress, on_start=on_start, broker=args.broker)
+    except ValueError as e:  # a work folder that is not ours
+        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        return 2
     finally:
         bar.close()
         if dash is not None:

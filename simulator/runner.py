@@ -893,9 +893,13 @@ def run_scenario(
     broker: str = "auto",
 ) -> dict[str, Any]:
     """Run one scenario to the end and return the result dict."""
-    if workdir.exists():
+    marker = workdir / ".postedge-sim"
+    if workdir.exists() and any(workdir.iterdir()):
+        if not marker.exists():  # never wipe a folder the simulator did not make
+            raise ValueError(f"{workdir} is not empty and is not a simulator work folder")
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by postedge sim run; the next run in this folder replaces it\n")
     wall0 = time.monotonic()
     outlet = Outlet(sc, workdir, log, broker=broker)
 

@@ -250,3 +250,13 @@ def test_the_simulator_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     res = run_scenario(sc, tmp_path / "run", broker="amqtt")
     assert res["broker"].startswith("amqtt")
     assert res["verdict"]["ok"], (res["verdict"], res["expectations"])
+
+
+def test_a_folder_the_simulator_did_not_make_is_never_wiped(tmp_path: Path) -> None:
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "sim", "run", "--workdir",
+                        str(keep)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "not a simulator work folder" in r.stderr
+    assert (keep / "notes.txt").read_text() == "precious"

@@ -107,6 +107,7 @@ class Observed:
     codes: dict[str, str] = field(default_factory=dict)  # parcel -> pickup code
     online: dict[str, list[list[float]]] = field(default_factory=lambda: defaultdict(list))
     alarms: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # retained state documents
 
 
 class BrokerTap:
@@ -122,7 +123,7 @@ class BrokerTap:
         )
         self.client.username_pw_set("sim-tap", "sim-tap-pw")
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(
-            [(topics.subscription(OUTLET, "evt"), 1), (topics.subscription(OUTLET, "presence"), 1)]
+            [(topics.subscription(OUTLET, ch), 1) for ch in ("evt", "presence", "state")]
         )
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 1)
@@ -133,6 +134,15 @@ class BrokerTap:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
+        if msg.topic.endswith("/state"):
+            # What a device process says about itself (a unix-port locker's compartments).
+            try:
+                doc = json.loads(msg.payload)
+            except ValueError:
+                return
+            with self.obs.lock:
+                self.obs.states[msg.topic.split("/")[4]] = doc
+            return
         if msg.topic.endswith("/presence"):
             dev = msg.topic.split("/")[4]
             with self.obs.lock:
@@ -379,16 +389,20 @@ class Outlet:
         """The gateway's database on a tmpfs of its own, so a fault can fill it for real."""
         mnt = self.dir / "gwdisk"
         mnt.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.DISK_ROOM}", "tmpfs", str(mnt)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.DISK_ROOM}", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"the disk_full fault needs a tmpfs (run as root): {r.stderr.strip()}")
         self.disk = mnt
         return mnt
 
     def _remount(self, size: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.disk)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mount", "-o", f"remount,size={size}", str(self.disk)], check=True, capture_output=True
+        )
 
     def boot_all(self) -> None:
         """Power the devices on (in the event loop: their tasks live there)."""
@@ -830,6 +844,21 @@ class Outlet:
                         "online": online.get(n, False),
                         "compartments": [
                             {"id": c["id"], "size": c["size"], "state": c["state"]} for c in d.app.comps.all()
+                        ],
+                    }
+                )
+            elif isinstance(d, UnixLocker):
+                with self.obs.lock:
+                    doc = self.obs.states.get(n) or {}
+                comps = doc.get("compartments") if isinstance(doc.get("compartments"), list) else []
+                lockers.append(
+                    {
+                        "device": n,
+                        "online": online.get(n, False),
+                        "compartments": [
+                            {"id": c.get("id"), "size": c.get("size"), "state": c.get("state")}
+                            for c in comps
+                            if isinstance(c, dict)
                         ],
                     }
                 )

@@ -148,9 +148,6 @@ class UnixLocker:
     async def pickup(self, code: str) -> int:
         return await asyncio.to_thread(self._pickup, code)
 
-    def compartments(self) -> list[dict[str, Any]]:
-        return []  # inside another process; the dashboard shows its retained state instead
-
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

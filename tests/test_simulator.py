@@ -135,9 +135,12 @@ def test_unix_port_lockers_for_fidelity(tmp_path: Path) -> None:
                 "workload": {"parcels": 3, "arrivals_by_hour": hours, "pickup_delay_h": [0.2, 0.5],
                              "pickup_rate": 1.0},
                 "faults": [{"kind": "power_cut", "at_h": 9.0, "device": "lk01"}]})
-    res = run_scenario(sc, tmp_path / "run")
+    snaps: list[dict[str, Any]] = []
+    res = run_scenario(sc, tmp_path / "run", progress=lambda o: snaps.append(o.snapshot()))
     assert res["verdict"]["ok"], (res["verdict"], res["stats"], res["ledger"]["end_to_end"])
     assert res["stats"]["deposit"] == 3 and res["stats"]["pickup"] == 3, res["stats"]
+    # the dashboard sees the process's compartments through its retained state document
+    assert any(len(s["lockers"][0]["compartments"]) == 24 for s in snaps)
     types = {e["type"] for e in res["timeline"]}
     assert {"locker.deposit", "locker.pickup", "locker.boot"} <= types
 

@@ -30,8 +30,9 @@ import socket
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+
+from simulator.serving import Served
 
 __all__ = ["Faults", "SimBoard", "Sim8ABus", "SimKerong"]
 
@@ -94,7 +95,7 @@ class SimBoard:
             self.opens[ch - 1] += 1
 
 
-class _SimBus:
+class _SimBus(Served):
     """Board-side protocol engine shared by the families: request framing,
     fault injection, door physics and the TCP/pty servers."""
 
@@ -313,33 +314,6 @@ class _SimBus:
                     os.write(master, chunk)
                 except OSError:
                     return
-
-    def _spawn(self, target: Callable[[Any], None], arg: Any) -> None:
-        t = threading.Thread(target=target, args=(arg,), daemon=True,
-                             name=f"{type(self).__name__}-{len(self._threads)}")
-        self._threads.append(t)
-        t.start()
-
-    def close(self) -> None:
-        """Stop every server thread and release sockets and pty fds."""
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=2)
-        for c in self._closers:
-            try:
-                if isinstance(c, int):
-                    os.close(c)
-                else:
-                    c.close()
-            except OSError:
-                pass
-        self._closers.clear()
-
-    def __enter__(self) -> _SimBus:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _xor(data: bytes) -> int:

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from firmware.scanner import gm65, honeywell, newland, ssi
+from simulator.serving import Served
 
 __all__ = ["AIM_IDS", "ScanFaults", "SimScanEngine"]
 
@@ -82,7 +83,7 @@ class ScanFaults:
                 self.clear()
 
 
-class SimScanEngine:
+class SimScanEngine(Served):
     """One simulated engine of a family ("gm65", "honeywell", "ssi", "newland")."""
 
     def __init__(self, family: str, suffix: str = "cr", aim: bool = False, continuous: bool = False,
@@ -437,30 +438,3 @@ class SimScanEngine:
                         time.sleep(pause / 1000)
             except OSError:
                 return
-
-    def _spawn(self, target: Callable[[Any], None], arg: Any) -> None:
-        t = threading.Thread(target=target, args=(arg,), daemon=True,
-                             name=f"scan-sim-{self.family}-{len(self._threads)}")
-        self._threads.append(t)
-        t.start()
-
-    def close(self) -> None:
-        """Stop every server thread and release sockets and pty fds."""
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=2)
-        for c in self._closers:
-            try:
-                if isinstance(c, int):
-                    os.close(c)
-                else:
-                    c.close()
-            except OSError:
-                pass
-        self._closers.clear()
-
-    def __enter__(self) -> SimScanEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

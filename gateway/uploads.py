@@ -62,7 +62,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
 import shutil
 import sqlite3
@@ -77,6 +76,7 @@ from typing import Any, BinaryIO
 from gateway import metrics as M
 from gateway.ingest import emit
 from gateway.store import EventStore
+from postedge.durable import fsync_dir, write_durable
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 JPEG_SOI = b"\xff\xd8\xff"
@@ -137,32 +137,6 @@ def parse_ranges(text: str) -> list[int]:
         a, _, b = part.partition("-")
         out.extend(range(int(a), int(b or a) + 1))
     return out
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durable(path: Path, data: bytes | list[Path]) -> None:
-    """Write to a temporary name, fsync, rename, fsync the folder: after
-    this returns the file survives a power cut, and no reader ever sees it
-    half written. ``data`` may be a list of files to concatenate."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        if isinstance(data, bytes):
-            f.write(data)
-        else:
-            for part in data:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, f, 1024 * 1024)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 # ------------------------------------------------------------ credentials

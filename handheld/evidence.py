@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +32,7 @@ from handheld import gnss as _gnss
 from handheld import photo as _photo
 from handheld import photo_index as _index
 from handheld.photo import DEFAULT_QUALITY, PhotoError, QualityConfig
+from postedge.durable import write_durable
 
 log = logging.getLogger(__name__)
 
@@ -130,20 +130,6 @@ class DuplicateRefused(EvidenceRefused):
 
 class _HasFix(Protocol):
     def fix(self) -> dict[str, Any]: ...
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _load(frame_or_jpeg: np.ndarray | bytes | bytearray | str | Path | None) -> tuple[np.ndarray, str | None]:
@@ -295,8 +281,8 @@ def capture_evidence(
     if store_dir is not None:
         folder = Path(store_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / f"{sha}.jpg", jpeg)
-        _atomic_write(folder / f"{sha}.json", json.dumps(record, ensure_ascii=False, sort_keys=True).encode())
+        write_durable(folder / f"{sha}.jpg", jpeg)
+        write_durable(folder / f"{sha}.json", json.dumps(record, ensure_ascii=False, sort_keys=True).encode())
         record["file"] = str(folder / f"{sha}.jpg")
     index.add(
         sha,

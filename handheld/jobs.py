@@ -50,6 +50,7 @@ from handheld import photo as _photo
 from handheld.evidence import EvidenceRefused, capture_evidence
 from handheld.photo_index import PhotoIndex
 from handheld.ui_text import Refused, both
+from postedge.durable import write_durable
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,8 @@ Emit = Callable[[str, str, dict[str, Any]], tuple[str, int]]
 
 
 def atomic_json(path: Path, doc: Any) -> None:
-    """Write temp + fsync + rename: a power cut leaves the old or the new file, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, ensure_ascii=False, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """A power cut leaves the old or the new file, never half."""
+    write_durable(path, json.dumps(doc, ensure_ascii=False, sort_keys=True).encode("utf-8"))
 
 
 def read_json(path: Path, default: Any) -> Any:

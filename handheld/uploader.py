@@ -38,7 +38,6 @@ import base64
 import hashlib
 import http.client
 import json
-import os
 import sqlite3
 import ssl
 import sys
@@ -48,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from postedge.durable import write_durable
 
 DEFAULT_CHUNK = 64 * 1024
 JPEG_SOI = b"\xff\xd8\xff"
@@ -296,20 +297,6 @@ CREATE TABLE IF NOT EXISTS photo_chunks (
 """
 
 
-def _write_durable(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class PhotoQueue:
     """Photos waiting for the gateway, in SQLite (WAL, ``synchronous=FULL``)
     next to a folder of their bytes. Its own table in its own file: the
@@ -340,7 +327,7 @@ class PhotoQueue:
         if self.db.execute("SELECT 1 FROM photo_queue WHERE sha256=?", (sha,)).fetchone():
             return sha
         path = self.dir / f"{sha}.jpg"
-        _write_durable(path, data)  # the bytes are safe before the row says they are queued
+        write_durable(path, data)  # the bytes are safe before the row says they are queued
         self.db.execute("INSERT OR IGNORE INTO photo_queue(sha256,file,size,meta,added) VALUES (?,?,?,?,?)",
                         (sha, path.name, len(data), json.dumps(meta or {}, ensure_ascii=False), time.time()))
         return sha

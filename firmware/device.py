@@ -284,5 +284,4 @@ class Device:
             t.cancel()
         for t in self.sender.batch_tasks:
             t.cancel()
-        self.mqtt._running = False
-        await self.mqtt._close_stream()
+        await self.mqtt.abort()

@@ -321,6 +321,12 @@ class AsyncClient:
     def inflight(self):
         return len(self._inflight)
 
+    async def abort(self):
+        """Drop the connection without a DISCONNECT and stop reconnecting: the
+        broker publishes the Last Will, as after a power cut."""
+        self._running = False
+        await self._close_stream()
+
     async def disconnect(self):
         self._running = False
         if self._writer is not None:

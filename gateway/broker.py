@@ -33,15 +33,21 @@ class Account:
     outlet: str
     kind: str
 
-    def acl_lines(self) -> list[str]:
-        lines = [f"user {self.username}"]
+    def acl_topics(self) -> tuple[list[str], list[str]]:
+        """(may write, may read): the gateway the outlet's whole subtree, a
+        device its own channels and its own command topic."""
         if self.kind == "gateway":
-            lines.append(f"topic readwrite {topics.PREFIX}/{topics.VERSION}/{self.outlet}/#")
-            return lines
-        for ch in DEVICE_WRITE:
-            lines.append(f"topic write {topics.build(self.outlet, self.kind, self.username, ch)}")
-        lines.append(f"topic read {topics.build(self.outlet, self.kind, self.username, 'cmd')}")
-        return lines
+            everything = [f"{topics.PREFIX}/{topics.VERSION}/{self.outlet}/#"]
+            return everything, everything
+        return ([topics.build(self.outlet, self.kind, self.username, ch) for ch in DEVICE_WRITE],
+                [topics.build(self.outlet, self.kind, self.username, "cmd")])
+
+    def acl_lines(self) -> list[str]:
+        write, read = self.acl_topics()
+        if self.kind == "gateway":
+            return [f"user {self.username}", f"topic readwrite {write[0]}"]
+        return [f"user {self.username}", *(f"topic write {t}" for t in write),
+                *(f"topic read {t}" for t in read)]
 
 
 def find_mosquitto() -> str:

@@ -31,8 +31,7 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-from firmware.protocol import topics
-from gateway.broker import DEVICE_WRITE, Account, Mosquitto, free_port
+from gateway.broker import Account, Mosquitto, free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -49,15 +48,6 @@ def mosquitto_hash(password: str, iterations: int = 101) -> str:
 
 def amqtt_version() -> str:
     return f"amqtt {version('amqtt')}"
-
-
-def _acl(a: Account) -> tuple[list[str], list[str]]:
-    """(publish, subscribe) topic lists, as gateway/broker.py's Mosquitto ACL."""
-    if a.kind == "gateway":
-        all_ = f"{topics.PREFIX}/{topics.VERSION}/{a.outlet}/#"
-        return [all_], [all_]
-    pub = [topics.build(a.outlet, a.kind, a.username, ch) for ch in DEVICE_WRITE]
-    return pub, [topics.build(a.outlet, a.kind, a.username, "cmd")]
 
 
 class AmqttBroker(Mosquitto):
@@ -85,10 +75,10 @@ class AmqttBroker(Mosquitto):
                  "  amqtt.plugins.authentication.FileAuthPlugin:", f"    password_file: {own}",
                  "  amqtt.plugins.topic_checking.TopicAccessControlListPlugin:", "    publish_acl:"]
         for a in accounts:
-            lines.append(f"      {a.username}: [{', '.join(repr(t) for t in _acl(a)[0])}]")
+            lines.append(f"      {a.username}: [{', '.join(repr(t) for t in a.acl_topics()[0])}]")
         lines.append("    acl:")
         for a in accounts:
-            lines.append(f"      {a.username}: [{', '.join(repr(t) for t in _acl(a)[1])}]")
+            lines.append(f"      {a.username}: [{', '.join(repr(t) for t in a.acl_topics()[1])}]")
         self.conf = self.directory / "amqtt.yaml"
         self.conf.write_text("\n".join(lines) + "\n")
 

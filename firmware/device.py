@@ -9,12 +9,12 @@ import binascii
 import json
 
 from firmware.aio import sleep_ms
-from firmware.locker.sender import Sender
 from firmware.mqtt.aclient import AsyncClient
 from firmware.outbox import Outbox, OutboxFull
 from firmware.protocol import envelope, signing, topics
 from firmware.protocol.errors import ProtocolError
 from firmware.protocol.ids import SeqCounter, format_event_id
+from firmware.sender import Sender
 
 
 class FlowError(Exception):
@@ -68,6 +68,7 @@ class Device:
         self.t_presence = topics.build(self.outlet, kind, self.device, "presence")
         self.t_cmd = topics.build(self.outlet, kind, self.device, "cmd")
         self.t_ack = topics.build(self.outlet, kind, self.device, "ack")
+        self.t_conf = topics.build(self.outlet, kind, self.device, "conf")
         b = cfg["broker"]
         self._cmds = []
         self._cmd_ev = asyncio.Event()
@@ -78,7 +79,9 @@ class Device:
             will_topic=self.t_presence, will_msg=b"offline", on_message=self._on_message,
             log=self.log, backoff_cap=b.get("backoff_cap", 1.0),
         )
-        self.sender = Sender(self.outbox, self.mqtt, self._send_ev, lambda: self.beat("sender"))
+        # confirm: events leave flash only when the gateway has committed them
+        self.sender = Sender(self.outbox, self.mqtt, self._send_ev, lambda: self.beat("sender"),
+                             confirm=cfg.get("confirm", True), clock=self.clock)
 
     async def execute(self, cmd):
         raise FlowError("unknown_op", cmd["op"])
@@ -160,6 +163,13 @@ class Device:
     # ---- door cycles (journaled)
 
     def _on_message(self, topic, payload, retained):
+        if topic == self.t_conf:
+            try:
+                doc = json.loads(payload)
+                self.sender.on_confirm(doc.get("stored") if isinstance(doc, dict) else None)
+            except Exception as e:
+                self.log("confirm_bad", error=repr(e))
+            return
         if topic == self.t_cmd:
             if len(self._cmds) >= 32:
                 self.stats["commands_refused"] += 1
@@ -230,6 +240,7 @@ class Device:
             # Subscribe first: the gateway sends waiting commands as soon as
             # it sees "online", and the broker handles our packets in order.
             await self.mqtt.subscribe(self.t_cmd, 1)
+            await self.mqtt.subscribe(self.t_conf, 0)
             await self.mqtt.publish(self.t_presence, b"online", 1, retain=True)
             while self.mqtt.connected.is_set():
                 await sleep_ms(200)

@@ -6,6 +6,16 @@ topics (``pe/v1/<outlet>/<kind>/<device>/{evt,state,presence,ack}``) and
 reading only its own ``cmd`` channel, so a compromised or misconfigured
 locker cannot speak for another. The gateway account reads and writes the
 outlet's whole subtree.
+
+An outlet broker is also hardened (:class:`OutletLimits`, issue 11): the
+listener replaces every client id with the login's username
+(``use_username_as_clientid``), so no login can take over another login's
+session (a locker connecting as ``gw-<outlet>`` with a clean session used to
+wipe the gateway's queued events); packets and payloads are capped at what
+devices legitimately send; what the broker queues and keeps in flight per
+session is bounded in messages *and* bytes; and the persistence file is
+saved on a schedule that does not rewrite it every second. The generated
+file explains each choice next to the setting.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ from pathlib import Path
 from firmware.protocol import topics
 
 DEVICE_WRITE = ("evt", "state", "presence", "ack")
+# cmd: signed commands; conf: the gateway's "stored" confirmations (firmware/sender.py)
+DEVICE_READ = ("cmd", "conf")
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,7 @@ class Account:
             everything = [f"{topics.PREFIX}/{topics.VERSION}/{self.outlet}/#"]
             return everything, everything
         return ([topics.build(self.outlet, self.kind, self.username, ch) for ch in DEVICE_WRITE],
-                [topics.build(self.outlet, self.kind, self.username, "cmd")])
+                [topics.build(self.outlet, self.kind, self.username, ch) for ch in DEVICE_READ])
 
     def acl_lines(self) -> list[str]:
         write, read = self.acl_topics()
@@ -70,12 +82,135 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class OutletLimits:
+    """What an outlet broker accepts, queues and keeps, and why each number.
+
+    Sizes the devices send: an event envelope is at most 4 KiB
+    (``firmware/protocol/envelope.py`` MAX_PAYLOAD), a state document at most
+    16 KiB (``gateway/ingest.py`` MAX_STATE), a signed command at most 2 KiB
+    (``firmware/protocol/signing.py`` MAX_COMMAND); handheld photos go over
+    HTTP, never MQTT; the gateway's upstream MQTT is another broker.
+    """
+
+    #: Largest packet of any kind, PUBLISH header, topic and MQTT 5 properties
+    #: included: 4x the largest legitimate document, so a state document a
+    #: little over 16 KiB still reaches the gateway, which refuses it with a
+    #: reason and counts it. Mosquitto checks it on the fixed header, before
+    #: it allocates the body, and disconnects the sender (MQTT 5: DISCONNECT
+    #: 0x95), so a 64 MiB publish never reaches the broker's memory or any
+    #: subscriber. Mosquitto 2.0 recommends it over ``message_size_limit``
+    #: (which reads the whole message first), so that one is not set. Also the
+    #: locker firmware's own receive limit (``firmware/mqtt/packets.py``).
+    max_packet: int = 64 * KIB
+    #: Per session, messages queued above those in flight. The gateway is on
+    #: the same box and normally connected; a WAN outage of days does not
+    #: queue anything here (the gateway keeps taking events into SQLite). The
+    #: queue only covers the gateway *process* being away (restart, upgrade,
+    #: crash loop): 100,000 events is more than a day of a busy outlet. Past
+    #: it Mosquitto drops new messages for that session, and the devices keep
+    #: every event in their flash outbox and resend it until the gateway
+    #: confirms it stored it (``firmware/sender.py``), so the cap costs a
+    #: resend, not an event.
+    max_queued_messages: int = 100_000
+    #: ... and in bytes, so a flood of maximum-size publishes while the
+    #: gateway is away stops at 64 MiB (plus per-message overhead) of RAM and
+    #: persistence file, not at whatever the box has.
+    max_queued_bytes: int = 64 * MIB
+    #: Per session, messages sent and not yet acked. The gateway acks a group
+    #: only after its SQLite commit (``group_max`` 2000), so two groups in flight
+    #: keep it busy while the previous one fsyncs.
+    max_inflight_messages: int = 4000
+    #: ... and in bytes: 4000 maximum-size messages would be 256 MiB held for
+    #: a gateway that is connected but stalled (disk full); ordinary events
+    #: (a few hundred bytes) never come near 8 MiB.
+    max_inflight_bytes: int = 8 * MIB
+    #: Connections on the listener: tens of devices per outlet; the cap keeps
+    #: a reconnect storm within the unit's LimitNOFILE (deploy/, 4096).
+    max_connections: int = 1024
+    #: Seconds between saves of the persistence file (time based, see
+    #: write_config for why it is not 1 s and not "on changes").
+    autosave_interval_s: int = 60
+    #: Sessions not seen for this long are removed: longer than any command's
+    #: lifetime (7 days, ``firmware/protocol/signing.py``), so nothing a device
+    #: could still use goes, but a decommissioned handheld's session does not
+    #: hold queued messages forever.
+    persistent_client_expiration: str = "14d"
+    #: ``use_username_as_clientid`` on the listener (see write_config). Always on
+    #: in what ``provision`` writes; :class:`Mosquitto` leaves it off unless asked
+    #: (its ``username_as_clientid``), because test tools and the demo still log in
+    #: with the gateway's account beside a running gateway.
+    username_as_clientid: bool = True
+
+
+OUTLET_LIMITS = OutletLimits()
+
+
+def _outlet_lines(limits: OutletLimits, directory: Path) -> list[str]:
+    """The hardening settings, each with the reason an operator reading the
+    file on a box needs (the numbers come from :class:`OutletLimits`)."""
+    return [
+        "",
+        "# --- persistence ------------------------------------------------------",
+        "# On: the gateway's and the handhelds' sessions (subscriptions, queued",
+        "# QoS 1 messages) and retained presence/state survive a broker restart.",
+        "# Not the store of record: devices keep events in flash until the gateway",
+        "# confirms its SQLite commit, and the gateway keeps commands in SQLite",
+        "# until the device acks, so a save missed by a power cut costs resends.",
+        "persistence true",
+        f"persistence_location {directory / 'data'}/",
+        "# Every save rewrites the whole file. Saving every second (the old",
+        "# setting) rewrote a flood-sized file every second and wore the SD card;",
+        "# saving on a change count would do the same under a flood. A save every",
+        f"# {limits.autosave_interval_s} s writes at most max_queued_bytes per interval, and a",
+        "# few KiB in normal operation; SIGTERM (systemctl stop/restart) always saves.",
+        "autosave_on_changes false",
+        f"autosave_interval {limits.autosave_interval_s}",
+        f"persistent_client_expiration {limits.persistent_client_expiration}",
+        "",
+        "# --- sizes ------------------------------------------------------------",
+        "# Envelopes are <= 4 KiB, state documents <= 16 KiB, commands <= 2 KiB;",
+        "# photos go over HTTP. A packet over max_packet_size is refused on its",
+        "# header, before Mosquitto allocates its body, and the sender is",
+        "# disconnected (MQTT 5: reason 0x95); nothing of it reaches a subscriber.",
+        "# The gateway still sees, refuses and counts a state document a little",
+        "# over 16 KiB. (message_size_limit is not set: Mosquitto 2 reads the whole",
+        "# message before applying it, and recommends max_packet_size instead.)",
+        f"max_packet_size {limits.max_packet}",
+        "",
+        "# --- queues (per session) ---------------------------------------------",
+        "# The gateway runs on this box and is normally connected; during a WAN",
+        "# outage it keeps storing into SQLite, so nothing waits here. The queue",
+        "# covers the gateway process being away (restart, upgrade, crash loop):",
+        f"# {limits.max_queued_messages} messages is more than a day of a busy outlet. Past either",
+        "# cap new messages for that session are dropped: devices resend every event",
+        "# the gateway has not confirmed, so the cap costs a resend, not an event,",
+        f"# and a flood stops at {limits.max_queued_bytes // MIB} MiB instead of filling RAM and the disk.",
+        f"max_queued_messages {limits.max_queued_messages}",
+        f"max_queued_bytes {limits.max_queued_bytes}",
+        "# In flight = sent, not yet acked. The gateway acks a group after its",
+        "# commit (up to 2000 events), so 4000 keeps the next group coming while",
+        "# one fsyncs; the byte cap stops a stalled gateway holding 4000 x 64 KiB.",
+        f"max_inflight_messages {limits.max_inflight_messages}",
+        f"max_inflight_bytes {limits.max_inflight_bytes}",
+    ]
+
+
 def write_config(directory: Path, port: int, accounts: list[Account], bind: str = "127.0.0.1",
-                 run_as: str | None = None) -> Path:
+                 run_as: str | None = None, limits: OutletLimits | None = OUTLET_LIMITS) -> Path:
     """Write mosquitto.conf, passwd (hashed) and acl into ``directory``.
 
     ``run_as`` is the user Mosquitto drops to when started as root; tests
-    and the demo keep the current user so it can read the generated files."""
+    and the demo keep the current user so it can read the generated files.
+    ``limits`` hardens an outlet broker (the default, and what ``postedge
+    gateway provision`` writes); ``None`` writes the plain broker the
+    simulator's central side reuses (several connections per gateway login,
+    batches of up to 16 MiB, so neither the username-as-client-id rule nor
+    the device-sized limits fit it)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
     passwd = directory / "passwd"
@@ -86,46 +221,132 @@ def write_config(directory: Path, port: int, accounts: list[Account], bind: str 
     acl = directory / "acl"
     acl.write_text("\n\n".join("\n".join(a.acl_lines()) for a in accounts) + "\n")
     user = run_as or os.environ.get("USER") or "root"
+    head = [
+        "# generated by postedge: one outlet's broker",
+        f"user {user}",
+        f"listener {port} {bind}",
+    ]
+    if limits is not None:
+        head.append(f"max_connections {limits.max_connections}")
+    if limits is not None and limits.username_as_clientid:
+        head += [
+            # Listener options: they must follow the listener line.
+            "# The client id becomes the login's username: a device's or the",
+            "# gateway's session belongs to its own login, and a locker connecting",
+            "# with client id gw-<outlet> and a clean session no longer wipes the",
+            "# gateway's queued events (issue 11). Devices log in as their device id,",
+            "# the gateway as gw-<outlet>; one login, one session, one connection.",
+            "use_username_as_clientid true",
+        ]
+    auth = [
+        "allow_anonymous false",
+        f"password_file {passwd}",
+        f"acl_file {acl}",
+    ]
+    if limits is not None:
+        body = _outlet_lines(limits, directory)
+    else:
+        body = [
+            # Sessions and queued QoS 1 messages survive a broker restart.
+            "persistence true",
+            f"persistence_location {directory / 'data'}/",
+            "autosave_interval 1",
+            "max_queued_messages 0",
+            "max_inflight_messages 4000",
+        ]
+    logs = [
+        "",
+        f"log_dest file {directory / 'mosquitto.log'}",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "connection_messages true",
+        "",
+    ]
     conf = directory / "mosquitto.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                "# generated by postedge: one outlet's broker",
-                f"user {user}",
-                f"listener {port} {bind}",
-                "allow_anonymous false",
-                f"password_file {passwd}",
-                f"acl_file {acl}",
-                # Sessions and queued QoS 1 messages survive a broker restart.
-                "persistence true",
-                f"persistence_location {directory / 'data'}/",
-                "autosave_interval 1",
-                # Days of backhaul loss must not make the broker drop queued
-                # messages for the gateway's persistent session.
-                "max_queued_messages 0",
-                # Large in-flight windows let the gateway commit big groups per fsync.
-                "max_inflight_messages 4000",
-                f"log_dest file {directory / 'mosquitto.log'}",
-                "log_type error",
-                "log_type warning",
-                "log_type notice",
-                "log_type information",
-                "connection_messages true",
-                "",
-            ]
-        )
-    )
+    conf.write_text("\n".join(head + auth + body + logs))
     return conf
+
+
+#: Where ``postedge gateway provision --out /etc/postedge`` puts the broker config.
+DEFAULT_CONF = Path("/etc/postedge/mosquitto/mosquitto.conf")
+
+
+def systemd_unit(conf: Path = DEFAULT_CONF, mosquitto: str = "/usr/sbin/mosquitto") -> str:
+    """The broker's systemd unit for a generated config: the text of
+    ``deploy/postedge-mosquitto.service`` (for ``/etc/postedge``), and what
+    ``provision`` writes next to its output for any other folder."""
+    return f"""\
+# systemd unit for the outlet broker, written by postedge (gateway/broker.py
+# systemd_unit; `postedge gateway provision` writes one next to its output).
+# It replaces Debian's mosquitto.service, which reads /etc/mosquitto:
+#   systemctl disable --now mosquitto
+#   cp postedge-mosquitto.service /etc/systemd/system/
+#   systemctl enable --now postedge-mosquitto
+[Unit]
+Description=postedge outlet MQTT broker (Mosquitto)
+Documentation=man:mosquitto.conf(5) file:///opt/postedge/docs/gateway.md
+After=network.target
+Wants=network.target
+Conflicts=mosquitto.service
+# An unattended outlet: never stop trying (RestartSec keeps it from spinning).
+StartLimitIntervalSec=0
+
+[Service]
+# Mosquitto 2 tells systemd when its listener is up (sd_notify), so the
+# gateway (After= this unit) starts against a broker that accepts it.
+Type=notify
+NotifyAccess=main
+ExecStart={mosquitto} -c {conf}
+ExecReload=/bin/kill -HUP $MAINPID
+# SIGTERM saves the persistence file; give a large one time to reach disk.
+KillSignal=SIGTERM
+TimeoutStopSec=30
+# Devices and the gateway reconnect on their own; the broker must always
+# come back, quickly, but not in a tight loop on a broken config.
+Restart=always
+RestartSec=2
+# One descriptor per connection: max_connections (1024) plus the
+# persistence file, log and listeners, with room to spare.
+LimitNOFILE=4096
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 class Mosquitto:
     """A Mosquitto process on a loopback port, restartable on the same port."""
 
-    def __init__(self, directory: Path, accounts: list[Account], port: int | None = None) -> None:
+    def __init__(self, directory: Path, accounts: list[Account], port: int | None = None,
+                 limits: OutletLimits | None | bool = True,
+                 username_as_clientid: bool = False) -> None:
+        """``limits``: True (the default) applies the outlet's limits
+        (:data:`OUTLET_LIMITS`) when the broker has device accounts, and
+        leaves a broker with only gateway-kind accounts plain: that is the
+        simulator's central broker (``simulator/central.py`` subclasses
+        this), where each gateway holds several connections under one login
+        and batches run to 16 MiB. Pass an :class:`OutletLimits` or None to
+        choose exactly.
+
+        ``username_as_clientid`` (with ``limits`` True) adds the client id
+        rule that ``provision`` always writes. Off by default only because
+        several tests (``tests/test_faultproxy.py``, ``test_ledger.py``,
+        ``test_locker_e2e.py``, ``test_gateway_bad_input.py``) and the demo's
+        platform log in with the gateway's account beside a running gateway or
+        twice at once, which the rule turns into session takeovers; once
+        they have accounts of their own it should default to on."""
         self.directory = Path(directory)
         self.accounts = accounts
         self.port = port or free_port()
-        self.conf = write_config(self.directory, self.port, accounts)
+        if limits is True:
+            devices = any(a.kind != "gateway" for a in accounts)
+            limits = OutletLimits(username_as_clientid=username_as_clientid) if devices else None
+        elif limits is False:
+            limits = None
+        self.limits: OutletLimits | None = limits
+        self.conf = write_config(self.directory, self.port, accounts, limits=limits)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -9,6 +9,18 @@ Over budget, the gateway frees space in this order:
    half per pass (a downsampled history beats a truncated one);
 3. unsynced status and telemetry, oldest first.
 
+Photos from the handhelds (``gateway/uploads.py``) are a data class of
+their own: counted in ``used()`` (they take the same disk), held to a share
+of the budget (``photos_mb``, at most a quarter of the budget) that the
+upload side enforces by refusing new photos with 507 (the photo stays on the
+handheld), and deleted once the platform has acknowledged them. An
+unsynced photo is never evicted: it is evidence nobody else holds yet. So
+photos can never squeeze the event store below three quarters of the budget
+(issue 11, finding 6). Each pass publishes the photo share in the store
+(``kv['budget.photo_limit']``) for the upload side, which runs in the web
+thread, and removes any synced photo a crash left behind.
+照片单独计入磁盘预算：上限为预算的四分之一；同步前绝不删除，平台确认后即删除。
+
 Custody, alarm and audit events are never evicted: when only they are left
 over budget the gateway raises a ``budget_threatened`` alarm instead (the
 clerk and the platform see it) and keeps storing them — losing a custody
@@ -30,6 +42,7 @@ from gateway import metrics as M
 from gateway.store import EventStore
 
 EVICTABLE = ("status", "telemetry")
+PHOTO_SHARE = 4  # photos get at most 1/PHOTO_SHARE of the budget
 ROW_OVERHEAD = 160  # bytes per row beyond the payload: columns, indexes, page slack
 
 
@@ -38,18 +51,20 @@ class BudgetConfig:
     max_bytes: int = 2 * 1024**3
     reserve_bytes: int = 512 * 1024**2
     interval_s: float = 10.0
+    photos_bytes: int = 512 * 1024**2
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> BudgetConfig:
         d = d or {}
-        unknown = set(d) - {"max_mb", "reserve_mb", "interval_s"}
+        keys = ("max_mb", "reserve_mb", "interval_s", "photos_mb")
+        unknown = set(d) - set(keys)
         if unknown:
             raise ValueError(f"unknown [budget] keys: {', '.join(sorted(unknown))}")
-        for k in ("max_mb", "reserve_mb", "interval_s"):
-            if k in d and (not isinstance(d[k], int | float) or d[k] < 0):
+        for k in keys:
+            if k in d and (not isinstance(d[k], int | float) or isinstance(d[k], bool) or d[k] < 0):
                 raise ValueError(f"budget.{k} must be a non-negative number")
         return cls(int(d.get("max_mb", 2048) * 1024**2), int(d.get("reserve_mb", 512) * 1024**2),
-                   float(d.get("interval_s", 10.0)))
+                   float(d.get("interval_s", 10.0)), int(d.get("photos_mb", 512) * 1024**2))
 
 
 class Budget:
@@ -58,9 +73,24 @@ class Budget:
         self.cfg = cfg
         self.threatened = False
 
-    def used(self) -> int:
+    def events_used(self) -> int:
         n, size = self.store.db.execute("SELECT count(*), coalesce(sum(size),0) FROM events").fetchone()
         return int(size) + int(n) * ROW_OVERHEAD
+
+    def photos_used(self) -> int:
+        """Unsynced photos and confirmed chunks of unfinished uploads."""
+        from gateway.uploads import photo_bytes  # imported here: uploads -> ingest -> budget
+
+        return photo_bytes(self.store)
+
+    def used(self) -> int:
+        """Events and photos: both live on the disk the budget protects."""
+        return self.events_used() + self.photos_used()
+
+    def photo_limit(self) -> int:
+        """The photos' share: ``photos_mb``, and never more than a quarter
+        of the budget (which shrinks with the free disk)."""
+        return max(0, min(self.cfg.photos_bytes, self.limit() // PHOTO_SHARE))
 
     def limit(self) -> int:
         used = self.used()
@@ -93,6 +123,12 @@ class Budget:
 
     def enforce(self, report: Any = None) -> dict[str, Any]:
         """Bring the store under budget; returns what was done."""
+        from gateway.uploads import PHOTO_LIMIT_KEY, drop_synced_photos
+
+        dropped = drop_synced_photos(self.store)  # synced photos first: the platform holds them
+        photo_limit = self.photo_limit()
+        if self.store.get(PHOTO_LIMIT_KEY) != str(photo_limit):
+            self.store.put(PHOTO_LIMIT_KEY, str(photo_limit))
         limit = self.limit()
         freed_synced = 0
         evicted: dict[str, int] = {}
@@ -130,5 +166,6 @@ class Budget:
         if evicted and report is not None:
             report("gateway.evicted", {"evicted": evicted}, "audit")
         return {"limit": limit, "used": self.used(), "freed_synced": freed_synced, "evicted": evicted,
-                "threatened": over}
+                "threatened": over,
+                "photos": {"bytes": self.photos_used(), "limit": photo_limit, "dropped": dropped}}
 

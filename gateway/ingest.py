@@ -17,15 +17,16 @@ messages behind it.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sqlite3
 import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 
@@ -37,11 +38,72 @@ from gateway.budget import Budget, BudgetConfig
 from gateway.config import GatewayConfig
 from gateway.own_events import OwnEvents
 from gateway.relay import Relay, store_command
-from gateway.store import EventStore, StoredEvent
+from gateway.store import EventStore, StoredEvent, is_storage_error
 
 MAX_STATE = 16 * 1024
 LOG_IDS = 20  # event ids named per log line; the counts cover the rest
 FORWARD_TYPE = "handheld.forward_command"
+# A device with this many refused messages within the window raises an alarm
+# (at most one per device per window): one bad message is a bug report, a
+# stream of them is a broken or hostile device the clerk should know about.
+OFFENDER_LIMIT = 20
+OFFENDER_WINDOW_S = 600.0
+
+log = logging.getLogger("postedge.gateway.ingest")
+
+
+class Reject(NamedTuple):
+    """One refused message: kept in ``rejected``, counted, acked."""
+
+    topic: str
+    code: str
+    detail: str
+    payload: bytes
+
+
+def seq_ranges(seqs: list[int]) -> list[list[int]]:
+    """Sorted, merged [first, last] ranges: a confirmation stays small."""
+    out: list[list[int]] = []
+    for s in sorted(set(seqs)):
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+class Offenders:
+    """Counts refusals per device (the topic's device segment: the broker's
+    ACL ties it to the login) and raises one alarm per window when a device
+    passes the limit."""
+
+    def __init__(self, limit: int = OFFENDER_LIMIT, window_s: float = OFFENDER_WINDOW_S) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.seen: dict[str, tuple[float, int, Counter[str]]] = {}
+
+    def note(self, topic: str, code: str, alarm: Callable[..., Any]) -> None:
+        parts = topic.split("/")
+        device = parts[4][:32] if len(parts) == 6 else "?"
+        now = time.monotonic()
+        start, n, codes = self.seen.get(device, (now, 0, Counter()))
+        if now - start > self.window_s:
+            start, n, codes = now, 0, Counter()
+        n += 1
+        codes[code] += 1
+        if len(self.seen) > 10000:
+            self.seen.clear()
+        self.seen[device] = (start, n, codes)
+        if n == self.limit:
+            M.MISBEHAVING.inc()
+            try:
+                alarm("gateway.device_misbehaving",
+                      {"alarm": "device_misbehaving", "device": device, "refused": n,
+                       "window_s": int(self.window_s), "codes": dict(codes.most_common(5))}, cls="alarm")
+            except Exception as e:
+                if not is_storage_error(e):
+                    raise
+                log.warning("misbehaving-device alarm not stored: %r", e)
 
 
 def emit(evt: str, **kw: Any) -> None:
@@ -101,8 +163,10 @@ class Ingest:
     def __init__(self, cfg: GatewayConfig, faults: Faults | None = None) -> None:
         self.cfg = cfg
         self.faults = faults or Faults()
-        self.store = EventStore(cfg.db)
+        self.store, self.damaged = EventStore.open_checked(cfg.db)
         self.metrics: Counter[str] = Counter()
+        self.offenders = Offenders()
+        self._store_errors_in_row = 0
         self.seq = SeqTracker()
         self.pending: list[mqtt.MQTTMessage] = []
         # paho's thread appends, ours pops: a deque and an Event cost less per
@@ -187,41 +251,134 @@ class Ingest:
         return parsed
 
     def flush(self) -> None:
-        """Validate, commit and then ack everything pending, as one group."""
+        """Validate, commit and then ack everything pending, as one group.
+
+        Each message is handled in isolation: whatever its content does
+        (a protocol error, an integer SQLite cannot bind, a type the code did
+        not expect) refuses that message alone, with a reason, and the others
+        commit. Only a storage fault (full disk, I/O error, a locked or
+        damaged file) holds the whole group back, unacked, for a retry."""
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        events: list[StoredEvent] = []
-        rejects: list[tuple[str, str, str, bytes]] = []
+        try:
+            stored, rejects = self._commit_group(batch)
+        except Exception as e:  # storage faults, and any bug the isolation missed
+            self.pending = batch + self.pending
+            self._store_failed(e)
+            return
+        self._store_errors_in_row = 0
+        try:
+            self._account(batch, stored, rejects)
+        except Exception as e:  # bookkeeping must never cost the ack
+            self.metrics["ingest_errors"] += 1
+            log.exception("ingest bookkeeping failed: %r", e)
+        if self.faults.exit_before_ack:
+            emit("exiting_before_ack")
+            os._exit(3)
         for msg in batch:
+            self.client.ack(msg.mid, msg.qos)
+        self._confirm(stored)
+
+    def _store_failed(self, e: BaseException) -> None:
+        # Disk full, database locked, I/O error: nothing is acked, so
+        # nothing is lost. Keep the group, back off, try again; the
+        # gateway never exits over it.
+        self.metrics["store_errors"] += 1
+        self._store_errors_in_row += 1
+        M.STORE_ERRORS.inc()
+        if not is_storage_error(e):
+            log.error("group commit failed outside message isolation", exc_info=e)
+        emit("store_failed", error=str(e)[:300], waiting=len(self.pending))
+        time.sleep(min(5.0, 0.5 * min(10, self._store_errors_in_row)))
+
+    def _classify(self, batch: list[mqtt.MQTTMessage]) -> tuple[
+            list[StoredEvent], list[tuple[str, bytes]], list[Reject]]:
+        """Validate every message without touching the store: events,
+        side-channel messages, and refusals."""
+        events: list[StoredEvent] = []
+        sides: list[tuple[str, bytes]] = []
+        rejects: list[Reject] = []
+        for msg in batch:
+            topic = "?"
             try:
-                parsed = self._topic(msg.topic)
+                topic = msg.topic
+                parsed = self._topic(topic)
                 if parsed[3] == "evt":
-                    events.append(validate(msg.topic, msg.payload, parsed))
+                    events.append(validate(topic, msg.payload, parsed))
                 else:
-                    self.side_channel(msg.topic, msg.payload)
+                    sides.append((topic, msg.payload))
             except ProtocolError as e:
-                self.reject(rejects, msg.topic, e.code, e.detail, msg.payload)
+                rejects.append(Reject(topic, e.code, e.detail, msg.payload))
             except UnicodeDecodeError:
-                self.reject(rejects, repr(msg._topic), "unknown_topic", "topic is not UTF-8",
-                            msg.payload)
+                rejects.append(Reject(repr(msg._topic)[:200], "unknown_topic", "topic is not UTF-8",
+                                      msg.payload))
+            except Exception as e:
+                rejects.append(self._internal(topic, e, msg.payload))
+        return events, sides, rejects
+
+    def _internal(self, topic: str, e: BaseException, payload: bytes) -> Reject:
+        log.warning("message on %s refused after an unexpected %s", topic, type(e).__name__, exc_info=e)
+        return Reject(topic, "unprocessable", f"{type(e).__name__}: {e}"[:300], payload)
+
+    def _commit_group(self, batch: list[mqtt.MQTTMessage]) -> tuple[
+            list[tuple[StoredEvent, bool]], list[Reject]]:
+        """One transaction for the group. Events go in with one multi-row
+        insert; should that fail on a message's content, the group is done
+        again one event per savepoint so only the culprit is refused."""
+        events, sides, rejects = self._classify(batch)
         if self.faults.hold_before_commit_s:
             emit("holding", n=len(batch), ids=[e.id for e in events[:LOG_IDS]])
             time.sleep(self.faults.hold_before_commit_s)
-        try:
-            self.seq.prime(self.store, events)
-            fresh = self.store.commit_events(events, rejects, self._forward)
-        except sqlite3.Error as e:
-            # Disk full, database locked, I/O error: nothing is acked, so
-            # nothing is lost. Keep the group, back off, try again; the
-            # gateway never exits over it.
-            self.pending = batch + self.pending
-            self.metrics["store_errors"] += 1
-            emit("store_failed", error=str(e), waiting=len(self.pending))
-            time.sleep(min(5.0, 0.5 * (1 + self.metrics["store_errors"] % 10)))
-            return
-        inserted = sum(fresh)
-        dups = len(fresh) - inserted
+        self.seq.prime(self.store, events)
+        for isolate in (False, True):
+            out_rejects = list(rejects)
+            try:
+                with self.store.tx():
+                    # Side channels first: few messages, and the gateway's own
+                    # events they cause (command outcomes) keep their place
+                    # before the group's device events upstream.
+                    for topic, payload in sides:
+                        try:
+                            with self.store.tx():  # a savepoint: this message alone
+                                self.side_channel(topic, payload)
+                        except ProtocolError as e:
+                            out_rejects.append(Reject(topic, e.code, e.detail, payload))
+                        except Exception as e:
+                            if is_storage_error(e):
+                                raise
+                            out_rejects.append(self._internal(topic, e, payload))
+                    stored = self._insert(events, out_rejects, isolate)
+                    self.store.insert_rejects(out_rejects)
+                return stored, out_rejects
+            except Exception as e:
+                if isolate or is_storage_error(e):
+                    raise
+                log.warning("group insert failed (%r); isolating its events", e)
+        raise AssertionError("unreachable")
+
+    def _insert(self, events: list[StoredEvent], rejects: list[Reject], isolate: bool
+                ) -> list[tuple[StoredEvent, bool]]:
+        if not isolate:
+            fresh = self.store.commit_events(events, (), self._forward)
+            return list(zip(events, fresh, strict=True))
+        stored: list[tuple[StoredEvent, bool]] = []
+        for e in events:
+            try:
+                with self.store.tx():
+                    stored.append((e, self.store.commit_events([e], (), self._forward)[0]))
+            except Exception as err:
+                if is_storage_error(err):
+                    raise
+                rejects.append(self._internal(topics.build(e.outlet, e.kind, e.device, "evt"), err,
+                                              e.payload))
+        return stored
+
+    def _account(self, batch: list[mqtt.MQTTMessage], stored: list[tuple[StoredEvent, bool]],
+                 rejects: list[Reject]) -> None:
+        """Metrics and log lines for a committed group; misbehaving devices."""
+        inserted = sum(1 for _, new in stored if new)
+        dups = len(stored) - inserted
         self.metrics["received"] += len(batch)
         self.metrics["stored"] += inserted
         self.metrics["duplicates"] += dups
@@ -229,7 +386,7 @@ class Ingest:
         M.GROUP_COMMITS.inc()
         M.DUPLICATES.inc(dups)
         by_cls: Counter[str] = Counter()
-        for e, new in zip(events, fresh, strict=True):
+        for e, new in stored:
             if new:
                 by_cls[e.cls] += 1
                 order = self.seq.observe(e.device, e.inc, e.seq)
@@ -238,13 +395,31 @@ class Ingest:
                     M.SEQ_ANOMALIES.labels(order).inc()
         for cls, n in by_cls.items():
             M.INGESTED.labels(cls).inc(n)
+        for r in rejects:
+            self.metrics[f"rejected_{r.code}"] += 1
+            M.REJECTED.labels(r.code).inc()
+            emit("rejected", topic=r.topic, code=r.code, detail=r.detail)
+            self.offenders.note(r.topic, r.code, self.own.emit)
         emit("committed", n=len(batch), stored=inserted, duplicates=dups,
-             ids=[e.id for e in events[:LOG_IDS]])
-        if self.faults.exit_before_ack:
-            emit("exiting_before_ack")
-            os._exit(3)
-        for msg in batch:
-            self.client.ack(msg.mid, msg.qos)
+             ids=[e.id for e, _ in stored[:LOG_IDS]])
+
+    def _confirm(self, stored: list[tuple[StoredEvent, bool]]) -> None:
+        """Tell each device which of its events are now on disk (new ones and
+        copies already held alike), so it can delete them from its flash.
+        QoS 0: a lost confirmation only means the device sends the event
+        again later and is confirmed then."""
+        per_device: dict[tuple[str, str, str], dict[str, list[int]]] = {}
+        for e, _ in stored:
+            if e.kind == "gateway":
+                continue
+            per_device.setdefault((e.outlet, e.kind, e.device), {}).setdefault(e.inc, []).append(e.seq)
+        for (outlet, kind, device), incs in per_device.items():
+            doc = {"v": 1, "stored": {inc: seq_ranges(seqs) for inc, seqs in incs.items()}}
+            try:
+                self.client.publish(topics.build(outlet, kind, device, "conf"), dumps(doc), qos=0)
+                self.metrics["confirmations"] += 1
+            except Exception as e:  # the device re-sends; never let this cost the loop
+                log.warning("confirmation to %s failed: %r", device, e)
 
     def _forward(self, fresh: list[StoredEvent]) -> None:
         """Queue the platform-signed commands handhelds forward (deposit
@@ -262,20 +437,19 @@ class Ingest:
                 # via: the forwarding handheld, the only one allowed to poll
                 # GET /v1/commands/<id> for the locker's answer
                 cid = store_command(self.store, self.cfg.outlet, kind, dumps(cmd), via=e.device)
-            except ProtocolError as err:
+            except Exception as err:
+                # The event itself is kept (it is the handheld's record of
+                # what it did); only the command it carries is refused.
+                if is_storage_error(err):
+                    raise
+                code = err.code if isinstance(err, ProtocolError) else "unprocessable"
+                detail = err.detail if isinstance(err, ProtocolError) else repr(err)[:300]
                 self.metrics["forward_refused"] += 1
                 M.COMMANDS.labels("forward_refused").inc()
-                emit("forward_refused", event=e.id, code=err.code, detail=err.detail)
+                emit("forward_refused", event=e.id, code=code, detail=detail)
                 continue
             self.metrics["forwarded"] += 1
             emit("forwarded", event=e.id, command=cid, device=cmd.get("dev"))
-
-    def reject(self, rejects: list[tuple[str, str, str, bytes]], topic: str, code: str, detail: str,
-               payload: bytes) -> None:
-        rejects.append((topic, code, detail, payload))
-        self.metrics[f"rejected_{code}"] += 1
-        M.REJECTED.labels(code).inc()
-        emit("rejected", topic=topic, code=code, detail=detail)
 
     def side_channel(self, topic: str, payload: bytes) -> None:
         """Presence, retained state and command acks: not events, but the
@@ -320,15 +494,20 @@ class Ingest:
             pass
         emit("gateway_started", outlet=self.cfg.outlet, db=str(self.cfg.db),
              stored=self.store.count())
+        if self.damaged is not None:
+            self._guard("store_damaged", lambda: self.own.emit(
+                "gateway.store_damaged", {"alarm": "store_damaged", "moved_to": self.damaged.name},
+                cls="alarm"))
+            emit("store_damaged", moved_to=str(self.damaged))
         try:
             while not self.stopping and (until is None or time.monotonic() < until):
                 if time.monotonic() - self._last_tick >= 1.0 and self.subscribed.is_set():
                     self._last_tick = time.monotonic()
-                    self.relay.tick()
+                    self._guard("relay", self.relay.tick)
                 if time.monotonic() - self._last_budget >= self.budget.cfg.interval_s:
                     self._last_budget = time.monotonic()
-                    done = self.budget.enforce(self.own.emit)
-                    if done["evicted"] or done["freed_synced"] or done["threatened"]:
+                    done = self._guard("budget", lambda: self.budget.enforce(self.own.emit))
+                    if done and (done["evicted"] or done["freed_synced"] or done["threatened"]):
                         emit("budget", **done)
                 # (a failed group waits in pending for its retry)
                 if not self.pending and not self._collect(0.1):
@@ -345,6 +524,22 @@ class Ingest:
             self.client.disconnect()
             self.client.loop_stop()
         emit("gateway_stopped", **dict(self.metrics))
+
+    def _guard(self, where: str, step: Callable[[], Any]) -> Any:
+        """Run one periodic step (relay, budget, an alarm); a fault in it is
+        logged and counted, and the step runs again on its next turn. The
+        gateway never exits over a full disk or a bad row."""
+        try:
+            return step()
+        except Exception as e:
+            self.metrics[f"fault_{where}"] += 1
+            M.GATEWAY_FAULTS.labels(where).inc()
+            if is_storage_error(e):
+                emit("step_failed", step=where, error=str(e)[:300])
+            else:
+                log.error("%s step failed", where, exc_info=e)
+                emit("step_failed", step=where, error=repr(e)[:300])
+            return None
 
     def stop(self) -> None:
         """Ask run() to finish its current group, disconnect and return."""

@@ -41,3 +41,9 @@ UPLOAD_REJECTED = Counter("postedge_upload_rejected", "Upload requests refused, 
 PHOTOS = Counter("postedge_photos", "Photos by outcome (complete, deduplicated, hash_mismatch, "
                  "expired, synced)", ["outcome"], registry=REGISTRY)
 PHOTO_SYNC_BYTES = Counter("postedge_photo_sync_bytes", "Photo bytes sent upstream", registry=REGISTRY)
+STORE_ERRORS = Counter("postedge_store_errors", "Group commits held back by a storage fault (retried)",
+                       registry=REGISTRY)
+GATEWAY_FAULTS = Counter("postedge_gateway_faults", "Faults the gateway survived, by where they happened "
+                         "(budget, relay, confirm, ...)", ["where"], registry=REGISTRY)
+MISBEHAVING = Counter("postedge_misbehaving_device_alarms", "Alarms raised for devices that keep sending "
+                      "refused messages", registry=REGISTRY)

@@ -13,7 +13,10 @@ Same protocol as the handheld to the gateway (``gateway/uploads.py``, client
 chunks the central side does not confirm, so a WAN cut or a gateway restart
 mid-photo resumes where it stopped, and a photo the platform already holds
 (the same picture through another outlet) costs one request. A photo is
-marked ``synced_at`` only when the central side says it is complete. The
+marked ``synced_at`` only when the central side says it is complete, and
+``mark_photo_synced`` then deletes the gateway's copy: the platform holds it,
+and months of photos must not fill the outlet box (the disk budget counts
+photos until then and never evicts an unsynced one). The
 upload URL is the batch URL's sibling: ``https://central/v1/batches`` ->
 ``https://central/v1/uploads``. HTTP Basic with the upstream credentials,
 TLS verified as for batches, and ``X-Postedge-Outlet`` on every request.

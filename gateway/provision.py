@@ -5,6 +5,16 @@ topics, the gateway's TOML, and each device's credentials file.
 Re-running keeps existing passwords (deployed devices keep working) and adds
 new devices; delete a device's credentials file to rotate its password.
 
+The broker config is the hardened outlet one (``gateway/broker.py``
+``OutletLimits``: client id = username, so a device cannot take over the
+gateway's session; packet size and queue caps; persistence saved every
+minute), and ``postedge-mosquitto.service`` next to it runs Mosquitto on it
+with restart and descriptor limits (the same text as
+``deploy/postedge-mosquitto.service`` when the output is ``/etc/postedge``).
+Devices log in as their device id and the gateway as ``gw-<outlet>``;
+because the broker keys sessions by login, each login must be used by one
+connection at a time (a second one takes the first one's session over).
+
 File access: everything is written 0600 first. Mosquitto 2.0 reads its
 password file and ACL *after* dropping to its ``user`` (``mosquitto``), and
 the gateway (``deploy/postedge-gateway.service``: ``User=postedge``,
@@ -28,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.protocol import topics
-from gateway.broker import Account, write_config
+from gateway.broker import Account, find_mosquitto, systemd_unit, write_config
 
 BROKER_USER = "mosquitto"  # the ``user`` line of the generated mosquitto.conf
 SERVICE_GROUP = "postedge"  # Group= of deploy/postedge-gateway.service
@@ -92,7 +102,11 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         creds.chmod(0o600)
     gw_creds.write_text(json.dumps({"broker": {"user": gw_user, "password": gw_pw}}))
     gw_creds.chmod(0o600)
+    # The hardened outlet broker (gateway/broker.py OutletLimits): client id =
+    # username, packet size cap, bounded queues, persistence saved every minute.
     conf = write_config(out / "mosquitto", port, accounts, bind=listen, run_as="mosquitto")
+    unit = out / "postedge-mosquitto.service"
+    unit.write_text(systemd_unit(conf.resolve(), _mosquitto_path()), encoding="utf-8")
     gw_toml = out / "gateway.toml"
     # passwd_file/acl_file relative to gateway.toml (gateway/config.py resolves
     # them there), so the folder can be copied to /etc/postedge as a whole.
@@ -106,7 +120,16 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
     gw_toml.chmod(0o600)
     access = _grant(conf.parent, gw_toml)
     return {"devices": len(inv["devices"]), "mosquitto_conf": str(conf), "gateway_toml": str(gw_toml),
-            "passwd_file": str(conf.parent / "passwd"), "access": access}
+            "passwd_file": str(conf.parent / "passwd"), "broker_unit": str(unit), "access": access}
+
+
+def _mosquitto_path() -> str:
+    """The broker binary for the unit: Debian's path unless this host has it
+    elsewhere (provision runs on the outlet box itself)."""
+    try:
+        return find_mosquitto()
+    except FileNotFoundError:
+        return "/usr/sbin/mosquitto"
 
 
 def _grant(broker_dir: Path, gw_toml: Path) -> list[str]:

@@ -112,7 +112,52 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE commands ADD COLUMN via TEXT;
     """,
+    # 5: command ids live in namespaces: '' for the platform's, 'fwd:<handheld>'
+    # for what a handheld forwarded, so a forwarded id can never shadow (or be
+    # shadowed by) a platform command with the same id (gateway/relay.py)
+    """
+    CREATE TABLE commands_v5 (
+        ns TEXT NOT NULL DEFAULT '',
+        id TEXT NOT NULL,
+        device TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        op TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        exp INTEGER NOT NULL,
+        created REAL NOT NULL,
+        sent_at REAL,
+        acked_at REAL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        ack TEXT,
+        via TEXT,
+        PRIMARY KEY (ns, id)
+    );
+    INSERT INTO commands_v5(ns,id,device,kind,op,payload,exp,created,sent_at,acked_at,status,ack,via)
+        SELECT CASE WHEN via IS NULL THEN '' ELSE 'fwd:' || via END,
+               id,device,kind,op,payload,exp,created,sent_at,acked_at,status,ack,via FROM commands;
+    DROP TABLE commands;
+    ALTER TABLE commands_v5 RENAME TO commands;
+    CREATE INDEX commands_open ON commands(device, status);
+    CREATE INDEX commands_device_id ON commands(device, id);
+    """,
 ]
+
+def is_storage_error(e: BaseException) -> bool:
+    """True for faults of the disk or the database file (full, I/O error,
+    locked, damaged): the group waits and is tried again. False for errors a
+    message's own content causes (a bad binding, a constraint): that message
+    is refused and the others go on."""
+    if isinstance(e, OSError | MemoryError):
+        return True
+    if isinstance(e, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError
+                  | sqlite3.DataError | sqlite3.NotSupportedError):
+        return False
+    return isinstance(e, sqlite3.Error)
+
+
+class StoreDamaged(RuntimeError):
+    """The database file failed its integrity check."""
+
 
 # Lanes for upstream sync: alarms and fresh status jump the backlog.
 FAST_CLASSES = ("alarm", "status")
@@ -143,14 +188,48 @@ class StoredEvent(NamedTuple):
 
 
 class EventStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, check: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        self._depth = 0
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            if check:
+                verdict = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+                if verdict != "ok":
+                    raise StoreDamaged(str(verdict))
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            if type(e) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
+                raise StoreDamaged(str(e)) from e
+            raise
+        except StoreDamaged:
+            self.db.close()
+            raise
+
+    @classmethod
+    def open_checked(cls, path: Path | str) -> tuple[EventStore, Path | None]:
+        """Open the gateway's own store after ``PRAGMA quick_check``.
+
+        A damaged file would crash every restart. It is moved aside with its
+        WAL (kept for forensics, never deleted) and a fresh store started; the
+        second value names where it went, so the caller raises an alarm.
+        Devices keep every event the gateway has not confirmed, so they send
+        the lost ones again."""
+        try:
+            return cls(path, check=True), None
+        except StoreDamaged:
+            p = Path(path)
+            aside = p.with_name(f"{p.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(p) + suffix)
+                if src.exists():
+                    src.rename(str(aside) + suffix)
+            return cls(path), aside
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -165,7 +244,26 @@ class EventStore:
     @contextmanager
     def tx(self) -> Iterator[None]:
         """One write transaction; rolled back on any error (unless SQLite
-        already did, as it does itself on a full disk)."""
+        already did, as it does itself on a full disk).
+
+        Inside another transaction it is a savepoint: its writes stand or
+        fall alone, which is how ingest isolates one message of a group
+        commit from the others."""
+        if self.db.in_transaction:
+            self._depth += 1
+            name = f"sp{self._depth}"
+            self.db.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+                self.db.execute(f"RELEASE {name}")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute(f"ROLLBACK TO {name}")
+                    self.db.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth -= 1
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -218,12 +316,18 @@ class EventStore:
                 self.db.execute(_insert_sql(len(part)), list(chain.from_iterable(part)))
             if within is not None:
                 within([e for e, new in zip(events, fresh, strict=True) if new])
-            for topic, code, detail, payload in rejects:
-                self.db.execute(
-                    "INSERT INTO rejected(at,topic,code,detail,payload) VALUES (?,?,?,?,?)",
-                    (now, topic, code, detail, payload[:REJECT_PAYLOAD_KEEP]),
-                )
+            self.insert_rejects(rejects, now)
         return fresh
+
+    def insert_rejects(self, rejects: Iterable[tuple[str, str, str, bytes]], at: float | None = None
+                       ) -> None:
+        """Refused input, kept (truncated) for the clerk and for forensics."""
+        at = time.time() if at is None else at
+        for topic, code, detail, payload in rejects:
+            self.db.execute(
+                "INSERT INTO rejected(at,topic,code,detail,payload) VALUES (?,?,?,?,?)",
+                (at, topic[:300], code, detail[:500], bytes(payload[:REJECT_PAYLOAD_KEEP])),
+            )
 
     def max_seq(self, device: str, inc: str) -> int | None:
         row = self.db.execute("SELECT max(seq) FROM events WHERE device=? AND inc=?",

@@ -101,6 +101,8 @@ TEXT: dict[str, dict[str, str]] = {
     "alarm.budget_threatened": {"zh": "网关存储空间快用完了，请联系客服",
                                 "en": "gateway storage almost full, call support"},
     "alarm.unknown": {"zh": "警报：{alarm}", "en": "alarm: {alarm}"},
+    "alarm.unreadable": {"zh": "警报（内容无法显示）", "en": "Alarm (its details cannot be shown)"},
+    "row.unreadable": {"zh": "（此条无法显示）", "en": "(this entry cannot be shown)"},
     # parcel (custody) events
     "evt.locker.deposit": {"zh": "快递员投递", "en": "Delivered by courier"},
     "evt.locker.pickup": {"zh": "收件人已取件", "en": "Picked up"},
@@ -142,10 +144,28 @@ class _Blank(dict):
         return "?"
 
 
-def t(key: str, lang: str, **kw: object) -> str:
+def t(key: str, lang: str, /, **kw: object) -> str:
     """Text for ``key`` in ``lang``; raises KeyError for a key not in the
-    catalogue so a typo fails the tests instead of showing a blank."""
+    catalogue so a typo fails the tests instead of showing a blank.
+
+    ``key`` and ``lang`` are positional-only: the fields come from devices
+    (an alarm body's keys), and a device that sends a field named ``lang``
+    or ``key`` must fill ``{lang}``/``{key}`` at most, never replace the
+    formatter's own arguments (issue 11, finding 3: one such alarm made the
+    whole status page answer 500). Values are substituted, never
+    re-formatted, so a ``{`` in device text is shown as sent.
+    设备字段只作为占位内容，不能覆盖格式化函数自己的参数。"""
     return TEXT[key][lang].format_map(_Blank(kw))
+
+
+def fields(body: dict[str, object]) -> dict[str, object]:
+    """Device-sent fields that may fill a catalogue text: string keys only
+    (``**`` needs them), bounded in number so a 10,000-key body costs nothing."""
+    out: dict[str, object] = {}
+    for k, v in body.items():
+        if isinstance(k, str) and len(out) < 64:
+            out[k] = v
+    return out
 
 
 def has(key: str) -> bool:

@@ -327,7 +327,10 @@ class HandheldApp:
             self._spawn(self._camera_scan_loop, "hh-camera-scan")
         from handheld.webui import WebUI
 
-        self.web = WebUI(self, self.cfg.web_host, self.cfg.web_port)
+        # Extra Host names the UI answers to besides loopback (DNS-rebinding allow-list);
+        # read this way until handheld/config.py parses a ``[web] names`` key.
+        names = tuple(getattr(self.cfg, "web_names", ()) or ())
+        self.web = WebUI(self, self.cfg.web_host, self.cfg.web_port, names)
         self.web.start()
         log.info("handheld %s started, UI at %s", self.cfg.device, self.web.url)
         return self

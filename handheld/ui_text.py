@@ -159,6 +159,24 @@ TEXT: dict[str, dict[str, str]] = {
                                  "put up the right poster"},
     "err.bad_request": {"zh": "请求无效：{detail}", "en": "Bad request: {detail}"},
     "err.internal": {"zh": "内部错误，数据未丢失：{detail}", "en": "Internal error, no data lost: {detail}"},
+    # the UI server's guard (handheld/webui.py): requests refused before they reach the app
+    "err.bad_host": {"zh": "拒绝访问：{host} 不是本机界面的地址（防止 DNS 重绑定攻击）",
+                     "en": "Refused: {host} is not this handheld's own address (DNS rebinding guard)"},
+    "err.bad_origin": {"zh": "拒绝跨站请求：来自 {origin}，不是本机界面的页面",
+                       "en": "Cross-site request refused: it came from {origin}, "
+                             "not from this handheld's page"},
+    "err.bad_content_type": {"zh": "请求格式不对：必须是 application/json（收到的是 {ctype}）",
+                             "en": "Wrong request format: it must be application/json (got {ctype})"},
+    "err.no_token": {"zh": "请求没有带会话令牌，请刷新页面后再试",
+                     "en": "The request has no session token: reload the page and try again"},
+    "err.bad_token": {"zh": "会话令牌不对（可能是手持终端重启过），请刷新页面后再试",
+                      "en": "Wrong session token (the handheld may have restarted): "
+                            "reload the page and try again"},
+    "err.bad_http_method": {"zh": "不支持的请求方法：{method}", "en": "Method not allowed: {method}"},
+    "err.too_large": {"zh": "请求太大，上限 {limit}", "en": "Request too large; the limit is {limit}"},
+    "err.slow_body": {"zh": "请求发送太慢，已断开：{detail}",
+                      "en": "The request arrived too slowly and was dropped: {detail}"},
+    "err.busy": {"zh": "手持终端正忙，请稍后再试", "en": "The handheld is busy; try again in a moment"},
 }
 
 

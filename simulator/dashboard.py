@@ -8,10 +8,15 @@ first), the faults on a timeline, progress and the ledger's running counts.
 
 Why it is built like this:
 
-- Standard library only (``ThreadingHTTPServer`` in a thread), like the
-  gateway's status page: a tester's laptop or a CI box needs nothing more,
-  and the server holds no state of the run beyond the backlog history for
-  the sparkline (the snapshot has only the current backlog).
+- aiohttp in a thread of its own, with the handheld UI's server class
+  (``handheld.webui.ThreadedServer``): idle connections are closed, open
+  connections are capped, and a loopback-bound dashboard answers only to a
+  loopback ``Host`` (DNS rebinding), instead of the standard library's
+  ``ThreadingHTTPServer`` with no timeouts at all. The runner stays
+  threaded; snapshots are taken on a worker thread, never on the loop. The
+  server holds no state of the run beyond the backlog history for the
+  sparkline (the snapshot has only the current backlog). Read-only: GET
+  routes only, so there is nothing for a cross-site page to change.
 - The snapshot is taken only when a page asks for it, so a run without a
   browser open pays nothing for its dashboard.
 - All words are made in Python (``simulator/report_text.py``, shared with the
@@ -26,6 +31,7 @@ Why it is built like this:
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import math
@@ -33,10 +39,11 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+from aiohttp import web
+
+from handheld.webui import ThreadedServer, host_allowlist, host_ok
 from simulator.report import HOP_ORDER, fmt_clock, fmt_dur, json_clean, size_text
 from simulator.report_text import (
     LANGS,
@@ -302,59 +309,23 @@ class SnapshotUnavailable(RuntimeError):
     pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    dash: Dashboard
+_CSP = ("default-src 'none'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "postedge-sim-dashboard"
-    sys_version = ""
+async def _security_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    """On every answer, 404s and 503s included (the page sets its own CSP, with nonces)."""
+    h = resp.headers
+    h.setdefault("Content-Security-Policy", _CSP)
+    h["X-Frame-Options"] = "DENY"
+    h["X-Content-Type-Options"] = "nosniff"
+    h["Referrer-Policy"] = "no-referrer"
+    h["Cache-Control"] = "no-store"
+    h["Server"] = "postedge-sim-dashboard"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the page polls twice a second and would bury the runner's output."""
 
-    def do_GET(self) -> None:
-        self._nonce: str | None = None
-        url = urlsplit(self.path)
-        dash = self.server.dash
-        lang = parse_qs(url.query).get("lang", [dash.lang])[0]
-        if lang not in LANGS:
-            lang = dash.lang
-        try:
-            if url.path in ("/", "/index.html"):
-                snap = dash.take()
-                self._nonce = secrets.token_urlsafe(16)
-                body = render_page(build_view(snap, lang, dash.history()), lang, self._nonce)
-                self._send(200, "text/html; charset=utf-8", body.encode())
-            elif url.path == "/api/snapshot":
-                snap = dash.take()
-                out = dict(snap)
-                out["view"] = build_view(snap, lang, dash.history())
-                self._send(200, "application/json; charset=utf-8", _dumps(out).encode())
-            elif url.path == "/healthz":
-                self._send(200, "text/plain; charset=utf-8", b"ok\n")
-            else:
-                self._send(404, "text/plain; charset=utf-8", b"not found\n")
-        except SnapshotUnavailable as e:
-            self._send(503, "application/json; charset=utf-8",
-                       json.dumps({"error": "snapshot_unavailable", "detail": str(e)}).encode())
-
-    def _send(self, code: int, ctype: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        csp = "default-src 'none'; connect-src 'self'; base-uri 'none'; form-action 'none'; " \
-              "frame-ancestors 'none'"
-        if self._nonce:
-            csp += f"; style-src 'nonce-{self._nonce}'; script-src 'nonce-{self._nonce}'"
-        self.send_header("Content-Security-Policy", csp)
-        self.end_headers()
-        self.wfile.write(body)
+def _text(code: int, body: str) -> web.Response:
+    return web.Response(status=code, text=body, content_type="text/plain", charset="utf-8")
 
 
 def _dumps(v: Any) -> str:
@@ -378,37 +349,99 @@ class Dashboard:
         self.port = port
         self.lang = check_lang(lang)
         self.host = host
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
+        self._allowed: frozenset[str] | None = None
         self._lock = threading.Lock()
         self._history: list[tuple[float, float]] = []
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
+        if self._server is None:
             raise RuntimeError("dashboard not started")
-        host = self.host if self.host not in ("0.0.0.0", "") else "127.0.0.1"
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
         return f"http://{host}:{self.port}/"
 
     def start(self) -> Dashboard:
         """Bind now (a taken port fails here, in the runner's thread), serve in a thread."""
-        httpd = _Server((self.host, self.port), _Handler)
-        httpd.dash = self
-        self._httpd = httpd
-        self.port = int(httpd.server_address[1])
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="postedge-sim-dashboard", daemon=True)
-        self._thread.start()
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/index.html", self._page)
+        app.router.add_get("/api/snapshot", self._snapshot)
+        app.router.add_get("/healthz", self._healthz)
+        app.middlewares.append(self._guard)
+        app.on_response_prepare.append(_security_headers)
+        server = ThreadedServer(app, self.host, self.port, name="postedge-sim-dashboard")
+        self.port = server.address[1]
+        # Bound to a wildcard the tester reaches it by whatever LAN name or address they
+        # like, so only a loopback or named bind checks Host (DNS rebinding).
+        wildcard = self.host in ("0.0.0.0", "::", "")
+        self._allowed = None if wildcard else host_allowlist(self.host, self.port)
+        try:
+            server.start()
+        except BaseException:
+            server.stop()
+            raise
+        self._server = server
         return self
 
     def stop(self) -> None:
-        if self._httpd is None:
+        if self._server is None:
             return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._httpd = None
+        self._server.stop()
+        self._server = None
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self._allowed is not None and not host_ok(request.headers.get("Host"), self._allowed):
+            return _text(403, "未知的 Host（防止 DNS 重绑定）/ unknown Host header (DNS rebinding guard)\n")
+        resp: web.StreamResponse = await handler(request)
+        return resp
+
+    def _lang(self, request: web.Request) -> str:
+        lang = request.query.get("lang", self.lang)
+        return lang if lang in LANGS else self.lang
+
+    async def _page(self, request: web.Request) -> web.Response:
+        lang = self._lang(request)
+        nonce = secrets.token_urlsafe(16)
+
+        def render() -> str:
+            snap = self.take()
+            return render_page(build_view(snap, lang, self.history()), lang, nonce)
+
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(None, render)
+        except SnapshotUnavailable as e:
+            return self._unavailable(e)
+        resp = web.Response(text=body, content_type="text/html", charset="utf-8")
+        resp.headers["Content-Security-Policy"] = (f"{_CSP}; style-src 'nonce-{nonce}'; "
+                                                   f"script-src 'nonce-{nonce}'")
+        return resp
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        lang = self._lang(request)
+
+        def answer() -> str:
+            snap = self.take()
+            out = dict(snap)
+            out["view"] = build_view(snap, lang, self.history())
+            return _dumps(out)
+
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(None, answer)
+        except SnapshotUnavailable as e:
+            return self._unavailable(e)
+        return web.Response(text=body, content_type="application/json", charset="utf-8")
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return _text(200, "ok\n")
+
+    @staticmethod
+    def _unavailable(e: SnapshotUnavailable) -> web.Response:
+        return web.Response(status=503, text=json.dumps({"error": "snapshot_unavailable", "detail": str(e)}),
+                            content_type="application/json", charset="utf-8")
 
     def __enter__(self) -> Dashboard:
         return self.start()

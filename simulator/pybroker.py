@@ -14,24 +14,42 @@ What has to hold for the simulation to mean anything, and how:
   Mosquitto-format ACL file is written too, because the gateway reads the
   account kinds from it.
 
+- The outlet broker's hardening (issue 11, ``gateway/broker.py``
+  ``OutletLimits``), as far as amqtt can be made to: the broker runs from
+  this module (``python -m simulator.pybroker``), which wraps two amqtt
+  internals before starting it. A CONNECT's client id is replaced by its
+  username once the password checks (Mosquitto's
+  ``use_username_as_clientid``), and by a throwaway id otherwise: amqtt
+  applies a clean session *before* it authenticates, so without this a
+  login that fails could still wipe the gateway's queued events. A packet
+  whose fixed header announces more than ``max_packet`` bytes ends the
+  connection before its body is read (``max_packet_size``).
+
 What does not hold, and is said in the report (``broker`` names amqtt):
 amqtt keeps sessions in memory only, so a ``broker_restart`` fault loses
-what it had queued; MQTT 5 is not spoken. Mosquitto stays the broker of
-record: ``scripts/setup`` installs it and the simulator prefers it.
+what it had queued; MQTT 5 is not spoken; queues and in-flight windows have
+no message or byte caps (``max_queued_*``, ``max_inflight_bytes``), so a
+flood while the gateway is away grows the broker's memory. Mosquitto stays
+the broker of record: ``scripts/setup`` installs it and the simulator
+prefers it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import logging
 import os
+import secrets
 import subprocess
 import sys
 import warnings
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
-from gateway.broker import Account, Mosquitto, free_port
+from gateway.broker import OUTLET_LIMITS, Account, Mosquitto, free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -90,5 +108,81 @@ class AmqttBroker(Mosquitto):
 
     def command(self) -> list[str]:
         # Start, stop (a restart forgets sessions: amqtt has no persistence) and kill are
-        # Mosquitto's process handling, inherited.
-        return [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.conf)]
+        # Mosquitto's process handling, inherited. This module's main() hardens amqtt first.
+        return [sys.executable, "-m", "simulator.pybroker", "-c", str(self.conf),
+                "--passwd", str(self.directory / "amqtt-passwd"), "--max-packet", str(self.max_packet)]
+
+    #: The outlet's packet cap (``gateway/broker.py`` OutletLimits.max_packet).
+    max_packet = OUTLET_LIMITS.max_packet
+
+
+log = logging.getLogger("simulator.pybroker")
+
+
+def _hashes(passwd: Path) -> dict[str, str]:
+    out = {}
+    for line in passwd.read_text().splitlines():
+        user, sep, h = line.partition(":")
+        if sep:
+            out[user] = h
+    return out
+
+
+def harden_amqtt(hashes: dict[str, str], max_packet: int) -> None:
+    """Patch amqtt (in this broker process only) the way the outlet's
+    Mosquitto is configured; see the module docstring for why each.
+
+    Wraps ``BrokerProtocolHandler.init_from_connect`` (it returns the new
+    session before amqtt looks up, or for a clean session deletes, the stored
+    session of that client id) and ``MQTTFixedHeader.from_stream`` (every
+    packet's length is known there before its body is read). Both are amqtt
+    internals of 0.12: ``tests/test_simulator.py`` exercises them."""
+    from amqtt.mqtt.packet import MQTTFixedHeader
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+    connect = BrokerProtocolHandler.init_from_connect.__func__  # type: ignore[attr-defined]
+
+    async def init_from_connect(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        handler, session = await connect(cls, *args, **kwargs)
+        user, pw = session.username, session.password
+        h = hashes.get(user) if isinstance(user, str) else None
+        if h is not None and isinstance(pw, str) and hmac.compare_digest(crypt.crypt(pw, h), h):
+            session.client_id = user  # one login, one session, whatever id it sent
+        else:
+            # The login will be refused; its clean session must not hit a real one.
+            session.client_id = f"refused-{secrets.token_hex(8)}"
+        return handler, session
+
+    BrokerProtocolHandler.init_from_connect = classmethod(init_from_connect)  # type: ignore[method-assign]
+
+    fixed = MQTTFixedHeader.from_stream.__func__  # type: ignore[attr-defined]
+
+    async def from_stream(cls: Any, reader: Any) -> Any:
+        header = await fixed(cls, reader)
+        if header is not None and header.remaining_length > max_packet:
+            log.warning("packet of %d bytes over max_packet %d: closing the connection",
+                        header.remaining_length, max_packet)
+            return None  # reads as end of stream: the connection is closed, the body never read
+        return header
+
+    MQTTFixedHeader.from_stream = classmethod(from_stream)  # type: ignore[method-assign]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m simulator.pybroker -c amqtt.yaml --passwd F --max-packet N``:
+    amqtt's own broker script, after :func:`harden_amqtt`."""
+    import argparse
+
+    from amqtt.scripts.broker_script import broker_main
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-c", dest="config", required=True)
+    p.add_argument("--passwd", type=Path, required=True)
+    p.add_argument("--max-packet", type=int, default=OUTLET_LIMITS.max_packet)
+    args = p.parse_args(argv)
+    harden_amqtt(_hashes(args.passwd), args.max_packet)
+    broker_main(config_file=args.config, debug=False, version=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,10 +37,17 @@ SLOW = settings(max_examples=60, deadline=None)
 TEXT_CHARS = st.characters(exclude_categories=("Cs",))
 CONTROL_CHARS = st.characters(min_codepoint=0, max_codepoint=0x1F)
 texts = st.text(st.one_of(TEXT_CHARS, CONTROL_CHARS, st.sampled_from('"\\/\x7f\u2028\u2029')), max_size=20)
+SAFE = canonical.MAX_INT
 ints = st.one_of(
     st.integers(min_value=-(2**31), max_value=2**31),
-    st.integers(),  # hypothesis also draws big ints, well past 64 bits
-    st.sampled_from([0, -1, 2**63, -(2**63) - 1, 10**40, -(10**40)]),
+    st.integers(min_value=-SAFE, max_value=SAFE),
+    st.sampled_from([0, -1, SAFE, -SAFE, SAFE - 1]),
+)
+# Past I-JSON's safe range, including what overflows SQLite's 64-bit INTEGER.
+unsafe_ints = st.one_of(
+    st.integers(min_value=SAFE + 1),
+    st.integers(max_value=-SAFE - 1),
+    st.sampled_from([SAFE + 1, -SAFE - 1, 2**63, -(2**63) - 1, 2**64, 10**20, 10**40]),
 )
 scalars = st.one_of(st.none(), st.booleans(), ints, texts)
 
@@ -61,9 +68,10 @@ JSON = json_values(canonical.MAX_DEPTH)
 
 
 @st.composite
-def with_float(draw):
-    """A JSON value that holds one float somewhere, at most MAX_DEPTH levels down."""
-    v = draw(st.floats(allow_nan=True, allow_infinity=True))
+def with_float(draw, leaf=None):
+    """A JSON value that holds one float (or other ``leaf``) somewhere, at
+    most MAX_DEPTH levels down."""
+    v = draw(leaf if leaf is not None else st.floats(allow_nan=True, allow_infinity=True))
     for _ in range(draw(st.integers(0, canonical.MAX_DEPTH))):
         siblings = draw(st.lists(json_values(1), max_size=3))
         if draw(st.booleans()):
@@ -113,7 +121,7 @@ def canon_json(x):
 @FAST
 @given(JSON)
 @example("\x00\x1f\x7f\"\\\b\f\n\r\t/\u2028é漢\U0001f600")
-@example({"b": [1, -2, 10**30], "a": {"": None, "é": True, "e": False}})
+@example({"b": [1, -2, 2**53 - 1], "a": {"": None, "é": True, "e": False}})
 @example([[[[[[[[1]]]]]]]])  # the deepest value allowed: eight levels down
 def test_canonical_is_sorted_compact_utf8_json(x) -> None:
     data = canonical.dumps(x)
@@ -131,6 +139,22 @@ def test_canonical_refuses_floats_anywhere(x) -> None:
         canonical.dumps(x)
     with pytest.raises(BadField):
         canonical.check_value(x)
+
+
+@FAST
+@given(with_float(unsafe_ints))
+@example(10**20)
+@example({"id": [2**63]})
+def test_canonical_refuses_unsafe_integers_anywhere(x) -> None:
+    """dumps, check_value and loads_object (both its C fast path and the walk)
+    refuse any integer past +-(2**53 - 1), however deep."""
+    with pytest.raises(BadField):
+        canonical.dumps(x)
+    with pytest.raises(BadField):
+        canonical.check_value(x)
+    text = json.dumps({"x": x}).encode()
+    with pytest.raises(BadField):
+        canonical.loads_object(text, "test")
 
 
 def test_canonical_refuses_nesting_past_max_depth() -> None:

@@ -332,6 +332,47 @@ def test_clerk_sees_outlet_status_in_chinese_and_english(gateway_web: dict[str, 
                 pass  # the scanner's socket is already gone
 
 
+def test_alarm_with_a_lang_field_keeps_the_page_up_in_the_browser(tmp_path: Path, chromium: Any) -> None:
+    """Issue 11, finding 3: an alarm whose body has a key named ``lang``
+    (or ``key``) made ``/``, ``/fragment`` and ``/api/status`` answer 500
+    until 200 newer alarms pushed it out. The clerk's browser, refreshing
+    live, must keep showing the page and that alarm."""
+    from playwright.sync_api import expect
+
+    store = EventStore(tmp_path / "gw.db")
+    now = int(time.time())
+    bodies = [{"alarm": "x", "lang": "zh", "key": "..", "n": 7},
+              {"alarm": "lockout", "seconds": 45, "lang": "en", "key": "title", "compartment": 2}]
+    store.commit_events([
+        StoredEvent(format_event_id("lk01", INC, i + 1), "o1", "locker", "lk01", INC, i + 1, "alarm",
+                    "locker.alarm", now, envelope.encode(envelope.make(
+                        format_event_id("lk01", INC, i + 1), now, "locker.alarm", "alarm", b)))
+        for i, b in enumerate(bodies)])
+    store.close()
+    stop = threading.Event()
+    svc = start_web(tmp_path / "gw.db", {"port": 0, "refresh_s": 1}, stop)
+    try:
+        base = f"http://127.0.0.1:{svc.port}"
+        for path in ("/", "/fragment", "/api/status", "/?lang=en", "/fragment?lang=en"):
+            assert get(base + path)[0] == 200, path
+        page = chromium.new_page()
+        page.goto(base + "/")
+        alarms = page.locator("#alarms")
+        expect(alarms).to_contain_text("警报：x")
+        expect(alarms).to_contain_text("2 号格口：取件码错误次数过多，已暂停取件 45 秒")
+        page.wait_for_timeout(2500)  # two live refreshes through /fragment
+        expect(page.locator("#stale")).to_be_hidden()
+        expect(alarms).to_contain_text("警报：x")
+        page.goto(base + "/?lang=en")
+        expect(page.locator("#alarms")).to_contain_text("Compartment 2: too many wrong pickup codes, "
+                                                        "pickup paused for 45 s")
+        expect(page.locator("#alarms")).to_contain_text("Alarm: x")
+        page.close()
+    finally:
+        stop.set()
+        svc.join(5)
+
+
 # ------------------------------------------------------------------ config, robustness, formatting
 
 @pytest.mark.parametrize("web, key", [

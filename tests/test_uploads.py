@@ -92,7 +92,7 @@ class Gateway:
         """PUTs that arrived whole, per photo, over every run of this gateway."""
         out: dict[str, int] = {}
         for s in self.services:
-            for k, v in s.httpd.uploads.puts.items():
+            for k, v in s.uploads.puts.items():
                 out[k] = out.get(k, 0) + v
         return out
 
@@ -430,6 +430,7 @@ def test_photos_go_upstream_only_after_the_event_backlog(tmp_path: Path, gw: Gat
     assert central.photo_claims[sha][0]["outlet"] == "o1"
     assert central.photo_claims[sha][0]["meta"]["meta"] == {"board": "b-9"}
     assert gw.row(sha)["synced_at"] is not None  # type: ignore[index]
+    assert not photo_path(gw.db, sha).exists()  # the platform has it: the gateway's copy is gone
     store.close()
 
 

@@ -1,5 +1,14 @@
 # MQTT 3.1.1 packet encoding and decoding, the part of the client that is
 # pure bytes: testable on CPython and the unix port without a socket.
+#
+# The encoders build whatever they are given (tests and the simulator's
+# fault proxy need odd packets on purpose); check_topic, check_filter,
+# check_payload and check_qos are what the client runs on a caller's
+# arguments before anything reaches the socket. They exist because a broker
+# answers a bad PUBLISH by closing the connection (Mosquitto: empty topic,
+# wildcards, NUL or control characters, bad UTF-8, a packet over
+# max_packet_size), and a QoS 1 message the session resends after every
+# reconnect would close every new connection too.
 
 import struct
 
@@ -25,8 +34,119 @@ CONNACK_REASONS = {
 }
 
 
-class PacketError(Exception):
-    pass
+MAX_TOPIC = 65535  # a two-byte length prefix (MQTT 3.1.1 section 1.5.3)
+# Default limit on an outgoing payload: four event envelopes
+# (firmware/protocol/envelope.py, 4 KiB) and room for a large locker's
+# retained state document, while a device never builds a packet that a
+# board's heap or the broker's max_packet_size would choke on.
+MAX_PAYLOAD = 16384
+
+
+class MQTTError(Exception):
+    """Every error the firmware MQTT client raises is one of these."""
+
+
+class PacketError(MQTTError):
+    """A packet that cannot be built or parsed: a bad topic, payload or QoS
+    from the caller (raised before anything is sent), or bytes off the wire
+    that are not the packet they claim to be."""
+
+
+# Topics already found valid, mapped to their UTF-8 bytes: a device
+# publishes to a handful, so each is checked once. Bounded: cleared when full.
+_TOPICS_OK = {}
+_TOPICS_KEEP = 16
+
+
+def _bad_char(o):
+    # What Mosquitto's UTF-8 check refuses (and the MQTT spec forbids or
+    # discourages): NUL and control characters, UTF-16 surrogates (MicroPython
+    # encodes them without complaint), and the Unicode non-characters.
+    return (o < 0x20 or 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF
+            or 0xFDD0 <= o <= 0xFDEF or (o & 0xFFFE) == 0xFFFE)
+
+
+def _check_name(topic, what):
+    if isinstance(topic, (bytes, bytearray)):
+        raw = bytes(topic)
+        try:
+            text = raw.decode("utf-8")
+        except Exception:
+            raise PacketError("%s is not valid UTF-8" % what)
+    elif isinstance(topic, str):
+        if len(topic) > MAX_TOPIC:  # characters <= bytes: too long before encoding it
+            raise PacketError("%s is %d characters, over %d bytes" % (what, len(topic), MAX_TOPIC))
+        text = topic
+        try:
+            raw = topic.encode("utf-8")
+        except Exception:  # CPython: a lone surrogate
+            raise PacketError("%s cannot be encoded as UTF-8" % what)
+    else:
+        raise PacketError("%s must be str, not %s" % (what, type(topic).__name__))
+    if not raw:
+        raise PacketError("%s is empty" % what)
+    if len(raw) > MAX_TOPIC:
+        raise PacketError("%s is %d bytes, over %d" % (what, len(raw), MAX_TOPIC))
+    for ch in text:
+        if _bad_char(ord(ch)):
+            raise PacketError("%s holds character U+%04X" % (what, ord(ch)))
+    return raw
+
+
+def _remember(key, raw):
+    if len(_TOPICS_OK) >= _TOPICS_KEEP:
+        _TOPICS_OK.clear()
+    _TOPICS_OK[key] = raw
+    return raw
+
+
+def check_topic(topic):
+    """The UTF-8 bytes of a topic to PUBLISH to, or PacketError: empty, over
+    65535 bytes, not UTF-8, NUL or control characters, or a wildcard."""
+    cacheable = isinstance(topic, (str, bytes))
+    if cacheable:
+        raw = _TOPICS_OK.get(topic)
+        if raw is not None:
+            return raw
+    raw = _check_name(topic, "topic")
+    if b"+" in raw or b"#" in raw:
+        raise PacketError("wildcard in a publish topic: %r" % (topic,))
+    return _remember(topic, raw) if cacheable else raw
+
+
+def check_filter(topic):
+    """The UTF-8 bytes of a topic filter to SUBSCRIBE to, or PacketError:
+    as check_topic, except that '+' may fill a whole level and '#' only the
+    whole last level."""
+    raw = _check_name(topic, "topic filter")
+    levels = raw.split(b"/")
+    last = len(levels) - 1
+    for i, lv in enumerate(levels):
+        if b"#" in lv and (lv != b"#" or i != last):
+            raise PacketError("'#' must be the whole last level: %r" % (topic,))
+        if b"+" in lv and lv != b"+":
+            raise PacketError("'+' must fill a whole level: %r" % (topic,))
+    return raw
+
+
+def check_payload(payload, limit=MAX_PAYLOAD):
+    """The payload as bytes (a str is encoded as UTF-8), or PacketError if it
+    is not bytes-like or is over `limit` bytes."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    elif isinstance(payload, bytearray) or isinstance(payload, memoryview):
+        payload = bytes(payload)
+    elif not isinstance(payload, bytes):
+        raise PacketError("payload must be bytes, not %s" % type(payload).__name__)
+    if len(payload) > limit:
+        raise PacketError("payload of %d bytes is over the limit of %d" % (len(payload), limit))
+    return payload
+
+
+def check_qos(qos):
+    # The client has QoS 0 and 1 flows only.
+    if qos not in (0, 1) or isinstance(qos, bool):
+        raise PacketError("QoS %r not supported (0 or 1)" % (qos,))
 
 
 def _str(s):

@@ -8,12 +8,19 @@
 # floats whose text form differs from CPython's, which would break signatures
 # and golden vectors. Quantities travel as scaled integers (centi-degrees,
 # 1e-7 degrees of latitude, millimetres).
+#
+# Integers are bounded to the I-JSON safe range, |n| <= 2**53 - 1 (RFC 7493):
+# every JSON implementation reads those exactly, SQLite stores them in its
+# 64-bit INTEGER, and a hostile `ts` of 10**20 is refused here, where it
+# enters, instead of overflowing a database binding further in.
 
 import json
 
 from firmware.protocol.errors import BadField, MalformedPayload
 
 MAX_DEPTH = 8
+MAX_INT = 9007199254740991  # 2**53 - 1
+_INT_RANGE = "integers must lie within +-(2**53 - 1)"
 
 _ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
@@ -47,6 +54,8 @@ def _enc(obj, out, depth, path):
     elif obj is False:
         out.append("false")
     elif isinstance(obj, int):
+        if obj > MAX_INT or obj < -MAX_INT:
+            raise BadField(path + ": " + _INT_RANGE)
         out.append(str(obj))
     elif isinstance(obj, str):
         _str(obj, out)
@@ -113,20 +122,34 @@ def _float_seen(text):
     raise _FloatSeen()
 
 
+def _bounded_int(text):
+    # Up to 15 digits cannot exceed MAX_INT: most integers skip the compare.
+    n = int(text)
+    if len(text) > 15 and (n > MAX_INT or n < -MAX_INT):
+        raise _FloatSeen()
+    return n
+
+
 try:
-    # CPython only (MicroPython's json has no decoder class): floats and
-    # NaN/Infinity stop the C decoder, so a payload that decodes here with
-    # few enough brackets needs no walk in Python. Anything else takes the
-    # walk, which names the offending path; the verdicts are the same.
-    _FAST = json.JSONDecoder(parse_float=_float_seen, parse_constant=_float_seen).decode
+    # CPython only (MicroPython's json has no decoder class): floats,
+    # NaN/Infinity and out-of-range integers stop the C decoder, so a payload
+    # that decodes here with few enough brackets needs no walk in Python.
+    # Anything else takes the walk, which names the offending path; the
+    # verdicts are the same.
+    _FAST = json.JSONDecoder(parse_float=_float_seen, parse_constant=_float_seen,
+                             parse_int=_bounded_int).decode
 except AttributeError:
     _FAST = None
 
 
 def loads_object(payload, what):
     """Bytes off the wire -> a dict: UTF-8, no surrogate escapes, JSON, an
-    object; each failure a MalformedPayload (or BadField) naming `what`."""
-    return loads_checked(payload, what)[0]
+    object, no floats, integers within MAX_INT; each failure a
+    MalformedPayload (or BadField) naming `what`."""
+    obj, checked = loads_checked(payload, what)
+    if not checked:
+        check_value(obj, False)
+    return obj
 
 
 def loads_checked(payload, what):
@@ -190,6 +213,9 @@ def _walk(obj, depth, where, text):
                 _walk(v, depth + 1, (where, k), text)
             elif isinstance(v, float):
                 raise BadField(_path((where, k)) + ": floats are not allowed, use a scaled integer")
+            elif isinstance(v, int):
+                if v > MAX_INT or v < -MAX_INT:
+                    raise BadField(_path((where, k)) + ": " + _INT_RANGE)
             elif text and isinstance(v, str):
                 _check_text(v, _path((where, k)))
     elif isinstance(obj, list):
@@ -199,10 +225,16 @@ def _walk(obj, depth, where, text):
                 _walk(v, depth + 1, (where, i), text)
             elif isinstance(v, float):
                 raise BadField(_path((where, i)) + ": floats are not allowed, use a scaled integer")
+            elif isinstance(v, int):
+                if v > MAX_INT or v < -MAX_INT:
+                    raise BadField(_path((where, i)) + ": " + _INT_RANGE)
             elif text and isinstance(v, str):
                 _check_text(v, _path((where, i)))
     elif isinstance(obj, float):
         raise BadField(_path(where) + ": floats are not allowed, use a scaled integer")
+    elif isinstance(obj, int):
+        if obj > MAX_INT or obj < -MAX_INT:
+            raise BadField(_path(where) + ": " + _INT_RANGE)
     elif text and isinstance(obj, str):
         _check_text(obj, _path(where))
 

@@ -12,7 +12,9 @@ KINDS = ("locker", "scanner", "handheld", "gateway")
 # evt: events, QoS 1, never retained.  state: retained current state.
 # presence: retained online/offline, the offline value set by the Last Will.
 # cmd: signed commands down to the device.  ack: the device's command acks.
-CHANNELS = ("evt", "state", "presence", "cmd", "ack")
+# conf: the gateway's confirmation of which of the device's events are
+# committed to its disk; only then does the device delete them (firmware/sender.py).
+CHANNELS = ("evt", "state", "presence", "cmd", "ack", "conf")
 MAX_SEGMENT = 32
 
 

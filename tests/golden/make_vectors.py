@@ -141,6 +141,11 @@ def cases() -> list[dict[str, Any]]:
         )
     )
     add(("canon float refused", "canon", {"t": 21.5}, err("bad_field")))
+    # I-JSON's safe integers (RFC 7493): the largest and smallest pass, one more is refused.
+    add(("canon max safe int", "canon", [2**53 - 1, -(2**53 - 1)],
+         ok("[9007199254740991,-9007199254740991]")))
+    add(("canon int over 2**53 refused", "canon", {"ts": 2**53}, err("bad_field")))
+    add(("canon int under -2**53 refused", "canon", [-(2**53)], err("bad_field")))
     add(("canon too deep", "canon", [[[[[[[[[[1]]]]]]]]]], err("bad_field")))
 
     # --- event ids
@@ -185,6 +190,12 @@ def cases() -> list[dict[str, Any]]:
     )
     add(("envelope negative ts", "env.decode", canon(dict(env, ts=-1)), err("bad_field")))
     add(("envelope bool ts", "env.decode", canon(dict(env, ts=True)), err("bad_field")))
+    add(("envelope huge ts", "env.decode", canon(dict(env, ts=10**20)), err("bad_field")))
+    add(("envelope ts 2**53", "env.decode", canon(dict(env, ts=2**53)), err("bad_field")))
+    add(("envelope huge int in body", "env.decode", canon(dict(env, body={"door": -(2**64)})),
+         err("bad_field")))
+    add(("envelope huge int deep in body", "env.decode",
+         canon(dict(env, body={"a": [{"b": [2**63]}]})), err("bad_field")))
     add(("envelope body list", "env.decode", canon(dict(env, body=[1])), err("bad_field")))
     add(("envelope bad id", "env.decode", canon(dict(env, id="lk01-17")), err("bad_field")))
     add(

@@ -1,4 +1,5 @@
-"""The handheld's durable outbox: encoded envelopes wait in SQLite until the broker's PUBACK.
+"""The handheld's durable outbox: encoded envelopes wait in SQLite until they are delivered:
+an event until the gateway confirms it has committed it, anything else until the broker's PUBACK.
 
 Same rules as the firmware's flash outbox (``firmware/outbox.py``), on a device that
 has a real filesystem and SQLite, so the implementation is a table instead of
@@ -7,11 +8,15 @@ segment files:
 - A record is committed (``synchronous=FULL``, WAL) before :meth:`Outbox.append`
   returns: the courier's "deposit requested" survives the battery dropping out a
   second later.
-- A record is deleted only by :meth:`mark_delivered`, which the MQTT link calls on
-  PUBACK. Nothing else deletes: a restart, a broker that is down for a day, a
+- A record is deleted only by :meth:`mark_delivered` / :meth:`mark_delivered_many`,
+  which the MQTT link (``handheld/link.py``) calls when the gateway's confirmation
+  names an event, or on PUBACK for a record that is not an event (a command ack). A
+  PUBACK alone does not delete an event: the broker having it is not the gateway
+  having it (a broker that lost its state or a wiped gateway session loses acked
+  messages). Nothing else deletes: a restart, a broker that is down for a day, a
   gateway that went away all leave the records where they are, and
   :meth:`pending` hands them out again oldest first, so on reconnect everything
-  unacked is resent in order (the gateway drops duplicates by event id).
+  unconfirmed is resent in order (the gateway drops duplicates by event id).
 - Capacity is bounded (``capacity_bytes`` of payload). When full, ``status`` and
   ``telemetry`` records (raw scans) are evicted oldest first; ``custody``,
   ``alarm`` and ``audit`` are never evicted. If the new record still does not fit,
@@ -125,13 +130,37 @@ class Outbox:
         return [(int(s), c, t, bytes(p)) for s, c, t, p in rows]
 
     def mark_delivered(self, seq: int) -> None:
-        """The broker acked the record: only now is it deleted."""
+        """The record is delivered (an event confirmed by the gateway, another record
+        acked by the broker): only now is it deleted. A seq already gone is a no-op."""
+        self.mark_delivered_many([seq])
+
+    def mark_delivered_many(self, seqs: list[int]) -> int:
+        """Delete several delivered records in one transaction; returns how many were there.
+
+        One confirmation can release a whole window of events: one commit (one fsync
+        with ``synchronous=FULL``) for all of them, not one each."""
+        if not seqs:
+            return 0
         with self._lock:
-            cur = self._db.execute("DELETE FROM outbox WHERE seq=? RETURNING LENGTH(payload)", (seq,))
-            row = cur.fetchone()
-            if row is not None:
-                self._bytes -= int(row[0])
-                self._bump("delivered")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                n = 0
+                for seq in seqs:
+                    # fetchall: a RETURNING statement left unfinished would block the COMMIT
+                    gone = self._db.execute("DELETE FROM outbox WHERE seq=? RETURNING LENGTH(payload)",
+                                            (int(seq),)).fetchall()
+                    for (size,) in gone:
+                        self._bytes -= int(size)
+                        n += 1
+                if n:
+                    self._bump("delivered", n)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._bytes = int(self._db.execute(
+                    "SELECT COALESCE(SUM(LENGTH(payload)),0) FROM outbox").fetchone()[0])
+                raise
+            return n
 
     def contains(self, seq: int) -> bool:
         with self._lock:

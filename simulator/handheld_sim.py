@@ -129,7 +129,7 @@ class SimHandheld:
 
     @property
     def pending(self) -> int:
-        """Events not yet acked by the broker."""
+        """Events the gateway has not confirmed yet (and records not yet PUBACKed)."""
         return self.outbox.count()
 
     def close(self) -> None:

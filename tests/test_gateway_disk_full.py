@@ -4,6 +4,7 @@ lives on a real 1 MiB tmpfs (the tests run as root, as CI does)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -64,3 +65,61 @@ def test_disk_full_loses_nothing_and_recovers(tmp_path: Path, broker: Mosquitto,
         last = gw.stop()
     assert count == n  # every event, after the disk had room again
     assert last["stored"] == n and last.get("store_errors", 0) >= 1
+
+
+def test_side_channels_and_a_restart_on_a_full_disk_keep_the_gateway_up(
+        tmp_path: Path, broker: Mosquitto, tiny_fs: Path) -> None:
+    """Presence, state and acks on a full disk are held back like events, not
+    fatal; a gateway restarted on the full disk (budget alarm, sequence file)
+    stays up too, and every message lands once there is room."""
+    cfg = write_config(tmp_path / "gw.toml", "o1", broker.port, "gw-o1", "gw-secret",
+                       db=str(tiny_fs / "gw.db"))
+    gw = GatewayProcess(cfg)
+    gw.wait_for("gateway_started")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lk01-t")
+    c.username_pw_set("lk01", "lk01-pw")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    pad = "p" * 900
+    try:
+        # Fill the tmpfs beside the database so the next writes fail.
+        filler = tiny_fs / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        for i in range(1, 41):
+            c.publish(topics.build("o1", "locker", "lk01", "presence"),
+                      b"online" if i % 2 else b"offline", qos=1, retain=True)
+            c.publish(topics.build("o1", "locker", "lk01", "state"), b'{"v":1,"n":%d}' % i, qos=1)
+            env = envelope.make(f"lk01:0badc0de:{i}", 1795881163, "locker.deposit", "custody",
+                                {"i": i, "pad": pad})
+            c.publish(topics.build("o1", "locker", "lk01", "evt"), envelope.encode(env), qos=1)
+        gw.wait_for("store_failed", timeout=60)
+        time.sleep(2)
+        assert gw.proc.poll() is None, "the gateway exited on a full disk"
+        gw.kill()
+        gw = GatewayProcess(cfg)  # a restart on the full disk
+        time.sleep(4)
+        assert gw.proc.poll() is None, "the restarted gateway exited on a full disk"
+        filler.unlink()
+        deadline = time.monotonic() + 60
+        count = 0
+        while time.monotonic() < deadline:
+            s = EventStore(tiny_fs / "gw.db")
+            count = s.count()
+            devices = s.devices()
+            s.close()
+            if count >= 40 and devices and devices[0]["state"] == {"v": 1, "n": 40}:
+                break
+            time.sleep(0.5)
+        assert count >= 40
+        assert devices[0]["state"] == {"v": 1, "n": 40}
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        gw.stop()

@@ -2,7 +2,8 @@
 bulletin-board jobs from a signed command, and bad input.
 
 A real Mosquitto with a handheld account (the shared conftest has none), a real paho
-client playing the gateway, real SQLite, real photos drawn with OpenCV and read back
+client playing the gateway (it confirms each event it receives, as the gateway does),
+real SQLite, real photos drawn with OpenCV and read back
 with zxing-cpp, a real NMEA stream through pyserial's loop://.
 """
 
@@ -128,6 +129,12 @@ class Gateway:
         with self.cond:
             self.msgs.append((msg.topic, bytes(msg.payload)))
             self.cond.notify_all()
+        if msg.topic.endswith("/evt"):
+            # Confirm it as the real gateway does after its commit (gateway/ingest.py): the
+            # handheld deletes an event only when the gateway's confirmation names it.
+            _dev, inc, seq = envelope.decode(bytes(msg.payload))["id"].split(":")
+            client.publish(msg.topic[: -len("evt")] + "conf",
+                           canonical.dumps({"v": 1, "stored": {inc: [[int(seq), int(seq)]]}}), qos=0)
 
     def events(self) -> list[dict[str, Any]]:
         with self.cond:

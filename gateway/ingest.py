@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -48,6 +49,7 @@ FORWARD_TYPE = "handheld.forward_command"
 # stream of them is a broken or hostile device the clerk should know about.
 OFFENDER_LIMIT = 20
 OFFENDER_WINDOW_S = 600.0
+EXIT_STORE_DAMAGED = 75  # EX_TEMPFAIL: restart me; the start moves the damaged file aside
 
 log = logging.getLogger("postedge.gateway.ingest")
 
@@ -290,7 +292,20 @@ class Ingest:
         if not is_storage_error(e):
             log.error("group commit failed outside message isolation", exc_info=e)
         emit("store_failed", error=str(e)[:300], waiting=len(self.pending))
+        if type(e) is sqlite3.DatabaseError and self._damaged_now():
+            # A file damaged under a running gateway: nothing of this group is
+            # acked, so exiting loses nothing. The service restarts it
+            # (Restart=always) and the start moves the file aside with an alarm.
+            emit("store_damaged_exit", error=str(e)[:300])
+            self.client.disconnect()
+            os._exit(EXIT_STORE_DAMAGED)
         time.sleep(min(5.0, 0.5 * min(10, self._store_errors_in_row)))
+
+    def _damaged_now(self) -> bool:
+        try:
+            return self.store.db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok"
+        except sqlite3.DatabaseError:
+            return True
 
     def _classify(self, batch: list[mqtt.MQTTMessage]) -> tuple[
             list[StoredEvent], list[tuple[str, bytes]], list[Reject]]:

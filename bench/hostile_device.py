@@ -1,0 +1,362 @@
+"""Hostile-device benchmark (issue 11).
+
+In one run, on the same machine and the same broker configuration (the one
+``provision`` writes: client id = username, 64 KiB packet cap): three
+well-behaved lockers publish custody events at a steady rate (QoS 1, paho)
+to a real Mosquitto and gateway for a fixed time, first with no attacker
+(the anchor), then while one device login floods junk as fast as it can from
+a separate process:
+
+* malformed payloads (random bytes, truncated JSON, non-UTF-8, empty);
+* envelopes with boundary integers (+-2**53, 2**63, 10**20, bools, floats);
+* junk on its state, presence and ack channels (lists for ids, NaN text);
+* every 0.5 s a second connection with the gateway's client id (a takeover
+  attempt; the broker turns it into the attacker's own id) that publishes a
+  message over the broker's max_packet_size.
+
+For each run: the well-behaved devices' stored rate (events whose
+``received_at`` falls in the publishing window, per second), ``lost``
+(events the broker PUBACKed to a well-behaved device but not in the store
+after a settle period) and gateway exits. Each run uses a fresh broker,
+gateway and database. The machine is noisy, so runs repeat (``--runs``)
+and medians are reported. Goal: legit_ratio = attack/quiet >= 0.9, 0 lost,
+0 gateway exits.
+
+Last line: hostile_device legit_ratio=... junk_msgs=... lost=... gateway_exits=...
+(legit_ratio: median over runs of attack/quiet; junk_msgs: median per attack
+run of the junk messages that reached the gateway, from its own ``received``
+counter minus the well-behaved events; lost and gateway_exits: totals over
+all runs, quiet and attack, since any one of them misses the goal.)
+
+Why "lost" can be non-zero without any gateway fault: the well-behaved
+clients here are plain paho, without the firmware's outbox that re-sends
+events the gateway has not confirmed. A flood that outruns the gateway fills
+its session queue at Mosquitto (``max_queued_messages``/``bytes``), and
+Mosquitto then drops further messages for the gateway, including QoS 1
+events it has already PUBACKed to their devices ("Outgoing messages are being
+dropped for client gw-o1" in the broker log). This benchmark measures what
+the broker and gateway deliver on their own, before any device re-send.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from firmware.protocol import envelope, topics  # noqa: E402
+from firmware.protocol.ids import format_event_id  # noqa: E402
+from gateway.broker import Account, Mosquitto  # noqa: E402
+from gateway.process import GatewayProcess, write_config  # noqa: E402
+
+OUTLET = "o1"
+LEGIT = ("lk01", "lk02", "lk03")
+ATTACKER = "lk99"
+PASSWORDS = {"gw-o1": "gw-secret", "lk01": "lk01-pw", "lk02": "lk02-pw", "lk03": "lk03-pw",
+             "lk99": "lk99-pw"}
+OVERSIZE = 70 * 1024  # over the outlet broker's 64 KiB max_packet_size
+SEED = 11
+
+
+def accounts() -> list[Account]:
+    return [Account(u, p, OUTLET, "gateway" if u.startswith("gw-") else "locker")
+            for u, p in PASSWORDS.items()]
+
+
+# ------------------------------------------------------------ the attacker
+def junk_messages(rng: random.Random) -> list[tuple[str, bytes]]:
+    """A fixed pool of (channel, payload) the flood cycles through: building
+    junk is not what is being measured, sending it is."""
+    dev = ATTACKER
+    inc = "0badc0de"
+
+    def env(seq: int, **over: object) -> bytes:
+        e = envelope.make(format_event_id(dev, inc, seq), 1795881163, "locker.door", "custody",
+                          {"door": 1}, boot=1)
+        e.update(over)
+        return json.dumps(e, separators=(",", ":")).encode()
+
+    pool: list[tuple[str, bytes]] = []
+    bounds: list[object] = [2**53 - 1, 2**53, -(2**53), 2**63, -(2**63), 2**64, 10**20, True, 1.5,
+                            [1], {"a": 1}, "x" * 3000]
+    for i, b in enumerate(bounds):
+        for f in ("ts", "boot", "v", "id", "body", "cls", "type"):
+            pool.append(("evt", env(i + 1, **{f: b})))
+        pool.append(("evt", env(i + 1, body={"door": b})))
+        pool.append(("ack", json.dumps({"id": b, "ok": True}).encode()))
+        pool.append(("state", json.dumps({"v": 1, "ts": b}).encode()))
+    for seq in range(1, 50):  # other devices' ids: refused, never shadowing them
+        pool.append(("evt", env(seq, id=format_event_id(rng.choice(LEGIT), "600d0001", seq))))
+    for _ in range(100):
+        good = env(rng.randrange(1, 10**6))
+        cut = rng.randrange(len(good))
+        pool.append(("evt", good[:cut]))
+        pool.append(("evt", good[:cut] + b"\xc3\x28" + good[cut:]))
+        pool.append(("evt", rng.randbytes(rng.randrange(0, 400))))
+    pool += [("evt", b""), ("evt", b"NaN"), ("evt", b'{"a":NaN}'), ("evt", b"[" * 3000),
+             ("evt", b"x" * 5000), ("state", b"x" * 17000), ("presence", b"\xff"), ("presence", b""),
+             ("presence", b"ONLINE"), ("ack", b'{"id":[1]}'), ("ack", b"NaN"), ("state", b"[1,2]")]
+    rng.shuffle(pool)
+    return pool
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, d = n >> 7, n & 0x7F
+        out.append(d | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _s(b: bytes) -> bytes:
+    return len(b).to_bytes(2, "big") + b
+
+
+def connect_packet(client_id: str, user: str, password: str) -> bytes:
+    """MQTT 3.1.1 CONNECT, clean session, keepalive 60 s."""
+    var = _s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
+    body = var + _s(client_id.encode()) + _s(user.encode()) + _s(password.encode())
+    return b"\x10" + _varint(len(body)) + body
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """MQTT 3.1.1 PUBLISH at QoS 0 (no packet id, nothing to wait for)."""
+    body = _s(topic.encode()) + payload
+    return b"\x30" + _varint(len(body)) + body
+
+
+def flood_connection(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(connect_packet("attacker", ATTACKER, PASSWORDS[ATTACKER]))
+    ack = s.recv(4)
+    if ack[:1] != b"\x20" or ack[3:4] != b"\x00":
+        raise ConnectionRefusedError(f"CONNACK {ack!r}")
+    s.settimeout(None)
+    return s
+
+
+def attacker(port: int, until: float, sent: Any) -> None:
+    """Flood from one login as fast as the socket takes it until ``until``
+    (monotonic): pre-encoded QoS 0 PUBLISH packets written straight to a TCP
+    socket, so the attacker is limited by the broker, not by a client library."""
+    rng = random.Random(SEED)
+    pool = junk_messages(rng)
+    blob = b"".join(publish_packet(topics.build(OUTLET, "locker", ATTACKER, ch), p) for ch, p in pool)
+
+    def takeovers() -> None:
+        """Every 0.5 s: connect with the gateway's client id, clean session,
+        and publish over the packet cap (the broker drops the connection)."""
+        while time.monotonic() < until:
+            t = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gw-{OUTLET}",
+                            clean_session=True, protocol=mqtt.MQTTv311)
+            t.username_pw_set(ATTACKER, PASSWORDS[ATTACKER])
+            try:
+                t.connect("127.0.0.1", port)
+                t.loop_start()
+                time.sleep(0.05)
+                t.publish(topics.build(OUTLET, "locker", ATTACKER, "evt"), b"\x00" * OVERSIZE, qos=0)
+                time.sleep(0.05)
+            except OSError:
+                pass
+            finally:
+                t.loop_stop()
+                t.disconnect()
+            time.sleep(0.4)
+
+    th = threading.Thread(target=takeovers, daemon=True)
+    th.start()
+    n = 0
+    conn: socket.socket | None = None
+    while time.monotonic() < until:
+        try:
+            if conn is None:
+                conn = flood_connection(port)
+            conn.sendall(blob)
+            n += len(pool)
+        except OSError:  # kicked by its own takeover attempt (client id = login): again
+            if conn is not None:
+                conn.close()
+            conn = None
+            time.sleep(0.01)
+    if conn is not None:
+        conn.close()
+    th.join(2)
+    sent.value = n
+
+
+# --------------------------------------------------------- the well-behaved
+class Legit:
+    """One well-behaved locker: paced QoS 1 publishes; PUBACKed ids kept."""
+
+    def __init__(self, port: int, dev: str, inc: str) -> None:
+        self.dev, self.inc = dev, inc
+        self.acked: set[str] = set()
+        self.pending: dict[int, str] = {}
+        self.early: set[int] = set()
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{dev}-bench",
+                             protocol=mqtt.MQTTv311)
+        self.c.username_pw_set(dev, PASSWORDS[dev])
+        self.c.max_inflight_messages_set(100)
+        self.c.on_publish = self._on_publish
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        self.topic = topics.build(OUTLET, "locker", dev, "evt")
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, rc: object,
+                    props: object = None) -> None:
+        with self.lock:
+            eid = self.pending.pop(mid, None)
+            if eid is None:
+                self.early.add(mid)  # PUBACK before publish() returned
+            else:
+                self.acked.add(eid)
+
+    def run(self, rate: float, t0: float, until: float) -> None:
+        body = {"compartment": 7, "parcel": "RB123456785GB", "courier": "c007"}
+        seq = 0
+        while True:
+            due = t0 + seq / rate
+            if due >= until:
+                break
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            seq += 1
+            eid = format_event_id(self.dev, self.inc, seq)
+            data = envelope.encode(envelope.make(eid, 1795881163, "locker.deposit", "custody", body, boot=1))
+            info = self.c.publish(self.topic, data, qos=1)
+            with self.lock:
+                if info.mid in self.early:
+                    self.early.discard(info.mid)
+                    self.acked.add(eid)
+                else:
+                    self.pending[info.mid] = eid
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+@dataclass
+class RunResult:
+    stored_rate: float
+    lost: int
+    exited: bool
+    junk_at_gateway: int
+    junk_sent: int
+
+
+def one_run(tmp: Path, run: int, attack: bool, duration: float, rate: float, settle: float = 30.0
+            ) -> RunResult:
+    b = Mosquitto(tmp / "broker", accounts(), username_as_clientid=True)
+    b.start()
+    gw = GatewayProcess(write_config(tmp / "gateway.toml", OUTLET, b.port, "gw-o1", "gw-secret"))
+    db = tmp / "gateway.db"
+    legit: list[Legit] = []
+    try:
+        gw.wait_for("gateway_started")
+        inc = f"{run:04x}{int(attack):04x}"
+        legit = [Legit(b.port, d, inc) for d in LEGIT]
+        time.sleep(0.5)
+        t0 = time.monotonic() + 0.2
+        wall0 = time.time() + 0.2
+        until = t0 + duration
+        ctx = mp.get_context("spawn")
+        sent = ctx.Value("q", 0)
+        proc = None
+        if attack:
+            proc = ctx.Process(target=attacker, args=(b.port, until, sent))
+            proc.start()
+        threads = [threading.Thread(target=lg.run, args=(rate, t0, until)) for lg in legit]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall_end = wall0 + duration
+        if proc is not None:
+            proc.join(30)
+        time.sleep(1.0)  # the last PUBACKs
+        acked = set().union(*(lg.acked for lg in legit))
+        # settle: every PUBACKed event should reach the store
+        deadline = time.monotonic() + settle
+        stored: set[str] = set()
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db, timeout=10) as con:
+                stored = {r[0] for r in con.execute(
+                    "SELECT id FROM events WHERE device IN (?,?,?)", LEGIT)}
+            if acked <= stored or gw.proc.poll() is not None:
+                break
+            time.sleep(0.25)
+        with sqlite3.connect(db, timeout=10) as con:
+            in_window = con.execute(
+                "SELECT count(*) FROM events WHERE device IN (?,?,?) AND received_at <= ?",
+                (*LEGIT, wall_end)).fetchone()[0]
+        exited = gw.proc.poll() is not None
+        received = len(stored)
+        if not exited:
+            last = gw.stop()
+            received = int(last.get("received", 0))
+        return RunResult(in_window / duration, len(acked - stored), exited,
+                         max(0, received - len(stored)), int(sent.value))
+    finally:
+        for lg in legit:
+            lg.close()
+        gw.kill()
+        b.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of publishing per run")
+    ap.add_argument("--rate", type=float, default=200.0, help="msg/s per well-behaved locker")
+    ap.add_argument("--settle", type=float, default=30.0,
+                    help="seconds to wait for PUBACKed events to reach the store before counting them lost")
+    args = ap.parse_args()
+    quiet: list[RunResult] = []
+    loud: list[RunResult] = []
+    for r in range(args.runs):
+        for attack, out in ((False, quiet), (True, loud)):
+            with tempfile.TemporaryDirectory(prefix="pe-hostile-") as d:
+                res = one_run(Path(d), r, attack, args.duration, args.rate, args.settle)
+            out.append(res)
+            print(f"run {r + 1} {'attack' if attack else 'quiet ':6}  stored {res.stored_rate:7.0f} msg/s"
+                  f"  lost {res.lost}  gateway exited {res.exited}"
+                  + (f"  junk sent {res.junk_sent}, at gateway {res.junk_at_gateway}" if attack else ""),
+                  flush=True)
+    ratios = [a.stored_rate / q.stored_rate if q.stored_rate else 0.0
+              for q, a in zip(quiet, loud, strict=True)]
+    ratio = statistics.median(ratios)
+    junk = int(statistics.median(a.junk_at_gateway for a in loud))
+    lost = sum(x.lost for x in quiet + loud)
+    exits = sum(x.exited for x in quiet + loud)
+    offered = args.rate * len(LEGIT)
+    print()
+    print(f"{'':28}{'stored msg/s':>14}   (offered {offered:.0f} msg/s, {args.duration:.0f} s per run)")
+    print(f"{'no attacker (anchor)':28}{statistics.median(q.stored_rate for q in quiet):>14.0f}")
+    print(f"{'one login flooding junk':28}{statistics.median(a.stored_rate for a in loud):>14.0f}")
+    print(f"ratio attack/quiet = {ratio:.2f} (median of {', '.join(f'{x:.2f}' for x in ratios)}; goal >= 0.9)"
+          f"; junk sent per attack run: {', '.join(str(a.junk_sent) for a in loud)}")
+    print(f"hostile_device legit_ratio={ratio:.2f} junk_msgs={junk} lost={lost} gateway_exits={exits}")
+
+
+if __name__ == "__main__":
+    main()

@@ -458,7 +458,8 @@ def raw_flood(port: int, user: str, seconds: float) -> int:
     "BUG (issue 11, found by this suite): a QoS 0 junk flood from one login fills the gateway's "
     "session queue at Mosquitto (max_queued_messages/bytes); Mosquitto then logs 'Outgoing messages "
     "are being dropped for client gw-o1' and drops other lockers' QoS 1 events it has already "
-    "PUBACKed to them. Only a device-side re-send of unconfirmed events can recover them."))
+    "PUBACKed to them. Plain paho clients here; devices that keep events until the gateway "
+    "confirms them lose nothing (test_a_junk_flood_costs_confirming_devices_no_event)."))
 def test_a_junk_flood_from_one_login_costs_no_other_device_an_event(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """Own broker and gateway: a flood that overflows the broker's queue for
@@ -535,3 +536,35 @@ def test_refusals_are_counted_in_the_final_metrics(rig: Rig) -> None:
     assert not unexpected, ("messages refused only because an unexpected exception was isolated "
                             f"(validation gap): {unexpected[:10]}")
 
+
+
+@pytest.mark.hostile
+def test_a_junk_flood_costs_confirming_devices_no_event(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same raw flood, against devices that speak the protocol: the
+    firmware's sender on the unix port keeps every event until the gateway
+    confirms it. Whatever the broker drops under the flood is sent again, so
+    every event is stored exactly once, end to end."""
+    from tests.test_gateway_isolation import _assert_each_once, _drained, _publishers
+
+    tmp = tmp_path_factory.mktemp("flood_confirm")
+    accounts = [Account(u, PASSWORDS[u], OUTLET, KINDS[u]) for u in PASSWORDS]
+    broker = Mosquitto(tmp / "broker", accounts, username_as_clientid=True)
+    broker.start()
+    gw = GatewayProcess(write_config(tmp / "gateway.toml", OUTLET, broker.port, "gw-o1", "gw-secret"))
+    procs: list = []
+    try:
+        gw.wait_for("gateway_started")
+        devices, n = list(GOOD), 300
+        procs = _publishers(tmp, broker.port, devices, n, spacing_ms=5)
+        junk = raw_flood(broker.port, "lk09", 4.0)
+        results = _drained(procs, 120)
+        assert all(r.get("evt") == "drained" for r in results), results
+        assert gw.proc.poll() is None, "the gateway exited"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        gw.kill()
+        broker.kill()
+    assert junk > 10000  # the flood really happened
+    _assert_each_once(tmp / "gateway.db", devices, n)

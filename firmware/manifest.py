@@ -38,6 +38,7 @@ package(
         "protocol/aim.py",
         "protocol/barcodes.py",
         "protocol/canonical.py",
+        "protocol/confirm.py",
         "protocol/envelope.py",
         "protocol/errors.py",
         "protocol/ids.py",

@@ -102,6 +102,7 @@ import struct
 from array import array
 
 from firmware.hal.common import ticks_diff, ticks_ms
+from firmware.protocol.confirm import contains
 from firmware.protocol.envelope import NEVER_EVICT
 from firmware.storage import FileStorage
 
@@ -260,20 +261,6 @@ def _parse_meta(raw):
         return None
 
 
-def _in_ranges(ranges, seq):
-    lo, hi = 0, len(ranges)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        a, b = ranges[mid]
-        if seq < a:
-            hi = mid
-        elif seq > b:
-            lo = mid + 1
-        else:
-            return True
-    return False
-
-
 class Outbox:
     def __init__(self, root, capacity=64 * 1024, segment_size=8 * 1024, reserve=1024,
                  max_records=None, batch_records=16, batch_bytes=2048, batch_ms=5000,
@@ -411,7 +398,7 @@ class Outbox:
                 if seq <= last:
                     st["duplicates"] += 1
                 else:
-                    seg.add(seq, off, total, code, seq <= base or _in_ranges(ranges, seq))
+                    seg.add(seq, off, total, code, seq <= base or contains(ranges, seq))
                     last = seq
                 off += total
         seg.size = off

@@ -20,44 +20,13 @@ from array import array
 
 from firmware.hal import common
 from firmware.mqtt.packets import MQTTError, PacketError
+from firmware.protocol.confirm import contains, event_key, stored_ranges
 
 CONFIRM_TIMEOUT_S = 20
 CONFIRM_TIMEOUT_MAX_S = 600
 # At most this many events sent and not yet confirmed: a flow-control window
 # (like TCP's) that also bounds RAM (8 bytes an event, in two arrays).
 MAX_AWAITING = 128
-
-_ID_KEY = b'"id":"'
-
-
-def event_key(payload):
-    """(incarnation, seq) of a canonical envelope, or None.
-
-    Canonical JSON sorts keys, so the envelope's own "id" comes after the
-    body; keys after it ("ts", "type", "v") hold no such text. The last
-    '"id":"' is therefore the envelope's, and no JSON parse is needed."""
-    i = payload.rfind(_ID_KEY)
-    if i < 0:
-        return None
-    i += len(_ID_KEY)
-    j = payload.find(b'"', i)
-    if j < 0:
-        return None
-    parts = payload[i:j].split(b":")
-    if len(parts) != 3:
-        return None
-    try:
-        return (parts[1].decode(), int(parts[2]))
-    except Exception:
-        return None
-
-
-def in_ranges(ranges, seq):
-    for r in ranges:
-        if r[0] <= seq <= r[1]:
-            return True
-    return False
-
 
 class Sender:
     def __init__(self, outbox, mqtt, wake, beat=None, window=8, confirm=False, clock=None,
@@ -112,16 +81,16 @@ class Sender:
     def on_confirm(self, stored):
         """The gateway's confirmation: {incarnation: [[first, last], ...]}
         of seqs it has committed. Returns how many records it released."""
-        if not isinstance(stored, dict) or self.inc is None:
+        if self.inc is None:
             return 0
-        ranges = stored.get(self.inc)
-        if not isinstance(ranges, list):
+        ranges = stored_ranges(stored, self.inc)
+        if not ranges:
             return 0
         n = 0
         keep_ev = array("I")
         keep_rec = array("I")
         for i in range(len(self._ev)):
-            if in_ranges(ranges, self._ev[i]):
+            if contains(ranges, self._ev[i]):
                 self.outbox.mark_delivered(self._rec[i])
                 n += 1
             else:

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 
-from firmware.protocol import envelope, topics
+from firmware.protocol import confirm, envelope, topics
 from firmware.protocol.canonical import dumps, loads_object
 from firmware.protocol.errors import BadField, ProtocolError
 from gateway import metrics as M
@@ -61,17 +61,6 @@ class Reject(NamedTuple):
     code: str
     detail: str
     payload: bytes
-
-
-def seq_ranges(seqs: list[int]) -> list[list[int]]:
-    """Sorted, merged [first, last] ranges: a confirmation stays small."""
-    out: list[list[int]] = []
-    for s in sorted(set(seqs)):
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
 
 
 class Offenders:
@@ -429,9 +418,8 @@ class Ingest:
                 continue
             per_device.setdefault((e.outlet, e.kind, e.device), {}).setdefault(e.inc, []).append(e.seq)
         for (outlet, kind, device), incs in per_device.items():
-            doc = {"v": 1, "stored": {inc: seq_ranges(seqs) for inc, seqs in incs.items()}}
             try:
-                self.client.publish(topics.build(outlet, kind, device, "conf"), dumps(doc), qos=0)
+                self.client.publish(topics.build(outlet, kind, device, "conf"), confirm.encode(incs), qos=0)
                 self.metrics["confirmations"] += 1
             except Exception as e:  # the device re-sends; never let this cost the loop
                 log.warning("confirmation to %s failed: %r", device, e)

@@ -120,7 +120,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from firmware.protocol import canonical
+from firmware.protocol import canonical, confirm
 from firmware.protocol.errors import ProtocolError
 from firmware.protocol.ids import parse_event_id
 
@@ -299,16 +299,6 @@ def decode_batch(body: bytes, max_decoded: int = MAX_DECODED) -> DecodedBatch:
 
 
 # ------------------------------------------------------------------------ acks
-def _ranges(seqs: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for s in sorted(set(seqs)):
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
-
-
 def encode_ack(bid: str, acked: list[str], rejected: dict[str, str] | None = None,
                batch_ids: list[str] | None = None) -> bytes:
     """The ack of batch ``bid``; given the batch's ``batch_ids``, an ack that
@@ -321,7 +311,7 @@ def encode_ack(bid: str, acked: list[str], rejected: dict[str, str] | None = Non
         dev, inc, seq = parse_event_id(eid)
         by_src.setdefault(f"{dev}:{inc}", []).append(seq)
     doc = {"v": WIRE_VERSION, "batch": bid,
-           "acked": {src: _ranges(seqs) for src, seqs in sorted(by_src.items())},
+           "acked": {src: confirm.ranges(seqs) for src, seqs in sorted(by_src.items())},
            "rejected": dict(rejected or {})}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 

@@ -17,10 +17,10 @@ follows the same rules:
 - a sender thread publishes outbox records in seq order, at most ``window`` in paho's
   hands at a time, and remembers ``mid -> record seq``;
 - an *event* (an ``/evt`` record whose canonical envelope has an id, read with
-  ``firmware.sender.event_key``) stays in the outbox after its PUBACK; it is deleted
+  ``firmware.protocol.confirm.event_key``) stays in the outbox after its PUBACK; it is deleted
   only when a confirmation on ``pe/v1/<outlet>/handheld/<device>/conf``
   (``{"v":1,"stored":{"<incarnation>":[[first,last],...]}}``, parsed with
-  ``firmware.protocol.canonical``, matched with ``firmware.sender.in_ranges``) names
+  ``firmware.protocol.canonical``, matched with ``firmware.protocol.confirm.contains``) names
   it. At most ``max_awaiting`` events are sent and unconfirmed at once: a gateway that
   is away holds back new sends instead of letting the broker queue everything twice;
 - other records (command acks) are deleted on PUBACK, as before: the gateway re-sends
@@ -55,29 +55,15 @@ import paho.mqtt.client as mqtt
 
 from firmware.protocol import topics
 from firmware.protocol.canonical import loads_object
+from firmware.protocol.confirm import contains, event_key, stored_ranges
 from firmware.protocol.errors import BadField, MalformedPayload
-from firmware.sender import CONFIRM_TIMEOUT_MAX_S, CONFIRM_TIMEOUT_S, MAX_AWAITING, event_key, in_ranges
+from firmware.sender import CONFIRM_TIMEOUT_MAX_S, CONFIRM_TIMEOUT_S, MAX_AWAITING
 from handheld.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 #: (incarnation, seq) of an event id ``<device>:<incarnation>:<seq>``.
 EventKey = tuple[str, int]
-
-
-def stored_ranges(stored: object, inc: str) -> list[list[int]]:
-    """The well-formed ``[first, last]`` ranges a confirmation gives for ``inc``.
-
-    The gateway writes these, but a confirmation is still bytes off the network: a
-    malformed range is ignored (that event is resent and confirmed later) rather than
-    raising inside paho's network thread."""
-    if not isinstance(stored, dict):
-        return []
-    ranges = stored.get(inc)
-    if not isinstance(ranges, list):
-        return []
-    return [r for r in ranges if isinstance(r, list) and len(r) == 2
-            and all(isinstance(x, int) and not isinstance(x, bool) for x in r)]
 
 
 class MqttLink:
@@ -287,7 +273,7 @@ class MqttLink:
                 ranges = cache.get(inc)
                 if ranges is None:
                     ranges = cache[inc] = stored_ranges(stored, inc)
-                if ranges and in_ranges(ranges, eseq):
+                if ranges and contains(ranges, eseq):
                     del self._awaiting[seq]
                     released.append(seq)
             if released:

@@ -68,7 +68,7 @@ def test_disk_full_loses_nothing_and_recovers(tmp_path: Path, broker: Mosquitto,
 
 
 def test_side_channels_and_a_restart_on_a_full_disk_keep_the_gateway_up(
-        tmp_path: Path, broker: Mosquitto, tiny_fs: Path) -> None:
+        tmp_path: Path, broker: Mosquitto, tiny_fs: Path, connect) -> None:
     """Presence, state and acks on a full disk are held back like events, not
     fatal; a gateway restarted on the full disk (budget alarm, sequence file)
     stays up too, and every message lands once there is room."""
@@ -76,10 +76,7 @@ def test_side_channels_and_a_restart_on_a_full_disk_keep_the_gateway_up(
                        db=str(tiny_fs / "gw.db"))
     gw = GatewayProcess(cfg)
     gw.wait_for("gateway_started")
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lk01-t")
-    c.username_pw_set("lk01", "lk01-pw")
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
+    c = connect("lk01").client
     pad = "p" * 900
     try:
         # Fill the tmpfs beside the database so the next writes fail.
@@ -120,6 +117,4 @@ def test_side_channels_and_a_restart_on_a_full_disk_keep_the_gateway_up(
         assert count >= 40
         assert devices[0]["state"] == {"v": 1, "n": 40}
     finally:
-        c.loop_stop()
-        c.disconnect()
         gw.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,10 +22,8 @@ from gateway.broker import Account, Mosquitto
 from gateway.process import GatewayProcess, write_config
 from gateway.relay import CommandConflict, store_command
 from gateway.store import EventStore
-from postedge import unixport
 from simulator.outlet import stored_events
-
-TESTS = Path(__file__).parent
+from tests.confirm_rig import assert_each_once, drained, publishers, wipe_gateway_session
 
 
 @pytest.fixture
@@ -212,81 +209,23 @@ def test_forwarded_ids_cannot_shadow_platform_commands(tmp_path: Path) -> None:
 
 # ---- end-to-end confirmation: a broker ack is not storage
 
-def _publishers(tmp_path: Path, port: int, devices: list[str], n: int, spacing_ms: int
-                ) -> list[subprocess.Popen]:
-    # 192k: while the gateway is away the outbox holds a few hundred
-    # unconfirmed records, and its index costs ~80 bytes a record in the
-    # unix port's 64-bit objects (a full 64 KiB outbox fits the app's 256k).
-    return [unixport.popen([str(TESTS / "publisher_mp_check.py"), str(port), str(n),
-                            str(tmp_path / f"flash-{d}"), str(spacing_ms), d, "confirm"],
-                           heap="192k", extra_path=[TESTS], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT) for d in devices]
-
-
-def _drained(procs: list[subprocess.Popen], timeout: float) -> list[dict]:
-    """Each publisher's last JSON line once it prints "drained", read on
-    threads so a stuck publisher fails the test instead of hanging it."""
-    import threading
-
-    last: list[dict] = [{} for _ in procs]
-    done = [threading.Event() for _ in procs]
-
-    def read(i: int, p: subprocess.Popen) -> None:
-        assert p.stdout is not None
-        for line in p.stdout:
-            try:
-                last[i] = json.loads(line)
-            except ValueError:  # a MicroPython traceback: keep all of it
-                prev = last[i].get("line", "") if last[i].get("evt") == "not_json" else ""
-                last[i] = {"evt": "not_json", "line": (prev + line)[-2000:]}
-                continue
-            if last[i].get("evt") == "drained":
-                break
-        done[i].set()
-
-    for i, p in enumerate(procs):
-        threading.Thread(target=read, args=(i, p), daemon=True).start()
-    deadline = time.monotonic() + timeout
-    for ev in done:
-        ev.wait(max(0.0, deadline - time.monotonic()))
-    return last
-
-
-def _assert_each_once(db: Path, devices: list[str], n: int) -> None:
-    got = stored_events(db)
-    ids = [e["id"] for e in got]
-    assert len(ids) == len(set(ids)), "an event was stored twice"
-    for d in devices:
-        mine = sorted(e["body"]["i"] for e in got if e["id"].startswith(d + ":"))
-        missing = sorted(set(range(n)) - set(mine))
-        assert not missing, f"{d}: {len(missing)} events lost, first {missing[:5]}"
-
-
 def test_a_wiped_gateway_session_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
     """While the gateway is away, its persistent session (holding what the
     devices sent) is wiped by a clean-session login under its client id, as
     a takeover or a broker that lost its state does. The devices' outbox
     keeps every event until the gateway confirms it, so nothing is lost."""
-    import paho.mqtt.client as mqtt
-
     gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
     gw.wait_for("gateway_started")
     devices, n = ["lk01", "lk02"], 300
-    procs = _publishers(tmp_path, broker.port, devices, n, spacing_ms=5)
+    procs = publishers(tmp_path, broker.port, devices, n, spacing_ms=5)
     try:
         time.sleep(0.5)
         gw.kill()  # away; the broker now queues for its session
         time.sleep(1.0)
-        thief = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-o1", clean_session=True)
-        thief.username_pw_set("gw-o1", "gw-secret")
-        thief.connect("127.0.0.1", broker.port)
-        thief.loop_start()
-        time.sleep(0.5)
-        thief.disconnect()
-        thief.loop_stop()
+        wipe_gateway_session(broker.port)
         gw = GatewayProcess(tmp_path / "gateway.toml")
         gw.wait_for("gateway_started")
-        results = _drained(procs, 90)
+        results = drained(procs, 90)
         assert all(r.get("evt") == "drained" for r in results), results
         assert sum(r["resends"] for r in results) >= 1  # the devices really had to send again
     finally:
@@ -294,7 +233,7 @@ def test_a_wiped_gateway_session_loses_nothing(tmp_path: Path, broker: Mosquitto
             p.kill()
             p.wait()
         gw.stop()
-    _assert_each_once(tmp_path / "gateway.db", devices, n)
+    assert_each_once(tmp_path / "gateway.db", devices, n)
 
 
 @pytest.mark.slow
@@ -302,12 +241,10 @@ def test_twenty_broker_sigkills_then_a_takeover_lose_nothing(tmp_path: Path, bro
     """Three devices publish while Mosquitto is SIGKILLed 20 times (whatever
     it had not saved is gone) and then the gateway's session is taken over:
     every event reaches the gateway's store exactly once."""
-    import paho.mqtt.client as mqtt
-
     gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
     gw.wait_for("gateway_started")
     devices, n = ["lk01", "lk02", "lk03"], 400
-    procs = _publishers(tmp_path, broker.port, devices, n, spacing_ms=8)
+    procs = publishers(tmp_path, broker.port, devices, n, spacing_ms=8)
     rng = random.Random(20261203)
     try:
         for _ in range(20):
@@ -315,30 +252,25 @@ def test_twenty_broker_sigkills_then_a_takeover_lose_nothing(tmp_path: Path, bro
             broker.kill()
             time.sleep(rng.uniform(0.0, 0.15))
             broker.start()
-        thief = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-o1", clean_session=True)
-        thief.username_pw_set("gw-o1", "gw-secret")
-        thief.connect("127.0.0.1", broker.port)
-        thief.loop_start()
-        time.sleep(0.3)
-        thief.disconnect()
-        thief.loop_stop()
-        results = _drained(procs, 120)
+        wipe_gateway_session(broker.port)
+        results = drained(procs, 120)
         assert all(r.get("evt") == "drained" for r in results), results
     finally:
         for p in procs:
             p.kill()
             p.wait()
         gw.stop()
-    _assert_each_once(tmp_path / "gateway.db", devices, n)
+    assert_each_once(tmp_path / "gateway.db", devices, n)
 
 
 def test_ranges_in_a_confirmation_are_exact() -> None:
-    from firmware.sender import event_key, in_ranges
-    from gateway.ingest import seq_ranges
+    from firmware.protocol.confirm import contains, event_key, ranges, stored_ranges
 
-    assert seq_ranges([5, 1, 2, 3, 9, 10, 3]) == [[1, 3], [5, 5], [9, 10]]
-    r = seq_ranges([1, 2, 3, 5, 9, 10])
-    assert [s for s in range(12) if in_ranges(r, s)] == [1, 2, 3, 5, 9, 10]
+    assert ranges([5, 1, 2, 3, 9, 10, 3]) == [[1, 3], [5, 5], [9, 10]]
+    r = ranges([1, 2, 3, 5, 9, 10])
+    assert [s for s in range(12) if contains(r, s)] == [1, 2, 3, 5, 9, 10]
+    assert stored_ranges({"ab": [[1, 2], [3], ["4", 5], [True, 6], [7, 8]]}, "ab") == [[1, 2], [7, 8]]
+    assert stored_ranges([1], "ab") == [] and stored_ranges({"ab": 5}, "ab") == []
     env = envelope.encode(envelope.make("lk01:3fa2c0de:17", 1, "locker.audit", "audit",
                                         {"id": "lk09:00000000:5", "cmd": {"id": "x:y:1"}}))
     assert event_key(env) == ("3fa2c0de", 17)

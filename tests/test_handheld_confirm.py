@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from firmware.protocol import envelope, signing, topics
@@ -30,6 +29,7 @@ from gateway.process import GatewayProcess, write_config
 from handheld.link import MqttLink
 from handheld.outbox import Outbox
 from simulator.outlet import stored_events
+from tests.confirm_rig import wipe_gateway_session
 
 DEV = "hh01"
 T_EVT = topics.build("o1", "handheld", DEV, "evt")
@@ -81,17 +81,6 @@ def gateway(tmp_path: Path, broker: Mosquitto) -> Iterator[list[GatewayProcess]]
         yield procs
     finally:
         procs[-1].stop()
-
-
-def wipe_gateway_session(port: int) -> None:
-    """A clean-session login under the gateway's client id: its queued messages are gone."""
-    thief = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-o1", clean_session=True)
-    thief.username_pw_set("gw-o1", "gw-secret")
-    thief.connect("127.0.0.1", port)
-    thief.loop_start()
-    time.sleep(0.5)
-    thief.disconnect()
-    thief.loop_stop()
 
 
 def assert_each_once(db: Path, ids: list[str]) -> None:

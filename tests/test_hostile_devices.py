@@ -544,7 +544,7 @@ def test_a_junk_flood_costs_confirming_devices_no_event(tmp_path_factory: pytest
     firmware's sender on the unix port keeps every event until the gateway
     confirms it. Whatever the broker drops under the flood is sent again, so
     every event is stored exactly once, end to end."""
-    from tests.test_gateway_isolation import _assert_each_once, _drained, _publishers
+    from tests.confirm_rig import assert_each_once, drained, publishers
 
     tmp = tmp_path_factory.mktemp("flood_confirm")
     accounts = [Account(u, PASSWORDS[u], OUTLET, KINDS[u]) for u in PASSWORDS]
@@ -555,9 +555,9 @@ def test_a_junk_flood_costs_confirming_devices_no_event(tmp_path_factory: pytest
     try:
         gw.wait_for("gateway_started")
         devices, n = list(GOOD), 300
-        procs = _publishers(tmp, broker.port, devices, n, spacing_ms=5)
+        procs = publishers(tmp, broker.port, devices, n, spacing_ms=5)
         junk = raw_flood(broker.port, "lk09", 4.0)
-        results = _drained(procs, 120)
+        results = drained(procs, 120)
         assert all(r.get("evt") == "drained" for r in results), results
         assert gw.proc.poll() is None, "the gateway exited"
     finally:
@@ -567,4 +567,4 @@ def test_a_junk_flood_costs_confirming_devices_no_event(tmp_path_factory: pytest
         gw.kill()
         broker.kill()
     assert junk > 10000  # the flood really happened
-    _assert_each_once(tmp / "gateway.db", devices, n)
+    assert_each_once(tmp / "gateway.db", devices, n)

@@ -309,8 +309,12 @@ def test_anonymous_put_bodies_are_refused_unread(gw: Web) -> None:
     grew_mib = (rss - rss0) / 1024
     print(f"150 anonymous 1 MiB PUTs: {codes}, RSS +{grew_mib:.1f} MiB, "
           f"+{proc_status('Threads') - threads0} threads")
-    assert codes.get("401", 0) >= 140 and codes["timeout"] == 0, codes
-    assert set(codes) <= {"401", "reset", "timeout"}, codes
+    # A refused client still sending when the server closes may see a reset
+    # instead of the 401 (the kernel drops the unread answer): both are the
+    # server refusing without reading. What may not happen is a wait.
+    assert codes["timeout"] == 0, codes
+    assert codes.get("401", 0) + codes.get("reset", 0) == 150, codes
+    assert codes.get("401", 0) >= 30, codes
     assert grew_mib < 20, f"RSS grew {grew_mib:.1f} MiB"
     # And the server still serves its clerk and its handhelds.
     assert gw.request("GET", "/healthz", user=None)[0] == 200

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.broker import Account, Mosquitto  # noqa: E402
-from postedge import unixport  # noqa: E402
+from simulator import unixport  # noqa: E402
 
 N = 5000
 WINDOW = 8

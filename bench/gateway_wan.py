@@ -51,12 +51,12 @@ import paho.mqtt.client as mqtt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from firmware.protocol import envelope, topics  # noqa: E402
-from firmware.protocol.ids import format_event_id  # noqa: E402
 from gateway.broker import Account, Mosquitto  # noqa: E402
 from gateway.store import EventStore, StoredEvent  # noqa: E402
 from gateway.sync import Syncer  # noqa: E402
 from gateway.transports import DEFAULT_PREFIX, encode_ack, encode_batch, tls_context  # noqa: E402
+from protocol import envelope, topics  # noqa: E402
+from protocol.ids import format_event_id  # noqa: E402
 from simulator.central import Central, CentralBroker, CentralMqtt, Link, make_certs  # noqa: E402
 
 OUTLET = "o-0451"

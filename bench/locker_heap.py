@@ -13,7 +13,7 @@ from pathlib import Path
 
 from firmware.locker import codes as C
 from gateway.broker import Account, Mosquitto
-from postedge import unixport
+from simulator import unixport
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, Platform, locker_config
 from simulator.panel_sim import SimPanel

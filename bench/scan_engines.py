@@ -1,7 +1,7 @@
 """Scan-engine parser benchmark (issue 5).
 
 Measured side by side in one run, on the very same byte streams and the
-very same parser code (firmware/scanner):
+very same parser code (drivers/scanner):
 
 - frames parsed per second on the MicroPython unix port (128 KiB heap) and
   on CPython, per family and overall (the total frames over the total time
@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from firmware.scanner.engine import make_parser  # noqa: E402
-from postedge import unixport  # noqa: E402
+from drivers.scanner.engine import make_parser  # noqa: E402
+from simulator import unixport  # noqa: E402
 from simulator.scan_engine_sim import SimScanEngine  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent

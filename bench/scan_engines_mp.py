@@ -12,7 +12,7 @@ import gc
 import sys
 import time
 
-from firmware.scanner.engine import make_parser
+from drivers.scanner.engine import make_parser
 
 
 def run(family, suffix, frames, stream, rounds):

@@ -5,7 +5,7 @@
 import binascii
 import json
 
-from firmware.protocol.topics import valid_segment
+from protocol.topics import valid_segment
 
 
 class ConfigError(ValueError):

@@ -8,13 +8,13 @@ import asyncio
 import binascii
 import json
 
-from firmware.aio import sleep_ms
+from drivers.aio import sleep_ms
 from firmware.mqtt.aclient import AsyncClient
 from firmware.outbox import Outbox, OutboxFull
-from firmware.protocol import envelope, signing, topics
-from firmware.protocol.errors import ProtocolError
-from firmware.protocol.ids import SeqCounter, format_event_id
 from firmware.sender import Sender
+from protocol import envelope, signing, topics
+from protocol.errors import ProtocolError
+from protocol.ids import SeqCounter, format_event_id
 
 
 class FlowError(Exception):

@@ -101,10 +101,10 @@ import os
 import struct
 from array import array
 
-from firmware.hal.common import ticks_diff, ticks_ms
-from firmware.protocol.confirm import contains
-from firmware.protocol.envelope import NEVER_EVICT
-from firmware.storage import FileStorage
+from drivers.hal.common import ticks_diff, ticks_ms
+from drivers.storage import FileStorage
+from protocol.confirm import contains
+from protocol.envelope import NEVER_EVICT
 
 # Class codes on flash: pinned here, independent of the order of
 # envelope.CLASSES, because records outlive firmware updates.

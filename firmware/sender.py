@@ -18,15 +18,17 @@
 import asyncio
 from array import array
 
-from firmware.hal import common
+from drivers.hal import common
 from firmware.mqtt.packets import MQTTError, PacketError
-from firmware.protocol.confirm import contains, event_key, stored_ranges
+from protocol.confirm import (
+    CONFIRM_TIMEOUT_MAX_S,
+    CONFIRM_TIMEOUT_S,
+    MAX_AWAITING,
+    contains,
+    event_key,
+    stored_ranges,
+)
 
-CONFIRM_TIMEOUT_S = 20
-CONFIRM_TIMEOUT_MAX_S = 600
-# At most this many events sent and not yet confirmed: a flow-control window
-# (like TCP's) that also bounds RAM (8 bytes an event, in two arrays).
-MAX_AWAITING = 128
 
 class Sender:
     def __init__(self, outbox, mqtt, wake, beat=None, window=8, confirm=False, clock=None,

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.protocol import topics
+from protocol import topics
 
 DEVICE_WRITE = ("evt", "state", "presence", "ack")
 # cmd: signed commands; conf: the gateway's "stored" confirmations (firmware/sender.py)
@@ -91,9 +91,9 @@ class OutletLimits:
     """What an outlet broker accepts, queues and keeps, and why each number.
 
     Sizes the devices send: an event envelope is at most 4 KiB
-    (``firmware/protocol/envelope.py`` MAX_PAYLOAD), a state document at most
+    (``protocol/envelope.py`` MAX_PAYLOAD), a state document at most
     16 KiB (``gateway/ingest.py`` MAX_STATE), a signed command at most 2 KiB
-    (``firmware/protocol/signing.py`` MAX_COMMAND); handheld photos go over
+    (``protocol/signing.py`` MAX_COMMAND); handheld photos go over
     HTTP, never MQTT; the gateway's upstream MQTT is another broker.
     """
 
@@ -136,7 +136,7 @@ class OutletLimits:
     #: write_config for why it is not 1 s and not "on changes").
     autosave_interval_s: int = 60
     #: Sessions not seen for this long are removed: longer than any command's
-    #: lifetime (7 days, ``firmware/protocol/signing.py``), so nothing a device
+    #: lifetime (7 days, ``protocol/signing.py``), so nothing a device
     #: could still use goes, but a decommissioned handheld's session does not
     #: hold queued messages forever.
     persistent_client_expiration: str = "14d"

@@ -27,13 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware.protocol.errors import ProtocolError
 from gateway import metrics as M
 from gateway.ingest import emit
 from gateway.relay import store_command
 from gateway.store import EventStore
 from gateway.sync import UpstreamConfig, full_jitter, make_transport, parse_upstream
 from gateway.transports import Transport, TransportError
+from protocol.errors import ProtocolError
 
 CURSOR_KEY = "down_cursor"
 

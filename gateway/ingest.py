@@ -31,15 +31,15 @@ from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 
-from firmware.protocol import confirm, envelope, topics
-from firmware.protocol.canonical import dumps, loads_object
-from firmware.protocol.errors import BadField, ProtocolError
 from gateway import metrics as M
 from gateway.budget import Budget, BudgetConfig
 from gateway.config import GatewayConfig
 from gateway.own_events import OwnEvents
 from gateway.relay import Relay, store_command
 from gateway.store import EventStore, StoredEvent, is_storage_error
+from protocol import confirm, envelope, topics
+from protocol.canonical import dumps, loads_object
+from protocol.errors import BadField, ProtocolError
 
 MAX_STATE = 16 * 1024
 LOG_IDS = 20  # event ids named per log line; the counts cover the rest

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware.protocol import envelope
-from firmware.protocol.ids import SeqCounter, format_event_id
-from firmware.storage import FileStorage
+from drivers.storage import FileStorage
 from gateway.store import EventStore, StoredEvent
+from protocol import envelope
+from protocol.ids import SeqCounter, format_event_id
 
 
 class OwnEvents:

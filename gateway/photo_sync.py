@@ -9,7 +9,7 @@ Under an ``upstream.bandwidth_bytes_per_s`` cap, chunks are paced on the
 same rate and sized to about two seconds of link time.
 
 Same protocol as the handheld to the gateway (``gateway/uploads.py``, client
-``handheld.uploader.upload_bytes``): ``POST`` by SHA-256, ``PUT`` only the
+``common.upload_client.upload_bytes``): ``POST`` by SHA-256, ``PUT`` only the
 chunks the central side does not confirm, so a WAN cut or a gateway restart
 mid-photo resumes where it stopped, and a photo the platform already holds
 (the same picture through another outlet) costs one request. A photo is
@@ -42,13 +42,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common.upload_client import UploadClient, upload_bytes
 from gateway import metrics as M
 from gateway.ingest import emit
 from gateway.store import EventStore
 from gateway.sync import TokenBucket, UpstreamConfig, full_jitter, parse_upstream
 from gateway.transports import tls_context
 from gateway.uploads import completed_unsynced, mark_photo_synced, photo_path
-from handheld.uploader import UploadClient, upload_bytes
 
 CHUNK = 256 * 1024
 MIN_CHUNK = 16 * 1024

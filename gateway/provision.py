@@ -37,8 +37,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from firmware.protocol import topics
 from gateway.broker import Account, find_mosquitto, systemd_unit, write_config
+from protocol import topics
 
 BROKER_USER = "mosquitto"  # the ``user`` line of the generated mosquitto.conf
 SERVICE_GROUP = "postedge"  # Group= of deploy/postedge-gateway.service

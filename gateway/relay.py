@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from firmware.protocol import topics
-from firmware.protocol.canonical import loads_object
-from firmware.protocol.errors import BadField, ProtocolError
 from gateway import metrics as M
 from gateway.own_events import OwnEvents
 from gateway.store import EventStore
+from protocol import topics
+from protocol.canonical import loads_object
+from protocol.errors import BadField, ProtocolError
 
 RESEND_S = 30.0
 KINDS = topics.KINDS

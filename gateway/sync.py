@@ -66,7 +66,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from firmware.protocol.envelope import MAX_PAYLOAD
 from gateway import metrics as M
 from gateway.config import ConfigError
 from gateway.ingest import emit
@@ -82,6 +81,7 @@ from gateway.transports import (
     encode_batch,
     tls_context,
 )
+from protocol.envelope import MAX_PAYLOAD
 
 T = TypeVar("T")
 

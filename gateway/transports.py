@@ -4,7 +4,7 @@ Both sides import this module: the gateway's syncer encodes batches and reads
 acks with it, and the central stub (``simulator/central.py``) decodes batches
 and writes acks with it, so there is one codec. Events inside a batch are
 rebuilt byte for byte and then parsed by the shared protocol module
-(``firmware.protocol.envelope.decode``); nothing here parses an envelope's
+(``protocol.envelope.decode``); nothing here parses an envelope's
 meaning.
 
 Batch
@@ -120,9 +120,9 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from firmware.protocol import canonical, confirm
-from firmware.protocol.errors import ProtocolError
-from firmware.protocol.ids import parse_event_id
+from protocol import canonical, confirm
+from protocol.errors import ProtocolError
+from protocol.ids import parse_event_id
 
 WIRE_VERSION = 1
 CONTENT_TYPE = "application/vnd.postedge.batch+json"

@@ -88,10 +88,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.durable import fsync_dir, write_durable
 from gateway import metrics as M
 from gateway.ingest import emit
 from gateway.store import EventStore
-from postedge.durable import fsync_dir, write_durable
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 JPEG_SOI = b"\xff\xd8\xff"

@@ -59,11 +59,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from firmware.locker.compartments import HOLDS_PARCEL, RETRIEVAL
 from gateway import metrics as M
 from gateway.config import ConfigError
 from gateway.store import EventStore
 from gateway.web_text import LANGS, fields, has, t
+from protocol.custody import HOLDS_PARCEL, RETRIEVAL
 
 KEYS = ("host", "port", "lang", "refresh_s", "passwd_file", "acl_file", "max_connections",
         "idle_timeout_s", "request_timeout_s")

@@ -35,11 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from firmware.protocol import envelope, signing, topics
-from firmware.protocol.canonical import loads_object
-from firmware.protocol.errors import OversizedPayload, ProtocolError
-from firmware.protocol.ids import SeqCounter, format_event_id
-from firmware.storage import FileStorage
+from drivers.storage import FileStorage
 from handheld import photo as _photo
 from handheld.config import HandheldConfig
 from handheld.evidence import EvidenceRefused
@@ -52,6 +48,10 @@ from handheld.scanning import ScanFilter
 from handheld.sources import SourceError, VideoSource, load_image
 from handheld.ui_text import Refused, both
 from handheld.workflows import GatewayClient, ParcelFlows
+from protocol import envelope, signing, topics
+from protocol.canonical import loads_object
+from protocol.errors import OversizedPayload, ProtocolError
+from protocol.ids import SeqCounter, format_event_id
 
 log = logging.getLogger(__name__)
 
@@ -481,10 +481,10 @@ class HandheldApp:
                 log.exception("photo hand-off failed")
 
     def _engine_loop(self) -> None:
-        """Serial scan engine (firmware/scanner), if this build has the driver."""
+        """Serial scan engine (drivers/scanner), if this build has the driver."""
         try:
-            from firmware.hal import host
-            from firmware.scanner import engine
+            from drivers.hal import host
+            from drivers.scanner import engine
         except ImportError as e:
             self.scan_engine_status = f"driver missing: {e}"
             return

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware.protocol.topics import valid_segment
+from protocol.topics import valid_segment
 
 LANGS = ("zh", "en")
 TOP_KEYS = ("device", "outlet", "courier", "lang", "state_dir", "camera", "camera_scan", "gnss", "gnss_baud",

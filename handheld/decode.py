@@ -14,7 +14,7 @@ the cost of every frame, the easy ones included. So:
    removes the formats that most often "read" noise.
 2. **Stop** when every read is trustworthy: a 2D symbol (Reed-Solomon
    protected) or a 1D read whose text passes a check-digit validator from
-   ``firmware.protocol.barcodes`` (S10, EAN/UPC, GS1).
+   ``protocol.barcodes`` (S10, EAN/UPC, GS1).
 3. **Otherwise, targeted retries** (nothing found, or a 1D read that fails
    validation): OpenCV finds candidate regions from the gradient structure
    tensor (bars = strong, coherent gradients), each region is cut out with
@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from firmware.protocol import barcodes
+from protocol import barcodes
 
 #: Symbologies read at a post outlet. zxing-cpp names, as reported in ``Code.format``.
 FORMATS = zxingcpp.barcode_formats_from_str("Code128,Code39,ITF,EANUPC,QRCode,DataMatrix,PDF417")

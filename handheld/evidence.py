@@ -28,11 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from common.durable import write_durable
 from handheld import gnss as _gnss
 from handheld import photo as _photo
 from handheld import photo_index as _index
 from handheld.photo import DEFAULT_QUALITY, PhotoError, QualityConfig
-from postedge.durable import write_durable
 
 log = logging.getLogger(__name__)
 

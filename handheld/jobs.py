@@ -45,12 +45,12 @@ from typing import Any
 
 import numpy as np
 
+from common.durable import write_durable
 from handheld import decode as _decode
 from handheld import photo as _photo
 from handheld.evidence import EvidenceRefused, capture_evidence
 from handheld.photo_index import PhotoIndex
 from handheld.ui_text import Refused, both
-from postedge.durable import write_durable
 
 log = logging.getLogger(__name__)
 

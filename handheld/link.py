@@ -17,10 +17,10 @@ follows the same rules:
 - a sender thread publishes outbox records in seq order, at most ``window`` in paho's
   hands at a time, and remembers ``mid -> record seq``;
 - an *event* (an ``/evt`` record whose canonical envelope has an id, read with
-  ``firmware.protocol.confirm.event_key``) stays in the outbox after its PUBACK; it is deleted
+  ``protocol.confirm.event_key``) stays in the outbox after its PUBACK; it is deleted
   only when a confirmation on ``pe/v1/<outlet>/handheld/<device>/conf``
   (``{"v":1,"stored":{"<incarnation>":[[first,last],...]}}``, parsed with
-  ``firmware.protocol.canonical``, matched with ``firmware.protocol.confirm.contains``) names
+  ``protocol.canonical``, matched with ``protocol.confirm.contains``) names
   it. At most ``max_awaiting`` events are sent and unconfirmed at once: a gateway that
   is away holds back new sends instead of letting the broker queue everything twice;
 - other records (command acks) are deleted on PUBACK, as before: the gateway re-sends
@@ -53,12 +53,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from firmware.protocol import topics
-from firmware.protocol.canonical import loads_object
-from firmware.protocol.confirm import contains, event_key, stored_ranges
-from firmware.protocol.errors import BadField, MalformedPayload
-from firmware.sender import CONFIRM_TIMEOUT_MAX_S, CONFIRM_TIMEOUT_S, MAX_AWAITING
 from handheld.outbox import Outbox
+from protocol import topics
+from protocol.canonical import loads_object
+from protocol.confirm import (
+    CONFIRM_TIMEOUT_MAX_S,
+    CONFIRM_TIMEOUT_S,
+    MAX_AWAITING,
+    contains,
+    event_key,
+    stored_ranges,
+)
+from protocol.errors import BadField, MalformedPayload
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What a scan means to the courier: good, duplicate, invalid or wrong route.
 
 Validation and the domain rules come from the shared module
-(``firmware.protocol.barcodes``), so the handheld, the counter scanner and the
+(``protocol.barcodes``), so the handheld, the counter scanner and the
 gateway agree on what a parcel id is. This module adds what only the person holding
 the scanner needs:
 
@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from firmware.protocol import barcodes
+from protocol import barcodes
 
 VERDICTS = ("good", "duplicate", "invalid", "wrong_route")
 

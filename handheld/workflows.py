@@ -45,10 +45,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware.locker.codes import matches as code_matches
 from handheld.jobs import PhotoSink, atomic_json, read_json
 from handheld.scanning import ScanFilter, ScanResult
 from handheld.ui_text import Refused, both
+from protocol.codes import matches as code_matches
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from postedge import i18n
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from firmware.protocol import barcodes
+    from protocol import barcodes
 
     lang = i18n.pick(args.lang)
     worst = 0

@@ -130,10 +130,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from firmware.protocol.errors import ProtocolError
     from gateway.own_events import OwnEvents
     from gateway.relay import Relay
     from gateway.store import EventStore
+    from protocol.errors import ProtocolError
 
     cfg = _load(args)
     lang = i18n.pick(args.lang)

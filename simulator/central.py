@@ -3,7 +3,7 @@ benchmarks and the simulator (issue 7).
 
 - :class:`Central` is the ledger: it decodes batches with the uplink codec
   (``gateway.transports``) and validates every event with the shared protocol
-  module (``firmware.protocol.envelope.decode``), records every event id it
+  module (``protocol.envelope.decode``), records every event id it
   received and how many times, keeps the first copy (duplicates dropped), and
   builds the ack. It also holds commands for the outlets' devices
   (``push_command``) and answers the gateways' downlink pulls. Faults:
@@ -52,11 +52,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from firmware.protocol import envelope
-from firmware.protocol.errors import BadField, ProtocolError
-from firmware.protocol.ids import parse_event_id
 from gateway.broker import Account, Mosquitto, free_port
 from gateway.transports import CONTENT_TYPE, DEFAULT_PREFIX, BatchError, decode_batch, encode_ack, encode_down
+from protocol import envelope
+from protocol.errors import BadField, ProtocolError
+from protocol.ids import parse_event_id
 
 
 # ------------------------------------------------------------------- certs

@@ -20,12 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from firmware.protocol import envelope, topics
-from firmware.protocol.ids import SeqCounter, format_event_id
-from firmware.storage import FileStorage
+from drivers.storage import FileStorage
 from handheld.link import MqttLink
 from handheld.outbox import Outbox
 from handheld.uploader import PhotoQueue, Uploader
+from protocol import envelope, topics
+from protocol.ids import SeqCounter, format_event_id
 
 Tap = Callable[[str, str, bytes], None]
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from firmware.protocol.barcodes import gs1_check_digit, s10_check_digit
+from protocol.barcodes import gs1_check_digit, s10_check_digit
 
 FRAME = (1280, 720)  # width, height of a handheld's video frame
 KINDS = ("blur", "motion", "noise", "rotation", "perspective", "small", "low_contrast", "jpeg")

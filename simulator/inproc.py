@@ -24,15 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from drivers.hal import host
+from drivers.hal.common import Indicator
+from drivers.scanner.engine import open_engine
 from firmware.counter import config as counter_cfg
 from firmware.counter.app import Counter
-from firmware.hal import host
-from firmware.hal.common import Indicator
 from firmware.locker import config as locker_cfg
 from firmware.locker.app import Locker
 from firmware.locker.doors import Doors, make_driver
-from firmware.protocol import envelope
-from firmware.scanner.engine import open_engine
+from protocol import envelope
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import compartments
 from simulator.scan_engine_sim import SimScanEngine

@@ -209,7 +209,7 @@ def delivery_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# The grammar of firmware.protocol.ids.parse_event_id, checked at C speed
+# The grammar of protocol.ids.parse_event_id, checked at C speed
 # (a test holds the two to the same answers): parse_event_id is written for
 # MicroPython and costs microseconds per id, which 100k ids cannot afford.
 # The device:incarnation head is checked once per sequence, not per id.

@@ -1,11 +1,11 @@
 """Byte-accurate simulated RS-485 lock-control boards for host tests and the
 outlet simulator (issue 7).
 
-The firmware drivers in ``firmware/lockboard`` must be tested against the
+The firmware drivers in ``drivers/lockboard`` must be tested against the
 bytes real boards put on the wire, not against a mock of the driver's own
 expectations. So this module re-implements the *board* side of each protocol
 independently of the driver code (its own request framing and reply encoding,
-written from the protocol notes in ``firmware/lockboard/board8a.py`` and
+written from the protocol notes in ``drivers/lockboard/board8a.py`` and
 ``kerong.py``), keeps the physical state a driver can observe (lock released,
 door open, compartment occupied) and serves it over the transports the HAL
 ports use: a TCP socket for ``socket://127.0.0.1:PORT`` (the MicroPython unix

@@ -12,8 +12,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from firmware.protocol import envelope, signing, topics
 from gateway.store import EventStore
+from protocol import envelope, signing, topics
 
 SIZES = ["S"] * 8 + ["M"] * 8 + ["L"] * 6 + ["XL"] * 2
 

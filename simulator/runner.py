@@ -42,11 +42,11 @@ import paho.mqtt.client as mqtt
 
 from firmware.device import FlowError
 from firmware.locker import codes as C
-from firmware.protocol import envelope, signing, topics
-from firmware.protocol.canonical import dumps
 from gateway.broker import Account, Mosquitto, find_mosquitto, free_port
 from gateway.process import GatewayProcess
 from gateway.store import EventStore
+from protocol import envelope, signing, topics
+from protocol.canonical import dumps
 from simulator.central import Central, CentralHttps, Link, make_certs
 from simulator.faultproxy import FaultProxy, Rule
 from simulator.handheld_sim import SimHandheld

@@ -1,7 +1,7 @@
 """Byte-accurate simulated serial scan engines for host tests and the outlet
 simulator (issue 7).
 
-The drivers in ``firmware/scanner`` must be tested against the bytes real
+The drivers in ``drivers/scanner`` must be tested against the bytes real
 engines put on the wire, so the *engine* side of each protocol is written
 here again from the protocol notes (docs/scanner.md), sharing only the
 checksum helpers and command constants with the firmware: host commands are
@@ -40,7 +40,7 @@ import tty
 from collections.abc import Callable
 from typing import Any
 
-from firmware.scanner import gm65, honeywell, newland, ssi
+from drivers.scanner import gm65, honeywell, newland, ssi
 from simulator.serving import Served
 
 __all__ = ["AIM_IDS", "ScanFaults", "SimScanEngine"]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from postedge import unixport
+from simulator import unixport
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, locker_config
 from simulator.panel_sim import SimPanel

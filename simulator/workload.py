@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware.protocol.barcodes import s10_check_digit
+from protocol.barcodes import s10_check_digit
 from simulator.scenario import Scenario
 
 SIZES = (("S", 0.45), ("M", 0.3), ("L", 0.2), ("XL", 0.05))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from postedge import unixport
+from simulator import unixport
 from simulator.outlet import stored_events
 
 TESTS = Path(__file__).parent

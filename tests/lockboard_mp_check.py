@@ -14,8 +14,8 @@ import gc
 import json
 import sys
 
-from firmware.hal import load
-from firmware.lockboard import LockBoardError, open_bus
+from drivers.hal import load
+from drivers.lockboard import LockBoardError, open_bus
 
 
 def hexs(b):
@@ -44,9 +44,9 @@ async def main(family, port):
     d = open_bus(hal, family, "socket://127.0.0.1:" + str(port), boards=boards,
                  timeout_ms=150, retries=1, verify_polls=2, verify_ms=30)
     if family == "8a":
-        from firmware.lockboard import board8a as m
+        from drivers.lockboard import board8a as m
     else:
-        from firmware.lockboard import kerong as m
+        from drivers.lockboard import kerong as m
     print(json.dumps({"step": "vectors", "ok": [hexs(m.encode_open(b0, 1)), hexs(m.encode_query(b0, 1)),
                                                 hexs(m.encode_query_all(b0))]}))
     print(json.dumps({"step": "hal", "ok": hal.NAME}))

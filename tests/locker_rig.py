@@ -10,13 +10,13 @@ import types
 from pathlib import Path
 from typing import Any
 
-from firmware.hal import host
-from firmware.hal.common import Clock, Indicator
+from drivers.hal import host
+from drivers.hal.common import Clock, Indicator
 from firmware.locker import codes as C
 from firmware.locker.app import Locker
 from firmware.locker.config import validate
 from firmware.locker.doors import Doors, make_driver
-from firmware.protocol import envelope, signing
+from protocol import envelope, signing
 from simulator.lockboard_sim import Sim8ABus, SimKerong
 from simulator.outlet import compartments
 

@@ -11,7 +11,7 @@ import os
 import sys
 
 from firmware.outbox import HDR, Outbox, OutboxFull
-from firmware.protocol import envelope
+from protocol import envelope
 
 TOPIC = "pe/v1/o1/locker/lk01/evt"
 BASE = sys.argv[1] if len(sys.argv) > 1 else "/tmp/outbox_mp"

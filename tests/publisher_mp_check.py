@@ -11,12 +11,12 @@ import json
 import sys
 import time
 
+from drivers.storage import FileStorage
 from firmware.mqtt.aclient import AsyncClient
 from firmware.outbox import Outbox, OutboxFull
-from firmware.protocol import envelope, topics
-from firmware.protocol.ids import SeqCounter, format_event_id
 from firmware.sender import Sender
-from firmware.storage import FileStorage
+from protocol import envelope, topics
+from protocol.ids import SeqCounter, format_event_id
 
 
 async def main(port, n, state, spacing_ms, dev, confirm):

@@ -14,7 +14,7 @@ import binascii
 import json
 import sys
 
-from firmware.scanner.engine import make_parser
+from drivers.scanner.engine import make_parser
 
 
 def hexs(b):
@@ -45,8 +45,8 @@ def vectors(path):
 
 
 async def live(family, suffix, port, n):
-    from firmware.hal import load
-    from firmware.scanner import ScannerError, connect
+    from drivers.hal import load
+    from drivers.scanner import ScannerError, connect
 
     hal = load()
     eng = connect(hal, family, "socket://127.0.0.1:" + str(port), suffix=suffix, idle_ms=40)

@@ -9,8 +9,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.protocol import topics
 from gateway.broker import Mosquitto
+from protocol import topics
 
 
 def publish_v5(rec, topic: str, payload: bytes) -> int:

@@ -20,7 +20,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.protocol import topics
 from gateway.broker import (
     MIB,
     OUTLET_LIMITS,
@@ -31,6 +30,7 @@ from gateway.broker import (
     write_config,
 )
 from gateway.provision import provision
+from protocol import topics
 from tests.conftest import OUTLET, PASSWORDS
 
 ROOT = Path(__file__).resolve().parent.parent

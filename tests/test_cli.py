@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.protocol import barcodes
 from postedge import i18n
+from protocol import barcodes
 
 GOLDEN = Path(__file__).parent / "golden" / "vectors.jsonl"
 

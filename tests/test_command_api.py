@@ -22,9 +22,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.protocol import envelope, topics
-from firmware.protocol.canonical import dumps
-from firmware.protocol.ids import format_event_id
 from gateway.broker import Account, Mosquitto, free_port, write_config
 from gateway.own_events import OwnEvents
 from gateway.process import GatewayProcess
@@ -33,6 +30,9 @@ from gateway.relay import Relay, store_command
 from gateway.store import EventStore
 from gateway.web import WebService, start_web
 from handheld.workflows import GatewayClient
+from protocol import envelope, topics
+from protocol.canonical import dumps
+from protocol.ids import format_event_id
 
 PW = {"gw-o1": "gw-secret", "hh01": "hh01-pw", "hh02": "hh02-pw", "lk01": "lk01-pw"}
 ACCOUNTS = [Account("gw-o1", PW["gw-o1"], "o1", "gateway"), Account("hh01", PW["hh01"], "o1", "handheld"),

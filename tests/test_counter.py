@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
+from drivers.hal import host
 from firmware.counter import config as counter_config_mod
 from firmware.counter.app import Counter, Dedupe
 from firmware.devconfig import ConfigError
-from firmware.hal import host
-from firmware.protocol import envelope, signing
 from gateway.broker import Mosquitto
 from gateway.process import GatewayProcess, write_config
-from postedge import unixport
+from protocol import envelope, signing
+from simulator import unixport
 from simulator.outlet import counter_config, stored_events
 from simulator.scan_engine_sim import SimScanEngine
 from tests.locker_rig import KEY

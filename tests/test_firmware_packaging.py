@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from postedge import firmware_cmd as fw
-from postedge import unixport
+from simulator import unixport
 
-FIRMWARE = unixport.firmware_root() / "firmware"
+ROOT = unixport.firmware_root()
+FIRMWARE = ROOT / "firmware"
 
 
 def postedge(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,13 +21,16 @@ def postedge(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_committed_package_json_and_manifest_are_current() -> None:
-    assert (FIRMWARE / "package.json").read_text() == fw.package_json("0.1.0")
+    assert (ROOT / "package.json").read_text() == fw.package_json("0.1.0")
     assert (FIRMWARE / "manifest.py").read_text() == fw.manifest_py()
-    urls = json.loads((FIRMWARE / "package.json").read_text())["urls"]
+    urls = json.loads((ROOT / "package.json").read_text())["urls"]
     for dest, src in urls:
-        assert dest == f"firmware/{src}" and (FIRMWARE / src).is_file()
+        assert dest == src and (ROOT / src).is_file()
     names = {src for _, src in urls}
-    assert "locker/app.py" in names and "outbox.py" in names and "hal/host.py" not in names
+    assert {"firmware/locker/app.py", "firmware/outbox.py", "protocol/envelope.py",
+            "drivers/scanner/engine.py"} <= names
+    assert "drivers/hal/host.py" not in names
+    assert not any(n.startswith(("gateway/", "handheld/", "common/", "simulator/")) for n in names)
 
 
 def test_manifest_lists_files_relative_to_the_package() -> None:
@@ -34,11 +38,12 @@ def test_manifest_lists_files_relative_to_the_package() -> None:
     calls = []
     ns["package"] = lambda name, files=None, base_path=".", opt=None: calls.append((name, files, base_path))
     exec((FIRMWARE / "manifest.py").read_text(), ns)
-    [(name, files, base)] = calls
-    assert name == "firmware" and base == ".."
+    assert [name for name, _, _ in calls] == list(unixport.DEVICE_PACKAGES)
     # base_path is relative to the manifest's folder; package dirs hang off it.
-    for f in files:
-        assert (FIRMWARE / base / name / f).resolve().is_file(), f
+    for name, files, base in calls:
+        assert base == ".."
+        for f in files:
+            assert (FIRMWARE / base / name / f).resolve().is_file(), f
 
 
 def test_bundle_compiles_for_esp32_and_the_result_runs(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ import json
 import time
 from pathlib import Path
 
-from firmware.protocol import envelope, topics
 from gateway.broker import Mosquitto
 from gateway.process import GatewayProcess, write_config
 from gateway.store import EventStore
+from protocol import envelope, topics
 
 
 def event(dev: str, seq: int, **over: object) -> bytes:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firmware.protocol import envelope
 from gateway.budget import ROW_OVERHEAD, Budget, BudgetConfig
 from gateway.own_events import OwnEvents
 from gateway.store import EventStore, StoredEvent
+from protocol import envelope
 
 PAD = "x" * 300
 

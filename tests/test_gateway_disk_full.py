@@ -12,10 +12,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.protocol import envelope, topics
 from gateway.broker import Mosquitto
 from gateway.process import GatewayProcess, write_config
 from gateway.store import EventStore
+from protocol import envelope, topics
 
 
 @pytest.fixture

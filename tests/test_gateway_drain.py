@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from firmware.protocol import envelope
 from gateway.store import EventStore, StoredEvent
+from protocol import envelope
 from simulator.central import Central, CentralHttps, make_certs
 
 

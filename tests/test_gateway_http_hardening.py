@@ -30,8 +30,6 @@ import cv2
 import numpy as np
 import pytest
 
-from firmware.protocol import envelope
-from firmware.protocol.ids import format_event_id
 from gateway import web as gweb
 from gateway.broker import Account, free_port, write_config
 from gateway.budget import Budget, BudgetConfig
@@ -39,6 +37,8 @@ from gateway.store import EventStore, StoredEvent
 from gateway.uploads import PHOTO_LIMIT_KEY, jpeg_size, mark_photo_synced, photo_path
 from gateway.web import WebService, start_web
 from handheld.uploader import PhotoQueue, Uploader
+from protocol import envelope
+from protocol.ids import format_event_id
 
 PW = {"hh01": "hh01-pw", "hh02": "hh02-pw", "lk01": "lk01-pw"}
 CHUNK = 16 * 1024

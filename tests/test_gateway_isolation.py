@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from firmware.protocol import envelope, topics
-from firmware.protocol.canonical import dumps
 from gateway.broker import Account, Mosquitto
 from gateway.process import GatewayProcess, write_config
 from gateway.relay import CommandConflict, store_command
 from gateway.store import EventStore
+from protocol import envelope, topics
+from protocol.canonical import dumps
 from simulator.outlet import stored_events
 from tests.confirm_rig import assert_each_once, drained, publishers, wipe_gateway_session
 
@@ -264,7 +264,7 @@ def test_twenty_broker_sigkills_then_a_takeover_lose_nothing(tmp_path: Path, bro
 
 
 def test_ranges_in_a_confirmation_are_exact() -> None:
-    from firmware.protocol.confirm import contains, event_key, ranges, stored_ranges
+    from protocol.confirm import contains, event_key, ranges, stored_ranges
 
     assert ranges([5, 1, 2, 3, 9, 10, 3]) == [[1, 3], [5, 5], [9, 10]]
     r = ranges([1, 2, 3, 5, 9, 10])
@@ -279,7 +279,7 @@ def test_ranges_in_a_confirmation_are_exact() -> None:
 def test_sqlite_integer_bound_matches_the_protocol(tmp_path: Path) -> None:
     """What the protocol lets through, SQLite stores; what it refuses would
     have overflowed the binding."""
-    from firmware.protocol.canonical import MAX_INT
+    from protocol.canonical import MAX_INT
 
     db = sqlite3.connect(str(tmp_path / "x.db"))
     db.execute("CREATE TABLE t(v INTEGER)")

@@ -17,11 +17,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from firmware.locker import codes as C
-from firmware.protocol import signing, topics
 from gateway.broker import Mosquitto
 from gateway.process import GatewayProcess, write_config
 from gateway.store import EventStore
-from postedge import unixport
+from protocol import signing, topics
+from simulator import unixport
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import locker_config, stored_events, wait_event
 from tests.locker_rig import KEY

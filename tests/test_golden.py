@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from postedge import unixport
+from simulator import unixport
 
 GOLDEN = Path(__file__).parent / "golden"
 VECTORS = GOLDEN / "vectors.jsonl"

@@ -25,7 +25,6 @@ import pytest
 import serial
 
 from firmware.locker.codes import salted_hash
-from firmware.protocol import canonical, envelope, signing, topics
 from gateway.broker import Account, Mosquitto, free_port
 from handheld.app import HandheldApp
 from handheld.config import ConfigError, HandheldConfig, parse_config
@@ -34,6 +33,7 @@ from handheld.main import main
 from handheld.outbox import Outbox, OutboxFull
 from handheld.scanning import ScanFilter
 from handheld.ui_text import Refused
+from protocol import canonical, envelope, signing, topics
 from simulator.imagegen import board_with_qr, s10_id
 
 OUTLET = "o1"

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
-from firmware.protocol import envelope, signing, topics
-from firmware.protocol.ids import SeqCounter, format_event_id
-from firmware.storage import FileStorage
+from drivers.storage import FileStorage
 from gateway.broker import Mosquitto
 from gateway.process import GatewayProcess, write_config
 from handheld.link import MqttLink
 from handheld.outbox import Outbox
+from protocol import envelope, signing, topics
+from protocol.ids import SeqCounter, format_event_id
 from simulator.outlet import stored_events
 from tests.confirm_rig import wipe_gateway_session
 
@@ -188,7 +188,7 @@ def test_confirmations_release_only_what_they_name(tmp_path: Path, broker: Mosqu
         assert wait_until(lambda: hh.link.awaiting == 6 and hh.link.inflight == 0, 10)
         inc = ids[0].split(":")[1]
         seqs = [int(i.split(":")[2]) for i in ids]
-        from firmware.protocol.canonical import dumps
+        from protocol.canonical import dumps
 
         gw.client.publish(conf, dumps({"v": 1, "stored": {"00000000": [[seqs[0], seqs[-1]]],
                                                            inc: [[seqs[1], seqs[2]], [seqs[4], seqs[4]]]}}),

@@ -44,10 +44,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from firmware.protocol import envelope, topics
-from firmware.protocol.ids import format_event_id
 from gateway.broker import Account, Mosquitto
 from gateway.process import GatewayProcess, write_config
+from protocol import envelope, topics
+from protocol.ids import format_event_id
 
 pytestmark = pytest.mark.hostile
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
+from drivers.storage import FileStorage
 from firmware.mqtt import packets
-from firmware.protocol import ids
-from firmware.storage import FileStorage
+from protocol import ids
 
 # --------------------------------------------------------------------------
 # SeqCounter

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.protocol.errors import BadField
-from firmware.protocol.ids import parse_event_id
 from gateway.broker import Mosquitto
+from protocol.errors import BadField
+from protocol.ids import parse_event_id
 from simulator.faultproxy import C2S, S2C, FaultProxy, Rule
 from simulator.ledger import Ledger, check_domain, check_photos, parse_id
 from tests.conftest import PASSWORDS

@@ -1,4 +1,4 @@
-"""RS-485 lock-board drivers (firmware/lockboard) against byte-accurate
+"""RS-485 lock-board drivers (drivers/lockboard) against byte-accurate
 simulated boards (simulator/lockboard_sim.py).
 
 Layers, each of which would catch a different break:
@@ -28,12 +28,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from firmware.hal import host
-from firmware.lockboard import CODES, LockBoardError, driver_class, open_bus
-from firmware.lockboard import board8a as A
-from firmware.lockboard import kerong as K
-from firmware.lockboard.base import LockBoard
-from postedge import unixport
+from drivers.hal import host
+from drivers.lockboard import CODES, LockBoardError, driver_class, open_bus
+from drivers.lockboard import board8a as A
+from drivers.lockboard import kerong as K
+from drivers.lockboard.base import LockBoard
+from simulator import unixport
 from simulator.lockboard_sim import Sim8ABus, SimKerong, _SimBus
 
 HERE = Path(__file__).parent

@@ -393,7 +393,7 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_watchdog_fed_only_while_every_task_beats(rig: Rig) -> None:
-    from firmware.hal.common import SoftWatchdog
+    from drivers.hal.common import SoftWatchdog
 
     lk = rig.locker
     fired: list[int] = []
@@ -425,7 +425,7 @@ def test_outbox_full_refuses_the_door_before_it_opens(tmp_path: Path) -> None:
     try:
         lk = rig.locker
         lk.courier_login(rig.provision_courier())
-        from firmware.protocol.barcodes import s10_check_digit
+        from protocol.barcodes import s10_check_digit
 
         refused = None
         for i in range(24):

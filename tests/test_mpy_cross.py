@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from postedge import unixport
+from simulator import unixport
 
-FIRMWARE = unixport.firmware_root() / "firmware"
-SOURCES = sorted(FIRMWARE.rglob("*.py"))
+ROOT = unixport.firmware_root()
+SOURCES = [ROOT / p for p in unixport.device_package_sources()]
 
 
 def test_there_is_firmware() -> None:
-    names = {p.relative_to(FIRMWARE).as_posix() for p in SOURCES}
-    assert {"protocol/envelope.py", "protocol/signing.py", "mqtt/aclient.py", "locker/main.py"} <= names
+    names = {p.relative_to(ROOT).as_posix() for p in SOURCES}
+    assert {"protocol/envelope.py", "protocol/signing.py", "firmware/mqtt/aclient.py",
+            "firmware/locker/main.py", "drivers/scanner/engine.py"} <= names
 
 
 @pytest.mark.parametrize("arch", ["xtensawin", "armv6m"])
@@ -37,13 +38,13 @@ def test_mpy_cross_compiles_all(arch: str, tmp_path: Path) -> None:
 
 # Port-specific HAL files import what only their platform has (machine.Pin
 # on a board, pyserial on CPython); mpy-cross still checks them above.
-PORT_ONLY = {"hal/board.py", "hal/host.py", "manifest.py"}
+PORT_ONLY = {"drivers/hal/board.py", "drivers/hal/host.py", "firmware/manifest.py"}
 
 
 def test_every_module_imports_on_the_unix_port() -> None:
     mods = [
-        "firmware." + p.relative_to(FIRMWARE).with_suffix("").as_posix().replace("/", ".")
-        for p in SOURCES if p.name != "__init__.py" and p.relative_to(FIRMWARE).as_posix() not in PORT_ONLY
+        p.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+        for p in SOURCES if p.name != "__init__.py" and p.relative_to(ROOT).as_posix() not in PORT_ONLY
     ]
     script = f"for m in {mods!r}:\n    __import__(m)\nprint('ok', {len(mods)})\n"
     # Importability only: every module at once is more code than any one

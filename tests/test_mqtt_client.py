@@ -24,7 +24,7 @@ import pytest
 
 from firmware.mqtt import packets as P
 from gateway.broker import Account, Mosquitto
-from postedge import unixport
+from simulator import unixport
 
 TESTS = Path(__file__).parent
 

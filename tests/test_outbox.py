@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from firmware import outbox as ob_mod
 from firmware.outbox import HDR, MAGIC, Outbox, OutboxFull
-from firmware.protocol import envelope
-from postedge import unixport
+from protocol import envelope
+from simulator import unixport
 
 TOPIC = "pe/v1/o1/locker/lk01/evt"
 TESTS = Path(__file__).parent

@@ -1,4 +1,4 @@
-"""Property-based tests of the shared wire protocol (firmware/protocol) on CPython.
+"""Property-based tests of the shared wire protocol (protocol) on CPython.
 
 Each property pins one promise the protocol makes to the other side of the
 wire: canonical bytes equal to CPython's sorted compact JSON, HMAC equal to
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from firmware.protocol import barcodes, canonical, envelope, ids, signing, topics
-from firmware.protocol.errors import (
+from protocol import barcodes, canonical, envelope, ids, signing, topics
+from protocol.errors import (
     BadField,
     BadSignature,
     ExpiredCommand,

@@ -1,4 +1,4 @@
-"""Serial scan-engine drivers (firmware/scanner) against byte-accurate
+"""Serial scan-engine drivers (drivers/scanner) against byte-accurate
 simulated engines (simulator/scan_engine_sim.py).
 
 Layers, each catching a different break:
@@ -28,8 +28,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.hal import host
-from firmware.scanner import (
+from drivers.hal import host
+from drivers.scanner import (
     ScanEngine,
     ScannerError,
     connect,
@@ -40,8 +40,8 @@ from firmware.scanner import (
     open_engine,
     ssi,
 )
-from firmware.scanner import framing as F
-from postedge import unixport
+from drivers.scanner import framing as F
+from simulator import unixport
 from simulator.scan_engine_sim import SimScanEngine
 from tests import scan_engines_mp_check as mpcheck
 

@@ -32,13 +32,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.protocol import envelope, topics
-from firmware.protocol.ids import format_event_id
 from gateway.broker import Mosquitto
 from gateway.config import ConfigError
 from gateway.process import GatewayProcess, write_config
 from gateway.store import EventStore, StoredEvent
 from gateway.web import ago, duration, parse_config, render_main, render_page, snapshot, start_web
+from protocol import envelope, topics
+from protocol.ids import format_event_id
 from simulator.outlet import compartments
 from tests.conftest import PASSWORDS
 

@@ -30,14 +30,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.protocol import envelope, topics
-from firmware.protocol.ids import format_event_id
 from gateway import metrics as M
 from gateway.broker import Mosquitto
 from gateway.config import ConfigError
 from gateway.store import EventStore, StoredEvent
 from gateway.sync import Syncer, parse_upstream
 from gateway.transports import BatchError, batch_id, decode_ack, decode_batch, encode_ack, encode_batch
+from protocol import envelope, topics
+from protocol.ids import format_event_id
 from simulator.central import Central, CentralBroker, CentralHttps, CentralMqtt, Certs
 from tests.uplink_rig import FAST, GW_PASS, GW_USER, Log, Uplink, gateway_toml
 

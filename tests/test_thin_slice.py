@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware.protocol import envelope
 from gateway.broker import Mosquitto
 from gateway.process import GatewayProcess, write_config
 from gateway.store import EventStore
-from postedge import unixport
+from protocol import envelope
+from simulator import unixport
 
 TESTS = Path(__file__).parent
 

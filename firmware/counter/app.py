@@ -22,12 +22,12 @@
 
 import asyncio
 
-from firmware.aio import sleep_ms
+from drivers.aio import sleep_ms
+from drivers.hal.common import ticks_diff
 from firmware.counter.config import RUNTIME_KEYS
 from firmware.device import Device, FlowError
-from firmware.hal.common import ticks_diff
 from firmware.outbox import OutboxFull
-from firmware.protocol import barcodes
+from protocol import barcodes
 
 MAX_MANIFEST = 2000
 MAX_TEXT = 64

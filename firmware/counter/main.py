@@ -8,11 +8,11 @@
 import asyncio
 import sys
 
+from drivers.hal import load
+from drivers.scanner.engine import connect
 from firmware.counter import config as config_mod
 from firmware.counter.app import Counter
 from firmware.devconfig import log
-from firmware.hal import load
-from firmware.scanner.engine import connect
 
 
 def build(cfg, hal=None, logger=log):

@@ -9,14 +9,14 @@
 
 import asyncio
 
-from firmware.aio import sleep_ms
+from drivers.aio import sleep_ms
 from firmware.device import Device, FlowError
 from firmware.locker import codes as C
 from firmware.locker import compartments as K
 from firmware.locker.journal import Journal
 from firmware.outbox import OutboxFull
-from firmware.protocol import barcodes
-from firmware.protocol.errors import InvalidBarcode
+from protocol import barcodes
+from protocol.errors import InvalidBarcode
 
 DAY = 86400
 RUNTIME_KEYS = ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s")

@@ -12,11 +12,18 @@
 
 import json
 
-SIZES = ("S", "M", "L", "XL")
-FREE, RESERVED, OCCUPIED, OVERDUE, RETURN_WAITING, INSPECT, OUT_OF_SERVICE = (
-    "free", "reserved", "occupied", "overdue", "return_waiting", "inspect", "out_of_service")
-HOLDS_PARCEL = (OCCUPIED, OVERDUE, RETURN_WAITING)
-RETRIEVAL = (OVERDUE, RETURN_WAITING, INSPECT)
+from protocol.custody import (  # noqa: F401 - the locker's modules take them from here
+    FREE,
+    HOLDS_PARCEL,
+    INSPECT,
+    OCCUPIED,
+    OUT_OF_SERVICE,
+    OVERDUE,
+    RESERVED,
+    RETRIEVAL,
+    RETURN_WAITING,
+    SIZES,
+)
 
 
 class Compartments:

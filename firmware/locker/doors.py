@@ -3,7 +3,7 @@
 
 def make_driver(cfg, hal):
     """The lock-board driver for config["board"], on a UART from the HAL."""
-    from firmware.lockboard import driver_class
+    from drivers.lockboard import driver_class
 
     b = cfg["board"]
     cls = driver_class(b["driver"])

@@ -8,8 +8,8 @@
 import asyncio
 import sys
 
+from drivers.hal import load
 from firmware.devconfig import log
-from firmware.hal import load
 from firmware.locker import config as config_mod
 from firmware.locker.app import Locker
 from firmware.locker.doors import Doors, make_driver

@@ -12,7 +12,7 @@
 # "unknown_input"; they never stop the panel.
 
 
-from firmware.aio import sleep_ms
+from drivers.aio import sleep_ms
 from firmware.locker.app import FlowError
 from firmware.locker.texts import line
 
@@ -124,7 +124,7 @@ class Panel:
                 cid = await locker.pickup(scan[5:], via="qr")
                 return "pickup_ok", str(cid)
             if locker.session is not None:
-                from firmware.protocol import barcodes
+                from protocol import barcodes
 
                 v = barcodes.classify(scan)
                 if not v["ok"] or v["kind"] not in barcodes.PARCEL_KINDS:

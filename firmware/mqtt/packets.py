@@ -36,7 +36,7 @@ CONNACK_REASONS = {
 
 MAX_TOPIC = 65535  # a two-byte length prefix (MQTT 3.1.1 section 1.5.3)
 # Default limit on an outgoing payload: four event envelopes
-# (firmware/protocol/envelope.py, 4 KiB) and room for a large locker's
+# (protocol/envelope.py, 4 KiB) and room for a large locker's
 # retained state document, while a device never builds a packet that a
 # board's heap or the broker's max_packet_size would choke on.
 MAX_PAYLOAD = 16384

@@ -8,8 +8,8 @@ import binascii
 import json
 import sys
 
-from firmware.protocol import aim, barcodes, canonical, envelope, ids, signing, topics
-from firmware.protocol.errors import ProtocolError
+from protocol import aim, barcodes, canonical, envelope, ids, signing, topics
+from protocol.errors import ProtocolError
 
 
 def _verdict(v):

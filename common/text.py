@@ -1,0 +1,123 @@
+"""Everything a person reads, in Simplified Chinese and English: one loader
+for the per-component catalogues.
+
+Each component keeps its text in a TOML file beside its code
+(``postedge/text.toml`` for the CLI, ``gateway/http/text.toml`` for the
+clerk's page, ``handheld/text.toml``, ``simulator/text.toml``), so a
+translator reads a component's whole vocabulary in one place and a change to
+one screen touches one file. An entry is a table with a ``zh`` and an ``en``
+string; dotted table names group entries::
+
+    [overall.ok]
+    zh = "一切正常"
+    en = "All good"
+
+Why TOML files and one small loader rather than gettext: the catalogues are
+keyed by meaning (``overall.ok``), not by English source strings, because
+the firmware and the devices send the keys (alarm kinds, refusal codes); the
+two languages are peers; and nothing has to be compiled before a test or a
+demo runs. ``tests/common/test_text.py`` fails on a key missing in either
+language and on placeholders that differ between the two.
+
+One rule for a missing key everywhere: ``KeyError``, so a typo fails the
+tests instead of showing a blank. Fields that come from devices fill
+placeholders and nothing else: ``key`` and ``lang`` are positional-only, a
+field a device left out shows as ``?``, and values are substituted, never
+formatted again, so a ``{`` in device text is shown as sent.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+LANGS = ("zh", "en")
+
+
+class CatalogError(ValueError):
+    """A catalogue file that is not a valid set of zh/en entries."""
+
+
+class _Blank(dict[str, Any]):
+    """Format mapping that shows "?" for a field left out, so a sentence
+    whose details a device did not send still reads as a sentence."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _flatten(table: dict[str, Any], prefix: str, out: dict[str, dict[str, str]], path: Path) -> None:
+    for k, v in table.items():
+        key = f"{prefix}{k}"
+        if not isinstance(v, dict):
+            raise CatalogError(f"{path}: '{key}' must be a table with zh and en")
+        if set(v) & set(LANGS):
+            if set(v) != set(LANGS) or not all(isinstance(v[lang], str) for lang in LANGS):
+                raise CatalogError(f"{path}: '{key}' needs exactly zh and en strings, has {sorted(v)}")
+            out[key] = {lang: v[lang] for lang in LANGS}
+        else:
+            _flatten(v, key + ".", out, path)
+
+
+def placeholders(text: str) -> set[str]:
+    """The named fields a text fills, e.g. {'n', 'outlet'}."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+class Catalog:
+    """A component's text, loaded from its TOML file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+        self.entries: dict[str, dict[str, str]] = {}
+        _flatten(raw, "", self.entries, path)
+
+    def t(self, key: str, lang: str, /, **fields: object) -> str:
+        """The text for ``key`` in ``lang`` with ``fields`` filled in."""
+        return self.entries[key][lang if lang in LANGS else "en"].format_map(_Blank(fields))
+
+    def both(self, key: str, /, **fields: object) -> dict[str, str]:
+        """``{"zh": ..., "en": ...}``: what an API answer carries for a person."""
+        return {lang: self.t(key, lang, **fields) for lang in LANGS}
+
+    def has(self, key: str) -> bool:
+        return key in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+@cache
+def load(path: Path | str) -> Catalog:
+    """The catalogue at ``path``, read once per process."""
+    return Catalog(Path(path))
+
+
+def beside(module_file: str, name: str = "text.toml") -> Catalog:
+    """The catalogue file next to a module: ``beside(__file__)``."""
+    return load(Path(module_file).resolve().with_name(name))
+
+
+def device_fields(body: dict[Any, Any]) -> dict[str, object]:
+    """Device-sent fields that may fill a text: string keys only (``**``
+    needs them), at most 64 so a 10,000-key body costs nothing."""
+    out: dict[str, object] = {}
+    for k, v in body.items():
+        if isinstance(k, str) and len(out) < 64:
+            out[k] = v
+    return out
+
+
+def pick_lang(lang: str | None = None) -> str:
+    """``lang`` if given, else POSTEDGE_LANG, else the locale (``LANG=zh_CN...``
+    selects Chinese), else English."""
+    for cand in (lang, os.environ.get("POSTEDGE_LANG"), os.environ.get("LANG")):
+        if cand:
+            return "zh" if cand.lower().startswith("zh") else "en"
+    return "en"

@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.broker import Account, Mosquitto  # noqa: E402
-from gateway.process import GatewayProcess, write_config  # noqa: E402
-from gateway.store import EventStore  # noqa: E402
+from gateway.store.events import EventStore  # noqa: E402
 from protocol import envelope, topics  # noqa: E402
 from protocol.ids import format_event_id  # noqa: E402
+from simulator.gateway_process import GatewayProcess, write_config  # noqa: E402
 
 N = 20000
 TOPIC = topics.build("o1", "locker", "lk01", "evt")

@@ -52,9 +52,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.broker import Account, Mosquitto  # noqa: E402
-from gateway.store import EventStore, StoredEvent  # noqa: E402
-from gateway.sync import Syncer  # noqa: E402
-from gateway.transports import DEFAULT_PREFIX, encode_ack, encode_batch, tls_context  # noqa: E402
+from gateway.config import DEFAULT_PREFIX  # noqa: E402
+from gateway.store.events import EventStore, StoredEvent  # noqa: E402
+from gateway.uplink.codec import encode_ack, encode_batch  # noqa: E402
+from gateway.uplink.sync import Syncer  # noqa: E402
+from gateway.uplink.transport import tls_context  # noqa: E402
 from protocol import envelope, topics  # noqa: E402
 from protocol.ids import format_event_id  # noqa: E402
 from simulator.central import Central, CentralBroker, CentralMqtt, Link, make_certs  # noqa: E402

@@ -59,9 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.broker import Account, Mosquitto  # noqa: E402
-from gateway.process import GatewayProcess, write_config  # noqa: E402
 from protocol import envelope, topics  # noqa: E402
 from protocol.ids import format_event_id  # noqa: E402
+from simulator.gateway_process import GatewayProcess, write_config  # noqa: E402
 
 OUTLET = "o1"
 LEGIT = ("lk01", "lk02", "lk03")

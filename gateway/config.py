@@ -1,115 +1,234 @@
-"""Gateway configuration from a TOML file (``postedge gateway --config``)."""
+"""The gateway's configuration (``postedge gateway --config gateway.toml``),
+declared once and checked at load: every command that reads the file
+refuses a bad table with a message naming the key, and the services get
+the typed sections (``cfg.upstream``, ``cfg.web``, ``cfg.budget``) as they
+are. Paths in the file are relative to the file's folder."""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from common.config import ConfigError, KeyProblem, Section, parse
+from common.text import LANGS
+
+__all__ = ["BrokerConfig", "BudgetConfig", "ConfigError", "GatewayConfig", "UpstreamConfig", "WebConfig",
+           "parse_upstream", "parse_web"]
+
+# The upstream MQTT topic prefix: pe-up/v1/<outlet>/... on the central broker.
+DEFAULT_PREFIX = "pe-up/v1"
+PLAINTEXT = {"mqtt": "mqtts", "http": "https", "tcp": "mqtts", "ws": "https"}
 
 
-class ConfigError(ValueError):
-    pass
+def _relative_to_file(v: str | None, info: ValidationInfo) -> str | None:
+    base = (info.context or {}).get("base")
+    if v and base is not None and not Path(v).is_absolute():
+        return str(Path(base) / v)
+    return v
 
 
-def _upstream(d: dict[str, Any] | None, base: Path | None) -> dict[str, Any] | None:
-    """Checked at load (TLS-only URLs, key names), for every command; key
-    and certificate paths made absolute against the config file's folder."""
-    if d is None:
-        return None
-    from gateway.sync import parse_upstream
+class UpstreamConfig(Section):
+    """``[upstream]``: the TLS link to the central side. Sizes are bytes,
+    times seconds."""
 
-    try:
-        parse_upstream(d, base=base)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    out = dict(d)
-    for k in ("ca_file", "cert_file", "key_file"):
-        if base is not None and isinstance(out.get(k), str) and not Path(out[k]).is_absolute():
-            out[k] = str(base / out[k])
-    return out
-
-
-def _web(d: dict[str, Any] | None, base: Path | None = None) -> dict[str, Any] | None:
-    """Checked at load, so every command using the file refuses a bad [web];
-    ``passwd_file``/``acl_file`` made absolute against the config's folder."""
-    if d is None:
-        return None
-    from gateway.web import parse_config
-
-    try:
-        parse_config(d)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    out = dict(d)
-    for k in ("passwd_file", "acl_file"):
-        if base is not None and isinstance(out.get(k), str) and not Path(out[k]).is_absolute():
-            out[k] = str(base / out[k])
-    return out
-
-
-def _budget(d: dict[str, Any] | None) -> dict[str, Any] | None:
-    from gateway.budget import BudgetConfig
-
-    try:
-        BudgetConfig.from_dict(d)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return d
-
-
-@dataclass
-class BrokerConfig:
-    host: str = "127.0.0.1"
-    port: int = 1883
+    transport: Literal["mqtt", "https", ""] = ""
+    url: str
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     username: str = ""
     password: str = ""
     client_id: str = ""
-    keepalive: int = 30
+    topic_prefix: str = DEFAULT_PREFIX
+    batch_max_events: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    batch_max_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    batch_max_age_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 2.0
+    bandwidth_bytes_per_s: Annotated[int, Field(ge=0, le=10**10)] = 0
+    backoff_base_s: Annotated[float, Field(ge=0.001, le=3600.0)] = 0.5
+    backoff_cap_s: Annotated[float, Field(ge=0.001, le=86400.0)] = 60.0
+    # A probe of a dead link costs a SYN; of a live one, a HEAD or CONNECT on
+    # a kept connection. Half a second keeps "link back -> first acked batch"
+    # under a second.
+    probe_interval_s: Annotated[float, Field(ge=0.01, le=3600.0)] = 0.5
+    timeout_s: Annotated[float, Field(ge=0.1, le=600.0)] = 10.0
+    # Batches on the wire at once, each on its own connection: 2 hides one
+    # round trip and the central side's work behind the next upload.
+    max_in_flight: Annotated[int, Field(ge=1, le=8)] = 2
+    # How often the downlink asks for commands when nothing else prompts it.
+    down_interval_s: Annotated[float, Field(ge=0.05, le=86400.0)] = 15.0
+
+    _files = field_validator("ca_file", "cert_file", "key_file")(_relative_to_file)
+
+    @field_validator("url")
+    @classmethod
+    def _tls_url(cls, url: str) -> str:
+        if not url:
+            raise ValueError("required (mqtts://host:port or https://host/path)")
+        u = urlsplit(url)
+        scheme = u.scheme.lower()
+        if scheme in PLAINTEXT:
+            raise ValueError(f"{scheme}:// is plaintext and refused; the uplink is TLS only "
+                             f"(use {PLAINTEXT[scheme]}://)")
+        if scheme not in ("mqtts", "https"):
+            raise ValueError(f"scheme must be mqtts or https, got {url!r}")
+        try:
+            host = u.hostname
+            u.port  # noqa: B018 - raises on a bad port
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if not host:
+            raise ValueError(f"no host in {url!r}")
+        if u.username or u.password:
+            raise ValueError("put credentials in upstream.username/password, not the URL")
+        return url
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _plain_prefix(cls, prefix: str) -> str:
+        if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/"):
+            raise ValueError(f"not a plain topic prefix: {prefix!r}")
+        return prefix
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UpstreamConfig:
+        implied = "mqtt" if urlsplit(self.url).scheme.lower() == "mqtts" else "https"
+        if self.transport and self.transport != implied:
+            raise KeyProblem("transport", f"{self.transport!r} does not match the "
+                             f"{urlsplit(self.url).scheme}:// url")
+        object.__setattr__(self, "transport", implied)
+        for k in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, k)
+            if path and not Path(path).is_file():
+                raise KeyProblem(k, f"no such file: {path}")
+        if self.key_file and not self.cert_file:
+            raise KeyProblem("key_file", "given without upstream.cert_file")
+        if self.password and not self.username:
+            raise KeyProblem("password", "given without upstream.username")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise KeyProblem("backoff_cap_s", "must not be below upstream.backoff_base_s")
+        return self
 
 
-@dataclass
-class GatewayConfig:
-    outlet: str
+class WebConfig(Section):
+    """``[web]``: the clerk's page, /metrics, photo uploads and the command
+    API. ``port = 0`` takes any free port (tests); the port actually bound is
+    logged as ``web_started``."""
+
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    lang: Literal[LANGS] = "zh"  # type: ignore[valid-type]
+    refresh_s: Annotated[int, Field(ge=1, le=3600)] = 5
+    # Mosquitto's password file (and ACL, default: ``acl`` beside it): photo
+    # uploads log in with the handheld's broker account. Unset: uploads 503.
+    passwd_file: Annotated[str, Field(min_length=1)] | None = None
+    acl_file: Annotated[str, Field(min_length=1)] | None = None
+    # Protection against clients that hold connections or send slowly. A
+    # handful of handhelds and one clerk's browser need a few connections;
+    # 256 still leaves the gateway process three quarters of its 1024 file
+    # descriptors for the broker connection, SQLite and the upstream link,
+    # and rides out a burst of 150 bad requests without dropping a good one.
+    max_connections: Annotated[int, Field(ge=4, le=10_000)] = 256
+    # Keep-alive, and a request head that never completes.
+    idle_timeout_s: Annotated[float, Field(ge=0.5, le=3600.0)] = 15.0
+    # One request, body included (a 1 MiB chunk on weak Wi-Fi).
+    request_timeout_s: Annotated[float, Field(ge=1.0, le=3600.0)] = 60.0
+
+    _files = field_validator("passwd_file", "acl_file")(_relative_to_file)
+
+    @field_validator("host")
+    @classmethod
+    def _strip(cls, host: str) -> str:
+        if not host.strip():
+            raise ValueError(f"must be a non-empty string, got {host!r}")
+        return host.strip()
+
+    @model_validator(mode="after")
+    def _acl_needs_passwd(self) -> WebConfig:
+        if self.acl_file and not self.passwd_file:
+            raise KeyProblem("acl_file", "given without web.passwd_file")
+        return self
+
+
+MIB = 1024**2
+
+
+class BudgetConfig(Section):
+    """``[budget]``, in MiB in the file (``max_mb``, ``reserve_mb``,
+    ``photos_mb``) and in bytes here; ``interval_s`` between checks."""
+
+    model_config = Section.model_config | {"frozen": False}
+
+    max_bytes: Annotated[int, Field(ge=0)] = 2048 * MIB
+    reserve_bytes: Annotated[int, Field(ge=0)] = 512 * MIB
+    interval_s: Annotated[float, Field(ge=0.0)] = 10.0
+    photos_bytes: Annotated[int, Field(ge=0)] = 512 * MIB
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_mib(cls, d: Any) -> Any:
+        if not isinstance(d, dict) or not any(k.endswith("_mb") for k in d if isinstance(k, str)):
+            return d
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(k, str) and k.endswith("_mb"):
+                if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+                    raise KeyProblem(k, f"must be a non-negative number, got {v!r}")
+                out[k[:-3] + "_bytes"] = int(v * MIB)
+            else:
+                out[k] = v
+        return out
+
+
+class BrokerConfig(Section):
+    """``[broker]``: the outlet's Mosquitto, as the gateway logs in to it."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str = ""
+    password: str = ""
+    client_id: str = ""
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+
+
+class GatewayConfig(Section):
+    outlet: Annotated[str, Field(min_length=1)]
     db: Path
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    broker: BrokerConfig = BrokerConfig()
     # Group commit: keep reading for up to this long (or this many messages)
     # before one transaction commits them all.
-    group_window_s: float = 0.02
-    group_max: int = 2000
-    # [upstream]: sync to the central side (gateway/sync.py validates it).
-    upstream: dict[str, Any] | None = None
-    # [web]: the clerk's status page and /metrics (gateway/web.py).
-    web: dict[str, Any] | None = None
-    # [budget]: max_mb, reserve_mb, interval_s (gateway/budget.py).
-    budget: dict[str, Any] | None = None
+    group_window_s: Annotated[float, Field(gt=0.0, le=10.0)] = 0.02
+    group_max: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    upstream: UpstreamConfig | None = None
+    web: WebConfig | None = None
+    budget: BudgetConfig = BudgetConfig()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> GatewayConfig:
-        try:
-            outlet = str(d["outlet"])
-            db = Path(d["db"])
-        except KeyError as e:
-            raise ConfigError(f"gateway config needs {e.args[0]!r}") from None
+        for k in ("outlet", "db"):
+            if k not in d:
+                raise ConfigError(f"gateway config needs {k!r}")
+        known = set(cls.model_fields)
+        unknown = sorted(k for k in d if k not in known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+        db = Path(str(d["db"]))
         if base is not None and not db.is_absolute():
             db = base / db
-        b = dict(d.get("broker", {}))
-        unknown = set(b) - set(BrokerConfig.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown [broker] keys: {', '.join(sorted(unknown))}")
-        broker = BrokerConfig(**b)
+        broker = parse(BrokerConfig, d.get("broker", {}), "broker")
         if not broker.client_id:
-            broker.client_id = f"gw-{outlet}"
-        return cls(
-            outlet=outlet,
-            db=db,
-            broker=broker,
-            group_window_s=float(d.get("group_window_s", 0.02)),
-            group_max=int(d.get("group_max", 2000)),
-            upstream=_upstream(d.get("upstream"), base),
-            web=_web(d.get("web"), base),
-            budget=_budget(d.get("budget")),
-        )
+            broker = broker.model_copy(update={"client_id": f"gw-{d['outlet']}"})
+        return parse(cls, {
+            "outlet": str(d["outlet"]), "db": db, "broker": broker,
+            "group_window_s": d.get("group_window_s", 0.02),
+            "group_max": d.get("group_max", 2000),
+            "upstream": None if d.get("upstream") is None else parse_upstream(d["upstream"], base),
+            "web": None if d.get("web") is None else parse_web(d["web"], base),
+            "budget": parse(BudgetConfig, d.get("budget") or {}, "budget"),
+        }, "gateway")
 
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
@@ -118,3 +237,13 @@ class GatewayConfig:
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read {path}: {e}") from e
         return cls.from_dict(data, base=Path(path).parent)
+
+
+def parse_upstream(d: Any, base: Path | None = None) -> UpstreamConfig:
+    """``[upstream]`` from its TOML table; certificate paths relative to ``base``."""
+    return parse(UpstreamConfig, d, "upstream", base=base)
+
+
+def parse_web(d: Any, base: Path | None = None) -> WebConfig:
+    """``[web]`` from its TOML table; password and ACL files relative to ``base``."""
+    return parse(WebConfig, d, "web", base=base)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from firmware.locker import codes as C
 from gateway.broker import Account, Mosquitto
-from gateway.process import GatewayProcess, write_config
 from postedge.i18n import t
 from simulator import unixport
+from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, Platform, locker_config, stored_events, wait_event
 from simulator.panel_sim import SimPanel

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,42 +24,12 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - GatewayConfig, imported l
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.ingest import Faults, Ingest
+    from gateway import service
+    from gateway.ingest.loop import Faults
 
     cfg = _load(args)
-    faults = Faults(hold_before_commit_s=args.hold_before_commit, exit_before_ack=args.exit_before_ack)
-    ing = Ingest(cfg, faults)
-    stop = threading.Event()
-    services = []
-    if cfg.upstream is not None:
-        from gateway.downlink import Downlink
-        from gateway.photo_sync import start_photo_sync
-        from gateway.sync import start_syncer
-
-        services.append(start_syncer(cfg.db, cfg.outlet, cfg.upstream, stop))
-        services.append(Downlink(cfg.db, cfg.outlet, cfg.upstream, stop).start())
-        # Photos go up only while the event backlog is empty (HTTPS uplinks).
-        services.append(start_photo_sync(cfg.db, cfg.outlet, cfg.upstream, stop))
-    if cfg.web is not None:
-        from gateway.web import start_web
-
-        services.append(start_web(cfg.db, cfg.web, stop))
-
-    def shutdown(*_: object) -> None:
-        # systemd stops with SIGTERM: finish the group in hand, then exit cleanly.
-        stop.set()
-        ing.stop()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-    try:
-        ing.run()
-    finally:
-        stop.set()
-        for svc in services:
-            svc.join(10)
-        ing.close()
-    return 0
+    return service.run(cfg, Faults(hold_before_commit_s=args.hold_before_commit,
+                                   exit_before_ack=args.exit_before_ack))
 
 
 def _ago(seconds: float, lang: str) -> str:
@@ -76,33 +44,22 @@ def _ago(seconds: float, lang: str) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gateway.store import EventStore
+    from gateway import service
 
     cfg = _load(args)
     lang = i18n.pick(args.lang)
-    store = EventStore(cfg.db)
-    try:
-        devices = store.devices()
-        backlog = store.backlog()
-        alarms = store.recent("alarm", 5)
-        last_sync = store.get("last_sync_at")
-        pending = store.db.execute(
-            "SELECT count(*) FROM commands WHERE status IN ('queued','sent')").fetchone()[0]
-    finally:
-        store.close()
-    doc = {"outlet": cfg.outlet, "devices_online": sum(d["online"] for d in devices),
-           "devices": len(devices), "backlog": backlog, "alarms": alarms, "commands_pending": pending,
-           "last_sync_at": float(last_sync) if last_sync else None}
+    doc = service.status(cfg)
+    backlog, alarms, last_sync = doc["backlog"], doc["alarms"], doc["last_sync_at"]
     if args.json:
         print(json.dumps(doc, ensure_ascii=False))
         return 0
     print(t("status.outlet", lang, outlet=cfg.outlet))
-    print(t("status.devices", lang, online=doc["devices_online"], total=len(devices)))
+    print(t("status.devices", lang, online=doc["devices_online"], total=doc["devices"]))
     print(t("status.backlog", lang, n=backlog["count"], kb=backlog["bytes"] // 1024,
             age=_ago(backlog["oldest_age_s"], lang) if backlog["count"] else "-"))
     print(t("status.last_sync", lang,
-            when=_ago(time.time() - float(last_sync), lang) if last_sync else t("never", lang)))
-    print(t("status.commands", lang, n=pending))
+            when=_ago(time.time() - last_sync, lang) if last_sync else t("never", lang)))
+    print(t("status.commands", lang, n=doc["commands_pending"]))
     print(t("status.alarms", lang, n=len(alarms)))
     for a in alarms:
         print(f"  {a['device']:<10} {a['body'].get('alarm', a['type'])} "
@@ -111,15 +68,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from gateway.store import EventStore
+    from gateway import service
 
     cfg = _load(args)
     lang = i18n.pick(args.lang)
-    store = EventStore(cfg.db)
-    try:
-        devices = store.devices()
-    finally:
-        store.close()
+    devices = service.devices(cfg)
     if args.json:
         print(json.dumps(devices, ensure_ascii=False))
         return 0
@@ -130,57 +83,38 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from gateway.own_events import OwnEvents
-    from gateway.relay import Relay
-    from gateway.store import EventStore
+    from gateway.service import Enqueuer
     from protocol.errors import ProtocolError
 
     cfg = _load(args)
     lang = i18n.pick(args.lang)
-    store = EventStore(cfg.db)
-    own = OwnEvents(store, cfg.outlet, cfg.broker.client_id, Path(cfg.db).parent)
-    relay = Relay(store, cfg.outlet, own, lambda *_: None)
+    queue = Enqueuer(cfg)
     rc = 0
     try:
         for f in args.files:
             try:
-                cid = relay.enqueue(args.kind, Path(f).read_bytes())
+                cid = queue.enqueue(args.kind, Path(f).read_bytes())
                 print(t("enqueued", lang, id=cid))
             except (OSError, ProtocolError) as e:
                 print(t("error", lang, msg=f"{f}: {e}"), file=sys.stderr)
                 rc = 1
     finally:
-        store.close()
+        queue.close()
     return rc
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
-    """Sync the whole backlog now and exit: before swapping or moving a
-    gateway box. Run it with the gateway stopped (a running gateway's own
-    syncer would send the same batches; the central side would drop the
-    duplicates, but the link pays twice)."""
-    from gateway.store import EventStore
-    from gateway.sync import start_syncer
+    """Sync the whole backlog now and exit (gateway stopped): before swapping
+    or moving a gateway box."""
+    from gateway import service
 
     cfg = _load(args)
     lang = i18n.pick(args.lang)
     if cfg.upstream is None:
         print(t("error", lang, msg=f"{args.config} has no [upstream] table"), file=sys.stderr)
         return 2
-    store = EventStore(cfg.db)
-    before = store.backlog()["count"]
-    stop = threading.Event()
-    syncer = start_syncer(cfg.db, cfg.outlet, cfg.upstream, stop)
-    deadline = time.monotonic() + args.timeout
-    try:
-        while store.backlog()["count"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        syncer.join(15)
-    left = store.backlog()["count"]
-    store.close()
-    print(t("drained", lang, n=before - left, left=left))
+    sent, left = service.drain(cfg, args.timeout)
+    print(t("drained", lang, n=sent, left=left))
     return 0 if left == 0 else 1
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from gateway.store import EventStore
+from gateway.store.events import EventStore
 from protocol import envelope, signing, topics
 
 SIZES = ["S"] * 8 + ["M"] * 8 + ["L"] * 6 + ["XL"] * 2

@@ -16,7 +16,7 @@ label, so a runner that grows a fault never breaks a report.
 
 from __future__ import annotations
 
-from gateway import web_text
+from gateway.http import web_text
 
 LANGS = ("zh", "en")
 

@@ -43,12 +43,12 @@ import paho.mqtt.client as mqtt
 from firmware.device import FlowError
 from firmware.locker import codes as C
 from gateway.broker import Account, Mosquitto, find_mosquitto, free_port
-from gateway.process import GatewayProcess
-from gateway.store import EventStore
+from gateway.store.events import EventStore
 from protocol import envelope, signing, topics
 from protocol.canonical import dumps
 from simulator.central import Central, CentralHttps, Link, make_certs
 from simulator.faultproxy import FaultProxy, Rule
+from simulator.gateway_process import GatewayProcess
 from simulator.handheld_sim import SimHandheld
 from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker, restore_gc, tune_gc
 from simulator.ledger import Ledger, check_domain

@@ -23,16 +23,16 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.broker import Account, Mosquitto, free_port, write_config
-from gateway.own_events import OwnEvents
-from gateway.process import GatewayProcess
-from gateway.process import write_config as write_gateway_config
-from gateway.relay import Relay, store_command
-from gateway.store import EventStore
-from gateway.web import WebService, start_web
+from gateway.http.server import WebService, start_web
+from gateway.ingest.relay import Relay, store_command
+from gateway.store.events import EventStore
+from gateway.store.own_events import OwnEvents
 from handheld.workflows import GatewayClient
 from protocol import envelope, topics
 from protocol.canonical import dumps
 from protocol.ids import format_event_id
+from simulator.gateway_process import GatewayProcess
+from simulator.gateway_process import write_config as write_gateway_config
 
 PW = {"gw-o1": "gw-secret", "hh01": "hh01-pw", "hh02": "hh02-pw", "lk01": "lk01-pw"}
 ACCOUNTS = [Account("gw-o1", PW["gw-o1"], "o1", "gateway"), Account("hh01", PW["hh01"], "o1", "handheld"),

@@ -20,9 +20,9 @@ from firmware.counter import config as counter_config_mod
 from firmware.counter.app import Counter, Dedupe
 from firmware.devconfig import ConfigError
 from gateway.broker import Mosquitto
-from gateway.process import GatewayProcess, write_config
 from protocol import envelope, signing
 from simulator import unixport
+from simulator.gateway_process import GatewayProcess, write_config
 from simulator.outlet import counter_config, stored_events
 from simulator.scan_engine_sim import SimScanEngine
 from tests.locker_rig import KEY

@@ -18,12 +18,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from gateway.broker import Mosquitto
-from gateway.downlink import CURSOR_KEY, Downlink
-from gateway.process import GatewayProcess, write_config
-from gateway.store import EventStore
+from gateway.store.events import EventStore
+from gateway.uplink.downlink import CURSOR_KEY, Downlink
 from protocol import envelope, signing, topics
 from protocol.ids import format_event_id
 from simulator import unixport
+from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import locker_config, wait_event
 from tests.locker_rig import KEY

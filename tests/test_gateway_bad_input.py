@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from gateway.broker import Mosquitto
-from gateway.process import GatewayProcess, write_config
-from gateway.store import EventStore
+from gateway.store.events import EventStore
 from protocol import envelope, topics
+from simulator.gateway_process import GatewayProcess, write_config
 
 
 def event(dev: str, seq: int, **over: object) -> bytes:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.budget import ROW_OVERHEAD, Budget, BudgetConfig
-from gateway.own_events import OwnEvents
-from gateway.store import EventStore, StoredEvent
+from gateway.store.budget import ROW_OVERHEAD, Budget, BudgetConfig
+from gateway.store.events import EventStore, StoredEvent
+from gateway.store.own_events import OwnEvents
 from protocol import envelope
 
 PAD = "x" * 300

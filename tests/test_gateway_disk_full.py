@@ -13,9 +13,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.broker import Mosquitto
-from gateway.process import GatewayProcess, write_config
-from gateway.store import EventStore
+from gateway.store.events import EventStore
 from protocol import envelope, topics
+from simulator.gateway_process import GatewayProcess, write_config
 
 
 @pytest.fixture

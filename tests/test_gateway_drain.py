@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.store import EventStore, StoredEvent
+from gateway.store.events import EventStore, StoredEvent
 from protocol import envelope
 from simulator.central import Central, CentralHttps, make_certs
 

@@ -30,12 +30,13 @@ import cv2
 import numpy as np
 import pytest
 
-from gateway import web as gweb
 from gateway.broker import Account, free_port, write_config
-from gateway.budget import Budget, BudgetConfig
-from gateway.store import EventStore, StoredEvent
-from gateway.uploads import PHOTO_LIMIT_KEY, jpeg_size, mark_photo_synced, photo_path
-from gateway.web import WebService, start_web
+from gateway.http import server as gweb
+from gateway.http.server import WebService, start_web
+from gateway.http.uploads import jpeg_size
+from gateway.store.budget import Budget, BudgetConfig
+from gateway.store.events import EventStore, StoredEvent
+from gateway.store.photos import PHOTO_LIMIT_KEY, mark_photo_synced, photo_path
 from handheld.uploader import PhotoQueue, Uploader
 from protocol import envelope
 from protocol.ids import format_event_id

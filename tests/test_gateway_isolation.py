@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from gateway.broker import Account, Mosquitto
-from gateway.process import GatewayProcess, write_config
-from gateway.relay import CommandConflict, store_command
-from gateway.store import EventStore
+from gateway.ingest.relay import CommandConflict, store_command
+from gateway.store.events import EventStore
 from protocol import envelope, topics
 from protocol.canonical import dumps
+from simulator.gateway_process import GatewayProcess, write_config
 from simulator.outlet import stored_events
 from tests.confirm_rig import assert_each_once, drained, publishers, wipe_gateway_session
 

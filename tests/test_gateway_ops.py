@@ -18,10 +18,10 @@ import pytest
 
 from firmware.locker import codes as C
 from gateway.broker import Mosquitto
-from gateway.process import GatewayProcess, write_config
-from gateway.store import EventStore
+from gateway.store.events import EventStore
 from protocol import signing, topics
 from simulator import unixport
+from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import locker_config, stored_events, wait_event
 from tests.locker_rig import KEY

@@ -23,11 +23,11 @@ import pytest
 
 from drivers.storage import FileStorage
 from gateway.broker import Mosquitto
-from gateway.process import GatewayProcess, write_config
 from handheld.link import MqttLink
 from handheld.outbox import Outbox
 from protocol import envelope, signing, topics
 from protocol.ids import SeqCounter, format_event_id
+from simulator.gateway_process import GatewayProcess, write_config
 from simulator.outlet import stored_events
 from tests.confirm_rig import wipe_gateway_session
 

@@ -45,9 +45,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.broker import Account, Mosquitto
-from gateway.process import GatewayProcess, write_config
 from protocol import envelope, topics
 from protocol.ids import format_event_id
+from simulator.gateway_process import GatewayProcess, write_config
 
 pytestmark = pytest.mark.hostile
 

@@ -14,8 +14,8 @@ import pytest
 
 from firmware.locker import codes as C
 from gateway.broker import Mosquitto
-from gateway.process import GatewayProcess, write_config
 from simulator import unixport
+from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, Platform, locker_config, stored_events, wait_event
 from simulator.panel_sim import SimPanel

@@ -34,11 +34,12 @@ import pytest
 
 from gateway.broker import Mosquitto
 from gateway.config import ConfigError
-from gateway.process import GatewayProcess, write_config
-from gateway.store import EventStore, StoredEvent
-from gateway.web import ago, duration, parse_config, render_main, render_page, snapshot, start_web
+from gateway.config import parse_web as parse_config
+from gateway.http.server import ago, duration, render_main, render_page, snapshot, start_web
+from gateway.store.events import EventStore, StoredEvent
 from protocol import envelope, topics
 from protocol.ids import format_event_id
+from simulator.gateway_process import GatewayProcess, write_config
 from simulator.outlet import compartments
 from tests.conftest import PASSWORDS
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from gateway.broker import Mosquitto
-from gateway.process import GatewayProcess, write_config
-from gateway.store import EventStore
+from gateway.store.events import EventStore
 from protocol import envelope
 from simulator import unixport
+from simulator.gateway_process import GatewayProcess, write_config
 
 TESTS = Path(__file__).parent
 

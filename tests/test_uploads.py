@@ -29,10 +29,12 @@ import pytest
 
 from gateway import metrics as M
 from gateway.broker import Account, free_port, write_config
-from gateway.photo_sync import PhotoSync, uploads_url
-from gateway.store import EventStore, StoredEvent
-from gateway.uploads import Credentials, parse_ranges, photo_path, ranges, verify_mosquitto_hash
-from gateway.web import WebService, start_web
+from gateway.http.auth import Credentials, verify_mosquitto_hash
+from gateway.http.server import WebService, start_web
+from gateway.http.uploads import parse_ranges, ranges
+from gateway.store.events import EventStore, StoredEvent
+from gateway.store.photos import photo_path
+from gateway.uplink.photo_sync import PhotoSync, uploads_url
 from handheld.uploader import PhotoQueue, Uploader
 from simulator.central import Central, CentralHttps, Certs
 from tests.uplink_rig import FAST, Log
@@ -514,10 +516,10 @@ def test_web_config_passwd_file(tmp_path: Path) -> None:
 
     cfg = GatewayConfig.from_dict({"outlet": "o1", "db": "gw.db", "web": {"passwd_file": "mosquitto/passwd"}},
                                   base=tmp_path)
-    assert cfg.web is not None and cfg.web["passwd_file"] == str(tmp_path / "mosquitto" / "passwd")
+    assert cfg.web is not None and cfg.web.passwd_file == str(tmp_path / "mosquitto" / "passwd")
     with pytest.raises(ConfigError, match="web.passwd_file"):
         GatewayConfig.from_dict({"outlet": "o1", "db": "gw.db", "web": {"passwd_file": 3}})
-    assert os.path.basename(cfg.web["passwd_file"]) == "passwd"
+    assert os.path.basename(cfg.web.passwd_file) == "passwd"
 
 
 def test_lost_chunk_file_is_asked_for_again(tmp_path: Path, gw: Gateway) -> None:

@@ -419,6 +419,11 @@ class EventStore:
         else:
             self.db.execute("UPDATE devices SET last_seen=? WHERE device=?", (at, device))
 
+    def pending_commands(self) -> int:
+        """Commands queued for devices and not yet acknowledged."""
+        return int(self.db.execute(
+            "SELECT count(*) FROM commands WHERE status IN ('queued','sent')").fetchone()[0])
+
     def devices(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT device, outlet, kind, online, since, last_seen, state FROM devices "
                               "ORDER BY kind, device")

@@ -52,21 +52,22 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from common.logs import recorder
 from gateway import metrics as M
-from gateway.config import ConfigError
-from gateway.store import EventStore
-from gateway.web_text import LANGS, fields, has, t
+from gateway.config import ConfigError, WebConfig, parse_web
+from gateway.http.web_text import LANGS, fields, has, t
+from gateway.store.events import EventStore
+from gateway.store.readonly import ReadOnlyStore, StoreUnavailable
 from protocol.custody import HOLDS_PARCEL, RETRIEVAL
 
-KEYS = ("host", "port", "lang", "refresh_s", "passwd_file", "acl_file", "max_connections",
-        "idle_timeout_s", "request_timeout_s")
+record = recorder(__name__)
+
 BACKLOG = 128  # TCP listen backlog: beyond it the kernel, not this process, holds the queue
 DB_THREADS = 4  # the pool that runs SQLite, file and PBKDF2 work: a fixed number of threads
 ALARM_RED_S = 3600.0  # an alarm this fresh turns the page red
@@ -93,105 +94,7 @@ BAD_ROWS = Counter("postedge_web_bad_rows", "Rows the status page showed as a pl
                    "they could not be rendered, by kind", ["row"], registry=M.REGISTRY)
 
 
-@dataclass(frozen=True)
-class WebConfig:
-    """The ``[web]`` table. ``port = 0`` takes any free port (tests); the
-    port actually bound is logged as ``web_started``."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    lang: str = "zh"
-    refresh_s: int = 5
-    # Mosquitto's password file (and ACL, default: ``acl`` beside it): photo
-    # uploads log in with the handheld's broker account. Unset: uploads 503.
-    passwd_file: str | None = None
-    acl_file: str | None = None
-    # Protection against clients that hold connections or send slowly (issue
-    # 11, finding 4). A handful of handhelds and one clerk's browser need a
-    # few connections; 256 still leaves the gateway process three quarters
-    # of its 1024 file descriptors for the broker connection, SQLite and the
-    # upstream link, and rides out a burst of 150 bad requests without
-    # dropping a good one.
-    max_connections: int = 256
-    idle_timeout_s: float = 15.0  # keep-alive, and a request head that never completes
-    request_timeout_s: float = 60.0  # one request, body included (a 1 MiB chunk on weak Wi-Fi)
-
-
-def parse_config(web: dict[str, Any]) -> WebConfig:
-    """Validate ``[web]``; every error names its key (``web.port ...``)."""
-    if not isinstance(web, dict):
-        raise ConfigError("web must be a table")
-    unknown = sorted(set(web) - set(KEYS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join('web.' + k for k in unknown)}; "
-                          f"known: {', '.join(KEYS)}")
-    d = WebConfig()
-    host = web.get("host", d.host)
-    if not isinstance(host, str) or not host.strip():
-        raise ConfigError(f"web.host must be a non-empty string, got {host!r}")
-    port = web.get("port", d.port)
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ConfigError(f"web.port must be an integer 0-65535, got {port!r}")
-    lang = web.get("lang", d.lang)
-    if lang not in LANGS:
-        raise ConfigError(f"web.lang must be one of {', '.join(LANGS)}, got {lang!r}")
-    refresh = web.get("refresh_s", d.refresh_s)
-    if not isinstance(refresh, int) or isinstance(refresh, bool) or not 1 <= refresh <= 3600:
-        raise ConfigError(f"web.refresh_s must be an integer 1-3600 (seconds), got {refresh!r}")
-    files: dict[str, str | None] = {}
-    for k in ("passwd_file", "acl_file"):
-        v = web.get(k)
-        if v is not None and (not isinstance(v, str) or not v.strip()):
-            raise ConfigError(f"web.{k} must be a file path, got {v!r}")
-        files[k] = v
-    if files["acl_file"] and not files["passwd_file"]:
-        raise ConfigError("web.acl_file given without web.passwd_file")
-    maxc = web.get("max_connections", d.max_connections)
-    if not isinstance(maxc, int) or isinstance(maxc, bool) or not 4 <= maxc <= 10_000:
-        raise ConfigError(f"web.max_connections must be an integer 4-10000, got {maxc!r}")
-    timeouts: dict[str, float] = {}
-    for k, lo, hi in (("idle_timeout_s", 0.5, 3600.0), ("request_timeout_s", 1.0, 3600.0)):
-        v = web.get(k, getattr(d, k))
-        if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
-            raise ConfigError(f"web.{k} must be a number of seconds {lo:g}-{hi:g}, got {v!r}")
-        timeouts[k] = float(v)
-    return WebConfig(host=host.strip(), port=port, lang=lang, refresh_s=refresh, max_connections=maxc,
-                     **timeouts, **files)
-
-
 # ---------------------------------------------------------------- store access
-
-class StoreUnavailable(RuntimeError):
-    pass
-
-
-class ReadOnlyStore(EventStore):
-    """The gateway's store through a read-only connection.
-
-    Subclassed rather than re-queried so the page reads exactly what
-    ``EventStore`` means by devices, backlog and recent events; only the
-    connection differs (``mode=ro``, ``query_only``, no migrations)."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path).resolve()
-        if not self.path.exists():
-            raise StoreUnavailable(f"{self.path} does not exist")
-        try:
-            self.db = sqlite3.connect(self.path.as_uri() + "?mode=ro", uri=True,
-                                      isolation_level=None, check_same_thread=False, timeout=5)
-        except sqlite3.Error as e:
-            raise StoreUnavailable(str(e)) from e
-        try:
-            self.db.execute("PRAGMA query_only=1")
-            self.db.execute("PRAGMA busy_timeout=5000")
-            version = self.schema_version
-        except sqlite3.Error as e:
-            self.db.close()
-            raise StoreUnavailable(str(e)) from e
-        if version < 2:
-            self.db.close()
-            raise StoreUnavailable(f"schema version {version}, the gateway has not migrated it yet")
-
 
 # -------------------------------------------------------------------- snapshot
 
@@ -298,9 +201,8 @@ def _bad_row(what: str, ident: Any, e: BaseException) -> None:
         if key in _BAD_ROWS_LOGGED or len(_BAD_ROWS_LOGGED) > 10_000:
             return
         _BAD_ROWS_LOGGED.add(key)
-    from gateway.ingest import emit
 
-    emit("web_bad_row", row=what, id=key[1], error=repr(e)[:300])
+    record("web_bad_row", row=what, id=key[1], error=repr(e)[:300])
 
 
 def _placeholder_alarm(ev: dict[str, Any], now: float) -> dict[str, Any]:
@@ -803,8 +705,8 @@ class GatewayHTTP:
     """
 
     def __init__(self, db_path: Path, cfg: WebConfig) -> None:
-        from gateway.command_api import CommandAPI
-        from gateway.uploads import UploadService
+        from gateway.http.commands import CommandAPI
+        from gateway.http.uploads import UploadService
 
         self.db_path = Path(db_path)
         self.cfg = cfg
@@ -893,9 +795,8 @@ class GatewayHTTP:
                 lang = self.cfg.lang
             return await self._page_route(request, path, lang)
         except Exception as e:  # noqa: BLE001 - a bug answers 500 and is logged, the server lives on
-            from gateway.ingest import emit
 
-            emit("web_error", path=path, error=repr(e), trace=traceback.format_exc(limit=5))
+            record("web_error", path=path, error=repr(e), trace=traceback.format_exc(limit=5))
             resp = self._respond(request, 500, TEXT_PLAIN, b"internal error\n")
             resp.force_close()
             return resp
@@ -1091,9 +992,8 @@ class WebService(threading.Thread):
             asyncio.run(self._serve())
         except BaseException as e:  # noqa: BLE001 - recorded and logged; the gateway keeps ingesting
             self.error = e
-            from gateway.ingest import emit
 
-            emit("web_error", path="", error=repr(e), trace=traceback.format_exc(limit=5))
+            record("web_error", path="", error=repr(e), trace=traceback.format_exc(limit=5))
         finally:
             self.sock.close()
             self.http.close()
@@ -1134,7 +1034,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_web(db_path: Path | str, web_cfg: dict[str, Any], stop: threading.Event) -> WebService:
+def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event) -> WebService:
     """Validate ``[web]``, bind, and serve in a thread until ``stop`` is set.
 
     Binding happens here, not in the thread, so a taken port fails the
@@ -1142,17 +1042,16 @@ def start_web(db_path: Path | str, web_cfg: dict[str, Any], stop: threading.Even
     gateway that runs without its page; connections that arrive before the
     loop runs wait in the listen backlog.
     """
-    cfg = parse_config(web_cfg)
+    cfg = web_cfg if isinstance(web_cfg, WebConfig) else parse_web(web_cfg)
     try:
         sock = _listen(cfg.host, cfg.port)
     except OSError as e:
         raise ConfigError(f"web.host/web.port: cannot listen on {cfg.host}:{cfg.port}: {e}") from e
     svc = WebService(GatewayHTTP(Path(db_path), cfg), sock, stop)
     svc.start()
-    from gateway.ingest import emit
 
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
-    emit("web_started", host=cfg.host, port=svc.port, url=f"http://{host}:{svc.port}/",
+    record("web_started", host=cfg.host, port=svc.port, url=f"http://{host}:{svc.port}/",
          max_connections=cfg.max_connections, idle_timeout_s=cfg.idle_timeout_s,
          request_timeout_s=cfg.request_timeout_s)
     return svc

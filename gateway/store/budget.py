@@ -34,37 +34,16 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway import metrics as M
-from gateway.store import EventStore
+from gateway.config import BudgetConfig
+from gateway.store.events import EventStore
 
 EVICTABLE = ("status", "telemetry")
 PHOTO_SHARE = 4  # photos get at most 1/PHOTO_SHARE of the budget
 ROW_OVERHEAD = 160  # bytes per row beyond the payload: columns, indexes, page slack
-
-
-@dataclass
-class BudgetConfig:
-    max_bytes: int = 2 * 1024**3
-    reserve_bytes: int = 512 * 1024**2
-    interval_s: float = 10.0
-    photos_bytes: int = 512 * 1024**2
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> BudgetConfig:
-        d = d or {}
-        keys = ("max_mb", "reserve_mb", "interval_s", "photos_mb")
-        unknown = set(d) - set(keys)
-        if unknown:
-            raise ValueError(f"unknown [budget] keys: {', '.join(sorted(unknown))}")
-        for k in keys:
-            if k in d and (not isinstance(d[k], int | float) or isinstance(d[k], bool) or d[k] < 0):
-                raise ValueError(f"budget.{k} must be a non-negative number")
-        return cls(int(d.get("max_mb", 2048) * 1024**2), int(d.get("reserve_mb", 512) * 1024**2),
-                   float(d.get("interval_s", 10.0)), int(d.get("photos_mb", 512) * 1024**2))
 
 
 class Budget:
@@ -79,7 +58,7 @@ class Budget:
 
     def photos_used(self) -> int:
         """Unsynced photos and confirmed chunks of unfinished uploads."""
-        from gateway.uploads import photo_bytes  # imported here: uploads -> ingest -> budget
+        from gateway.store.photos import photo_bytes
 
         return photo_bytes(self.store)
 
@@ -123,7 +102,7 @@ class Budget:
 
     def enforce(self, report: Any = None) -> dict[str, Any]:
         """Bring the store under budget; returns what was done."""
-        from gateway.uploads import PHOTO_LIMIT_KEY, drop_synced_photos
+        from gateway.store.photos import PHOTO_LIMIT_KEY, drop_synced_photos
 
         dropped = drop_synced_photos(self.store)  # synced photos first: the platform holds them
         photo_limit = self.photo_limit()

@@ -27,13 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.logs import recorder
 from gateway import metrics as M
-from gateway.ingest import emit
-from gateway.relay import store_command
-from gateway.store import EventStore
-from gateway.sync import UpstreamConfig, full_jitter, make_transport, parse_upstream
-from gateway.transports import Transport, TransportError
+from gateway.ingest.relay import store_command
+from gateway.store.events import EventStore
+from gateway.uplink.sync import UpstreamConfig, full_jitter, make_transport, parse_upstream
+from gateway.uplink.transport import Transport, TransportError
 from protocol.errors import ProtocolError
+
+record = recorder(__name__)
 
 CURSOR_KEY = "down_cursor"
 
@@ -42,7 +44,7 @@ class Downlink:
     """Pull commands until ``stop`` is set; ``wake()`` pulls at once."""
 
     def __init__(self, db_path: Path | str, outlet: str, upstream: dict[str, Any] | UpstreamConfig,
-                 stop: threading.Event | None = None, log: Callable[..., None] = emit,
+                 stop: threading.Event | None = None, log: Callable[..., None] = record,
                  transport: Transport | None = None, seed: int | None = None) -> None:
         self.cfg = upstream if isinstance(upstream, UpstreamConfig) else parse_upstream(upstream)
         self.db_path = db_path

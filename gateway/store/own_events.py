@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.storage import FileStorage
-from gateway.store import EventStore, StoredEvent
+from gateway.store.events import EventStore, StoredEvent
 from protocol import envelope
 from protocol.ids import SeqCounter, format_event_id
 

@@ -70,8 +70,6 @@ with a code and a bilingual message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -83,15 +81,19 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.durable import fsync_dir, write_durable
+from common.logs import recorder
 from gateway import metrics as M
-from gateway.ingest import emit
-from gateway.store import EventStore
+from gateway.http.auth import Credentials, Principal, handheld_login
+from gateway.http.reply import Reply
+from gateway.store.events import EventStore
+from gateway.store.photos import chunks_dir, photo_bytes, photo_limit, photo_path
+
+record = recorder(__name__)
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 JPEG_SOI = b"\xff\xd8\xff"
@@ -123,16 +125,6 @@ class UploadLimits:
     min_side: int = 64
     max_side: int = 12_000
     max_pixels: int = 60_000_000
-
-
-@dataclass
-class Reply:
-    """An answer; ``code`` 0 means none (the client is gone: close)."""
-
-    code: int
-    body: bytes = b""
-    headers: dict[str, str] | None = None
-    close: bool = False
 
 
 def _err(code: int, reason: str, zh: str, en: str, count: bool = True, **extra: Any) -> Reply:
@@ -167,244 +159,6 @@ def parse_ranges(text: str) -> list[int]:
 
 # ------------------------------------------------------------ credentials
 
-def verify_mosquitto_hash(stored: str, password: str) -> bool:
-    """Check a password against one Mosquitto password-file hash.
-
-    ``$7$<iterations>$<salt b64>$<hash b64>`` is Mosquitto 2.0's
-    PBKDF2-HMAC-SHA512 (what ``mosquitto_passwd -U`` writes here);
-    ``$6$<salt b64>$<hash b64>`` is 1.x's salted SHA-512 of password+salt,
-    still found in old files. Anything else never matches."""
-    parts = stored.split("$")
-    try:
-        if len(parts) == 5 and parts[1] == "7":
-            iterations = int(parts[2])
-            if not 1 <= iterations <= 10_000_000:
-                return False
-            salt, want = base64.b64decode(parts[3]), base64.b64decode(parts[4])
-            got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(want))
-            return hmac.compare_digest(got, want)
-        if len(parts) == 4 and parts[1] == "6":
-            salt, want = base64.b64decode(parts[2]), base64.b64decode(parts[3])
-            return hmac.compare_digest(hashlib.sha512(password.encode() + salt).digest(), want)
-    except (ValueError, binascii.Error):
-        return False
-    return False
-
-
-@dataclass(frozen=True)
-class Principal:
-    username: str
-    kind: str | None  # from the ACL: locker, scanner, handheld, gateway; None if not listed
-    outlet: str | None
-
-
-class Credentials:
-    """Mosquitto's password file and ACL as the upload routes' user base.
-
-    The handheld already has broker credentials (``provision`` wrote them),
-    so uploads reuse them instead of a second secret to distribute. The
-    account's kind comes from the ACL ``gateway/broker.py`` writes (a
-    device's write topics are ``pe/v1/<outlet>/<kind>/<user>/...``, the
-    gateway's is ``pe/v1/<outlet>/#``). Both files are re-read when they
-    change, so a newly provisioned handheld can upload without a restart.
-    A verified (user, password) pair is remembered, keyed by its hash line,
-    so a slow PBKDF2 is paid once per login, not per chunk.
-    """
-
-    def __init__(self, passwd_file: Path, acl_file: Path | None = None) -> None:
-        self.passwd_file = Path(passwd_file)
-        self.acl_file = Path(acl_file) if acl_file else self.passwd_file.with_name("acl")
-        self._lock = threading.Lock()
-        self._stamp: tuple[Any, ...] | None = None
-        self._hashes: dict[str, str] = {}
-        self._acl: dict[str, tuple[str, str | None]] = {}
-        self._ok: dict[tuple[str, str], bytes] = {}
-
-    @staticmethod
-    def _stat(p: Path) -> tuple[float, int] | None:
-        try:
-            st = p.stat()
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
-
-    def _load(self) -> None:
-        stamp = (self._stat(self.passwd_file), self._stat(self.acl_file))
-        if stamp == self._stamp:
-            return
-        hashes: dict[str, str] = {}
-        for line in self.passwd_file.read_text(encoding="utf-8").splitlines():  # OSError -> caller
-            user, sep, h = line.strip().partition(":")
-            if sep and user and not user.startswith("#"):
-                hashes[user] = h
-        acl: dict[str, tuple[str, str | None]] = {}
-        try:
-            text = self.acl_file.read_text(encoding="utf-8")
-        except OSError:
-            text = ""
-        user = None
-        for line in text.splitlines():
-            words = line.split()
-            if len(words) == 2 and words[0] == "user":
-                user = words[1]
-            elif user and len(words) == 3 and words[0] == "topic":
-                seg = words[2].split("/")
-                if len(seg) == 4 and seg[3] == "#":
-                    acl[user] = ("gateway", seg[2])
-                elif len(seg) == 6 and seg[4] == user and user not in acl:
-                    acl[user] = (seg[3], seg[2])
-        self._hashes, self._acl, self._ok, self._stamp = hashes, acl, {}, stamp
-
-    def check(self, username: str, password: str) -> Principal | None:
-        """The account if the password is right, else None. Raises OSError
-        when the password file cannot be read (the caller answers 503)."""
-        with self._lock:
-            self._load()
-            stored = self._hashes.get(username)
-            kind, outlet = self._acl.get(username, (None, None))
-            if stored is None:
-                return None
-            key = (username, stored)
-            digest = hashlib.sha256(password.encode()).digest()
-            known = self._ok.get(key)
-        if known is not None:
-            return Principal(username, kind, outlet) if hmac.compare_digest(known, digest) else None
-        if not verify_mosquitto_hash(stored, password):
-            return None
-        with self._lock:
-            self._ok[key] = digest
-        return Principal(username, kind, outlet)
-
-
-def handheld_login(creds: Credentials, header: str | None, err: Callable[..., Reply], forbidden_zh: str,
-                   forbidden_en: str) -> Any:
-    """The logged-in handheld account, or the refusal to send back (a Reply):
-    one login check for every route a handheld uses."""
-    who = basic_auth(header)
-    if who is None:
-        return err(401, "unauthorized", "需要登录（设备的用户名和密码）",
-                   "Login required (the device's username and password)")
-    try:
-        principal = creds.check(*who)
-    except OSError as e:
-        return err(503, "passwd_unreadable", f"网关无法读取密码文件：{e}",
-                   f"The gateway cannot read its password file: {e}")
-    if principal is None:
-        return err(401, "unauthorized", "用户名或密码错误", "Wrong username or password")
-    if principal.kind != "handheld":
-        return err(403, "forbidden", forbidden_zh, forbidden_en)
-    return principal
-
-
-def basic_auth(header: str | None) -> tuple[str, str] | None:
-    if not header or not header.startswith("Basic "):
-        return None
-    try:
-        user, sep, pw = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, pw) if sep else None
-
-
-# ------------------------------------------------------------------ store
-
-def photos_dir(db_path: Path | str) -> Path:
-    return Path(db_path).resolve().parent / "photos"
-
-
-def photo_path(db_path: Path | str, sha256: str) -> Path:
-    return photos_dir(db_path) / f"{sha256}.jpg"
-
-
-def chunks_dir(db_path: Path | str) -> Path:
-    return Path(db_path).resolve().parent / "uploads"
-
-
-def completed_unsynced(store: EventStore, limit: int = 10) -> list[dict[str, Any]]:
-    """Finished photos not yet acknowledged upstream, oldest first (for photo_sync)."""
-    cur = store.db.execute(
-        "SELECT sha256, device, size, meta, completed_at FROM uploads WHERE completed_at IS NOT NULL "
-        "AND synced_at IS NULL ORDER BY completed_at, sha256 LIMIT ?", (limit,))
-    return [{"sha256": s, "device": d, "size": n, "meta": json.loads(m) if m else {}, "completed_at": c}
-            for s, d, n, m, c in cur]
-
-
-def mark_photo_synced(store: EventStore, sha256: str, at: float | None = None) -> bool:
-    """The platform has acknowledged this photo: record it, then delete the
-    gateway's copy. Months of photos must not sit on the outlet box (issue
-    11, finding 6); the row stays, so the same bytes from a handheld later
-    are still answered "complete" (the platform has them). A crash between
-    the commit and the unlink leaves a file ``drop_synced_photos`` removes.
-    平台确认收到后删除网关上的照片文件；记录保留，用于去重。"""
-    cur = store.db.execute("UPDATE uploads SET synced_at=? WHERE sha256=? AND synced_at IS NULL",
-                           (time.time() if at is None else at, sha256))
-    if cur.rowcount != 1:
-        return False
-    path = photo_path(store.path, sha256)
-    try:
-        path.unlink()
-        fsync_dir(path.parent)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        pass  # the next budget pass tries again (drop_synced_photos)
-    M.PHOTOS.labels("deleted_after_sync").inc()
-    return True
-
-
-def drop_synced_photos(store: EventStore) -> int:
-    """Delete photo files whose upload is marked synced (left by a crash
-    right after the mark). Only synced photos are ever deleted: an unsynced
-    photo is evidence the platform does not have yet. Returns files removed."""
-    d = photos_dir(store.path)
-    try:
-        names = [n for n in os.listdir(d) if n.endswith(".jpg") and HEX64.match(n[:-4])]
-    except FileNotFoundError:
-        return 0
-    gone = 0
-    for name in names:
-        r = store.db.execute("SELECT synced_at FROM uploads WHERE sha256=?", (name[:-4],)).fetchone()
-        if r is not None and r[0] is not None:
-            try:
-                (d / name).unlink()
-                gone += 1
-            except OSError:
-                pass
-    if gone:
-        fsync_dir(d)
-    return gone
-
-
-def photo_bytes(store: EventStore, reserved: bool = False) -> int:
-    """Bytes photos hold on the gateway's disk: finished photos not yet
-    synced (synced ones are deleted) plus the chunks of unfinished uploads;
-    with ``reserved``, unfinished uploads count at their announced size
-    (what admitting one more must leave room for)."""
-    done = store.db.execute("SELECT coalesce(sum(size),0) FROM uploads WHERE completed_at IS NOT NULL "
-                            "AND synced_at IS NULL").fetchone()[0]
-    if reserved:
-        part = store.db.execute("SELECT coalesce(sum(size),0) FROM uploads WHERE completed_at IS NULL"
-                                ).fetchone()[0]
-    else:
-        part = store.db.execute("SELECT coalesce(sum(size),0) FROM upload_chunks").fetchone()[0]
-    return int(done) + int(part)
-
-
-PHOTO_LIMIT_KEY = "budget.photo_limit"
-
-
-def photo_limit(store: EventStore, default: int) -> int:
-    """The photos' share of the disk budget, as the budget last published it
-    (``gateway/budget.py``), else ``default``: the upload side refuses a new
-    photo (507, it stays on the handheld) rather than let photos squeeze the
-    event store."""
-    raw = store.get(PHOTO_LIMIT_KEY)
-    try:
-        return int(raw) if raw is not None else default
-    except ValueError:
-        return default
-
-
 # ---------------------------------------------------------------- service
 
 class UploadService:
@@ -416,7 +170,7 @@ class UploadService:
 
     def __init__(self, db_path: Path | str, passwd_file: Path | str | None,
                  acl_file: Path | str | None = None, limits: UploadLimits | None = None,
-                 log: Any = emit) -> None:
+                 log: Any = record) -> None:
         self.db_path = Path(db_path)
         self.creds = Credentials(Path(passwd_file), Path(acl_file) if acl_file else None) \
             if passwd_file else None

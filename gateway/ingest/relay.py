@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import metrics as M
-from gateway.own_events import OwnEvents
-from gateway.store import EventStore
+from gateway.store.events import EventStore
+from gateway.store.own_events import OwnEvents
 from protocol import topics
 from protocol.canonical import loads_object
 from protocol.errors import BadField, ProtocolError

@@ -36,9 +36,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from gateway.ingest import emit
-from gateway.uploads import Credentials, Reply, handheld_login
-from gateway.web import ReadOnlyStore, StoreUnavailable
+from common.logs import recorder
+from gateway.http.auth import Credentials, handheld_login
+from gateway.http.reply import Reply
+from gateway.store.readonly import ReadOnlyStore, StoreUnavailable
+
+record = recorder(__name__)
 
 PREFIX = "/v1/commands"
 MAX_ID = 128  # far above any id the platform issues; keeps junk out of the query
@@ -75,7 +78,7 @@ class CommandAPI:
             return _err(503, "store_unavailable", f"网关数据库暂时不可用，请稍后重试（{e}）",
                         f"Gateway database unavailable, retry later ({e})")
         except Exception as e:
-            emit("web_error", path=path, error=repr(e), trace=traceback.format_exc(limit=5))
+            record("web_error", path=path, error=repr(e), trace=traceback.format_exc(limit=5))
             return _err(500, "internal", "网关内部错误", "Internal error")
 
     def _handle(self, method: str, path: str, headers: Any) -> Reply:

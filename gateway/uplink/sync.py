@@ -61,27 +61,20 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
+from common.logs import recorder
 from gateway import metrics as M
-from gateway.config import ConfigError
-from gateway.ingest import emit
-from gateway.store import EventStore
-from gateway.transports import (
-    DEFAULT_PREFIX,
-    Ack,
-    EncodedBatch,
-    HttpsTransport,
-    MqttTransport,
-    Transport,
-    TransportError,
-    encode_batch,
-    tls_context,
-)
+from gateway.config import ConfigError, UpstreamConfig, parse_upstream
+from gateway.store.events import EventStore
+from gateway.uplink.codec import Ack, EncodedBatch, encode_batch
+from gateway.uplink.https import HttpsTransport
+from gateway.uplink.mqtt import MqttTransport
+from gateway.uplink.transport import Transport, TransportError, tls_context
 from protocol.envelope import MAX_PAYLOAD
+
+record = recorder(__name__)
 
 T = TypeVar("T")
 
@@ -97,122 +90,6 @@ GAUGE_EVERY_S = 1.0
 # unsynced backlog (19 ms per 100,000 events here), which would otherwise be
 # paid before every batch of a drain.
 FAST_CHECK_S = 0.25
-
-PLAINTEXT = {"mqtt": "mqtts", "http": "https", "tcp": "mqtts", "ws": "https"}
-
-
-@dataclass(frozen=True)
-class UpstreamConfig:
-    """The ``[upstream]`` table. Sizes are bytes, times seconds."""
-
-    transport: str
-    url: str
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    username: str = ""
-    password: str = ""
-    client_id: str = ""
-    topic_prefix: str = DEFAULT_PREFIX
-    batch_max_events: int = 1000
-    batch_max_bytes: int = 256 * 1024
-    batch_max_age_s: float = 2.0
-    bandwidth_bytes_per_s: int = 0
-    backoff_base_s: float = 0.5
-    backoff_cap_s: float = 60.0
-    # A probe of a dead link costs a SYN; of a live one, a HEAD or CONNECT on
-    # a kept connection. Half a second keeps "link back -> first acked batch"
-    # under a second.
-    probe_interval_s: float = 0.5
-    timeout_s: float = 10.0
-    # Batches on the wire at once, each on its own connection: 2 hides one
-    # round trip and the central side's work behind the next upload.
-    max_in_flight: int = 2
-    # How often the downlink asks for commands when nothing else prompts it.
-    down_interval_s: float = 15.0
-
-
-_INTS = {"batch_max_events": (1, 100_000), "batch_max_bytes": (1024, 16 * 1024 * 1024),
-         "bandwidth_bytes_per_s": (0, 10**10), "max_in_flight": (1, 8)}
-_FLOATS = {"batch_max_age_s": (0.0, 3600.0), "backoff_base_s": (0.001, 3600.0),
-           "backoff_cap_s": (0.001, 86400.0), "probe_interval_s": (0.01, 3600.0),
-           "timeout_s": (0.1, 600.0), "down_interval_s": (0.05, 86400.0)}
-_STRS = ("url", "transport", "ca_file", "cert_file", "key_file", "username", "password",
-         "client_id", "topic_prefix")
-
-
-def parse_upstream(d: dict[str, Any], base: Path | None = None) -> UpstreamConfig:
-    """Validate the raw ``[upstream]`` table; errors name the key.
-
-    Relative ``ca_file``/``cert_file``/``key_file`` are taken relative to
-    ``base`` (the config file's folder) when given, else to the working
-    directory.
-    """
-    if not isinstance(d, dict):
-        raise ConfigError("upstream: must be a table")
-    known = set(UpstreamConfig.__dataclass_fields__)
-    for k in d:
-        if k not in known:
-            raise ConfigError(f"upstream.{k}: unknown key (known: {', '.join(sorted(known))})")
-    out: dict[str, Any] = {}
-    for k in _STRS:
-        if k in d:
-            if not isinstance(d[k], str):
-                raise ConfigError(f"upstream.{k}: must be a string")
-            out[k] = d[k]
-    for k, (lo, hi) in _INTS.items():
-        if k in d:
-            v = d[k]
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise ConfigError(f"upstream.{k}: must be an integer from {lo} to {hi}, got {v!r}")
-            out[k] = v
-    for k, (lo, hi) in _FLOATS.items():
-        if k in d:
-            v = d[k]
-            if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
-                raise ConfigError(f"upstream.{k}: must be a number from {lo} to {hi}, got {v!r}")
-            out[k] = float(v)
-    url = out.get("url")
-    if not url:
-        raise ConfigError("upstream.url: required (mqtts://host:port or https://host/path)")
-    u = urlsplit(url)
-    scheme = u.scheme.lower()
-    if scheme in PLAINTEXT:
-        raise ConfigError(f"upstream.url: {scheme}:// is plaintext and refused; the uplink is TLS only "
-                          f"(use {PLAINTEXT[scheme]}://)")
-    if scheme not in ("mqtts", "https"):
-        raise ConfigError(f"upstream.url: scheme must be mqtts or https, got {url!r}")
-    try:
-        host, _port = u.hostname, u.port
-    except ValueError as e:
-        raise ConfigError(f"upstream.url: {e}") from None
-    if not host:
-        raise ConfigError(f"upstream.url: no host in {url!r}")
-    if u.username or u.password:
-        raise ConfigError("upstream.url: put credentials in upstream.username/password, not the URL")
-    implied = "mqtt" if scheme == "mqtts" else "https"
-    transport = out.get("transport", implied)
-    if transport not in ("mqtt", "https"):
-        raise ConfigError(f"upstream.transport: must be 'mqtt' or 'https', got {transport!r}")
-    if transport != implied:
-        raise ConfigError(f"upstream.transport: {transport!r} does not match the {scheme}:// url")
-    out["transport"] = transport
-    for k in ("ca_file", "cert_file", "key_file"):
-        if out.get(k) and base is not None and not Path(out[k]).is_absolute():
-            out[k] = str(base / out[k])
-        if out.get(k) and not Path(out[k]).is_file():
-            raise ConfigError(f"upstream.{k}: no such file: {out[k]}")
-    if out.get("key_file") and not out.get("cert_file"):
-        raise ConfigError("upstream.key_file: given without upstream.cert_file")
-    if out.get("password") and not out.get("username"):
-        raise ConfigError("upstream.password: given without upstream.username")
-    if out.get("backoff_cap_s", 60.0) < out.get("backoff_base_s", 0.5):
-        raise ConfigError("upstream.backoff_cap_s: must not be below upstream.backoff_base_s")
-    prefix = out.get("topic_prefix", DEFAULT_PREFIX)
-    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/"):
-        raise ConfigError(f"upstream.topic_prefix: not a plain topic prefix: {prefix!r}")
-    return UpstreamConfig(**out)
-
 
 def make_transport(cfg: UpstreamConfig, outlet: str, index: int = 0) -> Transport:
     """The configured transport; ``index`` > 0 for the extra in-flight
@@ -295,7 +172,7 @@ class Syncer:
     """
 
     def __init__(self, db_path: Path | str, outlet: str, upstream: dict[str, Any] | UpstreamConfig,
-                 stop: threading.Event | None = None, log: Callable[..., None] = emit,
+                 stop: threading.Event | None = None, log: Callable[..., None] = record,
                  transport: Transport | None = None, seed: int | None = None) -> None:
         self.cfg = upstream if isinstance(upstream, UpstreamConfig) else parse_upstream(upstream)
         self.outlet = outlet

@@ -42,13 +42,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common.logs import recorder
 from common.upload_client import UploadClient, upload_bytes
 from gateway import metrics as M
-from gateway.ingest import emit
-from gateway.store import EventStore
-from gateway.sync import TokenBucket, UpstreamConfig, full_jitter, parse_upstream
-from gateway.transports import tls_context
-from gateway.uploads import completed_unsynced, mark_photo_synced, photo_path
+from gateway.store.events import EventStore
+from gateway.store.photos import completed_unsynced, mark_photo_synced, photo_path
+from gateway.uplink.sync import TokenBucket, UpstreamConfig, full_jitter, parse_upstream
+from gateway.uplink.transport import tls_context
+
+record = recorder(__name__)
 
 CHUNK = 256 * 1024
 MIN_CHUNK = 16 * 1024
@@ -65,7 +67,7 @@ class PhotoSync(threading.Thread):
     """One thread, its own SQLite connection (WAL), until ``stop`` is set."""
 
     def __init__(self, db_path: Path | str, outlet: str, upstream: dict[str, Any] | UpstreamConfig,
-                 stop: threading.Event, log: Callable[..., None] = emit, poll_s: float = 1.0,
+                 stop: threading.Event, log: Callable[..., None] = record, poll_s: float = 1.0,
                  chunk_size: int | None = None, seed: int | None = None) -> None:
         super().__init__(name="postedge-photo-sync", daemon=True)
         self.db_path = Path(db_path)

@@ -17,10 +17,8 @@ messages behind it.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -31,12 +29,13 @@ from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 
+from common.logs import get, recorder
 from gateway import metrics as M
-from gateway.budget import Budget, BudgetConfig
 from gateway.config import GatewayConfig
-from gateway.own_events import OwnEvents
-from gateway.relay import Relay, store_command
-from gateway.store import EventStore, StoredEvent, is_storage_error
+from gateway.ingest.relay import Relay, store_command
+from gateway.store.budget import Budget
+from gateway.store.events import EventStore, StoredEvent, is_storage_error
+from gateway.store.own_events import OwnEvents
 from protocol import confirm, envelope, topics
 from protocol.canonical import dumps, loads_object
 from protocol.errors import BadField, ProtocolError
@@ -51,7 +50,8 @@ OFFENDER_LIMIT = 20
 OFFENDER_WINDOW_S = 600.0
 EXIT_STORE_DAMAGED = 75  # EX_TEMPFAIL: restart me; the start moves the damaged file aside
 
-log = logging.getLogger("postedge.gateway.ingest")
+log = get(__name__)
+record = recorder(__name__)
 
 
 class Reject(NamedTuple):
@@ -95,12 +95,6 @@ class Offenders:
                 if not is_storage_error(e):
                     raise
                 log.warning("misbehaving-device alarm not stored: %r", e)
-
-
-def emit(evt: str, **kw: Any) -> None:
-    """One JSON line per notable step, for operators, the demo and tests."""
-    sys.stdout.write(json.dumps({"evt": evt, **kw}, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 @dataclass
@@ -170,7 +164,7 @@ class Ingest:
         self.own = OwnEvents(self.store, cfg.outlet, cfg.broker.client_id, Path(cfg.db).parent)
         self.relay = Relay(self.store, cfg.outlet, self.own,
                            lambda topic, payload: self.client.publish(topic, payload, qos=1))
-        self.budget = Budget(self.store, BudgetConfig.from_dict(cfg.budget))
+        self.budget = Budget(self.store, cfg.budget)
         self._last_budget = 0.0
         self.on_ack: Any = self.relay.on_ack
         self._last_tick = 0.0
@@ -193,24 +187,24 @@ class Ingest:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
         if rc.is_failure:
-            emit("broker_refused", reason=str(rc))
+            record("broker_refused", reason=str(rc))
             return
         self.connected = True
         client.subscribe([(topics.subscription(self.cfg.outlet, ch), 1)
                           for ch in ("evt", "presence", "state", "ack")])
-        emit("connected", session_present=bool(flags.session_present))
+        record("connected", session_present=bool(flags.session_present))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       props: Any = None) -> None:
         if all(not rc.is_failure for rc in reason_codes):
             self.subscribed.set()
         else:
-            emit("subscribe_refused", reasons=[str(rc) for rc in reason_codes])
+            record("subscribe_refused", reasons=[str(rc) for rc in reason_codes])
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         self.connected = False
-        emit("disconnected", reason=str(rc))
+        record("disconnected", reason=str(rc))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.inbox.append(msg)
@@ -265,7 +259,7 @@ class Ingest:
             self.metrics["ingest_errors"] += 1
             log.exception("ingest bookkeeping failed: %r", e)
         if self.faults.exit_before_ack:
-            emit("exiting_before_ack")
+            record("exiting_before_ack")
             os._exit(3)
         for msg in batch:
             self.client.ack(msg.mid, msg.qos)
@@ -280,12 +274,12 @@ class Ingest:
         M.STORE_ERRORS.inc()
         if not is_storage_error(e):
             log.error("group commit failed outside message isolation", exc_info=e)
-        emit("store_failed", error=str(e)[:300], waiting=len(self.pending))
+        record("store_failed", error=str(e)[:300], waiting=len(self.pending))
         if type(e) is sqlite3.DatabaseError and self._damaged_now():
             # A file damaged under a running gateway: nothing of this group is
             # acked, so exiting loses nothing. The service restarts it
             # (Restart=always) and the start moves the file aside with an alarm.
-            emit("store_damaged_exit", error=str(e)[:300])
+            record("store_damaged_exit", error=str(e)[:300])
             self.client.disconnect()
             os._exit(EXIT_STORE_DAMAGED)
         time.sleep(min(5.0, 0.5 * min(10, self._store_errors_in_row)))
@@ -332,7 +326,7 @@ class Ingest:
         again one event per savepoint so only the culprit is refused."""
         events, sides, rejects = self._classify(batch)
         if self.faults.hold_before_commit_s:
-            emit("holding", n=len(batch), ids=[e.id for e in events[:LOG_IDS]])
+            record("holding", n=len(batch), ids=[e.id for e in events[:LOG_IDS]])
             time.sleep(self.faults.hold_before_commit_s)
         self.seq.prime(self.store, events)
         for isolate in (False, True):
@@ -402,9 +396,9 @@ class Ingest:
         for r in rejects:
             self.metrics[f"rejected_{r.code}"] += 1
             M.REJECTED.labels(r.code).inc()
-            emit("rejected", topic=r.topic, code=r.code, detail=r.detail)
+            record("rejected", topic=r.topic, code=r.code, detail=r.detail)
             self.offenders.note(r.topic, r.code, self.own.emit)
-        emit("committed", n=len(batch), stored=inserted, duplicates=dups,
+        record("committed", n=len(batch), stored=inserted, duplicates=dups,
              ids=[e.id for e, _ in stored[:LOG_IDS]])
 
     def _confirm(self, stored: list[tuple[StoredEvent, bool]]) -> None:
@@ -449,10 +443,10 @@ class Ingest:
                 detail = err.detail if isinstance(err, ProtocolError) else repr(err)[:300]
                 self.metrics["forward_refused"] += 1
                 M.COMMANDS.labels("forward_refused").inc()
-                emit("forward_refused", event=e.id, code=code, detail=detail)
+                record("forward_refused", event=e.id, code=code, detail=detail)
                 continue
             self.metrics["forwarded"] += 1
-            emit("forwarded", event=e.id, command=cid, device=cmd.get("dev"))
+            record("forwarded", event=e.id, command=cid, device=cmd.get("dev"))
 
     def side_channel(self, topic: str, payload: bytes) -> None:
         """Presence, retained state and command acks: not events, but the
@@ -495,13 +489,13 @@ class Ingest:
         # device event for this session, whether or not we are connected.
         while not self.stopping and not self.subscribed.wait(0.1):
             pass
-        emit("gateway_started", outlet=self.cfg.outlet, db=str(self.cfg.db),
+        record("gateway_started", outlet=self.cfg.outlet, db=str(self.cfg.db),
              stored=self.store.count())
         if self.damaged is not None:
             self._guard("store_damaged", lambda: self.own.emit(
                 "gateway.store_damaged", {"alarm": "store_damaged", "moved_to": self.damaged.name},
                 cls="alarm"))
-            emit("store_damaged", moved_to=str(self.damaged))
+            record("store_damaged", moved_to=str(self.damaged))
         try:
             while not self.stopping and (until is None or time.monotonic() < until):
                 if time.monotonic() - self._last_tick >= 1.0 and self.subscribed.is_set():
@@ -511,7 +505,7 @@ class Ingest:
                     self._last_budget = time.monotonic()
                     done = self._guard("budget", lambda: self.budget.enforce(self.own.emit))
                     if done and (done["evicted"] or done["freed_synced"] or done["threatened"]):
-                        emit("budget", **done)
+                        record("budget", **done)
                 # (a failed group waits in pending for its retry)
                 if not self.pending and not self._collect(0.1):
                     continue
@@ -526,7 +520,7 @@ class Ingest:
         finally:
             self.client.disconnect()
             self.client.loop_stop()
-        emit("gateway_stopped", **dict(self.metrics))
+        record("gateway_stopped", **dict(self.metrics))
 
     def _guard(self, where: str, step: Callable[[], Any]) -> Any:
         """Run one periodic step (relay, budget, an alarm); a fault in it is
@@ -538,10 +532,10 @@ class Ingest:
             self.metrics[f"fault_{where}"] += 1
             M.GATEWAY_FAULTS.labels(where).inc()
             if is_storage_error(e):
-                emit("step_failed", step=where, error=str(e)[:300])
+                record("step_failed", step=where, error=str(e)[:300])
             else:
                 log.error("%s step failed", where, exc_info=e)
-                emit("step_failed", step=where, error=repr(e)[:300])
+                record("step_failed", step=where, error=repr(e)[:300])
             return None
 
     def stop(self) -> None:

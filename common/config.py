@@ -39,15 +39,27 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _bounds(model: type[BaseModel], name: str) -> tuple[Any, Any, Any]:
+def _bounds(model: type[BaseModel], name: str) -> tuple[Any, str]:
+    """A field's annotation and its bounds as words ("from 1 to 8")."""
     field = model.model_fields.get(name)
     if field is None:
-        return None, None, None
+        return None, ""
     lo = hi = None
     for m in field.metadata:
-        lo = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else lo
-        hi = getattr(m, "le", None) if getattr(m, "le", None) is not None else hi
-    return field.annotation, lo, hi
+        for attr in ("ge", "gt"):
+            if getattr(m, attr, None) is not None:
+                lo = (attr, getattr(m, attr))
+        for attr in ("le", "lt"):
+            if getattr(m, attr, None) is not None:
+                hi = (attr, getattr(m, attr))
+    if lo and hi and lo[0] == "ge" and hi[0] == "le":
+        return field.annotation, f"from {lo[1]} to {hi[1]}"
+    words = []
+    if lo:
+        words.append(f"at least {lo[1]}" if lo[0] == "ge" else f"above {lo[1]}")
+    if hi:
+        words.append(f"at most {hi[1]}" if hi[0] == "le" else f"below {hi[1]}")
+    return field.annotation, " and ".join(words)
 
 
 def _sentence(model: type[BaseModel], err: dict[str, Any]) -> tuple[str, str]:
@@ -65,10 +77,10 @@ def _sentence(model: type[BaseModel], err: dict[str, Any]) -> tuple[str, str]:
         return ".".join(loc), f"unknown key (known: {known})"
     if kind == "value_error" and cause is not None:
         return ".".join(loc), str(cause)
-    ann, lo, hi = _bounds(model, loc[0]) if len(loc) == 1 else (None, None, None)
-    if ann is not None and (lo is not None or hi is not None):
+    ann, bounds = _bounds(model, loc[0]) if len(loc) == 1 else (None, "")
+    if ann is not None and bounds:
         what = "an integer" if "int" in str(ann) and "float" not in str(ann) else "a number"
-        return ".".join(loc), f"must be {what} from {lo} to {hi}, got {got!r}"
+        return ".".join(loc), f"must be {what} {bounds}, got {got!r}"
     return ".".join(loc), f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
 
 

@@ -154,6 +154,7 @@ class WebConfig(Section):
 
 
 MIB = 1024**2
+FILE_KEYS = ("interval_s", "max_mb", "photos_mb", "reserve_mb")
 
 
 class BudgetConfig(Section):
@@ -170,11 +171,14 @@ class BudgetConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _from_mib(cls, d: Any) -> Any:
-        if not isinstance(d, dict) or not any(k.endswith("_mb") for k in d if isinstance(k, str)):
+        """The file's MiB keys to bytes; Python callers may pass bytes."""
+        if not isinstance(d, dict) or set(d) <= set(cls.model_fields):
             return d
         out: dict[str, Any] = {}
         for k, v in d.items():
-            if isinstance(k, str) and k.endswith("_mb"):
+            if k not in FILE_KEYS:
+                raise KeyProblem(str(k), f"unknown key (known: {', '.join(FILE_KEYS)})")
+            if k.endswith("_mb"):
                 if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
                     raise KeyProblem(k, f"must be a non-negative number, got {v!r}")
                 out[k[:-3] + "_bytes"] = int(v * MIB)

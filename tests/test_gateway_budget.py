@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.store.budget import ROW_OVERHEAD, Budget, BudgetConfig
+from common.config import ConfigError, parse
+from gateway.config import BudgetConfig
+from gateway.store.budget import ROW_OVERHEAD, Budget
 from gateway.store.events import EventStore, StoredEvent
 from gateway.store.own_events import OwnEvents
 from protocol import envelope
@@ -82,11 +84,12 @@ def test_hours_left_and_config_errors(tmp_path: Path) -> None:
     h = b.hours_left()
     assert h is not None and 0 < h < 24 * 365
     assert abs(b.limit() - 10 * 1024**2) < 1  # the configured max is the smaller here
-    for bad, msg in [({"max_mb": -1}, "budget.max_mb must be a non-negative number"),
-                     ({"maxmb": 5}, "unknown [budget] keys: maxmb")]:
+    for bad, msg in [({"max_mb": -1}, "budget.max_mb: must be a non-negative number, got -1"),
+                     ({"maxmb": 5}, "budget.maxmb: unknown key (known: interval_s, max_mb, photos_mb, reserve_mb)"),
+                     ({"interval_s": "10"}, "budget.interval_s: must be a number at least 0.0, got '10'")]:
         try:
-            BudgetConfig.from_dict(bad)
-        except ValueError as e:
+            parse(BudgetConfig, bad, "budget")
+        except ConfigError as e:
             assert str(e) == msg
         else:
             raise AssertionError("accepted " + str(bad))

@@ -16,7 +16,7 @@ label, so a runner that grows a fault never breaks a report.
 
 from __future__ import annotations
 
-from gateway.http import web_text
+from gateway.http.status import TEXT as web_text
 
 LANGS = ("zh", "en")
 
@@ -179,7 +179,7 @@ def has(key: str) -> bool:
 def t(key: str, lang: str, **kw: object) -> str:
     """Text for ``key``; this catalogue first, then the status page's. A
     key in neither raises KeyError, so a typo fails the tests."""
-    src = TEXT.get(key) or web_text.TEXT[key]
+    src = TEXT.get(key) or web_text.entries[key]
     return src[lang].format_map(_Blank(kw))
 
 

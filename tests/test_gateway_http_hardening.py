@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from gateway.broker import Account, free_port, write_config
-from gateway.http import server as gweb
+from gateway.http import status as gweb
 from gateway.http.server import WebService, start_web
 from gateway.http.uploads import jpeg_size
 from gateway.store.budget import Budget, BudgetConfig

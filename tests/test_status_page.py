@@ -35,7 +35,9 @@ import pytest
 from gateway.broker import Mosquitto
 from gateway.config import ConfigError
 from gateway.config import parse_web as parse_config
-from gateway.http.server import ago, duration, render_main, render_page, snapshot, start_web
+from gateway.http.page import ago, duration, render_main, render_page
+from gateway.http.server import start_web
+from gateway.http.status import snapshot
 from gateway.store.events import EventStore, StoredEvent
 from protocol import envelope, topics
 from protocol.ids import format_event_id

@@ -85,7 +85,8 @@ def test_hours_left_and_config_errors(tmp_path: Path) -> None:
     assert h is not None and 0 < h < 24 * 365
     assert abs(b.limit() - 10 * 1024**2) < 1  # the configured max is the smaller here
     for bad, msg in [({"max_mb": -1}, "budget.max_mb: must be a non-negative number, got -1"),
-                     ({"maxmb": 5}, "budget.maxmb: unknown key (known: interval_s, max_mb, photos_mb, reserve_mb)"),
+                     ({"maxmb": 5},
+                      "budget.maxmb: unknown key (known: interval_s, max_mb, photos_mb, reserve_mb)"),
                      ({"interval_s": "10"}, "budget.interval_s: must be a number at least 0.0, got '10'")]:
         try:
             parse(BudgetConfig, bad, "budget")

@@ -60,8 +60,9 @@ def test_provision_writes_working_broker_config_and_credentials(tmp_path: Path) 
     assert (out / "devices" / "lk01.json").stat().st_mode & 0o777 == 0o600
     # [web] logs handhelds in (uploads, command status) with the broker's password file, out of the box.
     from gateway.config import GatewayConfig
-    web = GatewayConfig.load(out / "gateway.toml").web or {}
-    assert Path(web["passwd_file"]).samefile(out / "mosquitto" / "passwd")  # samefile: it exists
+    web = GatewayConfig.load(out / "gateway.toml").web
+    assert web is not None and web.passwd_file is not None
+    assert Path(web.passwd_file).samefile(out / "mosquitto" / "passwd")  # samefile: it exists
     # Re-running keeps deployed devices' passwords.
     postedge("gateway", "provision", str(inv), "--out", str(out), "--listen", "127.0.0.1", "--port", "18830")
     assert json.loads((out / "devices" / "lk01.json").read_text()) == lk

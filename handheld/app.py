@@ -9,7 +9,8 @@ safe and then the parts that talk to people and peripherals:
 3. the camera feed, the GNSS reader, the serial scan engine (each optional; a missing
    or failing peripheral is a message on the screen, never a crash);
 4. the background sync loop (locker command outcomes, photo hand-off to the uploader);
-5. the local web UI.
+5. the user interface, if one was given (:class:`UiStarter`; ``handheld/main.py``
+   passes the local web UI, ``handheld.webui.serve``).
 
 Every courier action is an event built here (:meth:`HandheldApp.emit`) and committed to
 the outbox before the UI says "done".
@@ -29,8 +30,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -46,7 +48,7 @@ from handheld.outbox import Outbox, OutboxFull
 from handheld.photo_index import PhotoIndex
 from handheld.scanning import ScanFilter
 from handheld.sources import SourceError, VideoSource, load_image
-from handheld.ui_text import Refused, both
+from handheld.text import TEXT, Refused
 from handheld.workflows import GatewayClient, ParcelFlows
 from protocol import envelope, signing, topics
 from protocol.canonical import loads_object
@@ -62,6 +64,19 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MODES = ("check", "intake", "deposit", "deliver", "collect")
 SCAN_VERDICT = {"duplicate": "duplicate", "invalid_scan": "invalid", "not_parcel": "invalid",
                 "wrong_route": "wrong_route"}
+
+
+class RunningUi(Protocol):
+    """What the app keeps of a started user interface: where it is and how to stop it."""
+
+    @property
+    def url(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+#: Starts a user interface for a started app and returns it (``handheld.webui.serve``).
+UiStarter = Callable[["HandheldApp"], RunningUi]
 
 
 class _Refusal:
@@ -270,8 +285,12 @@ class CameraFeed:
 # ---------------------------------------------------------------------- the app
 
 class HandheldApp:
-    def __init__(self, config: HandheldConfig) -> None:
+    """The courier's handheld: its stores, link, peripherals and flows. ``ui``, if given,
+    is started last by :meth:`start` and stopped first by :meth:`stop`."""
+
+    def __init__(self, config: HandheldConfig, ui: UiStarter | None = None) -> None:
         self.cfg = config
+        self._start_ui = ui
         sd = Path(config.state_dir)
         sd.mkdir(parents=True, exist_ok=True)
         self.state_dir = sd
@@ -312,7 +331,7 @@ class HandheldApp:
         self.scan_engine_status: str | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.web: Any = None
+        self.web: RunningUi | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> HandheldApp:
@@ -325,14 +344,9 @@ class HandheldApp:
             self._spawn(self._engine_loop, "hh-scan-engine")
         if self.cfg.camera and self.cfg.camera_scan:
             self._spawn(self._camera_scan_loop, "hh-camera-scan")
-        from handheld.webui import WebUI
-
-        # Extra Host names the UI answers to besides loopback (DNS-rebinding allow-list);
-        # read this way until handheld/config.py parses a ``[web] names`` key.
-        names = tuple(getattr(self.cfg, "web_names", ()) or ())
-        self.web = WebUI(self, self.cfg.web_host, self.cfg.web_port, names)
-        self.web.start()
-        log.info("handheld %s started, UI at %s", self.cfg.device, self.web.url)
+        if self._start_ui is not None:
+            self.web = self._start_ui(self)
+        log.info("handheld %s started%s", self.cfg.device, f", UI at {self.web.url}" if self.web else "")
         return self
 
     def stop(self) -> None:
@@ -440,11 +454,12 @@ class HandheldApp:
                     self.emit("handheld.scan", "telemetry",
                               {"code": (r.value or r.text)[:64], "kind": r.kind or "", "verdict": r.verdict,
                                "reason": r.reason, "source": source})
-                txt = both("verdict." + r.verdict)
+                txt = TEXT.both("verdict." + r.verdict)
                 if r.reason:
-                    why = both("reason." + r.reason)
-                    if why["en"] == "reason." + r.reason:
-                        why = {"zh": r.detail, "en": r.detail}
+                    # A reason this handheld has no words for (e.g. a barcode rule's own
+                    # code) is explained by the checker's detail.
+                    key = "reason." + r.reason
+                    why = TEXT.both(key) if TEXT.has(key) else {"zh": r.detail, "en": r.detail}
                     txt = {k: f"{txt[k]}：{why[k]}" if k == "zh" else f"{txt[k]}: {why[k]}" for k in txt}
                 res: dict[str, Any] = {"ok": r.ok, "verdict": r.verdict, "value": r.value, "kind": r.kind,
                                        "reason": r.reason, **txt}
@@ -461,7 +476,7 @@ class HandheldApp:
                         r.verdict, "not_parcel" if r.reason == "not_parcel" else "invalid_scan")
                     raise Refused(code, detail=r.detail, parcel=r.value)
                 res = {"ok": True, "verdict": "good", "parcel": r.value, "confirm": True,
-                       **both("verdict.good")}
+                       **TEXT.both("verdict.good")}
         except Refused as e:
             res = {**e.as_dict(), "verdict": SCAN_VERDICT.get(e.code, "refused")}
         res.update(mode=mode, text=text[:80], at=time.time())

@@ -20,7 +20,7 @@ deliberately suspicious:
   ``hold_s`` (5 s) without a break. A receiver coming out of a cold start often
   reports one optimistic epoch; holding for a few seconds filters that out without
   making the courier wait long.
-* **Suspicion flags** (see :data:`MESSAGES`): no fix, stale fix (nothing new for
+* **Suspicion flags** (``gnss.<flag>`` in ``handheld/text.toml``): no fix, stale fix (nothing new for
   ``max_fix_age_s``), position 0,0 (a receiver's "no data" placeholder), a jump that
   implies an impossible speed, a receiver clock that does not advance (a frozen
   receiver replaying its last fix), too few satellites, dead-reckoning/manual/
@@ -48,105 +48,25 @@ from typing import Any
 
 import serial
 
+from handheld.text import TEXT
+
 #: NMEA 0183 caps a sentence at 82 characters; a few receivers exceed it a little
 #: (long GSA/GSV with many constellations), so we accept up to this before calling
 #: a line runaway noise.
 MAX_SENTENCE = 120
 SUPPORTED = ("GGA", "RMC", "GSA", "GST")
 
-#: Reason code -> message. Parser codes describe a rejected line; flag codes describe the fix.
-MESSAGES: dict[str, dict[str, str]] = {
-    # parser / line rejections (counted, shown in diagnostics)
-    "empty": {"zh": "空行", "en": "empty line"},
-    "binary": {"zh": "串口收到乱码（二进制噪声）", "en": "binary noise on the serial line"},
-    "no_start": {"zh": "不是 NMEA 语句（缺少 $ 开头）", "en": "not an NMEA sentence (no leading $)"},
-    "too_long": {"zh": "语句过长（可能是乱码）", "en": "sentence too long (probably noise)"},
-    "truncated": {"zh": "语句不完整（缺少校验和）", "en": "truncated sentence (no checksum)"},
-    "bad_checksum": {"zh": "NMEA 校验和错误", "en": "NMEA checksum mismatch"},
-    "bad_address": {"zh": "NMEA 语句类型无效", "en": "invalid NMEA address field"},
-    "unsupported": {"zh": "不使用的语句类型（已忽略）", "en": "sentence type not used (ignored)"},
-    "malformed": {"zh": "NMEA 字段格式错误", "en": "malformed NMEA field"},
-    "port_error": {"zh": "串口读取错误", "en": "serial port read error"},
-    # fix flags (blocking unless listed in NON_BLOCKING)
-    "no_fix": {
-        "zh": "尚未定位：请到开阔处等待卫星信号",
-        "en": "No GNSS fix yet: move to open sky and wait for satellites",
-    },
-    "stale_fix": {
-        "zh": "定位数据已过时：接收机没有新数据",
-        "en": "Position is out of date: the receiver sent nothing new",
-    },
-    "receiver_lost": {
-        "zh": "GNSS 接收机已断开：请检查连接",
-        "en": "GNSS receiver disconnected: check the connection",
-    },
-    "null_island": {
-        "zh": "定位无效（经纬度为 0,0）",
-        "en": "Invalid position (latitude/longitude 0,0)",
-    },
-    "impossible_jump": {
-        "zh": "位置突然跳变（速度不可能）：请稍候等待定位稳定",
-        "en": "Position jumped at an impossible speed: wait for the fix to settle",
-    },
-    "stale_timestamp": {
-        "zh": "接收机时间停止更新（可能在重复旧定位）",
-        "en": "Receiver time is not advancing (it may be repeating an old fix)",
-    },
-    "few_satellites": {
-        "zh": "可用卫星太少：请到开阔处",
-        "en": "Too few satellites: move to open sky",
-    },
-    "not_measured": {
-        "zh": "定位不是实测结果（推算/手动/模拟）",
-        "en": "Fix is not measured (dead reckoning, manual or simulated)",
-    },
-    "no_accuracy": {
-        "zh": "接收机没有给出精度信息",
-        "en": "The receiver reports no accuracy figure",
-    },
-    "accuracy_poor": {
-        "zh": "定位精度不足（需 ≤ {max_m} 米）：请到开阔处稍候",
-        "en": "Position not accurate enough (need <= {max_m} m): wait in open sky",
-    },
-    "accuracy_not_held": {
-        "zh": "定位精度尚未稳定：请原地再等几秒",
-        "en": "Accuracy has not been steady long enough: stay put a few more seconds",
-    },
-    # non-blocking notes
-    "accuracy_estimated": {
-        "zh": "精度为估算值（HDOP × 5 米）",
-        "en": "Accuracy is estimated (HDOP x 5 m)",
-    },
-    "fix_2d": {"zh": "仅二维定位", "en": "2-D fix only"},
-    "clock_skew": {
-        "zh": "接收机时间与手持机时间相差较大",
-        "en": "Receiver time differs a lot from the handheld clock",
-    },
-}
-
 #: Flags that are recorded but do not block evidence.
 NON_BLOCKING = frozenset({"accuracy_estimated", "fix_2d", "clock_skew"})
 
 
 class NmeaError(ValueError):
-    """A line that is not a usable NMEA sentence; ``code`` keys :data:`MESSAGES`."""
+    """A line that is not a usable NMEA sentence; ``code`` keys ``nmea.<code>`` in the catalogue."""
 
     def __init__(self, code: str, detail: str = "") -> None:
         self.code = code
         self.detail = detail
         super().__init__(f"{code}: {detail}" if detail else code)
-
-
-def message(code: str, lang: str = "en", **kw: object) -> str:
-    """Text for a code in "zh" or "en", with ``{placeholders}`` filled from ``kw``."""
-    entry = MESSAGES.get(code)
-    if entry is None:
-        return code
-    text = entry.get(lang) or entry["en"]
-    try:
-        return text.format(**{"max_m": 10, **kw})
-    except (KeyError, IndexError, ValueError):
-        return text
 
 
 def checksum(body: str | bytes) -> int:
@@ -753,14 +673,7 @@ class GnssReader:
                 "clock_skew_s": None if self._skew_s is None else round(self._skew_s, 1),
                 "jump": dict(self._jump_detail) if "impossible_jump" in flags and self._jump_detail else None,
                 "flags": flags,
-                "messages": [
-                    {
-                        "code": f,
-                        "zh": message(f, "zh", max_m=cfg.max_accuracy_m),
-                        "en": message(f, "en", max_m=cfg.max_accuracy_m),
-                    }
-                    for f in flags
-                ],
+                "messages": [{"code": f, **TEXT.both("gnss." + f, max_m=cfg.max_accuracy_m)} for f in flags],
             }
 
     def counters(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from handheld.gnss import GnssConfig, GnssReader, build_sentence
 from handheld.main import main
 from handheld.outbox import Outbox, OutboxFull
 from handheld.scanning import ScanFilter
-from handheld.ui_text import Refused
+from handheld.text import Refused
 from protocol import canonical, envelope, signing, topics
 from simulator.imagegen import board_with_qr, s10_id
 

@@ -41,11 +41,12 @@ from drivers.storage import FileStorage
 from handheld import photo as _photo
 from handheld.config import HandheldConfig
 from handheld.evidence import EvidenceRefused
-from handheld.gnss import GnssConfig, GnssReader
 from handheld.jobs import Jobs, PhotoSink
 from handheld.link import MqttLink
+from handheld.nmea import GnssReader
 from handheld.outbox import Outbox, OutboxFull
 from handheld.photo_index import PhotoIndex
+from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
 from handheld.sources import SourceError, VideoSource, load_image
 from handheld.text import TEXT, Refused

@@ -29,10 +29,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from common.durable import write_durable
-from handheld import gnss as _gnss
 from handheld import photo as _photo
 from handheld import photo_index as _index
 from handheld.photo import DEFAULT_QUALITY, PhotoError, QualityConfig
+from handheld.position import NON_BLOCKING
 from handheld.text import TEXT
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def capture_evidence(
     """Check, hash, index and describe one evidence photo; raise :class:`EvidenceRefused` if unusable.
 
     ``frame_or_jpeg``: a camera frame (BGR array), image bytes, or a file path.
-    ``gnss``: a :class:`handheld.gnss.GnssReader` (anything with ``fix()``), a fix
+    ``gnss``: a :class:`handheld.nmea.GnssReader` (anything with ``fix()``), a fix
     dict already taken, or None. ``now``: handheld UTC epoch seconds (defaults to the
     clock). ``require_position=False`` lets a supervisor-approved fallback through
     when no fix can be had (deep valley): the record then carries
@@ -192,7 +192,7 @@ def capture_evidence(
         blocking = (
             ["no_receiver"]
             if fix is None
-            else [f for f in fix.get("flags", []) if f not in _gnss.NON_BLOCKING] or ["no_fix"]
+            else [f for f in fix.get("flags", []) if f not in NON_BLOCKING] or ["no_fix"]
         )
         if require_position:
             log.info("evidence refused (position) job=%s step=%s flags=%s", job, step, blocking)

@@ -11,16 +11,8 @@ import serial
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handheld.gnss import (
-    NON_BLOCKING,
-    GnssConfig,
-    GnssReader,
-    NmeaError,
-    build_sentence,
-    checksum,
-    haversine_m,
-    parse_sentence,
-)
+from handheld.nmea import GnssReader, NmeaError, build_sentence, checksum, parse_sentence
+from handheld.position import NON_BLOCKING, GnssConfig, haversine_m
 from handheld.text import TEXT
 
 # Beijing-ish countryside; 1 minute of latitude is about 1852 m.

@@ -15,10 +15,10 @@ safe and then the parts that talk to people and peripherals:
 Every courier action is an event built here (:meth:`HandheldApp.emit`) and committed to
 the outbox before the UI says "done".
 
-Photo upload. ``handheld/uploader.py`` (``PhotoQueue`` / ``Uploader``) may not be
-installed yet on a given build; accepted photos are first recorded in a small hand-off
-table (:class:`PhotoHandoff`) and given to the uploader's queue as soon as the module
-imports. Until then they stay on the handheld and the sync screen says so.
+Photo upload. Accepted photos are first recorded in a small hand-off table
+(:class:`PhotoHandoff`) and given to the uploader's queue (``handheld/uploader.py``,
+imported when first needed); a build without the uploader, or one whose uploader
+fails to start, keeps them on the handheld and the sync screen says so.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class RunningUi(Protocol):
 UiStarter = Callable[["HandheldApp"], RunningUi]
 
 
-class _Refusal:
-    """Shape ``signing.ack`` expects of an error: a code and a detail."""
+class _AckError:
+    """A refused command as ``signing.ack`` reports it: a code and a detail."""
 
     def __init__(self, code: str, detail: str = "") -> None:
         self.code = code
@@ -139,7 +139,7 @@ class PhotoHandoff(PhotoSink):
         if not self._ensure_uploader():
             return
         with self._lock:
-            # The uploader takes JPEG evidence; drawn signatures (PNG) stay here for now.
+            # The uploader takes JPEG evidence; drawn signatures (PNG) stay on the handheld.
             rows = self.db.execute("SELECT sha256, path, meta FROM photos WHERE handed=0 "
                                    "AND path LIKE '%.jpg' ORDER BY added").fetchall()
         for sha, path, meta in rows:
@@ -418,12 +418,12 @@ class HandheldApp:
             else:
                 raise LookupError(op)
         except LookupError:
-            err = _Refusal("unknown_op", f"op {op!r} is not for a handheld")
+            err = _AckError("unknown_op", f"op {op!r} is not for a handheld")
             self.last_command = {"id": cmd["id"], "op": op, "ok": False, "code": err.code, "at": time.time()}
             self._ack(cmd["id"], err)
             return err.code
         except (ValueError, TypeError) as e:
-            err = _Refusal("bad_args", str(e)[:200])
+            err = _AckError("bad_args", str(e)[:200])
             self.last_command = {"id": cmd["id"], "op": op, "ok": False, "code": err.code, "at": time.time()}
             self._ack(cmd["id"], err)
             return err.code

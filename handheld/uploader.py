@@ -26,9 +26,9 @@ own Wi-Fi was judged not worth a private CA on every handheld. ``https://``
 URLs work too (pass an ``ssl_context``) should an outlet terminate TLS in
 front of the gateway.
 
-``UploadClient`` is the protocol's client alone (stdlib only), also used by
-the gateway to push finished photos upstream (``gateway/photo_sync.py``),
-since the central side answers the same protocol.
+The protocol's client alone (``UploadClient`` in ``common/upload_client.py``,
+stdlib only) is shared with the gateway, which pushes finished photos upstream
+(``gateway/photo_sync.py``): the central side answers the same protocol.
 """
 
 from __future__ import annotations

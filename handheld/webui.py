@@ -13,10 +13,10 @@ offline). Differences that come from being held in a hand outdoors:
 - Simplified Chinese by default, English one tap away (``?lang=en``).
 
 The server is aiohttp in a thread of its own (:class:`ThreadedServer`), not the
-standard library's ``ThreadingHTTPServer``: that one had no timeouts (an idle or
-trickling socket held a thread forever) and no limits. And because any web page the
+standard library's ``ThreadingHTTPServer``, which has no timeouts (an idle or
+trickling socket holds a thread forever) and no limits. And because any web page the
 courier's browser opens can send requests to ``127.0.0.1``, every request is checked
-before it reaches the app (:class:`WebUI`, issue 11 finding 9): the ``Host`` must be
+before it reaches the app (:class:`WebUI`): the ``Host`` must be
 this UI's own, a state-changing request must come from this UI's own page (``Origin``),
 be JSON, and carry the session token embedded in the page.
 
@@ -705,7 +705,7 @@ class WebUI:
     """The courier UI's server: binds at construction (a taken port fails the start,
     naming web.port), serves from its own thread (:class:`ThreadedServer`).
 
-    Every request passes :meth:`_guard` first. Why each check (issue 11, finding 9):
+    Every request passes :meth:`_guard` first. Why each check:
 
     - ``Host`` must be on the allow-list (:func:`host_allowlist`): stops DNS rebinding,
       which otherwise makes a foreign page "same-origin" with this UI;

@@ -28,11 +28,12 @@ from firmware.locker.codes import salted_hash
 from gateway.broker import Account, Mosquitto, free_port
 from handheld.app import HandheldApp
 from handheld.config import ConfigError, HandheldConfig, parse_config
-from handheld.gnss import GnssConfig, GnssReader, build_sentence
 from handheld.main import main
+from handheld.nmea import GnssReader, build_sentence
 from handheld.outbox import Outbox, OutboxFull
+from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
-from handheld.ui_text import Refused
+from handheld.text import Refused
 from protocol import canonical, envelope, signing, topics
 from simulator.imagegen import board_with_qr, s10_id
 

@@ -11,17 +11,9 @@ import serial
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handheld.gnss import (
-    MESSAGES,
-    NON_BLOCKING,
-    GnssConfig,
-    GnssReader,
-    NmeaError,
-    build_sentence,
-    checksum,
-    haversine_m,
-    parse_sentence,
-)
+from handheld.nmea import GnssReader, NmeaError, build_sentence, checksum, parse_sentence
+from handheld.position import NON_BLOCKING, GnssConfig, haversine_m
+from handheld.text import TEXT
 
 # Beijing-ish countryside; 1 minute of latitude is about 1852 m.
 LAT, LON = 39.9, 116.4
@@ -158,7 +150,7 @@ def test_rejections_have_codes_and_bilingual_text(raw: str | bytes, code: str) -
     with pytest.raises(NmeaError) as ei:
         parse_sentence(raw)
     assert ei.value.code == code
-    assert MESSAGES[code]["zh"] and MESSAGES[code]["en"]
+    assert TEXT.t("nmea." + code, "zh") and TEXT.t("nmea." + code, "en")
 
 
 def test_checksum_is_xor_of_body() -> None:
@@ -172,7 +164,7 @@ def test_fuzz_bytes_never_crash_parser(data: bytes) -> None:
     try:
         out = parse_sentence(data)
     except NmeaError as exc:
-        assert exc.code in MESSAGES
+        assert TEXT.has("nmea." + exc.code)
     else:
         assert out["type"] in ("GGA", "RMC", "GSA", "GST")
 
@@ -200,7 +192,7 @@ def test_fuzz_mutated_fields_with_good_checksum(body: str, pos: int, insert: str
     try:
         out = parse_sentence(line)
     except NmeaError as exc:
-        assert exc.code in MESSAGES
+        assert TEXT.has("nmea." + exc.code)
     else:
         if out.get("lat") is not None:
             assert -90 <= out["lat"] <= 90 and -180 <= out["lon"] <= 180
@@ -217,7 +209,7 @@ def test_fuzz_stream_recovers_the_next_good_epoch(noise: list[bytes]) -> None:
     assert r.accepted["GGA"] >= 1
     f = r.fix()
     assert f["lat"] == pytest.approx(LAT) and f["lon"] == pytest.approx(LON)
-    assert set(r.rejected) <= set(MESSAGES)
+    assert all(TEXT.has("nmea." + code) for code in r.rejected)
 
 
 # --------------------------------------------------------------------------- reader state
@@ -271,7 +263,7 @@ def test_no_fix_flags() -> None:
     assert f["flags"] == ["no_fix"] and f["lat"] is None and not f["ok"]
     run(r, clock, 2, lat=None, lon=None, quality=0, sats=0, fix_type=1)
     assert r.fix()["flags"] == ["no_fix"]
-    assert MESSAGES["no_fix"]["zh"].startswith("尚未定位")
+    assert TEXT.t("gnss.no_fix", "zh").startswith("尚未定位")
 
 
 def test_stale_fix_when_receiver_goes_quiet() -> None:

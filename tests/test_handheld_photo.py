@@ -23,9 +23,10 @@ from handheld.evidence import (
     QualityRefused,
     capture_evidence,
 )
-from handheld.gnss import GnssConfig, GnssReader, build_sentence
+from handheld.nmea import GnssReader, build_sentence
 from handheld.photo import PhotoError, check_quality, hamming, phash, prepare
 from handheld.photo_index import DuplicatePhotoError, PhotoIndex
+from handheld.position import GnssConfig
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 DAY = 86400.0

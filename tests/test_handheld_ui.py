@@ -36,7 +36,7 @@ from aiohttp import web
 
 from gateway.broker import Mosquitto, free_port
 from handheld.app import HandheldApp
-from handheld.webui import TOKEN_HEADER, ThreadedServer, WebUI
+from handheld.webui import TOKEN_HEADER, ThreadedServer, WebUI, serve
 from simulator.imagegen import s10_id
 from tests.test_handheld_app import (
     CAMPAIGN,
@@ -78,7 +78,7 @@ def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path
     cam = tmp_path / "camera"
     cam.mkdir()
     cv2.imwrite(str(cam / "frame.jpg"), board_with_qr(CAMPAIGN), [cv2.IMWRITE_JPEG_QUALITY, 92])
-    app = HandheldApp(make_config(tmp_path, hbroker.port, camera=str(cam)))
+    app = HandheldApp(make_config(tmp_path, hbroker.port, camera=str(cam)), ui=serve)
     app.gnss = gnss_ready()
     app.start()
     assert app.link.subscribed.wait(10)
@@ -168,7 +168,7 @@ def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path
 @pytest.fixture
 def ui_app(tmp_path: Path) -> Iterator[HandheldApp]:
     """A started app whose broker is away: every accepted action lands in the outbox and stays."""
-    a = HandheldApp(make_config(tmp_path, free_port())).start()
+    a = HandheldApp(make_config(tmp_path, free_port()), ui=serve).start()
     try:
         yield a
     finally:

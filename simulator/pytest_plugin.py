@@ -19,7 +19,7 @@ an environment where postedge is installed can ask for the fixtures, with no con
         assert outlet.settle() and outlet.ledger()["ok"]
 
 Fixtures: ``outlet`` (:class:`SimOutlet`), ``locker`` (:class:`LockerHandle`, the first
-locker), ``faults`` (:class:`Faults`), ``handheld`` (:class:`SimHandheld`, ``hh01``) and
+locker), ``faults`` (:class:`FaultInjector`), ``handheld`` (:class:`SimHandheld`, ``hh01``) and
 ``sim_scenario`` (a factory that runs a whole scenario and returns its result dict).
 
 Why step by step rather than ``Outlet.run()``: a scenario file describes a day of
@@ -561,7 +561,7 @@ class RuleHandle:
         self.remove()
 
 
-class Faults:
+class FaultInjector:
     """Faults injected now, at the outlet's current virtual time; each is logged in the
     run result's faults, like the scenario's timed ones."""
 
@@ -690,9 +690,9 @@ def locker(outlet: SimOutlet) -> LockerHandle:
 
 
 @pytest.fixture
-def faults(outlet: SimOutlet) -> Faults:
+def faults(outlet: SimOutlet) -> FaultInjector:
     """Inject faults into ``outlet`` now (with this fixture the outlet gets a fault proxy)."""
-    return Faults(outlet)
+    return FaultInjector(outlet)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 from gateway.broker import Mosquitto
 from handheld.app import HandheldApp
 from simulator.scan_engine_sim import SimScanEngine
-from tests.test_handheld_app import ACCOUNTS, GOOD, Gateway, gnss_ready, make_config
+from tests.handheld.conftest import ACCOUNTS, Gateway
+from tests.handheld.test_handheld_app import GOOD, gnss_ready, make_config
 
 
 def wait(pred, timeout: float = 15) -> bool:  # noqa: ANN001 - a small poll helper

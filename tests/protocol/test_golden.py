@@ -11,7 +11,7 @@ import pytest
 
 from simulator import unixport
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 VECTORS = GOLDEN / "vectors.jsonl"
 sys.path.insert(0, str(GOLDEN))
 

@@ -27,7 +27,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -52,9 +51,6 @@ from simulator.report import (
     write_json,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 INC = "0badc0de"
 DAY = 86400.0
 INJECTED = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
@@ -344,19 +340,6 @@ def test_a_hundred_thousand_events_are_merged_per_pixel() -> None:
 
 
 # ------------------------------------------------------------------ browsers
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def keep_screenshot(page: Any, tmp_path: Path, name: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from postedge import i18n
 from protocol import barcodes
 
-GOLDEN = Path(__file__).parent / "golden" / "vectors.jsonl"
+GOLDEN = Path(__file__).parent.parent / "golden" / "vectors.jsonl"
 
 
 def postedge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

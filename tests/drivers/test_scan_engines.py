@@ -43,7 +43,7 @@ from drivers.scanner import (
 from drivers.scanner import framing as F
 from simulator import unixport
 from simulator.scan_engine_sim import SimScanEngine
-from tests import scan_engines_mp_check as mpcheck
+from tests.drivers import scan_engines_mp_check as mpcheck
 
 HERE = Path(__file__).parent
 FAMILIES = ("gm65", "honeywell", "ssi", "newland")
@@ -491,7 +491,7 @@ def test_micropython_parsers_match_cpython(tmp_path: Path) -> None:
     path = tmp_path / "scan_vectors.jsonl"
     path.write_text("".join(json.dumps(v) + "\n" for v in vecs))
     proc = unixport.run([str(HERE / "scan_engines_mp_check.py"), "vectors", str(path)],
-                        extra_path=[HERE.parent], timeout=120)
+                        extra_path=[HERE.parents[1]], timeout=120)
     assert proc.returncode == 0, proc.stderr
     mp = [json.loads(x) for x in proc.stdout.splitlines()]
     cp = [json.loads(json.dumps(mpcheck.run_vector(v))) for v in vecs]
@@ -511,7 +511,7 @@ def test_micropython_driver_against_the_simulator(family: str) -> None:
     try:
         t0 = time.monotonic()
         proc = unixport.run([str(HERE / "scan_engines_mp_check.py"), "live", family, "cr", str(port), "3"],
-                            extra_path=[HERE.parent], timeout=60)
+                            extra_path=[HERE.parents[1]], timeout=60)
         assert proc.returncode == 0, proc.stderr
         lines = [json.loads(x) for x in proc.stdout.splitlines()]
     finally:

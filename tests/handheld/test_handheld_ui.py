@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -38,43 +37,24 @@ from gateway.broker import Mosquitto, free_port
 from handheld.app import HandheldApp
 from handheld.webui import TOKEN_HEADER, ThreadedServer, WebUI
 from simulator.imagegen import s10_id
-from tests.test_handheld_app import (
+from tests.handheld.conftest import Gateway
+from tests.handheld.test_handheld_app import (
     CAMPAIGN,
     GOOD,
-    Gateway,
     board_with_qr,
     gnss_ready,
-    gw,  # noqa: F401 - fixture
-    hbroker,  # noqa: F401 - fixture
     jobs_args,
     make_config,
     of_type,
     signed,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 CJK = re.compile(r"[\u4e00-\u9fff]")
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path,
-                                        hbroker: Mosquitto, gw: Gateway) -> None:  # noqa: F811
+                                        hbroker: Mosquitto, gw: Gateway) -> None:
     cam = tmp_path / "camera"
     cam.mkdir()
     cv2.imwrite(str(cam / "frame.jpg"), board_with_qr(CAMPAIGN), [cv2.IMWRITE_JPEG_QUALITY, 92])

@@ -41,7 +41,7 @@ from protocol.ids import format_event_id
 from simulator.central import Central, CentralBroker, CentralHttps, CentralMqtt, Certs
 from tests.uplink_rig import FAST, GW_PASS, GW_USER, Log, Uplink, gateway_toml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INC = "0badcafe"
 
 

@@ -33,7 +33,7 @@ from gateway.provision import provision
 from protocol import topics
 from tests.conftest import OUTLET, PASSWORDS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EVT_LK01 = topics.build(OUTLET, "locker", "lk01", "evt")
 
 

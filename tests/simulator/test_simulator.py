@@ -17,7 +17,7 @@ import pytest
 from simulator.runner import run_scenario
 from simulator.scenario import ScenarioError, load, parse
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
 
 

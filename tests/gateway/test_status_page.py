@@ -42,9 +42,6 @@ from protocol.ids import format_event_id
 from simulator.outlet import compartments
 from tests.conftest import PASSWORDS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 INC = "0badc0de"
 INJECTED = '<img src=x onerror="window.__pwned=2"><script>window.__pwned=1</script>'
 INJECTED_ALARM = "<script>window.__pwned=3</script>"
@@ -139,20 +136,6 @@ def gateway_web(tmp_path: Path, broker: Mosquitto) -> Iterator[dict[str, Any]]:
     finally:
         if gw.proc.poll() is None:
             gw.stop()
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 # ------------------------------------------------------------------ the page, end to end

@@ -16,7 +16,7 @@ from gateway.store import EventStore
 from protocol import envelope
 from simulator import unixport
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parent.parent  # publisher_mp_check.py is shared with tests/confirm_rig.py
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from handheld.uploader import PhotoQueue, Uploader
 from simulator.central import Central, CentralHttps, Certs
 from tests.uplink_rig import FAST, Log
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 16 * 1024
 PW = {"gw-o1": "gw-secret", "hh01": "hh01-pw", "hh02": "hh02-pw", "lk01": "lk01-pw"}
 

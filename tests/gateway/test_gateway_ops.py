@@ -26,7 +26,7 @@ from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import locker_config, stored_events, wait_event
 from tests.locker_rig import KEY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def postedge(*args: str, lang: str = "en") -> subprocess.CompletedProcess[str]:

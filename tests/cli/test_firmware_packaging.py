@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from postedge import firmware_cmd as fw
 from simulator import unixport
 
@@ -46,6 +48,7 @@ def test_manifest_lists_files_relative_to_the_package() -> None:
             assert (FIRMWARE / base / name / f).resolve().is_file(), f
 
 
+@pytest.mark.mpy
 def test_bundle_compiles_for_esp32_and_the_result_runs(tmp_path: Path) -> None:
     r = postedge("firmware", "bundle", str(tmp_path / "b"), "--arch", "xtensawin")
     assert r.returncode == 0, r.stderr

@@ -604,6 +604,7 @@ def test_inverted_feedback_wiring() -> None:
 # --------------------------------------------------------------------------
 # The same drivers on the MicroPython unix port
 
+@pytest.mark.mpy
 @pytest.mark.parametrize("family", ["8a", "kerong"])
 def test_micropython_unix_port(family: str) -> None:
     name, sim_cls, b0, locks = FAMILIES[family]

@@ -486,6 +486,7 @@ def _vectors() -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.mpy
 def test_micropython_parsers_match_cpython(tmp_path: Path) -> None:
     vecs = _vectors()
     path = tmp_path / "scan_vectors.jsonl"
@@ -501,6 +502,7 @@ def test_micropython_parsers_match_cpython(tmp_path: Path) -> None:
         assert F.rejected(r["stats"]) >= 2
 
 
+@pytest.mark.mpy
 @pytest.mark.parametrize("family", FAMILIES)
 def test_micropython_driver_against_the_simulator(family: str) -> None:
     sim = SimScanEngine(family, suffix="cr", gap_ms=60)

@@ -538,6 +538,7 @@ def test_refusals_are_counted_in_the_final_metrics(rig: Rig) -> None:
 
 
 
+@pytest.mark.mpy
 @pytest.mark.hostile
 def test_a_junk_flood_costs_confirming_devices_no_event(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The same raw flood, against devices that speak the protocol: the

@@ -21,6 +21,7 @@ from simulator.outlet import DoorCloser, Platform, locker_config, stored_events,
 from simulator.panel_sim import SimPanel
 from tests.locker_rig import KEY
 
+pytestmark = pytest.mark.mpy  # every test runs the MicroPython unix port or mpy-cross
 TESTS = Path(__file__).parent.parent  # publisher_mp_check.py is shared with tests/confirm_rig.py
 
 

@@ -161,6 +161,8 @@ def wait_types(db: Path, want: list[str], timeout: float = 30) -> list[dict[str,
     raise TimeoutError(f"gateway holds {[e['type'] for e in stored_events(db)]}, want {want}")
 
 
+@pytest.mark.e2e
+@pytest.mark.mpy
 def test_counter_firmware_on_the_unix_port_with_broker_outage(tmp_path: Path, broker: Mosquitto) -> None:
     gw = GatewayProcess(write_config(tmp_path / "gw.toml", "o1", broker.port, "gw-o1", "gw-secret"))
     db = tmp_path / "gateway.db"

@@ -10,6 +10,7 @@ import pytest
 
 from simulator import unixport
 
+pytestmark = pytest.mark.mpy  # every test runs the MicroPython unix port or mpy-cross
 ROOT = unixport.firmware_root()
 SOURCES = [ROOT / p for p in unixport.device_package_sources()]
 

@@ -46,7 +46,7 @@ def run_check(runtime: str, *args: str, timeout: float = 60) -> list[dict]:
     return [json.loads(line) for line in p.stdout.splitlines()]
 
 
-RUNTIMES = ["cpython", "micropython"]
+RUNTIMES = ["cpython", pytest.param("micropython", marks=pytest.mark.mpy)]
 
 
 def popen_mp(*args: str) -> subprocess.Popen[str]:
@@ -127,6 +127,7 @@ class ScriptedBroker:
         self.srv.close()
 
 
+@pytest.mark.mpy
 def test_resend_keeps_packet_id_and_sets_dup() -> None:
     b = ScriptedBroker("drop-first")
     try:
@@ -172,6 +173,7 @@ def test_a_swallowed_puback_is_resent_on_a_new_connection() -> None:
     assert took < 6
 
 
+@pytest.mark.mpy
 def test_silent_broker_never_hangs_the_client() -> None:
     b = ScriptedBroker("silent")
     t0 = time.monotonic()
@@ -187,6 +189,7 @@ def test_silent_broker_never_hangs_the_client() -> None:
     assert p.returncode == 0 and took < 15  # the program went on and finished
 
 
+@pytest.mark.mpy
 def test_subscriptions_restored_when_the_broker_forgets_them(broker: Mosquitto) -> None:
     p = popen_mp("sub", str(broker.port), "12")
     gw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-gw")

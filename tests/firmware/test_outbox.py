@@ -863,6 +863,7 @@ def test_random_operations_against_a_model(tmp_path_factory: pytest.TempPathFact
 # MicroPython
 
 
+@pytest.mark.mpy
 def test_on_the_micropython_unix_port(tmp_path: Path) -> None:
     t0 = time.monotonic()
     proc = unixport.run([str(TESTS / "outbox_mp_check.py"), str(tmp_path / "mp")],
@@ -872,6 +873,7 @@ def test_on_the_micropython_unix_port(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.mpy
 def test_compiles_for_esp32(tmp_path: Path) -> None:
     out = tmp_path / "outbox.mpy"
     proc = subprocess.run(

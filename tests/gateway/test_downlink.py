@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from gateway.broker import Mosquitto
 from gateway.downlink import CURSOR_KEY, Downlink
@@ -45,6 +46,8 @@ def central_types(uplink: Uplink) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@pytest.mark.e2e
+@pytest.mark.mpy
 def test_remote_open_from_the_platform_reaches_the_locker_and_the_outcome_comes_back(
         tmp_path: Path, broker: Mosquitto, uplink: Uplink) -> None:
     """Platform -> gateway -> locker firmware -> door opens -> events and the
@@ -178,6 +181,8 @@ def forward_event(seq: int, kind: str, cmd: dict[str, Any]) -> bytes:
                                          {"kind": kind, "cmd": cmd}))
 
 
+@pytest.mark.e2e
+@pytest.mark.mpy
 def test_deposit_permit_forwarded_by_a_handheld_opens_the_locker(tmp_path: Path, broker: Mosquitto) -> None:
     """A platform-signed deposit permit, carried offline by the courier's
     handheld and forwarded through the gateway: the locker checks the

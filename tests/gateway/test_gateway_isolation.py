@@ -209,6 +209,8 @@ def test_forwarded_ids_cannot_shadow_platform_commands(tmp_path: Path) -> None:
 
 # ---- end-to-end confirmation: a broker ack is not storage
 
+@pytest.mark.e2e
+@pytest.mark.mpy
 def test_a_wiped_gateway_session_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
     """While the gateway is away, its persistent session (holding what the
     devices sent) is wiped by a clean-session login under its client id, as
@@ -236,6 +238,8 @@ def test_a_wiped_gateway_session_loses_nothing(tmp_path: Path, broker: Mosquitto
     assert_each_once(tmp_path / "gateway.db", devices, n)
 
 
+@pytest.mark.e2e
+@pytest.mark.mpy
 @pytest.mark.slow
 def test_twenty_broker_sigkills_then_a_takeover_lose_nothing(tmp_path: Path, broker: Mosquitto) -> None:
     """Three devices publish while Mosquitto is SIGKILLed 20 times (whatever

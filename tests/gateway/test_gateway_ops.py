@@ -102,6 +102,8 @@ def gateway(tmp_path: Path, broker: Mosquitto):
     gw.stop()
 
 
+@pytest.mark.e2e
+@pytest.mark.mpy
 def test_commands_wait_for_the_locker_and_are_acked(tmp_path: Path, broker: Mosquitto, gateway: dict) -> None:
     """Queued while the locker is off; delivered when it comes online."""
     salt = "00aa11bb22cc33dd"

@@ -40,6 +40,7 @@ def test_cpython(case: dict) -> None:
     assert run_vectors.run_case(case) == case["expect"]
 
 
+@pytest.mark.mpy
 def test_micropython_unix_port_128k_heap() -> None:
     proc = unixport.run([str(GOLDEN / "run_vectors.py"), str(VECTORS)], extra_path=[GOLDEN], timeout=120)
     assert proc.returncode == 0, proc.stderr

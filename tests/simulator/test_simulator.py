@@ -125,6 +125,8 @@ def test_cli_exit_code_is_1_when_an_expectation_fails(tmp_path: Path) -> None:
     assert r.returncode == 2 and "outlet.lockers" in r.stderr
 
 
+@pytest.mark.e2e
+@pytest.mark.mpy
 def test_unix_port_lockers_for_fidelity(tmp_path: Path) -> None:
     """The same scenario machinery with the locker firmware as a MicroPython
     unix-port process, driven through its front panel; a power cut is a SIGKILL."""

@@ -725,6 +725,29 @@ def sim_scenario(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     return run
 
 
+#: Debian's chromium (scripts/setup installs it); Playwright drives it, never a downloaded browser.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """A headless Playwright ``Browser`` on Debian's chromium, one per test module, for
+    page tests (the gateway's status page, the handheld UI, the simulator's report and
+    dashboard). Tests that use it are marked ``browser``."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """On a failed test that used ``outlet``, the outlet's summary goes in the report

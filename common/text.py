@@ -51,16 +51,18 @@ class _Blank(dict[str, Any]):
 
 
 def _flatten(table: dict[str, Any], prefix: str, out: dict[str, dict[str, str]], path: Path) -> None:
+    """Entries are tables with ``zh`` and ``en``; any other key of a table is
+    a table of entries below it (``[progress]`` and ``[progress.done]`` both)."""
     for k, v in table.items():
         key = f"{prefix}{k}"
         if not isinstance(v, dict):
             raise CatalogError(f"{path}: '{key}' must be a table with zh and en")
-        if set(v) & set(LANGS):
-            if set(v) != set(LANGS) or not all(isinstance(v[lang], str) for lang in LANGS):
-                raise CatalogError(f"{path}: '{key}' needs exactly zh and en strings, has {sorted(v)}")
-            out[key] = {lang: v[lang] for lang in LANGS}
-        else:
-            _flatten(v, key + ".", out, path)
+        texts = {lang: v[lang] for lang in LANGS if lang in v}
+        if texts:
+            if len(texts) != len(LANGS) or not all(isinstance(x, str) for x in texts.values()):
+                raise CatalogError(f"{path}: '{key}' needs both zh and en strings, has {sorted(texts)}")
+            out[key] = texts
+        _flatten({n: x for n, x in v.items() if n not in LANGS}, key + ".", out, path)
 
 
 def placeholders(text: str) -> set[str]:

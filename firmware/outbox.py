@@ -62,7 +62,7 @@
 # power cut should tear nothing there; FAT and the unix port can tear,
 # hence the format.
 #
-# Changes from the suggested design, and why:
+# Design choices, and why:
 # - Space is reclaimed by rewriting segments (temp + rename) without their
 #   delivered and evicted records, merging small neighbours, instead of only
 #   deleting fully delivered segments: one undelivered custody record must

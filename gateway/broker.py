@@ -7,7 +7,7 @@ reading only its own ``cmd`` channel, so a compromised or misconfigured
 locker cannot speak for another. The gateway account reads and writes the
 outlet's whole subtree.
 
-An outlet broker is also hardened (:class:`OutletLimits`, issue 11): the
+An outlet broker is also hardened (:class:`OutletLimits`): the
 listener replaces every client id with the login's username
 (``use_username_as_clientid``), so no login can take over another login's
 session (a locker connecting as ``gw-<outlet>`` with a clean session used to
@@ -234,7 +234,7 @@ def write_config(directory: Path, port: int, accounts: list[Account], bind: str 
             "# The client id becomes the login's username: a device's or the",
             "# gateway's session belongs to its own login, and a locker connecting",
             "# with client id gw-<outlet> and a clean session no longer wipes the",
-            "# gateway's queued events (issue 11). Devices log in as their device id,",
+            "# gateway's queued events. Devices log in as their device id,",
             "# the gateway as gw-<outlet>; one login, one session, one connection.",
             "use_username_as_clientid true",
         ]

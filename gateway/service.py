@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.config import GatewayConfig
-from gateway.ingest.loop import Faults, Ingest
+from gateway.ingest.loop import CrashPoints, Ingest
 from gateway.ingest.relay import Relay
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
@@ -27,9 +27,9 @@ class _Service(Protocol):
     def join(self, timeout: float | None = None) -> None: ...
 
 
-def run(cfg: GatewayConfig, faults: Faults | None = None) -> int:
+def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
-    ing = Ingest(cfg, faults or Faults())
+    ing = Ingest(cfg, faults or CrashPoints())
     stop = threading.Event()
     services: list[_Service] = []
     if cfg.upstream is not None:

@@ -1,1 +1,1 @@
-"""Courier handheld app (issue 6): scanning, parcel workflows, photo evidence."""
+"""Courier handheld app: scanning, parcel workflows, board jobs with photo evidence, its web UI."""

@@ -9,15 +9,16 @@ safe and then the parts that talk to people and peripherals:
 3. the camera feed, the GNSS reader, the serial scan engine (each optional; a missing
    or failing peripheral is a message on the screen, never a crash);
 4. the background sync loop (locker command outcomes, photo hand-off to the uploader);
-5. the local web UI.
+5. the user interface, if one was given (:class:`UiStarter`; ``handheld/main.py``
+   passes the local web UI, ``handheld.webui.serve``).
 
 Every courier action is an event built here (:meth:`HandheldApp.emit`) and committed to
 the outbox before the UI says "done".
 
-Photo upload. ``handheld/uploader.py`` (``PhotoQueue`` / ``Uploader``) may not be
-installed yet on a given build; accepted photos are first recorded in a small hand-off
-table (:class:`PhotoHandoff`) and given to the uploader's queue as soon as the module
-imports. Until then they stay on the handheld and the sync screen says so.
+Photo upload. Accepted photos are first recorded in a small hand-off table
+(:class:`PhotoHandoff`) and given to the uploader's queue (``handheld/uploader.py``,
+imported when first needed); a build without the uploader, or one whose uploader
+fails to start, keeps them on the handheld and the sync screen says so.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -39,14 +41,15 @@ from drivers.storage import FileStorage
 from handheld import photo as _photo
 from handheld.config import HandheldConfig
 from handheld.evidence import EvidenceRefused
-from handheld.gnss import GnssConfig, GnssReader
 from handheld.jobs import Jobs, PhotoSink
 from handheld.link import MqttLink
+from handheld.nmea import GnssReader
 from handheld.outbox import Outbox, OutboxFull
 from handheld.photo_index import PhotoIndex
+from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
 from handheld.sources import SourceError, VideoSource, load_image
-from handheld.ui_text import Refused, both
+from handheld.text import TEXT, Refused
 from handheld.workflows import GatewayClient, ParcelFlows
 from protocol import envelope, signing, topics
 from protocol.canonical import loads_object
@@ -64,8 +67,21 @@ SCAN_VERDICT = {"duplicate": "duplicate", "invalid_scan": "invalid", "not_parcel
                 "wrong_route": "wrong_route"}
 
 
-class _Refusal:
-    """Shape ``signing.ack`` expects of an error: a code and a detail."""
+class RunningUi(Protocol):
+    """What the app keeps of a started user interface: where it is and how to stop it."""
+
+    @property
+    def url(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+#: Starts a user interface for a started app and returns it (``handheld.webui.serve``).
+UiStarter = Callable[["HandheldApp"], RunningUi]
+
+
+class _AckError:
+    """A refused command as ``signing.ack`` reports it: a code and a detail."""
 
     def __init__(self, code: str, detail: str = "") -> None:
         self.code = code
@@ -123,7 +139,7 @@ class PhotoHandoff(PhotoSink):
         if not self._ensure_uploader():
             return
         with self._lock:
-            # The uploader takes JPEG evidence; drawn signatures (PNG) stay here for now.
+            # The uploader takes JPEG evidence; drawn signatures (PNG) stay on the handheld.
             rows = self.db.execute("SELECT sha256, path, meta FROM photos WHERE handed=0 "
                                    "AND path LIKE '%.jpg' ORDER BY added").fetchall()
         for sha, path, meta in rows:
@@ -270,8 +286,12 @@ class CameraFeed:
 # ---------------------------------------------------------------------- the app
 
 class HandheldApp:
-    def __init__(self, config: HandheldConfig) -> None:
+    """The courier's handheld: its stores, link, peripherals and flows. ``ui``, if given,
+    is started last by :meth:`start` and stopped first by :meth:`stop`."""
+
+    def __init__(self, config: HandheldConfig, ui: UiStarter | None = None) -> None:
         self.cfg = config
+        self._start_ui = ui
         sd = Path(config.state_dir)
         sd.mkdir(parents=True, exist_ok=True)
         self.state_dir = sd
@@ -312,7 +332,7 @@ class HandheldApp:
         self.scan_engine_status: str | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.web: Any = None
+        self.web: RunningUi | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> HandheldApp:
@@ -325,14 +345,9 @@ class HandheldApp:
             self._spawn(self._engine_loop, "hh-scan-engine")
         if self.cfg.camera and self.cfg.camera_scan:
             self._spawn(self._camera_scan_loop, "hh-camera-scan")
-        from handheld.webui import WebUI
-
-        # Extra Host names the UI answers to besides loopback (DNS-rebinding allow-list);
-        # read this way until handheld/config.py parses a ``[web] names`` key.
-        names = tuple(getattr(self.cfg, "web_names", ()) or ())
-        self.web = WebUI(self, self.cfg.web_host, self.cfg.web_port, names)
-        self.web.start()
-        log.info("handheld %s started, UI at %s", self.cfg.device, self.web.url)
+        if self._start_ui is not None:
+            self.web = self._start_ui(self)
+        log.info("handheld %s started%s", self.cfg.device, f", UI at {self.web.url}" if self.web else "")
         return self
 
     def stop(self) -> None:
@@ -403,12 +418,12 @@ class HandheldApp:
             else:
                 raise LookupError(op)
         except LookupError:
-            err = _Refusal("unknown_op", f"op {op!r} is not for a handheld")
+            err = _AckError("unknown_op", f"op {op!r} is not for a handheld")
             self.last_command = {"id": cmd["id"], "op": op, "ok": False, "code": err.code, "at": time.time()}
             self._ack(cmd["id"], err)
             return err.code
         except (ValueError, TypeError) as e:
-            err = _Refusal("bad_args", str(e)[:200])
+            err = _AckError("bad_args", str(e)[:200])
             self.last_command = {"id": cmd["id"], "op": op, "ok": False, "code": err.code, "at": time.time()}
             self._ack(cmd["id"], err)
             return err.code
@@ -440,11 +455,12 @@ class HandheldApp:
                     self.emit("handheld.scan", "telemetry",
                               {"code": (r.value or r.text)[:64], "kind": r.kind or "", "verdict": r.verdict,
                                "reason": r.reason, "source": source})
-                txt = both("verdict." + r.verdict)
+                txt = TEXT.both("verdict." + r.verdict)
                 if r.reason:
-                    why = both("reason." + r.reason)
-                    if why["en"] == "reason." + r.reason:
-                        why = {"zh": r.detail, "en": r.detail}
+                    # A reason this handheld has no words for (e.g. a barcode rule's own
+                    # code) is explained by the checker's detail.
+                    key = "reason." + r.reason
+                    why = TEXT.both(key) if TEXT.has(key) else {"zh": r.detail, "en": r.detail}
                     txt = {k: f"{txt[k]}：{why[k]}" if k == "zh" else f"{txt[k]}: {why[k]}" for k in txt}
                 res: dict[str, Any] = {"ok": r.ok, "verdict": r.verdict, "value": r.value, "kind": r.kind,
                                        "reason": r.reason, **txt}
@@ -461,7 +477,7 @@ class HandheldApp:
                         r.verdict, "not_parcel" if r.reason == "not_parcel" else "invalid_scan")
                     raise Refused(code, detail=r.detail, parcel=r.value)
                 res = {"ok": True, "verdict": "good", "parcel": r.value, "confirm": True,
-                       **both("verdict.good")}
+                       **TEXT.both("verdict.good")}
         except Refused as e:
             res = {**e.as_dict(), "verdict": SCAN_VERDICT.get(e.code, "refused")}
         res.update(mode=mode, text=text[:80], at=time.time())

@@ -29,46 +29,31 @@ from typing import Any, Protocol
 import numpy as np
 
 from common.durable import write_durable
-from handheld import gnss as _gnss
 from handheld import photo as _photo
 from handheld import photo_index as _index
 from handheld.photo import DEFAULT_QUALITY, PhotoError, QualityConfig
+from handheld.position import NON_BLOCKING
+from handheld.text import TEXT
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "postedge.evidence/1"
 
-MESSAGES: dict[str, dict[str, str]] = {
-    "photo_quality": {"zh": "照片质量不合格，请重拍", "en": "Photo failed the quality check, please retake"},
-    "position_not_ready": {
-        "zh": "位置尚未确定，暂不能提交照片",
-        "en": "Position is not ready yet, the photo cannot be submitted",
-    },
-    "no_receiver": {
-        "zh": "没有连接 GNSS 接收机，无法确定位置",
-        "en": "No GNSS receiver connected, the position is unknown",
-    },
-    "position_unverified": {
-        "zh": "提示：提交时位置未通过检查，已标记供审核",
-        "en": "Note: position did not pass the checks when submitted; marked for review",
-    },
-    "bad_input": {"zh": "无法读取照片", "en": "Cannot read the photo"},
-    "duplicate": {"zh": "重复照片，不能提交", "en": "Duplicate photo, not accepted"},
-}
+#: Where a reason code's text is, in the order codes are looked up: this module's
+#: own, then the photo, duplicate and position modules'.
+SOURCES = ("evidence.", "photo.", "photo_index.", "gnss.")
 
 
-def _lookup(code: str) -> dict[str, str]:
-    for table in (MESSAGES, _photo.MESSAGES, _index.MESSAGES, _gnss.MESSAGES):
-        if code in table:
-            entry = table[code]
-            return {"zh": entry["zh"], "en": entry["en"]}
-    return {"zh": code, "en": code}
+def _key(code: str) -> str:
+    for prefix in SOURCES:
+        if TEXT.has(prefix + code):
+            return prefix + code
+    raise KeyError(code)
 
 
 def describe(code: str) -> dict[str, str]:
     """Bilingual text for any reason code of the photo, index, GNSS or evidence modules."""
-    out = _lookup(code)
-    return {"code": code, "zh": out["zh"].format(max_m=10), "en": out["en"].format(max_m=10)}
+    return {"code": code, **TEXT.both(_key(code), max_m=10)}
 
 
 class EvidenceRefused(Exception):
@@ -90,7 +75,7 @@ class EvidenceRefused(Exception):
         self.reasons = list(reasons) if reasons else [code]
         self.detail = detail or {}
         self.messages = [describe(r) for r in self.reasons]
-        head = _lookup(code)
+        head = TEXT.both(_key(code))
         extra_zh = "；".join(m["zh"] for m in self.messages if m["code"] != code)
         extra_en = "; ".join(m["en"] for m in self.messages if m["code"] != code)
         self.zh = head["zh"] + (f"：{extra_zh}" if extra_zh else "")
@@ -174,7 +159,7 @@ def capture_evidence(
     """Check, hash, index and describe one evidence photo; raise :class:`EvidenceRefused` if unusable.
 
     ``frame_or_jpeg``: a camera frame (BGR array), image bytes, or a file path.
-    ``gnss``: a :class:`handheld.gnss.GnssReader` (anything with ``fix()``), a fix
+    ``gnss``: a :class:`handheld.nmea.GnssReader` (anything with ``fix()``), a fix
     dict already taken, or None. ``now``: handheld UTC epoch seconds (defaults to the
     clock). ``require_position=False`` lets a supervisor-approved fallback through
     when no fix can be had (deep valley): the record then carries
@@ -207,7 +192,7 @@ def capture_evidence(
         blocking = (
             ["no_receiver"]
             if fix is None
-            else [f for f in fix.get("flags", []) if f not in _gnss.NON_BLOCKING] or ["no_fix"]
+            else [f for f in fix.get("flags", []) if f not in NON_BLOCKING] or ["no_fix"]
         )
         if require_position:
             log.info("evidence refused (position) job=%s step=%s flags=%s", job, step, blocking)

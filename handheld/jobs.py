@@ -50,7 +50,7 @@ from handheld import decode as _decode
 from handheld import photo as _photo
 from handheld.evidence import EvidenceRefused, capture_evidence
 from handheld.photo_index import PhotoIndex
-from handheld.ui_text import Refused, both
+from handheld.text import TEXT, Refused
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class Jobs:
             eid = self._board_event(job, step)
             job["steps"][step] = {"at": int(time.time()), "event": eid}
             self._save()
-            return {"ok": True, "step": step, **both("ok.step", step=step)}
+            return {"ok": True, "step": step, **TEXT.both("ok.step", step=step)}
 
     def photo(self, jid: str, step: str, image: np.ndarray | bytes | None) -> dict[str, Any]:
         """Take the evidence photo for ``step``; raises Refused / EvidenceRefused with courier text."""
@@ -274,9 +274,9 @@ class Jobs:
             self._save()
             result = {"ok": True, "step": step, "job": jid, "sha256": sha,
                       "quality": {"ok": True, "metrics": rec["quality"]}, "flags": rec["flags"],
-                      **both("ok.photo")}
+                      **TEXT.both("ok.photo")}
             if found:
-                result["campaign"] = both("ok.campaign", campaign=campaign)
+                result["campaign"] = TEXT.both("ok.campaign", campaign=campaign)
             self.last_photo = result
             return result
 
@@ -310,7 +310,7 @@ class Jobs:
             job["submit_event"] = eid
             job["submit_seq"] = seq
             self._save()
-            return {"ok": True, "job": jid, **both("ok.submitted")}
+            return {"ok": True, "job": jid, **TEXT.both("ok.submitted")}
 
 
 def _e7(v: Any) -> int | None:

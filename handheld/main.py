@@ -28,15 +28,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     from handheld.app import HandheldApp
+    from handheld.webui import serve
 
     try:
-        app = HandheldApp(cfg).start()
+        app = HandheldApp(cfg, ui=serve).start()
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"cannot start: {e}", file=sys.stderr)
         return 1
+    assert app.web is not None
     print(f"handheld {cfg.device} running; UI at {app.web.url}", flush=True)
     stop = threading.Event()
 

@@ -18,7 +18,8 @@ the board and a retake costs ten seconds instead of another trip:
 * **resolution** - the poster's small print must stay legible after the long-side cap.
 
 A failed gate returns reason codes; each code has a courier message in Simplified
-Chinese and English (:data:`MESSAGES`) and the UI offers a retake.
+Chinese and English (``photo.<code>`` in ``handheld/text.toml``) and the UI offers a
+retake.
 
 Accepted frames are resized (long side capped, default 1600 px, enough to read A4
 print on a board at 2 m) and JPEG-encoded at quality 80: about 250-500 kB, which
@@ -27,9 +28,6 @@ uploads over a weak 2G/3G link in reasonable time and is visually lossless for t
 Hashes: SHA-256 of the stored JPEG bytes catches a file submitted twice; a 64-bit DCT
 perceptual hash (pHash) catches the same picture re-encoded, resized, slightly cropped
 or brightened (see :mod:`handheld.photo_index` for the refusal rule).
-
-Messages live in this module (reason code -> {"zh", "en"}); the shared catalogue in
-:mod:`postedge.i18n` is owned elsewhere and is only used to pick the language.
 """
 
 from __future__ import annotations
@@ -43,6 +41,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from handheld.text import TEXT
+
 #: Long side, in pixels, of the copy on which sharpness is measured.
 SHARPNESS_LONG_SIDE = 640
 
@@ -50,71 +50,14 @@ SHARPNESS_LONG_SIDE = 640
 CLIP_LOW = 8
 CLIP_HIGH = 250
 
-#: Reason code -> courier-facing text. Short, imperative, says what to do next.
-MESSAGES: dict[str, dict[str, str]] = {
-    "blurry": {
-        "zh": "照片模糊：请稳住手机、对准公告栏后重拍",
-        "en": "Photo is blurry: hold the phone steady, focus on the board and retake",
-    },
-    "motion_blur": {
-        "zh": "照片因手抖而拖影：请双手持稳、按下快门后停一秒再移动",
-        "en": "Photo is smeared by camera shake: hold still with both hands, wait a second after the shutter",
-    },
-    "too_dark": {
-        "zh": "照片太暗：请到光线充足处或打开闪光灯后重拍",
-        "en": "Photo is too dark: find more light or turn on the flash and retake",
-    },
-    "too_bright": {
-        "zh": "照片过曝（太亮）：请避开直射阳光或反光后重拍",
-        "en": "Photo is overexposed: avoid direct sun or glare and retake",
-    },
-    "low_resolution": {
-        "zh": "照片分辨率太低：请使用更高的相机分辨率后重拍",
-        "en": "Photo resolution is too low: use a higher camera resolution and retake",
-    },
-    "empty_frame": {
-        "zh": "相机没有返回画面：请重试，如仍失败请重启相机",
-        "en": "The camera returned no picture: try again; if it keeps failing, restart the camera",
-    },
-    "camera_unavailable": {
-        "zh": "无法打开相机：请检查相机是否被占用或已断开",
-        "en": "Cannot open the camera: check that it is connected and not used by another app",
-    },
-    "not_an_image": {
-        "zh": "文件不是有效的图片或已损坏，请重新拍照",
-        "en": "The file is not a valid image or is damaged: please take the photo again",
-    },
-    "empty_file": {
-        "zh": "图片文件是空的，请重新拍照",
-        "en": "The image file is empty: please take the photo again",
-    },
-    "encode_failed": {
-        "zh": "无法保存照片（编码失败），请重拍",
-        "en": "Could not save the photo (encoding failed): please retake",
-    },
-}
-
-
-def message(code: str, lang: str = "en") -> str:
-    """The courier text for ``code`` in ``lang`` ("zh" or "en"); unknown codes fall back to the code."""
-    entry = MESSAGES.get(code)
-    if entry is None:
-        return code
-    return entry.get(lang) or entry["en"]
-
-
-def messages(codes: Iterable[str], table: dict[str, dict[str, str]] | None = None) -> list[dict[str, str]]:
-    """Both languages for each code, in order: the UI shows whichever the courier reads."""
-    tbl = MESSAGES if table is None else table
-    out = []
-    for code in codes:
-        entry = tbl.get(code, {"zh": code, "en": code})
-        out.append({"code": code, "zh": entry["zh"], "en": entry["en"]})
-    return out
+def messages(codes: Iterable[str], prefix: str = "photo.") -> list[dict[str, str]]:
+    """Both languages for each reason code, in order (``prefix`` + code keys the catalogue):
+    the UI shows whichever the courier reads."""
+    return [{"code": code, **TEXT.both(prefix + code)} for code in codes]
 
 
 class PhotoError(Exception):
-    """A photo could not be obtained or read; ``code`` keys :data:`MESSAGES`.
+    """A photo could not be obtained or read; ``code`` keys ``photo.<code>`` in the catalogue.
 
     Raised for hardware and input faults (no camera, empty frame, corrupt file), which
     differ from a quality verdict: there is no picture to judge at all.
@@ -123,8 +66,9 @@ class PhotoError(Exception):
     def __init__(self, code: str, detail: str = "") -> None:
         self.code = code
         self.detail = detail
-        self.zh = message(code, "zh")
-        self.en = message(code, "en")
+        text = TEXT.both("photo." + code)
+        self.zh = text["zh"]
+        self.en = text["en"]
         super().__init__(f"{code}: {self.en}" + (f" ({detail})" if detail else ""))
 
 

@@ -53,39 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from handheld.photo import hamming, messages, phash_hex
-
-MESSAGES: dict[str, dict[str, str]] = {
-    "duplicate_exact": {
-        "zh": "这张照片已经提交过（完全相同的文件），不能重复使用，请现场重新拍摄",
-        "en": "This exact photo was already submitted and cannot be used again: take a new photo on site",
-    },
-    "duplicate_same_step": {
-        "zh": "这一步已经有一张几乎相同的照片；如需重拍，请先删除原照片",
-        "en": "This step already has a nearly identical photo: delete the old one first to retake",
-    },
-    "duplicate_same_visit": {
-        "zh": "这张照片与本次作业的另一步骤照片几乎相同；请拍摄完成后的实际状态（如新海报）",
-        "en": "This photo is nearly identical to another step of this visit: photograph the actual result "
-        "(e.g. the new poster)",
-    },
-    "reused_other_site": {
-        "zh": "这张照片与其他站点的照片几乎相同，不能用作本站点的证据，请在现场拍摄",
-        "en": "This photo is nearly identical to one from another site and cannot be evidence here: "
-        "photograph this board on site",
-    },
-    "similar_same_visit": {
-        "zh": "提示：与本次作业另一张照片相似，已标记供审核",
-        "en": "Note: similar to another photo of this visit; marked for review",
-    },
-    "similar_earlier_visit": {
-        "zh": "提示：与此站点以前的照片相似（正常维护情况），已关联供审核",
-        "en": "Note: similar to an earlier photo of this site (normal for maintenance); linked for review",
-    },
-    "similar_other_site": {
-        "zh": "提示：与其他站点的照片相似，已标记供审核",
-        "en": "Note: similar to a photo from another site; marked for review",
-    },
-}
+from handheld.text import TEXT
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (
@@ -122,7 +90,7 @@ class DuplicatePhotoError(Exception):
     def __init__(self, code: str, existing: dict[str, Any]) -> None:
         self.code = code
         self.existing = existing
-        super().__init__(f"{code}: {MESSAGES[code]['en']} (existing: {existing})")
+        super().__init__(f"{code}: {TEXT.t('photo_index.' + code, 'en')} (existing: {existing})")
 
 
 class PhotoIndex:
@@ -246,7 +214,7 @@ class PhotoIndex:
             "code": code,
             "flags": flags,
             "matches": matches,
-            "messages": messages(codes, MESSAGES),
+            "messages": messages(codes, "photo_index."),
         }
 
     def add(

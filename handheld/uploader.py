@@ -26,9 +26,9 @@ own Wi-Fi was judged not worth a private CA on every handheld. ``https://``
 URLs work too (pass an ``ssl_context``) should an outlet terminate TLS in
 front of the gateway.
 
-``UploadClient`` is the protocol's client alone (stdlib only), also used by
-the gateway to push finished photos upstream (``gateway/photo_sync.py``),
-since the central side answers the same protocol.
+The protocol's client alone (``UploadClient`` in ``common/upload_client.py``,
+stdlib only) is shared with the gateway, which pushes finished photos upstream
+(``gateway/photo_sync.py``): the central side answers the same protocol.
 """
 
 from __future__ import annotations
@@ -47,37 +47,18 @@ from typing import Any
 
 from common.durable import write_durable
 from common.upload_client import DEFAULT_CHUNK, UploadClient, upload_bytes
+from handheld.text import TEXT
 
 JPEG_SOI = b"\xff\xd8\xff"
 
-# Courier-facing messages, Simplified Chinese first (the courier's
-# language), English for support staff.
-MESSAGES: dict[str, tuple[str, str]] = {
-    "gateway_unreachable": ("网关暂时无法连接，照片已保存，稍后自动重传",
-                            "Gateway unreachable: the photo is kept and will be sent later"),
-    "gateway_timeout": ("网关没有及时响应，照片已保存，稍后自动重传",
-                        "The gateway did not answer in time: the photo is kept and will be sent later"),
-    "unauthorized": ("网关拒绝了本机的登录（用户名或密码错误），照片已保存；请联系网点管理员",
-                     "The gateway refused this handheld's login: photos are kept; call the outlet "
-                     "administrator"),
-    "forbidden": ("此账号不允许上传照片，照片已保存；请联系网点管理员",
-                  "This account may not upload photos: photos are kept; call the outlet administrator"),
-    "restarted": ("照片在网关校验失败，正在从头重新上传",
-                  "The gateway found the photo damaged: sending it again from the start"),
-    "gateway_full": ("网关存储空间已满，照片保留在本机，稍后重试",
-                     "The gateway's storage is full: the photo stays on this handheld and is retried later"),
-    "gateway_busy": ("网关正忙，照片已保存，稍后自动重传",
-                     "The gateway is busy: the photo is kept and will be sent later"),
-    "rejected": ("网关拒绝了这张照片，请联系网点管理员",
-                 "The gateway refused this photo: call the outlet administrator"),
-    "queue_damaged": ("本机保存的照片文件已损坏，无法上传，请重新拍摄",
-                      "The photo file on this handheld is damaged and cannot be sent: take it again"),
-}
-
 
 def message(code: str) -> dict[str, str]:
-    zh, en = MESSAGES.get(code, (f"上传出错（{code}）", f"Upload error ({code})"))
-    return {"code": code, "zh": zh, "en": en}
+    """The courier's text for an upload error (``upload.<code>``). Codes are kept in the
+    queue's database, so one this version has no words for (written by another
+    version of the upload client) gets the generic text naming it."""
+    key = "upload." + code
+    text = TEXT.both(key) if TEXT.has(key) else TEXT.both("upload.error", code=code)
+    return {"code": code, **text}
 
 
 # ------------------------------------------------------------------ queue

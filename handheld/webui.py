@@ -13,10 +13,10 @@ offline). Differences that come from being held in a hand outdoors:
 - Simplified Chinese by default, English one tap away (``?lang=en``).
 
 The server is aiohttp in a thread of its own (:class:`ThreadedServer`), not the
-standard library's ``ThreadingHTTPServer``: that one had no timeouts (an idle or
-trickling socket held a thread forever) and no limits. And because any web page the
+standard library's ``ThreadingHTTPServer``, which has no timeouts (an idle or
+trickling socket holds a thread forever) and no limits. And because any web page the
 courier's browser opens can send requests to ``127.0.0.1``, every request is checked
-before it reaches the app (:class:`WebUI`, issue 11 finding 9): the ``Host`` must be
+before it reaches the app (:class:`WebUI`): the ``Host`` must be
 this UI's own, a state-changing request must come from this UI's own page (``Origin``),
 be JSON, and carry the session token embedded in the page.
 
@@ -46,16 +46,17 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from handheld.ui_text import LANGS, Refused, both, t
-
-if TYPE_CHECKING:
-    from handheld.app import HandheldApp
+from handheld.app import HandheldApp
+from handheld.config import ConfigError
+from handheld.text import LANGS, TEXT, Refused
 
 log = logging.getLogger(__name__)
+#: The page's text in one language: ``t(key, lang, **fields)`` (``handheld/text.toml``).
+t = TEXT.t
 MAX_BODY = 20 * 1024 * 1024  # a full-resolution phone photo
 PARTS = ("status", "scan", "parcels", "jobs", "camera", "sync")
 SCREENS = ("scan", "parcels", "jobs", "camera", "sync")
@@ -73,6 +74,13 @@ def _ago(at: float | None, lang: str) -> str:
     if at is None:
         return t("sync.never", lang)
     return t("sync.ago", lang, n=int(max(0, time.time() - at)))
+
+
+def _cmd_status(status: str, lang: str) -> str:
+    """A locker command's status as the gateway reports it; one this handheld has no
+    words for is shown as sent."""
+    key = "cmd." + status
+    return t(key, lang) if TEXT.has(key) else t("cmd.other", lang, status=status)
 
 
 def _msg(d: dict[str, Any] | None, lang: str) -> str:
@@ -126,7 +134,7 @@ def part_parcels(app: HandheldApp, lang: str) -> str:
     if v["parcels"]:
         out.append(f'<h3>{esc(t("parcels.manifest", lang, n=len(v["parcels"])))}</h3><ul class="list">')
         for p in v["parcels"]:
-            cmd = f' · {esc(t("cmd." + p["cmd_status"], lang))}' if p["cmd_status"] else ""
+            cmd = f' · {esc(_cmd_status(p["cmd_status"], lang))}' if p["cmd_status"] else ""
             out.append(f'<li class="row p-{esc(p["state"])}" data-parcel="{esc(p["parcel"])}">'
                        f'<span class="mono">{esc(p["parcel"])}</span> <span>{esc(p["to"])}</span> '
                        f'<em>{esc(t("pstate." + p["state"], lang))}{cmd}</em></li>')
@@ -697,7 +705,7 @@ class WebUI:
     """The courier UI's server: binds at construction (a taken port fails the start,
     naming web.port), serves from its own thread (:class:`ThreadedServer`).
 
-    Every request passes :meth:`_guard` first. Why each check (issue 11, finding 9):
+    Every request passes :meth:`_guard` first. Why each check:
 
     - ``Host`` must be on the allow-list (:func:`host_allowlist`): stops DNS rebinding,
       which otherwise makes a foreign page "same-origin" with this UI;
@@ -716,7 +724,7 @@ class WebUI:
         JSON, 20 MiB of photo).
     - at most ``MAX_ACTIVE`` requests are handled at once (503 after ``BUSY_WAIT_S``).
 
-    Each refusal answers with a bilingual message (``err.*`` in ``handheld/ui_text.py``),
+    Each refusal answers with a bilingual message (``err.*`` in ``handheld/text.toml``),
     is counted in :attr:`refused` (shown in ``GET /api/state`` under ``web``), and is
     logged (the first of each kind, then every 100th, so a hostile page cannot flood the
     log). GET routes change nothing and are not token-checked: a foreign page cannot
@@ -726,8 +734,6 @@ class WebUI:
     def __init__(self, app: HandheldApp, host: str, port: int, names: Iterable[str] = (), *,
                  idle_timeout: float = IDLE_TIMEOUT_S, body_timeout: float = BODY_TIMEOUT_S,
                  max_active: int = MAX_ACTIVE, max_connections: int = MAX_CONNECTIONS) -> None:
-        from handheld.config import ConfigError
-
         self.app = app
         self.token = secrets.token_urlsafe(32)
         self.refused: Counter[str] = Counter()
@@ -829,8 +835,8 @@ class WebUI:
             raise
         except Exception as e:  # noqa: BLE001 - one bad request must not stop the UI
             log.error("ui error %s %s: %s", request.method, request.path, traceback.format_exc(limit=5))
-            return web.json_response({"ok": False, "code": "internal",
-                                      **both("err.internal", detail=repr(e)[:100])}, status=500, dumps=_dumps)
+            doc = {"ok": False, "code": "internal", **TEXT.both("err.internal", detail=repr(e)[:100])}
+            return web.json_response(doc, status=500, dumps=_dumps)
         finally:
             self._sem.release()
 
@@ -933,6 +939,14 @@ class WebUI:
         except Refused as e:
             return web.json_response(e.as_dict(), status=400 if e.code in ("bad_request", "no_job") else 200,
                                      dumps=_dumps)
+
+
+def serve(app: HandheldApp) -> WebUI:
+    """Start the courier's web UI for ``app`` on its configured ``[web]`` host and port:
+    the :data:`handheld.app.UiStarter` that ``handheld/main.py`` gives the app."""
+    ui = WebUI(app, app.cfg.web_host, app.cfg.web_port)
+    ui.start()
+    return ui
 
 
 def _mime(request: web.Request) -> str:

@@ -47,7 +47,7 @@ from typing import Any
 
 from handheld.jobs import PhotoSink, atomic_json, read_json
 from handheld.scanning import ScanFilter, ScanResult
-from handheld.ui_text import Refused, both
+from handheld.text import TEXT, Refused
 from protocol.codes import matches as code_matches
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class ParcelFlows:
             self.state["intake"] = (self.state["intake"] + [{"parcel": r.value, "at": int(self.now()),
                                                               "event": eid}])[-50:]
             self._save()
-            return {"ok": True, "parcel": r.value, **both("ok.intake", parcel=r.value)}
+            return {"ok": True, "parcel": r.value, **TEXT.both("ok.intake", parcel=r.value)}
 
     def deposit(self, text: str, source: str = "manual") -> dict[str, Any]:
         with self._lock:
@@ -188,7 +188,7 @@ class ParcelFlows:
                                                     "for": "deposit", "at": int(self.now())}
             self._save()
             return {"ok": True, "parcel": r.value, "cmd": permit["id"],
-                    **both("ok.deposit", parcel=r.value, locker=locker, size=size)}
+                    **TEXT.both("ok.deposit", parcel=r.value, locker=locker, size=size)}
 
     def hand_delivery(self, text: str, method: str, value: str, source: str = "manual") -> dict[str, Any]:
         with self._lock:
@@ -234,7 +234,7 @@ class ParcelFlows:
             p["state"] = "delivered"
             p["event"] = eid
             self._save()
-            return {"ok": True, "parcel": r.value, **both("ok.delivered", parcel=r.value)}
+            return {"ok": True, "parcel": r.value, **TEXT.both("ok.delivered", parcel=r.value)}
 
     def collect(self, text: str, source: str = "manual") -> dict[str, Any]:
         with self._lock:
@@ -255,7 +255,7 @@ class ParcelFlows:
             self.emit("handheld.collect", "custody", body)
             entry["state"] = "collected"
             self._save()
-            return {"ok": True, "parcel": r.value, **both("ok.collected", parcel=r.value)}
+            return {"ok": True, "parcel": r.value, **TEXT.both("ok.collected", parcel=r.value)}
 
     # ------------------------------------------------------------------ outcomes
     def poll_commands(self) -> int:

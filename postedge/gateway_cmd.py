@@ -25,10 +25,10 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - GatewayConfig, imported l
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway import service
-    from gateway.ingest.loop import Faults
+    from gateway.ingest.loop import CrashPoints
 
     cfg = _load(args)
-    return service.run(cfg, Faults(hold_before_commit_s=args.hold_before_commit,
+    return service.run(cfg, CrashPoints(hold_before_commit_s=args.hold_before_commit,
                                    exit_before_ack=args.exit_before_ack))
 
 

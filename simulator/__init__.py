@@ -1,1 +1,1 @@
-"""Outlet simulator (issue 7): scenarios, faults and a delivery ledger."""
+"""Outlet simulator: scenarios, faults and a delivery ledger."""

@@ -1,5 +1,5 @@
 """The central platform as a gateway's uplink sees it: a stub for tests,
-benchmarks and the simulator (issue 7).
+benchmarks and the simulator.
 
 - :class:`Central` is the ledger: it decodes batches with the uplink codec
   (``gateway.uplink.codec``) and validates every event with the shared protocol

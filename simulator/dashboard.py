@@ -19,7 +19,7 @@ Why it is built like this:
   routes only, so there is nothing for a cross-site page to change.
 - The snapshot is taken only when a page asks for it, so a run without a
   browser open pays nothing for its dashboard.
-- All words are made in Python (``simulator/report_text.py``, shared with the
+- All words are made in Python (``simulator/report/text.py``, shared with the
   reports) and sent in the JSON as a ``view``, rendered for the page's
   language; the page script only places text with ``textContent`` and draws,
   so device strings can never become markup, and a Content-Security-Policy
@@ -45,7 +45,7 @@ from aiohttp import web
 
 from handheld.webui import ThreadedServer, host_allowlist, host_ok
 from simulator.report import HOP_ORDER, fmt_clock, fmt_dur, json_clean, size_text
-from simulator.report_text import (
+from simulator.report.text import (
     LANGS,
     alarm_text,
     check_lang,

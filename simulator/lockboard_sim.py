@@ -1,5 +1,5 @@
 """Byte-accurate simulated RS-485 lock-control boards for host tests and the
-outlet simulator (issue 7).
+outlet simulator.
 
 The firmware drivers in ``drivers/lockboard`` must be tested against the
 bytes real boards put on the wire, not against a mock of the driver's own
@@ -15,7 +15,7 @@ Door physics: an open command releases the lock and the door then reads open
 until ``close_door`` is called (a person shut it); ``force_open`` opens a door
 with no command (a break-in), ``jam`` makes a lock ignore open commands.
 
-Faults (per bus or per board, see :class:`Faults`): ``mute`` (no replies),
+Faults (per bus or per board, see :class:`BoardFaults`): ``mute`` (no replies),
 ``garbage`` (random bytes before each reply), ``corrupt`` (wrong checksum),
 ``truncate`` (reply cut short), ``delay_ms``; ``replies=N`` limits a fault to
 the next N replies so tests can check that a retry recovers.
@@ -34,10 +34,10 @@ from collections.abc import Iterable
 
 from simulator.serving import Served
 
-__all__ = ["Faults", "SimBoard", "Sim8ABus", "SimKerong"]
+__all__ = ["BoardFaults", "SimBoard", "Sim8ABus", "SimKerong"]
 
 
-class Faults:
+class BoardFaults:
     """Fault injection for the replies of one board or a whole bus.
 
     Kept as plain attributes so a test or a scenario file can flip them
@@ -53,7 +53,7 @@ class Faults:
         self.replies: int | None = None
 
     def set(self, *, mute: bool = False, garbage: int = 0, corrupt: bool = False,
-            truncate: bool = False, delay_ms: int = 0, replies: int | None = None) -> Faults:
+            truncate: bool = False, delay_ms: int = 0, replies: int | None = None) -> BoardFaults:
         """Replace every fault at once, so an earlier test's fault never lingers."""
         self.mute, self.garbage, self.corrupt = mute, garbage, corrupt
         self.truncate, self.delay_ms, self.replies = truncate, delay_ms, replies
@@ -83,7 +83,7 @@ class SimBoard:
         self.forced = [False] * locks  # door open without a command
         self.occupied = [False] * locks
         self.jammed = [False] * locks
-        self.faults = Faults()
+        self.faults = BoardFaults()
         self.opens = [0] * locks  # open commands that released the lock
 
     def is_open(self, ch: int) -> bool:
@@ -116,7 +116,7 @@ class _SimBus(Served):
         self.locks = locks
         self.invert = invert
         self._boards = {b: SimBoard(b, locks) for b in boards}
-        self.faults = Faults()
+        self.faults = BoardFaults()
         self.rng = random.Random(seed)
         self.mutex = threading.RLock()
         self.requests: list[bytes] = []  # every well-formed request heard on the bus

@@ -14,7 +14,7 @@ What has to hold for the simulation to mean anything, and how:
   Mosquitto-format ACL file is written too, because the gateway reads the
   account kinds from it.
 
-- The outlet broker's hardening (issue 11, ``gateway/broker.py``
+- The outlet broker's hardening (``gateway/broker.py``
   ``OutletLimits``), as far as amqtt can be made to: the broker runs from
   this module (``python -m simulator.pybroker``), which wraps two amqtt
   internals before starting it. A CONNECT's client id is replaced by its

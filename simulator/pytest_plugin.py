@@ -19,7 +19,7 @@ an environment where postedge is installed can ask for the fixtures, with no con
         assert outlet.settle() and outlet.ledger()["ok"]
 
 Fixtures: ``outlet`` (:class:`SimOutlet`), ``locker`` (:class:`LockerHandle`, the first
-locker), ``faults`` (:class:`Faults`), ``handheld`` (:class:`SimHandheld`, ``hh01``) and
+locker), ``faults`` (:class:`FaultInjector`), ``handheld`` (:class:`SimHandheld`, ``hh01``) and
 ``sim_scenario`` (a factory that runs a whole scenario and returns its result dict).
 
 Why step by step rather than ``Outlet.run()``: a scenario file describes a day of
@@ -59,9 +59,9 @@ import pytest
 from simulator.handheld_sim import SimHandheld as BaseSimHandheld
 
 if TYPE_CHECKING:
+    from simulator.assembly import Outlet
     from simulator.faultproxy import FaultProxy, Rule
     from simulator.ledger import DomainReport
-    from simulator.runner import Outlet
     from simulator.scenario import Scenario
 
 T = TypeVar("T")
@@ -133,11 +133,11 @@ class _LoopThread:
 class SimOutlet:
     """A running outlet driven step by step from a synchronous test.
 
-    ``outlet`` is the runner's :class:`simulator.runner.Outlet` (everything is reachable
+    ``outlet`` is the runner's :class:`simulator.assembly.Outlet` (everything is reachable
     from it: ``central``, ``gw``, ``broker``, ``link``, ``proxy``, ``devices``, ``obs``)."""
 
     def __init__(self, sc: Scenario, workdir: Path, proxy: bool = False, handhelds: int = 0) -> None:
-        from simulator.runner import Outlet
+        from simulator.assembly import Outlet
 
         self.sc = sc
         self.dir = workdir
@@ -240,7 +240,7 @@ class SimOutlet:
                 timeout: float = 20) -> int:
         """A courier badges in, deposits ``parcel`` and logs out; returns the compartment.
         A refusal raises the firmware's ``FlowError`` (``.code``: full, already_in_locker...)."""
-        from simulator.runner import BADGE_SECRET
+        from simulator.assembly import BADGE_SECRET
 
         dev = self._running(locker)
 
@@ -317,7 +317,7 @@ class SimOutlet:
     # ---------------------------------------------------------------- observation
     def _record_device(self, device: str, topic: str, payload: bytes) -> None:
         """A non-firmware device (a handheld) emitted: the ledger's ``device`` hop."""
-        self.loop.run(self.outlet._tap, device, topic, payload)
+        self.loop.run(self.outlet.device_tap.emitted, device, topic, payload)
 
     def events(self, device: str | None = None, type: str | None = None) -> list[dict[str, Any]]:
         """Events as they entered the devices' outboxes, in emission order."""
@@ -348,7 +348,9 @@ class SimOutlet:
     def settle(self, timeout: float = 60) -> bool:
         """Wait (devices running) until every emitted event reached the platform;
         True if it did. With the WAN down this waits out the timeout and says False."""
-        self.loop.call(self.outlet.settle(timeout), timeout + 30)
+        from simulator.settling import settle
+
+        self.loop.call(settle(self.outlet, timeout), timeout + 30)
         return not self.missing()
 
     def wait_for(self, pred: Callable[[], bool], timeout: float = 10, interval: float = 0.05) -> bool:
@@ -364,11 +366,12 @@ class SimOutlet:
     def result(self) -> dict[str, Any]:
         """The runner's run-result dict, as of now; may be called any number of times.
 
-        The runner's ``result()`` records the gateway and central hops into the ledger
+        ``simulator.results.run_result`` records the gateway and central hops into the ledger
         each time it runs, which is right once at the end of a run but would count every
         event twice on a second call; so it runs on a copy of the ledger, in the loop
         (where the firmware's taps write), and the live ledger is left as it was."""
         from simulator.ledger import Ledger, check_domain
+        from simulator.results import run_result
 
         o = self.outlet
 
@@ -380,7 +383,7 @@ class SimOutlet:
                     copy._obs[h] = list(live._obs[h])
             o.ledger = copy
             try:
-                return o.result(time.monotonic() - self._wall0)
+                return run_result(o, time.monotonic() - self._wall0)
             finally:
                 o.ledger = live
 
@@ -501,7 +504,7 @@ class SimHandheld(BaseSimHandheld):
     the ledger from the outbox on and its photos feed the photo rule."""
 
     def __init__(self, sim: SimOutlet, name: str = "hh01", connect_timeout: float = 15) -> None:
-        from simulator.runner import OUTLET
+        from simulator.assembly import OUTLET
 
         o = sim.outlet
         port = o.proxy.port if o.proxy is not None else o.broker.port
@@ -558,7 +561,7 @@ class RuleHandle:
         self.remove()
 
 
-class Faults:
+class FaultInjector:
     """Faults injected now, at the outlet's current virtual time; each is logged in the
     run result's faults, like the scenario's timed ones."""
 
@@ -566,10 +569,11 @@ class Faults:
         self.sim = sim
 
     def _apply(self, kind: str, starting: bool = True, **kw: Any) -> None:
+        from simulator.injection import inject
         from simulator.scenario import Fault
 
         f = Fault(kind, at_h=self.sim.t / 3600.0, **kw)
-        self.sim.loop.call(self.sim.outlet.apply(f, starting), 120)
+        self.sim.loop.call(inject(self.sim.outlet, f, starting), 120)
 
     def wan_down(self) -> None:
         """The gateway's uplink to the platform stops carrying bytes."""
@@ -686,9 +690,9 @@ def locker(outlet: SimOutlet) -> LockerHandle:
 
 
 @pytest.fixture
-def faults(outlet: SimOutlet) -> Faults:
+def faults(outlet: SimOutlet) -> FaultInjector:
     """Inject faults into ``outlet`` now (with this fixture the outlet gets a fault proxy)."""
-    return Faults(outlet)
+    return FaultInjector(outlet)
 
 
 @pytest.fixture
@@ -719,6 +723,29 @@ def sim_scenario(tmp_path: Path) -> Callable[..., dict[str, Any]]:
         return run_scenario(sc, tmp_path / f"scenario-{n}")
 
     return run
+
+
+#: Debian's chromium (scripts/setup installs it); Playwright drives it, never a downloaded browser.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """A headless Playwright ``Browser`` on Debian's chromium, one per test module, for
+    page tests (the gateway's status page, the handheld UI, the simulator's report and
+    dashboard). Tests that use it are marked ``browser``."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,5 +1,5 @@
 """Byte-accurate simulated serial scan engines for host tests and the outlet
-simulator (issue 7).
+simulator.
 
 The drivers in ``drivers/scanner`` must be tested against the bytes real
 engines put on the wire, so the *engine* side of each protocol is written

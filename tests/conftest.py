@@ -1,6 +1,16 @@
 """Shared fixtures: a real Mosquitto per test on a free loopback port, with
 passwords and an ACL generated for one outlet, and helpers for real paho
-clients and the MicroPython unix port."""
+clients and the MicroPython unix port.
+
+The tests mirror the source (tests/protocol, drivers, firmware, gateway,
+handheld, simulator, cli) and tests/e2e runs real parts together. Markers
+(pyproject.toml): ``e2e`` (everything in tests/e2e, and real broker + gateway +
+firmware elsewhere), ``mpy`` (MicroPython binaries), ``browser`` (set here for
+every test that uses the ``chromium`` fixture of the simulator's pytest plugin),
+``slow`` (> ~20 s). The quick loop::
+
+    scripts/test -m "not slow and not e2e and not browser"
+"""
 
 from __future__ import annotations
 
@@ -19,6 +29,13 @@ from tests.uplink_rig import Uplink, make_uplink
 OUTLET = "o1"
 PASSWORDS = {"gw-o1": "gw-secret", "lk01": "lk01-pw", "lk02": "lk02-pw", "sc01": "sc01-pw",
              "hh01": "hh01-pw"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture

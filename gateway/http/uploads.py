@@ -35,8 +35,8 @@ username and password, checked against Mosquitto's password file; only
     are discarded and the handheld starts that file again; a file that is
     not a decodable photo of sane dimensions -> ``415``, discarded.
     A confirmed chunk is immutable: the same bytes again -> ``204``,
-    other bytes -> ``409 chunk_conflict`` (issue 11, finding 6: another
-    handheld's re-PUT used to overwrite it and fail the owner's file).
+    other bytes -> ``409 chunk_conflict`` (another handheld's re-PUT must
+    not overwrite it and fail the owner's file).
 
 An upload belongs to the handheld that opened it: another account's
 ``PUT``/``HEAD``/``GET`` reads exactly as an unknown upload (``404``),
@@ -231,7 +231,7 @@ class UploadService:
         """Everything that can be decided from the request head alone: the
         login, the method and the declared length. Returns the account and
         the number of body bytes to read, or the refusal. The web server
-        calls this *before* reading any body (issue 11, finding 4), so a
+        calls this *before* reading any body, so a
         stranger's megabyte is never buffered. Never raises for bad input."""
         try:
             return self._admit(method, path, headers)

@@ -23,131 +23,49 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from common.logs import get, recorder
 from gateway import metrics as M
 from gateway.config import GatewayConfig
+from gateway.ingest.checks import Offenders, Reject, SeqTracker, validate
 from gateway.ingest.relay import Relay, store_command
+from gateway.ingest.schedule import Schedule
 from gateway.store.budget import Budget
 from gateway.store.events import EventStore, StoredEvent, is_storage_error
 from gateway.store.own_events import OwnEvents
-from protocol import confirm, envelope, topics
+from protocol import confirm, topics
 from protocol.canonical import dumps, loads_object
 from protocol.errors import BadField, ProtocolError
 
 MAX_STATE = 16 * 1024
 LOG_IDS = 20  # event ids named per log line; the counts cover the rest
 FORWARD_TYPE = "handheld.forward_command"
-# A device with this many refused messages within the window raises an alarm
-# (at most one per device per window): one bad message is a bug report, a
-# stream of them is a broken or hostile device the clerk should know about.
-OFFENDER_LIMIT = 20
-OFFENDER_WINDOW_S = 600.0
+# Commands waiting for devices are looked at this often (and at once when a
+# device comes online).
+RELAY_TICK_S = 1.0
 EXIT_STORE_DAMAGED = 75  # EX_TEMPFAIL: restart me; the start moves the damaged file aside
 
 log = get(__name__)
 record = recorder(__name__)
 
 
-class Reject(NamedTuple):
-    """One refused message: kept in ``rejected``, counted, acked."""
-
-    topic: str
-    code: str
-    detail: str
-    payload: bytes
-
-
-class Offenders:
-    """Counts refusals per device (the topic's device segment: the broker's
-    ACL ties it to the login) and raises one alarm per window when a device
-    passes the limit."""
-
-    def __init__(self, limit: int = OFFENDER_LIMIT, window_s: float = OFFENDER_WINDOW_S) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self.seen: dict[str, tuple[float, int, Counter[str]]] = {}
-
-    def note(self, topic: str, code: str, alarm: Callable[..., Any]) -> None:
-        parts = topic.split("/")
-        device = parts[4][:32] if len(parts) == 6 else "?"
-        now = time.monotonic()
-        start, n, codes = self.seen.get(device, (now, 0, Counter()))
-        if now - start > self.window_s:
-            start, n, codes = now, 0, Counter()
-        n += 1
-        codes[code] += 1
-        if len(self.seen) > 10000:
-            self.seen.clear()
-        self.seen[device] = (start, n, codes)
-        if n == self.limit:
-            M.MISBEHAVING.inc()
-            try:
-                alarm("gateway.device_misbehaving",
-                      {"alarm": "device_misbehaving", "device": device, "refused": n,
-                       "window_s": int(self.window_s), "codes": dict(codes.most_common(5))}, cls="alarm")
-            except Exception as e:
-                if not is_storage_error(e):
-                    raise
-                log.warning("misbehaving-device alarm not stored: %r", e)
-
-
 @dataclass
-class Faults:
+class CrashPoints:
     """Crash points for fault tests; all off in production."""
 
     hold_before_commit_s: float = 0.0
     exit_before_ack: bool = False
 
 
-@dataclass
-class SeqTracker:
-    """Per-(device, incarnation) order check: gaps and reorders are metrics.
-
-    Primed from the store *before* a group commits, so a group that holds
-    later sequence numbers does not hide its own gaps.
-    """
-
-    last: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def prime(self, store: EventStore, events: list[StoredEvent]) -> None:
-        for e in events:
-            key = (e.device, e.inc)
-            if key not in self.last:
-                prev = store.max_seq(e.device, e.inc)
-                if prev is not None:
-                    self.last[key] = prev
-
-    def observe(self, device: str, inc: str, seq: int) -> str | None:
-        key = (device, inc)
-        prev = self.last.get(key)
-        if prev is None or seq == prev + 1:
-            self.last[key] = seq
-            return None
-        if seq > prev + 1:
-            self.last[key] = seq
-            return "gap"
-        return "reorder"
-
-
-def validate(topic: str, payload: bytes, parsed_topic: tuple[str, str, str, str] | None = None
-             ) -> StoredEvent:
-    """Check one message against the protocol; raise ProtocolError if bad."""
-    outlet, kind, device, channel = parsed_topic or topics.parse(topic)
-    env, (_, inc, seq) = envelope.decode_event(payload, device=device)
-    return StoredEvent(env["id"], outlet, kind, device, inc, seq, env["cls"], env["type"],
-                       env["ts"], payload)
-
-
 class Ingest:
-    def __init__(self, cfg: GatewayConfig, faults: Faults | None = None) -> None:
+    def __init__(self, cfg: GatewayConfig, faults: CrashPoints | None = None) -> None:
         self.cfg = cfg
-        self.faults = faults or Faults()
+        self.faults = faults or CrashPoints()
         self.store, self.damaged = EventStore.open_checked(cfg.db)
         self.metrics: Counter[str] = Counter()
         self.offenders = Offenders()
@@ -165,9 +83,12 @@ class Ingest:
         self.relay = Relay(self.store, cfg.outlet, self.own,
                            lambda topic, payload: self.client.publish(topic, payload, qos=1))
         self.budget = Budget(self.store, cfg.budget)
-        self._last_budget = 0.0
         self.on_ack: Any = self.relay.on_ack
-        self._last_tick = 0.0
+        self.schedule = Schedule(self._guard)
+        self.schedule.every("relay", RELAY_TICK_S, self.relay.tick,
+                            ready=lambda: self.subscribed.is_set())
+        self.schedule.every("budget", cfg.budget.interval_s, lambda: self.budget.enforce(self.own.emit),
+                            then=self._budget_done)
         b = cfg.broker
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -459,7 +380,7 @@ class Ingest:
             self.store.presence(device, outlet, kind, payload == b"online", now)
             M.DEVICES_ONLINE.set(sum(d["online"] for d in self.store.devices()))
             if payload == b"online":
-                self._last_tick = 0.0  # deliver its waiting commands now
+                self.schedule.due_now("relay")  # deliver its waiting commands now
         elif channel == "state":
             if len(payload) > MAX_STATE:
                 raise BadField(f"state document over {MAX_STATE} bytes")
@@ -498,14 +419,7 @@ class Ingest:
             record("store_damaged", moved_to=str(self.damaged))
         try:
             while not self.stopping and (until is None or time.monotonic() < until):
-                if time.monotonic() - self._last_tick >= 1.0 and self.subscribed.is_set():
-                    self._last_tick = time.monotonic()
-                    self._guard("relay", self.relay.tick)
-                if time.monotonic() - self._last_budget >= self.budget.cfg.interval_s:
-                    self._last_budget = time.monotonic()
-                    done = self._guard("budget", lambda: self.budget.enforce(self.own.emit))
-                    if done and (done["evicted"] or done["freed_synced"] or done["threatened"]):
-                        record("budget", **done)
+                self.schedule.run_due()
                 # (a failed group waits in pending for its retry)
                 if not self.pending and not self._collect(0.1):
                     continue
@@ -521,6 +435,11 @@ class Ingest:
             self.client.disconnect()
             self.client.loop_stop()
         record("gateway_stopped", **dict(self.metrics))
+
+    @staticmethod
+    def _budget_done(done: dict[str, Any]) -> None:
+        if done["evicted"] or done["freed_synced"] or done["threatened"]:
+            record("budget", **done)
 
     def _guard(self, where: str, step: Callable[[], Any]) -> Any:
         """Run one periodic step (relay, budget, an alarm); a fault in it is

@@ -15,8 +15,8 @@ of the budget (``photos_mb``, at most a quarter of the budget) that the
 upload side enforces by refusing new photos with 507 (the photo stays on the
 handheld), and deleted once the platform has acknowledged them. An
 unsynced photo is never evicted: it is evidence nobody else holds yet. So
-photos can never squeeze the event store below three quarters of the budget
-(issue 11, finding 6). Each pass publishes the photo share in the store
+photos can never squeeze the event store below three quarters of the
+budget. Each pass publishes the photo share in the store
 (``kv['budget.photo_limit']``) for the upload side, which runs in the web
 thread, and removes any synced photo a crash left behind.
 照片单独计入磁盘预算：上限为预算的四分之一；同步前绝不删除，平台确认后即删除。

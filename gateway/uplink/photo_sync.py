@@ -47,7 +47,7 @@ from common.upload_client import UploadClient, upload_bytes
 from gateway import metrics as M
 from gateway.store.events import EventStore
 from gateway.store.photos import completed_unsynced, mark_photo_synced, photo_path
-from gateway.uplink.sync import TokenBucket, UpstreamConfig, full_jitter, parse_upstream
+from gateway.uplink.sync import UplinkPacer, UpstreamConfig, full_jitter, parse_upstream
 from gateway.uplink.transport import tls_context
 
 record = recorder(__name__)
@@ -78,7 +78,7 @@ class PhotoSync(threading.Thread):
         self.poll_s = poll_s
         rate = self.cfg.bandwidth_bytes_per_s
         self.chunk_size = chunk_size or (min(CHUNK, max(MIN_CHUNK, 2 * rate)) if rate else CHUNK)
-        self.bucket = TokenBucket(float(rate)) if rate else None
+        self.bucket = UplinkPacer(float(rate)) if rate else None
         self.rng = random.Random(seed)
         self.synced = 0
         # Photos the central side refuses for good (413/415): not retried

@@ -106,7 +106,7 @@ def make_transport(cfg: UpstreamConfig, outlet: str, index: int = 0) -> Transpor
     return HttpsTransport(cfg.url, outlet, ctx, cfg.timeout_s, cfg.username, cfg.password)
 
 
-class TokenBucket:
+class UplinkPacer:
     """Pacing on bytes: tokens refill at ``rate`` up to ``burst``, a send may
     drive them negative, and the next send waits until they are back to 0."""
 
@@ -182,7 +182,7 @@ class Syncer:
             [make_transport(self.cfg, outlet, i) for i in range(self.cfg.max_in_flight)]
         self.rng = random.Random(seed)
         self.store = self._open(db_path)
-        self.bucket = (TokenBucket(float(self.cfg.bandwidth_bytes_per_s))
+        self.bucket = (UplinkPacer(float(self.cfg.bandwidth_bytes_per_s))
                        if self.cfg.bandwidth_bytes_per_s else None)
         self.stats: Counter[str] = Counter()
         self.results: queue.Queue[Any] = queue.Queue()

@@ -1,0 +1,348 @@
+"""The outlet a scenario runs in: its parts, brought up and taken down.
+
+One object holds everything a run touches, all real and on loopback: the
+outlet broker (Mosquitto, or amqtt where it is not installed), an MQTT fault
+proxy in front of it when faults or tests need one, the gateway process
+syncing over HTTPS to the central stub through a WAN link that can go down,
+and the devices: the locker and counter firmware running in this process on
+the CPython HAL (``simulator/inproc.py``) or unix-port lockers, and simulated
+courier handhelds. :class:`Outlet` builds them (``start``), powers the
+devices on (``boot_all``), gives the lockers their courier badge
+(``provision``) and tears it all down (``close``). What is done *to* the
+outlet lives beside it: ``actions`` (the workload), ``injection`` (faults),
+``sampling``, ``settling``, ``results``; ``runner`` drives a scenario
+through them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from firmware.locker import codes as C
+from gateway.broker import Account, Mosquitto, find_mosquitto, free_port
+from protocol import signing
+from simulator.central import Central, CentralHttps, Link, make_certs
+from simulator.faultproxy import FaultProxy, Rule
+from simulator.gateway_process import GatewayProcess
+from simulator.handheld_sim import SimHandheld
+from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker, restore_gc, tune_gc
+from simulator.ledger import Ledger
+from simulator.pybroker import AmqttBroker
+from simulator.scenario import Scenario
+from simulator.snapshot import live_view
+from simulator.taps import BrokerTap, DeviceTap, Observed
+from simulator.unix_locker import UnixLocker
+
+OUTLET = "o1"
+KEY = hashlib.sha256(b"postedge simulator platform key").digest()
+BADGE_SECRET = "sim-badge"
+HOPS = ("device", "broker", "gateway", "central")
+
+
+class Outlet:
+    """Everything a scenario runs, brought up in ``start`` and down in ``close``."""
+
+    def __init__(
+        self,
+        sc: Scenario,
+        workdir: Path,
+        log: Callable[..., None] | None = None,
+        proxy: bool = False,
+        handhelds: int = 0,
+        broker: str = "auto",
+    ) -> None:
+        """``broker``: "mosquitto", "amqtt" (``simulator/pybroker.py``) or "auto" (Mosquitto
+        when installed, else amqtt). ``proxy`` puts the fault proxy in front of the broker even
+        when no scenario fault needs it (the pytest plugin injects MQTT faults mid-test);
+        ``handhelds`` adds broker accounts ``hh01``... for simulated courier handhelds."""
+        self.sc = sc
+        self.want_proxy = proxy
+        if broker not in ("auto", "mosquitto", "amqtt"):
+            raise ValueError(f"broker must be auto, mosquitto or amqtt, got {broker!r}")
+        if broker == "auto":
+            try:
+                find_mosquitto()
+                broker = "mosquitto"
+            except FileNotFoundError:
+                broker = "amqtt"
+        self.broker_kind = broker
+        self.handhelds = max(handhelds, sc.handhelds)
+        self.hh: dict[str, SimHandheld] = {}
+        self.web_port = 0
+        self.dir = workdir
+        self.log = log or (lambda evt, **kw: None)
+        self.clock = SimClock(sc.start if sc.mode == "virtual" else None)
+        self.t0_real = time.time()
+        # QoS 1 may deliver twice before the gateway dedups; the uplink's two lanes (alarms and
+        # status first) reorder by design, and the central side orders by sequence number.
+        self.ledger = Ledger(
+            HOPS,
+            tolerate={
+                "broker": {"duplicated"},
+                "gateway": {"duplicated"},
+                # resent after a gateway SIGKILL; the platform keeps one copy by id
+                "central": {"reordered", "duplicated"},
+                "end_to_end": {"reordered", "duplicated"},
+            },
+        )
+        self.obs = Observed()
+        self.central = Central()
+        self.devices: dict[str, SimDevice] = {}
+        self.faults_log: list[dict[str, Any]] = []
+        self.backlog: list[list[float]] = []
+        self.stats: Counter[str] = Counter()
+        self.proxy: FaultProxy | None = None
+        self.disk: Path | None = None
+        self.t_virtual = 0.0
+        self.progress = 0.0
+        self.mqtt_rules: dict[int, Rule] = {}
+        self.device_tap = DeviceTap(self.ledger, self.obs, self.vt, sc.start)
+
+    def vt(self) -> float:
+        return self.t_virtual
+
+    def _unix_event(self, device: str, d: dict[str, Any]) -> None:
+        """An event a unix-port locker logged: recorded, and its badge noted once provisioned."""
+        env = self.device_tap.logged(device, d)
+        b = env["body"]
+        if (
+            env["type"] == "locker.audit"
+            and b.get("what") == "command"
+            and b.get("result") == "ok"
+            and b.get("id") == f"cred-{device}"
+        ):
+            dev = self.devices.get(device)
+            if isinstance(dev, UnixLocker):
+                dev.couriers.add("c001")
+
+    def start(self) -> None:
+        sc = self.sc
+        names = [f"lk{i + 1:02d}" for i in range(sc.lockers)] + [f"sc{i + 1:02d}" for i in range(sc.scanners)]
+        accounts = [
+            Account("gw-o1", "gw-secret", OUTLET, "gateway"),
+            Account("sim-tap", "sim-tap-pw", OUTLET, "gateway"),
+        ]
+        accounts += [
+            Account(n, f"{n}-pw", OUTLET, "locker" if n.startswith("lk") else "scanner") for n in names
+        ]
+        hh = [f"hh{i + 1:02d}" for i in range(self.handhelds)]
+        accounts += [Account(n, f"{n}-pw", OUTLET, "handheld") for n in hh]
+        if self.broker_kind == "amqtt":
+            self.broker: Mosquitto | AmqttBroker = AmqttBroker(self.dir / "broker", accounts)
+        else:
+            self.broker = Mosquitto(self.dir / "broker", accounts)
+        self.broker.start()
+        port = self.broker.port
+        if self.want_proxy or any(f.kind == "mqtt" for f in sc.faults):
+            self.proxy = FaultProxy("127.0.0.1", self.broker.port)
+            self.proxy.start()
+            port = self.proxy.port
+        certs = make_certs(self.dir / "pki")
+        self.https = CentralHttps(self.central, certs.server_cert, certs.server_key).up()
+        self.link = Link(self.https.port).up()
+        self.gw_cfg = self.dir / "gateway.toml"
+        self.gw_db = self.dir / "gateway.db"
+        if any(f.kind == "disk_full" for f in sc.faults):
+            self.gw_db = self.mount_gateway_disk() / "gateway.db"
+        if hh:
+            self.web_port = free_port()
+        self.gw_cfg.write_text(
+            "\n".join(
+                [
+                    f'outlet = "{OUTLET}"',
+                    f'db = "{self.gw_db}"',
+                    "",
+                    "[broker]",
+                    'host = "127.0.0.1"',
+                    f"port = {self.broker.port}",
+                    'username = "gw-o1"',
+                    'password = "gw-secret"',
+                    "",
+                    "[upstream]",
+                    f'url = "https://127.0.0.1:{self.link.port}/v1/batches"',
+                    f'ca_file = "{certs.ca}"',
+                    "probe_interval_s = 0.5",
+                    "backoff_cap_s = 2.0",
+                    "batch_max_age_s = 0.5",
+                    "down_interval_s = 0.5",
+                    "",
+                ]
+                + (
+                    # handhelds upload photos to the gateway's web server, logging in with their
+                    # broker accounts (checked against Mosquitto's own password file)
+                    [
+                        "[web]",
+                        'host = "127.0.0.1"',
+                        f"port = {self.web_port}",
+                        f'passwd_file = "{self.dir / "broker" / "passwd"}"',
+                        f'acl_file = "{self.dir / "broker" / "acl"}"',
+                        "",
+                    ]
+                    if self.web_port
+                    else []
+                )
+            )
+        )
+        self.gw = GatewayProcess(self.gw_cfg)
+        self.gw.wait_for("gateway_started", timeout=60)
+        self.broker_tap = BrokerTap(self.broker.port, OUTLET, self.ledger, self.obs, self.vt)
+        self.broker_tap.subscribed.wait(10)
+        for i, n in enumerate(names):
+            if n.startswith("lk") and sc.locker_mode == "unixport":
+                self.devices[n] = UnixLocker(  # type: ignore[assignment]
+                    n,
+                    self.dir / "flash" / n,
+                    ("127.0.0.1", port),
+                    f"{n}-pw",
+                    KEY,
+                    self._unix_event,
+                    n=sc.compartments,
+                    poll_ms=max(sc.poll_ms, 50),
+                )
+                continue
+            cls = SimLocker if n.startswith("lk") else SimCounter
+            kw: dict[str, Any] = {"n": sc.compartments, "poll_ms": sc.poll_ms} if cls is SimLocker else {}
+            dev = cls(
+                n,
+                self.dir / "flash" / n,
+                ("127.0.0.1", port),
+                f"{n}-pw",
+                KEY,
+                self.clock,
+                sc.seed * 1000 + i,
+                tap=self.device_tap.emitted,
+                **kw,
+            )
+            self.devices[n] = dev
+        for n in hh:
+            self.hh[n] = SimHandheld(
+                n,
+                OUTLET,
+                self.dir / "handheld" / n,
+                "127.0.0.1",
+                port,
+                f"{n}-pw",
+                self.clock.time,
+                tap=self.device_tap.emitted,
+                gateway_url=f"http://127.0.0.1:{self.web_port}",
+            )
+
+    DISK_ROOM = "256m"
+
+    def mount_gateway_disk(self) -> Path:
+        """The gateway's database on a tmpfs of its own, so a fault can fill it for real."""
+        mnt = self.dir / "gwdisk"
+        mnt.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.DISK_ROOM}", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"the disk_full fault needs a tmpfs (run as root): {r.stderr.strip()}")
+        self.disk = mnt
+        return mnt
+
+    def boot_all(self) -> None:
+        """Power the devices on (in the event loop: their tasks live there)."""
+        for dev in self.devices.values():
+            dev.boot()
+        self._gc = tune_gc()
+
+    def command(self, device: str, op: str, args: dict[str, Any], cid: str) -> dict[str, Any]:
+        now = self.clock.time()
+        return signing.sign(
+            {
+                "id": cid,
+                "dev": device,
+                "op": op,
+                "args": args,
+                "iat": now,
+                "exp": now + signing.MAX_LIFETIME - 60,
+            },
+            KEY,
+            kid="k1",
+        )
+
+    async def provision(self, timeout: float = 60) -> None:
+        """Courier badges to every locker, through central -> gateway -> locker."""
+        salt = "5a17" * 4
+        for n, dev in self.devices.items():
+            if isinstance(dev, SimLocker | UnixLocker):
+                self.central.push_command(
+                    OUTLET,
+                    "locker",
+                    self.command(
+                        n,
+                        "credential",
+                        {
+                            "courier": "c001",
+                            "salt": salt,
+                            "hash": C.salted_hash(salt, BADGE_SECRET),
+                            "exp": self.clock.time() + int(self.sc.duration_s) + 30 * 86400,
+                        },
+                        f"cred-{n}",
+                    ),
+                )
+        deadline = time.monotonic() + timeout
+        lockers = [d for d in self.devices.values() if isinstance(d, SimLocker | UnixLocker)]
+        while time.monotonic() < deadline:
+            if all("c001" in d.app.couriers for d in lockers):
+                return
+            await asyncio.sleep(0.05)
+        missing = [d.device for d in lockers if "c001" not in d.app.couriers]
+        raise RuntimeError(f"courier credentials never reached {missing}")
+
+    def photos_submitted(self) -> list[str]:
+        return [sha for h in self.hh.values() for sha in h.submitted]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The live dashboard's view (simulator/dashboard.py)."""
+        return live_view(
+            self.sc,
+            t_virtual=self.t_virtual,
+            progress=self.progress,
+            broker=self.broker_kind,
+            obs=self.obs,
+            devices=self.devices,
+            handhelds=self.hh,
+            backlog=self.backlog,
+            ledger=self.ledger,
+        )
+
+    async def close(self) -> None:
+        if getattr(self, "_gc", None) is not None:
+            restore_gc(self._gc)
+            self._gc = None
+        for h in self.hh.values():
+            try:
+                h.close()
+            except Exception:  # noqa: BLE001
+                pass
+        for d in self.devices.values():
+            try:
+                await d.power_cut()
+                if isinstance(d, UnixLocker):
+                    d.close()
+            except Exception:  # noqa: BLE001
+                pass
+        for step in (
+            lambda: self.broker_tap.close(),
+            lambda: self.gw.stop(),
+            lambda: self.link.down(),
+            lambda: self.https.down(),
+            lambda: self.broker.stop(),
+            lambda: self.proxy.stop() if self.proxy else None,
+            lambda: subprocess.run(["umount", "-l", str(self.disk)], check=False) if self.disk else None,
+        ):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - tearing down what may already be gone
+                pass

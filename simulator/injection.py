@@ -1,0 +1,103 @@
+"""Faults, injected into the running outlet and taken back.
+
+A scenario's faults (``simulator/scenario.py``) and a test's (the pytest
+plugin's ``faults`` fixture) both come here: the WAN link goes down, the
+broker restarts, the gateway is killed with SIGKILL, a device loses power or
+its clock, the gateway's disk fills, the platform forgets events, a device
+sends twice, the MQTT fault proxy drops or delays packets. Each edge (start
+or end) is logged in the outlet's ``faults_log`` and its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+from simulator.assembly import Outlet
+from simulator.faultproxy import Rule
+from simulator.gateway_process import GatewayProcess
+from simulator.scenario import Fault
+from simulator.unix_locker import UnixLocker
+
+#: Faults that end on their own clock even when given no duration.
+LASTING = ("wan_down", "mqtt", "clock_skew", "disk_full")
+
+
+def fault_edges(faults: Iterable[Fault]) -> list[tuple[float, Fault, bool]]:
+    """``(virtual second, fault, starting)`` for every start and end, in time order."""
+    edges: list[tuple[float, Fault, bool]] = []
+    for f in faults:
+        edges.append((f.at_s, f, True))
+        if f.for_h > 0 or f.kind in LASTING:
+            edges.append((f.until_s, f, False))
+    edges.sort(key=lambda e: e[0])
+    return edges
+
+
+async def inject(outlet: Outlet, f: Fault, starting: bool) -> None:
+    """Start (``starting``) or end one fault, now."""
+    rec = {
+        "t": f.at_s if starting else f.until_s,
+        "kind": f.kind,
+        "start": starting,
+        "detail": f.device or f.action or "",
+    }
+    target = f.device or next((n for n in outlet.devices if n.startswith("lk")), "")
+    if f.kind == "wan_down":
+        (outlet.link.down if starting else outlet.link.up)()
+    elif f.kind == "broker_restart" and starting:
+        await asyncio.to_thread(outlet.broker.stop)
+        await asyncio.to_thread(outlet.broker.start)
+    elif f.kind == "gateway_kill" and starting:
+        outlet.gw.proc.kill()
+        outlet.gw.proc.wait()
+        outlet.gw = GatewayProcess(outlet.gw_cfg)
+        await asyncio.to_thread(outlet.gw.wait_for, "gateway_started", 60)
+    elif f.kind == "power_cut":
+        dev = outlet.devices[target]
+        if starting:
+            await dev.power_cut()
+            if f.for_h <= 0:
+                dev.boot()
+        elif f.for_h > 0:
+            dev.boot()
+    elif f.kind == "clock_skew":
+        dev = outlet.devices[target]
+        if isinstance(dev, UnixLocker):  # its RTC is the host's: nothing to skew from here
+            outlet.stats["clock_skew_unsupported"] += 1
+        else:
+            dev.dclock.offset = f.skew_s if starting else 0
+    elif f.kind == "disk_full":
+        if starting:  # what is there now, and a few pages: the next group commit fails
+            used = shutil.disk_usage(outlet.disk).used
+            await asyncio.to_thread(_remount, outlet, str(max(used + 32 * 1024, 256 * 1024)))
+        else:
+            await asyncio.to_thread(_remount, outlet, outlet.DISK_ROOM)
+    elif f.kind == "central_lossy":
+        outlet.central.lose_every = f.every if starting else 0
+    elif f.kind == "device_duplicating":
+        outlet.devices[target].duplicating = starting
+    elif f.kind == "mqtt" and outlet.proxy is not None:
+        if starting:
+            rule = Rule(
+                f.action,
+                kinds=f.packet,
+                topic=f.topic or None,
+                p=f.p,
+                delay_ms=f.delay_ms,
+                seed=outlet.sc.seed,
+            )
+            outlet.proxy.add_rule(rule)
+            outlet.mqtt_rules[id(f)] = rule
+        else:
+            outlet.proxy.remove_rule(outlet.mqtt_rules.pop(id(f)))
+    outlet.faults_log.append(rec)
+    outlet.log("fault", **rec)
+
+
+def _remount(outlet: Outlet, size: str) -> None:
+    subprocess.run(
+        ["mount", "-o", f"remount,size={size}", str(outlet.disk)], check=True, capture_output=True
+    )

@@ -1,0 +1,94 @@
+"""The one line a run shows on stderr while it goes.
+
+A day of simulated time can take minutes of wall time; a tester at a
+terminal wants to see it move, and a CI log wants a few plain lines it can
+keep, not a redraw per window. The line is redrawn in place on a terminal
+and printed every few seconds elsewhere (see :class:`ProgressBar`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from simulator.report.formatting import cells, fmt_dur
+from simulator.report.text import check_lang, t
+
+
+class ProgressBar:
+    """One line on stderr while a run goes: simulated time, % done, events,
+    faults active.
+
+    On a terminal the line is redrawn in place with ``\\r`` (at most every
+    ``redraw_s``); in a CI log, where ``\\r`` turns into one enormous line, a
+    plain line is printed every ``every_s`` of wall time instead, plus one at
+    the end. The runner calls ``update`` as often as it likes: it is cheap
+    when nothing is drawn.
+    """
+
+    def __init__(self, total_s: float, *, stream: TextIO | None = None, lang: str = "zh",
+                 tty: bool | None = None, every_s: float = 10.0, redraw_s: float = 0.1,
+                 width: int = 24, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total_s = max(float(total_s), 1e-9)
+        self.stream = stream if stream is not None else sys.stderr
+        self.lang = check_lang(lang)
+        if tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            tty = bool(isatty and isatty())
+        self.tty = tty
+        self.every_s = every_s
+        self.redraw_s = redraw_s
+        self.width = width
+        self.clock = clock
+        self.started = clock()
+        self._last_draw = -math.inf
+        self._last_len = 0
+        self._state = (0.0, 0, 0)
+        self.closed = False
+
+    def line(self, t_virtual: float, events: int, faults_active: int) -> str:
+        frac = min(1.0, max(0.0, t_virtual / self.total_s))
+        filled = int(frac * self.width)
+        bar = "[" + "#" * filled + "." * (self.width - filled) + "]"
+        return t("progress", self.lang, bar=bar, pct=int(frac * 100), t=fmt_dur(t_virtual),
+                 total=fmt_dur(self.total_s), events=events, faults=faults_active)
+
+    def update(self, t_virtual: float, events: int = 0, faults_active: int = 0, force: bool = False) -> None:
+        self._state = (t_virtual, events, faults_active)
+        now = self.clock()
+        gap = self.redraw_s if self.tty else self.every_s
+        if self.closed or (not force and now - self._last_draw < gap):
+            return
+        self._last_draw = now
+        self._draw(self.line(t_virtual, events, faults_active))
+
+    def _draw(self, text: str) -> None:
+        if self.tty:
+            w = cells(text)
+            self.stream.write("\r" + text + " " * max(0, self._last_len - w))
+            self._last_len = w
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """The last state once more, then the wall time; ends the line."""
+        if self.closed:
+            return
+        tv, ev, fa = self._state
+        wall = t("progress.done", self.lang, wall=fmt_dur(self.clock() - self.started))
+        self._draw(self.line(tv, ev, fa) + "  " + wall)
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.closed = True
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -1,0 +1,187 @@
+"""The run result: what a run did, judged, as one JSON-able dict.
+
+Everything the reports show (``simulator/report``) comes from this dict:
+the ledger hop by hop (the gateway and central hops read from their stores
+here, the first two recorded by ``simulator/taps.py`` as the run went), the
+domain rules over what the platform holds, latency per hop from device
+emit, the scenario's expectations and the verdict, the per-device timeline,
+the backlog samples and the fault windows. The trace hash covers the
+events' content (device, type, body without times or incarnation), so the
+same scenario and seed give the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections import Counter
+from typing import Any
+
+from gateway.broker import find_mosquitto
+from gateway.store.events import EventStore
+from protocol.canonical import dumps
+from simulator.assembly import Outlet
+from simulator.ledger import check_domain
+from simulator.pybroker import amqtt_version
+from simulator.snapshot import fault_windows
+
+TIME_KEYS = ("expires", "deposited", "t", "at", "ts", "since", "until", "reserved_until", "exp")
+
+
+def broker_name() -> str:
+    try:
+        out = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True, timeout=5).stdout
+        first = out.splitlines()[0] if out else "mosquitto"
+        return first.replace("mosquitto version", "mosquitto").strip()
+    except (OSError, RuntimeError, IndexError, subprocess.SubprocessError):
+        return "mosquitto"
+
+
+def _strip(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _strip(x) for k, x in v.items() if k not in TIME_KEYS}
+    if isinstance(v, list):
+        return [_strip(x) for x in v]
+    return v
+
+
+def trace_hash(events: list[dict[str, Any]]) -> str:
+    """Content of the run, order- and time-free: the same seed, the same hash."""
+    rows = sorted(
+        dumps({"d": e["id"].split(":")[0], "type": e["type"], "body": _strip(e["body"])}) for e in events
+    )
+    return hashlib.sha256(b"\n".join(rows)).hexdigest()
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
+
+
+def gateway_ids(outlet: Outlet) -> list[tuple[str, float]]:
+    """``(event id, received at)`` as the gateway stored them, in order."""
+    s = EventStore(outlet.gw_db)
+    try:
+        return [(r[0], r[1]) for r in s.db.execute("SELECT id, received_at FROM events ORDER BY rowid")]
+    finally:
+        s.close()
+
+
+def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
+    """The result as of now (see ``docs/simulator.md``); ``wall_s`` is how long the run took.
+    Records the gateway and central hops into ``outlet.ledger`` afresh on each call."""
+    gw = gateway_ids(outlet)
+    for hop in ("gateway", "central"):  # read from the stores again on every call
+        outlet.ledger.clear(hop)
+    gw_at = {}
+    for eid, at in gw:
+        if not eid.startswith("gw-"):
+            outlet.ledger.record("gateway", eid, at)
+            gw_at.setdefault(eid, at)
+    central_at: dict[str, float] = {}
+    with outlet.central.lock:
+        for b in outlet.central.batches:
+            for eid in b.ids:
+                central_at.setdefault(eid, b.at)
+        counts = dict(outlet.central.counts)
+        central_events = [e for e in outlet.central.events.values() if not e["id"].startswith("gw-")]
+    for eid, n in counts.items():
+        if not eid.startswith("gw-"):
+            for _ in range(n):
+                outlet.ledger.record("central", eid, central_at.get(eid))
+    failed = sum(1 for x in outlet.gw.lines if x.get("evt") == "store_failed")
+    if failed:
+        outlet.stats["gateway_store_failed"] = failed
+    forgotten = [e for e in outlet.central.forgotten if not e.startswith("gw-")]  # devices' only
+    if forgotten:
+        outlet.stats["central_forgotten"] = len(forgotten)
+    report = outlet.ledger.report()
+    submitted = outlet.photos_submitted()
+    domain = check_domain(central_events, photos_submitted=submitted or None, complete=False)
+    lat: dict[str, dict[str, float]] = {}
+    for hop, seen in (("broker", outlet.obs.broker_seen), ("gateway", gw_at), ("central", central_at)):
+        xs = [(seen[e] - t0) * 1000 for e, t0 in outlet.obs.emitted.items() if e in seen and seen[e] >= t0]
+        lat[hop] = {"n": len(xs), "p50_ms": round(_pct(xs, 0.5), 2), "p99_ms": round(_pct(xs, 0.99), 2)}
+    exp = []
+    e = outlet.sc.expect
+    if e.get("ledger", True):
+        exp.append(
+            {"name": "ledger_ok", "ok": bool(report["ok"]), "detail": ", ".join(report["failing_hops"])}
+        )
+    if e.get("domain", True):
+        exp.append(
+            {"name": "domain_ok", "ok": domain.ok, "detail": "" if domain.ok else domain.summary()}
+        )
+    if submitted:
+        with outlet.central.lock:
+            arrived = set(outlet.central.photos)
+        missing = [x for x in submitted if x not in arrived]
+        exp.append(
+            {
+                "name": "photos_arrived",
+                "ok": not missing,
+                "detail": f"{len(submitted) - len(missing)}/{len(submitted)} photo files at the platform",
+            }
+        )
+    if "min_central_events" in e:
+        exp.append(
+            {
+                "name": "min_central_events",
+                "ok": len(central_events) >= e["min_central_events"],
+                "detail": f"{len(central_events)} >= {e['min_central_events']}",
+            }
+        )
+    if "max_lost" in e:
+        lost = report["end_to_end"]["lost"] if "end_to_end" in report else 0
+        exp.append(
+            {"name": "max_lost", "ok": lost <= e["max_lost"], "detail": f"{lost} <= {e['max_lost']}"}
+        )
+    per_dev = Counter(eid.split(":")[0] for eid in outlet.obs.emitted)
+    timeline = sorted(
+        (
+            {
+                "t": (env["ts"] - outlet.sc.start)
+                if outlet.sc.mode == "virtual"
+                else env["ts"] - outlet.t0_real,
+                "device": env["id"].split(":")[0],
+                "type": env["type"],
+                "id": env["id"],
+                "cls": env["cls"],
+            }
+            for env in outlet.obs.events.values()
+        ),
+        key=lambda x: x["t"],
+    )
+    kinds = {n: d.kind for n, d in outlet.devices.items()} | {n: "handheld" for n in outlet.hh}
+    failures = [x["name"] for x in exp if not x["ok"]]
+    return {
+        "scenario": outlet.sc.name,
+        "seed": outlet.sc.seed,
+        "broker": broker_name() if outlet.broker_kind == "mosquitto" else amqtt_version(),
+        "time_mode": outlet.sc.mode,
+        "wall_s": round(wall_s, 3),
+        "virtual_s": outlet.sc.duration_s,
+        "trace_hash": trace_hash(central_events),
+        "devices": [
+            {
+                "device": n,
+                "kind": kind,
+                "events": per_dev.get(n, 0),
+                "online": [
+                    [a, b if b is not None else outlet.sc.duration_s] for a, b in outlet.obs.online.get(n, [])
+                ],
+            }
+            for n, kind in kinds.items()
+        ],
+        "timeline": timeline,
+        "backlog": outlet.backlog,
+        "faults": fault_windows(outlet.sc.faults),
+        "latency": lat,
+        "ledger": report,
+        "domain": domain.as_dict(),
+        "expectations": exp,
+        "stats": dict(outlet.stats),
+        "verdict": {"ok": not failures, "failures": failures},
+    }

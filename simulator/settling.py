@@ -1,0 +1,56 @@
+"""Waiting, after the workload, for what the devices emitted to reach the platform.
+
+A run is judged on what arrived; judging it while events are still in
+flight would report losses that are only delays. So the run waits until the
+platform holds every emitted event and submitted photo, or until nothing is
+in flight any more (the gateway's backlog is empty and it holds every
+event: what the platform lacks then, it lost), or until the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.store.events import EventStore
+from simulator.assembly import Outlet
+from simulator.sampling import sample_backlog
+
+
+async def settle(outlet: Outlet, timeout: float = 120) -> None:
+    """Everything emitted reaches the central side (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with outlet.obs.lock:
+            want = set(outlet.obs.emitted)
+        with outlet.central.lock:
+            have = set(outlet.central.counts)
+            photos = set(outlet.central.photos)
+        if want <= have and set(outlet.photos_submitted()) <= photos:
+            return
+        if _quiescent(outlet, want):
+            # Nothing is in flight any more: the gateway holds every event and the platform
+            # acked them all. What the platform lacks now, it lost; waiting will not bring it.
+            outlet.log("settle_quiescent", missing=len(want - have))
+            return
+        for h in outlet.hh.values():  # the uploader retries what the gateway has not confirmed
+            if h.queue is not None:
+                await asyncio.to_thread(h.upload)
+        await asyncio.sleep(0.2)
+        sample_backlog(outlet)
+    outlet.log("settle_timeout", missing=len(want - have))
+
+
+def _quiescent(outlet: Outlet, want: set[str]) -> bool:
+    try:
+        s = EventStore(outlet.gw_db)
+        try:
+            backlog = s.backlog()["count"]
+            stored = {r[0] for r in s.db.execute("SELECT id FROM events")}
+        finally:
+            s.close()
+    except Exception:  # noqa: BLE001 - the gateway may be restarting
+        return False
+    with outlet.central.lock:
+        photos_done = set(outlet.photos_submitted()) <= set(outlet.central.photos)
+    return backlog == 0 and want <= stored and photos_done

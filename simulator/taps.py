@@ -1,0 +1,141 @@
+"""Where the simulator watches events go by: the ledger's first two hops.
+
+The ``device`` hop is recorded as an event enters a device's flash outbox
+(the in-process firmware and the handhelds call :meth:`DeviceTap.emitted`; a
+unix-port locker logs its events and the outlet hands them to
+:meth:`DeviceTap.logged`); the ``broker`` hop by :class:`BrokerTap`, a
+persistent QoS 1 subscriber on the outlet broker that also follows the
+devices' presence and retained state. What the taps see, with real times,
+is kept in :class:`Observed` for the latency figures, the pickup codes the
+workload needs and the live dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from protocol import envelope, topics
+from simulator.ledger import Ledger
+
+
+@dataclass
+class Observed:
+    """What the taps saw, with real times, for the ledger and latency."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    emitted: dict[str, float] = field(default_factory=dict)
+    broker_seen: dict[str, float] = field(default_factory=dict)
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)  # device-side copy, by id
+    codes: dict[str, str] = field(default_factory=dict)  # parcel -> pickup code
+    online: dict[str, list[list[float]]] = field(default_factory=lambda: defaultdict(list))
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # retained state documents
+
+
+class BrokerTap:
+    """A persistent QoS 1 subscriber on the outlet broker: the ledger's
+    ``broker`` hop and the devices' presence."""
+
+    def __init__(
+        self, port: int, outlet: str, ledger: Ledger, obs: Observed, vt: Callable[[], float]
+    ) -> None:
+        self.ledger = ledger
+        self.obs = obs
+        self.vt = vt
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="sim-tap", clean_session=False, protocol=mqtt.MQTTv311
+        )
+        self.client.username_pw_set("sim-tap", "sim-tap-pw")
+        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(
+            [(topics.subscription(outlet, ch), 1) for ch in ("evt", "presence", "state")]
+        )
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 1)
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        if msg.topic.endswith("/state"):
+            # What a device process says about itself (a unix-port locker's compartments).
+            try:
+                doc = json.loads(msg.payload)
+            except ValueError:
+                return
+            with self.obs.lock:
+                self.obs.states[msg.topic.split("/")[4]] = doc
+            return
+        if msg.topic.endswith("/presence"):
+            dev = msg.topic.split("/")[4]
+            with self.obs.lock:
+                spans = self.obs.online[dev]
+                if msg.payload == b"online" and (not spans or spans[-1][1] is not None):
+                    spans.append([self.vt(), None])
+                elif msg.payload == b"offline" and spans and spans[-1][1] is None:
+                    spans[-1][1] = self.vt()
+            return
+        try:
+            env = envelope.decode(msg.payload)
+        except Exception:  # noqa: BLE001 - counted by the ledger as never arriving
+            return
+        self.ledger.record("broker", env["id"], now)
+        with self.obs.lock:
+            self.obs.broker_seen.setdefault(env["id"], now)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+
+class DeviceTap:
+    """The ledger's ``device`` hop: every event as it enters a device's outbox."""
+
+    def __init__(self, ledger: Ledger, obs: Observed, vt: Callable[[], float], start: int) -> None:
+        self.ledger = ledger
+        self.obs = obs
+        self.vt = vt
+        self.start = start
+
+    def emitted(self, device: str, topic: str, payload: bytes) -> None:
+        """An envelope a device queued (the in-process firmware's and the handhelds' tap)."""
+        now = time.time()
+        try:
+            env = envelope.decode(payload)
+        except Exception:  # noqa: BLE001
+            return
+        self._record(device, env, now)
+
+    def logged(self, device: str, d: dict[str, Any]) -> dict[str, Any]:
+        """An event a unix-port locker logged as it entered its outbox; returned as an envelope."""
+        now = time.time()
+        env = {
+            "id": d["id"],
+            "type": d["type"],
+            "cls": d["cls"],
+            "body": d.get("body") or {},
+            "ts": int(self.start + self.vt()),
+        }
+        self._record(device, env, now)
+        return env
+
+    def _record(self, device: str, env: dict[str, Any], now: float) -> None:
+        self.ledger.record("device", env["id"], now)
+        b = env["body"]
+        with self.obs.lock:
+            self.obs.emitted[env["id"]] = now
+            self.obs.events[env["id"]] = env
+            if env["type"] == "locker.deposit" and "code" in b:
+                self.obs.codes[b["parcel"]] = b["code"]
+            elif env["type"].endswith(".alarm"):
+                self.obs.alarms.append({"t": self.vt(), "device": device, **b})

@@ -1,0 +1,79 @@
+"""The postedge command as a person runs it, in both languages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from postedge import i18n
+from protocol import barcodes
+
+GOLDEN = Path(__file__).parent.parent / "golden" / "vectors.jsonl"
+
+
+def postedge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "postedge.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_validate_english_and_exit_code() -> None:
+    ok = postedge("--lang", "en", "validate", "RB123456785GB", "]E04006381333931")
+    assert ok.returncode == 0
+    assert ok.stdout.splitlines() == ["valid UPU S10 item id: RB123456785GB",
+                                      "valid EAN-13: 4006381333931"]
+    bad = postedge("--lang", "en", "validate", "RB123456785GB", "RB123456784GB")
+    assert bad.returncode == 1
+    assert bad.stdout.splitlines()[1].startswith("invalid: wrong S10 check digit (check digit is 4")
+
+
+def test_validate_chinese_from_locale() -> None:
+    env = {"PATH": "/usr/bin:/bin", "LANG": "zh_CN.UTF-8"}
+    r = postedge("validate", "1012345678901", "RB123456785ZZ", env=env)
+    assert r.stdout.splitlines() == ["有效 国内 EMS 单号：1012345678901",
+                                     "无效：国家代码无效（ZZ is not an ISO 3166 country code）"]
+
+
+def test_validate_json() -> None:
+    r = postedge("validate", "--json", "(00)106141412345678908")
+    assert json.loads(r.stdout) == {"input": "(00)106141412345678908", "ok": True, "kind": "sscc",
+                                    "value": "106141412345678908",
+                                    "ais": {"00": "106141412345678908"}}
+
+
+def test_gateway_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('outlet = "o1"\n')
+    r = postedge("--lang", "zh", "gateway", "run", "--config", str(cfg))
+    assert r.returncode == 2
+    assert r.stderr.strip() == "错误：gateway config needs 'db'"
+    cfg.write_text("outlet = [unclosed\n")
+    r = postedge("--lang", "en", "gateway", "run", "--config", str(cfg))
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot read")
+
+
+def test_every_validator_verdict_has_words_in_both_languages() -> None:
+    """Every reason and kind a validator can produce, per the golden vectors."""
+    reasons, kinds = set(), set()
+    for line in GOLDEN.read_text(encoding="utf-8").splitlines():
+        case = json.loads(line)
+        out = case["expect"].get("ok")
+        if case["fn"].startswith("barcode.") and isinstance(out, dict):
+            (kinds if out["ok"] else reasons).add(out.get("kind") or out.get("reason"))
+    assert reasons and kinds
+    for r in reasons:
+        assert i18n.TEXT.has(f"reason.{r}"), r
+    for k in kinds | set(barcodes.PARCEL_KINDS):
+        assert i18n.TEXT.has(f"kind.{k}"), k
+
+
+@pytest.mark.parametrize("lang,marker", [("en", "every event stored exactly once"),
+                                         ("zh", "每条事件恰好存储一次")])
+def test_demo_runs_end_to_end(tmp_path: Path, lang: str, marker: str) -> None:
+    r = postedge("--lang", lang, "demo", "--workdir", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert marker in r.stdout.splitlines()[-1]
+    assert (tmp_path / "gateway.db").exists()

@@ -1,0 +1,186 @@
+"""The locker firmware on the MicroPython unix port, end to end: real
+Mosquitto with ACLs, the gateway process and its SQLite file, a byte-accurate
+simulated lock board and a simulated front panel on sockets."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware.locker import codes as C
+from gateway.broker import Mosquitto
+from simulator import unixport
+from simulator.gateway_process import GatewayProcess, write_config
+from simulator.lockboard_sim import Sim8ABus
+from simulator.outlet import DoorCloser, Platform, locker_config, stored_events, wait_event
+from simulator.panel_sim import SimPanel
+from tests.locker_rig import KEY
+
+pytestmark = pytest.mark.mpy  # every test runs the MicroPython unix port or mpy-cross
+TESTS = Path(__file__).parent.parent  # publisher_mp_check.py is shared with tests/confirm_rig.py
+
+
+@pytest.fixture
+def outlet(tmp_path: Path, broker: Mosquitto):
+    bus = Sim8ABus(boards=(1,), locks=24)
+    bport = bus.serve_tcp()
+    panel = SimPanel()
+    gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
+    gw.wait_for("gateway_started")
+    cfg = locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
+                        tmp_path / "flash", KEY, panel.url)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "config.json")],
+                        heap=unixport.APP_HEAP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    platform = Platform(broker.port, "o1", "gw-o1", "gw-secret", KEY)
+    d = {"bus": bus, "panel": panel, "gw": gw, "fw": fw, "db": tmp_path / "gateway.db", "platform": platform}
+    yield d
+    platform.close()
+    fw.kill()
+    fw.communicate()
+    if d["fw"] is not fw:  # a test that power-cycled the locker put its new process here
+        d["fw"].kill()
+        d["fw"].wait()
+    gw.stop()
+    panel.close()
+    bus.close()
+
+
+def test_deposit_and_pickup_through_panel_broker_and_gateway(outlet: dict) -> None:
+    panel: SimPanel = outlet["panel"]
+    platform: Platform = outlet["platform"]
+    panel.wait_connected()
+    assert panel.wait_display("ready")["zh"] == "请输入取件码或扫码"
+    salt = "1234567890abcdef"
+    ack = platform.send("lk01", platform.command("lk01", "credential", {
+        "courier": "c007", "salt": salt, "hash": C.salted_hash(salt, "s3cret"),
+        "exp": int(time.time()) + 3600}, "cred-1"), "cred-1")
+    assert ack["ok"] and ack["result"] == {"couriers": 1}
+    forged = json.loads(platform.command("lk01", "open", {"compartment": 1}, "forged-1"))
+    forged["args"]["compartment"] = 2  # the signature covered compartment 1
+    ack = platform.send("lk01", json.dumps(forged).encode(), "forged-1")
+    assert ack["code"] == "bad_signature" and not ack["ok"]
+    closer = DoorCloser(outlet["bus"])
+    try:
+        assert panel.do("scan", "PE-C:c007:s3cret")["code"] == "courier_ok"
+        assert panel.do("scan", "4006381333931")["code"] == "invalid_parcel"
+        shown = panel.do("scan", "]C0RB123456785GB")
+        assert shown["code"] == "choose_size" and shown["detail"] == "RB123456785GB"
+        assert panel.do("keys", "2")["code"] == "door_open_deposit"
+        done = panel.wait_display("deposit_ok")
+        cid = int(done["detail"])
+        assert panel.do("keys", "0")["code"] == "logged_out"
+        dep = wait_event(outlet["db"], "locker.deposit")
+        assert dep["body"]["compartment"] == cid and dep["body"]["parcel"] == "RB123456785GB"
+        code = dep["body"]["code"]
+        assert panel.do("keys", "000000" if code != "000000" else "111111")["code"] == "wrong_code"
+        m = panel.mark()
+        panel.keys(code)
+        opened = panel.wait_display(after=m)
+        assert opened["code"] == "door_open_pickup" and int(opened["detail"]) == cid
+        assert opened["en"].startswith("Door open") and opened["zh"].startswith("柜门已开")
+        shown = panel.wait_display("pickup_ok", after=m)
+        assert int(shown["detail"]) == cid
+        pick = wait_event(outlet["db"], "locker.pickup")
+        assert pick["body"] == {"compartment": cid, "parcel": "RB123456785GB"}
+        assert closer.closed == [cid, cid]
+    finally:
+        closer.stop()
+    ids = [e["id"] for e in stored_events(outlet["db"])]
+    assert len(ids) == len(set(ids))
+    # Panel garbage is counted, answered, and the panel carries on.
+    m = panel.mark()
+    panel.send_raw(b"\xff\xfe\x00garbage\n")
+    first = panel.wait_display("unknown_input", after=m)
+    panel.send_raw(b"Z:what\n")
+    assert panel.wait_display("unknown_input", after=panel.shown.index(first, m) + 1)
+    assert panel.do("keys", "12")["code"] == "wrong_code"
+    assert outlet["fw"].poll() is None  # still running
+
+
+def test_fifty_broker_restarts_lose_nothing_and_never_hang(tmp_path: Path, broker: Mosquitto) -> None:
+    gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
+    gw.wait_for("gateway_started")
+    n = 1500
+    proc = unixport.popen([str(TESTS / "publisher_mp_check.py"), str(broker.port), str(n),
+                           str(tmp_path / "flash")], extra_path=[TESTS], stdout=subprocess.PIPE)
+    rng = random.Random(20261128)
+    try:
+        for _ in range(50):
+            time.sleep(rng.uniform(0.02, 0.25))
+            broker.stop()  # SIGTERM: as systemd restarts it
+            time.sleep(rng.uniform(0.0, 0.2))
+            broker.start()
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(json.loads(line))
+            if lines[-1]["evt"] == "drained":
+                break
+        assert lines and lines[-1]["evt"] == "drained", "publisher hung or died"
+        assert lines[-1]["stats"]["connects"] >= 25  # it really went through the restarts
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if len({e["id"] for e in stored_events(tmp_path / "gateway.db")}) >= n:
+                break
+            time.sleep(0.5)
+    finally:
+        proc.kill()
+        proc.wait()
+        last = gw.stop()
+    got = stored_events(tmp_path / "gateway.db")
+    missing = sorted(set(range(n)) - {e["body"]["i"] for e in got})
+    assert not missing, f"{len(missing)} events never reached the gateway, first {missing[:5]}"
+    assert len({e["id"] for e in got}) == n == len(got)  # every one, once
+    assert sorted(e["body"]["i"] for e in got) == list(range(n))
+    assert last.get("seq_gaps", 0) == 0
+
+
+def test_power_cut_mid_deposit_on_the_unix_port(outlet: dict, tmp_path: Path) -> None:
+    """SIGKILL the firmware while the door stands open; on reboot the cycle
+    resumes, and the gateway gets exactly one deposit."""
+    panel: SimPanel = outlet["panel"]
+    platform: Platform = outlet["platform"]
+    bus: Sim8ABus = outlet["bus"]
+    panel.wait_connected()
+    salt = "1234567890abcdef"
+    platform.send("lk01", platform.command("lk01", "credential", {
+        "courier": "c9", "salt": salt, "hash": C.salted_hash(salt, "pw"),
+        "exp": int(time.time()) + 3600}, "cred-9"), "cred-9")
+    assert panel.do("scan", "PE-C:c9:pw")["code"] == "courier_ok"
+    assert panel.do("scan", "EA123456785CN")["code"] == "choose_size"
+    panel.keys("3")
+    deadline = time.monotonic() + 20
+    opened = None
+    while opened is None and time.monotonic() < deadline:
+        opened = next((ch for ch in range(1, 25) if bus.is_open(1, ch)), None)
+        time.sleep(0.05)
+    assert opened is not None
+    time.sleep(0.3)  # the journal says "open"
+    outlet["fw"].kill()  # the power goes
+    outlet["fw"].wait()
+    journal = json.loads((tmp_path / "flash" / "journal").read_text())
+    assert journal["step"] == "open" and journal["cid"] == opened
+    fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "config.json")],
+                        heap=unixport.APP_HEAP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outlet["fw"] = fw  # the fixture kills this one
+    time.sleep(1.5)
+    assert bus.is_open(1, opened)  # still waiting for the door, as before the cut
+    bus.close_door(1, opened)
+    dep = wait_event(outlet["db"], "locker.deposit")
+    assert dep["body"]["compartment"] == opened and dep["body"]["parcel"] == "EA123456785CN"
+    time.sleep(1.0)
+    events = stored_events(outlet["db"])
+    assert [e["type"] for e in events].count("locker.deposit") == 1
+    boots = [e["body"]["boot"] for e in events if e["type"] == "locker.boot"]
+    assert boots == [1, 2]
+    assert any(e["type"] == "locker.audit" and e["body"].get("outcome") == "resumed" for e in events)

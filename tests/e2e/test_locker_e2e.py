@@ -22,7 +22,7 @@ from simulator.panel_sim import SimPanel
 from tests.locker_rig import KEY
 
 pytestmark = pytest.mark.mpy  # every test runs the MicroPython unix port or mpy-cross
-TESTS = Path(__file__).parent.parent  # publisher_mp_check.py is shared with tests/confirm_rig.py
+TESTS = Path(__file__).parent.parent  # tests/mpy/publisher_mp_check.py is shared with tests/confirm_rig.py
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_fifty_broker_restarts_lose_nothing_and_never_hang(tmp_path: Path, broke
     gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
     gw.wait_for("gateway_started")
     n = 1500
-    proc = unixport.popen([str(TESTS / "publisher_mp_check.py"), str(broker.port), str(n),
+    proc = unixport.popen([str(TESTS / "mpy" / "publisher_mp_check.py"), str(broker.port), str(n),
                            str(tmp_path / "flash")], extra_path=[TESTS], stdout=subprocess.PIPE)
     rng = random.Random(20261128)
     try:

@@ -17,7 +17,7 @@ from simulator import unixport
 from simulator.gateway_process import GatewayProcess, write_config
 
 pytestmark = pytest.mark.mpy  # every test runs the MicroPython unix port or mpy-cross
-TESTS = Path(__file__).parent.parent  # publisher_mp_check.py is shared with tests/confirm_rig.py
+TESTS = Path(__file__).parent.parent  # tests/mpy/publisher_mp_check.py is shared with tests/confirm_rig.py
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def gw_config(tmp_path: Path, broker: Mosquitto) -> Path:
 
 def device(tmp_path: Path, broker: Mosquitto, events: int) -> list[dict]:
     """Boot the device, queue `events` events, run until the broker acked them all."""
-    proc = unixport.run([str(TESTS / "publisher_mp_check.py"), str(broker.port), str(events),
+    proc = unixport.run([str(TESTS / "mpy" / "publisher_mp_check.py"), str(broker.port), str(events),
                          str(tmp_path / "flash"), "0"], extra_path=[TESTS], timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]

@@ -76,6 +76,7 @@ def test_every_validator_verdict_has_words_in_both_languages() -> None:
         assert f"kind.{k}" in i18n.CATALOG, k
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("lang,marker", [("en", "every event stored exactly once"),
                                          ("zh", "每条事件恰好存储一次")])
 def test_demo_runs_end_to_end(tmp_path: Path, lang: str, marker: str) -> None:

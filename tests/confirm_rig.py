@@ -14,7 +14,9 @@ import paho.mqtt.client as mqtt
 from simulator import unixport
 from simulator.outlet import stored_events
 
-TESTS = Path(__file__).parent
+# publisher_mp_check.py: never in tests/ itself, whose drivers/, firmware/ and protocol/
+# folders would shadow the device packages (MicroPython puts a script's folder first).
+TESTS = Path(__file__).parent / "firmware"
 
 
 def wipe_gateway_session(port: int) -> None:

@@ -22,7 +22,7 @@ from simulator.panel_sim import SimPanel
 from tests.locker_rig import KEY
 
 pytestmark = pytest.mark.mpy  # every test runs the MicroPython unix port or mpy-cross
-TESTS = Path(__file__).parent.parent  # publisher_mp_check.py is shared with tests/confirm_rig.py
+TESTS = Path(__file__).parent.parent / "firmware"  # publisher_mp_check.py, shared with tests/confirm_rig.py
 
 
 @pytest.fixture

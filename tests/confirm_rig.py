@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from simulator import unixport
 from simulator.outlet import stored_events
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parent  # tests/mpy/publisher_mp_check.py: see tests/mpy/README.md
 
 
 def wipe_gateway_session(port: int) -> None:

@@ -70,6 +70,7 @@ def test_every_validator_verdict_has_words_in_both_languages() -> None:
         assert i18n.TEXT.has(f"kind.{k}"), k
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("lang,marker", [("en", "every event stored exactly once"),
                                          ("zh", "每条事件恰好存储一次")])
 def test_demo_runs_end_to_end(tmp_path: Path, lang: str, marker: str) -> None:

@@ -395,6 +395,7 @@ def test_handheld_forward_fuzz(rig: Rig) -> None:
     assert any(d["evt"] == "forward_refused" for d in outcomes[forward_before:])
 
 
+@pytest.mark.slow
 def test_connection_level_attacks(rig: Rig) -> None:
     """A packet over the broker's max_packet_size and client-id takeovers of
     the gateway's and another locker's id: the broker absorbs them (the

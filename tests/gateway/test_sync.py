@@ -541,6 +541,7 @@ class Device(threading.Thread):
         self.client.disconnect()
 
 
+@pytest.mark.slow
 def test_sigkill_gateway_20_times_while_ingesting_and_syncing(tmp_path: Path, broker: Mosquitto,
                                                               certs: Certs) -> None:
     rng = random.Random(4)

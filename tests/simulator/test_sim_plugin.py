@@ -150,6 +150,8 @@ def test_plugin_is_registered_by_entry_point() -> None:
     assert eps.get("postedge_sim") == "simulator.pytest_plugin"
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_fixtures_in_a_testers_own_file(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_outlet_day=TESTER_FILE)
     res = _run(pytester, "-rA", "-v")

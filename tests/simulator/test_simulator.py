@@ -54,6 +54,7 @@ def test_shipped_scenarios_are_valid_and_the_default_is_an_outage_day() -> None:
     assert {f.kind for f in day.faults} == {"wan_down", "broker_restart"}
 
 
+@pytest.mark.e2e
 def test_same_seed_same_trace_and_another_seed_another(tmp_path: Path) -> None:
     sc = parse(small())
     a = run_scenario(sc, tmp_path / "a")
@@ -65,6 +66,7 @@ def test_same_seed_same_trace_and_another_seed_another(tmp_path: Path) -> None:
     assert a["stats"]["deposit"] == b["stats"]["deposit"] > 0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", [p for p in SCENARIOS if p.stem != "village-day"], ids=lambda p: p.stem)
 def test_each_shipped_scenario_runs_green(tmp_path: Path, path: Path) -> None:
     res = run_scenario(load(path), tmp_path / "run")
@@ -73,6 +75,7 @@ def test_each_shipped_scenario_runs_green(tmp_path: Path, path: Path) -> None:
     assert res["stats"].get("deposit", 0) > 0
 
 
+@pytest.mark.e2e
 def test_the_readme_command_runs_the_default_day_and_ends_with_the_verdict(tmp_path: Path) -> None:
     out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
     r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "sim", "run",
@@ -87,6 +90,7 @@ def test_the_readme_command_runs_the_default_day_and_ends_with_the_verdict(tmp_p
     assert "<svg" in out_html.read_text()
 
 
+@pytest.mark.e2e
 def test_ledger_catches_a_component_that_loses_events(tmp_path: Path) -> None:
     """The platform acks every event but forgets every 5th new one."""
     sc = parse(small(faults=[{"kind": "central_lossy", "at_h": 0.0, "every": 5}]))
@@ -100,6 +104,7 @@ def test_ledger_catches_a_component_that_loses_events(tmp_path: Path) -> None:
     assert gateway["ok"]  # the hop that lost them is named, the others are not blamed
 
 
+@pytest.mark.e2e
 def test_domain_rules_catch_a_locker_that_reports_custody_twice(tmp_path: Path) -> None:
     sc = parse(small(faults=[{"kind": "device_duplicating", "at_h": 0.0, "device": "lk01"}]))
     res = run_scenario(sc, tmp_path / "run")
@@ -110,6 +115,7 @@ def test_domain_rules_catch_a_locker_that_reports_custody_twice(tmp_path: Path) 
     assert broken, res["domain"]
 
 
+@pytest.mark.e2e
 def test_cli_exit_code_is_1_when_an_expectation_fails(tmp_path: Path) -> None:
     f = tmp_path / "lossy.toml"
     f.write_text('name = "lossy"\nseed = 2\n[time]\nhours = 6.0\n[outlet]\nlockers = 1\nscanners = 0\n'
@@ -147,6 +153,7 @@ def test_unix_port_lockers_for_fidelity(tmp_path: Path) -> None:
     assert {"locker.deposit", "locker.pickup", "locker.boot"} <= types
 
 
+@pytest.mark.e2e
 def test_real_time_mode_and_the_live_dashboard_during_a_run(tmp_path: Path) -> None:
     """Real mode paces the windows by the wall clock; the dashboard serves the
     running outlet's snapshot (the page itself is tested in Chromium in
@@ -248,6 +255,7 @@ def test_embedded_broker_queues_offline_qos1_and_enforces_the_acl(tmp_path: Path
         b.kill()
 
 
+@pytest.mark.e2e
 def test_the_simulator_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     sc = parse(small(outlet={"lockers": 2, "scanners": 1, "handhelds": 1},
                      workload={"parcels": 12, "photos": 2},

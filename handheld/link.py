@@ -53,7 +53,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from handheld.outbox import Outbox
+from handheld.outbox import SqliteOutbox
 from protocol import topics
 from protocol.canonical import loads_object
 from protocol.confirm import (
@@ -77,7 +77,7 @@ class MqttLink:
     thread and the app's threads all touch it)."""
 
     def __init__(self, device: str, outlet: str, host: str, port: int, username: str, password: str,
-                 outbox: Outbox, on_command: Callable[[bytes], None], *, keepalive: int = 30,
+                 outbox: SqliteOutbox, on_command: Callable[[bytes], None], *, keepalive: int = 30,
                  window: int = 16, state_doc: Callable[[], dict[str, Any]] | None = None,
                  confirm: bool = True, confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
                  confirm_timeout_max_s: float = CONFIRM_TIMEOUT_MAX_S, max_awaiting: int = MAX_AWAITING,

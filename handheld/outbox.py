@@ -5,7 +5,7 @@ Same rules as the firmware's flash outbox (``firmware/outbox.py``), on a device 
 has a real filesystem and SQLite, so the implementation is a table instead of
 segment files:
 
-- A record is committed (``synchronous=FULL``, WAL) before :meth:`Outbox.append`
+- A record is committed (``synchronous=FULL``, WAL) before :meth:`SqliteOutbox.append`
   returns: the courier's "deposit requested" survives the battery dropping out a
   second later.
 - A record is deleted only by :meth:`mark_delivered` / :meth:`mark_delivered_many`,
@@ -58,7 +58,7 @@ class OutboxFull(Exception):
     """The record could not be stored even after evicting every status/telemetry record."""
 
 
-class Outbox:
+class SqliteOutbox:
     """Thread-safe: the UI, the command handler and the MQTT sender share one instance."""
 
     def __init__(self, path: str | Path, capacity_bytes: int = 8_000_000) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from drivers.storage import FileStorage
 from handheld.link import MqttLink
-from handheld.outbox import Outbox
+from handheld.outbox import SqliteOutbox
 from handheld.uploader import PhotoQueue, Uploader
 from protocol import envelope, topics
 from protocol.ids import SeqCounter, format_event_id
@@ -56,7 +56,7 @@ class SimHandheld:
         self.tap = tap
         state_dir.mkdir(parents=True, exist_ok=True)
         self.counter = SeqCounter(FileStorage(str(state_dir / "ids")))
-        self.outbox = Outbox(state_dir / "outbox.db")
+        self.outbox = SqliteOutbox(state_dir / "outbox.db")
         self.t_evt = topics.build(outlet, "handheld", name, "evt")
         self.commands: list[bytes] = []
         self.submitted: list[str] = []

@@ -29,7 +29,7 @@ from handheld.app import HandheldApp
 from handheld.config import ConfigError, HandheldConfig, parse_config
 from handheld.main import main
 from handheld.nmea import GnssReader, build_sentence
-from handheld.outbox import Outbox, OutboxFull
+from handheld.outbox import OutboxFull, SqliteOutbox
 from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
 from handheld.text import Refused
@@ -177,7 +177,7 @@ def test_outbox_keeps_everything_across_restarts_and_a_broker_that_is_down(tmp_p
 
 
 def test_outbox_capacity_evicts_only_telemetry(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "ob.db", capacity_bytes=64 * 1024)
+    ob = SqliteOutbox(tmp_path / "ob.db", capacity_bytes=64 * 1024)
     blob = b"x" * 1000
     for _ in range(40):
         ob.append("telemetry", "t", blob)
@@ -199,7 +199,7 @@ def test_outbox_capacity_evicts_only_telemetry(tmp_path: Path) -> None:
         ob.append("custody", "t", blob)
     assert ob.count() == before  # a refused record evicts nothing
     ob.close()
-    ob = Outbox(tmp_path / "ob.db", capacity_bytes=64 * 1024)
+    ob = SqliteOutbox(tmp_path / "ob.db", capacity_bytes=64 * 1024)
     assert ob.count() == before and ob.used_bytes == st["bytes"]
     seq = ob.pending(1)[0][0]
     ob.mark_delivered(seq)

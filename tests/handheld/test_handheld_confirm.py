@@ -24,7 +24,7 @@ import pytest
 from drivers.storage import FileStorage
 from gateway.broker import Mosquitto
 from handheld.link import MqttLink
-from handheld.outbox import Outbox
+from handheld.outbox import SqliteOutbox
 from protocol import envelope, signing, topics
 from protocol.ids import SeqCounter, format_event_id
 from simulator.gateway_process import GatewayProcess, write_config
@@ -51,7 +51,7 @@ class Handheld:
     def __init__(self, state: Path, port: int, **link_kw: Any) -> None:
         state.mkdir(parents=True, exist_ok=True)
         self.counter = SeqCounter(FileStorage(str(state / "ids")))
-        self.outbox = Outbox(state / "outbox.db")
+        self.outbox = SqliteOutbox(state / "outbox.db")
         self.link = MqttLink(DEV, "o1", "127.0.0.1", port, DEV, "hh01-pw", self.outbox, lambda b: None,
                              keepalive=5, **link_kw)
         self.ids: list[str] = []

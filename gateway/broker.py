@@ -332,7 +332,7 @@ class Mosquitto:
 
         ``username_as_clientid`` (with ``limits`` True) adds the client id
         rule that ``provision`` always writes. Off by default only because
-        several tests (``tests/test_faultproxy.py``, ``test_ledger.py``,
+        several tests (``tests/simulator/test_faultproxy.py``, ``test_ledger.py``,
         ``test_locker_e2e.py``, ``test_gateway_bad_input.py``) and the demo's
         platform log in with the gateway's account beside a running gateway or
         twice at once, which the rule turns into session takeovers; once

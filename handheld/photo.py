@@ -76,7 +76,7 @@ class PhotoError(Exception):
 class QualityConfig:
     """Thresholds of the quality gate.
 
-    Defaults were set on synthetic boards (tests/test_handheld_photo.py) and sanity
+    Defaults were set on synthetic boards (tests/handheld/test_handheld_photo.py) and sanity
     checked against the usual field values: a sharp outdoor photo at 640 px long side
     scores several hundred to thousands; hand-shake blur drops it under 100, which is
     also the threshold most Laplacian-variance blur detectors use at that scale.

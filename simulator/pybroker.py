@@ -8,7 +8,7 @@ What has to hold for the simulation to mean anything, and how:
   only when the client is authenticated (not for anonymous clients), so
   every device and the gateway log in: a password file (SHA-512 crypt, the
   ``$6$`` format both amqtt and the gateway's upload login accept) and
-  anonymous access off. ``tests/test_simulator.py`` checks the queueing.
+  anonymous access off. ``tests/simulator/test_simulator.py`` checks the queueing.
 - A device writes only under its own name: amqtt's topic ACL plugin gets the
   same per-device publish and subscribe lists as Mosquitto's ACL, and a
   Mosquitto-format ACL file is written too, because the gateway reads the
@@ -136,7 +136,7 @@ def harden_amqtt(hashes: dict[str, str], max_packet: int) -> None:
     session before amqtt looks up, or for a clean session deletes, the stored
     session of that client id) and ``MQTTFixedHeader.from_stream`` (every
     packet's length is known there before its body is read). Both are amqtt
-    internals of 0.12: ``tests/test_simulator.py`` exercises them."""
+    internals of 0.12: ``tests/simulator/test_simulator.py`` exercises them."""
     from amqtt.mqtt.packet import MQTTFixedHeader
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 

@@ -37,7 +37,7 @@
 # Sources: GM65 / GM66 user manual (Hangzhou Grow Technology, V1.3), serial
 # port instruction chapter and its crc_cal_by_bit reference code; public
 # GM65 configuration tools that use the 7E 00 08 ... AB CD commands.
-# The vectors in tests/test_scan_engines.py were computed from these rules
+# The vectors in tests/drivers/test_scan_engines.py were computed from these rules
 # and match the manual's examples (33 31, DE C8).
 
 from drivers.scanner.framing import BAD, NEED, NOMATCH, OK, REPLY, LineFramer

@@ -1,4 +1,4 @@
-# Run on the MicroPython unix port by tests/test_lockboards.py: drives a
+# Run on the MicroPython unix port by tests/drivers/test_lockboards.py: drives a
 # simulated lock-board bus (started by the test, reached as socket://) with
 # the firmware driver through the unix HAL, and prints one JSON line per step
 # for the test to assert. The bus the test prepares (B = first board):
@@ -6,7 +6,7 @@
 #   board B+1: noise before every reply     board B+2: every reply corrupted
 #   board B+3: not on the bus (mute)
 #
-#   micropython -X heapsize=128k tests/lockboard_mp_check.py 8a|kerong PORT
+#   micropython -X heapsize=128k tests/drivers/lockboard_mp_check.py 8a|kerong PORT
 
 import asyncio
 import binascii

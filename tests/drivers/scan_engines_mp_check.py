@@ -1,11 +1,11 @@
-# Run on the MicroPython unix port by tests/test_scan_engines.py (and
+# Run on the MicroPython unix port by tests/drivers/test_scan_engines.py (and
 # imported by it on CPython, so both run the very same code):
 #
-#   micropython tests/scan_engines_mp_check.py vectors FILE
+#   micropython tests/drivers/scan_engines_mp_check.py vectors FILE
 #       FILE: one JSON vector a line {"family", "suffix", "idle_ms", "max_len",
 #       "steps": [["f", HEX, t] feed at tick t | ["i", t] idle read at t | ["x"] flush]}
 #       prints one JSON line a vector: the events and the counters.
-#   micropython tests/scan_engines_mp_check.py live FAMILY SUFFIX PORT N
+#   micropython tests/drivers/scan_engines_mp_check.py live FAMILY SUFFIX PORT N
 #       drives a simulated engine (served by the test as socket://) through
 #       the unix HAL: configure_aim(True), then N triggered scans; one JSON
 #       line a step.

@@ -1,5 +1,5 @@
 # Run on the MicroPython unix port (and on CPython, the same file) by
-# tests/test_mqtt_client.py. One JSON object a line.
+# tests/firmware/test_mqtt_client.py. One JSON object a line.
 #   pub PORT N         publish N QoS 1 messages, print "acked <i>" for each
 #   sub PORT SECONDS   subscribe to lk01's cmd topic, print what arrives
 #   flap PORT SECONDS  run the device's settings (backoff_cap 1 s) against a

@@ -1,10 +1,10 @@
-# The flash outbox on the MicroPython unix port (run by tests/test_outbox.py
+# The flash outbox on the MicroPython unix port (run by tests/firmware/test_outbox.py
 # under -X heapsize=128k): the same file logic as on CPython - reboots, power
 # cuts and corruption in the last and a middle record, eviction and
 # OutboxFull - and a full 64 KiB outbox booted, indexed and evicted within a
 # device-sized heap. Prints OUTBOX_MP_OK; any failure raises.
 #
-#   micropython -X heapsize=128k tests/outbox_mp_check.py <scratch dir>
+#   micropython -X heapsize=128k tests/firmware/outbox_mp_check.py <scratch dir>
 
 import gc
 import os

@@ -3,7 +3,7 @@ socket step, resend with the same packet id and DUP set, subscriptions
 restored after the broker forgets them, keepalive pings; backoff that only a
 healthy connection resets, a publish the broker keeps refusing given up in
 bounded time, bad topics and payloads refused before anything is sent
-(issue 11, finding 10). Scenarios in tests/aclient_mp_check.py run on the
+(issue 11, finding 10). Scenarios in tests/firmware/aclient_mp_check.py run on the
 unix port and on CPython alike."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def run_mp(*args: str, timeout: float = 60) -> list[dict]:
 
 
 def run_check(runtime: str, *args: str, timeout: float = 60) -> list[dict]:
-    """tests/aclient_mp_check.py on the unix port or on CPython."""
+    """tests/firmware/aclient_mp_check.py on the unix port or on CPython."""
     if runtime == "micropython":
         return run_mp(*args, timeout=timeout)
     env = {**os.environ, "PYTHONPATH": str(unixport.firmware_root())}

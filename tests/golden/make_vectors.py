@@ -2,7 +2,7 @@
 
 Expected outputs are written by hand or computed with independent CPython
 machinery (the stdlib ``hmac`` and ``json`` modules), never by the protocol
-module under test. ``tests/test_golden.py`` checks that the committed file is
+module under test. ``tests/protocol/test_golden.py`` checks that the committed file is
 exactly what this script writes, so a vector cannot drift silently.
 
 Run: .venv/bin/python tests/golden/make_vectors.py

@@ -1,6 +1,6 @@
-# Run on the MicroPython unix port by tests/test_locker_e2e.py and
-# tests/test_thin_slice.py: append N envelopes to a flash outbox at a steady pace while the firmware Sender
-# drains it over the firmware MQTT client; print progress as JSON lines and
+# Run on the MicroPython unix port by tests/e2e/test_locker_e2e.py,
+# tests/e2e/test_thin_slice.py and tests/confirm_rig.py: append N envelopes
+# to a flash outbox at a steady pace while the firmware Sender drains it over the firmware MQTT client; print progress as JSON lines and
 # "drained" when every record has been acked by the broker, or, with the
 # `confirm` argument, confirmed as stored by the gateway (the device's own
 # end-to-end guarantee: records leave flash only then).

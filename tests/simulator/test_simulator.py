@@ -157,7 +157,7 @@ def test_unix_port_lockers_for_fidelity(tmp_path: Path) -> None:
 def test_real_time_mode_and_the_live_dashboard_during_a_run(tmp_path: Path) -> None:
     """Real mode paces the windows by the wall clock; the dashboard serves the
     running outlet's snapshot (the page itself is tested in Chromium in
-    tests/test_sim_report.py)."""
+    tests/simulator/test_sim_report.py)."""
     import time
     import urllib.request
 

@@ -1,6 +1,7 @@
 # Run on the MicroPython unix port by tests/e2e/test_locker_e2e.py,
 # tests/e2e/test_thin_slice.py and tests/confirm_rig.py: append N envelopes
-# to a flash outbox at a steady pace while the firmware Sender drains it over the firmware MQTT client; print progress as JSON lines and
+# to a flash outbox at a steady pace while the firmware Sender drains it
+# over the firmware MQTT client; print progress as JSON lines and
 # "drained" when every record has been acked by the broker, or, with the
 # `confirm` argument, confirmed as stored by the gateway (the device's own
 # end-to-end guarantee: records leave flash only then).

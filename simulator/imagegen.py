@@ -264,9 +264,9 @@ def degrade(img: np.ndarray, kind: str, level: float, rng: np.random.Generator) 
     raise ValueError(f"unknown degradation {kind!r}; one of {KINDS}")
 
 
-def board_with_qr(qr_text: str | None, seed: int = 1, w: int = 1600, h: int = 1200) -> np.ndarray:
-    """A village notice board with a poster carrying a campaign QR code (or none)."""
-    rng = np.random.default_rng(seed)
+def notice_backdrop(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A village background (a lit wall with random shapes) and an empty
+    framed notice board on it; returns the image and the board's box."""
     img = np.zeros((h, w, 3), np.uint8)
     ramp = np.linspace(0, 1, h)[:, None]
     img[:] = (np.array([150, 140, 110]) + ramp * np.array([60, 40, 30]))[:, None, :].astype(np.uint8)
@@ -277,6 +277,13 @@ def board_with_qr(qr_text: str | None, seed: int = 1, w: int = 1600, h: int = 12
     x0, y0, x1, y1 = w // 5, h // 6, 4 * w // 5, 5 * h // 6
     cv2.rectangle(img, (x0 - 20, y0 - 20), (x1 + 20, y1 + 20), (40, 60, 90), -1)
     cv2.rectangle(img, (x0, y0), (x1, y1), (215, 220, 225), -1)
+    return img, (x0, y0, x1, y1)
+
+
+def board_with_qr(qr_text: str | None, seed: int = 1, w: int = 1600, h: int = 1200) -> np.ndarray:
+    """A village notice board with a poster carrying a campaign QR code (or none)."""
+    rng = np.random.default_rng(seed)
+    img, (x0, y0, x1, y1) = notice_backdrop(rng, w, h)
     cv2.putText(img, "HEALTH CAMPAIGN", (x0 + 30, y0 + 90), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (40, 40, 160), 5,
                 cv2.LINE_AA)
     for i in range(8):

@@ -27,6 +27,7 @@ from handheld.nmea import GnssReader, build_sentence
 from handheld.photo import PhotoError, check_quality, hamming, phash, prepare
 from handheld.photo_index import DuplicatePhotoError, PhotoIndex
 from handheld.position import GnssConfig
+from simulator.imagegen import notice_backdrop
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 DAY = 86400.0
@@ -36,16 +37,7 @@ T0 = 1_746_518_400.0  # 2025-05-06T08:00:00Z, when the fake receiver reports its
 def board(seed: int = 1, w: int = 1600, h: int = 1200, title: str = "VILLAGE NOTICE") -> np.ndarray:
     """A notice board in front of a random village background, with text and a poster frame."""
     rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    ramp = np.linspace(0, 1, h)[:, None]
-    img[:] = (np.array([150, 140, 110]) + ramp * np.array([60, 40, 30]))[:, None, :].astype(np.uint8)
-    for _ in range(25):
-        color = tuple(int(x) for x in rng.integers(40, 200, 3))
-        center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        cv2.circle(img, center, int(rng.integers(20, 120)), color, -1)
-    x0, y0, x1, y1 = w // 5, h // 6, 4 * w // 5, 5 * h // 6
-    cv2.rectangle(img, (x0 - 20, y0 - 20), (x1 + 20, y1 + 20), (40, 60, 90), -1)
-    cv2.rectangle(img, (x0, y0), (x1, y1), (215, 220, 225), -1)
+    img, (x0, y0, x1, y1) = notice_backdrop(rng, w, h)
     cv2.putText(img, title, (x0 + 30, y0 + 90), cv2.FONT_HERSHEY_SIMPLEX, 2.2, (40, 40, 160), 5, cv2.LINE_AA)
     for i in range(12):
         cv2.putText(

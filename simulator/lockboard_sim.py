@@ -29,7 +29,6 @@ import select
 import socket
 import threading
 import time
-import tty
 from collections.abc import Iterable
 
 from simulator.serving import Served
@@ -238,32 +237,8 @@ class _SimBus(Served):
 
     # ---- servers
 
-    def serve_tcp(self) -> int:
-        """Listen on 127.0.0.1; return the port for socket://127.0.0.1:PORT.
-        One thread accepts, one thread serves each connection."""
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(4)
-        srv.settimeout(0.05)
-        self._closers.append(srv)
-        self._spawn(self._accept_loop, srv)
-        return int(srv.getsockname()[1])
-
-    def _accept_loop(self, srv: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(0.05)
-            self._closers.append(conn)
-            self._spawn(self._tcp_conn, conn)
-
-    def _tcp_conn(self, conn: socket.socket) -> None:
+    def _serve_socket(self, conn: socket.socket) -> None:
+        conn.settimeout(0.05)
         rx = b""
         while not self._stop.is_set():
             try:
@@ -284,18 +259,7 @@ class _SimBus(Served):
                 except OSError:
                     return
 
-    def serve_pty(self) -> str:
-        """Open a pty in raw mode; return the device path a driver opens as
-        its serial port (pyserial, or the HAL's host port)."""
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        # Keeping our slave fd open means a client closing and reopening the
-        # port never makes the master side see a hang-up.
-        self._closers.extend([master, slave])
-        self._spawn(self._pty_loop, master)
-        return os.ttyname(slave)
-
-    def _pty_loop(self, master: int) -> None:
+    def _serve_pty(self, master: int) -> None:
         rx = b""
         while not self._stop.is_set():
             try:

@@ -36,7 +36,6 @@ import select
 import socket
 import threading
 import time
-import tty
 from collections.abc import Callable
 from typing import Any
 
@@ -381,43 +380,17 @@ class SimScanEngine(Served):
 
     # ---- servers
 
-    def serve_tcp(self) -> int:
-        """Listen on 127.0.0.1; return the port for socket://127.0.0.1:PORT."""
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(2)
-        srv.settimeout(0.05)
-        self._closers.append(srv)
-        self._spawn(self._accept_loop, srv)
-        return int(srv.getsockname()[1])
+    def _serve_socket(self, conn: socket.socket) -> None:
+        self._pump((conn.fileno(), lambda: conn.recv(512), conn.sendall))
 
-    def _accept_loop(self, srv: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._closers.append(conn)
-            self._spawn(self._pump, (conn.fileno(), lambda c=conn: c.recv(512), conn.sendall))
-
-    def serve_pty(self) -> str:
-        """Open a pty in raw mode; return the device path a driver opens."""
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        self._closers.extend([master, slave])
-
+    def _serve_pty(self, master: int) -> None:
         def write(b: bytes) -> None:
             view = memoryview(b)
             while view:
                 n = os.write(master, view)
                 view = view[n:]
 
-        self._spawn(self._pump, (master, lambda: os.read(master, 512), write))
-        return os.ttyname(slave)
+        self._pump((master, lambda: os.read(master, 512), write))
 
     def _pump(self, io: tuple[int, Callable[[], bytes], Callable[[bytes], Any]]) -> None:
         """Serve one connection: hear commands, send the output schedule with

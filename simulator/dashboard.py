@@ -9,7 +9,7 @@ first), the faults on a timeline, progress and the ledger's running counts.
 Why it is built like this:
 
 - aiohttp in a thread of its own, with the handheld UI's server class
-  (``handheld.webui.ThreadedServer``): idle connections are closed, open
+  (``common.web_server.ThreadedServer``): idle connections are closed, open
   connections are capped, and a loopback-bound dashboard answers only to a
   loopback ``Host`` (DNS rebinding), instead of the standard library's
   ``ThreadingHTTPServer`` with no timeouts at all. The runner stays
@@ -43,7 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
-from handheld.webui import ThreadedServer, host_allowlist, host_ok
+from common.web_server import ThreadedServer, host_allowlist, host_ok
 from simulator.report import HOP_ORDER, fmt_clock, fmt_dur, json_clean, size_text
 from simulator.report.text import (
     LANGS,

@@ -33,9 +33,10 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from common.web_server import ThreadedServer
 from gateway.broker import Mosquitto, free_port
 from handheld.app import HandheldApp
-from handheld.webui import TOKEN_HEADER, ThreadedServer, WebUI, serve
+from handheld.webui import TOKEN_HEADER, WebUI, serve
 from simulator.imagegen import s10_id
 from tests.handheld.conftest import Gateway
 from tests.handheld.test_handheld_app import (

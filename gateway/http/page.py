@@ -28,9 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from jinja2.ext import Extension
-
+from common.web_server import page_env
 from gateway.http.status import (
     ALARM_RED_S,
     BACKLOG_WARN_S,
@@ -86,21 +84,7 @@ def _cid(cid: Any, lang: str) -> str:
 
 # ------------------------------------------------------------------ templates
 
-class _OneLine(Extension):
-    """Drops each line break and the indentation after it from ``.html``
-    template sources, so templates can be read one tag per line and still
-    send no whitespace the hand-built page did not have. The included
-    ``.css`` and ``.js`` are left as written."""
-
-    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
-        if name is None or not name.endswith(".html"):
-            return source
-        return "".join(line.lstrip() for line in source.splitlines())
-
-
-ENV = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
-                  undefined=StrictUndefined, extensions=[_OneLine])
-ENV.globals["t"] = TEXT.t
+ENV = page_env(Path(__file__).with_name("templates"), t=TEXT.t)
 ENV.filters.update(ago=ago, duration=duration, size_text=size_text)
 
 

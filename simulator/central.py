@@ -536,19 +536,21 @@ class CentralHttps:
             finally:
                 loop.remove_reader(conn.fileno())
             first = conn.recv(1, socket.MSG_PEEK)
-        except (OSError, TimeoutError):
-            conn.close()
-            return
-        with self.lock:
-            self.first_bytes.append(first)
-        try:
-            transport, _ = await loop.connect_accepted_socket(server, conn, ssl=self.ctx,
-                                                              ssl_handshake_timeout=PEEK_TIMEOUT_S)
-        except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
             with self.lock:
-                self.tls_failures.append(str(e))
+                self.first_bytes.append(first)
+            try:
+                transport, _ = await loop.connect_accepted_socket(server, conn, ssl=self.ctx,
+                                                                  ssl_handshake_timeout=PEEK_TIMEOUT_S)
+            except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
+                with self.lock:
+                    self.tls_failures.append(str(e))
+                raise
+        except (OSError, TimeoutError):  # silent, gone, or refused in the handshake
             conn.close()
             return
+        except asyncio.CancelledError:  # down() while opening
+            conn.close()
+            raise
         self._live = {t for t in self._live if not t.is_closing()}
         self._live.add(transport)
 
@@ -566,6 +568,9 @@ class CentralHttps:
                                        name=f"central-https-{self.port}")
         self.thread.start()
         ready.wait(10)
+        if self._stop is None:
+            self.down()
+            raise RuntimeError(f"central HTTPS on port {self.port} did not start")
         return self
 
     start = up
@@ -577,6 +582,7 @@ class CentralHttps:
         try:
             loop.run_until_complete(self._serve(listener, ready))
         finally:
+            ready.set()  # also when setup failed: up() must not wait for nothing
             listener.close()
             loop.close()
 
@@ -609,9 +615,10 @@ class CentralHttps:
         thread, self.thread = self.thread, None
         if thread is None:
             return
-        loop, stop = self._loop, self._stop
-        assert loop is not None and stop is not None
-        loop.call_soon_threadsafe(stop.set)
+        loop, stop, self._stop = self._loop, self._stop, None
+        if stop is not None and thread.is_alive():
+            assert loop is not None
+            loop.call_soon_threadsafe(stop.set)
         thread.join(10)
         if self._pool is not None:
             self._pool.shutdown(wait=False)

@@ -10,10 +10,11 @@ benchmarks and the simulator.
   ``fail`` (HTTP 500 / no MQTT ack, batch not processed), ``delay_s``
   (slow), ``drop_acks`` (process the next N batches but lose their acks, as
   a dropped response would).
-- :class:`CentralHttps`: a threaded ``http.server`` behind TLS (optionally
-  requiring client certificates), with ``down()``/``up()`` for "connection
-  refused". It peeks at the first byte of every connection before the
-  handshake, so a test can prove a client never spoke plaintext.
+- :class:`CentralHttps`: aiohttp behind TLS (optionally requiring client
+  certificates), on its own event loop in its own thread, with
+  ``down()``/``up()`` for "connection refused". It peeks at the first byte
+  of every connection before the handshake, so a test can prove a client
+  never spoke plaintext.
 - :class:`CentralBroker`: a Mosquitto with a TLS-only listener, passwords and
   a per-outlet ACL (``gateway/broker.py`` writes plain loopback listeners for
   the outlet side); :class:`CentralMqtt` is the acker on it.
@@ -24,15 +25,26 @@ benchmarks and the simulator.
   untrusted CA and one for the wrong host name.
 
 Photos: the HTTPS endpoint also answers the gateway's photo uploads
-(``/v1/uploads``, the protocol of ``gateway/uploads.py``) as a real platform
+(``/v1/uploads``, the protocol of ``gateway/http/uploads.py``) as a real platform
 must: chunks and whole files are hash-checked, photos are kept once per
 content hash across all outlets (a second outlet's copy costs one request),
 and every claim (outlet, device, meta) is recorded, since the same picture
 arriving as evidence from two places is itself worth a look.
+
+Why aiohttp (issue 12): the gateway's own server (``gateway/http/server.py``)
+is aiohttp, and the stub was the last hand-written ``http.server`` handler,
+with its own copy of status lines, header writing and body reading. One
+toolkit means one set of HTTP semantics to know; the stub keeps only what a
+test needs to see: the first byte before TLS (its own accept loop, as
+aiohttp's sites hand the socket to TLS before anyone can peek), a
+connection closed unanswered (a lost ack, a cut upload), and ``down()``.
+The ledger's calls block (its lock, ``delay_s``), so they run on a thread
+pool, never on the loop, and a slow platform still serves other gateways.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -45,12 +57,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from aiohttp import web
 
 from gateway.broker import Account, Mosquitto, free_port
 from gateway.config import DEFAULT_PREFIX
@@ -322,203 +335,35 @@ class Central:
 # ------------------------------------------------------------------- HTTPS
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 UPLOADS = "/v1/uploads"
+BODY_MAX = 80 * 1024 * 1024  # a batch or a photo chunk; aiohttp's default is 1 MiB
+WORKERS = 32  # threads for the ledger's blocking calls (``delay_s`` sleeps in them)
+PEEK_TIMEOUT_S = 10  # for a client's first byte, and then for its TLS handshake
+IDLE_S = 30  # a kept-alive connection silent this long is closed
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, body: bytes = b"", ctype: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if body and self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _authorized(self) -> bool:
-        want = self.server.auth
-        if want is None:
-            return True
-        got = self.headers.get("Authorization", "")
-        return got == "Basic " + base64.b64encode(f"{want[0]}:{want[1]}".encode()).decode()
-
-    def _upload_path(self) -> list[str] | None:
-        """The segments after /v1/uploads, or None for any other path."""
-        path = self.path.split("?", 1)[0].rstrip("/")
-        if path != UPLOADS and not path.startswith(UPLOADS + "/"):
-            return None
-        return path[len(UPLOADS):].split("/")[1:]
-
-    def _uploads(self, parts: list[str], body: bytes) -> None:
-        central = self.server.central
-        if not self._authorized():
-            self._reply(401, b'{"error":"unauthorized"}')
-            return
-        if central.fail:
-            self._reply(500, b'{"error":"injected"}')
-            return
-        if self.command == "POST" and not parts:
-            try:
-                doc = json.loads(body)
-            except ValueError:
-                doc = None
-            code, st = central.photo_begin(self.headers.get("X-Postedge-Outlet", ""), doc)
-            self._reply(code, json.dumps(st).encode())
-        elif self.command == "PUT" and len(parts) == 2 and _HEX64.match(parts[0]) and parts[1].isdigit():
-            code, complete = central.photo_chunk(parts[0], int(parts[1]), body,
-                                                 self.headers.get("X-Chunk-Sha256", ""))
-            self.send_response(code)
-            self.send_header("X-Upload-Complete", "true" if complete else "false")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif self.command in ("GET", "HEAD") and len(parts) == 1:
-            with central.lock:
-                st = central._photo_state(parts[0])
-            if st is None:
-                self._reply(404, b'{"error":"unknown_upload"}')
-            else:
-                self._reply(200, json.dumps(st).encode())
-        else:
-            self._reply(404, b'{"error":"no_route"}')
-
-    def _read_body(self) -> bytes | None:
-        want = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(want)
-        if len(body) < want:
-            with self.server.central.lock:
-                self.server.central.truncated += 1
-            self.close_connection = True
-            return None
-        return body
-
-    def do_PUT(self) -> None:
-        parts = self._upload_path()
-        body = self._read_body()
-        if body is None:
-            return
-        if parts is None:
-            self._reply(404, b'{"error":"no_route"}')
-            return
-        self._uploads(parts, body)
-
-    def do_HEAD(self) -> None:
-        central = self.server.central
-        parts = self._upload_path()
-        if parts is not None:
-            self._uploads(parts, b"")
-            return
-        self._reply(500 if central.fail else 204)
-
-    def do_GET(self) -> None:
-        central = self.server.central
-        parts = self._upload_path()
-        if parts is not None:
-            self._uploads(parts, b"")
-            return
-        if not self._authorized():
-            self._reply(401, b'{"error":"unauthorized"}')
-            return
-        if central.fail:
-            self._reply(500, b'{"error":"injected"}')
-            return
-        try:
-            after = int(self.headers.get("X-Postedge-After", "0"))
-        except ValueError:
-            self._reply(400, b'{"error":"X-Postedge-After must be an integer"}')
-            return
-        self._reply(200, central.pull(self.headers.get("X-Postedge-Outlet", ""), after))
-
-    def do_POST(self) -> None:
-        central = self.server.central
-        want = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(want)
-        if len(body) < want:
-            # The sender died or the link broke mid-upload: nothing to
-            # answer, and not a malformed batch.
-            with central.lock:
-                central.truncated += 1
-            self.close_connection = True
-            return
-        parts = self._upload_path()
-        if parts is not None:
-            self._uploads(parts, body)
-            return
-        if not self._authorized():
-            self._reply(401, b'{"error":"unauthorized"}')
-            return
-        if central.fail:
-            self._reply(500, b'{"error":"injected"}')
-            return
-        if self.headers.get("Content-Encoding") != "deflate" or \
-                self.headers.get("Content-Type") != CONTENT_TYPE:
-            self._reply(415, b'{"error":"want a deflate-coded postedge batch"}')
-            return
-        outlet = self.headers.get("X-Postedge-Outlet", "")
-        try:
-            ack = central.handle(outlet, self.headers.get("X-Postedge-Batch", ""), body)
-        except BatchError as e:
-            self._reply(400, json.dumps({"error": str(e)}).encode())
-            return
-        if ack is None:
-            # Processed, but the answer is lost: drop the connection unanswered.
-            self.close_connection = True
-            return
-        self._reply(200, ack)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, addr: tuple[str, int], owner: CentralHttps) -> None:
-        self.owner = owner
-        self.central = owner.central
-        self.auth = owner.auth
-        super().__init__(addr, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        owner = self.owner
-        try:
-            request.settimeout(10)
-            first = request.recv(1, socket.MSG_PEEK)
-        except OSError:
-            return
-        with owner.lock:
-            owner.first_bytes.append(first)
-        try:
-            tls = owner.ctx.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            with owner.lock:
-                owner.tls_failures.append(str(e))
-            return
-        with owner.lock:
-            owner.live.add(tls)
-        try:
-            tls.settimeout(30)
-            self.RequestHandlerClass(tls, client_address, self)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            with owner.lock:
-                owner.live.discard(tls)
-            try:
-                tls.close()
-            except OSError:
-                pass
+def _reply(status: int, body: bytes = b"", ctype: str = "application/json") -> web.Response:
+    return web.Response(status=status, body=body, content_type=ctype)
 
 
 class CentralHttps:
-    """The platform's HTTPS endpoint: ``https://127.0.0.1:<port>/v1/batches``."""
+    """The platform's HTTPS endpoint: ``https://127.0.0.1:<port>/v1/batches``.
+
+    ``POST`` any path but ``/v1/uploads``: a batch, answered with its ack
+    (``X-Postedge-Outlet``, ``X-Postedge-Batch``); ``GET``: a downlink pull
+    (``X-Postedge-After``); ``HEAD``: the probe (204, or 500 under ``fail``);
+    ``/v1/uploads...``: photos. Basic auth when ``auth`` is set (not on the
+    probe); ``client_ca`` makes the TLS layer require a client certificate.
+    A batch whose ack is to be lost (``drop_acks``) and an upload cut short
+    leave the connection closed unanswered.
+    """
 
     def __init__(self, central: Central, cert: Path, key: Path, port: int | None = None,
                  client_ca: Path | None = None, auth: tuple[str, str] | None = None) -> None:
         self.central = central
         self.port = port or free_port()
         self.auth = auth
+        self._want_auth = ("Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+                           if auth is not None else None)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ctx.load_cert_chain(str(cert), str(key))
@@ -526,39 +371,257 @@ class CentralHttps:
             self.ctx.verify_mode = ssl.CERT_REQUIRED
             self.ctx.load_verify_locations(str(client_ca))
         self.lock = threading.Lock()
-        self.first_bytes: list[bytes] = []
+        self.first_bytes: list[bytes] = []  # every connection's first byte, read before the handshake
         self.tls_failures: list[str] = []
-        self.live: set[ssl.SSLSocket] = set()
-        self.server: _Server | None = None
+        # while up: the server's thread, its loop, and (loop-owned) its connections
         self.thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._live: set[asyncio.Transport] = set()
+        self._opening: set[asyncio.Task[None]] = set()
+        self._work: set[asyncio.Future[Any]] = set()
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}/v1/batches"
 
+    # -- the app
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=BODY_MAX)
+        r = app.router
+        for path in (UPLOADS, UPLOADS + "/"):
+            r.add_post(path, self._photo_begin)
+        r.add_put(UPLOADS + r"/{sha:[0-9a-f]{64}}/{idx:[0-9]+}", self._photo_chunk)
+        r.add_get(UPLOADS + "/{sha}", self._photo_state)  # and HEAD
+        for method in ("GET", "HEAD", "POST", "PUT"):
+            r.add_route(method, UPLOADS + "{rest:(/.*)?}", self._upload_no_route)
+        r.add_post("/{path:.*}", self._batch)
+        r.add_get("/{path:.*}", self._pull, allow_head=False)
+        r.add_head("/{path:.*}", self._probe)
+        r.add_put("/{path:.*}", self._no_route)
+        return app
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """The ledger's calls block (its lock, ``delay_s``): never on the loop."""
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        self._work.add(fut)
+        fut.add_done_callback(self._work.discard)
+        return await fut
+
+    async def _body(self, request: web.Request) -> bytes | None:
+        """The whole body, or None when the sender died or the link broke
+        mid-upload: nothing to answer, and not a malformed request."""
+        try:
+            return await request.read()
+        except OSError:
+            with self.central.lock:
+                self.central.truncated += 1
+            return None
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.Response:
+        """Close the connection unanswered (aiohttp's write of the returned
+        response then fails quietly)."""
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response()
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """401 without the right login, 500 while the platform is failing."""
+        if self._want_auth is not None and request.headers.get("Authorization", "") != self._want_auth:
+            return _reply(401, b'{"error":"unauthorized"}')
+        if self.central.fail:
+            return _reply(500, b'{"error":"injected"}')
+        return None
+
+    # -- batches, pulls, the probe
+    async def _batch(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if body is None:
+            return self._drop(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        h = request.headers
+        if h.get("Content-Encoding") != "deflate" or h.get("Content-Type") != CONTENT_TYPE:
+            return _reply(415, b'{"error":"want a deflate-coded postedge batch"}')
+        try:
+            ack = await self._blocking(self.central.handle, h.get("X-Postedge-Outlet", ""),
+                                       h.get("X-Postedge-Batch", ""), body)
+        except BatchError as e:
+            return _reply(400, json.dumps({"error": str(e)}).encode())
+        if ack is None:  # processed, but the answer is lost
+            return self._drop(request)
+        return _reply(200, ack)
+
+    async def _pull(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        try:
+            after = int(request.headers.get("X-Postedge-After", "0"))
+        except ValueError:
+            return _reply(400, b'{"error":"X-Postedge-After must be an integer"}')
+        down = await self._blocking(self.central.pull, request.headers.get("X-Postedge-Outlet", ""), after)
+        return _reply(200, down)
+
+    async def _probe(self, request: web.Request) -> web.Response:
+        return _reply(500 if self.central.fail else 204)
+
+    async def _no_route(self, request: web.Request) -> web.Response:
+        if await self._body(request) is None:
+            return self._drop(request)
+        return _reply(404, b'{"error":"no_route"}')
+
+    # -- photos
+    async def _upload_no_route(self, request: web.Request) -> web.Response:
+        if await self._body(request) is None:
+            return self._drop(request)
+        return self._refused(request) or _reply(404, b'{"error":"no_route"}')
+
+    async def _photo_begin(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if body is None:
+            return self._drop(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        code, st = await self._blocking(self.central.photo_begin,
+                                        request.headers.get("X-Postedge-Outlet", ""), doc)
+        return _reply(code, json.dumps(st).encode())
+
+    async def _photo_chunk(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if body is None:
+            return self._drop(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
+        m = request.match_info
+        code, complete = await self._blocking(self.central.photo_chunk, m["sha"], int(m["idx"]), body,
+                                              request.headers.get("X-Chunk-Sha256", ""))
+        return web.Response(status=code, headers={"X-Upload-Complete": "true" if complete else "false"})
+
+    async def _photo_state(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        st = await self._blocking(self._state_of, request.match_info["sha"])
+        if st is None:
+            return _reply(404, b'{"error":"unknown_upload"}')
+        return _reply(200, json.dumps(st).encode())
+
+    def _state_of(self, sha: str) -> dict[str, Any] | None:
+        with self.central.lock:
+            return self.central._photo_state(sha)
+
+    # -- connections: the first byte, then TLS, then aiohttp
+    async def _accept(self, listener: socket.socket, server: web.Server) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            task = asyncio.create_task(self._open(conn, server))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+
+    async def _open(self, conn: socket.socket, server: web.Server) -> None:
+        """Peek at the first byte (a TLS ClientHello is 0x16), then hand the
+        socket to TLS and aiohttp. A socket never handed over is closed."""
+        loop = asyncio.get_running_loop()
+        try:
+            readable = loop.create_future()
+            loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+            try:
+                await asyncio.wait_for(readable, PEEK_TIMEOUT_S)
+            finally:
+                loop.remove_reader(conn.fileno())
+            first = conn.recv(1, socket.MSG_PEEK)
+            with self.lock:
+                self.first_bytes.append(first)
+            try:
+                transport, _ = await loop.connect_accepted_socket(server, conn, ssl=self.ctx,
+                                                                  ssl_handshake_timeout=PEEK_TIMEOUT_S)
+            except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
+                with self.lock:
+                    self.tls_failures.append(str(e))
+                raise
+        except (OSError, TimeoutError):  # silent, gone, or refused in the handshake
+            conn.close()
+            return
+        except asyncio.CancelledError:  # down() while opening
+            conn.close()
+            raise
+        self._live = {t for t in self._live if not t.is_closing()}
+        self._live.add(transport)
+
+    # -- the thread
     def up(self) -> CentralHttps:
-        if self.server is None:
-            self.server = _Server(("127.0.0.1", self.port), self)
-            self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                           daemon=True)
-            self.thread.start()
+        if self.thread is not None:
+            return self
+        # Bound here, not in the thread: when up() returns, connections are accepted.
+        listener = socket.create_server(("127.0.0.1", self.port), backlog=128)
+        listener.setblocking(False)
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="central-https")
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(listener, ready), daemon=True,
+                                       name=f"central-https-{self.port}")
+        self.thread.start()
+        ready.wait(10)
+        if self._stop is None:
+            self.down()
+            raise RuntimeError(f"central HTTPS on port {self.port} did not start")
         return self
 
     start = up
 
+    def _run(self, listener: socket.socket, ready: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(listener, ready))
+        finally:
+            ready.set()  # also when setup failed: up() must not wait for nothing
+            listener.close()
+            loop.close()
+
+    async def _serve(self, listener: socket.socket, ready: threading.Event) -> None:
+        # auto_decompress off: a batch is checked and decoded deflated, as it came.
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1,
+                               keepalive_timeout=IDLE_S, auto_decompress=False)
+        await runner.setup()
+        assert runner.server is not None
+        self._stop = asyncio.Event()
+        accept = asyncio.create_task(self._accept(listener, runner.server))
+        ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            accept.cancel()
+            listener.close()  # refused from here on
+            for task in list(self._opening):
+                task.cancel()
+            for transport in self._live:
+                transport.abort()  # cut, as a crashed platform would
+            self._live.clear()
+            for fut in list(self._work):
+                fut.cancel()  # a ledger call still running finishes in its thread, unanswered
+            await asyncio.gather(accept, *self._opening, return_exceptions=True)
+            await runner.cleanup()
+
     def down(self) -> None:
         """Refuse connections and cut the live ones, as a crashed platform would."""
-        srv, self.server = self.server, None
-        if srv is not None:
-            srv.shutdown()
-            srv.server_close()
-        with self.lock:
-            live = list(self.live)
-        for s in live:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        thread, self.thread = self.thread, None
+        if thread is None:
+            return
+        loop, stop, self._stop = self._loop, self._stop, None
+        if stop is not None and thread.is_alive():
+            assert loop is not None
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     stop = down
 

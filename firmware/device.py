@@ -56,7 +56,6 @@ class Device:
         self.outbox = Outbox(cfg["state_dir"] + "/outbox", capacity=cfg.get("outbox_bytes", 64 * 1024))
         self.keys = secret_keys(cfg)
         self.guard = signing.ReplayGuard(cfg.get("replay_window", 64))
-        self.guard.restore(self._load_json("replay", {}))
         self.alarms_active = {}
         self.beats = {}
         # Every event on the log too (stdout on the unix port): a host that
@@ -82,6 +81,7 @@ class Device:
         # confirm: events leave flash only when the gateway has committed them
         self.sender = Sender(self.outbox, self.mqtt, self._send_ev, lambda: self.beat("sender"),
                              confirm=cfg.get("confirm", True), clock=self.clock)
+        self._load_replay()
 
     async def execute(self, cmd):
         raise FlowError("unknown_op", cmd["op"])
@@ -98,6 +98,39 @@ class Device:
 
     def _save_json(self, name, obj):
         self.storage.write(name, json.dumps(obj).encode())
+
+    # The replay window on flash: "<crc32 hex> <json>". Forgetting it would
+    # let an already-run command run again, so a window that is damaged, or
+    # missing on a device that has booted before, is replaced by a floor
+    # past every command that could have run (ReplayGuard.forget), and an
+    # alarm says so (docs/security.md, "The replay floor").
+    def _load_replay(self):
+        raw = self.storage.read("replay")
+        if not raw and self.seq.boot == 1 and not self.seq.corrupt:
+            self._save_replay()  # a new device: from now on the file exists
+            return
+        why = "missing"
+        if raw:
+            try:
+                if raw[:1] == b"{":
+                    st = json.loads(raw)  # written before the checksum
+                else:
+                    body = raw[9:]
+                    if raw[8:9] != b" " or int(raw[:8].decode(), 16) != binascii.crc32(body) & 0xFFFFFFFF:
+                        raise ValueError("checksum")
+                    st = json.loads(body)
+                self.guard.restore(st)
+                return
+            except Exception:
+                why = "damaged"
+        self.guard.forget(self.now())
+        self._save_replay()
+        self.log("state_corrupt", name="replay")
+        self.alarm("replay_state_corrupt", reason=why, floor=self.guard.floor)
+
+    def _save_replay(self):
+        body = json.dumps(self.guard.state()).encode()
+        self.storage.write("replay", ("%08x " % (binascii.crc32(body) & 0xFFFFFFFF)).encode() + body)
 
 
     def now(self):
@@ -203,7 +236,7 @@ class Device:
             self._ack(cmd_id or "?", e)
             return e.code
         # At most once: the replay window is on flash before anything runs.
-        self._save_json("replay", self.guard.state())
+        self._save_replay()
         try:
             result = await self.execute(cmd)
         except FlowError as e:

@@ -124,7 +124,9 @@ class ReplayGuard:
     Bounded: when full, the entry that expires first is dropped and its
     expiry becomes a floor; any later command expiring at or before that
     floor is refused, so a dropped id can still never run twice.
-    `state()`/`restore()` let a device persist the window across reboots.
+    `state()`/`restore()` let a device persist the window across reboots;
+    when the saved window is lost or damaged, `forget(now)` raises the floor
+    past every command that could have run (docs/security.md).
     """
 
     def __init__(self, capacity=64):
@@ -142,7 +144,7 @@ class ReplayGuard:
         if cmd_id in self._seen:
             raise ReplayedCommand("command %s was already executed" % cmd_id)
         if exp <= self.floor:
-            raise ReplayedCommand("command %s is older than the replay window" % cmd_id)
+            raise ReplayedCommand("command %s expires by the replay floor %d" % (cmd_id, self.floor))
 
     def add(self, cmd_id, exp, now):
         for k in list(self._seen):
@@ -165,8 +167,34 @@ class ReplayGuard:
         return {"floor": self.floor, "seen": self._seen}
 
     def restore(self, st):
-        self.floor = st.get("floor", 0)
-        self._seen = dict(st.get("seen", {}))
+        """Load a saved window; ValueError if `st` is not one (nothing changes)."""
+        if not isinstance(st, dict):
+            raise ValueError("replay state is not an object")
+        floor = st.get("floor", 0)
+        seen = st.get("seen", {})
+        if not _count(floor) or not isinstance(seen, dict):
+            raise ValueError("replay state has a bad floor or window")
+        for k in seen:
+            if not isinstance(k, str) or not _count(seen[k]):
+                raise ValueError("replay state has a bad entry")
+        self.floor = floor
+        self._seen = dict(seen)
+
+    def forget(self, now, skew=CLOCK_SKEW):
+        """The saved window is lost: refuse every command that could have run.
+
+        A command ran at some t <= now with iat <= t + skew and
+        exp <= iat + MAX_LIFETIME, so exp <= now + skew + MAX_LIFETIME:
+        with the floor there, none of them passes check() again. Commands
+        signed later with a lifetime reaching past the floor still run."""
+        self._seen = {}
+        f = now + skew + MAX_LIFETIME
+        if f > self.floor:
+            self.floor = f
+
+
+def _count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def verify(payload, keys, device, now, guard=None, skew=CLOCK_SKEW):

@@ -19,7 +19,7 @@ from protocol import barcodes
 from protocol.errors import InvalidBarcode
 
 DAY = 86400
-RUNTIME_KEYS = ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s")
+RUNTIME_KEYS = ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s", "lockout_forgive_s")
 
 __all__ = ("FlowError", "Locker")
 
@@ -35,8 +35,8 @@ class Locker(Device):
         self.comps = K.Compartments(st, cfg["compartments"])
         self.journal = Journal(st)
         self.lockout = C.Lockout(self.cfg["lockout_budget"], self.cfg["lockout_base_s"],
-                                 self.cfg["lockout_max_s"])
-        self.lockout.restore(self._load_json("lockout", {}))
+                                 self.cfg["lockout_max_s"], self.cfg["lockout_forgive_s"])
+        self.lockout.restore(self._load_json("lockout", {}), self.now())
         self.couriers = self._load_json("couriers", {})
         self.codes = self._load_json("codes", {})
         self.session = None
@@ -264,8 +264,10 @@ class Locker(Device):
             raise FlowError("outbox_full", "the event store is full; call support")
 
     async def pickup(self, code, via="keypad"):
+        """A pickup or return code from `via` (codes.SOURCES: the lockout
+        counts wrong codes per source)."""
         now = self.now()
-        if self.lockout.locked(now):
+        if self.lockout.locked(now, via):
             # Every refused attempt is counted, but a brute-forcer must not
             # fill the outbox with never-evicted audit records and so block
             # custody events: one record per 100 refusals, and the rest in
@@ -273,7 +275,7 @@ class Locker(Device):
             self._refused += 1
             if self._refused % 100 == 1:
                 self.audit("pickup_attempt", result="locked_out", via=via, refused=self._refused)
-            raise FlowError("locked_out", "%d" % self.lockout.remaining(now))
+            raise FlowError("locked_out", "%d" % self.lockout.remaining(now, via))
         if self._refused:
             self.audit("lockout_summary", refused=self._refused)
             self._refused = 0
@@ -292,16 +294,18 @@ class Locker(Device):
                     ret = parcel
                     break
         if hit is None and ret is None:
-            was_locked = self.lockout.locked(now)
-            self.lockout.fail(now)
+            n = self.lockout.fail(now, via)
             self._save_json("lockout", self.lockout.state())
-            self.audit("pickup_attempt", result="wrong", via=via, failures=self.lockout.failures)
-            if self.lockout.locked(now) and not was_locked:
-                self.alarm("lockout", failures=self.lockout.failures,
-                           seconds=self.lockout.remaining(now))
+            self.audit("pickup_attempt", result="wrong", via=via, failures=n)
+            if n == self.lockout.warn_at:
+                # Someone may be guessing: the clerk hears of it before the
+                # lockout turns anyone away.
+                self.alarm("code_guessing", via=via, failures=n, budget=self.lockout.budget)
+            if self.lockout.locked(now, via):
+                self.alarm("lockout", via=via, failures=n, seconds=self.lockout.remaining(now, via))
             raise FlowError("wrong_code")
-        self.lockout.success()
-        self._save_json("lockout", self.lockout.state())
+        # A right code resets nothing: on a shared keypad it may be someone
+        # else's (codes.py).
         self._need_room()
         if ret is not None:
             c = self.comps.pick_free(self.codes[ret].get("size", "S"))
@@ -456,6 +460,7 @@ class Locker(Device):
             self._save_json("overrides", o)
             self.lockout.budget = self.cfg["lockout_budget"]
             self.lockout.base_s = self.cfg["lockout_base_s"]
+            self.lockout.forgive_s = self.cfg["lockout_forgive_s"]
             return {"applied": sorted(a)}
         raise FlowError("unknown_op", op)
 

@@ -11,7 +11,12 @@
 #   "keys": {"k1": "<hex secret for signed commands>"},
 #   "state_dir": "/data",
 #   "door_open_alarm_s": 120, "pickup_days": 7, "lockout_budget": 5,
-#   "lockout_base_s": 30, "panel": "socket://127.0.0.1:7001"
+#   "lockout_base_s": 30, "lockout_max_s": 3600, "lockout_forgive_s": 3600,
+#   "panel": "socket://127.0.0.1:7001"
+#
+# lockout_*: wrong pickup codes per source (keypad, QR scan) before a
+# lockout, its first delay (doubling per further wrong code, up to max),
+# and how long until one wrong code is forgiven (firmware/locker/codes.py).
 # }
 
 from firmware.devconfig import ConfigError, load_json, validate_common, with_defaults
@@ -26,6 +31,7 @@ DEFAULTS = {
     "lockout_budget": 5,
     "lockout_base_s": 30,
     "lockout_max_s": 3600,
+    "lockout_forgive_s": 3600,
     "poll_ms": 500,
     "keepalive": 30,
     "watchdog_ms": 30000,
@@ -62,7 +68,8 @@ def validate(cfg):
                               % (where, place[0], place[1], places[place]))
         places[place] = cid
     out = with_defaults(cfg, DEFAULTS)
-    for k in ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s"):
+    for k in ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s", "lockout_max_s",
+              "lockout_forgive_s"):
         if not isinstance(out[k], int) or out[k] <= 0:
             raise ConfigError("config.%s must be a positive integer" % k)
     return out

@@ -39,9 +39,28 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _bounds(model: type[BaseModel], name: str) -> tuple[Any, str]:
+def _field(model: type[BaseModel], loc: list[str | int]) -> Any:
+    """The pydantic field a location names, walking nested sections and
+    lists of sections; None when the location is not a declared field."""
+    field = None
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = field.annotation
+        for inner in getattr(current, "__args__", ()) or ():
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                current = inner
+    return field
+
+
+def _bounds(field: Any) -> tuple[Any, str]:
     """A field's annotation and its bounds as words ("from 1 to 8")."""
-    field = model.model_fields.get(name)
     if field is None:
         return None, ""
     lo = hi = None
@@ -62,26 +81,41 @@ def _bounds(model: type[BaseModel], name: str) -> tuple[Any, str]:
     return field.annotation, " and ".join(words)
 
 
+def key_path(loc: tuple[str | int, ...] | list[str | int]) -> str:
+    """("faults", 0, "kind") -> "faults[0].kind", as a reader of the file says it."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def _sentence(model: type[BaseModel], err: dict[str, Any]) -> tuple[str, str]:
-    loc = [str(p) for p in err["loc"]]
+    loc = list(err["loc"])
     kind = err["type"]
     got = err.get("input")
     ctx = err.get("ctx") or {}
     cause = ctx.get("error")
     if isinstance(cause, KeyProblem):
-        return cause.key, cause.problem
+        return key_path([*loc, cause.key]), cause.problem
+    where = key_path(loc)
     if kind == "missing":
-        return ".".join(loc), "required"
+        return where, "required"
     if kind == "extra_forbidden":
-        known = ", ".join(sorted(model.model_fields))
-        return ".".join(loc), f"unknown key (known: {known})"
+        parent = _field(model, loc[:-1])
+        owner = model if parent is None else parent.annotation
+        for inner in getattr(owner, "__args__", ()) or ():
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                owner = inner
+        known = ", ".join(sorted(getattr(owner, "model_fields", {})))
+        return where, f"unknown key (known: {known})"
     if kind == "value_error" and cause is not None:
-        return ".".join(loc), str(cause)
-    ann, bounds = _bounds(model, loc[0]) if len(loc) == 1 else (None, "")
-    if ann is not None and bounds:
+        return where, str(cause)
+    ann, bounds = _bounds(_field(model, loc))
+    if ann is not None and bounds and kind in ("greater_than_equal", "less_than_equal", "greater_than",
+                                               "less_than", "int_type", "float_type"):
         what = "an integer" if "int" in str(ann) and "float" not in str(ann) else "a number"
-        return ".".join(loc), f"must be {what} {bounds}, got {got!r}"
-    return ".".join(loc), f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+        return where, f"must be {what} {bounds}, got {got!r}"
+    return where, f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
 
 
 def parse(model: type[M], data: Any, section: str, **context: Any) -> M:

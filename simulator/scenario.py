@@ -1,6 +1,7 @@
 """Scenario files: what runs, what it does, what goes wrong, what must hold.
 
-A scenario is TOML, validated at load with errors that name the key::
+A scenario is TOML, declared with pydantic (common/config.py) and validated
+at load with errors that name the key::
 
     name = "village-day"
     seed = 7
@@ -44,7 +45,12 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from common import config
+from common.config import KeyProblem, Section
 
 FAULT_KINDS = ("wan_down", "broker_restart", "gateway_kill", "power_cut", "clock_skew", "mqtt", "disk_full",
                "central_lossy", "device_duplicating")  # the last two: sabotage, to prove the checks bite
@@ -109,107 +115,107 @@ class Scenario:
         return self.hours * 3600.0
 
 
-_TABLES: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
-    "time": {"mode": (str, None), "hours": ((int, float), (0.01, 24 * 14)), "start": (int, (0, 2**40)),
-             "speed": ((int, float), (0.001, 1e6))},
-    "outlet": {"lockers": (int, (0, 5000)), "compartments": (int, (1, 64)), "scanners": (int, (0, 64)),
-               "handhelds": (int, (0, 64)), "locker_mode": (str, None), "poll_ms": (int, (1, 5000))},
-    "workload": {"parcels": (int, (0, 1_000_000)), "arrivals_by_hour": (list, None),
-                 "pickup_rate": ((int, float), (0.0, 1.0)), "pickup_delay_h": (list, None),
-                 "deposit_delay_min": (list, None), "window_min": ((int, float), (0.1, 1440)),
-                 "photos": (int, (0, 10_000))},
-}
-_EXPECT = {"ledger": bool, "domain": bool, "min_central_events": int, "max_lost": int}
+# The file's shape, declared (common/config.py): each table a section whose
+# bounds are in its fields; ``parse`` flattens them into the Scenario a run uses.
+
+Hours = Annotated[float, Field(ge=0.0)]
 
 
-def _check(table: str, key: str, v: Any, kind: type | tuple[type, ...], rng: Any) -> Any:
-    where = f"{table}.{key}"
-    if isinstance(v, bool) or not isinstance(v, kind):
-        raise ScenarioError(f"{where}: wrong type {type(v).__name__}")
-    if rng is not None and not rng[0] <= v <= rng[1]:
-        raise ScenarioError(f"{where}: {v!r} is outside {rng[0]}..{rng[1]}")
+class TimeSection(Section):
+    mode: Literal["virtual", "real"] = "virtual"
+    hours: Annotated[float, Field(ge=0.01, le=24 * 14)] = 24.0
+    start: Annotated[int, Field(ge=0, le=2**40)] = 1795881600
+    speed: Annotated[float, Field(ge=0.001, le=1e6)] = 1.0
+
+
+class OutletSection(Section):
+    lockers: Annotated[int, Field(ge=0, le=5000)] = 2
+    compartments: Annotated[int, Field(ge=1, le=64)] = 24
+    scanners: Annotated[int, Field(ge=0, le=64)] = 1
+    handhelds: Annotated[int, Field(ge=0, le=64)] = 0
+    locker_mode: Literal["inprocess", "unixport"] = "inprocess"
+    poll_ms: Annotated[int, Field(ge=1, le=5000)] = 10
+
+
+def _range(v: list[float]) -> list[float]:
+    if len(v) != 2 or v[0] > v[1] or v[0] < 0:
+        raise ValueError("must be [low, high] with 0 <= low <= high")
     return v
 
 
-def _pair(where: str, v: Any) -> tuple[float, float]:
-    if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, int | float) for x in v) \
-            or v[0] > v[1] or v[0] < 0:
-        raise ScenarioError(f"{where}: must be [low, high] with 0 <= low <= high")
-    return float(v[0]), float(v[1])
+class WorkloadSection(Section):
+    parcels: Annotated[int, Field(ge=0, le=1_000_000)] = 40
+    arrivals_by_hour: list[float] = list(Scenario.arrivals_by_hour)
+    pickup_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8
+    pickup_delay_h: list[float] = [0.5, 20.0]
+    deposit_delay_min: list[float] = [10.0, 60.0]
+    window_min: Annotated[float, Field(ge=0.1, le=1440)] = 15.0
+    photos: Annotated[int, Field(ge=0, le=10_000)] = 0
+
+    _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
+
+    @field_validator("arrivals_by_hour")
+    @classmethod
+    def _day(cls, v: list[float]) -> list[float]:
+        if len(v) != 24 or any(x < 0 for x in v) or not sum(v):
+            raise ValueError("24 non-negative weights, not all zero")
+        return v
+
+
+class FaultSection(Section):
+    kind: Literal[FAULT_KINDS]  # type: ignore[valid-type]
+    at_h: Hours
+    for_h: Hours = 0.0
+    device: str = ""
+    skew_s: int = 0
+    action: Literal[("", *MQTT_ACTIONS)] = ""  # type: ignore[valid-type]
+    packet: str = "PUBLISH"
+    topic: str = ""
+    p: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    delay_ms: Annotated[int, Field(ge=0)] = 0
+    every: Annotated[int, Field(ge=1)] = 10
+
+    @model_validator(mode="after")
+    def _complete(self) -> FaultSection:
+        if self.kind == "mqtt" and not self.action:
+            raise KeyProblem("action", f"must be one of {', '.join(MQTT_ACTIONS)}")
+        if self.kind in ("wan_down", "mqtt", "disk_full") and self.for_h <= 0:
+            raise KeyProblem("for_h", f"{self.kind} needs a duration in hours")
+        return self
+
+
+class ExpectSection(Section):
+    ledger: bool = True
+    domain: bool = True
+    min_central_events: int | None = None
+    max_lost: int | None = None
+
+
+class ScenarioFile(Section):
+    name: Annotated[str, Field(min_length=1)]
+    seed: int = 1
+    time: TimeSection = TimeSection()
+    outlet: OutletSection = OutletSection()
+    workload: WorkloadSection = WorkloadSection()
+    faults: list[FaultSection] = []
+    expect: ExpectSection = ExpectSection()
 
 
 def parse(doc: dict[str, Any], path: str = "") -> Scenario:
     """A validated Scenario from a TOML document; ScenarioError names the key."""
-    known = {"name", "seed", "time", "outlet", "workload", "faults", "expect"}
-    for k in doc:
-        if k not in known:
-            raise ScenarioError(f"{k}: unknown key (known: {', '.join(sorted(known))})")
-    name = doc.get("name")
-    if not isinstance(name, str) or not name:
-        raise ScenarioError("name: required, a string")
-    seed = doc.get("seed", 1)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ScenarioError("seed: must be an integer")
-    out: dict[str, Any] = {"name": name, "seed": seed, "path": path}
-    for table, keys in _TABLES.items():
-        t = doc.get(table, {})
-        if not isinstance(t, dict):
-            raise ScenarioError(f"{table}: must be a table")
-        for k, v in t.items():
-            if k not in keys:
-                raise ScenarioError(f"{table}.{k}: unknown key (known: {', '.join(sorted(keys))})")
-            kind, rng = keys[k]
-            out[k] = _check(table, k, v, kind, rng)
-    if out.get("mode", "virtual") not in ("virtual", "real"):
-        raise ScenarioError("time.mode: must be 'virtual' or 'real'")
-    if out.get("locker_mode", "inprocess") not in ("inprocess", "unixport"):
-        raise ScenarioError("outlet.locker_mode: must be 'inprocess' or 'unixport'")
-    if "arrivals_by_hour" in out:
-        a = out["arrivals_by_hour"]
-        if len(a) != 24 or not all(isinstance(x, int | float) and x >= 0 for x in a) or not sum(a):
-            raise ScenarioError("workload.arrivals_by_hour: 24 non-negative weights, not all zero")
-        out["arrivals_by_hour"] = tuple(float(x) for x in a)
-    for k in ("pickup_delay_h", "deposit_delay_min"):
-        if k in out:
-            out[k] = _pair(f"workload.{k}", out[k])
-    for k in ("hours", "speed", "pickup_rate", "window_min"):
-        if k in out:
-            out[k] = float(out[k])
-    faults = doc.get("faults", [])
-    if not isinstance(faults, list):
-        raise ScenarioError("faults: must be an array of tables ([[faults]])")
-    fs = []
-    fields = set(Fault.__dataclass_fields__)
-    for i, f in enumerate(faults):
-        where = f"faults[{i}]"
-        if not isinstance(f, dict):
-            raise ScenarioError(f"{where}: must be a table")
-        for k in f:
-            if k not in fields:
-                raise ScenarioError(f"{where}.{k}: unknown key (known: {', '.join(sorted(fields))})")
-        if f.get("kind") not in FAULT_KINDS:
-            raise ScenarioError(f"{where}.kind: must be one of {', '.join(FAULT_KINDS)}")
-        if not isinstance(f.get("at_h"), int | float) or isinstance(f.get("at_h"), bool) or f["at_h"] < 0:
-            raise ScenarioError(f"{where}.at_h: required, hours from the start (>= 0)")
-        if f["kind"] == "mqtt" and f.get("action") not in MQTT_ACTIONS:
-            raise ScenarioError(f"{where}.action: must be one of {', '.join(MQTT_ACTIONS)}")
-        kw = dict(f)
-        kw["at_h"] = float(kw["at_h"])
-        kw["for_h"] = float(kw.get("for_h", 0.0))
-        if kw["kind"] in ("wan_down", "mqtt", "disk_full") and kw["for_h"] <= 0:
-            raise ScenarioError(f"{where}.for_h: {kw['kind']} needs a duration in hours")
-        fs.append(Fault(**kw))
-    out["faults"] = tuple(sorted(fs, key=lambda x: x.at_h))
-    exp = doc.get("expect", {"ledger": True, "domain": True})
-    if not isinstance(exp, dict):
-        raise ScenarioError("expect: must be a table")
-    for k, v in exp.items():
-        if k not in _EXPECT:
-            raise ScenarioError(f"expect.{k}: unknown key (known: {', '.join(sorted(_EXPECT))})")
-        if isinstance(v, bool) != (_EXPECT[k] is bool) or not isinstance(v, _EXPECT[k]):
-            raise ScenarioError(f"expect.{k}: must be {_EXPECT[k].__name__}")
-    out["expect"] = exp
-    return Scenario(**out)
+    try:
+        f = config.parse(ScenarioFile, doc, "scenario")
+    except config.ConfigError as e:
+        raise ScenarioError(str(e).removeprefix("scenario.")) from None
+    w = f.workload
+    return Scenario(
+        name=f.name, seed=f.seed, path=path, **f.time.model_dump(), **f.outlet.model_dump(),
+        parcels=w.parcels, arrivals_by_hour=tuple(w.arrivals_by_hour), pickup_rate=w.pickup_rate,
+        pickup_delay_h=(w.pickup_delay_h[0], w.pickup_delay_h[1]),
+        deposit_delay_min=(w.deposit_delay_min[0], w.deposit_delay_min[1]),
+        window_min=w.window_min, photos=w.photos,
+        faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
+        expect=f.expect.model_dump(exclude_none=True))
 
 
 def load(path: Path | str) -> Scenario:

@@ -4,6 +4,15 @@ A day of simulated time can take minutes of wall time; a tester at a
 terminal wants to see it move, and a CI log wants a few plain lines it can
 keep, not a redraw per window. The line is redrawn in place on a terminal
 and printed every few seconds elsewhere (see :class:`ProgressBar`).
+
+Written by hand, not with rich's ``Progress`` (rich lays out the summary's
+tables, see ``summary.py``): rich draws a live display from its own refresh
+thread on its own clock, with cursor-control sequences, and in a log it
+prints nothing until the end. A run needs the opposite on both counts: a
+``\\r`` redraw no more often than ``redraw_s`` of the caller's clock on a
+terminal, and a plain line every ``every_s`` in a CI log, which the tests
+check line by line. A bar of ``#`` and ``.`` in one formatted string is
+shorter than bending rich to that.
 """
 
 from __future__ import annotations

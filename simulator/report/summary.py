@@ -7,14 +7,26 @@ ledger hop by hop with example ids of what went missing, the domain rules,
 latency per hop, the faults and the expectations, and the verdict again at
 the end, where a scrolled log stops. Plain text with CJK-aware column
 alignment, so it reads the same in a terminal, a CI log and a mail.
+
+The tables are laid out by rich (``Table``) and printed to a console of our
+own with no colour, no markup, no emoji codes and a fixed, wide width, so
+the text is the same whatever the terminal, ``COLUMNS`` or ``FORCE_COLOR``
+say, and a device's text such as ``[red]`` or ``:box:`` is shown as sent.
+rich measures cells as a terminal does: CJK takes two columns, combining
+accents and zero-width characters none.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from typing import Any
 
-from simulator.report.formatting import cells, fmt_ms
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from simulator.report.formatting import fmt_ms
 from simulator.report.reading import (
     LEDGER_COLS,
     fault_when,
@@ -28,17 +40,20 @@ from simulator.report.reading import (
 from simulator.report.text import check_lang, fault_name, hop_name, rule_name, t
 
 
-def _pad(s: str, w: int, right: bool = False) -> str:
-    fill = " " * max(0, w - cells(s))
-    return fill + s if right else s + fill
-
-
 def _table(rows: list[list[str]], right: Iterable[int] = ()) -> list[str]:
-    """Rows (the first is the header) as aligned lines, CJK-aware."""
+    """Rows (the first is the header) as aligned lines: indented by two,
+    two spaces between columns, the ``right`` ones right-aligned, never
+    wrapped, no trailing blanks."""
     r = set(right)
-    widths = [max(cells(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(_pad(c, widths[i], i in r) for i, c in enumerate(row)).rstrip()
-            for row in rows]
+    table = Table(box=None, header_style=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0))
+    for i, head in enumerate(rows[0]):
+        table.add_column(Text(head), justify="right" if i in r else "left", no_wrap=True)
+    for row in rows[1:]:
+        table.add_row(*(Text(c) for c in row))  # Text: shown as sent, never read as markup
+    buf = io.StringIO()
+    Console(file=buf, width=100_000, color_system=None, force_terminal=False, force_jupyter=False,
+            force_interactive=False, markup=False, emoji=False, highlight=False).print(table)
+    return ["  " + line.rstrip() for line in buf.getvalue().splitlines()]
 
 
 def summary(result: dict[str, Any], lang: str = "zh") -> str:

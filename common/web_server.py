@@ -1,7 +1,7 @@
 """The small local web servers' shared base: an aiohttp application served from a
 thread of its own (:class:`ThreadedServer`), the ``Host`` allow-list that stops DNS
-rebinding, the security headers and Content-Security-Policy every answer carries, and
-the Jinja2 environment the pages are rendered with.
+rebinding, the security headers and Content-Security-Policy every answer carries
+(the Jinja2 environment the pages are rendered with is ``common/pages.py``).
 
 Used by the courier's touch UI (``handheld/webui.py``) and the simulator's live
 dashboard (``simulator/dashboard.py``), so the two send the same headers from one
@@ -21,12 +21,8 @@ import socket
 import threading
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
-from typing import Any
 
 from aiohttp import web
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from jinja2.ext import Extension
 
 log = logging.getLogger(__name__)
 
@@ -137,35 +133,6 @@ def security_headers(policy: str, server: str, *, same_origin: bool = False
 
 
 # ------------------------------------------------------------------ templates
-
-class OneLine(Extension):
-    """Drops each line break and the indentation after it from ``.html`` template
-    sources, so templates can be read one tag per line and still send no whitespace
-    the hand-built pages did not have (a space that matters is written inside a line).
-    Included ``.css`` and ``.js`` are left as written."""
-
-    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
-        if name is None or not name.endswith(".html"):
-            return source
-        return "".join(line.lstrip() for line in source.splitlines())
-
-
-def _blank_none(v: Any) -> Any:
-    return "" if v is None else v
-
-
-def page_env(folder: Path, **globals_: Any) -> Environment:
-    """The Jinja2 environment for the templates in ``folder``: autoescaped, a missing
-    name is an error (``StrictUndefined``), ``.html`` sources one line (:class:`OneLine`),
-    ``None`` printed as nothing, ``tojson`` keeps non-ASCII text as it is (still with
-    ``<``, ``>``, ``&`` and ``'`` escaped, so data can sit inside a ``<script>``).
-    ``globals_`` are names every template sees (e.g. ``t``, the text catalogue)."""
-    env = Environment(loader=FileSystemLoader(folder), autoescape=True, undefined=StrictUndefined,
-                      extensions=[OneLine], finalize=_blank_none)
-    env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": False}
-    env.globals.update(globals_)
-    return env
-
 
 # ------------------------------------------------------------------ server
 

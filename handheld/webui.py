@@ -50,6 +50,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common.pages import page_env
 from common.web_server import (
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
@@ -60,7 +61,6 @@ from common.web_server import (
     local_url,
     new_nonce,
     page_csp,
-    page_env,
     security_headers,
 )
 from handheld.app import HandheldApp

@@ -45,6 +45,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common.pages import page_env
 from common.web_server import (
     ThreadedServer,
     csp,
@@ -53,7 +54,6 @@ from common.web_server import (
     local_url,
     new_nonce,
     page_csp,
-    page_env,
     security_headers,
 )
 from simulator.report import HOP_ORDER, fmt_clock, fmt_dur, json_clean, size_text

@@ -16,7 +16,7 @@ placeholder ("this entry cannot be shown"), never a 500 for the page.
 
 Template sources are written one tag per line for reading; the line breaks
 and the indentation at the start of each line are dropped when an ``.html``
-template is loaded (``_OneLine``), so the page is sent as compact as it was
+template is loaded (``common.pages.OneLine``), so the page is sent as compact as it was
 built by hand. A space that matters is written inside a line.
 状态页的 HTML：模板在 templates/ 里，自动转义；这里只计算要显示的文字。
 """
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.web_server import page_env
+from common.pages import page_env
 from gateway.http.status import (
     ALARM_RED_S,
     BACKLOG_WARN_S,

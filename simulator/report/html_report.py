@@ -23,9 +23,8 @@ escaping, and the one piece of markup handed in is the SVG that
 
 Template sources are written one tag per line for reading; the line breaks
 and the indentation at the start of each line are dropped when an ``.html``
-template is loaded (``_OneLine``, as for the clerk's page in
-``gateway/http/page.py``), so the page is as compact as it was built by
-hand. A space that matters is written inside a line.
+template is loaded (``common.pages.OneLine``, as for every page), so the
+page is as compact as it was built by hand. A space that matters is written inside a line.
 """
 
 from __future__ import annotations
@@ -37,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from jinja2.ext import Extension
 from markupsafe import Markup
 
+from common.pages import OneLine
 from common.text import LANGS
 from simulator.report.charts import offline_spans, span_of, svg_backlog, svg_latency, svg_timeline
 from simulator.report.files import atomic_write
@@ -56,23 +55,10 @@ from simulator.report.reading import (
 )
 from simulator.report.text import check_lang, fault_name, hop_name, kind_name, rule_name, t
 
-
-class _OneLine(Extension):
-    """Drops each line break and the indentation after it from ``.html``
-    template sources, so templates can be read one tag per line and still
-    carry no whitespace the hand-built page did not have. The included
-    ``.css`` and ``.js`` are left as written."""
-
-    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
-        if name is None or not name.endswith(".html"):
-            return source
-        return "".join(line.lstrip() for line in source.splitlines())
-
-
 # keep_trailing_newline: the style and the script end with a line break, and
 # their hashes are taken over exactly the text the page carries.
 ENV = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
-                  undefined=StrictUndefined, keep_trailing_newline=True, extensions=[_OneLine])
+                  undefined=StrictUndefined, keep_trailing_newline=True, extensions=[OneLine])
 ENV.globals.update(t=t, langs=LANGS)
 
 CSS = ENV.get_template("report.css").render()

@@ -15,7 +15,6 @@ Needs aiohttp and Jinja2, which are in the handheld, gateway and simulator extra
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import socket
 import threading
@@ -24,7 +23,9 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+from common import logs
+
+log = logs.get(__name__)
 
 #: A connection that has sent no complete request (nothing at all, or half a request
 #: line trickled in) for this long is closed; so is a kept-alive one left idle. The

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import logging
 import sqlite3
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from common import logs
 from drivers.storage import FileStorage
 from handheld import photo as _photo
 from handheld.config import HandheldConfig
@@ -56,7 +56,7 @@ from protocol.canonical import loads_object
 from protocol.errors import OversizedPayload, ProtocolError
 from protocol.ids import SeqCounter, format_event_id
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 #: Job lists and manifests with permits are larger than a locker's 2 KiB commands; the
 #: handheld has the RAM, so it parses up to this and then verifies the dict.

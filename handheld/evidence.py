@@ -21,13 +21,13 @@ both hashes, quality metrics, duplicate notes, device id.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from common import logs
 from common.durable import write_durable
 from handheld import photo as _photo
 from handheld import photo_index as _index
@@ -35,7 +35,7 @@ from handheld.photo import DEFAULT_QUALITY, PhotoError, QualityConfig
 from handheld.position import NON_BLOCKING
 from handheld.text import TEXT
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 SCHEMA = "postedge.evidence/1"
 

@@ -35,7 +35,6 @@ a re-sent list.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from common import logs
 from common.durable import write_durable
 from handheld import decode as _decode
 from handheld import photo as _photo
@@ -52,7 +52,7 @@ from handheld.evidence import EvidenceRefused, capture_evidence
 from handheld.photo_index import PhotoIndex
 from handheld.text import TEXT, Refused
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 STEPS: dict[str, tuple[str, ...]] = {
     "install": ("install_board", "post_poster", "photo"),

@@ -45,7 +45,6 @@ paho's exponential back-off (1 s to 30 s).
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from common import logs
 from handheld.outbox import SqliteOutbox
 from protocol import topics
 from protocol.canonical import loads_object
@@ -66,7 +66,7 @@ from protocol.confirm import (
 )
 from protocol.errors import BadField, MalformedPayload
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 #: (incarnation, seq) of an event id ``<device>:<incarnation>:<seq>``.
 EventKey = tuple[str, int]

@@ -7,12 +7,12 @@ names the key), 1 if the app could not start (e.g. the UI port is taken).
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
 from types import FrameType
 
+from common import logs
 from handheld.config import ConfigError, load_config
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="TOML config (see docs/handheld.md)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.get("handheld").setLevel(args.log_level.upper())
     try:
         cfg = load_config(args.config)
     except ConfigError as e:

@@ -38,7 +38,6 @@ import asyncio
 import functools
 import hmac
 import json
-import logging
 import secrets
 import time
 import traceback
@@ -50,6 +49,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common import logs
 from common.pages import page_env
 from common.web_server import (
     IDLE_TIMEOUT_S,
@@ -67,7 +67,7 @@ from handheld.app import HandheldApp
 from handheld.config import ConfigError
 from handheld.text import LANGS, TEXT, Refused
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 #: The page's text in one language: ``t(key, lang, **fields)`` (``handheld/text.toml``).
 t = TEXT.t
 MAX_BODY = 20 * 1024 * 1024  # a full-resolution phone photo

@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import threading
 import time
 import urllib.error
@@ -45,12 +44,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import logs
 from handheld.jobs import PhotoSink, atomic_json, read_json
 from handheld.scanning import ScanFilter, ScanResult
 from handheld.text import TEXT, Refused
 from protocol.codes import matches as code_matches
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 Emit = Callable[[str, str, dict[str, Any]], tuple[str, int]]
 CODE_TRIES = 5

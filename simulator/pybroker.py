@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import logging
 import os
 import secrets
 import subprocess
@@ -49,6 +48,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from common import logs
 from gateway.broker import OUTLET_LIMITS, Account, Mosquitto, free_port
 
 with warnings.catch_warnings():
@@ -116,7 +116,7 @@ class AmqttBroker(Mosquitto):
     max_packet = OUTLET_LIMITS.max_packet
 
 
-log = logging.getLogger("simulator.pybroker")
+log = logs.get(__name__)
 
 
 def _hashes(passwd: Path) -> dict[str, str]:

@@ -8,7 +8,8 @@
 #   "broker": {"host": "192.168.4.1", "port": 1883, "user": "lk01", "password": "..."},
 #   "board": {"driver": "8a", "uart": "rs485", "baud": 9600},
 #   "compartments": [{"id": 1, "size": "M", "board": 1, "lock": 1}, ...],
-#   "keys": {"k1": "<hex secret for signed commands>"},
+#   "key": {"kv": 2, "secret": "<hex: this locker's own key, version 2>",
+#           "prev": {"kv": 1, "secret": "<hex>", "until": 1795881400}},
 #   "state_dir": "/data",
 #   "door_open_alarm_s": 120, "pickup_days": 7, "lockout_budget": 5,
 #   "lockout_base_s": 30, "panel": "socket://127.0.0.1:7001"

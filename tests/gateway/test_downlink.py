@@ -35,7 +35,7 @@ def command(op: str, args: dict[str, Any], cmd_id: str, exp_in: int = 600, dev: 
             ) -> dict[str, Any]:
     now = int(time.time())
     return signing.sign({"id": cmd_id, "dev": dev, "op": op, "args": args, "iat": now, "exp": now + exp_in},
-                        KEY, kid="k1")
+                        KEY, kv=1)
 
 
 def central_types(uplink: Uplink) -> dict[str, list[dict[str, Any]]]:

@@ -1,10 +1,12 @@
 # What every device's JSON config shares, checked the same way for all: who
-# it is, where its broker is, and the keys its signed commands verify with.
+# it is, where its broker is, and its own key (protocol/keys.py: derived by
+# the platform for this device alone) that its signed commands verify with.
 # A bad config must stop the boot with a message that names the field.
 
-import binascii
 import json
 
+from protocol import keys as K
+from protocol.errors import ProtocolError
 from protocol.topics import valid_segment
 
 
@@ -41,16 +43,18 @@ def validate_common(cfg):
         raise ConfigError("broker.port out of range")
     need(b, "user", str, "broker")
     need(b, "password", str, "broker")
-    keys = need(cfg, "keys", dict, "config")
-    if not keys:
-        raise ConfigError("config.keys is empty: signed commands could never verify")
-    for kid in keys:
-        try:
-            k = binascii.unhexlify(keys[kid])
-        except Exception:
-            raise ConfigError("keys.%s must be hex" % kid)
-        if len(k) < 16:
-            raise ConfigError("keys.%s is shorter than 16 bytes" % kid)
+    if "keys" in cfg:
+        raise ConfigError("config.keys: shared command keys are gone; provision this device's own key")
+    keyring(cfg)
+
+
+def keyring(cfg):
+    """The device's own key (config "key": {"kv", "secret", "prev"?}) as a
+    protocol.keys.Keyring; ConfigError naming the field."""
+    try:
+        return K.from_config(need(cfg, "key", dict, "config"), "key")
+    except ProtocolError as e:
+        raise ConfigError(e.detail)
 
 
 def load_json(path, validate):

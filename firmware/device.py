@@ -5,10 +5,10 @@
 # counter scanner are subclasses that add their own flows and `execute`.
 
 import asyncio
-import binascii
 import json
 
 from drivers.aio import sleep_ms
+from firmware.devconfig import keyring
 from firmware.mqtt.aclient import AsyncClient
 from firmware.outbox import Outbox, OutboxFull
 from firmware.sender import Sender
@@ -34,13 +34,6 @@ class _Refusal:
         self.detail = detail
 
 
-def secret_keys(cfg):
-    out = {}
-    for kid in cfg["keys"]:
-        out[kid] = binascii.unhexlify(cfg["keys"][kid])
-    return out
-
-
 class Device:
     def __init__(self, cfg, hal, kind, log=None):
         self.cfg = cfg
@@ -54,7 +47,7 @@ class Device:
         self.outlet = cfg["outlet"]
         self.seq = SeqCounter(st)
         self.outbox = Outbox(cfg["state_dir"] + "/outbox", capacity=cfg.get("outbox_bytes", 64 * 1024))
-        self.keys = secret_keys(cfg)
+        self.keys = keyring(cfg)  # this device's own key: no other device's commands verify
         self.guard = signing.ReplayGuard(cfg.get("replay_window", 64))
         self.alarms_active = {}
         self.beats = {}

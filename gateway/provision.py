@@ -2,6 +2,15 @@
 (hashed with mosquitto_passwd) and an ACL confining each device to its own
 topics, the gateway's TOML, and each device's credentials file.
 
+Keys: the platform, which alone holds the master key, derives each device's
+own command key (``protocol/keys.py``) and hands provisioning a key file for
+the outlet (JSON: device id -> that device's ``key`` section, ``{"kv",
+"secret", "prev"?}``). Each device's credentials file gets its own section
+and nothing else; ``gateway.toml`` and the gateway's credentials get none (the
+gateway verifies nothing and can sign nothing). A file that holds a master
+key, or keys for devices not in the inventory, is refused: a device must
+never be able to read another's key from what it was given.
+
 Re-running keeps existing passwords (deployed devices keep working) and adds
 new devices; delete a device's credentials file to rotate its password.
 
@@ -38,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.broker import Account, find_mosquitto, systemd_unit, write_config
-from protocol import topics
+from protocol import keys, topics
+from protocol.errors import ProtocolError
 
 BROKER_USER = "mosquitto"  # the ``user`` line of the generated mosquitto.conf
 SERVICE_GROUP = "postedge"  # Group= of deploy/postedge-gateway.service
@@ -81,8 +91,35 @@ def _password(creds: Path) -> str:
     return secrets.token_urlsafe(18)
 
 
-def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1883) -> dict[str, Any]:
+def _device_keys(path: Path | None, devices: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The platform's key file: one valid key section per inventory device."""
+    if path is None:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ProvisionError(f"cannot read the key file {path}: {e}") from e
+    if not isinstance(doc, dict):
+        raise ProvisionError("key file: must map device id -> key section")
+    ids = {d["id"] for d in devices}
+    extra = sorted(set(doc) - ids)
+    if extra:
+        raise ProvisionError(f"key file: keys for devices not in the inventory ({', '.join(extra)}), "
+                             "or a master key: the platform must issue this outlet's device keys only")
+    for dev in sorted(ids):
+        if dev not in doc:
+            raise ProvisionError(f"key file: no key for {dev}")
+        try:
+            keys.from_config(doc[dev], f"{dev}.key")
+        except ProtocolError as e:
+            raise ProvisionError(f"key file: {e.detail}") from e
+    return doc
+
+
+def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1883,
+              key_file: Path | None = None) -> dict[str, Any]:
     inv = _inventory(inventory)
+    device_keys = _device_keys(key_file, inv["devices"])
     outlet = inv["outlet"]
     gw_user = inv.get("gateway", f"gw-{outlet}")
     host = inv.get("broker_host", "127.0.0.1")
@@ -96,9 +133,15 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         creds = out / "devices" / f"{d['id']}.json"
         pw = _password(creds)
         accounts.append(Account(d["id"], pw, outlet, d["kind"]))
-        creds.write_text(json.dumps({"device": d["id"], "outlet": outlet, "kind": d["kind"],
-                                     "broker": {"host": host, "port": port, "user": d["id"],
-                                                "password": pw}}, indent=1))
+        doc: dict[str, Any] = {"device": d["id"], "outlet": outlet, "kind": d["kind"],
+                               "broker": {"host": host, "port": port, "user": d["id"], "password": pw}}
+        if d["id"] in device_keys:
+            doc["key"] = device_keys[d["id"]]  # its own key, never another device's
+        elif creds.exists():
+            old = json.loads(creds.read_text()).get("key")
+            if old is not None:
+                doc["key"] = old  # re-run without a key file: keep the key it has
+        creds.write_text(json.dumps(doc, indent=1))
         creds.chmod(0o600)
     gw_creds.write_text(json.dumps({"broker": {"user": gw_user, "password": gw_pw}}))
     gw_creds.chmod(0o600)
@@ -119,7 +162,8 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         encoding="utf-8")
     gw_toml.chmod(0o600)
     access = _grant(conf.parent, gw_toml)
-    return {"devices": len(inv["devices"]), "mosquitto_conf": str(conf), "gateway_toml": str(gw_toml),
+    return {"devices": len(inv["devices"]), "keys": len(device_keys), "mosquitto_conf": str(conf),
+            "gateway_toml": str(gw_toml),
             "passwd_file": str(conf.parent / "passwd"), "broker_unit": str(unit), "access": access}
 
 

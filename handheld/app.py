@@ -400,7 +400,7 @@ class HandheldApp:
         try:
             if len(payload) > MAX_HANDHELD_COMMAND:
                 raise OversizedPayload(f"command is {len(payload)} bytes, limit {MAX_HANDHELD_COMMAND}")
-            cmd = signing.verify(loads_object(payload, "command"), self.cfg.command_keys, self.cfg.device,
+            cmd = signing.verify(loads_object(payload, "command"), self.cfg.keyring, self.cfg.device,
                                  int(time.time()), self.guard)
         except ProtocolError as e:
             log.warning("command %s refused: %s", cmd_id, e)

@@ -20,8 +20,10 @@ Example (every key; relative paths are relative to the config file)::
     scan_engine_family = "gm65"
     require_position = true    # refuse evidence photos without a held GNSS fix
 
-    [command_keys]             # key id -> hex secret, to verify platform-signed commands
-    k1 = "00112233..."
+    [key]                      # this handheld's OWN key (protocol/keys.py), written by provisioning:
+    kv = 1                     # it verifies platform commands to this handheld (jobs, manifest) and
+    secret = "00112233..."     # no locker accepts it; a locker's doors open only for permits
+    # [key.prev] kv = ..., secret = ..., until = <Unix s>: the previous version, in its grace period
 
     [broker]
     host = "192.168.1.2"
@@ -53,17 +55,19 @@ Example (every key; relative paths are relative to the config file)::
 
 from __future__ import annotations
 
-import binascii
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol import keys
+from protocol.errors import ProtocolError
+from protocol.keys import Keyring
 from protocol.topics import valid_segment
 
 LANGS = ("zh", "en")
 TOP_KEYS = ("device", "outlet", "courier", "lang", "state_dir", "camera", "camera_scan", "gnss", "gnss_baud",
-            "scan_engine", "scan_engine_family", "require_position", "command_keys", "broker",
+            "scan_engine", "scan_engine_family", "require_position", "key", "broker",
             "gateway", "web", "scan", "outbox", "gnss_gate")
 FAMILIES = ("gm65", "honeywell", "ssi", "newland")
 
@@ -94,7 +98,7 @@ class HandheldConfig:
     outlet: str
     courier: str
     state_dir: Path
-    command_keys: dict[str, bytes]
+    keyring: Keyring
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     lang: str = "zh"
@@ -178,21 +182,12 @@ def parse_config(d: dict[str, Any], base: Path | None = None) -> HandheldConfig:
         return str(p if p.is_absolute() else base / p)
 
     state_dir = Path(path("state_dir", "state"))
-    keys_t = d.get("command_keys", {})
-    if not isinstance(keys_t, dict) or not keys_t:
-        raise ConfigError("command_keys must be a table of key id = hex secret, with at least one key "
-                          "(commands from the platform cannot be verified without it)")
-    keys: dict[str, bytes] = {}
-    for kid, secret in keys_t.items():
-        if not valid_segment(kid):
-            raise ConfigError(f"command_keys.{kid}: key id must be 1-32 of a-z 0-9 _ -")
-        try:
-            raw = binascii.unhexlify(secret) if isinstance(secret, str) else b""
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) < 16:
-            raise ConfigError(f"command_keys.{kid} must be a hex secret of at least 16 bytes")
-        keys[kid] = raw
+    if "command_keys" in d:
+        raise ConfigError("command_keys: shared command keys are gone; provision this handheld's own [key]")
+    try:
+        ring = keys.from_config(d.get("key"), "key")
+    except ProtocolError as e:
+        raise ConfigError(e.detail + " (commands from the platform cannot be verified without it)") from None
     b = _table(d, "broker", ("host", "port", "username", "password", "keepalive"))
     broker = BrokerConfig(
         host=_str(b, "host", "broker.host", "127.0.0.1", empty=False),
@@ -223,7 +218,7 @@ def parse_config(d: dict[str, Any], base: Path | None = None) -> HandheldConfig:
     if not isinstance(rp, bool):
         raise ConfigError(f"require_position must be true or false, got {rp!r}")
     return HandheldConfig(
-        device=device, outlet=outlet, courier=courier, state_dir=state_dir, command_keys=keys,
+        device=device, outlet=outlet, courier=courier, state_dir=state_dir, keyring=ring,
         broker=broker, gateway=gateway, lang=lang, camera=path("camera", ""), camera_scan=cs,
         gnss=_str(d, "gnss", "gnss", ""), gnss_baud=_int(d, "gnss_baud", "gnss_baud", 9600, 1200, 921600),
         scan_engine=_str(d, "scan_engine", "scan_engine", ""), scan_engine_family=family,

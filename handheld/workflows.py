@@ -7,20 +7,23 @@ The manifest arrives as a platform-signed command (op ``manifest``)::
 
     {"round": "r-0501",
      "parcels": [{"parcel": "RB123456785GB", "to": "Li Wei, Xiakou 3", "size": "M",
-                  "locker": "lk01", "permit": {<platform-signed deposit command for lk01>},
+                  "locker": "lk01", "permit": {<deposit permit, signed with lk01's key>},
                   "code_salt": "<hex>", "code_hash": "<hex>"}],
      "retrieval": [{"parcel": "...", "locker": "lk01", "reason": "overdue",
-                    "permit": {<signed command opening it>}}]}
+                    "permit": {<retrieve permit, signed with lk01's key>}}]}
 
-**Locker deposit through the gateway.** The handheld holds no device keys; the
-platform issues *deposit permits* in advance (signed commands addressed to a locker).
+**Locker deposit through the gateway.** The handheld holds no key any locker accepts
+(only its own, for commands to itself); the platform issues *permits* in advance
+(``protocol/permits.py``: signed with the one locker's own key, bound to one parcel,
+courier and this handheld, valid for hours).
 Scanning a manifest parcel at the locker queues ``handheld.deposit_requested`` and
 ``handheld.forward_command`` (``{"kind": "locker", "cmd": <permit>}``); the gateway
-enqueues the embedded command for the locker, which verifies the *platform's*
-signature, opens a fitting compartment and registers the deposit when the door
-closes. The handheld learns the outcome by polling ``GET /v1/commands/<id>`` on the
-gateway (:class:`GatewayClient`); a 404 means "not there yet" (the forward event may
-still be in the outbox, or the gateway may predate the API), never a failure.
+enqueues the embedded permit for the locker (it forwards nothing from a handheld but
+permits it carries), which verifies the signature with its own key, opens a fitting
+compartment and registers the deposit when the door closes. The handheld learns the
+outcome by polling ``GET /v1/commands/<id>`` on the gateway (:class:`GatewayClient`);
+a 404 means "not there yet" (the forward event may still be in the outbox, or the
+gateway may predate the API), never a failure.
 
 **Hand delivery** needs the recipient's confirmation: the pickup code (checked
 offline against the salted hash in the manifest, never recorded in plain), the

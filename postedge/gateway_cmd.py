@@ -123,7 +123,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     lang = i18n.pick(args.lang)
     try:
-        out = provision(args.inventory, args.out, args.listen, args.port)
+        out = provision(args.inventory, args.out, args.listen, args.port, args.keys)
     except ProvisionError as e:
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
@@ -169,4 +169,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--out", type=Path, required=True, help="folder to write into")
     p.add_argument("--listen", default="0.0.0.0", help="address the outlet broker listens on")
     p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--keys", type=Path, default=None,
+                   help="the platform's key file for this outlet (device id -> its own key section)")
     p.set_defaults(func=cmd_provision)

@@ -76,3 +76,14 @@ class InvalidBarcode(ProtocolError):
     def __init__(self, reason, detail=""):
         super().__init__(detail or reason)
         self.reason = reason
+
+
+class RetiredKey(ProtocolError):
+    """Signed with the previous key version after its grace period ended."""
+    code = "retired_key"
+
+
+class NotAPermit(ProtocolError):
+    """A command a handheld may not carry: not a permit op, or a permit not
+    bound to the handheld, parcel, courier and short lifetime it must name."""
+    code = "not_a_permit"

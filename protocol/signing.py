@@ -5,7 +5,11 @@
 # here on hashlib.sha256, which every MicroPython port has.
 #
 #   {"v":1,"id":"c-9f2e","dev":"lk01","op":"open","args":{"door":3},
-#    "iat":1795881100,"exp":1795881400,"kid":"k1","sig":"<64 hex>"}
+#    "iat":1795881100,"exp":1795881400,"kv":1,"sig":"<64 hex>"}
+#
+# `kv` is the version of the device's own key the platform signed with
+# (protocol/keys.py: each device's key is derived from the platform's master
+# key, the device id and the version).
 #
 # The signature covers b"pe/v1/cmd\n" + canonical JSON of every field but
 # "sig": the prefix keeps a command signature from ever verifying as some
@@ -35,7 +39,8 @@ DOMAIN = b"pe/v1/cmd\n"
 MAX_COMMAND = 2048
 MAX_LIFETIME = 7 * 24 * 3600  # provisioning may wait out a long backhaul cut
 CLOCK_SKEW = 300
-_FIELDS = ("v", "id", "dev", "op", "args", "iat", "exp", "kid")
+_FIELDS = ("v", "id", "dev", "op", "args", "iat", "exp", "kv")
+MAX_KV = 2147483647
 
 
 def hmac_sha256(key, msg):
@@ -81,9 +86,12 @@ def _check_fields(cmd):
     v = cmd["v"]
     if not isinstance(v, int) or isinstance(v, bool) or v != PROTOCOL_VERSION:
         raise UnsupportedVersion("command version %r, this side speaks %d" % (cmd["v"], PROTOCOL_VERSION))
-    for f in ("id", "op", "kid"):
+    for f in ("id", "op"):
         if not valid_segment(cmd[f]):
             raise BadField("%s must be 1-32 of a-z 0-9 _ -" % f)
+    kv = cmd["kv"]
+    if not isinstance(kv, int) or isinstance(kv, bool) or not 0 < kv <= MAX_KV:
+        raise BadField("kv must be a key version 1-%d" % MAX_KV)
     if not valid_segment(cmd["dev"]):
         raise BadField("dev must be a device id")
     if not isinstance(cmd["args"], dict):
@@ -97,14 +105,14 @@ def _check_fields(cmd):
     check_value(cmd)
 
 
-def sign(cmd, key, kid=None):
-    """Return a copy of cmd with kid (if given) and sig set."""
+def sign(cmd, key, kv=None):
+    """Return a copy of cmd with kv (the key version, if given) and sig set."""
     out = {}
     for k in cmd:
         if k != "sig":
             out[k] = cmd[k]
-    if kid is not None:
-        out["kid"] = kid
+    if kv is not None:
+        out["kv"] = kv
     out.setdefault("v", PROTOCOL_VERSION)
     _check_fields(out)
     out["sig"] = binascii.hexlify(hmac_sha256(key, signing_bytes(out))).decode()
@@ -200,7 +208,9 @@ def _count(x):
 def verify(payload, keys, device, now, guard=None, skew=CLOCK_SKEW):
     """Check a command for `device` at time `now`; return the command dict.
 
-    `keys` maps key id -> secret bytes (several during key rotation). With a
+    `keys` is the device's protocol.keys.Keyring (its own key, the previous
+    version too during a rotation's grace period) or a dict of key version ->
+    secret bytes. With a
     guard, the id is recorded, so a second delivery raises ReplayedCommand.
     Checks run cheapest-to-forge last: the signature is checked before any
     field is trusted for expiry or replay decisions.
@@ -216,9 +226,12 @@ def verify(payload, keys, device, now, guard=None, skew=CLOCK_SKEW):
     if "sig" not in cmd:
         raise MissingField("command has no 'sig' field")
     _check_fields(cmd)
-    key = keys.get(cmd["kid"])
-    if key is None:
-        raise UnknownKey("no key with id %r" % (cmd["kid"],))
+    if hasattr(keys, "secret_for"):
+        key = keys.secret_for(cmd["kv"], now)  # UnknownKey, RetiredKey
+    else:
+        key = keys.get(cmd["kv"])
+        if key is None:
+            raise UnknownKey("no key version %r" % (cmd["kv"],))
     sig = cmd["sig"]
     if not isinstance(sig, str) or len(sig) != 64:
         raise BadSignature("sig must be 64 hex digits")

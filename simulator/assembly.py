@@ -17,7 +17,6 @@ through them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import subprocess
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from simulator.gateway_process import GatewayProcess
 from simulator.handheld_sim import SimHandheld
 from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker, restore_gc, tune_gc
 from simulator.ledger import Ledger
+from simulator.platform_keys import PlatformKeys
 from simulator.pybroker import AmqttBroker
 from simulator.scenario import Scenario
 from simulator.snapshot import live_view
@@ -41,7 +41,9 @@ from simulator.taps import BrokerTap, DeviceTap, Observed
 from simulator.unix_locker import UnixLocker
 
 OUTLET = "o1"
-KEY = hashlib.sha256(b"postedge simulator platform key").digest()
+# The platform's master key stays with the platform stand-in: each device is
+# given only its own derived key, and commands are signed with that device's key.
+KEYS = PlatformKeys(OUTLET)
 BADGE_SECRET = "sim-badge"
 HOPS = ("device", "broker", "gateway", "central")
 
@@ -201,7 +203,7 @@ class Outlet:
                     self.dir / "flash" / n,
                     ("127.0.0.1", port),
                     f"{n}-pw",
-                    KEY,
+                    KEYS.device_config(n),
                     self._unix_event,
                     n=sc.compartments,
                     poll_ms=max(sc.poll_ms, 50),
@@ -214,7 +216,7 @@ class Outlet:
                 self.dir / "flash" / n,
                 ("127.0.0.1", port),
                 f"{n}-pw",
-                KEY,
+                KEYS.device_config(n),
                 self.clock,
                 sc.seed * 1000 + i,
                 tap=self.device_tap.emitted,
@@ -258,7 +260,7 @@ class Outlet:
 
     def command(self, device: str, op: str, args: dict[str, Any], cid: str) -> dict[str, Any]:
         now = self.clock.time()
-        return signing.sign(
+        return KEYS.sign(
             {
                 "id": cid,
                 "dev": device,
@@ -266,9 +268,7 @@ class Outlet:
                 "args": args,
                 "iat": now,
                 "exp": now + signing.MAX_LIFETIME - 60,
-            },
-            KEY,
-            kid="k1",
+            }
         )
 
     async def provision(self, timeout: float = 60) -> None:

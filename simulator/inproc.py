@@ -34,7 +34,7 @@ from firmware.locker.app import Locker
 from firmware.locker.doors import Doors, make_driver
 from protocol import envelope
 from simulator.lockboard_sim import Sim8ABus
-from simulator.outlet import compartments
+from simulator.outlet import compartments, key_section
 from simulator.scan_engine_sim import SimScanEngine
 
 Tap = Callable[[str, str, bytes], None]  # (device, topic, payload) as it enters the outbox
@@ -204,7 +204,7 @@ class SimDevice:
         state_dir: Path,
         broker: tuple[str, int],
         password: str,
-        key: bytes,
+        key: bytes | dict[str, Any],
         clock: SimClock,
         seed: int,
         tap: Tap | None = None,
@@ -271,7 +271,7 @@ class SimDevice:
                 "timeout": 2,
                 "backoff_cap": 1.0,
             },
-            "keys": {"k1": self.key.hex()},
+            "key": key_section(self.key),
             "state_dir": str(self.state_dir),
         }
 

@@ -13,7 +13,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from gateway.store.events import EventStore
-from protocol import envelope, signing, topics
+from protocol import envelope, keys, signing, topics
+from simulator.platform_keys import PlatformKeys
 
 SIZES = ["S"] * 8 + ["M"] * 8 + ["L"] * 6 + ["XL"] * 2
 
@@ -24,15 +25,20 @@ def compartments(board: int = 1, n: int = 24) -> list[dict[str, Any]]:
             for i in range(1, n + 1)]
 
 
+def key_section(key: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A device config's ``key``: a key section as is, or raw key bytes as version 1."""
+    return key if isinstance(key, dict) else keys.config(1, key)
+
+
 def locker_config(device: str, outlet: str, broker_port: int, password: str, board_url: str,
-                  state_dir: Path, key: bytes, panel_url: str | None = None,
+                  state_dir: Path, key: bytes | dict[str, Any], panel_url: str | None = None,
                   **extra: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "device": device, "outlet": outlet,
         "broker": {"host": "127.0.0.1", "port": broker_port, "user": device, "password": password,
                    "timeout": 2},
         "board": {"driver": "8a", "uart": board_url},
-        "compartments": compartments(), "keys": {"k1": key.hex()},
+        "compartments": compartments(), "key": key_section(key),
         "state_dir": str(state_dir), "poll_ms": 100,
     }
     if panel_url:
@@ -42,14 +48,15 @@ def locker_config(device: str, outlet: str, broker_port: int, password: str, boa
 
 
 def counter_config(device: str, outlet: str, broker_port: int, password: str, engine_url: str,
-                   state_dir: Path, key: bytes, family: str = "gm65", **extra: Any) -> dict[str, Any]:
+                   state_dir: Path, key: bytes | dict[str, Any], family: str = "gm65",
+                   **extra: Any) -> dict[str, Any]:
     """A counter scanner's config (firmware/counter/config.py) for a simulated engine."""
     cfg: dict[str, Any] = {
         "device": device, "outlet": outlet,
         "broker": {"host": "127.0.0.1", "port": broker_port, "user": device, "password": password,
                    "timeout": 2},
         "scanner": {"family": family, "uart": engine_url, "suffix": "cr", "idle_ms": 50},
-        "keys": {"k1": key.hex()}, "state_dir": str(state_dir),
+        "key": key_section(key), "state_dir": str(state_dir),
     }
     cfg.update(extra)
     return cfg
@@ -87,10 +94,11 @@ class Platform:
     the outlet broker (the gateway's account), acks read back."""
 
     def __init__(self, broker_port: int, outlet: str, username: str, password: str,
-                 key: bytes, kid: str = "k1") -> None:
+                 key: bytes | PlatformKeys, kv: int = 1) -> None:
         self.outlet = outlet
+        # One device's key (bytes) or the platform's keys (each device its own).
         self.key = key
-        self.kid = kid
+        self.kv = kv
         self.acks: dict[str, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"platform-{outlet}")
@@ -112,8 +120,10 @@ class Platform:
     def command(self, device: str, op: str, args: dict[str, Any], cmd_id: str,
                 lifetime_s: int = 600) -> bytes:
         now = int(time.time())
-        return signing.encode(signing.sign({"id": cmd_id, "dev": device, "op": op, "args": args,
-                                            "iat": now, "exp": now + lifetime_s}, self.key, kid=self.kid))
+        cmd = {"id": cmd_id, "dev": device, "op": op, "args": args, "iat": now, "exp": now + lifetime_s}
+        if isinstance(self.key, PlatformKeys):
+            return signing.encode(self.key.sign(cmd, self.kv))
+        return signing.encode(signing.sign(cmd, self.key, kv=self.kv))
 
     def send(self, device: str, payload: bytes, cmd_id: str, kind: str = "locker",
              timeout: float = 30) -> dict[str, Any]:

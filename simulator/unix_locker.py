@@ -48,7 +48,7 @@ class UnixLocker:
         state_dir: Path,
         broker: tuple[str, int],
         password: str,
-        key: bytes,
+        key: bytes | dict[str, Any],
         on_event: EventTap,
         n: int = 24,
         poll_ms: int = 50,

@@ -4,7 +4,6 @@ a TCP socket to a byte-accurate simulated lock board, real flash files."""
 from __future__ import annotations
 
 import asyncio
-import binascii
 import json
 import types
 from pathlib import Path
@@ -19,8 +18,10 @@ from firmware.locker.doors import Doors, make_driver
 from protocol import envelope, signing
 from simulator.lockboard_sim import Sim8ABus, SimKerong
 from simulator.outlet import compartments
+from simulator.platform_keys import PlatformKeys
 
-KEY = b"k" * 32
+PLATFORM = PlatformKeys("o1")  # the platform's side: it alone holds the master key
+KEY = PLATFORM.key("lk01")  # lk01's own key, version 1
 
 
 def config(state_dir: Path, board_url: str, driver: str = "8a", board: int = 1, n: int = 24,
@@ -30,7 +31,7 @@ def config(state_dir: Path, board_url: str, driver: str = "8a", board: int = 1, 
         "broker": {"host": "127.0.0.1", "port": broker_port, "user": "lk01", "password": "lk01-pw"},
         "board": {"driver": driver, "uart": board_url, "timeout_ms": 200},
         "compartments": compartments(board, n),
-        "keys": {"k1": binascii.hexlify(KEY).decode()},
+        "key": PLATFORM.device_config("lk01"),
         "state_dir": str(state_dir), "poll_ms": 50,
     }
     cfg.update(extra)
@@ -87,10 +88,10 @@ class Rig:
 
     # ---- commands
     def command(self, op: str, args: dict[str, Any], cmd_id: str, now: int | None = None,
-                exp_in: int = 300, key: bytes = KEY) -> bytes:
+                exp_in: int = 300, key: bytes = KEY, kv: int = 1) -> bytes:
         now = self.locker.now() if now is None else now
         cmd = signing.sign({"id": cmd_id, "dev": "lk01", "op": op, "args": args, "iat": now,
-                            "exp": now + exp_in}, key, kid="k1")
+                            "exp": now + exp_in}, key, kv=kv)
         return signing.encode(cmd)
 
     def run(self, coro: Any) -> Any:

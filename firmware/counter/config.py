@@ -5,7 +5,7 @@
 #   "broker": {"host": "192.168.4.1", "port": 1883, "user": "sc01", "password": "..."},
 #   "scanner": {"family": "gm65", "uart": "socket://127.0.0.1:7002", "suffix": "cr",
 #               "idle_ms": 50, "mode": "continuous"},
-#   "keys": {"k1": "<hex secret for signed commands>"},
+#   "key": {"kv": 1, "secret": "<hex: this scanner's own key>"},
 #   "state_dir": "/data",
 #   "same_symbol_ms": 3000, "different_symbol_ms": 300
 # }

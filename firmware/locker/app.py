@@ -15,8 +15,8 @@ from firmware.locker import codes as C
 from firmware.locker import compartments as K
 from firmware.locker.journal import Journal
 from firmware.outbox import OutboxFull
-from protocol import barcodes
-from protocol.errors import InvalidBarcode
+from protocol import barcodes, permits
+from protocol.errors import InvalidBarcode, ProtocolError
 
 DAY = 86400
 RUNTIME_KEYS = ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s", "lockout_forgive_s")
@@ -159,6 +159,8 @@ class Locker(Device):
             body["parcel"] = c.get("parcel")
             body["courier"] = info.get("courier")
             body["reason"] = c["state"]
+            if info.get("cmd"):
+                body["permit"] = info["cmd"]
             self.comps.set(cid, K.FREE)
             etype = "locker.retrieve"
         elif action == "return":
@@ -426,29 +428,8 @@ class Locker(Device):
             self.comps.save()
             self._state_dirty = True
             return {"compartment": c["id"], "size": c["size"]}
-        if op == "deposit":
-            # A deposit permit: the platform signed it for this parcel and
-            # courier, the courier's handheld forwarded it through the
-            # gateway. The door opens now; the deposit is registered when
-            # it closes, as at the panel.
-            try:
-                parcel = barcodes.require_parcel_id(a.get("parcel", ""))
-            except InvalidBarcode as e:
-                raise FlowError("invalid_parcel", e.reason)
-            size = a.get("size")
-            if size not in K.SIZES or not isinstance(a.get("courier"), str):
-                raise FlowError("bad_args")
-            held = self.comps.find_parcel(parcel)
-            if held is not None and held["state"] != K.RESERVED:
-                raise FlowError("already_in_locker", "%d" % held["id"])
-            c = held if held is not None else self.comps.pick_free(size)
-            if c is None:
-                raise FlowError("full", size)
-            self._need_room()
-            asyncio.create_task(self._permit_cycle(c, cmd["id"], {
-                "parcel": parcel, "courier": a["courier"], "size": size, "back_to": c["state"],
-                "cmd": cmd["id"]}))
-            return {"compartment": c["id"], "size": c["size"]}
+        if op in permits.OPS:
+            return self._permit(cmd)
         if op == "config":
             o = self._load_json("overrides", {})
             for k in a:
@@ -464,11 +445,49 @@ class Locker(Device):
             return {"applied": sorted(a)}
         raise FlowError("unknown_op", op)
 
-    async def _permit_cycle(self, c, cmd_id, info):
+    def _permit(self, cmd):
+        """A courier's permit, forwarded by the handheld it was issued to
+        through the gateway. The platform signed it with this locker's own
+        key (verified before execute), for one parcel, courier and handheld,
+        with a short lifetime. The door opens now; the custody event is
+        written when it closes, as at the panel."""
         try:
-            await self.door_cycle(c, "deposit", info)
+            permits.check(cmd)
+        except ProtocolError as e:
+            raise FlowError(e.code, e.detail)
+        a = cmd["args"]
+        try:
+            parcel = barcodes.require_parcel_id(a["parcel"])
+        except InvalidBarcode as e:
+            raise FlowError("invalid_parcel", e.reason)
+        info = {"parcel": parcel, "courier": a["courier"], "handheld": a["handheld"], "cmd": cmd["id"]}
+        if cmd["op"] == "retrieve":
+            c = self.comps.find_parcel(parcel)
+            if c is None or c["state"] not in K.RETRIEVAL:
+                raise FlowError("not_for_retrieval", parcel)
+            self._need_room()
+            asyncio.create_task(self._permit_cycle(c, cmd["id"], "retrieve", info))
+            return {"compartment": c["id"]}
+        size = a.get("size")
+        if size not in K.SIZES:
+            raise FlowError("bad_args", "size")
+        held = self.comps.find_parcel(parcel)
+        if held is not None and held["state"] != K.RESERVED:
+            raise FlowError("already_in_locker", "%d" % held["id"])
+        c = held if held is not None else self.comps.pick_free(size)
+        if c is None:
+            raise FlowError("full", size)
+        self._need_room()
+        info["size"] = size
+        info["back_to"] = c["state"]
+        asyncio.create_task(self._permit_cycle(c, cmd["id"], "deposit", info))
+        return {"compartment": c["id"], "size": c["size"]}
+
+    async def _permit_cycle(self, c, cmd_id, action, info):
+        try:
+            await self.door_cycle(c, action, info)
         except FlowError as e:
-            self.log("permit_deposit_failed", compartment=c["id"], cmd=cmd_id, error=e.code)
+            self.log("permit_" + action + "_failed", compartment=c["id"], cmd=cmd_id, error=e.code)
 
     async def _remote_cycle(self, c, cmd_id):
         try:

@@ -340,10 +340,13 @@ class Ingest:
                 log.warning("confirmation to %s failed: %r", device, e)
 
     def _forward(self, fresh: list[StoredEvent]) -> None:
-        """Queue the platform-signed commands handhelds forward (deposit
-        permits): in the transaction that stores their event, so the command
-        is queued exactly when the event is. The gateway checks addressing
-        only; the locker checks the platform's signature."""
+        """Queue the permits handhelds forward (protocol/permits.py: deposit
+        and retrieval at one locker, signed with that locker's own key): in
+        the transaction that stores their event, so the permit is queued
+        exactly when the event is. The gateway holds no keys, so it checks
+        the shape only: a locker permit op (never ``open``, ``config``,
+        ``credential`` or any other command), issued to the handheld that
+        forwards it, short-lived. The locker checks the signature."""
         for e in fresh:
             if e.type != FORWARD_TYPE or e.kind != "handheld":
                 continue
@@ -353,7 +356,8 @@ class Ingest:
                 if not isinstance(cmd, dict) or not isinstance(kind, str):
                     raise BadField("forward_command needs body.kind and body.cmd")
                 # via: the forwarding handheld, the only one allowed to poll
-                # GET /v1/commands/<id> for the locker's answer
+                # GET /v1/commands/<id> for the locker's answer; store_command
+                # refuses anything but a permit issued to it (not_a_permit)
                 cid = store_command(self.store, self.cfg.outlet, kind, dumps(cmd), via=e.device)
             except Exception as err:
                 # The event itself is kept (it is the handheld's record of

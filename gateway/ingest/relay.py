@@ -1,8 +1,11 @@
 """Downstream relay: commands from the central side to devices.
 
-The platform signs every command for its device (the gateway holds no device
-keys, so a compromised gateway cannot forge one); the gateway only stores
-and forwards. Each command waits in a durable per-device outbox (the
+The platform signs every command with the key of the one device it is for
+(protocol/keys.py; the gateway holds no device keys, so a compromised
+gateway cannot forge one); the gateway only stores and forwards. From a
+handheld (``via``) it takes only permits issued to that handheld
+(protocol/permits.py): never ``open``, ``config`` or ``credential``.
+Each command waits in a durable per-device outbox (the
 ``commands`` table) until its device is online, is published at QoS 1 on the
 device's ``cmd`` topic, is re-sent while unacked (a device that already ran
 it answers ``replayed``, which counts as delivered), and ends as ``acked``,
@@ -20,7 +23,7 @@ from typing import Any
 from gateway import metrics as M
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
-from protocol import topics
+from protocol import permits, topics
 from protocol.canonical import loads_object
 from protocol.errors import BadField, ProtocolError
 
@@ -52,7 +55,8 @@ def store_command(store: EventStore, outlet: str, kind: str, payload: bytes, via
     the same namespace raises CommandConflict: the first copy stays and the
     sender is told, rather than told "queued" for a command that will never
     run. ``via`` is the handheld that forwarded it, if one did: only that
-    handheld may then read its status (gateway/command_api.py)."""
+    handheld may then read its status (gateway/command_api.py), and the
+    command must be a locker permit issued to it (``not_a_permit``)."""
     if kind not in KINDS:
         raise BadField(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     if len(payload) > MAX_COMMAND:
@@ -68,6 +72,8 @@ def store_command(store: EventStore, outlet: str, kind: str, payload: bytes, via
     if not 0 < len(cid) <= MAX_ID or not 0 < len(op) <= MAX_OP:
         raise BadField(f"command id must be 1-{MAX_ID} and op 1-{MAX_OP} characters")
     topics.build(outlet, kind, cmd["dev"], "cmd")  # validates the device id
+    if via is not None:
+        permits.forwardable(cmd, kind, via)
     ns = namespace(via)
     cur = store.db.execute(
         "INSERT OR IGNORE INTO commands(ns,id,device,kind,op,payload,exp,created,via) "

@@ -184,3 +184,81 @@ def test_power_cut_mid_deposit_on_the_unix_port(outlet: dict, tmp_path: Path) ->
     boots = [e["body"]["boot"] for e in events if e["type"] == "locker.boot"]
     assert boots == [1, 2]
     assert any(e["type"] == "locker.audit" and e["body"].get("outcome") == "resumed" for e in events)
+
+
+def _forward_from_handheld(broker: Mosquitto, cmd: dict, seq: int = 1) -> None:
+    """hh01 publishes a ``handheld.forward_command`` event carrying ``cmd``."""
+    import paho.mqtt.client as mqtt
+
+    from protocol import envelope, topics
+    from protocol.ids import format_event_id
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hh01", protocol=mqtt.MQTTv311)
+    c.username_pw_set("hh01", "hh01-pw")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        ev = envelope.encode(envelope.make(format_event_id("hh01", "0c0ffee0", seq), int(time.time()),
+                                           "handheld.forward_command", "custody",
+                                           {"kind": "locker", "cmd": cmd}))
+        c.publish(topics.build("o1", "handheld", "hh01", "evt"), ev, qos=1).wait_for_publish(5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_attack_a_handheld_key_opens_no_locker(outlet: dict, broker: Mosquitto) -> None:
+    """The attack of issue 13: with the handheld's own key, sign an ``open``
+    for lk01 and forward it through the gateway as the handheld. The gateway
+    must refuse to forward it, and the locker (the real firmware on the unix
+    port) must refuse it even if it arrives on its cmd topic. (Before the
+    per-device keys the handheld's ``command_keys`` were the lockers' key:
+    the gateway logged ``forwarded`` and door 5 opened.)"""
+    from protocol import signing
+    from tests.locker_rig import PLATFORM
+
+    platform: Platform = outlet["platform"]
+    bus: Sim8ABus = outlet["bus"]
+    outlet["panel"].wait_connected()
+    handheld_key = PLATFORM.key("hh01")  # the only key provisioning gives hh01
+    now = int(time.time())
+    forged = signing.sign({"id": "hh-open-1", "dev": "lk01", "op": "open", "args": {"compartment": 5},
+                           "iat": now, "exp": now + 300}, handheld_key, kv=1)
+    _forward_from_handheld(broker, forged)
+    refused = outlet["gw"].wait_for("forward_refused", timeout=10)
+    assert refused["event"].startswith("hh01:") and refused["code"] == "not_a_permit"
+    # The gateway held nothing for the locker; the locker is online and idle.
+    time.sleep(2.0)
+    assert bus.board(1).opens[4] == 0
+    # Published straight onto lk01's cmd topic (a compromised gateway): refused.
+    ack = platform.send("lk01", signing.encode(forged), "hh-open-1")
+    assert not ack["ok"] and ack["code"] == "bad_signature"
+    assert bus.board(1).opens[4] == 0
+
+
+def test_permit_forwarded_by_its_handheld_opens_and_a_forged_one_does_not(outlet: dict,
+                                                                          broker: Mosquitto) -> None:
+    """A deposit permit signed with lk01's key, carried by hh01: the gateway
+    forwards it and the firmware on the unix port deposits. The same permit
+    with the parcel changed by the handheld is refused by the locker."""
+    from protocol import signing
+    from tests.locker_rig import PLATFORM
+
+    outlet["panel"].wait_connected()
+    closer = DoorCloser(outlet["bus"])
+    try:
+        good = PLATFORM.permit("lk01", "deposit", "RB123456785GB", "c007", "hh01", "p-e2e-1", size="M")
+        tampered = dict(good, id="p-e2e-2", args=dict(good["args"], parcel="EA123456785CN"))
+        _forward_from_handheld(broker, tampered, seq=1)
+        _forward_from_handheld(broker, good, seq=2)
+        assert {outlet["gw"].wait_for("forwarded", timeout=10)["command"] for _ in range(2)} == {
+            "p-e2e-1", "p-e2e-2"}
+        dep = wait_event(outlet["db"], "locker.deposit")
+        assert dep["body"]["parcel"] == "RB123456785GB" and dep["body"]["permit"] == "p-e2e-1"
+        assert dep["body"]["courier"] == "c007"
+        ack = outlet["platform"].send("lk01", signing.encode(tampered), "p-e2e-2")
+        assert ack["code"] == "bad_signature"
+    finally:
+        closer.stop()
+    deposits = [e for e in stored_events(outlet["db"]) if e["type"] == "locker.deposit"]
+    assert [e["body"]["parcel"] for e in deposits] == ["RB123456785GB"]

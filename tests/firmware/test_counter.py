@@ -88,7 +88,7 @@ def test_manifest_command_and_wrong_outlet(tmp_path: Path) -> None:
     c = make_counter(tmp_path)
     now = int(time.time())
     cmd = signing.encode(signing.sign({"id": "m1", "dev": "sc01", "op": "manifest", "iat": now,
-                                       "exp": now + 60, "args": {"parcels": [S10_OK2]}}, KEY, kid="k1"))
+                                       "exp": now + 60, "args": {"parcels": [S10_OK2]}}, KEY, kv=1))
     import asyncio
 
     assert asyncio.run(c.handle_command(cmd)) == "ok"

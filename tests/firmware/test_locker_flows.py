@@ -382,8 +382,14 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         (lambda c: c["compartments"][1].update(lock=1),
          "compartments[1]: board 1 lock 1 is already compartment 1"),
         (lambda c: c["compartments"][0].update(size="XXL"), "compartments[0].size must be one of S M L XL"),
-        (lambda c: c.update(keys={"k1": "zz"}), "keys.k1 must be hex"),
-        (lambda c: c.update(keys={"k1": "00"}), "keys.k1 is shorter than 16 bytes"),
+        (lambda c: c["key"].update(secret="zz"), "key.secret must be hex"),
+        (lambda c: c["key"].update(secret="00"), "key.secret is shorter than 16 bytes"),
+        (lambda c: c["key"].update(kv=0), "key.kv must be a key version 1-2147483647"),
+        (lambda c: c["key"].update(prev={"kv": 1, "secret": "00" * 32, "until": 5}),
+         "key.prev.kv must be a key version other than key.kv"),
+        (lambda c: c.pop("key"), "config: missing 'key'"),
+        (lambda c: c.update(keys={"k1": "00" * 32}),
+         "config.keys: shared command keys are gone; provision this device's own key"),
     ]:
         bad = json.loads(json.dumps(good))
         mutate(bad)
@@ -448,3 +454,105 @@ def test_outbox_full_refuses_the_door_before_it_opens(tmp_path: Path) -> None:
         assert len(rig.events("locker.deposit")) == len(held)
     finally:
         rig.close()
+
+
+# ---- issue 13: a key per device, permits for handhelds
+
+def _handheld_key() -> bytes:
+    """What a courier's handheld holds: its own key (hh01, version 1)."""
+    from tests.locker_rig import PLATFORM
+
+    return PLATFORM.key("hh01")
+
+
+def test_attack_a_handheld_key_signs_no_open_a_locker_accepts(rig: Rig) -> None:
+    for op, args in (("open", {"compartment": 5}), ("config", {"lockout_budget": 1000}),
+                     ("credential", {"courier": "evil", "salt": "00", "hash": "00", "exp": 2**40})):
+        forged = rig.command(op, args, f"hh-{op}", key=_handheld_key())
+        assert rig.run(rig.locker.handle_command(forged)) == "bad_signature"
+    assert opened_locks(rig) == {}
+    assert "evil" not in rig.locker.couriers and rig.locker.cfg["lockout_budget"] == 5
+
+
+def _permit(op: str, locker: str = "lk01", parcel: str = PARCEL, lifetime_s: int = 3600,
+            now: int | None = None, **kw) -> bytes:
+    from protocol import signing
+    from tests.locker_rig import PLATFORM
+
+    return signing.encode(PLATFORM.permit(locker, op, parcel, "c007", "hh01", f"p-{op}-{locker}",
+                                          now=now, lifetime_s=lifetime_s, **kw))
+
+
+def test_deposit_and_retrieve_permits_signed_with_this_lockers_key(rig: Rig) -> None:
+    async def run(payload: bytes) -> str:
+        return await rig.with_person(_settle(rig, payload))
+
+    assert rig.run(run(_permit("deposit", size="M"))) == "ok"
+    [dep] = rig.events("locker.deposit")
+    assert dep["body"]["parcel"] == PARCEL and dep["body"]["courier"] == "c007"
+    assert dep["body"]["permit"] == "p-deposit-lk01"
+    cid = dep["body"]["compartment"]
+    # Not yet on the retrieval list: a retrieve permit opens nothing.
+    assert rig.run(rig.locker.handle_command(_permit("retrieve"))) == "not_for_retrieval"
+    rig.locker.comps.set(cid, K.OVERDUE)
+    from protocol import signing
+    from tests.locker_rig import PLATFORM
+
+    retrieve = signing.encode(PLATFORM.permit("lk01", "retrieve", PARCEL, "c007", "hh01", "p-ret-2"))
+    assert rig.run(run(retrieve)) == "ok"
+    [ret] = rig.events("locker.retrieve")
+    assert ret["body"]["compartment"] == cid and ret["body"]["permit"] == "p-ret-2"
+    assert rig.locker.comps.get(cid)["state"] == K.FREE
+
+
+async def _settle(rig: Rig, payload: bytes) -> str:
+    code = await rig.locker.handle_command(payload)
+    await asyncio.sleep(0.05)  # the door cycle is a task of its own
+    while rig.locker.active or rig.locker.journal.read() is not None:
+        await asyncio.sleep(0.02)
+    return code
+
+
+def test_a_permit_for_locker_a_is_refused_by_locker_b(tmp_path: Path) -> None:
+    from tests.locker_rig import PLATFORM
+
+    b = Rig(tmp_path, device="lk02", key=PLATFORM.device_config("lk02"))
+    try:
+        for_a = _permit("deposit", "lk01", size="M")
+        assert b.run(b.locker.handle_command(for_a)) == "bad_signature"  # lk01's key, not lk02's
+        assert b.bus.board(1).opens == [0] * 24
+    finally:
+        b.close()
+
+
+def test_expired_or_long_lived_permits_are_refused(rig: Rig) -> None:
+    now = rig.locker.now()
+    expired = _permit("deposit", size="M", now=now - 4000, lifetime_s=3600)
+    assert rig.run(rig.locker.handle_command(expired)) == "expired"
+    long_lived = _permit("deposit", size="M", now=now, lifetime_s=13 * 3600)
+    assert rig.run(rig.locker.handle_command(long_lived)) == "not_a_permit"
+    assert opened_locks(rig) == {}
+
+
+def test_old_key_version_accepted_in_grace_and_refused_after(tmp_path: Path) -> None:
+    from tests.locker_rig import PLATFORM
+
+    now = int(__import__("time").time())
+    r = Rig(tmp_path, key=PLATFORM.device_config("lk01", kv=2, grace_until=now + 600))
+    try:
+        old = r.command("reserve", {"parcel": PARCEL, "size": "S"}, "old-kv-1", exp_in=3600,
+                        key=PLATFORM.key("lk01", 1), kv=1)
+        assert r.run(r.locker.handle_command(old)) == "ok"
+        new = r.command("reserve", {"parcel": "EA123456785CN", "size": "S"}, "new-kv-2",
+                        key=PLATFORM.key("lk01", 2), kv=2)
+        assert r.run(r.locker.handle_command(new)) == "ok"
+        r.hal.clock.offset = 601  # the grace period is over
+        old2 = r.command("reserve", {"parcel": "RR123456785CN", "size": "S"}, "old-kv-2", exp_in=3600,
+                         key=PLATFORM.key("lk01", 1), kv=1)
+        assert r.run(r.locker.handle_command(old2)) == "retired_key"
+        assert r.run(r.locker.handle_command(r.command("open", {"compartment": 1}, "unknown-kv",
+                                                       key=PLATFORM.key("lk01", 3), kv=3))) == "unknown_key"
+        acks = {a["id"]: a["code"] for a in r.records("/ack")}
+        assert acks["old-kv-2"] == "retired_key" and acks["old-kv-1"] == "ok"
+    finally:
+        r.close()

@@ -39,11 +39,14 @@ ACCOUNTS = [Account("gw-o1", PW["gw-o1"], "o1", "gateway"), Account("hh01", PW["
             Account("hh02", PW["hh02"], "o1", "handheld"), Account("lk01", PW["lk01"], "o1", "locker")]
 
 
-def permit(cid: str, exp_in: int = 600) -> dict[str, Any]:
-    """A deposit permit's addressing; the gateway never checks the platform's
-    signature (the locker does), so none is needed for these routes."""
-    return {"id": cid, "dev": "lk01", "op": "deposit", "args": {"parcel": "RB123456785CN", "size": "M"},
-            "exp": int(time.time()) + exp_in}
+def permit(cid: str, exp_in: int = 600, handheld: str = "hh01") -> dict[str, Any]:
+    """A deposit permit's shape (protocol/permits.py); the gateway never
+    checks the signature (it holds no keys: the locker does), so a dummy
+    one does for these routes."""
+    now = int(time.time())
+    return {"v": 1, "id": cid, "dev": "lk01", "op": "deposit", "kv": 1, "sig": "0" * 64,
+            "args": {"parcel": "RB123456785CN", "size": "M", "courier": "c007", "handheld": handheld},
+            "iat": now, "exp": now + exp_in}
 
 
 class Web:

@@ -35,7 +35,7 @@ def command(op: str, args: dict[str, Any], cmd_id: str, exp_in: int = 600, dev: 
             ) -> dict[str, Any]:
     now = int(time.time())
     return signing.sign({"id": cmd_id, "dev": dev, "op": op, "args": args, "iat": now, "exp": now + exp_in},
-                        KEY, kid="k1")
+                        KEY, kv=1)
 
 
 def central_types(uplink: Uplink) -> dict[str, list[dict[str, Any]]]:
@@ -203,7 +203,8 @@ def test_deposit_permit_forwarded_by_a_handheld_opens_the_locker(tmp_path: Path,
         gw.wait_for("gateway_started", timeout=30)
         fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "lk01.json")],
                             heap=unixport.APP_HEAP, stdout=subprocess.DEVNULL)
-        permit = command("deposit", {"parcel": "RB123456785CN", "size": "M", "courier": "c007"}, "permit-1")
+        permit = command("deposit", {"parcel": "RB123456785CN", "size": "M", "courier": "c007",
+                                     "handheld": "hh01"}, "permit-1")
         hh.connect("127.0.0.1", broker.port)
         hh.loop_start()
         t = topics.build("o1", "handheld", "hh01", "evt")

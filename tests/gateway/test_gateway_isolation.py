@@ -21,6 +21,7 @@ from gateway.ingest.relay import CommandConflict, store_command
 from gateway.store.events import EventStore
 from protocol import envelope, topics
 from protocol.canonical import dumps
+from protocol.errors import ProtocolError
 from simulator.gateway_process import GatewayProcess, write_config
 from simulator.outlet import stored_events
 from tests.confirm_rig import assert_each_once, drained, publishers, wipe_gateway_session
@@ -188,9 +189,15 @@ def test_damaged_database_is_moved_aside_and_the_gateway_serves(tmp_path: Path, 
 
 # ---- finding 8: command ids
 
+def _permit(cid: str, **args: object) -> bytes:
+    return dumps({"v": 1, "id": cid, "dev": "lk01", "op": "deposit", "kv": 1, "sig": "0" * 64,
+                  "iat": 1999999000, "exp": 2000000000,
+                  "args": {"parcel": "RB123456785GB", "courier": "c007", "handheld": "hh01", **args}})
+
+
 def test_forwarded_ids_cannot_shadow_platform_commands(tmp_path: Path) -> None:
     s = EventStore(tmp_path / "gateway.db")
-    junk = dumps({"id": "c-77", "dev": "lk01", "op": "open", "exp": 2000000000, "args": {"junk": 1}})
+    junk = _permit("c-77", junk=1)
     real = dumps({"id": "c-77", "dev": "lk01", "op": "open", "exp": 2000000000, "args": {"door": 3}})
     other = dumps({"id": "c-77", "dev": "lk01", "op": "open", "exp": 2000000000, "args": {"door": 4}})
     with s.tx():
@@ -201,10 +208,34 @@ def test_forwarded_ids_cannot_shadow_platform_commands(tmp_path: Path) -> None:
     with pytest.raises(CommandConflict), s.tx():
         store_command(s, "o1", "locker", other)
     with pytest.raises(CommandConflict), s.tx():
-        store_command(s, "o1", "locker", real, via="hh01")
+        store_command(s, "o1", "locker", _permit("c-77", junk=2), via="hh01")
     rows = s.db.execute("SELECT ns, id, payload FROM commands ORDER BY ns").fetchall()
     s.close()
     assert rows == [("", "c-77", real), ("fwd:hh01", "c-77", junk)]
+
+
+def test_handhelds_forward_only_permits_issued_to_them(tmp_path: Path) -> None:
+    """Issue 13: a handheld's forward carries a permit (deposit or retrieve at
+    one locker, for this handheld, short-lived), never a platform command."""
+    s = EventStore(tmp_path / "gateway.db")
+    refused = []
+    for op in ("open", "config", "credential", "provision_code", "reserve"):
+        refused.append(dumps({"v": 1, "id": f"x-{op}", "dev": "lk01", "op": op, "kv": 1, "sig": "0" * 64,
+                              "iat": 1999999000, "exp": 2000000000, "args": {"compartment": 1}}))
+    other_hh = dumps({**json.loads(_permit("x-hh02")), "args": {"parcel": "RB123456785GB",
+                                                                 "courier": "c007", "handheld": "hh02"}})
+    long_lived = dumps({**json.loads(_permit("x-long")), "iat": 1900000000})
+    for payload in [*refused, other_hh, long_lived]:
+        with pytest.raises(ProtocolError) as e, s.tx():
+            store_command(s, "o1", "locker", payload, via="hh01")
+        assert e.value.code == "not_a_permit", payload
+    with pytest.raises(ProtocolError), s.tx():
+        store_command(s, "o1", "scanner", _permit("x-scanner"), via="hh01")
+    with s.tx():
+        assert store_command(s, "o1", "locker", _permit("ok-1"), via="hh01") == "ok-1"
+        # the platform's own commands (via the downlink) are not permits and need not be
+        assert store_command(s, "o1", "locker", refused[0]) == "x-open"
+    s.close()
 
 
 # ---- end-to-end confirmation: a broker ack is not storage
@@ -290,3 +321,34 @@ def test_sqlite_integer_bound_matches_the_protocol(tmp_path: Path) -> None:
     db.execute("INSERT INTO t VALUES (?)", (MAX_INT,))
     with pytest.raises(OverflowError):
         db.execute("INSERT INTO t VALUES (?)", (10**20,))
+
+
+def test_provision_writes_each_device_only_its_own_key(tmp_path: Path) -> None:
+    """Issue 13: the platform derives the keys; provisioning hands each device
+    its own and the gateway none, and refuses a key file with anything else."""
+    from gateway.provision import ProvisionError, provision
+    from simulator.platform_keys import PlatformKeys
+
+    inv = tmp_path / "outlet.toml"
+    inv.write_text('outlet = "o9"\n[[devices]]\nid = "lk01"\nkind = "locker"\n'
+                   '[[devices]]\nid = "hh01"\nkind = "handheld"\n', encoding="utf-8")
+    plat = PlatformKeys("o9")
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps(plat.issue(["lk01", "hh01"])))
+    out = tmp_path / "etc"
+    assert provision(inv, out, port=18830, key_file=keys)["keys"] == 2
+    lk = json.loads((out / "devices" / "lk01.json").read_text())
+    hh = json.loads((out / "devices" / "hh01.json").read_text())
+    assert lk["key"] == {"kv": 1, "secret": plat.key("lk01").hex()}
+    assert hh["key"] == {"kv": 1, "secret": plat.key("hh01").hex()}
+    every = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+    assert every.count(plat.key("lk01").hex()) == 1 and plat.master.hex() not in every
+    for name in ("gateway.toml", "gateway-credentials.json"):
+        text = (out / name).read_text()
+        assert plat.key("lk01").hex() not in text and plat.key("hh01").hex() not in text
+    keys.write_text(json.dumps({**plat.issue(["lk01", "hh01"]), "master": plat.master.hex()}))
+    with pytest.raises(ProvisionError, match="not in the inventory"):
+        provision(inv, out, port=18830, key_file=keys)
+    keys.write_text(json.dumps(plat.issue(["lk01"])))
+    with pytest.raises(ProvisionError, match="no key for hh01"):
+        provision(inv, out, port=18830, key_file=keys)

@@ -37,7 +37,7 @@ def postedge(*args: str, lang: str = "en") -> subprocess.CompletedProcess[str]:
 def signed(op: str, args: dict, cmd_id: str, exp_in: int = 600, dev: str = "lk01") -> bytes:
     now = int(time.time())
     return signing.encode(signing.sign({"id": cmd_id, "dev": dev, "op": op, "args": args, "iat": now,
-                                        "exp": now + exp_in}, KEY, kid="k1"))
+                                        "exp": now + exp_in}, KEY, kv=1))
 
 
 def test_provision_writes_working_broker_config_and_credentials(tmp_path: Path) -> None:

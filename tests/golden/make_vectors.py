@@ -31,7 +31,7 @@ def sig(cmd: dict[str, Any], key: str = KEY) -> str:
 
 
 def signed(**fields: Any) -> dict[str, Any]:
-    cmd = {"v": 1, "kid": "k1", "args": {}, **fields}
+    cmd = {"v": 1, "kv": 1, "args": {}, **fields}
     cmd["sig"] = sig(cmd)
     return cmd
 
@@ -247,13 +247,13 @@ def cases() -> list[dict[str, Any]]:
         "args": {"door": 3},
         "iat": now - 100,
         "exp": now + 200,
-        "kid": "k1",
+        "kv": 1,
     }
     add(("command sign", "cmd.sign", {"cmd": cmd, "key": KEY}, ok(sig(cmd))))
     good = signed(
         id="c-0001", dev="lk01", op="open", args={"door": 3}, iat=now - 100, exp=now + 200
     )
-    keys = {"k1": KEY}
+    keys = {"1": KEY}
 
     def verify(name: str, payload: Any, expect: dict[str, Any], **extra: Any) -> None:
         add(
@@ -275,8 +275,8 @@ def cases() -> list[dict[str, Any]]:
     verify("command lone surrogate", canon(good).replace('"door"', '"\\udc00door"'), err("bad_field"))
     verify("command sig short", canon(dict(good, sig="ab")), err("bad_signature"))
     verify(
-        "command unknown kid",
-        canon(signed(**{**{k: v for k, v in good.items() if k != "sig"}, "kid": "k9"})),
+        "command unknown kv",
+        canon(signed(**{**{k: v for k, v in good.items() if k != "sig"}, "kv": 9})),
         err("unknown_key"),
     )
     other = signed(id="c-0002", dev="lk02", op="open", args={}, iat=now - 10, exp=now + 10)
@@ -547,7 +547,94 @@ def cases() -> list[dict[str, Any]]:
         )
     )
     add(("classify bad s10", "barcode.classify", "RB123456784GB", verdict_bad("s10_check_digit")))
+    keys_vectors(add)
     return [{"name": n, "fn": f, "in": i, "expect": e} for n, f, i, e in c]
+
+
+def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 on the stdlib's hmac, independent of protocol/keys.py."""
+    prk = hmac.new(salt or b"\x00" * 32, ikm, hashlib.sha256).digest()
+    out, t, i = b"", b"", 1
+    while len(out) < length:
+        t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
+        out, i = out + t, i + 1
+    return out[:length]
+
+
+def device_key(master: bytes, device_id: str, version: int) -> bytes:
+    return hkdf(master, b"pe/v1/device-key", b"pe/v1/device-key\n" + device_id.encode() + b"\n"
+                + str(version).encode(), 32)
+
+
+MASTER = bytes(range(32))
+
+
+def keys_vectors(add: Any) -> None:
+    # --- HKDF-SHA256: RFC 5869 test cases 1 and 3, OKM copied from the RFC
+    rfc1 = ("0b" * 22, "000102030405060708090a0b0c", "f0f1f2f3f4f5f6f7f8f9", 42,
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
+    rfc3 = ("0b" * 22, "", "", 42,
+            "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8")
+    for name, (ikm, salt, info, n, okm) in (("hkdf rfc5869 case 1", rfc1), ("hkdf rfc5869 case 3", rfc3)):
+        assert hkdf(bytes.fromhex(ikm), bytes.fromhex(salt), bytes.fromhex(info), n).hex() == okm
+        add((name, "hkdf", {"ikm": ikm, "salt": salt, "info": info, "len": n}, ok(okm)))
+    # --- device keys: one per device and version, from the platform's master
+    for dev, kv in (("o1/lk01", 1), ("o1/lk01", 2), ("o1/lk02", 1), ("o1/hh01", 1), ("o2/lk01", 1)):
+        add((f"device key {dev} v{kv}", "device_key", {"master": MASTER.hex(), "dev": dev, "kv": kv},
+             ok(device_key(MASTER, dev, kv).hex())))
+    add(("device key bad id", "device_key", {"master": MASTER.hex(), "dev": "o1/lk01/x", "kv": 1},
+         err("bad_field")))
+    add(("device key version 0", "device_key", {"master": MASTER.hex(), "dev": "o1/lk01", "kv": 0},
+         err("bad_field")))
+    add(("device key short master", "device_key", {"master": "00" * 8, "dev": "o1/lk01", "kv": 1},
+         err("bad_field")))
+    # --- a device's keyring: the current version, the previous one in grace
+    now = 1795881200
+    k1, k2 = device_key(MASTER, "o1/lk01", 1), device_key(MASTER, "o1/lk01", 2)
+    ring = {"kv": 2, "secret": k2.hex(), "prev": {"kv": 1, "secret": k1.hex(), "until": now + 60}}
+
+    def cmd_kv(cid: str, kv: int, key: bytes) -> str:
+        c = {"v": 1, "id": cid, "dev": "lk01", "op": "open", "args": {}, "iat": now - 10,
+             "exp": now + 100, "kv": kv}
+        body = b"pe/v1/cmd\n" + canon(c).encode()
+        c["sig"] = hmac.new(key, body, hashlib.sha256).hexdigest()
+        return canon(c)
+
+    for name, payload, t, expect in (
+        ("keyring current version", cmd_kv("r-1", 2, k2), now, ok("r-1")),
+        ("keyring previous version in grace", cmd_kv("r-2", 1, k1), now + 59, ok("r-2")),
+        ("keyring previous version after grace", cmd_kv("r-3", 1, k1), now + 60, err("retired_key")),
+        ("keyring unknown version", cmd_kv("r-4", 3, k2), now, err("unknown_key")),
+        ("keyring kv with the other version's key", cmd_kv("r-5", 2, k1), now, err("bad_signature")),
+        ("keyring another device's key", cmd_kv("r-6", 2, device_key(MASTER, "o1/hh01", 2)), now,
+         err("bad_signature")),
+    ):
+        add((name, "ring.verify", {"payload": payload, "ring": ring, "dev": "lk01", "now": t}, expect))
+    add(("keyring config bad secret", "ring.verify",
+         {"payload": cmd_kv("r-7", 2, k2), "ring": {"kv": 2, "secret": "zz"}, "dev": "lk01", "now": now},
+         err("bad_field")))
+    # --- permits: bound to one locker, parcel, courier, handheld; short-lived
+    permit = {"v": 1, "id": "p-1", "dev": "lk01", "op": "deposit", "kv": 1, "sig": "0" * 64,
+              "args": {"parcel": "RB123456785GB", "courier": "c007", "handheld": "hh01", "size": "M"},
+              "iat": now, "exp": now + 3600}
+    fwd = "permit.forward"
+    add(("permit deposit forwardable", fwd, {"cmd": permit, "kind": "locker", "via": "hh01"}, ok("p-1")))
+    add(("permit retrieve forwardable", fwd, {"cmd": dict(permit, op="retrieve"), "kind": "locker",
+                                              "via": "hh01"}, ok("p-1")))
+    add(("permit open refused", fwd, {"cmd": dict(permit, op="open"), "kind": "locker", "via": "hh01"},
+         err("not_a_permit")))
+    for op in ("config", "credential", "provision_code"):
+        add((f"permit {op} refused", fwd, {"cmd": dict(permit, op=op), "kind": "locker", "via": "hh01"},
+             err("not_a_permit")))
+    add(("permit other handheld", fwd, {"cmd": permit, "kind": "locker", "via": "hh02"}, err("not_a_permit")))
+    add(("permit to a scanner", fwd, {"cmd": permit, "kind": "scanner", "via": "hh01"}, err("not_a_permit")))
+    add(("permit without courier", fwd,
+         {"cmd": dict(permit, args={"parcel": "RB123456785GB", "handheld": "hh01"}), "kind": "locker",
+          "via": "hh01"}, err("not_a_permit")))
+    add(("permit too long-lived", fwd, {"cmd": dict(permit, exp=now + 12 * 3600 + 1), "kind": "locker",
+                                        "via": "hh01"}, err("not_a_permit")))
+    add(("permit unsigned", fwd, {"cmd": {k: v for k, v in permit.items() if k != "sig"}, "kind": "locker",
+                                  "via": "hh01"}, err("bad_field")))
 
 
 def render() -> str:

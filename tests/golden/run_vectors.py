@@ -8,7 +8,7 @@ import binascii
 import json
 import sys
 
-from protocol import aim, barcodes, canonical, envelope, ids, signing, topics
+from protocol import aim, barcodes, canonical, envelope, ids, keys, permits, signing, topics
 from protocol.errors import ProtocolError
 
 
@@ -29,8 +29,17 @@ def _payload(inp):
 def _keys(d):
     out = {}
     for k in d:
-        out[k] = d[k].encode()
+        out[int(k)] = d[k].encode()
     return out
+
+
+def _ring_verify(inp):
+    ring = keys.from_config(inp["ring"])
+    return signing.verify(_payload(inp["payload"]), ring, inp["dev"], inp["now"])["id"]
+
+
+def _hex(s):
+    return binascii.unhexlify(s)
 
 
 def _verify(inp):
@@ -54,6 +63,12 @@ FUNCS = {
     ).decode(),
     "cmd.sign": lambda i: signing.sign(i["cmd"], i["key"].encode())["sig"],
     "cmd.verify": _verify,
+    "hkdf": lambda i: binascii.hexlify(
+        keys.hkdf(_hex(i["ikm"]), _hex(i["salt"]), _hex(i["info"]), i["len"])
+    ).decode(),
+    "device_key": lambda i: binascii.hexlify(keys.device_key(_hex(i["master"]), i["dev"], i["kv"])).decode(),
+    "ring.verify": _ring_verify,
+    "permit.forward": lambda i: permits.forwardable(i["cmd"], i["kind"], i["via"])["id"],
     "cmd.ack": lambda i: signing.ack(i["id"], i["ts"]).decode(),
     "barcode.classify": lambda i: _verdict(barcodes.classify(i)),
     "barcode.s10": lambda i: _verdict(barcodes.s10(i)),

@@ -9,7 +9,6 @@ with zxing-cpp, a real NMEA stream through pyserial's loop://.
 
 from __future__ import annotations
 
-import binascii
 import http.server
 import json
 import threading
@@ -34,10 +33,13 @@ from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
 from handheld.text import Refused
 from protocol import canonical, signing
+from protocol.errors import ProtocolError
 from simulator.imagegen import board_with_qr, s10_id
+from simulator.platform_keys import PlatformKeys
 from tests.handheld.conftest import ACCOUNTS, DEV, OUTLET, Gateway
 
-KEY = bytes(range(32))
+PLATFORM = PlatformKeys(OUTLET)  # the platform's side: it alone holds the master key
+KEY = PLATFORM.key(DEV)  # hh01's own key: verifies commands to hh01, opens no locker
 CAMPAIGN = "PE-CAMP:health-2025"
 T0 = 1_746_518_400.0
 GOOD = "RB123456785GB"  # valid S10 (the protocol's own example)
@@ -81,7 +83,7 @@ def signed(op: str, args: dict[str, Any], dev: str = DEV, cid: str | None = None
            ttl: int = 3600) -> dict[str, Any]:
     now = int(time.time())
     return signing.sign({"v": 1, "id": cid or f"c-{op}-{time.monotonic_ns() % 10**9}", "dev": dev, "op": op,
-                         "args": args, "iat": now - 5, "exp": now + ttl}, key, "k1")
+                         "args": args, "iat": now - 5, "exp": now + ttl}, key, 1)
 
 
 def jobs_args() -> dict[str, Any]:
@@ -97,7 +99,7 @@ def jobs_args() -> dict[str, Any]:
 def make_config(tmp: Path, port: int, **over: Any) -> HandheldConfig:
     d: dict[str, Any] = {
         "device": DEV, "outlet": OUTLET, "courier": "c007", "state_dir": str(tmp / "hh-state"),
-        "command_keys": {"k1": binascii.hexlify(KEY).decode()},
+        "key": PLATFORM.device_config(DEV),
         "broker": {"host": "127.0.0.1", "port": port, "username": DEV, "password": "hh01-pw", "keepalive": 5},
         "gateway": {"url": over.pop("gateway_url", "http://127.0.0.1:9")},
         "web": {"host": "127.0.0.1", "port": 0},
@@ -373,7 +375,7 @@ def test_parcel_flows_publish_custody_events(tmp_path: Path, hbroker: Mosquitto,
     try:
         rng = np.random.default_rng(42)
         dep, hand, hand2, ret, stranger = (s10_id(rng) for _ in range(5))
-        permit = signed("deposit", {"parcel": dep, "size": "M", "courier": "c007"}, dev="lk01", cid="p-dep-1")
+        permit = PLATFORM.permit("lk01", "deposit", dep, "c007", DEV, "p-dep-1", size="M")
         salt = "0011223344556677"
         manifest = {"round": "r1", "parcels": [
             {"parcel": dep, "to": "Li Wei", "size": "M", "locker": "lk01", "permit": permit},
@@ -414,8 +416,11 @@ def test_parcel_flows_publish_custody_events(tmp_path: Path, hbroker: Mosquitto,
         evts = gw.events()
         fwd = of_type(evts, "handheld.forward_command")[0]
         assert fwd["cls"] == "custody" and fwd["body"] == {"kind": "locker", "cmd": permit}
-        # what the gateway will enqueue verifies for the locker with the platform's key
-        assert signing.verify(canonical.dumps(fwd["body"]["cmd"]), {"k1": KEY}, "lk01", int(time.time()))
+        # what the gateway will enqueue verifies for the locker with lk01's own key, not hh01's
+        assert signing.verify(canonical.dumps(fwd["body"]["cmd"]), {1: PLATFORM.key("lk01")}, "lk01",
+                              int(time.time()))
+        with pytest.raises(ProtocolError):
+            signing.verify(canonical.dumps(fwd["body"]["cmd"]), {1: KEY}, "lk01", int(time.time()))
         req = of_type(evts, "handheld.deposit_requested")[0]["body"]
         assert req == {"parcel": dep, "locker": "lk01", "size": "M", "cmd": "p-dep-1", "courier": "c007"}
         hd = of_type(evts, "handheld.hand_delivery")
@@ -487,16 +492,19 @@ def gw_wait(pred: Any, timeout: float = 10) -> bool:
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
-    base: dict[str, Any] = {"device": DEV, "outlet": OUTLET, "command_keys": {"k1": "00" * 32}}
+    base: dict[str, Any] = {"device": DEV, "outlet": OUTLET, "key": {"kv": 1, "secret": "00" * 32}}
     assert parse_config(base, tmp_path).lang == "zh"
     for bad, key in ((dict(base, device="HH 01"), "device"), (dict(base, broker={"port": 0}), "broker.port"),
                      (dict(base, brokr={}), "brokr"),
-                     (dict(base, command_keys={"k1": "zz"}), "command_keys.k1"),
+                     (dict(base, key={"kv": 1, "secret": "zz"}), "key.secret"),
+                     (dict(base, key={"kv": 0, "secret": "00" * 32}), "key.kv"),
+                     ({"device": DEV, "outlet": OUTLET}, "key"),
+                     (dict(base, command_keys={"k1": "00" * 32}), "command_keys"),
                      (dict(base, lang="fr"), "lang"), (dict(base, gateway={"url": "ftp://x"}), "gateway.url"),
                      (dict(base, scan={"same_window_s": -1}), "scan.same_window_s")):
         with pytest.raises(ConfigError) as e:
             parse_config(bad, tmp_path)
         assert key in str(e.value)
     bad_file = tmp_path / "hh.toml"
-    bad_file.write_text('device = "hh01"\noutlet = "o1"\n[command_keys]\nk1 = "00"\n')
+    bad_file.write_text('device = "hh01"\noutlet = "o1"\n[key]\nkv = 1\nsecret = "00"\n')
     assert main(["--config", str(bad_file)]) == 2

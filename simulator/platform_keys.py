@@ -1,0 +1,56 @@
+"""The platform's side of the key scheme, for the simulator and tests until
+the central service has it (another issue): it alone holds the master key,
+derives each device's own key (``protocol.keys.device_key``), writes each
+device only its own key, and signs commands and permits with the key of the
+device they are for."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from protocol import keys, permits, signing
+
+MASTER = hashlib.sha256(b"postedge simulator platform master key").digest()
+
+
+class PlatformKeys:
+    def __init__(self, outlet: str, master: bytes = MASTER, kv: int = 1) -> None:
+        self.outlet = outlet
+        self.master = master
+        self.kv = kv  # the version new commands are signed with
+
+    def key(self, device: str, kv: int | None = None) -> bytes:
+        return keys.device_key(self.master, keys.fleet_id(self.outlet, device), kv or self.kv)
+
+    def device_config(self, device: str, kv: int | None = None, grace_until: int = 0) -> dict[str, Any]:
+        """The ``key`` section of one device's config: its own key only; after
+        a rotation (kv > 1) the previous version too, accepted until
+        ``grace_until``."""
+        kv = kv or self.kv
+        if kv > 1 and grace_until:
+            return keys.config(kv, self.key(device, kv), kv - 1, self.key(device, kv - 1), grace_until)
+        return keys.config(kv, self.key(device, kv))
+
+    def issue(self, devices: list[str], kv: int | None = None, grace_until: int = 0) -> dict[str, Any]:
+        """Key sections for an outlet's devices, as provisioning takes them."""
+        return {d: self.device_config(d, kv, grace_until) for d in devices}
+
+    def sign(self, cmd: dict[str, Any], kv: int | None = None) -> dict[str, Any]:
+        kv = kv or self.kv
+        return signing.sign(cmd, self.key(cmd["dev"], kv), kv=kv)
+
+    def command(self, device: str, op: str, args: dict[str, Any], cmd_id: str, now: int | None = None,
+                lifetime_s: int = 600, kv: int | None = None) -> dict[str, Any]:
+        now = int(time.time()) if now is None else now
+        return self.sign({"id": cmd_id, "dev": device, "op": op, "args": args, "iat": now,
+                          "exp": now + lifetime_s}, kv)
+
+    def permit(self, locker: str, op: str, parcel: str, courier: str, handheld: str, permit_id: str,
+               now: int | None = None, lifetime_s: int = 3600, size: str | None = None,
+               kv: int | None = None) -> dict[str, Any]:
+        """A permit for ``locker`` signed with that locker's key."""
+        now = int(time.time()) if now is None else now
+        return self.sign(permits.make(locker, op, parcel, courier, handheld, now, permit_id, lifetime_s,
+                                      size), kv)

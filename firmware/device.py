@@ -5,6 +5,7 @@
 # counter scanner are subclasses that add their own flows and `execute`.
 
 import asyncio
+import binascii
 import json
 
 from drivers.aio import sleep_ms

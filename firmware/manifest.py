@@ -14,6 +14,8 @@ package(
         "envelope.py",
         "errors.py",
         "ids.py",
+        "keys.py",
+        "permits.py",
         "signing.py",
         "topics.py",
     ),

@@ -1,10 +1,17 @@
 # What every device's JSON config shares, checked the same way for all: who
 # it is, where its broker is, and the keys its signed commands verify with.
 # A bad config must stop the boot with a message that names the field.
+#
+# broker.ca (issue 13): the outlet CA's certificate as PEM, as `provision`
+# writes it; with it the device connects over TLS (broker.port is then the
+# TLS port, 8883) and verifies the broker's certificate against that CA and
+# the name broker.server_hostname (default broker.host). Without it the
+# device speaks plain MQTT (tests, the simulator's plain outlets).
 
 import binascii
 import json
 
+from firmware.mqtt.tls import TLSConfigError, client_context, pem_to_der
 from protocol.topics import valid_segment
 
 
@@ -41,6 +48,13 @@ def validate_common(cfg):
         raise ConfigError("broker.port out of range")
     need(b, "user", str, "broker")
     need(b, "password", str, "broker")
+    if "ca" in b:
+        try:
+            pem_to_der(need(b, "ca", str, "broker"))
+        except TLSConfigError as e:
+            raise ConfigError("broker.ca: %s" % e)
+    if "server_hostname" in b and not need(b, "server_hostname", str, "broker"):
+        raise ConfigError("broker.server_hostname is empty")
     keys = need(cfg, "keys", dict, "config")
     if not keys:
         raise ConfigError("config.keys is empty: signed commands could never verify")
@@ -51,6 +65,16 @@ def validate_common(cfg):
             raise ConfigError("keys.%s must be hex" % kid)
         if len(k) < 16:
             raise ConfigError("keys.%s is shorter than 16 bytes" % kid)
+
+
+def broker_tls(b):
+    """(SSLContext or None, server_hostname) for a validated broker section."""
+    if "ca" not in b:
+        return None, None
+    try:
+        return client_context(b["ca"]), b.get("server_hostname") or b["host"]
+    except TLSConfigError as e:
+        raise ConfigError("broker.ca: %s" % e)
 
 
 def load_json(path, validate):

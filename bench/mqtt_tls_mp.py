@@ -6,6 +6,9 @@
 #                                   certificate verification, MQTT CONNECT);
 #                                   "handshake <s> ..." and the heap the TLS
 #                                   connection holds ("heap <bytes> <peak>")
+#   load PORT CA_PEM|-              connect, publish 200, disconnect (TLS, or
+#                                   plain with "-"): run under valgrind's
+#                                   massif, the difference is mbedTLS's C heap
 import asyncio
 import gc
 import sys
@@ -70,8 +73,23 @@ async def handshake(port, trials, ca):
     print("heap %d %d" % (held, peak))
 
 
+async def load(port, ca):
+    if ca is None:
+        c = AsyncClient("bench-lk01", "127.0.0.1", port, "lk01", "lk01-pw", timeout=5.0)
+    else:
+        c = client(port, ca)
+    task = asyncio.create_task(c.run())
+    await c.connected.wait()
+    for _ in range(200):
+        await c.publish(TOPIC, b"z" * 180, 1)
+    await c.disconnect()
+    await task
+
+
 mode = sys.argv[1]
-if mode == "rate":
+if mode == "load":
+    asyncio.run(load(int(sys.argv[2]), None if sys.argv[3] == "-" else read(sys.argv[3])))
+elif mode == "rate":
     asyncio.run(rate(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), read(sys.argv[5])))
 else:
     asyncio.run(handshake(int(sys.argv[2]), int(sys.argv[3]), read(sys.argv[4])))

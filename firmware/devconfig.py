@@ -11,7 +11,6 @@
 import binascii
 import json
 
-from firmware.mqtt.tls import TLSConfigError, client_context, pem_to_der
 from protocol.topics import valid_segment
 
 
@@ -49,6 +48,8 @@ def validate_common(cfg):
     need(b, "user", str, "broker")
     need(b, "password", str, "broker")
     if "ca" in b:
+        from firmware.mqtt.tls import TLSConfigError, pem_to_der  # only TLS devices load ssl
+
         try:
             pem_to_der(need(b, "ca", str, "broker"))
         except TLSConfigError as e:
@@ -71,6 +72,8 @@ def broker_tls(b):
     """(SSLContext or None, server_hostname) for a validated broker section."""
     if "ca" not in b:
         return None, None
+    from firmware.mqtt.tls import TLSConfigError, client_context
+
     try:
         return client_context(b["ca"]), b.get("server_hostname") or b["host"]
     except TLSConfigError as e:

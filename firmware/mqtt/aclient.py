@@ -73,7 +73,6 @@ import time
 
 from firmware.mqtt import packets as P
 from firmware.mqtt.packets import MQTTError, PacketError  # noqa: F401 (the client's errors)
-from firmware.mqtt.tls import open_connection as tls_open
 
 try:
     from time import ticks_diff, ticks_ms
@@ -249,6 +248,10 @@ class AsyncClient:
             if self.ssl is None:
                 conn = asyncio.open_connection(self.host, self.port)
             else:
+                # Imported only by a TLS client: a plain one (128 KiB heap
+                # publishers) does not pay for ssl's code.
+                from firmware.mqtt.tls import open_connection as tls_open
+
                 conn = tls_open(self.host, self.port, self.ssl, self.server_hostname)
             r, w = await asyncio.wait_for(conn, self.timeout)
         except asyncio.TimeoutError:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from firmware.locker import codes as C
-from gateway.broker import Account, Mosquitto
+from gateway.broker import Account, Mosquitto, tls_listener
+from gateway.pki import make_outlet_pki
 from simulator import unixport
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, Platform, locker_config
@@ -23,17 +24,27 @@ PARCELS = ["RB123456785GB", "EA123456785CN", "CP000000270CN", "LX000000005CN", "
            "1012345678901"]
 
 
-def measure(seconds: float = 12) -> dict[str, int]:
-    """Run the app through its flows; return code, data-peak and total-peak bytes."""
+def measure(seconds: float = 12, tls: bool = False) -> dict[str, int]:
+    """Run the app through its flows; return code, data-peak and total-peak bytes.
+
+    ``tls``: the locker connects to the broker's TLS listener and verifies
+    the outlet CA (gateway/pki.py), as a provisioned locker does; the
+    platform stand-in stays on the loopback plaintext listener."""
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
-        broker = Mosquitto(tmpd / "broker", [Account("lk01", "lk01-pw", "o1", "locker"),
-                                             Account("gw-o1", "gw-secret", "o1", "gateway")])
+        accounts = [Account("lk01", "lk01-pw", "o1", "locker"),
+                    Account("gw-o1", "gw-secret", "o1", "gateway")]
+        pki = make_outlet_pki(tmpd / "pki") if tls else None
+        listener = tls_listener(pki.ca, pki.server.cert, pki.server.key) if pki else None
+        broker = Mosquitto(tmpd / "broker", accounts, tls=listener)
         broker.start()
         bus = Sim8ABus(boards=(1,), locks=24)
         panel = SimPanel()
-        cfg = locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bus.serve_tcp()}",
-                            tmpd / "flash", KEY, panel.url, mem_log_ms=5)
+        cfg = locker_config("lk01", "o1", broker.tls_port if pki else broker.port, "lk01-pw",
+                            f"socket://127.0.0.1:{bus.serve_tcp()}", tmpd / "flash", KEY, panel.url,
+                            mem_log_ms=5)
+        if pki is not None:
+            cfg["broker"].update(host="localhost", ca=pki.ca_pem)
         (tmpd / "config.json").write_text(json.dumps(cfg))
         fw = unixport.popen(["-m", "firmware.locker.main", str(tmpd / "config.json")],
                             heap=unixport.APP_HEAP, stdout=subprocess.PIPE)
@@ -63,6 +74,7 @@ def measure(seconds: float = 12) -> dict[str, int]:
             broker.stop()
     code = 0
     peak = 0
+    connects = 0
     for line in out.splitlines():
         try:
             d = json.loads(line)
@@ -72,7 +84,9 @@ def measure(seconds: float = 12) -> dict[str, int]:
             code = d["code_heap"]
         elif d.get("evt") == "mem":
             peak = max(peak, d["peak"])
-    return {"code": code, "total_peak": peak, "data_peak": peak - code}
+        elif d.get("evt") == "mqtt_connected":
+            connects += 1
+    return {"code": code, "total_peak": peak, "data_peak": peak - code, "connects": connects}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,12 @@
 # it is, where its broker is, and its own key (protocol/keys.py: derived by
 # the platform for this device alone) that its signed commands verify with.
 # A bad config must stop the boot with a message that names the field.
+#
+# broker.ca: the outlet CA's certificate as PEM, as `provision`
+# writes it; with it the device connects over TLS (broker.port is then the
+# TLS port, 8883) and verifies the broker's certificate against that CA and
+# the name broker.server_hostname (default broker.host). Without it the
+# device speaks plain MQTT (tests, the simulator's plain outlets).
 
 import json
 
@@ -43,6 +49,15 @@ def validate_common(cfg):
         raise ConfigError("broker.port out of range")
     need(b, "user", str, "broker")
     need(b, "password", str, "broker")
+    if "ca" in b:
+        from firmware.mqtt.tls import TLSConfigError, pem_to_der  # only TLS devices load ssl
+
+        try:
+            pem_to_der(need(b, "ca", str, "broker"))
+        except TLSConfigError as e:
+            raise ConfigError("broker.ca: %s" % e)
+    if "server_hostname" in b and not need(b, "server_hostname", str, "broker"):
+        raise ConfigError("broker.server_hostname is empty")
     if "keys" in cfg:
         raise ConfigError("config.keys: shared command keys are gone; provision this device's own key")
     keyring(cfg)
@@ -55,6 +70,18 @@ def keyring(cfg):
         return K.from_config(need(cfg, "key", dict, "config"), "key")
     except ProtocolError as e:
         raise ConfigError(e.detail)
+
+
+def broker_tls(b):
+    """(SSLContext or None, server_hostname) for a validated broker section."""
+    if "ca" not in b:
+        return None, None
+    from firmware.mqtt.tls import TLSConfigError, client_context
+
+    try:
+        return client_context(b["ca"]), b.get("server_hostname") or b["host"]
+    except TLSConfigError as e:
+        raise ConfigError("broker.ca: %s" % e)
 
 
 def load_json(path, validate):

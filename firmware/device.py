@@ -9,7 +9,7 @@ import binascii
 import json
 
 from drivers.aio import sleep_ms
-from firmware.devconfig import keyring
+from firmware.devconfig import broker_tls, keyring
 from firmware.mqtt.aclient import AsyncClient
 from firmware.outbox import Outbox, OutboxFull
 from firmware.sender import Sender
@@ -66,11 +66,12 @@ class Device:
         self._cmds = []
         self._cmd_ev = asyncio.Event()
         self._send_ev = asyncio.Event()
+        ctx, hostname = broker_tls(b)  # TLS when the config carries the outlet CA
         self.mqtt = AsyncClient(
             "pe-" + self.device, b["host"], b["port"], b["user"], b["password"],
             keepalive=cfg["keepalive"], timeout=b.get("timeout", 5.0), clean=False,
             will_topic=self.t_presence, will_msg=b"offline", on_message=self._on_message,
-            log=self.log, backoff_cap=b.get("backoff_cap", 1.0),
+            log=self.log, backoff_cap=b.get("backoff_cap", 1.0), ssl=ctx, server_hostname=hostname,
         )
         # confirm: events leave flash only when the gateway has committed them
         self.sender = Sender(self.outbox, self.mqtt, self._send_ev, lambda: self.beat("sender"),

@@ -68,6 +68,7 @@ package(
         "mqtt/__init__.py",
         "mqtt/aclient.py",
         "mqtt/packets.py",
+        "mqtt/tls.py",
         "outbox.py",
         "sender.py",
     ),

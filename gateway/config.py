@@ -137,7 +137,12 @@ class WebConfig(Section):
     # One request, body included (a 1 MiB chunk on weak Wi-Fi).
     request_timeout_s: Annotated[float, Field(ge=1.0, le=3600.0)] = 60.0
 
-    _files = field_validator("passwd_file", "acl_file")(_relative_to_file)
+    # HTTPS (issue 13): the server certificate ``provision`` issues from the
+    # outlet CA, and its key. Unset: plain HTTP.
+    cert_file: Annotated[str, Field(min_length=1)] | None = None
+    key_file: Annotated[str, Field(min_length=1)] | None = None
+
+    _files = field_validator("passwd_file", "acl_file", "cert_file", "key_file")(_relative_to_file)
 
     @field_validator("host")
     @classmethod
@@ -150,6 +155,13 @@ class WebConfig(Section):
     def _acl_needs_passwd(self) -> WebConfig:
         if self.acl_file and not self.passwd_file:
             raise KeyProblem("acl_file", "given without web.passwd_file")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise KeyProblem("cert_file" if not self.cert_file else "key_file",
+                             "web.cert_file and web.key_file go together")
+        for k in ("cert_file", "key_file"):
+            path = getattr(self, k)
+            if path and not Path(path).is_file():
+                raise KeyProblem(k, f"no such file: {path}")
         return self
 
 
@@ -196,6 +208,19 @@ class BrokerConfig(Section):
     password: str = ""
     client_id: str = ""
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    # TLS to the broker (issue 13): the outlet CA's certificate (relative to
+    # gateway.toml). Unset: plain MQTT, which an outlet's Mosquitto offers
+    # on 127.0.0.1 only, for a gateway on the same box.
+    # The broker's certificate must name ``host``.
+    ca_file: Annotated[str, Field(min_length=1)] | None = None
+
+    _files = field_validator("ca_file")(_relative_to_file)
+
+    @model_validator(mode="after")
+    def _ca_exists(self) -> BrokerConfig:
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise KeyProblem("ca_file", f"no such file: {self.ca_file}")
+        return self
 
 
 class GatewayConfig(Section):
@@ -222,7 +247,7 @@ class GatewayConfig(Section):
         db = Path(str(d["db"]))
         if base is not None and not db.is_absolute():
             db = base / db
-        broker = parse(BrokerConfig, d.get("broker", {}), "broker")
+        broker = parse(BrokerConfig, d.get("broker", {}), "broker", base=base)
         if not broker.client_id:
             broker = broker.model_copy(update={"client_id": f"gw-{d['outlet']}"})
         return parse(cls, {

@@ -33,6 +33,19 @@ therefore hands ``mosquitto/`` to ``mosquitto:mosquitto`` (passwd and acl
 0640: owner and group, never world) and ``gateway.toml`` to
 ``root:postedge`` 0640, for whichever of those accounts exist; what it could
 not grant is listed in the result's ``access`` for the operator.
+
+TLS (issue 13): ``provision`` keeps an outlet certificate authority in
+``pki/`` (``gateway/pki.py``; the CA key is root's, 0600, and no service
+reads it) and issues from it Mosquitto's server certificate
+(``mosquitto/tls/``) and the gateway's HTTPS certificate (``web/``), each
+naming ``broker_host`` (and ``broker_names`` from the inventory) besides
+localhost. Mosquitto listens for TLS 1.2+ on ``tls_port`` (8883) on
+``listen``; its plaintext listener is bound to 127.0.0.1, for the gateway
+on the same box only. Every device's credentials file carries the CA
+certificate (``broker.ca``, PEM) and the TLS port, so a device verifies the
+broker and nothing on the LAN speaks plain MQTT. Key files are 0600; as
+root each goes to the one account that reads it (Mosquitto's to
+``mosquitto``, the HTTPS key to ``postedge``).
 """
 
 from __future__ import annotations
@@ -46,12 +59,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from gateway.broker import Account, find_mosquitto, systemd_unit, write_config
+from gateway import pki
+from gateway.broker import TLS_PORT, Account, TlsListener, find_mosquitto, systemd_unit, write_config
 from protocol import keys, topics
 from protocol.errors import ProtocolError
 
 BROKER_USER = "mosquitto"  # the ``user`` line of the generated mosquitto.conf
 SERVICE_GROUP = "postedge"  # Group= of deploy/postedge-gateway.service
+SERVICE_USER = "postedge"  # User= of deploy/postedge-gateway.service: reads the HTTPS key
 
 
 class ProvisionError(ValueError):
@@ -116,15 +131,32 @@ def _device_keys(path: Path | None, devices: list[dict[str, Any]]) -> dict[str, 
     return doc
 
 
+def _names(inv: dict[str, Any], host: str) -> list[str]:
+    extra = inv.get("broker_names", [])
+    if not isinstance(extra, list) or not all(isinstance(n, str) and n for n in extra):
+        raise ProvisionError("inventory: broker_names must be a list of host names or addresses")
+    return [host, *extra, "localhost", "127.0.0.1"]
+
+
 def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1883,
-              key_file: Path | None = None) -> dict[str, Any]:
+              tls_port: int = TLS_PORT, key_file: Path | None = None) -> dict[str, Any]:
+    """``port``: the plaintext listener, on 127.0.0.1 only (the gateway);
+    ``tls_port``: the TLS listener on ``listen`` (devices, handhelds);
+    ``key_file``: the platform's per-device keys for this outlet."""
     inv = _inventory(inventory)
     device_keys = _device_keys(key_file, inv["devices"])
     outlet = inv["outlet"]
     gw_user = inv.get("gateway", f"gw-{outlet}")
     host = inv.get("broker_host", "127.0.0.1")
+    names = _names(inv, host)
     out.mkdir(parents=True, exist_ok=True)
     (out / "devices").mkdir(exist_ok=True)
+    # The outlet CA and the two server certificates (kept when still good).
+    ca, ca_key = pki.ensure_ca(out / "pki", outlet)
+    mq = pki.issue_server(ca, ca_key, out / "mosquitto" / "tls" / "server.pem",
+                          out / "mosquitto" / "tls" / "server.key", names)
+    web = pki.issue_server(ca, ca_key, out / "web" / "server.pem", out / "web" / "server.key", names)
+    ca_pem = ca.read_text()
     accounts = []
     gw_creds = out / "gateway-credentials.json"
     gw_pw = _password(gw_creds)
@@ -133,8 +165,11 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         creds = out / "devices" / f"{d['id']}.json"
         pw = _password(creds)
         accounts.append(Account(d["id"], pw, outlet, d["kind"]))
+        # TLS only on the LAN: the TLS port and the CA the device verifies
+        # the broker with (firmware/devconfig.py broker.ca).
         doc: dict[str, Any] = {"device": d["id"], "outlet": outlet, "kind": d["kind"],
-                               "broker": {"host": host, "port": port, "user": d["id"], "password": pw}}
+                               "broker": {"host": host, "port": tls_port, "user": d["id"], "password": pw,
+                                          "ca": ca_pem}}
         if d["id"] in device_keys:
             doc["key"] = device_keys[d["id"]]  # its own key, never another device's
         elif creds.exists():
@@ -147,24 +182,33 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
     gw_creds.chmod(0o600)
     # The hardened outlet broker (gateway/broker.py OutletLimits): client id =
     # username, packet size cap, bounded queues, persistence saved every minute.
-    conf = write_config(out / "mosquitto", port, accounts, bind=listen, run_as="mosquitto")
+    # Plaintext on loopback for the gateway, TLS on `listen` for everyone else.
+    conf = write_config(out / "mosquitto", port, accounts, bind=listen, run_as="mosquitto",
+                        tls=TlsListener(tls_port, ca.resolve(), mq.cert.resolve(), mq.key.resolve(),
+                                        bind=listen))
     unit = out / "postedge-mosquitto.service"
     unit.write_text(systemd_unit(conf.resolve(), _mosquitto_path()), encoding="utf-8")
     gw_toml = out / "gateway.toml"
     # passwd_file/acl_file relative to gateway.toml (gateway/config.py resolves
     # them there), so the folder can be copied to /etc/postedge as a whole.
     gw_toml.write_text(
-        f'outlet = "{outlet}"\ndb = "/var/lib/postedge/gateway.db"\n\n[broker]\nhost = "127.0.0.1"\n'
+        f'outlet = "{outlet}"\ndb = "/var/lib/postedge/gateway.db"\n\n'
+        '# The broker\'s plaintext listener: loopback only, this box only.\n'
+        f'[broker]\nhost = "127.0.0.1"\n'
         f'port = {port}\nusername = "{gw_user}"\npassword = "{gw_pw}"\n\n'
         '[web]\nhost = "0.0.0.0"\nport = 8080\n'
+        '# HTTPS with a certificate from the outlet CA (pki/ca.pem)\n'
+        'cert_file = "web/server.pem"\nkey_file = "web/server.key"\n'
         '# handheld logins for /v1/uploads and /v1/commands: the broker\'s own accounts\n'
         'passwd_file = "mosquitto/passwd"\nacl_file = "mosquitto/acl"\n',
         encoding="utf-8")
     gw_toml.chmod(0o600)
-    access = _grant(conf.parent, gw_toml)
+    access = _grant(conf.parent, gw_toml, mq, web)
     return {"devices": len(inv["devices"]), "keys": len(device_keys), "mosquitto_conf": str(conf),
             "gateway_toml": str(gw_toml),
-            "passwd_file": str(conf.parent / "passwd"), "broker_unit": str(unit), "access": access}
+            "passwd_file": str(conf.parent / "passwd"), "broker_unit": str(unit), "access": access,
+            "ca": str(ca), "broker_cert": str(mq.cert), "web_cert": str(web.cert),
+            "tls_port": tls_port, "plain_port": port}
 
 
 def _mosquitto_path() -> str:
@@ -176,7 +220,7 @@ def _mosquitto_path() -> str:
         return "/usr/sbin/mosquitto"
 
 
-def _grant(broker_dir: Path, gw_toml: Path) -> list[str]:
+def _grant(broker_dir: Path, gw_toml: Path, mq: pki.ServerCert, web: pki.ServerCert) -> list[str]:
     """Hand the files to the accounts that read them (see the module
     docstring); only possible as root. Returns what is left to do by hand."""
     todo: list[str] = []
@@ -190,10 +234,16 @@ def _grant(broker_dir: Path, gw_toml: Path) -> list[str]:
         todo.append(f"no user {BROKER_USER!r}: chown -R {BROKER_USER}: {broker_dir}")
     shared = [broker_dir / "passwd", broker_dir / "acl"]
     if broker is not None:
-        for p in [broker_dir, broker_dir / "data", *shared]:
+        # The TLS key stays 0600, owned by the account that reads it.
+        for p in [broker_dir, broker_dir / "data", *shared, mq.cert.parent, mq.cert, mq.key]:
             os.chown(p, broker.pw_uid, broker.pw_gid)
         for p in shared:
             p.chmod(0o640)  # the gateway reads them through the mosquitto group
+    try:
+        svc = pwd.getpwnam(SERVICE_USER)
+        os.chown(web.key, svc.pw_uid, svc.pw_gid)  # 0600: the gateway's HTTPS key
+    except KeyError:
+        todo.append(f"no user {SERVICE_USER!r}: chown {SERVICE_USER} {web.key} (mode 0600)")
     try:
         os.chown(gw_toml, 0, grp.getgrnam(SERVICE_GROUP).gr_gid)
         gw_toml.chmod(0o640)

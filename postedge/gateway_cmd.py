@@ -123,7 +123,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     lang = i18n.pick(args.lang)
     try:
-        out = provision(args.inventory, args.out, args.listen, args.port, args.keys)
+        out = provision(args.inventory, args.out, args.listen, args.port, args.tls_port, args.keys)
     except ProvisionError as e:
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
@@ -167,8 +167,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = gs.add_parser("provision", help="broker config, per-device credentials and ACL for an outlet")
     p.add_argument("inventory", type=Path, help="outlet inventory TOML (outlet, devices)")
     p.add_argument("--out", type=Path, required=True, help="folder to write into")
-    p.add_argument("--listen", default="0.0.0.0", help="address the outlet broker listens on")
-    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--listen", default="0.0.0.0", help="address the broker's TLS listener is on")
+    p.add_argument("--port", type=int, default=1883, help="plaintext port, on 127.0.0.1 only (the gateway)")
+    p.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS for the outlet LAN")
     p.add_argument("--keys", type=Path, default=None,
                    help="the platform's key file for this outlet (device id -> its own key section)")
     p.set_defaults(func=cmd_provision)

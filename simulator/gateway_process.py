@@ -13,10 +13,13 @@ from typing import Any
 
 
 def write_config(path: Path, outlet: str, port: int, username: str, password: str,
-                 db: str = "gateway.db") -> Path:
+                 db: str = "gateway.db", ca_file: Path | None = None, host: str = "127.0.0.1") -> Path:
+    """``ca_file``: connect over TLS, verifying the outlet CA (``port`` is then
+    the broker's TLS port and ``host`` a name its certificate carries)."""
+    tls = f'ca_file = "{ca_file}"\n' if ca_file else ""
     path.write_text(
-        f'outlet = "{outlet}"\ndb = "{db}"\n\n[broker]\nhost = "127.0.0.1"\n'
-        f'port = {port}\nusername = "{username}"\npassword = "{password}"\n',
+        f'outlet = "{outlet}"\ndb = "{db}"\n\n[broker]\nhost = "{host}"\n'
+        f'port = {port}\nusername = "{username}"\npassword = "{password}"\n{tls}',
         encoding="utf-8",
     )
     return path

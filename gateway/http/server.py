@@ -50,6 +50,7 @@ import json
 import secrets
 import socket
 import sqlite3
+import ssl
 import threading
 import time
 import traceback
@@ -423,7 +424,8 @@ class WebService(threading.Thread):
         self.http.runner = runner
         await runner.setup()
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(self.http.protocol_factory, sock=self.sock, backlog=BACKLOG)
+        server = await loop.create_server(self.http.protocol_factory, sock=self.sock, backlog=BACKLOG,
+                                          ssl=tls_context(cfg))
         sweeper = asyncio.create_task(self.http.sweep_idle())
         try:
             while not self.stop_event.is_set():
@@ -432,6 +434,17 @@ class WebService(threading.Thread):
             sweeper.cancel()
             server.close()
             await runner.cleanup()
+
+
+def tls_context(cfg: WebConfig) -> ssl.SSLContext | None:
+    """HTTPS with the server certificate ``provision`` issues from the outlet
+    CA (issue 13), TLS 1.2 or later; None for plain HTTP."""
+    if not cfg.cert_file or not cfg.key_file:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+    return ctx
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -460,6 +473,10 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
     """
     cfg = web_cfg if isinstance(web_cfg, WebConfig) else parse_web(web_cfg)
     try:
+        tls_context(cfg)  # a bad certificate or key fails the start, naming the keys
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"web.cert_file/web.key_file: {e}") from e
+    try:
         sock = _listen(cfg.host, cfg.port)
     except OSError as e:
         raise ConfigError(f"web.host/web.port: cannot listen on {cfg.host}:{cfg.port}: {e}") from e
@@ -467,7 +484,8 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
     svc.start()
 
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
-    record("web_started", host=cfg.host, port=svc.port, url=f"http://{host}:{svc.port}/",
+    scheme = "https" if cfg.cert_file else "http"
+    record("web_started", host=cfg.host, port=svc.port, url=f"{scheme}://{host}:{svc.port}/",
          max_connections=cfg.max_connections, idle_timeout_s=cfg.idle_timeout_s,
          request_timeout_s=cfg.request_timeout_s)
     return svc

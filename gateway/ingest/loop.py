@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -99,6 +100,10 @@ class Ingest:
         )
         if b.username:
             self.client.username_pw_set(b.username, b.password)
+        if b.ca_file:  # TLS, verifying the outlet CA (and the host name)
+            ctx = ssl.create_default_context(cafile=b.ca_file)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            self.client.tls_set_context(ctx)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

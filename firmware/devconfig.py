@@ -51,6 +51,15 @@ def validate_common(cfg):
             raise ConfigError("keys.%s must be hex" % kid)
         if len(k) < 16:
             raise ConfigError("keys.%s is shorter than 16 bytes" % kid)
+    # Trusted time (firmware/device.py): "gateway" unless a rig has none.
+    if cfg.get("time_source", "gateway") not in ("gateway", "local"):
+        raise ConfigError("config.time_source must be gateway or local")
+    for key in ("time_skew_s", "time_wait_s"):
+        if key in cfg:
+            v = cfg[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "time_skew_s" else 0):
+                raise ConfigError("config.%s must be a %s integer"
+                                  % (key, "positive" if key == "time_skew_s" else "non-negative"))
 
 
 def load_json(path, validate):

@@ -15,6 +15,7 @@ package(
         "errors.py",
         "ids.py",
         "signing.py",
+        "timesync.py",
         "topics.py",
     ),
     base_path="..",

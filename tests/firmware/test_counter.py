@@ -34,6 +34,7 @@ EAN = "4006381333931"       # a product, not a parcel
 
 
 def make_counter(tmp: Path, **extra: Any) -> Counter:
+    extra.setdefault("time_source", "local")  # no gateway to take the time from
     cfg = counter_config_mod.validate(counter_config("sc01", "o1", 1, "x", "loop://", tmp / "flash", KEY,
                                                       **extra))
     hal = type("Hal", (), {"clock": host.clock, "storage": staticmethod(host.storage),

@@ -88,6 +88,7 @@ class Device:
         self.time_wait_s = cfg.get("time_wait_s", 10)
         self._time_offset = None  # gateway time minus the device clock, once synced
         self._time_floor = 0  # now() never goes below what it has handed out
+        self.time_steps = 0  # syncs that stepped the time (the first one included)
         self._synced_ev = asyncio.Event()
         if self.time_source != "gateway":
             self._synced_ev.set()
@@ -160,8 +161,10 @@ class Device:
             # jumped. Taken at once, with an alarm; small differences are
             # only slewed by the floor in now().
             self._time_floor = t
+            self.time_steps += 1
             self.alarm("clock_skew", device_t=cur, gateway_t=t, skew=skew)
         if first:
+            self.time_steps += 1
             # Events made before this carry the device's own clock; the offset
             # lets the platform correct them (same boot, see their `boot`).
             self.audit("time_synced", offset=self._time_offset, skew=skew)

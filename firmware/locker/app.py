@@ -522,11 +522,15 @@ class Locker(Device):
 
     async def monitor_task(self):
         last_expiry = None
+        steps = 0
         while True:
             self.beat("monitor")
             await self.check_doors()
             now = self.now()
-            if last_expiry is None or not 0 <= now - last_expiry < 60:  # or time stepped back
+            if steps != self.time_steps:  # the gateway's time stepped (back, perhaps): start again
+                steps = self.time_steps
+                last_expiry = None
+            if last_expiry is None or now - last_expiry >= 60:
                 last_expiry = now
                 self.check_expiry()
             if self._state_dirty and self.mqtt.connected.is_set():

@@ -61,6 +61,15 @@ def validate_common(cfg):
     if "keys" in cfg:
         raise ConfigError("config.keys: shared command keys are gone; provision this device's own key")
     keyring(cfg)
+    # Trusted time (firmware/device.py): "gateway" unless a rig has none.
+    if cfg.get("time_source", "gateway") not in ("gateway", "local"):
+        raise ConfigError("config.time_source must be gateway or local")
+    for key in ("time_skew_s", "time_wait_s"):
+        if key in cfg:
+            v = cfg[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "time_skew_s" else 0):
+                raise ConfigError("config.%s must be a %s integer"
+                                  % (key, "positive" if key == "time_skew_s" else "non-negative"))
 
 
 def keyring(cfg):

@@ -1,8 +1,17 @@
 # What every MQTT device of the outlet shares, whatever it drives: the
 # persistent event sequence, the flash outbox and its sender, presence with a
 # Last Will, alarms and audit records, signed commands verified, executed at
-# most once and acked, and the watchdog supervisor. The locker and the
-# counter scanner are subclasses that add their own flows and `execute`.
+# most once and acked, trusted time from the gateway, and the watchdog
+# supervisor. The locker and the counter scanner are subclasses that add
+# their own flows and `execute`.
+#
+# Time. A board's RTC forgets (a locker whose clock reset to 2000 accepted
+# an expired courier badge and refused every fresh command as
+# not_yet_valid), so the device does not trust it: it keeps an offset over
+# its own clock, taken from the gateway's `time` messages (protocol/timesync.py),
+# and until the first one arrives after a boot every time-based decision
+# (badge expiry, command validity, overdue parcels) is refused with
+# `time_not_synced`. See docs/protocol.md ("Trusted time").
 
 import asyncio
 import binascii
@@ -13,7 +22,7 @@ from firmware.devconfig import broker_tls, keyring
 from firmware.mqtt.aclient import AsyncClient
 from firmware.outbox import Outbox, OutboxFull
 from firmware.sender import Sender
-from protocol import envelope, signing, topics
+from protocol import envelope, signing, timesync, topics
 from protocol.errors import ProtocolError
 from protocol.ids import SeqCounter, format_event_id
 
@@ -55,13 +64,27 @@ class Device:
         # Every event on the log too (stdout on the unix port): a host that
         # runs the firmware as a process, the simulator, follows ids from here.
         self.log_events = bool(cfg.get("log_events"))
-        self.stats = {"events": 0, "commands": 0, "commands_refused": 0}
+        self.stats = {"events": 0, "commands": 0, "commands_refused": 0, "time_syncs": 0,
+                      "time_refused": 0}
         self.t_evt = topics.build(self.outlet, kind, self.device, "evt")
         self.t_state = topics.build(self.outlet, kind, self.device, "state")
         self.t_presence = topics.build(self.outlet, kind, self.device, "presence")
         self.t_cmd = topics.build(self.outlet, kind, self.device, "cmd")
         self.t_ack = topics.build(self.outlet, kind, self.device, "ack")
         self.t_conf = topics.build(self.outlet, kind, self.device, "conf")
+        self.t_time = topics.build(self.outlet, kind, self.device, "time")
+        # "gateway": take time from the gateway (the default); "local": trust
+        # the device's own clock (benches and rigs with no gateway, and the
+        # simulator's virtual clock).
+        self.time_source = cfg.get("time_source", "gateway")
+        self.time_skew_s = cfg.get("time_skew_s", timesync.SKEW_S)
+        self.time_wait_s = cfg.get("time_wait_s", 10)
+        self._time_offset = None  # gateway time minus the device clock, once synced
+        self._time_floor = 0  # now() never goes below what it has handed out
+        self.time_steps = 0  # syncs that stepped the time (the first one included)
+        self._synced_ev = asyncio.Event()
+        if self.time_source != "gateway":
+            self._synced_ev.set()
         b = cfg["broker"]
         self._cmds = []
         self._cmd_ev = asyncio.Event()
@@ -128,8 +151,53 @@ class Device:
         self.storage.write("replay", ("%08x " % (binascii.crc32(body) & 0xFFFFFFFF)).encode() + body)
 
 
+    # ---- time
     def now(self):
-        return self.clock.time()
+        """Unix seconds: the gateway's time once synced, else the device's
+        own clock (what an event made before the first sync carries)."""
+        raw = self.clock.time()
+        off = self._time_offset
+        if off is None:
+            return raw
+        t = raw + off
+        if t < self._time_floor:
+            return self._time_floor  # a small step back is waited out, not taken
+        self._time_floor = t
+        return t
+
+    @property
+    def synced(self):
+        return self._synced_ev.is_set()
+
+    def trusted_now(self):
+        """now() for a decision that depends on the time; refused until synced."""
+        if not self._synced_ev.is_set():
+            raise FlowError("time_not_synced", "waiting for the gateway's time")
+        return self.now()
+
+    def on_time(self, t):
+        """One time sample from the gateway (Unix seconds)."""
+        if self.time_source != "gateway":
+            return
+        cur = self.now()
+        first = self._time_offset is None
+        self._time_offset = t - self.clock.time()
+        self.stats["time_syncs"] += 1
+        skew = t - cur
+        if skew > self.time_skew_s or -skew > self.time_skew_s:
+            # A step, backwards too: the device's clock (or the gateway's)
+            # jumped. Taken at once, with an alarm; small differences are
+            # only slewed by the floor in now().
+            self._time_floor = t
+            self.time_steps += 1
+            self.alarm("clock_skew", device_t=cur, gateway_t=t, skew=skew)
+        if first:
+            self.time_steps += 1
+            # Events made before this carry the device's own clock; the offset
+            # lets the platform correct them (same boot, see their `boot`).
+            self.audit("time_synced", offset=self._time_offset, skew=skew)
+            self._synced_ev.set()
+            self.log("time_synced", offset=self._time_offset, skew=skew)
 
 
     def next_event_id(self):
@@ -191,6 +259,13 @@ class Device:
     # ---- door cycles (journaled)
 
     def _on_message(self, topic, payload, retained):
+        if topic == self.t_time:
+            try:
+                self.on_time(timesync.decode(payload))
+            except ProtocolError as e:
+                self.stats["time_refused"] += 1
+                self.log("time_bad", code=e.code, detail=e.detail)
+            return
         if topic == self.t_conf:
             try:
                 doc = json.loads(payload)
@@ -223,6 +298,13 @@ class Device:
                 cmd_id = probe["id"][:32]
         except Exception:
             pass
+        if not self._synced_ev.is_set():
+            # iat, exp and the replay window all need the time: refused, not
+            # run and not remembered, so the gateway sends it again later.
+            self.stats["commands_refused"] += 1
+            self.audit("command", id=cmd_id, result="time_not_synced")
+            self._ack(cmd_id or "?", _Refusal("time_not_synced", "waiting for the gateway's time"))
+            return "time_not_synced"
         try:
             cmd = signing.verify(payload, self.keys, self.device, self.now(), self.guard)
         except ProtocolError as e:
@@ -256,6 +338,15 @@ class Device:
                 except asyncio.TimeoutError:
                     pass
                 continue
+            # A command that arrives with the connection usually comes just
+            # before the first time message: give the sync a moment.
+            waited = 0
+            while not self._synced_ev.is_set() and waited < self.time_wait_s:
+                self.beat("commands")
+                try:
+                    await asyncio.wait_for(self._synced_ev.wait(), 1)
+                except asyncio.TimeoutError:
+                    waited += 1
             await self.handle_command(self._cmds.pop(0))
 
     async def sender_task(self):
@@ -269,6 +360,8 @@ class Device:
             # it sees "online", and the broker handles our packets in order.
             await self.mqtt.subscribe(self.t_cmd, 1)
             await self.mqtt.subscribe(self.t_conf, 0)
+            if self.time_source == "gateway":
+                await self.mqtt.subscribe(self.t_time, 0)
             await self.mqtt.publish(self.t_presence, b"online", 1, retain=True)
             while self.mqtt.connected.is_set():
                 await sleep_ms(200)

@@ -17,6 +17,7 @@ package(
         "keys.py",
         "permits.py",
         "signing.py",
+        "timesync.py",
         "topics.py",
     ),
     base_path="..",

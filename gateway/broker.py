@@ -3,7 +3,7 @@ process handle that tests, the demo and the simulator share.
 
 Every device gets its own account whose ACL allows writing only under its own
 topics (``pe/v1/<outlet>/<kind>/<device>/{evt,state,presence,ack}``) and
-reading only its own ``cmd`` channel, so a compromised or misconfigured
+reading only its own ``cmd``, ``conf`` and ``time`` channels, so a compromised or misconfigured
 locker cannot speak for another. The gateway account reads and writes the
 outlet's whole subtree.
 
@@ -32,8 +32,9 @@ from pathlib import Path
 from protocol import topics
 
 DEVICE_WRITE = ("evt", "state", "presence", "ack")
-# cmd: signed commands; conf: the gateway's "stored" confirmations (firmware/sender.py)
-DEVICE_READ = ("cmd", "conf")
+# cmd: signed commands; conf: the gateway's "stored" confirmations (firmware/sender.py);
+# time: the gateway's clock (protocol/timesync.py), written by the gateway alone
+DEVICE_READ = ("cmd", "conf", "time")
 
 
 @dataclass(frozen=True)

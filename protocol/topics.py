@@ -14,7 +14,9 @@ KINDS = ("locker", "scanner", "handheld", "gateway")
 # cmd: signed commands down to the device.  ack: the device's command acks.
 # conf: the gateway's confirmation of which of the device's events are
 # committed to its disk; only then does the device delete them (firmware/sender.py).
-CHANNELS = ("evt", "state", "presence", "cmd", "ack", "conf")
+# time: the gateway's clock, down (protocol/timesync.py); devices take their
+# time from it and only the gateway may write it.
+CHANNELS = ("evt", "state", "presence", "cmd", "ack", "conf", "time")
 MAX_SEGMENT = 32
 
 

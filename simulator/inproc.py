@@ -273,6 +273,9 @@ class SimDevice:
             },
             "key": key_section(self.key),
             "state_dir": str(self.state_dir),
+            # Virtual mode: the scenario's clock is the trusted one (the gateway
+            # runs on the wall clock); real mode takes time from the gateway.
+            "time_source": "local" if self.clock.virtual else "gateway",
         }
 
     async def power_cut(self) -> None:

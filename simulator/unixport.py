@@ -93,12 +93,13 @@ def compiled_root() -> Path:
     return out
 
 
-def env(extra_path: list[Path] | None = None, source: bool = False) -> dict[str, str]:
+def env(extra_path: list[Path] | None = None, source: bool = False,
+        extra_env: dict[str, str] | None = None) -> dict[str, str]:
     # ".frozen" keeps the modules frozen into the binary (asyncio among them)
     # importable: MICROPYPATH replaces the default path rather than adding to it.
     root = firmware_root() if source else compiled_root()
     paths = [".frozen", str(root)] + [str(p) for p in extra_path or []]
-    return {**os.environ, "MICROPYPATH": ":".join(paths)}
+    return {**os.environ, **(extra_env or {}), "MICROPYPATH": ":".join(paths)}
 
 
 def command(args: list[str], heap: str = DEVICE_HEAP) -> list[str]:
@@ -106,8 +107,10 @@ def command(args: list[str], heap: str = DEVICE_HEAP) -> list[str]:
 
 
 def popen(args: list[str], heap: str = DEVICE_HEAP, extra_path: list[Path] | None = None,
-          **kw: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(command(args, heap), env=env(extra_path), text=True, **kw)  # type: ignore[call-overload]
+          extra_env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[str]:
+    """``extra_env``: e.g. ``PE_CLOCK_OFFSET_S`` (drivers/hal/unix.py), a wrong RTC."""
+    return subprocess.Popen(command(args, heap), env=env(extra_path, extra_env=extra_env),  # type: ignore[call-overload]
+                            text=True, **kw)
 
 
 def run(args: list[str], heap: str = DEVICE_HEAP, extra_path: list[Path] | None = None,

@@ -33,6 +33,9 @@ def config(state_dir: Path, board_url: str, driver: str = "8a", board: int = 1, 
         "compartments": compartments(board, n),
         "key": PLATFORM.device_config("lk01"),
         "state_dir": str(state_dir), "poll_ms": 50,
+        # No gateway here to take the time from: the rig's clock is trusted,
+        # unless a test asks for time_source="gateway" and syncs it itself.
+        "time_source": "local",
     }
     cfg.update(extra)
     return validate(cfg)

@@ -291,10 +291,11 @@ class Locker(Device):
         if hit is None:
             for parcel in self.codes:
                 r = self.codes[parcel]
-                if r.get("kind") == "return" and r.get("exp", 0) > now and \
-                        C.matches(r["salt"], r["hash"], code):
-                    ret = parcel
-                    break
+                if r.get("kind") == "return" and C.matches(r["salt"], r["hash"], code):
+                    # A return code expires: whether it has needs the time.
+                    if r.get("exp", 0) > self.trusted_now():
+                        ret = parcel
+                        break
         if hit is None and ret is None:
             n = self.lockout.fail(now, via)
             self._save_json("lockout", self.lockout.state())
@@ -326,7 +327,11 @@ class Locker(Device):
         if len(parts) != 3 or parts[0] != "PE-C":
             raise FlowError("bad_badge")
         cred = self.couriers.get(parts[1])
-        now = self.now()
+        # The badge's expiry needs the time: refused until synced, not guessed
+        # from a clock that may have reset to 2000.
+        if not self.synced:
+            self.audit("courier_login", result="time_not_synced", courier=parts[1])
+        now = self.trusted_now()
         if cred is None or cred.get("exp", 0) <= now or not C.matches(cred["salt"], cred["hash"], parts[2]):
             self.audit("courier_login", result="refused", courier=parts[1])
             raise FlowError("bad_badge")
@@ -523,7 +528,11 @@ class Locker(Device):
         return states
 
     def check_expiry(self):
-        """Overdue parcels onto the retrieval list; stale reservations freed."""
+        """Overdue parcels onto the retrieval list; stale reservations freed.
+        Not before the time is synced: a clock at 2000 would never find a
+        parcel overdue, one running ahead would find them all."""
+        if not self.synced:
+            return
         now = self.now()
         for cid in self.comps.mark_overdue(now):
             self.emit("locker.overdue", "custody",
@@ -537,10 +546,14 @@ class Locker(Device):
 
     async def monitor_task(self):
         last_expiry = None
+        steps = 0
         while True:
             self.beat("monitor")
             await self.check_doors()
             now = self.now()
+            if steps != self.time_steps:  # the gateway's time stepped (back, perhaps): start again
+                steps = self.time_steps
+                last_expiry = None
             if last_expiry is None or now - last_expiry >= 60:
                 last_expiry = now
                 self.check_expiry()

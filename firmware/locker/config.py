@@ -13,12 +13,16 @@
 #   "state_dir": "/data",
 #   "door_open_alarm_s": 120, "pickup_days": 7, "lockout_budget": 5,
 #   "lockout_base_s": 30, "lockout_max_s": 3600, "lockout_forgive_s": 3600,
-#   "panel": "socket://127.0.0.1:7001"
+#   "panel": "socket://127.0.0.1:7001",
+#   "time_source": "gateway", "time_skew_s": 60, "time_wait_s": 10
 #
 # lockout_*: wrong pickup codes per source (keypad, QR scan) before a
 # lockout, its first delay (doubling per further wrong code, up to max),
 # and how long until one wrong code is forgiven (firmware/locker/codes.py).
 # }
+#
+# time_*: trusted time from the gateway (firmware/devconfig.py, docs/protocol.md
+# "Trusted time"); "local" trusts the device's own clock (rigs with no gateway).
 
 from firmware.devconfig import ConfigError, load_json, validate_common, with_defaults
 from firmware.devconfig import need as _need

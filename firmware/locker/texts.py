@@ -27,6 +27,7 @@ TEXTS = {
     "outbox_full": ("存储已满，请联系客服", "Storage full: please call support"),
     "busy": ("格口使用中", "Compartment in use"),
     "bad_size": ("格口尺寸无效", "Not a valid size"),
+    "time_not_synced": ("正在校准时间，请稍后再试", "Setting the clock: try again in a minute"),
     "unknown_input": ("无法识别的输入", "Input not understood"),
     "error": ("系统错误", "System error"),
 }

@@ -36,10 +36,11 @@ from gateway.config import GatewayConfig
 from gateway.ingest.checks import Offenders, Reject, SeqTracker, validate
 from gateway.ingest.relay import Relay, store_command
 from gateway.ingest.schedule import Schedule
+from gateway.ingest.timebeacon import TimeBeacon
 from gateway.store.budget import Budget
 from gateway.store.events import EventStore, StoredEvent, is_storage_error
 from gateway.store.own_events import OwnEvents
-from protocol import confirm, topics
+from protocol import confirm, timesync, topics
 from protocol.canonical import dumps, loads_object
 from protocol.errors import BadField, ProtocolError
 
@@ -85,7 +86,14 @@ class Ingest:
                            lambda topic, payload: self.client.publish(topic, payload, qos=1))
         self.budget = Budget(self.store, cfg.budget)
         self.on_ack: Any = self.relay.on_ack
+        # The devices' trusted time (docs/protocol.md, "Trusted time"): every
+        # PERIOD_S, and at once when a device comes online. Before the relay,
+        # so a device hears the time before the commands waiting for it.
+        self.time = TimeBeacon(self.store, cfg.outlet,
+                               lambda topic, payload: self.client.publish(topic, payload, qos=0))
         self.schedule = Schedule(self._guard)
+        self.schedule.every("time", timesync.PERIOD_S, self.time.tick,
+                            ready=lambda: self.connected)
         self.schedule.every("relay", RELAY_TICK_S, self.relay.tick,
                             ready=lambda: self.subscribed.is_set())
         self.schedule.every("budget", cfg.budget.interval_s, lambda: self.budget.enforce(self.own.emit),
@@ -389,6 +397,7 @@ class Ingest:
             self.store.presence(device, outlet, kind, payload == b"online", now)
             M.DEVICES_ONLINE.set(sum(d["online"] for d in self.store.devices()))
             if payload == b"online":
+                self.schedule.due_now("time")  # the time first: commands need it
                 self.schedule.due_now("relay")  # deliver its waiting commands now
         elif channel == "state":
             if len(payload) > MAX_STATE:

@@ -8,7 +8,9 @@ handheld (``via``) it takes only permits issued to that handheld
 Each command waits in a durable per-device outbox (the
 ``commands`` table) until its device is online, is published at QoS 1 on the
 device's ``cmd`` topic, is re-sent while unacked (a device that already ran
-it answers ``replayed``, which counts as delivered), and ends as ``acked``,
+it answers ``replayed``, which counts as delivered; one still waiting for
+the gateway's time answers ``time_not_synced`` and gets it again later), and
+ends as ``acked``,
 ``refused`` (with the device's reason) or ``expired``. Outcomes go upstream
 as the gateway's own audit events, so the platform learns what happened.
 """
@@ -28,6 +30,9 @@ from protocol.canonical import loads_object
 from protocol.errors import BadField, ProtocolError
 
 RESEND_S = 30.0
+# Refusals that say "not now" rather than "no": the command stays sent and is
+# sent again after RESEND_S (a device waiting for the gateway's time).
+TRANSIENT = ("time_not_synced",)
 KINDS = topics.KINDS
 MAX_ID = 64
 MAX_OP = 32
@@ -149,6 +154,9 @@ class Relay:
             return
         rowid = row[0]
         code, detail = code[:64], detail[:300]
+        if not ok and code in TRANSIENT:
+            M.COMMANDS.labels("deferred").inc()
+            return
         ok = bool(ok) or code == "replayed"
         status = "acked" if ok else "refused"
         self.store.db.execute("UPDATE commands SET status=?, acked_at=?, ack=? WHERE rowid=?",

@@ -103,3 +103,26 @@ def test_restart_keeps_queued_messages_for_persistent_session(broker: Mosquitto,
     finally:
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_only_the_gateway_writes_a_devices_time(connect) -> None:
+    """Trusted time (protocol/timesync.py): a device reads its own ``time``
+    topic; it cannot set its own time or another device's."""
+    own = topics.build("o1", "locker", "lk01", "time")
+    other = topics.build("o1", "locker", "lk02", "time")
+    watcher = connect("gw-o1")
+    watcher.client.subscribe(topics.subscription("o1", "time"), qos=1)
+    time.sleep(0.3)
+    assert publish_v5(connect("lk01"), own, b'{"t":1,"v":1}') == 0x87
+    assert publish_v5(connect("lk01"), other, b'{"t":1,"v":1}') == 0x87
+    lk01 = connect("lk01")
+    lk01.client.subscribe(own, qos=0)
+    lk01.client.subscribe(other, qos=0)
+    time.sleep(0.3)
+    gw = connect("gw-o1")
+    gw.client.publish(other, b"for-lk02", qos=0).wait_for_publish(5)
+    gw.client.publish(own, b"for-lk01", qos=0).wait_for_publish(5)
+    assert lk01.wait_for(lambda ms: any(m.payload == b"for-lk01" for m in ms))
+    assert [m.payload for m in lk01.messages] == [b"for-lk01"]
+    assert watcher.wait_for(lambda ms: len(ms) >= 2)
+    assert [m.payload for m in watcher.messages] == [b"for-lk02", b"for-lk01"]  # no forgery got through

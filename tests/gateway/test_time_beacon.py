@@ -57,7 +57,7 @@ def test_time_not_synced_is_sent_again_not_refused(store: EventStore, tmp_path: 
     relay = Relay(store, "o1", OwnEvents(store, "o1", "gw-o1", tmp_path / "own"),
                   lambda topic, payload: sent.append(topic), resend_s=30)
     cmd = signing.encode(signing.sign({"id": "c-1", "dev": "lk01", "op": "open", "args": {},
-                                       "iat": T, "exp": T + 600}, b"k" * 32, kid="k1"))
+                                       "iat": T, "exp": T + 600}, b"k" * 32, kv=1))
     with store.tx():
         relay.enqueue("locker", cmd)
         assert relay.tick(T) == 1

@@ -99,6 +99,7 @@ class Device:
         # confirm: events leave flash only when the gateway has committed them
         self.sender = Sender(self.outbox, self.mqtt, self._send_ev, lambda: self.beat("sender"),
                              confirm=cfg.get("confirm", True), clock=self.clock)
+        self._floor_needs_time = False
         self._load_replay()
 
     async def execute(self, cmd):
@@ -142,6 +143,10 @@ class Device:
             except Exception:
                 why = "damaged"
         self.guard.forget(self.now())
+        # Before the gateway's time the device clock may be anything (an RTC
+        # back at 2000): the floor is raised again from the first trusted
+        # time (on_time). Commands wait for that sync anyway.
+        self._floor_needs_time = self.time_source == "gateway" and not self._synced_ev.is_set()
         self._save_replay()
         self.log("state_corrupt", name="replay")
         self.alarm("replay_state_corrupt", reason=why, floor=self.guard.floor)
@@ -191,6 +196,11 @@ class Device:
             self._time_floor = t
             self.time_steps += 1
             self.alarm("clock_skew", device_t=cur, gateway_t=t, skew=skew)
+        if self._floor_needs_time:
+            self._floor_needs_time = False
+            self.guard.forget(t)
+            self._save_replay()
+            self.log("replay_floor", floor=self.guard.floor)
         if first:
             self.time_steps += 1
             # Events made before this carry the device's own clock; the offset

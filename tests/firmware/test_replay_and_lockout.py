@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,26 @@ def test_lockout_and_replay_floor_on_the_micropython_unix_port() -> None:
     proc = unixport.run([str(Path(__file__).parent / "lockout_mp_check.py")], timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "LOCKOUT_MP_OK", proc.stdout
+
+
+def test_a_floor_set_before_the_first_time_sync_is_raised_to_the_gateways_time(tmp_path: Path) -> None:
+    """The floor after damage must come from trusted time: a locker whose RTC
+    reset to 2000 when its replay file was lost would otherwise set a floor in
+    2000, and a command the gateway re-sends (its ack was lost) would run
+    again once the clock syncs."""
+    rig = Rig(tmp_path, time_source="gateway")
+    try:
+        real = int(time.time())
+        rig.locker.on_time(real)
+        good = rig.command("open", {"compartment": 3}, "open-1", now=real, exp_in=3600)
+        assert remote_open(rig, good) == "ok"
+        (rig.tmp / "flash" / "replay").write_bytes(b"\x00garbage")
+        rig.hal.clock.offset = 946684800 - real  # the RTC forgot: 2000-01-01
+        lk = rig.boot()
+        assert lk.guard.floor < real  # all it could know at boot
+        lk.on_time(real)  # the gateway's time arrives
+        assert lk.guard.floor >= real + signing.MAX_LIFETIME
+        assert remote_open(rig, good) == "replayed"
+        assert opened_locks(rig) == {3: 1}
+    finally:
+        rig.close()

@@ -119,12 +119,13 @@ def _sentence(model: type[BaseModel], err: dict[str, Any]) -> tuple[str, str]:
 
 
 def parse(model: type[M], data: Any, section: str, **context: Any) -> M:
-    """``model`` from a TOML table, or ConfigError naming ``section.key``."""
+    """``model`` from a TOML table, or ConfigError naming ``section.key``
+    (just ``key`` for a whole file, ``section=""``)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{section}: must be a table")
+        raise ConfigError(f"{section or 'config'}: must be a table")
     try:
         return model.model_validate(data, context=context or None)
     except ValidationError as e:
         key, problem = _sentence(model, e.errors()[0])
-        where = f"{section}.{key}" if key else section
+        where = ".".join(p for p in (section, key) if p) or "config"
         raise ConfigError(f"{where}: {problem}") from None

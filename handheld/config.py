@@ -58,22 +58,21 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, field_validator
+
+from common import config
+from common.config import ConfigError, Section
+from common.text import LANGS
 from protocol import keys
 from protocol.errors import ProtocolError
 from protocol.keys import Keyring
 from protocol.topics import valid_segment
 
-LANGS = ("zh", "en")
-TOP_KEYS = ("device", "outlet", "courier", "lang", "state_dir", "camera", "camera_scan", "gnss", "gnss_baud",
-            "scan_engine", "scan_engine_family", "require_position", "key", "broker",
-            "gateway", "web", "scan", "outbox", "gnss_gate")
+__all__ = ["ConfigError", "HandheldConfig", "load_config", "parse_config"]
+
 FAMILIES = ("gm65", "honeywell", "ssi", "newland")
-
-
-class ConfigError(ValueError):
-    """A config problem; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +93,10 @@ class GatewayConfig:
 
 @dataclass(frozen=True)
 class HandheldConfig:
+    """What the app runs with: the file's sections, checked, with defaults
+    that depend on other keys (the broker account is the device's, the
+    uploader logs in with it) filled in and paths made absolute."""
+
     device: str
     outlet: str
     courier: str
@@ -118,118 +121,120 @@ class HandheldConfig:
     gnss_max_accuracy_m: float = 10.0
 
 
-def _table(d: dict[str, Any], name: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    t = d.get(name, {})
-    if not isinstance(t, dict):
-        raise ConfigError(f"{name} must be a table")
-    unknown = sorted(set(t) - set(keys))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(name + '.' + k for k in unknown)}; known: "
-                          f"{', '.join(keys)}")
-    return t
+# The file's shape, declared (common/config.py); errors name the key.
+
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
-def _str(d: dict[str, Any], key: str, name: str, default: str | None = None, empty: bool = True) -> str:
-    v = d.get(key, default)
-    if v is None:
-        raise ConfigError(f"{name} is required")
-    if not isinstance(v, str) or (not empty and not v.strip()):
-        raise ConfigError(f"{name} must be a{'' if empty else ' non-empty'} string, got {v!r}")
-    return v.strip()
-
-
-def _int(d: dict[str, Any], key: str, name: str, default: int, lo: int, hi: int) -> int:
-    v = d.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise ConfigError(f"{name} must be an integer {lo}-{hi}, got {v!r}")
-    return v
-
-
-def _num(d: dict[str, Any], key: str, name: str, default: float, lo: float, hi: float) -> float:
-    v = d.get(key, default)
-    if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
-        raise ConfigError(f"{name} must be a number {lo}-{hi}, got {v!r}")
-    return float(v)
-
-
-def _segment(d: dict[str, Any], key: str) -> str:
-    v = _str(d, key, key)
+def _segment(v: str) -> str:
     if not valid_segment(v):
-        raise ConfigError(f"{key} must be 1-32 of a-z 0-9 _ - (it goes into MQTT topics), got {v!r}")
+        raise ValueError(f"must be 1-32 of a-z 0-9 _ - (it goes into MQTT topics), got {v!r}")
     return v
+
+
+class BrokerSection(Section):
+    host: NonEmpty = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: NonEmpty | None = None  # default: the device id
+    password: str = ""
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+
+
+class GatewaySection(Section):
+    url: NonEmpty = "http://127.0.0.1:8080"
+    username: str | None = None  # default: the broker account
+    password: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {url!r}")
+        return url.rstrip("/")
+
+
+class WebSection(Section):
+    host: NonEmpty = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8090
+
+
+class ScanSection(Section):
+    same_window_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 3.0
+    other_window_s: Annotated[float, Field(ge=0.0, le=60.0)] = 0.3
+
+
+class OutboxSection(Section):
+    capacity_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 40)] = 8_000_000
+
+
+class GnssGateSection(Section):
+    hold_s: Annotated[float, Field(ge=0.0, le=600.0)] = 5.0
+    max_accuracy_m: Annotated[float, Field(ge=0.5, le=1000.0)] = 10.0
+
+
+class HandheldFile(Section):
+    device: str
+    outlet: str
+    courier: NonEmpty | None = None  # default: the device id
+    lang: Literal[LANGS] = "zh"  # type: ignore[valid-type]
+    state_dir: str = "state"
+    camera: str = ""
+    camera_scan: bool = False
+    gnss: str = ""
+    gnss_baud: Annotated[int, Field(ge=1200, le=921600)] = 9600
+    scan_engine: str = ""
+    scan_engine_family: Literal[FAMILIES] = "gm65"  # type: ignore[valid-type]
+    require_position: bool = True
+    key: dict[str, Any]
+    broker: BrokerSection = BrokerSection()
+    gateway: GatewaySection = GatewaySection()
+    web: WebSection = WebSection()
+    scan: ScanSection = ScanSection()
+    outbox: OutboxSection = OutboxSection()
+    gnss_gate: GnssGateSection = GnssGateSection()
+
+    _segments = field_validator("device", "outlet")(_segment)
+
+    @field_validator("key")
+    @classmethod
+    def _keyring(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            keys.from_config(v, "key")
+        except ProtocolError as e:
+            why = "commands from the platform cannot be verified without it"
+            raise ValueError(f"{e.detail} ({why})") from None
+        return v
 
 
 def parse_config(d: dict[str, Any], base: Path | None = None) -> HandheldConfig:
     """Validate a parsed TOML document; relative paths resolve against ``base``."""
-    if not isinstance(d, dict):
-        raise ConfigError("config must be a table")
-    unknown = sorted(set(d) - set(TOP_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(TOP_KEYS)}")
+    if isinstance(d, dict) and "command_keys" in d:
+        raise ConfigError("command_keys: shared command keys are gone; provision this handheld's own [key]")
+    f = config.parse(HandheldFile, d, "")
     base = base or Path.cwd()
-    device = _segment(d, "device")
-    outlet = _segment(d, "outlet")
-    courier = _str(d, "courier", "courier", default=device, empty=False)
-    lang = d.get("lang", "zh")
-    if lang not in LANGS:
-        raise ConfigError(f"lang must be one of {', '.join(LANGS)}, got {lang!r}")
 
-    def path(key: str, default: str) -> str:
-        v = _str(d, key, key, default=default)
+    def path(v: str) -> str:
         if not v or "://" in v or v.isdigit():
             return v
         p = Path(v)
         return str(p if p.is_absolute() else base / p)
 
-    state_dir = Path(path("state_dir", "state"))
-    if "command_keys" in d:
-        raise ConfigError("command_keys: shared command keys are gone; provision this handheld's own [key]")
-    try:
-        ring = keys.from_config(d.get("key"), "key")
-    except ProtocolError as e:
-        raise ConfigError(e.detail + " (commands from the platform cannot be verified without it)") from None
-    b = _table(d, "broker", ("host", "port", "username", "password", "keepalive"))
-    broker = BrokerConfig(
-        host=_str(b, "host", "broker.host", "127.0.0.1", empty=False),
-        port=_int(b, "port", "broker.port", 1883, 1, 65535),
-        username=_str(b, "username", "broker.username", device, empty=False),
-        password=_str(b, "password", "broker.password", ""),
-        keepalive=_int(b, "keepalive", "broker.keepalive", 30, 5, 3600),
-    )
-    g = _table(d, "gateway", ("url", "username", "password"))
-    url = _str(g, "url", "gateway.url", "http://127.0.0.1:8080", empty=False)
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"gateway.url must start with http:// or https://, got {url!r}")
+    b, g = f.broker, f.gateway
+    broker = BrokerConfig(host=b.host.strip(), port=b.port, username=b.username or f.device,
+                          password=b.password, keepalive=b.keepalive)
     # The uploader logs in to the gateway with the handheld's broker account by default.
-    gateway = GatewayConfig(url=url.rstrip("/"),
-                            username=_str(g, "username", "gateway.username", broker.username),
-                            password=_str(g, "password", "gateway.password", broker.password))
-    w = _table(d, "web", ("host", "port"))
-    s = _table(d, "scan", ("same_window_s", "other_window_s"))
-    o = _table(d, "outbox", ("capacity_bytes",))
-    gg = _table(d, "gnss_gate", ("hold_s", "max_accuracy_m"))
-    family = _str(d, "scan_engine_family", "scan_engine_family", "gm65")
-    if family not in FAMILIES:
-        raise ConfigError(f"scan_engine_family must be one of {', '.join(FAMILIES)}, got {family!r}")
-    cs = d.get("camera_scan", False)
-    if not isinstance(cs, bool):
-        raise ConfigError(f"camera_scan must be true or false, got {cs!r}")
-    rp = d.get("require_position", True)
-    if not isinstance(rp, bool):
-        raise ConfigError(f"require_position must be true or false, got {rp!r}")
+    gateway = GatewayConfig(url=g.url, username=broker.username if g.username is None else g.username,
+                            password=broker.password if g.password is None else g.password)
     return HandheldConfig(
-        device=device, outlet=outlet, courier=courier, state_dir=state_dir, keyring=ring,
-        broker=broker, gateway=gateway, lang=lang, camera=path("camera", ""), camera_scan=cs,
-        gnss=_str(d, "gnss", "gnss", ""), gnss_baud=_int(d, "gnss_baud", "gnss_baud", 9600, 1200, 921600),
-        scan_engine=_str(d, "scan_engine", "scan_engine", ""), scan_engine_family=family,
-        require_position=rp,
-        web_host=_str(w, "host", "web.host", "127.0.0.1", empty=False),
-        web_port=_int(w, "port", "web.port", 8090, 0, 65535),
-        same_window_s=_num(s, "same_window_s", "scan.same_window_s", 3.0, 0.0, 3600.0),
-        other_window_s=_num(s, "other_window_s", "scan.other_window_s", 0.3, 0.0, 60.0),
-        outbox_capacity=_int(o, "capacity_bytes", "outbox.capacity_bytes", 8_000_000, 64 * 1024, 1 << 40),
-        gnss_hold_s=_num(gg, "hold_s", "gnss_gate.hold_s", 5.0, 0.0, 600.0),
-        gnss_max_accuracy_m=_num(gg, "max_accuracy_m", "gnss_gate.max_accuracy_m", 10.0, 0.5, 1000.0),
+        device=f.device, outlet=f.outlet, courier=(f.courier or f.device).strip(),
+        state_dir=Path(path(f.state_dir)), keyring=keys.from_config(f.key, "key"),
+        broker=broker, gateway=gateway, lang=f.lang, camera=path(f.camera), camera_scan=f.camera_scan,
+        gnss=f.gnss.strip(), gnss_baud=f.gnss_baud, scan_engine=f.scan_engine.strip(),
+        scan_engine_family=f.scan_engine_family, require_position=f.require_position,
+        web_host=f.web.host.strip(), web_port=f.web.port,
+        same_window_s=f.scan.same_window_s, other_window_s=f.scan.other_window_s,
+        outbox_capacity=f.outbox.capacity_bytes,
+        gnss_hold_s=f.gnss_gate.hold_s, gnss_max_accuracy_m=f.gnss_gate.max_accuracy_m,
     )
 
 

@@ -123,7 +123,10 @@ def test_fifty_broker_restarts_lose_nothing_and_never_hang(tmp_path: Path, broke
             line = proc.stdout.readline()
             if not line:
                 break
-            lines.append(json.loads(line))
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                raise AssertionError(f"publisher printed {line!r}") from None
             if lines[-1]["evt"] == "drained":
                 break
         assert lines and lines[-1]["evt"] == "drained", "publisher hung or died"

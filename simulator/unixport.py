@@ -24,6 +24,11 @@ DEVICE_HEAP = "128k"
 # (~56 KB at its peak) and the fragmentation between them. Benchmarks report
 # the data part separately (bench/locker_heap.py, bench/firmware_mqtt.py).
 APP_HEAP = "320k"
+# The event path alone (MQTT client, flash outbox, sender, protocol): ~72 KB
+# of bytecode on the unix port beside a device's 128 KiB of data. A test
+# that drives only this path with its own script runs in this heap, so a
+# MemoryError there means the data outgrew a device, not the bytecode.
+SENDER_HEAP = "200k"
 
 
 # What a board carries: the wire protocol, the hardware drivers and the

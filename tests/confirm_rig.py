@@ -36,7 +36,7 @@ def publishers(tmp_path: Path, port: int, devices: list[str], n: int, spacing_ms
     # unix port's 64-bit objects (a full 64 KiB outbox fits the app's 256k).
     return [unixport.popen([str(TESTS / "mpy" / "publisher_mp_check.py"), str(port), str(n),
                             str(tmp_path / f"flash-{d}"), str(spacing_ms), d, "confirm"],
-                           heap="192k", extra_path=[TESTS], stdout=subprocess.PIPE,
+                           heap=unixport.SENDER_HEAP, extra_path=[TESTS], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT) for d in devices]
 
 

@@ -108,7 +108,8 @@ def test_fifty_broker_restarts_lose_nothing_and_never_hang(tmp_path: Path, broke
     gw.wait_for("gateway_started")
     n = 1500
     proc = unixport.popen([str(TESTS / "mpy" / "publisher_mp_check.py"), str(broker.port), str(n),
-                           str(tmp_path / "flash")], extra_path=[TESTS], stdout=subprocess.PIPE)
+                           str(tmp_path / "flash")], heap=unixport.SENDER_HEAP, extra_path=[TESTS],
+                           stdout=subprocess.PIPE)
     rng = random.Random(20261128)
     try:
         for _ in range(50):
@@ -126,7 +127,8 @@ def test_fifty_broker_restarts_lose_nothing_and_never_hang(tmp_path: Path, broke
             try:
                 lines.append(json.loads(line))
             except ValueError:
-                raise AssertionError(f"publisher printed {line!r}") from None
+                rest = line + "".join(proc.stdout.readline() for _ in range(30))
+                raise AssertionError(f"publisher printed:\n{rest}\nafter {lines[-3:]}") from None
             if lines[-1]["evt"] == "drained":
                 break
         assert lines and lines[-1]["evt"] == "drained", "publisher hung or died"

@@ -28,7 +28,8 @@ def gw_config(tmp_path: Path, broker: Mosquitto) -> Path:
 def device(tmp_path: Path, broker: Mosquitto, events: int) -> list[dict]:
     """Boot the device, queue `events` events, run until the broker acked them all."""
     proc = unixport.run([str(TESTS / "mpy" / "publisher_mp_check.py"), str(broker.port), str(events),
-                         str(tmp_path / "flash"), "0"], heap=unixport.SENDER_HEAP, extra_path=[TESTS], timeout=120)
+                         str(tmp_path / "flash"), "0"], heap=unixport.SENDER_HEAP, extra_path=[TESTS],
+                         timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert lines[-1]["evt"] == "drained"

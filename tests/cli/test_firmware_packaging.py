@@ -48,6 +48,7 @@ def test_manifest_lists_files_relative_to_the_package() -> None:
             assert (FIRMWARE / base / name / f).resolve().is_file(), f
 
 
+@pytest.mark.slow
 @pytest.mark.mpy
 def test_bundle_compiles_for_esp32_and_the_result_runs(tmp_path: Path) -> None:
     r = postedge("firmware", "bundle", str(tmp_path / "b"), "--arch", "xtensawin")

@@ -242,6 +242,7 @@ def test_signed_commands_refused_with_reason_and_run_at_most_once(rig: Rig) -> N
     assert [e["body"]["cmd"] for e in rig.events("locker.remote_open")] == ["open-1"]
 
 
+@pytest.mark.slow
 def test_alarms_forced_door_left_open_board_fault(tmp_path: Path) -> None:
     rig = Rig(tmp_path, door_open_alarm_s=1)
     try:
@@ -398,6 +399,7 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         assert str(e.value) == msg
 
 
+@pytest.mark.slow
 def test_watchdog_fed_only_while_every_task_beats(rig: Rig) -> None:
     from drivers.hal.common import SoftWatchdog
 

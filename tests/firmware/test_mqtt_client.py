@@ -173,6 +173,7 @@ def test_a_swallowed_puback_is_resent_on_a_new_connection() -> None:
     assert took < 6
 
 
+@pytest.mark.slow
 @pytest.mark.mpy
 def test_silent_broker_never_hangs_the_client() -> None:
     b = ScriptedBroker("silent")
@@ -189,6 +190,7 @@ def test_silent_broker_never_hangs_the_client() -> None:
     assert p.returncode == 0 and took < 15  # the program went on and finished
 
 
+@pytest.mark.slow
 @pytest.mark.mpy
 def test_subscriptions_restored_when_the_broker_forgets_them(broker: Mosquitto) -> None:
     p = popen_mp("sub", str(broker.port), "12")
@@ -220,6 +222,7 @@ def test_subscriptions_restored_when_the_broker_forgets_them(broker: Mosquitto) 
 
 
 # ---------------------------------------------- issue 11, finding 10
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_a_broker_that_closes_after_connack_meets_a_growing_backoff(runtime: str) -> None:
     """A broker that accepts the CONNECT and closes at once (as Mosquitto does

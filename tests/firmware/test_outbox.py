@@ -355,6 +355,7 @@ def test_a_corrupt_meta_forgets_marks_rather_than_inventing_them(tmp_path: Path)
     assert ob.pending(100) == allr
 
 
+@pytest.mark.slow
 def test_power_cut_at_every_byte_of_a_batched_flush(tmp_path: Path) -> None:
     root = tmp_path / "ob"
     ob = CuttableOutbox(str(root), segment_size=1024)
@@ -626,6 +627,7 @@ def test_refusals_do_not_wear_the_flash(tmp_path: Path) -> None:
     assert ob.take_alarm()["refused"] == 51
 
 
+@pytest.mark.slow
 def test_long_run_stays_bounded(tmp_path: Path) -> None:
     # a backhaul that delivers custody late and telemetry never: files,
     # bytes and index entries stay bounded while rewrites make room
@@ -758,6 +760,7 @@ MODEL_KW = {"capacity": 2048, "segment_size": 512, "reserve": 256, "batch_record
             "meta_batch": 3, "max_records": 14, "seq_block": 8, "evict_slack": 64}
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
 def test_random_operations_against_a_model(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:

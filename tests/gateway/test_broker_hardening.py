@@ -247,6 +247,7 @@ def test_firmware_style_client_ids_keep_their_sessions(broker: Mosquitto) -> Non
 
 
 # ----------------------------------------------------- finding 7: broker fill
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5])
 def test_oversized_publish_is_refused_and_broker_stays_small(broker: Mosquitto, protocol: int) -> None:
     """Four 8 MiB publishes from lk01 while the gateway is away: none is
@@ -412,6 +413,7 @@ def amqtt_broker(tmp_path: Path, accounts: list[Account]) -> Iterator[Mosquitto]
         b.kill()
 
 
+@pytest.mark.slow
 def test_amqtt_fallback_keys_sessions_by_login_and_caps_packets(amqtt_broker: Mosquitto) -> None:
     """simulator/pybroker.py gives amqtt the same two protections: lk02 with
     client id gw-o1 and a clean session, or a wrong password under the

@@ -83,6 +83,7 @@ def paho_connect(port: int, user: str, password: str, ca: Path | None, host: str
 
 
 # ------------------------------------------------------------- provision
+@pytest.mark.slow
 def test_provision_creates_the_outlet_ca_and_a_tls_only_lan(tmp_path: Path) -> None:
     inv = tmp_path / "outlet.toml"
     inv.write_text('outlet = "o-0451"\nbroker_host = "192.168.4.1"\nbroker_names = ["outlet.lan"]\n'

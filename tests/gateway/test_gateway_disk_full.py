@@ -29,6 +29,7 @@ def tiny_fs(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_disk_full_loses_nothing_and_recovers(tmp_path: Path, broker: Mosquitto, tiny_fs: Path) -> None:
     cfg = write_config(tmp_path / "gw.toml", "o1", broker.port, "gw-o1", "gw-secret",
                        db=str(tiny_fs / "gw.db"))
@@ -67,6 +68,7 @@ def test_disk_full_loses_nothing_and_recovers(tmp_path: Path, broker: Mosquitto,
     assert last["stored"] == n and last.get("store_errors", 0) >= 1
 
 
+@pytest.mark.slow
 def test_side_channels_and_a_restart_on_a_full_disk_keep_the_gateway_up(
         tmp_path: Path, broker: Mosquitto, tiny_fs: Path, connect) -> None:
     """Presence, state and acks on a full disk are held back like events, not

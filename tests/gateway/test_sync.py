@@ -204,6 +204,7 @@ def test_compression_is_applied(tmp_path: Path, https_uplink: Uplink) -> None:
     assert all(https_uplink.central.payloads[e.id] == e.payload for e in evs)
 
 
+@pytest.mark.slow
 def test_alarms_overtake_a_backlog(tmp_path: Path, https_uplink: Uplink) -> None:
     db = tmp_path / "gw.db"
     rng = random.Random(1)
@@ -255,6 +256,7 @@ def test_lost_acks_are_resent_as_the_same_batch(tmp_path: Path, uplink: Uplink) 
 
 
 # -------------------------------------------------------- outage, recovery
+@pytest.mark.slow
 def test_long_outage_then_recovery_within_a_second_of_the_probe(tmp_path: Path, uplink: Uplink) -> None:
     db = tmp_path / "gw.db"
     first = fill(db, [event("lk01", i) for i in range(1, 51)])
@@ -287,6 +289,7 @@ def test_long_outage_then_recovery_within_a_second_of_the_probe(tmp_path: Path, 
     assert backlog(db)["count"] == 0
 
 
+@pytest.mark.slow
 def test_central_down_slow_and_erroring_degrades_and_recovers(tmp_path: Path, uplink: Uplink) -> None:
     db = tmp_path / "gw.db"
     c = uplink.central
@@ -455,6 +458,7 @@ bodies = st.recursive(json_leaf, lambda inner: st.dictionaries(st.text(max_size=
 @given(st.lists(st.tuples(st.sampled_from(["lk01", "sc01", "hh-02"]), st.integers(1, 10**6),
                           st.sampled_from(["custody", "alarm", "status"]), bodies, st.booleans()),
                 min_size=1, max_size=25, unique_by=lambda t: (t[0], t[1])))
+@pytest.mark.slow
 def test_codec_rebuilds_every_event_byte_for_byte(rows: list[tuple[str, int, str, dict, bool]]) -> None:
     pairs = []
     for dev, seq, cls, body, canonical_form in rows:

@@ -127,6 +127,7 @@ def of_type(evts: list[dict[str, Any]], t: str) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------ outbox + link
 
+@pytest.mark.slow
 def test_outbox_keeps_everything_across_restarts_and_a_broker_that_is_down(tmp_path: Path) -> None:
     port = free_port()
     cfg = make_config(tmp_path, port)
@@ -261,6 +262,7 @@ def test_scan_screen_feedback_per_verdict(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ jobs
 
+@pytest.mark.slow
 def test_bulletin_board_job_from_a_signed_command(app: HandheldApp, gw: Gateway) -> None:
     cmd = signed("jobs", jobs_args(), cid="c-jobs-1")
     gw.command(cmd)

@@ -136,6 +136,7 @@ def test_events_sent_while_the_gateway_is_away_and_its_session_is_wiped_are_stor
     assert left == 0 and stats["resends"] >= 1, stats
 
 
+@pytest.mark.slow
 def test_a_confirm_timeout_resends_within_a_bounded_window(tmp_path: Path, broker: Mosquitto,
                                                            gateway: list[GatewayProcess], connect) -> None:
     """No reconnect this time: the handheld stays connected while the gateway is away

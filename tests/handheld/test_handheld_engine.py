@@ -37,6 +37,7 @@ def engine() -> Iterator[SimScanEngine]:
         e.close()
 
 
+@pytest.mark.slow
 def test_serial_engine_scans_reach_the_app_and_an_unplug_is_reported(
         tmp_path: Path, engine: SimScanEngine) -> None:
     hbroker = Mosquitto(tmp_path / "broker", ACCOUNTS)

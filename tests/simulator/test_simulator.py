@@ -193,6 +193,7 @@ def test_real_time_mode_and_the_live_dashboard_during_a_run(tmp_path: Path) -> N
     assert any(d["device"] == "sc01" for d in snap["devices"])
 
 
+@pytest.mark.slow
 def test_embedded_broker_queues_offline_qos1_and_enforces_the_acl(tmp_path: Path) -> None:
     """amqtt as the simulator sets it up (simulator/pybroker.py): a persistent
     session that is offline still gets its QoS 1 messages; a device cannot

@@ -1,12 +1,21 @@
 """NMEA 0183 from a GNSS receiver on a serial port: sentences parsed, lines counted.
 
-* **Parsing** (:func:`parse_sentence`, pure): GGA, RMC, GSA and GST from any talker
-  (GP, GL, GA, GB/BD for BeiDou, GN for combined). The ``*hh`` checksum is
+* **Parsing** (:func:`parse_sentence`, pure): GGA, RMC, GNS, GSA and GST from any
+  talker (GP, GL, GA, GB/BD for BeiDou, GN for combined). The ``*hh`` checksum is
   *required*: every receiver made this century sends it, and without it a line cut
   by a loose connector looks like a valid sentence with the last fields missing.
   Garbage, bad checksums, truncated lines and binary noise raise :class:`NmeaError`
   with a reason code (``nmea.<code>`` in ``handheld/text.toml``); the reader counts
   them by code and carries on.
+* **Coordinates** are ``ddmm.mmmm`` (latitude, exactly 4 digits before the point) and
+  ``dddmm.mmmm`` (longitude, 5), as NMEA 0183 writes them with leading zeros. Anything
+  else - decimal degrees (``37.352387``) from a misconfigured receiver or a bridge app,
+  dropped leading zeros - is refused as ``coord_format`` instead of being read as
+  nonsense degrees and minutes.
+* **Measured or not**: GGA quality 6-8 and the RMC/GNS mode indicators E (dead
+  reckoning), M (manual input) and S (simulator) mark a position the receiver did not
+  measure (``measured: False``; the fix gate flags it ``not_measured``). GNS carries
+  one mode letter per constellation: all ``N`` is no fix.
 * **Reading** (:class:`GnssReader`): takes anything pyserial's
   :func:`serial.serial_for_url` opens (a device path, ``loop://``, a pty,
   ``socket://`` for a Bluetooth bridge) or an already open port. It runs a
@@ -36,7 +45,17 @@ from handheld.position import FixGate, GnssConfig
 #: (long GSA/GSV with many constellations), so we accept up to this before calling
 #: a line runaway noise.
 MAX_SENTENCE = 120
-SUPPORTED = ("GGA", "RMC", "GSA", "GST")
+SUPPORTED = ("GGA", "RMC", "GNS", "GSA", "GST")
+#: FAA mode indicators (NMEA 0183 2.3+, RMC field 12; one letter per constellation in
+#: GNS): Autonomous, Differential, Estimated (dead reckoning), Float RTK, Manual input,
+#: Not valid, Precise, RTK, Simulator.
+MODES = "ADEFMNPRS"
+#: Modes (and GGA qualities) whose position the receiver did not measure.
+NOT_MEASURED_MODES = "EMS"
+NOT_MEASURED_QUALITY = (6, 7, 8)
+#: GNS mode strings: GPS, GLONASS, Galileo, BeiDou, QZSS, NavIC (NMEA 4.11) and a
+#: little room for receivers that add more.
+MAX_GNS_MODES = 8
 
 
 class NmeaError(ValueError):
@@ -66,6 +85,8 @@ _HEX2 = re.compile(r"^[0-9A-Fa-f]{2}$")
 _ADDRESS = re.compile(r"^(?:[A-Z]{2}[A-Z]{3}|P[A-Z0-9]{1,8})$")
 _NUM = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _UNSIGNED = re.compile(r"^\d+(?:\.\d*)?$")
+_LAT_DM = re.compile(r"^\d{4}(?:\.\d*)?$")
+_LON_DM = re.compile(r"^\d{5}(?:\.\d*)?$")
 _TIME = re.compile(r"^(\d{2})(\d{2})(\d{2}(?:\.\d+)?)$")
 _DATE = re.compile(r"^(\d{2})(\d{2})(\d{2})$")
 
@@ -163,6 +184,9 @@ def _coord(v: str, hemi: str, *, lat: bool) -> float | None:
     name = "lat" if lat else "lon"
     if not _UNSIGNED.match(v) or hemi not in (("N", "S") if lat else ("E", "W")):
         raise NmeaError("malformed", f"{name}={v!r},{hemi!r}")
+    if not (_LAT_DM if lat else _LON_DM).match(v):
+        # Decimal degrees or dropped leading zeros: any reading of it is a guess.
+        raise NmeaError("coord_format", f"{name}={v!r}, want {'ddmm.mmmm' if lat else 'dddmm.mmmm'}")
     val = float(v)
     deg = int(val // 100)
     minutes = val - deg * 100
@@ -186,7 +210,7 @@ def _position(fields: list[str], i: int) -> tuple[float | None, float | None]:
 
 
 def parse_sentence(raw: str | bytes) -> dict[str, Any]:
-    """Parse one GGA/RMC/GSA/GST sentence to a dict; raise :class:`NmeaError` otherwise.
+    """Parse one GGA/RMC/GNS/GSA/GST sentence to a dict; raise :class:`NmeaError` otherwise.
 
     Empty fields become None (receivers leave them blank without a fix). Other
     sentence types with a valid checksum raise ``unsupported`` so the caller can
@@ -205,6 +229,7 @@ def parse_sentence(raw: str | bytes) -> dict[str, Any]:
             lat=lat,
             lon=lon,
             quality=0 if quality is None else quality,
+            measured=quality not in NOT_MEASURED_QUALITY,
             sats=_i(f[6], "sats"),
             hdop=_f(f[7], "hdop"),
             alt_m=_f(f[8], "alt") if len(f) > 8 else None,
@@ -214,17 +239,39 @@ def parse_sentence(raw: str | bytes) -> dict[str, Any]:
         if f[1] not in ("A", "V"):
             raise NmeaError("malformed", f"status={f[1]!r}")
         lat, lon = _position(f, 2)
-        mode = f[11] if len(f) > 11 else ""
+        mode = f[11] if len(f) > 11 else ""  # absent before NMEA 2.3
+        if mode and (len(mode) != 1 or mode not in MODES):
+            raise NmeaError("malformed", f"mode={mode!r}")
         speed_kn = _f(f[6], "speed")
         base.update(
             utc_s=_utc(f[0]),
-            valid=f[1] == "A" and mode not in ("N",),
+            valid=f[1] == "A" and mode != "N",
+            measured=mode not in NOT_MEASURED_MODES or not mode,
             lat=lat,
             lon=lon,
             speed_mps=None if speed_kn is None else speed_kn * 0.514444,
             course_deg=_f(f[7], "course"),
             date=_date(f[8]),
             mode=mode or None,
+        )
+    elif kind == "GNS":
+        # hhmmss.ss,lat,N,lon,E,mode string,sats,HDOP,alt,geoid sep,age,station[,nav status]
+        _need(f, 9, kind)
+        lat, lon = _position(f, 1)
+        mode = f[5]
+        if not 1 <= len(mode) <= MAX_GNS_MODES or any(c not in MODES for c in mode):
+            raise NmeaError("malformed", f"mode={mode[:12]!r}")
+        base.update(
+            utc_s=_utc(f[0]),
+            lat=lat,
+            lon=lon,
+            mode=mode,
+            # A fix if any constellation has one; not measured if any says E, M or S.
+            valid=mode.strip("N") != "",
+            measured=not any(c in NOT_MEASURED_MODES for c in mode),
+            sats=_i(f[6], "sats"),
+            hdop=_f(f[7], "hdop"),
+            alt_m=_f(f[8], "alt"),
         )
     elif kind == "GSA":
         _need(f, 17, kind)

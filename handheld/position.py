@@ -18,7 +18,9 @@ deliberately suspicious. It takes parsed sentences (:mod:`handheld.nmea`) and ke
   (nothing new for ``max_fix_age_s``), position 0,0 (a receiver's "no data"
   placeholder), a jump that implies an impossible speed, a receiver clock that does
   not advance (a frozen receiver replaying its last fix), too few satellites,
-  dead-reckoning/manual/simulator fix quality, receiver disconnected. Non-blocking
+  a position the receiver did not measure (``not_measured``: GGA quality 6-8, or an
+  RMC/GNS mode indicator E, M or S - dead reckoning, manual input, simulator - in any
+  fresh sentence: one source saying so is enough), receiver disconnected. Non-blocking
   notes: estimated accuracy, 2-D fix, receiver clock far from the handheld clock.
 """
 
@@ -99,6 +101,10 @@ class FixGate:
         self._sats: int | None = None
         self._gga_hdop: float | None = None
         self._gga_at: float | None = None
+        self._gns_at: float | None = None
+        #: Per sentence type (GGA, RMC, GNS): when it last said its position was not
+        #: measured, or None once it says measured again.
+        self._unmeasured: dict[str, float | None] = {}
         self._gsa: dict[str, Any] | None = None
         self._gsa_at: float | None = None
         self._gst: dict[str, Any] | None = None
@@ -126,6 +132,8 @@ class FixGate:
             if s["utc_s"] != self._last_utc:
                 self._last_utc = s["utc_s"]
                 self._utc_changed_at = now
+        if "measured" in s:
+            self._unmeasured[kind] = None if s["measured"] else now
         if kind == "GGA":
             self._gga_at = now
             self._quality = s["quality"]
@@ -136,6 +144,20 @@ class FixGate:
                 self._position(s["lat"], s["lon"], s["utc_s"], now)
             else:
                 self._has_fix = False
+        elif kind == "GNS":
+            # GGA's content with a mode per constellation instead of a quality; some
+            # receivers send it instead of GGA. GGA, when it comes, stays the source.
+            self._gns_at = now
+            gga_fresh = self._gga_at is not None and now - self._gga_at <= self.config.max_fix_age_s
+            if not gga_fresh:
+                self._quality = None
+                self._sats = s["sats"]
+                self._gga_hdop = s["hdop"]
+                if s["valid"] and s["lat"] is not None:
+                    self._alt = s["alt_m"]
+                    self._position(s["lat"], s["lon"], s["utc_s"], now)
+                else:
+                    self._has_fix = False
         elif kind == "RMC":
             self._rmc = s
             if s["date"] is not None:
@@ -143,8 +165,9 @@ class FixGate:
                 if s["utc_s"] is not None:
                     gnss_epoch = _dt.datetime.combine(s["date"], _dt.time(), _dt.UTC).timestamp() + s["utc_s"]
                     self._skew_s = gnss_epoch - self.wall_clock()
-            # GGA is the richer source; RMC positions are used only when no GGA is coming.
-            gga_fresh = self._gga_at is not None and now - self._gga_at <= self.config.max_fix_age_s
+            # GGA (or GNS) is the richer source; RMC positions are used only when neither is coming.
+            age = self.config.max_fix_age_s
+            gga_fresh = any(at is not None and now - at <= age for at in (self._gga_at, self._gns_at))
             if not gga_fresh:
                 if s["valid"] and s["lat"] is not None:
                     self._quality = None
@@ -218,7 +241,7 @@ class FixGate:
             flags.append("stale_timestamp")
         if self._sats is not None and self._sats < cfg.min_sats:
             flags.append("few_satellites")
-        if self._quality is not None and self._quality >= 6:
+        if any(at is not None and now - at <= cfg.max_fix_age_s for at in self._unmeasured.values()):
             flags.append("not_measured")
         if accuracy is None:
             flags.append("no_accuracy")

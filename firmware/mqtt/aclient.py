@@ -58,6 +58,16 @@
 # aside. publish(timeout=...) bounds one call the way paho's
 # wait_for_publish does: PublishTimeout, and the message leaves the session.
 #
+# A message too big to hold. The client reads packets of at most
+# P.MAX_PACKET (64 KiB, the outlet broker's max_packet_size). A PUBLISH over
+# it (a retained document someone published through a broker with a larger
+# limit) used to drop the connection; the broker sent it again on the next
+# SUBSCRIBE, so the client reconnected for ever. Now its fixed and variable
+# header are read, the rest is skipped off the stream in small reads (never
+# held), a QoS 1 one is acked so the session does not keep redelivering it,
+# and stats["oversized"] counts it (log event mqtt_oversized, with its
+# topic). Any other packet type that big is a broken stream: disconnect.
+#
 # TLS (issue 13). With ssl= an SSLContext (firmware/mqtt/tls.py
 # client_context: the outlet CA, CERT_REQUIRED) the client connects over TLS
 # and verifies the server's certificate and host name (server_hostname,
@@ -87,6 +97,8 @@ except ImportError:  # CPython
 # Most bytes one read takes off the stream: a few packets (PUBACKs are 4
 # bytes, commands at most 2 KiB); bigger bodies are read whole (readexactly).
 READ_CHUNK = 512
+# Bytes per read while skipping an oversized PUBLISH (see "too big to hold").
+SKIP_CHUNK = 2048
 
 
 class PublishRefused(MQTTError):
@@ -166,7 +178,7 @@ class AsyncClient:
         self._closed_ev = asyncio.Event()
         self.stats = {"connects": 0, "connect_failures": 0, "disconnects": 0, "published": 0,
                       "resent": 0, "received": 0, "pings": 0, "bad_packets": 0, "ack_timeouts": 0,
-                      "refused": 0, "publish_timeouts": 0}
+                      "refused": 0, "publish_timeouts": 0, "oversized": 0}
 
     # ---- low level, every step with a deadline
     def _next_pid(self):
@@ -244,10 +256,49 @@ class AsyncClient:
         else:
             raise MQTTError("bad remaining length")
         if n > P.MAX_PACKET:
-            raise MQTTError("packet of %d bytes is too large" % n)
+            if first & 0xF0 != P.PUBLISH:
+                raise MQTTError("packet of %d bytes is too large" % n)
+            await self._skip_publish(first, n)
+            self._last_rx = time.time()
+            return first, None
         body = await self._read_exactly(n, self.timeout) if n else b""
         self._last_rx = time.time()
         return first, body
+
+    async def _skip_publish(self, first, n):
+        # A PUBLISH of n > MAX_PACKET bytes: read its topic and packet id,
+        # skip the rest without holding it, ack it at QoS 1 (see "too big to
+        # hold" above). Returns once its last byte is off the stream.
+        qos = (first >> 1) & 3
+        if qos == 3:
+            raise MQTTError("PUBLISH with QoS 3")
+        tlen = struct.unpack("!H", await self._read_exactly(2, self.timeout))[0]
+        used = 2 + tlen + (2 if qos else 0)
+        if used > n:
+            raise MQTTError("PUBLISH topic runs past the packet")
+        topic = None
+        if tlen <= 256:  # named in the log; a longer one is skipped unread
+            try:
+                topic = (await self._read_exactly(tlen, self.timeout)).decode("utf-8")
+            except UnicodeError:
+                topic = None
+        else:
+            await self._skip(tlen)
+        pid = 0
+        if qos:
+            pid = struct.unpack("!H", await self._read_exactly(2, self.timeout))[0]
+        await self._skip(n - used)
+        self.stats["oversized"] += 1
+        self.log("mqtt_oversized", topic=topic, size=n, limit=P.MAX_PACKET, qos=qos,
+                 retain=bool(first & 1))
+        if qos and pid:
+            await self._write(P.puback(pid))
+
+    async def _skip(self, n):
+        while n > 0:
+            k = n if n < SKIP_CHUNK else SKIP_CHUNK
+            await self._read_exactly(k, self.timeout)
+            n -= k
 
     # ---- connection
     async def _open(self):
@@ -276,7 +327,7 @@ class AsyncClient:
         except MQTTError:
             await self._close_stream()
             raise
-        if first != P.CONNACK or len(body) != 2:
+        if first != P.CONNACK or body is None or len(body) != 2:
             await self._close_stream()
             raise MQTTError("expected CONNACK")
         if body[1]:
@@ -429,6 +480,8 @@ class AsyncClient:
         idle = self.keepalive * 1.5 if self.keepalive else 3600
         while True:
             first, body = await self._read_packet(idle)
+            if body is None:
+                continue  # an oversized PUBLISH, skipped and counted
             t = first & 0xF0
             if t == P.PUBACK and len(body) >= 2:
                 pid = struct.unpack("!H", body[:2])[0]
@@ -469,13 +522,15 @@ class AsyncClient:
         or QoS; PublishRefused when the broker closed max_refusals
         connections that carried the message; PublishTimeout when `timeout`
         seconds passed without an ack (the message leaves the session)."""
-        rtopic = P.check_topic(topic)
+        # Checked here, before a packet id is taken or the window waited on;
+        # P.publish checks again (a cache hit for the topic).
+        P.check_topic(topic)
         payload = P.check_payload(payload, self.max_payload)
         P.check_qos(qos)
         if qos == 0:
             if self.connected.is_set():
                 try:
-                    await self._write(P.publish(rtopic, payload, 0, retain))
+                    await self._write(P.publish(topic, payload, 0, retain))
                 except MQTTError:
                     pass
             return 0
@@ -494,7 +549,7 @@ class AsyncClient:
             except asyncio.TimeoutError:
                 pass
         pid = self._next_pid()
-        inf = _Inflight(P.publish(rtopic, payload, 1, retain, pid))
+        inf = _Inflight(P.publish(topic, payload, 1, retain, pid))
         self._inflight[pid] = inf
         if self.connected.is_set():
             inf.sent = True

@@ -1,14 +1,22 @@
 # MQTT 3.1.1 packet encoding and decoding, the part of the client that is
 # pure bytes: testable on CPython and the unix port without a socket.
 #
-# The encoders build whatever they are given (tests and the simulator's
-# fault proxy need odd packets on purpose); check_topic, check_filter,
-# check_payload and check_qos are what the client runs on a caller's
-# arguments before anything reaches the socket. They exist because a broker
-# answers a bad PUBLISH by closing the connection (Mosquitto: empty topic,
-# wildcards, NUL or control characters, bad UTF-8, a packet over
-# max_packet_size), and a QoS 1 message the session resends after every
-# reconnect would close every new connection too.
+# check_topic, check_filter, check_payload and check_qos are what the client
+# runs on a caller's arguments before anything reaches the socket. They exist
+# because a broker answers a bad PUBLISH by closing the connection
+# (Mosquitto: empty topic, wildcards, NUL or control characters, bad UTF-8,
+# a packet over max_packet_size), and a QoS 1 message the session resends
+# after every reconnect would close every new connection too.
+#
+# The encoders run the same checks (issue 14): they are imported on their
+# own too (the simulator, tools, tests on CPython), and what they cannot
+# encode must fail as a PacketError, not as whatever the runtime raises
+# (CPython: UnicodeEncodeError for a lone surrogate, struct.error for a
+# length over 65535) or, worse, not at all (MicroPython's struct.pack("!H")
+# keeps the low 16 bits of a long topic's length: a corrupt packet). Packet
+# ids are 1..65535 (MQTT-2.3.1-1). A test that needs an odd packet on
+# purpose writes its bytes by hand. The client's hot path pays a dict
+# lookup for the topic (the check_topic cache) and two comparisons.
 
 import struct
 
@@ -149,9 +157,29 @@ def check_qos(qos):
         raise PacketError("QoS %r not supported (0 or 1)" % (qos,))
 
 
-def _str(s):
+def check_pid(pid):
+    """A packet identifier: an int in 1..65535 (MQTT-2.3.1-1), or PacketError."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= 65535:
+        raise PacketError("packet id %r out of range (1..65535)" % (pid,))
+
+
+def _str(s, what="string"):
+    # A UTF-8 string or binary field: two length bytes, so at most 65535.
     if isinstance(s, str):
-        s = s.encode("utf-8")
+        try:
+            s = s.encode("utf-8")
+        except Exception:  # CPython: a lone surrogate
+            raise PacketError("%s cannot be encoded as UTF-8" % what)
+        # MicroPython encodes one as ED A0..BF xx, which no UTF-8 decoder takes.
+        i = s.find(b"\xed")
+        while i >= 0:
+            if i + 1 < len(s) and s[i + 1] >= 0xA0:
+                raise PacketError("%s holds a UTF-16 surrogate" % what)
+            i = s.find(b"\xed", i + 1)
+    elif not isinstance(s, (bytes, bytearray)):
+        raise PacketError("%s must be str or bytes, not %s" % (what, type(s).__name__))
+    if len(s) > 65535:
+        raise PacketError("%s is %d bytes, over 65535" % (what, len(s)))
     return struct.pack("!H", len(s)) + s
 
 
@@ -180,38 +208,51 @@ def connect(client_id, keepalive=60, clean=True, user=None, password=None,
     flags = 0
     if clean:
         flags |= 0x02
-    payload = _str(client_id)
+    payload = _str(client_id, "client id")
     if will_topic is not None:
+        check_qos(will_qos)
         flags |= 0x04 | (will_qos << 3) | (0x20 if will_retain else 0)
-        payload += _str(will_topic) + _str(will_msg)
+        payload += _str(check_topic(will_topic)) + _str(will_msg, "will message")
     if user is not None:
         flags |= 0x80
-        payload += _str(user)
+        payload += _str(user, "user name")
     if password is not None:
         flags |= 0x40
-        payload += _str(password)
+        payload += _str(password, "password")
     body = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
     return packet(CONNECT, body)
 
 
 def publish(topic, payload, qos=0, retain=False, pid=0, dup=False):
-    if qos not in (0, 1):
-        raise PacketError("QoS %r not supported" % (qos,))
+    """A PUBLISH packet, or PacketError for what check_topic, check_payload
+    (up to MAX_REMAINING) and check_qos refuse, and for a QoS 1 packet id
+    outside 1..65535 (pid is ignored at QoS 0)."""
+    raw = check_topic(topic)
+    payload = check_payload(payload, MAX_REMAINING)
+    check_qos(qos)
     if not qos:
         dup = False  # DUP must be 0 for QoS 0 (MQTT-3.3.1-2)
     first = PUBLISH | (qos << 1) | (1 if retain else 0) | (0x08 if dup else 0)
-    body = _str(topic)
+    body = struct.pack("!H", len(raw)) + raw
     if qos:
+        check_pid(pid)
         body += struct.pack("!H", pid)
     return packet(first, body + payload)
 
 
 def puback(pid):
+    check_pid(pid)
     return packet(PUBACK, struct.pack("!H", pid))
 
 
 def subscribe(pid, topic, qos=1):
-    return packet(SUBSCRIBE | 0x02, struct.pack("!H", pid) + _str(topic) + bytes([qos]))
+    """A SUBSCRIBE packet for one filter, or PacketError for what check_filter
+    and check_qos refuse and a packet id outside 1..65535."""
+    check_pid(pid)
+    raw = check_filter(topic)
+    check_qos(qos)
+    return packet(SUBSCRIBE | 0x02, struct.pack("!H", pid) + struct.pack("!H", len(raw)) + raw
+                  + bytes([qos]))
 
 
 def pingreq():
@@ -242,5 +283,7 @@ def parse_publish(first, body):
         if i + 2 > len(body):
             raise PacketError("PUBLISH has no packet id")
         pid = struct.unpack("!H", body[i:i + 2])[0]
+        if not pid:
+            raise PacketError("PUBLISH with packet id 0")  # MQTT-2.3.1-1
         i += 2
     return (topic, body[i:], qos, pid, bool(first & 1), bool(first & 0x08))

@@ -355,3 +355,53 @@ def test_backoff_resets_only_after_a_healthy_connection() -> None:
     assert out["streak"] >= 4
     assert out["after_ack"] == 0
     assert out["inflight"] == 0
+
+
+# ---------------------------------------------- issue 14
+def popen_check(runtime: str, *args: str) -> subprocess.Popen[str]:
+    """tests/firmware/aclient_mp_check.py on the unix port or on CPython, running on."""
+    if runtime == "micropython":
+        return popen_mp(*args)
+    env = {**os.environ, "PYTHONPATH": str(unixport.firmware_root())}
+    return subprocess.Popen([sys.executable, str(TESTS / "aclient_mp_check.py"), *args], env=env,
+                            stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_retained_message_over_the_read_limit_is_dropped_not_a_reconnect_loop(
+        runtime: str, tmp_path: Path, accounts: list[Account]) -> None:
+    """Real Mosquitto that lets a 100 KB retained command through (a broker set
+    up with a larger max_packet_size than the outlet's): the client cannot hold
+    it (P.MAX_PACKET, 64 KiB), and used to drop the connection on it; the
+    broker resent it on every resubscribe, so the client reconnected for ever
+    and never saw another command. Now its bytes are skipped off the stream,
+    its QoS 1 is acked so the session does not hold it, stats count it, and the
+    connection carries the next command."""
+    b = Mosquitto(tmp_path / "broker", accounts)
+    with open(b.conf, "a") as f:
+        f.write("max_packet_size 1048576\n")
+    b.start()
+    gw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-gw")
+    gw.username_pw_set("gw-o1", "gw-secret")
+    p = None
+    try:
+        gw.connect("127.0.0.1", b.port)
+        gw.loop_start()
+        gw.publish("pe/v1/o1/locker/lk01/cmd", b"B" * 100_000, qos=1, retain=True).wait_for_publish(5)
+        p = popen_check(runtime, "sub", str(b.port), "6")
+        time.sleep(3)
+        gw.publish("pe/v1/o1/locker/lk01/cmd", b"after", qos=1).wait_for_publish(5)
+        out, _ = p.communicate(timeout=30)
+    finally:
+        gw.loop_stop()
+        if p is not None:
+            p.kill()
+        b.kill()
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert [d["payload"] for d in lines if d["evt"] == "message"] == ["after"]
+    stats = [d for d in lines if d["evt"] == "stats"][0]
+    assert stats["connects"] == 1 and stats["disconnects"] == 0, stats
+    assert stats["oversized"] == 1 and stats["bad_packets"] == 0
+    dropped = [d for d in lines if d["evt"] == "mqtt_oversized"]
+    assert len(dropped) == 1 and dropped[0]["size"] > 100_000 and dropped[0]["retain"]
+    assert dropped[0]["topic"] == "pe/v1/o1/locker/lk01/cmd"

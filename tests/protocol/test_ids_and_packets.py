@@ -275,7 +275,7 @@ PUBLISHES = [
     ("pe/v1/o1/locker/lk01/state", b"", 0, 0, True, False),
     ("a", b"\x00\xff" * 100, 1, 65535, True, True),
     ("t/é/漢", "ünïcode".encode(), 1, 300, False, True),
-    ("", b"x", 0, 0, False, False),
+    ("/", b"x", 0, 0, False, False),
     ("big", bytes(range(256)) * 80, 1, 2, False, False),  # remaining length needs 3 bytes
 ]
 
@@ -305,3 +305,11 @@ def test_parse_publish_topic_length_past_the_body() -> None:
         packets.parse_publish(0x30, b"\xff\xffabc")
     with pytest.raises(packets.PacketError):
         packets.parse_publish(0x32, b"\x00\x01a\x00")  # QoS 1 with half a packet id
+
+
+def test_empty_topic_is_refused_by_the_encoder_and_parsed_off_the_wire() -> None:
+    # The encoder refuses what a broker closes the connection on (issue 14); the
+    # parser still reads such bytes from a peer, written here by hand.
+    with pytest.raises(packets.PacketError):
+        packets.publish("", b"x")
+    assert packets.parse_publish(0x30, b"\x00\x00x") == ("", b"x", 0, 0, False, False)

@@ -20,8 +20,9 @@ from simulator.outlet import DoorCloser, Platform, locker_config
 from simulator.panel_sim import SimPanel
 
 KEY = b"k" * 32
-PARCELS = ["RB123456785GB", "EA123456785CN", "CP000000270CN", "LX000000005CN", "9876543210128",
-           "1012345678901"]
+# Domestic waybills count only as read from Code 128 (]C0): protocol/barcodes.py.
+PARCELS = ["RB123456785GB", "EA123456785CN", "CP000000270CN", "LX000000005CN", "]C09876543210128",
+           "]C01012345678901"]
 
 
 def measure(seconds: float = 12, tls: bool = False) -> dict[str, int]:

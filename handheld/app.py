@@ -549,7 +549,9 @@ class HandheldApp:
                 continue
             for acc in voter.feed(codes):
                 try:
-                    self.scan(acc.code.text, source="camera")
+                    # With its AIM identifier, as from the engine: the symbology
+                    # decides what 13 digits are (protocol/barcodes.py).
+                    self.scan(acc.code.symbology + acc.code.text, source="camera")
                 except Exception as e:  # noqa: BLE001 - a refused scan is the UI's business
                     log.info("camera scan refused: %r", e)
 

@@ -23,6 +23,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         elif v["ok"]:
             kind = i18n.t(f"kind.{v['kind']}", lang)
             print(i18n.t("valid", lang, kind=kind, value=v["value"]))
+            for p in v.get("problems", ()):
+                print(i18n.t("ignored", lang, ai=p["ai"], reason_text=i18n.t(f"reason.{p['reason']}", lang),
+                             detail=p["detail"]))
         else:
             print(i18n.t("invalid", lang, reason_text=i18n.t(f"reason.{v['reason']}", lang),
                          detail=v["detail"]))

@@ -1,6 +1,9 @@
 # AIM symbology identifiers (ISO/IEC 15424): "]" + code letter + modifier,
 # prefixed to the data by scan engines when enabled. The modifier tells e.g.
-# GS1-128 (]C1) from plain Code 128 (]C0), or EAN-8 (]E4) from EAN-13 (]E0).
+# GS1-128 (]C1) from plain Code 128 (]C0). For EAN/UPC (ISO/IEC 15420):
+# ]E0 is the EAN-13 family (EAN-13, UPC-A, and UPC-E, which engines send
+# either expanded or as its 8 digits), ]E4 is EAN-8, ]E3 a main symbol with
+# its 2- or 5-digit add-on in one packet, ]E1/]E2 an add-on alone.
 
 SYMBOLOGIES = {
     "A": "code39",
@@ -20,8 +23,15 @@ SYMBOLOGIES = {
     "z": "aztec",
 }
 
-# (code letter, modifier) pairs whose data is a GS1 element string.
-_GS1 = ("C1", "d2", "Q3", "e0", "z1")
+# (code letter, modifier) pairs whose data is a GS1 element string:
+#   C1      GS1-128 (FNC1 in first position)
+#   d2 d5   Data Matrix ECC 200, FNC1 first; with ECI (ISO/IEC 16022)
+#   d8      DMRE (rectangular extension, ISO/IEC 21471) with FNC1 first:
+#           DMRE adds 6 to the Data Matrix modifier (d7 plain, d9 AIM FNC1)
+#   Q3 Q4   QR Code, FNC1 first; with ECI (ISO/IEC 18004)
+#   z1 z4   Aztec, FNC1 first; with ECI (ISO/IEC 24778)
+#   e0      GS1 DataBar (always GS1)
+_GS1 = ("C1", "d2", "d5", "d8", "Q3", "Q4", "z1", "z4", "e0")
 
 
 def parse(text):

@@ -85,7 +85,10 @@ class Counter(Device):
             return {"verdict": "suppressed"}
         if dup == "duplicate":
             return self._verdict("duplicate", {"text": text[:MAX_TEXT]})
-        v = barcodes.classify(text)
+        # The driver takes the AIM identifier off the data (scan["aim"]); the
+        # rules need it back: the symbology decides what 13 digits are, and
+        # ]C1 says the data is a GS1 element string.
+        v = barcodes.classify((scan.get("aim") or "") + text)
         if not v["ok"] or v["kind"] not in barcodes.PARCEL_KINDS:
             reason = v["reason"] if not v["ok"] else "not_a_parcel"
             detail = v["detail"] if not v["ok"] else "%s is not a parcel id" % v["kind"]

@@ -32,7 +32,7 @@ def test_validate_english_and_exit_code() -> None:
 
 def test_validate_chinese_from_locale() -> None:
     env = {"PATH": "/usr/bin:/bin", "LANG": "zh_CN.UTF-8"}
-    r = postedge("validate", "1012345678901", "RB123456785ZZ", env=env)
+    r = postedge("validate", "]C01012345678901", "RB123456785ZZ", env=env)
     assert r.stdout.splitlines() == ["有效 国内 EMS 单号：1012345678901",
                                      "无效：国家代码无效（ZZ is not an ISO 3166 country code）"]
 
@@ -42,6 +42,17 @@ def test_validate_json() -> None:
     assert json.loads(r.stdout) == {"input": "(00)106141412345678908", "ok": True, "kind": "sscc",
                                     "value": "106141412345678908",
                                     "ais": {"00": "106141412345678908"}}
+
+
+def test_validate_keeps_valid_gs1_elements_and_says_what_it_left_out() -> None:
+    r = postedge("--lang", "en", "validate", "(00)106141412345678908(3302)001234(17)533110")
+    assert r.returncode == 0
+    assert r.stdout.splitlines() == [
+        "valid SSCC: 106141412345678908",
+        "  ignored (17): GS1 date or time that does not exist ((17) 533110 is not a real date)"]
+    r = postedge("--lang", "zh", "validate", "1012345678901")
+    assert r.returncode == 1
+    assert r.stdout.startswith("无效：13 位数字无法确认是国内单号")
 
 
 def test_gateway_bad_config_is_a_clear_error(tmp_path: Path) -> None:

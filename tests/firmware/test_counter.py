@@ -85,6 +85,25 @@ def test_verdicts_events_and_feedback(tmp_path: Path) -> None:
     assert c2.handle_scan({"text": S10_OK}, 0)["verdict"] == "duplicate"
 
 
+def test_verdicts_use_the_aim_identifier_the_driver_split_off(tmp_path: Path) -> None:
+    """The engine driver hands over {"text": data, "aim": "]C0", ...}: the rules see both
+    (issue 14): 13 digits are a domestic waybill only from Code 128, GS1-128 data is GS1."""
+    c = make_counter(tmp_path)
+    t = 10_000
+    scan = {"text": "9876543210128", "aim": "]C0", "symbology": "code128", "family": "gm65"}
+    v = c.handle_scan(scan, t)
+    assert v["verdict"] == "good" and v["parcel"] == "9876543210128" and v["kind"] == "cn_parcel"
+    v = c.handle_scan({"text": "9780471117094", "aim": "]E0", "symbology": "ean13"}, t + 5000)
+    assert v["verdict"] == "invalid" and v["reason"] == "not_a_parcel"
+    v = c.handle_scan({"text": "9780471117094", "aim": "]C0", "symbology": "code128"}, t + 10_000)
+    assert v["verdict"] == "invalid"  # an ISBN is no waybill, whatever it is printed in
+    v = c.handle_scan({"text": "00106141412345678908" "3302001234\r", "aim": "]C1", "gs1": True,
+                       "symbology": "code128"}, t + 15_000)
+    assert v["verdict"] == "good" and v["parcel"] == "106141412345678908" and v["kind"] == "sscc"
+    v = c.handle_scan({"text": "1012345678901", "aim": None}, t + 20_000)  # AIM identifiers off
+    assert v["verdict"] == "invalid" and v["reason"] == "cn_symbology"
+
+
 def test_manifest_command_and_wrong_outlet(tmp_path: Path) -> None:
     c = make_counter(tmp_path)
     now = int(time.time())

@@ -415,15 +415,60 @@ def cases() -> list[dict[str, Any]]:
     )
     add(("gs1 gtin bad check", "barcode.gs1", "(01)09506000134353", verdict_bad("gs1_check_digit")))
     add(("gs1 sscc short", "barcode.gs1", "(00)10614141234567890", verdict_bad("gs1_length")))
-    add(("gs1 unknown ai", "barcode.gs1", "(99)ABC", verdict_bad("gs1_unknown_ai")))
-    add(("gs1 raw unknown ai", "barcode.gs1", "99ABC", verdict_bad("gs1_unknown_ai")))
+    add(("gs1 unknown ai", "barcode.gs1", "(89)ABC", verdict_bad("gs1_unknown_ai")))
+    add(("gs1 raw unknown ai", "barcode.gs1", "89ABC", verdict_bad("gs1_unknown_ai")))
+    add(("gs1 company internal ai", "barcode.gs1", "99ABC", verdict_ok("gs1", "99ABC", ais={"99": "ABC"})))
     add(("gs1 unclosed", "barcode.gs1", "(01", verdict_bad("gs1_format")))
     add(
         (
             "gs1 repeated ai",
             "barcode.gs1",
-            "(01)09506000134352(01)09506000134352",
+            "(01)09506000134352(01)95012345678903",
             verdict_bad("gs1_format"),
+        )
+    )
+    add(
+        (
+            "gs1 repeated ai same value",
+            "barcode.gs1",
+            "(01)09506000134352(01)09506000134352",
+            verdict_ok("gtin", "09506000134352", ais={"01": "09506000134352"}),
+        )
+    )
+    # Issue 14: real dates, numeric and character-set checks, the AI table, and
+    # an invalid element that costs only itself.
+    add(("gs1 month 31", "barcode.gs1", "(17)533110", verdict_bad("gs1_date")))
+    add(("gs1 month 00", "barcode.gs1", "(17)280071", verdict_bad("gs1_date")))
+    add(("gs1 day 00 end of month", "barcode.gs1", "(17)280200", verdict_ok("gs1", "(17)280200", ais={"17": "280200"})))
+    add(("gs1 count not digits", "barcode.gs1", "(37)1A", verdict_bad("gs1_format")))
+    add(("gs1 outside cset 82", "barcode.gs1", "(10)AB CD", verdict_bad("gs1_charset")))
+    add(
+        (
+            "gs1 sscc with gross weight",
+            "barcode.gs1",
+            "(00)106141412345678908(3302)001234",
+            verdict_ok("sscc", "106141412345678908", ais={"00": "106141412345678908", "3302": "001234"}),
+        )
+    )
+    add(
+        (
+            "gs1 bad elements kept apart",
+            "barcode.gs1",
+            "(00)106141412345678908(8999)X(17)533110",
+            verdict_ok("sscc", "106141412345678908", ais={"00": "106141412345678908"}, problems=[
+                {"ai": "8999", "reason": "gs1_unknown_ai", "detail": "unknown application identifier (8999)"},
+                {"ai": "17", "reason": "gs1_date", "detail": "(17) 533110 is not a real date"},
+            ]),
+        )
+    )
+    add(
+        (
+            "gs1 raw logistics label",
+            "barcode.gs1",
+            "00106141412345678908" "3302001234" "420100000\x1d" "4307CN\x1d" "402" "12345678901234560",
+            verdict_ok("sscc", "106141412345678908", ais={
+                "00": "106141412345678908", "3302": "001234", "420": "100000", "4307": "CN",
+                "402": "12345678901234560"}),
         )
     )
 
@@ -445,6 +490,7 @@ def cases() -> list[dict[str, Any]]:
         )
     )
     add(("cn wrong prefix", "barcode.cn", "3012345678901", verdict_bad("cn_format")))
+    add(("cn isbn", "barcode.cn", "9780471117094", verdict_bad("cn_format")))
     add(("cn 12 digits", "barcode.cn", "101234567890", verdict_bad("cn_format")))
 
     # --- AIM identifiers and classification as scanned
@@ -483,6 +529,10 @@ def cases() -> list[dict[str, Any]]:
         )
     )
     add(("aim none", "aim.parse", "RB123456785GB", ok([None, None, "RB123456785GB", False])))
+    add(("aim gs1 datamatrix eci", "aim.parse", "]d5010", ok(["datamatrix", "5", "010", True])))
+    add(("aim gs1 qr eci", "aim.parse", "]Q4010", ok(["qr", "4", "010", True])))
+    add(("aim gs1 aztec eci", "aim.parse", "]z4010", ok(["aztec", "4", "010", True])))
+    add(("aim ean with add-on", "aim.parse", "]E397804711170949", ok(["ean_upc", "3", "97804711170949", False])))
     add(("aim unknown letter", "aim.parse", "]Y0abc", ok(["aim_Y", "0", "abc", False])))
     add(("aim too short", "aim.parse", "]C", ok([None, None, "]C", False])))
     add(
@@ -528,6 +578,48 @@ def cases() -> list[dict[str, Any]]:
         )
     )
     add(("classify upca", "barcode.classify", "036000291452", verdict_ok("upca", "036000291452")))
+    add(("classify bare domestic digits", "barcode.classify", "1012345678901", verdict_bad("cn_symbology")))
+    add(("classify bare isbn", "barcode.classify", "9780471117094", verdict_ok("ean13", "9780471117094")))
+    add(
+        (
+            "classify isbn in code128",
+            "barcode.classify",
+            "]C09780471117094",
+            verdict_ok("ean13", "9780471117094", symbology="code128"),
+        )
+    )
+    add(
+        (
+            "classify ean13 with add-on",
+            "barcode.classify",
+            "]E3978047111709490000",
+            verdict_ok("ean13", "9780471117094", addon="90000", symbology="ean_upc"),
+        )
+    )
+    add(
+        (
+            "classify upc-e under e0",
+            "barcode.classify",
+            "]E001234565",
+            verdict_ok("upce", "01234565", upca="012345000065", symbology="ean13"),
+        )
+    )
+    add(
+        (
+            "classify gs1 with scanner suffix",
+            "barcode.classify",
+            "]C100106141412345678908\r\n",
+            verdict_ok("sscc", "106141412345678908", ais={"00": "106141412345678908"}, symbology="code128"),
+        )
+    )
+    add(
+        (
+            "classify dmre gs1",
+            "barcode.classify",
+            "]d800106141412345678908",
+            verdict_ok("sscc", "106141412345678908", ais={"00": "106141412345678908"}, symbology="datamatrix"),
+        )
+    )
     add(
         (
             "classify text",

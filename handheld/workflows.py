@@ -8,7 +8,7 @@ The manifest arrives as a platform-signed command (op ``manifest``)::
     {"round": "r-0501",
      "parcels": [{"parcel": "RB123456785GB", "to": "Li Wei, Xiakou 3", "size": "M",
                   "locker": "lk01", "permit": {<deposit permit, signed with lk01's key>},
-                  "code_salt": "<hex>", "code_hash": "<hex>"}],
+                  "token_salt": "<hex>", "token_hash": "<hex>"}],
      "retrieval": [{"parcel": "...", "locker": "lk01", "reason": "overdue",
                     "permit": {<retrieve permit, signed with lk01's key>}}]}
 
@@ -25,10 +25,14 @@ outcome by polling ``GET /v1/commands/<id>`` on the gateway (:class:`GatewayClie
 a 404 means "not there yet" (the forward event may still be in the outbox, or the
 gateway may predate the API), never a failure.
 
-**Hand delivery** needs the recipient's confirmation: the pickup code (checked
+**Hand delivery** needs the recipient's confirmation: the delivery token from their
+notice (``PE-H:XXXX-XXXX-XXXX-XXXX``, shown as a QR code; 80 random bits, checked
 offline against the salted hash in the manifest, never recorded in plain), the
 recipient's name, or a drawn signature (a PNG kept and uploaded with the photos; the
-event carries its SHA-256).
+event carries its SHA-256). The handheld never holds anything of the 6-digit locker
+pickup code: its salted hash would give the code back in seconds to whoever holds the
+handheld (``code_salt``/``code_hash`` from an older platform are dropped on arrival and
+from an older ``parcels.json``; docs/security.md, bench/code_secrecy.py).
 
 **Collection** of returns and overdue parcels follows the locker's retrieval list as
 the platform sent it; a parcel not on it is a wrong-route scan.
@@ -52,11 +56,18 @@ from handheld.jobs import PhotoSink, atomic_json, read_json
 from handheld.scanning import ScanFilter, ScanResult
 from handheld.text import TEXT, Refused
 from protocol.codes import matches as code_matches
+from protocol.codes import normalize_token
 
 log = logs.get(__name__)
 
 Emit = Callable[[str, str, dict[str, Any]], tuple[str, int]]
 CODE_TRIES = 5
+# Verifiers of the 6-digit locker code: a handheld must not keep them (see above).
+WEAK_FIELDS = ("code", "code_salt", "code_hash")
+
+
+def _without_weak(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in WEAK_FIELDS}
 FINAL = ("acked", "refused", "expired")
 
 
@@ -109,6 +120,13 @@ class ParcelFlows:
         self.state: dict[str, Any] = read_json(self.path, {"round": None, "parcels": {}, "order": [],
                                                             "retrieval": {}, "commands": {},
                                                             "intake": [], "tries": {}})
+        dropped = [k for k, p in self.state["parcels"].items()
+                   if isinstance(p.get("def"), dict) and set(WEAK_FIELDS) & set(p["def"])]
+        if dropped:
+            for k in dropped:
+                self.state["parcels"][k]["def"] = _without_weak(self.state["parcels"][k]["def"])
+            self._save()
+            log.warning("dropped locker-code verifiers of %d parcels from parcels.json", len(dropped))
 
     def _save(self) -> None:
         atomic_json(self.path, self.state)
@@ -126,7 +144,9 @@ class ParcelFlows:
                 if not isinstance(p, dict) or not isinstance(p.get("parcel"), str):
                     raise ValueError("each manifest entry needs a parcel id")
                 prev = old.get(p["parcel"])
-                new[p["parcel"]] = {"def": p, "state": prev["state"] if prev else "on_route"}
+                if set(WEAK_FIELDS) & set(p):
+                    log.warning("manifest carries a locker-code verifier for %s: dropped", p["parcel"])
+                new[p["parcel"]] = {"def": _without_weak(p), "state": prev["state"] if prev else "on_route"}
             ret: dict[str, Any] = {}
             for r in retrieval:
                 if not isinstance(r, dict) or not isinstance(r.get("parcel"), str):
@@ -206,13 +226,20 @@ class ParcelFlows:
                 raise Refused("already_done", parcel=r.value, state=p["state"])
             body: dict[str, Any] = {"parcel": r.value, "method": method, "courier": self.courier}
             if method == "code":
-                salt, h = p["def"].get("code_salt"), p["def"].get("code_hash")
+                salt, h = p["def"].get("token_salt"), p["def"].get("token_hash")
                 if not salt or not h:
                     raise Refused("no_code_on_file")
                 tries = self.state["tries"].get(r.value, 0)
                 if tries >= CODE_TRIES:
                     raise Refused("too_many_tries")
-                if not code_matches(salt, h, str(value).strip()):
+                token = normalize_token(str(value))
+                if token is None:
+                    # Not a guess at the token, so no try is counted.
+                    typed = str(value).strip()
+                    if len(typed) == 6 and typed.isdigit():
+                        raise Refused("locker_code_given")
+                    raise Refused("not_a_token")
+                if not code_matches(salt, h, token):
                     self.state["tries"][r.value] = tries + 1
                     self._save()
                     left = CODE_TRIES - tries - 1

@@ -22,6 +22,7 @@ from pathlib import Path
 from firmware.locker import codes as C
 from gateway.broker import Account, Mosquitto
 from postedge.i18n import t
+from protocol import seal
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
@@ -96,7 +97,7 @@ def run_demo(lang: str, workdir: Path | None = None) -> int:
                                    ("keys", "2", "deposit_ok"), ("keys", "0", None)):
             show(panel, lang, action, arg, until)
         dep = wait_event(db, "locker.deposit")
-        code = dep["body"]["code"]
+        code = seal.open_box("platform", KEY, dep)  # the platform's copy: the body holds it sealed
         print(t("demo.deposited", lang, parcel=PARCEL, cid=dep["body"]["compartment"], code=code))
 
         # The fault: the gateway receives the pickup, then dies before committing.

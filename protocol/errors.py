@@ -87,3 +87,8 @@ class NotAPermit(ProtocolError):
     """A command a handheld may not carry: not a permit op, or a permit not
     bound to the handheld, parcel, courier and short lifetime it must name."""
     code = "not_a_permit"
+
+
+class BadSeal(ProtocolError):
+    """A sealed code that does not open: wrong key, changed box, event or parcel."""
+    code = "bad_seal"

@@ -105,7 +105,7 @@ class Outlet:
         self.t_virtual = 0.0
         self.progress = 0.0
         self.mqtt_rules: dict[int, Rule] = {}
-        self.device_tap = DeviceTap(self.ledger, self.obs, self.vt, sc.start)
+        self.device_tap = DeviceTap(self.ledger, self.obs, self.vt, sc.start, KEYS.open_code)
 
     def vt(self) -> float:
         return self.t_virtual

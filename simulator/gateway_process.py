@@ -29,11 +29,18 @@ class GatewayProcess:
     """``postedge gateway run`` in a child process whose JSON log lines are
     read continuously by a thread (a full pipe would stall the gateway)."""
 
-    def __init__(self, config: Path, *flags: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "postedge.cli", "gateway", "run", "--config", str(config), *flags],
-            stdout=subprocess.PIPE, text=True,
-        )
+    def __init__(self, config: Path, *flags: str, stderr: Path | None = None) -> None:
+        """``stderr``: a file for the gateway's standard error (its log
+        records), which otherwise goes to this process's."""
+        err = stderr.open("ab") if stderr is not None else None
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "postedge.cli", "gateway", "run", "--config", str(config), *flags],
+                stdout=subprocess.PIPE, stderr=err, text=True,
+            )
+        finally:
+            if err is not None:
+                err.close()
         self.lines: list[dict[str, Any]] = []
         self._cursor = 0
         self._cond = threading.Condition()

@@ -2,7 +2,9 @@
 the central service has it (another issue): it alone holds the master key,
 derives each device's own key (``protocol.keys.device_key``), writes each
 device only its own key, and signs commands and permits with the key of the
-device they are for."""
+device they are for. It also holds the outlet notifier's key
+(``protocol.seal.notifier_key``), gives each locker only its own sealing key
+for it, and opens the codes lockers issue offline (``open_code``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import hashlib
 import time
 from typing import Any
 
-from protocol import keys, permits, signing
+from protocol import keys, permits, seal, signing
 
 MASTER = hashlib.sha256(b"postedge simulator platform master key").digest()
 
@@ -32,6 +34,20 @@ class PlatformKeys:
         if kv > 1 and grace_until:
             return keys.config(kv, self.key(device, kv), kv - 1, self.key(device, kv - 1), grace_until)
         return keys.config(kv, self.key(device, kv))
+
+    def notifier_key(self, kv: int = 1) -> bytes:
+        """The outlet notifier's key: the gateway's notifier holds it, no device does."""
+        return seal.notifier_key(self.master, self.outlet, kv)
+
+    def notify_config(self, locker: str, kv: int = 1) -> dict[str, Any]:
+        """The ``notify`` section of a locker's config: its own key for sealing
+        codes to the notifier, derived from the notifier key."""
+        return {"kv": kv, "key": seal.locker_notify_key(self.notifier_key(kv), locker).hex()}
+
+    def open_code(self, event: dict[str, Any]) -> str:
+        """The code in a ``locker.deposit`` a locker issued offline, as the
+        platform reads it (``protocol.seal``); raises BadSeal otherwise."""
+        return seal.open_for_platform(self.master, self.outlet, event)
 
     def issue(self, devices: list[str], kv: int | None = None, grace_until: int = 0) -> dict[str, Any]:
         """Key sections for an outlet's devices, as provisioning takes them."""

@@ -7,7 +7,7 @@ unix-port locker logs its events and the outlet hands them to
 persistent QoS 1 subscriber on the outlet broker that also follows the
 devices' presence and retained state. What the taps see, with real times,
 is kept in :class:`Observed` for the latency figures, the pickup codes the
-workload needs and the live dashboard.
+workload needs (opened as the platform opens them) and the live dashboard.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from protocol import envelope, topics
+from protocol.errors import ProtocolError
 from simulator.ledger import Ledger
 
 
@@ -101,11 +102,15 @@ class BrokerTap:
 class DeviceTap:
     """The ledger's ``device`` hop: every event as it enters a device's outbox."""
 
-    def __init__(self, ledger: Ledger, obs: Observed, vt: Callable[[], float], start: int) -> None:
+    def __init__(self, ledger: Ledger, obs: Observed, vt: Callable[[], float], start: int,
+                 open_code: Callable[[dict[str, Any]], str] | None = None) -> None:
         self.ledger = ledger
         self.obs = obs
         self.vt = vt
         self.start = start
+        # The platform's side: a code a locker issued offline arrives sealed
+        # (protocol/seal.py), and the workload plays the recipient who got it.
+        self.open_code = open_code
 
     def emitted(self, device: str, topic: str, payload: bytes) -> None:
         """An envelope a device queued (the in-process firmware's and the handhelds' tap)."""
@@ -135,7 +140,10 @@ class DeviceTap:
         with self.obs.lock:
             self.obs.emitted[env["id"]] = now
             self.obs.events[env["id"]] = env
-            if env["type"] == "locker.deposit" and "code" in b:
-                self.obs.codes[b["parcel"]] = b["code"]
+            if env["type"] == "locker.deposit" and "code_sealed" in b and self.open_code is not None:
+                try:
+                    self.obs.codes[b["parcel"]] = self.open_code(env)
+                except ProtocolError:
+                    pass  # a box that does not open: that recipient never hears of the code
             elif env["type"].endswith(".alarm"):
                 self.obs.alarms.append({"t": self.vt(), "device": device, **b})

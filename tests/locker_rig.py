@@ -32,6 +32,8 @@ def config(state_dir: Path, board_url: str, driver: str = "8a", board: int = 1, 
         "board": {"driver": driver, "uart": board_url, "timeout_ms": 200},
         "compartments": compartments(board, n),
         "key": PLATFORM.device_config("lk01"),
+        # Its own key for sealing the codes it issues to the outlet's notifier.
+        "notify": PLATFORM.notify_config("lk01"),
         "state_dir": str(state_dir), "poll_ms": 50,
         # No gateway here to take the time from: the rig's clock is trusted,
         # unless a test asks for time_source="gateway" and syncs it itself.

@@ -13,9 +13,10 @@ from drivers.aio import sleep_ms
 from firmware.device import Device, FlowError
 from firmware.locker import codes as C
 from firmware.locker import compartments as K
+from firmware.locker.config import notify_key
 from firmware.locker.journal import Journal
 from firmware.outbox import OutboxFull
-from protocol import barcodes, permits
+from protocol import barcodes, permits, seal
 from protocol.errors import InvalidBarcode, ProtocolError
 
 DAY = 86400
@@ -39,6 +40,7 @@ class Locker(Device):
         self.lockout.restore(self._load_json("lockout", {}), self.now())
         self.couriers = self._load_json("couriers", {})
         self.codes = self._load_json("codes", {})
+        self.notify = notify_key(cfg)  # (kv, key) to seal codes for the notifier, or None
         self.session = None
         self.expected_open = {}
         self.active = {}
@@ -56,6 +58,14 @@ class Locker(Device):
                 self.cfg[k] = o[k]
 
     # ---- events
+    def seal_code(self, eid, parcel, code):
+        """A code this locker issued, sealed for the platform (with its own
+        device key) and, when provisioned, the outlet's notifier."""
+        out = {"platform": seal.seal("platform", self.keys.secret, self.keys.kv, eid, parcel, code)}
+        if self.notify is not None:
+            out["notifier"] = seal.seal("notifier", self.notify[1], self.notify[0], eid, parcel, code)
+        return out
+
     async def door_cycle(self, c, action, info):
         cid = c["id"]
         if cid in self.active:
@@ -113,10 +123,14 @@ class Locker(Device):
             if pre is not None:
                 entry["code"] = {"salt": pre["salt"], "hash": pre["hash"], "by": "platform"}
             else:
+                # Issued offline: the recipient still needs it, so it goes up
+                # sealed for the platform and the outlet's notifier only. The
+                # journal keeps the boxes, never the code (a replay re-sends
+                # the same boxes under the same event id: protocol/seal.py).
                 code = C.new_code(self.hal.urandom)
                 salt = C.new_salt(self.hal.urandom)
                 entry["code"] = {"salt": salt, "hash": C.salted_hash(salt, code), "by": "locker",
-                                 "plain": code}
+                                 "sealed": self.seal_code(entry["eid"], info["parcel"], code)}
         if occupied is not None:
             entry["occupied"] = occupied
         self.journal.write(entry)
@@ -141,8 +155,10 @@ class Locker(Device):
             if info.get("cmd"):
                 body["permit"] = info["cmd"]  # deposited under a platform-signed permit
             if "plain" in code:
-                # Issued offline: the platform needs it to notify the recipient.
-                body["code"] = code["plain"]
+                # A journal written by firmware that kept the code in clear.
+                code["sealed"] = self.seal_code(entry["eid"], info["parcel"], code.pop("plain"))
+            if "sealed" in code:
+                body["code_sealed"] = code["sealed"]
             etype = "locker.deposit"
         elif action == "pickup":
             c = self.comps.get(cid)

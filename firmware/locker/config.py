@@ -14,18 +14,28 @@
 #   "door_open_alarm_s": 120, "pickup_days": 7, "lockout_budget": 5,
 #   "lockout_base_s": 30, "lockout_max_s": 3600, "lockout_forgive_s": 3600,
 #   "panel": "socket://127.0.0.1:7001",
-#   "time_source": "gateway", "time_skew_s": 60, "time_wait_s": 10
+#   "time_source": "gateway", "time_skew_s": 60, "time_wait_s": 10,
+#   "notify": {"kv": 1, "key": "<hex: this locker's key for sealing codes to the notifier>"}
 #
 # lockout_*: wrong pickup codes per source (keypad, QR scan) before a
 # lockout, its first delay (doubling per further wrong code, up to max),
 # and how long until one wrong code is forgiven (firmware/locker/codes.py).
 # }
 #
+# notify: optional. The key this locker seals the codes it issues offline
+# with for the outlet's notifier (protocol/seal.py locker_notify_key: derived
+# by the platform from the outlet's notifier key, one per locker). Without it
+# codes are sealed for the platform only, and the recipient hears of an
+# offline deposit when the backhaul is back.
+#
 # time_*: trusted time from the gateway (firmware/devconfig.py, docs/protocol.md
 # "Trusted time"); "local" trusts the device's own clock (rigs with no gateway).
 
+import binascii
+
 from firmware.devconfig import ConfigError, load_json, validate_common, with_defaults
 from firmware.devconfig import need as _need
+from protocol.keys import MIN_SECRET, valid_version
 
 SIZES = ("S", "M", "L", "XL")
 DRIVERS = ("8a", "kerong")
@@ -72,12 +82,31 @@ def validate(cfg):
             raise ConfigError("%s: board %d lock %d is already compartment %d"
                               % (where, place[0], place[1], places[place]))
         places[place] = cid
+    notify_key(cfg)
     out = with_defaults(cfg, DEFAULTS)
     for k in ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s", "lockout_max_s",
               "lockout_forgive_s"):
         if not isinstance(out[k], int) or out[k] <= 0:
             raise ConfigError("config.%s must be a positive integer" % k)
     return out
+
+
+def notify_key(cfg):
+    """(kv, key bytes) from config "notify", or None; ConfigError naming the field."""
+    n = cfg.get("notify")
+    if n is None:
+        return None
+    if not isinstance(n, dict):
+        raise ConfigError("config.notify must be an object")
+    if not valid_version(n.get("kv")):
+        raise ConfigError("notify.kv must be a key version")
+    try:
+        key = binascii.unhexlify(_need(n, "key", str, "notify"))
+    except ValueError:
+        raise ConfigError("notify.key must be hex")
+    if not MIN_SECRET <= len(key) <= 64:
+        raise ConfigError("notify.key must be %d-64 bytes" % MIN_SECRET)
+    return (n["kv"], key)
 
 
 def load(path):

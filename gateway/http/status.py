@@ -47,8 +47,9 @@ SANE_TS_MIN = 1_600_000_000
 CLOCK_SKEW_S = 300.0
 KNOWN_STATES = ("free", "reserved", "occupied", "overdue", "return_waiting", "inspect",
                 "out_of_service")
-# Parcel-event fields the page and API show. The deposit body can carry the
-# plain pickup code (issued offline); it must never reach a screen.
+# Parcel-event fields the page and API show, and nothing else of a body: a
+# deposit's code travels only sealed (protocol/seal.py, `code_sealed`), and
+# even the boxes stay off the screen.
 CUSTODY_FIELDS = ("compartment", "parcel", "reason")
 
 BAD_ROWS = Counter("postedge_web_bad_rows", "Rows the status page showed as a placeholder because "

@@ -13,7 +13,7 @@ from firmware.locker import codes as C
 from firmware.locker import compartments as K
 from firmware.locker.app import DAY, FlowError
 from firmware.locker.journal import Journal
-from tests.locker_rig import Rig
+from tests.locker_rig import PLATFORM, Rig
 
 PARCEL = "RB123456785GB"
 
@@ -37,7 +37,7 @@ def opened_locks(rig: Rig) -> dict[int, int]:
 
 def issued_code(rig: Rig, parcel: str) -> str:
     [dep] = [e for e in rig.events("locker.deposit") if e["body"]["parcel"] == parcel]
-    return dep["body"]["code"]
+    return PLATFORM.open_code(dep)  # sealed: only the platform and the notifier read it
 
 
 def test_deposit_then_pickup_by_code(rig: Rig) -> None:

@@ -17,7 +17,7 @@ import pytest
 from firmware.locker import codes as C
 from firmware.locker.app import FlowError
 from protocol import signing
-from tests.locker_rig import Rig
+from tests.locker_rig import PLATFORM, Rig
 
 PARCELS = ("RB123456785GB", "CP000000270CN")
 
@@ -125,7 +125,7 @@ def two_parcels(rig: Rig) -> dict[str, str]:
     for p in PARCELS:
         rig.run(rig.with_person(lk.deposit(p, "S")))
     lk.courier_logout()
-    return {e["body"]["parcel"]: e["body"]["code"] for e in rig.events("locker.deposit")}
+    return {e["body"]["parcel"]: PLATFORM.open_code(e) for e in rig.events("locker.deposit")}
 
 
 def wrong(rig: Rig, via: str, n: int = 1) -> list[str]:

@@ -640,6 +640,7 @@ def cases() -> list[dict[str, Any]]:
     )
     add(("classify bad s10", "barcode.classify", "RB123456784GB", verdict_bad("s10_check_digit")))
     keys_vectors(add)
+    seal_vectors(add)
     return [{"name": n, "fn": f, "in": i, "expect": e} for n, f, i, e in c]
 
 
@@ -727,6 +728,71 @@ def keys_vectors(add: Any) -> None:
                                         "via": "hh01"}, err("not_a_permit")))
     add(("permit unsigned", fwd, {"cmd": {k: v for k, v in permit.items() if k != "sig"}, "kind": "locker",
                                   "via": "hh01"}, err("bad_field")))
+
+
+def _lp(b: bytes) -> bytes:
+    return str(len(b)).encode() + b":" + b
+
+
+def seal_box(reader: str, key: bytes, kv: int, eid: str, parcel: str, code: str) -> str:
+    """protocol/seal.py rebuilt on the `cryptography` package's AES-CTR and the
+    stdlib's hmac (docs/security.md, "Sealed codes")."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def expand(label: bytes) -> bytes:
+        return hmac.new(key, label + reader.encode() + b"\x01", hashlib.sha256).digest()
+
+    enc, mac = expand(b"pe/v1/seal-enc\n"), expand(b"pe/v1/seal-mac\n")
+    iv = hashlib.sha256(b"pe/v1/seal-iv\n" + _lp(reader.encode()) + _lp(eid.encode())).digest()[:12]
+    ct = Cipher(algorithms.AES(enc), modes.CTR(iv + bytes(4))).encryptor().update(code.encode())
+    msg = (b"pe/v1/sealed-code\n" + _lp(reader.encode()) + _lp(str(kv).encode()) + _lp(eid.encode())
+           + _lp(parcel.encode()) + _lp(ct))
+    return (ct + hmac.new(mac, msg, hashlib.sha256).digest()[:16]).hex()
+
+
+def seal_vectors(add: Any) -> None:
+    eid, parcel = "lk01:0badc0de:17", "RB123456785GB"
+    lk01 = device_key(MASTER, "o1/lk01", 1)
+    notifier = hkdf(MASTER, b"pe/v1/notifier-key", b"pe/v1/notifier-key\no1\n1", 32)
+    lk01_notify = hmac.new(notifier, b"pe/v1/notifier-seal\nlk01\x01", hashlib.sha256).digest()
+    add(("notifier key o1 v1", "notifier_key", {"master": MASTER.hex(), "outlet": "o1", "kv": 1},
+         ok(notifier.hex())))
+    add(("locker notify key lk01", "locker_notify_key", {"notifier": notifier.hex(), "dev": "lk01"},
+         ok(lk01_notify.hex())))
+    plat = seal_box("platform", lk01, 1, eid, parcel, "042917")
+    note = seal_box("notifier", lk01_notify, 1, eid, parcel, "042917")
+    add(("seal platform", "seal", {"reader": "platform", "key": lk01.hex(), "kv": 1, "eid": eid,
+                                   "parcel": parcel, "code": "042917"}, ok({"kv": 1, "box": plat})))
+    add(("seal notifier", "seal", {"reader": "notifier", "key": lk01_notify.hex(), "kv": 1, "eid": eid,
+                                   "parcel": parcel, "code": "042917"}, ok({"kv": 1, "box": note})))
+    add(("seal unknown reader", "seal", {"reader": "gateway", "key": lk01.hex(), "kv": 1, "eid": eid,
+                                         "parcel": parcel, "code": "042917"}, err("bad_field")))
+
+    def event(box: dict[str, Any], eid: str = eid, parcel: str = parcel) -> dict[str, Any]:
+        return {"id": eid, "body": {"parcel": parcel, "code_sealed": box}}
+
+    boxes = {"platform": {"kv": 1, "box": plat}, "notifier": {"kv": 1, "box": note}}
+    add(("open platform", "seal.open", {"reader": "platform", "key": lk01.hex(), "event": event(boxes)},
+         ok("042917")))
+    add(("open notifier", "seal.open", {"reader": "notifier", "key": lk01_notify.hex(),
+                                        "event": event(boxes)}, ok("042917")))
+    lk02 = device_key(MASTER, "o1/lk02", 1)
+    flipped = plat[:3] + ("0" if plat[3] != "0" else "1") + plat[4:]
+    bad = (
+        ("open with another locker's key", "platform", lk02, event(boxes)),
+        ("open platform box with the notify key", "platform", lk01_notify, event(boxes)),
+        ("open a flipped box", "platform", lk01, event({"platform": {"kv": 1, "box": flipped}})),
+        ("open a box moved to another event", "platform", lk01, event(boxes, eid="lk01:0badc0de:18")),
+        ("open a box moved to another parcel", "platform", lk01, event(boxes, parcel="CP000000270CN")),
+        ("open a box with another kv", "platform", lk01, event({"platform": {"kv": 2, "box": plat}})),
+        ("open the notifier box as the platform", "platform", lk01,
+         event({"platform": {"kv": 1, "box": note}})),
+        ("open a truncated box", "platform", lk01, event({"platform": {"kv": 1, "box": plat[:-2]}})),
+        ("open no box", "notifier", lk01_notify, event({"platform": boxes["platform"]})),
+        ("open a box that is not hex", "platform", lk01, event({"platform": {"kv": 1, "box": "zz" * 22}})),
+    )
+    for name, reader, key, ev in bad:
+        add((name, "seal.open", {"reader": reader, "key": key.hex(), "event": ev}, err("bad_seal")))
 
 
 def render() -> str:

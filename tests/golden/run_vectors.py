@@ -8,7 +8,7 @@ import binascii
 import json
 import sys
 
-from protocol import aim, barcodes, canonical, envelope, ids, keys, permits, signing, topics
+from protocol import aim, barcodes, canonical, envelope, ids, keys, permits, seal, signing, topics
 from protocol.errors import ProtocolError
 
 
@@ -68,6 +68,14 @@ FUNCS = {
     ).decode(),
     "device_key": lambda i: binascii.hexlify(keys.device_key(_hex(i["master"]), i["dev"], i["kv"])).decode(),
     "ring.verify": _ring_verify,
+    "notifier_key": lambda i: binascii.hexlify(
+        seal.notifier_key(_hex(i["master"]), i["outlet"], i["kv"])
+    ).decode(),
+    "locker_notify_key": lambda i: binascii.hexlify(
+        seal.locker_notify_key(_hex(i["notifier"]), i["dev"])
+    ).decode(),
+    "seal": lambda i: seal.seal(i["reader"], _hex(i["key"]), i["kv"], i["eid"], i["parcel"], i["code"]),
+    "seal.open": lambda i: seal.open_box(i["reader"], _hex(i["key"]), i["event"]),
     "permit.forward": lambda i: permits.forwardable(i["cmd"], i["kind"], i["via"])["id"],
     "cmd.ack": lambda i: signing.ack(i["id"], i["ts"]).decode(),
     "barcode.classify": lambda i: _verdict(barcodes.classify(i)),

@@ -32,7 +32,7 @@ from handheld.outbox import OutboxFull, SqliteOutbox
 from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
 from handheld.text import Refused
-from protocol import canonical, signing
+from protocol import canonical, codes, signing
 from protocol.errors import ProtocolError
 from simulator.imagegen import board_with_qr, s10_id
 from simulator.platform_keys import PlatformKeys
@@ -379,9 +379,12 @@ def test_parcel_flows_publish_custody_events(tmp_path: Path, hbroker: Mosquitto,
         dep, hand, hand2, ret, stranger = (s10_id(rng) for _ in range(5))
         permit = PLATFORM.permit("lk01", "deposit", dep, "c007", DEV, "p-dep-1", size="M")
         salt = "0011223344556677"
+        token = codes.new_token(lambda n: bytes(range(7, 7 + n)))
         manifest = {"round": "r1", "parcels": [
-            {"parcel": dep, "to": "Li Wei", "size": "M", "locker": "lk01", "permit": permit},
-            {"parcel": hand, "to": "Wang Fang", "code_salt": salt, "code_hash": salted_hash(salt, "654321")},
+            # An older platform also sends the locker code's verifier: the handheld drops it.
+            {"parcel": dep, "to": "Li Wei", "size": "M", "locker": "lk01", "permit": permit,
+             "code_salt": salt, "code_hash": salted_hash(salt, "135790")},
+            {"parcel": hand, "to": "Wang Fang", "token_salt": salt, "token_hash": salted_hash(salt, token)},
             {"parcel": hand2, "to": "Zhao Lei"}],
             "retrieval": [{"parcel": ret, "locker": "lk01", "reason": "overdue"}]}
         gw.command(signed("manifest", manifest, cid="c-man-1"))
@@ -399,10 +402,17 @@ def test_parcel_flows_publish_custody_events(tmp_path: Path, hbroker: Mosquitto,
 
         r = a.scan(hand, mode="deliver")
         assert r["ok"] and r["confirm"]
+        stored = (tmp_path / "hh-state" / "parcels.json").read_text()
+        assert "code_hash" not in stored and salted_hash(salt, "135790") not in stored
         with pytest.raises(Refused) as e:
-            a.flows.hand_delivery(hand, "code", "111111")
+            a.flows.hand_delivery(hand, "code", "135790")  # the locker code is no delivery token
+        assert e.value.code == "locker_code_given" and "PE-H" in e.value.en and "交付" in e.value.zh
+        with pytest.raises(Refused) as e:
+            a.flows.hand_delivery(hand, "code", "PE-H:0000-0000-0000-0000")
         assert e.value.code == "wrong_code" and "4" in e.value.en
-        assert a.flows.hand_delivery(hand, "code", "654321")["ok"]
+        # The QR code's text, or the printed token typed in lower case with I for 1.
+        typed = codes.format_token(token).lower().replace("1", "i")
+        assert a.flows.hand_delivery(hand, "code", typed)["ok"]
         with pytest.raises(Refused) as e:
             a.flows.hand_delivery(hand2, "code", "123456")
         assert e.value.code == "no_code_on_file"

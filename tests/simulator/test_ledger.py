@@ -22,7 +22,7 @@ from protocol.ids import parse_event_id
 from simulator.faultproxy import C2S, S2C, FaultProxy, Rule
 from simulator.ledger import Ledger, check_domain, check_photos, parse_id
 from tests.conftest import PASSWORDS
-from tests.locker_rig import Rig
+from tests.locker_rig import PLATFORM, Rig
 
 INC = "0000abcd"
 TOPIC = "pe/v1/o1/locker/lk01/evt"
@@ -271,7 +271,7 @@ def firmware_trace(tmp_path: Path) -> list[dict[str, Any]]:
         lk.courier_login(rig.provision_courier())
         a = rig.run(rig.with_person(lk.deposit("RB123456785GB", "M")))
         rig.run(rig.with_person(lk.deposit("CP000000270CN", "S")))
-        code = next(e["body"]["code"] for e in rig.events("locker.deposit")
+        code = next(PLATFORM.open_code(e) for e in rig.events("locker.deposit")
                     if e["body"]["parcel"] == "RB123456785GB")
         lk.courier_logout()
         assert rig.run(rig.with_person(lk.pickup(code))) == a

@@ -22,7 +22,7 @@ from firmware.devconfig import broker_tls, keyring
 from firmware.mqtt.aclient import AsyncClient
 from firmware.outbox import Outbox, OutboxFull
 from firmware.sender import Sender
-from protocol import envelope, signing, timesync, topics
+from protocol import envelope, presence, signing, timesync, topics
 from protocol.errors import ProtocolError
 from protocol.ids import SeqCounter, format_event_id
 
@@ -89,11 +89,12 @@ class Device:
         self._cmds = []
         self._cmd_ev = asyncio.Event()
         self._send_ev = asyncio.Event()
+        self._presence_tag = None  # set by _will at each CONNECT
         ctx, hostname = broker_tls(b)  # TLS when the config carries the outlet CA
         self.mqtt = AsyncClient(
             "pe-" + self.device, b["host"], b["port"], b["user"], b["password"],
             keepalive=cfg["keepalive"], timeout=b.get("timeout", 5.0), clean=False,
-            will_topic=self.t_presence, will_msg=b"offline", on_message=self._on_message,
+            will_topic=self.t_presence, will_msg=self._will, on_message=self._on_message,
             log=self.log, backoff_cap=b.get("backoff_cap", 1.0), ssl=ctx, server_hostname=hostname,
         )
         # confirm: events leave flash only when the gateway has committed them
@@ -363,18 +364,34 @@ class Device:
         await self.sender.run()
 
 
+    def _will(self):
+        # Called by the client as it sends each CONNECT: the Will names the
+        # connection it belongs to, and "online" below names the same one, so
+        # a Will the broker publishes late for an older connection is told
+        # apart from this one's (protocol/presence.py).
+        self._presence_tag = presence.tag(self.seq.incarnation, self.seq.boot,
+                                          self.mqtt.stats["connects"] + 1)
+        return presence.encode(presence.OFFLINE, self._presence_tag)
+
     async def presence_task(self):
+        announced = -1
         while True:
             await self.mqtt.connected.wait()
-            # Subscribe first: the gateway sends waiting commands as soon as
-            # it sees "online", and the broker handles our packets in order.
-            await self.mqtt.subscribe(self.t_cmd, 1)
-            await self.mqtt.subscribe(self.t_conf, 0)
-            if self.time_source == "gateway":
-                await self.mqtt.subscribe(self.t_time, 0)
-            await self.mqtt.publish(self.t_presence, b"online", 1, retain=True)
-            while self.mqtt.connected.is_set():
-                await sleep_ms(200)
+            n = self.mqtt.stats["connects"]
+            if n != announced:
+                # Every new connection is announced, even one that replaced
+                # the last between two looks here. Subscribe first: the
+                # gateway sends waiting commands as soon as it sees "online",
+                # and the broker handles our packets in order.
+                announced = n
+                await self.mqtt.subscribe(self.t_cmd, 1)
+                await self.mqtt.subscribe(self.t_conf, 0)
+                if self.time_source == "gateway":
+                    await self.mqtt.subscribe(self.t_time, 0)
+                await self.mqtt.publish(self.t_presence,
+                                        presence.encode(presence.ONLINE, self._presence_tag), 1,
+                                        retain=True)
+            await sleep_ms(200)
 
     async def supervisor_task(self, watchdog, tasks):
         """Feed the watchdog only while every task has beaten recently."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from protocol import envelope, topics
+from protocol import envelope, presence, topics
 from protocol.errors import ProtocolError
 from simulator.ledger import Ledger
 
@@ -51,6 +51,7 @@ class BrokerTap:
         self.ledger = ledger
         self.obs = obs
         self.vt = vt
+        self.presence_tags: dict[str, str | None] = {}  # the connection each device's "online" named
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id="sim-tap", clean_session=False, protocol=mqtt.MQTTv311
         )
@@ -78,11 +79,20 @@ class BrokerTap:
             return
         if msg.topic.endswith("/presence"):
             dev = msg.topic.split("/")[4]
+            try:
+                online, tag = presence.decode(msg.payload)
+            except ProtocolError:
+                return
             with self.obs.lock:
                 spans = self.obs.online[dev]
-                if msg.payload == b"online" and (not spans or spans[-1][1] is not None):
-                    spans.append([self.vt(), None])
-                elif msg.payload == b"offline" and spans and spans[-1][1] is None:
+                known = self.presence_tags.get(dev)
+                if online:
+                    self.presence_tags[dev] = tag
+                    if not spans or spans[-1][1] is not None:
+                        spans.append([self.vt(), None])
+                elif tag is not None and known is not None and tag != known:
+                    pass  # a late Will of an older connection (protocol/presence.py)
+                elif spans and spans[-1][1] is None:
                     spans[-1][1] = self.vt()
             return
         try:

@@ -132,9 +132,12 @@ class AsyncClient:
                  backoff_cap=1.0, on_message=None, log=None, ack_timeout=10.0,
                  max_payload=P.MAX_PAYLOAD, max_refusals=5, ssl=None, server_hostname=None):
         # Checked now: a bad Will would make the broker refuse every CONNECT.
+        # will_msg may be a function called at each CONNECT: a Will that names
+        # its own connection (protocol/presence.py).
         if will_topic is not None:
             P.check_topic(will_topic)
-            will_msg = P.check_payload(will_msg, 65535)
+            if not callable(will_msg):
+                will_msg = P.check_payload(will_msg, 65535)
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -321,8 +324,11 @@ class AsyncClient:
         self._reader, self._writer = r, w
         self._rbuf = b""
         try:
+            will = self.will_msg
+            if callable(will):
+                will = P.check_payload(will(), 65535)
             await self._write(P.connect(self.client_id, self.keepalive, self.clean, self.user,
-                                        self.password, self.will_topic, self.will_msg))
+                                        self.password, self.will_topic, will))
             first, body = await self._read_packet(self.timeout)
         except MQTTError:
             await self._close_stream()

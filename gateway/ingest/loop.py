@@ -40,7 +40,7 @@ from gateway.ingest.timebeacon import TimeBeacon
 from gateway.store.budget import Budget
 from gateway.store.events import EventStore, StoredEvent, is_storage_error
 from gateway.store.own_events import OwnEvents
-from protocol import confirm, timesync, topics
+from protocol import confirm, presence, timesync, topics
 from protocol.canonical import dumps, loads_object
 from protocol.errors import BadField, ProtocolError
 
@@ -225,12 +225,16 @@ class Ingest:
             return True
 
     def _classify(self, batch: list[mqtt.MQTTMessage]) -> tuple[
-            list[StoredEvent], list[tuple[str, bytes]], list[Reject]]:
+            list[StoredEvent], list[tuple[str, bytes]], list[Reject], set[tuple[str, str, str]]]:
         """Validate every message without touching the store: events,
-        side-channel messages, and refusals."""
+        side-channel messages, refusals, and the devices whose last message
+        in the group was a valid event (alive, whatever presence said
+        before it: side channels are applied first, so arrival order is
+        kept here)."""
         events: list[StoredEvent] = []
         sides: list[tuple[str, bytes]] = []
         rejects: list[Reject] = []
+        alive: set[tuple[str, str, str]] = set()
         for msg in batch:
             topic = "?"
             try:
@@ -238,8 +242,11 @@ class Ingest:
                 parsed = self._topic(topic)
                 if parsed[3] == "evt":
                     events.append(validate(topic, msg.payload, parsed))
+                    alive.add(parsed[:3])
                 else:
                     sides.append((topic, msg.payload))
+                    if parsed[3] == "presence":
+                        alive.discard(parsed[:3])
             except ProtocolError as e:
                 rejects.append(Reject(topic, e.code, e.detail, msg.payload))
             except UnicodeDecodeError:
@@ -247,7 +254,7 @@ class Ingest:
                                       msg.payload))
             except Exception as e:
                 rejects.append(self._internal(topic, e, msg.payload))
-        return events, sides, rejects
+        return events, sides, rejects, alive
 
     def _internal(self, topic: str, e: BaseException, payload: bytes) -> Reject:
         log.warning("message on %s refused after an unexpected %s", topic, type(e).__name__, exc_info=e)
@@ -258,7 +265,7 @@ class Ingest:
         """One transaction for the group. Events go in with one multi-row
         insert; should that fail on a message's content, the group is done
         again one event per savepoint so only the culprit is refused."""
-        events, sides, rejects = self._classify(batch)
+        events, sides, rejects, alive = self._classify(batch)
         if self.faults.hold_before_commit_s:
             record("holding", n=len(batch), ids=[e.id for e in events[:LOG_IDS]])
             time.sleep(self.faults.hold_before_commit_s)
@@ -282,6 +289,7 @@ class Ingest:
                             out_rejects.append(self._internal(topic, e, payload))
                     stored = self._insert(events, out_rejects, isolate)
                     self.store.insert_rejects(out_rejects)
+                    self._proof_of_life(alive)
                 return stored, out_rejects
             except Exception as e:
                 if isolate or is_storage_error(e):
@@ -386,17 +394,33 @@ class Ingest:
             self.metrics["forwarded"] += 1
             record("forwarded", event=e.id, command=cid, device=cmd.get("dev"))
 
+    def _proof_of_life(self, alive: set[tuple[str, str, str]]) -> None:
+        """Any event is proof that its device is connected: a device whose
+        presence says offline (a Will that won a race, a retained message
+        from before a broker restart) is online again when its events
+        arrive after that presence message."""
+        now = time.time()
+        revived = [d for d in sorted(alive) if self.store.proof_of_life(d[2], d[0], d[1], now)]
+        for _, _, device in revived:
+            self.metrics["presence_revived"] += 1
+            record("presence_revived", device=device)
+        if revived:
+            M.DEVICES_ONLINE.set(sum(d["online"] for d in self.store.devices()))
+
     def side_channel(self, topic: str, payload: bytes) -> None:
         """Presence, retained state and command acks: not events, but the
         status page, device list and downstream relay live on them."""
         outlet, kind, device, channel = topics.parse(topic)
         now = time.time()
         if channel == "presence":
-            if payload not in (b"online", b"offline"):
-                raise BadField(f"presence must be online or offline, got {payload[:20]!r}")
-            self.store.presence(device, outlet, kind, payload == b"online", now)
+            online, tag = presence.decode(payload)
+            if not self.store.presence(device, outlet, kind, online, now, tag):
+                # A late Will of an older connection (protocol/presence.py).
+                self.metrics["presence_stale"] += 1
+                record("presence_stale", device=device, tag=tag)
+                return
             M.DEVICES_ONLINE.set(sum(d["online"] for d in self.store.devices()))
-            if payload == b"online":
+            if online:
                 self.schedule.due_now("time")  # the time first: commands need it
                 self.schedule.due_now("relay")  # deliver its waiting commands now
         elif channel == "state":

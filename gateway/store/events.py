@@ -140,6 +140,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX commands_open ON commands(device, status);
     CREATE INDEX commands_device_id ON commands(device, id);
     """,
+    # 6: the connection a device's latest "online" named (protocol/presence.py),
+    # so a late Last Will of an older connection is told apart from this one's
+    """
+    ALTER TABLE devices ADD COLUMN presence_tag TEXT;
+    """,
 ]
 
 def is_storage_error(e: BaseException) -> bool:
@@ -396,17 +401,45 @@ class EventStore:
                         "value=excluded.value", (key, value))
 
     # ---- devices
-    def presence(self, device: str, outlet: str, kind: str, online: bool, at: float) -> None:
-        """Online/offline from the retained presence topic (Last Will sets offline)."""
+    def presence(self, device: str, outlet: str, kind: str, online: bool, at: float,
+                 tag: str | None = None) -> bool:
+        """Online/offline from the retained presence topic (a Last Will sets
+        offline). An "offline" naming another connection than the latest
+        "online" is a late Will of an older connection: ignored, and False
+        returned. Untagged messages carry nothing to compare and are taken."""
+        row = self.db.execute("SELECT online, presence_tag FROM devices WHERE device=?",
+                              (device,)).fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO devices(device,outlet,kind,online,since,last_seen,presence_tag) "
+                            "VALUES (?,?,?,?,?,?,?)", (device, outlet, kind, int(online), at, at, tag))
+            return True
+        was_online, known = bool(row[0]), row[1]
+        if not online and tag is not None and known is not None and tag != known:
+            return False
+        if online:
+            known = tag
+        if was_online != online:
+            self.db.execute("UPDATE devices SET online=?, since=?, last_seen=?, presence_tag=? "
+                            "WHERE device=?", (int(online), at, at, known, device))
+        else:
+            self.db.execute("UPDATE devices SET last_seen=?, presence_tag=? WHERE device=?",
+                            (at, known, device))
+        return True
+
+    def proof_of_life(self, device: str, outlet: str, kind: str, at: float) -> bool:
+        """A device's event arrived after its last presence message: it is
+        connected, whatever a Will said. True if that turned an offline
+        device online (a device first seen through an event is not counted)."""
         row = self.db.execute("SELECT online FROM devices WHERE device=?", (device,)).fetchone()
         if row is None:
             self.db.execute("INSERT INTO devices(device,outlet,kind,online,since,last_seen) "
-                            "VALUES (?,?,?,?,?,?)", (device, outlet, kind, int(online), at, at))
-        elif bool(row[0]) != online:
-            self.db.execute("UPDATE devices SET online=?, since=?, last_seen=? WHERE device=?",
-                            (int(online), at, at, device))
-        else:
+                            "VALUES (?,?,?,1,?,?)", (device, outlet, kind, at, at))
+            return False
+        if row[0]:
             self.db.execute("UPDATE devices SET last_seen=? WHERE device=?", (at, device))
+            return False
+        self.db.execute("UPDATE devices SET online=1, since=?, last_seen=? WHERE device=?", (at, at, device))
+        return True
 
     def device_state(self, device: str, outlet: str, kind: str, state: str, at: float) -> None:
         self.presence_seen(device, outlet, kind, at)

@@ -14,6 +14,7 @@ import pytest
 
 from firmware.locker import codes as C
 from gateway.broker import Mosquitto
+from gateway.store.events import EventStore
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
@@ -269,3 +270,41 @@ def test_permit_forwarded_by_its_handheld_opens_and_a_forged_one_does_not(outlet
         closer.stop()
     deposits = [e for e in stored_events(outlet["db"]) if e["type"] == "locker.deposit"]
     assert [e["body"]["parcel"] for e in deposits] == ["RB123456785GB"]
+
+
+@pytest.mark.slow
+def test_presence_after_twenty_broker_restarts_says_online(outlet: dict, broker: Mosquitto) -> None:
+    """Issue 19, finding 1: after broker restarts a working locker showed
+    offline for hours (a Will of an older connection, or a reconnect the
+    presence task never noticed, had the last word). Restarted 20 times,
+    some within the locker's reconnect backoff; at the end it is online."""
+    outlet["panel"].wait_connected()
+    rng = random.Random(20261203)
+    for _ in range(20):
+        time.sleep(rng.uniform(0.05, 1.5))
+        if rng.random() < 0.5:
+            broker.kill()  # SIGKILL: the broker gets no chance to send anything
+        else:
+            broker.stop()
+        time.sleep(rng.uniform(0.0, 0.3))
+        broker.start()
+
+    def online_now() -> dict[str, bool]:
+        s = EventStore(outlet["db"])
+        try:
+            return {d["device"]: d["online"] for d in s.devices()}
+        finally:
+            s.close()
+
+    deadline = time.monotonic() + 30
+    online = None
+    while time.monotonic() < deadline:
+        online = online_now()
+        if online.get("lk01"):
+            time.sleep(3)  # and stays so once late Wills have had their chance
+            online = online_now()
+            if online.get("lk01"):
+                break
+        time.sleep(0.5)
+    assert online and online.get("lk01") is True, online
+    assert outlet["fw"].poll() is None

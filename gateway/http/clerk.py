@@ -213,7 +213,9 @@ class ClerkConsole:
         if nonce:
             csp += f"; style-src 'nonce-{nonce.group(1)}'; script-src 'nonce-{nonce.group(1)}'"
         headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
-                   "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                   # same-origin, not no-referrer: under no-referrer Chromium sends
+                   # "Origin: null" with our own forms, and the Origin check needs it.
+                   "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
                    "X-Frame-Options": "DENY", "Server": "postedge", "Content-Security-Policy": csp,
                    **(extra or {})}
         return web.Response(status=status, body=html.encode(), headers=headers)

@@ -113,11 +113,7 @@ def _alarm_row(a: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
             "kind": kind_name(a["kind"], lang), "device": a["device"], "clock": clock(a["at"], now),
             "ago": ago(a["age_s"], lang),
             "ack": None if not ack else TEXT.t(f"ack.{ack['state']}", lang, by=ack["by"],
-                                                clock=clock(ack["at"], now),
-                                                note=ack["note"][:MAX_NOTE_SHOWN])}
-
-
-MAX_NOTE_SHOWN = 120  # a clerk's note on the public page; the console shows it whole
+                                                clock=clock(ack["at"], now))}
 
 
 def _device_row(d: dict[str, Any], lang: str) -> dict[str, Any]:

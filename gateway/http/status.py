@@ -239,7 +239,9 @@ def snapshot(store: EventStore, now: float | None = None, parcel_ids: bool = Fal
     alarms.sort(key=lambda a: a["at"], reverse=True)
     acks = alarms_ack.read(store.db, [a["id"] for a in alarms])
     for a in alarms:
-        a["ack"] = acks.get(a["id"])
+        ack = acks.get(a["id"])
+        # A clerk's note may name a parcel or a villager: console only.
+        a["ack"] = ack if ack is None or parcel_ids else {k: v for k, v in ack.items() if k != "note"}
     parcels = []
     for ev in store.recent("custody", PARCELS_SHOWN):
         try:

@@ -280,6 +280,7 @@ def test_acknowledged_alarms_stop_turning_the_public_page_red(rig: Rig) -> None:
     assert 'data-level="alarm"' not in page and "acknowledged by anna" in page
     api = json.loads(c.get("/api/status")[2])
     assert all(a["ack"]["state"] == "acknowledged" for a in api["alarms"])
+    assert "on it" not in page and all("note" not in a["ack"] for a in api["alarms"])  # notes: console only
     code, _, html = c.post("/clerk/alarm", {"csrf": csrf, "alarm": rig.alarm_ordinary, "action": "resolve"})
     assert code == 400  # resolving needs a note
     assert c.post("/clerk/alarm", {"csrf": csrf, "alarm": rig.alarm_ordinary, "action": "resolve",

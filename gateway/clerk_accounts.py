@@ -1,4 +1,4 @@
-"""``postedge gateway clerk add|list``: the operator's job of making clerk
+"""``postedge gateway clerk add|disable|list``: the operator's job of making clerk
 accounts for the console (gateway/http/clerk.py).
 
 The password is hashed here (scrypt, ``gateway/http/session.py``) and only
@@ -14,6 +14,8 @@ at once are serialised by a lock file next to the counter.
 from __future__ import annotations
 
 import fcntl
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,21 @@ def add(cfg: GatewayConfig, name: str, role: str, password: str) -> bool:
     if role not in clerks.ROLES:
         raise ValueError(f"role must be one of {', '.join(clerks.ROLES)}")
     pw = S.hash_password(password)
+    return bool(_audited(cfg, lambda db: clerks.add_clerk(db, name, role, pw),
+                         lambda new: ("gateway.clerk_added", {"name": name, "role": role, "new": new})))
+
+
+def disable(cfg: GatewayConfig, name: str) -> bool:
+    """Lock a clerk out (left the outlet, password given away): their
+    sessions end at once. False if there is no such clerk."""
+    body = {"name": name[:S.NAME_MAX]}
+    return bool(_audited(cfg, lambda db: clerks.disable(db, name),
+                         lambda found: ("gateway.clerk_disabled", {**body, "found": found})))
+
+
+def _audited(cfg: GatewayConfig, change: Callable[[sqlite3.Connection], Any],
+             audit: Callable[[Any], tuple[str, dict[str, Any]]]) -> Any:
+    """``change`` and its own event in one transaction, under the admin lock."""
     state = Path(cfg.db).parent
     source = f"{cfg.broker.client_id}-admin"
     store = EventStore(cfg.db)
@@ -41,9 +58,10 @@ def add(cfg: GatewayConfig, name: str, role: str, password: str) -> bool:
             own = OwnEvents(store, cfg.outlet, source, state)
             with store.tx():
                 clerks.ensure(store.db)
-                new = clerks.add_clerk(store.db, name, role, pw)
-                own.emit("gateway.clerk_added", {"name": name, "role": role, "new": new}, cls="audit")
-        return new
+                out = change(store.db)
+                etype, body = audit(out)
+                own.emit(etype, body, cls="audit")
+        return out
     finally:
         store.close()
 

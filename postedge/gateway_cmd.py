@@ -160,6 +160,17 @@ def cmd_clerk_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clerk_disable(args: argparse.Namespace) -> int:
+    from gateway import clerk_accounts
+
+    lang = i18n.pick(args.lang)
+    if not clerk_accounts.disable(_load(args), args.name):
+        print(t("error", lang, msg=t("clerk.unknown", lang, name=args.name)), file=sys.stderr)
+        return 1
+    print(t("clerk.disabled", lang, name=args.name))
+    return 0
+
+
 def cmd_clerk_list(args: argparse.Namespace) -> int:
     from gateway import clerk_accounts
 
@@ -209,6 +220,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ca.add_argument("--role", choices=("clerk", "supervisor"), default="clerk")
     ca.add_argument("--config", type=Path, required=True)
     ca.set_defaults(func=cmd_clerk_add)
+    cd = cks.add_parser("disable", help="lock a clerk out and end their sessions (add enables again)")
+    cd.add_argument("name")
+    cd.add_argument("--config", type=Path, required=True)
+    cd.set_defaults(func=cmd_clerk_disable)
     cl = cks.add_parser("list", help="clerk accounts and roles")
     cl.add_argument("--config", type=Path, required=True)
     cl.set_defaults(func=cmd_clerk_list)

@@ -98,6 +98,14 @@ def add_clerk(db: sqlite3.Connection, name: str, role: str, pw_hash: str) -> boo
     return new
 
 
+def disable(db: sqlite3.Connection, name: str) -> bool:
+    """Lock an account out and end its sessions at once; False if unknown.
+    ``add_clerk`` for the same name enables it again (with a new password)."""
+    cur = db.execute("UPDATE clerks SET disabled=1 WHERE name=?", (name,))
+    db.execute("DELETE FROM clerk_sessions WHERE name=?", (name,))
+    return cur.rowcount > 0
+
+
 def clerk(db: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     row = db.execute("SELECT name, role, pw, disabled FROM clerks WHERE name=?", (name,)).fetchone()
     if row is None:

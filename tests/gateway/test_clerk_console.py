@@ -82,6 +82,28 @@ def test_cli_adds_a_clerk_with_the_password_from_stdin(tmp_path: Path) -> None:
     assert b"a-long-secret-1" not in raw
     r = run("list", stdin="")
     assert "anna" in r.stdout and "supervisor" in r.stdout
+    assert run("disable", "anna", stdin="").returncode == 0
+    assert run("disable", "nobody", stdin="").returncode == 1
+    assert "(disabled)" in run("list", stdin="").stdout
+    store = EventStore(tmp_path / "gateway.db")
+    try:
+        gone = store.db.execute("SELECT payload FROM events WHERE type='gateway.clerk_disabled'").fetchall()
+    finally:
+        store.close()
+    assert [json.loads(p)["body"]["found"] for (p,) in gone] == [True, False]
+
+
+def test_a_disabled_clerk_is_logged_out_at_once_and_cannot_log_in(rig: Rig) -> None:
+    c = rig.client()
+    assert c.login("bo") == 303 and c.get("/clerk")[0] == 200
+    store = rig.store()
+    try:
+        with store.tx():
+            assert clerks.disable(store.db, "bo")
+    finally:
+        store.close()
+    assert c.get("/clerk")[0] == 303
+    assert c.login("bo") == 401
 
 
 # ------------------------------------------------------------------ sessions

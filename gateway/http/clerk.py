@@ -306,6 +306,7 @@ class ClerkConsole:
         with self.lock, self.store.tx():
             db = self.store.db
             if not ok:
+                clerks.throttle_prune(db, now, S.FORGET_S)
                 lock_now = False
                 for k in keys:
                     fails, first, _ = clerks.throttle_get(db, k)

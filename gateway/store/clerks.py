@@ -160,6 +160,12 @@ def throttle_put(db: sqlite3.Connection, key: str, fails: int, first_at: float, 
                "locked_until=excluded.locked_until", (key, fails, first_at, locked_until))
 
 
+def throttle_prune(db: sqlite3.Connection, now: float, forget_s: float) -> None:
+    """Drop keys no longer locked whose failures are forgotten anyway, so
+    guesses under many names or addresses cannot grow the table for ever."""
+    db.execute("DELETE FROM clerk_throttle WHERE locked_until < ? AND first_at < ?", (now, now - forget_s))
+
+
 def throttle_clear(db: sqlite3.Connection, key: str) -> None:
     db.execute("DELETE FROM clerk_throttle WHERE key=?", (key,))
 

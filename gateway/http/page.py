@@ -171,7 +171,9 @@ def _main_context(snap: dict[str, Any], lang: str, refresh_s: int) -> dict[str, 
              "tone": "bad" if s["devices_online"] < s["devices_total"] else "good"},
             {"name": "parcels", "value": s["parcels"], "tone": "neutral"},
             {"name": "alarms", "value": f'{s["alarms_24h"]}{"+" if s["alarms_24h_capped"] else ""}',
-             "tone": "bad" if s["alarms_24h"] else "good"},
+             # Red only while an alarm nobody has acknowledged is among those shown.
+             "tone": "bad" if any(not a.get("ack") for a in snap["alarms"]) and s["alarms_24h"]
+             else "warn" if s["alarms_24h"] else "good"},
             {"name": "backlog", "value": b["count"], "tone": "warn" if behind else "neutral"},
         ],
         "alarms": _rows("alarm", "id", snap["alarms"], lambda a: _alarm_row(a, lang, now)),

@@ -292,7 +292,7 @@ def test_a_clerk_cannot_do_what_only_a_supervisor_may(rig: Rig) -> None:
 def test_acknowledged_alarms_stop_turning_the_public_page_red(rig: Rig) -> None:
     c = rig.client()
     _, _, page = c.get("/?lang=en")
-    assert 'data-level="alarm"' in page
+    assert 'data-level="alarm"' in page and 'class="tile t-bad" id="tile-alarms"' in page
     assert c.login("anna") == 303
     csrf = c.csrf()
     for aid in (rig.alarm_ordinary, rig.alarm_critical):
@@ -300,6 +300,7 @@ def test_acknowledged_alarms_stop_turning_the_public_page_red(rig: Rig) -> None:
                                        "note": "on it"})[0] == 303
     _, _, page = c.get("/?lang=en")
     assert 'data-level="alarm"' not in page and "acknowledged by anna" in page
+    assert 'class="tile t-warn" id="tile-alarms"' in page  # no longer red
     api = json.loads(c.get("/api/status")[2])
     assert all(a["ack"]["state"] == "acknowledged" for a in api["alarms"])
     assert "on it" not in page and all("note" not in a["ack"] for a in api["alarms"])  # notes: console only

@@ -42,6 +42,7 @@ inputs have hard length caps and a clear error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -176,7 +177,13 @@ class ClerkConsole:
             if not self._same_origin(request):
                 CLERK_EVENTS.labels("post", "cross_origin").inc()
                 return self._html(403, self._error_page(lang, "err.origin"))
-            raw = await request.content.readexactly(length) if length else b""
+            try:
+                raw = await request.content.readexactly(length) if length else b""
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The browser went away mid-form: nothing to do, nothing stored.
+                resp = self._html(400, self._error_page(lang, "err.bad_form"))
+                resp.force_close()
+                return resp
             form = _parse_form(raw)
             lang = form.get("lang", lang) if form.get("lang") in LANGS else lang
         elif method not in ("GET", "HEAD"):

@@ -44,7 +44,7 @@ def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
     if cfg.web is not None:
         from gateway.http.server import start_web
 
-        services.append(start_web(cfg.db, cfg.web, stop))
+        services.append(start_web(cfg.db, cfg.web, stop, cfg.outlet, cfg.broker.client_id))
 
     def shutdown(*_: object) -> None:
         stop.set()

@@ -131,6 +131,54 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace, lang: str) -> str:
+    """From a prompt (twice, not echoed) on a terminal, else the first line
+    of stdin: never from argv, where ``ps`` and the shell history see it."""
+    import getpass
+
+    if sys.stdin.isatty():
+        pw = getpass.getpass(t("clerk.prompt", lang, name=args.name))
+        if getpass.getpass(t("clerk.again", lang)) != pw:
+            print(t("error", lang, msg=t("clerk.mismatch", lang)), file=sys.stderr)
+            raise SystemExit(2)
+        return pw
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_clerk_add(args: argparse.Namespace) -> int:
+    from gateway import clerk_accounts
+
+    cfg = _load(args)
+    lang = i18n.pick(args.lang)
+    password = _read_password(args, lang)
+    try:
+        new = clerk_accounts.add(cfg, args.name, args.role, password)
+    except ValueError as e:
+        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        return 2
+    print(t("clerk.added" if new else "clerk.reset", lang, name=args.name, role=args.role))
+    return 0
+
+
+def cmd_clerk_disable(args: argparse.Namespace) -> int:
+    from gateway import clerk_accounts
+
+    lang = i18n.pick(args.lang)
+    if not clerk_accounts.disable(_load(args), args.name):
+        print(t("error", lang, msg=t("clerk.unknown", lang, name=args.name)), file=sys.stderr)
+        return 1
+    print(t("clerk.disabled", lang, name=args.name))
+    return 0
+
+
+def cmd_clerk_list(args: argparse.Namespace) -> int:
+    from gateway import clerk_accounts
+
+    for c in clerk_accounts.listing(_load(args)):
+        print(f"{c['name']:<20} {c['role']}{' (disabled)' if c['disabled'] else ''}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = sub.add_parser("gateway", help="the outlet gateway")
     gs = g.add_subparsers(dest="gw", required=True)
@@ -163,6 +211,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     dr.add_argument("--config", type=Path, required=True)
     dr.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     dr.set_defaults(func=cmd_drain)
+
+    ck = gs.add_parser("clerk", help="clerk console accounts")
+    cks = ck.add_subparsers(dest="clerk_cmd", required=True)
+    ca = cks.add_parser("add", help="add a clerk, or reset one's password and role; the password is "
+                        "read from a prompt, or the first line of stdin, never from the command line")
+    ca.add_argument("name")
+    ca.add_argument("--role", choices=("clerk", "supervisor"), default="clerk")
+    ca.add_argument("--config", type=Path, required=True)
+    ca.set_defaults(func=cmd_clerk_add)
+    cd = cks.add_parser("disable", help="lock a clerk out and end their sessions (add enables again)")
+    cd.add_argument("name")
+    cd.add_argument("--config", type=Path, required=True)
+    cd.set_defaults(func=cmd_clerk_disable)
+    cl = cks.add_parser("list", help="clerk accounts and roles")
+    cl.add_argument("--config", type=Path, required=True)
+    cl.set_defaults(func=cmd_clerk_list)
 
     p = gs.add_parser("provision", help="broker config, per-device credentials and ACL for an outlet")
     p.add_argument("inventory", type=Path, help="outlet inventory TOML (outlet, devices)")

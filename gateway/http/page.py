@@ -108,8 +108,12 @@ def _rows(what: str, ident: str, items: list[Any], build: Callable[[Any], dict[s
 
 
 def _alarm_row(a: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
-    return {"hot": a["age_s"] <= ALARM_RED_S, "text": a["text"][lang], "kind": kind_name(a["kind"], lang),
-            "device": a["device"], "clock": clock(a["at"], now), "ago": ago(a["age_s"], lang)}
+    ack = a.get("ack")
+    return {"hot": a["age_s"] <= ALARM_RED_S and not ack, "text": a["text"][lang],
+            "kind": kind_name(a["kind"], lang), "device": a["device"], "clock": clock(a["at"], now),
+            "ago": ago(a["age_s"], lang),
+            "ack": None if not ack else TEXT.t(f"ack.{ack['state']}", lang, by=ack["by"],
+                                                clock=clock(ack["at"], now))}
 
 
 def _device_row(d: dict[str, Any], lang: str) -> dict[str, Any]:
@@ -167,7 +171,9 @@ def _main_context(snap: dict[str, Any], lang: str, refresh_s: int) -> dict[str, 
              "tone": "bad" if s["devices_online"] < s["devices_total"] else "good"},
             {"name": "parcels", "value": s["parcels"], "tone": "neutral"},
             {"name": "alarms", "value": f'{s["alarms_24h"]}{"+" if s["alarms_24h_capped"] else ""}',
-             "tone": "bad" if s["alarms_24h"] else "good"},
+             # Red only while an alarm nobody has acknowledged is among those shown.
+             "tone": "bad" if any(not a.get("ack") for a in snap["alarms"]) and s["alarms_24h"]
+             else "warn" if s["alarms_24h"] else "good"},
             {"name": "backlog", "value": b["count"], "tone": "warn" if behind else "neutral"},
         ],
         "alarms": _rows("alarm", "id", snap["alarms"], lambda a: _alarm_row(a, lang, now)),

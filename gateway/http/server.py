@@ -127,7 +127,9 @@ class GatewayHTTP:
     在一处；上传先验登录再读请求体；数据库和文件操作在固定大小的线程池里执行。
     """
 
-    def __init__(self, db_path: Path, cfg: WebConfig) -> None:
+    def __init__(self, db_path: Path, cfg: WebConfig, outlet: str | None = None,
+                 gateway_id: str | None = None) -> None:
+        from gateway.http.clerk import ClerkConsole
         from gateway.http.commands import CommandAPI
         from gateway.http.uploads import UploadService
 
@@ -135,6 +137,10 @@ class GatewayHTTP:
         self.cfg = cfg
         self.uploads = UploadService(self.db_path, cfg.passwd_file, cfg.acl_file)
         self.commands = CommandAPI(self.db_path, self.uploads.creds)  # one password checker, one cache
+        # The clerk console (gateway/http/clerk.py) writes own events, so it
+        # needs the outlet and the gateway's id; without them /clerk is 503.
+        self.clerk = (ClerkConsole(self.db_path, outlet, gateway_id or f"gw-{outlet}", bool(cfg.cert_file),
+                                   cfg.lang) if outlet else None)
         self.executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="postedge-web-db")
         # Requests in flight per connection, and since when a connection has
         # been idle: the connection cap evicts the longest-idle one, and the
@@ -207,6 +213,8 @@ class GatewayHTTP:
         try:
             if path == "/v1/uploads" or path.startswith("/v1/uploads/"):
                 return await self._upload(request, raw)
+            if path == "/clerk" or path.startswith("/clerk/"):
+                return await self._clerk(request)
             if path == "/v1/commands" or path.startswith("/v1/commands/"):
                 r = await self._blocking(self.commands.handle, request.method, raw, request.headers)
                 return self._respond(request, r.code, JSON_TYPE, r.body, r.headers)
@@ -264,6 +272,13 @@ class GatewayHTTP:
         self.body_read.add(id(request))
         r = await self._blocking(up.handle, method, raw, request.headers, principal, body)
         return self._respond(request, r.code, JSON_TYPE, r.body, r.headers)
+
+    async def _clerk(self, request: web.Request) -> web.StreamResponse:
+        """Everything under /clerk is the console's (login, CSRF, roles)."""
+        if self.clerk is None:
+            return self._respond(request, 503, TEXT_PLAIN, b"clerk console not configured\n")
+        self.body_read.add(id(request))
+        return await self.clerk.handle(request, self._blocking)
 
     # -- page routes (run on the pool)
     def _snapshot(self) -> dict[str, Any]:
@@ -381,6 +396,8 @@ class GatewayHTTP:
     def close(self) -> None:
         self.executor.shutdown(wait=True)
         self.uploads.close()
+        if self.clerk is not None:
+            self.clerk.close()
 
 
 class WebService(threading.Thread):
@@ -463,7 +480,8 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event) -> WebService:
+def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event,
+              outlet: str | None = None, gateway_id: str | None = None) -> WebService:
     """Validate ``[web]``, bind, and serve in a thread until ``stop`` is set.
 
     Binding happens here, not in the thread, so a taken port fails the
@@ -480,7 +498,7 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
         sock = _listen(cfg.host, cfg.port)
     except OSError as e:
         raise ConfigError(f"web.host/web.port: cannot listen on {cfg.host}:{cfg.port}: {e}") from e
-    svc = WebService(GatewayHTTP(Path(db_path), cfg), sock, stop)
+    svc = WebService(GatewayHTTP(Path(db_path), cfg, outlet, gateway_id), sock, stop)
     svc.start()
 
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"

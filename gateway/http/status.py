@@ -25,6 +25,7 @@ from prometheus_client import Counter
 from common.logs import recorder
 from common.text import LANGS, beside, device_fields
 from gateway import metrics as M
+from gateway.store import alarms_ack
 from gateway.store.events import EventStore
 from protocol.custody import HOLDS_PARCEL, RETRIEVAL
 
@@ -193,9 +194,14 @@ def _parse_last_sync(raw: str | None) -> float | None:
         return None
 
 
-def snapshot(store: EventStore, now: float | None = None) -> dict[str, Any]:
+def snapshot(store: EventStore, now: float | None = None, parcel_ids: bool = False) -> dict[str, Any]:
     """Everything the page shows, as plain data; the page and /api/status
-    are both made from this, so they cannot disagree."""
+    are both made from this, so they cannot disagree.
+
+    The public page (``/``, ``/api/status``: anyone on the outlet LAN) gets
+    no parcel ids; the clerk console, behind its login, asks for them with
+    ``parcel_ids=True`` (docs/gateway.md, "The clerk console"). Alarms a
+    clerk acknowledged carry ``ack`` and no longer count as fresh."""
     now = time.time() if now is None else now
     devices = store.devices()
     dev_out = [{"device": d["device"], "outlet": d["outlet"], "kind": d["kind"],
@@ -231,6 +237,11 @@ def snapshot(store: EventStore, now: float | None = None) -> dict[str, Any]:
             bad_row("alarm", ev.get("id"), e)
             alarms.append(_placeholder_alarm(ev, now))
     alarms.sort(key=lambda a: a["at"], reverse=True)
+    acks = alarms_ack.read(store.db, [a["id"] for a in alarms])
+    for a in alarms:
+        ack = acks.get(a["id"])
+        # A clerk's note may name a parcel or a villager: console only.
+        a["ack"] = ack if ack is None or parcel_ids else {k: v for k, v in ack.items() if k != "note"}
     parcels = []
     for ev in store.recent("custody", PARCELS_SHOWN):
         try:
@@ -239,7 +250,8 @@ def snapshot(store: EventStore, now: float | None = None) -> dict[str, Any]:
             parcels.append({"id": ev["id"], "device": ev["device"], "type": ev["type"], "at": at,
                             "age_s": round(max(0.0, now - at), 1),
                             **{k: (_ident(body[k]) if k == "compartment" else _text(body[k]))
-                               for k in CUSTODY_FIELDS if body.get(k) is not None}})
+                               for k in CUSTODY_FIELDS if body.get(k) is not None
+                               and (parcel_ids or k != "parcel")}})
         except Exception as e:  # noqa: BLE001
             bad_row("parcel", ev.get("id"), e)
     backlog = store.backlog()
@@ -267,7 +279,8 @@ def snapshot(store: EventStore, now: float | None = None) -> dict[str, Any]:
 def verdict(snap: dict[str, Any]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """The one-word state at the top of the page, and why."""
     why: list[tuple[str, dict[str, Any]]] = []
-    fresh_alarm = any(a["age_s"] <= ALARM_RED_S for a in snap["alarms"])
+    # An alarm a clerk acknowledged is in hand: it no longer turns the page red.
+    fresh_alarm = any(a["age_s"] <= ALARM_RED_S and not a.get("ack") for a in snap["alarms"])
     if fresh_alarm:
         why.append(("why.alarm", {}))
     offline = snap["summary"]["devices_total"] - snap["summary"]["devices_online"]

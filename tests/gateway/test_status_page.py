@@ -186,7 +186,9 @@ def test_clerk_sees_outlet_status_in_chinese_and_english(gateway_web: dict[str, 
         forced = next(a for a in api["alarms"] if a["alarm"] == "door_forced")
         assert forced["compartment"] == 3 and forced["device"] == "lk01"
         assert forced["text"] == {"zh": "3 号格口：柜门被强行打开", "en": "Compartment 3: door forced open"}
-        assert (api["parcels"][0]["type"], api["parcels"][0]["parcel"]) == ("locker.deposit", "RB123456785GB")
+        # Parcel ids are for the clerk console, behind its login (issue 15): the LAN page shows none.
+        assert (api["parcels"][0]["type"], api["parcels"][0]["compartment"]) == ("locker.deposit", 5)
+        assert "parcel" not in api["parcels"][0]
         assert api["backlog"]["bytes"] == sum(len(p) for _, _, p in events)
         assert api["backlog"]["oldest_age_s"] < 60
         assert api["last_sync_at"] is None
@@ -231,7 +233,7 @@ def test_clerk_sees_outlet_status_in_chinese_and_english(gateway_web: dict[str, 
         expect(page.locator("#lockers")).to_contain_text("快递员需取回：6 号（逾期）、7 号（待退件）")
         expect(page.locator("#lockers")).to_contain_text("设备内待发送 3 条，存储已用 3%")
         expect(page.locator("#parcels")).to_contain_text("快递员投递")
-        expect(page.locator("#parcels")).to_contain_text("RB123456785GB")
+        expect(page.locator("#parcels")).not_to_contain_text("RB123456785GB")
         expect(page.locator("#sync")).to_contain_text(re.compile(r"待上传 4 条（\d+ B）"))
         expect(page.locator("#sync")).to_contain_text("上次上传：从未")
         expect(main).not_to_contain_text(PICKUP_CODE)

@@ -190,6 +190,15 @@ class Outlet:
                     if self.web_port
                     else []
                 )
+                + (
+                    # The gateway's own small disk: its budget must fit it. With the default
+                    # 512 MiB reserve on a 256 MiB tmpfs the gateway is always over budget and
+                    # evicts every synced event and thins unsynced status and telemetry, so
+                    # the ledger's gateway hop found an empty store once a budget pass ran.
+                    ["[budget]", "max_mb = 192", "reserve_mb = 16", ""]
+                    if self.disk
+                    else []
+                )
             )
         )
         self.gw = GatewayProcess(self.gw_cfg)

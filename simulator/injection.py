@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable
 
 from simulator.assembly import Outlet
@@ -71,8 +72,7 @@ async def inject(outlet: Outlet, f: Fault, starting: bool) -> None:
             dev.dclock.offset = f.skew_s if starting else 0
     elif f.kind == "disk_full":
         if starting:  # what is there now, and a few pages: the next group commit fails
-            used = shutil.disk_usage(outlet.disk).used
-            await asyncio.to_thread(_remount, outlet, str(max(used + 32 * 1024, 256 * 1024)))
+            await asyncio.to_thread(_fill, outlet)
         else:
             await asyncio.to_thread(_remount, outlet, outlet.DISK_ROOM)
     elif f.kind == "central_lossy":
@@ -95,6 +95,20 @@ async def inject(outlet: Outlet, f: Fault, starting: bool) -> None:
             outlet.proxy.remove_rule(outlet.mqtt_rules.pop(id(f)))
     outlet.faults_log.append(rec)
     outlet.log("fault", **rec)
+
+
+def _fill(outlet: Outlet) -> None:
+    """Shrink the gateway's tmpfs to what it holds now plus a few pages. A
+    tmpfs cannot shrink below its use, and the gateway keeps writing between
+    the measure and the remount: measure again and retry."""
+    for attempt in range(10):
+        used = shutil.disk_usage(outlet.disk).used
+        try:
+            _remount(outlet, str(max(used + 32 * 1024 * (attempt + 1), 256 * 1024)))
+            return
+        except subprocess.CalledProcessError:
+            time.sleep(0.05)
+    _remount(outlet, str(shutil.disk_usage(outlet.disk).used + 1024 * 1024))
 
 
 def _remount(outlet: Outlet, size: str) -> None:

@@ -164,9 +164,13 @@ class Scale:
             for raw in frames:
                 try:
                     r = F.parse(self.fmt, raw.decode("ascii"), self.unit)
-                except (FrameError, UnicodeDecodeError) as e:
+                except FrameError as e:
                     self.garbage += 1
-                    SCALE.labels(getattr(e, "reason", "garbage")).inc()
+                    SCALE.labels(e.reason).inc()
+                    continue
+                except UnicodeDecodeError:
+                    self.garbage += 1
+                    SCALE.labels("garbage").inc()
                     continue
                 SCALE.labels("frame_ok").inc()
                 seen += 1

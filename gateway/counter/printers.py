@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import serial  # type: ignore[import-untyped]
+import serial
 from prometheus_client import Counter
 
 from gateway import metrics as M

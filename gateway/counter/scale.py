@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import serial  # type: ignore[import-untyped]
+import serial
 from prometheus_client import Counter
 
 from gateway import metrics as M

@@ -31,6 +31,8 @@ Routes:
 ``/v1/commands/<id>``  a forwarded command's status for the handheld that
                  forwarded it (``GET``/``HEAD``), ``gateway/http/commands.py``;
                  same logins as the uploads
+``/v1/counter/...``  counter acceptance of outbound parcels (issue 15),
+                 ``gateway/http/counter.py``; 503 unless a counter desk is given
 
 Each request opens its own read-only SQLite connection, on the server's
 small thread pool so the event loop never waits on the disk: WAL lets it
@@ -127,14 +129,16 @@ class GatewayHTTP:
     在一处；上传先验登录再读请求体；数据库和文件操作在固定大小的线程池里执行。
     """
 
-    def __init__(self, db_path: Path, cfg: WebConfig) -> None:
+    def __init__(self, db_path: Path, cfg: WebConfig, counter: Any = None) -> None:
         from gateway.http.commands import CommandAPI
+        from gateway.http.counter import CounterRoutes
         from gateway.http.uploads import UploadService
 
         self.db_path = Path(db_path)
         self.cfg = cfg
         self.uploads = UploadService(self.db_path, cfg.passwd_file, cfg.acl_file)
         self.commands = CommandAPI(self.db_path, self.uploads.creds)  # one password checker, one cache
+        self.counter = CounterRoutes(counter, self.uploads.creds)
         self.executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="postedge-web-db")
         # Requests in flight per connection, and since when a connection has
         # been idle: the connection cap evicts the longest-idle one, and the
@@ -209,6 +213,9 @@ class GatewayHTTP:
                 return await self._upload(request, raw)
             if path == "/v1/commands" or path.startswith("/v1/commands/"):
                 r = await self._blocking(self.commands.handle, request.method, raw, request.headers)
+                return self._respond(request, r.code, JSON_TYPE, r.body, r.headers)
+            if path == "/v1/counter" or path.startswith("/v1/counter/"):
+                r = await self.counter.serve(request, self._blocking, self.body_read)
                 return self._respond(request, r.code, JSON_TYPE, r.body, r.headers)
             if request.method not in ("GET", "HEAD"):
                 return self._respond(request, 405, TEXT_PLAIN, b"method not allowed\n",
@@ -463,7 +470,8 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event) -> WebService:
+def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event,
+              counter: Any = None) -> WebService:
     """Validate ``[web]``, bind, and serve in a thread until ``stop`` is set.
 
     Binding happens here, not in the thread, so a taken port fails the
@@ -480,7 +488,7 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
         sock = _listen(cfg.host, cfg.port)
     except OSError as e:
         raise ConfigError(f"web.host/web.port: cannot listen on {cfg.host}:{cfg.port}: {e}") from e
-    svc = WebService(GatewayHTTP(Path(db_path), cfg), sock, stop)
+    svc = WebService(GatewayHTTP(Path(db_path), cfg, counter), sock, stop)
     svc.start()
 
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"

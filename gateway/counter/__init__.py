@@ -14,4 +14,7 @@ receipt printer. The modules, one job each:
 ``receipt``      the customer's receipt and the pickup slip (ESC/POS)
 ``parcel_form``  the clerk's input (sender, recipient, service), checked
 ``acceptance``   the flow: box, weight, form, waybill, postage, label, ``counter.accept``
+``from_config``  the desk that ``[counter]`` in ``gateway.toml`` describes (``gateway/config.py``)
+
+The JSON API is ``gateway/http/counter.py``.
 """

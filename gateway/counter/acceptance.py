@@ -108,8 +108,10 @@ class CounterDesk:
 
     def __init__(self, db_path: Path, outlet: str, docs_dir: Path, platform_keys: dict[str, str],
                  scale: Scale | None, label_printer: Printer | None, receipt_printer: Printer | None = None,
-                 counter_id: str = "counter", scale_timeout_s: float = 5.0) -> None:
+                 counter_id: str = "counter", scale_timeout_s: float = 5.0,
+                 login_kinds: tuple[str, ...] = ("gateway",)) -> None:
         self.outlet = outlet
+        self.login_kinds = login_kinds  # gateway/http/counter.py, until the clerk's login exists
         self.docs_dir = Path(docs_dir)
         self.keys = signed_docs.load_public_keys(platform_keys)
         self.scale = scale

@@ -64,7 +64,7 @@ class CounterRoutes:
                  kinds: tuple[str, ...] = ("gateway",), authorize: Authorize | None = None) -> None:
         self.desk = desk
         self.creds = creds
-        self.kinds = kinds
+        self.kinds = desk.login_kinds if desk is not None else kinds
         self.authorize = authorize or self._basic
 
     def _basic(self, headers: Any) -> str | Reply:

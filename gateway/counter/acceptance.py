@@ -56,7 +56,7 @@ from gateway.counter.catalogue import Catalogue
 from gateway.counter.label import Label, kg, render
 from gateway.counter.parcel_form import FormError, ParcelForm, mask_phone, parse
 from gateway.counter.printers import Printer, PrinterError
-from gateway.counter.receipt import Receipt, receipt
+from gateway.counter.receipt import Receipt, pickup_slip, receipt
 from gateway.counter.scale import Scale, ScaleError
 from gateway.counter.tariff import PostageError, Tariff
 from gateway.store.events import EventStore
@@ -305,6 +305,18 @@ class CounterDesk:
         if self.label_printer is None:
             return {"printed": False, "error": "no_printer"}
         return self._print(self.label_printer, job)
+
+    def print_pickup_slip(self, code: str, parcel: str, locker: str, expires: str) -> dict[str, Any]:
+        """A pickup slip on the receipt printer, for a villager without a
+        phone (the notifier and the clerk's "print a slip" call this). The
+        code is printed, never logged or stored here."""
+        if self.receipt_printer is None:
+            raise Refused(503, "printer", detail="no_printer")
+        try:
+            job = pickup_slip(code, parcel, locker, expires)
+        except ValueError as e:
+            raise Refused(422, "bad_code", field="code", key="err.form", detail=str(e)) from e
+        return self._print(self.receipt_printer, job)
 
     def reprint(self, waybill: str, clerk: str) -> dict[str, Any]:
         """The label again (the roll ran out after the accept, a jam):

@@ -59,7 +59,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
@@ -71,6 +71,9 @@ from gateway.config import ConfigError, WebConfig, parse_web
 from gateway.http.page import render_main, render_page, render_unavailable
 from gateway.http.status import TEXT, refresh_gauges, snapshot
 from gateway.store.readonly import ReadOnlyStore, StoreUnavailable
+
+if TYPE_CHECKING:
+    from gateway.counter.acceptance import CounterDesk
 
 record = recorder(__name__)
 
@@ -129,7 +132,7 @@ class GatewayHTTP:
     在一处；上传先验登录再读请求体；数据库和文件操作在固定大小的线程池里执行。
     """
 
-    def __init__(self, db_path: Path, cfg: WebConfig, counter: Any = None) -> None:
+    def __init__(self, db_path: Path, cfg: WebConfig, counter: CounterDesk | None = None) -> None:
         from gateway.http.commands import CommandAPI
         from gateway.http.counter import CounterRoutes
         from gateway.http.uploads import UploadService
@@ -471,7 +474,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event,
-              counter: Any = None) -> WebService:
+              counter: CounterDesk | None = None) -> WebService:
     """Validate ``[web]``, bind, and serve in a thread until ``stop`` is set.
 
     Binding happens here, not in the thread, so a taken port fails the

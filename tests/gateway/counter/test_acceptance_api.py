@@ -284,3 +284,35 @@ def test_logins_and_an_empty_label_roll(counter: Counter) -> None:
     counter.label.answers[b"\x1b!?"] = b"\x00"  # a new roll: the same waybill and weighing go through
     code, out = counter.call("POST", "/accept", form(reading))
     assert code == 200 and out["label"]["printed"] is True
+
+
+def test_an_empty_receipt_roll_does_not_stop_an_accept_and_slips_print(
+        counter: Counter, capsys: pytest.CaptureFixture[str]) -> None:
+    counter.receipt.answers[b"\x10\x04\x04"] = b"\x72"  # paper end
+    code, out = counter.call("POST", "/accept", form(counter.weigh()))
+    assert code == 200 and out["receipt"] == {"printed": False, "error": "out_of_paper"}
+    assert out["label"]["printed"] is True
+    counter.receipt.answers[b"\x10\x04\x04"] = b"\x12"
+    slip = counter.desk.print_pickup_slip("042917", "9512345678903", "lk01", "2026-12-10")
+    assert slip == {"printed": True}
+    deadline = time.monotonic() + 2
+    while b"PE-P:042917" not in counter.receipt.received and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert b"PE-P:042917" in counter.receipt.received
+    assert "042917" not in capsys.readouterr().out  # printed, never logged
+    with pytest.raises(Exception) as e:
+        counter.desk.print_pickup_slip("04291", "p", "lk01", "d")
+    assert getattr(e.value, "reason", None) == "bad_code"
+
+
+def test_two_counters_on_one_store_cannot_take_the_same_waybill(counter: Counter, tmp_path: Path) -> None:
+    other = CounterDesk(counter.db, "o1", counter.desk.docs_dir, PLATFORM_KEYS, counter.desk.scale, None,
+                        counter_id="counter2")
+    try:
+        reading = other.weigh()["reading"]
+        assert other.accept(form(reading), "gw-o1")["label"] == {"printed": False, "error": "no_printer"}
+        code, out = counter.call("POST", "/accept", form(counter.weigh()))
+        assert (code, out["error"]) == (409, "waybill_reused")
+        assert len(accepts(counter.db)) == 1
+    finally:
+        other.store.close()

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.counter import scale_frames as F
 from gateway.counter.scale import SCALE, Scale, ScaleError, serial_opener
@@ -192,3 +194,27 @@ def test_loop_url_stream() -> None:
         stop.set()
         t.join()
         port.close()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(F.FORMATS), st.binary(max_size=300))
+def test_any_bytes_give_frames_or_a_frame_error_and_nothing_else(fmt: str, data: bytes) -> None:
+    frames, rest = F.split_frames(fmt, data)
+    assert len(rest) <= len(data)
+    for raw in frames:
+        try:
+            r = F.parse(fmt, raw.decode("ascii"))
+        except (F.FrameError, UnicodeDecodeError):
+            continue
+        assert r.status in ("ok", "overload", "underload", "busy")
+        if r.grams is not None:
+            assert type(r.grams) is int and abs(r.grams) < 10**12
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-999_999, 999_999))
+def test_eq_reversed_round_trip(grams: int) -> None:
+    # a display of 000.000 kg .. 999.999 kg (sign position, 7 characters), lowest digit first
+    shown = f"{abs(grams) // 1000:03d}.{abs(grams) % 1000:03d}"
+    frame = (("-" if grams < 0 else "0") + shown)[::-1]
+    assert F.parse("eq-reversed", frame).grams == grams

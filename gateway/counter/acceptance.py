@@ -49,8 +49,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Counter
+
 from common.logs import recorder
 from common.text import beside
+from gateway import metrics as M
 from gateway.counter import signed_docs
 from gateway.counter.catalogue import Catalogue
 from gateway.counter.label import Label, kg, render
@@ -61,10 +64,14 @@ from gateway.counter.scale import Scale, ScaleError
 from gateway.counter.tariff import PostageError, Tariff
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
+from protocol import aim
 from protocol.barcodes import PARCEL_KINDS, classify
 
 record = recorder(__name__)
 TEXT = beside(__file__)
+ACCEPTS = Counter("postedge_counter_accepts", "Counter acceptances, by result (accepted, or the refusal's "
+                  "reason: overweight, unknown_box, invalid_waybill, waybill_reused, ...)", ["result"],
+                  registry=M.REGISTRY)
 
 READING_TTL_S = 600
 MAX_READINGS = 64
@@ -184,12 +191,17 @@ class CounterDesk:
     def weigh(self) -> dict[str, Any]:
         if self.scale is None:
             raise Refused(503, "scale", detail="no scale configured")
-        with self.scale_lock:
-            try:
-                w = self.scale.read_stable(self.scale_timeout_s)
-            except ScaleError as e:
-                raise Refused(503 if e.reason in ("unplugged", "no_data") else 409, "scale",
-                              detail=e.reason) from e
+        # One weighing at a time, and a second caller is told so at once
+        # rather than holding one of the web server's few pool threads.
+        if not self.scale_lock.acquire(blocking=False):
+            raise Refused(409, "scale", detail="busy")
+        try:
+            w = self.scale.read_stable(self.scale_timeout_s)
+        except ScaleError as e:
+            raise Refused(503 if e.reason in ("unplugged", "no_data") else 409, "scale",
+                          detail=e.reason) from e
+        finally:
+            self.scale_lock.release()
         if w.grams <= 0:
             raise Refused(409, "no_weight")
         now = time.monotonic()
@@ -213,7 +225,7 @@ class CounterDesk:
             raise Refused(503, "no_catalogue")
         if self.tariff is None:
             raise Refused(503, "no_tariff")
-        box = self.catalogue.get(form.box)
+        box = self.catalogue.get(aim.parse(form.box)[2])  # the scanner may prefix "]C0"
         if box is None:
             raise Refused(404, "unknown_box", field="box", box=form.box[:32])
         reading = self.readings.get(form.reading)
@@ -234,6 +246,15 @@ class CounterDesk:
 
     # -- acceptance
     def accept(self, doc: object, clerk: str, now: float | None = None) -> dict[str, Any]:
+        try:
+            out = self._accept(doc, clerk, now)
+        except Refused as e:
+            ACCEPTS.labels(e.reason).inc()
+            raise
+        ACCEPTS.labels("accepted").inc()
+        return out
+
+    def _accept(self, doc: object, clerk: str, now: float | None) -> dict[str, Any]:
         try:
             form = parse(doc)
         except FormError as e:

@@ -316,3 +316,27 @@ def test_two_counters_on_one_store_cannot_take_the_same_waybill(counter: Counter
         assert len(accepts(counter.db)) == 1
     finally:
         other.store.close()
+
+
+def test_scanned_box_codes_refusals_counted_and_one_weighing_at_a_time(counter: Counter) -> None:
+    code, out = counter.call("POST", "/accept", form(counter.weigh(), box="]C0PE-BOX-F5"))  # AIM prefix
+    assert code == 200, out
+    counter.call("POST", "/accept", form(counter.weigh(3500), box="PE-BOX-E30", waybill="]C09512345678910"))
+    c = http.client.HTTPConnection("127.0.0.1", counter.svc.port, timeout=5)
+    c.request("GET", "/metrics")
+    metrics = c.getresponse().read().decode()
+    c.close()
+    assert 'postedge_counter_accepts_total{result="overweight"}' in metrics
+    assert 'postedge_counter_accepts_total{result="accepted"}' in metrics
+    # a weighing that cannot settle holds the scale; a second caller is told at once
+    counter.scale.frames = [b"US,GS,+0001.000kg\r\n"]
+    results: list[tuple[int, Any]] = []
+    t = threading.Thread(target=lambda: results.append(counter.call("POST", "/weigh", raw=b"")))
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    code, out = counter.call("POST", "/weigh", raw=b"")
+    assert (code, out["error"]) == (409, "scale") and "busy" in out["message"]["en"]
+    assert time.monotonic() - t0 < 1
+    t.join()
+    assert results[0][1]["error"] == "scale" and "unstable" in results[0][1]["message"]["en"]

@@ -340,3 +340,53 @@ def test_scanned_box_codes_refusals_counted_and_one_weighing_at_a_time(counter: 
     assert time.monotonic() - t0 < 1
     t.join()
     assert results[0][1]["error"] == "scale" and "unstable" in results[0][1]["message"]["en"]
+
+
+@pytest.mark.slow
+def test_the_gateway_process_serves_the_counter_its_config_describes(tmp_path: Path) -> None:
+    """``postedge gateway run`` with ``[counter]``: Mosquitto, the gateway
+    process, a pty scale and a file label printer; the documents pushed,
+    a parcel weighed and accepted, and the event in the gateway's store."""
+    from gateway.broker import Mosquitto
+    from simulator.gateway_process import GatewayProcess
+    from simulator.gateway_process import write_config as write_gateway_config
+
+    broker = Mosquitto(tmp_path / "broker", ACCOUNTS)
+    broker.start()
+    scale = PtyScale()
+    scale.play([frame(1500)])
+    web_port = free_port()
+    cfg = write_gateway_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", PW["gw-o1"])
+    keys = ", ".join(f'{k} = "{v}"' for k, v in PLATFORM_KEYS.items())
+    with cfg.open("a", encoding="utf-8") as f:
+        f.write(f'\n[web]\nhost = "127.0.0.1"\nport = {web_port}\npasswd_file = "broker/passwd"\n'
+                f'\n[counter]\nplatform_keys = {{ {keys} }}\nscale_url = "{scale.path}"\n'
+                f'scale_format = "st-gs"\nstable_window_s = 0.2\n'
+                f'label_url = "file:{tmp_path / "labels.zpl"}"\nlabel_language = "zpl"\n')
+    gw = GatewayProcess(cfg)
+    try:
+        gw.wait_for("gateway_started", timeout=30)
+
+        def call(method: str, path: str, body: bytes) -> tuple[int, Any]:
+            h = {"Authorization": "Basic " + base64.b64encode(b"gw-o1:gw-secret").decode()}
+            c = http.client.HTTPConnection("127.0.0.1", web_port, timeout=10)
+            try:
+                c.request(method, f"/v1/counter{path}", body=body, headers=h)
+                r = c.getresponse()
+                return r.status, json.loads(r.read())
+            finally:
+                c.close()
+
+        for doc in (catalogue_doc(), tariff_doc()):
+            assert call("PUT", "/documents", dumps(doc))[0] == 200
+        code, w = call("POST", "/weigh", b"")
+        assert code == 200 and w["weight_g"] == 1500
+        code, out = call("POST", "/accept", json.dumps(form(w["reading"])).encode())
+        assert code == 200 and out["label"] == {"printed": True}, out
+        assert b"^FD9512345678903^FS" in (tmp_path / "labels.zpl").read_bytes()
+    finally:
+        gw.stop()
+        broker.stop()
+        scale.close()
+    [ev] = accepts(tmp_path / "gateway.db")
+    assert ev["body"]["weight_g"] == 1500 and ev["id"].startswith("counter:")

@@ -180,7 +180,7 @@ class CounterDesk:
                 tmp = self._path(kind).with_suffix(".tmp")
                 tmp.write_bytes(data)
                 tmp.replace(self._path(kind))
-        except (signed_docs.DocError, ValueError) as e:
+        except (signed_docs.DocError, ValueError, RecursionError) as e:
             reason = e.reason if isinstance(e, signed_docs.DocError) else "malformed"
             record("counter_document_refused", reason=reason, detail=str(e)[:200])
             raise Refused(422, "document", detail=reason) from e

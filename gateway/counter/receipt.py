@@ -66,7 +66,9 @@ def receipt(r: Receipt) -> bytes:
     p.set(bold=True)
     _line(p, f"邮资 Postage: {yuan(r.postage_fen)}")
     p.set(bold=False, align="center")
-    p.barcode("{B" + r.waybill, "CODE128", function_type="B", height=64, width=2)
+    # The hardware renderer (GS k) directly: ``barcode()`` would print
+    # "Using hardware barcode renderer" to stdout, which is the gateway's log.
+    p._hw_barcode("{B" + r.waybill, "CODE128", 64, 2, "BELOW", "A", True, "B", True)
     _line(p, "请保留本收据 Please keep this receipt")
     p.cut()
     return bytes(p.output)

@@ -122,8 +122,8 @@ def verify(data: bytes | dict[str, Any], keys: dict[str, Ed25519PublicKey], kind
             raise DocError("oversized", f"document is {len(data)} bytes, limit {MAX_DOC}")
         try:
             doc = loads_object(bytes(data), "document")
-        except ProtocolError as e:
-            raise DocError("malformed", str(e)) from e
+        except (ProtocolError, ValueError, RecursionError) as e:
+            raise DocError("malformed", str(e)[:200]) from e
     else:
         doc = data
     if not isinstance(doc, dict):

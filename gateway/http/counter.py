@@ -24,6 +24,7 @@ Login is checked from the headers before any body is read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import traceback
@@ -121,7 +122,11 @@ class CounterRoutes:
             if length is None or length > limit:
                 return _err(413, "body_too_large", f"请求体过大（上限 {limit} 字节）",
                             f"Body missing a length or larger than {limit} bytes")
-            body = await request.content.readexactly(length)
+            try:
+                body = await request.content.readexactly(length) if length else b""
+            except (asyncio.IncompleteReadError, ConnectionError):
+                body_read.add(id(request))
+                return Reply(400, b'{"error": "truncated"}', close=True)
             body_read.add(id(request))
             if route[1] == "/documents":
                 return _ok(await blocking(desk.install, body))

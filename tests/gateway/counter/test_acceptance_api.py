@@ -258,6 +258,9 @@ def test_forged_stale_or_misdirected_documents_change_nothing(counter: Counter) 
         assert (code, out["error"]) == (422, "document") and reason in out["message"]["en"], out
     code, out = counter.call("PUT", "/documents", raw=b"\x00" * 70_000)
     assert code == 413
+    for raw in (b"[" * 30000 + b"]" * 30000, b"\xff" * 100, b'{"kind": "tariff", "v": NaN}', b""):
+        code, out = counter.call("PUT", "/documents", raw=raw)
+        assert (code, out["error"]) == (422, "document"), raw[:10]
     code, out = counter.call("POST", "/accept", form(counter.weigh(900)))
     assert code == 200 and out["postage_fen"] == 1000  # still version 1's price
     # a forged file on disk is refused at the next start too

@@ -101,7 +101,7 @@ def test_amounts_format_from_integers() -> None:
 
 
 # -- receipts
-def test_receipt_bytes() -> None:
+def test_receipt_bytes(capsys: pytest.CaptureFixture[str]) -> None:
     data = receipt(Receipt("o1", "2026-12-03 10:15", "9512345678903", "公益包裹 Charity", "王五 北京",
                            2345, 0, "PE-BOX-F5", charity="爱心企业 → 小学"))
     assert data.startswith(b"\x1c\x26")  # Chinese mode
@@ -111,6 +111,7 @@ def test_receipt_bytes() -> None:
     # GS k 73 (CODE128), length, "{B" + the waybill
     assert b"\x1dkI\x0f{B9512345678903" in data
     assert data.endswith(b"\x1dV\x00")  # cut
+    assert capsys.readouterr().out == ""  # stdout is the gateway's JSON log: nothing else goes there
 
 
 def test_receipt_drops_control_characters_from_names() -> None:

@@ -68,6 +68,7 @@ def test_versions_only_grow() -> None:
 @pytest.mark.parametrize("data,reason", [
     (b"", "malformed"), (b"[]", "malformed"), (b"{", "malformed"), (b"\xff\xfe", "malformed"),
     (b"{}", "missing_field"), (b"x" * (sd.MAX_DOC + 1), "oversized"),
+    (b"[" * 30000 + b"]" * 30000, "malformed"), (b'{"a":' * 10000 + b"1" + b"}" * 10000, "malformed"),
     (json.dumps({"v": 1, "kind": "box_catalogue", "version": 1.5, "outlets": ["o1"], "iat": 1, "kid": "p1",
                  "body": {}, "sig": "0" * 128}).encode(), "malformed"),  # floats refused before anything
     (json.dumps({"v": 1, "kind": "box_catalogue", "version": 1, "outlets": ["o1"], "iat": 1, "kid": "zz",

@@ -13,7 +13,7 @@ become printer commands.
   written as ``_XX``. Chinese needs a CJK font on the printer; the font is
   configurable (``zpl_font``, default ``E:SIMSUN.FNT`` as Zebra's
   Simplified Chinese kit installs it).
-* TSPL: ``CODEPAGE`` is not used for Chinese; the resident Simplified
+* TSPL: text in ``BLOCK`` boxes (they wrap); ``CODEPAGE`` is not used for Chinese; the resident Simplified
   Chinese font ``TSS24.BF2`` reads GB 18030/GBK bytes. A ``"`` in a field
   is TSPL's ``\\["]``, control characters are dropped, and a character GB
   18030 cannot encode (none in practice) becomes ``?``.
@@ -129,9 +129,14 @@ def tspl(label: Label, font: str = "TSS24.BF2") -> bytes:
            f'BARCODE {6 * d},{6 * d},"128",{15 * d},1,0,3,6,"{label.waybill}"'.encode()]
     y = 32 * d
     for slot, text in lines(label):
+        # BLOCK wraps within its box (TEXT would run off the label); two
+        # lines for the addresses, like the ZPL field blocks
         mul = 2 if slot == "service" else 1
-        out.append(f'TEXT {6 * d},{y},"{font}",0,{mul},{mul},"'.encode() + tspl_field(text) + b'"')
-        y += 24 * mul + 2 * d
+        rows = 2 if slot in ("to_addr", "from") else 1
+        height = (24 * mul + 4) * rows
+        out.append(f'BLOCK {6 * d},{y},{88 * d},{height},"{font}",0,{mul},{mul},"'.encode()
+                   + tspl_field(text) + b'"')
+        y += height + 2 * d
     out.append(b"PRINT 1,1")
     return b"\r\n".join(out) + b"\r\n"
 

@@ -38,7 +38,7 @@ def tspl_fields(data: bytes) -> tuple[str, list[str]]:
         m = re.match(rb'^BARCODE \d+,\d+,"128",\d+,1,0,\d+,\d+,"([^"]*)"$', line)
         if m:
             barcode.append(m.group(1).decode())
-        m = re.match(rb'^TEXT \d+,\d+,"TSS24.BF2",0,\d,\d,"((?:\\\["\]|[^"])*)"$', line)
+        m = re.match(rb'^BLOCK \d+,\d+,\d+,\d+,"TSS24.BF2",0,\d,\d,"((?:\\\["\]|[^"])*)"$', line)
         if m:
             fields.append(m.group(1).replace(b'\\["]', b'"').decode("gb18030"))
     assert len(barcode) == 1

@@ -66,6 +66,7 @@ from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
 from protocol import aim
 from protocol.barcodes import PARCEL_KINDS, classify
+from protocol.errors import ProtocolError
 
 record = recorder(__name__)
 TEXT = beside(__file__)
@@ -299,6 +300,8 @@ class CounterDesk:
                     db.execute("UPDATE counter_waybills SET event_id=? WHERE waybill=?", (eid, waybill))
             except sqlite3.IntegrityError as e:
                 raise Refused(409, "waybill_reused", field="waybill", waybill=waybill) from e
+            except ProtocolError as e:  # the form's limits keep an event far below this; never a 500
+                raise Refused(422, "too_long", field="", key="err.form", detail=str(e)[:100]) from e
             except sqlite3.Error as e:
                 record("counter_store_error", error=repr(e))
                 raise Refused(503, "store") from e

@@ -26,6 +26,7 @@ Counted in ``postedge_counter_printer_total{printer,result}``.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ class Printer:
         self.language = language
         self.baudrate = baudrate
         self.status_timeout_s = status_timeout_s
+        self._lock = threading.RLock()  # one job at a time on one port
 
     def _open(self) -> Any:
         try:
@@ -155,6 +157,10 @@ class Printer:
         ``paper_near_end`` (printing goes on)."""
         if isinstance(port, FilePort) or (port is None and self.url.startswith("file:")):
             return None
+        with self._lock:
+            return self._check(port)
+
+    def _check(self, port: Any | None) -> str | None:
         own = port is None
         p = self._open() if own else port
         try:
@@ -186,6 +192,10 @@ class Printer:
 
     def send(self, job: bytes) -> str | None:
         """Check, then write the job; what ``check`` returns."""
+        with self._lock:
+            return self._send(job)
+
+    def _send(self, job: bytes) -> str | None:
         port = self._open()
         try:
             note = self.check(port)

@@ -6,6 +6,7 @@ are. Paths in the file are relative to the file's folder."""
 
 from __future__ import annotations
 
+import binascii
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,8 +16,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from common.config import ConfigError, KeyProblem, Section, parse
 from common.text import LANGS
+from protocol.topics import valid_segment
 
-__all__ = ["BrokerConfig", "BudgetConfig", "ConfigError", "GatewayConfig", "UpstreamConfig", "WebConfig",
+__all__ = ["BrokerConfig", "BudgetConfig", "ConfigError", "CounterConfig", "GatewayConfig", "UpstreamConfig",
+           "WebConfig",
            "parse_upstream", "parse_web"]
 
 # The upstream MQTT topic prefix: pe-up/v1/<outlet>/... on the central broker.
@@ -222,6 +225,62 @@ class BrokerConfig(Section):
             raise KeyProblem("ca_file", f"no such file: {self.ca_file}")
         return self
 
+class CounterConfig(Section):
+    """``[counter]``: counter acceptance (issue 15, ``gateway/counter/``): the
+    counter's devices and the platform's public keys. Without the table the
+    gateway runs no counter and ``/v1/counter/...`` answers 503::
+
+        [counter]
+        platform_keys = { p1 = "<64 hex: the platform's Ed25519 public key>" }
+        scale_url = "/dev/ttyUSB0"          # or socket://host:port; unset: no scale
+        scale_format = "eq-reversed"        # mt-sics | eq-reversed | st-gs (never guessed)
+        label_url = "/dev/usb/lp0"          # or socket://192.168.1.50:9100, file:/path
+        label_language = "tspl"             # tspl | zpl
+        receipt_url = "/dev/ttyUSB1"        # ESC/POS; unset: no receipts
+
+    ``docs_dir`` (default ``counter`` beside the database) holds the
+    installed catalogue and tariff."""
+    platform_keys: Annotated[dict[str, str], Field(min_length=1)]
+    docs_dir: Annotated[str, Field(min_length=1)] | None = None
+    counter_id: Annotated[str, Field(min_length=1, max_length=32)] = "counter"
+    # Mosquitto account kinds that may use the API until the clerk's login exists
+    login_kinds: Annotated[list[Literal["gateway", "scanner", "handheld"]], Field(min_length=1)] = ["gateway"]
+
+    scale_url: Annotated[str, Field(min_length=1)] | None = None
+    scale_format: Literal["mt-sics", "eq-reversed", "st-gs"] = "st-gs"
+    scale_unit: Literal["kg", "g"] = "kg"  # what eq-reversed frames mean (they carry no unit)
+    scale_baud: Annotated[int, Field(ge=1200, le=115200)] = 9600
+    stable_window_s: Annotated[float, Field(ge=0.1, le=10.0)] = 1.0
+    stable_tolerance_g: Annotated[int, Field(ge=0, le=100)] = 0
+    scale_timeout_s: Annotated[float, Field(ge=0.5, le=30.0)] = 5.0
+
+    label_url: Annotated[str, Field(min_length=1)] | None = None
+    label_language: Literal["zpl", "tspl"] = "tspl"
+    label_baud: Annotated[int, Field(ge=1200, le=115200)] = 9600
+    receipt_url: Annotated[str, Field(min_length=1)] | None = None
+    receipt_baud: Annotated[int, Field(ge=1200, le=115200)] = 9600
+
+    @field_validator("platform_keys")
+    @classmethod
+    def _keys(cls, keys: dict[str, str]) -> dict[str, str]:
+        for kid, h in keys.items():
+            if not valid_segment(kid):
+                raise ValueError(f"key id {kid!r} must be 1-32 of a-z 0-9 _ -")
+            try:
+                raw = binascii.unhexlify(h)
+            except (ValueError, binascii.Error):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"key {kid!r} must be 64 hex digits (an Ed25519 public key)")
+        return keys
+
+    @field_validator("counter_id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not valid_segment(v):
+            raise ValueError("must be 1-32 of a-z 0-9 _ -")
+        return v
+
 
 class GatewayConfig(Section):
     outlet: Annotated[str, Field(min_length=1)]
@@ -234,6 +293,7 @@ class GatewayConfig(Section):
     upstream: UpstreamConfig | None = None
     web: WebConfig | None = None
     budget: BudgetConfig = BudgetConfig()
+    counter: CounterConfig | None = None  # issue 15: counter acceptance (gateway/counter/config.py)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> GatewayConfig:
@@ -257,6 +317,7 @@ class GatewayConfig(Section):
             "upstream": None if d.get("upstream") is None else parse_upstream(d["upstream"], base),
             "web": None if d.get("web") is None else parse_web(d["web"], base),
             "budget": parse(BudgetConfig, d.get("budget") or {}, "budget"),
+            "counter": None if d.get("counter") is None else parse(CounterConfig, d["counter"], "counter"),
         }, "gateway")
 
     @classmethod

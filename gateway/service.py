@@ -44,7 +44,12 @@ def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
     if cfg.web is not None:
         from gateway.http.server import start_web
 
-        services.append(start_web(cfg.db, cfg.web, stop, cfg.outlet, cfg.broker.client_id))
+        counter = None
+        if cfg.counter is not None:
+            from gateway.counter.from_config import build_desk
+
+            counter = build_desk(cfg.counter, Path(cfg.db), cfg.outlet)
+        services.append(start_web(cfg.db, cfg.web, stop, cfg.outlet, cfg.broker.client_id, counter=counter))
 
     def shutdown(*_: object) -> None:
         stop.set()

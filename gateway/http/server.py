@@ -31,6 +31,8 @@ Routes:
 ``/v1/commands/<id>``  a forwarded command's status for the handheld that
                  forwarded it (``GET``/``HEAD``), ``gateway/http/commands.py``;
                  same logins as the uploads
+``/v1/counter/...``  counter acceptance of outbound parcels (issue 15),
+                 ``gateway/http/counter.py``; 503 unless a counter desk is given
 
 Each request opens its own read-only SQLite connection, on the server's
 small thread pool so the event loop never waits on the disk: WAL lets it
@@ -57,7 +59,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
@@ -69,6 +71,9 @@ from gateway.config import ConfigError, WebConfig, parse_web
 from gateway.http.page import render_main, render_page, render_unavailable
 from gateway.http.status import TEXT, refresh_gauges, snapshot
 from gateway.store.readonly import ReadOnlyStore, StoreUnavailable
+
+if TYPE_CHECKING:
+    from gateway.counter.acceptance import CounterDesk
 
 record = recorder(__name__)
 
@@ -128,9 +133,10 @@ class GatewayHTTP:
     """
 
     def __init__(self, db_path: Path, cfg: WebConfig, outlet: str | None = None,
-                 gateway_id: str | None = None) -> None:
+                 gateway_id: str | None = None, counter: CounterDesk | None = None) -> None:
         from gateway.http.clerk import ClerkConsole
         from gateway.http.commands import CommandAPI
+        from gateway.http.counter import CounterRoutes
         from gateway.http.uploads import UploadService
 
         self.db_path = Path(db_path)
@@ -141,6 +147,7 @@ class GatewayHTTP:
         # needs the outlet and the gateway's id; without them /clerk is 503.
         self.clerk = (ClerkConsole(self.db_path, outlet, gateway_id or f"gw-{outlet}", bool(cfg.cert_file),
                                    cfg.lang) if outlet else None)
+        self.counter = CounterRoutes(counter, self.uploads.creds)
         self.executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="postedge-web-db")
         # Requests in flight per connection, and since when a connection has
         # been idle: the connection cap evicts the longest-idle one, and the
@@ -217,6 +224,9 @@ class GatewayHTTP:
                 return await self._clerk(request)
             if path == "/v1/commands" or path.startswith("/v1/commands/"):
                 r = await self._blocking(self.commands.handle, request.method, raw, request.headers)
+                return self._respond(request, r.code, JSON_TYPE, r.body, r.headers)
+            if path == "/v1/counter" or path.startswith("/v1/counter/"):
+                r = await self.counter.serve(request, self._blocking, self.body_read)
                 return self._respond(request, r.code, JSON_TYPE, r.body, r.headers)
             if request.method not in ("GET", "HEAD"):
                 return self._respond(request, 405, TEXT_PLAIN, b"method not allowed\n",
@@ -481,7 +491,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event,
-              outlet: str | None = None, gateway_id: str | None = None) -> WebService:
+              outlet: str | None = None, gateway_id: str | None = None,
+              counter: CounterDesk | None = None) -> WebService:
     """Validate ``[web]``, bind, and serve in a thread until ``stop`` is set.
 
     Binding happens here, not in the thread, so a taken port fails the
@@ -498,7 +509,7 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
         sock = _listen(cfg.host, cfg.port)
     except OSError as e:
         raise ConfigError(f"web.host/web.port: cannot listen on {cfg.host}:{cfg.port}: {e}") from e
-    svc = WebService(GatewayHTTP(Path(db_path), cfg, outlet, gateway_id), sock, stop)
+    svc = WebService(GatewayHTTP(Path(db_path), cfg, outlet, gateway_id, counter), sock, stop)
     svc.start()
 
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"

@@ -1,5 +1,6 @@
 """A gateway box installs ``postedge[gateway]`` only: no OpenCV, zxing-cpp,
-amqtt, pyserial or mpremote. Every gateway module, and the CLI's gateway
+amqtt or mpremote (pyserial is the gateway's since issue 15: the counter's
+scale and printers hang off the box over serial). Every gateway module, and the CLI's gateway
 commands, must work without them; a subprocess that refuses to import them
 proves it (an import of one anywhere on the gateway's path fails here)."""
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_ON_A_GATEWAY = ("cv2", "zxingcpp", "amqtt", "serial", "mpremote", "numpy", "playwright")
+NOT_ON_A_GATEWAY = ("cv2", "zxingcpp", "amqtt", "mpremote", "numpy", "playwright")
 
 PROBE = f"""
 import importlib, pkgutil, sys

@@ -2,7 +2,9 @@
 # platform share. Kept small: the locker imports it.
 #
 # - a send order id, issued by the platform when a villager books a send
-#   (e.g. SO20261203-0042): 4-32 of A-Z 0-9 -, starting with a letter. A
+#   (e.g. SO20261203-0042): 4-32 of A-Z 0-9 -, starting with a letter and
+#   holding at least one "-", which no parcel id (S10, domestic waybill,
+#   SSCC) has: an item on a bag's list is one or the other, never both. A
 #   group order (集订分送) uses the same form (e.g. GO20261203-7).
 # - a bag label (总包签): BG + 11 digits + a GS1 mod-10 check digit, 14
 #   characters, printed as Code 128 on the bag's label; a misread digit or a
@@ -13,7 +15,7 @@ BAG_LEN = 14
 
 
 def valid_order(s):
-    if not isinstance(s, str) or not 4 <= len(s) <= 32 or not "A" <= s[0] <= "Z":
+    if not isinstance(s, str) or not 4 <= len(s) <= 32 or not "A" <= s[0] <= "Z" or "-" not in s:
         return False
     for c in s:
         if not ("A" <= c <= "Z" or "0" <= c <= "9" or c == "-"):

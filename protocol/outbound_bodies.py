@@ -38,7 +38,7 @@ def _int(body, key, lo, hi):
 def _order(body, key="order"):
     v = _need(body, key)
     if not valid_order(v):
-        raise BadField("%s %r is not an order id (4-32 of A-Z 0-9 -)" % (key, v))
+        raise BadField("%s %r is not an order id (4-32 of A-Z 0-9 - with a -)" % (key, v))
     return v
 
 
@@ -142,12 +142,18 @@ SCHEMAS = {
 TYPES = tuple(SCHEMAS)
 
 
-def check(etype, body):
+def check(etype, body, kind=None, cls="custody"):
     """Raise MissingField/BadField unless `body` fits `etype`'s schema;
-    types without one here pass."""
+    types without one here pass. With `kind` (the topic's device kind), a
+    locker.* type must come from a locker and a handheld.* one from a
+    handheld; these events are custody, never evictable status."""
     f = SCHEMAS.get(etype)
     if f is None:
         return body
+    if kind is not None and etype.split(".")[0] != kind:
+        raise BadField("%s is not an event a %s sends" % (etype, kind))
+    if cls != "custody":
+        raise BadField("%s must be class custody, not %r" % (etype, cls))
     if not isinstance(body, dict):
         raise BadField("%s body must be an object" % etype)
     for k in FORBIDDEN:

@@ -32,7 +32,8 @@ def test_outbound_events_are_checked_at_ingest(tmp_path: Path, broker: Mosquitto
     gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
     gw.wait_for("gateway_started")
     lk, hh = connect("lk01"), connect("hh01")
-    lk_evt, hh_evt = topics.build("o1", "locker", "lk01", "evt"), topics.build("o1", "handheld", "hh01", "evt")
+    lk_evt = topics.build("o1", "locker", "lk01", "evt")
+    hh_evt = topics.build("o1", "handheld", "hh01", "evt")
     sends = [
         (lk, lk_evt, event("lk01", 1, "locker.send_dropoff", DROP)),
         (lk, lk_evt, event("lk01", 2, "locker.send_dropoff", dict(DROP, code="418263"))),  # a secret
@@ -57,8 +58,8 @@ def test_outbound_events_are_checked_at_ingest(tmp_path: Path, broker: Mosquitto
             "group": "GO20261203-7", "point": "vp-xiakou", "shares": 3, "share": 4, "qty": 4,
             "confirm": "name", "courier": "c007"})),
         (hh, hh_evt, event("hh01", 8, "handheld.point_collect", "not an object")),
-        (hh, hh_evt, event("hh01", 9, "handheld.point_collect", {"point": "vp-xiakou",
-                                                                 "item": "EA123456785CN", "courier": "c007"})),
+        (hh, hh_evt, event("hh01", 9, "handheld.point_collect", {
+            "point": "vp-xiakou", "item": "EA123456785CN", "courier": "c007"})),
     ]
     try:
         for client, topic, payload in sends:
@@ -82,8 +83,9 @@ def test_outbound_events_are_checked_at_ingest(tmp_path: Path, broker: Mosquitto
     codes = [c for c, _ in rejected]
     assert codes.count("bad_field") == 11 and codes.count("missing_field") == 1, rejected
     details = " ".join(d for _, d in rejected)
-    for why in ("secrets never travel in clear", "not an order id", "class custody", "not an event a locker sends",
-                "bag_check_digit", "listed twice", "share must be an integer 1..3", "body must be an object"):
+    for why in ("secrets never travel in clear", "not an order id", "class custody",
+                "not an event a locker sends", "bag_check_digit",
+                "listed twice", "share must be an integer 1..3", "body must be an object"):
         assert why in details, why
     assert last["rejected_bad_field"] == 11 and last["rejected_missing_field"] == 1
     assert "418263" not in str(ids)

@@ -15,6 +15,8 @@ package(
         "errors.py",
         "ids.py",
         "keys.py",
+        "outbound.py",
+        "outbound_bodies.py",
         "permits.py",
         "seal.py",
         "signing.py",

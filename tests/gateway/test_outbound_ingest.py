@@ -89,3 +89,26 @@ def test_outbound_events_are_checked_at_ingest(tmp_path: Path, broker: Mosquitto
         assert why in details, why
     assert last["rejected_bad_field"] == 11 and last["rejected_missing_field"] == 1
     assert "418263" not in str(ids)
+
+
+def test_the_status_page_shows_outbound_compartments_and_events(tmp_path: Path) -> None:
+    from gateway.http.page import render_main
+    from gateway.http.status import snapshot
+    from gateway.store.events import StoredEvent
+
+    store = EventStore(tmp_path / "gateway.db")
+    now = time.time()
+    store.device_state("lk01", "o1", "locker", json.dumps({
+        "v": 1, "ts": int(now), "compartments": [{"id": 2, "size": "M", "state": "send_waiting"}],
+        "retrieval": [2], "outbound": [{"compartment": 2, "order": DROP["order"]}]}), now)
+    rows = [("locker.send_dropoff", dict(DROP, compartment=2)),
+            ("locker.send_collected", {"compartment": 2, "order": DROP["order"], "courier": "c007"})]
+    store.commit_events([
+        StoredEvent(f"lk01:0badc0de:{i}", "o1", "locker", "lk01", "0badc0de", i, "custody", t, int(now),
+                    event("lk01", i, t, b)) for i, (t, b) in enumerate(rows, start=1)])
+    snap = snapshot(store, now)
+    store.close()
+    zh, en = render_main(snap, "zh", 5), render_main(snap, "en", 5)
+    assert "待揽收寄件" in zh and "Outbound" in en and "st-send_waiting" in en
+    assert "寄件已投入" in zh and "Outbound parcel collected by courier" in en
+    assert DROP["order"] in en and "c007" not in json.dumps(snap["parcels"])  # shown fields only

@@ -98,16 +98,19 @@ class Locker(Device):
             self.hal.indicator.signal("door_open")
             if action in ("pickup", "deposit", "return", "retrieve", "send", "collect"):
                 self.display("door_open_" + action, str(cid))
-            st = await self.wait_closed(c)
-            if action == "send" and st.get("occupied") is False:
-                # The occupancy sensor saw nothing put in: the send code
-                # stays valid and the compartment free.
-                action = "send_abort"
-                info = {"order": info.get("order"), "reason": "empty"}
+            action, info = self._outcome(action, info, await self.wait_closed(c))
             self.close_cycle(cid, action, info)
             return action
         finally:
             self.active.pop(cid, None)
+
+    def _outcome(self, action, info, st):
+        """A send whose door closed on an empty compartment (the occupancy
+        sensor says so) did not happen: the code stays valid and the
+        compartment free."""
+        if action == "send" and st.get("occupied") is False:
+            return "send_abort", {"order": info.get("order"), "reason": "empty"}
+        return action, info
 
     async def wait_closed(self, c):
         cid = c["id"]
@@ -282,7 +285,7 @@ class Locker(Device):
                                 "t": self.now()})
             self.active[cid] = action
             try:
-                await self.wait_closed(c)
+                action, info = self._outcome(action, info, await self.wait_closed(c))
                 self.close_cycle(cid, action, info)
             finally:
                 self.active.pop(cid, None)

@@ -227,7 +227,20 @@ def test_power_cut_mid_dropoff(tmp_path: Path, driver: str, step: str, occupied:
         rig.close()
 
 
-def test_power_cut_with_the_door_open_resumes_and_blocks_a_second_door(rig: Rig) -> None:
+@pytest.mark.parametrize("driver,put_in,state", [("8a", None, K.SEND_WAITING),
+                                                 ("kerong", True, K.SEND_WAITING),
+                                                 ("kerong", False, K.FREE)])
+def test_power_cut_with_the_door_open_resumes_and_blocks_a_second_door(tmp_path: Path, driver: str,
+                                                                        put_in: bool | None,
+                                                                        state: str) -> None:
+    rig = Rig(tmp_path, driver=driver)
+    try:
+        _resume(rig, put_in, state)
+    finally:
+        rig.close()
+
+
+def _resume(rig: Rig, put_in: bool | None, state: str) -> None:
     lk = rig.locker
     provision(rig)
 
@@ -249,12 +262,17 @@ def test_power_cut_with_the_door_open_resumes_and_blocks_a_second_door(rig: Rig)
         with pytest.raises(FlowError) as e:
             await lk2.enter_code(CODE)
         assert e.value.code == "busy"
+        if put_in:
+            c = lk2.comps.get(cid)
+            rig.bus.set_occupied(c["board"], c["lock"])
         await rig.close_when_open(cid, delay=0.1)
         await rec
 
     rig.run(reboot())
-    assert lk2.comps.get(cid)["state"] == K.SEND_WAITING
-    assert len(rig.events("locker.send_dropoff")) == 1
+    assert lk2.comps.get(cid)["state"] == state
+    assert len(rig.events("locker.send_dropoff")) == (state == K.SEND_WAITING)
+    assert len(rig.events("locker.send_aborted")) == (state == K.FREE)
+    assert bool(lk2.sends[ORDER].get("used")) == (state == K.SEND_WAITING)
 
 
 def test_panel_routes_send_codes_and_refuses_bad_qr(rig: Rig) -> None:

@@ -417,7 +417,9 @@ class HandheldApp:
             if op == "jobs":
                 n = self.jobs.load_list(cmd["args"])
             elif op == "manifest":
-                n = self.flows.load_manifest(cmd["args"]) + self.dispatch.load_manifest(cmd["args"])
+                # Outbound points and groups are checked first: a bad manifest changes nothing.
+                outbound = self.dispatch.parse_manifest(cmd["args"])
+                n = self.flows.load_manifest(cmd["args"]) + self.dispatch.apply_manifest(outbound)
             else:
                 raise LookupError(op)
         except LookupError:

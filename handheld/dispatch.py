@@ -83,6 +83,11 @@ class Dispatch:
     def load_manifest(self, args: dict[str, Any]) -> int:
         """Village points and group orders from the platform-signed manifest (its
         ``points`` and ``groups``; both optional). Shares already handed out stay so."""
+        return self.apply_manifest(self.parse_manifest(args))
+
+    def parse_manifest(self, args: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        """Check the manifest's points and groups (ValueError naming the culprit) without
+        applying them, so the app can check every part of a manifest before it takes any."""
         points, groups = args.get("points", []), args.get("groups", [])
         if not isinstance(points, list) or not isinstance(groups, list):
             raise ValueError("args.points and args.groups must be lists")
@@ -105,10 +110,15 @@ class Dispatch:
                     raise ValueError(f"group {g['group']} share {i}: qty must be 1..999")
                 if not isinstance(s.get("to"), str) or not 0 < len(s["to"]) <= MAX_NAME:
                     raise ValueError(f"group {g['group']} share {i}: to must name the villager")
-            prev = self.state["groups"].get(g["group"], {})
-            new[g["group"]] = {"point": g["point"], "shares": shares, "done": prev.get("done", {})}
+            new[g["group"]] = {"point": g["point"], "shares": shares}
             pts.setdefault(g["point"], g["point"])
+        return pts, new
+
+    def apply_manifest(self, parsed: tuple[dict[str, str], dict[str, Any]]) -> int:
+        pts, new = parsed
         with self._lock:
+            for gid, g in new.items():
+                g["done"] = self.state["groups"].get(gid, {}).get("done", {})
             self.state["points"] = pts
             self.state["groups"] = new
             self._save()

@@ -148,6 +148,12 @@ def test_bad_manifests_are_refused_and_keep_the_old_one(app: HandheldApp, gw: Ga
     acks = [a for a in gw.acks() if str(a.get("id", "")).startswith("c-bad-")]
     assert all(not a["ok"] and a["code"] == "bad_args" for a in acks), acks
     assert [g["group"] for g in app.dispatch.view()["groups"]] == ["GO20261203-7"]
+    # A manifest whose parcels are fine but whose groups are not changes neither.
+    before = app.flows.view()["parcels"]
+    gw.command(signed("manifest", {"parcels": [{"parcel": "RB123456785GB", "to": "x"}],
+                                   **group("GO1-1", [])}, cid="c-bad-mixed"))
+    assert gw.wait(lambda: any(a.get("id") == "c-bad-mixed" for a in gw.acks()))
+    assert app.flows.view()["parcels"] == before
 
 
 @pytest.mark.slow

@@ -290,3 +290,19 @@ def test_panel_routes_send_codes_and_refuses_bad_qr(rig: Rig) -> None:
     assert rig.locker.lockout.failures(rig.locker.now(), "qr") == 0
     assert rig.run(rig.with_person(panel.handle(rig.locker, "Q:PE-S:" + CODE))) == "send_ok"
     assert rig.run(panel.handle(rig.locker, "K:" + CODE + "#")) == "code_used"
+
+
+def test_a_replayed_provision_command_cannot_rearm_a_used_code(rig: Rig) -> None:
+    """The platform's signed command, captured and sent again after the drop-off:
+    refused by the replay window, and the order stays used."""
+    lk = rig.locker
+    salt = "5e5e5e5e5e5e5e5e"
+    payload = rig.command("provision_send", {"order": ORDER, "salt": salt, "hash": C.salted_hash(salt, CODE),
+                                             "exp": lk.now() + DAY, "size": "S"}, "send-once")
+    assert rig.run(lk.handle_command(payload)) == "ok"
+    rig.run(rig.with_person(lk.enter_code(CODE)))
+    assert rig.run(lk.handle_command(payload)) == "replayed"
+    assert rig.run(rig.boot().handle_command(payload)) == "replayed"  # the window is on flash
+    with pytest.raises(FlowError) as e:
+        rig.run(rig.locker.enter_code(CODE))
+    assert e.value.code == "code_used"

@@ -15,6 +15,8 @@ package(
         "errors.py",
         "ids.py",
         "keys.py",
+        "outbound.py",
+        "outbound_bodies.py",
         "permits.py",
         "presence.py",
         "seal.py",

@@ -40,6 +40,7 @@ from common import logs
 from drivers.storage import FileStorage
 from handheld import photo as _photo
 from handheld.config import HandheldConfig
+from handheld.dispatch import Dispatch
 from handheld.evidence import EvidenceRefused
 from handheld.jobs import Jobs, PhotoSink
 from handheld.link import MqttLink
@@ -62,9 +63,10 @@ log = logs.get(__name__)
 #: handheld has the RAM, so it parses up to this and then verifies the dict.
 MAX_HANDHELD_COMMAND = 64 * 1024
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-MODES = ("check", "intake", "deposit", "deliver", "collect")
+MODES = ("check", "intake", "deposit", "deliver", "collect", "bag", "point")
 SCAN_VERDICT = {"duplicate": "duplicate", "invalid_scan": "invalid", "not_parcel": "invalid",
-                "wrong_route": "wrong_route"}
+                "wrong_route": "wrong_route", "not_item": "invalid", "bad_bag": "invalid",
+                "in_bag": "duplicate", "already_collected": "duplicate"}
 
 
 class RunningUi(Protocol):
@@ -318,6 +320,7 @@ class HandheldApp:
                          require_position=config.require_position)
         self.flows = ParcelFlows(sd, config.courier, config.outlet, self.emit, self.scans, self.gateway,
                                  self.photos)
+        self.dispatch = Dispatch(sd, config.courier, self.emit)
         self.link = MqttLink(config.device, config.outlet, config.broker.host, config.broker.port,
                              config.broker.username, config.broker.password, self.outbox, self.handle_command,
                              keepalive=config.broker.keepalive, state_doc=self.state_doc)
@@ -414,7 +417,9 @@ class HandheldApp:
             if op == "jobs":
                 n = self.jobs.load_list(cmd["args"])
             elif op == "manifest":
-                n = self.flows.load_manifest(cmd["args"])
+                # Outbound points and groups are checked first: a bad manifest changes nothing.
+                outbound = self.dispatch.parse_manifest(cmd["args"])
+                n = self.flows.load_manifest(cmd["args"]) + self.dispatch.apply_manifest(outbound)
             else:
                 raise LookupError(op)
         except LookupError:
@@ -470,6 +475,10 @@ class HandheldApp:
                 res = {**self.flows.deposit(text, source), "verdict": "good"}
             elif mode == "collect":
                 res = {**self.flows.collect(text, source), "verdict": "good"}
+            elif mode == "bag":
+                res = {**self.dispatch.bag_scan(text), "verdict": "good"}
+            elif mode == "point":
+                res = {**self.dispatch.point_collect(text), "verdict": "good"}
             else:  # deliver: check now, confirm with the recipient next
                 r = self.scans.judge(text, route=self.flows.route(), source=source)
                 if r.verdict != "good":

@@ -71,9 +71,9 @@ log = logs.get(__name__)
 #: The page's text in one language: ``t(key, lang, **fields)`` (``handheld/text.toml``).
 t = TEXT.t
 MAX_BODY = 20 * 1024 * 1024  # a full-resolution phone photo
-PARTS = ("status", "scan", "parcels", "jobs", "camera", "sync")
-SCREENS = ("scan", "parcels", "jobs", "camera", "sync")
-MODES = ("check", "intake", "deposit", "deliver", "collect")
+PARTS = ("status", "scan", "parcels", "dispatch", "jobs", "camera", "sync")
+SCREENS = ("scan", "parcels", "dispatch", "jobs", "camera", "sync")
+MODES = ("check", "intake", "deposit", "deliver", "collect", "bag", "point")
 
 
 def _coord(e7: Any) -> str:
@@ -145,6 +145,12 @@ def part_parcels(app: HandheldApp, lang: str) -> str:
                for p in v["parcels"]]
     return _render("parcels.html", lang, {"parcels": parcels, "retrieval": v["retrieval"],
                                           "intake": list(reversed(v["intake"]))})
+
+
+def part_dispatch(app: HandheldApp, lang: str) -> str:
+    """Outbound: the open bag and its items, bags taken, the village point and its
+    collections, and the group orders with their shares (handheld/dispatch.py)."""
+    return _render("dispatch.html", lang, app.dispatch.view())
 
 
 def _quality(q: dict[str, Any] | None, lang: str) -> dict[str, Any] | None:
@@ -279,7 +285,7 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
         return app.scan(str(doc.get("code", "")), doc.get("mode"))
     if parts == ["api", "mode"]:
         mode = doc.get("mode")
-        if mode not in ("check", "intake", "deposit", "deliver", "collect"):
+        if mode not in MODES:
             raise Refused("bad_request", detail=f"mode {mode!r}")
         app.mode = mode
         app.last_scan = None
@@ -289,6 +295,17 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
                                       str(doc.get("value", "")))
         app.last_scan = None
         return res
+    if len(parts) == 3 and parts[:2] == ["api", "dispatch"]:
+        action = parts[2]
+        if action == "pickup":
+            return app.dispatch.bag_pickup()
+        if action == "remove":
+            return app.dispatch.bag_remove(str(doc.get("item", "")))
+        if action == "point":
+            return app.dispatch.set_point(str(doc.get("point", "")))
+        if action == "handout":
+            return app.dispatch.handout(str(doc.get("group", "")), doc.get("share"),
+                                        str(doc.get("method", "")), str(doc.get("value", "")))
     if len(parts) == 4 and parts[:2] == ["api", "jobs"]:
         jid, action = parts[2], parts[3]
         if action == "pick":
@@ -381,7 +398,8 @@ class WebUI:
         a.router.add_get("/part", self._part)
         a.router.add_get("/camera.jpg", self._camera)
         a.router.add_get("/api/state", self._state)
-        for p in ("/api/scan", "/api/mode", "/api/deliver", "/api/jobs/{jid}/{action}"):
+        for p in ("/api/scan", "/api/mode", "/api/deliver", "/api/dispatch/{action}",
+                  "/api/jobs/{jid}/{action}"):
             a.router.add_post(p, self._post)
         a.on_startup.append(self._on_startup)
         # Security headers on every answer, errors included (the page sets its own CSP,
@@ -496,7 +514,7 @@ class WebUI:
             body = await self._work(part_jobs, self.app, lang, request.query.get("job", ""))
         else:
             fn = {"status": part_status, "scan": part_scan, "parcels": part_parcels,
-                  "camera": part_camera, "sync": part_sync}[name]
+                  "dispatch": part_dispatch, "camera": part_camera, "sync": part_sync}[name]
             body = await self._work(fn, self.app, lang)
         return web.Response(text=body, content_type="text/html", charset="utf-8")
 

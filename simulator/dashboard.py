@@ -72,7 +72,7 @@ POLL_MS = 500
 HISTORY = 300  # backlog points kept for the sparkline
 ALARMS_SHOWN = 30
 STATE_CSS = {"free": "free", "occupied": "held", "reserved": "held", "expired": "attn", "overdue": "attn",
-             "return_waiting": "attn", "inspect": "attn", "out_of_service": "off"}
+             "return_waiting": "attn", "send_waiting": "attn", "inspect": "attn", "out_of_service": "off"}
 _SAFE = re.compile(r"[a-z0-9_]{1,32}")
 
 

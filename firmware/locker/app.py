@@ -18,8 +18,13 @@ from firmware.locker.journal import Journal
 from firmware.outbox import OutboxFull
 from protocol import barcodes, permits, seal
 from protocol.errors import InvalidBarcode, ProtocolError
+from protocol.outbound import valid_order
 
 DAY = 86400
+# Live send codes a locker keeps (each ~150 bytes of RAM and flash); used ones
+# are kept, fewer, only to tell a villager who types one again that it is used.
+MAX_SENDS = 64
+KEEP_USED = 16
 RUNTIME_KEYS = ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s", "lockout_forgive_s")
 
 __all__ = ("FlowError", "Locker")
@@ -40,6 +45,9 @@ class Locker(Device):
         self.lockout.restore(self._load_json("lockout", {}), self.now())
         self.couriers = self._load_json("couriers", {})
         self.codes = self._load_json("codes", {})
+        # Send codes (寄件): order -> {salt, hash, exp, size[, used]}; only hashes.
+        self.sends = self._load_json("sends", {})
+        self._sending = {}  # order -> compartment while its door stands open
         self.notify = notify_key(cfg)  # (kv, key) to seal codes for the notifier, or None
         self.session = None
         self.expected_open = {}
@@ -88,12 +96,21 @@ class Locker(Device):
                                 "t": self.now()})
             self.emit("locker.door", "status", {"compartment": cid, "door": "open", "action": action})
             self.hal.indicator.signal("door_open")
-            if action in ("pickup", "deposit", "return", "retrieve"):
+            if action in ("pickup", "deposit", "return", "retrieve", "send", "collect"):
                 self.display("door_open_" + action, str(cid))
-            await self.wait_closed(c)
+            action, info = self._outcome(action, info, await self.wait_closed(c))
             self.close_cycle(cid, action, info)
+            return action
         finally:
             self.active.pop(cid, None)
+
+    def _outcome(self, action, info, st):
+        """A send whose door closed on an empty compartment (the occupancy
+        sensor says so) did not happen: the code stays valid and the
+        compartment free."""
+        if action == "send" and st.get("occupied") is False:
+            return "send_abort", {"order": info.get("order"), "reason": "empty"}
+        return action, info
 
     async def wait_closed(self, c):
         cid = c["id"]
@@ -184,6 +201,29 @@ class Locker(Device):
             self.codes.pop(info["parcel"], None)
             body["parcel"] = info["parcel"]
             etype = "locker.return_dropoff"
+        elif action == "send":
+            order = info["order"]
+            self.comps.set(cid, K.SEND_WAITING, order=order, deposited=now)
+            r = self.sends.get(order)
+            if r is not None:
+                r["used"] = now  # used up: the same code never opens a door again
+            self._trim_sends()
+            body["order"] = order
+            body["size"] = self.comps.get(cid)["size"]
+            body["booked"] = info.get("size")
+            body["via"] = info.get("via")
+            etype = "locker.send_dropoff"
+        elif action == "send_abort":
+            self.comps.set(cid, K.FREE)
+            body["order"] = info.get("order")
+            body["reason"] = info.get("reason")
+            etype = "locker.send_aborted"
+        elif action == "collect":
+            c = self.comps.get(cid)
+            body["order"] = c.get("order")
+            body["courier"] = info.get("courier")
+            self.comps.set(cid, K.FREE)
+            etype = "locker.send_collected"
         elif action == "abort":
             self.comps.set(cid, info.get("back_to", K.FREE))
             body["parcel"] = info.get("parcel")
@@ -192,11 +232,15 @@ class Locker(Device):
             self.comps.set(cid, K.INSPECT)
             body["parcel"] = info.get("parcel")
             body["reason"] = info.get("reason")
+            if info.get("order"):
+                body["order"] = info["order"]  # a drop-off cut by a power loss
             etype = "locker.inspect_needed"
         else:  # remote open: the compartment keeps its state
             body["cmd"] = info.get("cmd")
             etype = "locker.remote_open"
         self._save_json("codes", self.codes)
+        if action == "send":
+            self._save_json("sends", self.sends)
         self.comps.save()
         try:
             self.emit(etype, "custody", body, eid=entry["eid"])
@@ -241,18 +285,25 @@ class Locker(Device):
                                 "t": self.now()})
             self.active[cid] = action
             try:
-                await self.wait_closed(c)
+                action, info = self._outcome(action, info, await self.wait_closed(c))
                 self.close_cycle(cid, action, info)
             finally:
                 self.active.pop(cid, None)
             return "resumed"
         if step == "open":
-            # Verified open before the cut and closed now: the cycle happened.
+            # Verified open before the cut and closed now: the cycle happened
+            # (unless the sensor saw a send compartment left empty).
+            if action == "send" and occ is False:
+                self.close_cycle(cid, "send_abort", {"order": info.get("order"), "reason": "empty"})
+                return "aborted"
             self.close_cycle(cid, action, info, occupied=occ if action == "pickup" else None)
             return "completed"
         # step == "opening": the lock may or may not have opened.
         if occ is None:
-            self.close_cycle(cid, "inspect", {"parcel": info.get("parcel"), "reason": "power_cut"})
+            # A send code stays unused: the villager may try again, and the
+            # courier checks this compartment (it is on the retrieval list).
+            self.close_cycle(cid, "inspect", {"parcel": info.get("parcel"), "order": info.get("order"),
+                                              "reason": "power_cut"})
             self.alarm("recovered_inconsistent", compartment=cid)
             return "inspect"
         if action == "deposit":
@@ -262,7 +313,13 @@ class Locker(Device):
             self.close_cycle(cid, "abort", {"parcel": info.get("parcel"),
                                             "back_to": info.get("back_to", K.FREE)})
             return "aborted"
-        if action in ("pickup", "retrieve"):
+        if action == "send":
+            if occ:
+                self.close_cycle(cid, "send", info)
+                return "completed"
+            self.close_cycle(cid, "send_abort", {"order": info.get("order"), "reason": "power_cut"})
+            return "aborted"
+        if action in ("pickup", "retrieve", "collect"):
             if occ:
                 self.journal.clear()  # nothing happened; the parcel is still there
                 self.expected_open.pop(cid, None)
@@ -282,8 +339,13 @@ class Locker(Device):
             raise FlowError("outbox_full", "the event store is full; call support")
 
     async def pickup(self, code, via="keypad"):
-        """A pickup or return code from `via` (codes.SOURCES: the lockout
-        counts wrong codes per source)."""
+        """A code from `via`; returns the compartment that opened."""
+        return (await self.enter_code(code, via))[1]
+
+    async def enter_code(self, code, via="keypad"):
+        """A pickup, return or send code from `via` (codes.SOURCES: the
+        lockout counts wrong codes per source, whatever kind of code was
+        meant). Returns (display code, compartment)."""
         now = self.now()
         if self.lockout.locked(now, via):
             # Every refused attempt is counted, but a brute-forcer must not
@@ -312,7 +374,10 @@ class Locker(Device):
                     if r.get("exp", 0) > self.trusted_now():
                         ret = parcel
                         break
+        send = None
         if hit is None and ret is None:
+            send = self._match_send(code, via)
+        if hit is None and ret is None and send is None:
             n = self.lockout.fail(now, via)
             self._save_json("lockout", self.lockout.state())
             self.audit("pickup_attempt", result="wrong", via=via, failures=n)
@@ -326,16 +391,91 @@ class Locker(Device):
         # A right code resets nothing: on a shared keypad it may be someone
         # else's (codes.py).
         self._need_room()
+        if send is not None:
+            return await self._send_dropoff(send, via)
         if ret is not None:
             c = self.comps.pick_free(self.codes[ret].get("size", "S"))
             if c is None:
                 raise FlowError("full")
             self.audit("return_attempt", result="ok", via=via, parcel=ret)
             await self.door_cycle(c, "return", {"parcel": ret})
-            return c["id"]
+            return "pickup_ok", c["id"]
         self.audit("pickup_attempt", result="ok", via=via, compartment=hit["id"])
         await self.door_cycle(hit, "pickup", {"parcel": hit.get("parcel")})
-        return hit["id"]
+        return "pickup_ok", hit["id"]
+
+    # ---- outbound (寄件)
+    def _match_send(self, code, via):
+        """The send order whose live code this is, or None. A used or expired
+        code is refused with its reason and not counted as a guess: it was a
+        real code, typed again by its villager (a guesser hits one with the
+        odds of hitting a live code)."""
+        for order in self.sends:
+            r = self.sends[order]
+            if not C.matches(r["salt"], r["hash"], code):
+                continue
+            if r.get("used"):
+                self.audit("send_attempt", result="used", via=via, order=order)
+                raise FlowError("code_used")
+            if r["exp"] <= self.trusted_now():
+                self.audit("send_attempt", result="expired", via=via, order=order)
+                raise FlowError("code_expired")
+            return order
+        return None
+
+    async def _send_dropoff(self, order, via):
+        """Open a free compartment of the booked size (or bigger) for the
+        villager's parcel; the code is used up when the door closes on it."""
+        if order in self._sending:  # typed again while its door stands open
+            raise FlowError("busy", order)
+        r = self.sends[order]
+        c = self.comps.pick_free(r["size"])
+        if c is None:
+            # The code stays valid: the villager can come back, or go to the counter.
+            self.audit("send_attempt", result="full", via=via, order=order, size=r["size"])
+            raise FlowError("full", r["size"])
+        self.audit("send_attempt", result="ok", via=via, order=order, compartment=c["id"])
+        self._sending[order] = c["id"]
+        try:
+            done = await self.door_cycle(c, "send", {"order": order, "size": r["size"], "via": via})
+        finally:
+            self._sending.pop(order, None)
+        return ("send_ok" if done == "send" else "send_empty"), c["id"]
+
+    def _trim_sends(self):
+        """Forget the oldest used codes beyond KEEP_USED."""
+        used = sorted([(self.sends[o]["used"], o) for o in self.sends if self.sends[o].get("used")])
+        for _, o in used[:max(0, len(used) - KEEP_USED)]:
+            del self.sends[o]
+
+    def _provision_send(self, a):
+        order = a.get("order")
+        if not valid_order(order):
+            raise FlowError("bad_args", "order")
+        if a.get("revoke"):
+            self.sends.pop(order, None)
+            self._save_json("sends", self.sends)
+            return {"revoked": order}
+        for k in ("salt", "hash", "exp"):
+            if not isinstance(a.get(k), (str, int)) or isinstance(a.get(k), bool):
+                raise FlowError("bad_args", k)
+        size = a.get("size", "S")
+        if size not in K.SIZES or not isinstance(a["exp"], int):
+            raise FlowError("bad_args", "size" if size not in K.SIZES else "exp")
+        old = self.sends.get(order)
+        if (old is not None and old.get("used")) or self.comps.find_order(order) is not None:
+            raise FlowError("already_used", order)
+        if old is None and len(self.sends) >= MAX_SENDS:
+            if self.synced:  # drop expired codes to make room
+                now = self.now()
+                for o in [o for o in self.sends if not self.sends[o].get("used") and
+                          self.sends[o]["exp"] <= now]:
+                    del self.sends[o]
+            if len(self.sends) >= MAX_SENDS:
+                raise FlowError("too_many_codes", "%d" % MAX_SENDS)
+        self.sends[order] = {"salt": a["salt"], "hash": a["hash"], "exp": a["exp"], "size": size}
+        self._save_json("sends", self.sends)
+        return {"stored": order}
 
     def courier_login(self, badge):
         """Badge QR: PE-C:<courier>:<secret>; credentials come from the gateway."""
@@ -390,7 +530,10 @@ class Locker(Device):
         done = []
         for cid in self.comps.retrieval_list():
             self._need_room()
-            await self.door_cycle(self.comps.get(cid), "retrieve",
+            c = self.comps.get(cid)
+            # Outbound parcels are collected with the rest, each recorded as
+            # its own locker.send_collected.
+            await self.door_cycle(c, "collect" if c["state"] == K.SEND_WAITING else "retrieve",
                                   {"courier": self.session["courier"]})
             done.append(cid)
         return done
@@ -449,6 +592,8 @@ class Locker(Device):
             self.comps.save()
             self._state_dirty = True
             return {"compartment": c["id"], "size": c["size"]}
+        if op == "provision_send":
+            return self._provision_send(a)
         if op in permits.OPS:
             return self._permit(cmd)
         if op == "config":
@@ -581,7 +726,8 @@ class Locker(Device):
     def state_doc(self):
         return {"v": 1, "ts": self.now(), "compartments": [
             {"id": c["id"], "size": c["size"], "state": c["state"]} for c in self.comps.all()],
-            "retrieval": self.comps.retrieval_list(), "summary": self.comps.summary(),
+            "retrieval": self.comps.retrieval_list(), "outbound": self.comps.outbound(),
+            "summary": self.comps.summary(),
             "outbox": {"used": self.outbox.live_bytes, "pending": self.outbox.count,
                        "capacity": self.outbox.capacity}}
 
@@ -595,6 +741,7 @@ class Locker(Device):
         finally:
             if self.active.get(entry.get("cid")) == "recovery":
                 del self.active[entry["cid"]]
+            self._sending.pop((entry.get("info") or {}).get("order"), None)
         if outcome:
             self.audit("recovery", outcome=outcome)
 
@@ -608,6 +755,9 @@ class Locker(Device):
         if entry and entry.get("cid") in self.comps.by_id:
             self.expected_open[entry["cid"]] = self.now()
             self.active[entry["cid"]] = "recovery"
+            order = (entry.get("info") or {}).get("order")
+            if entry.get("action") == "send" and order:
+                self._sending[order] = entry["cid"]  # its code must not open a second door
         tasks = [asyncio.create_task(self._recover_task()), asyncio.create_task(self.mqtt.run()),
                  asyncio.create_task(self.presence_task()),
                  asyncio.create_task(self.sender_task()), asyncio.create_task(self.command_task()),

@@ -7,6 +7,8 @@
 #   occupied        a parcel waits for its recipient
 #   overdue         not collected in time: on the courier's retrieval list
 #   return_waiting  a return dropped off: on the courier's retrieval list
+#   send_waiting    an outbound parcel dropped off with a send code: on the
+#                   courier's retrieval list, collected as locker.send_collected
 #   inspect         a power cut left the content unknown: courier must check
 #   out_of_service  door or lock fault
 
@@ -22,6 +24,7 @@ from protocol.custody import (  # noqa: F401 - the locker's modules take them fr
     RESERVED,
     RETRIEVAL,
     RETURN_WAITING,
+    SEND_WAITING,
     SIZES,
 )
 
@@ -81,7 +84,7 @@ class Compartments:
     def set(self, cid, state, **fields):
         c = self.by_id[cid]
         for k in ("parcel", "salt", "hash", "deposited", "expires", "courier", "reserved_until",
-                  "code_by"):
+                  "code_by", "order"):
             if k in c and k not in fields and state == FREE:
                 del c[k]
         c["state"] = state
@@ -107,6 +110,18 @@ class Compartments:
 
     def retrieval_list(self):
         return [c["id"] for c in self.all() if c["state"] in RETRIEVAL]
+
+    def find_order(self, order):
+        """The compartment holding outbound send order `order`, or None."""
+        for c in self.all():
+            if c["state"] == SEND_WAITING and c.get("order") == order:
+                return c
+        return None
+
+    def outbound(self):
+        """[{compartment, order}] of outbound parcels waiting for the courier."""
+        return [{"compartment": c["id"], "order": c.get("order")} for c in self.all()
+                if c["state"] == SEND_WAITING]
 
     def summary(self):
         counts = {}

@@ -5,7 +5,9 @@
 #
 #   in   K:<keys>#        a keypad entry, e.g. K:493027#
 #        Q:<text>         a scan (badge PE-C:<courier>:<secret>, pickup QR
-#                         PE-P:<code>, or a parcel barcode)
+#                         PE-P:<code>, send QR PE-S:<code>, or a parcel
+#                         barcode). A send code may be typed like a pickup
+#                         code: the locker tells them apart by their hashes.
 #   out  D:<code>|<zh>|<en>|<detail>
 #
 # Garbage, over-long lines and unknown prefixes are counted and answered with
@@ -113,16 +115,20 @@ class Panel:
             if not keys.isdigit() or not 4 <= len(keys) <= 12:
                 self.stats["bad_lines"] += 1
                 return "wrong_code", ""
-            cid = await locker.pickup(keys, via="keypad")
-            return "pickup_ok", str(cid)
+            shown, cid = await locker.enter_code(keys, via="keypad")
+            return shown, str(cid)
         if text.startswith("Q:"):
             scan = text[2:]
             if scan.startswith("PE-C:"):
                 courier = locker.courier_login(scan)
                 return "courier_ok", courier
-            if scan.startswith("PE-P:"):
-                cid = await locker.pickup(scan[5:], via="qr")
-                return "pickup_ok", str(cid)
+            if scan.startswith("PE-P:") or scan.startswith("PE-S:"):
+                code = scan[5:]
+                if not code.isdigit() or not 4 <= len(code) <= 12:
+                    self.stats["bad_lines"] += 1
+                    return "bad_code" if scan[3] == "S" else "wrong_code", ""
+                shown, cid = await locker.enter_code(code, via="qr")
+                return shown, str(cid)
             if locker.session is not None:
                 from protocol import barcodes
 

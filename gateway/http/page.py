@@ -152,7 +152,9 @@ def _parcel_row(p: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     key = f"evt.{p['type']}"
     what = TEXT.t(key, lang) if TEXT.has(key) else TEXT.t("evt.unknown", lang, type=p["type"])
     return {"clock": clock(p["at"], now), "ago": ago(p["age_s"], lang), "what": what,
-            "cid": _cid(p["compartment"], lang) if "compartment" in p else "", "parcel": p.get("parcel", "")}
+            "cid": _cid(p["compartment"], lang) if "compartment" in p else "",
+            # an outbound drop-off names its send order, not a parcel
+            "parcel": p.get("parcel") or p.get("order", "")}
 
 
 def _main_context(snap: dict[str, Any], lang: str, refresh_s: int) -> dict[str, Any]:

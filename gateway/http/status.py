@@ -47,11 +47,11 @@ MAX_TEXT = 80  # device strings are cut to this on the page, never trusted for l
 SANE_TS_MIN = 1_600_000_000
 CLOCK_SKEW_S = 300.0
 KNOWN_STATES = ("free", "reserved", "occupied", "overdue", "return_waiting", "inspect",
-                "out_of_service")
+                "out_of_service", "send_waiting")
 # Parcel-event fields the page and API show, and nothing else of a body: a
 # deposit's code travels only sealed (protocol/seal.py, `code_sealed`), and
 # even the boxes stay off the screen.
-CUSTODY_FIELDS = ("compartment", "parcel", "reason")
+CUSTODY_FIELDS = ("compartment", "parcel", "order", "reason")
 
 BAD_ROWS = Counter("postedge_web_bad_rows", "Rows the status page showed as a placeholder because "
                    "they could not be rendered, by kind", ["row"], registry=M.REGISTRY)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from common.logs import get
 from gateway import metrics as M
 from gateway.store.events import EventStore, StoredEvent, is_storage_error
-from protocol import envelope, topics
+from protocol import envelope, outbound_bodies, topics
 
 log = get(__name__)
 
@@ -101,9 +101,14 @@ class SeqTracker:
 
 def validate(topic: str, payload: bytes, parsed_topic: tuple[str, str, str, str] | None = None
              ) -> StoredEvent:
-    """Check one message against the protocol; raise ProtocolError if bad."""
+    """Check one message against the protocol; raise ProtocolError if bad.
+    Event types with a body schema (the outbound custody events,
+    protocol/outbound_bodies.py) are checked against it too: a malformed
+    custody record is refused here, counted by its code, and kept in
+    ``rejected``, rather than stored and synced into the platform's ledger."""
     outlet, kind, device, channel = parsed_topic or topics.parse(topic)
     env, (_, inc, seq) = envelope.decode_event(payload, device=device)
+    outbound_bodies.check(env["type"], env["body"], kind, env["cls"])
     return StoredEvent(env["id"], outlet, kind, device, inc, seq, env["cls"], env["type"],
                        env["ts"], payload)
 

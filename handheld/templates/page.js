@@ -44,6 +44,9 @@ document.addEventListener('click',function(e){
   else if(a==='pick'){post('/api/jobs/'+encodeURIComponent(j)+'/pick');}
   else if(a==='step'){post('/api/jobs/'+encodeURIComponent(j)+'/step',{step:st});}
   else if(a==='submit'){post('/api/jobs/'+encodeURIComponent(j)+'/submit');}
+  else if(a==='bag-pickup'){post('/api/dispatch/pickup');}
+  else if(a==='bag-remove'){post('/api/dispatch/remove',{item:b.getAttribute('data-item')});}
+  else if(a==='set-point'){post('/api/dispatch/point',{point:b.getAttribute('data-point')});}
   else if(a==='photo'){msg.className='fb';msg.textContent='…';
     post('/api/jobs/'+encodeURIComponent(j)+'/photo?step='+encodeURIComponent(st),{});}
 });
@@ -60,6 +63,10 @@ document.addEventListener('submit',function(e){
   else if(f.id==='confirm'){var code=f.querySelector('[name=code]').value,
     name=f.querySelector('[name=name]').value;
     post('/api/deliver',{code:f.getAttribute('data-parcel'),method:code?'code':'name',value:code||name});}
+  else if(f.classList.contains('handout')){var tok=f.querySelector('[name=code]'),
+    tv=tok?tok.value:'', nm=f.querySelector('[name=name]').value;
+    post('/api/dispatch/handout',{group:f.getAttribute('data-group'),share:+f.getAttribute('data-share'),
+      method:tv?'token':'name',value:tv||nm});}
 });
 go('scan');
 setInterval(refresh,1000);

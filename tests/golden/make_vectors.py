@@ -641,6 +641,7 @@ def cases() -> list[dict[str, Any]]:
     add(("classify bad s10", "barcode.classify", "RB123456784GB", verdict_bad("s10_check_digit")))
     keys_vectors(add)
     seal_vectors(add)
+    outbound_vectors(add)
     return [{"name": n, "fn": f, "in": i, "expect": e} for n, f, i, e in c]
 
 
@@ -793,6 +794,39 @@ def seal_vectors(add: Any) -> None:
     )
     for name, reader, key, ev in bad:
         add((name, "seal.open", {"reader": reader, "key": key.hex(), "event": ev}, err("bad_seal")))
+
+
+def bag_id(serial: int) -> str:
+    """A bag label rebuilt here: BG + 11 digits + GS1 mod-10 (protocol/outbound.py)."""
+    d = f"{serial:011d}"
+    total = sum(int(ch) * (3 if i % 2 == 0 else 1) for i, ch in enumerate(reversed(d)))
+    return "BG" + d + str((10 - total % 10) % 10)
+
+
+def outbound_vectors(add: Any) -> None:
+    bag = bag_id(20261203001)
+    add(("bag id", "outbound.bag", bag, ok(None)))
+    add(("bag id check digit", "outbound.bag", bag[:-1] + str((int(bag[-1]) + 1) % 10), ok("bag_check_digit")))
+    add(("bag id short", "outbound.bag", bag[:-1], ok("bag_format")))
+    add(("bag id lowercase", "outbound.bag", bag.lower(), ok("bag_format")))
+    drop = {"compartment": 2, "order": "SO20261203-0042", "size": "M", "booked": "M", "via": "keypad"}
+    body = "outbound.body"
+    add(("send dropoff", body, {"type": "locker.send_dropoff", "kind": "locker", "body": drop}, ok(True)))
+    add(("send dropoff from a handheld", body, {"type": "locker.send_dropoff", "kind": "handheld",
+                                                "body": drop}, err("bad_field")))
+    add(("send dropoff with the code", body, {"type": "locker.send_dropoff", "kind": "locker",
+                                              "body": dict(drop, code="418263")}, err("bad_field")))
+    add(("send dropoff order is a parcel id", body, {"type": "locker.send_dropoff", "kind": "locker",
+                                                     "body": dict(drop, order="RB123456785GB")}, err("bad_field")))
+    add(("send dropoff without via", body, {"type": "locker.send_dropoff", "kind": "locker",
+                                            "body": {k: v for k, v in drop.items() if k != "via"}},
+         err("missing_field")))
+    pickup = {"bag": bag, "items": ["SO20261203-0042", "RB123456785GB"], "courier": "c007"}
+    add(("bag pickup", body, {"type": "handheld.bag_pickup", "kind": "handheld", "body": pickup}, ok(True)))
+    add(("bag pickup item twice", body, {"type": "handheld.bag_pickup", "kind": "handheld",
+                                         "body": dict(pickup, items=["RB123456785GB"] * 2)}, err("bad_field")))
+    add(("bag pickup bad s10", body, {"type": "handheld.bag_pickup", "kind": "handheld",
+                                      "body": dict(pickup, items=["RB123456784GB"])}, err("bad_field")))
 
 
 def render() -> str:

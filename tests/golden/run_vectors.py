@@ -8,7 +8,20 @@ import binascii
 import json
 import sys
 
-from protocol import aim, barcodes, canonical, envelope, ids, keys, permits, seal, signing, topics
+from protocol import (
+    aim,
+    barcodes,
+    canonical,
+    envelope,
+    ids,
+    keys,
+    outbound,
+    outbound_bodies,
+    permits,
+    seal,
+    signing,
+    topics,
+)
 from protocol.errors import ProtocolError
 
 
@@ -84,6 +97,8 @@ FUNCS = {
     "barcode.gs1": lambda i: _verdict(barcodes.gs1(i)),
     "barcode.cn": lambda i: _verdict(barcodes.cn_domestic(i)),
     "aim.parse": lambda i: list(aim.parse(i)),
+    "outbound.bag": lambda i: outbound.bag_problem(i),
+    "outbound.body": lambda i: outbound_bodies.check(i["type"], i["body"], i["kind"]) is i["body"],
 }
 
 

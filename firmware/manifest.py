@@ -16,6 +16,7 @@ package(
         "ids.py",
         "keys.py",
         "permits.py",
+        "revocation.py",
         "seal.py",
         "signing.py",
         "timesync.py",

@@ -13,6 +13,9 @@ never be able to read another's key from what it was given.
 
 Re-running keeps existing passwords (deployed devices keep working) and adds
 new devices; delete a device's credentials file to rotate its password.
+Devices listed in ``revoked.json`` (``postedge gateway revoke``,
+``gateway/revoke.py``) are left out, whatever the inventory says, so a
+re-run cannot bring a stolen handheld back.
 
 The broker config is the hardened outlet one (``gateway/broker.py``
 ``OutletLimits``: client id = username, so a device cannot take over the
@@ -59,7 +62,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from gateway import pki
+from gateway import pki, revoke
 from gateway.broker import TLS_PORT, Account, TlsListener, find_mosquitto, systemd_unit, write_config
 from protocol import keys, topics
 from protocol.errors import ProtocolError
@@ -106,8 +109,10 @@ def _password(creds: Path) -> str:
     return secrets.token_urlsafe(18)
 
 
-def _device_keys(path: Path | None, devices: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The platform's key file: one valid key section per inventory device."""
+def _device_keys(path: Path | None, devices: list[dict[str, Any]],
+                 revoked: Any = ()) -> dict[str, dict[str, Any]]:
+    """The platform's key file: one valid key section per inventory device
+    (a revoked device's key, if the file still has it, is not written out)."""
     if path is None:
         return {}
     try:
@@ -116,6 +121,7 @@ def _device_keys(path: Path | None, devices: list[dict[str, Any]]) -> dict[str, 
         raise ProvisionError(f"cannot read the key file {path}: {e}") from e
     if not isinstance(doc, dict):
         raise ProvisionError("key file: must map device id -> key section")
+    doc = {dev: sec for dev, sec in doc.items() if dev not in revoked}
     ids = {d["id"] for d in devices}
     extra = sorted(set(doc) - ids)
     if extra:
@@ -144,7 +150,15 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
     ``tls_port``: the TLS listener on ``listen`` (devices, handhelds);
     ``key_file``: the platform's per-device keys for this outlet."""
     inv = _inventory(inventory)
-    device_keys = _device_keys(key_file, inv["devices"])
+    # Revoked devices (gateway/revoke.py) stay out: no login, no ACL, no file.
+    try:
+        revoked = revoke.load(out)
+    except revoke.RevokeError as e:
+        raise ProvisionError(str(e)) from e
+    inv["devices"] = [d for d in inv["devices"] if d["id"] not in revoked]
+    if not inv["devices"]:
+        raise ProvisionError("inventory: every device is revoked")
+    device_keys = _device_keys(key_file, inv["devices"], revoked)
     outlet = inv["outlet"]
     gw_user = inv.get("gateway", f"gw-{outlet}")
     host = inv.get("broker_host", "127.0.0.1")
@@ -204,7 +218,10 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         encoding="utf-8")
     gw_toml.chmod(0o600)
     access = _grant(conf.parent, gw_toml, mq, web)
+    for dev in revoked:
+        (out / "devices" / f"{dev}.json").unlink(missing_ok=True)
     return {"devices": len(inv["devices"]), "keys": len(device_keys), "mosquitto_conf": str(conf),
+            "revoked": sorted(revoked),
             "gateway_toml": str(gw_toml),
             "passwd_file": str(conf.parent / "passwd"), "broker_unit": str(unit), "access": access,
             "ca": str(ca), "broker_cert": str(mq.cert), "web_cert": str(web.cert),

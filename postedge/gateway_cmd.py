@@ -131,6 +131,35 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from gateway.revoke import RevokeError, reload_broker, revoke
+
+    cfg = _load(args)
+    lang = i18n.pick(args.lang)
+    if cfg.web is None or not cfg.web.passwd_file:
+        msg = f"{args.config}: [web] passwd_file is not set (not a provisioned gateway)"
+        print(t("error", lang, msg=msg), file=sys.stderr)
+        return 2
+    passwd = Path(cfg.web.passwd_file)
+    acl = Path(cfg.web.acl_file) if cfg.web.acl_file else passwd.with_name("acl")
+    try:
+        r = revoke(Path(args.config).parent, passwd, acl, args.device, cfg.db, cfg.broker.username)
+    except RevokeError as e:
+        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        return 2
+    try:
+        how = reload_broker(args.broker_pid)
+    except (RevokeError, OSError) as e:
+        print(t("revoke_reload_failed", lang, device=args.device, msg=str(e)), file=sys.stderr)
+        return 1
+    if r["already"]:
+        print(t("revoked_already", lang, device=args.device,
+                at=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])), how=how))
+    else:
+        print(t("revoked", lang, device=args.device, n=len(r["cancelled"]), how=how))
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = sub.add_parser("gateway", help="the outlet gateway")
     gs = g.add_subparsers(dest="gw", required=True)
@@ -163,6 +192,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     dr.add_argument("--config", type=Path, required=True)
     dr.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     dr.set_defaults(func=cmd_drain)
+
+    rv = gs.add_parser("revoke", help="revoke a device (a stolen handheld): its broker login goes at once")
+    rv.add_argument("device", help="device id")
+    rv.add_argument("--config", type=Path, required=True, help="the provisioned gateway.toml")
+    rv.add_argument("--broker-pid", type=int, default=None,
+                    help="Mosquitto's pid to SIGHUP (default: systemctl reload postedge-mosquitto)")
+    rv.set_defaults(func=cmd_revoke)
 
     p = gs.add_parser("provision", help="broker config, per-device credentials and ACL for an outlet")
     p.add_argument("inventory", type=Path, help="outlet inventory TOML (outlet, devices)")

@@ -57,7 +57,10 @@ localhost. Mosquitto listens for TLS 1.2+ on ``tls_port`` (8883) on
 ``listen``; its plaintext listener is bound to 127.0.0.1, for the gateway
 on the same box only. Every device's credentials file carries the CA
 certificate (``broker.ca``, PEM) and the TLS port, so a device verifies the
-broker and nothing on the LAN speaks plain MQTT. Key files are 0600; as
+broker and nothing on the LAN speaks plain MQTT. A handheld also gets
+``devices/<id>.toml``, the provisioned part of its config
+(``handheld/config.py``): login, key, ``[broker] ca`` and an ``https://``
+gateway URL, so its MQTT and its HTTPS calls verify the outlet CA. Key files are 0600; as
 root each goes to the one account that reads it (Mosquitto's to
 ``mosquitto``, the HTTPS key to ``postedge``).
 """
@@ -81,6 +84,7 @@ from protocol.errors import ProtocolError
 BROKER_USER = "mosquitto"  # the ``user`` line of the generated mosquitto.conf
 SERVICE_GROUP = "postedge"  # Group= of deploy/postedge-gateway.service
 SERVICE_USER = "postedge"  # User= of deploy/postedge-gateway.service: reads the HTTPS key
+WEB_PORT = 8080  # [web] port of the gateway.toml provision writes; handhelds' gateway URL
 
 
 class ProvisionError(ValueError):
@@ -244,6 +248,8 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
             doc["notify"] = {"kv": kv, "key": seal.locker_notify_key(notifier[kv], d["id"]).hex()}
         creds.write_text(json.dumps(doc, indent=1))
         creds.chmod(0o600)
+        if d["kind"] == "handheld":
+            _handheld_toml(out / "devices" / f"{d['id']}.toml", doc, host, WEB_PORT)
     gw_creds.write_text(json.dumps({"broker": {"user": gw_user, "password": gw_pw}}))
     gw_creds.chmod(0o600)
     notifier_path = out / NOTIFIER_KEYS
@@ -271,7 +277,7 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         '# The broker\'s plaintext listener: loopback only, this box only.\n'
         f'[broker]\nhost = "127.0.0.1"\n'
         f'port = {port}\nusername = "{gw_user}"\npassword = "{gw_pw}"\n\n'
-        '[web]\nhost = "0.0.0.0"\nport = 8080\n'
+        f'[web]\nhost = "0.0.0.0"\nport = {WEB_PORT}\n'
         '# HTTPS with a certificate from the outlet CA (pki/ca.pem)\n'
         'cert_file = "web/server.pem"\nkey_file = "web/server.key"\n'
         '# handheld logins for /v1/uploads and /v1/commands: the broker\'s own accounts\n'
@@ -283,6 +289,7 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
     access = _grant(conf.parent, gw_toml, mq, web, notifier_path if notifier else None)
     for dev in revoked:
         (out / "devices" / f"{dev}.json").unlink(missing_ok=True)
+        (out / "devices" / f"{dev}.toml").unlink(missing_ok=True)
     return {"devices": len(inv["devices"]), "keys": len(device_keys), "mosquitto_conf": str(conf),
             "notifier_keys": sorted(notifier), "notifier_key_file": str(notifier_path) if notifier else None,
             "revoked": sorted(revoked),
@@ -290,6 +297,33 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
             "passwd_file": str(conf.parent / "passwd"), "broker_unit": str(unit), "access": access,
             "ca": str(ca), "broker_cert": str(mq.cert), "web_cert": str(web.cert),
             "tls_port": tls_port, "plain_port": port}
+
+
+def _handheld_toml(path: Path, doc: dict[str, Any], host: str, web_port: int) -> None:
+    """The provisioned part of a handheld's config (handheld/config.py): its
+    login, its own key, and the outlet CA it verifies the broker (MQTT over
+    TLS) and the gateway's HTTPS with. The rest (camera, GNSS, courier) is
+    the device's own. JSON strings are TOML basic strings."""
+    b = doc["broker"]
+    lines = [f"device = {json.dumps(doc['device'])}", f"outlet = {json.dumps(doc['outlet'])}", ""]
+    key = doc.get("key")
+    if key is not None:
+        lines += ["[key]", f"kv = {int(key['kv'])}", f"secret = {json.dumps(key['secret'])}"]
+        prev = key.get("prev")
+        if prev:
+            lines += ["", "[key.prev]", f"kv = {int(prev['kv'])}", f"secret = {json.dumps(prev['secret'])}",
+                      f"until = {int(prev.get('until', 0))}"]
+        lines.append("")
+    else:
+        lines += ["# [key]: none yet; run provision with --keys (the platform's key file)", ""]
+    lines += ["[broker]", f"host = {json.dumps(b['host'])}", f"port = {int(b['port'])}",
+              f"username = {json.dumps(b['user'])}", f"password = {json.dumps(b['password'])}",
+              f"ca = {json.dumps(b['ca'])}", "",
+              "[gateway]", f"url = {json.dumps(f'https://{host}:{web_port}')}", ""]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    path.chmod(0o600)
 
 
 def _mosquitto_path() -> str:

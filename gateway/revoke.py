@@ -10,8 +10,8 @@ steps is finished by running it again:
    on, so re-provisioning the outlet cannot bring it back;
 2. removes its line from Mosquitto's ``passwd`` and its block from ``acl``
    (each file replaced whole, keeping its owner and mode), and deletes its
-   credentials file ``devices/<id>.json`` (its broker password, and its key
-   if the platform gave one);
+   credentials files ``devices/<id>.json`` and ``.toml`` (its broker
+   password, and its key if the platform gave one);
 3. marks the commands it forwarded that wait for delivery (its permits) as
    ``revoked`` in the gateway's database, so the relay never sends them;
 4. tells Mosquitto to reload (SIGHUP): the broker re-reads both files and
@@ -175,8 +175,8 @@ def revoke(directory: Path, passwd: Path, acl: Path, device: str, db: Path | Non
         _replace(passwd, new_passwd, like=passwd)
     if had_acl:
         _replace(acl, new_acl, like=acl)
-    creds = directory / "devices" / f"{device}.json"
-    creds.unlink(missing_ok=True)
+    for suffix in (".json", ".toml"):
+        (directory / "devices" / f"{device}{suffix}").unlink(missing_ok=True)
     cancelled = _cancel_forwarded(db, device) if db is not None else []
     return {"device": device, "already": already, "at": revoked[device]["at"], "login_removed": had_login,
             "cancelled": cancelled}

@@ -6,12 +6,6 @@ never delivered."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,76 +14,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.broker import find_mosquitto, free_port
 from gateway.ingest.relay import store_command
-from gateway.provision import ProvisionError, provision
+from gateway.provision import ProvisionError
 from gateway.revoke import RevokeError, revoke
 from gateway.store.events import EventStore
 from protocol import signing, topics
 from tests.locker_rig import PLATFORM
-
-ROOT = Path(__file__).resolve().parents[2]
-INVENTORY = """outlet = "o1"
-[[devices]]
-id = "lk01"
-kind = "locker"
-[[devices]]
-id = "hh01"
-kind = "handheld"
-[[devices]]
-id = "hh02"
-kind = "handheld"
-"""
-
-
-class Outlet:
-    """A provisioned outlet folder and its Mosquitto, restartable."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.inv = tmp / "outlet.toml"
-        self.inv.write_text(INVENTORY)
-        self.out = tmp / "etc"
-        self.plain, self.tls = free_port(), free_port()
-        self.provision()
-        self.ca = tmp / "ca.pem"
-        self.ca.write_text(self.creds("lk01")["broker"]["ca"])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def provision(self) -> dict:
-        r = provision(self.inv, self.out, listen="127.0.0.1", port=self.plain, tls_port=self.tls)
-        conf = self.out / "mosquitto" / "mosquitto.conf"
-        user = os.environ.get("USER") or "root"
-        conf.write_text(conf.read_text().replace("user mosquitto", f"user {user}"))
-        toml = self.out / "gateway.toml"
-        toml.write_text(toml.read_text().replace("/var/lib/postedge/gateway.db", "gateway.db"))
-        return r
-
-    def creds(self, dev: str) -> dict:
-        return json.loads((self.out / "devices" / f"{dev}.json").read_text())
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(self.out / "mosquitto" / "mosquitto.conf")],
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.tls), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("mosquitto did not listen")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(5)
-            self.proc = None
-
-    def cli(self, *args: str, lang: str = "en") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", lang, "gateway", *args],
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                              text=True, timeout=60)
+from tests.provisioned_rig import Outlet
 
 
 class Session:
@@ -260,4 +191,3 @@ def test_cli_without_a_reloadable_broker_says_so(tmp_path: Path) -> None:
     r = o.cli("revoke", "hh01", "--config", str(o.out / "gateway.toml"), "--broker-pid", "999999999")
     assert r.returncode == 1 and "did not reload" in r.stderr
     assert "hh01" not in (o.out / "mosquitto" / "passwd").read_text()  # revoked all the same
-    _ = ssl  # TLS is what Session speaks

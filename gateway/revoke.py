@@ -13,7 +13,12 @@ steps is finished by running it again:
    credentials files ``devices/<id>.json`` and ``.toml`` (its broker
    password, and its key if the platform gave one);
 3. marks the commands it forwarded that wait for delivery (its permits) as
-   ``revoked`` in the gateway's database, so the relay never sends them;
+   ``revoked`` in the gateway's database, so the relay never sends them, and
+   stores the event ``gateway.device_revoked`` (``{"device", "at",
+   "cancelled"}``) that goes upstream with the next sync, so the platform
+   learns of it and can sign the lockers' half. The event's id comes from a
+   sequence of its own (``<gateway>-adm``), never the running gateway's;
+   it is stored once per device (``kv`` ``revoked_reported:<device>``);
 4. tells Mosquitto to reload (SIGHUP): the broker re-reads both files and
    drops the device's live connection; every later login is refused. The
    gateway's HTTP API reads the same two files, so the handheld's uploads
@@ -35,12 +40,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from gateway.store.events import EventStore
+from gateway.store.own_events import OwnEvents
 from protocol import topics
 
 REVOKED_FILE = "revoked.json"
@@ -118,20 +124,49 @@ def _without_acl(text: str, device: str) -> tuple[str, bool]:
     return "\n".join(out) + "\n", found
 
 
-def _cancel_forwarded(db: Path, device: str) -> list[str]:
-    """Permits the device forwarded that wait for delivery: never sent now."""
+def admin_id(gateway_id: str) -> str:
+    """The event-id prefix of what the operator's commands report: a
+    sequence of their own, so they never take an id the running gateway's
+    sequence hands out."""
+    return f"{gateway_id[:28]}-adm"
+
+
+def _record(db: Path, outlet: str, gateway_id: str, device: str, at: int) -> tuple[list[str], bool]:
+    """(ids of the permits cancelled, whether the upstream event is stored).
+    Only into an existing database: one this command created as root would
+    be unreadable to the gateway's service account."""
     if not db.exists():
-        return []
-    conn = sqlite3.connect(db, timeout=30)
+        return [], False
+    store = EventStore(db)
+    adm = admin_id(gateway_id)
     try:
-        with conn:
-            rows = conn.execute("SELECT id FROM commands WHERE via=? AND status IN ('queued','sent')",
-                                (device,)).fetchall()
-            conn.execute("UPDATE commands SET status='revoked' WHERE via=? AND status IN ('queued','sent')",
-                         (device,))
-        return [r[0] for r in rows]
+        with store.tx():
+            waiting = "WHERE via=? AND status IN ('queued','sent')"
+            rows = store.db.execute(f"SELECT id FROM commands {waiting}", (device,)).fetchall()
+            store.db.execute(f"UPDATE commands SET status='revoked' {waiting}", (device,))
+        cancelled = [str(r[0]) for r in rows]
+        key = f"revoked_reported:{device}"
+        if store.get(key) is None:
+            OwnEvents(store, outlet, adm, db.parent).emit(
+                "gateway.device_revoked", {"device": device, "at": at, "cancelled": cancelled})
+            with store.tx():
+                store.put(key, str(at))
     finally:
-        conn.close()
+        store.close()
+    _same_owner(db, [db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
+                     db.parent / f"{adm}.seq"])
+    return cancelled, True
+
+
+def _same_owner(like: Path, paths: list[Path]) -> None:
+    """Run as root, hand what this command wrote beside the database to the
+    database's owner (the gateway's service account)."""
+    if os.geteuid() != 0:
+        return
+    st = like.stat()
+    for p in paths:
+        if p.exists():
+            os.chown(p, st.st_uid, st.st_gid)
 
 
 def reload_broker(pid: int | None = None) -> str:
@@ -148,7 +183,8 @@ def reload_broker(pid: int | None = None) -> str:
 
 
 def revoke(directory: Path, passwd: Path, acl: Path, device: str, db: Path | None = None,
-           gateway_user: str | None = None, now: float | None = None) -> dict[str, Any]:
+           gateway_user: str | None = None, now: float | None = None, outlet: str = "",
+           gateway_id: str = "") -> dict[str, Any]:
     """Steps 1-3 of the module docstring (the reload is the caller's, see
     :func:`reload_broker`). Running it again for a revoked device is
     harmless and finishes what a crash left undone."""
@@ -177,6 +213,8 @@ def revoke(directory: Path, passwd: Path, acl: Path, device: str, db: Path | Non
         _replace(acl, new_acl, like=acl)
     for suffix in (".json", ".toml"):
         (directory / "devices" / f"{device}{suffix}").unlink(missing_ok=True)
-    cancelled = _cancel_forwarded(db, device) if db is not None else []
-    return {"device": device, "already": already, "at": revoked[device]["at"], "login_removed": had_login,
-            "cancelled": cancelled}
+    at = int(revoked[device]["at"])
+    cancelled, reported = (_record(db, outlet, gateway_id or f"gw-{outlet}", device, at)
+                           if db is not None and outlet else ([], False))
+    return {"device": device, "already": already, "at": at, "login_removed": had_login,
+            "cancelled": cancelled, "reported": reported}

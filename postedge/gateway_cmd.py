@@ -144,7 +144,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     passwd = Path(cfg.web.passwd_file)
     acl = Path(cfg.web.acl_file) if cfg.web.acl_file else passwd.with_name("acl")
     try:
-        r = revoke(Path(args.config).parent, passwd, acl, args.device, cfg.db, cfg.broker.username)
+        r = revoke(Path(args.config).parent, passwd, acl, args.device, cfg.db, cfg.broker.username,
+                   outlet=cfg.outlet, gateway_id=cfg.broker.client_id)
     except RevokeError as e:
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
@@ -153,6 +154,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     except (RevokeError, OSError) as e:
         print(t("revoke_reload_failed", lang, device=args.device, msg=str(e)), file=sys.stderr)
         return 1
+    if not r["reported"]:
+        print(t("revoke_not_reported", lang, device=args.device, db=str(cfg.db)), file=sys.stderr)
     if r["already"]:
         print(t("revoked_already", lang, device=args.device,
                 at=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])), how=how))

@@ -19,6 +19,7 @@ from gateway.provision import ProvisionError
 from gateway.revoke import RevokeError, revoke
 from gateway.store.events import EventStore
 from protocol import signing, topics
+from simulator.outlet import stored_events
 from tests.locker_rig import PLATFORM
 from tests.provisioned_rig import Outlet
 
@@ -91,6 +92,7 @@ def test_a_revoked_handheld_loses_its_login_and_others_keep_theirs(outlet: Outle
                        "--broker-pid", str(outlet.proc.pid))
         assert r.returncode == 0, r.stderr
         assert "revoked hh01" in r.stdout
+        assert "will not hear" in r.stderr  # this outlet's gateway never ran: no database
         # The live session is dropped by the reload; the others stay up and publish.
         assert stolen.dropped.wait(5)
         time.sleep(0.5)
@@ -149,6 +151,19 @@ def test_permits_it_forwarded_that_wait_are_never_delivered(outlet: Outlet) -> N
     finally:
         store.close()
     assert rows == {"hh01": "revoked", "hh02": "queued"}
+    # The platform hears of it with the next sync: one event, under an id
+    # sequence of its own (never the running gateway's), stored once.
+    again = outlet.cli("revoke", "hh01", "--config", str(outlet.out / "gateway.toml"),
+                       "--broker-pid", str(outlet.proc.pid))
+    assert again.returncode == 0 and "already revoked" in again.stdout
+    [ev] = [e for e in stored_events(db) if e["type"] == "gateway.device_revoked"]
+    assert ev["id"].startswith("gw-o1-adm:") and ev["cls"] == "audit"
+    assert ev["body"] == {"device": "hh01", "at": ev["body"]["at"], "cancelled": ["p-1"]}
+    store = EventStore(db)
+    try:
+        assert store.backlog()["count"] == 1  # waiting to go upstream
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("device", ["gw-o1", "nobody", "../passwd", "HH01", "", "hh01:x"])

@@ -3,7 +3,9 @@ refused"): the locker firmware on the MicroPython unix port, real Mosquitto
 with ACLs and the gateway process. The platform signs a ``revoke`` for the
 locker; a permit the stolen handheld carried, forwarded through the gateway,
 is refused by the locker, before and after the locker restarts, while
-another handheld's permit still deposits."""
+another handheld's permit still deposits. Then the gateway's half: the
+handheld's broker login is gone, and the other handheld and the locker
+carry on."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.broker import Account, Mosquitto
+from gateway.revoke import reload_broker, revoke
 from protocol import envelope, signing, topics
 from protocol.ids import format_event_id
 from simulator import unixport
@@ -54,6 +57,31 @@ def _forward(broker: Mosquitto, handheld: str, cmd: dict, seq: int) -> None:
                                            "handheld.forward_command", "custody",
                                            {"kind": "locker", "cmd": cmd}))
         c.publish(topics.build("o1", "handheld", handheld, "evt"), ev, qos=1).wait_for_publish(5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def _logs_in(broker: Mosquitto, user: str, password: str) -> bool:
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    ok, answered = threading.Event(), threading.Event()
+
+    def on_connect(cl: mqtt.Client, ud: object, fl: object, rc: mqtt.ReasonCode, pr: object = None) -> None:
+        if not rc.is_failure:
+            ok.set()
+        answered.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{user}", protocol=mqtt.MQTTv311)
+    c.username_pw_set(user, password)
+    c.on_connect = on_connect
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        assert answered.wait(5)
+        return ok.is_set()
     finally:
         c.loop_stop()
         c.disconnect()
@@ -116,8 +144,21 @@ def test_a_revoked_handhelds_permit_is_refused_by_the_locker_across_a_restart(tm
         _forward(broker, "hh01", carried[1], 2)
         status, a = _outcome(db, "p-hh01-1", timeout=60)
         assert (status, a["code"]) == ("refused", "revoked")
-        opened = sum(bus.board(1).opens)
-        assert opened == 1  # only hh02's deposit
+        assert sum(bus.board(1).opens) == 1  # only hh02's deposit
+        # The gateway's half (postedge gateway revoke): hh01's login goes;
+        # hh02 and the locker carry on. (Its survival across a broker restart
+        # is gateway/test_revoke.py's, on a provisioned TLS broker.)
+        r = revoke(tmp_path, broker.directory / "passwd", broker.directory / "acl", "hh01", db, "gw-o1",
+                   outlet="o1")
+        assert r["login_removed"] and r["reported"]
+        assert broker.proc is not None
+        reload_broker(broker.proc.pid)
+        assert not _logs_in(broker, "hh01", "hh01-pw")
+        assert _logs_in(broker, "hh02", "hh02-pw")
+        later = PLATFORM.permit("lk01", "deposit", "CP123456785CN", "c008", "hh02", "p-hh02-b", now=issued,
+                                size="M")
+        _forward(broker, "hh02", later, 2)
+        assert _outcome(db, "p-hh02-b", timeout=60)[0] == "acked"
     finally:
         closer.stop()
         platform.close()

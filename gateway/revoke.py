@@ -31,6 +31,14 @@ revocation list (``protocol/revocation.py``), filled by ``revoke`` commands
 the platform signs with each locker's key: the gateway holds no key, so the
 lockers' half comes from the platform and reaches them through the relay.
 
+From the platform: the platform revokes by signing a ``revoke`` command for
+each locker (``protocol/revocation.py``); the gateway stores those like any
+command. ``postedge gateway revoke --from-platform`` (root; for example from
+a systemd timer) applies the handhelds they name to the broker as above
+(:func:`from_platform`). The gateway cannot check the platform's signature
+(it holds no key), so it trusts its uplink for these as it does for every
+command it queues; a revocation can only take access away.
+
 To bring a device back (a handheld found again): remove it from
 ``revoked.json`` and run ``provision`` again, which gives it a new password.
 """
@@ -47,7 +55,8 @@ from typing import Any
 
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
-from protocol import topics
+from protocol import revocation, topics
+from protocol.errors import ProtocolError
 
 REVOKED_FILE = "revoked.json"
 BROKER_UNIT = "postedge-mosquitto.service"
@@ -167,6 +176,32 @@ def _same_owner(like: Path, paths: list[Path]) -> None:
     for p in paths:
         if p.exists():
             os.chown(p, st.st_uid, st.st_gid)
+
+
+def from_platform(db: Path, directory: Path) -> list[str]:
+    """Handhelds named by the platform's ``revoke`` commands held in the
+    gateway's database (queued, delivered or not) that are not revoked here
+    yet, in the order the commands arrived."""
+    if not Path(db).exists():
+        return []
+    done = load(directory)
+    store = EventStore(db)
+    try:
+        rows = store.db.execute("SELECT payload FROM commands WHERE op='revoke' AND via IS NULL "
+                                "ORDER BY created").fetchall()
+    finally:
+        store.close()
+    out: list[str] = []
+    for (payload,) in rows:
+        try:
+            cmd = json.loads(bytes(payload))
+            names = revocation.parse_args(cmd.get("args") if isinstance(cmd, dict) else None)
+        except (ValueError, ProtocolError):
+            continue  # the locker refuses it too (bad_args); nothing to apply
+        for kind, ident in names:
+            if kind == "handheld" and ident not in done and ident not in out:
+                out.append(ident)
+    return out
 
 
 def reload_broker(pid: int | None = None) -> str:

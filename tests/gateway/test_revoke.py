@@ -166,6 +166,36 @@ def test_permits_it_forwarded_that_wait_are_never_delivered(outlet: Outlet) -> N
         store.close()
 
 
+def test_revocations_the_platform_signed_for_the_lockers_reach_the_broker(outlet: Outlet) -> None:
+    """The platform's path: its signed ``revoke`` commands for the lockers,
+    held by the gateway, name the handhelds; ``--from-platform`` applies
+    them to the broker. Garbage among them is skipped, not fatal."""
+    db = outlet.out / "gateway.db"
+    pw = {d: outlet.creds(d)["broker"]["password"] for d in ("hh01", "hh02")}
+    store = EventStore(db)
+    try:
+        rv = PLATFORM.command("lk01", "revoke", {"handhelds": ["hh01"], "couriers": ["c007"]}, "rv-1")
+        store_command(store, "o1", "locker", signing.encode(rv))
+        bad = PLATFORM.command("lk01", "revoke", {"handhelds": "hh02"}, "rv-bad")
+        store_command(store, "o1", "locker", signing.encode(bad))
+        store.db.commit()
+    finally:
+        store.close()
+    assert outlet.proc is not None
+    r = outlet.cli("revoke", "--from-platform", "--config", str(outlet.out / "gateway.toml"),
+                   "--broker-pid", str(outlet.proc.pid))
+    assert r.returncode == 0, r.stderr
+    assert "revoked hh01" in r.stdout and "hh02" not in r.stdout
+    assert not logs_in(outlet, "hh01", pw["hh01"])
+    assert logs_in(outlet, "hh02", pw["hh02"])
+    again = outlet.cli("revoke", "--from-platform", "--config", str(outlet.out / "gateway.toml"),
+                       "--broker-pid", str(outlet.proc.pid))
+    assert again.returncode == 0 and "nothing to revoke" in again.stdout
+    neither = outlet.cli("revoke", "--config", str(outlet.out / "gateway.toml"))
+    both = outlet.cli("revoke", "hh02", "--from-platform", "--config", str(outlet.out / "gateway.toml"))
+    assert neither.returncode == 2 and both.returncode == 2
+
+
 @pytest.mark.parametrize("device", ["gw-o1", "nobody", "../passwd", "HH01", "", "hh01:x"])
 def test_what_cannot_be_revoked_is_refused_and_changes_nothing(outlet: Outlet, device: str) -> None:
     before = {p.name: p.read_bytes() for p in (outlet.out / "mosquitto").glob("[pa]*")}

@@ -236,3 +236,21 @@ def test_cli_without_a_reloadable_broker_says_so(tmp_path: Path) -> None:
     r = o.cli("revoke", "hh01", "--config", str(o.out / "gateway.toml"), "--broker-pid", "999999999")
     assert r.returncode == 1 and "did not reload" in r.stderr
     assert "hh01" not in (o.out / "mosquitto" / "passwd").read_text()  # revoked all the same
+
+
+def test_provision_with_the_platforms_key_file_leaves_a_revoked_handheld_out(tmp_path: Path) -> None:
+    """The platform's key file may still hold the revoked handheld's key:
+    provision takes it, and writes that key nowhere."""
+    import json
+
+    o = Outlet(tmp_path)
+    revoke(o.out, o.out / "mosquitto" / "passwd", o.out / "mosquitto" / "acl", "hh01")
+    keyfile = tmp_path / "keys.json"
+    keyfile.write_text(json.dumps(PLATFORM.issue(["lk01", "hh01", "hh02"])))
+    o.provision_kw = {"key_file": keyfile}
+    r = o.provision()
+    assert r["keys"] == 2 and r["revoked"] == ["hh01"]
+    hh01_key = PLATFORM.key("hh01").hex()
+    assert not any(hh01_key in p.read_text() for p in (o.out / "devices").iterdir())
+    assert not (o.out / "devices" / "hh01.toml").exists()
+    assert "hh01" not in (o.out / "mosquitto" / "passwd").read_text()

@@ -19,6 +19,7 @@ package(
         "outbound_bodies.py",
         "permits.py",
         "presence.py",
+        "revocation.py",
         "seal.py",
         "signing.py",
         "timesync.py",

@@ -27,6 +27,7 @@ import asyncio
 import importlib
 import json
 import sqlite3
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ import numpy as np
 from common import logs
 from drivers.storage import FileStorage
 from handheld import photo as _photo
+from handheld import tls
 from handheld.config import HandheldConfig
 from handheld.dispatch import Dispatch
 from handheld.evidence import EvidenceRefused
@@ -95,7 +97,9 @@ class _AckError:
 class PhotoHandoff(PhotoSink):
     """Accepted photos waiting for the uploader's queue; survives restarts (SQLite)."""
 
-    def __init__(self, path: Path, state_dir: Path, base_url: str, username: str, password: str) -> None:
+    def __init__(self, path: Path, state_dir: Path, base_url: str, username: str, password: str,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context  # HTTPS to the gateway, trusting the outlet CA alone
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -126,7 +130,8 @@ class PhotoHandoff(PhotoSink):
         try:
             mod = importlib.import_module("handheld.uploader")
             self.queue = mod.PhotoQueue(self.state_dir / "upload_queue.db")
-            self.uploader = mod.Uploader(self.queue, self.base_url, self.username, self.password)
+            self.uploader = mod.Uploader(self.queue, self.base_url, self.username, self.password,
+                                         ssl_context=self.ssl_context)
             self.available = True
             return True
         except ImportError:
@@ -311,10 +316,12 @@ class HandheldApp:
         self.t_ack = topics.build(config.outlet, "handheld", config.device, "ack")
         self._emit_lock = threading.Lock()
         self.index = PhotoIndex(sd / "photo_index.db")
+        # The outlet CA (issue 13): MQTT over TLS and the gateway's HTTPS.
+        https = tls.context(config.gateway.ca_pem)
         self.photos = PhotoHandoff(sd / "photo_handoff.db", sd, config.gateway.url, config.gateway.username,
-                                   config.gateway.password)
+                                   config.gateway.password, https)
         self.gateway = GatewayClient(config.gateway.url, username=config.gateway.username,
-                                     password=config.gateway.password)
+                                     password=config.gateway.password, ssl_context=https)
         self.scans = ScanFilter(config.same_window_s, config.other_window_s)
         self.jobs = Jobs(sd, config.device, self.emit, self.delivered, self.index, self.gnss_fix, self.photos,
                          require_position=config.require_position)
@@ -323,7 +330,8 @@ class HandheldApp:
         self.dispatch = Dispatch(sd, config.courier, self.emit)
         self.link = MqttLink(config.device, config.outlet, config.broker.host, config.broker.port,
                              config.broker.username, config.broker.password, self.outbox, self.handle_command,
-                             keepalive=config.broker.keepalive, state_doc=self.state_doc)
+                             keepalive=config.broker.keepalive, state_doc=self.state_doc,
+                             ssl_context=tls.context(config.broker.ca_pem))
         self.camera = CameraFeed(config.camera)
         self.gnss: GnssReader | None = None
         if config.gnss:

@@ -26,16 +26,20 @@ Example (every key; relative paths are relative to the config file)::
     # [key.prev] kv = ..., secret = ..., until = <Unix s>: the previous version, in its grace period
 
     [broker]
-    host = "192.168.1.2"
-    port = 1883
+    host = "192.168.1.2"       # a name the broker's certificate carries (provision: broker_host)
+    port = 8883                # MQTT over TLS; the outlet's plaintext port is loopback only
     username = "hh01"
     password = "..."
     keepalive = 30
+    ca_file = "outlet-ca.pem"  # the outlet CA (provision writes it): TLS, verified; or
+    # ca = "-----BEGIN CERTIFICATE-----..." the same PEM inline. Neither: plain MQTT (rigs)
 
     [gateway]
-    url = "http://192.168.1.2:8080"   # command status and photo upload
+    url = "https://192.168.1.2:8080"  # command status and photo upload
     username = "hh01"                 # for the photo uploader; default: the broker account
     password = "..."
+    # ca_file: the CA the gateway's HTTPS certificate chains to; default: the broker's.
+    # With a CA the url must be https:// (the login is the broker password).
 
     [web]
     host = "127.0.0.1"         # the handheld's own browser
@@ -55,6 +59,7 @@ Example (every key; relative paths are relative to the config file)::
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +70,7 @@ from pydantic import Field, field_validator
 from common import config
 from common.config import ConfigError, Section
 from common.text import LANGS
+from handheld import tls
 from protocol import keys
 from protocol.errors import ProtocolError
 from protocol.keys import Keyring
@@ -82,6 +88,7 @@ class BrokerConfig:
     username: str = ""
     password: str = ""
     keepalive: int = 30
+    ca_pem: str = ""  # the outlet CA: MQTT over TLS, verified (handheld/tls.py)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class GatewayConfig:
     url: str = "http://127.0.0.1:8080"
     username: str = ""
     password: str = ""
+    ca_pem: str = ""  # the CA the gateway's HTTPS certificate chains to
 
 
 @dataclass(frozen=True)
@@ -132,18 +140,34 @@ def _segment(v: str) -> str:
     return v
 
 
+def _pem(v: str) -> str:
+    """A CA certificate in PEM, checked now rather than at the first connect."""
+    if v and "-----BEGIN CERTIFICATE-----" not in v:
+        raise ValueError("must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    try:
+        tls.context(v)
+    except ssl.SSLError as e:
+        raise ValueError(f"not a usable PEM certificate: {e.reason or e}") from None
+    return v
+
+
 class BrokerSection(Section):
     host: NonEmpty = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     username: NonEmpty | None = None  # default: the device id
     password: str = ""
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    ca: str = ""
+    ca_file: str = ""
+
+    _ca = field_validator("ca")(_pem)
 
 
 class GatewaySection(Section):
     url: NonEmpty = "http://127.0.0.1:8080"
     username: str | None = None  # default: the broker account
     password: str | None = None
+    ca_file: str = ""
 
     @field_validator("url")
     @classmethod
@@ -220,11 +244,18 @@ def parse_config(d: dict[str, Any], base: Path | None = None) -> HandheldConfig:
         return str(p if p.is_absolute() else base / p)
 
     b, g = f.broker, f.gateway
+    if b.ca and b.ca_file:
+        raise ConfigError("broker.ca and broker.ca_file: give the outlet CA once")
+    broker_ca = b.ca or (_read_ca(path(b.ca_file), "broker.ca_file") if b.ca_file else "")
+    gateway_ca = _read_ca(path(g.ca_file), "gateway.ca_file") if g.ca_file else broker_ca
+    if gateway_ca and not g.url.startswith("https://"):
+        raise ConfigError(f"gateway.url: must be https:// when the outlet CA is given (the login would "
+                          f"travel in clear), got {g.url!r}")
     broker = BrokerConfig(host=b.host.strip(), port=b.port, username=b.username or f.device,
-                          password=b.password, keepalive=b.keepalive)
+                          password=b.password, keepalive=b.keepalive, ca_pem=broker_ca)
     # The uploader logs in to the gateway with the handheld's broker account by default.
     gateway = GatewayConfig(url=g.url, username=broker.username if g.username is None else g.username,
-                            password=broker.password if g.password is None else g.password)
+                            password=broker.password if g.password is None else g.password, ca_pem=gateway_ca)
     return HandheldConfig(
         device=f.device, outlet=f.outlet, courier=(f.courier or f.device).strip(),
         state_dir=Path(path(f.state_dir)), keyring=keys.from_config(f.key, "key"),
@@ -236,6 +267,17 @@ def parse_config(d: dict[str, Any], base: Path | None = None) -> HandheldConfig:
         outbox_capacity=f.outbox.capacity_bytes,
         gnss_hold_s=f.gnss_gate.hold_s, gnss_max_accuracy_m=f.gnss_gate.max_accuracy_m,
     )
+
+
+def _read_ca(p: str, key: str) -> str:
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{key}: cannot read {p}: {e}") from None
+    try:
+        return _pem(text)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {p}: {e}") from None
 
 
 def load_config(path: str | Path) -> HandheldConfig:

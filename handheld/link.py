@@ -45,6 +45,7 @@ paho's exponential back-off (1 s to 30 s).
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -81,8 +82,13 @@ class MqttLink:
                  window: int = 16, state_doc: Callable[[], dict[str, Any]] | None = None,
                  confirm: bool = True, confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
                  confirm_timeout_max_s: float = CONFIRM_TIMEOUT_MAX_S, max_awaiting: int = MAX_AWAITING,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """``confirm=False`` falls back to deleting events at their PUBACK (a gateway
+                 clock: Callable[[], float] = time.monotonic,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: MQTT over TLS, trusting the outlet CA alone
+        (``handheld/tls.py``); a broker whose certificate does not chain to it,
+        or names another host, is refused and reported in ``last_error``.
+
+        ``confirm=False`` falls back to deleting events at their PUBACK (a gateway
         that sends no confirmations would otherwise never let the outbox drain).
         ``clock`` is monotonic on purpose: a wall clock set by GNSS or NTP must not
         fire or starve the resend timer."""
@@ -133,6 +139,9 @@ class MqttLink:
         c.will_set(self.t_presence, b"offline", qos=1, retain=True)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.max_inflight_messages_set(max(window, 20))
+        self.tls = ssl_context is not None
+        if ssl_context is not None:
+            c.tls_set_context(ssl_context)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -211,6 +220,8 @@ class MqttLink:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self.last_error = f"cannot reach the broker at {self.host}:{self.port}"
+        if self.tls:
+            self.last_error += " over TLS (down, or its certificate is not from the outlet CA)"
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: Any, rc: Any,
                        props: Any = None) -> None:

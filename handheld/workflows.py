@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import ssl
 import threading
 import time
 import urllib.error
@@ -74,9 +75,12 @@ FINAL = ("acked", "refused", "expired")
 class GatewayClient:
     """The gateway's HTTP API, as far as the handheld needs it. Short timeouts: the courier waits."""
 
-    def __init__(self, base_url: str, timeout: float = 3.0, username: str = "", password: str = "") -> None:
+    def __init__(self, base_url: str, timeout: float = 3.0, username: str = "", password: str = "",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: HTTPS trusting the outlet CA alone (``handheld/tls.py``)."""
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        self.ssl_context = ssl_context
         # The gateway answers only the handheld that forwarded the command (HTTP Basic, broker login).
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self.auth = f"Basic {token}" if username else ""
@@ -89,7 +93,7 @@ class GatewayClient:
         url = f"{self.base}/v1/commands/{urllib.request.quote(cmd_id, safe='')}"
         try:
             req = urllib.request.Request(url, headers={"Authorization": self.auth} if self.auth else {})
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl_context) as r:
                 doc = json.loads(r.read().decode("utf-8"))
             self.reachable = True
             return doc if isinstance(doc, dict) else None

@@ -123,7 +123,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     lang = i18n.pick(args.lang)
     try:
-        out = provision(args.inventory, args.out, args.listen, args.port, args.tls_port, args.keys)
+        out = provision(args.inventory, args.out, args.listen, args.port, args.tls_port, args.keys,
+                        args.notifier_key)
     except ProvisionError as e:
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
@@ -179,6 +180,55 @@ def cmd_clerk_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from gateway.revoke import RevokeError, from_platform, reload_broker, revoke
+
+    cfg = _load(args)
+    lang = i18n.pick(args.lang)
+    if cfg.web is None or not cfg.web.passwd_file:
+        msg = f"{args.config}: [web] passwd_file is not set (not a provisioned gateway)"
+        print(t("error", lang, msg=msg), file=sys.stderr)
+        return 2
+    if (args.device is None) == (not args.from_platform):
+        print(t("error", lang, msg="name one DEVICE, or --from-platform"), file=sys.stderr)
+        return 2
+    passwd = Path(cfg.web.passwd_file)
+    acl = Path(cfg.web.acl_file) if cfg.web.acl_file else passwd.with_name("acl")
+    directory = Path(args.config).parent
+    try:
+        devices = [args.device] if args.device is not None else from_platform(cfg.db, directory)
+    except RevokeError as e:
+        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        return 2
+    if not devices:
+        print(t("revoke_nothing", lang))
+        return 0
+    done = []
+    for device in devices:
+        try:
+            done.append(revoke(directory, passwd, acl, device, cfg.db, cfg.broker.username,
+                               outlet=cfg.outlet, gateway_id=cfg.broker.client_id))
+        except RevokeError as e:
+            print(t("error", lang, msg=str(e)), file=sys.stderr)
+            if args.device is not None:
+                return 2
+    try:
+        how = reload_broker(args.broker_pid)
+    except (RevokeError, OSError) as e:
+        for r in done:
+            print(t("revoke_reload_failed", lang, device=r["device"], msg=str(e)), file=sys.stderr)
+        return 1
+    for r in done:
+        if not r["reported"]:
+            print(t("revoke_not_reported", lang, device=r["device"], db=str(cfg.db)), file=sys.stderr)
+        if r["already"]:
+            print(t("revoked_already", lang, device=r["device"],
+                    at=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"])), how=how))
+        else:
+            print(t("revoked", lang, device=r["device"], n=len(r["cancelled"]), how=how))
+    return 0 if len(done) == len(devices) else 1
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = sub.add_parser("gateway", help="the outlet gateway")
     gs = g.add_subparsers(dest="gw", required=True)
@@ -228,6 +278,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     cl.add_argument("--config", type=Path, required=True)
     cl.set_defaults(func=cmd_clerk_list)
 
+
+    rv = gs.add_parser("revoke", help="revoke a device (a stolen handheld): its broker login goes at once")
+    rv.add_argument("device", nargs="?", default=None, help="device id")
+    rv.add_argument("--from-platform", action="store_true",
+                    help="revoke the handhelds named by the platform's revoke commands the gateway holds")
+    rv.add_argument("--config", type=Path, required=True, help="the provisioned gateway.toml")
+    rv.add_argument("--broker-pid", type=int, default=None,
+                    help="Mosquitto's pid to SIGHUP (default: systemctl reload postedge-mosquitto)")
+    rv.set_defaults(func=cmd_revoke)
+
     p = gs.add_parser("provision", help="broker config, per-device credentials and ACL for an outlet")
     p.add_argument("inventory", type=Path, help="outlet inventory TOML (outlet, devices)")
     p.add_argument("--out", type=Path, required=True, help="folder to write into")
@@ -236,4 +296,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS for the outlet LAN")
     p.add_argument("--keys", type=Path, default=None,
                    help="the platform's key file for this outlet (device id -> its own key section)")
+    p.add_argument("--notifier-key", type=Path, default=None,
+                   help="the outlet notifier key(s) from the platform (TOML [keys] \"<kv>\" = \"<hex>\")")
     p.set_defaults(func=cmd_provision)

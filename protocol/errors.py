@@ -92,3 +92,9 @@ class NotAPermit(ProtocolError):
 class BadSeal(ProtocolError):
     """A sealed code that does not open: wrong key, changed box, event or parcel."""
     code = "bad_seal"
+
+
+class Revoked(ProtocolError):
+    """A permit naming a revoked handheld or courier (protocol/revocation.py),
+    or issued before a revocation the locker had to let go of."""
+    code = "revoked"

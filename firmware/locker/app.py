@@ -8,6 +8,8 @@
 # lock board from a driver.
 
 import asyncio
+import binascii
+import json
 
 from drivers.aio import sleep_ms
 from firmware.device import Device, FlowError
@@ -16,7 +18,7 @@ from firmware.locker import compartments as K
 from firmware.locker.config import notify_key
 from firmware.locker.journal import Journal
 from firmware.outbox import OutboxFull
-from protocol import barcodes, permits, seal
+from protocol import barcodes, permits, revocation, seal
 from protocol.errors import InvalidBarcode, ProtocolError
 from protocol.outbound import valid_order
 
@@ -49,6 +51,8 @@ class Locker(Device):
         self.sends = self._load_json("sends", {})
         self._sending = {}  # order -> compartment while its door stands open
         self.notify = notify_key(cfg)  # (kv, key) to seal codes for the notifier, or None
+        self.revoked = revocation.Revocations()
+        self._revoked_lost = self._load_revoked()
         self.session = None
         self.expected_open = {}
         self.active = {}
@@ -64,6 +68,58 @@ class Locker(Device):
         for k in RUNTIME_KEYS:
             if k in o:
                 self.cfg[k] = o[k]
+
+    # ---- revocations (protocol/revocation.py): "<crc32 hex> <json>" on flash
+    def _load_revoked(self):
+        """False when the list loaded (or there is none yet); True when the
+        file is damaged: the locker then refuses every permit issued before
+        its first trusted time (a floor), as it cannot know whom it forgot."""
+        raw = self.storage.read("revoked")
+        if not raw:
+            return False
+        try:
+            body = raw[9:]
+            if raw[8:9] != b" " or int(raw[:8].decode(), 16) != binascii.crc32(body) & 0xFFFFFFFF:
+                raise ValueError("checksum")
+            self.revoked.restore(json.loads(body))
+            return False
+        except Exception:
+            self.log("state_corrupt", name="revoked")
+            self.alarm("revocations_lost")
+            return True
+
+    def _save_revoked(self):
+        body = json.dumps(self.revoked.state()).encode()
+        self.storage.write("revoked", ("%08x " % (binascii.crc32(body) & 0xFFFFFFFF)).encode() + body)
+
+    def _check_revoked(self, cmd, now):
+        if self._revoked_lost:
+            # The first decision made on trusted time: every permit issued
+            # before now may name someone the lost list held.
+            self._revoked_lost = False
+            self.revoked.raise_floor(now)
+            self._save_revoked()
+        try:
+            self.revoked.check(cmd)
+        except ProtocolError as e:
+            raise FlowError(e.code, e.detail)
+
+    def _revoke(self, cmd, now):
+        """The platform's signed `revoke`: persisted before the ack, so a
+        power cut right after cannot bring a revoked handheld back."""
+        try:
+            names = revocation.parse_args(cmd["args"])
+        except ProtocolError as e:
+            raise FlowError("bad_args", e.detail)
+        for kind, ident in names:
+            self.revoked.add(kind, ident, cmd["iat"], now)
+        folded = self.revoked.prune(now)
+        self._save_revoked()
+        if folded or self.revoked.dropped:
+            # Full: the oldest live revocations became a floor (fails closed).
+            self.alarm("revocations_full", floor=self.revoked.floor, dropped=self.revoked.dropped)
+            self.revoked.dropped = 0
+        return {"revoked": len(names), "held": len(self.revoked.entries), "floor": self.revoked.floor}
 
     # ---- events
     def seal_code(self, eid, parcel, code):
@@ -596,6 +652,8 @@ class Locker(Device):
             return self._provision_send(a)
         if op in permits.OPS:
             return self._permit(cmd)
+        if op == "revoke":
+            return self._revoke(cmd, now)
         if op == "config":
             o = self._load_json("overrides", {})
             for k in a:
@@ -621,6 +679,7 @@ class Locker(Device):
             permits.check(cmd)
         except ProtocolError as e:
             raise FlowError(e.code, e.detail)
+        self._check_revoked(cmd, self.now())
         a = cmd["args"]
         try:
             parcel = barcodes.require_parcel_id(a["parcel"])

@@ -10,7 +10,10 @@
 #   duplicate     the same symbol within same_symbol_ms, or a parcel already
 #                 registered here (recent list on flash) -> no event, counted
 #   invalid       not a parcel id (bad check digit, a product EAN, garbage)
-#                 -> scanner.invalid (telemetry), counted
+#                 -> scanner.invalid (telemetry), counted; it carries the
+#                 reason, the symbology, the length and a short hash, never
+#                 the content: a payment code, an ID card or a health code
+#                 scanned by mistake must not travel upstream or sit in logs
 #   wrong_outlet  a valid parcel id not on this outlet's manifest, when the
 #                 platform has sent one -> scanner.misrouted (custody: the
 #                 parcel is physically here and must be sent on)
@@ -21,6 +24,8 @@
 # parcels), config (the two windows).
 
 import asyncio
+import binascii
+import hashlib
 
 from drivers.aio import sleep_ms
 from drivers.hal.common import ticks_diff
@@ -30,7 +35,15 @@ from firmware.outbox import OutboxFull
 from protocol import barcodes
 
 MAX_MANIFEST = 2000
-MAX_TEXT = 64
+
+
+def fingerprint(text):
+    """What a non-parcel scan may leave behind: its length and the first 32
+    bits of its SHA-256 (enough to see the same code scanned again, far too
+    few to recover it: a payment code has about 10^18 values per hash)."""
+    if isinstance(text, str):
+        text = text.encode()
+    return {"length": len(text), "sha8": binascii.hexlify(hashlib.sha256(text).digest()[:4]).decode()}
 
 
 class Dedupe:
@@ -84,16 +97,17 @@ class Counter(Device):
             self.last = {"verdict": "suppressed", "parcel": None, "t": self.now()}
             return {"verdict": "suppressed"}
         if dup == "duplicate":
-            return self._verdict("duplicate", {"text": text[:MAX_TEXT]})
+            return self._verdict("duplicate", fingerprint(text))
         # The driver takes the AIM identifier off the data (scan["aim"]); the
         # rules need it back: the symbology decides what 13 digits are, and
         # ]C1 says the data is a GS1 element string.
         v = barcodes.classify((scan.get("aim") or "") + text)
         if not v["ok"] or v["kind"] not in barcodes.PARCEL_KINDS:
-            reason = v["reason"] if not v["ok"] else "not_a_parcel"
-            detail = v["detail"] if not v["ok"] else "%s is not a parcel id" % v["kind"]
-            body = {"reason": reason, "detail": detail, "text": text[:MAX_TEXT],
-                    "symbology": scan.get("symbology")}
+            body = fingerprint(text)
+            body["reason"] = v["reason"] if not v["ok"] else "not_a_parcel"
+            if v["ok"]:
+                body["kind"] = v["kind"]  # what it is instead: "ean13", "gs1"...
+            body["symbology"] = scan.get("symbology")
             self._event("scanner.invalid", "telemetry", body)
             return self._verdict("invalid", body)
         parcel = v["value"]

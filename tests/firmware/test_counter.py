@@ -226,3 +226,31 @@ def test_counter_firmware_on_the_unix_port_with_broker_outage(tmp_path: Path, br
         fw.wait()
         gw.stop()
         eng.close()
+
+
+def test_a_non_parcel_scan_leaves_no_content_behind(tmp_path: Path) -> None:
+    """Issue 19, finding 11: a customer's payment code, an ID card number or a
+    health code scanned by mistake travelled upstream in scanner.invalid and
+    sat in the device log. Only the reason, the symbology, the length and a
+    short hash may leave the scanner."""
+    c = make_counter(tmp_path)
+    logged: list[dict[str, Any]] = []
+    c.log = lambda evt, **kw: logged.append({"evt": evt, **kw})
+    secrets_scanned = ["134567890123456789",          # a mobile payment code (18 digits)
+                       "11010519491231002X",          # an ID card number
+                       "https://hc.example.cn/q?t=AbCdEf0123456789"]  # a health-code link
+    t = 10_000
+    for i, text in enumerate(secrets_scanned):
+        v = c.handle_scan({"text": text, "symbology": "qrcode"}, t + i * 5000)
+        assert v["verdict"] == "invalid"
+        assert v["length"] == len(text) and len(v["sha8"]) == 8
+    # the same code again: a duplicate, and still no content
+    again = c.handle_scan({"text": secrets_scanned[2], "symbology": "qrcode"}, t + 10_100)
+    assert again["verdict"] == "duplicate"
+    evs = outbox_events(c)
+    assert [e["type"] for e in evs] == ["scanner.invalid"] * 3
+    assert evs[0]["body"]["sha8"] != evs[1]["body"]["sha8"]
+    everything = json.dumps(evs) + json.dumps(logged) + json.dumps(c.last)
+    for text in secrets_scanned:
+        for piece in (text, text[:8], text[-8:]):
+            assert piece not in everything, piece

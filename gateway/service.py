@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from gateway.config import GatewayConfig
 from gateway.ingest.loop import CrashPoints, Ingest
 from gateway.ingest.relay import Relay
+from gateway.running import RunningLock, is_running
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
 
@@ -29,6 +30,9 @@ class _Service(Protocol):
 
 def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
+    # `gateway status` tells a stopped gateway by this lock; a second gateway
+    # on the same database (two ingest loops, two syncers) is refused by it.
+    alive = RunningLock(cfg.db)  # BlockingIOError: one is running
     ing = Ingest(cfg, faults or CrashPoints())
     stop = threading.Event()
     services: list[_Service] = []
@@ -64,6 +68,7 @@ def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
         for svc in services:
             svc.join(10)
         ing.close()
+        alive.release()
     return 0
 
 
@@ -73,7 +78,8 @@ def status(cfg: GatewayConfig) -> dict[str, Any]:
     try:
         devices = store.devices()
         last_sync = store.get("last_sync_at")
-        return {"outlet": cfg.outlet, "devices_online": sum(d["online"] for d in devices),
+        return {"outlet": cfg.outlet, "running": is_running(cfg.db),
+                "devices_online": sum(d["online"] for d in devices),
                 "devices": len(devices), "backlog": store.backlog(), "alarms": store.recent("alarm", 5),
                 "commands_pending": store.pending_commands(),
                 "last_sync_at": float(last_sync) if last_sync else None}

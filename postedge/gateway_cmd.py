@@ -28,8 +28,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.ingest.loop import CrashPoints
 
     cfg = _load(args)
-    return service.run(cfg, CrashPoints(hold_before_commit_s=args.hold_before_commit,
-                                   exit_before_ack=args.exit_before_ack))
+    try:
+        return service.run(cfg, CrashPoints(hold_before_commit_s=args.hold_before_commit,
+                                       exit_before_ack=args.exit_before_ack))
+    except BlockingIOError:
+        print(t("error", i18n.pick(args.lang), msg=t("gateway.already_running", i18n.pick(args.lang),
+                                                     db=str(cfg.db))), file=sys.stderr)
+        return 3
 
 
 def _ago(seconds: float, lang: str) -> str:
@@ -50,10 +55,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     lang = i18n.pick(args.lang)
     doc = service.status(cfg)
     backlog, alarms, last_sync = doc["backlog"], doc["alarms"], doc["last_sync_at"]
+    # 3: the environment is wrong (the gateway is not running); the figures
+    # below are then its last ones, and a script must not take them as live.
+    rc = 0 if doc["running"] else 3
     if args.json:
         print(json.dumps(doc, ensure_ascii=False))
-        return 0
+        return rc
     print(t("status.outlet", lang, outlet=cfg.outlet))
+    if not doc["running"]:
+        print(t("status.not_running", lang, db=str(cfg.db)))
     print(t("status.devices", lang, online=doc["devices_online"], total=doc["devices"]))
     print(t("status.backlog", lang, n=backlog["count"], kb=backlog["bytes"] // 1024,
             age=_ago(backlog["oldest_age_s"], lang) if backlog["count"] else "-"))
@@ -64,7 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for a in alarms:
         print(f"  {a['device']:<10} {a['body'].get('alarm', a['type'])} "
               f"({_ago(time.time() - a['received_at'], lang)})")
-    return 0
+    return rc
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

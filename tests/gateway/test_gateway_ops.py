@@ -206,3 +206,27 @@ def test_systemd_unit_runs_a_real_command() -> None:
     r = postedge(*argv[1:3], "--help")
     assert r.returncode == 0 and "--config" in r.stdout
     assert unit["Service"]["KillSignal"] == "SIGTERM" and unit["Service"]["Restart"] == "always"
+
+
+def test_status_says_when_the_gateway_is_not_running_and_a_second_one_is_refused(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    """Issue 19, finding 5: with the gateway stopped, `gateway status` printed
+    its last figures ("devices online: 1/2") and exited 0."""
+    cfg = write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret")
+    gw = GatewayProcess(cfg)
+    try:
+        gw.wait_for("gateway_started")
+        live = postedge("gateway", "status", "--config", str(cfg), "--json")
+        assert live.returncode == 0 and json.loads(live.stdout)["running"] is True
+        second = postedge("gateway", "run", "--config", str(cfg), lang="zh")
+        assert second.returncode == 3 and "另一个网关已在使用数据库" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        gw.proc.kill()  # however it ends, the lock goes with the process
+        gw.proc.wait()
+    dead = postedge("gateway", "status", "--config", str(cfg), "--json")
+    assert dead.returncode == 3 and json.loads(dead.stdout)["running"] is False
+    zh = postedge("gateway", "status", "--config", str(cfg), lang="zh")
+    assert zh.returncode == 3 and "网关未运行" in zh.stdout
+    en = postedge("gateway", "status", "--config", str(cfg))
+    assert "the gateway is not running" in en.stdout

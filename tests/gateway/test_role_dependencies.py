@@ -33,7 +33,7 @@ sys.argv = ["postedge", "--lang", "en", "gateway", "status", "--config", sys.arg
 try:
     cli.main()
 except SystemExit as e:
-    assert not e.code, e.code
+    assert e.code in (None, 0, 3), e.code  # 3: no gateway is running here
 print("modules", len(mods))
 """
 

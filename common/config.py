@@ -11,6 +11,7 @@ Device firmware has its own small validator (MicroPython has no pydantic).
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -81,6 +82,15 @@ def _bounds(field: Any) -> tuple[Any, str]:
     return field.annotation, " and ".join(words)
 
 
+def unknown_key(key: str, known: list[str] | tuple[str, ...] | set[str]) -> str:
+    """The problem sentence for a key the table does not have, with the
+    closest known key when one is near (a typo such as ``brokr``)."""
+    names = sorted(known)
+    near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"unknown key{hint} (known: {', '.join(names)})"
+
+
 def key_path(loc: tuple[str | int, ...] | list[str | int]) -> str:
     """("faults", 0, "kind") -> "faults[0].kind", as a reader of the file says it."""
     out = ""
@@ -106,8 +116,7 @@ def _sentence(model: type[BaseModel], err: dict[str, Any]) -> tuple[str, str]:
         for inner in getattr(owner, "__args__", ()) or ():
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 owner = inner
-        known = ", ".join(sorted(getattr(owner, "model_fields", {})))
-        return where, f"unknown key (known: {known})"
+        return where, unknown_key(str(loc[-1]), list(getattr(owner, "model_fields", {})))
     if kind == "value_error" and cause is not None:
         return where, str(cause)
     ann, bounds = _bounds(_field(model, loc))

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from common.config import ConfigError, KeyProblem, Section, parse
+from common.config import ConfigError, KeyProblem, Section, parse, unknown_key
 from common.text import LANGS
 from protocol.topics import valid_segment
 
@@ -192,7 +192,7 @@ class BudgetConfig(Section):
         out: dict[str, Any] = {}
         for k, v in d.items():
             if k not in FILE_KEYS:
-                raise KeyProblem(str(k), f"unknown key (known: {', '.join(FILE_KEYS)})")
+                raise KeyProblem(str(k), unknown_key(str(k), FILE_KEYS))
             if k.endswith("_mb"):
                 if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
                     raise KeyProblem(k, f"must be a non-negative number, got {v!r}")
@@ -303,7 +303,7 @@ class GatewayConfig(Section):
         known = set(cls.model_fields)
         unknown = sorted(k for k in d if k not in known)
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{unknown[0]}: {unknown_key(unknown[0], known)}")
         db = Path(str(d["db"]))
         if base is not None and not db.is_absolute():
             db = base / db
@@ -326,7 +326,10 @@ class GatewayConfig(Section):
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read {path}: {e}") from e
-        return cls.from_dict(data, base=Path(path).parent)
+        try:
+            return cls.from_dict(data, base=Path(path).parent)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None  # the file's name on every config error
 
 
 def parse_upstream(d: Any, base: Path | None = None) -> UpstreamConfig:

@@ -60,7 +60,7 @@ def test_gateway_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     cfg.write_text('outlet = "o1"\n')
     r = postedge("--lang", "zh", "gateway", "run", "--config", str(cfg))
     assert r.returncode == 2
-    assert r.stderr.strip() == "错误：gateway config needs 'db'"
+    assert r.stderr.strip() == f"错误：{cfg}: gateway config needs 'db'"
     cfg.write_text("outlet = [unclosed\n")
     r = postedge("--lang", "en", "gateway", "run", "--config", str(cfg))
     assert r.returncode == 2 and r.stderr.startswith("error: cannot read")

@@ -86,7 +86,8 @@ def test_hours_left_and_config_errors(tmp_path: Path) -> None:
     assert abs(b.limit() - 10 * 1024**2) < 1  # the configured max is the smaller here
     for bad, msg in [({"max_mb": -1}, "budget.max_mb: must be a non-negative number, got -1"),
                      ({"maxmb": 5},
-                      "budget.maxmb: unknown key (known: interval_s, max_mb, photos_mb, reserve_mb)"),
+                      "budget.maxmb: unknown key; did you mean 'max_mb'? "
+                      "(known: interval_s, max_mb, photos_mb, reserve_mb)"),
                      ({"interval_s": "10"}, "budget.interval_s: must be a number at least 0.0, got '10'")]:
         try:
             parse(BudgetConfig, bad, "budget")
@@ -95,3 +96,22 @@ def test_hours_left_and_config_errors(tmp_path: Path) -> None:
         else:
             raise AssertionError("accepted " + str(bad))
     store.close()
+
+
+def test_a_typo_in_the_gateway_config_names_the_file_and_the_key_it_meant(tmp_path: Path) -> None:
+    """Issue 19, finding 8: config errors name the file, and a near miss says
+    which key was meant."""
+    from gateway.config import GatewayConfig
+
+    f = tmp_path / "gateway.toml"
+    for text, want in [('[brokr]\nport = 1\n', "brokr: unknown key; did you mean 'broker'?"),
+                       ('[web]\nprot = 8080\n', "web.prot: unknown key; did you mean 'port'?"),
+                       ('[budget]\nreserve = 1\n', "budget.reserve: unknown key; did you mean 'reserve_mb'?"),
+                       ('[web]\nzzz = 1\n', "web.zzz: unknown key (known: ")]:
+        f.write_text(f'outlet = "o1"\ndb = "gw.db"\n{text}', encoding="utf-8")
+        try:
+            GatewayConfig.load(f)
+        except ConfigError as e:
+            assert str(e).startswith(f"{f}: {want}"), str(e)
+        else:
+            raise AssertionError(f"accepted {text!r}")

@@ -3,13 +3,17 @@
 ``run`` prints a progress line while it goes, then the summary with the
 ledger's verdict; ``--json``/``--html`` write the full result and report;
 ``--dashboard`` serves the live page during the run. Exit status 0 when
-every expectation held, 1 when one failed, 2 for a bad scenario file.
+every expectation held, 1 when one failed, 2 for a bad scenario file or
+usage, 3 when the environment is wrong (the dashboard's port is taken):
+checked before the run starts, so a run never ends in a traceback for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +39,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         sc = replace(sc, seed=args.seed)
+    if args.dashboard:
+        err = port_taken(args.dashboard)
+        if err is not None:
+            msg = (t("sim.port_in_use", lang, port=args.dashboard) if err.errno == errno.EADDRINUSE
+                   else t("sim.port_taken", lang, port=args.dashboard, why=err.strerror or str(err)))
+            print(t("error", lang, msg=msg), file=sys.stderr)
+            return 3
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="postedge-sim-"))
     bar = report.ProgressBar(sc.duration_s, lang=lang)
     dash = None
@@ -72,6 +83,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result["verdict"]["ok"] else 1
 
 
+def port_taken(port: int) -> OSError | None:
+    """Why the dashboard could not listen on ``port`` (None when it can)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            return e
+    return None
+
+
+def tcp_port(text: str) -> int:
+    """An argparse type: a TCP port number, 0 meaning any free one."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {n}")
+    return n
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate scenario files without running them."""
     from simulator.scenario import ScenarioError, load
@@ -96,7 +129,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--seed", type=int, help="override the scenario's seed")
     r.add_argument("--json", help="write the full result as JSON here")
     r.add_argument("--html", help="write the HTML report here")
-    r.add_argument("--dashboard", type=int, nargs="?", const=0, default=None, metavar="PORT",
+    r.add_argument("--dashboard", type=tcp_port, nargs="?", const=0, default=None, metavar="PORT",
                    help="serve the live dashboard during the run (port 0: any free port)")
     r.add_argument("--workdir", help="keep the run's files here (default: a temporary folder)")
     r.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,21 @@ def test_demo_runs_end_to_end(tmp_path: Path, lang: str, marker: str) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert marker in r.stdout.splitlines()[-1]
     assert (tmp_path / "gateway.db").exists()
+
+
+def test_sim_dashboard_port_mistakes_are_one_line_before_the_run(tmp_path: Path) -> None:
+    """Issue 19, finding 7: `--dashboard 99999` ran on a random port, and a
+    taken port ended the run in a traceback with exit 1, as if it had failed."""
+    r = postedge("--lang", "en", "sim", "run", "--dashboard", "99999")
+    assert r.returncode == 2 and "a port is 0 to 65535, got 99999" in r.stderr
+    assert "Traceback" not in r.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = postedge("--lang", "zh", "sim", "run", "--dashboard", str(port),
+                     "--workdir", str(tmp_path / "w"))
+    assert r.returncode == 3
+    assert r.stderr.strip() == (f"错误：实时看板的端口 {port} 已被占用；"
+                                "请换一个端口，或用 --dashboard 0 自动选择")
+    assert not (tmp_path / "w").exists()  # refused before anything started

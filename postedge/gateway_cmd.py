@@ -4,6 +4,7 @@ commands around it (status, devices, enqueue, provision)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -25,6 +26,7 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - GatewayConfig, imported l
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway import service
+    from gateway.config import ConfigError
     from gateway.ingest.loop import CrashPoints
 
     cfg = _load(args)
@@ -35,6 +37,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(t("error", i18n.pick(args.lang), msg=t("gateway.already_running", i18n.pick(args.lang),
                                                      db=str(cfg.db))), file=sys.stderr)
         return 3
+    except ConfigError as e:
+        # A config the file check passed but the machine refuses (the web
+        # port taken): one line, exit 3, as for any wrong environment.
+        lang = i18n.pick(args.lang)
+        cause = e.__cause__
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE and cfg.web is not None:
+            msg = t("gateway.port_in_use", lang, host=cfg.web.host, port=cfg.web.port)
+        else:
+            msg = str(e)
+        print(t("error", lang, msg=msg), file=sys.stderr)
+        return 3 if isinstance(cause, OSError) else 2
 
 
 def _ago(seconds: float, lang: str) -> str:

@@ -230,3 +230,20 @@ def test_status_says_when_the_gateway_is_not_running_and_a_second_one_is_refused
     assert zh.returncode == 3 and "网关未运行" in zh.stdout
     en = postedge("gateway", "status", "--config", str(cfg))
     assert "the gateway is not running" in en.stdout
+
+
+def test_a_taken_web_port_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    """Issue 19, finding 7: a busy web port printed a traceback around the message."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "gateway.toml"
+        cfg.write_text(f'outlet = "o1"\ndb = "gw.db"\n[broker]\nport = 1\n[web]\nport = {port}\n',
+                       encoding="utf-8")
+        r = postedge("gateway", "run", "--config", str(cfg), lang="zh")
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.strip() == (f"错误：网关的网页端口 127.0.0.1:{port} 已被占用"
+                                "（gateway.toml 的 [web] host/port）")

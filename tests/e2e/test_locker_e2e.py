@@ -14,12 +14,14 @@ import pytest
 
 from firmware.locker import codes as C
 from gateway.broker import Mosquitto
+from gateway.pki import OutletPki
 from gateway.store.events import EventStore
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, Platform, locker_config, stored_events, wait_event
 from simulator.panel_sim import SimPanel
+from tests.e2e.conftest import lan_gateway, on_lan
 from tests.locker_rig import KEY, PLATFORM
 
 pytestmark = pytest.mark.mpy  # every test runs the MicroPython unix port or mpy-cross
@@ -27,14 +29,16 @@ TESTS = Path(__file__).parent.parent  # tests/mpy/publisher_mp_check.py is share
 
 
 @pytest.fixture
-def outlet(tmp_path: Path, broker: Mosquitto):
+def outlet(tmp_path: Path, broker: Mosquitto, pki: OutletPki):
+    """A unix-port locker and the gateway process, both on the broker's TLS
+    listener (issue 13: the end-to-end runs on TLS, as an outlet is set up)."""
     bus = Sim8ABus(boards=(1,), locks=24)
     bport = bus.serve_tcp()
     panel = SimPanel()
-    gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
+    gw = GatewayProcess(lan_gateway(tmp_path / "gateway.toml", broker, pki))
     gw.wait_for("gateway_started")
-    cfg = locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
-                        tmp_path / "flash", KEY, panel.url)
+    cfg = on_lan(locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
+                               tmp_path / "flash", KEY, panel.url), broker, pki)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "config.json")],
                         heap=unixport.APP_HEAP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -43,6 +43,7 @@ import zxingcpp
 
 from protocol import barcodes
 
+TARGET_2D = 620.0
 #: Symbologies read at a post outlet. zxing-cpp names, as reported in ``Code.format``.
 FORMATS = zxingcpp.barcode_formats_from_str("Code128,Code39,ITF,EANUPC,QRCode,DataMatrix,PDF417")
 MATRIX_FORMATS = frozenset({"QRCode", "MicroQRCode", "RMQRCode", "DataMatrix", "PDF417", "MicroPDF417",
@@ -159,6 +160,7 @@ class Region:
 
 
 _BINS = 16
+_MIN_LINEAR = 64.0  # px across the bars: a 1D symbol at >= 1 px per module
 _NEAR = math.cos(1.5 * 2 * math.pi / _BINS)  # within +-17 degrees of a peak (+-34 doubled)
 
 
@@ -233,7 +235,10 @@ def find_regions(gray: np.ndarray, max_regions: int = 4, work_side: int = 640) -
         mean_e = float((energy[sl] * wgt).sum() / max(1.0, float(wgt.sum())))
         score = float(wgt.sum()) * (0.3 + coherence) * math.sqrt(mean_e)
         out.append(Region(float(cx), float(cy), theta, length, width, coherence, score, linear, pts))
-    out.sort(key=lambda r: (not r.linear, -r.score))
+    # Linear regions long enough to hold a 1D symbol (EAN-8, the shortest, is 67 modules) first, then
+    # 2D ones, then short linear blobs: the columns of a PDF417 or a line of print, which the whole
+    # PDF417's (2D) region covers.
+    out.sort(key=lambda r: (0 if r.linear and r.length >= _MIN_LINEAR else 2 if r.linear else 1, -r.score))
     return out[:max_regions]
 
 
@@ -300,6 +305,7 @@ def variants(crop: np.ndarray, linear: bool, scale: float) -> list[tuple[str, np
         sm = stretch(smooth_along_bars(crop, max(5, crop.shape[0] // 6)))
         return [
             ("smooth", sm),
+            ("upright", stretch(crop)),
             ("sharp", sharpen_across(sm, max(2.0, 1.6 * scale), 4.0)),
             ("mild", sharpen_across(sm, max(1.5, 1.0 * scale), 2.0)),
         ]
@@ -342,10 +348,34 @@ def _retry_ok(code: Code) -> bool:
     """Retry reads come from pushed-around images: only self-evidently right ones are kept."""
     if code.trusted:
         return True
-    if code.format == "Code128":
+    if code.format in ("Code128", "Code39"):
         _, reason = check(code.text, code.symbology)
         return reason == "unrecognised"  # free text, not a failed S10/EAN/GS1
     return False
+
+
+#: ITF has no check character of its own and partial reads of it are common (a scan line that
+#: leaves the symbol early still ends on a valid-looking pair of digits); logistics prints ITF-14
+#: (GTIN-14, GS1 check digit; a 12-digit fragment passes that check one time in ten). ITF reads
+#: shorter than 14 digits are dropped.
+_ITF_MIN = 14
+
+
+def plausible(code: Code) -> bool:
+    """False for reads that are far more often a fragment than a symbol: a short ITF."""
+    return not (code.format == "ITF" and len(code.text) < _ITF_MIN)
+
+
+#: Symbologies whose only protection is a mod-10 check digit: a misdecoded digit pair from an
+#: enhanced crop passes it one time in ten, so a retry read of them must be read again.
+WEAK_CHECK = frozenset({"EAN13", "EAN8", "UPCA", "UPCE"})
+
+
+def _confirmed(code: Code, var: np.ndarray, formats: zxingcpp.BarcodeFormats, rotate: bool) -> bool:
+    """The same text from the same crop resampled to 3/4 size (new pixel phases, new binarization)."""
+    small = cv2.resize(var, None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
+    return any(b.text == code.text for b in read_zxing(small, formats=formats, rotate=rotate, downscale=False,
+                                                        invert=False))
 
 
 def _same(a: Code, b: Code) -> bool:
@@ -410,7 +440,7 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
     """
     gray = to_gray(img)
     t0 = time.perf_counter()
-    codes = [_to_code(b, "first") for b in read_zxing(gray, formats=formats)]
+    codes = [c for c in (_to_code(b, "first") for b in read_zxing(gray, formats=formats)) if plausible(c)]
     t1 = time.perf_counter()
     if stats is not None:
         stats.first_ms = (t1 - t0) * 1000
@@ -433,9 +463,9 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
         if any(r.contains(*c.center()) for c in done):
             continue  # already read here
         # Aim for ~4 px per module: a Code 128 S10 is ~150 modules, EAN-13 95; 2D symbols vary.
-        target = 620.0 if linear else 420.0
+        target = 620.0 if linear else TARGET_2D
         scale = float(np.clip(target / max(r.length, r.width, 1.0), 0.6, 4.0))
-        crop, m_inv = warp_region(gray, r, scale, upright=linear)
+        crop, m_inv = warp_region(gray, r, scale, upright=True)
         if linear and edge_count(crop) < 16:
             continue  # a label border or a ruled line: too few bars to be a symbol
         tried += 1
@@ -446,7 +476,10 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
             attempts += 1
             for b in read_zxing(var, formats=formats, rotate=not linear, downscale=False, invert=False):
                 c = _to_code(b, name, m_inv)
-                if not _retry_ok(c):
+                if not _retry_ok(c) or not plausible(c):
+                    continue
+                if c.format in WEAK_CHECK and not _confirmed(c, var, formats, not linear):
+                    attempts += 1
                     continue
                 found = True
                 # A trusted retry read replaces a doubtful first-pass read of the same symbol.

@@ -293,23 +293,35 @@ def sharpen(img: np.ndarray, sigma: float, amount: float) -> np.ndarray:
     return np.clip(f + amount * (f - cv2.GaussianBlur(f, (0, 0), sigma)), 0, 255).astype(np.uint8)
 
 
-def variants(crop: np.ndarray, linear: bool, scale: float) -> list[tuple[str, np.ndarray]]:
-    """Enhanced versions of an upright crop, most useful first (order measured by bench/decode.py).
+_CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
+_LA, _GH = zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram
+
+
+def variants(crop: np.ndarray, linear: bool, scale: float) -> list[tuple[str, np.ndarray, zxingcpp.Binarizer]]:
+    """Enhanced versions of an upright crop and the binarizer to read each with, most useful first
+    (order measured by bench/decode.py).
 
     Linear: smoothing along the bars rescues nearly every noisy, rotated or
-    faded read on its own; a strong unsharp mask across the bars (sigma
+    faded read on its own; the crop as cut reads the stacked rows of a PDF417
+    that smoothing would merge; a strong unsharp mask across the bars (sigma
     ~1.6 frame px) rescues defocus; a mild one rescues far-away labels whose
-    modules are ~1 px. 2D: the crop as cut (upscaled), then sharpened.
+    modules are ~1 px. 2D: local contrast equalisation (CLAHE on 4 x 4 tiles)
+    read with zxing's global-histogram binarizer rescues glare, shadow and
+    low light (the crop is small, so one threshold fits it once CLAHE has
+    flattened the light); a Gaussian smoothing at the upscaling's scale
+    rescues noise and JPEG blocks; then the crop as cut.
     """
     if linear:
         sm = stretch(smooth_along_bars(crop, max(5, crop.shape[0] // 6)))
         return [
-            ("smooth", sm),
-            ("upright", stretch(crop)),
-            ("sharp", sharpen_across(sm, max(2.0, 1.6 * scale), 4.0)),
-            ("mild", sharpen_across(sm, max(1.5, 1.0 * scale), 2.0)),
+            ("smooth", sm, _LA),
+            ("upright", stretch(crop), _LA),
+            ("sharp", sharpen_across(sm, max(2.0, 1.6 * scale), 4.0), _LA),
+            ("mild", sharpen_across(sm, max(1.5, 1.0 * scale), 2.0), _LA),
         ]
-    return [("plain", crop), ("sharp", sharpen(crop, max(1.5, 2.0 * scale), 2.0))]
+    return [("clahe", _CLAHE.apply(crop), _GH),
+            ("soft", cv2.GaussianBlur(crop, (0, 0), 0.5 * scale + 0.5), _LA),
+            ("plain", crop, _LA)]
 
 
 def edge_count(crop: np.ndarray) -> int:
@@ -470,11 +482,12 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
             continue  # a label border or a ruled line: too few bars to be a symbol
         tried += 1
         found = False
-        for name, var in variants(crop, linear, scale):
+        for name, var, binarizer in variants(crop, linear, scale):
             if attempts >= max_attempts:
                 break
             attempts += 1
-            for b in read_zxing(var, formats=formats, rotate=not linear, downscale=False, invert=False):
+            for b in read_zxing(var, formats=formats, rotate=not linear, downscale=False, invert=False,
+                                binarizer=binarizer):
                 c = _to_code(b, name, m_inv)
                 if not _retry_ok(c) or not plausible(c):
                     continue

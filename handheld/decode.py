@@ -9,26 +9,38 @@ the cost of every frame, the easy ones included. So:
 
 1. **First pass**: zxing-cpp on the full frame with its own rotate / downscale
    / invert tries, restricted to the symbologies a post outlet meets (Code
-   128, Code 39, ITF, EAN/UPC, QR, Data Matrix, PDF417). Dropping the rest
-   (Codabar, DataBar, Code 93, Aztec, MaxiCode, ...) is both faster and
-   removes the formats that most often "read" noise.
+   128, Code 39, ITF, EAN/UPC, QR, Data Matrix, PDF417). Data Matrix and
+   PDF417 stay in: parcel labels carry them (GS1 DataMatrix, postal 2D
+   indicia and franking, carriers' PDF417 shipping and customs blocks) and
+   both are Reed-Solomon protected, so accepting them costs no misreads.
+   Dropping the rest (Codabar, DataBar, Code 93, Aztec, MaxiCode, ...) is
+   both faster and removes the formats that most often "read" noise. ITF
+   reads shorter than 14 digits are dropped everywhere: ITF has no check
+   character of its own, a scan line leaving the symbol early yields a
+   shorter even-length read, and logistics prints ITF-14.
 2. **Stop** when every read is trustworthy: a 2D symbol (Reed-Solomon
    protected) or a 1D read whose text passes a check-digit validator from
    ``protocol.barcodes`` (S10, EAN/UPC, GS1).
 3. **Otherwise, targeted retries** (nothing found, or a 1D read that fails
    validation): OpenCV finds candidate regions from the gradient structure
    tensor (bars = strong, coherent gradients), each region is cut out with
-   an affine warp that turns its bars upright and scales the modules to a
-   readable width, and zxing-cpp reads a few enhanced versions of that small
-   crop: smoothed *along* the bars (kills sensor noise without touching the
-   bar edges), contrast-stretched, sharpened across the bars. Retries stop
-   at the first trustworthy read in a region.
+   an affine warp that turns its dominant edges upright (bars vertical; a
+   PDF417's rows horizontal, which zxing-cpp's PDF417 reader needs beyond a
+   few degrees of roll) and scales the modules to a readable width, and
+   zxing-cpp reads a few enhanced versions of that small crop. 1D: smoothed
+   *along* the bars (kills sensor noise without touching the bar edges),
+   the crop as cut, sharpened across the bars. 2D: CLAHE read with the
+   global-histogram binarizer (glare, shadows, low light), smoothed, as
+   cut, sharpened. Linear regions long enough for a 1D symbol go first, then
+   2D regions, then short coherent blobs (PDF417 columns, print). Retries
+   stop at the first trustworthy read in a region.
 
 Reads from retries are held to a higher bar than the first pass (they come
 from images we have pushed around): a 1D retry read is kept only if it
-passes a check digit, or it is Code 128 with text that is not a failed
-attempt at a checked scheme. What measured well and what did not is written
-down in ``bench/decode.py``'s docstring.
+passes a check digit, or it is Code 128 or Code 39 with text that is not a
+failed attempt at a checked scheme; an EAN/UPC retry read (mod-10 check
+only) must be read again from the crop resampled to 5/4 size. What measured
+well and what did not is written down in ``bench/decode.py``'s docstring.
 """
 
 from __future__ import annotations
@@ -297,7 +309,10 @@ _CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
 _LA, _GH = zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram
 
 
-def variants(crop: np.ndarray, linear: bool, scale: float) -> list[tuple[str, np.ndarray, zxingcpp.Binarizer]]:
+Variant = tuple[str, np.ndarray, zxingcpp.Binarizer]
+
+
+def variants(crop: np.ndarray, linear: bool, scale: float) -> list[Variant]:
     """Enhanced versions of an upright crop and the binarizer to read each with, most useful first
     (order measured by bench/decode.py).
 
@@ -309,7 +324,8 @@ def variants(crop: np.ndarray, linear: bool, scale: float) -> list[tuple[str, np
     read with zxing's global-histogram binarizer rescues glare, shadow and
     low light (the crop is small, so one threshold fits it once CLAHE has
     flattened the light); a Gaussian smoothing at the upscaling's scale
-    rescues noise and JPEG blocks; then the crop as cut.
+    rescues noise and JPEG blocks; then the crop as cut, then sharpened
+    (motion blur and defocus).
     """
     if linear:
         sm = stretch(smooth_along_bars(crop, max(5, crop.shape[0] // 6)))
@@ -321,7 +337,8 @@ def variants(crop: np.ndarray, linear: bool, scale: float) -> list[tuple[str, np
         ]
     return [("clahe", _CLAHE.apply(crop), _GH),
             ("soft", cv2.GaussianBlur(crop, (0, 0), 0.5 * scale + 0.5), _LA),
-            ("plain", crop, _LA)]
+            ("plain", crop, _LA),
+            ("sharp", sharpen(crop, max(1.5, 2.0 * scale), 2.0), _LA)]
 
 
 def edge_count(crop: np.ndarray) -> int:
@@ -384,9 +401,9 @@ WEAK_CHECK = frozenset({"EAN13", "EAN8", "UPCA", "UPCE"})
 
 
 def _confirmed(code: Code, var: np.ndarray, formats: zxingcpp.BarcodeFormats, rotate: bool) -> bool:
-    """The same text from the same crop resampled to 3/4 size (new pixel phases, new binarization)."""
-    small = cv2.resize(var, None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
-    return any(b.text == code.text for b in read_zxing(small, formats=formats, rotate=rotate, downscale=False,
+    """The same text from the same crop resampled to 5/4 size (new pixel phases, new bar edges)."""
+    big = cv2.resize(var, None, fx=1.25, fy=1.25, interpolation=cv2.INTER_LINEAR)
+    return any(b.text == code.text for b in read_zxing(big, formats=formats, rotate=rotate, downscale=False,
                                                         invert=False))
 
 

@@ -162,7 +162,9 @@ def content(rng: np.random.Generator, fmt: str, dense: bool = False) -> str:
         if dense:
             return "01" + _gs1("0" + _digits(rng, 12)) + "21" + "".join(rng.choice(list(_ALNUM), 20)) \
                 + " " + _words(rng, 6)
-        return _s10(rng) if rng.random() < 0.5 else "01" + _gs1("0" + _digits(rng, 12)) + "10" + _digits(rng, 6)
+        if rng.random() < 0.5:
+            return _s10(rng)
+        return "01" + _gs1("0" + _digits(rng, 12)) + "10" + _digits(rng, 6)
     if fmt == "PDF417":
         n = int(rng.integers(18, 28)) if dense else int(rng.integers(4, 9))
         return f"{_s10(rng)} {_words(rng, n)} {_digits(rng, 6)}"
@@ -286,8 +288,10 @@ def background(rng: np.random.Generator, w: int, h: int, kind: str | None = None
         base = rng.uniform(0.1, 0.6, 3).astype(np.float32)
         g = base[None, None, :] * (0.8 + 0.2 * weave[..., None] + 0.05 * low[..., None])
     else:  # a worn shop counter
-        base = np.full(3, float(rng.uniform(0.25, 0.6)), np.float32) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
-        g = base[None, None, :] * (0.9 + 0.1 * low[..., None]) + rng.normal(0, 0.02, (h, w, 1)).astype(np.float32)
+        base = np.full(3, float(rng.uniform(0.25, 0.6)), np.float32)
+        base = base * rng.uniform(0.9, 1.1, 3).astype(np.float32)
+        g = base[None, None, :] * (0.9 + 0.1 * low[..., None])
+        g = g + rng.normal(0, 0.02, (h, w, 1)).astype(np.float32)
     return np.clip(g, 0.01, 1.0).astype(np.float32)
 
 
@@ -504,7 +508,8 @@ def scene(rng: np.random.Generator, condition: str, items: list[tuple[str, str]]
     tilt = float(rng.uniform(0, 15))
     # how people hold phones: mostly square to the label, sometimes not, now and then any way up
     pick = rng.random()
-    roll = float(rng.uniform(-8, 8) if pick < 0.75 else rng.uniform(-30, 30) if pick < 0.9 else rng.uniform(-180, 180))
+    roll = float(rng.uniform(-8, 8) if pick < 0.75 else rng.uniform(-30, 30) if pick < 0.9
+                 else rng.uniform(-180, 180))
     cam = Camera(defocus=float(rng.uniform(0.0, 0.9)), electrons=float(rng.uniform(2500, 8000)),
                  read_noise=float(rng.uniform(2, 5)), sharpen=float(rng.uniform(0.2, 0.9)),
                  jpeg=int(rng.integers(60, 86)))
@@ -583,7 +588,8 @@ def no_code_scene(rng: np.random.Generator, kind: str, size: tuple[int, int] = S
         if kind == "glare":
             mask = np.zeros((h, w), np.float32)
             mask[y0:y0 + lh, x0:x0 + lw] = 1
-            rad = rad + _glare(rng, w, h, mask, (x0 + lw / 2, y0 + lh / 2), float(rng.uniform(1, 3)))[..., None]
+            spec = _glare(rng, w, h, mask, (x0 + lw / 2, y0 + lh / 2), float(rng.uniform(1, 3)))
+            rad = rad + spec[..., None]
         if kind == "dark":
             cam.electrons = float(rng.uniform(8, 40))
             cam.read_noise = 5.0
@@ -593,7 +599,8 @@ def no_code_scene(rng: np.random.Generator, kind: str, size: tuple[int, int] = S
         u = xx * math.cos(a) + yy * math.sin(a)
         period = float(rng.uniform(5, 25))
         jitter = cv2.resize(rng.normal(0, 1, (1, 64)).astype(np.float32), (w, h))
-        bars = (np.sin(2 * math.pi * u / period + 2 * jitter) > float(rng.uniform(-0.5, 0.5))).astype(np.float32)
+        duty = float(rng.uniform(-0.5, 0.5))
+        bars = (np.sin(2 * math.pi * u / period + 2 * jitter) > duty).astype(np.float32)
         rad = bg * (0.35 + 0.65 * bars[..., None])
     elif kind == "cardboard":  # the corrugated edge of a box
         yy, xx = _grid(h, w)
@@ -605,6 +612,19 @@ def no_code_scene(rng: np.random.Generator, kind: str, size: tuple[int, int] = S
 
 
 # ---------------------------------------------------------------- the sets
+def field_frame(split_seed: int, condition: str, fmt: str, i: int) -> FieldFrame:
+    """Frame ``i`` of one symbology under one condition (not "multi"), as ``make_field_set`` makes it."""
+    rng = frame_rng(split_seed, CONDITIONS.index(condition), SYMBOLOGIES.index(fmt), i)
+    text = content(rng, fmt, dense=condition == "dense")
+    img, note = scene(rng, condition, [(text, fmt)])
+    return FieldFrame(condition, img, [truth(text, fmt)], fmt, note)
+
+
+def no_code_frame(split_seed: int, kind: str, i: int) -> FieldFrame:
+    rng = frame_rng(split_seed, 1000 + NO_CODE_KINDS.index(kind), 0, i)
+    return FieldFrame("no_code", no_code_scene(rng, kind), [], "", kind)
+
+
 def make_field_set(split_seed: int, n_per: int = 6, n_multi: int = 24, n_none: int = 10) -> list[FieldFrame]:
     """Every condition x symbology ``n_per`` times, ``n_multi`` multi-symbol labels and
     ``n_none`` frames of each no-code kind; deterministic in ``split_seed``."""
@@ -619,14 +639,8 @@ def make_field_set(split_seed: int, n_per: int = 6, n_multi: int = 24, n_none: i
                 img, note = scene(rng, cond, items)
                 frames.append(FieldFrame(cond, img, [truth(t, f) for t, f in items], "", note))
             continue
-        for si, fmt in enumerate(SYMBOLOGIES):
-            for i in range(n_per):
-                rng = frame_rng(split_seed, ci, si, i)
-                text = content(rng, fmt, dense=cond == "dense")
-                img, note = scene(rng, cond, [(text, fmt)])
-                frames.append(FieldFrame(cond, img, [truth(text, fmt)], fmt, note))
-    for ki, kind in enumerate(NO_CODE_KINDS):
-        for i in range(n_none):
-            rng = frame_rng(split_seed, 1000 + ki, 0, i)
-            frames.append(FieldFrame("no_code", no_code_scene(rng, kind), [], "", kind))
+        for fmt in SYMBOLOGIES:
+            frames += [field_frame(split_seed, cond, fmt, i) for i in range(n_per)]
+    for kind in NO_CODE_KINDS:
+        frames += [no_code_frame(split_seed, kind, i) for i in range(n_none)]
     return frames

@@ -309,7 +309,8 @@ FIELD_RESCUES = [
     ("clean", "PDF417", 0),  # rolled 20 degrees: zxing-cpp's PDF417 reader needs it deskewed
     ("glare", "PDF417", 3),  # glossy label, a lamp's highlight on the symbol, JPEG 77
     ("low_light", "DataMatrix", 0),  # ~140 electrons at white: shot noise, then JPEG 71
-    ("perspective", "DataMatrix", 3),  # tilted 54 degrees
+    ("low_light", "QRCode", 4),  # ~90 electrons at white, rolled 23 degrees: needs the CLAHE variant
+    ("crumpled", "DataMatrix", 4),  # a creased label at JPEG 62: needs the CLAHE variant too
 ]
 
 

@@ -22,7 +22,11 @@ text among a frame's reads; a misread is any read whose text is not on the
 frame (every read on a no-code frame is one).
 
 Goals: ours >= zxing in every category and better on the hardest (zxing's
-lowest), misreads ours <= zxing, ours_ms <= 1.5 x zxing_ms.
+lowest), misreads ours <= zxing, ours_ms <= 1.5 x zxing_ms. Issue 14's goals
+are for two held-out *real* sets the project does not have (>= 0.80 on
+per-symbology samples, >= 0.88 on phone photographs of labels, misreads <=
+zxing-cpp's, time <= 1.5x zxing-cpp's); the field set's figures below are
+the nearest stand-in this repository has, not a measurement against them.
 
 What was measured while building the pipeline (the rescues per retry
 variant on the frames zxing-cpp missed, 20 per category; the "reads by
@@ -46,12 +50,58 @@ pass" line this prints shows the same in the final pipeline):
   Otsu binarization (same rescues as the mild sharpen plus a misread),
   1D Richardson-Lucy deconvolution of the bar profile (no rescues).
 
+Part 2, the field-like set (issue 14). ``simulator/imagegen.py`` is the
+generator the retries were tuned on, and on held-out real sets their lead
+vanished (73.1 % vs zxing-cpp's 71.8 % per symbology, 81.7 % vs 80.3 % on
+phone photographs, at 1.5x its time). So the second part decodes frames from
+``simulator/fieldgen.py``, written separately with its own geometry (a
+pinhole camera over a tilted plane, a cylinder, a crumpled sheet), light
+(shadows, specular glare on glossy labels), sensor (Poisson shot noise and
+read noise at a light level, auto-exposure, gamma), phone processing
+(sharpening, denoising, JPEG at quality 60-85) and seeds: 11 conditions
+(clean, perspective, cylinder, crumpled, glare, low_light, motion, defocus,
+small, dense, multi) x 8 symbologies (Code 128, EAN-13, UPC-A, Code 39,
+ITF, QR, Data Matrix, PDF417) x FIELD_N_PER frames, FIELD_N_MULTI labels
+with 2-4 symbols and FIELD_N_NONE frames of each kind with no code. Only
+ours and zxing run there (OpenCV reads neither Data Matrix nor PDF417).
+
+Splits: ``fieldgen.DEV_SEED`` is the split that was looked at while
+improving ``handheld/decode.py`` (``--split dev`` runs it);
+``fieldgen.HELDOUT_SEED`` is what this prints by default and what the last
+line's ``field_*`` figures are: it was run only for the figures, never to
+choose a change. A hit is a symbol whose text (a UPC-A also as its EAN-13
+form) is among the frame's reads; a misread is any other read. What the
+synthetic field set can and cannot stand in for is in ``fieldgen``'s
+docstring: it checks that a change generalises past one generator; it is not
+a field read rate.
+
+What changed for it, measured on the dev split (rates ours / zxing):
+deskewed crops for 2D regions and the upright crop as cut for linear ones
+(zxing-cpp's PDF417 reader fails beyond ~6 degrees of roll: PDF417 0.18 ->
+0.37); long linear regions first, short coherent blobs (PDF417 columns,
+print) after the 2D regions; Code 39 retry reads kept like Code 128 free
+text (Code 39 0.64 -> 0.92, no misreads); CLAHE on 4 x 4 tiles read with the
+global-histogram binarizer as the first 2D variant (it rescued 24 of the 29
+2D misses any crop variant could rescue; on the imagegen set CLAHE had not
+paid for 1D, and it is not used there); misreads: ITF reads under 14 digits
+dropped (fragments of ITF-14), EAN/UPC reads from retries confirmed on the
+same crop resampled to 3/4 (a misdecoded pair of digits passes the mod-10
+check one time in ten): 7 misreads -> 2 on the dev split, zxing's 7.
+Dev split at the end (4 per condition and symbology, as printed here):
+ours 0.799, zxing 0.558, misreads 0 vs 2, time 1.20x. The held-out split,
+run three times once the decoder was settled: ours 0.780, zxing 0.565,
+misreads 3 vs 3, time 1.23-1.32x; weakest conditions for ours motion (0.62)
+and glare (0.66), weakest symbology PDF417 (0.37, zxing 0.09).
+
 Last line: decode ours_rate=... zxing_rate=... opencv_rate=... ours_misreads=...
-zxing_misreads=... ours_ms=... zxing_ms=...
+zxing_misreads=... ours_ms=... zxing_ms=... field_ours_rate=... field_zxing_rate=...
+field_ours_misreads=... field_zxing_misreads=... field_ours_ms=... field_zxing_ms=...
+(the first seven on the imagegen set, the field_* ones on the held-out field split).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -68,6 +118,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from handheld.decode import decode_image  # noqa: E402
+from simulator import fieldgen  # noqa: E402
 from simulator.imagegen import degrade, ean13, label_image, no_code_image, s10_id  # noqa: E402
 
 SEED = 606
@@ -77,6 +128,9 @@ N_PER = 16  # frames per category and symbol
 N_NONE = 12  # frames per no-code kind
 NO_CODE = ("texture", "noise", "stripes", "text")
 LEVEL_LO = 0.2
+FIELD_N_PER = 4  # field frames per condition and symbology
+FIELD_N_MULTI = 16  # field labels with several symbols
+FIELD_N_NONE = 8  # field frames per no-code kind
 
 
 @dataclass
@@ -163,8 +217,81 @@ def run(frames: list[Frame]) -> dict[str, Tally]:
     return tallies
 
 
+def field_run(split_seed: int) -> dict[str, float]:
+    """Part 2: ours and zxing on the field-like set, interleaved frame by frame; prints per condition."""
+    t0 = time.perf_counter()
+    frames = fieldgen.make_field_set(split_seed, FIELD_N_PER, FIELD_N_MULTI, FIELD_N_NONE)
+    n_codes = sum(len(f.truths) for f in frames)
+    n_none = sum(1 for f in frames if not f.truths)
+    split = "held-out" if split_seed == fieldgen.HELDOUT_SEED else "dev"
+    print(f"field set ({split} split, seed {split_seed}): "
+          f"{len(frames)} frames, {n_codes} symbols, {n_none} frames with no code; "
+          f"generated in {time.perf_counter() - t0:.0f} s")
+    names = ("ours", "zxing")
+    fns = {"ours": lambda img: [c.text for c in decode_image(img)],
+           "zxing": lambda img: [b.text for b in zxingcpp.read_barcodes(img)]}
+    hits = {n: Counter[str]() for n in names}
+    mis = {n: Counter[str]() for n in names}
+    ms: dict[str, list[float]] = {n: [] for n in names}
+    total: Counter[str] = Counter()
+    for fn in fns.values():
+        fn(frames[0].img)
+    for f in frames:
+        accept = set().union(*(t.accept for t in f.truths)) if f.truths else set()
+        total[f.condition] += len(f.truths) or 1
+        for t in f.truths:
+            total["fmt:" + t.fmt] += 1
+        for n in names:
+            t1 = time.perf_counter()
+            reads = fns[n](f.img)
+            ms[n].append((time.perf_counter() - t1) * 1000)
+            mis[n][f.condition] += sum(1 for r in reads if r not in accept)
+            got = set(reads)
+            for t in f.truths:
+                ok = bool(t.accept & got)
+                hits[n][f.condition] += ok
+                hits[n]["fmt:" + t.fmt] += ok
+            if not f.truths and not reads:
+                hits[n][f.condition] += 1
+    print(f"{'':16}{'ours':>7}{'zxing':>7}{'n':>5}   misreads ours/zxing")
+    for key in (*fieldgen.CONDITIONS, *(f"fmt:{s}" for s in fieldgen.SYMBOLOGIES)):
+        n = total[key]
+        m = f"{mis['ours'][key]}/{mis['zxing'][key]}" if not key.startswith("fmt:") else ""
+        print(f"{key.removeprefix('fmt:'):16}" + "".join(f"{hits[x][key] / max(n, 1):7.2f}" for x in names)
+              + f"{n:5}   {m}")
+    print(f"{'no_code clean':16}" + "".join(f"{hits[x]['no_code']:>4}/{total['no_code']}" for x in names)
+          + f"        {mis['ours']['no_code']}/{mis['zxing']['no_code']}")
+    out: dict[str, float] = {}
+    for n in names:
+        out[f"{n}_rate"] = sum(hits[n][c] for c in fieldgen.CONDITIONS) / n_codes
+        out[f"{n}_misreads"] = sum(mis[n].values())
+        out[f"{n}_ms"] = statistics.fmean(ms[n])
+    print(f"{'all symbols':16}" + "".join(f"{out[f'{x}_rate']:7.3f}" for x in names))
+    print(f"{'misreads':16}" + "".join(f"{int(out[f'{x}_misreads']):7d}" for x in names))
+    print(f"{'ms/frame mean':16}" + "".join(f"{out[f'{x}_ms']:7.1f}" for x in names))
+    print(f"{'ms/frame p95':16}" + "".join(f"{float(np.percentile(ms[x], 95)):7.1f}" for x in names))
+    worst = min(fieldgen.CONDITIONS, key=lambda c: hits["ours"][c] / max(total[c], 1))
+    print(f"field ratio ours/zxing: hit rate {out['ours_rate'] / max(out['zxing_rate'], 1e-9):.2f}x, "
+          f"time {out['ours_ms'] / out['zxing_ms']:.2f}x (goal <= 1.5x); misreads "
+          f"{int(out['ours_misreads'])} vs {int(out['zxing_misreads'])} (goal <=); "
+          f"weakest condition for ours: {worst}")
+    return out
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--split", choices=("heldout", "dev"), default="heldout",
+                    help="field set split (dev: the one looked at while improving the decoder)")
+    ap.add_argument("--field-only", action="store_true", help="skip part 1 (the imagegen set)")
+    args = ap.parse_args()
     t_start = time.perf_counter()
+    if args.field_only:
+        field = field_run(fieldgen.DEV_SEED if args.split == "dev" else fieldgen.HELDOUT_SEED)
+        print(f"run took {time.perf_counter() - t_start:.0f} s")
+        print("decode_field " + " ".join(f"field_{k}={v:.3f}" if k.endswith("rate") else
+                                         f"field_{k}={v:.1f}" if k.endswith("ms") else f"field_{k}={int(v)}"
+                                         for k, v in field.items()))
+        return
     frames = make_set(SEED)
     n_cat = len(SYMBOLS) * N_PER
     n_none = len(NO_CODE) * N_NONE
@@ -203,10 +330,16 @@ def main() -> None:
           f"time {ms['ours'] / ms['zxing']:.2f}x (goal <= 1.5x); "
           f"every category >= zxing: {'yes' if ok_rate else 'NO'}; "
           f"misreads {tallies['ours'].misreads} vs {tallies['zxing'].misreads} (goal <=)")
+    print()
+    field = field_run(fieldgen.DEV_SEED if args.split == "dev" else fieldgen.HELDOUT_SEED)
     print(f"run took {time.perf_counter() - t_start:.0f} s")
     print(f"decode ours_rate={overall['ours']:.3f} zxing_rate={overall['zxing']:.3f} "
           f"opencv_rate={overall['opencv']:.3f} ours_misreads={tallies['ours'].misreads} "
-          f"zxing_misreads={tallies['zxing'].misreads} ours_ms={ms['ours']:.1f} zxing_ms={ms['zxing']:.1f}")
+          f"zxing_misreads={tallies['zxing'].misreads} ours_ms={ms['ours']:.1f} zxing_ms={ms['zxing']:.1f} "
+          f"field_ours_rate={field['ours_rate']:.3f} field_zxing_rate={field['zxing_rate']:.3f} "
+          f"field_ours_misreads={int(field['ours_misreads'])} "
+          f"field_zxing_misreads={int(field['zxing_misreads'])} "
+          f"field_ours_ms={field['ours_ms']:.1f} field_zxing_ms={field['zxing_ms']:.1f}")
 
 
 if __name__ == "__main__":

@@ -9,26 +9,38 @@ the cost of every frame, the easy ones included. So:
 
 1. **First pass**: zxing-cpp on the full frame with its own rotate / downscale
    / invert tries, restricted to the symbologies a post outlet meets (Code
-   128, Code 39, ITF, EAN/UPC, QR, Data Matrix, PDF417). Dropping the rest
-   (Codabar, DataBar, Code 93, Aztec, MaxiCode, ...) is both faster and
-   removes the formats that most often "read" noise.
+   128, Code 39, ITF, EAN/UPC, QR, Data Matrix, PDF417). Data Matrix and
+   PDF417 stay in: parcel labels carry them (GS1 DataMatrix, postal 2D
+   indicia and franking, carriers' PDF417 shipping and customs blocks) and
+   both are Reed-Solomon protected, so accepting them costs no misreads.
+   Dropping the rest (Codabar, DataBar, Code 93, Aztec, MaxiCode, ...) is
+   both faster and removes the formats that most often "read" noise. ITF
+   reads shorter than 14 digits are dropped everywhere: ITF has no check
+   character of its own, a scan line leaving the symbol early yields a
+   shorter even-length read, and logistics prints ITF-14.
 2. **Stop** when every read is trustworthy: a 2D symbol (Reed-Solomon
    protected) or a 1D read whose text passes a check-digit validator from
    ``protocol.barcodes`` (S10, EAN/UPC, GS1).
 3. **Otherwise, targeted retries** (nothing found, or a 1D read that fails
    validation): OpenCV finds candidate regions from the gradient structure
    tensor (bars = strong, coherent gradients), each region is cut out with
-   an affine warp that turns its bars upright and scales the modules to a
-   readable width, and zxing-cpp reads a few enhanced versions of that small
-   crop: smoothed *along* the bars (kills sensor noise without touching the
-   bar edges), contrast-stretched, sharpened across the bars. Retries stop
-   at the first trustworthy read in a region.
+   an affine warp that turns its dominant edges upright (bars vertical; a
+   PDF417's rows horizontal, which zxing-cpp's PDF417 reader needs beyond a
+   few degrees of roll) and scales the modules to a readable width, and
+   zxing-cpp reads a few enhanced versions of that small crop. 1D: smoothed
+   *along* the bars (kills sensor noise without touching the bar edges),
+   the crop as cut, sharpened across the bars. 2D: CLAHE read with the
+   global-histogram binarizer (glare, shadows, low light), smoothed, as
+   cut, sharpened. Linear regions long enough for a 1D symbol go first, then
+   2D regions, then short coherent blobs (PDF417 columns, print). Retries
+   stop at the first trustworthy read in a region.
 
 Reads from retries are held to a higher bar than the first pass (they come
 from images we have pushed around): a 1D retry read is kept only if it
-passes a check digit, or it is Code 128 with text that is not a failed
-attempt at a checked scheme. What measured well and what did not is written
-down in ``bench/decode.py``'s docstring.
+passes a check digit, or it is Code 128 or Code 39 with text that is not a
+failed attempt at a checked scheme; an EAN/UPC retry read (mod-10 check
+only) must be read again from the crop resampled to 5/4 size. What measured
+well and what did not is written down in ``bench/decode.py``'s docstring.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import zxingcpp
 
 from protocol import barcodes
 
+TARGET_2D = 620.0
 #: Symbologies read at a post outlet. zxing-cpp names, as reported in ``Code.format``.
 FORMATS = zxingcpp.barcode_formats_from_str("Code128,Code39,ITF,EANUPC,QRCode,DataMatrix,PDF417")
 MATRIX_FORMATS = frozenset({"QRCode", "MicroQRCode", "RMQRCode", "DataMatrix", "PDF417", "MicroPDF417",
@@ -159,6 +172,7 @@ class Region:
 
 
 _BINS = 16
+_MIN_LINEAR = 64.0  # px across the bars: a 1D symbol at >= 1 px per module
 _NEAR = math.cos(1.5 * 2 * math.pi / _BINS)  # within +-17 degrees of a peak (+-34 doubled)
 
 
@@ -233,7 +247,10 @@ def find_regions(gray: np.ndarray, max_regions: int = 4, work_side: int = 640) -
         mean_e = float((energy[sl] * wgt).sum() / max(1.0, float(wgt.sum())))
         score = float(wgt.sum()) * (0.3 + coherence) * math.sqrt(mean_e)
         out.append(Region(float(cx), float(cy), theta, length, width, coherence, score, linear, pts))
-    out.sort(key=lambda r: (not r.linear, -r.score))
+    # Linear regions long enough to hold a 1D symbol (EAN-8, the shortest, is 67 modules) first, then
+    # 2D ones, then short linear blobs: the columns of a PDF417 or a line of print, which the whole
+    # PDF417's (2D) region covers.
+    out.sort(key=lambda r: (0 if r.linear and r.length >= _MIN_LINEAR else 2 if r.linear else 1, -r.score))
     return out[:max_regions]
 
 
@@ -288,22 +305,40 @@ def sharpen(img: np.ndarray, sigma: float, amount: float) -> np.ndarray:
     return np.clip(f + amount * (f - cv2.GaussianBlur(f, (0, 0), sigma)), 0, 255).astype(np.uint8)
 
 
-def variants(crop: np.ndarray, linear: bool, scale: float) -> list[tuple[str, np.ndarray]]:
-    """Enhanced versions of an upright crop, most useful first (order measured by bench/decode.py).
+_CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
+_LA, _GH = zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram
+
+
+Variant = tuple[str, np.ndarray, zxingcpp.Binarizer]
+
+
+def variants(crop: np.ndarray, linear: bool, scale: float) -> list[Variant]:
+    """Enhanced versions of an upright crop and the binarizer to read each with, most useful first
+    (order measured by bench/decode.py).
 
     Linear: smoothing along the bars rescues nearly every noisy, rotated or
-    faded read on its own; a strong unsharp mask across the bars (sigma
+    faded read on its own; the crop as cut reads the stacked rows of a PDF417
+    that smoothing would merge; a strong unsharp mask across the bars (sigma
     ~1.6 frame px) rescues defocus; a mild one rescues far-away labels whose
-    modules are ~1 px. 2D: the crop as cut (upscaled), then sharpened.
+    modules are ~1 px. 2D: local contrast equalisation (CLAHE on 4 x 4 tiles)
+    read with zxing's global-histogram binarizer rescues glare, shadow and
+    low light (the crop is small, so one threshold fits it once CLAHE has
+    flattened the light); a Gaussian smoothing at the upscaling's scale
+    rescues noise and JPEG blocks; then the crop as cut, then sharpened
+    (motion blur and defocus).
     """
     if linear:
         sm = stretch(smooth_along_bars(crop, max(5, crop.shape[0] // 6)))
         return [
-            ("smooth", sm),
-            ("sharp", sharpen_across(sm, max(2.0, 1.6 * scale), 4.0)),
-            ("mild", sharpen_across(sm, max(1.5, 1.0 * scale), 2.0)),
+            ("smooth", sm, _LA),
+            ("upright", stretch(crop), _LA),
+            ("sharp", sharpen_across(sm, max(2.0, 1.6 * scale), 4.0), _LA),
+            ("mild", sharpen_across(sm, max(1.5, 1.0 * scale), 2.0), _LA),
         ]
-    return [("plain", crop), ("sharp", sharpen(crop, max(1.5, 2.0 * scale), 2.0))]
+    return [("clahe", _CLAHE.apply(crop), _GH),
+            ("soft", cv2.GaussianBlur(crop, (0, 0), 0.5 * scale + 0.5), _LA),
+            ("plain", crop, _LA),
+            ("sharp", sharpen(crop, max(1.5, 2.0 * scale), 2.0), _LA)]
 
 
 def edge_count(crop: np.ndarray) -> int:
@@ -342,10 +377,34 @@ def _retry_ok(code: Code) -> bool:
     """Retry reads come from pushed-around images: only self-evidently right ones are kept."""
     if code.trusted:
         return True
-    if code.format == "Code128":
+    if code.format in ("Code128", "Code39"):
         _, reason = check(code.text, code.symbology)
         return reason == "unrecognised"  # free text, not a failed S10/EAN/GS1
     return False
+
+
+#: ITF has no check character of its own and partial reads of it are common (a scan line that
+#: leaves the symbol early still ends on a valid-looking pair of digits); logistics prints ITF-14
+#: (GTIN-14, GS1 check digit; a 12-digit fragment passes that check one time in ten). ITF reads
+#: shorter than 14 digits are dropped.
+_ITF_MIN = 14
+
+
+def plausible(code: Code) -> bool:
+    """False for reads that are far more often a fragment than a symbol: a short ITF."""
+    return not (code.format == "ITF" and len(code.text) < _ITF_MIN)
+
+
+#: Symbologies whose only protection is a mod-10 check digit: a misdecoded digit pair from an
+#: enhanced crop passes it one time in ten, so a retry read of them must be read again.
+WEAK_CHECK = frozenset({"EAN13", "EAN8", "UPCA", "UPCE"})
+
+
+def _confirmed(code: Code, var: np.ndarray, formats: zxingcpp.BarcodeFormats, rotate: bool) -> bool:
+    """The same text from the same crop resampled to 5/4 size (new pixel phases, new bar edges)."""
+    big = cv2.resize(var, None, fx=1.25, fy=1.25, interpolation=cv2.INTER_LINEAR)
+    return any(b.text == code.text for b in read_zxing(big, formats=formats, rotate=rotate, downscale=False,
+                                                        invert=False))
 
 
 def _same(a: Code, b: Code) -> bool:
@@ -410,7 +469,7 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
     """
     gray = to_gray(img)
     t0 = time.perf_counter()
-    codes = [_to_code(b, "first") for b in read_zxing(gray, formats=formats)]
+    codes = [c for c in (_to_code(b, "first") for b in read_zxing(gray, formats=formats)) if plausible(c)]
     t1 = time.perf_counter()
     if stats is not None:
         stats.first_ms = (t1 - t0) * 1000
@@ -433,20 +492,24 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
         if any(r.contains(*c.center()) for c in done):
             continue  # already read here
         # Aim for ~4 px per module: a Code 128 S10 is ~150 modules, EAN-13 95; 2D symbols vary.
-        target = 620.0 if linear else 420.0
+        target = 620.0 if linear else TARGET_2D
         scale = float(np.clip(target / max(r.length, r.width, 1.0), 0.6, 4.0))
-        crop, m_inv = warp_region(gray, r, scale, upright=linear)
+        crop, m_inv = warp_region(gray, r, scale, upright=True)
         if linear and edge_count(crop) < 16:
             continue  # a label border or a ruled line: too few bars to be a symbol
         tried += 1
         found = False
-        for name, var in variants(crop, linear, scale):
+        for name, var, binarizer in variants(crop, linear, scale):
             if attempts >= max_attempts:
                 break
             attempts += 1
-            for b in read_zxing(var, formats=formats, rotate=not linear, downscale=False, invert=False):
+            for b in read_zxing(var, formats=formats, rotate=not linear, downscale=False, invert=False,
+                                binarizer=binarizer):
                 c = _to_code(b, name, m_inv)
-                if not _retry_ok(c):
+                if not _retry_ok(c) or not plausible(c):
+                    continue
+                if c.format in WEAK_CHECK and not _confirmed(c, var, formats, not linear):
+                    attempts += 1
                     continue
                 found = True
                 # A trusted retry read replaces a doubtful first-pass read of the same symbol.

@@ -61,6 +61,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# Valid from 2000: a device whose clock reset after a power loss (an RTC at
+# 2000-01-01) takes its trusted time from the gateway over this very TLS
+# connection, so a certificate "not yet valid" on its clock would lock it
+# out for good. Only provisioning ever signs with the outlet CA, so an early
+# start costs nothing; the end of validity still expires old certificates.
+NOT_BEFORE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
 def ensure_ca(directory: Path, outlet: str) -> tuple[Path, Path]:
     """The outlet CA's (cert, key) in ``directory``: kept if present, else made."""
     cert_path, key_path = directory / "ca.pem", directory / "ca.key"
@@ -72,7 +80,7 @@ def ensure_ca(directory: Path, outlet: str) -> tuple[Path, Path]:
     now = _now()
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_before(NOT_BEFORE)
             .not_valid_after(now + dt.timedelta(days=365 * CA_YEARS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
@@ -123,7 +131,7 @@ def issue_server(ca_cert_path: Path, ca_key_path: Path, cert_path: Path, key_pat
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_before(NOT_BEFORE)
             .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,

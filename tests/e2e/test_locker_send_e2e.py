@@ -14,11 +14,13 @@ import pytest
 
 from firmware.locker import codes as C
 from gateway.broker import Mosquitto
+from gateway.pki import OutletPki
 from simulator import unixport
-from simulator.gateway_process import GatewayProcess, write_config
+from simulator.gateway_process import GatewayProcess
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, Platform, locker_config, stored_events, wait_event
 from simulator.panel_sim import SimPanel
+from tests.e2e.conftest import lan_gateway, on_lan
 from tests.locker_rig import KEY
 
 pytestmark = [pytest.mark.mpy, pytest.mark.slow]
@@ -29,16 +31,17 @@ CODES = {"SO20261203-0001": ("418263", "M"), "SO20261203-0002": ("550119", "XL")
 
 
 @pytest.fixture
-def outlet(tmp_path: Path, broker: Mosquitto):
+def outlet(tmp_path: Path, broker: Mosquitto, pki: OutletPki):
     bus = Sim8ABus(boards=(1,), locks=24)
     bport = bus.serve_tcp()
     panel = SimPanel()
-    gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
+    gw = GatewayProcess(lan_gateway(tmp_path / "gateway.toml", broker, pki))
     gw.wait_for("gateway_started")
     cfg = locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
                         tmp_path / "flash", KEY, panel.url, compartments=[
                             {"id": i, "size": size, "board": 1, "lock": i}
                             for i, size in enumerate(("S", "M", "L", "XL"), start=1)])
+    on_lan(cfg, broker, pki)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     fw = boot(tmp_path)
     platform = Platform(broker.port, "o1", "gw-o1", "gw-secret", KEY)

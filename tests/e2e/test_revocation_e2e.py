@@ -18,15 +18,17 @@ from pathlib import Path
 import pytest
 
 from gateway.broker import Account, Mosquitto
+from gateway.pki import OutletPki
 from gateway.revoke import reload_broker, revoke
 from protocol import envelope, signing, topics
 from protocol.ids import format_event_id
 from simulator import unixport
-from simulator.gateway_process import GatewayProcess, write_config
+from simulator.gateway_process import GatewayProcess
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, Platform, locker_config, wait_event
 from simulator.panel_sim import SimPanel
 from tests.conftest import PASSWORDS
+from tests.e2e.conftest import lan_gateway, on_lan
 from tests.locker_rig import KEY, PLATFORM
 
 pytestmark = pytest.mark.mpy
@@ -106,15 +108,15 @@ def _outcome(db: Path, cid: str, timeout: float = 30) -> tuple[str, dict]:
 
 
 @pytest.mark.slow
-def test_a_revoked_handhelds_permit_is_refused_by_the_locker_across_a_restart(tmp_path: Path,
-                                                                                 broker: Mosquitto) -> None:
+def test_a_revoked_handhelds_permit_is_refused_by_the_locker_across_a_restart(
+        tmp_path: Path, broker: Mosquitto, pki: OutletPki) -> None:
     bus = Sim8ABus(boards=(1,), locks=24)
     bport = bus.serve_tcp()
     panel = SimPanel()
-    gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
+    gw = GatewayProcess(lan_gateway(tmp_path / "gateway.toml", broker, pki))
     gw.wait_for("gateway_started")
-    cfg = locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
-                        tmp_path / "flash", KEY, panel.url)
+    cfg = on_lan(locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
+                               tmp_path / "flash", KEY, panel.url), broker, pki)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     fw = _start_locker(tmp_path)
     platform = Platform(broker.port, "o1", "gw-o1", "gw-secret", KEY)

@@ -16,11 +16,13 @@ import pytest
 
 from firmware.locker import codes as C
 from gateway.broker import Mosquitto
+from gateway.pki import OutletPki
 from simulator import unixport
-from simulator.gateway_process import GatewayProcess, write_config
+from simulator.gateway_process import GatewayProcess
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import Platform, locker_config, wait_event
 from simulator.panel_sim import SimPanel
+from tests.e2e.conftest import lan_gateway, on_lan
 from tests.locker_rig import KEY
 
 pytestmark = pytest.mark.mpy
@@ -29,8 +31,8 @@ Y2000 = 946684800
 SALT = "00112233445566ff"
 
 
-def test_clock_reset_to_2000_refuses_expired_badge_and_recovers_after_sync(tmp_path: Path,
-                                                                          broker: Mosquitto) -> None:
+def test_clock_reset_to_2000_refuses_expired_badge_and_recovers_after_sync(
+        tmp_path: Path, broker: Mosquitto, pki: OutletPki) -> None:
     real = int(time.time())
     flash = tmp_path / "flash"
     flash.mkdir()
@@ -40,8 +42,8 @@ def test_clock_reset_to_2000_refuses_expired_badge_and_recovers_after_sync(tmp_p
         "c-new": {"salt": SALT, "hash": C.salted_hash(SALT, "new-pw"), "exp": real + 3600}}))
     bus = Sim8ABus(boards=(1,), locks=24)
     panel = SimPanel()
-    cfg = locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bus.serve_tcp()}",
-                        flash, KEY, panel.url, time_wait_s=2)
+    cfg = on_lan(locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bus.serve_tcp()}",
+                               flash, KEY, panel.url, time_wait_s=2), broker, pki)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     log = open(tmp_path / "fw.log", "w")  # noqa: SIM115
     fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "config.json")],
@@ -60,7 +62,7 @@ def test_clock_reset_to_2000_refuses_expired_badge_and_recovers_after_sync(tmp_p
         ack = platform.send("lk01", platform.command("lk01", "config", {"pickup_days": 5}, "cfg-1"), "cfg-1")
         assert not ack["ok"] and ack["code"] == "time_not_synced"
         # The gateway comes up, sees the locker online and sends its time.
-        gw = GatewayProcess(write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret"))
+        gw = GatewayProcess(lan_gateway(tmp_path / "gateway.toml", broker, pki))
         gw.wait_for("gateway_started")
         alarm = wait_event(tmp_path / "gateway.db", "locker.alarm")
         assert alarm["body"]["alarm"] == "clock_skew" and alarm["body"]["skew"] > 20 * 365 * 86400

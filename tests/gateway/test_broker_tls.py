@@ -287,3 +287,14 @@ def test_locker_on_the_unix_port_over_tls_and_the_gateway_stores(
             fw.wait()
         bus.close()
         gw.stop()
+
+
+def test_certificates_hold_for_a_device_whose_clock_reset_to_2000(pki: OutletPki) -> None:
+    """A locker whose RTC reset takes its time from the gateway over TLS: a
+    certificate not yet valid on its clock would lock it out for good."""
+    import datetime as dt
+
+    y2000 = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    for path in (pki.ca, pki.server.cert):
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+        assert cert.not_valid_before_utc <= y2000 < cert.not_valid_after_utc

@@ -92,8 +92,9 @@ class Modem:
             # A modem left at the "> " prompt by a crash eats our first
             # command as PDU text; ESC cancels the prompt.
             self._write(b"\x1b\r")
-            time.sleep(0.05)
-            self._drain()
+            # What waited in the line while the port was closed: delivery
+            # reports are handled, the rest (the answer to ESC) counted.
+            self.poll(0.1)
             for cmd in INIT:
                 self.command(cmd)
         except ModemError:
@@ -130,12 +131,6 @@ class Modem:
             # TypeError: pyserial's posix read after the fd was closed under it
             self.close()
             raise ModemError("unplugged", str(e)) from None
-
-    def _drain(self) -> None:
-        self._buf = b""
-        for _ in range(20):
-            if not self._read_some():
-                return
 
     def _next(self, deadline: float, prompt: bool = False) -> bytes | None:
         """The next line (without CR/LF), ``b">"`` for the send prompt when
@@ -261,6 +256,7 @@ class Modem:
         if self.port is None:
             return
         deadline = time.monotonic() + wait_s
+        self._buf += self._read_some()  # at least one look, however short the wait
         while True:
             line = self._next(deadline)
             if line is None:

@@ -19,7 +19,8 @@ def when(ts: int | None, lang: str, tz_offset_h: float) -> str:
     if not ts:
         return "?"
     t = time.gmtime(int(ts) + int(tz_offset_h * 3600))
-    return TEXT.t("date", lang, month=t.tm_mon, mon=_MON[t.tm_mon - 1], day=t.tm_mday,
+    month = t.tm_mon if lang == "zh" else _MON[t.tm_mon - 1]
+    return TEXT.t("date", lang, month=month, day=t.tm_mday,
                   hh=f"{t.tm_hour:02d}", mm=f"{t.tm_min:02d}")
 
 

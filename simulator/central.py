@@ -331,6 +331,25 @@ class Central:
         want = set(ids)
         return self.wait_for(lambda c: want <= c.events.keys(), timeout)
 
+    # ------------------------------------------------------- notifications
+    def notices(self, notifier: bool = True) -> dict[str, list[str]]:
+        """Who told the villager of each deposit the platform holds, by the
+        platform's rule (docs/gateway.md "Notifications"): at an outlet with
+        a notifier the platform sends on a ``notify.route`` by the platform,
+        and the outlet's modem on one by the gateway; without a notifier the
+        platform sends on the deposit. Deposit id -> senders (one each, if
+        every deposit was notified exactly once)."""
+        with self.lock:
+            evs = list(self.events.values())
+        out: dict[str, list[str]] = {e["id"]: [] for e in evs if e.get("type") == "locker.deposit"}
+        for e in evs:
+            if not notifier and e.get("type") == "locker.deposit":
+                out[e["id"]].append("platform")
+            body = e.get("body") if isinstance(e.get("body"), dict) else {}
+            if notifier and e.get("type") == "notify.route" and body.get("purpose") == "notice":
+                out.setdefault(str(body.get("event")), []).append(str(body.get("by")))
+        return out
+
 
 # ------------------------------------------------------------------- HTTPS
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

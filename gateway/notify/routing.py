@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from gateway import metrics as M
 from gateway.config import NotifyConfig
 from gateway.notify.state import KV_CURSOR, ensure_schema
 from gateway.store.events import EventStore
@@ -142,6 +143,7 @@ class Router:
                             "VALUES (?,?,?,?,'queued',?,?)", (job["event"], purpose, contact[0], contact[1],
                                                               now, clerk))
         self.stats[f"{purpose}_{by}"] += 1
+        M.NOTIFY_ROUTES.labels(purpose, by).inc()
         self.log("notify_route", event=job["event"], purpose=purpose, by=by)
 
     def _can_send(self, job: dict[str, Any]) -> bool:

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from gateway import metrics as M
 from gateway.config import NotifyConfig
 from gateway.notify import texts
 from gateway.notify.modem import Modem, ModemError
@@ -89,6 +90,7 @@ class Sender:
         self.own.emit(f"notify.{state}", {"event": s["event"], "parcel": s["parcel"], "purpose": s["purpose"],
                                           "sms": sms_id, "phone_tail": s["phone"][-4:], **extra})
         self.stats[state] += 1
+        M.NOTIFY_SMS.labels(state).inc()
         self.log(f"notify_{state}", sms=sms_id, event=s["event"], purpose=s["purpose"], **extra)
 
     def _text(self, s: dict[str, Any]) -> str:
@@ -112,6 +114,7 @@ class Sender:
             self.modem_failures += 1
             self.modem_next = self.clock() + self.backoff(self.modem_failures)
             self.stats["modem_down"] += 1
+            M.NOTIFY_MODEM_DOWN.inc()
             if self.modem_failures == 1:
                 self.log("notify_modem_down", kind=e.kind, error=str(e)[:200])
             return False
@@ -192,6 +195,7 @@ class Sender:
             self.sql("UPDATE notify_sms SET tries=?, last_error=?, next_try=? WHERE id=?",
                             (tries, reason, self.clock() + wait, sms_id))
         self.stats["retries"] += 1
+        M.NOTIFY_SMS.labels("retry").inc()
         self.log("notify_retry", sms=sms_id, reason=reason, tries=tries, retry_in_s=round(wait, 2))
 
     def on_report(self, r: StatusReport) -> None:

@@ -61,7 +61,8 @@ from typing import Any
 
 from gateway import pki
 from gateway.broker import TLS_PORT, Account, TlsListener, find_mosquitto, systemd_unit, write_config
-from protocol import keys, topics
+from gateway.config import ConfigError
+from protocol import keys, seal, topics
 from protocol.errors import ProtocolError
 
 BROKER_USER = "mosquitto"  # the ``user`` line of the generated mosquitto.conf
@@ -138,13 +139,32 @@ def _names(inv: dict[str, Any], host: str) -> list[str]:
     return [host, *extra, "localhost", "127.0.0.1"]
 
 
+def _notifier_keys(path: Path | None) -> dict[int, bytes]:
+    """The platform's outlet notifier key file (``[keys]`` ``"<kv>" = "<hex>"``)."""
+    if path is None:
+        return {}
+    from gateway.notify.notifier import load_keys
+
+    try:
+        return load_keys(path)
+    except ConfigError as e:
+        raise ProvisionError(str(e)) from e
+
+
 def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1883,
-              tls_port: int = TLS_PORT, key_file: Path | None = None) -> dict[str, Any]:
+              tls_port: int = TLS_PORT, key_file: Path | None = None,
+              notifier_file: Path | None = None) -> dict[str, Any]:
     """``port``: the plaintext listener, on 127.0.0.1 only (the gateway);
     ``tls_port``: the TLS listener on ``listen`` (devices, handhelds);
-    ``key_file``: the platform's per-device keys for this outlet."""
+    ``key_file``: the platform's per-device keys for this outlet;
+    ``notifier_file``: the platform's outlet notifier key(s) for SMS
+    (``gateway/notify/``): copied for the gateway's notifier
+    (``notify-keys.toml``, 0600), and each locker gets only its own sealing
+    key derived from the newest (``notify`` in its credentials,
+    ``protocol.seal.locker_notify_key``)."""
     inv = _inventory(inventory)
     device_keys = _device_keys(key_file, inv["devices"])
+    notifier = _notifier_keys(notifier_file)
     outlet = inv["outlet"]
     gw_user = inv.get("gateway", f"gw-{outlet}")
     host = inv.get("broker_host", "127.0.0.1")
@@ -170,12 +190,16 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         doc: dict[str, Any] = {"device": d["id"], "outlet": outlet, "kind": d["kind"],
                                "broker": {"host": host, "port": tls_port, "user": d["id"], "password": pw,
                                           "ca": ca_pem}}
+        old_doc = json.loads(creds.read_text()) if creds.exists() else {}
         if d["id"] in device_keys:
             doc["key"] = device_keys[d["id"]]  # its own key, never another device's
-        elif creds.exists():
-            old = json.loads(creds.read_text()).get("key")
-            if old is not None:
-                doc["key"] = old  # re-run without a key file: keep the key it has
+        elif old_doc.get("key") is not None:
+            doc["key"] = old_doc["key"]  # re-run without a key file: keep the key it has
+        if d["kind"] == "locker" and notifier:
+            kv = max(notifier)
+            doc["notify"] = {"kv": kv, "key": seal.locker_notify_key(notifier[kv], d["id"]).hex()}
+        elif d["kind"] == "locker" and old_doc.get("notify") is not None:
+            doc["notify"] = old_doc["notify"]
         creds.write_text(json.dumps(doc, indent=1))
         creds.chmod(0o600)
     gw_creds.write_text(json.dumps({"broker": {"user": gw_user, "password": gw_pw}}))
@@ -202,7 +226,17 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         '# handheld logins for /v1/uploads and /v1/commands: the broker\'s own accounts\n'
         'passwd_file = "mosquitto/passwd"\nacl_file = "mosquitto/acl"\n',
         encoding="utf-8")
-    gw_toml.chmod(0o600)
+    if notifier:
+        nk = out / "notify-keys.toml"
+        lines = "".join(f'"{kv}" = "{k.hex()}"\n' for kv, k in sorted(notifier.items()))
+        nk.write_text(f"# The outlet notifier key(s), from the platform: [notify] key_file\n[keys]\n{lines}",
+                      encoding="utf-8")
+        nk.chmod(0o600)
+    if notifier or (out / "notify-keys.toml").exists():
+        with gw_toml.open("a", encoding="utf-8") as f:
+            f.write('\n# SMS while the backhaul is down (docs/gateway.md "Notifications"):\n'
+                    '# set modem to the modem\'s AT port to turn it on.\n'
+                    '[notify]\n# modem = "/dev/ttyUSB2"\nkey_file = "notify-keys.toml"\n')
     access = _grant(conf.parent, gw_toml, mq, web)
     return {"devices": len(inv["devices"]), "keys": len(device_keys), "mosquitto_conf": str(conf),
             "gateway_toml": str(gw_toml),
@@ -242,6 +276,9 @@ def _grant(broker_dir: Path, gw_toml: Path, mq: pki.ServerCert, web: pki.ServerC
     try:
         svc = pwd.getpwnam(SERVICE_USER)
         os.chown(web.key, svc.pw_uid, svc.pw_gid)  # 0600: the gateway's HTTPS key
+        nk = gw_toml.parent / "notify-keys.toml"
+        if nk.exists():
+            os.chown(nk, svc.pw_uid, svc.pw_gid)  # 0600: the notifier's key, its service account only
     except KeyError:
         todo.append(f"no user {SERVICE_USER!r}: chown {SERVICE_USER} {web.key} (mode 0600)")
     try:

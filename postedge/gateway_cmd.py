@@ -123,7 +123,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     lang = i18n.pick(args.lang)
     try:
-        out = provision(args.inventory, args.out, args.listen, args.port, args.tls_port, args.keys)
+        out = provision(args.inventory, args.out, args.listen, args.port, args.tls_port, args.keys,
+                        args.notifier_keys)
     except ProvisionError as e:
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
@@ -172,4 +173,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS for the outlet LAN")
     p.add_argument("--keys", type=Path, default=None,
                    help="the platform's key file for this outlet (device id -> its own key section)")
+    p.add_argument("--notifier-keys", type=Path, default=None,
+                   help="the platform's outlet notifier key file for SMS ([keys] kv = hex)")
     p.set_defaults(func=cmd_provision)

@@ -335,8 +335,9 @@ class Central:
     def notices(self, notifier: bool = True) -> dict[str, list[str]]:
         """Who told the villager of each deposit the platform holds, by the
         platform's rule (docs/gateway.md "Notifications"): at an outlet with
-        a notifier the platform sends on a ``notify.route`` by the platform,
-        and the outlet's modem on one by the gateway; without a notifier the
+        a notifier the platform sends on each ``notify.route`` by the
+        platform, and the outlet's modem sent what a ``notify.sent`` (or a
+        ``notify.uncertain``: it may have) names; without a notifier the
         platform sends on the deposit. Deposit id -> senders (one each, if
         every deposit was notified exactly once)."""
         with self.lock:
@@ -346,8 +347,12 @@ class Central:
             if not notifier and e.get("type") == "locker.deposit":
                 out[e["id"]].append("platform")
             body = e.get("body") if isinstance(e.get("body"), dict) else {}
-            if notifier and e.get("type") == "notify.route" and body.get("purpose") == "notice":
-                out.setdefault(str(body.get("event")), []).append(str(body.get("by")))
+            if not notifier or body.get("purpose") != "notice":
+                continue
+            if e.get("type") == "notify.route" and body.get("by") == "platform":
+                out.setdefault(str(body.get("event")), []).append("platform")
+            elif e.get("type") in ("notify.sent", "notify.uncertain"):
+                out.setdefault(str(body.get("event")), []).append("gateway")
         return out
 
 

@@ -93,7 +93,8 @@ class Notifier:
 
     def tick(self) -> None:
         for step in (self.router.intake, self.absorb_contacts, self.router.route_notices,
-                     self.router.route_reminders, self.router.requests, self.sender.send_due, self._poll):
+                     self.router.route_reminders, self.router.requests, self.router.hand_back,
+                     self.sender.send_due, self._poll):
             if self.stop.is_set():
                 return
             try:

@@ -196,6 +196,32 @@ class Router:
                 else:
                     self.stats["reminder_waiting"] += 1
 
+    def hand_back(self) -> None:
+        """A text routed to the modem that never got a part out (the modem
+        is missing or refusing) while the backhaul came back: hand it to the
+        platform. Cancelled and re-routed in one transaction, and only while
+        every part is still ``new`` (nothing was written to the modem), so
+        the villager still gets it once."""
+        now = self.clock()
+        rows = self.sql(
+            "SELECT s.id, s.event, s.purpose, s.clerk FROM notify_sms s "
+            "WHERE s.state='queued' AND s.created <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM notify_parts p WHERE p.sms=s.id AND p.state!='new') "
+            "ORDER BY s.id LIMIT 50", (now - self.cfg.delay_s,)).fetchall()
+        if not rows or not self.backhaul_up():
+            return
+        for sms_id, event, purpose, clerk in rows:
+            if not self.acked(event):
+                continue
+            with self.store.tx():
+                cur = self.sql("UPDATE notify_sms SET state='handed_back' WHERE id=? AND state='queued'",
+                               (sms_id,))
+                jobs = self._jobs("event=?", event)
+                if not cur.rowcount or not jobs:
+                    continue
+                self._route(jobs[0], purpose, "platform", clerk)
+                self.stats["handed_back"] += 1
+
     def resend(self, request_id: int, parcel: str, clerk: str) -> str:
         """Carry out a clerk's resend (audited by its route event); the outcome."""
         now = self.clock()

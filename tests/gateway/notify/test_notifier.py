@@ -221,6 +221,27 @@ def test_unplugged_modem_never_stops_the_notifier(rig: Rig) -> None:
     assert len(wait_texts(rig.sim, 1)) == 1
 
 
+def test_a_text_the_modem_never_started_goes_back_to_the_platform(rig: Rig) -> None:
+    rig.sim.unplug()
+    rig.put(deposit("lk01", 1, PARCEL, CODE))
+    rig.contact(contact(PARCEL))
+    rig.clock.offset = 61
+    rig.ticks()
+    [route] = rig.own("notify.route")
+    assert route["body"]["by"] == "gateway" and rig.own("notify.sent") == []
+    # the backhaul is back: everything acked
+    unsynced = rig.store.db.execute("SELECT id FROM events WHERE synced_at IS NULL")
+    rig.store.mark_synced([r[0] for r in unsynced])
+    rig.clock.offset = 200
+    rig.ticks()
+    rig.sim.plug()
+    rig.ticks(5)
+    time.sleep(0.2)
+    assert rig.sim.received == []
+    assert [r["body"]["by"] for r in rig.own("notify.route")] == ["gateway", "platform"]
+    assert rig.store.db.execute("SELECT state FROM notify_sms").fetchall() == [("handed_back",)]
+
+
 def test_reminder_once_before_expiry(rig: Rig) -> None:
     expires = int(time.time()) + 3 * 86400
     rig.put(deposit("lk01", 1, PARCEL, CODE, expires=expires))

@@ -338,8 +338,9 @@ class Central:
         a notifier the platform sends on each ``notify.route`` by the
         platform, and the outlet's modem sent what a ``notify.sent`` (or a
         ``notify.uncertain``: it may have) names; without a notifier the
-        platform sends on the deposit. Deposit id -> senders (one each, if
-        every deposit was notified exactly once)."""
+        platform sends on the deposit; ``none``: picked up before anyone
+        was told. Deposit id -> senders (one each, if every deposit was
+        notified exactly once)."""
         with self.lock:
             evs = list(self.events.values())
         out: dict[str, list[str]] = {e["id"]: [] for e in evs if e.get("type") == "locker.deposit"}
@@ -349,8 +350,8 @@ class Central:
             body = e.get("body") if isinstance(e.get("body"), dict) else {}
             if not notifier or body.get("purpose") != "notice":
                 continue
-            if e.get("type") == "notify.route" and body.get("by") == "platform":
-                out.setdefault(str(body.get("event")), []).append("platform")
+            if e.get("type") == "notify.route" and body.get("by") in ("platform", "none"):
+                out.setdefault(str(body.get("event")), []).append(str(body["by"]))
             elif e.get("type") in ("notify.sent", "notify.uncertain"):
                 out.setdefault(str(body.get("event")), []).append("gateway")
         return out

@@ -12,6 +12,8 @@ The rule, per deposit (docs/gateway.md, "Notifications"):
   backhaul is down, or this outlet has no uplink), the locker sealed the
   code for the notifier (``code_by: "locker"``) and a contact is known: the
   text is queued for the modem in the same transaction;
+- ``none`` if the parcel was picked up before either (the villager has
+  it; the platform, waiting for a route, closes the deposit);
 - otherwise undecided, and looked at again next tick (a platform-coded
   deposit waits for the link: only the platform can read that code).
 
@@ -164,8 +166,9 @@ class Router:
                     continue
                 job = fresh[0]
                 if job["picked_at"] is not None:
-                    self.sql("UPDATE notify_jobs SET notice='none', notice_at=? WHERE event=?",
-                                    (now, job["event"]))
+                    # Picked up before anyone told the villager: say so, so the
+                    # platform, waiting for a route, closes the deposit.
+                    self._route(job, "notice", "none")
                 elif self.acked(job["event"]):
                     self._route(job, "notice", "platform")
                 elif now - job["received_at"] >= self.cfg.delay_s:

@@ -150,7 +150,8 @@ def test_a_parcel_picked_up_before_the_notice_gets_none(rig: Rig) -> None:
     rig.put(pickup("lk01", 2, PARCEL))
     rig.clock.offset = 3600
     rig.ticks()
-    assert rig.sim.received == [] and rig.own("notify.route") == []
+    assert rig.sim.received == []
+    assert [r["body"]["by"] for r in rig.own("notify.route")] == ["none"]  # the platform closes it
 
 
 def test_cms_errors_are_retried_then_a_permanent_one_fails(rig: Rig) -> None:

@@ -200,12 +200,23 @@ class Router:
                     self.stats["reminder_waiting"] += 1
 
     def hand_back(self) -> None:
-        """A text routed to the modem that never got a part out (the modem
-        is missing or refusing) while the backhaul came back: hand it to the
-        platform. Cancelled and re-routed in one transaction, and only while
-        every part is still ``new`` (nothing was written to the modem), so
-        the villager still gets it once."""
+        """A text the modem failed for good goes to the platform at once; one
+        routed to the modem that never got a part out (the modem is missing
+        or refusing) while the backhaul came back, too: cancelled and
+        re-routed in one transaction, and only while every part is still
+        ``new`` (nothing was written to the modem), so the villager still
+        gets it once."""
         now = self.clock()
+        # A text the modem failed for good (a refused number, an unreadable
+        # box, retries used up): the platform may still reach the villager.
+        failed = self.sql("SELECT id, event, purpose, clerk FROM notify_sms WHERE state='failed' LIMIT 50")
+        for sms_id, event, purpose, clerk in failed.fetchall():
+            with self.store.tx():
+                self.sql("UPDATE notify_sms SET state='failed_handed_back' WHERE id=?", (sms_id,))
+                jobs = self._jobs("event=?", event)
+                if jobs and jobs[0]["picked_at"] is None:
+                    self._route(jobs[0], purpose, "platform", clerk)
+                    self.stats["failed_handed_back"] += 1
         rows = self.sql(
             "SELECT s.id, s.event, s.purpose, s.clerk FROM notify_sms s "
             "WHERE s.state='queued' AND s.created <= ? AND NOT EXISTS "

@@ -171,6 +171,9 @@ def test_cms_errors_are_retried_then_a_permanent_one_fails(rig: Rig) -> None:
     rig.ticks()
     [failed] = rig.own("notify.failed")
     assert failed["body"]["reason"] == "cms_21" and failed["body"]["phone_tail"] == "9000"
+    # ... and goes to the platform, which may still reach the villager.
+    assert [r["body"]["by"] for r in rig.own("notify.route") if r["body"]["parcel"] == "RB000000001CN"] == [
+        "gateway", "platform"]
 
 
 def test_silence_after_the_pdu_is_uncertain_and_never_resent(rig: Rig) -> None:

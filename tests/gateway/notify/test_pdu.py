@@ -119,3 +119,18 @@ def test_decode_submit_refuses_bad_pdus() -> None:
     [p] = encode_submit("+8613800138000", "hi")
     with pytest.raises(PduError):
         decode_submit(p.hex, p.tpdu_len + 1)
+
+
+def test_texts_in_both_languages_fit_one_sms() -> None:
+    from gateway.notify.texts import render, when
+
+    assert when(1796485963, "zh", 8) == "12月5日23:52" and when(1796485963, "en", 8) == "5 Dec 23:52"
+    assert when(None, "zh", 8) == "?"
+    for lang, outlet in (("zh", "石桥村邮站"), ("en", "Shiqiao post")):
+        for purpose in ("notice", "reminder", "resend"):
+            t = render(purpose, lang, parcel="RB123456785GB", outlet=outlet, compartment=3, code="123456",
+                       expires=1796485963, tz_offset_h=8)
+            assert "123456" in t and outlet in t and "RB123456785GB" in t
+            assert len(encode_submit("+8613800138000", t)) == 1, (lang, purpose, len(t))
+    with pytest.raises(ValueError):
+        render("bogus", "zh", parcel="x", outlet="y", compartment=1, code="1", expires=1, tz_offset_h=8)

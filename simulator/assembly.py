@@ -254,7 +254,10 @@ class Outlet:
             f.write(f'\n[notify]\nmodem = "{self.modem.path}"\nkey_file = "{keys}"\n'
                     f'name_zh = "模拟村邮站"\nname_en = "Simulated village post"\n'
                     f'delay_s = {float(self.sc.notify.get("delay_s", 3.0))}\nremind_hours = 0\n'
-                    "interval_s = 0.2\ntimeout_s = 2.0\nsend_timeout_s = 5.0\n")
+                    # a busy test machine makes the simulated modem slow, not faulty:
+                    # generous deadlines, short backoff
+                    "interval_s = 0.2\ntimeout_s = 5.0\nsend_timeout_s = 10.0\n"
+                    "backoff_base_s = 0.2\nbackoff_cap_s = 2.0\nretries = 20\n")
 
     def push_contacts(self) -> int:
         """The platform's contacts for the parcels of the day (its manifest),
@@ -279,7 +282,7 @@ class Outlet:
         self.stats["notify_contacts"] = n
         return n
 
-    def notices_settled(self, timeout: float = 20.0) -> dict[str, list[str]]:
+    def notices_settled(self, timeout: float = 60.0) -> dict[str, list[str]]:
         """Who told each deposit's villager, once the notifier's last
         routes have reached the platform (or ``timeout``)."""
         deadline = time.monotonic() + timeout

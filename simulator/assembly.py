@@ -98,6 +98,7 @@ class Outlet:
         self.obs = Observed()
         self.central = Central()
         self.devices: dict[str, SimDevice] = {}
+        self.modem: ModemSim | None = None  # with [notify] in the scenario (start)
         self.faults_log: list[dict[str, Any]] = []
         self.backlog: list[list[float]] = []
         self.stats: Counter[str] = Counter()

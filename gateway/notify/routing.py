@@ -156,48 +156,63 @@ class Router:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
+    def _notice_by(self, job: dict[str, Any], now: float) -> str | None:
+        if job["picked_at"] is not None:
+            # Picked up before anyone told the villager: say so, so the
+            # platform, waiting for a route, closes the deposit.
+            return "none"
+        if self.acked(job["event"]):
+            return "platform"
+        if now - job["received_at"] >= self.cfg.delay_s and self._can_send(job):
+            return "gateway"
+        return None
+
     def route_notices(self) -> None:
+        """Every undecided deposit is looked at (read-only); a write
+        transaction is opened only for one that can be decided, and the
+        decision is taken again inside it, so what it rests on and the
+        decision are one. Waiting deposits (a platform-coded one through a
+        three-day outage) cost a read each, never a write lock that ingest
+        would wait on."""
         now = self.clock()
-        for job in self._jobs("notice IS NULL ORDER BY received_at LIMIT 200"):
+        for job in self._jobs("notice IS NULL ORDER BY received_at"):
+            if self._notice_by(job, now) is None:
+                self.stats["notice_waiting"] += 1
+                continue
             with self.store.tx():
-                # Read again inside the write lock: the decision and what it rests on are one.
                 fresh = self._jobs("event=? AND notice IS NULL", job["event"])
-                if not fresh:
-                    continue
-                job = fresh[0]
-                if job["picked_at"] is not None:
-                    # Picked up before anyone told the villager: say so, so the
-                    # platform, waiting for a route, closes the deposit.
-                    self._route(job, "notice", "none")
-                elif self.acked(job["event"]):
-                    self._route(job, "notice", "platform")
-                elif now - job["received_at"] >= self.cfg.delay_s:
-                    if self._can_send(job):
-                        self._route(job, "notice", "gateway")
-                    else:
-                        self.stats["notice_waiting"] += 1
+                by = self._notice_by(fresh[0], now) if fresh else None
+                if by is not None:
+                    self._route(fresh[0], "notice", by)
+
+    def _reminder_by(self, job: dict[str, Any], now: float, lead: float) -> str | None:
+        if now >= job["expires"] or job["notice_at"] >= job["expires"] - lead:
+            return "skip"  # expired already, or the notice itself came inside the reminder window
+        if self.backhaul_up() and self.acked(job["event"]):
+            return "platform"
+        if self._can_send(job):
+            return "gateway"
+        return None
 
     def route_reminders(self) -> None:
         if not self.cfg.remind_hours:
             return
         now = self.clock()
         lead = self.cfg.remind_hours * 3600
-        due = self._jobs("reminder IS NULL AND notice IS NOT NULL AND notice != 'none' AND picked_at IS NULL "
-                         "AND expires IS NOT NULL AND expires - ? <= ? LIMIT 200", lead, now)
-        for job in due:
+        where = ("reminder IS NULL AND notice IS NOT NULL AND notice != 'none' AND picked_at IS NULL "
+                 "AND expires IS NOT NULL AND expires - ? <= ?")
+        for job in self._jobs(where, lead, now):
+            if self._reminder_by(job, now, lead) is None:
+                self.stats["reminder_waiting"] += 1
+                continue
             with self.store.tx():
-                if not self._jobs("event=? AND reminder IS NULL AND picked_at IS NULL", job["event"]):
-                    continue
-                if now >= job["expires"] or job["notice_at"] >= job["expires"] - lead:
-                    # Expired already, or the notice itself came inside the reminder window.
+                fresh = self._jobs(f"event=? AND {where}", job["event"], lead, now)
+                by = self._reminder_by(fresh[0], now, lead) if fresh else None
+                if by == "skip":
                     self.sql("UPDATE notify_jobs SET reminder='none', reminder_at=? WHERE event=?",
-                                    (now, job["event"]))
-                elif self.backhaul_up() and self.acked(job["event"]):
-                    self._route(job, "reminder", "platform")
-                elif self._can_send(job):
-                    self._route(job, "reminder", "gateway")
-                else:
-                    self.stats["reminder_waiting"] += 1
+                             (now, job["event"]))
+                elif by is not None:
+                    self._route(fresh[0], "reminder", by)
 
     def hand_back(self) -> None:
         """A text the modem failed for good goes to the platform at once; one

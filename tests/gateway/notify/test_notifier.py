@@ -144,6 +144,20 @@ def test_platform_coded_and_contactless_deposits_wait_for_the_platform(rig: Rig)
     assert rig.sim.received == []
 
 
+def test_hundreds_of_waiting_deposits_hold_up_neither_a_sendable_one_nor_ingest(rig: Rig) -> None:
+    rig.put(*[deposit("lk02", i, f"RB{i:09d}CN", "111111", code_by="platform") for i in range(1, 301)])
+    rig.put(deposit("lk01", 1, PARCEL, CODE))
+    rig.contact(contact(PARCEL))
+    rig.ticks(1)  # intake: a job row per deposit
+    rig.clock.offset = 61
+    before = rig.store.db.total_changes
+    changes = rig.n.store.db.total_changes
+    rig.ticks(3)
+    assert len(wait_texts(rig.sim, 1)) == 1
+    # The 300 waiting deposits were only read: the notifier wrote for the one it sent.
+    assert rig.n.store.db.total_changes - changes < 40 and rig.store.db.total_changes == before
+
+
 def test_a_parcel_picked_up_before_the_notice_gets_none(rig: Rig) -> None:
     rig.put(deposit("lk01", 1, PARCEL, CODE))
     rig.contact(contact(PARCEL))

@@ -94,7 +94,7 @@ class Notifier:
     def tick(self) -> None:
         for step in (self.router.intake, self.absorb_contacts, self.router.route_notices,
                      self.router.route_reminders, self.router.requests, self.router.hand_back,
-                     self.sender.send_due, self._poll):
+                     self.sender.send_due, self._poll, self.router.prune):
             if self.stop.is_set():
                 return
             try:

@@ -47,6 +47,7 @@ from protocol.errors import ProtocolError
 
 INTAKE_TYPES = ("locker.deposit", "locker.pickup", "locker.retrieve")
 INTAKE_BATCH = 500
+PRUNE_AFTER_S = 7 * 86400
 
 
 class Router:
@@ -61,6 +62,7 @@ class Router:
         self.log = log
         self.clock = clock
         self.stats: Counter[str] = Counter()
+        self._next_prune = 0.0
         with store.tx():
             ensure_schema(self.db)
 
@@ -250,6 +252,25 @@ class Router:
                     continue
                 self._route(jobs[0], purpose, "platform", clerk)
                 self.stats["handed_back"] += 1
+
+    def prune(self) -> None:
+        """Villagers' phone numbers are kept only while they are needed: a
+        contact goes PRUNE_AFTER_S after its parcel left the locker (or
+        after it came, for a parcel never deposited here), and a sent
+        text's number is cut to its last four digits after the same time."""
+        now = self.clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + 3600
+        cut = now - PRUNE_AFTER_S
+        with self.store.tx():
+            n = self.sql("DELETE FROM notify_contacts WHERE received < ? AND parcel NOT IN "
+                         "(SELECT parcel FROM notify_jobs WHERE picked_at IS NULL OR picked_at > ?)",
+                         (cut, cut)).rowcount
+            m = self.sql("UPDATE notify_sms SET phone='…' || substr(phone, -4) WHERE created < ? "
+                         "AND state NOT IN ('queued') AND phone NOT LIKE '…%'", (cut,)).rowcount
+        if n or m:
+            self.log("notify_pruned", contacts=n, texts=m)
 
     def resend(self, request_id: int, parcel: str, clerk: str) -> str:
         """Carry out a clerk's resend (audited by its route event); the outcome."""

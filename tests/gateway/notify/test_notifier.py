@@ -345,3 +345,20 @@ def test_config(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[keys]\n'1' = 'zz'\n")
     with pytest.raises(ConfigError):
         load_keys(tmp_path / "bad.toml")
+
+
+def test_phone_numbers_are_kept_only_while_needed(rig: Rig) -> None:
+    rig.put(deposit("lk01", 1, PARCEL, CODE))
+    rig.contact(contact(PARCEL))
+    rig.contact(contact("RB000000001CN", phone="13900139000"))  # never deposited here
+    rig.clock.offset = 61
+    rig.ticks()
+    assert len(wait_texts(rig.sim, 1)) == 1
+    rig.put(pickup("lk01", 2, PARCEL))
+    rig.ticks(1)
+    rig.clock.offset = 8 * 86400
+    rig.n.router._next_prune = 0
+    rig.ticks(1)
+    db = rig.store.db
+    assert db.execute("SELECT count(*) FROM notify_contacts").fetchone()[0] == 0
+    assert db.execute("SELECT phone FROM notify_sms").fetchall() == [("…8000",)]

@@ -19,7 +19,9 @@ from simulator.scenario import parse
 @pytest.mark.slow
 def test_outage_day_notifies_each_deposit_once_and_the_modem_speaks(tmp_path: Path) -> None:
     sc = parse({
-        "name": "notify-outage", "seed": 5, "time": {"hours": 24.0},
+        # Real time at 1 h a second: the 10 h outage lasts 10 s on the wall
+        # clock, which the gateway's delay_s is measured on.
+        "name": "notify-outage", "seed": 5, "time": {"hours": 20.0, "mode": "real", "speed": 3600.0},
         "outlet": {"lockers": 1, "compartments": 24, "scanners": 1},
         "workload": {"parcels": 30, "pickup_rate": 0.5, "pickup_delay_h": [1.0, 3.0], "window_min": 30},
         "faults": [{"kind": "wan_down", "at_h": 8.0, "for_h": 10.0}],

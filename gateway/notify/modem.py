@@ -28,7 +28,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import serial
+try:
+    import serial
+except ImportError:  # pyserial is needed only where a modem is configured
+    serial = None
 
 from gateway.notify.pdu import PduError, StatusReport, Submit, decode_status_report
 
@@ -40,6 +43,9 @@ _CDS = re.compile(rb"^\+CDS:\s*(\d+)")
 MAX_LINE = 1024
 # +CMS ERROR codes (TS 27.005 3.2.5) worth retrying: network or modem busy,
 # not a bad number or a missing SIM.
+# A port that fails (unplugged: pyserial's SerialException, or the OSError under it).
+_PORT_ERRORS: tuple[type[BaseException], ...] = (
+    (OSError,) if serial is None else (serial.SerialException, OSError))
 TRANSIENT_CMS = frozenset({38, 41, 42, 47, 300, 302, 304, 305, 314, 315, 320, 321, 322, 331, 332, 500, 512,
                            513, 514, 515, 516, 517, 535})
 
@@ -82,9 +88,11 @@ class Modem:
         """Open and initialise; ModemError if the modem is not there or does
         not answer the setup."""
         self.close()
+        if serial is None:
+            raise ModemError("unplugged", "pyserial is not installed (pip install 'postedge[gateway]')")
         try:
             self.port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.05, write_timeout=2.0)
-        except (serial.SerialException, OSError, ValueError) as e:
+        except (*_PORT_ERRORS, ValueError) as e:
             self.port = None
             raise ModemError("unplugged", str(e)) from None
         self._buf = b""
@@ -106,7 +114,7 @@ class Modem:
         if self.port is not None:
             try:
                 self.port.close()
-            except (serial.SerialException, OSError):
+            except _PORT_ERRORS:
                 pass
         self.port = None
 
@@ -120,14 +128,14 @@ class Modem:
         try:
             self.port.write(data)
             self.port.flush()
-        except (serial.SerialException, OSError) as e:
+        except _PORT_ERRORS as e:
             self.close()
             raise ModemError("unplugged", str(e)) from None
 
     def _read_some(self) -> bytes:
         try:
             return bytes(self.port.read(256))
-        except (serial.SerialException, OSError, TypeError) as e:
+        except (*_PORT_ERRORS, TypeError) as e:
             # TypeError: pyserial's posix read after the fd was closed under it
             self.close()
             raise ModemError("unplugged", str(e)) from None

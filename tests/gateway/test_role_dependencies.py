@@ -1,5 +1,7 @@
 """A gateway box installs ``postedge[gateway]`` only: no OpenCV, zxing-cpp,
-amqtt, pyserial or mpremote. Every gateway module, and the CLI's gateway
+amqtt or mpremote; pyserial only where the SMS notifier drives a modem
+(``gateway/notify/modem.py`` imports it when it can, so a box without a
+modem runs without it, which the probe checks too). Every gateway module, and the CLI's gateway
 commands, must work without them; a subprocess that refuses to import them
 proves it (an import of one anywhere on the gateway's path fails here)."""
 

@@ -41,11 +41,11 @@ _CMS = re.compile(rb"^\+CMS ERROR:\s*(\d+)")
 _CME = re.compile(rb"^\+CME ERROR:\s*(\d+)")
 _CDS = re.compile(rb"^\+CDS:\s*(\d+)")
 MAX_LINE = 1024
-# +CMS ERROR codes (TS 27.005 3.2.5) worth retrying: network or modem busy,
-# not a bad number or a missing SIM.
 # A port that fails (unplugged: pyserial's SerialException, or the OSError under it).
 _PORT_ERRORS: tuple[type[BaseException], ...] = (
     (OSError,) if serial is None else (serial.SerialException, OSError))
+# +CMS ERROR codes (TS 27.005 3.2.5) worth retrying: network or modem busy,
+# not a bad number or a missing SIM.
 TRANSIENT_CMS = frozenset({38, 41, 42, 47, 300, 302, 304, 305, 314, 315, 320, 321, 322, 331, 332, 500, 512,
                            513, 514, 515, 516, 517, 535})
 

@@ -18,9 +18,8 @@ from common.config import ConfigError, KeyProblem, Section, parse, unknown_key
 from common.text import LANGS
 from protocol.topics import valid_segment
 
-__all__ = ["BrokerConfig", "BudgetConfig", "ConfigError", "CounterConfig", "GatewayConfig", "UpstreamConfig",
-           "WebConfig",
-           "parse_upstream", "parse_web"]
+__all__ = ["BrokerConfig", "BudgetConfig", "ConfigError", "CounterConfig", "GatewayConfig", "NotifyConfig",
+           "UpstreamConfig", "WebConfig", "parse_upstream", "parse_web"]
 
 # The upstream MQTT topic prefix: pe-up/v1/<outlet>/... on the central broker.
 DEFAULT_PREFIX = "pe-up/v1"
@@ -282,6 +281,51 @@ class CounterConfig(Section):
         return v
 
 
+class NotifyConfig(Section):
+    """``[notify]``: the SMS notifier (``gateway/notify/``). Off unless
+    ``modem`` names the modem's serial port; then ``key_file`` must hold the
+    outlet notifier key(s) the platform issued (TOML: ``[keys]`` with
+    ``"<kv>" = "<hex>"``). Times are seconds unless named hours."""
+
+    modem: Annotated[str, Field(min_length=1)] | None = None  # /dev/ttyUSB2, or any pyserial URL
+    baud: Annotated[int, Field(ge=1200, le=4_000_000)] = 115200
+    key_file: Annotated[str, Field(min_length=1)] | None = None
+    # The outlet as a villager knows it, in each language (default: the outlet id).
+    name_zh: str = ""
+    name_en: str = ""
+    # How long a deposit stays unacknowledged by the platform before this
+    # outlet texts the villager itself: long enough that a short backhaul
+    # hiccup costs nothing (the platform's text is free and carries its
+    # branding), short enough that a villager is not kept waiting for hours.
+    delay_s: Annotated[float, Field(ge=0.0, le=7 * 86400.0)] = 900.0
+    # A reminder this many hours before a parcel expires (once); 0: none.
+    remind_hours: Annotated[float, Field(ge=0.0, le=24 * 30.0)] = 24.0
+    tz_offset_h: Annotated[float, Field(ge=-12.0, le=14.0)] = 8.0  # dates in texts: China Standard Time
+    interval_s: Annotated[float, Field(ge=0.05, le=60.0)] = 1.0
+    retries: Annotated[int, Field(ge=1, le=100)] = 6
+    backoff_base_s: Annotated[float, Field(ge=0.01, le=3600.0)] = 5.0
+    backoff_cap_s: Annotated[float, Field(ge=0.01, le=86400.0)] = 600.0
+    timeout_s: Annotated[float, Field(ge=0.05, le=120.0)] = 5.0
+    # A send waits for the network: TS 27.005 allows a modem minutes.
+    send_timeout_s: Annotated[float, Field(ge=0.1, le=600.0)] = 60.0
+
+    _files = field_validator("key_file")(_relative_to_file)
+
+    @property
+    def enabled(self) -> bool:
+        return self.modem is not None
+
+    @model_validator(mode="after")
+    def _keys_with_modem(self) -> NotifyConfig:
+        if self.modem and not self.key_file:
+            raise KeyProblem("key_file", "notify.modem needs the outlet notifier key file")
+        if self.key_file and not Path(self.key_file).is_file():
+            raise KeyProblem("key_file", f"no such file: {self.key_file}")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise KeyProblem("backoff_cap_s", "must not be below notify.backoff_base_s")
+        return self
+
+
 class GatewayConfig(Section):
     outlet: Annotated[str, Field(min_length=1)]
     db: Path
@@ -294,6 +338,7 @@ class GatewayConfig(Section):
     web: WebConfig | None = None
     budget: BudgetConfig = BudgetConfig()
     counter: CounterConfig | None = None  # issue 15: counter acceptance (gateway/counter/config.py)
+    notify: NotifyConfig = NotifyConfig()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> GatewayConfig:
@@ -318,6 +363,7 @@ class GatewayConfig(Section):
             "web": None if d.get("web") is None else parse_web(d["web"], base),
             "budget": parse(BudgetConfig, d.get("budget") or {}, "budget"),
             "counter": None if d.get("counter") is None else parse(CounterConfig, d["counter"], "counter"),
+            "notify": parse(NotifyConfig, d.get("notify") or {}, "notify", base=base),
         }, "gateway")
 
     @classmethod

@@ -78,6 +78,8 @@ from typing import Any
 
 from gateway import pki, revoke
 from gateway.broker import TLS_PORT, Account, TlsListener, find_mosquitto, systemd_unit, write_config
+from gateway.config import ConfigError
+from gateway.notify.keys import load_keys
 from protocol import keys, seal, topics
 from protocol.errors import ProtocolError
 
@@ -157,32 +159,15 @@ NOTIFIER_KEYS = Path("notifier") / "keys.toml"  # [notify] key_file, relative to
 
 def _notifier_keys(path: Path | None, out: Path) -> dict[int, bytes]:
     """The outlet notifier key(s) the platform issued (``protocol/seal.py``
-    ``notifier_key``), as the notifier reads them: TOML ``[keys]`` with
-    ``"<kv>" = "<hex>"``. Without a file, the ones an earlier run wrote."""
+    ``notifier_key``), read as the notifier reads them
+    (``gateway/notify/keys.py``). Without a file, the ones an earlier run wrote."""
     src = path if path is not None else out / NOTIFIER_KEYS
     if path is None and not src.exists():
         return {}
     try:
-        doc = tomllib.loads(Path(src).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ProvisionError(f"cannot read the notifier key file {src}: {e}") from e
-    table = doc.get("keys")
-    if set(doc) != {"keys"} or not isinstance(table, dict) or not table:
-        raise ProvisionError(f"notifier key file {src}: needs exactly one [keys] table "
-                             '("<kv>" = "<hex>")')
-    found: dict[int, bytes] = {}
-    for kv, hexkey in table.items():
-        try:
-            v, key = int(kv), bytes.fromhex(hexkey)
-        except (ValueError, TypeError) as e:
-            raise ProvisionError(f"notifier key file {src}: {kv!r} is not a version = hex key") from e
-        if not keys.valid_version(v) or str(v) != kv:
-            raise ProvisionError(f"notifier key file {src}: {kv!r} is not a key version")
-        if not keys.MIN_SECRET <= len(key) <= seal.MAX_SECRET:
-            raise ProvisionError(f"notifier key file {src}: version {v} is not "
-                                 f"{keys.MIN_SECRET}-{seal.MAX_SECRET} bytes")
-        found[v] = key
-    return found
+        return load_keys(src)
+    except ConfigError as e:
+        raise ProvisionError(str(e)) from e
 
 
 def _names(inv: dict[str, Any], host: str) -> list[str]:
@@ -282,8 +267,11 @@ def provision(inventory: Path, out: Path, listen: str = "0.0.0.0", port: int = 1
         'cert_file = "web/server.pem"\nkey_file = "web/server.key"\n'
         '# handheld logins for /v1/uploads and /v1/commands: the broker\'s own accounts\n'
         'passwd_file = "mosquitto/passwd"\nacl_file = "mosquitto/acl"\n'
-        + ('\n# The SMS notifier (gateway/notify) reads the outlet notifier key here:\n'
-           f'# [notify] key_file = "{NOTIFIER_KEYS.as_posix()}"\n' if notifier else ''),
+        + ('\n# SMS while the backhaul is down (docs/gateway.md "Notifications"): set\n'
+           '# modem to the modem\'s AT port to turn it on. The key opens the codes\n'
+           '# lockers seal for the notifier.\n'
+           f'[notify]\n# modem = "/dev/ttyUSB2"\nkey_file = "{NOTIFIER_KEYS.as_posix()}"\n'
+           if notifier or (out / NOTIFIER_KEYS).exists() else ''),
         encoding="utf-8")
     gw_toml.chmod(0o600)
     access = _grant(conf.parent, gw_toml, mq, web, notifier_path if notifier else None)

@@ -4,7 +4,8 @@ these return; it holds no wiring and no SQL.
 
 Running parts: the ingest loop on the main thread (device messages in,
 commands out, confirmations, the disk budget); with ``[upstream]`` the
-syncer, the downlink and the photo sync; with ``[web]`` the HTTP server.
+syncer, the downlink and the photo sync; with ``[web]`` the HTTP server;
+with ``[notify] modem`` the SMS notifier.
 A SIGTERM (systemd's stop) finishes the group in hand and exits cleanly.
 """
 
@@ -54,6 +55,10 @@ def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
 
             counter = build_desk(cfg.counter, Path(cfg.db), cfg.outlet)
         services.append(start_web(cfg.db, cfg.web, stop, cfg.outlet, cfg.broker.client_id, counter=counter))
+    if cfg.notify.enabled:
+        from gateway.notify.notifier import Notifier
+
+        services.append(Notifier(cfg, stop).start())
 
     def shutdown(*_: object) -> None:
         stop.set()

@@ -33,6 +33,7 @@ from simulator.gateway_process import GatewayProcess
 from simulator.handheld_sim import SimHandheld
 from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker, restore_gc, tune_gc
 from simulator.ledger import Ledger
+from simulator.modem_sim import ModemSim
 from simulator.platform_keys import PlatformKeys
 from simulator.pybroker import AmqttBroker
 from simulator.scenario import Scenario
@@ -97,6 +98,7 @@ class Outlet:
         self.obs = Observed()
         self.central = Central()
         self.devices: dict[str, SimDevice] = {}
+        self.modem: ModemSim | None = None  # with [notify] in the scenario (start)
         self.faults_log: list[dict[str, Any]] = []
         self.backlog: list[list[float]] = []
         self.stats: Counter[str] = Counter()
@@ -201,6 +203,9 @@ class Outlet:
                 )
             )
         )
+        self.modem: ModemSim | None = None
+        if sc.notify.get("enabled"):
+            self._notifier()
         self.gw = GatewayProcess(self.gw_cfg)
         self.gw.wait_for("gateway_started", timeout=60)
         self.broker_tap = BrokerTap(self.broker.port, OUTLET, self.ledger, self.obs, self.vt)
@@ -232,6 +237,8 @@ class Outlet:
                 **kw,
             )
             self.devices[n] = dev
+            if self.modem is not None and isinstance(dev, SimLocker):
+                dev.notify = KEYS.notify_config(n)
         for n in hh:
             self.hh[n] = SimHandheld(
                 n,
@@ -244,6 +251,56 @@ class Outlet:
                 tap=self.device_tap.emitted,
                 gateway_url=f"http://127.0.0.1:{self.web_port}",
             )
+
+    def _notifier(self) -> None:
+        """The SMS notifier: a simulated modem on a pty, the outlet notifier
+        key, and ``[notify]`` in the gateway's config. Reminders are off:
+        the lockers' expiry is on the scenario's clock, the gateway's on the
+        wall clock."""
+        self.modem = ModemSim(self.dir / "ttyModem")
+        keys = self.dir / "notify-keys.toml"
+        keys.write_text(f'[keys]\n"1" = "{KEYS.notifier_key().hex()}"\n', encoding="utf-8")
+        with self.gw_cfg.open("a", encoding="utf-8") as f:
+            f.write(f'\n[notify]\nmodem = "{self.modem.path}"\nkey_file = "{keys}"\n'
+                    f'name_zh = "模拟村邮站"\nname_en = "Simulated village post"\n'
+                    f'delay_s = {float(self.sc.notify.get("delay_s", 3.0))}\nremind_hours = 0\n'
+                    # a busy test machine makes the simulated modem slow, not faulty:
+                    # generous deadlines, short backoff
+                    "interval_s = 0.2\ntimeout_s = 5.0\nsend_timeout_s = 10.0\n"
+                    "backoff_base_s = 0.2\nbackoff_cap_s = 2.0\nretries = 20\n")
+
+    def push_contacts(self) -> int:
+        """The platform's contacts for the parcels of the day (its manifest),
+        pushed down before the couriers come: a share ``notify.contacts``."""
+        import random
+
+        from gateway.notify import contacts
+        from simulator.workload import generate
+
+        rng = random.Random(self.sc.seed * 31 + 7)
+        share = float(self.sc.notify.get("contacts", 1.0))
+        n = 0
+        for a in generate(self.sc):
+            if a.kind != "deposit" or rng.random() >= share:
+                continue
+            parcel = a.args["parcel"]
+            phone = f"+86139{rng.randrange(10**8):08d}"
+            self.central.push_command(OUTLET, "notify", contacts.make(
+                KEYS.notifier_key(), 1, f"ct-{parcel.lower()}", parcel, phone, "zh", int(time.time()),
+                lifetime_s=signing.MAX_LIFETIME))
+            n += 1
+        self.stats["notify_contacts"] = n
+        return n
+
+    def notices_settled(self, timeout: float = 60.0) -> dict[str, list[str]]:
+        """Who told each deposit's villager, once the notifier's last
+        routes have reached the platform (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.central.notices()
+            if all(got.values()) or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
 
     DISK_ROOM = "256m"
 
@@ -281,7 +338,10 @@ class Outlet:
         )
 
     async def provision(self, timeout: float = 60) -> None:
-        """Courier badges to every locker, through central -> gateway -> locker."""
+        """Courier badges to every locker, through central -> gateway -> locker;
+        with the notifier, the day's contacts too."""
+        if self.modem is not None:
+            self.push_contacts()
         salt = "5a17" * 4
         for n, dev in self.devices.items():
             if isinstance(dev, SimLocker | UnixLocker):
@@ -350,6 +410,7 @@ class Outlet:
             lambda: self.broker.stop(),
             lambda: self.proxy.stop() if self.proxy else None,
             lambda: subprocess.run(["umount", "-l", str(self.disk)], check=False) if self.disk else None,
+            lambda: self.modem.close() if self.modem else None,
         ):
             try:
                 step()

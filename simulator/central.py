@@ -331,6 +331,31 @@ class Central:
         want = set(ids)
         return self.wait_for(lambda c: want <= c.events.keys(), timeout)
 
+    # ------------------------------------------------------- notifications
+    def notices(self, notifier: bool = True) -> dict[str, list[str]]:
+        """Who told the villager of each deposit the platform holds, by the
+        platform's rule (docs/gateway.md "Notifications"): at an outlet with
+        a notifier the platform sends on each ``notify.route`` by the
+        platform, and the outlet's modem sent what a ``notify.sent`` (or a
+        ``notify.uncertain``: it may have) names; without a notifier the
+        platform sends on the deposit; ``none``: picked up before anyone
+        was told. Deposit id -> senders (one each, if every deposit was
+        notified exactly once)."""
+        with self.lock:
+            evs = list(self.events.values())
+        out: dict[str, list[str]] = {e["id"]: [] for e in evs if e.get("type") == "locker.deposit"}
+        for e in evs:
+            if not notifier and e.get("type") == "locker.deposit":
+                out[e["id"]].append("platform")
+            body = e.get("body") if isinstance(e.get("body"), dict) else {}
+            if not notifier or body.get("purpose") != "notice":
+                continue
+            if e.get("type") == "notify.route" and body.get("by") in ("platform", "none"):
+                out.setdefault(str(body.get("event")), []).append(str(body["by"]))
+            elif e.get("type") in ("notify.sent", "notify.uncertain"):
+                out.setdefault(str(body.get("event")), []).append("gateway")
+        return out
+
 
 # ------------------------------------------------------------------- HTTPS
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -301,9 +301,12 @@ class SimLocker(SimDevice):
         self.n = n
         self.poll_ms = poll_ms
         self.uart = BusUART(self.bus)
+        self.notify: dict[str, Any] | None = None  # its sealing key for the outlet's notifier
 
     def config(self) -> dict[str, Any]:
         cfg = self.base_config()
+        if self.notify is not None:
+            cfg["notify"] = self.notify
         cfg.update(
             {
                 "board": {"driver": "8a", "uart": "sim://bus", "timeout_ms": 200},

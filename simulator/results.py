@@ -72,6 +72,27 @@ def gateway_ids(outlet: Outlet) -> list[tuple[str, float]]:
         s.close()
 
 
+def notified_once(outlet: Outlet) -> dict[str, Any]:
+    """``deposit_notified_once``: every deposit the platform holds was told
+    to its villager by exactly one sender, the platform or the outlet's
+    modem (``Central.notices``), and the modem's texts match its
+    ``notify.sent`` count. Counts go to the run's stats."""
+    notices = outlet.central.notices()
+    by = Counter(s for senders in notices.values() for s in senders)
+    wrong = {d: s for d, s in notices.items() if len(s) != 1}
+    texts = len(outlet.modem.texts()) if outlet.modem is not None else 0
+    outlet.stats["notices_platform"] = by["platform"]
+    outlet.stats["notices_modem"] = by["gateway"]
+    outlet.stats["notices_none_picked_up"] = by["none"]
+    outlet.stats["modem_texts"] = texts
+    ok = not wrong and texts >= by["gateway"] and bool(notices)
+    detail = (f"{len(notices)} deposits: {by['platform']} by the platform, {by['gateway']} by the modem "
+              f"({texts} texts)")
+    if wrong:
+        detail += "; not once: " + ", ".join(f"{d}={s}" for d, s in list(wrong.items())[:5])
+    return {"name": "deposit_notified_once", "ok": ok, "detail": detail}
+
+
 def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
     """The result as of now (see ``docs/simulator.md``); ``wall_s`` is how long the run took.
     Records the gateway and central hops into ``outlet.ledger`` afresh on each call."""
@@ -141,6 +162,8 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
         exp.append(
             {"name": "max_lost", "ok": lost <= e["max_lost"], "detail": f"{lost} <= {e['max_lost']}"}
         )
+    if outlet.sc.notify.get("enabled"):
+        exp.append(notified_once(outlet))
     per_dev = Counter(eid.split(":")[0] for eid in outlet.obs.emitted)
     timeline = sorted(
         (

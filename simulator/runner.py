@@ -82,6 +82,8 @@ async def drive(outlet: Outlet, progress: Callable[[Outlet], None] | None = None
     outlet.t_virtual = sc.duration_s
     outlet.clock.set(sc.start + sc.duration_s)
     await settle(outlet)
+    if outlet.modem is not None:  # the notifier's last routes reach the platform after the events
+        await asyncio.to_thread(outlet.notices_settled)
 
 
 def run_scenario(

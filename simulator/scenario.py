@@ -108,6 +108,7 @@ class Scenario:
     photos: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
+    notify: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
     @property
@@ -191,6 +192,17 @@ class ExpectSection(Section):
     max_lost: int | None = None
 
 
+class NotifySection(Section):
+    """``[notify]``: the gateway's SMS notifier on a simulated modem
+    (``simulator/modem_sim.py``). ``delay_s`` is wall-clock seconds (the
+    gateway runs on the wall clock); ``contacts`` the share of parcels the
+    platform has a phone number for."""
+
+    enabled: bool = False
+    delay_s: Annotated[float, Field(ge=0.0, le=3600.0)] = 3.0
+    contacts: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+
+
 class ScenarioFile(Section):
     name: Annotated[str, Field(min_length=1)]
     seed: int = 1
@@ -199,6 +211,7 @@ class ScenarioFile(Section):
     workload: WorkloadSection = WorkloadSection()
     faults: list[FaultSection] = []
     expect: ExpectSection = ExpectSection()
+    notify: NotifySection = NotifySection()
 
 
 def parse(doc: dict[str, Any], path: str = "") -> Scenario:
@@ -215,7 +228,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         deposit_delay_min=(w.deposit_delay_min[0], w.deposit_delay_min[1]),
         window_min=w.window_min, photos=w.photos,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
-        expect=f.expect.model_dump(exclude_none=True))
+        expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 
 
 def load(path: Path | str) -> Scenario:

@@ -222,6 +222,10 @@ class GatewayHTTP:
                 return await self._upload(request, raw)
             if path == "/clerk" or path.startswith("/clerk/"):
                 return await self._clerk(request)
+            if path.startswith("/v1/notify/"):  # the clerk's resend: gateway/http/notify_resend.py
+                from gateway.http import notify_resend
+
+                return await notify_resend.serve(self, request)
             if path == "/v1/commands" or path.startswith("/v1/commands/"):
                 r = await self._blocking(self.commands.handle, request.method, raw, request.headers)
                 return self._respond(request, r.code, JSON_TYPE, r.body, r.headers)

@@ -30,6 +30,7 @@ from typing import Any
 from common.logs import recorder
 from gateway import metrics as M
 from gateway.ingest.relay import store_command
+from gateway.notify.state import inbox_put
 from gateway.store.events import EventStore
 from gateway.uplink.sync import UpstreamConfig, full_jitter, make_transport, parse_upstream
 from gateway.uplink.transport import Transport, TransportError
@@ -38,6 +39,7 @@ from protocol.errors import ProtocolError
 record = recorder(__name__)
 
 CURSOR_KEY = "down_cursor"
+NOTIFY_KIND = "notify"
 
 
 class Downlink:
@@ -76,6 +78,10 @@ class Downlink:
         queued = invalid = 0
         with store.tx():
             for kind, payload in down.commands:
+                if kind == NOTIFY_KIND:  # a recipient's contact, checked by the notifier (gateway/notify)
+                    inbox_put(store.db, payload)
+                    self.stats["contacts"] += 1
+                    continue
                 try:
                     before = store.db.total_changes
                     cid = store_command(store, self.outlet, kind, payload)

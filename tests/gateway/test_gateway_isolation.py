@@ -352,3 +352,39 @@ def test_provision_writes_each_device_only_its_own_key(tmp_path: Path) -> None:
     keys.write_text(json.dumps(plat.issue(["lk01"])))
     with pytest.raises(ProvisionError, match="no key for hh01"):
         provision(inv, out, port=18830, key_file=keys)
+
+
+def test_provision_gives_the_notifier_its_key_and_each_locker_only_its_sealing_key(tmp_path: Path) -> None:
+    """The notifier key goes to the gateway's notifier alone (0600, its own
+    file); each locker gets its own sealing key derived from it, the
+    handheld none, and the gateway's config still loads."""
+    from gateway.config import GatewayConfig
+    from gateway.provision import ProvisionError, provision
+    from simulator.platform_keys import PlatformKeys
+
+    inv = tmp_path / "outlet.toml"
+    inv.write_text('outlet = "o9"\n[[devices]]\nid = "lk01"\nkind = "locker"\n'
+                   '[[devices]]\nid = "lk02"\nkind = "locker"\n'
+                   '[[devices]]\nid = "hh01"\nkind = "handheld"\n', encoding="utf-8")
+    plat = PlatformKeys("o9")
+    nfile = tmp_path / "notifier.toml"
+    nfile.write_text(f'[keys]\n"1" = "{plat.notifier_key().hex()}"\n', encoding="utf-8")
+    out = tmp_path / "etc"
+    provision(inv, out, port=18830, notifier_file=nfile)
+    lk1 = json.loads((out / "devices" / "lk01.json").read_text())
+    lk2 = json.loads((out / "devices" / "lk02.json").read_text())
+    hh = json.loads((out / "devices" / "hh01.json").read_text())
+    assert lk1["notify"] == plat.notify_config("lk01") and lk2["notify"] == plat.notify_config("lk02")
+    assert "notify" not in hh
+    nk = out / "notifier" / "keys.toml"
+    assert nk.stat().st_mode & 0o777 == 0o600
+    devices = "".join(p.read_text() for p in (out / "devices").iterdir())
+    assert plat.notifier_key().hex() not in devices
+    cfg = GatewayConfig.load(out / "gateway.toml")
+    assert not cfg.notify.enabled and cfg.notify.key_file == str(nk)
+    # A re-run without the file keeps what the lockers have.
+    provision(inv, out, port=18830)
+    assert json.loads((out / "devices" / "lk01.json").read_text())["notify"] == lk1["notify"]
+    nfile.write_text('[keys]\n"1" = "abc"\n', encoding="utf-8")
+    with pytest.raises(ProvisionError, match="notify.key_file"):
+        provision(inv, out, port=18830, notifier_file=nfile)

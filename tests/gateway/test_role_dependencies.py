@@ -1,6 +1,7 @@
 """A gateway box installs ``postedge[gateway]`` only: no OpenCV, zxing-cpp,
 amqtt or mpremote (pyserial is the gateway's since issue 15: the counter's
-scale and printers hang off the box over serial). Every gateway module, and the CLI's gateway
+scale and printers and the SMS notifier's modem hang off the box over
+serial). Every gateway module, and the CLI's gateway
 commands, must work without them; a subprocess that refuses to import them
 proves it (an import of one anywhere on the gateway's path fails here)."""
 

@@ -1,0 +1,49 @@
+"""The notifier in a simulated outlet: a day with a backhaul outage, where
+the outlet's modem texts the villagers the platform cannot reach, and every
+deposit is told exactly once (``deposit_notified_once``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from simulator.assembly import Outlet
+from simulator.runner import run_scenario
+from simulator.scenario import parse
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_outage_day_notifies_each_deposit_once_and_the_modem_speaks(tmp_path: Path) -> None:
+    sc = parse({
+        # Real time at 1 h a second: the 10 h outage lasts 10 s on the wall
+        # clock, which the gateway's delay_s is measured on.
+        "name": "notify-outage", "seed": 5, "time": {"hours": 20.0, "mode": "real", "speed": 3600.0},
+        "outlet": {"lockers": 1, "compartments": 24, "scanners": 1},
+        "workload": {"parcels": 30, "pickup_rate": 0.5, "pickup_delay_h": [1.0, 3.0], "window_min": 30},
+        "faults": [{"kind": "wan_down", "at_h": 8.0, "for_h": 10.0}],
+        "notify": {"enabled": True, "delay_s": 1.0, "contacts": 0.8},
+    })
+    seen: list[Outlet] = []
+    res = run_scenario(sc, tmp_path / "run", on_start=seen.append)
+    exp = {x["name"]: x for x in res["expectations"]}
+    assert exp["deposit_notified_once"]["ok"], exp["deposit_notified_once"]
+    assert res["verdict"]["ok"], res["verdict"]
+    st = res["stats"]
+    assert st["notices_modem"] > 0 and st["modem_texts"] == st["notices_modem"]
+    assert st["notices_platform"] > 0
+    assert st["notices_platform"] + st["notices_modem"] + st.get("notices_none_picked_up", 0) == st["deposit"]
+    # The codes went out by SMS only: not in the gateway's database or output.
+    outlet = seen[0]
+    assert outlet.modem is not None
+    codes = [m for _, text in outlet.modem.texts() for m in re.findall(r"取件码(\d{6})", text)]
+    assert len(codes) == st["modem_texts"]
+    db = b"".join(p.read_bytes() for p in (tmp_path / "run").glob("gateway.db*"))
+    out = json.dumps(outlet.gw.lines, ensure_ascii=False)
+    for code in codes:
+        assert code in outlet.obs.codes.values()  # the code the locker issued
+        assert not re.search(rb"(?<![0-9])" + code.encode() + rb"(?![0-9])", db)
+        assert not re.search(r"(?<![0-9])" + code + r"(?![0-9])", out)

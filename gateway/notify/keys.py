@@ -18,23 +18,23 @@ from protocol import keys, seal
 
 def load_keys(path: str | Path) -> dict[int, bytes]:
     """Key version -> key; ConfigError naming the file and what is wrong."""
+    where = f"notify.key_file (the notifier key file) {path}"
     try:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"notify.key_file {path}: cannot read it: {e}") from None
+        raise ConfigError(f"{where}: cannot read it: {e}") from None
     table = doc.get("keys")
     if set(doc) != {"keys"} or not isinstance(table, dict) or not table:
-        raise ConfigError(f'notify.key_file {path}: needs exactly one [keys] table ("<kv>" = "<hex>")')
+        raise ConfigError(f'{where}: needs exactly one [keys] table ("<kv>" = "<hex>")')
     found: dict[int, bytes] = {}
     for kv, hexkey in table.items():
         try:
             v, key = int(kv), bytes.fromhex(hexkey)
         except (ValueError, TypeError):
-            raise ConfigError(f"notify.key_file {path}: {kv!r} is not a version = hex key") from None
+            raise ConfigError(f"{where}: {kv!r} is not a version = hex key") from None
         if not keys.valid_version(v) or str(v) != kv:
-            raise ConfigError(f"notify.key_file {path}: {kv!r} is not a key version")
+            raise ConfigError(f"{where}: {kv!r} is not a key version")
         if not keys.MIN_SECRET <= len(key) <= seal.MAX_SECRET:
-            raise ConfigError(f"notify.key_file {path}: version {v} is not "
-                              f"{keys.MIN_SECRET}-{seal.MAX_SECRET} bytes")
+            raise ConfigError(f"{where}: version {v} is not {keys.MIN_SECRET}-{seal.MAX_SECRET} bytes")
         found[v] = key
     return found

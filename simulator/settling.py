@@ -26,9 +26,10 @@ async def settle(outlet: Outlet, timeout: float = 120) -> None:
         with outlet.central.lock:
             have = set(outlet.central.counts)
             photos = set(outlet.central.photos)
-        if want <= have and set(outlet.photos_submitted()) <= photos:
+        told = _all_told(outlet)
+        if want <= have and set(outlet.photos_submitted()) <= photos and told:
             return
-        if _quiescent(outlet, want):
+        if told and _quiescent(outlet, want):
             # Nothing is in flight any more: the gateway holds every event and the platform
             # acked them all. What the platform lacks now, it lost; waiting will not bring it.
             outlet.log("settle_quiescent", missing=len(want - have))
@@ -39,6 +40,16 @@ async def settle(outlet: Outlet, timeout: float = 120) -> None:
         await asyncio.sleep(0.2)
         sample_backlog(outlet)
     outlet.log("settle_timeout", missing=len(want - have))
+
+
+def _all_told(outlet: Outlet) -> bool:
+    """With the outlet's SMS notifier on, every deposit the platform holds
+    has its notice decided and that decision upstream (``notify.route`` or
+    the modem's ``notify.sent``): the notifier decides after the platform's
+    ack, so its events can trail the devices' by a few passes."""
+    if outlet.modem is None:
+        return True
+    return all(outlet.central.notices().values())
 
 
 def _quiescent(outlet: Outlet, want: set[str]) -> bool:

@@ -5,11 +5,12 @@ leaves them to the full run.
 
 The broker here is the outlet's as ``provision`` sets it up: a TLS listener
 for the LAN with the outlet CA, and plaintext on loopback only. Lockers and
-the gateway in these runs go through TLS (``lan_gateway``, ``on_lan``); the
+the gateway in these runs go through TLS (``lan_gateway``, ``lan_locker``); the
 platform's stand-in and raw attackers use the loopback listener."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import pytest
 from gateway.broker import Account, Mosquitto, tls_listener
 from gateway.pki import OutletPki, make_outlet_pki
 from simulator.gateway_process import write_config
+from simulator.outlet import locker_config
+from tests.locker_rig import KEY
 
 HERE = Path(__file__).parent
 
@@ -51,7 +54,13 @@ def lan_gateway(path: Path, broker: Mosquitto, pki: OutletPki) -> Path:
     return write_config(path, "o1", broker.tls_port, "gw-o1", "gw-secret", ca_file=pki.ca, host="localhost")
 
 
-def on_lan(cfg: dict[str, Any], broker: Mosquitto, pki: OutletPki) -> dict[str, Any]:
-    """A device config moved to the TLS listener with the outlet CA."""
-    cfg["broker"].update(host="localhost", port=broker.tls_port, ca=pki.ca_pem)
-    return cfg
+def lan_locker(tmp_path: Path, broker: Mosquitto, pki: OutletPki, board_url: str,
+               panel_url: str | None = None, **extra: Any) -> Path:
+    """Locker lk01's config on the TLS listener with the outlet CA, written to
+    ``tmp_path/config.json`` (its flash in ``tmp_path/flash``); the path."""
+    cfg = locker_config("lk01", "o1", broker.tls_port, "lk01-pw", board_url, tmp_path / "flash", KEY,
+                        panel_url, **extra)
+    cfg["broker"].update(host="localhost", ca=pki.ca_pem)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path

@@ -19,9 +19,9 @@ from gateway.store.events import EventStore
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
-from simulator.outlet import DoorCloser, Platform, locker_config, stored_events, wait_event
+from simulator.outlet import DoorCloser, Platform, stored_events, wait_event
 from simulator.panel_sim import SimPanel
-from tests.e2e.conftest import lan_gateway, on_lan
+from tests.e2e.conftest import lan_gateway, lan_locker
 from tests.locker_rig import KEY, PLATFORM
 
 pytestmark = pytest.mark.mpy  # every test runs the MicroPython unix port or mpy-cross
@@ -37,9 +37,7 @@ def outlet(tmp_path: Path, broker: Mosquitto, pki: OutletPki):
     panel = SimPanel()
     gw = GatewayProcess(lan_gateway(tmp_path / "gateway.toml", broker, pki))
     gw.wait_for("gateway_started")
-    cfg = on_lan(locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
-                               tmp_path / "flash", KEY, panel.url), broker, pki)
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    lan_locker(tmp_path, broker, pki, f"socket://127.0.0.1:{bport}", panel.url)
     fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "config.json")],
                         heap=unixport.APP_HEAP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     platform = Platform(broker.port, "o1", "gw-o1", "gw-secret", KEY)

@@ -18,9 +18,9 @@ from gateway.pki import OutletPki
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess
 from simulator.lockboard_sim import Sim8ABus
-from simulator.outlet import DoorCloser, Platform, locker_config, stored_events, wait_event
+from simulator.outlet import DoorCloser, Platform, stored_events, wait_event
 from simulator.panel_sim import SimPanel
-from tests.e2e.conftest import lan_gateway, on_lan
+from tests.e2e.conftest import lan_gateway, lan_locker
 from tests.locker_rig import KEY
 
 pytestmark = [pytest.mark.mpy, pytest.mark.slow]
@@ -37,12 +37,9 @@ def outlet(tmp_path: Path, broker: Mosquitto, pki: OutletPki):
     panel = SimPanel()
     gw = GatewayProcess(lan_gateway(tmp_path / "gateway.toml", broker, pki))
     gw.wait_for("gateway_started")
-    cfg = locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
-                        tmp_path / "flash", KEY, panel.url, compartments=[
-                            {"id": i, "size": size, "board": 1, "lock": i}
-                            for i, size in enumerate(("S", "M", "L", "XL"), start=1)])
-    on_lan(cfg, broker, pki)
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    lan_locker(tmp_path, broker, pki, f"socket://127.0.0.1:{bport}", panel.url, compartments=[
+        {"id": i, "size": size, "board": 1, "lock": i}
+        for i, size in enumerate(("S", "M", "L", "XL"), start=1)])
     fw = boot(tmp_path)
     platform = Platform(broker.port, "o1", "gw-o1", "gw-secret", KEY)
     d = {"bus": bus, "panel": panel, "gw": gw, "fw": fw, "db": tmp_path / "gateway.db", "platform": platform,

@@ -25,10 +25,10 @@ from protocol.ids import format_event_id
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess
 from simulator.lockboard_sim import Sim8ABus
-from simulator.outlet import DoorCloser, Platform, locker_config, wait_event
+from simulator.outlet import DoorCloser, Platform, wait_event
 from simulator.panel_sim import SimPanel
 from tests.conftest import PASSWORDS
-from tests.e2e.conftest import lan_gateway, on_lan
+from tests.e2e.conftest import lan_gateway, lan_locker
 from tests.locker_rig import KEY, PLATFORM
 
 pytestmark = pytest.mark.mpy
@@ -115,9 +115,7 @@ def test_a_revoked_handhelds_permit_is_refused_by_the_locker_across_a_restart(
     panel = SimPanel()
     gw = GatewayProcess(lan_gateway(tmp_path / "gateway.toml", broker, pki))
     gw.wait_for("gateway_started")
-    cfg = on_lan(locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bport}",
-                               tmp_path / "flash", KEY, panel.url), broker, pki)
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    lan_locker(tmp_path, broker, pki, f"socket://127.0.0.1:{bport}", panel.url)
     fw = _start_locker(tmp_path)
     platform = Platform(broker.port, "o1", "gw-o1", "gw-secret", KEY)
     closer = DoorCloser(bus)

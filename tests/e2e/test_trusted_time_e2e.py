@@ -20,9 +20,9 @@ from gateway.pki import OutletPki
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess
 from simulator.lockboard_sim import Sim8ABus
-from simulator.outlet import Platform, locker_config, wait_event
+from simulator.outlet import Platform, wait_event
 from simulator.panel_sim import SimPanel
-from tests.e2e.conftest import lan_gateway, on_lan
+from tests.e2e.conftest import lan_gateway, lan_locker
 from tests.locker_rig import KEY
 
 pytestmark = pytest.mark.mpy
@@ -42,9 +42,7 @@ def test_clock_reset_to_2000_refuses_expired_badge_and_recovers_after_sync(
         "c-new": {"salt": SALT, "hash": C.salted_hash(SALT, "new-pw"), "exp": real + 3600}}))
     bus = Sim8ABus(boards=(1,), locks=24)
     panel = SimPanel()
-    cfg = on_lan(locker_config("lk01", "o1", broker.port, "lk01-pw", f"socket://127.0.0.1:{bus.serve_tcp()}",
-                               flash, KEY, panel.url, time_wait_s=2), broker, pki)
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    lan_locker(tmp_path, broker, pki, f"socket://127.0.0.1:{bus.serve_tcp()}", panel.url, time_wait_s=2)
     log = open(tmp_path / "fw.log", "w")  # noqa: SIM115
     fw = unixport.popen(["-m", "firmware.locker.main", str(tmp_path / "config.json")],
                         heap=unixport.APP_HEAP, extra_env={"PE_CLOCK_OFFSET_S": str(Y2000 - real)},

@@ -63,6 +63,26 @@ class Account:
                 *(f"topic read {t}" for t in read)]
 
 
+def read_acl(text: str) -> dict[str, tuple[str, str]]:
+    """Each login's (kind, outlet) from an ACL this module wrote: a device's
+    write topics are ``pe/v1/<outlet>/<kind>/<user>/...``, the gateway's is
+    ``pe/v1/<outlet>/#`` (kind ``gateway``). The broker enforces the file, so
+    it is also the list of every login that can publish at the outlet."""
+    acl: dict[str, tuple[str, str]] = {}
+    user = None
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "user":
+            user = words[1]
+        elif user and len(words) == 3 and words[0] == "topic":
+            seg = words[2].split("/")
+            if len(seg) == 4 and seg[3] == "#":
+                acl[user] = ("gateway", seg[2])
+            elif len(seg) == 6 and seg[4] == user and user not in acl:
+                acl[user] = (seg[3], seg[2])
+    return acl
+
+
 def find_mosquitto() -> str:
     for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
         if cand and os.access(cand, os.X_OK):

@@ -215,8 +215,13 @@ class BrokerConfig(Section):
     # on 127.0.0.1 only, for a gateway on the same box.
     # The broker's certificate must name ``host``.
     ca_file: Annotated[str, Field(min_length=1)] | None = None
+    # The broker's ACL (relative to gateway.toml): every login that can
+    # publish at the outlet. While a flooding device is held
+    # (gateway/ingest/quarantine.py) the gateway subscribes to each of them;
+    # without it, only to the devices it has heard from.
+    acl_file: Annotated[str, Field(min_length=1)] | None = None
 
-    _files = field_validator("ca_file")(_relative_to_file)
+    _files = field_validator("ca_file", "acl_file")(_relative_to_file)
 
     @model_validator(mode="after")
     def _ca_exists(self) -> BrokerConfig:
@@ -326,6 +331,24 @@ class NotifyConfig(Section):
         return self
 
 
+class QuarantineConfig(Section):
+    """``[quarantine]``: when a device that floods refused messages stops
+    being routed to the gateway (gateway/ingest/quarantine.py explains the
+    rule and why it counts refusals, not rates)."""
+
+    min_refused: Annotated[int, Field(ge=1)] = 200
+    window_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+    first_s: Annotated[float, Field(gt=0.0)] = 30.0
+    max_s: Annotated[float, Field(gt=0.0)] = 900.0
+    forgive_s: Annotated[float, Field(ge=0.0)] = 3600.0
+
+    @model_validator(mode="after")
+    def _order(self) -> QuarantineConfig:
+        if self.max_s < self.first_s:
+            raise KeyProblem("max_s", "must not be below quarantine.first_s")
+        return self
+
+
 class GatewayConfig(Section):
     outlet: Annotated[str, Field(min_length=1)]
     db: Path
@@ -339,6 +362,7 @@ class GatewayConfig(Section):
     budget: BudgetConfig = BudgetConfig()
     counter: CounterConfig | None = None  # issue 15: counter acceptance (gateway/counter/config.py)
     notify: NotifyConfig = NotifyConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> GatewayConfig:
@@ -364,6 +388,7 @@ class GatewayConfig(Section):
             "budget": parse(BudgetConfig, d.get("budget") or {}, "budget"),
             "counter": None if d.get("counter") is None else parse(CounterConfig, d["counter"], "counter"),
             "notify": parse(NotifyConfig, d.get("notify") or {}, "notify", base=base),
+            "quarantine": parse(QuarantineConfig, d.get("quarantine") or {}, "quarantine"),
         }, "gateway")
 
     @classmethod

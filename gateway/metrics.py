@@ -47,6 +47,13 @@ GATEWAY_FAULTS = Counter("postedge_gateway_faults", "Faults the gateway survived
                          "(budget, relay, confirm, ...)", ["where"], registry=REGISTRY)
 MISBEHAVING = Counter("postedge_misbehaving_device_alarms", "Alarms raised for devices that keep sending "
                       "refused messages", registry=REGISTRY)
+QUARANTINES = Counter("postedge_device_quarantines", "Devices taken off the gateway's subscriptions for "
+                      "flooding refused messages", registry=REGISTRY)
+QUARANTINED = Gauge("postedge_devices_quarantined", "Devices held off the gateway's subscriptions now",
+                    registry=REGISTRY)
+QUARANTINE_DROPPED = Counter("postedge_quarantine_dropped_messages", "Messages of held devices dropped "
+                             "unread (queued before the hold; the devices send their events again)",
+                             registry=REGISTRY)
 NOTIFY_ROUTES = Counter("postedge_notify_routes", "Notification routes decided, by purpose and sender "
                         "(platform, gateway)", ["purpose", "by"], registry=REGISTRY)
 NOTIFY_SMS = Counter("postedge_notify_sms", "Texts through the outlet's modem by outcome (sent, failed, "

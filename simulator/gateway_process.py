@@ -13,13 +13,17 @@ from typing import Any
 
 
 def write_config(path: Path, outlet: str, port: int, username: str, password: str,
-                 db: str = "gateway.db", ca_file: Path | None = None, host: str = "127.0.0.1") -> Path:
+                 db: str = "gateway.db", ca_file: Path | None = None, host: str = "127.0.0.1",
+                 acl_file: Path | None = None) -> Path:
     """``ca_file``: connect over TLS, verifying the outlet CA (``port`` is then
-    the broker's TLS port and ``host`` a name its certificate carries)."""
-    tls = f'ca_file = "{ca_file}"\n' if ca_file else ""
+    the broker's TLS port and ``host`` a name its certificate carries);
+    ``acl_file``: the broker's ACL, the outlet's device logins."""
+    extra = f'ca_file = "{ca_file}"\n' if ca_file else ""
+    if acl_file:
+        extra += f'acl_file = "{acl_file}"\n'
     path.write_text(
         f'outlet = "{outlet}"\ndb = "{db}"\n\n[broker]\nhost = "{host}"\n'
-        f'port = {port}\nusername = "{username}"\npassword = "{password}"\n{tls}',
+        f'port = {port}\nusername = "{username}"\npassword = "{password}"\n{extra}',
         encoding="utf-8",
     )
     return path

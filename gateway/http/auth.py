@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.broker import read_acl
 from gateway.http.reply import Reply
 
 
@@ -91,22 +92,11 @@ class Credentials:
             user, sep, h = line.strip().partition(":")
             if sep and user and not user.startswith("#"):
                 hashes[user] = h
-        acl: dict[str, tuple[str, str | None]] = {}
         try:
             text = self.acl_file.read_text(encoding="utf-8")
         except OSError:
             text = ""
-        user = None
-        for line in text.splitlines():
-            words = line.split()
-            if len(words) == 2 and words[0] == "user":
-                user = words[1]
-            elif user and len(words) == 3 and words[0] == "topic":
-                seg = words[2].split("/")
-                if len(seg) == 4 and seg[3] == "#":
-                    acl[user] = ("gateway", seg[2])
-                elif len(seg) == 6 and seg[4] == user and user not in acl:
-                    acl[user] = (seg[3], seg[2])
+        acl: dict[str, tuple[str, str | None]] = dict(read_acl(text))
         self._hashes, self._acl, self._ok, self._stamp = hashes, acl, {}, stamp
 
     def check(self, username: str, password: str) -> Principal | None:

@@ -87,7 +87,7 @@ CRITICAL = frozenset({"door_forced", "code_guessing", "lockout", "replay_state_c
                       "recovered_inconsistent"})
 ORDINARY = frozenset({"door_left_open", "lock_board_fault", "outbox_full", "outbox_nearly_full",
                       "journal_corrupt", "budget_threatened", "clock_skew", "device_misbehaving",
-                      "store_damaged"})
+                      "device_quarantined", "store_damaged"})
 REQUESTS = ("out_of_service", "in_service", "open")
 NEEDS = {"search": "clerk", "alarm": "clerk", "alarm_critical": "supervisor", "out_of_service": "supervisor",
          "in_service": "supervisor", "open": "supervisor"}

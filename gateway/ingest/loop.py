@@ -32,8 +32,10 @@ import paho.mqtt.client as mqtt
 
 from common.logs import get, recorder
 from gateway import metrics as M
+from gateway.broker import read_acl
 from gateway.config import GatewayConfig
 from gateway.ingest.checks import Offenders, Reject, SeqTracker, validate
+from gateway.ingest.quarantine import DeviceKey, Hold, Quarantine
 from gateway.ingest.relay import Relay, store_command
 from gateway.ingest.schedule import Schedule
 from gateway.ingest.timebeacon import TimeBeacon
@@ -50,6 +52,8 @@ FORWARD_TYPE = "handheld.forward_command"
 # Commands waiting for devices are looked at this often (and at once when a
 # device comes online).
 RELAY_TICK_S = 1.0
+# The channels devices publish on (the gateway publishes the others).
+DEVICE_CHANNELS = ("evt", "presence", "state", "ack")
 EXIT_STORE_DAMAGED = 75  # EX_TEMPFAIL: restart me; the start moves the damaged file aside
 
 log = get(__name__)
@@ -71,6 +75,16 @@ class Ingest:
         self.store, self.damaged = EventStore.open_checked(cfg.db)
         self.metrics: Counter[str] = Counter()
         self.offenders = Offenders()
+        q = cfg.quarantine
+        self.quarantine = Quarantine(q.min_refused, q.window_s, q.first_s, q.max_s, q.forgive_s)
+        # Devices the gateway knows (devices table, then every topic seen):
+        # while a device is held the gateway subscribes to these one by one.
+        self.known: set[DeviceKey] = {DeviceKey(d["outlet"], d["kind"], d["device"])
+                                      for d in self.store.devices() if d["outlet"] == cfg.outlet}
+        self._acl_stamp: tuple[float, int] | None = None
+        self._subs: set[str] = set()
+        self._subs_lock = threading.Lock()
+        self.quarantine_dropped = 0  # counted by paho's thread only
         self._store_errors_in_row = 0
         self.seq = SeqTracker()
         self.pending: list[mqtt.MQTTMessage] = []
@@ -96,6 +110,8 @@ class Ingest:
                             ready=lambda: self.connected)
         self.schedule.every("relay", RELAY_TICK_S, self.relay.tick,
                             ready=lambda: self.subscribed.is_set())
+        self.schedule.every("quarantine", 1.0, self._release_due,
+                            ready=lambda: bool(self.quarantine.held))
         self.schedule.every("budget", cfg.budget.interval_s, lambda: self.budget.enforce(self.own.emit),
                             then=self._budget_done)
         b = cfg.broker
@@ -124,9 +140,59 @@ class Ingest:
             record("broker_refused", reason=str(rc))
             return
         self.connected = True
-        client.subscribe([(topics.subscription(self.cfg.outlet, ch), 1)
-                          for ch in ("evt", "presence", "state", "ack")])
+        self._subscribe(reconnected=True)
         record("connected", session_present=bool(flags.session_present))
+
+    def _wanted(self) -> set[str]:
+        """The filters the gateway should hold: the outlet-wide wildcards, or,
+        while a device is held, one set per known device but the held ones."""
+        outlet = self.cfg.outlet
+        if not self.quarantine.held:
+            return {topics.subscription(outlet, ch) for ch in DEVICE_CHANNELS}
+        return {topics.subscription(outlet, ch, k.kind, k.device)
+                for k in self._devices() if not self.quarantine.is_held(k)
+                for ch in DEVICE_CHANNELS}
+
+    def _devices(self) -> tuple[DeviceKey, ...]:
+        """The outlet's devices: every device login in the broker's ACL
+        (re-read when it changes) and every device heard from."""
+        path = self.cfg.broker.acl_file
+        if path:
+            try:
+                st = os.stat(path)
+                stamp = (st.st_mtime, st.st_size)
+                if stamp != self._acl_stamp:
+                    text = Path(path).read_text(encoding="utf-8")
+                    self.known.update(DeviceKey(outlet, kind, user)
+                                      for user, (kind, outlet) in read_acl(text).items()
+                                      if kind != "gateway" and topics.valid_segment(kind)
+                                      and topics.valid_segment(user))
+                    self._acl_stamp = stamp
+            except OSError as e:
+                log.warning("broker ACL %s unreadable: %r", path, e)
+        return tuple(k for k in tuple(self.known) if k.outlet == self.cfg.outlet)
+
+    def _subscribe(self, reconnected: bool = False) -> None:
+        """Bring the broker session's filters to what is wanted: new ones
+        first, so no message falls between an unsubscribe and a subscribe
+        (an overlap only delivers a copy, which the event id drops). After a
+        connect the session's filters are unknown (a session left by a
+        gateway that stopped while a device was held, or a broker that lost
+        it), so everything wanted is asked for and everything else dropped."""
+        with self._subs_lock:
+            want = self._wanted()
+            if reconnected:
+                every = {topics.subscription(self.cfg.outlet, ch) for ch in DEVICE_CHANNELS}
+                every |= {topics.subscription(k.outlet, ch, k.kind, k.device)
+                          for k in self._devices() for ch in DEVICE_CHANNELS}
+                add, drop = want, every - want
+            else:
+                add, drop = want - self._subs, self._subs - want
+            if add:
+                self.client.subscribe([(t, 1) for t in sorted(add)])
+            if drop:
+                self.client.unsubscribe(sorted(drop))
+            self._subs = want
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       props: Any = None) -> None:
@@ -141,6 +207,14 @@ class Ingest:
         record("disconnected", reason=str(rc))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.quarantine.held and self._held(msg):
+            # Queued at the broker before the hold began: dropped unread and
+            # acked; the device keeps its events until confirmed.
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            self.quarantine_dropped += 1
+            M.QUARANTINE_DROPPED.inc()
+            return
         self.inbox.append(msg)
         if not self.arrived.is_set():
             self.arrived.set()
@@ -158,6 +232,12 @@ class Ingest:
             self.pending.append(pop())
             room -= 1
         return True
+
+    def _held(self, msg: mqtt.MQTTMessage) -> bool:
+        try:
+            return self.quarantine.is_held(DeviceKey(*self._topic(msg.topic)[:3]))
+        except Exception:  # an unparsable topic is refused by the ingest thread
+            return False
 
     def _topic(self, topic: str) -> tuple[str, str, str, str]:
         """topics.parse, remembered: a device publishes on few topics."""
@@ -192,6 +272,7 @@ class Ingest:
         except Exception as e:  # bookkeeping must never cost the ack
             self.metrics["ingest_errors"] += 1
             log.exception("ingest bookkeeping failed: %r", e)
+        self._guard("quarantine", lambda: self._watch_floods(batch, rejects))
         if self.faults.exit_before_ack:
             record("exiting_before_ack")
             os._exit(3)
@@ -343,6 +424,55 @@ class Ingest:
         record("committed", n=len(batch), stored=inserted, duplicates=dups,
              ids=[e.id for e, _ in stored[:LOG_IDS]])
 
+    def _watch_floods(self, batch: list[mqtt.MQTTMessage], rejects: list[Reject]) -> None:
+        """Count the group's messages and refusals per device; hold a device
+        that floods refusals (gateway/ingest/quarantine.py)."""
+        counts: dict[DeviceKey, list[int]] = {}
+        for msg in batch:
+            try:
+                key = DeviceKey(*self._topic(msg.topic)[:3])
+            except Exception:
+                continue
+            counts.setdefault(key, [0, 0])[0] += 1
+        for r in rejects:
+            try:
+                key = DeviceKey(*self._topic(r.topic)[:3])
+            except Exception:
+                continue
+            if key in counts:
+                counts[key][1] += 1
+        if not counts:
+            return
+        self.known.update(counts)
+        newly = self.quarantine.observe({k: (n, bad) for k, (n, bad) in counts.items()})
+        if newly:
+            self._subscribe()
+            M.QUARANTINED.set(len(self.quarantine.held))
+            for key, hold, refused in newly:
+                self._hold_alarm(key, hold, refused)
+
+    def _hold_alarm(self, key: DeviceKey, hold: Hold, refused: int) -> None:
+        for_s = round(hold.seconds)
+        M.QUARANTINES.inc()
+        self.metrics["quarantines"] += 1
+        record("device_quarantined", device=key.device, kind=key.kind, refused=refused, for_s=for_s,
+               strikes=hold.strikes)
+        self._guard("quarantine_alarm", lambda: self.own.emit(
+            "gateway.device_quarantined",
+            {"alarm": "device_quarantined", "device": key.device, "kind": key.kind, "refused": refused,
+             "window_ms": round(self.quarantine.window_s * 1000), "for_s": for_s,
+             "strikes": hold.strikes},
+            cls="alarm"))
+
+    def _release_due(self) -> None:
+        done = self.quarantine.release_due()
+        if not done:
+            return
+        self._subscribe()
+        M.QUARANTINED.set(len(self.quarantine.held))
+        for key in done:
+            record("device_released", device=key.device, kind=key.kind)
+
     def _confirm(self, stored: list[tuple[StoredEvent, bool]]) -> None:
         """Tell each device which of its events are now on disk (new ones and
         copies already held alike), so it can delete them from its flash.
@@ -476,7 +606,7 @@ class Ingest:
         finally:
             self.client.disconnect()
             self.client.loop_stop()
-        record("gateway_stopped", **dict(self.metrics))
+        record("gateway_stopped", **dict(self.metrics), quarantine_dropped=self.quarantine_dropped)
 
     @staticmethod
     def _budget_done(done: dict[str, Any]) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware.locker import codes as C
-from gateway.broker import Account, Mosquitto, find_mosquitto, free_port
+from gateway.broker import Account, Mosquitto, find_mosquitto, free_port, tls_listener
+from handheld import tls as handheld_tls
 from protocol import signing
 from simulator.central import Central, CentralHttps, Link, make_certs
 from simulator.faultproxy import FaultProxy, Rule
@@ -79,6 +80,7 @@ class Outlet:
         self.handhelds = max(handhelds, sc.handhelds)
         self.hh: dict[str, SimHandheld] = {}
         self.web_port = 0
+        self.hh_tls = False
         self.dir = workdir
         self.log = log or (lambda evt, **kw: None)
         self.clock = SimClock(sc.start if sc.mode == "virtual" else None)
@@ -138,17 +140,24 @@ class Outlet:
         ]
         hh = [f"hh{i + 1:02d}" for i in range(self.handhelds)]
         accounts += [Account(n, f"{n}-pw", OUTLET, "handheld") for n in hh]
+        certs = make_certs(self.dir / "pki")
+        # Handhelds speak TLS to the broker and the gateway's HTTPS, verifying
+        # the outlet CA, as on site (issue 13). Only with Mosquitto (amqtt has
+        # no TLS listener here), and around the fault proxy: the proxy reads
+        # MQTT packets to inject its faults, which TLS hides from it, so the
+        # scenario's mqtt faults reach the lockers' plaintext path only.
+        self.hh_tls = bool(hh) and self.broker_kind == "mosquitto"
         if self.broker_kind == "amqtt":
             self.broker: Mosquitto | AmqttBroker = AmqttBroker(self.dir / "broker", accounts)
         else:
-            self.broker = Mosquitto(self.dir / "broker", accounts)
+            self.broker = Mosquitto(self.dir / "broker", accounts, tls=tls_listener(
+                certs.ca, certs.server_cert, certs.server_key) if self.hh_tls else None)
         self.broker.start()
         port = self.broker.port
         if self.want_proxy or any(f.kind == "mqtt" for f in sc.faults):
             self.proxy = FaultProxy("127.0.0.1", self.broker.port)
             self.proxy.start()
             port = self.proxy.port
-        certs = make_certs(self.dir / "pki")
         self.https = CentralHttps(self.central, certs.server_cert, certs.server_key).up()
         self.link = Link(self.https.port).up()
         self.gw_cfg = self.dir / "gateway.toml"
@@ -187,6 +196,8 @@ class Outlet:
                         f"port = {self.web_port}",
                         f'passwd_file = "{self.dir / "broker" / "passwd"}"',
                         f'acl_file = "{self.dir / "broker" / "acl"}"',
+                        *([f'cert_file = "{certs.server_cert}"', f'key_file = "{certs.server_key}"']
+                          if self.hh_tls else []),
                         "",
                     ]
                     if self.web_port
@@ -239,17 +250,19 @@ class Outlet:
             self.devices[n] = dev
             if self.modem is not None and isinstance(dev, SimLocker):
                 dev.notify = KEYS.notify_config(n)
+        hh_ssl = handheld_tls.context(certs.ca.read_text(encoding="ascii")) if self.hh_tls else None
         for n in hh:
             self.hh[n] = SimHandheld(
                 n,
                 OUTLET,
                 self.dir / "handheld" / n,
                 "127.0.0.1",
-                port,
+                self.broker.tls_port if hh_ssl else port,
                 f"{n}-pw",
                 self.clock.time,
                 tap=self.device_tap.emitted,
-                gateway_url=f"http://127.0.0.1:{self.web_port}",
+                gateway_url=f"{'https' if hh_ssl else 'http'}://127.0.0.1:{self.web_port}",
+                ssl_context=hh_ssl,
             )
 
     def _notifier(self) -> None:

@@ -14,6 +14,7 @@ submitted arrives, once.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +50,10 @@ class SimHandheld:
 
     def __init__(self, name: str, outlet: str, state_dir: Path, host: str, port: int, password: str,
                  now: Callable[[], int], tap: Tap | None = None, gateway_url: str | None = None,
-                 on_command: Callable[[bytes], None] | None = None) -> None:
+                 on_command: Callable[[bytes], None] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: MQTT over TLS and HTTPS uploads, trusting the
+        outlet CA alone (``handheld/tls.py``), as the real handheld."""
         self.name = name
         self.outlet = outlet
         self.now = now
@@ -62,8 +66,9 @@ class SimHandheld:
         self.submitted: list[str] = []
         self.stats: dict[str, int] = {"photos": 0, "campaign_unread": 0, "uploaded": 0, "upload_errors": 0}
         self._lock = threading.Lock()
+        self.ssl_context = ssl_context
         self.link = MqttLink(name, outlet, host, port, name, password, self.outbox,
-                             on_command or self.commands.append)
+                             on_command or self.commands.append, ssl_context=ssl_context)
         self.link.start()
         self.gateway_url = gateway_url
         self.password = password
@@ -120,7 +125,7 @@ class SimHandheld:
         Returns how many photos are still waiting."""
         if self.queue is None or self.gateway_url is None:
             return 0
-        up = Uploader(self.queue, self.gateway_url, self.name, self.password)
+        up = Uploader(self.queue, self.gateway_url, self.name, self.password, ssl_context=self.ssl_context)
         r = self._worker.submit(up.run_once).result()
         self.stats["uploaded"] += len(r.done)
         if r.error:

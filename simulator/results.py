@@ -195,6 +195,8 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
                 "device": n,
                 "kind": kind,
                 "events": per_dev.get(n, 0),
+                # MQTT and HTTPS over TLS, verifying the outlet CA (handhelds on Mosquitto)
+                "tls": kind == "handheld" and outlet.hh_tls,
                 "online": [
                     [a, b if b is not None else outlet.sc.duration_s] for a, b in outlet.obs.online.get(n, [])
                 ],

@@ -266,6 +266,27 @@ def test_the_simulator_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     assert res["verdict"]["ok"], (res["verdict"], res["expectations"])
 
 
+@pytest.mark.e2e
+def test_simulated_handhelds_speak_tls_to_the_broker_and_the_gateway(tmp_path: Path) -> None:
+    """As on site (issue 13): the handhelds' MQTT goes to the broker's TLS
+    listener and their photos to the gateway's HTTPS, both verifying the
+    outlet CA; their events and photos arrive."""
+    sc = parse(small(time={"hours": 18.0}, outlet={"lockers": 1, "scanners": 0, "handhelds": 1},
+                     workload={"parcels": 6, "photos": 4}, faults=[]))
+    res = run_scenario(sc, tmp_path / "run", broker="mosquitto")
+    assert res["stats"].get("photo") == 4, res["stats"]
+    arrived = {c["name"]: c["stats"] for c in res["domain"]["checks"]}["photo_arrives_once"]
+    assert arrived["arrived"] == 4, arrived
+    assert res["verdict"]["ok"], (res["verdict"], res["expectations"])
+    hh = [d for d in res["devices"] if d["kind"] == "handheld"]
+    assert [(d["device"], d["tls"]) for d in hh] == [("hh01", True)]
+    assert hh[0]["events"] > 0
+    assert not [d for d in res["devices"] if d["kind"] != "handheld" and d["tls"]]
+    conf = (tmp_path / "run" / "broker" / "mosquitto.conf").read_text()
+    assert "certfile" in conf and "listener" in conf
+    assert 'cert_file = "' in (tmp_path / "run" / "gateway.toml").read_text()
+
+
 def test_a_folder_the_simulator_did_not_make_is_never_wiped(tmp_path: Path) -> None:
     keep = tmp_path / "mine"
     keep.mkdir()

@@ -16,7 +16,7 @@ Measured side by side in one run against the same Mosquitto on loopback:
   board's heap holds; code and the unix-port total are printed beside it.
 
 TLS rows (issue 13), against the same Mosquitto's TLS listener with a server
-certificate from an outlet CA made as ``provision`` makes it (gateway/pki.py),
+certificate from an outlet CA made as ``provision`` makes it (common/pki.py),
 the client verifying that CA and the host name (firmware/mqtt/tls.py):
 
 - tls_msgs_per_s: QoS 1 rate, same messages and window (median of 3 runs);
@@ -52,8 +52,8 @@ import paho.mqtt.client as mqtt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common.pki import OutletPki, make_outlet_pki  # noqa: E402
 from gateway.broker import Account, Mosquitto, tls_listener  # noqa: E402
-from gateway.pki import OutletPki, make_outlet_pki  # noqa: E402
 from simulator import unixport  # noqa: E402
 
 N = 5000

@@ -51,10 +51,10 @@ import paho.mqtt.client as mqtt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common.uplink_codec import encode_ack, encode_batch  # noqa: E402
 from gateway.broker import Account, Mosquitto  # noqa: E402
 from gateway.config import DEFAULT_PREFIX  # noqa: E402
 from gateway.store.events import EventStore, StoredEvent  # noqa: E402
-from gateway.uplink.codec import encode_ack, encode_batch  # noqa: E402
 from gateway.uplink.sync import Syncer  # noqa: E402
 from gateway.uplink.transport import tls_context  # noqa: E402
 from protocol import envelope, topics  # noqa: E402

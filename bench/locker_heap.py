@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.pki import make_outlet_pki
 from firmware.locker import codes as C
 from gateway.broker import Account, Mosquitto, tls_listener
-from gateway.pki import make_outlet_pki
 from simulator import unixport
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, Platform, locker_config
@@ -29,7 +29,7 @@ def measure(seconds: float = 12, tls: bool = False) -> dict[str, int]:
     """Run the app through its flows; return code, data-peak and total-peak bytes.
 
     ``tls``: the locker connects to the broker's TLS listener and verifies
-    the outlet CA (gateway/pki.py), as a provisioned locker does; the
+    the outlet CA (common/pki.py), as a provisioned locker does; the
     platform stand-in stays on the loopback plaintext listener."""
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)

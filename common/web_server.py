@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import ssl
 import threading
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
@@ -168,8 +169,11 @@ class ThreadedServer:
 
     def __init__(self, app: web.Application, host: str, port: int, *, name: str,
                  idle_timeout: float = IDLE_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
-                 busy_response: bytes = b"", on_refuse: Callable[[], None] | None = None) -> None:
+                 busy_response: bytes = b"", on_refuse: Callable[[], None] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: serve HTTPS (the central service's front)."""
         self.app = app
+        self.ssl_context = ssl_context
         self.name = name
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
@@ -243,7 +247,7 @@ class ThreadedServer:
             return server()
 
         loop = asyncio.get_running_loop()
-        self._aserver = await loop.create_server(factory, sock=self.sock)
+        self._aserver = await loop.create_server(factory, sock=self.sock, ssl=self.ssl_context)
 
     async def _teardown(self) -> None:
         if self._aserver is not None:

@@ -49,7 +49,7 @@ No device file holds the outlet key; handhelds and scanners get nothing.
 Without the option a re-run keeps what ``notifier/keys.toml`` holds.
 
 TLS (issue 13): ``provision`` keeps an outlet certificate authority in
-``pki/`` (``gateway/pki.py``; the CA key is root's, 0600, and no service
+``pki/`` (``common/pki.py``; the CA key is root's, 0600, and no service
 reads it) and issues from it Mosquitto's server certificate
 (``mosquitto/tls/``) and the gateway's HTTPS certificate (``web/``), each
 naming ``broker_host`` (and ``broker_names`` from the inventory) besides
@@ -76,7 +76,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from gateway import pki, revoke
+from common import pki, revoke
 from gateway.broker import TLS_PORT, Account, TlsListener, find_mosquitto, systemd_unit, write_config
 from gateway.config import ConfigError
 from gateway.notify.keys import load_keys

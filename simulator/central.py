@@ -2,7 +2,7 @@
 benchmarks and the simulator.
 
 - :class:`Central` is the ledger: it decodes batches with the uplink codec
-  (``gateway.uplink.codec``) and validates every event with the shared protocol
+  (``common.uplink_codec``) and validates every event with the shared protocol
   module (``protocol.envelope.decode``), records every event id it
   received and how many times, keeps the first copy (duplicates dropped), and
   builds the ack. It also holds commands for the outlets' devices
@@ -65,9 +65,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from aiohttp import web
 
+from common.uplink_codec import CONTENT_TYPE, BatchError, decode_batch, encode_ack, encode_down
 from gateway.broker import Account, Mosquitto, free_port
 from gateway.config import DEFAULT_PREFIX
-from gateway.uplink.codec import CONTENT_TYPE, BatchError, decode_batch, encode_ack, encode_down
 from protocol import envelope
 from protocol.errors import BadField, ProtocolError
 from protocol.ids import parse_event_id

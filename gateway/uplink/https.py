@@ -7,7 +7,7 @@ import http.client
 import ssl
 from urllib.parse import urlsplit
 
-from gateway.uplink.codec import CONTENT_TYPE, Ack, Down, EncodedBatch
+from common.uplink_codec import CONTENT_TYPE, Ack, Down, EncodedBatch
 from gateway.uplink.transport import Transport, TransportError, ack_for, down_of, tls_reason
 
 

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
+from common.uplink_codec import Ack, Down, EncodedBatch
 from gateway.config import DEFAULT_PREFIX
-from gateway.uplink.codec import Ack, Down, EncodedBatch
 from gateway.uplink.transport import Transport, TransportError, ack_for, down_of, tls_reason
 from protocol import canonical
 

@@ -65,10 +65,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.logs import recorder
+from common.uplink_codec import Ack, EncodedBatch, encode_batch
 from gateway import metrics as M
 from gateway.config import ConfigError, UpstreamConfig, parse_upstream
 from gateway.store.events import EventStore
-from gateway.uplink.codec import Ack, EncodedBatch, encode_batch
 from gateway.uplink.https import HttpsTransport
 from gateway.uplink.mqtt import MqttTransport
 from gateway.uplink.transport import Transport, TransportError, tls_context

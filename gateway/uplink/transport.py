@@ -23,7 +23,7 @@ from __future__ import annotations
 import ssl
 import threading
 
-from gateway.uplink.codec import Ack, BatchError, Down, EncodedBatch, decode_ack, decode_down
+from common.uplink_codec import Ack, BatchError, Down, EncodedBatch, decode_ack, decode_down
 
 
 class TransportError(Exception):

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from common.pki import OutletPki, make_outlet_pki
 from gateway.broker import Account, Mosquitto, tls_listener
-from gateway.pki import OutletPki, make_outlet_pki
 from simulator.gateway_process import write_config
 from simulator.outlet import locker_config
 from tests.locker_rig import KEY

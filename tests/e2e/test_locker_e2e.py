@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from common.pki import OutletPki
 from firmware.locker import codes as C
 from gateway.broker import Mosquitto
-from gateway.pki import OutletPki
 from gateway.store.events import EventStore
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess, write_config

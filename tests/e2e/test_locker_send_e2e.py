@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from common.pki import OutletPki
 from firmware.locker import codes as C
 from gateway.broker import Mosquitto
-from gateway.pki import OutletPki
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess
 from simulator.lockboard_sim import Sim8ABus

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from common.pki import OutletPki
 from gateway.broker import Account, Mosquitto
-from gateway.pki import OutletPki
 from gateway.revoke import reload_broker, revoke
 from protocol import envelope, signing, topics
 from protocol.ids import format_event_id

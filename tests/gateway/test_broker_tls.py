@@ -21,9 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 
+from common.pki import OutletPki, make_outlet_pki
 from gateway.broker import Account, Mosquitto, free_port, tls_listener
 from gateway.config import GatewayConfig
-from gateway.pki import OutletPki, make_outlet_pki
 from gateway.provision import provision
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess, write_config

@@ -30,11 +30,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.uplink_codec import BatchError, batch_id, decode_ack, decode_batch, encode_ack, encode_batch
 from gateway import metrics as M
 from gateway.broker import Mosquitto
 from gateway.config import ConfigError
 from gateway.store.events import EventStore, StoredEvent
-from gateway.uplink.codec import BatchError, batch_id, decode_ack, decode_batch, encode_ack, encode_batch
 from gateway.uplink.sync import Syncer, parse_upstream
 from protocol import envelope, topics
 from protocol.ids import format_event_id

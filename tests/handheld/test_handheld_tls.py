@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from common.config import ConfigError
+from common.pki import OutletPki, make_outlet_pki
 from gateway.broker import Account, Mosquitto, free_port, tls_listener
 from gateway.http.server import WebService, start_web
-from gateway.pki import OutletPki, make_outlet_pki
 from gateway.store.events import EventStore
 from handheld import tls
 from handheld.app import HandheldApp

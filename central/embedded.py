@@ -1,0 +1,289 @@
+"""The embedded backend: one SQLite file and a photo folder, in-process.
+
+For ``./scripts/demo`` and a county pilot: nothing to install beside
+Python. One writer connection under a lock (SQLite serialises writers
+anyway); WAL with ``synchronous=FULL`` so a committed batch survives a power
+cut, which is what the gateway's ack promises. Idempotent on event id
+(``INSERT OR IGNORE``) and on batch id (the receipt table), so a batch resent
+after a lost ack changes nothing.
+
+Outlet passwords are stored as scrypt hashes (stdlib ``hashlib.scrypt``);
+a verified password is remembered by its SHA-256 so the scrypt cost is paid
+once per login, not per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from central.backend import PhotoError, PhotoState, Stored
+from central.intake import Checked
+from common.durable import write_durable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outlets (
+    id TEXT PRIMARY KEY, pw_hash TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT NOT NULL, outlet TEXT NOT NULL, kind TEXT NOT NULL, kv INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL, retired_at REAL, PRIMARY KEY (outlet, id));
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY, outlet TEXT NOT NULL, device TEXT NOT NULL, type TEXT NOT NULL,
+    cls TEXT NOT NULL, ts INTEGER NOT NULL, payload BLOB NOT NULL, batch TEXT NOT NULL,
+    received_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS events_outlet ON events (outlet, received_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id TEXT PRIMARY KEY, outlet TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
+    received_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT NOT NULL, outlet TEXT NOT NULL, lane TEXT NOT NULL, n INTEGER NOT NULL,
+    new INTEGER NOT NULL, dup INTEGER NOT NULL, wire_bytes INTEGER NOT NULL, first_at REAL NOT NULL,
+    receipts INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (outlet, id));
+CREATE TABLE IF NOT EXISTS commands (
+    cursor INTEGER PRIMARY KEY AUTOINCREMENT, outlet TEXT NOT NULL, kind TEXT NOT NULL,
+    cmd TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pulled (outlet TEXT PRIMARY KEY, after INTEGER NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS photos (
+    sha TEXT PRIMARY KEY, size INTEGER NOT NULL, chunk_size INTEGER NOT NULL,
+    chunks INTEGER NOT NULL, complete INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS photo_parts (
+    sha TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (sha, idx));
+CREATE TABLE IF NOT EXISTS photo_claims (
+    sha TEXT NOT NULL, outlet TEXT NOT NULL, meta TEXT, at REAL NOT NULL);
+"""
+
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    dk = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **SCRYPT)
+    return f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}${salt.hex()}${dk.hex()}"
+
+
+def check_password(stored: str, password: str) -> bool:
+    try:
+        scheme, n, r, p, salt, dk = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=len(dk) // 2,
+                             n=int(n), r=int(r), p=int(p))
+    except (ValueError, MemoryError):
+        return False
+    return hmac.compare_digest(got.hex(), dk)
+
+
+class Embedded:
+    """The embedded backend (``central.backend.Backend``)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "photos").mkdir(exist_ok=True)
+        self.db = sqlite3.connect(self.dir / "central.db", check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db.executescript(SCHEMA)
+        self.lock = threading.Lock()
+        self._logins: dict[tuple[str, str], bytes] = {}
+
+    # ---------------------------------------------------------- registry
+    def add_outlet(self, outlet: str, password: str) -> None:
+        """Register an outlet (or give it a new password)."""
+        with self.lock:
+            self.db.execute("INSERT INTO outlets (id, pw_hash, created_at) VALUES (?,?,?) "
+                            "ON CONFLICT(id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL",
+                            (outlet, hash_password(password), time.time()))
+            self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
+
+    def retire_outlet(self, outlet: str) -> bool:
+        with self.lock:
+            cur = self.db.execute("UPDATE outlets SET retired_at=? WHERE id=? AND retired_at IS NULL",
+                                  (time.time(), outlet))
+            self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
+            return cur.rowcount == 1
+
+    def outlets(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT id, created_at, retired_at FROM outlets ORDER BY id")
+        return [{"outlet": o, "created_at": c, "retired": r is not None} for o, c, r in cur]
+
+    def outlet_login(self, outlet: str, password: str) -> bool:
+        row = self.db.execute("SELECT pw_hash FROM outlets WHERE id=? AND retired_at IS NULL",
+                              (outlet,)).fetchone()
+        if row is None:
+            return False
+        key = (outlet, row[0])
+        digest = hashlib.sha256(password.encode()).digest()
+        known = self._logins.get(key)
+        if known is not None:
+            return hmac.compare_digest(known, digest)
+        if not check_password(row[0], password):
+            return False
+        self._logins[key] = digest
+        return True
+
+    def add_device(self, outlet: str, device: str, kind: str, kv: int = 1) -> None:
+        with self.lock:
+            self.db.execute("INSERT INTO devices (id, outlet, kind, kv, created_at) VALUES (?,?,?,?,?) "
+                            "ON CONFLICT(outlet, id) DO UPDATE SET kind=excluded.kind, kv=excluded.kv, "
+                            "retired_at=NULL", (device, outlet, kind, kv, time.time()))
+
+    def retire_device(self, outlet: str, device: str) -> bool:
+        with self.lock:
+            cur = self.db.execute("UPDATE devices SET retired_at=? WHERE outlet=? AND id=? "
+                                  "AND retired_at IS NULL", (time.time(), outlet, device))
+            return cur.rowcount == 1
+
+    def devices(self, outlet: str) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT id, kind, kv, retired_at FROM devices WHERE outlet=? ORDER BY id",
+                              (outlet,))
+        return [{"device": d, "kind": k, "kv": kv, "retired": r is not None} for d, k, kv, r in cur]
+
+    # ----------------------------------------------------------- batches
+    def store(self, outlet: str, checked: Checked) -> Stored:
+        now = time.time()
+        b = checked.batch
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self.db.total_changes
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO events (id, outlet, device, type, cls, ts, payload, batch, "
+                    "received_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(e.id, outlet, e.device, e.type, e.cls, e.ts, e.payload, b.id, now)
+                     for e in checked.good])
+                new = self.db.total_changes - before
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO quarantine (id, outlet, reason, payload, received_at) "
+                    "VALUES (?,?,?,?,?)", [(i, outlet, r, p, now) for i, p, r in checked.quarantined])
+                dup = len(checked.good) - new
+                self.db.execute(
+                    "INSERT INTO batches (id, outlet, lane, n, new, dup, wire_bytes, first_at) "
+                    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(outlet, id) DO UPDATE SET receipts=receipts+1",
+                    (b.id, outlet, b.lane, len(b.events), new, dup, checked.wire_bytes, now))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return Stored(new, dup)
+
+    def count(self, outlet: str | None = None) -> int:
+        if outlet is None:
+            return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM events WHERE outlet=?", (outlet,)).fetchone()[0]
+
+    def health(self) -> list[dict[str, Any]]:
+        """Per outlet: events held, last batch, batches received twice."""
+        cur = self.db.execute(
+            "SELECT o.id, o.retired_at, (SELECT count(*) FROM events e WHERE e.outlet=o.id), "
+            "(SELECT max(first_at) FROM batches b WHERE b.outlet=o.id), "
+            "(SELECT coalesce(sum(receipts-1),0) FROM batches b WHERE b.outlet=o.id), "
+            "(SELECT count(*) FROM events e WHERE e.outlet=o.id AND e.cls='alarm') "
+            "FROM outlets o ORDER BY o.id")
+        return [{"outlet": o, "retired": r is not None, "events": n, "last_batch_at": last,
+                 "resent_batches": again, "alarms": alarms} for o, r, n, last, again, alarms in cur]
+
+    # ---------------------------------------------------------- commands
+    def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
+        with self.lock:
+            cur = self.db.execute("INSERT INTO commands (outlet, kind, cmd, created_at) VALUES (?,?,?,?)",
+                                  (outlet, kind, json.dumps(cmd, separators=(",", ":"), sort_keys=True),
+                                   time.time()))
+            return int(cur.lastrowid or 0)
+
+    def pull(self, outlet: str, after: int, page: int) -> tuple[int, list[tuple[str, dict[str, Any]]], bool]:
+        with self.lock:
+            self.db.execute("INSERT INTO pulled (outlet, after, at) VALUES (?,?,?) ON CONFLICT(outlet) "
+                            "DO UPDATE SET after=max(after, excluded.after), at=excluded.at",
+                            (outlet, after, time.time()))
+            rows = self.db.execute("SELECT cursor, kind, cmd FROM commands WHERE outlet=? AND cursor>? "
+                                   "ORDER BY cursor LIMIT ?", (outlet, after, page + 1)).fetchall()
+        more = len(rows) > page
+        rows = rows[:page]
+        cursor = rows[-1][0] if rows else after
+        return cursor, [(k, json.loads(c)) for _, k, c in rows], more
+
+    # ------------------------------------------------------------ photos
+    def _state(self, sha: str) -> PhotoState | None:
+        row = self.db.execute("SELECT size, chunk_size, chunks, complete FROM photos WHERE sha=?",
+                              (sha,)).fetchone()
+        if row is None:
+            return None
+        size, cs, n, complete = row
+        if complete:
+            return PhotoState(sha, size, cs, n, tuple(range(n)), True)
+        parts = tuple(r[0] for r in self.db.execute(
+            "SELECT idx FROM photo_parts WHERE sha=? ORDER BY idx", (sha,)))
+        return PhotoState(sha, size, cs, n, parts, False)
+
+    def photo_state(self, sha256: str) -> PhotoState | None:
+        with self.lock:
+            return self._state(sha256)
+
+    def photo_begin(self, outlet: str, sha256: str, size: int, chunk_size: int,
+                    meta: Any) -> tuple[bool, PhotoState]:
+        with self.lock:
+            self.db.execute("INSERT INTO photo_claims (sha, outlet, meta, at) VALUES (?,?,?,?)",
+                            (sha256, outlet, json.dumps(meta)[:4096], time.time()))
+            st = self._state(sha256)
+            if st is not None:
+                return False, st
+            self.db.execute("INSERT INTO photos (sha, size, chunk_size, chunks, created_at) "
+                            "VALUES (?,?,?,?,?)", (sha256, size, chunk_size, -(-size // chunk_size),
+                                                   time.time()))
+            st = self._state(sha256)
+            assert st is not None
+            return True, st
+
+    def photo_chunk(self, sha256: str, idx: int, data: bytes, chunk_sha256: str) -> bool:
+        with self.lock:
+            st = self._state(sha256)
+            if st is None:
+                raise PhotoError(404, "unknown_upload")
+            if st.complete:
+                return True
+            if idx >= st.chunks:
+                raise PhotoError(400, "bad_chunk_index")
+            want = st.chunk_size if idx < st.chunks - 1 else st.size - st.chunk_size * idx
+            if len(data) != want or not hmac.compare_digest(hashlib.sha256(data).hexdigest(),
+                                                             chunk_sha256):
+                raise PhotoError(400, "bad_chunk")
+            if idx in st.confirmed:
+                return False  # a confirmed chunk is immutable: the first copy stays
+            self.db.execute("INSERT INTO photo_parts (sha, idx, data) VALUES (?,?,?)", (sha256, idx, data))
+            if len(st.confirmed) + 1 < st.chunks:
+                return False
+            parts = [r[0] for r in self.db.execute(
+                "SELECT data FROM photo_parts WHERE sha=? ORDER BY idx", (sha256,))]
+            whole = b"".join(parts)
+            if hashlib.sha256(whole).hexdigest() != sha256:
+                self.db.execute("DELETE FROM photo_parts WHERE sha=?", (sha256,))
+                raise PhotoError(409, "file_hash")
+            write_durable(self.photo_path(sha256), whole)
+            self.db.execute("UPDATE photos SET complete=1 WHERE sha=?", (sha256,))
+            self.db.execute("DELETE FROM photo_parts WHERE sha=?", (sha256,))
+            return True
+
+    def photo_path(self, sha256: str) -> Path:
+        return self.dir / "photos" / sha256
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+def open_embedded(directory: Path) -> Embedded:
+    """The embedded backend in ``directory`` (created if missing, 0700)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    return Embedded(d)

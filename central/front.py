@@ -1,0 +1,209 @@
+"""The central service's HTTPS front (docs/central-contract.md, the OpenAPI
+file beside it): batches up, commands down, evidence photos, time.
+
+Every request names its outlet twice: the login (HTTP Basic, the outlet id
+and its password from the registry) and ``X-Postedge-Outlet``. They must be
+the same, and the batch body must name that outlet too: one outlet's
+credentials never upload, pull or read for another (a forged header is a 403,
+not a silent re-attribution). The login is checked on the headers, before
+any body is read, and bodies are capped (413), so an unauthenticated client
+costs no memory. Backend calls block (SQLite, a network store) and run in a
+thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from central.backend import Backend, PhotoError
+from central.intake import MAX_BATCH_BYTES, check_batch
+from common.logs import get, recorder
+from common.uplink_codec import CONTENT_TYPE, BatchError, encode_ack, encode_down
+from common.web_server import ThreadedServer
+
+log = get(__name__)
+record = recorder(__name__)
+
+BATCHES = "/v1/batches"
+UPLOADS = "/v1/uploads"
+TIME = "/v1/time"
+DOWN_PAGE = 100
+MAX_PHOTO = 64 * 1024 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_OUTLET = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+def _json(status: int, doc: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=json.dumps(doc, separators=(",", ":")).encode(),
+                        content_type="application/json")
+
+
+def _error(status: int, code: str, detail: str = "") -> web.Response:
+    return _json(status, {"error": code, **({"detail": detail} if detail else {})})
+
+
+class Front:
+    """The aiohttp application over one backend; ``counts`` are what it refused
+    and why (also in its log)."""
+
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BATCH_BYTES)
+        r = app.router
+        r.add_post(BATCHES, self._batch)
+        r.add_get(BATCHES, self._pull, allow_head=False)
+        r.add_head(BATCHES, self._probe)
+        r.add_get(TIME, self._time)
+        r.add_post(UPLOADS, self._photo_begin)
+        r.add_put(UPLOADS + r"/{sha:[0-9a-f]{64}}/{idx:[0-9]{1,6}}", self._photo_chunk)
+        r.add_get(UPLOADS + r"/{sha:[0-9a-f]{64}}", self._photo_state)
+        return app
+
+    # ----------------------------------------------------------- login
+    async def _login(self, request: web.Request) -> str | web.Response:
+        """The logged-in outlet, or the refusal to send."""
+        auth = request.headers.get("Authorization", "")
+        outlet = password = ""
+        if auth.startswith("Basic "):
+            try:
+                outlet, _, password = base64.b64decode(auth[6:], validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                outlet = ""
+        if not _OUTLET.match(outlet) or not await self._run(self.backend.outlet_login, outlet, password):
+            return self._refuse(request, 401, "unauthorized")
+        claimed = request.headers.get("X-Postedge-Outlet", outlet)
+        if claimed != outlet:
+            return self._refuse(request, 403, "outlet_mismatch",
+                                f"logged in as {outlet}, header says {claimed[:40]!r}")
+        return outlet
+
+    def _refuse(self, request: web.Request, status: int, code: str, detail: str = "") -> web.Response:
+        self.counts[code] += 1
+        record("refused", code=code, path=request.path, peer=request.remote, detail=detail[:200])
+        return _error(status, code, detail)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _body(self, request: web.Request, limit: int) -> bytes | web.Response:
+        if request.content_length is not None and request.content_length > limit:
+            return self._refuse(request, 413, "too_large", f"{request.content_length} bytes")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(request, 413, "too_large")
+
+    # --------------------------------------------------------- batches
+    async def _batch(self, request: web.Request) -> web.Response:
+        outlet = await self._login(request)
+        if isinstance(outlet, web.Response):
+            return outlet
+        h = request.headers
+        if h.get("Content-Encoding") != "deflate" or h.get("Content-Type") != CONTENT_TYPE:
+            return self._refuse(request, 415, "bad_media_type", f"want {CONTENT_TYPE} with deflate")
+        body = await self._body(request, MAX_BATCH_BYTES)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            checked = await self._run(check_batch, outlet, h.get("X-Postedge-Batch", ""), body)
+        except BatchError as e:
+            return self._refuse(request, 400, "bad_batch", str(e))
+        stored = await self._run(self.backend.store, outlet, checked)
+        self.counts["batches"] += 1
+        record("batch", outlet=outlet, batch=checked.batch.id, n=len(checked.ids), new=stored.new,
+               dup=stored.dup, quarantined=len(checked.quarantined))
+        return web.Response(status=200, content_type="application/json",
+                            body=encode_ack(checked.batch.id, checked.acked, checked.rejected,
+                                            batch_ids=checked.ids))
+
+    async def _pull(self, request: web.Request) -> web.Response:
+        outlet = await self._login(request)
+        if isinstance(outlet, web.Response):
+            return outlet
+        raw = request.headers.get("X-Postedge-After", "0")
+        if not raw.isdigit() or len(raw) > 18:
+            return self._refuse(request, 400, "bad_cursor", "X-Postedge-After must be a whole number")
+        cursor, commands, more = await self._run(self.backend.pull, outlet, int(raw), DOWN_PAGE)
+        return web.Response(status=200, content_type="application/json",
+                            body=encode_down(cursor, commands, more))
+
+    async def _probe(self, request: web.Request) -> web.Response:
+        outlet = await self._login(request)
+        return outlet if isinstance(outlet, web.Response) else web.Response(status=204)
+
+    async def _time(self, request: web.Request) -> web.Response:
+        outlet = await self._login(request)
+        if isinstance(outlet, web.Response):
+            return outlet
+        return _json(200, {"t": int(self.clock())})
+
+    # ---------------------------------------------------------- photos
+    async def _photo_begin(self, request: web.Request) -> web.Response:
+        outlet = await self._login(request)
+        if isinstance(outlet, web.Response):
+            return outlet
+        body = await self._body(request, 64 * 1024)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return self._refuse(request, 400, "bad_json")
+        sha, size, cs = (doc.get("sha256"), doc.get("size"), doc.get("chunk_size")) \
+            if isinstance(doc, dict) else (None, None, None)
+        if not isinstance(sha, str) or not _HEX64.match(sha) or type(size) is not int or \
+                not 1 <= size <= MAX_PHOTO or type(cs) is not int or not 1024 <= cs <= 4 * 1024 * 1024:
+            return self._refuse(request, 400, "bad_request", "sha256, size and chunk_size")
+        created, st = await self._run(self.backend.photo_begin, outlet, sha, size, cs, doc.get("meta"))
+        return _json(201 if created else 200, st.as_dict())
+
+    async def _photo_chunk(self, request: web.Request) -> web.Response:
+        outlet = await self._login(request)
+        if isinstance(outlet, web.Response):
+            return outlet
+        body = await self._body(request, 4 * 1024 * 1024)
+        if isinstance(body, web.Response):
+            return body
+        m = request.match_info
+        try:
+            complete = await self._run(self.backend.photo_chunk, m["sha"], int(m["idx"]), body,
+                                       request.headers.get("X-Chunk-Sha256", ""))
+        except PhotoError as e:
+            return self._refuse(request, e.status, e.code)
+        return web.Response(status=204, headers={"X-Upload-Complete": "true" if complete else "false"})
+
+    async def _photo_state(self, request: web.Request) -> web.Response:
+        outlet = await self._login(request)
+        if isinstance(outlet, web.Response):
+            return outlet
+        st = await self._run(self.backend.photo_state, request.match_info["sha"])
+        if st is None:
+            return _error(404, "unknown_upload")
+        return _json(200, st.as_dict())
+
+
+def serve(backend: Backend, host: str, port: int, cert: str, key: str) -> tuple[ThreadedServer, Front]:
+    """The front on ``host:port`` over HTTPS (TLS 1.2+), started."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    front = Front(backend)
+    srv = ThreadedServer(front.app(), host, port, name="central-https", idle_timeout=30.0,
+                         max_connections=1024, ssl_context=ctx)
+    srv.start()
+    return srv, front

@@ -19,6 +19,7 @@ acknowledge / resolve a critical alarm         no          yes
 (door forced, code guessing, lockout, replay
 state damaged, state unclear after power cut,
 any alarm kind the gateway does not know)
+print a pickup slip (``clerk_slip.py``)        yes         yes
 compartment out of service / back in service   no          yes
 request a remote open                          no          yes
 ============================================  ==========  ==========
@@ -61,6 +62,7 @@ from common.pages import page_env
 from common.text import LANGS, beside
 from gateway import metrics as M
 from gateway.http import session as S
+from gateway.http.clerk_slip import NoSlip, SlipDesk
 from gateway.http.page import ago, clock, kind_name, state_label
 from gateway.http.status import TEXT as PAGE_TEXT
 from gateway.http.status import snapshot
@@ -89,8 +91,8 @@ ORDINARY = frozenset({"door_left_open", "lock_board_fault", "outbox_full", "outb
                       "journal_corrupt", "budget_threatened", "clock_skew", "device_misbehaving",
                       "device_quarantined", "store_damaged"})
 REQUESTS = ("out_of_service", "in_service", "open")
-NEEDS = {"search": "clerk", "alarm": "clerk", "alarm_critical": "supervisor", "out_of_service": "supervisor",
-         "in_service": "supervisor", "open": "supervisor"}
+NEEDS = {"search": "clerk", "alarm": "clerk", "slip": "clerk", "alarm_critical": "supervisor",
+         "out_of_service": "supervisor", "in_service": "supervisor", "open": "supervisor"}
 WAYBILL = re.compile(r"^[A-Z0-9]{6,40}$")
 PHONE_TAIL = re.compile(r"^[0-9]{4}$")
 # Event types the scan feed shows, and which of them are highlighted.
@@ -126,8 +128,10 @@ class ClerkConsole:
     through one writable connection under a lock, because the own-event
     sequence is one counter file that only one writer may advance."""
 
-    def __init__(self, db_path: Path, outlet: str, gateway_id: str, secure: bool, lang: str) -> None:
+    def __init__(self, db_path: Path, outlet: str, gateway_id: str, secure: bool, lang: str,
+                 slips: SlipDesk | None = None) -> None:
         self.db_path = Path(db_path)
+        self.slips = slips
         self.outlet = outlet
         source = f"{gateway_id}-clerk"
         self.source = source if valid_segment(source) else "gw-clerk"
@@ -258,7 +262,7 @@ class ClerkConsole:
                 raise Refused(403, "err.csrf")
             actions: dict[str, Callable[[dict[str, Any], dict[str, str], str], Reply]] = {
                 "/clerk/logout": self.logout, "/clerk/alarm": self.alarm,
-                "/clerk/compartment": self.compartment}
+                "/clerk/compartment": self.compartment, "/clerk/slip": self.slip}
             act = actions.get(path)
             if act is None:
                 raise Refused(404, "err.not_found")
@@ -410,6 +414,32 @@ class ClerkConsole:
         CLERK_EVENTS.labels(kind, "requested").inc()
         return 303, "", {"Location": f"/clerk?lang={lang}#requests"}
 
+    def slip(self, who: dict[str, Any], form: dict[str, str], lang: str) -> Reply:
+        """A pickup slip on the receipt printer (``clerk_slip.py``): audited
+        as ``gateway.clerk_slip`` with whether it carried the code, never
+        the code itself."""
+        parcel = form.get("parcel", "").strip().upper()
+        if self.slips is None:
+            CLERK_EVENTS.labels("slip", "no_printer").inc()
+            raise Refused(503, "slip.no_printer")
+        try:
+            out = self.slips.print_slip(parcel)
+        except NoSlip as e:
+            CLERK_EVENTS.labels("slip", str(e)).inc()
+            raise Refused(400 if str(e) == "bad_parcel" else 503 if str(e) == "no_printer" else 404,
+                          f"slip.{e}") from None
+        with self.lock, self.store.tx():
+            self.audit("gateway.clerk_slip", {"by": who["name"], "role": who["role"], **out})
+        outcome = ("code" if out["with_code"] else "no_code") if out["printed"] else "printer_" + out["error"]
+        CLERK_EVENTS.labels("slip", outcome).inc()
+        if not out["printed"]:
+            reason = TEXT.t(f"printer.{out['error']}", lang) if TEXT.has(f"printer.{out['error']}") \
+                else out["error"]
+            raise Refused(503, "slip.printer", reason=reason)
+        msg = TEXT.t("slip.printed_code" if out["with_code"] else "slip.printed_no_code", lang,
+                     parcel=parcel, why=TEXT.t(f"slip.why.{out['why']}", lang))
+        return 200, self._render(lang, "notice", {"msg": msg}), {}
+
     # ------------------------------------------------------------ reads
     def console(self, who: dict[str, Any], lang: str, q: str) -> str:
         store = ReadOnlyStore(self.db_path)
@@ -442,7 +472,7 @@ class ClerkConsole:
             lang=lang, html_lang="zh-CN" if lang == "zh" else "en", other="en" if lang == "zh" else "zh",
             nonce=secrets.token_urlsafe(16), view="console", who=who, csrf=who["csrf"],
             supervisor=who["role"] == "supervisor", alarms=alarms, lockers=lockers, requests=requests,
-            q=q[:QUERY_MAX], search=search, summary=summary, feed=feed,
+            q=q[:QUERY_MAX], search=search, summary=summary, feed=feed, can_slip=self.slips is not None,
             link_down=any(r["stage"] == "waiting_link" for r in reqs))
 
     def search(self, store: ReadOnlyStore, who: dict[str, Any], q: str, lang: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -49,7 +50,9 @@ class Rig:
     two fresh alarms (one ordinary, one critical), a scan feed with a good,
     a misrouted and a refused scan, and device text that tries HTML."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, web: Callable[[Path], dict[str, Any]] | None = None) -> None:
+        """``web``: more ``start_web`` arguments (a counter desk, the
+        notifier key file), made once the store exists."""
         self.db = root / "gw" / "gateway.db"
         store = EventStore(self.db)
         now = time.time()
@@ -82,7 +85,7 @@ class Rig:
         store.close()
         self.stop_event = threading.Event()
         self.svc: WebService = start_web(self.db, {"host": "127.0.0.1", "port": 0}, self.stop_event,
-                                         OUTLET, "gw-o1")
+                                         OUTLET, "gw-o1", **(web(self.db) if web else {}))
 
     @property
     def port(self) -> int:

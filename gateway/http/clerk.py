@@ -55,6 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import Counter
 
 from common.logs import recorder
@@ -98,7 +99,13 @@ PHONE_TAIL = re.compile(r"^[0-9]{4}$")
 # Event types the scan feed shows, and which of them are highlighted.
 SCAN_TYPES = ("scanner.intake", "scanner.misrouted", "scanner.invalid")
 
-Reply = tuple[int, str, dict[str, str]]  # status, HTML, extra headers
+# status, HTML, extra headers (a list: the header once per value, as Set-Cookie needs)
+Reply = tuple[int, str, dict[str, str | list[str]]]
+# The session cookie's paths: the console, and the counter acceptance API the
+# clerk's acceptance screen calls (gateway/http/counter_login.py). Two
+# cookies with one token rather than Path=/, so the public page, uploads and
+# metrics never see it.
+COOKIE_PATHS = ("/clerk", "/v1/counter")
 
 
 def allowed(role: str, action: str) -> bool:
@@ -202,19 +209,9 @@ class ClerkConsole:
         return self._html(status, html, headers)
 
     def _same_origin(self, request: web.Request) -> bool:
-        """A POST from another site (or a sandboxed ``null`` origin) is refused
-        before its session or CSRF token is looked at."""
-        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-            return False
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True
-        try:
-            return urlsplit(origin).netloc.lower() == (request.host or "").lower()
-        except ValueError:
-            return False
+        return same_origin(request.headers, request.host)
 
-    def _html(self, status: int, html: str, extra: dict[str, str] | None = None) -> web.Response:
+    def _html(self, status: int, html: str, extra: dict[str, str | list[str]] | None = None) -> web.Response:
         # The nonce is the one our template wrote into its <style> tag, the
         # first thing in <head>: device text comes later and is escaped (a
         # quote cannot survive autoescaping), so it cannot supply one.
@@ -223,12 +220,19 @@ class ClerkConsole:
               "frame-ancestors 'none'"
         if nonce:
             csp += f"; style-src 'nonce-{nonce.group(1)}'; script-src 'nonce-{nonce.group(1)}'"
-        headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
-                   # same-origin, not no-referrer: under no-referrer Chromium sends
-                   # "Origin: null" with our own forms, and the Origin check needs it.
-                   "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-                   "X-Frame-Options": "DENY", "Server": "postedge", "Content-Security-Policy": csp,
-                   **(extra or {})}
+        headers: CIMultiDict[str] = CIMultiDict({
+            "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+            # same-origin, not no-referrer: under no-referrer Chromium sends
+            # "Origin: null" with our own forms, and the Origin check needs it.
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+            "X-Frame-Options": "DENY", "Server": "postedge", "Content-Security-Policy": csp})
+        for k, v in (extra or {}).items():
+            if isinstance(v, list):
+                headers.popall(k, None)
+                for one in v:
+                    headers.add(k, one)
+            else:
+                headers[k] = v
         return web.Response(status=status, body=html.encode(), headers=headers)
 
     def _error_page(self, lang: str, key: str, **fields: Any) -> str:
@@ -239,9 +243,10 @@ class ClerkConsole:
             lang=lang, html_lang="zh-CN" if lang == "zh" else "en", other="en" if lang == "zh" else "zh",
             nonce=secrets.token_urlsafe(16), view=view, who=None, csrf="", **ctx)
 
-    def _cookie(self, token: str, max_age: int) -> str:
-        attrs = f"{S.COOKIE}={token}; Path=/clerk; HttpOnly; SameSite=Strict; Max-Age={max_age}"
-        return attrs + ("; Secure" if self.secure else "")
+    def _cookie(self, token: str, max_age: int) -> list[str]:
+        secure = "; Secure" if self.secure else ""
+        return [f"{S.COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+                for path in COOKIE_PATHS]
 
     # ------------------------------------------------------------ routes (pool thread)
     def route(self, method: str, path: str, query: dict[str, str], form: dict[str, str], token: str,
@@ -584,6 +589,21 @@ class ClerkConsole:
 _NONCE = re.compile(r'nonce="([A-Za-z0-9_\-]+)"')
 
 
+def same_origin(headers: Any, host: str | None) -> bool:
+    """A POST from another site (or a sandboxed ``null`` origin) is refused
+    before its session or CSRF token is looked at (the console's forms and
+    the counter API's cookie-authorized calls alike)."""
+    if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = headers.get("Origin")
+    if origin is None:
+        return True
+    try:
+        return urlsplit(origin).netloc.lower() == (host or "").lower()
+    except ValueError:
+        return False
+
+
 def _short(v: Any) -> str:
     if v is None:
         return ""
@@ -615,4 +635,4 @@ def _parse_form(raw: bytes) -> dict[str, str]:
     return out
 
 
-__all__ = ["ClerkConsole", "allowed", "is_critical", "kind_name"]
+__all__ = ["ClerkConsole", "allowed", "is_critical", "kind_name", "same_origin"]

@@ -154,6 +154,12 @@ class GatewayHTTP:
         self.clerk = (ClerkConsole(self.db_path, outlet, gateway_id or f"gw-{outlet}", bool(cfg.cert_file),
                                    cfg.lang, slips) if outlet else None)
         self.counter = CounterRoutes(counter, self.uploads.creds)
+        if self.clerk is not None:
+            # The clerk's browser may use the counter API with its console
+            # session too (cookie + origin + CSRF); the device keeps Basic.
+            from gateway.http.counter_login import clerk_or_device
+
+            self.counter.authorize = clerk_or_device(self.counter.basic, self.clerk)
         self.executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="postedge-web-db")
         # Requests in flight per connection, and since when a connection has
         # been idle: the connection cap evicts the longest-idle one, and the

@@ -63,6 +63,7 @@ from common.pages import page_env
 from common.text import LANGS, beside
 from gateway import metrics as M
 from gateway.http import session as S
+from gateway.http.clerk_phone import parcels_by_tail, tail_of
 from gateway.http.clerk_slip import NoSlip, SlipDesk
 from gateway.http.page import ago, clock, kind_name, state_label
 from gateway.http.status import TEXT as PAGE_TEXT
@@ -482,7 +483,8 @@ class ClerkConsole:
 
     def search(self, store: ReadOnlyStore, who: dict[str, Any], q: str, lang: str) -> dict[str, Any]:
         """Parcels by waybill (exact) or the recipient's phone tail (last 4
-        digits, ``body.phone_tail`` in the events that carry one), each with
+        digits, ``body.phone_tail`` in the events that carry one, or the
+        notifier's contact: ``clerk_phone.py``), each with its phone tail and
         its whole event history, oldest first."""
         raw = q.strip()
         if len(raw) > QUERY_MAX:
@@ -494,6 +496,7 @@ class ClerkConsole:
                 "SELECT DISTINCT json_extract(CAST(payload AS TEXT), '$.body.parcel') FROM events "
                 "WHERE json_extract(CAST(payload AS TEXT), '$.body.phone_tail') = ? LIMIT 20", (norm,))
                 if isinstance(r[0], str)]
+            found += [p for p in parcels_by_tail(store.db, norm, 20) if p not in found][:20 - len(found)]
         elif WAYBILL.match(norm):
             kind = "waybill"
             found = [norm]
@@ -511,7 +514,8 @@ class ClerkConsole:
                 continue
             hist = [self._event_row(r, lang, now) for r in rows]
             total += len(hist)
-            parcels.append({"parcel": parcel, "history": hist})
+            parcels.append({"parcel": parcel, "history": hist,
+                            "phone_tail": tail_of(store.db, parcel, (r[5] for r in rows))})
         with self.lock:
             self.audit("gateway.clerk_search", {"by": who["name"], "kind": kind, "q": norm,
                                                 "parcels": len(parcels)})

@@ -54,7 +54,8 @@ def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
             from gateway.counter.from_config import build_desk
 
             counter = build_desk(cfg.counter, Path(cfg.db), cfg.outlet)
-        services.append(start_web(cfg.db, cfg.web, stop, cfg.outlet, cfg.broker.client_id, counter=counter))
+        services.append(start_web(cfg.db, cfg.web, stop, cfg.outlet, cfg.broker.client_id, counter=counter,
+                                  notify_key_file=cfg.notify.key_file, tz_offset_h=cfg.notify.tz_offset_h))
     if cfg.notify.enabled:
         from gateway.notify.notifier import Notifier
 

@@ -19,6 +19,7 @@ acknowledge / resolve a critical alarm         no          yes
 (door forced, code guessing, lockout, replay
 state damaged, state unclear after power cut,
 any alarm kind the gateway does not know)
+print a pickup slip (``clerk_slip.py``)        yes         yes
 compartment out of service / back in service   no          yes
 request a remote open                          no          yes
 ============================================  ==========  ==========
@@ -54,6 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import Counter
 
 from common.logs import recorder
@@ -61,6 +63,8 @@ from common.pages import page_env
 from common.text import LANGS, beside
 from gateway import metrics as M
 from gateway.http import session as S
+from gateway.http.clerk_phone import parcels_by_tail, tail_of
+from gateway.http.clerk_slip import NoSlip, SlipDesk
 from gateway.http.page import ago, clock, kind_name, state_label
 from gateway.http.status import TEXT as PAGE_TEXT
 from gateway.http.status import snapshot
@@ -89,14 +93,20 @@ ORDINARY = frozenset({"door_left_open", "lock_board_fault", "outbox_full", "outb
                       "journal_corrupt", "budget_threatened", "clock_skew", "device_misbehaving",
                       "device_quarantined", "store_damaged"})
 REQUESTS = ("out_of_service", "in_service", "open")
-NEEDS = {"search": "clerk", "alarm": "clerk", "alarm_critical": "supervisor", "out_of_service": "supervisor",
-         "in_service": "supervisor", "open": "supervisor"}
+NEEDS = {"search": "clerk", "alarm": "clerk", "slip": "clerk", "alarm_critical": "supervisor",
+         "out_of_service": "supervisor", "in_service": "supervisor", "open": "supervisor"}
 WAYBILL = re.compile(r"^[A-Z0-9]{6,40}$")
 PHONE_TAIL = re.compile(r"^[0-9]{4}$")
 # Event types the scan feed shows, and which of them are highlighted.
 SCAN_TYPES = ("scanner.intake", "scanner.misrouted", "scanner.invalid")
 
-Reply = tuple[int, str, dict[str, str]]  # status, HTML, extra headers
+# status, HTML, extra headers (a list: the header once per value, as Set-Cookie needs)
+Reply = tuple[int, str, dict[str, str | list[str]]]
+# The session cookie's paths: the console, and the counter acceptance API the
+# clerk's acceptance screen calls (gateway/http/counter_login.py). Two
+# cookies with one token rather than Path=/, so the public page, uploads and
+# metrics never see it.
+COOKIE_PATHS = ("/clerk", "/v1/counter")
 
 
 def allowed(role: str, action: str) -> bool:
@@ -126,8 +136,10 @@ class ClerkConsole:
     through one writable connection under a lock, because the own-event
     sequence is one counter file that only one writer may advance."""
 
-    def __init__(self, db_path: Path, outlet: str, gateway_id: str, secure: bool, lang: str) -> None:
+    def __init__(self, db_path: Path, outlet: str, gateway_id: str, secure: bool, lang: str,
+                 slips: SlipDesk | None = None) -> None:
         self.db_path = Path(db_path)
+        self.slips = slips
         self.outlet = outlet
         source = f"{gateway_id}-clerk"
         self.source = source if valid_segment(source) else "gw-clerk"
@@ -198,19 +210,9 @@ class ClerkConsole:
         return self._html(status, html, headers)
 
     def _same_origin(self, request: web.Request) -> bool:
-        """A POST from another site (or a sandboxed ``null`` origin) is refused
-        before its session or CSRF token is looked at."""
-        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-            return False
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True
-        try:
-            return urlsplit(origin).netloc.lower() == (request.host or "").lower()
-        except ValueError:
-            return False
+        return same_origin(request.headers, request.host)
 
-    def _html(self, status: int, html: str, extra: dict[str, str] | None = None) -> web.Response:
+    def _html(self, status: int, html: str, extra: dict[str, str | list[str]] | None = None) -> web.Response:
         # The nonce is the one our template wrote into its <style> tag, the
         # first thing in <head>: device text comes later and is escaped (a
         # quote cannot survive autoescaping), so it cannot supply one.
@@ -219,12 +221,19 @@ class ClerkConsole:
               "frame-ancestors 'none'"
         if nonce:
             csp += f"; style-src 'nonce-{nonce.group(1)}'; script-src 'nonce-{nonce.group(1)}'"
-        headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
-                   # same-origin, not no-referrer: under no-referrer Chromium sends
-                   # "Origin: null" with our own forms, and the Origin check needs it.
-                   "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-                   "X-Frame-Options": "DENY", "Server": "postedge", "Content-Security-Policy": csp,
-                   **(extra or {})}
+        headers: CIMultiDict[str] = CIMultiDict({
+            "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+            # same-origin, not no-referrer: under no-referrer Chromium sends
+            # "Origin: null" with our own forms, and the Origin check needs it.
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+            "X-Frame-Options": "DENY", "Server": "postedge", "Content-Security-Policy": csp})
+        for k, v in (extra or {}).items():
+            if isinstance(v, list):
+                headers.popall(k, None)
+                for one in v:
+                    headers.add(k, one)
+            else:
+                headers[k] = v
         return web.Response(status=status, body=html.encode(), headers=headers)
 
     def _error_page(self, lang: str, key: str, **fields: Any) -> str:
@@ -235,9 +244,10 @@ class ClerkConsole:
             lang=lang, html_lang="zh-CN" if lang == "zh" else "en", other="en" if lang == "zh" else "zh",
             nonce=secrets.token_urlsafe(16), view=view, who=None, csrf="", **ctx)
 
-    def _cookie(self, token: str, max_age: int) -> str:
-        attrs = f"{S.COOKIE}={token}; Path=/clerk; HttpOnly; SameSite=Strict; Max-Age={max_age}"
-        return attrs + ("; Secure" if self.secure else "")
+    def _cookie(self, token: str, max_age: int) -> list[str]:
+        secure = "; Secure" if self.secure else ""
+        return [f"{S.COOKIE}={token}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+                for path in COOKIE_PATHS]
 
     # ------------------------------------------------------------ routes (pool thread)
     def route(self, method: str, path: str, query: dict[str, str], form: dict[str, str], token: str,
@@ -258,7 +268,7 @@ class ClerkConsole:
                 raise Refused(403, "err.csrf")
             actions: dict[str, Callable[[dict[str, Any], dict[str, str], str], Reply]] = {
                 "/clerk/logout": self.logout, "/clerk/alarm": self.alarm,
-                "/clerk/compartment": self.compartment}
+                "/clerk/compartment": self.compartment, "/clerk/slip": self.slip}
             act = actions.get(path)
             if act is None:
                 raise Refused(404, "err.not_found")
@@ -410,6 +420,32 @@ class ClerkConsole:
         CLERK_EVENTS.labels(kind, "requested").inc()
         return 303, "", {"Location": f"/clerk?lang={lang}#requests"}
 
+    def slip(self, who: dict[str, Any], form: dict[str, str], lang: str) -> Reply:
+        """A pickup slip on the receipt printer (``clerk_slip.py``): audited
+        as ``gateway.clerk_slip`` with whether it carried the code, never
+        the code itself."""
+        parcel = form.get("parcel", "").strip().upper()
+        if self.slips is None:
+            CLERK_EVENTS.labels("slip", "no_printer").inc()
+            raise Refused(503, "slip.no_printer")
+        try:
+            out = self.slips.print_slip(parcel)
+        except NoSlip as e:
+            CLERK_EVENTS.labels("slip", str(e)).inc()
+            raise Refused(400 if str(e) == "bad_parcel" else 503 if str(e) == "no_printer" else 404,
+                          f"slip.{e}") from None
+        with self.lock, self.store.tx():
+            self.audit("gateway.clerk_slip", {"by": who["name"], "role": who["role"], **out})
+        outcome = ("code" if out["with_code"] else "no_code") if out["printed"] else "printer_" + out["error"]
+        CLERK_EVENTS.labels("slip", outcome).inc()
+        if not out["printed"]:
+            reason = TEXT.t(f"printer.{out['error']}", lang) if TEXT.has(f"printer.{out['error']}") \
+                else out["error"]
+            raise Refused(503, "slip.printer", reason=reason)
+        msg = TEXT.t("slip.printed_code" if out["with_code"] else "slip.printed_no_code", lang,
+                     parcel=parcel, why=TEXT.t(f"slip.why.{out['why']}", lang))
+        return 200, self._render(lang, "notice", {"msg": msg}), {}
+
     # ------------------------------------------------------------ reads
     def console(self, who: dict[str, Any], lang: str, q: str) -> str:
         store = ReadOnlyStore(self.db_path)
@@ -442,12 +478,13 @@ class ClerkConsole:
             lang=lang, html_lang="zh-CN" if lang == "zh" else "en", other="en" if lang == "zh" else "zh",
             nonce=secrets.token_urlsafe(16), view="console", who=who, csrf=who["csrf"],
             supervisor=who["role"] == "supervisor", alarms=alarms, lockers=lockers, requests=requests,
-            q=q[:QUERY_MAX], search=search, summary=summary, feed=feed,
+            q=q[:QUERY_MAX], search=search, summary=summary, feed=feed, can_slip=self.slips is not None,
             link_down=any(r["stage"] == "waiting_link" for r in reqs))
 
     def search(self, store: ReadOnlyStore, who: dict[str, Any], q: str, lang: str) -> dict[str, Any]:
         """Parcels by waybill (exact) or the recipient's phone tail (last 4
-        digits, ``body.phone_tail`` in the events that carry one), each with
+        digits, ``body.phone_tail`` in the events that carry one, or the
+        notifier's contact: ``clerk_phone.py``), each with its phone tail and
         its whole event history, oldest first."""
         raw = q.strip()
         if len(raw) > QUERY_MAX:
@@ -459,6 +496,7 @@ class ClerkConsole:
                 "SELECT DISTINCT json_extract(CAST(payload AS TEXT), '$.body.parcel') FROM events "
                 "WHERE json_extract(CAST(payload AS TEXT), '$.body.phone_tail') = ? LIMIT 20", (norm,))
                 if isinstance(r[0], str)]
+            found += [p for p in parcels_by_tail(store.db, norm, 20) if p not in found][:20 - len(found)]
         elif WAYBILL.match(norm):
             kind = "waybill"
             found = [norm]
@@ -476,7 +514,8 @@ class ClerkConsole:
                 continue
             hist = [self._event_row(r, lang, now) for r in rows]
             total += len(hist)
-            parcels.append({"parcel": parcel, "history": hist})
+            parcels.append({"parcel": parcel, "history": hist,
+                            "phone_tail": tail_of(store.db, parcel, (r[5] for r in rows))})
         with self.lock:
             self.audit("gateway.clerk_search", {"by": who["name"], "kind": kind, "q": norm,
                                                 "parcels": len(parcels)})
@@ -554,6 +593,21 @@ class ClerkConsole:
 _NONCE = re.compile(r'nonce="([A-Za-z0-9_\-]+)"')
 
 
+def same_origin(headers: Any, host: str | None) -> bool:
+    """A POST from another site (or a sandboxed ``null`` origin) is refused
+    before its session or CSRF token is looked at (the console's forms and
+    the counter API's cookie-authorized calls alike)."""
+    if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = headers.get("Origin")
+    if origin is None:
+        return True
+    try:
+        return urlsplit(origin).netloc.lower() == (host or "").lower()
+    except ValueError:
+        return False
+
+
 def _short(v: Any) -> str:
     if v is None:
         return ""
@@ -585,4 +639,4 @@ def _parse_form(raw: bytes) -> dict[str, str]:
     return out
 
 
-__all__ = ["ClerkConsole", "allowed", "is_critical", "kind_name"]
+__all__ = ["ClerkConsole", "allowed", "is_critical", "kind_name", "same_origin"]

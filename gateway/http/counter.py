@@ -12,14 +12,14 @@ the clerk's acceptance screen calls; the work is ``gateway/counter/``.
 Refusals are ``{error, message: {zh, en}, field?}`` with 4xx/5xx, the shape
 the upload and command APIs use.
 
-Login, for now: HTTP Basic with a Mosquitto account, checked by the same
-``Credentials`` as the uploads, and the account must be of a kind in
-``kinds`` (default: the outlet's ``gateway`` account). The clerk's login
-and sessions are another change (issue 15, "Clerk console"): it should
-pass its own ``authorize`` (a session cookie of a signed-in clerk or
-supervisor, plus a CSRF token on every POST/PUT) and the clerk's name,
-which goes into every ``counter.accept`` as ``clerk``.
-Login is checked from the headers before any body is read.
+Login: HTTP Basic with a Mosquitto account (the counter device), checked
+by the same ``Credentials`` as the uploads, and the account must be of a
+kind in ``kinds`` (default: the outlet's ``gateway`` account); or, when the
+server has the clerk console, a signed-in clerk's session cookie with the
+origin and CSRF checks (``gateway/http/counter_login.py`` is the
+``authorize`` the server passes). The name it returns goes into every
+``counter.accept`` as ``clerk``. Login is checked from the headers before
+any body is read.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ record = recorder(__name__)
 
 PREFIX = "/v1/counter"
 MAX_BODY = 16 * 1024  # a form is under 2 KB; documents have their own limit
-Authorize = Callable[[Any], "str | Reply"]
+Authorize = Callable[[web.Request], "str | Reply"]
 
 
 def _err(code: int, reason: str, zh: str, en: str) -> Reply:
@@ -66,9 +66,10 @@ class CounterRoutes:
         self.desk = desk
         self.creds = creds
         self.kinds = desk.login_kinds if desk is not None else kinds
-        self.authorize = authorize or self._basic
+        self.authorize: Authorize = authorize or (lambda request: self.basic(request.headers))
 
-    def _basic(self, headers: Any) -> str | Reply:
+    def basic(self, headers: Any) -> str | Reply:
+        """HTTP Basic with a Mosquitto account of a kind in ``kinds``."""
         if self.creds is None:
             return _err(503, "counter_login_disabled", "网关未配置登录（缺少 web.passwd_file）",
                         "Logins are not configured on this gateway (web.passwd_file is not set)")
@@ -101,7 +102,7 @@ class CounterRoutes:
 
     async def _serve(self, request: web.Request, blocking: Callable[..., Awaitable[Any]],
                      body_read: set[int]) -> Reply:
-        who = await blocking(self.authorize, request.headers)  # PBKDF2: on the pool
+        who = await blocking(self.authorize, request)  # PBKDF2 / the session store: on the pool
         if isinstance(who, Reply):
             return who
         if self.desk is None:

@@ -133,8 +133,10 @@ class GatewayHTTP:
     """
 
     def __init__(self, db_path: Path, cfg: WebConfig, outlet: str | None = None,
-                 gateway_id: str | None = None, counter: CounterDesk | None = None) -> None:
+                 gateway_id: str | None = None, counter: CounterDesk | None = None,
+                 notify_key_file: str | None = None, tz_offset_h: float = 8.0) -> None:
         from gateway.http.clerk import ClerkConsole
+        from gateway.http.clerk_slip import SlipDesk
         from gateway.http.commands import CommandAPI
         from gateway.http.counter import CounterRoutes
         from gateway.http.uploads import UploadService
@@ -145,9 +147,19 @@ class GatewayHTTP:
         self.commands = CommandAPI(self.db_path, self.uploads.creds)  # one password checker, one cache
         # The clerk console (gateway/http/clerk.py) writes own events, so it
         # needs the outlet and the gateway's id; without them /clerk is 503.
+        # Pickup slips print on the counter's receipt printer, with the code
+        # only if the notifier key file opens it (gateway/http/clerk_slip.py).
+        receipt = counter.receipt_printer if counter is not None else None
+        slips = SlipDesk(self.db_path, receipt, notify_key_file, tz_offset_h) if receipt is not None else None
         self.clerk = (ClerkConsole(self.db_path, outlet, gateway_id or f"gw-{outlet}", bool(cfg.cert_file),
-                                   cfg.lang) if outlet else None)
+                                   cfg.lang, slips) if outlet else None)
         self.counter = CounterRoutes(counter, self.uploads.creds)
+        if self.clerk is not None:
+            # The clerk's browser may use the counter API with its console
+            # session too (cookie + origin + CSRF); the device keeps Basic.
+            from gateway.http.counter_login import clerk_or_device
+
+            self.counter.authorize = clerk_or_device(self.counter.basic, self.clerk)
         self.executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="postedge-web-db")
         # Requests in flight per connection, and since when a connection has
         # been idle: the connection cap evicts the longest-idle one, and the
@@ -496,7 +508,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event,
               outlet: str | None = None, gateway_id: str | None = None,
-              counter: CounterDesk | None = None) -> WebService:
+              counter: CounterDesk | None = None, notify_key_file: str | None = None,
+              tz_offset_h: float = 8.0) -> WebService:
     """Validate ``[web]``, bind, and serve in a thread until ``stop`` is set.
 
     Binding happens here, not in the thread, so a taken port fails the
@@ -513,7 +526,8 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
         sock = _listen(cfg.host, cfg.port)
     except OSError as e:
         raise ConfigError(f"web.host/web.port: cannot listen on {cfg.host}:{cfg.port}: {e}") from e
-    svc = WebService(GatewayHTTP(Path(db_path), cfg, outlet, gateway_id, counter), sock, stop)
+    svc = WebService(GatewayHTTP(Path(db_path), cfg, outlet, gateway_id, counter, notify_key_file,
+                                 tz_offset_h), sock, stop)
     svc.start()
 
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"

@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -49,7 +50,10 @@ class Rig:
     two fresh alarms (one ordinary, one critical), a scan feed with a good,
     a misrouted and a refused scan, and device text that tries HTML."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, web: Callable[[Path], dict[str, Any]] | None = None) -> None:
+        """``web``: more ``start_web`` arguments (a counter desk, the
+        notifier key file; ``cfg``: more of ``[web]``), made once the store
+        exists."""
         self.db = root / "gw" / "gateway.db"
         store = EventStore(self.db)
         now = time.time()
@@ -81,8 +85,9 @@ class Rig:
                 clerks.add_clerk(store.db, name, ROLES[name], S.hash_password(pw))
         store.close()
         self.stop_event = threading.Event()
-        self.svc: WebService = start_web(self.db, {"host": "127.0.0.1", "port": 0}, self.stop_event,
-                                         OUTLET, "gw-o1")
+        more = web(self.db) if web else {}
+        cfg = {"host": "127.0.0.1", "port": 0, **more.pop("cfg", {})}
+        self.svc: WebService = start_web(self.db, cfg, self.stop_event, OUTLET, "gw-o1", **more)
 
     @property
     def port(self) -> int:

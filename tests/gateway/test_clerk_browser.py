@@ -153,3 +153,33 @@ def test_a_cross_site_form_in_the_clerks_browser_changes_nothing(rig: Rig, chrom
     finally:
         ctx.close()
         srv.shutdown()
+
+
+@pytest.mark.slow
+def test_the_browser_session_reaches_the_counter_api_with_its_csrf_token(rig: Rig, chromium: Any) -> None:
+    """The login's second cookie (Path=/v1/counter) is what Chromium sends to
+    the counter API: without the console's CSRF token a POST is refused, with
+    it the session is accepted (this rig has no counter desk, so the answer
+    is then ``counter_disabled``, which comes only after the login passed)."""
+    from playwright.sync_api import expect
+
+    ctx = chromium.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    try:
+        page.goto(f"{rig.url}/clerk/login?lang=en")
+        page.fill("input[name=name]", "bo")
+        page.fill("input[name=password]", PASSWORDS["bo"])
+        page.click("button:has-text('Log in')")
+        expect(page.locator("#who")).to_contain_text("bo")
+        token = page.locator("input[name=csrf]").first.get_attribute("value")
+        got = page.evaluate("""async (t) => {
+            const out = [];
+            for (const h of [{}, {'X-CSRF-Token': 'guess'}, {'X-CSRF-Token': t}]) {
+                const r = await fetch('/v1/counter/weigh', {method: 'POST', headers: h});
+                out.push([r.status, (await r.json()).error]);
+            }
+            return out;
+        }""", token)
+        assert got == [[403, "bad_csrf"], [403, "bad_csrf"], [503, "counter_disabled"]]
+    finally:
+        ctx.close()

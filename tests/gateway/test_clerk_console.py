@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway.http import session as S
+from gateway.notify.state import ensure_schema
 from gateway.store import clerks
 from gateway.store.events import EventStore
 from tests.gateway.clerk_rig import PARCEL, PASSWORDS, XSS, Rig
@@ -394,6 +395,33 @@ def test_parcel_search_by_waybill_and_phone_tail_with_history(rig: Rig) -> None:
     searches = rig.own_events("gateway.clerk_search")
     assert [(e["body"]["kind"], e["body"]["parcels"]) for e in searches] == [
         ("waybill", 1), ("phone_tail", 1), ("waybill", 0)]
+
+
+def test_phone_tail_search_finds_a_parcel_by_its_notification_contact(rig: Rig) -> None:
+    """A contact the platform pushed (the notifier's ``notify_contacts``, as
+    ``Notifier.absorb_contacts`` keeps it) finds its parcel by the last four
+    digits, and every result shows its tail, never the whole number."""
+    store = rig.store()
+    try:
+        with store.tx():
+            ensure_schema(store.db)
+            store.db.execute("INSERT INTO notify_contacts(parcel, phone, lang, cid, received) "
+                             "VALUES (?, ?, 'zh', 'ct-1', ?)",
+                             ("EE000000002CN", "+8613900001234", time.time()))
+    finally:
+        store.close()
+    c = rig.client()
+    assert c.login("bo") == 303
+    _, _, html = c.get("/clerk?lang=en&q=1234")
+    assert 'data-parcel="EE000000002CN"' in html and "phone ends 1234" in html
+    assert "13900001234" not in html and "Not collected in time" in html
+    _, _, html = c.get("/clerk?lang=zh&q=ee000000002cn")
+    assert "收件人手机尾号 1234" in html
+    _, _, html = c.get("/clerk?lang=en&q=5678")  # the tail a deposit event carried
+    assert f'data-parcel="{PARCEL}"' in html and "phone ends 5678" in html
+    _, _, html = c.get("/clerk?lang=en&q=9999")
+    assert "No records of this parcel" in html
+    assert [e["body"]["parcels"] for e in rig.own_events("gateway.clerk_search")] == [1, 1, 1, 0]
 
 
 def test_public_page_shows_no_parcel_ids_and_the_console_does(rig: Rig) -> None:

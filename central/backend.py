@@ -22,8 +22,12 @@ from central.intake import Checked
 
 @dataclass(frozen=True)
 class Stored:
-    new: int
-    dup: int
+    """What ``store`` knows when it returns: the new and already-held counts,
+    or None for a backend that acks on a replicated log before its workers
+    have sorted new from old."""
+
+    new: int | None
+    dup: int | None
 
 
 @dataclass(frozen=True)

@@ -68,10 +68,10 @@ class Front:
         r.add_post(BATCHES, self._batch)
         r.add_get(BATCHES, self._pull, allow_head=False)
         r.add_head(BATCHES, self._probe)
-        r.add_get(TIME, self._time)
+        r.add_get(TIME, self._time, allow_head=False)
         r.add_post(UPLOADS, self._photo_begin)
-        r.add_put(UPLOADS + r"/{sha:[0-9a-f]{64}}/{idx:[0-9]{1,6}}", self._photo_chunk)
-        r.add_get(UPLOADS + r"/{sha:[0-9a-f]{64}}", self._photo_state)
+        r.add_put(UPLOADS + r"/{sha256:[0-9a-f]{64}}/{index:[0-9]{1,6}}", self._photo_chunk)
+        r.add_get(UPLOADS + r"/{sha256:[0-9a-f]{64}}", self._photo_state, allow_head=False)
         return app
 
     # ----------------------------------------------------------- login
@@ -181,7 +181,7 @@ class Front:
             return body
         m = request.match_info
         try:
-            complete = await self._run(self.backend.photo_chunk, m["sha"], int(m["idx"]), body,
+            complete = await self._run(self.backend.photo_chunk, m["sha256"], int(m["index"]), body,
                                        request.headers.get("X-Chunk-Sha256", ""))
         except PhotoError as e:
             return self._refuse(request, e.status, e.code)
@@ -191,7 +191,7 @@ class Front:
         outlet = await self._login(request)
         if isinstance(outlet, web.Response):
             return outlet
-        st = await self._run(self.backend.photo_state, request.match_info["sha"])
+        st = await self._run(self.backend.photo_state, request.match_info["sha256"])
         if st is None:
             return _error(404, "unknown_upload")
         return _json(200, st.as_dict())
@@ -204,6 +204,6 @@ def serve(backend: Backend, host: str, port: int, cert: str, key: str) -> tuple[
     ctx.load_cert_chain(cert, key)
     front = Front(backend)
     srv = ThreadedServer(front.app(), host, port, name="central-https", idle_timeout=30.0,
-                         max_connections=1024, ssl_context=ctx)
+                         max_connections=1024, ssl_context=ctx, auto_decompress=False)
     srv.start()
     return srv, front

@@ -170,10 +170,13 @@ class ThreadedServer:
     def __init__(self, app: web.Application, host: str, port: int, *, name: str,
                  idle_timeout: float = IDLE_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
                  busy_response: bytes = b"", on_refuse: Callable[[], None] | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
-        """``ssl_context``: serve HTTPS (the central service's front)."""
+                 ssl_context: ssl.SSLContext | None = None, auto_decompress: bool = True) -> None:
+        """``ssl_context``: serve HTTPS (the central service's front).
+        ``auto_decompress=False`` hands compressed bodies over as sent, for a
+        handler that inflates them itself with a bound (a deflate bomb)."""
         self.app = app
         self.ssl_context = ssl_context
+        self.auto_decompress = auto_decompress
         self.name = name
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
@@ -235,7 +238,8 @@ class ThreadedServer:
         # reset; bounded like any other idle wait, not aiohttp's default 10 s.
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
                                keepalive_timeout=self.idle_timeout,
-                               lingering_time=min(2.0, self.idle_timeout), max_headers=64)
+                               lingering_time=min(2.0, self.idle_timeout), max_headers=64,
+                               auto_decompress=self.auto_decompress)
         await runner.setup()
         self._runner = runner
         server = runner.server

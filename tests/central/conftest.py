@@ -1,0 +1,54 @@
+"""Central implementations under the contract suite (``test_contract.py``).
+
+Each parameter of ``central`` is one implementation of
+docs/central-contract.md behind its real HTTPS front, with the hooks the
+suite needs that are not part of the contract (registering an outlet,
+queueing a command, counting stored events). Add an implementation here and
+the whole suite runs against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from central import front
+from central.embedded import Embedded
+from common.pki import make_outlet_pki
+
+
+@dataclass
+class CentralUnderTest:
+    name: str
+    url: str  # the batch URL, as a gateway's [upstream] url
+    ca: Path
+    add_outlet: Callable[[str, str], None]
+    retire_outlet: Callable[[str], Any]
+    push_command: Callable[[str, str, dict[str, Any]], int]
+    count: Callable[[str], int]  # events stored for an outlet, once each
+    settle: Callable[[], None]  # wait until what was acked is queryable (a no-op when synchronous)
+
+
+@pytest.fixture(scope="session")
+def central_pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_outlet_pki(tmp_path_factory.mktemp("central-pki"), "central")
+
+
+@pytest.fixture(params=["embedded"])
+def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) -> Iterator[CentralUnderTest]:
+    if request.param == "embedded":
+        backend = Embedded(tmp_path / "central")
+        srv, _ = front.serve(backend, "127.0.0.1", 0, str(central_pki.server.cert),
+                             str(central_pki.server.key))
+        try:
+            yield CentralUnderTest(
+                "embedded", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
+                backend.add_outlet, backend.retire_outlet, backend.push_command, backend.count,
+                lambda: None)
+        finally:
+            srv.stop()
+            backend.close()

@@ -1,0 +1,229 @@
+"""The contract between a gateway and the platform (docs/central-contract.md,
+``central/contract/openapi.json``), run against every implementation in
+``conftest.py``: what a gateway sends, what it must get back, and what a
+forged or broken request must never achieve. Plain HTTPS from the standard
+library, so nothing of the gateway's own client is assumed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import ssl
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from central.front import Front
+from central.intake import MAX_BATCH_BYTES
+from common.uplink_codec import CONTENT_TYPE, decode_ack, decode_down, encode_batch
+from protocol import envelope
+from protocol.ids import format_event_id
+from tests.central.conftest import CentralUnderTest
+
+ROOT = Path(__file__).resolve().parents[2]
+PW = "o1-secret-pw"
+
+
+def events(device: str, n: int, start: int = 1, inc: str = "c0ffee01") -> list[tuple[str, bytes]]:
+    out = []
+    for seq in range(start, start + n):
+        eid = format_event_id(device, inc, seq)
+        body = {"compartment": seq % 24 + 1, "parcel": "RB123456785CN"}
+        out.append((eid, envelope.encode(envelope.make(eid, 1795881163 + seq, "locker.deposit", "custody",
+                                                        body, boot=1))))
+    return out
+
+
+class Client:
+    def __init__(self, c: CentralUnderTest, outlet: str = "o1", password: str = PW) -> None:
+        u = urlsplit(c.url)
+        self.path = u.path
+        ctx = ssl.create_default_context(cafile=str(c.ca))
+        self.conn = http.client.HTTPSConnection(u.hostname or "", u.port, context=ctx, timeout=30)
+        self.auth = "Basic " + base64.b64encode(f"{outlet}:{password}".encode()).decode()
+        self.outlet = outlet
+
+    def call(self, method: str, path: str | None = None, body: bytes | None = None,
+             headers: dict[str, str] | None = None, auth: bool = True) -> tuple[int, bytes, Any]:
+        h = {"X-Postedge-Outlet": self.outlet, **(headers or {})}
+        if auth:
+            h.setdefault("Authorization", self.auth)
+        self.conn.request(method, path or self.path, body=body, headers=h)
+        r = self.conn.getresponse()
+        data = r.read()
+        if r.will_close:
+            self.conn.close()
+        return r.status, data, r.headers
+
+    def batch(self, rows: list[tuple[str, bytes]], outlet: str | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
+        b = encode_batch(outlet or self.outlet, "bulk", rows)
+        return self.call("POST", body=b.body, headers={
+            "Content-Type": CONTENT_TYPE, "Content-Encoding": "deflate", "X-Postedge-Batch": b.id,
+            **(headers or {})})
+
+
+def test_a_batch_is_acked_whole_and_stored_once_even_when_resent(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    cl = Client(central)
+    rows = events("lk01", 50)
+    status, data, _ = cl.batch(rows)
+    assert status == 200, data
+    ack = decode_ack(data)
+    assert ack.all  # every event of this very batch (its id is a hash of its ids)
+    again, data2, _ = cl.batch(rows)  # the ack was lost: the gateway sends the same batch
+    assert again == 200 and decode_ack(data2).all
+    central.settle()
+    assert central.count("o1") == 50
+
+
+def test_an_invalid_event_is_acked_and_named_the_rest_stored(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    cl = Client(central)
+    rows = events("lk01", 3)
+    bad_id = format_event_id("lk01", "c0ffee01", 4)
+    rows.append((bad_id, json.dumps({"id": bad_id, "v": 1, "ts": "yesterday"}).encode()))
+    status, data, _ = cl.batch(rows)
+    assert status == 200, data
+    ack = decode_ack(data)
+    # acked (never resent forever), and named with its reason
+    assert (ack.all or ack.covers(bad_id)) and ack.rejected[bad_id].startswith("missing_field")
+    central.settle()
+    assert central.count("o1") == 3
+
+
+def test_logins_that_are_wrong_unknown_or_retired_are_refused(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    rows = events("lk01", 2)
+    assert Client(central, password="guess").batch(rows)[0] == 401
+    assert Client(central, outlet="o9", password=PW).batch(rows, outlet="o9")[0] == 401
+    cl = Client(central)
+    assert cl.call("POST", auth=False, body=b"x")[0] == 401
+    assert cl.call("POST", headers={"Authorization": "Basic !!!"}, body=b"x")[0] == 401
+    central.retire_outlet("o1")
+    assert cl.batch(rows)[0] == 401
+    central.settle()
+    assert central.count("o1") == 0
+
+
+def test_one_outlets_login_never_acts_for_another(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    central.add_outlet("o2", "o2-secret-pw")
+    central.push_command("o2", "locker", {"id": "c-o2", "dev": "lk01", "op": "open"})
+    cl = Client(central)
+    # a forged outlet header
+    status, data, _ = cl.batch(events("lk01", 2), headers={"X-Postedge-Outlet": "o2"})
+    assert (status, json.loads(data)["error"]) == (403, "outlet_mismatch")
+    status, data, _ = cl.call("GET", headers={"X-Postedge-Outlet": "o2", "X-Postedge-After": "0"})
+    assert status == 403
+    # a body that names another outlet
+    status, data, _ = cl.batch(events("lk01", 2), outlet="o2", headers={"X-Postedge-Outlet": "o1"})
+    assert status == 400
+    # o1 pulls nothing of o2's
+    status, data, _ = cl.call("GET", headers={"X-Postedge-After": "0"})
+    assert status == 200 and decode_down(data).commands == []
+    central.settle()
+    assert central.count("o1") == central.count("o2") == 0
+
+
+def test_malformed_oversized_and_mislabelled_batches_are_refused(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    cl = Client(central)
+    hdr = {"Content-Type": CONTENT_TYPE, "Content-Encoding": "deflate"}
+    assert cl.call("POST", body=zlib.compress(b"not json"), headers=hdr)[0] == 400
+    assert cl.call("POST", body=b"\x00" * 100, headers=hdr)[0] == 400
+    assert cl.call("POST", body=zlib.compress(b"{}"), headers={"Content-Type": "text/plain"})[0] == 415
+    rows = events("lk01", 3)
+    b = encode_batch("o1", "bulk", rows)
+    status, _, _ = cl.call("POST", body=b.body, headers={**hdr, "X-Postedge-Batch": "0" * 32})
+    assert status == 400  # the id is a hash of the ids: a batch renamed is refused
+    # Too large: refused on its Content-Length, before the body is read.
+    conn = cl.conn
+    conn.putrequest("POST", cl.path)
+    for k, v in {**hdr, "Authorization": cl.auth, "X-Postedge-Outlet": "o1",
+                 "Content-Length": str(MAX_BATCH_BYTES + 1)}.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 413
+    r.read()
+    conn.close()
+    central.settle()
+    assert central.count("o1") == 0
+
+
+def test_commands_come_down_once_in_order_after_the_cursor(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    cursors = [central.push_command("o1", "locker", {"id": f"c{i}", "dev": "lk01", "op": "open"})
+               for i in range(3)]
+    cl = Client(central)
+    status, data, _ = cl.call("GET", headers={"X-Postedge-After": "0"})
+    assert status == 200
+    down = decode_down(data)
+    got = [(kind, json.loads(cmd)["id"]) for kind, cmd in down.commands]
+    assert got == [("locker", f"c{i}") for i in range(3)]
+    assert down.cursor == cursors[-1] and not down.more
+    status, data, _ = cl.call("GET", headers={"X-Postedge-After": str(down.cursor)})
+    assert decode_down(data).commands == []
+    assert cl.call("GET", headers={"X-Postedge-After": "-1"})[0] == 400
+    assert cl.call("GET", headers={"X-Postedge-After": "9" * 40})[0] == 400
+
+
+def test_a_photo_arrives_in_chunks_and_a_confirmed_chunk_cannot_be_replaced(
+        central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    cl = Client(central)
+    photo = bytes(range(256)) * 40  # 10,240 bytes, 3 chunks of 4 KiB
+    sha = hashlib.sha256(photo).hexdigest()
+    up = "/v1/uploads"
+    doc = {"sha256": sha, "size": len(photo), "chunk_size": 4096, "meta": {"job": "j1"}}
+    status, data, _ = cl.call("POST", up, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+    assert status == 201 and json.loads(data)["chunks"] == 3
+    parts = [photo[i:i + 4096] for i in range(0, len(photo), 4096)]
+
+    def put(i: int, data: bytes) -> tuple[int, Any]:
+        s, _, h = cl.call("PUT", f"{up}/{sha}/{i}", data,
+                          {"X-Chunk-Sha256": hashlib.sha256(data).hexdigest()})
+        return s, h
+    assert put(0, parts[0])[0] == 204
+    # the same chunk with other bytes of the right size: refused or ignored, never kept
+    forged = bytes(4096)
+    assert put(0, forged)[0] in (204, 400, 409)
+    assert put(5, parts[0])[0] == 400
+    assert put(1, parts[1][:100])[0] == 400  # short chunk
+    assert put(1, parts[1])[0] == 204
+    status, h = put(2, parts[2])
+    assert status == 204 and h["X-Upload-Complete"] == "true"
+    status, data, _ = cl.call("GET", f"{up}/{sha}")
+    st = json.loads(data)
+    assert status == 200 and st["complete"] and st["confirmed"] == [0, 1, 2]
+    status, data, _ = cl.call("POST", up, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+    assert status == 200 and json.loads(data)["complete"]  # asked again: already there
+    assert cl.call("GET", f"{up}/{'0' * 64}")[0] == 404
+    bad = {**doc, "size": 0}
+    assert cl.call("POST", up, json.dumps(bad).encode(), {"Content-Type": "application/json"})[0] == 400
+
+
+def test_probe_and_time(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    cl = Client(central)
+    assert cl.call("HEAD")[0] == 204
+    assert Client(central, password="x").call("HEAD")[0] == 401
+    status, data, _ = cl.call("GET", "/v1/time")
+    assert status == 200 and abs(json.loads(data)["t"] - time.time()) < 60
+
+
+def test_the_openapi_file_lists_exactly_the_routes_the_front_serves() -> None:
+    spec = json.loads((ROOT / "central" / "contract" / "openapi.json").read_text())
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops
+                  if m in ("get", "post", "put", "head")}
+    served = set()
+    for route in Front(backend=None).app().router.routes():  # type: ignore[arg-type]
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter", "")
+        served.add((route.method, path))
+    assert documented == served

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     handheld_cmd.add_parser(sub)
 
+    from postedge import central_cmd
+
+    central_cmd.add_parser(sub)
     from postedge import sim_cmd
 
     sim_cmd.add_parser(sub)

@@ -1,0 +1,230 @@
+"""``postedge central ...``: run and administer the central service.
+
+``init DIR`` makes a central service folder (``central/config.py``): a new
+platform master key, a CA and server certificate for the HTTPS front, the
+embedded database; run again, it changes nothing. ``run DIR`` serves the
+front until SIGTERM or Ctrl+C. ``outlet add|retire|list`` is the outlet
+registry a gateway's login is checked against; ``device add`` registers a
+device and prints the key section for its config (its own key only: the
+master never leaves this folder); ``sign`` signs a command with the device's
+key and queues it for the outlet's gateway to pull.
+
+Exit codes: 0 done, 2 a usage or configuration error, 3 the environment
+(a port in use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from central.messages import TEXT
+from postedge import i18n
+
+
+def _say(key: str, lang: str, err: bool = False, **kw: object) -> None:
+    print(TEXT.t(key, lang, **kw), file=sys.stderr if err else sys.stdout)
+
+
+def _open(args: argparse.Namespace, lang: str):  # noqa: ANN202 - (config, backend), imported lazily
+    from central.config import FILE, load
+    from central.embedded import Embedded
+    from common.config import ConfigError
+
+    folder = Path(args.dir)
+    if not (folder / FILE).is_file():
+        _say("error.not_initialised", lang, err=True, dir=folder)
+        return None
+    try:
+        cfg = load(folder)
+    except ConfigError as e:
+        _say("error.config", lang, err=True, detail=e)
+        return None
+    return cfg, Embedded(cfg.path(folder, cfg.data_dir))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from central.config import FILE, write_default
+    from central.embedded import Embedded
+    from central.keys import new_master
+    from common.pki import make_outlet_pki
+
+    lang = i18n.pick(args.lang)
+    folder = Path(args.dir)
+    if (folder / FILE).is_file():
+        _say("init.kept", lang, dir=folder)
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    new_master(folder / "master.key")
+    make_outlet_pki(folder / "pki", "central", ("localhost", "127.0.0.1", *args.name))
+    write_default(folder, args.host, args.port)
+    Embedded(folder / "data").close()
+    _say("init.made", lang, dir=folder, ca=folder / "pki" / "ca.pem")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from central import front
+
+    lang = i18n.pick(args.lang)
+    opened = _open(args, lang)
+    if opened is None:
+        return 2
+    cfg, backend = opened
+    folder = Path(args.dir)
+    try:
+        srv, _ = front.serve(backend, cfg.host, cfg.port, str(cfg.path(folder, cfg.cert_file)),
+                             str(cfg.path(folder, cfg.key_file)))
+    except OSError as e:
+        _say("error.port", lang, err=True, host=cfg.host, port=cfg.port, detail=e.strerror or e)
+        backend.close()
+        return 3
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    _say("run.listening", lang, host=cfg.host, port=srv.address[1])
+    sys.stdout.flush()
+    stop.wait()
+    srv.stop()
+    backend.close()
+    _say("run.stopped", lang)
+    return 0
+
+
+def cmd_outlet(args: argparse.Namespace) -> int:
+    from protocol.topics import valid_segment
+
+    lang = i18n.pick(args.lang)
+    opened = _open(args, lang)
+    if opened is None:
+        return 2
+    _, backend = opened
+    try:
+        if args.action == "list":
+            for row in backend.health():
+                at = row["last_batch_at"]
+                last = (TEXT.t("outlet.never", lang) if at is None
+                        else time.strftime("%Y-%m-%d %H:%M", time.localtime(at)))
+                state = TEXT.t("outlet.retired_state" if row["retired"] else "outlet.active", lang)
+                print(TEXT.t("outlet.row", lang, outlet=row["outlet"], events=row["events"], state=state,
+                             last=last))
+            return 0
+        if not valid_segment(args.outlet):
+            _say("error.name", lang, err=True, name=args.outlet)
+            return 2
+        if args.action == "add":
+            password = secrets.token_urlsafe(24)
+            backend.add_outlet(args.outlet, password)
+            _say("outlet.added", lang, outlet=args.outlet, password=password)
+            return 0
+        if backend.retire_outlet(args.outlet):
+            _say("outlet.retired", lang, outlet=args.outlet)
+            return 0
+        _say("outlet.unknown", lang, err=True, outlet=args.outlet)
+        return 2
+    finally:
+        backend.close()
+
+
+def _keys(args: argparse.Namespace, cfg: object):  # noqa: ANN202 - KeyService
+    from central.keys import KeyService, load_master
+
+    folder = Path(args.dir)
+    return KeyService(args.outlet, load_master(cfg.path(folder, cfg.master_key_file)))  # type: ignore[attr-defined]
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    from protocol.topics import valid_segment
+
+    lang = i18n.pick(args.lang)
+    for name in (args.outlet, args.device):
+        if not valid_segment(name):
+            _say("error.name", lang, err=True, name=name)
+            return 2
+    opened = _open(args, lang)
+    if opened is None:
+        return 2
+    cfg, backend = opened
+    try:
+        backend.add_device(args.outlet, args.device, args.kind)
+        _say("device.added", lang, err=True, device=args.device, outlet=args.outlet)
+        print(json.dumps({"key": _keys(args, cfg).device_config(args.device)}, indent=1))
+        return 0
+    finally:
+        backend.close()
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    lang = i18n.pick(args.lang)
+    try:
+        cmd_args = json.loads(args.args)
+        if not isinstance(cmd_args, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        _say("error.args", lang, err=True, detail=e)
+        return 2
+    opened = _open(args, lang)
+    if opened is None:
+        return 2
+    cfg, backend = opened
+    try:
+        cid = args.id or f"c-{secrets.token_hex(8)}"
+        cmd = _keys(args, cfg).command(args.device, args.op, cmd_args, cid, lifetime_s=args.lifetime)
+        if args.print_only:
+            print(json.dumps(cmd, ensure_ascii=False))
+            return 0
+        cursor = backend.push_command(args.outlet, args.kind, cmd)
+        _say("sign.queued", lang, id=cid, op=args.op, device=args.device, outlet=args.outlet, cursor=cursor)
+        return 0
+    finally:
+        backend.close()
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    c = sub.add_parser("central", help="the central service: the platform side gateways upload to")
+    csub = c.add_subparsers(dest="central", required=True)
+    i = csub.add_parser("init", help="make a central service folder (master key, certificates, database)")
+    i.add_argument("dir", type=Path)
+    i.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    i.add_argument("--port", type=int, default=8443)
+    i.add_argument("--name", action="append", default=[], help="a host name gateways use (repeatable)")
+    i.set_defaults(func=cmd_init)
+    r = csub.add_parser("run", help="serve the HTTPS front until stopped")
+    r.add_argument("dir", type=Path)
+    r.set_defaults(func=cmd_run)
+    o = csub.add_parser("outlet", help="the outlet registry")
+    osub = o.add_subparsers(dest="action", required=True)
+    for action, text in (("add", "register an outlet and print its gateway's password once"),
+                         ("retire", "retire an outlet: its gateway can no longer upload")):
+        a = osub.add_parser(action, help=text)
+        a.add_argument("dir", type=Path)
+        a.add_argument("outlet")
+    ol = osub.add_parser("list", help="outlets, their events and last upload")
+    ol.add_argument("dir", type=Path)
+    o.set_defaults(func=cmd_outlet)
+    d = csub.add_parser("device", help="register a device and print its key section")
+    dsub = d.add_subparsers(dest="action", required=True)
+    da = dsub.add_parser("add", help="register a device and print the key section for its config")
+    da.add_argument("dir", type=Path)
+    da.add_argument("outlet")
+    da.add_argument("device")
+    da.add_argument("--kind", choices=("locker", "scanner", "handheld"), required=True)
+    d.set_defaults(func=cmd_device)
+    s = csub.add_parser("sign", help="sign a command with the device's key and queue it for the outlet")
+    s.add_argument("dir", type=Path)
+    s.add_argument("outlet")
+    s.add_argument("device")
+    s.add_argument("op", help="the command, e.g. open, credential, config")
+    s.add_argument("--args", default="{}", help="the command's arguments as a JSON object")
+    s.add_argument("--kind", choices=("locker", "scanner", "handheld"), default="locker")
+    s.add_argument("--id", help="command id (default: random)")
+    s.add_argument("--lifetime", type=int, default=600, help="seconds the command stays valid")
+    s.add_argument("--print-only", action="store_true", help="print the signed command, queue nothing")
+    s.set_defaults(func=cmd_sign)

@@ -1,0 +1,106 @@
+"""``postedge central``: from an empty folder to a serving central service,
+with the commands an operator types, and the gateway's own client talking
+to it. A signed command it queues is one the device's own key verifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common.uplink_codec import encode_batch
+from gateway.uplink.https import HttpsTransport
+from gateway.uplink.transport import TransportError
+from protocol import keys, signing
+from tests.central.test_contract import events
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pe(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", *args],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_init_register_sign_run_and_a_gateway_uploads(tmp_path: Path) -> None:
+    d = tmp_path / "central"
+    port = free_port()
+    assert "is ready" in pe("init", str(d), "--host", "127.0.0.1", "--port", str(port)).stdout
+    master = (d / "master.key").read_bytes()
+    assert len(master) == 32 and (d / "master.key").stat().st_mode & 0o777 == 0o600
+    assert "nothing changed" in pe("init", str(d)).stdout
+    assert (d / "master.key").read_bytes() == master
+    out = pe("outlet", "add", str(d), "o1").stdout
+    password = re.search(r"shown only now\): (\S+)", out).group(1)  # type: ignore[union-attr]
+    dev = pe("device", "add", str(d), "o1", "lk01", "--kind", "locker")
+    ring = keys.from_config(json.loads(dev.stdout)["key"])
+    assert "queued" in pe("sign", str(d), "o1", "lk01", "open", "--args", '{"compartment": 3}',
+                          "--id", "cmd-7").stdout
+    srv = subprocess.Popen([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", "run", str(d)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert "running" in (srv.stdout.readline() if srv.stdout else "")
+        ctx = ssl.create_default_context(cafile=str(d / "pki" / "ca.pem"))
+        t = HttpsTransport(f"https://127.0.0.1:{port}/v1/batches", "o1", ctx, 10.0, "o1", password)
+        ack = t.send(encode_batch("o1", "bulk", events("lk01", 10)))
+        assert ack.all
+        down = t.pull(0)
+        [(kind, raw)] = down.commands
+        cmd = signing.verify(raw, ring, "lk01", int(time.time()))
+        assert (kind, cmd["op"], cmd["args"], cmd["id"]) == ("locker", "open", {"compartment": 3}, "cmd-7")
+        t.close()
+        listed = pe("outlet", "list", str(d)).stdout
+        assert "o1" in listed and "10 events" in listed
+        assert "retired" in pe("outlet", "retire", str(d), "o1").stdout
+        t = HttpsTransport(f"https://127.0.0.1:{port}/v1/batches", "o1", ctx, 10.0, "o1", password)
+        with pytest.raises(TransportError) as e:
+            t.send(encode_batch("o1", "bulk", events("lk01", 2, start=50)))
+        assert e.value.reason == "http_401"
+        t.close()
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        out, err = srv.communicate(timeout=20)
+    assert srv.returncode == 0, err
+    assert "stopped" in out
+
+
+def test_ordinary_mistakes_get_one_line_and_the_right_exit_code(tmp_path: Path) -> None:
+    r = pe("run", str(tmp_path / "nothing"), check=False)
+    assert r.returncode == 2 and "central init" in r.stderr and "Traceback" not in r.stderr
+    d = tmp_path / "c"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        pe("init", str(d), "--host", "127.0.0.1", "--port", str(busy.getsockname()[1]))
+        r = pe("run", str(d), check=False)
+    assert r.returncode == 3 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
+    r = pe("outlet", "add", str(d), "Bad Name!", check=False)
+    assert r.returncode == 2 and "cannot be used" in r.stderr
+    r = pe("sign", str(d), "o1", "lk01", "open", "--args", "[1]", check=False)
+    assert r.returncode == 2 and "JSON object" in r.stderr
+    (d / "central.toml").write_text((d / "central.toml").read_text() + "prot = 1\n")
+    r = pe("outlet", "list", str(d), check=False)
+    assert r.returncode == 2 and "central.toml" in r.stderr and "prot" in r.stderr
+    zh = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "zh", "central", "run",
+                         str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                        env={**os.environ})
+    assert zh.returncode == 2 and "不是中心服务目录" in zh.stderr

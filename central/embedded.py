@@ -7,9 +7,9 @@ cut, which is what the gateway's ack promises. Idempotent on event id
 (``INSERT OR IGNORE``) and on batch id (the receipt table), so a batch resent
 after a lost ack changes nothing.
 
-Outlet passwords are stored as scrypt hashes (stdlib ``hashlib.scrypt``);
-a verified password is remembered by its SHA-256 so the scrypt cost is paid
-once per login, not per batch.
+Outlet passwords are stored as scrypt hashes (``common/session.py``, the
+clerks' scheme); a verified password is remembered by its SHA-256 so the
+scrypt cost is paid once per login, not per batch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any
 from central.backend import PhotoError, PhotoState, Stored
 from central.intake import Checked
 from common.durable import write_durable
+from common.session import hash_password, verify_password
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outlets (
@@ -59,27 +59,6 @@ CREATE TABLE IF NOT EXISTS photo_parts (
 CREATE TABLE IF NOT EXISTS photo_claims (
     sha TEXT NOT NULL, outlet TEXT NOT NULL, meta TEXT, at REAL NOT NULL);
 """
-
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-
-
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    dk = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **SCRYPT)
-    return f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}${salt.hex()}${dk.hex()}"
-
-
-def check_password(stored: str, password: str) -> bool:
-    try:
-        scheme, n, r, p, salt, dk = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=len(dk) // 2,
-                             n=int(n), r=int(r), p=int(p))
-    except (ValueError, MemoryError):
-        return False
-    return hmac.compare_digest(got.hex(), dk)
-
 
 class Embedded:
     """The embedded backend (``central.backend.Backend``)."""
@@ -126,7 +105,7 @@ class Embedded:
         known = self._logins.get(key)
         if known is not None:
             return hmac.compare_digest(known, digest)
-        if not check_password(row[0], password):
+        if not verify_password(password, row[0]):
             return False
         self._logins[key] = digest
         return True

@@ -1,7 +1,7 @@
 """``postedge gateway clerk add|disable|list``: the operator's job of making clerk
 accounts for the console (gateway/http/clerk.py).
 
-The password is hashed here (scrypt, ``gateway/http/session.py``) and only
+The password is hashed here (scrypt, ``common/session.py``) and only
 the hash is stored. Adding or resetting an account is audited as an own
 event, ``gateway.clerk_added``, from the source ``<gateway id>-admin``: not
 the console's source, because this runs as a separate process beside the
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import session as S
 from gateway.config import GatewayConfig
-from gateway.http import session as S
 from gateway.store import clerks
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents

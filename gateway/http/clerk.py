@@ -58,11 +58,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import Counter
 
+from common import session as S
 from common.logs import recorder
 from common.pages import page_env
 from common.text import LANGS, beside
 from gateway import metrics as M
-from gateway.http import session as S
 from gateway.http.clerk_phone import parcels_by_tail, tail_of
 from gateway.http.clerk_slip import NoSlip, SlipDesk
 from gateway.http.page import ago, clock, kind_name, state_label

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.http import session as S
+from common import session as S
 from gateway.http.clerk import CLERK_EVENTS, TEXT, ClerkConsole, same_origin
 from gateway.http.reply import Reply
 

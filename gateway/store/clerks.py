@@ -10,7 +10,7 @@ every writable open by the console and by ``postedge gateway clerk``.
 
 What is kept, and why in this shape:
 
-- ``clerks``: the password only as an scrypt hash (``gateway/http/session.py``
+- ``clerks``: the password only as an scrypt hash (``common/session.py``
   says why scrypt and which parameters).
 - ``clerk_sessions``: the SHA-256 of the session token, never the token, so
   a copy of the database (a backup, a swapped SD card) holds no live

@@ -29,13 +29,13 @@ def test_events_reach_the_central_store_once_and_a_signed_command_comes_down(
         tmp_path: Path, broker: Mosquitto) -> None:
     pki = make_outlet_pki(tmp_path / "pki", "central")
     backend = Embedded(tmp_path / "central")
-    backend.add_outlet("o1", "o1-up-pw")
+    backend.add_outlet("o1", "o1-uplink-password")
     srv, _ = front.serve(backend, "127.0.0.1", 0, str(pki.server.cert), str(pki.server.key))
     conf = write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", PASSWORDS["gw-o1"],
                         db=str(tmp_path / "gateway.db"))
     with conf.open("a", encoding="utf-8") as f:
         f.write(f'\n[upstream]\nurl = "https://127.0.0.1:{srv.address[1]}/v1/batches"\n'
-                f'ca_file = "{pki.ca}"\nusername = "o1"\npassword = "o1-up-pw"\n'
+                f'ca_file = "{pki.ca}"\nusername = "o1"\npassword = "o1-uplink-password"\n'
                 "batch_max_age_s = 0.2\nprobe_interval_s = 0.5\ndown_interval_s = 0.5\n")
     gw = GatewayProcess(conf)
     got: list[bytes] = []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from gateway.http import session as S
+from common import session as S
 from gateway.http.server import WebService, start_web
 from gateway.store import clerks
 from gateway.store.events import EventStore, StoredEvent

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.http import session as S
+from common import session as S
 from gateway.notify.state import ensure_schema
 from gateway.store import clerks
 from gateway.store.events import EventStore

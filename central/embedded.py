@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS photo_parts (
     sha TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (sha, idx));
 CREATE TABLE IF NOT EXISTS photo_claims (
     sha TEXT NOT NULL, outlet TEXT NOT NULL, meta TEXT, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dispatchers (
+    name TEXT PRIMARY KEY, pw_hash TEXT NOT NULL, created_at REAL NOT NULL, disabled_at REAL);
+CREATE TABLE IF NOT EXISTS photo_reviews (
+    sha TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL);
 """
 
 class Embedded:
@@ -126,6 +130,58 @@ class Embedded:
         cur = self.db.execute("SELECT id, kind, kv, retired_at FROM devices WHERE outlet=? ORDER BY id",
                               (outlet,))
         return [{"device": d, "kind": k, "kv": kv, "retired": r is not None} for d, k, kv, r in cur]
+
+    # ------------------------------------------------------- dispatchers
+    def add_dispatcher(self, name: str, password: str) -> None:
+        """A dispatcher's login for the review page (or a new password)."""
+        with self.lock:
+            self.db.execute("INSERT INTO dispatchers (name, pw_hash, created_at) VALUES (?,?,?) "
+                            "ON CONFLICT(name) DO UPDATE SET pw_hash=excluded.pw_hash, disabled_at=NULL",
+                            (name, hash_password(password), time.time()))
+
+    def dispatcher_login(self, name: str, password: str) -> bool:
+        row = self.db.execute("SELECT pw_hash FROM dispatchers WHERE name=? AND disabled_at IS NULL",
+                              (name,)).fetchone()
+        # an unknown name costs a hash too, so it answers as slowly as a wrong password
+        return verify_password(password, row[0] if row else None)
+
+    def photos_for_review(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Complete photos, unreviewed first, with every claim made for them
+        (one photo claimed for two jobs or sites is a duplicate to look at)."""
+        rows = self.db.execute(
+            "SELECT p.sha, p.size, p.created_at, r.verdict, r.reason, r.by FROM photos p "
+            "LEFT JOIN photo_reviews r ON r.sha = p.sha WHERE p.complete = 1 "
+            "ORDER BY r.verdict IS NOT NULL, p.created_at DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for sha, size, at, verdict, reason, by in rows:
+            claims = []
+            for outlet, meta in self.db.execute("SELECT outlet, meta FROM photo_claims WHERE sha=? "
+                                                "ORDER BY at", (sha,)):
+                try:
+                    m = json.loads(meta) if meta else None
+                except ValueError:
+                    m = None
+                claims.append({"outlet": outlet, **({k: str(v)[:64] for k, v in m.items()
+                                                     if k in ("job", "site", "step", "device")}
+                                                    if isinstance(m, dict) else {})})
+            distinct = {(c.get("job"), c.get("site")) for c in claims}
+            out.append({"sha": sha, "size": size, "at": at, "verdict": verdict, "reason": reason, "by": by,
+                        "claims": claims, "duplicate": len(distinct) > 1})
+        return out
+
+    def review_photo(self, sha256: str, verdict: str, reason: str, by: str) -> bool:
+        """Record a dispatcher's verdict on a complete photo; False if there is none."""
+        if verdict not in ("accepted", "rejected"):
+            raise ValueError(f"verdict must be accepted or rejected, not {verdict!r}")
+        with self.lock:
+            found = self.db.execute("SELECT 1 FROM photos WHERE sha=? AND complete=1", (sha256,)).fetchone()
+            if found is None:
+                return False
+            self.db.execute("INSERT INTO photo_reviews (sha, verdict, reason, by, at) VALUES (?,?,?,?,?) "
+                            "ON CONFLICT(sha) DO UPDATE SET verdict=excluded.verdict, "
+                            "reason=excluded.reason, by=excluded.by, at=excluded.at",
+                            (sha256, verdict, reason[:300], by, time.time()))
+            return True
 
     # ----------------------------------------------------------- batches
     def store(self, outlet: str, checked: Checked) -> Stored:

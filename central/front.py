@@ -27,6 +27,8 @@ from typing import Any
 from aiohttp import web
 
 from central.backend import Backend, PhotoError
+from central.dispatch import Dispatch
+from central.embedded import Embedded
 from central.intake import MAX_BATCH_BYTES, check_batch
 from common.logs import get, recorder
 from common.uplink_codec import CONTENT_TYPE, BatchError, encode_ack, encode_down
@@ -57,9 +59,13 @@ class Front:
     """The aiohttp application over one backend; ``counts`` are what it refused
     and why (also in its log)."""
 
-    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time,
+                 dispatch: Dispatch | None = None) -> None:
+        """``dispatch``: the dispatcher's page (``central/dispatch.py``) on the
+        same server, for a backend that keeps its review data."""
         self.backend = backend
         self.clock = clock
+        self.dispatch = dispatch
         self.counts: Counter[str] = Counter()
 
     def app(self) -> web.Application:
@@ -72,6 +78,8 @@ class Front:
         r.add_post(UPLOADS, self._photo_begin)
         r.add_put(UPLOADS + r"/{sha256:[0-9a-f]{64}}/{index:[0-9]{1,6}}", self._photo_chunk)
         r.add_get(UPLOADS + r"/{sha256:[0-9a-f]{64}}", self._photo_state, allow_head=False)
+        if self.dispatch is not None:
+            self.dispatch.routes(app)
         return app
 
     # ----------------------------------------------------------- login
@@ -202,7 +210,7 @@ def serve(backend: Backend, host: str, port: int, cert: str, key: str) -> tuple[
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    front = Front(backend)
+    front = Front(backend, dispatch=Dispatch(backend) if isinstance(backend, Embedded) else None)
     srv = ThreadedServer(front.app(), host, port, name="central-https", idle_timeout=30.0,
                          max_connections=1024, ssl_context=ctx, auto_decompress=False)
     srv.start()

@@ -16,6 +16,7 @@ Exit codes: 0 done, 2 a usage or configuration error, 3 the environment
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import secrets
 import signal
@@ -133,6 +134,30 @@ def cmd_outlet(args: argparse.Namespace) -> int:
         backend.close()
 
 
+def cmd_dispatcher(args: argparse.Namespace) -> int:
+    from common.session import BadCredential, check_name, check_password_shape
+
+    lang = i18n.pick(args.lang)
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(
+        TEXT.t("dispatcher.prompt", lang))
+    try:
+        check_name(args.name)
+        check_password_shape(password)
+    except BadCredential as e:
+        _say("dispatcher.bad", lang, err=True, detail=e)
+        return 2
+    opened = _open(args, lang)
+    if opened is None:
+        return 2
+    _, backend = opened
+    try:
+        backend.add_dispatcher(args.name, password)
+        _say("dispatcher.added", lang, name=args.name)
+        return 0
+    finally:
+        backend.close()
+
+
 def _keys(args: argparse.Namespace, cfg: object):  # noqa: ANN202 - KeyService
     from central.keys import KeyService, load_master
 
@@ -217,6 +242,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     da.add_argument("device")
     da.add_argument("--kind", choices=("locker", "scanner", "handheld"), required=True)
     d.set_defaults(func=cmd_device)
+    dp = csub.add_parser("dispatcher", help="dispatcher logins for the review page (/dispatch)")
+    dpsub = dp.add_subparsers(dest="action", required=True)
+    dpa = dpsub.add_parser("add", help="add a dispatcher (or set a new password)")
+    dpa.add_argument("dir", type=Path)
+    dpa.add_argument("name")
+    dpa.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    dp.set_defaults(func=cmd_dispatcher)
     s = csub.add_parser("sign", help="sign a command with the device's key and queue it for the outlet")
     s.add_argument("dir", type=Path)
     s.add_argument("outlet")

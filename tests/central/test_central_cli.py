@@ -95,6 +95,14 @@ def test_ordinary_mistakes_get_one_line_and_the_right_exit_code(tmp_path: Path) 
     assert r.returncode == 3 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
     r = pe("outlet", "add", str(d), "Bad Name!", check=False)
     assert r.returncode == 2 and "cannot be used" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", "dispatcher", "add",
+                        str(d), "wang", "--password-stdin"], input="short\n", capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "password must be" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", "dispatcher", "add",
+                        str(d), "wang", "--password-stdin"], input="long-enough-pw\n", capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and "wang" in r.stdout
     r = pe("sign", str(d), "o1", "lk01", "open", "--args", "[1]", check=False)
     assert r.returncode == 2 and "JSON object" in r.stderr
     (d / "central.toml").write_text((d / "central.toml").read_text() + "prot = 1\n")

@@ -37,7 +37,8 @@ def service(tmp_path: Path) -> Iterator[tuple[str, Embedded]]:
     photo = b"\xff\xd8" + bytes(3000)
     sha = hashlib.sha256(photo).hexdigest()
     for outlet, job, site, hh in (("o1", "j1", "s1", "hh01"), ("o2", "j9", "s7", "hh02")):
-        b.photo_begin(outlet, sha, len(photo), 4096, {"job": job, "site": site, "step": "install", "device": hh})
+        meta = {"job": job, "site": site, "step": "install", "device": hh}
+        b.photo_begin(outlet, sha, len(photo), 4096, meta)
     assert b.photo_chunk(sha, 0, photo, hashlib.sha256(photo).hexdigest())
     srv, _ = front.serve(b, "127.0.0.1", 0, str(pki.server.cert), str(pki.server.key))
     try:

@@ -28,6 +28,11 @@ class CentralConfig(Section):
     master_key_file: str = "master.key"
     data_dir: str = "data"
     backend: Annotated[str, Field(pattern="^embedded$")] = "embedded"
+    # Pickup notices (central/notices.py): the SMS provider's HTTPS endpoint
+    # and a file holding its API token. Unset: the platform sends no texts.
+    sms_url: str | None = None
+    sms_token_file: str | None = None
+    notice_interval_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 5.0
 
     def path(self, base: Path, rel: str) -> Path:
         p = Path(rel)

@@ -31,7 +31,8 @@ from common.session import hash_password, verify_password
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outlets (
-    id TEXT PRIMARY KEY, pw_hash TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL);
+    id TEXT PRIMARY KEY, pw_hash TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL,
+    notifier INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT NOT NULL, outlet TEXT NOT NULL, kind TEXT NOT NULL, kv INTEGER NOT NULL DEFAULT 1,
     created_at REAL NOT NULL, retired_at REAL, PRIMARY KEY (outlet, id));
@@ -80,12 +81,15 @@ class Embedded:
         self._logins: dict[tuple[str, str], bytes] = {}
 
     # ---------------------------------------------------------- registry
-    def add_outlet(self, outlet: str, password: str) -> None:
-        """Register an outlet (or give it a new password)."""
+    def add_outlet(self, outlet: str, password: str, notifier: bool = False) -> None:
+        """Register an outlet (or give it a new password). ``notifier``: the
+        outlet's gateway texts villagers itself while the backhaul is down
+        (the platform then sends only what the gateway routes to it)."""
         with self.lock:
-            self.db.execute("INSERT INTO outlets (id, pw_hash, created_at) VALUES (?,?,?) "
-                            "ON CONFLICT(id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL",
-                            (outlet, hash_password(password), time.time()))
+            self.db.execute("INSERT INTO outlets (id, pw_hash, created_at, notifier) VALUES (?,?,?,?) "
+                            "ON CONFLICT(id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL, "
+                            "notifier=excluded.notifier",
+                            (outlet, hash_password(password), time.time(), int(notifier)))
             self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
 
     def retire_outlet(self, outlet: str) -> bool:
@@ -94,6 +98,9 @@ class Embedded:
                                   (time.time(), outlet))
             self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
             return cur.rowcount == 1
+
+    def notifier_outlets(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM outlets WHERE notifier=1")}
 
     def outlets(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT id, created_at, retired_at FROM outlets ORDER BY id")

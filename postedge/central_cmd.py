@@ -24,9 +24,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from central.messages import TEXT
 from postedge import i18n
+
+if TYPE_CHECKING:
+    from central.config import CentralConfig
+    from central.embedded import Embedded
 
 
 def _say(key: str, lang: str, err: bool = False, **kw: object) -> None:
@@ -90,6 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if cfg.sms_url and cfg.sms_token_file:
+        threading.Thread(target=_notices, args=(cfg, folder, backend, stop), name="notices",
+                         daemon=True).start()
     _say("run.listening", lang, host=cfg.host, port=srv.address[1])
     sys.stdout.flush()
     stop.wait()
@@ -97,6 +105,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend.close()
     _say("run.stopped", lang)
     return 0
+
+
+def _notices(cfg: CentralConfig, folder: Path, backend: Embedded, stop: threading.Event) -> None:
+    """Send due pickup notices every ``notice_interval_s`` until stopped."""
+    from central.keys import load_master
+    from central.notices import HttpSms, Notices
+
+    assert cfg.sms_url and cfg.sms_token_file
+    token = cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip()
+    notices = Notices(backend, load_master(cfg.path(folder, cfg.master_key_file)),
+                      HttpSms(cfg.sms_url, token), backend.notifier_outlets)
+    while not stop.wait(cfg.notice_interval_s):
+        try:
+            notices.run_once()
+        except Exception as e:  # a pass that failed is tried again on the next tick
+            print(f"notices: {e!r}", file=sys.stderr)
 
 
 def cmd_outlet(args: argparse.Namespace) -> int:
@@ -122,8 +146,13 @@ def cmd_outlet(args: argparse.Namespace) -> int:
             return 2
         if args.action == "add":
             password = secrets.token_urlsafe(24)
-            backend.add_outlet(args.outlet, password)
+            backend.add_outlet(args.outlet, password, notifier=args.notifier)
             _say("outlet.added", lang, outlet=args.outlet, password=password)
+            if args.notifier:
+                cfg = opened[0]
+                key = _keys(args, cfg).notifier_key()
+                _say("outlet.notifier_key", lang, err=True, outlet=args.outlet)
+                print(f'[keys]\n"1" = "{key.hex()}"')
             return 0
         if backend.retire_outlet(args.outlet):
             _say("outlet.retired", lang, outlet=args.outlet)
@@ -132,6 +161,41 @@ def cmd_outlet(args: argparse.Namespace) -> int:
         return 2
     finally:
         backend.close()
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    """Import villagers' numbers for parcels (CSV: parcel, phone[, lang]),
+    as the parcel system hands them over; bad rows are named and skipped."""
+    import csv
+
+    from central.notices import Notices
+    from protocol.barcodes import classify
+
+    lang = i18n.pick(args.lang)
+    opened = _open(args, lang)
+    if opened is None:
+        return 2
+    _, backend = opened
+    n = Notices(backend, b"", None, set)  # type: ignore[arg-type]  # the contact book only
+    good = bad = 0
+    try:
+        with open(args.file, newline="", encoding="utf-8") as f:
+            for i, row in enumerate(csv.reader(f), 1):
+                parcel, phone = (row + ["", ""])[:2]
+                plang = row[2] if len(row) > 2 and row[2] in ("zh", "en") else "zh"
+                if not classify(parcel.strip()).get("ok") or not phone.strip().lstrip("+").isdigit():
+                    _say("contacts.bad_row", lang, err=True, line=i)
+                    bad += 1
+                    continue
+                n.add_contact(args.outlet, parcel.strip(), phone.strip(), plang)
+                good += 1
+    except OSError as e:
+        _say("contacts.unreadable", lang, err=True, file=args.file, detail=e.strerror or e)
+        return 2
+    finally:
+        backend.close()
+    _say("contacts.done", lang, good=good, bad=bad, outlet=args.outlet)
+    return 1 if bad else 0
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
@@ -231,6 +295,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         a = osub.add_parser(action, help=text)
         a.add_argument("dir", type=Path)
         a.add_argument("outlet")
+        if action == "add":
+            a.add_argument("--notifier", action="store_true",
+                           help="the gateway has a local SMS modem: print the outlet notifier key for it")
     ol = osub.add_parser("list", help="outlets, their events and last upload")
     ol.add_argument("dir", type=Path)
     o.set_defaults(func=cmd_outlet)
@@ -242,6 +309,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     da.add_argument("device")
     da.add_argument("--kind", choices=("locker", "scanner", "handheld"), required=True)
     d.set_defaults(func=cmd_device)
+    ct = csub.add_parser("contacts", help="import villagers' numbers for parcels (CSV: parcel,phone[,lang])")
+    ctsub = ct.add_subparsers(dest="action", required=True)
+    cti = ctsub.add_parser("import", help="import a CSV file of parcel,phone[,lang]")
+    cti.add_argument("dir", type=Path)
+    cti.add_argument("outlet")
+    cti.add_argument("file", type=Path)
+    ct.set_defaults(func=cmd_contacts)
     dp = csub.add_parser("dispatcher", help="dispatcher logins for the review page (/dispatch)")
     dpsub = dp.add_subparsers(dest="action", required=True)
     dpa = dpsub.add_parser("add", help="add a dispatcher (or set a new password)")

@@ -112,3 +112,44 @@ def test_ordinary_mistakes_get_one_line_and_the_right_exit_code(tmp_path: Path) 
                          str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60, cwd=ROOT,
                         env={**os.environ})
     assert zh.returncode == 2 and "不是中心服务目录" in zh.stderr
+
+
+@pytest.mark.slow
+def test_central_run_texts_villagers_from_imported_contacts(tmp_path: Path) -> None:
+    from central.keys import KeyService
+    from tests.central.test_notices import Provider, deposit
+
+    sms = Provider()
+    d = tmp_path / "central"
+    port = free_port()
+    try:
+        pe("init", str(d), "--host", "127.0.0.1", "--port", str(port))
+        (d / "sms.token").write_text("tok\n")
+        with (d / "central.toml").open("a") as f:
+            f.write(f'sms_url = "{sms.url}"\nsms_token_file = "sms.token"\nnotice_interval_s = 0.2\n')
+        password = re.search(r"shown only now\): (\S+)",  # type: ignore[union-attr]
+                             pe("outlet", "add", str(d), "o1").stdout).group(1)
+        csv = tmp_path / "contacts.csv"
+        csv.write_text("RB000000014CN,13800000001,zh\nnot a parcel,123\n")
+        r = pe("contacts", "import", str(d), "o1", str(csv), check=False)
+        assert r.returncode == 1 and "1 numbers imported, 1 lines skipped" in r.stdout and "line 2" in r.stderr
+        row = deposit(1, "RB000000014CN", "552014", master=(d / "master.key").read_bytes())
+        assert KeyService("o1", (d / "master.key").read_bytes()).open_code(json.loads(row[1])) == "552014"
+        srv = subprocess.Popen([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", "run", str(d)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            assert "running" in (srv.stdout.readline() if srv.stdout else "")
+            ctx = ssl.create_default_context(cafile=str(d / "pki" / "ca.pem"))
+            t = HttpsTransport(f"https://127.0.0.1:{port}/v1/batches", "o1", ctx, 10.0, "o1", password)
+            assert t.send(encode_batch("o1", "bulk", [row])).all
+            t.close()
+            deadline = time.monotonic() + 20
+            while not sms.texts and time.monotonic() < deadline:
+                time.sleep(0.1)
+            [text] = sms.texts.values()
+            assert text["to"] == "13800000001" and "552014" in text["text"]
+        finally:
+            srv.send_signal(signal.SIGTERM)
+            srv.communicate(timeout=20)
+    finally:
+        sms.srv.stop()

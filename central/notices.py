@@ -1,0 +1,181 @@
+"""Pickup notices the platform sends, exactly once per deposit and purpose.
+
+The hand-off with the gateway's own modem (docs/gateway.md,
+"Notifications"): at an outlet with a notifier the platform sends only on a
+``notify.route`` event whose ``by`` is ``"platform"`` (the gateway decided,
+in one place, that the platform sends this one); at an outlet without a
+notifier it sends on the ``locker.deposit`` itself. The code is opened from
+the locker's sealed box with the platform's key (``central/keys.py``); it
+never goes into a log, a table or an event.
+
+Exactly once: a notice is claimed in ``notices`` (keyed by deposit and
+purpose) before the provider is called, with that key as the provider's
+reference, so a crash between the call and the record is retried with the
+same reference, which an SMS provider's idempotency key deduplicates. A
+provider answer of 4xx is final (``failed``); 5xx or no answer is retried on
+the next pass, up to ``MAX_ATTEMPTS``.
+
+The provider adapter (``HttpSms``) speaks a plain JSON-over-HTTPS shape
+(``{"to", "text", "ref"}`` with a bearer token, ``{"id"}`` back) that the
+usual Chinese SMS gateways' HTTP APIs map onto; an adapter per provider
+implements ``SmsProvider``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from central.embedded import Embedded
+from central.keys import KeyService
+from central.messages import TEXT
+from common.logs import recorder
+from protocol.errors import ProtocolError
+
+MAX_ATTEMPTS = 8
+record = recorder(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS contacts (
+    outlet TEXT NOT NULL, parcel TEXT NOT NULL, phone TEXT NOT NULL, lang TEXT NOT NULL DEFAULT 'zh',
+    PRIMARY KEY (outlet, parcel));
+CREATE TABLE IF NOT EXISTS notices (
+    deposit TEXT NOT NULL, purpose TEXT NOT NULL, outlet TEXT NOT NULL, parcel TEXT,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, provider_id TEXT, error TEXT,
+    at REAL NOT NULL, PRIMARY KEY (deposit, purpose));
+"""
+
+
+class SmsError(Exception):
+    def __init__(self, detail: str, final: bool) -> None:
+        super().__init__(detail)
+        self.final = final
+
+
+class SmsProvider(Protocol):
+    def send(self, to: str, text: str, ref: str) -> str:
+        """Send one text; the provider's message id. Raises SmsError."""
+        ...
+
+
+class HttpSms:
+    """A provider behind ``POST url`` with a bearer token (see the module doc)."""
+
+    def __init__(self, url: str, token: str, ctx: ssl.SSLContext | None = None,
+                 timeout_s: float = 10.0) -> None:
+        self.url, self.token, self.ctx, self.timeout_s = url, token, ctx, timeout_s
+
+    def send(self, to: str, text: str, ref: str) -> str:
+        req = urllib.request.Request(self.url, data=json.dumps({"to": to, "text": text, "ref": ref}).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {self.token}"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s, context=self.ctx) as r:
+                doc = json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise SmsError(f"http {e.code}", final=400 <= e.code < 500 and e.code != 429) from e
+        except (OSError, ValueError) as e:
+            raise SmsError(f"{type(e).__name__}: {e}", final=False) from e
+        return str(doc.get("id", ""))[:64]
+
+
+class Notices:
+    """One pass (``run_once``) sends what is due; ``central run`` calls it on a timer."""
+
+    def __init__(self, backend: Embedded, master: bytes, provider: SmsProvider,
+                 notifier_outlets: Callable[[], set[str]], clock: Callable[[], float] = time.time) -> None:
+        self.b = backend
+        self.master = master
+        self.provider = provider
+        self.notifier_outlets = notifier_outlets
+        self.clock = clock
+        with self.b.lock:
+            self.b.db.executescript(SCHEMA)
+
+    def add_contact(self, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
+        with self.b.lock:
+            self.b.db.execute("INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(outlet, parcel) DO UPDATE "
+                              "SET phone=excluded.phone, lang=excluded.lang", (outlet, parcel, phone, lang))
+
+    def _due(self) -> list[tuple[str, str, str]]:
+        """(outlet, deposit id, purpose) not yet sent or given up."""
+        with_notifier = self.notifier_outlets()
+        db = self.b.db
+        due: list[tuple[str, str, str]] = []
+        for outlet, payload in db.execute(
+                "SELECT outlet, payload FROM events WHERE type='notify.route' ORDER BY received_at"):
+            if outlet not in with_notifier:
+                continue
+            body = json.loads(payload).get("body", {})
+            if body.get("by") == "platform" and isinstance(body.get("event"), str):
+                due.append((outlet, body["event"], str(body.get("purpose", "notice"))))
+        for outlet, eid in db.execute("SELECT outlet, id FROM events WHERE type='locker.deposit' "
+                                      "ORDER BY received_at"):
+            if outlet not in with_notifier:
+                due.append((outlet, eid, "notice"))
+        done = {(d, p) for d, p in db.execute(
+            "SELECT deposit, purpose FROM notices WHERE state != 'retry'")}
+        return [d for d in due if (d[1], d[2]) not in done]
+
+    def run_once(self) -> int:
+        sent = 0
+        for outlet, deposit, purpose in self._due():
+            sent += self._one(outlet, deposit, purpose)
+        return sent
+
+    def _mark(self, deposit: str, purpose: str, outlet: str, parcel: str | None, state: str,
+              error: str = "", provider_id: str | None = None, attempt: bool = False) -> None:
+        with self.b.lock:
+            self.b.db.execute(
+                "INSERT INTO notices (deposit, purpose, outlet, parcel, state, attempts, provider_id, error, "
+                "at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(deposit, purpose) DO UPDATE SET "
+                "state=excluded.state, attempts=attempts+excluded.attempts, "
+                "provider_id=excluded.provider_id, error=excluded.error, at=excluded.at",
+                (deposit, purpose, outlet, parcel, state, int(attempt), provider_id, error[:200],
+                 self.clock()))
+
+    def _one(self, outlet: str, deposit: str, purpose: str) -> int:
+        row = self.b.db.execute("SELECT payload FROM events WHERE id=? AND outlet=?",
+                                (deposit, outlet)).fetchone()
+        if row is None:
+            return 0  # the route came before its deposit: next pass
+        env: dict[str, Any] = json.loads(row[0])
+        body = env.get("body", {})
+        parcel = body.get("parcel")
+        contact = self.b.db.execute("SELECT phone, lang FROM contacts WHERE outlet=? AND parcel=?",
+                                    (outlet, parcel)).fetchone()
+        if contact is None:
+            self._mark(deposit, purpose, outlet, parcel, "no_contact")
+            return 0
+        try:
+            code = KeyService(outlet, self.master).open_code(env)
+        except (ProtocolError, ValueError, KeyError) as e:
+            self._mark(deposit, purpose, outlet, parcel, "no_code", error=str(e))
+            record("notice_no_code", deposit=deposit, reason=str(e)[:100])
+            return 0
+        attempts = self.b.db.execute("SELECT attempts FROM notices WHERE deposit=? AND purpose=?",
+                                     (deposit, purpose)).fetchone()
+        if attempts is not None and attempts[0] >= MAX_ATTEMPTS:
+            self._mark(deposit, purpose, outlet, parcel, "failed", error="attempts used up")
+            return 0
+        phone, lang = contact
+        expires = body.get("expires")
+        until = time.strftime("%m-%d %H:%M", time.localtime(expires)) if isinstance(expires, int) else "?"
+        text = TEXT.t("notice.sms", lang, parcel=str(parcel)[-6:], compartment=body.get("compartment", "?"),
+                      locker=deposit.split(":")[0], code=code, expires=until)
+        self._mark(deposit, purpose, outlet, parcel, "retry", attempt=True)  # claimed before the call
+        ref = f"{deposit}/{purpose}"
+        try:
+            pid = self.provider.send(phone, text, ref)
+        except SmsError as e:
+            self._mark(deposit, purpose, outlet, parcel, "failed" if e.final else "retry", error=str(e))
+            record("notice_failed", deposit=deposit, final=e.final, error=str(e)[:100])
+            return 0
+        self._mark(deposit, purpose, outlet, parcel, "sent", provider_id=pid)
+        record("notice_sent", deposit=deposit, purpose=purpose, provider_id=pid)
+        return 1

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     from postedge import gateway_cmd
 
     gateway_cmd.add_parser(sub)
+    from postedge import outlet_cmd
+
+    outlet_cmd.add_parser(sub)
     from postedge import handheld_cmd
 
     handheld_cmd.add_parser(sub)

@@ -206,8 +206,8 @@ def _relative_broker(stage: Path, out: Path) -> None:
     unit = stage / "postedge-mosquitto.service"
     text = unit.read_text().replace(f"{stage}/mosquitto/mosquitto.conf", "mosquitto/mosquitto.conf")
     if "WorkingDirectory=" not in text:
-        text = text.replace("[Service]\n", f"[Service]\n# mosquitto.conf's paths are relative to this folder.\n"
-                                           f"WorkingDirectory={out}\n", 1)
+        text = text.replace("[Service]\n", "[Service]\n# mosquitto.conf's paths are relative to this "
+                                           f"folder.\nWorkingDirectory={out}\n", 1)
     unit.write_text(text)
 
 
@@ -367,7 +367,8 @@ def start_commands(out: Path) -> list[tuple[str, str]]:
 
 
 def device_commands(spec: OutletSpec, out: Path, revoked: list[str]) -> list[tuple[str, str]]:
-    """(device, command) that puts each device's configuration on it."""
+    """(device, command) that puts each device's configuration on it; for a
+    handheld, the file to copy to it."""
     cmds = []
     for lk in spec.lockers:
         if lk.id not in revoked:
@@ -379,7 +380,7 @@ def device_commands(spec: OutletSpec, out: Path, revoked: list[str]) -> list[tup
                                 f"--config {out}/devices/{sc.id}.json"))
     for hh in spec.handhelds:
         if hh.id not in revoked:
-            cmds.append((hh.id, f"copy {out}/devices/{hh.id}.toml to the handheld"))
+            cmds.append((hh.id, f"{out}/devices/{hh.id}.toml"))
     return cmds
 
 

@@ -160,7 +160,8 @@ class OutletSpec(Section):
                 raise KeyProblem(f"{kind}s", f"device id {dev!r} appears twice")
             seen.add(dev)
         if not seen:
-            raise KeyProblem("lockers", "the outlet has no devices ([[lockers]], [[scanners]], [[handhelds]])")
+            raise KeyProblem("lockers", "the outlet has no devices "
+                             "([[lockers]], [[scanners]], [[handhelds]])")
         if self.broker.port == self.broker.tls_port:
             raise KeyProblem("broker", "port and tls_port must differ")
         return self

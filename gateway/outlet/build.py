@@ -296,7 +296,13 @@ def _diff(stage: Path, out: Path) -> list[tuple[str, str]]:
 def _apply(stage: Path, out: Path, changes: list[tuple[str, str]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for d in sorted(p for p in stage.rglob("*") if p.is_dir()):
-        (out / d.relative_to(stage)).mkdir(parents=True, exist_ok=True)
+        dst = out / d.relative_to(stage)
+        dst.mkdir(parents=True, exist_ok=True)
+        # provision hands mosquitto/ (log, persistence) to the broker's account
+        st = d.stat()
+        dst.chmod(st.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(dst, st.st_uid, st.st_gid)
     for what, rel in changes:
         dst = out / rel
         if what == "removed":

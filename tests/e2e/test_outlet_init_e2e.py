@@ -190,6 +190,15 @@ id = "hh01"
                              heap=unixport.APP_HEAP, cwd=tmp_path / "lk03",
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert wait_device_event(db, "lk03")["type"] == "locker.boot"
+
+        # lk03 leaves: its login goes (gateway/revoke.py), and init keeps it out.
+        r = postedge("outlet", "retire-device", "lk03", "--out", str(out), "--broker-pid", str(broker.pid))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "lk03 retired" in r.stdout
+        assert "lk03:" not in (out / "mosquitto" / "passwd").read_text()
+        r = postedge("outlet", "init", str(spec), "--out", str(out), "--no-install")
+        assert r.returncode == 0 and "retired devices, left out: lk03" in r.stdout, r.stdout + r.stderr
+        assert not (out / "devices" / "lk03.json").exists()
     finally:
         if closer is not None:
             closer.stop()

@@ -28,6 +28,8 @@ def _init(args: argparse.Namespace, lang: str) -> int:
         _err(lang, "outlet.spec_error", msg=str(e))
         return 2
     out = args.out.resolve()
+    if args.install is None:  # neither flag: as the folder was set up (an installed outlet stays one)
+        args.install = build.installed(out)
     if args.install:
         if not system.is_root():
             _err(lang, "outlet.install_needs_root")
@@ -132,9 +134,10 @@ def cmd_retire_device(args: argparse.Namespace) -> int:
 def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("/etc/postedge"),
                    help="folder the outlet's files go to (default /etc/postedge)")
-    p.add_argument("--install", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--install", action=argparse.BooleanOptionalAction, default=None,
                    help="as root: create the postedge account and folders, install and start the "
-                        "systemd units (default: --no-install, files only, and the commands to start)")
+                        "systemd units; --no-install: files only, and the commands to start each part "
+                        "(default: as the folder was set up, else --no-install)")
     p.add_argument("--dry-run", action="store_true", help="say what would change, write nothing")
 
 

@@ -366,6 +366,15 @@ def init(spec: OutletSpec, spec_path: Path, out: Path, install: bool = False,
     return Result(out, address, changes, access, sorted(revoked))
 
 
+def installed(out: Path) -> bool:
+    """Whether ``out`` was set up with --install (its gateway.toml has the
+    installed database path): a later run without either flag keeps it so."""
+    try:
+        return f'db = "{DB_INSTALLED}"' in (Path(out) / "gateway.toml").read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
 def start_commands(out: Path) -> list[tuple[str, str]]:
     """(part, command) to start each part by hand (no --install)."""
     return [("broker", f"cd {out} && mosquitto -c mosquitto/mosquitto.conf"),

@@ -22,6 +22,9 @@ listen = "127.0.0.1"
 id = "lk01"
 compartments = [{ size = "S", count = 4 }, { board = 2, size = "XL", count = 2, first_lock = 5 },
                 { size = "M", count = 2 }]
+[[scanners]]
+id = "sc01"
+uart = "uart2"
 [[handhelds]]
 id = "hh01"
 """
@@ -71,6 +74,13 @@ def test_init_twice_changes_nothing_and_dry_run_writes_nothing(tmp_path: Path, c
     lk = json.loads((out / "devices" / "lk01.json").read_text())
     assert lk["board"] == {"driver": "8a", "uart": "rs485", "baud": 9600} and len(lk["compartments"]) == 8
     assert lk["key"]["kv"] == 1 and "notify" in lk and lk["state_dir"] == "data"
+    # What the firmware itself checks at boot (the e2e run boots lk01 on the unix port).
+    from firmware.counter import config as counter_config
+    from firmware.locker import config as locker_config
+
+    locker_config.validate(lk)
+    sc = counter_config.validate(json.loads((out / "devices" / "sc01.json").read_text()))
+    assert sc["scanner"]["uart"] == "uart2" and sc["broker"]["port"] == 8883
     gw = (out / "gateway.toml").read_text()
     assert 'db = "data/gateway.db"' in gw and "port = 1884" in gw
     texts = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

@@ -198,13 +198,18 @@ def _toml_value(v: Any) -> str:
     raise OutletError(f"counter: cannot write {v!r}")
 
 
-def _relative_broker(stage: Path, out: Path) -> None:
+def _relative_broker(stage: Path, out: Path, port: int) -> None:
     """mosquitto.conf with paths relative to the folder (the unit runs
     Mosquitto there), and the broker's unit pointing at the folder."""
     conf = stage / "mosquitto" / "mosquitto.conf"
     conf.write_text(conf.read_text().replace(f"{stage}/", ""))
     unit = stage / "postedge-mosquitto.service"
     text = unit.read_text().replace(f"{stage}/mosquitto/mosquitto.conf", "mosquitto/mosquitto.conf")
+    if port != 1883:
+        # Its own port: Debian's mosquitto.service can run beside it, and an
+        # upgrade of the package restarting that one must not stop this one.
+        text = text.replace("Conflicts=mosquitto.service\n",
+                            "# Not 1883: Debian's mosquitto.service may run beside it.\n")
     if "WorkingDirectory=" not in text:
         text = text.replace("[Service]\n", "[Service]\n# mosquitto.conf's paths are relative to this "
                                            f"folder.\nWorkingDirectory={out}\n", 1)
@@ -344,7 +349,7 @@ def init(spec: OutletSpec, spec_path: Path, out: Path, install: bool = False,
         except prov.ProvisionError as e:
             raise OutletError(str(e)) from e
         _gateway_toml(spec, stage, install, spec_path)
-        _relative_broker(stage, out)
+        _relative_broker(stage, out, spec.broker.port)
         (stage / GATEWAY_UNIT).write_text(gateway_unit(out), encoding="utf-8")
         for lk in spec.lockers:
             if lk.id not in revoked:

@@ -46,6 +46,9 @@ def _init(args: argparse.Namespace, lang: str) -> int:
     except build.OutletError as e:
         _err(lang, "outlet.spec_error", msg=str(e))
         return 2
+    except OSError as e:  # e.g. an installed folder's 0600 files, not as root
+        _err(lang, "outlet.check.unreadable", msg=str(e))
+        return 3
     if res.changes:
         print(t("outlet.would_change" if args.dry_run else "outlet.changed", lang, out=str(out),
                 n=len(res.changes)))

@@ -59,11 +59,15 @@ def check(spec_path: Path, out: Path) -> list[Finding]:
     try:
         cfg = GatewayConfig.load(gw_toml)
     except ConfigError as e:
+        if isinstance(e.__cause__, OSError):
+            return [Finding(3, "unreadable", {"msg": str(e)})]
         return [Finding(2, "gateway_toml", {"msg": str(e)})]
     try:
         changes = build.init(spec, spec_path, out, install=str(cfg.db) == build.DB_INSTALLED, dry_run=True)
     except build.OutletError as e:
         return [Finding(2, "spec", {"msg": str(e)})]
+    except OSError as e:  # an installed folder read by a user who may not (0600 keys)
+        return [Finding(3, "unreadable", {"msg": str(e)})]
     if changes.changes:
         found.append(Finding(3, "stale", {"files": ", ".join(rel for _, rel in changes.changes),
                                           "spec": str(spec_path), "out": str(out)}))

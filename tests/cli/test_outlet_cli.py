@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.outlet.spec import ConfigError, load
+from handheld.config import load_config
 from postedge.cli import main
 
 SPEC = """
@@ -25,6 +27,9 @@ compartments = [{ size = "S", count = 4 }, { board = 2, size = "XL", count = 2, 
 [[scanners]]
 id = "sc01"
 uart = "uart2"
+[counter]
+platform_keys = { p1 = "abababababababababababababababababababababababababababababababab" }
+label_url = "/dev/usb/lp0"
 [[handhelds]]
 id = "hh01"
 """
@@ -81,6 +86,11 @@ def test_init_twice_changes_nothing_and_dry_run_writes_nothing(tmp_path: Path, c
     locker_config.validate(lk)
     sc = counter_config.validate(json.loads((out / "devices" / "sc01.json").read_text()))
     assert sc["scanner"]["uart"] == "uart2" and sc["broker"]["port"] == 8883
+    hh = load_config(out / "devices" / "hh01.toml")
+    assert hh.broker.port == 8883 and hh.gateway.url == "https://127.0.0.1:8080"
+    gwc = GatewayConfig.load(out / "gateway.toml")
+    assert gwc.counter is not None and gwc.counter.label_url == "/dev/usb/lp0"
+    assert gwc.db == out / "data" / "gateway.db" and gwc.broker.port == 1884
     gw = (out / "gateway.toml").read_text()
     assert 'db = "data/gateway.db"' in gw and "port = 1884" in gw
     texts = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

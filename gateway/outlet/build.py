@@ -392,12 +392,12 @@ def device_commands(spec: OutletSpec, out: Path, revoked: list[str]) -> list[tup
     cmds = []
     for lk in spec.lockers:
         if lk.id not in revoked:
-            cmds.append((lk.id, f"postedge firmware deploy --app locker --port /dev/ttyUSB0 "
-                                f"--config {out}/devices/{lk.id}.json"))
+            cmds.append((lk.id, f"postedge firmware deploy --port /dev/ttyUSB0 --device {lk.id} "
+                                f"--outlet-dir {out}"))
     for sc in spec.scanners:
         if sc.id not in revoked:
-            cmds.append((sc.id, f"postedge firmware deploy --app counter --port /dev/ttyUSB0 "
-                                f"--config {out}/devices/{sc.id}.json"))
+            cmds.append((sc.id, f"postedge firmware deploy --port /dev/ttyUSB0 --device {sc.id} "
+                                f"--outlet-dir {out}"))
     for hh in spec.handhelds:
         if hh.id not in revoked:
             cmds.append((hh.id, f"{out}/devices/{hh.id}.toml"))

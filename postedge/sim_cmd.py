@@ -133,7 +133,8 @@ def cmd_serve_board(args: argparse.Namespace) -> int:
     print(t("bench.board", lang, url=bench.board_url, driver=args.driver, n=len(bench.boards),
             locks=args.locks), flush=True)
     print(t("bench.panel", lang, url=bench.panel.url), flush=True)
-    print(t("bench.paste", lang, board=bench.board_url, driver=args.driver, panel=bench.panel.url), flush=True)
+    print(t("bench.paste", lang, board=bench.board_url, driver=args.driver, panel=bench.panel.url),
+          flush=True)
     print(t("bench.help", lang), flush=True)
 
     def say(d: dict[str, str]) -> None:

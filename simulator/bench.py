@@ -31,8 +31,8 @@ class Bench:
         self.locks = locks
         self.board_url = self.bus.serve_pty() if pty else f"socket://127.0.0.1:{self.bus.serve_tcp()}"
         self.panel = SimPanel()
-        self.closers = ([DoorCloser(self.bus, board=b, locks=locks, after_s=auto_close_s) for b in self.boards]
-                        if auto_close_s is not None else [])
+        self.closers = [] if auto_close_s is None else [
+            DoorCloser(self.bus, board=b, locks=locks, after_s=auto_close_s) for b in self.boards]
         self._stop = threading.Event()
 
     def watch(self, say: Callable[[dict[str, str]], None]) -> None:

@@ -363,6 +363,13 @@ def init(spec: OutletSpec, spec_path: Path, out: Path, install: bool = False,
             p = stage / "devices" / f"{hh.id}.toml"
             if hh.id not in revoked and p.exists():
                 p.write_text(p.read_text().replace(f":{prov.WEB_PORT}\"", f":{spec.web.port}\""))
+        # A device taken out of the description: its login is gone from
+        # provision's passwd and ACL; its files go too (retire-device also
+        # records it upstream and keeps it out for good).
+        ids = {dev for dev, _ in spec.devices()}
+        for p in (stage / "devices").glob("*"):
+            if p.suffix in (".json", ".toml") and p.stem not in ids:
+                p.unlink()
         _keep_passwd(stage, out)
         changes = _diff(stage, out)
         if not dry_run:

@@ -102,3 +102,15 @@ def test_init_twice_changes_nothing_and_dry_run_writes_nothing(tmp_path: Path, c
     assert main(["--lang", "en", "outlet", "init", str(spec), "--out", str(out)]) == 0
     lines = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("  changed")]
     assert sorted(w[1] for w in lines) == ["devices/hh01.toml", "gateway.toml"]
+
+
+def test_a_device_taken_out_of_the_description_loses_its_files_and_login(tmp_path: Path, capsys) -> None:
+    spec, out = write(tmp_path), tmp_path / "o"
+    assert main(["--lang", "en", "outlet", "init", str(spec), "--out", str(out)]) == 0
+    capsys.readouterr()
+    spec.write_text(SPEC.replace('[[handhelds]]\nid = "hh01"\n', ""))
+    assert main(["--lang", "en", "outlet", "init", str(spec), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "removed  devices/hh01.json" in said and "removed  devices/hh01.toml" in said
+    assert "changed  mosquitto/passwd" in said and "hh01:" not in (out / "mosquitto" / "passwd").read_text()
+    assert (out / "devices" / "lk01.json").exists()

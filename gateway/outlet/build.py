@@ -159,9 +159,11 @@ def _gateway_toml(spec: OutletSpec, stage: Path, install: bool, spec_path: Path)
     and language, ``[upstream]`` and ``[counter]``."""
     path = stage / "gateway.toml"
     text = path.read_text(encoding="utf-8")
-    text = text.replace(f'db = "{DB_INSTALLED}"', f'db = "{DB_INSTALLED if install else DB_LOCAL}"')
-    text = text.replace(f"[web]\nhost = \"0.0.0.0\"\nport = {prov.WEB_PORT}\n",
-                        f"[web]\nhost = \"0.0.0.0\"\nport = {spec.web.port}\nlang = \"{spec.web.lang}\"\n")
+    db_line, web = f'db = "{DB_INSTALLED}"', f"[web]\nhost = \"0.0.0.0\"\nport = {prov.WEB_PORT}\n"
+    if db_line not in text or web not in text:  # provision's text changed: say so, never half-apply
+        raise OutletError(f"{path.name} from provision has no {db_line!r} or [web] port line to set")
+    text = text.replace(db_line, f'db = "{DB_INSTALLED if install else DB_LOCAL}"')
+    text = text.replace(web, f'[web]\nhost = "0.0.0.0"\nport = {spec.web.port}\nlang = "{spec.web.lang}"\n')
     c = spec.central
     if c.url:
         text += ("\n# The central service (the description's [central]).\n[upstream]\n"

@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.web_server import lan_address
 from gateway import provision as prov
 from gateway import revoke
 from gateway.outlet.spec import Locker, OutletSpec, Scanner
@@ -61,19 +61,6 @@ class Result:
     changes: list[tuple[str, str]] = field(default_factory=list)  # (added|changed|removed, path)
     access: list[str] = field(default_factory=list)  # what provision could not grant
     revoked: list[str] = field(default_factory=list)
-
-
-def lan_address() -> str:
-    """The address this box is reached at on its LAN: the source address of
-    its default route (nothing is sent), never 0.0.0.0."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route
-        return str(s.getsockname()[0])
-    except OSError:
-        return "127.0.0.1"
-    finally:
-        s.close()
 
 
 def _runtime(rel: str) -> bool:

@@ -130,6 +130,8 @@ id = "hh01"
         wait_port(tls_port)
         gw = GatewayProcess(out / "gateway.toml")
         gw.wait_for("gateway_started")
+        started = next(d for d in gw.lines if d.get("evt") == "web_started")
+        assert started["url"].startswith("https://") and "0.0.0.0" not in started["url"]
         db = out / "data" / "gateway.db"
         fw = unixport.popen(["-m", "firmware.locker.main", str(out / "devices" / "lk01.json")],
                             heap=unixport.APP_HEAP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -134,6 +134,26 @@ def cmd_retire_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_courier(args: argparse.Namespace) -> int:
+    import time
+
+    from gateway.outlet import couriers, spec
+
+    lang = i18n.pick(args.lang)
+    try:
+        r = couriers.issue(spec.load(args.spec), args.out, args.courier, args.days)
+    except spec.ConfigError as e:
+        _err(lang, "outlet.spec_error", msg=str(e))
+        return 2
+    except couriers.CourierError as e:
+        _err(lang, "outlet.device_error", msg=str(e))
+        return 2
+    print(t("outlet.courier_queued", lang, courier=args.courier, lockers=", ".join(r["lockers"]),
+            until=time.strftime("%Y-%m-%d", time.localtime(r["exp"]))))
+    print(t("outlet.courier_badge", lang, badge=r["badge"]))
+    return 0
+
+
 def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("/etc/postedge"),
                    help="folder the outlet's files go to (default /etc/postedge)")
@@ -166,6 +186,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     a.add_argument("--uart", default=None, help="the lock board's (or scan engine's) serial port")
     _init_args(a)
     a.set_defaults(func=cmd_add_device)
+
+    k = os_.add_parser("courier", help="a pilot outlet: issue a courier's badge; the credential reaches "
+                       "every locker through the gateway")
+    k.add_argument("spec", type=Path, metavar="OUTLET.toml")
+    k.add_argument("courier", help="the courier's id (1-32 of a-z 0-9 _ -)")
+    k.add_argument("--days", type=int, default=30, help="how long the badge opens the lockers")
+    k.add_argument("--out", type=Path, default=Path("/etc/postedge"))
+    k.set_defaults(func=cmd_courier)
 
     r = os_.add_parser("retire-device", help="retire a device: its login and key stop working at once")
     r.add_argument("device")

@@ -114,3 +114,13 @@ def test_a_device_taken_out_of_the_description_loses_its_files_and_login(tmp_pat
     assert "removed  devices/hh01.json" in said and "removed  devices/hh01.toml" in said
     assert "changed  mosquitto/passwd" in said and "hh01:" not in (out / "mosquitto" / "passwd").read_text()
     assert (out / "devices" / "lk01.json").exists()
+
+
+def test_courier_badges_need_a_pilot_and_a_gateway_that_has_run(tmp_path: Path, capsys) -> None:
+    spec, out = write(tmp_path), tmp_path / "o"
+    assert main(["--lang", "en", "outlet", "init", str(spec), "--out", str(out)]) == 0
+    assert main(["--lang", "en", "outlet", "courier", str(spec), "c007", "--out", str(out)]) == 2
+    assert "start the gateway once first" in capsys.readouterr().err
+    (out / "pilot" / "master.key").unlink()
+    assert main(["--lang", "zh", "outlet", "courier", str(spec), "c007", "--out", str(out)]) == 2
+    assert "not a pilot outlet" in capsys.readouterr().err

@@ -2,9 +2,10 @@
 20): the description of one outlet with two lockers, a counter scanner and
 a handheld; Mosquitto and the gateway started from exactly what init wrote
 (the commands it prints); locker lk01 on the MicroPython unix port with its
-generated config.json against a simulated lock board and panel; a courier
-credential enqueued through the gateway, a deposit and a pickup; a second
-init that changes nothing; add-device bringing a third locker online."""
+generated config.json against a simulated lock board and panel; a courier's
+badge from ``outlet courier`` (its credential reaches lk01 through the
+gateway), a deposit and a pickup; a second init that changes nothing;
+add-device bringing a third locker online; retire-device taking it out."""
 
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.locker import codes as C
 from gateway.broker import find_mosquitto, free_port
-from protocol import keys, seal, signing
+from protocol import keys, seal
 from protocol.envelope import device_of
 from simulator import unixport
 from simulator.gateway_process import GatewayProcess
@@ -140,22 +140,16 @@ id = "hh01"
         panel.wait_connected()
         assert panel.wait_display("ready")["code"] == "ready"
 
-        # A courier's credential, signed with lk01's key as the pilot's
-        # embedded backend derives it, reaches the locker through the gateway.
-        master = bytes.fromhex((out / "pilot" / "master.key").read_text().strip())
-        key = keys.device_key(master, keys.fleet_id("o1", "lk01"), 1)
-        now = int(time.time())
-        salt = "1234567890abcdef"
-        cmd = {"id": "cred-1", "dev": "lk01", "op": "credential", "iat": now, "exp": now + 600,
-               "args": {"courier": "c007", "salt": salt, "hash": C.salted_hash(salt, "s3cret"),
-                        "exp": now + 3600}}
-        (tmp_path / "cred.json").write_bytes(signing.encode(signing.sign(cmd, key, kv=1)))
-        r = postedge("gateway", "enqueue", "--config", str(out / "gateway.toml"), "--kind", "locker",
-                     str(tmp_path / "cred.json"))
+        # A courier's badge from the pilot's embedded backend; its credential
+        # reaches the locker through the gateway, with no hand-written code.
+        r = postedge("outlet", "courier", str(spec), "c007", "--out", str(out))
         assert r.returncode == 0, r.stderr
+        badge = next(w for w in r.stdout.split() if w.startswith("PE-C:c007:"))
+        master = bytes.fromhex((out / "pilot" / "master.key").read_text().strip())
+        key = keys.device_key(master, keys.fleet_id("o1", "lk01"), 1)  # the platform's copy of the code
         closer = DoorCloser(bus1)
         deadline = time.monotonic() + 30
-        while panel.do("scan", "PE-C:c007:s3cret")["code"] != "courier_ok":
+        while panel.do("scan", badge)["code"] != "courier_ok":
             assert time.monotonic() < deadline, "the credential never reached lk01"
             time.sleep(1)
         assert panel.do("scan", "]C0RB123456785GB")["code"] == "choose_size"

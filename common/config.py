@@ -135,6 +135,9 @@ def parse(model: type[M], data: Any, section: str, **context: Any) -> M:
     try:
         return model.model_validate(data, context=context or None)
     except ValidationError as e:
-        key, problem = _sentence(model, e.errors()[0])
+        # A misspelt key first: "sise: did you mean 'size'?" explains the
+        # "size: required" pydantic would otherwise report before it.
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        key, problem = _sentence(model, errors[0])
         where = ".".join(p for p in (section, key) if p) or "config"
         raise ConfigError(f"{where}: {problem}") from None

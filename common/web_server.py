@@ -51,6 +51,30 @@ def bind(host: str, port: int, backlog: int = 64) -> socket.socket:
     return socket.create_server(addr[:2], family=fam, backlog=backlog)
 
 
+def lan_address() -> str:
+    """The address this box is reached at on its LAN: the source address of
+    its default route (a UDP connect sends nothing). What a person opens when
+    a server is bound to a wildcard, which is never an address to open."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route
+        return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        s.close()
+
+
+def open_url(scheme: str, bind_host: str, port: int) -> str:
+    """The URL a person opens for a server bound to ``bind_host``."""
+    h = bind_host.strip()
+    if h in ("", "0.0.0.0", "::", "[::]"):
+        h = lan_address()
+    if ":" in h and not h.startswith("["):
+        h = f"[{h}]"
+    return f"{scheme}://{h}:{port}/"
+
+
 def host_allowlist(bind_host: str, port: int, names: Iterable[str] = ()) -> frozenset[str]:
     """The ``Host`` header values a request may carry: loopback by name and address, the
     address the server is bound to (unless it is a wildcard) and ``names``, each with

@@ -54,7 +54,18 @@ def cmd_firmware(args: argparse.Namespace) -> int:
         print(fw.manifest_py(), end="")
         return 0
     # deploy
-    fw.bundle(args.out, args.arch, args.app)
+    if args.device is not None:
+        # The configuration `postedge outlet init` wrote for this device, and its app.
+        lang = i18n.pick(args.lang)
+        try:
+            args.config, args.app = fw.device_config(args.outlet_dir, args.device)
+        except ValueError as e:
+            print(i18n.t("error", lang, msg=str(e)), file=sys.stderr)
+            return 2
+    made = fw.bundle(args.out, args.arch, args.app)
+    if args.dry_run:  # every file that goes to the board
+        for f in [*made, args.out / "main.py", *([args.config] if args.config else [])]:
+            print(f"# {f}")
     rc = 0
     for cmd in fw.deploy_commands(args.out, args.port, args.config):
         print(" ".join(cmd))
@@ -79,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     from postedge import gateway_cmd
 
     gateway_cmd.add_parser(sub)
+    from postedge import outlet_cmd
+
+    outlet_cmd.add_parser(sub)
     from postedge import handheld_cmd
 
     handheld_cmd.add_parser(sub)
@@ -102,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     fd = fsub.add_parser("deploy", help="bundle and copy to a board with mpremote")
     fd.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
     fd.add_argument("--config", type=Path, help="the device's config.json to copy")
+    fd.add_argument("--device", help="a device of the outlet: the config `outlet init` wrote for it "
+                                     "(OUTLET_DIR/devices/DEVICE.json) and its app")
+    fd.add_argument("--outlet-dir", type=Path, default=Path("/etc/postedge"),
+                    help="the folder `outlet init` wrote (default /etc/postedge)")
     fd.add_argument("--out", type=Path, default=Path("build/firmware"))
     fd.add_argument("--arch", default="xtensawin")
     fd.add_argument("--app", choices=("locker", "counter"), default="locker", help="what main.py starts")

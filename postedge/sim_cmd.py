@@ -121,6 +121,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_serve_board(args: argparse.Namespace) -> int:
+    from simulator.bench import Bench
+
+    lang = i18n.pick(args.lang)
+    try:
+        bench = Bench(args.driver, args.boards, args.locks, args.pty, args.auto_close)
+    except (ValueError, OSError) as e:
+        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        return 2
+    print(t("bench.board", lang, url=bench.board_url, driver=args.driver, n=len(bench.boards),
+            locks=args.locks), flush=True)
+    print(t("bench.panel", lang, url=bench.panel.url), flush=True)
+    print(t("bench.paste", lang, board=bench.board_url, driver=args.driver, panel=bench.panel.url),
+          flush=True)
+    print(t("bench.help", lang), flush=True)
+
+    def say(d: dict[str, str]) -> None:
+        print(t("bench.display", lang, text=d["zh"] if lang == "zh" else d["en"], code=d["code"],
+                detail=d["detail"]), flush=True)
+
+    bench.watch(say)
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            what, value = bench.command(line)
+            if what == "quit":
+                break
+            if what == "doors":
+                doors = " ".join(f"{b}/{ch}" for b, ch in value) or "-"
+                print(t("bench.doors", lang, doors=doors), flush=True)
+            elif what == "closed":
+                print(t("bench.closed", lang, board=value[0], lock=value[1]), flush=True)
+            elif what in ("no_locker", "unknown"):
+                print(t(f"bench.{what}", lang, line=line.strip()), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bench.close()
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("sim", help="simulate an outlet from a scenario file and check the delivery ledger")
     ssub = s.add_subparsers(dest="sim", required=True)
@@ -135,6 +177,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="the outlet broker: Mosquitto when installed (auto), or the embedded amqtt")
     r.set_defaults(func=cmd_run)
+    b = ssub.add_parser("serve-board", help="a simulated lock board and front panel for a locker run "
+                        "from its generated config; type keys/scan/close/doors/quit")
+    b.add_argument("--driver", choices=("8a", "kerong"), default="8a")
+    b.add_argument("--boards", type=int, default=1, help="boards on the bus")
+    b.add_argument("--locks", type=int, default=24, help="locks per board")
+    b.add_argument("--pty", action="store_true", help="the bus on a pty (a serial device path), not TCP")
+    b.add_argument("--auto-close", type=float, default=None, metavar="SECONDS",
+                   help="a person shuts every opened door after this long")
+    b.set_defaults(func=cmd_serve_board)
+
     c = ssub.add_parser("check", help="validate scenario files")
     c.add_argument("scenarios", nargs="+")
     c.set_defaults(func=cmd_check)

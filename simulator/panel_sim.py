@@ -56,6 +56,11 @@ class SimPanel:
             self.shown.append({"code": code, "zh": zh, "en": en, "detail": detail})
             self._cond.notify_all()
 
+    @property
+    def connected(self) -> bool:
+        """A locker is connected now."""
+        return self._connected.is_set()
+
     def wait_connected(self, timeout: float = 20) -> None:
         if not self._connected.wait(timeout):
             raise TimeoutError("the locker never connected to its panel")

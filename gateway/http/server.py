@@ -66,6 +66,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from common.logs import recorder
 from common.text import LANGS
+from common.web_server import open_url
 from gateway import metrics as M
 from gateway.config import ConfigError, WebConfig, parse_web
 from gateway.http.page import render_main, render_page, render_unavailable
@@ -530,9 +531,9 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
                                  tz_offset_h), sock, stop)
     svc.start()
 
-    host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
-    scheme = "https" if cfg.cert_file else "http"
-    record("web_started", host=cfg.host, port=svc.port, url=f"{scheme}://{host}:{svc.port}/",
+    # Bound to 0.0.0.0, the address to open is the box's LAN one (issue 20).
+    url = open_url("https" if cfg.cert_file else "http", cfg.host, svc.port)
+    record("web_started", host=cfg.host, port=svc.port, url=url,
          max_connections=cfg.max_connections, idle_timeout_s=cfg.idle_timeout_s,
          request_timeout_s=cfg.request_timeout_s)
     return svc

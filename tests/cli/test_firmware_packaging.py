@@ -84,8 +84,24 @@ def test_deploy_dry_run_prints_the_mpremote_steps(tmp_path: Path) -> None:
     r = postedge("firmware", "deploy", "--port", "/dev/ttyUSB0", "--config", str(cfg),
                  "--out", str(tmp_path / "b"), "--dry-run")
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    files = [line[2:] for line in r.stdout.splitlines() if line.startswith("# ")]
+    lines = [line for line in r.stdout.splitlines() if not line.startswith("# ")]
+    assert str(cfg) in files and any(f.endswith("locker/app.mpy") for f in files)
     assert all("mpremote connect /dev/ttyUSB0" in line for line in lines)
     assert any(line.endswith(f"cp {cfg} :config.json") for line in lines)
     assert lines[-1].endswith("reset")
     assert (tmp_path / "b" / "lib" / "firmware" / "locker" / "app.mpy").is_file()
+
+
+def test_deploy_takes_a_device_config_outlet_init_wrote(tmp_path: Path) -> None:
+    (tmp_path / "etc" / "devices").mkdir(parents=True)
+    (tmp_path / "etc" / "devices" / "sc01.json").write_text('{"kind": "scanner"}')
+    (tmp_path / "etc" / "devices" / "hh01.json").write_text('{"kind": "handheld"}')
+    r = postedge("firmware", "deploy", "--port", "/dev/ttyUSB0", "--device", "sc01",
+                 "--outlet-dir", str(tmp_path / "etc"), "--out", str(tmp_path / "b"), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert f"cp {tmp_path / 'etc' / 'devices' / 'sc01.json'} :config.json" in r.stdout
+    assert "from firmware.counter import main" in (tmp_path / "b" / "main.py").read_text()
+    r = postedge("--lang", "en", "firmware", "deploy", "--port", "/dev/ttyUSB0", "--device", "hh01",
+                 "--outlet-dir", str(tmp_path / "etc"), "--dry-run")
+    assert r.returncode == 2 and "runs no board firmware" in r.stderr

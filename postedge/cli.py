@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from postedge import i18n
+from postedge import helptext, i18n
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -113,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    lang = helptext.lang_from_argv(argv)
+    with helptext.argparse_words(lang):  # argparse's own words, while it builds and parses
+        parser = helptext.localize(build_parser(), lang)
+        args = parser.parse_args(argv)
     return int(args.func(args))
 
 

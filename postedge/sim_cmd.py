@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from postedge import i18n
+from postedge import helptext, i18n
 from postedge.i18n import t
 
 DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "village-day.toml"
@@ -96,12 +96,13 @@ def port_taken(port: int) -> OSError | None:
 
 def tcp_port(text: str) -> int:
     """An argparse type: a TCP port number, 0 meaning any free one."""
+    lang = helptext.parse_lang()
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        raise argparse.ArgumentTypeError(t("sim.not_port", lang, text=repr(text))) from None
     if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {n}")
+        raise argparse.ArgumentTypeError(t("sim.port_range", lang, n=n))
     return n
 
 

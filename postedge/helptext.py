@@ -125,9 +125,14 @@ class CellFormatter(argparse.HelpFormatter):
         return "\n".join(indent + line for line in wrap_cells(text, width - cells(indent)))
 
     def _format_usage(self, usage, actions, groups, prefix):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
-        text = super()._format_usage(usage, actions, groups, prefix)
         head = prefix if prefix is not None else argparse._("usage: ")  # type: ignore[attr-defined]
-        extra = cells(head) - len(head)  # continuation lines line up under the first argument
+        extra = cells(head) - len(head)  # a Chinese "用法：" is wider than its length
+        self._width -= extra
+        try:
+            text = super()._format_usage(usage, actions, groups, prefix)
+        finally:
+            self._width += extra
+        # continuation lines line up under the first argument
         return text if extra <= 0 else re.sub(r"\n( +)", lambda m: "\n" + m[1] + " " * extra, text)
 
     def format_help(self) -> str:

@@ -29,6 +29,8 @@ from rich.text import Text
 from simulator.report.formatting import fmt_ms
 from simulator.report.reading import (
     LEDGER_COLS,
+    expect_text,
+    expect_title,
     fault_when,
     hop_label,
     latency_hops,
@@ -36,6 +38,7 @@ from simulator.report.reading import (
     run_line,
     stats_text,
     verdict,
+    violation_name,
 )
 from simulator.report.text import check_lang, fault_name, hop_name, rule_name, t
 
@@ -62,7 +65,8 @@ def summary(result: dict[str, Any], lang: str = "zh") -> str:
     ok, failures = verdict(result)
     out = [t("verdict.pass" if ok else "verdict.fail", lang)]
     if failures:
-        out.append(t("verdict.failures", lang, items=", ".join(failures)))
+        out.append(t("verdict.failures", lang, items=t("list.sep", lang).join(
+            expect_title(f, lang) for f in failures)))
     out.append(run_line(result, lang))
     out.append(t("broker", lang, broker=result.get("broker") or t("unknown", lang)))
     out.append(t("trace", lang, hash=result.get("trace_hash") or "-"))
@@ -95,10 +99,11 @@ def summary(result: dict[str, Any], lang: str = "zh") -> str:
         notes = []
         for c in domain["checks"]:
             rows.append([rule_name(c.get("name"), lang), t("ok" if c.get("ok") else "fail", lang),
-                         str(c.get("violations", 0)), stats_text(c.get("stats") or {})])
+                         str(c.get("violations", 0)), stats_text(c.get("stats") or {}, lang)])
             for v in (c.get("examples") or [])[:3]:
                 rest = ", ".join(f"{k}={v[k]}" for k in v if k not in ("rule", "kind"))
-                notes.append(f"    {rule_name(c.get('name'), lang)}: {v.get('kind')} {rest}")
+                notes.append(f"    {rule_name(c.get('name'), lang)}: {violation_name(v.get('kind'), lang)} "
+                             f"{rest}")
         out += _table(rows, right=(2,)) + notes
 
     latency = result.get("latency") or {}
@@ -123,7 +128,6 @@ def summary(result: dict[str, Any], lang: str = "zh") -> str:
     if exps:
         out += ["", t("sec.expect", lang)]
         for e in exps:
-            detail = f": {e['detail']}" if e.get("detail") else ""
-            out.append(f"  {'✓' if e.get('ok') else '✗'} {e.get('name')}{detail}")
+            out.append(f"  {'✓' if e.get('ok') else '✗'} {expect_text(e, lang)}")
     out += ["", t("verdict.pass" if ok else "verdict.fail", lang)]  # last too: what a scrolled log shows
     return "\n".join(out)

@@ -66,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run_scenario(sc, work, progress=progress, on_start=on_start, broker=args.broker)
+        bar.close(complete=True)  # the run reached its end: 100 %, whatever the last update said
     except ValueError as e:  # a work folder that is not ours
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
@@ -77,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report.write_json(result, Path(args.json))
     if args.html:
         report.write_html(result, Path(args.html), lang)
-    print(report.summary(result, lang))
+    report.print_summary(result, lang, sys.stdout)
     if args.json or args.html:
         print(t("sim.written", lang, paths=", ".join(p for p in (args.json, args.html) if p)))
     return 0 if result["verdict"]["ok"] else 1

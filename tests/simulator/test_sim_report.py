@@ -205,7 +205,7 @@ def test_summary_leads_with_the_verdict_in_both_languages() -> None:
               f"轨迹哈希：{r['trace_hash']}", f"来源共 {events} 个事件", "设备 → 消息代理", "端到端",
               "正常（容许：重复）", "每个包裹恰有一个最终状态", "外网中断", "2:00:00 至 3:00:00",
               "网关被强杀（SIGKILL）", "20.5 ms", "56m40s", "✓ 投递账本：每个事件都走完了每一段",
-              "包裹 12，仍在格口 0"):
+              "包裹 12、仍在格口 0"):
         assert s in zh, s
     assert re.search(rf"^  中心平台 +{events - 0} +850 ms +56m40s$", zh, re.M), zh
     en = summary(r, "en")

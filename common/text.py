@@ -71,6 +71,14 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
+class Localized(dict[str, str]):
+    """A field that is itself text for a person, ``{"zh": ..., "en": ...}``
+    (``Localized(cat.both("pstate.deposited"))``): each language's sentence
+    gets that language's word ("已处理（已投柜）", "already deposited in a
+    locker"), never the state's code. A plain dict a device sent is not one
+    and fills in as it is."""
+
+
 class Catalog:
     """A component's text, loaded from its TOML file."""
 
@@ -82,8 +90,11 @@ class Catalog:
         _flatten(raw, "", self.entries, path)
 
     def t(self, key: str, lang: str, /, **fields: object) -> str:
-        """The text for ``key`` in ``lang`` with ``fields`` filled in."""
-        return self.entries[key][lang if lang in LANGS else "en"].format_map(_Blank(fields))
+        """The text for ``key`` in ``lang`` with ``fields`` filled in; a
+        :class:`Localized` field fills in its own text in ``lang``."""
+        lang = lang if lang in LANGS else "en"
+        filled = {k: v.get(lang, "?") if isinstance(v, Localized) else v for k, v in fields.items()}
+        return self.entries[key][lang].format_map(_Blank(filled))
 
     def both(self, key: str, /, **fields: object) -> dict[str, str]:
         """``{"zh": ..., "en": ...}``: what an API answer carries for a person."""

@@ -24,6 +24,7 @@ import serial
 
 from firmware.locker.codes import salted_hash
 from gateway.broker import Mosquitto, free_port
+from handheld import webui
 from handheld.app import HandheldApp
 from handheld.config import ConfigError, HandheldConfig, parse_config
 from handheld.main import main
@@ -286,11 +287,14 @@ def test_bulletin_board_job_from_a_signed_command(app: HandheldApp, gw: Gateway)
     with pytest.raises(Refused) as e:
         app.jobs.do_step("j-17", "install_board")  # not picked yet
     assert e.value.code == "bad_step"
+    # the step in words in each language, never its code (issue 19, finding 3)
+    assert e.value.zh == "这一步现在不能做：安装公告栏" and e.value.en.endswith(": Install the board")
     app.jobs.pick("j-17")
     with pytest.raises(Refused):
         app.jobs.do_step("j-17", "post_poster")  # out of order
     app.jobs.do_step("j-17", "install_board")
-    app.jobs.do_step("j-17", "post_poster")
+    done = app.jobs.do_step("j-17", "post_poster")
+    assert done["zh"] == "已完成：张贴海报" and done["en"] == "Done: Post the poster"
     with pytest.raises(Refused) as e:
         app.jobs.submit("j-17")
     assert e.value.code == "need_steps" and "photo" in e.value.en
@@ -417,8 +421,14 @@ def test_parcel_flows_publish_custody_events(tmp_path: Path, hbroker: Mosquitto,
             a.flows.hand_delivery(hand2, "code", "123456")
         assert e.value.code == "no_code_on_file"
         assert a.flows.hand_delivery(hand2, "name", "赵磊")["ok"]
+        with pytest.raises(Refused) as e:
+            a.flows.hand_delivery(hand2, "name", "赵磊")
+        assert e.value.zh == f"包裹 {hand2} 已处理（已当面投递）" and "delivered" not in e.value.zh
+        assert e.value.en == f"Parcel {hand2} is already done (delivered)"
         a.scans.forget(dep)  # scanned a moment ago: the same-symbol window would call it a duplicate
         assert a.scan(dep, mode="collect")["verdict"] == "wrong_route"
+        page = webui.part_parcels(a, "zh")
+        assert "超期未取" in page and "overdue" not in page
         assert a.scan(ret, mode="collect")["ok"]
         assert a.scan(s10_id(rng), mode="intake")["ok"]
 

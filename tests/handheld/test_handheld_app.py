@@ -257,6 +257,12 @@ def test_scan_screen_feedback_per_verdict(tmp_path: Path) -> None:
         assert inv["verdict"] == "invalid" and inv["zh"].startswith("✕")
         types = [r[2] for r in a.outbox.pending(10)]
         assert all(t.endswith("/evt") for t in types) and a.outbox.count() == 3  # no event for the duplicate
+        # a checker's detail in the courier's language, not the checker's English (issue 19, finding 3)
+        country = a.scan("RB123456785ZZ")
+        assert country["zh"].endswith("ZZ 不是 ISO 3166 国家代码") and "country code" in country["en"]
+        deliver = a.scan("RB123456784GB", mode="deliver")
+        assert deliver["code"] == "invalid_scan" and deliver["zh"] == "条码无效：校验位是 4，应为 5"
+        assert deliver["detail"] == "check digit is 4, expected 5"  # the API's field stays the checker's
     finally:
         a.stop()
 

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from common.text import cells
-from simulator.report import ProgressBar, print_summary, summary
+from simulator.report import ProgressBar, print_summary, render_html, summary
 from tests.simulator.test_sim_report import DAY, make_result
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -127,3 +127,6 @@ def test_expectations_are_sentences_with_the_run_numbers() -> None:
     assert "未通过：中心平台收到的事件数、照片到达、投递通知" in zh
     assert "  ✓ a_rule_from_a_newer_runner: fine" in en  # unknown to this version: as sent
     assert "min_central_events" not in zh and ">=" not in zh
+    page = render_html(r, "zh")  # the HTML report says the same, in both languages
+    assert "中心平台收到 7 条，要求至少 100000 条" in page and "at least 100000 required" in page
+    assert "包裹 12、仍在格口 0" in page and "still_inside" not in page

@@ -44,6 +44,9 @@ from common.text import LANGS, beside, cells, pick_lang, wrap_cells
 
 HELP = beside(__file__, "text_help.toml")
 
+# The languages of the command lines being parsed, innermost last.
+_parse_lang: list[str] = []
+
 # argparse's msgid -> our catalogue key. %-placeholders stay as argparse
 # fills them (``%(prog)s``), in both languages.
 _ARGPARSE = {
@@ -99,9 +102,6 @@ def argparse_words(lang: str) -> Iterator[None]:
     finally:
         _parse_lang.pop()
         argparse._ = saved  # type: ignore[attr-defined]
-
-
-_parse_lang: list[str] = []
 
 
 def parse_lang() -> str:

@@ -17,7 +17,9 @@ shorter than bending rich to that.
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import shutil
 import sys
 import time
@@ -56,8 +58,7 @@ class ProgressBar:
         self.clock = clock
         # The terminal's width, asked at every redraw (a window can be
         # resized mid-run); a log line has no width to fit.
-        self.columns = columns if columns is not None else (
-            (lambda: shutil.get_terminal_size().columns) if tty else None)
+        self.columns = columns if columns is not None else (self._terminal_columns if tty else None)
         self.started = clock()
         self._last_draw = -math.inf
         self._last_len = 0
@@ -84,6 +85,16 @@ class ProgressBar:
             if room - cells(tail) >= 10:  # the end of a run ("done in 3m") is worth keeping whole
                 return _cut(text[:len(text) - len(tail)], room - cells(tail)) + tail
             return _cut(text, room)
+
+    def _terminal_columns(self) -> int:
+        """The width of the terminal this line goes to (stderr, while
+        stdout may be a file): COLUMNS if set, else the stream's own."""
+        if os.environ.get("COLUMNS", "").isdigit():
+            return int(os.environ["COLUMNS"])
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return shutil.get_terminal_size().columns
 
     def _text(self, t_virtual: float, events: int, faults_active: int, width: int) -> str:
         frac = min(1.0, max(0.0, t_virtual / self.total_s))

@@ -18,6 +18,7 @@ rest is a word someone forgot to put through a catalogue. Allowed:
 - for ``--help`` only, the names the parser tree itself defines (commands
   and choices: ``gateway``, ``locker``): they are what the reader types;
 - ``PROPER``: product and program names, and a scenario's file name;
+  ``SYMBOLOGY``: barcode symbologies by their names (``Code 128``);
   ``UNITS``: units that stand after a number.
 
 What is *not* allowed is the point of the test: a lower-case word, and with
@@ -49,6 +50,7 @@ from simulator.report import summary
 PROPER = {"postedge", "mosquitto", "micropython", "sqlite", "amqtt", "mpremote", "mpy-cross", "mip",
           "systemctl", "xtensawin", "village-day"}
 UNITS = {"ms", "s", "min", "h", "d"}
+SYMBOLOGY = re.compile(r"\b(Code 128|Code 39|QR Code|Data Matrix)\b")
 FILE = re.compile(r"[\w.-]*\.(toml|json|jsonl|py|mpy|db|html)")
 STRIP = "()[]{},;:!?'\"“”"
 
@@ -56,7 +58,7 @@ STRIP = "()[]{},;:!?'\"“”"
 def english_words(text: str, names: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
     """ASCII words in ``text`` that a Chinese screen should not show."""
     bad = []
-    for run in re.findall(r"[!-~]+", re.sub(r"`[^`]*`", " ", text)):
+    for run in re.findall(r"[!-~]+", SYMBOLOGY.sub(" ", re.sub(r"`[^`]*`", " ", text))):
         if re.fullmatch(r"\[[a-z_.]+\]|<[a-z_]+>", run):  # a config table, a placeholder
             continue
         for tok in re.split(r"[,{}|=]", run):
@@ -211,3 +213,20 @@ def test_simulator_summary_in_chinese_names_no_codes() -> None:
         r["faults"] = [{**f, "detail": ""} for f in r["faults"]]  # the fixture's detail is hostile HTML
         zh = summary(r, "zh")
         assert english_words(zh) == [], zh
+
+
+# ------------------------------------------------------------------ validate
+
+def test_validate_says_why_in_chinese() -> None:
+    """Issue 19: "check digit is 4, expected 5" inside a Chinese line."""
+    from tests.common.test_barcode_words import MORE
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli.main(["--lang", "zh", "validate", "RB123456784GB", "(00)106141412345678908(17)533110",
+                       *MORE])
+    assert rc == 1
+    text = out.getvalue()
+    assert "无效：S10 校验位错误（校验位是 4，应为 5）" in text
+    assert "已忽略 (17)：GS1 日期或时间不存在（(17) 533110 不是存在的日期）" in text
+    assert english_words(text) == [], text

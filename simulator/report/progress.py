@@ -3,7 +3,10 @@
 A day of simulated time can take minutes of wall time; a tester at a
 terminal wants to see it move, and a CI log wants a few plain lines it can
 keep, not a redraw per window. The line is redrawn in place on a terminal
-and printed every few seconds elsewhere (see :class:`ProgressBar`).
+and printed every few seconds elsewhere (see :class:`ProgressBar`). On a
+terminal it is fitted to the width at every redraw: a line wider than the
+terminal wraps, and each ``\\r`` then redraws only its last row, leaving
+copies behind.
 
 Written by hand, not with rich's ``Progress`` (rich lays out the summary's
 tables, see ``summary.py``): rich draws a live display from its own refresh

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import string
 import tomllib
+import unicodedata
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,14 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
+class Localized(dict[str, str]):
+    """A field that is itself text for a person, ``{"zh": ..., "en": ...}``
+    (``Localized(cat.both("pstate.deposited"))``): each language's sentence
+    gets that language's word ("已处理（已投柜）", "already deposited in a
+    locker"), never the state's code. A plain dict a device sent is not one
+    and fills in as it is."""
+
+
 class Catalog:
     """A component's text, loaded from its TOML file."""
 
@@ -81,8 +90,11 @@ class Catalog:
         _flatten(raw, "", self.entries, path)
 
     def t(self, key: str, lang: str, /, **fields: object) -> str:
-        """The text for ``key`` in ``lang`` with ``fields`` filled in."""
-        return self.entries[key][lang if lang in LANGS else "en"].format_map(_Blank(fields))
+        """The text for ``key`` in ``lang`` with ``fields`` filled in; a
+        :class:`Localized` field fills in its own text in ``lang``."""
+        lang = lang if lang in LANGS else "en"
+        filled = {k: v.get(lang, "?") if isinstance(v, Localized) else v for k, v in fields.items()}
+        return self.entries[key][lang].format_map(_Blank(filled))
 
     def both(self, key: str, /, **fields: object) -> dict[str, str]:
         """``{"zh": ..., "en": ...}``: what an API answer carries for a person."""
@@ -123,3 +135,59 @@ def pick_lang(lang: str | None = None) -> str:
         if cand:
             return "zh" if cand.lower().startswith("zh") else "en"
     return "en"
+
+
+def cells(s: str) -> int:
+    """Terminal columns ``s`` takes: CJK and other wide characters two,
+    combining marks none, the rest one."""
+    n = 0
+    for c in s:
+        if unicodedata.combining(c):
+            continue
+        n += 2 if unicodedata.east_asian_width(c) in "WF" else 1
+    return n
+
+
+# No line starts with these: closing punctuation stays with the text before.
+_NO_BREAK_BEFORE = set("，。、；：！？）」』》〉】…,.;:!?)]}")
+_NO_BREAK_AFTER = set("（「『《〈【")
+
+
+def wrap_cells(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` terminal columns (a longer
+    word alone on its line). ASCII words break at spaces; Chinese may break
+    between any two characters except before closing punctuation, as
+    Chinese text is set. textwrap counts characters, so a Chinese line it
+    makes is up to twice as wide as asked."""
+    units: list[str] = []  # words, single wide characters, and " " for a space
+    word = ""
+    for c in " ".join(text.split()):
+        if c == " " or cells(c) == 2 or c in _NO_BREAK_BEFORE:
+            if word:
+                units.append(word)
+                word = ""
+            if c in _NO_BREAK_BEFORE and units and units[-1] != " ":
+                units[-1] += c
+            else:
+                units.append(c)
+        else:
+            word += c
+    if word:
+        units.append(word)
+    for i in range(len(units) - 2, -1, -1):  # and none ends with an opening bracket
+        if units[i] and units[i][-1] in _NO_BREAK_AFTER and units[i + 1] != " ":
+            units[i:i + 2] = [units[i] + units[i + 1]]
+    lines: list[str] = []
+    line = ""
+    for u in units:
+        if u == " ":
+            if line:
+                line += " "
+            continue
+        if line and cells(line) + cells(u) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += u
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines

@@ -76,7 +76,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from common import pki, revoke
+from common import pki
+from gateway import revoke
 from gateway.broker import TLS_PORT, Account, TlsListener, find_mosquitto, systemd_unit, write_config
 from gateway.config import ConfigError
 from gateway.notify.keys import load_keys

@@ -37,7 +37,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from common import logs
+from common import barcode_words, logs
+from common.text import LANGS, Localized
 from drivers.storage import FileStorage
 from handheld import photo as _photo
 from handheld import tls
@@ -473,7 +474,8 @@ class HandheldApp:
                     # A reason this handheld has no words for (e.g. a barcode rule's own
                     # code) is explained by the checker's detail.
                     key = "reason." + r.reason
-                    why = TEXT.both(key) if TEXT.has(key) else {"zh": r.detail, "en": r.detail}
+                    why = TEXT.both(key) if TEXT.has(key) else \
+                        {lang: barcode_words.detail_text(r.detail, lang) for lang in LANGS}
                     txt = {k: f"{txt[k]}：{why[k]}" if k == "zh" else f"{txt[k]}: {why[k]}" for k in txt}
                 res: dict[str, Any] = {"ok": r.ok, "verdict": r.verdict, "value": r.value, "kind": r.kind,
                                        "reason": r.reason, **txt}
@@ -492,7 +494,8 @@ class HandheldApp:
                 if r.verdict != "good":
                     code = {"duplicate": "duplicate", "wrong_route": "wrong_route"}.get(
                         r.verdict, "not_parcel" if r.reason == "not_parcel" else "invalid_scan")
-                    raise Refused(code, detail=r.detail, parcel=r.value)
+                    raise Refused(code, detail=Localized(
+                        {lang: barcode_words.detail_text(r.detail, lang) for lang in LANGS}), parcel=r.value)
                 res = {"ok": True, "verdict": "good", "parcel": r.value, "confirm": True,
                        **TEXT.both("verdict.good")}
         except Refused as e:

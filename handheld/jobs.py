@@ -46,6 +46,7 @@ import numpy as np
 
 from common import logs
 from common.durable import write_durable
+from common.text import Localized
 from handheld import decode as _decode
 from handheld import photo as _photo
 from handheld.evidence import EvidenceRefused, capture_evidence
@@ -62,6 +63,13 @@ PHOTO_STEPS = ("photo", "photo_before", "photo_after")
 CAMPAIGN_STEPS = ("photo", "photo_after")
 
 Emit = Callable[[str, str, dict[str, Any]], tuple[str, int]]
+
+
+def step_name(step: str) -> Localized:
+    """A job step as the courier reads it ("张贴海报"), in each language; a
+    step this version does not know, as sent."""
+    key = f"step.{step}"
+    return Localized(TEXT.both(key) if TEXT.has(key) else {"zh": step, "en": step})
 
 
 def atomic_json(path: Path, doc: Any) -> None:
@@ -217,28 +225,28 @@ class Jobs:
         if job["status"] in ("submitted", "sent"):
             raise Refused("job_done")
         if job["status"] == "open":
-            raise Refused("bad_step", step=step)
+            raise Refused("bad_step", step=step_name(step))
         if self.next_step(job) != step:
-            raise Refused("bad_step", step=step)
+            raise Refused("bad_step", step=step_name(step))
 
     def do_step(self, jid: str, step: str) -> dict[str, Any]:
         """A manual step (install_board, post_poster, maintain)."""
         with self._lock:
             job = self._job(jid)
             if step in PHOTO_STEPS:
-                raise Refused("bad_step", step=step)
+                raise Refused("bad_step", step=step_name(step))
             self._expect(job, step)
             eid = self._board_event(job, step)
             job["steps"][step] = {"at": int(time.time()), "event": eid}
             self._save()
-            return {"ok": True, "step": step, **TEXT.both("ok.step", step=step)}
+            return {"ok": True, "step": step, **TEXT.both("ok.step", step=step_name(step))}
 
     def photo(self, jid: str, step: str, image: np.ndarray | bytes | None) -> dict[str, Any]:
         """Take the evidence photo for ``step``; raises Refused / EvidenceRefused with courier text."""
         with self._lock:
             job = self._job(jid)
             if step not in PHOTO_STEPS:
-                raise Refused("bad_step", step=step)
+                raise Refused("bad_step", step=step_name(step))
             self._expect(job, step)
             d = job["def"]
             fix = self.gnss()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.text import LANGS, beside
+from common.text import LANGS, Localized, beside
 
 __all__ = ["LANGS", "TEXT", "Refused"]
 
@@ -21,9 +21,12 @@ TEXT = beside(__file__)
 class Refused(Exception):
     """A courier action refused for a reason the courier can act on; ``code`` keys ``err.<code>``."""
 
-    def __init__(self, code: str, detail: str = "", **kw: Any) -> None:
+    def __init__(self, code: str, detail: str | Localized = "", **kw: Any) -> None:
+        """``detail``: what went wrong, for the sentence; :class:`Localized`
+        when it has words in each language (a barcode checker's detail). The
+        answer's ``detail`` field is the English one either way."""
         self.code = code
-        self.detail = detail
+        self.detail = detail.get("en", "") if isinstance(detail, Localized) else detail
         self.kw = kw
         text = TEXT.both("err." + code, detail=detail, **kw)
         self.zh = text["zh"]

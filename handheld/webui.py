@@ -143,7 +143,9 @@ def part_parcels(app: HandheldApp, lang: str) -> str:
     parcels = [{**p, "state_text": t("pstate." + p["state"], lang),
                 "cmd_text": _cmd_status(p["cmd_status"], lang) if p["cmd_status"] else ""}
                for p in v["parcels"]]
-    return _render("parcels.html", lang, {"parcels": parcels, "retrieval": v["retrieval"],
+    retrieval = [{**r, "reason_text": t("rreason." + r["reason"], lang)
+                  if TEXT.has("rreason." + str(r["reason"])) else r["reason"]} for r in v["retrieval"]]
+    return _render("parcels.html", lang, {"parcels": parcels, "retrieval": retrieval,
                                           "intake": list(reversed(v["intake"]))})
 
 

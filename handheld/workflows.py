@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from common import logs
+from common.text import Localized
 from handheld.jobs import PhotoSink, atomic_json, read_json
 from handheld.scanning import ScanFilter, ScanResult
 from handheld.text import TEXT, Refused
@@ -65,6 +66,13 @@ Emit = Callable[[str, str, dict[str, Any]], tuple[str, int]]
 CODE_TRIES = 5
 # Verifiers of the 6-digit locker code: a handheld must not keep them (see above).
 WEAK_FIELDS = ("code", "code_salt", "code_hash")
+
+
+def _state(state: str) -> Localized:
+    """A parcel's state as the courier reads it ("已入柜"), in each language,
+    for a sentence that names it; a state this version has no word for, as it is."""
+    key = f"pstate.{state}"
+    return Localized(TEXT.both(key) if TEXT.has(key) else {"zh": state, "en": state})
 
 
 def _without_weak(d: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +205,7 @@ class ParcelFlows:
             r = self._scan(text, self.route(), source)
             p = self.state["parcels"][r.value]
             if p["state"] not in ("on_route", "deposit_refused"):
-                raise Refused("already_done", parcel=r.value, state=p["state"])
+                raise Refused("already_done", parcel=r.value, state=_state(p["state"]))
             permit = p["def"].get("permit")
             if not isinstance(permit, dict) or not isinstance(permit.get("id"), str):
                 raise Refused("no_permit", parcel=r.value)
@@ -227,7 +235,7 @@ class ParcelFlows:
             r = self._scan(text, self.route(), source)
             p = self.state["parcels"][r.value]
             if p["state"] in ("delivered", "deposited", "deposit_requested"):
-                raise Refused("already_done", parcel=r.value, state=p["state"])
+                raise Refused("already_done", parcel=r.value, state=_state(p["state"]))
             body: dict[str, Any] = {"parcel": r.value, "method": method, "courier": self.courier}
             if method == "code":
                 salt, h = p["def"].get("token_salt"), p["def"].get("token_hash")
@@ -275,7 +283,7 @@ class ParcelFlows:
             r = self._scan(text, set(self.state["retrieval"]), source)
             entry = self.state["retrieval"][r.value]
             if entry["state"] == "collected":
-                raise Refused("already_done", parcel=r.value, state="collected")
+                raise Refused("already_done", parcel=r.value, state=_state("collected"))
             d = entry["def"]
             body = {"parcel": r.value, "locker": d.get("locker", ""), "reason": d.get("reason", ""),
                     "courier": self.courier}

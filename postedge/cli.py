@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from postedge import i18n
+from postedge import helptext, i18n
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from common.barcode_words import detail_text, reason_text
     from protocol import barcodes
 
     lang = i18n.pick(args.lang)
@@ -24,11 +25,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             kind = i18n.t(f"kind.{v['kind']}", lang)
             print(i18n.t("valid", lang, kind=kind, value=v["value"]))
             for p in v.get("problems", ()):
-                print(i18n.t("ignored", lang, ai=p["ai"], reason_text=i18n.t(f"reason.{p['reason']}", lang),
-                             detail=p["detail"]))
+                print(i18n.t("ignored", lang, ai=p["ai"], reason_text=reason_text(p["reason"], lang),
+                             detail=detail_text(p["detail"], lang)))
         else:
-            print(i18n.t("invalid", lang, reason_text=i18n.t(f"reason.{v['reason']}", lang),
-                         detail=v["detail"]))
+            print(i18n.t("invalid", lang, reason_text=reason_text(v["reason"], lang),
+                         detail=detail_text(v["detail"], lang)))
         if not v["ok"]:
             worst = 1
     return worst
@@ -134,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    lang = helptext.lang_from_argv(argv)
+    with helptext.argparse_words(lang):  # argparse's own words, while it builds and parses
+        parser = helptext.localize(build_parser(), lang)
+        args = parser.parse_args(argv)
     return int(args.func(args))
 
 

@@ -42,7 +42,7 @@ def show(panel: SimPanel, lang: str, action: str, arg: str, until: str | None) -
     """Type or scan at the panel; print what the display says until ``until``."""
     m = panel.mark()
     panel.keys(arg) if action == "keys" else panel.scan(arg)
-    label = f"  {action} {arg!r:26}"
+    label = f"  {t(f'demo.{action}', lang)} {arg!r:26}"
     while True:
         shown = panel.wait_display(after=m)
         m = panel.shown.index(shown, m) + 1
@@ -88,7 +88,7 @@ def run_demo(lang: str, workdir: Path | None = None) -> int:
         ack = platform.send("lk01", platform.command("lk01", "credential", {
             "courier": "c007", "salt": salt, "hash": C.salted_hash(salt, "badge-secret"),
             "exp": int(time.time()) + 3600}, "cred-c007"), "cred-c007")
-        print(t("demo.credential", lang, ok=ack["code"]))
+        print(t("demo.credential", lang, ok=t("demo.accepted", lang) if ack["code"] == "ok" else ack["code"]))
 
         closer = DoorCloser(bus)
         print(t("demo.courier", lang))

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from common.text import cells
 from postedge import i18n
 from postedge.i18n import t
+from protocol import topics
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - GatewayConfig, imported lazily
@@ -85,9 +87,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(t("status.commands", lang, n=doc["commands_pending"]))
     print(t("status.alarms", lang, n=len(alarms)))
     for a in alarms:
-        print(f"  {a['device']:<10} {a['body'].get('alarm', a['type'])} "
-              f"({_ago(time.time() - a['received_at'], lang)})")
+        print(f"  {_pad(a['device'], 10)} {_alarm(a, lang)}"
+              f"{t('when', lang, ago=_ago(time.time() - a['received_at'], lang))}")
     return rc
+
+
+def _pad(s: object, width: int) -> str:
+    """``s`` left-aligned in ``width`` terminal columns (Chinese takes two)."""
+    text = str(s)
+    return text + " " * max(0, width - cells(text))
+
+
+def _alarm(row: dict[str, object], lang: str) -> str:
+    """An alarm row in the clerk page's words (gateway/http/text.toml): the
+    same sentence on the page and in the terminal, never the code."""
+    from gateway.http.status import TEXT as PAGE
+    from gateway.http.status import alarm_text
+
+    body = row.get("body")
+    if isinstance(body, dict) and "alarm" in body:
+        return alarm_text(body, lang)
+    return PAGE.t("alarm.unknown", lang, alarm=row.get("type"))
+
+
+def _kind(kind: object, lang: str) -> str:
+    """A device kind as the clerk's page names it (快递柜, 扫描枪); a kind
+    the page does not know is shown as sent."""
+    from gateway.http.status import TEXT as PAGE
+
+    key = f"kind.{kind}"
+    return PAGE.t(key, lang) if PAGE.has(key) else str(kind)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -101,7 +130,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return 0
     for d in devices:
         state = t("online" if d["online"] else "offline", lang)
-        print(f"{d['device']:<12} {d['kind']:<9} {state} {t('for', lang, d=_ago(d['for_s'], lang))}")
+        print(f"{_pad(d['device'], 12)} {_pad(_kind(d['kind'], lang), 9)} {state} "
+              f"{t('for', lang, d=_ago(d['for_s'], lang))}")
     return 0
 
 
@@ -134,7 +164,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     cfg = _load(args)
     lang = i18n.pick(args.lang)
     if cfg.upstream is None:
-        print(t("error", lang, msg=f"{args.config} has no [upstream] table"), file=sys.stderr)
+        print(t("error", lang, msg=t("drain.no_upstream", lang, file=str(args.config))), file=sys.stderr)
         return 2
     sent, left = service.drain(cfg, args.timeout)
     print(t("drained", lang, n=sent, left=left))
@@ -182,8 +212,13 @@ def cmd_clerk_add(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
-    print(t("clerk.added" if new else "clerk.reset", lang, name=args.name, role=args.role))
+    print(t("clerk.added" if new else "clerk.reset", lang, name=args.name, role=_role(args.role, lang)))
     return 0
+
+
+def _role(role: object, lang: str) -> str:
+    key = f"clerk.role.{role}"
+    return t(key, lang) if i18n.TEXT.has(key) else str(role)
 
 
 def cmd_clerk_disable(args: argparse.Namespace) -> int:
@@ -200,8 +235,10 @@ def cmd_clerk_disable(args: argparse.Namespace) -> int:
 def cmd_clerk_list(args: argparse.Namespace) -> int:
     from gateway import clerk_accounts
 
+    lang = i18n.pick(args.lang)
     for c in clerk_accounts.listing(_load(args)):
-        print(f"{c['name']:<20} {c['role']}{' (disabled)' if c['disabled'] else ''}")
+        mark = " " + t("clerk.disabled_mark", lang) if c["disabled"] else ""
+        print(f"{_pad(c['name'], 20)} {_role(c['role'], lang)}{mark}")
     return 0
 
 
@@ -211,11 +248,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     cfg = _load(args)
     lang = i18n.pick(args.lang)
     if cfg.web is None or not cfg.web.passwd_file:
-        msg = f"{args.config}: [web] passwd_file is not set (not a provisioned gateway)"
-        print(t("error", lang, msg=msg), file=sys.stderr)
+        print(t("error", lang, msg=t("revoke_not_provisioned", lang, file=str(args.config))), file=sys.stderr)
         return 2
     if (args.device is None) == (not args.from_platform):
-        print(t("error", lang, msg="name one DEVICE, or --from-platform"), file=sys.stderr)
+        print(t("error", lang, msg=t("revoke_which", lang)), file=sys.stderr)
         return 2
     passwd = Path(cfg.web.passwd_file)
     acl = Path(cfg.web.acl_file) if cfg.web.acl_file else passwd.with_name("acl")
@@ -278,7 +314,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
     e = gs.add_parser("enqueue", help="queue signed commands for devices (delivered when online)")
     e.add_argument("--config", type=Path, required=True)
-    e.add_argument("--kind", required=True, help="device kind: locker, scanner, handheld")
+    e.add_argument("--kind", required=True, choices=topics.KINDS, help="device kind")
     e.add_argument("files", nargs="+", metavar="FILE", help="one signed command (JSON) per file")
     e.set_defaults(func=cmd_enqueue)
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from postedge import i18n
+from postedge import helptext, i18n
 from postedge.i18n import t
 
 DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "village-day.toml"
@@ -66,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run_scenario(sc, work, progress=progress, on_start=on_start, broker=args.broker)
+        bar.close(complete=True)  # the run reached its end: 100 %, whatever the last update said
     except ValueError as e:  # a work folder that is not ours
         print(t("error", lang, msg=str(e)), file=sys.stderr)
         return 2
@@ -77,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report.write_json(result, Path(args.json))
     if args.html:
         report.write_html(result, Path(args.html), lang)
-    print(report.summary(result, lang))
+    report.print_summary(result, lang, sys.stdout)
     if args.json or args.html:
         print(t("sim.written", lang, paths=", ".join(p for p in (args.json, args.html) if p)))
     return 0 if result["verdict"]["ok"] else 1
@@ -96,12 +97,13 @@ def port_taken(port: int) -> OSError | None:
 
 def tcp_port(text: str) -> int:
     """An argparse type: a TCP port number, 0 meaning any free one."""
+    lang = helptext.parse_lang()
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        raise argparse.ArgumentTypeError(t("sim.not_port", lang, text=repr(text))) from None
     if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {n}")
+        raise argparse.ArgumentTypeError(t("sim.port_range", lang, n=n))
     return n
 
 

@@ -90,7 +90,9 @@ def notified_once(outlet: Outlet) -> dict[str, Any]:
               f"({texts} texts)")
     if wrong:
         detail += "; not once: " + ", ".join(f"{d}={s}" for d, s in list(wrong.items())[:5])
-    return {"name": "deposit_notified_once", "ok": ok, "detail": detail}
+    fields = {"deposits": len(notices), "platform": by["platform"], "modem": by["gateway"], "texts": texts,
+              "wrong": [f"{d}={s}" for d, s in list(wrong.items())[:5]]}
+    return {"name": "deposit_notified_once", "ok": ok, "detail": detail, "fields": fields}
 
 
 def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
@@ -131,12 +133,15 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
     exp = []
     e = outlet.sc.expect
     if e.get("ledger", True):
+        bad_hops = list(report["failing_hops"]) or ([] if report["ok"] else ["end_to_end"])
         exp.append(
-            {"name": "ledger_ok", "ok": bool(report["ok"]), "detail": ", ".join(report["failing_hops"])}
+            {"name": "ledger_ok", "ok": bool(report["ok"]), "detail": ", ".join(report["failing_hops"]),
+             "fields": {"hops": bad_hops}}
         )
     if e.get("domain", True):
         exp.append(
-            {"name": "domain_ok", "ok": domain.ok, "detail": "" if domain.ok else domain.summary()}
+            {"name": "domain_ok", "ok": domain.ok, "detail": "" if domain.ok else domain.summary(),
+             "fields": {"rules": [c.name for c in domain.checks if not c.ok]}}
         )
     if submitted:
         with outlet.central.lock:
@@ -147,6 +152,7 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
                 "name": "photos_arrived",
                 "ok": not missing,
                 "detail": f"{len(submitted) - len(missing)}/{len(submitted)} photo files at the platform",
+                "fields": {"got": len(submitted) - len(missing), "want": len(submitted)},
             }
         )
     if "min_central_events" in e:
@@ -155,12 +161,14 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
                 "name": "min_central_events",
                 "ok": len(central_events) >= e["min_central_events"],
                 "detail": f"{len(central_events)} >= {e['min_central_events']}",
+                "fields": {"got": len(central_events), "want": e["min_central_events"]},
             }
         )
     if "max_lost" in e:
         lost = report["end_to_end"]["lost"] if "end_to_end" in report else 0
         exp.append(
-            {"name": "max_lost", "ok": lost <= e["max_lost"], "detail": f"{lost} <= {e['max_lost']}"}
+            {"name": "max_lost", "ok": lost <= e["max_lost"], "detail": f"{lost} <= {e['max_lost']}",
+             "fields": {"got": lost, "want": e["max_lost"]}}
         )
     if outlet.sc.notify.get("enabled"):
         exp.append(notified_once(outlet))

@@ -59,6 +59,7 @@ from multidict import CIMultiDict
 from prometheus_client import Counter
 
 from common import session as S
+from common.barcode_words import reason_text
 from common.logs import recorder
 from common.pages import page_env
 from common.text import LANGS, beside
@@ -556,7 +557,9 @@ class ClerkConsole:
             row.update(parcel=_short(body.get("parcel")), text=_short(body.get("text")),
                        misrouted=misrouted, refused=refused, dest=_short(dest),
                        flag=TEXT.t("feed.misrouted", lang) if misrouted
-                       else TEXT.t("feed.refused", lang, reason=_short(body.get("reason")) or "?")
+                       else TEXT.t("feed.refused", lang,
+                                   reason=_short(reason_text(body["reason"], lang) if body.get("reason")
+                                                 else "") or "?")
                        if refused else "")
             out.append(row)
         return out

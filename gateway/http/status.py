@@ -145,6 +145,12 @@ def _alarm_text(body: dict[str, Any], lang: str) -> str:
     return TEXT.t("alarm.where", lang, id=_ident(cid)) + what
 
 
+def alarm_text(body: dict[str, Any], lang: str) -> str:
+    """An alarm event's body as the clerk reads it ("3 号格口：柜门被强行打开");
+    ``postedge gateway status`` prints the same words as the page."""
+    return _alarm_text(body, lang)
+
+
 # Rows (alarms, parcels, devices, lockers) that could not be shown are
 # logged once each, not on every 5 s refresh of every open page.
 _BAD_ROWS_LOGGED: set[tuple[str, str]] = set()

@@ -22,7 +22,7 @@ from simulator.report.html_report import CSS, SCRIPT, render_html, write_html
 from simulator.report.json_report import dumps, json_clean, read_json, write_json
 from simulator.report.progress import ProgressBar
 from simulator.report.reading import HOP_ORDER
-from simulator.report.summary import summary
+from simulator.report.summary import print_summary, summary, use_colour
 
 __all__ = [
     "CSS",
@@ -39,8 +39,10 @@ __all__ = [
     "read_json",
     "render_html",
     "size_text",
+    "print_summary",
     "summary",
     "time_ticks",
+    "use_colour",
     "write_html",
     "write_json",
 ]

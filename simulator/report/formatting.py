@@ -10,8 +10,11 @@ result that may have been saved by another version of the runner.
 from __future__ import annotations
 
 import math
-import unicodedata
 from typing import Any
+
+from common.text import cells
+
+__all__ = ["cells", "fmt_clock", "fmt_dur", "fmt_ms", "num", "size_text"]
 
 
 def fmt_dur(s: float | None) -> str:
@@ -59,9 +62,6 @@ def size_text(n: float) -> str:
     return f"{int(n)} B"
 
 
-def cells(s: str) -> int:
-    """Terminal columns: CJK characters take two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
 
 
 def num(v: Any, default: float = 0.0) -> float:

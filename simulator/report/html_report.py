@@ -45,6 +45,7 @@ from simulator.report.files import atomic_write
 from simulator.report.formatting import fmt_ms
 from simulator.report.reading import (
     LEDGER_COLS,
+    expect_text,
     fault_when,
     hop_label,
     latency_hops,
@@ -102,7 +103,8 @@ def _domain(domain: dict[str, Any]) -> list[dict[str, Any]]:
              "name": _both(lambda lang, c=c: rule_name(c.get("name"), lang)),
              "examples": ["; ".join(f"{k}={v[k]}" for k in v if k != "rule")
                           for v in (c.get("examples") or [])[:5]],
-             "violations": c.get("violations", 0), "stats": stats_text(c.get("stats") or {})}
+             "violations": c.get("violations", 0),
+             "stats": _both(lambda lang, c=c: stats_text(c.get("stats") or {}, lang))}
             for c in domain.get("checks") or []]
 
 
@@ -133,7 +135,10 @@ def _devices(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _expectations(exps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"ok": bool(e.get("ok")), "name": e.get("name"), "detail": e.get("detail") or ""} for e in exps]
+    """Each expectation as a sentence with the run's numbers, in both
+    languages (the summary's words); its code stays for a search."""
+    return [{"ok": bool(e.get("ok")), "name": e.get("name"),
+             "text": _both(lambda lang, e=e: expect_text(e, lang))} for e in exps]
 
 
 # --------------------------------------------------------------------- page

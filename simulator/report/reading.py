@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.report.formatting import fmt_clock, fmt_dur, num
-from simulator.report.text import hop_name, t
+from simulator.report.text import has, hop_name, rule_name, t
 
 HOP_ORDER = ("device", "broker", "gateway", "central")
 LEDGER_COLS = ("lost", "duplicated", "unexpected", "skipped", "reordered", "bad_ids")
@@ -50,8 +50,47 @@ def run_line(result: dict[str, Any], lang: str) -> str:
              virtual=fmt_dur(num(result.get("virtual_s"))), wall=fmt_dur(num(result.get("wall_s"))))
 
 
-def stats_text(stats: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in stats.items())
+def stats_text(stats: dict[str, Any], lang: str | None = None) -> str:
+    """A rule's counts, "包裹 12，仍在格口 0" (as sent, by key, without ``lang``)."""
+    if lang is None:
+        return ", ".join(f"{k} {v}" for k, v in stats.items())
+    return t("list.sep", lang).join(
+        t(f"stat.{k}", lang, n=v) if has(f"stat.{k}") else f"{k} {v}" for k, v in stats.items())
+
+
+def violation_name(kind: object, lang: str) -> str:
+    """What a broken domain rule's example is, in words; a kind this
+    version does not know, as sent."""
+    key = f"violation.{kind}"
+    return t(key, lang) if has(key) else str(kind)
+
+
+def expect_title(name: object, lang: str) -> str:
+    """An expectation's short name ("投递账本"), for the list of failures."""
+    key = f"expect.{name}"
+    return t(key, lang) if has(key) else str(name)
+
+
+def expect_text(e: dict[str, Any], lang: str) -> str:
+    """An expectation in words: "中心平台收到 7 条，要求至少 100000 条".
+
+    The runner gives each expectation its numbers in ``fields``; a result
+    saved before it did has only the code and the English ``detail``,
+    shown as they are."""
+    name, fields = e.get("name"), e.get("fields")
+    key = f"expect.{name}.{'ok' if e.get('ok') else 'fail'}"
+    if not isinstance(fields, dict) or not has(key):
+        detail = f": {e['detail']}" if e.get("detail") else ""
+        return f"{expect_title(name, lang)}{detail}"
+    sep = t("list.sep", lang)
+    f = dict(fields)
+    if isinstance(f.get("hops"), list):
+        f["hops"] = sep.join(hop_name(h, lang) for h in f["hops"]) or "-"
+    if isinstance(f.get("rules"), list):
+        f["rules"] = sep.join(rule_name(r, lang) for r in f["rules"]) or "-"
+    if isinstance(f.get("wrong"), list):
+        f["wrong"] = sep.join(map(str, f["wrong"])) or "-"
+    return t(key, lang, **f)
 
 
 def fault_when(f: dict[str, Any], lang: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from common import barcode_words
 from postedge import i18n
 from protocol import barcodes
 
@@ -35,7 +36,7 @@ def test_validate_chinese_from_locale() -> None:
     env = {"PATH": "/usr/bin:/bin", "LANG": "zh_CN.UTF-8"}
     r = postedge("validate", "]C01012345678901", "RB123456785ZZ", env=env)
     assert r.stdout.splitlines() == ["有效 国内 EMS 单号：1012345678901",
-                                     "无效：国家代码无效（ZZ is not an ISO 3166 country code）"]
+                                     "无效：国家代码无效（ZZ 不是 ISO 3166 国家代码）"]
 
 
 def test_validate_json() -> None:
@@ -77,7 +78,7 @@ def test_every_validator_verdict_has_words_in_both_languages() -> None:
             (kinds if out["ok"] else reasons).add(out.get("kind") or out.get("reason"))
     assert reasons and kinds
     for r in reasons:
-        assert i18n.TEXT.has(f"reason.{r}"), r
+        assert barcode_words.TEXT.has(f"reason.{r}"), r
     for k in kinds | set(barcodes.PARCEL_KINDS):
         assert i18n.TEXT.has(f"kind.{k}"), k
 

@@ -50,3 +50,27 @@ def test_missing_key_fails_and_device_fields_only_fill(tmp_path: Path) -> None:
     assert cat.t("alarm", "en", lang="xx", key="k") == "compartment ?: xx"
     assert cat.both("alarm", cid="{0}{x}") == {"zh": "格口 {0}{x}：?", "en": "compartment {0}{x}: ?"}
     assert cat.t("alarm", "fr", cid=3) == "compartment 3: ?"
+
+
+def test_a_localized_field_fills_in_each_language(tmp_path: Path) -> None:
+    from common.text import Localized
+
+    p = tmp_path / "text.toml"
+    p.write_text('[done]\nzh = "已完成：{step}"\nen = "Done: {step}"\n', encoding="utf-8")
+    cat = Catalog(p)
+    step = Localized(zh="张贴海报", en="Post the poster")
+    assert cat.both("done", step=step) == {"zh": "已完成：张贴海报", "en": "Done: Post the poster"}
+    # a dict a device sent is not Localized: shown as sent, never picked from
+    assert cat.t("done", "zh", step={"zh": "x"}) == "已完成：{'zh': 'x'}"
+
+
+def test_wrapping_by_terminal_columns() -> None:
+    from common.text import cells, wrap_cells
+
+    assert cells("中文ab") == 6 and cells("e\u0301") == 1
+    text = "检查邮件号和商品条码（S10、EAN/UPC、GS1、中国邮政国内单号）；有无效条码时退出码为 1"
+    lines = wrap_cells(text, 20)
+    assert all(cells(x) <= 20 for x in lines) and "".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert not any(x[0] in "，。、；：）" or x[-1] == "（" for x in lines), lines
+    assert wrap_cells("one two three", 7) == ["one two", "three"]
+    assert wrap_cells("averyverylongword x", 5) == ["averyverylongword", "x"]

@@ -440,7 +440,7 @@ def test_scan_feed_in_words_with_misrouted_and_refused_highlighted(rig: Rig) -> 
     assert "scanner.intake" not in html and "scanner.misrouted" not in html
     assert html.count("Received at the counter") == 2
     assert html.count('class="scan misrouted"') == 2  # the manifest's verdict and another outlet's parcel
-    assert html.count('class="scan refused"') == 1 and "Barcode refused (s10_check_digit)" in html
+    assert html.count('class="scan refused"') == 1 and "Barcode refused (wrong S10 check digit)" in html
     _, _, zh = c.get("/clerk/feed?lang=zh")
     assert "柜台收件登记" in zh and "不是本网点的包裹" in zh
 

@@ -24,6 +24,7 @@ import serial
 
 from firmware.locker.codes import salted_hash
 from gateway.broker import Mosquitto, free_port
+from handheld import webui
 from handheld.app import HandheldApp
 from handheld.config import ConfigError, HandheldConfig, parse_config
 from handheld.main import main
@@ -256,6 +257,12 @@ def test_scan_screen_feedback_per_verdict(tmp_path: Path) -> None:
         assert inv["verdict"] == "invalid" and inv["zh"].startswith("✕")
         types = [r[2] for r in a.outbox.pending(10)]
         assert all(t.endswith("/evt") for t in types) and a.outbox.count() == 3  # no event for the duplicate
+        # a checker's detail in the courier's language, not the checker's English (issue 19, finding 3)
+        country = a.scan("RB123456785ZZ")
+        assert country["zh"].endswith("ZZ 不是 ISO 3166 国家代码") and "country code" in country["en"]
+        deliver = a.scan("RB123456784GB", mode="deliver")
+        assert deliver["code"] == "invalid_scan" and deliver["zh"] == "条码无效：校验位是 4，应为 5"
+        assert deliver["detail"] == "check digit is 4, expected 5"  # the API's field stays the checker's
     finally:
         a.stop()
 
@@ -286,11 +293,14 @@ def test_bulletin_board_job_from_a_signed_command(app: HandheldApp, gw: Gateway)
     with pytest.raises(Refused) as e:
         app.jobs.do_step("j-17", "install_board")  # not picked yet
     assert e.value.code == "bad_step"
+    # the step in words in each language, never its code (issue 19, finding 3)
+    assert e.value.zh == "这一步现在不能做：安装公告栏" and e.value.en.endswith(": Install the board")
     app.jobs.pick("j-17")
     with pytest.raises(Refused):
         app.jobs.do_step("j-17", "post_poster")  # out of order
     app.jobs.do_step("j-17", "install_board")
-    app.jobs.do_step("j-17", "post_poster")
+    done = app.jobs.do_step("j-17", "post_poster")
+    assert done["zh"] == "已完成：张贴海报" and done["en"] == "Done: Post the poster"
     with pytest.raises(Refused) as e:
         app.jobs.submit("j-17")
     assert e.value.code == "need_steps" and "photo" in e.value.en
@@ -417,8 +427,14 @@ def test_parcel_flows_publish_custody_events(tmp_path: Path, hbroker: Mosquitto,
             a.flows.hand_delivery(hand2, "code", "123456")
         assert e.value.code == "no_code_on_file"
         assert a.flows.hand_delivery(hand2, "name", "赵磊")["ok"]
+        with pytest.raises(Refused) as e:
+            a.flows.hand_delivery(hand2, "name", "赵磊")
+        assert e.value.zh == f"包裹 {hand2} 已处理（已当面投递）" and "delivered" not in e.value.zh
+        assert e.value.en == f"Parcel {hand2} is already done (delivered)"
         a.scans.forget(dep)  # scanned a moment ago: the same-symbol window would call it a duplicate
         assert a.scan(dep, mode="collect")["verdict"] == "wrong_route"
+        page = webui.part_parcels(a, "zh")
+        assert "超期未取" in page and "overdue" not in page
         assert a.scan(ret, mode="collect")["ok"]
         assert a.scan(s10_id(rng), mode="intake")["ok"]
 

@@ -127,8 +127,9 @@ def make_result(drop_at_central: int | None = None, parcels: int = 12,
         backlog.append([tv, n, n * 310])
     ok = ledger["ok"] and domain["ok"]
     expectations = [{"name": "ledger_ok", "ok": ledger["ok"],
-                     "detail": "" if ledger["ok"] else "central lost 1"},
-                    {"name": "domain_ok", "ok": domain["ok"], "detail": ""}]
+                     "detail": "" if ledger["ok"] else "central lost 1",
+                     "fields": {"hops": ledger["failing_hops"]}},
+                    {"name": "domain_ok", "ok": domain["ok"], "detail": "", "fields": {"rules": []}}]
     return {
         "scenario": "village-day", "seed": 7, "broker": "mosquitto 2.0.11", "time_mode": "virtual",
         "wall_s": 12.3, "virtual_s": DAY, "trace_hash": hashlib.sha256(json.dumps(ids).encode()).hexdigest(),
@@ -203,7 +204,8 @@ def test_summary_leads_with_the_verdict_in_both_languages() -> None:
     for s in ("场景 village-day，种子 7，虚拟时钟，模拟时长 1d", "消息代理：mosquitto 2.0.11",
               f"轨迹哈希：{r['trace_hash']}", f"来源共 {events} 个事件", "设备 → 消息代理", "端到端",
               "正常（容许：重复）", "每个包裹恰有一个最终状态", "外网中断", "2:00:00 至 3:00:00",
-              "网关被强杀（kill -9）", "20.5 ms", "56m40s", "✓ ledger_ok"):
+              "网关被强杀（SIGKILL）", "20.5 ms", "56m40s", "✓ 投递账本：每个事件都走完了每一段",
+              "包裹 12、仍在格口 0"):
         assert s in zh, s
     assert re.search(rf"^  中心平台 +{events - 0} +850 ms +56m40s$", zh, re.M), zh
     en = summary(r, "en")
@@ -227,11 +229,15 @@ def test_a_lost_event_fails_everywhere_and_names_the_event() -> None:
     assert not r["verdict"]["ok"]
     zh, en = summary(r, "zh"), summary(r, "en")
     assert zh.splitlines()[0] == "结论：未通过（FAIL）" and en.splitlines()[0] == "Verdict: FAIL"
-    assert "未通过：ledger_ok" in zh and "Failed: ledger_ok" in en
+    assert "未通过：投递账本" in zh and "Failed: delivery ledger" in en
     assert lost in zh and lost in en
     central = next(line for line in en.splitlines() if line.startswith("  gateway -> central"))
     assert central.split()[-1] == "FAIL" and central.split()[5] == "1"  # lost 1
-    assert "✗ ledger_ok: central lost 1" in en
+    assert "✗ delivery ledger: events lost, doubled or out of order at: central" in en
+    assert "✗ 投递账本：这些环节有事件丢失、重复或乱序：中心平台" in zh
+    old = copy.deepcopy(r)  # a result saved before expectations carried their numbers
+    del old["expectations"][0]["fields"]
+    assert "✗ delivery ledger: central lost 1" in summary(old, "en")
     p = parse(render_html(r, "en"))
     verdict = p.find("section", "verdict")[0]
     assert verdict["data-ok"] == "false" and "fail" in verdict["class"]

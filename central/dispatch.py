@@ -193,7 +193,7 @@ class Dispatch:
         record("dispatch_login", name=name, peer=request.remote)
         resp = web.HTTPSeeOther(f"/dispatch?lang={lang}")
         resp.set_cookie(COOKIE, token, path="/dispatch", httponly=True, secure=True, samesite="Strict")
-        return resp
+        raise resp
 
     async def _checked(self, request: web.Request) -> tuple[Session, dict[str, Any], str] | web.Response:
         form = await self._form(request)
@@ -216,7 +216,7 @@ class Dispatch:
             self.sessions.pop(found[0], None)
         resp = web.HTTPSeeOther(f"/dispatch?lang={checked[2]}")
         resp.del_cookie(COOKIE, path="/dispatch")
-        return resp
+        raise resp
 
     async def _review(self, request: web.Request) -> web.Response:
         checked = await self._checked(request)

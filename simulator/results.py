@@ -31,6 +31,32 @@ TIME_KEYS = ("expires", "deposited", "t", "at", "ts", "since", "until", "reserve
 OPAQUE_KEYS = ("code_sealed",)
 
 
+
+def refusals(stats: Counter[str] | dict[str, int]) -> dict[str, int]:
+    """The workload's actions that did not happen, by ``<action>.<reason>``:
+    a flow the device refused (``deposit.full``, ``pickup.locked_out``), a
+    device that was down, an action that timed out, a pickup with no code to
+    type. A run can pass with some (a full locker is real life); the report
+    shows them all and a scenario can bound them."""
+    out: dict[str, int] = {}
+    for k, n in stats.items():
+        if not n:
+            continue
+        if "_refused_" in k:
+            action, reason = k.split("_refused_", 1)
+        elif k.endswith("_device_down"):
+            action, reason = k[: -len("_device_down")], "device_down"
+        elif k.endswith("_timeout"):
+            action, reason = k[: -len("_timeout")], "timeout"
+        elif k == "pickup_no_code":
+            action, reason = "pickup", "no_code"
+        elif k == "intake_unanswered":
+            action, reason = "intake", "unanswered"
+        else:
+            continue
+        out[f"{action}.{reason}"] = out.get(f"{action}.{reason}", 0) + int(n)
+    return dict(sorted(out.items()))
+
 def broker_name() -> str:
     try:
         out = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True, timeout=5).stdout
@@ -130,6 +156,7 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
     for hop, seen in (("broker", outlet.obs.broker_seen), ("gateway", gw_at), ("central", central_at)):
         xs = [(seen[e] - t0) * 1000 for e, t0 in outlet.obs.emitted.items() if e in seen and seen[e] >= t0]
         lat[hop] = {"n": len(xs), "p50_ms": round(_pct(xs, 0.5), 2), "p99_ms": round(_pct(xs, 0.99), 2)}
+    refused = refusals(outlet.stats)
     exp = []
     e = outlet.sc.expect
     if e.get("ledger", True):
@@ -170,6 +197,14 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
             {"name": "max_lost", "ok": lost <= e["max_lost"], "detail": f"{lost} <= {e['max_lost']}",
              "fields": {"got": lost, "want": e["max_lost"]}}
         )
+    if e.get("max_refused") is not None:
+        n = sum(refused.values())
+        exp.append({"name": "max_refused", "ok": n <= e["max_refused"],
+                    "detail": f"{n} <= {e['max_refused']}", "fields": {"got": n, "want": e["max_refused"]}})
+    for reason, most in sorted((e.get("max_refused_by") or {}).items()):
+        n = refused.get(reason, 0)
+        exp.append({"name": "max_refused_by", "ok": n <= most, "detail": f"{reason}: {n} <= {most}",
+                    "fields": {"reason": reason, "got": n, "want": most}})
     if outlet.sc.notify.get("enabled"):
         exp.append(notified_once(outlet))
     per_dev = Counter(eid.split(":")[0] for eid in outlet.obs.emitted)
@@ -219,5 +254,6 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
         "domain": domain.as_dict(),
         "expectations": exp,
         "stats": dict(outlet.stats),
+        "refused": refused,
         "verdict": {"ok": not failures, "failures": failures},
     }

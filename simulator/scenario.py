@@ -38,6 +38,8 @@ at load with errors that name the key::
     ledger = true               # every event reaches the central side exactly once
     domain = true               # parcel, compartment, door and photo rules hold
     min_central_events = 100
+    max_refused = 20            # actions refused or not done (locker full, lockout, device down...)
+    max_refused_by = { "deposit.full" = 10 }   # ... and per reason, as the result counts them
 """
 
 from __future__ import annotations
@@ -190,6 +192,10 @@ class ExpectSection(Section):
     domain: bool = True
     min_central_events: int | None = None
     max_lost: int | None = None
+    # Refused actions (locker full, lockout, a device down...): at most this
+    # many in all, and per reason ("deposit.full"), as the result counts them.
+    max_refused: Annotated[int, Field(ge=0)] | None = None
+    max_refused_by: dict[str, Annotated[int, Field(ge=0)]] = {}
 
 
 class NotifySection(Section):

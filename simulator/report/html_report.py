@@ -50,6 +50,7 @@ from simulator.report.reading import (
     hop_label,
     latency_hops,
     ledger_rows,
+    refused_text,
     run_line,
     stats_text,
     verdict,
@@ -162,6 +163,8 @@ def render_html(result: dict[str, Any], lang: str = "zh") -> str:
         ledger=_ledger(result.get("ledger") or {}),
         domain=_domain(result.get("domain") or {}),
         faults=_faults(result.get("faults") or []),
+        refused=[{"what": _both(lambda lang, k=k: refused_text(k, lang)), "n": n, "code": k}
+                 for k, n in (result.get("refused") or {}).items()],
         expectations=_expectations(result.get("expectations") or []),
         devices=_devices(result),
     )

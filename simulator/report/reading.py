@@ -88,9 +88,19 @@ def expect_text(e: dict[str, Any], lang: str) -> str:
         f["hops"] = sep.join(hop_name(h, lang) for h in f["hops"]) or "-"
     if isinstance(f.get("rules"), list):
         f["rules"] = sep.join(rule_name(r, lang) for r in f["rules"]) or "-"
+    if isinstance(f.get("reason"), str):
+        f["reason"] = refused_text(f["reason"], lang)
     if isinstance(f.get("wrong"), list):
         f["wrong"] = sep.join(map(str, f["wrong"])) or "-"
     return t(key, lang, **f)
+
+
+def refused_text(key: str, lang: str) -> str:
+    """"存件：柜满" for ``deposit.full``; a reason without words shows its code."""
+    action, _, reason = key.partition(".")
+    a = t(f"refused.action.{action}", lang) if has(f"refused.action.{action}") else action
+    r = t(f"refused.reason.{reason}", lang) if has(f"refused.reason.{reason}") else reason
+    return t("refused.what", lang, action=a, reason=r)
 
 
 def fault_when(f: dict[str, Any], lang: str) -> str:

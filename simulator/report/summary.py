@@ -41,6 +41,7 @@ from simulator.report.reading import (
     hop_label,
     latency_hops,
     ledger_rows,
+    refused_text,
     run_line,
     stats_text,
     verdict,
@@ -172,6 +173,13 @@ def summary(result: dict[str, Any], lang: str = "zh", width: int | None = None) 
             rows.append([hop_name(hop, lang), str(lat.get("n", 0)), fmt_ms(lat.get("p50_ms")),
                          fmt_ms(lat.get("p99_ms"))])
         out += [_Row(line) for line in _table(rows, right=(1, 2, 3), width=width)]
+
+    out += ["", t("sec.refused", lang)]
+    refused = result.get("refused") or {}
+    if not refused:
+        out.append("  " + t("refused.none", lang))
+    for key, n in refused.items():
+        out.append("  " + t("refused.line", lang, what=refused_text(key, lang), n=n))
 
     out += ["", t("sec.faults", lang)]
     faults = result.get("faults") or []

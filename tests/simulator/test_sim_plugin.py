@@ -173,7 +173,7 @@ def test_fixtures_in_a_testers_own_file(pytester: pytest.Pytester) -> None:
         [
             "*postedge outlet*",
             "Verdict: FAIL",
-            "Failed: ledger_ok",
+            "Failed: delivery ledger",
             "*end to end lost: e.g. lk01:*",
             "result: */outlet/result.json",
         ]

@@ -295,3 +295,27 @@ def test_a_folder_the_simulator_did_not_make_is_never_wiped(tmp_path: Path) -> N
                         str(keep)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "not a simulator work folder" in r.stderr
     assert (keep / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.e2e
+def test_refused_deposits_are_counted_shown_and_can_fail_the_verdict(tmp_path: Path) -> None:
+    """A locker with 2 compartments and 8 parcels that nobody picks up: the
+    deposits that find it full are in the result by reason, in the summary
+    and the HTML report in both languages, and a scenario that bounds them
+    fails when it is exceeded."""
+    from simulator.report.html_report import render_html
+    from simulator.report.summary import summary
+
+    sc = parse(small(outlet={"lockers": 1, "scanners": 0, "compartments": 2},
+                     workload={"parcels": 8, "pickup_rate": 0.0}, faults=[],
+                     expect={"max_refused_by": {"deposit.full": 0}, "max_refused": 100}))
+    res = run_scenario(sc, tmp_path / "run", broker="mosquitto")
+    full = res["refused"].get("deposit.full", 0)
+    assert full >= 1 and res["stats"]["deposit"] == 2, (res["refused"], res["stats"])
+    assert not res["verdict"]["ok"] and res["verdict"]["failures"] == ["max_refused_by"]
+    zh, en = summary(res, "zh"), summary(res, "en")
+    assert f"存件：柜满，没有合适的空格口  {full} 次" in zh
+    assert f"deposit: locker full, no free compartment of that size  {full}×" in en
+    assert f"存件：柜满，没有合适的空格口：{full} 次，最多允许 0 次" in zh
+    page = render_html(res)
+    assert 'data-code="deposit.full"' in page and "柜满" in page

@@ -47,7 +47,6 @@ import argparse
 import json
 import multiprocessing as mp
 import random
-import socket
 import sqlite3
 import statistics
 import sys
@@ -67,13 +66,13 @@ from gateway.broker import Account, Mosquitto  # noqa: E402
 from protocol import envelope, topics  # noqa: E402
 from protocol.ids import format_event_id  # noqa: E402
 from simulator.gateway_process import GatewayProcess, write_config  # noqa: E402
+from simulator.hostile import Flood, Takeover, junk_pool  # noqa: E402
 
 OUTLET = "o1"
 LEGIT = ("lk01", "lk02", "lk03")
 ATTACKER = "lk99"
 PASSWORDS = {"gw-o1": "gw-secret", "lk01": "lk01-pw", "lk02": "lk02-pw", "lk03": "lk03-pw",
              "lk99": "lk99-pw"}
-OVERSIZE = 70 * 1024  # over the outlet broker's 64 KiB max_packet_size
 SEED = 11
 HOLD_S = 2.0  # the gateway's quarantine of a flooding login, shortened
 
@@ -84,125 +83,17 @@ def accounts() -> list[Account]:
 
 
 # ------------------------------------------------------------ the attacker
-def junk_messages(rng: random.Random) -> list[tuple[str, bytes]]:
-    """A fixed pool of (channel, payload) the flood cycles through: building
-    junk is not what is being measured, sending it is."""
-    dev = ATTACKER
-    inc = "0badc0de"
-
-    def env(seq: int, **over: object) -> bytes:
-        e = envelope.make(format_event_id(dev, inc, seq), 1795881163, "locker.door", "custody",
-                          {"door": 1}, boot=1)
-        e.update(over)
-        return json.dumps(e, separators=(",", ":")).encode()
-
-    pool: list[tuple[str, bytes]] = []
-    bounds: list[object] = [2**53 - 1, 2**53, -(2**53), 2**63, -(2**63), 2**64, 10**20, True, 1.5,
-                            [1], {"a": 1}, "x" * 3000]
-    for i, b in enumerate(bounds):
-        for f in ("ts", "boot", "v", "id", "body", "cls", "type"):
-            pool.append(("evt", env(i + 1, **{f: b})))
-        pool.append(("evt", env(i + 1, body={"door": b})))
-        pool.append(("ack", json.dumps({"id": b, "ok": True}).encode()))
-        pool.append(("state", json.dumps({"v": 1, "ts": b}).encode()))
-    for seq in range(1, 50):  # other devices' ids: refused, never shadowing them
-        pool.append(("evt", env(seq, id=format_event_id(rng.choice(LEGIT), "600d0001", seq))))
-    for _ in range(100):
-        good = env(rng.randrange(1, 10**6))
-        cut = rng.randrange(len(good))
-        pool.append(("evt", good[:cut]))
-        pool.append(("evt", good[:cut] + b"\xc3\x28" + good[cut:]))
-        pool.append(("evt", rng.randbytes(rng.randrange(0, 400))))
-    pool += [("evt", b""), ("evt", b"NaN"), ("evt", b'{"a":NaN}'), ("evt", b"[" * 3000),
-             ("evt", b"x" * 5000), ("state", b"x" * 17000), ("presence", b"\xff"), ("presence", b""),
-             ("presence", b"ONLINE"), ("ack", b'{"id":[1]}'), ("ack", b"NaN"), ("state", b"[1,2]")]
-    rng.shuffle(pool)
-    return pool
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, d = n >> 7, n & 0x7F
-        out.append(d | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _s(b: bytes) -> bytes:
-    return len(b).to_bytes(2, "big") + b
-
-
-def connect_packet(client_id: str, user: str, password: str) -> bytes:
-    """MQTT 3.1.1 CONNECT, clean session, keepalive 60 s."""
-    var = _s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
-    body = var + _s(client_id.encode()) + _s(user.encode()) + _s(password.encode())
-    return b"\x10" + _varint(len(body)) + body
-
-
-def publish_packet(topic: str, payload: bytes) -> bytes:
-    """MQTT 3.1.1 PUBLISH at QoS 0 (no packet id, nothing to wait for)."""
-    body = _s(topic.encode()) + payload
-    return b"\x30" + _varint(len(body)) + body
-
-
-def flood_connection(port: int) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(connect_packet("attacker", ATTACKER, PASSWORDS[ATTACKER]))
-    ack = s.recv(4)
-    if ack[:1] != b"\x20" or ack[3:4] != b"\x00":
-        raise ConnectionRefusedError(f"CONNACK {ack!r}")
-    s.settimeout(None)
-    return s
-
-
 def attacker(port: int, until: float, sent: Any) -> None:
     """Flood from one login as fast as the socket takes it until ``until``
-    (monotonic): pre-encoded QoS 0 PUBLISH packets written straight to a TCP
-    socket, so the attacker is limited by the broker, not by a client library."""
-    rng = random.Random(SEED)
-    pool = junk_messages(rng)
-    blob = b"".join(publish_packet(topics.build(OUTLET, "locker", ATTACKER, ch), p) for ch, p in pool)
-
-    def takeovers() -> None:
-        """Every 0.5 s: connect with the gateway's client id, clean session,
-        and publish over the packet cap (the broker drops the connection)."""
-        while time.monotonic() < until:
-            t = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gw-{OUTLET}",
-                            clean_session=True, protocol=mqtt.MQTTv311)
-            t.username_pw_set(ATTACKER, PASSWORDS[ATTACKER])
-            try:
-                t.connect("127.0.0.1", port)
-                t.loop_start()
-                time.sleep(0.05)
-                t.publish(topics.build(OUTLET, "locker", ATTACKER, "evt"), b"\x00" * OVERSIZE, qos=0)
-                time.sleep(0.05)
-            except OSError:
-                pass
-            finally:
-                t.loop_stop()
-                t.disconnect()
-            time.sleep(0.4)
-
-    th = threading.Thread(target=takeovers, daemon=True)
-    th.start()
-    n = 0
-    conn: socket.socket | None = None
-    while time.monotonic() < until:
-        try:
-            if conn is None:
-                conn = flood_connection(port)
-            conn.sendall(blob)
-            n += len(pool)
-        except OSError:  # kicked by its own takeover attempt (client id = login): again
-            if conn is not None:
-                conn.close()
-            conn = None
-            time.sleep(0.01)
-    if conn is not None:
-        conn.close()
-    th.join(2)
-    sent.value = n
+    (monotonic), with a takeover attempt every 0.5 s (``simulator/hostile.py``);
+    in its own process, so the attacker's CPU is not the benchmark's."""
+    pool = junk_pool(ATTACKER, list(LEGIT), random.Random(SEED))
+    flood = Flood("127.0.0.1", port, OUTLET, ATTACKER, PASSWORDS[ATTACKER], pool).start()
+    takeover = Takeover("127.0.0.1", port, f"gw-{OUTLET}", ATTACKER, PASSWORDS[ATTACKER],
+                        topics.build(OUTLET, "locker", ATTACKER, "evt")).start()
+    time.sleep(max(0.0, until - time.monotonic()))
+    takeover.stop()
+    sent.value = flood.stop()
 
 
 # --------------------------------------------------------- the well-behaved

@@ -32,6 +32,7 @@ class CentralConfig(Section):
     # and a file holding its API token. Unset: the platform sends no texts.
     sms_url: str | None = None
     sms_token_file: str | None = None
+    # How often the platform's own work runs: notices, answers to revocations.
     notice_interval_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 5.0
 
     def path(self, base: Path, rel: str) -> Path:

@@ -95,9 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if cfg.sms_url and cfg.sms_token_file:
-        threading.Thread(target=_notices, args=(cfg, folder, backend, stop), name="notices",
-                         daemon=True).start()
+    threading.Thread(target=_duties, args=(cfg, folder, backend, stop), name="duties", daemon=True).start()
     _say("run.listening", lang, host=cfg.host, port=srv.address[1])
     sys.stdout.flush()
     stop.wait()
@@ -107,20 +105,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _notices(cfg: CentralConfig, folder: Path, backend: Embedded, stop: threading.Event) -> None:
-    """Send due pickup notices every ``notice_interval_s`` until stopped."""
+def _duties(cfg: CentralConfig, folder: Path, backend: Embedded, stop: threading.Event) -> None:
+    """The platform's own work every ``notice_interval_s`` until stopped:
+    answering revoked devices (central/revocations.py) and, with an SMS
+    provider configured, pickup notices (central/notices.py)."""
     from central.keys import load_master
     from central.notices import HttpSms, Notices
+    from central.revocations import Revocations
 
-    assert cfg.sms_url and cfg.sms_token_file
-    token = cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip()
-    notices = Notices(backend, load_master(cfg.path(folder, cfg.master_key_file)),
-                      HttpSms(cfg.sms_url, token), backend.notifier_outlets)
+    master = load_master(cfg.path(folder, cfg.master_key_file))
+    steps = [Revocations(backend, master).run_once]
+    if cfg.sms_url and cfg.sms_token_file:
+        token = cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip()
+        steps.append(Notices(backend, master, HttpSms(cfg.sms_url, token), backend.notifier_outlets).run_once)
     while not stop.wait(cfg.notice_interval_s):
-        try:
-            notices.run_once()
-        except Exception as e:  # a pass that failed is tried again on the next tick
-            print(f"notices: {e!r}", file=sys.stderr)
+        for step in steps:
+            try:
+                step()
+            except Exception as e:  # a pass that failed is tried again on the next tick
+                print(f"central: {e!r}", file=sys.stderr)
 
 
 def cmd_outlet(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ from simulator.ledger import Ledger
 from simulator.modem_sim import ModemSim
 from simulator.platform_keys import PlatformKeys
 from simulator.pybroker import AmqttBroker
-from simulator.scenario import Scenario
+from simulator.scenario import HOSTILE_KINDS, Scenario
 from simulator.snapshot import live_view
 from simulator.taps import BrokerTap, DeviceTap, Observed
 from simulator.unix_locker import UnixLocker
@@ -81,6 +81,7 @@ class Outlet:
         self.hh: dict[str, SimHandheld] = {}
         self.web_port = 0
         self.hh_tls = False
+        self.hostile: dict[int, Any] = {}  # running hostile faults (simulator/hostile.py)
         self.dir = workdir
         self.log = log or (lambda evt, **kw: None)
         self.clock = SimClock(sc.start if sc.mode == "virtual" else None)
@@ -140,6 +141,9 @@ class Outlet:
         ]
         hh = [f"hh{i + 1:02d}" for i in range(self.handhelds)]
         accounts += [Account(n, f"{n}-pw", OUTLET, "handheld") for n in hh]
+        if any(f.kind in HOSTILE_KINDS for f in sc.faults):
+            # one ordinary device login, in hostile hands (simulator/hostile.py)
+            accounts.append(Account(self.ROGUE, f"{self.ROGUE}-pw", OUTLET, "locker"))
         certs = make_certs(self.dir / "pki")
         # Handhelds speak TLS to the broker and the gateway's HTTPS, verifying
         # the outlet CA, as on site (issue 13). Only with Mosquitto (amqtt has
@@ -150,8 +154,10 @@ class Outlet:
         if self.broker_kind == "amqtt":
             self.broker: Mosquitto | AmqttBroker = AmqttBroker(self.dir / "broker", accounts)
         else:
-            self.broker = Mosquitto(self.dir / "broker", accounts, tls=tls_listener(
-                certs.ca, certs.server_cert, certs.server_key) if self.hh_tls else None)
+            # as provisioned on site: a login's client id is its user name, so no
+            # login can take over another's session (the takeover fault shows it)
+            tls = tls_listener(certs.ca, certs.server_cert, certs.server_key) if self.hh_tls else None
+            self.broker = Mosquitto(self.dir / "broker", accounts, username_as_clientid=True, tls=tls)
         self.broker.start()
         port = self.broker.port
         if self.want_proxy or any(f.kind == "mqtt" for f in sc.faults):
@@ -177,6 +183,8 @@ class Outlet:
                     f"port = {self.broker.port}",
                     'username = "gw-o1"',
                     'password = "gw-secret"',
+                    # every device login: the gateway holds a flooding one off its subscriptions
+                    f'acl_file = "{self.dir / "broker" / "acl"}"',
                     "",
                     "[upstream]",
                     f'url = "https://127.0.0.1:{self.link.port}/v1/batches"',
@@ -316,6 +324,7 @@ class Outlet:
             time.sleep(0.2)
 
     DISK_ROOM = "256m"
+    ROGUE = "rogue"  # the hostile faults' device login
 
     def mount_gateway_disk(self) -> Path:
         """The gateway's database on a tmpfs of its own, so a fault can fill it for real."""
@@ -400,6 +409,9 @@ class Outlet:
         )
 
     async def close(self) -> None:
+        for attack in self.hostile.values():  # a hostile fault still running at the end
+            attack.stop()
+        self.hostile.clear()
         if getattr(self, "_gc", None) is not None:
             restore_gc(self._gc)
             self._gc = None

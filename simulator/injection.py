@@ -11,19 +11,22 @@ or end) is logged in the outlet's ``faults_log`` and its log.
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import subprocess
 import time
 from collections.abc import Iterable
 
-from simulator.assembly import Outlet
+from protocol import topics
+from simulator.assembly import OUTLET, Outlet
 from simulator.faultproxy import Rule
 from simulator.gateway_process import GatewayProcess
-from simulator.scenario import Fault
+from simulator.hostile import Flood, Takeover, junk_pool, poison
+from simulator.scenario import HOSTILE_KINDS, Fault
 from simulator.unix_locker import UnixLocker
 
 #: Faults that end on their own clock even when given no duration.
-LASTING = ("wan_down", "mqtt", "clock_skew", "disk_full")
+LASTING = ("wan_down", "mqtt", "clock_skew", "disk_full", "flood", "takeover")
 
 
 def fault_edges(faults: Iterable[Fault]) -> list[tuple[float, Fault, bool]]:
@@ -79,6 +82,8 @@ async def inject(outlet: Outlet, f: Fault, starting: bool) -> None:
         outlet.central.lose_every = f.every if starting else 0
     elif f.kind == "device_duplicating":
         outlet.devices[target].duplicating = starting
+    elif f.kind in HOSTILE_KINDS:
+        rec["detail"] = await _hostile(outlet, f, starting)
     elif f.kind == "mqtt" and outlet.proxy is not None:
         if starting:
             rule = Rule(
@@ -95,6 +100,32 @@ async def inject(outlet: Outlet, f: Fault, starting: bool) -> None:
             outlet.proxy.remove_rule(outlet.mqtt_rules.pop(id(f)))
     outlet.faults_log.append(rec)
     outlet.log("fault", **rec)
+
+
+async def _hostile(outlet: Outlet, f: Fault, starting: bool) -> str:
+    """A hostile login (``Outlet.ROGUE``) floods junk, sends poison once or
+    tries to take the gateway's session over; returns what it did, for the log."""
+    host, port, name, pw = "127.0.0.1", outlet.broker.port, outlet.ROGUE, f"{outlet.ROGUE}-pw"
+    if f.kind == "poison" and starting:
+        pool = junk_pool(name, [n for n in outlet.devices], random.Random(outlet.sc.seed), refused_only=True)
+        n = await asyncio.to_thread(poison, host, port, OUTLET, name, pw, pool)
+        outlet.stats["hostile_poison_sent"] += n
+        return f"{n} messages"
+    if f.kind == "flood":
+        if starting:
+            pool = junk_pool(name, list(outlet.devices), random.Random(outlet.sc.seed), refused_only=True)
+            outlet.hostile[id(f)] = Flood(host, port, OUTLET, name, pw, pool).start()
+            return ""
+        sent = await asyncio.to_thread(outlet.hostile.pop(id(f)).stop)
+        outlet.stats["hostile_flood_sent"] += sent
+        return f"{sent} messages"
+    if starting:
+        outlet.hostile[id(f)] = Takeover(host, port, "gw-o1", name, pw,
+                                          topics.build(OUTLET, "locker", name, "evt")).start()
+        return ""
+    tries = await asyncio.to_thread(outlet.hostile.pop(id(f)).stop)
+    outlet.stats["hostile_takeover_tries"] += tries
+    return f"{tries} tries"
 
 
 def _fill(outlet: Outlet) -> None:

@@ -55,7 +55,10 @@ from common import config
 from common.config import KeyProblem, Section
 
 FAULT_KINDS = ("wan_down", "broker_restart", "gateway_kill", "power_cut", "clock_skew", "mqtt", "disk_full",
-               "central_lossy", "device_duplicating")  # the last two: sabotage, to prove the checks bite
+               "central_lossy", "device_duplicating",  # these two: sabotage, to prove the checks bite
+               "flood", "poison", "takeover")  # a hostile device login (simulator/hostile.py)
+#: Faults by a hostile device login: the outlet gets one extra locker login for them.
+HOSTILE_KINDS = ("flood", "poison", "takeover")
 MQTT_ACTIONS = ("drop", "delay", "duplicate", "reorder")
 
 
@@ -182,7 +185,7 @@ class FaultSection(Section):
     def _complete(self) -> FaultSection:
         if self.kind == "mqtt" and not self.action:
             raise KeyProblem("action", f"must be one of {', '.join(MQTT_ACTIONS)}")
-        if self.kind in ("wan_down", "mqtt", "disk_full") and self.for_h <= 0:
+        if self.kind in ("wan_down", "mqtt", "disk_full", "flood", "takeover") and self.for_h <= 0:
             raise KeyProblem("for_h", f"{self.kind} needs a duration in hours")
         return self
 

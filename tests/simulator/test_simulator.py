@@ -319,3 +319,28 @@ def test_refused_deposits_are_counted_shown_and_can_fail_the_verdict(tmp_path: P
     assert f"存件：柜满，没有合适的空格口：{full} 次，最多允许 0 次" in zh
     page = render_html(res)
     assert 'data-code="deposit.full"' in page and "柜满" in page
+
+
+@pytest.mark.e2e
+def test_a_hostile_login_costs_the_ledger_nothing(tmp_path: Path) -> None:
+    """Issue 11's attacks as scenario faults: a junk flood, poison messages
+    and session takeovers from one device login while the workload runs.
+    The ledger of every well-behaved device stays whole, the gateway holds
+    the flooding login off its subscriptions and says so in an alarm."""
+    import sqlite3
+
+    sc = parse(small(outlet={"lockers": 2, "scanners": 1}, workload={"parcels": 30},
+                     faults=[{"kind": "flood", "at_h": 3.0, "for_h": 2.0},
+                             {"kind": "poison", "at_h": 6.0},
+                             {"kind": "takeover", "at_h": 7.0, "for_h": 1.0}]))
+    res = run_scenario(sc, tmp_path / "run", broker="mosquitto")
+    assert res["verdict"]["ok"], (res["verdict"], res["expectations"])
+    assert res["ledger"]["end_to_end"]["lost"] == 0
+    assert res["stats"]["hostile_flood_sent"] > 1000 and res["stats"]["hostile_poison_sent"] > 50
+    assert [f["kind"] for f in res["faults"]] == ["flood", "poison", "takeover"]
+    with sqlite3.connect(tmp_path / "run" / "gateway.db") as con:
+        held = [json.loads(p)["body"]["device"] for (p,) in con.execute(
+            "SELECT payload FROM events WHERE type = 'gateway.device_quarantined'")]
+        rejected = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
+    assert held and set(held) == {"rogue"}
+    assert rejected > 50

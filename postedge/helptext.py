@@ -139,6 +139,13 @@ class CellFormatter(argparse.HelpFormatter):
         return self._HEADING.sub(r"\1\2：", super().format_help())
 
 
+class EpilogFormatter(CellFormatter):
+    """Keeps the epilog's own line breaks (a list of scenarios, exit codes)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(indent + line for line in text.splitlines())
+
+
 def _opt_name(action: argparse.Action) -> str:
     longs = [s for s in action.option_strings if s.startswith("--")]
     return (longs[0] if longs else action.option_strings[0] if action.option_strings else action.dest
@@ -197,6 +204,12 @@ def localize(parser: argparse.ArgumentParser, lang: str) -> argparse.ArgumentPar
         desc = _text([command_key(path)], lang)
         if desc is not None:
             p.description = desc
+        # A command's notes below its options (exit codes, what ships with
+        # it): ``epilog.<path>``, filled from the parser's ``epilog_fields``.
+        epilog = _text([".".join(("epilog", *path))], lang)
+        if epilog is not None:
+            p.epilog = epilog.format(**getattr(p, "epilog_fields", {}))
+            p.formatter_class = EpilogFormatter
         for action in p._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for choice in action._choices_actions:

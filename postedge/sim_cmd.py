@@ -123,6 +123,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    """Write ``NAME.toml`` from the commented template (every key, its
+    default and what it does, in both languages); never over a file."""
+    from protocol.topics import valid_segment
+    from simulator.scenario import TEMPLATE
+
+    lang = i18n.pick(args.lang)
+    if not valid_segment(args.name):
+        print(t("error", lang, msg=t("sim.new_bad_name", lang, name=args.name)), file=sys.stderr)
+        return 2
+    path = Path(args.out) / f"{args.name}.toml"
+    template = TEMPLATE.read_text(encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as f:
+            f.write(template.replace('name = "NAME"', f'name = "{args.name}"', 1))
+    except FileExistsError:
+        print(t("error", lang, msg=t("sim.new_exists", lang, path=path)), file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(t("error", lang, msg=f"{path}: {e.strerror or e}"), file=sys.stderr)
+        return 3
+    print(t("sim.new_written", lang, path=path))
+    return 0
+
+
 def cmd_serve_board(args: argparse.Namespace) -> int:
     from simulator.bench import Bench
 
@@ -179,6 +205,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="the outlet broker: Mosquitto when installed (auto), or the embedded amqtt")
     r.set_defaults(func=cmd_run)
+    r.epilog_fields = {"scenarios": "\n".join(  # type: ignore[attr-defined]
+        f"  {p.stem}" for p in sorted(DEFAULT.parent.glob("*.toml")))}
+    n = ssub.add_parser("new", help="write a new scenario file with every key explained")
+    n.add_argument("name", help="the scenario's name (also the file's: NAME.toml)")
+    n.add_argument("--out", type=Path, default=Path("."), help="folder to write it in")
+    n.set_defaults(func=cmd_new)
     b = ssub.add_parser("serve-board", help="a simulated lock board and front panel for a locker run "
                         "from its generated config; type keys/scan/close/doors/quit")
     b.add_argument("--driver", choices=("8a", "kerong"), default="8a")

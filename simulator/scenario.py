@@ -62,6 +62,10 @@ HOSTILE_KINDS = ("flood", "poison", "takeover")
 MQTT_ACTIONS = ("drop", "delay", "duplicate", "reorder")
 
 
+#: The commented scenario ``postedge sim new`` writes (every key, both languages).
+TEMPLATE = Path(__file__).with_name("scenario_template.toml")
+
+
 class ScenarioError(ValueError):
     pass
 

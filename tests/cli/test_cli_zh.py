@@ -91,10 +91,13 @@ def tree() -> list[tuple[str, ...]]:
 
 
 def tree_names() -> set[str]:
-    """Commands and choices the parser tree defines: what the reader types."""
+    """Commands, choices and the names an epilog lists (shipped scenarios)
+    the parser tree defines: what the reader types."""
     names: set[str] = set()
     for path, p in helptext.walk(cli.build_parser()):
         names.update(path)
+        for v in getattr(p, "epilog_fields", {}).values():
+            names.update(str(v).split())
         for a in p._actions:
             if a.choices is not None and not isinstance(a, argparse._SubParsersAction):
                 names.update(str(c) for c in a.choices)

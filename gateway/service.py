@@ -55,7 +55,8 @@ def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
 
             counter = build_desk(cfg.counter, Path(cfg.db), cfg.outlet)
         services.append(start_web(cfg.db, cfg.web, stop, cfg.outlet, cfg.broker.client_id, counter=counter,
-                                  notify_key_file=cfg.notify.key_file, tz_offset_h=cfg.notify.tz_offset_h))
+                                  notify_key_file=cfg.notify.key_file, tz_offset_h=cfg.notify.tz_offset_h,
+                                  upstream=cfg.upstream is not None))
     if cfg.notify.enabled:
         from gateway.notify.notifier import Notifier
 

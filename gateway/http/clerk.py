@@ -68,7 +68,7 @@ from gateway.http.clerk_phone import parcels_by_tail, tail_of
 from gateway.http.clerk_slip import NoSlip, SlipDesk
 from gateway.http.page import ago, clock, kind_name, state_label
 from gateway.http.status import TEXT as PAGE_TEXT
-from gateway.http.status import snapshot
+from gateway.http.status import Setup, snapshot
 from gateway.store import alarms_ack, clerks
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
@@ -138,8 +138,11 @@ class ClerkConsole:
     sequence is one counter file that only one writer may advance."""
 
     def __init__(self, db_path: Path, outlet: str, gateway_id: str, secure: bool, lang: str,
-                 slips: SlipDesk | None = None) -> None:
+                 slips: SlipDesk | None = None, setup: Callable[[], Setup] | None = None) -> None:
+        """``setup``: the gateway's own state for the page (``[upstream]``,
+        the provisioned devices), as the public page has it."""
         self.db_path = Path(db_path)
+        self.setup = setup or Setup
         self.slips = slips
         self.outlet = outlet
         source = f"{gateway_id}-clerk"
@@ -451,7 +454,7 @@ class ClerkConsole:
     def console(self, who: dict[str, Any], lang: str, q: str) -> str:
         store = ReadOnlyStore(self.db_path)
         try:
-            snap = snapshot(store, parcel_ids=True)
+            snap = snapshot(store, parcel_ids=True, setup=self.setup())
             search = self.search(store, who, q, lang) if q else None
             reqs = clerks.requests(store.db)
             summary = self.summary(store, snap)

@@ -118,6 +118,9 @@ def _alarm_row(a: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
 
 def _device_row(d: dict[str, Any], lang: str) -> dict[str, Any]:
     on = d["online"]
+    if d.get("never"):  # provisioned, never connected
+        return {"online": False, "device": d["device"], "kind": kind_name(d["kind"], lang),
+                "status": TEXT.t("never_connected", lang), "seen": TEXT.t("sync.never", lang)}
     return {"online": on, "device": d["device"], "kind": kind_name(d["kind"], lang),
             "status": TEXT.t("online_for" if on else "offline_for", lang, d=duration(d["for_s"], lang)),
             "seen": ago(d["last_seen_age_s"], lang)}
@@ -183,6 +186,7 @@ def _main_context(snap: dict[str, Any], lang: str, refresh_s: int) -> dict[str, 
         "lockers": _rows("locker", "device", snap["lockers"], lambda lk: _locker(lk, lang)),
         "parcels": _rows("parcel", "id", snap["parcels"], lambda p: _parcel_row(p, lang, now)),
         "backlog": b, "behind": behind, "last_sync_age_s": snap["last_sync_age_s"],
+        "upstream": (snap.get("gateway") or {}).get("upstream"),
         "hms": time.strftime("%H:%M:%S", time.localtime(now)),
     }
 

@@ -68,9 +68,10 @@ from common.logs import recorder
 from common.text import LANGS
 from common.web_server import open_url
 from gateway import metrics as M
+from gateway.broker import read_acl
 from gateway.config import ConfigError, WebConfig, parse_web
 from gateway.http.page import render_main, render_page, render_unavailable
-from gateway.http.status import TEXT, refresh_gauges, snapshot
+from gateway.http.status import TEXT, Setup, refresh_gauges, snapshot
 from gateway.store.readonly import ReadOnlyStore, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -135,7 +136,10 @@ class GatewayHTTP:
 
     def __init__(self, db_path: Path, cfg: WebConfig, outlet: str | None = None,
                  gateway_id: str | None = None, counter: CounterDesk | None = None,
-                 notify_key_file: str | None = None, tz_offset_h: float = 8.0) -> None:
+                 notify_key_file: str | None = None, tz_offset_h: float = 8.0,
+                 upstream: bool | None = None) -> None:
+        """``upstream``: whether ``[upstream]`` is configured (the page says
+        so rather than promising an upload that never comes)."""
         from gateway.http.clerk import ClerkConsole
         from gateway.http.clerk_slip import SlipDesk
         from gateway.http.commands import CommandAPI
@@ -144,6 +148,7 @@ class GatewayHTTP:
 
         self.db_path = Path(db_path)
         self.cfg = cfg
+        self.upstream = upstream
         self.uploads = UploadService(self.db_path, cfg.passwd_file, cfg.acl_file)
         self.commands = CommandAPI(self.db_path, self.uploads.creds)  # one password checker, one cache
         # The clerk console (gateway/http/clerk.py) writes own events, so it
@@ -153,7 +158,7 @@ class GatewayHTTP:
         receipt = counter.receipt_printer if counter is not None else None
         slips = SlipDesk(self.db_path, receipt, notify_key_file, tz_offset_h) if receipt is not None else None
         self.clerk = (ClerkConsole(self.db_path, outlet, gateway_id or f"gw-{outlet}", bool(cfg.cert_file),
-                                   cfg.lang, slips) if outlet else None)
+                                   cfg.lang, slips, self.setup) if outlet else None)
         self.counter = CounterRoutes(counter, self.uploads.creds)
         if self.clerk is not None:
             # The clerk's browser may use the counter API with its console
@@ -311,9 +316,27 @@ class GatewayHTTP:
     def _snapshot(self) -> dict[str, Any]:
         store = ReadOnlyStore(self.db_path)
         try:
-            return snapshot(store)
+            return snapshot(store, setup=self.setup())
         finally:
             store.close()
+
+    def setup(self) -> Setup:
+        """``[upstream]`` configured or not, and the devices the broker's ACL
+        has logins for (re-read when it changes)."""
+        inventory: tuple[tuple[str, str], ...] = ()
+        acl = Path(self.cfg.acl_file) if self.cfg.acl_file else None
+        if acl is not None:
+            try:
+                st = acl.stat()
+                stamp = (st.st_mtime, st.st_size)
+                if stamp != getattr(self, "_acl_stamp", None):
+                    logins = read_acl(acl.read_text(encoding="utf-8"))
+                    self._inventory = tuple(sorted((u, k) for u, (k, _) in logins.items() if k != "gateway"))
+                    self._acl_stamp = stamp
+                inventory = self._inventory
+            except OSError:
+                inventory = ()
+        return Setup(self.upstream, inventory)
 
     def _page(self, lang: str) -> tuple[int, str, bytes, str | None]:
         snap = self._snapshot()
@@ -510,7 +533,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: threading.Event,
               outlet: str | None = None, gateway_id: str | None = None,
               counter: CounterDesk | None = None, notify_key_file: str | None = None,
-              tz_offset_h: float = 8.0) -> WebService:
+              tz_offset_h: float = 8.0, upstream: bool | None = None) -> WebService:
     """Validate ``[web]``, bind, and serve in a thread until ``stop`` is set.
 
     Binding happens here, not in the thread, so a taken port fails the
@@ -528,7 +551,7 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
     except OSError as e:
         raise ConfigError(f"web.host/web.port: cannot listen on {cfg.host}:{cfg.port}: {e}") from e
     svc = WebService(GatewayHTTP(Path(db_path), cfg, outlet, gateway_id, counter, notify_key_file,
-                                 tz_offset_h), sock, stop)
+                                 tz_offset_h, upstream), sock, stop)
     svc.start()
 
     # Bound to 0.0.0.0, the address to open is the box's LAN one (issue 20).

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
@@ -200,7 +201,33 @@ def _parse_last_sync(raw: str | None) -> float | None:
         return None
 
 
-def snapshot(store: EventStore, now: float | None = None, parcel_ids: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Setup:
+    """What the page knows of the gateway beyond its database: whether
+    ``[upstream]`` is configured (None: not known, as for a tool), and the
+    devices provisioning made logins for (the broker's ACL), so a device
+    that never connected is counted and shown rather than invisible."""
+
+    upstream: bool | None = None
+    inventory: tuple[tuple[str, str], ...] = ()  # (device, kind)
+
+
+def broker_link(store: EventStore, now: float) -> dict[str, Any] | None:
+    """The gateway's own link to the outlet broker, as its ingest wrote it
+    (``broker_link``: up or down, and since when); None before it wrote one."""
+    raw = store.get("broker_link")
+    try:
+        doc = json.loads(raw) if raw else None
+        if not isinstance(doc, dict) or not isinstance(doc.get("up"), bool):
+            return None
+        since = float(doc.get("since", now))
+    except (ValueError, TypeError):
+        return None
+    return {"up": doc["up"], "since": since, "for_s": round(max(0.0, now - since), 1)}
+
+
+def snapshot(store: EventStore, now: float | None = None, parcel_ids: bool = False,
+             setup: Setup | None = None) -> dict[str, Any]:
     """Everything the page shows, as plain data; the page and /api/status
     are both made from this, so they cannot disagree.
 
@@ -209,11 +236,17 @@ def snapshot(store: EventStore, now: float | None = None, parcel_ids: bool = Fal
     ``parcel_ids=True`` (docs/gateway.md, "The clerk console"). Alarms a
     clerk acknowledged carry ``ack`` and no longer count as fresh."""
     now = time.time() if now is None else now
+    setup = setup or Setup()
     devices = store.devices()
     dev_out = [{"device": d["device"], "outlet": d["outlet"], "kind": d["kind"],
-                "online": d["online"], "for_s": round(d["for_s"], 1),
+                "online": d["online"], "for_s": round(d["for_s"], 1), "never": False,
                 "last_seen": d["last_seen"], "last_seen_age_s": round(max(0.0, now - d["last_seen"]), 1)}
                for d in devices]
+    seen = {d["device"] for d in devices}
+    for device, kind in setup.inventory:
+        if device not in seen:  # provisioned, never connected
+            dev_out.append({"device": device, "outlet": "", "kind": kind, "online": False, "for_s": 0.0,
+                            "never": True, "last_seen": None, "last_seen_age_s": None})
     lockers = []
     for d in devices:
         if d["kind"] != "locker":
@@ -262,12 +295,13 @@ def snapshot(store: EventStore, now: float | None = None, parcel_ids: bool = Fal
             bad_row("parcel", ev.get("id"), e)
     backlog = store.backlog()
     last_sync = _parse_last_sync(store.get("last_sync_at"))
-    online = sum(1 for d in devices if d["online"])
+    online = sum(1 for d in dev_out if d["online"])
     recent_alarms = sum(1 for a in alarms if a["age_s"] <= ALARM_WINDOW_S)
     return {
         "generated_at": now,
         "outlets": sorted({d["outlet"] for d in devices}),
-        "summary": {"devices_online": online, "devices_total": len(devices),
+        "summary": {"devices_online": online, "devices_total": len(dev_out),
+                    "devices_never": sum(1 for d in dev_out if d["never"]),
                     "parcels": sum(lk["parcels"] for lk in lockers),
                     "alarms_24h": recent_alarms,
                     "alarms_24h_capped": recent_alarms >= ALARMS_SCANNED},
@@ -277,6 +311,7 @@ def snapshot(store: EventStore, now: float | None = None, parcel_ids: bool = Fal
         "parcels": parcels,
         "backlog": {"count": backlog["count"], "bytes": backlog["bytes"],
                     "oldest_age_s": round(backlog["oldest_age_s"], 1)},
+        "gateway": {"broker": broker_link(store, now), "upstream": setup.upstream},
         "last_sync_at": last_sync,
         "last_sync_age_s": None if last_sync is None else round(max(0.0, now - last_sync), 1),
     }
@@ -289,9 +324,21 @@ def verdict(snap: dict[str, Any]) -> tuple[str, list[tuple[str, dict[str, Any]]]
     fresh_alarm = any(a["age_s"] <= ALARM_RED_S and not a.get("ack") for a in snap["alarms"])
     if fresh_alarm:
         why.append(("why.alarm", {}))
-    offline = snap["summary"]["devices_total"] - snap["summary"]["devices_online"]
-    if offline:
+    gw = snap.get("gateway") or {}
+    link = gw.get("broker")
+    broker_down = link is not None and not link["up"]
+    if broker_down:
+        # The gateway's own link, not the devices': while it is down every
+        # device looks silent, so the devices are not blamed for it.
+        why.append(("why.broker_down", {"s": link["for_s"]}))
+    never = snap["summary"].get("devices_never", 0)
+    offline = snap["summary"]["devices_total"] - snap["summary"]["devices_online"] - never
+    if offline and not broker_down:
         why.append(("why.offline", {"n": offline}))
+    if never:
+        why.append(("why.never", {"n": never}))
+    if gw.get("upstream") is False:
+        why.append(("why.no_upstream", {}))
     retrieval = sum(len(lk["retrieval"]) for lk in snap["lockers"])
     if retrieval:
         why.append(("why.retrieval", {"n": retrieval}))

@@ -110,6 +110,10 @@ class Ingest:
                             ready=lambda: self.connected)
         self.schedule.every("relay", RELAY_TICK_S, self.relay.tick,
                             ready=lambda: self.subscribed.is_set())
+        # the gateway's own broker link, for the page (gateway/http/status.py)
+        self._link: tuple[bool, float] = (False, time.time())
+        self._link_written: tuple[bool, float] | None = None
+        self.schedule.every("link", 1.0, self._write_link)
         self.schedule.every("quarantine", 1.0, self._release_due,
                             ready=lambda: bool(self.quarantine.held))
         self.schedule.every("budget", cfg.budget.interval_s, lambda: self.budget.enforce(self.own.emit),
@@ -140,6 +144,7 @@ class Ingest:
             record("broker_refused", reason=str(rc))
             return
         self.connected = True
+        self._link = (True, time.time())
         self._subscribe(reconnected=True)
         record("connected", session_present=bool(flags.session_present))
 
@@ -204,6 +209,7 @@ class Ingest:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         self.connected = False
+        self._link = (False, time.time())
         record("disconnected", reason=str(rc))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -463,6 +469,15 @@ class Ingest:
              "window_ms": round(self.quarantine.window_s * 1000), "for_s": for_s,
              "strikes": hold.strikes},
             cls="alarm"))
+
+    def _write_link(self) -> None:
+        """Keep ``broker_link`` in the store when it changed: the page tells
+        the gateway's own broker trouble from its devices' silence."""
+        link = self._link
+        if link != self._link_written:
+            with self.store.tx():
+                self.store.put("broker_link", json.dumps({"up": link[0], "since": link[1]}))
+            self._link_written = link
 
     def _release_due(self) -> None:
         done = self.quarantine.release_due()

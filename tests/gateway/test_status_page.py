@@ -181,8 +181,8 @@ def test_clerk_sees_outlet_status_in_chinese_and_english(gateway_web: dict[str, 
         assert (locker["total"], locker["free"], locker["parcels"]) == (24, 19, 4)
         assert [(r["id"], r["state"]) for r in locker["retrieval"]] == [(6, "overdue"), (7, "return_waiting")]
         assert locker["compartments"][11]["state"] == INJECTED
-        assert api["summary"] == {"devices_online": 2, "devices_total": 2, "parcels": 4, "alarms_24h": 2,
-                                  "alarms_24h_capped": False}
+        assert api["summary"] == {"devices_online": 2, "devices_total": 2, "devices_never": 0, "parcels": 4,
+                                  "alarms_24h": 2, "alarms_24h_capped": False}
         forced = next(a for a in api["alarms"] if a["alarm"] == "door_forced")
         assert forced["compartment"] == 3 and forced["device"] == "lk01"
         assert forced["text"] == {"zh": "3 号格口：柜门被强行打开", "en": "Compartment 3: door forced open"}
@@ -235,7 +235,7 @@ def test_clerk_sees_outlet_status_in_chinese_and_english(gateway_web: dict[str, 
         expect(page.locator("#parcels")).to_contain_text("快递员投递")
         expect(page.locator("#parcels")).not_to_contain_text("RB123456785GB")
         expect(page.locator("#sync")).to_contain_text(re.compile(r"待上传 4 条（\d+ B）"))
-        expect(page.locator("#sync")).to_contain_text("上次上传：从未")
+        expect(page.locator("#sync")).to_contain_text("没有配置上传到平台")  # no [upstream] here
         expect(main).not_to_contain_text(PICKUP_CODE)
 
         # Device text is text: visible as typed, no element made of it, nothing run.
@@ -266,7 +266,7 @@ def test_clerk_sees_outlet_status_in_chinese_and_english(gateway_web: dict[str, 
             "Courier to take out: No. 6 (Overdue), No. 7 (Return)")
         expect(page.locator("#parcels")).to_contain_text("Delivered by courier")
         expect(page.locator("#sync")).to_contain_text(re.compile(r"4 events waiting \(\d+ B\)"))
-        expect(page.locator("#sync")).to_contain_text("Last upload: never")
+        expect(page.locator("#sync")).to_contain_text("Uploading to the platform is not configured")
         expect(page.locator("#lockers .c").nth(11)).to_contain_text(INJECTED)
         shot_en = tmp_path / "status_page_en.png"
         page.screenshot(path=str(shot_en), full_page=True)
@@ -471,3 +471,46 @@ def test_durations_read_naturally() -> None:
     assert ago(42, "en") == "42 s ago"
     assert duration(3 * 3600 + 120, "zh") == "3 小时 2 分钟"
     assert duration(2 * 86400 + 3600, "en") == "2 d 1 h"
+
+
+def test_the_page_blames_the_gateway_for_its_own_trouble_and_counts_devices_that_never_came(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    """Issue 19, finding 5: with the broker down the page said "2 台设备离线"
+    and nothing about the gateway's own link; without ``[upstream]`` it
+    promised an upload; a provisioned scanner that never connected was
+    invisible. Now: the provisioned devices (the broker's ACL) are counted,
+    the gateway's broker link and a missing ``[upstream]`` are the reasons."""
+    cfg = write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret")
+    with cfg.open("a", encoding="utf-8") as f:
+        f.write('\n[web]\nhost = "127.0.0.1"\nport = 0\nlang = "zh"\nrefresh_s = 1\n'
+                f'passwd_file = "{broker.directory / "passwd"}"\nacl_file = "{broker.directory / "acl"}"\n')
+    gw = GatewayProcess(cfg)
+    lk = None
+    try:
+        gw.wait_for("gateway_started")
+        base = f"http://127.0.0.1:{next(d for d in gw.lines if d.get('evt') == 'web_started')['port']}"
+        presence = topics.build("o1", "locker", "lk01", "presence")
+        lk = device_client("lk01", broker.port, will=presence)
+        lk.publish(presence, b"online", qos=1, retain=True).wait_for_publish(5)
+        api = wait_api(base, lambda s: s["summary"]["devices_online"] == 1
+                       and (s["gateway"]["broker"] or {}).get("up") is True)
+        # lk01, lk02, sc01, hh01 have logins; only lk01 ever came
+        assert api["summary"]["devices_total"] == 4 and api["summary"]["devices_never"] == 3
+        never = {d["device"] for d in api["devices"] if d["never"]}
+        assert never == {"lk02", "sc01", "hh01"}
+        assert api["gateway"]["upstream"] is False
+        _, _, page = get(base + "/?lang=zh")
+        assert "3 台已配置的设备从未连接" in page and "从未连接" in page
+        assert "没有配置上传" in page and "恢复后自动上传" not in page
+        assert "台设备离线" not in page
+        broker.kill()  # the gateway's own link goes
+        api = wait_api(base, lambda s: (s["gateway"]["broker"] or {}).get("up") is False)
+        _, _, page = get(base + "/?lang=zh")
+        assert "网关与消息代理断开" in page
+        assert "台设备离线" not in page  # the devices are not blamed for the gateway's link
+        _, _, page = get(base + "/?lang=en")
+        assert "cut off from its message broker" in page
+    finally:
+        if lk is not None:
+            lk.loop_stop()
+        gw.kill()

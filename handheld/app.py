@@ -53,6 +53,7 @@ from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
 from handheld.sources import SourceError, VideoSource, load_image
 from handheld.text import TEXT, Refused
+from handheld.wedge import Wedge
 from handheld.workflows import GatewayClient, ParcelFlows
 from protocol import envelope, signing, topics
 from protocol.canonical import loads_object
@@ -323,6 +324,7 @@ class HandheldApp:
         self.gateway = GatewayClient(config.gateway.url, username=config.gateway.username,
                                      password=config.gateway.password, ssl_context=https)
         self.scans = ScanFilter(config.same_window_s, config.other_window_s)
+        self.wedge = Wedge(config.wedge)
         self.jobs = Jobs(sd, config.device, self.emit, self.delivered, self.index, self.gnss_fix, self.photos,
                          require_position=config.require_position)
         self.flows = ParcelFlows(sd, config.courier, config.outlet, self.emit, self.scans, self.gateway,
@@ -455,15 +457,18 @@ class HandheldApp:
     def gnss_fix(self) -> dict[str, Any] | None:
         return None if self.gnss is None else self.gnss.fix()
 
-    def scan(self, text: str, mode: str | None = None, source: str = "manual") -> dict[str, Any]:
-        """One read from any source, dispatched by the screen's current use (mode)."""
+    def scan(self, text: str, mode: str | None = None, source: str = "manual",
+             at: float | None = None) -> dict[str, Any]:
+        """One read from any source (the UI's field, the serial engine, a keyboard-wedge
+        burst, the camera), dispatched by the screen's current use (mode). ``at``: the
+        monotonic time it was read, when that was earlier (a wedge scan queued in the page)."""
         mode = mode or self.mode
         if mode not in MODES:
             raise Refused("bad_request", detail=f"mode {mode!r}")
         try:
             if mode == "check":
                 route = self.flows.route() or None
-                r = self.scans.judge(text, need_parcel=False, route=route, source=source)
+                r = self.scans.judge(text, need_parcel=False, route=route, source=source, at=at)
                 if r.verdict != "duplicate":
                     self.emit("handheld.scan", "telemetry",
                               {"code": (r.value or r.text)[:64], "kind": r.kind or "", "verdict": r.verdict,
@@ -478,17 +483,17 @@ class HandheldApp:
                 res: dict[str, Any] = {"ok": r.ok, "verdict": r.verdict, "value": r.value, "kind": r.kind,
                                        "reason": r.reason, **txt}
             elif mode == "intake":
-                res = {**self.flows.intake(text, source), "verdict": "good"}
+                res = {**self.flows.intake(text, source, at), "verdict": "good"}
             elif mode == "deposit":
-                res = {**self.flows.deposit(text, source), "verdict": "good"}
+                res = {**self.flows.deposit(text, source, at), "verdict": "good"}
             elif mode == "collect":
-                res = {**self.flows.collect(text, source), "verdict": "good"}
+                res = {**self.flows.collect(text, source, at), "verdict": "good"}
             elif mode == "bag":
                 res = {**self.dispatch.bag_scan(text), "verdict": "good"}
             elif mode == "point":
                 res = {**self.dispatch.point_collect(text), "verdict": "good"}
             else:  # deliver: check now, confirm with the recipient next
-                r = self.scans.judge(text, route=self.flows.route(), source=source)
+                r = self.scans.judge(text, route=self.flows.route(), source=source, at=at)
                 if r.verdict != "good":
                     code = {"duplicate": "duplicate", "wrong_route": "wrong_route"}.get(
                         r.verdict, "not_parcel" if r.reason == "not_parcel" else "invalid_scan")
@@ -616,5 +621,5 @@ class HandheldApp:
                                                                        "flags", "messages")},
             "scan_engine": self.scan_engine_status, "mode": self.mode, "last_scan": self.last_scan,
             "last_command": self.last_command, "last_photo": self.jobs.last_photo,
-            "scan_counts": dict(self.scans.counts),
+            "scan_counts": dict(self.scans.counts), "wedge": dict(self.wedge.counts),
         }

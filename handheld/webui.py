@@ -24,7 +24,8 @@ be JSON, and carry the session token embedded in the page.
 
 Routes: ``GET /`` page · ``GET /part?name=status|scan|parcels|jobs|camera|sync&job=`` ·
 ``GET /camera.jpg`` latest preview frame · ``GET /api/state`` ·
-``POST /api/scan`` ``{"code", "mode"}`` · ``POST /api/mode`` ``{"mode"}`` ·
+``POST /api/scan`` ``{"code", "mode"}`` · ``POST /api/wedge`` ``{"raw", "age_ms"}`` (a
+keyboard-wedge burst, ``handheld/wedge.py``) · ``POST /api/mode`` ``{"mode"}`` ·
 ``POST /api/deliver`` ``{"code", "method", "value"}`` ·
 ``POST /api/jobs/<id>/pick|step|submit`` · ``POST /api/jobs/<id>/photo?step=`` with
 ``{}`` (the camera's latest frame) or the image bytes (``image/*`` or
@@ -226,7 +227,8 @@ def render_page(app: HandheldApp, lang: str, nonce: str, token: str = "") -> str
         **_status_ctx(app), **_scan_ctx(app, lang),
         "html_lang": "zh-CN" if lang == "zh" else "en", "other": "en" if lang == "zh" else "zh",
         "title": f'{t("title", lang)} · {app.cfg.device}', "screens": SCREENS, "nonce": nonce,
-        "token": token})
+        "token": token, "wedge": json.dumps(app.wedge.page_settings()),
+        "geo": "1" if app.cfg.geolocation else "0"})
 
 
 # ---------------------------------------------------------------------- server
@@ -283,6 +285,11 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
     doc = {} if binary else _parse_json(raw)
     if parts == ["api", "scan"]:
         return app.scan(str(doc.get("code", "")), doc.get("mode"))
+    if parts == ["api", "wedge"]:
+        # A keyboard-wedge burst: the same call as the serial engine's loop (same verdicts,
+        # rules and duplicate windows), judged at the time the page saw it.
+        code, at = app.wedge.unwrap(doc)
+        return app.scan(code, source="wedge", at=at)
     if parts == ["api", "mode"]:
         mode = doc.get("mode")
         if mode not in MODES:
@@ -398,7 +405,7 @@ class WebUI:
         a.router.add_get("/part", self._part)
         a.router.add_get("/camera.jpg", self._camera)
         a.router.add_get("/api/state", self._state)
-        for p in ("/api/scan", "/api/mode", "/api/deliver", "/api/dispatch/{action}",
+        for p in ("/api/scan", "/api/wedge", "/api/mode", "/api/deliver", "/api/dispatch/{action}",
                   "/api/jobs/{jid}/{action}"):
             a.router.add_post(p, self._post)
         a.on_startup.append(self._on_startup)

@@ -12,7 +12,8 @@ function post(url,body,raw){
   var opt={method:'POST',credentials:'same-origin',headers:{'X-Postedge-Token':token}};
   if(raw!==undefined){opt.body=raw;opt.headers['Content-Type']='application/octet-stream';}
   else{opt.body=JSON.stringify(body||{});opt.headers['Content-Type']='application/json';}
-  return fetch(url,opt).then(function(r){return r.json();}).then(function(r){show(r);refresh();return r;})
+  return fetch(url,opt).then(function(r){return r.json();})
+   .then(function(r){show(r);return refresh().then(function(){return r;});})
    .catch(function(e){show({ok:false,en:String(e),zh:String(e)});});
 }
 function load(name,el){
@@ -23,10 +24,59 @@ function load(name,el){
    .catch(function(){document.body.setAttribute('data-stale','1');});
 }
 function refresh(){
-  load('status',$('#status'));
-  var live=$('#scr-'+screen+' .live'); if(live){load(screen,live);}
+  var p=[load('status',$('#status'))];
+  var live=$('#scr-'+screen+' .live'); if(live){p.push(load(screen,live));}
   if(screen==='camera'){$('#preview').src='/camera.jpg?t='+Date.now();}
+  return Promise.all(p).then(drain);
 }
+/* Keyboard-emulation (wedge) scans: handheld/wedge.py says why these rules. A burst is
+   a scan when it has at least wc.min characters (besides the prefix/suffix), every key
+   (and the Enter/Tab that ends it) comes within wc.gap ms of the one before, and it
+   carries the configured prefix/suffix. Its keys went into the focused field as they
+   came: that field gets its old value back, and the code is posted to /api/wedge, or,
+   while a dialog is open, queued (kept in localStorage) and posted when it closes.
+   A field marked data-wedge="field" (the delivery token) keeps the code instead. */
+var wc=JSON.parse(document.querySelector('meta[name="postedge-wedge"]').getAttribute('content'));
+var burst=null, wq=[], draining=false;
+try{wq=JSON.parse(localStorage.getItem('pe-wedge-q')||'[]');}catch(e){wq=[];}
+function editable(el){return !!el&&(el.tagName==='TEXTAREA'||(el.tagName==='INPUT'&&el.type!=='file'));}
+function dialogOpen(){return !!document.querySelector('dialog[open],[role=dialog]');}
+function saveQ(){try{localStorage.setItem('pe-wedge-q',JSON.stringify(wq));}catch(e){}}
+function showQ(){var q=$('#wedge-queue'); q.hidden=!wq.length; q.setAttribute('data-count',wq.length);
+  q.textContent=q.getAttribute('data-text').replace('{n}',wq.length);}
+function drain(){
+  showQ();
+  if(draining||!wq.length||dialogOpen())return;
+  draining=true; var s=wq[0];
+  post('/api/wedge',{raw:s.raw,age_ms:Math.max(0,Date.now()-s.t)}).then(function(r){
+    draining=false;
+    if(r){wq.shift();saveQ();}  /* judged (whatever the verdict); a network error keeps it */
+    showQ(); if(r){drain();}
+  });
+}
+function affixed(x){return x.length>=wc.min+wc.prefix.length+wc.suffix.length&&
+  x.slice(0,wc.prefix.length)===wc.prefix&&x.slice(x.length-wc.suffix.length)===wc.suffix;}
+window.addEventListener('keydown',function(e){
+  if(e.isComposing||e.ctrlKey||e.altKey||e.metaKey)return;
+  var now=e.timeStamp, k=e.key, fast=!!burst&&now-burst.last<=wc.gap;
+  if(k==='Enter'||k==='Tab'){
+    var b=burst; burst=null;
+    if(!fast||!affixed(b.text))return;  /* typing: the key does what it always does */
+    e.preventDefault(); e.stopPropagation();
+    var code=b.text.slice(wc.prefix.length,b.text.length-wc.suffix.length);
+    if(editable(b.el)&&b.before!==null){
+      b.el.value=b.el.getAttribute('data-wedge')==='field'?b.before+code:b.before;
+      if(b.el.getAttribute('data-wedge')==='field')return;
+    }
+    wq.push({raw:b.text,t:Date.now()}); saveQ(); drain();
+    return;
+  }
+  if(k==='Shift')return;  /* engines type capitals with Shift held */
+  if(k.length!==1){burst=null;return;}
+  if(!fast){var a=document.activeElement;
+    burst={text:'',el:a,before:editable(a)?a.value:null};}
+  burst.text+=k; burst.last=now;
+},true);
 function go(s){
   screen=s;
   document.querySelectorAll('main > section').forEach(function(x){x.hidden=(x.id!=='scr-'+s);});
@@ -39,6 +89,7 @@ document.addEventListener('click',function(e){
   if(b.hasAttribute('data-screen')){go(b.getAttribute('data-screen'));return;}
   var a=b.getAttribute('data-action'), j=b.getAttribute('data-job'), st=b.getAttribute('data-step');
   if(a==='mode'){post('/api/mode',{mode:b.getAttribute('data-mode')});}
+  else if(a==='cancel-confirm'){post('/api/mode',{mode:b.getAttribute('data-mode')});}
   else if(a==='open-job'){job=j;refresh();}
   else if(a==='close-job'){job='';refresh();}
   else if(a==='pick'){post('/api/jobs/'+encodeURIComponent(j)+'/pick');}

@@ -44,6 +44,7 @@ from handheld import tls
 from handheld.config import HandheldConfig
 from handheld.dispatch import Dispatch
 from handheld.evidence import EvidenceRefused
+from handheld.geolocation import BrowserPosition
 from handheld.jobs import Jobs, PhotoSink
 from handheld.link import MqttLink
 from handheld.nmea import GnssReader
@@ -339,6 +340,9 @@ class HandheldApp:
         if config.gnss:
             self.gnss = GnssReader(config.gnss, baudrate=config.gnss_baud, config=GnssConfig(
                 hold_s=config.gnss_hold_s, max_accuracy_m=config.gnss_max_accuracy_m))
+        gate = GnssConfig(hold_s=config.gnss_hold_s, max_accuracy_m=config.gnss_max_accuracy_m)
+        #: navigator.geolocation fixes the page posts (handheld/geolocation.py), if enabled.
+        self.browser_pos = BrowserPosition(gate) if config.geolocation else None
         self.mode = "check"
         self.last_scan: dict[str, Any] | None = None
         self.last_command: dict[str, Any] | None = None
@@ -455,7 +459,22 @@ class HandheldApp:
 
     # ------------------------------------------------------------------ scans
     def gnss_fix(self) -> dict[str, Any] | None:
-        return None if self.gnss is None else self.gnss.fix()
+        """The position for evidence: the NMEA receiver's or the browser's, each through
+        its own gate (same thresholds); one that passes wins (the more accurate if both
+        do), else the receiver's verdict with its reasons, else the browser's."""
+        fixes = []
+        if self.gnss is not None:
+            fixes.append({**self.gnss.fix(), "source": "nmea"})
+        if self.browser_pos is not None:
+            b = self.browser_pos.fix()
+            if b is not None:
+                fixes.append(b)
+        if not fixes:
+            return None
+        good = [f for f in fixes if f.get("ok")]
+        if good:
+            return min(good, key=lambda f: f.get("accuracy_m") or 1e9)
+        return fixes[0]
 
     def scan(self, text: str, mode: str | None = None, source: str = "manual",
              at: float | None = None) -> dict[str, Any]:
@@ -618,7 +637,10 @@ class HandheldApp:
             "camera": {"configured": bool(self.cfg.camera), "error": self.camera.error,
                        "frames": self.camera.frames, "quality": self.camera.quality},
             "gnss": None if fix is None else {k: fix.get(k) for k in ("ok", "lat", "lon", "accuracy_m",
-                                                                       "flags", "messages")},
+                                                                       "flags", "messages", "source")},
+            "geolocation": None if self.browser_pos is None else {
+                "fixes": self.browser_pos.fixes, "error": self.browser_pos.error,
+                "refused": dict(self.browser_pos.refused)},
             "scan_engine": self.scan_engine_status, "mode": self.mode, "last_scan": self.last_scan,
             "last_command": self.last_command, "last_photo": self.jobs.last_photo,
             "scan_counts": dict(self.scans.counts), "wedge": dict(self.wedge.counts),

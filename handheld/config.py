@@ -53,7 +53,8 @@ Example (every key; relative paths are relative to the config file)::
     [wedge]                    # a scan engine in keyboard emulation, typing into the page
     prefix = ""                # what the engine is set to send before / after each code
     suffix = ""                # (vendors' "prefix/suffix" settings; stripped, and required when set)
-    max_key_gap_ms = 50        # keystrokes this close together (and Enter/Tab after them) are a scan
+    max_key_gap_ms = 50        # a burst whose keys (and the Enter/Tab) come this fast on average is a scan
+    burst_break_ms = 200       # a pause longer than this starts a new burst
     min_length = 4             # shorter bursts are typing
 
     [outbox]
@@ -72,10 +73,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from common import config
-from common.config import ConfigError, Section
+from common.config import ConfigError, KeyProblem, Section
 from common.text import LANGS
 from handheld import tls
 from handheld.text import TEXT
@@ -211,9 +212,17 @@ class WedgeSection(Section):
     prefix: str = ""
     suffix: str = ""
     max_key_gap_ms: Annotated[int, Field(ge=5, le=200)] = 50
+    burst_break_ms: Annotated[int, Field(ge=20, le=1000)] = 200
     min_length: Annotated[int, Field(ge=2, le=64)] = 4
 
     _affixes = field_validator("prefix", "suffix")(_affix)
+
+    @model_validator(mode="after")
+    def _break_after_gap(self) -> WedgeSection:
+        if self.burst_break_ms < self.max_key_gap_ms:
+            raise KeyProblem("burst_break_ms", " / ".join(reversed(list(TEXT.both(
+                "config.wedge_break", gap=self.max_key_gap_ms, got=self.burst_break_ms).values()))))
+        return self
 
 
 class OutboxSection(Section):

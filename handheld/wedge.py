@@ -10,15 +10,21 @@ both duplicate windows are the serial engine's, not a second validator.
 
 Why these thresholds (``[wedge]`` in the config):
 
-- ``max_key_gap_ms`` = 50. A wedge engine types a code at 1-10 ms a key (USB HID
-  polls every 1-8 ms; Android terminals' scan-to-keyboard services inject the key
-  events back to back; vendors' "inter-character delay" settings default to 0 and
-  go up to ~20-50 ms for slow hosts). People type at 100-300 ms a key; even a fast
-  typist's rolled pair rarely comes under 50 ms, and a *run* of ``min_length`` keys
-  all under 50 ms does not happen by hand. So a burst is a scan when every gap
-  (the Enter/Tab after the last character included) is at most ``max_key_gap_ms``.
-  A terminal set to a slow inter-character delay needs this raised (to 200 at most:
-  above that a fast typist passes as a scanner).
+- ``max_key_gap_ms`` = 50, the *mean* time between the burst's keys (the Enter/Tab
+  after the last one included). A wedge engine types a code at 1-10 ms a key (USB
+  HID polls every 1-8 ms; Android terminals' scan-to-keyboard services inject the
+  key events back to back; vendors' "inter-character delay" settings default to 0
+  and go up to ~20-50 ms for slow hosts). People type at 100-300 ms a key; even a
+  fast typist's rolled pair rarely comes under 50 ms, and a *run* of ``min_length``
+  keys averaging under 50 ms does not happen by hand. A terminal set to a slow
+  inter-character delay needs this raised (to 200 at most: above that a fast
+  typist passes as a scanner).
+- ``burst_break_ms`` = 200: a pause longer than this starts a new burst. The mean,
+  not every gap, decides, because one late key must not split a scan in two: a busy
+  page or a loaded terminal delivers the odd key 50-80 ms late (measured in headless
+  Chromium on a loaded 2-core machine: mean 7-13 ms, single gaps up to 75 ms). The
+  price: a key a person typed less than 200 ms before pulling the trigger joins the
+  scan (the code is then invalid and the courier scans again).
 - ``min_length`` = 4: the shortest code the app accepts is longer (an EAN-8 is 8), and
   two or three fast keys happen by hand (a double-tapped key, a chord).
 - ``prefix``/``suffix``: what the engine is set to send around each code. When set,
@@ -57,7 +63,8 @@ class Wedge:
     def page_settings(self) -> dict[str, Any]:
         """What the page's script needs to tell scans from typing."""
         c = self.cfg
-        return {"prefix": c.prefix, "suffix": c.suffix, "gap": c.max_key_gap_ms, "min": c.min_length}
+        return {"prefix": c.prefix, "suffix": c.suffix, "gap": c.max_key_gap_ms, "brk": c.burst_break_ms,
+                "min": c.min_length}
 
     def unwrap(self, doc: dict[str, Any]) -> tuple[str, float]:
         """``(code, read_at)`` from ``{"raw", "age_ms"}``; Refused when it is not a scan."""

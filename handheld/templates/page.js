@@ -29,13 +29,14 @@ function refresh(){
   if(screen==='camera'){$('#preview').src='/camera.jpg?t='+Date.now();}
   return Promise.all(p).then(drain);
 }
-/* Keyboard-emulation (wedge) scans: handheld/wedge.py says why these rules. A burst is
-   a scan when it has at least wc.min characters (besides the prefix/suffix), every key
-   (and the Enter/Tab that ends it) comes within wc.gap ms of the one before, and it
-   carries the configured prefix/suffix. Its keys went into the focused field as they
-   came: that field gets its old value back, and the code is posted to /api/wedge, or,
-   while a dialog is open, queued (kept in localStorage) and posted when it closes.
-   A field marked data-wedge="field" (the delivery token) keeps the code instead. */
+/* Keyboard-emulation (wedge) scans: handheld/wedge.py says why these rules. Keys with
+   pauses of at most wc.brk ms form a burst; a burst ended by Enter/Tab is a scan when it
+   has at least wc.min characters (besides the prefix/suffix), its keys and the Enter/Tab
+   came wc.gap ms apart on average, and it carries the configured prefix/suffix. Its keys
+   went into the focused field as they came: that field gets its old value back, and the
+   code is posted to /api/wedge, or, while a dialog is open, queued (kept in
+   localStorage) and posted when it closes. A field marked data-wedge="field" (the
+   delivery token) keeps the code instead. Times are the events' own (e.timeStamp). */
 var wc=JSON.parse(document.querySelector('meta[name="postedge-wedge"]').getAttribute('content'));
 var burst=null, wq=[], draining=false;
 try{wq=JSON.parse(localStorage.getItem('pe-wedge-q')||'[]');}catch(e){wq=[];}
@@ -58,10 +59,11 @@ function affixed(x){return x.length>=wc.min+wc.prefix.length+wc.suffix.length&&
   x.slice(0,wc.prefix.length)===wc.prefix&&x.slice(x.length-wc.suffix.length)===wc.suffix;}
 window.addEventListener('keydown',function(e){
   if(e.isComposing||e.ctrlKey||e.altKey||e.metaKey)return;
-  var now=e.timeStamp, k=e.key, fast=!!burst&&now-burst.last<=wc.gap;
+  var now=e.timeStamp, k=e.key, on=!!burst&&now-burst.last<=wc.brk;
   if(k==='Enter'||k==='Tab'){
     var b=burst; burst=null;
-    if(!fast||!affixed(b.text))return;  /* typing: the key does what it always does */
+    /* typing: the key does what it always does */
+    if(!on||!affixed(b.text)||(now-b.t0)/b.text.length>wc.gap)return;
     e.preventDefault(); e.stopPropagation();
     var code=b.text.slice(wc.prefix.length,b.text.length-wc.suffix.length);
     if(editable(b.el)&&b.before!==null){
@@ -73,8 +75,8 @@ window.addEventListener('keydown',function(e){
   }
   if(k==='Shift')return;  /* engines type capitals with Shift held */
   if(k.length!==1){burst=null;return;}
-  if(!fast){var a=document.activeElement;
-    burst={text:'',el:a,before:editable(a)?a.value:null};}
+  if(!on){var a=document.activeElement;
+    burst={text:'',el:a,before:editable(a)?a.value:null,t0:now};}
   burst.text+=k; burst.last=now;
 },true);
 function go(s){
@@ -119,6 +121,22 @@ document.addEventListener('submit',function(e){
     post('/api/dispatch/handout',{group:f.getAttribute('data-group'),share:+f.getAttribute('data-share'),
       method:tv?'token':'name',value:tv||nm});}
 });
+/* The browser's location (geolocation = true in the config): a fresh fix every second, posted
+   quietly (no message, no refresh); the server's gate decides (handheld/geolocation.py). */
+function quiet(url,body){return fetch(url,{method:'POST',credentials:'same-origin',body:JSON.stringify(body),
+  headers:{'X-Postedge-Token':token,'Content-Type':'application/json'}}).catch(function(){});}
+var geoBusy=false;
+function geo(){
+  if(geoBusy)return; geoBusy=true;
+  navigator.geolocation.getCurrentPosition(function(p){var c=p.coords;
+    quiet('/api/position',{lat:c.latitude,lon:c.longitude,accuracy_m:c.accuracy,alt_m:c.altitude,
+      stamp:p.timestamp,age_ms:Math.max(0,Date.now()-p.timestamp)}).then(function(){geoBusy=false;});
+  },function(e){quiet('/api/position',{error:e.code}).then(function(){geoBusy=false;});},
+  {enableHighAccuracy:true,maximumAge:0,timeout:10000});
+}
+if(document.querySelector('meta[name="postedge-geo"]').getAttribute('content')==='1'&&navigator.geolocation){
+  geo(); setInterval(geo,1000);
+}
 go('scan');
 setInterval(refresh,1000);
 })();

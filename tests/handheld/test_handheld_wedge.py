@@ -22,6 +22,7 @@ import pytest
 
 from gateway.broker import Mosquitto
 from handheld.app import HandheldApp
+from handheld.config import ConfigError
 from handheld.scanning import ScanFilter
 from handheld.webui import TOKEN_HEADER, serve
 from simulator.imagegen import s10_id
@@ -91,6 +92,15 @@ def test_scanner_burst_is_a_scan_and_typing_is_not(chromium: Any, page: Any, tmp
         assert page.evaluate("document.activeElement.name") == "code"  # Tab did not move focus
         assert app.scans.counts["duplicate"] == 1
 
+        # one key arriving late (a busy page) does not split the scan: the mean decides
+        late = s10_id(np.random.default_rng(8))
+        page.wait_for_timeout(3100)
+        page.keyboard.type(late[:5], delay=SCANNER_MS)
+        page.wait_for_timeout(90)
+        burst(page, late[5:])
+        assert gw.wait(lambda: [b["code"] for b in scan_events(gw, "wedge")] == [GOOD, late])
+        assert page.input_value("#scan-form input") == ""
+
         # a person typing the same keys: the field keeps them and the form sends a manual scan
         other = s10_id(np.random.default_rng(3))
         page.wait_for_timeout(400)
@@ -101,15 +111,15 @@ def test_scanner_burst_is_a_scan_and_typing_is_not(chromium: Any, page: Any, tmp
         gaps = key_gaps(page)
         print(f"human-speed key gaps: min {min(gaps):.1f} ms")
         assert gw.wait(lambda: [b["code"] for b in scan_events(gw, "manual")] == [other])
-        assert [b["code"] for b in scan_events(gw, "wedge")] == [GOOD]
+        assert [b["code"] for b in scan_events(gw, "wedge")] == [GOOD, late]
 
         # a burst with nothing focused is a scan too; an invalid code gets the invalid verdict
         page.evaluate("document.activeElement.blur()")
         page.wait_for_timeout(400)
         burst(page, "RB123456784GB")
         page.wait_for_selector("#msg[data-verdict=invalid]")
-        assert gw.wait(lambda: len(scan_events(gw, "wedge")) == 2)
-        assert scan_events(gw, "wedge")[1]["verdict"] == "invalid"
+        assert gw.wait(lambda: len(scan_events(gw, "wedge")) == 3)
+        assert scan_events(gw, "wedge")[2]["verdict"] == "invalid"
         # three fast keys are a chord, not a scan (min_length 4): Enter submits the form
         page.focus("#scan-form input")
         burst(page, "abc")
@@ -138,7 +148,7 @@ def test_a_scan_during_the_confirmation_dialog_is_queued_not_lost(chromium: Any,
         # the courier is typing the recipient's name when the next label is scanned
         page.focus("#confirm [name=name]")
         page.keyboard.type("王", delay=HUMAN_MS)
-        page.wait_for_timeout(200)
+        page.wait_for_timeout(400)
         burst(page, second)
         page.wait_for_selector("#wedge-queue[data-count='1']:not([hidden])")
         assert "1" in page.inner_text("#wedge-queue") and "对话框" in page.inner_text("#wedge-queue")
@@ -174,9 +184,12 @@ def test_prefix_and_suffix_are_stripped_and_required(chromium: Any, page: Any, t
     app = start(tmp_path, hbroker.port, wedge={"prefix": "#", "suffix": "$"})
     try:
         page.goto(app.web.url + "?lang=en")
+        page.evaluate(GAP_PROBE)
         page.focus("#scan-form input")
         burst(page, f"#{GOOD}$")
         page.wait_for_selector("#msg[data-verdict=good]")
+        gaps = key_gaps(page)
+        print(f"prefixed burst: mean gap {sum(gaps) / len(gaps):.1f} ms")
         assert gw.wait(lambda: [b["code"] for b in scan_events(gw, "wedge")] == [GOOD])
         # a fast burst without them is typing, as vendors' prefixes intend: the form sends it
         other = s10_id(np.random.default_rng(4))
@@ -220,3 +233,19 @@ def test_queued_reads_are_judged_at_the_time_they_were_read() -> None:
     g = ScanFilter(clock=lambda: now[0])
     g.judge(a, need_parcel=False)
     assert g.judge(b, need_parcel=False).reason == "too_soon"
+
+
+@pytest.mark.parametrize(("wedge", "key", "en", "zh"), [
+    ({"prefix": "\t"}, "wedge.prefix", "without Enter or Tab", "制表符"),
+    ({"suffix": "#########"}, "wedge.suffix", "at most 8", "最多 8"),
+    ({"max_key_gap_ms": 100, "burst_break_ms": 60}, "wedge.burst_break_ms", "must not be below", "不能小于"),
+])
+def test_wedge_config_errors_name_the_key_in_both_languages(tmp_path: Path, wedge: dict[str, Any], key: str,
+                                                             en: str, zh: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        make_config(tmp_path, 1883, wedge=wedge)
+    msg = str(e.value)
+    assert msg.startswith(key + ":") and en in msg and zh in msg
+    with pytest.raises(ConfigError) as e:
+        make_config(tmp_path, 1883, wedge={"max_key_gap_ms": "50"})  # strict: no "50" for 50
+    assert "wedge.max_key_gap_ms" in str(e.value)

@@ -80,17 +80,51 @@ window.addEventListener('keydown',function(e){
   burst.text+=k; burst.last=now;
 },true);
 function go(s){
-  screen=s;
+  screen=s; if(s!=='jobs'){camStop();}
   document.querySelectorAll('main > section').forEach(function(x){x.hidden=(x.id!=='scr-'+s);});
   document.querySelectorAll('nav .btn').forEach(function(b){b.setAttribute('aria-current',
     b.getAttribute('data-screen')===s?'true':'false');});
   refresh();
 }
+/* The browser's camera (getUserMedia, the rear camera preferred) for evidence photos: a
+   frame drawn to a canvas, sent as a JPEG to the same photo route as a chosen file, so
+   the server's quality gate, hashing and duplicate rules decide. Torch where the
+   camera has one. Stopped when the courier leaves the jobs screen. */
+var cam=null;
+function camStop(){if(cam){cam.getTracks().forEach(function(t){t.stop();});cam=null;}
+  var v=$('#bcam'); v.srcObject=null; v.hidden=true; $('#torch').hidden=true;}
+function camOpen(){
+  if(cam)return Promise.resolve(cam);
+  if(!navigator.mediaDevices||!navigator.mediaDevices.getUserMedia){return Promise.reject(new Error('getUserMedia'));}
+  return navigator.mediaDevices.getUserMedia({audio:false,video:{facingMode:{ideal:'environment'},
+      width:{ideal:1920},height:{ideal:1080}}}).then(function(s){
+    cam=s; var v=$('#bcam'); v.srcObject=s; v.hidden=false;
+    var tr=s.getVideoTracks()[0], caps=tr.getCapabilities?tr.getCapabilities():{};
+    $('#torch').hidden=!caps.torch;
+    return v.play().then(function(){return s;});
+  });
+}
+function camFrame(){var v=$('#bcam');return new Promise(function(res,rej){var n=0;
+  (function grab(){
+    if(!v.videoWidth||v.readyState<2){if(++n>100){rej(new Error('no frame'));return;}setTimeout(grab,50);return;}
+    var c=document.createElement('canvas'); c.width=v.videoWidth; c.height=v.videoHeight;
+    c.getContext('2d').drawImage(v,0,0);
+    c.toBlob(function(b){if(b){res(b);}else{rej(new Error('no frame'));}},'image/jpeg',0.92);
+  })();});}
+function camError(e){var t=$('#bcam').getAttribute('data-err').replace('{d}',(e&&e.name)||String(e));
+  show({ok:false,code:'camera',zh:t,en:t});}
 document.addEventListener('click',function(e){
   var b=e.target.closest('[data-action],[data-screen]'); if(!b)return;
   if(b.hasAttribute('data-screen')){go(b.getAttribute('data-screen'));return;}
   var a=b.getAttribute('data-action'), j=b.getAttribute('data-job'), st=b.getAttribute('data-step');
   if(a==='mode'){post('/api/mode',{mode:b.getAttribute('data-mode')});}
+  else if(a==='photo-browser'){msg.className='fb';msg.textContent='…';
+    camOpen().then(camFrame).then(function(blob){
+      return post('/api/jobs/'+encodeURIComponent(j)+'/photo?step='+encodeURIComponent(st),null,blob);
+    }).catch(camError);}
+  else if(a==='torch'){var on=b.getAttribute('aria-pressed')!=='true';
+    cam.getVideoTracks()[0].applyConstraints({advanced:[{torch:on}]}).then(function(){
+      b.setAttribute('aria-pressed',on?'true':'false');}).catch(camError);}
   else if(a==='cancel-confirm'){post('/api/mode',{mode:b.getAttribute('data-mode')});}
   else if(a==='open-job'){job=j;refresh();}
   else if(a==='close-job'){job='';refresh();}

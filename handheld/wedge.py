@@ -21,10 +21,14 @@ Why these thresholds (``[wedge]`` in the config):
   typist passes as a scanner).
 - ``burst_break_ms`` = 200: a pause longer than this starts a new burst. The mean,
   not every gap, decides, because one late key must not split a scan in two: a busy
-  page or a loaded terminal delivers the odd key 50-80 ms late (measured in headless
-  Chromium on a loaded 2-core machine: mean 7-13 ms, single gaps up to 75 ms). The
-  price: a key a person typed less than 200 ms before pulling the trigger joins the
-  scan (the code is then invalid and the courier scans again).
+  page or a loaded terminal delivers the odd key late. Measured with Playwright's
+  injected keys (2 ms apart) in headless Chromium on the loaded 2-core test machine:
+  means 5-30 ms, single gaps of 50-130 ms now and then, once 235 ms; a person typing
+  at 150 ms a key: every gap 150-200 ms. (The events' own ``timeStamp`` is used: a
+  real engine's keys carry the OS input time, so a busy page does not delay them;
+  the browser tests widen the break to 1 s for the harness's stalls.) The price: a
+  key a person typed less than 200 ms before pulling the trigger joins the scan
+  (the code is then invalid and the courier scans again).
 - ``min_length`` = 4: the shortest code the app accepts is longer (an EAN-8 is 8), and
   two or three fast keys happen by hand (a double-tapped key, a chord).
 - ``prefix``/``suffix``: what the engine is set to send around each code. When set,

@@ -76,6 +76,7 @@ window.addEventListener('keydown',function(e){var n=e.timeStamp;
 if(window.__t!==null){window.__gaps.push(n-window.__t);}window.__t=n;},true);"""
 
 
+@pytest.mark.slow
 def test_scanner_burst_is_a_scan_and_typing_is_not(chromium: Any, page: Any, tmp_path: Path,
                                                    hbroker: Mosquitto, gw: Gateway) -> None:
     app = start(tmp_path, hbroker.port)
@@ -135,6 +136,7 @@ def test_scanner_burst_is_a_scan_and_typing_is_not(chromium: Any, page: Any, tmp
         app.stop()
 
 
+@pytest.mark.slow
 def test_a_scan_during_the_confirmation_dialog_is_queued_not_lost(chromium: Any, page: Any, tmp_path: Path,
                                                                    hbroker: Mosquitto, gw: Gateway) -> None:
     rng = np.random.default_rng(11)

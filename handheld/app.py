@@ -45,6 +45,7 @@ from handheld import tls
 from handheld.config import HandheldConfig
 from handheld.dispatch import Dispatch
 from handheld.evidence import EvidenceRefused
+from handheld.geolocation import BrowserPosition
 from handheld.jobs import Jobs, PhotoSink
 from handheld.link import MqttLink
 from handheld.nmea import GnssReader
@@ -54,6 +55,7 @@ from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
 from handheld.sources import SourceError, VideoSource, load_image
 from handheld.text import TEXT, Refused
+from handheld.wedge import Wedge
 from handheld.workflows import GatewayClient, ParcelFlows
 from protocol import envelope, signing, topics
 from protocol.canonical import loads_object
@@ -324,6 +326,7 @@ class HandheldApp:
         self.gateway = GatewayClient(config.gateway.url, username=config.gateway.username,
                                      password=config.gateway.password, ssl_context=https)
         self.scans = ScanFilter(config.same_window_s, config.other_window_s)
+        self.wedge = Wedge(config.wedge)
         self.jobs = Jobs(sd, config.device, self.emit, self.delivered, self.index, self.gnss_fix, self.photos,
                          require_position=config.require_position)
         self.flows = ParcelFlows(sd, config.courier, config.outlet, self.emit, self.scans, self.gateway,
@@ -338,6 +341,9 @@ class HandheldApp:
         if config.gnss:
             self.gnss = GnssReader(config.gnss, baudrate=config.gnss_baud, config=GnssConfig(
                 hold_s=config.gnss_hold_s, max_accuracy_m=config.gnss_max_accuracy_m))
+        gate = GnssConfig(hold_s=config.gnss_hold_s, max_accuracy_m=config.gnss_max_accuracy_m)
+        #: navigator.geolocation fixes the page posts (handheld/geolocation.py), if enabled.
+        self.browser_pos = BrowserPosition(gate) if config.geolocation else None
         self.mode = "check"
         self.last_scan: dict[str, Any] | None = None
         self.last_command: dict[str, Any] | None = None
@@ -454,17 +460,35 @@ class HandheldApp:
 
     # ------------------------------------------------------------------ scans
     def gnss_fix(self) -> dict[str, Any] | None:
-        return None if self.gnss is None else self.gnss.fix()
+        """The position for evidence: the NMEA receiver's or the browser's, each through
+        its own gate (same thresholds); one that passes wins (the more accurate if both
+        do), else the receiver's verdict with its reasons, else the browser's."""
+        fixes = []
+        if self.gnss is not None:
+            fixes.append({**self.gnss.fix(), "source": "nmea"})
+        if self.browser_pos is not None:
+            b = self.browser_pos.fix()
+            if b is not None:
+                fixes.append(b)
+        if not fixes:
+            return None
+        good = [f for f in fixes if f.get("ok")]
+        if good:
+            return min(good, key=lambda f: f.get("accuracy_m") or 1e9)
+        return fixes[0]
 
-    def scan(self, text: str, mode: str | None = None, source: str = "manual") -> dict[str, Any]:
-        """One read from any source, dispatched by the screen's current use (mode)."""
+    def scan(self, text: str, mode: str | None = None, source: str = "manual",
+             at: float | None = None) -> dict[str, Any]:
+        """One read from any source (the UI's field, the serial engine, a keyboard-wedge
+        burst, the camera), dispatched by the screen's current use (mode). ``at``: the
+        monotonic time it was read, when that was earlier (a wedge scan queued in the page)."""
         mode = mode or self.mode
         if mode not in MODES:
             raise Refused("bad_request", detail=f"mode {mode!r}")
         try:
             if mode == "check":
                 route = self.flows.route() or None
-                r = self.scans.judge(text, need_parcel=False, route=route, source=source)
+                r = self.scans.judge(text, need_parcel=False, route=route, source=source, at=at)
                 if r.verdict != "duplicate":
                     self.emit("handheld.scan", "telemetry",
                               {"code": (r.value or r.text)[:64], "kind": r.kind or "", "verdict": r.verdict,
@@ -480,17 +504,17 @@ class HandheldApp:
                 res: dict[str, Any] = {"ok": r.ok, "verdict": r.verdict, "value": r.value, "kind": r.kind,
                                        "reason": r.reason, **txt}
             elif mode == "intake":
-                res = {**self.flows.intake(text, source), "verdict": "good"}
+                res = {**self.flows.intake(text, source, at), "verdict": "good"}
             elif mode == "deposit":
-                res = {**self.flows.deposit(text, source), "verdict": "good"}
+                res = {**self.flows.deposit(text, source, at), "verdict": "good"}
             elif mode == "collect":
-                res = {**self.flows.collect(text, source), "verdict": "good"}
+                res = {**self.flows.collect(text, source, at), "verdict": "good"}
             elif mode == "bag":
                 res = {**self.dispatch.bag_scan(text), "verdict": "good"}
             elif mode == "point":
                 res = {**self.dispatch.point_collect(text), "verdict": "good"}
             else:  # deliver: check now, confirm with the recipient next
-                r = self.scans.judge(text, route=self.flows.route(), source=source)
+                r = self.scans.judge(text, route=self.flows.route(), source=source, at=at)
                 if r.verdict != "good":
                     code = {"duplicate": "duplicate", "wrong_route": "wrong_route"}.get(
                         r.verdict, "not_parcel" if r.reason == "not_parcel" else "invalid_scan")
@@ -616,8 +640,11 @@ class HandheldApp:
             "camera": {"configured": bool(self.cfg.camera), "error": self.camera.error,
                        "frames": self.camera.frames, "quality": self.camera.quality},
             "gnss": None if fix is None else {k: fix.get(k) for k in ("ok", "lat", "lon", "accuracy_m",
-                                                                       "flags", "messages")},
+                                                                       "flags", "messages", "source")},
+            "geolocation": None if self.browser_pos is None else {
+                "fixes": self.browser_pos.fixes, "error": self.browser_pos.error,
+                "refused": dict(self.browser_pos.refused)},
             "scan_engine": self.scan_engine_status, "mode": self.mode, "last_scan": self.last_scan,
             "last_command": self.last_command, "last_photo": self.jobs.last_photo,
-            "scan_counts": dict(self.scans.counts),
+            "scan_counts": dict(self.scans.counts), "wedge": dict(self.wedge.counts),
         }

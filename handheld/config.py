@@ -19,6 +19,7 @@ Example (every key; relative paths are relative to the config file)::
     scan_engine = ""           # pyserial URL of a serial scan engine; "" = none
     scan_engine_family = "gm65"
     require_position = true    # refuse evidence photos without a held GNSS fix
+    geolocation = false        # also take the browser's navigator.geolocation fixes (same gate)
 
     [key]                      # this handheld's OWN key (protocol/keys.py), written by provisioning:
     kv = 1                     # it verifies platform commands to this handheld (jobs, manifest) and
@@ -49,6 +50,13 @@ Example (every key; relative paths are relative to the config file)::
     same_window_s = 3.0        # the same symbol again within this: duplicate
     other_window_s = 0.3       # a different symbol this soon after a read: ignored
 
+    [wedge]                    # a scan engine in keyboard emulation, typing into the page
+    prefix = ""                # what the engine is set to send before / after each code
+    suffix = ""                # (vendors' "prefix/suffix" settings; stripped, and required when set)
+    max_key_gap_ms = 50        # a burst whose keys (and the Enter/Tab) come this fast on average is a scan
+    burst_break_ms = 200       # a pause longer than this starts a new burst
+    min_length = 4             # shorter bursts are typing
+
     [outbox]
     capacity_bytes = 8000000
 
@@ -65,12 +73,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from common import config
-from common.config import ConfigError, Section
+from common.config import ConfigError, KeyProblem, Section
 from common.text import LANGS
 from handheld import tls
+from handheld.text import TEXT
 from protocol import keys
 from protocol.errors import ProtocolError
 from protocol.keys import Keyring
@@ -127,6 +136,8 @@ class HandheldConfig:
     outbox_capacity: int = 8_000_000
     gnss_hold_s: float = 5.0
     gnss_max_accuracy_m: float = 10.0
+    wedge: WedgeSection = field(default_factory=lambda: WedgeSection())
+    geolocation: bool = False   # the page posts navigator.geolocation fixes (handheld/position.py gate)
 
 
 # The file's shape, declared (common/config.py); errors name the key.
@@ -187,6 +198,33 @@ class ScanSection(Section):
     other_window_s: Annotated[float, Field(ge=0.0, le=60.0)] = 0.3
 
 
+def _affix(v: str) -> str:
+    """A wedge prefix/suffix: printable characters a scan engine can type, no Enter/Tab
+    (those end the burst), at most 8 (vendors allow 10-20; a longer one is a mistake)."""
+    if len(v) > 8 or any(not c.isprintable() or c in "\t\r\n" for c in v):
+        raise ValueError(" / ".join(reversed(list(TEXT.both("config.wedge_affix", got=repr(v)).values()))))
+    return v
+
+
+class WedgeSection(Section):
+    """Keyboard-emulation scanning (handheld/wedge.py says why these numbers)."""
+
+    prefix: str = ""
+    suffix: str = ""
+    max_key_gap_ms: Annotated[int, Field(ge=5, le=200)] = 50
+    burst_break_ms: Annotated[int, Field(ge=20, le=1000)] = 200
+    min_length: Annotated[int, Field(ge=2, le=64)] = 4
+
+    _affixes = field_validator("prefix", "suffix")(_affix)
+
+    @model_validator(mode="after")
+    def _break_after_gap(self) -> WedgeSection:
+        if self.burst_break_ms < self.max_key_gap_ms:
+            raise KeyProblem("burst_break_ms", " / ".join(reversed(list(TEXT.both(
+                "config.wedge_break", gap=self.max_key_gap_ms, got=self.burst_break_ms).values()))))
+        return self
+
+
 class OutboxSection(Section):
     capacity_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 40)] = 8_000_000
 
@@ -216,6 +254,8 @@ class HandheldFile(Section):
     scan: ScanSection = ScanSection()
     outbox: OutboxSection = OutboxSection()
     gnss_gate: GnssGateSection = GnssGateSection()
+    wedge: WedgeSection = WedgeSection()
+    geolocation: bool = False
 
     _segments = field_validator("device", "outlet")(_segment)
 
@@ -266,6 +306,7 @@ def parse_config(d: dict[str, Any], base: Path | None = None) -> HandheldConfig:
         same_window_s=f.scan.same_window_s, other_window_s=f.scan.other_window_s,
         outbox_capacity=f.outbox.capacity_bytes,
         gnss_hold_s=f.gnss_gate.hold_s, gnss_max_accuracy_m=f.gnss_gate.max_accuracy_m,
+        wedge=f.wedge, geolocation=f.geolocation,
     )
 
 

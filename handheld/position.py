@@ -117,6 +117,8 @@ class FixGate:
         self._jump_detail: dict[str, float] | None = None
         self._held_since: float | None = None
         self._skew_s: float | None = None
+        #: A provider's own accuracy (:meth:`apply_position`): metres and when it was measured.
+        self._direct: tuple[float, float] | None = None
 
     def receiver_lost(self) -> None:
         """The port failed: flag ``receiver_lost`` and restart the hold timer."""
@@ -182,6 +184,31 @@ class FixGate:
             self._gst, self._gst_at = s, now
         self._refresh(now)
 
+    def apply_position(self, lat: float, lon: float, accuracy_m: float, *, age_s: float = 0.0,
+                       alt_m: float | None = None, stamp: float | None = None) -> None:
+        """Take one fix from a provider that reports its own accuracy instead of NMEA (the
+        browser's ``navigator.geolocation``: Android's horizontal accuracy is a 68 %
+        radius, about the DRMS figure GST gives, so the same ``max_accuracy_m`` applies).
+
+        ``age_s``: how long ago the provider measured it (a cached fix is old: past
+        ``max_fix_age_s`` it is ``stale_fix``); ``stamp``: the provider's own time of the
+        fix; the same stamp again is a provider repeating itself (``stale_timestamp``).
+        Jumps, the hold timer and every other flag work exactly as for NMEA; there is no
+        satellite count, so ``few_satellites`` never applies."""
+        now = self.clock()
+        at = now - max(0.0, age_s)
+        self.receiver_ok = True
+        if stamp is None or stamp != self._last_utc:
+            self._last_utc = stamp
+            self._utc_changed_at = now
+        self._quality = None
+        self._sats = None
+        self._gga_hdop = None
+        self._alt = alt_m
+        self._direct = (float(accuracy_m), at)
+        self._position(lat, lon, None, at)
+        self._refresh(now)
+
     def _position(self, lat: float, lon: float, utc_s: float | None, now: float) -> None:
         cfg = self.config
         if self._pos_at is not None and now - self._pos_at > cfg.max_fix_age_s:
@@ -206,6 +233,8 @@ class FixGate:
 
     def _accuracy(self, now: float) -> tuple[float | None, str | None]:
         cfg = self.config
+        if self._direct is not None and now - self._direct[1] <= cfg.max_fix_age_s:
+            return self._direct[0], "browser"
         gst = self._gst
         if (
             gst is not None

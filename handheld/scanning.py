@@ -68,21 +68,23 @@ class ScanFilter:
         self.counts = dict.fromkeys(VERDICTS, 0)
 
     def judge(self, text: str, *, need_parcel: bool = True, route: Collection[str] | None = None,
-              source: str = "manual") -> ScanResult:
-        """The verdict for one read. ``route``: parcel ids allowed here (None = no route check)."""
+              source: str = "manual", at: float | None = None) -> ScanResult:
+        """The verdict for one read. ``route``: parcel ids allowed here (None = no route check).
+        ``at``: when it was read on ``clock``, if earlier than now (a wedge scan the page
+        held while a dialog was open): the windows are measured between reads, not arrivals."""
         text = text if isinstance(text, str) else ""
         key = text.strip()
-        now = self.clock()
+        now = self.clock() if at is None else at
         with self._lock:
             last = self._seen.get(key)
-            self._seen[key] = now
+            self._seen[key] = now if last is None else max(now, last)
             if len(self._seen) > 512:  # forget the oldest: windows are seconds, not hours
                 for k, _ in sorted(self._seen.items(), key=lambda kv: kv[1])[:256]:
                     del self._seen[k]
-            if key and last is not None and now - last < self.same_window_s:
+            if key and last is not None and abs(now - last) < self.same_window_s:
                 return self._count(ScanResult("duplicate", text, reason="same_symbol", source=source))
             if (key and self._last_accept is not None and self._last_accept[0] != key
-                    and now - self._last_accept[1] < self.other_window_s):
+                    and abs(now - self._last_accept[1]) < self.other_window_s):
                 return self._count(ScanResult("duplicate", text, reason="too_soon", source=source))
         v = barcodes.classify(text)
         if not v["ok"]:
@@ -94,7 +96,8 @@ class ScanFilter:
             return self._count(ScanResult("invalid", text, value, kind, "not_parcel",
                                           f"{kind} code is not a parcel id", source))
         with self._lock:
-            self._last_accept = (key, now)
+            if self._last_accept is None or now >= self._last_accept[1]:
+                self._last_accept = (key, now)
         if route is not None and value not in route:
             return self._count(ScanResult("wrong_route", text, value, kind, "not_on_route",
                                           f"{value} is not on this list", source))

@@ -24,7 +24,10 @@ be JSON, and carry the session token embedded in the page.
 
 Routes: ``GET /`` page · ``GET /part?name=status|scan|parcels|jobs|camera|sync&job=`` ·
 ``GET /camera.jpg`` latest preview frame · ``GET /api/state`` ·
-``POST /api/scan`` ``{"code", "mode"}`` · ``POST /api/mode`` ``{"mode"}`` ·
+``POST /api/scan`` ``{"code", "mode"}`` · ``POST /api/wedge`` ``{"raw", "age_ms"}`` (a
+keyboard-wedge burst, ``handheld/wedge.py``) · ``POST /api/position`` ``{"lat", "lon",
+"accuracy_m", "age_ms"}`` or ``{"error"}`` (the browser's location, ``handheld/geolocation.py``) ·
+``POST /api/mode`` ``{"mode"}`` ·
 ``POST /api/deliver`` ``{"code", "method", "value"}`` ·
 ``POST /api/jobs/<id>/pick|step|submit`` · ``POST /api/jobs/<id>/photo?step=`` with
 ``{}`` (the camera's latest frame) or the image bytes (``image/*`` or
@@ -210,13 +213,19 @@ def part_sync(app: HandheldApp, lang: str) -> str:
     g = st["gnss"]
     gnss = (t("gnss.none", lang) if g is None else t("gnss.ok", lang, acc=g.get("accuracy_m"))
             if g.get("ok") else t("gnss.wait", lang))
+    geo = st.get("geolocation")
+    gnss_why = [] if g is None or g.get("ok") else [_msg(m, lang) for m in g.get("messages") or []]
+    gnss_src = t("gnss.source_" + g["source"], lang) if g and g.get("source") else None
+    geo_error = t("geo." + geo["error"], lang) if geo and geo.get("error") else None
     return _render("sync.html", lang, {
         "online": bool(st["link"]["connected"]), "events": st["outbox"]["count"],
         "waiting": ph["local_waiting"] + int(q.get("waiting") or 0),
         "chunks": (t("sync.chunks", lang, done=q.get("chunks_done", 0), total=q["chunks_total"])
                    if q.get("chunks_total") else None),
         "error": _msg(q["error"], lang) if isinstance(q.get("error"), dict) else None,
-        "uploader": ph["uploader"], "last": _ago(st["link"]["last_ack_at"], lang), "gnss": gnss})
+        "uploader": ph["uploader"], "last": _ago(st["link"]["last_ack_at"], lang), "gnss": gnss,
+        "gnss_ok": bool(g and g.get("ok")), "gnss_src": gnss_src, "gnss_why": gnss_why,
+        "geo_error": geo_error})
 
 
 # ---------------------------------------------------------------------- page
@@ -228,7 +237,8 @@ def render_page(app: HandheldApp, lang: str, nonce: str, token: str = "") -> str
         **_status_ctx(app), **_scan_ctx(app, lang),
         "html_lang": "zh-CN" if lang == "zh" else "en", "other": "en" if lang == "zh" else "zh",
         "title": f'{t("title", lang)} · {app.cfg.device}', "screens": SCREENS, "nonce": nonce,
-        "token": token})
+        "token": token, "wedge": json.dumps(app.wedge.page_settings()),
+        "geo": "1" if app.cfg.geolocation else "0"})
 
 
 # ---------------------------------------------------------------------- server
@@ -285,6 +295,16 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
     doc = {} if binary else _parse_json(raw)
     if parts == ["api", "scan"]:
         return app.scan(str(doc.get("code", "")), doc.get("mode"))
+    if parts == ["api", "wedge"]:
+        # A keyboard-wedge burst: the same call as the serial engine's loop (same verdicts,
+        # rules and duplicate windows), judged at the time the page saw it.
+        code, at = app.wedge.unwrap(doc)
+        return app.scan(code, source="wedge", at=at)
+    if parts == ["api", "position"]:
+        # navigator.geolocation, through the same accuracy gate as NMEA (handheld/geolocation.py)
+        if app.browser_pos is None:
+            raise Refused("bad_position", detail="geolocation = false in the handheld's config")
+        return app.browser_pos.post(doc)
     if parts == ["api", "mode"]:
         mode = doc.get("mode")
         if mode not in MODES:
@@ -400,8 +420,8 @@ class WebUI:
         a.router.add_get("/part", self._part)
         a.router.add_get("/camera.jpg", self._camera)
         a.router.add_get("/api/state", self._state)
-        for p in ("/api/scan", "/api/mode", "/api/deliver", "/api/dispatch/{action}",
-                  "/api/jobs/{jid}/{action}"):
+        for p in ("/api/scan", "/api/wedge", "/api/position", "/api/mode", "/api/deliver",
+                  "/api/dispatch/{action}", "/api/jobs/{jid}/{action}"):
             a.router.add_post(p, self._post)
         a.on_startup.append(self._on_startup)
         # Security headers on every answer, errors included (the page sets its own CSP,

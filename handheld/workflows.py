@@ -172,8 +172,8 @@ class ParcelFlows:
     def route(self) -> set[str]:
         return set(self.state["parcels"])
 
-    def _scan(self, text: str, route: set[str] | None, source: str) -> ScanResult:
-        r = self.scans.judge(text, route=route, source=source)
+    def _scan(self, text: str, route: set[str] | None, source: str, at: float | None = None) -> ScanResult:
+        r = self.scans.judge(text, route=route, source=source, at=at)
         if r.verdict == "good":
             self.emit("handheld.scan", "telemetry", {"code": r.value, "kind": r.kind, "verdict": r.verdict,
                                                      "source": source})
@@ -189,10 +189,10 @@ class ParcelFlows:
         raise Refused("wrong_route", parcel=r.value)
 
     # ------------------------------------------------------------------ flows
-    def intake(self, text: str, source: str = "manual") -> dict[str, Any]:
+    def intake(self, text: str, source: str = "manual", at: float | None = None) -> dict[str, Any]:
         """A parcel taken into custody at the outlet (no route check: it has just arrived)."""
         with self._lock:
-            r = self._scan(text, None, source)
+            r = self._scan(text, None, source, at)
             eid, _ = self.emit("handheld.intake", "custody", {"parcel": r.value, "kind": r.kind,
                                                               "outlet": self.outlet, "courier": self.courier})
             self.state["intake"] = (self.state["intake"] + [{"parcel": r.value, "at": int(self.now()),
@@ -200,9 +200,9 @@ class ParcelFlows:
             self._save()
             return {"ok": True, "parcel": r.value, **TEXT.both("ok.intake", parcel=r.value)}
 
-    def deposit(self, text: str, source: str = "manual") -> dict[str, Any]:
+    def deposit(self, text: str, source: str = "manual", at: float | None = None) -> dict[str, Any]:
         with self._lock:
-            r = self._scan(text, self.route(), source)
+            r = self._scan(text, self.route(), source, at)
             p = self.state["parcels"][r.value]
             if p["state"] not in ("on_route", "deposit_refused"):
                 raise Refused("already_done", parcel=r.value, state=_state(p["state"]))
@@ -278,9 +278,9 @@ class ParcelFlows:
             self._save()
             return {"ok": True, "parcel": r.value, **TEXT.both("ok.delivered", parcel=r.value)}
 
-    def collect(self, text: str, source: str = "manual") -> dict[str, Any]:
+    def collect(self, text: str, source: str = "manual", at: float | None = None) -> dict[str, Any]:
         with self._lock:
-            r = self._scan(text, set(self.state["retrieval"]), source)
+            r = self._scan(text, set(self.state["retrieval"]), source, at)
             entry = self.state["retrieval"][r.value]
             if entry["state"] == "collected":
                 raise Refused("already_done", parcel=r.value, state=_state("collected"))

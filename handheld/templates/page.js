@@ -12,7 +12,8 @@ function post(url,body,raw){
   var opt={method:'POST',credentials:'same-origin',headers:{'X-Postedge-Token':token}};
   if(raw!==undefined){opt.body=raw;opt.headers['Content-Type']='application/octet-stream';}
   else{opt.body=JSON.stringify(body||{});opt.headers['Content-Type']='application/json';}
-  return fetch(url,opt).then(function(r){return r.json();}).then(function(r){show(r);refresh();return r;})
+  return fetch(url,opt).then(function(r){return r.json();})
+   .then(function(r){show(r);return refresh().then(function(){return r;});})
    .catch(function(e){show({ok:false,en:String(e),zh:String(e)});});
 }
 function load(name,el){
@@ -23,22 +24,108 @@ function load(name,el){
    .catch(function(){document.body.setAttribute('data-stale','1');});
 }
 function refresh(){
-  load('status',$('#status'));
-  var live=$('#scr-'+screen+' .live'); if(live){load(screen,live);}
+  var p=[load('status',$('#status'))];
+  var live=$('#scr-'+screen+' .live'); if(live){p.push(load(screen,live));}
   if(screen==='camera'){$('#preview').src='/camera.jpg?t='+Date.now();}
+  return Promise.all(p).then(drain);
 }
+/* Keyboard-emulation (wedge) scans: handheld/wedge.py says why these rules. Keys with
+   pauses of at most wc.brk ms form a burst; a burst ended by Enter/Tab is a scan when it
+   has at least wc.min characters (besides the prefix/suffix), its keys and the Enter/Tab
+   came wc.gap ms apart on average, and it carries the configured prefix/suffix. Its keys
+   went into the focused field as they came: that field gets its old value back, and the
+   code is posted to /api/wedge, or, while a dialog is open, queued (kept in
+   localStorage) and posted when it closes. A field marked data-wedge="field" (the
+   delivery token) keeps the code instead. Times are the events' own (e.timeStamp). */
+var wc=JSON.parse(document.querySelector('meta[name="postedge-wedge"]').getAttribute('content'));
+var burst=null, wq=[], draining=false;
+try{wq=JSON.parse(localStorage.getItem('pe-wedge-q')||'[]');}catch(e){wq=[];}
+function editable(el){return !!el&&(el.tagName==='TEXTAREA'||(el.tagName==='INPUT'&&el.type!=='file'));}
+function dialogOpen(){return !!document.querySelector('dialog[open],[role=dialog]');}
+function saveQ(){try{localStorage.setItem('pe-wedge-q',JSON.stringify(wq));}catch(e){}}
+function showQ(){var q=$('#wedge-queue'); q.hidden=!wq.length; q.setAttribute('data-count',wq.length);
+  q.textContent=q.getAttribute('data-text').replace('{n}',wq.length);}
+function drain(){
+  showQ();
+  if(draining||!wq.length||dialogOpen())return;
+  draining=true; var s=wq[0];
+  post('/api/wedge',{raw:s.raw,age_ms:Math.max(0,Date.now()-s.t)}).then(function(r){
+    draining=false;
+    if(r){wq.shift();saveQ();}  /* judged (whatever the verdict); a network error keeps it */
+    showQ(); if(r){drain();}
+  });
+}
+function affixed(x){return x.length>=wc.min+wc.prefix.length+wc.suffix.length&&
+  x.slice(0,wc.prefix.length)===wc.prefix&&x.slice(x.length-wc.suffix.length)===wc.suffix;}
+window.addEventListener('keydown',function(e){
+  if(e.isComposing||e.ctrlKey||e.altKey||e.metaKey)return;
+  var now=e.timeStamp, k=e.key, on=!!burst&&now-burst.last<=wc.brk;
+  if(k==='Enter'||k==='Tab'){
+    var b=burst; burst=null;
+    /* typing: the key does what it always does */
+    if(!on||!affixed(b.text)||(now-b.t0)/b.text.length>wc.gap)return;
+    e.preventDefault(); e.stopPropagation();
+    var code=b.text.slice(wc.prefix.length,b.text.length-wc.suffix.length);
+    if(editable(b.el)&&b.before!==null){
+      b.el.value=b.el.getAttribute('data-wedge')==='field'?b.before+code:b.before;
+      if(b.el.getAttribute('data-wedge')==='field')return;
+    }
+    wq.push({raw:b.text,t:Date.now()}); saveQ(); drain();
+    return;
+  }
+  if(k==='Shift')return;  /* engines type capitals with Shift held */
+  if(k.length!==1){burst=null;return;}
+  if(!on){var a=document.activeElement;
+    burst={text:'',el:a,before:editable(a)?a.value:null,t0:now};}
+  burst.text+=k; burst.last=now;
+},true);
 function go(s){
-  screen=s;
+  screen=s; if(s!=='jobs'){camStop();}
   document.querySelectorAll('main > section').forEach(function(x){x.hidden=(x.id!=='scr-'+s);});
   document.querySelectorAll('nav .btn').forEach(function(b){b.setAttribute('aria-current',
     b.getAttribute('data-screen')===s?'true':'false');});
   refresh();
 }
+/* The browser's camera (getUserMedia, the rear camera preferred) for evidence photos: a
+   frame drawn to a canvas, sent as a JPEG to the same photo route as a chosen file, so
+   the server's quality gate, hashing and duplicate rules decide. Torch where the
+   camera has one. Stopped when the courier leaves the jobs screen. */
+var cam=null;
+function camStop(){if(cam){cam.getTracks().forEach(function(t){t.stop();});cam=null;}
+  var v=$('#bcam'); v.srcObject=null; v.hidden=true; $('#torch').hidden=true;}
+function camOpen(){
+  if(cam)return Promise.resolve(cam);
+  if(!navigator.mediaDevices||!navigator.mediaDevices.getUserMedia){return Promise.reject(new Error('getUserMedia'));}
+  return navigator.mediaDevices.getUserMedia({audio:false,video:{facingMode:{ideal:'environment'},
+      width:{ideal:1920},height:{ideal:1080}}}).then(function(s){
+    cam=s; var v=$('#bcam'); v.srcObject=s; v.hidden=false;
+    var tr=s.getVideoTracks()[0], caps=tr.getCapabilities?tr.getCapabilities():{};
+    $('#torch').hidden=!caps.torch;
+    return v.play().then(function(){return s;});
+  });
+}
+function camFrame(){var v=$('#bcam');return new Promise(function(res,rej){var n=0;
+  (function grab(){
+    if(!v.videoWidth||v.readyState<2){if(++n>100){rej(new Error('no frame'));return;}setTimeout(grab,50);return;}
+    var c=document.createElement('canvas'); c.width=v.videoWidth; c.height=v.videoHeight;
+    c.getContext('2d').drawImage(v,0,0);
+    c.toBlob(function(b){if(b){res(b);}else{rej(new Error('no frame'));}},'image/jpeg',0.92);
+  })();});}
+function camError(e){var t=$('#bcam').getAttribute('data-err').replace('{d}',(e&&e.name)||String(e));
+  show({ok:false,code:'camera',zh:t,en:t});}
 document.addEventListener('click',function(e){
   var b=e.target.closest('[data-action],[data-screen]'); if(!b)return;
   if(b.hasAttribute('data-screen')){go(b.getAttribute('data-screen'));return;}
   var a=b.getAttribute('data-action'), j=b.getAttribute('data-job'), st=b.getAttribute('data-step');
   if(a==='mode'){post('/api/mode',{mode:b.getAttribute('data-mode')});}
+  else if(a==='photo-browser'){msg.className='fb';msg.textContent='…';
+    camOpen().then(camFrame).then(function(blob){
+      return post('/api/jobs/'+encodeURIComponent(j)+'/photo?step='+encodeURIComponent(st),null,blob);
+    }).catch(camError);}
+  else if(a==='torch'){var on=b.getAttribute('aria-pressed')!=='true';
+    cam.getVideoTracks()[0].applyConstraints({advanced:[{torch:on}]}).then(function(){
+      b.setAttribute('aria-pressed',on?'true':'false');}).catch(camError);}
+  else if(a==='cancel-confirm'){post('/api/mode',{mode:b.getAttribute('data-mode')});}
   else if(a==='open-job'){job=j;refresh();}
   else if(a==='close-job'){job='';refresh();}
   else if(a==='pick'){post('/api/jobs/'+encodeURIComponent(j)+'/pick');}
@@ -68,6 +155,22 @@ document.addEventListener('submit',function(e){
     post('/api/dispatch/handout',{group:f.getAttribute('data-group'),share:+f.getAttribute('data-share'),
       method:tv?'token':'name',value:tv||nm});}
 });
+/* The browser's location (geolocation = true in the config): a fresh fix every second, posted
+   quietly (no message, no refresh); the server's gate decides (handheld/geolocation.py). */
+function quiet(url,body){return fetch(url,{method:'POST',credentials:'same-origin',body:JSON.stringify(body),
+  headers:{'X-Postedge-Token':token,'Content-Type':'application/json'}}).catch(function(){});}
+var geoBusy=false;
+function geo(){
+  if(geoBusy)return; geoBusy=true;
+  navigator.geolocation.getCurrentPosition(function(p){var c=p.coords;
+    quiet('/api/position',{lat:c.latitude,lon:c.longitude,accuracy_m:c.accuracy,alt_m:c.altitude,
+      stamp:p.timestamp,age_ms:Math.max(0,Date.now()-p.timestamp)}).then(function(){geoBusy=false;});
+  },function(e){quiet('/api/position',{error:e.code}).then(function(){geoBusy=false;});},
+  {enableHighAccuracy:true,maximumAge:0,timeout:10000});
+}
+if(document.querySelector('meta[name="postedge-geo"]').getAttribute('content')==='1'&&navigator.geolocation){
+  geo(); setInterval(geo,1000);
+}
 go('scan');
 setInterval(refresh,1000);
 })();

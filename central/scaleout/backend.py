@@ -19,6 +19,7 @@ import json
 import time
 from typing import Any
 
+import nats
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
@@ -102,10 +103,14 @@ class ScaleOut:
     def wait_written(self, timeout: float = 30.0) -> None:
         """Until the workers have written (and acked) everything logged so far."""
         end = time.monotonic() + timeout
+        b: dict[str, Any] | str = "unknown"
         while True:
-            b = self.backlog()
-            if b["pending"] == 0 and b["ack_pending"] == 0:
-                return
+            try:
+                b = self.backlog()
+                if b["pending"] == 0 and b["ack_pending"] == 0:
+                    return
+            except (nats.errors.Error, TimeoutError) as e:  # the consumer's leader is moving
+                b = repr(e)
             if time.monotonic() > end:
                 raise TimeoutError(f"ingest backlog after {timeout}s: {b}")
             time.sleep(0.05)

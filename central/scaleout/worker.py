@@ -9,7 +9,8 @@ before its ack leaves the messages to JetStream, which hands them to another
 they share the consumer's messages between them.
 
 Run one per process with ``python -m central.scaleout.worker CONFIG_JSON``
-(its stats go to stdout as one JSON line on SIGTERM), or in a thread with
+(one JSON line on stdout once it is bound and connected, its stats as
+another on SIGTERM), or in a thread with
 ``WorkerThread`` (tests, a single-process deployment).
 """
 
@@ -55,6 +56,7 @@ class Worker:
         self.name = name
         self.stats = Stats()
         self._stop = asyncio.Event()
+        self.ready = asyncio.Event()  # bound to the consumer and connected to the database
 
     def stop(self) -> None:
         self._stop.set()
@@ -75,6 +77,7 @@ class Worker:
         await jlog.ensure(js, self.cfg)
         sub = await js.pull_subscribe_bind(durable=self.cfg.durable, stream=self.cfg.stream)
         db = await self._db()
+        self.ready.set()
         try:
             while not self._stop.is_set():
                 try:
@@ -172,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
-        await w.run()
+        task = asyncio.create_task(w.run())
+        ready = asyncio.create_task(w.ready.wait())
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if w.ready.is_set():
+            print(json.dumps({"ready": w.name}), flush=True)  # a supervisor may wait for this line
+        ready.cancel()
+        await task
 
     asyncio.run(go())
     print(json.dumps(asdict(w.stats)), flush=True)

@@ -4,6 +4,12 @@ replicated 3 times, ingest workers writing to a real PostgreSQL), with 1 and
 then 2 workers, once with a NATS node killed mid-run, and the embedded SQLite
 backend on the same load in the same run.
 
+The scale-out backend runs as it would be deployed: two front processes
+(``central.scaleout.serve``, the gateways spread over them), the worker
+processes, the three NATS nodes and PostgreSQL; one run with a single front
+process shows what one front takes. The embedded backend is one process by
+design.
+
 The load: GATEWAYS simulated gateways (threads in CLIENT_PROCS processes, one
 HTTPS connection each, plain ``http.client``) each drain a backlog of
 BATCHES batches of BATCH events, one batch at a time as a gateway does (the
@@ -73,6 +79,46 @@ def outlet(g: int) -> str:
     return f"o-{g:04d}"
 
 
+# ------------------------------------------------------- CPU per part
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def _children(ppid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def cpu_snapshot(parts: dict[str, list[int]], me: str = "front") -> dict[str, float]:
+    """CPU seconds so far of each part (a part is a list of process ids) and
+    of this process as ``me``."""
+    t = os.times()
+    snap = {me: t.user + t.system}
+    for name, pids in parts.items():
+        snap[name] = sum(_proc_cpu(p) for p in pids)
+    return snap
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float], events: int, clients: float) -> str:
+    per = {k: (after[k] - before.get(k, 0.0)) / events * 10000 for k in after}
+    per["gateways"] = clients / events * 10000
+    return ", ".join(f"{k} {v:.2f}" for k, v in per.items()) + " CPU-s per 10k events"
+
+
 # ------------------------------------------------------------ the gateways
 def _gateway(url: tuple[str, int], ca: str, g: int, batches: list[tuple[str, bytes, list[str]]],
              out: dict[str, Any]) -> None:
@@ -113,7 +159,7 @@ def _gateway(url: tuple[str, int], ca: str, g: int, batches: list[tuple[str, byt
     out[str(g)] = {"acked": acked, "retries": retries, "refused": refused, "done": time.time()}
 
 
-def _client_proc(url: tuple[str, int], ca: str, gws: list[int], ready: Any, start: Any, q: Any) -> None:
+def _client_proc(ports: list[int], ca: str, gws: list[int], ready: Any, start: Any, q: Any) -> None:
     from bench.gateway_wan import mix  # noqa: PLC0415 - heavy; only in the client processes
 
     work = {}
@@ -123,21 +169,25 @@ def _client_proc(url: tuple[str, int], ca: str, gws: list[int], ready: Any, star
         work[g] = [(b.id, b.body, b.ids) for b in bs]
     ready.release()
     start.wait()
+    cpu0 = time.process_time()
     out: dict[str, Any] = {}
-    ths = [threading.Thread(target=_gateway, args=(url, ca, g, work[g], out)) for g in gws]
+    ths = [threading.Thread(target=_gateway, args=(("127.0.0.1", ports[g % len(ports)]), ca, g, work[g], out))
+           for g in gws]
     for t in ths:
         t.start()
     for t in ths:
         t.join()
+    out["cpu"] = time.process_time() - cpu0  # the sending only, not the encoding before the start
     q.put(out)
 
 
-def drive(url: tuple[str, int], ca: str, during: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run every gateway once; returns acked ids, retries, refusals, t0, last ack."""
+def drive(ports: list[int], ca: str, during: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run every gateway once (spread over the fronts' ports); returns acked
+    ids, retries, refusals, t0, last ack."""
     ctx = mp.get_context("fork")
     ready, start, q = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
     split = [list(range(GATEWAYS))[i::CLIENT_PROCS] for i in range(CLIENT_PROCS)]
-    procs = [ctx.Process(target=_client_proc, args=(url, ca, gws, ready, start, q)) for gws in split]
+    procs = [ctx.Process(target=_client_proc, args=(ports, ca, gws, ready, start, q)) for gws in split]
     for p in procs:
         p.start()
     for _ in procs:
@@ -149,15 +199,18 @@ def drive(url: tuple[str, int], ca: str, during: Callable[[], None] | None = Non
         killer = threading.Thread(target=during)
         killer.start()
     merged: dict[str, Any] = {}
+    client_cpu = 0.0
     for _ in procs:
-        merged.update(q.get(timeout=600))
+        got = q.get(timeout=600)
+        client_cpu += got.pop("cpu")
+        merged.update(got)
     for p in procs:
         p.join(30)
     if killer is not None:
         killer.join()
     acked = [i for r in merged.values() for i in r["acked"]]
     return {"acked": acked, "retries": sum(r["retries"] for r in merged.values()),
-            "refused": sum(r["refused"] for r in merged.values()), "t0": t0,
+            "refused": sum(r["refused"] for r in merged.values()), "t0": t0, "client_cpu": client_cpu,
             "t_acked": max(r["done"] for r in merged.values())}
 
 
@@ -169,13 +222,16 @@ def run_embedded(pki: Any, work: Path) -> dict[str, Any]:
         backend.add_outlet(outlet(g), PW)
     srv, fr = front.serve(backend, "127.0.0.1", 0, str(pki.server.cert), str(pki.server.key))
     try:
-        r = drive(("127.0.0.1", srv.address[1]), str(pki.ca))
+        before = cpu_snapshot({})
+        r = drive([srv.address[1]], str(pki.ca))
+        after = cpu_snapshot({})
         stored = backend.count()
     finally:
         srv.stop()
         backend.close()
     n = len(r["acked"])
     return {"events": n, "stored": stored, "s": r["t_acked"] - r["t0"],
+            "cpu": cpu_line(before, after, n, r["client_cpu"]),
             "events_per_s": n / (r["t_acked"] - r["t0"]), "retries": r["retries"], "refused": r["refused"]}
 
 
@@ -202,7 +258,26 @@ def _stop_workers(ws: list[subprocess.Popen[str]]) -> list[dict[str, int]]:
     return stats
 
 
-def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool) -> dict[str, Any]:
+def _fronts(cfg: ScaleOutConfig, pki: Any, n: int) -> list[subprocess.Popen[str]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    fs = [subprocess.Popen([sys.executable, "-m", "central.scaleout.serve", cfg.to_json(), "127.0.0.1", "0",
+                            str(pki.server.cert), str(pki.server.key)], env=env, stdout=subprocess.PIPE,
+                           text=True) for _ in range(n)]
+    for f in fs:
+        assert f.stdout is not None
+        line = f.stdout.readline()
+        if '"port"' not in line:
+            raise RuntimeError(f"front did not start: {line!r}")
+        f.port = json.loads(line)["port"]  # type: ignore[attr-defined]
+    return fs
+
+
+def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool, drain: bool = False,
+                 fronts: int = 2) -> dict[str, Any]:
+    """One run. ``drain``: the gateways upload with no worker running (the
+    fronts and the log alone), then the workers start on the full log and the
+    rate they write it at is the per-worker figure. ``fronts``: front
+    processes (``central.scaleout.serve``), the gateways spread over them."""
     for node in rig.nats.nodes:  # a node killed by the previous run comes back first
         if not node.alive:
             node.start()
@@ -211,8 +286,8 @@ def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool) -> dict[s
     backend = ScaleOut(cfg)
     for g in range(GATEWAYS):
         backend.add_outlet(outlet(g), PW)
-    ws = _workers(cfg, workers)
-    srv, fr = front.serve(backend, "127.0.0.1", 0, str(pki.server.cert), str(pki.server.key))
+    ws = [] if drain else _workers(cfg, workers)
+    fs = _fronts(cfg, pki, fronts)
     killed: list[str] = []
 
     def kill_leader() -> None:
@@ -224,10 +299,25 @@ def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool) -> dict[s
                 node.kill()
                 killed.append(node.name)
 
+    assert rig.pg.proc is not None
+    parts = {"fronts": [f.pid for f in fs], "workers": [w.pid for w in ws],
+             "nats": [n.proc.pid for n in rig.nats.nodes if n.proc],
+             "postgres": [rig.pg.proc.pid, *_children(rig.pg.proc.pid)]}
     try:
-        r = drive(("127.0.0.1", srv.address[1]), str(pki.ca), kill_leader if kill else None)
+        before = cpu_snapshot(parts, "bench")
+        r = drive([f.port for f in fs], str(pki.ca), kill_leader if kill else None)  # type: ignore[attr-defined]
+        drained = None
+        if drain:
+            after = cpu_snapshot(parts, "bench")
+            ws = _workers(cfg, workers)
+            t1, n0 = time.time(), backend.count()
+            backend.wait_written(timeout=600)
+            drained = (len(r["acked"]) - n0) / (time.time() - t1)
         backend.wait_written(timeout=600)
         t_stored = time.time()
+        parts["postgres"] = [rig.pg.proc.pid, *_children(rig.pg.proc.pid)]
+        if not drain:
+            after = cpu_snapshot(parts, "bench")
         stats = _stop_workers(ws)
         ws = []
         with backend.pool.tx() as c:
@@ -235,7 +325,10 @@ def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool) -> dict[s
             stored_ids = {row[0] for row in c.execute("SELECT id FROM events")}
         backlog = backend.backlog()
     finally:
-        srv.stop()
+        for f in fs:
+            f.send_signal(signal.SIGTERM)
+        for f in fs:
+            f.communicate(timeout=30)
         _stop_workers(ws)
         try:
             backend.bridge.run(backend.js.delete_stream(cfg.stream), 10)
@@ -250,7 +343,8 @@ def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool) -> dict[s
             "lost": len(set(acked) - stored_ids), "dup": (rows - distinct) + max(0, inserted - rows),
             "rows": rows, "redelivered": backlog["redelivered"],
             "held": sum(s.get("events_held", 0) for s in stats), "killed": killed,
-            "unacked_batches_refused": r["refused"]}
+            "cpu": cpu_line(before, after, n, r["client_cpu"]),
+            "drain_events_per_s": drained}
 
 
 def main() -> int:
@@ -264,18 +358,28 @@ def main() -> int:
     for i in range(RUNS):
         e = run_embedded(pki, work)
         print(f"  embedded      run {i + 1}: {e['events_per_s']:8,.0f} events/s  "
-              f"({e['events']:,} acked, {e['stored']:,} stored, {e['retries']} retries)")
+              f"({e['events']:,} acked, {e['stored']:,} stored, {e['retries']} retries)\n"
+              f"      {e['cpu']}")
         emb.append(e)
     rig = ScaleOutRig.start(work / "rig")
     try:
         by_workers: dict[int, list[dict[str, Any]]] = {}
+        drains: dict[int, dict[str, Any]] = {}
         for workers in (1, 2):
             for i in range(RUNS):
                 s = run_scaleout(rig, pki, workers, kill=False)
                 print(f"  scaleout w={workers}  run {i + 1}: {s['events_per_s']:8,.0f} events/s stored "
                       f"({s['acked_per_s']:,.0f}/s acked; {s['events']:,} acked, {s['rows']:,} rows, "
-                      f"lost {s['lost']}, dup {s['dup']}, {s['retries']} retries)")
+                      f"lost {s['lost']}, dup {s['dup']}, {s['retries']} retries)\n      {s['cpu']}")
                 by_workers.setdefault(workers, []).append(s)
+            d = run_scaleout(rig, pki, workers, kill=False, drain=True)
+            print(f"  drain    w={workers}: the log alone took {d['acked_per_s']:,.0f} events/s from the "
+                  f"gateways ({d['cpu']}); {workers} worker(s) then wrote it at "
+                  f"{d['drain_events_per_s']:,.0f} events/s")
+            drains[workers] = d
+        one = run_scaleout(rig, pki, 1, kill=False, fronts=1)
+        print(f"  scaleout w=1, one front process: {one['events_per_s']:8,.0f} events/s stored\n"
+              f"      {one['cpu']}")
         k = run_scaleout(rig, pki, 2, kill=True)
         print(f"  scaleout w=2 + node kill ({','.join(k['killed']) or 'none'}): "
               f"{k['events_per_s']:8,.0f} events/s stored; {k['events']:,} acked, {k['rows']:,} rows, "
@@ -287,12 +391,16 @@ def main() -> int:
     best_w = max(med, key=lambda w: med[w])
     emb_med = statistics.median(e["events_per_s"] for e in emb)
     print()
-    print("| backend | workers | events/s stored (median) |")
-    print("| --- | --- | --- |")
+    print("| backend | front processes | workers | events/s stored (median) |")
+    print("| --- | --- | --- | --- |")
     for w, v in med.items():
-        print(f"| scale-out (NATS R3 + PostgreSQL) | {w} | {v:,.0f} |")
-    print(f"| embedded (SQLite) | - | {emb_med:,.0f} |")
-    print(f"per worker: {med[1]:,.0f} events/s; 2 workers / 1 worker = {med[2] / med[1]:.2f}; "
+        print(f"| scale-out (NATS R3 + PostgreSQL) | 2 | {w} | {v:,.0f} |")
+    print(f"| scale-out (NATS R3 + PostgreSQL) | 1 | 1 | {one['events_per_s']:,.0f} (one run) |")
+    print(f"| embedded (SQLite) | 1 (in-process) | - | {emb_med:,.0f} |")
+    print(f"draining a full log: 1 worker {drains[1]['drain_events_per_s']:,.0f} events/s, "
+          f"2 workers {drains[2]['drain_events_per_s']:,.0f} events/s; front + log alone "
+          f"{max(d['acked_per_s'] for d in drains.values()):,.0f} events/s")
+    print(f"end to end: 1 worker {med[1]:,.0f} events/s; 2 workers / 1 worker = {med[2] / med[1]:.2f}; "
           f"scale-out / embedded = {med[best_w] / emb_med:.2f}; goal 10,000 events/s: "
           f"{'met' if med[best_w] >= 10000 else 'NOT met'}")
     print(f"central_ingest events_per_s={med[best_w]:.0f} workers={best_w} node_kill_lost={k['lost']} "

@@ -120,6 +120,18 @@ class NatsCluster:
             _stop(n.proc)
 
 
+def _children(ppid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
 def _pg_bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if found:
@@ -169,6 +181,23 @@ class Postgres:
             if time.monotonic() > end:
                 raise RuntimeError("postgres not ready")
             time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend (a database host that
+        crashed); ``start_server`` then recovers from the WAL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        kids = _children(self.proc.pid)
+        self.proc.kill()
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(10)
+        end = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in kids) and time.monotonic() < end:
+            time.sleep(0.05)
 
     def dsn(self, db: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={db}"

@@ -1,8 +1,11 @@
 """Faults of the scale-out backend on its real parts (``rig.py``): a NATS
-node SIGKILLed while gateways upload through the HTTPS front, and an ingest
-worker process SIGKILLed mid-stream. In both, every event acked to a gateway
-ends up in PostgreSQL exactly once, and a gateway sees nothing but retries
-(a 5xx or a dropped connection, then the same batch again), never a refusal.
+node (the stream's leader) SIGKILLed while gateways upload through the HTTPS
+front, an ingest worker process SIGKILLed mid-stream (with events re-batched
+under new batch ids, which only the workers' ON CONFLICT can catch), and
+PostgreSQL SIGKILLed and restarted while gateways upload. In each, every
+event acked to a gateway ends up in PostgreSQL exactly once, and a gateway
+sees nothing but retries (a 5xx or a dropped connection, then the same batch
+again), never a refusal.
 """
 
 from __future__ import annotations
@@ -189,3 +192,70 @@ def test_a_worker_killed_mid_stream_is_replaced_and_nothing_is_lost_or_doubled(s
             if w is not None and w.poll() is None:
                 w.send_signal(signal.SIGTERM)
                 w.communicate(timeout=30)
+
+
+def test_postgres_killed_and_restarted_while_gateways_upload_loses_and_doubles_nothing(
+        stack: Stack, scaleout_rig: ScaleOutRig) -> None:
+    worker = WorkerThread(stack.cfg, "w1")
+    gateways, batches, per = 2, 30, 100
+    for g in range(gateways):
+        stack.cut.add_outlet(f"p{g}", PW)
+    acked: dict[int, list[str]] = {g: [] for g in range(gateways)}
+    seen: dict[int, list[int | str]] = {g: [] for g in range(gateways)}
+    started = threading.Event()
+    restarted = threading.Event()
+
+    def gateway(g: int) -> None:
+        cl = Client(stack.cut, outlet=f"p{g}")
+        deadline = time.monotonic() + 120
+        for b in range(batches):
+            rows = events(f"sc{g:02d}", per, start=1 + b * per, inc=f"{g + 17:08x}")
+            while time.monotonic() < deadline:
+                try:
+                    status, _, _ = cl.batch(rows)
+                except OSError as e:
+                    seen[g].append(type(e).__name__)
+                    cl.conn.close()
+                    continue
+                seen[g].append(status)
+                if status == 200:
+                    acked[g].extend(eid for eid, _ in rows)
+                    break
+                if status < 500:
+                    return
+                time.sleep(0.1)
+            if b == 5:
+                started.set()
+            if b == 15:
+                restarted.wait(30)
+
+    def killer() -> None:
+        started.wait(60)
+        pg = scaleout_rig.pg
+        pg.kill()  # the postmaster and its backends, as if the database host crashed
+        time.sleep(1.0)  # gateways keep uploading into a dead database meanwhile
+        pg.start_server()  # crash recovery from the WAL, same data folder and port
+        restarted.set()
+
+    threads = [threading.Thread(target=gateway, args=(g,)) for g in range(gateways)]
+    threads.append(threading.Thread(target=killer))
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        assert restarted.is_set()
+        for g in range(gateways):
+            assert all(s == 200 or isinstance(s, str) or s >= 500 for s in seen[g]), seen[g]
+            assert len(acked[g]) == batches * per, f"gateway {g} got {len(acked[g])} acked"
+        assert any(s != 200 for g in seen for s in seen[g])  # the outage was seen, as retries
+        stack.backend.wait_written(60)
+        rows, ids = stored_ids(stack.backend)
+        every = {eid for a in acked.values() for eid in a}
+        assert ids == every
+        assert rows == len(every) == gateways * batches * per
+    finally:
+        pg_proc = scaleout_rig.pg.proc
+        if not restarted.is_set() and pg_proc is not None and pg_proc.poll() is not None:
+            scaleout_rig.pg.start_server()  # the session's database stays up for the next test
+        worker.stop()

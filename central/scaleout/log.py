@@ -7,6 +7,12 @@ While a node is down or a stream leader is being elected a publish can time
 out or find no responder; it is retried with the same Nats-Msg-Id until a
 deadline, which cannot store it twice (JetStream drops the copy inside its
 duplicate window; a worker's ``ON CONFLICT`` catches anything later).
+
+What the PubAck promises: the stream's leader and at least one more node
+have the message in their file store (a quorum of three). nats-server
+flushes its files to disk on its own schedule (``sync_interval``), so the
+guarantee is "survives any one node", not "survives a power cut of all
+three at once"; the nodes of a real deployment are on separate machines.
 """
 
 from __future__ import annotations

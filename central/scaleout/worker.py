@@ -6,7 +6,9 @@ quarantined events ``ON CONFLICT (id) DO NOTHING``, so a redelivered message
 is harmless), commits, and only then acks the messages. A worker killed
 before its ack leaves the messages to JetStream, which hands them to another
 (or the restarted) worker after ``ack_wait``. Add workers to write faster;
-they share the consumer's messages between them.
+they share the consumer's messages between them. Inside one worker, two
+lanes (fetch -> write -> ack loops) overlap one's commit with the other's
+fetch.
 
 Run one per process with ``python -m central.scaleout.worker CONFIG_JSON``
 (one JSON line on stdout once it is bound and connected, its stats as
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass
 import nats
 import psycopg
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 
 from central.scaleout import log as jlog
 from central.scaleout import record
@@ -38,6 +41,7 @@ from common.logs import get
 log = get(__name__)
 
 FETCH = 64  # messages per transaction at most
+LANES = 2  # fetch/write loops per worker (see Worker._lane)
 
 
 @dataclass
@@ -51,9 +55,10 @@ class Stats:
 
 
 class Worker:
-    def __init__(self, cfg: ScaleOutConfig, name: str = "worker") -> None:
+    def __init__(self, cfg: ScaleOutConfig, name: str = "worker", lanes: int = LANES) -> None:
         self.cfg = cfg
         self.name = name
+        self.lanes = lanes
         self.stats = Stats()
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # bound to the consumer and connected to the database
@@ -73,11 +78,31 @@ class Worker:
 
     async def run(self) -> None:
         nc = await jlog.connect(self.cfg, f"central-{self.name}")
-        js = nc.jetstream(timeout=5)
-        await jlog.ensure(js, self.cfg)
+        try:
+            js = nc.jetstream(timeout=5)
+            await jlog.ensure(js, self.cfg)
+            lanes_ready = [asyncio.Event() for _ in range(self.lanes)]
+            tasks = [asyncio.create_task(self._lane(js, i, lanes_ready[i])) for i in range(self.lanes)]
+            for ev in lanes_ready:
+                waiter = asyncio.create_task(ev.wait())
+                await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                for t in tasks:
+                    if t.done():
+                        t.result()  # a lane that failed to start fails the worker
+            self.ready.set()
+            await asyncio.gather(*tasks)
+        finally:
+            await nc.close()
+
+    async def _lane(self, js: JetStreamContext, lane: int, ready: asyncio.Event) -> None:
+        """One fetch -> write -> ack loop with its own subscription and
+        database connection. A worker runs ``lanes`` of them so that one
+        lane's commit wait overlaps another's fetch: with live traffic a
+        fetch brings few messages and a lone loop waits on commits."""
         sub = await js.pull_subscribe_bind(durable=self.cfg.durable, stream=self.cfg.stream)
         db = await self._db()
-        self.ready.set()
+        ready.set()
         try:
             while not self._stop.is_set():
                 try:
@@ -86,7 +111,7 @@ class Worker:
                     continue
                 except nats.errors.Error as e:  # a node down, the consumer's leader moving
                     self.stats.retries += 1
-                    log.debug("%s: fetch: %r", self.name, e)
+                    log.debug("%s/%d: fetch: %r", self.name, lane, e)
                     await asyncio.sleep(0.1)
                     continue
                 if not msgs:
@@ -95,7 +120,7 @@ class Worker:
                     await self._write(db, msgs)
                 except psycopg.OperationalError as e:
                     # Not written: hand the messages back for a prompt retry.
-                    log.warning("%s: write failed, will retry: %s", self.name, e)
+                    log.warning("%s/%d: write failed, will retry: %s", self.name, lane, e)
                     self.stats.retries += 1
                     for m in msgs:
                         try:
@@ -109,10 +134,13 @@ class Worker:
                     try:
                         await m.ack()
                     except nats.errors.Error as e:  # redelivered later; the rows are idempotent
-                        log.debug("%s: ack: %r", self.name, e)
+                        log.debug("%s/%d: ack: %r", self.name, lane, e)
         finally:
+            try:
+                await sub.unsubscribe()  # the inbox only; the durable consumer stays
+            except (nats.errors.Error, ValueError):
+                pass
             await db.close()
-            await nc.close()
 
     async def _write(self, db: psycopg.AsyncConnection, msgs: list[Msg]) -> None:
         now = time.time()

@@ -43,9 +43,14 @@ class ScaleOut:
             c.execute("SELECT pg_advisory_xact_lock(7170017)")
             c.execute(SCHEMA)
         self.bridge = LoopThread("central-nats")
-        self.nc: Client = self.bridge.run(jlog.connect(cfg, "central-front"), 30)
-        self.js: JetStreamContext = self.nc.jetstream(timeout=5)
-        self.bridge.run(jlog.ensure(self.js, cfg), 60)
+        try:
+            self.nc: Client = self.bridge.run(jlog.connect(cfg, "central-front"), 30)
+            self.js: JetStreamContext = self.nc.jetstream(timeout=5)
+            self.bridge.run(jlog.ensure(self.js, cfg), 60)
+        except BaseException:
+            self.bridge.stop()
+            self.pool.close()
+            raise
         self._logins: dict[tuple[str, str], bytes] = {}
 
     # ---------------------------------------------------------- registry

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 _NS = re.compile(r"^[a-z0-9_]{1,32}$")
 
@@ -30,7 +30,6 @@ class ScaleOutConfig:
     # How long ``store`` keeps retrying a publish (a node down, a leader
     # election) before it gives up and the gateway gets an error and retries.
     publish_deadline_s: float = 15.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NS.match(self.namespace):

@@ -21,14 +21,21 @@ import threading
 from central import front
 from central.scaleout.backend import ScaleOut
 from central.scaleout.config import ScaleOutConfig
+from common.text import beside, pick_lang
+
+TEXT = beside(__file__)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 5 or not args[2].isdigit():
-        print("usage: python -m central.scaleout.serve CONFIG_JSON HOST PORT CERT KEY", file=sys.stderr)
+        print(TEXT.t("usage.serve", pick_lang()), file=sys.stderr)
         return 2
-    cfg = ScaleOutConfig.from_json(args[0])
+    try:
+        cfg = ScaleOutConfig.from_json(args[0])
+    except (ValueError, TypeError) as e:
+        print(TEXT.t("bad_config", pick_lang(), detail=str(e)), file=sys.stderr)
+        return 2
     backend = ScaleOut(cfg)
     srv, _ = front.serve(backend, args[1], int(args[2]), args[3], args[4])
     done = threading.Event()

@@ -37,8 +37,10 @@ from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
 from central.scaleout.schema import INSERT_BATCHES, INSERT_EVENTS, INSERT_QUARANTINE
 from common.logs import get
+from common.text import beside, pick_lang
 
 log = get(__name__)
+TEXT = beside(__file__)
 
 FETCH = 64  # messages per transaction at most
 LANES = 2  # fetch/write loops per worker (see Worker._lane)
@@ -194,9 +196,13 @@ class WorkerThread:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m central.scaleout.worker CONFIG_JSON", file=sys.stderr)
+        print(TEXT.t("usage.worker", pick_lang()), file=sys.stderr)
         return 2
-    cfg = ScaleOutConfig.from_json(args[0])
+    try:
+        cfg = ScaleOutConfig.from_json(args[0])
+    except (ValueError, TypeError) as e:
+        print(TEXT.t("bad_config", pick_lang(), detail=str(e)), file=sys.stderr)
+        return 2
     w = Worker(cfg, f"worker-{os.getpid()}")
 
     async def go() -> None:

@@ -11,7 +11,7 @@ import pytest
 from common.text import LANGS, Catalog, CatalogError, placeholders
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOGUES = sorted(p for pkg in ("postedge", "gateway", "handheld", "simulator", "common")
+CATALOGUES = sorted(p for pkg in ("postedge", "gateway", "handheld", "central", "simulator", "common")
                     for p in (ROOT / pkg).rglob("text*.toml"))
 
 

@@ -5,6 +5,11 @@ docs/central-contract.md behind its real HTTPS front, with the hooks the
 suite needs that are not part of the contract (registering an outlet,
 queueing a command, counting stored events). Add an implementation here and
 the whole suite runs against it.
+
+``scaleout`` is the NATS JetStream + PostgreSQL backend on the session's real
+cluster and database (``rig.py``), with one ingest worker thread; it is
+marked slow (the parts start once per session, each test gets its own stream
+and database).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pytest
 from central import front
 from central.embedded import Embedded
 from common.pki import make_outlet_pki
+from tests.central.rig import ScaleOutRig
 
 
 @dataclass
@@ -38,7 +44,17 @@ def central_pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_outlet_pki(tmp_path_factory.mktemp("central-pki"), "central")
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(scope="session")
+def scaleout_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOutRig]:
+    """A 3-node NATS JetStream cluster and a PostgreSQL server, for the session."""
+    rig = ScaleOutRig.start(tmp_path_factory.mktemp("scaleout"))
+    try:
+        yield rig
+    finally:
+        rig.stop()
+
+
+@pytest.fixture(params=["embedded", pytest.param("scaleout", marks=pytest.mark.slow)])
 def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) -> Iterator[CentralUnderTest]:
     if request.param == "embedded":
         backend = Embedded(tmp_path / "central")
@@ -52,3 +68,23 @@ def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) ->
         finally:
             srv.stop()
             backend.close()
+    elif request.param == "scaleout":
+        from central.scaleout import ScaleOut, ScaleOutConfig
+        from central.scaleout.worker import WorkerThread
+
+        rig: ScaleOutRig = request.getfixturevalue("scaleout_rig")
+        ns, dsn = rig.namespace()
+        cfg = ScaleOutConfig(rig.nats.urls, dsn, ns, ack_wait_s=5.0)
+        scale = ScaleOut(cfg)
+        worker = WorkerThread(cfg)
+        srv, _ = front.serve(scale, "127.0.0.1", 0, str(central_pki.server.cert), str(central_pki.server.key))
+        try:
+            yield CentralUnderTest(
+                "scaleout", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
+                scale.add_outlet, scale.retire_outlet, scale.push_command, scale.count,
+                scale.wait_written)
+        finally:
+            srv.stop()
+            worker.stop()
+            scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
+            scale.close()

@@ -1,0 +1,225 @@
+"""The scale-out backend (``central.backend.Backend``): batches go to the
+replicated JetStream log and are acked to the gateway on the PubAck; the
+ingest workers (``central/scaleout/worker.py``) write them into PostgreSQL.
+The registry, commands and photos are read and written in PostgreSQL
+directly: they are small, and a command queued or an outlet retired must be
+seen by the very next request, on any front.
+
+``store`` therefore returns ``Stored(None, None)`` for a batch the log took
+new (the workers sort new events from held ones later), and
+``Stored(0, n)`` when JetStream recognised the batch as a resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js.client import JetStreamContext
+
+from central.backend import PhotoError, PhotoState, Stored
+from central.embedded import check_password, hash_password
+from central.intake import Checked
+from central.scaleout import log as jlog
+from central.scaleout import record
+from central.scaleout.bridge import LoopThread
+from central.scaleout.config import ScaleOutConfig
+from central.scaleout.pg import Pool
+from central.scaleout.schema import SCHEMA
+
+
+class ScaleOut:
+    def __init__(self, cfg: ScaleOutConfig, pool_size: int = 8) -> None:
+        self.cfg = cfg
+        self.pool = Pool(cfg.pg, pool_size)
+        with self.pool.tx() as c:
+            # One schema creator at a time (several fronts may start together).
+            c.execute("SELECT pg_advisory_xact_lock(7170017)")
+            c.execute(SCHEMA)
+        self.bridge = LoopThread("central-nats")
+        try:
+            self.nc: Client = self.bridge.run(jlog.connect(cfg, "central-front"), 30)
+            self.js: JetStreamContext = self.nc.jetstream(timeout=5)
+            self.bridge.run(jlog.ensure(self.js, cfg), 60)
+        except BaseException:
+            self.bridge.stop()
+            self.pool.close()
+            raise
+        self._logins: dict[tuple[str, str], bytes] = {}
+
+    # ---------------------------------------------------------- registry
+    def add_outlet(self, outlet: str, password: str) -> None:
+        with self.pool.tx() as c:
+            c.execute("INSERT INTO outlets (id, pw_hash, created_at) VALUES (%s,%s,%s) "
+                      "ON CONFLICT (id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL",
+                      (outlet, hash_password(password), time.time()))
+        self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
+
+    def retire_outlet(self, outlet: str) -> bool:
+        with self.pool.tx() as c:
+            cur = c.execute("UPDATE outlets SET retired_at=%s WHERE id=%s AND retired_at IS NULL",
+                            (time.time(), outlet))
+        self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
+        return cur.rowcount == 1
+
+    def outlet_login(self, outlet: str, password: str) -> bool:
+        # The row is read on every request (a retirement anywhere counts at
+        # once); only the scrypt check is remembered, keyed by the stored hash.
+        with self.pool.tx() as c:
+            row = c.execute("SELECT pw_hash FROM outlets WHERE id=%s AND retired_at IS NULL",
+                            (outlet,)).fetchone()
+        if row is None:
+            return False
+        key = (outlet, row[0])
+        digest = hashlib.sha256(password.encode()).digest()
+        known = self._logins.get(key)
+        if known is not None:
+            return hmac.compare_digest(known, digest)
+        if not check_password(row[0], password):
+            return False
+        self._logins[key] = digest
+        return True
+
+    # ----------------------------------------------------------- batches
+    def store(self, outlet: str, checked: Checked) -> Stored:
+        parts = record.pack(outlet, checked)
+        subject = self.cfg.subject(outlet)
+        bid = checked.batch.id
+
+        async def publish_all() -> list[Any]:
+            return await asyncio.gather(*[
+                jlog.publish(self.js, subject, data, f"{outlet}/{bid}/{i}", self.cfg.publish_deadline_s)
+                for i, data in enumerate(parts)])
+
+        acks = self.bridge.run(publish_all(), self.cfg.publish_deadline_s + 5)
+        if all(a.duplicate for a in acks):
+            return Stored(0, len(checked.good))
+        return Stored(None, None)
+
+    def backlog(self) -> dict[str, Any]:
+        return self.bridge.run(jlog.backlog(self.js, self.cfg), 10)
+
+    def wait_written(self, timeout: float = 30.0) -> None:
+        """Until the workers have written (and acked) everything logged so far."""
+        end = time.monotonic() + timeout
+        b: dict[str, Any] | str = "unknown"
+        while True:
+            try:
+                b = self.backlog()
+                if b["pending"] == 0 and b["ack_pending"] == 0:
+                    return
+            except (nats.errors.Error, TimeoutError) as e:  # the consumer's leader is moving
+                b = repr(e)
+            if time.monotonic() > end:
+                raise TimeoutError(f"ingest backlog after {timeout}s: {b}")
+            time.sleep(0.05)
+
+    def count(self, outlet: str | None = None) -> int:
+        with self.pool.tx() as c:
+            if outlet is None:
+                row = c.execute("SELECT count(*) FROM events").fetchone()
+            else:
+                row = c.execute("SELECT count(*) FROM events WHERE outlet=%s", (outlet,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # ---------------------------------------------------------- commands
+    def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
+        with self.pool.tx() as c:
+            row = c.execute("INSERT INTO commands (outlet, kind, cmd, created_at) VALUES (%s,%s,%s,%s) "
+                            "RETURNING cursor", (outlet, kind, json.dumps(cmd, separators=(",", ":"),
+                                                                          sort_keys=True), time.time())
+                            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def pull(self, outlet: str, after: int, page: int) -> tuple[int, list[tuple[str, dict[str, Any]]], bool]:
+        with self.pool.tx() as c:
+            c.execute("INSERT INTO pulled (outlet, after, at) VALUES (%s,%s,%s) ON CONFLICT (outlet) "
+                      "DO UPDATE SET after=greatest(pulled.after, excluded.after), at=excluded.at",
+                      (outlet, after, time.time()))
+            rows = c.execute("SELECT cursor, kind, cmd FROM commands WHERE outlet=%s AND cursor>%s "
+                             "ORDER BY cursor LIMIT %s", (outlet, after, page + 1)).fetchall()
+        more = len(rows) > page
+        rows = rows[:page]
+        cursor = rows[-1][0] if rows else after
+        return int(cursor), [(k, json.loads(c)) for _, k, c in rows], more
+
+    # ------------------------------------------------------------ photos
+    @staticmethod
+    def _state(c: Any, sha: str, lock: bool = False) -> PhotoState | None:
+        row = c.execute("SELECT size, chunk_size, chunks, complete FROM photos WHERE sha=%s"
+                        + (" FOR UPDATE" if lock else ""), (sha,)).fetchone()
+        if row is None:
+            return None
+        size, cs, n, complete = row
+        if complete:
+            return PhotoState(sha, size, cs, n, tuple(range(n)), True)
+        parts = tuple(r[0] for r in c.execute("SELECT idx FROM photo_parts WHERE sha=%s ORDER BY idx",
+                                              (sha,)))
+        return PhotoState(sha, size, cs, n, parts, False)
+
+    def photo_state(self, sha256: str) -> PhotoState | None:
+        with self.pool.tx() as c:
+            return self._state(c, sha256)
+
+    def photo_begin(self, outlet: str, sha256: str, size: int, chunk_size: int,
+                    meta: Any) -> tuple[bool, PhotoState]:
+        with self.pool.tx() as c:
+            c.execute("INSERT INTO photo_claims (sha, outlet, meta, at) VALUES (%s,%s,%s,%s)",
+                      (sha256, outlet, json.dumps(meta)[:4096], time.time()))
+            cur = c.execute("INSERT INTO photos (sha, size, chunk_size, chunks, created_at) "
+                            "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (sha) DO NOTHING",
+                            (sha256, size, chunk_size, -(-size // chunk_size), time.time()))
+            st = self._state(c, sha256)
+        assert st is not None
+        return cur.rowcount == 1, st
+
+    def photo_chunk(self, sha256: str, idx: int, data: bytes, chunk_sha256: str) -> bool:
+        mismatch = False
+        with self.pool.tx() as c:
+            st = self._state(c, sha256, lock=True)  # the row lock orders chunks of one photo
+            if st is None:
+                raise PhotoError(404, "unknown_upload")
+            if st.complete:
+                return True
+            if idx >= st.chunks:
+                raise PhotoError(400, "bad_chunk_index")
+            want = st.chunk_size if idx < st.chunks - 1 else st.size - st.chunk_size * idx
+            if len(data) != want or not hmac.compare_digest(hashlib.sha256(data).hexdigest(),
+                                                             chunk_sha256):
+                raise PhotoError(400, "bad_chunk")
+            if idx in st.confirmed:
+                return False  # a confirmed chunk is immutable: the first copy stays
+            c.execute("INSERT INTO photo_parts (sha, idx, data) VALUES (%s,%s,%s)", (sha256, idx, data))
+            if len(st.confirmed) + 1 < st.chunks:
+                return False
+            whole = b"".join(bytes(r[0]) for r in c.execute(
+                "SELECT data FROM photo_parts WHERE sha=%s ORDER BY idx", (sha256,)))
+            if hashlib.sha256(whole).hexdigest() != sha256:
+                c.execute("DELETE FROM photo_parts WHERE sha=%s", (sha256,))
+                mismatch = True  # committed: the parts go, then the refusal
+            else:
+                c.execute("UPDATE photos SET complete=true, data=%s WHERE sha=%s", (whole, sha256))
+                c.execute("DELETE FROM photo_parts WHERE sha=%s", (sha256,))
+        if mismatch:
+            raise PhotoError(409, "file_hash")
+        return True
+
+    def photo_bytes(self, sha256: str) -> bytes | None:
+        with self.pool.tx() as c:
+            row = c.execute("SELECT data FROM photos WHERE sha=%s AND complete", (sha256,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def close(self) -> None:
+        try:
+            self.bridge.run(self.nc.close(), 10)
+        except Exception:  # closing a connection to a cluster that is gone
+            pass
+        self.bridge.stop()
+        self.pool.close()

@@ -1,0 +1,241 @@
+"""Real scale-out parts on loopback for tests and ``bench/central_ingest.py``:
+a 3-node NATS JetStream cluster (Debian's ``nats-server``, each node with its
+own store folder, full-mesh routes) and a PostgreSQL server (Debian's
+``postgresql``: initdb in a temporary folder, run as an unprivileged user
+because postgres refuses root, socket in that folder, TCP on 127.0.0.1).
+
+Both are started once per test session and shared; each user of them gets
+its own namespace (stream, subjects, consumer) and its own database, so tests
+do not see each other's data. Nodes can be killed (SIGKILL) and restarted on
+the same ports and store folders to test faults.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} not listening on {port} after {timeout}s")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@dataclass
+class NatsNode:
+    name: str
+    port: int
+    cluster_port: int
+    store: Path
+    conf: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([NATS_SERVER, "-c", str(self.conf)], stdout=out,
+                                         stderr=subprocess.STDOUT)
+        _wait_port(self.port, self.proc, f"nats-server {self.name}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no leadership hand-over."""
+        _stop(self.proc, signal.SIGKILL)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class NatsCluster:
+    root: Path
+    nodes: list[NatsNode] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, root: Path, n: int = 3) -> NatsCluster:
+        root.mkdir(parents=True, exist_ok=True)
+        ports = [(free_port(), free_port()) for _ in range(n)]
+        c = cls(root)
+        for i, (port, cport) in enumerate(ports):
+            name = f"n{i + 1}"
+            store = root / name
+            store.mkdir(exist_ok=True)
+            routes = ", ".join(f"nats-route://127.0.0.1:{cp}" for j, (_, cp) in enumerate(ports) if j != i)
+            conf = root / f"{name}.conf"
+            conf.write_text(
+                f'server_name: "{name}"\nlisten: "127.0.0.1:{port}"\n'
+                f'jetstream {{ store_dir: "{store}", max_memory_store: 256MB, max_file_store: 8GB }}\n'
+                f'cluster {{ name: "pe", listen: "127.0.0.1:{cport}", routes: [{routes}] }}\n')
+            c.nodes.append(NatsNode(name, port, cport, store, conf, root / f"{name}.log"))
+        for node in c.nodes:
+            node.start()
+        return c
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            _stop(n.proc)
+
+
+def _children(ppid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if found:
+        return found[-1]
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed (scripts/setup installs it)")
+    return path
+
+
+@dataclass
+class Postgres:
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    user: str | None = None
+
+    @classmethod
+    def start(cls) -> Postgres:
+        # Not under pytest's tmp folders: those are root's 0700 and the
+        # unprivileged server could not reach them.
+        root = Path(tempfile.mkdtemp(prefix="postedge-pg-"))
+        user = None
+        if os.geteuid() == 0:
+            user = "nobody"
+            pw = pwd.getpwnam(user)
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+        pg = cls(root, free_port(), user=user)
+        subprocess.run([_pg_bin("initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth=trust",
+                        "-E", "UTF8", "--locale=C", "--no-sync"], check=True, user=user,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
+        pg.start_server()
+        return pg
+
+    def start_server(self) -> None:
+        with open(self.root / "server.log", "ab") as out:
+            self.proc = subprocess.Popen(
+                [_pg_bin("postgres"), "-D", str(self.root / "data"), "-k", str(self.root),
+                 "-p", str(self.port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
+                 "-c", "shared_buffers=256MB"],
+                user=self.user, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
+        _wait_port(self.port, self.proc, "postgres")
+        end = time.monotonic() + 20
+        while subprocess.run([_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                             stdout=subprocess.DEVNULL).returncode != 0:
+            if time.monotonic() > end:
+                raise RuntimeError("postgres not ready")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend (a database host that
+        crashed); ``start_server`` then recovers from the WAL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        kids = _children(self.proc.pid)
+        self.proc.kill()
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(10)
+        end = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in kids) and time.monotonic() < end:
+            time.sleep(0.05)
+
+    def dsn(self, db: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={db}"
+
+    def create_db(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGINT)  # fast shutdown
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class ScaleOutRig:
+    nats: NatsCluster
+    pg: Postgres
+    _n: int = 0
+
+    @classmethod
+    def start(cls, root: Path) -> ScaleOutRig:
+        pg = Postgres.start()
+        try:
+            return cls(NatsCluster.start(root / "nats"), pg)
+        except BaseException:
+            pg.stop()
+            raise
+
+    def namespace(self, prefix: str = "t") -> tuple[str, str]:
+        """A fresh (namespace, database DSN) pair."""
+        self._n += 1
+        ns = f"{prefix}{os.getpid()}_{self._n}"
+        return ns, self.pg.create_db(ns)
+
+    def stop(self) -> None:
+        self.nats.stop()
+        self.pg.stop()

@@ -24,7 +24,6 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 from central.backend import PhotoError, PhotoState, Stored
-from central.embedded import check_password, hash_password
 from central.intake import Checked
 from central.scaleout import log as jlog
 from central.scaleout import record
@@ -32,6 +31,7 @@ from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
 from central.scaleout.pg import Pool
 from central.scaleout.schema import SCHEMA
+from common.session import hash_password, verify_password
 
 
 class ScaleOut:
@@ -81,7 +81,7 @@ class ScaleOut:
         known = self._logins.get(key)
         if known is not None:
             return hmac.compare_digest(known, digest)
-        if not check_password(row[0], password):
+        if not verify_password(password, row[0]):
             return False
         self._logins[key] = digest
         return True

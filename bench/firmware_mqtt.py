@@ -95,8 +95,8 @@ def paho_rate(port: int) -> float:
     if not done.wait(120):
         raise RuntimeError(f"paho: only {acked[0]} of {N} acked")
     dt = time.perf_counter() - t0
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
     return N / dt
 
 

@@ -51,8 +51,8 @@ def subscribe_offline(port: int, client_id: str, user: str, pw: str) -> None:
     c.subscribe(topics.subscription("o1", "evt"), qos=1)
     c.loop_start()
     done.wait(5)
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
 
 
 def publish_backlog(port: int, data: list[bytes]) -> None:
@@ -65,8 +65,8 @@ def publish_backlog(port: int, data: list[bytes]) -> None:
     infos = [c.publish(TOPIC, p, qos=1) for p in data]
     for i in infos:
         i.wait_for_publish(60)
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
 
 
 def raw_rate(port: int) -> float:
@@ -91,8 +91,8 @@ def raw_rate(port: int) -> float:
     if not done.wait(300):
         raise RuntimeError(f"raw subscriber got {got[0]} of {N}")
     dt = time.perf_counter() - first[0]
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
     return N / dt
 
 

@@ -172,8 +172,8 @@ class Legit:
                     self.pending[info.mid] = eid
 
     def close(self) -> None:
-        self.c.loop_stop()
         self.c.disconnect()
+        self.c.loop_stop()
 
 
 @dataclass

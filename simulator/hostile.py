@@ -175,8 +175,8 @@ def poison(host: str, port: int, outlet: str, device: str, password: str,
             info.wait_for_publish(10)
             n += int(info.is_published())
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
     return n
 
 
@@ -214,8 +214,8 @@ class Takeover:
             except OSError:
                 pass
             finally:
-                t.loop_stop()
                 t.disconnect()
+                t.loop_stop()
             self._stop.wait(self.period_s)
 
     def stop(self) -> int:

@@ -141,8 +141,8 @@ class Platform:
             return self.acks[cmd_id]
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 def stored_events(db: Path) -> list[dict[str, Any]]:

@@ -106,8 +106,8 @@ class BrokerTap:
             self.obs.broker_seen.setdefault(env["id"], now)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 

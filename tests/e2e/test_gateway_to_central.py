@@ -62,8 +62,8 @@ def test_events_reach_the_central_store_once_and_a_signed_command_comes_down(
         assert arrived.wait(30), "the signed command never reached the locker's topic"
         assert json.loads(got[0])["id"] == "cmd-e2e"
     finally:
-        dev.loop_stop()
         dev.disconnect()
+        dev.loop_stop()
         gw.stop()
         srv.stop()
         backend.close()

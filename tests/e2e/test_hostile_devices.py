@@ -86,8 +86,8 @@ class Device:
         self.client.publish(topic, payload, qos=1).wait_for_publish(10)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 @dataclass
@@ -420,8 +420,8 @@ def test_connection_level_attacks(rig: Rig) -> None:
             thief.connect("127.0.0.1", rig.broker.port, clean_start=True)
             thief.loop_start()
             time.sleep(0.05)
-            thief.loop_stop()
             thief.disconnect()
+            thief.loop_stop()
             rig.send_good()
     rig.check(before, 0)
 

@@ -213,8 +213,8 @@ def _forward_from_handheld(broker: Mosquitto, cmd: dict, seq: int = 1) -> None:
                                            {"kind": "locker", "cmd": cmd}))
         c.publish(topics.build("o1", "handheld", "hh01", "evt"), ev, qos=1).wait_for_publish(5)
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
 
 
 def test_attack_a_handheld_key_opens_no_locker(outlet: dict, broker: Mosquitto) -> None:

@@ -60,8 +60,8 @@ def _forward(broker: Mosquitto, handheld: str, cmd: dict, seq: int) -> None:
                                            {"kind": "locker", "cmd": cmd}))
         c.publish(topics.build("o1", "handheld", handheld, "evt"), ev, qos=1).wait_for_publish(5)
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
 
 
 def _logs_in(broker: Mosquitto, user: str, password: str) -> bool:
@@ -85,8 +85,8 @@ def _logs_in(broker: Mosquitto, user: str, password: str) -> bool:
         assert answered.wait(5)
         return ok.is_set()
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
 
 
 def _outcome(db: Path, cid: str, timeout: float = 30) -> tuple[str, dict]:

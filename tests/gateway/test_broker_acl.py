@@ -89,8 +89,8 @@ def test_restart_keeps_queued_messages_for_persistent_session(broker: Mosquitto,
     sub.subscribe(topics.subscription("o1", "evt"), qos=1)
     sub.loop_start()
     time.sleep(0.3)
-    sub.loop_stop()
     sub.disconnect()
+    sub.loop_stop()
     lk01 = connect("lk01")
     assert publish_v5(lk01, topics.build("o1", "locker", "lk01", "evt"), b"queued") == 0
     broker.restart()
@@ -101,8 +101,8 @@ def test_restart_keeps_queued_messages_for_persistent_session(broker: Mosquitto,
     try:
         assert got.wait(10), "queued QoS 1 message lost across broker restart"
     finally:
-        sub.loop_stop()
         sub.disconnect()
+        sub.loop_stop()
 
 
 def test_only_the_gateway_writes_a_devices_time(connect) -> None:

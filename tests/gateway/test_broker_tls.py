@@ -78,8 +78,8 @@ def paho_connect(port: int, user: str, password: str, ca: Path | None, host: str
     try:
         return ok.wait(timeout)
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
 
 
 # ------------------------------------------------------------- provision

@@ -87,7 +87,7 @@ def test_requests_wait_while_the_link_is_down_and_reach_the_platform_once(
         assert 'id="waiting"' not in c.get("/clerk?lang=en")[2]
     finally:
         if lk is not None:
-            lk.loop_stop()
             lk.disconnect()
+            lk.loop_stop()
         if gw.proc.poll() is None:
             gw.stop()

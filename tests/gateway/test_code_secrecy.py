@@ -96,8 +96,8 @@ def test_offline_code_is_in_no_gateway_db_log_or_page(gateway_web: dict[str, Any
             for p in payloads:
                 client.publish(topics.build("o1", "locker", "lk01", "evt"), p, qos=1).wait_for_publish(5)
         finally:
-            client.loop_stop()
             client.disconnect()
+            client.loop_stop()
         db, base = gateway_web["db"], gateway_web["base"]
         deadline = time.monotonic() + 20
         while not [e for e in stored_events(db) if e["type"] == "locker.deposit"]:

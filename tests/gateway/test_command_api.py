@@ -243,8 +243,8 @@ def test_end_to_end_forward_over_mqtt_ack_and_handheld_client(tmp_path: Path) ->
                        "ack": {"id": "permit-e2e", "ok": True, "code": "ok", "compartment": 3}}
     finally:
         for c in clients:
-            c.loop_stop()
             c.disconnect()
+            c.loop_stop()
         gw.stop()
         broker.stop()
     st = EventStore(tmp_path / "gateway.db")

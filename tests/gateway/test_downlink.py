@@ -226,8 +226,8 @@ def test_deposit_permit_forwarded_by_a_handheld_opens_the_locker(tmp_path: Path,
         acked = wait_event(db, "gateway.command_acked", timeout=30)
         assert acked["body"]["id"] == "permit-1"
     finally:
-        hh.loop_stop()
         hh.disconnect()
+        hh.loop_stop()
         if fw is not None:
             fw.kill()
             fw.wait()

@@ -61,8 +61,8 @@ def test_disk_full_loses_nothing_and_recovers(tmp_path: Path, broker: Mosquitto,
                 break
             time.sleep(0.5)
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
         last = gw.stop()
     assert count == n  # every event, after the disk had room again
     assert last["stored"] == n and last.get("store_errors", 0) >= 1

@@ -104,8 +104,8 @@ def test_a_late_will_of_an_older_connection_is_ignored(broker: Mosquitto, gatewa
         c.publish(t, presence.encode(presence.OFFLINE, T2), qos=1, retain=True).wait_for_publish(5)
         assert wait_online(gateway["db"], "lk01", False) is False
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
 
 
 def test_an_event_after_offline_proves_the_device_is_connected(broker: Mosquitto, gateway: dict) -> None:
@@ -122,8 +122,8 @@ def test_an_event_after_offline_proves_the_device_is_connected(broker: Mosquitto
         revived = gateway["gw"].wait_for("presence_revived", timeout=10)
         assert revived["device"] == "lk02"
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
 
 
 def test_an_event_before_the_will_does_not_revive_the_device(broker: Mosquitto, gateway: dict) -> None:

@@ -59,8 +59,8 @@ class Session:
         return info.is_published()
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 def logs_in(outlet: Outlet, dev: str, password: str) -> bool:

@@ -541,8 +541,8 @@ class Device(threading.Thread):
     def stop(self) -> None:
         self.halt.set()
         self.join(15)
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 @pytest.mark.slow

@@ -69,8 +69,8 @@ class Gateway:
         self.c.publish(topics.build(OUTLET, "handheld", DEV, "cmd"), payload, qos=1).wait_for_publish(5)
 
     def close(self) -> None:
-        self.c.loop_stop()
         self.c.disconnect()
+        self.c.loop_stop()
 
 
 ACCOUNTS = [Account("gw-o1", "gw-secret", OUTLET, "gateway"), Account(DEV, "hh01-pw", OUTLET, "handheld")]

@@ -236,14 +236,14 @@ def test_embedded_broker_queues_offline_qos1_and_enforces_the_acl(tmp_path: Path
             dev.publish("pe/v1/o1/locker/lk01/evt", b"m%d" % i, qos=1).wait_for_publish(5)
         dev.publish("pe/v1/o1/locker/lk02/evt", b"spoof", qos=1)
         time.sleep(0.5)
-        dev.loop_stop()
         dev.disconnect()
+        dev.loop_stop()
         g = gateway()
         deadline = time.monotonic() + 10
         while len(got) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        g.loop_stop()
         g.disconnect()
+        g.loop_stop()
         assert got == [b"m0", b"m1", b"m2", b"m3", b"m4"]  # queued while offline, no spoof
         bad = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="x", protocol=mqtt.MQTTv311)
         bad.username_pw_set("lk01", "wrong")

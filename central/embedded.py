@@ -27,7 +27,7 @@ from typing import Any
 from central.backend import PhotoError, PhotoState, Stored
 from central.intake import Checked
 from common.durable import write_durable
-from common.session import hash_password, verify_password
+from common.session import PasswordCache, hash_password, verify_password
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outlets (
@@ -78,7 +78,7 @@ class Embedded:
         self.db.execute("PRAGMA busy_timeout=10000")
         self.db.executescript(SCHEMA)
         self.lock = threading.Lock()
-        self._logins: dict[tuple[str, str], bytes] = {}
+        self._logins = PasswordCache()
 
     # ---------------------------------------------------------- registry
     def add_outlet(self, outlet: str, password: str, notifier: bool = False) -> None:
@@ -90,13 +90,11 @@ class Embedded:
                             "ON CONFLICT(id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL, "
                             "notifier=excluded.notifier",
                             (outlet, hash_password(password), time.time(), int(notifier)))
-            self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
 
     def retire_outlet(self, outlet: str) -> bool:
         with self.lock:
             cur = self.db.execute("UPDATE outlets SET retired_at=? WHERE id=? AND retired_at IS NULL",
                                   (time.time(), outlet))
-            self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
             return cur.rowcount == 1
 
     def notifier_outlets(self) -> set[str]:
@@ -111,15 +109,7 @@ class Embedded:
                               (outlet,)).fetchone()
         if row is None:
             return False
-        key = (outlet, row[0])
-        digest = hashlib.sha256(password.encode()).digest()
-        known = self._logins.get(key)
-        if known is not None:
-            return hmac.compare_digest(known, digest)
-        if not verify_password(password, row[0]):
-            return False
-        self._logins[key] = digest
-        return True
+        return self._logins.check(outlet, password, row[0])
 
     def add_device(self, outlet: str, device: str, kind: str, kv: int = 1) -> None:
         with self.lock:

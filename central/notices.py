@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS notices (
 """
 
 
+def add_contact(backend: Embedded, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
+    """The villager's number for a parcel, as the parcel system hands it over."""
+    with backend.lock:
+        backend.db.executescript(SCHEMA)
+        backend.db.execute("INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(outlet, parcel) DO UPDATE "
+                           "SET phone=excluded.phone, lang=excluded.lang", (outlet, parcel, phone, lang))
+
+
 class SmsError(Exception):
     def __init__(self, detail: str, final: bool) -> None:
         super().__init__(detail)
@@ -98,9 +106,7 @@ class Notices:
             self.b.db.executescript(SCHEMA)
 
     def add_contact(self, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
-        with self.b.lock:
-            self.b.db.execute("INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(outlet, parcel) DO UPDATE "
-                              "SET phone=excluded.phone, lang=excluded.lang", (outlet, parcel, phone, lang))
+        add_contact(self.b, outlet, parcel, phone, lang)
 
     def _due(self) -> list[tuple[str, str, str]]:
         """(outlet, deposit id, purpose) not yet sent or given up."""

@@ -135,3 +135,27 @@ def after_failure(fails: int, first_at: float, now: float) -> tuple[int, float, 
     if fails >= FREE_FAILS:
         locked = now + min(LOCK_BASE_S * 2 ** (fails - FREE_FAILS), LOCK_MAX_S)
     return fails, first_at, locked
+
+
+class PasswordCache:
+    """Passwords already checked against a stored hash, remembered by their
+    SHA-256 and keyed by (name, stored hash): a service that checks the same
+    login on every request (a gateway's batch uploads) pays the scrypt cost
+    once, and a new password (a new stored hash) is checked afresh."""
+
+    def __init__(self) -> None:
+        self._ok: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    def check(self, name: str, password: str, stored: str) -> bool:
+        key = (name, stored)
+        digest = hashlib.sha256(password.encode()).digest()
+        with self._lock:
+            known = self._ok.get(key)
+        if known is not None:
+            return hmac.compare_digest(known, digest)
+        if not verify_password(password, stored):
+            return False
+        with self._lock:
+            self._ok[key] = digest
+        return True

@@ -23,6 +23,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,7 @@ from postedge import i18n
 if TYPE_CHECKING:
     from central.config import CentralConfig
     from central.embedded import Embedded
+    from central.keys import KeyService
 
 
 def _say(key: str, lang: str, err: bool = False, **kw: object) -> None:
@@ -53,6 +56,18 @@ def _open(args: argparse.Namespace, lang: str):  # noqa: ANN202 - (config, backe
         _say("error.config", lang, err=True, detail=e)
         return None
     return cfg, Embedded(cfg.path(folder, cfg.data_dir))
+
+
+@contextmanager
+def _opened(args: argparse.Namespace, lang: str) -> Iterator[tuple[CentralConfig, Embedded] | None]:
+    """The folder's (config, backend), closed on the way out; None when it
+    cannot be opened (the reason is already printed)."""
+    opened = _open(args, lang)
+    try:
+        yield opened
+    finally:
+        if opened is not None:
+            opened[1].close()
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -130,11 +145,10 @@ def cmd_outlet(args: argparse.Namespace) -> int:
     from protocol.topics import valid_segment
 
     lang = i18n.pick(args.lang)
-    opened = _open(args, lang)
-    if opened is None:
-        return 2
-    _, backend = opened
-    try:
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        cfg, backend = opened
         if args.action == "list":
             for row in backend.health():
                 at = row["last_batch_at"]
@@ -152,7 +166,6 @@ def cmd_outlet(args: argparse.Namespace) -> int:
             backend.add_outlet(args.outlet, password, notifier=args.notifier)
             _say("outlet.added", lang, outlet=args.outlet, password=password)
             if args.notifier:
-                cfg = opened[0]
                 key = _keys(args, cfg).notifier_key()
                 _say("outlet.notifier_key", lang, err=True, outlet=args.outlet)
                 print(f'[keys]\n"1" = "{key.hex()}"')
@@ -162,8 +175,6 @@ def cmd_outlet(args: argparse.Namespace) -> int:
             return 0
         _say("outlet.unknown", lang, err=True, outlet=args.outlet)
         return 2
-    finally:
-        backend.close()
 
 
 def cmd_contacts(args: argparse.Namespace) -> int:
@@ -171,32 +182,28 @@ def cmd_contacts(args: argparse.Namespace) -> int:
     as the parcel system hands them over; bad rows are named and skipped."""
     import csv
 
-    from central.notices import Notices
+    from central.notices import add_contact
     from protocol.barcodes import classify
 
     lang = i18n.pick(args.lang)
-    opened = _open(args, lang)
-    if opened is None:
-        return 2
-    _, backend = opened
-    n = Notices(backend, b"", None, set)  # type: ignore[arg-type]  # the contact book only
     good = bad = 0
-    try:
-        with open(args.file, newline="", encoding="utf-8") as f:
-            for i, row in enumerate(csv.reader(f), 1):
-                parcel, phone = (row + ["", ""])[:2]
-                plang = row[2] if len(row) > 2 and row[2] in ("zh", "en") else "zh"
-                if not classify(parcel.strip()).get("ok") or not phone.strip().lstrip("+").isdigit():
-                    _say("contacts.bad_row", lang, err=True, line=i)
-                    bad += 1
-                    continue
-                n.add_contact(args.outlet, parcel.strip(), phone.strip(), plang)
-                good += 1
-    except OSError as e:
-        _say("contacts.unreadable", lang, err=True, file=args.file, detail=e.strerror or e)
-        return 2
-    finally:
-        backend.close()
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        try:
+            with open(args.file, newline="", encoding="utf-8") as f:
+                for i, row in enumerate(csv.reader(f), 1):
+                    parcel, phone = (row + ["", ""])[:2]
+                    plang = row[2] if len(row) > 2 and row[2] in ("zh", "en") else "zh"
+                    if not classify(parcel.strip()).get("ok") or not phone.strip().lstrip("+").isdigit():
+                        _say("contacts.bad_row", lang, err=True, line=i)
+                        bad += 1
+                        continue
+                    add_contact(opened[1], args.outlet, parcel.strip(), phone.strip(), plang)
+                    good += 1
+        except OSError as e:
+            _say("contacts.unreadable", lang, err=True, file=args.file, detail=e.strerror or e)
+            return 2
     _say("contacts.done", lang, good=good, bad=bad, outlet=args.outlet)
     return 1 if bad else 0
 
@@ -213,23 +220,18 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     except BadCredential as e:
         _say("dispatcher.bad", lang, err=True, detail=e)
         return 2
-    opened = _open(args, lang)
-    if opened is None:
-        return 2
-    _, backend = opened
-    try:
-        backend.add_dispatcher(args.name, password)
-        _say("dispatcher.added", lang, name=args.name)
-        return 0
-    finally:
-        backend.close()
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        opened[1].add_dispatcher(args.name, password)
+    _say("dispatcher.added", lang, name=args.name)
+    return 0
 
 
-def _keys(args: argparse.Namespace, cfg: object):  # noqa: ANN202 - KeyService
+def _keys(args: argparse.Namespace, cfg: CentralConfig) -> KeyService:
     from central.keys import KeyService, load_master
 
-    folder = Path(args.dir)
-    return KeyService(args.outlet, load_master(cfg.path(folder, cfg.master_key_file)))  # type: ignore[attr-defined]
+    return KeyService(args.outlet, load_master(cfg.path(Path(args.dir), cfg.master_key_file)))
 
 
 def cmd_device(args: argparse.Namespace) -> int:
@@ -240,17 +242,14 @@ def cmd_device(args: argparse.Namespace) -> int:
         if not valid_segment(name):
             _say("error.name", lang, err=True, name=name)
             return 2
-    opened = _open(args, lang)
-    if opened is None:
-        return 2
-    cfg, backend = opened
-    try:
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        cfg, backend = opened
         backend.add_device(args.outlet, args.device, args.kind)
         _say("device.added", lang, err=True, device=args.device, outlet=args.outlet)
         print(json.dumps({"key": _keys(args, cfg).device_config(args.device)}, indent=1))
         return 0
-    finally:
-        backend.close()
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -262,11 +261,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
     except ValueError as e:
         _say("error.args", lang, err=True, detail=e)
         return 2
-    opened = _open(args, lang)
-    if opened is None:
-        return 2
-    cfg, backend = opened
-    try:
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        cfg, backend = opened
         cid = args.id or f"c-{secrets.token_hex(8)}"
         cmd = _keys(args, cfg).command(args.device, args.op, cmd_args, cid, lifetime_s=args.lifetime)
         if args.print_only:
@@ -275,8 +273,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
         cursor = backend.push_command(args.outlet, args.kind, cmd)
         _say("sign.queued", lang, id=cid, op=args.op, device=args.device, outlet=args.outlet, cursor=cursor)
         return 0
-    finally:
-        backend.close()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

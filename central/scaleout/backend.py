@@ -31,7 +31,7 @@ from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
 from central.scaleout.pg import Pool
 from central.scaleout.schema import SCHEMA
-from common.session import hash_password, verify_password
+from common.session import PasswordCache, hash_password
 
 
 class ScaleOut:
@@ -51,7 +51,7 @@ class ScaleOut:
             self.bridge.stop()
             self.pool.close()
             raise
-        self._logins: dict[tuple[str, str], bytes] = {}
+        self._logins = PasswordCache()
 
     # ---------------------------------------------------------- registry
     def add_outlet(self, outlet: str, password: str) -> None:
@@ -59,13 +59,11 @@ class ScaleOut:
             c.execute("INSERT INTO outlets (id, pw_hash, created_at) VALUES (%s,%s,%s) "
                       "ON CONFLICT (id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL",
                       (outlet, hash_password(password), time.time()))
-        self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
 
     def retire_outlet(self, outlet: str) -> bool:
         with self.pool.tx() as c:
             cur = c.execute("UPDATE outlets SET retired_at=%s WHERE id=%s AND retired_at IS NULL",
                             (time.time(), outlet))
-        self._logins = {k: v for k, v in self._logins.items() if k[0] != outlet}
         return cur.rowcount == 1
 
     def outlet_login(self, outlet: str, password: str) -> bool:
@@ -76,15 +74,7 @@ class ScaleOut:
                             (outlet,)).fetchone()
         if row is None:
             return False
-        key = (outlet, row[0])
-        digest = hashlib.sha256(password.encode()).digest()
-        known = self._logins.get(key)
-        if known is not None:
-            return hmac.compare_digest(known, digest)
-        if not verify_password(password, row[0]):
-            return False
-        self._logins[key] = digest
-        return True
+        return self._logins.check(outlet, password, row[0])
 
     # ----------------------------------------------------------- batches
     def store(self, outlet: str, checked: Checked) -> Stored:

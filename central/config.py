@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from common.config import ConfigError, Section, parse
+from common.config import ConfigError, Problem, Section, parse
 
 FILE = "central.toml"
 
@@ -45,11 +45,11 @@ def load(folder: Path) -> CentralConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from e
+        raise ConfigError(problem=Problem("cannot_read", path=path, why=e)) from e
     try:
         return parse(CentralConfig, data, "")
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise e.within(path) from None
 
 
 def write_default(folder: Path, host: str, port: int) -> Path:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from common.config import ConfigError, KeyProblem, Section, parse, unknown_key
+from common.config import ConfigError, KeyProblem, Problem, Section, parse, unknown_key
 from common.text import LANGS
 from protocol.topics import valid_segment
 
@@ -105,13 +105,13 @@ class UpstreamConfig(Section):
         for k in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, k)
             if path and not Path(path).is_file():
-                raise KeyProblem(k, f"no such file: {path}")
+                raise KeyProblem(k, Problem("no_file", path=path))
         if self.key_file and not self.cert_file:
-            raise KeyProblem("key_file", "given without upstream.cert_file")
+            raise KeyProblem("key_file", Problem("given_without", other="upstream.cert_file"))
         if self.password and not self.username:
-            raise KeyProblem("password", "given without upstream.username")
+            raise KeyProblem("password", Problem("given_without", other="upstream.username"))
         if self.backoff_cap_s < self.backoff_base_s:
-            raise KeyProblem("backoff_cap_s", "must not be below upstream.backoff_base_s")
+            raise KeyProblem("backoff_cap_s", Problem("not_below", other="upstream.backoff_base_s"))
         return self
 
 
@@ -156,14 +156,14 @@ class WebConfig(Section):
     @model_validator(mode="after")
     def _acl_needs_passwd(self) -> WebConfig:
         if self.acl_file and not self.passwd_file:
-            raise KeyProblem("acl_file", "given without web.passwd_file")
+            raise KeyProblem("acl_file", Problem("given_without", other="web.passwd_file"))
         if bool(self.cert_file) != bool(self.key_file):
             raise KeyProblem("cert_file" if not self.cert_file else "key_file",
                              "web.cert_file and web.key_file go together")
         for k in ("cert_file", "key_file"):
             path = getattr(self, k)
             if path and not Path(path).is_file():
-                raise KeyProblem(k, f"no such file: {path}")
+                raise KeyProblem(k, Problem("no_file", path=path))
         return self
 
 
@@ -226,7 +226,7 @@ class BrokerConfig(Section):
     @model_validator(mode="after")
     def _ca_exists(self) -> BrokerConfig:
         if self.ca_file and not Path(self.ca_file).is_file():
-            raise KeyProblem("ca_file", f"no such file: {self.ca_file}")
+            raise KeyProblem("ca_file", Problem("no_file", path=self.ca_file))
         return self
 
 class CounterConfig(Section):
@@ -325,9 +325,9 @@ class NotifyConfig(Section):
         if self.modem and not self.key_file:
             raise KeyProblem("key_file", "notify.modem needs the outlet notifier key file")
         if self.key_file and not Path(self.key_file).is_file():
-            raise KeyProblem("key_file", f"no such file: {self.key_file}")
+            raise KeyProblem("key_file", Problem("no_file", path=self.key_file))
         if self.backoff_cap_s < self.backoff_base_s:
-            raise KeyProblem("backoff_cap_s", "must not be below notify.backoff_base_s")
+            raise KeyProblem("backoff_cap_s", Problem("not_below", other="notify.backoff_base_s"))
         return self
 
 
@@ -345,7 +345,7 @@ class QuarantineConfig(Section):
     @model_validator(mode="after")
     def _order(self) -> QuarantineConfig:
         if self.max_s < self.first_s:
-            raise KeyProblem("max_s", "must not be below quarantine.first_s")
+            raise KeyProblem("max_s", Problem("not_below", other="quarantine.first_s"))
         return self
 
 
@@ -368,11 +368,11 @@ class GatewayConfig(Section):
     def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> GatewayConfig:
         for k in ("outlet", "db"):
             if k not in d:
-                raise ConfigError(f"gateway config needs {k!r}")
+                raise ConfigError.at(k, Problem("required"))
         known = set(cls.model_fields)
         unknown = sorted(k for k in d if k not in known)
         if unknown:
-            raise ConfigError(f"{unknown[0]}: {unknown_key(unknown[0], known)}")
+            raise ConfigError.at(unknown[0], unknown_key(unknown[0], known))
         db = Path(str(d["db"]))
         if base is not None and not db.is_absolute():
             db = base / db
@@ -396,11 +396,11 @@ class GatewayConfig(Section):
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"cannot read {path}: {e}") from e
+            raise ConfigError(problem=Problem("cannot_read", path=path, why=e)) from e
         try:
             return cls.from_dict(data, base=Path(path).parent)
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None  # the file's name on every config error
+            raise e.within(path) from None  # the file's name on every config error
 
 
 def parse_upstream(d: Any, base: Path | None = None) -> UpstreamConfig:

@@ -76,7 +76,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from common import config
-from common.config import ConfigError, KeyProblem, Section
+from common.config import ConfigError, KeyProblem, Problem, Section
 from common.text import LANGS
 from handheld import tls
 from handheld.text import TEXT
@@ -314,7 +314,7 @@ def _read_ca(p: str, key: str) -> str:
     try:
         text = Path(p).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{key}: cannot read {p}: {e}") from None
+        raise ConfigError.at(key, Problem("cannot_read", path=p, why=e)) from None
     try:
         return _pem(text)
     except ValueError as e:
@@ -327,10 +327,10 @@ def load_config(path: str | Path) -> HandheldConfig:
     try:
         d = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+        raise ConfigError(problem=Problem("cannot_read", path=p, why=e.strerror or e)) from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        raise ConfigError.at(str(p), Problem("not_toml", why=e)) from None
     try:
         return parse_config(d, p.parent.resolve())
     except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from None
+        raise e.within(p) from None

@@ -1,45 +1,40 @@
-"""``python -m handheld.main --config handheld.toml``: run the courier handheld app.
+"""Run the courier handheld app until SIGINT/SIGTERM (``postedge handheld run``).
 
-Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 2 for a config problem (the message
-names the key), 1 if the app could not start (e.g. the UI port is taken).
+The command line itself (its help in the courier's language, ``--lang``)
+belongs to ``postedge/handheld_cmd.py``; this is the part that needs the
+app: load the config, start the app and its UI, wait for a signal, stop.
+
+Outcomes: :data:`OK` after a clean stop; :class:`ConfigError` propagates
+for a config problem (the message names the file and the key); an OSError
+(the UI port taken, the state folder not writable) propagates as the
+environment's problem. The caller turns each into one line and an exit code.
 """
 
 from __future__ import annotations
 
-import argparse
 import signal
-import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from common import logs
-from handheld.config import ConfigError, load_config
+from handheld.config import load_config
+
+OK = 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="handheld", description="postedge courier handheld app")
-    ap.add_argument("--config", required=True, help="TOML config (see docs/handheld.md)")
-    ap.add_argument("--log-level", default="INFO")
-    args = ap.parse_args(argv)
-    logs.get("handheld").setLevel(args.log_level.upper())
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+def run(config: str, log_level: str = "INFO", started: Callable[[str, str], None] | None = None) -> int:
+    """Run the app from the TOML file ``config``; ``started(device, url)``
+    is told once the UI answers."""
+    logs.get("handheld").setLevel(log_level.upper())
+    cfg = load_config(config)
     from handheld.app import HandheldApp
     from handheld.webui import serve
 
-    try:
-        app = HandheldApp(cfg, ui=serve).start()
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"cannot start: {e}", file=sys.stderr)
-        return 1
+    app = HandheldApp(cfg, ui=serve).start()
     assert app.web is not None
-    print(f"handheld {cfg.device} running; UI at {app.web.url}", flush=True)
+    if started is not None:
+        started(cfg.device, app.web.url)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -49,8 +44,4 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     stop.wait()
     app.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return OK

@@ -53,6 +53,7 @@ from typing import Any
 from aiohttp import web
 
 from common import logs
+from common.config import Problem
 from common.pages import page_env
 from common.web_server import (
     IDLE_TIMEOUT_S,
@@ -388,7 +389,8 @@ class WebUI:
                                          busy_response=busy,
                                          on_refuse=lambda: self._count("busy", "too many connections"))
         except OSError as e:
-            raise ConfigError(f"web.host/web.port: cannot listen on {host}:{port}: {e}") from e
+            raise ConfigError.at("web.host/web.port", Problem("cannot_listen", host=host, port=port,
+                                                                  why=e.strerror or e)) from e
         self.host = host
         self.allowed_hosts = host_allowlist(host, self.port, names)
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="hh-web-work")

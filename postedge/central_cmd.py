@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from central.messages import TEXT
+from common.config import describe
 from postedge import i18n
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def _open(args: argparse.Namespace, lang: str):  # noqa: ANN202 - (config, backe
     try:
         cfg = load(folder)
     except ConfigError as e:
-        _say("error.config", lang, err=True, detail=e)
+        _say("error.config", lang, err=True, detail=describe(e, lang))
         return None
     return cfg, Embedded(cfg.path(folder, cfg.data_dir))
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common.config import describe
 from postedge import helptext, i18n
 
 
@@ -61,7 +62,7 @@ def cmd_firmware(args: argparse.Namespace) -> int:
         try:
             args.config, args.app = fw.device_config(args.outlet_dir, args.device)
         except ValueError as e:
-            print(i18n.t("error", lang, msg=str(e)), file=sys.stderr)
+            print(i18n.t("error", lang, msg=describe(e, lang)), file=sys.stderr)
             return 2
     made = fw.bundle(args.out, args.arch, args.app)
     if args.dry_run:  # every file that goes to the board

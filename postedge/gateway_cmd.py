@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.config import describe
 from common.text import cells
 from postedge import i18n
 from postedge.i18n import t
@@ -22,7 +23,7 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - GatewayConfig, imported l
     try:
         return GatewayConfig.load(args.config)
     except ConfigError as e:
-        print(t("error", i18n.pick(args.lang), msg=str(e)), file=sys.stderr)
+        print(t("error", i18n.pick(args.lang), msg=describe(e, i18n.pick(args.lang))), file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -47,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE and cfg.web is not None:
             msg = t("gateway.port_in_use", lang, host=cfg.web.host, port=cfg.web.port)
         else:
-            msg = str(e)
+            msg = describe(e, lang)
         print(t("error", lang, msg=msg), file=sys.stderr)
         return 3 if isinstance(cause, OSError) else 2
 
@@ -179,7 +180,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         out = provision(args.inventory, args.out, args.listen, args.port, args.tls_port, args.keys,
                         args.notifier_key)
     except ProvisionError as e:
-        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
         return 2
     print(t("provisioned", lang, n=out["devices"], dir=args.out))
     for todo in out["access"]:  # e.g. no group 'postedge': the gateway's unit would fail to start
@@ -210,7 +211,7 @@ def cmd_clerk_add(args: argparse.Namespace) -> int:
     try:
         new = clerk_accounts.add(cfg, args.name, args.role, password)
     except ValueError as e:
-        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
         return 2
     print(t("clerk.added" if new else "clerk.reset", lang, name=args.name, role=_role(args.role, lang)))
     return 0
@@ -259,7 +260,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     try:
         devices = [args.device] if args.device is not None else from_platform(cfg.db, directory)
     except RevokeError as e:
-        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
         return 2
     if not devices:
         print(t("revoke_nothing", lang))
@@ -270,14 +271,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             done.append(revoke(directory, passwd, acl, device, cfg.db, cfg.broker.username,
                                outlet=cfg.outlet, gateway_id=cfg.broker.client_id))
         except RevokeError as e:
-            print(t("error", lang, msg=str(e)), file=sys.stderr)
+            print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
             if args.device is not None:
                 return 2
     try:
         how = reload_broker(args.broker_pid)
     except (RevokeError, OSError) as e:
         for r in done:
-            print(t("revoke_reload_failed", lang, device=r["device"], msg=str(e)), file=sys.stderr)
+            print(t("revoke_reload_failed", lang, device=r["device"], msg=describe(e, lang)), file=sys.stderr)
         return 1
     for r in done:
         if not r["reported"]:

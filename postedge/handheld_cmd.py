@@ -11,9 +11,10 @@ Unless ``--json-only``, a one-line summary goes to stderr at the end.
 ``scan SOURCE`` reads a camera index, video file or stream URL and prints
 each code the multi-frame voter accepts, one JSON object per line.
 
-Messages live here rather than in ``postedge/i18n.py`` so this feature can
-land without touching the shared catalogue; they use the same language
-choice (``i18n.pick``).
+``run --config handheld.toml`` runs the app a courier carries
+(``handheld/main.py``); its exit codes are those of every postedge command:
+0 after a clean stop, 2 for a config problem, 3 for the machine's (a port
+taken). Messages are the ``handheld.*`` entries of ``postedge/text.toml``.
 """
 
 from __future__ import annotations
@@ -24,23 +25,34 @@ import sys
 
 from postedge import i18n
 
-MESSAGES: dict[str, dict[str, str]] = {
-    "bad_image": {"zh": "无法读取图像 {file}：{why}", "en": "cannot read image {file}: {why}"},
-    "why.missing": {"zh": "文件不存在", "en": "no such file"},
-    "why.unreadable": {"zh": "无法打开文件", "en": "the file cannot be opened"},
-    "why.not_image": {"zh": "不是图像，或文件已损坏", "en": "not an image, or the file is corrupt"},
-    "summary": {"zh": "共 {n} 张图像：{found} 张识别到条码，{none} 张没有条码，{bad} 张无法读取",
-                "en": "{n} images: {found} with codes, {none} without, {bad} unreadable"},
-    "source_error": {"zh": "视频源出错：{why}（{detail}）", "en": "video source failed: {why} ({detail})"},
-    "why.open": {"zh": "无法打开摄像头、视频文件或视频流",
-                 "en": "cannot open the camera, video file or stream"},
-    "why.lost": {"zh": "摄像头已断开或不再输出画面",
-                 "en": "the camera disconnected or stopped giving frames"},
-}
-
 
 def msg(key: str, lang: str, **kw: object) -> str:
-    return MESSAGES[key][lang].format(**kw)
+    return i18n.t(f"handheld.{key}", lang, **kw)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The app until a signal: exit 0 after a clean stop, 2 for a config
+    problem, 3 when the machine refuses (the UI port taken)."""
+    from common.config import ConfigError, describe
+    from handheld.main import run
+
+    lang = i18n.pick(args.lang)
+
+    def started(device: str, url: str) -> None:
+        print(msg("running", lang, device=device, url=url), flush=True)
+
+    try:
+        return run(args.config, args.log_level, started)
+    except ConfigError as e:
+        if isinstance(e.__cause__, OSError):  # the UI port taken: the machine's problem
+            why = describe(e, lang)
+            print(i18n.t("error", lang, msg=msg("cannot_start", lang, why=why)), file=sys.stderr)
+            return 3
+        print(i18n.t("error", lang, msg=describe(e, lang)), file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(i18n.t("error", lang, msg=msg("cannot_start", lang, why=e)), file=sys.stderr)
+        return 3
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -86,8 +98,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    h = sub.add_parser("handheld", help="courier handheld tools: decode barcodes in images and video")
+    h = sub.add_parser("handheld", help="courier handheld: run the app, decode barcodes in images and video")
     hsub = h.add_subparsers(dest="hh", required=True)
+    r = hsub.add_parser("run", help="run the courier handheld app until stopped (Ctrl-C)")
+    r.add_argument("--config", required=True, help="the handheld's TOML config (see docs/handheld.md)")
+    r.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    r.set_defaults(func=cmd_run)
     d = hsub.add_parser("decode", help="decode barcodes in still images; one JSON line per image with codes")
     d.add_argument("images", nargs="+", metavar="IMAGE")
     d.add_argument("--json-only", action="store_true", help="no summary line on stderr")

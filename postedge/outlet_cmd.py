@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.config import describe
 from postedge import i18n
 from postedge.i18n import t
 
@@ -25,7 +26,7 @@ def _init(args: argparse.Namespace, lang: str) -> int:
     try:
         desc = spec.load(args.spec)
     except spec.ConfigError as e:
-        _err(lang, "outlet.spec_error", msg=str(e))
+        _err(lang, "outlet.spec_error", msg=describe(e, lang))
         return 2
     out = args.out.resolve()
     if args.install is None:  # neither flag: as the folder was set up (an installed outlet stays one)
@@ -37,17 +38,17 @@ def _init(args: argparse.Namespace, lang: str) -> int:
         try:
             steps = system.accounts()
         except system.InstallError as e:
-            _err(lang, "outlet.install_failed", msg=str(e))
+            _err(lang, "outlet.install_failed", msg=describe(e, lang))
             return 3
         for s in steps:
             print(t("outlet.installed", lang, step=s))
     try:
         res = build.init(desc, args.spec, out, install=args.install, dry_run=args.dry_run)
     except build.OutletError as e:
-        _err(lang, "outlet.spec_error", msg=str(e))
+        _err(lang, "outlet.spec_error", msg=describe(e, lang))
         return 2
     except OSError as e:  # e.g. an installed folder's 0600 files, not as root
-        _err(lang, "outlet.check.unreadable", msg=str(e))
+        _err(lang, "outlet.check.unreadable", msg=describe(e, lang))
         return 3
     if res.changes:
         print(t("outlet.would_change" if args.dry_run else "outlet.changed", lang, out=str(out),
@@ -65,7 +66,7 @@ def _init(args: argparse.Namespace, lang: str) -> int:
             for s in system.units(out, restart=bool(res.changes)):
                 print(t("outlet.installed", lang, step=s))
         except system.InstallError as e:
-            _err(lang, "outlet.install_failed", msg=str(e))
+            _err(lang, "outlet.install_failed", msg=describe(e, lang))
             return 3
         for todo in res.access:  # what provision could not hand to the service accounts
             print(t("outlet.todo", lang, todo=todo))
@@ -107,10 +108,10 @@ def cmd_add_device(args: argparse.Namespace) -> int:
     try:
         devices.add(args.spec, args.kind, args.device, args.like, args.uart)
     except spec.ConfigError as e:
-        _err(lang, "outlet.spec_error", msg=str(e))
+        _err(lang, "outlet.spec_error", msg=describe(e, lang))
         return 2
     except devices.DeviceError as e:
-        _err(lang, "outlet.device_error", msg=str(e))
+        _err(lang, "outlet.device_error", msg=describe(e, lang))
         return 2
     print(t("outlet.added_device", lang, device=args.device, kind=t(f"outlet.kind.{args.kind}", lang),
             spec=str(args.spec)))
@@ -124,7 +125,7 @@ def cmd_retire_device(args: argparse.Namespace) -> int:
     try:
         r = devices.retire(args.out, args.device, args.broker_pid)
     except devices.DeviceError as e:
-        _err(lang, "outlet.device_error", msg=str(e))
+        _err(lang, "outlet.device_error", msg=describe(e, lang))
         return 2
     if "reload_error" in r:
         _err(lang, "outlet.reload_failed", device=args.device, msg=r["reload_error"])
@@ -143,10 +144,10 @@ def cmd_courier(args: argparse.Namespace) -> int:
     try:
         r = couriers.issue(spec.load(args.spec), args.out, args.courier, args.days)
     except spec.ConfigError as e:
-        _err(lang, "outlet.spec_error", msg=str(e))
+        _err(lang, "outlet.spec_error", msg=describe(e, lang))
         return 2
     except couriers.CourierError as e:
-        _err(lang, "outlet.device_error", msg=str(e))
+        _err(lang, "outlet.device_error", msg=describe(e, lang))
         return 2
     print(t("outlet.courier_queued", lang, courier=args.courier, lockers=", ".join(r["lockers"]),
             until=time.strftime("%Y-%m-%d", time.localtime(r["exp"]))))

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common.config import describe
 from postedge import helptext, i18n
 from postedge.i18n import t
 
@@ -33,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         sc = load(args.scenario)
     except ScenarioError as e:
-        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
         return 2
     if args.seed is not None:
         from dataclasses import replace
@@ -68,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_scenario(sc, work, progress=progress, on_start=on_start, broker=args.broker)
         bar.close(complete=True)  # the run reached its end: 100 %, whatever the last update said
     except ValueError as e:  # a work folder that is not ours
-        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
         return 2
     finally:
         bar.close()
@@ -118,7 +119,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             sc = load(path)
             print(json.dumps({"file": path, "name": sc.name, "ok": True}, ensure_ascii=False))
         except ScenarioError as e:
-            print(t("error", lang, msg=str(e)), file=sys.stderr)
+            print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
             rc = 2
     return rc
 
@@ -156,7 +157,7 @@ def cmd_serve_board(args: argparse.Namespace) -> int:
     try:
         bench = Bench(args.driver, args.boards, args.locks, args.pty, args.auto_close)
     except (ValueError, OSError) as e:
-        print(t("error", lang, msg=str(e)), file=sys.stderr)
+        print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
         return 2
     print(t("bench.board", lang, url=bench.board_url, driver=args.driver, n=len(bench.boards),
             locks=args.locks), flush=True)

@@ -66,8 +66,8 @@ MQTT_ACTIONS = ("drop", "delay", "duplicate", "reorder")
 TEMPLATE = Path(__file__).with_name("scenario_template.toml")
 
 
-class ScenarioError(ValueError):
-    pass
+class ScenarioError(config.ConfigError):
+    """A scenario file that cannot be run; names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,8 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
     try:
         f = config.parse(ScenarioFile, doc, "scenario")
     except config.ConfigError as e:
-        raise ScenarioError(str(e).removeprefix("scenario.")) from None
+        where = tuple(w.removeprefix("scenario.") for w in e.where)
+        raise ScenarioError(where=where, problem=e.problem) from None
     w = f.workload
     return Scenario(
         name=f.name, seed=f.seed, path=path, **f.time.model_dump(), **f.outlet.model_dump(),
@@ -249,7 +250,7 @@ def load(path: Path | str) -> Scenario:
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ScenarioError(f"cannot read {p}: {e}") from None
+        raise ScenarioError(problem=config.Problem("cannot_read", path=p, why=e)) from None
     except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{p}: not valid TOML: {e}") from None
+        raise ScenarioError.at(str(p), config.Problem("not_toml", why=e)) from None
     return parse(doc, str(p))

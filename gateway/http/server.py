@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from common.config import Problem
 from common.logs import recorder
 from common.text import LANGS
 from common.web_server import open_url
@@ -549,7 +550,8 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
     try:
         sock = _listen(cfg.host, cfg.port)
     except OSError as e:
-        raise ConfigError(f"web.host/web.port: cannot listen on {cfg.host}:{cfg.port}: {e}") from e
+        raise ConfigError.at("web.host/web.port", Problem("cannot_listen", host=cfg.host, port=cfg.port,
+                                                          why=e.strerror or e)) from e
     svc = WebService(GatewayHTTP(Path(db_path), cfg, outlet, gateway_id, counter, notify_key_file,
                                  tz_offset_h, upstream), sock, stop)
     svc.start()

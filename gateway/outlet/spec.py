@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from common.config import ConfigError, KeyProblem, Section, parse
+from common.config import ConfigError, KeyProblem, Problem, Section, parse
 from common.text import LANGS
 from protocol.topics import valid_segment
 
@@ -172,7 +172,7 @@ def load(path: Path) -> OutletSpec:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from e
+        raise ConfigError(problem=Problem("cannot_read", path=path, why=e)) from e
     try:
         spec = parse(OutletSpec, data, "")
         if spec.counter is not None:
@@ -181,4 +181,4 @@ def load(path: Path) -> OutletSpec:
             parse(CounterConfig, spec.counter, "counter")
         return spec
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise e.within(path) from None

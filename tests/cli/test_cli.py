@@ -62,7 +62,11 @@ def test_gateway_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     cfg.write_text('outlet = "o1"\n')
     r = postedge("--lang", "zh", "gateway", "run", "--config", str(cfg))
     assert r.returncode == 2
-    assert r.stderr.strip() == f"错误：{cfg}: gateway config needs 'db'"
+    assert r.stderr.strip() == f"错误：{cfg}: db: 必须填写"
+    cfg.write_text('outlet = "o1"\ndb = "gw.db"\n[brokr]\n')
+    r = postedge("--lang", "zh", "gateway", "run", "--config", str(cfg))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"错误：{cfg}: brokr: 没有这个键，是不是 'broker'？"), r.stderr
     cfg.write_text("outlet = [unclosed\n")
     r = postedge("--lang", "en", "gateway", "run", "--config", str(cfg))
     assert r.returncode == 2 and r.stderr.startswith("error: cannot read")

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +30,6 @@ from gateway.broker import Mosquitto, free_port
 from handheld import webui
 from handheld.app import HandheldApp
 from handheld.config import ConfigError, HandheldConfig, parse_config
-from handheld.main import main
 from handheld.nmea import GnssReader, build_sentence
 from handheld.outbox import OutboxFull, SqliteOutbox
 from handheld.position import GnssConfig
@@ -534,5 +536,30 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
             parse_config(bad, tmp_path)
         assert key in str(e.value)
     bad_file = tmp_path / "hh.toml"
-    bad_file.write_text('device = "hh01"\noutlet = "o1"\n[key]\nkv = 1\nsecret = "00"\n')
-    assert main(["--config", str(bad_file)]) == 2
+    bad_file.write_text(f'device = "hh01"\noutlet = "o1"\n[key]\nkv = 1\nsecret = "{"00" * 32}"\n[brokr]\n')
+    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "zh", "handheld", "run",
+                        "--config", str(bad_file)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"错误：{bad_file}: brokr: 没有这个键，是不是 'broker'？"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_with_its_ui_port_taken_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    """The machine's problem, not the config's: exit 3, one translated line."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cfg = tmp_path / "hh.toml"
+    cfg.write_text(f'device = "hh01"\noutlet = "o1"\nstate_dir = "st"\n'
+                   f'[key]\nkv = 1\nsecret = "{"00" * 32}"\n[broker]\n'
+                   f'host = "127.0.0.1"\nport = 1\n[web]\nport = {port}\n')
+    try:
+        r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "zh", "handheld", "run",
+                            "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert r.returncode == 3, r.stderr
+    want = f"错误：手持终端无法启动：web.host/web.port: 无法在 127.0.0.1:{port} 上监听"
+    assert r.stderr.startswith(want), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

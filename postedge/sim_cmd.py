@@ -36,6 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
         return 2
+    for w in sc.warnings():
+        print(t("warning", lang, msg=f"{args.scenario}: {w.text(lang)}"), file=sys.stderr)
     if args.seed is not None:
         from dataclasses import replace
 
@@ -117,10 +119,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path in args.scenarios:
         try:
             sc = load(path)
-            print(json.dumps({"file": path, "name": sc.name, "ok": True}, ensure_ascii=False))
         except ScenarioError as e:
-            print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
             rc = 2
+            if args.json:
+                print(json.dumps({"file": path, "ok": False, "error": describe(e, lang)}, ensure_ascii=False))
+            else:
+                print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
+            continue
+        warnings = [f"{path}: {w.text(lang)}" for w in sc.warnings()]
+        if args.json:
+            print(json.dumps({"file": path, "name": sc.name, "ok": True, "warnings": warnings},
+                             ensure_ascii=False))
+            continue
+        print(t("sim.check_ok", lang, path=path, name=sc.name, hours=sc.hours, faults=len(sc.faults)))
+        for w in warnings:
+            print(t("warning", lang, msg=w), file=sys.stderr)
     return rc
 
 
@@ -224,4 +237,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
     c = ssub.add_parser("check", help="validate scenario files")
     c.add_argument("scenarios", nargs="+")
+    c.add_argument("--json", action="store_true", help="one JSON object per file on stdout, errors included")
     c.set_defaults(func=cmd_check)

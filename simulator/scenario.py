@@ -124,6 +124,19 @@ class Scenario:
     def duration_s(self) -> float:
         return self.hours * 3600.0
 
+    def warnings(self) -> list[config.Problem]:
+        """What is valid but will not do what the author meant: a fault that
+        starts after the run ends is never injected, one that outlasts the
+        run is cut at its end. Shown before a run and by ``sim check``."""
+        out = []
+        for i, f in enumerate(self.faults):
+            if f.at_h >= self.hours:
+                out.append(config.Problem("fault_after_end", i=i, kind=f.kind, at_h=f.at_h, hours=self.hours))
+            elif f.at_h + f.for_h > self.hours:
+                out.append(config.Problem("fault_cut", i=i, kind=f.kind, until_h=f.at_h + f.for_h,
+                                          hours=self.hours))
+        return out
+
 
 # The file's shape, declared (common/config.py): each table a section whose
 # bounds are in its fields; ``parse`` flattens them into the Scenario a run uses.
@@ -250,7 +263,10 @@ def load(path: Path | str) -> Scenario:
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ScenarioError(problem=config.Problem("cannot_read", path=p, why=e)) from None
+        raise ScenarioError(problem=config.Problem("cannot_read", path=p, why=e.strerror or e)) from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError.at(str(p), config.Problem("not_toml", why=e)) from None
-    return parse(doc, str(p))
+    try:
+        return parse(doc, str(p))
+    except ScenarioError as e:
+        raise e.within(p) from None  # the file's name on every error, as `sim check a b c` lists them

@@ -2,7 +2,8 @@
 
 ``run`` prints a progress line while it goes, then the summary with the
 ledger's verdict; ``--json``/``--html`` write the full result and report;
-``--dashboard`` serves the live page during the run. Exit status 0 when
+``--dashboard`` serves the live page during the run and, after it, the
+run's last picture with its verdict until Ctrl-C. Exit status 0 when
 every expectation held, 1 when one failed, 2 for a bad scenario file or
 usage, 3 when the environment is wrong (the dashboard's port is taken):
 checked before the run starts, so a run never ends in a traceback for it.
@@ -67,24 +68,55 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar.update(snap["t_virtual"], events=snap["ledger"].get("device", 0),
                    faults_active=sum(1 for f in snap["faults"] if f["active"]))
 
+    def on_end(outlet: object) -> None:
+        if dash is not None:
+            dash.freeze()
+
     try:
-        result = run_scenario(sc, work, progress=progress, on_start=on_start, broker=args.broker)
+        result = run_scenario(sc, work, progress=progress, on_start=on_start, broker=args.broker,
+                              on_end=on_end)
         bar.close(complete=True)  # the run reached its end: 100 %, whatever the last update said
     except ValueError as e:  # a work folder that is not ours
         print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
-        return 2
-    finally:
-        bar.close()
         if dash is not None:
             dash.stop()
+        return 2
+    except BaseException:
+        if dash is not None:
+            dash.stop()
+        raise
+    finally:
+        bar.close()
     if args.json:
         report.write_json(result, Path(args.json))
     if args.html:
         report.write_html(result, Path(args.html), lang)
     report.print_summary(result, lang, sys.stdout)
-    if args.json or args.html:
-        print(t("sim.written", lang, paths=", ".join(p for p in (args.json, args.html) if p)))
-    return 0 if result["verdict"]["ok"] else 1
+    reports = [p for p in (args.json, args.html) if p]
+    if reports:
+        print(t("sim.written", lang, paths=", ".join(reports)))
+    rc = 0 if result["verdict"]["ok"] else 1
+    if dash is not None:
+        linger(dash, result["verdict"]["ok"], [str(Path(p).resolve()) for p in reports], lang)
+    return rc
+
+
+def linger(dash: object, ok: bool, reports: list[str], lang: str) -> None:
+    """Keep serving the run's last picture, with its verdict, until Ctrl-C
+    or SIGTERM: the tester who opened the page sees how the run ended."""
+    import signal
+    import threading
+
+    dash.finish(ok, reports)  # type: ignore[attr-defined]
+    print(t("sim.dashboard_linger", lang, url=dash.url), flush=True)  # type: ignore[attr-defined]
+    stop = threading.Event()
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        dash.stop()  # type: ignore[attr-defined]
 
 
 def port_taken(port: int) -> OSError | None:
@@ -214,7 +246,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--json", help="write the full result as JSON here")
     r.add_argument("--html", help="write the HTML report here")
     r.add_argument("--dashboard", type=tcp_port, nargs="?", const=0, default=None, metavar="PORT",
-                   help="serve the live dashboard during the run (port 0: any free port)")
+                   help="serve the live dashboard during the run (port 0: any free port), "
+                        "and the result after it until Ctrl-C")
     r.add_argument("--workdir", help="keep the run's files here (default: a temporary folder)")
     r.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="the outlet broker: Mosquitto when installed (auto), or the embedded amqtt")

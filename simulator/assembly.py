@@ -104,6 +104,7 @@ class Outlet:
         self.modem: ModemSim | None = None  # with [notify] in the scenario (start)
         self.faults_log: list[dict[str, Any]] = []
         self.backlog: list[list[float]] = []
+        self.live: dict[str, float] = {}  # the dashboard's store counts (simulator/sampling.py)
         self.stats: Counter[str] = Counter()
         self.proxy: FaultProxy | None = None
         self.disk: Path | None = None
@@ -406,7 +407,13 @@ class Outlet:
             handhelds=self.hh,
             backlog=self.backlog,
             ledger=self.ledger,
+            live=self.live,
         )
+
+    def central_stored(self) -> int:
+        """Distinct events the platform has stored (gateway-own included, as the gateway's count)."""
+        with self.central.lock:
+            return len(self.central.events)
 
     async def close(self) -> None:
         for attack in self.hostile.values():  # a hostile fault still running at the end

@@ -30,6 +30,10 @@ Why it is built like this:
 - A snapshot that cannot be taken (the runner raised, or a dict changed
   size while it was being serialised) is retried, then answered with a 503;
   the page keeps its last picture and says it cannot reach the simulator.
+- When the run ends the runner freezes the last picture (:meth:`Dashboard.
+  finish`, taken before the outlet is torn down) with the verdict and the
+  reports' paths, and ``sim run`` keeps serving it until the tester stops
+  it: a page open at the end shows how the run ended, not an error.
 """
 
 from __future__ import annotations
@@ -138,6 +142,8 @@ def build_view(snap: dict[str, Any], lang: str, history: list[tuple[float, float
     led = snap.get("ledger") if isinstance(snap.get("ledger"), dict) else {}
     hops = sorted(led, key=lambda h: (HOP_ORDER.index(h) if h in HOP_ORDER else 99, str(h)))
     count = _num(b.get("count"))
+    verdict = snap.get("verdict") if isinstance(snap.get("verdict"), dict) else None
+    reports = _plain(verdict.get("reports")) if verdict else []
     return {
         "lang": lang,
         "scenario": t("dash.scenario", lang, scenario=snap.get("scenario", "?")),
@@ -145,6 +151,11 @@ def build_view(snap: dict[str, Any], lang: str, history: list[tuple[float, float
         "clock": t("dash.clock", lang, t=fmt_clock(tv)),
         "progress": progress, "progress_text": f"{int(progress * 100)}%",
         "done": t("dash.done", lang) if progress >= 1 else "",
+        "verdict": None if verdict is None else {
+            "ok": bool(verdict.get("ok")),
+            "text": t("verdict.pass" if verdict.get("ok") else "verdict.fail", lang),
+            "reports": t("dash.reports", lang, paths=", ".join(reports)) if reports else "",
+            "stop": t("dash.stop_hint", lang)},
         "lockers": lockers, "no_lockers": t("dash.no_lockers", lang),
         "devices": devices,
         "backlog": {"count": int(count), "detail": t("dash.backlog_detail", lang,
@@ -153,8 +164,31 @@ def build_view(snap: dict[str, Any], lang: str, history: list[tuple[float, float
         "spark": _spark(history),
         "alarms": alarms_v, "no_alarms": t("dash.no_alarms", lang),
         "faults": faults_v, "now": min(1.0, tv / span), "no_faults": t("no_faults", lang),
+        "ticks": _ticks(span),
         "ledger": [{"hop": str(h), "label": hop_name(h, lang), "n": int(_num(led[h]))} for h in hops],
     }
+
+
+def _plain(v: Any) -> list[str]:
+    return [str(x) for x in v if isinstance(x, str)] if isinstance(v, list) else []
+
+
+TICK_STEPS_H = (1, 2, 3, 6, 12, 24, 48)
+
+
+def _ticks(span_s: float) -> list[dict[str, Any]]:
+    """Hour marks under the fault timeline: the smallest step that gives at
+    most 8 steps, each mark at ``x`` in [0, 1] with its label in the clock's
+    H:MM without seconds (``6:00``, ``30:00`` on the second day)."""
+    hours = span_s / 3600.0
+    step = next((h for h in TICK_STEPS_H if hours / h <= 8), max(1, math.ceil(hours / 8 / 24)) * 24)
+    out = []
+    k = 0
+    while k * step * 3600.0 <= span_s + 1e-6:
+        t_s = k * step * 3600.0
+        out.append({"x": t_s / span_s if span_s > 0 else 0.0, "label": fmt_clock(t_s)[:-3]})
+        k += 1
+    return out
 
 
 def _spark(history: list[tuple[float, float]]) -> str:
@@ -221,6 +255,7 @@ class Dashboard:
         self._allowed: frozenset[str] | None = None
         self._lock = threading.Lock()
         self._history: list[tuple[float, float]] = []
+        self._final: dict[str, Any] | None = None
 
     @property
     def url(self) -> str:
@@ -314,10 +349,28 @@ class Dashboard:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def freeze(self) -> None:
+        """Keep the picture as it is now: the outlet is about to be torn down."""
+        snap = self.take()
+        snap["progress"] = 1.0
+        with self._lock:
+            self._final = snap
+
+    def finish(self, ok: bool, reports: list[str]) -> None:
+        """The run's verdict and the reports written, shown on the frozen picture."""
+        with self._lock:
+            if self._final is None:
+                raise RuntimeError("freeze() the last picture first")
+            self._final = {**self._final, "verdict": {"ok": ok, "reports": list(reports)}}
+
     def take(self) -> dict[str, Any]:
         """One snapshot, as a private JSON-clean copy, and a backlog point
         for the sparkline. The runner's dicts may change while we read
-        them: a copy that fails is retried a few times."""
+        them: a copy that fails is retried a few times. After
+        :meth:`freeze`, the frozen picture."""
+        with self._lock:
+            if self._final is not None:
+                return json.loads(_dumps(self._final))
         err: BaseException | None = None
         for _ in range(3):
             try:

@@ -93,9 +93,12 @@ def run_scenario(
     on_start: Callable[[Outlet], None] | None = None,
     log: Callable[..., None] | None = None,
     broker: str = "auto",
+    on_end: Callable[[Outlet], None] | None = None,
 ) -> dict[str, Any]:
     """Run one scenario to the end and return the result dict. The work folder is kept,
-    with ``result.json`` in it, for inspection; the next run in it replaces it."""
+    with ``result.json`` in it, for inspection; the next run in it replaces it.
+    ``on_start`` sees the outlet once it is up, ``on_end`` once it has settled and
+    before it is torn down (the dashboard keeps its last picture from there)."""
     marker = workdir / ".postedge-sim"
     if workdir.exists() and any(workdir.iterdir()):
         if not marker.exists():  # never wipe a folder the simulator did not make
@@ -113,7 +116,11 @@ def run_scenario(
             if on_start:
                 on_start(outlet)
             await drive(outlet, progress)
-            return run_result(outlet, time.monotonic() - wall0)
+            res = run_result(outlet, time.monotonic() - wall0)
+            if on_end:
+                sample_backlog(outlet)
+                on_end(outlet)
+            return res
         finally:
             await outlet.close()
 

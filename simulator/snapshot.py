@@ -44,9 +44,16 @@ def live_view(
     handhelds: Iterable[str],
     backlog: list[list[float]],
     ledger: Ledger,
+    live: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The snapshot ``simulator/dashboard.py`` renders: lockers with their compartments,
-    other devices, backlog, newest alarms first, faults active now, ledger counts."""
+    other devices, backlog, newest alarms first, faults active now, ledger counts.
+
+    ``live`` is what the backlog sampler last read from the gateway's and the
+    platform's stores (``simulator/sampling.py``): events each has stored, and
+    the real (wall-clock) age of the oldest event waiting for upload. The
+    device and broker hops are counted as events pass the taps."""
+    live = live or {}
     lockers = []
     others = []
     with obs.lock:
@@ -92,9 +99,10 @@ def live_view(
         "broker": broker,
         "lockers": lockers,
         "devices": others,
-        "backlog": {"count": b[1], "bytes": b[2], "oldest_age_s": 0.0},
+        "backlog": {"count": b[1], "bytes": b[2], "oldest_age_s": float(live.get("oldest_age_s", 0.0))},
         "alarms": alarms[::-1],
         "faults": faults,
-        "ledger": {h: len(ledger.seen(h)) for h in ("device", "broker")},
+        "ledger": {**{h: len(ledger.seen(h)) for h in ("device", "broker")},
+                   **{h: int(live[h]) for h in ("gateway", "central") if h in live}},
     }
 

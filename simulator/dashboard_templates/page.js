@@ -10,6 +10,8 @@ function render(v){
 $('scenario').textContent=v.scenario;$('meta').textContent=v.meta;$('clock').textContent=v.clock;
 $('prog-fill').style.width=(v.progress*100).toFixed(1)+'%';$('prog-text').textContent=v.progress_text;
 $('done').textContent=v.done;$('done').hidden=!v.done;
+var vd=v.verdict;$('verdict').hidden=!vd;if(vd){$('verdict').className='verdict '+(vd.ok?'pass':'fail');
+$('verdict-text').textContent=vd.text;$('verdict-reports').textContent=vd.reports;$('verdict-stop').textContent=vd.stop;}
 fill('locker-list',v.lockers.length?v.lockers.map(function(lk){
 var d=el('div','locker'+(lk.online?'':' off'));d.dataset.device=lk.device;
 var h=el('h3',null,lk.head);h.appendChild(el('span','counts',lk.counts));d.appendChild(h);
@@ -32,6 +34,10 @@ var fs=[svg('rect',{x:0,y:0,width:1000,height:40,fill:'#fafafa'})];
 v.faults.forEach(function(f){fs.push(svg('rect',{x:(f.x0*1000).toFixed(1),y:6,
 width:Math.max(3,(f.x1-f.x0)*1000).toFixed(1),height:28,fill:f.active?'#c62828':'#9e9e9e',
 'fill-opacity':f.active?0.85:0.5,'class':'fw'+(f.active?' active':'')}));});
+v.ticks.forEach(function(k){fs.push(svg('line',{x1:(k.x*1000).toFixed(1),x2:(k.x*1000).toFixed(1),y1:0,y2:40,
+stroke:'#bbb','stroke-width':1,'class':'tick'}));});
+fill('fault-ticks',v.ticks.map(function(k){var s=el('span','tick',k.label);s.style.left=(k.x*100).toFixed(2)+'%';
+return s;}));
 fs.push(svg('line',{x1:(v.now*1000).toFixed(1),x2:(v.now*1000).toFixed(1),y1:0,y2:40,stroke:'#0b4f8a',
 'stroke-width':3}));fill('fault-svg',fs);
 fill('fault-list',v.faults.length?v.faults.map(function(f){var li=el('li','fault '+f.state,f.label);

@@ -32,6 +32,17 @@ OPAQUE_KEYS = ("code_sealed",)
 
 
 
+#: Sources of the gateway's own events that are not named ``gw-...``: the
+#: counter desk (``[counter] counter_id``). Like ``gw-`` ones they are not
+#: device events: not on the ledger, not in the device domain rules.
+OWN_SOURCES = ("counter",)
+
+
+def own_event(eid: str) -> bool:
+    """An event the gateway made itself (clerk, counter desk), not a device's."""
+    return eid.startswith("gw-") or eid.split(":", 1)[0] in OWN_SOURCES
+
+
 def refusals(stats: Counter[str] | dict[str, int]) -> dict[str, int]:
     """The workload's actions that did not happen, by ``<action>.<reason>``:
     a flow the device refused (``deposit.full``, ``pickup.locked_out``), a
@@ -121,6 +132,82 @@ def notified_once(outlet: Outlet) -> dict[str, Any]:
     return {"name": "deposit_notified_once", "ok": ok, "detail": detail, "fields": fields}
 
 
+def platform_events(outlet: Outlet) -> list[dict[str, Any]]:
+    """Every event the platform holds, the gateway's own (``gw-...``:
+    counter acceptances, the clerk's actions) included. The one place the
+    outlet-flow checks read the central side: re-point it at another
+    central service here."""
+    with outlet.central.lock:
+        return list(outlet.central.events.values())
+
+
+def outbound_dispatched_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``outbound_dispatched_once``: every outbound item the outlet took in
+    (``counter.accept`` by its waybill, ``locker.send_dropoff`` by its send
+    order) was collected by the courier exactly once (``locker.send_collected``
+    or an item of a ``handheld.bag_pickup``), and nothing was collected that
+    was never taken in. Fails on a run with no outbound item at all."""
+    accepted: dict[str, str] = {}
+    dropped: set[str] = set()
+    collected: Counter[str] = Counter()
+    for ev in events:
+        b = ev.get("body") or {}
+        if ev["type"] == "counter.accept":
+            accepted[str(b.get("waybill"))] = str(b.get("service"))
+        elif ev["type"] == "locker.send_dropoff":
+            dropped.add(str(b.get("order")))
+        elif ev["type"] == "locker.send_collected":
+            collected[str(b.get("order"))] += 1
+        elif ev["type"] == "handheld.bag_pickup":
+            for item in b.get("items") or []:
+                collected[str(item)] += 1
+    items = set(accepted) | dropped
+    wrong = sorted(f"{i}=0" for i in items - set(collected))
+    wrong += sorted(f"{i}={n}" for i, n in collected.items() if n != 1 and i in items)
+    wrong += sorted(f"{i}=unknown" for i in set(collected) - items)
+    charity = sum(1 for s in accepted.values() if s == "charity")
+    fields = {"accepted": len(accepted), "charity": charity, "dropped": len(dropped),
+              "collected": sum(collected.values()), "wrong": wrong[:5]}
+    detail = (f"{len(accepted)} accepted at the counter ({charity} charity), {len(dropped)} dropped off, "
+              f"{fields['collected']} collected" + (f"; not once: {', '.join(wrong[:5])}" if wrong else ""))
+    return {"name": "outbound_dispatched_once", "ok": bool(items) and not wrong, "detail": detail,
+            "fields": fields}
+
+
+def alarms_handled(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``alarms_handled``: every alarm a device raised was acknowledged and
+    resolved by a clerk in the console (``gateway.alarm_acknowledged``,
+    ``gateway.alarm_resolved`` naming it). Fails on a run without alarms."""
+    raised = sorted(ev["id"] for ev in events if ev.get("cls") == "alarm" and not own_event(ev["id"]))
+    acked = {str((ev.get("body") or {}).get("alarm_id")) for ev in events
+             if ev["type"] == "gateway.alarm_acknowledged"}
+    resolved = {str((ev.get("body") or {}).get("alarm_id")) for ev in events
+                if ev["type"] == "gateway.alarm_resolved"}
+    wrong = [a for a in raised if a not in resolved]
+    fields = {"raised": len(raised), "acknowledged": len(acked & set(raised)),
+              "resolved": len(resolved & set(raised)), "wrong": wrong[:5]}
+    detail = (f"{len(raised)} alarms: {fields['acknowledged']} acknowledged, {fields['resolved']} resolved"
+              + (f"; unresolved: {', '.join(wrong[:5])}" if wrong else ""))
+    return {"name": "alarms_handled", "ok": bool(raised) and not wrong, "detail": detail, "fields": fields}
+
+
+def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
+    """The outlet flows' domain checks the scenario's workload exercises;
+    their counts go to the run's stats too."""
+    sc = outlet.sc
+    events = platform_events(outlet)
+    out = []
+    if sc.counter_parcels + sc.charity_parcels + sc.send_dropoffs:
+        out.append(outbound_dispatched_once(events))
+    if sc.forced_doors:
+        out.append(alarms_handled(events))
+    for x in out:
+        for k, v in x["fields"].items():
+            if isinstance(v, int):
+                outlet.stats[f"{x['name']}.{k}"] = v
+    return out
+
+
 def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
     """The result as of now (see ``docs/simulator.md``); ``wall_s`` is how long the run took.
     Records the gateway and central hops into ``outlet.ledger`` afresh on each call."""
@@ -129,7 +216,7 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
         outlet.ledger.clear(hop)
     gw_at = {}
     for eid, at in gw:
-        if not eid.startswith("gw-"):
+        if not own_event(eid):
             outlet.ledger.record("gateway", eid, at)
             gw_at.setdefault(eid, at)
     central_at: dict[str, float] = {}
@@ -138,15 +225,15 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
             for eid in b.ids:
                 central_at.setdefault(eid, b.at)
         counts = dict(outlet.central.counts)
-        central_events = [e for e in outlet.central.events.values() if not e["id"].startswith("gw-")]
+        central_events = [e for e in outlet.central.events.values() if not own_event(e["id"])]
     for eid, n in counts.items():
-        if not eid.startswith("gw-"):
+        if not own_event(eid):
             for _ in range(n):
                 outlet.ledger.record("central", eid, central_at.get(eid))
     failed = sum(1 for x in outlet.gw.lines if x.get("evt") == "store_failed")
     if failed:
         outlet.stats["gateway_store_failed"] = failed
-    forgotten = [e for e in outlet.central.forgotten if not e.startswith("gw-")]  # devices' only
+    forgotten = [e for e in outlet.central.forgotten if not own_event(e)]  # devices' only
     if forgotten:
         outlet.stats["central_forgotten"] = len(forgotten)
     report = outlet.ledger.report()
@@ -207,6 +294,7 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
                     "fields": {"reason": reason, "got": n, "want": most}})
     if outlet.sc.notify.get("enabled"):
         exp.append(notified_once(outlet))
+    exp.extend(flow_checks(outlet))
     per_dev = Counter(eid.split(":")[0] for eid in outlet.obs.emitted)
     timeline = sorted(
         (

@@ -28,6 +28,11 @@ at load with errors that name the key::
     deposit_delay_min = [10, 60]
     window_min = 15             # actions within one window run concurrently across lockers
     photos = 3                  # bulletin-board photos the handhelds submit
+    counter_parcels = 3         # outbound (寄件): produce in standard boxes accepted at the counter
+    charity_parcels = 1         # ... and charity parcels (公益包裹)
+    send_dropoffs = 1           # villagers' locker drop-offs by send code
+    outbound_h = 13.0           # hour the outbound day starts; the courier collects 2 h later
+    forced_doors = 1            # doors forced open (alarm door_forced); the clerk resolves each alarm
 
     [[faults]]
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
@@ -115,6 +120,11 @@ class Scenario:
     deposit_delay_min: tuple[float, float] = (10.0, 60.0)
     window_min: float = 15.0
     photos: int = 0
+    counter_parcels: int = 0
+    charity_parcels: int = 0
+    send_dropoffs: int = 0
+    outbound_h: float = 13.0
+    forced_doors: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +133,16 @@ class Scenario:
     @property
     def duration_s(self) -> float:
         return self.hours * 3600.0
+
+    @property
+    def counter_desk(self) -> bool:
+        """The outlet runs the counter's acceptance desk (scale, label printer)."""
+        return self.counter_parcels + self.charity_parcels > 0
+
+    @property
+    def web(self) -> bool:
+        """The gateway's web server is needed (uploads, the counter API, the clerk console)."""
+        return self.handhelds > 0 or self.counter_desk or self.forced_doors > 0
 
 
 # The file's shape, declared (common/config.py): each table a section whose
@@ -161,6 +181,14 @@ class WorkloadSection(Section):
     deposit_delay_min: list[float] = [10.0, 60.0]
     window_min: Annotated[float, Field(ge=0.1, le=1440)] = 15.0
     photos: Annotated[int, Field(ge=0, le=10_000)] = 0
+    # Outbound (寄件, issue 15): counter acceptances, charity parcels, locker
+    # drop-offs by send code, from ``outbound_h``; the courier collects 2 h later.
+    counter_parcels: Annotated[int, Field(ge=0, le=500)] = 0
+    charity_parcels: Annotated[int, Field(ge=0, le=500)] = 0
+    send_dropoffs: Annotated[int, Field(ge=0, le=500)] = 0
+    outbound_h: Annotated[float, Field(ge=0.0, le=24 * 14)] = 13.0
+    # Doors forced open (alarm door_forced), each resolved by the clerk in the console.
+    forced_doors: Annotated[int, Field(ge=0, le=100)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
 
@@ -239,7 +267,9 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         parcels=w.parcels, arrivals_by_hour=tuple(w.arrivals_by_hour), pickup_rate=w.pickup_rate,
         pickup_delay_h=(w.pickup_delay_h[0], w.pickup_delay_h[1]),
         deposit_delay_min=(w.deposit_delay_min[0], w.deposit_delay_min[1]),
-        window_min=w.window_min, photos=w.photos,
+        window_min=w.window_min, photos=w.photos, counter_parcels=w.counter_parcels,
+        charity_parcels=w.charity_parcels, send_dropoffs=w.send_dropoffs, outbound_h=w.outbound_h,
+        forced_doors=w.forced_doors,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 

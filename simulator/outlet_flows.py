@@ -1,0 +1,261 @@
+"""The outlet's own jobs in the workload (issue 15): the outbound day and the clerk.
+
+Each flow goes through the real part a person would use: the counter's
+acceptance API on the gateway (the scale on a pty, the platform's signed
+documents installed once), a send code typed on the locker's keypad after
+the platform booked it by a signed ``provision_send`` command, the
+courier's badge and ``9#`` retrieval, the courier's handheld recording the
+counter bag's pickup, a door forced on the lock board, and the clerk
+(a supervisor) signing in to the console and acknowledging and resolving
+each alarm with a note. What the flows did goes to ``outlet.stats``; what
+they must remember between actions (accepted waybills) to ``outlet.flows``.
+A refused step raises :class:`Refused` with its reason, which the caller
+counts as ``<action>_refused_<reason>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from firmware.device import FlowError
+from firmware.locker import codes as C
+from simulator.assembly import BADGE_SECRET, OUTLET, Outlet
+from simulator.counter_sim import WebClient, documents
+from simulator.inproc import SimLocker
+from simulator.workload import Action
+
+#: The clerk who handles alarms: a supervisor (a forced door is a critical alarm).
+CLERK = ("anna", "sim-clerk-pass-2026")
+GATEWAY_LOGIN = ("gw-o1", "gw-secret")  # the counter API's Basic login (the gateway's own account)
+DAY = 86400
+
+
+class Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _client(outlet: Outlet) -> WebClient:
+    if not outlet.web_port:
+        raise Refused("no_web")
+    return WebClient(outlet.web_port, outlet.web_ca)
+
+
+def _locker(outlet: Outlet, a: Action) -> SimLocker:
+    dev = outlet.devices.get(a.device)
+    if not isinstance(dev, SimLocker) or dev.app is None or dev.task is None:
+        raise Refused("device_down")  # unix-port lockers: not driven by these flows yet
+    return dev
+
+
+# ------------------------------------------------------------------ counter
+def _counter_ready(outlet: Outlet, web: WebClient) -> None:
+    """The platform's catalogue and tariff installed through the API, once."""
+    if outlet.flows.get("counter_docs"):
+        return
+    from protocol.canonical import dumps
+
+    for doc in documents(OUTLET, int(time.time()) - 60):
+        code, out = web.json("PUT", "/v1/counter/documents", raw=dumps(doc), user=GATEWAY_LOGIN)
+        if code != 200:
+            raise Refused(f"documents_{(out or {}).get('error', code)}")
+    outlet.flows["counter_docs"] = True
+
+
+def _accept(outlet: Outlet, args: dict[str, Any]) -> str:
+    web = _client(outlet)
+    _counter_ready(outlet, web)
+    if outlet.scale is None:
+        raise Refused("no_scale")
+    outlet.scale.put(int(args["grams"]))
+    time.sleep(0.3)  # the parcel settles on the pan: the desk waits for a stable window
+    code, out = web.json("POST", "/v1/counter/weigh", raw=b"", user=GATEWAY_LOGIN)
+    if code != 200:
+        raise Refused(str((out or {}).get("error", code)))
+    form: dict[str, Any] = {
+        "box": args["box"], "reading": out["reading"], "service": args["service"], "waybill": args["waybill"],
+        "sender": {"name": "村民", "phone": "13900000000", "address": "贵州省黔东南州雷山县西江镇"},
+        "recipient": {"name": "收件人", "phone": args["phone"], "address": "城市路 1 号",
+                      "postcode": args["postcode"]}}
+    if "charity" in args:
+        form["charity"] = args["charity"]
+    code, out = web.json("POST", "/v1/counter/accept", form, user=GATEWAY_LOGIN)
+    if code != 200:
+        raise Refused(str((out or {}).get("error", code)))
+    return str(out["waybill"])
+
+
+async def counter_accept(outlet: Outlet, a: Action) -> None:
+    """A parcel accepted at the counter: weighed, the form, the label, ``counter.accept``."""
+    waybill = await asyncio.to_thread(_accept, outlet, a.args)
+    outlet.flows.setdefault("accepted", []).append(waybill)
+    outlet.stats["counter_accept"] += 1
+    if a.args["service"] == "charity":
+        outlet.stats["counter_accept_charity"] += 1
+
+
+# ------------------------------------------------------------------ lockers
+async def send_book(outlet: Outlet, a: Action) -> None:
+    """The platform books a send order: a signed ``provision_send`` to the locker."""
+    salt = "5e4d" * 4
+    args = {"order": a.args["order"], "salt": salt, "hash": C.salted_hash(salt, a.args["code"]),
+            "exp": outlet.clock.time() + DAY, "size": a.args["size"]}
+    cmd = outlet.command(a.device, "provision_send", args, f"send-{a.args['order'].lower()}")
+    outlet.central.push_command(OUTLET, "locker", cmd)
+    outlet.stats["send_book"] += 1
+
+
+async def send_dropoff(outlet: Outlet, a: Action) -> None:
+    """The villager types the send code; a compartment opens for the parcel."""
+    dev = _locker(outlet, a)
+    deadline = time.monotonic() + 15
+    while a.args["order"] not in dev.app.sends:  # the booking's way down: central, gateway, locker
+        if time.monotonic() > deadline:
+            raise Refused("not_booked")
+        await asyncio.sleep(0.05)
+    try:
+        shown, _ = await asyncio.wait_for(dev.app.enter_code(a.args["code"], via="keypad"), 20)
+    except FlowError as e:
+        raise Refused(e.code) from None
+    if shown != "send_ok":
+        raise Refused(shown)
+    outlet.stats["send_dropoff"] += 1
+
+
+async def collect(outlet: Outlet, a: Action) -> None:
+    """The courier badges in and empties the retrieval list (outbound items among it)."""
+    dev = _locker(outlet, a)
+    lk = dev.app
+    try:
+        lk.courier_login(f"PE-C:{a.args['courier']}:{BADGE_SECRET}")
+        try:
+            done = await asyncio.wait_for(lk.retrieve_all(), 30)
+        finally:
+            lk.courier_logout()
+    except FlowError as e:
+        raise Refused(e.code) from None
+    outlet.stats["collect"] += 1
+    outlet.stats["collect_compartments"] += len(done)
+
+
+async def bag_pickup(outlet: Outlet, a: Action) -> None:
+    """The courier takes the counter's bag: its items on the handheld's manifest."""
+    h = outlet.hh.get(a.device)
+    if h is None:
+        raise Refused("device_down")
+    items = list(outlet.flows.get("accepted", []))
+    if not items:
+        raise Refused("empty")
+    await asyncio.to_thread(h.emit, "handheld.bag_pickup", "custody",
+                            {"bag": a.args["bag"], "items": items, "courier": a.args["courier"]})
+    outlet.flows["accepted"] = []
+    outlet.stats["bag_pickup"] += 1
+    outlet.stats["bag_items"] += len(items)
+
+
+async def door_forced(outlet: Outlet, a: Action) -> None:
+    """A door pried open with no command: the locker raises ``door_forced``; then it is shut."""
+    dev = _locker(outlet, a)
+    cid = int(a.args["compartment"])
+
+    def raised() -> int:
+        with outlet.obs.lock:
+            return sum(1 for e in outlet.obs.events.values()
+                       if e["id"].startswith(a.device + ":") and e["type"] == "locker.alarm"
+                       and e["body"].get("alarm") == "door_forced" and e["body"].get("compartment") == cid)
+
+    before = raised()
+    dev.bus.force_open(1, cid, True)
+    try:
+        deadline = time.monotonic() + 10
+        while raised() == before:
+            if time.monotonic() > deadline:
+                raise Refused("no_alarm")
+            await asyncio.sleep(0.02)
+    finally:
+        dev.bus.close_door(1, cid)
+    outlet.stats["door_forced"] += 1
+
+
+# ------------------------------------------------------------------ the clerk
+def _clerk_account(outlet: Outlet) -> None:
+    """The supervisor's console account, made as the operator does (``postedge gateway clerk add``)."""
+    if outlet.flows.get("clerk"):
+        return
+    from gateway import clerk_accounts
+    from gateway.config import GatewayConfig
+
+    clerk_accounts.add(GatewayConfig.load(outlet.gw_cfg), CLERK[0], "supervisor", CLERK[1])
+    outlet.flows["clerk"] = True
+
+
+def _handle_alarms(outlet: Outlet, wanted: set[str]) -> tuple[int, int]:
+    """Sign in, and acknowledge then resolve (with a note) every alarm the
+    console lists; returns (acknowledged, resolved)."""
+    _clerk_account(outlet)
+    web = _client(outlet)
+    if not web.login(*CLERK):
+        raise Refused("login")
+    deadline = time.monotonic() + 20
+    while True:  # the alarms reach the gateway's store through the broker
+        csrf, listed = web.console()
+        if wanted <= set(listed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    acked = resolved = 0
+    for aid in listed:
+        code, _ = web.form("/clerk/alarm", {"csrf": csrf, "alarm": aid, "action": "acknowledge",
+                                            "note": "checking the locker"})
+        acked += code == 303
+        code, _ = web.form("/clerk/alarm", {"csrf": csrf, "alarm": aid, "action": "resolve",
+                                            "note": "door shut, contents checked"})
+        resolved += code == 303
+    web.form("/clerk/logout", {"csrf": csrf})
+    missing = wanted - set(listed)
+    if missing:
+        outlet.stats["clerk_alarms_not_listed"] += len(missing)
+    if not _own_synced(outlet, ("gateway.alarm_acknowledged", "gateway.alarm_resolved")):
+        outlet.stats["clerk_alarms_unsynced"] += 1
+    return acked, resolved
+
+
+def _own_synced(outlet: Outlet, types: tuple[str, ...], timeout: float = 15.0) -> bool:
+    """Wait until the gateway's own events of ``types`` reached the platform.
+    The run settles on the devices' events (the ledger's), not the
+    gateway's own: a clerk acting late in a short run would otherwise be
+    judged before the audit of it went up."""
+    from gateway.store.events import EventStore
+
+    marks = ",".join("?" * len(types))
+    deadline = time.monotonic() + timeout
+    while True:
+        s = EventStore(outlet.gw_db)
+        try:
+            left = s.db.execute(f"SELECT count(*) FROM events WHERE synced_at IS NULL AND type IN ({marks})",
+                                types).fetchone()[0]
+        finally:
+            s.close()
+        if not left:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+async def clerk_alarms(outlet: Outlet, a: Action) -> None:
+    with outlet.obs.lock:
+        wanted = {e["id"] for e in outlet.obs.events.values() if e["type"].endswith(".alarm")}
+    acked, resolved = await asyncio.to_thread(_handle_alarms, outlet, wanted)
+    outlet.stats["clerk_alarms"] += 1
+    outlet.stats["clerk_acknowledged"] += acked
+    outlet.stats["clerk_resolved"] += resolved
+
+
+OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
+    "counter_accept": counter_accept, "send_book": send_book, "send_dropoff": send_dropoff,
+    "collect": collect, "bag_pickup": bag_pickup, "door_forced": door_forced, "clerk_alarms": clerk_alarms,
+}

@@ -1,0 +1,140 @@
+"""The outlet's own flows in the simulator's workload (issues 15 and 18):
+an outbound day (counter acceptances with the scale and label, a charity
+parcel, a locker drop-off by send code, the courier's collection) and the
+clerk resolving a forced-door alarm in the console, each judged by its
+domain check; and each check failing when its flow is broken."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.assembly import Outlet
+from simulator.report.reading import expect_text
+from simulator.results import alarms_handled, outbound_dispatched_once, platform_events
+from simulator.runner import run_scenario
+from simulator.scenario import parse
+from simulator.workload import generate
+
+DAY = {
+    "name": "flows", "seed": 11, "time": {"hours": 6.0},
+    "outlet": {"lockers": 1, "compartments": 24, "scanners": 1, "handhelds": 1},
+    "workload": {"parcels": 6, "pickup_rate": 0.5, "pickup_delay_h": [0.5, 1.0],
+                 "arrivals_by_hour": [1] * 24, "counter_parcels": 2, "charity_parcels": 1,
+                 "send_dropoffs": 2, "outbound_h": 1.0, "forced_doors": 1},
+}
+
+
+def ev(eid: str, etype: str, body: dict[str, Any], cls: str = "custody") -> dict[str, Any]:
+    return {"id": eid, "type": etype, "cls": cls, "body": body}
+
+
+OUTBOUND = [
+    ev("counter:aa:1", "counter.accept", {"waybill": "CP123456785CN", "service": "standard"}),
+    ev("counter:aa:2", "counter.accept", {"waybill": "CP000000019CN", "service": "charity"}),
+    ev("lk01:bb:1", "locker.send_dropoff", {"compartment": 3, "order": "SO1-0001"}),
+    ev("lk01:bb:2", "locker.send_collected", {"compartment": 3, "order": "SO1-0001", "courier": "c001"}),
+    ev("hh01:cc:1", "handheld.bag_pickup",
+       {"bag": "BG000000000000", "items": ["CP123456785CN", "CP000000019CN"], "courier": "c001"}),
+]
+
+
+def test_outbound_check_counts_each_item_and_fails_on_every_broken_dispatch() -> None:
+    ok = outbound_dispatched_once(OUTBOUND)
+    assert ok["ok"], ok
+    assert ok["fields"] == {"accepted": 2, "charity": 1, "dropped": 1, "collected": 3, "wrong": []}
+    # collected twice: the drop-off's second send_collected (another event id)
+    twice = outbound_dispatched_once([*OUTBOUND, ev("lk01:bb:3", "locker.send_collected",
+                                                    {"compartment": 3, "order": "SO1-0001"})])
+    assert not twice["ok"] and twice["fields"]["wrong"] == ["SO1-0001=2"]
+    # never collected: the bag left one parcel behind
+    short = copy.deepcopy(OUTBOUND)
+    short[-1]["body"]["items"] = ["CP123456785CN"]
+    missed = outbound_dispatched_once(short)
+    assert not missed["ok"] and missed["fields"]["wrong"] == ["CP000000019CN=0"]
+    # collected but never taken in
+    ghost = outbound_dispatched_once([*OUTBOUND[:-1], ev("hh01:cc:1", "handheld.bag_pickup",
+                                                         {"items": ["CP123456785CN", "CP000000019CN",
+                                                                    "RB123456785CN"]})])
+    assert not ghost["ok"] and ghost["fields"]["wrong"] == ["RB123456785CN=unknown"]
+    # a day with no outbound item at all proves nothing
+    assert not outbound_dispatched_once([])["ok"]
+    for lang in ("zh", "en"):
+        assert "SO1-0001=2" in expect_text(twice, lang)
+    assert "寄件" in expect_text(ok, "zh") and "2 accepted at the counter" in expect_text(ok, "en")
+
+
+ALARMS = [
+    ev("lk01:bb:9", "locker.alarm", {"alarm": "door_forced", "compartment": 12}, cls="alarm"),
+    ev("gw-o1-clerk:dd:1", "gateway.alarm_acknowledged", {"alarm_id": "lk01:bb:9"}, cls="audit"),
+    ev("gw-o1-clerk:dd:2", "gateway.alarm_resolved", {"alarm_id": "lk01:bb:9", "note": "shut"}, cls="audit"),
+]
+
+
+def test_alarm_check_fails_on_an_alarm_nobody_resolved() -> None:
+    ok = alarms_handled(ALARMS)
+    assert ok["ok"] and ok["fields"] == {"raised": 1, "acknowledged": 1, "resolved": 1, "wrong": []}
+    only_acked = alarms_handled(ALARMS[:2])
+    assert not only_acked["ok"] and only_acked["fields"]["wrong"] == ["lk01:bb:9"]
+    other = ev("lk01:bb:10", "locker.alarm", {"alarm": "door_forced"}, cls="alarm")
+    second = alarms_handled([*ALARMS, other])
+    assert not second["ok"] and second["fields"]["wrong"] == ["lk01:bb:10"]
+    assert not alarms_handled([])["ok"]
+    assert "未处理" in expect_text(second, "zh")
+
+
+def test_the_workload_draws_the_outbound_day_without_moving_the_inbound_one() -> None:
+    sc = parse(DAY)
+    inbound_keys = ("parcels", "pickup_rate", "pickup_delay_h", "arrivals_by_hour")
+    plain = parse({**DAY, "workload": {k: v for k, v in DAY["workload"].items() if k in inbound_keys}})
+    acts = generate(sc)
+    kinds = [a.kind for a in acts]
+    for k, n in (("counter_accept", 3), ("send_book", 2), ("send_dropoff", 2), ("collect", 1),
+                 ("bag_pickup", 1), ("door_forced", 1), ("clerk_alarms", 1)):
+        assert kinds.count(k) == n, k
+    inbound = [(a.t, a.kind, a.args) for a in acts if a.kind in ("intake", "deposit", "pickup")]
+    assert inbound == [(a.t, a.kind, a.args) for a in generate(plain)]
+    first_collect = min(a.t for a in acts if a.kind in ("collect", "bag_pickup"))
+    assert all(a.t < first_collect for a in acts if a.kind in ("counter_accept", "send_dropoff"))
+    assert generate(sc) == acts  # the same seed, the same day
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_path: Path) -> None:
+    seen: list[Outlet] = []
+    events: list[dict[str, Any]] = []
+
+    def keep(outlet: Outlet) -> None:
+        seen.append(outlet)
+
+    res = run_scenario(parse(DAY), tmp_path / "run", on_start=keep)
+    exp = {x["name"]: x for x in res["expectations"]}
+    assert res["verdict"]["ok"], (res["verdict"], res["refused"], res["domain"])
+    out = exp["outbound_dispatched_once"]
+    assert out["ok"] and out["fields"]["accepted"] == 3 and out["fields"]["charity"] == 1
+    assert out["fields"]["dropped"] == 2 and out["fields"]["collected"] == 5
+    al = exp["alarms_handled"]
+    assert al["ok"] and al["fields"]["raised"] >= 1
+    assert al["fields"]["acknowledged"] == al["fields"]["resolved"] == al["fields"]["raised"]
+    st = res["stats"]
+    assert st["counter_accept"] == 3 and st["counter_accept_charity"] == 1 and st["send_dropoff"] == 2
+    assert st["bag_items"] == 3 and st["collect_compartments"] >= 2 and st["door_forced"] == 1
+    assert st["outbound_dispatched_once.collected"] == 5 and st["alarms_handled.resolved"] >= 1
+    assert res["refused"] == {}
+    # The labels went to the printer, with each waybill's Code 128.
+    label = (tmp_path / "run" / "label.prn").read_bytes()
+    assert label.count(b'"128"') == 3
+    # The door rules know the send and collect cycles (no unknown-reason opens).
+    rules = {c["name"]: c for c in res["domain"]["checks"]}
+    assert rules["door_needs_authority"]["ok"] and rules["door_states_consistent"]["ok"]
+    # The same platform record, broken: a second collection, an alarm left open.
+    events = platform_events(seen[0])
+    dropped = next(e for e in events if e["type"] == "locker.send_collected")
+    again = dict(dropped, id=dropped["id"] + "0")
+    assert not outbound_dispatched_once([*events, again])["ok"]
+    unresolved = [e for e in events if e["type"] != "gateway.alarm_resolved"]
+    assert not alarms_handled(unresolved)["ok"]

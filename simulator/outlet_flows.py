@@ -126,6 +126,51 @@ async def send_dropoff(outlet: Outlet, a: Action) -> None:
     outlet.stats["send_dropoff"] += 1
 
 
+async def return_book(outlet: Outlet, a: Action) -> None:
+    """The platform books a return (退件): a signed ``provision_return`` with the code."""
+    salt = "7e7d" * 4
+    args = {"parcel": a.args["parcel"], "salt": salt, "hash": C.salted_hash(salt, a.args["code"]),
+            "exp": outlet.clock.time() + DAY, "size": a.args["size"]}
+    cmd = outlet.command(a.device, "provision_return", args, f"ret-{a.args['parcel'].lower()}")
+    outlet.central.push_command(OUTLET, "locker", cmd)
+    outlet.stats["return_book"] += 1
+
+
+async def return_dropoff(outlet: Outlet, a: Action) -> None:
+    """The villager types the return code; the parcel waits for the courier."""
+    dev = _locker(outlet, a)
+    deadline = time.monotonic() + 15
+    while a.args["parcel"] not in dev.app.codes:
+        if time.monotonic() > deadline:
+            raise Refused("not_booked")
+        await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(dev.app.enter_code(a.args["code"], via="keypad"), 20)
+    except FlowError as e:
+        raise Refused(e.code) from None
+    outlet.stats["return_dropoff"] += 1
+
+
+async def guess(outlet: Outlet, a: Action) -> None:
+    """Someone types random pickup codes at the keypad until the locker locks them out."""
+    import random
+
+    dev = _locker(outlet, a)
+    rng = random.Random(a.args["seed"])
+    for _ in range(50):
+        try:
+            await asyncio.wait_for(dev.app.enter_code(f"{rng.randrange(10**6):06d}", via="keypad"), 20)
+        except FlowError as e:
+            if e.code == "locked_out":
+                outlet.stats["guess"] += 1
+                raise Refused("locked_out") from None
+            outlet.stats["guess_wrong"] += 1
+            continue
+        outlet.stats["guess_opened"] += 1  # a guess hit a live code: the check shows it
+        return
+    raise Refused("never_locked_out")
+
+
 async def collect(outlet: Outlet, a: Action) -> None:
     """The courier badges in and empties the retrieval list (outbound items among it)."""
     dev = _locker(outlet, a)
@@ -258,4 +303,5 @@ async def clerk_alarms(outlet: Outlet, a: Action) -> None:
 OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
     "counter_accept": counter_accept, "send_book": send_book, "send_dropoff": send_dropoff,
     "collect": collect, "bag_pickup": bag_pickup, "door_forced": door_forced, "clerk_alarms": clerk_alarms,
+    "return_book": return_book, "return_dropoff": return_dropoff, "guess": guess,
 }

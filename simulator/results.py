@@ -191,6 +191,52 @@ def alarms_handled(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": "alarms_handled", "ok": bool(raised) and not wrong, "detail": detail, "fields": fields}
 
 
+def returns_retrieved_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``returns_retrieved_once``: every return dropped off at a locker
+    (``locker.return_dropoff``) was retrieved by the courier exactly once
+    (``locker.retrieve`` of that parcel from that locker, reason
+    ``return_waiting``). Fails on a run without returns."""
+    dropped: set[tuple[str, str]] = set()
+    retrieved: Counter[tuple[str, str]] = Counter()
+    for ev in events:
+        b = ev.get("body") or {}
+        dev = ev["id"].split(":", 1)[0]
+        if ev["type"] == "locker.return_dropoff":
+            dropped.add((dev, str(b.get("parcel"))))
+        elif ev["type"] == "locker.retrieve" and b.get("reason") == "return_waiting":
+            retrieved[(dev, str(b.get("parcel")))] += 1
+    wrong = sorted(f"{p}={retrieved[(d, p)]}" for d, p in dropped if retrieved[(d, p)] != 1)
+    wrong += sorted(f"{p}=unknown" for d, p in set(retrieved) - dropped)
+    fields = {"returns": len(dropped), "retrieved": sum(retrieved.values()), "wrong": wrong[:5]}
+    detail = f"{len(dropped)} returns dropped off, {fields['retrieved']} retrieved" + (
+        f"; not once: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "returns_retrieved_once", "ok": bool(dropped) and not wrong, "detail": detail,
+            "fields": fields}
+
+
+def guessers_locked_out(events: list[dict[str, Any]], guessers: int) -> dict[str, Any]:
+    """``guessers_locked_out``: the locker locked out each of the run's
+    ``guessers`` (a ``lockout`` alarm each) after no more wrong codes than
+    its budget (the ``code_guessing`` warning names it), and warned the
+    clerk first. (No door opened for a guess: ``door_needs_authority``.)"""
+    def alarm(ev: dict[str, Any], kind: str) -> bool:
+        return ev.get("cls") == "alarm" and (ev.get("body") or {}).get("alarm") == kind
+
+    lockouts = [ev for ev in events if alarm(ev, "lockout")]
+    warnings = [ev for ev in events if alarm(ev, "code_guessing")]
+    budget = max([int((w.get("body") or {}).get("budget") or 0) for w in warnings] or [0])
+    wrong_codes = sum(1 for ev in events if ev["type"] == "locker.audit"
+                      and (ev.get("body") or {}).get("what") == "pickup_attempt"
+                      and (ev.get("body") or {}).get("result") == "wrong")
+    over = [ev["id"] for ev in lockouts if int((ev.get("body") or {}).get("failures") or 0) > budget]
+    fields = {"guessers": guessers, "lockouts": len(lockouts), "warnings": len(warnings), "budget": budget,
+              "wrong_codes": wrong_codes, "wrong": over[:5]}
+    ok = len(lockouts) >= guessers > 0 and len(warnings) >= guessers and not over
+    detail = (f"{guessers} guessers: {len(lockouts)} lockouts after at most {budget} wrong codes, "
+              f"{len(warnings)} warnings, {wrong_codes} wrong codes in all")
+    return {"name": "guessers_locked_out", "ok": ok, "detail": detail, "fields": fields}
+
+
 def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
     """The outlet flows' domain checks the scenario's workload exercises;
     their counts go to the run's stats too."""
@@ -199,7 +245,11 @@ def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
     out = []
     if sc.counter_parcels + sc.charity_parcels + sc.send_dropoffs:
         out.append(outbound_dispatched_once(events))
-    if sc.forced_doors:
+    if sc.returns:
+        out.append(returns_retrieved_once(events))
+    if sc.guessers:
+        out.append(guessers_locked_out(events, sc.guessers))
+    if sc.clerk:
         out.append(alarms_handled(events))
     for x in out:
         for k, v in x["fields"].items():

@@ -33,6 +33,8 @@ at load with errors that name the key::
     send_dropoffs = 1           # villagers' locker drop-offs by send code
     outbound_h = 13.0           # hour the outbound day starts; the courier collects 2 h later
     forced_doors = 1            # doors forced open (alarm door_forced); the clerk resolves each alarm
+    returns = 1                 # returns booked by the platform, dropped off by return code, retrieved
+    guessers = 1                # someone typing pickup codes at random until the lockout stops them
 
     [[faults]]
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
@@ -125,6 +127,8 @@ class Scenario:
     send_dropoffs: int = 0
     outbound_h: float = 13.0
     forced_doors: int = 0
+    returns: int = 0
+    guessers: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
@@ -142,7 +146,12 @@ class Scenario:
     @property
     def web(self) -> bool:
         """The gateway's web server is needed (uploads, the counter API, the clerk console)."""
-        return self.handhelds > 0 or self.counter_desk or self.forced_doors > 0
+        return self.handhelds > 0 or self.counter_desk or self.clerk
+
+    @property
+    def clerk(self) -> bool:
+        """A clerk handles the day's alarms in the console (a forced door, a guesser's lockout)."""
+        return self.forced_doors + self.guessers > 0
 
 
 # The file's shape, declared (common/config.py): each table a section whose
@@ -189,6 +198,11 @@ class WorkloadSection(Section):
     outbound_h: Annotated[float, Field(ge=0.0, le=24 * 14)] = 13.0
     # Doors forced open (alarm door_forced), each resolved by the clerk in the console.
     forced_doors: Annotated[int, Field(ge=0, le=100)] = 0
+    # Returns (退件) booked by the platform, dropped off by their return codes
+    # and retrieved by the courier with the outbound collection.
+    returns: Annotated[int, Field(ge=0, le=500)] = 0
+    # Pickup-code guessers at a locker's keypad, each until the lockout.
+    guessers: Annotated[int, Field(ge=0, le=100)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
 
@@ -269,7 +283,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         deposit_delay_min=(w.deposit_delay_min[0], w.deposit_delay_min[1]),
         window_min=w.window_min, photos=w.photos, counter_parcels=w.counter_parcels,
         charity_parcels=w.charity_parcels, send_dropoffs=w.send_dropoffs, outbound_h=w.outbound_h,
-        forced_doors=w.forced_doors,
+        forced_doors=w.forced_doors, returns=w.returns, guessers=w.guessers,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 

@@ -13,7 +13,10 @@ orders booked by the platform (``send_book``) and dropped off at a locker by
 their villagers' send codes (``send_dropoff``); two hours later the courier
 empties the lockers' retrieval lists (``collect``) and takes the counter's
 bag with a handheld (``bag_pickup``). Doors forced open (``door_forced``)
-raise alarms the clerk handles in the console (``clerk_alarms``).
+and a pickup-code guesser at a keypad until the lockout (``guess``) raise
+alarms the clerk handles in the console (``clerk_alarms``). Returns (退件)
+are booked by the platform (``return_book``), dropped off by their return
+codes (``return_dropoff``) and retrieved with the courier's collection.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class Action:
     t: float  # virtual seconds from the start
     order: int  # tie-break: generation order
     # intake | deposit | pickup | photo | counter_accept | send_book | send_dropoff | collect
-    # | bag_pickup | door_forced | clerk_alarms
+    # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess
     kind: str = field(compare=False)
     device: str = field(compare=False)
     args: dict[str, Any] = field(compare=False, default_factory=dict)
@@ -149,6 +152,13 @@ def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: li
         add(t0 - 1800, "send_book", locker, order=order, code=code, size=size)
         add(t0 + 600 + i * 300, "send_dropoff", locker, order=order, code=code)
         dropped.add(locker)
+    for i in range(sc.returns if lockers else 0):
+        locker = rng.choice(lockers)
+        parcel = _s10(rng, "RR")
+        code = f"{rng.randrange(10**6):06d}"
+        add(t0 - 1800, "return_book", locker, parcel=parcel, code=code, size=rng.choice(("S", "M")))
+        add(t0 + 900 + i * 300, "return_dropoff", locker, parcel=parcel, code=code)
+        dropped.add(locker)
     t_collect = t0 + 2 * 3600
     for locker in sorted(dropped):
         add(t_collect, "collect", locker, courier=COURIER)
@@ -157,5 +167,7 @@ def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: li
     for i in range(sc.forced_doors if lockers else 0):
         # the last compartment: the one the workload's deposits reach last
         add(t0 + 1800 + i * 600, "door_forced", rng.choice(lockers), compartment=sc.compartments)
-    if sc.forced_doors and lockers:
+    for i in range(sc.guessers if lockers else 0):
+        add(t0 + 2.5 * 3600 + i * 600, "guess", rng.choice(lockers), seed=rng.randrange(2**31))
+    if (sc.forced_doors or sc.guessers) and lockers:
         add(t0 + 3 * 3600, "clerk_alarms", "clerk")

@@ -1,8 +1,9 @@
 """The outlet's own flows in the simulator's workload (issues 15 and 18):
 an outbound day (counter acceptances with the scale and label, a charity
-parcel, a locker drop-off by send code, the courier's collection) and the
-clerk resolving a forced-door alarm in the console, each judged by its
-domain check; and each check failing when its flow is broken."""
+parcel, a locker drop-off by send code, the courier's collection), a
+return dropped off and retrieved, a pickup-code guesser meeting the
+lockout, and the clerk resolving the alarms in the console, each judged by
+its domain check; and each check failing when its flow is broken."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ import pytest
 
 from simulator.assembly import Outlet
 from simulator.report.reading import expect_text
-from simulator.results import alarms_handled, outbound_dispatched_once, platform_events
+from simulator.results import (
+    alarms_handled,
+    guessers_locked_out,
+    outbound_dispatched_once,
+    platform_events,
+    returns_retrieved_once,
+)
 from simulator.runner import run_scenario
 from simulator.scenario import parse
 from simulator.workload import generate
@@ -24,7 +31,7 @@ DAY = {
     "outlet": {"lockers": 1, "compartments": 24, "scanners": 1, "handhelds": 1},
     "workload": {"parcels": 6, "pickup_rate": 0.5, "pickup_delay_h": [0.5, 1.0],
                  "arrivals_by_hour": [1] * 24, "counter_parcels": 2, "charity_parcels": 1,
-                 "send_dropoffs": 2, "outbound_h": 1.0, "forced_doors": 1},
+                 "send_dropoffs": 2, "outbound_h": 1.0, "forced_doors": 1, "returns": 1, "guessers": 1},
 }
 
 
@@ -93,13 +100,60 @@ def test_the_workload_draws_the_outbound_day_without_moving_the_inbound_one() ->
     acts = generate(sc)
     kinds = [a.kind for a in acts]
     for k, n in (("counter_accept", 3), ("send_book", 2), ("send_dropoff", 2), ("collect", 1),
-                 ("bag_pickup", 1), ("door_forced", 1), ("clerk_alarms", 1)):
+                 ("bag_pickup", 1), ("door_forced", 1), ("clerk_alarms", 1), ("return_book", 1),
+                 ("return_dropoff", 1), ("guess", 1)):
         assert kinds.count(k) == n, k
     inbound = [(a.t, a.kind, a.args) for a in acts if a.kind in ("intake", "deposit", "pickup")]
     assert inbound == [(a.t, a.kind, a.args) for a in generate(plain)]
     first_collect = min(a.t for a in acts if a.kind in ("collect", "bag_pickup"))
-    assert all(a.t < first_collect for a in acts if a.kind in ("counter_accept", "send_dropoff"))
+    taken_in = ("counter_accept", "send_dropoff", "return_dropoff")
+    assert all(a.t < first_collect for a in acts if a.kind in taken_in)
+    clerk = next(a.t for a in acts if a.kind == "clerk_alarms")
+    assert all(a.t < clerk for a in acts if a.kind in ("door_forced", "guess"))
     assert generate(sc) == acts  # the same seed, the same day
+
+
+RETURNS = [
+    ev("lk01:bb:4", "locker.return_dropoff", {"compartment": 5, "parcel": "RR123456785CN"}),
+    ev("lk01:bb:5", "locker.retrieve",
+       {"compartment": 5, "parcel": "RR123456785CN", "reason": "return_waiting"}),
+]
+
+
+def test_returns_check_fails_on_a_return_left_behind_or_retrieved_twice() -> None:
+    ok = returns_retrieved_once(RETURNS)
+    assert ok["ok"] and ok["fields"] == {"returns": 1, "retrieved": 1, "wrong": []}
+    assert returns_retrieved_once(RETURNS[:1])["fields"]["wrong"] == ["RR123456785CN=0"]
+    twice = returns_retrieved_once([*RETURNS, dict(RETURNS[1], id="lk01:bb:6")])
+    assert not twice["ok"] and twice["fields"]["wrong"] == ["RR123456785CN=2"]
+    # the same parcel id retrieved from another locker is not this return's retrieval
+    other = returns_retrieved_once([RETURNS[0], dict(RETURNS[1], id="lk02:ee:1")])
+    assert not other["ok"] and "RR123456785CN=0" in other["fields"]["wrong"]
+    assert not returns_retrieved_once([])["ok"]
+    assert "退件" in expect_text(twice, "zh")
+
+
+def audit_wrong(n: int) -> dict[str, Any]:
+    return ev(f"lk01:bb:{20 + n}", "locker.audit", {"what": "pickup_attempt", "result": "wrong"}, cls="audit")
+
+
+GUESS = [*(audit_wrong(i) for i in range(5)),
+         ev("lk01:bb:30", "locker.alarm", {"alarm": "code_guessing", "failures": 3, "budget": 5},
+            cls="alarm"),
+         ev("lk01:bb:31", "locker.alarm", {"alarm": "lockout", "failures": 5, "seconds": 30}, cls="alarm")]
+
+
+def test_guesser_check_fails_without_a_lockout_or_past_the_budget() -> None:
+    ok = guessers_locked_out(GUESS, 1)
+    assert ok["ok"] and ok["fields"]["lockouts"] == 1 and ok["fields"]["wrong_codes"] == 5
+    assert ok["fields"]["budget"] == 5 and ok["fields"]["warnings"] == 1
+    assert not guessers_locked_out(GUESS[:-1], 1)["ok"]  # never locked out
+    late = [*GUESS[:-1], ev("lk01:bb:31", "locker.alarm", {"alarm": "lockout", "failures": 9}, cls="alarm")]
+    bad = guessers_locked_out(late, 1)
+    assert not bad["ok"] and bad["fields"]["wrong"] == ["lk01:bb:31"]
+    assert not guessers_locked_out(GUESS, 2)["ok"]  # two guessers, one lockout
+    assert not guessers_locked_out([], 0)["ok"]
+    assert "锁定" in expect_text(ok, "zh")
 
 
 @pytest.mark.e2e
@@ -117,14 +171,20 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
     out = exp["outbound_dispatched_once"]
     assert out["ok"] and out["fields"]["accepted"] == 3 and out["fields"]["charity"] == 1
     assert out["fields"]["dropped"] == 2 and out["fields"]["collected"] == 5
+    ret = exp["returns_retrieved_once"]
+    assert ret["ok"] and ret["fields"]["returns"] == ret["fields"]["retrieved"] == 1
+    gs = exp["guessers_locked_out"]
+    assert gs["ok"] and gs["fields"]["lockouts"] == 1
+    assert 0 < gs["fields"]["wrong_codes"] <= gs["fields"]["budget"]
     al = exp["alarms_handled"]
-    assert al["ok"] and al["fields"]["raised"] >= 1
+    assert al["ok"] and al["fields"]["raised"] >= 3  # the forced door; the guesser's warning and lockout
     assert al["fields"]["acknowledged"] == al["fields"]["resolved"] == al["fields"]["raised"]
     st = res["stats"]
     assert st["counter_accept"] == 3 and st["counter_accept_charity"] == 1 and st["send_dropoff"] == 2
-    assert st["bag_items"] == 3 and st["collect_compartments"] >= 2 and st["door_forced"] == 1
+    assert st["bag_items"] == 3 and st["collect_compartments"] >= 3 and st["door_forced"] == 1
+    assert st["return_dropoff"] == 1 and st["guess"] == 1 and not st.get("guess_opened")
     assert st["outbound_dispatched_once.collected"] == 5 and st["alarms_handled.resolved"] >= 1
-    assert res["refused"] == {}
+    assert res["refused"] == {"guess.locked_out": 1}  # what a guesser meets, counted by its reason
     # The labels went to the printer, with each waybill's Code 128.
     label = (tmp_path / "run" / "label.prn").read_bytes()
     assert label.count(b'"128"') == 3
@@ -138,3 +198,7 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
     assert not outbound_dispatched_once([*events, again])["ok"]
     unresolved = [e for e in events if e["type"] != "gateway.alarm_resolved"]
     assert not alarms_handled(unresolved)["ok"]
+    ret_ev = next(e for e in events
+                  if e["type"] == "locker.retrieve" and e["body"].get("reason") == "return_waiting")
+    assert not returns_retrieved_once([*events, dict(ret_ev, id=ret_ev["id"] + "0")])["ok"]
+    assert not guessers_locked_out([e for e in events if e["body"].get("alarm") != "lockout"], 1)["ok"]

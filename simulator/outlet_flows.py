@@ -291,6 +291,63 @@ def _own_synced(outlet: Outlet, types: tuple[str, ...], timeout: float = 15.0) -
         time.sleep(0.1)
 
 
+def _request_open(outlet: Outlet, device: str, cid: int) -> str:
+    """The supervisor's remote-open request in the console; its request id
+    as the platform sees it (the ``gateway.clerk_request`` event)."""
+    _clerk_account(outlet)
+    web = _client(outlet)
+    if not web.login(*CLERK):
+        raise Refused("login")
+    csrf, _ = web.console()
+    note = "villager's parcel stuck behind the door"
+    code, _ = web.form("/clerk/compartment", {"csrf": csrf, "device": device, "compartment": str(cid),
+                                              "action": "open", "note": note})
+    web.form("/clerk/logout", {"csrf": csrf})
+    if code != 303:
+        raise Refused(f"console_{code}")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the request goes up with the gateway's own events
+        for ev in platform_requests(outlet):
+            b = ev["body"]
+            if (b.get("request") == "open" and b.get("device") == device and b.get("compartment") == cid
+                    and ev["id"] not in outlet.flows.setdefault("open_decisions", {})):
+                return str(ev["id"])
+        time.sleep(0.1)
+    raise Refused("not_at_platform")
+
+
+def platform_requests(outlet: Outlet) -> list[dict[str, Any]]:
+    """The clerks' requests the platform holds (a central-side fact: re-point it here)."""
+    with outlet.central.lock:
+        return [e for e in outlet.central.events.values() if e.get("type") == "gateway.clerk_request"]
+
+
+async def remote_open(outlet: Outlet, a: Action) -> None:
+    """The clerk asks for a remote open; the platform (played here: the stub
+    decides nothing) signs an ``open`` command naming the request
+    (``args.request``), and the locker opens the door and reports it."""
+    device, cid = a.args["locker"], int(a.args["compartment"])
+    if not isinstance(outlet.devices.get(device), SimLocker):
+        raise Refused("device_down")
+    rid = await asyncio.to_thread(_request_open, outlet, device, cid)
+    decisions: dict[str, str] = outlet.flows.setdefault("open_decisions", {})
+    cmd_id = f"open-{len(decisions) + 1}"
+    decisions[rid] = cmd_id
+    outlet.central.push_command(OUTLET, "locker", outlet.command(
+        device, "open", {"compartment": cid, "request": rid}, cmd_id))
+    deadline = time.monotonic() + 20
+    while True:
+        with outlet.obs.lock:
+            done = any(e["type"] == "locker.remote_open" and e["body"].get("cmd") == cmd_id
+                       and e["id"].startswith(device + ":") for e in outlet.obs.events.values())
+        if done:
+            break
+        if time.monotonic() > deadline:
+            raise Refused("not_opened")
+        await asyncio.sleep(0.05)
+    outlet.stats["remote_open"] += 1
+
+
 async def clerk_alarms(outlet: Outlet, a: Action) -> None:
     with outlet.obs.lock:
         wanted = {e["id"] for e in outlet.obs.events.values() if e["type"].endswith(".alarm")}
@@ -303,5 +360,5 @@ async def clerk_alarms(outlet: Outlet, a: Action) -> None:
 OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
     "counter_accept": counter_accept, "send_book": send_book, "send_dropoff": send_dropoff,
     "collect": collect, "bag_pickup": bag_pickup, "door_forced": door_forced, "clerk_alarms": clerk_alarms,
-    "return_book": return_book, "return_dropoff": return_dropoff, "guess": guess,
+    "return_book": return_book, "return_dropoff": return_dropoff, "guess": guess, "remote_open": remote_open,
 }

@@ -237,6 +237,45 @@ def guessers_locked_out(events: list[dict[str, Any]], guessers: int) -> dict[str
     return {"name": "guessers_locked_out", "ok": ok, "detail": detail, "fields": fields}
 
 
+def platform_open_decisions(outlet: Outlet) -> dict[str, str]:
+    """The platform's decisions on the clerks' remote-open requests: request
+    id -> the id of the ``open`` command it signed. The stub decides
+    nothing, so the simulator plays the platform (``simulator/outlet_flows.py``)
+    and keeps them; re-point this at a central service that decides."""
+    return dict(outlet.flows.get("open_decisions", {}))
+
+
+def remote_opens_by_request(events: list[dict[str, Any]], decisions: dict[str, str]) -> dict[str, Any]:
+    """``remote_opens_by_request``: every remote open a clerk requested
+    (``gateway.clerk_request``, ``open``) that the platform signed opened
+    its compartment exactly once (``locker.remote_open`` naming the
+    command, from that locker and compartment), and no door opened
+    remotely for a command no request asked for. Fails on a run without one."""
+    requests = {ev["id"]: ev.get("body") or {} for ev in events
+                if ev["type"] == "gateway.clerk_request" and (ev.get("body") or {}).get("request") == "open"}
+    opens: Counter[str] = Counter()
+    where: dict[str, tuple[str, Any]] = {}
+    for ev in events:
+        if ev["type"] == "locker.remote_open":
+            cmd = str((ev.get("body") or {}).get("cmd"))
+            opens[cmd] += 1
+            where[cmd] = (ev["id"].split(":", 1)[0], (ev.get("body") or {}).get("compartment"))
+    wrong = []
+    for rid, b in sorted(requests.items()):
+        cmd = decisions.get(rid)
+        if cmd is None:
+            wrong.append(f"{rid}=undecided")
+        elif opens[cmd] != 1 or where.get(cmd) != (b.get("device"), b.get("compartment")):
+            wrong.append(f"{rid}={opens[cmd]}")
+    asked = {decisions[r] for r in requests if r in decisions}
+    wrong += sorted(f"{c}=unrequested" for c in opens if c not in asked)
+    fields = {"requests": len(requests), "opened": sum(opens[c] for c in asked), "wrong": wrong[:5]}
+    detail = f"{len(requests)} remote opens requested, {fields['opened']} done" + (
+        f"; not once: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "remote_opens_by_request", "ok": bool(requests) and not wrong, "detail": detail,
+            "fields": fields}
+
+
 def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
     """The outlet flows' domain checks the scenario's workload exercises;
     their counts go to the run's stats too."""
@@ -249,7 +288,9 @@ def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
         out.append(returns_retrieved_once(events))
     if sc.guessers:
         out.append(guessers_locked_out(events, sc.guessers))
-    if sc.clerk:
+    if sc.remote_opens:
+        out.append(remote_opens_by_request(events, platform_open_decisions(outlet)))
+    if sc.forced_doors or sc.guessers:
         out.append(alarms_handled(events))
     for x in out:
         for k, v in x["fields"].items():

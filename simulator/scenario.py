@@ -35,6 +35,7 @@ at load with errors that name the key::
     forced_doors = 1            # doors forced open (alarm door_forced); the clerk resolves each alarm
     returns = 1                 # returns booked by the platform, dropped off by return code, retrieved
     guessers = 1                # someone typing pickup codes at random until the lockout stops them
+    remote_opens = 1            # the clerk asks the platform for a remote open; the platform signs it
 
     [[faults]]
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
@@ -129,6 +130,7 @@ class Scenario:
     forced_doors: int = 0
     returns: int = 0
     guessers: int = 0
+    remote_opens: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +153,7 @@ class Scenario:
     @property
     def clerk(self) -> bool:
         """A clerk handles the day's alarms in the console (a forced door, a guesser's lockout)."""
-        return self.forced_doors + self.guessers > 0
+        return self.forced_doors + self.guessers + self.remote_opens > 0
 
 
 # The file's shape, declared (common/config.py): each table a section whose
@@ -203,6 +205,9 @@ class WorkloadSection(Section):
     returns: Annotated[int, Field(ge=0, le=500)] = 0
     # Pickup-code guessers at a locker's keypad, each until the lockout.
     guessers: Annotated[int, Field(ge=0, le=100)] = 0
+    # Remote opens the clerk (a supervisor) requests in the console; the
+    # platform signs each as an ``open`` command naming the request.
+    remote_opens: Annotated[int, Field(ge=0, le=100)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
 
@@ -284,6 +289,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         window_min=w.window_min, photos=w.photos, counter_parcels=w.counter_parcels,
         charity_parcels=w.charity_parcels, send_dropoffs=w.send_dropoffs, outbound_h=w.outbound_h,
         forced_doors=w.forced_doors, returns=w.returns, guessers=w.guessers,
+        remote_opens=w.remote_opens,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 

@@ -17,6 +17,8 @@ and a pickup-code guesser at a keypad until the lockout (``guess``) raise
 alarms the clerk handles in the console (``clerk_alarms``). Returns (退件)
 are booked by the platform (``return_book``), dropped off by their return
 codes (``return_dropoff``) and retrieved with the courier's collection.
+The clerk asks the platform for a remote open (``remote_open``), which the
+platform signs and the locker carries out.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Action:
     t: float  # virtual seconds from the start
     order: int  # tie-break: generation order
     # intake | deposit | pickup | photo | counter_accept | send_book | send_dropoff | collect
-    # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess
+    # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess | remote_open
     kind: str = field(compare=False)
     device: str = field(compare=False)
     args: dict[str, Any] = field(compare=False, default_factory=dict)
@@ -169,5 +171,8 @@ def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: li
         add(t0 + 1800 + i * 600, "door_forced", rng.choice(lockers), compartment=sc.compartments)
     for i in range(sc.guessers if lockers else 0):
         add(t0 + 2.5 * 3600 + i * 600, "guess", rng.choice(lockers), seed=rng.randrange(2**31))
+    for i in range(sc.remote_opens if lockers else 0):
+        add(t0 + 2.75 * 3600 + i * 300, "remote_open", "clerk", locker=rng.choice(lockers),
+            compartment=sc.compartments)
     if (sc.forced_doors or sc.guessers) and lockers:
         add(t0 + 3 * 3600, "clerk_alarms", "clerk")

@@ -20,6 +20,7 @@ from simulator.results import (
     guessers_locked_out,
     outbound_dispatched_once,
     platform_events,
+    remote_opens_by_request,
     returns_retrieved_once,
 )
 from simulator.runner import run_scenario
@@ -31,8 +32,13 @@ DAY = {
     "outlet": {"lockers": 1, "compartments": 24, "scanners": 1, "handhelds": 1},
     "workload": {"parcels": 6, "pickup_rate": 0.5, "pickup_delay_h": [0.5, 1.0],
                  "arrivals_by_hour": [1] * 24, "counter_parcels": 2, "charity_parcels": 1,
-                 "send_dropoffs": 2, "outbound_h": 1.0, "forced_doors": 1, "returns": 1, "guessers": 1},
+                 "send_dropoffs": 2, "outbound_h": 1.0, "forced_doors": 1, "returns": 1, "guessers": 1,
+                 "remote_opens": 1},
 }
+
+
+def st_ok(res: dict[str, Any], key: str) -> bool:
+    return int(res["stats"].get(key, 0)) > 0
 
 
 def ev(eid: str, etype: str, body: dict[str, Any], cls: str = "custody") -> dict[str, Any]:
@@ -101,7 +107,7 @@ def test_the_workload_draws_the_outbound_day_without_moving_the_inbound_one() ->
     kinds = [a.kind for a in acts]
     for k, n in (("counter_accept", 3), ("send_book", 2), ("send_dropoff", 2), ("collect", 1),
                  ("bag_pickup", 1), ("door_forced", 1), ("clerk_alarms", 1), ("return_book", 1),
-                 ("return_dropoff", 1), ("guess", 1)):
+                 ("return_dropoff", 1), ("guess", 1), ("remote_open", 1)):
         assert kinds.count(k) == n, k
     inbound = [(a.t, a.kind, a.args) for a in acts if a.kind in ("intake", "deposit", "pickup")]
     assert inbound == [(a.t, a.kind, a.args) for a in generate(plain)]
@@ -109,7 +115,7 @@ def test_the_workload_draws_the_outbound_day_without_moving_the_inbound_one() ->
     taken_in = ("counter_accept", "send_dropoff", "return_dropoff")
     assert all(a.t < first_collect for a in acts if a.kind in taken_in)
     clerk = next(a.t for a in acts if a.kind == "clerk_alarms")
-    assert all(a.t < clerk for a in acts if a.kind in ("door_forced", "guess"))
+    assert all(a.t < clerk for a in acts if a.kind in ("door_forced", "guess", "remote_open"))
     assert generate(sc) == acts  # the same seed, the same day
 
 
@@ -156,6 +162,30 @@ def test_guesser_check_fails_without_a_lockout_or_past_the_budget() -> None:
     assert "锁定" in expect_text(ok, "zh")
 
 
+REQ = "gw-o1-clerk:dd:7"
+OPENS = [
+    ev(REQ, "gateway.clerk_request", {"request": "open", "device": "lk01", "compartment": 24}, cls="audit"),
+    ev("lk01:bb:40", "locker.audit", {"what": "command", "op": "open", "id": "open-1", "result": "ok"},
+       cls="audit"),
+    ev("lk01:bb:41", "locker.remote_open", {"compartment": 24, "cmd": "open-1"}),
+]
+
+
+def test_remote_open_check_fails_on_an_undecided_a_double_or_an_unasked_open() -> None:
+    ok = remote_opens_by_request(OPENS, {REQ: "open-1"})
+    assert ok["ok"] and ok["fields"] == {"requests": 1, "opened": 1, "wrong": []}
+    assert remote_opens_by_request(OPENS, {})["fields"]["wrong"] == [f"{REQ}=undecided", "open-1=unrequested"]
+    twice = remote_opens_by_request([*OPENS, dict(OPENS[2], id="lk01:bb:42")], {REQ: "open-1"})
+    assert not twice["ok"] and twice["fields"]["wrong"] == [f"{REQ}=2"]
+    elsewhere = [*OPENS[:2], ev("lk01:bb:41", "locker.remote_open", {"compartment": 3, "cmd": "open-1"})]
+    assert not remote_opens_by_request(elsewhere, {REQ: "open-1"})["ok"]
+    stray = remote_opens_by_request([*OPENS, ev("lk01:bb:43", "locker.remote_open", {"cmd": "x-9"})],
+                                    {REQ: "open-1"})
+    assert not stray["ok"] and stray["fields"]["wrong"] == ["x-9=unrequested"]
+    assert not remote_opens_by_request([], {})["ok"]
+    assert "远程开门" in expect_text(twice, "zh")
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_path: Path) -> None:
@@ -176,6 +206,8 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
     gs = exp["guessers_locked_out"]
     assert gs["ok"] and gs["fields"]["lockouts"] == 1
     assert 0 < gs["fields"]["wrong_codes"] <= gs["fields"]["budget"]
+    ro = exp["remote_opens_by_request"]
+    assert ro["ok"] and ro["fields"]["requests"] == ro["fields"]["opened"] == 1 and st_ok(res, "remote_open")
     al = exp["alarms_handled"]
     assert al["ok"] and al["fields"]["raised"] >= 3  # the forced door; the guesser's warning and lockout
     assert al["fields"]["acknowledged"] == al["fields"]["resolved"] == al["fields"]["raised"]
@@ -202,3 +234,7 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
                   if e["type"] == "locker.retrieve" and e["body"].get("reason") == "return_waiting")
     assert not returns_retrieved_once([*events, dict(ret_ev, id=ret_ev["id"] + "0")])["ok"]
     assert not guessers_locked_out([e for e in events if e["body"].get("alarm") != "lockout"], 1)["ok"]
+    opened = next(e for e in events if e["type"] == "locker.remote_open")
+    decisions = seen[0].flows["open_decisions"]
+    assert remote_opens_by_request(events, decisions)["ok"]
+    assert not remote_opens_by_request([*events, dict(opened, id=opened["id"] + "0")], decisions)["ok"]

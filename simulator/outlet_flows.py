@@ -7,7 +7,8 @@ the platform booked it by a signed ``provision_send`` command, the
 courier's badge and ``9#`` retrieval, the courier's handheld recording the
 counter bag's pickup, a door forced on the lock board, and the clerk
 (a supervisor) signing in to the console and acknowledging and resolving
-each alarm with a note. What the flows did goes to ``outlet.stats``; what
+each alarm with a note, and the handheld app's own parcel flows (intake at
+the outlet, hand delivery at the door). What the flows did goes to ``outlet.stats``; what
 they must remember between actions (accepted waybills) to ``outlet.flows``.
 A refused step raises :class:`Refused` with its reason, which the caller
 counts as ``<action>_refused_<reason>``.
@@ -22,10 +23,14 @@ from typing import Any
 
 from firmware.device import FlowError
 from firmware.locker import codes as C
+from handheld.jobs import PhotoSink
+from handheld.scanning import ScanFilter
+from handheld.text import Refused as HandheldRefused
+from handheld.workflows import GatewayClient, ParcelFlows
 from simulator.assembly import BADGE_SECRET, OUTLET, Outlet
 from simulator.counter_sim import WebClient, documents
 from simulator.inproc import SimLocker
-from simulator.workload import Action
+from simulator.workload import COURIER, Action
 
 #: The clerk who handles alarms: a supervisor (a forced door is a critical alarm).
 CLERK = ("anna", "sim-clerk-pass-2026")
@@ -226,6 +231,58 @@ async def door_forced(outlet: Outlet, a: Action) -> None:
     outlet.stats["door_forced"] += 1
 
 
+# ------------------------------------------------------------------ the handheld
+class _NoPhotos(PhotoSink):
+    def add(self, path: Any, meta: dict[str, Any]) -> None:  # hand deliveries here confirm by name
+        raise Refused("no_photos")
+
+
+def _parcel_flows(outlet: Outlet, name: str) -> ParcelFlows:
+    """The handheld app's parcel flows (``handheld/workflows.py``) on a
+    simulated handheld: its events go out through the handheld's outbox."""
+    pf: dict[str, ParcelFlows] = outlet.flows.setdefault("parcel_flows", {})
+    if name not in pf:
+        h = outlet.hh[name]
+        state = outlet.dir / "handheld" / name / "flows"
+        state.mkdir(parents=True, exist_ok=True)
+        pf[name] = ParcelFlows(state, COURIER, OUTLET, lambda t, c, b: (h.emit(t, c, b), 0),
+                               # a simulated reader never reads a neighbour's label by mistake
+                               ScanFilter(other_window_s=0.0),
+                               GatewayClient(h.gateway_url or "http://127.0.0.1:9"), _NoPhotos(),
+                               now=lambda: float(outlet.clock.time()))
+    return pf[name]
+
+
+def _handheld(outlet: Outlet, a: Action) -> ParcelFlows:
+    if a.device not in outlet.hh:
+        raise Refused("device_down")
+    return _parcel_flows(outlet, a.device)
+
+
+async def hh_intake(outlet: Outlet, a: Action) -> None:
+    """The courier scans a parcel into custody at the outlet with the handheld."""
+    pf = _handheld(outlet, a)
+    try:
+        await asyncio.to_thread(pf.intake, a.args["parcel"], "camera")
+    except HandheldRefused as e:
+        raise Refused(e.code) from None
+    outlet.flows.setdefault("hand_route", []).append(a.args["parcel"])
+    outlet.stats["hh_intake"] += 1
+
+
+async def hand_delivery(outlet: Outlet, a: Action) -> None:
+    """The parcel on the courier's round, handed over at the door and confirmed by name."""
+    pf = _handheld(outlet, a)
+    route = outlet.flows.get("hand_route", [])
+    # the platform's round manifest (simulated: loaded as the signed command's args would be)
+    pf.load_manifest({"round": "r1", "parcels": [{"parcel": p} for p in route]})
+    try:
+        await asyncio.to_thread(pf.hand_delivery, a.args["parcel"], "name", a.args["name"])
+    except HandheldRefused as e:
+        raise Refused(e.code) from None
+    outlet.stats["hand_delivery"] += 1
+
+
 # ------------------------------------------------------------------ the clerk
 def _clerk_account(outlet: Outlet) -> None:
     """The supervisor's console account, made as the operator does (``postedge gateway clerk add``)."""
@@ -361,4 +418,5 @@ OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
     "counter_accept": counter_accept, "send_book": send_book, "send_dropoff": send_dropoff,
     "collect": collect, "bag_pickup": bag_pickup, "door_forced": door_forced, "clerk_alarms": clerk_alarms,
     "return_book": return_book, "return_dropoff": return_dropoff, "guess": guess, "remote_open": remote_open,
+    "hh_intake": hh_intake, "hand_delivery": hand_delivery,
 }

@@ -276,6 +276,27 @@ def remote_opens_by_request(events: list[dict[str, Any]], decisions: dict[str, s
             "fields": fields}
 
 
+def hand_delivered_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``hand_delivered_once``: every parcel handed over at the door
+    (``handheld.hand_delivery``) was taken into custody first (an intake at
+    the counter or on the handheld), was handed over exactly once, and was
+    not also put in a locker. Fails on a run without one."""
+    taken = {str((ev.get("body") or {}).get("parcel")) for ev in events
+             if ev["type"] in ("handheld.intake", "scanner.intake")}
+    deposited = {str((ev.get("body") or {}).get("parcel")) for ev in events if ev["type"] == "locker.deposit"}
+    handed: Counter[str] = Counter(str((ev.get("body") or {}).get("parcel")) for ev in events
+                                   if ev["type"] == "handheld.hand_delivery")
+    wrong = sorted(f"{p}={n}" for p, n in handed.items() if n != 1)
+    wrong += sorted(f"{p}=not_taken_in" for p in handed if p not in taken)
+    wrong += sorted(f"{p}=also_in_locker" for p in handed if p in deposited)
+    fields = {"handed": sum(handed.values()),
+              "taken_in": sum(1 for ev in events if ev["type"] == "handheld.intake"), "wrong": wrong[:5]}
+    detail = f"{fields['handed']} handed over at the door, {fields['taken_in']} taken in on the handheld" + (
+        f"; wrong: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "hand_delivered_once", "ok": bool(handed) and not wrong, "detail": detail,
+            "fields": fields}
+
+
 def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
     """The outlet flows' domain checks the scenario's workload exercises;
     their counts go to the run's stats too."""
@@ -288,6 +309,8 @@ def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
         out.append(returns_retrieved_once(events))
     if sc.guessers:
         out.append(guessers_locked_out(events, sc.guessers))
+    if sc.hand_deliveries and sc.handhelds:
+        out.append(hand_delivered_once(events))
     if sc.remote_opens:
         out.append(remote_opens_by_request(events, platform_open_decisions(outlet)))
     if sc.forced_doors or sc.guessers:

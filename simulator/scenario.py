@@ -36,6 +36,7 @@ at load with errors that name the key::
     returns = 1                 # returns booked by the platform, dropped off by return code, retrieved
     guessers = 1                # someone typing pickup codes at random until the lockout stops them
     remote_opens = 1            # the clerk asks the platform for a remote open; the platform signs it
+    hand_deliveries = 1         # parcels the courier's handheld takes in and hands to the villager
 
     [[faults]]
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
@@ -131,6 +132,7 @@ class Scenario:
     returns: int = 0
     guessers: int = 0
     remote_opens: int = 0
+    hand_deliveries: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
@@ -208,6 +210,9 @@ class WorkloadSection(Section):
     # Remote opens the clerk (a supervisor) requests in the console; the
     # platform signs each as an ``open`` command naming the request.
     remote_opens: Annotated[int, Field(ge=0, le=100)] = 0
+    # Parcels the courier's handheld takes in at the outlet and hands over at
+    # the door (confirmed by name): the handheld app's own parcel flows.
+    hand_deliveries: Annotated[int, Field(ge=0, le=500)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
 
@@ -289,7 +294,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         window_min=w.window_min, photos=w.photos, counter_parcels=w.counter_parcels,
         charity_parcels=w.charity_parcels, send_dropoffs=w.send_dropoffs, outbound_h=w.outbound_h,
         forced_doors=w.forced_doors, returns=w.returns, guessers=w.guessers,
-        remote_opens=w.remote_opens,
+        remote_opens=w.remote_opens, hand_deliveries=w.hand_deliveries,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 

@@ -18,7 +18,9 @@ alarms the clerk handles in the console (``clerk_alarms``). Returns (退件)
 are booked by the platform (``return_book``), dropped off by their return
 codes (``return_dropoff``) and retrieved with the courier's collection.
 The clerk asks the platform for a remote open (``remote_open``), which the
-platform signs and the locker carries out.
+platform signs and the locker carries out. The courier's handheld takes
+parcels in at the outlet (``hh_intake``) and hands them over at the door
+(``hand_delivery``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Action:
     order: int  # tie-break: generation order
     # intake | deposit | pickup | photo | counter_accept | send_book | send_dropoff | collect
     # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess | remote_open
+    # | hh_intake | hand_delivery
     kind: str = field(compare=False)
     device: str = field(compare=False)
     args: dict[str, Any] = field(compare=False, default_factory=dict)
@@ -171,6 +174,10 @@ def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: li
         add(t0 + 1800 + i * 600, "door_forced", rng.choice(lockers), compartment=sc.compartments)
     for i in range(sc.guessers if lockers else 0):
         add(t0 + 2.5 * 3600 + i * 600, "guess", rng.choice(lockers), seed=rng.randrange(2**31))
+    for i in range(sc.hand_deliveries if handhelds else 0):
+        parcel = _s10(rng, "LX")
+        add(t0 + 1800 + i * 300, "hh_intake", handhelds[0], parcel=parcel)
+        add(t0 + 5400 + i * 300, "hand_delivery", handhelds[0], parcel=parcel, name="王大妈")
     for i in range(sc.remote_opens if lockers else 0):
         add(t0 + 2.75 * 3600 + i * 300, "remote_open", "clerk", locker=rng.choice(lockers),
             compartment=sc.compartments)

@@ -18,6 +18,7 @@ from simulator.report.reading import expect_text
 from simulator.results import (
     alarms_handled,
     guessers_locked_out,
+    hand_delivered_once,
     outbound_dispatched_once,
     platform_events,
     remote_opens_by_request,
@@ -33,7 +34,7 @@ DAY = {
     "workload": {"parcels": 6, "pickup_rate": 0.5, "pickup_delay_h": [0.5, 1.0],
                  "arrivals_by_hour": [1] * 24, "counter_parcels": 2, "charity_parcels": 1,
                  "send_dropoffs": 2, "outbound_h": 1.0, "forced_doors": 1, "returns": 1, "guessers": 1,
-                 "remote_opens": 1},
+                 "remote_opens": 1, "hand_deliveries": 2},
 }
 
 
@@ -107,7 +108,8 @@ def test_the_workload_draws_the_outbound_day_without_moving_the_inbound_one() ->
     kinds = [a.kind for a in acts]
     for k, n in (("counter_accept", 3), ("send_book", 2), ("send_dropoff", 2), ("collect", 1),
                  ("bag_pickup", 1), ("door_forced", 1), ("clerk_alarms", 1), ("return_book", 1),
-                 ("return_dropoff", 1), ("guess", 1), ("remote_open", 1)):
+                 ("return_dropoff", 1), ("guess", 1), ("remote_open", 1),
+                 ("hh_intake", 2), ("hand_delivery", 2)):
         assert kinds.count(k) == n, k
     inbound = [(a.t, a.kind, a.args) for a in acts if a.kind in ("intake", "deposit", "pickup")]
     assert inbound == [(a.t, a.kind, a.args) for a in generate(plain)]
@@ -186,6 +188,24 @@ def test_remote_open_check_fails_on_an_undecided_a_double_or_an_unasked_open() -
     assert "远程开门" in expect_text(twice, "zh")
 
 
+HAND = [
+    ev("hh01:cc:5", "handheld.intake", {"parcel": "LX123456785CN", "courier": "c001"}),
+    ev("hh01:cc:6", "handheld.hand_delivery", {"parcel": "LX123456785CN", "method": "name", "name": "王"}),
+]
+
+
+def test_hand_delivery_check_fails_twice_untaken_or_also_in_a_locker() -> None:
+    ok = hand_delivered_once(HAND)
+    assert ok["ok"] and ok["fields"] == {"handed": 1, "taken_in": 1, "wrong": []}
+    twice = hand_delivered_once([*HAND, dict(HAND[1], id="hh01:cc:7")])
+    assert not twice["ok"] and twice["fields"]["wrong"] == ["LX123456785CN=2"]
+    assert hand_delivered_once(HAND[1:])["fields"]["wrong"] == ["LX123456785CN=not_taken_in"]
+    both = hand_delivered_once([*HAND, ev("lk01:bb:50", "locker.deposit", {"parcel": "LX123456785CN"})])
+    assert not both["ok"] and both["fields"]["wrong"] == ["LX123456785CN=also_in_locker"]
+    assert not hand_delivered_once([])["ok"]
+    assert "上门投递" in expect_text(both, "zh")
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_path: Path) -> None:
@@ -206,6 +226,8 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
     gs = exp["guessers_locked_out"]
     assert gs["ok"] and gs["fields"]["lockouts"] == 1
     assert 0 < gs["fields"]["wrong_codes"] <= gs["fields"]["budget"]
+    hd = exp["hand_delivered_once"]
+    assert hd["ok"] and hd["fields"]["handed"] == hd["fields"]["taken_in"] == 2
     ro = exp["remote_opens_by_request"]
     assert ro["ok"] and ro["fields"]["requests"] == ro["fields"]["opened"] == 1 and st_ok(res, "remote_open")
     al = exp["alarms_handled"]
@@ -235,6 +257,8 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
     assert not returns_retrieved_once([*events, dict(ret_ev, id=ret_ev["id"] + "0")])["ok"]
     assert not guessers_locked_out([e for e in events if e["body"].get("alarm") != "lockout"], 1)["ok"]
     opened = next(e for e in events if e["type"] == "locker.remote_open")
+    handed = next(e for e in events if e["type"] == "handheld.hand_delivery")
+    assert not hand_delivered_once([*events, dict(handed, id=handed["id"] + "0")])["ok"]
     decisions = seen[0].flows["open_decisions"]
     assert remote_opens_by_request(events, decisions)["ok"]
     assert not remote_opens_by_request([*events, dict(opened, id=opened["id"] + "0")], decisions)["ok"]

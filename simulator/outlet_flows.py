@@ -298,10 +298,7 @@ def _clerk_account(outlet: Outlet) -> None:
 def _handle_alarms(outlet: Outlet, wanted: set[str]) -> tuple[int, int]:
     """Sign in, and acknowledge then resolve (with a note) every alarm the
     console lists; returns (acknowledged, resolved)."""
-    _clerk_account(outlet)
-    web = _client(outlet)
-    if not web.login(*CLERK):
-        raise Refused("login")
+    web = _clerk(outlet)
     deadline = time.monotonic() + 20
     while True:  # the alarms reach the gateway's store through the broker
         csrf, listed = web.console()
@@ -316,7 +313,6 @@ def _handle_alarms(outlet: Outlet, wanted: set[str]) -> tuple[int, int]:
         code, _ = web.form("/clerk/alarm", {"csrf": csrf, "alarm": aid, "action": "resolve",
                                             "note": "door shut, contents checked"})
         resolved += code == 303
-    web.form("/clerk/logout", {"csrf": csrf})
     missing = wanted - set(listed)
     if missing:
         outlet.stats["clerk_alarms_not_listed"] += len(missing)
@@ -348,18 +344,29 @@ def _own_synced(outlet: Outlet, types: tuple[str, ...], timeout: float = 15.0) -
         time.sleep(0.1)
 
 
-def _request_open(outlet: Outlet, device: str, cid: int) -> str:
-    """The supervisor's remote-open request in the console; its request id
-    as the platform sees it (the ``gateway.clerk_request`` event)."""
+def _clerk(outlet: Outlet) -> WebClient:
+    """The supervisor at the console, signed in once for the day (a
+    login is a memory-hard password check: seconds on a busy machine);
+    signed in again if the session is gone (a gateway restart)."""
+    web: WebClient | None = outlet.flows.get("clerk_web")
+    if web is not None and web.request("GET", "/clerk?lang=en")[0] == 200:
+        return web
     _clerk_account(outlet)
     web = _client(outlet)
     if not web.login(*CLERK):
         raise Refused("login")
+    outlet.flows["clerk_web"] = web
+    return web
+
+
+def _request_open(outlet: Outlet, device: str, cid: int) -> str:
+    """The supervisor's remote-open request in the console; its request id
+    as the platform sees it (the ``gateway.clerk_request`` event)."""
+    web = _clerk(outlet)
     csrf, _ = web.console()
     note = "villager's parcel stuck behind the door"
     code, _ = web.form("/clerk/compartment", {"csrf": csrf, "device": device, "compartment": str(cid),
                                               "action": "open", "note": note})
-    web.form("/clerk/logout", {"csrf": csrf})
     if code != 303:
         raise Refused(f"console_{code}")
     deadline = time.monotonic() + 20

@@ -3,10 +3,10 @@
 ``workload.generate`` says who does what at which virtual second; this
 module makes it happen on the running outlet: a counter scanner sees a
 parcel, a courier badges in and deposits, a recipient types the pickup code,
-a handheld photographs a bulletin board and uploads the photo; the outbound
-day (``outbound``: the counter's acceptance API, send codes at the lockers,
-the courier's collection) and the clerk acting on alarms through the
-console's HTTP forms with a clerk login (``clerk_alarms``). Actions of
+a handheld photographs a bulletin board and uploads the photo; the outlet's
+own flows (the outbound day, returns, a code guesser, the clerk at the
+console, the handheld's hand deliveries) are in ``simulator/outlet_flows.py``
+and dispatched from here. Actions of
 one window run concurrently across devices and in order on each device.
 What happened (and what was refused or timed out) is counted in the
 outlet's ``stats``.

@@ -105,7 +105,7 @@ class Outlet:
         self.modem: ModemSim | None = None  # with [notify] in the scenario (start)
         self.scale: ScaleSim | None = None  # with the counter desk (start)
         self.web_ca: Path | None = None  # the CA the gateway's HTTPS chains to (None: plain HTTP)
-        self.flows: dict[str, Any] = {}  # what the outlet flows remember (simulator/actions.py)
+        self.flows: dict[str, Any] = {}  # what the outlet flows remember (simulator/outlet_flows.py)
         self.faults_log: list[dict[str, Any]] = []
         self.backlog: list[list[float]] = []
         self.stats: Counter[str] = Counter()

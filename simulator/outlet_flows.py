@@ -27,7 +27,7 @@ from handheld.jobs import PhotoSink
 from handheld.scanning import ScanFilter
 from handheld.text import Refused as HandheldRefused
 from handheld.workflows import GatewayClient, ParcelFlows
-from simulator.assembly import BADGE_SECRET, OUTLET, Outlet
+from simulator.assembly import BADGE_SECRET, KEYS, OUTLET, Outlet
 from simulator.counter_sim import WebClient, documents
 from simulator.inproc import SimLocker
 from simulator.workload import COURIER, Action
@@ -283,6 +283,34 @@ async def hand_delivery(outlet: Outlet, a: Action) -> None:
     outlet.stats["hand_delivery"] += 1
 
 
+async def permit_deposit(outlet: Outlet, a: Action) -> None:
+    """The platform signs a deposit permit (one parcel, courier, handheld,
+    an hour) with the locker's own key; the handheld forwards it
+    (``handheld.forward_command``), the gateway queues it, the locker
+    checks it and opens a compartment; the courier puts the parcel in."""
+    h = outlet.hh.get(a.device)
+    if h is None:
+        raise Refused("device_down")
+    device = a.args["locker"]
+    if not isinstance(outlet.devices.get(device), SimLocker):
+        raise Refused("device_down")
+    n = outlet.flows["permits"] = int(outlet.flows.get("permits", 0)) + 1
+    permit = KEYS.permit(device, "deposit", a.args["parcel"], COURIER, a.device, f"permit-{n}",
+                         now=outlet.clock.time(), size=a.args["size"])
+    await asyncio.to_thread(h.emit, "handheld.forward_command", "custody", {"kind": "locker", "cmd": permit})
+    deadline = time.monotonic() + 20
+    while True:
+        with outlet.obs.lock:
+            done = any(e["type"] == "locker.deposit" and e["body"].get("permit") == permit["id"]
+                       for e in outlet.obs.events.values())
+        if done:
+            break
+        if time.monotonic() > deadline:
+            raise Refused("not_deposited")
+        await asyncio.sleep(0.05)
+    outlet.stats["permit_deposit"] += 1
+
+
 # ------------------------------------------------------------------ the clerk
 def _clerk_account(outlet: Outlet) -> None:
     """The supervisor's console account, made as the operator does (``postedge gateway clerk add``)."""
@@ -425,5 +453,5 @@ OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
     "counter_accept": counter_accept, "send_book": send_book, "send_dropoff": send_dropoff,
     "collect": collect, "bag_pickup": bag_pickup, "door_forced": door_forced, "clerk_alarms": clerk_alarms,
     "return_book": return_book, "return_dropoff": return_dropoff, "guess": guess, "remote_open": remote_open,
-    "hh_intake": hh_intake, "hand_delivery": hand_delivery,
+    "hh_intake": hh_intake, "hand_delivery": hand_delivery, "permit_deposit": permit_deposit,
 }

@@ -297,6 +297,33 @@ def hand_delivered_once(events: list[dict[str, Any]]) -> dict[str, Any]:
             "fields": fields}
 
 
+def permit_deposits_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``permit_deposits_once``: every deposit permit a handheld forwarded
+    (``handheld.forward_command`` carrying an op ``deposit``) put its parcel
+    into the permit's locker exactly once (``locker.deposit`` naming the
+    permit), and no deposit names a permit nobody forwarded. Fails on a run
+    without one."""
+    forwarded: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        cmd = (ev.get("body") or {}).get("cmd") if ev["type"] == "handheld.forward_command" else None
+        if isinstance(cmd, dict) and cmd.get("op") == "deposit":
+            forwarded[str(cmd.get("id"))] = (str(cmd.get("dev")), str((cmd.get("args") or {}).get("parcel")))
+    done: Counter[str] = Counter()
+    where: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        b = ev.get("body") or {}
+        if ev["type"] == "locker.deposit" and b.get("permit"):
+            done[str(b["permit"])] += 1
+            where[str(b["permit"])] = (ev["id"].split(":", 1)[0], str(b.get("parcel")))
+    wrong = sorted(f"{p}={done[p]}" for p in forwarded if done[p] != 1 or where.get(p) != forwarded[p])
+    wrong += sorted(f"{p}=not_forwarded" for p in done if p not in forwarded)
+    fields = {"permits": len(forwarded), "deposited": sum(done[p] for p in forwarded), "wrong": wrong[:5]}
+    detail = f"{len(forwarded)} permits forwarded, {fields['deposited']} deposits under them" + (
+        f"; wrong: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "permit_deposits_once", "ok": bool(forwarded) and not wrong, "detail": detail,
+            "fields": fields}
+
+
 def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
     """The outlet flows' domain checks the scenario's workload exercises;
     their counts go to the run's stats too."""
@@ -311,6 +338,8 @@ def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
         out.append(guessers_locked_out(events, sc.guessers))
     if sc.hand_deliveries and sc.handhelds:
         out.append(hand_delivered_once(events))
+    if sc.permit_deposits and sc.handhelds:
+        out.append(permit_deposits_once(events))
     if sc.remote_opens:
         out.append(remote_opens_by_request(events, platform_open_decisions(outlet)))
     if sc.forced_doors or sc.guessers:

@@ -37,6 +37,7 @@ at load with errors that name the key::
     guessers = 1                # someone typing pickup codes at random until the lockout stops them
     remote_opens = 1            # the clerk asks the platform for a remote open; the platform signs it
     hand_deliveries = 1         # parcels the courier's handheld takes in and hands to the villager
+    permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards (mode "real")
 
     [[faults]]
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
@@ -133,6 +134,7 @@ class Scenario:
     guessers: int = 0
     remote_opens: int = 0
     hand_deliveries: int = 0
+    permit_deposits: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
@@ -213,6 +215,11 @@ class WorkloadSection(Section):
     # Parcels the courier's handheld takes in at the outlet and hands over at
     # the door (confirmed by name): the handheld app's own parcel flows.
     hand_deliveries: Annotated[int, Field(ge=0, le=500)] = 0
+    # Deposits under a permit the platform signs for one parcel, courier and
+    # handheld, forwarded by that handheld through the gateway to the locker.
+    # Real-time mode only: a permit lives an hour, and the gateway expires
+    # commands by the wall clock (virtual time is days behind it).
+    permit_deposits: Annotated[int, Field(ge=0, le=500)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
 
@@ -286,6 +293,9 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
     except config.ConfigError as e:
         raise ScenarioError(str(e).removeprefix("scenario.")) from None
     w = f.workload
+    if w.permit_deposits and f.time.mode != "real":
+        raise ScenarioError('workload.permit_deposits: needs time.mode = "real" (the gateway expires '
+                            "a permit by the wall clock)")
     return Scenario(
         name=f.name, seed=f.seed, path=path, **f.time.model_dump(), **f.outlet.model_dump(),
         parcels=w.parcels, arrivals_by_hour=tuple(w.arrivals_by_hour), pickup_rate=w.pickup_rate,
@@ -295,6 +305,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         charity_parcels=w.charity_parcels, send_dropoffs=w.send_dropoffs, outbound_h=w.outbound_h,
         forced_doors=w.forced_doors, returns=w.returns, guessers=w.guessers,
         remote_opens=w.remote_opens, hand_deliveries=w.hand_deliveries,
+        permit_deposits=w.permit_deposits,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 

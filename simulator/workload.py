@@ -20,7 +20,8 @@ codes (``return_dropoff``) and retrieved with the courier's collection.
 The clerk asks the platform for a remote open (``remote_open``), which the
 platform signs and the locker carries out. The courier's handheld takes
 parcels in at the outlet (``hh_intake``) and hands them over at the door
-(``hand_delivery``).
+(``hand_delivery``), and forwards the platform's permits for deposits at
+a locker (``permit_deposit``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Action:
     order: int  # tie-break: generation order
     # intake | deposit | pickup | photo | counter_accept | send_book | send_dropoff | collect
     # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess | remote_open
-    # | hh_intake | hand_delivery
+    # | hh_intake | hand_delivery | permit_deposit
     kind: str = field(compare=False)
     device: str = field(compare=False)
     args: dict[str, Any] = field(compare=False, default_factory=dict)
@@ -178,6 +179,9 @@ def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: li
         parcel = _s10(rng, "LX")
         add(t0 + 1800 + i * 300, "hh_intake", handhelds[0], parcel=parcel)
         add(t0 + 5400 + i * 300, "hand_delivery", handhelds[0], parcel=parcel, name="王大妈")
+    for i in range(sc.permit_deposits if handhelds and lockers else 0):
+        add(t0 + 3600 + i * 300, "permit_deposit", handhelds[0], locker=rng.choice(lockers),
+            parcel=_s10(rng, "EE"), size=rng.choice(("S", "M")))
     for i in range(sc.remote_opens if lockers else 0):
         add(t0 + 2.75 * 3600 + i * 300, "remote_open", "clerk", locker=rng.choice(lockers),
             compartment=sc.compartments)

@@ -20,12 +20,13 @@ from simulator.results import (
     guessers_locked_out,
     hand_delivered_once,
     outbound_dispatched_once,
+    permit_deposits_once,
     platform_events,
     remote_opens_by_request,
     returns_retrieved_once,
 )
 from simulator.runner import run_scenario
-from simulator.scenario import parse
+from simulator.scenario import ScenarioError, parse
 from simulator.workload import generate
 
 DAY = {
@@ -262,3 +263,44 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
     decisions = seen[0].flows["open_decisions"]
     assert remote_opens_by_request(events, decisions)["ok"]
     assert not remote_opens_by_request([*events, dict(opened, id=opened["id"] + "0")], decisions)["ok"]
+
+
+PERMIT = {"id": "permit-1", "dev": "lk01", "op": "deposit", "args": {"parcel": "EE123456785CN", "size": "S"}}
+PERMITS = [
+    ev("hh01:cc:8", "handheld.forward_command", {"kind": "locker", "cmd": PERMIT}),
+    ev("lk01:bb:60", "locker.deposit", {"compartment": 2, "parcel": "EE123456785CN", "permit": "permit-1"}),
+]
+
+
+def test_permit_check_fails_on_an_unused_a_reused_or_an_unknown_permit() -> None:
+    ok = permit_deposits_once(PERMITS)
+    assert ok["ok"] and ok["fields"] == {"permits": 1, "deposited": 1, "wrong": []}
+    assert permit_deposits_once(PERMITS[:1])["fields"]["wrong"] == ["permit-1=0"]
+    twice = permit_deposits_once([*PERMITS, dict(PERMITS[1], id="lk01:bb:61")])
+    assert not twice["ok"] and twice["fields"]["wrong"] == ["permit-1=2"]
+    other = ev("lk02:ee:1", "locker.deposit", {"parcel": "EE123456785CN", "permit": "permit-1"})
+    assert not permit_deposits_once([PERMITS[0], other])["ok"]  # the wrong locker
+    assert permit_deposits_once(PERMITS[1:])["fields"]["wrong"] == ["permit-1=not_forwarded"]
+    assert not permit_deposits_once([])["ok"]
+    assert "许可" in expect_text(twice, "zh")
+    with pytest.raises(ScenarioError, match="permit_deposits"):
+        parse({"name": "x", "workload": {"permit_deposits": 1}})  # virtual time: the gateway would expire it
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_deposits_by_permit_forwarded_by_the_handheld(tmp_path: Path) -> None:
+    """Real time (an hour a second): a permit lives an hour and the gateway
+    expires commands by the wall clock, so in virtual mode it would expire
+    before it left the gateway."""
+    sc = parse({"name": "permits", "seed": 3, "time": {"hours": 2.0, "mode": "real", "speed": 3600.0},
+                "outlet": {"lockers": 1, "compartments": 24, "scanners": 1, "handhelds": 1},
+                "workload": {"parcels": 2, "arrivals_by_hour": [1] * 24, "permit_deposits": 2,
+                             "outbound_h": 0.25}})
+    res = run_scenario(sc, tmp_path / "run")
+    assert res["verdict"]["ok"], res["verdict"]
+    [chk] = [x for x in res["expectations"] if x["name"] == "permit_deposits_once"]
+    assert chk["ok"] and chk["fields"]["permits"] == chk["fields"]["deposited"] == 2
+    assert res["stats"]["permit_deposit"] == 2 and res["refused"] == {}
+    rules = {c["name"]: c for c in res["domain"]["checks"]}
+    assert rules["door_needs_authority"]["ok"]  # the permit is the door's authority

@@ -176,6 +176,20 @@ async def guess(outlet: Outlet, a: Action) -> None:
     raise Refused("never_locked_out")
 
 
+async def set_pickup_days(outlet: Outlet, a: Action) -> None:
+    """The platform shortens a locker's pickup window: a signed ``config``."""
+    dev = _locker(outlet, a)
+    days = int(a.args["days"])
+    outlet.central.push_command(OUTLET, "locker", outlet.command(
+        a.device, "config", {"pickup_days": days}, f"cfg-days-{a.device}"))
+    deadline = time.monotonic() + 15
+    while dev.app.cfg.get("pickup_days") != days:
+        if time.monotonic() > deadline:
+            raise Refused("not_applied")
+        await asyncio.sleep(0.05)
+    outlet.stats["set_pickup_days"] += 1
+
+
 async def collect(outlet: Outlet, a: Action) -> None:
     """The courier badges in and empties the retrieval list (outbound items among it)."""
     dev = _locker(outlet, a)
@@ -454,4 +468,5 @@ OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
     "collect": collect, "bag_pickup": bag_pickup, "door_forced": door_forced, "clerk_alarms": clerk_alarms,
     "return_book": return_book, "return_dropoff": return_dropoff, "guess": guess, "remote_open": remote_open,
     "hh_intake": hh_intake, "hand_delivery": hand_delivery, "permit_deposit": permit_deposit,
+    "set_pickup_days": set_pickup_days,
 }

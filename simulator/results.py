@@ -324,6 +324,38 @@ def permit_deposits_once(events: list[dict[str, Any]]) -> dict[str, Any]:
             "fields": fields}
 
 
+def expired_retrieved_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``expired_retrieved_once``: a parcel that expired in a locker
+    (``locker.overdue``) left it at most once, by the courier's retrieval
+    (``locker.retrieve``, reason ``overdue``) or by a late pickup, never
+    both; and the courier retrieved nothing as expired that had not
+    expired. Fails on a run where nothing expired or nothing was retrieved
+    (the flow never ran). Parcels still inside at the end are counted."""
+    overdue: set[tuple[str, str]] = set()
+    retrieved: Counter[tuple[str, str]] = Counter()
+    picked: Counter[tuple[str, str]] = Counter()
+    for ev in events:
+        b = ev.get("body") or {}
+        key = (ev["id"].split(":", 1)[0], str(b.get("parcel")))
+        if ev["type"] == "locker.overdue":
+            overdue.add(key)
+        elif ev["type"] == "locker.retrieve" and b.get("reason") == "overdue":
+            retrieved[key] += 1
+        elif ev["type"] == "locker.pickup":
+            picked[key] += 1
+    wrong = sorted(f"{p}={n}" for (_, p), n in retrieved.items() if n != 1)
+    wrong += sorted(f"{p}=not_expired" for k, p in retrieved if (k, p) not in overdue)
+    wrong += sorted(f"{p}=also_picked_up" for k, p in retrieved if picked[(k, p)])
+    late = sum(1 for k in overdue if picked[k] and not retrieved[k])
+    inside = sum(1 for k in overdue if not retrieved[k] and not picked[k])
+    fields = {"expired": len(overdue), "retrieved": sum(retrieved.values()), "picked_late": late,
+              "still_inside": inside, "wrong": wrong[:5]}
+    detail = (f"{len(overdue)} expired: {fields['retrieved']} retrieved by the courier, {late} picked up "
+              f"late, {inside} still inside" + (f"; wrong: {', '.join(wrong[:5])}" if wrong else ""))
+    return {"name": "expired_retrieved_once", "ok": bool(overdue) and bool(retrieved) and not wrong,
+            "detail": detail, "fields": fields}
+
+
 def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
     """The outlet flows' domain checks the scenario's workload exercises;
     their counts go to the run's stats too."""
@@ -338,6 +370,8 @@ def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
         out.append(guessers_locked_out(events, sc.guessers))
     if sc.hand_deliveries and sc.handhelds:
         out.append(hand_delivered_once(events))
+    if sc.pickup_days:
+        out.append(expired_retrieved_once(events))
     if sc.permit_deposits and sc.handhelds:
         out.append(permit_deposits_once(events))
     if sc.remote_opens:

@@ -38,6 +38,8 @@ at load with errors that name the key::
     remote_opens = 1            # the clerk asks the platform for a remote open; the platform signs it
     hand_deliveries = 1         # parcels the courier's handheld takes in and hands to the villager
     permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards (mode "real")
+    pickup_days = 1             # parcels expire after this many days (0: the locker's own, 7); the courier
+                                # retrieves what expired at outbound_h + 2 every day
 
     [[faults]]
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
@@ -135,6 +137,7 @@ class Scenario:
     remote_opens: int = 0
     hand_deliveries: int = 0
     permit_deposits: int = 0
+    pickup_days: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
@@ -220,6 +223,10 @@ class WorkloadSection(Section):
     # Real-time mode only: a permit lives an hour, and the gateway expires
     # commands by the wall clock (virtual time is days behind it).
     permit_deposits: Annotated[int, Field(ge=0, le=500)] = 0
+    # Parcels expire after this many days (a signed ``config`` to every
+    # locker at the start; 0 leaves the locker's own 7); the courier then
+    # retrieves the expired ones at ``outbound_h`` + 2 every day.
+    pickup_days: Annotated[int, Field(ge=0, le=60)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
 
@@ -305,7 +312,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         charity_parcels=w.charity_parcels, send_dropoffs=w.send_dropoffs, outbound_h=w.outbound_h,
         forced_doors=w.forced_doors, returns=w.returns, guessers=w.guessers,
         remote_opens=w.remote_opens, hand_deliveries=w.hand_deliveries,
-        permit_deposits=w.permit_deposits,
+        permit_deposits=w.permit_deposits, pickup_days=w.pickup_days,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 

@@ -21,7 +21,9 @@ The clerk asks the platform for a remote open (``remote_open``), which the
 platform signs and the locker carries out. The courier's handheld takes
 parcels in at the outlet (``hh_intake``) and hands them over at the door
 (``hand_delivery``), and forwards the platform's permits for deposits at
-a locker (``permit_deposit``).
+a locker (``permit_deposit``). With ``pickup_days`` the platform shortens
+the lockers' pickup window at the start (``set_pickup_days``) and the
+courier's daily collection retrieves what expired.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Action:
     order: int  # tie-break: generation order
     # intake | deposit | pickup | photo | counter_accept | send_book | send_dropoff | collect
     # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess | remote_open
-    # | hh_intake | hand_delivery | permit_deposit
+    # | hh_intake | hand_delivery | permit_deposit | set_pickup_days
     kind: str = field(compare=False)
     device: str = field(compare=False)
     args: dict[str, Any] = field(compare=False, default_factory=dict)
@@ -166,8 +168,16 @@ def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: li
         add(t0 + 900 + i * 300, "return_dropoff", locker, parcel=parcel, code=code)
         dropped.add(locker)
     t_collect = t0 + 2 * 3600
-    for locker in sorted(dropped):
+    for locker in sorted(dropped | (set(lockers) if sc.pickup_days else set())):
         add(t_collect, "collect", locker, courier=COURIER)
+    if sc.pickup_days:
+        for locker in lockers:
+            add(0.0, "set_pickup_days", locker, days=sc.pickup_days)
+        day = 1
+        while t_collect + day * 86400 < sc.duration_s:
+            for locker in lockers:
+                add(t_collect + day * 86400, "collect", locker, courier=COURIER)
+            day += 1
     if n_counter and handhelds:
         add(t_collect, "bag_pickup", handhelds[0], bag=make_bag(rng.randrange(10**11)), courier=COURIER)
     for i in range(sc.forced_doors if lockers else 0):

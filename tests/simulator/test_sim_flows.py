@@ -17,6 +17,7 @@ from simulator.assembly import Outlet
 from simulator.report.reading import expect_text
 from simulator.results import (
     alarms_handled,
+    expired_retrieved_once,
     guessers_locked_out,
     hand_delivered_once,
     outbound_dispatched_once,
@@ -304,3 +305,34 @@ def test_deposits_by_permit_forwarded_by_the_handheld(tmp_path: Path) -> None:
     assert res["stats"]["permit_deposit"] == 2 and res["refused"] == {}
     rules = {c["name"]: c for c in res["domain"]["checks"]}
     assert rules["door_needs_authority"]["ok"]  # the permit is the door's authority
+
+
+EXPIRED = [
+    ev("lk01:bb:70", "locker.overdue", {"compartment": 4, "parcel": "RB000000019CN"}),
+    ev("lk01:bb:71", "locker.retrieve", {"compartment": 4, "parcel": "RB000000019CN", "reason": "overdue"}),
+    ev("lk01:bb:72", "locker.overdue", {"compartment": 6, "parcel": "RB000000027CN"}),
+    ev("lk01:bb:73", "locker.pickup", {"compartment": 6, "parcel": "RB000000027CN"}),
+]
+
+
+def test_expiry_check_fails_on_a_double_retrieval_or_an_unexpired_one() -> None:
+    ok = expired_retrieved_once(EXPIRED)
+    assert ok["ok"] and ok["fields"] == {"expired": 2, "retrieved": 1, "picked_late": 1, "still_inside": 0,
+                                         "wrong": []}
+    twice = expired_retrieved_once([*EXPIRED, dict(EXPIRED[1], id="lk01:bb:74")])
+    assert not twice["ok"] and twice["fields"]["wrong"] == ["RB000000019CN=2"]
+    early = expired_retrieved_once(EXPIRED[1:])
+    assert not early["ok"] and early["fields"]["wrong"] == ["RB000000019CN=not_expired"]
+    both = expired_retrieved_once([*EXPIRED, ev("lk01:bb:75", "locker.pickup", {"parcel": "RB000000019CN"})])
+    assert not both["ok"] and both["fields"]["wrong"] == ["RB000000019CN=also_picked_up"]
+    assert not expired_retrieved_once(EXPIRED[2:])["ok"]  # expired, but the courier never came
+    assert "逾期" in expect_text(both, "zh")
+
+
+def test_a_short_pickup_window_schedules_the_platforms_setting_and_daily_collections() -> None:
+    sc = parse({"name": "x", "time": {"hours": 72.0}, "outlet": {"lockers": 2},
+                "workload": {"parcels": 4, "pickup_days": 1, "outbound_h": 13.0}})
+    acts = generate(sc)
+    assert [(a.t, a.device) for a in acts if a.kind == "set_pickup_days"] == [(0.0, "lk01"), (0.0, "lk02")]
+    collects = sorted((a.t / 3600, a.device) for a in acts if a.kind == "collect")
+    assert collects == [(h, d) for h in (15.0, 39.0, 63.0) for d in ("lk01", "lk02")]

@@ -3,7 +3,10 @@
 ``workload.generate`` says who does what at which virtual second; this
 module makes it happen on the running outlet: a counter scanner sees a
 parcel, a courier badges in and deposits, a recipient types the pickup code,
-a handheld photographs a bulletin board and uploads the photo. Actions of
+a handheld photographs a bulletin board and uploads the photo; the outlet's
+own flows (the outbound day, returns, a code guesser, the clerk at the
+console, the handheld's hand deliveries) are in ``simulator/outlet_flows.py``
+and dispatched from here. Actions of
 one window run concurrently across devices and in order on each device.
 What happened (and what was refused or timed out) is counted in the
 outlet's ``stats``.
@@ -18,6 +21,7 @@ from collections import defaultdict
 from firmware.device import FlowError
 from simulator.assembly import BADGE_SECRET, Outlet
 from simulator.inproc import SimCounter
+from simulator.outlet_flows import OUTLET_FLOWS, Refused
 from simulator.unix_locker import FlowRefused, UnixLocker
 from simulator.workload import Action
 
@@ -26,6 +30,14 @@ async def perform(outlet: Outlet, a: Action) -> None:
     """One action on its device; a device that is down counts as ``<kind>_device_down``."""
     if a.kind == "photo":
         await photo(outlet, a)
+        return
+    if a.kind in OUTLET_FLOWS:
+        try:
+            await OUTLET_FLOWS[a.kind](outlet, a)
+        except Refused as e:
+            outlet.stats[f"{a.kind}_refused_{e.reason}"] += 1
+        except TimeoutError:
+            outlet.stats[f"{a.kind}_timeout"] += 1
         return
     dev = outlet.devices.get(a.device)
     if dev is None or dev.app is None or dev.task is None:

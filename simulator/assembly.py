@@ -29,6 +29,7 @@ from gateway.broker import Account, Mosquitto, find_mosquitto, free_port, tls_li
 from handheld import tls as handheld_tls
 from protocol import signing
 from simulator.central import Central, CentralHttps, Link, make_certs
+from simulator.counter_sim import ScaleSim, public_keys
 from simulator.faultproxy import FaultProxy, Rule
 from simulator.gateway_process import GatewayProcess
 from simulator.handheld_sim import SimHandheld
@@ -102,6 +103,9 @@ class Outlet:
         self.central = Central()
         self.devices: dict[str, SimDevice] = {}
         self.modem: ModemSim | None = None  # with [notify] in the scenario (start)
+        self.scale: ScaleSim | None = None  # with the counter desk (start)
+        self.web_ca: Path | None = None  # the CA the gateway's HTTPS chains to (None: plain HTTP)
+        self.flows: dict[str, Any] = {}  # what the outlet flows remember (simulator/outlet_flows.py)
         self.faults_log: list[dict[str, Any]] = []
         self.backlog: list[list[float]] = []
         self.live: dict[str, float] = {}  # the dashboard's store counts (simulator/sampling.py)
@@ -171,7 +175,7 @@ class Outlet:
         self.gw_db = self.dir / "gateway.db"
         if any(f.kind == "disk_full" for f in sc.faults):
             self.gw_db = self.mount_gateway_disk() / "gateway.db"
-        if hh:
+        if hh or sc.web:
             self.web_port = free_port()
         self.gw_cfg.write_text(
             "\n".join(
@@ -212,6 +216,7 @@ class Outlet:
                     if self.web_port
                     else []
                 )
+                + (self._counter_config() if sc.counter_desk else [])
                 + (
                     # The gateway's own small disk: its budget must fit it. With the default
                     # 512 MiB reserve on a 256 MiB tmpfs the gateway is always over budget and
@@ -223,6 +228,7 @@ class Outlet:
                 )
             )
         )
+        self.web_ca = certs.ca if self.hh_tls else None
         self.modem: ModemSim | None = None
         if sc.notify.get("enabled"):
             self._notifier()
@@ -273,6 +279,15 @@ class Outlet:
                 gateway_url=f"{'https' if hh_ssl else 'http'}://127.0.0.1:{self.web_port}",
                 ssl_context=hh_ssl,
             )
+
+    def _counter_config(self) -> list[str]:
+        """``[counter]``: the acceptance desk with a simulated scale on a pty
+        and the label printer as a file (``simulator/counter_sim.py``)."""
+        self.scale = ScaleSim()
+        keys = ", ".join(f'{k} = "{v}"' for k, v in public_keys().items())
+        return ["[counter]", f"platform_keys = {{ {keys} }}", f'scale_url = "{self.scale.path}"',
+                'scale_format = "st-gs"', "stable_window_s = 0.15",
+                f'label_url = "file:{self.dir / "label.prn"}"', 'label_language = "tspl"', ""]
 
     def _notifier(self) -> None:
         """The SMS notifier: a simulated modem on a pty, the outlet notifier
@@ -443,6 +458,7 @@ class Outlet:
             lambda: self.proxy.stop() if self.proxy else None,
             lambda: subprocess.run(["umount", "-l", str(self.disk)], check=False) if self.disk else None,
             lambda: self.modem.close() if self.modem else None,
+            lambda: self.scale.close() if self.scale else None,
         ):
             try:
                 step()

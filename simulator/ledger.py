@@ -287,7 +287,8 @@ def _judge(hop: str, previous: str | None, ids: list[str], prev_order: list[str]
 ENTRY = ("locker.deposit", "locker.return_dropoff")
 FINAL = ("locker.pickup", "locker.retrieve", "locker.deposit_aborted")
 OUTCOMES = ("locker.deposit", "locker.deposit_aborted", "locker.pickup", "locker.pickup_unconfirmed",
-            "locker.retrieve", "locker.return_dropoff", "locker.remote_open", "locker.inspect_needed")
+            "locker.retrieve", "locker.return_dropoff", "locker.remote_open", "locker.inspect_needed",
+            "locker.send_dropoff", "locker.send_aborted", "locker.send_collected")
 # Which closing events may end a door cycle opened for each action.
 FITS = {
     "deposit": ("locker.deposit", "locker.deposit_aborted"),
@@ -295,6 +296,8 @@ FITS = {
     "retrieve": ("locker.retrieve",),
     "return": ("locker.return_dropoff",),
     "remote": ("locker.remote_open",),
+    "send": ("locker.send_dropoff", "locker.send_aborted"),  # a villager's send code (寄件)
+    "collect": ("locker.send_collected",),  # the courier takes an outbound parcel
 }
 
 
@@ -445,8 +448,9 @@ def check_door_authorization(events: Iterable[Mapping[str, Any]] | Grouped,
                              forced_is_violation: bool = False) -> Check:
     """No door opens without a reason the locker accepted: a pickup code
     accepted for that very compartment, a return code, a logged-in courier
-    (deposit, retrieval) or a verified signed command (remote open). Each
-    code or command opens one door once.
+    (deposit, retrieval, collection of outbound parcels), a send code
+    (`send_attempt`) or a verified signed command (remote open). Each code
+    or command opens one door once.
 
     The firmware audits the accepted code or command (`pickup_attempt`,
     `return_attempt`, `courier_login`, `command` with result ok) before it
@@ -459,6 +463,7 @@ def check_door_authorization(events: Iterable[Mapping[str, Any]] | Grouped,
         courier: str | None = None
         codes: Counter[Any] = Counter()
         returns = 0
+        sends = 0
         permits = 0
         commands: list[str] = []
         accepted: set[str] = set()
@@ -474,6 +479,8 @@ def check_door_authorization(events: Iterable[Mapping[str, Any]] | Grouped,
                     codes[b.get("compartment")] += 1
                 elif _audit(ev, "return_attempt"):
                     returns += 1
+                elif _audit(ev, "send_attempt"):
+                    sends += 1
                 elif _audit(ev, "command") and b.get("op") == "open":
                     commands.append(str(b.get("id")))
                     accepted.add(str(b.get("id")))
@@ -483,6 +490,7 @@ def check_door_authorization(events: Iterable[Mapping[str, Any]] | Grouped,
                 courier = None  # a reboot ends the session; the grants die with RAM
                 codes.clear()
                 returns = 0
+                sends = 0
                 permits = 0
                 commands.clear()
             elif t == "locker.alarm" and b.get("alarm") == "door_forced":
@@ -503,9 +511,14 @@ def check_door_authorization(events: Iterable[Mapping[str, Any]] | Grouped,
                         returns -= 1
                     else:
                         chk.add("opened_without_code", ev, device=dev, compartment=cid)
+                elif action == "send":
+                    if sends > 0:
+                        sends -= 1
+                    else:
+                        chk.add("opened_without_code", ev, device=dev, compartment=cid)
                 elif action == "deposit" and courier is None and permits > 0:
                     permits -= 1
-                elif action in ("deposit", "retrieve"):
+                elif action in ("deposit", "retrieve", "collect"):
                     if courier is None:
                         chk.add("opened_without_courier", ev, device=dev, compartment=cid, action=action)
                 elif action == "remote":

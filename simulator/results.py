@@ -32,6 +32,17 @@ OPAQUE_KEYS = ("code_sealed",)
 
 
 
+#: Sources of the gateway's own events that are not named ``gw-...``: the
+#: counter desk (``[counter] counter_id``). Like ``gw-`` ones they are not
+#: device events: not on the ledger, not in the device domain rules.
+OWN_SOURCES = ("counter",)
+
+
+def own_event(eid: str) -> bool:
+    """An event the gateway made itself (clerk, counter desk), not a device's."""
+    return eid.startswith("gw-") or eid.split(":", 1)[0] in OWN_SOURCES
+
+
 def refusals(stats: Counter[str] | dict[str, int]) -> dict[str, int]:
     """The workload's actions that did not happen, by ``<action>.<reason>``:
     a flow the device refused (``deposit.full``, ``pickup.locked_out``), a
@@ -121,6 +132,259 @@ def notified_once(outlet: Outlet) -> dict[str, Any]:
     return {"name": "deposit_notified_once", "ok": ok, "detail": detail, "fields": fields}
 
 
+def platform_events(outlet: Outlet) -> list[dict[str, Any]]:
+    """Every event the platform holds, the gateway's own (``gw-...``:
+    counter acceptances, the clerk's actions) included. The one place the
+    outlet-flow checks read the central side: re-point it at another
+    central service here."""
+    with outlet.central.lock:
+        return list(outlet.central.events.values())
+
+
+def outbound_dispatched_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``outbound_dispatched_once``: every outbound item the outlet took in
+    (``counter.accept`` by its waybill, ``locker.send_dropoff`` by its send
+    order) was collected by the courier exactly once (``locker.send_collected``
+    or an item of a ``handheld.bag_pickup``), and nothing was collected that
+    was never taken in. Fails on a run with no outbound item at all."""
+    accepted: dict[str, str] = {}
+    dropped: set[str] = set()
+    collected: Counter[str] = Counter()
+    for ev in events:
+        b = ev.get("body") or {}
+        if ev["type"] == "counter.accept":
+            accepted[str(b.get("waybill"))] = str(b.get("service"))
+        elif ev["type"] == "locker.send_dropoff":
+            dropped.add(str(b.get("order")))
+        elif ev["type"] == "locker.send_collected":
+            collected[str(b.get("order"))] += 1
+        elif ev["type"] == "handheld.bag_pickup":
+            for item in b.get("items") or []:
+                collected[str(item)] += 1
+    items = set(accepted) | dropped
+    wrong = sorted(f"{i}=0" for i in items - set(collected))
+    wrong += sorted(f"{i}={n}" for i, n in collected.items() if n != 1 and i in items)
+    wrong += sorted(f"{i}=unknown" for i in set(collected) - items)
+    charity = sum(1 for s in accepted.values() if s == "charity")
+    fields = {"accepted": len(accepted), "charity": charity, "dropped": len(dropped),
+              "collected": sum(collected.values()), "wrong": wrong[:5]}
+    detail = (f"{len(accepted)} accepted at the counter ({charity} charity), {len(dropped)} dropped off, "
+              f"{fields['collected']} collected" + (f"; not once: {', '.join(wrong[:5])}" if wrong else ""))
+    return {"name": "outbound_dispatched_once", "ok": bool(items) and not wrong, "detail": detail,
+            "fields": fields}
+
+
+def alarms_handled(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``alarms_handled``: every alarm a device raised was acknowledged and
+    resolved by a clerk in the console (``gateway.alarm_acknowledged``,
+    ``gateway.alarm_resolved`` naming it). Fails on a run without alarms."""
+    raised = sorted(ev["id"] for ev in events if ev.get("cls") == "alarm" and not own_event(ev["id"]))
+    acked = {str((ev.get("body") or {}).get("alarm_id")) for ev in events
+             if ev["type"] == "gateway.alarm_acknowledged"}
+    resolved = {str((ev.get("body") or {}).get("alarm_id")) for ev in events
+                if ev["type"] == "gateway.alarm_resolved"}
+    wrong = [a for a in raised if a not in resolved]
+    fields = {"raised": len(raised), "acknowledged": len(acked & set(raised)),
+              "resolved": len(resolved & set(raised)), "wrong": wrong[:5]}
+    detail = (f"{len(raised)} alarms: {fields['acknowledged']} acknowledged, {fields['resolved']} resolved"
+              + (f"; unresolved: {', '.join(wrong[:5])}" if wrong else ""))
+    return {"name": "alarms_handled", "ok": bool(raised) and not wrong, "detail": detail, "fields": fields}
+
+
+def returns_retrieved_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``returns_retrieved_once``: every return dropped off at a locker
+    (``locker.return_dropoff``) was retrieved by the courier exactly once
+    (``locker.retrieve`` of that parcel from that locker, reason
+    ``return_waiting``). Fails on a run without returns."""
+    dropped: set[tuple[str, str]] = set()
+    retrieved: Counter[tuple[str, str]] = Counter()
+    for ev in events:
+        b = ev.get("body") or {}
+        dev = ev["id"].split(":", 1)[0]
+        if ev["type"] == "locker.return_dropoff":
+            dropped.add((dev, str(b.get("parcel"))))
+        elif ev["type"] == "locker.retrieve" and b.get("reason") == "return_waiting":
+            retrieved[(dev, str(b.get("parcel")))] += 1
+    wrong = sorted(f"{p}={retrieved[(d, p)]}" for d, p in dropped if retrieved[(d, p)] != 1)
+    wrong += sorted(f"{p}=unknown" for d, p in set(retrieved) - dropped)
+    fields = {"returns": len(dropped), "retrieved": sum(retrieved.values()), "wrong": wrong[:5]}
+    detail = f"{len(dropped)} returns dropped off, {fields['retrieved']} retrieved" + (
+        f"; not once: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "returns_retrieved_once", "ok": bool(dropped) and not wrong, "detail": detail,
+            "fields": fields}
+
+
+def guessers_locked_out(events: list[dict[str, Any]], guessers: int) -> dict[str, Any]:
+    """``guessers_locked_out``: the locker locked out each of the run's
+    ``guessers`` (a ``lockout`` alarm each) after no more wrong codes than
+    its budget (the ``code_guessing`` warning names it), and warned the
+    clerk first. (No door opened for a guess: ``door_needs_authority``.)"""
+    def alarm(ev: dict[str, Any], kind: str) -> bool:
+        return ev.get("cls") == "alarm" and (ev.get("body") or {}).get("alarm") == kind
+
+    lockouts = [ev for ev in events if alarm(ev, "lockout")]
+    warnings = [ev for ev in events if alarm(ev, "code_guessing")]
+    budget = max([int((w.get("body") or {}).get("budget") or 0) for w in warnings] or [0])
+    wrong_codes = sum(1 for ev in events if ev["type"] == "locker.audit"
+                      and (ev.get("body") or {}).get("what") == "pickup_attempt"
+                      and (ev.get("body") or {}).get("result") == "wrong")
+    over = [ev["id"] for ev in lockouts if int((ev.get("body") or {}).get("failures") or 0) > budget]
+    fields = {"guessers": guessers, "lockouts": len(lockouts), "warnings": len(warnings), "budget": budget,
+              "wrong_codes": wrong_codes, "wrong": over[:5]}
+    ok = len(lockouts) >= guessers > 0 and len(warnings) >= guessers and not over
+    detail = (f"{guessers} guessers: {len(lockouts)} lockouts after at most {budget} wrong codes, "
+              f"{len(warnings)} warnings, {wrong_codes} wrong codes in all")
+    return {"name": "guessers_locked_out", "ok": ok, "detail": detail, "fields": fields}
+
+
+def platform_open_decisions(outlet: Outlet) -> dict[str, str]:
+    """The platform's decisions on the clerks' remote-open requests: request
+    id -> the id of the ``open`` command it signed. The stub decides
+    nothing, so the simulator plays the platform (``simulator/outlet_flows.py``)
+    and keeps them; re-point this at a central service that decides."""
+    return dict(outlet.flows.get("open_decisions", {}))
+
+
+def remote_opens_by_request(events: list[dict[str, Any]], decisions: dict[str, str]) -> dict[str, Any]:
+    """``remote_opens_by_request``: every remote open a clerk requested
+    (``gateway.clerk_request``, ``open``) that the platform signed opened
+    its compartment exactly once (``locker.remote_open`` naming the
+    command, from that locker and compartment), and no door opened
+    remotely for a command no request asked for. Fails on a run without one."""
+    requests = {ev["id"]: ev.get("body") or {} for ev in events
+                if ev["type"] == "gateway.clerk_request" and (ev.get("body") or {}).get("request") == "open"}
+    opens: Counter[str] = Counter()
+    where: dict[str, tuple[str, Any]] = {}
+    for ev in events:
+        if ev["type"] == "locker.remote_open":
+            cmd = str((ev.get("body") or {}).get("cmd"))
+            opens[cmd] += 1
+            where[cmd] = (ev["id"].split(":", 1)[0], (ev.get("body") or {}).get("compartment"))
+    wrong = []
+    for rid, b in sorted(requests.items()):
+        cmd = decisions.get(rid)
+        if cmd is None:
+            wrong.append(f"{rid}=undecided")
+        elif opens[cmd] != 1 or where.get(cmd) != (b.get("device"), b.get("compartment")):
+            wrong.append(f"{rid}={opens[cmd]}")
+    asked = {decisions[r] for r in requests if r in decisions}
+    wrong += sorted(f"{c}=unrequested" for c in opens if c not in asked)
+    fields = {"requests": len(requests), "opened": sum(opens[c] for c in asked), "wrong": wrong[:5]}
+    detail = f"{len(requests)} remote opens requested, {fields['opened']} done" + (
+        f"; not once: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "remote_opens_by_request", "ok": bool(requests) and not wrong, "detail": detail,
+            "fields": fields}
+
+
+def hand_delivered_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``hand_delivered_once``: every parcel handed over at the door
+    (``handheld.hand_delivery``) was taken into custody first (an intake at
+    the counter or on the handheld), was handed over exactly once, and was
+    not also put in a locker. Fails on a run without one."""
+    taken = {str((ev.get("body") or {}).get("parcel")) for ev in events
+             if ev["type"] in ("handheld.intake", "scanner.intake")}
+    deposited = {str((ev.get("body") or {}).get("parcel")) for ev in events if ev["type"] == "locker.deposit"}
+    handed: Counter[str] = Counter(str((ev.get("body") or {}).get("parcel")) for ev in events
+                                   if ev["type"] == "handheld.hand_delivery")
+    wrong = sorted(f"{p}={n}" for p, n in handed.items() if n != 1)
+    wrong += sorted(f"{p}=not_taken_in" for p in handed if p not in taken)
+    wrong += sorted(f"{p}=also_in_locker" for p in handed if p in deposited)
+    fields = {"handed": sum(handed.values()),
+              "taken_in": sum(1 for ev in events if ev["type"] == "handheld.intake"), "wrong": wrong[:5]}
+    detail = f"{fields['handed']} handed over at the door, {fields['taken_in']} taken in on the handheld" + (
+        f"; wrong: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "hand_delivered_once", "ok": bool(handed) and not wrong, "detail": detail,
+            "fields": fields}
+
+
+def permit_deposits_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``permit_deposits_once``: every deposit permit a handheld forwarded
+    (``handheld.forward_command`` carrying an op ``deposit``) put its parcel
+    into the permit's locker exactly once (``locker.deposit`` naming the
+    permit), and no deposit names a permit nobody forwarded. Fails on a run
+    without one."""
+    forwarded: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        cmd = (ev.get("body") or {}).get("cmd") if ev["type"] == "handheld.forward_command" else None
+        if isinstance(cmd, dict) and cmd.get("op") == "deposit":
+            forwarded[str(cmd.get("id"))] = (str(cmd.get("dev")), str((cmd.get("args") or {}).get("parcel")))
+    done: Counter[str] = Counter()
+    where: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        b = ev.get("body") or {}
+        if ev["type"] == "locker.deposit" and b.get("permit"):
+            done[str(b["permit"])] += 1
+            where[str(b["permit"])] = (ev["id"].split(":", 1)[0], str(b.get("parcel")))
+    wrong = sorted(f"{p}={done[p]}" for p in forwarded if done[p] != 1 or where.get(p) != forwarded[p])
+    wrong += sorted(f"{p}=not_forwarded" for p in done if p not in forwarded)
+    fields = {"permits": len(forwarded), "deposited": sum(done[p] for p in forwarded), "wrong": wrong[:5]}
+    detail = f"{len(forwarded)} permits forwarded, {fields['deposited']} deposits under them" + (
+        f"; wrong: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "permit_deposits_once", "ok": bool(forwarded) and not wrong, "detail": detail,
+            "fields": fields}
+
+
+def expired_retrieved_once(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``expired_retrieved_once``: a parcel that expired in a locker
+    (``locker.overdue``) left it at most once, by the courier's retrieval
+    (``locker.retrieve``, reason ``overdue``) or by a late pickup, never
+    both; and the courier retrieved nothing as expired that had not
+    expired. Fails on a run where nothing expired or nothing was retrieved
+    (the flow never ran). Parcels still inside at the end are counted."""
+    overdue: set[tuple[str, str]] = set()
+    retrieved: Counter[tuple[str, str]] = Counter()
+    picked: Counter[tuple[str, str]] = Counter()
+    for ev in events:
+        b = ev.get("body") or {}
+        key = (ev["id"].split(":", 1)[0], str(b.get("parcel")))
+        if ev["type"] == "locker.overdue":
+            overdue.add(key)
+        elif ev["type"] == "locker.retrieve" and b.get("reason") == "overdue":
+            retrieved[key] += 1
+        elif ev["type"] == "locker.pickup":
+            picked[key] += 1
+    wrong = sorted(f"{p}={n}" for (_, p), n in retrieved.items() if n != 1)
+    wrong += sorted(f"{p}=not_expired" for k, p in retrieved if (k, p) not in overdue)
+    wrong += sorted(f"{p}=also_picked_up" for k, p in retrieved if picked[(k, p)])
+    late = sum(1 for k in overdue if picked[k] and not retrieved[k])
+    inside = sum(1 for k in overdue if not retrieved[k] and not picked[k])
+    fields = {"expired": len(overdue), "retrieved": sum(retrieved.values()), "picked_late": late,
+              "still_inside": inside, "wrong": wrong[:5]}
+    detail = (f"{len(overdue)} expired: {fields['retrieved']} retrieved by the courier, {late} picked up "
+              f"late, {inside} still inside" + (f"; wrong: {', '.join(wrong[:5])}" if wrong else ""))
+    return {"name": "expired_retrieved_once", "ok": bool(overdue) and bool(retrieved) and not wrong,
+            "detail": detail, "fields": fields}
+
+
+def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
+    """The outlet flows' domain checks the scenario's workload exercises;
+    their counts go to the run's stats too."""
+    sc = outlet.sc
+    events = platform_events(outlet)
+    out = []
+    if sc.counter_parcels + sc.charity_parcels + sc.send_dropoffs:
+        out.append(outbound_dispatched_once(events))
+    if sc.returns:
+        out.append(returns_retrieved_once(events))
+    if sc.guessers:
+        out.append(guessers_locked_out(events, sc.guessers))
+    if sc.hand_deliveries and sc.handhelds:
+        out.append(hand_delivered_once(events))
+    if sc.pickup_days:
+        out.append(expired_retrieved_once(events))
+    if sc.permit_deposits and sc.handhelds:
+        out.append(permit_deposits_once(events))
+    if sc.remote_opens:
+        out.append(remote_opens_by_request(events, platform_open_decisions(outlet)))
+    if sc.forced_doors or sc.guessers:
+        out.append(alarms_handled(events))
+    for x in out:
+        for k, v in x["fields"].items():
+            if isinstance(v, int):
+                outlet.stats[f"{x['name']}.{k}"] = v
+    return out
+
+
 def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
     """The result as of now (see ``docs/simulator.md``); ``wall_s`` is how long the run took.
     Records the gateway and central hops into ``outlet.ledger`` afresh on each call."""
@@ -129,7 +393,7 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
         outlet.ledger.clear(hop)
     gw_at = {}
     for eid, at in gw:
-        if not eid.startswith("gw-"):
+        if not own_event(eid):
             outlet.ledger.record("gateway", eid, at)
             gw_at.setdefault(eid, at)
     central_at: dict[str, float] = {}
@@ -138,15 +402,15 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
             for eid in b.ids:
                 central_at.setdefault(eid, b.at)
         counts = dict(outlet.central.counts)
-        central_events = [e for e in outlet.central.events.values() if not e["id"].startswith("gw-")]
+        central_events = [e for e in outlet.central.events.values() if not own_event(e["id"])]
     for eid, n in counts.items():
-        if not eid.startswith("gw-"):
+        if not own_event(eid):
             for _ in range(n):
                 outlet.ledger.record("central", eid, central_at.get(eid))
     failed = sum(1 for x in outlet.gw.lines if x.get("evt") == "store_failed")
     if failed:
         outlet.stats["gateway_store_failed"] = failed
-    forgotten = [e for e in outlet.central.forgotten if not e.startswith("gw-")]  # devices' only
+    forgotten = [e for e in outlet.central.forgotten if not own_event(e)]  # devices' only
     if forgotten:
         outlet.stats["central_forgotten"] = len(forgotten)
     report = outlet.ledger.report()
@@ -207,6 +471,7 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
                     "fields": {"reason": reason, "got": n, "want": most}})
     if outlet.sc.notify.get("enabled"):
         exp.append(notified_once(outlet))
+    exp.extend(flow_checks(outlet))
     per_dev = Counter(eid.split(":")[0] for eid in outlet.obs.emitted)
     timeline = sorted(
         (

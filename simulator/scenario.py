@@ -28,6 +28,18 @@ at load with errors that name the key::
     deposit_delay_min = [10, 60]
     window_min = 15             # actions within one window run concurrently across lockers
     photos = 3                  # bulletin-board photos the handhelds submit
+    counter_parcels = 3         # outbound (寄件): produce in standard boxes accepted at the counter
+    charity_parcels = 1         # ... and charity parcels (公益包裹)
+    send_dropoffs = 1           # villagers' locker drop-offs by send code
+    outbound_h = 13.0           # hour the outbound day starts; the courier collects 2 h later
+    forced_doors = 1            # doors forced open (alarm door_forced); the clerk resolves each alarm
+    returns = 1                 # returns booked by the platform, dropped off by return code, retrieved
+    guessers = 1                # someone typing pickup codes at random until the lockout stops them
+    remote_opens = 1            # the clerk asks the platform for a remote open; the platform signs it
+    hand_deliveries = 1         # parcels the courier's handheld takes in and hands to the villager
+    permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards (mode "real")
+    pickup_days = 1             # parcels expire after this many days (0: the locker's own, 7); the courier
+                                # retrieves what expired at outbound_h + 2 every day
 
     [[faults]]
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
@@ -115,6 +127,17 @@ class Scenario:
     deposit_delay_min: tuple[float, float] = (10.0, 60.0)
     window_min: float = 15.0
     photos: int = 0
+    counter_parcels: int = 0
+    charity_parcels: int = 0
+    send_dropoffs: int = 0
+    outbound_h: float = 13.0
+    forced_doors: int = 0
+    returns: int = 0
+    guessers: int = 0
+    remote_opens: int = 0
+    hand_deliveries: int = 0
+    permit_deposits: int = 0
+    pickup_days: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +159,21 @@ class Scenario:
                 out.append(config.Problem("fault_cut", i=i, kind=f.kind, until_h=f.at_h + f.for_h,
                                           hours=self.hours))
         return out
+
+    @property
+    def counter_desk(self) -> bool:
+        """The outlet runs the counter's acceptance desk (scale, label printer)."""
+        return self.counter_parcels + self.charity_parcels > 0
+
+    @property
+    def web(self) -> bool:
+        """The gateway's web server is needed (uploads, the counter API, the clerk console)."""
+        return self.handhelds > 0 or self.counter_desk or self.clerk
+
+    @property
+    def clerk(self) -> bool:
+        """A clerk handles the day's alarms in the console (a forced door, a guesser's lockout)."""
+        return self.forced_doors + self.guessers + self.remote_opens > 0
 
 
 # The file's shape, declared (common/config.py): each table a section whose
@@ -174,6 +212,34 @@ class WorkloadSection(Section):
     deposit_delay_min: list[float] = [10.0, 60.0]
     window_min: Annotated[float, Field(ge=0.1, le=1440)] = 15.0
     photos: Annotated[int, Field(ge=0, le=10_000)] = 0
+    # Outbound (寄件, issue 15): counter acceptances, charity parcels, locker
+    # drop-offs by send code, from ``outbound_h``; the courier collects 2 h later.
+    counter_parcels: Annotated[int, Field(ge=0, le=500)] = 0
+    charity_parcels: Annotated[int, Field(ge=0, le=500)] = 0
+    send_dropoffs: Annotated[int, Field(ge=0, le=500)] = 0
+    outbound_h: Annotated[float, Field(ge=0.0, le=24 * 14)] = 13.0
+    # Doors forced open (alarm door_forced), each resolved by the clerk in the console.
+    forced_doors: Annotated[int, Field(ge=0, le=100)] = 0
+    # Returns (退件) booked by the platform, dropped off by their return codes
+    # and retrieved by the courier with the outbound collection.
+    returns: Annotated[int, Field(ge=0, le=500)] = 0
+    # Pickup-code guessers at a locker's keypad, each until the lockout.
+    guessers: Annotated[int, Field(ge=0, le=100)] = 0
+    # Remote opens the clerk (a supervisor) requests in the console; the
+    # platform signs each as an ``open`` command naming the request.
+    remote_opens: Annotated[int, Field(ge=0, le=100)] = 0
+    # Parcels the courier's handheld takes in at the outlet and hands over at
+    # the door (confirmed by name): the handheld app's own parcel flows.
+    hand_deliveries: Annotated[int, Field(ge=0, le=500)] = 0
+    # Deposits under a permit the platform signs for one parcel, courier and
+    # handheld, forwarded by that handheld through the gateway to the locker.
+    # Real-time mode only: a permit lives an hour, and the gateway expires
+    # commands by the wall clock (virtual time is days behind it).
+    permit_deposits: Annotated[int, Field(ge=0, le=500)] = 0
+    # Parcels expire after this many days (a signed ``config`` to every
+    # locker at the start; 0 leaves the locker's own 7); the courier then
+    # retrieves the expired ones at ``outbound_h`` + 2 every day.
+    pickup_days: Annotated[int, Field(ge=0, le=60)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
 
@@ -248,12 +314,19 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         where = tuple(w.removeprefix("scenario.") for w in e.where)
         raise ScenarioError(where=where, problem=e.problem) from None
     w = f.workload
+    if w.permit_deposits and f.time.mode != "real":
+        raise ScenarioError('workload.permit_deposits: needs time.mode = "real" (the gateway expires '
+                            "a permit by the wall clock)")
     return Scenario(
         name=f.name, seed=f.seed, path=path, **f.time.model_dump(), **f.outlet.model_dump(),
         parcels=w.parcels, arrivals_by_hour=tuple(w.arrivals_by_hour), pickup_rate=w.pickup_rate,
         pickup_delay_h=(w.pickup_delay_h[0], w.pickup_delay_h[1]),
         deposit_delay_min=(w.deposit_delay_min[0], w.deposit_delay_min[1]),
-        window_min=w.window_min, photos=w.photos,
+        window_min=w.window_min, photos=w.photos, counter_parcels=w.counter_parcels,
+        charity_parcels=w.charity_parcels, send_dropoffs=w.send_dropoffs, outbound_h=w.outbound_h,
+        forced_doors=w.forced_doors, returns=w.returns, guessers=w.guessers,
+        remote_opens=w.remote_opens, hand_deliveries=w.hand_deliveries,
+        permit_deposits=w.permit_deposits, pickup_days=w.pickup_days,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 

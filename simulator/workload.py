@@ -6,6 +6,24 @@ randomness, see ``simulator/inproc.py``). Parcels arrive by the hourly
 weights, are registered at a counter scanner, deposited by a courier into a
 locker a little later, and picked up by the recipient with the code the
 locker issued, or not (no-shows stay in the locker).
+
+The outbound day (寄件, issue 15) from ``outbound_h``: produce in standard
+boxes and charity parcels accepted at the counter (``counter_accept``), send
+orders booked by the platform (``send_book``) and dropped off at a locker by
+their villagers' send codes (``send_dropoff``); two hours later the courier
+empties the lockers' retrieval lists (``collect``) and takes the counter's
+bag with a handheld (``bag_pickup``). Doors forced open (``door_forced``)
+and a pickup-code guesser at a keypad until the lockout (``guess``) raise
+alarms the clerk handles in the console (``clerk_alarms``). Returns (退件)
+are booked by the platform (``return_book``), dropped off by their return
+codes (``return_dropoff``) and retrieved with the courier's collection.
+The clerk asks the platform for a remote open (``remote_open``), which the
+platform signs and the locker carries out. The courier's handheld takes
+parcels in at the outlet (``hh_intake``) and hands them over at the door
+(``hand_delivery``), and forwards the platform's permits for deposits at
+a locker (``permit_deposit``). With ``pickup_days`` the platform shortens
+the lockers' pickup window at the start (``set_pickup_days``) and the
+courier's daily collection retrieves what expired.
 """
 
 from __future__ import annotations
@@ -15,9 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.barcodes import s10_check_digit
+from protocol.outbound import make_bag
 from simulator.scenario import Scenario
 
 SIZES = (("S", 0.45), ("M", 0.3), ("L", 0.2), ("XL", 0.05))
+# What villagers send in the catalogue's boxes (simulator/counter_sim.py): box, grams range.
+PRODUCE = (("PE-BOX-F5", 2500, 9000), ("PE-BOX-E30", 1500, 2800))
+# Recipients' postcodes: the tariff's zones z1 (Guizhou), z2 (Beijing, Shanghai), z3 (the rest).
+POSTCODES = ("550001", "100020", "200000", "310000")
+CHARITY = (("县爱心基金会", "西江镇中心小学"), ("Lei Shan charity fund", "Xijiang primary school"))
+#: The courier who collects outbound items (the badge every locker is given).
+COURIER = "c001"
 PREFIXES = ("RB", "RR", "EE", "CP", "LX")
 
 
@@ -25,7 +51,10 @@ PREFIXES = ("RB", "RR", "EE", "CP", "LX")
 class Action:
     t: float  # virtual seconds from the start
     order: int  # tie-break: generation order
-    kind: str = field(compare=False)  # intake | deposit | pickup | photo
+    # intake | deposit | pickup | photo | counter_accept | send_book | send_dropoff | collect
+    # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess | remote_open
+    # | hh_intake | hand_delivery | permit_deposit | set_pickup_days
+    kind: str = field(compare=False)
     device: str = field(compare=False)
     args: dict[str, Any] = field(compare=False, default_factory=dict)
 
@@ -33,6 +62,11 @@ class Action:
 def s10_id(rng: random.Random) -> str:
     serial = f"{rng.randrange(10**8):08d}"
     return f"{rng.choice(PREFIXES)}{serial}{s10_check_digit(serial)}CN"
+
+
+def _s10(rng: random.Random, prefix: str) -> str:
+    serial = f"{rng.randrange(10**8):08d}"
+    return f"{prefix}{serial}{s10_check_digit(serial)}CN"
 
 
 def _weighted(rng: random.Random, pairs: tuple[tuple[str, float], ...]) -> str:
@@ -91,5 +125,75 @@ def generate(sc: Scenario) -> list[Action]:
                 site=f"site-{i % 5 + 1}",
                 seed=rng.randrange(2**31),
             )
+    outbound(sc, rng, lockers, handhelds, add)
     out.sort()
     return out
+
+
+def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: list[str],
+             add: Any) -> None:
+    """The outbound day and the clerk's alarms (see the module docstring).
+    Drawn after the inbound parcels from the same generator, so adding it
+    left the inbound actions of every seed as they were."""
+    t0 = sc.outbound_h * 3600
+    n_counter = sc.counter_parcels + sc.charity_parcels
+    for i in range(n_counter):
+        charity = i >= sc.counter_parcels
+        box, lo, hi = rng.choice(PRODUCE)
+        grams = rng.randrange(lo, hi) if not charity else rng.randrange(600, 2500)
+        args: dict[str, Any] = {
+            # an S10 id from the outlet's roll: a bag's list takes it (a bare domestic number
+            # needs its Code 128 symbology, which a list cannot show)
+            "waybill": _s10(rng, "CP"), "box": box, "grams": grams,
+            "service": "charity" if charity else "standard", "postcode": rng.choice(POSTCODES),
+            "phone": f"139{rng.randrange(10**8):08d}"}
+        if charity:
+            donor, beneficiary = CHARITY[i % len(CHARITY)]
+            args["charity"] = {"donor": donor, "beneficiary": beneficiary}
+        add(t0 + i * 300, "counter_accept", "counter", **args)
+    dropped: set[str] = set()
+    for i in range(sc.send_dropoffs if lockers else 0):
+        locker = rng.choice(lockers)
+        order = f"SO{sc.start // 86400}-{i + 1:04d}"
+        code = f"{rng.randrange(10**6):06d}"
+        size = rng.choice(("S", "M"))
+        add(t0 - 1800, "send_book", locker, order=order, code=code, size=size)
+        add(t0 + 600 + i * 300, "send_dropoff", locker, order=order, code=code)
+        dropped.add(locker)
+    for i in range(sc.returns if lockers else 0):
+        locker = rng.choice(lockers)
+        parcel = _s10(rng, "RR")
+        code = f"{rng.randrange(10**6):06d}"
+        add(t0 - 1800, "return_book", locker, parcel=parcel, code=code, size=rng.choice(("S", "M")))
+        add(t0 + 900 + i * 300, "return_dropoff", locker, parcel=parcel, code=code)
+        dropped.add(locker)
+    t_collect = t0 + 2 * 3600
+    for locker in sorted(dropped | (set(lockers) if sc.pickup_days else set())):
+        add(t_collect, "collect", locker, courier=COURIER)
+    if sc.pickup_days:
+        for locker in lockers:
+            add(0.0, "set_pickup_days", locker, days=sc.pickup_days)
+        day = 1
+        while t_collect + day * 86400 < sc.duration_s:
+            for locker in lockers:
+                add(t_collect + day * 86400, "collect", locker, courier=COURIER)
+            day += 1
+    if n_counter and handhelds:
+        add(t_collect, "bag_pickup", handhelds[0], bag=make_bag(rng.randrange(10**11)), courier=COURIER)
+    for i in range(sc.forced_doors if lockers else 0):
+        # the last compartment: the one the workload's deposits reach last
+        add(t0 + 1800 + i * 600, "door_forced", rng.choice(lockers), compartment=sc.compartments)
+    for i in range(sc.guessers if lockers else 0):
+        add(t0 + 2.5 * 3600 + i * 600, "guess", rng.choice(lockers), seed=rng.randrange(2**31))
+    for i in range(sc.hand_deliveries if handhelds else 0):
+        parcel = _s10(rng, "LX")
+        add(t0 + 1800 + i * 300, "hh_intake", handhelds[0], parcel=parcel)
+        add(t0 + 5400 + i * 300, "hand_delivery", handhelds[0], parcel=parcel, name="王大妈")
+    for i in range(sc.permit_deposits if handhelds and lockers else 0):
+        add(t0 + 3600 + i * 300, "permit_deposit", handhelds[0], locker=rng.choice(lockers),
+            parcel=_s10(rng, "EE"), size=rng.choice(("S", "M")))
+    for i in range(sc.remote_opens if lockers else 0):
+        add(t0 + 2.75 * 3600 + i * 300, "remote_open", "clerk", locker=rng.choice(lockers),
+            compartment=sc.compartments)
+    if (sc.forced_doors or sc.guessers) and lockers:
+        add(t0 + 3 * 3600, "clerk_alarms", "clerk")

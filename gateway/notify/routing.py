@@ -103,13 +103,31 @@ class Router:
                     # The parcel left the locker: the deposits of it at that locker are done.
                     self.sql("UPDATE notify_jobs SET picked_at=? WHERE parcel=? AND device=? "
                                     "AND picked_at IS NULL", (self.clock(), parcel, eid.split(":", 1)[0]))
-                    self.sql(
-                        "UPDATE notify_sms SET state='cancelled' WHERE state='queued' "
-                        "AND purpose!='resend' AND event IN "
-                        "(SELECT event FROM notify_jobs WHERE parcel=? AND picked_at IS NOT NULL)",
-                        (parcel,))
+                    self.cancel_picked(parcel)
             self.store.put(KV_CURSOR, str(cursor))
         return len(rows)
+
+    def cancel_picked(self, parcel: str) -> None:
+        """Texts still queued for a parcel now picked up are cancelled (a
+        resend a clerk asked for stays). One routed to the modem that never
+        got a part out is re-routed to ``none`` in the same transaction: the
+        platform, which sends nothing on a ``gateway`` route and waits for
+        ``notify.sent``, would otherwise hold the deposit as never told.
+        (A slow modem queue, or a villager quicker than ``delay_s``, made
+        this happen: the deposit stayed undecided at the platform.) A text
+        with a part already out is cancelled without a new route: the
+        villager may have part of it."""
+        rows = self.sql(
+            "SELECT s.id, s.event, s.purpose, NOT EXISTS (SELECT 1 FROM notify_parts p WHERE p.sms=s.id "
+            "AND p.state!='new') FROM notify_sms s WHERE s.state='queued' AND s.purpose!='resend' "
+            "AND s.event IN (SELECT event FROM notify_jobs WHERE parcel=? AND picked_at IS NOT NULL)",
+            (parcel,)).fetchall()
+        for sms_id, event, purpose, untouched in rows:
+            self.sql("UPDATE notify_sms SET state='cancelled' WHERE id=?", (sms_id,))
+            jobs = self._jobs("event=?", event)
+            if untouched and jobs:
+                self._route(jobs[0], purpose, "none")
+                self.stats["cancelled_picked_up"] += 1
 
     # ---- the link
 

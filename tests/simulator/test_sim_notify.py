@@ -47,3 +47,14 @@ def test_outage_day_notifies_each_deposit_once_and_the_modem_speaks(tmp_path: Pa
         assert code in outlet.obs.codes.values()  # the code the locker issued
         assert not re.search(rb"(?<![0-9])" + code.encode() + rb"(?![0-9])", db)
         assert not re.search(r"(?<![0-9])" + code + r"(?![0-9])", out)
+
+
+def test_the_outage_scenario_ships_with_the_notifier_on() -> None:
+    """The 3-day outage is where the modem matters: its scenario runs the
+    notifier (tests/simulator/test_simulator.py runs every shipped scenario
+    green, deposit_notified_once included)."""
+    from simulator.scenario import load
+
+    sc = load(Path(__file__).parents[2] / "scenarios" / "backhaul-outage-3d.toml")
+    assert sc.notify["enabled"] and sc.notify["contacts"] > 0
+    assert any(f.kind == "wan_down" and f.for_h >= 24 for f in sc.faults)

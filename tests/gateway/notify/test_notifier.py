@@ -169,6 +169,30 @@ def test_a_parcel_picked_up_before_the_notice_gets_none(rig: Rig) -> None:
     assert [r["body"]["by"] for r in rig.own("notify.route")] == ["none"]  # the platform closes it
 
 
+def test_a_text_queued_for_the_modem_then_picked_up_is_rerouted_to_none(rig: Rig) -> None:
+    """Routed to the modem, but the villager was quicker than the modem's
+    queue: the text is cancelled and the platform hears ``none``, so the
+    deposit is not left as never told (it was: ``deposit_notified_once``
+    failed in the simulator's outage scenario on a loaded machine)."""
+    rig.put(deposit("lk01", 1, PARCEL, CODE))
+    rig.contact(contact(PARCEL))
+    rig.n.router.intake()
+    rig.n.absorb_contacts()
+    rig.clock.offset = 61
+    rig.n.router.route_notices()  # queued for the modem, not sent yet
+    assert [r["body"]["by"] for r in rig.own("notify.route")] == ["gateway"]
+    rig.put(pickup("lk01", 2, PARCEL))
+    rig.ticks()
+    time.sleep(0.2)
+    assert rig.sim.received == [] and rig.own("notify.sent") == []
+    routes = [r["body"] for r in rig.own("notify.route")]
+    assert [(r["by"], r["purpose"]) for r in routes] == [("gateway", "notice"), ("none", "notice")]
+    assert rig.store.db.execute("SELECT state FROM notify_sms").fetchall() == [("cancelled",)]
+    rig.restart()
+    rig.ticks()
+    assert len(rig.own("notify.route")) == 2  # decided for good, across a restart
+
+
 def test_cms_errors_are_retried_then_a_permanent_one_fails(rig: Rig) -> None:
     rig.sim.cms_errors = [38, 42]  # network out of order, congestion: transient
     rig.put(deposit("lk01", 1, PARCEL, CODE))

@@ -101,7 +101,7 @@ def gateway_ids(outlet: Outlet) -> list[tuple[str, float]]:
 def notified_once(outlet: Outlet) -> dict[str, Any]:
     """``deposit_notified_once``: every deposit the platform holds was told
     to its villager by exactly one sender, the platform or the outlet's
-    modem (``Central.notices``), and the modem's texts match its
+    modem (``CentralService.notices``), and the modem's texts match its
     ``notify.sent`` count. Counts go to the run's stats."""
     notices = outlet.central.notices()
     by = Counter(s for senders in notices.values() for s in senders)
@@ -132,17 +132,12 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
         if not eid.startswith("gw-"):
             outlet.ledger.record("gateway", eid, at)
             gw_at.setdefault(eid, at)
-    central_at: dict[str, float] = {}
-    with outlet.central.lock:
-        for b in outlet.central.batches:
-            for eid in b.ids:
-                central_at.setdefault(eid, b.at)
-        counts = dict(outlet.central.counts)
-        central_events = [e for e in outlet.central.events.values() if not e["id"].startswith("gw-")]
-    for eid, n in counts.items():
+    # what the central service holds, read back from its store (once per event: it keeps one copy)
+    central_at = outlet.central.received_at()
+    central_events = [e for e in outlet.central.held().values() if not e["id"].startswith("gw-")]
+    for eid, at in central_at.items():
         if not eid.startswith("gw-"):
-            for _ in range(n):
-                outlet.ledger.record("central", eid, central_at.get(eid))
+            outlet.ledger.record("central", eid, at)
     failed = sum(1 for x in outlet.gw.lines if x.get("evt") == "store_failed")
     if failed:
         outlet.stats["gateway_store_failed"] = failed
@@ -171,8 +166,7 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
              "fields": {"rules": [c.name for c in domain.checks if not c.ok]}}
         )
     if submitted:
-        with outlet.central.lock:
-            arrived = set(outlet.central.photos)
+        arrived = outlet.central.photos()
         missing = [x for x in submitted if x not in arrived]
         exp.append(
             {

@@ -1,5 +1,5 @@
 """The central side behind a WAN link, for tests of the gateway's uplink and
-downlink: the central stub over HTTPS or TLS Mosquitto (simulator/central.py)
+downlink: the uplink double over HTTPS or TLS Mosquitto (simulator/uplink_double.py)
 behind a Link, the syncer's log collector, and a gateway TOML writer."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.broker import Mosquitto
-from simulator.central import Central, CentralBroker, CentralHttps, CentralMqtt, Certs, Link
+from simulator.central import Certs, Link
+from simulator.uplink_double import CentralBroker, CentralMqtt, UplinkDouble, UplinkDoubleHttps
 
 GW_USER, GW_PASS = "gw-o1", "gw-up-secret"
 
@@ -58,10 +59,10 @@ class Uplink:
     """The central side behind a WAN link, over one transport."""
 
     kind: str
-    central: Central
+    central: UplinkDouble
     link: Link
     certs: Certs
-    https: CentralHttps | None = None
+    https: UplinkDoubleHttps | None = None
     broker: CentralBroker | None = None
     acker: CentralMqtt | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -83,9 +84,9 @@ class Uplink:
 
 
 def make_uplink(kind: str, tmp: Path, certs: Certs) -> Uplink:
-    central = Central()
+    central = UplinkDouble()
     if kind == "https":
-        https = CentralHttps(central, certs.server_cert, certs.server_key).up()
+        https = UplinkDoubleHttps(central, certs.server_cert, certs.server_key).up()
         return Uplink(kind, central, Link(https.port).up(), certs, https=https)
     broker = CentralBroker(tmp / "central-broker", certs, [(GW_USER, GW_PASS, "o1")])
     broker.start()

@@ -214,12 +214,12 @@ class Embedded:
         return self.db.execute("SELECT count(*) FROM events WHERE outlet=?", (outlet,)).fetchone()[0]
 
     def events_since(self, after: int = 0, outlet: str | None = None,
-                     limit: int = 10000) -> list[tuple[int, str, bytes, float]]:
+                     limit: int = 10000) -> list[tuple[int, str, str, bytes, float]]:
         """Events held, in the order they were stored, after row ``after``:
-        (row, id, payload, received_at). A reader (the simulator's ledger, a
-        report) pages through with the last row it saw, so it reads each
-        event once however often it asks."""
-        q = "SELECT rowid, id, payload, received_at FROM events WHERE rowid > ?"
+        (row, outlet, id, payload, received_at). A reader (the simulator's
+        ledger, a report) pages through with the last row it saw, so it reads
+        each event once however often it asks."""
+        q = "SELECT rowid, outlet, id, payload, received_at FROM events WHERE rowid > ?"
         args: tuple[Any, ...] = (after,)
         if outlet is not None:
             q += " AND outlet = ?"

@@ -31,7 +31,7 @@ from firmware.locker import codes as C
 from gateway.broker import Account, Mosquitto, find_mosquitto, free_port, tls_listener
 from handheld import tls as handheld_tls
 from protocol import signing
-from simulator.central import CentralService, Link, make_certs
+from simulator.central import CentralService, Certs, Link, make_certs
 from simulator.faultproxy import FaultProxy, Rule
 from simulator.gateway_process import GatewayProcess
 from simulator.handheld_sim import SimHandheld
@@ -65,12 +65,23 @@ class Outlet:
         proxy: bool = False,
         handhelds: int = 0,
         broker: str = "auto",
+        outlet_id: str = OUTLET,
+        central: CentralService | None = None,
+        certs: Certs | None = None,
     ) -> None:
         """``broker``: "mosquitto", "amqtt" (``simulator/pybroker.py``) or "auto" (Mosquitto
         when installed, else amqtt). ``proxy`` puts the fault proxy in front of the broker even
         when no scenario fault needs it (the pytest plugin injects MQTT faults mid-test);
-        ``handhelds`` adds broker accounts ``hh01``... for simulated courier handhelds."""
+        ``handhelds`` adds broker accounts ``hh01``... for simulated courier handhelds.
+        A county (``simulator/fleet.py``) runs many outlets against one ``central``
+        service, each with its own ``outlet_id`` (and shares one test PKI, ``certs``);
+        alone, an outlet starts a central service of its own."""
         self.sc = sc
+        self.outlet_id = outlet_id
+        self.gw_user = f"gw-{outlet_id}"
+        self.keys = KEYS if outlet_id == OUTLET else PlatformKeys(outlet_id)
+        self.own_central = central is None
+        self.shared_certs = certs
         self.want_proxy = proxy
         if broker not in ("auto", "mosquitto", "amqtt"):
             raise ValueError(f"broker must be auto, mosquitto or amqtt, got {broker!r}")
@@ -103,7 +114,9 @@ class Outlet:
             },
         )
         self.obs = Observed()
-        self.central: CentralService  # in start(): it needs the run's certificates
+        self.central: CentralService  # in start() when not shared: it needs the run's certificates
+        if central is not None:
+            self.central = central
         self.devices: dict[str, SimDevice] = {}
         self.modem: ModemSim | None = None  # with [notify] in the scenario (start)
         self.faults_log: list[dict[str, Any]] = []
@@ -114,7 +127,7 @@ class Outlet:
         self.t_virtual = 0.0
         self.progress = 0.0
         self.mqtt_rules: dict[int, Rule] = {}
-        self.device_tap = DeviceTap(self.ledger, self.obs, self.vt, sc.start, KEYS.open_code)
+        self.device_tap = DeviceTap(self.ledger, self.obs, self.vt, sc.start, self.keys.open_code)
 
     def vt(self) -> float:
         return self.t_virtual
@@ -137,18 +150,19 @@ class Outlet:
         sc = self.sc
         names = [f"lk{i + 1:02d}" for i in range(sc.lockers)] + [f"sc{i + 1:02d}" for i in range(sc.scanners)]
         accounts = [
-            Account("gw-o1", "gw-secret", OUTLET, "gateway"),
-            Account("sim-tap", "sim-tap-pw", OUTLET, "gateway"),
+            Account(self.gw_user, "gw-secret", self.outlet_id, "gateway"),
+            Account("sim-tap", "sim-tap-pw", self.outlet_id, "gateway"),
         ]
         accounts += [
-            Account(n, f"{n}-pw", OUTLET, "locker" if n.startswith("lk") else "scanner") for n in names
+            Account(n, f"{n}-pw", self.outlet_id, "locker" if n.startswith("lk") else "scanner")
+            for n in names
         ]
         hh = [f"hh{i + 1:02d}" for i in range(self.handhelds)]
-        accounts += [Account(n, f"{n}-pw", OUTLET, "handheld") for n in hh]
+        accounts += [Account(n, f"{n}-pw", self.outlet_id, "handheld") for n in hh]
         if any(f.kind in HOSTILE_KINDS for f in sc.faults):
             # one ordinary device login, in hostile hands (simulator/hostile.py)
-            accounts.append(Account(self.ROGUE, f"{self.ROGUE}-pw", OUTLET, "locker"))
-        certs = make_certs(self.dir / "pki")
+            accounts.append(Account(self.ROGUE, f"{self.ROGUE}-pw", self.outlet_id, "locker"))
+        certs = self.shared_certs or make_certs(self.dir / "pki")
         # Handhelds speak TLS to the broker and the gateway's HTTPS, verifying
         # the outlet CA, as on site (issue 13). Only with Mosquitto (amqtt has
         # no TLS listener here), and around the fault proxy: the proxy reads
@@ -168,10 +182,12 @@ class Outlet:
             self.proxy = FaultProxy("127.0.0.1", self.broker.port)
             self.proxy.start()
             port = self.proxy.port
-        self.central = CentralService(self.dir / "central", certs.server_cert, certs.server_key, certs.ca).up()
+        if self.own_central:
+            self.central = CentralService(self.dir / "central", certs.server_cert, certs.server_key,
+                                          certs.ca).up()
         # with an SMS modem at the outlet its gateway is the notifier: the platform texts
         # only what the gateway routes to it
-        uplink_pw = self.central.add_outlet(OUTLET, notifier=bool(sc.notify.get("enabled")))
+        uplink_pw = self.central.add_outlet(self.outlet_id, notifier=bool(sc.notify.get("enabled")))
         self.link = Link(self.central.port).up()
         self.gw_cfg = self.dir / "gateway.toml"
         self.gw_db = self.dir / "gateway.db"
@@ -182,13 +198,13 @@ class Outlet:
         self.gw_cfg.write_text(
             "\n".join(
                 [
-                    f'outlet = "{OUTLET}"',
+                    f'outlet = "{self.outlet_id}"',
                     f'db = "{self.gw_db}"',
                     "",
                     "[broker]",
                     'host = "127.0.0.1"',
                     f"port = {self.broker.port}",
-                    'username = "gw-o1"',
+                    f'username = "{self.gw_user}"',
                     'password = "gw-secret"',
                     # every device login: the gateway holds a flooding one off its subscriptions
                     f'acl_file = "{self.dir / "broker" / "acl"}"',
@@ -196,7 +212,7 @@ class Outlet:
                     "[upstream]",
                     f'url = "https://127.0.0.1:{self.link.port}/v1/batches"',
                     f'ca_file = "{certs.ca}"',
-                    f'username = "{OUTLET}"',
+                    f'username = "{self.outlet_id}"',
                     f'password = "{uplink_pw}"',
                     "probe_interval_s = 0.5",
                     "backoff_cap_s = 2.0",
@@ -236,7 +252,7 @@ class Outlet:
             self._notifier()
         self.gw = GatewayProcess(self.gw_cfg)
         self.gw.wait_for("gateway_started", timeout=60)
-        self.broker_tap = BrokerTap(self.broker.port, OUTLET, self.ledger, self.obs, self.vt)
+        self.broker_tap = BrokerTap(self.broker.port, self.outlet_id, self.ledger, self.obs, self.vt)
         self.broker_tap.subscribed.wait(10)
         for i, n in enumerate(names):
             if n.startswith("lk") and sc.locker_mode == "unixport":
@@ -245,7 +261,7 @@ class Outlet:
                     self.dir / "flash" / n,
                     ("127.0.0.1", port),
                     f"{n}-pw",
-                    KEYS.device_config(n),
+                    self.keys.device_config(n),
                     self._unix_event,
                     n=sc.compartments,
                     poll_ms=max(sc.poll_ms, 50),
@@ -258,20 +274,21 @@ class Outlet:
                 self.dir / "flash" / n,
                 ("127.0.0.1", port),
                 f"{n}-pw",
-                KEYS.device_config(n),
+                self.keys.device_config(n),
                 self.clock,
                 sc.seed * 1000 + i,
                 tap=self.device_tap.emitted,
                 **kw,
             )
+            dev.outlet = self.outlet_id
             self.devices[n] = dev
             if self.modem is not None and isinstance(dev, SimLocker):
-                dev.notify = KEYS.notify_config(n)
+                dev.notify = self.keys.notify_config(n)
         hh_ssl = handheld_tls.context(certs.ca.read_text(encoding="ascii")) if self.hh_tls else None
         for n in hh:
             self.hh[n] = SimHandheld(
                 n,
-                OUTLET,
+                self.outlet_id,
                 self.dir / "handheld" / n,
                 "127.0.0.1",
                 self.broker.tls_port if hh_ssl else port,
@@ -289,7 +306,7 @@ class Outlet:
         wall clock."""
         self.modem = ModemSim(self.dir / "ttyModem")
         keys = self.dir / "notify-keys.toml"
-        keys.write_text(f'[keys]\n"1" = "{KEYS.notifier_key().hex()}"\n', encoding="utf-8")
+        keys.write_text(f'[keys]\n"1" = "{self.keys.notifier_key().hex()}"\n', encoding="utf-8")
         with self.gw_cfg.open("a", encoding="utf-8") as f:
             f.write(f'\n[notify]\nmodem = "{self.modem.path}"\nkey_file = "{keys}"\n'
                     f'name_zh = "模拟村邮站"\nname_en = "Simulated village post"\n'
@@ -317,12 +334,13 @@ class Outlet:
             # the platform holds every villager's number (the parcel system hands it
             # over); the gateway's notifier is given the share it can text itself
             if rng.random() >= share:
-                self.central.add_contact(OUTLET, parcel, f"+86138{zlib.crc32(parcel.encode()) % 10**8:08d}")
+                number = f"+86138{zlib.crc32(parcel.encode()) % 10**8:08d}"
+                self.central.add_contact(self.outlet_id, parcel, number)
                 continue
             phone = f"+86139{rng.randrange(10**8):08d}"
-            self.central.add_contact(OUTLET, parcel, phone)
-            self.central.push_command(OUTLET, "notify", contacts.make(
-                KEYS.notifier_key(), 1, f"ct-{parcel.lower()}", parcel, phone, "zh", int(time.time()),
+            self.central.add_contact(self.outlet_id, parcel, phone)
+            self.central.push_command(self.outlet_id, "notify", contacts.make(
+                self.keys.notifier_key(), 1, f"ct-{parcel.lower()}", parcel, phone, "zh", int(time.time()),
                 lifetime_s=signing.MAX_LIFETIME))
             n += 1
         self.stats["notify_contacts"] = n
@@ -333,7 +351,7 @@ class Outlet:
         routes have reached the platform (or ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
-            got = self.central.notices()
+            got = self.central.notices(self.outlet_id)
             if all(got.values()) or time.monotonic() > deadline:
                 return got
             time.sleep(0.2)
@@ -363,7 +381,7 @@ class Outlet:
 
     def command(self, device: str, op: str, args: dict[str, Any], cid: str) -> dict[str, Any]:
         now = self.clock.time()
-        return KEYS.sign(
+        return self.keys.sign(
             {
                 "id": cid,
                 "dev": device,
@@ -383,7 +401,7 @@ class Outlet:
         for n, dev in self.devices.items():
             if isinstance(dev, SimLocker | UnixLocker):
                 self.central.push_command(
-                    OUTLET,
+                    self.outlet_id,
                     "locker",
                     self.command(
                         n,
@@ -446,7 +464,7 @@ class Outlet:
             lambda: self.broker_tap.close(),
             lambda: self.gw.stop(),
             lambda: self.link.down(),
-            lambda: self.central.close(),
+            lambda: self.central.close() if self.own_central else None,
             lambda: self.broker.stop(),
             lambda: self.proxy.stop() if self.proxy else None,
             lambda: subprocess.run(["umount", "-l", str(self.disk)], check=False) if self.disk else None,

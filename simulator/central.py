@@ -26,6 +26,7 @@ acks, a slow platform, the MQTT acker) is ``simulator/uplink_double.py``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import socket
 import ssl
@@ -46,6 +47,7 @@ from central.front import Front
 from central.intake import Checked
 from central.notices import HttpSms, Notices, add_contact
 from central.revocations import Revocations
+from common.logs import JsonLines
 from common.web_server import ThreadedServer
 from gateway.broker import free_port
 from protocol import envelope
@@ -189,13 +191,14 @@ class CentralService:
                                        self.backend.notifier_outlets, clock=clock)
         self.revocations = Revocations(self.backend, master, clock=clock)
         self.passwords: dict[str, str] = {}
+        self._log_to_file()
         self.srv: ThreadedServer | None = None
         self._stop = threading.Event()
         self._duties: threading.Thread | None = None
         self.lock = threading.Lock()  # the read cache
         self._row = 0
-        self._events: dict[str, dict[str, Any]] = {}
-        self._received: dict[str, float] = {}
+        self._events: dict[str, dict[str, dict[str, Any]]] = {}  # outlet -> id -> envelope
+        self._received: dict[str, dict[str, float]] = {}  # outlet -> id -> stored at
 
     # ------------------------------------------------------------ running
     def add_outlet(self, outlet: str, notifier: bool = False, password: str | None = None) -> str:
@@ -204,6 +207,16 @@ class CentralService:
         self.backend.add_outlet(outlet, pw, notifier=notifier)
         self.passwords[outlet] = pw
         return pw
+
+    def _log_to_file(self) -> None:
+        """The platform's own log (every batch, every notice) into ``central.log``
+        in its folder: embedded in the simulator's process it would otherwise
+        fill the tester's terminal."""
+        self._logger = logging.getLogger("postedge.central")
+        self._handler = logging.FileHandler(self.dir / "central.log", encoding="utf-8")
+        self._handler.setFormatter(JsonLines())
+        self._logger.addHandler(self._handler)
+        self._logger.propagate = False
 
     def up(self) -> CentralService:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -242,6 +255,10 @@ class CentralService:
             self.srv = None
         self.sms.close()
         self.backend.close()
+        self._logger.removeHandler(self._handler)
+        self._handler.close()
+        if not self._logger.handlers:
+            self._logger.propagate = True
 
     # --------------------------------------------------------- the platform
     def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
@@ -268,49 +285,49 @@ class CentralService:
         while True:
             with self.backend.lock:
                 rows = self.backend.events_since(self._row)
-            for row, eid, payload, at in rows:
+            for row, outlet, eid, payload, at in rows:
                 self._row = row
-                self._events[eid] = envelope.decode(payload)
-                self._received[eid] = at
+                self._events.setdefault(outlet, {})[eid] = envelope.decode(payload)
+                self._received.setdefault(outlet, {})[eid] = at
             if len(rows) < 10000:
                 return
 
-    def held(self) -> dict[str, dict[str, Any]]:
-        """Every event the platform holds (once each), by id, decoded."""
+    def held(self, outlet: str) -> dict[str, dict[str, Any]]:
+        """Every event the platform holds from ``outlet`` (once each), by id, decoded."""
         with self.lock:
             self._sync()
-            return dict(self._events)
+            return dict(self._events.get(outlet, {}))
 
-    def received_at(self) -> dict[str, float]:
-        """When the platform stored each event it holds (wall clock)."""
+    def received_at(self, outlet: str) -> dict[str, float]:
+        """When the platform stored each event it holds from ``outlet`` (wall clock)."""
         with self.lock:
             self._sync()
-            return dict(self._received)
+            return dict(self._received.get(outlet, {}))
 
     def photos(self) -> set[str]:
         with self.backend.lock:
             return self.backend.complete_photos()
 
-    def forget(self, event_id: str) -> bool:
+    def forget(self, outlet: str, event_id: str) -> bool:
         """Delete one stored event, as a failing disk would (a test proving the
         ledger notices); True if it was held."""
         with self.lock, self.backend.lock:
             gone = self.backend.db.execute("DELETE FROM events WHERE id=?", (event_id,)).rowcount == 1
-            self._events.pop(event_id, None)
-            self._received.pop(event_id, None)
+            self._events.get(outlet, {}).pop(event_id, None)
+            self._received.get(outlet, {}).pop(event_id, None)
             return gone
 
-    def notices(self) -> dict[str, list[str]]:
+    def notices(self, outlet: str) -> dict[str, list[str]]:
         """Who told the villager of each deposit the platform holds: the
         platform when its notice went out through the SMS provider
         (``central/notices.py``), ``gateway`` for each ``notify.sent`` (or
         ``notify.uncertain``: it may have) from the outlet's modem, ``none``
         when the gateway routed it to nobody (picked up before anyone was
         told). Deposit id -> senders: one each when every deposit was told
-        exactly once."""
-        evs = self.held().values()
+        exactly once. Per outlet: a county's outlets share one service."""
+        evs = self.held(outlet).values()
         with self.backend.lock:
-            sent = {d for d, st in self.notices_service.states().items() if st == "sent"}
+            sent = {d for d, st in self.notices_service.states(outlet).items() if st == "sent"}
         out: dict[str, list[str]] = {e["id"]: [] for e in evs if e.get("type") == "locker.deposit"}
         for d in sent:
             out.setdefault(d, []).append("platform")

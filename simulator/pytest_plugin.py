@@ -184,8 +184,8 @@ class SimOutlet:
 
     @property
     def central(self) -> Any:
-        """The real central service (:class:`simulator.central.CentralService`): ``held()``,
-        ``received_at()``, ``photos()``, ``notices()``, ``push_command``."""
+        """The real central service (:class:`simulator.central.CentralService`): ``held(outlet)``,
+        ``received_at(outlet)``, ``photos()``, ``notices(outlet)``, ``push_command``."""
         return self.outlet.central
 
     @property
@@ -332,14 +332,14 @@ class SimOutlet:
 
     def central_events(self, type: str | None = None) -> list[dict[str, Any]]:
         """What the platform holds (first copy of each id), gateway heartbeats left out."""
-        evs = self.outlet.central.held().values()
+        evs = self.outlet.central.held(self.outlet.outlet_id).values()
         return [e for e in evs if not e["id"].startswith("gw-") and (type is None or e["type"] == type)]
 
     def missing(self) -> list[str]:
         """Ids emitted by a device that the platform has not received (yet)."""
         with self.outlet.obs.lock:
             want = list(self.outlet.obs.emitted)
-        have = self.outlet.central.received_at()
+        have = self.outlet.central.received_at(self.outlet.outlet_id)
         return [e for e in want if e not in have]
 
     def settle(self, timeout: float = 60) -> bool:

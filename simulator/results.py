@@ -103,7 +103,7 @@ def notified_once(outlet: Outlet) -> dict[str, Any]:
     to its villager by exactly one sender, the platform or the outlet's
     modem (``CentralService.notices``), and the modem's texts match its
     ``notify.sent`` count. Counts go to the run's stats."""
-    notices = outlet.central.notices()
+    notices = outlet.central.notices(outlet.outlet_id)
     by = Counter(s for senders in notices.values() for s in senders)
     wrong = {d: s for d, s in notices.items() if len(s) != 1}
     texts = len(outlet.modem.texts()) if outlet.modem is not None else 0
@@ -133,8 +133,9 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
             outlet.ledger.record("gateway", eid, at)
             gw_at.setdefault(eid, at)
     # what the central service holds, read back from its store (once per event: it keeps one copy)
-    central_at = outlet.central.received_at()
-    central_events = [e for e in outlet.central.held().values() if not e["id"].startswith("gw-")]
+    central_at = outlet.central.received_at(outlet.outlet_id)
+    held = outlet.central.held(outlet.outlet_id)
+    central_events = [e for e in held.values() if not e["id"].startswith("gw-")]
     for eid, at in central_at.items():
         if not eid.startswith("gw-"):
             outlet.ledger.record("central", eid, at)

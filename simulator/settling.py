@@ -23,7 +23,7 @@ async def settle(outlet: Outlet, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         with outlet.obs.lock:
             want = set(outlet.obs.emitted)
-        have = set(outlet.central.received_at())
+        have = set(outlet.central.received_at(outlet.outlet_id))
         photos = outlet.central.photos()
         told = _all_told(outlet)
         if want <= have and set(outlet.photos_submitted()) <= photos and told:
@@ -48,7 +48,7 @@ def _all_told(outlet: Outlet) -> bool:
     ack, so its events can trail the devices' by a few passes."""
     if outlet.modem is None:
         return True
-    return all(outlet.central.notices().values())
+    return all(outlet.central.notices(outlet.outlet_id).values())
 
 
 def _quiescent(outlet: Outlet, want: set[str]) -> bool:

@@ -62,13 +62,13 @@ TESTER_FILE = textwrap.dedent(
             queued = {e["id"] for e in locker.events()} - before
             faults.power_cut("lk01", boot=False)
             assert not locker.online
-        assert not queued & outlet.central.held().keys()
+        assert not queued & outlet.central.held("o1").keys()
         outlet.intake("sc01", outlet.new_parcel())   # the rest of the outlet goes on
         outlet.advance(0.5)
         locker.boot()
         outlet.pickup("lk01", parcel)
         assert outlet.settle(30), outlet.missing()
-        assert queued <= outlet.central.held().keys()
+        assert queued <= outlet.central.held("o1").keys()
         assert outlet.verdict()["ok"], outlet.summary()
 
 
@@ -104,8 +104,8 @@ TESTER_FILE = textwrap.dedent(
         locker.deposit()
         assert outlet.settle(30)
         central = outlet.central             # the platform "loses" one event from its store
-        eid = next(e for e in central.held() if e.startswith("lk01:"))
-        assert central.forget(eid)
+        eid = next(e for e in central.held("o1") if e.startswith("lk01:"))
+        assert central.forget("o1", eid)
         assert outlet.ledger()["end_to_end"]["lost"] == 1
         assert outlet.verdict()["ok"]       # fails, on purpose: the report names the hop
 

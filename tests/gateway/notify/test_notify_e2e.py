@@ -63,7 +63,7 @@ def test_each_deposit_notified_exactly_once(tmp_path: Path, broker: Mosquitto, c
         d1 = deposit("lk01", 1, p1, c1)
         deposits[d1.id] = p1
         lk.publish(evt, d1.payload, qos=1)
-        until(lambda: central.notices().get(d1.id), 15, "the platform's route")
+        until(lambda: central.notices("o1").get(d1.id), 15, "the platform's route")
         # 2: the backhaul goes down; after delay_s the modem texts the villager.
         up.link.down()
         d2 = deposit("lk01", 2, p2, c2)
@@ -83,7 +83,7 @@ def test_each_deposit_notified_exactly_once(tmp_path: Path, broker: Mosquitto, c
         until(lambda: len(sim.texts()) == 2, 15, "the second modem text")
         # 4: the link comes back; the routes reach the platform.
         up.link.up()
-        until(lambda: all(central.notices().get(d) for d in deposits), 30, "every route upstream")
+        until(lambda: all(central.notices("o1").get(d) for d in deposits), 30, "every route upstream")
         time.sleep(1.0)  # time for a wrong second decision to show itself
         gw.stop()
     finally:
@@ -93,18 +93,18 @@ def test_each_deposit_notified_exactly_once(tmp_path: Path, broker: Mosquitto, c
         sim.close()
         up.link.down()
     # deposit_notified_once, as the platform's rule reads it
-    assert central.notices() == {d1.id: ["platform"], d2.id: ["gateway"], d3.id: ["gateway"]}
+    assert central.notices("o1") == {d1.id: ["platform"], d2.id: ["gateway"], d3.id: ["gateway"]}
     texts = sim.texts()
     assert [n for n, _ in texts] == [PHONE, PHONE]
     assert c2 in texts[0][1] and c3 in texts[1][1] and not any(c1 in t for _, t in texts)
     platform_texts = list(central.sms.texts.values())  # what the platform's SMS provider got
     assert [(t["to"], c1 in t["text"]) for t in platform_texts] == [(PHONE, True)]
-    sent = [e for e in central.held().values() if e["type"] == "notify.sent"]
+    sent = [e for e in central.held("o1").values() if e["type"] == "notify.sent"]
     assert sorted(e["body"]["event"] for e in sent) == sorted([d2.id, d3.id])
     # The code nowhere else: not in the gateway's output, not in any event upstream.
     output = json.dumps(gw.lines, ensure_ascii=False) + stderr.read_text(encoding="utf-8", errors="replace")
-    upstream = b"".join(row[2] for row in central.backend.events_since(0))
+    upstream = b"".join(row[3] for row in central.backend.events_since(0))
     for code in PARCELS.values():
         assert code not in output and code.encode() not in upstream
-    assert all(e["body"].get("code") is None for e in central.held().values())
+    assert all(e["body"].get("code") is None for e in central.held("o1").values())
     central.close()

@@ -2,7 +2,7 @@
 resends, outages, the bandwidth cap, TLS-only, and the real gateway process
 SIGKILLed over and over while devices publish and it syncs.
 
-Everything is real and on loopback: SQLite files, the central stub's HTTPS
+Everything is real and on loopback: SQLite files, the uplink double's HTTPS
 server and TLS Mosquitto (simulator/uplink_double.py), certificates made with the
 openssl CLI, the outlet's Mosquitto, paho publishers as devices, and a TCP
 relay standing for the WAN link.

@@ -5,7 +5,7 @@ Everything is real: the gateway's own web server (``gateway/web.py``) on a
 loopback port, a Mosquitto password file and ACL written by
 ``gateway/broker.py`` (hashed by ``mosquitto_passwd``), SQLite files, a
 JPEG made by OpenCV, an uploader process killed with SIGKILL mid-file, and
-the central stub over verified TLS.
+the uplink double (simulator/uplink_double.py) over verified TLS.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ run by pytest in a subprocess that finds the plugin through its entry point (no 
 no ``-p``), with the outlet's asyncio loop in the fixture's thread.
 
 One subprocess runs the whole tester file, because each test there brings a full outlet
-up (Mosquitto, the gateway process, the HTTPS central stub, the firmware) and the box has
+up (Mosquitto, the gateway process, the real central service, the firmware) and the box has
 two shared cores; the outcome of every tester test is then checked by name.
 """
 

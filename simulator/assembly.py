@@ -214,10 +214,10 @@ class Outlet:
                     f'ca_file = "{certs.ca}"',
                     f'username = "{self.outlet_id}"',
                     f'password = "{uplink_pw}"',
-                    "probe_interval_s = 0.5",
+                    f"probe_interval_s = {self.uplink_poll_s}",
                     "backoff_cap_s = 2.0",
                     "batch_max_age_s = 0.5",
-                    "down_interval_s = 0.5",
+                    f"down_interval_s = {self.uplink_poll_s}",
                     "",
                 ]
                 + (
@@ -356,6 +356,10 @@ class Outlet:
                 return got
             time.sleep(0.2)
 
+    #: How often the gateway probes the platform while it is away and pulls
+    #: commands: brisk for one outlet's tests; a county (simulator/fleet.py)
+    #: paces a hundred gateways slower, as the field would.
+    uplink_poll_s = 0.5
     DISK_ROOM = "256m"
     ROGUE = "rogue"  # the hostile faults' device login
 

@@ -42,6 +42,11 @@ from simulator.scenario import Scenario
 STARTING = 4
 
 
+#: Each gateway's probe and command pull interval: a hundred gateways pulling
+#: twice a second is 200 TLS requests a second at the platform for nothing.
+UPLINK_POLL_S = 3.0
+
+
 def outlet_ids(n: int) -> list[str]:
     return [f"o{i + 1:03d}" for i in range(n)]
 
@@ -64,6 +69,8 @@ def run_fleet(sc: Scenario, outlets: int, workdir: Path,
     central = CentralService(workdir / "central", certs.server_cert, certs.server_key, certs.ca).up()
     fleet = [Outlet(outlet_scenario(sc, i), workdir / oid, outlet_id=oid, central=central, certs=certs)
              for i, oid in enumerate(outlet_ids(outlets))]
+    for o in fleet:
+        o.uplink_poll_s = UPLINK_POLL_S
 
     async def main() -> dict[str, Any]:
         gate = asyncio.Semaphore(STARTING)

@@ -243,8 +243,8 @@ class CentralService:
             for step in (self.revocations.run_once, self.notices_service.run_once):
                 try:
                     step()
-                except Exception:  # noqa: BLE001 - the next pass tries again, as `central run` does
-                    pass
+                except Exception:  # the next pass tries again, as `central run` does
+                    self._logger.warning("central duty failed", exc_info=True)
 
     def close(self) -> None:
         self._stop.set()

@@ -19,6 +19,7 @@ through them.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import time
 import zlib
@@ -346,12 +347,36 @@ class Outlet:
         self.stats["notify_contacts"] = n
         return n
 
+    def notices(self) -> dict[str, list[str]]:
+        """Who told each deposit's villager (``CentralService.notices``), and
+        ``none`` for a deposit whose text the gateway's modem dropped because
+        the parcel was picked up before it went out: no event tells the
+        platform that (the gateway's own store does), and nobody was told."""
+        got = self.central.notices(self.outlet_id)
+        untold = {d for d, senders in got.items() if not senders}
+        if untold and self.modem is not None:
+            for d in untold & self._texts_dropped_for_pickup():
+                got[d] = ["none"]
+        return got
+
+    def _texts_dropped_for_pickup(self) -> set[str]:
+        try:
+            db = sqlite3.connect(f"file:{self.gw_db}?mode=ro", uri=True, timeout=5)
+            try:
+                return {r[0] for r in db.execute(
+                    "SELECT s.event FROM notify_sms s JOIN notify_jobs j ON j.event = s.event "
+                    "WHERE s.state = 'cancelled' AND s.purpose = 'notice' AND j.picked_at IS NOT NULL")}
+            finally:
+                db.close()
+        except sqlite3.Error:  # the gateway restarting, or no notifier tables yet
+            return set()
+
     def notices_settled(self, timeout: float = 60.0) -> dict[str, list[str]]:
         """Who told each deposit's villager, once the notifier's last
         routes have reached the platform (or ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
-            got = self.central.notices(self.outlet_id)
+            got = self.notices()
             if all(got.values()) or time.monotonic() > deadline:
                 return got
             time.sleep(0.2)

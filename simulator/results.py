@@ -101,9 +101,9 @@ def gateway_ids(outlet: Outlet) -> list[tuple[str, float]]:
 def notified_once(outlet: Outlet) -> dict[str, Any]:
     """``deposit_notified_once``: every deposit the platform holds was told
     to its villager by exactly one sender, the platform or the outlet's
-    modem (``CentralService.notices``), and the modem's texts match its
+    modem (``Outlet.notices``), and the modem's texts match its
     ``notify.sent`` count. Counts go to the run's stats."""
-    notices = outlet.central.notices(outlet.outlet_id)
+    notices = outlet.notices()
     by = Counter(s for senders in notices.values() for s in senders)
     wrong = {d: s for d, s in notices.items() if len(s) != 1}
     texts = len(outlet.modem.texts()) if outlet.modem is not None else 0

@@ -48,7 +48,7 @@ def _all_told(outlet: Outlet) -> bool:
     ack, so its events can trail the devices' by a few passes."""
     if outlet.modem is None:
         return True
-    return all(outlet.central.notices(outlet.outlet_id).values())
+    return all(outlet.notices().values())
 
 
 def _quiescent(outlet: Outlet, want: set[str]) -> bool:

@@ -59,7 +59,8 @@ from gateway.uplink.sync import Syncer  # noqa: E402
 from gateway.uplink.transport import tls_context  # noqa: E402
 from protocol import envelope, topics  # noqa: E402
 from protocol.ids import format_event_id  # noqa: E402
-from simulator.central import Central, CentralBroker, CentralMqtt, Link, make_certs  # noqa: E402
+from simulator.central import Link, make_certs  # noqa: E402
+from simulator.uplink_double import CentralBroker, CentralMqtt, UplinkDouble  # noqa: E402
 
 OUTLET = "o-0451"
 SEED = 451
@@ -209,7 +210,7 @@ class Rig:
         self.broker = CentralBroker(tmp / "central", self.certs, [(GW_USER, GW_PASS, OUTLET)],
                                     others=[bridge])
         self.broker.start()
-        self.central = Central()
+        self.central = UplinkDouble()
         self.acker = CentralMqtt(self.central, self.broker.port, self.certs.ca, *self.broker.acker).start()
         self.link = Link(self.broker.port).up()
 
@@ -280,7 +281,7 @@ def shaped_link(rig: Rig, tmp: Path, events: list[StoredEvent]) -> tuple[float, 
     rig.link.down()
     rig.link = Link(rig.broker.port, rate_bytes_per_s=SHAPED_RATE).up()
     try:
-        rig.central = rig.acker.central = Central()
+        rig.central = rig.acker.central = UplinkDouble()
         anchor_s = anchor_publish(rig, events)
         t0 = time.perf_counter()
         ours_sync(rig, tmp, events, "shaped.db")
@@ -320,7 +321,7 @@ def backlog_round(rig: Rig, tmp: Path, seed: int) -> dict[str, float]:
     for i in range(0, len(events), 5000):
         s.commit_events(events[i:i + 5000])
     s.close()
-    rig.central = rig.acker.central = Central()
+    rig.central = rig.acker.central = UplinkDouble()
     rig.link.down()
     conf = gateway_toml(work / "gateway.toml", outlet_broker.port, rig.upstream())
     out = work / "gateway.log"

@@ -42,7 +42,7 @@ time, and how long a virtual outlet-day takes.
    is our real-time locker count over that cap.
 
 2. A virtual outlet-day: the full simulator (``simulator.runner``: Mosquitto,
-   the gateway process, the HTTPS central stub over a WAN link, the fault-free
+   the gateway process, the real central service over a WAN link, the fault-free
    path) with 20 lockers, 1 counter scanner and 500 parcels over 24 virtual
    hours, no faults. Run twice in fresh directories; the wall time reported
    is the larger of the two (each measured around ``run_scenario``, setup and
@@ -51,8 +51,24 @@ time, and how long a virtual outlet-day takes.
    device and type and the counter scanner's own verdict counts are printed,
    so the output says where the runs parted.
 
-Goals: lockers_realtime >= 2000, virtual_day_s <= 30, deterministic=true.
-Last line: simulator_scale lockers_realtime=... virtual_day_s=... deterministic=...
+3. A county (``simulator/fleet.py``): ``FLEET_OUTLETS`` outlets (100 by
+   default, ``--fleet-outlets``), each with its own Mosquitto, its own
+   gateway process and its own in-process lockers and counter scanner
+   (2 lockers polling their doors every 500 ms, 1 scanner, 20 parcels a
+   day each), all uploading to one real
+   central service (embedded backend, HTTPS front, one login per outlet),
+   one virtual day, no faults. ``fleet_day_s`` is the wall time from the
+   first outlet starting to the last verdict (bringing 100 gateways up
+   included); ``fleet_outlets`` is the outlet count when every outlet's
+   verdict passed (0 otherwise).
+
+Goals: lockers_realtime >= 2000, virtual_day_s <= 30, deterministic=true,
+fleet_outlets >= 100 with fleet_day_s <= 600.
+Last line: simulator_scale lockers_realtime=... virtual_day_s=... deterministic=... fleet_outlets=...
+fleet_day_s=...
+
+``--only fleet`` runs the county alone (the last line then carries its two
+figures only), ``--fleet-outlets N`` a smaller county for a quick check.
 """
 
 from __future__ import annotations
@@ -422,8 +438,60 @@ def part2() -> list[dict[str, Any]]:
     return out
 
 
+# ------------------------------------------------------ part 3: a county
+FLEET_OUTLETS = 100
+FLEET = {
+    "name": "scale-county",
+    "seed": SEED,
+    "time": {"mode": "virtual", "hours": 24.0},
+    # the field's door poll (500 ms), not the tests' 10 ms: 300 lockers and
+    # scanners share the simulator's one loop
+    "outlet": {"lockers": 2, "scanners": 1, "handhelds": 0, "poll_ms": 500},
+    "workload": {"parcels": 20},
+    "expect": {"ledger": True, "domain": True},
+}
+
+
+def part3(outlets: int) -> dict[str, Any]:
+    """One virtual day at ``outlets`` outlets against one central service."""
+    from simulator.fleet import run_fleet
+
+    with tempfile.TemporaryDirectory(prefix="pe-county-") as t:
+        t0 = time.perf_counter()
+        res = run_fleet(parse(FLEET), outlets, Path(t) / "county")
+        res["bench_wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def fleet_report(outlets: int) -> tuple[int, float]:
+    print(f"part 3: a county of {outlets} outlets (each its own Mosquitto, gateway process, 2 lockers and "
+          "1 counter scanner, 20 parcels), one central service, 24 h virtual, no faults")
+    res = part3(outlets)
+    worst = res["dispatcher"][:3]
+    print(f"  outlets up in {res['up_s']:.0f} s, the day in {res['day_s']:.0f} s, "
+          f"{res['bench_wall_s']:.0f} s in all; {res['events_emitted']} events emitted, "
+          f"{res['events_held']} held at the central service (gateway heartbeats included), "
+          f"{res['lost']} lost")
+    print("  dispatcher's view, worst backlog first: " + "; ".join(
+        f"{p['outlet']} backlog max {p['backlog_max']}, alarms {p['alarms']}" for p in worst))
+    ok = res["verdict"]["ok"]
+    if not ok:
+        print(f"  failing outlets: {', '.join(res['verdict']['failing_outlets'][:10])}")
+    return (outlets if ok else 0), res["bench_wall_s"]
+
+
 # ----------------------------------------------------------------- main
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="simulator scale benchmark")
+    ap.add_argument("--only", choices=("fleet",), help="run one part alone")
+    ap.add_argument("--fleet-outlets", type=int, default=FLEET_OUTLETS)
+    args = ap.parse_args()
+    if args.only == "fleet":
+        n, wall = fleet_report(args.fleet_outlets)
+        print(f"simulator_scale fleet_outlets={n} fleet_day_s={wall:.0f}")
+        return
     print(f"part 1: in-process lockers on one asyncio loop, real Mosquitto, poll_ms={POLL_MS}, "
           f"keepalive={KEEPALIVE} s, {WINDOW_S:.0f} s window after boot + {SETTLE_S:.0f} s settle")
     print(f"  real time = loop lag p99 <= {LAG_P99_MAX_S * 1000:.0f} ms, every locker's door poll "
@@ -475,8 +543,10 @@ def main() -> None:
     print(f"  virtual day: {day_s:.1f} s wall, the larger of the two (goal <= 30 s); "
           f"{86400 / day_s:.0f}x faster than real time; trace hashes "
           f"{'match' if runs[0]['hash'] == runs[1]['hash'] else 'DIFFER'}")
+    print()
+    fleet_n, fleet_s = fleet_report(args.fleet_outlets)
     print(f"simulator_scale lockers_realtime={realtime} virtual_day_s={day_s:.1f} "
-          f"deterministic={'true' if det else 'false'}")
+          f"deterministic={'true' if det else 'false'} fleet_outlets={fleet_n} fleet_day_s={fleet_s:.0f}")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,23 @@ class Embedded:
             return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
         return self.db.execute("SELECT count(*) FROM events WHERE outlet=?", (outlet,)).fetchone()[0]
 
+    def events_since(self, after: int = 0, outlet: str | None = None,
+                     limit: int = 10000) -> list[tuple[int, str, str, bytes, float]]:
+        """Events held, in the order they were stored, after row ``after``:
+        (row, outlet, id, payload, received_at). A reader (the simulator's
+        ledger, a report) pages through with the last row it saw, so it reads
+        each event once however often it asks."""
+        q = "SELECT rowid, outlet, id, payload, received_at FROM events WHERE rowid > ?"
+        args: tuple[Any, ...] = (after,)
+        if outlet is not None:
+            q += " AND outlet = ?"
+            args += (outlet,)
+        return self.db.execute(q + " ORDER BY rowid LIMIT ?", (*args, limit)).fetchall()
+
+    def complete_photos(self) -> set[str]:
+        """Content hashes of every photo held whole."""
+        return {r[0] for r in self.db.execute("SELECT sha FROM photos WHERE complete=1")}
+
     def health(self) -> list[dict[str, Any]]:
         """Per outlet: events held, last batch, batches received twice."""
         cur = self.db.execute(

@@ -108,6 +108,12 @@ class Notices:
     def add_contact(self, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
         add_contact(self.b, outlet, parcel, phone, lang)
 
+    def states(self, outlet: str, purpose: str = "notice") -> dict[str, str]:
+        """Deposit id -> the state of its notice for ``purpose`` (``sent``,
+        ``retry``, ``failed``, ``no_contact``, ``no_code``) at one outlet, for reports."""
+        return dict(self.b.db.execute("SELECT deposit, state FROM notices WHERE outlet=? AND purpose=?",
+                                      (outlet, purpose)))
+
     def _due(self) -> list[tuple[str, str, str]]:
         """(outlet, deposit id, purpose) not yet sent or given up."""
         with_notifier = self.notifier_outlets()

@@ -1,9 +1,10 @@
 """The uplink wire format (``pe-batch/1``): batches, acks and the downlink answer.
 
 Both sides import this module: the gateway's syncer encodes batches and reads
-acks with it, and the central stub (``simulator/central.py``) decodes batches
-and writes acks with it, so there is one codec. Events inside a batch are
-rebuilt byte for byte and then parsed by the shared protocol module
+acks with it, and the central service (``central/intake.py``,
+``central/front.py``) and the gateway tests' uplink double decode batches and
+write acks with it, so there is one codec. Events inside a batch are rebuilt
+byte for byte and then parsed by the shared protocol module
 (``protocol.envelope.decode``); nothing here parses an envelope's
 meaning.
 

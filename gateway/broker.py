@@ -401,7 +401,7 @@ class Mosquitto:
         """``limits``: True (the default) applies the outlet's limits
         (:data:`OUTLET_LIMITS`) when the broker has device accounts, and
         leaves a broker with only gateway-kind accounts plain: that is the
-        simulator's central broker (``simulator/central.py`` subclasses
+        simulator's central broker (``simulator/uplink_double.py`` subclasses
         this), where each gateway holds several connections under one login
         and batches run to 16 MiB. Pass an :class:`OutletLimits` or None to
         choose exactly.

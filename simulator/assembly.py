@@ -3,7 +3,9 @@
 One object holds everything a run touches, all real and on loopback: the
 outlet broker (Mosquitto, or amqtt where it is not installed), an MQTT fault
 proxy in front of it when faults or tests need one, the gateway process
-syncing over HTTPS to the central stub through a WAN link that can go down,
+syncing over HTTPS to the real central service (``simulator/central.py``:
+the embedded backend and the HTTPS front, on loopback) through a WAN link
+that can go down,
 and the devices: the locker and counter firmware running in this process on
 the CPython HAL (``simulator/inproc.py``) or unix-port lockers, and simulated
 courier handhelds. :class:`Outlet` builds them (``start``), powers the
@@ -17,8 +19,10 @@ through them.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +32,7 @@ from firmware.locker import codes as C
 from gateway.broker import Account, Mosquitto, find_mosquitto, free_port, tls_listener
 from handheld import tls as handheld_tls
 from protocol import signing
-from simulator.central import Central, CentralHttps, Link, make_certs
+from simulator.central import CentralService, Certs, Link, make_certs
 from simulator.counter_sim import ScaleSim, public_keys
 from simulator.faultproxy import FaultProxy, Rule
 from simulator.gateway_process import GatewayProcess
@@ -44,8 +48,9 @@ from simulator.taps import BrokerTap, DeviceTap, Observed
 from simulator.unix_locker import UnixLocker
 
 OUTLET = "o1"
-# The platform's master key stays with the platform stand-in: each device is
-# given only its own derived key, and commands are signed with that device's key.
+# The platform's master key stays with the central service (and this fixed copy of it
+# for the simulator's signing): each device is given only its own derived key, and
+# commands are signed with that device's key.
 KEYS = PlatformKeys(OUTLET)
 BADGE_SECRET = "sim-badge"
 HOPS = ("device", "broker", "gateway", "central")
@@ -62,12 +67,23 @@ class Outlet:
         proxy: bool = False,
         handhelds: int = 0,
         broker: str = "auto",
+        outlet_id: str = OUTLET,
+        central: CentralService | None = None,
+        certs: Certs | None = None,
     ) -> None:
         """``broker``: "mosquitto", "amqtt" (``simulator/pybroker.py``) or "auto" (Mosquitto
         when installed, else amqtt). ``proxy`` puts the fault proxy in front of the broker even
         when no scenario fault needs it (the pytest plugin injects MQTT faults mid-test);
-        ``handhelds`` adds broker accounts ``hh01``... for simulated courier handhelds."""
+        ``handhelds`` adds broker accounts ``hh01``... for simulated courier handhelds.
+        A county (``simulator/fleet.py``) runs many outlets against one ``central``
+        service, each with its own ``outlet_id`` (and shares one test PKI, ``certs``);
+        alone, an outlet starts a central service of its own."""
         self.sc = sc
+        self.outlet_id = outlet_id
+        self.gw_user = f"gw-{outlet_id}"
+        self.keys = KEYS if outlet_id == OUTLET else PlatformKeys(outlet_id)
+        self.own_central = central is None
+        self.shared_certs = certs
         self.want_proxy = proxy
         if broker not in ("auto", "mosquitto", "amqtt"):
             raise ValueError(f"broker must be auto, mosquitto or amqtt, got {broker!r}")
@@ -100,7 +116,9 @@ class Outlet:
             },
         )
         self.obs = Observed()
-        self.central = Central()
+        self.central: CentralService  # in start() when not shared: it needs the run's certificates
+        if central is not None:
+            self.central = central
         self.devices: dict[str, SimDevice] = {}
         self.modem: ModemSim | None = None  # with [notify] in the scenario (start)
         self.scale: ScaleSim | None = None  # with the counter desk (start)
@@ -115,7 +133,7 @@ class Outlet:
         self.t_virtual = 0.0
         self.progress = 0.0
         self.mqtt_rules: dict[int, Rule] = {}
-        self.device_tap = DeviceTap(self.ledger, self.obs, self.vt, sc.start, KEYS.open_code)
+        self.device_tap = DeviceTap(self.ledger, self.obs, self.vt, sc.start, self.keys.open_code)
 
     def vt(self) -> float:
         return self.t_virtual
@@ -138,18 +156,19 @@ class Outlet:
         sc = self.sc
         names = [f"lk{i + 1:02d}" for i in range(sc.lockers)] + [f"sc{i + 1:02d}" for i in range(sc.scanners)]
         accounts = [
-            Account("gw-o1", "gw-secret", OUTLET, "gateway"),
-            Account("sim-tap", "sim-tap-pw", OUTLET, "gateway"),
+            Account(self.gw_user, "gw-secret", self.outlet_id, "gateway"),
+            Account("sim-tap", "sim-tap-pw", self.outlet_id, "gateway"),
         ]
         accounts += [
-            Account(n, f"{n}-pw", OUTLET, "locker" if n.startswith("lk") else "scanner") for n in names
+            Account(n, f"{n}-pw", self.outlet_id, "locker" if n.startswith("lk") else "scanner")
+            for n in names
         ]
         hh = [f"hh{i + 1:02d}" for i in range(self.handhelds)]
-        accounts += [Account(n, f"{n}-pw", OUTLET, "handheld") for n in hh]
+        accounts += [Account(n, f"{n}-pw", self.outlet_id, "handheld") for n in hh]
         if any(f.kind in HOSTILE_KINDS for f in sc.faults):
             # one ordinary device login, in hostile hands (simulator/hostile.py)
-            accounts.append(Account(self.ROGUE, f"{self.ROGUE}-pw", OUTLET, "locker"))
-        certs = make_certs(self.dir / "pki")
+            accounts.append(Account(self.ROGUE, f"{self.ROGUE}-pw", self.outlet_id, "locker"))
+        certs = self.shared_certs or make_certs(self.dir / "pki")
         # Handhelds speak TLS to the broker and the gateway's HTTPS, verifying
         # the outlet CA, as on site (issue 13). Only with Mosquitto (amqtt has
         # no TLS listener here), and around the fault proxy: the proxy reads
@@ -169,8 +188,13 @@ class Outlet:
             self.proxy = FaultProxy("127.0.0.1", self.broker.port)
             self.proxy.start()
             port = self.proxy.port
-        self.https = CentralHttps(self.central, certs.server_cert, certs.server_key).up()
-        self.link = Link(self.https.port).up()
+        if self.own_central:
+            self.central = CentralService(self.dir / "central", certs.server_cert, certs.server_key,
+                                          certs.ca).up()
+        # with an SMS modem at the outlet its gateway is the notifier: the platform texts
+        # only what the gateway routes to it
+        uplink_pw = self.central.add_outlet(self.outlet_id, notifier=bool(sc.notify.get("enabled")))
+        self.link = Link(self.central.port).up()
         self.gw_cfg = self.dir / "gateway.toml"
         self.gw_db = self.dir / "gateway.db"
         if any(f.kind == "disk_full" for f in sc.faults):
@@ -180,13 +204,13 @@ class Outlet:
         self.gw_cfg.write_text(
             "\n".join(
                 [
-                    f'outlet = "{OUTLET}"',
+                    f'outlet = "{self.outlet_id}"',
                     f'db = "{self.gw_db}"',
                     "",
                     "[broker]",
                     'host = "127.0.0.1"',
                     f"port = {self.broker.port}",
-                    'username = "gw-o1"',
+                    f'username = "{self.gw_user}"',
                     'password = "gw-secret"',
                     # every device login: the gateway holds a flooding one off its subscriptions
                     f'acl_file = "{self.dir / "broker" / "acl"}"',
@@ -194,10 +218,12 @@ class Outlet:
                     "[upstream]",
                     f'url = "https://127.0.0.1:{self.link.port}/v1/batches"',
                     f'ca_file = "{certs.ca}"',
-                    "probe_interval_s = 0.5",
+                    f'username = "{self.outlet_id}"',
+                    f'password = "{uplink_pw}"',
+                    f"probe_interval_s = {self.uplink_poll_s}",
                     "backoff_cap_s = 2.0",
                     "batch_max_age_s = 0.5",
-                    "down_interval_s = 0.5",
+                    f"down_interval_s = {self.uplink_poll_s}",
                     "",
                 ]
                 + (
@@ -234,7 +260,7 @@ class Outlet:
             self._notifier()
         self.gw = GatewayProcess(self.gw_cfg)
         self.gw.wait_for("gateway_started", timeout=60)
-        self.broker_tap = BrokerTap(self.broker.port, OUTLET, self.ledger, self.obs, self.vt)
+        self.broker_tap = BrokerTap(self.broker.port, self.outlet_id, self.ledger, self.obs, self.vt)
         self.broker_tap.subscribed.wait(10)
         for i, n in enumerate(names):
             if n.startswith("lk") and sc.locker_mode == "unixport":
@@ -243,7 +269,7 @@ class Outlet:
                     self.dir / "flash" / n,
                     ("127.0.0.1", port),
                     f"{n}-pw",
-                    KEYS.device_config(n),
+                    self.keys.device_config(n),
                     self._unix_event,
                     n=sc.compartments,
                     poll_ms=max(sc.poll_ms, 50),
@@ -256,20 +282,21 @@ class Outlet:
                 self.dir / "flash" / n,
                 ("127.0.0.1", port),
                 f"{n}-pw",
-                KEYS.device_config(n),
+                self.keys.device_config(n),
                 self.clock,
                 sc.seed * 1000 + i,
                 tap=self.device_tap.emitted,
                 **kw,
             )
+            dev.outlet = self.outlet_id
             self.devices[n] = dev
             if self.modem is not None and isinstance(dev, SimLocker):
-                dev.notify = KEYS.notify_config(n)
+                dev.notify = self.keys.notify_config(n)
         hh_ssl = handheld_tls.context(certs.ca.read_text(encoding="ascii")) if self.hh_tls else None
         for n in hh:
             self.hh[n] = SimHandheld(
                 n,
-                OUTLET,
+                self.outlet_id,
                 self.dir / "handheld" / n,
                 "127.0.0.1",
                 self.broker.tls_port if hh_ssl else port,
@@ -296,7 +323,7 @@ class Outlet:
         wall clock."""
         self.modem = ModemSim(self.dir / "ttyModem")
         keys = self.dir / "notify-keys.toml"
-        keys.write_text(f'[keys]\n"1" = "{KEYS.notifier_key().hex()}"\n', encoding="utf-8")
+        keys.write_text(f'[keys]\n"1" = "{self.keys.notifier_key().hex()}"\n', encoding="utf-8")
         with self.gw_cfg.open("a", encoding="utf-8") as f:
             f.write(f'\n[notify]\nmodem = "{self.modem.path}"\nkey_file = "{keys}"\n'
                     f'name_zh = "模拟村邮站"\nname_en = "Simulated village post"\n'
@@ -318,27 +345,62 @@ class Outlet:
         share = float(self.sc.notify.get("contacts", 1.0))
         n = 0
         for a in generate(self.sc):
-            if a.kind != "deposit" or rng.random() >= share:
+            if a.kind != "deposit":
                 continue
             parcel = a.args["parcel"]
+            # the platform holds every villager's number (the parcel system hands it
+            # over); the gateway's notifier is given the share it can text itself
+            if rng.random() >= share:
+                number = f"+86138{zlib.crc32(parcel.encode()) % 10**8:08d}"
+                self.central.add_contact(self.outlet_id, parcel, number)
+                continue
             phone = f"+86139{rng.randrange(10**8):08d}"
-            self.central.push_command(OUTLET, "notify", contacts.make(
-                KEYS.notifier_key(), 1, f"ct-{parcel.lower()}", parcel, phone, "zh", int(time.time()),
+            self.central.add_contact(self.outlet_id, parcel, phone)
+            self.central.push_command(self.outlet_id, "notify", contacts.make(
+                self.keys.notifier_key(), 1, f"ct-{parcel.lower()}", parcel, phone, "zh", int(time.time()),
                 lifetime_s=signing.MAX_LIFETIME))
             n += 1
         self.stats["notify_contacts"] = n
         return n
+
+    def notices(self) -> dict[str, list[str]]:
+        """Who told each deposit's villager (``CentralService.notices``), and
+        ``none`` for a deposit whose text the gateway's modem dropped because
+        the parcel was picked up before it went out: no event tells the
+        platform that (the gateway's own store does), and nobody was told."""
+        got = self.central.notices(self.outlet_id)
+        untold = {d for d, senders in got.items() if not senders}
+        if untold and self.modem is not None:
+            for d in untold & self._texts_dropped_for_pickup():
+                got[d] = ["none"]
+        return got
+
+    def _texts_dropped_for_pickup(self) -> set[str]:
+        try:
+            db = sqlite3.connect(f"file:{self.gw_db}?mode=ro", uri=True, timeout=5)
+            try:
+                return {r[0] for r in db.execute(
+                    "SELECT s.event FROM notify_sms s JOIN notify_jobs j ON j.event = s.event "
+                    "WHERE s.state = 'cancelled' AND s.purpose = 'notice' AND j.picked_at IS NOT NULL")}
+            finally:
+                db.close()
+        except sqlite3.Error:  # the gateway restarting, or no notifier tables yet
+            return set()
 
     def notices_settled(self, timeout: float = 60.0) -> dict[str, list[str]]:
         """Who told each deposit's villager, once the notifier's last
         routes have reached the platform (or ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
-            got = self.central.notices()
+            got = self.notices()
             if all(got.values()) or time.monotonic() > deadline:
                 return got
             time.sleep(0.2)
 
+    #: How often the gateway probes the platform while it is away and pulls
+    #: commands: brisk for one outlet's tests; a county (simulator/fleet.py)
+    #: paces a hundred gateways slower, as the field would.
+    uplink_poll_s = 0.5
     DISK_ROOM = "256m"
     ROGUE = "rogue"  # the hostile faults' device login
 
@@ -364,7 +426,7 @@ class Outlet:
 
     def command(self, device: str, op: str, args: dict[str, Any], cid: str) -> dict[str, Any]:
         now = self.clock.time()
-        return KEYS.sign(
+        return self.keys.sign(
             {
                 "id": cid,
                 "dev": device,
@@ -384,7 +446,7 @@ class Outlet:
         for n, dev in self.devices.items():
             if isinstance(dev, SimLocker | UnixLocker):
                 self.central.push_command(
-                    OUTLET,
+                    self.outlet_id,
                     "locker",
                     self.command(
                         n,
@@ -427,8 +489,7 @@ class Outlet:
 
     def central_stored(self) -> int:
         """Distinct events the platform has stored (gateway-own included, as the gateway's count)."""
-        with self.central.lock:
-            return len(self.central.events)
+        return self.central.count(self.outlet_id)
 
     async def close(self) -> None:
         for attack in self.hostile.values():  # a hostile fault still running at the end
@@ -453,7 +514,7 @@ class Outlet:
             lambda: self.broker_tap.close(),
             lambda: self.gw.stop(),
             lambda: self.link.down(),
-            lambda: self.https.down(),
+            lambda: self.central.close() if self.own_central else None,
             lambda: self.broker.stop(),
             lambda: self.proxy.stop() if self.proxy else None,
             lambda: subprocess.run(["umount", "-l", str(self.disk)], check=False) if self.disk else None,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 
 from protocol import topics
-from simulator.assembly import OUTLET, Outlet
+from simulator.assembly import Outlet
 from simulator.faultproxy import Rule
 from simulator.gateway_process import GatewayProcess
 from simulator.hostile import Flood, Takeover, junk_pool, poison
@@ -108,20 +108,20 @@ async def _hostile(outlet: Outlet, f: Fault, starting: bool) -> str:
     host, port, name, pw = "127.0.0.1", outlet.broker.port, outlet.ROGUE, f"{outlet.ROGUE}-pw"
     if f.kind == "poison" and starting:
         pool = junk_pool(name, [n for n in outlet.devices], random.Random(outlet.sc.seed), refused_only=True)
-        n = await asyncio.to_thread(poison, host, port, OUTLET, name, pw, pool)
+        n = await asyncio.to_thread(poison, host, port, outlet.outlet_id, name, pw, pool)
         outlet.stats["hostile_poison_sent"] += n
         return f"{n} messages"
     if f.kind == "flood":
         if starting:
             pool = junk_pool(name, list(outlet.devices), random.Random(outlet.sc.seed), refused_only=True)
-            outlet.hostile[id(f)] = Flood(host, port, OUTLET, name, pw, pool).start()
+            outlet.hostile[id(f)] = Flood(host, port, outlet.outlet_id, name, pw, pool).start()
             return ""
         sent = await asyncio.to_thread(outlet.hostile.pop(id(f)).stop)
         outlet.stats["hostile_flood_sent"] += sent
         return f"{sent} messages"
     if starting:
-        outlet.hostile[id(f)] = Takeover(host, port, "gw-o1", name, pw,
-                                          topics.build(OUTLET, "locker", name, "evt")).start()
+        outlet.hostile[id(f)] = Takeover(host, port, outlet.gw_user, name, pw,
+                                          topics.build(outlet.outlet_id, "locker", name, "evt")).start()
         return ""
     tries = await asyncio.to_thread(outlet.hostile.pop(id(f)).stop)
     outlet.stats["hostile_takeover_tries"] += tries

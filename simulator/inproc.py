@@ -197,6 +197,7 @@ class SimDevice:
     from the same flash)."""
 
     kind = ""
+    outlet = "o1"  # the outlet its topics name; a county's outlets set their own
 
     def __init__(
         self,
@@ -262,7 +263,7 @@ class SimDevice:
     def base_config(self) -> dict[str, Any]:
         return {
             "device": self.device,
-            "outlet": "o1",
+            "outlet": self.outlet,
             "broker": {
                 "host": self.broker[0],
                 "port": self.broker[1],

@@ -27,7 +27,7 @@ from handheld.jobs import PhotoSink
 from handheld.scanning import ScanFilter
 from handheld.text import Refused as HandheldRefused
 from handheld.workflows import GatewayClient, ParcelFlows
-from simulator.assembly import BADGE_SECRET, KEYS, OUTLET, Outlet
+from simulator.assembly import BADGE_SECRET, Outlet
 from simulator.counter_sim import WebClient, documents
 from simulator.inproc import SimLocker
 from simulator.workload import COURIER, Action
@@ -64,7 +64,7 @@ def _counter_ready(outlet: Outlet, web: WebClient) -> None:
         return
     from protocol.canonical import dumps
 
-    for doc in documents(OUTLET, int(time.time()) - 60):
+    for doc in documents(outlet.outlet_id, int(time.time()) - 60):
         code, out = web.json("PUT", "/v1/counter/documents", raw=dumps(doc), user=GATEWAY_LOGIN)
         if code != 200:
             raise Refused(f"documents_{(out or {}).get('error', code)}")
@@ -110,7 +110,7 @@ async def send_book(outlet: Outlet, a: Action) -> None:
     args = {"order": a.args["order"], "salt": salt, "hash": C.salted_hash(salt, a.args["code"]),
             "exp": outlet.clock.time() + DAY, "size": a.args["size"]}
     cmd = outlet.command(a.device, "provision_send", args, f"send-{a.args['order'].lower()}")
-    outlet.central.push_command(OUTLET, "locker", cmd)
+    outlet.central.push_command(outlet.outlet_id, "locker", cmd)
     outlet.stats["send_book"] += 1
 
 
@@ -137,7 +137,7 @@ async def return_book(outlet: Outlet, a: Action) -> None:
     args = {"parcel": a.args["parcel"], "salt": salt, "hash": C.salted_hash(salt, a.args["code"]),
             "exp": outlet.clock.time() + DAY, "size": a.args["size"]}
     cmd = outlet.command(a.device, "provision_return", args, f"ret-{a.args['parcel'].lower()}")
-    outlet.central.push_command(OUTLET, "locker", cmd)
+    outlet.central.push_command(outlet.outlet_id, "locker", cmd)
     outlet.stats["return_book"] += 1
 
 
@@ -180,7 +180,7 @@ async def set_pickup_days(outlet: Outlet, a: Action) -> None:
     """The platform shortens a locker's pickup window: a signed ``config``."""
     dev = _locker(outlet, a)
     days = int(a.args["days"])
-    outlet.central.push_command(OUTLET, "locker", outlet.command(
+    outlet.central.push_command(outlet.outlet_id, "locker", outlet.command(
         a.device, "config", {"pickup_days": days}, f"cfg-days-{a.device}"))
     deadline = time.monotonic() + 15
     while dev.app.cfg.get("pickup_days") != days:
@@ -259,7 +259,7 @@ def _parcel_flows(outlet: Outlet, name: str) -> ParcelFlows:
         h = outlet.hh[name]
         state = outlet.dir / "handheld" / name / "flows"
         state.mkdir(parents=True, exist_ok=True)
-        pf[name] = ParcelFlows(state, COURIER, OUTLET, lambda t, c, b: (h.emit(t, c, b), 0),
+        pf[name] = ParcelFlows(state, COURIER, outlet.outlet_id, lambda t, c, b: (h.emit(t, c, b), 0),
                                # a simulated reader never reads a neighbour's label by mistake
                                ScanFilter(other_window_s=0.0),
                                GatewayClient(h.gateway_url or "http://127.0.0.1:9"), _NoPhotos(),
@@ -309,7 +309,7 @@ async def permit_deposit(outlet: Outlet, a: Action) -> None:
     if not isinstance(outlet.devices.get(device), SimLocker):
         raise Refused("device_down")
     n = outlet.flows["permits"] = int(outlet.flows.get("permits", 0)) + 1
-    permit = KEYS.permit(device, "deposit", a.args["parcel"], COURIER, a.device, f"permit-{n}",
+    permit = outlet.keys.permit(device, "deposit", a.args["parcel"], COURIER, a.device, f"permit-{n}",
                          now=outlet.clock.time(), size=a.args["size"])
     await asyncio.to_thread(h.emit, "handheld.forward_command", "custody", {"kind": "locker", "cmd": permit})
     deadline = time.monotonic() + 20
@@ -424,12 +424,12 @@ def _request_open(outlet: Outlet, device: str, cid: int) -> str:
 
 def platform_requests(outlet: Outlet) -> list[dict[str, Any]]:
     """The clerks' requests the platform holds (a central-side fact: re-point it here)."""
-    with outlet.central.lock:
-        return [e for e in outlet.central.events.values() if e.get("type") == "gateway.clerk_request"]
+    held = outlet.central.held(outlet.outlet_id)
+    return [e for e in held.values() if e.get("type") == "gateway.clerk_request"]
 
 
 async def remote_open(outlet: Outlet, a: Action) -> None:
-    """The clerk asks for a remote open; the platform (played here: the stub
+    """The clerk asks for a remote open; the platform (played here: the central service
     decides nothing) signs an ``open`` command naming the request
     (``args.request``), and the locker opens the door and reports it."""
     device, cid = a.args["locker"], int(a.args["compartment"])
@@ -439,7 +439,7 @@ async def remote_open(outlet: Outlet, a: Action) -> None:
     decisions: dict[str, str] = outlet.flows.setdefault("open_decisions", {})
     cmd_id = f"open-{len(decisions) + 1}"
     decisions[rid] = cmd_id
-    outlet.central.push_command(OUTLET, "locker", outlet.command(
+    outlet.central.push_command(outlet.outlet_id, "locker", outlet.command(
         device, "open", {"compartment": cid, "request": rid}, cmd_id))
     deadline = time.monotonic() + 20
     while True:

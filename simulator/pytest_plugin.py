@@ -26,7 +26,7 @@ Why step by step rather than ``Outlet.run()``: a scenario file describes a day o
 seeded random traffic, which is the right tool for soak and regression runs, but a
 tester chasing one bug wants "deposit, cut the WAN, deposit again, bring it back,
 check" with ordinary asserts between the steps. So the plugin brings the outlet up
-(broker, gateway process, HTTPS central stub behind a WAN link, the real firmware in
+(broker, gateway process, the real central service over HTTPS behind a WAN link, the real firmware in
 process), provisions the courier badge, and then hands the tester a synchronous API.
 
 Threads. The in-process firmware are asyncio tasks; the outlet's event loop runs in
@@ -151,7 +151,7 @@ class SimOutlet:
 
     # ---------------------------------------------------------------- life
     def start(self, timeout: float = 90) -> SimOutlet:
-        """Broker, central stub, gateway and devices up; courier badges provisioned."""
+        """Broker, central service, gateway and devices up; courier badges provisioned."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.outlet.start()  # blocking (processes, certificates): not in the loop
         self.loop.run(self.outlet.boot_all)  # the firmware's tasks belong to the loop
@@ -184,7 +184,8 @@ class SimOutlet:
 
     @property
     def central(self) -> Any:
-        """The platform stub (:class:`simulator.central.Central`): ``events``, ``counts``."""
+        """The real central service (:class:`simulator.central.CentralService`): ``held(outlet)``,
+        ``received_at(outlet)``, ``photos()``, ``notices(outlet)``, ``push_command``."""
         return self.outlet.central
 
     @property
@@ -331,18 +332,14 @@ class SimOutlet:
 
     def central_events(self, type: str | None = None) -> list[dict[str, Any]]:
         """What the platform holds (first copy of each id), gateway heartbeats left out."""
-        c = self.outlet.central
-        with c.lock:
-            evs = list(c.events.values())
+        evs = self.outlet.central.held(self.outlet.outlet_id).values()
         return [e for e in evs if not e["id"].startswith("gw-") and (type is None or e["type"] == type)]
 
     def missing(self) -> list[str]:
         """Ids emitted by a device that the platform has not received (yet)."""
         with self.outlet.obs.lock:
             want = list(self.outlet.obs.emitted)
-        c = self.outlet.central
-        with c.lock:
-            have = set(c.counts)
+        have = self.outlet.central.received_at(self.outlet.outlet_id)
         return [e for e in want if e not in have]
 
     def settle(self, timeout: float = 60) -> bool:

@@ -112,9 +112,9 @@ def gateway_ids(outlet: Outlet) -> list[tuple[str, float]]:
 def notified_once(outlet: Outlet) -> dict[str, Any]:
     """``deposit_notified_once``: every deposit the platform holds was told
     to its villager by exactly one sender, the platform or the outlet's
-    modem (``Central.notices``), and the modem's texts match its
+    modem (``Outlet.notices``), and the modem's texts match its
     ``notify.sent`` count. Counts go to the run's stats."""
-    notices = outlet.central.notices()
+    notices = outlet.notices()
     by = Counter(s for senders in notices.values() for s in senders)
     wrong = {d: s for d, s in notices.items() if len(s) != 1}
     texts = len(outlet.modem.texts()) if outlet.modem is not None else 0
@@ -137,8 +137,7 @@ def platform_events(outlet: Outlet) -> list[dict[str, Any]]:
     counter acceptances, the clerk's actions) included. The one place the
     outlet-flow checks read the central side: re-point it at another
     central service here."""
-    with outlet.central.lock:
-        return list(outlet.central.events.values())
+    return list(outlet.central.held(outlet.outlet_id).values())
 
 
 def outbound_dispatched_once(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -239,7 +238,7 @@ def guessers_locked_out(events: list[dict[str, Any]], guessers: int) -> dict[str
 
 def platform_open_decisions(outlet: Outlet) -> dict[str, str]:
     """The platform's decisions on the clerks' remote-open requests: request
-    id -> the id of the ``open`` command it signed. The stub decides
+    id -> the id of the ``open`` command it signed. The central service decides
     nothing, so the simulator plays the platform (``simulator/outlet_flows.py``)
     and keeps them; re-point this at a central service that decides."""
     return dict(outlet.flows.get("open_decisions", {}))
@@ -396,17 +395,13 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
         if not own_event(eid):
             outlet.ledger.record("gateway", eid, at)
             gw_at.setdefault(eid, at)
-    central_at: dict[str, float] = {}
-    with outlet.central.lock:
-        for b in outlet.central.batches:
-            for eid in b.ids:
-                central_at.setdefault(eid, b.at)
-        counts = dict(outlet.central.counts)
-        central_events = [e for e in outlet.central.events.values() if not own_event(e["id"])]
-    for eid, n in counts.items():
+    # what the central service holds, read back from its store (once per event: it keeps one copy)
+    central_at = outlet.central.received_at(outlet.outlet_id)
+    held = outlet.central.held(outlet.outlet_id)
+    central_events = [e for e in held.values() if not own_event(e["id"])]
+    for eid, at in central_at.items():
         if not own_event(eid):
-            for _ in range(n):
-                outlet.ledger.record("central", eid, central_at.get(eid))
+            outlet.ledger.record("central", eid, at)
     failed = sum(1 for x in outlet.gw.lines if x.get("evt") == "store_failed")
     if failed:
         outlet.stats["gateway_store_failed"] = failed
@@ -435,8 +430,7 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
              "fields": {"rules": [c.name for c in domain.checks if not c.ok]}}
         )
     if submitted:
-        with outlet.central.lock:
-            arrived = set(outlet.central.photos)
+        arrived = outlet.central.photos()
         missing = [x for x in submitted if x not in arrived]
         exp.append(
             {

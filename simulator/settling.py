@@ -23,9 +23,8 @@ async def settle(outlet: Outlet, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         with outlet.obs.lock:
             want = set(outlet.obs.emitted)
-        with outlet.central.lock:
-            have = set(outlet.central.counts)
-            photos = set(outlet.central.photos)
+        have = set(outlet.central.received_at(outlet.outlet_id))
+        photos = outlet.central.photos()
         told = _all_told(outlet)
         if want <= have and set(outlet.photos_submitted()) <= photos and told:
             return
@@ -49,7 +48,7 @@ def _all_told(outlet: Outlet) -> bool:
     ack, so its events can trail the devices' by a few passes."""
     if outlet.modem is None:
         return True
-    return all(outlet.central.notices().values())
+    return all(outlet.notices().values())
 
 
 def _quiescent(outlet: Outlet, want: set[str]) -> bool:
@@ -62,6 +61,5 @@ def _quiescent(outlet: Outlet, want: set[str]) -> bool:
             s.close()
     except Exception:  # noqa: BLE001 - the gateway may be restarting
         return False
-    with outlet.central.lock:
-        photos_done = set(outlet.photos_submitted()) <= set(outlet.central.photos)
+    photos_done = set(outlet.photos_submitted()) <= outlet.central.photos()
     return backlog == 0 and want <= stored and photos_done

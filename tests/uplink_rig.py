@@ -1,6 +1,8 @@
 """The central side behind a WAN link, for tests of the gateway's uplink and
-downlink: the central stub over HTTPS or TLS Mosquitto (simulator/central.py)
-behind a Link, the syncer's log collector, and a gateway TOML writer."""
+downlink: the uplink double over HTTPS or TLS Mosquitto (simulator/uplink_double.py)
+behind a Link where a test needs the platform's faults, the real central
+service (simulator/central.py) behind a Link where it needs the platform's
+own rules, the syncer's log collector, and a gateway TOML writer."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.broker import Mosquitto
-from simulator.central import Central, CentralBroker, CentralHttps, CentralMqtt, Certs, Link
+from simulator.central import CentralService, Certs, Link
+from simulator.uplink_double import CentralBroker, CentralMqtt, UplinkDouble, UplinkDoubleHttps
 
 GW_USER, GW_PASS = "gw-o1", "gw-up-secret"
 
@@ -58,10 +61,10 @@ class Uplink:
     """The central side behind a WAN link, over one transport."""
 
     kind: str
-    central: Central
+    central: UplinkDouble
     link: Link
     certs: Certs
-    https: CentralHttps | None = None
+    https: UplinkDoubleHttps | None = None
     broker: CentralBroker | None = None
     acker: CentralMqtt | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -83,15 +86,42 @@ class Uplink:
 
 
 def make_uplink(kind: str, tmp: Path, certs: Certs) -> Uplink:
-    central = Central()
+    central = UplinkDouble()
     if kind == "https":
-        https = CentralHttps(central, certs.server_cert, certs.server_key).up()
+        https = UplinkDoubleHttps(central, certs.server_cert, certs.server_key).up()
         return Uplink(kind, central, Link(https.port).up(), certs, https=https)
     broker = CentralBroker(tmp / "central-broker", certs, [(GW_USER, GW_PASS, "o1")])
     broker.start()
     acker = CentralMqtt(central, broker.port, certs.ca, *broker.acker).start()
     return Uplink(kind, central, Link(broker.port).up(), certs, broker=broker, acker=acker,
                   extra={"username": GW_USER, "password": GW_PASS})
+
+
+@dataclass
+class CentralUplink:
+    """The real central service (embedded backend, HTTPS front) behind a WAN
+    link, outlet ``o1`` registered and its gateway's login in ``upstream``."""
+
+    central: CentralService
+    link: Link
+    certs: Certs
+    password: str
+
+    def upstream(self, **kw: Any) -> dict[str, Any]:
+        return {"url": f"https://127.0.0.1:{self.link.port}/v1/batches", "ca_file": str(self.certs.ca),
+                "username": "o1", "password": self.password, **FAST, **kw}
+
+    def close(self) -> None:
+        self.link.down()
+        self.central.close()
+
+
+def make_central_uplink(tmp: Path, certs: Certs, notifier: bool = False) -> CentralUplink:
+    """``notifier``: the outlet's gateway has its own SMS modem (the platform
+    then texts only what the gateway routes to it)."""
+    central = CentralService(tmp / "central", certs.server_cert, certs.server_key, certs.ca).up()
+    password = central.add_outlet("o1", notifier=notifier)
+    return CentralUplink(central, Link(central.port).up(), certs, password)
 
 
 def gateway_toml(path: Path, broker: Mosquitto, up: dict[str, Any]) -> Path:

@@ -1,5 +1,5 @@
 """The clerk console in a real gateway process (``postedge gateway run`` with
-``[web]`` and ``[upstream]``), a real Mosquitto and the central stub behind
+``[web]`` and ``[upstream]``), a real Mosquitto and the uplink double behind
 a link that is down, then up: the clerk's acknowledgement and request wait
 on the gateway ("waiting for the platform") and reach the platform once the
 link returns, with the device events, each exactly once."""

@@ -1,7 +1,7 @@
 """The downlink (issue 4, item 4): commands from the central platform through
 the gateway to a device and the outcome back up.
 
-Real parts throughout: the central stub over HTTPS and over TLS Mosquitto,
+Real parts throughout: the uplink double (simulator/uplink_double.py) over HTTPS and over TLS Mosquitto,
 the gateway process, the outlet's Mosquitto, the locker firmware on the
 MicroPython unix port with a simulated lock board.
 """

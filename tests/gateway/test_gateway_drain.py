@@ -8,7 +8,8 @@ from pathlib import Path
 
 from gateway.store.events import EventStore, StoredEvent
 from protocol import envelope
-from simulator.central import Central, CentralHttps, make_certs
+from simulator.central import make_certs
+from simulator.uplink_double import UplinkDouble, UplinkDoubleHttps
 
 
 def test_drain_syncs_the_backlog_and_reports_it(tmp_path: Path) -> None:
@@ -23,8 +24,8 @@ def test_drain_syncs_the_backlog_and_reports_it(tmp_path: Path) -> None:
     store.commit_events(evs)
     store.close()
     certs = make_certs(tmp_path / "certs")
-    central = Central()
-    https = CentralHttps(central, certs.server_cert, certs.server_key).up()
+    central = UplinkDouble()
+    https = UplinkDoubleHttps(central, certs.server_cert, certs.server_key).up()
     try:
         cfg = tmp_path / "gw.toml"
         cfg.write_text(f'outlet = "o1"\ndb = "{db}"\n[broker]\nusername = "gw-o1"\npassword = "x"\n'

@@ -2,8 +2,8 @@
 resends, outages, the bandwidth cap, TLS-only, and the real gateway process
 SIGKILLed over and over while devices publish and it syncs.
 
-Everything is real and on loopback: SQLite files, the central stub's HTTPS
-server and TLS Mosquitto (simulator/central.py), certificates made with the
+Everything is real and on loopback: SQLite files, the uplink double's HTTPS
+server and TLS Mosquitto (simulator/uplink_double.py), certificates made with the
 openssl CLI, the outlet's Mosquitto, paho publishers as devices, and a TCP
 relay standing for the WAN link.
 """
@@ -38,7 +38,8 @@ from gateway.store.events import EventStore, StoredEvent
 from gateway.uplink.sync import Syncer, parse_upstream
 from protocol import envelope, topics
 from protocol.ids import format_event_id
-from simulator.central import Central, CentralBroker, CentralHttps, CentralMqtt, Certs
+from simulator.central import Certs
+from simulator.uplink_double import CentralBroker, CentralMqtt, UplinkDouble, UplinkDoubleHttps
 from tests.uplink_rig import FAST, GW_PASS, GW_USER, Log, Uplink, gateway_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -404,10 +405,10 @@ def test_bandwidth_cap_is_respected(tmp_path: Path, https_uplink: Uplink) -> Non
 @pytest.mark.parametrize("which", ["rogue", "wronghost"])
 def test_untrusted_certificate_refused_and_never_plaintext(tmp_path: Path, certs: Certs, transport: str,
                                                            which: str) -> None:
-    central = Central()
+    central = UplinkDouble()
     cert, key = (certs.rogue_cert, certs.rogue_key) if which == "rogue" else \
         (certs.wronghost_cert, certs.wronghost_key)
-    srv = CentralHttps(central, cert, key).up()
+    srv = UplinkDoubleHttps(central, cert, key).up()
     db = tmp_path / "gw.db"
     ids = fill(db, [event("lk01", i) for i in range(1, 6)])
     url = srv.url if transport == "https" else f"mqtts://127.0.0.1:{srv.port}"
@@ -431,8 +432,8 @@ def test_untrusted_certificate_refused_and_never_plaintext(tmp_path: Path, certs
 
 
 def test_client_certificate_when_the_platform_requires_one(tmp_path: Path, certs: Certs) -> None:
-    central = Central()
-    srv = CentralHttps(central, certs.server_cert, certs.server_key, client_ca=certs.ca).up()
+    central = UplinkDouble()
+    srv = UplinkDoubleHttps(central, certs.server_cert, certs.server_key, client_ca=certs.ca).up()
     db = tmp_path / "gw.db"
     ids = fill(db, [event("lk01", i) for i in range(1, 6)])
     try:
@@ -549,9 +550,9 @@ class Device(threading.Thread):
 def test_sigkill_gateway_20_times_while_ingesting_and_syncing(tmp_path: Path, broker: Mosquitto,
                                                               certs: Certs) -> None:
     rng = random.Random(4)
-    central = Central()
+    central = UplinkDouble()
     central.delay_fn = lambda: rng.choice([0.0, 0.0, 0.0, 0.02, 0.05, 0.3])
-    https = CentralHttps(central, certs.server_cert, certs.server_key).up()
+    https = UplinkDoubleHttps(central, certs.server_cert, certs.server_key).up()
     cbroker = CentralBroker(tmp_path / "central-broker", certs, [(GW_USER, GW_PASS, "o1")])
     cbroker.start()
     acker = CentralMqtt(central, cbroker.port, certs.ca, *cbroker.acker).start()

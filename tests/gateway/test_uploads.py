@@ -5,7 +5,7 @@ Everything is real: the gateway's own web server (``gateway/web.py``) on a
 loopback port, a Mosquitto password file and ACL written by
 ``gateway/broker.py`` (hashed by ``mosquitto_passwd``), SQLite files, a
 JPEG made by OpenCV, an uploader process killed with SIGKILL mid-file, and
-the central stub over verified TLS.
+the uplink double (simulator/uplink_double.py) over verified TLS.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from gateway.store.events import EventStore, StoredEvent
 from gateway.store.photos import photo_path
 from gateway.uplink.photo_sync import PhotoSync, uploads_url
 from handheld.uploader import PhotoQueue, Uploader
-from simulator.central import Central, CentralHttps, Certs
+from simulator.central import Certs
+from simulator.uplink_double import UplinkDouble, UplinkDoubleHttps
 from tests.uplink_rig import FAST, Log
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -408,8 +409,8 @@ def test_photos_go_upstream_only_after_the_event_backlog(tmp_path: Path, gw: Gat
     assert uploader(gw, q).run_once().done == [sha]
     store = EventStore(gw.db)
     store.commit_events(_events(5))
-    central = Central()
-    https = CentralHttps(central, certs.server_cert, certs.server_key, auth=("gw-o1", "up")).up()
+    central = UplinkDouble()
+    https = UplinkDoubleHttps(central, certs.server_cert, certs.server_key, auth=("gw-o1", "up")).up()
     log = Log()
     stop = threading.Event()
     up = {"url": https.url, "ca_file": str(certs.ca), "username": "gw-o1", "password": "up", **FAST}
@@ -447,8 +448,8 @@ def test_photo_sync_pauses_for_events_and_resumes_upstream(tmp_path: Path, gw: G
     q.add(photo, {})
     assert uploader(gw, q).run_once().done == [sha]
     store = EventStore(gw.db)
-    central = Central()
-    https = CentralHttps(central, certs.server_cert, certs.server_key).up()
+    central = UplinkDouble()
+    https = UplinkDoubleHttps(central, certs.server_cert, certs.server_key).up()
     log = Log()
     stop = threading.Event()
     up = {"url": https.url, "ca_file": str(certs.ca), **FAST}

@@ -1,6 +1,6 @@
 """The simulator (issue 7): scenario files, reproducible runs, every shipped
 scenario green, and the checks biting when a component breaks delivery on
-purpose. Real Mosquitto, the real gateway process, the central stub over
+purpose. Real Mosquitto, the real gateway process, the real central service over
 HTTPS, the real locker and counter firmware in-process."""
 
 from __future__ import annotations

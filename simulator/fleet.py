@@ -1,0 +1,137 @@
+"""A county: many outlets against one central service.
+
+Each outlet is a whole simulated outlet (``simulator/assembly.py``): its own
+Mosquitto, its own gateway process with its own SQLite store and WAN link,
+its own in-process lockers and counter scanners, its own workload (the
+scenario with the outlet's own seed, so parcels, boot ids and event ids
+differ from outlet to outlet). All of them upload to one real central
+service (``simulator/central.py``: the embedded backend and the HTTPS front,
+every outlet with its own login), as a county's outlets upload to the
+platform. They run in one asyncio loop, each on its own virtual clock, and
+are judged one by one exactly as a single outlet is (``run_result``), so the
+county's verdict is the conjunction of every outlet's.
+
+The dispatcher's view is the central service's own (``Embedded.health``:
+events held, last upload, alarms per outlet) next to each outlet's backlog
+over virtual time.
+
+Why not one gateway for many outlets: the county's question is whether the
+platform keeps up with many independent gateways, each retrying and
+batching on its own schedule; a shared gateway would hide exactly that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from simulator.assembly import Outlet
+from simulator.central import CentralService, make_certs
+from simulator.inproc import restore_gc, tune_gc
+from simulator.results import run_result
+from simulator.runner import drive
+from simulator.scenario import Scenario
+
+#: Outlets brought up at once: a gateway process's start is mostly CPU
+#: (imports, schema), and a start storm on two cores only makes each slower.
+STARTING = 4
+
+
+#: Each gateway's probe and command pull interval: a hundred gateways pulling
+#: twice a second is 200 TLS requests a second at the platform for nothing.
+UPLINK_POLL_S = 3.0
+
+
+def outlet_ids(n: int) -> list[str]:
+    return [f"o{i + 1:03d}" for i in range(n)]
+
+
+def outlet_scenario(sc: Scenario, index: int) -> Scenario:
+    """The county's scenario as outlet ``index`` runs it: its own seed."""
+    return dataclasses.replace(sc, seed=sc.seed * 1000 + index + 1)
+
+
+def run_fleet(sc: Scenario, outlets: int, workdir: Path,
+              log: Callable[..., None] | None = None) -> dict[str, Any]:
+    """Run ``sc`` at ``outlets`` outlets against one central service; the
+    county's result (``result.json`` in ``workdir``)."""
+    if outlets < 1:
+        raise ValueError("a county needs at least one outlet")
+    workdir.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda evt, **kw: None)
+    wall0 = time.monotonic()
+    certs = make_certs(workdir / "pki")
+    central = CentralService(workdir / "central", certs.server_cert, certs.server_key, certs.ca).up()
+    fleet = [Outlet(outlet_scenario(sc, i), workdir / oid, outlet_id=oid, central=central, certs=certs)
+             for i, oid in enumerate(outlet_ids(outlets))]
+    for o in fleet:
+        o.uplink_poll_s = UPLINK_POLL_S
+
+    async def main() -> dict[str, Any]:
+        gate = asyncio.Semaphore(STARTING)
+        started: list[Outlet] = []
+
+        async def start(o: Outlet) -> None:
+            async with gate:
+                await asyncio.to_thread(o.start)
+                started.append(o)
+                say("fleet_outlet_up", outlet=o.outlet_id, up=len(started))
+
+        gc_old = None
+        try:
+            await asyncio.gather(*(start(o) for o in fleet))
+            up_s = time.monotonic() - wall0
+            for o in fleet:  # the devices' tasks live in this loop
+                for dev in o.devices.values():
+                    dev.boot()
+            gc_old = tune_gc()  # once for the county, not once per outlet
+            t0 = time.monotonic()
+            await asyncio.gather(*(drive(o) for o in fleet))
+            day_s = time.monotonic() - t0
+            results = [run_result(o, time.monotonic() - wall0) for o in fleet]
+            return county_result(sc, fleet, results, central, up_s, day_s, time.monotonic() - wall0)
+        finally:
+            if gc_old is not None:
+                restore_gc(gc_old)
+            await asyncio.gather(*(o.close() for o in started), return_exceptions=True)
+
+    try:
+        res = asyncio.run(main())
+    finally:
+        central.close()
+    (workdir / "result.json").write_text(json.dumps(res, ensure_ascii=False))
+    return res
+
+
+def county_result(sc: Scenario, fleet: list[Outlet], results: list[dict[str, Any]], central: CentralService,
+                  up_s: float, day_s: float, wall_s: float) -> dict[str, Any]:
+    """Every outlet's verdict and ledger in short, the dispatcher's view, and
+    the county's verdict (every outlet passed)."""
+    with central.backend.lock:
+        health = {row["outlet"]: row for row in central.backend.health()}
+    per: list[dict[str, Any]] = []
+    for o, r in zip(fleet, results, strict=True):
+        e2e = r["ledger"].get("end_to_end", {})
+        h = health.get(o.outlet_id, {})
+        per.append({
+            "outlet": o.outlet_id, "ok": r["verdict"]["ok"], "failures": r["verdict"]["failures"],
+            "emitted": len(o.obs.emitted), "held": h.get("events", 0), "lost": e2e.get("lost", 0),
+            "duplicated": e2e.get("duplicated", 0), "alarms": h.get("alarms", 0),
+            "last_batch_at": h.get("last_batch_at"),
+            "backlog": o.backlog,  # [virtual s, events waiting, bytes waiting]
+            "backlog_max": max((b[1] for b in o.backlog), default=0),
+        })
+    failing = [p["outlet"] for p in per if not p["ok"]]
+    return {
+        "scenario": sc.name, "kind": "fleet", "outlets": len(fleet), "virtual_s": sc.duration_s,
+        "up_s": round(up_s, 1), "day_s": round(day_s, 1), "wall_s": round(wall_s, 1),
+        "events_emitted": sum(p["emitted"] for p in per), "events_held": sum(p["held"] for p in per),
+        "lost": sum(p["lost"] for p in per),
+        "dispatcher": sorted(per, key=lambda p: (-p["backlog_max"], -p["alarms"], p["outlet"])),
+        "verdict": {"ok": not failing, "failing_outlets": failing},
+    }

@@ -503,12 +503,12 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
             if attempts >= max_attempts:
                 break
             attempts += 1
-            for b in read_zxing(var, formats=formats, rotate=not linear, downscale=False, invert=False,
+            for b in read_zxing(var, formats=formats, rotate=False, downscale=False, invert=False,
                                 binarizer=binarizer):
                 c = _to_code(b, name, m_inv)
                 if not _retry_ok(c) or not plausible(c):
                     continue
-                if c.format in WEAK_CHECK and not _confirmed(c, var, formats, not linear):
+                if c.format in WEAK_CHECK and not _confirmed(c, var, formats, False):
                     attempts += 1
                     continue
                 found = True

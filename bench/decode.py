@@ -283,6 +283,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("heldout", "dev"), default="heldout",
                     help="field set split (dev: the one looked at while improving the decoder)")
     ap.add_argument("--field-only", action="store_true", help="skip part 1 (the imagegen set)")
+    ap.add_argument("--imagegen-only", action="store_true", help="skip part 2 (the field set)")
     args = ap.parse_args()
     t_start = time.perf_counter()
     if args.field_only:
@@ -330,6 +331,8 @@ def main() -> None:
           f"time {ms['ours'] / ms['zxing']:.2f}x (goal <= 1.5x); "
           f"every category >= zxing: {'yes' if ok_rate else 'NO'}; "
           f"misreads {tallies['ours'].misreads} vs {tallies['zxing'].misreads} (goal <=)")
+    if args.imagegen_only:
+        return
     print()
     field = field_run(fieldgen.DEV_SEED if args.split == "dev" else fieldgen.HELDOUT_SEED)
     print(f"run took {time.perf_counter() - t_start:.0f} s")

@@ -316,7 +316,7 @@ def local_normalise(img: np.ndarray, sigma: float) -> np.ndarray:
     f = img.astype(np.float32)
     k = int(2 * sigma) | 1  # box windows: a tenth of the Gaussian's cost, and the same rescues
     mu = cv2.blur(f, (k, k))
-    sd = np.sqrt(cv2.blur((f - mu) ** 2, (k, k))) + 4.0
+    sd = np.sqrt(np.maximum(cv2.blur((f - mu) ** 2, (k, k)), 0.0)) + 4.0  # running sums dip below 0
     return np.clip(128.0 + 60.0 * (f - mu) / sd, 0, 255).astype(np.uint8)
 
 
@@ -486,7 +486,9 @@ def _read_crop(var: np.ndarray, binarizer: zxingcpp.Binarizer, name: str, m_inv:
     calls spent confirming weakly checked reads.
     """
     found, extra = False, 0
-    for b in read_zxing(var, formats=formats, rotate=False, downscale=False, invert=False,
+    # The crop is deskewed, so zxing's rotate tries are wasted on it (3x a read's time) except with the
+    # first 2D variant: reading a Data Matrix turned 90 degrees sometimes finds it where upright did not.
+    for b in read_zxing(var, formats=formats, rotate=name == "clahe", downscale=False, invert=False,
                         binarizer=binarizer):
         c = _to_code(b, name, m_inv)
         if not _retry_ok(c) or not plausible(c):

@@ -30,10 +30,19 @@ the cost of every frame, the easy ones included. So:
    zxing-cpp reads a few enhanced versions of that small crop. 1D: smoothed
    *along* the bars (kills sensor noise without touching the bar edges),
    the crop as cut, sharpened across the bars. 2D: CLAHE read with the
-   global-histogram binarizer (glare, shadows, low light), smoothed, as
+   global-histogram binarizer (glare, shadows, low light), smoothed and
+   stretched under one global threshold (creased and dim labels), locally
+   normalised (a highlight or shadow edge across the symbol), smoothed, as
    cut, sharpened. Linear regions long enough for a 1D symbol go first, then
    2D regions, then short coherent blobs (PDF417 columns, print). Retries
-   stop at the first trustworthy read in a region.
+   stop at the first trustworthy read in a region. Crops are read without
+   zxing-cpp's rotate tries (they are deskewed; the tries cost 3x a read),
+   except the first 2D variant.
+4. **Label read**: a region that already holds a trusted read (usually the
+   whole label) is read once more, deskewed and stretched: on labels with
+   several symbols the first pass often reads one and stops, and this finds
+   the rest. It also runs, once, after a conclusive first pass, with a
+   coarser region search.
 
 Reads from retries are held to a higher bar than the first pass (they come
 from images we have pushed around): a 1D retry read is kept only if it

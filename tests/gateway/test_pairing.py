@@ -1,0 +1,202 @@
+"""Pairing a handheld by the QR code on the clerk's page (issue 20), with
+real parts: an outlet folder written by ``outlet init`` (outlet CA, web
+certificate, the handheld's provisioned file), the gateway's web server over
+HTTPS on a real socket with its SQLite store, the clerk logging in and
+asking for the code, the SVG decoded back by the handheld's own decoder
+(zxing-cpp), and the handheld redeeming it: once, never twice, never late."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import ssl
+import threading
+import time
+import tomllib
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+import pytest
+
+from common import session as S
+from common.pair_code import parse
+from gateway.config import GatewayConfig
+from gateway.http.server import start_web
+from gateway.outlet import build, spec
+from gateway.store import clerks
+from gateway.store.events import EventStore
+from handheld import pairing as hp
+from handheld.config import load_config
+from handheld.decode import decode_image
+
+SPEC = """
+outlet = "o1"
+address = "127.0.0.1"
+[broker]
+port = 1884
+tls_port = 8883
+listen = "127.0.0.1"
+[[lockers]]
+id = "lk01"
+[[handhelds]]
+id = "hh01"
+"""
+
+
+def svg_to_image(svg: str, px: int = 8) -> np.ndarray:
+    """The QR's SVG path (``M x,y H.. V.. H.. z`` per module) on a white raster."""
+    size = int(re.search(r'viewBox="0 0 (\d+) (\d+)"', svg).group(1))
+    img = np.full((size * px, size * px), 255, np.uint8)
+    for x, y in re.findall(r"M(\d+),(\d+)H", svg):
+        x, y = int(x), int(y)
+        img[y * px:(y + 1) * px, x * px:(x + 1) * px] = 0
+    return img
+
+
+class Https:
+    """A clerk's browser: HTTPS verified with the outlet CA, one cookie jar."""
+
+    def __init__(self, port: int, ca: Path) -> None:
+        self.port = port
+        self.ctx = ssl.create_default_context(cafile=str(ca))
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None,
+                raw: bytes | None = None) -> tuple[int, str]:
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=20, context=self.ctx)
+        h = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+        body = raw
+        if form is not None:
+            body = urlencode(form).encode()
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            text = r.read().decode()
+            for k, v in r.getheaders():
+                if k.lower() == "set-cookie":
+                    name, _, rest = v.partition("=")
+                    self.cookies[name] = rest.split(";", 1)[0]
+        finally:
+            conn.close()
+        return r.status, text
+
+
+@pytest.fixture
+def outlet(tmp_path: Path):
+    (tmp_path / "outlet.toml").write_text(SPEC)
+    out = tmp_path / "etc"
+    build.init(spec.load(tmp_path / "outlet.toml"), tmp_path / "outlet.toml", out)
+    web = GatewayConfig.load(out / "gateway.toml").web
+    assert web is not None and web.cert_file
+    db = tmp_path / "gw" / "gateway.db"
+    store = EventStore(db)
+    with store.tx():
+        clerks.ensure(store.db)
+        clerks.add_clerk(store.db, "bo", "clerk", S.hash_password("bo-pass-12345"))
+    store.close()
+    stop = threading.Event()
+    svc = start_web(db, web.model_copy(update={"host": "127.0.0.1", "port": 0}), stop, "o1", "gw-o1")
+    browser = Https(svc.port, out / "pki" / "ca.pem")
+    assert browser.request("POST", "/clerk/login", {"name": "bo", "password": "bo-pass-12345"})[0] == 303
+    yield out, svc, browser, db
+    stop.set()
+    svc.join(10)
+
+
+def show_qr(browser: Https, device: str = "hh01") -> tuple[str, str]:
+    code, html = browser.request("GET", "/clerk?lang=en")
+    assert code == 200 and 'id="pair-form"' in html and '<option value="hh01">' in html
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+    code, html = browser.request("POST", "/clerk/pair", {"csrf": csrf, "device": device, "lang": "en"})
+    assert code == 200, html[:400]
+    svg = re.search(r"<svg.*?</svg>", html, re.S).group(0)
+    return html, svg
+
+
+def own_events(db: Path, etype: str) -> list[dict]:
+    store = EventStore(db)
+    try:
+        rows = store.db.execute("SELECT payload FROM events WHERE type=?", (etype,)).fetchall()
+    finally:
+        store.close()
+    return [json.loads(r[0])["body"] for r in rows]
+
+
+def test_pair_once_by_the_qr_code(outlet, tmp_path: Path) -> None:
+    out, svc, browser, db = outlet
+    html, svg = show_qr(browser)
+    assert "Scan this code with handheld hh01" in html
+    codes = decode_image(svg_to_image(svg))
+    assert [c.format for c in codes] == ["QRCode"]
+    text = codes[0].text
+    pc = parse(text)
+    assert pc.url == f"https://127.0.0.1:{build.prov.WEB_PORT}"  # the provisioned file's gateway URL
+    assert pc.token not in html.replace(svg, "")  # only in the code, not as text on the screen
+    # The gateway's address is the outlet's; this test's server is on another port.
+    text = text.replace(pc.url, f"https://127.0.0.1:{svc.port}")
+
+    mine = tmp_path / "hh" / "handheld.toml"
+    mine.parent.mkdir()
+    mine.write_text('courier = "c007"\ncamera = "0"\n[web]\nport = 8091\n')
+    done = hp.pair(text, mine)
+    assert done == {"device": "hh01", "outlet": "o1", "path": str(mine)}
+    cfg = load_config(mine)
+    provisioned = tomllib.loads((out / "devices" / "hh01.toml").read_text())
+    assert cfg.device == "hh01" and cfg.courier == "c007" and cfg.web_port == 8091
+    assert cfg.broker.password == provisioned["broker"]["password"]
+    assert cfg.keyring.secret.hex() == provisioned["key"]["secret"]
+    assert cfg.broker.ca_pem.strip() == (out / "pki" / "ca.pem").read_text().strip()
+    assert mine.stat().st_mode & 0o077 == 0
+    assert own_events(db, "gateway.handheld_paired")[0]["device"] == "hh01"
+    assert own_events(db, "gateway.pair_issued")[0]["by"] == "bo"
+
+    # The same code again: refused, in both languages, counted and audited.
+    with pytest.raises(hp.PairFailed) as e:
+        hp.pair(text, tmp_path / "other.toml")
+    assert e.value.reason == "used" and "already used" in e.value.message["en"] and e.value.message["zh"]
+    assert not (tmp_path / "other.toml").exists()
+    assert own_events(db, "gateway.pair_refused")[0]["reason"] == "used"
+    code, metrics = browser.request("GET", "/metrics")
+    assert 'postedge_pair_redeems_total{outcome="used"}' in metrics
+
+    # A made-up token: unknown.
+    forged = parse(text)
+    with pytest.raises(hp.PairFailed) as e:
+        hp.redeem(type(forged)("A" * 32, forged.ca_sha256, forged.url), hp.fetch_ca(forged))
+    assert e.value.reason == "unknown"
+
+
+def test_expired_code_is_refused(outlet, tmp_path: Path) -> None:
+    out, svc, browser, db = outlet
+    _, svg = show_qr(browser)
+    text = decode_image(svg_to_image(svg))[0].text
+    text = text.replace(parse(text).url, f"https://127.0.0.1:{svc.port}")
+    svc.http.clerk.pairing.clock = lambda: time.time() + 601  # ten minutes and a second later
+    with pytest.raises(hp.PairFailed) as e:
+        hp.pair(text, tmp_path / "hh.toml")
+    assert e.value.reason == "expired" and "expired" in e.value.message["en"]
+    assert "过期" in e.value.message["zh"]
+    assert not (tmp_path / "hh.toml").exists()
+    assert own_events(db, "gateway.pair_refused")[0]["reason"] == "expired"
+
+
+def test_a_code_pinning_another_ca_is_not_trusted(outlet, tmp_path: Path) -> None:
+    out, svc, browser, db = outlet
+    _, svg = show_qr(browser)
+    pc = parse(decode_image(svg_to_image(svg))[0].text)
+    fake = type(pc)(pc.token, "0" * 64, f"https://127.0.0.1:{svc.port}")
+    with pytest.raises(hp.PairFailed) as e:
+        hp.pair(fake.text(), tmp_path / "hh.toml")
+    assert e.value.reason == "ca_mismatch"
+    # The token was never sent: it still pairs the real handheld.
+    real = type(pc)(pc.token, pc.ca_sha256, fake.url)
+    assert hp.pair(real.text(), tmp_path / "hh.toml")["device"] == "hh01"
+
+
+def test_not_a_pairing_code(tmp_path: Path) -> None:
+    with pytest.raises(hp.PairFailed) as e:
+        hp.pair("]C0RB123456785GB", tmp_path / "hh.toml")
+    assert e.value.reason == "not_pair_code" and e.value.message["zh"]

@@ -93,6 +93,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from central import front
+    from central.keys import load_master
 
     lang = i18n.pick(args.lang)
     opened = _open(args, lang)
@@ -102,7 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     try:
         srv, _ = front.serve(backend, cfg.host, cfg.port, str(cfg.path(folder, cfg.cert_file)),
-                             str(cfg.path(folder, cfg.key_file)))
+                             str(cfg.path(folder, cfg.key_file)),
+                             master=load_master(cfg.path(folder, cfg.master_key_file)))
     except OSError as e:
         _say("error.port", lang, err=True, host=cfg.host, port=cfg.port, detail=e.strerror or e)
         backend.close()

@@ -127,3 +127,23 @@ def issue_for_outlet(backend: Any, master: bytes, outlet: str,
     if outlet in backend.notifier_outlets():
         doc["notifier"] = {"1": KeyService(outlet, master).notifier_key(1).hex()}
     return doc
+
+
+def courier_credentials(keys: KeyService, lockers: list[str], courier: str, secret: str, days: int,
+                        now: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A courier's credential for each locker: the badge secret's salted
+    hash (``protocol/codes.py``; the secret itself is never stored) in a
+    ``credential`` command signed with that locker's own key. Returns the
+    arguments and the commands, which the outlet's gateway pulls and relays."""
+    import secrets as _secrets
+
+    from protocol import codes
+    from protocol.signing import MAX_LIFETIME
+
+    now = int(time.time()) if now is None else now
+    salt = _secrets.token_hex(8)
+    args = {"courier": courier, "salt": salt, "hash": codes.salted_hash(salt, secret),
+            "exp": now + days * 86400}
+    cmds = [keys.command(lk, "credential", args, f"cred-{_secrets.token_hex(8)}", now=now,
+                         lifetime_s=MAX_LIFETIME) for lk in lockers]
+    return args, cmds

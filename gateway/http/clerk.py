@@ -456,7 +456,7 @@ class ClerkConsole:
     def _pair_ctx(self) -> dict[str, Any]:
         from gateway.http import pairing
 
-        if self.pairing is None:
+        if self.pairing is None or self.pairing.folder is None:  # no HTTPS: no pairing
             return {"pair_t": pairing.TEXT.t, "pairable": None, "pair_minutes": 0}
         return {"pair_t": pairing.TEXT.t, "pairable": self.pairing.handhelds(),
                 "pair_minutes": int(self.pairing.ttl_s // 60)}

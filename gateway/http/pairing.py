@@ -52,6 +52,9 @@ TOKEN_TTL_S = 600
 PAIR_PATH = "/v1/pair"
 CA_PATH = "/v1/pair/ca"
 BODY_MAX = 1024
+# Refusals of tokens nobody issued are counted always but audited at most
+# this often per minute: a LAN client guessing cannot fill the own events.
+AUDIT_UNKNOWN_PER_MIN = 30
 SCHEMA = """CREATE TABLE IF NOT EXISTS pair_tokens (
     hash TEXT PRIMARY KEY, device TEXT NOT NULL, by TEXT NOT NULL, created_at REAL NOT NULL,
     expires_at REAL NOT NULL, used_at REAL, used_from TEXT)"""
@@ -104,6 +107,7 @@ class Pairing:
         self.clock = clock
         self.ttl_s = ttl_s
         self._ready = False
+        self._unknown: tuple[float, int] = (0.0, 0)  # (minute started, unknown refusals audited in it)
 
     def _db(self) -> Any:
         """The console's writable connection (caller holds ``clerk.lock``)."""
@@ -184,8 +188,9 @@ class Pairing:
                 db.execute("UPDATE pair_tokens SET used_at=?, used_from=? WHERE hash=?",
                            (now, addr, _hash(token)))
             if reason:
-                self.clerk.audit("gateway.pair_refused", {"reason": reason, "addr": addr,
-                                                          "device": row[0] if row else ""})
+                if self._audit_refusal(reason, now):
+                    self.clerk.audit("gateway.pair_refused", {"reason": reason, "addr": addr,
+                                                              "device": row[0] if row else ""})
             else:
                 try:
                     config = self._device_file(row[0]).read_text(encoding="utf-8")
@@ -205,6 +210,17 @@ class Pairing:
         PAIR_REDEEMS.labels("paired").inc()
         record("handheld_paired", device=row[0], addr=addr)
         return {"device": row[0], "config": config, "ca": ca}
+
+    def _audit_refusal(self, reason: str, now: float) -> bool:
+        """Whether to audit this refusal (caller holds the lock): always for a
+        real token used or late, at most ``AUDIT_UNKNOWN_PER_MIN`` unknown ones."""
+        if reason != "unknown":
+            return True
+        start, n = self._unknown
+        if now - start >= 60:
+            start, n = now, 0
+        self._unknown = (start, n + 1)
+        return n < AUDIT_UNKNOWN_PER_MIN
 
     def _refuse(self, status: int, reason: str, device: str, addr: str) -> dict[str, Any]:
         PAIR_REDEEMS.labels(reason).inc()

@@ -87,14 +87,23 @@ class Https:
         return r.status, text
 
 
-@pytest.fixture
-def outlet(tmp_path: Path):
+@pytest.fixture(scope="module")
+def outlet_dir(tmp_path_factory: pytest.TempPathFactory):
+    """One outlet folder from ``outlet init`` for the module (the CA and
+    certificates take seconds); each test gets its own gateway and store."""
+    root = tmp_path_factory.mktemp("outlet")
     web_port = free_port()
-    (tmp_path / "outlet.toml").write_text(SPEC.replace("{web_port}", str(web_port)))
-    out = tmp_path / "etc"
-    build.init(spec.load(tmp_path / "outlet.toml"), tmp_path / "outlet.toml", out)
+    (root / "outlet.toml").write_text(SPEC.replace("{web_port}", str(web_port)))
+    out = root / "etc"
+    build.init(spec.load(root / "outlet.toml"), root / "outlet.toml", out)
     web = GatewayConfig.load(out / "gateway.toml").web
     assert web is not None and web.cert_file
+    return out, web
+
+
+@pytest.fixture
+def outlet(outlet_dir, tmp_path: Path):
+    out, web = outlet_dir
     db = tmp_path / "gw" / "gateway.db"
     store = EventStore(db)
     with store.tx():
@@ -203,6 +212,7 @@ def test_not_a_pairing_code(tmp_path: Path) -> None:
     assert e.value.reason == "not_pair_code" and e.value.message["zh"]
 
 
+@pytest.mark.slow
 def test_pair_from_a_photo_of_the_screen_with_the_cli(outlet, tmp_path: Path) -> None:
     """``postedge handheld pair --image``: the handheld's decoder reads the
     code off a picture of the page; the second try is refused in Chinese."""
@@ -231,3 +241,27 @@ def test_pair_from_a_photo_of_the_screen_with_the_cli(outlet, tmp_path: Path) ->
     assert r.returncode == 3 and "配对失败" in r.stderr and "已经用过" in r.stderr, r.stderr
     r = run("--lang", "zh", "handheld", "pair", "hello", "--config", str(tmp_path / "hh2.toml"))
     assert r.returncode == 2 and "不是网点配对二维码" in r.stderr, r.stderr
+
+
+def test_guessing_is_counted_and_the_audit_stays_bounded(outlet) -> None:
+    out, svc, browser, db = outlet
+    from gateway.http.pairing import AUDIT_UNKNOWN_PER_MIN
+
+    ctx = ssl.create_default_context(cafile=str(out / "pki" / "ca.pem"))
+    for i in range(AUDIT_UNKNOWN_PER_MIN + 10):
+        conn = http.client.HTTPSConnection("127.0.0.1", svc.port, timeout=10, context=ctx)
+        conn.request("POST", "/v1/pair", body=json.dumps({"token": f"guess-{i:04d}-xxxxxxxxxxxx"}),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        doc = json.loads(r.read())
+        conn.close()
+        assert r.status == 404 and doc["error"] == "unknown" and doc["message"]["zh"]
+    conn = http.client.HTTPSConnection("127.0.0.1", svc.port, timeout=10, context=ctx)
+    conn.request("POST", "/v1/pair", body=b"x" * 2000, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 413 and json.loads(r.read())["error"] == "bad_request"
+    conn.close()
+    assert len(own_events(db, "gateway.pair_refused")) == AUDIT_UNKNOWN_PER_MIN
+    _, metrics = browser.request("GET", "/metrics")
+    n = float(re.search(r'postedge_pair_redeems_total\{outcome="unknown"\} (\S+)', metrics).group(1))
+    assert n >= AUDIT_UNKNOWN_PER_MIN + 10

@@ -31,6 +31,9 @@ Routes:
 ``/v1/commands/<id>``  a forwarded command's status for the handheld that
                  forwarded it (``GET``/``HEAD``), ``gateway/http/commands.py``;
                  same logins as the uploads
+``/v1/pair``, ``/v1/pair/ca``  a handheld redeeming the one-time pairing
+                 token from the QR code on the clerk's page, and the outlet CA it
+                 pins by the code's fingerprint (``gateway/http/pairing.py``)
 ``/v1/counter/...``  counter acceptance of outbound parcels (issue 15),
                  ``gateway/http/counter.py``; 503 unless a counter desk is given
 

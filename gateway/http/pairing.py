@@ -35,7 +35,7 @@ import time
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from prometheus_client import Counter
 
@@ -171,7 +171,7 @@ class Pairing:
         """The handheld's configuration for a good token, which is then used
         up; PairError (counted and audited) for any other."""
         if not isinstance(token, str) or not 16 <= len(token) <= 64:
-            return self._refuse(400, "bad_request", "", addr)
+            self._refuse(400, "bad_request", addr)
         now = self.clock()
         with self.clerk.lock, self.clerk.store.tx():
             db = self._db()
@@ -222,7 +222,7 @@ class Pairing:
         self._unknown = (start, n + 1)
         return n < AUDIT_UNKNOWN_PER_MIN
 
-    def _refuse(self, status: int, reason: str, device: str, addr: str) -> dict[str, Any]:
+    def _refuse(self, status: int, reason: str, addr: str) -> NoReturn:
         PAIR_REDEEMS.labels(reason).inc()
         record("pair_refused", reason=reason, addr=addr)
         raise PairError(status, reason)
@@ -241,14 +241,14 @@ class Pairing:
             if method != "POST":
                 raise PairError(405, "method")
             if content_length is None or content_length > BODY_MAX:
-                self._refuse(413 if content_length else 411, "bad_request", "", addr)
+                self._refuse(411 if content_length is None else 413, "bad_request", addr)
             try:
                 doc = json.loads(await body())
                 token = doc["token"] if isinstance(doc, dict) else None
             except (ValueError, KeyError):
                 token = None
             if not isinstance(token, str):
-                self._refuse(400, "bad_request", "", addr)
+                self._refuse(400, "bad_request", addr)
             return 200, json.dumps(await blocking(self.redeem, token, addr)).encode()
         except PairError as e:
             return e.status, json.dumps({"error": e.reason, "message": refusal(e.reason)},

@@ -40,6 +40,8 @@ record = recorder(__name__)
 BATCHES = "/v1/batches"
 UPLOADS = "/v1/uploads"
 TIME = "/v1/time"
+KEYS = "/v1/keys"  # per-device keys for an outlet's ``outlet init`` (central/keys.py issue_for_outlet)
+MAX_KEY_DEVICES = 500
 DOWN_PAGE = 100
 MAX_PHOTO = 64 * 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -60,10 +62,12 @@ class Front:
     and why (also in its log)."""
 
     def __init__(self, backend: Backend, clock: Callable[[], float] = time.time,
-                 dispatch: Dispatch | None = None) -> None:
+                 dispatch: Dispatch | None = None, master: bytes | None = None) -> None:
         """``dispatch``: the dispatcher's page (``central/dispatch.py``) on the
-        same server, for a backend that keeps its review data."""
+        same server, for a backend that keeps its review data; ``master``: the
+        platform master key, for ``/v1/keys`` (without it that route is 503)."""
         self.backend = backend
+        self.master = master
         self.clock = clock
         self.dispatch = dispatch
         self.counts: Counter[str] = Counter()
@@ -75,6 +79,7 @@ class Front:
         r.add_get(BATCHES, self._pull, allow_head=False)
         r.add_head(BATCHES, self._probe)
         r.add_get(TIME, self._time, allow_head=False)
+        r.add_post(KEYS, self._keys)
         r.add_post(UPLOADS, self._photo_begin)
         r.add_put(UPLOADS + r"/{sha256:[0-9a-f]{64}}/{index:[0-9]{1,6}}", self._photo_chunk)
         r.add_get(UPLOADS + r"/{sha256:[0-9a-f]{64}}", self._photo_state, allow_head=False)
@@ -160,6 +165,35 @@ class Front:
             return outlet
         return _json(200, {"t": int(self.clock())})
 
+    # ------------------------------------------------------------ keys
+    async def _keys(self, request: web.Request) -> web.Response:
+        """``{"devices": [{"id", "kind"}]}`` from the logged-in outlet: each
+        device's own key section (never the master key, never another
+        outlet's devices: the login decides the outlet)."""
+        from central.keys import KINDS, issue_for_outlet
+
+        outlet = await self._login(request)
+        if isinstance(outlet, web.Response):
+            return outlet
+        if self.master is None or not hasattr(self.backend, "devices"):
+            return self._refuse(request, 503, "keys_unavailable", "this central service issues no keys")
+        body = await self._body(request, 64 * 1024)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            doc = json.loads(body)
+            devs = [(d["id"], d["kind"]) for d in doc["devices"]]
+        except (ValueError, KeyError, TypeError):
+            return self._refuse(request, 400, "bad_request", 'want {"devices": [{"id", "kind"}]}')
+        if not 1 <= len(devs) <= MAX_KEY_DEVICES or not all(
+                isinstance(i, str) and _OUTLET.match(i) and k in KINDS for i, k in devs):
+            return self._refuse(request, 400, "bad_request", "device ids a-z 0-9 _ - (1-32), kinds "
+                                f"{'/'.join(KINDS)}, 1-{MAX_KEY_DEVICES} devices")
+        out = await self._run(issue_for_outlet, self.backend, self.master, outlet, devs)
+        self.counts["keys"] += 1
+        record("keys_issued", outlet=outlet, n=len(out["keys"]), retired=out["retired"])
+        return _json(200, out)
+
     # ---------------------------------------------------------- photos
     async def _photo_begin(self, request: web.Request) -> web.Response:
         outlet = await self._login(request)
@@ -205,12 +239,15 @@ class Front:
         return _json(200, st.as_dict())
 
 
-def serve(backend: Backend, host: str, port: int, cert: str, key: str) -> tuple[ThreadedServer, Front]:
-    """The front on ``host:port`` over HTTPS (TLS 1.2+), started."""
+def serve(backend: Backend, host: str, port: int, cert: str, key: str,
+          master: bytes | None = None) -> tuple[ThreadedServer, Front]:
+    """The front on ``host:port`` over HTTPS (TLS 1.2+), started; with the
+    ``master`` key it also issues device keys (``/v1/keys``)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    front = Front(backend, dispatch=Dispatch(backend) if isinstance(backend, Embedded) else None)
+    front = Front(backend, dispatch=Dispatch(backend) if isinstance(backend, Embedded) else None,
+                  master=master)
     srv = ThreadedServer(front.app(), host, port, name="central-https", idle_timeout=30.0,
                          max_connections=1024, ssl_context=ctx, auto_decompress=False)
     srv.start()

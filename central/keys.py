@@ -98,3 +98,52 @@ class KeyService:
         now = int(time.time()) if now is None else now
         return self.sign(permits.make(locker, op, parcel, courier, handheld, now, permit_id, lifetime_s,
                                       size), kv)
+
+
+KINDS = ("locker", "scanner", "handheld")
+
+
+def issue_for_outlet(backend: Any, master: bytes, outlet: str,
+                     devices: list[tuple[str, str]]) -> dict[str, Any]:
+    """What ``POST /v1/keys`` answers an outlet's ``outlet init``
+    (``central/front.py``): each device registered (``add_device``) and its
+    own key section at the version the registry holds; a device the registry
+    has retired gets no key and is not brought back (``retired``); the
+    outlet's notifier key only for an outlet registered with a notifier. The
+    master key never leaves this process."""
+    known = {d["device"]: d for d in backend.devices(outlet)}
+    keys_out: dict[str, Any] = {}
+    retired = []
+    for dev, kind in devices:
+        row = known.get(dev)
+        if row is not None and row["retired"]:
+            retired.append(dev)
+            continue
+        kv = int(row["kv"]) if row is not None else 1
+        if row is None or row["kind"] != kind:
+            backend.add_device(outlet, dev, kind, kv)
+        keys_out[dev] = KeyService(outlet, master, kv).device_config(dev)
+    doc: dict[str, Any] = {"outlet": outlet, "keys": keys_out, "retired": sorted(retired)}
+    if outlet in backend.notifier_outlets():
+        doc["notifier"] = {"1": KeyService(outlet, master).notifier_key(1).hex()}
+    return doc
+
+
+def courier_credentials(keys: KeyService, lockers: list[str], courier: str, secret: str, days: int,
+                        now: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A courier's credential for each locker: the badge secret's salted
+    hash (``protocol/codes.py``; the secret itself is never stored) in a
+    ``credential`` command signed with that locker's own key. Returns the
+    arguments and the commands, which the outlet's gateway pulls and relays."""
+    import secrets as _secrets
+
+    from protocol import codes
+    from protocol.signing import MAX_LIFETIME
+
+    now = int(time.time()) if now is None else now
+    salt = _secrets.token_hex(8)
+    args = {"courier": courier, "salt": salt, "hash": codes.salted_hash(salt, secret),
+            "exp": now + days * 86400}
+    cmds = [keys.command(lk, "credential", args, f"cred-{_secrets.token_hex(8)}", now=now,
+                         lifetime_s=MAX_LIFETIME) for lk in lockers]
+    return args, cmds

@@ -94,6 +94,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from central import front
+    from central.keys import load_master
 
     lang = i18n.pick(args.lang)
     opened = _open(args, lang)
@@ -103,7 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     try:
         srv, _ = front.serve(backend, cfg.host, cfg.port, str(cfg.path(folder, cfg.cert_file)),
-                             str(cfg.path(folder, cfg.key_file)))
+                             str(cfg.path(folder, cfg.key_file)),
+                             master=load_master(cfg.path(folder, cfg.master_key_file)))
     except OSError as e:
         _say("error.port", lang, err=True, host=cfg.host, port=cfg.port, detail=e.strerror or e)
         backend.close()
@@ -253,6 +255,40 @@ def cmd_device(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_courier(args: argparse.Namespace) -> int:
+    """A courier's badge: its credential, signed for each of the outlet's
+    registered lockers, queued for the outlet's gateway (which relays it to
+    the lockers); the badge text is printed once and kept nowhere."""
+    from central.keys import courier_credentials
+    from protocol.topics import valid_segment
+
+    lang = i18n.pick(args.lang)
+    for name in (args.outlet, args.courier):
+        if not valid_segment(name):
+            _say("error.name", lang, err=True, name=name)
+            return 2
+    if not 1 <= args.days <= 366:
+        _say("courier.days", lang, err=True)
+        return 2
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        cfg, backend = opened
+        lockers = [d["device"] for d in backend.devices(args.outlet)
+                   if d["kind"] == "locker" and not d["retired"]]
+        if not lockers:
+            _say("courier.no_lockers", lang, err=True, outlet=args.outlet)
+            return 2
+        secret = secrets.token_urlsafe(12)
+        cred, cmds = courier_credentials(_keys(args, cfg), lockers, args.courier, secret, args.days)
+        for cmd in cmds:
+            backend.push_command(args.outlet, "locker", cmd)
+    _say("courier.queued", lang, courier=args.courier, outlet=args.outlet, lockers=", ".join(lockers),
+         until=time.strftime("%Y-%m-%d", time.localtime(cred["exp"])))
+    print(f"PE-C:{args.courier}:{secret}")
+    return 0
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
     lang = i18n.pick(args.lang)
     try:
@@ -323,6 +359,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     dpa.add_argument("name")
     dpa.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     dp.set_defaults(func=cmd_dispatcher)
+    cr = csub.add_parser("courier",
+                         help="courier badges: the credential reaches the lockers through the gateway")
+    crsub = cr.add_subparsers(dest="action", required=True)
+    cra = crsub.add_parser("add",
+                           help="issue a courier's badge for an outlet's lockers; prints the badge once")
+    cra.add_argument("dir", type=Path)
+    cra.add_argument("outlet")
+    cra.add_argument("courier", help="the courier's id (1-32 of a-z 0-9 _ -)")
+    cra.add_argument("--days", type=int, default=30, help="how long the badge opens the lockers")
+    cr.set_defaults(func=cmd_courier)
     s = csub.add_parser("sign", help="sign a command with the device's key and queue it for the outlet")
     s.add_argument("dir", type=Path)
     s.add_argument("outlet")

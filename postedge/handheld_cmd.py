@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from postedge import i18n
 
@@ -97,6 +98,28 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pair(args: argparse.Namespace) -> int:
+    """Pair with the outlet from the QR code on the clerk's page (``handheld/pairing.py``)."""
+    from handheld.pairing import TEXT, PairFailed, pair, scan_image
+    from handheld.sources import SourceError
+
+    lang = i18n.pick(args.lang)
+    try:
+        text = scan_image(args.image) if args.image else args.code
+        if not text:
+            raise PairFailed("not_pair_code")
+        done = pair(text, args.config)
+    except SourceError as e:
+        why = msg("bad_image", lang, file=args.image, why=msg(f"why.{e.reason}", lang))
+        print(TEXT.t("failed", lang, why=why), file=sys.stderr)
+        return 2
+    except PairFailed as e:
+        print(TEXT.t("failed", lang, why=e.message[lang]), file=sys.stderr)
+        return 2 if e.reason in ("not_pair_code", "bad_url", "no_code") else 3
+    print(TEXT.t("paired", lang, **done))
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     h = sub.add_parser("handheld", help="courier handheld: run the app, decode barcodes in images and video")
     hsub = h.add_subparsers(dest="hh", required=True)
@@ -114,3 +137,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.add_argument("--window", type=int, default=5, help="frames a vote looks back over")
     s.add_argument("--need", type=int, default=2, help="agreeing frames to accept an unchecked 1D read")
     s.set_defaults(func=cmd_scan)
+    p = hsub.add_parser("pair", help="pair with the outlet from the QR code on the clerk's page")
+    p.add_argument("code", nargs="?", default="", metavar="TEXT",
+                   help="the scanned pairing code (PE-PAIR:...)")
+    p.add_argument("--image", default=None, help="a photo of the clerk's screen to read the code from")
+    p.add_argument("--config", type=Path, default=Path("handheld.toml"),
+                   help="the handheld's config file to write (its own settings are kept)")
+    p.set_defaults(func=cmd_pair)

@@ -57,6 +57,7 @@ def _init(args: argparse.Namespace, lang: str) -> int:
             print(t("outlet.change", lang, what=t(f"outlet.what.{what}", lang), path=rel))
     else:
         print(t("outlet.unchanged", lang, out=str(out), spec=str(args.spec)))
+    print(t(f"outlet.keys_from.{res.keys_from}", lang))
     if res.revoked:
         print(t("outlet.revoked", lang, devices=", ".join(res.revoked)))
     if args.dry_run:

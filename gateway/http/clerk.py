@@ -152,6 +152,8 @@ class ClerkConsole:
         self.lock = threading.Lock()
         self._store: EventStore | None = None
         self._own: OwnEvents | None = None
+        # Handheld pairing by QR code (gateway/http/pairing.py), set by the server.
+        self.pairing: Any = None
 
     # ------------------------------------------------------------ plumbing
     @property
@@ -272,7 +274,8 @@ class ClerkConsole:
                 raise Refused(403, "err.csrf")
             actions: dict[str, Callable[[dict[str, Any], dict[str, str], str], Reply]] = {
                 "/clerk/logout": self.logout, "/clerk/alarm": self.alarm,
-                "/clerk/compartment": self.compartment, "/clerk/slip": self.slip}
+                "/clerk/compartment": self.compartment, "/clerk/slip": self.slip,
+                "/clerk/pair": self.pair}
             act = actions.get(path)
             if act is None:
                 raise Refused(404, "err.not_found")
@@ -450,6 +453,28 @@ class ClerkConsole:
                      parcel=parcel, why=TEXT.t(f"slip.why.{out['why']}", lang))
         return 200, self._render(lang, "notice", {"msg": msg}), {}
 
+    def _pair_ctx(self) -> dict[str, Any]:
+        from gateway.http import pairing
+
+        if self.pairing is None or self.pairing.folder is None:  # no HTTPS: no pairing
+            return {"pair_t": pairing.TEXT.t, "pairable": None, "pair_minutes": 0}
+        return {"pair_t": pairing.TEXT.t, "pairable": self.pairing.handhelds(),
+                "pair_minutes": int(self.pairing.ttl_s // 60)}
+
+    def pair(self, who: dict[str, Any], form: dict[str, str], lang: str) -> Reply:
+        """A one-time pairing QR code for a handheld (``pairing.py``)."""
+        from gateway.http.pairing import PairError, refusal
+
+        if self.pairing is None:
+            raise Refused(503, "err.not_found")
+        try:
+            qr = self.pairing.issue(form.get("device", ""), who["name"])
+        except PairError as e:
+            CLERK_EVENTS.labels("pair", e.reason).inc()
+            return e.status, self._render(lang, "error", {"msg": refusal(e.reason)[lang]}), {}
+        CLERK_EVENTS.labels("pair", "issued").inc()
+        return 200, self._render(lang, "pair", {"qr": qr, **self._pair_ctx()}), {}
+
     # ------------------------------------------------------------ reads
     def console(self, who: dict[str, Any], lang: str, q: str) -> str:
         store = ReadOnlyStore(self.db_path)
@@ -483,7 +508,7 @@ class ClerkConsole:
             nonce=secrets.token_urlsafe(16), view="console", who=who, csrf=who["csrf"],
             supervisor=who["role"] == "supervisor", alarms=alarms, lockers=lockers, requests=requests,
             q=q[:QUERY_MAX], search=search, summary=summary, feed=feed, can_slip=self.slips is not None,
-            link_down=any(r["stage"] == "waiting_link" for r in reqs))
+            link_down=any(r["stage"] == "waiting_link" for r in reqs), **self._pair_ctx())
 
     def search(self, store: ReadOnlyStore, who: dict[str, Any], q: str, lang: str) -> dict[str, Any]:
         """Parcels by waybill (exact) or the recipient's phone tail (last 4

@@ -31,6 +31,9 @@ Routes:
 ``/v1/commands/<id>``  a forwarded command's status for the handheld that
                  forwarded it (``GET``/``HEAD``), ``gateway/http/commands.py``;
                  same logins as the uploads
+``/v1/pair``, ``/v1/pair/ca``  a handheld redeeming the one-time pairing
+                 token from the QR code on the clerk's page, and the outlet CA it
+                 pins by the code's fingerprint (``gateway/http/pairing.py``)
 ``/v1/counter/...``  counter acceptance of outbound parcels (issue 15),
                  ``gateway/http/counter.py``; 503 unless a counter desk is given
 
@@ -167,6 +170,10 @@ class GatewayHTTP:
             from gateway.http.counter_login import clerk_or_device
 
             self.counter.authorize = clerk_or_device(self.counter.basic, self.clerk)
+            # Handheld pairing by the QR code the console shows (gateway/http/pairing.py).
+            from gateway.http.pairing import Pairing
+
+            self.clerk.pairing = Pairing(self.clerk, cfg.cert_file)
         self.executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="postedge-web-db")
         # Requests in flight per connection, and since when a connection has
         # been idle: the connection cap evicts the longest-idle one, and the
@@ -241,6 +248,8 @@ class GatewayHTTP:
                 return await self._upload(request, raw)
             if path == "/clerk" or path.startswith("/clerk/"):
                 return await self._clerk(request)
+            if path == "/v1/pair" or path.startswith("/v1/pair/"):
+                return await self._pair(request)
             if path.startswith("/v1/notify/"):  # the clerk's resend: gateway/http/notify_resend.py
                 from gateway.http import notify_resend
 
@@ -305,6 +314,20 @@ class GatewayHTTP:
         self.body_read.add(id(request))
         r = await self._blocking(up.handle, method, raw, request.headers, principal, body)
         return self._respond(request, r.code, JSON_TYPE, r.body, r.headers)
+
+    async def _pair(self, request: web.Request) -> web.StreamResponse:
+        """A handheld redeeming a pairing token (``gateway/http/pairing.py``)."""
+        pairing = self.clerk.pairing if self.clerk is not None else None
+        if pairing is None:
+            return self._respond(request, 503, TEXT_PLAIN, b"pairing not configured\n")
+
+        async def body() -> bytes:
+            self.body_read.add(id(request))
+            return await request.read()
+
+        code, out = await pairing.serve(request.method, request.path, body, request.content_length,
+                                        request.remote or "?", self._blocking)
+        return self._respond(request, code, JSON_TYPE, out)
 
     async def _clerk(self, request: web.Request) -> web.StreamResponse:
         """Everything under /clerk is the console's (login, CSRF, roles)."""

@@ -18,10 +18,16 @@ passwords, keys and certificates it finds, and the broker's password file
 (re-hashed with a fresh salt on every provision) is kept while its logins and
 passwords are the same.
 
-Keys: from the central service's key file (``[central] keys``), or, for a
-pilot with no central service yet, derived from a master key ``init`` keeps
-in ``pilot/master.key`` (0600) exactly as the platform derives them
-(``protocol/keys.py``, ``protocol/seal.py``)."""
+Keys: from the central service's key file (``[central] keys``); else, with
+``[central] url`` and the outlet's login, asked of the central service
+(``central_keys.py``: ``POST /v1/keys``, the master key stays there); else,
+for a pilot with no central service yet, derived from a master key ``init``
+keeps in ``pilot/master.key`` (0600) exactly as the platform derives them
+(``protocol/keys.py``, ``protocol/seal.py``). ``Result.keys_from`` says which.
+
+Pairing: on an installed outlet a handheld's ``devices/<id>.toml`` is given
+to the gateway's group (0640), so the clerk's page can hand it to the
+handheld that scans the pairing QR code (``gateway/http/pairing.py``)."""
 
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from typing import Any
 from common.web_server import lan_address
 from gateway import provision as prov
 from gateway import revoke
+from gateway.outlet import central_keys
 from gateway.outlet.spec import Locker, OutletSpec, Scanner
 from protocol import keys, seal
 
@@ -61,6 +68,7 @@ class Result:
     changes: list[tuple[str, str]] = field(default_factory=list)  # (added|changed|removed, path)
     access: list[str] = field(default_factory=list)  # what provision could not grant
     revoked: list[str] = field(default_factory=list)
+    keys_from: str = "pilot"  # file | central | pilot
 
 
 def _runtime(rel: str) -> bool:
@@ -329,7 +337,20 @@ def init(spec: OutletSpec, spec_path: Path, out: Path, install: bool = False,
         (stage / "inventory.toml").write_text(_inventory(spec, address), encoding="utf-8")
         key_file = _resolve(spec_path, spec.central.keys)
         notifier = _resolve(spec_path, spec.central.notifier_keys)
-        if key_file is None:
+        keys_from = "file"
+        c = spec.central
+        if key_file is None and c.url and c.username:
+            keys_from = "central"
+            try:
+                doc = central_keys.fetch(c.url, spec.outlet, c.username, c.password,
+                                         _resolve(spec_path, c.ca_file),
+                                         [(d, k) for d, k in spec.devices() if d not in revoked])
+            except central_keys.CentralKeysError as e:
+                raise OutletError(str(e)) from e
+            key_file, central_notifier = central_keys.write(doc, tmp)
+            notifier = notifier or central_notifier
+        elif key_file is None:
+            keys_from = "pilot"
             key_file, pilot_notifier = _pilot_keys(spec, out, stage, tmp)
             notifier = notifier or pilot_notifier
         try:
@@ -352,6 +373,8 @@ def init(spec: OutletSpec, spec_path: Path, out: Path, install: bool = False,
             p = stage / "devices" / f"{hh.id}.toml"
             if hh.id not in revoked and p.exists():
                 p.write_text(p.read_text().replace(f":{prov.WEB_PORT}\"", f":{spec.web.port}\""))
+                if install:
+                    _pairable(p)
         # A device taken out of the description: its login is gone from
         # provision's passwd and ACL; its files go too (retire-device also
         # records it upstream and keeps it out for good).
@@ -364,7 +387,19 @@ def init(spec: OutletSpec, spec_path: Path, out: Path, install: bool = False,
         if not dry_run:
             _apply(stage, out, changes)
         access = [a.replace(str(stage), str(out)) for a in res["access"]]
-    return Result(out, address, changes, access, sorted(revoked))
+    return Result(out, address, changes, access, sorted(revoked), keys_from)
+
+
+def _pairable(path: Path) -> None:
+    """A handheld's file, readable by the gateway's group for pairing (as root)."""
+    import grp
+
+    path.chmod(0o640)
+    if os.geteuid() == 0:
+        try:
+            os.chown(path, 0, grp.getgrnam(prov.SERVICE_GROUP).gr_gid)
+        except KeyError:
+            pass
 
 
 def installed(out: Path) -> bool:

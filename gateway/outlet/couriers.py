@@ -1,6 +1,8 @@
 """``postedge outlet courier``: a courier's badge for a pilot outlet, with no
 hand-written code. On a full deployment the central service issues courier
-credentials; a pilot's embedded backend (``pilot/master.key``, see
+credentials (``postedge central courier add``, ``central/keys.py``
+``courier_credentials``: the same command, queued for the gateway to pull);
+a pilot's embedded backend (``pilot/master.key``, see
 ``build.py``) does it here the same way: a fresh badge secret, its salted
 hash (``protocol/codes.py``) in a ``credential`` command signed with each
 locker's own key, queued in the gateway (``gateway/service.py`` Enqueuer),
@@ -41,7 +43,8 @@ def issue(spec: OutletSpec, out: Path, courier: str, days: int = 30) -> dict[str
     master_path = Path(out) / PILOT_MASTER
     if not master_path.exists():
         raise CourierError(f"{out} is not a pilot outlet (no {PILOT_MASTER}): the central service "
-                           "issues courier credentials")
+                           "issues courier credentials (postedge central courier add DIR "
+                           f"{spec.outlet} {courier} on it; the gateway relays them to the lockers)")
     master = bytes.fromhex(master_path.read_text().strip())
     try:
         cfg = GatewayConfig.load(Path(out) / "gateway.toml")

@@ -5,7 +5,13 @@ a handheld; Mosquitto and the gateway started from exactly what init wrote
 generated config.json against a simulated lock board and panel; a courier's
 badge from ``outlet courier`` (its credential reaches lk01 through the
 gateway), a deposit and a pickup; a second init that changes nothing;
-add-device bringing a third locker online; retire-device taking it out."""
+add-device bringing a third locker online; retire-device taking it out.
+
+And with a central service: ``outlet init`` asks a running embedded central
+(``postedge central run``) for every device's key over HTTPS; the keys are
+the ones the platform derives from its master key, which never leaves it;
+a courier's badge from ``central courier add`` reaches lk01 through the
+gateway; a device the platform retired gets no key and init says so."""
 
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from central.embedded import Embedded
+from central.keys import KeyService
 from gateway.broker import find_mosquitto, free_port
 from protocol import keys, seal
 from protocol.envelope import device_of
@@ -209,3 +217,138 @@ id = "hh01"
         panel.close()
         bus1.close()
         bus3.close()
+
+
+def test_outlet_init_takes_its_keys_from_the_central_service(tmp_path: Path) -> None:
+    central = tmp_path / "central"
+    cport = free_port()
+    r = postedge("central", "init", str(central), "--host", "127.0.0.1", "--port", str(cport))
+    assert r.returncode == 0, r.stderr
+    r = postedge("central", "outlet", "add", str(central), "o2")
+    assert r.returncode == 0, r.stderr
+    password = r.stdout.strip().split()[-1]
+    srv = subprocess.Popen([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", "run",
+                            str(central)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port, tls_port = free_port(), free_port()
+    bus, panel = Sim8ABus(boards=(1,), locks=24), SimPanel()
+    broker = gw = fw = closer = None
+    try:
+        wait_port(cport, 20)
+        spec = tmp_path / "outlet.toml"
+        body = f"""
+outlet = "o2"
+address = "127.0.0.1"
+
+[central]
+url = "https://127.0.0.1:{cport}/v1/batches"
+username = "o2"
+password = "{{password}}"
+ca_file = "{central / 'pki' / 'ca.pem'}"
+
+[broker]
+port = {port}
+tls_port = {tls_port}
+listen = "127.0.0.1"
+
+[web]
+port = {free_port()}
+
+[[lockers]]
+id = "lk01"
+board = {{ uart = "socket://127.0.0.1:{bus.serve_tcp()}" }}
+panel = "{panel.url}"
+state_dir = "{tmp_path / 'lk01-flash'}"
+
+[[lockers]]
+id = "lk02"
+
+[[handhelds]]
+id = "hh01"
+"""
+        spec.write_text(body.replace("{password}", "wrong-password"))
+        out = tmp_path / "etc"
+        r = postedge("outlet", "init", str(spec), "--out", str(out), "--no-install")
+        assert r.returncode == 2 and "HTTP 401" in r.stderr, r.stdout + r.stderr
+        assert not (out / "devices").exists()
+
+        spec.write_text(body.replace("{password}", password))
+        r = postedge("outlet", "init", str(spec), "--out", str(out), "--no-install")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "device keys: issued by the central service" in r.stdout
+        assert not (out / "pilot").exists()  # no master key on this box
+        platform = KeyService("o2", (central / "master.key").read_bytes())
+        for dev in ("lk01", "lk02", "hh01"):
+            assert json.loads((out / "devices" / f"{dev}.json").read_text())["key"] == \
+                platform.device_config(dev)
+        assert f'secret = "{platform.key("hh01").hex()}"' in (out / "devices" / "hh01.toml").read_text()
+        backend = Embedded(central / "data")
+        try:
+            assert {d["device"]: d["kind"] for d in backend.devices("o2")} == \
+                {"lk01": "locker", "lk02": "locker", "hh01": "handheld"}
+        finally:
+            backend.close()
+
+        # The outlet runs; a courier's badge from the central service reaches
+        # lk01 through the gateway (pulled from central, relayed over MQTT).
+        broker = subprocess.Popen([find_mosquitto(), "-c", "mosquitto/mosquitto.conf"], cwd=out,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+        wait_port(tls_port)
+        gw = GatewayProcess(out / "gateway.toml")
+        gw.wait_for("gateway_started")
+        fw = unixport.popen(["-m", "firmware.locker.main", str(out / "devices" / "lk01.json")],
+                            heap=unixport.APP_HEAP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        panel.wait_connected()
+        panel.wait_display("ready")
+        r = postedge("central", "courier", "add", str(central), "o2", "c009", "--days", "7")
+        assert r.returncode == 0 and "lk01, lk02" in r.stdout, r.stdout + r.stderr
+        badge = r.stdout.split()[-1]
+        assert badge.startswith("PE-C:c009:")
+        closer = DoorCloser(bus)
+        deadline = time.monotonic() + 40
+        while panel.do("scan", badge)["code"] != "courier_ok":
+            assert time.monotonic() < deadline, "the credential from central never reached lk01"
+            time.sleep(1)
+        assert panel.do("scan", "]C0RB123456785GB")["code"] == "choose_size"
+        assert panel.do("keys", "2")["code"] == "door_open_deposit"
+        panel.wait_display("deposit_ok")
+        r = postedge("outlet", "courier", str(spec), "c010", "--out", str(out))
+        assert r.returncode == 2 and "postedge central courier add" in r.stderr, r.stdout + r.stderr
+
+        backend = Embedded(central / "data")
+        try:
+            # Again: the same keys, nothing changes.
+            before = snapshot(out)
+            r = postedge("outlet", "init", str(spec), "--out", str(out), "--no-install")
+            assert r.returncode == 0 and "nothing changed" in r.stdout, r.stdout + r.stderr
+            assert snapshot(out) == before
+
+            # The platform retires lk02: no key for it any more, and init says so.
+            assert backend.retire_device("o2", "lk02")
+        finally:
+            backend.close()
+        r = postedge("outlet", "init", str(spec), "--out", str(out), "--no-install")
+        assert r.returncode == 2 and "retired lk02" in r.stderr, r.stdout + r.stderr
+        assert snapshot(out) == before
+        r = postedge("outlet", "retire-device", "lk02", "--out", str(out), "--broker-pid", str(broker.pid))
+        assert r.returncode == 0 and "lk02 retired" in r.stdout, r.stdout + r.stderr
+        r = postedge("outlet", "init", str(spec), "--out", str(out), "--no-install")
+        assert r.returncode == 0 and "retired devices, left out: lk02" in r.stdout, r.stdout + r.stderr
+        assert not (out / "devices" / "lk02.json").exists()
+        lk01 = json.loads((out / "devices" / "lk01.json").read_text())
+        assert lk01["key"] == platform.device_config("lk01")
+    finally:
+        if closer is not None:
+            closer.stop()
+        if fw is not None:
+            fw.kill()
+            fw.wait()
+        if gw is not None:
+            gw.stop()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
+        srv.terminate()
+        srv.wait(10)
+        panel.close()
+        bus.close()

@@ -169,8 +169,8 @@ class Boards:
                 "INSERT INTO board_sites (id, outlet, village, name, lat_e7, lon_e7, acc_cm, tol_m, status, "
                 "landmark, notes, photos, proposed_by, created_at, updated_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-                (sid, outlet, village, name or village, lat_e7, lon_e7, acc_cm, tol_m, status, landmark, notes,
-                 json.dumps(photos or []), proposed_by, now, now))
+                (sid, outlet, village, name or village, lat_e7, lon_e7, acc_cm, tol_m, status, landmark,
+                 notes, json.dumps(photos or []), proposed_by, now, now))
 
     def site(self, sid: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM board_sites WHERE id=?", (sid,))
@@ -180,8 +180,8 @@ class Boards:
         return rows[0]
 
     def sites(self, status: str | None = None) -> list[dict[str, Any]]:
-        rows = self._rows("SELECT * FROM board_sites" + (" WHERE status=?" if status else "") + " ORDER BY id",
-                          (status,) if status else ())
+        where = " WHERE status=?" if status else ""
+        rows = self._rows(f"SELECT * FROM board_sites{where} ORDER BY id", (status,) if status else ())
         for r in rows:
             r["photos"] = json.loads(r["photos"])
         return rows
@@ -258,8 +258,8 @@ class Boards:
         """The ``jobs`` command's arguments for one handheld: its open jobs and
         the outlet's approved and installed sites (the cached registry)."""
         jobs = []
-        for j in self._rows("SELECT * FROM board_jobs WHERE outlet=? AND device=? AND status IN ('new','sent') "
-                            "ORDER BY created_at, id", (outlet, device)):
+        for j in self._rows("SELECT * FROM board_jobs WHERE outlet=? AND device=? "
+                            "AND status IN ('new','sent') ORDER BY created_at, id", (outlet, device)):
             kind = "maintenance" if j["kind"] == "maintain" else j["kind"]
             doc: dict[str, Any] = {"id": j["id"], "kind": kind}
             if j["site"]:
@@ -289,8 +289,8 @@ class Boards:
         cursor = self.b.push_command(outlet, "handheld", cmd)
         ids = [j["id"] for j in args["jobs"]]
         with self.b.lock:
-            self.db.executemany("UPDATE board_jobs SET status='sent', updated_at=? WHERE id=? AND status='new'",
-                                [(self.clock(), j) for j in ids])
+            self.db.executemany("UPDATE board_jobs SET status='sent', updated_at=? "
+                                "WHERE id=? AND status='new'", [(self.clock(), j) for j in ids])
         record("jobs_sent", outlet=outlet, device=device, jobs=len(ids), cmd=cid)
         return cid, cursor, len(ids)
 
@@ -301,8 +301,8 @@ class Boards:
         after = row[0] if row else 0
         marks = ",".join("?" * len(EVENT_TYPES))
         rows = self.db.execute(
-            f"SELECT rowid, id, outlet, device, type, payload FROM events WHERE rowid > ? AND type IN ({marks}) "
-            "ORDER BY rowid", (after, *EVENT_TYPES)).fetchall()
+            "SELECT rowid, id, outlet, device, type, payload FROM events "
+            f"WHERE rowid > ? AND type IN ({marks}) ORDER BY rowid", (after, *EVENT_TYPES)).fetchall()
         last = self.db.execute("SELECT max(rowid) FROM events").fetchone()[0] or after
         for _rowid, eid, outlet, device, etype, payload in rows:
             try:
@@ -424,7 +424,8 @@ class Boards:
             self.db.execute("INSERT OR IGNORE INTO board_reports VALUES (?,?,?,?,?,?,?,?,?)",
                             (eid, outlet, device, _s(body.get("job"), 64) or None, sid, cond,
                              _s(body.get("note"), 300), json.dumps(photos), self.clock()))
-            self.db.execute("UPDATE board_sites SET cond=?, updated_at=? WHERE id=?", (cond, self.clock(), sid))
+            self.db.execute("UPDATE board_sites SET cond=?, updated_at=? WHERE id=?",
+                            (cond, self.clock(), sid))
 
     def _settle(self) -> None:
         """Submitted jobs whose photos are all reviewed: done (and the site's

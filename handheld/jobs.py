@@ -569,3 +569,30 @@ def photo_event_body(rec: dict[str, Any], campaign: str | None) -> dict[str, Any
     if campaign:
         body["campaign"] = campaign
     return body
+
+
+def board_context(jobs: Jobs, permits_received: float | None, sel: dict[str, Any] | None,
+                  lang: str) -> dict[str, Any]:
+    """What ``jobs.html`` shows beside the job list and steps: how old the job list, the
+    site list and the locker permits are, the courier's proposals, the cached sites, and
+    for the open job its issue age, before/after pair, reports and "could not complete"."""
+    st = jobs.state
+    ctx: dict[str, Any] = {
+        "ages": {"list": age(st.get("received"), lang), "sites": age(st.get("sites_received"), lang),
+                 "permits": age(permits_received, lang)},
+        "surveys": jobs.surveys(), "sites": jobs.sites(), "conditions": CONDITIONS, "not_done": NOT_DONE,
+        "board": None,
+    }
+    if sel is not None:
+        job = st["jobs"].get(sel["id"], {})
+        ctx["board"] = {
+            "issued": age(sel.get("issued"), lang) if sel.get("issued") else None,
+            "received": age(sel.get("received"), lang),
+            "pair": sel.get("pair"), "reports": sel.get("reports", []), "not_done": sel.get("not_done"),
+            "can_report": sel["status"] == "active" and bool(job.get("photos")),
+            "can_cannot": sel["status"] in ("open", "active"),
+            "needs_survey": sel["kind"] == "survey" and not job.get("survey")
+                            and sel["status"] in ("open", "active"),
+            "survey": job.get("survey"),
+        }
+    return ctx

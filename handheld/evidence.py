@@ -182,7 +182,7 @@ def capture_evidence(
     jpeg_quality: int = 80,
     require_position: bool = True,
     store_dir: str | Path | None = None,
-    near: tuple[float, float, float] | None = None,
+    near: tuple[float, float, float, bool] | None = None,
 ) -> dict[str, Any]:
     """Check, hash, index and describe one evidence photo; raise :class:`EvidenceRefused` if unusable.
 
@@ -196,8 +196,10 @@ def capture_evidence(
     Returns the record (JSON-safe) plus ``"jpeg"``: the bytes to store and upload.
     With ``store_dir`` the JPEG and record are also written there as
     ``<sha256>.jpg`` / ``<sha256>.json`` before the photo is indexed.
-    ``near``: (lat, lon, tolerance in metres) of the site; a fix farther away
-    refuses the photo (:class:`FarRefused`, ``far_from_site``).
+    ``near``: (lat, lon, tolerance in metres, strict) of the site; a fix farther
+    away refuses the photo (:class:`FarRefused`, ``far_from_site``) when strict
+    (the platform gave the site its tolerance), else flags it ``far_unverified``
+    for the review.
     """
     for name, value in (("job", job), ("site", site), ("step", step), ("device", device)):
         if not isinstance(value, str) or not value.strip():
@@ -230,7 +232,9 @@ def capture_evidence(
         flags.append("position_unverified")
     if near is not None and fix is not None and fix.get("ok") and fix.get("lat") is not None:
         dist = distance_m(float(fix["lat"]), float(fix["lon"]), near[0], near[1])
-        if dist > near[2]:
+        if dist > near[2] and not near[3]:
+            flags.append("far_unverified")
+        elif dist > near[2]:
             log.info("evidence refused (far) job=%s step=%s distance=%.0f m", job, step, dist)
             raise FarRefused("far_from_site", ["far_from_site"],
                              {"distance_m": round(dist), "tolerance_m": round(near[2])})

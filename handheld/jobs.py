@@ -25,8 +25,9 @@ sequence of steps, done in order:
 
 The job list also carries ``sites``, the approved and installed sites of the outlet
 (the registry the handheld caches for ad-hoc condition reports, :meth:`Jobs.adhoc`).
-A photo taken farther from the job's site than its tolerance (``tol_m``, default
-50 m) is refused on the spot (``far_from_site``); the platform checks it again.
+A photo taken farther from the job's site than its tolerance (``tol_m``) is refused on
+the spot (``far_from_site``); a site sent without one is checked against 50 m and a
+photo beyond only flagged (``far_unverified``). The platform checks the distance again.
 During a job the courier can report the board's condition (:meth:`Jobs.report`:
 damaged, missing, poster torn or covered, site gone; ``handheld.board_condition`` with
 the job's photos) or give up with a reason code (:meth:`Jobs.cannot`,
@@ -320,7 +321,9 @@ class Jobs:
             site = d["site"]
             near = None
             if step != "photo_site" and all(isinstance(site.get(k), int) for k in ("lat_e7", "lon_e7")):
-                near = (site["lat_e7"] / 1e7, site["lon_e7"] / 1e7, float(site.get("tol_m", DEFAULT_TOL_M)))
+                # the platform's tolerance refuses; without one (an older list) the photo is only flagged
+                near = (site["lat_e7"] / 1e7, site["lon_e7"] / 1e7, float(site.get("tol_m", DEFAULT_TOL_M)),
+                        "tol_m" in site)
             site_id = site["id"] or (job.get("survey") or {}).get("id") or d["id"]
             try:
                 rec = capture_evidence(image, d["id"], site_id, step, fix, self.index, self.device,

@@ -35,13 +35,13 @@ LAT, LON = 275_000_000, 1_099_000_000  # the surveyed spot
 
 
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, master: bytes = MASTER) -> None:
         pki = make_outlet_pki(tmp / "pki", "central")
         self.backend = Embedded(tmp / "central")
         self.backend.add_outlet("o1", PW)
         self.backend.add_dispatcher("disp", "dispatcher-pw-1")
         self.srv, self.front = front.serve(self.backend, "127.0.0.1", 0, str(pki.server.cert),
-                                           str(pki.server.key), master=MASTER)
+                                           str(pki.server.key), master=master)
         self.ctx = ssl.create_default_context(cafile=str(pki.ca))
         self.seq = 0
 
@@ -65,13 +65,25 @@ class Rig:
         """One handheld event up through the front, as the outlet's gateway uploads it."""
         self.seq += 1
         eid = format_event_id("hh01", "c0ffee01", self.seq)
-        row = (eid, envelope.encode(envelope.make(eid, int(time.time()), etype, cls, body, boot=1)))
-        b = encode_batch("o1", "bulk", [row])
+        self.upload([(eid, envelope.encode(envelope.make(eid, int(time.time()), etype, cls, body, boot=1)))])
+        return eid
+
+    def upload(self, rows: list[tuple[str, bytes]]) -> None:
+        """Events (id, envelope bytes) in one batch, as the outlet's gateway uploads them."""
+        b = encode_batch("o1", "bulk", rows)
         status, data = self.call("POST", "/v1/batches", body=b.body, user=f"o1:{PW}", headers={
             "Content-Type": CONTENT_TYPE, "Content-Encoding": "deflate", "X-Postedge-Batch": b.id,
             "X-Postedge-Outlet": "o1"})
         assert status == 200 and data["all"], data
-        return eid
+
+    def pull(self, after: int = 0) -> list[tuple[str, dict[str, Any]]]:
+        """What the outlet's gateway pulls: (device kind, command)."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.srv.address[1], context=self.ctx, timeout=30)
+        conn.request("GET", "/v1/batches", headers={"Authorization": "Basic " + base64.b64encode(
+            f"o1:{PW}".encode()).decode(), "X-Postedge-After": str(after)})
+        down = decode_down(conn.getresponse().read())
+        conn.close()
+        return [(k, json.loads(raw)) for k, raw in down.commands]
 
     def view(self) -> dict[str, Any]:
         status, doc = self.call("GET", "/v1/boards")
@@ -131,13 +143,7 @@ def test_survey_approved_then_installed_and_the_job_list_is_signed_for_the_handh
     status, sent = rig.call("POST", "/v1/boards/send/o1/hh01")
     assert status == 200 and sent["jobs"] == 1
     # the gateway pulls a command signed with hh01's own key, holding the job and the site registry
-    conn = http.client.HTTPSConnection("127.0.0.1", rig.srv.address[1], context=rig.ctx, timeout=30)
-    conn.request("GET", "/v1/batches", headers={"Authorization": "Basic " + base64.b64encode(
-        f"o1:{PW}".encode()).decode(), "X-Postedge-After": "0"})
-    down = decode_down(conn.getresponse().read())
-    conn.close()
-    kind, raw = down.commands[-1]
-    cmd = json.loads(raw)
+    kind, cmd = rig.pull()[-1]
     assert kind == "handheld" and cmd["op"] == "jobs" and cmd["dev"] == "hh01"
     assert signing.verify(cmd, {1: KeyService("o1", MASTER).key("hh01")}, "hh01", int(time.time()),
                           signing.ReplayGuard(8))["args"]["jobs"][0]["campaign"] == CAMPAIGN_QR

@@ -244,3 +244,20 @@ def test_boards_keep_their_tables_in_the_embedded_file(tmp_path: Path) -> None:
         assert Boards(b).site("s-1")["status"] == "approved"  # type: ignore[index]
     finally:
         b.close()
+
+
+def test_the_openapi_file_lists_the_board_routes_the_front_serves(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    spec = json.loads((root / "central" / "contract" / "openapi.json").read_text())
+    documented = {(m.upper(), p) for p, ops in spec["x-dispatcher-paths"].items() for m in ops}
+    b = Embedded(tmp_path / "c")
+    try:
+        served = set()
+        for route in front.Front(b, boards=Boards(b)).app().router.routes():
+            info = route.resource.get_info() if route.resource is not None else {}
+            path = info.get("path") or info.get("formatter", "")
+            if path.startswith("/v1/boards"):
+                served.add((route.method, path))
+    finally:
+        b.close()
+    assert documented == served

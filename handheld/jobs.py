@@ -218,7 +218,7 @@ class Jobs:
                 else:
                     jobs[j["id"]] = {"def": j, "status": "open", "steps": {}, "photos": {}}
             for jid, prev in old.items():  # started jobs dropped from the list stay until sent
-                if jid not in jobs and (prev["status"] in ("active", "submitted", "not_done_queued")
+                if jid not in jobs and (prev["status"] in ("active", "submitted", "not_done")
                                         or prev.get("local")):
                     jobs[jid] = prev
             self.state.update(round=args.get("round"), order=list(jobs), jobs=jobs, received=int(time.time()))

@@ -22,6 +22,7 @@ import pytest
 
 from gateway.broker import Mosquitto
 from handheld.app import HandheldApp
+from handheld.text import Refused
 from handheld.webui import TOKEN_HEADER, serve
 from simulator.platform_keys import MASTER
 from tests.central.test_boards import Rig
@@ -224,3 +225,57 @@ def test_board_lifecycle_from_survey_to_install_and_maintenance(
     assert job_of(rig, maint)["status"] == "done"
     assert (job_of(rig, gone)["status"], job_of(rig, gone)["reason"]) == ("could_not_complete", "no_access")
     assert job_of(rig, poster)["status"] == "sent"  # nothing accepted for it yet
+
+
+@pytest.mark.slow
+def test_board_rules_on_the_handheld_alone(tmp_path: Path) -> None:
+    """Without a network (the broker is not there): the distance gate (refused with the
+    platform's tolerance, only flagged without one), condition codes, reasons, survey
+    details, and everything waits in the outbox."""
+    from gateway.broker import free_port
+
+    app = HandheldApp(make_config(tmp_path, free_port()))
+    app.gnss = gnss_ready()
+    app.start()
+    try:
+        far = {"id": "s-far", "name": "far", "lat_e7": 276_000_000, "lon_e7": 1_099_000_000}
+        app.jobs.load_list({"round": "r-1", "sites": [{**far, "tol_m": 40}], "jobs": [
+            {"id": "j-strict", "kind": "maintain", "site": {**far, "tol_m": 40}},
+            {"id": "j-loose", "kind": "maintenance", "site": far},
+            {"id": "j-sv", "kind": "survey", "village": "Xiakou"}]})
+        assert {j["id"]: j["kind"] for j in app.jobs.list()}["j-strict"] == "maintenance"
+        app.jobs.pick("j-strict")
+        r = app.photo("j-strict", "photo_before", jpeg(board_with_qr(QR, seed=41)))
+        assert not r["ok"] and r["code"] == "far_from_site" and r["retake"] and app.index.count() == 0
+        app.jobs.pick("j-loose")
+        r = app.photo("j-loose", "photo_before", jpeg(board_with_qr(QR, seed=42)))
+        assert r["ok"] and "far_unverified" in r["flags"]
+        with pytest.raises(Refused) as e:
+            app.jobs.report("j-strict", "damaged")
+        assert e.value.code == "report_needs_photo"
+        with pytest.raises(Refused) as e:
+            app.jobs.report("j-loose", "graffiti")
+        assert e.value.code == "bad_condition"
+        with pytest.raises(Refused) as e:
+            app.jobs.cannot("j-loose", "lazy")
+        assert e.value.code == "bad_reason"
+        # a platform survey job: no submit without the survey details
+        app.jobs.pick("j-sv")
+        assert app.photo("j-sv", "photo_site", jpeg(board_with_qr(None, seed=43)))["ok"]
+        with pytest.raises(Refused) as e:
+            app.jobs.submit("j-sv")
+        assert e.value.code == "need_steps"
+        with pytest.raises(Refused) as e:
+            app.jobs.propose("")
+        assert e.value.code == "bad_survey"
+        app.jobs.propose("Xiakou", "well", job="j-sv")
+        assert app.jobs.submit("j-sv")["ok"]
+        # an unplanned visit to a cached site; a site this handheld does not know is refused
+        assert app.jobs.adhoc("s-far")["job"].startswith("adhoc-hh01-")
+        with pytest.raises(Refused) as e:
+            app.jobs.adhoc("s-nowhere")
+        assert e.value.code == "no_site"
+        assert app.outbox.count() >= 4  # arrive x3, photo, survey: all held for days if need be
+        assert app.jobs.surveys()[0]["status"] == "waiting"
+    finally:
+        app.stop()

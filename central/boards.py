@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -125,6 +126,7 @@ class Boards:
         self.db = backend.db
         self.master = master
         self.clock = clock
+        self._pass = threading.Lock()
         with self.b.lock:
             self.db.executescript(SCHEMA)
 
@@ -297,13 +299,19 @@ class Boards:
     # --------------------------------------------------------------- review
     def run_once(self) -> int:
         """Review every courier event stored since the last pass; how many."""
+        with self._pass:  # one pass at a time (the duties thread and a dispatcher's GET)
+            return self._run_once()
+
+    def _run_once(self) -> int:
         row = self.db.execute("SELECT rowid FROM board_cursor WHERE k='events'").fetchone()
         after = row[0] if row else 0
+        # the end first: an event stored during the pass is left for the next one, never skipped
+        last = self.db.execute("SELECT max(rowid) FROM events").fetchone()[0] or after
         marks = ",".join("?" * len(EVENT_TYPES))
         rows = self.db.execute(
             "SELECT rowid, id, outlet, device, type, payload FROM events "
-            f"WHERE rowid > ? AND type IN ({marks}) ORDER BY rowid", (after, *EVENT_TYPES)).fetchall()
-        last = self.db.execute("SELECT max(rowid) FROM events").fetchone()[0] or after
+            f"WHERE rowid > ? AND rowid <= ? AND type IN ({marks}) ORDER BY rowid",
+            (after, last, *EVENT_TYPES)).fetchall()
         for _rowid, eid, outlet, device, etype, payload in rows:
             try:
                 body = json.loads(payload).get("body")

@@ -1,5 +1,8 @@
 """The central service's HTTPS front (docs/central-contract.md, the OpenAPI
-file beside it): batches up, commands down, evidence photos, time.
+file beside it): batches up, commands down, evidence photos, time; and, over
+a backend that keeps review data, the dispatcher's 政讯通 API under
+``/v1/boards`` (``central/boards.py``; a dispatcher's login, never an
+outlet's).
 
 Every request names its outlet twice: the login (HTTP Basic, the outlet id
 and its password from the registry) and ``X-Postedge-Outlet``. They must be

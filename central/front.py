@@ -1,5 +1,8 @@
 """The central service's HTTPS front (docs/central-contract.md, the OpenAPI
-file beside it): batches up, commands down, evidence photos, time.
+file beside it): batches up, commands down, evidence photos, time; and, over
+a backend that keeps review data, the dispatcher's 政讯通 API under
+``/v1/boards`` (``central/boards.py``; a dispatcher's login, never an
+outlet's).
 
 Every request names its outlet twice: the login (HTTP Basic, the outlet id
 and its password from the registry) and ``X-Postedge-Outlet``. They must be
@@ -27,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from central.backend import Backend, PhotoError
+from central.boards import BoardError, Boards
 from central.dispatch import Dispatch
 from central.embedded import Embedded
 from central.intake import MAX_BATCH_BYTES, check_batch
@@ -42,6 +46,7 @@ UPLOADS = "/v1/uploads"
 TIME = "/v1/time"
 KEYS = "/v1/keys"  # per-device keys for an outlet's ``outlet init`` (central/keys.py issue_for_outlet)
 MAX_KEY_DEVICES = 500
+BOARDS = "/v1/boards"
 DOWN_PAGE = 100
 MAX_PHOTO = 64 * 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -62,14 +67,18 @@ class Front:
     and why (also in its log)."""
 
     def __init__(self, backend: Backend, clock: Callable[[], float] = time.time,
-                 dispatch: Dispatch | None = None, master: bytes | None = None) -> None:
+                 dispatch: Dispatch | None = None, master: bytes | None = None,
+                 boards: Boards | None = None) -> None:
         """``dispatch``: the dispatcher's page (``central/dispatch.py``) on the
         same server, for a backend that keeps its review data; ``master``: the
-        platform master key, for ``/v1/keys`` (without it that route is 503)."""
+        platform master key, for ``/v1/keys`` (without it that route is 503);
+        ``boards``: the 政讯通 registry and review (``central/boards.py``) under
+        ``/v1/boards``, for dispatchers (HTTP Basic with a dispatcher's login)."""
         self.backend = backend
         self.master = master
         self.clock = clock
         self.dispatch = dispatch
+        self.boards = boards
         self.counts: Counter[str] = Counter()
 
     def app(self) -> web.Application:
@@ -85,6 +94,13 @@ class Front:
         r.add_get(UPLOADS + r"/{sha256:[0-9a-f]{64}}", self._photo_state, allow_head=False)
         if self.dispatch is not None:
             self.dispatch.routes(app)
+        if self.boards is not None:
+            r.add_get(BOARDS, self._boards_view, allow_head=False)
+            r.add_post(BOARDS + r"/{what:campaigns|sites|jobs}", self._boards_add)
+            r.add_post(BOARDS + r"/sites/{site:[A-Za-z0-9_.:-]{1,64}}/{action:approve|retire}",
+                       self._site_action)
+            r.add_post(BOARDS + r"/send/{outlet:[a-z0-9_-]{1,32}}/{device:[a-z0-9_-]{1,32}}",
+                       self._boards_send)
         return app
 
     # ----------------------------------------------------------- login
@@ -194,6 +210,97 @@ class Front:
         record("keys_issued", outlet=outlet, n=len(out["keys"]), retired=out["retired"])
         return _json(200, out)
 
+    # ---------------------------------------------------------- boards
+    async def _dispatcher(self, request: web.Request) -> str | web.Response:
+        """The logged-in dispatcher (HTTP Basic, the /dispatch logins), or the refusal."""
+        auth = request.headers.get("Authorization", "")
+        name = password = ""
+        if auth.startswith("Basic "):
+            try:
+                name, _, password = base64.b64decode(auth[6:], validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                name = ""
+        login = getattr(self.backend, "dispatcher_login", None)
+        if not name or login is None or not await self._run(login, name, password):
+            return self._refuse(request, 401, "unauthorized")
+        return name
+
+    async def _board_call(self, request: web.Request, fn: Callable[..., Any], *args: Any,
+                          status: int = 200) -> web.Response:
+        try:
+            res = await self._run(fn, *args)
+        except BoardError as e:
+            return self._refuse(request, 409 if e.code in ("bad_status", "campaign_over") else 400, e.code,
+                                e.detail)
+        except (TypeError, ValueError, KeyError) as e:
+            return self._refuse(request, 400, "bad_request", f"{type(e).__name__}: {e}"[:200])
+        return _json(status, res if isinstance(res, dict) else {"ok": True, "result": res})
+
+    async def _boards_view(self, request: web.Request) -> web.Response:
+        who = await self._dispatcher(request)
+        if isinstance(who, web.Response):
+            return who
+        assert self.boards is not None
+        boards = self.boards
+
+        def view() -> dict[str, Any]:
+            boards.run_once()  # the freshest review: what was stored up to now
+            return boards.overview()
+
+        return await self._board_call(request, view)
+
+    async def _boards_add(self, request: web.Request) -> web.Response:
+        who = await self._dispatcher(request)
+        if isinstance(who, web.Response):
+            return who
+        assert self.boards is not None
+        body = await self._body(request, 16 * 1024)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            doc = json.loads(body)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return self._refuse(request, 400, "bad_json")
+        b, what = self.boards, request.match_info["what"]
+        if what == "campaigns":
+            return await self._board_call(request, lambda: b.add_campaign(
+                str(doc.get("id", "")), str(doc.get("poster", "")), str(doc.get("qr", "")),
+                doc.get("starts"), doc.get("ends")) or {"ok": True, "campaign": doc.get("id")}, status=201)
+        if what == "sites":
+            return await self._board_call(request, lambda: b.add_site(
+                str(doc["id"]), str(doc["outlet"]), str(doc["village"]), int(doc["lat_e7"]),
+                int(doc["lon_e7"]),
+                name=str(doc.get("name", "")), tol_m=float(doc.get("tol_m", 50.0)),
+                landmark=str(doc.get("landmark", ""))) or {"ok": True, "site": doc["id"]}, status=201)
+        return await self._board_call(request, lambda: {"ok": True, "job": b.add_job(
+            str(doc.get("kind", "")), str(doc.get("outlet", "")), str(doc.get("device", "")),
+            doc.get("site"), doc.get("campaign"), doc.get("village"))}, status=201)
+
+    async def _site_action(self, request: web.Request) -> web.Response:
+        who = await self._dispatcher(request)
+        if isinstance(who, web.Response):
+            return who
+        assert self.boards is not None
+        b, m = self.boards, request.match_info
+        fn = b.approve_site if m["action"] == "approve" else b.retire_site
+        record("site_" + m["action"], site=m["site"], by=who)
+        return await self._board_call(request, lambda: fn(m["site"]) or {"ok": True, "site": m["site"]})
+
+    async def _boards_send(self, request: web.Request) -> web.Response:
+        who = await self._dispatcher(request)
+        if isinstance(who, web.Response):
+            return who
+        assert self.boards is not None
+        b, m = self.boards, request.match_info
+
+        def send() -> dict[str, Any]:
+            cid, cursor, n = b.send_jobs(m["outlet"], m["device"])
+            return {"ok": True, "cmd": cid, "cursor": cursor, "jobs": n}
+
+        return await self._board_call(request, send)
+
     # ---------------------------------------------------------- photos
     async def _photo_begin(self, request: web.Request) -> web.Response:
         outlet = await self._login(request)
@@ -242,12 +349,14 @@ class Front:
 def serve(backend: Backend, host: str, port: int, cert: str, key: str,
           master: bytes | None = None) -> tuple[ThreadedServer, Front]:
     """The front on ``host:port`` over HTTPS (TLS 1.2+), started; with the
-    ``master`` key it also issues device keys (``/v1/keys``)."""
+    ``master`` key it also issues device keys (``/v1/keys``) and signs board
+    job lists (``/v1/boards``)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    front = Front(backend, dispatch=Dispatch(backend) if isinstance(backend, Embedded) else None,
-                  master=master)
+    embedded = isinstance(backend, Embedded)
+    front = Front(backend, dispatch=Dispatch(backend) if embedded else None, master=master,
+                  boards=Boards(backend, master) if embedded else None)
     srv = ThreadedServer(front.app(), host, port, name="central-https", idle_timeout=30.0,
                          max_connections=1024, ssl_context=ctx, auto_decompress=False)
     srv.start()

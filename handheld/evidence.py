@@ -2,9 +2,11 @@
 
 :func:`capture_evidence` runs the checks in the order that wastes least of the
 courier's time: can we read the picture at all, is it good enough, do we know where
-we are, is it a copy. Each refusal is a typed exception (:class:`EvidenceRefused` and
-subclasses) with a reason code, the Simplified-Chinese and English text, and the
-details (quality metrics, GNSS flags, matching photos) the UI or a supervisor needs.
+we are, are we at the site (``site=``: its position and tolerance; the platform's
+review checks the same distance again), is it a copy. Each refusal is a typed
+exception (:class:`EvidenceRefused` and subclasses) with a reason code, the
+Simplified-Chinese and English text, and the details (quality metrics, GNSS flags,
+matching photos, distance) the UI or a supervisor needs.
 
 Durability ("nothing lost"): nothing is written for a refused photo, so bad input
 cannot disturb what is already stored. An accepted photo is written JPEG first,
@@ -21,6 +23,7 @@ both hashes, quality metrics, duplicate notes, device id.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -109,6 +112,30 @@ class PositionRefused(EvidenceRefused):
     retake = False
 
 
+class FarRefused(EvidenceRefused):
+    """Taken farther from the site than its tolerance: walk to the board and retake."""
+
+    def __init__(self, code: str, reasons: list[str] | None = None,
+                 detail: dict[str, Any] | None = None) -> None:
+        super().__init__(code, reasons, detail)
+        d = TEXT.both("evidence.far_detail", distance=self.detail.get("distance_m", "?"),
+                      tolerance=self.detail.get("tolerance_m", "?"))
+        self.zh += d["zh"]
+        self.en += d["en"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "distance_m": self.detail.get("distance_m"),
+                "tolerance_m": self.detail.get("tolerance_m")}
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine, mean Earth radius), degrees in."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(a)))
+
+
 class DuplicateRefused(EvidenceRefused):
     """The photo is a copy of one already indexed (see :mod:`handheld.photo_index`)."""
 
@@ -155,6 +182,7 @@ def capture_evidence(
     jpeg_quality: int = 80,
     require_position: bool = True,
     store_dir: str | Path | None = None,
+    near: tuple[float, float, float, bool] | None = None,
 ) -> dict[str, Any]:
     """Check, hash, index and describe one evidence photo; raise :class:`EvidenceRefused` if unusable.
 
@@ -168,6 +196,10 @@ def capture_evidence(
     Returns the record (JSON-safe) plus ``"jpeg"``: the bytes to store and upload.
     With ``store_dir`` the JPEG and record are also written there as
     ``<sha256>.jpg`` / ``<sha256>.json`` before the photo is indexed.
+    ``near``: (lat, lon, tolerance in metres, strict) of the site; a fix farther
+    away refuses the photo (:class:`FarRefused`, ``far_from_site``) when strict
+    (the platform gave the site its tolerance), else flags it ``far_unverified``
+    for the review.
     """
     for name, value in (("job", job), ("site", site), ("step", step), ("device", device)):
         if not isinstance(value, str) or not value.strip():
@@ -198,6 +230,14 @@ def capture_evidence(
             log.info("evidence refused (position) job=%s step=%s flags=%s", job, step, blocking)
             raise PositionRefused("position_not_ready", blocking, {"fix": fix})
         flags.append("position_unverified")
+    if near is not None and fix is not None and fix.get("ok") and fix.get("lat") is not None:
+        dist = distance_m(float(fix["lat"]), float(fix["lon"]), near[0], near[1])
+        if dist > near[2] and not near[3]:
+            flags.append("far_unverified")
+        elif dist > near[2]:
+            log.info("evidence refused (far) job=%s step=%s distance=%.0f m", job, step, dist)
+            raise FarRefused("far_from_site", ["far_from_site"],
+                             {"distance_m": round(dist), "tolerance_m": round(near[2])})
 
     jpeg = _photo.prepare(img, max_side=max_side, quality=jpeg_quality)
     sha = _photo.sha256_hex(jpeg)

@@ -14,8 +14,24 @@ Coordinates are 1e-7 degrees (the protocol carries no floats). Each kind is a fi
 sequence of steps, done in order:
 
 - ``install``: install_board -> post_poster -> photo (must show the campaign QR) -> submit
-- ``maintenance``: photo_before -> maintain -> photo_after (campaign QR if the job names
-  one) -> submit
+- ``post_poster``: post_poster -> photo (campaign QR) -> submit
+- ``maintenance`` (the platform also says ``maintain``): photo_before -> maintain ->
+  photo_after (campaign QR if the job names one) -> submit; the before and after photos
+  of one visit carry the same ``pair`` so they stay together up to the review
+- ``survey``: photo_site -> submit, which proposes a new site (``handheld.site_survey``:
+  the photo's position and accuracy, village, landmark, notes) for the platform to
+  approve. A survey is a job the platform sent or the courier's own (:meth:`Jobs.propose`);
+  it shows as waiting for approval until the site comes back in a job list's ``sites``.
+
+The job list also carries ``sites``, the approved and installed sites of the outlet
+(the registry the handheld caches for ad-hoc condition reports, :meth:`Jobs.adhoc`).
+A photo taken farther from the job's site than its tolerance (``tol_m``) is refused on
+the spot (``far_from_site``); a site sent without one is checked against 50 m and a
+photo beyond only flagged (``far_unverified``). The platform checks the distance again.
+During a job the courier can report the board's condition (:meth:`Jobs.report`:
+damaged, missing, poster torn or covered, site gone; ``handheld.board_condition`` with
+the job's photos) or give up with a reason code (:meth:`Jobs.cannot`,
+``handheld.job_not_done``). Jobs and the list show how old they are.
 
 Every step is an ``audit`` event (``handheld.board_step``); every accepted photo a
 ``handheld.photo`` event carrying the evidence record's hashes and position, and its
@@ -57,10 +73,17 @@ log = logs.get(__name__)
 
 STEPS: dict[str, tuple[str, ...]] = {
     "install": ("install_board", "post_poster", "photo"),
+    "post_poster": ("post_poster", "photo"),
     "maintenance": ("photo_before", "maintain", "photo_after"),
+    "survey": ("photo_site",),
 }
-PHOTO_STEPS = ("photo", "photo_before", "photo_after")
+ALIASES = {"maintain": "maintenance"}
+PHOTO_STEPS = ("photo", "photo_before", "photo_after", "photo_site")
 CAMPAIGN_STEPS = ("photo", "photo_after")
+PAIR_STEPS = ("photo_before", "photo_after")
+CONDITIONS = ("damaged", "missing", "poster_torn", "poster_covered", "site_gone")
+NOT_DONE = ("no_access", "site_gone", "no_poster", "unsafe", "weather", "other")
+DEFAULT_TOL_M = 50.0
 
 Emit = Callable[[str, str, dict[str, Any]], tuple[str, int]]
 
@@ -97,6 +120,17 @@ def campaign_matches(text: str, campaign: str) -> bool:
     return text == campaign or text.endswith("/" + campaign) or text.endswith("=" + campaign)
 
 
+def age(at: float | None, lang: str, now: float | None = None) -> str:
+    """How old something is, as a courier reads it ("3 天前", "5 hours ago")."""
+    if at is None:
+        return TEXT.t("age.never", lang)
+    s = max(0, int((time.time() if now is None else now) - at))
+    for unit, n in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if s >= n:
+            return TEXT.t("age." + unit, lang, n=s // n)
+    return TEXT.t("age.now", lang)
+
+
 def check_job(job: Any) -> dict[str, Any]:
     """Validate one job from the list; raise ValueError naming the field."""
     if not isinstance(job, dict):
@@ -104,20 +138,36 @@ def check_job(job: Any) -> dict[str, Any]:
     jid = job.get("id")
     if not isinstance(jid, str) or not 0 < len(jid) <= 64:
         raise ValueError("job.id must be a string of 1-64 characters")
+    if job.get("kind") in ALIASES:
+        job = {**job, "kind": ALIASES[job["kind"]]}
     if job.get("kind") not in STEPS:
         raise ValueError(f"job {jid}: kind must be one of {', '.join(STEPS)}")
+    if job["kind"] == "survey" and not isinstance(job.get("site"), dict):
+        job = {**job, "site": {"id": "", "name": str(job.get("village", ""))[:80]}}
     site = job.get("site")
     if not isinstance(site, dict) or not isinstance(site.get("id"), str):
         raise ValueError(f"job {jid}: site must be an object with an id")
+    if "tol_m" in site and (not isinstance(site["tol_m"], int | float) or not 0 < site["tol_m"] <= 1000):
+        raise ValueError(f"job {jid}: site.tol_m must be 1-1000 metres")
     for k in ("lat_e7", "lon_e7"):
         if k in site and (not isinstance(site[k], int) or isinstance(site[k], bool)):
             raise ValueError(f"job {jid}: site.{k} must be an integer (1e-7 degrees)")
     camp = job.get("campaign")
     if camp is not None and (not isinstance(camp, str) or not camp):
         raise ValueError(f"job {jid}: campaign must be a non-empty string")
-    if job["kind"] == "install" and not camp:
-        raise ValueError(f"job {jid}: an install job needs the poster's campaign")
+    if job["kind"] in ("install", "post_poster") and not camp:
+        raise ValueError(f"job {jid}: an {job['kind']} job needs the poster's campaign")
     return job
+
+
+def check_site(site: Any) -> dict[str, Any]:
+    """One cached site from the list's ``sites``; ValueError naming the field."""
+    if not isinstance(site, dict) or not isinstance(site.get("id"), str) or not site["id"]:
+        raise ValueError("each site needs an id")
+    for k in ("lat_e7", "lon_e7"):
+        if not isinstance(site.get(k), int) or isinstance(site[k], bool):
+            raise ValueError(f"site {site['id']}: {k} must be an integer (1e-7 degrees)")
+    return site
 
 
 class PhotoSink:
@@ -154,6 +204,10 @@ class Jobs:
         if not isinstance(raw, list):
             raise ValueError("args.jobs must be a list")
         new = [check_job(j) for j in raw]
+        sites = args.get("sites")
+        if sites is not None and not isinstance(sites, list):
+            raise ValueError("args.sites must be a list")
+        cached = {s["id"]: s for s in (check_site(x) for x in sites or [])}
         with self._lock:
             old = self.state["jobs"]
             jobs: dict[str, Any] = {}
@@ -164,10 +218,13 @@ class Jobs:
                 else:
                     jobs[j["id"]] = {"def": j, "status": "open", "steps": {}, "photos": {}}
             for jid, prev in old.items():  # started jobs dropped from the list stay until sent
-                if jid not in jobs and prev["status"] in ("active", "submitted"):
+                if jid not in jobs and (prev["status"] in ("active", "submitted", "not_done")
+                                        or prev.get("local")):
                     jobs[jid] = prev
-            self.state = {"round": args.get("round"), "order": list(jobs), "jobs": jobs,
-                          "received": int(time.time())}
+            self.state.update(round=args.get("round"), order=list(jobs), jobs=jobs, received=int(time.time()))
+            if sites is not None:
+                self.state["sites"] = cached
+                self.state["sites_received"] = int(time.time())
             self._save()
         return len(new)
 
@@ -193,11 +250,22 @@ class Jobs:
                 if job["status"] == "submitted" and self.delivered(job.get("submit_seq", 0)):
                     job["status"] = "sent"
                     changed = True
+                if job["status"] == "not_done" and self.delivered(job.get("submit_seq", 0)):
+                    job["status"] = "not_done_sent"
+                    changed = True
                 d = job["def"]
+                pair = None
+                if any(s in job["photos"] for s in PAIR_STEPS):
+                    pair = {"id": job.get("pair"), **{s[6:]: job["photos"].get(s, {}).get("sha256")
+                                                      for s in PAIR_STEPS}}
                 out.append({"id": jid, "kind": d["kind"], "site": d["site"], "campaign": d.get("campaign"),
                             "status": job["status"], "steps": list(STEPS[d["kind"]]),
                             "done": sorted(job["steps"], key=STEPS[d["kind"]].index),
-                            "next": self.next_step(job), "photos": job["photos"]})
+                            "next": self.next_step(job), "photos": job["photos"], "pair": pair,
+                            "issued": d.get("issued"), "received": job.get("received",
+                                                                           self.state.get("received")),
+                            "reports": job.get("reports", []), "not_done": job.get("not_done"),
+                            "survey": job.get("survey"), "local": bool(job.get("local"))})
             if changed:
                 self._save()
             return out
@@ -250,9 +318,17 @@ class Jobs:
             self._expect(job, step)
             d = job["def"]
             fix = self.gnss()
+            site = d["site"]
+            near = None
+            if step != "photo_site" and all(isinstance(site.get(k), int) for k in ("lat_e7", "lon_e7")):
+                # the platform's tolerance refuses; without one (an older list) the photo is only flagged
+                near = (site["lat_e7"] / 1e7, site["lon_e7"] / 1e7, float(site.get("tol_m", DEFAULT_TOL_M)),
+                        "tol_m" in site)
+            site_id = site["id"] or (job.get("survey") or {}).get("id") or d["id"]
             try:
-                rec = capture_evidence(image, d["id"], d["site"]["id"], step, fix, self.index, self.device,
-                                       require_position=self.require_position, store_dir=self.photo_dir)
+                rec = capture_evidence(image, d["id"], site_id, step, fix, self.index, self.device,
+                                       require_position=self.require_position, store_dir=self.photo_dir,
+                                       near=near)
             except EvidenceRefused as e:
                 q = e.detail.get("quality") if isinstance(e.detail, dict) else None
                 self.last_photo = {"ok": False, "step": step, "job": jid, "refusal": e.as_dict(),
@@ -272,12 +348,20 @@ class Jobs:
                         raise Refused("campaign_missing")
                     raise Refused("campaign_wrong", found=found[0][:60], expected=campaign)
             body = photo_event_body(rec, campaign if found else None)
+            if found:
+                body["qr"] = [t[:120] for t in found[:3]]
+            if step in PAIR_STEPS:
+                job.setdefault("pair", f"{d['id']}:1")
+                body["pair"] = job["pair"]
             eid, _ = self.emit("handheld.photo", "audit", body)
             meta = {k: v for k, v in rec.items() if k != "jpeg"}
             meta["event_id"] = eid
+            if step in PAIR_STEPS:
+                meta["pair"] = job["pair"]
             self.photos.add(Path(rec["file"]), meta)
             job["photos"][step] = {"sha256": sha, "record_id": rec["record_id"], "event": eid,
-                                   "campaign": campaign if found else None}
+                                   "campaign": campaign if found else None,
+                                   "position": {k: body.get(k) for k in ("lat_e7", "lon_e7", "acc_cm")}}
             job["steps"][step] = {"at": int(time.time()), "event": eid}
             self._save()
             result = {"ok": True, "step": step, "job": jid, "sha256": sha,
@@ -308,17 +392,156 @@ class Jobs:
             if job["status"] == "open" or missing:
                 raise Refused("need_steps", steps=", ".join(missing or ["arrive"]))
             d = job["def"]
-            body = {"job": d["id"], "site": d["site"]["id"], "kind": d["kind"],
-                    "photos": [p["sha256"] for p in job["photos"].values()],
-                    "steps": [[s, job["steps"][s]["at"]] for s in STEPS[d["kind"]]]}
-            if d.get("campaign"):
-                body["campaign"] = d["campaign"]
-            eid, seq = self.emit("handheld.job_submitted", "audit", body)
+            if d["kind"] == "survey":
+                eid, seq = self._submit_survey(job)
+            else:
+                body = {"job": d["id"], "site": d["site"]["id"], "kind": d["kind"],
+                        "photos": [p["sha256"] for p in job["photos"].values()],
+                        "steps": [[s, job["steps"][s]["at"]] for s in STEPS[d["kind"]]]}
+                if d.get("campaign"):
+                    body["campaign"] = d["campaign"]
+                if job.get("pair"):
+                    body["pair"] = job["pair"]
+                eid, seq = self.emit("handheld.job_submitted", "audit", body)
             job["status"] = "submitted"
             job["submit_event"] = eid
             job["submit_seq"] = seq
             self._save()
-            return {"ok": True, "job": jid, **TEXT.both("ok.submitted")}
+            return {"ok": True, "job": jid, **TEXT.both("ok.survey_sent" if d["kind"] == "survey"
+                                                        else "ok.submitted")}
+
+    # ------------------------------------------------------------------ 政讯通 lifecycle
+    def _next_local(self, prefix: str) -> str:
+        n = int(self.state.get("local_seq", 0)) + 1
+        self.state["local_seq"] = n
+        return f"{prefix}-{self.device}-{n}"
+
+    def _add_local(self, d: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        job = {"def": d, "status": "active", "steps": {}, "photos": {}, "local": True,
+               "started": int(time.time()), "received": int(time.time()), **extra}
+        self.state["jobs"][d["id"]] = job
+        self.state["order"] = [d["id"], *self.state["order"]]
+        return job
+
+    def propose(self, village: str, landmark: str = "", notes: str = "",
+                job: str | None = None) -> dict[str, Any]:
+        """Start a site survey: the platform's survey job ``job`` or the courier's own.
+        Then the photo of the spot (step ``photo_site``) and submit send the proposal."""
+        village, landmark, notes = str(village).strip(), str(landmark).strip(), str(notes).strip()
+        if not 0 < len(village) <= 80 or len(landmark) > 200 or len(notes) > 500:
+            raise Refused("bad_survey")
+        with self._lock:
+            survey = {"id": self._next_local("sv"), "village": village, "landmark": landmark, "notes": notes,
+                      "status": "draft"}
+            if job:
+                j = self._job(job)
+                if j["def"]["kind"] != "survey":
+                    raise Refused("bad_step", step=step_name("photo_site"))
+                if j["status"] in ("submitted", "sent"):
+                    raise Refused("job_done")
+                j["survey"] = survey
+                if j["status"] == "open":
+                    j["status"] = "active"
+                    j["started"] = int(time.time())
+                    self._board_event(j, "arrive")
+                jid = job
+            else:
+                jid = survey["id"]
+                self._add_local({"id": jid, "kind": "survey", "site": {"id": "", "name": village}},
+                                survey=survey)
+            self._save()
+            return {"ok": True, "job": jid, "survey": survey["id"], **TEXT.both("ok.survey_started")}
+
+    def _submit_survey(self, job: dict[str, Any]) -> tuple[str, int]:
+        sv = job.get("survey")
+        if not sv:
+            raise Refused("need_steps", steps=TEXT.t("jobs.survey_details", "en"))
+        shot = job["photos"]["photo_site"]
+        pos = shot.get("position") or {}
+        if pos.get("lat_e7") is None:
+            raise Refused("position_missing")
+        body = {"survey": sv["id"], "village": sv["village"], "landmark": sv["landmark"],
+                "notes": sv["notes"], "lat_e7": pos["lat_e7"], "lon_e7": pos["lon_e7"],
+                "photos": [shot["sha256"]]}
+        if pos.get("acc_cm") is not None:
+            body["acc_cm"] = pos["acc_cm"]
+        if not job.get("local"):
+            body["job"] = job["def"]["id"]
+        eid, seq = self.emit("handheld.site_survey", "audit", body)
+        sv["status"] = "waiting"
+        sv["sent_at"] = int(time.time())
+        return eid, seq
+
+    def surveys(self) -> list[dict[str, Any]]:
+        """The courier's proposals: ``waiting`` for approval until the site is in the cached registry."""
+        with self._lock:
+            sites = self.state.get("sites", {})
+            out = []
+            for job in self.state["jobs"].values():
+                sv = job.get("survey")
+                if sv and sv.get("status") in ("waiting", "approved"):
+                    out.append({**sv, "job": job["def"]["id"],
+                                "status": "approved" if sv["id"] in sites else "waiting"})
+            return out
+
+    def sites(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.state.get("sites", {}).values())
+
+    def adhoc(self, site_id: str) -> dict[str, Any]:
+        """An unplanned visit to a cached site (a condition report on the courier's own initiative):
+        a local maintenance job, already started."""
+        with self._lock:
+            site = self.state.get("sites", {}).get(site_id)
+            if site is None:
+                raise Refused("no_site", site=site_id[:64])
+            jid = self._next_local("adhoc")
+            job = self._add_local({"id": jid, "kind": "maintenance", "site": site})
+            self._board_event(job, "arrive")
+            self._save()
+            return {"ok": True, "job": jid}
+
+    def report(self, jid: str, condition: str, note: str = "") -> dict[str, Any]:
+        """The board's condition as found, with the photos taken in this job so far."""
+        with self._lock:
+            job = self._job(jid)
+            if condition not in CONDITIONS:
+                raise Refused("bad_condition")
+            if job["status"] != "active":
+                raise Refused("job_done" if job["status"] != "open" else "bad_step",
+                              step=step_name("photo_before"))
+            photos = [p["sha256"] for p in job["photos"].values()]
+            if not photos:
+                raise Refused("report_needs_photo")
+            d = job["def"]
+            body = {"job": d["id"], "site": d["site"]["id"], "condition": condition, "note": str(note)[:300],
+                    "photos": photos}
+            if job.get("pair"):
+                body["pair"] = job["pair"]
+            eid, _ = self.emit("handheld.board_condition", "audit", body)
+            job.setdefault("reports", []).append({"condition": condition, "note": body["note"],
+                                                  "at": int(time.time()), "event": eid})
+            self._save()
+            return {"ok": True, "job": jid,
+                    **TEXT.both("ok.reported", condition=Localized(TEXT.both("cond." + condition)))}
+
+    def cannot(self, jid: str, reason: str, note: str = "") -> dict[str, Any]:
+        """The courier could not complete the job: recorded with a reason code, sent like a submit."""
+        with self._lock:
+            job = self._job(jid)
+            if reason not in NOT_DONE:
+                raise Refused("bad_reason")
+            if job["status"] not in ("open", "active"):
+                raise Refused("job_done")
+            d = job["def"]
+            body = {"job": d["id"], "site": d["site"]["id"], "kind": d["kind"], "reason": reason,
+                    "note": str(note)[:300]}
+            eid, seq = self.emit("handheld.job_not_done", "audit", body)
+            job.update(status="not_done", submit_event=eid, submit_seq=seq,
+                       not_done={"reason": reason, "note": body["note"], "at": int(time.time())})
+            self._save()
+            return {"ok": True, "job": jid,
+                    **TEXT.both("ok.not_done", reason=Localized(TEXT.both("nd." + reason)))}
 
 
 def _e7(v: Any) -> int | None:
@@ -349,3 +572,30 @@ def photo_event_body(rec: dict[str, Any], campaign: str | None) -> dict[str, Any
     if campaign:
         body["campaign"] = campaign
     return body
+
+
+def board_context(jobs: Jobs, permits_received: float | None, sel: dict[str, Any] | None,
+                  lang: str) -> dict[str, Any]:
+    """What ``jobs.html`` shows beside the job list and steps: how old the job list, the
+    site list and the locker permits are, the courier's proposals, the cached sites, and
+    for the open job its issue age, before/after pair, reports and "could not complete"."""
+    st = jobs.state
+    ctx: dict[str, Any] = {
+        "ages": {"list": age(st.get("received"), lang), "sites": age(st.get("sites_received"), lang),
+                 "permits": age(permits_received, lang)},
+        "surveys": jobs.surveys(), "sites": jobs.sites(), "conditions": CONDITIONS, "not_done": NOT_DONE,
+        "board": None,
+    }
+    if sel is not None:
+        job = st["jobs"].get(sel["id"], {})
+        ctx["board"] = {
+            "issued": age(sel.get("issued"), lang) if sel.get("issued") else None,
+            "received": age(sel.get("received"), lang),
+            "pair": sel.get("pair"), "reports": sel.get("reports", []), "not_done": sel.get("not_done"),
+            "can_report": sel["status"] == "active" and bool(job.get("photos")),
+            "can_cannot": sel["status"] in ("open", "active"),
+            "needs_survey": sel["kind"] == "survey" and not job.get("survey")
+                            and sel["status"] in ("open", "active"),
+            "survey": job.get("survey"),
+        }
+    return ctx

@@ -69,6 +69,7 @@ from common.web_server import (
 )
 from handheld.app import HandheldApp
 from handheld.config import ConfigError
+from handheld.jobs import board_context
 from handheld.text import LANGS, TEXT, Refused
 
 log = logs.get(__name__)
@@ -196,6 +197,7 @@ def part_jobs(app: HandheldApp, lang: str, job: str = "") -> str:
         if lp and lp.get("job") == j["id"]:
             ctx["last_photo"] = {"quality": _quality(lp.get("quality"), lang),
                                  "campaign": _msg(lp["campaign"], lang) if lp.get("campaign") else None}
+    ctx.update(board_context(app.jobs, app.flows.view().get("received"), sel, lang))
     return _render("jobs.html", lang, ctx)
 
 
@@ -340,6 +342,17 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
         if action == "photo":
             # JSON (normally ``{}``) or an empty body: the camera's latest frame
             return app.photo(jid, query.get("step", ""), (raw or None) if binary else None)
+        # 政讯通 (handheld/jobs.py): a survey ("new": the courier's own), a condition report,
+        # could not complete, an unplanned visit to a cached site (jid: the site's id)
+        if action == "survey":
+            return app.jobs.propose(str(doc.get("village", "")), str(doc.get("landmark", "")),
+                                    str(doc.get("notes", "")), None if jid == "new" else jid)
+        if action == "report":
+            return app.jobs.report(jid, str(doc.get("condition", "")), str(doc.get("note", "")))
+        if action == "cannot":
+            return app.jobs.cannot(jid, str(doc.get("reason", "")), str(doc.get("note", "")))
+        if action == "adhoc":
+            return app.jobs.adhoc(jid)
     raise Refused("bad_request", detail="/".join(parts))
 
 

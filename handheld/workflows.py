@@ -165,7 +165,9 @@ class ParcelFlows:
                     raise ValueError("each retrieval entry needs a parcel id")
                 prev = self.state["retrieval"].get(r["parcel"])
                 ret[r["parcel"]] = {"def": r, "state": prev["state"] if prev else "waiting"}
-            self.state.update(round=args.get("round"), parcels=new, order=list(new), retrieval=ret)
+            # when the permits arrived: the UI says how old they are (a courier out of reach for days)
+            self.state.update(round=args.get("round"), parcels=new, order=list(new), retrieval=ret,
+                              received=int(self.now()))
             self._save()
             return len(new) + len(ret)
 
@@ -344,7 +346,7 @@ class ParcelFlows:
                           "reason": v["def"].get("reason", ""), "state": v["state"]}
                          for k, v in self.state["retrieval"].items()]
             return {"round": self.state["round"], "parcels": parcels, "retrieval": retrieval,
-                    "intake": list(self.state["intake"][-10:])}
+                    "intake": list(self.state["intake"][-10:]), "received": self.state.get("received")}
 
 
 def _signature_png(value: str) -> bytes:

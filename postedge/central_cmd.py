@@ -7,7 +7,10 @@ front until SIGTERM or Ctrl+C. ``outlet add|retire|list`` is the outlet
 registry a gateway's login is checked against; ``device add`` registers a
 device and prints the key section for its config (its own key only: the
 master never leaves this folder); ``sign`` signs a command with the device's
-key and queues it for the outlet's gateway to pull.
+key and queues it for the outlet's gateway to pull. ``campaign``, ``site``,
+``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
+site registry, jobs signed for a handheld, and the verdicts on evidence
+photos with their reason codes.
 
 Exit codes: 0 done, 2 a usage or configuration error, 3 the environment
 (a port in use).
@@ -103,6 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg, backend = opened
     folder = Path(args.dir)
     try:
+        from central.keys import load_master
+
         srv, _ = front.serve(backend, cfg.host, cfg.port, str(cfg.path(folder, cfg.cert_file)),
                              str(cfg.path(folder, cfg.key_file)),
                              master=load_master(cfg.path(folder, cfg.master_key_file)))
@@ -125,14 +130,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _duties(cfg: CentralConfig, folder: Path, backend: Embedded, stop: threading.Event) -> None:
     """The platform's own work every ``notice_interval_s`` until stopped:
-    answering revoked devices (central/revocations.py) and, with an SMS
-    provider configured, pickup notices (central/notices.py)."""
+    answering revoked devices (central/revocations.py), reviewing board
+    evidence (central/boards.py) and, with an SMS provider configured, pickup
+    notices (central/notices.py)."""
+    from central.boards import Boards
     from central.keys import load_master
     from central.notices import HttpSms, Notices
     from central.revocations import Revocations
 
     master = load_master(cfg.path(folder, cfg.master_key_file))
-    steps = [Revocations(backend, master).run_once]
+    steps = [Revocations(backend, master).run_once, Boards(backend, master).run_once]
     if cfg.sms_url and cfg.sms_token_file:
         token = cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip()
         steps.append(Notices(backend, master, HttpSms(cfg.sms_url, token), backend.notifier_outlets).run_once)
@@ -312,6 +319,120 @@ def cmd_sign(args: argparse.Namespace) -> int:
         return 0
 
 
+def _when(text: str | None) -> float | None:
+    """``YYYY-MM-DD`` (local midnight) as a timestamp; ValueError otherwise."""
+    return None if not text else time.mktime(time.strptime(text, "%Y-%m-%d"))
+
+
+def cmd_boards(args: argparse.Namespace) -> int:
+    """campaign add|list, site add|approve|retire|list, job add|list, review list."""
+    from central.boards import BoardError, Boards
+    from central.keys import load_master
+
+    lang = i18n.pick(args.lang)
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        cfg, backend = opened
+        b = Boards(backend, load_master(cfg.path(Path(args.dir), cfg.master_key_file)))
+        what, action = args.central, args.action
+        try:
+            if what == "campaign" and action == "add":
+                b.add_campaign(args.id, args.poster, args.qr, _when(args.start), _when(args.end))
+                _say("board.campaign_added", lang, id=args.id, qr=args.qr)
+            elif what == "campaign":
+                for c in b.campaigns():
+                    print(TEXT.t("board.campaign_row", lang, id=c["id"], poster=c["poster"], qr=c["qr"]))
+            elif what == "site" and action == "add":
+                b.add_site(args.id, args.outlet, args.village, round(args.lat * 1e7), round(args.lon * 1e7),
+                           name=args.name or "", tol_m=args.tolerance)
+                _say("board.site_added", lang, id=args.id)
+            elif what == "site" and action in ("approve", "retire"):
+                (b.approve_site if action == "approve" else b.retire_site)(args.id)
+                _say("board.site_" + action, lang, id=args.id)
+            elif what == "site":
+                b.run_once()
+                for s in b.sites():
+                    print(TEXT.t("board.site_row", lang, id=s["id"], village=s["village"],
+                                 lat=s["lat_e7"] / 1e7, lon=s["lon_e7"] / 1e7,
+                                 status=TEXT.t("board.state." + s["status"], lang),
+                                 cond=TEXT.t("board.cond." + s["cond"], lang) if s["cond"] else ""))
+            elif what == "job" and action == "add":
+                jid = b.add_job(args.kind, args.outlet, args.device, args.site, args.campaign, args.village)
+                cid, _cursor, n = b.send_jobs(args.outlet, args.device)
+                _say("board.job_added", lang, id=jid, device=args.device, n=n, cmd=cid)
+            elif what == "job":
+                b.run_once()
+                for j in b.jobs():
+                    print(TEXT.t("board.job_row", lang, id=j["id"],
+                                 kind=TEXT.t("board.kind." + j["kind"], lang), site=j["site"] or j["village"],
+                                 device=j["device"],
+                                 status=TEXT.t("board.jstate." + j["status"], lang),
+                                 reason=TEXT.t("board.reason." + j["reason"], lang) if j["reason"] else ""))
+            else:
+                b.run_once()
+                for r in b.reviews():
+                    print(TEXT.t("board.review_row", lang, sha=r["sha"][:12], job=r["job"], step=r["step"],
+                                 verdict=TEXT.t("board.verdict." + r["verdict"], lang),
+                                 reason=TEXT.t("board.reason." + r["reason"], lang)))
+                for rep in b.reports():
+                    print(TEXT.t("board.report_row", lang, site=rep["site"],
+                                 cond=TEXT.t("board.cond." + rep["cond"], lang), note=rep["note"]))
+        except BoardError as e:
+            _say("board.refused", lang, err=True, why=TEXT.t("board.reason." + e.code, lang), detail=e.detail)
+            return 2
+    return 0
+
+
+def _boards_parser(csub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from central.boards import KINDS
+
+    cp = csub.add_parser("campaign", help="bulletin-board campaigns: a poster and the QR printed on it")
+    cpsub = cp.add_subparsers(dest="action", required=True)
+    ca = cpsub.add_parser("add", help="add a campaign (or change it)")
+    ca.add_argument("dir", type=Path)
+    ca.add_argument("id")
+    ca.add_argument("--poster", required=True, help="the poster's title")
+    ca.add_argument("--qr", required=True, help="what the poster's QR code holds")
+    ca.add_argument("--start", help="first day, YYYY-MM-DD")
+    ca.add_argument("--end", help="last day, YYYY-MM-DD")
+    cpsub.add_parser("list", help="list campaigns").add_argument("dir", type=Path)
+    cp.set_defaults(func=cmd_boards)
+    sp = csub.add_parser("site", help="the board site registry")
+    spsub = sp.add_subparsers(dest="action", required=True)
+    sa = spsub.add_parser("add", help="add an approved site")
+    sa.add_argument("dir", type=Path)
+    sa.add_argument("id")
+    sa.add_argument("outlet")
+    sa.add_argument("--village", required=True, help="the village")
+    sa.add_argument("--name", help="what couriers call the place")
+    sa.add_argument("--lat", type=float, required=True, help="latitude, degrees")
+    sa.add_argument("--lon", type=float, required=True, help="longitude, degrees")
+    sa.add_argument("--tolerance", type=float, default=50.0, help="metres a photo may be taken from the site")
+    for action, text in (("approve", "approve a site a courier proposed"), ("retire", "retire a site")):
+        a = spsub.add_parser(action, help=text)
+        a.add_argument("dir", type=Path)
+        a.add_argument("id")
+    spsub.add_parser("list", help="sites, their status and condition").add_argument("dir", type=Path)
+    sp.set_defaults(func=cmd_boards)
+    jp = csub.add_parser("job", help="board jobs for a courier's handheld")
+    jpsub = jp.add_subparsers(dest="action", required=True)
+    ja = jpsub.add_parser("add", help="add a job and send the handheld its job list")
+    ja.add_argument("dir", type=Path)
+    ja.add_argument("outlet")
+    ja.add_argument("device")
+    ja.add_argument("--kind", choices=KINDS, required=True)
+    ja.add_argument("--site", help="the site (not for a survey)")
+    ja.add_argument("--campaign", help="the campaign whose poster goes up")
+    ja.add_argument("--village", help="where to look for a site (a survey)")
+    jpsub.add_parser("list", help="jobs and their status").add_argument("dir", type=Path)
+    jp.set_defaults(func=cmd_boards)
+    rp = csub.add_parser("review", help="verdicts on evidence photos and condition reports")
+    rpsub = rp.add_subparsers(dest="action", required=True)
+    rpsub.add_parser("list", help="list verdicts and reports").add_argument("dir", type=Path)
+    rp.set_defaults(func=cmd_boards)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c = sub.add_parser("central", help="the central service: the platform side gateways upload to")
     csub = c.add_subparsers(dest="central", required=True)
@@ -380,3 +501,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.add_argument("--lifetime", type=int, default=600, help="seconds the command stays valid")
     s.add_argument("--print-only", action="store_true", help="print the signed command, queue nothing")
     s.set_defaults(func=cmd_sign)
+    _boards_parser(csub)

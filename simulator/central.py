@@ -41,6 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from central.backend import Stored
+from central.boards import Boards
 from central.dispatch import Dispatch
 from central.embedded import Embedded
 from central.front import Front
@@ -185,7 +186,8 @@ class CentralService:
         self.duty_interval_s = duty_interval_s
         self.backend = Embedded(self.dir)
         self.sabotage = _Sabotaged(self.backend)
-        self.front = Front(self.sabotage, clock=clock, dispatch=Dispatch(self.backend))  # type: ignore[arg-type]
+        self.front = Front(self.sabotage, clock=clock, dispatch=Dispatch(self.backend),  # type: ignore[arg-type]
+                           master=master, boards=Boards(self.backend, master, clock=clock))
         self.sms = SmsDouble()
         self.notices_service = Notices(self.backend, master, HttpSms(self.sms.url, SmsDouble.TOKEN),
                                        self.backend.notifier_outlets, clock=clock)

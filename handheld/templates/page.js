@@ -155,6 +155,14 @@ document.addEventListener('submit',function(e){
     post('/api/dispatch/handout',{group:f.getAttribute('data-group'),share:+f.getAttribute('data-share'),
       method:tv?'token':'name',value:tv||nm});}
 });
+/* Bulletin-board forms on the jobs screen (survey, condition report, could not complete,
+   report on a cached site): a form with data-post sends its fields as JSON there; an
+   answer naming a job opens it. */
+document.addEventListener('submit',function(e){
+  var f=e.target, u=f.getAttribute('data-post'); if(!u)return; e.preventDefault();
+  var d={}; new FormData(f).forEach(function(v,k){d[k]=v;});
+  post(u,d).then(function(r){if(r&&r.ok&&r.job&&f.hasAttribute('data-open')){job=r.job;refresh();}});
+});
 /* The browser's location (geolocation = true in the config): a fresh fix every second, posted
    quietly (no message, no refresh); the server's gate decides (handheld/geolocation.py). */
 function quiet(url,body){return fetch(url,{method:'POST',credentials:'same-origin',body:JSON.stringify(body),

@@ -80,15 +80,15 @@ def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path
         # scan screen: distinct feedback per verdict
         page.fill("#scan-form input", GOOD)
         page.press("#scan-form input", "Enter")
-        page.wait_for_selector("#feedback[data-verdict=good]")
-        good_bg = page.eval_on_selector("#feedback", "e => getComputedStyle(e).backgroundColor")
+        page.wait_for_selector("#msg[data-verdict=good]")
+        good_bg = page.eval_on_selector("#msg", "e => getComputedStyle(e).backgroundColor")
         page.wait_for_timeout(400)  # past the different-symbol window (0.3 s)
         page.fill("#scan-form input", "RB123456784GB")
         page.press("#scan-form input", "Enter")
-        page.wait_for_selector("#feedback[data-verdict=invalid]")
-        bad_bg = page.eval_on_selector("#feedback", "e => getComputedStyle(e).backgroundColor")
+        page.wait_for_selector("#msg[data-verdict=invalid]")
+        bad_bg = page.eval_on_selector("#msg", "e => getComputedStyle(e).backgroundColor")
         assert good_bg != bad_bg
-        assert ("无效" if zh else "Invalid") in page.inner_text("#feedback")
+        assert ("无效" if zh else "Invalid") in page.inner_text("#msg")
 
         # the job list arrives from the gateway as a signed command
         page.click("#tab-jobs")

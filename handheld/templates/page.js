@@ -1,5 +1,6 @@
 (function(){
-var lang={{ lang|tojson }}, screen='scan', job='', busy=false, down=false, shownKey=null, thumbUrl=null;
+var lang={{ lang|tojson }}, screen='scan', job='', busy=false, down=false, shownKey=null, thumbUrl=null,
+  inflight=0;
 var msg=document.getElementById('msg');
 var token=document.querySelector('meta[name="postedge-token"]').getAttribute('content');
 function $(s){return document.querySelector(s);}
@@ -67,13 +68,15 @@ function post(url,body,raw,thumb){
   var opt={method:'POST',credentials:'same-origin',headers:{'X-Postedge-Token':token}};
   if(raw!==undefined&&raw!==null){opt.body=raw;opt.headers['Content-Type']='application/octet-stream';}
   else{opt.body=JSON.stringify(body||{});opt.headers['Content-Type']='application/json';}
+  inflight++;
   return timed(url,opt,60000).then(function(r){return r.json();})
    .then(function(r){
-     setDown(false);
+     inflight--; setDown(false);
      if(r.code==='bad_token'){reloadOnce();}
      if(r.result_key!==undefined){shownKey=r.result_key;}
      show(r,thumb); return refresh().then(function(){return r;});})
-   .catch(function(e){setDown(true); var d=$('#down').textContent; show({ok:false,zh:d,en:d},thumb);});
+   .catch(function(e){if(inflight>0){inflight--;} setDown(true);
+     var d=$('#down').textContent; show({ok:false,zh:d,en:d},thumb);});
 }
 /* A page the service worker kept from an earlier run of the app carries that run's
    session token: the first refusal for it loads the page afresh. */
@@ -95,7 +98,7 @@ function load(name,el){
    is new, i.e. a scan that did not come through this page's field (the serial engine,
    the camera), or a deposit's locker answer ("9 号格口已开"). */
 function lastResult(){
-  var e=$('#last-result'); if(!e)return;
+  var e=$('#last-result'); if(!e||inflight)return;  /* a request's own answer says it */
   var k=e.getAttribute('data-key');
   if(shownKey===null){shownKey=k;}  /* the page shows what it found at load without a sound */
   if(k===shownKey)return;

@@ -35,7 +35,8 @@ function show(r,thumb){
   if(thumb){var im=document.createElement('img'); im.className='thumb'; im.id='thumb'; im.alt='';
     im.src=thumb; im.onerror=function(){im.hidden=true;}; msg.appendChild(im);}
   var body=document.createElement('span'); body.className='body';
-  var b=document.createElement('b'); b.className='text'; b.textContent=r[lang]||r.en||r.code||'';
+  var b=document.createElement('b'); b.className='text';
+  b.textContent=r[lang]||r.en||(r.ok?msg.getAttribute('data-done'):r.code)||'';
   body.appendChild(b);
   if(r.text){var m=document.createElement('span'); m.className='mono'; m.textContent=r.text; body.appendChild(m);}
   msg.appendChild(body);

@@ -6,11 +6,19 @@ or courier string is escaped), its words from ``handheld/text.toml``, CSS and sc
 inline under a per-response CSP nonce, and nothing fetched from anywhere else (the
 handheld is often offline). Differences that come from being held in a hand outdoors:
 
-- every control is at least 48 px high and wide (``--tap``), text is large, and every
-  colour also carries a word or symbol (a green/red screen in the sun is hard to read);
-- the page is one shell with five screens (scan, parcels, jobs, camera, sync); the
-  live parts of the visible screen are fetched from ``/part`` every second and swapped
-  in only when they changed, so a half-typed code or an open file chooser survives;
+- laid out for one hand and gloves at 360 px wide (docs/handheld.md, "One hand and
+  gloves"): a one-line header, the scan input with ONE result area right under it on
+  every screen (every scan and action replaces it, with a tone and a vibration per
+  kind of result), the screen, and a tab bar at the bottom; every control is at
+  least 48 px high and wide (``--tap``) and 12 px from the next, text and borders at
+  7:1 or more, and every colour also carries a word or symbol;
+- the page is one shell with six screens (scan, parcels, dispatch, jobs, camera,
+  sync); the live parts of the visible screen are fetched from ``/part`` every second
+  and swapped in only when they changed, so a half-typed code or an open file chooser
+  survives; a failed fetch turns on the "app not answering" banner and disables the
+  actions;
+- an installable web app: a manifest per language, icons and a service worker that
+  keeps the shell for opening with no network (``handheld/static/``);
 - Simplified Chinese by default, English one tap away (``?lang=en``).
 
 The server is aiohttp in a thread of its own (``common.web_server.ThreadedServer``,

@@ -270,7 +270,10 @@ if(document.querySelector('meta[name="postedge-geo"]').getAttribute('content')==
 }
 /* The installable app (docs/handheld.md): the service worker keeps the page's shell, so
    it opens with no network and says the app is not answering instead of nothing. */
-if('serviceWorker' in navigator){navigator.serviceWorker.register('/sw.js',{scope:'/'}).catch(function(){});}
+function sw(){navigator.serviceWorker.register('/sw.js',{scope:'/'}).catch(function(){});}
+/* after the page has settled: installing fetches the shell, which must not slow the first scans */
+if('serviceWorker' in navigator){if(document.readyState==='complete'){setTimeout(sw,2000);}
+  else{window.addEventListener('load',function(){setTimeout(sw,2000);});}}
 go('scan');
 setInterval(refresh,1000);
 })();

@@ -319,7 +319,7 @@ def test_one_result_area_with_sound_vibration_thumbnail_and_compartment(
             page.wait_for_selector(f'.step.done[data-step="{step}"]')
         page.set_input_files('[data-action=photo-file][data-step="photo"]', str(cam))
         page.wait_for_selector("#msg[data-ok='1'] img.thumb", timeout=20_000)
-        page.wait_for_function("document.querySelector('#msg img.thumb').naturalWidth > 0")
+        page.wait_for_function("() => document.querySelector('#msg img.thumb').naturalWidth > 0")
         assert ("照片合格" if zh else "passed the checks") in page.inner_text("#msg")
         at_jobs = place()
         assert at_jobs == at, (at_jobs, at)  # the same result area on every screen
@@ -389,7 +389,7 @@ def test_installable_app_opens_with_the_app_stopped(chromium: Any, tmp_path: Pat
                 assert img.shape[:2] == (n, n) and icon["type"] == "image/png"
         page.goto(base + "/?lang=en")
         assert page.get_attribute("link[rel=manifest]", "href") == "/manifest.webmanifest?lang=en"
-        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=15_000)
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=20_000)
         page.wait_for_function("""() => caches.open('postedge-handheld-v1').then(c => c.keys())
             .then(k => k.length >= 7)""")
         app.stop()  # the app and its server are gone; the browser has no network to it

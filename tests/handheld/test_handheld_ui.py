@@ -106,7 +106,7 @@ def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path
         # photograph: the camera's latest frame, quality verdict and campaign check shown
         page.click("#tab-camera")
         page.wait_for_selector("#scr-camera .quality[data-ok='1']", timeout=10_000)
-        page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
+        page.wait_for_function("() => document.getElementById('preview').naturalWidth > 0")
         page.click("#tab-jobs")
         page.click('[data-action=photo][data-step="photo"]')
         page.wait_for_selector("#photo-result .quality[data-ok='1']", timeout=20_000)
@@ -126,7 +126,7 @@ def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path
         # sync screen: connected, nothing waiting, the photo kept for the uploader
         page.click("#tab-sync")
         page.wait_for_selector("#sync-events")
-        page.wait_for_function("document.getElementById('sync-events').textContent === '0'")
+        page.wait_for_function("() => document.getElementById('sync-events').textContent === '0'")
         assert ("已连接" if zh else "Connected") in page.inner_text("#sync-link")
         page.wait_for_selector("#sync-photos[data-waiting='1']")  # kept until the gateway has it
         assert not app.web.refused, app.web.refused  # the real page never trips the guard

@@ -183,7 +183,9 @@ def part_scan(app: HandheldApp, lang: str) -> str:
 def part_parcels(app: HandheldApp, lang: str) -> str:
     v = app.flows.view()
     parcels = [{**p, "state_text": t("pstate." + p["state"], lang),
-                "cmd_text": _cmd_status(p["cmd_status"], lang) if p["cmd_status"] else ""}
+                "cmd_text": t("cmd.acked_at", lang, n=p["compartment"])
+                if p["cmd_status"] == "acked" and p.get("compartment") is not None
+                else _cmd_status(p["cmd_status"], lang) if p["cmd_status"] else ""}
                for p in v["parcels"]]
     retrieval = [{**r, "reason_text": t("rreason." + r["reason"], lang)
                   if TEXT.has("rreason." + str(r["reason"])) else r["reason"]} for r in v["retrieval"]]

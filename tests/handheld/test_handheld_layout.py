@@ -306,6 +306,10 @@ def test_one_result_area_with_sound_vibration_thumbnail_and_compartment(
         assert verdicts() == ["msg:good"] and page.evaluate("window.__vib.length") == 6
         page.wait_for_timeout(1500)  # shown once, not again at every refresh
         assert page.evaluate("window.__vib.length") == 6
+        page.click("#tab-parcels")  # and the parcel's row says it too
+        row = f'.row[data-parcel="{dep}"]'
+        page.wait_for_selector(row)
+        assert ("9 号格口已开" if zh else "compartment 9 open") in page.inner_text(row)
 
         # a photo: its thumbnail in the result area, beside the verdict
         cam = tmp_path / "board.jpg"

@@ -6,11 +6,19 @@ or courier string is escaped), its words from ``handheld/text.toml``, CSS and sc
 inline under a per-response CSP nonce, and nothing fetched from anywhere else (the
 handheld is often offline). Differences that come from being held in a hand outdoors:
 
-- every control is at least 48 px high and wide (``--tap``), text is large, and every
-  colour also carries a word or symbol (a green/red screen in the sun is hard to read);
-- the page is one shell with five screens (scan, parcels, jobs, camera, sync); the
-  live parts of the visible screen are fetched from ``/part`` every second and swapped
-  in only when they changed, so a half-typed code or an open file chooser survives;
+- laid out for one hand and gloves at 360 px wide (docs/handheld.md, "One hand and
+  gloves"): a one-line header, the scan input with ONE result area right under it on
+  every screen (every scan and action replaces it, with a tone and a vibration per
+  kind of result), the screen, and a tab bar at the bottom; every control is at
+  least 48 px high and wide (``--tap``) and 12 px from the next, text and borders at
+  7:1 or more, and every colour also carries a word or symbol;
+- the page is one shell with six screens (scan, parcels, dispatch, jobs, camera,
+  sync); the live parts of the visible screen are fetched from ``/part`` every second
+  and swapped in only when they changed, so a half-typed code or an open file chooser
+  survives; a failed fetch turns on the "app not answering" banner and disables the
+  actions;
+- an installable web app: a manifest per language, icons and a service worker that
+  keeps the shell for opening with no network (``handheld/static/``);
 - Simplified Chinese by default, English one tap away (``?lang=en``).
 
 The server is aiohttp in a thread of its own (``common.web_server.ThreadedServer``,
@@ -23,7 +31,9 @@ this UI's own, a state-changing request must come from this UI's own page (``Ori
 be JSON, and carry the session token embedded in the page.
 
 Routes: ``GET /`` page · ``GET /part?name=status|scan|parcels|jobs|camera|sync&job=`` ·
-``GET /camera.jpg`` latest preview frame · ``GET /api/state`` ·
+``GET /camera.jpg`` latest preview frame · ``GET /api/state`` · ``GET /api/outbox``
+``{"connected", "outbox"}`` · the installable app: ``GET /manifest.webmanifest?lang=``,
+``GET /sw.js`` (the service worker), ``GET /static/<icon>.png`` ·
 ``POST /api/scan`` ``{"code", "mode"}`` · ``POST /api/wedge`` ``{"raw", "age_ms"}`` (a
 keyboard-wedge burst, ``handheld/wedge.py``) · ``POST /api/position`` ``{"lat", "lon",
 "accuracy_m", "age_ms"}`` or ``{"error"}`` (the browser's location, ``handheld/geolocation.py``) ·
@@ -121,22 +131,51 @@ def _render(name: str, lang: str, ctx: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------- parts
 # Each part's words and rows are made here; its template only lays them out.
 
-def _status_ctx(app: HandheldApp) -> dict[str, Any]:
-    st = app.status()
-    return {"online": bool(st["link"]["connected"]), "events": st["outbox"]["count"]}
+def _status_ctx(app: HandheldApp, lang: str) -> dict[str, Any]:
+    return {"online": bool(app.link.connected), "events": app.outbox.count(), "result": result(app, lang)}
+
+
+def result(app: HandheldApp, lang: str) -> dict[str, Any] | None:
+    """The newest result the app holds, for the page's one result area; ``None`` for none.
+
+    Its ``key`` changes whenever there is something new to say: a new scan from any
+    source (the page's field, the serial engine, the camera, a wedge burst), and the
+    locker's answer to a deposit, which comes later than the scan (the gateway is
+    polled): then the result says which compartment opened ("9 号格口已开")."""
+    r = app.last_scan
+    if r is None:
+        return None
+    verdict, ok = str(r.get("verdict", "refused")), bool(r.get("ok"))
+    key, message = f'{r.get("at", "")}', _msg(r, lang)
+    if r.get("cmd") and r.get("parcel"):  # a deposit: follow the locker's answer
+        p = next((x for x in app.flows.view()["parcels"] if x["parcel"] == r["parcel"]), None)
+        status = p["cmd_status"] if p else None
+        if status in ("acked", "refused", "expired"):
+            key += ":" + status
+            if status == "acked" and p.get("compartment") is not None:
+                message = t("ok.compartment_open", lang, n=p["compartment"], parcel=r["parcel"])
+            elif status == "acked":
+                message = t("ok.door_open", lang, parcel=r["parcel"])
+            else:
+                verdict, ok = "refused", False
+                message = f'{_cmd_status(status, lang)}：{r["parcel"]}' if lang == "zh" else \
+                    f'{_cmd_status(status, lang).capitalize()}: {r["parcel"]}'
+    return {"key": key, "verdict": verdict, "ok": ok, "message": message, "text": str(r.get("text", ""))}
 
 
 def _scan_ctx(app: HandheldApp, lang: str) -> dict[str, Any]:
     r = app.last_scan
     scan = None
     if r is not None:
+        fe = r.get("form_error")
         scan = {"verdict": r.get("verdict", "refused"), "message": _msg(r, lang), "text": r.get("text", ""),
-                "confirm": bool(r.get("confirm") and r.get("parcel")), "parcel": r.get("parcel")}
+                "confirm": bool(r.get("confirm") and r.get("parcel")), "parcel": r.get("parcel"),
+                "form_error": _msg(fe, lang) if isinstance(fe, dict) else ""}
     return {"modes": MODES, "mode": app.mode, "scan": scan}
 
 
 def part_status(app: HandheldApp, lang: str) -> str:
-    return _render("status.html", lang, _status_ctx(app))
+    return _render("status.html", lang, _status_ctx(app, lang))
 
 
 def part_scan(app: HandheldApp, lang: str) -> str:
@@ -146,7 +185,9 @@ def part_scan(app: HandheldApp, lang: str) -> str:
 def part_parcels(app: HandheldApp, lang: str) -> str:
     v = app.flows.view()
     parcels = [{**p, "state_text": t("pstate." + p["state"], lang),
-                "cmd_text": _cmd_status(p["cmd_status"], lang) if p["cmd_status"] else ""}
+                "cmd_text": t("cmd.acked_at", lang, n=p["compartment"])
+                if p["cmd_status"] == "acked" and p.get("compartment") is not None
+                else _cmd_status(p["cmd_status"], lang) if p["cmd_status"] else ""}
                for p in v["parcels"]]
     retrieval = [{**r, "reason_text": t("rreason." + r["reason"], lang)
                   if TEXT.has("rreason." + str(r["reason"])) else r["reason"]} for r in v["retrieval"]]
@@ -237,7 +278,7 @@ def render_page(app: HandheldApp, lang: str, nonce: str, token: str = "") -> str
     """The page shell. ``token`` is the session token the script sends on every POST; it
     is in a ``<meta>`` tag, readable by this page's script and by nothing cross-origin."""
     return _render("page.html", lang, {
-        **_status_ctx(app), **_scan_ctx(app, lang),
+        **_status_ctx(app, lang), **_scan_ctx(app, lang), "device": app.cfg.device,
         "html_lang": "zh-CN" if lang == "zh" else "en", "other": "en" if lang == "zh" else "zh",
         "title": f'{t("title", lang)} · {app.cfg.device}', "screens": SCREENS, "nonce": nonce,
         "token": token, "wedge": json.dumps(app.wedge.page_settings()),
@@ -261,7 +302,23 @@ PHOTO_TYPES = frozenset({"application/octet-stream", "image/jpeg", "image/png", 
                          "image/tiff"})
 _SERVER_NAME = "postedge-handheld"
 #: Every answer's policy; the page adds nonces for its one inline style and script.
-CSP = csp("img-src 'self'")
+#: ``blob:`` pictures are the thumbnails of photos the page itself took or was given;
+#: the manifest and the service worker (installable app) come from this server only.
+CSP = csp("img-src 'self' blob:", "manifest-src 'self'", "worker-src 'self'")
+#: The installable app's files (handheld/static/): the service worker and the icons.
+STATIC = Path(__file__).with_name("static")
+STATIC_TYPES = {".png": "image/png", ".js": "text/javascript"}
+
+
+def manifest(lang: str) -> dict[str, Any]:
+    """The web app manifest in ``lang``: what the terminal's browser needs to install the
+    page as an app that opens full screen, in the language the courier chose."""
+    return {"name": t("title", lang), "short_name": t("title.short", lang), "lang": "zh-CN" if lang == "zh"
+            else "en", "description": t("app.description", lang), "start_url": f"/?lang={lang}",
+            "scope": "/", "display": "standalone", "orientation": "portrait",
+            "background_color": "#ffffff", "theme_color": "#0b4f8a",
+            "icons": [{"src": f"/static/icon-{n}.png", "sizes": f"{n}x{n}", "type": "image/png",
+                       "purpose": "any maskable"} for n in (192, 512)]}
 
 
 class _Denied(Exception):
@@ -289,6 +346,13 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return doc
 
 
+def _keyed(app: HandheldApp, res: dict[str, Any]) -> dict[str, Any]:
+    """A scan's answer with the key its result has in the status part, so the page that
+    shows the answer does not show (and sound) the same result again a second later."""
+    r = result(app, "en")
+    return {**res, "result_key": r["key"] if r else ""}
+
+
 def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mime: str,
                 raw: bytes) -> dict[str, Any]:
     """One state-changing request, already past the guard; runs on a worker thread.
@@ -297,12 +361,12 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
     binary = mime in PHOTO_TYPES
     doc = {} if binary else _parse_json(raw)
     if parts == ["api", "scan"]:
-        return app.scan(str(doc.get("code", "")), doc.get("mode"))
+        return _keyed(app, app.scan(str(doc.get("code", "")), doc.get("mode")))
     if parts == ["api", "wedge"]:
         # A keyboard-wedge burst: the same call as the serial engine's loop (same verdicts,
         # rules and duplicate windows), judged at the time the page saw it.
         code, at = app.wedge.unwrap(doc)
-        return app.scan(code, source="wedge", at=at)
+        return _keyed(app, app.scan(code, source="wedge", at=at))
     if parts == ["api", "position"]:
         # navigator.geolocation, through the same accuracy gate as NMEA (handheld/geolocation.py)
         if app.browser_pos is None:
@@ -316,8 +380,16 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
         app.last_scan = None
         return {"ok": True, "mode": mode, "zh": t("mode." + mode, "zh"), "en": t("mode." + mode, "en")}
     if parts == ["api", "deliver"]:
-        res = app.flows.hand_delivery(str(doc.get("code", "")), str(doc.get("method", "")),
-                                      str(doc.get("value", "")))
+        held = app.last_scan
+        try:
+            res = app.flows.hand_delivery(str(doc.get("code", "")), str(doc.get("method", "")),
+                                          str(doc.get("value", "")))
+        except Refused as e:
+            # The form stays, with what was wrong said inside it ("还可以再试 4 次"), unless
+            # there is nothing left to confirm.
+            keep = held is not None and held.get("confirm") and e.code != "already_done"
+            app.last_scan = {**held, "form_error": e.as_dict()} if keep and held is not None else None
+            raise
         app.last_scan = None
         return res
     if len(parts) == 3 and parts[:2] == ["api", "dispatch"]:
@@ -435,6 +507,10 @@ class WebUI:
         a.router.add_get("/part", self._part)
         a.router.add_get("/camera.jpg", self._camera)
         a.router.add_get("/api/state", self._state)
+        a.router.add_get("/api/outbox", self._outbox)
+        a.router.add_get("/manifest.webmanifest", self._manifest)
+        a.router.add_get("/sw.js", self._sw)
+        a.router.add_get("/static/{name}", self._static)
         for p in ("/api/scan", "/api/wedge", "/api/position", "/api/mode", "/api/deliver",
                   "/api/dispatch/{action}", "/api/jobs/{jid}/{action}"):
             a.router.add_post(p, self._post)
@@ -561,6 +637,33 @@ class WebUI:
             return web.Response(status=503, text="no camera picture\n", content_type="text/plain",
                                 charset="utf-8")
         return web.Response(body=jpg, content_type="image/jpeg")
+
+    async def _outbox(self, request: web.Request) -> web.Response:
+        """What the offline indicator needs: the gateway link and the events waiting."""
+        def doc() -> dict[str, Any]:
+            return {"connected": bool(self.app.link.connected), "outbox": self.app.outbox.count()}
+
+        return web.json_response(await self._work(doc), dumps=_dumps)
+
+    async def _manifest(self, request: web.Request) -> web.Response:
+        return web.Response(text=_dumps(manifest(self._lang(request))),
+                            content_type="application/manifest+json", charset="utf-8")
+
+    async def _sw(self, request: web.Request) -> web.Response:
+        # At the root, so that its scope is the whole UI.
+        return self._file("sw.js")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        return self._file(request.match_info["name"])
+
+    @staticmethod
+    def _file(name: str) -> web.Response:
+        """A file of handheld/static/ by its bare name (no path, known types only)."""
+        path = STATIC / name
+        ctype = STATIC_TYPES.get(path.suffix)
+        if "/" in name or "\\" in name or name.startswith(".") or ctype is None or not path.is_file():
+            return web.Response(status=404, text="no such file\n", content_type="text/plain", charset="utf-8")
+        return web.Response(body=path.read_bytes(), content_type=ctype)
 
     async def _state(self, request: web.Request) -> web.Response:
         def doc() -> dict[str, Any]:

@@ -328,6 +328,10 @@ class ParcelFlows:
                                "code": str(ack.get("code", ""))[:32]})
                     if p is not None and c["for"] == "deposit":
                         p["state"] = "deposited" if status == "acked" else "deposit_refused"
+                    # the locker's answer names the compartment it opened (firmware/locker)
+                    res = ack.get("result") if isinstance(ack.get("result"), dict) else {}
+                    if status == "acked" and isinstance(res.get("compartment"), int):
+                        c["compartment"] = res["compartment"]
                 self._save()
         return changed
 
@@ -341,7 +345,8 @@ class ParcelFlows:
                 parcels.append({"parcel": pid, "to": d.get("to", ""), "size": d.get("size", ""),
                                 "locker": d.get("locker", ""), "state": p["state"],
                                 "permit": isinstance(d.get("permit"), dict),
-                                "cmd_status": cmds.get(p.get("cmd", ""), {}).get("status")})
+                                "cmd_status": cmds.get(p.get("cmd", ""), {}).get("status"),
+                                "compartment": cmds.get(p.get("cmd", ""), {}).get("compartment")})
             retrieval = [{"parcel": k, "locker": v["def"].get("locker", ""),
                           "reason": v["def"].get("reason", ""), "state": v["state"]}
                          for k, v in self.state["retrieval"].items()]

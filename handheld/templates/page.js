@@ -1,32 +1,124 @@
 (function(){
-var lang={{ lang|tojson }}, screen='scan', job='', busy=false;
+var lang={{ lang|tojson }}, screen='scan', job='', busy=false, down=false, shownKey=null, thumbUrl=null,
+  inflight=0;
 var msg=document.getElementById('msg');
 var token=document.querySelector('meta[name="postedge-token"]').getAttribute('content');
 function $(s){return document.querySelector(s);}
-function show(r){
+/* Good, duplicate and bad each sound and feel different, so the courier need not look:
+   one short high beep, two short middle beeps, one long low buzz (Web Audio, no sound
+   files), and the matching vibration patterns. A browser without either stays quiet. */
+var CUES={good:{tones:[[1760,0,0.08]],vib:[60]},
+  duplicate:{tones:[[880,0,0.07],[880,0.13,0.07]],vib:[40,80,40]},
+  bad:{tones:[[196,0,0.4]],vib:[250,100,250]}};
+var actx=null;
+function cue(kind){
+  var c=CUES[kind]; msg.setAttribute('data-cue',kind);
+  try{
+    var AC=window.AudioContext||window.webkitAudioContext;
+    if(AC){actx=actx||new AC(); if(actx.state==='suspended'){actx.resume();}
+      var t0=actx.currentTime;
+      c.tones.forEach(function(s){var o=actx.createOscillator(),g=actx.createGain();
+        o.type=kind==='bad'?'sawtooth':'square'; o.frequency.value=s[0];
+        g.gain.setValueAtTime(0.15,t0+s[1]); g.gain.setValueAtTime(0,t0+s[1]+s[2]);
+        o.connect(g); g.connect(actx.destination); o.start(t0+s[1]); o.stop(t0+s[1]+s[2]+0.01);});}
+  }catch(e){}
+  try{if(navigator.vibrate){navigator.vibrate(c.vib);}}catch(e){}
+}
+/* The one result area (#msg, right under the scan input on every screen): every scan and
+   every action replaces what it said, with a thumbnail after a photo. */
+function show(r,thumb){
   var v=r.verdict||(r.ok?'good':'refused');
   msg.className='fb v-'+v; msg.setAttribute('data-verdict',v); msg.setAttribute('data-ok',r.ok?'1':'0');
-  msg.textContent=r[lang]||r.en||r.code||'';
+  msg.textContent='';
+  if(thumbUrl&&thumbUrl!==thumb&&thumbUrl.indexOf('blob:')===0){URL.revokeObjectURL(thumbUrl);}
+  thumbUrl=thumb||null;
+  if(thumb){var im=document.createElement('img'); im.className='thumb'; im.id='thumb'; im.alt='';
+    im.src=thumb; im.onerror=function(){im.hidden=true;}; msg.appendChild(im);}
+  var body=document.createElement('span'); body.className='body';
+  var b=document.createElement('b'); b.className='text';
+  b.textContent=r[lang]||r.en||(r.ok?msg.getAttribute('data-done'):r.code)||'';
+  body.appendChild(b);
+  if(r.text){var m=document.createElement('span'); m.className='mono'; m.textContent=r.text; body.appendChild(m);}
+  msg.appendChild(body);
+  cue(v==='duplicate'?'duplicate':(r.ok?'good':'bad'));
 }
-function post(url,body,raw){
+function pending(){
+  msg.className='fb v-pending'; msg.setAttribute('data-verdict','pending'); msg.removeAttribute('data-ok');
+  msg.textContent=msg.getAttribute('data-pending');
+}
+/* The app stops answering (its process died, the terminal is restarting it): a red
+   banner, the pill says so, and every action is off until the next answer, so nothing
+   looks done that was not. Scans from the engine's keyboard wait in the page's queue. */
+function setDown(d){
+  if(d===down)return; down=d;
+  $('#down').hidden=!d; document.body.toggleAttribute('data-stale',d);
+  var pill=$('#link-pill');
+  if(d&&pill){pill.className='pill off'; pill.setAttribute('data-connected','0');
+    pill.textContent=pill.getAttribute('data-down');}
+  if(d){document.querySelectorAll('main button,main input,#scan-form button,#torch').forEach(function(x){
+      if(!x.disabled){x.disabled=true;x.setAttribute('data-off','1');}});}
+  else{document.querySelectorAll('[data-off]').forEach(function(x){x.disabled=false;x.removeAttribute('data-off');});
+    $('#status').removeAttribute('data-html');}
+}
+function timed(url,opt,ms){
+  var ac=window.AbortController?new AbortController():null, tm=null;
+  if(ac){opt.signal=ac.signal; tm=setTimeout(function(){ac.abort();},ms);}
+  return fetch(url,opt).finally(function(){if(tm)clearTimeout(tm);});
+}
+function post(url,body,raw,thumb){
   var opt={method:'POST',credentials:'same-origin',headers:{'X-Postedge-Token':token}};
-  if(raw!==undefined){opt.body=raw;opt.headers['Content-Type']='application/octet-stream';}
+  if(raw!==undefined&&raw!==null){opt.body=raw;opt.headers['Content-Type']='application/octet-stream';}
   else{opt.body=JSON.stringify(body||{});opt.headers['Content-Type']='application/json';}
-  return fetch(url,opt).then(function(r){return r.json();})
-   .then(function(r){show(r);return refresh().then(function(){return r;});})
-   .catch(function(e){show({ok:false,en:String(e),zh:String(e)});});
+  inflight++;
+  return timed(url,opt,60000).then(function(r){return r.json();})
+   .then(function(r){
+     inflight--; setDown(false);
+     if(r.code==='bad_token'){reloadOnce();}
+     if(r.result_key!==undefined){shownKey=r.result_key;}
+     show(r,thumb); return refresh().then(function(){return r;});})
+   .catch(function(e){if(inflight>0){inflight--;} setDown(true);
+     var d=$('#down').textContent; show({ok:false,zh:d,en:d},thumb);});
+}
+/* A page the service worker kept from an earlier run of the app carries that run's
+   session token: the first refusal for it loads the page afresh. */
+function reloadOnce(){
+  var last=+(sessionStorage.getItem('pe-reload')||0);
+  if(Date.now()-last>10000){sessionStorage.setItem('pe-reload',String(Date.now())); location.reload();}
 }
 function load(name,el){
   var q='/part?name='+name+'&lang='+lang+(name==='jobs'?'&job='+encodeURIComponent(job):'');
-  return fetch(q,{cache:'no-store'}).then(function(r){if(!r.ok)throw new Error(r.status);return r.text();})
-   .then(function(h){if(el.getAttribute('data-html')!==h){el.innerHTML=h;el.setAttribute('data-html',h);}
-     document.body.removeAttribute('data-stale');})
-   .catch(function(){document.body.setAttribute('data-stale','1');});
+  return timed(q,{cache:'no-store'},5000).then(function(r){if(!r.ok)throw new Error(r.status);return r.text();})
+   .then(function(h){setDown(false);
+     if(el.getAttribute('data-html')!==h){el.innerHTML=h;el.setAttribute('data-html',h);}
+     if(name==='status'){lastResult();}
+     if(name==='dispatch'){formError();}
+     return true;})
+   .catch(function(){setDown(true);return false;});
+}
+/* The newest result the app holds (the status part's #last-result): shown when its key
+   is new, i.e. a scan that did not come through this page's field (the serial engine,
+   the camera), or a deposit's locker answer ("9 号格口已开"). */
+function lastResult(){
+  var e=$('#last-result'); if(!e||inflight)return;  /* a request's own answer says it */
+  var k=e.getAttribute('data-key');
+  if(shownKey===null){shownKey=k;}  /* the page shows what it found at load without a sound */
+  if(k===shownKey)return;
+  shownKey=k;
+  show({verdict:e.getAttribute('data-verdict'),ok:e.getAttribute('data-ok')==='1',
+        zh:e.textContent,en:e.textContent,text:e.getAttribute('data-text')});
+}
+var handoutErr=null;
+function formError(){
+  if(!handoutErr)return;
+  var f=document.querySelector('form.handout[data-group="'+handoutErr.g+'"][data-share="'+handoutErr.s+'"]');
+  if(!f||f.querySelector('.form-error'))return;
+  var p=document.createElement('p'); p.className='form-error'; p.setAttribute('role','alert');
+  p.textContent=handoutErr.text; f.insertBefore(p,f.firstChild);
 }
 function refresh(){
   var p=[load('status',$('#status'))];
   var live=$('#scr-'+screen+' .live'); if(live){p.push(load(screen,live));}
-  if(screen==='camera'){$('#preview').src='/camera.jpg?t='+Date.now();}
+  if(screen==='camera'&&!down){$('#preview').src='/camera.jpg?t='+Date.now();}
   return Promise.all(p).then(drain);
 }
 /* Keyboard-emulation (wedge) scans: handheld/wedge.py says why these rules. Keys with
@@ -47,7 +139,7 @@ function showQ(){var q=$('#wedge-queue'); q.hidden=!wq.length; q.setAttribute('d
   q.textContent=q.getAttribute('data-text').replace('{n}',wq.length);}
 function drain(){
   showQ();
-  if(draining||!wq.length||dialogOpen())return;
+  if(down||draining||!wq.length||dialogOpen())return;
   draining=true; var s=wq[0];
   post('/api/wedge',{raw:s.raw,age_ms:Math.max(0,Date.now()-s.t)}).then(function(r){
     draining=false;
@@ -113,14 +205,15 @@ function camFrame(){var v=$('#bcam');return new Promise(function(res,rej){var n=
   })();});}
 function camError(e){var t=$('#bcam').getAttribute('data-err').replace('{d}',(e&&e.name)||String(e));
   show({ok:false,code:'camera',zh:t,en:t});}
+function photoUrl(j,st){return '/api/jobs/'+encodeURIComponent(j)+'/photo?step='+encodeURIComponent(st);}
 document.addEventListener('click',function(e){
   var b=e.target.closest('[data-action],[data-screen]'); if(!b)return;
   if(b.hasAttribute('data-screen')){go(b.getAttribute('data-screen'));return;}
   var a=b.getAttribute('data-action'), j=b.getAttribute('data-job'), st=b.getAttribute('data-step');
   if(a==='mode'){post('/api/mode',{mode:b.getAttribute('data-mode')});}
-  else if(a==='photo-browser'){msg.className='fb';msg.textContent='…';
+  else if(a==='photo-browser'){pending();
     camOpen().then(camFrame).then(function(blob){
-      return post('/api/jobs/'+encodeURIComponent(j)+'/photo?step='+encodeURIComponent(st),null,blob);
+      return post(photoUrl(j,st),null,blob,URL.createObjectURL(blob));
     }).catch(camError);}
   else if(a==='torch'){var on=b.getAttribute('aria-pressed')!=='true';
     cam.getVideoTracks()[0].applyConstraints({advanced:[{torch:on}]}).then(function(){
@@ -134,14 +227,15 @@ document.addEventListener('click',function(e){
   else if(a==='bag-pickup'){post('/api/dispatch/pickup');}
   else if(a==='bag-remove'){post('/api/dispatch/remove',{item:b.getAttribute('data-item')});}
   else if(a==='set-point'){post('/api/dispatch/point',{point:b.getAttribute('data-point')});}
-  else if(a==='photo'){msg.className='fb';msg.textContent='…';
-    post('/api/jobs/'+encodeURIComponent(j)+'/photo?step='+encodeURIComponent(st),{});}
+  else if(a==='photo'){pending();
+    /* the device camera's picture at the moment of the tap is the thumbnail */
+    post(photoUrl(j,st),{},null,'/camera.jpg?t='+Date.now());}
 });
 document.addEventListener('change',function(e){
   var i=e.target; if(i.getAttribute('data-action')!=='photo-file'||!i.files.length)return;
-  post('/api/jobs/'+encodeURIComponent(i.getAttribute('data-job'))+'/photo?step='
-       +encodeURIComponent(i.getAttribute('data-step')),
-       null,i.files[0]);
+  pending();
+  post(photoUrl(i.getAttribute('data-job'),i.getAttribute('data-step')),null,i.files[0],
+       URL.createObjectURL(i.files[0]));
 });
 document.addEventListener('submit',function(e){
   e.preventDefault(); var f=e.target;
@@ -151,9 +245,12 @@ document.addEventListener('submit',function(e){
     name=f.querySelector('[name=name]').value;
     post('/api/deliver',{code:f.getAttribute('data-parcel'),method:code?'code':'name',value:code||name});}
   else if(f.classList.contains('handout')){var tok=f.querySelector('[name=code]'),
-    tv=tok?tok.value:'', nm=f.querySelector('[name=name]').value;
-    post('/api/dispatch/handout',{group:f.getAttribute('data-group'),share:+f.getAttribute('data-share'),
-      method:tv?'token':'name',value:tv||nm});}
+    tv=tok?tok.value:'', nm=f.querySelector('[name=name]').value,
+    g=f.getAttribute('data-group'), sh=f.getAttribute('data-share');
+    post('/api/dispatch/handout',{group:g,share:+sh,method:tv?'token':'name',value:tv||nm}).then(function(r){
+      /* a refusal is said inside the form too, and stays there across refreshes */
+      handoutErr=r&&!r.ok?{g:g,s:sh,text:r[lang]||r.en||r.code}:null;
+      var old=f.querySelector('.form-error'); if(old){old.remove();} formError();});}
 });
 /* Bulletin-board forms on the jobs screen (survey, condition report, could not complete,
    report on a cached site): a form with data-post sends its fields as JSON there; an
@@ -179,6 +276,12 @@ function geo(){
 if(document.querySelector('meta[name="postedge-geo"]').getAttribute('content')==='1'&&navigator.geolocation){
   geo(); setInterval(geo,1000);
 }
+/* The installable app (docs/handheld.md): the service worker keeps the page's shell, so
+   it opens with no network and says the app is not answering instead of nothing. */
+function sw(){navigator.serviceWorker.register('/sw.js',{scope:'/'}).catch(function(){});}
+/* after the page has settled: installing fetches the shell, which must not slow the first scans */
+if('serviceWorker' in navigator){if(document.readyState==='complete'){setTimeout(sw,2000);}
+  else{window.addEventListener('load',function(){setTimeout(sw,2000);});}}
 go('scan');
 setInterval(refresh,1000);
 })();

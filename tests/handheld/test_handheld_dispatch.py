@@ -169,7 +169,7 @@ def test_outbound_screen_in_the_browser(lang: str, chromium: Any, app: HandheldA
         for text in (BAG, "SO20261203-0042", "RB123456785GB"):
             page.fill("#scan-form input", text)
             page.press("#scan-form input", "Enter")
-            page.wait_for_function("t => document.getElementById('feedback').textContent.includes(t)",
+            page.wait_for_function("t => document.getElementById('msg').textContent.includes(t)",
                                    arg=text)
             page.wait_for_timeout(350)  # past the different-symbol window
         page.click("#tab-dispatch")

@@ -80,15 +80,15 @@ def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path
         # scan screen: distinct feedback per verdict
         page.fill("#scan-form input", GOOD)
         page.press("#scan-form input", "Enter")
-        page.wait_for_selector("#feedback[data-verdict=good]")
-        good_bg = page.eval_on_selector("#feedback", "e => getComputedStyle(e).backgroundColor")
+        page.wait_for_selector("#msg[data-verdict=good]")
+        good_bg = page.eval_on_selector("#msg", "e => getComputedStyle(e).backgroundColor")
         page.wait_for_timeout(400)  # past the different-symbol window (0.3 s)
         page.fill("#scan-form input", "RB123456784GB")
         page.press("#scan-form input", "Enter")
-        page.wait_for_selector("#feedback[data-verdict=invalid]")
-        bad_bg = page.eval_on_selector("#feedback", "e => getComputedStyle(e).backgroundColor")
+        page.wait_for_selector("#msg[data-verdict=invalid]")
+        bad_bg = page.eval_on_selector("#msg", "e => getComputedStyle(e).backgroundColor")
         assert good_bg != bad_bg
-        assert ("无效" if zh else "Invalid") in page.inner_text("#feedback")
+        assert ("无效" if zh else "Invalid") in page.inner_text("#msg")
 
         # the job list arrives from the gateway as a signed command
         page.click("#tab-jobs")
@@ -106,7 +106,7 @@ def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path
         # photograph: the camera's latest frame, quality verdict and campaign check shown
         page.click("#tab-camera")
         page.wait_for_selector("#scr-camera .quality[data-ok='1']", timeout=10_000)
-        page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
+        page.wait_for_function("() => document.getElementById('preview').naturalWidth > 0")
         page.click("#tab-jobs")
         page.click('[data-action=photo][data-step="photo"]')
         page.wait_for_selector("#photo-result .quality[data-ok='1']", timeout=20_000)
@@ -126,7 +126,7 @@ def test_whole_board_job_in_the_browser(lang: str, chromium: Any, tmp_path: Path
         # sync screen: connected, nothing waiting, the photo kept for the uploader
         page.click("#tab-sync")
         page.wait_for_selector("#sync-events")
-        page.wait_for_function("document.getElementById('sync-events').textContent === '0'")
+        page.wait_for_function("() => document.getElementById('sync-events').textContent === '0'")
         assert ("已连接" if zh else "Connected") in page.inner_text("#sync-link")
         page.wait_for_selector("#sync-photos[data-waiting='1']")  # kept until the gateway has it
         assert not app.web.refused, app.web.refused  # the real page never trips the guard

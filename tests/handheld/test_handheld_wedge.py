@@ -49,7 +49,9 @@ def start(tmp_path: Path, port: int, **over: Any) -> HandheldApp:
 
 @pytest.fixture
 def page(chromium: Any) -> Iterator[Any]:
-    ctx = chromium.new_context(viewport={"width": 420, "height": 860})
+    # No service worker: installing it fetches the shell while the keys are being timed
+    # (tests/handheld/test_handheld_layout.py tests it)
+    ctx = chromium.new_context(viewport={"width": 420, "height": 860}, service_workers="block")
     p = ctx.new_page()
     p.set_default_timeout(10_000)
     try:

@@ -129,26 +129,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _duties(cfg: CentralConfig, folder: Path, backend: Embedded, stop: threading.Event) -> None:
-    """The platform's own work every ``notice_interval_s`` until stopped:
-    answering revoked devices (central/revocations.py), reviewing board
-    evidence (central/boards.py) and, with an SMS provider configured, pickup
-    notices (central/notices.py)."""
-    from central.boards import Boards
+    """The platform's own work (``central/duties.py``) every
+    ``notice_interval_s`` until stopped; pickup notices only with an SMS
+    provider configured."""
+    from central.duties import Duties
     from central.keys import load_master
-    from central.notices import HttpSms, Notices
-    from central.revocations import Revocations
+    from central.notices import HttpSms
 
     master = load_master(cfg.path(folder, cfg.master_key_file))
-    steps = [Revocations(backend, master).run_once, Boards(backend, master).run_once]
+    sms = None
     if cfg.sms_url and cfg.sms_token_file:
-        token = cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip()
-        steps.append(Notices(backend, master, HttpSms(cfg.sms_url, token), backend.notifier_outlets).run_once)
-    while not stop.wait(cfg.notice_interval_s):
-        for step in steps:
-            try:
-                step()
-            except Exception as e:  # a pass that failed is tried again on the next tick
-                print(f"central: {e!r}", file=sys.stderr)
+        sms = HttpSms(cfg.sms_url, cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip())
+    Duties(backend, master, sms).run_until(stop, cfg.notice_interval_s)
 
 
 def cmd_outlet(args: argparse.Namespace) -> int:
@@ -435,7 +427,7 @@ def _boards_parser(csub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c = sub.add_parser("central", help="the central service: the platform side gateways upload to")
-    csub = c.add_subparsers(dest="central", required=True)
+    csub = c.add_subparsers(dest="central", required=True, metavar="COMMAND")
     i = csub.add_parser("init", help="make a central service folder (master key, certificates, database)")
     i.add_argument("dir", type=Path)
     i.add_argument("--host", default="0.0.0.0", help="address to listen on")

@@ -193,7 +193,8 @@ class Outlet:
                                           certs.ca).up()
         # with an SMS modem at the outlet its gateway is the notifier: the platform texts
         # only what the gateway routes to it
-        uplink_pw = self.central.add_outlet(self.outlet_id, notifier=bool(sc.notify.get("enabled")))
+        uplink_pw = self.central.add_outlet(self.outlet_id, notifier=bool(sc.notify.get("enabled")),
+                                            clock=self.clock.time, lockers=sc.lockers)
         self.link = Link(self.central.port).up()
         self.gw_cfg = self.dir / "gateway.toml"
         self.gw_db = self.dir / "gateway.db"

@@ -41,13 +41,12 @@ from typing import Any
 from aiohttp import web
 
 from central.backend import Stored
-from central.boards import Boards
 from central.dispatch import Dispatch
+from central.duties import Duties
 from central.embedded import Embedded
 from central.front import Front
 from central.intake import Checked
-from central.notices import HttpSms, Notices, add_contact
-from central.revocations import Revocations
+from central.notices import HttpSms, add_contact
 from common.logs import JsonLines
 from common.web_server import ThreadedServer
 from gateway.broker import free_port
@@ -186,12 +185,13 @@ class CentralService:
         self.duty_interval_s = duty_interval_s
         self.backend = Embedded(self.dir)
         self.sabotage = _Sabotaged(self.backend)
-        self.front = Front(self.sabotage, clock=clock, dispatch=Dispatch(self.backend),  # type: ignore[arg-type]
-                           master=master, boards=Boards(self.backend, master, clock=clock))
         self.sms = SmsDouble()
-        self.notices_service = Notices(self.backend, master, HttpSms(self.sms.url, SmsDouble.TOKEN),
-                                       self.backend.notifier_outlets, clock=clock)
-        self.revocations = Revocations(self.backend, master, clock=clock)
+        # each outlet's virtual clock, which the commands signed for its lockers carry
+        self.device_clocks: dict[str, Callable[[], float]] = {}
+        self.duties = Duties(self.backend, master, HttpSms(self.sms.url, SmsDouble.TOKEN), clock=clock,
+                             device_clock=lambda outlet: self.device_clocks.get(outlet, time.time)())
+        self.front = Front(self.sabotage, clock=clock, dispatch=Dispatch(self.backend),  # type: ignore[arg-type]
+                           master=master, boards=self.duties.boards)
         self.passwords: dict[str, str] = {}
         self._log_to_file()
         self.srv: ThreadedServer | None = None
@@ -199,12 +199,19 @@ class CentralService:
         self._duties: threading.Thread | None = None
         self.lock = threading.Lock()  # the read cache
         self._row = 0
+        self._closed = False
         self._events: dict[str, dict[str, dict[str, Any]]] = {}  # outlet -> id -> envelope
         self._received: dict[str, dict[str, float]] = {}  # outlet -> id -> stored at
 
     # ------------------------------------------------------------ running
-    def add_outlet(self, outlet: str, notifier: bool = False, password: str | None = None) -> str:
-        """Register an outlet; the password its gateway logs in with."""
+    def add_outlet(self, outlet: str, notifier: bool = False, password: str | None = None,
+                   clock: Callable[[], float] | None = None, lockers: int = 0) -> str:
+        """Register an outlet and its lockers ``lk01``..; the password its
+        gateway logs in with. ``clock``: the outlet's devices' time."""
+        if clock is not None:
+            self.device_clocks[outlet] = clock
+        for i in range(lockers):  # the registry the platform checks a clerk's request against
+            self.backend.add_device(outlet, f"lk{i + 1:02d}", "locker")
         pw = password or secrets.token_urlsafe(18)
         self.backend.add_outlet(outlet, pw, notifier=notifier)
         self.passwords[outlet] = pw
@@ -241,12 +248,7 @@ class CentralService:
         return f"https://127.0.0.1:{self.port}/v1/batches"
 
     def _run_duties(self) -> None:
-        while not self._stop.wait(self.duty_interval_s):
-            for step in (self.revocations.run_once, self.notices_service.run_once):
-                try:
-                    step()
-                except Exception:  # the next pass tries again, as `central run` does
-                    self._logger.warning("central duty failed", exc_info=True)
+        self.duties.run_until(self._stop, self.duty_interval_s)
 
     def close(self) -> None:
         self._stop.set()
@@ -256,6 +258,9 @@ class CentralService:
             self.srv.stop()
             self.srv = None
         self.sms.close()
+        with self.lock:  # what it held at the end stays readable (a report, a dashboard that lingers)
+            self._sync()
+            self._closed = True
         self.backend.close()
         self._logger.removeHandler(self._handler)
         self._handler.close()
@@ -284,6 +289,8 @@ class CentralService:
     # --------------------------------------------------------------- reads
     def _sync(self) -> None:
         """Page in the events stored since the last read (caller holds ``lock``)."""
+        if self._closed:
+            return
         while True:
             with self.backend.lock:
                 rows = self.backend.events_since(self._row)
@@ -335,7 +342,9 @@ class CentralService:
         exactly once. Per outlet: a county's outlets share one service."""
         evs = self.held(outlet).values()
         with self.backend.lock:
-            sent = {d for d, st in self.notices_service.states(outlet).items() if st == "sent"}
+            notices = self.duties.notices
+            assert notices is not None  # the simulator's service always has its SMS double
+            sent = {d for d, st in notices.states(outlet).items() if st == "sent"}
         out: dict[str, list[str]] = {e["id"]: [] for e in evs if e.get("type") == "locker.deposit"}
         for d in sent:
             out.setdefault(d, []).append("platform")

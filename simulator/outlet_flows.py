@@ -30,6 +30,7 @@ from handheld.workflows import GatewayClient, ParcelFlows
 from simulator.assembly import BADGE_SECRET, Outlet
 from simulator.counter_sim import WebClient, documents
 from simulator.inproc import SimLocker
+from simulator.results import platform_open_decisions
 from simulator.workload import COURIER, Action
 
 #: The clerk who handles alarms: a supervisor (a forced door is a critical alarm).
@@ -416,7 +417,8 @@ def _request_open(outlet: Outlet, device: str, cid: int) -> str:
         for ev in platform_requests(outlet):
             b = ev["body"]
             if (b.get("request") == "open" and b.get("device") == device and b.get("compartment") == cid
-                    and ev["id"] not in outlet.flows.setdefault("open_decisions", {})):
+                    and ev["id"] not in outlet.flows.setdefault("open_requests", set())):
+                outlet.flows["open_requests"].add(ev["id"])
                 return str(ev["id"])
         time.sleep(0.1)
     raise Refused("not_at_platform")
@@ -429,18 +431,23 @@ def platform_requests(outlet: Outlet) -> list[dict[str, Any]]:
 
 
 async def remote_open(outlet: Outlet, a: Action) -> None:
-    """The clerk asks for a remote open; the platform (played here: the central service
-    decides nothing) signs an ``open`` command naming the request
-    (``args.request``), and the locker opens the door and reports it."""
+    """The clerk asks for a remote open in the console; the central service
+    decides (``central/clerk_requests.py``) and signs an ``open`` command
+    naming the request (``args.request``); the locker opens the door and
+    reports it."""
     device, cid = a.args["locker"], int(a.args["compartment"])
     if not isinstance(outlet.devices.get(device), SimLocker):
         raise Refused("device_down")
     rid = await asyncio.to_thread(_request_open, outlet, device, cid)
-    decisions: dict[str, str] = outlet.flows.setdefault("open_decisions", {})
-    cmd_id = f"open-{len(decisions) + 1}"
-    decisions[rid] = cmd_id
-    outlet.central.push_command(outlet.outlet_id, "locker", outlet.command(
-        device, "open", {"compartment": cid, "request": rid}, cmd_id))
+    deadline = time.monotonic() + 20
+    while (cmd_id := platform_open_decisions(outlet).get(rid)) is None:
+        refused = [d["reason"] for d in outlet.central.duties.clerk_requests.decisions(outlet.outlet_id)
+                   if d["event"] == rid and d["verdict"] == "refused"]
+        if refused:
+            raise Refused(f"platform_{refused[0]}")
+        if time.monotonic() > deadline:
+            raise Refused("not_decided")
+        await asyncio.sleep(0.05)
     deadline = time.monotonic() + 20
     while True:
         with outlet.obs.lock:

@@ -238,10 +238,9 @@ def guessers_locked_out(events: list[dict[str, Any]], guessers: int) -> dict[str
 
 def platform_open_decisions(outlet: Outlet) -> dict[str, str]:
     """The platform's decisions on the clerks' remote-open requests: request
-    id -> the id of the ``open`` command it signed. The central service decides
-    nothing, so the simulator plays the platform (``simulator/outlet_flows.py``)
-    and keeps them; re-point this at a central service that decides."""
-    return dict(outlet.flows.get("open_decisions", {}))
+    id -> the id of the ``open`` command it signed (``central/clerk_requests.py``)."""
+    return {d["event"]: d["cmd"] for d in outlet.central.duties.clerk_requests.decisions(outlet.outlet_id)
+            if d["kind"] == "open" and d["verdict"] == "signed"}
 
 
 def remote_opens_by_request(events: list[dict[str, Any]], decisions: dict[str, str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ at load with errors that name the key::
     [time]
     mode = "virtual"        # "virtual": as fast as it goes; "real": the clock is the wall clock
     hours = 24.0            # length of the outlet day(s) simulated
-    start = 1795881600      # virtual Unix time of hour 0 (virtual mode)
+    start = 1795881600      # virtual Unix time of hour 0 (virtual mode; default: today's 00:00 in China)
     speed = 1.0             # real mode: virtual seconds per wall second
 
     [outlet]
@@ -56,6 +56,7 @@ at load with errors that name the key::
 
 from __future__ import annotations
 
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,7 @@ class Scenario:
     seed: int
     mode: str = "virtual"
     hours: float = 24.0
-    start: int = 1795881600
+    start: int = 0  # parse() fills it: day_start() unless the file names one
     speed: float = 1.0
     lockers: int = 2
     compartments: int = 24
@@ -152,6 +153,8 @@ class Scenario:
         starts after the run ends is never injected, one that outlasts the
         run is cut at its end. Shown before a run and by ``sim check``."""
         out = []
+        if self.mode == "virtual" and self.start < time.time() - STALE_START_S:
+            out.append(config.Problem("start_stale", start=self.start, days=STALE_START_S // 86400))
         for i, f in enumerate(self.faults):
             if f.at_h >= self.hours:
                 out.append(config.Problem("fault_after_end", i=i, kind=f.kind, at_h=f.at_h, hours=self.hours))
@@ -185,7 +188,7 @@ Hours = Annotated[float, Field(ge=0.0)]
 class TimeSection(Section):
     mode: Literal["virtual", "real"] = "virtual"
     hours: Annotated[float, Field(ge=0.01, le=24 * 14)] = 24.0
-    start: Annotated[int, Field(ge=0, le=2**40)] = 1795881600
+    start: Annotated[int, Field(ge=0, le=2**40)] | None = None
     speed: Annotated[float, Field(ge=0.001, le=1e6)] = 1.0
 
 
@@ -306,6 +309,22 @@ class ScenarioFile(Section):
     notify: NotifySection = NotifySection()
 
 
+CHINA_UTC_OFFSET_S = 8 * 3600
+# a start older than this signs commands the gateway holds as expired (7-day lifetime, less the run)
+STALE_START_S = 6 * 86400
+
+
+def day_start(now: float | None = None) -> int:
+    """Hour 0 of a virtual run by default: the latest midnight in China
+    (UTC+8) at or before ``now``. Virtual time starts at the wall's day, not
+    at a fixed date, because the gateway is a real process that expires the
+    commands it relays by the wall clock: a run dated more than a command's
+    lifetime (``protocol.signing.MAX_LIFETIME``, 7 days) in the past signs
+    every command already expired there, and no locker gets its badges."""
+    t = int(time.time() if now is None else now)
+    return (t + CHINA_UTC_OFFSET_S) // 86400 * 86400 - CHINA_UTC_OFFSET_S
+
+
 def parse(doc: dict[str, Any], path: str = "") -> Scenario:
     """A validated Scenario from a TOML document; ScenarioError names the key."""
     try:
@@ -317,8 +336,11 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
     if w.permit_deposits and f.time.mode != "real":
         raise ScenarioError('workload.permit_deposits: needs time.mode = "real" (the gateway expires '
                             "a permit by the wall clock)")
+    clock = f.time.model_dump()
+    if clock["start"] is None:
+        clock["start"] = day_start()
     return Scenario(
-        name=f.name, seed=f.seed, path=path, **f.time.model_dump(), **f.outlet.model_dump(),
+        name=f.name, seed=f.seed, path=path, **clock, **f.outlet.model_dump(),
         parcels=w.parcels, arrivals_by_hour=tuple(w.arrivals_by_hour), pickup_rate=w.pickup_rate,
         pickup_delay_h=(w.pickup_delay_h[0], w.pickup_delay_h[1]),
         deposit_delay_min=(w.deposit_delay_min[0], w.deposit_delay_min[1]),

@@ -27,6 +27,7 @@ DAY = 86400
 # are kept, fewer, only to tell a villager who types one again that it is used.
 MAX_SENDS = 64
 KEEP_USED = 16
+SERVICE_STATES = ("out_of_service", "in_service")
 RUNTIME_KEYS = ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s", "lockout_forgive_s")
 
 __all__ = ("FlowError", "Locker")
@@ -650,6 +651,8 @@ class Locker(Device):
             return {"compartment": c["id"], "size": c["size"]}
         if op == "provision_send":
             return self._provision_send(a)
+        if op == "service":
+            return self._service(cmd["id"], a)
         if op in permits.OPS:
             return self._permit(cmd)
         if op == "revoke":
@@ -668,6 +671,34 @@ class Locker(Device):
             self.lockout.forgive_s = self.cfg["lockout_forgive_s"]
             return {"applied": sorted(a)}
         raise FlowError("unknown_op", op)
+
+    def _service(self, cmd_id, a):
+        # A compartment out of service (a faulty door or lock: never offered
+        # for a deposit, a return or a send) or back in service, as a
+        # supervisor asked and the platform signed. Only an empty compartment
+        # leaves service: one holding a parcel is emptied first (a remote open
+        # or the courier's retrieval), so no parcel is stranded where no flow
+        # reaches it. Asking for the state it is in already is done, not an
+        # error (the platform may send the command again).
+        cid = a.get("compartment")
+        want = a.get("state")
+        if cid not in self.comps.by_id or want not in SERVICE_STATES:
+            raise FlowError("bad_args")
+        c = self.comps.get(cid)
+        target = K.FREE if want == "in_service" else K.OUT_OF_SERVICE
+        if c["state"] == target:
+            return {"compartment": cid, "state": c["state"]}
+        if cid in self.active:
+            raise FlowError("busy", cid)
+        if c["state"] != (K.OUT_OF_SERVICE if want == "in_service" else K.FREE):
+            raise FlowError("not_empty" if want == "out_of_service" else "bad_state", c["state"])
+        self.comps.set(cid, target)
+        self.comps.save()
+        self._state_dirty = True
+        rid = a.get("request")
+        self.emit("locker.service", "audit", {"compartment": cid, "state": want, "cmd": cmd_id,
+                                              "request": rid if isinstance(rid, str) else None})
+        return {"compartment": cid, "state": target}
 
     def _permit(self, cmd):
         """A courier's permit, forwarded by the handheld it was issued to

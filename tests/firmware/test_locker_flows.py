@@ -558,3 +558,39 @@ def test_old_key_version_accepted_in_grace_and_refused_after(tmp_path: Path) -> 
         assert acks["old-kv-2"] == "retired_key" and acks["old-kv-1"] == "ok"
     finally:
         r.close()
+
+
+def test_a_compartment_leaves_service_only_empty_and_is_never_offered_while_out(rig: Rig) -> None:
+    """``service``: the platform's signed answer to a supervisor's request
+    (gateway/http/clerk.py). An out-of-service compartment is skipped by
+    deposits; one holding a parcel is refused so the parcel is not stranded."""
+    lk = rig.locker
+    smallest_m = min(c["id"] for c in lk.comps.all() if c["size"] == "M")
+    oos = rig.command("service", {"compartment": smallest_m, "state": "out_of_service", "request": "gw-r1"},
+                      "svc-1")
+    assert rig.run(lk.handle_command(oos)) == "ok"
+    assert lk.comps.get(smallest_m)["state"] == K.OUT_OF_SERVICE
+    assert rig.boot().comps.get(smallest_m)["state"] == K.OUT_OF_SERVICE  # on flash, survives a reboot
+    lk = rig.locker
+    cid = deposit(rig, size="M")
+    assert cid != smallest_m and lk.comps.get(cid)["size"] == "M"
+    # a compartment with a parcel in it cannot leave service
+    busy = rig.command("service", {"compartment": cid, "state": "out_of_service"}, "svc-2")
+    assert rig.run(lk.handle_command(busy)) == "not_empty"
+    assert lk.comps.get(cid)["state"] == K.OCCUPIED
+    # nonsense is refused with a reason, and changes nothing
+    for n, args in enumerate(({"compartment": 999, "state": "out_of_service"},
+                              {"compartment": smallest_m, "state": "broken"}, {"state": "in_service"})):
+        assert rig.run(lk.handle_command(rig.command("service", args, f"svc-bad-{n}"))) == "bad_args"
+    back = rig.command("service", {"compartment": smallest_m, "state": "in_service"}, "svc-3")
+    assert rig.run(lk.handle_command(back)) == "ok"
+    assert lk.comps.get(smallest_m)["state"] == K.FREE
+    again = rig.command("service", {"compartment": smallest_m, "state": "in_service"}, "svc-4")
+    assert rig.run(lk.handle_command(again)) == "ok"  # already in service: done, not an error
+    changes = [(e["cls"], *(e["body"][k] for k in ("compartment", "state", "cmd", "request")))
+               for e in rig.events("locker.service")]
+    assert changes == [("audit", smallest_m, "out_of_service", "svc-1", "gw-r1"),
+                       ("audit", smallest_m, "in_service", "svc-3", None)]
+    acks = {a["id"]: a["code"] for a in rig.records("/ack")}
+    assert acks["svc-2"] == "not_empty" and acks["svc-1"] == "ok"
+    assert not opened_locks(rig).get(lk.comps.get(smallest_m)["lock"])  # no door moved for it

@@ -1,0 +1,136 @@
+"""The platform's answer to a clerk's request (issues 15 and 17).
+
+The gateway holds no locker key, so a supervisor's "open this compartment",
+"take it out of service" or "put it back" in the outlet's console
+(``gateway/http/clerk.py``) is only a request: a ``gateway.clerk_request``
+event that syncs upstream. Here the platform, which alone holds the
+lockers' keys, decides and signs the command the relay delivers:
+
+- ``open``: ``open`` with ``args.request`` = the request's event id;
+- ``out_of_service`` / ``in_service``: ``service`` with the state asked for
+  (the locker refuses to take a compartment holding a parcel out of
+  service: ``firmware/locker/app.py``).
+
+The gateway matches the command to its request by ``args.request`` and
+shows the stage (``gateway/store/clerks.py``). Rules, each refusal kept with
+its reason in ``clerk_decisions`` (one decision per request: a request seen
+again after a crash gets the same command id, which the locker runs once):
+
+- only a supervisor's request (the gateway checks the role too; the
+  platform does not trust it to have done so);
+- only for a locker registered to that outlet and not retired;
+- a remote open must say why (a note), and an outlet gets at most
+  ``OPEN_BUDGET`` remote opens in ``OPEN_WINDOW_S``: a door opening without a
+  code is the act an insider would abuse, so a burst is refused and left
+  to a person at the platform (``docs/security.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from central.embedded import Embedded
+from central.keys import KeyService
+from common.logs import recorder
+
+record = recorder(__name__)
+KINDS = ("open", "out_of_service", "in_service")
+LIFETIME_S = 24 * 3600  # a request answered while the link is down still reaches the locker the next day
+OPEN_BUDGET = 6
+OPEN_WINDOW_S = 3600.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS clerk_decisions (
+    outlet TEXT NOT NULL, event TEXT NOT NULL, kind TEXT NOT NULL, device TEXT NOT NULL,
+    compartment INTEGER, by TEXT NOT NULL, verdict TEXT NOT NULL, reason TEXT NOT NULL,
+    cmd TEXT, at REAL NOT NULL, PRIMARY KEY (outlet, event));
+"""
+
+
+class ClerkRequests:
+    def __init__(self, backend: Embedded, master: bytes, clock: Callable[[], float] = time.time,
+                 device_clock: Callable[[str], float] | None = None) -> None:
+        """``device_clock``: an outlet's devices' time, which a signed command
+        carries (default ``clock``: the simulator's virtual outlets differ)."""
+        self.b = backend
+        self.master = master
+        self.clock = clock
+        self.device_clock = device_clock or (lambda outlet: clock())
+        with self.b.lock:
+            self.b.db.executescript(SCHEMA)
+
+    def run_once(self) -> int:
+        """Decide every request not decided yet; how many commands were queued."""
+        with self.b.lock:
+            rows = self.b.db.execute(
+                "SELECT e.id, e.outlet, e.payload FROM events e WHERE e.type='gateway.clerk_request' "
+                "AND NOT EXISTS (SELECT 1 FROM clerk_decisions d WHERE d.outlet=e.outlet AND d.event=e.id) "
+                "ORDER BY e.received_at").fetchall()
+        queued = 0
+        for eid, outlet, payload in rows:
+            body = json.loads(payload).get("body")
+            body = body if isinstance(body, dict) else {}
+            why = self._refusal(outlet, body)
+            if why is not None:
+                self._decide(outlet, eid, body, "refused", why, None)
+                record("clerk_request_refused", outlet=outlet, event=eid, reason=why)
+                continue
+            kind, device, cid = body["request"], body["device"], body["compartment"]
+            # one id per request: decided twice after a crash, it is the same command
+            cmd_id = "cr" + hashlib.sha256(f"{outlet}/{eid}".encode()).hexdigest()[:24]
+            if kind == "open":
+                op, args = "open", {"compartment": cid, "request": eid}
+            else:
+                op, args = "service", {"compartment": cid, "state": kind, "request": eid}
+            keys = KeyService(outlet, self.master)
+            now = int(self.device_clock(outlet))
+            cmd = keys.command(device, op, args, cmd_id, now=now, lifetime_s=LIFETIME_S)
+            self.b.push_command(outlet, "locker", cmd)
+            self._decide(outlet, eid, body, "signed", "ok", cmd_id)
+            record("clerk_request_signed", outlet=outlet, event=eid, op=op, device=device, compartment=cid)
+            queued += 1
+        return queued
+
+    def _refusal(self, outlet: str, body: dict[str, Any]) -> str | None:
+        kind, device, cid = body.get("request"), body.get("device"), body.get("compartment")
+        if kind not in KINDS or not isinstance(device, str) or not isinstance(cid, int) \
+                or isinstance(cid, bool) or not 0 < cid < 1000:
+            return "malformed"
+        if body.get("role") != "supervisor":
+            return "not_supervisor"
+        lockers = {d["device"] for d in self.b.devices(outlet) if d["kind"] == "locker" and not d["retired"]}
+        if device not in lockers:
+            return "unknown_locker"
+        if kind == "open":
+            if not str(body.get("note", "")).strip():
+                return "no_note"
+            with self.b.lock:
+                (recent,) = self.b.db.execute(
+                    "SELECT COUNT(*) FROM clerk_decisions WHERE outlet=? AND kind='open' "
+                    "AND verdict='signed' AND at > ?", (outlet, self.clock() - OPEN_WINDOW_S)).fetchone()
+            if recent >= OPEN_BUDGET:
+                return "too_many_opens"
+        return None
+
+    def _decide(self, outlet: str, eid: str, body: dict[str, Any], verdict: str, reason: str,
+                cmd: str | None) -> None:
+        cid = body.get("compartment")
+        with self.b.lock:
+            self.b.db.execute(
+                "INSERT OR IGNORE INTO clerk_decisions VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (outlet, eid, str(body.get("request", "?"))[:20], str(body.get("device", "?"))[:32],
+                 cid if isinstance(cid, int) and not isinstance(cid, bool) else None,
+                 str(body.get("by", "?"))[:64], verdict, reason, cmd, self.clock()))
+
+    def decisions(self, outlet: str) -> list[dict[str, Any]]:
+        """The outlet's decided requests, oldest first."""
+        with self.b.lock:
+            cur = self.b.db.execute(
+                "SELECT event, kind, device, compartment, by, verdict, reason, cmd, at FROM clerk_decisions "
+                "WHERE outlet=? ORDER BY at, event", (outlet,))
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

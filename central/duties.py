@@ -1,0 +1,63 @@
+"""The platform's own work on a timer, in one place for ``postedge central
+run`` and for the simulator's central service (``simulator/central.py``),
+so both run the same steps in the same order:
+
+- answering revoked devices (``central/revocations.py``);
+- deciding the clerks' requests (``central/clerk_requests.py``);
+- reviewing board evidence (``central/boards.py``);
+- with an SMS provider, pickup notices (``central/notices.py``).
+
+A step that fails is logged and tried again on the next tick; one failing
+step does not keep the others from running.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from central.boards import Boards
+from central.clerk_requests import ClerkRequests
+from central.embedded import Embedded
+from central.notices import Notices, SmsProvider
+from central.revocations import Revocations
+
+log = logging.getLogger(__name__)
+
+
+class Duties:
+    def __init__(self, backend: Embedded, master: bytes, sms: SmsProvider | None = None,
+                 clock: Callable[[], float] = time.time, boards: Boards | None = None,
+                 device_clock: Callable[[str], float] | None = None) -> None:
+        """``sms``: the provider pickup notices go through (none: no notices);
+        ``boards``: the registry the front serves, when it has one (else a new one);
+        ``device_clock``: an outlet's devices' time, which the commands
+        signed for its lockers carry (in the simulator's virtual time it is
+        not the wall's; default ``clock``)."""
+        self.revocations = Revocations(backend, master, clock=clock)
+        self.clerk_requests = ClerkRequests(backend, master, clock=clock, device_clock=device_clock)
+        self.boards = boards or Boards(backend, master, clock=clock)
+        self.notices = (Notices(backend, master, sms, backend.notifier_outlets, clock=clock)
+                        if sms is not None else None)
+        self.failures = 0
+
+    def steps(self) -> list[Callable[[], object]]:
+        out: list[Callable[[], object]] = [self.revocations.run_once, self.clerk_requests.run_once,
+                                           self.boards.run_once]
+        if self.notices is not None:
+            out.append(self.notices.run_once)
+        return out
+
+    def run_once(self) -> None:
+        for step in self.steps():
+            try:
+                step()
+            except Exception:  # the next tick tries again
+                self.failures += 1
+                log.warning("central duty %s failed", getattr(step, "__qualname__", step), exc_info=True)
+
+    def run_until(self, stop: threading.Event, interval_s: float) -> None:
+        while not stop.wait(interval_s):
+            self.run_once()

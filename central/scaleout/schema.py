@@ -14,7 +14,9 @@ primary key on ``id`` is dropped and ``(outlet, id)`` added in one ``ALTER
 TABLE``, in the same transaction, and only when the table's key is not
 already that, so it runs once and a second run changes nothing. No row is
 copied or lost: a key that was unique on ``id`` is unique on ``(outlet,
-id)`` too."""
+id)`` too. The new key's index is built while the table is locked, so on a
+large store the first start after the upgrade waits for it (writers queue,
+nothing is refused: the log holds the batches meanwhile)."""
 
 from __future__ import annotations
 

@@ -330,3 +330,24 @@ def test_a_scaleout_database_of_the_old_schema_is_upgraded_on_open(scaleout_rig:
         worker.stop()
         scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
         scale.close()
+
+
+def test_the_simulators_central_forgets_and_loses_by_outlet_and_id(tmp_path: Path) -> None:
+    from simulator.central import CentralService
+
+    svc = CentralService(tmp_path / "central", tmp_path / "unused.pem", tmp_path / "unused.key",
+                         tmp_path / "unused-ca.pem")  # never up(): the store and its reads only
+    try:
+        store(svc.backend, "o1", rows_of("o1"))
+        svc.sabotage.lose_every = 2  # o2's ids are o1's, yet new to the platform: every 2nd is lost
+        store(svc.sabotage, "o2", rows_of("o2"))
+        assert len(svc.forgotten) == N // 2
+        assert (svc.count("o1"), svc.count("o2")) == (N, N // 2)
+        eid = "lk01:c0ffee01:1"
+        assert eid in svc.held("o2")
+        assert svc.forget("o1", eid)
+        assert eid not in svc.held("o1") and eid in svc.held("o2")
+        assert svc.backend.event("o2", eid) == dict(rows_of("o2"))[eid]
+        assert not svc.forget("o1", eid)  # gone already; o2's copy is not another chance
+    finally:
+        svc.close()

@@ -39,6 +39,15 @@ from central.intake import Checked
 from common.durable import write_durable
 from common.session import PasswordCache, hash_password, verify_password
 
+# The tables keyed by (outlet, event id); ``{t}`` is the table's name (``rekey``).
+EVENTS = """CREATE TABLE IF NOT EXISTS {t} (
+    id TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, type TEXT NOT NULL,
+    cls TEXT NOT NULL, ts INTEGER NOT NULL, payload BLOB NOT NULL, batch TEXT NOT NULL,
+    received_at REAL NOT NULL, PRIMARY KEY (outlet, id));"""
+QUARANTINE = """CREATE TABLE IF NOT EXISTS {t} (
+    id TEXT NOT NULL, outlet TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
+    received_at REAL NOT NULL, PRIMARY KEY (outlet, id));"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outlets (
     id TEXT PRIMARY KEY, pw_hash TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL,
@@ -68,18 +77,7 @@ CREATE TABLE IF NOT EXISTS dispatchers (
     name TEXT PRIMARY KEY, pw_hash TEXT NOT NULL, created_at REAL NOT NULL, disabled_at REAL);
 CREATE TABLE IF NOT EXISTS photo_reviews (
     sha TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL);
-"""
-
-# The tables keyed by (outlet, event id); ``{t}`` is the table's name (``rekey``).
-EVENTS = """CREATE TABLE IF NOT EXISTS {t} (
-    id TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, type TEXT NOT NULL,
-    cls TEXT NOT NULL, ts INTEGER NOT NULL, payload BLOB NOT NULL, batch TEXT NOT NULL,
-    received_at REAL NOT NULL, PRIMARY KEY (outlet, id));"""
-QUARANTINE = """CREATE TABLE IF NOT EXISTS {t} (
-    id TEXT NOT NULL, outlet TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
-    received_at REAL NOT NULL, PRIMARY KEY (outlet, id));"""
-SCHEMA = SCHEMA.replace("{events}", EVENTS.format(t="events")).replace(
-    "{quarantine}", QUARANTINE.format(t="quarantine"))
+""".replace("{events}", EVENTS.format(t="events")).replace("{quarantine}", QUARANTINE.format(t="quarantine"))
 
 
 def primary_key(db: sqlite3.Connection, table: str) -> list[str]:
@@ -94,9 +92,10 @@ def rekey(db: sqlite3.Connection, table: str, create: str, key: list[str]) -> bo
     table's CREATE statement with ``{t}`` for its name. One transaction:
     create the new table, copy every row, drop the old, rename the new; the
     caller recreates the table's indexes (its ``CREATE INDEX IF NOT
-    EXISTS``). Rows are copied with their rowids and by column name, so the columns must be the
-    same; the new key must be no stricter than the old (here it adds the
-    outlet to an event id, which the old key already made unique)."""
+    EXISTS``). Rows are copied with their rowids and by column name, so the
+    columns must be the same; the new key must be no stricter than the old
+    (here it adds the outlet to an event id, which the old key already made
+    unique)."""
     have = primary_key(db, table)
     if not have or have == key:
         return False

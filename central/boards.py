@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from central.embedded import Embedded
+from central.embedded import Embedded, rekey
 from central.keys import KeyService
 from common.logs import recorder
 
@@ -64,16 +64,25 @@ CREATE TABLE IF NOT EXISTS board_jobs (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL,
     site TEXT, village TEXT, campaign TEXT, status TEXT NOT NULL, reason TEXT,
     created_at REAL NOT NULL, updated_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS board_reviews (
-    event TEXT PRIMARY KEY, outlet TEXT NOT NULL, device TEXT NOT NULL, sha TEXT NOT NULL,
-    job TEXT NOT NULL, site TEXT NOT NULL, step TEXT NOT NULL, pair TEXT, verdict TEXT NOT NULL,
-    reason TEXT NOT NULL, distance_m REAL, at REAL NOT NULL);
+{reviews}
 CREATE INDEX IF NOT EXISTS board_reviews_sha ON board_reviews (sha);
-CREATE TABLE IF NOT EXISTS board_reports (
-    event TEXT PRIMARY KEY, outlet TEXT NOT NULL, device TEXT NOT NULL, job TEXT, site TEXT NOT NULL,
-    cond TEXT NOT NULL, note TEXT NOT NULL, photos TEXT NOT NULL, at REAL NOT NULL);
+{reports}
 CREATE TABLE IF NOT EXISTS board_cursor (k TEXT PRIMARY KEY, rowid INTEGER NOT NULL);
 """
+
+# Keyed by (outlet, event id), as the events are (``central/embedded.py``):
+# device names repeat from outlet to outlet, so two outlets' couriers can
+# send the same event id. ``{t}`` is the table's name (``rekey``).
+REVIEWS = """CREATE TABLE IF NOT EXISTS {t} (
+    event TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, sha TEXT NOT NULL,
+    job TEXT NOT NULL, site TEXT NOT NULL, step TEXT NOT NULL, pair TEXT, verdict TEXT NOT NULL,
+    reason TEXT NOT NULL, distance_m REAL, at REAL NOT NULL, PRIMARY KEY (outlet, event));"""
+REPORTS = """CREATE TABLE IF NOT EXISTS {t} (
+    event TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, job TEXT, site TEXT NOT NULL,
+    cond TEXT NOT NULL, note TEXT NOT NULL, photos TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (outlet, event));"""
+SCHEMA = SCHEMA.replace("{reviews}", REVIEWS.format(t="board_reviews")).replace(
+    "{reports}", REPORTS.format(t="board_reports"))
 
 KINDS = ("survey", "install", "post_poster", "maintain")
 SITE_STATES = ("proposed", "approved", "installed", "retired")
@@ -128,6 +137,8 @@ class Boards:
         self.clock = clock
         self._pass = threading.Lock()
         with self.b.lock:
+            for table, create in (("board_reviews", REVIEWS), ("board_reports", REPORTS)):
+                rekey(self.db, table, create, ["outlet", "event"])  # a file from before the key
             self.db.executescript(SCHEMA)
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
@@ -326,7 +337,7 @@ class Boards:
         return len(rows)
 
     def feed(self, eid: str, outlet: str, device: str, etype: str, body: dict[str, Any]) -> None:
-        """One courier event (idempotent on event id)."""
+        """One courier event (idempotent on the outlet and event id)."""
         if etype == "handheld.photo":
             self._review_photo(eid, outlet, device, body)
         elif etype == "handheld.site_survey":
@@ -384,13 +395,14 @@ class Boards:
 
     def _review_photo(self, eid: str, outlet: str, device: str, body: dict[str, Any]) -> None:
         sha = _s(body.get("sha256"), 64)
-        if self.db.execute("SELECT 1 FROM board_reviews WHERE event=?", (eid,)).fetchone():
+        if self.db.execute("SELECT 1 FROM board_reviews WHERE outlet=? AND event=?",
+                           (outlet, eid)).fetchone():
             return
         reason, dist, jid, sid = self.verdict_for(outlet, body)
         step = _s(body.get("step"), 32)
         if reason == "ok":
-            prior = self.db.execute("SELECT job, step FROM board_reviews WHERE sha=? AND event<>?",
-                                    (sha, eid)).fetchall()
+            prior = self.db.execute("SELECT job, step FROM board_reviews WHERE sha=? "
+                                    "AND NOT (outlet=? AND event=?)", (sha, outlet, eid)).fetchall()
             if any((j, s) != (jid, step) for j, s in prior):
                 reason = "duplicate"
         with self.b.lock:

@@ -3,9 +3,19 @@
 For ``./scripts/demo`` and a county pilot: nothing to install beside
 Python. One writer connection under a lock (SQLite serialises writers
 anyway); WAL with ``synchronous=FULL`` so a committed batch survives a power
-cut, which is what the gateway's ack promises. Idempotent on event id
-(``INSERT OR IGNORE``) and on batch id (the receipt table), so a batch resent
-after a lost ack changes nothing.
+cut, which is what the gateway's ack promises. Idempotent on (outlet,
+event id) (``INSERT OR IGNORE``) and on (outlet, batch id) (the receipt
+table), so a batch resent after a lost ack changes nothing.
+
+Events and quarantined events are keyed by (outlet, event id), never by the
+id alone: ids are made by devices (``lk01:<incarnation>:<seq>``) and device
+names repeat in every outlet, so two outlets' lockers can make the same id;
+keyed by id alone the second outlet's event was taken for a resend and lost,
+acked but never stored (issue 17). Every read by id names the outlet too. A
+file made before that key is upgraded in place on open (``rekey``: the
+table rebuilt under the new key in one transaction, every row kept, as
+SQLite cannot change a primary key in place); the tables other modules key
+by an event id (revocations, boards, notices) use the same helper.
 
 Outlet passwords are stored as scrypt hashes (``common/session.py``, the
 clerks' scheme); a verified password is remembered by its SHA-256 so the
@@ -29,6 +39,15 @@ from central.intake import Checked
 from common.durable import write_durable
 from common.session import PasswordCache, hash_password, verify_password
 
+# The tables keyed by (outlet, event id); ``{t}`` is the table's name (``rekey``).
+EVENTS = """CREATE TABLE IF NOT EXISTS {t} (
+    id TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, type TEXT NOT NULL,
+    cls TEXT NOT NULL, ts INTEGER NOT NULL, payload BLOB NOT NULL, batch TEXT NOT NULL,
+    received_at REAL NOT NULL, PRIMARY KEY (outlet, id));"""
+QUARANTINE = """CREATE TABLE IF NOT EXISTS {t} (
+    id TEXT NOT NULL, outlet TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
+    received_at REAL NOT NULL, PRIMARY KEY (outlet, id));"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outlets (
     id TEXT PRIMARY KEY, pw_hash TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL,
@@ -36,14 +55,9 @@ CREATE TABLE IF NOT EXISTS outlets (
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT NOT NULL, outlet TEXT NOT NULL, kind TEXT NOT NULL, kv INTEGER NOT NULL DEFAULT 1,
     created_at REAL NOT NULL, retired_at REAL, PRIMARY KEY (outlet, id));
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY, outlet TEXT NOT NULL, device TEXT NOT NULL, type TEXT NOT NULL,
-    cls TEXT NOT NULL, ts INTEGER NOT NULL, payload BLOB NOT NULL, batch TEXT NOT NULL,
-    received_at REAL NOT NULL);
+{events}
 CREATE INDEX IF NOT EXISTS events_outlet ON events (outlet, received_at);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id TEXT PRIMARY KEY, outlet TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
-    received_at REAL NOT NULL);
+{quarantine}
 CREATE TABLE IF NOT EXISTS batches (
     id TEXT NOT NULL, outlet TEXT NOT NULL, lane TEXT NOT NULL, n INTEGER NOT NULL,
     new INTEGER NOT NULL, dup INTEGER NOT NULL, wire_bytes INTEGER NOT NULL, first_at REAL NOT NULL,
@@ -63,7 +77,48 @@ CREATE TABLE IF NOT EXISTS dispatchers (
     name TEXT PRIMARY KEY, pw_hash TEXT NOT NULL, created_at REAL NOT NULL, disabled_at REAL);
 CREATE TABLE IF NOT EXISTS photo_reviews (
     sha TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL);
-"""
+""".replace("{events}", EVENTS.format(t="events")).replace("{quarantine}", QUARANTINE.format(t="quarantine"))
+
+
+def primary_key(db: sqlite3.Connection, table: str) -> list[str]:
+    """The columns of ``table``'s primary key, in key order ([] if none or no table)."""
+    cols = [(pk, name) for _, name, _, _, _, pk in db.execute(f"PRAGMA table_info({table})") if pk]
+    return [name for _, name in sorted(cols)]
+
+
+def rekey(db: sqlite3.Connection, table: str, create: str, key: list[str]) -> bool:
+    """Rebuild ``table`` under the primary key ``key`` if it has another one
+    (a file made by an older version); True if it did. ``create`` is the new
+    table's CREATE statement with ``{t}`` for its name. One transaction:
+    create the new table, copy every row, drop the old, rename the new; the
+    caller recreates the table's indexes (its ``CREATE INDEX IF NOT
+    EXISTS``). Rows are copied with their rowids and by column name, so the
+    columns must be the same; the new key must be no stricter than the old
+    (here it adds the outlet to an event id, which the old key already made
+    unique)."""
+    have = primary_key(db, table)
+    if not have or have == key:
+        return False
+    tmp = f"{table}__rekey"
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if primary_key(db, table) == key:  # another connection did it meanwhile
+            db.execute("ROLLBACK")
+            return False
+        db.execute(f"DROP TABLE IF EXISTS {tmp}")
+        db.execute(create.format(t=tmp))
+        cols = ", ".join(r[1] for r in db.execute(f"PRAGMA table_info({table})"))
+        # rowids kept: readers page through ``events`` by rowid (a board
+        # review's cursor, the simulator's ledger) and must find their place again
+        db.execute(f"INSERT INTO {tmp} (rowid, {cols}) SELECT rowid, {cols} FROM {table} ORDER BY rowid")
+        db.execute(f"DROP TABLE {table}")
+        db.execute(f"ALTER TABLE {tmp} RENAME TO {table}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return True
+
 
 class Embedded:
     """The embedded backend (``central.backend.Backend``)."""
@@ -76,6 +131,8 @@ class Embedded:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=10000")
+        rekey(self.db, "events", EVENTS, ["outlet", "id"])
+        rekey(self.db, "quarantine", QUARANTINE, ["outlet", "id"])
         self.db.executescript(SCHEMA)
         self.lock = threading.Lock()
         self._logins = PasswordCache()
@@ -225,6 +282,18 @@ class Embedded:
             q += " AND outlet = ?"
             args += (outlet,)
         return self.db.execute(q + " ORDER BY rowid LIMIT ?", (*args, limit)).fetchall()
+
+    def event(self, outlet: str, event_id: str) -> bytes | None:
+        """One stored event's payload, by the outlet that sent it and its id."""
+        row = self.db.execute("SELECT payload FROM events WHERE outlet=? AND id=?",
+                              (outlet, event_id)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def forget(self, outlet: str, event_id: str) -> bool:
+        """Delete one stored event (a test's failing disk); True if it was held."""
+        with self.lock:
+            return self.db.execute("DELETE FROM events WHERE outlet=? AND id=?",
+                                   (outlet, event_id)).rowcount == 1
 
     def complete_photos(self) -> set[str]:
         """Content hashes of every photo held whole."""

@@ -8,12 +8,14 @@ notifier it sends on the ``locker.deposit`` itself. The code is opened from
 the locker's sealed box with the platform's key (``central/keys.py``); it
 never goes into a log, a table or an event.
 
-Exactly once: a notice is claimed in ``notices`` (keyed by deposit and
-purpose) before the provider is called, with that key as the provider's
-reference, so a crash between the call and the record is retried with the
-same reference, which an SMS provider's idempotency key deduplicates. A
-provider answer of 4xx is final (``failed``); 5xx or no answer is retried on
-the next pass, up to ``MAX_ATTEMPTS``.
+Exactly once: a notice is claimed in ``notices`` (keyed by outlet, deposit
+and purpose: a deposit's event id is made by its locker, and locker names
+repeat from outlet to outlet, see ``central/embedded.py``) before the
+provider is called, with that key as the provider's reference, so a crash
+between the call and the record is retried with the same reference, which
+an SMS provider's idempotency key deduplicates. A provider answer of 4xx
+is final (``failed``); 5xx or no answer is retried on the next pass, up to
+``MAX_ATTEMPTS``.
 
 The provider adapter (``HttpSms``) speaks a plain JSON-over-HTTPS shape
 (``{"to", "text", "ref"}`` with a bearer token, ``{"id"}`` back) that the
@@ -31,7 +33,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from central.embedded import Embedded
+from central.embedded import Embedded, rekey
 from central.keys import KeyService
 from central.messages import TEXT
 from common.logs import recorder
@@ -44,16 +46,20 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS contacts (
     outlet TEXT NOT NULL, parcel TEXT NOT NULL, phone TEXT NOT NULL, lang TEXT NOT NULL DEFAULT 'zh',
     PRIMARY KEY (outlet, parcel));
-CREATE TABLE IF NOT EXISTS notices (
+{notices}
+"""
+NOTICES = """CREATE TABLE IF NOT EXISTS {t} (
     deposit TEXT NOT NULL, purpose TEXT NOT NULL, outlet TEXT NOT NULL, parcel TEXT,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, provider_id TEXT, error TEXT,
-    at REAL NOT NULL, PRIMARY KEY (deposit, purpose));
-"""
+    at REAL NOT NULL, PRIMARY KEY (outlet, deposit, purpose));"""
+SCHEMA = SCHEMA.replace("{notices}", NOTICES.format(t="notices"))
+NOTICES_KEY = ["outlet", "deposit", "purpose"]
 
 
 def add_contact(backend: Embedded, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
     """The villager's number for a parcel, as the parcel system hands it over."""
     with backend.lock:
+        rekey(backend.db, "notices", NOTICES, NOTICES_KEY)
         backend.db.executescript(SCHEMA)
         backend.db.execute("INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(outlet, parcel) DO UPDATE "
                            "SET phone=excluded.phone, lang=excluded.lang", (outlet, parcel, phone, lang))
@@ -103,6 +109,7 @@ class Notices:
         self.notifier_outlets = notifier_outlets
         self.clock = clock
         with self.b.lock:
+            rekey(self.b.db, "notices", NOTICES, NOTICES_KEY)  # a file from before the outlet was in the key
             self.b.db.executescript(SCHEMA)
 
     def add_contact(self, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
@@ -130,9 +137,8 @@ class Notices:
                                       "ORDER BY received_at"):
             if outlet not in with_notifier:
                 due.append((outlet, eid, "notice"))
-        done = {(d, p) for d, p in db.execute(
-            "SELECT deposit, purpose FROM notices WHERE state != 'retry'")}
-        return [d for d in due if (d[1], d[2]) not in done]
+        done = set(db.execute("SELECT outlet, deposit, purpose FROM notices WHERE state != 'retry'"))
+        return [d for d in due if d not in done]
 
     def run_once(self) -> int:
         sent = 0
@@ -145,15 +151,15 @@ class Notices:
         with self.b.lock:
             self.b.db.execute(
                 "INSERT INTO notices (deposit, purpose, outlet, parcel, state, attempts, provider_id, error, "
-                "at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(deposit, purpose) DO UPDATE SET "
+                "at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(outlet, deposit, purpose) DO UPDATE SET "
                 "state=excluded.state, attempts=attempts+excluded.attempts, "
                 "provider_id=excluded.provider_id, error=excluded.error, at=excluded.at",
                 (deposit, purpose, outlet, parcel, state, int(attempt), provider_id, error[:200],
                  self.clock()))
 
     def _one(self, outlet: str, deposit: str, purpose: str) -> int:
-        row = self.b.db.execute("SELECT payload FROM events WHERE id=? AND outlet=?",
-                                (deposit, outlet)).fetchone()
+        row = self.b.db.execute("SELECT payload FROM events WHERE outlet=? AND id=?",
+                                (outlet, deposit)).fetchone()
         if row is None:
             return 0  # the route came before its deposit: next pass
         env: dict[str, Any] = json.loads(row[0])
@@ -170,8 +176,8 @@ class Notices:
             self._mark(deposit, purpose, outlet, parcel, "no_code", error=str(e))
             record("notice_no_code", deposit=deposit, reason=str(e)[:100])
             return 0
-        attempts = self.b.db.execute("SELECT attempts FROM notices WHERE deposit=? AND purpose=?",
-                                     (deposit, purpose)).fetchone()
+        attempts = self.b.db.execute("SELECT attempts FROM notices WHERE outlet=? AND deposit=? "
+                                     "AND purpose=?", (outlet, deposit, purpose)).fetchone()
         if attempts is not None and attempts[0] >= MAX_ATTEMPTS:
             self._mark(deposit, purpose, outlet, parcel, "failed", error="attempts used up")
             return 0
@@ -181,7 +187,7 @@ class Notices:
         text = TEXT.t("notice.sms", lang, parcel=str(parcel)[-6:], compartment=body.get("compartment", "?"),
                       locker=deposit.split(":")[0], code=code, expires=until)
         self._mark(deposit, purpose, outlet, parcel, "retry", attempt=True)  # claimed before the call
-        ref = f"{deposit}/{purpose}"
+        ref = f"{outlet}/{deposit}/{purpose}"  # the provider deduplicates by it: the outlet too
         try:
             pid = self.provider.send(phone, text, ref)
         except SmsError as e:

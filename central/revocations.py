@@ -6,7 +6,11 @@ signs a ``revoke`` command for every locker of that outlet
 refused even by a locker that cannot reach the gateway's list. The revoked
 device is retired in the registry, so no new permit is signed for it.
 
-Once per report: answered events are kept in ``revocations_answered``. A
+Once per report: answered events are kept in ``revocations_answered``,
+keyed by (outlet, event id) like the events themselves (an id is made by
+a device, and device names repeat from outlet to outlet; see
+``central/embedded.py``), so one outlet's answered report never hides
+another's. A
 report for an outlet with no locker in the registry is answered with
 nothing to send, and says so.
 """
@@ -18,18 +22,16 @@ import json
 import time
 from collections.abc import Callable
 
-from central.embedded import Embedded
+from central.embedded import Embedded, rekey
 from central.keys import KeyService
 from common.logs import recorder
 
 record = recorder(__name__)
 LIFETIME_S = 7 * 24 * 3600  # as long as a command may wait for a locker that is offline
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS revocations_answered (
-    event TEXT PRIMARY KEY, outlet TEXT NOT NULL, device TEXT NOT NULL, lockers INTEGER NOT NULL,
-    at REAL NOT NULL);
-"""
+ANSWERED = """CREATE TABLE IF NOT EXISTS {t} (
+    event TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, lockers INTEGER NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (outlet, event));"""
 
 
 class Revocations:
@@ -38,14 +40,16 @@ class Revocations:
         self.master = master
         self.clock = clock
         with self.b.lock:
-            self.b.db.executescript(SCHEMA)
+            rekey(self.b.db, "revocations_answered", ANSWERED, ["outlet", "event"])  # an older file
+            self.b.db.executescript(ANSWERED.format(t="revocations_answered"))
 
     def run_once(self) -> int:
         """Answer every report not answered yet; the commands queued."""
         queued = 0
         rows = self.b.db.execute(
             "SELECT e.id, e.outlet, e.payload FROM events e WHERE e.type='gateway.device_revoked' "
-            "AND e.id NOT IN (SELECT event FROM revocations_answered) ORDER BY e.received_at").fetchall()
+            "AND NOT EXISTS (SELECT 1 FROM revocations_answered a WHERE a.outlet=e.outlet AND a.event=e.id) "
+            "ORDER BY e.received_at").fetchall()
         for eid, outlet, payload in rows:
             body = json.loads(payload).get("body", {})
             device = body.get("device")
@@ -71,5 +75,5 @@ class Revocations:
 
     def _answered(self, eid: str, outlet: str, device: str, lockers: int) -> None:
         with self.b.lock:
-            self.b.db.execute("INSERT OR IGNORE INTO revocations_answered VALUES (?,?,?,?,?)",
-                              (eid, outlet, device, lockers, self.clock()))
+            self.b.db.execute("INSERT OR IGNORE INTO revocations_answered (event, outlet, device, lockers, "
+                              "at) VALUES (?,?,?,?,?)", (eid, outlet, device, lockers, self.clock()))

@@ -158,7 +158,8 @@ class _Sabotaged:
         with self._lock:
             ids = [e.id for e in checked.good]
             held = {r[0] for r in self.backend.db.execute(
-                f"SELECT id FROM events WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else set()
+                f"SELECT id FROM events WHERE outlet=? AND id IN ({','.join('?' * len(ids))})",
+                (outlet, *ids))} if ids else set()
             keep = []
             for e in checked.good:
                 if e.id not in held:
@@ -326,8 +327,8 @@ class CentralService:
     def forget(self, outlet: str, event_id: str) -> bool:
         """Delete one stored event, as a failing disk would (a test proving the
         ledger notices); True if it was held."""
-        with self.lock, self.backend.lock:
-            gone = self.backend.db.execute("DELETE FROM events WHERE id=?", (event_id,)).rowcount == 1
+        with self.lock:
+            gone = self.backend.forget(outlet, event_id)  # by (outlet, id): another outlet's stays
             self._events.get(outlet, {}).pop(event_id, None)
             self._received.get(outlet, {}).pop(event_id, None)
             return gone

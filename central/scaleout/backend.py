@@ -30,7 +30,7 @@ from central.scaleout import record
 from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
 from central.scaleout.pg import Pool
-from central.scaleout.schema import SCHEMA
+from central.scaleout.schema import MIGRATE, SCHEMA, SCHEMA_LOCK
 from common.session import PasswordCache, hash_password
 
 
@@ -40,8 +40,9 @@ class ScaleOut:
         self.pool = Pool(cfg.pg, pool_size)
         with self.pool.tx() as c:
             # One schema creator at a time (several fronts may start together).
-            c.execute("SELECT pg_advisory_xact_lock(7170017)")
+            c.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
             c.execute(SCHEMA)
+            c.execute(MIGRATE)  # a database from before events were keyed by (outlet, id)
         self.bridge = LoopThread("central-nats")
         try:
             self.nc: Client = self.bridge.run(jlog.connect(cfg, "central-front"), 30)
@@ -117,6 +118,13 @@ class ScaleOut:
             else:
                 row = c.execute("SELECT count(*) FROM events WHERE outlet=%s", (outlet,)).fetchone()
         return int(row[0]) if row else 0
+
+    def event(self, outlet: str, event_id: str) -> bytes | None:
+        """One stored event's payload, by the outlet that sent it and its id."""
+        with self.pool.tx() as c:
+            row = c.execute("SELECT payload FROM events WHERE outlet=%s AND id=%s",
+                            (outlet, event_id)).fetchone()
+        return bytes(row[0]) if row else None
 
     # ---------------------------------------------------------- commands
     def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:

@@ -1,9 +1,22 @@
 """The scale-out store's tables in PostgreSQL: the embedded backend's
 (``central/embedded.py``) in PostgreSQL's types, so both answer the same
-questions. Events and quarantined events are keyed by event id, which is
-what makes a redelivered log message harmless (``ON CONFLICT DO NOTHING``).
-Photos are kept whole in ``photos.data`` once complete: the store is the one
-place every front process can read them from."""
+questions. Events and quarantined events are keyed by (outlet, event id),
+which is what makes a redelivered log message harmless (``ON CONFLICT DO
+NOTHING``). The outlet is in the key because ids are made by devices and
+device names (``lk01``) repeat in every outlet: keyed by the id alone, the
+second outlet's event was taken for a resend and lost, acked but never
+stored (issue 17). Photos are kept whole in ``photos.data`` once complete:
+the store is the one place every front process can read them from.
+
+A database made before that key is upgraded where the schema is created
+(``MIGRATE``, run by every front and worker under the schema lock): the old
+primary key on ``id`` is dropped and ``(outlet, id)`` added in one ``ALTER
+TABLE``, in the same transaction, and only when the table's key is not
+already that, so it runs once and a second run changes nothing. No row is
+copied or lost: a key that was unique on ``id`` is unique on ``(outlet,
+id)`` too. The new key's index is built while the table is locked, so on a
+large store the first start after the upgrade waits for it (writers queue,
+nothing is refused: the log holds the batches meanwhile)."""
 
 from __future__ import annotations
 
@@ -12,13 +25,13 @@ CREATE TABLE IF NOT EXISTS outlets (
     id text PRIMARY KEY, pw_hash text NOT NULL, created_at double precision NOT NULL,
     retired_at double precision);
 CREATE TABLE IF NOT EXISTS events (
-    id text PRIMARY KEY, outlet text NOT NULL, device text NOT NULL, type text NOT NULL,
+    id text NOT NULL, outlet text NOT NULL, device text NOT NULL, type text NOT NULL,
     cls text NOT NULL, ts bigint NOT NULL, payload bytea NOT NULL, batch text NOT NULL,
-    received_at double precision NOT NULL);
+    received_at double precision NOT NULL, PRIMARY KEY (outlet, id));
 CREATE INDEX IF NOT EXISTS events_outlet ON events (outlet, received_at);
 CREATE TABLE IF NOT EXISTS quarantine (
-    id text PRIMARY KEY, outlet text NOT NULL, reason text NOT NULL, payload bytea NOT NULL,
-    received_at double precision NOT NULL);
+    id text NOT NULL, outlet text NOT NULL, reason text NOT NULL, payload bytea NOT NULL,
+    received_at double precision NOT NULL, PRIMARY KEY (outlet, id));
 CREATE TABLE IF NOT EXISTS batches (
     id text NOT NULL, outlet text NOT NULL, lane text NOT NULL, n integer NOT NULL,
     parts integer NOT NULL, wire_bytes integer NOT NULL, first_at double precision NOT NULL,
@@ -38,18 +51,43 @@ CREATE TABLE IF NOT EXISTS photo_claims (
     sha text NOT NULL, outlet text NOT NULL, meta text, at double precision NOT NULL);
 """
 
+# Upgrade a database whose events / quarantine are keyed by id alone (see
+# the module doc); a no-op once the key is (outlet, id).
+MIGRATE = """
+DO $$
+DECLARE
+    t text;
+    k record;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['events', 'quarantine'] LOOP
+        SELECT conname, pg_get_constraintdef(oid) AS def INTO k FROM pg_constraint
+            WHERE conrelid = t::regclass AND contype = 'p';
+        IF k.def IS DISTINCT FROM 'PRIMARY KEY (outlet, id)' THEN
+            IF k.conname IS NULL THEN
+                EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (outlet, id)', t);
+            ELSE
+                EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I, ADD PRIMARY KEY (outlet, id)',
+                               t, k.conname);
+            END IF;
+        END IF;
+    END LOOP;
+END
+$$;
+"""
+SCHEMA_LOCK = 7170017  # pg_advisory_xact_lock key: one schema creator at a time
+
 # One statement per fetched group of messages: arrays in, rows out, and an
 # event already held (a redelivery, a gateway's resend) is skipped.
 INSERT_EVENTS = """
 INSERT INTO events (id, outlet, device, type, cls, ts, payload, batch, received_at)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
                      %s::bytea[], %s::text[], %s::double precision[])
-ON CONFLICT (id) DO NOTHING
+ON CONFLICT (outlet, id) DO NOTHING
 """
 INSERT_QUARANTINE = """
 INSERT INTO quarantine (id, outlet, reason, payload, received_at)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::double precision[])
-ON CONFLICT (id) DO NOTHING
+ON CONFLICT (outlet, id) DO NOTHING
 """
 INSERT_BATCHES = """
 INSERT INTO batches (id, outlet, lane, n, parts, wire_bytes, first_at)

@@ -2,8 +2,11 @@
 
 It holds nothing a restart loses: it pulls a group of messages from the
 shared durable consumer, writes all their rows in one transaction (events and
-quarantined events ``ON CONFLICT (id) DO NOTHING``, so a redelivered message
-is harmless), commits, and only then acks the messages. A worker killed
+quarantined events ``ON CONFLICT (outlet, id) DO NOTHING``, so a redelivered
+message is harmless; the outlet is in the key because device names, and so
+event ids, repeat from outlet to outlet), commits, and only then acks the
+messages. A worker creates (or upgrades, ``schema.MIGRATE``) the tables
+before it writes, as a front does, so the order they start in does not matter. A worker killed
 before its ack leaves the messages to JetStream, which hands them to another
 (or the restarted) worker after ``ack_wait``. Add workers to write faster;
 they share the consumer's messages between them. Inside one worker, two
@@ -35,7 +38,14 @@ from central.scaleout import log as jlog
 from central.scaleout import record
 from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
-from central.scaleout.schema import INSERT_BATCHES, INSERT_EVENTS, INSERT_QUARANTINE
+from central.scaleout.schema import (
+    INSERT_BATCHES,
+    INSERT_EVENTS,
+    INSERT_QUARANTINE,
+    MIGRATE,
+    SCHEMA,
+    SCHEMA_LOCK,
+)
 from common.logs import get
 from common.text import beside, pick_lang
 
@@ -104,6 +114,10 @@ class Worker:
         fetch brings few messages and a lone loop waits on commits."""
         sub = await js.pull_subscribe_bind(durable=self.cfg.durable, stream=self.cfg.stream)
         db = await self._db()
+        async with db.transaction():
+            await db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            await db.execute(SCHEMA)
+            await db.execute(MIGRATE)
         ready.set()
         try:
             while not self._stop.is_set():
@@ -146,8 +160,9 @@ class Worker:
 
     async def _write(self, db: psycopg.AsyncConnection, msgs: list[Msg]) -> None:
         now = time.time()
-        ev: dict[str, tuple[str, str, str, str, str, int, bytes, str, float]] = {}
-        qu: dict[str, tuple[str, str, str, bytes, float]] = {}
+        # by (outlet, id): one fetch may hold two outlets' events with the same id
+        ev: dict[tuple[str, str], tuple[str, str, str, str, str, int, bytes, str, float]] = {}
+        qu: dict[tuple[str, str], tuple[str, str, str, bytes, float]] = {}
         ba: dict[tuple[str, str], tuple[str, str, str, int, int, int, float]] = {}
         for m in msgs:
             try:
@@ -158,9 +173,9 @@ class Worker:
                 await m.term()
                 continue
             for eid, dev, typ, cls, ts, payload in p.good:
-                ev[eid] = (eid, p.outlet, dev, typ, cls, ts, payload, p.batch, now)
+                ev[(p.outlet, eid)] = (eid, p.outlet, dev, typ, cls, ts, payload, p.batch, now)
             for eid, reason, payload in p.quarantined:
-                qu[eid] = (eid, p.outlet, reason, payload, now)
+                qu[(p.outlet, eid)] = (eid, p.outlet, reason, payload, now)
             ba[(p.outlet, p.batch)] = (p.batch, p.outlet, p.lane, p.n, p.parts, p.wire_bytes, now)
         async with db.transaction():
             new = 0

@@ -37,6 +37,13 @@ class CentralUnderTest:
     push_command: Callable[[str, str, dict[str, Any]], int]
     count: Callable[[str], int]  # events stored for an outlet, once each
     settle: Callable[[], None]  # wait until what was acked is queryable (a no-op when synchronous)
+    held: Callable[[str], dict[str, bytes]]  # an outlet's stored events: id -> payload
+
+
+def _held_pg(scale: Any, outlet: str) -> dict[str, bytes]:
+    with scale.pool.tx() as c:
+        rows = c.execute("SELECT id, payload FROM events WHERE outlet=%s", (outlet,)).fetchall()
+    return {eid: bytes(p) for eid, p in rows}
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +71,8 @@ def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) ->
             yield CentralUnderTest(
                 "embedded", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
                 backend.add_outlet, backend.retire_outlet, backend.push_command, backend.count,
-                lambda: None)
+                lambda: None,
+                lambda o: {eid: bytes(p) for _, _, eid, p, _ in backend.events_since(outlet=o)})
         finally:
             srv.stop()
             backend.close()
@@ -82,7 +90,7 @@ def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) ->
             yield CentralUnderTest(
                 "scaleout", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
                 scale.add_outlet, scale.retire_outlet, scale.push_command, scale.count,
-                scale.wait_written)
+                scale.wait_written, lambda o: _held_pg(scale, o))
         finally:
             srv.stop()
             worker.stop()

@@ -28,7 +28,7 @@ from central.intake import check_batch
 from central.scaleout import ScaleOut, ScaleOutConfig
 from central.scaleout.worker import WorkerThread
 from common.uplink_codec import encode_batch
-from tests.central.conftest import CentralUnderTest
+from tests.central.conftest import CentralUnderTest, _held_pg
 from tests.central.rig import ScaleOutRig
 from tests.central.test_contract import PW, Client, events
 
@@ -51,7 +51,7 @@ def stack(scaleout_rig: ScaleOutRig, central_pki: Any) -> Iterator[Stack]:
     srv, _ = front.serve(backend, "127.0.0.1", 0, str(central_pki.server.cert), str(central_pki.server.key))
     cut = CentralUnderTest("scaleout", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
                            backend.add_outlet, backend.retire_outlet, backend.push_command, backend.count,
-                           backend.wait_written)
+                           backend.wait_written, lambda o: _held_pg(backend, o))
     try:
         yield Stack(cfg, backend, cut)
     finally:

@@ -125,7 +125,7 @@ def _gateway(url: tuple[str, int], ca: str, g: int, batches: list[tuple[str, byt
     ctx = ssl.create_default_context(cafile=ca)
     auth = "Basic " + base64.b64encode(f"{outlet(g)}:{PW}".encode()).decode()
     conn: http.client.HTTPSConnection | None = None
-    acked: list[str] = []
+    acked: list[tuple[str, str]] = []  # (outlet, id): the platform's key
     retries = 0
     refused = 0
     deadline = time.monotonic() + 300
@@ -147,7 +147,7 @@ def _gateway(url: tuple[str, int], ca: str, g: int, batches: list[tuple[str, byt
                 time.sleep(0.1)
                 continue
             if r.status == 200 and decode_ack(data).all:
-                acked.extend(ids)
+                acked.extend((outlet(g), i) for i in ids)
                 break
             if r.status < 500:
                 refused += 1  # never expected: a gateway would not resend a refused batch
@@ -321,8 +321,8 @@ def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool, drain: bo
         stats = _stop_workers(ws)
         ws = []
         with backend.pool.tx() as c:
-            rows, distinct = c.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
-            stored_ids = {row[0] for row in c.execute("SELECT id FROM events")}
+            rows, distinct = c.execute("SELECT count(*), count(DISTINCT (outlet, id)) FROM events").fetchone()
+            stored_ids = {(row[0], row[1]) for row in c.execute("SELECT outlet, id FROM events")}
         backlog = backend.backlog()
     finally:
         for f in fs:

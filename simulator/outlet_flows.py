@@ -30,7 +30,6 @@ from handheld.workflows import GatewayClient, ParcelFlows
 from simulator.assembly import BADGE_SECRET, Outlet
 from simulator.counter_sim import WebClient, documents
 from simulator.inproc import SimLocker
-from simulator.results import platform_open_decisions
 from simulator.workload import COURIER, Action
 
 #: The clerk who handles alarms: a supervisor (a forced door is a critical alarm).
@@ -402,26 +401,56 @@ def _clerk(outlet: Outlet) -> WebClient:
     return web
 
 
-def _request_open(outlet: Outlet, device: str, cid: int) -> str:
-    """The supervisor's remote-open request in the console; its request id
-    as the platform sees it (the ``gateway.clerk_request`` event)."""
+def _request(outlet: Outlet, kind: str, device: str, cid: int, note: str) -> str:
+    """A supervisor's request in the console (``open``, ``out_of_service``,
+    ``in_service``); its request id as the platform sees it (the
+    ``gateway.clerk_request`` event)."""
     web = _clerk(outlet)
     csrf, _ = web.console()
-    note = "villager's parcel stuck behind the door"
     code, _ = web.form("/clerk/compartment", {"csrf": csrf, "device": device, "compartment": str(cid),
-                                              "action": "open", "note": note})
+                                              "action": kind, "note": note})
     if code != 303:
         raise Refused(f"console_{code}")
+    seen: set[str] = outlet.flows.setdefault("requests_seen", set())
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # the request goes up with the gateway's own events
         for ev in platform_requests(outlet):
             b = ev["body"]
-            if (b.get("request") == "open" and b.get("device") == device and b.get("compartment") == cid
-                    and ev["id"] not in outlet.flows.setdefault("open_requests", set())):
-                outlet.flows["open_requests"].add(ev["id"])
+            if (b.get("request") == kind and b.get("device") == device and b.get("compartment") == cid
+                    and ev["id"] not in seen):
+                seen.add(ev["id"])
                 return str(ev["id"])
         time.sleep(0.1)
     raise Refused("not_at_platform")
+
+
+async def _decided(outlet: Outlet, rid: str) -> str:
+    """The id of the command the platform signed for request ``rid``
+    (``central/clerk_requests.py``); Refused with its reason if it refused."""
+    deadline = time.monotonic() + 20
+    while True:
+        for d in outlet.central.duties.clerk_requests.decisions(outlet.outlet_id):
+            if d["event"] == rid:
+                if d["verdict"] != "signed":
+                    raise Refused(f"platform_{d['reason']}")
+                return str(d["cmd"])
+        if time.monotonic() > deadline:
+            raise Refused("not_decided")
+        await asyncio.sleep(0.05)
+
+
+async def _device_reported(outlet: Outlet, device: str, etype: str, cmd_id: str) -> None:
+    """Wait until ``device`` reports ``etype`` for command ``cmd_id``."""
+    deadline = time.monotonic() + 20
+    while True:
+        with outlet.obs.lock:
+            done = any(e["type"] == etype and e["body"].get("cmd") == cmd_id
+                       and e["id"].startswith(device + ":") for e in outlet.obs.events.values())
+        if done:
+            return
+        if time.monotonic() > deadline:
+            raise Refused("not_applied")
+        await asyncio.sleep(0.05)
 
 
 def platform_requests(outlet: Outlet) -> list[dict[str, Any]]:
@@ -438,27 +467,42 @@ async def remote_open(outlet: Outlet, a: Action) -> None:
     device, cid = a.args["locker"], int(a.args["compartment"])
     if not isinstance(outlet.devices.get(device), SimLocker):
         raise Refused("device_down")
-    rid = await asyncio.to_thread(_request_open, outlet, device, cid)
-    deadline = time.monotonic() + 20
-    while (cmd_id := platform_open_decisions(outlet).get(rid)) is None:
-        refused = [d["reason"] for d in outlet.central.duties.clerk_requests.decisions(outlet.outlet_id)
-                   if d["event"] == rid and d["verdict"] == "refused"]
-        if refused:
-            raise Refused(f"platform_{refused[0]}")
-        if time.monotonic() > deadline:
-            raise Refused("not_decided")
-        await asyncio.sleep(0.05)
-    deadline = time.monotonic() + 20
-    while True:
-        with outlet.obs.lock:
-            done = any(e["type"] == "locker.remote_open" and e["body"].get("cmd") == cmd_id
-                       and e["id"].startswith(device + ":") for e in outlet.obs.events.values())
-        if done:
-            break
-        if time.monotonic() > deadline:
-            raise Refused("not_opened")
-        await asyncio.sleep(0.05)
+    note = "villager's parcel stuck behind the door"
+    rid = await asyncio.to_thread(_request, outlet, "open", device, cid, note)
+    cmd_id = await _decided(outlet, rid)
+    await _device_reported(outlet, device, "locker.remote_open", cmd_id)
     outlet.stats["remote_open"] += 1
+
+
+async def compartment_out(outlet: Outlet, a: Action) -> None:
+    """The supervisor takes a faulty compartment out of service: the
+    largest-numbered free one of the locker that is not the last free one of
+    its size; the platform signs ``service``, the locker
+    stops offering it. Remembered for ``compartment_back``."""
+    device = a.args["locker"]
+    dev = outlet.devices.get(device)
+    if not isinstance(dev, SimLocker):
+        raise Refused("device_down")
+    free = [c for c in dev.app.comps.all() if c["state"] == "free"]
+    spare = [c["id"] for c in free if sum(1 for o in free if o["size"] == c["size"]) > 1]
+    if not spare:  # never the last free one of a size: the day's deposits would meet "full"
+        raise Refused("no_free_compartment")
+    cid = max(spare)
+    rid = await asyncio.to_thread(_request, outlet, "out_of_service", device, cid, "door does not latch")
+    await _device_reported(outlet, device, "locker.service", await _decided(outlet, rid))
+    outlet.flows.setdefault("out_of_service", {})[a.args["n"]] = (device, cid)
+    outlet.stats["compartment_out"] += 1
+
+
+async def compartment_back(outlet: Outlet, a: Action) -> None:
+    """The repaired compartment back in service, the same way."""
+    taken = outlet.flows.get("out_of_service", {}).pop(a.args["n"], None)
+    if taken is None:
+        raise Refused("none_out")
+    device, cid = taken
+    rid = await asyncio.to_thread(_request, outlet, "in_service", device, cid, "latch replaced")
+    await _device_reported(outlet, device, "locker.service", await _decided(outlet, rid))
+    outlet.stats["compartment_back"] += 1
 
 
 async def clerk_alarms(outlet: Outlet, a: Action) -> None:
@@ -474,6 +518,7 @@ OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
     "counter_accept": counter_accept, "send_book": send_book, "send_dropoff": send_dropoff,
     "collect": collect, "bag_pickup": bag_pickup, "door_forced": door_forced, "clerk_alarms": clerk_alarms,
     "return_book": return_book, "return_dropoff": return_dropoff, "guess": guess, "remote_open": remote_open,
+    "compartment_out": compartment_out, "compartment_back": compartment_back,
     "hh_intake": hh_intake, "hand_delivery": hand_delivery, "permit_deposit": permit_deposit,
     "set_pickup_days": set_pickup_days,
 }

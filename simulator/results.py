@@ -274,6 +274,54 @@ def remote_opens_by_request(events: list[dict[str, Any]], decisions: dict[str, s
             "fields": fields}
 
 
+ENTERS = ("locker.deposit", "locker.return_dropoff", "locker.send_dropoff")  # a parcel put into a compartment
+
+
+def compartments_serviced(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """``compartments_serviced``: every compartment a supervisor asked to
+    take out of service or put back (``gateway.clerk_request``) changed
+    exactly once, on that locker and compartment, under the platform's
+    signed ``service`` command (``locker.service`` names the request), and
+    no parcel went into a compartment while it was out of service. Fails on
+    a run without such a request."""
+    asks = {"out_of_service", "in_service"}
+    requests = {ev["id"]: ev.get("body") or {} for ev in events
+                if ev["type"] == "gateway.clerk_request" and (ev.get("body") or {}).get("request") in asks}
+    applied: Counter[str] = Counter()
+    changes: dict[tuple[str, Any], list[tuple[int, str]]] = {}
+    for ev in events:
+        if ev["type"] != "locker.service":
+            continue
+        b = ev.get("body") or {}
+        device = ev["id"].split(":", 1)[0]
+        rb = requests.get(str(b.get("request")))
+        if rb is not None and (rb.get("device"), rb.get("compartment"), rb.get("request")) == (
+                device, b.get("compartment"), b.get("state")):
+            applied[str(b.get("request"))] += 1
+        at = int(ev.get("ts", 0))
+        changes.setdefault((device, b.get("compartment")), []).append((at, str(b.get("state"))))
+    wrong = [f"{rid}={applied[rid]}" for rid in sorted(requests) if applied[rid] != 1]
+    inside = []
+    for ev in events:
+        if ev["type"] not in ENTERS:
+            continue
+        key = (ev["id"].split(":", 1)[0], (ev.get("body") or {}).get("compartment"))
+        out = False
+        for ts, state in sorted(changes.get(key, [])):
+            if ts >= int(ev.get("ts", 0)):  # a change in the same second: not before it
+                break
+            out = state == "out_of_service"
+        if out:
+            inside.append(f"{ev['id']}=into_out_of_service")
+    wrong += inside
+    fields = {"requests": len(requests), "applied": sum(applied.values()), "entered_while_out": len(inside),
+              "wrong": wrong[:5]}
+    detail = f"{len(requests)} service changes requested, {fields['applied']} applied" + (
+        f"; wrong: {', '.join(wrong[:5])}" if wrong else "")
+    return {"name": "compartments_serviced", "ok": bool(requests) and not wrong, "detail": detail,
+            "fields": fields}
+
+
 def hand_delivered_once(events: list[dict[str, Any]]) -> dict[str, Any]:
     """``hand_delivered_once``: every parcel handed over at the door
     (``handheld.hand_delivery``) was taken into custody first (an intake at
@@ -374,6 +422,8 @@ def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
         out.append(permit_deposits_once(events))
     if sc.remote_opens:
         out.append(remote_opens_by_request(events, platform_open_decisions(outlet)))
+    if sc.out_of_service:
+        out.append(compartments_serviced(events))
     if sc.forced_doors or sc.guessers:
         out.append(alarms_handled(events))
     for x in out:

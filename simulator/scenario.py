@@ -36,6 +36,7 @@ at load with errors that name the key::
     returns = 1                 # returns booked by the platform, dropped off by return code, retrieved
     guessers = 1                # someone typing pickup codes at random until the lockout stops them
     remote_opens = 1            # the clerk asks the platform for a remote open; the platform signs it
+    out_of_service = 1          # a supervisor takes a compartment out of service and, later, back
     hand_deliveries = 1         # parcels the courier's handheld takes in and hands to the villager
     permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards (mode "real")
     pickup_days = 1             # parcels expire after this many days (0: the locker's own, 7); the courier
@@ -136,6 +137,7 @@ class Scenario:
     returns: int = 0
     guessers: int = 0
     remote_opens: int = 0
+    out_of_service: int = 0
     hand_deliveries: int = 0
     permit_deposits: int = 0
     pickup_days: int = 0
@@ -176,7 +178,7 @@ class Scenario:
     @property
     def clerk(self) -> bool:
         """A clerk handles the day's alarms in the console (a forced door, a guesser's lockout)."""
-        return self.forced_doors + self.guessers + self.remote_opens > 0
+        return self.forced_doors + self.guessers + self.remote_opens + self.out_of_service > 0
 
 
 # The file's shape, declared (common/config.py): each table a section whose
@@ -231,6 +233,7 @@ class WorkloadSection(Section):
     # Remote opens the clerk (a supervisor) requests in the console; the
     # platform signs each as an ``open`` command naming the request.
     remote_opens: Annotated[int, Field(ge=0, le=100)] = 0
+    out_of_service: Annotated[int, Field(ge=0, le=20)] = 0
     # Parcels the courier's handheld takes in at the outlet and hands over at
     # the door (confirmed by name): the handheld app's own parcel flows.
     hand_deliveries: Annotated[int, Field(ge=0, le=500)] = 0
@@ -347,7 +350,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         window_min=w.window_min, photos=w.photos, counter_parcels=w.counter_parcels,
         charity_parcels=w.charity_parcels, send_dropoffs=w.send_dropoffs, outbound_h=w.outbound_h,
         forced_doors=w.forced_doors, returns=w.returns, guessers=w.guessers,
-        remote_opens=w.remote_opens, hand_deliveries=w.hand_deliveries,
+        remote_opens=w.remote_opens, out_of_service=w.out_of_service, hand_deliveries=w.hand_deliveries,
         permit_deposits=w.permit_deposits, pickup_days=w.pickup_days,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())

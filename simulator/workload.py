@@ -18,7 +18,9 @@ alarms the clerk handles in the console (``clerk_alarms``). Returns (退件)
 are booked by the platform (``return_book``), dropped off by their return
 codes (``return_dropoff``) and retrieved with the courier's collection.
 The clerk asks the platform for a remote open (``remote_open``), which the
-platform signs and the locker carries out. The courier's handheld takes
+platform signs and the locker carries out; a supervisor takes a compartment
+out of service and back the same way (``compartment_out``,
+``compartment_back``). The courier's handheld takes
 parcels in at the outlet (``hh_intake``) and hands them over at the door
 (``hand_delivery``), and forwards the platform's permits for deposits at
 a locker (``permit_deposit``). With ``pickup_days`` the platform shortens
@@ -53,6 +55,7 @@ class Action:
     order: int  # tie-break: generation order
     # intake | deposit | pickup | photo | counter_accept | send_book | send_dropoff | collect
     # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess | remote_open
+    # | compartment_out | compartment_back
     # | hh_intake | hand_delivery | permit_deposit | set_pickup_days
     kind: str = field(compare=False)
     device: str = field(compare=False)
@@ -195,5 +198,9 @@ def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: li
     for i in range(sc.remote_opens if lockers else 0):
         add(t0 + 2.75 * 3600 + i * 300, "remote_open", "clerk", locker=rng.choice(lockers),
             compartment=sc.compartments)
+    for i in range(sc.out_of_service if lockers else 0):  # a door that does not latch, repaired by noon
+        locker = rng.choice(lockers)
+        add(t0 + 1.25 * 3600 + i * 300, "compartment_out", "clerk", locker=locker, n=i)
+        add(t0 + 4.25 * 3600 + i * 300, "compartment_back", "clerk", locker=locker, n=i)
     if (sc.forced_doors or sc.guessers) and lockers:
         add(t0 + 3 * 3600, "clerk_alarms", "clerk")

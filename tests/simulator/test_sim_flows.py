@@ -17,6 +17,7 @@ from simulator.assembly import Outlet
 from simulator.report.reading import expect_text
 from simulator.results import (
     alarms_handled,
+    compartments_serviced,
     expired_retrieved_once,
     guessers_locked_out,
     hand_delivered_once,
@@ -37,7 +38,7 @@ DAY = {
     "workload": {"parcels": 6, "pickup_rate": 0.5, "pickup_delay_h": [0.5, 1.0],
                  "arrivals_by_hour": [1] * 24, "counter_parcels": 2, "charity_parcels": 1,
                  "send_dropoffs": 2, "outbound_h": 1.0, "forced_doors": 1, "returns": 1, "guessers": 1,
-                 "remote_opens": 1, "hand_deliveries": 2},
+                 "remote_opens": 1, "hand_deliveries": 2, "out_of_service": 1},
 }
 
 
@@ -197,6 +198,31 @@ HAND = [
 ]
 
 
+def test_service_check_fails_on_a_double_change_a_missing_one_or_a_parcel_put_in_while_out() -> None:
+    def at(e: dict[str, Any], ts: int) -> dict[str, Any]:
+        return dict(e, ts=ts)
+
+    out = {"request": "out_of_service", "device": "lk01", "compartment": 7, "role": "supervisor"}
+    back = dict(out, request="in_service")
+    good = [ev("gw-o1-clerk:aa:1", "gateway.clerk_request", out, "audit"),
+            at(ev("lk01:bb:1", "locker.service", {"compartment": 7, "state": "out_of_service", "cmd": "c1",
+                                                  "request": "gw-o1-clerk:aa:1"}, "audit"), 100),
+            ev("gw-o1-clerk:aa:2", "gateway.clerk_request", back, "audit"),
+            at(ev("lk01:bb:2", "locker.service", {"compartment": 7, "state": "in_service", "cmd": "c2",
+                                                  "request": "gw-o1-clerk:aa:2"}, "audit"), 200),
+            at(ev("lk01:bb:3", "locker.deposit", {"compartment": 7, "parcel": "RB123456785GB"}), 250)]
+    assert compartments_serviced(good)["ok"]
+    assert not compartments_serviced([])["ok"]  # a run that asked for none proves nothing
+    twice = [*good, dict(good[1], id="lk01:bb:9")]
+    assert compartments_serviced(twice)["fields"]["wrong"] == ["gw-o1-clerk:aa:1=2"]
+    assert not compartments_serviced(good[:3] + good[4:])["ok"]  # never put back
+    into = [*good, at(ev("lk01:bb:4", "locker.send_dropoff", {"compartment": 7, "order": "SO1-1"}), 150)]
+    r = compartments_serviced(into)
+    assert not r["ok"] and r["fields"]["entered_while_out"] == 1
+    other = [*good, at(ev("lk02:bb:4", "locker.deposit", {"compartment": 7, "parcel": "RB1"}), 150)]
+    assert compartments_serviced(other)["ok"]  # the same number at another locker is another compartment
+
+
 def test_hand_delivery_check_fails_twice_untaken_or_also_in_a_locker() -> None:
     ok = hand_delivered_once(HAND)
     assert ok["ok"] and ok["fields"] == {"handed": 1, "taken_in": 1, "wrong": []}
@@ -233,6 +259,9 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
     assert 0 < gs["fields"]["wrong_codes"] <= gs["fields"]["budget"]
     hd = exp["hand_delivered_once"]
     assert hd["ok"] and hd["fields"]["handed"] == hd["fields"]["taken_in"] == 2
+    sv = exp["compartments_serviced"]  # out of service and back, each decided by the central service
+    assert sv["ok"] and sv["fields"]["requests"] == sv["fields"]["applied"] == 2
+    assert res["stats"]["compartment_out"] == res["stats"]["compartment_back"] == 1
     ro = exp["remote_opens_by_request"]
     assert ro["ok"] and ro["fields"]["requests"] == ro["fields"]["opened"] == 1 and st_ok(res, "remote_open")
     al = exp["alarms_handled"]

@@ -4,8 +4,11 @@ hostile-device benchmark (``bench/hostile_device.py``).
 What one ordinary device login can send (issue 11's findings): junk as fast
 as the broker reads it (``Flood``), poison messages that once stopped the
 gateway for good (``poison``), and connections that claim the gateway's
-client id to take its session over (``Takeover``). Run against an outlet, a
-tester shows that the ledger of every well-behaved device stays whole.
+client id to take its session over (``Takeover``), and commands forged
+without the platform's key (``forged_commands``), sent to the lockers both
+from that login and through the platform's downlink queue. Run against an
+outlet, a tester shows that the ledger of every well-behaved device stays
+whole and that no forged command opens a door.
 
 The flood writes pre-encoded MQTT 3.1.1 PUBLISH packets (QoS 0) straight to a
 TCP socket, so it is limited by the broker, not by a client library.
@@ -13,6 +16,7 @@ TCP socket, so it is limited by the broker, not by a client library.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import socket
@@ -22,12 +26,16 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from central.keys import KeyService
 from protocol import envelope, topics
 from protocol.errors import ProtocolError
 from protocol.ids import format_event_id
 
 ATTACK_INC = "0badc0de"
 OVERSIZE = 70 * 1024  # over an outlet broker's 64 KiB max_packet_size
+LIFETIME_S = 24 * 3600  # long enough that the gateway holds them to deliver, not as expired
+# The forger's own "master": every key derived from it is wrong for every locker.
+FORGER_MASTER = hashlib.sha256(b"not the platform's master key").digest()
 
 
 def junk_pool(device: str, others: list[str], rng: random.Random, refused_only: bool = False
@@ -230,3 +238,44 @@ def describe(pool: list[tuple[str, bytes]]) -> dict[str, Any]:
     for ch, _ in pool:
         out[ch] = out.get(ch, 0) + 1
     return out
+
+
+def forged_commands(outlet: str, lockers: list[str], now: int) -> list[tuple[str, dict[str, Any]]]:
+    """(locker, command) pairs a forger can make without the platform's
+    master key, each an ``open`` (a door without a code): signed with a key
+    from another master; the same claiming a newer key version; signed for
+    the locker next door and sent to this one; no signature at all. Ids start
+    ``forged-`` so a report can tell them apart."""
+    ks, newer = KeyService(outlet, FORGER_MASTER), KeyService(outlet, FORGER_MASTER, kv=9)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for n, lk in enumerate(lockers):
+        other = lockers[(n + 1) % len(lockers)] if len(lockers) > 1 else lk + "x"
+        args = {"compartment": 1}
+        life = {"now": now, "lifetime_s": LIFETIME_S}
+        out += [(lk, ks.command(lk, "open", args, f"forged-{lk}-key", **life)),
+                (lk, newer.command(lk, "open", args, f"forged-{lk}-kv", **life)),
+                (lk, ks.command(other, "open", args, f"forged-{lk}-dev", **life)),
+                (lk, {"v": 1, "id": f"forged-{lk}-bare", "dev": lk, "op": "open", "args": args, "iat": now,
+                      "exp": now + LIFETIME_S})]
+    return out
+
+
+def publish_commands(host: str, port: int, outlet: str, device: str, password: str,
+                     cmds: list[tuple[str, dict[str, Any]]]) -> int:
+    """Each command straight onto its locker's ``cmd`` topic from a device
+    login, at QoS 1; how many the broker acknowledged (its ACL refuses to
+    deliver a device's write to another device's topic, acked or not)."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{device}-forger", protocol=mqtt.MQTTv311)
+    c.username_pw_set(device, password)
+    c.connect(host, port)
+    c.loop_start()
+    n = 0
+    try:
+        for lk, cmd in cmds:
+            info = c.publish(topics.build(outlet, "locker", lk, "cmd"), json.dumps(cmd).encode(), qos=1)
+            info.wait_for_publish(10)
+            n += int(info.is_published())
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return n

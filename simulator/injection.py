@@ -15,13 +15,14 @@ import random
 import shutil
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 from protocol import topics
 from simulator.assembly import Outlet
 from simulator.faultproxy import Rule
 from simulator.gateway_process import GatewayProcess
-from simulator.hostile import Flood, Takeover, junk_pool, poison
+from simulator.hostile import Flood, Takeover, forged_commands, junk_pool, poison, publish_commands
 from simulator.scenario import HOSTILE_KINDS, Fault
 from simulator.unix_locker import UnixLocker
 
@@ -111,6 +112,29 @@ async def _hostile(outlet: Outlet, f: Fault, starting: bool) -> str:
         n = await asyncio.to_thread(poison, host, port, outlet.outlet_id, name, pw, pool)
         outlet.stats["hostile_poison_sent"] += n
         return f"{n} messages"
+    if f.kind == "forged":
+        if not starting:
+            return ""
+        lockers = sorted(d for d in outlet.devices if d.startswith("lk"))
+        cmds = forged_commands(outlet.outlet_id, lockers, int(outlet.clock.time()))
+        n = await asyncio.to_thread(publish_commands, host, port, outlet.outlet_id, name, pw, cmds)
+        for _, cmd in cmds:  # and as if the platform's downlink queue had been tampered with
+            outlet.central.push_command(outlet.outlet_id, "locker", cmd)
+        outlet.stats["hostile_forged_sent"] += len(cmds)
+        # each one a locker got must come back refused (its outcome goes upstream)
+        ids = {c["id"] for _, c in cmds if c["dev"] in outlet.devices}
+        outcome: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while len(outcome) < len(ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            for e in outlet.central.held(outlet.outlet_id).values():
+                b = e.get("body") if isinstance(e.get("body"), dict) else {}
+                if e.get("type", "").startswith("gateway.command_") and b.get("id") in ids:
+                    outcome[str(b["id"])] = e["type"].removeprefix("gateway.command_")
+        for status in outcome.values():
+            outlet.stats[f"hostile_forged_{status}"] += 1
+        return f"{len(cmds)} forged commands ({n} acked by the broker), each in the downlink too: " + \
+            ", ".join(f"{v} {k}" for k, v in sorted(Counter(outcome.values()).items()))
     if f.kind == "flood":
         if starting:
             pool = junk_pool(name, list(outlet.devices), random.Random(outlet.sc.seed), refused_only=True)

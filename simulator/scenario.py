@@ -70,9 +70,9 @@ from common.config import KeyProblem, Section
 
 FAULT_KINDS = ("wan_down", "broker_restart", "gateway_kill", "power_cut", "clock_skew", "mqtt", "disk_full",
                "central_lossy", "device_duplicating",  # these two: sabotage, to prove the checks bite
-               "flood", "poison", "takeover")  # a hostile device login (simulator/hostile.py)
+               "flood", "poison", "takeover", "forged")  # a hostile device login (simulator/hostile.py)
 #: Faults by a hostile device login: the outlet gets one extra locker login for them.
-HOSTILE_KINDS = ("flood", "poison", "takeover")
+HOSTILE_KINDS = ("flood", "poison", "takeover", "forged")
 MQTT_ACTIONS = ("drop", "delay", "duplicate", "reorder")
 
 

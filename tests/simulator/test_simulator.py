@@ -344,3 +344,29 @@ def test_a_hostile_login_costs_the_ledger_nothing(tmp_path: Path) -> None:
         rejected = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
     assert held and set(held) == {"rogue"}
     assert rejected > 50
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_forged_commands_open_no_door_by_either_way_in(tmp_path: Path) -> None:
+    """The ``forged`` fault: open commands made without the platform's key,
+    from a device login straight to the lockers and through the platform's
+    downlink as if it were tampered with. Every one that reaches a locker is
+    refused there (and the refusal goes upstream), no door opens, the
+    ledger stays whole."""
+    import sqlite3
+
+    sc = parse(small(workload={"parcels": 10}, faults=[{"kind": "forged", "at_h": 2.0}]))
+    res = run_scenario(sc, tmp_path / "run")
+    assert res["verdict"]["ok"], (res["verdict"], res["expectations"])
+    assert res["stats"]["hostile_forged_sent"] == 8  # four kinds for each of two lockers
+    assert res["stats"]["hostile_forged_refused"] == 8 and not res["stats"].get("hostile_forged_acked")
+    with sqlite3.connect(tmp_path / "run" / "gateway.db") as con:
+        status = dict(con.execute("SELECT id, status FROM commands WHERE id LIKE 'forged-%'").fetchall())
+        opened = con.execute("SELECT count(*) FROM events WHERE type = 'locker.remote_open'").fetchone()[0]
+        acks = [json.loads(a) for (a,) in con.execute(
+            "SELECT ack FROM commands WHERE id LIKE 'forged-%' AND ack IS NOT NULL")]
+    assert opened == 0
+    assert set(status) == {f"forged-lk0{n}-{k}" for n in (1, 2) for k in ("key", "kv", "dev", "bare")}
+    assert set(status.values()) == {"refused"}, status
+    assert {a["code"] for a in acks} == {"bad_signature", "unknown_key", "missing_field"}

@@ -18,10 +18,14 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from common.config import describe
 from postedge import helptext, i18n
 from postedge.i18n import t
+
+if TYPE_CHECKING:
+    from simulator.scan_engine_sim import SimScanEngine
 
 DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "village-day.toml"
 
@@ -237,6 +241,74 @@ def cmd_serve_board(args: argparse.Namespace) -> int:
     return 0
 
 
+def engine_command(engine: SimScanEngine, line: str) -> tuple[str, Any]:
+    """One typed line at ``serve-engine`` -> (what, value): ``scan TEXT
+    [SYMBOLOGY]`` puts a label under the engine (read at the next trigger, or
+    at once in continuous mode); ``fault noise N|truncate|bad_checksum|
+    oversize N|unplug`` spoils the next scan; ``stats``; ``quit``."""
+    from simulator.scan_engine_sim import AIM_IDS
+
+    word, _, rest = line.strip().partition(" ")
+    parts = rest.split()
+    if word == "scan" and parts:
+        named = len(parts) > 1 and parts[-1] in AIM_IDS  # a symbology after the text
+        sym = parts[-1] if named else "code128"
+        text = rest.rsplit(" ", 1)[0].strip() if named else rest.strip()
+        engine.present(text, sym)
+        return "presented", (text, sym)
+    if word == "fault" and parts:
+        kind, arg = parts[0], parts[1] if len(parts) > 1 else ""
+        if kind in ("noise", "oversize") and arg.isdigit() and 0 < int(arg) <= 65536:
+            engine.faults.set(scans=1, **{kind: int(arg)})
+            return "fault", kind
+        if kind in ("truncate", "bad_checksum", "unplug") and not arg:
+            engine.faults.set(scans=1, **{kind: True})
+            return "fault", kind
+    if word == "stats" and not parts:
+        return "stats", {"triggers": engine.triggers, "scans": len(engine.emitted),
+                         "bad_commands": engine.bad_commands}
+    if word in ("quit", "exit"):
+        return "quit", None
+    return "unknown", line.strip()
+
+
+def cmd_serve_engine(args: argparse.Namespace) -> int:
+    from simulator.scan_engine_sim import SimScanEngine
+
+    lang = i18n.pick(args.lang)
+    engine = SimScanEngine(args.family, suffix=args.suffix, aim=args.aim, continuous=args.continuous)
+    try:
+        url = engine.serve_pty() if args.pty else f"socket://127.0.0.1:{engine.serve_tcp()}"
+    except OSError as e:
+        print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
+        engine.close()
+        return 3
+    mode = "continuous" if args.continuous else "trigger"
+    print(t("engine.serving", lang, family=args.family, url=url), flush=True)
+    print(t("engine.paste", lang, family=args.family, url=url, suffix=args.suffix, mode=mode), flush=True)
+    print(t("engine.help", lang), flush=True)
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            what, value = engine_command(engine, line)
+            if what == "quit":
+                break
+            if what == "presented":
+                print(t("engine.presented", lang, text=value[0], symbology=value[1]), flush=True)
+            elif what == "fault":
+                print(t("engine.fault", lang, fault=value), flush=True)
+            elif what == "stats":
+                print(t("engine.stats", lang, **value), flush=True)
+            else:
+                print(t("bench.unknown", lang, line=value), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.close()
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("sim", help="simulate an outlet from a scenario file and check the delivery ledger")
     ssub = s.add_subparsers(dest="sim", required=True)
@@ -267,6 +339,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     b.add_argument("--auto-close", type=float, default=None, metavar="SECONDS",
                    help="a person shuts every opened door after this long")
     b.set_defaults(func=cmd_serve_board)
+
+    e = ssub.add_parser("serve-engine", help="a simulated serial scan engine for a counter scanner run from "
+                        "its generated config; type scan/fault/stats/quit")
+    e.add_argument("--family", choices=("gm65", "honeywell", "ssi", "newland"), default="gm65")
+    e.add_argument("--suffix", choices=("cr", "crlf", "none"), default="cr", help="what ends each scan")
+    e.add_argument("--aim", action="store_true", help="prefix each scan with its AIM symbology identifier")
+    e.add_argument("--continuous", action="store_true",
+                   help="send a label as soon as it is presented (default: at the next trigger)")
+    e.add_argument("--pty", action="store_true", help="on a pty (a serial device path), not TCP")
+    e.set_defaults(func=cmd_serve_engine)
 
     c = ssub.add_parser("check", help="validate scenario files")
     c.add_argument("scenarios", nargs="+")

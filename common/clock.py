@@ -51,7 +51,8 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.config import Problem
@@ -165,6 +166,22 @@ def configure() -> Callable[[], float]:
     with _lock:
         _now = src
     return src
+
+
+@contextmanager
+def following(path: str | os.PathLike[str]) -> Iterator[None]:
+    """This process on the clock file at ``path`` while inside, then back to
+    what it was: a simulator that reads the store of a gateway it runs on a
+    virtual clock (a backlog's age) must read it on that gateway's clock."""
+    global _now
+    src = FileClock(path).now
+    with _lock:
+        prev, _now = _now, src
+    try:
+        yield
+    finally:
+        with _lock:
+            _now = prev
 
 
 def now() -> float:

@@ -23,6 +23,7 @@ central side holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import clock
 from simulator.actions import run_window
 from simulator.assembly import Outlet
 from simulator.gateway_process import clock_file
@@ -110,8 +112,10 @@ def run_scenario(
     marker.write_text("made by postedge sim run; the next run in this folder replaces it\n")
     wall0 = time.monotonic()
     outlet = Outlet(sc, workdir, log, broker=broker)
-    if outlet.clock.virtual:  # the gateway process runs on the scenario's clock too
-        outlet.clock.attach(clock_file(workdir / "gateway.toml"))
+    # In virtual mode the gateway process runs on the scenario's clock too, and so
+    # does what this process reads from its store (the backlog's age).
+    on_clock = (clock.following(outlet.clock.attach(clock_file(workdir / "gateway.toml")))
+                if outlet.clock.virtual else contextlib.nullcontext())
 
     async def main() -> dict[str, Any]:
         try:
@@ -129,6 +133,7 @@ def run_scenario(
             await outlet.close()
             outlet.clock.detach()
 
-    res = asyncio.run(main())
+    with on_clock:
+        res = asyncio.run(main())
     (workdir / "result.json").write_text(json.dumps(res, ensure_ascii=False))
     return res

@@ -137,3 +137,16 @@ def test_the_reader_sees_the_writers_sets_without_reopening(tmp_path: Path) -> N
         w.set(V + k * 3600)
         assert r.read()[0] == V + k * 3600
     w.close()
+
+
+def test_following_a_clock_file_and_back(tmp_path: Path) -> None:
+    """The simulator reads its gateway's store on that gateway's clock, then
+    returns to its own."""
+    w = clock.ClockWriter(tmp_path / "clk", V)
+    with clock.following(tmp_path / "clk"):
+        assert V <= clock.now() < V + 1
+    assert abs(clock.now() - time.time()) < 1.0
+    w.close()
+    with pytest.raises(clock.ClockError):
+        with clock.following(tmp_path / "nope"):
+            pass

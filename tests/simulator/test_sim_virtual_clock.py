@@ -1,7 +1,9 @@
 """A virtual run's gateway is on the scenario's clock (``common/clock.py``,
 ``SimClock.attach``): deposits by permit, which live an hour of the
 scenario's time, pass in virtual mode, and everything the gateway stored
-carries a time inside the run's virtual range, not the wall clock's.
+carries a time inside the run's virtual range, not the wall clock's, and
+the backlog's age the simulator reads from the gateway's store is on the
+same clock.
 
 The run is dated a month back: a gateway on the wall clock would expire
 every command the platform signs for it (a command lives at most a week),
@@ -31,8 +33,9 @@ def test_permit_deposits_pass_and_the_gateway_stamps_virtual_time(tmp_path: Path
                 "outlet": {"lockers": 1, "compartments": 24, "scanners": 1, "handhelds": 1},
                 "workload": {"parcels": 2, "arrivals_by_hour": [1] * 24, "permit_deposits": 2,
                              "outbound_h": 0.25}})
+    ages: list[float] = []
     t0 = time.monotonic()
-    res = run_scenario(sc, tmp_path / "run")
+    res = run_scenario(sc, tmp_path / "run", progress=lambda o: ages.append(o.live.get("oldest_age_s", 0.0)))
     took = time.monotonic() - t0
     assert res["verdict"]["ok"], res["verdict"]
     [chk] = [x for x in res["expectations"] if x["name"] == "permit_deposits_once"]
@@ -55,3 +58,5 @@ def test_permit_deposits_pass_and_the_gateway_stamps_virtual_time(tmp_path: Path
     assert {"locker", "handheld", "gateway"} <= kinds
     assert cmds[2] > 0 and start <= cmds[0] and cmds[1] <= end, (cmds, start, end)
     assert expired == 0
+    # The backlog's age the dashboard shows is read on the same clock (not a month).
+    assert ages and max(ages) <= sc.duration_s + took, ages

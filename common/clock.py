@@ -61,9 +61,11 @@ ENV = "POSTEDGE_CLOCK_FILE"
 MAGIC = b"PEC1"
 _BODY = struct.Struct("<dd")
 SIZE = 4 + 4 + _BODY.size
-#: Reads of a record whose checksum does not match before it counts as corrupt
-#: rather than caught mid-write (a write takes well under a microsecond).
-RETRIES = 1000
+#: How long a record whose checksum does not match is read again before it
+#: counts as corrupt rather than caught mid-write. A write takes well under a
+#: microsecond, but a writer the scheduler preempts inside its copy leaves the
+#: record torn until it runs again (milliseconds on a busy machine).
+TORN_WAIT_S = 0.5
 
 
 class ClockError(Problem):
@@ -109,7 +111,12 @@ class FileClock:
 
     def read(self) -> tuple[float, float]:
         """The last set: ``(virtual_t, mono_at_set)``."""
-        for _ in range(RETRIES):
+        got = decode(self._map[:SIZE])
+        if got is not None:
+            return got
+        deadline = time.monotonic() + TORN_WAIT_S
+        while time.monotonic() < deadline:
+            time.sleep(0.0001)  # let a preempted writer finish its write
             got = decode(self._map[:SIZE])
             if got is not None:
                 return got

@@ -33,7 +33,7 @@ read costs about a microsecond, no system call. The writer replaces nothing:
 it writes the record in place, so the reader's mapping always sees the
 current file (a rename would leave it reading the old inode).
 
-Why hand-written: it is forty lines of stdlib (mmap, struct, zlib); no
+Why hand-written: it is a page of stdlib (mmap, struct, zlib); no
 library does exactly this cross-process clock, and the gateway must not
 depend on the simulator's packages.
 

@@ -49,10 +49,10 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+from common.clock import now as clock_now
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
 from protocol import revocation, topics
@@ -240,7 +240,7 @@ def revoke(directory: Path, passwd: Path, acl: Path, device: str, db: Path | Non
         raise RevokeError(f"{device} has no broker login here (not in {passwd})")
     already = device in revoked
     if not already:
-        revoked[device] = {"at": int(time.time() if now is None else now)}
+        revoked[device] = {"at": int(clock_now() if now is None else now)}
         _replace(directory / REVOKED_FILE, json.dumps({"devices": revoked}, indent=1, sort_keys=True) + "\n")
     if had_login:
         _replace(passwd, new_passwd, like=passwd)

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from common import clock
+from common.config import ConfigError
 from gateway.config import GatewayConfig
 from gateway.ingest.loop import CrashPoints, Ingest
 from gateway.ingest.relay import Relay
@@ -31,6 +33,10 @@ class _Service(Protocol):
 
 def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
+    try:  # a simulation's clock file that cannot be used stops the gateway here, not mid-run
+        clock.configure()
+    except clock.ClockError as e:
+        raise ConfigError.at(clock.ENV, e) from e
     # `gateway status` tells a stopped gateway by this lock; a second gateway
     # on the same database (two ingest loops, two syncers) is refused by it.
     alive = RunningLock(cfg.db)  # BlockingIOError: one is running

@@ -1,15 +1,34 @@
 """The gateway as a separate OS process, for the demo, tests, benchmarks and
-the simulator: crash tests need a process that can really be SIGKILLed."""
+the simulator: crash tests need a process that can really be SIGKILLed.
+
+Time. A virtual run's clock (``SimClock.attach``) is the file ``sim-clock``
+beside the gateway's config; a gateway started on that config is handed it
+as ``POSTEDGE_CLOCK_FILE`` (``common/clock.py``) and judges and records
+time by the simulation. Found by its place rather than passed in, so every
+start of the same outlet's gateway (the first, and a restart after a
+``gateway_kill`` fault) runs on the same clock. No file there: the wall
+clock, as in production."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from common.clock import ENV as CLOCK_ENV
+
+#: The simulation's clock file, beside the gateway's config (``clock_file``).
+CLOCK_FILE = "sim-clock"
+
+
+def clock_file(config: Path) -> Path:
+    """Where a virtual run keeps the clock of the gateway started on ``config``."""
+    return Path(config).parent / CLOCK_FILE
 
 
 def write_config(path: Path, outlet: str, port: int, username: str, password: str,
@@ -36,11 +55,17 @@ class GatewayProcess:
     def __init__(self, config: Path, *flags: str, stderr: Path | None = None) -> None:
         """``stderr``: a file for the gateway's standard error (its log
         records), which otherwise goes to this process's."""
+        env = dict(os.environ)
+        env.pop(CLOCK_ENV, None)  # never inherited: only this outlet's own clock file counts
+        clock = clock_file(config)
+        if clock.exists():
+            env[CLOCK_ENV] = str(clock.resolve())
+        self.clock_file = env.get(CLOCK_ENV)
         err = stderr.open("ab") if stderr is not None else None
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "postedge.cli", "gateway", "run", "--config", str(config), *flags],
-                stdout=subprocess.PIPE, stderr=err, text=True,
+                stdout=subprocess.PIPE, stderr=err, text=True, env=env,
             )
         finally:
             if err is not None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.clock import ClockWriter
 from drivers.hal import host
 from drivers.hal.common import Indicator
 from drivers.scanner.engine import open_engine
@@ -130,15 +131,40 @@ class SimClock:
 
     Virtual mode: wall time is whatever the runner set (``set``), plus the
     device's skew; real mode: the real time plus skew. Ticks stay real, so
-    the firmware's timeouts measure real waiting."""
+    the firmware's timeouts measure real waiting.
+
+    ``attach`` makes it the time of other processes too: it writes every
+    set into a clock file (``common/clock.py``) that the gateway process
+    reads through ``POSTEDGE_CLOCK_FILE`` (``simulator/gateway_process.py``).
+    The file only moves forward: a fault edge inside a window sets the clock
+    ahead of the window's start, which then does not pull the gateway back."""
 
     def __init__(self, start: int | None = None) -> None:
         self.virtual = start is not None
         self.t = start or 0
         self.offset = 0
+        self.writer: ClockWriter | None = None
+        self.filed = 0  # the time last written to the clock file
+
+    def attach(self, path: Path) -> Path:
+        """Publish this clock in ``path`` from now on (virtual mode only)."""
+        if not self.virtual:
+            raise ValueError("only a virtual clock is published to other processes")
+        if self.writer is None:
+            self.writer = ClockWriter(path, self.t)
+            self.filed = self.t
+        return self.writer.path
+
+    def detach(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def set(self, t: float) -> None:
         self.t = int(t)
+        if self.writer is not None and self.t > self.filed:
+            self.writer.set(self.t)
+            self.filed = self.t
 
     def time(self) -> int:
         return (self.t if self.virtual else int(time.time())) + self.offset

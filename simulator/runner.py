@@ -7,8 +7,9 @@ backlog (``sampling``), waits for the platform to catch up (``settling``),
 and returns the judged run result (``results``).
 
 Time. In virtual mode the scenario's clock jumps from one action window to
-the next (``window_min``), and every device reads its wall time from it, so a
-day takes seconds; actions in one window run concurrently across devices and
+the next (``window_min``), and every device reads its wall time from it (the
+gateway process through the clock file ``SimClock.attach`` writes), so a day
+takes seconds; actions in one window run concurrently across devices and
 in order on each device. In real mode the windows are paced by the wall
 clock (``speed``).
 
@@ -22,6 +23,7 @@ central side holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -29,8 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import clock
 from simulator.actions import run_window
 from simulator.assembly import Outlet
+from simulator.gateway_process import clock_file
 from simulator.injection import fault_edges, inject
 from simulator.results import run_result
 from simulator.sampling import sample_backlog
@@ -108,6 +112,10 @@ def run_scenario(
     marker.write_text("made by postedge sim run; the next run in this folder replaces it\n")
     wall0 = time.monotonic()
     outlet = Outlet(sc, workdir, log, broker=broker)
+    # In virtual mode the gateway process runs on the scenario's clock too, and so
+    # does what this process reads from its store (the backlog's age).
+    on_clock = (clock.following(outlet.clock.attach(clock_file(workdir / "gateway.toml")))
+                if outlet.clock.virtual else contextlib.nullcontext())
 
     async def main() -> dict[str, Any]:
         try:
@@ -123,7 +131,9 @@ def run_scenario(
             return res
         finally:
             await outlet.close()
+            outlet.clock.detach()
 
-    res = asyncio.run(main())
+    with on_clock:
+        res = asyncio.run(main())
     (workdir / "result.json").write_text(json.dumps(res, ensure_ascii=False))
     return res

@@ -38,7 +38,7 @@ at load with errors that name the key::
     remote_opens = 1            # the clerk asks the platform for a remote open; the platform signs it
     out_of_service = 1          # a supervisor takes a compartment out of service and, later, back
     hand_deliveries = 1         # parcels the courier's handheld takes in and hands to the villager
-    permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards (mode "real")
+    permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards
     pickup_days = 1             # parcels expire after this many days (0: the locker's own, 7); the courier
                                 # retrieves what expired at outbound_h + 2 every day
 
@@ -255,8 +255,8 @@ class WorkloadSection(Section):
     hand_deliveries: Annotated[int, Field(ge=0, le=500)] = 0
     # Deposits under a permit the platform signs for one parcel, courier and
     # handheld, forwarded by that handheld through the gateway to the locker.
-    # Real-time mode only: a permit lives an hour, and the gateway expires
-    # commands by the wall clock (virtual time is days behind it).
+    # A permit lives an hour of the scenario's time: in virtual mode the
+    # gateway expires it by the scenario's clock too (common/clock.py).
     permit_deposits: Annotated[int, Field(ge=0, le=500)] = 0
     # Parcels expire after this many days (a signed ``config`` to every
     # locker at the start; 0 leaves the locker's own 7); the courier then
@@ -336,9 +336,6 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         where = tuple(w.removeprefix("scenario.") for w in e.where)
         raise ScenarioError(where=where, problem=e.problem) from None
     w = f.workload
-    if w.permit_deposits and f.time.mode != "real":
-        raise ScenarioError('workload.permit_deposits: needs time.mode = "real" (the gateway expires '
-                            "a permit by the wall clock)")
     clock = f.time.model_dump()
     if clock["start"] is None:
         clock["start"] = day_start()

@@ -51,6 +51,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from common.clock import now as clock_now
 from common.logs import recorder
 from common.text import beside
 from gateway import metrics as M
@@ -266,7 +267,7 @@ class CounterDesk:
             if self.store.db.execute("SELECT 1 FROM counter_waybills WHERE waybill=?", (waybill,)).fetchone():
                 raise Refused(409, "waybill_reused", field="waybill", waybill=waybill)
             svc = TEXT.both(f"service.{form.service}")
-            t = time.localtime(time.time() if now is None else now)
+            t = time.localtime(clock_now() if now is None else now)
             charity = f"{form.donor} → {form.beneficiary}" if form.service == "charity" else ""
             snd, rcp = form.sender, form.recipient
             label = Label(waybill=waybill, service=f"{svc['zh']} {svc['en']}",
@@ -295,7 +296,7 @@ class CounterDesk:
                     saved = json.dumps(asdict(label), ensure_ascii=False)
                     db = self.store.db
                     db.execute("INSERT INTO counter_waybills(waybill,event_id,at,label) VALUES (?,?,?,?)",
-                               (waybill, "", time.time(), saved))
+                               (waybill, "", clock_now(), saved))
                     eid = self.own.emit("counter.accept", body, cls="custody")
                     db.execute("UPDATE counter_waybills SET event_id=? WHERE waybill=?", (eid, waybill))
             except sqlite3.IntegrityError as e:

@@ -60,6 +60,7 @@ from prometheus_client import Counter
 
 from common import session as S
 from common.barcode_words import reason_text
+from common.clock import now as clock_now
 from common.logs import recorder
 from common.pages import page_env
 from common.text import LANGS, beside
@@ -297,7 +298,7 @@ class ClerkConsole:
         if not token or len(token) > 100:
             return None
         th = S.token_hash(token)
-        now = time.time()
+        now = time.time()  # wall: a session lasts for a real person at a real screen
         with self.lock:
             db = self.store.db
             s = clerks.session(db, th)
@@ -315,7 +316,7 @@ class ClerkConsole:
             CLERK_EVENTS.labels("login", "bad_input").inc()
             return 400, self._login_page(lang, TEXT.t("login.bad_input", lang)), {}
         keys = [f"name:{name}", f"addr:{addr}"]
-        now = time.time()
+        now = time.time()  # wall: a lockout makes a real person wait
         with self.lock:
             db = self.store.db
             locked = max(clerks.throttle_get(db, k)[2] for k in keys)
@@ -389,7 +390,7 @@ class ClerkConsole:
             CLERK_EVENTS.labels("alarm", "forbidden").inc()
             raise Refused(403, "err.supervisor")
         state = "acknowledged" if action == "acknowledge" else "resolved"
-        now = time.time()
+        now = clock_now()
         with self.lock, self.store.tx():
             alarms_ack.put(self.store.db, aid, state, who["name"], note, now)
             self.audit(f"gateway.alarm_{state}", {"alarm_id": aid, "alarm": kind[:40], "device": row[0],
@@ -419,7 +420,7 @@ class ClerkConsole:
         lk = lockers.get(device)
         if lk is None or cid not in {c["id"] for c in lk["compartments"]}:
             raise Refused(404, "err.no_compartment")
-        now = time.time()
+        now = clock_now()
         with self.lock, self.store.tx():
             eid = self.audit("gateway.clerk_request", {"request": kind, "device": device, "compartment": cid,
                                                        "by": who["name"], "role": who["role"], "note": note})
@@ -531,7 +532,7 @@ class ClerkConsole:
             found = [norm]
         else:
             return {"error": TEXT.t("search.bad", lang), "parcels": []}
-        now = time.time()
+        now = clock_now()
         parcels = []
         total = 0
         for parcel in found:
@@ -570,7 +571,7 @@ class ClerkConsole:
             "SELECT id, device, type, ts, received_at, CAST(payload AS TEXT) FROM events "
             f"WHERE type IN ({marks}) "
             "ORDER BY received_at DESC, rowid DESC LIMIT ?", (*SCAN_TYPES, FEED_SHOWN)).fetchall()
-        now = time.time()
+        now = clock_now()
         out = []
         for r in rows:
             try:
@@ -603,7 +604,7 @@ class ClerkConsole:
         """Today's handover: since local midnight, by event type and alarms'
         state; open items are alarms not resolved, requests not done, and
         compartments waiting for the courier."""
-        lt = time.localtime()
+        lt = time.localtime(clock_now())
         midnight = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
         counts = dict(store.db.execute(
             "SELECT type, count(*) FROM events WHERE received_at >= ? GROUP BY type", (midnight,)).fetchall())

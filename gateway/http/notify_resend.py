@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from common.clock import now as clock_now
 from common.text import LANGS
 from gateway.notify.state import ensure_schema, request_resend
 from gateway.notify.texts import TEXT
@@ -55,7 +55,7 @@ def _doc(error: str | None, key: str, **fields: Any) -> dict[str, Any]:
 def resend(db_path: Path | str, parcel: Any, clerk: str,
            now: float | None = None) -> tuple[int, dict[str, Any]]:
     """Record a clerk's resend request: (HTTP status, answer)."""
-    now = time.time() if now is None else now
+    now = clock_now() if now is None else now
     if not isinstance(parcel, str) or not _PARCEL.match(parcel):
         return 400, _doc("bad_parcel", "resend.bad_request", detail="parcel")
     db = sqlite3.connect(db_path, timeout=5.0)

@@ -104,6 +104,8 @@ class Pairing:
                  ttl_s: float = TOKEN_TTL_S) -> None:
         self.clerk = clerk
         self.folder = Path(cert_file).resolve().parent.parent if cert_file else None
+        # The wall clock, not common.clock: a pairing code is shown to a real
+        # person who has minutes to scan it, whatever a simulation's time says.
         self.clock = clock
         self.ttl_s = ttl_s
         self._ready = False

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
 
+from common.clock import now as clock_now
 from common.logs import recorder
 from common.text import LANGS, beside, device_fields
 from gateway import metrics as M
@@ -235,7 +235,7 @@ def snapshot(store: EventStore, now: float | None = None, parcel_ids: bool = Fal
     no parcel ids; the clerk console, behind its login, asks for them with
     ``parcel_ids=True`` (docs/gateway.md, "The clerk console"). Alarms a
     clerk acknowledged carry ``ack`` and no longer count as fresh."""
-    now = time.time() if now is None else now
+    now = clock_now() if now is None else now
     setup = setup or Setup()
     devices = store.devices()
     dev_out = [{"device": d["device"], "outlet": d["outlet"], "kind": d["kind"],

@@ -79,12 +79,12 @@ import secrets
 import shutil
 import sqlite3
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.clock import now as clock_now
 from common.durable import fsync_dir, write_durable
 from common.logs import recorder
 from gateway import metrics as M
@@ -315,7 +315,7 @@ class UploadService:
         meta_s = json.dumps(meta, ensure_ascii=False, sort_keys=True)
         if len(meta_s.encode()) > lim.max_meta_bytes:
             return _err(413, "meta_too_large", "meta 过大", f"meta larger than {lim.max_meta_bytes} bytes")
-        now = time.time()
+        now = clock_now()
         with self.lock:
             self._expire(now)
             row = self._row(sha)
@@ -533,7 +533,7 @@ class UploadService:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_durable(out, data)
         with self.store.tx():
-            self.store.db.execute("UPDATE uploads SET completed_at=? WHERE sha256=?", (time.time(), sha))
+            self.store.db.execute("UPDATE uploads SET completed_at=? WHERE sha256=?", (clock_now(), sha))
             self.store.db.execute("DELETE FROM upload_chunks WHERE sha256=?", (sha,))
         self._drop_chunks(sha)
         M.PHOTOS.labels("complete").inc()

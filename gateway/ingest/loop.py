@@ -30,6 +30,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from common.clock import now as clock_now
+from common.clock import simulated as simulated_clock
 from common.logs import get, recorder
 from gateway import metrics as M
 from gateway.broker import read_acl
@@ -111,7 +113,7 @@ class Ingest:
         self.schedule.every("relay", RELAY_TICK_S, self.relay.tick,
                             ready=lambda: self.subscribed.is_set())
         # the gateway's own broker link, for the page (gateway/http/status.py)
-        self._link: tuple[bool, float] = (False, time.time())
+        self._link: tuple[bool, float] = (False, clock_now())
         self._link_written: tuple[bool, float] | None = None
         self.schedule.every("link", 1.0, self._write_link)
         self.schedule.every("quarantine", 1.0, self._release_due,
@@ -144,7 +146,7 @@ class Ingest:
             record("broker_refused", reason=str(rc))
             return
         self.connected = True
-        self._link = (True, time.time())
+        self._link = (True, clock_now())
         self._subscribe(reconnected=True)
         record("connected", session_present=bool(flags.session_present))
 
@@ -209,7 +211,7 @@ class Ingest:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         self.connected = False
-        self._link = (False, time.time())
+        self._link = (False, clock_now())
         record("disconnected", reason=str(rc))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -544,7 +546,7 @@ class Ingest:
         presence says offline (a Will that won a race, a retained message
         from before a broker restart) is online again when its events
         arrive after that presence message."""
-        now = time.time()
+        now = clock_now()
         revived = [d for d in sorted(alive) if self.store.proof_of_life(d[2], d[0], d[1], now)]
         for _, _, device in revived:
             self.metrics["presence_revived"] += 1
@@ -556,7 +558,7 @@ class Ingest:
         """Presence, retained state and command acks: not events, but the
         status page, device list and downstream relay live on them."""
         outlet, kind, device, channel = topics.parse(topic)
-        now = time.time()
+        now = clock_now()
         if channel == "presence":
             online, tag = presence.decode(payload)
             if not self.store.presence(device, outlet, kind, online, now, tag):
@@ -598,7 +600,7 @@ class Ingest:
         while not self.stopping and not self.subscribed.wait(0.1):
             pass
         record("gateway_started", outlet=self.cfg.outlet, db=str(self.cfg.db),
-             stored=self.store.count())
+               stored=self.store.count(), clock="simulated" if simulated_clock() else "wall")
         if self.damaged is not None:
             self._guard("store_damaged", lambda: self.own.emit(
                 "gateway.store_damaged", {"alarm": "store_damaged", "moved_to": self.damaged.name},

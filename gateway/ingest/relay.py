@@ -18,10 +18,10 @@ as the gateway's own audit events, so the platform learns what happened.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
+from common.clock import now as clock_now
 from gateway import metrics as M
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
@@ -83,7 +83,7 @@ def store_command(store: EventStore, outlet: str, kind: str, payload: bytes, via
     cur = store.db.execute(
         "INSERT OR IGNORE INTO commands(ns,id,device,kind,op,payload,exp,created,via) "
         "VALUES (?,?,?,?,?,?,?,?,?)",
-        (ns, cid, cmd["dev"], kind, op, bytes(payload), exp, time.time(), via))
+        (ns, cid, cmd["dev"], kind, op, bytes(payload), exp, clock_now(), via))
     if cur.rowcount:
         M.COMMANDS.labels("queued").inc()
         return cid
@@ -112,7 +112,7 @@ class Relay:
     def tick(self, now: float | None = None) -> int:
         """Expire what is overdue; (re)send what online devices have not acked.
         Returns how many commands were published."""
-        now = time.time() if now is None else now
+        now = clock_now() if now is None else now
         expired = self.store.db.execute(
             "SELECT rowid, id, device, op FROM commands WHERE status IN ('queued','sent') AND exp <= ?",
             (int(now),)).fetchall()
@@ -160,7 +160,7 @@ class Relay:
         ok = bool(ok) or code == "replayed"
         status = "acked" if ok else "refused"
         self.store.db.execute("UPDATE commands SET status=?, acked_at=?, ack=? WHERE rowid=?",
-                              (status, time.time(), json.dumps(ack)[:2000], rowid))
+                              (status, clock_now(), json.dumps(ack)[:2000], rowid))
         M.COMMANDS.labels(status).inc()
         self.report("gateway.command_" + status, {"id": cid, "device": device, "op": row[1],
                                                    "code": code, "detail": detail})

@@ -14,9 +14,9 @@ tick, and a retained time would be stale when a device reads it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
+from common.clock import now as clock_now
 from common.logs import recorder
 from gateway.store.events import EventStore
 from protocol import timesync, topics
@@ -29,7 +29,7 @@ record = recorder(__name__)
 
 class TimeBeacon:
     def __init__(self, store: EventStore, outlet: str, publish: Callable[[str, bytes], None],
-                 source: Callable[[], float] = time.time) -> None:
+                 source: Callable[[], float] = clock_now) -> None:
         self.store = store
         self.outlet = outlet
         self.publish = publish

@@ -17,11 +17,11 @@ them carries a code, a text or a whole phone number.
 from __future__ import annotations
 
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from common.clock import now as clock_now
 from common.logs import recorder
 from gateway.config import GatewayConfig
 from gateway.notify import contacts
@@ -43,7 +43,7 @@ def notifier_id(gateway_id: str) -> str:
 class Notifier:
     def __init__(self, cfg: GatewayConfig, stop: threading.Event | None = None,
                  log: Callable[..., None] = record, modem: Modem | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = clock_now) -> None:
         n = cfg.notify
         assert n.modem is not None and n.key_file is not None
         self.cfg = cfg

@@ -32,11 +32,11 @@ else to the modem. A parcel picked up or retrieved gets neither.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from common.clock import now as clock_now
 from gateway import metrics as M
 from gateway.config import NotifyConfig
 from gateway.notify.state import KV_CURSOR, ensure_schema
@@ -52,7 +52,7 @@ PRUNE_AFTER_S = 7 * 86400
 
 class Router:
     def __init__(self, store: EventStore, own: OwnEvents, cfg: NotifyConfig, uplink: bool,
-                 log: Callable[..., None], clock: Callable[[], float] = time.time) -> None:
+                 log: Callable[..., None], clock: Callable[[], float] = clock_now) -> None:
         self.store = store
         self.db = store.db
         self.sql = store.db.execute

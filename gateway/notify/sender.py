@@ -23,11 +23,11 @@ with the phone's last four digits for the clerk, never the whole number.
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from common.clock import now as clock_now
 from gateway import metrics as M
 from gateway.config import NotifyConfig
 from gateway.notify import texts
@@ -46,7 +46,7 @@ REPORT_WAIT_S = 3 * 86400
 class Sender:
     def __init__(self, store: EventStore, own: OwnEvents, cfg: NotifyConfig, modem: Modem,
                  keys: dict[int, bytes], outlet_names: dict[str, str], log: Callable[..., None],
-                 clock: Callable[[], float] = time.time, seed: int | None = None) -> None:
+                 clock: Callable[[], float] = clock_now, seed: int | None = None) -> None:
         self.store = store
         self.db = store.db
         self.sql = store.db.execute

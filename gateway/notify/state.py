@@ -32,7 +32,8 @@ modem.
 from __future__ import annotations
 
 import sqlite3
-import time
+
+from common.clock import now as clock_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notify_jobs (
@@ -114,12 +115,12 @@ def inbox_put(db: sqlite3.Connection, payload: bytes) -> None:
     """The downlink's side: keep a contact as it came, in the downlink's
     own transaction (its cursor moves with it), for the notifier to check."""
     ensure_schema(db)
-    db.execute("INSERT INTO notify_inbox(payload, received) VALUES (?, ?)", (bytes(payload), time.time()))
+    db.execute("INSERT INTO notify_inbox(payload, received) VALUES (?, ?)", (bytes(payload), clock_now()))
 
 
 def request_resend(db: sqlite3.Connection, parcel: str, clerk: str) -> int:
     """The clerk's side: one resend request; its id."""
     ensure_schema(db)
     cur = db.execute("INSERT INTO notify_requests(parcel, clerk, at) VALUES (?, ?, ?)",
-                     (parcel, clerk, time.time()))
+                     (parcel, clerk, clock_now()))
     return int(cur.lastrowid or 0)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
+from common.clock import now as clock_now
 from gateway import revoke
 from gateway.config import ConfigError, GatewayConfig
 from gateway.outlet.build import PILOT_MASTER
@@ -53,7 +53,7 @@ def issue(spec: OutletSpec, out: Path, courier: str, days: int = 30) -> dict[str
     revoked = revoke.load(Path(out))
     secret = secrets.token_urlsafe(12)
     salt = secrets.token_hex(8)
-    now = int(time.time())
+    now = int(clock_now())  # the exp the gateway will judge by
     args = {"courier": courier, "salt": salt, "hash": codes.salted_hash(salt, secret),
             "exp": now + days * 86400}
     lockers = [lk.id for lk in spec.lockers if lk.id not in revoked]

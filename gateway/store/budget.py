@@ -33,10 +33,10 @@ upstream as a gateway audit event, so the platform can tell a gap from a loss.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
+from common.clock import now as clock_now
 from gateway import metrics as M
 from gateway.config import BudgetConfig
 from gateway.store.events import EventStore
@@ -77,7 +77,7 @@ class Budget:
         return max(0, min(self.cfg.max_bytes, used + free - self.cfg.reserve_bytes))
 
     def hours_left(self) -> float | None:
-        since = time.time() - 3600
+        since = clock_now() - 3600
         n, size = self.store.db.execute(
             "SELECT count(*), coalesce(sum(size),0) FROM events WHERE received_at >= ?", (since,)).fetchone()
         rate = int(size) + int(n) * ROW_OVERHEAD

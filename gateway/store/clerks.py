@@ -30,9 +30,9 @@ What is kept, and why in this shape:
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any
 
+from common.clock import now as clock_now
 from gateway.store import alarms_ack
 
 SCHEMA = """
@@ -92,7 +92,7 @@ def add_clerk(db: sqlite3.Connection, name: str, role: str, pw_hash: str) -> boo
         raise ValueError(f"role must be one of {ROLES}")
     new = db.execute("SELECT 1 FROM clerks WHERE name=?", (name,)).fetchone() is None
     db.execute("INSERT INTO clerks(name, role, pw, created) VALUES (?,?,?,?) ON CONFLICT(name) DO UPDATE "
-               "SET role=excluded.role, pw=excluded.pw, disabled=0", (name, role, pw_hash, time.time()))
+               "SET role=excluded.role, pw=excluded.pw, disabled=0", (name, role, pw_hash, clock_now()))
     # A password reset ends every session of that account.
     db.execute("DELETE FROM clerk_sessions WHERE name=?", (name,))
     return new

@@ -20,6 +20,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from common.clock import now as clock_now
+
 MIGRATIONS: list[str] = [
     # 1: events and rejected input
     """
@@ -229,6 +231,7 @@ class EventStore:
             return cls(path, check=True), None
         except StoreDamaged:
             p = Path(path)
+            # wall: names a file an operator finds on this machine's disk
             aside = p.with_name(f"{p.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             for suffix in ("", "-wal", "-shm"):
                 src = Path(str(p) + suffix)
@@ -293,7 +296,7 @@ class EventStore:
         events inside the same transaction, for writes that must stand or
         fall with them (a forwarded command queued exactly when its event is).
         """
-        now = time.time()
+        now = clock_now()
         events = list(events)
         with self.tx():
             # One lookup for the group instead of a rowcount per insert:
@@ -327,7 +330,7 @@ class EventStore:
     def insert_rejects(self, rejects: Iterable[tuple[str, str, str, bytes]], at: float | None = None
                        ) -> None:
         """Refused input, kept (truncated) for the clerk and for forensics."""
-        at = time.time() if at is None else at
+        at = clock_now() if at is None else at
         for topic, code, detail, payload in rejects:
             self.db.execute(
                 "INSERT INTO rejected(at,topic,code,detail,payload) VALUES (?,?,?,?,?)",
@@ -373,7 +376,7 @@ class EventStore:
 
     def mark_synced(self, ids: list[str], at: float | None = None) -> int:
         """Record the central side's ack; returns how many were newly synced."""
-        at = time.time() if at is None else at
+        at = clock_now() if at is None else at
         n = 0
         with self.tx():
             for i in range(0, len(ids), 500):
@@ -390,7 +393,7 @@ class EventStore:
             "SELECT count(*), coalesce(sum(size),0), min(received_at) FROM events "
             "WHERE synced_at IS NULL").fetchone()
         return {"count": int(n), "bytes": int(size),
-                "oldest_age_s": 0.0 if oldest is None else max(0.0, time.time() - oldest)}
+                "oldest_age_s": 0.0 if oldest is None else max(0.0, clock_now() - oldest)}
 
     def get(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
@@ -460,7 +463,7 @@ class EventStore:
     def devices(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT device, outlet, kind, online, since, last_seen, state FROM devices "
                               "ORDER BY kind, device")
-        now = time.time()
+        now = clock_now()
         out = []
         for device, outlet, kind, online, since, last_seen, state in cur:
             out.append({"device": device, "outlet": outlet, "kind": kind, "online": bool(online),

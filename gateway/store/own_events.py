@@ -4,10 +4,10 @@ ids from the gateway's own persistent sequence."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
+from common.clock import now as clock_now
 from drivers.storage import FileStorage
 from gateway.store.events import EventStore, StoredEvent
 from protocol import envelope
@@ -32,7 +32,7 @@ class OwnEvents:
 
     def emit(self, etype: str, body: dict[str, Any], cls: str = "audit") -> str:
         n = self.seq.next()
-        now = int(time.time())
+        now = int(clock_now())
         eid = format_event_id(self.gateway_id, self.seq.incarnation, n)
         payload = envelope.encode(envelope.make(eid, now, etype, cls, body, boot=self.seq.boot))
         self.store.commit_events([StoredEvent(eid, self.outlet, "gateway", self.gateway_id,

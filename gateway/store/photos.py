@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
+from common.clock import now as clock_now
 from common.durable import fsync_dir
 from gateway import metrics as M
 from gateway.store.events import EventStore
@@ -49,7 +49,7 @@ def mark_photo_synced(store: EventStore, sha256: str, at: float | None = None) -
     the commit and the unlink leaves a file ``drop_synced_photos`` removes.
     平台确认收到后删除网关上的照片文件；记录保留，用于去重。"""
     cur = store.db.execute("UPDATE uploads SET synced_at=? WHERE sha256=? AND synced_at IS NULL",
-                           (time.time() if at is None else at, sha256))
+                           (clock_now() if at is None else at, sha256))
     if cur.rowcount != 1:
         return False
     path = photo_path(store.path, sha256)

@@ -173,7 +173,8 @@ class MqttTransport(Transport):
         c = self._connect()
         deadline = time.monotonic() + self.timeout_s
         self._pulls += 1
-        nonce = f"{int(time.time() * 1000):x}{self._pulls:x}"  # unique across restarts of this id
+        # unique across restarts of this id; the wall clock on purpose: a nonce, not a time
+        nonce = f"{int(time.time() * 1000):x}{self._pulls:x}"
         with self._cond:
             self._downs.clear()  # answers to pulls that timed out are stale
         info = c.publish(self.topic("pull", nonce), canonical.dumps({"after": after}), qos=1)

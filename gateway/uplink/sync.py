@@ -64,6 +64,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common.clock import now as clock_now
 from common.logs import recorder
 from common.uplink_codec import Ack, EncodedBatch, encode_batch
 from gateway import metrics as M
@@ -260,7 +261,7 @@ class Syncer:
             self._synced_since_note = True
         now = time.monotonic()
         if self._synced_since_note and (force or now - self._noted_at >= 1.0):
-            self._db(self.store.put, "last_sync_at", f"{time.time():.3f}")
+            self._db(self.store.put, "last_sync_at", f"{clock_now():.3f}")
             self._noted_at = now
             self._synced_since_note = False
 
@@ -360,14 +361,14 @@ class Syncer:
         self.stats["bytes"] += len(batch.body)
         self.ratio = 0.8 * self.ratio + 0.2 * (batch.raw_bytes / max(1, len(batch.body)))
         self.log("sync_batch", lane=batch.lane, batch=batch.id, n=len(batch.ids), bytes=len(batch.body),
-                 raw=batch.raw_bytes, acked=len(acked), new=new, ms=round(ms, 1), at=round(time.time(), 3))
+                 raw=batch.raw_bytes, acked=len(acked), new=new, ms=round(ms, 1), at=round(clock_now(), 3))
         if ack.rejected:
             self.stats["rejected"] += len(ack.rejected)
             self.log("sync_rejected", batch=batch.id, rejected=ack.rejected)
         if len(acked) < len(batch.ids):
             self.log("sync_partial", batch=batch.id, n=len(batch.ids), acked=len(acked))
         if self.failures and not self.hold:
-            now = time.time()
+            now = clock_now()
             self.log("sync_resumed", down_s=round(now - (self.down_since or now), 3),
                      failures=self.failures,
                      after_probe_s=None if self.probe_ok_at is None else round(now - self.probe_ok_at, 3))
@@ -394,7 +395,7 @@ class Syncer:
         self.hold = True
         self.failures += 1
         if self.down_since is None:
-            self.down_since = time.time()
+            self.down_since = clock_now()
         self.probe_ok_at = None
         self.link_down = unreachable
         wait = full_jitter(self.failures - 1, self.cfg.backoff_base_s, self.cfg.backoff_cap_s, self.rng)
@@ -430,7 +431,7 @@ class Syncer:
                     continue
                 self.stats["probes_ok"] += 1
                 if seen_down or time.monotonic() >= self.retry_at:
-                    self.probe_ok_at = time.time()
+                    self.probe_ok_at = clock_now()
                     self.log("sync_probe_ok", failures=self.failures, link_was_down=seen_down,
                              at=round(self.probe_ok_at, 3))
                     self.link_down = False

@@ -29,7 +29,7 @@ from simulator.results import (
     returns_retrieved_once,
 )
 from simulator.runner import run_scenario
-from simulator.scenario import ScenarioError, parse
+from simulator.scenario import parse
 from simulator.workload import generate
 
 DAY = {
@@ -316,16 +316,15 @@ def test_permit_check_fails_on_an_unused_a_reused_or_an_unknown_permit() -> None
     assert permit_deposits_once(PERMITS[1:])["fields"]["wrong"] == ["permit-1=not_forwarded"]
     assert not permit_deposits_once([])["ok"]
     assert "许可" in expect_text(twice, "zh")
-    with pytest.raises(ScenarioError, match="permit_deposits"):
-        parse({"name": "x", "workload": {"permit_deposits": 1}})  # virtual time: the gateway would expire it
+    # virtual time too: the gateway expires permits by the scenario's clock (test_sim_virtual_clock.py)
+    assert parse({"name": "x", "workload": {"permit_deposits": 1}}).permit_deposits == 1
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_deposits_by_permit_forwarded_by_the_handheld(tmp_path: Path) -> None:
-    """Real time (an hour a second): a permit lives an hour and the gateway
-    expires commands by the wall clock, so in virtual mode it would expire
-    before it left the gateway."""
+    """Real time (an hour a second); virtual mode is
+    tests/simulator/test_sim_virtual_clock.py."""
     sc = parse({"name": "permits", "seed": 3, "time": {"hours": 2.0, "mode": "real", "speed": 3600.0},
                 "outlet": {"lockers": 1, "compartments": 24, "scanners": 1, "handhelds": 1},
                 "workload": {"parcels": 2, "arrivals_by_hour": [1] * 24, "permit_deposits": 2,

@@ -36,6 +36,7 @@ from typing import Any
 
 from central.backend import PhotoError, PhotoState, Stored
 from central.intake import Checked
+from common import clock
 from common.durable import write_durable
 from common.session import PasswordCache, hash_password, verify_password
 
@@ -239,7 +240,7 @@ class Embedded:
 
     # ----------------------------------------------------------- batches
     def store(self, outlet: str, checked: Checked) -> Stored:
-        now = time.time()
+        now = clock.now()  # the wall's, or a simulation's whose gateways run on it (common/clock.py)
         b = checked.batch
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")

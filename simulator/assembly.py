@@ -35,7 +35,7 @@ from protocol import signing
 from simulator.central import CentralService, Certs, Link, make_certs
 from simulator.counter_sim import ScaleSim, public_keys
 from simulator.faultproxy import FaultProxy, Rule
-from simulator.gateway_process import GatewayProcess
+from simulator.gateway_process import GatewayProcess, clock_file
 from simulator.handheld_sim import SimHandheld
 from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker, restore_gc, tune_gc
 from simulator.ledger import Ledger
@@ -259,6 +259,8 @@ class Outlet:
         self.modem: ModemSim | None = None
         if sc.notify.get("enabled"):
             self._notifier()
+        if self.clock.virtual:  # the gateway process on the scenario's clock (common/clock.py)
+            self.clock.attach(clock_file(self.gw_cfg))
         self.gw = GatewayProcess(self.gw_cfg)
         self.gw.wait_for("gateway_started", timeout=60)
         self.broker_tap = BrokerTap(self.broker.port, self.outlet_id, self.ledger, self.obs, self.vt)

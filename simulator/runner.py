@@ -39,7 +39,7 @@ from simulator.injection import fault_edges, inject
 from simulator.results import run_result
 from simulator.sampling import sample_backlog
 from simulator.scenario import Scenario
-from simulator.settling import settle
+from simulator.settling import settle, window_stored
 from simulator.workload import generate
 
 __all__ = ["Outlet", "drive", "run_scenario"]
@@ -75,6 +75,7 @@ async def drive(outlet: Outlet, progress: Callable[[Outlet], None] | None = None
                 await asyncio.sleep(wait)
         await run_window(outlet, batch)
         await asyncio.sleep(0.005)  # let the devices' own tasks breathe
+        await window_stored(outlet)
         sample_backlog(outlet)
         t = end
         outlet.progress = t / sc.duration_s

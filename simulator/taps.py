@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from common import clock
 from protocol import envelope, presence, topics
 from protocol.errors import ProtocolError
 from simulator.ledger import Ledger
@@ -67,7 +67,7 @@ class BrokerTap:
         self.client.loop_start()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        now = time.time()
+        now = clock.now()  # the scenario's clock in a virtual run (common/clock.py), as the gateway's
         if msg.topic.endswith("/state"):
             # What a device process says about itself (a unix-port locker's compartments).
             try:
@@ -126,7 +126,7 @@ class DeviceTap:
 
     def emitted(self, device: str, topic: str, payload: bytes) -> None:
         """An envelope a device queued (the in-process firmware's and the handhelds' tap)."""
-        now = time.time()
+        now = clock.now()  # the scenario's clock in a virtual run (common/clock.py), as the gateway's
         try:
             env = envelope.decode(payload)
         except Exception:  # noqa: BLE001
@@ -135,7 +135,7 @@ class DeviceTap:
 
     def logged(self, device: str, d: dict[str, Any]) -> dict[str, Any]:
         """An event a unix-port locker logged as it entered its outbox; returned as an envelope."""
-        now = time.time()
+        now = clock.now()  # the scenario's clock in a virtual run (common/clock.py), as the gateway's
         env = {
             "id": d["id"],
             "type": d["type"],

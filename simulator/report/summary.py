@@ -167,6 +167,9 @@ def summary(result: dict[str, Any], lang: str = "zh", width: int | None = None) 
     latency = result.get("latency") or {}
     if latency:
         out += ["", t("sec.latency", lang)]
+        lc = result.get("latency_clock") or {}
+        if lc.get("clock") == "simulated":
+            out.append("  " + t("latency.simulated", lang, minutes=int(lc.get("window_s", 0)) // 60))
         rows = [[t("col.hop", lang), t("col.samples", lang), "p50", "p99"]]
         for hop in latency_hops(latency):
             lat = latency[hop] or {}

@@ -16,13 +16,15 @@ process (the simulator's pytest plugin), the courier handheld's real link.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
 import pytest
 
 from gateway.store.events import EventStore
-from simulator.pytest_plugin import FaultInjector, SimHandheld, SimOutlet
+from simulator.pytest_plugin import SimHandheld, SimOutlet
+from simulator.ledger import delivery_summary
 from simulator.scenario import day_start
 
 RESTARTS = 20
@@ -53,9 +55,9 @@ def test_every_device_is_online_after_twenty_broker_restarts(outlet: SimOutlet, 
                     sent["intake"] += 1
                 handheld.emit("handheld.intake", "custody", {"parcel": outlet.new_parcel()})
                 sent["handheld"] += 1
-                time.sleep(0.05)
+                time.sleep(0.25)
         except BaseException as e:  # noqa: BLE001 - reported by the test below
-            errors.append(e)
+            errors.append(RuntimeError(f"scanning: {e!r}"))
 
     def lockers() -> None:
         try:
@@ -67,20 +69,30 @@ def test_every_device_is_online_after_twenty_broker_restarts(outlet: SimOutlet, 
                 outlet.pickup(lk, p)
                 sent["deposit"] += 1
                 i += 1
+                time.sleep(0.25)
         except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+            errors.append(RuntimeError(f"deposits: {e!r}"))
 
     assert outlet.wait_for(lambda: all(gateway_online(outlet).get(d) for d in devices), 30), \
         gateway_online(outlet)
     workers = [threading.Thread(target=scanners, daemon=True), threading.Thread(target=lockers, daemon=True)]
     for w in workers:
         w.start()
-    faults = FaultInjector(outlet)
+    broker = outlet.outlet.broker
+    rng = random.Random(20261204)
     t0 = time.monotonic()
     try:
         for _ in range(RESTARTS):
-            time.sleep(0.6)
-            faults.broker_restart()
+            # Some restarts inside the devices' reconnect back-off; half of
+            # them SIGKILL, so the broker comes back with what it last saved
+            # (a retained "offline" of an older connection among it).
+            time.sleep(rng.uniform(0.1, 1.2))
+            if rng.random() < 0.5:
+                broker.kill()
+            else:
+                broker.stop()
+            time.sleep(rng.uniform(0.0, 0.3))
+            broker.start()
     finally:
         stop.set()
         for w in workers:
@@ -90,8 +102,14 @@ def test_every_device_is_online_after_twenty_broker_restarts(outlet: SimOutlet, 
     assert sent["intake"] and sent["handheld"] and sent["deposit"], sent
 
     assert outlet.settle(60), outlet.missing()[:5]
+    # No event lost: every one a device emitted is in the gateway's store and
+    # at the platform. (The ledger's broker hop is the simulator's own
+    # subscriber, which a SIGKILLed broker can rob of what it had not saved,
+    # and resends after a kill reorder; neither is a loss.)
     ledger = outlet.ledger()
-    assert ledger["ok"], ledger
+    hops = {h["hop"]: h for h in ledger["per_hop"]}
+    assert hops["gateway"]["lost"] == 0 and ledger["end_to_end"]["lost"] == 0, delivery_summary(ledger)
+    assert ledger["events"] >= sum(sent.values()), (ledger["events"], sent)
     # The gateway's own view, as the clerk's page and `gateway status` read it.
     assert outlet.wait_for(lambda: all(gateway_online(outlet).get(d) for d in devices), 15), \
         gateway_online(outlet)

@@ -32,7 +32,7 @@ class PresenceWatch:
     """The gateway's device list every ``interval_s``, and the wall time each
     entry of ``faults_log`` appeared."""
 
-    def __init__(self, db: Path, faults_log: list[dict[str, Any]], interval_s: float = 0.2) -> None:
+    def __init__(self, db: Path, faults_log: list[dict[str, Any]], interval_s: float = 0.5) -> None:
         self.db = db
         self.faults_log = faults_log
         self.interval_s = interval_s

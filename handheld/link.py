@@ -7,6 +7,17 @@ of Wi-Fi range wait in the broker and arrive on reconnect. The Last Will sets th
 retained presence to ``offline``; on every connect the link publishes ``online``
 (retained) and re-subscribes to its ``cmd`` and ``conf`` topics.
 
+Presence names the connection (``protocol/presence.py``, issue 19): every CONNECT
+registers the Will ``offline <incarnation>.<boot>.<attempt>`` and the ``online`` that
+follows carries the same tag, as the lockers and scanners do. The broker can publish
+an old connection's Will long after the handheld reconnected (a half-open socket it
+notices late, a broker restart); the gateway keeps the tag of the latest ``online`` and
+ignores an ``offline`` naming another connection, so a courier's handheld that is
+connected never shows as offline. The Will is set in paho's ``on_pre_connect``, which
+runs before each CONNECT (also paho's own reconnects), so no two connections of one
+link share a tag; the incarnation and boot are the app's event-id counter's
+(``protocol/ids.py``), or a fresh random incarnation when none is given.
+
 Why PUBACK is not enough. A broker's PUBACK means "the broker has it", not "the
 gateway committed it": a broker killed before it saved, a gateway session wiped by a
 clean-session login under its client id, or a gateway database moved aside all lose
@@ -45,6 +56,7 @@ paho's exponential back-off (1 s to 30 s).
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import threading
 import time
@@ -55,7 +67,7 @@ import paho.mqtt.client as mqtt
 
 from common import logs
 from handheld.outbox import SqliteOutbox
-from protocol import topics
+from protocol import presence, topics
 from protocol.canonical import loads_object
 from protocol.confirm import (
     CONFIRM_TIMEOUT_MAX_S,
@@ -83,7 +95,8 @@ class MqttLink:
                  confirm: bool = True, confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
                  confirm_timeout_max_s: float = CONFIRM_TIMEOUT_MAX_S, max_awaiting: int = MAX_AWAITING,
                  clock: Callable[[], float] = time.monotonic,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, incarnation: str | None = None,
+                 boot: int = 1) -> None:
         """``ssl_context``: MQTT over TLS, trusting the outlet CA alone
         (``handheld/tls.py``); a broker whose certificate does not chain to it,
         or names another host, is refused and reported in ``last_error``.
@@ -91,7 +104,11 @@ class MqttLink:
         ``confirm=False`` falls back to deleting events at their PUBACK (a gateway
         that sends no confirmations would otherwise never let the outbox drain).
         ``clock`` is monotonic on purpose: a wall clock set by GNSS or NTP must not
-        fire or starve the resend timer."""
+        fire or starve the resend timer.
+
+        ``incarnation``/``boot`` name this run in the presence tags (the app's
+        ``SeqCounter``); without them a random incarnation keeps this run's tags
+        apart from every earlier one's."""
         self.device = device
         self.outbox = outbox
         self.on_command = on_command
@@ -109,6 +126,15 @@ class MqttLink:
         self.t_conf = topics.build(outlet, "handheld", device, "conf")
         self.t_state = topics.build(outlet, "handheld", device, "state")
         self.connected = False
+        if incarnation is None:
+            incarnation = os.urandom(4).hex()
+        presence.tag(incarnation, boot, 0)  # a bad incarnation fails here, not at CONNECT
+        self._incarnation = incarnation
+        self._boot = int(boot)
+        self._attempts = 0  # CONNECTs sent: the last field of the presence tag
+        self._will_tag = presence.tag(incarnation, self._boot, 1)  # the next CONNECT's
+        #: The tag of the current connection's "online" and Will.
+        self.presence_tag: str | None = None
         #: Set once the broker granted the cmd (and conf) subscription (commands published
         #: before are only kept for us if a persistent session already existed).
         self.subscribed = threading.Event()
@@ -136,7 +162,7 @@ class MqttLink:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pe-{device}", clean_session=False,
                         protocol=mqtt.MQTTv311)
         c.username_pw_set(username, password)
-        c.will_set(self.t_presence, b"offline", qos=1, retain=True)
+        c.on_pre_connect = self._on_pre_connect
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.max_inflight_messages_set(max(window, 20))
         self.tls = ssl_context is not None
@@ -166,7 +192,8 @@ class MqttLink:
             self._thread.join(timeout)
         if self.connected:
             try:
-                self.client.publish(self.t_presence, b"offline", qos=1, retain=True).wait_for_publish(timeout)
+                self.client.publish(self.t_presence, presence.encode(presence.OFFLINE, self.presence_tag),
+                                    qos=1, retain=True).wait_for_publish(timeout)
             except (RuntimeError, ValueError):
                 pass
         self.client.disconnect()
@@ -195,6 +222,13 @@ class MqttLink:
         return self._timeout
 
     # ------------------------------------------------------------------ paho callbacks
+    def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
+        """Before every CONNECT (paho's thread): a new tag for the Will it registers."""
+        self._attempts += 1
+        self._will_tag = presence.tag(self._incarnation, self._boot, self._attempts)
+        client.will_set(self.t_presence, presence.encode(presence.OFFLINE, self._will_tag), qos=1,
+                        retain=True)
+
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: Any, rc: Any,
                     props: Any = None) -> None:
         if getattr(rc, "is_failure", False):
@@ -209,7 +243,11 @@ class MqttLink:
         # gateway's with it), so whatever is unconfirmed goes again.
         with self._lock:
             self._rewind()
-        info = client.publish(self.t_presence, b"online", qos=1, retain=True)
+        # "online" names the connection whose Will the broker holds (set just
+        # before this CONNECT, in the same paho thread).
+        self.presence_tag = self._will_tag
+        info = client.publish(self.t_presence, presence.encode(presence.ONLINE, self.presence_tag), qos=1,
+                              retain=True)
         with self._lock:
             self._other.add(info.mid)
         # One SUBSCRIBE for both, so ``subscribed`` means both are granted. conf at QoS 0:

@@ -10,6 +10,9 @@
 # keeps the tag of the latest "online" drops an "offline" carrying any other
 # tag (gateway/store/events.py, simulator/taps.py).
 #
+# The courier handheld (handheld/link.py, CPython) tags its presence the same
+# way, its last field counting CONNECT attempts (paho's on_pre_connect).
+#
 # Untagged "online" and "offline" (devices built before tags) are still read;
 # without a tag nothing can be compared, so they are taken as they come.
 #

@@ -41,6 +41,7 @@ from simulator.inproc import SimClock, SimCounter, SimDevice, SimLocker, restore
 from simulator.ledger import Ledger
 from simulator.modem_sim import ModemSim
 from simulator.platform_keys import PlatformKeys
+from simulator.presence_watch import PresenceWatch
 from simulator.pybroker import AmqttBroker
 from simulator.scenario import HOSTILE_KINDS, Scenario
 from simulator.snapshot import live_view
@@ -133,6 +134,7 @@ class Outlet:
         self.t_virtual = 0.0
         self.progress = 0.0
         self.mqtt_rules: dict[int, Rule] = {}
+        self.presence_watch: PresenceWatch | None = None  # from start()
         self.device_tap = DeviceTap(self.ledger, self.obs, self.vt, sc.start, self.keys.open_code)
 
     def vt(self) -> float:
@@ -264,6 +266,8 @@ class Outlet:
         self.gw = GatewayProcess(self.gw_cfg)
         self.gw.wait_for("gateway_started", timeout=60)
         self.broker_tap = BrokerTap(self.broker.port, self.outlet_id, self.ledger, self.obs, self.vt)
+        # What the gateway shows online, over the run (devices_back_online, issue 19).
+        self.presence_watch = PresenceWatch(self.gw_db, self.faults_log)
         self.broker_tap.subscribed.wait(10)
         for i, n in enumerate(names):
             if n.startswith("lk") and sc.locker_mode == "unixport":
@@ -514,6 +518,7 @@ class Outlet:
             except Exception:  # noqa: BLE001
                 pass
         for step in (
+            lambda: self.presence_watch.stop() if self.presence_watch else None,
             lambda: self.broker_tap.close(),
             lambda: self.gw.stop(),
             lambda: self.link.down(),

@@ -402,6 +402,107 @@ def expired_retrieved_once(events: list[dict[str, Any]]) -> dict[str, Any]:
             "detail": detail, "fields": fields}
 
 
+#: ``expect.online_within_min`` when a scenario names none: wall-clock minutes
+#: from the end of a fault until every device is online in the gateway again
+#: (reconnecting runs on the wall clock in virtual runs too: simulator/presence_watch.py).
+ONLINE_WITHIN_MIN = 10.0
+
+
+def fault_ends(log: list[dict[str, Any]]) -> list[int]:
+    """Indexes into a faults log of the moments a fault was over: its end
+    edge, or the only edge of an instant fault (a broker restart, a gateway
+    kill: no end edge follows its start)."""
+    ends = []
+    for i, rec in enumerate(log):
+        if not rec.get("start"):
+            ends.append(i)
+        elif not any(not r.get("start") and r.get("kind") == rec.get("kind")
+                     and r.get("detail") == rec.get("detail") for r in log[i + 1:]):
+            ends.append(i)
+    return ends
+
+
+def back_online_after(samples: list[tuple[float, dict[str, bool]]], device: str, since: float,
+                      until: float) -> float | None:
+    """Seconds from ``since`` until ``device`` is online in the gateway and
+    stays so through the last sample before ``until``; None if it never is."""
+    start: float | None = None
+    for at, view in samples:
+        if at < since:
+            continue
+        on = bool(view.get(device))
+        if at < until:  # an offline look before the next fault starts the wait again
+            start = (at if start is None else start) if on else None
+        else:  # not back by the next fault: the first online look after it
+            if start is None and on:
+                start = at
+            if start is not None:
+                break
+    return None if start is None else max(0.0, start - since)
+
+
+def uptime(samples: list[tuple[float, dict[str, bool]]], device: str) -> float:
+    """The share of the run ``device`` was online in the gateway, from its
+    first "online" there to the last sample (0 if never online)."""
+    first = next((i for i, (_at, v) in enumerate(samples) if v.get(device)), None)
+    if first is None:
+        return 0.0
+    span = samples[-1][0] - samples[first][0]
+    if span <= 0:
+        return 1.0
+    up = sum(b[0] - a[0] for a, b in zip(samples[first:], samples[first + 1:], strict=False)
+             if a[1].get(device))
+    return round(up / span, 4)
+
+
+def devices_back_online(samples: list[tuple[float, dict[str, bool]]], fault_at: list[float],
+                        log: list[dict[str, Any]], devices: list[str], within_min: float,
+                        final: dict[str, bool]) -> dict[str, Any]:
+    """Issue 19: after every fault that ends, each device is online in the
+    gateway again within ``within_min`` (wall minutes), and at the end every
+    device is. ``samples``/``fault_at`` from ``simulator/presence_watch.py``;
+    ``final`` the gateway's view at the end (devices absent from it never
+    connected: offline)."""
+    within_s = within_min * 60
+    now = samples[-1][0] if samples else 0.0
+    ends = [(fault_at[i] if i < len(fault_at) else now, log[i].get("kind", "?")) for i in fault_ends(log)]
+    late: list[list[Any]] = []
+    worst = 0.0
+    for n, (at, kind) in enumerate(ends):
+        nxt = ends[n + 1][0] if n + 1 < len(ends) else now + 1
+        for d in devices:
+            took = back_online_after(samples, d, at, nxt)
+            if took is None or took > within_s:
+                late.append([d, kind, None if took is None else round(took, 1)])
+            else:
+                worst = max(worst, took)
+    offline = [d for d in devices if not final.get(d)]
+    ok = not late and not offline
+    within = int(within_min) if float(within_min).is_integer() else within_min
+    late_words = ", ".join(f"{d} after {k}: {'never' if s is None else f'{s} s'}" for d, k, s in late[:5])
+    detail = (f"{len(devices)} devices back online within {within} min of {len(ends)} fault ends "
+              f"(slowest {round(worst, 1)} s), all online at the end" if ok else
+              f"offline at the end: {', '.join(offline) or '-'}; not back within {within} min: "
+              f"{late_words or '-'}")
+    return {"name": "devices_back_online", "ok": ok, "detail": detail,
+            "fields": {"devices": len(devices), "within_min": within, "faults": len(ends),
+                       "worst_s": round(worst, 1), "offline": offline, "late": late[:10]}}
+
+
+def presence_result(outlet: Outlet, devices: list[str]) -> tuple[dict[str, Any] | None, dict[str, float]]:
+    """The ``devices_back_online`` expectation and each device's uptime in
+    the gateway, from the run's presence watch (None: no devices, or no watch)."""
+    watch = outlet.presence_watch
+    if watch is None or not devices:
+        return None, {}
+    watch.sample()  # the gateway's view at the end
+    samples, fault_at = watch.snapshot()
+    final = samples[-1][1] if samples else {}
+    within = float(outlet.sc.expect.get("online_within_min", ONLINE_WITHIN_MIN))
+    check = devices_back_online(samples, fault_at, outlet.faults_log, devices, within, final)
+    return check, {d: uptime(samples, d) for d in devices}
+
+
 def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
     """The outlet flows' domain checks the scenario's workload exercises;
     their counts go to the run's stats too."""
@@ -518,6 +619,10 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
     if outlet.sc.notify.get("enabled"):
         exp.append(notified_once(outlet))
     exp.extend(flow_checks(outlet))
+    kinds = {n: d.kind for n, d in outlet.devices.items()} | {n: "handheld" for n in outlet.hh}
+    presence_check, up = presence_result(outlet, list(kinds))
+    if presence_check is not None:
+        exp.append(presence_check)
     per_dev = Counter(eid.split(":")[0] for eid in outlet.obs.emitted)
     timeline = sorted(
         (
@@ -534,7 +639,6 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
         ),
         key=lambda x: x["t"],
     )
-    kinds = {n: d.kind for n, d in outlet.devices.items()} | {n: "handheld" for n in outlet.hh}
     failures = [x["name"] for x in exp if not x["ok"]]
     return {
         "scenario": outlet.sc.name,
@@ -554,6 +658,8 @@ def run_result(outlet: Outlet, wall_s: float) -> dict[str, Any]:
                 "online": [
                     [a, b if b is not None else outlet.sc.duration_s] for a, b in outlet.obs.online.get(n, [])
                 ],
+                # share of the run online in the gateway (devices_back_online)
+                "uptime": up.get(n),
             }
             for n, kind in kinds.items()
         ],

@@ -53,6 +53,8 @@ at load with errors that name the key::
     min_central_events = 100
     max_refused = 20            # actions refused or not done (locker full, lockout, device down...)
     max_refused_by = { "deposit.full" = 10 }   # ... and per reason, as the result counts them
+    online_within_min = 10      # every device online in the gateway again within this many
+                                # wall-clock minutes of each fault's end (default 10)
 """
 
 from __future__ import annotations
@@ -304,6 +306,11 @@ class ExpectSection(Section):
     # many in all, and per reason ("deposit.full"), as the result counts them.
     max_refused: Annotated[int, Field(ge=0)] | None = None
     max_refused_by: dict[str, Annotated[int, Field(ge=0)]] = {}
+    # Every device online in the gateway again within this many wall-clock
+    # minutes of each fault's end, and all online at the end
+    # (``devices_back_online``, simulator/results.py; wall time because
+    # reconnecting runs on the wall clock in virtual runs too).
+    online_within_min: Annotated[float, Field(gt=0.0, le=1440.0)] = 10.0
 
 
 class NotifySection(Section):

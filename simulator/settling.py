@@ -16,9 +16,36 @@ from gateway.store.events import EventStore
 from simulator.assembly import Outlet
 from simulator.sampling import sample_backlog
 
+#: How long the end of a run waits for every device to be online in the
+#: gateway again (a unix-port locker rebooting after a power cut late in a
+#: virtual run takes seconds of wall time the windows do not give it).
+PRESENCE_GRACE_S = 30.0
+
 
 async def settle(outlet: Outlet, timeout: float = 120) -> None:
-    """Everything emitted reaches the central side (or the timeout)."""
+    """Everything emitted reaches the central side (or the timeout); then
+    every device online in the gateway (or ``PRESENCE_GRACE_S``), so
+    ``devices_back_online`` judges the run's end, not a reconnect in flight."""
+    await _settle_events(outlet, timeout)
+    await _settle_presence(outlet)
+
+
+async def _settle_presence(outlet: Outlet) -> None:
+    watch = outlet.presence_watch
+    devices = [*outlet.devices, *outlet.hh]
+    if watch is None or not devices:
+        return
+    deadline = time.monotonic() + PRESENCE_GRACE_S
+    view: dict[str, bool] | None = None
+    while time.monotonic() < deadline:
+        view = await asyncio.to_thread(watch.read)
+        if view is not None and all(view.get(d) for d in devices):
+            return
+        await asyncio.sleep(0.2)
+    outlet.log("settle_presence_timeout", offline=[d for d in devices if not (view or {}).get(d)])
+
+
+async def _settle_events(outlet: Outlet, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with outlet.obs.lock:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.report.formatting import fmt_clock, fmt_dur, num
-from simulator.report.text import has, hop_name, rule_name, t
+from simulator.report.text import fault_name, has, hop_name, rule_name, t
 
 HOP_ORDER = ("device", "broker", "gateway", "central")
 LEDGER_COLS = ("lost", "duplicated", "unexpected", "skipped", "reordered", "bad_ids")
@@ -92,7 +92,31 @@ def expect_text(e: dict[str, Any], lang: str) -> str:
         f["reason"] = refused_text(f["reason"], lang)
     if isinstance(f.get("wrong"), list):
         f["wrong"] = sep.join(map(str, f["wrong"])) or "-"
+    if isinstance(f.get("offline"), list):
+        f["offline"] = sep.join(map(str, f["offline"])) or "-"
+    if isinstance(f.get("late"), list):
+        f["late"] = sep.join(late_text(x, lang) for x in f["late"]) or "-"
     return t(key, lang, **f)
+
+
+def late_text(late: object, lang: str) -> str:
+    """A device not back online in time, ``[device, fault kind, seconds or None]``:
+    "lk01（代理重启后 未恢复）"."""
+    if not isinstance(late, list | tuple) or len(late) != 3:
+        return str(late)
+    device, kind, secs = late
+    after = t("expect.devices_back_online.never", lang) if secs is None else \
+        t("expect.devices_back_online.secs", lang, n=secs)
+    return t("expect.devices_back_online.late", lang, device=device, fault=fault_name(kind, lang),
+             after=after)
+
+
+def uptime_pct(share: object) -> str:
+    """0.9987 as "99.9%" (never rounded up to 100% while it was not)."""
+    if not isinstance(share, int | float):
+        return "-"
+    pct = int(share * 1000) / 10
+    return f"{pct:.1f}%"
 
 
 def refused_text(key: str, lang: str) -> str:

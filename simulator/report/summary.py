@@ -44,6 +44,7 @@ from simulator.report.reading import (
     refused_text,
     run_line,
     stats_text,
+    uptime_pct,
     verdict,
     violation_name,
 )
@@ -192,6 +193,8 @@ def summary(result: dict[str, Any], lang: str = "zh", width: int | None = None) 
         detail = f" — {f['detail']}" if f.get("detail") else ""
         out.append(f"  {fault_when(f, lang)}  {fault_name(f.get('kind'), lang)}{detail}")
 
+    out += _uptime_lines(result, lang, width)
+
     exps = result.get("expectations") or []
     if exps:
         out += ["", t("sec.expect", lang)]
@@ -199,6 +202,27 @@ def summary(result: dict[str, Any], lang: str = "zh", width: int | None = None) 
             out.append(f"  {'✓' if e.get('ok') else '✗'} {expect_text(e, lang)}")
     out += ["", t("verdict.pass" if ok else "verdict.fail", lang)]  # last too: what a scrolled log shows
     return "\n".join(out if width is None else _fit(out, width))
+
+
+#: Devices listed one per line in the uptime table; the rest in one line.
+UPTIME_ROWS = 10
+
+
+def _uptime_lines(result: dict[str, Any], lang: str, width: int | None) -> list[str]:
+    """Each device's share of the run online in the gateway, lowest first
+    (issue 19: a locker shown offline while it sent); a large fleet shows
+    its lowest ``UPTIME_ROWS`` and one line for the rest."""
+    devs = [d for d in result.get("devices") or [] if isinstance(d.get("uptime"), int | float)]
+    if not devs:
+        return []
+    devs.sort(key=lambda d: (d["uptime"], str(d.get("device"))))
+    rows = [[t("col.device", lang), t("col.uptime", lang)]]
+    rows += [[str(d.get("device", "?")), uptime_pct(d["uptime"])] for d in devs[:UPTIME_ROWS]]
+    out = ["", t("sec.uptime", lang)] + [_Row(line) for line in _table(rows, right=(1,), width=width)]
+    if len(devs) > UPTIME_ROWS:
+        out.append("  " + t("uptime.more", lang, n=len(devs) - UPTIME_ROWS,
+                            pct=uptime_pct(devs[UPTIME_ROWS]["uptime"])))
+    return out
 
 
 def use_colour(stream: TextIO) -> bool:

@@ -57,6 +57,7 @@ from common.text import Localized
 from handheld.jobs import PhotoSink, atomic_json, read_json
 from handheld.scanning import ScanFilter, ScanResult
 from handheld.text import TEXT, Refused
+from protocol import scantrace
 from protocol.codes import matches as code_matches
 from protocol.codes import normalize_token
 
@@ -177,18 +178,33 @@ class ParcelFlows:
     def _scan(self, text: str, route: set[str] | None, source: str, at: float | None = None) -> ScanResult:
         r = self.scans.judge(text, route=route, source=source, at=at)
         if r.verdict == "good":
-            self.emit("handheld.scan", "telemetry", {"code": r.value, "kind": r.kind, "verdict": r.verdict,
-                                                     "source": source})
+            self.emit("handheld.scan", "telemetry", {"kind": r.kind or "",
+                                                     **scantrace.trace(text, self.known()),
+                                                     "verdict": r.verdict, "source": source})
             return r
         if r.verdict == "duplicate":
             raise Refused("duplicate")
-        self.emit("handheld.scan", "telemetry", {"code": (r.value or r.text)[:64], "kind": r.kind or "",
+        # Not a parcel id for here: the content only if it is a parcel id at all (a payment
+        # code, an ID number scanned by mistake leave their length and sha8 alone:
+        # protocol/scantrace.py).
+        self.emit("handheld.scan", "telemetry", {"kind": "", **scantrace.trace(text, self.known()),
                                                  "verdict": r.verdict, "reason": r.reason, "source": source})
         if r.verdict == "invalid":
             if r.reason == "not_parcel":
                 raise Refused("not_parcel")
             raise Refused("invalid_scan", detail=r.detail)
-        raise Refused("wrong_route", parcel=r.value)
+        raise Refused("wrong_route", parcel=self.shown(text, r.value))
+
+    def known(self) -> set[str]:
+        """The ids the platform named for this handheld: its manifest and retrieval list."""
+        with self._lock:
+            return set(self.state["parcels"]) | set(self.state["retrieval"])
+
+    def shown(self, text: str, value: str | None) -> str:
+        """A refused read as the screen may name it: the id if it is a parcel id, else
+        ``#`` and its sha8 (the courier sees which read it was; its content stays here)."""
+        tr = scantrace.trace(text, self.known())
+        return str(tr["code"]) if "code" in tr else "#" + str(tr["sha8"])
 
     # ------------------------------------------------------------------ flows
     def intake(self, text: str, source: str = "manual", at: float | None = None) -> dict[str, Any]:

@@ -149,7 +149,9 @@ class PhotoHandoff(PhotoSink):
         if not self._ensure_uploader():
             return
         with self._lock:
-            # The uploader takes JPEG evidence; drawn signatures (PNG) stay on the handheld.
+            # The uploader and the gateway take JPEG: evidence photos and drawn signatures
+            # (stored as JPEG, handheld/workflows.py). A PNG signature from an older version
+            # stays on the handheld (its event names the PNG's hash).
             rows = self.db.execute("SELECT sha256, path, meta FROM photos WHERE handed=0 "
                                    "AND path LIKE '%.jpg' ORDER BY added").fetchall()
         for sha, path, meta in rows:

@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.broker import Mosquitto
 from handheld import webui
 from handheld.app import HandheldApp
@@ -51,6 +53,7 @@ def leaks(blob: str | bytes) -> list[str]:
     return [n for n in NEEDLES if n.encode() in b]
 
 
+@pytest.mark.slow
 def test_a_payment_code_or_id_number_scanned_by_mistake_leaves_no_content(
         tmp_path: Path, broker: Mosquitto) -> None:
     assert PAYMENT_SSCC in {barcodes.classify(PAYMENT_SSCC).get("value")}  # the hard case: "valid"

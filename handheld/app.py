@@ -71,7 +71,7 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MODES = ("check", "intake", "deposit", "deliver", "collect", "bag", "point")
 SCAN_VERDICT = {"duplicate": "duplicate", "invalid_scan": "invalid", "not_parcel": "invalid",
                 "wrong_route": "wrong_route", "not_item": "invalid", "bad_bag": "invalid",
-                "in_bag": "duplicate", "already_collected": "duplicate"}
+                "in_bag": "duplicate", "already_collected": "duplicate", "bare_sscc": "invalid"}
 
 
 class RunningUi(Protocol):

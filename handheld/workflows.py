@@ -182,6 +182,14 @@ class ParcelFlows:
 
     def _scan(self, text: str, route: set[str] | None, source: str, at: float | None = None) -> ScanResult:
         r = self.scans.judge(text, route=route, source=source, at=at)
+        if r.verdict == "good" and route is None and not scantrace.keeps_content(text):
+            # Taken into custody with no list to check against (intake), the id is recorded:
+            # 18 bare digits called an SSCC are as likely a payment code or an ID number
+            # (protocol/scantrace.py), so only an SSCC with its AI (00) is taken.
+            self.emit("handheld.scan", "telemetry", {"kind": r.kind or "", **scantrace.trace(text),
+                                                     "verdict": "invalid", "reason": "bare_sscc",
+                                                     "source": source})
+            raise Refused("bare_sscc")
         if r.verdict == "good":
             self.emit("handheld.scan", "telemetry", {"kind": r.kind or "",
                                                      **scantrace.trace(text, self.known()),

@@ -70,8 +70,9 @@ def test_a_payment_code_or_id_number_scanned_by_mistake_leaves_no_content(
                 answers.append(post(app, "scan", {"code": s, "mode": "check"}))
                 answers.append(post(app, "wedge", {"raw": s, "age_ms": 0}))
                 answers.append(app.scan(s, "check", source="engine"))
-                # the parcel flows: deposit and collection judge it against their lists
-                for mode in ("deposit", "collect", "deliver"):
+                # the parcel flows: deposit and collection judge it against their lists; intake
+                # has none, and takes no 18 bare digits as an SSCC
+                for mode in ("intake", "deposit", "collect", "deliver"):
                     answers.append(post(app, "scan", {"code": s, "mode": mode}))
                 # what the screen and /api/state keep after each read
                 screens += [webui.part_status(app, g) + webui.part_scan(app, g) for g in ("zh", "en")]
@@ -79,8 +80,8 @@ def test_a_payment_code_or_id_number_scanned_by_mistake_leaves_no_content(
             # a parcel id keeps its content: an S10 and an SSCC in its GS1 element string
             answers.append(post(app, "scan", {"code": GOOD, "mode": "check"}))
             answers.append(app.scan("]C100" + GS1_SSCC, "check", source="engine"))
-            # 3 check-mode events and one each from deposit and collect per secret, 2 parcels
-            want = 5 * len(SECRETS) + 2
+            # 3 check-mode events and one each from intake, deposit and collect per secret, 2 parcels
+            want = 6 * len(SECRETS) + 2
 
             def scans() -> list[dict[str, Any]]:
                 return [e["body"] for e in stored_events(gw.db) if e["type"] == "handheld.scan"]
@@ -114,6 +115,9 @@ def test_a_payment_code_or_id_number_scanned_by_mistake_leaves_no_content(
     assert not leaks("\n".join(logs.lines)), "the handheld's log holds a scanned payment code or ID"
     assert not leaks(json.dumps(answers, ensure_ascii=False, default=str)), "the page was sent it back"
     assert not leaks("".join(screens)), "the screen or /api/state keeps it"
+    bare = [a for a in answers if a.get("code") == "bare_sscc"]
+    assert len(bare) == 2 and all(a["verdict"] == "invalid" and "(00)" in a["zh"] for a in bare)
+    assert not [e for e in stored_events(gw.db) if e["type"] == "handheld.intake"]
     # the screen still tells the courier which read it was: a refused one by its sha8
     refused = [a for a in answers if a.get("verdict") == "wrong_route"]
     assert refused and all(f"#{a['sha8']}" in a["en"] + a["zh"] for a in refused)

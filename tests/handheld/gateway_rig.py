@@ -12,31 +12,47 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from common.logs import ROOT, JsonLines
-from gateway.broker import Mosquitto
+from gateway.broker import Mosquitto, free_port
 from simulator.gateway_process import GatewayProcess, write_config
 
 
 class RealGateway:
     def __init__(self, tmp: Path, broker: Mosquitto) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        cfg = write_config(tmp / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret")
-        cfg.write_text(cfg.read_text() + f'\n[web]\nhost = "127.0.0.1"\nport = 0\n'
-                       f'passwd_file = "{broker.directory / "passwd"}"\n'
-                       f'acl_file = "{broker.directory / "acl"}"\n')
+        # a fixed port: a restarted gateway is where the handheld left it
+        self.port = free_port()
+        self.cfg = write_config(tmp / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret")
+        self.cfg.write_text(self.cfg.read_text() + f'\n[web]\nhost = "127.0.0.1"\nport = {self.port}\n'
+                            f'passwd_file = "{broker.directory / "passwd"}"\n'
+                            f'acl_file = "{broker.directory / "acl"}"\n')
         self.db = tmp / "gateway.db"
         self.stderr = tmp / "gateway.stderr"
-        self.proc = GatewayProcess(cfg, stderr=self.stderr)
-        web = self.proc.wait_for("web_started")
-        self.proc.wait_for("gateway_started")
-        self.url = f"http://127.0.0.1:{web['port']}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.old: list[GatewayProcess] = []
+        self.proc = self._start()
+
+    def _start(self) -> GatewayProcess:
+        proc = GatewayProcess(self.cfg, stderr=self.stderr)
+        proc.wait_for("web_started")
+        proc.wait_for("gateway_started")
+        return proc
+
+    def kill(self) -> None:
+        """SIGKILL: the outlet box loses power."""
+        self.proc.kill()
+        self.old.append(self.proc)
+
+    def restart(self) -> None:
+        self.proc = self._start()
 
     def log_text(self) -> str:
         """Everything the gateway process wrote: its JSON lines and its standard error."""
-        lines = "\n".join(str(d) for d in self.proc.lines)
+        lines = "\n".join(str(d) for p in [*self.old, self.proc] for d in p.lines)
         return lines + (self.stderr.read_text(errors="replace") if self.stderr.exists() else "")
 
     def stop(self) -> None:
-        self.proc.stop()
+        if self.proc.proc.poll() is None:
+            self.proc.stop()
 
     def __enter__(self) -> RealGateway:
         return self

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,27 @@ def test_the_server_refuses_an_empty_or_broken_signature_and_keeps_transparency_
     big = np.full((540, 3000, 3), 255, np.uint8)
     cv2.line(big, (0, 270), (2999, 270), (0, 0, 0), 9)
     assert max(signature_jpeg(png_url(big))[1:]) == 1200
+
+
+@pytest.mark.slow
+def test_a_signature_taken_while_the_gateway_is_away_goes_up_when_it_returns(
+        rig: tuple[RealGateway, HandheldApp, str]) -> None:
+    """The outlet box is off when the courier delivers: the event waits in the outbox and
+    the signature in the upload queue; both arrive once the gateway is back."""
+    gw, app, parcel = rig
+    gw.kill()
+    img = np.full((156, 336, 3), 255, np.uint8)
+    cv2.polylines(img, [np.array([[30, 110], [80, 40], [130, 120], [190, 50], [300, 100]], np.int32)],
+                  False, (0, 0, 0), 3, cv2.LINE_AA)
+    doc = {"code": parcel, "method": "signature", "value": png_url(img)}
+    res = webui.handle_post(app, ["api", "deliver"], {}, "application/json", json.dumps(doc).encode())
+    assert res["ok"], res
+    assert wait_until(lambda: (app.photos.status()["queue"] or {}).get("error") is not None, 15), \
+        app.photos.status()
+    assert (app.photos.status()["queue"] or {}).get("waiting") == 1 and app.outbox.count() >= 1
+    assert not deliveries(gw)
+    gw.restart()
+    assert wait_until(lambda: len(deliveries(gw)) == 1, 30), "the delivery never reached the gateway"
+    sha = deliveries(gw)[0]["signature_sha256"]
+    assert wait_until(lambda: photo_path(gw.db, sha).exists(), 60), app.photos.status()
+    assert hashlib.sha256(photo_path(gw.db, sha).read_bytes()).hexdigest() == sha

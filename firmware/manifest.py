@@ -20,6 +20,7 @@ package(
         "permits.py",
         "presence.py",
         "revocation.py",
+        "scantrace.py",
         "seal.py",
         "signing.py",
         "timesync.py",

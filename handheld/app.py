@@ -57,7 +57,7 @@ from handheld.sources import SourceError, VideoSource, load_image
 from handheld.text import TEXT, Refused
 from handheld.wedge import Wedge
 from handheld.workflows import GatewayClient, ParcelFlows
-from protocol import envelope, signing, topics
+from protocol import envelope, scantrace, signing, topics
 from protocol.canonical import loads_object
 from protocol.errors import OversizedPayload, ProtocolError
 from protocol.ids import SeqCounter, format_event_id
@@ -71,7 +71,7 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MODES = ("check", "intake", "deposit", "deliver", "collect", "bag", "point")
 SCAN_VERDICT = {"duplicate": "duplicate", "invalid_scan": "invalid", "not_parcel": "invalid",
                 "wrong_route": "wrong_route", "not_item": "invalid", "bad_bag": "invalid",
-                "in_bag": "duplicate", "already_collected": "duplicate"}
+                "in_bag": "duplicate", "already_collected": "duplicate", "bare_sscc": "invalid"}
 
 
 class RunningUi(Protocol):
@@ -149,7 +149,9 @@ class PhotoHandoff(PhotoSink):
         if not self._ensure_uploader():
             return
         with self._lock:
-            # The uploader takes JPEG evidence; drawn signatures (PNG) stay on the handheld.
+            # The uploader and the gateway take JPEG: evidence photos and drawn signatures
+            # (stored as JPEG, handheld/workflows.py). A PNG signature from an older version
+            # stays on the handheld (its event names the PNG's hash).
             rows = self.db.execute("SELECT sha256, path, meta FROM photos WHERE handed=0 "
                                    "AND path LIKE '%.jpg' ORDER BY added").fetchall()
         for sha, path, meta in rows:
@@ -490,8 +492,9 @@ class HandheldApp:
                 route = self.flows.route() or None
                 r = self.scans.judge(text, need_parcel=False, route=route, source=source, at=at)
                 if r.verdict != "duplicate":
+                    # the content only for a parcel id (protocol/scantrace.py)
                     self.emit("handheld.scan", "telemetry",
-                              {"code": (r.value or r.text)[:64], "kind": r.kind or "", "verdict": r.verdict,
+                              {"kind": "", **scantrace.trace(text, route), "verdict": r.verdict,
                                "reason": r.reason, "source": source})
                 txt = TEXT.both("verdict." + r.verdict)
                 if r.reason:
@@ -518,13 +521,24 @@ class HandheldApp:
                 if r.verdict != "good":
                     code = {"duplicate": "duplicate", "wrong_route": "wrong_route"}.get(
                         r.verdict, "not_parcel" if r.reason == "not_parcel" else "invalid_scan")
-                    raise Refused(code, detail=Localized(
-                        {lang: barcode_words.detail_text(r.detail, lang) for lang in LANGS}), parcel=r.value)
+                    # a wrong-route read is named by flows.shown (its detail repeats the read)
+                    detail = "" if r.verdict == "wrong_route" else Localized(
+                        {lang: barcode_words.detail_text(r.detail, lang) for lang in LANGS})
+                    raise Refused(code, detail=detail, parcel=self.flows.shown(text, r.value))
                 res = {"ok": True, "verdict": "good", "parcel": r.value, "confirm": True,
                        **TEXT.both("verdict.good")}
         except Refused as e:
             res = {**e.as_dict(), "verdict": SCAN_VERDICT.get(e.code, "refused")}
-        res.update(mode=mode, text=text[:80], at=time.time())
+        # What the screen (and /api/state) keeps of the read: the read itself only when it
+        # is a parcel id or something this handheld accepted, else its length and sha8.
+        tr = scantrace.trace(text, self.flows.known())
+        accepted = bool(res.get("ok")) and mode in ("bag", "point")
+        shown = text[:80] if "code" in tr or accepted else ""
+        res.update(mode=mode, text=shown, at=time.time())
+        if not shown:
+            res.update(length=tr["length"], sha8=tr["sha8"])
+            if res.get("value") is not None:
+                res["value"] = None
         self.last_scan = res
         return res
 

@@ -28,8 +28,9 @@ gateway may predate the API), never a failure.
 **Hand delivery** needs the recipient's confirmation: the delivery token from their
 notice (``PE-H:XXXX-XXXX-XXXX-XXXX``, shown as a QR code; 80 random bits, checked
 offline against the salted hash in the manifest, never recorded in plain), the
-recipient's name, or a drawn signature (a PNG kept and uploaded with the photos; the
-event carries its SHA-256). The handheld never holds anything of the 6-digit locker
+recipient's name, or a signature drawn on the page's pad (its PNG stored as a JPEG on
+white, queued for upload like an evidence photo; the event names the JPEG's SHA-256,
+so the platform links the two). The handheld never holds anything of the 6-digit locker
 pickup code: its salted hash would give the code back in seconds to whoever holds the
 handheld (``code_salt``/``code_hash`` from an older platform are dropped on arrival and
 from an older ``parcels.json``; docs/security.md, bench/code_secrecy.py).
@@ -52,11 +53,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
 from common import logs
+from common.durable import write_durable
 from common.text import Localized
 from handheld.jobs import PhotoSink, atomic_json, read_json
 from handheld.scanning import ScanFilter, ScanResult
 from handheld.text import TEXT, Refused
+from protocol import scantrace
 from protocol.codes import matches as code_matches
 from protocol.codes import normalize_token
 
@@ -176,19 +182,42 @@ class ParcelFlows:
 
     def _scan(self, text: str, route: set[str] | None, source: str, at: float | None = None) -> ScanResult:
         r = self.scans.judge(text, route=route, source=source, at=at)
-        if r.verdict == "good":
-            self.emit("handheld.scan", "telemetry", {"code": r.value, "kind": r.kind, "verdict": r.verdict,
+        if r.verdict == "good" and route is None and not scantrace.keeps_content(text):
+            # Taken into custody with no list to check against (intake), the id is recorded:
+            # 18 bare digits called an SSCC are as likely a payment code or an ID number
+            # (protocol/scantrace.py), so only an SSCC with its AI (00) is taken.
+            self.emit("handheld.scan", "telemetry", {"kind": r.kind or "", **scantrace.trace(text),
+                                                     "verdict": "invalid", "reason": "bare_sscc",
                                                      "source": source})
+            raise Refused("bare_sscc")
+        if r.verdict == "good":
+            self.emit("handheld.scan", "telemetry", {"kind": r.kind or "",
+                                                     **scantrace.trace(text, self.known()),
+                                                     "verdict": r.verdict, "source": source})
             return r
         if r.verdict == "duplicate":
             raise Refused("duplicate")
-        self.emit("handheld.scan", "telemetry", {"code": (r.value or r.text)[:64], "kind": r.kind or "",
+        # Not a parcel id for here: the content only if it is a parcel id at all (a payment
+        # code, an ID number scanned by mistake leave their length and sha8 alone:
+        # protocol/scantrace.py).
+        self.emit("handheld.scan", "telemetry", {"kind": "", **scantrace.trace(text, self.known()),
                                                  "verdict": r.verdict, "reason": r.reason, "source": source})
         if r.verdict == "invalid":
             if r.reason == "not_parcel":
                 raise Refused("not_parcel")
             raise Refused("invalid_scan", detail=r.detail)
-        raise Refused("wrong_route", parcel=r.value)
+        raise Refused("wrong_route", parcel=self.shown(text, r.value))
+
+    def known(self) -> set[str]:
+        """The ids the platform named for this handheld: its manifest and retrieval list."""
+        with self._lock:
+            return set(self.state["parcels"]) | set(self.state["retrieval"])
+
+    def shown(self, text: str, value: str | None) -> str:
+        """A refused read as the screen may name it: the id if it is a parcel id, else
+        ``#`` and its sha8 (the courier sees which read it was; its content stays here)."""
+        tr = scantrace.trace(text, self.known())
+        return str(tr["code"]) if "code" in tr else "#" + str(tr["sha8"])
 
     # ------------------------------------------------------------------ flows
     def intake(self, text: str, source: str = "manual", at: float | None = None) -> dict[str, Any]:
@@ -267,14 +296,20 @@ class ParcelFlows:
                     raise Refused("bad_name")
                 body["name"] = name
             else:
-                png = _signature_png(value)
-                sha = hashlib.sha256(png).hexdigest()
+                # The pad's PNG as a JPEG on white (the photos' format: the uploader and the
+                # gateway take JPEG alone), on disk before the event that names it.
+                jpeg, w, h = signature_jpeg(value)
+                sha = hashlib.sha256(jpeg).hexdigest()
                 self.sig_dir.mkdir(parents=True, exist_ok=True)
-                path = self.sig_dir / f"{sha}.png"
-                path.write_bytes(png)
+                sig_path = self.sig_dir / f"{sha}.jpg"
+                write_durable(sig_path, jpeg)
                 body["signature_sha256"] = sha
-                self.photos.add(path, {"kind": "signature", "parcel": r.value, "sha256": sha})
             eid, _ = self.emit("handheld.hand_delivery", "custody", body)
+            if method == "signature":
+                # queued for upload like an evidence photo; the platform links the two by sha256
+                self.photos.add(sig_path, {"kind": "signature", "parcel": r.value, "sha256": sha,
+                                           "event_id": eid, "courier": self.courier, "w": w, "h": h,
+                                           "bytes": len(jpeg), "taken_at": int(self.now())})
             p["state"] = "delivered"
             p["event"] = eid
             self._save()
@@ -354,6 +389,15 @@ class ParcelFlows:
                     "intake": list(self.state["intake"][-10:]), "received": self.state.get("received")}
 
 
+#: A pad with less ink than this (dark pixels, as a share of the pad) is empty: a tap,
+#: a slip of the glove. A short name written across a 340x180 pad is 1-3 %.
+MIN_INK = 0.002
+#: The long side of the stored JPEG: a pad on a 3x screen is ~1000 px; more says nothing.
+MAX_SIDE = 1200
+#: The gateway takes photos from 64 px on a side (gateway/http/uploads.py).
+MIN_SIDE = 64
+
+
 def _signature_png(value: str) -> bytes:
     """A drawn signature from the page's canvas: a ``data:image/png;base64,...`` URL."""
     if not isinstance(value, str) or not value.startswith("data:image/png;base64,"):
@@ -365,3 +409,39 @@ def _signature_png(value: str) -> bytes:
     if not png.startswith(b"\x89PNG\r\n\x1a\n") or not 100 <= len(png) <= 512 * 1024:
         raise Refused("bad_signature")
     return png
+
+
+def signature_jpeg(value: str, quality: int = 85) -> tuple[bytes, int, int]:
+    """The page's signature PNG as ``(jpeg, width, height)``: transparency composed onto
+    white (a canvas left transparent would turn black in a JPEG), the long side at most
+    ``MAX_SIDE``, encoded with OpenCV like the evidence photos (handheld/photo.py).
+    Refused("bad_signature") for what is not a pad's PNG, ("empty_signature") for a pad
+    with almost no ink."""
+    png = _signature_png(value)
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.ndim not in (2, 3) or min(img.shape[:2]) < MIN_SIDE:
+        raise Refused("bad_signature")
+    if img.dtype != np.uint8:
+        img = (img / 257).astype(np.uint8) if img.dtype == np.uint16 else None
+        if img is None:
+            raise Refused("bad_signature")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    elif img.shape[2] != 3:
+        raise Refused("bad_signature")
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    if float(np.count_nonzero(gray < 128)) / gray.size < MIN_INK:
+        raise Refused("empty_signature")
+    h, w = img.shape[:2]
+    if max(h, w) > MAX_SIDE:
+        k = MAX_SIDE / max(h, w)
+        img = cv2.resize(img, (max(MIN_SIDE, round(w * k)), max(MIN_SIDE, round(h * k))),
+                         interpolation=cv2.INTER_AREA)
+        h, w = img.shape[:2]
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise Refused("bad_signature")
+    return bytes(buf), w, h

@@ -14,6 +14,7 @@
 #                 reason, the symbology, the length and a short hash, never
 #                 the content: a payment code, an ID card or a health code
 #                 scanned by mistake must not travel upstream or sit in logs
+#                 (protocol/scantrace.py, the rule the handheld follows too)
 #   wrong_outlet  a valid parcel id not on this outlet's manifest, when the
 #                 platform has sent one -> scanner.misrouted (custody: the
 #                 parcel is physically here and must be sent on)
@@ -24,8 +25,6 @@
 # parcels), config (the two windows).
 
 import asyncio
-import binascii
-import hashlib
 
 from drivers.aio import sleep_ms
 from drivers.hal.common import ticks_diff
@@ -33,17 +32,9 @@ from firmware.counter.config import RUNTIME_KEYS
 from firmware.device import Device, FlowError
 from firmware.outbox import OutboxFull
 from protocol import barcodes
+from protocol.scantrace import fingerprint  # shared with the handheld
 
 MAX_MANIFEST = 2000
-
-
-def fingerprint(text):
-    """What a non-parcel scan may leave behind: its length and the first 32
-    bits of its SHA-256 (enough to see the same code scanned again, far too
-    few to recover it: a payment code has about 10^18 values per hash)."""
-    if isinstance(text, str):
-        text = text.encode()
-    return {"length": len(text), "sha8": binascii.hexlify(hashlib.sha256(text).digest()[:4]).decode()}
 
 
 class Dedupe:

@@ -91,6 +91,7 @@ function load(name,el){
    .then(function(h){setDown(false);
      if(el.getAttribute('data-html')!==h){el.innerHTML=h;el.setAttribute('data-html',h);}
      if(name==='status'){lastResult();}
+     if(name==='scan'){signRestore();}
      if(name==='dispatch'){formError();}
      return true;})
    .catch(function(){setDown(true);return false;});
@@ -206,6 +207,69 @@ function camFrame(){var v=$('#bcam');return new Promise(function(res,rej){var n=
 function camError(e){var t=$('#bcam').getAttribute('data-err').replace('{d}',(e&&e.name)||String(e));
   show({ok:false,code:'camera',zh:t,en:t});}
 function photoUrl(j,st){return '/api/jobs/'+encodeURIComponent(j)+'/photo?step='+encodeURIComponent(st);}
+/* The signature pad in the delivery form: pointer events, so a finger, a stylus and a
+   mouse draw alike (setPointerCapture keeps a stroke that leaves the box). The canvas is
+   sized to its box times the screen's pixel ratio and starts white; the ink drawn is
+   counted in CSS pixels, and a pad with less than SIGN_MIN of it is empty: the form
+   says so and nothing is sent. The server checks again and stores it as a JPEG. A
+   refresh that re-renders the form keeps the pad open (its drawing starts again). */
+var signing=false, stroke=null, SIGN_MIN=60;
+function padInit(force){
+  var c=$('#sign-pad'); if(!c||(c.getAttribute('data-ready')&&!force))return c;
+  var w=c.clientWidth, h=c.clientHeight, d=window.devicePixelRatio||1;  /* inside the border */
+  c.width=Math.max(1,Math.round(w*d)); c.height=Math.max(1,Math.round(h*d));
+  var g=c.getContext('2d'); g.setTransform(d,0,0,d,0,0); g.fillStyle='#fff'; g.fillRect(0,0,w,h);
+  g.lineWidth=3; g.lineCap='round'; g.lineJoin='round'; g.strokeStyle='#000'; g.fillStyle='#000';
+  c.setAttribute('data-ready','1'); c.setAttribute('data-ink','0');
+  return c;
+}
+function signError(text){
+  var old=$('#sign-error'); if(old){old.remove();} if(!text)return;
+  var p=document.createElement('p'); p.className='form-error'; p.id='sign-error'; p.setAttribute('role','alert');
+  p.textContent=text; var pad=$('#sign-pad'); pad.parentNode.insertBefore(p,pad);
+}
+function signMode(on){
+  var f=$('#confirm'); signing=on&&!!f; if(!f)return;
+  f.classList.toggle('signing',signing); if(signing){padInit();}
+}
+function signRestore(){if($('#confirm')){if(signing){signMode(true);}}else{signing=false;}}
+function padPoint(c,e){var r=c.getBoundingClientRect();
+  return {x:e.clientX-r.left-c.clientLeft,y:e.clientY-r.top-c.clientTop};}
+document.addEventListener('pointerdown',function(e){
+  var c=e.target; if(c.id!=='sign-pad'||e.button>0)return;
+  e.preventDefault(); padInit(); try{c.setPointerCapture(e.pointerId);}catch(x){}
+  var p=padPoint(c,e); stroke={id:e.pointerId,c:c,x:p.x,y:p.y};
+  var g=c.getContext('2d'); g.beginPath(); g.arc(p.x,p.y,1.5,0,2*Math.PI); g.fill();
+});
+document.addEventListener('pointermove',function(e){
+  if(!stroke||e.pointerId!==stroke.id)return; e.preventDefault();
+  var c=stroke.c, p=padPoint(c,e), g=c.getContext('2d');
+  g.beginPath(); g.moveTo(stroke.x,stroke.y); g.lineTo(p.x,p.y); g.stroke();
+  c.setAttribute('data-ink',String(Math.round(+c.getAttribute('data-ink')+Math.hypot(p.x-stroke.x,p.y-stroke.y))));
+  stroke.x=p.x; stroke.y=p.y;
+  if(+c.getAttribute('data-ink')>=SIGN_MIN){signError('');}
+});
+function strokeEnd(e){if(stroke&&e.pointerId===stroke.id){stroke=null;}}
+document.addEventListener('pointerup',strokeEnd); document.addEventListener('pointercancel',strokeEnd);
+/* The pad as a PNG data URL at ``k`` times its CSS size: at most 2x, so the request stays
+   well inside the UI's 64 KiB JSON limit (handheld/webui.py) on a 3x screen. */
+var SIGN_MAX=60000;
+function padPng(c,k){
+  var o=document.createElement('canvas');
+  o.width=Math.max(1,Math.round(c.clientWidth*k)); o.height=Math.max(1,Math.round(c.clientHeight*k));
+  var g=o.getContext('2d'); g.fillStyle='#fff'; g.fillRect(0,0,o.width,o.height);
+  g.drawImage(c,0,0,o.width,o.height);
+  return o.toDataURL('image/png');
+}
+function signSubmit(){
+  var f=$('#confirm'), c=$('#sign-pad'); if(!f||!c)return;
+  if(+c.getAttribute('data-ink')<SIGN_MIN){
+    var t=$('#sign').getAttribute('data-empty'); signError(t);
+    show({ok:false,verdict:'refused',code:'empty_signature',zh:t,en:t}); return;}
+  var png=padPng(c,Math.min(2,window.devicePixelRatio||1));
+  if(png.length>SIGN_MAX){png=padPng(c,1);}
+  post('/api/deliver',{code:f.getAttribute('data-parcel'),method:'signature',value:png},null,png);
+}
 document.addEventListener('click',function(e){
   var b=e.target.closest('[data-action],[data-screen]'); if(!b)return;
   if(b.hasAttribute('data-screen')){go(b.getAttribute('data-screen'));return;}
@@ -218,7 +282,11 @@ document.addEventListener('click',function(e){
   else if(a==='torch'){var on=b.getAttribute('aria-pressed')!=='true';
     cam.getVideoTracks()[0].applyConstraints({advanced:[{torch:on}]}).then(function(){
       b.setAttribute('aria-pressed',on?'true':'false');}).catch(camError);}
-  else if(a==='cancel-confirm'){post('/api/mode',{mode:b.getAttribute('data-mode')});}
+  else if(a==='cancel-confirm'){signing=false;post('/api/mode',{mode:b.getAttribute('data-mode')});}
+  else if(a==='sign-open'){signMode(true);}
+  else if(a==='sign-close'){signError('');signMode(false);}
+  else if(a==='sign-clear'){signError('');padInit(true);}
+  else if(a==='sign-submit'){signSubmit();}
   else if(a==='open-job'){job=j;refresh();}
   else if(a==='close-job'){job='';refresh();}
   else if(a==='pick'){post('/api/jobs/'+encodeURIComponent(j)+'/pick');}

@@ -310,6 +310,56 @@ class Embedded:
         return [{"outlet": o, "retired": r is not None, "events": n, "last_batch_at": last,
                  "resent_batches": again, "alarms": alarms} for o, r, n, last, again, alarms in cur]
 
+    def open_alarms(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Alarms no clerk has resolved yet, oldest first: every event of class
+        ``alarm`` whose id no ``gateway.alarm_resolved`` from the same outlet
+        names (``body.alarm_id``, what the clerk console sends,
+        ``gateway/http/clerk.py``). An acknowledged alarm is still open. Each:
+        outlet, id, device, alarm kind, ts (the device's clock), received_at.
+        Reads every alarm and resolution held: a county's worth is small."""
+        resolved: set[tuple[str, str]] = set()
+        for outlet, payload in self.db.execute(
+                "SELECT outlet, CAST(payload AS TEXT) FROM events WHERE type='gateway.alarm_resolved'"):
+            body = _body(payload)
+            if isinstance(body.get("alarm_id"), str):
+                resolved.add((outlet, body["alarm_id"]))
+        out = []
+        for outlet, eid, device, ts, at, payload in self.db.execute(
+                "SELECT outlet, id, device, ts, received_at, CAST(payload AS TEXT) FROM events "
+                "WHERE cls='alarm' ORDER BY ts, rowid"):
+            if (outlet, eid) in resolved:
+                continue
+            kind = _body(payload).get("alarm")
+            out.append({"outlet": outlet, "id": eid, "device": device,
+                        "alarm": str(kind)[:40] if kind is not None else "", "ts": ts, "received_at": at})
+        return out[:limit] if limit else out
+
+    def upload_lag(self) -> dict[str, float]:
+        """Per outlet, how far behind its gateway was at its last upload: the
+        newest batch that brought new events (the bulk lane, which drains
+        oldest first, when there is one), received_at minus the ``ts`` of the
+        oldest event in it. The gateway reports no backlog of its own
+        upstream, so this is the platform's own measure of it. ``ts`` is the
+        device's clock: events stamped before a device knew the time
+        (``ts`` before 2001) are left out."""
+        out: dict[str, float] = {}
+        rows = self.db.execute(
+            "SELECT outlet, lane, id, first_at FROM batches WHERE new > 0 AND first_at = "
+            "(SELECT max(first_at) FROM batches b2 WHERE b2.outlet=batches.outlet AND b2.new > 0 "
+            " AND b2.lane=batches.lane)").fetchall()
+        newest: dict[str, tuple[str, str, float]] = {}
+        for outlet, lane, bid, at in rows:
+            have = newest.get(outlet)
+            if have is None or (lane == "bulk") > (have[0] == "bulk") or (
+                    (lane == "bulk") == (have[0] == "bulk") and at > have[2]):
+                newest[outlet] = (lane, bid, at)
+        for outlet, (_, bid, at) in newest.items():
+            oldest = self.db.execute("SELECT min(ts) FROM events WHERE outlet=? AND received_at=? "
+                                     "AND batch=? AND ts >= 1000000000", (outlet, at, bid)).fetchone()[0]
+            if oldest is not None:
+                out[outlet] = max(0.0, at - oldest)
+        return out
+
     # ---------------------------------------------------------- commands
     def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
         with self.lock:
@@ -405,3 +455,12 @@ def open_embedded(directory: Path) -> Embedded:
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     return Embedded(d)
+
+
+def _body(payload: str | None) -> dict[str, Any]:
+    """An envelope's ``body`` as a dict ({} when it is not one)."""
+    try:
+        body = json.loads(payload or "").get("body")
+    except (ValueError, AttributeError):
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -11,9 +11,10 @@
 - 政讯通 (``central/boards.py``): campaigns, sites (status, condition, next
   scheduled revisit), jobs by state, the automatic review's verdicts with
   their reasons, and condition reports; filters by site and job state are
-  links (``?site=``, ``?job=``). A dispatcher approves or retires a site and
-  sends a handheld its job list from here, the same operations as the
-  ``/v1/boards`` API and ``postedge central site|job``.
+  links (``?site=``, ``?job=``). A dispatcher approves or retires a site,
+  sets its revisit interval and sends a handheld its job list from here, the
+  same operations as the ``/v1/boards`` API and ``postedge central
+  site|job`` (the interval only here and in ``Boards.set_revisit``).
 
 Served by the same HTTPS front as the gateways' API, under ``/dispatch``,
 with its own logins (dispatchers, not outlets). Sessions: a 256-bit random
@@ -85,6 +86,7 @@ class Dispatch:
         r.add_post("/dispatch/review", self._review)
         r.add_post("/dispatch/site", self._site)
         r.add_post("/dispatch/send", self._send)
+        r.add_post("/dispatch/revisit", self._revisit)
 
     # ------------------------------------------------------------ helpers
     @staticmethod
@@ -238,6 +240,7 @@ class Dispatch:
                           "cond_text": self._word("cond", x["cond"], lang) if x["cond"] else
                           TEXT.t("cond.none", lang), "revisit": revisit,
                           "can_approve": x["status"] == "proposed", "can_retire": x["status"] != "retired",
+                          "days": f"{x['revisit_days']:g}" if x.get("revisit_days") else "",
                           "css": "alarm" if x["cond"] else x["status"]})
         all_jobs = b.jobs()
         job_counts = {st: sum(1 for j in all_jobs if j["status"] == st) for st in JOB_STATES}
@@ -390,6 +393,23 @@ class Dispatch:
             return failed
         record("site_" + action, site=sid, by=s.name)
         raise web.HTTPSeeOther(f"/dispatch?lang={lang}#sites")
+
+    async def _revisit(self, request: web.Request) -> web.Response:
+        """Set a site's revisit interval in days, or clear it (``Boards.set_revisit``)."""
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        s, form, lang = checked
+        sid, raw = str(form.get("site", ""))[:64], str(form.get("days", "")).strip()
+        try:
+            days = float(raw) if raw else None
+        except ValueError:
+            days = -1.0  # refused by set_revisit with its reason
+        failed = await self._board_call(request, s, lang, lambda: self.boards.set_revisit(sid, days))
+        if failed is not None:
+            return failed
+        record("site_revisit", site=sid, days=days, by=s.name)
+        raise web.HTTPSeeOther(f"/dispatch?lang={lang}#sites-title")
 
     async def _send(self, request: web.Request) -> web.Response:
         """Sign and queue one handheld's job list (``Boards.send_jobs``)."""

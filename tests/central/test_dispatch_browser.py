@@ -239,6 +239,19 @@ def test_the_page_says_what_needs_doing(county: tuple[str, Embedded, Boards], ch
     page.locator("#sites tr[data-site=s3] button[value=approve]").click()
     assert page.locator("#sites tr[data-site=s3] .status").inner_text() == ("已批准" if zh else "approved")
     assert boards.site("s3")["status"] == "approved"
+    # and asks for a revisit of s2 every 14 days; 0 days is refused with the reason (by the
+    # server too: the field's own limit taken off, as a browser without form checks would send it)
+    form = page.locator("#sites tr[data-site=s2] form.revisit-form")
+    form.locator("input[name=days]").evaluate("e => e.removeAttribute('min')")
+    form.locator("input[name=days]").fill("0")
+    form.locator("button").click()
+    assert ("1 到 3650 天" if zh else "1 to 3650 days") in page.locator(".message").inner_text()
+    assert boards.site("s2")["revisit_days"] is None
+    form = page.locator("#sites tr[data-site=s2] form.revisit-form")
+    form.locator("input[name=days]").fill("14")
+    form.locator("button").click()
+    assert boards.site("s2")["revisit_days"] == 14
+    assert page.locator("#sites tr[data-site=s2] input[name=days]").input_value() == "14"
     before = b.db.execute("SELECT count(*) FROM commands WHERE kind='handheld'").fetchone()[0]
     page.locator("form.send button").click()
     assert boards.job("bj-2")["status"] == "sent"

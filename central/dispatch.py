@@ -50,6 +50,7 @@ ENV = page_env(Path(__file__).with_name("templates"), t=TEXT.t)
 COOKIE = "pe_dispatch"
 QUIET_H = 24  # an active outlet without an upload for this long is highlighted
 BODY_MAX = 8 * 1024
+ALARMS_LISTED = 200  # the oldest open alarms listed; the per-outlet counts include every one
 
 record = recorder(__name__)
 
@@ -140,8 +141,9 @@ class Dispatch:
         ctx: dict[str, Any] = {"lang": lang, "nonce": nonce, "message": message,
                                "name": s.name if s else "", "csrf": s.csrf if s else ""}
         if s is not None:
-            ctx["alarms"] = self._alarms(lang)
-            ctx["outlets"] = self._outlets(lang, ctx["alarms"])
+            alarms = self._alarms(lang)
+            ctx["alarms"] = alarms[:ALARMS_LISTED]
+            ctx["outlets"] = self._outlets(lang, alarms)
             ctx["photos"] = self._photos(lang)
             ctx.update(self._boards(lang, request.query.get("site", ""), request.query.get("job", "")))
         html = ENV.get_template("dispatch.html").render(**ctx)
@@ -175,7 +177,7 @@ class Dispatch:
 
     def _alarms(self, lang: str) -> list[dict[str, Any]]:
         out = []
-        for a in self.backend.open_alarms():
+        for a in self.backend.open_alarms(limit=0):
             # the device's clock when it had one, else when the platform heard of it
             at = a["ts"] if a["ts"] >= 1_000_000_000 else a["received_at"]
             kind = a["alarm"]
@@ -192,7 +194,7 @@ class Dispatch:
         for a in alarms:
             open_n[a["outlet"]] = open_n.get(a["outlet"], 0) + 1
             oldest[a["outlet"]] = min(oldest.get(a["outlet"], a["at"]), a["at"])
-        for o in self.backend.health():
+        for o in self.backend.health(alarms=False):
             quiet = not o["retired"] and (o["last_batch_at"] is None
                                           or self.clock() - o["last_batch_at"] > QUIET_H * 3600)
             state = TEXT.t("state.retired" if o["retired"] else "state.active", lang)

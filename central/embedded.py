@@ -299,14 +299,18 @@ class Embedded:
         """Content hashes of every photo held whole."""
         return {r[0] for r in self.db.execute("SELECT sha FROM photos WHERE complete=1")}
 
-    def health(self) -> list[dict[str, Any]]:
-        """Per outlet: events held, last batch, batches received twice."""
+    def health(self, alarms: bool = True) -> list[dict[str, Any]]:
+        """Per outlet: events held, last batch, batches received twice, and
+        (``alarms``) every alarm event ever held, which reads each of the
+        outlet's events; the dispatcher's page counts the open ones instead
+        (:meth:`open_alarms`) and asks without."""
+        every_alarm = ("(SELECT count(*) FROM events e WHERE e.outlet=o.id AND e.cls='alarm')" if alarms
+                       else "0")
         cur = self.db.execute(
             "SELECT o.id, o.retired_at, (SELECT count(*) FROM events e WHERE e.outlet=o.id), "
             "(SELECT max(first_at) FROM batches b WHERE b.outlet=o.id), "
             "(SELECT coalesce(sum(receipts-1),0) FROM batches b WHERE b.outlet=o.id), "
-            "(SELECT count(*) FROM events e WHERE e.outlet=o.id AND e.cls='alarm') "
-            "FROM outlets o ORDER BY o.id")
+            f"{every_alarm} FROM outlets o ORDER BY o.id")
         return [{"outlet": o, "retired": r is not None, "events": n, "last_batch_at": last,
                  "resent_batches": again, "alarms": alarms} for o, r, n, last, again, alarms in cur]
 
@@ -343,10 +347,9 @@ class Embedded:
         device's clock: events stamped before a device knew the time
         (``ts`` before 2001) are left out."""
         out: dict[str, float] = {}
-        rows = self.db.execute(
-            "SELECT outlet, lane, id, first_at FROM batches WHERE new > 0 AND first_at = "
-            "(SELECT max(first_at) FROM batches b2 WHERE b2.outlet=batches.outlet AND b2.new > 0 "
-            " AND b2.lane=batches.lane)").fetchall()
+        # one pass over the batches (SQLite takes the bare columns from the row with the max)
+        rows = [(o, lane, bid, at) for o, lane, bid, at in self.db.execute(
+            "SELECT outlet, lane, id, max(first_at) FROM batches WHERE new > 0 GROUP BY outlet, lane")]
         newest: dict[str, tuple[str, str, float]] = {}
         for outlet, lane, bid, at in rows:
             have = newest.get(outlet)

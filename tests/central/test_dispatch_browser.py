@@ -276,3 +276,22 @@ def test_an_acknowledged_alarm_is_still_open_and_another_outlets_resolution_clos
     upload(b, "o2", envelopes("gw01", [(1, "gateway.alarm_resolved", "audit",
                                         {"alarm_id": "lk01:c0ffee01:2"})]))
     assert [(a["outlet"], a["id"]) for a in b.open_alarms()] == [("o1", "lk01:c0ffee01:2")]
+
+
+def test_the_upload_lag_is_the_bulk_lanes_and_ignores_clockless_events(
+        county: tuple[str, Embedded, Boards]) -> None:
+    from central.intake import check_batch
+
+    _, b, _ = county
+    lag = b.upload_lag()["o1"]
+    assert 3 * 3600 <= lag < 3 * 3600 + 60
+    # an alarm sent at once on the fast lane afterwards does not hide the bulk backlog
+    alarm = envelopes("lk02", [(1, "locker.alarm", "alarm", {"alarm": "door_left_open"})])
+    enc = encode_batch("o1", "fast", alarm)
+    b.store("o1", check_batch("o1", enc.id, enc.body))
+    assert abs(b.upload_lag()["o1"] - lag) < 5
+    # a device that did not know the time yet (ts from boot) says nothing about the backlog
+    upload(b, "o2", envelopes("lk01", [(1, "locker.deposit", "custody",
+                                        {"compartment": 1, "parcel": "RB123456785CN",
+                                         "_age_s": int(time.time()) - 42})]))
+    assert "o2" not in b.upload_lag()

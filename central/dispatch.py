@@ -50,6 +50,7 @@ ENV = page_env(Path(__file__).with_name("templates"), t=TEXT.t)
 COOKIE = "pe_dispatch"
 QUIET_H = 24  # an active outlet without an upload for this long is highlighted
 BODY_MAX = 8 * 1024
+JOBS_LISTED = 300  # the newest jobs listed (the state filter narrows them); the counts are of all
 ALARMS_LISTED = 200  # the oldest open alarms listed; the per-outlet counts include every one
 
 record = recorder(__name__)
@@ -216,7 +217,10 @@ class Dispatch:
     def _boards(self, lang: str, site_filter: str, job_filter: str) -> dict[str, Any]:
         """The 政讯通 sections; a filter value the page does not know shows everything."""
         b = self.boards
-        b.run_once()  # the freshest review: every courier event stored up to now
+        try:
+            b.run_once()  # the freshest review: every courier event stored up to now
+        except Exception as e:  # the duties try again; the page shows what was reviewed so far
+            record("dispatch_review_pass_failed", error=f"{type(e).__name__}: {e}"[:200])
         site_filter = site_filter if site_filter in SITE_STATES else ""
         job_filter = job_filter if job_filter in JOB_STATES else ""
         campaigns = []
@@ -247,7 +251,9 @@ class Dispatch:
         all_jobs = b.jobs()
         job_counts = {st: sum(1 for j in all_jobs if j["status"] == st) for st in JOB_STATES}
         jobs = []
-        for j in all_jobs:
+        for j in reversed(all_jobs):  # the newest first
+            if len(jobs) == JOBS_LISTED:
+                break
             if job_filter and j["status"] != job_filter:
                 continue
             reason = j["reason"] or ""

@@ -39,8 +39,10 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -59,7 +61,7 @@ CREATE TABLE IF NOT EXISTS board_sites (
     lat_e7 INTEGER NOT NULL, lon_e7 INTEGER NOT NULL, acc_cm INTEGER, tol_m REAL NOT NULL,
     status TEXT NOT NULL, landmark TEXT NOT NULL DEFAULT '', notes TEXT NOT NULL DEFAULT '',
     photos TEXT NOT NULL DEFAULT '[]', proposed_by TEXT, poster TEXT, cond TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, revisit_days REAL);
 CREATE TABLE IF NOT EXISTS board_jobs (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL,
     site TEXT, village TEXT, campaign TEXT, status TEXT NOT NULL, reason TEXT,
@@ -86,12 +88,20 @@ SCHEMA = SCHEMA.replace("{reviews}", REVIEWS.format(t="board_reviews")).replace(
 
 KINDS = ("survey", "install", "post_poster", "maintain")
 SITE_STATES = ("proposed", "approved", "installed", "retired")
+JOB_STATES = ("new", "sent", "submitted", "done", "refused", "could_not_complete")
 CONDITIONS = ("damaged", "missing", "poster_torn", "poster_covered", "site_gone")
 NOT_DONE = ("no_access", "site_gone", "no_poster", "unsafe", "weather", "other")
 #: photo steps whose picture must show the job's campaign poster
 CAMPAIGN_STEPS = ("photo", "photo_after")
 DEFAULT_TOL_M = 50.0
 LIFETIME_S = 7 * 24 * 3600  # a handheld may be out of reach for days
+DAY_S = 86400
+#: job kinds whose accepted completion is a visit to the site (the revisit clock starts again)
+VISITS = ("install", "post_poster", "maintain")
+# One review pass at a time per backend, however many Boards objects read it
+# (the front's, the duties', the dispatcher's page): keyed by the backend.
+_PASSES: weakref.WeakKeyDictionary[Embedded, threading.Lock] = weakref.WeakKeyDictionary()
+_PASSES_LOCK = threading.Lock()
 EVENT_TYPES = ("handheld.photo", "handheld.site_survey", "handheld.job_submitted",
                "handheld.board_condition", "handheld.job_not_done")
 
@@ -135,11 +145,19 @@ class Boards:
         self.db = backend.db
         self.master = master
         self.clock = clock
-        self._pass = threading.Lock()
+        with _PASSES_LOCK:
+            self._pass = _PASSES.setdefault(backend, threading.Lock())
         with self.b.lock:
             for table, create in (("board_reviews", REVIEWS), ("board_reports", REPORTS)):
                 rekey(self.db, table, create, ["outlet", "event"])  # a file from before the key
             self.db.executescript(SCHEMA)
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(board_sites)")}
+            if "revisit_days" not in cols:  # a file from before scheduled revisits
+                try:
+                    self.db.execute("ALTER TABLE board_sites ADD COLUMN revisit_days REAL")
+                except sqlite3.OperationalError as e:  # another process added it meanwhile
+                    if "duplicate column" not in str(e):
+                        raise
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
         cur = self.db.execute(sql, tuple(args))
@@ -218,6 +236,72 @@ class Boards:
 
     def retire_site(self, sid: str) -> None:
         self._set_site(sid, ("proposed", "approved", "installed"), "retired")
+
+    # -------------------------------------------------------------- revisits
+    def set_revisit(self, sid: str, days: float | None) -> None:
+        """Revisit the site every ``days`` (None: only when a dispatcher adds a
+        maintenance job). Counted from the last accepted visit."""
+        if days is not None and not 1 <= float(days) <= 3650:
+            raise BoardError("bad_interval", str(days))
+        with self.b.lock:
+            cur = self.db.execute("UPDATE board_sites SET revisit_days=?, updated_at=? WHERE id=?",
+                                  (None if days is None else float(days), self.clock(), sid))
+        if cur.rowcount != 1:
+            raise BoardError("unknown_site", sid)
+
+    def last_visit(self, sid: str) -> dict[str, Any] | None:
+        """The site's last accepted visit: its newest install, post-poster or
+        maintenance job that review settled as done (when and by whom)."""
+        marks = ",".join("?" * len(VISITS))
+        rows = self._rows(f"SELECT * FROM board_jobs WHERE site=? AND status='done' AND kind IN ({marks}) "
+                          "ORDER BY updated_at DESC, id LIMIT 1", (sid, *VISITS))
+        return rows[0] if rows else None
+
+    def revisit_due(self, s: dict[str, Any]) -> float | None:
+        """When an installed site with an interval is next due (None: never),
+        from its last accepted visit, or from when it was registered if it
+        has had none here (a board put up before postedge)."""
+        if s["status"] != "installed" or not s.get("revisit_days"):
+            return None
+        last = self.last_visit(s["id"])
+        return (last["updated_at"] if last else s["created_at"]) + s["revisit_days"] * DAY_S
+
+    def schedule_revisits(self) -> list[str]:
+        """A duty (``central/duties.py``): a ``maintain`` job for every
+        installed site whose revisit is due, once per due date (the job's id
+        is the site and the due time, so a second pass, a restart or a
+        refused visit does not make another), and none while the site already
+        has an open maintenance job. The job goes to the handheld that made
+        the last accepted visit and reaches it with the next job list
+        (:meth:`send_jobs`); it asks for the site's current poster when that
+        campaign still runs. The ids of the jobs made."""
+        made = []
+        now = self.clock()
+        for s in self.sites("installed"):
+            due = self.revisit_due(s)
+            if due is None or due > now:
+                continue
+            jid = f"rv-{s['id']}-{int(due)}"
+            if self.job(jid) is not None or self.db.execute(
+                    "SELECT 1 FROM board_jobs WHERE site=? AND kind='maintain' "
+                    "AND status IN ('new','sent','submitted')", (s["id"],)).fetchone():
+                continue
+            last = self.last_visit(s["id"])
+            device = last["device"] if last else None
+            if device is None:
+                anyone = self.db.execute("SELECT device FROM board_jobs WHERE site=? "
+                                         "ORDER BY updated_at DESC LIMIT 1", (s["id"],)).fetchone()
+                device = anyone[0] if anyone else None
+            if device is None:
+                record("revisit_no_device", site=s["id"])
+                continue
+            camp = self.campaign(s["poster"]) if s["poster"] else None
+            running = camp is not None and (camp["ends"] is None or camp["ends"] >= now)
+            self.add_job("maintain", s["outlet"], device, site=s["id"],
+                         campaign=camp["id"] if camp is not None and running else None, jid=jid)
+            record("revisit_scheduled", site=s["id"], job=jid, device=device)
+            made.append(jid)
+        return made
 
     # ----------------------------------------------------------------- jobs
     def add_job(self, kind: str, outlet: str, device: str, site: str | None = None,

@@ -1,7 +1,20 @@
-"""The dispatcher's page on the central service: the outlets and their health
-(events held, last upload, resent batches, alarms) and the review queue of
-evidence photos (accept, or reject with a reason; a photo claimed for two
-jobs or sites is flagged as a duplicate).
+"""The dispatcher's page on the central service: what needs doing.
+
+- The outlets and their health: events held, last upload, how far behind the
+  gateway was at its last upload (the gateway reports no backlog upstream,
+  so the platform measures it: the age of the oldest event in the newest
+  batch, ``Embedded.upload_lag``), resent batches, and the alarms still open
+  (no ``gateway.alarm_resolved`` from the outlet's clerk names them yet) with
+  the oldest one's age; the open alarms listed.
+- The review queue of evidence photos (accept, or reject with a reason; a
+  photo claimed for two jobs or sites is flagged as a duplicate).
+- 政讯通 (``central/boards.py``): campaigns, sites (status, condition, next
+  scheduled revisit), jobs by state, the automatic review's verdicts with
+  their reasons, and condition reports; filters by site and job state are
+  links (``?site=``, ``?job=``). A dispatcher approves or retires a site,
+  sets its revisit interval and sends a handheld its job list from here, the
+  same operations as the ``/v1/boards`` API and ``postedge central
+  site|job`` (the interval only here and in ``Boards.set_revisit``).
 
 Served by the same HTTPS front as the gateways' API, under ``/dispatch``,
 with its own logins (dispatchers, not outlets). Sessions: a 256-bit random
@@ -24,6 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
+from central.boards import JOB_STATES, SITE_STATES, BoardError, Boards
 from central.embedded import Embedded
 from common import session as S
 from common.logs import recorder
@@ -36,6 +50,8 @@ ENV = page_env(Path(__file__).with_name("templates"), t=TEXT.t)
 COOKIE = "pe_dispatch"
 QUIET_H = 24  # an active outlet without an upload for this long is highlighted
 BODY_MAX = 8 * 1024
+JOBS_LISTED = 300  # the newest jobs listed (the state filter narrows them); the counts are of all
+ALARMS_LISTED = 200  # the oldest open alarms listed; the per-outlet counts include every one
 
 record = recorder(__name__)
 
@@ -54,9 +70,13 @@ def _policy(nonce: str) -> str:
 
 
 class Dispatch:
-    def __init__(self, backend: Embedded, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, backend: Embedded, clock: Callable[[], float] = time.time,
+                 boards: Boards | None = None) -> None:
+        """``boards``: the registry the front serves, with the master key to
+        sign job lists (else one of its own, which cannot send them)."""
         self.backend = backend
         self.clock = clock
+        self.boards = boards or Boards(backend, clock=clock)
         self.sessions: dict[str, Session] = {}
         self.fails: dict[str, tuple[int, float, float]] = {}
 
@@ -66,6 +86,9 @@ class Dispatch:
         r.add_post("/dispatch/login", self._login)
         r.add_post("/dispatch/logout", self._logout)
         r.add_post("/dispatch/review", self._review)
+        r.add_post("/dispatch/site", self._site)
+        r.add_post("/dispatch/send", self._send)
+        r.add_post("/dispatch/revisit", self._revisit)
 
     # ------------------------------------------------------------ helpers
     @staticmethod
@@ -107,14 +130,23 @@ class Dispatch:
         origin = request.headers.get("Origin")
         return origin is None or origin == f"https://{request.host}"
 
-    def _render(self, request: web.Request, lang: str, s: Session | None, message: str = "",
-                status: int = 200) -> web.Response:
+    async def _render(self, request: web.Request, lang: str, s: Session | None, message: str = "",
+                      status: int = 200) -> web.Response:
+        """The page; built in a worker thread (it reads the store and runs a board review pass)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._render_now, request, lang, s, message, status)
+
+    def _render_now(self, request: web.Request, lang: str, s: Session | None, message: str,
+                    status: int) -> web.Response:
         nonce = new_nonce()
         ctx: dict[str, Any] = {"lang": lang, "nonce": nonce, "message": message,
                                "name": s.name if s else "", "csrf": s.csrf if s else ""}
         if s is not None:
-            ctx["outlets"] = self._outlets(lang)
+            alarms = self._alarms(lang)
+            ctx["alarms"] = alarms[:ALARMS_LISTED]
+            ctx["outlets"] = self._outlets(lang, alarms)
             ctx["photos"] = self._photos(lang)
+            ctx.update(self._boards(lang, request.query.get("site", ""), request.query.get("job", "")))
         html = ENV.get_template("dispatch.html").render(**ctx)
         return web.Response(status=status, text=html, content_type="text/html",
                             headers={"Content-Security-Policy": _policy(nonce), "Cache-Control": "no-store",
@@ -130,9 +162,40 @@ class Dispatch:
             return TEXT.t("ago.hour", lang, n=int(s // 3600))
         return TEXT.t("ago.day", lang, n=int(s // 86400))
 
-    def _outlets(self, lang: str) -> list[dict[str, Any]]:
+    @staticmethod
+    def _span(s: float, lang: str) -> str:
+        if s < 3600:
+            return TEXT.t("dur.min", lang, n=int(s // 60))
+        if s < 86400:
+            return TEXT.t("dur.hour", lang, n=int(s // 3600))
+        return TEXT.t("dur.day", lang, n=int(s // 86400))
+
+    @staticmethod
+    def _word(prefix: str, value: str | None, lang: str) -> str:
+        """A stored code in the reader's language; one this page does not know, as stored."""
+        key = f"{prefix}.{value}"
+        return TEXT.t(key, lang) if value and TEXT.has(key) else str(value or "")
+
+    def _alarms(self, lang: str) -> list[dict[str, Any]]:
         out = []
-        for o in self.backend.health():
+        for a in self.backend.open_alarms(limit=0):
+            # the device's clock when it had one, else when the platform heard of it
+            at = a["ts"] if a["ts"] >= 1_000_000_000 else a["received_at"]
+            kind = a["alarm"]
+            text = (TEXT.t(f"alarm.{kind}", lang) if kind and kind != "unknown" and TEXT.has(f"alarm.{kind}")
+                    else TEXT.t("alarm.unknown", lang, alarm=kind or "?"))
+            out.append({**a, "at": at, "text": text, "age": self._ago(at, lang)})
+        return out
+
+    def _outlets(self, lang: str, alarms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        lags = self.backend.upload_lag()
+        open_n: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        for a in alarms:
+            open_n[a["outlet"]] = open_n.get(a["outlet"], 0) + 1
+            oldest[a["outlet"]] = min(oldest.get(a["outlet"], a["at"]), a["at"])
+        for o in self.backend.health(alarms=False):
             quiet = not o["retired"] and (o["last_batch_at"] is None
                                           or self.clock() - o["last_batch_at"] > QUIET_H * 3600)
             state = TEXT.t("state.retired" if o["retired"] else "state.active", lang)
@@ -140,9 +203,85 @@ class Dispatch:
                 state = TEXT.t("state.quiet", lang, hours=QUIET_H)
             out.append({"outlet": o["outlet"], "state": state, "events": o["events"],
                         "last": self._ago(o["last_batch_at"], lang), "resent": o["resent_batches"],
-                        "alarms": o["alarms"],
-                        "css": "retired" if o["retired"] else "quiet" if quiet else ""})
+                        "open_alarms": open_n.get(o["outlet"], 0),
+                        "oldest_alarm": self._ago(oldest[o["outlet"]], lang) if o["outlet"] in oldest else "",
+                        "lag": (self._span(lags[o["outlet"]], lang) if o["outlet"] in lags
+                                else TEXT.t("lag.none", lang)),
+                        "css": "retired" if o["retired"] else "quiet" if quiet else
+                        "alarm" if o["outlet"] in open_n else ""})
         return out
+
+    def _day(self, at: float | None) -> str:
+        return time.strftime("%Y-%m-%d", time.localtime(at)) if at is not None else ""
+
+    def _boards(self, lang: str, site_filter: str, job_filter: str) -> dict[str, Any]:
+        """The 政讯通 sections; a filter value the page does not know shows everything."""
+        b = self.boards
+        try:
+            b.run_once()  # the freshest review: every courier event stored up to now
+        except Exception as e:  # the duties try again; the page shows what was reviewed so far
+            record("dispatch_review_pass_failed", error=f"{type(e).__name__}: {e}"[:200])
+        site_filter = site_filter if site_filter in SITE_STATES else ""
+        job_filter = job_filter if job_filter in JOB_STATES else ""
+        campaigns = []
+        for c in b.campaigns():
+            period = (TEXT.t("period.any", lang) if c["starts"] is None and c["ends"] is None else
+                      TEXT.t("period.range", lang, starts=self._day(c["starts"]) or "…",
+                             ends=self._day(c["ends"]) or "…"))
+            campaigns.append({**c, "period": period})
+        all_sites = b.sites()
+        site_counts = {st: sum(1 for x in all_sites if x["status"] == st) for st in SITE_STATES}
+        sites = []
+        for x in all_sites:
+            if site_filter and x["status"] != site_filter:
+                continue
+            due = b.revisit_due(x)
+            if due is None:
+                revisit = TEXT.t("revisit.none", lang) if not x.get("revisit_days") else ""
+            elif due <= self.clock():
+                revisit = TEXT.t("revisit.overdue", lang, days=f"{x['revisit_days']:g}")
+            else:
+                revisit = TEXT.t("revisit.due", lang, when=self._day(due), days=f"{x['revisit_days']:g}")
+            sites.append({**x, "status_text": self._word("site.status", x["status"], lang),
+                          "cond_text": self._word("cond", x["cond"], lang) if x["cond"] else
+                          TEXT.t("cond.none", lang), "revisit": revisit,
+                          "can_approve": x["status"] == "proposed", "can_retire": x["status"] != "retired",
+                          "days": f"{x['revisit_days']:g}" if x.get("revisit_days") else "",
+                          "css": "alarm" if x["cond"] else x["status"]})
+        all_jobs = b.jobs()
+        job_counts = {st: sum(1 for j in all_jobs if j["status"] == st) for st in JOB_STATES}
+        jobs = []
+        for j in reversed(all_jobs):  # the newest first
+            if len(jobs) == JOBS_LISTED:
+                break
+            if job_filter and j["status"] != job_filter:
+                continue
+            reason = j["reason"] or ""
+            reason_text = (self._word("reason", reason, lang) if TEXT.has(f"reason.{reason}") else
+                           self._word("not_done", reason, lang))
+            jobs.append({**j, "kind_text": self._word("job.kind", j["kind"], lang),
+                         "status_text": self._word("job.status", j["status"], lang),
+                         "reason_text": reason_text})
+        to_send: dict[tuple[str, str], int] = {}
+        for j in all_jobs:
+            if j["status"] == "new":
+                to_send[(j["outlet"], j["device"])] = to_send.get((j["outlet"], j["device"]), 0) + 1
+        reviews = [{**r, "verdict_text": self._word("verdict", r["verdict"], lang),
+                    "reason_text": self._word("reason", r["reason"], lang),
+                    "step_text": self._word("step", r["step"], lang),
+                    "distance": "" if r["distance_m"] is None else TEXT.t("distance.m", lang,
+                                                                         m=f"{r['distance_m']:.0f}"),
+                    "css": "" if r["verdict"] == "accepted" else "refused"}
+                   for r in b.reviews()[:200]]
+        reports = [{**r, "cond_text": self._word("cond", r["cond"], lang), "age": self._ago(r["at"], lang)}
+                   for r in b.reports()[:100]]
+        return {"campaigns": campaigns, "sites": sites, "jobs": jobs, "reviews": reviews, "reports": reports,
+                "site_filter": site_filter, "job_filter": job_filter,
+                "site_states": [(st, self._word("site.status", st, lang), site_counts[st])
+                                for st in SITE_STATES],
+                "job_states": [(st, self._word("job.status", st, lang), job_counts[st]) for st in JOB_STATES],
+                "to_send": [{"outlet": o, "device": d, "n": n} for (o, d), n in sorted(to_send.items())]
+                if b.master is not None else []}
 
     def _photos(self, lang: str) -> list[dict[str, Any]]:
         out = []
@@ -162,19 +301,19 @@ class Dispatch:
     # ------------------------------------------------------------- routes
     async def _page(self, request: web.Request) -> web.Response:
         found = self._session(request)
-        return self._render(request, self._lang(request), found[1] if found else None)
+        return await self._render(request, self._lang(request), found[1] if found else None)
 
     async def _login(self, request: web.Request) -> web.Response:
         form = await self._form(request)
         lang = self._lang(request, form)
         if form is None or not self._same_origin(request):
-            return self._render(request, lang, None, TEXT.t("error.csrf", lang), 403)
+            return await self._render(request, lang, None, TEXT.t("error.csrf", lang), 403)
         name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))
         now = self.clock()
         keys = (f"name:{name}", f"addr:{request.remote}")
         if any(self.fails.get(k, (0, now, 0.0))[2] > now for k in keys):
             record("dispatch_login_locked", name=name, peer=request.remote)
-            return self._render(request, lang, None, TEXT.t("login.failed", lang), 401)
+            return await self._render(request, lang, None, TEXT.t("login.failed", lang), 401)
         ok = await asyncio.get_running_loop().run_in_executor(
             None, self.backend.dispatcher_login, name, password)
         if not ok:
@@ -182,7 +321,7 @@ class Dispatch:
                 fails, first, _ = self.fails.get(k, (0, now, 0.0))
                 self.fails[k] = S.after_failure(fails, first, now)
             record("dispatch_login_failed", name=name, peer=request.remote)
-            return self._render(request, lang, None, TEXT.t("login.failed", lang), 401)
+            return await self._render(request, lang, None, TEXT.t("login.failed", lang), 401)
         for k in keys:
             self.fails.pop(k, None)
         old = self._session(request)
@@ -200,11 +339,11 @@ class Dispatch:
         lang = self._lang(request, form)
         found = self._session(request)
         if found is None:
-            return self._render(request, lang, None, "", 401)
+            return await self._render(request, lang, None, "", 401)
         s = found[1]
         if form is None or not self._same_origin(request) or not S.same(str(form.get("csrf", "")), s.csrf):
             record("dispatch_csrf_refused", name=s.name, peer=request.remote)
-            return self._render(request, lang, s, TEXT.t("error.csrf", lang), 403)
+            return await self._render(request, lang, s, TEXT.t("error.csrf", lang), 403)
         return s, form, lang
 
     async def _logout(self, request: web.Request) -> web.Response:
@@ -226,12 +365,71 @@ class Dispatch:
         verdict, reason, sha = str(form.get("verdict", "")), str(form.get("reason", "")).strip(), \
             str(form.get("sha", ""))
         if verdict == "rejected" and not reason:
-            return self._render(request, lang, s, TEXT.t("error.reason", lang), 400)
+            return await self._render(request, lang, s, TEXT.t("error.reason", lang), 400)
         if verdict not in ("accepted", "rejected"):
-            return self._render(request, lang, s, TEXT.t("error.unknown_photo", lang), 400)
+            return await self._render(request, lang, s, TEXT.t("error.unknown_photo", lang), 400)
         done = await asyncio.get_running_loop().run_in_executor(
             None, self.backend.review_photo, sha, verdict, reason, s.name)
         if not done:
-            return self._render(request, lang, s, TEXT.t("error.unknown_photo", lang), 404)
+            return await self._render(request, lang, s, TEXT.t("error.unknown_photo", lang), 404)
         record("photo_reviewed", sha=sha, verdict=verdict, by=s.name)
         raise web.HTTPSeeOther(f"/dispatch?lang={lang}")
+
+    async def _board_call(self, request: web.Request, s: Session, lang: str, fn: Callable[[], Any]) -> \
+            web.Response | None:
+        """Run a board operation; the page with the reason when it cannot be done."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, fn)
+        except BoardError as e:
+            text = TEXT.t(f"board_error.{e.code}", lang) if TEXT.has(f"board_error.{e.code}") else e.code
+            return await self._render(request, lang, s, TEXT.t("error.board", lang, code=text),
+                                404 if e.code.startswith("unknown") else 409)
+        return None
+
+    async def _site(self, request: web.Request) -> web.Response:
+        """Approve a proposed site or retire one (``Boards.approve_site`` / ``retire_site``)."""
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        s, form, lang = checked
+        sid, action = str(form.get("site", ""))[:64], str(form.get("action", ""))
+        if action not in ("approve", "retire"):
+            return await self._render(request, lang, s, TEXT.t("board_error.bad_request", lang), 400)
+        fn = self.boards.approve_site if action == "approve" else self.boards.retire_site
+        failed = await self._board_call(request, s, lang, lambda: fn(sid))
+        if failed is not None:
+            return failed
+        record("site_" + action, site=sid, by=s.name)
+        raise web.HTTPSeeOther(f"/dispatch?lang={lang}#sites")
+
+    async def _revisit(self, request: web.Request) -> web.Response:
+        """Set a site's revisit interval in days, or clear it (``Boards.set_revisit``)."""
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        s, form, lang = checked
+        sid, raw = str(form.get("site", ""))[:64], str(form.get("days", "")).strip()
+        try:
+            days = float(raw) if raw else None
+        except ValueError:
+            days = -1.0  # refused by set_revisit with its reason
+        failed = await self._board_call(request, s, lang, lambda: self.boards.set_revisit(sid, days))
+        if failed is not None:
+            return failed
+        record("site_revisit", site=sid, days=days, by=s.name)
+        raise web.HTTPSeeOther(f"/dispatch?lang={lang}#sites-title")
+
+    async def _send(self, request: web.Request) -> web.Response:
+        """Sign and queue one handheld's job list (``Boards.send_jobs``)."""
+        checked = await self._checked(request)
+        if isinstance(checked, web.Response):
+            return checked
+        s, form, lang = checked
+        outlet, device = str(form.get("outlet", ""))[:32], str(form.get("device", ""))[:32]
+        if not outlet or not device:
+            return await self._render(request, lang, s, TEXT.t("board_error.bad_request", lang), 400)
+        failed = await self._board_call(request, s, lang, lambda: self.boards.send_jobs(outlet, device))
+        if failed is not None:
+            return failed
+        record("jobs_sent_by", outlet=outlet, device=device, by=s.name)
+        raise web.HTTPSeeOther(f"/dispatch?lang={lang}#jobs")

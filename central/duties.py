@@ -5,6 +5,9 @@ so both run the same steps in the same order:
 - answering revoked devices (``central/revocations.py``);
 - deciding the clerks' requests (``central/clerk_requests.py``);
 - reviewing board evidence (``central/boards.py``);
+- making the boards' scheduled maintenance jobs once a site's revisit is due
+  (``Boards.schedule_revisits``; after the review, so a visit accepted in
+  this tick already counts);
 - with an SMS provider, pickup notices (``central/notices.py``).
 
 A step that fails is logged and tried again on the next tick; one failing
@@ -45,7 +48,7 @@ class Duties:
 
     def steps(self) -> list[Callable[[], object]]:
         out: list[Callable[[], object]] = [self.revocations.run_once, self.clerk_requests.run_once,
-                                           self.boards.run_once]
+                                           self.boards.run_once, self.boards.schedule_revisits]
         if self.notices is not None:
             out.append(self.notices.run_once)
         return out

@@ -300,16 +300,69 @@ class Embedded:
         """Content hashes of every photo held whole."""
         return {r[0] for r in self.db.execute("SELECT sha FROM photos WHERE complete=1")}
 
-    def health(self) -> list[dict[str, Any]]:
-        """Per outlet: events held, last batch, batches received twice."""
+    def health(self, alarms: bool = True) -> list[dict[str, Any]]:
+        """Per outlet: events held, last batch, batches received twice, and
+        (``alarms``) every alarm event ever held, which reads each of the
+        outlet's events; the dispatcher's page counts the open ones instead
+        (:meth:`open_alarms`) and asks without."""
+        every_alarm = ("(SELECT count(*) FROM events e WHERE e.outlet=o.id AND e.cls='alarm')" if alarms
+                       else "0")
         cur = self.db.execute(
             "SELECT o.id, o.retired_at, (SELECT count(*) FROM events e WHERE e.outlet=o.id), "
             "(SELECT max(first_at) FROM batches b WHERE b.outlet=o.id), "
             "(SELECT coalesce(sum(receipts-1),0) FROM batches b WHERE b.outlet=o.id), "
-            "(SELECT count(*) FROM events e WHERE e.outlet=o.id AND e.cls='alarm') "
-            "FROM outlets o ORDER BY o.id")
+            f"{every_alarm} FROM outlets o ORDER BY o.id")
         return [{"outlet": o, "retired": r is not None, "events": n, "last_batch_at": last,
                  "resent_batches": again, "alarms": alarms} for o, r, n, last, again, alarms in cur]
+
+    def open_alarms(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Alarms no clerk has resolved yet, oldest first: every event of class
+        ``alarm`` whose id no ``gateway.alarm_resolved`` from the same outlet
+        names (``body.alarm_id``, what the clerk console sends,
+        ``gateway/http/clerk.py``). An acknowledged alarm is still open. Each:
+        outlet, id, device, alarm kind, ts (the device's clock), received_at.
+        Reads every alarm and resolution held: a county's worth is small."""
+        resolved: set[tuple[str, str]] = set()
+        for outlet, payload in self.db.execute(
+                "SELECT outlet, CAST(payload AS TEXT) FROM events WHERE type='gateway.alarm_resolved'"):
+            body = _body(payload)
+            if isinstance(body.get("alarm_id"), str):
+                resolved.add((outlet, body["alarm_id"]))
+        out = []
+        for outlet, eid, device, ts, at, payload in self.db.execute(
+                "SELECT outlet, id, device, ts, received_at, CAST(payload AS TEXT) FROM events "
+                "WHERE cls='alarm' ORDER BY ts, rowid"):
+            if (outlet, eid) in resolved:
+                continue
+            kind = _body(payload).get("alarm")
+            out.append({"outlet": outlet, "id": eid, "device": device,
+                        "alarm": str(kind)[:40] if kind is not None else "", "ts": ts, "received_at": at})
+        return out[:limit] if limit else out
+
+    def upload_lag(self) -> dict[str, float]:
+        """Per outlet, how far behind its gateway was at its last upload: the
+        newest batch that brought new events (the bulk lane, which drains
+        oldest first, when there is one), received_at minus the ``ts`` of the
+        oldest event in it. The gateway reports no backlog of its own
+        upstream, so this is the platform's own measure of it. ``ts`` is the
+        device's clock: events stamped before a device knew the time
+        (``ts`` before 2001) are left out."""
+        out: dict[str, float] = {}
+        # one pass over the batches (SQLite takes the bare columns from the row with the max)
+        rows = [(o, lane, bid, at) for o, lane, bid, at in self.db.execute(
+            "SELECT outlet, lane, id, max(first_at) FROM batches WHERE new > 0 GROUP BY outlet, lane")]
+        newest: dict[str, tuple[str, str, float]] = {}
+        for outlet, lane, bid, at in rows:
+            have = newest.get(outlet)
+            if have is None or (lane == "bulk") > (have[0] == "bulk") or (
+                    (lane == "bulk") == (have[0] == "bulk") and at > have[2]):
+                newest[outlet] = (lane, bid, at)
+        for outlet, (_, bid, at) in newest.items():
+            oldest = self.db.execute("SELECT min(ts) FROM events WHERE outlet=? AND received_at=? "
+                                     "AND batch=? AND ts >= 1000000000", (outlet, at, bid)).fetchone()[0]
+            if oldest is not None:
+                out[outlet] = max(0.0, at - oldest)
+        return out
 
     # ---------------------------------------------------------- commands
     def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
@@ -406,3 +459,12 @@ def open_embedded(directory: Path) -> Embedded:
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     return Embedded(d)
+
+
+def _body(payload: str | None) -> dict[str, Any]:
+    """An envelope's ``body`` as a dict ({} when it is not one)."""
+    try:
+        body = json.loads(payload or "").get("body")
+    except (ValueError, AttributeError):
+        return {}
+    return body if isinstance(body, dict) else {}

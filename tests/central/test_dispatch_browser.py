@@ -1,12 +1,17 @@
 """The dispatcher's page in Debian's chromium (Playwright) over the central
 service's real HTTPS front: sign in, see the outlets' health, review the
 evidence photos (a duplicate claim flagged, a rejection needs a reason), and
-a cross-site form changes nothing."""
+a cross-site form changes nothing; the page says what needs doing: open
+alarms until the clerk's resolution arrives, how far behind an outlet is,
+and the 政讯通 campaigns, sites, jobs and verdicts, in zh (no English words)
+and en."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +19,12 @@ from typing import Any
 import pytest
 
 from central import front
+from central.boards import Boards
+from central.dispatch import Dispatch
 from central.embedded import Embedded
 from common.pki import make_outlet_pki
 from common.uplink_codec import encode_batch
+from common.web_server import ThreadedServer
 from tests.central.test_contract import events
 
 pytestmark = pytest.mark.browser
@@ -110,3 +118,180 @@ def test_a_cross_site_form_changes_nothing(service: tuple[str, Embedded], chromi
     assert b.db.execute("SELECT count(*) FROM photo_reviews").fetchone()[0] == 0
     assert json.dumps(ctx.cookies())  # the session is still there: nothing was done with it
     ctx.close()
+
+
+# ------------------------------------------------------------ what needs doing: alarms, backlog, boards
+
+MASTER = bytes(range(32))
+CAMP_QR = "PE-CAMP:health-2026"
+LAT, LON = 275_000_000, 1_099_000_000
+
+
+def envelopes(device: str, rows: list[tuple[int, str, str, dict[str, Any]]],
+              inc: str = "c0ffee01") -> list[tuple[str, bytes]]:
+    """(seq, type, class, body) as a device's envelopes stamped with the wall clock."""
+    from protocol import envelope
+    from protocol.ids import format_event_id
+
+    out = []
+    for seq, etype, cls, body in rows:
+        eid = format_event_id(device, inc, seq)
+        out.append((eid, envelope.encode(envelope.make(eid, int(time.time()) - body.pop("_age_s", 0), etype,
+                                                       cls, body, boot=1))))
+    return out
+
+
+def upload(b: Embedded, outlet: str, rows: list[tuple[str, bytes]]) -> None:
+    from central.intake import check_batch
+
+    enc = encode_batch(outlet, "bulk", rows)
+    assert b.store(outlet, check_batch(outlet, enc.id, enc.body)).new == len(rows)
+
+
+@pytest.fixture
+def county(tmp_path: Path) -> Iterator[tuple[str, Embedded, Boards]]:
+    """Two outlets, one with a backlog three hours deep and an open alarm; a
+    campaign, three sites (installed, approved, proposed), an install job
+    whose photo was taken too far away, and a handheld's new job to send.
+    The front is wired as ``postedge central run`` should: the page and
+    ``/v1/boards`` share one registry that holds the master key."""
+    pki = make_outlet_pki(tmp_path / "pki", "central")
+    b = Embedded(tmp_path / "central")
+    for o in ("o1", "o2"):
+        b.add_outlet(o, f"{o}-password-x")
+    b.add_dispatcher("wang", "dispatch-pass-1")
+    boards = Boards(b, MASTER)
+    boards.add_campaign("health-2026", "健康知识宣传", CAMP_QR)
+    boards.add_site("s1", "o1", "石门村", LAT, LON, name="村委会门口", status="installed")
+    boards.set_revisit("s1", 30)
+    boards.add_site("s2", "o1", "石门村", LAT + 20_000, LON, name="小卖部旁")
+    boards.add_site("s3", "o1", "龙潭村", LAT + 90_000, LON, name="桥头", status="proposed")
+    boards.add_job("install", "o1", "hh01", site="s2", campaign="health-2026", jid="bj-1")
+    boards.add_job("maintain", "o1", "hh02", site="s1", jid="bj-2")
+    boards.send_jobs("o1", "hh01")
+    upload(b, "o1", envelopes("hh01", [
+        (1, "handheld.photo", "audit", {"job": "bj-1", "site": "s2", "step": "photo", "sha256": "ab" * 32,
+                                        "lat_e7": LAT + 20_000 + 30_000, "lon_e7": LON, "qr": [CAMP_QR]}),
+        (2, "handheld.job_submitted", "audit", {"job": "bj-1"})]))
+    # the gateway drains oldest first: its newest batch starts with an event three hours old
+    upload(b, "o1", envelopes("lk01", [
+        (1, "locker.deposit", "custody", {"compartment": 3, "parcel": "RB123456785CN", "_age_s": 3 * 3600}),
+        (2, "locker.alarm", "alarm", {"alarm": "door_forced", "compartment": 3, "_age_s": 2 * 3600}),
+        (3, "locker.deposit", "custody", {"compartment": 4, "parcel": "EA000000005CN", "_age_s": 600})]))
+    front_ = front.Front(b, dispatch=Dispatch(b, boards=boards), master=MASTER, boards=boards)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(pki.server.cert), str(pki.server.key))
+    srv = ThreadedServer(front_.app(), "127.0.0.1", 0, name="central-https", ssl_context=ctx,
+                         auto_decompress=False)
+    srv.start()
+    try:
+        yield f"https://127.0.0.1:{srv.address[1]}", b, boards
+    finally:
+        srv.stop()
+        b.close()
+
+
+def sign_in(chromium: Any, url: str, lang: str) -> tuple[Any, Any]:
+    ctx = chromium.new_context(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
+    page = ctx.new_page()
+    page.goto(f"{url}/dispatch?lang={lang}")
+    page.fill("input[name=name]", "wang")
+    page.fill("input[name=password]", "dispatch-pass-1")
+    page.click("form.login button")
+    return ctx, page
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_the_page_says_what_needs_doing(county: tuple[str, Embedded, Boards], chromium: Any,
+                                        lang: str) -> None:
+    from tests.cli.test_cli_zh import english_words
+
+    url, b, boards = county
+    zh = lang == "zh"
+    ctx, page = sign_in(chromium, url, lang)
+    o1 = page.locator("#outlets tr[data-outlet=o1]")
+    assert o1.locator(".open-alarms").inner_text() == "1"
+    assert o1.locator(".lag").inner_text() == ("3 小时" if zh else "3 h")
+    assert page.locator("#outlets tr[data-outlet=o2] .lag").inner_text() == "—"
+    alarm = page.locator("#alarms tr[data-alarm='lk01:c0ffee01:2']")
+    assert ("柜门被强行打开" if zh else "door forced open") in alarm.inner_text()
+    assert ("2 小时前" if zh else "2 h ago") in alarm.inner_text()
+    # 政讯通: campaigns, sites with status, condition and revisit, jobs by state, the verdict's reason
+    assert "健康知识宣传" in page.locator("#campaigns").inner_text()
+    sites = page.locator("#sites")
+    assert sites.locator("tr[data-site=s1] .status").inner_text() == ("已安装" if zh else "installed")
+    assert ("每 30 天" if zh else "every 30 d") in sites.locator("tr[data-site=s1] .revisit").inner_text()
+    assert sites.locator("tr[data-site=s3] .status").inner_text() == ("待批准" if zh else "proposed")
+    job = page.locator("#jobs tr[data-job=bj-1]")
+    assert job.locator(".status").inner_text() == ("未通过" if zh else "refused")
+    far = "拍摄位置离点位太远" if zh else "taken too far from the site"
+    assert job.locator(".reason").inner_text() == far
+    assert page.locator("#reviews tr.refused .reason").inner_text() == far
+    if zh:
+        # identifiers have digits; the language switch names English in English; the dispatcher is wang
+        body = page.locator("body").inner_text()
+        assert english_words(body, {"wang", "English"}) == [], english_words(body, {"wang", "English"})
+    # the job-state filter is a link: only the refused job is left
+    page.click("#job-filter a[data-state=refused]")
+    assert [page.locator("#jobs tbody tr").nth(i).get_attribute("data-job")
+            for i in range(page.locator("#jobs tbody tr").count())] == ["bj-1"]
+    # the dispatcher approves the proposed site and sends hh02 its new maintenance job
+    page.locator("#sites tr[data-site=s3] button[value=approve]").click()
+    assert page.locator("#sites tr[data-site=s3] .status").inner_text() == ("已批准" if zh else "approved")
+    assert boards.site("s3")["status"] == "approved"
+    # and asks for a revisit of s2 every 14 days; 0 days is refused with the reason (by the
+    # server too: the field's own limit taken off, as a browser without form checks would send it)
+    form = page.locator("#sites tr[data-site=s2] form.revisit-form")
+    form.locator("input[name=days]").evaluate("e => e.removeAttribute('min')")
+    form.locator("input[name=days]").fill("0")
+    form.locator("button").click()
+    assert ("1 到 3650 天" if zh else "1 to 3650 days") in page.locator(".message").inner_text()
+    assert boards.site("s2")["revisit_days"] is None
+    form = page.locator("#sites tr[data-site=s2] form.revisit-form")
+    form.locator("input[name=days]").fill("14")
+    form.locator("button").click()
+    assert boards.site("s2")["revisit_days"] == 14
+    assert page.locator("#sites tr[data-site=s2] input[name=days]").input_value() == "14"
+    before = b.db.execute("SELECT count(*) FROM commands WHERE kind='handheld'").fetchone()[0]
+    page.locator("form.send button").click()
+    assert boards.job("bj-2")["status"] == "sent"
+    assert b.db.execute("SELECT count(*) FROM commands WHERE kind='handheld'").fetchone()[0] == before + 1
+    assert page.locator("form.send").count() == 0
+    # the clerk resolves the alarm at the outlet; the gateway's event arrives with the next upload
+    upload(b, "o1", envelopes("gw01", [(1, "gateway.alarm_resolved", "audit", {
+        "alarm_id": "lk01:c0ffee01:2", "alarm": "door_forced", "device": "lk01", "by": "li",
+        "role": "clerk", "note": "门已关好"})]))
+    page.goto(f"{url}/dispatch?lang={lang}")
+    assert page.locator("#alarms").count() == 0
+    assert page.locator("#no-alarms").inner_text() == ("没有未处理的警报" if zh else "No open alarms")
+    assert page.locator("#outlets tr[data-outlet=o1] .open-alarms").inner_text() == "0"
+    ctx.close()
+
+
+def test_an_acknowledged_alarm_is_still_open_and_another_outlets_resolution_closes_nothing(
+        county: tuple[str, Embedded, Boards]) -> None:
+    _, b, _ = county
+    upload(b, "o1", envelopes("gw01", [(1, "gateway.alarm_acknowledged", "audit",
+                                        {"alarm_id": "lk01:c0ffee01:2"})]))
+    upload(b, "o2", envelopes("gw01", [(1, "gateway.alarm_resolved", "audit",
+                                        {"alarm_id": "lk01:c0ffee01:2"})]))
+    assert [(a["outlet"], a["id"]) for a in b.open_alarms()] == [("o1", "lk01:c0ffee01:2")]
+
+
+def test_the_upload_lag_is_the_bulk_lanes_and_ignores_clockless_events(
+        county: tuple[str, Embedded, Boards]) -> None:
+    from central.intake import check_batch
+
+    _, b, _ = county
+    lag = b.upload_lag()["o1"]
+    assert 3 * 3600 <= lag < 3 * 3600 + 60
+    # an alarm sent at once on the fast lane afterwards does not hide the bulk backlog
+    alarm = envelopes("lk02", [(1, "locker.alarm", "alarm", {"alarm": "door_left_open"})])
+    enc = encode_batch("o1", "fast", alarm)
+    b.store("o1", check_batch("o1", enc.id, enc.body))
+    assert abs(b.upload_lag()["o1"] - lag) < 5
+    # a device that did not know the time yet (ts from boot) says nothing about the backlog
+    upload(b, "o2", envelopes("lk01", [(1, "locker.deposit", "custody",
+                                        {"compartment": 1, "parcel": "RB123456785CN",
+                                         "_age_s": int(time.time()) - 42})]))
+    assert "o2" not in b.upload_lag()

@@ -355,8 +355,9 @@ def serve(backend: Backend, host: str, port: int, cert: str, key: str,
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     embedded = isinstance(backend, Embedded)
-    front = Front(backend, dispatch=Dispatch(backend) if embedded else None, master=master,
-                  boards=Boards(backend, master) if embedded else None)
+    boards = Boards(backend, master) if embedded else None
+    front = Front(backend, dispatch=Dispatch(backend, boards=boards) if embedded else None, master=master,
+                  boards=boards)
     srv = ThreadedServer(front.app(), host, port, name="central-https", idle_timeout=30.0,
                          max_connections=1024, ssl_context=ctx, auto_decompress=False)
     srv.start()

@@ -337,7 +337,8 @@ class HandheldApp:
         self.link = MqttLink(config.device, config.outlet, config.broker.host, config.broker.port,
                              config.broker.username, config.broker.password, self.outbox, self.handle_command,
                              keepalive=config.broker.keepalive, state_doc=self.state_doc,
-                             ssl_context=tls.context(config.broker.ca_pem))
+                             ssl_context=tls.context(config.broker.ca_pem),
+                             incarnation=self.counter.incarnation, boot=self.counter.boot)
         self.camera = CameraFeed(config.camera)
         self.gnss: GnssReader | None = None
         if config.gnss:

@@ -191,7 +191,8 @@ class CentralService:
         self.device_clocks: dict[str, Callable[[], float]] = {}
         self.duties = Duties(self.backend, master, HttpSms(self.sms.url, SmsDouble.TOKEN), clock=clock,
                              device_clock=lambda outlet: self.device_clocks.get(outlet, time.time)())
-        self.front = Front(self.sabotage, clock=clock, dispatch=Dispatch(self.backend),  # type: ignore[arg-type]
+        self.front = Front(self.sabotage, clock=clock,  # type: ignore[arg-type]
+                           dispatch=Dispatch(self.backend, clock=clock, boards=self.duties.boards),
                            master=master, boards=self.duties.boards)
         self.passwords: dict[str, str] = {}
         self._log_to_file()

@@ -35,7 +35,7 @@ from handheld.outbox import OutboxFull, SqliteOutbox
 from handheld.position import GnssConfig
 from handheld.scanning import ScanFilter
 from handheld.text import Refused
-from protocol import canonical, codes, signing
+from protocol import canonical, codes, presence, signing
 from protocol.errors import ProtocolError
 from simulator.imagegen import board_with_qr, s10_id
 from simulator.platform_keys import PlatformKeys
@@ -173,10 +173,13 @@ def test_outbox_keeps_everything_across_restarts_and_a_broker_that_is_down(tmp_p
             assert {e["cls"] for e in of_type(evts, "handheld.scan")} == {"telemetry"}
             assert len({e["boot"] for e in evts}) == 2  # two boots produced events
             # presence online (retained) and a state document
-            assert gw.wait(lambda: any(t.endswith("/presence") and p == b"online" for t, p in gw.msgs))
+            # presence online (retained, tagged with this connection: protocol/presence.py)
+            assert gw.wait(lambda: any(t.endswith("/presence") and presence.decode(p)[0] is True
+                                       for t, p in gw.msgs))
         finally:
             a.stop()
-        assert gw.wait(lambda: any(t.endswith("/presence") and p == b"offline" for t, p in gw.msgs[-3:]))
+        assert gw.wait(lambda: any(t.endswith("/presence") and presence.decode(p)[0] is False
+                                   for t, p in gw.msgs[-3:]))
     finally:
         gw.close()
         b.kill()

@@ -95,7 +95,11 @@ def test_sim_run_keeps_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
                 url = m.group(1)
                 break
             assert time.monotonic() < deadline
-        assert url, "sim run never said the dashboard stays"
+        if url is None:  # it ended instead: say how
+            p.kill()
+            _, err = p.communicate(timeout=30)
+            raise AssertionError(f"sim run never said the dashboard stays (exit {p.returncode}): "
+                                 f"{err[-3000:]}")
         assert p.poll() is None, "sim run exited instead of keeping the dashboard"
         with urllib.request.urlopen(url.rstrip("/") + "/api/snapshot?lang=en", timeout=5) as r:
             v = json.loads(r.read())["view"]

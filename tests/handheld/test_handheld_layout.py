@@ -42,38 +42,21 @@ from tests.handheld.test_handheld_app import (
     make_config,
     signed,
 )
+from tests.page_checks import COLOUR_JS, MIN_CONTRAST
 
 VIEWPORTS = [(360, 640), (390, 844)]
 LANGS = ["zh", "en"]
-MIN_CONTRAST = 7.0
 MIN_TARGET = 44
 MIN_GAP = 12
 MIN_KEY = 48  # the keypad's keys, for gloves
 
 #: Measures the page: run in the browser, returns lists of what is wrong (empty = fine).
-#: Contrast is WCAG 2's: relative luminance L = 0.2126 R + 0.7152 G + 0.0722 B of the
-#: linearised sRGB channels (c/12.92 up to 0.03928, else ((c+0.055)/1.055)^2.4), and the
-#: ratio (L1 + 0.05) / (L2 + 0.05). The background behind an element is composited from
-#: the root down through every ancestor's background colour (alpha included).
+#: Contrast is WCAG 2's, with the colour helpers of tests/page_checks.py.
 MEASURE = """(arg) => {
 var root=arg.scope?document.querySelector(arg.scope):document.body, TAP=arg.tap;
-function lin(c){c/=255;return c<=0.03928?c/12.92:Math.pow((c+0.055)/1.055,2.4);}
-function lum(c){return 0.2126*lin(c[0])+0.7152*lin(c[1])+0.0722*lin(c[2]);}
-function ratio(a,b){var x=lum(a),y=lum(b);return (Math.max(x,y)+0.05)/(Math.min(x,y)+0.05);}
-function parse(s){var m=/rgba?\\(([^)]+)\\)/.exec(s); if(!m)return [0,0,0,0];
-  var p=m[1].split(/[\\s,\\/]+/).filter(Boolean).map(parseFloat); return [p[0],p[1],p[2],p.length>3?p[3]:1];}
-function over(top,under){return [0,1,2].map(function(k){return top[k]*top[3]+under[k]*(1-top[3]);});}
-function behind(el){var chain=[];for(var e=el;e;e=e.parentElement){chain.push(e);}
-  var c=[255,255,255];
-  for(var i=chain.length-1;i>=0;i--){var b=parse(getComputedStyle(chain[i]).backgroundColor);
-    if(b[3]>0){c=over(b,c);}}
-  return c;}
-function name(el){return el.tagName.toLowerCase()+(el.id?'#'+el.id:'')+
-  (el.className&&typeof el.className==='string'?'.'+el.className.split(' ').join('.'):'')+
-  ' "'+(el.textContent||el.placeholder||'').trim().slice(0,30)+'"';}
-function shown(el){var r=el.getBoundingClientRect();
-  return r.width>0&&r.height>0&&(!el.checkVisibility||el.checkVisibility({visibilityProperty:true}));}
-var W=innerWidth, H=innerHeight, nav=document.querySelector('nav'), navTop=shown(nav)?nav.getBoundingClientRect().top:H;
+""" + COLOUR_JS + """
+var W=innerWidth, H=innerHeight, nav=document.querySelector('nav'),
+  navTop=shown(nav)?nav.getBoundingClientRect().top:H;
 var out={contrast:[],overflow:[],targets:[],gaps:[],n_text:0,n_inputs:0,n_targets:0};
 var all=root.querySelectorAll('*');
 for(var i=0;i<all.length;i++){var el=all[i];

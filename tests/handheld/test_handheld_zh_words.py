@@ -29,6 +29,13 @@ SALT = "0011223344556677"
 SWITCH = {"English"}  # the language switch names the other language in that language
 
 
+#: The words in attributes of what is shown inside a selector.
+ATTRS = """sel => { var out=[]; document.querySelectorAll(sel + ', ' + sel + ' *').forEach(function(e){
+  var r=e.getBoundingClientRect(); if(!r.width||!r.height)return;
+  ['placeholder','title','aria-label'].forEach(function(a){var v=e.getAttribute(a); if(v){out.push(v);}});});
+  return out;}"""
+
+
 def scan(page: Any, code: str, verdict: str) -> None:
     """A scan through the page's field; ``verdict`` "*" takes whatever comes."""
     page.evaluate("document.getElementById('msg').removeAttribute('data-verdict')")
@@ -67,7 +74,9 @@ def test_every_handheld_screen_in_chinese_has_no_english_words(chromium: Any, tm
     seen: dict[str, str] = {}
 
     def look(where: str, sel: str = "body") -> None:
-        seen[where] = page.inner_text(sel)
+        """What the courier reads there: the text, and the placeholders, titles and labels
+        a screen reader or a long press shows."""
+        seen[where] = page.inner_text(sel) + "\n" + "\n".join(page.evaluate(ATTRS, sel))
 
     try:
         assert app.link.subscribed.wait(10)
@@ -126,7 +135,7 @@ def test_every_handheld_screen_in_chinese_has_no_english_words(chromium: Any, tm
             if page.query_selector("#confirm"):
                 page.click("[data-action=cancel-confirm]")
                 page.wait_for_selector("#confirm", state="detached")
-        for mode in ("intake", "deposit", "collect", "bag", "point"):
+        for mode in ("intake", "deposit", "collect", "point", "bag"):
             page.click(f"[data-action=mode][data-mode={mode}]")
             page.wait_for_selector(f".mode.sel[data-mode={mode}]")
             look(f"mode {mode}", "#msg")

@@ -24,6 +24,12 @@ VIEWPORTS = [(360, 640), (390, 844)]
 ALLOWED = {"English", "anna"}
 
 
+#: The header's title on one line and whole.
+HEADER = """() => { var t=document.querySelector('header h1'), cs=getComputedStyle(t),
+  lh=parseFloat(cs.lineHeight)||parseFloat(cs.fontSize)*1.45;
+  return {lines:t.getBoundingClientRect().height/lh, cut:t.scrollWidth>t.clientWidth};}"""
+
+
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     r = Rig(tmp_path_factory.mktemp("clerk-layout"))
@@ -33,28 +39,37 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         r.close()
 
 
-def signed_in(chromium: Any, rig: Rig, lang: str, size: tuple[int, int]) -> tuple[Any, Any]:
+def signed_in(chromium: Any, rig: Rig, lang: str, size: tuple[int, int]) -> tuple[Any, Any, str]:
+    """A browser signed in as anna; the login page checked on the way (and its text)."""
     ctx = chromium.new_context(viewport={"width": size[0], "height": size[1]}, device_scale_factor=1)
     page = ctx.new_page()
     page.set_default_timeout(10_000)
     page.goto(f"{rig.url}/clerk/login?lang={lang}")
+    above_the_fold(page, f"{lang} {size} login", "header", "#login button[type=submit]")
+    check_page(page, f"{lang} {size} login")
+    login = page.inner_text("body")
     page.fill("input[name=name]", "anna")
     page.fill("input[name=password]", PASSWORDS["anna"])
     page.click("#login button[type=submit]")
     page.wait_for_selector("#who")
-    return ctx, page
+    return ctx, page, login
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", ["zh", "en"])
 @pytest.mark.parametrize("size", VIEWPORTS, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_clerk_page_fits_a_small_phone(rig: Rig, chromium: Any, lang: str, size: tuple[int, int]) -> None:
-    ctx, page = signed_in(chromium, rig, lang, size)
+    ctx, page, _ = signed_in(chromium, rig, lang, size)
     where = f"{lang} {size}"
     try:
         # the first screen: who is signed in, the alarms' heading and the first alarm whole
-        above_the_fold(page, where, "header", "#who", "#alarms h2", "#alarms li.alarm:first-child .what",
-                       "#alarms li.alarm:first-child .meta")
+        above_the_fold(page, where, "header", "#who", "#logout button", "#alarms h2",
+                       "#alarms li.alarm:first-child", "#alarms li.alarm:first-child button")
+        h = page.evaluate(HEADER)
+        assert h["lines"] < 1.5 and not h["cut"], (where, h)
+        what = page.evaluate("() => document.querySelector('#alarms .alarm .what')"
+                             ".getBoundingClientRect().width")
+        assert what >= 0.75 * size[0], (where, what)  # an alarm's text is not squeezed into a column
         check_page(page, where)
         page.fill("input[name=q]", PARCEL)
         page.click("#search-form button")
@@ -66,8 +81,8 @@ def test_clerk_page_fits_a_small_phone(rig: Rig, chromium: Any, lang: str, size:
 
 @pytest.mark.slow
 def test_clerk_page_in_chinese_has_no_english_words(rig: Rig, chromium: Any) -> None:
-    ctx, page = signed_in(chromium, rig, "zh", (390, 844))
-    seen: dict[str, str] = {}
+    ctx, page, login = signed_in(chromium, rig, "zh", (390, 844))
+    seen: dict[str, str] = {"login": login}
     try:
         seen["console"] = page.inner_text("body")
         for q in (PARCEL, "EE000000002CN", "RR222222228CN"):

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.clerk_rig import PARCEL, PASSWORDS, XSS, Rig
+from tests.gateway.clerk_rig import PARCEL, PASSWORDS, XSS, Rig, event
 from tests.page_checks import above_the_fold, check_page
 from tests.zh_words import english_words
 
 VIEWPORTS = [(360, 640), (390, 844)]
+BACK = "RR444444445CN"  # a parcel sent back from the locker
 #: The language switch names the other language in that language; "anna" is the clerk's
 #: login name (data, shown beside her role).
 ALLOWED = {"English", "anna"}
@@ -81,11 +82,22 @@ def test_clerk_page_fits_a_small_phone(rig: Rig, chromium: Any, lang: str, size:
 
 @pytest.mark.slow
 def test_clerk_page_in_chinese_has_no_english_words(rig: Rig, chromium: Any) -> None:
+    # a parcel that went back: its retrieval's reason is a state, its inspection a board fault
+    store = rig.store()
+    try:
+        store.commit_events([
+            event("lk01", 101, "locker.deposit", "custody", {"compartment": 6, "parcel": BACK}),
+            event("lk01", 102, "locker.retrieve", "custody", {"compartment": 6, "parcel": BACK,
+                                                               "reason": "overdue"}),
+            event("lk01", 103, "locker.inspect_needed", "custody", {"compartment": 6, "parcel": BACK,
+                                                                     "reason": "board:timeout"})])
+    finally:
+        store.close()
     ctx, page, login = signed_in(chromium, rig, "zh", (390, 844))
     seen: dict[str, str] = {"login": login}
     try:
         seen["console"] = page.inner_text("body")
-        for q in (PARCEL, "EE000000002CN", "RR222222228CN"):
+        for q in (PARCEL, "EE000000002CN", "RR222222228CN", BACK):
             page.fill("input[name=q]", q)
             page.click("#search-form button")
             page.wait_for_selector("#results")

@@ -277,6 +277,8 @@ function signSubmit(){
 var keypadOn=false, keypadVal='', keypadLayer='digits';
 function kpFormat(v){var raw=String(v).toUpperCase().replace(/^PE-H:/,'').replace(/[^0-9A-Z]/g,'').slice(0,16);
   return (raw.match(/.{1,4}/g)||[]).join('-');}
+/* what the keypad holds: its field's value (a scanner's burst may have typed into it) */
+function kpCur(){var i=$('#keypad-value'); return i?kpFormat(i.value):keypadVal;}
 function keypadShow(){var i=$('#keypad-value'), k=$('#keypad'); if(!i||!k)return;
   i.value=keypadVal; k.setAttribute('data-layer',keypadLayer);
   i.setAttribute('inputmode',keypadLayer==='digits'?'numeric':'text');}
@@ -303,11 +305,11 @@ document.addEventListener('click',function(e){
   else if(a==='cancel-confirm'){signing=false;keypadVal='';keypadMode(false);post('/api/mode',{mode:b.getAttribute('data-mode')});}
   else if(a==='sign-open'){signMode(true);}
   else if(a==='keypad-open'){keypadVal=kpFormat($('#confirm [name=code]').value);keypadMode(true);}
-  else if(a==='keypad-close'){$('#confirm [name=code]').value=keypadVal;keypadMode(false);}
-  else if(a==='key'){keypadVal=kpFormat(keypadVal+b.getAttribute('data-key'));keypadShow();}
-  else if(a==='key-back'){var r=keypadVal.replace(/-/g,'');keypadVal=kpFormat(r.slice(0,-1));keypadShow();}
-  else if(a==='key-layer'){keypadLayer=b.getAttribute('data-layer');keypadShow();}
-  else if(a==='keypad-submit'){var cf=$('#confirm'); cf.querySelector('[name=code]').value=keypadVal;
+  else if(a==='keypad-close'){keypadVal=kpCur();$('#confirm [name=code]').value=keypadVal;keypadMode(false);}
+  else if(a==='key'){keypadVal=kpFormat(kpCur()+b.getAttribute('data-key'));keypadShow();}
+  else if(a==='key-back'){var r=kpCur().replace(/-/g,'');keypadVal=kpFormat(r.slice(0,-1));keypadShow();}
+  else if(a==='key-layer'){keypadVal=kpCur();keypadLayer=b.getAttribute('data-layer');keypadShow();}
+  else if(a==='keypad-submit'){var cf=$('#confirm'); cf.querySelector('[name=code]').value=kpCur();
     keypadVal=''; keypadLayer='digits'; keypadMode(false); cf.requestSubmit();}
   else if(a==='sign-close'){signError('');signMode(false);}
   else if(a==='sign-clear'){signError('');padInit(true);}

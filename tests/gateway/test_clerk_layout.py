@@ -9,11 +9,14 @@ and SQLite (tests/gateway/clerk_rig.py), real headless Chromium.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.http.status import TEXT as PAGE_TEXT
 from tests.gateway.clerk_rig import PARCEL, PASSWORDS, XSS, Rig, event
 from tests.page_checks import above_the_fold, check_page
 from tests.zh_words import english_words
@@ -110,3 +113,25 @@ def test_clerk_page_in_chinese_has_no_english_words(rig: Rig, chromium: Any) -> 
     bad = {k: english_words(v.replace(XSS, ""), ALLOWED) for k, v in seen.items()}
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, "\n".join(f"{k}: {v}\n  {seen[k]!r}" for k, v in bad.items())
+
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The custody events the locker and the counter scanner record, read from their source:
+#: the status page and the clerk's history word each one (``evt.*`` in gateway/http/text.toml),
+#: never "记录：scanner.intake".
+CUSTODY = sorted(
+    {m for m in re.findall(r'etype = "(locker\.[a-z_]+)"|"(locker\.[a-z_]+)", "custody"',
+                           (ROOT / "firmware/locker/app.py").read_text(encoding="utf-8"))
+     for m in m if m}
+    | set(re.findall(r'"(scanner\.[a-z_]+)", "(?:custody|telemetry)"',
+                     (ROOT / "firmware/counter/app.py").read_text(encoding="utf-8"))))
+
+
+def test_the_devices_record_custody_events() -> None:
+    assert {"locker.deposit", "locker.retrieve", "scanner.intake", "scanner.misrouted"} <= set(CUSTODY)
+
+
+@pytest.mark.parametrize("etype", CUSTODY)
+def test_each_locker_and_counter_event_has_words(etype: str) -> None:
+    assert PAGE_TEXT.has(f"evt.{etype}"), etype
+    assert english_words(PAGE_TEXT.t(f"evt.{etype}", "zh")) == []

@@ -68,13 +68,14 @@ FOLD_JS = """sels => { var out=[];
   return out;}"""
 
 
-def check_page(page: Any, where: str, min_contrast: float = MIN_CONTRAST) -> dict[str, Any]:
-    """Contrast and overflow of the whole page: fails with what is wrong."""
+def check_page(page: Any, where: str, min_contrast: float = MIN_CONTRAST, fields: int = 1) -> dict[str, Any]:
+    """Contrast and overflow of the whole page: fails with what is wrong. ``fields``: at
+    least that many form fields were measured."""
     m: dict[str, Any] = page.evaluate(PAGE_JS, min_contrast)
     assert m["scroll_width"] <= m["width"], (where, m["scroll_width"], m["width"])
     assert not m["overflow"], (where, m["overflow"])
     assert not m["contrast"], (where, m["contrast"])
-    assert m["n_text"] > 5 and m["n_fields"] >= 1, m  # it measured something
+    assert m["n_text"] > 5 and m["n_fields"] >= fields, m  # it measured something
     return m
 
 

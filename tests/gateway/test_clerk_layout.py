@@ -84,6 +84,21 @@ def test_clerk_page_fits_a_small_phone(rig: Rig, chromium: Any, lang: str, size:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_status_page_on_a_small_phone(rig: Rig, chromium: Any, lang: str) -> None:
+    """The public status page shares the palette (page.css): the overall verdict and the
+    alarms first, nothing wider than the screen, text at 7:1."""
+    ctx = chromium.new_context(viewport={"width": 360, "height": 640}, device_scale_factor=1)
+    page = ctx.new_page()
+    try:
+        page.goto(f"{rig.url}/?lang={lang}")
+        above_the_fold(page, lang, "header", ".overall")
+        check_page(page, f"status page {lang}", fields=0)
+    finally:
+        ctx.close()
+
+
+@pytest.mark.slow
 def test_clerk_page_in_chinese_has_no_english_words(rig: Rig, chromium: Any) -> None:
     # a parcel that went back: its retrieval's reason is a state, its inspection a board fault
     store = rig.store()

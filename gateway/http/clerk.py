@@ -67,7 +67,7 @@ from common.text import LANGS, beside
 from gateway import metrics as M
 from gateway.http.clerk_phone import parcels_by_tail, tail_of
 from gateway.http.clerk_slip import NoSlip, SlipDesk
-from gateway.http.page import ago, clock, kind_name, state_label
+from gateway.http.page import KNOWN_STATES, ago, clock, kind_name, state_label
 from gateway.http.status import TEXT as PAGE_TEXT
 from gateway.http.status import Setup, snapshot
 from gateway.store import alarms_ack, clerks
@@ -563,7 +563,7 @@ class ClerkConsole:
         return {"clock": clock(at, now), "ago": ago(max(0.0, now - at), lang),
                 "what": event_words(etype, lang),
                 "device": device, "compartment": _short(body.get("compartment")),
-                "reason": _short(body.get("reason"))}
+                "reason": reason_words(body.get("reason"), lang)}
 
     def _feed(self, store: ReadOnlyStore, lang: str) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(SCAN_TYPES))
@@ -645,6 +645,21 @@ def _short(v: Any) -> str:
         return ""
     s = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
     return s if len(s) <= 80 else s[:79] + "…"
+
+
+def reason_words(reason: Any, lang: str) -> str:
+    """A history row's reason in the reader's language (issue 19: no reason codes on a
+    Chinese page): a compartment state (a retrieval's), a locker's abort or inspection
+    reason (``history_reason.*``; ``board:<detail>`` is the board's fault, its detail is for
+    the logs); anything else is what the device sent, shown as text and cut short."""
+    if not isinstance(reason, str):
+        return _short(reason)
+    code = reason.split(":", 1)[0]
+    if reason in KNOWN_STATES:
+        return state_label(reason, lang)
+    if TEXT.has(f"history_reason.{code}"):
+        return TEXT.t(f"history_reason.{code}", lang)
+    return _short(reason)
 
 
 def event_words(etype: str, lang: str) -> str:

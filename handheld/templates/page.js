@@ -91,7 +91,7 @@ function load(name,el){
    .then(function(h){setDown(false);
      if(el.getAttribute('data-html')!==h){el.innerHTML=h;el.setAttribute('data-html',h);}
      if(name==='status'){lastResult();}
-     if(name==='scan'){signRestore();}
+     if(name==='scan'){signRestore();keypadRestore();}
      if(name==='dispatch'){formError();}
      return true;})
    .catch(function(){setDown(true);return false;});
@@ -270,6 +270,26 @@ function signSubmit(){
   if(png.length>SIGN_MAX){png=padPng(c,1);}
   post('/api/deliver',{code:f.getAttribute('data-parcel'),method:'signature',value:png},null,png);
 }
+/* The keypad step in the delivery form (scan.html): the notice's 16-character code typed
+   on large keys, shown in groups of four as on the notice; its digits layer asks a device
+   keyboard for digits (inputmode), the letters layer for text. What it holds survives a
+   refresh that re-renders the form; "confirm" puts it in the code field and submits. */
+var keypadOn=false, keypadVal='', keypadLayer='digits';
+function kpFormat(v){var raw=String(v).toUpperCase().replace(/^PE-H:/,'').replace(/[^0-9A-Z]/g,'').slice(0,16);
+  return (raw.match(/.{1,4}/g)||[]).join('-');}
+/* what the keypad holds: its field's value (a scanner's burst may have typed into it) */
+function kpCur(){var i=$('#keypad-value'); return i?kpFormat(i.value):keypadVal;}
+function keypadShow(){var i=$('#keypad-value'), k=$('#keypad'); if(!i||!k)return;
+  i.value=keypadVal; k.setAttribute('data-layer',keypadLayer);
+  i.setAttribute('inputmode',keypadLayer==='digits'?'numeric':'text');}
+function keypadMode(on){
+  var f=$('#confirm'); keypadOn=on&&!!f; document.body.classList.toggle('keypad-on',keypadOn);
+  if(!f)return; f.classList.toggle('keypad',keypadOn); if(keypadOn){keypadShow();}
+}
+function keypadRestore(){if($('#confirm')){if(keypadOn){keypadMode(true);}}
+  else{keypadVal='';keypadLayer='digits';keypadMode(false);}}
+document.addEventListener('input',function(e){if(e.target.id!=='keypad-value')return;
+  keypadVal=kpFormat(e.target.value); e.target.value=keypadVal;});
 document.addEventListener('click',function(e){
   var b=e.target.closest('[data-action],[data-screen]'); if(!b)return;
   if(b.hasAttribute('data-screen')){go(b.getAttribute('data-screen'));return;}
@@ -282,8 +302,15 @@ document.addEventListener('click',function(e){
   else if(a==='torch'){var on=b.getAttribute('aria-pressed')!=='true';
     cam.getVideoTracks()[0].applyConstraints({advanced:[{torch:on}]}).then(function(){
       b.setAttribute('aria-pressed',on?'true':'false');}).catch(camError);}
-  else if(a==='cancel-confirm'){signing=false;post('/api/mode',{mode:b.getAttribute('data-mode')});}
+  else if(a==='cancel-confirm'){signing=false;keypadVal='';keypadMode(false);post('/api/mode',{mode:b.getAttribute('data-mode')});}
   else if(a==='sign-open'){signMode(true);}
+  else if(a==='keypad-open'){keypadVal=kpFormat($('#confirm [name=code]').value);keypadMode(true);}
+  else if(a==='keypad-close'){keypadVal=kpCur();$('#confirm [name=code]').value=keypadVal;keypadMode(false);}
+  else if(a==='key'){keypadVal=kpFormat(kpCur()+b.getAttribute('data-key'));keypadShow();}
+  else if(a==='key-back'){var r=kpCur().replace(/-/g,'');keypadVal=kpFormat(r.slice(0,-1));keypadShow();}
+  else if(a==='key-layer'){keypadVal=kpCur();keypadLayer=b.getAttribute('data-layer');keypadShow();}
+  else if(a==='keypad-submit'){var cf=$('#confirm'); cf.querySelector('[name=code]').value=kpCur();
+    keypadVal=''; keypadLayer='digits'; keypadMode(false); cf.requestSubmit();}
   else if(a==='sign-close'){signError('');signMode(false);}
   else if(a==='sign-clear'){signError('');padInit(true);}
   else if(a==='sign-submit'){signSubmit();}

@@ -45,34 +45,7 @@ from common.text import cells
 from gateway.store.events import EventStore, StoredEvent
 from postedge import cli, helptext
 from simulator.report import summary
-
-# Lower-cased. Keep this short: every entry is a word a Chinese reader sees in Latin letters.
-PROPER = {"postedge", "mosquitto", "micropython", "sqlite", "amqtt", "mpremote", "mpy-cross", "mip",
-          "systemctl", "xtensawin", "village-day"}
-UNITS = {"ms", "s", "min", "h", "d"}
-SYMBOLOGY = re.compile(r"\b(Code 128|Code 39|QR Code|Data Matrix)\b")
-FILE = re.compile(r"[\w.-]*\.(toml|json|jsonl|py|mpy|db|html)")
-STRIP = "()[]{},;:!?'\"“”"
-
-
-def english_words(text: str, names: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    """ASCII words in ``text`` that a Chinese screen should not show."""
-    bad = []
-    for run in re.findall(r"[!-~]+", SYMBOLOGY.sub(" ", re.sub(r"`[^`]*`", " ", text))):
-        if re.fullmatch(r"\[[a-z_.]+\]|<[a-z_]+>", run):  # a config table, a placeholder
-            continue
-        for tok in re.split(r"[,{}|=]", run):
-            tok = tok.strip(STRIP)
-            if not re.search(r"[A-Za-z]", tok) or re.search(r"\d", tok):
-                continue
-            if tok.startswith("-") or "/" in tok or FILE.fullmatch(tok):
-                continue
-            if re.fullmatch(r"[A-Z][A-Z_-]*[A-Z]|[A-Z]", tok):
-                continue
-            if tok.lower() in PROPER or tok in UNITS or tok in names:
-                continue
-            bad.append(tok)
-    return bad
+from tests.zh_words import english_words
 
 
 def test_the_checker_catches_codes_and_passes_identifiers() -> None:

@@ -42,38 +42,23 @@ from tests.handheld.test_handheld_app import (
     make_config,
     signed,
 )
+from tests.page_checks import COLOUR_JS, MIN_CONTRAST
 
 VIEWPORTS = [(360, 640), (390, 844)]
 LANGS = ["zh", "en"]
-MIN_CONTRAST = 7.0
 MIN_TARGET = 44
 MIN_GAP = 12
+MIN_KEY = 48  # the keypad's keys, for gloves
 
 #: Measures the page: run in the browser, returns lists of what is wrong (empty = fine).
-#: Contrast is WCAG 2's: relative luminance L = 0.2126 R + 0.7152 G + 0.0722 B of the
-#: linearised sRGB channels (c/12.92 up to 0.03928, else ((c+0.055)/1.055)^2.4), and the
-#: ratio (L1 + 0.05) / (L2 + 0.05). The background behind an element is composited from
-#: the root down through every ancestor's background colour (alpha included).
-MEASURE = """() => {
-function lin(c){c/=255;return c<=0.03928?c/12.92:Math.pow((c+0.055)/1.055,2.4);}
-function lum(c){return 0.2126*lin(c[0])+0.7152*lin(c[1])+0.0722*lin(c[2]);}
-function ratio(a,b){var x=lum(a),y=lum(b);return (Math.max(x,y)+0.05)/(Math.min(x,y)+0.05);}
-function parse(s){var m=/rgba?\\(([^)]+)\\)/.exec(s); if(!m)return [0,0,0,0];
-  var p=m[1].split(/[\\s,\\/]+/).filter(Boolean).map(parseFloat); return [p[0],p[1],p[2],p.length>3?p[3]:1];}
-function over(top,under){return [0,1,2].map(function(k){return top[k]*top[3]+under[k]*(1-top[3]);});}
-function behind(el){var chain=[];for(var e=el;e;e=e.parentElement){chain.push(e);}
-  var c=[255,255,255];
-  for(var i=chain.length-1;i>=0;i--){var b=parse(getComputedStyle(chain[i]).backgroundColor);
-    if(b[3]>0){c=over(b,c);}}
-  return c;}
-function name(el){return el.tagName.toLowerCase()+(el.id?'#'+el.id:'')+
-  (el.className&&typeof el.className==='string'?'.'+el.className.split(' ').join('.'):'')+
-  ' "'+(el.textContent||el.placeholder||'').trim().slice(0,30)+'"';}
-function shown(el){var r=el.getBoundingClientRect();
-  return r.width>0&&r.height>0&&(!el.checkVisibility||el.checkVisibility({visibilityProperty:true}));}
-var W=innerWidth, H=innerHeight, nav=document.querySelector('nav'), navTop=nav.getBoundingClientRect().top;
+#: Contrast is WCAG 2's, with the colour helpers of tests/page_checks.py.
+MEASURE = """(arg) => {
+var root=arg.scope?document.querySelector(arg.scope):document.body, TAP=arg.tap;
+""" + COLOUR_JS + """
+var W=innerWidth, H=innerHeight, nav=document.querySelector('nav'),
+  navTop=shown(nav)?nav.getBoundingClientRect().top:H;
 var out={contrast:[],overflow:[],targets:[],gaps:[],n_text:0,n_inputs:0,n_targets:0};
-var all=document.querySelectorAll('body *');
+var all=root.querySelectorAll('*');
 for(var i=0;i<all.length;i++){var el=all[i];
   if(!shown(el)||el.closest('video,#preview,#thumb'))continue;
   var cs=getComputedStyle(el), r=el.getBoundingClientRect();
@@ -90,22 +75,21 @@ for(var i=0;i<all.length;i++){var el=all[i];
     var ph=getComputedStyle(el,'::placeholder').color, k3=ratio(over(parse(ph),bg),bg);
     if(el.placeholder&&k3<%(min)s){out.contrast.push(name(el)+' placeholder '+k3.toFixed(2));}}
 }
-var t=Array.prototype.filter.call(document.querySelectorAll(
+var t=Array.prototype.filter.call(root.querySelectorAll(
   'button,a.btn,label.btn,input:not([type=file]),select,textarea'),function(el){
   if(!shown(el))return false; var r=el.getBoundingClientRect();
-  return el.closest('nav')||r.bottom<=navTop;});
+  return (el.closest('nav')&&r.bottom<=H)||r.bottom<=navTop;});
 out.n_targets=t.length;
 var R=t.map(function(el){return el.getBoundingClientRect();});
 for(var a=0;a<t.length;a++){
-  if(R[a].height<%(tap)s||R[a].width<%(tap)s){out.targets.push(name(t[a])+' '+R[a].width+'x'+R[a].height);}
+  if(R[a].height<TAP||R[a].width<TAP){out.targets.push(name(t[a])+' '+R[a].width+'x'+R[a].height);}
   for(var b=a+1;b<t.length;b++){
     if(t[a].contains(t[b])||t[b].contains(t[a]))continue;
     var dx=Math.max(0,R[b].left-R[a].right,R[a].left-R[b].right),
         dy=Math.max(0,R[b].top-R[a].bottom,R[a].top-R[b].bottom);
     if(Math.max(dx,dy)<%(gap)s-0.5){out.gaps.push(name(t[a])+' / '+name(t[b])+' '+dx+','+dy);}}}
 out.scroll_width=document.documentElement.scrollWidth; out.width=W;
-return out;}""".replace("%(min)s", str(MIN_CONTRAST)).replace("%(tap)s", str(MIN_TARGET)) \
-    .replace("%(gap)s", str(MIN_GAP))
+return out;}""".replace("%(min)s", str(MIN_CONTRAST)).replace("%(gap)s", str(MIN_GAP))
 
 #: Bottom edges that must be above the tab bar (and the tab bar on the screen).
 FOLD = """sels => { var nav=document.querySelector('nav').getBoundingClientRect(), out=[];
@@ -127,6 +111,20 @@ HEADER = """() => { var h=document.querySelector('header'), t=document.querySele
           title_cut:t.scrollWidth>t.clientWidth, one_row:kids.every(function(r){return r.top<bottom;}),
           text:t.textContent};}"""
 
+#: The keypad step: every part of it inside the screen (no scrolling), the page behind
+#: it out of the way. Returns what sticks out and how many keys are shown.
+KEYPAD_FIT = """() => { var out=[], H=innerHeight, W=innerWidth, k=document.getElementById('keypad');
+  var m=document.querySelector('main');
+  if(m.scrollHeight>m.clientHeight+1){out.push('main scrolls '+m.scrollHeight+' > '+m.clientHeight);}
+  k.querySelectorAll('*').forEach(function(e){var r=e.getBoundingClientRect();
+    if(r.height>0&&(r.bottom>H+0.5||r.top<-0.5||r.right>W+0.5||r.left<-0.5)){
+      out.push((e.getAttribute('data-key')||e.id||e.className)+' '+r.top+'..'+r.bottom);}});
+  ['header','#bar','nav'].forEach(function(s){if(document.querySelector(s).getBoundingClientRect().height>0){
+    out.push(s+' still shown');}});
+  var keys=Array.prototype.filter.call(k.querySelectorAll('.key'),function(e){
+    return e.getBoundingClientRect().height>0;});
+  return {out:out, keys:keys.length};}"""
+
 #: Records what the page asks of the vibration motor and the speaker.
 CUE_PROBE = """window.__vib=[]; window.__tones=[];
 navigator.vibrate=function(p){window.__vib.push(Array.isArray(p)?p:[p]);return true;};
@@ -136,8 +134,10 @@ navigator.vibrate=function(p){window.__vib.push(Array.isArray(p)?p:[p]);return t
     o.start=function(w){window.__tones.push(o.frequency.value);return start(w);}; return o;};})();"""
 
 
-def measure(page: Any, where: str) -> dict[str, Any]:
-    m: dict[str, Any] = page.evaluate(MEASURE)
+def measure(page: Any, where: str, scope: str = "", tap: int = MIN_TARGET) -> dict[str, Any]:
+    """Everything in ``scope`` (a selector; the whole page by default) measured; tap targets
+    at least ``tap`` px."""
+    m: dict[str, Any] = page.evaluate(MEASURE, {"scope": scope, "tap": tap})
     assert m["scroll_width"] <= m["width"], (where, m["scroll_width"], m["width"])
     assert not m["overflow"], (where, m["overflow"])
     assert not m["contrast"], (where, m["contrast"])
@@ -236,9 +236,33 @@ def test_scan_and_delivery_screens_fit_one_hand(lang: str, size: tuple[int, int]
             page.screenshot(path=str(Path(shots) / f"handheld-confirm-{lang}-{size[0]}.png"))
         above_fold(page, where, *form, "#confirm-error")
         measure(page, where + " delivery form with its error")
-        page.fill("#confirm [name=code]", codes.format_token(token))
-        page.click("#confirm button[type=submit]")
+        # the code typed on the keypad: a full-screen step, all of it on the screen at once
+        page.click("[data-action=keypad-open]")
+        page.wait_for_selector("#keypad", state="visible")
+        for layer in ("digits", "letters"):
+            if page.get_attribute("#keypad", "data-layer") != layer:
+                page.click(f'#keypad .keys:visible [data-action=key-layer][data-layer="{layer}"]')
+            assert page.get_attribute("#keypad", "data-layer") == layer
+            assert page.get_attribute("#keypad-value", "inputmode") == \
+                ("numeric" if layer == "digits" else "text")
+            fit = page.evaluate(KEYPAD_FIT)
+            assert not fit["out"] and fit["keys"] >= 12, (where, layer, fit)
+            measure(page, f"{where} keypad {layer}", scope="#keypad", tap=MIN_KEY)
+            if shots:
+                page.screenshot(path=str(Path(shots) / f"handheld-keypad-{layer}-{lang}-{size[0]}.png"))
+        for ch in token:
+            layer = "digits" if ch.isdigit() else "letters"
+            if page.get_attribute("#keypad", "data-layer") != layer:
+                page.click(f'#keypad .keys:visible [data-action=key-layer][data-layer="{layer}"]')
+            page.click(f'#keypad .keys:visible [data-key="{ch}"]')
+        page.click("#keypad .keys:visible [data-action=key-back]")
+        page.click(f'#keypad .keys:visible [data-key="{token[-1]}"]')
+        assert page.input_value("#keypad-value") == codes.format_token(token).removeprefix("PE-H:")
+        page.wait_for_timeout(1200)  # a refresh of the form keeps the step and what it holds
+        assert page.is_visible("#keypad") and page.input_value("#keypad-value").replace("-", "") == token
+        page.click("[data-action=keypad-submit]")
         page.wait_for_selector("#confirm", state="detached")
+        assert page.is_visible("nav") and page.is_visible("#scan-form input")  # the shell is back
         assert page.get_attribute("#msg", "data-ok") == "1"
         assert app.flows.view()["parcels"][0]["state"] == "delivered"
     finally:

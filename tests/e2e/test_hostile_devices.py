@@ -49,7 +49,7 @@ from protocol import envelope, topics
 from protocol.ids import format_event_id
 from simulator.gateway_process import GatewayProcess, write_config
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.serial]  # a flood takes the CPU from its neighbours
 
 OUTLET = "o1"
 GOOD = ("lk02", "lk03")

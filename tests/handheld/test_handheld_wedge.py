@@ -80,6 +80,7 @@ if(window.__t!==null){window.__gaps.push(n-window.__t);}window.__t=n;},true);"""
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # keystroke timing: a busy neighbour makes a burst look like typing
 def test_scanner_burst_is_a_scan_and_typing_is_not(chromium: Any, page: Any, tmp_path: Path,
                                                    hbroker: Mosquitto, gw: Gateway) -> None:
     app = start(tmp_path, hbroker.port)

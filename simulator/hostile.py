@@ -166,26 +166,32 @@ class Flood:
         return self.sent
 
 
-def poison(host: str, port: int, outlet: str, device: str, password: str,
-           pool: list[tuple[str, bytes]], kind: str = "locker") -> int:
-    """Every message of ``pool`` once, at QoS 1 (the broker acks each): what
-    once stopped the gateway for good. Returns how many the broker took."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{device}-poison", protocol=mqtt.MQTTv311)
+def publish_each(host: str, port: int, device: str, password: str, client_id: str,
+                 messages: list[tuple[str, bytes]]) -> int:
+    """Each (topic, payload) once at QoS 1 from the device's login; how many
+    the broker acknowledged."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     c.username_pw_set(device, password)
     c.connect(host, port)
     c.loop_start()
     n = 0
     try:
-        for ch, payload in pool:
-            if len(payload) > 60 * 1024:
-                continue
-            info = c.publish(topics.build(outlet, kind, device, ch), payload, qos=1)
+        for topic, payload in messages:
+            info = c.publish(topic, payload, qos=1)
             info.wait_for_publish(10)
             n += int(info.is_published())
     finally:
         c.disconnect()
         c.loop_stop()
     return n
+
+
+def poison(host: str, port: int, outlet: str, device: str, password: str,
+           pool: list[tuple[str, bytes]], kind: str = "locker") -> int:
+    """Every message of ``pool`` once, at QoS 1 (the broker acks each): what
+    once stopped the gateway for good. Returns how many the broker took."""
+    msgs = [(topics.build(outlet, kind, device, ch), p) for ch, p in pool if len(p) <= 60 * 1024]
+    return publish_each(host, port, device, password, f"{device}-poison", msgs)
 
 
 class Takeover:
@@ -265,17 +271,5 @@ def publish_commands(host: str, port: int, outlet: str, device: str, password: s
     """Each command straight onto its locker's ``cmd`` topic from a device
     login, at QoS 1; how many the broker acknowledged (its ACL refuses to
     deliver a device's write to another device's topic, acked or not)."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{device}-forger", protocol=mqtt.MQTTv311)
-    c.username_pw_set(device, password)
-    c.connect(host, port)
-    c.loop_start()
-    n = 0
-    try:
-        for lk, cmd in cmds:
-            info = c.publish(topics.build(outlet, "locker", lk, "cmd"), json.dumps(cmd).encode(), qos=1)
-            info.wait_for_publish(10)
-            n += int(info.is_published())
-    finally:
-        c.disconnect()
-        c.loop_stop()
-    return n
+    msgs = [(topics.build(outlet, "locker", lk, "cmd"), json.dumps(cmd).encode()) for lk, cmd in cmds]
+    return publish_each(host, port, device, password, f"{device}-forger", msgs)

@@ -400,6 +400,13 @@ class Link:
         self.is_up = False
         lst, self.listener = self.listener, None
         if lst is not None:
+            # shutdown takes the socket out of LISTEN at once; a bare close
+            # waits for the accept thread's pending call, and the kernel
+            # keeps completing handshakes until then
+            try:
+                lst.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             lst.close()
         with self.lock:
             live = list(self.live)

@@ -21,28 +21,43 @@ from simulator.sampling import sample_backlog
 #: virtual run takes seconds of wall time the windows do not give it).
 PRESENCE_GRACE_S = 30.0
 
+#: How long, after a device came back online, before the events it sent on
+#: the way are counted as emitted: a unix-port locker's log reaches the
+#: simulator's tap a moment after the MQTT publish.
+QUIET_S = 1.0
+
 
 async def settle(outlet: Outlet, timeout: float = 120) -> None:
     """Everything emitted reaches the central side (or the timeout); then
     every device online in the gateway (or ``PRESENCE_GRACE_S``), so
-    ``devices_back_online`` judges the run's end, not a reconnect in flight."""
+    ``devices_back_online`` judges the run's end, not a reconnect in flight;
+    then, if a device had to come back, what it emitted on the way."""
     await _settle_events(outlet, timeout)
-    await _settle_presence(outlet)
+    if await _settle_presence(outlet):
+        # a device that came back (a locker rebooting after a late power cut)
+        # sends its boot and recovery events only now: wait for those too
+        await _settle_events(outlet, timeout)
 
 
-async def _settle_presence(outlet: Outlet) -> None:
+async def _settle_presence(outlet: Outlet) -> bool:
+    """Wait for every device online; True if one was not at first."""
     watch = outlet.presence_watch
     devices = [*outlet.devices, *outlet.hh]
     if watch is None or not devices:
-        return
+        return False
     deadline = time.monotonic() + PRESENCE_GRACE_S
     view: dict[str, bool] | None = None
+    waited = False
     while time.monotonic() < deadline:
         view = await asyncio.to_thread(watch.read)
         if view is not None and all(view.get(d) for d in devices):
-            return
+            if waited:
+                await asyncio.sleep(QUIET_S)  # its boot events: logged a moment after it connects
+            return waited
+        waited = True
         await asyncio.sleep(0.2)
     outlet.log("settle_presence_timeout", offline=[d for d in devices if not (view or {}).get(d)])
+    return True
 
 
 async def _settle_events(outlet: Outlet, timeout: float) -> None:

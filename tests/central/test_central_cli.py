@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from common.uplink_codec import encode_batch
+from gateway.broker import free_port
 from gateway.uplink.https import HttpsTransport
 from gateway.uplink.transport import TransportError
 from protocol import keys, signing
@@ -32,12 +33,6 @@ def pe(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check:
         assert r.returncode == 0, r.stdout + r.stderr
     return r
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow

@@ -132,9 +132,10 @@ def test_every_handheld_screen_in_chinese_has_no_english_words(chromium: Any, tm
             page.click("#confirm button[type=submit]")
             page.wait_for_selector("#msg[data-verdict]")
             look("delivered already, confirmed again", "#msg")
-            if page.query_selector("#confirm"):
-                page.click("[data-action=cancel-confirm]")
-                page.wait_for_selector("#confirm", state="detached")
+            # the refusal may close the form in the render after the verdict: cancel it
+            # if it is still there then, without racing that render for a click
+            page.evaluate("document.querySelector('[data-action=cancel-confirm]')?.click()")
+            page.wait_for_selector("#confirm", state="detached")
         for mode in ("intake", "deposit", "collect", "point", "bag"):
             page.click(f"[data-action=mode][data-mode={mode}]")
             page.wait_for_selector(f".mode.sel[data-mode={mode}]")

@@ -12,7 +12,9 @@ lockers' keys, decides and signs the command the relay delivers:
   service: ``firmware/locker/app.py``).
 
 The gateway matches the command to its request by ``args.request`` and
-shows the stage (``gateway/store/clerks.py``). Rules, each refusal kept with
+shows the stage (``gateway/store/clerks.py``); a refusal goes down as a
+``clerk_decision`` message with its reason (``common/uplink_codec.py``), so
+the console says "refused by the platform: no note" rather than waiting. Rules, each refusal kept with
 its reason in ``clerk_decisions`` (one decision per request: a request seen
 again after a crash gets the same command id, which the locker runs once):
 
@@ -36,6 +38,7 @@ from typing import Any
 from central.embedded import Embedded
 from central.keys import KeyService
 from common.logs import recorder
+from common.uplink_codec import DOWN_CLERK_DECISION, clerk_refusal
 
 record = recorder(__name__)
 KINDS = ("open", "out_of_service", "in_service")
@@ -77,6 +80,8 @@ class ClerkRequests:
             why = self._refusal(outlet, body)
             if why is not None:
                 self._decide(outlet, eid, body, "refused", why, None)
+                # the outlet's console says so instead of "waiting for the platform" forever
+                self.b.push_command(outlet, DOWN_CLERK_DECISION, clerk_refusal(eid, why))
                 record("clerk_request_refused", outlet=outlet, event=eid, reason=why)
                 continue
             kind, device, cid = body["request"], body["device"], body["compartment"]

@@ -325,6 +325,35 @@ class Down:
 
 MAX_DOWN = 1024 * 1024
 
+#: Downlink kinds addressed to the gateway itself, not relayed to a device:
+#: a recipient's contact for the notifier, and the platform's refusal of a
+#: clerk's request (a granted one comes back as the signed command instead).
+DOWN_NOTIFY = "notify"
+DOWN_CLERK_DECISION = "clerk_decision"
+#: Why the platform refuses a clerk's request (``central/clerk_requests.py``).
+CLERK_REFUSALS = ("malformed", "not_supervisor", "unknown_locker", "no_note", "too_many_opens")
+
+
+def clerk_refusal(request: str, reason: str) -> dict[str, Any]:
+    """The ``clerk_decision`` message the platform sends down for a refusal."""
+    return {"request": request, "verdict": "refused", "reason": reason}
+
+
+def read_clerk_refusal(payload: bytes) -> tuple[str, str]:
+    """(request event id, reason) from a ``clerk_decision`` message;
+    BatchError if it is not one. It is not signed (it opens nothing: it
+    only changes what the clerk's page says about a request), so it is
+    checked for shape and its reason must be one the platform gives."""
+    try:
+        doc = canonical.loads_object(payload, "clerk decision")
+    except ProtocolError as e:
+        raise BatchError(str(e)) from e
+    req, verdict, reason = doc.get("request"), doc.get("verdict"), doc.get("reason")
+    if not isinstance(req, str) or not 0 < len(req) <= 96 or verdict != "refused" \
+            or reason not in CLERK_REFUSALS:
+        raise BatchError("a clerk decision needs a request id, verdict 'refused' and a known reason")
+    return req, str(reason)
+
 
 def encode_down(cursor: int, commands: list[tuple[str, dict[str, Any]]], more: bool = False) -> bytes:
     return canonical.dumps({"v": WIRE_VERSION, "cursor": cursor, "more": more,

@@ -120,6 +120,16 @@ def is_critical(alarm_kind: str) -> bool:
     return alarm_kind in CRITICAL or alarm_kind not in ORDINARY
 
 
+def stage_text(request: dict[str, Any], lang: str) -> str:
+    """Where a clerk's request stands, in words; the platform's refusal
+    with its reason (a reason the catalogue lacks is shown as its code)."""
+    stage, reason = request["stage"], request.get("reason")
+    if stage == "platform_refused":
+        why = TEXT.t(f"refusal.{reason}", lang) if TEXT.has(f"refusal.{reason}") else str(reason)
+        return TEXT.t("stage.platform_refused", lang, reason=why)
+    return TEXT.t(f"stage.{stage}", lang) if TEXT.has(f"stage.{stage}") else stage
+
+
 class Refused(Exception):
     """A request the console answers with an error page: status and catalogue key."""
 
@@ -502,8 +512,7 @@ class ClerkConsole:
             for c in lk["compartments"]]} for lk in snap["lockers"]]
         requests = [{**r, "clock": clock(r["at"], now),
                      "what": TEXT.t(f"req.{r['kind']}", lang, id=r["compartment"], device=r["device"]),
-                     "stage_text": TEXT.t(f"stage.{r['stage']}", lang) if TEXT.has(f"stage.{r['stage']}")
-                     else r["stage"]} for r in reqs]
+                     "stage_text": stage_text(r, lang)} for r in reqs]
         return ENV.get_template("clerk.html").render(
             lang=lang, html_lang="zh-CN" if lang == "zh" else "en", other="en" if lang == "zh" else "zh",
             nonce=secrets.token_urlsafe(16), view="console", who=who, csrf=who["csrf"],

@@ -23,6 +23,8 @@ What is kept, and why in this shape:
   (out of service, back, a remote open). The request itself is an own
   event (``gateway.clerk_request``) that syncs upstream; this row lets the
   page say whether it is still waiting for the link or for the platform.
+- ``clerk_refusals``: the platform's refusal of a request, with its reason
+  (it came down the downlink: ``gateway/uplink/downlink.py``).
 - ``alarm_acks`` is in ``alarms_ack.py`` (the read-only status page reads it).
 网点职员账号、会话、登录限速和职员向平台提出的请求。
 """
@@ -65,6 +67,11 @@ CREATE TABLE IF NOT EXISTS clerk_requests (
     compartment INTEGER NOT NULL,
     by TEXT NOT NULL,
     note TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clerk_refusals (
+    id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
     at REAL NOT NULL
 );
 """
@@ -179,13 +186,26 @@ def add_request(db: sqlite3.Connection, eid: str, kind: str, device: str, compar
                (eid, kind, device, compartment, by, note, at))
 
 
+def record_refusal(db: sqlite3.Connection, request: str, reason: str, at: float) -> bool:
+    """Keep the platform's refusal of one of this outlet's requests; False
+    if no such request was made here (nothing is kept then)."""
+    ensure(db)
+    if db.execute("SELECT 1 FROM clerk_requests WHERE id=?", (request,)).fetchone() is None:
+        return False
+    db.execute("INSERT OR IGNORE INTO clerk_refusals(id, reason, at) VALUES (?,?,?)", (request, reason, at))
+    return True
+
+
 def requests(db: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
     """The latest requests with where each stands: ``waiting_link`` (its
     event has not reached the platform), ``sent`` (the platform has it, no
-    signed command yet), or the state of the command the platform signed
-    for it (matched by ``args.request``, the contract in docs/gateway.md)."""
+    answer yet), ``platform_refused`` (with ``reason``), or the state of the
+    command the platform signed for it (matched by ``args.request``, the
+    contract in docs/gateway.md)."""
     if not has_tables(db):
         return []
+    has_refusals = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='clerk_refusals'").fetchone() is not None
     rows = db.execute(
         "SELECT r.id, r.kind, r.device, r.compartment, r.by, r.note, r.at, e.synced_at FROM clerk_requests r "
         "LEFT JOIN events e ON e.id = r.id ORDER BY r.at DESC LIMIT ?", (limit,)).fetchall()
@@ -195,10 +215,15 @@ def requests(db: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
             "SELECT status FROM commands WHERE device=? "
             "AND json_extract(CAST(payload AS TEXT), '$.args.request')=? "
             "ORDER BY created DESC LIMIT 1", (device, rid)).fetchone()
+        refused = db.execute("SELECT reason FROM clerk_refusals WHERE id=?", (rid,)).fetchone() \
+            if has_refusals else None
+        reason = None
         if cmd is not None:
             stage = f"cmd_{cmd[0]}"
+        elif refused is not None:
+            stage, reason = "platform_refused", refused[0]
         else:
             stage = "sent" if synced is not None else "waiting_link"
         out.append({"id": rid, "kind": kind, "device": device, "compartment": cid, "by": by, "note": note,
-                    "at": at, "stage": stage})
+                    "at": at, "stage": stage, "reason": reason})
     return out

@@ -9,12 +9,16 @@ gateway killed at any point asks again from the old cursor and the command
 ids keep each command queued once. Delivery to the device, resends, expiry
 and acks are the relay's work (``gateway/relay.py``), in the ingest thread.
 
-A command the gateway cannot address (unknown kind, no device id) is
+Two kinds are for the gateway itself (``common/uplink_codec.py``): a
+recipient's contact for the notifier, and the platform's refusal of a
+clerk's request, which the console shows. A command the gateway cannot
+address (unknown kind, no device id, a refusal of a request it never made) is
 counted, logged and skipped; the cursor still moves past it, or one bad
 command would block every command behind it forever.
 
 Log lines: ``down_started``, ``down_received`` (n, queued, invalid, cursor),
-``down_invalid``, ``down_failed`` (reason, retry_in_s), ``down_stopped``.
+``down_invalid``, ``down_clerk_refusal`` (request, reason), ``down_failed`` (reason, retry_in_s),
+``down_stopped``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.clock import now as clock_now
 from common.logs import recorder
+from common.uplink_codec import DOWN_CLERK_DECISION, DOWN_NOTIFY, BatchError, read_clerk_refusal
 from gateway import metrics as M
 from gateway.ingest.relay import store_command
 from gateway.notify.state import inbox_put
+from gateway.store import clerks
 from gateway.store.events import EventStore
 from gateway.uplink.sync import UpstreamConfig, full_jitter, make_transport, parse_upstream
 from gateway.uplink.transport import Transport, TransportError
@@ -39,7 +46,6 @@ from protocol.errors import ProtocolError
 record = recorder(__name__)
 
 CURSOR_KEY = "down_cursor"
-NOTIFY_KIND = "notify"
 
 
 class Downlink:
@@ -78,9 +84,22 @@ class Downlink:
         queued = invalid = 0
         with store.tx():
             for kind, payload in down.commands:
-                if kind == NOTIFY_KIND:  # a recipient's contact, checked by the notifier (gateway/notify)
+                if kind == DOWN_NOTIFY:  # a recipient's contact, checked by the notifier (gateway/notify)
                     inbox_put(store.db, payload)
                     self.stats["contacts"] += 1
+                    continue
+                if kind == DOWN_CLERK_DECISION:  # the platform refused a clerk's request
+                    try:
+                        req, reason = read_clerk_refusal(payload)
+                        if not clerks.record_refusal(store.db, req, reason, clock_now()):
+                            raise BatchError(f"no clerk request {req!r} at this outlet")
+                    except BatchError as e:
+                        invalid += 1
+                        M.COMMANDS.labels("invalid").inc()
+                        self.log("down_invalid", kind=kind, error=str(e)[:300])
+                        continue
+                    self.stats["clerk_decisions"] += 1
+                    self.log("down_clerk_refusal", request=req, reason=reason)
                     continue
                 try:
                     before = store.db.total_changes

@@ -16,9 +16,9 @@ from central.clerk_requests import OPEN_BUDGET, ClerkRequests
 from central.duties import Duties
 from central.embedded import Embedded
 from central.intake import check_batch
-from common.uplink_codec import encode_batch
+from common.uplink_codec import DOWN_CLERK_DECISION, encode_batch, read_clerk_refusal
 from firmware.locker import compartments as K
-from protocol import envelope
+from protocol import canonical, envelope
 from protocol.ids import format_event_id
 from simulator.platform_keys import MASTER
 from tests.locker_rig import Rig
@@ -52,7 +52,18 @@ def central(tmp_path: Path) -> Embedded:
 
 
 def commands(b: Embedded, outlet: str = "o1") -> list[dict[str, Any]]:
-    return [cmd for _, cmd in b.pull(outlet, 0, 100)[1]]
+    """The signed commands for the outlet's lockers."""
+    return [cmd for kind, cmd in b.pull(outlet, 0, 100)[1] if kind == "locker"]
+
+
+def refusals(b: Embedded, outlet: str = "o1") -> dict[str, str]:
+    """The refusals sent down to the outlet's console: request -> reason."""
+    out = {}
+    for kind, cmd in b.pull(outlet, 0, 100)[1]:
+        if kind == DOWN_CLERK_DECISION:
+            req, reason = read_clerk_refusal(canonical.dumps(cmd))
+            out[req] = reason
+    return out
 
 
 def test_a_supervisors_request_is_signed_once_and_the_locker_runs_it(central: Embedded,
@@ -98,6 +109,9 @@ def test_requests_the_platform_refuses(central: Embedded) -> None:
                           "no_note", "malformed", "malformed"], strict=True))
     assert got == want
     assert {d["verdict"] for d in cr.decisions("o1")} == {"refused"}
+    # each refusal goes down to the outlet once, so its console stops saying "waiting for the platform"
+    assert refusals(central) == want
+    assert cr.run_once() == 0 and len(central.pull("o1", 0, 100)[1]) == len(want)
 
 
 def test_a_burst_of_remote_opens_is_cut_at_the_budget(central: Embedded) -> None:
@@ -106,6 +120,7 @@ def test_a_burst_of_remote_opens_is_cut_at_the_budget(central: Embedded) -> None
     assert cr.run_once() == OPEN_BUDGET
     reasons = [d["reason"] for d in cr.decisions("o1")]
     assert reasons.count("ok") == OPEN_BUDGET and reasons.count("too_many_opens") == 3
+    assert sorted(refusals(central).values()) == ["too_many_opens"] * 3
     assert all(c["op"] == "open" and c["args"]["request"] for c in commands(central))
     later = ClerkRequests(central, MASTER, clock=lambda: time.time() + 3601)  # an hour on: the budget is back
     store(central, request("open"))

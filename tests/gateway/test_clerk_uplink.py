@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from common.uplink_codec import DOWN_CLERK_DECISION, clerk_refusal
 from gateway.broker import Mosquitto
 from protocol import topics
 from simulator.gateway_process import GatewayProcess
@@ -87,6 +88,23 @@ def test_requests_wait_while_the_link_is_down_and_reach_the_platform_once(
         assert {"gateway.clerk_login", "gateway.clerk_added", "locker.alarm"} <= set(arrived())
         _wait(lambda: 'data-stage="sent"' in c.get("/clerk?lang=en")[2], 20, "the request's stage")
         assert 'id="waiting"' not in c.get("/clerk?lang=en")[2]
+
+        # the platform refuses it (central/clerk_requests.py sends this): the page says so and why;
+        # a refusal of a request this outlet never made, or with a reason the platform never gives,
+        # is counted and changes nothing
+        stranger = clerk_refusal("gw-o1-clerk:00000000:99", "no_note")
+        up.central.push_command("o1", DOWN_CLERK_DECISION, stranger)
+        up.central.push_command("o1", DOWN_CLERK_DECISION, {**clerk_refusal(reqs[0]["id"], "no_note"),
+                                                            "reason": "because"})
+        up.central.push_command("o1", DOWN_CLERK_DECISION, clerk_refusal(reqs[0]["id"], "unknown_locker"))
+        _wait(lambda: 'data-stage="platform_refused"' in c.get("/clerk?lang=en")[2], 30, "the refusal")
+        html = c.get("/clerk?lang=en")[2]
+        assert "Refused by the platform: the platform has no such locker for this outlet" in html
+        assert "平台拒绝：平台没有登记这台柜机" in c.get("/clerk?lang=zh")[2]
+        invalid = [d for d in gw.lines
+                   if d.get("evt") == "down_invalid" and d.get("kind") == DOWN_CLERK_DECISION]
+        assert len(invalid) == 2, invalid
+        assert gw.proc.poll() is None
     finally:
         if lk is not None:
             lk.disconnect()

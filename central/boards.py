@@ -1,5 +1,5 @@
 """政讯通 on the platform: campaigns, the site registry, board jobs and the
-review of what couriers send back (issue 17, item 2; issue 16's lifecycle).
+review of what couriers send back.
 
 - A **campaign** is a poster with the payload of the QR printed on it and the
   period it runs. A photo that should show the poster must carry a QR read

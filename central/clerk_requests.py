@@ -1,4 +1,4 @@
-"""The platform's answer to a clerk's request (issues 15 and 17).
+"""The platform's answer to a clerk's request.
 
 The gateway holds no locker key, so a supervisor's "open this compartment",
 "take it out of service" or "put it back" in the outlet's console

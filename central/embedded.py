@@ -11,7 +11,7 @@ Events and quarantined events are keyed by (outlet, event id), never by the
 id alone: ids are made by devices (``lk01:<incarnation>:<seq>``) and device
 names repeat in every outlet, so two outlets' lockers can make the same id;
 keyed by id alone the second outlet's event was taken for a resend and lost,
-acked but never stored (issue 17). Every read by id names the outlet too. A
+acked but never stored. Every read by id names the outlet too. A
 file made before that key is upgraded in place on open (``rekey``: the
 table rebuilt under the new key in one transaction, every row kept, as
 SQLite cannot change a primary key in place); the tables other modules key

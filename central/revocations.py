@@ -1,4 +1,4 @@
-"""The platform's answer to a revoked device (issue 13): the gateway cuts a
+"""The platform's answer to a revoked device: the gateway cuts a
 stolen handheld off at once and reports ``gateway.device_revoked``
 (``gateway/revoke.py``); the platform, which alone holds the lockers' keys,
 signs a ``revoke`` command for every locker of that outlet

@@ -1,4 +1,4 @@
-"""The text of a handheld pairing QR code (issue 20), written by the
+"""The text of a handheld pairing QR code, written by the
 gateway's clerk page (``gateway/http/pairing.py``) and read by the handheld
 (``handheld/pairing.py``): one format in one place.
 

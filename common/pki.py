@@ -1,4 +1,4 @@
-"""The outlet's certificate authority (issue 13, item 3): TLS on the outlet LAN.
+"""The outlet's certificate authority: TLS on the outlet LAN.
 
 ``provision`` creates one CA per outlet and issues from it the server
 certificates for Mosquitto's TLS listener (8883) and the gateway's HTTPS.

@@ -203,7 +203,7 @@ TLS_PORT = 8883
 
 @dataclass(frozen=True)
 class TlsListener:
-    """The broker's TLS listener (issue 13): server certificate and key from
+    """The broker's TLS listener: server certificate and key from
     the outlet CA (``common/pki.py``). With it, the plaintext listener is on
     127.0.0.1 only, for the gateway on the same box; everything on the LAN
     speaks TLS (1.2 or later) and verifies the outlet CA."""

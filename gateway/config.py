@@ -139,7 +139,7 @@ class WebConfig(Section):
     # One request, body included (a 1 MiB chunk on weak Wi-Fi).
     request_timeout_s: Annotated[float, Field(ge=1.0, le=3600.0)] = 60.0
 
-    # HTTPS (issue 13): the server certificate ``provision`` issues from the
+    # HTTPS: the server certificate ``provision`` issues from the
     # outlet CA, and its key. Unset: plain HTTP.
     cert_file: Annotated[str, Field(min_length=1)] | None = None
     key_file: Annotated[str, Field(min_length=1)] | None = None
@@ -210,7 +210,7 @@ class BrokerConfig(Section):
     password: str = ""
     client_id: str = ""
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
-    # TLS to the broker (issue 13): the outlet CA's certificate (relative to
+    # TLS to the broker: the outlet CA's certificate (relative to
     # gateway.toml). Unset: plain MQTT, which an outlet's Mosquitto offers
     # on 127.0.0.1 only, for a gateway on the same box.
     # The broker's certificate must name ``host``.
@@ -230,7 +230,7 @@ class BrokerConfig(Section):
         return self
 
 class CounterConfig(Section):
-    """``[counter]``: counter acceptance (issue 15, ``gateway/counter/``): the
+    """``[counter]``: counter acceptance (``gateway/counter/``): the
     counter's devices and the platform's public keys. Without the table the
     gateway runs no counter and ``/v1/counter/...`` answers 503::
 
@@ -360,7 +360,7 @@ class GatewayConfig(Section):
     upstream: UpstreamConfig | None = None
     web: WebConfig | None = None
     budget: BudgetConfig = BudgetConfig()
-    counter: CounterConfig | None = None  # issue 15: counter acceptance (gateway/counter/config.py)
+    counter: CounterConfig | None = None  # counter acceptance (gateway/counter/config.py)
     notify: NotifyConfig = NotifyConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
 

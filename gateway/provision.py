@@ -48,7 +48,7 @@ version (``seal.locker_notify_key``), as its config's ``notify`` section.
 No device file holds the outlet key; handhelds and scanners get nothing.
 Without the option a re-run keeps what ``notifier/keys.toml`` holds.
 
-TLS (issue 13): ``provision`` keeps an outlet certificate authority in
+TLS: ``provision`` keeps an outlet certificate authority in
 ``pki/`` (``common/pki.py``; the CA key is root's, 0600, and no service
 reads it) and issues from it Mosquitto's server certificate
 (``mosquitto/tls/``) and the gateway's HTTPS certificate (``web/``), each

@@ -1,4 +1,4 @@
-"""Revoke a device at the outlet (issue 13): a stolen handheld loses its
+"""Revoke a device at the outlet: a stolen handheld loses its
 broker login at once, and with it every way to reach the gateway.
 
 ``postedge gateway revoke DEVICE`` (run as root on the gateway box, where

@@ -321,7 +321,7 @@ class HandheldApp:
         self.t_ack = topics.build(config.outlet, "handheld", config.device, "ack")
         self._emit_lock = threading.Lock()
         self.index = PhotoIndex(sd / "photo_index.db")
-        # The outlet CA (issue 13): MQTT over TLS and the gateway's HTTPS.
+        # The outlet CA: MQTT over TLS and the gateway's HTTPS.
         https = tls.context(config.gateway.ca_pem)
         self.photos = PhotoHandoff(sd / "photo_handoff.db", sd, config.gateway.url, config.gateway.username,
                                    config.gateway.password, https)

@@ -7,7 +7,7 @@ of Wi-Fi range wait in the broker and arrive on reconnect. The Last Will sets th
 retained presence to ``offline``; on every connect the link publishes ``online``
 (retained) and re-subscribes to its ``cmd`` and ``conf`` topics.
 
-Presence names the connection (``protocol/presence.py``, issue 19): every CONNECT
+Presence names the connection (``protocol/presence.py``): every CONNECT
 registers the Will ``offline <incarnation>.<boot>.<attempt>`` and the ``online`` that
 follows carries the same tag, as the lockers and scanners do. The broker can publish
 an old connection's Will long after the handheld reconnected (a half-open socket it

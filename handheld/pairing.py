@@ -1,4 +1,4 @@
-"""Pairing this handheld with an outlet from the QR code on the clerk's page (issue 20).
+"""Pairing this handheld with an outlet from the QR code on the clerk's page.
 
 The code (``common/pair_code.py``) carries a one-time token, the SHA-256 of
 the outlet CA and the gateway's address. The handheld:

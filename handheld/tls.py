@@ -1,4 +1,4 @@
-"""The outlet CA on the handheld (issue 13): the broker (MQTT over TLS on
+"""The outlet CA on the handheld: the broker (MQTT over TLS on
 8883) and the gateway's HTTPS (command status, photo uploads) are trusted
 only when their certificate chains to the outlet CA that provisioning gave
 this handheld, and names the host the handheld dialled. No system CA is

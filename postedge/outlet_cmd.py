@@ -1,4 +1,4 @@
-"""``postedge outlet ...``: an outlet from one description (issue 20):
+"""``postedge outlet ...``: an outlet from one description:
 ``init``, ``check``, ``add-device``, ``retire-device``. The work is in
 ``gateway/outlet/``; this says it in the clerk's language.
 

@@ -1,5 +1,5 @@
 # Revocations: the handhelds and couriers whose permits a locker refuses
-# (issue 13: "a revoked device loses every permit it carried").
+# (a revoked device loses every permit it carried).
 #
 # The platform signs a `revoke` command for each locker of the outlet with
 # that locker's key (the gateway holds none), and the gateway relays it like

@@ -1,4 +1,4 @@
-# What a scan may leave behind once it leaves the scanner (issue 19, finding 11).
+# What a scan may leave behind once it leaves the scanner.
 #
 # A scanner reads whatever is held under it: besides parcel labels, a
 # customer's payment code (支付宝/微信 付款码: 16-24 digits shown as a Code 128

@@ -5,7 +5,7 @@ which is what makes a redelivered log message harmless (``ON CONFLICT DO
 NOTHING``). The outlet is in the key because ids are made by devices and
 device names (``lk01``) repeat in every outlet: keyed by the id alone, the
 second outlet's event was taken for a resend and lost, acked but never
-stored (issue 17). Photos are kept whole in ``photos.data`` once complete:
+stored. Photos are kept whole in ``photos.data`` once complete:
 the store is the one place every front process can read them from.
 
 A database made before that key is upgraded where the schema is created

@@ -68,7 +68,7 @@
 # and stats["oversized"] counts it (log event mqtt_oversized, with its
 # topic). Any other packet type that big is a broken stream: disconnect.
 #
-# TLS (issue 13). With ssl= an SSLContext (firmware/mqtt/tls.py
+# TLS. With ssl= an SSLContext (firmware/mqtt/tls.py
 # client_context: the outlet CA, CERT_REQUIRED) the client connects over TLS
 # and verifies the server's certificate and host name (server_hostname,
 # default host). MicroPython's asyncio does the handshake on the first write

@@ -8,7 +8,7 @@
 # a packet over max_packet_size), and a QoS 1 message the session resends
 # after every reconnect would close every new connection too.
 #
-# The encoders run the same checks (issue 14): they are imported on their
+# The encoders run the same checks: they are imported on their
 # own too (the simulator, tools, tests on CPython), and what they cannot
 # encode must fail as a PacketError, not as whatever the runtime raises
 # (CPython: UnicodeEncodeError for a lone surrogate, struct.error for a

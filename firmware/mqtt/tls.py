@@ -1,4 +1,4 @@
-# TLS to the outlet broker (issue 13): the device trusts the outlet CA alone.
+# TLS to the outlet broker: the device trusts the outlet CA alone.
 #
 # `provision` (gateway/provision.py) writes the outlet CA's certificate into
 # each device's config as PEM (broker.ca) next to the TLS port (8883). The

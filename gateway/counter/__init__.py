@@ -1,4 +1,4 @@
-"""Counter acceptance of outbound parcels (寄件, issue 15).
+"""Counter acceptance of outbound parcels (寄件).
 
 The counter's hardware hangs off the gateway box over serial/USB: an
 electronic scale, a thermal label printer (ZPL or TSPL) and an ESC/POS

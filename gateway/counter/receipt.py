@@ -8,7 +8,7 @@ their Chinese character mode (``FS &``), so Chinese lines go out as GB
 pages and is used only for ASCII. Control characters in anything a person
 typed are dropped, so a name cannot smuggle an ``ESC``/``GS`` command.
 
-The pickup slip is for villagers without a phone (issue 15): the code as
+The pickup slip is for villagers without a phone: the code as
 a QR ``PE-P:<code>`` (what the locker's scanner reads,
 ``docs/security.md`` "Guessing a pickup code") and as digits. The code is
 a parameter, never logged or stored here: the notifier owns it.

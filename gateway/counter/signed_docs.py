@@ -12,8 +12,8 @@ cannot produce a document the platform would accept as its own: every
 ``counter.accept`` names the catalogue and tariff (kind, version, digest)
 it was computed from, so the platform can re-check the postage upstream.
 
-The gateway never signs, so it holds no device key either (issue 13's
-rule stands). ``cryptography`` is already the gateway's dependency (the
+The gateway never signs, so it holds no device key either: keys stay
+with the platform. ``cryptography`` is already the gateway's dependency (the
 outlet CA); nothing new to install, and it is a CPython-only role: the
 firmware never reads these documents.
 

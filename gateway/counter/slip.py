@@ -1,5 +1,5 @@
-"""The locker pickup slip a clerk prints for a villager without a phone
-(issue 15): which locker and compartment, the parcel's id tail, the expiry,
+"""The locker pickup slip a clerk prints for a villager without a phone:
+which locker and compartment, the parcel's id tail, the expiry,
 and the pickup code *only when the gateway itself could open the code the
 locker sealed for the outlet notifier* (``gateway/http/clerk_slip.py``
 decides). Otherwise the slip says the code comes by SMS or through the

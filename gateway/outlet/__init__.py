@@ -1,4 +1,4 @@
-"""One outlet from one description (issue 20): ``OUTLET.toml`` says what the
+"""One outlet from one description: ``OUTLET.toml`` says what the
 outlet is (its lockers with their boards and compartments, its scanners and
 handhelds, the counter's peripherals, the central service); ``init`` turns it
 into every file the outlet runs on, on top of ``gateway/provision.py``;

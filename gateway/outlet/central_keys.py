@@ -1,4 +1,4 @@
-"""Per-device keys from the central service for ``outlet init`` (issue 20).
+"""Per-device keys from the central service for ``outlet init``.
 
 With ``[central] url`` and the outlet's login (``username``/``password``, as
 ``central outlet add`` printed them) in the description, ``init`` asks the

@@ -1,5 +1,5 @@
 """Clerk accounts, sessions, login throttling and the clerk's requests to the
-platform, in the gateway's own SQLite file (issue 15, the clerk console).
+platform, in the gateway's own SQLite file (the clerk console).
 
 Why these tables are created here (``CREATE TABLE IF NOT EXISTS``) and not
 as a numbered migration in ``events.py``: other branches add migrations at

@@ -11,6 +11,12 @@ and class into one SVG path per device and class, so the file stays small (a
 few hundred kB at most) and nothing is hidden: a single alarm still gets its
 pixel. The backlog line is downsampled to the minimum and maximum per pixel
 column, which keeps the peaks a tester looks for.
+
+The page around the plots is a Jinja2 template (``templates/report.html``);
+the plots are built here as strings because each is hundreds to thousands
+of elements whose every attribute is a computed coordinate: a template
+would only wrap the same arithmetic in markup, once per mark. Every text
+from a device or a result goes through :func:`esc`.
 """
 
 from __future__ import annotations

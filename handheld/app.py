@@ -68,6 +68,9 @@ log = logs.get(__name__)
 #: handheld has the RAM, so it parses up to this and then verifies the dict.
 MAX_HANDHELD_COMMAND = 64 * 1024
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: The largest browser-camera frame decoded for scanning (the page sends at most
+#: 1920 px; a larger one is someone else's upload, and would hold a worker for seconds).
+MAX_SCAN_FRAME_PX = 4096
 MODES = ("check", "intake", "deposit", "deliver", "collect", "bag", "point")
 SCAN_VERDICT = {"duplicate": "duplicate", "invalid_scan": "invalid", "not_parcel": "invalid",
                 "wrong_route": "wrong_route", "not_item": "invalid", "bad_bag": "invalid",
@@ -351,6 +354,11 @@ class HandheldApp:
         self.last_scan: dict[str, Any] | None = None
         self.last_command: dict[str, Any] | None = None
         self.scan_engine_status: str | None = None
+        #: the browser camera's vote (made on its first frame: the decoder loads then)
+        self._browser_vote: Any = None
+        self._browser_vote_lock = threading.Lock()
+        self.browser_frames = 0
+        self.browser_frames_refused = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.web: RunningUi | None = None
@@ -586,10 +594,8 @@ class HandheldApp:
         asyncio.run(run())
 
     def _camera_scan_loop(self) -> None:
-        """Barcodes from the camera: each new frame decoded (handheld/decode.py), and a
-        read taken as a scan once it passes a check digit or 2 of the last 5 frames agree
-        (handheld/voting.py), so a 1D misread from one blurred frame never counts."""
-        from handheld.decode import decode_image
+        """Barcodes from the handheld's own camera: each new frame through
+        :meth:`_frame_scans` with this loop's vote."""
         from handheld.voting import Voter
 
         voter = Voter(window=5, need=2)
@@ -602,17 +608,48 @@ class HandheldApp:
             if img is None:
                 continue
             try:
-                codes = decode_image(img)
+                self._frame_scans(img, voter)
             except Exception as e:  # noqa: BLE001 - a bad frame is skipped, the loop goes on
                 log.warning("camera decode failed: %r", e)
-                continue
-            for acc in voter.feed(codes):
-                try:
-                    # With its AIM identifier, as from the engine: the symbology
-                    # decides what 13 digits are (protocol/barcodes.py).
-                    self.scan(acc.code.symbology + acc.code.text, source="camera")
-                except Exception as e:  # noqa: BLE001 - a refused scan is the UI's business
-                    log.info("camera scan refused: %r", e)
+
+    def camera_frame(self, data: bytes) -> dict[str, Any]:
+        """A frame from the browser's camera (the page's camera-scan mode): the same
+        decoding and vote as the handheld camera's frames, with a vote of its own.
+        ``reads``: codes seen in this frame; ``scan``: the verdict of the read the vote
+        accepted with it, if any (what ``/api/scan`` answers)."""
+        from handheld.voting import Voter
+
+        try:
+            img = _photo.decode_image(data)
+            if max(img.shape[:2]) > MAX_SCAN_FRAME_PX:
+                raise _photo.PhotoError("too_large", f"{img.shape[1]}x{img.shape[0]} px")
+        except _photo.PhotoError as e:
+            self.browser_frames_refused += 1
+            raise Refused("camera_frame", detail=e.code) from e
+        with self._browser_vote_lock:  # one frame at a time: the vote counts frames in order
+            if self._browser_vote is None:
+                self._browser_vote = Voter(window=5, need=2)
+            reads, scans = self._frame_scans(img, self._browser_vote)
+        self.browser_frames += 1
+        return {"ok": True, "reads": reads, "scan": scans[-1] if scans else None}
+
+    def _frame_scans(self, img: np.ndarray, voter: Any) -> tuple[int, list[dict[str, Any]]]:
+        """Decode one frame (handheld/decode.py) and take each read as a scan from the
+        ``camera`` source once it passes a check digit or 2 of the last 5 frames agree
+        (handheld/voting.py), so a 1D misread from one blurred frame never counts.
+        (codes in the frame, the verdicts of the scans taken)."""
+        from handheld.decode import decode_image
+
+        codes = decode_image(img)
+        out: list[dict[str, Any]] = []
+        for acc in voter.feed(codes):
+            try:
+                # With its AIM identifier, as from the engine: the symbology
+                # decides what 13 digits are (protocol/barcodes.py).
+                out.append(self.scan(acc.code.symbology + acc.code.text, source="camera"))
+            except Refused as e:  # a refused scan is the UI's business: its answer is the verdict
+                out.append(e.as_dict())
+        return len(codes), out
 
     # ------------------------------------------------------------------ views
     def photo(self, job: str, step: str, data: bytes | None) -> dict[str, Any]:
@@ -662,4 +699,5 @@ class HandheldApp:
             "scan_engine": self.scan_engine_status, "mode": self.mode, "last_scan": self.last_scan,
             "last_command": self.last_command, "last_photo": self.jobs.last_photo,
             "scan_counts": dict(self.scans.counts), "wedge": dict(self.wedge.counts),
+            "browser_camera": {"frames": self.browser_frames, "refused": self.browser_frames_refused},
         }

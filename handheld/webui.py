@@ -295,7 +295,8 @@ MAX_ACTIVE = 8                 # requests handled at once; more wait up to BUSY_
 BUSY_WAIT_S = 5.0
 WORKERS = 4                    # threads that run the app's blocking calls (SQLite, OpenCV)
 TOKEN_HEADER = "X-Postedge-Token"
-#: The only bodies that are not JSON: a photo file for ``/api/jobs/<id>/photo``. None of
+#: The only bodies that are not JSON: a photo file for ``/api/jobs/<id>/photo`` and a
+#: browser camera's frame for ``/api/camscan``. None of
 #: these is a CORS-safelisted type, so a cross-site page cannot send one without a
 #: preflight, which this server never grants.
 PHOTO_TYPES = frozenset({"application/octet-stream", "image/jpeg", "image/png", "image/webp", "image/bmp",
@@ -362,6 +363,14 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
     doc = {} if binary else _parse_json(raw)
     if parts == ["api", "scan"]:
         return _keyed(app, app.scan(str(doc.get("code", "")), doc.get("mode")))
+    if parts == ["api", "camscan"]:
+        # a frame from the browser's camera in camera-scan mode: decoded and voted on
+        if not binary:
+            raise Refused("bad_request", detail="a camera frame is sent as its image bytes")
+        res = app.camera_frame(raw)
+        if res["scan"] is not None:
+            res["scan"] = _keyed(app, res["scan"])
+        return res
     if parts == ["api", "wedge"]:
         # A keyboard-wedge burst: the same call as the serial engine's loop (same verdicts,
         # rules and duplicate windows), judged at the time the page saw it.
@@ -511,7 +520,7 @@ class WebUI:
         a.router.add_get("/manifest.webmanifest", self._manifest)
         a.router.add_get("/sw.js", self._sw)
         a.router.add_get("/static/{name}", self._static)
-        for p in ("/api/scan", "/api/wedge", "/api/position", "/api/mode", "/api/deliver",
+        for p in ("/api/scan", "/api/camscan", "/api/wedge", "/api/position", "/api/mode", "/api/deliver",
                   "/api/dispatch/{action}", "/api/jobs/{jid}/{action}"):
             a.router.add_post(p, self._post)
         a.on_startup.append(self._on_startup)
@@ -579,7 +588,7 @@ class WebUI:
         if (origin is not None and origin.strip().lower() != own) or site in ("cross-site", "same-site"):
             raise self._deny(403, "bad_origin", origin=(origin or site)[:80])
         mime = _mime(request)
-        photo = request.match_info.get("action") == "photo"
+        photo = request.match_info.get("action") == "photo" or request.path == "/api/camscan"
         if mime != "application/json" and not (photo and mime in PHOTO_TYPES):
             raise self._deny(415, "bad_content_type", ctype=(mime or "—")[:60])
         given = request.headers.get(TOKEN_HEADER, "")

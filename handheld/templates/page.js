@@ -173,7 +173,7 @@ window.addEventListener('keydown',function(e){
   burst.text+=k; burst.last=now;
 },true);
 function go(s){
-  screen=s; if(s!=='jobs'){camStop();}
+  screen=s; if(s!=='jobs'&&!camScan){camStop();}
   document.querySelectorAll('main > section').forEach(function(x){x.hidden=(x.id!=='scr-'+s);});
   document.querySelectorAll('nav .btn').forEach(function(b){b.setAttribute('aria-current',
     b.getAttribute('data-screen')===s?'true':'false');});
@@ -197,13 +197,36 @@ function camOpen(){
     return v.play().then(function(){return s;});
   });
 }
-function camFrame(){var v=$('#bcam');return new Promise(function(res,rej){var n=0;
+function camFrame(maxW,q){var v=$('#bcam');return new Promise(function(res,rej){var n=0;
   (function grab(){
     if(!v.videoWidth||v.readyState<2){if(++n>100){rej(new Error('no frame'));return;}setTimeout(grab,50);return;}
-    var c=document.createElement('canvas'); c.width=v.videoWidth; c.height=v.videoHeight;
-    c.getContext('2d').drawImage(v,0,0);
-    c.toBlob(function(b){if(b){res(b);}else{rej(new Error('no frame'));}},'image/jpeg',0.92);
+    var k=maxW&&v.videoWidth>maxW?maxW/v.videoWidth:1, c=document.createElement('canvas');
+    c.width=Math.round(v.videoWidth*k); c.height=Math.round(v.videoHeight*k);
+    c.getContext('2d').drawImage(v,0,0,c.width,c.height);
+    c.toBlob(function(b){if(b){res(b);}else{rej(new Error('no frame'));}},'image/jpeg',q||0.92);
   })();});}
+/* Scanning with the browser's camera: while on, one frame at a time (the next only after
+   the app answered the last, so a slow decoder sets the pace) goes to /api/camscan, where
+   the handheld camera's decoder and vote take a read as a scan; a scan's verdict shows in
+   the result area like any other. Off by the button again, a refusal or the app down. */
+var camScan=false;
+function camScanSet(on){camScan=on; var b=$('#camscan'); b.setAttribute('aria-pressed',on?'true':'false');
+  if(on){msg.className='fb v-pending'; msg.setAttribute('data-verdict','camera'); msg.removeAttribute('data-ok');
+    msg.textContent=b.getAttribute('data-on');}
+  else if(screen!=='jobs'){camStop();}}
+function camScanLoop(){
+  if(!camScan||!cam)return;
+  camFrame(1600,0.9).then(function(blob){
+    return timed('/api/camscan',{method:'POST',credentials:'same-origin',body:blob,
+      headers:{'X-Postedge-Token':token,'Content-Type':'image/jpeg'}},20000);
+  }).then(function(r){return r.json();}).then(function(r){
+    setDown(false);
+    if(r.code==='bad_token'){reloadOnce();}
+    if(r.ok===false){camScanSet(false); show(r); return;}
+    if(r.scan){if(r.scan.result_key!==undefined){shownKey=r.scan.result_key;} show(r.scan); refresh();}
+    setTimeout(camScanLoop,100);
+  }).catch(function(e){if(camScan){camScanSet(false); camError(e);}});
+}
 function camError(e){var t=$('#bcam').getAttribute('data-err').replace('{d}',(e&&e.name)||String(e));
   show({ok:false,code:'camera',zh:t,en:t});}
 function photoUrl(j,st){return '/api/jobs/'+encodeURIComponent(j)+'/photo?step='+encodeURIComponent(st);}
@@ -299,6 +322,8 @@ document.addEventListener('click',function(e){
     camOpen().then(camFrame).then(function(blob){
       return post(photoUrl(j,st),null,blob,URL.createObjectURL(blob));
     }).catch(camError);}
+  else if(a==='camscan'){if(camScan){camScanSet(false);}
+    else{camOpen().then(function(){camScanSet(true); camScanLoop();}).catch(camError);}}
   else if(a==='torch'){var on=b.getAttribute('aria-pressed')!=='true';
     cam.getVideoTracks()[0].applyConstraints({advanced:[{torch:on}]}).then(function(){
       b.setAttribute('aria-pressed',on?'true':'false');}).catch(camError);}

@@ -67,7 +67,7 @@ from common.text import LANGS, beside
 from gateway import metrics as M
 from gateway.http.clerk_phone import parcels_by_tail, tail_of
 from gateway.http.clerk_slip import NoSlip, SlipDesk
-from gateway.http.page import KNOWN_STATES, ago, clock, kind_name, state_label
+from gateway.http.page import KNOWN_STATES, ago, clock, gateway_view, kind_name, state_label
 from gateway.http.status import TEXT as PAGE_TEXT
 from gateway.http.status import Setup, snapshot
 from gateway.store import alarms_ack, clerks
@@ -508,6 +508,7 @@ class ClerkConsole:
             lang=lang, html_lang="zh-CN" if lang == "zh" else "en", other="en" if lang == "zh" else "zh",
             nonce=secrets.token_urlsafe(16), view="console", who=who, csrf=who["csrf"],
             supervisor=who["role"] == "supervisor", alarms=alarms, lockers=lockers, requests=requests,
+            gw=gateway_view(snap, lang),
             q=q[:QUERY_MAX], search=search, summary=summary, feed=feed, can_slip=self.slips is not None,
             link_down=any(r["stage"] == "waiting_link" for r in reqs), **self._pair_ctx())
 

@@ -222,7 +222,7 @@ def gateway_view(snap: dict[str, Any], lang: str) -> dict[str, Any]:
         counts, counts_tone = TEXT.t("no_devices", lang), "neutral"
     return {"head": TEXT.t("gw.head", lang), "lines": lines, "counts": counts, "counts_tone": counts_tone,
             "devices": _rows("device", "device", snap["devices"], lambda d: _gw_device(d, lang)),
-            "unreadable": TEXT.t("row.unreadable", lang)}
+            "unreadable": TEXT.t("row.unreadable", lang), "stale": TEXT.t("gw.stale", lang)}
 
 
 def _main_context(snap: dict[str, Any], lang: str, refresh_s: int) -> dict[str, Any]:

@@ -508,7 +508,7 @@ def test_console_without_an_outlet_is_503_and_the_page_still_works(tmp_path: Pat
 
 
 def _gateway_section(html: str) -> str:
-    start = html.index('<section id="gateway">')
+    start = html.index('<section id="gateway"')
     return html[start:html.index("</section>", start)]
 
 
@@ -530,7 +530,7 @@ def test_console_shows_the_gateway_itself_and_devices_that_never_connected(tmp_p
         assert c.login("bo") == 303
         code, _, html = c.get("/clerk?lang=zh")
         assert code == 200
-        assert html.index('<section id="alarms">') < html.index('<section id="gateway">')
+        assert html.index('<section id="alarms">') < html.index('<section id="gateway"')
         gw = _gateway_section(html)
         # lk01 and sc01 have connected; sc02 has a login and never came
         assert "设备在线 2 / 3，其中 1 台从未连接" in gw
@@ -563,5 +563,10 @@ def test_console_shows_the_gateway_itself_and_devices_that_never_connected(tmp_p
         gw = _gateway_section(html)
         assert re.search(r'class="gw-broker tone-bad"[^>]*>网关与消息代理断开已有 10 分钟', gw), gw
         assert "最近一次上传成功：从未" in gw
+        # the block alone, which the open console re-reads; behind the login like the rest
+        code, _, part = c.get("/clerk/gateway?lang=en")
+        assert code == 200 and part.startswith('<section id="gateway"') and part.endswith("</section>")
+        assert "cut off from its message broker for 10 min" in part and "never connected" in part
+        assert rig.client().get("/clerk/gateway")[0] == 303
     finally:
         rig.close()

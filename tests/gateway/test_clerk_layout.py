@@ -9,7 +9,9 @@ and SQLite (tests/gateway/clerk_rig.py), real headless Chromium.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,39 @@ def test_the_gateway_stands_beside_the_alarms_on_a_wide_screen(rig: Rig, chromiu
         check_page(page, "zh 1280x800")
     finally:
         ctx.close()
+
+
+@pytest.mark.slow
+def test_the_open_console_follows_the_gateway_and_says_when_it_cannot(tmp_path: Path, chromium: Any) -> None:
+    """A console left open all day: the gateway's block is re-read every 5 s, so a broker
+    link lost after the page was loaded shows without a reload; when the gateway's web
+    server is gone the block says that what it shows is not current."""
+    from playwright.sync_api import expect
+
+    own = Rig(tmp_path, web=lambda db: provisioned(tmp_path, db))
+    closed = False
+    try:
+        ctx, page, _ = signed_in(chromium, own, "zh", (390, 844))
+        try:
+            expect(page.locator("#gateway .gw-broker")).to_have_attribute("data-tone", "good")
+            store = own.store()
+            try:
+                with store.tx():
+                    store.put("broker_link", json.dumps({"up": False, "since": time.time() - 120}))
+            finally:
+                store.close()
+            broker = page.locator("#gateway .gw-broker")
+            expect(broker).to_have_attribute("data-tone", "bad", timeout=12_000)
+            expect(broker).to_contain_text("网关与消息代理断开已有 2 分钟")
+            own.close()
+            closed = True
+            expect(page.locator("#gateway .gw-stale")).to_contain_text("暂时连不上网关", timeout=12_000)
+            check_page(page, "zh 390x844 gateway gone")
+        finally:
+            ctx.close()
+    finally:
+        if not closed:
+            own.close()
 
 
 @pytest.mark.slow

@@ -85,15 +85,38 @@ def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
     return 0
 
 
+def _inventory(cfg: GatewayConfig) -> tuple[tuple[str, str], ...]:
+    """The provisioned devices (the broker's ACL, as ``[web]`` or ``[broker]``
+    names it); none when neither names one or it cannot be read."""
+    from gateway.http.status import inventory
+
+    for acl in (cfg.web.acl_file if cfg.web else None, cfg.broker.acl_file):
+        if acl:
+            try:
+                return inventory(Path(acl).read_text(encoding="utf-8"))
+            except OSError:
+                continue
+    return ()
+
+
 def status(cfg: GatewayConfig) -> dict[str, Any]:
-    """What the clerk needs to know: devices, backlog, sync, commands, alarms."""
+    """What the clerk needs to know: devices, backlog, sync, commands, alarms.
+
+    Device counts come from the status page's read model (``status.snapshot``)
+    with the provisioning inventory, so ``gateway status`` and the page count
+    the same devices, a provisioned one that never connected included."""
+    from gateway.http.status import Setup, snapshot
+
     store = EventStore(cfg.db)
     try:
-        devices = store.devices()
+        snap = snapshot(store, setup=Setup(cfg.upstream is not None, _inventory(cfg)))
+        summary = snap["summary"]
         last_sync = store.get("last_sync_at")
         return {"outlet": cfg.outlet, "running": is_running(cfg.db),
-                "devices_online": sum(d["online"] for d in devices),
-                "devices": len(devices), "backlog": store.backlog(), "alarms": store.recent("alarm", 5),
+                "devices_online": summary["devices_online"], "devices": summary["devices_total"],
+                "devices_never": sorted(d["device"] for d in snap["devices"] if d["never"]),
+                "broker_link": snap["gateway"]["broker"], "upstream": cfg.upstream is not None,
+                "backlog": store.backlog(), "alarms": store.recent("alarm", 5),
                 "commands_pending": store.pending_commands(),
                 "last_sync_at": float(last_sync) if last_sync else None}
     finally:

@@ -80,11 +80,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(t("status.outlet", lang, outlet=cfg.outlet))
     if not doc["running"]:
         print(t("status.not_running", lang, db=str(cfg.db)))
-    print(t("status.devices", lang, online=doc["devices_online"], total=doc["devices"]))
+    else:
+        link = doc["broker_link"]  # only while running: a stopped gateway's link is history
+        if link is not None:
+            print(t("status.broker_up" if link["up"] else "status.broker_down", lang,
+                    ago=_ago(link["for_s"], lang)))
+    never = doc["devices_never"]
+    if never:
+        print(t("status.devices_never", lang, online=doc["devices_online"], total=doc["devices"],
+                n=len(never), names=("、" if lang == "zh" else ", ").join(never)))
+    else:
+        print(t("status.devices", lang, online=doc["devices_online"], total=doc["devices"]))
     print(t("status.backlog", lang, n=backlog["count"], kb=backlog["bytes"] // 1024,
             age=_ago(backlog["oldest_age_s"], lang) if backlog["count"] else "-"))
     print(t("status.last_sync", lang,
             when=_ago(time.time() - last_sync, lang) if last_sync else t("never", lang)))
+    if not doc["upstream"]:
+        print(t("status.no_upstream", lang))
     print(t("status.commands", lang, n=doc["commands_pending"]))
     print(t("status.alarms", lang, n=len(alarms)))
     for a in alarms:

@@ -67,7 +67,7 @@ from common.text import LANGS, beside
 from gateway import metrics as M
 from gateway.http.clerk_phone import parcels_by_tail, tail_of
 from gateway.http.clerk_slip import NoSlip, SlipDesk
-from gateway.http.page import KNOWN_STATES, ago, clock, kind_name, state_label
+from gateway.http.page import KNOWN_STATES, ago, clock, gateway_view, kind_name, state_label
 from gateway.http.status import TEXT as PAGE_TEXT
 from gateway.http.status import Setup, snapshot
 from gateway.store import alarms_ack, clerks
@@ -295,6 +295,8 @@ class ClerkConsole:
             return 200, self.console(who, lang, query.get("q", "")), {}
         if path == "/clerk/feed":
             return 200, self._render_part(lang, "feed", {"feed": self.feed(lang)}), {}
+        if path == "/clerk/gateway":
+            return 200, ENV.get_template("gateway.html").render(gw=self.gateway(lang)), {}
         raise Refused(404, "err.not_found")
 
     def _login_page(self, lang: str, msg: str | None, name: str = "") -> str:
@@ -517,8 +519,19 @@ class ClerkConsole:
             lang=lang, html_lang="zh-CN" if lang == "zh" else "en", other="en" if lang == "zh" else "zh",
             nonce=secrets.token_urlsafe(16), view="console", who=who, csrf=who["csrf"],
             supervisor=who["role"] == "supervisor", alarms=alarms, lockers=lockers, requests=requests,
+            gw=gateway_view(snap, lang),
             q=q[:QUERY_MAX], search=search, summary=summary, feed=feed, can_slip=self.slips is not None,
             link_down=any(r["stage"] == "waiting_link" for r in reqs), **self._pair_ctx())
+
+    def gateway(self, lang: str) -> dict[str, Any]:
+        """The gateway's own block alone (``templates/gateway.html``), which the open
+        console re-reads every few seconds: a broker link lost at noon shows at noon."""
+        store = ReadOnlyStore(self.db_path)
+        try:
+            snap = snapshot(store, setup=self.setup())
+        finally:
+            store.close()
+        return gateway_view(snap, lang)
 
     def search(self, store: ReadOnlyStore, who: dict[str, Any], q: str, lang: str) -> dict[str, Any]:
         """Parcels by waybill (exact) or the recipient's phone tail (last 4

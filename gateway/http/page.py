@@ -160,6 +160,71 @@ def _parcel_row(p: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
             "parcel": p.get("parcel") or p.get("order", "")}
 
 
+def _gw_device(d: dict[str, Any], lang: str) -> dict[str, Any]:
+    """A device line on the console: the page's row words plus the badge's word; a
+    provisioned device that never connected says so in its badge."""
+    row = _device_row(d, lang)
+    never = bool(d.get("never"))
+    label = "never_connected" if never else "label.online" if row["online"] else "label.offline"
+    seen = None if never else TEXT.t("gw.seen", lang, ago=ago(d["last_seen_age_s"], lang))
+    return {**row, "never": never, "label": TEXT.t(label, lang), "seen": seen}
+
+
+def gateway_view(snap: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The gateway itself in words, for the clerk's console beside its alarms (issue 19,
+    finding 5): its broker link (up or down, since when), whether ``[upstream]`` is
+    configured, its last successful upload, its backlog, and the devices counted from
+    the provisioning inventory, so a device that never connected is listed as such.
+
+    Made from the same snapshot as the status page (``status.snapshot``), never a
+    second read of the store. Every string is made here, so the template
+    (``templates/gateway.html``) can be included by any page."""
+    now = snap["generated_at"]
+    gw = snap.get("gateway") or {}
+    lines: list[dict[str, str]] = []
+
+    def line(name: str, tone: str, text: str) -> None:
+        lines.append({"name": name, "tone": tone, "text": text})
+
+    link = gw.get("broker")
+    if link is None:
+        line("broker", "neutral", TEXT.t("gw.broker_unknown", lang))
+    else:
+        key, tone = ("gw.broker_up", "good") if link["up"] else ("gw.broker_down", "bad")
+        line("broker", tone, TEXT.t(key, lang, d=duration(link["for_s"], lang),
+                                    clock=clock(link["since"], now)))
+    upstream = gw.get("upstream")
+    if upstream is False:
+        line("upstream", "warn", TEXT.t("sync.not_configured", lang))
+    elif upstream:
+        line("upstream", "good", TEXT.t("gw.upstream_on", lang))
+    last = snap.get("last_sync_at")
+    if last is None:
+        line("upload", "warn" if upstream else "neutral", TEXT.t("gw.last_upload_never", lang))
+    else:
+        line("upload", "neutral", TEXT.t("gw.last_upload", lang, ago=ago(snap["last_sync_age_s"], lang),
+                                         clock=clock(last, now)))
+    b = snap["backlog"]
+    if b["count"]:
+        behind = b["oldest_age_s"] > BACKLOG_WARN_S or upstream is False
+        line("backlog", "warn" if behind else "neutral",
+             TEXT.t("gw.backlog", lang, n=b["count"], size=size_text(b["bytes"]),
+                    d=duration(b["oldest_age_s"], lang)))
+    else:
+        line("backlog", "good", TEXT.t("gw.backlog_none", lang))
+    s = snap["summary"]
+    never = s.get("devices_never", 0)
+    if s["devices_total"]:
+        counts = TEXT.t("gw.devices_never" if never else "gw.devices", lang, online=s["devices_online"],
+                        total=s["devices_total"], never=never)
+        counts_tone = "good" if s["devices_online"] == s["devices_total"] else "bad"
+    else:
+        counts, counts_tone = TEXT.t("no_devices", lang), "neutral"
+    return {"head": TEXT.t("gw.head", lang), "lines": lines, "counts": counts, "counts_tone": counts_tone,
+            "devices": _rows("device", "device", snap["devices"], lambda d: _gw_device(d, lang)),
+            "unreadable": TEXT.t("row.unreadable", lang), "stale": TEXT.t("gw.stale", lang)}
+
+
 def _main_context(snap: dict[str, Any], lang: str, refresh_s: int) -> dict[str, Any]:
     now = snap["generated_at"]
     level, why = verdict(snap)

@@ -72,10 +72,9 @@ from common.logs import recorder
 from common.text import LANGS
 from common.web_server import open_url
 from gateway import metrics as M
-from gateway.broker import read_acl
 from gateway.config import ConfigError, WebConfig, parse_web
 from gateway.http.page import render_main, render_page, render_unavailable
-from gateway.http.status import TEXT, Setup, refresh_gauges, snapshot
+from gateway.http.status import TEXT, Setup, inventory, refresh_gauges, snapshot
 from gateway.store.readonly import ReadOnlyStore, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -347,20 +346,19 @@ class GatewayHTTP:
     def setup(self) -> Setup:
         """``[upstream]`` configured or not, and the devices the broker's ACL
         has logins for (re-read when it changes)."""
-        inventory: tuple[tuple[str, str], ...] = ()
+        devices: tuple[tuple[str, str], ...] = ()
         acl = Path(self.cfg.acl_file) if self.cfg.acl_file else None
         if acl is not None:
             try:
                 st = acl.stat()
                 stamp = (st.st_mtime, st.st_size)
                 if stamp != getattr(self, "_acl_stamp", None):
-                    logins = read_acl(acl.read_text(encoding="utf-8"))
-                    self._inventory = tuple(sorted((u, k) for u, (k, _) in logins.items() if k != "gateway"))
+                    self._inventory = inventory(acl.read_text(encoding="utf-8"))
                     self._acl_stamp = stamp
-                inventory = self._inventory
+                devices = self._inventory
             except OSError:
-                inventory = ()
-        return Setup(self.upstream, inventory)
+                devices = ()
+        return Setup(self.upstream, devices)
 
     def _page(self, lang: str) -> tuple[int, str, bytes, str | None]:
         snap = self._snapshot()

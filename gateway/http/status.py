@@ -26,6 +26,7 @@ from common.clock import now as clock_now
 from common.logs import recorder
 from common.text import LANGS, beside, device_fields
 from gateway import metrics as M
+from gateway.broker import read_acl
 from gateway.store import alarms_ack
 from gateway.store.events import EventStore
 from protocol.custody import HOLDS_PARCEL, RETRIEVAL
@@ -210,6 +211,13 @@ class Setup:
 
     upstream: bool | None = None
     inventory: tuple[tuple[str, str], ...] = ()  # (device, kind)
+
+
+def inventory(acl_text: str) -> tuple[tuple[str, str], ...]:
+    """(device, kind) for every device login in the outlet broker's ACL, the
+    provisioning inventory as the broker enforces it (the gateway's own login
+    left out): the page and ``postedge gateway status`` count devices from it."""
+    return tuple(sorted((u, k) for u, (k, _) in read_acl(acl_text).items() if k != "gateway"))
 
 
 def broker_link(store: EventStore, now: float) -> dict[str, Any] | None:

@@ -180,6 +180,33 @@ def test_status_and_devices_in_chinese_name_no_codes(outlet_db: Path) -> None:
                                                            lang="en").stdout
 
 
+def test_status_counts_provisioned_devices_and_says_the_upload_is_not_configured(outlet_db: Path) -> None:
+    """Issue 19, finding 5: ``gateway status`` counted only devices that had connected
+    ("设备在线：1/2" beside a scanner that never came) and said nothing of a missing
+    ``[upstream]``. It now counts from the broker's ACL (the provisioning inventory),
+    names the device that never connected, and says the data stays on the gateway; in
+    the same read model as the page (``status.snapshot``)."""
+    from gateway.broker import Account
+
+    accounts = [Account("gw", "pw", "o1", "gateway"), Account("lk01", "x", "o1", "locker"),
+                Account("sc01", "x", "o1", "scanner"), Account("hh01", "x", "o1", "handheld"),
+                Account("sc02", "x", "o1", "scanner")]
+    (outlet_db.parent / "acl").write_text("\n\n".join("\n".join(a.acl_lines()) for a in accounts) + "\n",
+                                          encoding="utf-8")
+    with outlet_db.open("a", encoding="utf-8") as f:
+        f.write('acl_file = "acl"\n')  # [broker] is the file's last table
+    zh = gateway("status", "--config", str(outlet_db), lang="zh")
+    assert zh.returncode == 3, zh.stderr
+    assert "设备在线：2/4，其中 1 台已配置但从未连接：sc02" in zh.stdout, zh.stdout
+    assert "没有配置上传到平台" in zh.stdout
+    assert english_words(zh.stdout.replace("something_new", "")) == [], zh.stdout
+    en = gateway("status", "--config", str(outlet_db), lang="en")
+    assert "devices online: 2/4; 1 provisioned but never connected: sc02" in en.stdout, en.stdout
+    assert "uploading to the platform is not configured" in en.stdout
+    doc = json.loads(gateway("status", "--config", str(outlet_db), "--json", lang="en").stdout)
+    assert doc["devices"] == 4 and doc["devices_never"] == ["sc02"] and doc["upstream"] is False
+
+
 # ------------------------------------------------------------------ the simulator's summary
 
 def test_simulator_summary_in_chinese_names_no_codes() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from common import session as S
+from gateway.broker import Account, write_config
 from gateway.http.server import WebService, start_web
 from gateway.store import clerks
 from gateway.store.events import EventStore, StoredEvent
@@ -27,6 +28,10 @@ PARCEL = "RB123456785CN"
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 PASSWORDS = {"anna": "anna-pass-1234", "bo": "bo-pass-12345", "chen": "chen-pass-123"}
 ROLES = {"anna": "supervisor", "bo": "clerk", "chen": "clerk"}
+#: A scanner the outlet's broker has a login for that never connected (issue 19, finding 5).
+NEVER = "sc02"
+LINK_SINCE_S = 2 * 3600 + 5 * 60  # the gateway's broker link came up this long ago
+SYNCED_S = 7 * 60  # the last successful upload, this long ago
 
 
 def event(dev: str, seq: int, etype: str, cls: str, body: dict[str, Any], kind: str = "locker",
@@ -43,6 +48,28 @@ def locker_state() -> dict[str, Any]:
     comps[4]["state"] = "overdue"
     return {"v": 1, "ts": int(time.time()), "compartments": comps, "retrieval": [5],
             "outbox": {"used": 0, "pending": 0, "capacity": 65536}}
+
+
+def provisioned(root: Path, db: Path, upstream: bool = False) -> dict[str, Any]:
+    """``start_web`` arguments for a gateway as provisioning leaves it: the outlet
+    broker's files (``gateway/broker.py``, as ``postedge gateway provision`` writes them)
+    with logins for the rig's locker and scanner and for :data:`NEVER`, ``[upstream]``
+    configured or not; and in the store what the running gateway's ingest and syncer
+    write: its broker link (up since :data:`LINK_SINCE_S` ago) and its last successful
+    upload (:data:`SYNCED_S` ago). For ``Rig(root, web=lambda db: provisioned(root, db))``."""
+    conf = write_config(root / "broker", 1883, [
+        Account("gw-o1", "gw-secret", OUTLET, "gateway"), Account("lk01", "lk-secret", OUTLET, "locker"),
+        Account("sc01", "sc-secret", OUTLET, "scanner"), Account(NEVER, "sc2-secret", OUTLET, "scanner")])
+    store = EventStore(db)
+    now = time.time()
+    try:
+        with store.tx():
+            store.put("broker_link", json.dumps({"up": True, "since": now - LINK_SINCE_S}))
+            store.put("last_sync_at", f"{now - SYNCED_S:.3f}")
+    finally:
+        store.close()
+    return {"upstream": upstream,
+            "cfg": {"passwd_file": str(conf.parent / "passwd"), "acl_file": str(conf.parent / "acl")}}
 
 
 class Rig:

@@ -505,3 +505,68 @@ def test_console_without_an_outlet_is_503_and_the_page_still_works(tmp_path: Pat
     finally:
         stop.set()
         svc.join(10)
+
+
+def _gateway_section(html: str) -> str:
+    start = html.index('<section id="gateway"')
+    return html[start:html.index("</section>", start)]
+
+
+@pytest.mark.parametrize("upstream", [False, True], ids=["no-upstream", "upstream"])
+def test_console_shows_the_gateway_itself_and_devices_that_never_connected(tmp_path: Path,
+                                                                           upstream: bool) -> None:
+    """Issue 19, finding 5: the clerk's page showed the devices' trouble and nothing of
+    the gateway's own; a provisioned scanner that never connected was invisible. Now,
+    beside the alarms: the gateway's broker link and since when, ``[upstream]``
+    configured or not, the last successful upload and its age, the backlog, and the
+    devices counted from the broker's logins (the provisioning inventory)."""
+    import re
+
+    from tests.gateway.clerk_rig import NEVER, provisioned
+
+    rig = Rig(tmp_path, web=lambda db: provisioned(tmp_path, db, upstream=upstream))
+    try:
+        c = rig.client()
+        assert c.login("bo") == 303
+        code, _, html = c.get("/clerk?lang=zh")
+        assert code == 200
+        assert html.index('<section id="alarms">') < html.index('<section id="gateway"')
+        gw = _gateway_section(html)
+        # lk01 and sc01 have connected; sc02 has a login and never came
+        assert "设备在线 2 / 3，其中 1 台从未连接" in gw
+        row = re.search(rf'<li class="dev off never" data-device="{NEVER}">(.*?)</li>', gw)
+        assert row and "从未连接" in row.group(1), gw
+        assert re.search(r'<li class="dev on" data-device="lk01">.*?在线.*?</li>', gw), gw
+        assert "网关已连上消息代理，已有 2 小时 5 分钟" in gw
+        assert "最近一次上传成功：7 分钟前" in gw
+        assert re.search(r"网关上待上传 \d+ 条", gw), gw
+        if upstream:
+            assert "已配置上传到平台" in gw and "没有配置上传" not in gw
+        else:
+            assert "没有配置上传到平台" in gw and "恢复后自动上传" not in gw
+        _, _, en = c.get("/clerk?lang=en")
+        gw = _gateway_section(en)
+        assert "Devices online: 2 of 3; 1 never connected" in gw
+        assert "Last successful upload: 7 min ago" in gw
+        assert ("Uploading to the platform is configured" in gw) is upstream
+        assert ("Uploading to the platform is not configured" in gw) is not upstream
+
+        # The gateway loses its broker, and never uploaded: said so, in red.
+        store = rig.store()
+        try:
+            with store.tx():
+                store.put("broker_link", json.dumps({"up": False, "since": time.time() - 600}))
+                store.db.execute("DELETE FROM kv WHERE key='last_sync_at'")
+        finally:
+            store.close()
+        _, _, html = c.get("/clerk?lang=zh")
+        gw = _gateway_section(html)
+        assert re.search(r'class="gw-broker tone-bad"[^>]*>网关与消息代理断开已有 10 分钟', gw), gw
+        assert "最近一次上传成功：从未" in gw
+        # the block alone, which the open console re-reads; behind the login like the rest
+        code, _, part = c.get("/clerk/gateway?lang=en")
+        assert code == 200 and part.startswith('<section id="gateway"') and part.endswith("</section>")
+        assert "cut off from its message broker for 10 min" in part and "never connected" in part
+        assert rig.client().get("/clerk/gateway")[0] == 303
+    finally:
+        rig.close()

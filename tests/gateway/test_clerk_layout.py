@@ -9,7 +9,9 @@ and SQLite (tests/gateway/clerk_rig.py), real headless Chromium.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from gateway.http.status import TEXT as PAGE_TEXT
-from tests.gateway.clerk_rig import PARCEL, PASSWORDS, XSS, Rig, event
+from tests.gateway.clerk_rig import NEVER, PARCEL, PASSWORDS, XSS, Rig, event, provisioned
 from tests.page_checks import above_the_fold, check_page
 from tests.zh_words import english_words
 
@@ -36,7 +38,9 @@ HEADER = """() => { var t=document.querySelector('header h1'), cs=getComputedSty
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    r = Rig(tmp_path_factory.mktemp("clerk-layout"))
+    # provisioned: the console also shows the gateway itself and a scanner that never connected
+    root = tmp_path_factory.mktemp("clerk-layout")
+    r = Rig(root, web=lambda db: provisioned(root, db))
     try:
         yield r
     finally:
@@ -75,12 +79,72 @@ def test_clerk_page_fits_a_small_phone(rig: Rig, chromium: Any, lang: str, size:
                              ".getBoundingClientRect().width")
         assert what >= 0.75 * size[0], (where, what)  # an alarm's text is not squeezed into a column
         check_page(page, where)
+        # the gateway itself after the alarms, with the scanner that never connected listed
+        never = page.inner_text(f"#gateway li[data-device='{NEVER}']")
+        assert ("从未连接" if lang == "zh" else "never connected") in never, never
+        page.click("nav.jump a[href='#gateway']")
+        above_the_fold(page, where + " gateway", "#gateway h2", "#gateway .gw-broker",
+                       "#gateway .gw-upstream", "#gateway .gw-upload")
         page.fill("input[name=q]", PARCEL)
         page.click("#search-form button")
         page.wait_for_selector(f"div[data-parcel='{PARCEL}']")
         check_page(page, where + " with a parcel's history")
     finally:
         ctx.close()
+
+
+#: Where the alarms and the gateway's block sit on a wide screen.
+SIDE_JS = """() => { var a=document.querySelector('#alarms').getBoundingClientRect(),
+  g=document.querySelector('#gateway').getBoundingClientRect();
+  return {a_top:a.top, a_right:a.right, g_top:g.top, g_left:g.left, g_right:g.right,
+          w:document.documentElement.clientWidth};}"""
+
+
+@pytest.mark.slow
+def test_the_gateway_stands_beside_the_alarms_on_a_wide_screen(rig: Rig, chromium: Any) -> None:
+    """On the counter's PC (1280 wide) the gateway's own state is next to the alarms, not
+    below the whole list; on a phone it follows them (test above)."""
+    ctx, page, _ = signed_in(chromium, rig, "zh", (1280, 800))
+    try:
+        m = page.evaluate(SIDE_JS)
+        assert m["g_left"] >= m["a_right"] and abs(m["g_top"] - m["a_top"]) < 2 and m["g_right"] <= m["w"], m
+        above_the_fold(page, "1280x800", "#gateway .gw-broker", f"#gateway li[data-device='{NEVER}']")
+        check_page(page, "zh 1280x800")
+    finally:
+        ctx.close()
+
+
+@pytest.mark.slow
+def test_the_open_console_follows_the_gateway_and_says_when_it_cannot(tmp_path: Path, chromium: Any) -> None:
+    """A console left open all day: the gateway's block is re-read every 5 s, so a broker
+    link lost after the page was loaded shows without a reload; when the gateway's web
+    server is gone the block says that what it shows is not current."""
+    from playwright.sync_api import expect
+
+    own = Rig(tmp_path, web=lambda db: provisioned(tmp_path, db))
+    closed = False
+    try:
+        ctx, page, _ = signed_in(chromium, own, "zh", (390, 844))
+        try:
+            expect(page.locator("#gateway .gw-broker")).to_have_attribute("data-tone", "good")
+            store = own.store()
+            try:
+                with store.tx():
+                    store.put("broker_link", json.dumps({"up": False, "since": time.time() - 120}))
+            finally:
+                store.close()
+            broker = page.locator("#gateway .gw-broker")
+            expect(broker).to_have_attribute("data-tone", "bad", timeout=12_000)
+            expect(broker).to_contain_text("网关与消息代理断开已有 2 分钟")
+            own.close()
+            closed = True
+            expect(page.locator("#gateway .gw-stale")).to_contain_text("暂时连不上网关", timeout=12_000)
+            check_page(page, "zh 390x844 gateway gone")
+        finally:
+            ctx.close()
+    finally:
+        if not closed:
+            own.close()
 
 
 @pytest.mark.slow

@@ -225,6 +225,12 @@ def test_status_says_when_the_gateway_is_not_running_and_a_second_one_is_refused
         gw.wait_for("gateway_started")
         live = postedge("gateway", "status", "--config", str(cfg), "--json")
         assert live.returncode == 0 and json.loads(live.stdout)["running"] is True
+        # the gateway's own broker link, as its ingest keeps it (written within a second)
+        deadline = time.monotonic() + 10
+        while "消息代理：已连接" not in (text := postedge("gateway", "status", "--config", str(cfg),
+                                                        lang="zh").stdout):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.3)
         second = postedge("gateway", "run", "--config", str(cfg), lang="zh")
         assert second.returncode == 3 and "另一个网关已在使用数据库" in second.stderr
         assert "Traceback" not in second.stderr

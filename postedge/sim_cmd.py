@@ -54,6 +54,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                    else t("sim.port_taken", lang, port=args.dashboard, why=err.strerror or str(err)))
             print(t("error", lang, msg=msg), file=sys.stderr)
             return 3
+    if args.broker == "mosquitto":
+        from gateway.broker import find_mosquitto
+
+        try:
+            find_mosquitto()
+        except FileNotFoundError:  # asked for by name and missing: the machine, not the run
+            print(t("error", lang, msg=t("sim.no_mosquitto", lang)), file=sys.stderr)
+            return 3
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="postedge-sim-"))
     bar = report.ProgressBar(sc.duration_s, lang=lang)
     dash = None

@@ -25,11 +25,13 @@ KEY = PLATFORM.key("lk01")  # lk01's own key, version 1
 
 
 def config(state_dir: Path, board_url: str, driver: str = "8a", board: int = 1, n: int = 24,
-           broker_port: int = 1, **extra: Any) -> dict[str, Any]:
+           broker_port: int = 1, board_timeout_ms: int = 600, **extra: Any) -> dict[str, Any]:
+    """``board_timeout_ms``: long enough that a loaded test machine's thread
+    scheduling is not taken for a board fault; a test of board faults sets it short."""
     cfg = {
         "device": "lk01", "outlet": "o1",
         "broker": {"host": "127.0.0.1", "port": broker_port, "user": "lk01", "password": "lk01-pw"},
-        "board": {"driver": driver, "uart": board_url, "timeout_ms": 200},
+        "board": {"driver": driver, "uart": board_url, "timeout_ms": board_timeout_ms},
         "compartments": compartments(board, n),
         "key": PLATFORM.device_config("lk01"),
         # Its own key for sealing the codes it issues to the outlet's notifier.

@@ -244,7 +244,7 @@ def test_signed_commands_refused_with_reason_and_run_at_most_once(rig: Rig) -> N
 
 @pytest.mark.slow
 def test_alarms_forced_door_left_open_board_fault(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, door_open_alarm_s=1)
+    rig = Rig(tmp_path, door_open_alarm_s=1, board_timeout_ms=200)
     try:
         lk = rig.locker
         rig.run(lk.check_doors())

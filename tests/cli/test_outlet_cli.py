@@ -6,6 +6,7 @@ and the layout a locker's compartment runs give."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,34 @@ def test_init_twice_changes_nothing_and_dry_run_writes_nothing(tmp_path: Path, c
     assert main(["--lang", "en", "outlet", "init", str(spec), "--out", str(out)]) == 0
     lines = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("  changed")]
     assert sorted(w[1] for w in lines) == ["devices/hh01.toml", "gateway.toml"]
+
+
+def test_the_units_init_writes_are_ones_systemd_accepts(tmp_path: Path, capsys) -> None:
+    """What ``--install`` copies to /etc/systemd/system, checked by systemd's own
+    parser (``systemd-analyze verify``: directives, the programs ExecStart names),
+    for a folder set up as a files-only and as an installed outlet."""
+    spec = write(tmp_path)
+    for out, flag in ((tmp_path / "files", "--no-install"), (tmp_path / "installed", None)):
+        if flag is None:  # the installed layout without root's steps: init's files as install writes them
+            from gateway.outlet import build
+            from gateway.outlet.spec import load as load_spec
+
+            build.init(load_spec(spec), spec, out, install=True, dry_run=False)
+        else:
+            assert main(["--lang", "en", "outlet", "init", str(spec), "--out", str(out), flag]) == 0
+        units = sorted(out.glob("*.service"))
+        assert [u.name for u in units] == ["postedge-gateway.service", "postedge-mosquitto.service"]
+        for u in units:
+            r = subprocess.run(["systemd-analyze", "verify", str(u)], capture_output=True, text=True,
+                               cwd=tmp_path, timeout=60)
+            assert r.returncode == 0 and not r.stderr.strip(), (u.name, r.stdout, r.stderr)
+        gw = (out / "postedge-gateway.service").read_text()
+        # the gateway's writes go where the unit lets it write (ProtectSystem=strict)
+        db = GatewayConfig.load(out / "gateway.toml").db
+        writable = [line.split("=", 1)[1] for line in gw.splitlines() if line.startswith("ReadWritePaths=")]
+        if flag is None:
+            assert any(str(db).startswith(w) for w in writable), (db, writable)
+    capsys.readouterr()
 
 
 def test_a_device_taken_out_of_the_description_loses_its_files_and_login(tmp_path: Path, capsys) -> None:

@@ -30,6 +30,8 @@ import pytest
 from central.embedded import Embedded
 from central.keys import KeyService
 from gateway.broker import find_mosquitto, free_port
+from handheld.app import HandheldApp
+from handheld.config import load_config as load_handheld
 from protocol import keys, seal
 from protocol.envelope import device_of
 from simulator import unixport
@@ -132,7 +134,7 @@ id = "hh01"
 
     broker = subprocess.Popen([find_mosquitto(), "-c", "mosquitto/mosquitto.conf"], cwd=out,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    gw = fw = fw3 = closer = None
+    gw = fw = fw3 = closer = hh = None
     try:
         wait_port(port)
         wait_port(tls_port)
@@ -170,6 +172,19 @@ id = "hh01"
         panel.wait_display("pickup_ok")
         assert wait_event(db, "locker.pickup")["body"]["parcel"] == "RB123456785GB"
 
+        # The courier's handheld from the file init wrote, copied to it untouched (the
+        # outlet CA is inside): MQTT over TLS with its own login; what it records
+        # reaches the gateway.
+        (tmp_path / "hh01").mkdir()
+        copy = tmp_path / "hh01" / "handheld.toml"
+        copy.write_bytes((out / "devices" / "hh01.toml").read_bytes())
+        hh = HandheldApp(load_handheld(copy))
+        hh.start()
+        assert hh.link.subscribed.wait(20), hh.link.last_error
+        assert hh.scan("RB123456785GB")["ok"]
+        got = wait_event(db, "handheld.scan")
+        assert device_of(got) == "hh01" and got["body"]["code"] == "RB123456785GB", got
+
         # Again: nothing changes, and it says so.
         before = snapshot(out)
         r = postedge("outlet", "init", str(spec), "--out", str(out), "--no-install")
@@ -204,6 +219,8 @@ id = "hh01"
         assert r.returncode == 0 and "retired devices, left out: lk03" in r.stdout, r.stdout + r.stderr
         assert not (out / "devices" / "lk03.json").exists()
     finally:
+        if hh is not None:
+            hh.stop()
         if closer is not None:
             closer.stop()
         for p in (fw, fw3):

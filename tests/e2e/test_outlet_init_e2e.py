@@ -39,6 +39,7 @@ from simulator.gateway_process import GatewayProcess
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import DoorCloser, stored_events, wait_event
 from simulator.panel_sim import SimPanel
+from simulator.scan_engine_sim import SimScanEngine
 
 pytestmark = [pytest.mark.mpy, pytest.mark.slow]
 
@@ -85,6 +86,7 @@ def test_outlet_init_to_a_serving_outlet(tmp_path: Path) -> None:
     port, tls_port, web_port = free_port(), free_port(), free_port()
     bus1, bus3 = Sim8ABus(boards=(1,), locks=24), Sim8ABus(boards=(1,), locks=24)
     panel = SimPanel()
+    engine = SimScanEngine("gm65", suffix="cr", aim=True, continuous=True)
     spec = tmp_path / "outlet.toml"
     spec.write_text(f"""
 outlet = "o1"
@@ -113,6 +115,8 @@ id = "lk02"
 
 [[scanners]]
 id = "sc01"
+uart = "socket://127.0.0.1:{engine.serve_tcp()}"
+state_dir = "{tmp_path / 'sc01-flash'}"
 
 [[handhelds]]
 id = "hh01"
@@ -134,7 +138,7 @@ id = "hh01"
 
     broker = subprocess.Popen([find_mosquitto(), "-c", "mosquitto/mosquitto.conf"], cwd=out,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    gw = fw = fw3 = closer = hh = None
+    gw = fw = fw3 = closer = hh = sc = None
     try:
         wait_port(port)
         wait_port(tls_port)
@@ -185,6 +189,16 @@ id = "hh01"
         got = wait_event(db, "handheld.scan")
         assert device_of(got) == "hh01" and got["body"]["code"] == "RB123456785GB", got
 
+        # The counter's scanner from its file, on the MicroPython unix port: a label
+        # under its scan engine is registered at the gateway.
+        sc = unixport.popen(["-m", "firmware.counter.main", str(out / "devices" / "sc01.json")],
+                            heap=unixport.APP_HEAP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_device_event(db, "sc01")["type"] == "scanner.boot"
+        time.sleep(1.0)
+        engine.present("EA000000005CN")
+        intake = wait_event(db, "scanner.intake")
+        assert device_of(intake) == "sc01" and intake["body"]["parcel"] == "EA000000005CN", intake
+
         # Again: nothing changes, and it says so.
         before = snapshot(out)
         r = postedge("outlet", "init", str(spec), "--out", str(out), "--no-install")
@@ -223,7 +237,7 @@ id = "hh01"
             hh.stop()
         if closer is not None:
             closer.stop()
-        for p in (fw, fw3):
+        for p in (fw, fw3, sc):
             if p is not None:
                 p.kill()
                 p.wait()
@@ -234,6 +248,7 @@ id = "hh01"
         panel.close()
         bus1.close()
         bus3.close()
+        engine.close()
 
 
 def test_outlet_init_takes_its_keys_from_the_central_service(tmp_path: Path) -> None:

@@ -413,7 +413,12 @@ class Dispatch:
                     raise Refused("group_done", group=gid)
                 groups.append((gid, g, self._open_shares(g)))
             who = self._agent_check(point, method, value, name)
-            sig = parcels.store_signature(value) if who["confirm"] == "signature" else None
+            try:
+                sig = parcels.store_signature(value) if who["confirm"] == "signature" else None
+            except Refused as e:
+                if e.code == "empty_signature":  # said of the agent, not of a recipient
+                    raise Refused("agent_sign_empty") from None
+                raise
             if sig is not None:
                 who["signature_sha256"] = sig["sha256"]
             bodies: list[tuple[str, dict[str, Any]]] = []

@@ -35,6 +35,11 @@ pickup code: its salted hash would give the code back in seconds to whoever hold
 handheld (``code_salt``/``code_hash`` from an older platform are dropped on arrival and
 from an older ``parcels.json``; docs/security.md, bench/code_secrecy.py).
 
+**Village points.** A manifest parcel may name the village point it goes to
+(``"point": "vp-xiakou"``); the courier leaves it there in a handover the point's agent
+confirms (``handheld/dispatch.py``). It is then ``at_point``: never handed over, delivered
+or deposited again (:meth:`ParcelFlows.leave_at_point`).
+
 **Collection** of returns and overdue parcels follows the locker's retrieval list as
 the platform sent it; a parcel not on it is a wrong-route scan.
 """

@@ -196,9 +196,10 @@ def test_bulk_handover_of_a_group_order_and_a_signature_without_a_code(offline: 
     d.set_point("vp-shangpo")
     assert refused(d.handover_group, GROUP).code == "group_elsewhere"
     d.handover_add(app.flows, P4)
+    blank = png_url(np.zeros((160, 340, 4), np.uint8))
     for args, code in ((("token", codes.format_token(AGENT_CODE)), "no_agent_code"),
                        (("signature", signature(), " "), "bad_name"),
-                       (("signature", png_url(np.zeros((160, 340, 4), np.uint8)), "赵敏"), "agent_sign_empty"),
+                       (("signature", blank, "赵敏"), "agent_sign_empty"),
                        (("signature", "data:image/png;base64,AAAA", "赵敏"), "bad_signature"),
                        (("nod", "", "赵敏"), "bad_method")):
         assert refused(d.handover, app.flows, *args).code == code, args

@@ -12,6 +12,7 @@ the screen (tests/handheld/test_handheld_point_handover_browser.py)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,9 @@ def test_parcels_handed_to_the_point_with_the_agents_code(offline: HandheldApp) 
     assert refused(d.handover_add, app.flows, P1).code == "already_done"
     assert refused(d.handover, app.flows, "token", codes.format_token(AGENT_CODE)).code == "handover_empty"
     assert refused(app.flows.hand_delivery, P2, "name", "王芳").code == "already_done"
+    # nor put in a locker (read past the scan filter's window for a second symbol)
+    e = refused(app.flows.deposit, P1, "manual", time.monotonic() + 5)
+    assert e.code == "already_done" and "已交村邮站" in e.zh
     assert webui.part_parcels(app, "zh").count("已交村邮站") == 2
     # survives a restart of the app
     again = HandheldApp(make_config(app.state_dir.parent, free_port()))
@@ -241,7 +245,10 @@ def test_a_malformed_manifest_point_is_refused_and_changes_nothing(
     before = offline.dispatch.view()
     with pytest.raises(ValueError, match=why):
         offline.dispatch.parse_manifest({"points": [point]})
-    assert offline.dispatch.view() == before
+    # as the platform's signed command: refused whole, the parcels too
+    bad = dict(manifest(), parcels=[{"parcel": P1, "to": "x"}], points=[point])
+    assert offline.handle_command(canonical.dumps(signed("manifest", bad, cid="c-bad-pt"))) == "bad_args"
+    assert offline.dispatch.view() == before and len(offline.flows.view()["parcels"]) == 4
 
 
 # ---------------------------------------------------------------- the real gateway

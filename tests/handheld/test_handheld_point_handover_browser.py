@@ -135,6 +135,8 @@ def test_handover_to_a_point_in_the_browser(chromium: Any, rig: tuple[RealGatewa
     assert first["items"] == [P1, P3] and first["confirm"] == "token" and first["agent"] == "陈代办"
     assert second["items"] == [P4] and second["agent"] == "村委刘会计" and second["confirm"] == "signature"
     assert of(gw, "handheld.group_handover")[0]["handed"] == [1, 2, 3]
+    # the scanner's burst in the list's field went onto the list, not to the scan screen's use
+    assert not [b for b in of(gw, "handheld.scan") if b.get("source") == "wedge"]
     assert wait_until(lambda: photo_path(gw.db, second["signature_sha256"]).exists(), 30), app.photos.status()
 
 

@@ -198,7 +198,7 @@ def part_parcels(app: HandheldApp, lang: str) -> str:
 def part_dispatch(app: HandheldApp, lang: str) -> str:
     """Outbound: the open bag and its items, bags taken, the village point and its
     collections, and the group orders with their shares (handheld/dispatch.py)."""
-    return _render("dispatch.html", lang, app.dispatch.view())
+    return _render("dispatch.html", lang, app.dispatch.view(app.flows))
 
 
 def _quality(q: dict[str, Any] | None, lang: str) -> dict[str, Any] | None:
@@ -412,6 +412,16 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
         if action == "handout":
             return app.dispatch.handout(str(doc.get("group", "")), doc.get("share"),
                                         str(doc.get("method", "")), str(doc.get("value", "")))
+        # handover to the chosen village point (村邮站), confirmed by its agent
+        if action == "handover-add":
+            return app.dispatch.handover_add(app.flows, str(doc.get("code", "")))
+        if action == "handover-group":
+            return app.dispatch.handover_group(str(doc.get("group", "")))
+        if action == "handover-remove":
+            return app.dispatch.handover_remove(str(doc.get("item", "")))
+        if action == "handover":
+            return app.dispatch.handover(app.flows, str(doc.get("method", "")), str(doc.get("value", "")),
+                                         str(doc.get("name", "")))
     if len(parts) == 4 and parts[:2] == ["api", "jobs"]:
         jid, action = parts[2], parts[3]
         if action == "pick":

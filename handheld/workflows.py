@@ -35,6 +35,11 @@ pickup code: its salted hash would give the code back in seconds to whoever hold
 handheld (``code_salt``/``code_hash`` from an older platform are dropped on arrival and
 from an older ``parcels.json``; docs/security.md, bench/code_secrecy.py).
 
+**Village points.** A manifest parcel may name the village point it goes to
+(``"point": "vp-xiakou"``); the courier leaves it there in a handover the point's agent
+confirms (``handheld/dispatch.py``). It is then ``at_point``: never handed over, delivered
+or deposited again (:meth:`ParcelFlows.leave_at_point`).
+
 **Collection** of returns and overdue parcels follows the locker's retrieval list as
 the platform sent it; a parcel not on it is a wrong-route scan.
 """
@@ -62,7 +67,7 @@ from common.text import Localized
 from handheld.jobs import PhotoSink, atomic_json, read_json
 from handheld.scanning import ScanFilter, ScanResult
 from handheld.text import TEXT, Refused
-from protocol import scantrace
+from protocol import barcodes, scantrace
 from protocol.codes import matches as code_matches
 from protocol.codes import normalize_token
 
@@ -84,6 +89,8 @@ def _state(state: str) -> Localized:
 def _without_weak(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in WEAK_FIELDS}
 FINAL = ("acked", "refused", "expired")
+#: States in which a manifest parcel is still the courier's to hand over at a village point.
+HANDABLE = ("on_route", "deposit_refused")
 
 
 class GatewayClient:
@@ -265,7 +272,7 @@ class ParcelFlows:
             self.scans.forget(text)
             r = self._scan(text, self.route(), source)
             p = self.state["parcels"][r.value]
-            if p["state"] in ("delivered", "deposited", "deposit_requested"):
+            if p["state"] in ("delivered", "deposited", "deposit_requested", "at_point"):
                 raise Refused("already_done", parcel=r.value, state=_state(p["state"]))
             body: dict[str, Any] = {"parcel": r.value, "method": method, "courier": self.courier}
             if method == "code":
@@ -296,20 +303,11 @@ class ParcelFlows:
                     raise Refused("bad_name")
                 body["name"] = name
             else:
-                # The pad's PNG as a JPEG on white (the photos' format: the uploader and the
-                # gateway take JPEG alone), on disk before the event that names it.
-                jpeg, w, h = signature_jpeg(value)
-                sha = hashlib.sha256(jpeg).hexdigest()
-                self.sig_dir.mkdir(parents=True, exist_ok=True)
-                sig_path = self.sig_dir / f"{sha}.jpg"
-                write_durable(sig_path, jpeg)
-                body["signature_sha256"] = sha
+                sig = self.store_signature(value)
+                body["signature_sha256"] = sig["sha256"]
             eid, _ = self.emit("handheld.hand_delivery", "custody", body)
             if method == "signature":
-                # queued for upload like an evidence photo; the platform links the two by sha256
-                self.photos.add(sig_path, {"kind": "signature", "parcel": r.value, "sha256": sha,
-                                           "event_id": eid, "courier": self.courier, "w": w, "h": h,
-                                           "bytes": len(jpeg), "taken_at": int(self.now())})
+                self.queue_signature(sig, eid, parcel=r.value)
             p["state"] = "delivered"
             p["event"] = eid
             self._save()
@@ -335,6 +333,58 @@ class ParcelFlows:
             entry["state"] = "collected"
             self._save()
             return {"ok": True, "parcel": r.value, **TEXT.both("ok.collected", parcel=r.value)}
+
+    # ------------------------------------------------------------------ signatures
+    def store_signature(self, value: str) -> dict[str, Any]:
+        """The pad's PNG as a JPEG on white (the photos' format: the uploader and the
+        gateway take JPEG alone), on disk before the event that names it."""
+        jpeg, w, h = signature_jpeg(value)
+        sha = hashlib.sha256(jpeg).hexdigest()
+        self.sig_dir.mkdir(parents=True, exist_ok=True)
+        path = self.sig_dir / f"{sha}.jpg"
+        write_durable(path, jpeg)
+        return {"path": path, "sha256": sha, "w": w, "h": h, "bytes": len(jpeg)}
+
+    def queue_signature(self, sig: dict[str, Any], event_id: str, **about: Any) -> None:
+        """Queued for upload like an evidence photo; the platform links the two by sha256."""
+        self.photos.add(sig["path"], {"kind": "signature", **about, "sha256": sig["sha256"],
+                                      "event_id": event_id, "courier": self.courier, "w": sig["w"],
+                                      "h": sig["h"], "bytes": sig["bytes"], "taken_at": int(self.now())})
+
+    # ------------------------------------------------------------------ village points
+    def for_point(self, text: str) -> str:
+        """The manifest parcel a scan (or a tap on the list) names, if it can still be
+        left at a village point: on the courier's list and not delivered, in a locker
+        or at a point already. Refused otherwise."""
+        t = str(text).strip()
+        v = barcodes.classify(t)
+        pid = v["value"] if v["ok"] and v["kind"] in barcodes.PARCEL_KINDS else t
+        with self._lock:
+            p = self.state["parcels"].get(pid)
+            if p is None:
+                raise Refused("wrong_route", parcel=self.shown(t, pid if v["ok"] else None))
+            if p["state"] not in HANDABLE:
+                raise Refused("already_done", parcel=pid, state=_state(p["state"]))
+            return pid
+
+    def point_bound(self, point: str) -> list[str]:
+        """Manifest parcels the platform routed to ``point`` (their ``point`` field) that
+        are still with the courier."""
+        with self._lock:
+            return [pid for pid in self.state["order"]
+                    if self.state["parcels"][pid]["def"].get("point") == point
+                    and self.state["parcels"][pid]["state"] in HANDABLE]
+
+    def leave_at_point(self, parcels: list[str], point: str, event_id: str) -> None:
+        """The parcels are the point's now (its agent confirmed): off the courier's list of
+        things to hand over or deliver. Every one is checked before any changes."""
+        with self._lock:
+            for pid in parcels:
+                self.for_point(pid)
+            for pid in parcels:
+                p = self.state["parcels"][pid]
+                p.update(state="at_point", point=point, event=event_id)
+            self._save()
 
     # ------------------------------------------------------------------ outcomes
     def poll_commands(self) -> int:

@@ -20,6 +20,9 @@ FORBIDDEN = ("code", "send_code", "token", "secret", "pin", "password")
 SOURCES = ("keypad", "qr")
 ABORT_REASONS = ("empty", "power_cut")
 CONFIRMS = ("name", "signature", "token")
+MAX_NAME = 40  # a person's name as the handheld takes it
+MAX_SHARES = 500  # shares of one group order
+HEX = "0123456789abcdef"
 
 
 def _need(body, key):
@@ -131,6 +134,64 @@ def _group_handout(b):
     _seg(b, "courier")
 
 
+def _ids(b, key):
+    """A list of 1..MAX_ITEMS distinct order or parcel ids."""
+    items = _need(b, key)
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_ITEMS:
+        raise BadField("%s must be a list of 1..%d ids" % (key, MAX_ITEMS))
+    seen = {}
+    for i, item in enumerate(items):
+        why = item_problem(item)
+        if why is not None:
+            raise BadField("%s[%d] %r is not an order or parcel id (%s)" % (key, i, item, why))
+        if item in seen:
+            raise BadField("%s[%d] %r is listed twice" % (key, i, item))
+        seen[item] = 1
+    return items
+
+
+def _agent_confirm(b):
+    """Who at the point took it and how they confirmed: their code (checked on the
+    handheld, never sent), their name, or their signature (the JPEG uploaded
+    separately, named here by its SHA-256 so the platform links the two)."""
+    agent = _need(b, "agent")
+    if not isinstance(agent, str) or not 0 < len(agent.strip()) <= MAX_NAME:
+        raise BadField("agent must name the point's agent (1..%d characters)" % MAX_NAME)
+    how = _one_of(b, "confirm", CONFIRMS)
+    if how == "signature":
+        sha = _need(b, "signature_sha256")
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in HEX for c in sha):
+            raise BadField("signature_sha256 must be 64 lower-case hex digits")
+
+
+def _point_handover(b):
+    # inbound parcels left at a village point, the agent confirming the lot at once
+    _seg(b, "point")
+    _ids(b, "items")
+    _agent_confirm(b)
+    _seg(b, "courier")
+
+
+def _group_handover(b):
+    # every share of a group order not yet handed out, to its point in one step
+    _order(b, "group")
+    _seg(b, "point")
+    n = _int(b, "shares", 1, MAX_SHARES)
+    handed = _need(b, "handed")
+    if not isinstance(handed, list) or not 0 < len(handed) <= n:
+        raise BadField("handed must be a list of 1..%d share numbers" % n)
+    seen = {}
+    for i, s in enumerate(handed):
+        if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= n:
+            raise BadField("handed[%d] %r is not a share 1..%d" % (i, s, n))
+        if s in seen:
+            raise BadField("handed[%d] share %d is listed twice" % (i, s))
+        seen[s] = 1
+    _int(b, "qty", 1, 999 * MAX_SHARES)
+    _agent_confirm(b)
+    _seg(b, "courier")
+
+
 SCHEMAS = {
     "locker.send_dropoff": _send_dropoff,
     "locker.send_aborted": _send_aborted,
@@ -138,6 +199,8 @@ SCHEMAS = {
     "handheld.bag_pickup": _bag_pickup,
     "handheld.point_collect": _point_collect,
     "handheld.group_handout": _group_handout,
+    "handheld.point_handover": _point_handover,
+    "handheld.group_handover": _group_handover,
 }
 TYPES = tuple(SCHEMAS)
 

@@ -160,8 +160,11 @@ window.addEventListener('keydown',function(e){
     e.preventDefault(); e.stopPropagation();
     var code=b.text.slice(wc.prefix.length,b.text.length-wc.suffix.length);
     if(editable(b.el)&&b.before!==null){
-      b.el.value=b.el.getAttribute('data-wedge')==='field'?b.before+code:b.before;
-      if(b.el.getAttribute('data-wedge')==='field')return;
+      var wm=b.el.getAttribute('data-wedge');
+      b.el.value=wm==='field'?b.before+code:b.before;
+      if(wm==='field')return;
+      /* a field of its own (the village point's handover list): the code is its entry */
+      if(wm==='submit'&&b.el.form){b.el.value=code; b.el.form.requestSubmit(); return;}
     }
     wq.push({raw:b.text,t:Date.now()}); saveQ(); drain();
     return;
@@ -237,8 +240,8 @@ function photoUrl(j,st){return '/api/jobs/'+encodeURIComponent(j)+'/photo?step='
    says so and nothing is sent. The server checks again and stores it as a JPEG. A
    refresh that re-renders the form keeps the pad open (its drawing starts again). */
 var signing=false, stroke=null, SIGN_MIN=60;
-function padInit(force){
-  var c=$('#sign-pad'); if(!c||(c.getAttribute('data-ready')&&!force))return c;
+function padInit(force,pad){
+  var c=pad||$('#sign-pad'); if(!c||(c.getAttribute('data-ready')&&!force))return c;
   var w=c.clientWidth, h=c.clientHeight, d=window.devicePixelRatio||1;  /* inside the border */
   c.width=Math.max(1,Math.round(w*d)); c.height=Math.max(1,Math.round(h*d));
   var g=c.getContext('2d'); g.setTransform(d,0,0,d,0,0); g.fillStyle='#fff'; g.fillRect(0,0,w,h);
@@ -259,8 +262,8 @@ function signRestore(){if($('#confirm')){if(signing){signMode(true);}}else{signi
 function padPoint(c,e){var r=c.getBoundingClientRect();
   return {x:e.clientX-r.left-c.clientLeft,y:e.clientY-r.top-c.clientTop};}
 document.addEventListener('pointerdown',function(e){
-  var c=e.target; if(c.id!=='sign-pad'||e.button>0)return;
-  e.preventDefault(); padInit(); try{c.setPointerCapture(e.pointerId);}catch(x){}
+  var c=e.target; if((c.id!=='sign-pad'&&c.id!=='agent-pad')||e.button>0)return;
+  e.preventDefault(); padInit(false,c); try{c.setPointerCapture(e.pointerId);}catch(x){}
   var p=padPoint(c,e); stroke={id:e.pointerId,c:c,x:p.x,y:p.y};
   var g=c.getContext('2d'); g.beginPath(); g.arc(p.x,p.y,1.5,0,2*Math.PI); g.fill();
 });
@@ -292,6 +295,18 @@ function signSubmit(){
   var png=padPng(c,Math.min(2,window.devicePixelRatio||1));
   if(png.length>SIGN_MAX){png=padPng(c,1);}
   post('/api/deliver',{code:f.getAttribute('data-parcel'),method:'signature',value:png},null,png);
+}
+/* The agent's confirmation of a handover to a village point (dispatch.html): their code,
+   or their name and a signature on the pad (the same pad rules as the delivery form). */
+function agentConfirm(f){
+  if(f.getAttribute('data-by')==='token'){
+    post('/api/dispatch/handover',{method:'token',value:f.querySelector('[name=code]').value}); return;}
+  var c=$('#agent-pad'), nm=f.querySelector('[name=name]').value;
+  if(+c.getAttribute('data-ink')<SIGN_MIN){var t=c.getAttribute('data-empty');
+    show({ok:false,verdict:'refused',code:'empty_signature',zh:t,en:t}); return;}
+  var png=padPng(c,Math.min(2,window.devicePixelRatio||1));
+  if(png.length>SIGN_MAX){png=padPng(c,1);}
+  post('/api/dispatch/handover',{method:'signature',value:png,name:nm},null,png);
 }
 /* The keypad step in the delivery form (scan.html): the notice's 16-character code typed
    on large keys, shown in groups of four as on the notice; its digits layer asks a device
@@ -347,6 +362,10 @@ document.addEventListener('click',function(e){
   else if(a==='bag-pickup'){post('/api/dispatch/pickup');}
   else if(a==='bag-remove'){post('/api/dispatch/remove',{item:b.getAttribute('data-item')});}
   else if(a==='set-point'){post('/api/dispatch/point',{point:b.getAttribute('data-point')});}
+  else if(a==='handover-add'){post('/api/dispatch/handover-add',{code:b.getAttribute('data-item')});}
+  else if(a==='handover-group'){post('/api/dispatch/handover-group',{group:b.getAttribute('data-group')});}
+  else if(a==='handover-remove'){post('/api/dispatch/handover-remove',{item:b.getAttribute('data-item')});}
+  else if(a==='agent-clear'){padInit(true,$('#agent-pad'));}
   else if(a==='photo'){pending();
     /* the device camera's picture at the moment of the tap is the thumbnail */
     post(photoUrl(j,st),{},null,'/camera.jpg?t='+Date.now());}
@@ -364,6 +383,9 @@ document.addEventListener('submit',function(e){
   else if(f.id==='confirm'){var code=f.querySelector('[name=code]').value,
     name=f.querySelector('[name=name]').value;
     post('/api/deliver',{code:f.getAttribute('data-parcel'),method:code?'code':'name',value:code||name});}
+  else if(f.id==='handover-scan'){var hi=f.querySelector('input'), hc=hi.value; hi.value='';
+    post('/api/dispatch/handover-add',{code:hc});}
+  else if(f.id==='agent-confirm'){agentConfirm(f);}
   else if(f.classList.contains('handout')){var tok=f.querySelector('[name=code]'),
     tv=tok?tok.value:'', nm=f.querySelector('[name=name]').value,
     g=f.getAttribute('data-group'), sh=f.getAttribute('data-share');

@@ -18,4 +18,18 @@ for body in ({"bag": "BG202612030011", "items": ["RB123456784GB"], "courier": "c
         raise SystemExit("accepted %r" % (body,))
     except ProtocolError:
         pass
+H = {"point": "vp-xiakou", "items": ["RB123456785GB"], "agent": "Chen", "confirm": "signature",
+     "signature_sha256": "ab" * 32, "courier": "c007"}
+B.check("handheld.point_handover", H, "handheld")
+B.check("handheld.group_handover", {"group": "GO20261204-3", "point": "vp-xiakou", "shares": 3,
+                                    "handed": [2, 3], "qty": 5, "agent": "Chen", "confirm": "token",
+                                    "courier": "c007"}, "handheld")
+for k, v in (("signature_sha256", "AB" * 32), ("items", ["RB123456785GB"] * 2), ("agent", "")):
+    bad = dict(H)
+    bad[k] = v
+    try:
+        B.check("handheld.point_handover", bad, "handheld")
+        raise SystemExit("accepted %r" % (bad,))
+    except ProtocolError:
+        pass
 print("OUTBOUND_MP_OK")

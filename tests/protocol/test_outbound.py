@@ -59,6 +59,36 @@ def test_bodies_refuse_secrets_wrong_kinds_and_bad_values() -> None:
             B.check("handheld.group_handout", dict(ok, **{k: v}))
 
 
+def test_handover_bodies_name_the_agent_and_how_they_confirmed() -> None:
+    sha = "ab" * 32
+    ok = {"point": "vp-xiakou", "items": ["RB123456785GB", "SO20261203-0042"], "agent": "陈代办",
+          "confirm": "token", "courier": "c007"}
+    B.check("handheld.point_handover", ok, "handheld")
+    B.check("handheld.point_handover", dict(ok, confirm="signature", signature_sha256=sha), "handheld")
+    for k, v in (("items", []), ("items", ["RB123456785GB"] * 2), ("items", ["RB123456784GB"]),
+                 ("items", "RB123456785GB"), ("agent", " "), ("agent", "x" * 41), ("confirm", "nod"),
+                 ("point", "VP 1")):
+        with pytest.raises(BadField):
+            B.check("handheld.point_handover", dict(ok, **{k: v}), "handheld")
+    with pytest.raises(MissingField):  # a signature names its JPEG
+        B.check("handheld.point_handover", dict(ok, confirm="signature"), "handheld")
+    with pytest.raises(BadField):
+        B.check("handheld.point_handover", dict(ok, confirm="signature", signature_sha256=sha.upper()))
+    with pytest.raises(BadField, match="clear"):  # the agent's code never travels
+        B.check("handheld.point_handover", dict(ok, token="0123456789ABCDEF"))
+    with pytest.raises(BadField, match="not an event a locker sends"):
+        B.check("handheld.point_handover", ok, "locker")
+    g = {"group": "GO20261204-3", "point": "vp-xiakou", "shares": 3, "handed": [2, 3], "qty": 5,
+         "agent": "陈代办", "confirm": "token", "courier": "c007"}
+    B.check("handheld.group_handover", g, "handheld")
+    for k, v in (("handed", []), ("handed", [4]), ("handed", [2, 2]), ("handed", [True]), ("qty", 0),
+                 ("group", "go-1"), ("shares", 501)):
+        with pytest.raises(BadField):
+            B.check("handheld.group_handover", dict(g, **{k: v}), "handheld")
+    with pytest.raises(MissingField):
+        B.check("handheld.group_handover", {k: v for k, v in g.items() if k != "agent"}, "handheld")
+
+
 @pytest.mark.mpy
 def test_outbound_on_the_micropython_unix_port() -> None:
     from simulator import unixport

@@ -57,7 +57,7 @@ from handheld.sources import SourceError, VideoSource, load_image
 from handheld.text import TEXT, Refused
 from handheld.wedge import Wedge
 from handheld.workflows import GatewayClient, ParcelFlows
-from protocol import envelope, scantrace, signing, topics
+from protocol import barcodes, envelope, scantrace, signing, topics
 from protocol.canonical import loads_object
 from protocol.errors import OversizedPayload, ProtocolError
 from protocol.ids import SeqCounter, format_event_id
@@ -524,7 +524,12 @@ class HandheldApp:
             elif mode == "bag":
                 res = {**self.dispatch.bag_scan(text), "verdict": "good"}
             elif mode == "point":
-                res = {**self.dispatch.point_collect(text), "verdict": "good"}
+                # at a village point: a parcel of the courier's own manifest is left there
+                # (the handover list the agent confirms); anything else is collected from it
+                if self._on_manifest(text):
+                    res = {**self.dispatch.handover_add(self.flows, text), "verdict": "good"}
+                else:
+                    res = {**self.dispatch.point_collect(text), "verdict": "good"}
             else:  # deliver: check now, confirm with the recipient next
                 r = self.scans.judge(text, route=self.flows.route(), source=source, at=at)
                 if r.verdict != "good":
@@ -592,6 +597,11 @@ class HandheldApp:
                     await asyncio.sleep(2)
 
         asyncio.run(run())
+
+    def _on_manifest(self, text: str) -> bool:
+        """Whether a read names a parcel of this handheld's manifest (any AIM prefix)."""
+        v = barcodes.classify(str(text).strip())
+        return bool(v["ok"]) and v["value"] in self.flows.known()
 
     def _camera_scan_loop(self) -> None:
         """Barcodes from the handheld's own camera: each new frame through

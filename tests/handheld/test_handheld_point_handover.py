@@ -317,3 +317,20 @@ def test_a_handover_while_the_gateway_is_away_arrives_when_it_returns(
     body = of(gw, "handheld.point_handover")[0]
     assert body["items"] == [P4] and body["confirm"] == "signature"
     assert wait_until(lambda: photo_path(gw.db, body["signature_sha256"]).exists(), 60), app.photos.status()
+
+
+def test_a_scan_at_the_point_leaves_own_parcels_and_collects_the_rest(offline: HandheldApp) -> None:
+    """The scan field and the engine in the village point use: a parcel of the courier's
+    manifest goes on the handover list; a send order or a parcel the point gives the
+    courier is collected from it, as before."""
+    app = offline
+    app.dispatch.set_point("vp-xiakou")
+    r = app.scan("]C0" + P1, mode="point")
+    assert r["ok"] and r["item"] == P1, r
+    assert app.dispatch.view(app.flows)["handover"]["items"] == [P1]
+    assert not queued(app, "handheld.point_collect")
+    assert app.scan("SO20261203-0050", mode="point")["ok"]
+    assert app.scan("RR876543216CN", mode="point")["ok"]  # not on the manifest: the point's outbound
+    assert [e["body"]["item"] for e in queued(app, "handheld.point_collect")] == [
+        "SO20261203-0050", "RR876543216CN"]
+    assert app.dispatch.view(app.flows)["handover"]["items"] == [P1]

@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.counter import signed_docs
+from common import platform_docs as signed_docs
 
 #: The platform key that signs the simulated outlet's counter documents.
 PLATFORM = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"postedge simulator counter docs").digest())

@@ -27,7 +27,7 @@ Why the steps are where they are:
   parcel nobody answers for.
 * The event cites the catalogue and tariff (kind, version, digest) the
   postage came from, so the platform can recompute it: the gateway cannot
-  forge those documents (``signed_docs``) and the platform can tell.
+  forge those documents (``common/platform_docs.py``) and the platform can tell.
 
 The gateway's own events come from a sequence of their own (device
 ``counter_id``, default ``counter``, file ``<counter_id>.seq`` beside the
@@ -51,18 +51,18 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from common import platform_docs as signed_docs
+from common.box_catalogue import Catalogue
 from common.clock import now as clock_now
 from common.logs import recorder
+from common.tariff import PostageError, Tariff
 from common.text import beside
 from gateway import metrics as M
-from gateway.counter import signed_docs
-from gateway.counter.catalogue import Catalogue
 from gateway.counter.label import Label, kg, render
 from gateway.counter.parcel_form import FormError, ParcelForm, mask_phone, parse
 from gateway.counter.printers import Printer, PrinterError
 from gateway.counter.receipt import Receipt, pickup_slip, receipt
 from gateway.counter.scale import Scale, ScaleError
-from gateway.counter.tariff import PostageError, Tariff
 from gateway.store.events import EventStore
 from gateway.store.own_events import OwnEvents
 from protocol import aim

@@ -34,8 +34,8 @@ from typing import Any
 from aiohttp import web
 
 from common.logs import recorder
+from common.platform_docs import MAX_DOC
 from gateway.counter.acceptance import CounterDesk, Refused
-from gateway.counter.signed_docs import MAX_DOC
 from gateway.http.auth import Credentials, basic_auth
 from gateway.http.reply import Reply
 

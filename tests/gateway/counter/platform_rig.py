@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.counter import signed_docs
+from common import platform_docs as signed_docs
 
 PLATFORM = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 ROGUE = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))

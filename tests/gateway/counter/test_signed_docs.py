@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from gateway.counter import signed_docs as sd
-from gateway.counter.catalogue import Catalogue
-from gateway.counter.tariff import Tariff
+from common import platform_docs as sd
+from common.box_catalogue import Catalogue
+from common.tariff import Tariff
 from protocol.canonical import dumps
 from tests.gateway.counter.platform_rig import KEYS, PLATFORM, ROGUE, catalogue_doc, tariff_doc
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.counter import signed_docs as sd
-from gateway.counter.tariff import PostageError, Tariff, postage
+from common import platform_docs as sd
+from common.tariff import PostageError, Tariff, postage
 from tests.gateway.counter.platform_rig import KEYS, RATES, tariff_doc
 
 PUB = sd.load_public_keys(KEYS)

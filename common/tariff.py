@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.counter.signed_docs import DocError, SignedDoc
+from common.platform_docs import DocError, SignedDoc
 
 SERVICES = ("standard", "charity")
 MAX_FEN = 10_000_000  # 100,000 yuan: far above any parcel's postage

@@ -1,5 +1,5 @@
 """The box catalogue: the outlet's standard boxes (标准箱), pushed and
-signed by the platform (``signed_docs``).
+signed by the platform (``common/platform_docs.py``).
 
 Body of a ``box_catalogue`` document::
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.counter.signed_docs import DocError, SignedDoc
+from common.platform_docs import DocError, SignedDoc
 
 SUITS = ("fruit", "eggs", "produce", "documents", "clothing", "charity", "general", "fragile")
 MAX_BOXES = 200

@@ -18,6 +18,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from central.intake import Checked
+from common.uplink_codec import encode_down
+from protocol.canonical import dumps
+from protocol.errors import ProtocolError
+
+
+def carriable(kind: str, cmd: dict[str, Any]) -> str:
+    """A command as it is kept: canonical JSON. ValueError if the downlink
+    answer could not carry it (a float, nesting past the wire's depth, a
+    huge body): queued, it would fail every pull of the outlet after it, so
+    it is refused at the door instead."""
+    try:
+        encode_down(0, [(kind, cmd)])
+        return dumps(cmd).decode()
+    except ProtocolError as e:
+        raise ValueError(f"a {kind} command the downlink cannot carry: {e}") from e
 
 
 @dataclass(frozen=True)

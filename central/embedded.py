@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from central.backend import PhotoError, PhotoState, Stored
+from central.backend import PhotoError, PhotoState, Stored, carriable
 from central.intake import Checked
 from common import clock
 from common.durable import write_durable
@@ -368,7 +368,7 @@ class Embedded:
     def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
         with self.lock:
             cur = self.db.execute("INSERT INTO commands (outlet, kind, cmd, created_at) VALUES (?,?,?,?)",
-                                  (outlet, kind, json.dumps(cmd, separators=(",", ":"), sort_keys=True),
+                                  (outlet, kind, carriable(kind, cmd),
                                    time.time()))
             return int(cur.lastrowid or 0)
 

@@ -326,12 +326,36 @@ class Down:
 MAX_DOWN = 1024 * 1024
 
 #: Downlink kinds addressed to the gateway itself, not relayed to a device:
-#: a recipient's contact for the notifier, and the platform's refusal of a
-#: clerk's request (a granted one comes back as the signed command instead).
+#: a recipient's contact for the notifier, the platform's refusal of a
+#: clerk's request (a granted one comes back as the signed command instead),
+#: and the counter's signed documents.
 DOWN_NOTIFY = "notify"
 DOWN_CLERK_DECISION = "clerk_decision"
+#: a box catalogue or tariff the platform signed (``common/platform_docs.py``)
+#: for the outlet's counter: the gateway checks its signature, as for one
+#: posted to its counter API
+DOWN_COUNTER_DOC = "counter_doc"
 #: Why the platform refuses a clerk's request (``central/clerk_requests.py``).
 CLERK_REFUSALS = ("malformed", "not_supervisor", "unknown_locker", "no_note", "too_many_opens")
+
+
+def counter_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """The ``counter_doc`` message for a signed document: the document as its
+    canonical text, so its own nesting (a tariff's bands) does not count
+    against the downlink answer's depth limit and the gateway checks the
+    very bytes the platform signed."""
+    return {"doc": canonical.dumps(doc).decode()}
+
+
+def read_counter_doc(payload: bytes) -> bytes:
+    """The signed document's bytes from a ``counter_doc`` message; BatchError if it is not one."""
+    try:
+        doc = canonical.loads_object(payload, "counter document message").get("doc")
+    except ProtocolError as e:
+        raise BatchError(str(e)) from e
+    if not isinstance(doc, str):
+        raise BatchError("a counter document message needs its document as text in 'doc'")
+    return doc.encode()
 
 
 def clerk_refusal(request: str, reason: str) -> dict[str, Any]:

@@ -43,23 +43,24 @@ def run(cfg: GatewayConfig, faults: CrashPoints | None = None) -> int:
     ing = Ingest(cfg, faults or CrashPoints())
     stop = threading.Event()
     services: list[_Service] = []
+    counter = None
+    if cfg.web is not None and cfg.counter is not None:  # the counter's desk answers through the web server
+        from gateway.counter.from_config import build_desk
+
+        counter = build_desk(cfg.counter, Path(cfg.db), cfg.outlet)
     if cfg.upstream is not None:
         from gateway.uplink.downlink import Downlink
         from gateway.uplink.photo_sync import start_photo_sync
         from gateway.uplink.sync import start_syncer
 
         services.append(start_syncer(cfg.db, cfg.outlet, cfg.upstream, stop))
-        services.append(Downlink(cfg.db, cfg.outlet, cfg.upstream, stop).start())
+        services.append(Downlink(cfg.db, cfg.outlet, cfg.upstream, stop,
+                                 documents=counter.install if counter is not None else None).start())
         # Photos go up only while the event backlog is empty (HTTPS uplinks).
         services.append(start_photo_sync(cfg.db, cfg.outlet, cfg.upstream, stop))
     if cfg.web is not None:
         from gateway.http.server import start_web
 
-        counter = None
-        if cfg.counter is not None:
-            from gateway.counter.from_config import build_desk
-
-            counter = build_desk(cfg.counter, Path(cfg.db), cfg.outlet)
         services.append(start_web(cfg.db, cfg.web, stop, cfg.outlet, cfg.broker.client_id, counter=counter,
                                   notify_key_file=cfg.notify.key_file, tz_offset_h=cfg.notify.tz_offset_h,
                                   upstream=cfg.upstream is not None))

@@ -10,7 +10,8 @@ master never leaves this folder); ``sign`` signs a command with the device's
 key and queues it for the outlet's gateway to pull. ``campaign``, ``site``,
 ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
-photos with their reason codes.
+photos with their reason codes. ``docs key|list|publish`` are the counters'
+signed box catalogue and tariff (``central/documents.py``).
 
 Exit codes: 0 done, 2 a usage or configuration error, 3 the environment
 (a port in use).
@@ -316,6 +317,47 @@ def _when(text: str | None) -> float | None:
     return None if not text else time.mktime(time.strptime(text, "%Y-%m-%d"))
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    """The counters' signed documents (``central/documents.py``)."""
+    from central.documents import DocumentRefused, Documents
+
+    lang = i18n.pick(args.lang)
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        _, backend = opened
+        docs = Documents(backend)
+        if args.action == "key":
+            _say("docs.key", lang, err=True)
+            keys = ", ".join(f'{k} = "{v}"' for k, v in docs.public_keys().items())
+            print(f"[counter]\nplatform_keys = {{ {keys} }}")
+            return 0
+        if args.action == "list":
+            rows = docs.latest()
+            if not rows:
+                _say("docs.none", lang)
+            for d in rows:
+                print(TEXT.t("docs.row", lang, kind=d["kind"], version=d["version"],
+                             outlets=",".join(d["outlets"])))
+            return 0
+        try:
+            body = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            _say("docs.bad_file", lang, err=True, file=args.file, detail=str(e)[:200])
+            return 2
+        if not isinstance(body, dict):
+            _say("docs.bad_file", lang, err=True, file=args.file, detail="not a JSON object")
+            return 2
+        try:
+            doc = docs.publish(args.kind, body, args.outlet or ["*"])
+        except DocumentRefused as e:
+            _say("docs.refused", lang, err=True, detail=str(e))
+            return 2
+        _say("docs.published", lang, kind=doc["kind"], version=doc["version"],
+             outlets=",".join(doc["outlets"]))
+        return 0
+
+
 def cmd_boards(args: argparse.Namespace) -> int:
     """campaign add|list, site add|approve|retire|list, job add|list, review list."""
     from central.boards import BoardError, Boards
@@ -493,4 +535,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.add_argument("--lifetime", type=int, default=600, help="seconds the command stays valid")
     s.add_argument("--print-only", action="store_true", help="print the signed command, queue nothing")
     s.set_defaults(func=cmd_sign)
+    dc = csub.add_parser("docs", help="the counters' signed box catalogue and tariff")
+    dcsub = dc.add_subparsers(dest="action", required=True)
+    dk = dcsub.add_parser("key", help="print the [counter] platform_keys line for a gateway's config")
+    dk.add_argument("dir", type=Path)
+    dk.set_defaults(func=cmd_docs)
+    dl = dcsub.add_parser("list", help="the latest document of each kind")
+    dl.add_argument("dir", type=Path)
+    dl.set_defaults(func=cmd_docs)
+    dpu = dcsub.add_parser("publish", help="sign a body as the next version and send it to the outlets")
+    dpu.add_argument("dir", type=Path)
+    dpu.add_argument("kind", choices=("box_catalogue", "tariff"))
+    dpu.add_argument("file", help="the document's body as JSON")
+    dpu.add_argument("--outlet", action="append", help="an outlet it is for (repeat; default: every outlet)")
+    dpu.set_defaults(func=cmd_docs)
     _boards_parser(csub)

@@ -23,7 +23,7 @@ import nats
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
-from central.backend import PhotoError, PhotoState, Stored
+from central.backend import PhotoError, PhotoState, Stored, carriable
 from central.intake import Checked
 from central.scaleout import log as jlog
 from central.scaleout import record
@@ -130,8 +130,7 @@ class ScaleOut:
     def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
         with self.pool.tx() as c:
             row = c.execute("INSERT INTO commands (outlet, kind, cmd, created_at) VALUES (%s,%s,%s,%s) "
-                            "RETURNING cursor", (outlet, kind, json.dumps(cmd, separators=(",", ":"),
-                                                                          sort_keys=True), time.time())
+                            "RETURNING cursor", (outlet, kind, carriable(kind, cmd), time.time())
                             ).fetchone()
         assert row is not None
         return int(row[0])

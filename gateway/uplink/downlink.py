@@ -9,16 +9,17 @@ gateway killed at any point asks again from the old cursor and the command
 ids keep each command queued once. Delivery to the device, resends, expiry
 and acks are the relay's work (``gateway/relay.py``), in the ingest thread.
 
-Two kinds are for the gateway itself (``common/uplink_codec.py``): a
-recipient's contact for the notifier, and the platform's refusal of a
-clerk's request, which the console shows. A command the gateway cannot
+Three kinds are for the gateway itself (``common/uplink_codec.py``): a
+recipient's contact for the notifier, the platform's refusal of a clerk's
+request, which the console shows, and a signed box catalogue or tariff for
+the counter, installed as one posted to the counter API. A command the gateway cannot
 address (unknown kind, no device id, a refusal of a request it never made) is
 counted, logged and skipped; the cursor still moves past it, or one bad
 command would block every command behind it forever.
 
 Log lines: ``down_started``, ``down_received`` (n, queued, invalid, cursor),
-``down_invalid``, ``down_clerk_refusal`` (request, reason), ``down_failed`` (reason, retry_in_s),
-``down_stopped``.
+``down_invalid``, ``down_clerk_refusal`` (request, reason), ``down_document`` (kind, version),
+``down_failed`` (reason, retry_in_s), ``down_stopped``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from typing import Any
 
 from common.clock import now as clock_now
 from common.logs import recorder
-from common.uplink_codec import DOWN_CLERK_DECISION, DOWN_NOTIFY, BatchError, read_clerk_refusal
+from common.uplink_codec import (
+    DOWN_CLERK_DECISION,
+    DOWN_COUNTER_DOC,
+    DOWN_NOTIFY,
+    BatchError,
+    read_clerk_refusal,
+    read_counter_doc,
+)
 from gateway import metrics as M
 from gateway.ingest.relay import store_command
 from gateway.notify.state import inbox_put
@@ -53,8 +61,13 @@ class Downlink:
 
     def __init__(self, db_path: Path | str, outlet: str, upstream: dict[str, Any] | UpstreamConfig,
                  stop: threading.Event | None = None, log: Callable[..., None] = record,
-                 transport: Transport | None = None, seed: int | None = None) -> None:
+                 transport: Transport | None = None, seed: int | None = None,
+                 documents: Callable[[bytes], dict[str, Any]] | None = None) -> None:
+        """``documents``: the counter desk's ``install`` (``gateway/counter/acceptance.py``),
+        which verifies and keeps a signed box catalogue or tariff; None at a gateway
+        without a counter."""
         self.cfg = upstream if isinstance(upstream, UpstreamConfig) else parse_upstream(upstream)
+        self.documents = documents
         self.db_path = db_path
         self.outlet = outlet
         self.stop = stop or threading.Event()
@@ -64,6 +77,19 @@ class Downlink:
         self.rng = random.Random(seed)
         self.stats: Counter[str] = Counter()
         self._wake = threading.Event()
+
+    def _install_document(self, payload: bytes) -> str | None:
+        """Hand a platform document to the counter; why it was refused, or None."""
+        if self.documents is None:
+            return "no counter at this gateway ([counter] and [web] in gateway.toml)"
+        try:
+            cite = self.documents(read_counter_doc(payload))
+        except Exception as e:  # noqa: BLE001 - the desk's refusal (bad signature, stale, another outlet's)
+            words = getattr(e, "message", None)  # the desk's Refused says why in words
+            return str(words.get("en") if isinstance(words, dict) else e)[:300]
+        self.stats["documents"] += 1
+        self.log("down_document", **{k: cite.get(k) for k in ("kind", "version")})
+        return None
 
     def wake(self) -> None:
         self._wake.set()
@@ -87,6 +113,13 @@ class Downlink:
                 if kind == DOWN_NOTIFY:  # a recipient's contact, checked by the notifier (gateway/notify)
                     inbox_put(store.db, payload)
                     self.stats["contacts"] += 1
+                    continue
+                if kind == DOWN_COUNTER_DOC:  # a signed box catalogue or tariff for the counter
+                    why = self._install_document(payload)
+                    if why is not None:
+                        invalid += 1
+                        M.COMMANDS.labels("invalid").inc()
+                        self.log("down_invalid", kind=kind, error=why)
                     continue
                 if kind == DOWN_CLERK_DECISION:  # the platform refused a clerk's request
                     try:

@@ -31,6 +31,7 @@ from handheld.scanning import ScanFilter
 from handheld.text import Refused as HandheldRefused
 from handheld.workflows import GatewayClient, ParcelFlows
 from simulator.assembly import BADGE_SECRET, Outlet
+from simulator.board_flows import BOARD_FLOWS
 from simulator.counter_sim import WebClient, documents
 from simulator.inproc import SimLocker
 from simulator.refusal import Refused  # also simulator/actions.py's, from here
@@ -657,4 +658,5 @@ OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
     "compartment_out": compartment_out, "compartment_back": compartment_back,
     "hh_intake": hh_intake, "hand_delivery": hand_delivery, "permit_deposit": permit_deposit,
     "set_pickup_days": set_pickup_days, "door_alarm": door_alarm, "door_left_open": door_left_open,
+    **BOARD_FLOWS,
 }

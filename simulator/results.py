@@ -25,7 +25,7 @@ from simulator.ledger import check_domain
 from simulator.pybroker import amqtt_version
 from simulator.snapshot import fault_windows
 
-TIME_KEYS = ("expires", "deposited", "t", "at", "ts", "since", "until", "reserved_until", "exp")
+TIME_KEYS = ("expires", "deposited", "t", "at", "ts", "since", "until", "reserved_until", "exp", "taken_at")
 # Left out of the trace hash with the times: a sealed code's bytes depend on
 # the event id, whose incarnation a device draws at random on its first boot.
 OPAQUE_KEYS = ("code_sealed",)
@@ -79,10 +79,18 @@ def broker_name() -> str:
 
 def _strip(v: Any) -> Any:
     if isinstance(v, dict):
-        return {k: _strip(x) for k, x in v.items() if k not in TIME_KEYS and k not in OPAQUE_KEYS}
+        return {k: _steps(x) if k == "steps" else _strip(x) for k, x in v.items()
+                if k not in TIME_KEYS and k not in OPAQUE_KEYS}
     if isinstance(v, list):
         return [_strip(x) for x in v]
     return v
+
+
+def _steps(v: Any) -> Any:
+    """A board job's ``steps`` (``[[step, at], ...]``, handheld.job_submitted) without the times."""
+    if isinstance(v, list):
+        return [x[0] if isinstance(x, list) and x else _strip(x) for x in v]
+    return _strip(v)
 
 
 def trace_hash(events: list[dict[str, Any]]) -> str:
@@ -250,6 +258,74 @@ def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, A
               + (f"; wrong: {', '.join(wrong[:5])}" if wrong else ""))
     return {"name": "doors_left_open_alarmed", "ok": bool(left) and not wrong, "detail": detail,
             "fields": fields}
+
+
+def platform_boards(outlet: Outlet) -> dict[str, Any]:
+    """The platform's 政讯通 registry, jobs, reviews and reports (``central/boards.py``),
+    after a last review pass over what arrived."""
+    boards = outlet.central.duties.boards
+    boards.run_once()
+    return boards.overview()
+
+
+def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
+    """``board_jobs_reviewed``: every 政讯通 job the handheld did
+    (``done``: ``outlet.flows["boards"]``) was received and reviewed by the
+    platform with the expected verdicts: each survey's site is in the
+    registry (approved, then installed by the accepted install job), each
+    submitted job is ``done``, each of its photos reviewed once and
+    accepted for that job and step, each condition report recorded; and
+    each photo the handheld refused on the spot (``far_from_site``: taken
+    too far from the board) never reached the platform. Fails on a run
+    without a submitted job or without the refused far photo."""
+    jobs = {j["id"]: j for j in board.get("jobs", [])}
+    sites = {s["id"]: s for s in board.get("sites", [])}
+    reviews: dict[str, list[dict[str, Any]]] = {}
+    for r in board.get("reviews", []):
+        reviews.setdefault(str(r.get("sha")), []).append(r)
+    reports = {(r.get("job"), r.get("cond")) for r in board.get("reports", [])}
+    wrong: list[str] = []
+    photos = accepted = 0
+    for jid, d in sorted((done.get("jobs") or {}).items()):
+        site = d.get("site")
+        if d.get("kind") == "survey":
+            s = sites.get(site)
+            if s is None or s.get("status") not in ("approved", "installed"):
+                wrong.append(f"{site}={'missing' if s is None else s.get('status')}")
+        else:
+            j = jobs.get(jid)
+            if j is None or j.get("status") != "done":
+                wrong.append(f"{jid}={'missing' if j is None else j.get('reason') or j.get('status')}")
+            if d.get("kind") == "install" and (sites.get(site) or {}).get("status") != "installed":
+                wrong.append(f"{site}=not_installed")
+        for step, sha in sorted((d.get("photos") or {}).items()):
+            photos += 1
+            got = [r for r in reviews.get(sha, []) if r.get("step") == step]
+            ok = [r for r in got if r.get("verdict") == "accepted" and r.get("reason") == "ok"]
+            accepted += len(ok) == 1
+            if len(got) != 1 or len(ok) != 1:
+                why = got[0].get("reason") if len(got) == 1 else len(got)
+                wrong.append(f"{jid}/{step}={why}")
+    for rep in done.get("reports") or []:
+        if (rep.get("job"), rep.get("condition")) not in reports:
+            wrong.append(f"{rep.get('job')}/report=missing")
+    far = [x for x in done.get("refused") or [] if x.get("code") == "far_from_site"]
+    for x in far:  # refused on the handheld: no second photo of that step at the platform
+        n = sum(1 for rs in reviews.values() for r in rs
+                if r.get("job") == x.get("job") and r.get("step") == x.get("step"))
+        if n != 1:
+            wrong.append(f"{x.get('job')}/{x.get('step')}={n}")
+    submitted = [j for j, d in (done.get("jobs") or {}).items() if d.get("kind") != "survey"]
+    fields = {"sites": len(done.get("sites") or {}), "jobs": len(done.get("jobs") or {}), "photos": photos,
+              "accepted": accepted, "reports": len(done.get("reports") or []), "far_refused": len(far),
+              "wrong": wrong[:5]}
+    detail = (f"{fields['jobs']} board jobs ({fields['sites']} sites surveyed), {photos} photos, {accepted} "
+              f"accepted by the platform's review, {fields['reports']} condition reports, {len(far)} photo "
+              "refused on the handheld as too far from the board")
+    if wrong:
+        detail += f"; wrong: {', '.join(wrong[:5])}"
+    ok = bool(submitted) and bool(far) and not wrong
+    return {"name": "board_jobs_reviewed", "ok": ok, "detail": detail, "fields": fields}
 
 
 def returns_retrieved_once(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -587,6 +663,8 @@ def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
         out.append(remote_opens_by_request(events, platform_open_decisions(outlet)))
     if sc.out_of_service:
         out.append(compartments_serviced(events))
+    if sc.board_sites and sc.handhelds:
+        out.append(board_jobs_reviewed(platform_boards(outlet), outlet.flows.get("boards", {})))
     if sc.door_left_open_rate > 0:
         out.append(doors_left_open_alarmed(events, list(outlet.flows.get("doors_left_open", []))))
     if sc.forced_doors or sc.guessers or sc.door_left_open_rate > 0:

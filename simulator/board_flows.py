@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from common import logs
 from handheld.evidence import EvidenceRefused
 from handheld.jobs import Jobs, PhotoSink
 from handheld.photo_index import PhotoIndex
@@ -69,6 +71,8 @@ class Courier:
     """The courier's job app on one simulated handheld, and where the courier stands."""
 
     def __init__(self, outlet: Outlet, h: SimHandheld) -> None:
+        # each photo's verdict is in the run's result; the terminal keeps its progress line
+        logs.get("handheld.evidence").setLevel(logging.WARNING)
         state = outlet.dir / "handheld" / h.name / "jobs"
         state.mkdir(parents=True, exist_ok=True)
         self.h = h

@@ -27,9 +27,9 @@ a locker (``permit_deposit``). With ``pickup_days`` the platform shortens
 the lockers' pickup window at the start (``set_pickup_days``) and the
 courier's daily collection retrieves what expired.
 
-With ``door_left_open_rate`` some of the inbound deposits and pickups
-become ``door_left_open``: the courier or villager walks away from the open
-door, the locker raises its ``door_left_open`` alarm, the clerk sees it,
+With ``door_left_open_rate`` some of the inbound pickups become
+``door_left_open`` (the flow does deposits too): the villager walks away
+from the open door, the locker raises its ``door_left_open`` alarm, the clerk sees it,
 has the door shut and resolves it (in real-time runs the platform first
 shortens those lockers' alarm delay, ``door_alarm``: the firmware times it
 on the wall clock then). The choice has a generator of its
@@ -153,13 +153,14 @@ def generate(sc: Scenario) -> list[Action]:
 
 
 def doors_left_open(sc: Scenario, out: list[Action], add: Any) -> None:
-    """Turn a share of the inbound deposits and pickups into
-    ``door_left_open`` (at least one), drawn with a generator of their own
+    """Turn a share of the inbound pickups into ``door_left_open`` (at
+    least one), drawn with a generator of their own
     among those at least an hour before the end (the clerk's resolution
     must reach the platform within the run); and the platform's short
     alarm delay to those lockers at the start."""
     rng = random.Random(sc.seed * 1009 + 18)
-    cands = [i for i, a in enumerate(out) if a.kind in ("deposit", "pickup") and a.t <= sc.duration_s - 3600]
+    # pickups: a deposit's parcel is on the platform's manifest as a deposit (its villager's contact)
+    cands = [i for i, a in enumerate(out) if a.kind == "pickup" and a.t <= sc.duration_s - 3600]
     if not cands:
         return
     n = max(1, round(sc.door_left_open_rate * len(cands)))

@@ -8,8 +8,8 @@ courier's badge and ``9#`` retrieval, the courier's handheld recording the
 counter bag's pickup, a door forced on the lock board, and the clerk
 (a supervisor) signing in to the console and acknowledging and resolving
 each alarm with a note, and the handheld app's own parcel flows (intake at
-the outlet, hand delivery at the door). A door left open after a deposit
-or pickup: the lock board holds it open (``leave_open``), the locker raises
+the outlet, hand delivery at the door). A door left open after a pickup
+(the villager walks away): the lock board holds it open (``leave_open``), the locker raises
 ``door_left_open``, the clerk sees it in the console, the door is shut and
 the clerk resolves the alarm. What the flows did goes to ``outlet.stats``; what
 they must remember between actions (accepted waybills) to ``outlet.flows``.
@@ -268,7 +268,7 @@ def _alarms_of(outlet: Outlet, device: str, kind: str, cid: int) -> list[str]:
 
 
 async def door_left_open(outlet: Outlet, a: Action) -> None:
-    """A deposit or pickup (``after``) whose door the person walks away from:
+    """A pickup (``after``) whose door the villager walks away from:
     the board holds it open, the locker raises ``door_left_open`` once its
     delay has passed (in virtual mode the locker's clock moves on while
     the door stands open), the clerk sees the alarm in the console, the
@@ -285,18 +285,13 @@ async def door_left_open(outlet: Outlet, a: Action) -> None:
     if virtual:
         dev.hal.clock.pin = pin
     try:
-        if after == "deposit":
-            c = lk.comps.find_parcel(a.args["parcel"]) or lk.comps.pick_free(a.args["size"])
-            if c is None:
-                raise Refused("full")
-            lk.courier_login(f"PE-C:{a.args['courier']}:{BADGE_SECRET}")
-            cycle = lk.deposit(a.args["parcel"], a.args["size"])
-        else:
-            code = outlet.obs.codes.get(a.args["parcel"])
-            c = lk.comps.find_parcel(a.args["parcel"])
-            if code is None or c is None:
-                raise Refused("no_code" if code is None else "not_in_locker")
-            cycle = lk.pickup(code)
+        if after != "pickup":  # a deposit's parcel needs its villager's contact (Outlet.push_contacts)
+            raise Refused("not_a_pickup")
+        code = outlet.obs.codes.get(a.args["parcel"])
+        c = lk.comps.find_parcel(a.args["parcel"])
+        if code is None or c is None:
+            raise Refused("no_code" if code is None else "not_in_locker")
+        cycle = lk.pickup(code)
         cid = int(c["id"])
         before = _alarms_of(outlet, a.device, "door_left_open", cid)
         dev.bus.leave_open(1, cid)
@@ -313,9 +308,6 @@ async def door_left_open(outlet: Outlet, a: Action) -> None:
                 await asyncio.wait_for(task, 20)
             except FlowError as e:
                 raise Refused(e.code) from None
-            finally:
-                if after == "deposit":
-                    lk.courier_logout()
     finally:
         if virtual:
             dev.hal.clock.pin = None

@@ -28,7 +28,7 @@ the lockers' pickup window at the start (``set_pickup_days``) and the
 courier's daily collection retrieves what expired.
 
 With ``door_left_open_rate`` some of the inbound pickups become
-``door_left_open`` (the flow does deposits too): the villager walks away
+``door_left_open``: the villager walks away
 from the open door, the locker raises its ``door_left_open`` alarm, the clerk sees it,
 has the door shut and resolves it (in real-time runs the platform first
 shortens those lockers' alarm delay, ``door_alarm``: the firmware times it

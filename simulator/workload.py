@@ -35,9 +35,10 @@ shortens those lockers' alarm delay, ``door_alarm``: the firmware times it
 on the wall clock then). The choice has a generator of its
 own, so every other action of a seed stays as it was. With
 ``board_sites`` the courier's handheld takes each site through the 政讯通
-lifecycle from ``outbound_h`` + 3.5: a survey the platform approves
-(``board_survey``), the install job (``board_install``) and a maintenance
-job with a condition report (``board_maintain``).
+lifecycle in the afternoon, between the outlet's own tasks: a survey the
+platform approves at ``outbound_h`` (``board_survey``), the install job
+1.25 h later (``board_install``) and a maintenance job with a condition
+report 3 h after that (``board_maintain``).
 """
 
 from __future__ import annotations
@@ -174,16 +175,16 @@ def doors_left_open(sc: Scenario, out: list[Action], add: Any) -> None:
 
 
 def boards(sc: Scenario, handhelds: list[str], add: Any) -> None:
-    """The 政讯通 lifecycle of ``board_sites`` sites on the first handheld,
-    after the outbound day's busy hours (see the module docstring)."""
+    """The 政讯通 lifecycle of ``board_sites`` sites on the first handheld
+    (see the module docstring): the courier's round in the afternoon."""
     if not handhelds:
         return
-    t0 = (sc.outbound_h + 3.5) * 3600
+    t0 = sc.outbound_h * 3600
     for i in range(sc.board_sites):
         site = {"n": i + 1, "village": "西江村" if i % 2 == 0 else "控拜村"}
         add(t0 + i * 900, "board_survey", handhelds[0], **site)
-        add(t0 + 1800 + i * 900, "board_install", handhelds[0], **site)
-        add(t0 + 3600 + i * 900, "board_maintain", handhelds[0], **site)
+        add(t0 + 1.25 * 3600 + i * 900, "board_install", handhelds[0], **site)
+        add(t0 + 4.25 * 3600 + i * 900, "board_maintain", handhelds[0], **site)
 
 
 def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: list[str],

@@ -164,7 +164,7 @@ def test_the_workload_leaves_pickup_doors_open_and_schedules_the_board_lifecycle
     assert {a.device for a in real if a.kind == "door_alarm"} == {
         a.device for a in real if a.kind == "door_left_open"}
     board = [(a.t / 3600, a.kind) for a in acts if a.kind.startswith("board_")]
-    assert board == [(16.5, "board_survey"), (17.0, "board_install"), (17.5, "board_maintain")]
+    assert board == [(13.0, "board_survey"), (14.25, "board_install"), (17.25, "board_maintain")]
     assert generate(day) == acts
     more = generate(dataclasses.replace(day, door_left_open_rate=0.2))
     assert len([a for a in more if a.kind == "door_left_open"]) > len(left)

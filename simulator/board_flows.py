@@ -231,8 +231,8 @@ async def board_maintain(outlet: Outlet, a: Action) -> None:
     sid = site["site"]
     boards = outlet.central.duties.boards
     install = await _until(lambda: _settled(boards.job(f"bj-{sid}-install")), "not_reviewed")
-    if install["status"] != "done":
-        raise Refused(f"install_{install['reason'] or install['status']}")
+    if install["status"] != "done":  # the review's reason is in the platform's record (the check shows it)
+        raise Refused("install_not_accepted")
     jid = f"bj-{sid}-maintain"
     await asyncio.to_thread(_dispatch_maintain, outlet, a.device, sid, jid)
     await _job_list(outlet, c, jid)

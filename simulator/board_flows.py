@@ -20,7 +20,9 @@ Per site (``board_sites``), three actions on the first handheld:
   taken from the road, too far from the board: the handheld refuses it on
   the spot (``far_from_site``, counted as ``board_photo_refused_far_from_site``);
   then the photo at the board, a condition report (poster torn), the
-  repair, the "after" photo, submit.
+  repair, the "after" photo, submit. The same job list brings a
+  post-poster job for a second campaign whose posters never came with the
+  mail: the courier reports it could not be done (``no_poster``).
 
 What the handheld did is kept in ``outlet.flows["boards"]`` for the
 ``board_jobs_reviewed`` check (``simulator/results.py``). The courier's
@@ -50,6 +52,8 @@ from simulator.workload import Action
 
 CAMPAIGN = "sim-health-2026"
 CAMPAIGN_QR = "PE-CAMP:sim-health-2026"
+#: A second campaign, whose posters the courier does not have (a job not done).
+CAMPAIGN_2 = ("sim-fire-2026", "PE-CAMP:sim-fire-2026")
 #: The first site's board (1e-7 degrees): Xijiang, Leishan county; each next site 0.001° east.
 SITE_E7 = (264_960_000, 1_081_720_000)
 TOL_M = 30.0  # how far from the board the dispatcher accepts a photo
@@ -100,7 +104,8 @@ def _courier(outlet: Outlet, a: Action) -> Courier:
 def _record(outlet: Outlet) -> dict[str, Any]:
     """What the handheld did, for the check: surveys, submitted jobs and their
     photos, reports, photos refused on the spot."""
-    return outlet.flows.setdefault("boards", {"sites": {}, "jobs": {}, "reports": [], "refused": []})
+    return outlet.flows.setdefault("boards", {"sites": {}, "jobs": {}, "reports": [], "refused": [],
+                                              "not_done": []})
 
 
 def site_e7(n: int) -> tuple[int, int]:
@@ -252,6 +257,8 @@ async def board_maintain(outlet: Outlet, a: Action) -> None:
     await _off(c.jobs.do_step, jid, "maintain")
     photos["photo_after"] = await _off(_photo, c, jid, "photo_after", CAMPAIGN_QR, 3200 + n)
     await _submit(outlet, c, jid, "maintain", sid, photos)
+    await _off(c.jobs.cannot, f"bj-{sid}-poster", "no_poster", "海报没有随邮袋送到")
+    _record(outlet)["not_done"].append({"job": f"bj-{sid}-poster", "reason": "no_poster"})
     outlet.stats["board_maintain"] += 1
 
 
@@ -261,8 +268,13 @@ def _settled(job: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _dispatch_maintain(outlet: Outlet, device: str, sid: str, jid: str) -> None:
+    """The maintenance job, and a new poster for the board, in one job list."""
     boards = outlet.central.duties.boards
     boards.add_job("maintain", outlet.outlet_id, device, site=sid, campaign=CAMPAIGN, jid=jid)
+    if boards.campaign(CAMPAIGN_2[0]) is None:
+        boards.add_campaign(CAMPAIGN_2[0], "森林防火宣传海报", CAMPAIGN_2[1])
+    boards.add_job("post_poster", outlet.outlet_id, device, site=sid, campaign=CAMPAIGN_2[0],
+                   jid=f"bj-{sid}-poster")
     boards.send_jobs(outlet.outlet_id, device)
 
 

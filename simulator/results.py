@@ -274,9 +274,10 @@ def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str
     platform with the expected verdicts: each survey's site is in the
     registry (approved, then installed by the accepted install job), each
     submitted job is ``done``, each of its photos reviewed once and
-    accepted for that job and step, each condition report recorded; and
-    each photo the handheld refused on the spot (``far_from_site``: taken
-    too far from the board) never reached the platform. Fails on a run
+    accepted for that job and step, each condition report recorded, each
+    job the courier could not complete recorded as such with its reason;
+    and each photo the handheld refused on the spot (``far_from_site``:
+    taken too far from the board) never reached the platform. Fails on a run
     without a submitted job or without the refused far photo."""
     jobs = {j["id"]: j for j in board.get("jobs", [])}
     sites = {s["id"]: s for s in board.get("sites", [])}
@@ -309,6 +310,10 @@ def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str
     for rep in done.get("reports") or []:
         if (rep.get("job"), rep.get("condition")) not in reports:
             wrong.append(f"{rep.get('job')}/report=missing")
+    for nd in done.get("not_done") or []:
+        j = jobs.get(nd.get("job")) or {}
+        if (j.get("status"), j.get("reason")) != ("could_not_complete", nd.get("reason")):
+            wrong.append(f"{nd.get('job')}={j.get('reason') or j.get('status') or 'missing'}")
     far = [x for x in done.get("refused") or [] if x.get("code") == "far_from_site"]
     for x in far:  # refused on the handheld: no second photo of that step at the platform
         n = sum(1 for rs in reviews.values() for r in rs
@@ -317,11 +322,12 @@ def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str
             wrong.append(f"{x.get('job')}/{x.get('step')}={n}")
     submitted = [j for j, d in (done.get("jobs") or {}).items() if d.get("kind") != "survey"]
     fields = {"sites": len(done.get("sites") or {}), "jobs": len(done.get("jobs") or {}), "photos": photos,
-              "accepted": accepted, "reports": len(done.get("reports") or []), "far_refused": len(far),
-              "wrong": wrong[:5]}
+              "accepted": accepted, "reports": len(done.get("reports") or []),
+              "not_done": len(done.get("not_done") or []), "far_refused": len(far), "wrong": wrong[:5]}
     detail = (f"{fields['jobs']} board jobs ({fields['sites']} sites surveyed), {photos} photos, {accepted} "
-              f"accepted by the platform's review, {fields['reports']} condition reports, {len(far)} photo "
-              "refused on the handheld as too far from the board")
+              f"accepted by the platform's review, {fields['reports']} condition reports, "
+              f"{fields['not_done']} could not be done, {len(far)} photo refused on the handheld as too far "
+              "from the board")
     if wrong:
         detail += f"; wrong: {', '.join(wrong[:5])}"
     ok = bool(submitted) and bool(far) and not wrong

@@ -277,8 +277,8 @@ class WorkloadSection(Section):
     # 政讯通 bulletin-board sites a courier's handheld takes through the
     # lifecycle (handheld/jobs.py against central/boards.py): a survey the
     # platform approves, an install job, a maintenance job with a condition
-    # report and a photo first taken too far from the board; each job
-    # reviewed by the platform.
+    # report and a photo first taken too far from the board, a poster job
+    # not done; each job reviewed by the platform.
     board_sites: Annotated[int, Field(ge=0, le=20)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)

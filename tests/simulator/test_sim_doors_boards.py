@@ -84,6 +84,7 @@ def test_left_open_check_fails_without_the_alarm_with_two_unresolved_or_a_false_
 
 SHA = {s: f"{i:064x}" for i, s in enumerate(("site", "inst", "before", "after"), 1)}
 SID, INSTALL, MAINTAIN = "sv-hh01-1", "bj-sv-hh01-1-install", "bj-sv-hh01-1-maintain"
+POSTER = "bj-sv-hh01-1-poster"
 DONE = {
     "sites": {1: {"site": SID, "survey_job": SID}},
     "jobs": {SID: {"kind": "survey", "site": SID, "photos": {"photo_site": SHA["site"]}},
@@ -92,6 +93,7 @@ DONE = {
                         "photos": {"photo_before": SHA["before"], "photo_after": SHA["after"]}}},
     "reports": [{"job": MAINTAIN, "site": SID, "condition": "poster_torn"}],
     "refused": [{"job": MAINTAIN, "step": "photo_before", "code": "far_from_site"}],
+    "not_done": [{"job": POSTER, "reason": "no_poster"}],
 }
 
 
@@ -103,7 +105,8 @@ def review(sha: str, job: str, step: str, reason: str = "ok") -> dict[str, Any]:
 BOARD = {
     "sites": [{"id": SID, "status": "installed", "poster": "sim-health-2026"}],
     "jobs": [{"id": INSTALL, "kind": "install", "status": "done", "reason": None},
-             {"id": MAINTAIN, "kind": "maintain", "status": "done", "reason": None}],
+             {"id": MAINTAIN, "kind": "maintain", "status": "done", "reason": None},
+             {"id": POSTER, "kind": "post_poster", "status": "could_not_complete", "reason": "no_poster"}],
     "reviews": [review(SHA["site"], SID, "photo_site"), review(SHA["inst"], INSTALL, "photo"),
                 review(SHA["before"], MAINTAIN, "photo_before"),
                 review(SHA["after"], MAINTAIN, "photo_after")],
@@ -114,8 +117,8 @@ BOARD = {
 def test_board_check_fails_on_a_refused_photo_an_unreviewed_job_or_a_lost_report() -> None:
     ok = board_jobs_reviewed(BOARD, DONE)
     assert ok["ok"], ok
-    assert ok["fields"] == {"sites": 1, "jobs": 3, "photos": 4, "accepted": 4, "reports": 1, "far_refused": 1,
-                            "wrong": []}
+    assert ok["fields"] == {"sites": 1, "jobs": 3, "photos": 4, "accepted": 4, "reports": 1, "not_done": 1,
+                            "far_refused": 1, "wrong": []}
     # the platform's review refuses the after photo as taken far from the board
     far = copy.deepcopy(BOARD)
     far["reviews"][3] = review(SHA["after"], MAINTAIN, "photo_after", "far_from_site")
@@ -141,6 +144,10 @@ def test_board_check_fails_on_a_refused_photo_an_unreviewed_job_or_a_lost_report
     leaked = copy.deepcopy(BOARD)
     leaked["reviews"].append(review("f" * 64, MAINTAIN, "photo_before", "far_from_site"))
     assert board_jobs_reviewed(leaked, DONE)["fields"]["wrong"] == [f"{MAINTAIN}/photo_before=2"]
+    # the courier's "could not complete" never reached the platform: the job still waits
+    waiting = copy.deepcopy(BOARD)
+    waiting["jobs"][2].update(status="sent", reason=None)
+    assert board_jobs_reviewed(waiting, DONE)["fields"]["wrong"] == [f"{POSTER}=sent"]
     # a day without the far photo, or without any job, proves less than it claims
     assert not board_jobs_reviewed(BOARD, dict(DONE, refused=[]))["ok"]
     assert not board_jobs_reviewed({}, {})["ok"]
@@ -229,13 +236,15 @@ def test_doors_left_open_and_a_board_lifecycle_pass_their_checks_and_break_them(
     assert exp["alarms_handled"]["ok"]
     bj = exp["board_jobs_reviewed"]
     assert bj["ok"] and bj["fields"]["jobs"] == 3 and bj["fields"]["photos"] == bj["fields"]["accepted"] == 4
-    assert bj["fields"]["reports"] == 1 and bj["fields"]["far_refused"] == 1
+    assert bj["fields"]["reports"] == bj["fields"]["not_done"] == bj["fields"]["far_refused"] == 1
     assert res["refused"] == {"board_photo.far_from_site": 1}  # the far photo, as the report lists it
     assert exp["photos_arrived"]["ok"] and exp["photos_arrived"]["fields"]["want"] == 4
     rules = {c["name"]: c for c in res["domain"]["checks"]}
     assert rules["door_states_consistent"]["ok"] and rules["door_needs_authority"]["ok"]
     site = next(s for s in board["sites"] if s["id"] == "sv-hh01-1")
     assert site["status"] == "installed" and site["cond"] is None  # maintained after the report
+    poster = next(j for j in board["jobs"] if j["id"] == "bj-sv-hh01-1-poster")
+    assert (poster["status"], poster["reason"]) == ("could_not_complete", "no_poster")
     # The same platform record, broken: an alarm nobody resolved, a review that refused.
     outlet = seen[0]
     events = platform_events(outlet)

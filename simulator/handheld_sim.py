@@ -10,6 +10,11 @@ evidence: job, site, step, campaign, SHA-256) and uploads the JPEG to the
 gateway in resumable chunks. The gateway syncs it to the platform when the
 event backlog is empty, so the simulator can check that every photo
 submitted arrives, once.
+
+The 政讯通 job flows (``simulator/board_flows.py``) run the app's own
+``handheld/jobs.py`` on this device: its evidence photos go to the same
+upload queue (:meth:`queue_photo`), and the platform's signed job lists
+arrive in ``commands`` and are acknowledged as the app does (:meth:`ack`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from drivers.storage import FileStorage
 from handheld.link import MqttLink
 from handheld.outbox import SqliteOutbox
 from handheld.uploader import PhotoQueue, Uploader
-from protocol import envelope, topics
+from protocol import envelope, signing, topics
 from protocol.ids import SeqCounter, format_event_id
 
 Tap = Callable[[str, str, bytes], None]
@@ -62,6 +67,7 @@ class SimHandheld:
         self.counter = SeqCounter(FileStorage(str(state_dir / "ids")))
         self.outbox = SqliteOutbox(state_dir / "outbox.db")
         self.t_evt = topics.build(outlet, "handheld", name, "evt")
+        self.t_ack = topics.build(outlet, "handheld", name, "ack")
         self.commands: list[bytes] = []
         self.submitted: list[str] = []
         self.stats: dict[str, int] = {"photos": 0, "campaign_unread": 0, "uploaded": 0, "upload_errors": 0}
@@ -119,6 +125,24 @@ class SimHandheld:
         if self.queue is not None:
             self._worker.submit(self.queue.add, jpeg, {"job": job, "site": site, "step": step}).result()
         return sha
+
+    def queue_photo(self, jpeg: bytes, meta: dict[str, Any]) -> str:
+        """An evidence photo the job flow accepted (its event already queued):
+        into the upload queue, and counted as submitted; its SHA-256."""
+        import hashlib
+
+        sha = hashlib.sha256(jpeg).hexdigest()
+        if self.queue is not None:
+            self._worker.submit(self.queue.add, jpeg, meta).result()
+        self.submitted.append(sha)
+        self.stats["photos"] += 1
+        return sha
+
+    def ack(self, cmd_id: str, result: dict[str, Any] | None = None, error: Any = None) -> None:
+        """Acknowledge a platform command on the ack topic, as ``HandheldApp._ack`` does
+        (the gateway stops resending it)."""
+        self.outbox.append("audit", self.t_ack, signing.ack(cmd_id, int(self.now()), error, result))
+        self.link.wake()
 
     def upload(self) -> int:
         """One pass of the uploader (blocking; run it off the event loop).

@@ -13,7 +13,9 @@ port HAL, pyserial) and a pty for a real serial device path.
 
 Door physics: an open command releases the lock and the door then reads open
 until ``close_door`` is called (a person shut it); ``force_open`` opens a door
-with no command (a break-in), ``jam`` makes a lock ignore open commands.
+with no command (a break-in), ``jam`` makes a lock ignore open commands,
+``leave_open`` is a person who walks away from a door (it stays open,
+whoever else would shut it, until ``shut_left_open``).
 
 Faults (per bus or per board, see :class:`BoardFaults`): ``mute`` (no replies),
 ``garbage`` (random bytes before each reply), ``corrupt`` (wrong checksum),
@@ -82,6 +84,7 @@ class SimBoard:
         self.forced = [False] * locks  # door open without a command
         self.occupied = [False] * locks
         self.jammed = [False] * locks
+        self.held = [False] * locks  # left open by a person: close_door does not shut it
         self.faults = BoardFaults()
         self.opens = [0] * locks  # open commands that released the lock
 
@@ -141,8 +144,22 @@ class _SimBus(Served):
         """Someone shut the door: the lock latches again."""
         with self.mutex:
             b = self._ch(board, lock)
+            if b.held[lock - 1]:
+                return  # nobody is there to shut it (leave_open)
             b.released[lock - 1] = False
             b.forced[lock - 1] = False
+
+    def leave_open(self, board: int, lock: int, value: bool = True) -> None:
+        """The person at this door walks away from it once it opens: it stays
+        open (``close_door`` does nothing) until ``shut_left_open``."""
+        with self.mutex:
+            self._ch(board, lock).held[lock - 1] = value
+
+    def shut_left_open(self, board: int, lock: int) -> None:
+        """Someone comes back and shuts a door left open."""
+        with self.mutex:
+            self._ch(board, lock).held[lock - 1] = False
+            self.close_door(board, lock)
 
     def force_open(self, board: int, lock: int, value: bool = True) -> None:
         """The door is open without any command (forced, or a failed latch)."""

@@ -8,7 +8,10 @@ courier's badge and ``9#`` retrieval, the courier's handheld recording the
 counter bag's pickup, a door forced on the lock board, and the clerk
 (a supervisor) signing in to the console and acknowledging and resolving
 each alarm with a note, and the handheld app's own parcel flows (intake at
-the outlet, hand delivery at the door). What the flows did goes to ``outlet.stats``; what
+the outlet, hand delivery at the door). A door left open after a pickup
+(the villager walks away): the lock board holds it open (``leave_open``), the locker raises
+``door_left_open``, the clerk sees it in the console, the door is shut and
+the clerk resolves the alarm. What the flows did goes to ``outlet.stats``; what
 they must remember between actions (accepted waybills) to ``outlet.flows``.
 A refused step raises :class:`Refused` with its reason, which the caller
 counts as ``<action>_refused_<reason>``.
@@ -28,20 +31,18 @@ from handheld.scanning import ScanFilter
 from handheld.text import Refused as HandheldRefused
 from handheld.workflows import GatewayClient, ParcelFlows
 from simulator.assembly import BADGE_SECRET, Outlet
+from simulator.board_flows import BOARD_FLOWS
 from simulator.counter_sim import WebClient, documents
 from simulator.inproc import SimLocker
+from simulator.refusal import Refused  # also simulator/actions.py's, from here
 from simulator.workload import COURIER, Action
 
 #: The clerk who handles alarms: a supervisor (a forced door is a critical alarm).
 CLERK = ("anna", "sim-clerk-pass-2026")
 GATEWAY_LOGIN = ("gw-o1", "gw-secret")  # the counter API's Basic login (the gateway's own account)
 DAY = 86400
-
-
-class Refused(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+#: Virtual seconds a door left open moves its locker's clock on, per step, until the alarm.
+LEFT_OPEN_STEP_S = 30
 
 
 def _client(outlet: Outlet) -> WebClient:
@@ -243,6 +244,133 @@ async def door_forced(outlet: Outlet, a: Action) -> None:
     finally:
         dev.bus.close_door(1, cid)
     outlet.stats["door_forced"] += 1
+
+
+async def door_alarm(outlet: Outlet, a: Action) -> None:
+    """The platform sets a locker's door-left-open alarm delay: a signed ``config``."""
+    dev = _locker(outlet, a)
+    secs = int(a.args["seconds"])
+    outlet.central.push_command(outlet.outlet_id, "locker", outlet.command(
+        a.device, "config", {"door_open_alarm_s": secs}, f"cfg-door-{a.device}"))
+    deadline = time.monotonic() + 15
+    while dev.app.cfg.get("door_open_alarm_s") != secs:
+        if time.monotonic() > deadline:
+            raise Refused("not_applied")
+        await asyncio.sleep(0.05)
+    outlet.stats["door_alarm"] += 1
+
+
+def _alarms_of(outlet: Outlet, device: str, kind: str, cid: int) -> list[str]:
+    with outlet.obs.lock:
+        return sorted(e["id"] for e in outlet.obs.events.values()
+                      if e["id"].startswith(device + ":") and e["type"] == "locker.alarm"
+                      and e["body"].get("alarm") == kind and e["body"].get("compartment") == cid)
+
+
+async def door_left_open(outlet: Outlet, a: Action) -> None:
+    """A pickup (``after``) whose door the villager walks away from:
+    the board holds it open, the locker raises ``door_left_open`` once its
+    delay has passed (in virtual mode the locker's clock moves on while
+    the door stands open), the clerk sees the alarm in the console, the
+    door is shut, the cycle ends as usual and the clerk resolves the alarm.
+    Remembered in ``outlet.flows["doors_left_open"]`` for the check."""
+    dev = _locker(outlet, a)
+    lk = dev.app
+    after = a.args["after"]
+    virtual = outlet.sc.mode == "virtual"
+    delay = int(lk.cfg.get("door_open_alarm_s", 120))
+    if not virtual and delay > 10:
+        raise Refused("alarm_slow")  # the platform's short delay did not arrive: minutes of real time
+    pin = outlet.sc.start + int(a.t)
+    if virtual:
+        dev.hal.clock.pin = pin
+    try:
+        if after != "pickup":  # a deposit's parcel needs its villager's contact (Outlet.push_contacts)
+            raise Refused("not_a_pickup")
+        code = outlet.obs.codes.get(a.args["parcel"])
+        c = lk.comps.find_parcel(a.args["parcel"])
+        if code is None or c is None:
+            raise Refused("no_code" if code is None else "not_in_locker")
+        cycle = lk.pickup(code)
+        cid = int(c["id"])
+        before = _alarms_of(outlet, a.device, "door_left_open", cid)
+        dev.bus.leave_open(1, cid)
+        task = asyncio.ensure_future(cycle)
+        try:
+            alarm = await _left_open_alarm(outlet, dev, task, a.device, cid, before, pin, delay)
+            outlet.flows.setdefault("doors_left_open", []).append(
+                {"device": a.device, "compartment": cid, "parcel": a.args["parcel"], "after": after,
+                 "alarm": alarm})
+            listed = await asyncio.to_thread(_console_lists, outlet, alarm)
+        finally:
+            dev.bus.shut_left_open(1, cid)  # someone comes back and shuts it
+            try:
+                await asyncio.wait_for(task, 20)
+            except FlowError as e:
+                raise Refused(e.code) from None
+    finally:
+        if virtual:
+            dev.hal.clock.pin = None
+    if not listed:
+        raise Refused("not_listed")
+    resolved = await asyncio.to_thread(_resolve, outlet, alarm, "door shut, parcel checked")
+    outlet.stats["door_left_open"] += 1
+    outlet.stats["door_left_open_resolved"] += resolved
+    if not _wan_down(outlet, a.t):
+        if not await asyncio.to_thread(_own_synced, outlet, ("gateway.alarm_resolved",)):
+            outlet.stats["clerk_alarms_unsynced"] += 1
+
+
+async def _left_open_alarm(outlet: Outlet, dev: SimLocker, task: asyncio.Future[Any], device: str, cid: int,
+                           before: list[str], pin: int, delay: int) -> str:
+    """Wait for the new ``door_left_open`` alarm of ``cid``; in virtual mode
+    move the locker's clock on a step at a time meanwhile (the firmware
+    times the open door on its ticks, which follow the pin)."""
+    deadline = time.monotonic() + delay + 20 if outlet.sc.mode != "virtual" else time.monotonic() + 20
+    moved = 0
+    while True:
+        new = [x for x in _alarms_of(outlet, device, "door_left_open", cid) if x not in before]
+        if new:
+            return new[0]
+        if task.done():  # refused, or the door shut after all
+            exc = task.exception()
+            raise Refused(exc.code if isinstance(exc, FlowError) else "no_alarm")
+        if time.monotonic() > deadline:
+            raise Refused("no_alarm")
+        if outlet.sc.mode == "virtual" and dev.bus.is_open(1, cid) and moved < delay + 30 * 60:
+            moved += LEFT_OPEN_STEP_S
+            dev.hal.clock.pin = pin + moved
+        await asyncio.sleep(0.02)
+
+
+def _console_lists(outlet: Outlet, alarm: str) -> bool:
+    """The clerk's console lists ``alarm`` (it reaches the gateway's store through the broker)."""
+    web = _clerk(outlet)
+    deadline = time.monotonic() + 20
+    while True:
+        _, listed = web.console()
+        if alarm in listed:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _resolve(outlet: Outlet, alarm: str, note: str) -> int:
+    """The clerk acknowledges ``alarm`` and resolves it with ``note``; 1 if resolved."""
+    web = _clerk(outlet)
+    csrf, _ = web.console()
+    web.form("/clerk/alarm", {"csrf": csrf, "alarm": alarm, "action": "acknowledge", "note": "on my way"})
+    code, _ = web.form("/clerk/alarm", {"csrf": csrf, "alarm": alarm, "action": "resolve", "note": note})
+    if code != 303:
+        raise Refused(f"console_{code}")
+    outlet.flows.setdefault("resolved_alarms", set()).add(alarm)
+    return 1
+
+
+def _wan_down(outlet: Outlet, t: float) -> bool:
+    """The scenario's WAN is down at virtual second ``t``: the clerk's audit cannot go up yet."""
+    return any(f.kind == "wan_down" and f.at_s <= t < f.until_s for f in outlet.sc.faults)
 
 
 # ------------------------------------------------------------------ the handheld
@@ -506,8 +634,9 @@ async def compartment_back(outlet: Outlet, a: Action) -> None:
 
 
 async def clerk_alarms(outlet: Outlet, a: Action) -> None:
+    done = outlet.flows.get("resolved_alarms", set())  # doors left open: resolved as they were shut
     with outlet.obs.lock:
-        wanted = {e["id"] for e in outlet.obs.events.values() if e["type"].endswith(".alarm")}
+        wanted = {e["id"] for e in outlet.obs.events.values() if e["type"].endswith(".alarm")} - done
     acked, resolved = await asyncio.to_thread(_handle_alarms, outlet, wanted)
     outlet.stats["clerk_alarms"] += 1
     outlet.stats["clerk_acknowledged"] += acked
@@ -520,5 +649,6 @@ OUTLET_FLOWS: dict[str, Callable[[Outlet, Action], Awaitable[None]]] = {
     "return_book": return_book, "return_dropoff": return_dropoff, "guess": guess, "remote_open": remote_open,
     "compartment_out": compartment_out, "compartment_back": compartment_back,
     "hh_intake": hh_intake, "hand_delivery": hand_delivery, "permit_deposit": permit_deposit,
-    "set_pickup_days": set_pickup_days,
+    "set_pickup_days": set_pickup_days, "door_alarm": door_alarm, "door_left_open": door_left_open,
+    **BOARD_FLOWS,
 }

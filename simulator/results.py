@@ -25,7 +25,7 @@ from simulator.ledger import check_domain
 from simulator.pybroker import amqtt_version
 from simulator.snapshot import fault_windows
 
-TIME_KEYS = ("expires", "deposited", "t", "at", "ts", "since", "until", "reserved_until", "exp")
+TIME_KEYS = ("expires", "deposited", "t", "at", "ts", "since", "until", "reserved_until", "exp", "taken_at")
 # Left out of the trace hash with the times: a sealed code's bytes depend on
 # the event id, whose incarnation a device draws at random on its first boot.
 OPAQUE_KEYS = ("code_sealed",)
@@ -79,10 +79,18 @@ def broker_name() -> str:
 
 def _strip(v: Any) -> Any:
     if isinstance(v, dict):
-        return {k: _strip(x) for k, x in v.items() if k not in TIME_KEYS and k not in OPAQUE_KEYS}
+        return {k: _steps(x) if k == "steps" else _strip(x) for k, x in v.items()
+                if k not in TIME_KEYS and k not in OPAQUE_KEYS}
     if isinstance(v, list):
         return [_strip(x) for x in v]
     return v
+
+
+def _steps(v: Any) -> Any:
+    """A board job's ``steps`` (``[[step, at], ...]``, handheld.job_submitted) without the times."""
+    if isinstance(v, list):
+        return [x[0] if isinstance(x, list) and x else _strip(x) for x in v]
+    return _strip(v)
 
 
 def trace_hash(events: list[dict[str, Any]]) -> str:
@@ -188,6 +196,142 @@ def alarms_handled(events: list[dict[str, Any]]) -> dict[str, Any]:
     detail = (f"{len(raised)} alarms: {fields['acknowledged']} acknowledged, {fields['resolved']} resolved"
               + (f"; unresolved: {', '.join(wrong[:5])}" if wrong else ""))
     return {"name": "alarms_handled", "ok": bool(raised) and not wrong, "detail": detail, "fields": fields}
+
+
+#: The events that end a door cycle the workload may leave open, by what opened it.
+CLOSINGS = {"deposit": ("locker.deposit",), "pickup": ("locker.pickup", "locker.pickup_unconfirmed")}
+
+
+def _seq(eid: str) -> tuple[str, str, int]:
+    dev, inc, n = (eid.split(":") + ["", "0"])[:3]
+    return dev, inc, int(n) if n.isdigit() else 0
+
+
+def _same_door(ev: dict[str, Any], end: tuple[str, str, int], cid: Any) -> bool:
+    """``ev`` is from the same locker incarnation as ``end`` and about compartment ``cid``."""
+    return _seq(ev["id"])[:2] == end[:2] and (ev.get("body") or {}).get("compartment") == cid
+
+
+def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, Any]]) -> dict[str, Any]:
+    """``doors_left_open_alarmed``: every door the workload left open after
+    a deposit or pickup (``left``: device, parcel, after) raised exactly one
+    ``door_left_open`` alarm between its opening (``locker.door``) and the
+    event that closed its cycle, and a clerk resolved that alarm
+    (``gateway.alarm_resolved``); no door shut in time raised one. Fails on
+    a run where no door was left open. Ordered by the locker's own event
+    sequence: the times of one action share a second."""
+    resolved = {str((ev.get("body") or {}).get("alarm_id")) for ev in events
+                if ev["type"] == "gateway.alarm_resolved"}
+    alarms = [ev for ev in events if ev["type"] == "locker.alarm"
+              and (ev.get("body") or {}).get("alarm") == "door_left_open"]
+    wrong: list[str] = []
+    explained: set[str] = set()
+    alarmed = 0
+    for d in left:
+        dev, parcel = str(d.get("device")), str(d.get("parcel"))
+        close = [ev for ev in events if ev["type"] in CLOSINGS.get(str(d.get("after")), ())
+                 and ev["id"].startswith(dev + ":") and (ev.get("body") or {}).get("parcel") == parcel]
+        if not close:
+            wrong.append(f"{parcel}=not_closed")
+            continue
+        end = _seq(close[-1]["id"])
+        cid = (close[-1].get("body") or {}).get("compartment")
+        opens = [_seq(ev["id"])[2] for ev in events if ev["type"] == "locker.door"
+                 and _same_door(ev, end, cid) and (ev.get("body") or {}).get("door") == "open"
+                 and _seq(ev["id"])[2] < end[2]]
+        start = max(opens, default=-1)
+        inside = [ev["id"] for ev in alarms
+                  if _same_door(ev, end, cid) and start < _seq(ev["id"])[2] < end[2]]
+        explained.update(inside)
+        if len(inside) != 1:
+            wrong.append(f"{parcel}={len(inside)}")
+            continue
+        alarmed += 1
+        if inside[0] not in resolved:
+            wrong.append(f"{inside[0]}=unresolved")
+    unexpected = sorted(ev["id"] for ev in alarms if ev["id"] not in explained)
+    wrong += [f"{a}=shut_in_time" for a in unexpected]
+    fields = {"left_open": len(left), "alarmed": alarmed,
+              "resolved": sum(1 for ev in alarms if ev["id"] in explained and ev["id"] in resolved),
+              "unexpected": len(unexpected), "wrong": wrong[:5]}
+    detail = (f"{len(left)} doors left open: {alarmed} raised one alarm, {fields['resolved']} resolved"
+              + (f"; wrong: {', '.join(wrong[:5])}" if wrong else ""))
+    return {"name": "doors_left_open_alarmed", "ok": bool(left) and not wrong, "detail": detail,
+            "fields": fields}
+
+
+def platform_boards(outlet: Outlet) -> dict[str, Any]:
+    """The platform's 政讯通 registry, jobs, reviews and reports (``central/boards.py``),
+    after a last review pass over what arrived."""
+    boards = outlet.central.duties.boards
+    boards.run_once()
+    return boards.overview()
+
+
+def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
+    """``board_jobs_reviewed``: every 政讯通 job the handheld did
+    (``done``: ``outlet.flows["boards"]``) was received and reviewed by the
+    platform with the expected verdicts: each survey's site is in the
+    registry (approved, then installed by the accepted install job), each
+    submitted job is ``done``, each of its photos reviewed once and
+    accepted for that job and step, each condition report recorded, each
+    job the courier could not complete recorded as such with its reason;
+    and each photo the handheld refused on the spot (``far_from_site``:
+    taken too far from the board) never reached the platform. Fails on a run
+    without a submitted job or without the refused far photo."""
+    jobs = {j["id"]: j for j in board.get("jobs", [])}
+    sites = {s["id"]: s for s in board.get("sites", [])}
+    reviews: dict[str, list[dict[str, Any]]] = {}
+    for r in board.get("reviews", []):
+        reviews.setdefault(str(r.get("sha")), []).append(r)
+    reports = {(r.get("job"), r.get("cond")) for r in board.get("reports", [])}
+    wrong: list[str] = []
+    photos = accepted = 0
+    for jid, d in sorted((done.get("jobs") or {}).items()):
+        site = d.get("site")
+        if d.get("kind") == "survey":
+            s = sites.get(site)
+            if s is None or s.get("status") not in ("approved", "installed"):
+                wrong.append(f"{site}={'missing' if s is None else s.get('status')}")
+        else:
+            j = jobs.get(jid)
+            if j is None or j.get("status") != "done":
+                wrong.append(f"{jid}={'missing' if j is None else j.get('reason') or j.get('status')}")
+            if d.get("kind") == "install" and (sites.get(site) or {}).get("status") != "installed":
+                wrong.append(f"{site}=not_installed")
+        for step, sha in sorted((d.get("photos") or {}).items()):
+            photos += 1
+            got = [r for r in reviews.get(sha, []) if r.get("step") == step]
+            ok = [r for r in got if r.get("verdict") == "accepted" and r.get("reason") == "ok"]
+            accepted += len(ok) == 1
+            if len(got) != 1 or len(ok) != 1:
+                why = got[0].get("reason") if len(got) == 1 else len(got)
+                wrong.append(f"{jid}/{step}={why}")
+    for rep in done.get("reports") or []:
+        if (rep.get("job"), rep.get("condition")) not in reports:
+            wrong.append(f"{rep.get('job')}/report=missing")
+    for nd in done.get("not_done") or []:
+        j = jobs.get(nd.get("job")) or {}
+        if (j.get("status"), j.get("reason")) != ("could_not_complete", nd.get("reason")):
+            wrong.append(f"{nd.get('job')}={j.get('reason') or j.get('status') or 'missing'}")
+    far = [x for x in done.get("refused") or [] if x.get("code") == "far_from_site"]
+    for x in far:  # refused on the handheld: no second photo of that step at the platform
+        n = sum(1 for rs in reviews.values() for r in rs
+                if r.get("job") == x.get("job") and r.get("step") == x.get("step"))
+        if n != 1:
+            wrong.append(f"{x.get('job')}/{x.get('step')}={n}")
+    submitted = [j for j, d in (done.get("jobs") or {}).items() if d.get("kind") != "survey"]
+    fields = {"sites": len(done.get("sites") or {}), "jobs": len(done.get("jobs") or {}), "photos": photos,
+              "accepted": accepted, "reports": len(done.get("reports") or []),
+              "not_done": len(done.get("not_done") or []), "far_refused": len(far), "wrong": wrong[:5]}
+    detail = (f"{fields['jobs']} board jobs ({fields['sites']} sites surveyed), {photos} photos, {accepted} "
+              f"accepted by the platform's review, {fields['reports']} condition reports, "
+              f"{fields['not_done']} could not be done, {len(far)} photo refused on the handheld as too far "
+              "from the board")
+    if wrong:
+        detail += f"; wrong: {', '.join(wrong[:5])}"
+    ok = bool(submitted) and bool(far) and not wrong
+    return {"name": "board_jobs_reviewed", "ok": ok, "detail": detail, "fields": fields}
 
 
 def returns_retrieved_once(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -525,7 +669,11 @@ def flow_checks(outlet: Outlet) -> list[dict[str, Any]]:
         out.append(remote_opens_by_request(events, platform_open_decisions(outlet)))
     if sc.out_of_service:
         out.append(compartments_serviced(events))
-    if sc.forced_doors or sc.guessers:
+    if sc.board_sites and sc.handhelds:
+        out.append(board_jobs_reviewed(platform_boards(outlet), outlet.flows.get("boards", {})))
+    if sc.door_left_open_rate > 0:
+        out.append(doors_left_open_alarmed(events, list(outlet.flows.get("doors_left_open", []))))
+    if sc.forced_doors or sc.guessers or sc.door_left_open_rate > 0:
         out.append(alarms_handled(events))
     for x in out:
         for k, v in x["fields"].items():

@@ -41,6 +41,10 @@ at load with errors that name the key::
     permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards
     pickup_days = 1             # parcels expire after this many days (0: the locker's own, 7); the courier
                                 # retrieves what expired at outbound_h + 2 every day
+    door_left_open_rate = 0.02  # share of pickups after which the door is left open (at least one
+                                # if > 0): the locker's door_left_open alarm, the clerk resolves it
+    board_sites = 1             # 政讯通 sites a courier's handheld takes through the lifecycle: survey,
+                                # approval, install, maintenance with a condition report, review
 
     [[faults]]
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
@@ -157,6 +161,8 @@ class Scenario:
     hand_deliveries: int = 0
     permit_deposits: int = 0
     pickup_days: int = 0
+    door_left_open_rate: float = 0.0
+    board_sites: int = 0
     faults: tuple[Fault, ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
@@ -192,7 +198,8 @@ class Scenario:
     @property
     def clerk(self) -> bool:
         """A clerk handles the day's alarms in the console (a forced door, a guesser's lockout)."""
-        return self.forced_doors + self.guessers + self.remote_opens + self.out_of_service > 0
+        return (self.forced_doors + self.guessers + self.remote_opens + self.out_of_service > 0
+                or self.door_left_open_rate > 0)
 
 
 # The file's shape, declared (common/config.py): each table a section whose
@@ -260,6 +267,19 @@ class WorkloadSection(Section):
     # locker at the start; 0 leaves the locker's own 7); the courier then
     # retrieves the expired ones at ``outbound_h`` + 2 every day.
     pickup_days: Annotated[int, Field(ge=0, le=60)] = 0
+    # The share of the inbound pickups after which the villager walks away
+    # from the open door (at least one when above 0): the locker raises
+    # ``door_left_open``; the clerk sees it in the console, has the door
+    # shut and resolves it. In virtual mode the locker's clock moves on
+    # while the door stands open; in real mode the platform first gives
+    # those lockers a short alarm delay (a signed ``config``).
+    door_left_open_rate: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+    # 政讯通 bulletin-board sites a courier's handheld takes through the
+    # lifecycle (handheld/jobs.py against central/boards.py): a survey the
+    # platform approves, an install job, a maintenance job with a condition
+    # report and a photo first taken too far from the board, a poster job
+    # not done; each job reviewed by the platform.
+    board_sites: Annotated[int, Field(ge=0, le=20)] = 0
 
     _pairs = field_validator("pickup_delay_h", "deposit_delay_min")(_range)
 
@@ -352,6 +372,7 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         forced_doors=w.forced_doors, returns=w.returns, guessers=w.guessers,
         remote_opens=w.remote_opens, out_of_service=w.out_of_service, hand_deliveries=w.hand_deliveries,
         permit_deposits=w.permit_deposits, pickup_days=w.pickup_days,
+        door_left_open_rate=w.door_left_open_rate, board_sites=w.board_sites,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 

@@ -26,6 +26,19 @@ parcels in at the outlet (``hh_intake``) and hands them over at the door
 a locker (``permit_deposit``). With ``pickup_days`` the platform shortens
 the lockers' pickup window at the start (``set_pickup_days``) and the
 courier's daily collection retrieves what expired.
+
+With ``door_left_open_rate`` some of the inbound pickups become
+``door_left_open``: the villager walks away
+from the open door, the locker raises its ``door_left_open`` alarm, the clerk sees it,
+has the door shut and resolves it (in real-time runs the platform first
+shortens those lockers' alarm delay, ``door_alarm``: the firmware times it
+on the wall clock then). The choice has a generator of its
+own, so every other action of a seed stays as it was. With
+``board_sites`` the courier's handheld takes each site through the 政讯通
+lifecycle in the afternoon, between the outlet's own tasks: a survey the
+platform approves at ``outbound_h`` (``board_survey``), the install job
+1.25 h later (``board_install``) and a maintenance job with a condition
+report 3 h after that (``board_maintain``).
 """
 
 from __future__ import annotations
@@ -47,6 +60,9 @@ CHARITY = (("县爱心基金会", "西江镇中心小学"), ("Lei Shan charity f
 #: The courier who collects outbound items (the badge every locker is given).
 COURIER = "c001"
 PREFIXES = ("RB", "RR", "EE", "CP", "LX")
+#: The door-left-open alarm's delay (s) the platform gives lockers whose doors
+#: the workload leaves open in a real-time run (the firmware's ticks are wall time then).
+DOOR_ALARM_S = 2
 
 
 @dataclass(order=True)
@@ -57,6 +73,7 @@ class Action:
     # | bag_pickup | door_forced | clerk_alarms | return_book | return_dropoff | guess | remote_open
     # | compartment_out | compartment_back
     # | hh_intake | hand_delivery | permit_deposit | set_pickup_days
+    # | door_alarm | door_left_open | board_survey | board_install | board_maintain
     kind: str = field(compare=False)
     device: str = field(compare=False)
     args: dict[str, Any] = field(compare=False, default_factory=dict)
@@ -129,8 +146,45 @@ def generate(sc: Scenario) -> list[Action]:
                 seed=rng.randrange(2**31),
             )
     outbound(sc, rng, lockers, handhelds, add)
+    boards(sc, handhelds, add)
+    if sc.door_left_open_rate > 0:
+        doors_left_open(sc, out, add)
     out.sort()
     return out
+
+
+def doors_left_open(sc: Scenario, out: list[Action], add: Any) -> None:
+    """Turn a share of the inbound pickups into ``door_left_open`` (at
+    least one), drawn with a generator of their own
+    among those at least an hour before the end (the clerk's resolution
+    must reach the platform within the run); and the platform's short
+    alarm delay to those lockers at the start."""
+    rng = random.Random(sc.seed * 1009 + 18)
+    # pickups: a deposit's parcel is on the platform's manifest as a deposit (its villager's contact)
+    cands = [i for i, a in enumerate(out) if a.kind == "pickup" and a.t <= sc.duration_s - 3600]
+    if not cands:
+        return
+    n = max(1, round(sc.door_left_open_rate * len(cands)))
+    chosen = sorted(rng.sample(cands, min(n, len(cands))))
+    for i in chosen:
+        a = out[i]
+        out[i] = Action(a.t, a.order, "door_left_open", a.device, {**a.args, "after": a.kind})
+    if sc.mode == "real":  # in virtual mode the flow moves the locker's clock past the delay
+        for locker in sorted({out[i].device for i in chosen}):
+            add(0.0, "door_alarm", locker, seconds=DOOR_ALARM_S)
+
+
+def boards(sc: Scenario, handhelds: list[str], add: Any) -> None:
+    """The 政讯通 lifecycle of ``board_sites`` sites on the first handheld
+    (see the module docstring): the courier's round in the afternoon."""
+    if not handhelds:
+        return
+    t0 = sc.outbound_h * 3600
+    for i in range(sc.board_sites):
+        site = {"n": i + 1, "village": "西江村" if i % 2 == 0 else "控拜村"}
+        add(t0 + i * 900, "board_survey", handhelds[0], **site)
+        add(t0 + 1.25 * 3600 + i * 900, "board_install", handhelds[0], **site)
+        add(t0 + 4.25 * 3600 + i * 900, "board_maintain", handhelds[0], **site)
 
 
 def outbound(sc: Scenario, rng: random.Random, lockers: list[str], handhelds: list[str],

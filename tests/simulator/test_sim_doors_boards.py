@@ -1,0 +1,263 @@
+"""Issue 18's two added flows in the simulator's workload, each judged by
+its domain check and each check failing when its flow is broken: a door
+left open after a pickup (the locker's ``door_left_open`` alarm, resolved
+by the clerk: ``doors_left_open_alarmed``) and the 政讯通 bulletin-board
+lifecycle between a courier's handheld and the platform (survey approved,
+install, maintenance with a condition report, a far photo refused:
+``board_jobs_reviewed``)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.assembly import Outlet
+from simulator.lockboard_sim import Sim8ABus
+from simulator.report.reading import expect_text
+from simulator.results import (
+    alarms_handled,
+    board_jobs_reviewed,
+    doors_left_open_alarmed,
+    platform_boards,
+    platform_events,
+    refusals,
+    trace_hash,
+)
+from simulator.runner import run_scenario
+from simulator.scenario import load, parse
+from simulator.workload import generate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ev(eid: str, etype: str, body: dict[str, Any], cls: str = "custody") -> dict[str, Any]:
+    return {"id": eid, "type": etype, "cls": cls, "body": body}
+
+
+LEFT = [{"device": "lk01", "parcel": "RB123456785CN", "after": "pickup", "compartment": 4}]
+DOOR = [
+    ev("lk01:aa:10", "locker.door", {"compartment": 4, "door": "open", "action": "pickup"}, "status"),
+    ev("lk01:aa:11", "locker.alarm", {"alarm": "door_left_open", "compartment": 4}, "alarm"),
+    ev("lk01:aa:12", "locker.pickup", {"compartment": 4, "parcel": "RB123456785CN"}),
+    ev("gw-o1-clerk:dd:1", "gateway.alarm_acknowledged", {"alarm_id": "lk01:aa:11"}, "audit"),
+    ev("gw-o1-clerk:dd:2", "gateway.alarm_resolved", {"alarm_id": "lk01:aa:11", "note": "shut"}, "audit"),
+]
+
+
+def test_left_open_check_fails_without_the_alarm_with_two_unresolved_or_a_false_one() -> None:
+    ok = doors_left_open_alarmed(DOOR, LEFT)
+    assert ok["ok"], ok
+    assert ok["fields"] == {"left_open": 1, "alarmed": 1, "resolved": 1, "unexpected": 0, "wrong": []}
+    # the locker never raised the alarm
+    silent = doors_left_open_alarmed([e for e in DOOR if e["type"] != "locker.alarm"], LEFT)
+    assert not silent["ok"] and silent["fields"]["wrong"] == ["RB123456785CN=0"]
+    # raised twice for one open door (a second alarm before the closing, now 13)
+    seq = [dict(e) for e in DOOR]
+    seq[2] = dict(DOOR[2], id="lk01:aa:13")
+    again = doors_left_open_alarmed([*seq, ev("lk01:aa:12", "locker.alarm",
+                                              {"alarm": "door_left_open", "compartment": 4}, "alarm")], LEFT)
+    assert not again["ok"] and again["fields"]["wrong"] == ["RB123456785CN=2"]
+    # the clerk acknowledged but never resolved it
+    unresolved = doors_left_open_alarmed(DOOR[:-1], LEFT)
+    assert not unresolved["ok"] and unresolved["fields"]["wrong"] == ["lk01:aa:11=unresolved"]
+    assert not alarms_handled(DOOR[:-1])["ok"]
+    # the door was shut: its cycle never ended
+    assert doors_left_open_alarmed(DOOR[:2], LEFT)["fields"]["wrong"][0] == "RB123456785CN=not_closed"
+    # an alarm for a door shut in time (another cycle of the same compartment, later)
+    false = [*DOOR, ev("lk01:aa:20", "locker.door", {"compartment": 4, "door": "open"}, "status"),
+             ev("lk01:aa:21", "locker.alarm", {"alarm": "door_left_open", "compartment": 4}, "alarm"),
+             ev("lk01:aa:22", "locker.deposit", {"compartment": 4, "parcel": "RB000000019CN"})]
+    bad = doors_left_open_alarmed(false, LEFT)
+    assert not bad["ok"] and bad["fields"]["unexpected"] == 1
+    assert bad["fields"]["wrong"] == ["lk01:aa:21=shut_in_time"]
+    # an alarm from before this door opened is not this door's
+    before = [ev("lk01:aa:9", "locker.alarm", {"alarm": "door_left_open", "compartment": 4}, "alarm"), *DOOR]
+    assert not doors_left_open_alarmed(before, LEFT)["ok"]
+    assert not doors_left_open_alarmed([], [])["ok"]  # a run that left no door open proves nothing
+    assert "柜门未关" in expect_text(bad, "zh") and "shut_in_time" in expect_text(bad, "en")
+    assert "1 doors left open after a pickup" in expect_text(ok, "en")
+
+
+SHA = {s: f"{i:064x}" for i, s in enumerate(("site", "inst", "before", "after"), 1)}
+SID, INSTALL, MAINTAIN = "sv-hh01-1", "bj-sv-hh01-1-install", "bj-sv-hh01-1-maintain"
+POSTER = "bj-sv-hh01-1-poster"
+DONE = {
+    "sites": {1: {"site": SID, "survey_job": SID}},
+    "jobs": {SID: {"kind": "survey", "site": SID, "photos": {"photo_site": SHA["site"]}},
+             INSTALL: {"kind": "install", "site": SID, "photos": {"photo": SHA["inst"]}},
+             MAINTAIN: {"kind": "maintain", "site": SID,
+                        "photos": {"photo_before": SHA["before"], "photo_after": SHA["after"]}}},
+    "reports": [{"job": MAINTAIN, "site": SID, "condition": "poster_torn"}],
+    "refused": [{"job": MAINTAIN, "step": "photo_before", "code": "far_from_site"}],
+    "not_done": [{"job": POSTER, "reason": "no_poster"}],
+}
+
+
+def review(sha: str, job: str, step: str, reason: str = "ok") -> dict[str, Any]:
+    return {"sha": sha, "job": job, "site": SID, "step": step, "reason": reason,
+            "verdict": "accepted" if reason == "ok" else "refused"}
+
+
+BOARD = {
+    "sites": [{"id": SID, "status": "installed", "poster": "sim-health-2026"}],
+    "jobs": [{"id": INSTALL, "kind": "install", "status": "done", "reason": None},
+             {"id": MAINTAIN, "kind": "maintain", "status": "done", "reason": None},
+             {"id": POSTER, "kind": "post_poster", "status": "could_not_complete", "reason": "no_poster"}],
+    "reviews": [review(SHA["site"], SID, "photo_site"), review(SHA["inst"], INSTALL, "photo"),
+                review(SHA["before"], MAINTAIN, "photo_before"),
+                review(SHA["after"], MAINTAIN, "photo_after")],
+    "reports": [{"job": MAINTAIN, "site": SID, "cond": "poster_torn"}],
+}
+
+
+def test_board_check_fails_on_a_refused_photo_an_unreviewed_job_or_a_lost_report() -> None:
+    ok = board_jobs_reviewed(BOARD, DONE)
+    assert ok["ok"], ok
+    assert ok["fields"] == {"sites": 1, "jobs": 3, "photos": 4, "accepted": 4, "reports": 1, "not_done": 1,
+                            "far_refused": 1, "wrong": []}
+    # the platform's review refuses the after photo as taken far from the board
+    far = copy.deepcopy(BOARD)
+    far["reviews"][3] = review(SHA["after"], MAINTAIN, "photo_after", "far_from_site")
+    far["jobs"][1].update(status="refused", reason="far_from_site")
+    bad = board_jobs_reviewed(far, DONE)
+    assert not bad["ok"]
+    assert bad["fields"]["wrong"] == [f"{MAINTAIN}=far_from_site", f"{MAINTAIN}/photo_after=far_from_site"]
+    # a photo that never reached the review, and a job still waiting for it
+    lost = copy.deepcopy(BOARD)
+    del lost["reviews"][1]
+    lost["jobs"][0]["status"] = "submitted"
+    wrong = board_jobs_reviewed(lost, DONE)["fields"]["wrong"]
+    assert wrong == [f"{INSTALL}=submitted", f"{INSTALL}/photo=0"]
+    # the proposal never made it into the registry, so nothing was installed there
+    nosite = dict(BOARD, sites=[])
+    assert f"{SID}=missing" in board_jobs_reviewed(nosite, DONE)["fields"]["wrong"]
+    approved = copy.deepcopy(BOARD)
+    approved["sites"][0]["status"] = "approved"  # the install was accepted but the site never changed
+    assert board_jobs_reviewed(approved, DONE)["fields"]["wrong"] == [f"{SID}=not_installed"]
+    unreported = board_jobs_reviewed(dict(BOARD, reports=[]), DONE)
+    assert unreported["fields"]["wrong"] == [f"{MAINTAIN}/report=missing"]
+    # the far photo the handheld refused got to the platform after all (a second before photo)
+    leaked = copy.deepcopy(BOARD)
+    leaked["reviews"].append(review("f" * 64, MAINTAIN, "photo_before", "far_from_site"))
+    assert board_jobs_reviewed(leaked, DONE)["fields"]["wrong"] == [f"{MAINTAIN}/photo_before=2"]
+    # the courier's "could not complete" never reached the platform: the job still waits
+    waiting = copy.deepcopy(BOARD)
+    waiting["jobs"][2].update(status="sent", reason=None)
+    assert board_jobs_reviewed(waiting, DONE)["fields"]["wrong"] == [f"{POSTER}=sent"]
+    # a day without the far photo, or without any job, proves less than it claims
+    assert not board_jobs_reviewed(BOARD, dict(DONE, refused=[]))["ok"]
+    assert not board_jobs_reviewed({}, {})["ok"]
+    assert "政讯通" in expect_text(bad, "zh") and "far_from_site" in expect_text(bad, "en")
+
+
+def test_the_workload_leaves_pickup_doors_open_and_schedules_the_board_lifecycle() -> None:
+    day = load(ROOT / "scenarios" / "village-day.toml")
+    plain = dataclasses.replace(day, door_left_open_rate=0.0, board_sites=0)
+    acts, before = generate(day), generate(plain)
+    left = [a for a in acts if a.kind == "door_left_open"]
+    assert left and all(a.args["after"] == "pickup" for a in left)
+    assert all(a.t <= day.duration_s - 3600 for a in left)
+    # the same day otherwise: the left-open pickups were pickups of the plain day
+    turned = {(x.t, x.device) for x in left}
+    expected = [(a.t, "door_left_open" if (a.t, a.device) in turned and a.kind == "pickup" else a.kind)
+                for a in before]
+    assert [(a.t, a.kind) for a in acts if not a.kind.startswith("board_")] == expected
+    assert not [a for a in acts if a.kind == "door_alarm"]  # virtual: the flow moves the locker's clock
+    real = generate(dataclasses.replace(day, mode="real"))
+    assert {a.device for a in real if a.kind == "door_alarm"} == {
+        a.device for a in real if a.kind == "door_left_open"}
+    board = [(a.t / 3600, a.kind) for a in acts if a.kind.startswith("board_")]
+    assert board == [(13.0, "board_survey"), (14.25, "board_install"), (17.25, "board_maintain")]
+    assert generate(day) == acts
+    more = generate(dataclasses.replace(day, door_left_open_rate=0.2))
+    assert len([a for a in more if a.kind == "door_left_open"]) > len(left)
+
+
+def test_a_door_left_open_stays_open_until_someone_comes_back() -> None:
+    bus = Sim8ABus(boards=(1,), locks=4)
+    bus.board(1).open_cmd(2)
+    bus.leave_open(1, 2)
+    bus.close_door(1, 2)  # whoever would shut it is not there
+    assert bus.is_open(1, 2)
+    bus.shut_left_open(1, 2)
+    assert not bus.is_open(1, 2)
+    bus.board(1).open_cmd(2)
+    bus.close_door(1, 2)  # the next cycle shuts as usual
+    assert not bus.is_open(1, 2)
+
+
+def test_the_trace_hash_leaves_out_the_times_of_board_jobs() -> None:
+    a = ev("hh01:cc:1", "handheld.job_submitted", {"job": "j1", "steps": [["photo", 100], ["maintain", 160]]})
+    b = ev("hh01:cc:1", "handheld.job_submitted", {"job": "j1", "steps": [["photo", 900], ["maintain", 990]]})
+    p = ev("hh01:cc:2", "handheld.photo", {"job": "j1", "sha256": "ab", "taken_at": 5})
+    assert trace_hash([a, p]) == trace_hash([b, dict(p, body={**p["body"], "taken_at": 7})])
+    c = ev("hh01:cc:1", "handheld.job_submitted", {"job": "j1", "steps": [["maintain", 100], ["photo", 160]]})
+    assert trace_hash([a]) != trace_hash([c])  # the steps' order is content
+
+
+def test_refusals_of_the_new_flows_have_words() -> None:
+    refused = refusals({"board_photo_refused_far_from_site": 1, "door_left_open_refused_not_listed": 2,
+                        "board_install_refused_no_job_list": 1})
+    assert refused == {"board_install.no_job_list": 1, "board_photo.far_from_site": 1,
+                       "door_left_open.not_listed": 2}
+    from simulator.report.reading import refused_text
+
+    for key in refused:
+        for lang in ("zh", "en"):
+            text = refused_text(key, lang)
+            assert key.split(".")[0] not in text and key.split(".")[1] not in text, text
+
+
+DAY = {
+    "name": "doors-boards", "seed": 5, "time": {"hours": 6.0},
+    "outlet": {"lockers": 1, "compartments": 24, "scanners": 1, "handhelds": 1},
+    "workload": {"parcels": 10, "pickup_rate": 1.0, "pickup_delay_h": [0.5, 1.0],
+                 "arrivals_by_hour": [1] * 4 + [0] * 20, "door_left_open_rate": 0.3, "board_sites": 1,
+                 "outbound_h": 0.0},
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_doors_left_open_and_a_board_lifecycle_pass_their_checks_and_break_them(tmp_path: Path) -> None:
+    seen: list[Outlet] = []
+    board: dict[str, Any] = {}
+    res = run_scenario(parse(DAY), tmp_path / "run", on_start=seen.append,
+                       on_end=lambda o: board.update(platform_boards(o)))
+    exp = {x["name"]: x for x in res["expectations"]}
+    assert res["verdict"]["ok"], (res["verdict"], res["refused"], res["domain"])
+    doors = exp["doors_left_open_alarmed"]
+    assert doors["ok"] and doors["fields"]["left_open"] == doors["fields"]["alarmed"] >= 2
+    assert doors["fields"]["resolved"] == doors["fields"]["left_open"] and doors["fields"]["unexpected"] == 0
+    assert exp["alarms_handled"]["ok"]
+    bj = exp["board_jobs_reviewed"]
+    assert bj["ok"] and bj["fields"]["jobs"] == 3 and bj["fields"]["photos"] == bj["fields"]["accepted"] == 4
+    assert bj["fields"]["reports"] == bj["fields"]["not_done"] == bj["fields"]["far_refused"] == 1
+    assert res["refused"] == {"board_photo.far_from_site": 1}  # the far photo, as the report lists it
+    assert exp["photos_arrived"]["ok"] and exp["photos_arrived"]["fields"]["want"] == 4
+    rules = {c["name"]: c for c in res["domain"]["checks"]}
+    assert rules["door_states_consistent"]["ok"] and rules["door_needs_authority"]["ok"]
+    site = next(s for s in board["sites"] if s["id"] == "sv-hh01-1")
+    assert site["status"] == "installed" and site["cond"] is None  # maintained after the report
+    poster = next(j for j in board["jobs"] if j["id"] == "bj-sv-hh01-1-poster")
+    assert (poster["status"], poster["reason"]) == ("could_not_complete", "no_poster")
+    # The same platform record, broken: an alarm nobody resolved, a review that refused.
+    outlet = seen[0]
+    events = platform_events(outlet)
+    left = outlet.flows["doors_left_open"]
+    assert doors_left_open_alarmed(events, left)["ok"]
+    unresolved = [e for e in events if e["type"] != "gateway.alarm_resolved"]
+    assert not doors_left_open_alarmed(unresolved, left)["ok"]
+    assert not doors_left_open_alarmed([e for e in events if e["body"].get("alarm") != "door_left_open"],
+                                       left)["ok"]
+    done = outlet.flows["boards"]
+    assert board_jobs_reviewed(board, done)["ok"]
+    doctored = copy.deepcopy(board)
+    for r in doctored["reviews"]:
+        if r["step"] == "photo_after":
+            r.update(verdict="refused", reason="far_from_site")
+    assert not board_jobs_reviewed(doctored, done)["ok"]

@@ -50,6 +50,7 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
+from central.front import DOWN_PAGE  # the same page as over HTTPS
 from central.intake import check_batch
 from central.scaleout import log as jlog
 from central.scaleout import mqtt_topics as topics
@@ -69,7 +70,7 @@ record = recorder(__name__)
 # server drops the gateway's connection instead of letting us say why.
 MQTT_MAX_BATCH = 1024 * 1024
 MAX_PULL = 256
-DOWN_PAGE = 100  # as the HTTPS front's
+
 FETCH = 32
 LANES = 2
 

@@ -198,6 +198,34 @@ def test_commands_come_down_on_a_pull_over_mqtt(stack: Stack) -> None:
         tr.close()
 
 
+def test_the_gateways_syncer_drains_its_store_over_mqtt_into_postgresql(stack: Stack, tmp_path: Path) -> None:
+    """The gateway's own uplink (``gateway/uplink/sync.py``: its SQLite
+    event store, batching, 2 connections in flight, the MQTT carrier) with
+    ``[upstream] url`` at nats-server's MQTT port: everything it holds is
+    marked synced and stored at the platform once; the rate is printed."""
+    from tests.gateway.test_sync import event, fill, syncing, unsynced_ids
+
+    n = 20_000
+    db = tmp_path / "gw.sqlite"
+    ids = set(fill(db, [event(f"sy{d:02d}", seq) for d in range(4) for seq in range(1, n // 4 + 1)]))
+    upstream = {"url": stack.nats.nodes[1].mqtt_url, "username": "o1", "password": PASSWORDS["o1"],
+                "ca_file": str(stack.ca), "batch_max_age_s": 0.1, "timeout_s": 10.0, "max_in_flight": 2}
+    start = time.monotonic()
+    with syncing(db, upstream):
+        end = time.monotonic() + 240
+        while unsynced_ids(db) and time.monotonic() < end:
+            time.sleep(0.2)
+        acked_s = time.monotonic() - start
+    assert not unsynced_ids(db)
+    stack.backend.wait_written(60)
+    stored_s = time.monotonic() - start
+    with stack.backend.pool.tx() as c:
+        held = {r[0] for r in c.execute("SELECT id FROM events WHERE outlet='o1' AND device LIKE 'sy%'")}
+    assert held == ids
+    print(f"mqtt_syncer events={n} acked_s={acked_s:.1f} stored_s={stored_s:.1f} "
+          f"events_per_s={n / stored_s:.0f}")
+
+
 def test_a_nats_node_killed_mid_run_loses_nothing_acked(stack: Stack) -> None:
     """Two gateways on node 1's MQTT listener upload while node 3 (another
     node: a gateway's carrier has one address) is SIGKILLed and restarted;

@@ -265,6 +265,8 @@ class MqttFrontThread:
             await asyncio.sleep(0.05)
 
     def stop(self) -> None:
+        if self.bridge.loop.is_closed():
+            return  # stopped before
         self.bridge.loop.call_soon_threadsafe(self.front.stop)
         try:
             self.future.result(15)

@@ -73,8 +73,10 @@ def stack(scaleout_rig: ScaleOutRig, central_pki: Any,
             backend.add_outlet(outlet, "https-pw-unused")
         backend.retire_outlet("o3")  # still a NATS user: the registry must refuse it
         worker = WorkerThread(cfg, "w-mqtt")
-        front = MqttFrontThread(cfg, backend)
-        yield Stack(cluster, cfg, backend, front, central_pki.ca)
+        st = Stack(cluster, cfg, backend, MqttFrontThread(cfg, backend), central_pki.ca)
+        front = st.front
+        yield st
+        front = st.front  # a test may have started another
     finally:
         if front is not None:
             front.stop()
@@ -181,6 +183,34 @@ def test_bad_batches_are_refused_with_a_reason_on_the_ack_topic_and_counted(stac
     assert after.get("unknown_outlet", 0) - before.get("unknown_outlet", 0) == 1
     stack.backend.wait_written()
     assert stack.backend.count("o4") == 0 and stack.backend.count("o3") == 0
+
+
+def test_a_batch_sent_while_no_mqtt_front_runs_waits_in_the_log(stack: Stack) -> None:
+    """The front stopped: the gateway's batch is captured by the stream and
+    its wait times out; a front started later takes it, and the gateway's
+    resend is acked without a second copy."""
+    stack.front.stop()
+    b = encode_batch("o4", "ev", events("wq01", 30))
+    tr = stack.transport("o4", timeout=2)
+    try:
+        with pytest.raises(TransportError) as e:
+            tr.send(b)
+        assert e.value.reason == "timeout"
+    finally:
+        tr.close()
+    stack.front = MqttFrontThread(stack.cfg, stack.backend)
+    stack.backend.wait_written(30)
+    end = time.monotonic() + 20
+    while stack.backend.count("o4") < 30 and time.monotonic() < end:
+        time.sleep(0.1)
+    assert stack.backend.count("o4") == 30  # taken from the log, before any resend
+    tr = stack.transport("o4")
+    try:
+        assert tr.send(b).acked_of(b.ids) == b.ids
+    finally:
+        tr.close()
+    stack.backend.wait_written()
+    assert stack.backend.count("o4") == 30 and batches_of(stack.backend, "o4") == 1
 
 
 def test_commands_come_down_on_a_pull_over_mqtt(stack: Stack) -> None:

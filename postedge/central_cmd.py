@@ -10,7 +10,9 @@ master never leaves this folder); ``sign`` signs a command with the device's
 key and queues it for the outlet's gateway to pull. ``campaign``, ``site``,
 ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
-photos with their reason codes.
+photos with their reason codes. ``nats-auth`` writes the outlets' NATS users
+for nats-server's MQTT listener on the scale-out backend
+(``central/scaleout/nats_auth.py``).
 
 Exit codes: 0 done, 2 a usage or configuration error, 3 the environment
 (a port in use).

@@ -256,6 +256,49 @@ def test_the_gateways_syncer_drains_its_store_over_mqtt_into_postgresql(stack: S
           f"events_per_s={n / stored_s:.0f}")
 
 
+def test_many_gateway_connections_at_once(stack: Stack) -> None:
+    """Six carriers (three outlets, two connections each, on two nodes)
+    upload 1000-event batches at once; every event stored once; the rate
+    through one MQTT front and one worker is printed."""
+    conns = [(o, ch) for o in ("o1", "o2", "o4") for ch in (5, 6)]
+    per, size = 6, 1000
+    errors: list[BaseException] = []
+    sent: dict[tuple[str, int], list[str]] = {}
+
+    def run(outlet: str, ch: int) -> None:
+        tr = stack.transport(outlet, node=ch % 2, channel=ch, timeout=30)
+        ids: list[str] = []
+        try:
+            for i in range(per):
+                b = encode_batch(outlet, "ev", events(f"mg{ch}", size, start=1 + size * i))
+                assert tr.send(b).acked_of(b.ids) == b.ids
+                ids += b.ids
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            errors.append(e)
+        finally:
+            tr.close()
+            sent[(outlet, ch)] = ids
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=run, args=c) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    acked_s = time.monotonic() - start
+    assert not errors, errors
+    stack.backend.wait_written(60)
+    stored_s = time.monotonic() - start
+    for (outlet, ch), ids in sent.items():
+        with stack.backend.pool.tx() as c:
+            row = c.execute("SELECT count(*) FROM events WHERE outlet=%s AND device=%s",
+                            (outlet, f"mg{ch}")).fetchone()
+        assert row is not None and row[0] == len(ids) == per * size
+    total = len(conns) * per * size
+    print(f"mqtt_many connections={len(conns)} events={total} acked_s={acked_s:.1f} "
+          f"stored_s={stored_s:.1f} events_per_s={total / stored_s:.0f}")
+
+
 def test_a_nats_node_killed_mid_run_loses_nothing_acked(stack: Stack) -> None:
     """Two gateways on node 1's MQTT listener upload while node 3 (another
     node: a gateway's carrier has one address) is SIGKILLed and restarted;

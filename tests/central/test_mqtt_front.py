@@ -17,6 +17,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,29 +63,22 @@ class Stack:
 def stack(scaleout_rig: ScaleOutRig, central_pki: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     auth = render("pe-up/v1", PASSWORDS)
-    cluster = NatsCluster.start(tmp_path_factory.mktemp("mqtt-nats"), 3,
-                                MqttListener(central_pki.server.cert, central_pki.server.key, auth))
-    worker = front = backend = None
-    try:
+    with ExitStack() as undo:  # every part stopped, even when one's stop fails
+        cluster = NatsCluster.start(tmp_path_factory.mktemp("mqtt-nats"), 3,
+                                    MqttListener(central_pki.server.cert, central_pki.server.key, auth))
+        undo.callback(cluster.stop)
         _, dsn = scaleout_rig.namespace("m")
         cfg = ScaleOutConfig(cluster.urls, dsn, "m", ack_wait_s=3.0)
         backend = ScaleOut(cfg)
+        undo.callback(backend.close)
         for outlet in ("o1", "o2", "o3", "o4"):
             backend.add_outlet(outlet, "https-pw-unused")
         backend.retire_outlet("o3")  # still a NATS user: the registry must refuse it
         worker = WorkerThread(cfg, "w-mqtt")
+        undo.callback(worker.stop)
         st = Stack(cluster, cfg, backend, MqttFrontThread(cfg, backend), central_pki.ca)
-        front = st.front
+        undo.callback(lambda: st.front.stop())  # a test may have started another
         yield st
-        front = st.front  # a test may have started another
-    finally:
-        if front is not None:
-            front.stop()
-        if worker is not None:
-            worker.stop()
-        if backend is not None:
-            backend.close()
-        cluster.stop()
 
 
 def batches_of(backend: ScaleOut, outlet: str) -> int:

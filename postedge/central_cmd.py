@@ -11,7 +11,9 @@ key and queues it for the outlet's gateway to pull. ``campaign``, ``site``,
 ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
 photos with their reason codes. ``docs key|list|publish`` are the counters'
-signed box catalogue and tariff (``central/documents.py``).
+signed box catalogue and tariff (``central/documents.py``). ``nats-auth``
+writes the outlets' NATS users for nats-server's MQTT listener on the
+scale-out backend (``central/scaleout/nats_auth.py``).
 
 Exit codes: 0 done, 2 a usage or configuration error, 3 the environment
 (a port in use).
@@ -289,6 +291,39 @@ def cmd_courier(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nats_auth(args: argparse.Namespace) -> int:
+    """The outlets' NATS users for nats-server's MQTT listener (the
+    scale-out backend): ``outlet,password`` lines in, an ``include`` file out."""
+    from central.scaleout import nats_auth
+
+    lang = i18n.pick(args.lang)
+    outlets: dict[str, str] = {}
+    try:
+        lines = Path(args.outlets).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        _say("nats_auth.bad", lang, err=True, detail=f"{args.outlets}: {e.strerror or e}")
+        return 2
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        outlet, sep, password = line.strip().partition(",")
+        if not sep or outlet in outlets:
+            _say("nats_auth.bad", lang, err=True,
+                 detail=f"{args.outlets}:{n}: want one outlet,password line per outlet")
+            return 2
+        outlets[outlet] = password
+    platform = sys.stdin.readline().rstrip("\n") if args.platform_password_stdin else None
+    try:
+        for outlet in outlets:
+            nats_auth.outlet_permissions(args.prefix, outlet)  # the id's shape
+        nats_auth.write(Path(args.out), args.prefix, outlets, platform)
+    except (ValueError, OSError) as e:
+        _say("nats_auth.bad", lang, err=True, detail=e)
+        return 2
+    _say("nats_auth.written", lang, n=len(outlets), path=args.out)
+    return 0
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
     lang = i18n.pick(args.lang)
     try:
@@ -524,6 +559,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     cra.add_argument("courier", help="the courier's id (1-32 of a-z 0-9 _ -)")
     cra.add_argument("--days", type=int, default=30, help="how long the badge opens the lockers")
     cr.set_defaults(func=cmd_courier)
+    na = csub.add_parser("nats-auth", help="write the outlets' NATS users for nats-server's MQTT listener")
+    na.add_argument("out", type=Path, help="the include file to write (nats-server: include \"auth.conf\")")
+    na.add_argument("--outlets", type=Path, required=True, help="a file of outlet,password lines")
+    na.add_argument("--prefix", default="pe-up/v1", help="the gateways' MQTT topic prefix")
+    na.add_argument("--platform-password-stdin", action="store_true",
+                    help="the platform user's password from stdin "
+                         "(default: no_auth_user, for a loopback rig only)")
+    na.set_defaults(func=cmd_nats_auth)
     s = csub.add_parser("sign", help="sign a command with the device's key and queue it for the outlet")
     s.add_argument("dir", type=Path)
     s.add_argument("outlet")

@@ -15,7 +15,10 @@ Modules: ``config`` (where the cluster and the database are), ``bridge``
 (a checked batch as log messages), ``log`` (the stream and its consumer),
 ``schema`` and ``pg`` (the tables and a small connection pool), ``backend``
 (the ``central.backend.Backend`` itself), ``worker`` (the ingest worker, in a
-thread or its own process).
+thread or its own process). Gateways' MQTT uplink comes in through
+nats-server's own MQTT listener: ``mqtt_topics`` (the carrier's topics as
+subjects), ``nats_auth`` (one NATS user per outlet, bound to its topics) and
+``mqtt_front`` (captured batches checked, logged and acked on the ack topic).
 """
 
 from central.scaleout.backend import ScaleOut

@@ -77,6 +77,13 @@ class ScaleOut:
             return False
         return self._logins.check(outlet, password, row[0])
 
+    def outlet_active(self, outlet: str) -> bool:
+        """Registered and not retired (the MQTT front's check: there the
+        login is nats-server's, and its user list may lag the registry)."""
+        with self.pool.tx() as c:
+            row = c.execute("SELECT 1 FROM outlets WHERE id=%s AND retired_at IS NULL", (outlet,)).fetchone()
+        return row is not None
+
     # ----------------------------------------------------------- batches
     def store(self, outlet: str, checked: Checked) -> Stored:
         parts = record.pack(outlet, checked)

@@ -62,10 +62,15 @@ class NatsNode:
     conf: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    mqtt_port: int = 0  # nats-server's MQTT listener (TLS), when the cluster has one
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.mqtt_port}"
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
@@ -83,26 +88,47 @@ class NatsNode:
 
 
 @dataclass
+class MqttListener:
+    """nats-server's MQTT listener on every node: TLS with this certificate,
+    and the outlets' users (``central.scaleout.nats_auth.render``) in an
+    include file that ``NatsCluster.set_auth`` rewrites and reloads."""
+
+    cert: Path
+    key: Path
+    auth: str
+    max_payload: str = "4MB"  # above the MQTT front's batch limit: a refusal with a reason
+
+
+@dataclass
 class NatsCluster:
     root: Path
     nodes: list[NatsNode] = field(default_factory=list)
 
     @classmethod
-    def start(cls, root: Path, n: int = 3) -> NatsCluster:
+    def start(cls, root: Path, n: int = 3, mqtt: MqttListener | None = None) -> NatsCluster:
         root.mkdir(parents=True, exist_ok=True)
         ports = [(free_port(), free_port()) for _ in range(n)]
         c = cls(root)
+        if mqtt is not None:
+            (root / "auth.conf").write_text(mqtt.auth)
         for i, (port, cport) in enumerate(ports):
             name = f"n{i + 1}"
             store = root / name
             store.mkdir(exist_ok=True)
             routes = ", ".join(f"nats-route://127.0.0.1:{cp}" for j, (_, cp) in enumerate(ports) if j != i)
             conf = root / f"{name}.conf"
+            extra, mport = "", 0
+            if mqtt is not None:
+                mport = free_port()
+                extra = (f'max_payload: {mqtt.max_payload}\n'
+                         f'mqtt {{ listen: "127.0.0.1:{mport}", '
+                         f'tls {{ cert_file: "{mqtt.cert}", key_file: "{mqtt.key}" }} }}\n'
+                         f'include "auth.conf"\n')
             conf.write_text(
                 f'server_name: "{name}"\nlisten: "127.0.0.1:{port}"\n'
                 f'jetstream {{ store_dir: "{store}", max_memory_store: 256MB, max_file_store: 8GB }}\n'
-                f'cluster {{ name: "pe", listen: "127.0.0.1:{cport}", routes: [{routes}] }}\n')
-            c.nodes.append(NatsNode(name, port, cport, store, conf, root / f"{name}.log"))
+                f'cluster {{ name: "pe", listen: "127.0.0.1:{cport}", routes: [{routes}] }}\n' + extra)
+            c.nodes.append(NatsNode(name, port, cport, store, conf, root / f"{name}.log", mqtt_port=mport))
         for node in c.nodes:
             node.start()
         return c
@@ -110,6 +136,15 @@ class NatsCluster:
     @property
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes]
+
+    def set_auth(self, text: str) -> None:
+        """New users for the MQTT listener, reloaded on every running node
+        (an outlet added or retired)."""
+        (self.root / "auth.conf").write_text(text)
+        for n in self.nodes:
+            if n.alive:
+                assert n.proc is not None
+                n.proc.send_signal(signal.SIGHUP)  # nats-server: reload the configuration
 
     def stop(self) -> None:
         for n in self.nodes:

@@ -333,7 +333,8 @@ class HandheldApp:
         self.scans = ScanFilter(config.same_window_s, config.other_window_s)
         self.wedge = Wedge(config.wedge)
         self.jobs = Jobs(sd, config.device, self.emit, self.delivered, self.index, self.gnss_fix, self.photos,
-                         require_position=config.require_position)
+                         require_position=config.require_position,
+                         scope=f"{config.outlet}/{self.counter.incarnation}")
         self.flows = ParcelFlows(sd, config.courier, config.outlet, self.emit, self.scans, self.gateway,
                                  self.photos)
         self.dispatch = Dispatch(sd, config.courier, self.emit)

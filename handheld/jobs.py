@@ -50,6 +50,7 @@ a re-sent list.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -180,8 +181,13 @@ class PhotoSink:
 class Jobs:
     def __init__(self, state_dir: Path, device: str, emit: Emit, delivered: Callable[[int], bool],
                  index: PhotoIndex, gnss: Callable[[], Any], photos: PhotoSink,
-                 require_position: bool = True) -> None:
+                 require_position: bool = True, scope: str = "") -> None:
+        """``scope``: what makes this install unique beyond the device id (its outlet and
+        incarnation): the ids of the courier's own jobs and site proposals carry a tag
+        of it, because the platform's site registry spans every outlet, and another
+        outlet's ``hh01``, or this one after a reinstall, counts from 1 again."""
         self.path = state_dir / "jobs.json"
+        self._tag = hashlib.sha256(scope.encode()).hexdigest()[:6] if scope else ""
         self.photo_dir = state_dir / "photos"
         self.device = device
         self.emit = emit
@@ -414,7 +420,7 @@ class Jobs:
     def _next_local(self, prefix: str) -> str:
         n = int(self.state.get("local_seq", 0)) + 1
         self.state["local_seq"] = n
-        return f"{prefix}-{self.device}-{n}"
+        return f"{prefix}-{self.device}-{self._tag}-{n}" if self._tag else f"{prefix}-{self.device}-{n}"
 
     def _add_local(self, d: dict[str, Any], **extra: Any) -> dict[str, Any]:
         job = {"def": d, "status": "active", "steps": {}, "photos": {}, "local": True,

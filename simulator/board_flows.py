@@ -83,7 +83,7 @@ class Courier:
         self.fix: dict[str, Any] | None = None
         self.index = PhotoIndex(state / "photo_index.db")
         self.jobs = Jobs(state, h.name, lambda t, c, b: (h.emit(t, c, b), 0), lambda seq: True, self.index,
-                         lambda: self.fix, _Uploads(h))
+                         lambda: self.fix, _Uploads(h), scope=outlet.outlet_id)
         self.seen: set[bytes] = set()  # job-list commands already applied
 
     def stand(self, lat_e7: int, lon_e7: int) -> None:

@@ -147,8 +147,13 @@ class NatsCluster:
                 n.proc.send_signal(signal.SIGHUP)  # nats-server: reload the configuration
 
     def stop(self) -> None:
-        for n in self.nodes:
-            _stop(n.proc)
+        """Every node told at once, then waited for: stopped one by one, each
+        waits out its peers' departure and the last can outlive its test run."""
+        live = [n.proc for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        for proc in live:
+            _stop(proc)
 
 
 def _children(ppid: int) -> list[int]:

@@ -172,7 +172,7 @@ class Outlet:
             accounts.append(Account(self.ROGUE, f"{self.ROGUE}-pw", self.outlet_id, "locker"))
         certs = self.shared_certs or make_certs(self.dir / "pki")
         # Handhelds speak TLS to the broker and the gateway's HTTPS, verifying
-        # the outlet CA, as on site (issue 13). Only with Mosquitto (amqtt has
+        # the outlet CA, as on site. Only with Mosquitto (amqtt has
         # no TLS listener here), and around the fault proxy: the proxy reads
         # MQTT packets to inject its faults, which TLS hides from it, so the
         # scenario's mqtt faults reach the lockers' plaintext path only.
@@ -266,7 +266,7 @@ class Outlet:
         self.gw = GatewayProcess(self.gw_cfg)
         self.gw.wait_for("gateway_started", timeout=60)
         self.broker_tap = BrokerTap(self.broker.port, self.outlet_id, self.ledger, self.obs, self.vt)
-        # What the gateway shows online, over the run (devices_back_online, issue 19).
+        # What the gateway shows online, over the run (devices_back_online).
         self.presence_watch = PresenceWatch(self.gw_db, self.faults_log)
         self.broker_tap.subscribed.wait(10)
         for i, n in enumerate(names):

@@ -1,4 +1,4 @@
-"""The 政讯通 bulletin-board lifecycle in the workload (issue 18).
+"""The 政讯通 bulletin-board lifecycle in the workload.
 
 A courier's simulated handheld runs the app's own job logic
 (``handheld/jobs.py``: steps, evidence photos with the position gate and

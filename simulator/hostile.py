@@ -1,7 +1,7 @@
 """A hostile device login, as faults for the simulator and load for the
 hostile-device benchmark (``bench/hostile_device.py``).
 
-What one ordinary device login can send (issue 11's findings): junk as fast
+What one ordinary device login can send: junk as fast
 as the broker reads it (``Flood``), poison messages that once stopped the
 gateway for good (``poison``), and connections that claim the gateway's
 client id to take its session over (``Takeover``), and commands forged

@@ -1,4 +1,4 @@
-"""The outlet's own jobs in the workload (issue 15): the outbound day and the clerk.
+"""The outlet's own jobs in the workload: the outbound day and the clerk.
 
 Each flow goes through the real part a person would use: the counter's
 acceptance API on the gateway (the scale on a pty, the platform's signed

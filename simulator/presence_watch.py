@@ -1,4 +1,4 @@
-"""Which devices the gateway shows online, sampled over a run (issue 19).
+"""Which devices the gateway shows online, sampled over a run.
 
 The simulator's verdict used to pass while the gateway showed a locker that
 kept sending as offline for hours: nothing looked at what the clerk's page

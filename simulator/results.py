@@ -602,7 +602,7 @@ def uptime(samples: list[tuple[float, dict[str, bool]]], device: str) -> float:
 def devices_back_online(samples: list[tuple[float, dict[str, bool]]], fault_at: list[float],
                         log: list[dict[str, Any]], devices: list[str], within_min: float,
                         final: dict[str, bool]) -> dict[str, Any]:
-    """Issue 19: after every fault that ends, each device is online in the
+    """After every fault that ends, each device is online in the
     gateway again within ``within_min`` (wall minutes), and at the end every
     device is. ``samples``/``fault_at`` from ``simulator/presence_watch.py``;
     ``final`` the gateway's view at the end (devices absent from it never

@@ -238,7 +238,7 @@ class WorkloadSection(Section):
     deposit_delay_min: list[float] = [10.0, 60.0]
     window_min: Annotated[float, Field(ge=0.1, le=1440)] = 15.0
     photos: Annotated[int, Field(ge=0, le=10_000)] = 0
-    # Outbound (寄件, issue 15): counter acceptances, charity parcels, locker
+    # Outbound (寄件): counter acceptances, charity parcels, locker
     # drop-offs by send code, from ``outbound_h``; the courier collects 2 h later.
     counter_parcels: Annotated[int, Field(ge=0, le=500)] = 0
     charity_parcels: Annotated[int, Field(ge=0, le=500)] = 0

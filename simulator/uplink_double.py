@@ -32,7 +32,7 @@ content hash across all outlets (a second outlet's copy costs one request),
 and every claim (outlet, device, meta) is recorded, since the same picture
 arriving as evidence from two places is itself worth a look.
 
-Why aiohttp (issue 12): the gateway's own server (``gateway/http/server.py``)
+Why aiohttp: the gateway's own server (``gateway/http/server.py``)
 is aiohttp, and the stub was the last hand-written ``http.server`` handler,
 with its own copy of status lines, header writing and body reading. One
 toolkit means one set of HTTP semantics to know; the stub keeps only what a

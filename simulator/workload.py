@@ -7,7 +7,7 @@ weights, are registered at a counter scanner, deposited by a courier into a
 locker a little later, and picked up by the recipient with the code the
 locker issued, or not (no-shows stay in the locker).
 
-The outbound day (寄件, issue 15) from ``outbound_h``: produce in standard
+The outbound day (寄件) from ``outbound_h``: produce in standard
 boxes and charity parcels accepted at the counter (``counter_accept``), send
 orders booked by the platform (``send_book``) and dropped off at a locker by
 their villagers' send codes (``send_dropoff``); two hours later the courier

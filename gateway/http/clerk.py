@@ -1,4 +1,4 @@
-"""The clerk console (issue 15): login, alarms acknowledged and resolved
+"""The clerk console: login, alarms acknowledged and resolved
 with a note, parcel search with its history, compartment requests to the
 platform, the counter's scan feed in words, and the day's handover summary.
 
@@ -670,7 +670,7 @@ def _short(v: Any) -> str:
 
 
 def reason_words(reason: Any, lang: str) -> str:
-    """A history row's reason in the reader's language (issue 19: no reason codes on a
+    """A history row's reason in the reader's language (no reason codes on a
     Chinese page): a compartment state (a retrieval's), a locker's abort or inspection
     reason (``history_reason.*``; ``board:<detail>`` is the board's fault, its detail is for
     the logs); anything else is what the device sent, shown as text and cut short."""

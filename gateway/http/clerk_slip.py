@@ -1,4 +1,4 @@
-"""The clerk console's "print a slip" (issue 15): a pickup slip on the
+"""The clerk console's "print a slip": a pickup slip on the
 counter's ESC/POS receipt printer for a villager without a phone, for a
 parcel that is in a locker now.
 

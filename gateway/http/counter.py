@@ -1,4 +1,4 @@
-"""``/v1/counter/...``: the counter acceptance API (issue 15, 寄件) that
+"""``/v1/counter/...``: the counter acceptance API (寄件) that
 the clerk's acceptance screen calls; the work is ``gateway/counter/``.
 
 ``GET  /v1/counter/boxes``     the catalogue's boxes and the documents in use

@@ -1,5 +1,5 @@
 """Who may call ``/v1/counter/*``: the counter device, or a clerk signed in
-to the console in this browser (issue 15, "the outbound acceptance screen").
+to the console in this browser (the outbound acceptance screen).
 
 * **The counter device** (a till or a script on the box) sends HTTP Basic
   with a Mosquitto account, as before (``CounterRoutes.basic``). A request

@@ -171,10 +171,10 @@ def _gw_device(d: dict[str, Any], lang: str) -> dict[str, Any]:
 
 
 def gateway_view(snap: dict[str, Any], lang: str) -> dict[str, Any]:
-    """The gateway itself in words, for the clerk's console beside its alarms (issue 19,
-    finding 5): its broker link (up or down, since when), whether ``[upstream]`` is
-    configured, its last successful upload, its backlog, and the devices counted from
-    the provisioning inventory, so a device that never connected is listed as such.
+    """The gateway itself in words, for the clerk's console beside its alarms: its
+    broker link (up or down, since when), whether ``[upstream]`` is configured, its
+    last successful upload, its backlog, and the devices counted from the provisioning
+    inventory, so a device that never connected is listed as such.
 
     Made from the same snapshot as the status page (``status.snapshot``), never a
     second read of the store. Every string is made here, so the template

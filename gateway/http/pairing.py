@@ -1,4 +1,4 @@
-"""Pairing a handheld with the outlet by a QR code on the clerk's page (issue 20).
+"""Pairing a handheld with the outlet by a QR code on the clerk's page.
 
 The clerk, logged in to the console, picks a provisioned handheld and gets a
 QR code (``common/pair_code.py``): a one-time token, the outlet CA's

@@ -5,7 +5,7 @@ What the page shows is ``gateway/http/status.py`` (the snapshot), how it
 looks is ``gateway/http/page.py`` and its templates; this module serves them.
 Served by the gateway process itself on aiohttp, in a thread with its own
 event loop (``GatewayHTTP`` and ``WebService`` below say why it is not the
-standard library's server any more: issue 11, finding 4). An outlet box has
+standard library's server). An outlet box has
 no internet, no reverse proxy and little RAM, so the server itself carries
 the protection a proxy would: request and idle timeouts, a connection cap,
 a body limit of one upload chunk, and the handheld login checked before any
@@ -34,7 +34,7 @@ Routes:
 ``/v1/pair``, ``/v1/pair/ca``  a handheld redeeming the one-time pairing
                  token from the QR code on the clerk's page, and the outlet CA it
                  pins by the code's fingerprint (``gateway/http/pairing.py``)
-``/v1/counter/...``  counter acceptance of outbound parcels (issue 15),
+``/v1/counter/...``  counter acceptance of outbound parcels,
                  ``gateway/http/counter.py``; 503 unless a counter desk is given
 
 Each request opens its own read-only SQLite connection, on the server's
@@ -123,7 +123,7 @@ class GatewayHTTP:
     """The gateway's HTTP surface on aiohttp: the page, its JSON, /metrics,
     /healthz, photo uploads and command status, on one port.
 
-    Why aiohttp rather than ``ThreadingHTTPServer`` (issue 11, finding 4):
+    Why aiohttp rather than ``ThreadingHTTPServer``:
     a thread per connection with no timeouts let 300 idle sockets pin 303
     threads, and a handler that read the whole body before looking at the
     login let 150 anonymous 1 MiB PUTs cost 160 MiB. Here one event loop
@@ -527,7 +527,7 @@ class WebService(threading.Thread):
 
 def tls_context(cfg: WebConfig) -> ssl.SSLContext | None:
     """HTTPS with the server certificate ``provision`` issues from the outlet
-    CA (issue 13), TLS 1.2 or later; None for plain HTTP."""
+    CA, TLS 1.2 or later; None for plain HTTP."""
     if not cfg.cert_file or not cfg.key_file:
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -577,7 +577,7 @@ def start_web(db_path: Path | str, web_cfg: WebConfig | dict[str, Any], stop: th
                                  tz_offset_h, upstream), sock, stop)
     svc.start()
 
-    # Bound to 0.0.0.0, the address to open is the box's LAN one (issue 20).
+    # Bound to 0.0.0.0, the address to open is the box's LAN one.
     url = open_url("https" if cfg.cert_file else "http", cfg.host, svc.port)
     record("web_started", host=cfg.host, port=svc.port, url=url,
          max_connections=cfg.max_connections, idle_timeout_s=cfg.idle_timeout_s,

@@ -210,7 +210,7 @@ UPTIME_ROWS = 10
 
 def _uptime_lines(result: dict[str, Any], lang: str, width: int | None) -> list[str]:
     """Each device's share of the run online in the gateway, lowest first
-    (issue 19: a locker shown offline while it sent); a large fleet shows
+    (a locker shown offline while it sent is what this catches); a large fleet shows
     its lowest ``UPTIME_ROWS`` and one line for the rest."""
     devs = [d for d in result.get("devices") or [] if isinstance(d.get("uptime"), int | float)]
     if not devs:

@@ -11,7 +11,9 @@ key and queues it for the outlet's gateway to pull. ``campaign``, ``site``,
 ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
 photos with their reason codes. ``docs key|list|publish`` are the counters'
-signed box catalogue and tariff (``central/documents.py``). ``nats-auth``
+signed box catalogue and tariff (``central/documents.py``); ``point`` and
+``manifest`` the village points with their agents' codes and a courier's
+round manifest (``central/manifests.py``). ``nats-auth``
 writes the outlets' NATS users for nats-server's MQTT listener on the
 scale-out backend (``central/scaleout/nats_auth.py``).
 
@@ -393,6 +395,42 @@ def cmd_docs(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_rounds(args: argparse.Namespace) -> int:
+    """Village points and couriers' round manifests (``central/manifests.py``)."""
+    from central.keys import load_master
+    from central.manifests import ManifestRefused, Manifests
+
+    lang = i18n.pick(args.lang)
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        cfg, backend = opened
+        rounds = Manifests(backend, load_master(cfg.path(Path(args.dir), cfg.master_key_file)))
+        try:
+            if args.what == "point":
+                code = rounds.add_point(args.outlet, args.point, args.name, args.agent)
+                _say("rounds.point_added", lang, outlet=args.outlet, point=args.point)
+                if code is not None:
+                    _say("rounds.agent_code", lang, err=True, agent=args.agent)
+                    print(code)
+                return 0
+            try:
+                parcels = json.loads(Path(args.file).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                _say("docs.bad_file", lang, err=True, file=args.file, detail=str(e)[:200])
+                return 2
+            _, tokens = rounds.issue(args.outlet, args.device, args.round, parcels)
+        except ManifestRefused as e:
+            _say("rounds.refused", lang, err=True, detail=str(e))
+            return 2
+        _say("rounds.issued", lang, device=args.device, round=args.round, n=len(parcels))
+        if tokens:
+            _say("rounds.tokens", lang, err=True)
+            for parcel, token in tokens.items():
+                print(f"{parcel} {token}")
+        return 0
+
+
 def cmd_boards(args: argparse.Namespace) -> int:
     """campaign add|list, site add|approve|retire|list, job add|list, review list."""
     from central.boards import BoardError, Boards
@@ -592,4 +630,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     dpu.add_argument("file", help="the document's body as JSON")
     dpu.add_argument("--outlet", action="append", help="an outlet it is for (repeat; default: every outlet)")
     dpu.set_defaults(func=cmd_docs)
+    vp = csub.add_parser("point", help="register a village point and, with --agent, its agent's code")
+    vp.add_argument("dir", type=Path)
+    vp.add_argument("outlet")
+    vp.add_argument("point")
+    vp.add_argument("--name", required=True, help="the point's name as the courier sees it")
+    vp.add_argument("--agent", default=None, help="the agent's name: a new code for them is printed once")
+    vp.set_defaults(func=cmd_rounds, what="point")
+    mf = csub.add_parser("manifest", help="sign a courier's round manifest for their handheld and queue it")
+    mf.add_argument("dir", type=Path)
+    mf.add_argument("outlet")
+    mf.add_argument("device")
+    mf.add_argument("round", help="the round's id")
+    mf.add_argument("file", help='the round\'s parcels as JSON: [{"parcel", "to", "point"?, "token"?}]')
+    mf.set_defaults(func=cmd_rounds, what="manifest")
     _boards_parser(csub)

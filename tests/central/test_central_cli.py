@@ -149,3 +149,35 @@ def test_central_run_texts_villagers_from_imported_contacts(tmp_path: Path) -> N
             srv.communicate(timeout=20)
     finally:
         sms.srv.stop()
+
+
+def test_points_manifests_and_documents_from_the_command_line(tmp_path: Path) -> None:
+    """The operator's side of what the platform issues: an agent's code and villagers'
+    delivery codes printed once, a signed manifest queued for the handheld, the counters'
+    documents signed and listed; a manifest it will not issue is one line and exit 2."""
+    d = tmp_path / "central"
+    pe("init", str(d), "--host", "127.0.0.1")
+    pe("outlet", "add", str(d), "o1")
+    pe("device", "add", str(d), "o1", "hh01", "--kind", "handheld")
+    r = pe("point", str(d), "o1", "vp-xiakou", "--name", "下口小卖部", "--agent", "陈代办")
+    assert re.fullmatch(r"PE-H:(\w{4}-){3}\w{4}", r.stdout.strip().splitlines()[-1]), r.stdout
+    parcels = tmp_path / "round.json"
+    parcels.write_text(json.dumps([{"parcel": "RB123456785GB", "to": "王芳"},
+                                   {"parcel": "EA123456785CN", "to": "李伟", "point": "vp-xiakou"}]))
+    r = pe("manifest", str(d), "o1", "hh01", "r-1204", str(parcels))
+    assert "signed (2 parcels)" in r.stdout
+    assert {line.split()[0] for line in r.stdout.splitlines() if " PE-H:" in line} == {
+        "RB123456785GB", "EA123456785CN"}
+    parcels.write_text(json.dumps([{"parcel": "9780471117094", "to": "王芳"}]))
+    r = pe("manifest", str(d), "o1", "hh01", "r-1205", str(parcels), check=False)
+    assert r.returncode == 2 and "not a parcel id" in r.stderr and "Traceback" not in r.stderr
+    body = tmp_path / "tariff.json"
+    from simulator.counter_sim import RATES, ZONES
+
+    body.write_text(json.dumps({"zones": ZONES, "services": RATES}))
+    assert "version 1" in pe("docs", "publish", str(d), "tariff", str(body)).stdout
+    assert "platform_keys = { p1 = " in pe("docs", "key", str(d)).stdout
+    assert "tariff version 1, for: *" in pe("docs", "list", str(d)).stdout
+    body.write_text(json.dumps({"zones": ZONES, "services": {}}))
+    r = pe("docs", "publish", str(d), "tariff", str(body), check=False)
+    assert r.returncode == 2 and "Not signed" in r.stderr

@@ -549,7 +549,7 @@ class HandheldApp:
         tr = scantrace.trace(text, self.flows.known())
         accepted = bool(res.get("ok")) and mode in ("bag", "point")
         shown = text[:80] if "code" in tr or accepted else ""
-        res.update(mode=mode, text=shown, at=time.time())
+        res.update(mode=mode, text=shown, at=time.time(), source=source)
         if not shown:
             res.update(length=tr["length"], sha8=tr["sha8"])
             if res.get("value") is not None:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -111,3 +112,19 @@ class ScanFilter:
         """Allow an immediate rescan of ``text`` (after the courier corrected something)."""
         with self._lock:
             self._seen.pop(text.strip(), None)
+
+    @contextmanager
+    def confirming(self, text: str) -> Iterator[None]:
+        """Judge a confirmation of ``text`` (a form the courier submits, not a trigger
+        pull): no same-symbol window for it, and the different-symbol window, which
+        catches a second label read by one trigger pull, neither stops it nor is
+        restarted by it."""
+        with self._lock:
+            self._seen.pop(text.strip(), None)
+            before = self._last_accept
+            self._last_accept = None
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._last_accept = before

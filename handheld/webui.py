@@ -390,9 +390,13 @@ def handle_post(app: HandheldApp, parts: list[str], query: Mapping[str, str], mi
         return {"ok": True, "mode": mode, "zh": t("mode." + mode, "zh"), "en": t("mode." + mode, "en")}
     if parts == ["api", "deliver"]:
         held = app.last_scan
+        parcel = str(doc.get("code", ""))
+        # the delivery's scan event names where the parcel was read (a wedge burst, the
+        # camera), not the form that confirmed it
+        source = str(held.get("source") or "manual") if held and held.get("parcel") == parcel else "manual"
         try:
-            res = app.flows.hand_delivery(str(doc.get("code", "")), str(doc.get("method", "")),
-                                          str(doc.get("value", "")))
+            res = app.flows.hand_delivery(parcel, str(doc.get("method", "")), str(doc.get("value", "")),
+                                          source=source)
         except Refused as e:
             # The form stays, with what was wrong said inside it ("还可以再试 4 次"), unless
             # there is nothing left to confirm.

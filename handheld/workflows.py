@@ -267,10 +267,10 @@ class ParcelFlows:
         with self._lock:
             if method not in ("code", "name", "signature"):
                 raise Refused("bad_method")
-            # Scan check without the duplicate window: the courier scanned it a moment ago
-            # and is now confirming, so the same symbol again is expected.
-            self.scans.forget(text)
-            r = self._scan(text, self.route(), source)
+            # Scan check without the duplicate windows: the courier scanned it a moment
+            # ago and is now confirming, so the same symbol again is expected.
+            with self.scans.confirming(text):
+                r = self._scan(text, self.route(), source)
             p = self.state["parcels"][r.value]
             if p["state"] in ("delivered", "deposited", "deposit_requested", "at_point"):
                 raise Refused("already_done", parcel=r.value, state=_state(p["state"]))

@@ -286,10 +286,10 @@ def test_a_day_offline_through_the_whole_ui_then_drained(tmp_path: Path, broker:
         hand = [e["body"] for e in day if e["type"] == "handheld.hand_delivery"]
         assert [(b["parcel"], b["method"]) for b in hand] == [(first, "signature"), (second, "name")]
         # in delivery mode a read is recorded when it is confirmed: one scan event per
-        # wedge-scanned parcel (the confirmation does not pass on the read's source, so
-        # these say "manual")
+        # wedge-scanned parcel, naming the wedge it was read by, not the form
         scans = [e["body"] for e in day if e["type"] == "handheld.scan"]
-        assert [(b["code"], b["verdict"]) for b in scans] == [(first, "good"), (second, "good")], scans
+        assert [(b["code"], b["verdict"], b["source"]) for b in scans] == [
+            (first, "good", "wedge"), (second, "good", "wedge")], scans
         assert kinds["handheld.photo"] == 2 and kinds["handheld.job_submitted"] == 1, kinds
 
         # every accepted photo once, the refused ones never

@@ -334,3 +334,18 @@ def test_a_scan_at_the_point_leaves_own_parcels_and_collects_the_rest(offline: H
     assert [e["body"]["item"] for e in queued(app, "handheld.point_collect")] == [
         "SO20261203-0050", "RR876543216CN"]
     assert app.dispatch.view(app.flows)["handover"]["items"] == [P1]
+
+
+def test_confirming_deliveries_back_to_back_is_not_a_double_read(offline: HandheldApp) -> None:
+    """The different-symbol window catches a second label read by one trigger pull; a
+    delivery confirmed in a form right after another is no such read and goes through,
+    and its scan event names where the parcel was read, not the form."""
+    app = offline
+    t0 = time.monotonic()
+    reads = [app.scan(pid, mode="deliver", source="wedge", at=t0 - 10 + 2 * i)
+             for i, pid in enumerate((P1, P3))]
+    assert all(r["ok"] and r["confirm"] and r["source"] == "wedge" for r in reads), reads
+    for pid in (P1, P3):  # both confirmed within the different-symbol window of each other
+        assert app.flows.hand_delivery(pid, "name", "王芳", source="wedge")["ok"]
+    scans = [e["body"] for e in queued(app, "handheld.scan")]
+    assert [(b["code"], b["source"]) for b in scans] == [(P1, "wedge"), (P3, "wedge")]

@@ -485,12 +485,16 @@ def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description="simulator scale benchmark")
-    ap.add_argument("--only", choices=("fleet",), help="run one part alone")
+    ap.add_argument("--only", choices=("lockers", "fleet"), help="run one part alone")
     ap.add_argument("--fleet-outlets", type=int, default=FLEET_OUTLETS)
     args = ap.parse_args()
     if args.only == "fleet":
         n, wall = fleet_report(args.fleet_outlets)
         print(f"simulator_scale fleet_outlets={n} fleet_day_s={wall:.0f}")
+        return
+    if args.only == "lockers":
+        tuned = ramp(STEPS, TUNED_GC, time.monotonic())
+        print(f"simulator_scale lockers_realtime={max((s.n for s in tuned if s.ok), default=0)}")
         return
     print(f"part 1: in-process lockers on one asyncio loop, real Mosquitto, poll_ms={POLL_MS}, "
           f"keepalive={KEEPALIVE} s, {WINDOW_S:.0f} s window after boot + {SETTLE_S:.0f} s settle")

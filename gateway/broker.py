@@ -426,12 +426,12 @@ class Mosquitto:
                  limits: OutletLimits | None | bool = True,
                  username_as_clientid: bool = False, tls: TlsListener | None = None) -> None:
         """``limits``: True (the default) applies the outlet's limits
-        (:data:`OUTLET_LIMITS`) when the broker has device accounts, and
-        leaves a broker with only gateway-kind accounts plain: that is the
-        simulator's central broker (``simulator/uplink_double.py`` subclasses
-        this), where each gateway holds several connections under one login
-        and batches run to 16 MiB. Pass an :class:`OutletLimits` or None to
-        choose exactly.
+        (:data:`OUTLET_LIMITS`, with room for every account's connection)
+        when the broker has device accounts, and leaves a broker with only
+        gateway-kind accounts plain: that is the simulator's central broker
+        (``simulator/uplink_double.py`` subclasses this), where each gateway
+        holds several connections under one login and batches run to 16 MiB.
+        Pass an :class:`OutletLimits` or None to choose exactly.
 
         ``username_as_clientid`` (with ``limits`` True) adds the client id
         rule that ``provision`` always writes. Off by default only because
@@ -449,7 +449,11 @@ class Mosquitto:
         self.port = port or free_port()
         if limits is True:
             devices = any(a.kind != "gateway" for a in accounts)
-            limits = OutletLimits(username_as_clientid=username_as_clientid) if devices else None
+            # room for every account's connection: a simulated outlet (or a scale
+            # benchmark) may hold more devices than a real outlet's 1024
+            room = max(OUTLET_LIMITS.max_connections, len(accounts) + 64)
+            limits = OutletLimits(username_as_clientid=username_as_clientid,
+                                  max_connections=room) if devices else None
         elif limits is False:
             limits = None
         self.limits: OutletLimits | None = limits

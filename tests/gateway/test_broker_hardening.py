@@ -444,3 +444,14 @@ def test_amqtt_fallback_keys_sessions_by_login_and_caps_packets(amqtt_broker: Mo
         assert gw.got == [b"a%02d" % i for i in range(20)]
     finally:
         gw.close()
+
+
+def test_a_broker_with_more_devices_than_an_outlet_has_room_for_each(tmp_path: Path) -> None:
+    """A simulated outlet or a scale benchmark may hold more devices than a real
+    outlet's 1024 connections: each account gets its connection (the scale benchmark
+    once measured the broker's cap, 1,024 connected of 2,000, as the simulator's)."""
+    accounts = [Account(f"lk{i:05d}", "pw", "o1", "locker") for i in range(2000)]
+    conf = Mosquitto(tmp_path / "b", accounts).conf.read_text()
+    assert "max_connections 2064" in conf, [x for x in conf.splitlines() if "max_conn" in x]
+    small = Mosquitto(tmp_path / "s", accounts[:10]).conf.read_text()
+    assert "max_connections 1024" in small

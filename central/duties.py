@@ -8,6 +8,8 @@ so both run the same steps in the same order:
 - making the boards' scheduled maintenance jobs once a site's revisit is due
   (``Boards.schedule_revisits``; after the review, so a visit accepted in
   this tick already counts);
+- re-checking the postage of counter acceptances against the documents
+  they cite (``central/postage_audit.py``);
 - with an SMS provider, pickup notices (``central/notices.py``).
 
 A step that fails is logged and tried again on the next tick; one failing
@@ -25,6 +27,7 @@ from central.boards import Boards
 from central.clerk_requests import ClerkRequests
 from central.embedded import Embedded
 from central.notices import Notices, SmsProvider
+from central.postage_audit import PostageAudit
 from central.revocations import Revocations
 
 log = logging.getLogger(__name__)
@@ -44,11 +47,13 @@ class Duties:
         self.boards = boards or Boards(backend, master, clock=clock)
         self.notices = (Notices(backend, master, sms, backend.notifier_outlets, clock=clock)
                         if sms is not None else None)
+        self.postage = PostageAudit(backend, clock=clock)
         self.failures = 0
 
     def steps(self) -> list[Callable[[], object]]:
         out: list[Callable[[], object]] = [self.revocations.run_once, self.clerk_requests.run_once,
-                                           self.boards.run_once, self.boards.schedule_revisits]
+                                           self.boards.run_once, self.boards.schedule_revisits,
+                                           self.postage.run_once]
         if self.notices is not None:
             out.append(self.notices.run_once)
         return out

@@ -1,0 +1,123 @@
+"""The platform re-checks every counter acceptance against the documents it cites.
+
+A gateway prices an outbound parcel offline from the box catalogue and tariff
+the platform signed (``central/documents.py``) and names them in its
+``counter.accept`` (kind, version, the first 16 hex of the signed bytes'
+SHA-256). Root on the outlet box could skip the gateway's own checks, so the
+signature alone does not prove the postage charged: here the platform looks
+the cited documents up among those it issued, and recomputes the quote with
+the same code the counter ran (``common/tariff.py``, ``common/box_catalogue.py``).
+
+Verdicts, one per acceptance (kept in ``postage_checks``, counted in the log):
+``ok``; ``no_document`` (the acceptance cites none: the counter had no
+tariff); ``unknown_document`` (a version the platform never issued, or a digest
+that is not its document's: something other than the platform's document
+priced it); ``postage_mismatch`` (the recomputed postage or zone differs);
+``box_unknown`` / ``box_overweight`` (the box is not in the cited catalogue,
+or the weight is over its limit); ``malformed``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from central import documents
+from central.embedded import Embedded
+from common import platform_docs as pd
+from common.box_catalogue import Catalogue
+from common.logs import recorder
+from common.tariff import PostageError, Tariff
+
+record = recorder(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS postage_checks (
+    outlet TEXT NOT NULL, event TEXT NOT NULL, verdict TEXT NOT NULL, detail TEXT NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (outlet, event));
+"""
+VERDICTS = ("ok", "no_document", "unknown_document", "postage_mismatch", "box_unknown", "box_overweight",
+            "malformed")
+
+
+class PostageAudit:
+    def __init__(self, backend: Embedded, clock: Callable[[], float] = time.time) -> None:
+        self.b = backend
+        self.clock = clock
+        with self.b.lock:
+            self.b.db.executescript(documents.SCHEMA + SCHEMA)  # the issued documents' table, if none yet
+
+    def run_once(self) -> int:
+        """Check every acceptance not checked yet; how many were not ``ok``."""
+        with self.b.lock:
+            rows = self.b.db.execute(
+                "SELECT e.outlet, e.id, e.payload FROM events e WHERE e.type='counter.accept' AND NOT EXISTS "
+                "(SELECT 1 FROM postage_checks c WHERE c.outlet=e.outlet AND c.event=e.id) "
+                "ORDER BY e.received_at").fetchall()
+        bad = 0
+        for outlet, eid, payload in rows:
+            body = json.loads(payload).get("body")
+            verdict, detail = self.check(outlet, body if isinstance(body, dict) else {})
+            with self.b.lock:
+                self.b.db.execute("INSERT OR IGNORE INTO postage_checks VALUES (?,?,?,?,?)",
+                                  (outlet, eid, verdict, detail[:300], self.clock()))
+            if verdict != "ok":
+                bad += 1
+                record("postage_check_failed", outlet=outlet, event=eid, verdict=verdict, detail=detail[:300])
+        return bad
+
+    def check(self, outlet: str, body: dict[str, Any]) -> tuple[str, str]:
+        """(verdict, detail) for one acceptance's body."""
+        cite = body.get("tariff")
+        if cite is None:
+            return "no_document", "the acceptance cites no tariff"
+        tariff_doc = self._issued(outlet, cite, "tariff")
+        if isinstance(tariff_doc, str):
+            return "unknown_document", tariff_doc
+        try:
+            quote = Tariff(tariff_doc).quote(str(body.get("service")), str(body["recipient"]["postcode"]),
+                                             body["weight_g"])
+        except PostageError as e:  # the counter would have refused it: no price was right
+            return "postage_mismatch", f"the cited tariff prices no such parcel: {e}"
+        except (KeyError, TypeError) as e:
+            return "malformed", f"cannot price it again: no {e}"
+        if (quote.fen, quote.zone) != (body.get("postage_fen"), body.get("zone")):
+            return "postage_mismatch", (f"charged {body.get('postage_fen')} fen in zone {body.get('zone')}, "
+                                        f"the cited tariff says {quote.fen} fen in zone {quote.zone}")
+        if body.get("catalogue") is not None:
+            cat_doc = self._issued(outlet, body["catalogue"], "box_catalogue")
+            if isinstance(cat_doc, str):
+                return "unknown_document", cat_doc
+            box = Catalogue(cat_doc).get(str(body.get("box")))
+            if box is None:
+                return "box_unknown", f"box {body.get('box')!r} is not in catalogue version {cat_doc.version}"
+            if body["weight_g"] > box.max_g:
+                return "box_overweight", f"{body['weight_g']} g in box {box.code} (limit {box.max_g} g)"
+        return "ok", ""
+
+    def _issued(self, outlet: str, cite: Any, kind: str) -> pd.SignedDoc | str:
+        """The platform's own document a citation names, or why there is none."""
+        if not isinstance(cite, dict) or cite.get("kind") != kind or not isinstance(cite.get("version"), int):
+            return f"a {kind} citation needs kind, version and digest: {cite!r}"
+        with self.b.lock:
+            row = self.b.db.execute("SELECT doc, digest FROM platform_docs WHERE kind=? AND version=?",
+                                    (kind, cite["version"])).fetchone()
+        if row is None:
+            return f"{kind} version {cite['version']} was never issued by the platform"
+        doc, digest = json.loads(row[0]), row[1]
+        if cite.get("digest") != digest[:16]:
+            return (f"{kind} version {cite['version']} cited with digest {cite.get('digest')!r}, "
+                    "not the platform's")
+        if outlet not in doc["outlets"] and "*" not in doc["outlets"]:
+            return f"{kind} version {cite['version']} was not issued for {outlet}"
+        return pd.SignedDoc(kind, doc["version"], doc["kid"], doc["iat"], doc["body"], digest)
+
+    def verdicts(self, outlet: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE outlet=?", (outlet,)) if outlet else ("", ())
+        with self.b.lock:
+            cur = self.b.db.execute(f"SELECT outlet, event, verdict, detail, at FROM postage_checks {where} "
+                                    "ORDER BY at", args)
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

@@ -1,0 +1,90 @@
+"""The platform re-prices every counter acceptance from the documents it cites
+(``central/postage_audit.py``): what a counter priced from the platform's own
+tariff is ``ok``; a postage a tampered box charged, a document the platform never
+issued, a box not in the catalogue or overloaded are each named, kept and counted."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from central.documents import Documents
+from central.duties import Duties
+from central.embedded import Embedded
+from central.intake import check_batch
+from common import platform_docs as pd
+from common.tariff import Tariff
+from common.uplink_codec import encode_batch
+from protocol import envelope
+from protocol.ids import format_event_id
+from simulator.counter_sim import BOXES, RATES, ZONES
+from simulator.platform_keys import MASTER
+
+SEQ = iter(range(1, 10_000))
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> tuple[Embedded, Documents]:
+    b = Embedded(tmp_path / "central")
+    b.add_outlet("o1", "password-of-o1")
+    docs = Documents(b)
+    docs.publish("tariff", {"zones": ZONES, "services": RATES})
+    docs.publish("box_catalogue", {"boxes": BOXES})
+    return b, docs
+
+
+def accept(docs: Documents, **change: Any) -> dict[str, Any]:
+    """A counter.accept body as the gateway's desk makes it, priced from the platform's documents."""
+    tariff, catalogue = (d for d in sorted(docs.latest(), key=lambda d: d["kind"] != "tariff"))
+    keys = pd.load_public_keys(docs.public_keys())
+    t = pd.verify(tariff, keys, "tariff", "o1")
+    c = pd.verify(catalogue, keys, "box_catalogue", "o1")
+    grams = change.pop("weight_g", 2345)
+    q = Tariff(t).quote("standard", "552300", grams)
+    body = {"waybill": "EA123456785CN", "waybill_kind": "s10", "box": BOXES[0]["code"], "weight_g": grams,
+            "stable_readings": 3, "service": "standard", "zone": q.zone, "postage_fen": q.fen,
+            "sender": {"name": "王芳", "phone": "13800000000", "address": "下口村", "postcode": "552300"},
+            "recipient": {"name": "李伟", "phone": "13900000000", "address": "贵阳", "postcode": "552300"},
+            "clerk": "mei", "catalogue": c.cite(), "tariff": t.cite()}
+    body.update(change)
+    return body
+
+
+def store(b: Embedded, *bodies: dict[str, Any]) -> list[str]:
+    rows = []
+    for body in bodies:
+        eid = format_event_id("gw-o1-counter", "0000beef", next(SEQ))
+        rows.append((eid, envelope.encode(envelope.make(eid, int(time.time()), "counter.accept", "custody",
+                                                          body, boot=1))))
+    enc = encode_batch("o1", "bulk", rows)
+    b.store("o1", check_batch("o1", enc.id, enc.body))
+    return [eid for eid, _ in rows]
+
+
+def test_each_acceptance_is_priced_again_from_the_documents_it_cites(platform: tuple[Embedded, Documents]
+                                                                     ) -> None:
+    b, docs = platform
+    good = accept(docs)
+    cases = {
+        "ok": good,
+        "postage_mismatch": {**good, "postage_fen": good["postage_fen"] - 300},
+        "unknown_document": {**good, "tariff": {**good["tariff"], "version": 7}},
+        "unknown_document ": {**good, "tariff": {**good["tariff"], "digest": "0" * 16}},
+        "box_unknown": {**good, "box": "PE-BOX-NONE"},
+        "box_overweight": accept(docs, weight_g=BOXES[0]["max_g"] + 500),
+        "postage_mismatch  ": {**good, "weight_g": 10**6},  # more than the tariff prices at all
+        "no_document": {**good, "tariff": None},
+        "malformed": {**good, "recipient": {"name": "李伟"}},
+    }
+    ids = store(b, *cases.values())
+    duties = Duties(b, MASTER)
+    duties.run_once()
+    got = {v["event"]: v["verdict"] for v in duties.postage.verdicts("o1")}
+    assert [got[i] for i in ids] == [k.strip() for k in cases]
+    detail = {v["event"]: v["detail"] for v in duties.postage.verdicts("o1")}
+    assert "the cited tariff says" in detail[ids[1]] and "never issued" in detail[ids[2]]
+    duties.run_once()  # each acceptance is judged once
+    assert len(duties.postage.verdicts()) == len(cases)

@@ -444,11 +444,33 @@ class Outlet:
             }
         )
 
+    def push_round(self) -> int:
+        """The courier's round manifest for the day's hand deliveries, issued by the
+        platform (``central/manifests.py``) before the courier sets out: signed with the
+        handheld's own key and sent down through the gateway like any command. The
+        villagers' delivery codes it makes come back here, as the villagers would have
+        them by text; the handheld takes the manifest when the round starts
+        (``simulator/outlet_flows.py``). How many parcels it lists."""
+        from central.manifests import Manifests
+        from simulator.workload import generate
+
+        acts = [a for a in generate(self.sc) if a.kind == "hand_delivery" and a.device in self.hh]
+        if not acts:
+            return 0
+        device = acts[0].device
+        self.central.backend.add_device(self.outlet_id, device, "handheld")
+        rounds = Manifests(self.central.backend, self.central.master)
+        _, tokens = rounds.issue(self.outlet_id, device, "r-day",
+                                 [{"parcel": a.args["parcel"], "to": a.args["name"]} for a in acts])
+        self.flows["round_tokens"] = tokens
+        return len(acts)
+
     async def provision(self, timeout: float = 60) -> None:
         """Courier badges to every locker, through central -> gateway -> locker;
-        with the notifier, the day's contacts too."""
+        with the notifier, the day's contacts too; the handheld's round manifest."""
         if self.modem is not None:
             self.push_contacts()
+        self.push_round()
         salt = "5a17" * 4
         for n, dev in self.devices.items():
             if isinstance(dev, SimLocker | UnixLocker):

@@ -20,6 +20,7 @@ counts as ``<action>_refused_<reason>``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +31,8 @@ from handheld.jobs import PhotoSink
 from handheld.scanning import ScanFilter
 from handheld.text import Refused as HandheldRefused
 from handheld.workflows import GatewayClient, ParcelFlows
+from protocol import signing
+from protocol.errors import ProtocolError
 from simulator.assembly import BADGE_SECRET, Outlet
 from simulator.board_flows import BOARD_FLOWS
 from simulator.counter_sim import WebClient, documents
@@ -413,16 +416,48 @@ async def hh_intake(outlet: Outlet, a: Action) -> None:
 
 
 async def hand_delivery(outlet: Outlet, a: Action) -> None:
-    """The parcel on the courier's round, handed over at the door and confirmed by name."""
+    """The parcel on the courier's round, handed over at the door and confirmed by the
+    delivery code the villager was sent (by name when the platform made none). The
+    round's manifest is the platform's (``Outlet.push_round``), taken from the commands
+    the handheld received."""
     pf = _handheld(outlet, a)
-    route = outlet.flows.get("hand_route", [])
-    # the platform's round manifest (simulated: loaded as the signed command's args would be)
-    pf.load_manifest({"round": "r1", "parcels": [{"parcel": p} for p in route]})
+    await _until_round(outlet, a.device, pf)
+    token = outlet.flows.get("round_tokens", {}).get(a.args["parcel"])
+    method, value = ("code", token) if token else ("name", a.args["name"])
     try:
-        await asyncio.to_thread(pf.hand_delivery, a.args["parcel"], "name", a.args["name"])
+        await asyncio.to_thread(pf.hand_delivery, a.args["parcel"], method, value)
     except HandheldRefused as e:
         raise Refused(e.code) from None
     outlet.stats["hand_delivery"] += 1
+    outlet.stats[f"hand_delivery_by_{method}"] += 1
+
+
+async def _until_round(outlet: Outlet, name: str, pf: ParcelFlows, timeout: float = 20.0) -> None:
+    """Take the platform's round manifest from the handheld's commands, as the app
+    does: verified with the handheld's own key, applied, acknowledged. Refused
+    ``no_manifest`` when none came (the link was down from the start)."""
+    h = outlet.hh[name]
+    taken: set[bytes] = outlet.flows.setdefault("round_taken", set())
+    key = {outlet.keys.kv: outlet.keys.key(name)}
+    deadline = time.monotonic() + timeout
+    while True:
+        for raw in list(h.commands):
+            if raw in taken:
+                continue
+            try:
+                cmd = signing.verify(json.loads(raw), key, name, int(time.time()))
+            except (ProtocolError, ValueError):
+                continue
+            if cmd.get("op") != "manifest":
+                continue
+            taken.add(raw)
+            n = await asyncio.to_thread(pf.load_manifest, cmd["args"])
+            h.ack(cmd["id"], {"items": n})
+        if pf.state.get("round") is not None:
+            return
+        if time.monotonic() > deadline:
+            raise Refused("no_manifest")
+        await asyncio.sleep(0.1)
 
 
 async def permit_deposit(outlet: Outlet, a: Action) -> None:

@@ -273,6 +273,9 @@ def test_an_outbound_day_and_a_forced_door_pass_their_checks_and_break_them(tmp_
     assert st["return_dropoff"] == 1 and st["guess"] == 1 and not st.get("guess_opened")
     assert st["outbound_dispatched_once.collected"] == 5 and st["alarms_handled.resolved"] >= 1
     assert res["refused"] == {"guess.locked_out": 1}  # what a guesser meets, counted by its reason
+    # the round's manifest came from the platform (central/manifests.py) down through the
+    # gateway: each hand delivery confirmed by the delivery code the platform made
+    assert st["hand_delivery"] == st["hand_delivery_by_code"] == 2 and not st.get("hand_delivery_by_name")
     # The labels went to the printer, with each waybill's Code 128.
     label = (tmp_path / "run" / "label.prn").read_bytes()
     assert label.count(b'"128"') == 3

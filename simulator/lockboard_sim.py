@@ -255,7 +255,10 @@ class _SimBus(Served):
     # ---- servers
 
     def _serve_socket(self, conn: socket.socket) -> None:
-        conn.settimeout(0.05)
+        try:
+            conn.settimeout(0.05)
+        except OSError:  # the bus was closed before this connection's thread ran
+            return
         rx = b""
         while not self._stop.is_set():
             try:

@@ -39,6 +39,7 @@ from aiohttp import web
 
 from central.boards import JOB_STATES, SITE_STATES, BoardError, Boards
 from central.embedded import Embedded
+from central.postage_audit import PostageAudit
 from common import session as S
 from common.logs import recorder
 from common.pages import page_env
@@ -51,6 +52,7 @@ COOKIE = "pe_dispatch"
 QUIET_H = 24  # an active outlet without an upload for this long is highlighted
 BODY_MAX = 8 * 1024
 JOBS_LISTED = 300  # the newest jobs listed (the state filter narrows them); the counts are of all
+POSTAGE_LISTED = 100  # the newest acceptances whose postage did not check out
 ALARMS_LISTED = 200  # the oldest open alarms listed; the per-outlet counts include every one
 
 record = recorder(__name__)
@@ -146,6 +148,7 @@ class Dispatch:
             ctx["alarms"] = alarms[:ALARMS_LISTED]
             ctx["outlets"] = self._outlets(lang, alarms)
             ctx["photos"] = self._photos(lang)
+            ctx["postage"] = self._postage(lang)
             ctx.update(self._boards(lang, request.query.get("site", ""), request.query.get("job", "")))
         html = ENV.get_template("dispatch.html").render(**ctx)
         return web.Response(status=status, text=html, content_type="text/html",
@@ -282,6 +285,28 @@ class Dispatch:
                 "job_states": [(st, self._word("job.status", st, lang), job_counts[st]) for st in JOB_STATES],
                 "to_send": [{"outlet": o, "device": d, "n": n} for (o, d), n in sorted(to_send.items())]
                 if b.master is not None else []}
+
+    def _postage(self, lang: str) -> list[dict[str, Any]]:
+        """Counter acceptances whose postage the platform could not confirm
+        (``central/postage_audit.py``), newest first: each may be money lost or a
+        tampered counter, and someone has to look."""
+        bad = [v for v in PostageAudit(self.backend, clock=self.clock).verdicts() if v["verdict"] != "ok"]
+        return [{**v, "text": self._word("postage", v["verdict"], lang), "age": self._ago(v["at"], lang),
+                 "detail": self._postage_detail(v["verdict"], v["detail"], lang)}
+                for v in reversed(bad[-POSTAGE_LISTED:])]
+
+    @staticmethod
+    def _postage_detail(verdict: str, d: dict[str, Any], lang: str) -> str:
+        """What a postage finding rests on, in words: the figures, never a stored sentence."""
+        key = f"postage_detail.{verdict}" + (f".{d['why']}" if "why" in d else "")
+        if not TEXT.has(key):
+            return ""
+        words = {k: v for k, v in d.items() if k != "why"}
+        words.update({k: f"{d[k] / 100:.2f}" for k in ("charged", "want") if isinstance(d.get(k), int)})
+        if "kind" in d:  # a document's kind in the reader's words
+            kind = f"doc_kind.{d['kind']}"
+            words["kind"] = TEXT.t(kind, lang) if TEXT.has(kind) else d["kind"]
+        return TEXT.t(key, lang, **words)
 
     def _photos(self, lang: str) -> list[dict[str, Any]]:
         out = []

@@ -8,7 +8,9 @@ signature alone does not prove the postage charged: here the platform looks
 the cited documents up among those it issued, and recomputes the quote with
 the same code the counter ran (``common/tariff.py``, ``common/box_catalogue.py``).
 
-Verdicts, one per acceptance (kept in ``postage_checks``, counted in the log):
+Verdicts, one per acceptance (kept in ``postage_checks`` with the figures
+they rest on, as JSON, so a page can say them in its reader's language;
+logged when not ``ok``):
 ``ok``; ``no_document`` (the acceptance cites none: the counter had no
 tariff); ``unknown_document`` (a version the platform never issued, or a digest
 that is not its document's: something other than the platform's document
@@ -62,56 +64,57 @@ class PostageAudit:
             verdict, detail = self.check(outlet, body if isinstance(body, dict) else {})
             with self.b.lock:
                 self.b.db.execute("INSERT OR IGNORE INTO postage_checks VALUES (?,?,?,?,?)",
-                                  (outlet, eid, verdict, detail[:300], self.clock()))
+                                  (outlet, eid, verdict, json.dumps(detail), self.clock()))
             if verdict != "ok":
                 bad += 1
-                record("postage_check_failed", outlet=outlet, event=eid, verdict=verdict, detail=detail[:300])
+                record("postage_check_failed", outlet=outlet, event=eid, verdict=verdict, **detail)
         return bad
 
-    def check(self, outlet: str, body: dict[str, Any]) -> tuple[str, str]:
-        """(verdict, detail) for one acceptance's body."""
+    def check(self, outlet: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(verdict, what it rests on: the figures a person needs to act) for one body."""
         cite = body.get("tariff")
         if cite is None:
-            return "no_document", "the acceptance cites no tariff"
+            return "no_document", {}
         tariff_doc = self._issued(outlet, cite, "tariff")
-        if isinstance(tariff_doc, str):
+        if isinstance(tariff_doc, dict):
             return "unknown_document", tariff_doc
         try:
             quote = Tariff(tariff_doc).quote(str(body.get("service")), str(body["recipient"]["postcode"]),
                                              body["weight_g"])
         except PostageError as e:  # the counter would have refused it: no price was right
-            return "postage_mismatch", f"the cited tariff prices no such parcel: {e}"
+            return "postage_mismatch", {"why": "unpriceable", "reason": e.reason,
+                                        "weight": body.get("weight_g")}
         except (KeyError, TypeError) as e:
-            return "malformed", f"cannot price it again: no {e}"
+            return "malformed", {"missing": str(e)[:40]}
         if (quote.fen, quote.zone) != (body.get("postage_fen"), body.get("zone")):
-            return "postage_mismatch", (f"charged {body.get('postage_fen')} fen in zone {body.get('zone')}, "
-                                        f"the cited tariff says {quote.fen} fen in zone {quote.zone}")
+            return "postage_mismatch", {"why": "price", "charged": body.get("postage_fen"),
+                                        "zone": body.get("zone"), "want": quote.fen, "want_zone": quote.zone}
         if body.get("catalogue") is not None:
             cat_doc = self._issued(outlet, body["catalogue"], "box_catalogue")
-            if isinstance(cat_doc, str):
+            if isinstance(cat_doc, dict):
                 return "unknown_document", cat_doc
             box = Catalogue(cat_doc).get(str(body.get("box")))
             if box is None:
-                return "box_unknown", f"box {body.get('box')!r} is not in catalogue version {cat_doc.version}"
+                return "box_unknown", {"box": str(body.get("box"))[:40], "version": cat_doc.version}
             if body["weight_g"] > box.max_g:
-                return "box_overweight", f"{body['weight_g']} g in box {box.code} (limit {box.max_g} g)"
-        return "ok", ""
+                return "box_overweight", {"box": box.code, "weight": body["weight_g"], "limit": box.max_g}
+        return "ok", {}
 
-    def _issued(self, outlet: str, cite: Any, kind: str) -> pd.SignedDoc | str:
+    def _issued(self, outlet: str, cite: Any, kind: str) -> pd.SignedDoc | dict[str, Any]:
         """The platform's own document a citation names, or why there is none."""
         if not isinstance(cite, dict) or cite.get("kind") != kind or not isinstance(cite.get("version"), int):
-            return f"a {kind} citation needs kind, version and digest: {cite!r}"
+            return {"kind": kind, "version": "?", "why": "citation"}
+        version = cite["version"]
         with self.b.lock:
             row = self.b.db.execute("SELECT doc, digest FROM platform_docs WHERE kind=? AND version=?",
-                                    (kind, cite["version"])).fetchone()
+                                    (kind, version)).fetchone()
         if row is None:
-            return f"{kind} version {cite['version']} was never issued by the platform"
+            return {"kind": kind, "version": version, "why": "never_issued"}
         doc, digest = json.loads(row[0]), row[1]
         if cite.get("digest") != digest[:16]:
-            return (f"{kind} version {cite['version']} cited with digest {cite.get('digest')!r}, "
-                    "not the platform's")
+            return {"kind": kind, "version": version, "why": "digest"}
         if outlet not in doc["outlets"] and "*" not in doc["outlets"]:
-            return f"{kind} version {cite['version']} was not issued for {outlet}"
+            return {"kind": kind, "version": version, "why": "outlet"}
         return pd.SignedDoc(kind, doc["version"], doc["kid"], doc["iat"], doc["body"], digest)
 
     def verdicts(self, outlet: str | None = None) -> list[dict[str, Any]]:
@@ -120,4 +123,7 @@ class PostageAudit:
             cur = self.b.db.execute(f"SELECT outlet, event, verdict, detail, at FROM postage_checks {where} "
                                     "ORDER BY at", args)
             names = [c[0] for c in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        for r in rows:
+            r["detail"] = json.loads(r["detail"])
+        return rows

@@ -295,3 +295,48 @@ def test_the_upload_lag_is_the_bulk_lanes_and_ignores_clockless_events(
                                         {"compartment": 1, "parcel": "RB123456785CN",
                                          "_age_s": int(time.time()) - 42})]))
     assert "o2" not in b.upload_lag()
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_the_dispatcher_sees_acceptances_whose_postage_did_not_check_out(
+        tmp_path: Path, chromium: Any, lang: str) -> None:
+    """A counter acceptance charged less than the tariff it cites is listed, in words, with
+    what the platform computed; one priced right is not."""
+    from central.documents import Documents
+    from central.postage_audit import PostageAudit
+    from simulator.counter_sim import BOXES, RATES, ZONES
+    from tests.central.test_postage_audit import accept, store
+    from tests.zh_words import english_words
+
+    pki = make_outlet_pki(tmp_path / "pki", "central")
+    b = Embedded(tmp_path / "central")
+    b.add_outlet("o1", "o1-password-x")
+    b.add_dispatcher("wang", "dispatch-pass-1")
+    docs = Documents(b)
+    docs.publish("tariff", {"zones": ZONES, "services": RATES})
+    docs.publish("box_catalogue", {"boxes": BOXES})
+    good = accept(docs)
+    ok_id, cheap_id = store(b, good, {**good, "postage_fen": good["postage_fen"] - 300})
+    assert PostageAudit(b).run_once() == 1
+    srv, _ = front.serve(b, "127.0.0.1", 0, str(pki.server.cert), str(pki.server.key))
+    ctx = chromium.new_context(viewport={"width": 1024, "height": 768}, ignore_https_errors=True)
+    try:
+        page = ctx.new_page()
+        page.goto(f"https://127.0.0.1:{srv.address[1]}/dispatch?lang={lang}")
+        page.fill("input[name=name]", "wang")
+        page.fill("input[name=password]", "dispatch-pass-1")
+        page.click("form.login button")
+        rows = page.locator("#postage tbody tr")
+        assert rows.count() == 1
+        text = rows.nth(0).inner_text()
+        assert cheap_id in text and ok_id not in page.inner_text("#postage")
+        assert ("邮资与资费不符" if lang == "zh" else "Postage differs from the tariff") in text
+        fen = good["postage_fen"]
+        want = (f"收了 {(fen - 300) / 100:.2f} 元" if lang == "zh" else f"charged ¥{(fen - 300) / 100:.2f}")
+        assert want in text and f"{fen / 100:.2f}" in text, text
+        if lang == "zh":
+            assert english_words(page.inner_text("#postage")) == []
+    finally:
+        ctx.close()
+        srv.stop()
+        b.close()

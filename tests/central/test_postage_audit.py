@@ -85,6 +85,9 @@ def test_each_acceptance_is_priced_again_from_the_documents_it_cites(platform: t
     got = {v["event"]: v["verdict"] for v in duties.postage.verdicts("o1")}
     assert [got[i] for i in ids] == [k.strip() for k in cases]
     detail = {v["event"]: v["detail"] for v in duties.postage.verdicts("o1")}
-    assert "the cited tariff says" in detail[ids[1]] and "never issued" in detail[ids[2]]
+    assert detail[ids[1]] == {"why": "price", "charged": good["postage_fen"] - 300, "zone": good["zone"],
+                              "want": good["postage_fen"], "want_zone": good["zone"]}
+    assert detail[ids[2]] == {"kind": "tariff", "version": 7, "why": "never_issued"}
+    assert detail[ids[3]]["why"] == "digest" and detail[ids[6]]["why"] == "unpriceable"
     duties.run_once()  # each acceptance is judged once
     assert len(duties.postage.verdicts()) == len(cases)

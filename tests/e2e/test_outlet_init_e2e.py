@@ -84,7 +84,7 @@ def test_outlet_init_to_a_serving_outlet(tmp_path: Path) -> None:
         for p in [tmp_path, *tmp_path.parents]:
             p.chmod(p.stat().st_mode | 0o001)
     port, tls_port, web_port = free_port(), free_port(), free_port()
-    bus1, bus3 = Sim8ABus(boards=(1,), locks=24), Sim8ABus(boards=(1,), locks=24)
+    bus1, bus2, bus3 = (Sim8ABus(boards=(1,), locks=24) for _ in range(3))
     panel = SimPanel()
     engine = SimScanEngine("gm65", suffix="cr", aim=True, continuous=True)
     spec = tmp_path / "outlet.toml"
@@ -112,6 +112,8 @@ compartments = [{{ size = "S", count = 8 }}, {{ size = "M", count = 8 }}, {{ siz
 
 [[lockers]]
 id = "lk02"
+board = {{ uart = "socket://127.0.0.1:{bus2.serve_tcp()}" }}
+state_dir = "{tmp_path / 'lk02-flash'}"
 
 [[scanners]]
 id = "sc01"
@@ -138,7 +140,7 @@ id = "hh01"
 
     broker = subprocess.Popen([find_mosquitto(), "-c", "mosquitto/mosquitto.conf"], cwd=out,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    gw = fw = fw3 = closer = hh = sc = None
+    gw = fw = fw2 = fw3 = closer = hh = sc = None
     try:
         wait_port(port)
         wait_port(tls_port)
@@ -151,6 +153,10 @@ id = "hh01"
                             heap=unixport.APP_HEAP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         boot = wait_event(db, "locker.boot")
         assert device_of(boot) == "lk01"
+        # the second locker of the description, from its own file, beside the first
+        fw2 = unixport.popen(["-m", "firmware.locker.main", str(out / "devices" / "lk02.json")],
+                             heap=unixport.APP_HEAP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_device_event(db, "lk02")["type"] == "locker.boot"
         panel.wait_connected()
         assert panel.wait_display("ready")["code"] == "ready"
 
@@ -237,7 +243,7 @@ id = "hh01"
             hh.stop()
         if closer is not None:
             closer.stop()
-        for p in (fw, fw3, sc):
+        for p in (fw, fw2, fw3, sc):
             if p is not None:
                 p.kill()
                 p.wait()
@@ -247,6 +253,7 @@ id = "hh01"
         broker.wait(10)
         panel.close()
         bus1.close()
+        bus2.close()
         bus3.close()
         engine.close()
 

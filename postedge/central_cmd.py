@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from central.messages import TEXT
 from common.config import describe
@@ -354,6 +354,18 @@ def _when(text: str | None) -> float | None:
     return None if not text else time.mktime(time.strptime(text, "%Y-%m-%d"))
 
 
+def _read_json(path: str, lang: str) -> Any:
+    """A JSON file the operator names; None (the reason already printed) when it cannot be read."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        _say("docs.bad_file", lang, err=True, file=path, detail=str(e)[:200])
+        return None
+    if doc is None:
+        _say("docs.bad_file", lang, err=True, file=path, detail="null")
+    return doc
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     """The counters' signed documents (``central/documents.py``)."""
     from central.documents import DocumentRefused, Documents
@@ -377,10 +389,8 @@ def cmd_docs(args: argparse.Namespace) -> int:
                 print(TEXT.t("docs.row", lang, kind=d["kind"], version=d["version"],
                              outlets=",".join(d["outlets"])))
             return 0
-        try:
-            body = json.loads(Path(args.file).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            _say("docs.bad_file", lang, err=True, file=args.file, detail=str(e)[:200])
+        body = _read_json(args.file, lang)
+        if body is None:
             return 2
         if not isinstance(body, dict):
             _say("docs.bad_file", lang, err=True, file=args.file, detail="not a JSON object")
@@ -414,10 +424,8 @@ def cmd_rounds(args: argparse.Namespace) -> int:
                     _say("rounds.agent_code", lang, err=True, agent=args.agent)
                     print(code)
                 return 0
-            try:
-                parcels = json.loads(Path(args.file).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                _say("docs.bad_file", lang, err=True, file=args.file, detail=str(e)[:200])
+            parcels = _read_json(args.file, lang)
+            if parcels is None:
                 return 2
             _, tokens = rounds.issue(args.outlet, args.device, args.round, parcels)
         except ManifestRefused as e:

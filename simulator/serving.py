@@ -23,8 +23,8 @@ class Served:
     def _spawn(self, target: Callable[[Any], None], arg: Any) -> None:
         t = threading.Thread(target=target, args=(arg,), daemon=True,
                              name=f"{type(self).__name__}-{len(self._threads)}")
+        t.start()  # started before it is listed: close() joins only started threads
         self._threads.append(t)
-        t.start()
 
     def _serve_socket(self, conn: socket.socket) -> None:
         raise NotImplementedError

@@ -30,7 +30,6 @@ again after a crash gets the same command id, which the locker runs once):
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -68,15 +67,8 @@ class ClerkRequests:
 
     def run_once(self) -> int:
         """Decide every request not decided yet; how many commands were queued."""
-        with self.b.lock:
-            rows = self.b.db.execute(
-                "SELECT e.id, e.outlet, e.payload FROM events e WHERE e.type='gateway.clerk_request' "
-                "AND NOT EXISTS (SELECT 1 FROM clerk_decisions d WHERE d.outlet=e.outlet AND d.event=e.id) "
-                "ORDER BY e.received_at").fetchall()
         queued = 0
-        for eid, outlet, payload in rows:
-            body = json.loads(payload).get("body")
-            body = body if isinstance(body, dict) else {}
+        for outlet, eid, body in self.b.undecided("gateway.clerk_request", "clerk_decisions"):
             why = self._refusal(outlet, body)
             if why is not None:
                 self._decide(outlet, eid, body, "refused", why, None)

@@ -79,6 +79,7 @@ class Dispatch:
         self.backend = backend
         self.clock = clock
         self.boards = boards or Boards(backend, clock=clock)
+        self.postage = PostageAudit(backend, clock=clock)  # only read here; central/duties.py runs it
         self.sessions: dict[str, Session] = {}
         self.fails: dict[str, tuple[int, float, float]] = {}
 
@@ -290,10 +291,10 @@ class Dispatch:
         """Counter acceptances whose postage the platform could not confirm
         (``central/postage_audit.py``), newest first: each may be money lost or a
         tampered counter, and someone has to look."""
-        bad = [v for v in PostageAudit(self.backend, clock=self.clock).verdicts() if v["verdict"] != "ok"]
+        bad = self.postage.verdicts(failed_only=True, newest=POSTAGE_LISTED)
         return [{**v, "text": self._word("postage", v["verdict"], lang), "age": self._ago(v["at"], lang),
                  "detail": self._postage_detail(v["verdict"], v["detail"], lang)}
-                for v in reversed(bad[-POSTAGE_LISTED:])]
+                for v in bad]
 
     @staticmethod
     def _postage_detail(verdict: str, d: dict[str, Any], lang: str) -> str:

@@ -290,6 +290,28 @@ class Embedded:
                               (outlet, event_id)).fetchone()
         return bytes(row[0]) if row else None
 
+    def undecided(self, event_type: str, decisions: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Events of ``event_type`` that no row of the duty's ``decisions``
+        table (keyed by ``outlet`` and ``event``) answers yet, oldest first:
+        (outlet, event id, body; ``{}`` when the body is not an object).
+
+        Each platform duty that decides events once (the postage audit, the
+        clerks' requests) keeps its verdicts in its own table and asks here
+        for what is left, so a duty restarted after a crash resumes where it
+        stopped and never decides an event twice."""
+        if not decisions.isidentifier():
+            raise ValueError(f"not a table name: {decisions!r}")
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT e.outlet, e.id, e.payload FROM events e WHERE e.type=? AND NOT EXISTS "
+                f"(SELECT 1 FROM {decisions} d WHERE d.outlet=e.outlet AND d.event=e.id) "
+                "ORDER BY e.received_at, e.rowid", (event_type,)).fetchall()
+        out = []
+        for outlet, eid, payload in rows:
+            body = json.loads(payload).get("body")
+            out.append((outlet, eid, body if isinstance(body, dict) else {}))
+        return out
+
     def forget(self, outlet: str, event_id: str) -> bool:
         """Delete one stored event (a test's failing disk); True if it was held."""
         with self.lock:

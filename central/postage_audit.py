@@ -53,15 +53,9 @@ class PostageAudit:
 
     def run_once(self) -> int:
         """Check every acceptance not checked yet; how many were not ``ok``."""
-        with self.b.lock:
-            rows = self.b.db.execute(
-                "SELECT e.outlet, e.id, e.payload FROM events e WHERE e.type='counter.accept' AND NOT EXISTS "
-                "(SELECT 1 FROM postage_checks c WHERE c.outlet=e.outlet AND c.event=e.id) "
-                "ORDER BY e.received_at").fetchall()
         bad = 0
-        for outlet, eid, payload in rows:
-            body = json.loads(payload).get("body")
-            verdict, detail = self.check(outlet, body if isinstance(body, dict) else {})
+        for outlet, eid, body in self.b.undecided("counter.accept", "postage_checks"):
+            verdict, detail = self.check(outlet, body)
             with self.b.lock:
                 self.b.db.execute("INSERT OR IGNORE INTO postage_checks VALUES (?,?,?,?,?)",
                                   (outlet, eid, verdict, json.dumps(detail), self.clock()))
@@ -117,11 +111,24 @@ class PostageAudit:
             return {"kind": kind, "version": version, "why": "outlet"}
         return pd.SignedDoc(kind, doc["version"], doc["kid"], doc["iat"], doc["body"], digest)
 
-    def verdicts(self, outlet: str | None = None) -> list[dict[str, Any]]:
-        where, args = ("WHERE outlet=?", (outlet,)) if outlet else ("", ())
+    def verdicts(self, outlet: str | None = None, failed_only: bool = False,
+                 newest: int | None = None) -> list[dict[str, Any]]:
+        """The checks made, oldest first; ``failed_only`` leaves out the ``ok``
+        ones and ``newest`` keeps only the last N (newest first then), so
+        the dispatcher's page reads only the rows it shows."""
+        conds, args = [], []
+        if outlet:
+            conds.append("outlet=?")
+            args.append(outlet)
+        if failed_only:
+            conds.append("verdict != 'ok'")
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
+        order = "ORDER BY at" if newest is None else "ORDER BY at DESC, rowid DESC LIMIT ?"
+        if newest is not None:
+            args.append(newest)
         with self.b.lock:
             cur = self.b.db.execute(f"SELECT outlet, event, verdict, detail, at FROM postage_checks {where} "
-                                    "ORDER BY at", args)
+                                    f"{order}", args)
             names = [c[0] for c in cur.description]
             rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         for r in rows:

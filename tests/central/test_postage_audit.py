@@ -91,3 +91,36 @@ def test_each_acceptance_is_priced_again_from_the_documents_it_cites(platform: t
     assert detail[ids[3]]["why"] == "digest" and detail[ids[6]]["why"] == "unpriceable"
     duties.run_once()  # each acceptance is judged once
     assert len(duties.postage.verdicts()) == len(cases)
+
+
+def test_the_page_reads_only_the_newest_failures(platform: tuple[Embedded, Documents]) -> None:
+    """The dispatcher's page asks for the last N failed checks, newest first;
+    the ``ok`` ones and older failures are not read at all."""
+    b, docs = platform
+    good = accept(docs)
+    duties = Duties(b, MASTER)
+    ids = []
+    for body in (good, {**good, "box": "PE-BOX-NONE"}, good, {**good, "tariff": None},
+                 {**good, "postage_fen": 1}):
+        ids += store(b, body)  # one batch each: the order they reach the platform is theirs
+        duties.run_once()
+    newest = duties.postage.verdicts(failed_only=True, newest=2)
+    assert [v["event"] for v in newest] == [ids[4], ids[3]]
+    assert [v["verdict"] for v in duties.postage.verdicts(failed_only=True)] == [
+        "box_unknown", "no_document", "postage_mismatch"]
+    assert len(duties.postage.verdicts()) == 5
+
+
+def test_undecided_lists_each_event_until_its_duty_answers_it(platform: tuple[Embedded, Documents]) -> None:
+    """``Embedded.undecided``: what a once-only duty has left; a body that is
+    not an object reads as ``{}``; a table name is never taken from data."""
+    b, docs = platform
+    ids = store(b, accept(docs), accept(docs))
+    b.db.execute("CREATE TABLE verdicts_t (outlet TEXT, event TEXT)")
+    assert [e for _, e, _ in b.undecided("counter.accept", "verdicts_t")] == ids
+    b.db.execute("INSERT INTO verdicts_t VALUES ('o1', ?)", (ids[0],))
+    left = b.undecided("counter.accept", "verdicts_t")
+    assert [(o, e) for o, e, _ in left] == [("o1", ids[1])] and left[0][2]["clerk"] == "mei"
+    assert b.undecided("locker.deposit", "verdicts_t") == []
+    with pytest.raises(ValueError):
+        b.undecided("counter.accept", "verdicts_t; DROP TABLE events")

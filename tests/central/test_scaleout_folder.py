@@ -25,6 +25,7 @@ from common.uplink_codec import encode_batch
 from gateway.broker import free_port
 from gateway.outlet.central_keys import CentralKeysError, fetch
 from gateway.uplink.https import HttpsTransport
+from protocol import keys, signing
 from tests.central.rig import ScaleOutRig
 from tests.central.test_central_cli import ROOT, pe
 from tests.central.test_contract import events
@@ -61,6 +62,9 @@ def test_a_scaleout_folder_registers_serves_and_issues_keys_from_two_fronts(
     assert "retired" in pe("device", "retire", str(d), "o1", "hh01").stdout
     again = pe("device", "retire", str(d), "o1", "hh01", check=False)
     assert again.returncode == 2 and "no active device hh01" in again.stderr
+    assert "queued" in pe("sign", str(d), "o1", "lk01", "open", "--args", '{"compartment": 3}',
+                          "--id", "cmd-7").stdout
+    assert "PE-C:zhang:" in pe("courier", "add", str(d), "o1", "zhang").stdout  # for lk01 only
     r = pe("docs", "list", str(d), check=False)  # kept beside the embedded backend only
     assert r.returncode == 2 and "scale-out" in r.stderr and "Traceback" not in r.stderr
 
@@ -90,6 +94,11 @@ def test_a_scaleout_folder_registers_serves_and_issues_keys_from_two_fronts(
         ctx = ssl.create_default_context(cafile=str(ca))
         t = HttpsTransport(f"https://127.0.0.1:{port2}/v1/batches", "o1", ctx, 10.0, "o1", password)
         assert t.send(encode_batch("o1", "bulk", events("lk01", 10))).all
+        down = t.pull(0)
+        cmds = [signing.verify(raw, keys.from_config(derived.device_config("lk01")), "lk01", int(time.time()))
+                for _, raw in down.commands]
+        assert [(c["op"], c["id"]) for c in cmds][0] == ("open", "cmd-7")
+        assert [c["op"] for c in cmds] == ["open", "credential"]
         t.close()
         deadline = time.monotonic() + 30
         while store.count("o1") < 10 and time.monotonic() < deadline:

@@ -12,9 +12,9 @@ registers a device and prints the key section for its config (its own key
 only: the master never leaves this folder), ``retire`` stops its key being
 issued and permits being signed for it. Registry commands, ``sign`` and
 ``courier`` work on both backends; the rest keep their data beside the
-embedded backend's and say so on a scale-out folder. ``sign`` signs a command with the device's
-key and queues it for the outlet's gateway to pull. ``campaign``, ``site``,
-``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
+embedded backend's and say so on a scale-out folder. ``sign`` signs a
+command with the device's key and queues it for the outlet's gateway to
+pull. ``campaign``, ``site``, ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
 photos with their reason codes. ``docs key|list|publish`` are the counters'
 signed box catalogue and tariff (``central/documents.py``); ``point`` and
@@ -56,12 +56,9 @@ def _say(key: str, lang: str, err: bool = False, **kw: object) -> None:
     print(TEXT.t(key, lang, **kw), file=sys.stderr if err else sys.stdout)
 
 
-def _open(args: argparse.Namespace, lang: str, scaleout: bool = False):  # noqa: ANN202 - lazily imported
-    """(config, backend) of the folder: the embedded backend, or on a
-    scale-out folder its PostgreSQL store (the registry, commands) when the
-    command can use it (``scaleout``); None with the reason printed."""
+def _config(args: argparse.Namespace, lang: str) -> CentralConfig | None:
+    """The folder's ``central.toml``; None with the reason printed."""
     from central.config import FILE, load
-    from central.embedded import Embedded
     from common.config import ConfigError
 
     folder = Path(args.dir)
@@ -69,10 +66,22 @@ def _open(args: argparse.Namespace, lang: str, scaleout: bool = False):  # noqa:
         _say("error.not_initialised", lang, err=True, dir=folder)
         return None
     try:
-        cfg = load(folder)
+        return load(folder)
     except ConfigError as e:
         _say("error.config", lang, err=True, detail=describe(e, lang))
         return None
+
+
+def _open(args: argparse.Namespace, lang: str, scaleout: bool = False):  # noqa: ANN202 - lazily imported
+    """(config, backend) of the folder: the embedded backend, or on a
+    scale-out folder its PostgreSQL store (the registry, commands) when the
+    command can use it (``scaleout``); None with the reason printed."""
+    from central.embedded import Embedded
+
+    cfg = _config(args, lang)
+    if cfg is None:
+        return None
+    folder = Path(args.dir)
     if cfg.backend == "embedded":
         return cfg, Embedded(cfg.path(folder, cfg.data_dir))
     if not scaleout:
@@ -185,19 +194,14 @@ def _run_backend(args: argparse.Namespace, lang: str) -> tuple[CentralConfig, An
     """What ``run`` serves: (config, backend, master key), the master key
     read from the folder on either backend; None with the reason printed.
     On a scale-out folder the backend is the whole of it, log and store."""
-    from central.config import FILE, load
-    from common.config import ConfigError
+    from central.keys import load_master
 
+    cfg = _config(args, lang)
+    if cfg is None:
+        return None
     folder = Path(args.dir)
-    if not (folder / FILE).is_file():
-        _say("error.not_initialised", lang, err=True, dir=folder)
-        return None
     try:
-        cfg = load(folder)
-        master = _load_master(folder, cfg)
-    except ConfigError as e:
-        _say("error.config", lang, err=True, detail=describe(e, lang))
-        return None
+        master = load_master(cfg.path(folder, cfg.master_key_file))
     except (OSError, ValueError) as e:
         _say("error.master", lang, err=True, detail=e)
         return None
@@ -217,12 +221,6 @@ def _run_backend(args: argparse.Namespace, lang: str) -> tuple[CentralConfig, An
     except (psycopg.Error, nats.errors.Error, OSError, TimeoutError) as e:
         _say("error.store", lang, err=True, detail=str(e).strip()[:300] or type(e).__name__)
     return None
-
-
-def _load_master(folder: Path, cfg: CentralConfig) -> bytes:
-    from central.keys import load_master
-
-    return load_master(cfg.path(folder, cfg.master_key_file))
 
 
 def _duties(cfg: CentralConfig, folder: Path, backend: Embedded, stop: threading.Event) -> None:

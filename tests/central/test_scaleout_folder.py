@@ -125,3 +125,33 @@ def test_a_master_key_others_can_read_is_refused_and_named(tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-m", "central.scaleout.serve", "--central", str(d)],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "0644" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_database_from_before_the_registry_held_devices_keeps_its_outlets(
+        scaleout_rig: ScaleOutRig) -> None:
+    """An outlets table without ``notifier`` and no devices table (what a
+    scale-out store was before): the column and the table are added on open,
+    the outlet's login still works, and a second open changes nothing."""
+    import psycopg
+
+    from common.session import hash_password
+
+    ns, dsn = scaleout_rig.namespace("r")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE outlets (id text PRIMARY KEY, pw_hash text NOT NULL, "
+                  "created_at double precision NOT NULL, retired_at double precision)")
+        c.execute("INSERT INTO outlets VALUES ('o1', %s, 1, NULL)", (hash_password("o1-secret-pw"),))
+    cfg = ScaleOutConfig(scaleout_rig.nats.urls, dsn, ns)
+    PgStore(cfg, pool_size=1).close()
+    store = PgStore(cfg, pool_size=1)
+    try:
+        assert store.outlet_login("o1", "o1-secret-pw") and not store.outlet_login("o1", "guess")
+        assert store.outlets() == [{"outlet": "o1", "created_at": 1.0, "retired": False}]
+        assert store.notifier_outlets() == set() and store.devices("o1") == []
+        store.add_outlet("o1", "o1-secret-pw", notifier=True)
+        store.add_device("o1", "lk01", "locker")
+        assert store.notifier_outlets() == {"o1"}
+        assert store.devices("o1") == [{"device": "lk01", "kind": "locker", "kv": 1, "retired": False}]
+    finally:
+        store.close()

@@ -4,6 +4,13 @@ One folder holds a central service: ``central.toml``, ``master.key`` (the
 platform master key, 0600), ``pki/`` (the CA gateways trust and the server
 certificate) and ``data/`` (the embedded backend's SQLite file and photos).
 Paths in the file are relative to it, so the folder can be moved whole.
+
+``backend = "scaleout"`` makes it the folder of a scale-out central
+(``central/scaleout/``): ``scaleout_file`` (``scaleout.json``, 0600, it
+holds the database's connection string) says where the NATS cluster and
+PostgreSQL are, in the JSON the workers take; the master key and the
+certificates stay in the folder as for the embedded backend, and every
+front process reads them from it (``central/scaleout/folder.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ class CentralConfig(Section):
     ca_file: str = "pki/ca.pem"
     master_key_file: str = "master.key"
     data_dir: str = "data"
-    backend: Annotated[str, Field(pattern="^embedded$")] = "embedded"
+    backend: Annotated[str, Field(pattern="^(embedded|scaleout)$")] = "embedded"
+    scaleout_file: str = "scaleout.json"
     # Pickup notices (central/notices.py): the SMS provider's HTTPS endpoint
     # and a file holding its API token. Unset: the platform sends no texts.
     sms_url: str | None = None
@@ -52,11 +60,13 @@ def load(folder: Path) -> CentralConfig:
         raise e.within(path) from None
 
 
-def write_default(folder: Path, host: str, port: int) -> Path:
+def write_default(folder: Path, host: str, port: int, backend: str = "embedded") -> Path:
     path = Path(folder) / FILE
     path.write_text(
         "# The central service (docs/central-contract.md). Paths are relative to this folder.\n"
         f'host = "{host}"\nport = {port}\n'
         'cert_file = "pki/server.pem"\nkey_file = "pki/server.key"\nca_file = "pki/ca.pem"\n'
-        'master_key_file = "master.key"\ndata_dir = "data"\nbackend = "embedded"\n', encoding="utf-8")
+        'master_key_file = "master.key"\ndata_dir = "data"\n'
+        f'backend = "{backend}"\n' + ('scaleout_file = "scaleout.json"\n' if backend == "scaleout" else ""),
+        encoding="utf-8")
     return path

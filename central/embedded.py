@@ -36,6 +36,7 @@ from typing import Any
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
 from central.intake import Checked
+from central.registry import device_row, outlet_row
 from common import clock
 from common.durable import write_durable
 from common.session import PasswordCache, hash_password, verify_password
@@ -122,7 +123,7 @@ def rekey(db: sqlite3.Connection, table: str, create: str, key: list[str]) -> bo
 
 
 class Embedded:
-    """The embedded backend (``central.backend.Backend``)."""
+    """The embedded backend (``central.backend.Backend``, ``central.registry.Registry``)."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
@@ -160,7 +161,7 @@ class Embedded:
 
     def outlets(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT id, created_at, retired_at FROM outlets ORDER BY id")
-        return [{"outlet": o, "created_at": c, "retired": r is not None} for o, c, r in cur]
+        return [outlet_row(o, c, r) for o, c, r in cur]
 
     def outlet_login(self, outlet: str, password: str) -> bool:
         row = self.db.execute("SELECT pw_hash FROM outlets WHERE id=? AND retired_at IS NULL",
@@ -184,7 +185,7 @@ class Embedded:
     def devices(self, outlet: str) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT id, kind, kv, retired_at FROM devices WHERE outlet=? ORDER BY id",
                               (outlet,))
-        return [{"device": d, "kind": k, "kv": kv, "retired": r is not None} for d, k, kv, r in cur]
+        return [device_row(d, k, kv, r) for d, k, kv, r in cur]
 
     # ------------------------------------------------------- dispatchers
     def add_dispatcher(self, name: str, password: str) -> None:

@@ -34,6 +34,7 @@ from central.boards import BoardError, Boards
 from central.dispatch import Dispatch
 from central.embedded import Embedded
 from central.intake import MAX_BATCH_BYTES, check_batch
+from central.registry import Registry
 from common.logs import get, recorder
 from common.uplink_codec import CONTENT_TYPE, BatchError, encode_ack, encode_down
 from common.web_server import ThreadedServer
@@ -191,7 +192,7 @@ class Front:
         outlet = await self._login(request)
         if isinstance(outlet, web.Response):
             return outlet
-        if self.master is None or not hasattr(self.backend, "devices"):
+        if self.master is None or not isinstance(self.backend, Registry):
             return self._refuse(request, 503, "keys_unavailable", "this central service issues no keys")
         body = await self._body(request, 64 * 1024)
         if isinstance(body, web.Response):

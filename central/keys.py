@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from central.registry import Registry
 from protocol import keys, permits, seal, signing
 
 MASTER_BYTES = 32
@@ -36,7 +37,13 @@ def new_master(path: Path) -> bool:
 
 
 def load_master(path: Path) -> bytes:
-    """The master key; ValueError for a file that is not one."""
+    """The master key; ValueError for a file that is not one, or that anyone
+    but its owner may read (it is written 0600: a wider mode means someone
+    changed it, and every device key of every outlet derives from it)."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(f"{path}: the master key must be readable by its owner only (mode 0600), "
+                         f"not {mode:04o}")
     data = Path(path).read_bytes()
     if len(data) != MASTER_BYTES:
         raise ValueError(f"{path}: a master key is {MASTER_BYTES} bytes, this file has {len(data)}")
@@ -103,14 +110,15 @@ class KeyService:
 KINDS = ("locker", "scanner", "handheld")
 
 
-def issue_for_outlet(backend: Any, master: bytes, outlet: str,
+def issue_for_outlet(backend: Registry, master: bytes, outlet: str,
                      devices: list[tuple[str, str]]) -> dict[str, Any]:
     """What ``POST /v1/keys`` answers an outlet's ``outlet init``
     (``central/front.py``): each device registered (``add_device``) and its
     own key section at the version the registry holds; a device the registry
     has retired gets no key and is not brought back (``retired``); the
     outlet's notifier key only for an outlet registered with a notifier. The
-    master key never leaves this process."""
+    same on every backend: only the registry (``central/registry.py``) is
+    asked. The master key never leaves this process."""
     known = {d["device"]: d for d in backend.devices(outlet)}
     keys_out: dict[str, Any] = {}
     retired = []

@@ -2,13 +2,19 @@
 
 ``init DIR`` makes a central service folder (``central/config.py``): a new
 platform master key, a CA and server certificate for the HTTPS front, the
-embedded database; run again, it changes nothing. ``run DIR`` serves the
-front until SIGTERM or Ctrl+C. ``outlet add|retire|list`` is the outlet
-registry a gateway's login is checked against; ``device add`` registers a
-device and prints the key section for its config (its own key only: the
-master never leaves this folder); ``sign`` signs a command with the device's
-key and queues it for the outlet's gateway to pull. ``campaign``, ``site``,
-``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
+embedded database (or, with ``--scaleout FILE``, the scale-out backend's
+cluster and database, ``central/scaleout/folder.py``); run again, it
+changes nothing. ``run DIR`` serves the front until SIGTERM or Ctrl+C, with
+the master key from the folder on either backend. ``outlet add|retire|list``
+is the outlet registry a gateway's login is checked against; ``device
+add|retire|list`` the device registry (``central/registry.py``): ``add``
+registers a device and prints the key section for its config (its own key
+only: the master never leaves this folder), ``retire`` stops its key being
+issued and permits being signed for it. Registry commands, ``sign`` and
+``courier`` work on both backends; the rest keep their data beside the
+embedded backend's and say so on a scale-out folder. ``sign`` signs a
+command with the device's key and queues it for the outlet's gateway to
+pull. ``campaign``, ``site``, ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
 photos with their reason codes. ``docs key|list|publish`` are the counters'
 signed box catalogue and tariff (``central/documents.py``); ``point`` and
@@ -50,9 +56,9 @@ def _say(key: str, lang: str, err: bool = False, **kw: object) -> None:
     print(TEXT.t(key, lang, **kw), file=sys.stderr if err else sys.stdout)
 
 
-def _open(args: argparse.Namespace, lang: str):  # noqa: ANN202 - (config, backend), imported lazily
+def _config(args: argparse.Namespace, lang: str) -> CentralConfig | None:
+    """The folder's ``central.toml``; None with the reason printed."""
     from central.config import FILE, load
-    from central.embedded import Embedded
     from common.config import ConfigError
 
     folder = Path(args.dir)
@@ -60,18 +66,48 @@ def _open(args: argparse.Namespace, lang: str):  # noqa: ANN202 - (config, backe
         _say("error.not_initialised", lang, err=True, dir=folder)
         return None
     try:
-        cfg = load(folder)
+        return load(folder)
     except ConfigError as e:
         _say("error.config", lang, err=True, detail=describe(e, lang))
         return None
-    return cfg, Embedded(cfg.path(folder, cfg.data_dir))
+
+
+def _open(args: argparse.Namespace, lang: str, scaleout: bool = False):  # noqa: ANN202 - lazily imported
+    """(config, backend) of the folder: the embedded backend, or on a
+    scale-out folder its PostgreSQL store (the registry, commands) when the
+    command can use it (``scaleout``); None with the reason printed."""
+    from central.embedded import Embedded
+
+    cfg = _config(args, lang)
+    if cfg is None:
+        return None
+    folder = Path(args.dir)
+    if cfg.backend == "embedded":
+        return cfg, Embedded(cfg.path(folder, cfg.data_dir))
+    if not scaleout:
+        _say("error.embedded_only", lang, err=True, dir=folder)
+        return None
+    import psycopg
+
+    from central.scaleout.folder import open_store
+
+    try:
+        return cfg, open_store(folder, cfg)
+    except ValueError as e:
+        _say("error.config", lang, err=True, detail=e)
+    except psycopg.Error as e:  # the database is not there, or refuses the login
+        _say("error.store", lang, err=True, detail=str(e).strip()[:300])
+    return None
 
 
 @contextmanager
-def _opened(args: argparse.Namespace, lang: str) -> Iterator[tuple[CentralConfig, Embedded] | None]:
+def _opened(args: argparse.Namespace, lang: str,
+            scaleout: bool = False) -> Iterator[tuple[CentralConfig, Embedded] | None]:
     """The folder's (config, backend), closed on the way out; None when it
-    cannot be opened (the reason is already printed)."""
-    opened = _open(args, lang)
+    cannot be opened (the reason is already printed). ``scaleout``: the
+    command needs only the registry and commands, which a scale-out folder
+    has too (the backend is then typed as the embedded one only loosely)."""
+    opened = _open(args, lang, scaleout)
     try:
         yield opened
     finally:
@@ -90,32 +126,51 @@ def cmd_init(args: argparse.Namespace) -> int:
     if (folder / FILE).is_file():
         _say("init.kept", lang, dir=folder)
         return 0
+    scale = None
+    if args.scaleout is not None:
+        from central.scaleout.config import ScaleOutConfig
+
+        try:
+            scale = ScaleOutConfig.from_json(args.scaleout.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError) as e:
+            _say("error.config", lang, err=True, detail=f"{args.scaleout}: {e}")
+            return 2
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     new_master(folder / "master.key")
     make_outlet_pki(folder / "pki", "central", ("localhost", "127.0.0.1", *args.name))
-    write_default(folder, args.host, args.port)
-    Embedded(folder / "data").close()
+    if scale is None:
+        write_default(folder, args.host, args.port)
+        Embedded(folder / "data").close()
+    else:
+        import psycopg
+
+        from central.scaleout.backend import PgStore
+        from central.scaleout.folder import write_config
+
+        write_config(folder, scale)
+        try:
+            PgStore(scale, pool_size=1).close()  # the tables, and proof the database is there
+        except psycopg.Error as e:
+            _say("error.store", lang, err=True, detail=str(e).strip()[:300])
+            return 2
+        write_default(folder, args.host, args.port, backend="scaleout")  # last: the folder is whole
     _say("init.made", lang, dir=folder, ca=folder / "pki" / "ca.pem")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from central import front
-    from central.keys import load_master
 
     lang = i18n.pick(args.lang)
-    opened = _open(args, lang)
+    opened = _run_backend(args, lang)
     if opened is None:
         return 2
-    cfg, backend = opened
+    cfg, backend, master = opened
     folder = Path(args.dir)
     try:
-        from central.keys import load_master
-
         srv, _ = front.serve(backend, cfg.host, cfg.port, str(cfg.path(folder, cfg.cert_file)),
-                             str(cfg.path(folder, cfg.key_file)),
-                             master=load_master(cfg.path(folder, cfg.master_key_file)))
+                             str(cfg.path(folder, cfg.key_file)), master=master)
     except OSError as e:
         _say("error.port", lang, err=True, host=cfg.host, port=cfg.port, detail=e.strerror or e)
         backend.close()
@@ -123,7 +178,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=_duties, args=(cfg, folder, backend, stop), name="duties", daemon=True).start()
+    if cfg.backend == "embedded":  # its duties read the embedded store's tables
+        threading.Thread(target=_duties, args=(cfg, folder, backend, stop), name="duties",
+                         daemon=True).start()
     _say("run.listening", lang, host=cfg.host, port=srv.address[1])
     sys.stdout.flush()
     stop.wait()
@@ -131,6 +188,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend.close()
     _say("run.stopped", lang)
     return 0
+
+
+def _run_backend(args: argparse.Namespace, lang: str) -> tuple[CentralConfig, Any, bytes] | None:
+    """What ``run`` serves: (config, backend, master key), the master key
+    read from the folder on either backend; None with the reason printed.
+    On a scale-out folder the backend is the whole of it, log and store."""
+    from central.keys import load_master
+
+    cfg = _config(args, lang)
+    if cfg is None:
+        return None
+    folder = Path(args.dir)
+    try:
+        master = load_master(cfg.path(folder, cfg.master_key_file))
+    except (OSError, ValueError) as e:
+        _say("error.master", lang, err=True, detail=e)
+        return None
+    if cfg.backend == "embedded":
+        from central.embedded import Embedded
+
+        return cfg, Embedded(cfg.path(folder, cfg.data_dir)), master
+    import nats
+    import psycopg
+
+    from central.scaleout.folder import open_scaleout
+
+    try:
+        return cfg, open_scaleout(folder, cfg), master
+    except ValueError as e:
+        _say("error.config", lang, err=True, detail=e)
+    except (psycopg.Error, nats.errors.Error, OSError, TimeoutError) as e:
+        _say("error.store", lang, err=True, detail=str(e).strip()[:300] or type(e).__name__)
+    return None
 
 
 def _duties(cfg: CentralConfig, folder: Path, backend: Embedded, stop: threading.Event) -> None:
@@ -152,7 +242,7 @@ def cmd_outlet(args: argparse.Namespace) -> int:
     from protocol.topics import valid_segment
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -245,14 +335,26 @@ def cmd_device(args: argparse.Namespace) -> int:
     from protocol.topics import valid_segment
 
     lang = i18n.pick(args.lang)
-    for name in (args.outlet, args.device):
+    for name in (args.outlet, getattr(args, "device", args.outlet)):
         if not valid_segment(name):
             _say("error.name", lang, err=True, name=name)
             return 2
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
+        if args.action == "list":
+            for row in backend.devices(args.outlet):
+                state = TEXT.t("outlet.retired_state" if row["retired"] else "outlet.active", lang)
+                print(TEXT.t("device.row", lang, device=row["device"], kind=row["kind"], kv=row["kv"],
+                             state=state))
+            return 0
+        if args.action == "retire":
+            if backend.retire_device(args.outlet, args.device):
+                _say("device.retired", lang, device=args.device, outlet=args.outlet)
+                return 0
+            _say("device.unknown", lang, err=True, device=args.device, outlet=args.outlet)
+            return 2
         backend.add_device(args.outlet, args.device, args.kind)
         _say("device.added", lang, err=True, device=args.device, outlet=args.outlet)
         print(json.dumps({"key": _keys(args, cfg).device_config(args.device)}, indent=1))
@@ -274,7 +376,7 @@ def cmd_courier(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= 366:
         _say("courier.days", lang, err=True)
         return 2
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -335,7 +437,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     except ValueError as e:
         _say("error.args", lang, err=True, detail=e)
         return 2
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -556,6 +658,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     i.add_argument("--host", default="0.0.0.0", help="address to listen on")
     i.add_argument("--port", type=int, default=8443)
     i.add_argument("--name", action="append", default=[], help="a host name gateways use (repeatable)")
+    i.add_argument("--scaleout", type=Path, default=None,
+                   help="the scale-out backend's configuration (JSON: NATS URLs, PostgreSQL, namespace)")
     i.set_defaults(func=cmd_init)
     r = csub.add_parser("run", help="serve the HTTPS front until stopped")
     r.add_argument("dir", type=Path)
@@ -573,13 +677,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ol = osub.add_parser("list", help="outlets, their events and last upload")
     ol.add_argument("dir", type=Path)
     o.set_defaults(func=cmd_outlet)
-    d = csub.add_parser("device", help="register a device and print its key section")
+    d = csub.add_parser("device", help="the device registry: register, retire, list")
     dsub = d.add_subparsers(dest="action", required=True)
     da = dsub.add_parser("add", help="register a device and print the key section for its config")
     da.add_argument("dir", type=Path)
     da.add_argument("outlet")
     da.add_argument("device")
     da.add_argument("--kind", choices=("locker", "scanner", "handheld"), required=True)
+    dr = dsub.add_parser("retire", help="retire a device: no key is issued or permit signed for it again")
+    dr.add_argument("dir", type=Path)
+    dr.add_argument("outlet")
+    dr.add_argument("device")
+    dl = dsub.add_parser("list", help="an outlet's devices, their kind, key version and state")
+    dl.add_argument("dir", type=Path)
+    dl.add_argument("outlet")
     d.set_defaults(func=cmd_device)
     ct = csub.add_parser("contacts", help="import villagers' numbers for parcels (CSV: parcel,phone[,lang])")
     ctsub = ct.add_subparsers(dest="action", required=True)

@@ -21,7 +21,7 @@ subjects), ``nats_auth`` (one NATS user per outlet, bound to its topics) and
 ``mqtt_front`` (captured batches checked, logged and acked on the ack topic).
 """
 
-from central.scaleout.backend import ScaleOut
+from central.scaleout.backend import PgStore, ScaleOut
 from central.scaleout.config import ScaleOutConfig
 
-__all__ = ["ScaleOut", "ScaleOutConfig"]
+__all__ = ["PgStore", "ScaleOut", "ScaleOutConfig"]

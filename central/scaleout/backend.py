@@ -25,6 +25,7 @@ from nats.js.client import JetStreamContext
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
 from central.intake import Checked
+from central.registry import device_row, outlet_row
 from central.scaleout import log as jlog
 from central.scaleout import record
 from central.scaleout.bridge import LoopThread
@@ -34,7 +35,12 @@ from central.scaleout.schema import MIGRATE, SCHEMA, SCHEMA_LOCK
 from common.session import PasswordCache, hash_password
 
 
-class ScaleOut:
+class PgStore:
+    """The scale-out backend's PostgreSQL side: the registry
+    (``central.registry.Registry``), commands, photos and what the workers
+    wrote. Alone it is what the operator's commands open
+    (``postedge central outlet|device|sign``): they need no NATS cluster."""
+
     def __init__(self, cfg: ScaleOutConfig, pool_size: int = 8) -> None:
         self.cfg = cfg
         self.pool = Pool(cfg.pg, pool_size)
@@ -43,23 +49,17 @@ class ScaleOut:
             c.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
             c.execute(SCHEMA)
             c.execute(MIGRATE)  # a database from before events were keyed by (outlet, id)
-        self.bridge = LoopThread("central-nats")
-        try:
-            self.nc: Client = self.bridge.run(jlog.connect(cfg, "central-front"), 30)
-            self.js: JetStreamContext = self.nc.jetstream(timeout=5)
-            self.bridge.run(jlog.ensure(self.js, cfg), 60)
-        except BaseException:
-            self.bridge.stop()
-            self.pool.close()
-            raise
         self._logins = PasswordCache()
 
     # ---------------------------------------------------------- registry
-    def add_outlet(self, outlet: str, password: str) -> None:
+    # ``central.registry.Registry``, in PostgreSQL: every front process reads
+    # the same rows, so a device retired through one is refused by all.
+    def add_outlet(self, outlet: str, password: str, notifier: bool = False) -> None:
         with self.pool.tx() as c:
-            c.execute("INSERT INTO outlets (id, pw_hash, created_at) VALUES (%s,%s,%s) "
-                      "ON CONFLICT (id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL",
-                      (outlet, hash_password(password), time.time()))
+            c.execute("INSERT INTO outlets (id, pw_hash, created_at, notifier) VALUES (%s,%s,%s,%s) "
+                      "ON CONFLICT (id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL, "
+                      "notifier=excluded.notifier",
+                      (outlet, hash_password(password), time.time(), notifier))
 
     def retire_outlet(self, outlet: str) -> bool:
         with self.pool.tx() as c:
@@ -77,46 +77,51 @@ class ScaleOut:
             return False
         return self._logins.check(outlet, password, row[0])
 
+    def notifier_outlets(self) -> set[str]:
+        with self.pool.tx() as c:
+            return {r[0] for r in c.execute("SELECT id FROM outlets WHERE notifier")}
+
+    def outlets(self) -> list[dict[str, Any]]:
+        with self.pool.tx() as c:
+            rows = c.execute("SELECT id, created_at, retired_at FROM outlets ORDER BY id").fetchall()
+        return [outlet_row(o, at, r) for o, at, r in rows]
+
+    def add_device(self, outlet: str, device: str, kind: str, kv: int = 1) -> None:
+        with self.pool.tx() as c:
+            c.execute("INSERT INTO devices (id, outlet, kind, kv, created_at) VALUES (%s,%s,%s,%s,%s) "
+                      "ON CONFLICT (outlet, id) DO UPDATE SET kind=excluded.kind, kv=excluded.kv, "
+                      "retired_at=NULL", (device, outlet, kind, kv, time.time()))
+
+    def retire_device(self, outlet: str, device: str) -> bool:
+        with self.pool.tx() as c:
+            cur = c.execute("UPDATE devices SET retired_at=%s WHERE outlet=%s AND id=%s "
+                            "AND retired_at IS NULL", (time.time(), outlet, device))
+        return cur.rowcount == 1
+
+    def devices(self, outlet: str) -> list[dict[str, Any]]:
+        with self.pool.tx() as c:
+            rows = c.execute("SELECT id, kind, kv, retired_at FROM devices WHERE outlet=%s ORDER BY id",
+                             (outlet,)).fetchall()
+        return [device_row(d, k, kv, r) for d, k, kv, r in rows]
+
+    def health(self) -> list[dict[str, Any]]:
+        """Per outlet: events held and the last batch logged, for ``postedge
+        central outlet list`` (the embedded backend's ``health`` without its
+        alarm counts; a resent batch is dropped by the log, so none is counted)."""
+        with self.pool.tx() as c:
+            rows = c.execute(
+                "SELECT o.id, o.retired_at, (SELECT count(*) FROM events e WHERE e.outlet=o.id), "
+                "(SELECT max(first_at) FROM batches b WHERE b.outlet=o.id) FROM outlets o ORDER BY o.id"
+            ).fetchall()
+        return [{"outlet": o, "retired": r is not None, "events": int(n), "last_batch_at": last,
+                 "resent_batches": 0, "alarms": 0} for o, r, n, last in rows]
+
     def outlet_active(self, outlet: str) -> bool:
         """Registered and not retired (the MQTT front's check: there the
         login is nats-server's, and its user list may lag the registry)."""
         with self.pool.tx() as c:
             row = c.execute("SELECT 1 FROM outlets WHERE id=%s AND retired_at IS NULL", (outlet,)).fetchone()
         return row is not None
-
-    # ----------------------------------------------------------- batches
-    def store(self, outlet: str, checked: Checked) -> Stored:
-        parts = record.pack(outlet, checked)
-        subject = self.cfg.subject(outlet)
-        bid = checked.batch.id
-
-        async def publish_all() -> list[Any]:
-            return await asyncio.gather(*[
-                jlog.publish(self.js, subject, data, f"{outlet}/{bid}/{i}", self.cfg.publish_deadline_s)
-                for i, data in enumerate(parts)])
-
-        acks = self.bridge.run(publish_all(), self.cfg.publish_deadline_s + 5)
-        if all(a.duplicate for a in acks):
-            return Stored(0, len(checked.good))
-        return Stored(None, None)
-
-    def backlog(self) -> dict[str, Any]:
-        return self.bridge.run(jlog.backlog(self.js, self.cfg), 10)
-
-    def wait_written(self, timeout: float = 30.0) -> None:
-        """Until the workers have written (and acked) everything logged so far."""
-        end = time.monotonic() + timeout
-        b: dict[str, Any] | str = "unknown"
-        while True:
-            try:
-                b = self.backlog()
-                if b["pending"] == 0 and b["ack_pending"] == 0:
-                    return
-            except (nats.errors.Error, TimeoutError) as e:  # the consumer's leader is moving
-                b = repr(e)
-            if time.monotonic() > end:
-                raise TimeoutError(f"ingest backlog after {timeout}s: {b}")
-            time.sleep(0.05)
 
     def count(self, outlet: str | None = None) -> int:
         with self.pool.tx() as c:
@@ -221,9 +226,63 @@ class ScaleOut:
         return bytes(row[0]) if row else None
 
     def close(self) -> None:
+        self.pool.close()
+
+
+class ScaleOut(PgStore):
+    """The scale-out backend (``central.backend.Backend``,
+    ``central.registry.Registry``): the store and the replicated log."""
+
+    def __init__(self, cfg: ScaleOutConfig, pool_size: int = 8) -> None:
+        super().__init__(cfg, pool_size)
+        self.bridge = LoopThread("central-nats")
+        try:
+            self.nc: Client = self.bridge.run(jlog.connect(cfg, "central-front"), 30)
+            self.js: JetStreamContext = self.nc.jetstream(timeout=5)
+            self.bridge.run(jlog.ensure(self.js, cfg), 60)
+        except BaseException:
+            self.bridge.stop()
+            self.pool.close()
+            raise
+
+    # ----------------------------------------------------------- batches
+    def store(self, outlet: str, checked: Checked) -> Stored:
+        parts = record.pack(outlet, checked)
+        subject = self.cfg.subject(outlet)
+        bid = checked.batch.id
+
+        async def publish_all() -> list[Any]:
+            return await asyncio.gather(*[
+                jlog.publish(self.js, subject, data, f"{outlet}/{bid}/{i}", self.cfg.publish_deadline_s)
+                for i, data in enumerate(parts)])
+
+        acks = self.bridge.run(publish_all(), self.cfg.publish_deadline_s + 5)
+        if all(a.duplicate for a in acks):
+            return Stored(0, len(checked.good))
+        return Stored(None, None)
+
+    def backlog(self) -> dict[str, Any]:
+        return self.bridge.run(jlog.backlog(self.js, self.cfg), 10)
+
+    def wait_written(self, timeout: float = 30.0) -> None:
+        """Until the workers have written (and acked) everything logged so far."""
+        end = time.monotonic() + timeout
+        b: dict[str, Any] | str = "unknown"
+        while True:
+            try:
+                b = self.backlog()
+                if b["pending"] == 0 and b["ack_pending"] == 0:
+                    return
+            except (nats.errors.Error, TimeoutError) as e:  # the consumer's leader is moving
+                b = repr(e)
+            if time.monotonic() > end:
+                raise TimeoutError(f"ingest backlog after {timeout}s: {b}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
         try:
             self.bridge.run(self.nc.close(), 10)
         except Exception:  # closing a connection to a cluster that is gone
             pass
         self.bridge.stop()
-        self.pool.close()
+        super().close()

@@ -5,7 +5,10 @@ which is what makes a redelivered log message harmless (``ON CONFLICT DO
 NOTHING``). The outlet is in the key because ids are made by devices and
 device names (``lk01``) repeat in every outlet: keyed by the id alone, the
 second outlet's event was taken for a resend and lost, acked but never
-stored. Photos are kept whole in ``photos.data`` once complete:
+stored. The registry (outlets, with ``notifier``, and devices with their
+key version) is the embedded one's too (``central/registry.py``); a
+database from before the registry held devices gets the column and the
+table where the schema is created (``IF NOT EXISTS``). Photos are kept whole in ``photos.data`` once complete:
 the store is the one place every front process can read them from.
 
 A database made before that key is upgraded where the schema is created
@@ -23,7 +26,11 @@ from __future__ import annotations
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outlets (
     id text PRIMARY KEY, pw_hash text NOT NULL, created_at double precision NOT NULL,
-    retired_at double precision);
+    retired_at double precision, notifier boolean NOT NULL DEFAULT false);
+ALTER TABLE outlets ADD COLUMN IF NOT EXISTS notifier boolean NOT NULL DEFAULT false;
+CREATE TABLE IF NOT EXISTS devices (
+    id text NOT NULL, outlet text NOT NULL, kind text NOT NULL, kv integer NOT NULL DEFAULT 1,
+    created_at double precision NOT NULL, retired_at double precision, PRIMARY KEY (outlet, id));
 CREATE TABLE IF NOT EXISTS events (
     id text NOT NULL, outlet text NOT NULL, device text NOT NULL, type text NOT NULL,
     cls text NOT NULL, ts bigint NOT NULL, payload bytea NOT NULL, batch text NOT NULL,

@@ -3,8 +3,9 @@
 Each parameter of ``central`` is one implementation of
 docs/central-contract.md behind its real HTTPS front, with the hooks the
 suite needs that are not part of the contract (registering an outlet,
-queueing a command, counting stored events). Add an implementation here and
-the whole suite runs against it.
+queueing a command, counting stored events, the registry itself). Each front
+holds the session's master key ``MASTER``, so ``POST /v1/keys`` is served by
+both. Add an implementation here and the whole suite runs against it.
 
 ``scaleout`` is the NATS JetStream + PostgreSQL backend on the session's real
 cluster and database (``rig.py``), with one ingest worker thread; it is
@@ -23,6 +24,7 @@ import pytest
 
 from central import front
 from central.embedded import Embedded
+from central.registry import Registry
 from common.pki import make_outlet_pki
 from tests.central.rig import ScaleOutRig
 
@@ -38,6 +40,10 @@ class CentralUnderTest:
     count: Callable[[str], int]  # events stored for an outlet, once each
     settle: Callable[[], None]  # wait until what was acked is queryable (a no-op when synchronous)
     held: Callable[[str], dict[str, bytes]]  # an outlet's stored events: id -> payload
+    registry: Registry  # outlets and devices, as the operator's commands write them
+
+
+MASTER = bytes(range(32))  # the platform master key every front under test holds
 
 
 def _held_pg(scale: Any, outlet: str) -> dict[str, bytes]:
@@ -66,13 +72,13 @@ def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) ->
     if request.param == "embedded":
         backend = Embedded(tmp_path / "central")
         srv, _ = front.serve(backend, "127.0.0.1", 0, str(central_pki.server.cert),
-                             str(central_pki.server.key))
+                             str(central_pki.server.key), master=MASTER)
         try:
             yield CentralUnderTest(
                 "embedded", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
                 backend.add_outlet, backend.retire_outlet, backend.push_command, backend.count,
                 lambda: None,
-                lambda o: {eid: bytes(p) for _, _, eid, p, _ in backend.events_since(outlet=o)})
+                lambda o: {eid: bytes(p) for _, _, eid, p, _ in backend.events_since(outlet=o)}, backend)
         finally:
             srv.stop()
             backend.close()
@@ -85,12 +91,13 @@ def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) ->
         cfg = ScaleOutConfig(rig.nats.urls, dsn, ns, ack_wait_s=5.0)
         scale = ScaleOut(cfg)
         worker = WorkerThread(cfg)
-        srv, _ = front.serve(scale, "127.0.0.1", 0, str(central_pki.server.cert), str(central_pki.server.key))
+        srv, _ = front.serve(scale, "127.0.0.1", 0, str(central_pki.server.cert), str(central_pki.server.key),
+                             master=MASTER)
         try:
             yield CentralUnderTest(
                 "scaleout", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
                 scale.add_outlet, scale.retire_outlet, scale.push_command, scale.count,
-                scale.wait_written, lambda o: _held_pg(scale, o))
+                scale.wait_written, lambda o: _held_pg(scale, o), scale)
         finally:
             srv.stop()
             worker.stop()

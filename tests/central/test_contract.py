@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from central import front
+from central.embedded import Embedded
 from central.front import Front
 from central.intake import MAX_BATCH_BYTES
+from central.keys import KeyService
 from common.uplink_codec import CONTENT_TYPE, decode_ack, decode_down, encode_batch
 from protocol import envelope
 from protocol.ids import format_event_id
-from tests.central.conftest import CentralUnderTest
+from tests.central.conftest import MASTER, CentralUnderTest
 
 ROOT = Path(__file__).resolve().parents[2]
 PW = "o1-secret-pw"
@@ -215,6 +218,87 @@ def test_probe_and_time(central: CentralUnderTest) -> None:
     assert Client(central, password="x").call("HEAD")[0] == 401
     status, data, _ = cl.call("GET", "/v1/time")
     assert status == 200 and abs(json.loads(data)["t"] - time.time()) < 60
+
+
+def ask_keys(cl: Client, devices: list[tuple[str, str]]) -> tuple[int, Any]:
+    body = json.dumps({"devices": [{"id": d, "kind": k} for d, k in devices]}).encode()
+    status, data, _ = cl.call("POST", "/v1/keys", body, {"Content-Type": "application/json"})
+    return status, json.loads(data)
+
+
+def test_keys_are_each_devices_own_derived_for_the_logged_in_outlet(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    central.add_outlet("o2", "o2-secret-pw")
+    status, doc = ask_keys(Client(central), [("lk01", "locker"), ("sc01", "scanner")])
+    assert status == 200, doc
+    ks = KeyService("o1", MASTER)  # no notifier key: o1 was not registered with one
+    assert doc == {"outlet": "o1", "retired": [],
+                   "keys": {"lk01": ks.device_config("lk01"), "sc01": ks.device_config("sc01")}}
+    assert "master" not in json.dumps(doc) and MASTER.hex() not in json.dumps(doc)
+    assert central.registry.devices("o1") == [
+        {"device": "lk01", "kind": "locker", "kv": 1, "retired": False},
+        {"device": "sc01", "kind": "scanner", "kv": 1, "retired": False}]
+    # the same device name asked for by another outlet's login: that outlet's key, never o1's
+    status, doc2 = ask_keys(Client(central, "o2", "o2-secret-pw"), [("lk01", "locker")])
+    assert status == 200 and doc2["outlet"] == "o2"
+    assert doc2["keys"]["lk01"] == KeyService("o2", MASTER).device_config("lk01") != doc["keys"]["lk01"]
+    assert [d["device"] for d in central.registry.devices("o2")] == ["lk01"]
+
+
+def test_a_retired_device_gets_no_key_and_is_not_brought_back(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    reg = central.registry
+    reg.add_device("o1", "lk01", "locker", 2)  # rotated: its key is issued at the version held
+    reg.add_device("o1", "hh01", "handheld")
+    assert reg.retire_device("o1", "hh01") and not reg.retire_device("o1", "hh01")
+    cl = Client(central)
+    for _ in range(2):  # asking again changes nothing
+        status, doc = ask_keys(cl, [("lk01", "locker"), ("hh01", "handheld")])
+        assert status == 200, doc
+        assert doc["retired"] == ["hh01"] and list(doc["keys"]) == ["lk01"]
+        assert doc["keys"]["lk01"] == KeyService("o1", MASTER, 2).device_config("lk01")
+        assert doc["keys"]["lk01"]["kv"] == 2
+    assert {d["device"]: d["retired"] for d in reg.devices("o1")} == {"hh01": True, "lk01": False}
+    reg.add_device("o1", "hh01", "handheld")  # the operator registers it anew
+    assert list(ask_keys(cl, [("hh01", "handheld")])[1]["keys"]) == ["hh01"]
+
+
+def test_the_notifier_key_only_for_an_outlet_registered_with_one(central: CentralUnderTest) -> None:
+    central.registry.add_outlet("o1", PW, notifier=True)
+    status, doc = ask_keys(Client(central), [("lk01", "locker")])
+    assert status == 200 and doc["notifier"] == {"1": KeyService("o1", MASTER).notifier_key(1).hex()}
+    central.registry.add_outlet("o1", PW)  # a new password, no notifier any more
+    assert "notifier" not in ask_keys(Client(central), [("lk01", "locker")])[1]
+    assert central.registry.notifier_outlets() == set()
+
+
+def test_keys_need_a_login_and_a_well_formed_list(central: CentralUnderTest) -> None:
+    central.add_outlet("o1", PW)
+    assert ask_keys(Client(central, password="guess"), [("lk01", "locker")])[0] == 401
+    cl = Client(central)
+    assert ask_keys(cl, [])[0] == 400
+    assert ask_keys(cl, [("lk01", "printer")])[0] == 400
+    assert ask_keys(cl, [("LK 01", "locker")])[0] == 400
+    assert cl.call("POST", "/v1/keys", b"{", {"Content-Type": "application/json"})[0] == 400
+    central.retire_outlet("o1")
+    assert ask_keys(cl, [("lk01", "locker")])[0] == 401
+    assert central.registry.devices("o1") == []
+
+
+def test_a_front_without_the_master_key_issues_none(tmp_path: Path, central_pki: Any) -> None:
+    backend = Embedded(tmp_path / "central")
+    backend.add_outlet("o1", PW)
+    srv, _ = front.serve(backend, "127.0.0.1", 0, str(central_pki.server.cert), str(central_pki.server.key))
+    try:
+        c = CentralUnderTest("bare", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
+                             backend.add_outlet, backend.retire_outlet, backend.push_command, backend.count,
+                             lambda: None, lambda o: {}, backend)
+        status, doc = ask_keys(Client(c), [("lk01", "locker")])
+        assert (status, doc["error"]) == (503, "keys_unavailable")
+        assert backend.devices("o1") == []
+    finally:
+        srv.stop()
+        backend.close()
 
 
 def test_the_openapi_file_lists_exactly_the_routes_the_front_serves() -> None:

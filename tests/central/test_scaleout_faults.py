@@ -51,7 +51,7 @@ def stack(scaleout_rig: ScaleOutRig, central_pki: Any) -> Iterator[Stack]:
     srv, _ = front.serve(backend, "127.0.0.1", 0, str(central_pki.server.cert), str(central_pki.server.key))
     cut = CentralUnderTest("scaleout", f"https://127.0.0.1:{srv.address[1]}/v1/batches", central_pki.ca,
                            backend.add_outlet, backend.retire_outlet, backend.push_command, backend.count,
-                           backend.wait_written, lambda o: _held_pg(backend, o))
+                           backend.wait_written, lambda o: _held_pg(backend, o), backend)
     try:
         yield Stack(cfg, backend, cut)
     finally:

@@ -1,0 +1,62 @@
+"""The outlet and device registry every backend keeps, as one protocol.
+
+The HTTPS front checks a gateway's login against it (``outlet_login``),
+``POST /v1/keys`` registers an outlet's devices in it and reads the key
+version each holds (``central/keys.py`` ``issue_for_outlet``), and the
+operator's ``postedge central outlet|device`` commands write it. The
+embedded backend keeps it in SQLite (``central/embedded.py``), the scale-out
+backend in PostgreSQL (``central/scaleout/backend.py``); both answer in the
+rows shaped here, so the key logic and the commands above never ask which
+one they have. A retired device stays in the registry (its key version is
+remembered, it is not brought back by asking for its key again) until the
+operator adds it anew.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Registry(Protocol):
+    def add_outlet(self, outlet: str, password: str, notifier: bool = False) -> None:
+        """Register an outlet (or give it a new password, which un-retires
+        it). ``notifier``: its gateway texts villagers itself while the
+        backhaul is down, so it is given the outlet notifier key."""
+        ...
+
+    def retire_outlet(self, outlet: str) -> bool:
+        """Retire an outlet: its login stops working at once; True if it was active."""
+        ...
+
+    def outlet_login(self, outlet: str, password: str) -> bool:
+        """True when ``outlet`` exists, is not retired and the password is its own."""
+        ...
+
+    def notifier_outlets(self) -> set[str]:
+        ...
+
+    def outlets(self) -> list[dict[str, Any]]:
+        """Every outlet: ``outlet_row`` dicts, by id."""
+        ...
+
+    def add_device(self, outlet: str, device: str, kind: str, kv: int = 1) -> None:
+        """Register a device (or change its kind and key version; un-retires it)."""
+        ...
+
+    def retire_device(self, outlet: str, device: str) -> bool:
+        """Retire a device (revoked, stolen, scrapped): no key is issued
+        and no permit signed for it again; True if it was active."""
+        ...
+
+    def devices(self, outlet: str) -> list[dict[str, Any]]:
+        """An outlet's devices, retired ones too: ``device_row`` dicts, by id."""
+        ...
+
+
+def outlet_row(outlet: str, created_at: float, retired_at: float | None) -> dict[str, Any]:
+    return {"outlet": outlet, "created_at": created_at, "retired": retired_at is not None}
+
+
+def device_row(device: str, kind: str, kv: int, retired_at: float | None) -> dict[str, Any]:
+    return {"device": device, "kind": kind, "kv": int(kv), "retired": retired_at is not None}

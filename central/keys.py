@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from protocol import keys, permits, seal, signing
+from protocol import codes, keys, permits, seal, signing
 
 MASTER_BYTES = 32
+TOKEN_SALT = b"pe/v1/delivery-token"
+TOKEN_INFO = b"pe/v1/delivery-token\n"
 
 
 def new_master(path: Path) -> bool:
@@ -46,19 +48,31 @@ def load_master(path: Path) -> bytes:
 class KeyService:
     """Keys, signatures and permits for one outlet's devices."""
 
-    def __init__(self, outlet: str, master: bytes, kv: int = 1) -> None:
+    def __init__(self, outlet: str, master: bytes, kv: int = 1, kvs: dict[str, int] | None = None) -> None:
+        """``kv``: the version new commands are signed with; ``kvs``: a device's
+        own version where the registry holds another (after a rotation)."""
         self.outlet = outlet
         self.master = master
-        self.kv = kv  # the version new commands are signed with
+        self.kv = kv
+        self.kvs = dict(kvs or {})
+
+    @classmethod
+    def registered(cls, backend: Any, outlet: str, master: bytes) -> KeyService:
+        """Keys for ``outlet`` at the versions its registry holds, so that a
+        device rotated to a new key (``rotate``) is signed for with it."""
+        return cls(outlet, master, kvs={d["device"]: int(d["kv"]) for d in backend.devices(outlet)})
+
+    def kv_of(self, device: str) -> int:
+        return self.kvs.get(device, self.kv)
 
     def key(self, device: str, kv: int | None = None) -> bytes:
-        return keys.device_key(self.master, keys.fleet_id(self.outlet, device), kv or self.kv)
+        return keys.device_key(self.master, keys.fleet_id(self.outlet, device), kv or self.kv_of(device))
 
     def device_config(self, device: str, kv: int | None = None, grace_until: int = 0) -> dict[str, Any]:
         """The ``key`` section of one device's config: its own key only; after
         a rotation (kv > 1) the previous version too, accepted until
         ``grace_until``."""
-        kv = kv or self.kv
+        kv = kv or self.kv_of(device)
         if kv > 1 and grace_until:
             return keys.config(kv, self.key(device, kv), kv - 1, self.key(device, kv - 1), grace_until)
         return keys.config(kv, self.key(device, kv))
@@ -72,6 +86,17 @@ class KeyService:
         codes to the notifier, derived from the notifier key."""
         return {"kv": kv, "key": seal.locker_notify_key(self.notifier_key(kv), locker).hex()}
 
+    def delivery_token(self, parcel: str) -> str:
+        """The villager's hand-delivery token for ``parcel`` at this outlet
+        (``protocol/codes.py``: 16 Crockford base32 characters, 80 bits),
+        derived from the master key rather than drawn at random: a manifest
+        issued again for the parcel, or the notice sent again after a failure,
+        carries the same token the villager already holds, and the platform
+        still keeps no token anywhere (it derives it when it needs it)."""
+        info = TOKEN_INFO + self.outlet.encode() + b"\n" + parcel.encode()
+        raw = keys.hkdf(self.master, TOKEN_SALT, info, codes.TOKEN_BYTES)
+        return codes.new_token(lambda n: raw[:n])
+
     def open_code(self, event: dict[str, Any]) -> str:
         """The code in a ``locker.deposit`` a locker issued offline, as the
         platform reads it (``protocol.seal``); raises BadSeal otherwise."""
@@ -82,7 +107,7 @@ class KeyService:
         return {d: self.device_config(d, kv, grace_until) for d in devices}
 
     def sign(self, cmd: dict[str, Any], kv: int | None = None) -> dict[str, Any]:
-        kv = kv or self.kv
+        kv = kv or self.kv_of(cmd["dev"])
         return signing.sign(cmd, self.key(cmd["dev"], kv), kv=kv)
 
     def command(self, device: str, op: str, args: dict[str, Any], cmd_id: str, now: int | None = None,

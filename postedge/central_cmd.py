@@ -409,6 +409,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     """Village points and couriers' round manifests (``central/manifests.py``)."""
     from central.keys import load_master
     from central.manifests import ManifestRefused, Manifests
+    from central.notices import without_number
 
     lang = i18n.pick(args.lang)
     with _opened(args, lang) as opened:
@@ -432,10 +433,21 @@ def cmd_rounds(args: argparse.Namespace) -> int:
             _say("rounds.refused", lang, err=True, detail=str(e))
             return 2
         _say("rounds.issued", lang, device=args.device, round=args.round, n=len(parcels))
-        if tokens:
-            _say("rounds.tokens", lang, err=True)
+        if not tokens:
+            return 0
+        if not (cfg.sms_url and cfg.sms_token_file):
+            _say("rounds.tokens", lang, err=True)  # no SMS provider: the operator passes them on
             for parcel, token in tokens.items():
                 print(f"{parcel} {token}")
+            return 0
+        missing = without_number(backend, args.outlet, list(tokens))
+        texted = len(tokens) - len(missing)
+        if texted:
+            _say("rounds.tokens_texted", lang, n=texted)
+        if missing:  # reported, not skipped: texted once a contacts import brings the number
+            _say("rounds.no_number", lang, err=True, n=len(missing))
+            for parcel in missing:
+                print(f"{parcel} {tokens[parcel]}")
         return 0
 
 

@@ -126,6 +126,34 @@ class KeyService:
 
 
 KINDS = ("locker", "scanner", "handheld")
+GRACE_S = signing.MAX_LIFETIME  # the longest a command signed with the previous version stays valid
+
+
+def section(master: bytes, outlet: str, row: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """A registered device's key section (``backend.devices`` row): its
+    key at the version the registry holds and, while a rotation's grace
+    period runs, the previous version with its end (``prev.until``)."""
+    now = time.time() if now is None else now
+    until = int(row.get("prev_until") or 0)
+    grace = until if until > now else 0
+    return KeyService(outlet, master, int(row["kv"])).device_config(row["device"], grace_until=grace)
+
+
+def rotate(backend: Any, master: bytes, outlet: str, device: str, grace_s: int = GRACE_S,
+           now: float | None = None) -> dict[str, Any] | None:
+    """Move a device to its next key version: from now on the platform signs
+    for it with the new key only; the device's new key section (returned,
+    and what ``POST /v1/keys`` answers from now on) carries the previous
+    version until ``now + grace_s`` so what was signed before still runs,
+    or not at all with ``grace_s`` 0 (a key that got out: refused as soon
+    as the new section is installed). None for a device that is not
+    registered or is retired."""
+    now = time.time() if now is None else now
+    until = int(now) + grace_s if grace_s > 0 else 0
+    kv = backend.rotate_device(outlet, device, until)
+    if kv is None:
+        return None
+    return section(master, outlet, {"device": device, "kv": kv, "prev_until": until}, now)
 
 
 def issue_for_outlet(backend: Any, master: bytes, outlet: str,
@@ -144,10 +172,11 @@ def issue_for_outlet(backend: Any, master: bytes, outlet: str,
         if row is not None and row["retired"]:
             retired.append(dev)
             continue
-        kv = int(row["kv"]) if row is not None else 1
         if row is None or row["kind"] != kind:
-            backend.add_device(outlet, dev, kind, kv)
-        keys_out[dev] = KeyService(outlet, master, kv).device_config(dev)
+            backend.add_device(outlet, dev, kind)
+            row = {"device": dev, "kv": row["kv"] if row else 1,
+                   "prev_until": row["prev_until"] if row else 0}
+        keys_out[dev] = section(master, outlet, row)
     doc: dict[str, Any] = {"outlet": outlet, "keys": keys_out, "retired": sorted(retired)}
     if outlet in backend.notifier_outlets():
         doc["notifier"] = {"1": KeyService(outlet, master).notifier_key(1).hex()}

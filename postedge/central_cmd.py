@@ -6,7 +6,8 @@ embedded database; run again, it changes nothing. ``run DIR`` serves the
 front until SIGTERM or Ctrl+C. ``outlet add|retire|list`` is the outlet
 registry a gateway's login is checked against; ``device add`` registers a
 device and prints the key section for its config (its own key only: the
-master never leaves this folder); ``sign`` signs a command with the device's
+master never leaves this folder), ``device rotate`` moves it to a new key
+version (``central/keys.py`` ``rotate``); ``sign`` signs a command with the device's
 key and queues it for the outlet's gateway to pull. ``campaign``, ``site``,
 ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
@@ -235,10 +236,20 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys(args: argparse.Namespace, cfg: CentralConfig) -> KeyService:
-    from central.keys import KeyService, load_master
+def _master(args: argparse.Namespace, cfg: CentralConfig) -> bytes:
+    from central.keys import load_master
 
-    return KeyService(args.outlet, load_master(cfg.path(Path(args.dir), cfg.master_key_file)))
+    return load_master(cfg.path(Path(args.dir), cfg.master_key_file))
+
+
+def _keys(args: argparse.Namespace, cfg: CentralConfig, backend: Embedded | None = None) -> KeyService:
+    """The outlet's keys; with the registry (``backend``), at each device's own
+    key version, so a rotated device is signed for with its new key."""
+    from central.keys import KeyService
+
+    if backend is not None:
+        return KeyService.registered(backend, args.outlet, _master(args, cfg))
+    return KeyService(args.outlet, _master(args, cfg))
 
 
 def cmd_device(args: argparse.Namespace) -> int:
@@ -249,13 +260,33 @@ def cmd_device(args: argparse.Namespace) -> int:
         if not valid_segment(name):
             _say("error.name", lang, err=True, name=name)
             return 2
+    from central import keys
+
     with _opened(args, lang) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
-        backend.add_device(args.outlet, args.device, args.kind)
-        _say("device.added", lang, err=True, device=args.device, outlet=args.outlet)
-        print(json.dumps({"key": _keys(args, cfg).device_config(args.device)}, indent=1))
+        if args.action == "add":
+            backend.add_device(args.outlet, args.device, args.kind)  # registered again: its key version kept
+            row = next(d for d in backend.devices(args.outlet) if d["device"] == args.device)
+            _say("device.added", lang, err=True, device=args.device, outlet=args.outlet)
+            print(json.dumps({"key": keys.section(_master(args, cfg), args.outlet, row)}, indent=1))
+            return 0
+        if not 0 <= args.grace_days <= keys.GRACE_S // 86400:
+            _say("device.grace_days", lang, err=True, most=keys.GRACE_S // 86400)
+            return 2
+        sec = keys.rotate(backend, _master(args, cfg), args.outlet, args.device, args.grace_days * 86400)
+        if sec is None:
+            _say("device.unknown", lang, err=True, device=args.device, outlet=args.outlet)
+            return 2
+        prev = sec.get("prev")
+        if prev:
+            _say("device.rotated", lang, err=True, device=args.device, outlet=args.outlet, kv=sec["kv"],
+                 old=prev["kv"], until=time.strftime("%Y-%m-%d %H:%M", time.localtime(prev["until"])))
+        else:
+            _say("device.rotated_now", lang, err=True, device=args.device, outlet=args.outlet, kv=sec["kv"])
+        _say("device.rotate_install", lang, err=True, outlet=args.outlet)
+        print(json.dumps({"key": sec}, indent=1))
         return 0
 
 
@@ -284,7 +315,7 @@ def cmd_courier(args: argparse.Namespace) -> int:
             _say("courier.no_lockers", lang, err=True, outlet=args.outlet)
             return 2
         secret = secrets.token_urlsafe(12)
-        cred, cmds = courier_credentials(_keys(args, cfg), lockers, args.courier, secret, args.days)
+        cred, cmds = courier_credentials(_keys(args, cfg, backend), lockers, args.courier, secret, args.days)
         for cmd in cmds:
             backend.push_command(args.outlet, "locker", cmd)
     _say("courier.queued", lang, courier=args.courier, outlet=args.outlet, lockers=", ".join(lockers),
@@ -340,7 +371,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             return 2
         cfg, backend = opened
         cid = args.id or f"c-{secrets.token_hex(8)}"
-        cmd = _keys(args, cfg).command(args.device, args.op, cmd_args, cid, lifetime_s=args.lifetime)
+        cmd = _keys(args, cfg, backend).command(args.device, args.op, cmd_args, cid, lifetime_s=args.lifetime)
         if args.print_only:
             print(json.dumps(cmd, ensure_ascii=False))
             return 0
@@ -592,6 +623,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     da.add_argument("outlet")
     da.add_argument("device")
     da.add_argument("--kind", choices=("locker", "scanner", "handheld"), required=True)
+    dr = dsub.add_parser("rotate", help="move a device to a new key and print its new key section")
+    dr.add_argument("dir", type=Path)
+    dr.add_argument("outlet")
+    dr.add_argument("device")
+    dr.add_argument("--grace-days", type=int, default=7,
+                    help="days the old key still verifies what was signed with it (0: a key that got out)")
     d.set_defaults(func=cmd_device)
     ct = csub.add_parser("contacts", help="import villagers' numbers for parcels (CSV: parcel,phone[,lang])")
     ctsub = ct.add_subparsers(dest="action", required=True)

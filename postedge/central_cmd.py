@@ -291,36 +291,53 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 
 def cmd_courier(args: argparse.Namespace) -> int:
-    """A courier's badge: its credential, signed for each of the outlet's
-    registered lockers, queued for the outlet's gateway (which relays it to
-    the lockers); the badge text is printed once and kept nowhere."""
-    from central.keys import courier_credentials
+    """Couriers' badges (``central/couriers.py``): ``add`` signs the
+    credential for each of the outlet's registered lockers and queues it for
+    the outlet's gateway (which relays it), printing the badge text once;
+    ``list`` shows what was issued; ``revoke`` takes a badge and the
+    courier's permits back at every locker."""
+    from central.couriers import CourierRefused, Couriers
     from protocol.topics import valid_segment
 
     lang = i18n.pick(args.lang)
-    for name in (args.outlet, args.courier):
+    names = (args.outlet,) if args.action == "list" else (args.outlet, args.courier)
+    for name in names:
         if not valid_segment(name):
             _say("error.name", lang, err=True, name=name)
             return 2
-    if not 1 <= args.days <= 366:
+    if args.action == "add" and not 1 <= args.days <= 366:
         _say("courier.days", lang, err=True)
         return 2
     with _opened(args, lang) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
-        lockers = [d["device"] for d in backend.devices(args.outlet)
-                   if d["kind"] == "locker" and not d["retired"]]
-        if not lockers:
+        couriers = Couriers(backend, _master(args, cfg))
+        if args.action == "list":
+            for c in couriers.list(args.outlet):
+                print(TEXT.t("courier.row", lang, courier=c["courier"],
+                             state=TEXT.t("courier.state." + c["state"], lang),
+                             until=time.strftime("%Y-%m-%d", time.localtime(c["exp"])) if c["exp"] else "-",
+                             lockers=", ".join(c["lockers"])))
+            return 0
+        if args.action == "revoke":
+            lockers, known = couriers.revoke(args.outlet, args.courier)
+            if not lockers:
+                _say("courier.no_lockers", lang, err=True, outlet=args.outlet)
+                return 2
+            if not known:
+                _say("courier.not_on_record", lang, err=True, courier=args.courier, outlet=args.outlet)
+            _say("courier.revoked", lang, courier=args.courier, outlet=args.outlet,
+                 lockers=", ".join(lockers))
+            return 0
+        try:
+            badge, cred, lockers = couriers.issue(args.outlet, args.courier, args.days)
+        except CourierRefused:
             _say("courier.no_lockers", lang, err=True, outlet=args.outlet)
             return 2
-        secret = secrets.token_urlsafe(12)
-        cred, cmds = courier_credentials(_keys(args, cfg, backend), lockers, args.courier, secret, args.days)
-        for cmd in cmds:
-            backend.push_command(args.outlet, "locker", cmd)
     _say("courier.queued", lang, courier=args.courier, outlet=args.outlet, lockers=", ".join(lockers),
          until=time.strftime("%Y-%m-%d", time.localtime(cred["exp"])))
-    print(f"PE-C:{args.courier}:{secret}")
+    print(badge)
     return 0
 
 
@@ -653,6 +670,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     cra.add_argument("outlet")
     cra.add_argument("courier", help="the courier's id (1-32 of a-z 0-9 _ -)")
     cra.add_argument("--days", type=int, default=30, help="how long the badge opens the lockers")
+    crl = crsub.add_parser("list", help="the couriers' badges of an outlet: valid until, revoked")
+    crl.add_argument("dir", type=Path)
+    crl.add_argument("outlet")
+    crr = crsub.add_parser("revoke",
+                           help="revoke a courier's badge and permits at every locker of the outlet")
+    crr.add_argument("dir", type=Path)
+    crr.add_argument("outlet")
+    crr.add_argument("courier", help="the courier's id (1-32 of a-z 0-9 _ -)")
     cr.set_defaults(func=cmd_courier)
     na = csub.add_parser("nats-auth", help="write the outlets' NATS users for nats-server's MQTT listener")
     na.add_argument("out", type=Path, help="the include file to write (nats-server: include \"auth.conf\")")

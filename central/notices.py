@@ -185,8 +185,10 @@ class Notices:
             if outlet not in with_notifier:
                 continue
             body = json.loads(payload).get("body", {})
-            if body.get("by") == "platform" and isinstance(body.get("event"), str):
-                due.append((outlet, body["event"], str(body.get("purpose", "notice"))))
+            purpose = str(body.get("purpose", "notice"))
+            # a gateway routes pickup notices only: a delivery token's text is the manifest's to ask for
+            if body.get("by") == "platform" and isinstance(body.get("event"), str) and purpose != TOKEN:
+                due.append((outlet, body["event"], purpose))
         for outlet, eid in db.execute("SELECT outlet, id FROM events WHERE type='locker.deposit' "
                                       "ORDER BY received_at"):
             if outlet not in with_notifier:

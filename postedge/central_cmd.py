@@ -14,7 +14,8 @@ site registry, jobs signed for a handheld, and the verdicts on evidence
 photos with their reason codes. ``docs key|list|publish`` are the counters'
 signed box catalogue and tariff (``central/documents.py``); ``point`` and
 ``manifest`` the village points with their agents' codes and a courier's
-round manifest (``central/manifests.py``). ``nats-auth``
+round manifest (``central/manifests.py``), ``tokens`` where each delivery
+code's text to its villager is (``central/notices.py``). ``nats-auth``
 writes the outlets' NATS users for nats-server's MQTT listener on the
 scale-out backend (``central/scaleout/nats_auth.py``).
 
@@ -499,6 +500,20 @@ def cmd_rounds(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Where each delivery code's text to its villager is (``central/notices.py``
+    ``token_states``), so a parcel still waiting for a number is seen."""
+    from central.notices import token_states
+
+    lang = i18n.pick(args.lang)
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        for parcel, state in token_states(opened[1], args.outlet).items():
+            print(TEXT.t("tokens.row", lang, parcel=parcel, state=TEXT.t("tokens.state." + state, lang)))
+    return 0
+
+
 def cmd_boards(args: argparse.Namespace) -> int:
     """campaign add|list, site add|approve|retire|list, job add|list, review list."""
     from central.boards import BoardError, Boards
@@ -726,4 +741,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     mf.add_argument("round", help="the round's id")
     mf.add_argument("file", help='the round\'s parcels as JSON: [{"parcel", "to", "point"?, "token"?}]')
     mf.set_defaults(func=cmd_rounds, what="manifest")
+    tk = csub.add_parser("tokens", help="where each delivery code's text to its recipient is")
+    tk.add_argument("dir", type=Path)
+    tk.add_argument("outlet")
+    tk.set_defaults(func=cmd_tokens)
     _boards_parser(csub)

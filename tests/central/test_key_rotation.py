@@ -132,3 +132,24 @@ def test_device_rotate_from_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no active device lk09" in r.stderr
     r = pe("device", "rotate", str(d), "o1", "lk01", "--grace-days", "9", check=False)
     assert r.returncode == 2 and "0-7" in r.stderr
+
+
+def test_a_registry_from_before_rotation_opens_with_every_device_on_its_version(tmp_path: Path) -> None:
+    import sqlite3
+
+    (tmp_path / "old").mkdir()
+    db = sqlite3.connect(tmp_path / "old" / "central.db")
+    db.execute("CREATE TABLE devices (id TEXT NOT NULL, outlet TEXT NOT NULL, kind TEXT NOT NULL, "
+               "kv INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL, retired_at REAL, "
+               "PRIMARY KEY (outlet, id))")
+    db.execute("INSERT INTO devices VALUES ('lk01', 'o1', 'locker', 3, 0, NULL)")
+    db.commit()
+    db.close()
+    b = Embedded(tmp_path / "old")
+    try:
+        assert b.devices("o1") == [{"device": "lk01", "kind": "locker", "kv": 3, "retired": False,
+                                    "prev_until": 0}]
+        section = rotate(b, MASTER, "o1", "lk01")
+        assert section is not None and (section["kv"], section["prev"]["kv"]) == (4, 3)
+    finally:
+        b.close()

@@ -154,3 +154,26 @@ def test_the_manifest_command_reports_the_parcels_it_cannot_text(tmp_path: Path,
         assert token_states(b, "o1") == {P1: "sent", P2: "no_contact"}
     finally:
         b.close()
+    lines = pe("tokens", str(d), "o1").stdout.splitlines()
+    assert lines == [f"{P2}  no number: texted once it is imported", f"{P1}  texted"]
+
+
+def test_a_gateways_route_cannot_ask_for_a_token_text(rig: tuple[Embedded, Manifests, Notices],
+                                                      sms: Provider) -> None:
+    """Token texts are the platform's own (a manifest it issued): a ``notify.route``
+    naming purpose ``token`` and a parcel sends nothing and marks nothing."""
+    from central.intake import check_batch
+    from common.uplink_codec import encode_batch
+    from protocol import envelope
+    from protocol.ids import format_event_id
+
+    b, _, notices = rig
+    add_contact(b, OUTLET, P1, "13800000001")
+    eid = format_event_id("gw-o1-sms", "0000aaaa", 1)
+    body = {"event": P1, "parcel": P1, "purpose": "token", "by": "platform"}
+    enc = encode_batch(OUTLET, "bulk", [(eid, envelope.encode(envelope.make(
+        eid, 1795881200, "notify.route", "status", body, boot=1)))])
+    b.store(OUTLET, check_batch(OUTLET, enc.id, enc.body))
+    n = Notices(b, MASTER, HttpSms(sms.url, "tok"), lambda: {OUTLET})
+    assert n.run_once() == 0 and notices.run_once() == 0 and sms.calls == 0
+    assert b.db.execute("SELECT count(*) FROM notices").fetchone()[0] == 0

@@ -153,3 +153,56 @@ def test_a_registry_from_before_rotation_opens_with_every_device_on_its_version(
         assert section is not None and (section["kv"], section["prev"]["kv"]) == (4, 3)
     finally:
         b.close()
+
+
+@pytest.mark.slow
+def test_the_edge_takes_a_rotation_through_v1_keys_and_provision(tmp_path: Path) -> None:
+    """The hand-off as an outlet runs it: after ``device rotate`` the gateway's
+    key request over HTTPS gets the new section, provisioning writes it into the
+    device's files, and the locker booted on that file runs what the platform
+    signs now and refuses what the old key signed."""
+    import re
+
+    from central import front
+    from central.keys import load_master
+    from gateway import provision
+    from gateway.outlet import central_keys
+
+    d = tmp_path / "central"
+    pe("init", str(d), "--host", "127.0.0.1")
+    password = re.search(r"shown only now\): (\S+)",  # type: ignore[union-attr]
+                         pe("outlet", "add", str(d), "o1").stdout).group(1)
+    pe("device", "add", str(d), "o1", "lk01", "--kind", "locker")
+    pe("device", "add", str(d), "o1", "hh01", "--kind", "handheld")
+    old = json.loads(pe("sign", str(d), "o1", "lk01", "reserve", "--args",
+                        json.dumps({"parcel": P1, "size": "S"}), "--id", "old", "--print-only").stdout)
+    rotated = json.loads(pe("device", "rotate", str(d), "o1", "lk01", "--grace-days", "0").stdout)["key"]
+    new = json.loads(pe("sign", str(d), "o1", "lk01", "reserve", "--args",
+                        json.dumps({"parcel": "EA123456785CN", "size": "S"}), "--id", "new",
+                        "--print-only").stdout)
+    assert (old["kv"], new["kv"], rotated["kv"]) == (1, 2, 2)
+    b = Embedded(d / "data")
+    srv, _ = front.serve(b, "127.0.0.1", 0, str(d / "pki" / "server.pem"), str(d / "pki" / "server.key"),
+                         master=load_master(d / "master.key"))
+    try:
+        doc = central_keys.fetch(f"https://127.0.0.1:{srv.address[1]}/v1/batches", "o1", "o1", password,
+                                 d / "pki" / "ca.pem", [("lk01", "locker"), ("hh01", "handheld")])
+    finally:
+        srv.stop()
+        b.close()
+    assert doc["keys"]["lk01"] == rotated and doc["keys"]["hh01"]["kv"] == 1
+    inv = tmp_path / "inventory.toml"
+    inv.write_text('outlet = "o1"\n[[devices]]\nid = "lk01"\nkind = "locker"\n'
+                   '[[devices]]\nid = "hh01"\nkind = "handheld"\n', encoding="utf-8")
+    key_file, _ = central_keys.write(doc, tmp_path)
+    out = tmp_path / "outlet"
+    provision.provision(inv, out, listen="127.0.0.1", port=free_port(), tls_port=free_port(),
+                        key_file=key_file)
+    installed = json.loads((out / "devices" / "lk01.json").read_text())["key"]
+    assert installed == rotated
+    r = Rig(tmp_path, key=installed)
+    try:
+        assert r.run(r.locker.handle_command(signing.encode(old))) == "unknown_key"
+        assert r.run(r.locker.handle_command(signing.encode(new))) == "ok"
+    finally:
+        r.close()

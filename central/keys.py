@@ -6,6 +6,12 @@ are for. It also derives each outlet's notifier key
 (``protocol.seal.notifier_key``), gives each locker only its own sealing key
 for it, and opens the codes lockers issue offline.
 
+Each device is signed for at the key version the registry holds for it
+(``KeyService.registered``); ``rotate`` moves a device to its next version,
+with the previous one in its key section for a grace period (or none), and
+``section`` is what the device's config gets at any time. Villagers'
+hand-delivery tokens are derived here too (``delivery_token``).
+
 The master key lives in one file on the central side (``central init``
 writes 32 random bytes, mode 0600); nothing below the platform ever holds it.
 """

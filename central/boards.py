@@ -381,8 +381,8 @@ class Boards:
             raise BoardError("no_master_key")
         args = self.job_list(outlet, device)
         cid = f"jl-{secrets.token_hex(8)}"
-        cmd = KeyService(outlet, self.master).command(device, "jobs", args, cid, now=int(self.clock()),
-                                                      lifetime_s=LIFETIME_S)
+        keys = KeyService.registered(self.b, outlet, self.master)  # the device's own key version
+        cmd = keys.command(device, "jobs", args, cid, now=int(self.clock()), lifetime_s=LIFETIME_S)
         cursor = self.b.push_command(outlet, "handheld", cmd)
         ids = [j["id"] for j in args["jobs"]]
         with self.b.lock:

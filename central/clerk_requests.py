@@ -83,7 +83,7 @@ class ClerkRequests:
                 op, args = "open", {"compartment": cid, "request": eid}
             else:
                 op, args = "service", {"compartment": cid, "state": kind, "request": eid}
-            keys = KeyService(outlet, self.master)
+            keys = KeyService.registered(self.b, outlet, self.master)
             now = int(self.device_clock(outlet))
             cmd = keys.command(device, op, args, cmd_id, now=now, lifetime_s=LIFETIME_S)
             self.b.push_command(outlet, "locker", cmd)

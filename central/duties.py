@@ -10,7 +10,8 @@ so both run the same steps in the same order:
   this tick already counts);
 - re-checking the postage of counter acceptances against the documents
   they cite (``central/postage_audit.py``);
-- with an SMS provider, pickup notices (``central/notices.py``).
+- with an SMS provider, pickup notices and villagers' delivery tokens
+  (``central/notices.py``).
 
 A step that fails is logged and tried again on the next tick; one failing
 step does not keep the others from running.

@@ -56,7 +56,11 @@ CREATE TABLE IF NOT EXISTS outlets (
     notifier INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT NOT NULL, outlet TEXT NOT NULL, kind TEXT NOT NULL, kv INTEGER NOT NULL DEFAULT 1,
-    created_at REAL NOT NULL, retired_at REAL, PRIMARY KEY (outlet, id));
+    created_at REAL NOT NULL, retired_at REAL, prev_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (outlet, id));
+CREATE TABLE IF NOT EXISTS courier_badges (
+    outlet TEXT NOT NULL, courier TEXT NOT NULL, lockers TEXT NOT NULL, exp INTEGER NOT NULL,
+    issued_at REAL NOT NULL, revoked_at REAL, PRIMARY KEY (outlet, courier));
 {events}
 CREATE INDEX IF NOT EXISTS events_outlet ON events (outlet, received_at);
 {quarantine}
@@ -136,6 +140,9 @@ class Embedded:
         rekey(self.db, "events", EVENTS, ["outlet", "id"])
         rekey(self.db, "quarantine", QUARANTINE, ["outlet", "id"])
         self.db.executescript(SCHEMA)
+        if "prev_until" not in {r[1] for r in self.db.execute("PRAGMA table_info(devices)")}:
+            # a file from before key rotation: every device on its first key, none in a grace period
+            self.db.execute("ALTER TABLE devices ADD COLUMN prev_until INTEGER NOT NULL DEFAULT 0")
         self.lock = threading.Lock()
         self._logins = PasswordCache()
 
@@ -170,11 +177,27 @@ class Embedded:
             return False
         return self._logins.check(outlet, password, row[0])
 
-    def add_device(self, outlet: str, device: str, kind: str, kv: int = 1) -> None:
+    def add_device(self, outlet: str, device: str, kind: str, kv: int | None = None) -> None:
+        """Register a device (or change its kind). ``kv``: its key version; by
+        default a new device's is 1 and a registered one keeps its own, so
+        registering it again never undoes a rotation (``rotate_device``)."""
         with self.lock:
             self.db.execute("INSERT INTO devices (id, outlet, kind, kv, created_at) VALUES (?,?,?,?,?) "
-                            "ON CONFLICT(outlet, id) DO UPDATE SET kind=excluded.kind, kv=excluded.kv, "
-                            "retired_at=NULL", (device, outlet, kind, kv, time.time()))
+                            "ON CONFLICT(outlet, id) DO UPDATE SET kind=excluded.kind, "
+                            "kv=CASE WHEN ? IS NULL THEN devices.kv ELSE excluded.kv END, retired_at=NULL",
+                            (device, outlet, kind, kv or 1, time.time(), kv))
+
+    def rotate_device(self, outlet: str, device: str, prev_until: int) -> int | None:
+        """Move a registered, unretired device to its next key version; the
+        previous one stays in its key section until ``prev_until`` (0: not at
+        all). The new version, or None for no such device."""
+        with self.lock:
+            cur = self.db.execute("UPDATE devices SET kv=kv+1, prev_until=? WHERE outlet=? AND id=? "
+                                  "AND retired_at IS NULL", (prev_until, outlet, device))
+            if cur.rowcount != 1:
+                return None
+            return int(self.db.execute("SELECT kv FROM devices WHERE outlet=? AND id=?",
+                                       (outlet, device)).fetchone()[0])
 
     def retire_device(self, outlet: str, device: str) -> bool:
         with self.lock:
@@ -183,9 +206,30 @@ class Embedded:
             return cur.rowcount == 1
 
     def devices(self, outlet: str) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT id, kind, kv, retired_at FROM devices WHERE outlet=? ORDER BY id",
-                              (outlet,))
-        return [device_row(d, k, kv, r) for d, k, kv, r in cur]
+        cur = self.db.execute("SELECT id, kind, kv, retired_at, prev_until FROM devices WHERE outlet=? "
+                              "ORDER BY id", (outlet,))
+        return [device_row(d, k, kv, r, pu) for d, k, kv, r, pu in cur]
+
+    def save_badge(self, outlet: str, courier: str, lockers: list[str], exp: int, at: float) -> None:
+        with self.lock:
+            self.db.execute(
+                "INSERT INTO courier_badges VALUES (?,?,?,?,?,NULL) ON CONFLICT(outlet, courier) DO UPDATE "
+                "SET lockers=excluded.lockers, exp=excluded.exp, issued_at=excluded.issued_at, "
+                "revoked_at=NULL", (outlet, courier, json.dumps(lockers), exp, at))
+
+    def revoke_badge(self, outlet: str, courier: str, lockers: list[str], at: float) -> bool:
+        with self.lock:
+            known = self.db.execute("UPDATE courier_badges SET revoked_at=? WHERE outlet=? AND courier=?",
+                                    (at, outlet, courier)).rowcount == 1
+            if not known:
+                self.db.execute("INSERT INTO courier_badges VALUES (?,?,?,0,?,?)",
+                                (outlet, courier, json.dumps(lockers), at, at))
+        return known
+
+    def badges(self, outlet: str) -> list[tuple[str, list[str], int, float, float | None]]:
+        rows = self.db.execute("SELECT courier, lockers, exp, issued_at, revoked_at FROM courier_badges "
+                               "WHERE outlet=? ORDER BY courier", (outlet,)).fetchall()
+        return [(c, json.loads(lk), exp, at, rv) for c, lk, exp, at, rv in rows]
 
     # ------------------------------------------------------- dispatchers
     def add_dispatcher(self, name: str, password: str) -> None:

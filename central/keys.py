@@ -6,6 +6,12 @@ are for. It also derives each outlet's notifier key
 (``protocol.seal.notifier_key``), gives each locker only its own sealing key
 for it, and opens the codes lockers issue offline.
 
+Each device is signed for at the key version the registry holds for it
+(``KeyService.registered``); ``rotate`` moves a device to its next version,
+with the previous one in its key section for a grace period (or none), and
+``section`` is what the device's config gets at any time. Villagers'
+hand-delivery tokens are derived here too (``delivery_token``).
+
 The master key lives in one file on the central side (``central init``
 writes 32 random bytes, mode 0600); nothing below the platform ever holds it.
 """
@@ -19,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from central.registry import Registry
-from protocol import keys, permits, seal, signing
+from protocol import codes, keys, permits, seal, signing
 
 MASTER_BYTES = 32
+TOKEN_SALT = b"pe/v1/delivery-token"
+TOKEN_INFO = b"pe/v1/delivery-token\n"
 
 
 def new_master(path: Path) -> bool:
@@ -53,19 +61,31 @@ def load_master(path: Path) -> bytes:
 class KeyService:
     """Keys, signatures and permits for one outlet's devices."""
 
-    def __init__(self, outlet: str, master: bytes, kv: int = 1) -> None:
+    def __init__(self, outlet: str, master: bytes, kv: int = 1, kvs: dict[str, int] | None = None) -> None:
+        """``kv``: the version new commands are signed with; ``kvs``: a device's
+        own version where the registry holds another (after a rotation)."""
         self.outlet = outlet
         self.master = master
-        self.kv = kv  # the version new commands are signed with
+        self.kv = kv
+        self.kvs = dict(kvs or {})
+
+    @classmethod
+    def registered(cls, backend: Any, outlet: str, master: bytes) -> KeyService:
+        """Keys for ``outlet`` at the versions its registry holds, so that a
+        device rotated to a new key (``rotate``) is signed for with it."""
+        return cls(outlet, master, kvs={d["device"]: int(d["kv"]) for d in backend.devices(outlet)})
+
+    def kv_of(self, device: str) -> int:
+        return self.kvs.get(device, self.kv)
 
     def key(self, device: str, kv: int | None = None) -> bytes:
-        return keys.device_key(self.master, keys.fleet_id(self.outlet, device), kv or self.kv)
+        return keys.device_key(self.master, keys.fleet_id(self.outlet, device), kv or self.kv_of(device))
 
     def device_config(self, device: str, kv: int | None = None, grace_until: int = 0) -> dict[str, Any]:
         """The ``key`` section of one device's config: its own key only; after
         a rotation (kv > 1) the previous version too, accepted until
         ``grace_until``."""
-        kv = kv or self.kv
+        kv = kv or self.kv_of(device)
         if kv > 1 and grace_until:
             return keys.config(kv, self.key(device, kv), kv - 1, self.key(device, kv - 1), grace_until)
         return keys.config(kv, self.key(device, kv))
@@ -79,6 +99,17 @@ class KeyService:
         codes to the notifier, derived from the notifier key."""
         return {"kv": kv, "key": seal.locker_notify_key(self.notifier_key(kv), locker).hex()}
 
+    def delivery_token(self, parcel: str) -> str:
+        """The villager's hand-delivery token for ``parcel`` at this outlet
+        (``protocol/codes.py``: 16 Crockford base32 characters, 80 bits),
+        derived from the master key rather than drawn at random: a manifest
+        issued again for the parcel, or the notice sent again after a failure,
+        carries the same token the villager already holds, and the platform
+        still keeps no token anywhere (it derives it when it needs it)."""
+        info = TOKEN_INFO + self.outlet.encode() + b"\n" + parcel.encode()
+        raw = keys.hkdf(self.master, TOKEN_SALT, info, codes.TOKEN_BYTES)
+        return codes.new_token(lambda n: raw[:n])
+
     def open_code(self, event: dict[str, Any]) -> str:
         """The code in a ``locker.deposit`` a locker issued offline, as the
         platform reads it (``protocol.seal``); raises BadSeal otherwise."""
@@ -89,7 +120,7 @@ class KeyService:
         return {d: self.device_config(d, kv, grace_until) for d in devices}
 
     def sign(self, cmd: dict[str, Any], kv: int | None = None) -> dict[str, Any]:
-        kv = kv or self.kv
+        kv = kv or self.kv_of(cmd["dev"])
         return signing.sign(cmd, self.key(cmd["dev"], kv), kv=kv)
 
     def command(self, device: str, op: str, args: dict[str, Any], cmd_id: str, now: int | None = None,
@@ -108,6 +139,34 @@ class KeyService:
 
 
 KINDS = ("locker", "scanner", "handheld")
+GRACE_S = signing.MAX_LIFETIME  # the longest a command signed with the previous version stays valid
+
+
+def section(master: bytes, outlet: str, row: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """A registered device's key section (``backend.devices`` row): its
+    key at the version the registry holds and, while a rotation's grace
+    period runs, the previous version with its end (``prev.until``)."""
+    now = time.time() if now is None else now
+    until = int(row.get("prev_until") or 0)
+    grace = until if until > now else 0
+    return KeyService(outlet, master, int(row["kv"])).device_config(row["device"], grace_until=grace)
+
+
+def rotate(backend: Any, master: bytes, outlet: str, device: str, grace_s: int = GRACE_S,
+           now: float | None = None) -> dict[str, Any] | None:
+    """Move a device to its next key version: from now on the platform signs
+    for it with the new key only; the device's new key section (returned,
+    and what ``POST /v1/keys`` answers from now on) carries the previous
+    version until ``now + grace_s`` so what was signed before still runs,
+    or not at all with ``grace_s`` 0 (a key that got out: refused as soon
+    as the new section is installed). None for a device that is not
+    registered or is retired."""
+    now = time.time() if now is None else now
+    until = int(now) + grace_s if grace_s > 0 else 0
+    kv = backend.rotate_device(outlet, device, until)
+    if kv is None:
+        return None
+    return section(master, outlet, {"device": device, "kv": kv, "prev_until": until}, now)
 
 
 def issue_for_outlet(backend: Registry, master: bytes, outlet: str,
@@ -127,10 +186,11 @@ def issue_for_outlet(backend: Registry, master: bytes, outlet: str,
         if row is not None and row["retired"]:
             retired.append(dev)
             continue
-        kv = int(row["kv"]) if row is not None else 1
         if row is None or row["kind"] != kind:
-            backend.add_device(outlet, dev, kind, kv)
-        keys_out[dev] = KeyService(outlet, master, kv).device_config(dev)
+            backend.add_device(outlet, dev, kind)
+            row = {"device": dev, "kv": row["kv"] if row else 1,
+                   "prev_until": row["prev_until"] if row else 0}
+        keys_out[dev] = section(master, outlet, row)
     doc: dict[str, Any] = {"outlet": outlet, "keys": keys_out, "retired": sorted(retired)}
     if outlet in backend.notifier_outlets():
         doc["notifier"] = {"1": KeyService(outlet, master).notifier_key(1).hex()}

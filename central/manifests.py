@@ -11,10 +11,15 @@ handheld's own key (``central/keys.py``; no locker accepts that key) and
 queues it down as a ``handheld`` command; the handheld checks every part
 before it takes any (``handheld/app.py``, op ``manifest``).
 
-Secrets are made here and leave only once: ``add_point`` returns the agent's
-code and ``issue`` the villagers' tokens, for the caller to hand over (the
-CLI prints them; a parcel system would text them). The platform keeps only
-salts and hashes.
+Secrets leave only to their owner: ``add_point`` returns the agent's code,
+made here at random, for the caller to hand over; a villager's delivery
+token is derived from the master key for the outlet and parcel
+(``KeyService.delivery_token``), so the same parcel on a round issued again
+keeps the token the villager already has, and ``issue`` queues the text
+that tells it to them (``central/notices.py`` ``queue_tokens``, sent through
+the SMS provider in their language) and returns the tokens for the caller
+(the CLI prints those it cannot text). The platform keeps only salts and
+hashes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from central.embedded import Embedded
 from central.keys import KeyService
+from central.notices import queue_tokens
 from common.logs import recorder
 from protocol import barcodes, codes
 from protocol.topics import valid_segment
@@ -110,7 +116,8 @@ class Manifests:
 
         ``parcels``: ``{"parcel", "to", "point"?, "token"?: bool}`` (a token is made
         unless ``token`` is false). Returns the signed command and the villagers'
-        delivery tokens (parcel -> formatted token), which leave here only now."""
+        delivery tokens (parcel -> formatted token); each token's text to its
+        villager is queued (``queue_tokens``)."""
         if not valid_segment(round_id):
             raise ManifestRefused(f"a round id: 1-32 of a-z 0-9 _ - ({round_id!r})")
         handhelds = {d["device"] for d in self.b.devices(outlet)
@@ -121,6 +128,7 @@ class Manifests:
             raise ManifestRefused(f"a round has 1-{MAX_PARCELS} parcels")
         points = self.points(outlet)
         known_points = {p["point"] for p in points}
+        keys = KeyService.registered(self.b, outlet, self.master)
         entries, tokens, seen = [], {}, set()
         for i, p in enumerate(parcels, start=1):
             entry = self._entry(i, p, known_points)
@@ -128,7 +136,7 @@ class Manifests:
                 raise ManifestRefused(f"parcel {i}: {entry['parcel']} is on the round twice")
             seen.add(entry["parcel"])
             if p.get("token", True) is not False:
-                token = codes.new_token(self.urandom)
+                token = keys.delivery_token(entry["parcel"])
                 salt = codes.new_salt(self.urandom)
                 entry.update(token_salt=salt, token_hash=codes.salted_hash(salt, token))
                 tokens[entry["parcel"]] = codes.format_token(token)
@@ -137,8 +145,7 @@ class Manifests:
         if groups:
             args["groups"] = groups
         cmd_id = "mf" + hashlib.sha256(f"{outlet}/{device}/{round_id}".encode()).hexdigest()[:24]
-        cmd = KeyService(outlet, self.master).command(device, "manifest", args, cmd_id, now=int(self.clock()),
-                                                      lifetime_s=LIFETIME_S)
+        cmd = keys.command(device, "manifest", args, cmd_id, now=int(self.clock()), lifetime_s=LIFETIME_S)
         try:
             self.b.push_command(outlet, "handheld", cmd)
         except ValueError as e:  # more than the downlink carries
@@ -146,6 +153,7 @@ class Manifests:
         with self.b.lock:
             self.b.db.execute("INSERT OR REPLACE INTO manifests VALUES (?,?,?,?,?,?)",
                               (outlet, device, round_id, json.dumps(cmd), len(entries), self.clock()))
+        queue_tokens(self.b, outlet, device, round_id, list(tokens))
         record("manifest_issued", outlet=outlet, device=device, round=round_id, parcels=len(entries),
                tokens=len(tokens))
         return cmd, tokens

@@ -21,6 +21,16 @@ The provider adapter (``HttpSms``) speaks a plain JSON-over-HTTPS shape
 (``{"to", "text", "ref"}`` with a bearer token, ``{"id"}`` back) that the
 usual Chinese SMS gateways' HTTP APIs map onto; an adapter per provider
 implements ``SmsProvider``.
+
+Delivery tokens go the same way. A manifest issued with hand deliveries
+(``central/manifests.py``) queues one text per parcel (``queue_tokens``,
+keyed by outlet and parcel, purpose ``token``, the provider's reference
+``<outlet>/<parcel>/token``); the pass derives the token again from the
+master key (``KeyService.delivery_token``), so a retry or a round issued
+again texts the token the handheld's manifest checks, never a second one,
+and no table holds it. A parcel with no number is ``no_contact``, logged
+once, shown by ``token_states`` and looked at again on every pass (a
+contacts import may come after the manifest).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from central.embedded import Embedded, rekey
 from central.keys import KeyService
 from central.messages import TEXT
 from common.logs import recorder
+from protocol import codes
 from protocol.errors import ProtocolError
 
 MAX_ATTEMPTS = 8
@@ -46,6 +57,9 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS contacts (
     outlet TEXT NOT NULL, parcel TEXT NOT NULL, phone TEXT NOT NULL, lang TEXT NOT NULL DEFAULT 'zh',
     PRIMARY KEY (outlet, parcel));
+CREATE TABLE IF NOT EXISTS token_notices (
+    outlet TEXT NOT NULL, parcel TEXT NOT NULL, device TEXT NOT NULL, round TEXT NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (outlet, parcel));
 {notices}
 """
 NOTICES = """CREATE TABLE IF NOT EXISTS {t} (
@@ -54,15 +68,53 @@ NOTICES = """CREATE TABLE IF NOT EXISTS {t} (
     at REAL NOT NULL, PRIMARY KEY (outlet, deposit, purpose));"""
 SCHEMA = SCHEMA.replace("{notices}", NOTICES.format(t="notices"))
 NOTICES_KEY = ["outlet", "deposit", "purpose"]
+TOKEN = "token"  # the purpose of a delivery token's notice; its ``deposit`` column holds the parcel
+
+
+def _schema(backend: Embedded) -> None:
+    rekey(backend.db, "notices", NOTICES, NOTICES_KEY)  # a file from before the outlet was in the key
+    backend.db.executescript(SCHEMA)
 
 
 def add_contact(backend: Embedded, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
     """The villager's number for a parcel, as the parcel system hands it over."""
     with backend.lock:
-        rekey(backend.db, "notices", NOTICES, NOTICES_KEY)
-        backend.db.executescript(SCHEMA)
+        _schema(backend)
         backend.db.execute("INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(outlet, parcel) DO UPDATE "
                            "SET phone=excluded.phone, lang=excluded.lang", (outlet, parcel, phone, lang))
+
+
+def queue_tokens(backend: Embedded, outlet: str, device: str, round_id: str, parcels: list[str]) -> list[str]:
+    """Queue a text of each parcel's delivery token to its villager (sent by
+    ``Notices``, once per outlet and parcel whatever round carries it again);
+    the parcels that have no number yet, for the operator to be told."""
+    with backend.lock:
+        _schema(backend)
+        backend.db.executemany(
+            "INSERT INTO token_notices (outlet, parcel, device, round, at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(outlet, parcel) DO UPDATE SET device=excluded.device, round=excluded.round",
+            [(outlet, p, device, round_id, time.time()) for p in parcels])
+    return without_number(backend, outlet, parcels)
+
+
+def without_number(backend: Embedded, outlet: str, parcels: list[str]) -> list[str]:
+    """Of ``parcels``, those with no villager's number at ``outlet``."""
+    with backend.lock:
+        _schema(backend)
+        have = {r[0] for r in backend.db.execute("SELECT parcel FROM contacts WHERE outlet=?", (outlet,))}
+    return [p for p in parcels if p not in have]
+
+
+def token_states(backend: Embedded, outlet: str) -> dict[str, str]:
+    """Parcel -> where its delivery token's text is (``queued`` until a pass
+    has looked at it, then ``sent``, ``retry``, ``failed`` or ``no_contact``)."""
+    with backend.lock:
+        _schema(backend)
+        rows = backend.db.execute(
+            "SELECT t.parcel, coalesce(n.state, 'queued') FROM token_notices t LEFT JOIN notices n "
+            "ON n.outlet=t.outlet AND n.deposit=t.parcel AND n.purpose=? WHERE t.outlet=? ORDER BY t.parcel",
+            (TOKEN, outlet)).fetchall()
+    return dict(rows)
 
 
 class SmsError(Exception):
@@ -109,8 +161,7 @@ class Notices:
         self.notifier_outlets = notifier_outlets
         self.clock = clock
         with self.b.lock:
-            rekey(self.b.db, "notices", NOTICES, NOTICES_KEY)  # a file from before the outlet was in the key
-            self.b.db.executescript(SCHEMA)
+            _schema(self.b)
 
     def add_contact(self, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
         add_contact(self.b, outlet, parcel, phone, lang)
@@ -122,7 +173,10 @@ class Notices:
                                       (outlet, purpose)))
 
     def _due(self) -> list[tuple[str, str, str]]:
-        """(outlet, deposit id, purpose) not yet sent or given up."""
+        """(outlet, deposit id or parcel, purpose) not yet sent or given up: the
+        pickup notices the events call for, then the delivery tokens queued by
+        issued manifests (a token without a number yet is looked at again on
+        every pass, so a contacts import after the manifest still sends it)."""
         with_notifier = self.notifier_outlets()
         db = self.b.db
         due: list[tuple[str, str, str]] = []
@@ -131,19 +185,24 @@ class Notices:
             if outlet not in with_notifier:
                 continue
             body = json.loads(payload).get("body", {})
-            if body.get("by") == "platform" and isinstance(body.get("event"), str):
-                due.append((outlet, body["event"], str(body.get("purpose", "notice"))))
+            purpose = str(body.get("purpose", "notice"))
+            # a gateway routes pickup notices only: a delivery token's text is the manifest's to ask for
+            if body.get("by") == "platform" and isinstance(body.get("event"), str) and purpose != TOKEN:
+                due.append((outlet, body["event"], purpose))
         for outlet, eid in db.execute("SELECT outlet, id FROM events WHERE type='locker.deposit' "
                                       "ORDER BY received_at"):
             if outlet not in with_notifier:
                 due.append((outlet, eid, "notice"))
-        done = set(db.execute("SELECT outlet, deposit, purpose FROM notices WHERE state != 'retry'"))
+        due += [(outlet, parcel, TOKEN) for outlet, parcel in
+                db.execute("SELECT outlet, parcel FROM token_notices ORDER BY at, rowid")]
+        done = set(db.execute("SELECT outlet, deposit, purpose FROM notices WHERE state != 'retry' "
+                              "AND NOT (purpose=? AND state='no_contact')", (TOKEN,)))
         return [d for d in due if d not in done]
 
     def run_once(self) -> int:
         sent = 0
         for outlet, deposit, purpose in self._due():
-            sent += self._one(outlet, deposit, purpose)
+            sent += self._token(outlet, deposit) if purpose == TOKEN else self._one(outlet, deposit, purpose)
         return sent
 
     def _mark(self, deposit: str, purpose: str, outlet: str, parcel: str | None, state: str,
@@ -158,6 +217,7 @@ class Notices:
                  self.clock()))
 
     def _one(self, outlet: str, deposit: str, purpose: str) -> int:
+        """A pickup notice: the code opened from the deposit's sealed box."""
         row = self.b.db.execute("SELECT payload FROM events WHERE outlet=? AND id=?",
                                 (outlet, deposit)).fetchone()
         if row is None:
@@ -165,8 +225,7 @@ class Notices:
         env: dict[str, Any] = json.loads(row[0])
         body = env.get("body", {})
         parcel = body.get("parcel")
-        contact = self.b.db.execute("SELECT phone, lang FROM contacts WHERE outlet=? AND parcel=?",
-                                    (outlet, parcel)).fetchone()
+        contact = self._contact(outlet, parcel)
         if contact is None:
             self._mark(deposit, purpose, outlet, parcel, "no_contact")
             return 0
@@ -176,16 +235,42 @@ class Notices:
             self._mark(deposit, purpose, outlet, parcel, "no_code", error=str(e))
             record("notice_no_code", deposit=deposit, reason=str(e)[:100])
             return 0
-        attempts = self.b.db.execute("SELECT attempts FROM notices WHERE outlet=? AND deposit=? "
-                                     "AND purpose=?", (outlet, deposit, purpose)).fetchone()
-        if attempts is not None and attempts[0] >= MAX_ATTEMPTS:
-            self._mark(deposit, purpose, outlet, parcel, "failed", error="attempts used up")
-            return 0
         phone, lang = contact
         expires = body.get("expires")
         until = time.strftime("%m-%d %H:%M", time.localtime(expires)) if isinstance(expires, int) else "?"
         text = TEXT.t("notice.sms", lang, parcel=str(parcel)[-6:], compartment=body.get("compartment", "?"),
                       locker=deposit.split(":")[0], code=code, expires=until)
+        return self._send(outlet, deposit, purpose, parcel, phone, text)
+
+    def _token(self, outlet: str, parcel: str) -> int:
+        """A villager's hand-delivery token (``queue_tokens``), derived again
+        from the master key (``KeyService.delivery_token``): the same token
+        whatever is retried or issued again, and kept nowhere."""
+        contact = self._contact(outlet, parcel)
+        if contact is None:
+            if self.b.db.execute("SELECT 1 FROM notices WHERE outlet=? AND deposit=? AND purpose=?",
+                                 (outlet, parcel, TOKEN)).fetchone() is None:
+                record("token_no_contact", outlet=outlet, parcel=parcel)
+            self._mark(parcel, TOKEN, outlet, parcel, "no_contact")
+            return 0
+        phone, lang = contact
+        token = codes.format_token(KeyService(outlet, self.master).delivery_token(parcel))
+        text = TEXT.t("notice.token_sms", lang, parcel=parcel[-6:], token=token)
+        return self._send(outlet, parcel, TOKEN, parcel, phone, text)
+
+    def _contact(self, outlet: str, parcel: Any) -> tuple[str, str] | None:
+        row = self.b.db.execute("SELECT phone, lang FROM contacts WHERE outlet=? AND parcel=?",
+                                (outlet, parcel)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _send(self, outlet: str, deposit: str, purpose: str, parcel: Any, phone: str, text: str) -> int:
+        """The one sending path: claimed before the provider is called, with
+        the notice's key as the provider's reference; 1 if it was sent."""
+        attempts = self.b.db.execute("SELECT attempts FROM notices WHERE outlet=? AND deposit=? "
+                                     "AND purpose=?", (outlet, deposit, purpose)).fetchone()
+        if attempts is not None and attempts[0] >= MAX_ATTEMPTS:
+            self._mark(deposit, purpose, outlet, parcel, "failed", error="attempts used up")
+            return 0
         self._mark(deposit, purpose, outlet, parcel, "retry", attempt=True)  # claimed before the call
         ref = f"{outlet}/{deposit}/{purpose}"  # the provider deduplicates by it: the outlet too
         try:

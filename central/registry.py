@@ -40,8 +40,16 @@ class Registry(Protocol):
         """Every outlet: ``outlet_row`` dicts, by id."""
         ...
 
-    def add_device(self, outlet: str, device: str, kind: str, kv: int = 1) -> None:
-        """Register a device (or change its kind and key version; un-retires it)."""
+    def add_device(self, outlet: str, device: str, kind: str, kv: int | None = None) -> None:
+        """Register a device (or change its kind; un-retires it). ``kv``: its
+        key version; by default a new device's is 1 and a registered one keeps
+        its own, so registering it again never undoes a rotation."""
+        ...
+
+    def rotate_device(self, outlet: str, device: str, prev_until: int) -> int | None:
+        """Move a registered, unretired device to its next key version; the
+        previous one stays in its key section until ``prev_until`` (0: not at
+        all). The new version, or None for no such device."""
         ...
 
     def retire_device(self, outlet: str, device: str) -> bool:
@@ -53,10 +61,27 @@ class Registry(Protocol):
         """An outlet's devices, retired ones too: ``device_row`` dicts, by id."""
         ...
 
+    def save_badge(self, outlet: str, courier: str, lockers: list[str], exp: int, at: float) -> None:
+        """Record a courier badge issued for these lockers (its secret is
+        never kept); a badge issued again replaces the last one."""
+        ...
+
+    def revoke_badge(self, outlet: str, courier: str, lockers: list[str], at: float) -> bool:
+        """Mark the courier's badge revoked; True if one was on record (else a
+        revoked record is made, so the list shows it)."""
+        ...
+
+    def badges(self, outlet: str) -> list[tuple[str, list[str], int, float, float | None]]:
+        """The outlet's badges by courier: (courier, lockers, exp, issued_at, revoked_at)."""
+        ...
+
 
 def outlet_row(outlet: str, created_at: float, retired_at: float | None) -> dict[str, Any]:
     return {"outlet": outlet, "created_at": created_at, "retired": retired_at is not None}
 
 
-def device_row(device: str, kind: str, kv: int, retired_at: float | None) -> dict[str, Any]:
-    return {"device": device, "kind": kind, "kv": int(kv), "retired": retired_at is not None}
+def device_row(device: str, kind: str, kv: int, retired_at: float | None,
+               prev_until: int | None = 0) -> dict[str, Any]:
+    """``prev_until``: while a rotation's grace period runs, when the previous key stops."""
+    return {"device": device, "kind": kind, "kv": int(kv), "retired": retired_at is not None,
+            "prev_until": int(prev_until or 0)}

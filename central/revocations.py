@@ -59,7 +59,7 @@ class Revocations:
             kinds = {d["device"]: d["kind"] for d in self.b.devices(outlet)}
             field = "couriers" if kinds.get(device) not in ("handheld", None) else "handhelds"
             lockers = [d for d, k in kinds.items() if k == "locker"]
-            keys = KeyService(outlet, self.master)
+            keys = KeyService.registered(self.b, outlet, self.master)
             now = int(self.clock())
             for locker in lockers:
                 # one id per (report, locker): a report answered twice after a crash

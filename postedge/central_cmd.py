@@ -7,10 +7,11 @@ cluster and database, ``central/scaleout/folder.py``); run again, it
 changes nothing. ``run DIR`` serves the front until SIGTERM or Ctrl+C, with
 the master key from the folder on either backend. ``outlet add|retire|list``
 is the outlet registry a gateway's login is checked against; ``device
-add|retire|list`` the device registry (``central/registry.py``): ``add``
+add|retire|list|rotate`` the device registry (``central/registry.py``): ``add``
 registers a device and prints the key section for its config (its own key
 only: the master never leaves this folder), ``retire`` stops its key being
-issued and permits being signed for it. Registry commands, ``sign`` and
+issued and permits being signed for it, ``rotate`` moves it to a new key
+version (``central/keys.py`` ``rotate``). Registry commands, ``sign`` and
 ``courier`` work on both backends; the rest keep their data beside the
 embedded backend's and say so on a scale-out folder. ``sign`` signs a
 command with the device's key and queues it for the outlet's gateway to
@@ -19,7 +20,8 @@ site registry, jobs signed for a handheld, and the verdicts on evidence
 photos with their reason codes. ``docs key|list|publish`` are the counters'
 signed box catalogue and tariff (``central/documents.py``); ``point`` and
 ``manifest`` the village points with their agents' codes and a courier's
-round manifest (``central/manifests.py``). ``nats-auth``
+round manifest (``central/manifests.py``), ``tokens`` where each delivery
+code's text to its villager is (``central/notices.py``). ``nats-auth``
 writes the outlets' NATS users for nats-server's MQTT listener on the
 scale-out backend (``central/scaleout/nats_auth.py``).
 
@@ -325,10 +327,20 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys(args: argparse.Namespace, cfg: CentralConfig) -> KeyService:
-    from central.keys import KeyService, load_master
+def _master(args: argparse.Namespace, cfg: CentralConfig) -> bytes:
+    from central.keys import load_master
 
-    return KeyService(args.outlet, load_master(cfg.path(Path(args.dir), cfg.master_key_file)))
+    return load_master(cfg.path(Path(args.dir), cfg.master_key_file))
+
+
+def _keys(args: argparse.Namespace, cfg: CentralConfig, backend: Embedded | None = None) -> KeyService:
+    """The outlet's keys; with the registry (``backend``), at each device's own
+    key version, so a rotated device is signed for with its new key."""
+    from central.keys import KeyService
+
+    if backend is not None:
+        return KeyService.registered(backend, args.outlet, _master(args, cfg))
+    return KeyService(args.outlet, _master(args, cfg))
 
 
 def cmd_device(args: argparse.Namespace) -> int:
@@ -339,6 +351,8 @@ def cmd_device(args: argparse.Namespace) -> int:
         if not valid_segment(name):
             _say("error.name", lang, err=True, name=name)
             return 2
+    from central import keys
+
     with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
@@ -355,43 +369,78 @@ def cmd_device(args: argparse.Namespace) -> int:
                 return 0
             _say("device.unknown", lang, err=True, device=args.device, outlet=args.outlet)
             return 2
-        backend.add_device(args.outlet, args.device, args.kind)
-        _say("device.added", lang, err=True, device=args.device, outlet=args.outlet)
-        print(json.dumps({"key": _keys(args, cfg).device_config(args.device)}, indent=1))
+        if args.action == "add":
+            backend.add_device(args.outlet, args.device, args.kind)  # registered again: its key version kept
+            row = next(d for d in backend.devices(args.outlet) if d["device"] == args.device)
+            _say("device.added", lang, err=True, device=args.device, outlet=args.outlet)
+            print(json.dumps({"key": keys.section(_master(args, cfg), args.outlet, row)}, indent=1))
+            return 0
+        if not 0 <= args.grace_days <= keys.GRACE_S // 86400:
+            _say("device.grace_days", lang, err=True, most=keys.GRACE_S // 86400)
+            return 2
+        sec = keys.rotate(backend, _master(args, cfg), args.outlet, args.device, args.grace_days * 86400)
+        if sec is None:
+            _say("device.unknown", lang, err=True, device=args.device, outlet=args.outlet)
+            return 2
+        prev = sec.get("prev")
+        if prev:
+            _say("device.rotated", lang, err=True, device=args.device, outlet=args.outlet, kv=sec["kv"],
+                 old=prev["kv"], until=time.strftime("%Y-%m-%d %H:%M", time.localtime(prev["until"])))
+        else:
+            _say("device.rotated_now", lang, err=True, device=args.device, outlet=args.outlet, kv=sec["kv"])
+        _say("device.rotate_install", lang, err=True, outlet=args.outlet)
+        print(json.dumps({"key": sec}, indent=1))
         return 0
 
 
 def cmd_courier(args: argparse.Namespace) -> int:
-    """A courier's badge: its credential, signed for each of the outlet's
-    registered lockers, queued for the outlet's gateway (which relays it to
-    the lockers); the badge text is printed once and kept nowhere."""
-    from central.keys import courier_credentials
+    """Couriers' badges (``central/couriers.py``): ``add`` signs the
+    credential for each of the outlet's registered lockers and queues it for
+    the outlet's gateway (which relays it), printing the badge text once;
+    ``list`` shows what was issued; ``revoke`` takes a badge and the
+    courier's permits back at every locker."""
+    from central.couriers import CourierRefused, Couriers
     from protocol.topics import valid_segment
 
     lang = i18n.pick(args.lang)
-    for name in (args.outlet, args.courier):
+    names = (args.outlet,) if args.action == "list" else (args.outlet, args.courier)
+    for name in names:
         if not valid_segment(name):
             _say("error.name", lang, err=True, name=name)
             return 2
-    if not 1 <= args.days <= 366:
+    if args.action == "add" and not 1 <= args.days <= 366:
         _say("courier.days", lang, err=True)
         return 2
     with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
-        lockers = [d["device"] for d in backend.devices(args.outlet)
-                   if d["kind"] == "locker" and not d["retired"]]
-        if not lockers:
+        couriers = Couriers(backend, _master(args, cfg))
+        if args.action == "list":
+            for c in couriers.list(args.outlet):
+                print(TEXT.t("courier.row", lang, courier=c["courier"],
+                             state=TEXT.t("courier.state." + c["state"], lang),
+                             until=time.strftime("%Y-%m-%d", time.localtime(c["exp"])) if c["exp"] else "-",
+                             lockers=", ".join(c["lockers"])))
+            return 0
+        if args.action == "revoke":
+            lockers, known = couriers.revoke(args.outlet, args.courier)
+            if not lockers:
+                _say("courier.no_lockers", lang, err=True, outlet=args.outlet)
+                return 2
+            if not known:
+                _say("courier.not_on_record", lang, err=True, courier=args.courier, outlet=args.outlet)
+            _say("courier.revoked", lang, courier=args.courier, outlet=args.outlet,
+                 lockers=", ".join(lockers))
+            return 0
+        try:
+            badge, cred, lockers = couriers.issue(args.outlet, args.courier, args.days)
+        except CourierRefused:
             _say("courier.no_lockers", lang, err=True, outlet=args.outlet)
             return 2
-        secret = secrets.token_urlsafe(12)
-        cred, cmds = courier_credentials(_keys(args, cfg), lockers, args.courier, secret, args.days)
-        for cmd in cmds:
-            backend.push_command(args.outlet, "locker", cmd)
     _say("courier.queued", lang, courier=args.courier, outlet=args.outlet, lockers=", ".join(lockers),
          until=time.strftime("%Y-%m-%d", time.localtime(cred["exp"])))
-    print(f"PE-C:{args.courier}:{secret}")
+    print(badge)
     return 0
 
 
@@ -442,7 +491,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             return 2
         cfg, backend = opened
         cid = args.id or f"c-{secrets.token_hex(8)}"
-        cmd = _keys(args, cfg).command(args.device, args.op, cmd_args, cid, lifetime_s=args.lifetime)
+        cmd = _keys(args, cfg, backend).command(args.device, args.op, cmd_args, cid, lifetime_s=args.lifetime)
         if args.print_only:
             print(json.dumps(cmd, ensure_ascii=False))
             return 0
@@ -511,6 +560,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     """Village points and couriers' round manifests (``central/manifests.py``)."""
     from central.keys import load_master
     from central.manifests import ManifestRefused, Manifests
+    from central.notices import without_number
 
     lang = i18n.pick(args.lang)
     with _opened(args, lang) as opened:
@@ -534,11 +584,36 @@ def cmd_rounds(args: argparse.Namespace) -> int:
             _say("rounds.refused", lang, err=True, detail=str(e))
             return 2
         _say("rounds.issued", lang, device=args.device, round=args.round, n=len(parcels))
-        if tokens:
-            _say("rounds.tokens", lang, err=True)
+        if not tokens:
+            return 0
+        if not (cfg.sms_url and cfg.sms_token_file):
+            _say("rounds.tokens", lang, err=True)  # no SMS provider: the operator passes them on
             for parcel, token in tokens.items():
                 print(f"{parcel} {token}")
+            return 0
+        missing = without_number(backend, args.outlet, list(tokens))
+        texted = len(tokens) - len(missing)
+        if texted:
+            _say("rounds.tokens_texted", lang, n=texted)
+        if missing:  # reported, not skipped: texted once a contacts import brings the number
+            _say("rounds.no_number", lang, err=True, n=len(missing))
+            for parcel in missing:
+                print(f"{parcel} {tokens[parcel]}")
         return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Where each delivery code's text to its villager is (``central/notices.py``
+    ``token_states``), so a parcel still waiting for a number is seen."""
+    from central.notices import token_states
+
+    lang = i18n.pick(args.lang)
+    with _opened(args, lang) as opened:
+        if opened is None:
+            return 2
+        for parcel, state in token_states(opened[1], args.outlet).items():
+            print(TEXT.t("tokens.row", lang, parcel=parcel, state=TEXT.t("tokens.state." + state, lang)))
+    return 0
 
 
 def cmd_boards(args: argparse.Namespace) -> int:
@@ -691,6 +766,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     dl = dsub.add_parser("list", help="an outlet's devices, their kind, key version and state")
     dl.add_argument("dir", type=Path)
     dl.add_argument("outlet")
+    dro = dsub.add_parser("rotate", help="move a device to a new key and print its new key section")
+    dro.add_argument("dir", type=Path)
+    dro.add_argument("outlet")
+    dro.add_argument("device")
+    dro.add_argument("--grace-days", type=int, default=7,
+                     help="days the old key still verifies what was signed with it (0: a key that got out)")
     d.set_defaults(func=cmd_device)
     ct = csub.add_parser("contacts", help="import villagers' numbers for parcels (CSV: parcel,phone[,lang])")
     ctsub = ct.add_subparsers(dest="action", required=True)
@@ -715,6 +796,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     cra.add_argument("outlet")
     cra.add_argument("courier", help="the courier's id (1-32 of a-z 0-9 _ -)")
     cra.add_argument("--days", type=int, default=30, help="how long the badge opens the lockers")
+    crl = crsub.add_parser("list", help="the couriers' badges of an outlet: valid until, revoked")
+    crl.add_argument("dir", type=Path)
+    crl.add_argument("outlet")
+    crr = crsub.add_parser("revoke",
+                           help="revoke a courier's badge and permits at every locker of the outlet")
+    crr.add_argument("dir", type=Path)
+    crr.add_argument("outlet")
+    crr.add_argument("courier", help="the courier's id (1-32 of a-z 0-9 _ -)")
     cr.set_defaults(func=cmd_courier)
     na = csub.add_parser("nats-auth", help="write the outlets' NATS users for nats-server's MQTT listener")
     na.add_argument("out", type=Path, help="the include file to write (nats-server: include \"auth.conf\")")
@@ -763,4 +852,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     mf.add_argument("round", help="the round's id")
     mf.add_argument("file", help='the round\'s parcels as JSON: [{"parcel", "to", "point"?, "token"?}]')
     mf.set_defaults(func=cmd_rounds, what="manifest")
+    tk = csub.add_parser("tokens", help="where each delivery code's text to its recipient is")
+    tk.add_argument("dir", type=Path)
+    tk.add_argument("outlet")
+    tk.set_defaults(func=cmd_tokens)
     _boards_parser(csub)

@@ -86,11 +86,18 @@ class PgStore:
             rows = c.execute("SELECT id, created_at, retired_at FROM outlets ORDER BY id").fetchall()
         return [outlet_row(o, at, r) for o, at, r in rows]
 
-    def add_device(self, outlet: str, device: str, kind: str, kv: int = 1) -> None:
+    def add_device(self, outlet: str, device: str, kind: str, kv: int | None = None) -> None:
         with self.pool.tx() as c:
             c.execute("INSERT INTO devices (id, outlet, kind, kv, created_at) VALUES (%s,%s,%s,%s,%s) "
-                      "ON CONFLICT (outlet, id) DO UPDATE SET kind=excluded.kind, kv=excluded.kv, "
-                      "retired_at=NULL", (device, outlet, kind, kv, time.time()))
+                      "ON CONFLICT (outlet, id) DO UPDATE SET kind=excluded.kind, retired_at=NULL, "
+                      "kv=CASE WHEN %s::integer IS NULL THEN devices.kv ELSE excluded.kv END",
+                      (device, outlet, kind, kv or 1, time.time(), kv))
+
+    def rotate_device(self, outlet: str, device: str, prev_until: int) -> int | None:
+        with self.pool.tx() as c:
+            row = c.execute("UPDATE devices SET kv=kv+1, prev_until=%s WHERE outlet=%s AND id=%s "
+                            "AND retired_at IS NULL RETURNING kv", (prev_until, outlet, device)).fetchone()
+        return None if row is None else int(row[0])
 
     def retire_device(self, outlet: str, device: str) -> bool:
         with self.pool.tx() as c:
@@ -100,9 +107,31 @@ class PgStore:
 
     def devices(self, outlet: str) -> list[dict[str, Any]]:
         with self.pool.tx() as c:
-            rows = c.execute("SELECT id, kind, kv, retired_at FROM devices WHERE outlet=%s ORDER BY id",
-                             (outlet,)).fetchall()
-        return [device_row(d, k, kv, r) for d, k, kv, r in rows]
+            rows = c.execute("SELECT id, kind, kv, retired_at, prev_until FROM devices WHERE outlet=%s "
+                             "ORDER BY id", (outlet,)).fetchall()
+        return [device_row(d, k, kv, r, pu) for d, k, kv, r, pu in rows]
+
+    def save_badge(self, outlet: str, courier: str, lockers: list[str], exp: int, at: float) -> None:
+        with self.pool.tx() as c:
+            c.execute("INSERT INTO courier_badges VALUES (%s,%s,%s,%s,%s,NULL) ON CONFLICT (outlet, courier) "
+                      "DO UPDATE SET lockers=excluded.lockers, exp=excluded.exp, "
+                      "issued_at=excluded.issued_at, revoked_at=NULL",
+                      (outlet, courier, json.dumps(lockers), exp, at))
+
+    def revoke_badge(self, outlet: str, courier: str, lockers: list[str], at: float) -> bool:
+        with self.pool.tx() as c:
+            known = c.execute("UPDATE courier_badges SET revoked_at=%s WHERE outlet=%s AND courier=%s",
+                              (at, outlet, courier)).rowcount == 1
+            if not known:
+                c.execute("INSERT INTO courier_badges VALUES (%s,%s,%s,0,%s,%s)",
+                          (outlet, courier, json.dumps(lockers), at, at))
+        return known
+
+    def badges(self, outlet: str) -> list[tuple[str, list[str], int, float, float | None]]:
+        with self.pool.tx() as c:
+            rows = c.execute("SELECT courier, lockers, exp, issued_at, revoked_at FROM courier_badges "
+                             "WHERE outlet=%s ORDER BY courier", (outlet,)).fetchall()
+        return [(co, json.loads(lk), exp, at, rv) for co, lk, exp, at, rv in rows]
 
     def health(self) -> list[dict[str, Any]]:
         """Per outlet: events held and the last batch logged, for ``postedge

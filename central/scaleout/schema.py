@@ -30,7 +30,12 @@ CREATE TABLE IF NOT EXISTS outlets (
 ALTER TABLE outlets ADD COLUMN IF NOT EXISTS notifier boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS devices (
     id text NOT NULL, outlet text NOT NULL, kind text NOT NULL, kv integer NOT NULL DEFAULT 1,
-    created_at double precision NOT NULL, retired_at double precision, PRIMARY KEY (outlet, id));
+    created_at double precision NOT NULL, retired_at double precision,
+    prev_until bigint NOT NULL DEFAULT 0, PRIMARY KEY (outlet, id));
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS prev_until bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS courier_badges (
+    outlet text NOT NULL, courier text NOT NULL, lockers text NOT NULL, exp bigint NOT NULL,
+    issued_at double precision NOT NULL, revoked_at double precision, PRIMARY KEY (outlet, courier));
 CREATE TABLE IF NOT EXISTS events (
     id text NOT NULL, outlet text NOT NULL, device text NOT NULL, type text NOT NULL,
     cls text NOT NULL, ts bigint NOT NULL, payload bytea NOT NULL, batch text NOT NULL,

@@ -236,8 +236,8 @@ def test_keys_are_each_devices_own_derived_for_the_logged_in_outlet(central: Cen
                    "keys": {"lk01": ks.device_config("lk01"), "sc01": ks.device_config("sc01")}}
     assert "master" not in json.dumps(doc) and MASTER.hex() not in json.dumps(doc)
     assert central.registry.devices("o1") == [
-        {"device": "lk01", "kind": "locker", "kv": 1, "retired": False},
-        {"device": "sc01", "kind": "scanner", "kv": 1, "retired": False}]
+        {"device": "lk01", "kind": "locker", "kv": 1, "retired": False, "prev_until": 0},
+        {"device": "sc01", "kind": "scanner", "kv": 1, "retired": False, "prev_until": 0}]
     # the same device name asked for by another outlet's login: that outlet's key, never o1's
     status, doc2 = ask_keys(Client(central, "o2", "o2-secret-pw"), [("lk01", "locker")])
     assert status == 200 and doc2["outlet"] == "o2"
@@ -261,6 +261,30 @@ def test_a_retired_device_gets_no_key_and_is_not_brought_back(central: CentralUn
     assert {d["device"]: d["retired"] for d in reg.devices("o1")} == {"hh01": True, "lk01": False}
     reg.add_device("o1", "hh01", "handheld")  # the operator registers it anew
     assert list(ask_keys(cl, [("hh01", "handheld")])[1]["keys"]) == ["hh01"]
+
+
+def test_a_rotated_device_gets_its_new_key_and_the_old_one_for_the_grace_period(
+        central: CentralUnderTest) -> None:
+    """``postedge central device rotate`` on either backend: ``/v1/keys`` answers
+    the next version with the previous one until the grace ends, and
+    registering the device again (``outlet init`` asks for it) keeps it."""
+    from central import keys
+
+    central.add_outlet("o1", PW)
+    cl = Client(central)
+    assert ask_keys(cl, [("lk01", "locker"), ("lk02", "locker")])[1]["keys"]["lk01"]["kv"] == 1
+    until = int(time.time()) + 3600
+    sec = keys.rotate(central.registry, MASTER, "o1", "lk01", 3600, now=until - 3600)
+    assert sec is not None and sec["kv"] == 2 and sec["prev"]["kv"] == 1 and sec["prev"]["until"] == until
+    for _ in range(2):
+        status, doc = ask_keys(cl, [("lk01", "locker"), ("lk02", "locker")])
+        assert status == 200 and doc["keys"]["lk01"] == sec
+        assert doc["keys"]["lk02"] == KeyService("o1", MASTER).device_config("lk02")
+    assert keys.rotate(central.registry, MASTER, "o1", "lk02", 0)["kv"] == 2  # a key that got out
+    assert "prev" not in ask_keys(cl, [("lk02", "locker")])[1]["keys"]["lk02"]
+    assert central.registry.retire_device("o1", "lk02")
+    assert keys.rotate(central.registry, MASTER, "o1", "lk02", 0) is None  # retired: nothing to rotate
+    assert keys.rotate(central.registry, MASTER, "o1", "nope", 0) is None
 
 
 def test_the_notifier_key_only_for_an_outlet_registered_with_one(central: CentralUnderTest) -> None:

@@ -65,6 +65,9 @@ def test_a_scaleout_folder_registers_serves_and_issues_keys_from_two_fronts(
     assert "queued" in pe("sign", str(d), "o1", "lk01", "open", "--args", '{"compartment": 3}',
                           "--id", "cmd-7").stdout
     assert "PE-C:zhang:" in pe("courier", "add", str(d), "o1", "zhang").stdout  # for lk01 only
+    pe("device", "add", str(d), "o2", "lk09", "--kind", "locker")
+    pe("device", "rotate", str(d), "o2", "lk09", "--grace-days", "0")
+    assert "lk09  locker  key version 2" in pe("device", "list", str(d), "o2").stdout
     r = pe("docs", "list", str(d), check=False)  # kept beside the embedded backend only
     assert r.returncode == 2 and "scale-out" in r.stderr and "Traceback" not in r.stderr
 
@@ -99,6 +102,15 @@ def test_a_scaleout_folder_registers_serves_and_issues_keys_from_two_fronts(
                 for _, raw in down.commands]
         assert [(c["op"], c["id"]) for c in cmds][0] == ("open", "cmd-7")
         assert [c["op"] for c in cmds] == ["open", "credential"]
+        assert "lk01" in pe("courier", "list", str(d), "o1").stdout  # the badge book is in PostgreSQL too
+        assert "lk01" in pe("courier", "revoke", str(d), "o1", "zhang").stdout
+        listed = pe("courier", "list", str(d), "o1").stdout
+        assert "zhang" in listed and "revoked" in listed
+        lk01 = keys.from_config(derived.device_config("lk01"))
+        later = [signing.verify(raw, lk01, "lk01", int(time.time()))["op"]
+                 for _, raw in t.pull(down.cursor).commands]
+        assert later == ["credential", "revoke"]  # the badge taken back, then the courier's permits
+        t.close()
         t.close()
         deadline = time.monotonic() + 30
         while store.count("o1") < 10 and time.monotonic() < deadline:
@@ -152,6 +164,7 @@ def test_a_database_from_before_the_registry_held_devices_keeps_its_outlets(
         store.add_outlet("o1", "o1-secret-pw", notifier=True)
         store.add_device("o1", "lk01", "locker")
         assert store.notifier_outlets() == {"o1"}
-        assert store.devices("o1") == [{"device": "lk01", "kind": "locker", "kv": 1, "retired": False}]
+        assert store.devices("o1") == [{"device": "lk01", "kind": "locker", "kv": 1, "retired": False,
+                                       "prev_until": 0}]
     finally:
         store.close()

@@ -78,6 +78,7 @@ def test_init_register_sign_run_and_a_gateway_uploads(tmp_path: Path) -> None:
     assert "stopped" in out
 
 
+@pytest.mark.slow
 def test_ordinary_mistakes_get_one_line_and_the_right_exit_code(tmp_path: Path) -> None:
     r = pe("run", str(tmp_path / "nothing"), check=False)
     assert r.returncode == 2 and "central init" in r.stderr and "Traceback" not in r.stderr
@@ -151,6 +152,7 @@ def test_central_run_texts_villagers_from_imported_contacts(tmp_path: Path) -> N
         sms.srv.stop()
 
 
+@pytest.mark.slow
 def test_points_manifests_and_documents_from_the_command_line(tmp_path: Path) -> None:
     """The operator's side of what the platform issues: an agent's code and villagers'
     delivery codes printed once, a signed manifest queued for the handheld, the counters'

@@ -67,6 +67,7 @@ def test_a_badge_logs_in_until_it_is_revoked_and_the_couriers_permits_go_with_it
         b.close()
 
 
+@pytest.mark.slow
 def test_courier_add_list_and_revoke_from_the_command_line(tmp_path: Path) -> None:
     d = tmp_path / "central"
     pe("init", str(d), "--host", "127.0.0.1")

@@ -113,6 +113,7 @@ def test_a_rotated_handheld_takes_its_manifests_with_the_new_key_only(tmp_path: 
     b.close()
 
 
+@pytest.mark.slow
 def test_device_rotate_from_the_command_line(tmp_path: Path) -> None:
     d = tmp_path / "central"
     pe("init", str(d), "--host", "127.0.0.1")

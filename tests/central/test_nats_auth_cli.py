@@ -54,6 +54,7 @@ def test_the_users_file_lets_each_outlet_in_as_itself_only(tmp_path: Path, centr
         _stop(proc)
 
 
+@pytest.mark.slow
 def test_bad_lines_are_refused_with_a_reason(tmp_path: Path) -> None:
     outlets = tmp_path / "outlets.csv"
     outlets.write_text("o1 first-secret\n")

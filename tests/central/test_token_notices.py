@@ -125,6 +125,7 @@ def test_tokens_are_per_outlet_and_parcel(tmp_path: Path) -> None:
     assert len({a.delivery_token(P1), a.delivery_token(P2), b.delivery_token(P1)}) == 3
 
 
+@pytest.mark.slow
 def test_the_manifest_command_reports_the_parcels_it_cannot_text(tmp_path: Path,
                                                                  sms: Provider) -> None:
     """With an SMS provider set up, ``central manifest`` prints no token it will text, and

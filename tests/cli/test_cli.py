@@ -97,6 +97,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, lang: str, marker: str) -> None:
     assert (tmp_path / "gateway.db").exists()
 
 
+@pytest.mark.slow
 def test_sim_dashboard_port_mistakes_are_one_line_before_the_run(tmp_path: Path) -> None:
     """Issue 19, finding 7: `--dashboard 99999` ran on a random port, and a
     taken port ended the run in a traceback with exit 1, as if it had failed."""

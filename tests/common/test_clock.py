@@ -94,6 +94,7 @@ def test_a_short_or_corrupt_file_is_an_error_at_start(tmp_path: Path, monkeypatc
         clock.configure()
 
 
+@pytest.mark.slow
 def test_reads_are_never_torn(tmp_path: Path) -> None:
     """Another process rewrites the record as fast as it can, each time with
     a pair that belongs together (virtual = -mono); every read this side

@@ -49,6 +49,7 @@ def test_password_hash_is_scrypt_salted_and_checks(tmp_path: Path) -> None:
         S.hash_password("short")
 
 
+@pytest.mark.slow
 def test_cli_adds_a_clerk_with_the_password_from_stdin(tmp_path: Path) -> None:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text('outlet = "o1"\ndb = "gateway.db"\n\n[broker]\nhost = "127.0.0.1"\nport = 1883\n'

@@ -170,6 +170,7 @@ def test_enqueue_refuses_garbage(tmp_path: Path, gateway: dict) -> None:
     assert r.returncode == 1 and "command is not" in r.stderr
 
 
+@pytest.mark.slow
 def test_status_and_devices_for_the_clerk(tmp_path: Path, broker: Mosquitto, gateway: dict) -> None:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sc01")
     c.username_pw_set("sc01", "sc01-pw")
@@ -215,6 +216,7 @@ def test_systemd_unit_runs_a_real_command() -> None:
     assert unit["Service"]["KillSignal"] == "SIGTERM" and unit["Service"]["Restart"] == "always"
 
 
+@pytest.mark.slow
 def test_status_says_when_the_gateway_is_not_running_and_a_second_one_is_refused(
         tmp_path: Path, broker: Mosquitto) -> None:
     """Issue 19, finding 5: with the gateway stopped, `gateway status` printed

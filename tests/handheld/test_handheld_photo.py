@@ -190,6 +190,7 @@ def test_prepare_caps_long_side_and_encodes(sharp: np.ndarray) -> None:
 # --------------------------------------------------------------------------- hashes
 
 
+@pytest.mark.slow
 def test_phash_near_duplicates_close_unrelated_far(sharp: np.ndarray) -> None:
     h = phash(sharp)
     assert 0 <= h < 2**64

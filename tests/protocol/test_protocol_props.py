@@ -130,6 +130,7 @@ def test_canonical_is_sorted_compact_utf8_json(x) -> None:
     canonical.check_value(x)  # what dumps accepts, check_value accepts
 
 
+@pytest.mark.slow
 @FAST
 @given(with_float())
 @example(0.0)
@@ -141,6 +142,7 @@ def test_canonical_refuses_floats_anywhere(x) -> None:
         canonical.check_value(x)
 
 
+@pytest.mark.slow
 @FAST
 @given(with_float(unsafe_ints))
 @example(10**20)
@@ -229,6 +231,7 @@ def test_any_changed_sig_character_is_refused(data, cmd, key) -> None:
         signing.verify(bad, {1: key}, cmd["dev"], cmd["iat"])
 
 
+@pytest.mark.slow
 @FAST
 @given(st.data(), commands(), keys)
 def test_any_changed_arg_value_is_refused(data, cmd, key) -> None:
@@ -337,6 +340,7 @@ def test_verify_on_damaged_commands_raises_only_protocol_errors(field, value, as
 # envelope
 
 
+@pytest.mark.slow
 @FAST
 @given(envelopes())
 def test_envelope_round_trips(env) -> None:

@@ -174,6 +174,7 @@ def test_counts_match_a_model_on_random_traces(hops: list[list[str]]) -> None:
     assert r["ok"] == (clean and r["end_to_end"]["ok"])
 
 
+@pytest.mark.slow
 def test_hundred_thousand_events_are_reported_whole() -> None:
     """Correctness at a 3-day outlet's scale (its speed is a benchmark's job:
     bench/simulator_scale.py)."""

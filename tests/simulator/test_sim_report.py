@@ -328,6 +328,7 @@ def test_html_report_has_a_plot_for_each_part_and_a_row_per_device(tmp_path: Pat
     assert parse(render_html(r, "en")).find("html")[0]["data-lang"] == "en"
 
 
+@pytest.mark.slow
 def test_a_hundred_thousand_events_are_merged_per_pixel() -> None:
     r = make_result(parcels=40, telemetry_every=0.85)
     assert len(r["timeline"]) > 100_000

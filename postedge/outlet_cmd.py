@@ -36,12 +36,12 @@ def _init(args: argparse.Namespace, lang: str) -> int:
             _err(lang, "outlet.install_needs_root")
             return 3
         try:
-            steps = system.accounts()
+            for step in (*system.broker_package(), *system.accounts()):
+                print(t("outlet.installed", lang, step=step))
+            system.service_can_run(build.postedge_bin())
         except system.InstallError as e:
             _err(lang, "outlet.install_failed", msg=describe(e, lang))
             return 3
-        for s in steps:
-            print(t("outlet.installed", lang, step=s))
     try:
         res = build.init(desc, args.spec, out, install=args.install, dry_run=args.dry_run)
     except build.OutletError as e:
@@ -62,15 +62,21 @@ def _init(args: argparse.Namespace, lang: str) -> int:
         print(t("outlet.revoked", lang, devices=", ".join(res.revoked)))
     if args.dry_run:
         return 0
+    running = True
     if args.install:
         try:
-            for s in system.units(out, restart=bool(res.changes)):
-                print(t("outlet.installed", lang, step=s))
+            steps, running = system.units(out, restart=bool(res.changes))
         except system.InstallError as e:
             _err(lang, "outlet.install_failed", msg=describe(e, lang))
             return 3
+        for s in steps:
+            print(t("outlet.installed", lang, step=s))
         for todo in res.access:  # what provision could not hand to the service accounts
             print(t("outlet.todo", lang, todo=todo))
+        if not running:
+            _err(lang, "outlet.no_systemd")
+            for part, cmd in build.start_commands(out, installed=True):
+                print(t("outlet.start_line", lang, part=t(f"outlet.part.{part}", lang), cmd=cmd))
     else:
         print(t("outlet.start_header", lang))
         for part, cmd in build.start_commands(out):
@@ -81,7 +87,7 @@ def _init(args: argparse.Namespace, lang: str) -> int:
         line = t("outlet.handheld_copy", lang, path=cmd) if dev in handhelds else cmd
         print(t("outlet.start_line", lang, part=dev, cmd=line))
     print(t("outlet.clerk", lang, url=f"https://{res.address}:{desc.web.port}/"))
-    return 0
+    return 0 if running else 3
 
 
 def cmd_init(args: argparse.Namespace) -> int:

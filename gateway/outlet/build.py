@@ -175,8 +175,10 @@ def _gateway_toml(spec: OutletSpec, stage: Path, install: bool, spec_path: Path)
                  "# until one is set and init runs again.\n")
     if spec.counter is not None:
         text += "\n[counter]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in spec.counter.items())
+    # The mode and owner provision gave it stay: 0600, or 0640 root:postedge
+    # where the service group exists (the gateway's account must read it;
+    # the [upstream] password in it is for that account and root only).
     path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)
     if not install:
         (stage / "data").mkdir(exist_ok=True)
 
@@ -213,7 +215,8 @@ def _relative_broker(stage: Path, out: Path, port: int) -> None:
     unit.write_text(text)
 
 
-def _postedge_bin() -> str:
+def postedge_bin() -> str:
+    """The ``postedge`` program the units and printed commands start."""
     return shutil.which("postedge") or str(Path(sys.prefix) / "bin" / "postedge")
 
 
@@ -233,7 +236,7 @@ User={prov.SERVICE_USER}
 Group={prov.SERVICE_GROUP}
 SupplementaryGroups={prov.BROKER_USER}
 WorkingDirectory={out}
-ExecStart={_postedge_bin()} gateway run --config {out}/gateway.toml
+ExecStart={postedge_bin()} gateway run --config {out}/gateway.toml
 KillSignal=SIGTERM
 TimeoutStopSec=20
 Restart=always
@@ -411,10 +414,15 @@ def installed(out: Path) -> bool:
         return False
 
 
-def start_commands(out: Path) -> list[tuple[str, str]]:
-    """(part, command) to start each part by hand (no --install)."""
-    return [("broker", f"cd {out} && mosquitto -c mosquitto/mosquitto.conf"),
-            ("gateway", f"{_postedge_bin()} gateway run --config {out}/gateway.toml")]
+def start_commands(out: Path, installed: bool = False) -> list[tuple[str, str]]:
+    """(part, command) to start each part by hand: a files-only outlet as
+    the user who made it; an installed one as its units do (root starts
+    Mosquitto, which drops to its own account; the gateway runs as the
+    service account, in the broker's group through that account's groups)."""
+    gateway = f"{postedge_bin()} gateway run --config {out}/gateway.toml"
+    if installed:
+        gateway = f"cd {out} && runuser -u {prov.SERVICE_USER} -- {gateway}"
+    return [("broker", f"cd {out} && mosquitto -c mosquitto/mosquitto.conf"), ("gateway", gateway)]
 
 
 def device_commands(spec: OutletSpec, out: Path, revoked: list[str]) -> list[tuple[str, str]]:

@@ -30,6 +30,14 @@ that every event acked to a gateway is in PostgreSQL (lost) and that none is
 there twice (dup; the events' primary key makes that structural, and the
 workers' own count of rows inserted is compared with the table too).
 
+The MQTT path is measured too, on the same load: the gateways' MQTT uplink
+(``gateway.uplink.mqtt.MqttTransport``, QoS 1, one batch at a time, each
+waiting for its ack topic) into nats-server's own MQTT listener on a second
+3-node cluster, the MQTT front process (``central.scaleout.mqtt_front``)
+checking each batch and writing it to the log, one worker storing it. It
+prints its own line before the last; the last line stays as the issue
+asks.
+
 The front's one log line per batch is turned off for both backends alike
 (a terminal printing 200 lines a second would be what is measured).
 Everything on loopback; bounded; stops by itself.
@@ -159,7 +167,40 @@ def _gateway(url: tuple[str, int], ca: str, g: int, batches: list[tuple[str, byt
     out[str(g)] = {"acked": acked, "retries": retries, "refused": refused, "done": time.time()}
 
 
-def _client_proc(ports: list[int], ca: str, gws: list[int], ready: Any, start: Any, q: Any) -> None:
+def _mqtt_gateway(urls: list[str], ca: str, g: int, batches: list[tuple[str, bytes, list[str]]],
+                  out: dict[str, Any]) -> None:
+    """One gateway's backlog over MQTT: the real transport, one batch at a
+    time; a timeout or a dropped connection resends the same batch."""
+    from common.uplink_codec import EncodedBatch  # noqa: PLC0415
+    from gateway.uplink.mqtt import MqttTransport  # noqa: PLC0415
+    from gateway.uplink.transport import TransportError, tls_context  # noqa: PLC0415
+
+    tr = MqttTransport(urls[g % len(urls)], outlet(g), tls_context(ca), 30.0, outlet(g), PW,
+                       client_id=f"bench-{outlet(g)}")
+    acked: list[tuple[str, str]] = []
+    retries = refused = 0
+    deadline = time.monotonic() + 300
+    try:
+        for bid, body, ids in batches:
+            batch = EncodedBatch(bid, "bulk", ids, body, len(body))
+            while time.monotonic() < deadline:
+                try:
+                    ack = tr.send(batch)
+                except TransportError:
+                    retries += 1
+                    time.sleep(0.1)
+                    continue
+                if ack.all:
+                    acked.extend((outlet(g), i) for i in ids)
+                else:
+                    refused += 1
+                break
+    finally:
+        tr.close()
+    out[str(g)] = {"acked": acked, "retries": retries, "refused": refused, "done": time.time()}
+
+
+def _client_proc(ports: list[Any], ca: str, gws: list[int], ready: Any, start: Any, q: Any) -> None:
     from bench.gateway_wan import mix  # noqa: PLC0415 - heavy; only in the client processes
 
     work = {}
@@ -171,8 +212,11 @@ def _client_proc(ports: list[int], ca: str, gws: list[int], ready: Any, start: A
     start.wait()
     cpu0 = time.process_time()
     out: dict[str, Any] = {}
-    ths = [threading.Thread(target=_gateway, args=(("127.0.0.1", ports[g % len(ports)]), ca, g, work[g], out))
-           for g in gws]
+    if ports and isinstance(ports[0], str):  # mqtts:// URLs: the MQTT uplink
+        ths = [threading.Thread(target=_mqtt_gateway, args=(ports, ca, g, work[g], out)) for g in gws]
+    else:
+        ths = [threading.Thread(target=_gateway, args=(("127.0.0.1", ports[g % len(ports)]), ca, g, work[g],
+                                                      out)) for g in gws]
     for t in ths:
         t.start()
     for t in ths:
@@ -181,9 +225,10 @@ def _client_proc(ports: list[int], ca: str, gws: list[int], ready: Any, start: A
     q.put(out)
 
 
-def drive(ports: list[int], ca: str, during: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run every gateway once (spread over the fronts' ports); returns acked
-    ids, retries, refusals, t0, last ack."""
+def drive(ports: list[Any], ca: str, during: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run every gateway once (spread over the fronts' ports, or over the
+    NATS nodes' ``mqtts://`` URLs for the MQTT uplink); returns acked ids,
+    retries, refusals, t0, last ack."""
     ctx = mp.get_context("fork")
     ready, start, q = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
     split = [list(range(GATEWAYS))[i::CLIENT_PROCS] for i in range(CLIENT_PROCS)]
@@ -347,6 +392,54 @@ def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool, drain: bo
             "drain_events_per_s": drained}
 
 
+def run_mqtt(rig: ScaleOutRig, pki: Any, work: Path) -> dict[str, Any]:
+    """The MQTT path once: a 3-node cluster with nats-server's MQTT listener
+    (the outlets' users from ``nats_auth.render``), the MQTT front and one
+    worker as processes, PostgreSQL shared with the HTTPS runs."""
+    from central.scaleout.nats_auth import render  # noqa: PLC0415
+    from tests.central.rig import MqttListener, NatsCluster  # noqa: PLC0415
+
+    cluster = NatsCluster.start(Path(tempfile.mkdtemp(dir=work, prefix="mqtt-nats-")), 3,
+                                MqttListener(pki.server.cert, pki.server.key,
+                                             render("pe-up/v1", {outlet(g): PW for g in range(GATEWAYS)})))
+    ns, dsn = rig.namespace("mq")
+    cfg = ScaleOutConfig(cluster.urls, dsn, ns, ack_wait_s=5.0)
+    backend = ScaleOut(cfg)
+    for g in range(GATEWAYS):
+        backend.add_outlet(outlet(g), PW)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    mf = subprocess.Popen([sys.executable, "-m", "central.scaleout.mqtt_front", cfg.to_json()], env=env,
+                          stdout=subprocess.PIPE, text=True)
+    ws: list[subprocess.Popen[str]] = []
+    try:
+        assert mf.stdout is not None
+        line = mf.stdout.readline()
+        if '"ready"' not in line:
+            raise RuntimeError(f"MQTT front did not start: {line!r}")
+        ws = _workers(cfg, 1)
+        parts = {"fronts": [mf.pid], "workers": [w.pid for w in ws],
+                 "nats": [n.proc.pid for n in cluster.nodes if n.proc]}
+        before = cpu_snapshot(parts, "bench")
+        r = drive([n.mqtt_url for n in cluster.nodes], str(pki.ca))
+        backend.wait_written(timeout=600)
+        t_stored = time.time()
+        after = cpu_snapshot(parts, "bench")
+        with backend.pool.tx() as c:
+            rows, distinct = c.execute("SELECT count(*), count(DISTINCT (outlet, id)) FROM events "
+                                       "WHERE outlet LIKE 'o-%'").fetchone()
+            stored_ids = {(row[0], row[1]) for row in c.execute("SELECT outlet, id FROM events")}
+    finally:
+        _stop_workers(ws)
+        mf.send_signal(signal.SIGTERM)
+        mf.communicate(timeout=30)
+        backend.close()
+        cluster.stop()
+    n = len(r["acked"])
+    return {"events": n, "events_per_s": n / (t_stored - r["t0"]), "retries": r["retries"],
+            "refused": r["refused"], "lost": len(set(r["acked"]) - stored_ids), "dup": rows - distinct,
+            "rows": rows, "cpu": cpu_line(before, after, n, r["client_cpu"])}
+
+
 def main() -> int:
     logging.getLogger("postedge.central.front").setLevel(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="central-ingest-"))
@@ -382,6 +475,13 @@ def main() -> int:
         one = run_scaleout(rig, pki, 1, kill=False, fronts=1)
         print(f"  scaleout w=1, one front process: {one['events_per_s']:8,.0f} events/s stored\n"
               f"      {one['cpu']}")
+        mq = []
+        for i in range(RUNS):
+            m = run_mqtt(rig, pki, work)
+            print(f"  mqtt     w=1  run {i + 1}: {m['events_per_s']:8,.0f} events/s stored ({m['events']:,} "
+                  f"acked, {m['rows']:,} rows, lost {m['lost']}, dup {m['dup']}, {m['retries']} retries, "
+                  f"{m['refused']} refused)\n      {m['cpu']}")
+            mq.append(m)
         k = run_scaleout(rig, pki, 2, kill=True)
         print(f"  scaleout w=2 + node kill ({','.join(k['killed']) or 'none'}): "
               f"{k['events_per_s']:8,.0f} events/s stored; {k['events']:,} acked, {k['rows']:,} rows, "
@@ -405,6 +505,10 @@ def main() -> int:
     print(f"end to end: 1 worker {med[1]:,.0f} events/s; 2 workers / 1 worker = {med[2] / med[1]:.2f}; "
           f"scale-out / embedded = {med[best_w] / emb_med:.2f}; goal 10,000 events/s: "
           f"{'met' if med[best_w] >= 10000 else 'NOT met'}")
+    mq_med = statistics.median(m["events_per_s"] for m in mq)
+    print(f"MQTT uplink (nats-server's MQTT listener, MQTT front, 1 worker): {mq_med:,.0f} events/s stored "
+          f"(median); / HTTPS with 1 worker = {mq_med / med[1]:.2f}; lost {max(m['lost'] for m in mq)}, "
+          f"dup {max(m['dup'] for m in mq)}")
     print(f"central_ingest events_per_s={med[best_w]:.0f} workers={best_w} node_kill_lost={k['lost']} "
           f"node_kill_dup={k['dup']} embedded_events_per_s={emb_med:.0f}")
     return 0

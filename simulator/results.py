@@ -199,7 +199,8 @@ def alarms_handled(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 #: The events that end a door cycle the workload may leave open, by what opened it.
-CLOSINGS = {"deposit": ("locker.deposit",), "pickup": ("locker.pickup", "locker.pickup_unconfirmed")}
+CLOSINGS = {"deposit": ("locker.deposit",), "pickup": ("locker.pickup", "locker.pickup_unconfirmed"),
+            "retrieve": ("locker.retrieve", "locker.send_collected")}
 
 
 def _seq(eid: str) -> tuple[str, str, int]:
@@ -214,7 +215,8 @@ def _same_door(ev: dict[str, Any], end: tuple[str, str, int], cid: Any) -> bool:
 
 def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, Any]]) -> dict[str, Any]:
     """``doors_left_open_alarmed``: every door the workload left open after
-    a deposit or pickup (``left``: device, parcel, after) raised exactly one
+    a deposit, pickup or retrieval (``left``: device, after, and the
+    ``parcel`` or send ``order`` the compartment held) raised exactly one
     ``door_left_open`` alarm between its opening (``locker.door``) and the
     event that closed its cycle, and a clerk resolved that alarm
     (``gateway.alarm_resolved``); no door shut in time raised one. Fails on
@@ -227,10 +229,14 @@ def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, A
     wrong: list[str] = []
     explained: set[str] = set()
     alarmed = 0
+    by: dict[str, int] = {}
     for d in left:
-        dev, parcel = str(d.get("device")), str(d.get("parcel"))
-        close = [ev for ev in events if ev["type"] in CLOSINGS.get(str(d.get("after")), ())
-                 and ev["id"].startswith(dev + ":") and (ev.get("body") or {}).get("parcel") == parcel]
+        after = str(d.get("after"))
+        by[after] = by.get(after, 0) + 1
+        key = "order" if d.get("order") else "parcel"
+        dev, parcel = str(d.get("device")), str(d.get(key))
+        close = [ev for ev in events if ev["type"] in CLOSINGS.get(after, ())
+                 and ev["id"].startswith(dev + ":") and (ev.get("body") or {}).get(key) == parcel]
         if not close:
             wrong.append(f"{parcel}=not_closed")
             continue
@@ -253,8 +259,10 @@ def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, A
     wrong += [f"{a}=shut_in_time" for a in unexpected]
     fields = {"left_open": len(left), "alarmed": alarmed,
               "resolved": sum(1 for ev in alarms if ev["id"] in explained and ev["id"] in resolved),
-              "unexpected": len(unexpected), "wrong": wrong[:5]}
-    detail = (f"{len(left)} doors left open: {alarmed} raised one alarm, {fields['resolved']} resolved"
+              "unexpected": len(unexpected), "wrong": wrong[:5],
+              **{f"after_{k}": by.get(k, 0) for k in CLOSINGS}}
+    detail = (f"{len(left)} doors left open ({', '.join(f'{n} after {k}' for k, n in sorted(by.items()))}): "
+              f"{alarmed} raised one alarm, {fields['resolved']} resolved"
               + (f"; wrong: {', '.join(wrong[:5])}" if wrong else ""))
     return {"name": "doors_left_open_alarmed", "ok": bool(left) and not wrong, "detail": detail,
             "fields": fields}

@@ -41,8 +41,9 @@ at load with errors that name the key::
     permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards
     pickup_days = 1             # parcels expire after this many days (0: the locker's own, 7); the courier
                                 # retrieves what expired at outbound_h + 2 every day
-    door_left_open_rate = 0.02  # share of pickups after which the door is left open (at least one
-                                # if > 0): the locker's door_left_open alarm, the clerk resolves it
+    door_left_open_rate = 0.02  # share of pickups, deposits and retrievals after which the door is
+                                # left open (at least one of each if > 0): the locker's
+                                # door_left_open alarm, the clerk resolves it
     board_sites = 1             # 政讯通 sites a courier's handheld takes through the lifecycle: survey,
                                 # approval, install, maintenance with a condition report, review
 
@@ -267,8 +268,9 @@ class WorkloadSection(Section):
     # locker at the start; 0 leaves the locker's own 7); the courier then
     # retrieves the expired ones at ``outbound_h`` + 2 every day.
     pickup_days: Annotated[int, Field(ge=0, le=60)] = 0
-    # The share of the inbound pickups after which the villager walks away
-    # from the open door (at least one when above 0): the locker raises
+    # The share of the door cycles (inbound pickups, the courier's deposits
+    # and retrievals) after which the person walks away from the open door
+    # (at least one of each kind when above 0): the locker raises
     # ``door_left_open``; the clerk sees it in the console, has the door
     # shut and resolves it. In virtual mode the locker's clock moves on
     # while the door stands open; in real mode the platform first gives

@@ -1,6 +1,7 @@
 """Issue 18's two added flows in the simulator's workload, each judged by
 its domain check and each check failing when its flow is broken: a door
-left open after a pickup (the locker's ``door_left_open`` alarm, resolved
+left open after a pickup, a deposit or a courier's retrieval (the
+locker's ``door_left_open`` alarm, resolved
 by the clerk: ``doors_left_open_alarmed``) and the 政讯通 bulletin-board
 lifecycle between a courier's handheld and the platform (survey approved,
 install, maintenance with a condition report, a far photo refused:
@@ -29,7 +30,7 @@ from simulator.results import (
 )
 from simulator.runner import run_scenario
 from simulator.scenario import load, parse
-from simulator.workload import generate
+from simulator.workload import generate, inbound_deposits
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,8 @@ DOOR = [
 def test_left_open_check_fails_without_the_alarm_with_two_unresolved_or_a_false_one() -> None:
     ok = doors_left_open_alarmed(DOOR, LEFT)
     assert ok["ok"], ok
-    assert ok["fields"] == {"left_open": 1, "alarmed": 1, "resolved": 1, "unexpected": 0, "wrong": []}
+    assert ok["fields"] == {"left_open": 1, "alarmed": 1, "resolved": 1, "unexpected": 0, "wrong": [],
+                            "after_deposit": 0, "after_pickup": 1, "after_retrieve": 0}
     # the locker never raised the alarm
     silent = doors_left_open_alarmed([e for e in DOOR if e["type"] != "locker.alarm"], LEFT)
     assert not silent["ok"] and silent["fields"]["wrong"] == ["RB123456785CN=0"]
@@ -79,7 +81,7 @@ def test_left_open_check_fails_without_the_alarm_with_two_unresolved_or_a_false_
     assert not doors_left_open_alarmed(before, LEFT)["ok"]
     assert not doors_left_open_alarmed([], [])["ok"]  # a run that left no door open proves nothing
     assert "柜门未关" in expect_text(bad, "zh") and "shut_in_time" in expect_text(bad, "en")
-    assert "1 doors left open after a pickup" in expect_text(ok, "en")
+    assert "1 doors left open (1 after a pickup, 0 after a deposit" in expect_text(ok, "en")
 
 
 SHA = {s: f"{i:064x}" for i, s in enumerate(("site", "inst", "before", "after"), 1)}
@@ -154,16 +156,35 @@ def test_board_check_fails_on_a_refused_photo_an_unreviewed_job_or_a_lost_report
     assert "政讯通" in expect_text(bad, "zh") and "far_from_site" in expect_text(bad, "en")
 
 
-def test_the_workload_leaves_pickup_doors_open_and_schedules_the_board_lifecycle() -> None:
+def test_a_retrieval_left_open_is_matched_by_its_order_or_parcel() -> None:
+    order = [{"device": "lk01", "order": "SO1-0001", "after": "retrieve", "compartment": 4}]
+    door = [dict(e) for e in DOOR]
+    door[0] = ev("lk01:aa:10", "locker.door", {"compartment": 4, "door": "open", "action": "collect"},
+                 "status")
+    door[2] = ev("lk01:aa:12", "locker.send_collected", {"compartment": 4, "order": "SO1-0001"})
+    ok = doors_left_open_alarmed(door, order)
+    assert ok["ok"] and ok["fields"]["after_retrieve"] == 1, ok
+    # another order's collection does not close this one's cycle
+    other = [dict(door[2], body={"compartment": 4, "order": "SO1-0002"}) if e is door[2] else e for e in door]
+    assert doors_left_open_alarmed(other, order)["fields"]["wrong"][0] == "SO1-0001=not_closed"
+    # a return retrieved: matched by its parcel
+    ret = [{"device": "lk01", "parcel": "RR123456785CN", "after": "retrieve", "compartment": 4}]
+    door[2] = ev("lk01:aa:12", "locker.retrieve", {"compartment": 4, "parcel": "RR123456785CN"})
+    assert doors_left_open_alarmed(door, ret)["ok"]
+    assert "快递员取出后 1 扇" in expect_text(doors_left_open_alarmed(door, ret), "zh")
+
+
+def test_the_workload_leaves_doors_open_after_each_kind_of_cycle_and_schedules_the_board_lifecycle() -> None:
     day = load(ROOT / "scenarios" / "village-day.toml")
     plain = dataclasses.replace(day, door_left_open_rate=0.0, board_sites=0)
     acts, before = generate(day), generate(plain)
     left = [a for a in acts if a.kind == "door_left_open"]
-    assert left and all(a.args["after"] == "pickup" for a in left)
+    assert sorted(a.args["after"] for a in left) == ["deposit", "pickup", "retrieve"]
     assert all(a.t <= day.duration_s - 3600 for a in left)
-    # the same day otherwise: the left-open pickups were pickups of the plain day
-    turned = {(x.t, x.device) for x in left}
-    expected = [(a.t, "door_left_open" if (a.t, a.device) in turned and a.kind == "pickup" else a.kind)
+    # the same day otherwise: the left-open cycles were pickups, deposits and collections of the plain day
+    turned = {(x.t, x.device): x.args["after"] for x in left}
+    was = {"pickup": "pickup", "deposit": "deposit", "retrieve": "collect"}
+    expected = [(a.t, "door_left_open" if was.get(turned.get((a.t, a.device), ""), "") == a.kind else a.kind)
                 for a in before]
     assert [(a.t, a.kind) for a in acts if not a.kind.startswith("board_")] == expected
     assert not [a for a in acts if a.kind == "door_alarm"]  # virtual: the flow moves the locker's clock
@@ -175,6 +196,21 @@ def test_the_workload_leaves_pickup_doors_open_and_schedules_the_board_lifecycle
     assert generate(day) == acts
     more = generate(dataclasses.replace(day, door_left_open_rate=0.2))
     assert len([a for a in more if a.kind == "door_left_open"]) > len(left)
+    # the retrieval left open is at a locker something was dropped off at: its list is not empty
+    retr = next(a for a in left if a.args["after"] == "retrieve")
+    assert any(a.kind in ("send_dropoff", "return_dropoff") and a.device == retr.device and a.t < retr.t
+               for a in acts)
+
+
+def test_a_deposit_left_open_keeps_its_villagers_contact() -> None:
+    """The platform's manifest (``Outlet.push_contacts``) is every inbound
+    deposit of the day, also the one whose door the courier left open."""
+    day = load(ROOT / "scenarios" / "village-day.toml")
+    plain = generate(dataclasses.replace(day, door_left_open_rate=0.0))
+    acts = generate(day)
+    assert any(a.kind == "door_left_open" and a.args["after"] == "deposit" for a in acts)
+    assert [a.args["parcel"] for a in inbound_deposits(acts)] == [
+        a.args["parcel"] for a in plain if a.kind == "deposit"]
 
 
 def test_a_door_left_open_stays_open_until_someone_comes_back() -> None:

@@ -32,7 +32,6 @@ position is a GNSS fix the flow sets (a village in Leishan county).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
@@ -43,8 +42,7 @@ from handheld.evidence import EvidenceRefused
 from handheld.jobs import Jobs, PhotoSink
 from handheld.photo_index import PhotoIndex
 from handheld.text import Refused as HandheldRefused
-from protocol import signing
-from protocol.errors import ProtocolError
+from simulator import handheld_commands
 from simulator.assembly import Outlet
 from simulator.handheld_sim import SimHandheld
 from simulator.refusal import Refused
@@ -148,27 +146,16 @@ async def _until(probe: Any, reason: str) -> Any:
 async def _job_list(outlet: Outlet, c: Courier, jid: str) -> None:
     """Wait for the platform's job list naming ``jid`` on the handheld; verify
     it with the handheld's key, apply it and acknowledge it, as the app does."""
-    key = {outlet.keys.kv: outlet.keys.key(c.h.name)}
+    named = False
 
-    def arrived() -> bool:
-        for raw in list(c.h.commands):
-            if raw in c.seen:
-                continue
-            c.seen.add(raw)
-            try:
-                cmd = signing.verify(json.loads(raw), key, c.h.name, int(time.time()))
-            except (ProtocolError, ValueError):
-                outlet.stats["board_commands_refused"] += 1
-                continue
-            if cmd.get("op") != "jobs":
-                continue
-            n = c.jobs.load_list(cmd["args"])
-            c.h.ack(cmd["id"], {"items": n})
-            if any(j.get("id") == jid for j in cmd["args"].get("jobs", [])):
-                return True
-        return jid in c.jobs.state["jobs"]
+    def apply(args: dict[str, Any]) -> int:
+        nonlocal named
+        named = named or any(j.get("id") == jid for j in args.get("jobs", []))
+        return int(c.jobs.load_list(args))
 
-    await _until(arrived, "no_job_list")
+    await handheld_commands.until(outlet, c.h, "jobs", c.seen, apply,
+                                  lambda: named or jid in c.jobs.state["jobs"], "no_job_list",
+                                  "board_commands_refused", WAIT_S)
 
 
 async def _submit(outlet: Outlet, c: Courier, jid: str, kind: str, site: str, photos: dict[str, str]) -> None:

@@ -21,7 +21,6 @@ counts as ``<action>_refused_<reason>``.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,9 +31,8 @@ from handheld.jobs import PhotoSink
 from handheld.scanning import ScanFilter
 from handheld.text import Refused as HandheldRefused
 from handheld.workflows import GatewayClient, ParcelFlows
-from protocol import signing
 from protocol.custody import RESERVED
-from protocol.errors import ProtocolError
+from simulator import handheld_commands
 from simulator.assembly import BADGE_SECRET, Outlet
 from simulator.board_flows import BOARD_FLOWS
 from simulator.counter_sim import WebClient, documents
@@ -476,28 +474,10 @@ async def _until_round(outlet: Outlet, name: str, pf: ParcelFlows, timeout: floa
     """Take the platform's round manifest from the handheld's commands, as the app
     does: verified with the handheld's own key, applied, acknowledged. Refused
     ``no_manifest`` when none came (the link was down from the start)."""
-    h = outlet.hh[name]
     taken: set[bytes] = outlet.flows.setdefault("round_taken", set())
-    key = {outlet.keys.kv: outlet.keys.key(name)}
-    deadline = time.monotonic() + timeout
-    while True:
-        for raw in list(h.commands):
-            if raw in taken:
-                continue
-            try:
-                cmd = signing.verify(json.loads(raw), key, name, int(time.time()))
-            except (ProtocolError, ValueError):
-                continue
-            if cmd.get("op") != "manifest":
-                continue
-            taken.add(raw)
-            n = await asyncio.to_thread(pf.load_manifest, cmd["args"])
-            h.ack(cmd["id"], {"items": n})
-        if pf.state.get("round") is not None:
-            return
-        if time.monotonic() > deadline:
-            raise Refused("no_manifest")
-        await asyncio.sleep(0.1)
+    await handheld_commands.until(outlet, outlet.hh[name], "manifest", taken, pf.load_manifest,
+                                  lambda: pf.state.get("round") is not None, "no_manifest",
+                                  "round_commands_refused", timeout)
 
 
 async def permit_deposit(outlet: Outlet, a: Action) -> None:

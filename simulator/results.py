@@ -285,8 +285,11 @@ def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str
     accepted for that job and step, each condition report recorded, each
     job the courier could not complete recorded as such with its reason;
     and each photo the handheld refused on the spot (``far_from_site``:
-    taken too far from the board) never reached the platform. Fails on a run
-    without a submitted job or without the refused far photo."""
+    taken too far from the board) never reached the platform; each far photo
+    the handheld only flagged and sent (``far_sent``: its list gave no
+    tolerance) was refused by the platform's own review as ``far_from_site``,
+    once, and its job with it. Fails on a run without a submitted job or
+    without either far photo."""
     jobs = {j["id"]: j for j in board.get("jobs", [])}
     sites = {s["id"]: s for s in board.get("sites", [])}
     reviews: dict[str, list[dict[str, Any]]] = {}
@@ -328,17 +331,32 @@ def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str
                 if r.get("job") == x.get("job") and r.get("step") == x.get("step"))
         if n != 1:
             wrong.append(f"{x.get('job')}/{x.get('step')}={n}")
+    sent = done.get("far_sent") or []
+    flagged = 0
+    for x in sent:  # flagged on the handheld, sent: the platform's review is what refuses it
+        got = [r for r in reviews.get(str(x.get("sha")), [])
+               if r.get("job") == x.get("job") and r.get("step") == x.get("step")]
+        j = jobs.get(x.get("job")) or {}
+        seen = len(got) == 1 and (got[0].get("verdict"), got[0].get("reason")) == ("refused", "far_from_site")
+        if not seen:
+            why = got[0].get("reason") if len(got) == 1 else len(got)
+            wrong.append(f"{x.get('job')}/{x.get('step')}={why}")
+        if (j.get("status"), j.get("reason")) != ("refused", "far_from_site"):
+            wrong.append(f"{x.get('job')}={j.get('reason') or j.get('status') or 'missing'}")
+        elif seen:
+            flagged += 1
     submitted = [j for j, d in (done.get("jobs") or {}).items() if d.get("kind") != "survey"]
     fields = {"sites": len(done.get("sites") or {}), "jobs": len(done.get("jobs") or {}), "photos": photos,
               "accepted": accepted, "reports": len(done.get("reports") or []),
-              "not_done": len(done.get("not_done") or []), "far_refused": len(far), "wrong": wrong[:5]}
+              "not_done": len(done.get("not_done") or []), "far_refused": len(far), "far_flagged": flagged,
+              "wrong": wrong[:5]}
     detail = (f"{fields['jobs']} board jobs ({fields['sites']} sites surveyed), {photos} photos, {accepted} "
               f"accepted by the platform's review, {fields['reports']} condition reports, "
               f"{fields['not_done']} could not be done, {len(far)} photo refused on the handheld as too far "
-              "from the board")
+              f"from the board, {flagged} sent from too far and refused by the platform's review")
     if wrong:
         detail += f"; wrong: {', '.join(wrong[:5])}"
-    ok = bool(submitted) and bool(far) and not wrong
+    ok = bool(submitted) and bool(far) and bool(sent) and not wrong
     return {"name": "board_jobs_reviewed", "ok": ok, "detail": detail, "fields": fields}
 
 

@@ -84,9 +84,9 @@ def test_left_open_check_fails_without_the_alarm_with_two_unresolved_or_a_false_
     assert "1 doors left open (1 after a pickup, 0 after a deposit" in expect_text(ok, "en")
 
 
-SHA = {s: f"{i:064x}" for i, s in enumerate(("site", "inst", "before", "after"), 1)}
+SHA = {s: f"{i:064x}" for i, s in enumerate(("site", "inst", "before", "after", "far"), 1)}
 SID, INSTALL, MAINTAIN = "sv-hh01-1", "bj-sv-hh01-1-install", "bj-sv-hh01-1-maintain"
-POSTER = "bj-sv-hh01-1-poster"
+POSTER, REPOST = "bj-sv-hh01-1-poster", "bj-sv-hh01-1-repost"
 DONE = {
     "sites": {1: {"site": SID, "survey_job": SID}},
     "jobs": {SID: {"kind": "survey", "site": SID, "photos": {"photo_site": SHA["site"]}},
@@ -96,6 +96,7 @@ DONE = {
     "reports": [{"job": MAINTAIN, "site": SID, "condition": "poster_torn"}],
     "refused": [{"job": MAINTAIN, "step": "photo_before", "code": "far_from_site"}],
     "not_done": [{"job": POSTER, "reason": "no_poster"}],
+    "far_sent": [{"job": REPOST, "step": "photo", "sha": SHA["far"]}],
 }
 
 
@@ -108,10 +109,12 @@ BOARD = {
     "sites": [{"id": SID, "status": "installed", "poster": "sim-health-2026"}],
     "jobs": [{"id": INSTALL, "kind": "install", "status": "done", "reason": None},
              {"id": MAINTAIN, "kind": "maintain", "status": "done", "reason": None},
-             {"id": POSTER, "kind": "post_poster", "status": "could_not_complete", "reason": "no_poster"}],
+             {"id": POSTER, "kind": "post_poster", "status": "could_not_complete", "reason": "no_poster"},
+             {"id": REPOST, "kind": "post_poster", "status": "refused", "reason": "far_from_site"}],
     "reviews": [review(SHA["site"], SID, "photo_site"), review(SHA["inst"], INSTALL, "photo"),
                 review(SHA["before"], MAINTAIN, "photo_before"),
-                review(SHA["after"], MAINTAIN, "photo_after")],
+                review(SHA["after"], MAINTAIN, "photo_after"),
+                dict(review(SHA["far"], REPOST, "photo", "far_from_site"), distance_m=331.6)],
     "reports": [{"job": MAINTAIN, "site": SID, "cond": "poster_torn"}],
 }
 
@@ -120,7 +123,7 @@ def test_board_check_fails_on_a_refused_photo_an_unreviewed_job_or_a_lost_report
     ok = board_jobs_reviewed(BOARD, DONE)
     assert ok["ok"], ok
     assert ok["fields"] == {"sites": 1, "jobs": 3, "photos": 4, "accepted": 4, "reports": 1, "not_done": 1,
-                            "far_refused": 1, "wrong": []}
+                            "far_refused": 1, "far_flagged": 1, "wrong": []}
     # the platform's review refuses the after photo as taken far from the board
     far = copy.deepcopy(BOARD)
     far["reviews"][3] = review(SHA["after"], MAINTAIN, "photo_after", "far_from_site")
@@ -152,8 +155,31 @@ def test_board_check_fails_on_a_refused_photo_an_unreviewed_job_or_a_lost_report
     assert board_jobs_reviewed(waiting, DONE)["fields"]["wrong"] == [f"{POSTER}=sent"]
     # a day without the far photo, or without any job, proves less than it claims
     assert not board_jobs_reviewed(BOARD, dict(DONE, refused=[]))["ok"]
+    assert not board_jobs_reviewed(BOARD, dict(DONE, far_sent=[]))["ok"]
     assert not board_jobs_reviewed({}, {})["ok"]
     assert "政讯通" in expect_text(bad, "zh") and "far_from_site" in expect_text(bad, "en")
+
+
+def test_board_check_fails_unless_the_platform_refused_the_far_photo_that_reached_it() -> None:
+    """The far photo a list without tolerances let through: the platform's
+    review must refuse it as far from the site, and the job with it."""
+    assert "platform's review refused 1" in expect_text(board_jobs_reviewed(BOARD, DONE), "en")
+    assert "平台审核以离公告栏太远拒绝 1 张" in expect_text(board_jobs_reviewed(BOARD, DONE), "zh")
+    # the review accepted it: the platform's position check did not bite
+    accepted = copy.deepcopy(BOARD)
+    accepted["reviews"][4] = review(SHA["far"], REPOST, "photo")
+    accepted["jobs"][3].update(status="done", reason=None)
+    wrong = board_jobs_reviewed(accepted, DONE)["fields"]["wrong"]
+    assert wrong == [f"{REPOST}/photo=ok", f"{REPOST}=done"]
+    # refused for another reason, or never reviewed, or the job left waiting
+    other = copy.deepcopy(BOARD)
+    other["reviews"][4] = review(SHA["far"], REPOST, "photo", "campaign_missing")
+    assert board_jobs_reviewed(other, DONE)["fields"]["wrong"][0] == f"{REPOST}/photo=campaign_missing"
+    unseen = copy.deepcopy(BOARD)
+    del unseen["reviews"][4]
+    unseen["jobs"][3].update(status="submitted", reason=None)
+    assert board_jobs_reviewed(unseen, DONE)["fields"]["wrong"] == [f"{REPOST}/photo=0",
+                                                                    f"{REPOST}=submitted"]
 
 
 def test_a_retrieval_left_open_is_matched_by_its_order_or_parcel() -> None:
@@ -273,14 +299,19 @@ def test_doors_left_open_and_a_board_lifecycle_pass_their_checks_and_break_them(
     bj = exp["board_jobs_reviewed"]
     assert bj["ok"] and bj["fields"]["jobs"] == 3 and bj["fields"]["photos"] == bj["fields"]["accepted"] == 4
     assert bj["fields"]["reports"] == bj["fields"]["not_done"] == bj["fields"]["far_refused"] == 1
+    assert bj["fields"]["far_flagged"] == 1
     assert res["refused"] == {"board_photo.far_from_site": 1}  # the far photo, as the report lists it
-    assert exp["photos_arrived"]["ok"] and exp["photos_arrived"]["fields"]["want"] == 4
+    # the far photo the handheld only flagged: its file at the platform too, its review refused
+    assert exp["photos_arrived"]["ok"] and exp["photos_arrived"]["fields"]["want"] == 5
     rules = {c["name"]: c for c in res["domain"]["checks"]}
     assert rules["door_states_consistent"]["ok"] and rules["door_needs_authority"]["ok"]
     site = next(s for s in board["sites"] if s["id"].startswith("sv-hh01-"))  # the courier's proposal
     assert site["status"] == "installed" and site["cond"] is None  # maintained after the report
     poster = next(j for j in board["jobs"] if j["id"] == f"bj-{site['id']}-poster")
     assert (poster["status"], poster["reason"]) == ("could_not_complete", "no_poster")
+    far = [r for r in board["reviews"] if r["job"] == f"bj-{site['id']}-repost"]
+    assert [(r["verdict"], r["reason"]) for r in far] == [("refused", "far_from_site")]
+    assert 300 < far[0]["distance_m"] < 360  # from the road ~330 m below, the site's tolerance 30 m
     # The same platform record, broken: an alarm nobody resolved, a review that refused.
     outlet = seen[0]
     events = platform_events(outlet)

@@ -233,6 +233,8 @@ async def board_maintain(outlet: Outlet, a: Action) -> None:
     await asyncio.to_thread(_dispatch_maintain, outlet, a.device, sid, jid)
     await _job_list(outlet, c, jid)
     await _off(c.jobs.pick, jid)
+    # the list without tolerances goes down while the courier works (taken after it)
+    await asyncio.to_thread(_dispatch_untolerated, outlet, c.h.name, f"bj-{sid}-repost")
     lat, lon = site_e7(n)
     c.stand(lat - FAR_E7, lon)  # from the road below the village
     try:
@@ -262,8 +264,7 @@ async def _far_at_platform(outlet: Outlet, c: Courier, n: int, sid: str) -> None
     platform's review must refuse it (``far_from_site``), and the job with it.
     Remembered in ``far_sent`` for the check; the review's verdict lands in
     the platform's record, not here."""
-    jid = f"bj-{sid}-repost"
-    await asyncio.to_thread(_dispatch_untolerated, outlet, c.h.name, jid)
+    jid = f"bj-{sid}-repost"  # dispatched when the maintenance began
     await _job_list(outlet, c, jid)
     await _off(c.jobs.pick, jid)
     await _off(c.jobs.do_step, jid, "post_poster")
@@ -275,9 +276,7 @@ async def _far_at_platform(outlet: Outlet, c: Courier, n: int, sid: str) -> None
     _record(outlet)["far_sent"].append({"job": jid, "step": "photo", "sha": res["sha256"]})
     await _off(c.jobs.submit, jid)
     await asyncio.to_thread(c.h.upload)
-    boards = outlet.central.duties.boards
-    await _until(lambda: _settled(boards.job(jid)), "not_reviewed")
-    outlet.stats["board_photo_far_sent"] += 1
+    outlet.stats["board_photo_far_sent"] += 1  # reviewed once it is stored; the check reads the verdict
 
 
 def _board(qr: str | None, seed: int) -> Any:
@@ -295,7 +294,8 @@ def _dispatch_untolerated(outlet: Outlet, device: str, jid: str) -> None:
     sid = jid.removeprefix("bj-").removesuffix("-repost")
     boards.add_job("post_poster", outlet.outlet_id, device, site=sid, campaign=CAMPAIGN, jid=jid)
     args = boards.job_list(outlet.outlet_id, device)
-    args["jobs"] = [j for j in args["jobs"] if j["id"] == jid]  # the others are under way on the handheld
+    # the others are under way on the handheld (started jobs stay when a list leaves them out)
+    args["jobs"] = [j for j in args["jobs"] if j["id"] == jid]
     for s in [*(j["site"] for j in args["jobs"]), *args["sites"]]:
         s.pop("tol_m", None)
     cid = f"jl-old-{zlib.crc32(jid.encode()):08x}"  # a command id is at most 32 characters

@@ -217,7 +217,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(json.dumps({"file": path, "name": sc.name, "ok": True, "warnings": warnings},
                              ensure_ascii=False))
             continue
-        print(t("sim.check_ok", lang, path=path, name=sc.name, hours=sc.hours, faults=len(sc.faults)))
+        if sc.fleet_outlets:
+            print(t("sim.check_ok_county", lang, path=path, name=sc.name, hours=sc.hours,
+                    faults=len(sc.faults), outlets=sc.fleet_outlets, own=len(sc.fleet_faults)))
+        else:
+            print(t("sim.check_ok", lang, path=path, name=sc.name, hours=sc.hours, faults=len(sc.faults)))
         for w in warnings:
             print(t("warning", lang, msg=w), file=sys.stderr)
     return rc

@@ -150,6 +150,9 @@ def test_the_cli_refuses_what_a_county_cannot_do_before_it_starts(tmp_path: Path
     assert "--outlets N" in r.stdout and "县" in r.stdout
     r = cli("--lang", "en", "sim", "check", str(COUNTY))
     assert r.returncode == 0 and not r.stderr, r.stderr
+    assert "0 faults, a county of 6 outlets with 2 more faults at one outlet each" in r.stdout
+    zh = cli("--lang", "zh", "sim", "check", str(COUNTY)).stdout
+    assert "县里 6 个网点，另有 2 个故障各只在一个网点" in zh
 
 
 @pytest.mark.e2e

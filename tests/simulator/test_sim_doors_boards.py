@@ -328,3 +328,30 @@ def test_doors_left_open_and_a_board_lifecycle_pass_their_checks_and_break_them(
         if r["step"] == "photo_after":
             r.update(verdict="refused", reason="far_from_site")
     assert not board_jobs_reviewed(doctored, done)["ok"]
+
+
+REAL = {
+    "name": "real-doors", "seed": 5, "time": {"hours": 4.0, "mode": "real", "speed": 1200.0},
+    "outlet": {"lockers": 1, "scanners": 0, "handhelds": 0},
+    "workload": {"parcels": 6, "pickup_rate": 1.0, "pickup_delay_h": [0.2, 0.5],
+                 "arrivals_by_hour": [1] * 2 + [0] * 22, "door_left_open_rate": 0.2, "send_dropoffs": 1,
+                 "outbound_h": 0.5, "window_min": 5},
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_in_real_time_doors_left_open_after_each_kind_of_cycle_raise_their_alarms(tmp_path: Path) -> None:
+    """On the wall clock the firmware times the open door itself: the
+    platform's short alarm delay reaches every locker a door is left open
+    at, after a pickup, a deposit and the courier's retrieval alike."""
+    sc = parse(REAL)
+    left = [a for a in generate(sc) if a.kind == "door_left_open"]
+    assert sorted(a.args["after"] for a in left) == ["deposit", "pickup", "retrieve"]
+    res = run_scenario(sc, tmp_path / "run")
+    assert res["verdict"]["ok"], (res["verdict"], res["refused"])
+    doors = next(x for x in res["expectations"] if x["name"] == "doors_left_open_alarmed")
+    assert (doors["fields"]["after_pickup"], doors["fields"]["after_deposit"],
+            doors["fields"]["after_retrieve"]) == (1, 1, 1)
+    assert doors["fields"]["alarmed"] == doors["fields"]["resolved"] == 3
+    assert res["stats"]["door_alarm"] == 1 and res["stats"]["send_dropoff"] == 1

@@ -15,7 +15,8 @@ The dispatcher's view is the central service's own (``Embedded.health``:
 events held, last upload, alarms per outlet) next to each outlet's backlog
 over virtual time, and both by the hour (``backlog_by_h``: the most events
 waiting at the outlet's gateway in each hour; ``alarms_by_h``: the alarms
-the platform holds by the hour they were raised), outlets with the most
+its devices raised, by the hour of their own clock; ``alarms`` is the
+platform's count), outlets with the most
 backlog first, then the most alarms. A scenario describes a county with
 ``[fleet]`` (``outlets``, and ``[[fleet.faults]]`` that hit one outlet:
 its uplink down for hours, its disk full), and ``postedge sim run`` runs
@@ -169,8 +170,9 @@ def county_result(sc: Scenario, fleet: list[Outlet], results: list[dict[str, Any
 def by_hour(backlog: list[list[float]], timeline: list[dict[str, Any]], hours: int) -> dict[str, list[int]]:
     """An outlet's hours as the dispatcher reads them: the most events
     waiting at its gateway in each hour of virtual time (0 for an hour with
-    no sample), and the alarms (events of class ``alarm``) the platform
-    holds by the hour they were raised."""
+    no sample), and the alarms (events of class ``alarm``) its devices
+    raised, by the hour of their own clock (``timeline``: the run result's,
+    every device event in virtual seconds)."""
     def hour(t: float) -> int:  # the last sample (the settled end) counts in the last hour
         return min(hours - 1, max(0, int(t // 3600)))
 

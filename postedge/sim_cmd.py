@@ -3,7 +3,9 @@
 ``run`` prints a progress line while it goes, then the summary with the
 ledger's verdict; ``--json``/``--html`` write the full result and report;
 ``--dashboard`` serves the live page during the run and, after it, the
-run's last picture with its verdict until Ctrl-C. Exit status 0 when
+run's last picture with its verdict until Ctrl-C. A scenario with
+``[fleet]`` (or ``--outlets N``) runs a county instead: many outlets
+against one central service, then the dispatcher's view. Exit status 0 when
 every expectation held, 1 when one failed, 2 for a bad scenario file or
 usage, 3 when the environment is wrong (the dashboard's port is taken):
 checked before the run starts, so a run never ends in a traceback for it.
@@ -47,6 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         sc = replace(sc, seed=args.seed)
+    if args.outlets is not None or sc.fleet_outlets:
+        return run_county(args, sc, lang)
     if args.dashboard:
         err = port_taken(args.dashboard)
         if err is not None:
@@ -113,6 +117,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return rc
 
 
+def run_county(args: argparse.Namespace, sc: Any, lang: str) -> int:
+    """A county (``[fleet]``, or ``--outlets``): every outlet against one
+    central service (``simulator/fleet.py``), the dispatcher's view after it.
+    The HTML report and the live dashboard show one outlet: refused here
+    before anything starts."""
+    from simulator import report
+    from simulator.fleet import run_fleet
+
+    outlets = args.outlets if args.outlets is not None else sc.fleet_outlets
+    problem = None
+    if args.html or args.dashboard is not None:
+        problem = t("sim.fleet_one_outlet_only", lang, option="--html" if args.html else "--dashboard")
+    elif outlets < 1:
+        problem = t("sim.fleet_outlets", lang, n=outlets)
+    elif any(n > outlets for n, _ in sc.fleet_faults):
+        problem = t("sim.fleet_fault_outlet", lang, outlet=max(n for n, _ in sc.fleet_faults), n=outlets)
+    if problem is not None:
+        print(t("error", lang, msg=problem), file=sys.stderr)
+        return 2
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="postedge-county-"))
+    bar = report.ProgressBar(sc.duration_s, lang=lang)
+    try:
+        result = run_fleet(sc, outlets, work, broker=args.broker, progress=lambda share, events, active:
+                           bar.update(share * sc.duration_s, events=events, faults_active=active))
+        bar.close(complete=True)
+    except ValueError as e:  # a work folder that is not ours
+        print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    if args.json:
+        report.write_json(result, Path(args.json))
+    report.print_fleet_summary(result, lang, sys.stdout)
+    if args.json:
+        print(t("sim.written", lang, paths=args.json))
+    return 0 if result["verdict"]["ok"] else 1
+
+
 def linger(dash: object, ok: bool, reports: list[str], lang: str) -> None:
     """Keep serving the run's last picture, with its verdict, until Ctrl-C
     or SIGTERM: the tester who opened the page sees how the run ended."""
@@ -175,7 +217,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(json.dumps({"file": path, "name": sc.name, "ok": True, "warnings": warnings},
                              ensure_ascii=False))
             continue
-        print(t("sim.check_ok", lang, path=path, name=sc.name, hours=sc.hours, faults=len(sc.faults)))
+        if sc.fleet_outlets:
+            print(t("sim.check_ok_county", lang, path=path, name=sc.name, hours=sc.hours,
+                    faults=len(sc.faults), outlets=sc.fleet_outlets, own=len(sc.fleet_faults)))
+        else:
+            print(t("sim.check_ok", lang, path=path, name=sc.name, hours=sc.hours, faults=len(sc.faults)))
         for w in warnings:
             print(t("warning", lang, msg=w), file=sys.stderr)
     return rc
@@ -331,6 +377,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--workdir", help="keep the run's files here (default: a temporary folder)")
     r.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="the outlet broker: Mosquitto when installed (auto), or the embedded amqtt")
+    r.add_argument("--outlets", type=int, metavar="N",
+                   help="run the scenario as a county of N outlets against one central service "
+                        "(instead of its [fleet] outlets)")
     r.set_defaults(func=cmd_run)
     r.epilog_fields = {"scenarios": "\n".join(  # type: ignore[attr-defined]
         f"  {p.stem}" for p in sorted(DEFAULT.parent.glob("*.toml")))}

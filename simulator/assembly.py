@@ -349,14 +349,12 @@ class Outlet:
         import random
 
         from gateway.notify import contacts
-        from simulator.workload import generate
+        from simulator.workload import generate, inbound_deposits
 
         rng = random.Random(self.sc.seed * 31 + 7)
         share = float(self.sc.notify.get("contacts", 1.0))
         n = 0
-        for a in generate(self.sc):
-            if a.kind != "deposit":
-                continue
+        for a in inbound_deposits(generate(self.sc)):
             parcel = a.args["parcel"]
             # the platform holds every villager's number (the parcel system hands it
             # over); the gateway's notifier is given the share it can text itself

@@ -22,7 +22,12 @@ Per site (``board_sites``), three actions on the first handheld:
   then the photo at the board, a condition report (poster torn), the
   repair, the "after" photo, submit. The same job list brings a
   post-poster job for a second campaign whose posters never came with the
-  mail: the courier reports it could not be done (``no_poster``).
+  mail: the courier reports it could not be done (``no_poster``). Then a
+  post-poster job for the first campaign again, in a list whose sites
+  carry no tolerance (as one cached from before the platform gave sites
+  one): the handheld only flags the photo taken from the road
+  (``far_unverified``) and sends it, and the platform's review must refuse
+  it as ``far_from_site``, the job with it.
 
 What the handheld did is kept in ``outlet.flows["boards"]`` for the
 ``board_jobs_reviewed`` check (``simulator/results.py``). The courier's
@@ -32,9 +37,9 @@ position is a GNSS fix the flow sets (a village in Leishan county).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +48,7 @@ from handheld.evidence import EvidenceRefused
 from handheld.jobs import Jobs, PhotoSink
 from handheld.photo_index import PhotoIndex
 from handheld.text import Refused as HandheldRefused
-from protocol import signing
-from protocol.errors import ProtocolError
+from simulator import handheld_commands
 from simulator.assembly import Outlet
 from simulator.handheld_sim import SimHandheld
 from simulator.refusal import Refused
@@ -105,7 +109,7 @@ def _record(outlet: Outlet) -> dict[str, Any]:
     """What the handheld did, for the check: surveys, submitted jobs and their
     photos, reports, photos refused on the spot."""
     return outlet.flows.setdefault("boards", {"sites": {}, "jobs": {}, "reports": [], "refused": [],
-                                              "not_done": []})
+                                              "not_done": [], "far_sent": []})
 
 
 def site_e7(n: int) -> tuple[int, int]:
@@ -115,9 +119,7 @@ def site_e7(n: int) -> tuple[int, int]:
 def _photo(c: Courier, jid: str, step: str, qr: str | None, seed: int) -> str:
     """Take the evidence photo of ``step`` (a rendered board, the QR on its
     poster if ``qr``); its SHA-256. Refusals raise as the app raises them."""
-    from simulator.imagegen import board_with_qr
-
-    res = c.jobs.photo(jid, step, board_with_qr(qr, seed=seed, w=1280, h=960))
+    res = c.jobs.photo(jid, step, _board(qr, seed))
     return str(res["sha256"])
 
 
@@ -148,27 +150,16 @@ async def _until(probe: Any, reason: str) -> Any:
 async def _job_list(outlet: Outlet, c: Courier, jid: str) -> None:
     """Wait for the platform's job list naming ``jid`` on the handheld; verify
     it with the handheld's key, apply it and acknowledge it, as the app does."""
-    key = {outlet.keys.kv: outlet.keys.key(c.h.name)}
+    named = False
 
-    def arrived() -> bool:
-        for raw in list(c.h.commands):
-            if raw in c.seen:
-                continue
-            c.seen.add(raw)
-            try:
-                cmd = signing.verify(json.loads(raw), key, c.h.name, int(time.time()))
-            except (ProtocolError, ValueError):
-                outlet.stats["board_commands_refused"] += 1
-                continue
-            if cmd.get("op") != "jobs":
-                continue
-            n = c.jobs.load_list(cmd["args"])
-            c.h.ack(cmd["id"], {"items": n})
-            if any(j.get("id") == jid for j in cmd["args"].get("jobs", [])):
-                return True
-        return jid in c.jobs.state["jobs"]
+    def apply(args: dict[str, Any]) -> int:
+        nonlocal named
+        named = named or any(j.get("id") == jid for j in args.get("jobs", []))
+        return int(c.jobs.load_list(args))
 
-    await _until(arrived, "no_job_list")
+    await handheld_commands.until(outlet, c.h, "jobs", c.seen, apply,
+                                  lambda: named or jid in c.jobs.state["jobs"], "no_job_list",
+                                  "board_commands_refused", WAIT_S)
 
 
 async def _submit(outlet: Outlet, c: Courier, jid: str, kind: str, site: str, photos: dict[str, str]) -> None:
@@ -242,6 +233,8 @@ async def board_maintain(outlet: Outlet, a: Action) -> None:
     await asyncio.to_thread(_dispatch_maintain, outlet, a.device, sid, jid)
     await _job_list(outlet, c, jid)
     await _off(c.jobs.pick, jid)
+    # the list without tolerances goes down while the courier works (taken after it)
+    await asyncio.to_thread(_dispatch_untolerated, outlet, c.h.name, f"bj-{sid}-repost")
     lat, lon = site_e7(n)
     c.stand(lat - FAR_E7, lon)  # from the road below the village
     try:
@@ -259,7 +252,55 @@ async def board_maintain(outlet: Outlet, a: Action) -> None:
     await _submit(outlet, c, jid, "maintain", sid, photos)
     await _off(c.jobs.cannot, f"bj-{sid}-poster", "no_poster", "海报没有随邮袋送到")
     _record(outlet)["not_done"].append({"job": f"bj-{sid}-poster", "reason": "no_poster"})
+    await _far_at_platform(outlet, c, n, sid)
     outlet.stats["board_maintain"] += 1
+
+
+async def _far_at_platform(outlet: Outlet, c: Courier, n: int, sid: str) -> None:
+    """A poster job from a list without the site's tolerance (as a list
+    cached from before the platform gave sites one reads): the handheld
+    cannot refuse a far photo then, only flags it (``far_unverified``) and
+    sends it; the photo is taken from the road below the village and the
+    platform's review must refuse it (``far_from_site``), and the job with it.
+    Remembered in ``far_sent`` for the check; the review's verdict lands in
+    the platform's record, not here."""
+    jid = f"bj-{sid}-repost"  # dispatched when the maintenance began
+    await _job_list(outlet, c, jid)
+    await _off(c.jobs.pick, jid)
+    await _off(c.jobs.do_step, jid, "post_poster")
+    lat, lon = site_e7(n)
+    c.stand(lat - FAR_E7, lon)
+    res = await _off(c.jobs.photo, jid, "photo", _board(CAMPAIGN_QR, 3300 + n))
+    if "far_unverified" not in res.get("flags", []):
+        raise Refused("far_not_flagged")  # the handheld's gate changed: the check cannot bite
+    _record(outlet)["far_sent"].append({"job": jid, "step": "photo", "sha": res["sha256"]})
+    await _off(c.jobs.submit, jid)
+    await asyncio.to_thread(c.h.upload)
+    outlet.stats["board_photo_far_sent"] += 1  # reviewed once it is stored; the check reads the verdict
+
+
+def _board(qr: str | None, seed: int) -> Any:
+    """The rendered board, the QR on its poster if ``qr``."""
+    from simulator.imagegen import board_with_qr
+
+    return board_with_qr(qr, seed=seed, w=1280, h=960)
+
+
+def _dispatch_untolerated(outlet: Outlet, device: str, jid: str) -> None:
+    """The dispatcher's poster job for the first campaign again, sent in a
+    list whose sites carry no tolerance (``tol_m``): signed with the
+    handheld's key as the platform signs every list."""
+    boards = outlet.central.duties.boards
+    sid = jid.removeprefix("bj-").removesuffix("-repost")
+    boards.add_job("post_poster", outlet.outlet_id, device, site=sid, campaign=CAMPAIGN, jid=jid)
+    args = boards.job_list(outlet.outlet_id, device)
+    # the others are under way on the handheld (started jobs stay when a list leaves them out)
+    args["jobs"] = [j for j in args["jobs"] if j["id"] == jid]
+    for s in [*(j["site"] for j in args["jobs"]), *args["sites"]]:
+        s.pop("tol_m", None)
+    cid = f"jl-old-{zlib.crc32(jid.encode()):08x}"  # a command id is at most 32 characters
+    cmd = outlet.keys.command(device, "jobs", args, cid, now=int(time.time()))
+    outlet.central.push_command(outlet.outlet_id, "handheld", cmd)
 
 
 def _settled(job: dict[str, Any] | None) -> dict[str, Any] | None:

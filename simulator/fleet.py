@@ -13,7 +13,14 @@ county's verdict is the conjunction of every outlet's.
 
 The dispatcher's view is the central service's own (``Embedded.health``:
 events held, last upload, alarms per outlet) next to each outlet's backlog
-over virtual time.
+over virtual time, and both by the hour (``backlog_by_h``: the most events
+waiting at the outlet's gateway in each hour; ``alarms_by_h``: the alarms
+its devices raised, by the hour of their own clock; ``alarms`` is the
+platform's count), outlets with the most
+backlog first, then the most alarms. A scenario describes a county with
+``[fleet]`` (``outlets``, and ``[[fleet.faults]]`` that hit one outlet:
+its uplink down for hours, its disk full), and ``postedge sim run`` runs
+it here.
 
 Why not one gateway for many outlets: the county's question is whether the
 platform keeps up with many independent gateways, each retrying and
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +42,9 @@ from simulator.assembly import Outlet
 from simulator.central import CentralService, make_certs
 from simulator.inproc import restore_gc, tune_gc
 from simulator.results import run_result
-from simulator.runner import drive
+from simulator.runner import claim_workdir, drive
 from simulator.scenario import Scenario
+from simulator.snapshot import fault_windows
 
 #: Outlets brought up at once: a gateway process's start is mostly CPU
 #: (imports, schema), and a start storm on two cores only makes each slower.
@@ -52,22 +61,34 @@ def outlet_ids(n: int) -> list[str]:
 
 
 def outlet_scenario(sc: Scenario, index: int) -> Scenario:
-    """The county's scenario as outlet ``index`` runs it: its own seed."""
-    return dataclasses.replace(sc, seed=sc.seed * 1000 + index + 1)
+    """The county's scenario as outlet ``index`` (from 0) runs it: its own
+    seed, the county's faults for every outlet and its own (``[[fleet.faults]]``)."""
+    own = [f for n, f in sc.fleet_faults if n == index + 1]
+    return dataclasses.replace(sc, seed=sc.seed * 1000 + index + 1, fleet_outlets=0, fleet_faults=(),
+                               faults=tuple(sorted((*sc.faults, *own), key=lambda f: f.at_h)))
 
 
-def run_fleet(sc: Scenario, outlets: int, workdir: Path,
-              log: Callable[..., None] | None = None) -> dict[str, Any]:
-    """Run ``sc`` at ``outlets`` outlets against one central service; the
-    county's result (``result.json`` in ``workdir``)."""
+def run_fleet(sc: Scenario, outlets: int | None, workdir: Path,
+              log: Callable[..., None] | None = None,
+              progress: Callable[[float, int, int], None] | None = None,
+              broker: str = "auto") -> dict[str, Any]:
+    """Run ``sc`` at ``outlets`` outlets (None: the scenario's ``[fleet]``)
+    against one central service; the county's result (``result.json`` in
+    ``workdir``, which is claimed as ``run_scenario`` claims its own).
+    ``progress`` hears the share of the day the slowest outlet has done,
+    the events the county's devices emitted so far and the faults active."""
+    outlets = sc.fleet_outlets if outlets is None else outlets
     if outlets < 1:
         raise ValueError("a county needs at least one outlet")
-    workdir.mkdir(parents=True, exist_ok=True)
+    if any(n > outlets for n, _ in sc.fleet_faults):
+        raise ValueError(f"a fault names an outlet beyond the county's {outlets}")
+    claim_workdir(workdir)
     say = log or (lambda evt, **kw: None)
     wall0 = time.monotonic()
     certs = make_certs(workdir / "pki")
     central = CentralService(workdir / "central", certs.server_cert, certs.server_key, certs.ca).up()
-    fleet = [Outlet(outlet_scenario(sc, i), workdir / oid, outlet_id=oid, central=central, certs=certs)
+    fleet = [Outlet(outlet_scenario(sc, i), workdir / oid, outlet_id=oid, central=central, certs=certs,
+                    broker=broker)
              for i, oid in enumerate(outlet_ids(outlets))]
     for o in fleet:
         o.uplink_poll_s = UPLINK_POLL_S
@@ -91,7 +112,12 @@ def run_fleet(sc: Scenario, outlets: int, workdir: Path,
                     dev.boot()
             gc_old = tune_gc()  # once for the county, not once per outlet
             t0 = time.monotonic()
-            await asyncio.gather(*(drive(o) for o in fleet))
+            def step(_: Outlet) -> None:
+                if progress:
+                    progress(min(o.progress for o in fleet), sum(len(o.obs.emitted) for o in fleet),
+                             sum(1 for o in fleet for f in o.sc.faults if f.at_s <= o.t_virtual < f.until_s))
+
+            await asyncio.gather(*(drive(o, step) for o in fleet))
             day_s = time.monotonic() - t0
             results = [run_result(o, time.monotonic() - wall0) for o in fleet]
             return county_result(sc, fleet, results, central, up_s, day_s, time.monotonic() - wall0)
@@ -115,10 +141,13 @@ def county_result(sc: Scenario, fleet: list[Outlet], results: list[dict[str, Any
     with central.backend.lock:
         health = {row["outlet"]: row for row in central.backend.health()}
     per: list[dict[str, Any]] = []
+    hours = max(1, math.ceil(sc.duration_s / 3600))
     for o, r in zip(fleet, results, strict=True):
         e2e = r["ledger"].get("end_to_end", {})
         h = health.get(o.outlet_id, {})
         per.append({
+            **by_hour(o.backlog, r.get("timeline") or [], hours),
+            "faults": fault_windows(o.sc.faults),
             "outlet": o.outlet_id, "ok": r["verdict"]["ok"], "failures": r["verdict"]["failures"],
             "emitted": len(o.obs.emitted), "held": h.get("events", 0), "lost": e2e.get("lost", 0),
             "duplicated": e2e.get("duplicated", 0), "alarms": h.get("alarms", 0),
@@ -129,9 +158,29 @@ def county_result(sc: Scenario, fleet: list[Outlet], results: list[dict[str, Any
     failing = [p["outlet"] for p in per if not p["ok"]]
     return {
         "scenario": sc.name, "kind": "fleet", "outlets": len(fleet), "virtual_s": sc.duration_s,
+        "seed": sc.seed, "hours": hours,
         "up_s": round(up_s, 1), "day_s": round(day_s, 1), "wall_s": round(wall_s, 1),
         "events_emitted": sum(p["emitted"] for p in per), "events_held": sum(p["held"] for p in per),
         "lost": sum(p["lost"] for p in per),
         "dispatcher": sorted(per, key=lambda p: (-p["backlog_max"], -p["alarms"], p["outlet"])),
         "verdict": {"ok": not failing, "failing_outlets": failing},
     }
+
+
+def by_hour(backlog: list[list[float]], timeline: list[dict[str, Any]], hours: int) -> dict[str, list[int]]:
+    """An outlet's hours as the dispatcher reads them: the most events
+    waiting at its gateway in each hour of virtual time (0 for an hour with
+    no sample), and the alarms (events of class ``alarm``) its devices
+    raised, by the hour of their own clock (``timeline``: the run result's,
+    every device event in virtual seconds)."""
+    def hour(t: float) -> int:  # the last sample (the settled end) counts in the last hour
+        return min(hours - 1, max(0, int(t // 3600)))
+
+    peak = [0] * hours
+    for t, count, *_ in backlog:
+        peak[hour(t)] = max(peak[hour(t)], int(count))
+    alarms = [0] * hours
+    for ev in timeline:
+        if ev.get("cls") == "alarm":
+            alarms[hour(float(ev.get("t", 0)))] += 1
+    return {"backlog_by_h": peak, "alarms_by_h": alarms}

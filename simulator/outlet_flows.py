@@ -8,8 +8,9 @@ courier's badge and ``9#`` retrieval, the courier's handheld recording the
 counter bag's pickup, a door forced on the lock board, and the clerk
 (a supervisor) signing in to the console and acknowledging and resolving
 each alarm with a note, and the handheld app's own parcel flows (intake at
-the outlet, hand delivery at the door). A door left open after a pickup
-(the villager walks away): the lock board holds it open (``leave_open``), the locker raises
+the outlet, hand delivery at the door). A door left open after a pickup,
+a deposit or a courier's retrieval (the person walks away): the lock board
+holds it open (``leave_open``), the locker raises
 ``door_left_open``, the clerk sees it in the console, the door is shut and
 the clerk resolves the alarm. What the flows did goes to ``outlet.stats``; what
 they must remember between actions (accepted waybills) to ``outlet.flows``.
@@ -20,7 +21,6 @@ counts as ``<action>_refused_<reason>``.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,8 +31,8 @@ from handheld.jobs import PhotoSink
 from handheld.scanning import ScanFilter
 from handheld.text import Refused as HandheldRefused
 from handheld.workflows import GatewayClient, ParcelFlows
-from protocol import signing
-from protocol.errors import ProtocolError
+from protocol.custody import RESERVED
+from simulator import handheld_commands
 from simulator.assembly import BADGE_SECRET, Outlet
 from simulator.board_flows import BOARD_FLOWS
 from simulator.counter_sim import WebClient, documents
@@ -46,6 +46,8 @@ GATEWAY_LOGIN = ("gw-o1", "gw-secret")  # the counter API's Basic login (the gat
 DAY = 86400
 #: Virtual seconds a door left open moves its locker's clock on, per step, until the alarm.
 LEFT_OPEN_STEP_S = 30
+#: The door cycles a person may walk away from, by the action they are part of (its stat).
+LEFT_OPEN_AFTER = {"pickup": "pickup", "deposit": "deposit", "retrieve": "collect"}
 
 
 def _client(outlet: Outlet) -> WebClient:
@@ -271,7 +273,8 @@ def _alarms_of(outlet: Outlet, device: str, kind: str, cid: int) -> list[str]:
 
 
 async def door_left_open(outlet: Outlet, a: Action) -> None:
-    """A pickup (``after``) whose door the villager walks away from:
+    """A door cycle (``after``: a villager's pickup, a courier's deposit or
+    retrieval) whose door the person walks away from:
     the board holds it open, the locker raises ``door_left_open`` once its
     delay has passed (in virtual mode the locker's clock moves on while
     the door stands open), the clerk sees the alarm in the console, the
@@ -288,40 +291,75 @@ async def door_left_open(outlet: Outlet, a: Action) -> None:
     if virtual:
         dev.hal.clock.pin = pin
     try:
-        if after != "pickup":  # a deposit's parcel needs its villager's contact (Outlet.push_contacts)
-            raise Refused("not_a_pickup")
-        code = outlet.obs.codes.get(a.args["parcel"])
-        c = lk.comps.find_parcel(a.args["parcel"])
-        if code is None or c is None:
-            raise Refused("no_code" if code is None else "not_in_locker")
-        cycle = lk.pickup(code)
-        cid = int(c["id"])
+        cid, item, cycle = _left_open_cycle(outlet, lk, a)
         before = _alarms_of(outlet, a.device, "door_left_open", cid)
         dev.bus.leave_open(1, cid)
         task = asyncio.ensure_future(cycle)
         try:
             alarm = await _left_open_alarm(outlet, dev, task, a.device, cid, before, pin, delay)
             outlet.flows.setdefault("doors_left_open", []).append(
-                {"device": a.device, "compartment": cid, "parcel": a.args["parcel"], "after": after,
-                 "alarm": alarm})
+                {"device": a.device, "compartment": cid, **item, "after": after, "alarm": alarm})
             listed = await asyncio.to_thread(_console_lists, outlet, alarm)
         finally:
             dev.bus.shut_left_open(1, cid)  # someone comes back and shuts it
             try:
-                await asyncio.wait_for(task, 20)
+                done = await asyncio.wait_for(task, 20)
             except FlowError as e:
                 raise Refused(e.code) from None
+            finally:
+                if after != "pickup":
+                    lk.courier_logout()
     finally:
         if virtual:
             dev.hal.clock.pin = None
+    # the cycle itself happened: counted as its own action too
+    outlet.stats[LEFT_OPEN_AFTER[after]] += 1
+    if after == "retrieve":
+        outlet.stats["collect_compartments"] += len(done)
     if not listed:
         raise Refused("not_listed")
     resolved = await asyncio.to_thread(_resolve, outlet, alarm, "door shut, parcel checked")
     outlet.stats["door_left_open"] += 1
+    outlet.stats[f"door_left_open_after_{after}"] += 1
     outlet.stats["door_left_open_resolved"] += resolved
     if not _wan_down(outlet, a.t):
         if not await asyncio.to_thread(_own_synced, outlet, ("gateway.alarm_resolved",)):
             outlet.stats["clerk_alarms_unsynced"] += 1
+
+
+def _left_open_cycle(outlet: Outlet, lk: Any, a: Action) -> tuple[int, dict[str, str], Awaitable[Any]]:
+    """The compartment whose door will open for ``a``'s cycle, what it holds
+    (``parcel``, or a send ``order`` for a retrieval) and the cycle not yet
+    started. The compartment is chosen as the firmware chooses it, before
+    the cycle starts (nothing else runs on the locker in between): a pickup
+    the parcel's, a deposit a reserved or the smallest free one that fits,
+    a retrieval the first of the courier's list. A courier's cycle logs the
+    courier in; the caller logs them out."""
+    after = a.args["after"]
+    if after == "pickup":
+        code = outlet.obs.codes.get(a.args["parcel"])
+        c = lk.comps.find_parcel(a.args["parcel"])
+        if code is None or c is None:
+            raise Refused("no_code" if code is None else "not_in_locker")
+        return int(c["id"]), {"parcel": a.args["parcel"]}, lk.pickup(code)
+    try:
+        lk.courier_login(f"PE-C:{a.args['courier']}:{BADGE_SECRET}")
+    except FlowError as e:
+        raise Refused(e.code) from None
+    if after == "deposit":
+        held = lk.comps.find_parcel(a.args["parcel"])
+        c = held if held is not None and held["state"] == RESERVED else lk.comps.pick_free(a.args["size"])
+        if c is None or held is not None and held["state"] != RESERVED:
+            lk.courier_logout()
+            raise Refused("full" if c is None else "already_in_locker")
+        return int(c["id"]), {"parcel": a.args["parcel"]}, lk.deposit(a.args["parcel"], a.args["size"])
+    listed = lk.comps.retrieval_list()
+    if not listed:
+        lk.courier_logout()
+        raise Refused("nothing_to_retrieve")
+    c = lk.comps.get(listed[0])
+    item = {"order": str(c["order"])} if c.get("order") else {"parcel": str(c.get("parcel"))}
+    return int(c["id"]), item, lk.retrieve_all()
 
 
 async def _left_open_alarm(outlet: Outlet, dev: SimLocker, task: asyncio.Future[Any], device: str, cid: int,
@@ -436,28 +474,10 @@ async def _until_round(outlet: Outlet, name: str, pf: ParcelFlows, timeout: floa
     """Take the platform's round manifest from the handheld's commands, as the app
     does: verified with the handheld's own key, applied, acknowledged. Refused
     ``no_manifest`` when none came (the link was down from the start)."""
-    h = outlet.hh[name]
     taken: set[bytes] = outlet.flows.setdefault("round_taken", set())
-    key = {outlet.keys.kv: outlet.keys.key(name)}
-    deadline = time.monotonic() + timeout
-    while True:
-        for raw in list(h.commands):
-            if raw in taken:
-                continue
-            try:
-                cmd = signing.verify(json.loads(raw), key, name, int(time.time()))
-            except (ProtocolError, ValueError):
-                continue
-            if cmd.get("op") != "manifest":
-                continue
-            taken.add(raw)
-            n = await asyncio.to_thread(pf.load_manifest, cmd["args"])
-            h.ack(cmd["id"], {"items": n})
-        if pf.state.get("round") is not None:
-            return
-        if time.monotonic() > deadline:
-            raise Refused("no_manifest")
-        await asyncio.sleep(0.1)
+    await handheld_commands.until(outlet, outlet.hh[name], "manifest", taken, pf.load_manifest,
+                                  lambda: pf.state.get("round") is not None, "no_manifest",
+                                  "round_commands_refused", timeout)
 
 
 async def permit_deposit(outlet: Outlet, a: Action) -> None:

@@ -199,7 +199,8 @@ def alarms_handled(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 #: The events that end a door cycle the workload may leave open, by what opened it.
-CLOSINGS = {"deposit": ("locker.deposit",), "pickup": ("locker.pickup", "locker.pickup_unconfirmed")}
+CLOSINGS = {"deposit": ("locker.deposit",), "pickup": ("locker.pickup", "locker.pickup_unconfirmed"),
+            "retrieve": ("locker.retrieve", "locker.send_collected")}
 
 
 def _seq(eid: str) -> tuple[str, str, int]:
@@ -214,7 +215,8 @@ def _same_door(ev: dict[str, Any], end: tuple[str, str, int], cid: Any) -> bool:
 
 def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, Any]]) -> dict[str, Any]:
     """``doors_left_open_alarmed``: every door the workload left open after
-    a deposit or pickup (``left``: device, parcel, after) raised exactly one
+    a deposit, pickup or retrieval (``left``: device, after, and the
+    ``parcel`` or send ``order`` the compartment held) raised exactly one
     ``door_left_open`` alarm between its opening (``locker.door``) and the
     event that closed its cycle, and a clerk resolved that alarm
     (``gateway.alarm_resolved``); no door shut in time raised one. Fails on
@@ -227,10 +229,14 @@ def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, A
     wrong: list[str] = []
     explained: set[str] = set()
     alarmed = 0
+    by: dict[str, int] = {}
     for d in left:
-        dev, parcel = str(d.get("device")), str(d.get("parcel"))
-        close = [ev for ev in events if ev["type"] in CLOSINGS.get(str(d.get("after")), ())
-                 and ev["id"].startswith(dev + ":") and (ev.get("body") or {}).get("parcel") == parcel]
+        after = str(d.get("after"))
+        by[after] = by.get(after, 0) + 1
+        key = "order" if d.get("order") else "parcel"
+        dev, parcel = str(d.get("device")), str(d.get(key))
+        close = [ev for ev in events if ev["type"] in CLOSINGS.get(after, ())
+                 and ev["id"].startswith(dev + ":") and (ev.get("body") or {}).get(key) == parcel]
         if not close:
             wrong.append(f"{parcel}=not_closed")
             continue
@@ -253,8 +259,10 @@ def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, A
     wrong += [f"{a}=shut_in_time" for a in unexpected]
     fields = {"left_open": len(left), "alarmed": alarmed,
               "resolved": sum(1 for ev in alarms if ev["id"] in explained and ev["id"] in resolved),
-              "unexpected": len(unexpected), "wrong": wrong[:5]}
-    detail = (f"{len(left)} doors left open: {alarmed} raised one alarm, {fields['resolved']} resolved"
+              "unexpected": len(unexpected), "wrong": wrong[:5],
+              **{f"after_{k}": by.get(k, 0) for k in CLOSINGS}}
+    detail = (f"{len(left)} doors left open ({', '.join(f'{n} after {k}' for k, n in sorted(by.items()))}): "
+              f"{alarmed} raised one alarm, {fields['resolved']} resolved"
               + (f"; wrong: {', '.join(wrong[:5])}" if wrong else ""))
     return {"name": "doors_left_open_alarmed", "ok": bool(left) and not wrong, "detail": detail,
             "fields": fields}
@@ -277,8 +285,11 @@ def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str
     accepted for that job and step, each condition report recorded, each
     job the courier could not complete recorded as such with its reason;
     and each photo the handheld refused on the spot (``far_from_site``:
-    taken too far from the board) never reached the platform. Fails on a run
-    without a submitted job or without the refused far photo."""
+    taken too far from the board) never reached the platform; each far photo
+    the handheld only flagged and sent (``far_sent``: its list gave no
+    tolerance) was refused by the platform's own review as ``far_from_site``,
+    once, and its job with it. Fails on a run without a submitted job or
+    without either far photo."""
     jobs = {j["id"]: j for j in board.get("jobs", [])}
     sites = {s["id"]: s for s in board.get("sites", [])}
     reviews: dict[str, list[dict[str, Any]]] = {}
@@ -320,17 +331,32 @@ def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str
                 if r.get("job") == x.get("job") and r.get("step") == x.get("step"))
         if n != 1:
             wrong.append(f"{x.get('job')}/{x.get('step')}={n}")
+    sent = done.get("far_sent") or []
+    flagged = 0
+    for x in sent:  # flagged on the handheld, sent: the platform's review is what refuses it
+        got = [r for r in reviews.get(str(x.get("sha")), [])
+               if r.get("job") == x.get("job") and r.get("step") == x.get("step")]
+        j = jobs.get(x.get("job")) or {}
+        seen = len(got) == 1 and (got[0].get("verdict"), got[0].get("reason")) == ("refused", "far_from_site")
+        if not seen:
+            why = got[0].get("reason") if len(got) == 1 else len(got)
+            wrong.append(f"{x.get('job')}/{x.get('step')}={why}")
+        if (j.get("status"), j.get("reason")) != ("refused", "far_from_site"):
+            wrong.append(f"{x.get('job')}={j.get('reason') or j.get('status') or 'missing'}")
+        elif seen:
+            flagged += 1
     submitted = [j for j, d in (done.get("jobs") or {}).items() if d.get("kind") != "survey"]
     fields = {"sites": len(done.get("sites") or {}), "jobs": len(done.get("jobs") or {}), "photos": photos,
               "accepted": accepted, "reports": len(done.get("reports") or []),
-              "not_done": len(done.get("not_done") or []), "far_refused": len(far), "wrong": wrong[:5]}
+              "not_done": len(done.get("not_done") or []), "far_refused": len(far), "far_flagged": flagged,
+              "wrong": wrong[:5]}
     detail = (f"{fields['jobs']} board jobs ({fields['sites']} sites surveyed), {photos} photos, {accepted} "
               f"accepted by the platform's review, {fields['reports']} condition reports, "
               f"{fields['not_done']} could not be done, {len(far)} photo refused on the handheld as too far "
-              "from the board")
+              f"from the board, {flagged} sent from too far and refused by the platform's review")
     if wrong:
         detail += f"; wrong: {', '.join(wrong[:5])}"
-    ok = bool(submitted) and bool(far) and not wrong
+    ok = bool(submitted) and bool(far) and bool(sent) and not wrong
     return {"name": "board_jobs_reviewed", "ok": ok, "detail": detail, "fields": fields}
 
 

@@ -91,6 +91,19 @@ async def drive(outlet: Outlet, progress: Callable[[Outlet], None] | None = None
         await asyncio.to_thread(outlet.notices_settled)
 
 
+def claim_workdir(workdir: Path) -> None:
+    """An empty work folder for a run, marked as the simulator's: a folder
+    an earlier run made is emptied, any other that is not empty refused
+    (ValueError), never wiped."""
+    marker = workdir / ".postedge-sim"
+    if workdir.exists() and any(workdir.iterdir()):
+        if not marker.exists():  # never wipe a folder the simulator did not make
+            raise ValueError(f"{workdir} is not empty and is not a simulator work folder")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by postedge sim run; the next run in this folder replaces it\n")
+
+
 def run_scenario(
     sc: Scenario,
     workdir: Path,
@@ -104,13 +117,7 @@ def run_scenario(
     with ``result.json`` in it, for inspection; the next run in it replaces it.
     ``on_start`` sees the outlet once it is up, ``on_end`` once it has settled and
     before it is torn down (the dashboard keeps its last picture from there)."""
-    marker = workdir / ".postedge-sim"
-    if workdir.exists() and any(workdir.iterdir()):
-        if not marker.exists():  # never wipe a folder the simulator did not make
-            raise ValueError(f"{workdir} is not empty and is not a simulator work folder")
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    marker.write_text("made by postedge sim run; the next run in this folder replaces it\n")
+    claim_workdir(workdir)
     wall0 = time.monotonic()
     outlet = Outlet(sc, workdir, log, broker=broker)
     # In virtual mode the gateway process runs on the scenario's clock too, and so

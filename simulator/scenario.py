@@ -41,8 +41,9 @@ at load with errors that name the key::
     permit_deposits = 1         # deposits under a platform-signed permit the handheld forwards
     pickup_days = 1             # parcels expire after this many days (0: the locker's own, 7); the courier
                                 # retrieves what expired at outbound_h + 2 every day
-    door_left_open_rate = 0.02  # share of pickups after which the door is left open (at least one
-                                # if > 0): the locker's door_left_open alarm, the clerk resolves it
+    door_left_open_rate = 0.02  # share of pickups, deposits and retrievals after which the door is
+                                # left open (at least one of each if > 0): the locker's
+                                # door_left_open alarm, the clerk resolves it
     board_sites = 1             # 政讯通 sites a courier's handheld takes through the lifecycle: survey,
                                 # approval, install, maintenance with a condition report, review
 
@@ -50,6 +51,14 @@ at load with errors that name the key::
     kind = "wan_down"           # wan_down, broker_restart, gateway_kill, power_cut, clock_skew,
     at_h = 8.0                  # disk_full (the gateway's own tmpfs), mqtt (fault proxy rules)
     for_h = 6.0
+
+    [fleet]                     # a county (simulator/fleet.py): this many outlets, one central service
+    outlets = 6
+    [[fleet.faults]]            # a fault at one outlet only: the keys of [[faults]], and
+    outlet = 3                  # which outlet (from 1)
+    kind = "wan_down"
+    at_h = 6.0
+    for_h = 10.0
 
     [expect]
     ledger = true               # every event reaches the central side exactly once
@@ -72,7 +81,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from common import config
-from common.config import KeyProblem, Section
+from common.config import KeyProblem, Problem, Section
 
 FAULT_KINDS = ("wan_down", "broker_restart", "gateway_kill", "power_cut", "clock_skew", "mqtt", "disk_full",
                "central_lossy", "device_duplicating",  # these two: sabotage, to prove the checks bite
@@ -164,6 +173,10 @@ class Scenario:
     door_left_open_rate: float = 0.0
     board_sites: int = 0
     faults: tuple[Fault, ...] = ()
+    # A county (``[fleet]``): this many outlets against one central service
+    # (0: one outlet, no county), and faults at one outlet only (1-based).
+    fleet_outlets: int = 0
+    fleet_faults: tuple[tuple[int, Fault], ...] = ()
     expect: dict[str, Any] = field(default_factory=lambda: {"ledger": True, "domain": True})
     notify: dict[str, Any] = field(default_factory=dict)
     path: str = ""
@@ -177,11 +190,14 @@ class Scenario:
         starts after the run ends is never injected, one that outlasts the
         run is cut at its end. Shown before a run and by ``sim check``."""
         out = []
-        for i, f in enumerate(self.faults):
+        listed = [("", i, f) for i, f in enumerate(self.faults)]
+        listed += [("fleet_", i, f) for i, (_, f) in enumerate(self.fleet_faults)]
+        for pre, i, f in listed:
             if f.at_h >= self.hours:
-                out.append(config.Problem("fault_after_end", i=i, kind=f.kind, at_h=f.at_h, hours=self.hours))
+                out.append(config.Problem(f"{pre}fault_after_end", i=i, kind=f.kind, at_h=f.at_h,
+                                          hours=self.hours))
             elif f.at_h + f.for_h > self.hours:
-                out.append(config.Problem("fault_cut", i=i, kind=f.kind, until_h=f.at_h + f.for_h,
+                out.append(config.Problem(f"{pre}fault_cut", i=i, kind=f.kind, until_h=f.at_h + f.for_h,
                                           hours=self.hours))
         return out
 
@@ -267,8 +283,9 @@ class WorkloadSection(Section):
     # locker at the start; 0 leaves the locker's own 7); the courier then
     # retrieves the expired ones at ``outbound_h`` + 2 every day.
     pickup_days: Annotated[int, Field(ge=0, le=60)] = 0
-    # The share of the inbound pickups after which the villager walks away
-    # from the open door (at least one when above 0): the locker raises
+    # The share of the door cycles (inbound pickups, the courier's deposits
+    # and retrievals) after which the person walks away from the open door
+    # (at least one of each kind when above 0): the locker raises
     # ``door_left_open``; the clerk sees it in the console, has the door
     # shut and resolves it. In virtual mode the locker's clock moves on
     # while the door stands open; in real mode the platform first gives
@@ -313,6 +330,29 @@ class FaultSection(Section):
         return self
 
 
+class FleetFaultSection(FaultSection):
+    """``[[fleet.faults]]``: a fault at one outlet of the county only."""
+
+    outlet: Annotated[int, Field(ge=1, le=500)]
+
+
+class FleetSection(Section):
+    """``[fleet]``: the scenario run at ``outlets`` outlets against one
+    central service (simulator/fleet.py), each with its own seed; the
+    county's own faults each hit one outlet (``outlet``, counted from 1)."""
+
+    outlets: Annotated[int, Field(ge=1, le=500)] = 1
+    faults: list[FleetFaultSection] = []
+
+    @model_validator(mode="after")
+    def _outlets_exist(self) -> FleetSection:
+        for i, f in enumerate(self.faults):
+            if f.outlet > self.outlets:
+                raise KeyProblem("faults", Problem("fleet_no_such_outlet", i=i, outlet=f.outlet,
+                                                               outlets=self.outlets))
+        return self
+
+
 class ExpectSection(Section):
     ledger: bool = True
     domain: bool = True
@@ -347,6 +387,7 @@ class ScenarioFile(Section):
     outlet: OutletSection = OutletSection()
     workload: WorkloadSection = WorkloadSection()
     faults: list[FaultSection] = []
+    fleet: FleetSection | None = None
     expect: ExpectSection = ExpectSection()
     notify: NotifySection = NotifySection()
 
@@ -374,6 +415,9 @@ def parse(doc: dict[str, Any], path: str = "") -> Scenario:
         permit_deposits=w.permit_deposits, pickup_days=w.pickup_days,
         door_left_open_rate=w.door_left_open_rate, board_sites=w.board_sites,
         faults=tuple(sorted((Fault(**x.model_dump()) for x in f.faults), key=lambda x: x.at_h)),
+        fleet_outlets=f.fleet.outlets if f.fleet else 0,
+        fleet_faults=tuple((x.outlet, Fault(**x.model_dump(exclude={"outlet"})))
+                           for x in (f.fleet.faults if f.fleet else [])),
         expect=f.expect.model_dump(exclude_none=True), notify=f.notify.model_dump())
 
 

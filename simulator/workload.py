@@ -27,13 +27,14 @@ a locker (``permit_deposit``). With ``pickup_days`` the platform shortens
 the lockers' pickup window at the start (``set_pickup_days``) and the
 courier's daily collection retrieves what expired.
 
-With ``door_left_open_rate`` some of the inbound pickups become
-``door_left_open``: the villager walks away
-from the open door, the locker raises its ``door_left_open`` alarm, the clerk sees it,
-has the door shut and resolves it (in real-time runs the platform first
-shortens those lockers' alarm delay, ``door_alarm``: the firmware times it
-on the wall clock then). The choice has a generator of its
-own, so every other action of a seed stays as it was. With
+With ``door_left_open_rate`` some of the door cycles (the inbound pickups,
+the courier's deposits and retrievals) become ``door_left_open``: the
+villager or the courier walks away from the open door, the locker raises
+its ``door_left_open`` alarm, the clerk sees it, has the door shut and
+resolves it (in real-time runs the platform first shortens those lockers'
+alarm delay, ``door_alarm``: the firmware times it on the wall clock
+then). The choice has a generator of its own, so every other action of a
+seed stays as it was. With
 ``board_sites`` the courier's handheld takes each site through the 政讯通
 lifecycle in the afternoon, between the outlet's own tasks: a survey the
 platform approves at ``outbound_h`` (``board_survey``), the install job
@@ -153,25 +154,43 @@ def generate(sc: Scenario) -> list[Action]:
     return out
 
 
+#: The door cycles a person may walk away from, and the workload's actions that make them.
+LEFT_OPEN_FROM = {"pickup": "pickup", "deposit": "deposit", "retrieve": "collect"}
+
+
 def doors_left_open(sc: Scenario, out: list[Action], add: Any) -> None:
-    """Turn a share of the inbound pickups into ``door_left_open`` (at
-    least one), drawn with a generator of their own
-    among those at least an hour before the end (the clerk's resolution
-    must reach the platform within the run); and the platform's short
-    alarm delay to those lockers at the start."""
+    """Turn a share of the door cycles into ``door_left_open`` (at least one
+    of each kind there is): the villagers' pickups, the courier's deposits
+    and retrievals (a collection from a locker something was dropped off
+    at: its list is not empty). Drawn with a generator of their own, pickups
+    first (so their choice stayed as it was), among those at least an hour
+    before the end (the clerk's resolution must reach the platform within
+    the run); and the platform's short alarm delay to those lockers at the
+    start. A deposit's parcel keeps its villager's contact
+    (:func:`inbound_deposits`)."""
     rng = random.Random(sc.seed * 1009 + 18)
-    # pickups: a deposit's parcel is on the platform's manifest as a deposit (its villager's contact)
-    cands = [i for i, a in enumerate(out) if a.kind == "pickup" and a.t <= sc.duration_s - 3600]
-    if not cands:
-        return
-    n = max(1, round(sc.door_left_open_rate * len(cands)))
-    chosen = sorted(rng.sample(cands, min(n, len(cands))))
-    for i in chosen:
-        a = out[i]
-        out[i] = Action(a.t, a.order, "door_left_open", a.device, {**a.args, "after": a.kind})
+    dropped = {a.device for a in out if a.kind in ("send_dropoff", "return_dropoff")}
+    chosen: list[int] = []
+    for after, kind in LEFT_OPEN_FROM.items():
+        cands = [i for i, a in enumerate(out) if a.kind == kind and a.t <= sc.duration_s - 3600
+                 and (kind != "collect" or a.device in dropped)]
+        if not cands:
+            continue
+        n = max(1, round(sc.door_left_open_rate * len(cands)))
+        for i in sorted(rng.sample(cands, min(n, len(cands)))):
+            a = out[i]
+            out[i] = Action(a.t, a.order, "door_left_open", a.device, {**a.args, "after": after})
+            chosen.append(i)
     if sc.mode == "real":  # in virtual mode the flow moves the locker's clock past the delay
         for locker in sorted({out[i].device for i in chosen}):
             add(0.0, "door_alarm", locker, seconds=DOOR_ALARM_S)
+
+
+def inbound_deposits(actions: list[Action]) -> list[Action]:
+    """The couriers' deposits of inbound parcels, also those whose door is
+    left open: the parcels on the platform's manifest for the day."""
+    return [a for a in actions
+            if a.kind == "deposit" or a.kind == "door_left_open" and a.args.get("after") == "deposit"]
 
 
 def boards(sc: Scenario, handhelds: list[str], add: Any) -> None:

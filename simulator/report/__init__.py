@@ -6,6 +6,7 @@ showing it:
 
 - ``progress``: the line on stderr while a run goes;
 - ``summary``: the run in a screenful of text, verdict first;
+- ``fleet_summary``: a county's (``simulator/fleet.py``): the dispatcher's view;
 - ``json_report``: the result as a file, and back;
 - ``charts``: the plots, as inline SVG;
 - ``html_report``: the self-contained, bilingual HTML page;
@@ -17,6 +18,7 @@ Callers import what they use from here.
 """
 
 from simulator.report.charts import TIMELINE_MARKS, downsample, time_ticks
+from simulator.report.fleet_summary import fleet_summary, print_fleet_summary
 from simulator.report.formatting import fmt_clock, fmt_dur, fmt_ms, size_text
 from simulator.report.html_report import CSS, SCRIPT, render_html, write_html
 from simulator.report.json_report import dumps, json_clean, read_json, write_json
@@ -34,11 +36,13 @@ __all__ = [
     "dumps",
     "fmt_clock",
     "fmt_dur",
+    "fleet_summary",
     "fmt_ms",
     "json_clean",
     "read_json",
     "render_html",
     "size_text",
+    "print_fleet_summary",
     "print_summary",
     "summary",
     "time_ticks",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -232,10 +232,12 @@ def use_colour(stream: TextIO) -> bool:
     return bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
 
 
-def print_summary(result: dict[str, Any], lang: str, stream: TextIO, colour: bool | None = None) -> None:
+def print_summary(result: dict[str, Any], lang: str, stream: TextIO, colour: bool | None = None,
+                  render: Callable[..., str] | None = None) -> None:
     """The summary as ``postedge sim run`` prints it: on a terminal, fitted
     to its width with the verdict in green or red and each expectation's
-    ✓/✗ coloured; elsewhere exactly :func:`summary`'s text.
+    ✓/✗ coloured; elsewhere exactly :func:`summary`'s text (``render``'s:
+    a county's is ``fleet_summary.fleet_summary``).
 
     rich writes the colour (it is already the tables' layout engine) from
     :class:`rich.text.Text` spans, so nothing in a device's or scenario's
@@ -244,7 +246,7 @@ def print_summary(result: dict[str, Any], lang: str, stream: TextIO, colour: boo
         colour = use_colour(stream)
     tty = bool(getattr(stream, "isatty", None) and stream.isatty())
     width = Console(file=stream).size.width if tty else None
-    text = summary(result, lang, width=width)
+    text = (render or summary)(result, lang, width=width)
     if not colour:
         stream.write(text + "\n")
         stream.flush()

@@ -87,6 +87,9 @@ END
 $$;
 """
 SCHEMA_LOCK = 7170017  # pg_advisory_xact_lock key: one schema creator at a time
+DUTIES_LOCK = 7170018  # pg_try_advisory_xact_lock key: one platform duty pass at a time
+# A platform duty's table of answers (``central.duty_store.DutyTable``), column types.
+PG_TYPES = {"text": "text", "int": "bigint", "real": "double precision"}
 
 # One statement per fetched group of messages: arrays in, rows out, and an
 # event already held (a redelivery, a gateway's resend) is skipped.

@@ -119,10 +119,7 @@ class ClerkRequests:
         self.b.decide(DECISIONS.name, {
             "outlet": outlet, "event": eid, "kind": str(body.get("request", "?"))[:20],
             "device": str(body.get("device", "?"))[:32],
-            # only a compartment number is kept: a huge one (a malformed request) fits no
-            # integer column, and failing to record it would stop every pass at it
-            "compartment": cid if isinstance(cid, int) and not isinstance(cid, bool) and 0 < cid < 1000
-            else None,
+            "compartment": cid if isinstance(cid, int) and not isinstance(cid, bool) else None,
             "by": str(body.get("by", "?"))[:64], "verdict": verdict, "reason": reason, "cmd": cmd,
             "at": self.clock()})
 

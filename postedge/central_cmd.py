@@ -13,7 +13,9 @@ only: the master never leaves this folder), ``retire`` stops its key being
 issued and permits being signed for it, ``rotate`` moves it to a new key
 version (``central/keys.py`` ``rotate``). Registry commands, ``sign`` and
 ``courier`` work on both backends; the rest keep their data beside the
-embedded backend's and say so on a scale-out folder. ``sign`` signs a
+embedded backend's and say so on a scale-out folder. ``run`` runs the
+platform's duties on either (``central/duties.py``: on scale-out only the
+answers to revoked devices and clerks' requests). ``sign`` signs a
 command with the device's key and queues it for the outlet's gateway to
 pull. ``campaign``, ``site``, ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence

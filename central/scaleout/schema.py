@@ -10,6 +10,9 @@ key version) is the embedded one's too (``central/registry.py``); a
 database from before the registry held devices gets the column and the
 table where the schema is created (``IF NOT EXISTS``). Photos are kept whole in ``photos.data`` once complete:
 the store is the one place every front process can read them from.
+The platform duties that run here (``central/duty_store.py``) create their
+own tables of answers, and a partial index of the events each answers,
+where they start (``PgStore.duty_table``).
 
 A database made before that key is upgraded where the schema is created
 (``MIGRATE``, run by every front and worker under the schema lock): the old

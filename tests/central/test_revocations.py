@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from central.duty_store import DutyStore
 from central.keys import KeyService
 from central.revocations import Revocations
 from protocol import envelope, keys, revocation, signing
@@ -26,6 +27,7 @@ def revoked_event(seq: int, device: str) -> tuple[str, bytes]:
 
 def test_each_locker_gets_one_revoke_signed_with_its_own_key(duty_store: StoreUnderTest) -> None:
     b = duty_store.b
+    assert isinstance(b, DutyStore)  # what the duties may ask of it, and nothing more
     for dev, kind in (("lk01", "locker"), ("lk02", "locker"), ("hh01", "handheld"), ("sc01", "scanner")):
         b.add_device("o1", dev, kind)
     row = revoked_event(1, "hh01")

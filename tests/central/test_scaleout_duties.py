@@ -16,6 +16,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -236,3 +237,35 @@ def test_one_duty_pass_at_a_time_across_front_processes(scaleout_rig: ScaleOutRi
         scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
         scale.close()
         other.close()
+
+
+def test_the_duty_loop_outlives_a_database_restart(scaleout_rig: ScaleOutRig) -> None:
+    """PostgreSQL killed under a running duty loop (``run_until``, what
+    ``central run`` starts): the ticks fail meanwhile and the loop keeps
+    going, so a request stored after the restart is still decided. Were the
+    loop to end at the first failure, a front would run for months answering
+    no revocation again, and say nothing."""
+    ns, dsn = scaleout_rig.namespace("k")
+    cfg = ScaleOutConfig(scaleout_rig.nats.urls, dsn, ns, ack_wait_s=5.0)
+    scale = ScaleOut(cfg)
+    worker = WorkerThread(cfg)
+    stop = threading.Event()
+    pg = scaleout_rig.pg
+    try:
+        scale.add_device("o1", "lk01", "locker")
+        duties = SecurityDuties(scale, bytes(32))
+        loop = threading.Thread(target=duties.run_until, args=(stop, 0.1), daemon=True)
+        loop.start()
+        pg.kill()
+        time.sleep(1.0)  # ten ticks into a dead database
+        pg.start_server()
+        StoreUnderTest("scaleout", scale, lambda: scale.wait_written(60)).store("o1", request("in_service"))
+        _wait(lambda: bool(scale.pull("o1", 0, 10)[1]), 30, "the request decided after the restart")
+        assert duties.failures > 0 and loop.is_alive()
+    finally:
+        stop.set()
+        if pg.proc is not None and pg.proc.poll() is not None:
+            pg.start_server()  # the session's database stays up for the next test
+        worker.stop()
+        scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
+        scale.close()

@@ -22,7 +22,7 @@ scale-out ``postedge central run`` runs them too; the rest keep their
 tables beside the embedded backend's and run only there (``Duties``). One
 pass at a time per store (``duties_turn``): a scale-out deployment may run
 the duties in several front processes, and a tick that finds another
-process's pass running is skipped.
+process's pass running is skipped (the embedded backend's waits for it).
 """
 
 from __future__ import annotations

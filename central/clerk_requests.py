@@ -25,6 +25,11 @@ again after a crash gets the same command id, which the locker runs once):
   ``OPEN_BUDGET`` remote opens in ``OPEN_WINDOW_S``: a door opening without a
   code is the act an insider would abuse, so a burst is refused and left
   to a person at the platform (``docs/security.md``).
+
+It runs on either backend: it asks only for what ``central/duty_store.py``
+names (the registry, queueing a command, its table of decisions and the
+count the budget needs), answered from SQLite by the embedded backend and
+from PostgreSQL by the scale-out one.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from central.embedded import Embedded
+from central.duty_store import Column, DutyStore, DutyTable
 from central.keys import KeyService
 from common.logs import recorder
 from common.uplink_codec import DOWN_CLERK_DECISION, clerk_refusal
@@ -45,16 +50,14 @@ LIFETIME_S = 24 * 3600  # a request answered while the link is down still reache
 OPEN_BUDGET = 6
 OPEN_WINDOW_S = 3600.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS clerk_decisions (
-    outlet TEXT NOT NULL, event TEXT NOT NULL, kind TEXT NOT NULL, device TEXT NOT NULL,
-    compartment INTEGER, by TEXT NOT NULL, verdict TEXT NOT NULL, reason TEXT NOT NULL,
-    cmd TEXT, at REAL NOT NULL, PRIMARY KEY (outlet, event));
-"""
+DECISIONS = DutyTable("clerk_decisions", "gateway.clerk_request", (
+    Column("outlet", "text"), Column("event", "text"), Column("kind", "text"), Column("device", "text"),
+    Column("compartment", "int", null=True), Column("by", "text"), Column("verdict", "text"),
+    Column("reason", "text"), Column("cmd", "text", null=True), Column("at", "real")))
 
 
 class ClerkRequests:
-    def __init__(self, backend: Embedded, master: bytes, clock: Callable[[], float] = time.time,
+    def __init__(self, backend: DutyStore, master: bytes, clock: Callable[[], float] = time.time,
                  device_clock: Callable[[str], float] | None = None) -> None:
         """``device_clock``: an outlet's devices' time, which a signed command
         carries (default ``clock``: the simulator's virtual outlets differ)."""
@@ -62,13 +65,12 @@ class ClerkRequests:
         self.master = master
         self.clock = clock
         self.device_clock = device_clock or (lambda outlet: clock())
-        with self.b.lock:
-            self.b.db.executescript(SCHEMA)
+        self.b.duty_table(DECISIONS)
 
     def run_once(self) -> int:
         """Decide every request not decided yet; how many commands were queued."""
         queued = 0
-        for outlet, eid, body in self.b.undecided("gateway.clerk_request", "clerk_decisions"):
+        for outlet, eid, body in self.b.undecided(DECISIONS.event_type, DECISIONS.name):
             why = self._refusal(outlet, body)
             if why is not None:
                 self._decide(outlet, eid, body, "refused", why, None)
@@ -105,10 +107,8 @@ class ClerkRequests:
         if kind == "open":
             if not str(body.get("note", "")).strip():
                 return "no_note"
-            with self.b.lock:
-                (recent,) = self.b.db.execute(
-                    "SELECT COUNT(*) FROM clerk_decisions WHERE outlet=? AND kind='open' "
-                    "AND verdict='signed' AND at > ?", (outlet, self.clock() - OPEN_WINDOW_S)).fetchone()
+            recent = self.b.count_decided(DECISIONS.name, outlet, self.clock() - OPEN_WINDOW_S,
+                                          {"kind": "open", "verdict": "signed"})
             if recent >= OPEN_BUDGET:
                 return "too_many_opens"
         return None
@@ -116,18 +116,13 @@ class ClerkRequests:
     def _decide(self, outlet: str, eid: str, body: dict[str, Any], verdict: str, reason: str,
                 cmd: str | None) -> None:
         cid = body.get("compartment")
-        with self.b.lock:
-            self.b.db.execute(
-                "INSERT OR IGNORE INTO clerk_decisions VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (outlet, eid, str(body.get("request", "?"))[:20], str(body.get("device", "?"))[:32],
-                 cid if isinstance(cid, int) and not isinstance(cid, bool) else None,
-                 str(body.get("by", "?"))[:64], verdict, reason, cmd, self.clock()))
+        self.b.decide(DECISIONS.name, {
+            "outlet": outlet, "event": eid, "kind": str(body.get("request", "?"))[:20],
+            "device": str(body.get("device", "?"))[:32],
+            "compartment": cid if isinstance(cid, int) and not isinstance(cid, bool) else None,
+            "by": str(body.get("by", "?"))[:64], "verdict": verdict, "reason": reason, "cmd": cmd,
+            "at": self.clock()})
 
     def decisions(self, outlet: str) -> list[dict[str, Any]]:
         """The outlet's decided requests, oldest first."""
-        with self.b.lock:
-            cur = self.b.db.execute(
-                "SELECT event, kind, device, compartment, by, verdict, reason, cmd, at FROM clerk_decisions "
-                "WHERE outlet=? ORDER BY at, event", (outlet,))
-            names = [c[0] for c in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return self.b.decided(DECISIONS.name, outlet)

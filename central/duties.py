@@ -15,6 +15,14 @@ so both run the same steps in the same order:
 
 A step that fails is logged and tried again on the next tick; one failing
 step does not keep the others from running.
+
+The first two are security-relevant and run on either backend
+(``SecurityDuties``: they ask only for ``central/duty_store.py``), so a
+scale-out ``postedge central run`` runs them too; the rest keep their
+tables beside the embedded backend's and run only there (``Duties``). One
+pass at a time per store (``duties_turn``): a scale-out deployment may run
+the duties in several front processes, and a tick that finds another
+process's pass running is skipped (the embedded backend's waits for it).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from collections.abc import Callable
 
 from central.boards import Boards
 from central.clerk_requests import ClerkRequests
+from central.duty_store import DutyStore
 from central.embedded import Embedded
 from central.notices import Notices, SmsProvider
 from central.postage_audit import PostageAudit
@@ -34,39 +43,63 @@ from central.revocations import Revocations
 log = logging.getLogger(__name__)
 
 
-class Duties:
+class SecurityDuties:
+    """Answering revoked devices and deciding clerks' requests, on any backend."""
+
+    def __init__(self, backend: DutyStore, master: bytes, clock: Callable[[], float] = time.time,
+                 device_clock: Callable[[str], float] | None = None) -> None:
+        """``device_clock``: an outlet's devices' time, which the commands
+        signed for its lockers carry (in the simulator's virtual time it is
+        not the wall's; default ``clock``)."""
+        self.store = backend
+        self.revocations = Revocations(backend, master, clock=clock)
+        self.clerk_requests = ClerkRequests(backend, master, clock=clock, device_clock=device_clock)
+        self.failures = 0
+        self.passes = 0  # passes run (a tick skipped for another process's pass is not one)
+
+    def steps(self) -> list[Callable[[], object]]:
+        return [self.revocations.run_once, self.clerk_requests.run_once]
+
+    def run_once(self) -> bool:
+        """One pass over every step; False when another process's pass was running."""
+        with self.store.duties_turn() as mine:
+            if not mine:
+                return False
+            for step in self.steps():
+                try:
+                    step()
+                except Exception:  # the next tick tries again
+                    self.failures += 1
+                    log.warning("central duty %s failed", getattr(step, "__qualname__", step), exc_info=True)
+            self.passes += 1
+            return True
+
+    def run_until(self, stop: threading.Event, interval_s: float) -> None:
+        while not stop.wait(interval_s):
+            try:
+                self.run_once()
+            except Exception:  # the store itself failed (the database restarting): the next tick
+                self.failures += 1
+                log.warning("central duties: no pass this tick", exc_info=True)
+
+
+class Duties(SecurityDuties):
+    """Every duty, on the embedded backend."""
+
     def __init__(self, backend: Embedded, master: bytes, sms: SmsProvider | None = None,
                  clock: Callable[[], float] = time.time, boards: Boards | None = None,
                  device_clock: Callable[[str], float] | None = None) -> None:
         """``sms``: the provider pickup notices go through (none: no notices);
         ``boards``: the registry the front serves, when it has one (else a new one);
-        ``device_clock``: an outlet's devices' time, which the commands
-        signed for its lockers carry (in the simulator's virtual time it is
-        not the wall's; default ``clock``)."""
-        self.revocations = Revocations(backend, master, clock=clock)
-        self.clerk_requests = ClerkRequests(backend, master, clock=clock, device_clock=device_clock)
+        ``device_clock``: as ``SecurityDuties``."""
+        super().__init__(backend, master, clock=clock, device_clock=device_clock)
         self.boards = boards or Boards(backend, master, clock=clock)
         self.notices = (Notices(backend, master, sms, backend.notifier_outlets, clock=clock)
                         if sms is not None else None)
         self.postage = PostageAudit(backend, clock=clock)
-        self.failures = 0
 
     def steps(self) -> list[Callable[[], object]]:
-        out: list[Callable[[], object]] = [self.revocations.run_once, self.clerk_requests.run_once,
-                                           self.boards.run_once, self.boards.schedule_revisits,
-                                           self.postage.run_once]
+        out = super().steps() + [self.boards.run_once, self.boards.schedule_revisits, self.postage.run_once]
         if self.notices is not None:
             out.append(self.notices.run_once)
         return out
-
-    def run_once(self) -> None:
-        for step in self.steps():
-            try:
-                step()
-            except Exception:  # the next tick tries again
-                self.failures += 1
-                log.warning("central duty %s failed", getattr(step, "__qualname__", step), exc_info=True)
-
-    def run_until(self, stop: threading.Event, interval_s: float) -> None:
-        while not stop.wait(interval_s):
-            self.run_once()

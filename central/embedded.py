@@ -31,10 +31,13 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
+from central.duty_store import DutyTable, body_of, columns_of, identifier
 from central.intake import Checked
 from central.registry import device_row, outlet_row
 from common import clock
@@ -86,6 +89,9 @@ CREATE TABLE IF NOT EXISTS photo_reviews (
 """.replace("{events}", EVENTS.format(t="events")).replace("{quarantine}", QUARANTINE.format(t="quarantine"))
 
 
+SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "real": "REAL"}  # a DutyTable's columns
+
+
 def primary_key(db: sqlite3.Connection, table: str) -> list[str]:
     """The columns of ``table``'s primary key, in key order ([] if none or no table)."""
     cols = [(pk, name) for _, name, _, _, _, pk in db.execute(f"PRAGMA table_info({table})") if pk]
@@ -127,7 +133,8 @@ def rekey(db: sqlite3.Connection, table: str, create: str, key: list[str]) -> bo
 
 
 class Embedded:
-    """The embedded backend (``central.backend.Backend``, ``central.registry.Registry``)."""
+    """The embedded backend (``central.backend.Backend``, ``central.registry.Registry``,
+    ``central.duty_store.DutyStore``)."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
@@ -144,6 +151,7 @@ class Embedded:
             # a file from before key rotation: every device on its first key, none in a grace period
             self.db.execute("ALTER TABLE devices ADD COLUMN prev_until INTEGER NOT NULL DEFAULT 0")
         self.lock = threading.Lock()
+        self._duties = threading.Lock()  # one duty pass at a time (``duties_turn``)
         self._logins = PasswordCache()
 
     # ---------------------------------------------------------- registry
@@ -351,11 +359,46 @@ class Embedded:
                 f"SELECT e.outlet, e.id, e.payload FROM events e WHERE e.type=? AND NOT EXISTS "
                 f"(SELECT 1 FROM {decisions} d WHERE d.outlet=e.outlet AND d.event=e.id) "
                 "ORDER BY e.received_at, e.rowid", (event_type,)).fetchall()
-        out = []
-        for outlet, eid, payload in rows:
-            body = json.loads(payload).get("body")
-            out.append((outlet, eid, body if isinstance(body, dict) else {}))
-        return out
+        return [(outlet, eid, body_of(payload)) for outlet, eid, payload in rows]
+
+    # ------------------------------------ the duties' answers (DutyStore)
+    def duty_table(self, table: DutyTable) -> None:
+        cols = ", ".join(f"{identifier(c.name)} {SQLITE_TYPES[c.type]}{'' if c.null else ' NOT NULL'}"
+                         for c in table.columns)
+        create = "CREATE TABLE IF NOT EXISTS {t} (" + cols + ", PRIMARY KEY (outlet, event));"
+        with self.lock:
+            rekey(self.db, table.name, create, ["outlet", "event"])  # a file from before that key
+            self.db.executescript(create.format(t=table.name))
+
+    def decide(self, table: str, row: dict[str, Any]) -> bool:
+        cols = columns_of(row)
+        with self.lock:
+            cur = self.db.execute(f"INSERT OR IGNORE INTO {identifier(table)} ({', '.join(cols)}) "
+                                  f"VALUES ({', '.join('?' * len(cols))})", tuple(row.values()))
+            return cur.rowcount == 1
+
+    def count_decided(self, table: str, outlet: str, since: float, where: dict[str, Any]) -> int:
+        match = "".join(f" AND {c}=?" for c in columns_of(where))
+        with self.lock:
+            (n,) = self.db.execute(f"SELECT count(*) FROM {identifier(table)} WHERE outlet=? AND at > ?"
+                                   + match, (outlet, since, *where.values())).fetchone()
+        return int(n)
+
+    def decided(self, table: str, outlet: str) -> list[dict[str, Any]]:
+        with self.lock:
+            cur = self.db.execute(f"SELECT * FROM {identifier(table)} WHERE outlet=? ORDER BY at, event",
+                                  (outlet,))
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    @contextmanager
+    def duties_turn(self) -> Iterator[bool]:
+        """One file has one writer process; this keeps two duty loops in it
+        (the service's, a caller's) from running a pass at the same time. It
+        waits for the other pass rather than skipping: a caller that runs a
+        pass by hand expects it done when it returns."""
+        with self._duties:
+            yield True
 
     def forget(self, outlet: str, event_id: str) -> bool:
         """Delete one stored event (a test's failing disk); True if it was held."""

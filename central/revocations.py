@@ -13,45 +13,42 @@ a device, and device names repeat from outlet to outlet; see
 another's. A
 report for an outlet with no locker in the registry is answered with
 nothing to send, and says so.
+
+It runs on either backend: it asks only for what ``central/duty_store.py``
+names (the registry, queueing a command, its table of answers), so the
+embedded backend answers from SQLite and the scale-out one from PostgreSQL.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
+from typing import Any
 
-from central.embedded import Embedded, rekey
+from central.duty_store import Column, DutyStore, DutyTable
 from central.keys import KeyService
 from common.logs import recorder
 
 record = recorder(__name__)
 LIFETIME_S = 7 * 24 * 3600  # as long as a command may wait for a locker that is offline
 
-ANSWERED = """CREATE TABLE IF NOT EXISTS {t} (
-    event TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, lockers INTEGER NOT NULL,
-    at REAL NOT NULL, PRIMARY KEY (outlet, event));"""
+ANSWERED = DutyTable("revocations_answered", "gateway.device_revoked", (
+    Column("event", "text"), Column("outlet", "text"), Column("device", "text"), Column("lockers", "int"),
+    Column("at", "real")))
 
 
 class Revocations:
-    def __init__(self, backend: Embedded, master: bytes, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, backend: DutyStore, master: bytes, clock: Callable[[], float] = time.time) -> None:
         self.b = backend
         self.master = master
         self.clock = clock
-        with self.b.lock:
-            rekey(self.b.db, "revocations_answered", ANSWERED, ["outlet", "event"])  # an older file
-            self.b.db.executescript(ANSWERED.format(t="revocations_answered"))
+        self.b.duty_table(ANSWERED)
 
     def run_once(self) -> int:
         """Answer every report not answered yet; the commands queued."""
         queued = 0
-        rows = self.b.db.execute(
-            "SELECT e.id, e.outlet, e.payload FROM events e WHERE e.type='gateway.device_revoked' "
-            "AND NOT EXISTS (SELECT 1 FROM revocations_answered a WHERE a.outlet=e.outlet AND a.event=e.id) "
-            "ORDER BY e.received_at").fetchall()
-        for eid, outlet, payload in rows:
-            body = json.loads(payload).get("body", {})
+        for outlet, eid, body in self.b.undecided(ANSWERED.event_type, ANSWERED.name):
             device = body.get("device")
             if not isinstance(device, str):
                 self._answered(eid, outlet, "?", 0)
@@ -74,6 +71,9 @@ class Revocations:
         return queued
 
     def _answered(self, eid: str, outlet: str, device: str, lockers: int) -> None:
-        with self.b.lock:
-            self.b.db.execute("INSERT OR IGNORE INTO revocations_answered (event, outlet, device, lockers, "
-                              "at) VALUES (?,?,?,?,?)", (eid, outlet, device, lockers, self.clock()))
+        self.b.decide(ANSWERED.name, {"event": eid, "outlet": outlet, "device": device, "lockers": lockers,
+                                      "at": self.clock()})
+
+    def answered(self, outlet: str) -> list[dict[str, Any]]:
+        """The outlet's answered reports, oldest first: event, device, lockers (how many got a revoke)."""
+        return self.b.decided(ANSWERED.name, outlet)

@@ -13,7 +13,9 @@ only: the master never leaves this folder), ``retire`` stops its key being
 issued and permits being signed for it, ``rotate`` moves it to a new key
 version (``central/keys.py`` ``rotate``). Registry commands, ``sign`` and
 ``courier`` work on both backends; the rest keep their data beside the
-embedded backend's and say so on a scale-out folder. ``sign`` signs a
+embedded backend's and say so on a scale-out folder. ``run`` runs the
+platform's duties on either (``central/duties.py``: on scale-out only the
+answers to revoked devices and clerks' requests). ``sign`` signs a
 command with the device's key and queues it for the outlet's gateway to
 pull. ``campaign``, ``site``, ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
@@ -180,9 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if cfg.backend == "embedded":  # its duties read the embedded store's tables
-        threading.Thread(target=_duties, args=(cfg, folder, backend, stop), name="duties",
-                         daemon=True).start()
+    threading.Thread(target=_duties, args=(cfg, folder, backend, master, stop), name="duties",
+                     daemon=True).start()
     _say("run.listening", lang, host=cfg.host, port=srv.address[1])
     sys.stdout.flush()
     stop.wait()
@@ -225,19 +226,33 @@ def _run_backend(args: argparse.Namespace, lang: str) -> tuple[CentralConfig, An
     return None
 
 
-def _duties(cfg: CentralConfig, folder: Path, backend: Embedded, stop: threading.Event) -> None:
+def _duties(cfg: CentralConfig, folder: Path, backend: Any, master: bytes, stop: threading.Event) -> None:
     """The platform's own work (``central/duties.py``) every
-    ``notice_interval_s`` until stopped; pickup notices only with an SMS
-    provider configured."""
-    from central.duties import Duties
-    from central.keys import load_master
+    ``notice_interval_s`` until stopped: all of it on the embedded backend
+    (pickup notices only with an SMS provider configured), the answers to
+    revoked devices and clerks' requests on the scale-out one. A store that
+    cannot be reached at start is tried again on the next tick."""
+    import logging
+
+    from central.duties import Duties, SecurityDuties
     from central.notices import HttpSms
 
-    master = load_master(cfg.path(folder, cfg.master_key_file))
-    sms = None
-    if cfg.sms_url and cfg.sms_token_file:
-        sms = HttpSms(cfg.sms_url, cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip())
-    Duties(backend, master, sms).run_until(stop, cfg.notice_interval_s)
+    duties: SecurityDuties | None = None
+    while duties is None:
+        try:
+            if cfg.backend != "embedded":
+                duties = SecurityDuties(backend, master)
+            else:
+                sms = None
+                if cfg.sms_url and cfg.sms_token_file:
+                    sms = HttpSms(cfg.sms_url,
+                                  cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip())
+                duties = Duties(backend, master, sms)
+        except Exception:  # the database restarting: the next tick tries again
+            logging.getLogger(__name__).warning("central duties not started", exc_info=True)
+            if stop.wait(cfg.notice_interval_s):
+                return
+    duties.run_until(stop, cfg.notice_interval_s)
 
 
 def cmd_outlet(args: argparse.Namespace) -> int:

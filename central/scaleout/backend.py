@@ -17,13 +17,17 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import nats
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
+from psycopg import sql
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
+from central.duty_store import DutyTable, body_of
 from central.intake import Checked
 from central.registry import device_row, outlet_row
 from central.scaleout import log as jlog
@@ -31,15 +35,16 @@ from central.scaleout import record
 from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
 from central.scaleout.pg import Pool
-from central.scaleout.schema import MIGRATE, SCHEMA, SCHEMA_LOCK
+from central.scaleout.schema import DUTIES_LOCK, MIGRATE, PG_TYPES, SCHEMA, SCHEMA_LOCK
 from common.session import PasswordCache, hash_password
 
 
 class PgStore:
     """The scale-out backend's PostgreSQL side: the registry
-    (``central.registry.Registry``), commands, photos and what the workers
-    wrote. Alone it is what the operator's commands open
-    (``postedge central outlet|device|sign``): they need no NATS cluster."""
+    (``central.registry.Registry``), commands, photos, what the workers
+    wrote and the platform duties' answers (``central.duty_store.DutyStore``).
+    Alone it is what the operator's commands open (``postedge central
+    outlet|device|sign``): they need no NATS cluster."""
 
     def __init__(self, cfg: ScaleOutConfig, pool_size: int = 8) -> None:
         self.cfg = cfg
@@ -166,6 +171,66 @@ class PgStore:
             row = c.execute("SELECT payload FROM events WHERE outlet=%s AND id=%s",
                             (outlet, event_id)).fetchone()
         return bytes(row[0]) if row else None
+
+    # ------------------------------------ the duties' answers (DutyStore)
+    # The embedded backend's in PostgreSQL; a table name is never a
+    # parameter, so every one is quoted as an identifier (``sql``).
+    def duty_table(self, table: DutyTable) -> None:
+        """The table, and a partial index of the events it answers: a
+        duty's pass then reads only those, not the whole event log, which
+        is what a scale-out store holds a lot of (and the workers' inserts
+        of other events do not touch the index)."""
+        cols = sql.SQL(", ").join(
+            sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(PG_TYPES[c.type]),
+                                      sql.SQL("" if c.null else " NOT NULL")) for c in table.columns)
+        with self.pool.tx() as c:
+            c.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")  # one schema creator at a time
+            c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY (outlet, event))").format(
+                sql.Identifier(table.name), cols))
+            c.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON events (received_at) WHERE type = {}").format(
+                sql.Identifier(f"events_{table.name}"), sql.Literal(table.event_type)))
+
+    def undecided(self, event_type: str, decisions: str) -> list[tuple[str, str, dict[str, Any]]]:
+        # the type as a literal, not a parameter: a plan made for any type could not use the partial index
+        q = sql.SQL("SELECT e.outlet, e.id, e.payload FROM events e WHERE e.type = {} AND NOT EXISTS "
+                    "(SELECT 1 FROM {} d WHERE d.outlet=e.outlet AND d.event=e.id) "
+                    "ORDER BY e.received_at, e.ctid").format(sql.Literal(event_type),
+                                                             sql.Identifier(decisions))
+        with self.pool.tx() as c:
+            rows = c.execute(q).fetchall()
+        return [(outlet, eid, body_of(bytes(payload))) for outlet, eid, payload in rows]
+
+    def decide(self, table: str, row: dict[str, Any]) -> bool:
+        q = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (outlet, event) DO NOTHING").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, row)),
+            sql.SQL(", ").join(sql.Placeholder() * len(row)))
+        with self.pool.tx() as c:
+            return c.execute(q, tuple(row.values())).rowcount == 1
+
+    def count_decided(self, table: str, outlet: str, since: float, where: dict[str, Any]) -> int:
+        match = sql.SQL("").join(sql.SQL(" AND {} = %s").format(sql.Identifier(k)) for k in where)
+        q = sql.SQL("SELECT count(*) FROM {} WHERE outlet = %s AND at > %s").format(sql.Identifier(table))
+        with self.pool.tx() as c:
+            row = c.execute(q + match, (outlet, since, *where.values())).fetchone()
+        return int(row[0]) if row else 0
+
+    def decided(self, table: str, outlet: str) -> list[dict[str, Any]]:
+        q = sql.SQL("SELECT * FROM {} WHERE outlet = %s ORDER BY at, event").format(sql.Identifier(table))
+        with self.pool.tx() as c:
+            cur = c.execute(q, (outlet,))
+            names = [d.name for d in cur.description or ()]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    @contextmanager
+    def duties_turn(self) -> Iterator[bool]:
+        """Several front processes may run the duties; a transaction-scoped
+        advisory lock lets one pass run at a time across all of them (the
+        others skip the tick), and is let go by the database if this
+        process dies mid-pass. Holds one pooled connection meanwhile: the
+        pass itself needs another (a pool of two or more)."""
+        with self.pool.tx() as c:
+            row = c.execute("SELECT pg_try_advisory_xact_lock(%s)", (DUTIES_LOCK,)).fetchone()
+            yield bool(row and row[0])
 
     # ---------------------------------------------------------- commands
     def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:

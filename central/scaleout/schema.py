@@ -10,6 +10,9 @@ key version) is the embedded one's too (``central/registry.py``); a
 database from before the registry held devices gets the column and the
 table where the schema is created (``IF NOT EXISTS``). Photos are kept whole in ``photos.data`` once complete:
 the store is the one place every front process can read them from.
+The platform duties that run here (``central/duty_store.py``) create their
+own tables of answers, and a partial index of the events each answers,
+where they start (``PgStore.duty_table``).
 
 A database made before that key is upgraded where the schema is created
 (``MIGRATE``, run by every front and worker under the schema lock): the old
@@ -87,6 +90,9 @@ END
 $$;
 """
 SCHEMA_LOCK = 7170017  # pg_advisory_xact_lock key: one schema creator at a time
+DUTIES_LOCK = 7170018  # pg_try_advisory_xact_lock key: one platform duty pass at a time
+# A platform duty's table of answers (``central.duty_store.DutyTable``), column types.
+PG_TYPES = {"text": "text", "int": "bigint", "real": "double precision"}
 
 # One statement per fetched group of messages: arrays in, rows out, and an
 # event already held (a redelivery, a gateway's resend) is skipped.

@@ -11,6 +11,9 @@ both. Add an implementation here and the whole suite runs against it.
 cluster and database (``rig.py``), with one ingest worker thread; it is
 marked slow (the parts start once per session, each test gets its own stream
 and database).
+
+``duty_store`` is each backend without its front, for the platform duties
+that run on both (``central/duty_store.py``): revocations, clerk requests.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import pytest
 
 from central import front
 from central.embedded import Embedded
+from central.intake import check_batch
 from central.registry import Registry
 from common.pki import make_outlet_pki
+from common.uplink_codec import encode_batch
 from tests.central.rig import ScaleOutRig
 
 
@@ -103,3 +108,45 @@ def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) ->
             worker.stop()
             scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
             scale.close()
+
+
+@dataclass
+class StoreUnderTest:
+    """A backend the duties run on (``central.duty_store.DutyStore`` and
+    ``central.backend.Backend``), and how to store a batch in it so that the
+    duties see it at once (on scale-out: through the log and a worker)."""
+
+    name: str
+    b: Any
+    settle: Callable[[], None]
+
+    def store(self, outlet: str, *rows: tuple[str, bytes]) -> list[str]:
+        enc = encode_batch(outlet, "bulk", list(rows))
+        self.b.store(outlet, check_batch(outlet, enc.id, enc.body))
+        self.settle()
+        return [eid for eid, _ in rows]
+
+
+@pytest.fixture(params=["embedded", pytest.param("scaleout", marks=pytest.mark.slow)])
+def duty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
+    if request.param == "embedded":
+        backend = Embedded(tmp_path / "central")
+        try:
+            yield StoreUnderTest("embedded", backend, lambda: None)
+        finally:
+            backend.close()
+        return
+    from central.scaleout import ScaleOut, ScaleOutConfig
+    from central.scaleout.worker import WorkerThread
+
+    rig: ScaleOutRig = request.getfixturevalue("scaleout_rig")
+    ns, dsn = rig.namespace("d")
+    cfg = ScaleOutConfig(rig.nats.urls, dsn, ns, ack_wait_s=5.0)
+    scale = ScaleOut(cfg)
+    worker = WorkerThread(cfg)
+    try:
+        yield StoreUnderTest("scaleout", scale, scale.wait_written)
+    finally:
+        worker.stop()
+        scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
+        scale.close()

@@ -1,20 +1,19 @@
 """The platform answers a revoked handheld (central/revocations.py): a
 ``revoke`` signed with each locker's own key, queued once for the outlet's
 gateway, which each locker verifies and parses as a revocation of that
-handheld; the handheld is retired in the registry."""
+handheld; the handheld is retired in the registry. On both backends
+(``duty_store``: SQLite, and PostgreSQL behind the real NATS cluster)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from central.embedded import Embedded
-from central.intake import check_batch
+from central.duty_store import DutyStore
 from central.keys import KeyService
 from central.revocations import Revocations
-from common.uplink_codec import encode_batch
 from protocol import envelope, keys, revocation, signing
 from protocol.ids import format_event_id
+from tests.central.conftest import StoreUnderTest
 
 MASTER = bytes(range(32, 64))
 
@@ -26,16 +25,16 @@ def revoked_event(seq: int, device: str) -> tuple[str, bytes]:
                                               boot=1))
 
 
-def test_each_locker_gets_one_revoke_signed_with_its_own_key(tmp_path: Path) -> None:
-    b = Embedded(tmp_path / "central")
+def test_each_locker_gets_one_revoke_signed_with_its_own_key(duty_store: StoreUnderTest) -> None:
+    b = duty_store.b
+    assert isinstance(b, DutyStore)  # what the duties may ask of it, and nothing more
     for dev, kind in (("lk01", "locker"), ("lk02", "locker"), ("hh01", "handheld"), ("sc01", "scanner")):
         b.add_device("o1", dev, kind)
-    rows = [revoked_event(1, "hh01")]
-    enc = encode_batch("o1", "bulk", rows)
-    b.store("o1", check_batch("o1", enc.id, enc.body))
+    row = revoked_event(1, "hh01")
+    duty_store.store("o1", row)
     r = Revocations(b, MASTER)
     assert r.run_once() == 2
-    b.store("o1", check_batch("o1", enc.id, enc.body))  # the batch again: nothing new
+    duty_store.store("o1", row)  # the batch again: nothing new
     assert r.run_once() == 0
     _, commands, _ = b.pull("o1", 0, 100)
     assert sorted(json_cmd["dev"] for _, json_cmd in commands) == ["lk01", "lk02"]
@@ -53,12 +52,25 @@ def test_each_locker_gets_one_revoke_signed_with_its_own_key(tmp_path: Path) -> 
         else:
             raise AssertionError("a locker accepted another locker's revoke")
     assert {d["device"]: d["retired"] for d in b.devices("o1")}["hh01"] is True
+    assert [(a["device"], a["lockers"]) for a in r.answered("o1")] == [("hh01", 2)]
 
 
-def test_a_report_for_an_outlet_without_lockers_is_answered_with_nothing(tmp_path: Path) -> None:
-    b = Embedded(tmp_path / "central")
-    enc = encode_batch("o1", "bulk", [revoked_event(1, "hh07")])
-    b.store("o1", check_batch("o1", enc.id, enc.body))
-    r = Revocations(b, MASTER)
+def test_a_report_for_an_outlet_without_lockers_is_answered_with_nothing(duty_store: StoreUnderTest) -> None:
+    duty_store.store("o1", revoked_event(1, "hh07"))
+    r = Revocations(duty_store.b, MASTER)
     assert r.run_once() == 0
-    assert b.db.execute("SELECT device, lockers FROM revocations_answered").fetchall() == [("hh07", 0)]
+    assert [(a["device"], a["lockers"]) for a in r.answered("o1")] == [("hh07", 0)]
+    assert Revocations(duty_store.b, MASTER).run_once() == 0  # restarted: answered already
+
+
+def test_a_report_with_a_rotated_locker_is_signed_with_its_new_key(duty_store: StoreUnderTest) -> None:
+    b = duty_store.b
+    b.add_device("o1", "lk01", "locker")
+    b.add_device("o1", "hh01", "handheld")
+    assert b.rotate_device("o1", "lk01", 0) == 2
+    duty_store.store("o1", revoked_event(1, "hh01"))
+    assert Revocations(b, MASTER).run_once() == 1
+    [(_, cmd)] = b.pull("o1", 0, 10)[1]
+    now = int(time.time())
+    assert signing.verify(cmd, keys.from_config(KeyService("o1", MASTER).device_config("lk01", kv=2)),
+                          "lk01", now)["op"] == "revoke"

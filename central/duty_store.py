@@ -1,0 +1,123 @@
+"""What a platform duty that answers events once needs from a backend, as one protocol.
+
+The security-relevant duties (``central/revocations.py``: signing a revoke
+for a stolen device's outlet; ``central/clerk_requests.py``: deciding a
+clerk's request) must run whichever backend holds the events, so they ask
+the backend only for these few operations and never for its database: the
+embedded backend answers them from SQLite (``central/embedded.py``), the
+scale-out one from PostgreSQL (``central/scaleout/backend.py``). Besides
+the registry (``central/registry.py``) and ``push_command``:
+
+- ``duty_table``: create the duty's table of answers (``DutyTable``), keyed
+  by (outlet, event id) like the events themselves;
+- ``undecided``: the events of the duty's type that no answer covers yet,
+  so a duty restarted after a crash resumes where it stopped;
+- ``decide``: record one answer, once (a second answer to the same event
+  is ignored);
+- ``count_decided``: how many of an outlet's answers since a time match
+  some columns (the clerks' remote-open budget);
+- ``decided``: an outlet's answers, oldest first;
+- ``duties_turn``: whether this process may run a pass now. Several
+  scale-out fronts may run the duties at once; one pass at a time keeps a
+  budget from being counted twice and a refusal from being sent twice.
+
+A table's columns are declared once here, in a small vocabulary both
+databases render (``text``, ``int``, ``real``), so the duty carries no SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from central.registry import Registry
+
+TYPES = ("text", "int", "real")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # one of TYPES
+    null: bool = False
+
+
+@dataclass(frozen=True)
+class DutyTable:
+    """A duty's answers to events of ``event_type``, keyed by (``outlet``,
+    ``event``), both text; ``at`` (real) is when the answer was made, which
+    ``count_decided`` and ``decided`` go by. Every column is named here,
+    those three too, in the table's order."""
+
+    name: str
+    event_type: str
+    columns: tuple[Column, ...]
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"not a table name: {self.name!r}")
+        for c in self.columns:
+            if not c.name.isidentifier() or c.type not in TYPES:
+                raise ValueError(f"{self.name}: bad column {c!r}")
+        have = {c.name: c for c in self.columns}
+        for need in (Column("outlet", "text"), Column("event", "text"), Column("at", "real")):
+            if have.get(need.name) != need:
+                raise ValueError(f"{self.name}: needs the column {need!r}")
+
+
+def identifier(name: str) -> str:
+    """``name`` quoted for either database (``by`` is a keyword in
+    PostgreSQL); ValueError for anything but a plain identifier."""
+    if not name.isidentifier():
+        raise ValueError(f"not an identifier: {name!r}")
+    return f'"{name}"'
+
+
+def body_of(payload: bytes | str) -> dict[str, Any]:
+    """A stored envelope's ``body``; ``{}`` when it is not an object."""
+    try:
+        body = json.loads(payload).get("body")
+    except (ValueError, AttributeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def columns_of(row: dict[str, Any]) -> list[str]:
+    """A row's column names, checked."""
+    return [identifier(k) for k in row]
+
+
+@runtime_checkable
+class DutyStore(Registry, Protocol):
+    """The registry, queueing a command and the duties' answers (module doc)."""
+
+    def push_command(self, outlet: str, kind: str, cmd: dict[str, Any]) -> int:
+        ...
+
+    def duty_table(self, table: DutyTable) -> None:
+        """Create the duty's table if missing (an older one is upgraded to the key)."""
+        ...
+
+    def undecided(self, event_type: str, decisions: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Events of ``event_type`` no row of ``decisions`` answers yet, oldest
+        first: (outlet, event id, body; ``{}`` when the body is not an object)."""
+        ...
+
+    def decide(self, table: str, row: dict[str, Any]) -> bool:
+        """Record one answer (``row`` names ``outlet``, ``event`` and the
+        table's columns); False if the event was answered already."""
+        ...
+
+    def count_decided(self, table: str, outlet: str, since: float, where: dict[str, Any]) -> int:
+        """The outlet's answers made after ``since`` whose columns equal ``where``."""
+        ...
+
+    def decided(self, table: str, outlet: str) -> list[dict[str, Any]]:
+        """The outlet's answers, oldest first (by ``at``, then event id), every column."""
+        ...
+
+    def duties_turn(self) -> AbstractContextManager[bool]:
+        """True inside when this process alone runs a duty pass now."""
+        ...

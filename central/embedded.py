@@ -435,7 +435,7 @@ class Embedded:
         resolved: set[tuple[str, str]] = set()
         for outlet, payload in self.db.execute(
                 "SELECT outlet, CAST(payload AS TEXT) FROM events WHERE type='gateway.alarm_resolved'"):
-            body = _body(payload)
+            body = body_of(payload or "")
             if isinstance(body.get("alarm_id"), str):
                 resolved.add((outlet, body["alarm_id"]))
         out = []
@@ -444,7 +444,7 @@ class Embedded:
                 "WHERE cls='alarm' ORDER BY ts, rowid"):
             if (outlet, eid) in resolved:
                 continue
-            kind = _body(payload).get("alarm")
+            kind = body_of(payload or "").get("alarm")
             out.append({"outlet": outlet, "id": eid, "device": device,
                         "alarm": str(kind)[:40] if kind is not None else "", "ts": ts, "received_at": at})
         return out[:limit] if limit else out
@@ -569,12 +569,3 @@ def open_embedded(directory: Path) -> Embedded:
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     return Embedded(d)
-
-
-def _body(payload: str | None) -> dict[str, Any]:
-    """An envelope's ``body`` as a dict ({} when it is not one)."""
-    try:
-        body = json.loads(payload or "").get("body")
-    except (ValueError, AttributeError):
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -39,7 +39,7 @@ from typing import Any
 from central.backend import PhotoError, PhotoState, Stored, carriable
 from central.duty_store import DutyTable, body_of, columns_of, identifier
 from central.intake import Checked
-from central.registry import device_row, outlet_row
+from central.registry import device_row, mqtt_hash, outlet_row
 from common import clock
 from common.durable import write_durable
 from common.session import PasswordCache, hash_password, verify_password
@@ -147,6 +147,9 @@ class Embedded:
         rekey(self.db, "events", EVENTS, ["outlet", "id"])
         rekey(self.db, "quarantine", QUARANTINE, ["outlet", "id"])
         self.db.executescript(SCHEMA)
+        if "mqtt_hash" not in {r[1] for r in self.db.execute("PRAGMA table_info(outlets)")}:
+            # a file from before the registry kept MQTT logins: none until the outlet is added again
+            self.db.execute("ALTER TABLE outlets ADD COLUMN mqtt_hash TEXT")
         if "prev_until" not in {r[1] for r in self.db.execute("PRAGMA table_info(devices)")}:
             # a file from before key rotation: every device on its first key, none in a grace period
             self.db.execute("ALTER TABLE devices ADD COLUMN prev_until INTEGER NOT NULL DEFAULT 0")
@@ -160,10 +163,11 @@ class Embedded:
         outlet's gateway texts villagers itself while the backhaul is down
         (the platform then sends only what the gateway routes to it)."""
         with self.lock:
-            self.db.execute("INSERT INTO outlets (id, pw_hash, created_at, notifier) VALUES (?,?,?,?) "
-                            "ON CONFLICT(id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL, "
-                            "notifier=excluded.notifier",
-                            (outlet, hash_password(password), time.time(), int(notifier)))
+            self.db.execute("INSERT INTO outlets (id, pw_hash, created_at, notifier, mqtt_hash) "
+                            "VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET pw_hash=excluded.pw_hash, "
+                            "retired_at=NULL, notifier=excluded.notifier, mqtt_hash=excluded.mqtt_hash",
+                            (outlet, hash_password(password), time.time(), int(notifier),
+                             mqtt_hash(password)))
 
     def retire_outlet(self, outlet: str) -> bool:
         with self.lock:
@@ -173,6 +177,9 @@ class Embedded:
 
     def notifier_outlets(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT id FROM outlets WHERE notifier=1")}
+
+    def mqtt_users(self) -> dict[str, str | None]:
+        return dict(self.db.execute("SELECT id, mqtt_hash FROM outlets WHERE retired_at IS NULL ORDER BY id"))
 
     def outlets(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT id, created_at, retired_at FROM outlets ORDER BY id")

@@ -36,6 +36,12 @@ class Registry(Protocol):
     def notifier_outlets(self) -> set[str]:
         ...
 
+    def mqtt_users(self) -> dict[str, str | None]:
+        """Every active outlet's MQTT password as nats-server checks it (a
+        bcrypt hash, ``mqtt_hash``), None for one registered before the
+        registry kept it (add it again to give it one)."""
+        ...
+
     def outlets(self) -> list[dict[str, Any]]:
         """Every outlet: ``outlet_row`` dicts, by id."""
         ...
@@ -74,6 +80,20 @@ class Registry(Protocol):
     def badges(self, outlet: str) -> list[tuple[str, list[str], int, float, float | None]]:
         """The outlet's badges by courier: (courier, lockers, exp, issued_at, revoked_at)."""
         ...
+
+
+# The outlets' MQTT logins go to nats-server's users file as bcrypt hashes
+# (``central/scaleout/nats_auth.py``), never as passwords. Cost 8: the
+# password ``postedge central outlet add`` makes is 144 random bits, which no
+# hash cost adds to; the hash only keeps the password out of the file, and
+# nats-server checks it on every MQTT connect.
+MQTT_BCRYPT_ROUNDS = 8
+
+
+def mqtt_hash(password: str) -> str:
+    import bcrypt  # noqa: PLC0415 - the central extra; only when an outlet is added
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=MQTT_BCRYPT_ROUNDS)).decode()
 
 
 def outlet_row(outlet: str, created_at: float, retired_at: float | None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ signed box catalogue and tariff (``central/documents.py``); ``point`` and
 round manifest (``central/manifests.py``), ``tokens`` where each delivery
 code's text to its villager is (``central/notices.py``). ``nats-auth``
 writes the outlets' NATS users for nats-server's MQTT listener on the
-scale-out backend (``central/scaleout/nats_auth.py``).
+scale-out backend from the registry (``central/scaleout/nats_auth.py``).
 
 Exit codes: 0 done, 2 a usage or configuration error, 3 the environment
 (a port in use).
@@ -461,29 +461,23 @@ def cmd_courier(args: argparse.Namespace) -> int:
 
 def cmd_nats_auth(args: argparse.Namespace) -> int:
     """The outlets' NATS users for nats-server's MQTT listener (the
-    scale-out backend): ``outlet,password`` lines in, an ``include`` file out."""
+    scale-out backend), from the registry: each active outlet with the
+    bcrypt hash of its password that ``outlet add`` kept; a retired outlet
+    is left out, so its MQTT login stops at the servers' next reload."""
     from central.scaleout import nats_auth
 
     lang = i18n.pick(args.lang)
-    outlets: dict[str, str] = {}
-    try:
-        lines = Path(args.outlets).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        _say("nats_auth.bad", lang, err=True, detail=f"{args.outlets}: {e.strerror or e}")
-        return 2
-    for n, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        outlet, sep, password = line.strip().partition(",")
-        if not sep or outlet in outlets:
-            _say("nats_auth.bad", lang, err=True,
-                 detail=f"{args.outlets}:{n}: want one outlet,password line per outlet")
+    with _opened(args, lang, scaleout=True) as opened:
+        if opened is None:
             return 2
-        outlets[outlet] = password
+        _, backend = opened
+        users = backend.mqtt_users()
+    missing = sorted(o for o, h in users.items() if h is None)
+    if missing:  # registered before the registry kept MQTT logins
+        _say("nats_auth.no_hash", lang, err=True, outlets=", ".join(missing))
+    outlets = {o: h for o, h in users.items() if h is not None}
     platform = sys.stdin.readline().rstrip("\n") if args.platform_password_stdin else None
     try:
-        for outlet in outlets:
-            nats_auth.outlet_permissions(args.prefix, outlet)  # the id's shape
         nats_auth.write(Path(args.out), args.prefix, outlets, platform)
     except (ValueError, OSError) as e:
         _say("nats_auth.bad", lang, err=True, detail=e)
@@ -821,8 +815,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     crr.add_argument("courier", help="the courier's id (1-32 of a-z 0-9 _ -)")
     cr.set_defaults(func=cmd_courier)
     na = csub.add_parser("nats-auth", help="write the outlets' NATS users for nats-server's MQTT listener")
+    na.add_argument("dir", type=Path)
     na.add_argument("out", type=Path, help="the include file to write (nats-server: include \"auth.conf\")")
-    na.add_argument("--outlets", type=Path, required=True, help="a file of outlet,password lines")
     na.add_argument("--prefix", default="pe-up/v1", help="the gateways' MQTT topic prefix")
     na.add_argument("--platform-password-stdin", action="store_true",
                     help="the platform user's password from stdin "

@@ -29,7 +29,7 @@ from psycopg import sql
 from central.backend import PhotoError, PhotoState, Stored, carriable
 from central.duty_store import DutyTable, body_of
 from central.intake import Checked
-from central.registry import device_row, outlet_row
+from central.registry import device_row, mqtt_hash, outlet_row
 from central.scaleout import log as jlog
 from central.scaleout import record
 from central.scaleout.bridge import LoopThread
@@ -61,10 +61,10 @@ class PgStore:
     # the same rows, so a device retired through one is refused by all.
     def add_outlet(self, outlet: str, password: str, notifier: bool = False) -> None:
         with self.pool.tx() as c:
-            c.execute("INSERT INTO outlets (id, pw_hash, created_at, notifier) VALUES (%s,%s,%s,%s) "
-                      "ON CONFLICT (id) DO UPDATE SET pw_hash=excluded.pw_hash, retired_at=NULL, "
-                      "notifier=excluded.notifier",
-                      (outlet, hash_password(password), time.time(), notifier))
+            c.execute("INSERT INTO outlets (id, pw_hash, created_at, notifier, mqtt_hash) "
+                      "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET pw_hash=excluded.pw_hash, "
+                      "retired_at=NULL, notifier=excluded.notifier, mqtt_hash=excluded.mqtt_hash",
+                      (outlet, hash_password(password), time.time(), notifier, mqtt_hash(password)))
 
     def retire_outlet(self, outlet: str) -> bool:
         with self.pool.tx() as c:
@@ -85,6 +85,11 @@ class PgStore:
     def notifier_outlets(self) -> set[str]:
         with self.pool.tx() as c:
             return {r[0] for r in c.execute("SELECT id FROM outlets WHERE notifier")}
+
+    def mqtt_users(self) -> dict[str, str | None]:
+        with self.pool.tx() as c:
+            return {o: h for o, h in c.execute("SELECT id, mqtt_hash FROM outlets WHERE retired_at IS NULL "
+                                               "ORDER BY id")}
 
     def outlets(self) -> list[dict[str, Any]]:
         with self.pool.tx() as c:

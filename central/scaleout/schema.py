@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS outlets (
     id text PRIMARY KEY, pw_hash text NOT NULL, created_at double precision NOT NULL,
     retired_at double precision, notifier boolean NOT NULL DEFAULT false);
 ALTER TABLE outlets ADD COLUMN IF NOT EXISTS notifier boolean NOT NULL DEFAULT false;
+ALTER TABLE outlets ADD COLUMN IF NOT EXISTS mqtt_hash text;
 CREATE TABLE IF NOT EXISTS devices (
     id text NOT NULL, outlet text NOT NULL, kind text NOT NULL, kv integer NOT NULL DEFAULT 1,
     created_at double precision NOT NULL, retired_at double precision,

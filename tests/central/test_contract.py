@@ -296,6 +296,21 @@ def test_the_notifier_key_only_for_an_outlet_registered_with_one(central: Centra
     assert central.registry.notifier_outlets() == set()
 
 
+def test_the_registry_keeps_each_active_outlets_mqtt_login_as_a_hash(central: CentralUnderTest) -> None:
+    """What ``central nats-auth`` writes for nats-server: bcrypt hashes of the
+    outlets' passwords, never the passwords; a retired outlet left out."""
+    import bcrypt
+
+    central.registry.add_outlet("o1", PW)
+    central.registry.add_outlet("o2", "o2-secret-pw")
+    users = central.registry.mqtt_users()
+    assert sorted(users) == ["o1", "o2"] and PW not in str(users)
+    assert bcrypt.checkpw(PW.encode(), str(users["o1"]).encode())
+    assert not bcrypt.checkpw(PW.encode(), str(users["o2"]).encode())
+    central.retire_outlet("o2")
+    assert list(central.registry.mqtt_users()) == ["o1"]
+
+
 def test_keys_need_a_login_and_a_well_formed_list(central: CentralUnderTest) -> None:
     central.add_outlet("o1", PW)
     assert ask_keys(Client(central, password="guess"), [("lk01", "locker")])[0] == 401

@@ -1,12 +1,16 @@
 """``postedge central nats-auth``: the outlets' NATS users file, written from
-an ``outlet,password`` list and loaded by a real nats-server with its MQTT
-listener, where the gateway's own MQTT carrier logs in as its outlet and
-only as its outlet. Bad lines are refused with a reason and exit 2."""
+the registry (the bcrypt hash ``outlet add`` keeps of each outlet's
+password) and loaded by a real nats-server with its MQTT listener, where the
+gateway's own MQTT carrier logs in as its outlet and only as its outlet; a
+retired outlet is left out, so its login stops at the next reload."""
 
 from __future__ import annotations
 
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +24,19 @@ from tests.central.rig import NATS_SERVER, _stop, _wait_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def nats_auth(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "postedge.cli", "--lang", "en", "central", "nats-auth", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+def central(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "postedge.cli", "--lang", "en", "central", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, input=stdin)
 
 
-def test_the_users_file_lets_each_outlet_in_as_itself_only(tmp_path: Path, central_pki: Any) -> None:
-    outlets = tmp_path / "outlets.csv"
-    outlets.write_text("# outlet,password\no1,first-secret\no2,second-secret\n")
-    auth = tmp_path / "auth.conf"
-    r = nats_auth(str(auth), "--outlets", str(outlets))
+def added(d: Path, outlet: str) -> str:
+    """``central outlet add``: the password it prints."""
+    r = central("outlet", "add", str(d), outlet)
     assert r.returncode == 0, r.stderr
-    assert "2 outlets" in r.stdout and auth.stat().st_mode & 0o777 == 0o600
+    return r.stdout.split("(shown only now): ")[1].split()[0]
+
+
+def start_nats(tmp_path: Path, central_pki: Any) -> tuple[subprocess.Popen[bytes], str]:
     port, mport = free_port(), free_port()
     conf = tmp_path / "n.conf"
     conf.write_text(f'server_name: "a1"\nlisten: "127.0.0.1:{port}"\n'
@@ -40,27 +45,62 @@ def test_the_users_file_lets_each_outlet_in_as_itself_only(tmp_path: Path, centr
                     f'key_file: "{central_pki.server.key}" }} }}\ninclude "auth.conf"\n')
     with open(tmp_path / "n.log", "wb") as log:
         proc = subprocess.Popen([NATS_SERVER, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    _wait_port(mport, proc, "nats-server mqtt")
+    return proc, f"mqtts://127.0.0.1:{mport}"
+
+
+@pytest.mark.slow
+def test_the_users_file_lets_each_active_outlet_in_as_itself_only(tmp_path: Path, central_pki: Any) -> None:
+    d = tmp_path / "central"
+    assert central("init", str(d), "--host", "127.0.0.1", "--port", str(free_port())).returncode == 0
+    pw1, pw2 = added(d, "o1"), added(d, "o2")
+    auth = tmp_path / "auth.conf"
+    r = central("nats-auth", str(d), str(auth))
+    assert r.returncode == 0, r.stderr
+    assert "2 outlets" in r.stdout and auth.stat().st_mode & 0o777 == 0o600
+    text = auth.read_text()
+    assert pw1 not in text and pw2 not in text and text.count('"password": "$2b$') == 2  # hashes only
+    proc, url = start_nats(tmp_path, central_pki)
     try:
-        _wait_port(mport, proc, "nats-server mqtt")
         ctx = tls_context(str(central_pki.ca))
-        url = f"mqtts://127.0.0.1:{mport}"
-        MqttTransport(url, "o1", ctx, 5, "o1", "first-secret").probe()
+        MqttTransport(url, "o1", ctx, 5, "o1", pw1).probe()
+        MqttTransport(url, "o2", ctx, 5, "o2", pw2, client_id="o2a").probe()
         with pytest.raises(TransportError, match="subscription refused"):
-            MqttTransport(url, "o2", ctx, 5, "o1", "first-secret", client_id="x").probe()
+            MqttTransport(url, "o2", ctx, 5, "o1", pw1, client_id="x").probe()
         with pytest.raises(TransportError) as wrong:  # a refused CONNACK, or the socket closed first
-            MqttTransport(url, "o1", ctx, 5, "o1", "second-secret", client_id="y").probe()
+            MqttTransport(url, "o1", ctx, 5, "o1", pw2, client_id="y").probe()
         assert wrong.value.reason == "connection"
+        # o2 retired: rewritten without it, reloaded, and its login stops
+        assert central("outlet", "retire", str(d), "o2").returncode == 0
+        r = central("nats-auth", str(d), str(auth))
+        assert r.returncode == 0 and "1 outlets" in r.stdout and '"user": "o2"' not in auth.read_text()
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                MqttTransport(url, "o2", ctx, 2, "o2", pw2, client_id=f"o2-{time.monotonic()}").probe()
+                time.sleep(0.2)
+            except TransportError:
+                break
+        else:
+            raise AssertionError("a retired outlet still logs in after the reload")
+        MqttTransport(url, "o1", ctx, 5, "o1", pw1, client_id="o1b").probe()
     finally:
         _stop(proc)
 
 
 @pytest.mark.slow
-def test_bad_lines_are_refused_with_a_reason(tmp_path: Path) -> None:
-    outlets = tmp_path / "outlets.csv"
-    outlets.write_text("o1 first-secret\n")
-    r = nats_auth(str(tmp_path / "auth.conf"), "--outlets", str(outlets))
-    assert r.returncode == 2 and "outlets.csv:1" in r.stderr
-    outlets.write_text("O_1!,pw\n")
-    r = nats_auth(str(tmp_path / "auth.conf"), "--outlets", str(outlets))
-    assert r.returncode == 2 and "not an outlet id" in r.stderr
-    assert not (tmp_path / "auth.conf").exists()
+def test_an_outlet_without_a_kept_login_is_named_and_a_bad_folder_refused(tmp_path: Path) -> None:
+    d = tmp_path / "central"
+    assert central("init", str(d), "--host", "127.0.0.1", "--port", str(free_port())).returncode == 0
+    added(d, "o1")
+    added(d, "o2")
+    db = sqlite3.connect(d / "data" / "central.db")  # as a database from before the registry kept them
+    db.execute("UPDATE outlets SET mqtt_hash=NULL WHERE id='o2'")
+    db.commit()
+    db.close()
+    r = central("nats-auth", str(d), str(tmp_path / "auth.conf"))
+    assert r.returncode == 0 and "1 outlets" in r.stdout and "o2" in r.stderr and "outlet add" in r.stderr
+    r = central("nats-auth", str(tmp_path / "nowhere"), str(tmp_path / "auth2.conf"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert not (tmp_path / "auth2.conf").exists()

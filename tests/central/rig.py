@@ -210,8 +210,10 @@ class Postgres:
                  "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
                  "-c", "shared_buffers=256MB"],
                 user=self.user, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
-        _wait_port(self.port, self.proc, "postgres")
-        end = time.monotonic() + 20
+        _wait_port(self.port, self.proc, "postgres", timeout=60.0)
+        # After a SIGKILL the server replays its WAL before it accepts
+        # connections: seconds on a quiet box, over 20 s on a loaded one.
+        end = time.monotonic() + 120
         while subprocess.run([_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
                              stdout=subprocess.DEVNULL).returncode != 0:
             if time.monotonic() > end:

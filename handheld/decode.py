@@ -219,14 +219,16 @@ def find_regions(gray: np.ndarray, max_regions: int = 4, work_side: int = 640) -
     jyy = cv2.boxFilter(gy * gy, -1, win)
     jxy = cv2.boxFilter(gx * gy, -1, win)
     energy = jxx + jyy
-    coh = np.sqrt((jxx - jyy) ** 2 + 4 * jxy * jxy) / (energy + 1e-3)
+    diff = jxx - jyy
+    root = cv2.sqrt(diff * diff + 4 * jxy * jxy)  # once: coherence and the doubled angle both need it
+    coh = root / (energy + 1e-3)
     thr = max(8.0 * float(np.median(energy[::3, ::3])), 60.0)
     strong = energy > thr
     # Split coherent edges by orientation (doubled angle, so a bar's two edges agree): bars and the
     # text lines beside them on a label point different ways and must not merge into one region.
     coherent = strong & (coh > 0.6)
-    mag = np.sqrt((jxx - jyy) ** 2 + 4 * jxy * jxy) + 1e-3
-    cphi, sphi = (jxx - jyy) / mag, (2 * jxy) / mag  # cos, sin of the doubled gradient angle
+    mag = root + 1e-3
+    cphi, sphi = diff / mag, (2 * jxy) / mag  # cos, sin of the doubled gradient angle
     phi = np.arctan2(sphi[coherent], cphi[coherent])
     hist, _ = np.histogram(phi, bins=_BINS, range=(-math.pi, math.pi), weights=energy[coherent])
     found: list[tuple[np.ndarray, bool]] = []

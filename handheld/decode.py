@@ -542,9 +542,10 @@ def _read_crop(var: np.ndarray, binarizer: zxingcpp.Binarizer, name: str, m_inv:
     # The crop is deskewed, so zxing's rotate tries are wasted on it (3x a read's time) except with the
     # first 2D variant of each cut: reading a Data Matrix turned 90 degrees sometimes finds it where upright
     # did not.
-    # A whole (resampled) frame is not deskewed: it keeps every try.
-    for b in read_zxing(var, formats=formats, rotate=whole or name in ("clahe", "affine"), downscale=whole,
-                        invert=whole, binarizer=binarizer):
+    # A whole (resampled) frame is not deskewed: it keeps the rotate and downscale tries.
+    rotate = whole or name in ("clahe", "quad-clahe")
+    for b in read_zxing(var, formats=formats, rotate=rotate, downscale=whole, invert=False,
+                        binarizer=binarizer):
         c = _to_code(b, name, m_inv)
         if not _retry_ok(c) or not plausible(c):
             continue
@@ -585,10 +586,9 @@ def _tries_2d(gray: np.ndarray, r: Region, scale: float
     """
     crop, m_inv = warp_quad(gray, r, scale)
     for n, v, b in _variants_2d(crop, scale):
-        yield n, v, b, m_inv
-    if max(r.length, r.width) <= _ELONGATED * min(r.length, r.width):
-        crop, m_inv = warp_region(gray, r, scale, upright=True)
-        yield "affine", _CLAHE.apply(crop), _GH, m_inv
+        yield "quad-" + n, v, b, m_inv
+    crop, m_inv = warp_region(gray, r, scale, upright=True)
+    yield "clahe", _CLAHE.apply(crop), _GH, m_inv
 
 
 #: The whole-frame last try's resampling factor.

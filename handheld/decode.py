@@ -33,11 +33,18 @@ the cost of every frame, the easy ones included. So:
    global-histogram binarizer (glare, shadows, low light), smoothed and
    stretched under one global threshold (creased and dim labels), locally
    normalised (a highlight or shadow edge across the symbol), smoothed, as
-   cut, sharpened. Linear regions long enough for a 1D symbol go first, then
+   cut, sharpened. A 2D region is cut through the four corners of its
+   outline (a homography), not by an affine warp: a symbol or label seen at
+   an angle becomes a rectangle again, where the affine cut left a PDF417's
+   rows converging; after that cut's variants, the affine cut is read once
+   (CLAHE, global histogram) for the square symbols whose outline is a poor
+   quadrilateral. Linear regions long enough for a 1D symbol go first, then
    2D regions, then short coherent blobs (PDF417 columns, print). Retries
    stop at the first trustworthy read in a region. Crops are read without
    zxing-cpp's rotate tries (they are deskewed; the tries cost 3x a read),
-   except the first 2D variant.
+   except the first variant of each 2D cut. When nothing at all was read,
+   the whole frame averaged down to 0.7 of its size (area resampling takes
+   out shot noise) is read once: dim and noisy frames.
 4. **Label read**: a region that already holds a trusted read (usually the
    whole label) is read once more, deskewed and stretched: on labels with
    several symbols the first pass often reads one and stops, and this finds

@@ -461,8 +461,17 @@ def _retry_ok(code: Code) -> bool:
         return True
     if code.format in ("Code128", "Code39"):
         _, reason = check(code.text, code.symbology)
-        return reason == "unrecognised"  # free text, not a failed S10/EAN/GS1
+        if code.format == "Code128" and code.symbology == "]C0" and reason in _NOT_EAN:
+            # Digits in plain Code 128 are not an EAN/UPC that failed its check: GS1 never puts a GTIN in
+            # plain Code 128, and the symbol's own mod-103 check already passed. A waybill or an internal
+            # number; the first pass keeps them, so a retry may too.
+            return True
+        return reason == "unrecognised"  # free text, not a failed S10/GS1 (or an EAN in Code 39)
     return False
+
+
+#: ``check`` reasons for digits that are no EAN/UPC: the validator tried EAN on them for want of better.
+_NOT_EAN = frozenset({"unrecognised", "ean_check_digit", "ean_format"})
 
 
 #: ITF has no check character of its own and partial reads of it are common (a scan line that

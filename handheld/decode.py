@@ -547,7 +547,8 @@ def drop_subreads(codes: list[Code]) -> list[Code]:
 
 
 def _read_crop(var: np.ndarray, binarizer: zxingcpp.Binarizer, name: str, m_inv: np.ndarray,
-               formats: zxingcpp.BarcodeFormats, codes: list[Code]) -> tuple[list[Code], bool, int]:
+               formats: zxingcpp.BarcodeFormats, codes: list[Code],
+               invert: bool = False) -> tuple[list[Code], bool, int]:
     """Read one enhanced crop; add what passes the retry bar to ``codes``.
 
     Returns the new list, whether anything was accepted, and the extra zxing
@@ -558,7 +559,7 @@ def _read_crop(var: np.ndarray, binarizer: zxingcpp.Binarizer, name: str, m_inv:
     # first 2D variant of each cut: reading a Data Matrix turned 90 degrees sometimes finds it where upright
     # did not.
     for b in read_zxing(var, formats=formats, rotate=name in ("clahe", "quad-clahe"), downscale=False,
-                        invert=False, binarizer=binarizer):
+                        invert=invert, binarizer=binarizer):
         c = _to_code(b, name, m_inv)
         if not _retry_ok(c) or not plausible(c):
             continue
@@ -622,7 +623,10 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
     """
     gray = to_gray(img)
     t0 = time.perf_counter()
-    codes = [c for c in (_to_code(b, "first") for b in read_zxing(gray, formats=formats)) if plausible(c)]
+    # No invert tries here (a quarter of the first pass's time; parcels print dark on light): a light-on-dark
+    # symbol is read by the last, averaged whole-frame read, which keeps them.
+    codes = [c for c in (_to_code(b, "first") for b in read_zxing(gray, formats=formats, invert=False))
+             if plausible(c)]
     t1 = time.perf_counter()
     if stats is not None:
         stats.first_ms = (t1 - t0) * 1000
@@ -679,11 +683,12 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
         # Nothing anywhere: the frame averaged down to 0.7 of its size (area resampling), read whole.
         # Measured on the field set's dev split: dim and noisy frames whose Data Matrix, QR or UPC the
         # crops missed (the averaging takes out shot noise; modules of 3+ px survive it), and no
-        # misreads on the frames with no code. One plain read (no rotate, downscale or invert tries:
-        # they doubled its cost and rescued nothing more): ~9 ms, on frames with no read only.
+        # misreads on the frames with no code. No rotate or downscale tries (they doubled its cost and
+        # rescued nothing more); the invert try, which the first pass leaves to it: ~9 ms, or twice that
+        # when nothing is found, on frames with no read only.
         small = cv2.resize(gray, None, fx=_AVERAGED, fy=_AVERAGED, interpolation=cv2.INTER_AREA)
         back = np.float32([[1 / _AVERAGED, 0, 0], [0, 1 / _AVERAGED, 0]])
-        codes = _read_crop(small, _LA, "averaged", back, formats, codes)[0]
+        codes = _read_crop(small, _LA, "averaged", back, formats, codes, invert=True)[0]
     codes = drop_subreads(codes)
     if stats is not None:
         stats.retry_ms = (time.perf_counter() - t1) * 1000

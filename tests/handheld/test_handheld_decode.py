@@ -446,3 +446,34 @@ def test_corner_cut_turns_a_tilted_symbol_into_a_rectangle() -> None:
     assert got[0].stage == "quad-clahe"
     cx, cy = got[0].center()
     assert 120 <= cx <= 760 and 150 <= cy <= 500
+
+
+def test_retry_keeps_digits_in_plain_code128_only() -> None:
+    """Digits in plain Code 128 (a waybill, an internal number) are no EAN/UPC that failed its check: a retry
+    read of them is kept. A failed S10 in Code 128, or digits in Code 39 (no check character), are not."""
+    from handheld.decode import _retry_ok
+
+    quad = ((0, 0), (10, 0), (10, 5), (0, 5))
+    assert _retry_ok(Code("325729903470", "Code128", quad, None, "]C0"))  # 12 digits, a bad UPC check
+    assert _retry_ok(Code("00086720312301056251420310874819279587", "Code128", quad, None, "]C0"))
+    assert not _retry_ok(Code("RR123456784CN", "Code128", quad, None, "]C0"))  # S10 check digit fails
+    assert not _retry_ok(Code("325729903470", "Code39", quad, None, "]A0"))
+
+
+@pytest.mark.parametrize(("condition", "i"), [("small", 0), ("dense", 2), ("clean", 3)])
+def test_field_code128_numbers_read_by_retries(condition: str, i: int) -> None:
+    """Code 128 numbers that look like a failed EAN (12 digits) or are too long for one: the crops read them
+    and the decoder before this kept none of them."""
+    from simulator.fieldgen import DEV_SEED, field_frame
+
+    f = field_frame(DEV_SEED, condition, "Code128", i)
+    got = decode_image(f.img)
+    assert texts(got) == {f.truths[0].text}, f.note
+    assert got[0].stage != "first"
+
+
+def test_light_on_dark_2d_symbol_is_read_by_the_last_whole_frame_read() -> None:
+    """The first pass has no invert tries; the averaged whole-frame read keeps them."""
+    img, _ = label_image([("RR123456785CN", "QRCode")], rng(9), module_px=3)
+    got = decode_image(255 - img)
+    assert [(c.text, c.stage) for c in got] == [("RR123456785CN", "averaged")]

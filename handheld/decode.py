@@ -7,9 +7,10 @@ far away (a module under ~1.5 px), noisy frames from a dim shop and faded
 thermal print. Throwing more whole-frame passes at every frame would multiply
 the cost of every frame, the easy ones included. So:
 
-1. **First pass**: zxing-cpp on the full frame with its own rotate / downscale
-   / invert tries, restricted to the symbologies a post outlet meets (Code
-   128, Code 39, ITF, EAN/UPC, QR, Data Matrix, PDF417). Data Matrix and
+1. **First pass**: zxing-cpp on the full frame with its own rotate and
+   downscale tries (not invert: parcels print dark on light, and those tries
+   cost a quarter of the pass), restricted to the symbologies a post outlet
+   meets (Code 128, Code 39, ITF, EAN/UPC, QR, Data Matrix, PDF417). Data Matrix and
    PDF417 stay in: parcel labels carry them (GS1 DataMatrix, postal 2D
    indicia and franking, carriers' PDF417 shipping and customs blocks) and
    both are Reed-Solomon protected, so accepting them costs no misreads.
@@ -54,7 +55,8 @@ the cost of every frame, the easy ones included. So:
 Reads from retries are held to a higher bar than the first pass (they come
 from images we have pushed around): a 1D retry read is kept only if it
 passes a check digit, or it is Code 128 or Code 39 with text that is not a
-failed attempt at a checked scheme; an EAN/UPC retry read (mod-10 check
+failed attempt at a checked scheme (digits in plain Code 128 are no failed
+EAN/UPC: GS1 puts none there); an EAN/UPC retry read (mod-10 check
 only) must be read again from the crop resampled to 5/4 size. What measured
 well and what did not is written down in ``bench/decode.py``'s docstring.
 """

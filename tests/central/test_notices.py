@@ -7,6 +7,7 @@ and a worker), as the duty asks only for ``central/duty_store.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -27,12 +28,14 @@ MASTER = bytes(range(32))
 
 class Provider:
     """An SMS provider: keeps texts, deduplicates by ``ref`` as real ones do,
-    and fails on demand (``fail`` answers of the given status)."""
+    fails on demand (``fail`` answers of the given status) and answers
+    after ``delay_s`` (a slow provider keeps a duty pass running)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.texts: dict[str, dict[str, Any]] = {}
         self.calls = 0
         self.fail: list[int] = []
+        self.delay_s = delay_s
         self.lock = threading.Lock()
         app = web.Application()
         app.router.add_post("/sms", self._send)
@@ -45,6 +48,8 @@ class Provider:
         doc = await request.json()
         with self.lock:
             self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        with self.lock:
             if self.fail:
                 return web.Response(status=self.fail.pop(0))
             self.texts.setdefault(doc["ref"], doc)

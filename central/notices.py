@@ -63,7 +63,7 @@ CONTACTS = DutyTable("contacts", "", (
 TOKEN_NOTICES = DutyTable("token_notices", "", (
     Column("outlet", "text"), Column("parcel", "text"), Column("device", "text"), Column("round", "text"),
     Column("at", "real")), key=("outlet", "parcel"))
-NOTICES = DutyTable("notices", "", (
+NOTICES = DutyTable("notices", "locker.deposit", (  # on PostgreSQL, a partial index of the deposits
     Column("deposit", "text"), Column("purpose", "text"), Column("outlet", "text"),
     Column("parcel", "text", null=True), Column("state", "text"), Column("attempts", "int"),
     Column("provider_id", "text", null=True), Column("error", "text", null=True), Column("at", "real")),

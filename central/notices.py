@@ -31,6 +31,12 @@ again texts the token the handheld's manifest checks, never a second one,
 and no table holds it. A parcel with no number is ``no_contact``, logged
 once, shown by ``token_states`` and looked at again on every pass (a
 contacts import may come after the manifest).
+
+Every table here is kept through ``central/duty_store.py`` (``upsert``,
+``rows``, ``events_of``, ``event``), never by SQL of its own, so the duty
+runs on either backend: SQLite beside the embedded one's events, or
+PostgreSQL on scale-out, where several fronts may run it and one pass at a
+time (``duties_turn``) keeps a claimed notice from being sent by another.
 """
 
 from __future__ import annotations

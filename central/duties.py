@@ -18,8 +18,10 @@ step does not keep the others from running.
 
 The first two are security-relevant and run on either backend
 (``SecurityDuties``: they ask only for ``central/duty_store.py``), so a
-scale-out ``postedge central run`` runs them too; the rest keep their
-tables beside the embedded backend's and run only there (``Duties``). One
+scale-out ``postedge central run`` runs them too, and the notices with
+them when an SMS provider is configured (``SharedDuties``: they too ask
+only for the duty store); the rest keep their tables beside the embedded
+backend's and run only there (``Duties``). One
 pass at a time per store (``duties_turn``): a scale-out deployment may run
 the duties in several front processes, and a tick that finds another
 process's pass running is skipped (the embedded backend's waits for it).
@@ -83,23 +85,42 @@ class SecurityDuties:
                 log.warning("central duties: no pass this tick", exc_info=True)
 
 
-class Duties(SecurityDuties):
+class SharedDuties(SecurityDuties):
+    """The security duties and, with an SMS provider, the pickup notices
+    and delivery tokens: what runs on either backend (the scale-out one's
+    ``postedge central run``)."""
+
+    def __init__(self, backend: DutyStore, master: bytes, sms: SmsProvider | None = None,
+                 clock: Callable[[], float] = time.time,
+                 device_clock: Callable[[str], float] | None = None) -> None:
+        """``sms``: the provider pickup notices go through (none: no notices);
+        ``device_clock``: as ``SecurityDuties``."""
+        super().__init__(backend, master, clock=clock, device_clock=device_clock)
+        self.notices = (Notices(backend, master, sms, backend.notifier_outlets, clock=clock)
+                        if sms is not None else None)
+
+    def local_steps(self) -> list[Callable[[], object]]:
+        """The steps between the security ones and the notices (``Duties``'s own)."""
+        return []
+
+    def steps(self) -> list[Callable[[], object]]:
+        out = super().steps() + self.local_steps()
+        if self.notices is not None:
+            out.append(self.notices.run_once)
+        return out
+
+
+class Duties(SharedDuties):
     """Every duty, on the embedded backend."""
 
     def __init__(self, backend: Embedded, master: bytes, sms: SmsProvider | None = None,
                  clock: Callable[[], float] = time.time, boards: Boards | None = None,
                  device_clock: Callable[[str], float] | None = None) -> None:
-        """``sms``: the provider pickup notices go through (none: no notices);
-        ``boards``: the registry the front serves, when it has one (else a new one);
-        ``device_clock``: as ``SecurityDuties``."""
-        super().__init__(backend, master, clock=clock, device_clock=device_clock)
+        """``sms``: as ``SharedDuties``; ``boards``: the registry the front
+        serves, when it has one (else a new one); ``device_clock``: as ``SecurityDuties``."""
+        super().__init__(backend, master, sms, clock=clock, device_clock=device_clock)
         self.boards = boards or Boards(backend, master, clock=clock)
-        self.notices = (Notices(backend, master, sms, backend.notifier_outlets, clock=clock)
-                        if sms is not None else None)
         self.postage = PostageAudit(backend, clock=clock)
 
-    def steps(self) -> list[Callable[[], object]]:
-        out = super().steps() + [self.boards.run_once, self.boards.schedule_revisits, self.postage.run_once]
-        if self.notices is not None:
-            out.append(self.notices.run_once)
-        return out
+    def local_steps(self) -> list[Callable[[], object]]:
+        return [self.boards.run_once, self.boards.schedule_revisits, self.postage.run_once]

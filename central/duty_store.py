@@ -21,6 +21,18 @@ the registry (``central/registry.py``) and ``push_command``:
   scale-out fronts may run the duties at once; one pass at a time keeps a
   budget from being counted twice and a refusal from being sent twice.
 
+The pickup notices (``central/notices.py``) keep rows that are not one
+answer per event (a villager's number per parcel, a notice per deposit and
+purpose, claimed before the SMS provider is called and updated as it
+answers), so a table may name another key (``DutyTable.key``) and a duty
+may also:
+
+- ``upsert``: write one row by its key, the other columns replaced (or,
+  for the columns named ``add``, added to: a count of attempts);
+- ``rows``: a table's rows whose columns equal some values;
+- ``events_of``: every event of a type, oldest first;
+- ``event``: one event's stored envelope.
+
 A table's columns are declared once here, in a small vocabulary both
 databases render (``text``, ``int``, ``real``), so the duty carries no SQL.
 """
@@ -49,11 +61,17 @@ class DutyTable:
     """A duty's answers to events of ``event_type``, keyed by (``outlet``,
     ``event``), both text; ``at`` (real) is when the answer was made, which
     ``count_decided`` and ``decided`` go by. Every column is named here,
-    those three too, in the table's order."""
+    those three too, in the table's order.
+
+    A table of other rows (``upsert``, ``rows``) names its ``key``, which
+    starts with ``outlet`` (text) and whose columns are text and not null;
+    it then needs no ``event`` or ``at``, and ``event_type`` may be ``""``
+    (no event type it answers)."""
 
     name: str
     event_type: str
     columns: tuple[Column, ...]
+    key: tuple[str, ...] = ("outlet", "event")
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -62,7 +80,10 @@ class DutyTable:
             if not c.name.isidentifier() or c.type not in TYPES:
                 raise ValueError(f"{self.name}: bad column {c!r}")
         have = {c.name: c for c in self.columns}
-        for need in (Column("outlet", "text"), Column("event", "text"), Column("at", "real")):
+        needs = [Column("at", "real")] if self.key == ("outlet", "event") else []
+        if self.key[:1] != ("outlet",):
+            raise ValueError(f"{self.name}: a key starts with the outlet")
+        for need in [Column(k, "text") for k in self.key] + needs:
             if have.get(need.name) != need:
                 raise ValueError(f"{self.name}: needs the column {need!r}")
 
@@ -120,4 +141,22 @@ class DutyStore(Registry, Protocol):
 
     def duties_turn(self) -> AbstractContextManager[bool]:
         """True inside when this process alone runs a duty pass now."""
+        ...
+
+    def upsert(self, table: DutyTable, row: dict[str, Any], add: tuple[str, ...] = ()) -> None:
+        """Write ``row`` (every column of ``table.key`` and some others): a
+        new row, or the one with its key updated, its other columns
+        replaced, the ``add`` ones added to (attempts counted)."""
+        ...
+
+    def rows(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows whose columns equal ``where``, every column, in no particular order."""
+        ...
+
+    def events_of(self, event_type: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every event of ``event_type``, oldest first: (outlet, event id, body)."""
+        ...
+
+    def event(self, outlet: str, event_id: str) -> bytes | None:
+        """One stored event's envelope, by the outlet that sent it and its id."""
         ...

@@ -153,7 +153,9 @@ class Embedded:
         if "prev_until" not in {r[1] for r in self.db.execute("PRAGMA table_info(devices)")}:
             # a file from before key rotation: every device on its first key, none in a grace period
             self.db.execute("ALTER TABLE devices ADD COLUMN prev_until INTEGER NOT NULL DEFAULT 0")
-        self.lock = threading.Lock()
+        # reentrant: a reader that holds it for a consistent view (the simulator's
+        # ledger) may call a method that takes it too (``rows``, for the notices' states)
+        self.lock = threading.RLock()
         self._duties = threading.Lock()  # one duty pass at a time (``duties_turn``)
         self._logins = PasswordCache()
 
@@ -372,10 +374,33 @@ class Embedded:
     def duty_table(self, table: DutyTable) -> None:
         cols = ", ".join(f"{identifier(c.name)} {SQLITE_TYPES[c.type]}{'' if c.null else ' NOT NULL'}"
                          for c in table.columns)
-        create = "CREATE TABLE IF NOT EXISTS {t} (" + cols + ", PRIMARY KEY (outlet, event));"
+        create = "CREATE TABLE IF NOT EXISTS {t} (" + cols + f", PRIMARY KEY ({', '.join(table.key)}));"
         with self.lock:
-            rekey(self.db, table.name, create, ["outlet", "event"])  # a file from before that key
+            rekey(self.db, table.name, create, list(table.key))  # a file from before that key
             self.db.executescript(create.format(t=table.name))
+
+    def upsert(self, table: DutyTable, row: dict[str, Any], add: tuple[str, ...] = ()) -> None:
+        cols = columns_of(row)
+        t = identifier(table.name)
+        sets = [f"{c}={t}.{c}+excluded.{c}" if k in add else f"{c}=excluded.{c}"
+                for k, c in zip(row, cols, strict=True) if k not in table.key]
+        on = f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
+        with self.lock:
+            self.db.execute(f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                            f"ON CONFLICT({', '.join(map(identifier, table.key))}) {on}", tuple(row.values()))
+
+    def rows(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
+        match = " AND ".join(f"{c}=?" for c in columns_of(where)) or "1"
+        with self.lock:
+            cur = self.db.execute(f"SELECT * FROM {identifier(table)} WHERE {match}", tuple(where.values()))
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def events_of(self, event_type: str) -> list[tuple[str, str, dict[str, Any]]]:
+        with self.lock:
+            rows = self.db.execute("SELECT outlet, id, payload FROM events WHERE type=? "
+                                   "ORDER BY received_at, rowid", (event_type,)).fetchall()
+        return [(outlet, eid, body_of(payload)) for outlet, eid, payload in rows]
 
     def decide(self, table: str, row: dict[str, Any]) -> bool:
         cols = columns_of(row)

@@ -31,6 +31,12 @@ again texts the token the handheld's manifest checks, never a second one,
 and no table holds it. A parcel with no number is ``no_contact``, logged
 once, shown by ``token_states`` and looked at again on every pass (a
 contacts import may come after the manifest).
+
+Every table here is kept through ``central/duty_store.py`` (``upsert``,
+``rows``, ``events_of``, ``event``), never by SQL of its own, so the duty
+runs on either backend: SQLite beside the embedded one's events, or
+PostgreSQL on scale-out, where several fronts may run it and one pass at a
+time (``duties_turn``) keeps a claimed notice from being sent by another.
 """
 
 from __future__ import annotations
@@ -40,10 +46,11 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from central.embedded import Embedded, rekey
+from central.duty_store import Column, DutyStore, DutyTable
 from central.keys import KeyService
 from central.messages import TEXT
 from common.logs import recorder
@@ -53,68 +60,66 @@ from protocol.errors import ProtocolError
 MAX_ATTEMPTS = 8
 record = recorder(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS contacts (
-    outlet TEXT NOT NULL, parcel TEXT NOT NULL, phone TEXT NOT NULL, lang TEXT NOT NULL DEFAULT 'zh',
-    PRIMARY KEY (outlet, parcel));
-CREATE TABLE IF NOT EXISTS token_notices (
-    outlet TEXT NOT NULL, parcel TEXT NOT NULL, device TEXT NOT NULL, round TEXT NOT NULL,
-    at REAL NOT NULL, PRIMARY KEY (outlet, parcel));
-{notices}
-"""
-NOTICES = """CREATE TABLE IF NOT EXISTS {t} (
-    deposit TEXT NOT NULL, purpose TEXT NOT NULL, outlet TEXT NOT NULL, parcel TEXT,
-    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, provider_id TEXT, error TEXT,
-    at REAL NOT NULL, PRIMARY KEY (outlet, deposit, purpose));"""
-SCHEMA = SCHEMA.replace("{notices}", NOTICES.format(t="notices"))
-NOTICES_KEY = ["outlet", "deposit", "purpose"]
+# The tables, in the duty store's vocabulary (``central/duty_store.py``), so
+# either backend keeps them: SQLite beside the embedded one's events,
+# PostgreSQL on scale-out. None answers one event, so each names its key.
+CONTACTS = DutyTable("contacts", "", (
+    Column("outlet", "text"), Column("parcel", "text"), Column("phone", "text"), Column("lang", "text")),
+    key=("outlet", "parcel"))
+TOKEN_NOTICES = DutyTable("token_notices", "", (
+    Column("outlet", "text"), Column("parcel", "text"), Column("device", "text"), Column("round", "text"),
+    Column("at", "real")), key=("outlet", "parcel"))
+NOTICES = DutyTable("notices", "locker.deposit", (  # on PostgreSQL, a partial index of the deposits
+    Column("deposit", "text"), Column("purpose", "text"), Column("outlet", "text"),
+    Column("parcel", "text", null=True), Column("state", "text"), Column("attempts", "int"),
+    Column("provider_id", "text", null=True), Column("error", "text", null=True), Column("at", "real")),
+    key=("outlet", "deposit", "purpose"))  # a file from before the outlet was in the key is rekeyed
 TOKEN = "token"  # the purpose of a delivery token's notice; its ``deposit`` column holds the parcel
 
 
-def _schema(backend: Embedded) -> None:
-    rekey(backend.db, "notices", NOTICES, NOTICES_KEY)  # a file from before the outlet was in the key
-    backend.db.executescript(SCHEMA)
+_made: weakref.WeakSet[Any] = weakref.WeakSet()  # the stores whose tables are made (once per store)
 
 
-def add_contact(backend: Embedded, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
+def _schema(store: DutyStore) -> None:
+    """The tables, once per opened store: a contacts import upserts row by row."""
+    if store in _made:
+        return
+    for table in (CONTACTS, TOKEN_NOTICES, NOTICES):
+        store.duty_table(table)
+    _made.add(store)
+
+
+def add_contact(store: DutyStore, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
     """The villager's number for a parcel, as the parcel system hands it over."""
-    with backend.lock:
-        _schema(backend)
-        backend.db.execute("INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(outlet, parcel) DO UPDATE "
-                           "SET phone=excluded.phone, lang=excluded.lang", (outlet, parcel, phone, lang))
+    _schema(store)
+    store.upsert(CONTACTS, {"outlet": outlet, "parcel": parcel, "phone": phone, "lang": lang})
 
 
-def queue_tokens(backend: Embedded, outlet: str, device: str, round_id: str, parcels: list[str]) -> list[str]:
+def queue_tokens(store: DutyStore, outlet: str, device: str, round_id: str, parcels: list[str]) -> list[str]:
     """Queue a text of each parcel's delivery token to its villager (sent by
     ``Notices``, once per outlet and parcel whatever round carries it again);
     the parcels that have no number yet, for the operator to be told."""
-    with backend.lock:
-        _schema(backend)
-        backend.db.executemany(
-            "INSERT INTO token_notices (outlet, parcel, device, round, at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(outlet, parcel) DO UPDATE SET device=excluded.device, round=excluded.round",
-            [(outlet, p, device, round_id, time.time()) for p in parcels])
-    return without_number(backend, outlet, parcels)
+    _schema(store)
+    for p in parcels:
+        store.upsert(TOKEN_NOTICES, {"outlet": outlet, "parcel": p, "device": device, "round": round_id,
+                                     "at": time.time()})
+    return without_number(store, outlet, parcels)
 
 
-def without_number(backend: Embedded, outlet: str, parcels: list[str]) -> list[str]:
+def without_number(store: DutyStore, outlet: str, parcels: list[str]) -> list[str]:
     """Of ``parcels``, those with no villager's number at ``outlet``."""
-    with backend.lock:
-        _schema(backend)
-        have = {r[0] for r in backend.db.execute("SELECT parcel FROM contacts WHERE outlet=?", (outlet,))}
+    _schema(store)
+    have = {r["parcel"] for r in store.rows(CONTACTS.name, {"outlet": outlet})}
     return [p for p in parcels if p not in have]
 
 
-def token_states(backend: Embedded, outlet: str) -> dict[str, str]:
+def token_states(store: DutyStore, outlet: str) -> dict[str, str]:
     """Parcel -> where its delivery token's text is (``queued`` until a pass
     has looked at it, then ``sent``, ``retry``, ``failed`` or ``no_contact``)."""
-    with backend.lock:
-        _schema(backend)
-        rows = backend.db.execute(
-            "SELECT t.parcel, coalesce(n.state, 'queued') FROM token_notices t LEFT JOIN notices n "
-            "ON n.outlet=t.outlet AND n.deposit=t.parcel AND n.purpose=? WHERE t.outlet=? ORDER BY t.parcel",
-            (TOKEN, outlet)).fetchall()
-    return dict(rows)
+    _schema(store)
+    state = {r["deposit"]: r["state"] for r in store.rows(NOTICES.name, {"outlet": outlet, "purpose": TOKEN})}
+    queued = sorted(r["parcel"] for r in store.rows(TOKEN_NOTICES.name, {"outlet": outlet}))
+    return {p: state.get(p, "queued") for p in queued}
 
 
 class SmsError(Exception):
@@ -151,17 +156,17 @@ class HttpSms:
 
 
 class Notices:
-    """One pass (``run_once``) sends what is due; ``central run`` calls it on a timer."""
+    """One pass (``run_once``) sends what is due; ``central run`` calls it on
+    a timer, on either backend: it asks only for ``central/duty_store.py``."""
 
-    def __init__(self, backend: Embedded, master: bytes, provider: SmsProvider,
+    def __init__(self, backend: DutyStore, master: bytes, provider: SmsProvider,
                  notifier_outlets: Callable[[], set[str]], clock: Callable[[], float] = time.time) -> None:
         self.b = backend
         self.master = master
         self.provider = provider
         self.notifier_outlets = notifier_outlets
         self.clock = clock
-        with self.b.lock:
-            _schema(self.b)
+        _schema(self.b)
 
     def add_contact(self, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
         add_contact(self.b, outlet, parcel, phone, lang)
@@ -169,8 +174,8 @@ class Notices:
     def states(self, outlet: str, purpose: str = "notice") -> dict[str, str]:
         """Deposit id -> the state of its notice for ``purpose`` (``sent``,
         ``retry``, ``failed``, ``no_contact``, ``no_code``) at one outlet, for reports."""
-        return dict(self.b.db.execute("SELECT deposit, state FROM notices WHERE outlet=? AND purpose=?",
-                                      (outlet, purpose)))
+        return {r["deposit"]: r["state"] for r in self.b.rows(NOTICES.name, {"outlet": outlet,
+                                                                              "purpose": purpose})}
 
     def _due(self) -> list[tuple[str, str, str]]:
         """(outlet, deposit id or parcel, purpose) not yet sent or given up: the
@@ -178,25 +183,22 @@ class Notices:
         issued manifests (a token without a number yet is looked at again on
         every pass, so a contacts import after the manifest still sends it)."""
         with_notifier = self.notifier_outlets()
-        db = self.b.db
         due: list[tuple[str, str, str]] = []
-        for outlet, payload in db.execute(
-                "SELECT outlet, payload FROM events WHERE type='notify.route' ORDER BY received_at"):
+        for outlet, _, body in self.b.events_of("notify.route"):
             if outlet not in with_notifier:
                 continue
-            body = json.loads(payload).get("body", {})
             purpose = str(body.get("purpose", "notice"))
             # a gateway routes pickup notices only: a delivery token's text is the manifest's to ask for
             if body.get("by") == "platform" and isinstance(body.get("event"), str) and purpose != TOKEN:
                 due.append((outlet, body["event"], purpose))
-        for outlet, eid in db.execute("SELECT outlet, id FROM events WHERE type='locker.deposit' "
-                                      "ORDER BY received_at"):
+        for outlet, eid, _ in self.b.events_of("locker.deposit"):
             if outlet not in with_notifier:
                 due.append((outlet, eid, "notice"))
-        due += [(outlet, parcel, TOKEN) for outlet, parcel in
-                db.execute("SELECT outlet, parcel FROM token_notices ORDER BY at, rowid")]
-        done = set(db.execute("SELECT outlet, deposit, purpose FROM notices WHERE state != 'retry' "
-                              "AND NOT (purpose=? AND state='no_contact')", (TOKEN,)))
+        tokens = sorted(self.b.rows(TOKEN_NOTICES.name, {}),
+                        key=lambda r: (r["at"], r["outlet"], r["parcel"]))
+        due += [(r["outlet"], r["parcel"], TOKEN) for r in tokens]
+        done = {(r["outlet"], r["deposit"], r["purpose"]) for r in self.b.rows(NOTICES.name, {})
+                if r["state"] != "retry" and not (r["purpose"] == TOKEN and r["state"] == "no_contact")}
         return [d for d in due if d not in done]
 
     def run_once(self) -> int:
@@ -207,22 +209,21 @@ class Notices:
 
     def _mark(self, deposit: str, purpose: str, outlet: str, parcel: str | None, state: str,
               error: str = "", provider_id: str | None = None, attempt: bool = False) -> None:
-        with self.b.lock:
-            self.b.db.execute(
-                "INSERT INTO notices (deposit, purpose, outlet, parcel, state, attempts, provider_id, error, "
-                "at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(outlet, deposit, purpose) DO UPDATE SET "
-                "state=excluded.state, attempts=attempts+excluded.attempts, "
-                "provider_id=excluded.provider_id, error=excluded.error, at=excluded.at",
-                (deposit, purpose, outlet, parcel, state, int(attempt), provider_id, error[:200],
-                 self.clock()))
+        parcel = None if parcel is None else str(parcel)  # as the deposit named it, kept as text
+        self.b.upsert(NOTICES, {"deposit": deposit, "purpose": purpose, "outlet": outlet, "parcel": parcel,
+                                "state": state, "attempts": int(attempt), "provider_id": provider_id,
+                                "error": error[:200], "at": self.clock()}, add=("attempts",))
+
+    def _notice(self, outlet: str, deposit: str, purpose: str) -> dict[str, Any] | None:
+        found = self.b.rows(NOTICES.name, {"outlet": outlet, "deposit": deposit, "purpose": purpose})
+        return found[0] if found else None
 
     def _one(self, outlet: str, deposit: str, purpose: str) -> int:
         """A pickup notice: the code opened from the deposit's sealed box."""
-        row = self.b.db.execute("SELECT payload FROM events WHERE outlet=? AND id=?",
-                                (outlet, deposit)).fetchone()
-        if row is None:
+        payload = self.b.event(outlet, deposit)
+        if payload is None:
             return 0  # the route came before its deposit: next pass
-        env: dict[str, Any] = json.loads(row[0])
+        env: dict[str, Any] = json.loads(payload)
         body = env.get("body", {})
         parcel = body.get("parcel")
         contact = self._contact(outlet, parcel)
@@ -248,8 +249,7 @@ class Notices:
         whatever is retried or issued again, and kept nowhere."""
         contact = self._contact(outlet, parcel)
         if contact is None:
-            if self.b.db.execute("SELECT 1 FROM notices WHERE outlet=? AND deposit=? AND purpose=?",
-                                 (outlet, parcel, TOKEN)).fetchone() is None:
+            if self._notice(outlet, parcel, TOKEN) is None:
                 record("token_no_contact", outlet=outlet, parcel=parcel)
             self._mark(parcel, TOKEN, outlet, parcel, "no_contact")
             return 0
@@ -259,16 +259,16 @@ class Notices:
         return self._send(outlet, parcel, TOKEN, parcel, phone, text)
 
     def _contact(self, outlet: str, parcel: Any) -> tuple[str, str] | None:
-        row = self.b.db.execute("SELECT phone, lang FROM contacts WHERE outlet=? AND parcel=?",
-                                (outlet, parcel)).fetchone()
-        return None if row is None else (row[0], row[1])
+        if not isinstance(parcel, str):
+            return None
+        found = self.b.rows(CONTACTS.name, {"outlet": outlet, "parcel": parcel})
+        return (found[0]["phone"], found[0]["lang"]) if found else None
 
     def _send(self, outlet: str, deposit: str, purpose: str, parcel: Any, phone: str, text: str) -> int:
         """The one sending path: claimed before the provider is called, with
         the notice's key as the provider's reference; 1 if it was sent."""
-        attempts = self.b.db.execute("SELECT attempts FROM notices WHERE outlet=? AND deposit=? "
-                                     "AND purpose=?", (outlet, deposit, purpose)).fetchone()
-        if attempts is not None and attempts[0] >= MAX_ATTEMPTS:
+        known = self._notice(outlet, deposit, purpose)
+        if known is not None and known["attempts"] >= MAX_ATTEMPTS:
             self._mark(deposit, purpose, outlet, parcel, "failed", error="attempts used up")
             return 0
         self._mark(deposit, purpose, outlet, parcel, "retry", attempt=True)  # claimed before the call

@@ -14,8 +14,9 @@ issued and permits being signed for it, ``rotate`` moves it to a new key
 version (``central/keys.py`` ``rotate``). Registry commands, ``sign`` and
 ``courier`` work on both backends; the rest keep their data beside the
 embedded backend's and say so on a scale-out folder. ``run`` runs the
-platform's duties on either (``central/duties.py``: on scale-out only the
-answers to revoked devices and clerks' requests). ``sign`` signs a
+platform's duties on either (``central/duties.py``: on scale-out the
+answers to revoked devices and clerks' requests, and pickup notices with an
+SMS provider; ``contacts`` imports their numbers on either). ``sign`` signs a
 command with the device's key and queues it for the outlet's gateway to
 pull. ``campaign``, ``site``, ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
@@ -228,26 +229,24 @@ def _run_backend(args: argparse.Namespace, lang: str) -> tuple[CentralConfig, An
 
 def _duties(cfg: CentralConfig, folder: Path, backend: Any, master: bytes, stop: threading.Event) -> None:
     """The platform's own work (``central/duties.py``) every
-    ``notice_interval_s`` until stopped: all of it on the embedded backend
-    (pickup notices only with an SMS provider configured), the answers to
-    revoked devices and clerks' requests on the scale-out one. A store that
+    ``notice_interval_s`` until stopped: all of it on the embedded backend,
+    the answers to revoked devices and clerks' requests on the scale-out
+    one; pickup notices on both, with an SMS provider configured. A store that
     cannot be reached at start is tried again on the next tick."""
     import logging
 
-    from central.duties import Duties, SecurityDuties
+    from central.duties import Duties, SecurityDuties, SharedDuties
     from central.notices import HttpSms
 
     duties: SecurityDuties | None = None
     while duties is None:
         try:
-            if cfg.backend != "embedded":
-                duties = SecurityDuties(backend, master)
-            else:
-                sms = None
-                if cfg.sms_url and cfg.sms_token_file:
-                    sms = HttpSms(cfg.sms_url,
-                                  cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip())
-                duties = Duties(backend, master, sms)
+            sms = None
+            if cfg.sms_url and cfg.sms_token_file:
+                sms = HttpSms(cfg.sms_url,
+                              cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip())
+            duties = (Duties(backend, master, sms) if cfg.backend == "embedded"
+                      else SharedDuties(backend, master, sms))
         except Exception:  # the database restarting: the next tick tries again
             logging.getLogger(__name__).warning("central duties not started", exc_info=True)
             if stop.wait(cfg.notice_interval_s):
@@ -301,7 +300,7 @@ def cmd_contacts(args: argparse.Namespace) -> int:
 
     lang = i18n.pick(args.lang)
     good = bad = 0
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:  # a scale-out store keeps contacts too
         if opened is None:
             return 2
         try:

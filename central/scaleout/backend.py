@@ -188,12 +188,42 @@ class PgStore:
         cols = sql.SQL(", ").join(
             sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(PG_TYPES[c.type]),
                                       sql.SQL("" if c.null else " NOT NULL")) for c in table.columns)
+        key = sql.SQL(", ").join(map(sql.Identifier, table.key))
         with self.pool.tx() as c:
             c.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")  # one schema creator at a time
-            c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY (outlet, event))").format(
-                sql.Identifier(table.name), cols))
-            c.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON events (received_at) WHERE type = {}").format(
-                sql.Identifier(f"events_{table.name}"), sql.Literal(table.event_type)))
+            c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+                sql.Identifier(table.name), cols, key))
+            if table.event_type:
+                c.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON events (received_at) WHERE type = {}")
+                          .format(sql.Identifier(f"events_{table.name}"), sql.Literal(table.event_type)))
+
+    def upsert(self, table: DutyTable, row: dict[str, Any], add: tuple[str, ...] = ()) -> None:
+        t = sql.Identifier(table.name)
+        sets = [sql.SQL("{c} = {t}.{c} + excluded.{c}" if k in add else "{c} = excluded.{c}").format(
+            c=sql.Identifier(k), t=t) for k in row if k not in table.key]
+        on = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(sets)) if sets else sql.SQL("DO NOTHING")
+        q = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) ").format(
+            t, sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(sql.Placeholder() * len(row)),
+            sql.SQL(", ").join(map(sql.Identifier, table.key))) + on
+        with self.pool.tx() as c:
+            c.execute(q, tuple(row.values()))
+
+    def rows(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
+        match = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in where)
+        q = sql.SQL("SELECT * FROM {} WHERE ").format(sql.Identifier(table)) + (
+            match if where else sql.SQL("true"))
+        with self.pool.tx() as c:
+            cur = c.execute(q, tuple(where.values()))
+            names = [d.name for d in cur.description or ()]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def events_of(self, event_type: str) -> list[tuple[str, str, dict[str, Any]]]:
+        # a literal, as in ``undecided``: a duty table's partial index of the type may serve it
+        q = sql.SQL("SELECT outlet, id, payload FROM events WHERE type = {} "
+                    "ORDER BY received_at, ctid").format(sql.Literal(event_type))
+        with self.pool.tx() as c:
+            rows = c.execute(q).fetchall()
+        return [(outlet, eid, body_of(bytes(payload))) for outlet, eid, payload in rows]
 
     def undecided(self, event_type: str, decisions: str) -> list[tuple[str, str, dict[str, Any]]]:
         # the type as a literal, not a parameter: a plan made for any type could not use the partial index

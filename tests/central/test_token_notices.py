@@ -2,7 +2,9 @@
 ``central/notices.py`` sends) through the HTTP SMS provider double: one text
 per parcel in the villager's language, with the very token the handheld's
 manifest checks; retried and re-issued without a second, different token; a
-parcel with no number reported, and sent once its number comes."""
+parcel with no number reported, and sent once its number comes. What the
+store alone does runs on both backends (``duty_store``); manifests are the
+embedded backend's."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from central.embedded import Embedded
+from central.keys import KeyService
 from central.manifests import Manifests
-from central.notices import HttpSms, Notices, add_contact, token_states
+from central.notices import HttpSms, Notices, add_contact, queue_tokens, token_states, without_number
 from gateway.broker import free_port
 from handheld.app import HandheldApp
-from protocol import canonical
+from protocol import canonical, codes
 from simulator.platform_keys import MASTER
+from tests.central.conftest import StoreUnderTest
 from tests.central.test_notices import Provider
 from tests.handheld.test_handheld_app import DEV, OUTLET, make_config
 
@@ -118,8 +122,6 @@ def test_a_number_imported_after_the_manifest_still_gets_the_token(
 
 def test_tokens_are_per_outlet_and_parcel(tmp_path: Path) -> None:
     """Two outlets' same parcel id, or two parcels, never share a token."""
-    from central.keys import KeyService
-
     a, b = KeyService("o1", MASTER), KeyService("o2", MASTER)
     assert a.delivery_token(P1) == KeyService("o1", MASTER).delivery_token(P1)
     assert len({a.delivery_token(P1), a.delivery_token(P2), b.delivery_token(P1)}) == 3
@@ -159,22 +161,44 @@ def test_the_manifest_command_reports_the_parcels_it_cannot_text(tmp_path: Path,
     assert lines == [f"{P2}  no number: texted once it is imported", f"{P1}  texted"]
 
 
-def test_a_gateways_route_cannot_ask_for_a_token_text(rig: tuple[Embedded, Manifests, Notices],
-                                                      sms: Provider) -> None:
+def test_a_gateways_route_cannot_ask_for_a_token_text(duty_store: StoreUnderTest, sms: Provider) -> None:
     """Token texts are the platform's own (a manifest it issued): a ``notify.route``
     naming purpose ``token`` and a parcel sends nothing and marks nothing."""
-    from central.intake import check_batch
-    from common.uplink_codec import encode_batch
     from protocol import envelope
     from protocol.ids import format_event_id
 
-    b, _, notices = rig
-    add_contact(b, OUTLET, P1, "13800000001")
+    add_contact(duty_store.b, OUTLET, P1, "13800000001")
     eid = format_event_id("gw-o1-sms", "0000aaaa", 1)
     body = {"event": P1, "parcel": P1, "purpose": "token", "by": "platform"}
-    enc = encode_batch(OUTLET, "bulk", [(eid, envelope.encode(envelope.make(
-        eid, 1795881200, "notify.route", "status", body, boot=1)))])
-    b.store(OUTLET, check_batch(OUTLET, enc.id, enc.body))
-    n = Notices(b, MASTER, HttpSms(sms.url, "tok"), lambda: {OUTLET})
-    assert n.run_once() == 0 and notices.run_once() == 0 and sms.calls == 0
-    assert b.db.execute("SELECT count(*) FROM notices").fetchone()[0] == 0
+    duty_store.store(OUTLET, (eid, envelope.encode(envelope.make(
+        eid, 1795881200, "notify.route", "status", body, boot=1))))
+    n = Notices(duty_store.b, MASTER, HttpSms(sms.url, "tok"), lambda: {OUTLET})
+    plain = Notices(duty_store.b, MASTER, HttpSms(sms.url, "tok"), set)
+    assert n.run_once() == 0 and plain.run_once() == 0 and sms.calls == 0
+    assert duty_store.b.rows("notices", {}) == []
+
+
+def test_queued_tokens_wait_for_a_number_and_are_texted_once_on_either_backend(
+        duty_store: StoreUnderTest, sms: Provider) -> None:
+    """What a manifest queues (``queue_tokens``), on the store alone: a parcel
+    with no number is reported and looked at again each pass; once its number
+    is imported its token goes, retried after a 503 with no second text, and
+    queued again by a round issued again, nothing more is sent."""
+    b = duty_store.b
+    notices = Notices(b, MASTER, HttpSms(sms.url, "tok"), set)
+    add_contact(b, OUTLET, P2, "13800000002", "en")
+    assert queue_tokens(b, OUTLET, DEV, "r-1", [P1, P2]) == [P1]
+    sms.fail = [503]
+    assert notices.run_once() == 0 and notices.run_once() == 1
+    assert token_states(b, OUTLET) == {P1: "no_contact", P2: "sent"}
+    add_contact(b, OUTLET, P1, "13800000001")
+    assert without_number(b, OUTLET, [P1, P2]) == []
+    assert notices.run_once() == 1
+    assert queue_tokens(b, OUTLET, DEV, "r-2", [P1, P2]) == []  # the round issued again
+    assert notices.run_once() == 0
+    assert token_states(b, OUTLET) == {P1: "sent", P2: "sent"}
+    assert sms.calls == 3 and len(sms.texts) == 2
+    derived = KeyService(OUTLET, MASTER)
+    for parcel, phone in ((P1, "13800000001"), (P2, "13800000002")):
+        [text] = texts_to(sms, phone)
+        assert TOKEN_RE.findall(text) == [codes.format_token(derived.delivery_token(parcel))]

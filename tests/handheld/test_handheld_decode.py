@@ -77,6 +77,7 @@ DEGRADED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "level"), DEGRADED)
 @pytest.mark.parametrize("fmt", ["Code128", "EAN13", "QRCode"])
 def test_degraded_frames(kind: str, level: float, fmt: str) -> None:
@@ -120,6 +121,7 @@ def test_region_finder_points_across_the_bars() -> None:
 
 
 # ------------------------------------------------------------ nothing to read
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["texture", "noise", "stripes", "text"])
 def test_no_false_reads(kind: str) -> None:
     r = rng(5)
@@ -169,6 +171,7 @@ def test_voter_ignores_one_off_misreads_and_forgets() -> None:
         Voter(window=1, need=2)
 
 
+@pytest.mark.slow
 def test_video_file_through_videocapture_with_voting(tmp_path: Path) -> None:
     """A hand-held pass over a label, written with VideoWriter and read back with VideoCapture."""
     r = rng(6)
@@ -293,6 +296,7 @@ def test_cli_decode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.slow
 def test_imagegen_is_deterministic() -> None:
     a, pa = label_image([("RR123456785CN", "Code128")], rng(8))
     b, pb = label_image([("RR123456785CN", "Code128")], rng(8))
@@ -314,6 +318,7 @@ FIELD_RESCUES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("condition", "fmt", "i"), FIELD_RESCUES)
 def test_field_photographs_of_2d_labels_decode(condition: str, fmt: str, i: int) -> None:
     from simulator.fieldgen import DEV_SEED, field_frame
@@ -354,6 +359,7 @@ FIELD_RESCUES_2 = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("condition", "fmt", "i", "stage"), FIELD_RESCUES_2)
 def test_field_rescues_by_new_variants(condition: str, fmt: str, i: int, stage: str) -> None:
     from simulator.fieldgen import DEV_SEED, field_frame
@@ -388,6 +394,7 @@ def test_field_label_with_several_symbols_reads_them_all(i: int) -> None:
     assert len(got) == len(want)  # and nothing else: no misreads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["print", "cardboard", "dark"])
 def test_field_no_code_frames_stay_clean_with_the_label_read(kind: str) -> None:
     from simulator.fieldgen import DEV_SEED, no_code_frame
@@ -412,6 +419,7 @@ FIELD_RESCUES_3 = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("condition", "fmt", "i", "stage"), FIELD_RESCUES_3)
 def test_field_rescues_by_corner_cut_and_averaged_frame(condition: str, fmt: str, i: int, stage: str) -> None:
     from simulator.fieldgen import DEV_SEED, field_frame

@@ -1,7 +1,7 @@
 """Layout checks shared by the browser tests of the handheld's page
 (tests/handheld/test_handheld_layout.py) and the clerk's page
 (tests/gateway/test_clerk_layout.py): contrast computed from the browser's own styles,
-horizontal overflow, and what lies below the fold (issue 19: screens at 360×640 and
+horizontal overflow, and what lies below the fold (screens at 360×640 and
 390×844, contrast 7:1 or more for text and borders).
 
 Contrast is WCAG 2's: relative luminance L = 0.2126 R + 0.7152 G + 0.0722 B of the

@@ -1,4 +1,4 @@
-"""The check for English words on a Chinese screen (issue 19, finding 3), shared by the
+"""The check for English words on a Chinese screen, shared by the
 command line's tests (tests/cli/test_cli_zh.py, whose docstring says what is allowed and
 why) and the pages' (the handheld's screens, the clerk's page, the dispatcher's page).
 

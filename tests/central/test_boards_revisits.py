@@ -1,4 +1,4 @@
-"""Scheduled maintenance revisits (issue 16): a site with a revisit interval
+"""Scheduled maintenance revisits: a site with a revisit interval
 gets a ``maintain`` job from the central duties once its last accepted visit
 is that old, once per due date, and the job goes out with the handheld's
 next job list.

@@ -1,4 +1,4 @@
-"""Events belong to their outlet (issue 17, "a whole province's outlets"):
+"""Events belong to their outlet:
 the platform keys what it stores by (outlet, event id), because event ids
 are made by devices and device names such as ``lk01`` repeat in every
 outlet. Two outlets whose lockers produce the same id both keep their event;

@@ -99,7 +99,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, lang: str, marker: str) -> None:
 
 @pytest.mark.slow
 def test_sim_dashboard_port_mistakes_are_one_line_before_the_run(tmp_path: Path) -> None:
-    """Issue 19, finding 7: `--dashboard 99999` ran on a random port, and a
+    """`--dashboard 99999` ran on a random port, and a
     taken port ended the run in a traceback with exit 1, as if it had failed."""
     r = postedge("--lang", "en", "sim", "run", "--dashboard", "99999")
     assert r.returncode == 2 and "a port is 0 to 65535, got 99999" in r.stderr

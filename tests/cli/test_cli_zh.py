@@ -1,5 +1,5 @@
-"""What the command line shows a Chinese reader has no English words in it
-(issue 19, finding 3): every ``--help`` in the tree, ``gateway status`` and
+"""What the command line shows a Chinese reader has no English words in it:
+every ``--help`` in the tree, ``gateway status`` and
 ``gateway devices``, and the simulator's summary.
 
 The check (:func:`english_words`) looks at every run of printable ASCII and
@@ -181,7 +181,7 @@ def test_status_and_devices_in_chinese_name_no_codes(outlet_db: Path) -> None:
 
 
 def test_status_counts_provisioned_devices_and_says_the_upload_is_not_configured(outlet_db: Path) -> None:
-    """Issue 19, finding 5: ``gateway status`` counted only devices that had connected
+    """``gateway status`` counted only devices that had connected
     ("设备在线：1/2" beside a scanner that never came) and said nothing of a missing
     ``[upstream]``. It now counts from the broker's ACL (the provisioning inventory),
     names the device that never connected, and says the data stays on the gateway; in
@@ -221,7 +221,7 @@ def test_simulator_summary_in_chinese_names_no_codes() -> None:
 # ------------------------------------------------------------------ validate
 
 def test_validate_says_why_in_chinese() -> None:
-    """Issue 19: "check digit is 4, expected 5" inside a Chinese line."""
+    """A "check digit is 4, expected 5" detail inside a Chinese line."""
     from tests.common.test_barcode_words import MORE
 
     out = io.StringIO()

@@ -1,4 +1,4 @@
-"""The address a person is told to open (issue 20: never 0.0.0.0)."""
+"""The address a person is told to open (never 0.0.0.0)."""
 
 from __future__ import annotations
 

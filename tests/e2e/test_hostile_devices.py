@@ -1,4 +1,4 @@
-"""Hostile-device suite (issue 11, "Tests and benchmark"): property-based
+"""Hostile-device suite: property-based
 fuzzing of every channel a device login can write, against ONE running
 gateway and a real Mosquitto.
 

@@ -31,7 +31,7 @@ TESTS = Path(__file__).parent.parent  # tests/mpy/publisher_mp_check.py is share
 @pytest.fixture
 def outlet(tmp_path: Path, broker: Mosquitto, pki: OutletPki):
     """A unix-port locker and the gateway process, both on the broker's TLS
-    listener (issue 13: the end-to-end runs on TLS, as an outlet is set up)."""
+    listener (the end-to-end runs on TLS, as an outlet is set up)."""
     bus = Sim8ABus(boards=(1,), locks=24)
     bport = bus.serve_tcp()
     panel = SimPanel()
@@ -218,7 +218,7 @@ def _forward_from_handheld(broker: Mosquitto, cmd: dict, seq: int = 1) -> None:
 
 
 def test_attack_a_handheld_key_opens_no_locker(outlet: dict, broker: Mosquitto) -> None:
-    """The attack of issue 13: with the handheld's own key, sign an ``open``
+    """The attack: with the handheld's own key, sign an ``open``
     for lk01 and forward it through the gateway as the handheld. The gateway
     must refuse to forward it, and the locker (the real firmware on the unix
     port) must refuse it even if it arrives on its cmd topic. (Before the
@@ -276,7 +276,7 @@ def test_permit_forwarded_by_its_handheld_opens_and_a_forged_one_does_not(outlet
 
 @pytest.mark.slow
 def test_presence_after_twenty_broker_restarts_says_online(outlet: dict, broker: Mosquitto) -> None:
-    """Issue 19, finding 1: after broker restarts a working locker showed
+    """After broker restarts a working locker showed
     offline for hours (a Will of an older connection, or a reconnect the
     presence task never noticed, had the last word). Restarted 20 times,
     some within the locker's reconnect backoff; at the end it is online."""

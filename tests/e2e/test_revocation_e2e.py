@@ -1,5 +1,5 @@
-"""Revocation end to end (issue 13, "a revoked handheld's permit is
-refused"): the locker firmware on the MicroPython unix port, real Mosquitto
+"""Revocation end to end (a revoked handheld's permit is refused): the
+locker firmware on the MicroPython unix port, real Mosquitto
 with ACLs and the gateway process. The platform signs a ``revoke`` for the
 locker; a permit the stolen handheld carried, forwarded through the gateway,
 is refused by the locker, before and after the locker restarts, while

@@ -1,4 +1,4 @@
-"""The counter scanner (issue 5, item 3): verdicts, duplicate windows and
+"""The counter scanner: verdicts, duplicate windows and
 feedback on CPython; then the real firmware on the MicroPython unix port with
 a simulated GM65 engine over TCP, real Mosquitto and the gateway, including a
 scan made while the broker is down and a manifest sent as a signed command.
@@ -86,8 +86,8 @@ def test_verdicts_events_and_feedback(tmp_path: Path) -> None:
 
 
 def test_verdicts_use_the_aim_identifier_the_driver_split_off(tmp_path: Path) -> None:
-    """The engine driver hands over {"text": data, "aim": "]C0", ...}: the rules see both
-    (issue 14): 13 digits are a domestic waybill only from Code 128, GS1-128 data is GS1."""
+    """The engine driver hands over {"text": data, "aim": "]C0", ...}: the rules see both:
+    13 digits are a domestic waybill only from Code 128, GS1-128 data is GS1."""
     c = make_counter(tmp_path)
     t = 10_000
     scan = {"text": "9876543210128", "aim": "]C0", "symbology": "code128", "family": "gm65"}
@@ -229,7 +229,7 @@ def test_counter_firmware_on_the_unix_port_with_broker_outage(tmp_path: Path, br
 
 
 def test_a_non_parcel_scan_leaves_no_content_behind(tmp_path: Path) -> None:
-    """Issue 19, finding 11: a customer's payment code, an ID card number or a
+    """A customer's payment code, an ID card number or a
     health code scanned by mistake travelled upstream in scanner.invalid and
     sat in the device log. Only the reason, the symbology, the length and a
     short hash may leave the scanner."""

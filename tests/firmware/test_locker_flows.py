@@ -458,7 +458,7 @@ def test_outbox_full_refuses_the_door_before_it_opens(tmp_path: Path) -> None:
         rig.close()
 
 
-# ---- issue 13: a key per device, permits for handhelds
+# ---- a key per device, permits for handhelds
 
 def _handheld_key() -> bytes:
     """What a courier's handheld holds: its own key (hh01, version 1)."""

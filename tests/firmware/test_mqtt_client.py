@@ -2,8 +2,8 @@
 socket step, resend with the same packet id and DUP set, subscriptions
 restored after the broker forgets them, keepalive pings; backoff that only a
 healthy connection resets, a publish the broker keeps refusing given up in
-bounded time, bad topics and payloads refused before anything is sent
-(issue 11, finding 10). Scenarios in tests/firmware/aclient_mp_check.py run on the
+bounded time, bad topics and payloads refused before anything is sent.
+Scenarios in tests/firmware/aclient_mp_check.py run on the
 unix port and on CPython alike."""
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def test_subscriptions_restored_when_the_broker_forgets_them(broker: Mosquitto) 
 
 
 
-# ---------------------------------------------- issue 11, finding 10
+# ----------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_a_broker_that_closes_after_connack_meets_a_growing_backoff(runtime: str) -> None:
@@ -357,7 +357,7 @@ def test_backoff_resets_only_after_a_healthy_connection() -> None:
     assert out["inflight"] == 0
 
 
-# ---------------------------------------------- issue 14
+# ----------------------------------------------
 def popen_check(runtime: str, *args: str) -> subprocess.Popen[str]:
     """tests/firmware/aclient_mp_check.py on the unix port or on CPython, running on."""
     if runtime == "micropython":

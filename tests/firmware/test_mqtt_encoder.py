@@ -1,6 +1,6 @@
 """The MQTT encoders (firmware/mqtt/packets.py) refuse, with the client's own
 PacketError, everything a broker would close the connection on and everything
-that cannot be encoded (issue 14): the client's checks run before them, but the
+that cannot be encoded: the client's checks run before them, but the
 encoders are also what the simulator and tools import on CPython, and on
 MicroPython struct.pack("!H", n) silently keeps the low 16 bits of a length.
 tests/firmware/packets_mp_check.py runs on the unix port and on CPython."""

@@ -1,4 +1,4 @@
-"""Issue 13, item 6: a damaged replay file must not let a command run twice,
+"""A damaged replay file must not let a command run twice,
 and the pickup-code lockout counts wrong codes per input source, is not
 reset by someone else's success and warns before it engages.
 

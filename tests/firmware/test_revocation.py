@@ -1,4 +1,4 @@
-"""Revocation at the locker (issue 13): a platform-signed ``revoke`` makes
+"""Revocation at the locker: a platform-signed ``revoke`` makes
 the locker refuse every permit a stolen handheld (or a courier) carried,
 on flash across reboots, in a bounded list that fails closed."""
 

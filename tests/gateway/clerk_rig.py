@@ -28,7 +28,7 @@ PARCEL = "RB123456785CN"
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 PASSWORDS = {"anna": "anna-pass-1234", "bo": "bo-pass-12345", "chen": "chen-pass-123"}
 ROLES = {"anna": "supervisor", "bo": "clerk", "chen": "clerk"}
-#: A scanner the outlet's broker has a login for that never connected (issue 19, finding 5).
+#: A scanner the outlet's broker has a login for that never connected.
 NEVER = "sc02"
 LINK_SINCE_S = 2 * 3600 + 5 * 60  # the gateway's broker link came up this long ago
 SYNCED_S = 7 * 60  # the last successful upload, this long ago

@@ -1,4 +1,4 @@
-"""The outlet broker's hardening (issue 11, findings 2 and 7), against a real
+"""The outlet broker's hardening, against a real
 Mosquitto started from the generated config.
 
 - A device login that connects with the gateway's client id and a clean

@@ -1,4 +1,4 @@
-"""TLS on the outlet LAN (issue 13, item 3): the outlet CA that ``provision``
+"""TLS on the outlet LAN: the outlet CA that ``provision``
 creates, Mosquitto's TLS listener (TLS 1.2+) with the plaintext one on
 loopback only, the firmware client verifying the outlet CA on the unix port
 (and refusing a server certificate from another CA), the gateway over TLS,

@@ -516,7 +516,7 @@ def _gateway_section(html: str) -> str:
 @pytest.mark.parametrize("upstream", [False, True], ids=["no-upstream", "upstream"])
 def test_console_shows_the_gateway_itself_and_devices_that_never_connected(tmp_path: Path,
                                                                            upstream: bool) -> None:
-    """Issue 19, finding 5: the clerk's page showed the devices' trouble and nothing of
+    """The clerk's page showed the devices' trouble and nothing of
     the gateway's own; a provisioned scanner that never connected was invisible. Now,
     beside the alarms: the gateway's broker link and since when, ``[upstream]``
     configured or not, the last successful upload and its age, the backlog, and the

@@ -1,5 +1,5 @@
 """The clerk's page on the smallest phone the issue measured (360×640) and on 390×844, in
-Chinese and in English (issue 19, findings 3 and 5): the alarms are on the first screen
+Chinese and in English: the alarms are on the first screen
 without scrolling, nothing is wider than the screen, text and field borders are at 7:1 or
 more (computed from the browser's styles, tests/page_checks.py), and the Chinese page,
 with a parcel's history open, has no English words in it (tests/zh_words.py: device ids,

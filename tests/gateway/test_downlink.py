@@ -1,4 +1,4 @@
-"""The downlink (issue 4, item 4): commands from the central platform through
+"""The downlink: commands from the central platform through
 the gateway to a device and the outcome back up.
 
 Real parts throughout: the uplink double (simulator/uplink_double.py) over HTTPS and over TLS Mosquitto,

@@ -1,5 +1,5 @@
 """Every event the courier handheld records has words on the clerk's page
-and console (issue 19, finding 3: "记录：handheld.hand_delivery").
+and console.
 
 The types are read from the handheld's source, so a new event without an
 entry in ``gateway/http/text.toml`` fails here."""

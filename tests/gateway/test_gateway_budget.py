@@ -99,7 +99,7 @@ def test_hours_left_and_config_errors(tmp_path: Path) -> None:
 
 
 def test_a_typo_in_the_gateway_config_names_the_file_and_the_key_it_meant(tmp_path: Path) -> None:
-    """Issue 19, finding 8: config errors name the file, and a near miss says
+    """Config errors name the file, and a near miss says
     which key was meant."""
     from gateway.config import GatewayConfig
 

@@ -1,4 +1,4 @@
-"""The gateway's HTTP server under hostile clients (issue 11, findings 3, 4 and 6).
+"""The gateway's HTTP server under hostile clients.
 
 Real pieces only: ``start_web`` on a loopback port in this process (so the
 process's own thread count and RSS are the server's), raw TCP sockets as

@@ -215,7 +215,7 @@ def test_forwarded_ids_cannot_shadow_platform_commands(tmp_path: Path) -> None:
 
 
 def test_handhelds_forward_only_permits_issued_to_them(tmp_path: Path) -> None:
-    """Issue 13: a handheld's forward carries a permit (deposit or retrieve at
+    """A handheld's forward carries a permit (deposit or retrieve at
     one locker, for this handheld, short-lived), never a platform command."""
     s = EventStore(tmp_path / "gateway.db")
     refused = []
@@ -324,7 +324,7 @@ def test_sqlite_integer_bound_matches_the_protocol(tmp_path: Path) -> None:
 
 
 def test_provision_writes_each_device_only_its_own_key(tmp_path: Path) -> None:
-    """Issue 13: the platform derives the keys; provisioning hands each device
+    """The platform derives the keys; provisioning hands each device
     its own and the gateway none, and refuses a key file with anything else."""
     from gateway.provision import ProvisionError, provision
     from simulator.platform_keys import PlatformKeys

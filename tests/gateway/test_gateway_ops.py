@@ -52,7 +52,7 @@ def test_provision_writes_working_broker_config_and_credentials(tmp_path: Path) 
                  "--port", "18830", lang="zh")
     assert r.returncode == 0, r.stderr
     assert "2 台设备" in r.stdout
-    # What it could not hand to the service accounts is said, not dropped (issue 20).
+    # What it could not hand to the service accounts is said, not dropped.
     try:
         grp.getgrnam("postedge")
     except KeyError:
@@ -219,7 +219,7 @@ def test_systemd_unit_runs_a_real_command() -> None:
 @pytest.mark.slow
 def test_status_says_when_the_gateway_is_not_running_and_a_second_one_is_refused(
         tmp_path: Path, broker: Mosquitto) -> None:
-    """Issue 19, finding 5: with the gateway stopped, `gateway status` printed
+    """With the gateway stopped, `gateway status` printed
     its last figures ("devices online: 1/2") and exited 0."""
     cfg = write_config(tmp_path / "gateway.toml", "o1", broker.port, "gw-o1", "gw-secret")
     gw = GatewayProcess(cfg)
@@ -248,7 +248,7 @@ def test_status_says_when_the_gateway_is_not_running_and_a_second_one_is_refused
 
 
 def test_a_taken_web_port_is_one_line_and_exit_3(tmp_path: Path) -> None:
-    """Issue 19, finding 7: a busy web port printed a traceback around the message."""
+    """A busy web port printed a traceback around the message."""
     import socket
 
     with socket.socket() as busy:

@@ -1,4 +1,4 @@
-"""Pairing a handheld by the QR code on the clerk's page (issue 20), with
+"""Pairing a handheld by the QR code on the clerk's page, with
 real parts: an outlet folder written by ``outlet init`` (outlet CA, web
 certificate, the handheld's provisioned file), the gateway's web server over
 HTTPS on a real socket with its SQLite store, the clerk logging in and

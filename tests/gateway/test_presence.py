@@ -1,4 +1,4 @@
-"""Presence that cannot lie (issue 19, finding 1): a Will the broker publishes
+"""Presence that cannot lie: a Will the broker publishes
 late for an older connection does not mark a connected device offline, and
 any event proves its device is connected. Real Mosquitto, the gateway
 process, its SQLite file; the payload codec also on the MicroPython unix port."""

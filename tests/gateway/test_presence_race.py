@@ -1,4 +1,4 @@
-"""The presence race of issue 19 (finding 1), reproduced: the broker restarts
+"""The presence race, reproduced: the broker restarts
 20 times while every device publishes, and at the end every device is online
 in the gateway and no event was lost.
 

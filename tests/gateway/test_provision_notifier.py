@@ -1,4 +1,4 @@
-"""Provisioning the outlet notifier key (issue 13 with the notifier's issue):
+"""Provisioning the outlet notifier key:
 the notifier gets the outlet key(s) in its own file, each locker only its
 own sealing key derived from it, every other device nothing; what a locker
 seals with its provisioned section, the notifier opens with its file."""

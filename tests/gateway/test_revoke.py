@@ -1,4 +1,4 @@
-"""``postedge gateway revoke`` (issue 13): a stolen handheld loses its broker
+"""``postedge gateway revoke``: a stolen handheld loses its broker
 login at once, on a provisioned outlet's real Mosquitto over TLS, while
 every other device keeps working; the revocation survives a broker restart
 and a re-run of ``provision``; the permits it forwarded that still wait are

@@ -1,5 +1,5 @@
 """A gateway box installs ``postedge[gateway]`` only: no OpenCV, zxing-cpp,
-amqtt or mpremote (pyserial is the gateway's since issue 15: the counter's
+amqtt or mpremote (pyserial is the gateway's too: the counter's
 scale and printers and the SMS notifier's modem hang off the box over
 serial). Every gateway module, and the CLI's gateway
 commands, must work without them; a subprocess that refuses to import them

@@ -186,7 +186,7 @@ def test_clerk_sees_outlet_status_in_chinese_and_english(gateway_web: dict[str, 
         forced = next(a for a in api["alarms"] if a["alarm"] == "door_forced")
         assert forced["compartment"] == 3 and forced["device"] == "lk01"
         assert forced["text"] == {"zh": "3 号格口：柜门被强行打开", "en": "Compartment 3: door forced open"}
-        # Parcel ids are for the clerk console, behind its login (issue 15): the LAN page shows none.
+        # Parcel ids are for the clerk console, behind its login: the LAN page shows none.
         assert (api["parcels"][0]["type"], api["parcels"][0]["compartment"]) == ("locker.deposit", 5)
         assert "parcel" not in api["parcels"][0]
         assert api["backlog"]["bytes"] == sum(len(p) for _, _, p in events)
@@ -321,7 +321,7 @@ def test_clerk_sees_outlet_status_in_chinese_and_english(gateway_web: dict[str, 
 
 
 def test_alarm_with_a_lang_field_keeps_the_page_up_in_the_browser(tmp_path: Path, chromium: Any) -> None:
-    """Issue 11, finding 3: an alarm whose body has a key named ``lang``
+    """An alarm whose body has a key named ``lang``
     (or ``key``) made ``/``, ``/fragment`` and ``/api/status`` answer 500
     until 200 newer alarms pushed it out. The clerk's browser, refreshing
     live, must keep showing the page and that alarm."""
@@ -475,7 +475,7 @@ def test_durations_read_naturally() -> None:
 
 def test_the_page_blames_the_gateway_for_its_own_trouble_and_counts_devices_that_never_came(
         tmp_path: Path, broker: Mosquitto) -> None:
-    """Issue 19, finding 5: with the broker down the page said "2 台设备离线"
+    """With the broker down the page said "2 台设备离线"
     and nothing about the gateway's own link; without ``[upstream]`` it
     promised an upload; a provisioned scanner that never connected was
     invisible. Now: the provisioned devices (the broker's ACL) are counted,

@@ -1,4 +1,4 @@
-"""Upstream sync (issue 4, item 3): batching, compression, lanes, idempotent
+"""Upstream sync: batching, compression, lanes, idempotent
 resends, outages, the bandwidth cap, TLS-only, and the real gateway process
 SIGKILLed over and over while devices publish and it syncs.
 

@@ -435,7 +435,7 @@ def cases() -> list[dict[str, Any]]:
             verdict_ok("gtin", "09506000134352", ais={"01": "09506000134352"}),
         )
     )
-    # Issue 14: real dates, numeric and character-set checks, the AI table, and
+    # Real dates, numeric and character-set checks, the AI table, and
     # an invalid element that costs only itself.
     add(("gs1 month 31", "barcode.gs1", "(17)533110", verdict_bad("gs1_date")))
     add(("gs1 month 00", "barcode.gs1", "(17)280071", verdict_bad("gs1_date")))

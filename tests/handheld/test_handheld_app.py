@@ -1,4 +1,4 @@
-"""The courier handheld app (issue 6): outbox and MQTT link, scan feedback, parcel flows,
+"""The courier handheld app: outbox and MQTT link, scan feedback, parcel flows,
 bulletin-board jobs from a signed command, and bad input.
 
 A real Mosquitto with a handheld account (the shared conftest has none), a real paho
@@ -262,7 +262,7 @@ def test_scan_screen_feedback_per_verdict(tmp_path: Path) -> None:
         assert inv["verdict"] == "invalid" and inv["zh"].startswith("✕")
         types = [r[2] for r in a.outbox.pending(10)]
         assert all(t.endswith("/evt") for t in types) and a.outbox.count() == 3  # no event for the duplicate
-        # a checker's detail in the courier's language, not the checker's English (issue 19, finding 3)
+        # a checker's detail in the courier's language, not the checker's English
         country = a.scan("RB123456785ZZ")
         assert country["zh"].endswith("ZZ 不是 ISO 3166 国家代码") and "country code" in country["en"]
         deliver = a.scan("RB123456784GB", mode="deliver")
@@ -298,7 +298,7 @@ def test_bulletin_board_job_from_a_signed_command(app: HandheldApp, gw: Gateway)
     with pytest.raises(Refused) as e:
         app.jobs.do_step("j-17", "install_board")  # not picked yet
     assert e.value.code == "bad_step"
-    # the step in words in each language, never its code (issue 19, finding 3)
+    # the step in words in each language, never its code
     assert e.value.zh == "这一步现在不能做：安装公告栏" and e.value.en.endswith(": Install the board")
     app.jobs.pick("j-17")
     with pytest.raises(Refused):

@@ -1,5 +1,5 @@
-"""The whole 政讯通 lifecycle between a courier's handheld and the platform
-(issue 16, "The 政讯通 lifecycle"; issue 17's review of evidence photos).
+"""The whole 政讯通 lifecycle between a courier's handheld and the platform,
+with the platform's review of its evidence photos.
 
 Real parts all the way: the handheld app with its web UI driven over HTTP
 (as the page does), a real Mosquitto and a paho client playing the outlet's

@@ -1,4 +1,4 @@
-"""The handheld's decoding pipeline (issue 6, "Decoding"): symbols, degraded frames,
+"""The handheld's decoding pipeline: symbols, degraded frames,
 frames with nothing to read, multi-frame voting over a real video file, frame
 sources that fail, and ``postedge handheld decode``.
 
@@ -306,7 +306,7 @@ def test_imagegen_is_deterministic() -> None:
         assert degrade(a, kind, 0.5, rng(9)).shape == a.shape
 
 
-# ------------------------------------------------------------ field-like photographs (issue 14)
+# ------------------------------------------------------------ field-like photographs
 # Frames from simulator/fieldgen.py's dev split (the one the decoder was improved on; the held-out
 # split is only for bench/decode.py's figures). zxing-cpp's default read misses every one of these.
 FIELD_RESCUES = [

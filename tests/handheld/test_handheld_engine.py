@@ -1,4 +1,4 @@
-"""The handheld's serial scan engine (issue 6, item 1, with issue 5's driver):
+"""The handheld's serial scan engine:
 a simulated GM65 in continuous mode served over TCP and opened by the app
 through pyserial's ``socket://`` handler, the same driver code the counter
 firmware runs on MicroPython. A scan reaches the app's verdicts; an engine

@@ -1,6 +1,6 @@
-"""The handheld's page for one hand and gloves (issue 19, findings 2, 4 and 6) and as an
-installable app (issue 16), in real headless Chromium at the two phone sizes the issue
-measured (360×640, 390×844), in Chinese and in English.
+"""The handheld's page for one hand and gloves and as an
+installable app, in real headless Chromium at the two phone sizes couriers
+carry (360×640, 390×844), in Chinese and in English.
 
 Layout is checked from the browser's own geometry and computed styles, not from
 screenshots: nothing important below the fold (behind the tab bar) on the scan screen

@@ -1,5 +1,5 @@
 """A courier's whole day on the handheld's screen in real headless Chromium, while the
-outlet box is unreachable, then drained when it comes back (issue 16, "Tests").
+outlet box is unreachable, then drained when it comes back.
 
 The pieces are each tested on their own (the camera, wedge, signature, board and
 position tests beside this file); this test runs them one after the other on one

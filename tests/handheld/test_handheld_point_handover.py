@@ -1,4 +1,4 @@
-"""Handover to a village point (村邮站) on the handheld (issue 16, proof of delivery):
+"""Handover to a village point (村邮站) on the handheld:
 inbound manifest parcels and a group order's open shares left at the chosen point,
 confirmed at once by its agent, by the agent's code (salted hash in the manifest,
 checked offline, never recorded) or by their name and a signature; the parcels are

@@ -1,4 +1,4 @@
-"""The courier handheld's presence cannot lie (issue 19, finding 1).
+"""The courier handheld's presence cannot lie.
 
 The handheld's retained presence and its Last Will name the connection they
 belong to (``protocol/presence.py``), like the lockers' and scanners'. A Will

@@ -1,4 +1,4 @@
-"""What a scan leaves behind on the handheld (issue 19, finding 11).
+"""What a scan leaves behind on the handheld.
 
 A courier's scanner reads whatever is held under it: a customer's payment code, an ID
 card's number, a delivery token. Such a read, in any mode and from any source, must

@@ -1,4 +1,4 @@
-"""The recipient's signature on hand delivery (issue 16), in real headless Chromium.
+"""The recipient's signature on hand delivery, in real headless Chromium.
 
 The delivery form has a signature pad (a canvas drawn with pointer events, a clear
 button, targets of at least 44 px, at 360x640): Playwright draws a signature with the

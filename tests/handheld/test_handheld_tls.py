@@ -1,4 +1,4 @@
-"""The handheld on the outlet TLS (issue 13): provisioning gives it the
+"""The handheld on the outlet TLS: provisioning gives it the
 outlet CA in its config; its MQTT link connects to Mosquitto's TLS listener
 (8883 on an outlet) and its HTTPS calls (command status, photo uploads)
 reach the gateway, each verifying the outlet CA; a broker or gateway whose

@@ -8,7 +8,7 @@ board, posts the poster, photographs it (quality verdict and campaign check show
 submits, and the page shows the job queued and then sent once the gateway's client
 has received the events.
 
-Then the UI server's guard (issue 11, finding 9), over real sockets: a cross-site
+Then the UI server's guard, over real sockets: a cross-site
 ``text/plain`` POST (from a real page on another origin in Chromium, and by hand),
 a foreign ``Host`` (DNS rebinding), a POST without the session token, non-JSON bodies,
 oversized and trickled bodies, idle and half-sent connections, the connection cap and

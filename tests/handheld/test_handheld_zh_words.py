@@ -1,4 +1,4 @@
-"""No English words on the handheld's Chinese screens (issue 19, finding 3): every tab,
+"""No English words on the handheld's Chinese screens: every tab,
 the delivery form with its refusal and its keypad, a job's detail, and the result area
 after good, duplicate, invalid, wrong-route and refused scans, read from real headless
 Chromium as the courier sees them (``inner_text``) and checked with the command line's

@@ -1,4 +1,4 @@
-"""NMEA field formats the reader must not misread (issue 14): coordinates that are not
+"""NMEA field formats the reader must not misread: coordinates that are not
 ddmm.mmmm / dddmm.mmmm, and fixes the receiver did not measure (RMC and GNS mode
 indicators E, M, S; GNS's per-constellation mode string)."""
 

@@ -1,7 +1,7 @@
-"""Barcode rules (protocol/barcodes.py, protocol/aim.py) for issue 14: domestic
+"""Barcode rules (protocol/barcodes.py, protocol/aim.py): domestic
 waybills that no product code can pass for, real GS1 dates, character sets and
 the AI table, EAN add-ons and UPC-E under their AIM identifiers, GS1 modifiers
-and scanner suffixes. Each case here failed on the rules before issue 14."""
+and scanner suffixes. Each case here failed on an earlier, looser rule set."""
 
 from __future__ import annotations
 

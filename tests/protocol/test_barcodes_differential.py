@@ -1,4 +1,4 @@
-"""Differential tests (issue 14): protocol/barcodes.py side by side with
+"""Differential tests: protocol/barcodes.py side by side with
 python-stdnum (stdnum.ean, stdnum.gs1_128), an independent implementation,
 on generated input, wherever both claim to be right.
 

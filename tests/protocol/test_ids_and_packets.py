@@ -308,7 +308,7 @@ def test_parse_publish_topic_length_past_the_body() -> None:
 
 
 def test_empty_topic_is_refused_by_the_encoder_and_parsed_off_the_wire() -> None:
-    # The encoder refuses what a broker closes the connection on (issue 14); the
+    # The encoder refuses what a broker closes the connection on; the
     # parser still reads such bytes from a peer, written here by hand.
     with pytest.raises(packets.PacketError):
         packets.publish("", b"x")

@@ -1,6 +1,6 @@
 """The dashboard after a run: the last picture with its verdict and the
 reports' paths, every hop of the ledger, time marks under the faults, until
-the tester stops ``sim run`` (issue 19, finding 9)."""
+the tester stops ``sim run``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 18's two added flows in the simulator's workload, each judged by
+"""Two flows in the simulator's workload, each judged by
 its domain check and each check failing when its flow is broken: a door
 left open after a pickup, a deposit or a courier's retrieval (the
 locker's ``door_left_open`` alarm, resolved

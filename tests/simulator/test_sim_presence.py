@@ -1,4 +1,4 @@
-"""The simulator's presence rule (issue 19): after every fault that ends,
+"""The simulator's presence rule: after every fault that ends,
 each device is online in the gateway again within ``expect.online_within_min``
 (wall minutes), and at the end every device is; otherwise the verdict fails
 with ``devices_back_online``. Each device's uptime, as the gateway saw it, is

@@ -1,4 +1,4 @@
-"""What ``postedge sim run`` leaves in a terminal (issue 19, finding 10):
+"""What ``postedge sim run`` leaves in a terminal:
 lines that fit the terminal's width, 100 % at the end of a run, the verdict
 in colour on a terminal only (never with NO_COLOR, never in a log), and the
 expectations in words with the run's numbers."""

@@ -1,4 +1,4 @@
-"""The simulator (issue 7): scenario files, reproducible runs, every shipped
+"""The simulator: scenario files, reproducible runs, every shipped
 scenario green, and the checks biting when a component breaks delivery on
 purpose. Real Mosquitto, the real gateway process, the real central service over
 HTTPS, the real locker and counter firmware in-process."""
@@ -269,7 +269,7 @@ def test_the_simulator_runs_on_the_embedded_broker(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_simulated_handhelds_speak_tls_to_the_broker_and_the_gateway(tmp_path: Path) -> None:
-    """As on site (issue 13): the handhelds' MQTT goes to the broker's TLS
+    """As on site: the handhelds' MQTT goes to the broker's TLS
     listener and their photos to the gateway's HTTPS, both verifying the
     outlet CA; their events and photos arrive."""
     sc = parse(small(time={"hours": 18.0}, outlet={"lockers": 1, "scanners": 0, "handhelds": 1},
@@ -324,7 +324,7 @@ def test_refused_deposits_are_counted_shown_and_can_fail_the_verdict(tmp_path: P
 
 @pytest.mark.e2e
 def test_a_hostile_login_costs_the_ledger_nothing(tmp_path: Path) -> None:
-    """Issue 11's attacks as scenario faults: a junk flood, poison messages
+    """Hostile devices' attacks as scenario faults: a junk flood, poison messages
     and session takeovers from one device login while the workload runs.
     The ledger of every well-behaved device stays whole, the gateway holds
     the flooding login off its subscriptions and says so in an alarm."""

@@ -74,11 +74,17 @@ def _kdf(password: str, salt: bytes, log_n: int, r: int, p: int) -> bytes:
                               maxmem=SCRYPT_MAXMEM, dklen=32)
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str, log_n: int = SCRYPT_LOG_N) -> str:
+    """The stored string for ``password``. ``log_n``: the cost it is made at
+    (stored with it, so ``verify_password`` checks each hash at its own);
+    only the default belongs in a real account, a rig that logs in hundreds
+    of times uses the lowest ``verify_password`` accepts."""
     check_password_shape(password)
+    if not 10 <= log_n <= 20:
+        raise ValueError(f"scrypt cost 2^{log_n} out of 2^10..2^20")
     salt = secrets.token_bytes(16)
-    key = _kdf(password, salt, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)
-    return f"scrypt${SCRYPT_LOG_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
+    key = _kdf(password, salt, log_n, SCRYPT_R, SCRYPT_P)
+    return f"scrypt${log_n}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
 
 
 # Checked for unknown accounts, so "no such clerk" takes as long as a wrong password.

@@ -47,6 +47,12 @@ def test_password_hash_is_scrypt_salted_and_checks(tmp_path: Path) -> None:
     assert not S.verify_password("anything", "garbage")
     with pytest.raises(S.BadCredential):
         S.hash_password("short")
+    cheap = S.hash_password("correct horse", log_n=10)  # each hash is checked at its own cost
+    assert cheap.startswith("scrypt$10$") and S.verify_password("correct horse", cheap)
+    assert not S.verify_password("correct horsf", cheap)
+    for bad in (9, 21):
+        with pytest.raises(ValueError):
+            S.hash_password("correct horse", log_n=bad)
 
 
 @pytest.mark.slow

@@ -99,8 +99,8 @@ class UpstreamConfig(Section):
     def _consistent(self) -> UpstreamConfig:
         implied = "mqtt" if urlsplit(self.url).scheme.lower() == "mqtts" else "https"
         if self.transport and self.transport != implied:
-            raise KeyProblem("transport", f"{self.transport!r} does not match the "
-                             f"{urlsplit(self.url).scheme}:// url")
+            raise KeyProblem("transport", Problem("transport_url", transport=self.transport,
+                                                  scheme=urlsplit(self.url).scheme))
         object.__setattr__(self, "transport", implied)
         for k in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, k)
@@ -323,7 +323,7 @@ class NotifyConfig(Section):
     @model_validator(mode="after")
     def _keys_with_modem(self) -> NotifyConfig:
         if self.modem and not self.key_file:
-            raise KeyProblem("key_file", "notify.modem needs the outlet notifier key file")
+            raise KeyProblem("key_file", Problem("modem_needs_key"))
         if self.key_file and not Path(self.key_file).is_file():
             raise KeyProblem("key_file", Problem("no_file", path=self.key_file))
         if self.backoff_cap_s < self.backoff_base_s:

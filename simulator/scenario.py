@@ -324,9 +324,9 @@ class FaultSection(Section):
     @model_validator(mode="after")
     def _complete(self) -> FaultSection:
         if self.kind == "mqtt" and not self.action:
-            raise KeyProblem("action", f"must be one of {', '.join(MQTT_ACTIONS)}")
+            raise KeyProblem("action", Problem("one_of", choices=", ".join(MQTT_ACTIONS), got="''"))
         if self.kind in ("wan_down", "mqtt", "disk_full", "flood", "takeover") and self.for_h <= 0:
-            raise KeyProblem("for_h", f"{self.kind} needs a duration in hours")
+            raise KeyProblem("for_h", Problem("fault_needs_hours", kind=self.kind))
         return self
 
 

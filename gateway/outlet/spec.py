@@ -83,8 +83,7 @@ class Locker(Section):
         for c in self.layout():
             place = (c["board"], c["lock"])
             if place in seen or c["lock"] > 255:
-                raise KeyProblem("compartments", f"board {place[0]} lock {place[1]} is used twice "
-                                 "or is past 255")
+                raise KeyProblem("compartments", Problem("lock_twice", board=place[0], lock=place[1]))
             seen.add(place)
         return self
 
@@ -157,13 +156,12 @@ class OutletSpec(Section):
         seen: set[str] = set()
         for dev, kind in self.devices():
             if dev in seen:
-                raise KeyProblem(f"{kind}s", f"device id {dev!r} appears twice")
+                raise KeyProblem(f"{kind}s", Problem("device_twice", device=dev))
             seen.add(dev)
         if not seen:
-            raise KeyProblem("lockers", "the outlet has no devices "
-                             "([[lockers]], [[scanners]], [[handhelds]])")
+            raise KeyProblem("lockers", Problem("no_devices"))
         if self.broker.port == self.broker.tls_port:
-            raise KeyProblem("broker", "port and tls_port must differ")
+            raise KeyProblem("broker", Problem("ports_same"))
         return self
 
 

@@ -86,3 +86,29 @@ def test_a_validator_sentence_without_a_catalogue_entry_is_carried_as_it_is() ->
     with pytest.raises(ConfigError) as e:
         parse(One, {"v": "bad"}, "one")
     assert e.value.text("zh").startswith("one: ") and "v cannot be bad" in e.value.text("zh")
+
+
+@pytest.mark.parametrize(("load", "text", "zh"), [
+    ("scenario", {"name": "x", "faults": [{"kind": "wan_down", "at_h": 1}]}, "需要持续时间"),
+    ("scenario", {"name": "x", "faults": [{"kind": "mqtt", "at_h": 1, "for_h": 1}]}, "必须是以下之一"),
+    ("outlet", 'outlet = "o1"\n[[lockers]]\nid = "lk01"\n[[lockers]]\nid = "lk01"\n', "出现了两次"),
+    ("outlet", 'outlet = "o1"\n', "没有任何设备"),
+    ("outlet", 'outlet = "o1"\n[broker]\nport = 9000\ntls_port = 9000\n[[lockers]]\nid = "lk01"\n',
+     "必须不同"),
+])
+def test_the_roles_own_rules_read_in_chinese(tmp_path: Path, load: str, text: object, zh: str) -> None:
+    """A rule a section checks itself (a fault without its hours, a device
+    twice in an outlet's description) is a catalogued problem, not an
+    English sentence: a Chinese reader gets it in Chinese."""
+    from gateway.outlet import spec
+    from simulator import scenario
+
+    with pytest.raises(ConfigError) as e:
+        if load == "scenario":
+            scenario.parse(text)  # type: ignore[arg-type]
+        else:
+            p = tmp_path / "outlet.toml"
+            p.write_text(str(text))
+            spec.load(p)
+    assert zh in describe(e.value, "zh")
+    assert not any("\u4e00" <= ch <= "\u9fff" for ch in describe(e.value, "en"))

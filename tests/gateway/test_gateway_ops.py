@@ -189,8 +189,10 @@ def test_status_and_devices_for_the_clerk(tmp_path: Path, broker: Mosquitto, gat
     assert [(d["device"], d["kind"], d["online"]) for d in devices] == [("sc01", "scanner", True)]
     zh = postedge("gateway", "devices", "--config", str(gateway["cfg"]), lang="zh").stdout
     assert zh.startswith("sc01") and "在线" in zh and "秒前" in zh
+    sock = c.socket()
     c.loop_stop()
-    c.socket().close()  # vanish without DISCONNECT: the Last Will says offline
+    assert sock is not None
+    sock.close()  # vanish without DISCONNECT: the Last Will says offline
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         devices = json.loads(postedge("gateway", "devices", "--config", str(gateway["cfg"]), "--json").stdout)

@@ -36,9 +36,13 @@ def gateway(tmp_path: Path, broker: Mosquitto) -> Iterator[dict]:
     gw.stop()
 
 
-def device_client(broker: Mosquitto, user: str = "lk01") -> mqtt.Client:
+def device_client(broker: Mosquitto, user: str = "lk01", will: str | None = None) -> mqtt.Client:
+    """A device's MQTT session; ``will``: its presence topic, whose Last Will
+    says offline (set before connecting, as a device does)."""
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=user)
     c.username_pw_set(user, PASSWORDS[user])
+    if will is not None:
+        c.will_set(will, b"offline", qos=1, retain=True)
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
     return c
@@ -129,14 +133,14 @@ def test_an_event_after_offline_proves_the_device_is_connected(broker: Mosquitto
 def test_an_event_before_the_will_does_not_revive_the_device(broker: Mosquitto, gateway: dict) -> None:
     """Order is what counts: an event sent before the device vanished and the
     Will after it, even when both land in one group commit, leave it offline."""
-    c = device_client(broker, "lk02")
-    c.will_set(topics.build("o1", "locker", "lk02", "presence"), b"offline", qos=1, retain=True)
-    c.reconnect()
+    c = device_client(broker, "lk02", will=topics.build("o1", "locker", "lk02", "presence"))
     env = envelope.make(format_event_id("lk02", INC, 7), int(time.time()), "locker.audit", "audit",
                         {"note": "last words"}, boot=1)
     c.publish(topics.build("o1", "locker", "lk02", "evt"), envelope.encode(env), qos=1).wait_for_publish(5)
+    sock = c.socket()
     c.loop_stop()
-    c.socket().close()  # vanish without DISCONNECT: the broker publishes the Will
+    assert sock is not None  # still connected: the publish above was acknowledged on it
+    sock.close()  # vanish without DISCONNECT: the broker publishes the Will
     gateway["gw"].wait_for("committed", timeout=10)
     assert wait_online(gateway["db"], "lk02", False, timeout=20) is False
     time.sleep(1)

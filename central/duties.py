@@ -33,12 +33,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from central.boards import Boards
 from central.clerk_requests import ClerkRequests
+from central.config import CentralConfig
 from central.duty_store import DutyStore
 from central.embedded import Embedded
-from central.notices import Notices, SmsProvider
+from central.notices import HttpSms, Notices, SmsProvider
 from central.postage_audit import PostageAudit
 from central.revocations import Revocations
 
@@ -124,3 +127,29 @@ class Duties(SharedDuties):
 
     def local_steps(self) -> list[Callable[[], object]]:
         return [self.boards.run_once, self.boards.schedule_revisits, self.postage.run_once]
+
+
+def run_configured(cfg: CentralConfig, folder: Path, backend: Any, master: bytes,
+                   stop: threading.Event) -> None:
+    """The duties a central folder's configuration asks for, every
+    ``notice_interval_s`` until ``stop``: all of them on the embedded
+    backend; on the scale-out one the answers to revoked devices and clerks'
+    requests, and pickup notices with an SMS provider configured. Every
+    process serving a scale-out folder may run this (``postedge central
+    run`` and ``python -m central.scaleout.serve --central``): the store's
+    ``duties_turn`` lets one pass run at a time across them. A store that
+    cannot be reached at start is tried again on the next tick."""
+    duties: SecurityDuties | None = None
+    while duties is None:
+        try:
+            sms = None
+            if cfg.sms_url and cfg.sms_token_file:
+                sms = HttpSms(cfg.sms_url,
+                              cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip())
+            duties = (Duties(backend, master, sms) if cfg.backend == "embedded"
+                      else SharedDuties(backend, master, sms))
+        except Exception:  # the database restarting, the token file not there yet: the next tick tries again
+            log.warning("central duties not started", exc_info=True)
+            if stop.wait(cfg.notice_interval_s):
+                return
+    duties.run_until(stop, cfg.notice_interval_s)

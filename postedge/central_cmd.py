@@ -166,6 +166,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from central import front
+    from central.duties import run_configured
 
     lang = i18n.pick(args.lang)
     opened = _run_backend(args, lang)
@@ -183,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=_duties, args=(cfg, folder, backend, master, stop), name="duties",
+    threading.Thread(target=run_configured, args=(cfg, folder, backend, master, stop), name="duties",
                      daemon=True).start()
     _say("run.listening", lang, host=cfg.host, port=srv.address[1])
     sys.stdout.flush()
@@ -225,33 +226,6 @@ def _run_backend(args: argparse.Namespace, lang: str) -> tuple[CentralConfig, An
     except (psycopg.Error, nats.errors.Error, OSError, TimeoutError) as e:
         _say("error.store", lang, err=True, detail=str(e).strip()[:300] or type(e).__name__)
     return None
-
-
-def _duties(cfg: CentralConfig, folder: Path, backend: Any, master: bytes, stop: threading.Event) -> None:
-    """The platform's own work (``central/duties.py``) every
-    ``notice_interval_s`` until stopped: all of it on the embedded backend,
-    the answers to revoked devices and clerks' requests on the scale-out
-    one; pickup notices on both, with an SMS provider configured. A store that
-    cannot be reached at start is tried again on the next tick."""
-    import logging
-
-    from central.duties import Duties, SecurityDuties, SharedDuties
-    from central.notices import HttpSms
-
-    duties: SecurityDuties | None = None
-    while duties is None:
-        try:
-            sms = None
-            if cfg.sms_url and cfg.sms_token_file:
-                sms = HttpSms(cfg.sms_url,
-                              cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip())
-            duties = (Duties(backend, master, sms) if cfg.backend == "embedded"
-                      else SharedDuties(backend, master, sms))
-        except Exception:  # the database restarting: the next tick tries again
-            logging.getLogger(__name__).warning("central duties not started", exc_info=True)
-            if stop.wait(cfg.notice_interval_s):
-                return
-    duties.run_until(stop, cfg.notice_interval_s)
 
 
 def cmd_outlet(args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ connection and PostgreSQL pool.
 ``python -m central.scaleout.serve --central DIR [HOST PORT]`` serves a
 scale-out central folder (``central/scaleout/folder.py``): its cluster and
 database, its certificate, and its master key, so the process issues device
-keys (``POST /v1/keys``); HOST and PORT default to ``central.toml``'s.
+keys (``POST /v1/keys``) and runs the folder's duties as ``postedge central
+run`` does (one pass at a time across every process on the store); HOST and
+PORT default to ``central.toml``'s.
 ``python -m central.scaleout.serve CONFIG_JSON HOST PORT CERT KEY`` serves
 without a folder and so without the master key (``/v1/keys`` answers 503):
 batches, commands, photos and time only, as a benchmark needs. Either prints
@@ -26,6 +28,8 @@ import threading
 from pathlib import Path
 
 from central import front
+from central.config import CentralConfig
+from central.duties import run_configured
 from central.scaleout.backend import ScaleOut
 from central.scaleout.config import ScaleOutConfig
 from common.text import beside, pick_lang
@@ -33,9 +37,9 @@ from common.text import beside, pick_lang
 TEXT = beside(__file__)
 
 
-def _from_folder(args: list[str]) -> tuple[ScaleOutConfig, str, int, str, str, bytes]:
-    """(config, host, port, cert, key, master) of ``--central DIR [HOST PORT]``;
-    ValueError naming what is wrong."""
+def _from_folder(args: list[str]) -> tuple[ScaleOutConfig, str, int, str, str, bytes, CentralConfig]:
+    """(config, host, port, cert, key, master, the folder's central.toml) of
+    ``--central DIR [HOST PORT]``; ValueError naming what is wrong."""
     from central.config import load
     from central.scaleout import folder
     from common.config import ConfigError
@@ -51,7 +55,7 @@ def _from_folder(args: list[str]) -> tuple[ScaleOutConfig, str, int, str, str, b
     except OSError as e:
         raise ValueError(f"{e.filename}: {e.strerror}") from None
     return (folder.read_config(d, cfg), host, port, str(cfg.path(d, cfg.cert_file)),
-            str(cfg.path(d, cfg.key_file)), master)
+            str(cfg.path(d, cfg.key_file)), master, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(TEXT.t("usage.serve", pick_lang()), file=sys.stderr)
         return 2
     master: bytes | None = None
+    central: CentralConfig | None = None
     try:
         if by_folder:
-            cfg, host, port, cert, key, master = _from_folder(args)
+            cfg, host, port, cert, key, master, central = _from_folder(args)
         else:
             cfg, host, port, cert, key = ScaleOutConfig.from_json(args[0]), args[1], int(args[2]), *args[3:]
     except (ValueError, TypeError) as e:
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    if central is not None and master is not None:
+        threading.Thread(target=run_configured, args=(central, Path(args[1]), backend, master, done),
+                         name="duties", daemon=True).start()
     print(json.dumps({"port": srv.address[1]}), flush=True)
     done.wait()
     srv.stop()

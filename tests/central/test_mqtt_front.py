@@ -185,8 +185,12 @@ def test_a_batch_sent_while_no_mqtt_front_runs_waits_in_the_log(stack: Stack) ->
     resend is acked without a second copy."""
     stack.front.stop()
     b = encode_batch("o4", "ev", events("wq01", 30))
-    tr = stack.transport("o4", timeout=2)
+    tr = stack.transport("o4", timeout=20)
     try:
+        # connected first, with time to spare: on a loaded box the 2 s could
+        # pass before the publish, and the log would hold nothing to take later
+        tr.probe()
+        tr.timeout_s = 2  # then the ack wait alone is short: no front answers
         with pytest.raises(TransportError) as e:
             tr.send(b)
         assert e.value.reason == "timeout"

@@ -62,11 +62,13 @@ class Central:
 
 
 @contextmanager
-def scaleout_central(tmp_path: Path, rig: ScaleOutRig) -> Iterator[Central]:
+def scaleout_central(tmp_path: Path, rig: ScaleOutRig, front: str = "run") -> Iterator[Central]:
     """A scale-out folder made and served as an operator does (``central
-    init --scaleout``, ``outlet add``, ``device add``, ``central run``), the
-    duties every 0.3 s, with one ingest worker; o1 has lockers lk01 and lk02
-    and the handheld hh01. Stopped cleanly on the way out."""
+    init --scaleout``, ``outlet add``, ``device add``, ``central run``, or
+    with ``front="serve"`` an added front process, ``python -m
+    central.scaleout.serve --central DIR``), the duties every 0.3 s, with one
+    ingest worker; o1 has lockers lk01 and lk02 and the handheld hh01.
+    Stopped cleanly on the way out."""
     ns, dsn = rig.namespace("e")
     cfg = ScaleOutConfig(rig.nats.urls, dsn, ns, ack_wait_s=5.0)
     given = tmp_path / "cluster.json"
@@ -81,10 +83,12 @@ def scaleout_central(tmp_path: Path, rig: ScaleOutRig) -> Iterator[Central]:
     for dev, kind in (("lk01", "locker"), ("lk02", "locker"), ("hh01", "handheld")):
         pe("device", "add", str(d), "o1", dev, "--kind", kind)
     worker = WorkerThread(cfg)
-    run = subprocess.Popen([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", "run", str(d)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    cmd = ([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", "run", str(d)] if front == "run"
+           else [sys.executable, "-m", "central.scaleout.serve", "--central", str(d)])
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        assert "running" in (run.stdout.readline() if run.stdout else "")
+        first = run.stdout.readline() if run.stdout else ""
+        assert ("running" in first) if front == "run" else (json.loads(first)["port"] == port), first
         yield Central(d, port, password, (d / "master.key").read_bytes())
     finally:
         run.send_signal(signal.SIGTERM)
@@ -95,10 +99,12 @@ def scaleout_central(tmp_path: Path, rig: ScaleOutRig) -> Iterator[Central]:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("front", ["run", "serve"])
 def test_a_gateways_request_and_revocation_are_answered_by_a_scaleout_central_run(
-        tmp_path: Path, scaleout_rig: ScaleOutRig) -> None:
+        tmp_path: Path, scaleout_rig: ScaleOutRig, front: str) -> None:
+    """By ``postedge central run`` and by an added front process alike."""
     t = None
-    with scaleout_central(tmp_path, scaleout_rig) as central:
+    with scaleout_central(tmp_path, scaleout_rig, front) as central:
         d, master = central.folder, central.master
         try:
             ctx = ssl.create_default_context(cafile=str(d / "pki" / "ca.pem"))

@@ -62,7 +62,9 @@ CAMPAIGN_2 = ("sim-fire-2026", "PE-CAMP:sim-fire-2026")
 SITE_E7 = (264_960_000, 1_081_720_000)
 TOL_M = 30.0  # how far from the board the dispatcher accepts a photo
 FAR_E7 = 30_000  # the road the first "before" photo is taken from: ~330 m south
-WAIT_S = 20.0  # wall seconds a step waits for the other side (events up, a job list down)
+# Wall seconds a step waits for the other side (events up, a job list
+# down): only a step that fails waits this long, and a loaded box took over 20.
+WAIT_S = 60.0
 
 
 class _Uploads(PhotoSink):

@@ -139,12 +139,16 @@ def _s(v: Any, n: int = 200) -> str:
 
 class Boards:
     def __init__(self, backend: Embedded, master: bytes | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        """``master``: the platform master key, needed only to sign job lists."""
+                 clock: Callable[[], float] = time.time,
+                 device_clock: Callable[[str], float] | None = None) -> None:
+        """``master``: the platform master key, needed only to sign job lists;
+        ``device_clock``: an outlet's devices' time, which a signed job list
+        carries (default ``clock``: the simulator's virtual outlets differ)."""
         self.b = backend
         self.db = backend.db
         self.master = master
         self.clock = clock
+        self.device_clock = device_clock or (lambda outlet: clock())
         with _PASSES_LOCK:
             self._pass = _PASSES.setdefault(backend, threading.Lock())
         with self.b.lock:
@@ -382,7 +386,8 @@ class Boards:
         args = self.job_list(outlet, device)
         cid = f"jl-{secrets.token_hex(8)}"
         keys = KeyService.registered(self.b, outlet, self.master)  # the device's own key version
-        cmd = keys.command(device, "jobs", args, cid, now=int(self.clock()), lifetime_s=LIFETIME_S)
+        cmd = keys.command(device, "jobs", args, cid, now=int(self.device_clock(outlet)),
+                           lifetime_s=LIFETIME_S)
         cursor = self.b.push_command(outlet, "handheld", cmd)
         ids = [j["id"] for j in args["jobs"]]
         with self.b.lock:

@@ -122,7 +122,7 @@ class Duties(SharedDuties):
         """``sms``: as ``SharedDuties``; ``boards``: the registry the front
         serves, when it has one (else a new one); ``device_clock``: as ``SecurityDuties``."""
         super().__init__(backend, master, sms, clock=clock, device_clock=device_clock)
-        self.boards = boards or Boards(backend, master, clock=clock)
+        self.boards = boards or Boards(backend, master, clock=clock, device_clock=device_clock)
         self.postage = PostageAudit(backend, clock=clock)
 
     def local_steps(self) -> list[Callable[[], object]]:

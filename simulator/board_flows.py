@@ -301,7 +301,7 @@ def _dispatch_untolerated(outlet: Outlet, device: str, jid: str) -> None:
     for s in [*(j["site"] for j in args["jobs"]), *args["sites"]]:
         s.pop("tol_m", None)
     cid = f"jl-old-{zlib.crc32(jid.encode()):08x}"  # a command id is at most 32 characters
-    cmd = outlet.keys.command(device, "jobs", args, cid, now=int(time.time()))
+    cmd = outlet.keys.command(device, "jobs", args, cid, now=int(outlet.clock.time()))
     outlet.central.push_command(outlet.outlet_id, "handheld", cmd)
 
 

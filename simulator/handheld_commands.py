@@ -38,7 +38,7 @@ def take(outlet: Outlet, h: SimHandheld, op: str, seen: set[bytes], apply: Apply
         if raw in seen:
             continue
         try:
-            cmd = signing.verify(json.loads(raw), key, h.name, int(time.time()))
+            cmd = signing.verify(json.loads(raw), key, h.name, int(outlet.clock.time()))  # the outlet's time
         except (ProtocolError, ValueError):
             seen.add(raw)
             outlet.stats[refused_stat] += 1

@@ -11,6 +11,7 @@ events are stored the way a gateway's batch is (``check_batch`` and
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,3 +211,20 @@ def test_a_file_from_before_revisits_gets_the_column(tmp_path: Path) -> None:
         assert boards.schedule_revisits() == []  # due, but nobody has had a job there to send it to
     finally:
         b.close()
+
+
+def test_a_job_list_carries_the_outlets_device_time_not_the_platforms(tmp_path: Path) -> None:
+    """An outlet whose devices' clock is a day ahead of the platform's (the
+    simulator's virtual outlets): the list is signed on the devices' clock,
+    so the handheld and gateway that check it on theirs find it valid."""
+    b = Embedded(tmp_path / "central")
+    b.add_outlet("o1", "o1-password-x")
+    ahead = T0 + DAY_S
+    boards = Boards(b, MASTER, clock=Clock(), device_clock=lambda outlet: ahead if outlet == "o1" else 0.0)
+    boards.add_job("survey", "o1", "hh01", village="西江村", jid="bj-1")
+    _, cursor, _ = boards.send_jobs("o1", "hh01")
+    target, raw = b.pull("o1", cursor - 1, 10)[1][0][:2]
+    cmd = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    assert target == "handheld" and cmd["iat"] == int(ahead) and cmd["exp"] > ahead
+    # the platform's own clock is the default
+    assert Boards(b, MASTER, clock=Clock()).device_clock("o1") == T0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import stat
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from protocol import canonical
 from simulator.counter_sim import BOXES, RATES, ZONES
 from simulator.gateway_process import GatewayProcess
 from tests.uplink_rig import Certs, gateway_toml, make_central_uplink
+from tests.waiting import until
 
 TARIFF = {"zones": ZONES, "services": RATES}
 CATALOGUE = {"boxes": BOXES}
@@ -145,8 +145,3 @@ def test_documents_reach_a_real_gateways_counter_and_forgeries_do_not(tmp_path: 
         up.close()
 
 
-def until(pred: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)

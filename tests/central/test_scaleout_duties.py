@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from tests.gateway.clerk_rig import Client, locker_state
 from tests.gateway.test_status_page import device_client
 from tests.locker_rig import Rig
 from tests.uplink_rig import FAST, gateway_toml
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -188,15 +189,15 @@ def test_a_clerks_request_in_a_gateway_process_is_signed_by_a_scaleout_central_a
             lk.publish(topics.build("o1", "locker", "lk01", "state"), json.dumps(locker_state()).encode(),
                        qos=1, retain=True).wait_for_publish(5)
             c = Client(port)
-            _wait(lambda: c.login("mei", "mei-password-1") == 303, 20, "the console")
+            until(lambda: c.login("mei", "mei-password-1") == 303, 20, "the console")
             _, _, html = c.get("/clerk?lang=en")
             csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
             assert c.post("/clerk/compartment", {"csrf": csrf, "device": "lk01", "compartment": "2",
                                                  "action": "out_of_service", "note": "door will not latch"}
                           )[0] == 303
-            _wait(lambda: re.search(r'data-stage="cmd_\w+"', c.get("/clerk?lang=en")[2]) is not None, 60,
+            until(lambda: re.search(r'data-stage="cmd_\w+"', c.get("/clerk?lang=en")[2]) is not None, 60,
                   "the platform's signed command on the console")
-            _wait(lambda: bool(relayed), 30, "the command relayed to lk01")
+            until(lambda: bool(relayed), 30, "the command relayed to lk01")
             ring = keys.from_config(KeyService("o1", central.master).device_config("lk01"))
             cmd = signing.verify(relayed[0], ring, "lk01", int(time.time()))
             assert cmd["op"] == "service" and cmd["args"]["state"] == "out_of_service"
@@ -208,13 +209,6 @@ def test_a_clerks_request_in_a_gateway_process_is_signed_by_a_scaleout_central_a
                 lk.loop_stop()
             if gw.proc.poll() is None:
                 gw.stop()
-
-
-def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out: {what}"
-        time.sleep(0.2)
 
 
 def test_one_duty_pass_at_a_time_across_front_processes(scaleout_rig: ScaleOutRig) -> None:
@@ -269,7 +263,7 @@ def test_the_duty_loop_outlives_a_database_restart(scaleout_rig: ScaleOutRig) ->
         # worker whose start met the kill gives up (the faults suite covers it)
         worker = WorkerThread(cfg)
         StoreUnderTest("scaleout", scale, lambda: scale.wait_written(60)).store("o1", request("in_service"))
-        _wait(lambda: bool(scale.pull("o1", 0, 10)[1]), 30, "the request decided after the restart")
+        until(lambda: bool(scale.pull("o1", 0, 10)[1]), 30, "the request decided after the restart")
         assert duties.failures > 0 and loop.is_alive()
     finally:
         stop.set()

@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,9 @@ from simulator.gateway_process import GatewayProcess
 from tests.gateway.clerk_rig import Client, locker_state
 from tests.gateway.test_status_page import device_client, event
 from tests.uplink_rig import Uplink, gateway_toml
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(pred, timeout: float = 20.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out: {what}"
-        time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -58,7 +51,7 @@ def test_requests_wait_while_the_link_is_down_and_reach_the_platform_once(
                    event("lk01", 1, "locker.alarm", "alarm", {"alarm": "door_left_open", "compartment": 2}),
                    qos=1).wait_for_publish(5)
         c = Client(port)
-        _wait(lambda: "door left open" in c.get("/?lang=en")[2], what="the alarm on the page")
+        until(lambda: "door left open" in c.get("/?lang=en")[2], what="the alarm on the page")
         assert c.login("mei", "mei-password-1") == 303
         _, _, html = c.get("/clerk?lang=en")
         csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
@@ -80,13 +73,13 @@ def test_requests_wait_while_the_link_is_down_and_reach_the_platform_once(
         # batches of the two lanes arrive in either order: wait for every one
         wanted = {"gateway.clerk_request", "gateway.alarm_acknowledged", "gateway.clerk_login",
                   "gateway.clerk_added", "locker.alarm"}
-        _wait(lambda: wanted <= set(arrived()), 30, "the clerk's events at the platform")
+        until(lambda: wanted <= set(arrived()), 30, "the clerk's events at the platform")
         reqs = [e for e in up.central.events.values() if e["type"] == "gateway.clerk_request"]
         assert [(e["body"]["request"], e["body"]["compartment"], e["body"]["by"]) for e in reqs] == [
             ("out_of_service", 2, "mei")]
         assert reqs[0]["id"].startswith("gw-o1-clerk:") and not up.central.quarantine
         assert {"gateway.clerk_login", "gateway.clerk_added", "locker.alarm"} <= set(arrived())
-        _wait(lambda: 'data-stage="sent"' in c.get("/clerk?lang=en")[2], 20, "the request's stage")
+        until(lambda: 'data-stage="sent"' in c.get("/clerk?lang=en")[2], 20, "the request's stage")
         assert 'id="waiting"' not in c.get("/clerk?lang=en")[2]
 
         # the platform refuses it (central/clerk_requests.py sends this): the page says so and why;
@@ -97,7 +90,7 @@ def test_requests_wait_while_the_link_is_down_and_reach_the_platform_once(
         up.central.push_command("o1", DOWN_CLERK_DECISION, {**clerk_refusal(reqs[0]["id"], "no_note"),
                                                             "reason": "because"})
         up.central.push_command("o1", DOWN_CLERK_DECISION, clerk_refusal(reqs[0]["id"], "unknown_locker"))
-        _wait(lambda: 'data-stage="platform_refused"' in c.get("/clerk?lang=en")[2], 30, "the refusal")
+        until(lambda: 'data-stage="platform_refused"' in c.get("/clerk?lang=en")[2], 30, "the refusal")
         html = c.get("/clerk?lang=en")[2]
         assert "Refused by the platform: the platform has no such locker for this outlet" in html
         assert "平台拒绝：平台没有登记这台柜机" in c.get("/clerk?lang=zh")[2]

@@ -25,6 +25,7 @@ from protocol.errors import ProtocolError
 from simulator.gateway_process import GatewayProcess, write_config
 from simulator.outlet import stored_events
 from tests.confirm_rig import assert_each_once, drained, publishers, wipe_gateway_session
+from tests.waiting import within
 
 
 @pytest.fixture
@@ -39,15 +40,6 @@ def raw_event(dev: str, seq: int, kind_type: str = "locker.door", cls: str = "cu
     env = envelope.make(f"{dev}:0badc0de:{seq}", 1795881163, kind_type, cls, {"door": 1})
     env.update(over)
     return json.dumps(env, separators=(",", ":")).encode()
-
-
-def wait_until(pred, timeout: float = 30.0, step: float = 0.1) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
 
 
 def count_stored(db: Path) -> tuple[int, int]:
@@ -113,7 +105,7 @@ def test_no_message_stops_the_gateway_and_others_are_stored(tmp_path: Path, brok
         # The 2**64 forward is refused whole (the envelope bounds integers);
         # the other two events are kept and only their commands are refused.
         want_events = seq + len(forwards) - 1
-        assert wait_until(lambda: count_stored(tmp_path / "gateway.db") >= (want_events, len(POISON) + 1)), \
+        assert within(lambda: count_stored(tmp_path / "gateway.db") >= (want_events, len(POISON) + 1)), \
             count_stored(tmp_path / "gateway.db")
         assert gw.proc.poll() is None, "the gateway exited"
     finally:
@@ -141,7 +133,7 @@ def test_a_stream_of_refusals_raises_one_alarm(tmp_path: Path, broker: Mosquitto
     try:
         for i in range(45):
             lk01.client.publish(evt, b"junk %d" % i, qos=1).wait_for_publish(5)
-        assert wait_until(lambda: count_stored(tmp_path / "gateway.db")[1] >= 45)
+        assert within(lambda: count_stored(tmp_path / "gateway.db")[1] >= 45)
     finally:
         gw.stop()
     s = EventStore(tmp_path / "gateway.db")
@@ -176,7 +168,7 @@ def test_damaged_database_is_moved_aside_and_the_gateway_serves(tmp_path: Path, 
         lk01 = connect("lk01")
         lk01.client.publish(topics.build("o1", "locker", "lk01", "evt"), raw_event("lk01", 1),
                             qos=1).wait_for_publish(5)
-        assert wait_until(lambda: count_stored(db)[0] >= 2)
+        assert within(lambda: count_stored(db)[0] >= 2)
     finally:
         gw.stop()
     assert Path(moved["moved_to"]).exists()

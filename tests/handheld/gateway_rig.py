@@ -6,8 +6,7 @@ password file), plus a collector of the handheld process's log records."""
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,15 +84,6 @@ def handheld_logs() -> Iterator[LogLines]:
     finally:
         root.removeHandler(h)
         root.setLevel(level)
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return bool(pred())
 
 
 def files_bytes(folder: Path) -> bytes:

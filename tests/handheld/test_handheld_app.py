@@ -40,6 +40,7 @@ from protocol.errors import ProtocolError
 from simulator.imagegen import board_with_qr, s10_id
 from simulator.platform_keys import PlatformKeys
 from tests.handheld.conftest import ACCOUNTS, DEV, OUTLET, Gateway
+from tests.waiting import within
 
 PLATFORM = PlatformKeys(OUTLET)  # the platform's side: it alone holds the master key
 KEY = PLATFORM.key(DEV)  # hh01's own key: verifies commands to hh01, opens no locker
@@ -492,14 +493,14 @@ def test_bad_input_gives_clear_messages_and_loses_nothing(tmp_path: Path) -> Non
         # garbage NMEA: counted, the position is not ready, the photo is refused for that reason
         bad_gnss.feed(b"$GPGGA,garbage*00\r\n\x00\x01\x02 nonsense\r\n$GNRMC,,V,,,,,,,,,,N*4D\r\n")
         assert sum(bad_gnss.counters()["rejected"].values()) >= 1
-        assert gw_wait(lambda: a.camera.latest() is not None)
+        assert within(lambda: a.camera.latest() is not None)
         r = a.photo("j-17", "photo", None)
         assert not r["ok"] and r["code"] == "position_not_ready" and r["retake"] is False
         # the camera disappears: a clear message, no stale frame used as evidence
         for f in cam.iterdir():
             f.unlink()
         cam.rmdir()
-        assert gw_wait(lambda: a.camera.error is not None)
+        assert within(lambda: a.camera.error is not None)
         r = a.photo("j-17", "photo", None)
         assert not r["ok"] and r["code"] == "no_frame" and "相机" in r["zh"]
         # the gateway's HTTP API is away: polling changes nothing and does not raise
@@ -513,15 +514,6 @@ def test_bad_input_gives_clear_messages_and_loses_nothing(tmp_path: Path) -> Non
         assert len(a.jobs.list()) == 2
     finally:
         a.stop()
-
-
-def gw_wait(pred: Any, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:

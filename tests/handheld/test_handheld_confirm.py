@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +30,11 @@ from protocol.ids import SeqCounter, format_event_id
 from simulator.gateway_process import GatewayProcess, write_config
 from simulator.outlet import stored_events
 from tests.confirm_rig import wipe_gateway_session
+from tests.waiting import within
 
 DEV = "hh01"
 T_EVT = topics.build("o1", "handheld", DEV, "evt")
 T_ACK = topics.build("o1", "handheld", DEV, "ack")
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 class Handheld:
@@ -98,7 +90,7 @@ def test_events_sent_while_the_gateway_is_away_and_its_session_is_wiped_are_stor
     hh = Handheld(tmp_path / "hh", broker.port)
     try:
         before = [hh.emit(i) for i in range(3)]
-        assert wait_until(lambda: hh.outbox.count() == 0 and len(stored_events(db)) == 3), \
+        assert within(lambda: hh.outbox.count() == 0 and len(stored_events(db)) == 3), \
             "the gateway never stored or confirmed"
         assert_each_once(db, before)
 
@@ -108,8 +100,8 @@ def test_events_sent_while_the_gateway_is_away_and_its_session_is_wiped_are_stor
         # a command ack is not an event: its PUBACK is final, as before
         hh.outbox.append("audit", T_ACK, signing.ack("c-1", int(time.time()), None, {"items": 0}))
         hh.link.wake()
-        assert wait_until(lambda: hh.link.stats["acked"] >= 3 + len(away) + 1, 10), hh.link.stats
-        wait_until(lambda: hh.outbox.count() <= len(away), 5)
+        assert within(lambda: hh.link.stats["acked"] >= 3 + len(away) + 1, 10), hh.link.stats
+        within(lambda: hh.outbox.count() <= len(away), 5)
         # Checked at the end, after the headline (the store): the broker's PUBACK
         # deleted the ack but not one event.
         kept = [c for _s, c, _t, _p in hh.outbox.pending(100)]
@@ -123,10 +115,10 @@ def test_events_sent_while_the_gateway_is_away_and_its_session_is_wiped_are_stor
         sock = hh.link.client.socket()
         assert sock is not None
         sock.shutdown(2)
-        assert wait_until(lambda: hh.link.stats["connects"] > connects, 20), hh.link.last_error
-        wait_until(lambda: hh.outbox.count() == 0 and len(stored_events(db)) >= 3 + len(away), 30)
+        assert within(lambda: hh.link.stats["connects"] > connects, 20), hh.link.last_error
+        within(lambda: hh.outbox.count() == 0 and len(stored_events(db)) >= 3 + len(away), 30)
         after = [hh.emit(i) for i in range(23, 26)]
-        wait_until(lambda: hh.outbox.count() == 0 and len(stored_events(db)) >= 6 + len(away), 30)
+        within(lambda: hh.outbox.count() == 0 and len(stored_events(db)) >= 6 + len(away), 30)
         stats = dict(hh.link.stats)
         left = hh.outbox.count()
     finally:
@@ -150,12 +142,12 @@ def test_a_confirm_timeout_resends_within_a_bounded_window(tmp_path: Path, broke
                   max_awaiting=8)
     try:
         ids = [hh.emit(i) for i in range(30)]
-        assert wait_until(lambda: hh.link.awaiting == 8, 10)
+        assert within(lambda: hh.link.awaiting == 8, 10)
         time.sleep(0.3)
         assert hh.link.stats["published"] <= 16  # the window holds back the other 22
-        assert wait_until(lambda: hh.link.stats["resends"] >= 2, 10)
+        assert within(lambda: hh.link.stats["resends"] >= 2, 10)
         assert hh.link.confirm_timeout_s > 0.5  # doubled while nothing was confirmed
-        wait_until(lambda: hh.link.confirm_timeout_s == 2.0, 10)
+        within(lambda: hh.link.confirm_timeout_s == 2.0, 10)
         assert hh.link.confirm_timeout_s == 2.0  # and capped
         assert hh.outbox.count() == 30
 
@@ -164,13 +156,13 @@ def test_a_confirm_timeout_resends_within_a_bounded_window(tmp_path: Path, broke
         bad = [b"not json", b'{"v":1,"stored":[1]}', b'{"v":1,"stored":{"x":[["a",1]]}}']
         for payload in bad:
             gw.client.publish(conf, payload, qos=1).wait_for_publish(5)
-        assert wait_until(lambda: hh.link.stats["confirm_bad"] >= 2, 5)
+        assert within(lambda: hh.link.stats["confirm_bad"] >= 2, 5)
         assert hh.outbox.count() == 30
 
         wipe_gateway_session(broker.port)
         gateway.append(GatewayProcess(tmp_path / "gateway.toml"))
         gateway[-1].wait_for("gateway_started")
-        assert wait_until(lambda: hh.outbox.count() == 0, 40), (hh.outbox.count(), hh.link.stats)
+        assert within(lambda: hh.outbox.count() == 0, 40), (hh.outbox.count(), hh.link.stats)
         assert hh.link.confirm_timeout_s == 0.5  # progress resets the wait
     finally:
         hh.close()
@@ -186,7 +178,7 @@ def test_confirmations_release_only_what_they_name(tmp_path: Path, broker: Mosqu
     got = threading.Event()
     try:
         ids = [hh.emit(i) for i in range(6)]
-        assert wait_until(lambda: hh.link.awaiting == 6 and hh.link.inflight == 0, 10)
+        assert within(lambda: hh.link.awaiting == 6 and hh.link.inflight == 0, 10)
         inc = ids[0].split(":")[1]
         seqs = [int(i.split(":")[2]) for i in ids]
         from protocol.canonical import dumps
@@ -194,7 +186,7 @@ def test_confirmations_release_only_what_they_name(tmp_path: Path, broker: Mosqu
         gw.client.publish(conf, dumps({"v": 1, "stored": {"00000000": [[seqs[0], seqs[-1]]],
                                                            inc: [[seqs[1], seqs[2]], [seqs[4], seqs[4]]]}}),
                           qos=0).wait_for_publish(5)
-        assert wait_until(lambda: hh.outbox.count() == 3, 5)
+        assert within(lambda: hh.outbox.count() == 3, 5)
         left = [envelope.decode(p)["id"] for _s, _c, _t, p in hh.outbox.pending(10)]
         assert left == [ids[0], ids[3], ids[5]]
         assert hh.link.stats["confirmed"] == 3 and hh.link.awaiting == 3

@@ -17,15 +17,7 @@ from handheld.app import HandheldApp
 from simulator.scan_engine_sim import SimScanEngine
 from tests.handheld.conftest import ACCOUNTS, Gateway
 from tests.handheld.test_handheld_app import GOOD, gnss_ready, make_config
-
-
-def wait(pred, timeout: float = 15) -> bool:  # noqa: ANN001 - a small poll helper
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.waiting import within
 
 
 @pytest.fixture
@@ -50,15 +42,15 @@ def test_serial_engine_scans_reach_the_app_and_an_unplug_is_reported(
     app.gnss = gnss_ready()
     app.start()
     try:
-        assert wait(lambda: app.scan_engine_status == "ok"), app.scan_engine_status
+        assert within(lambda: app.scan_engine_status == "ok"), app.scan_engine_status
         engine.present(GOOD, "code128")
-        assert wait(lambda: (app.last_scan or {}).get("value") == GOOD), app.last_scan
+        assert within(lambda: (app.last_scan or {}).get("value") == GOOD), app.last_scan
         assert app.last_scan["verdict"] == "good"
         time.sleep(0.5)  # past the different-symbol window (0.3 s)
         engine.present("RB123456784GB", "code128")  # wrong S10 check digit
-        assert wait(lambda: (app.last_scan or {}).get("verdict") == "invalid"), app.last_scan
+        assert within(lambda: (app.last_scan or {}).get("verdict") == "invalid"), app.last_scan
         engine.close()  # unplugged
-        assert wait(lambda: (app.scan_engine_status or "ok") != "ok", 20), app.scan_engine_status
+        assert within(lambda: (app.scan_engine_status or "ok") != "ok", 20), app.scan_engine_status
         assert app.status()["scan_engine"] != "ok"
     finally:
         app.stop()
@@ -86,7 +78,8 @@ def test_camera_frames_are_scanned_with_voting(tmp_path: Path) -> None:
     app.gnss = gnss_ready()
     app.start()
     try:
-        assert wait(lambda: (app.last_scan or {}).get("value") == GOOD, 20), (app.last_scan, app.camera.error)
+        assert within(lambda: (app.last_scan or {}).get("value") == GOOD, 20), \
+            (app.last_scan, app.camera.error)
         assert app.last_scan["verdict"] == "good"
     finally:
         app.stop()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from handheld.nmea import SUPPORTED, GnssReader, NmeaError, build_sentence, checksum, parse_sentence
 from handheld.position import NON_BLOCKING, GnssConfig, haversine_m
 from handheld.text import TEXT
+from tests.waiting import within
 
 # Beijing-ish countryside; 1 minute of latitude is about 1852 m.
 LAT, LON = 39.9, 116.4
@@ -372,15 +373,6 @@ def test_garbage_is_counted_and_good_data_survives() -> None:
 # --------------------------------------------------------------------------- real ports, real time
 
 
-def _wait(pred: object, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _feed_until(write: object, pred: object, extra: bytes = b"", timeout: float = 8.0) -> bool:
     """Write one epoch every 0.1 s (like a 10 Hz receiver) until ``pred()`` holds.
 
@@ -419,8 +411,8 @@ def test_pty_receiver_then_unplugged() -> None:
         os.close(slave)
         os.close(master)  # the receiver's cable is pulled
         master = slave = -1
-        assert _wait(lambda: not r.fix()["ok"] and "stale_fix" in r.fix()["flags"])
-        assert _wait(lambda: "receiver_lost" in r.fix()["flags"])
+        assert within(lambda: not r.fix()["ok"] and "stale_fix" in r.fix()["flags"])
+        assert within(lambda: "receiver_lost" in r.fix()["flags"])
     finally:
         r.stop()
         for fd in (master, slave):

@@ -51,11 +51,12 @@ from simulator.imagegen import s10_id
 from simulator.outlet import stored_events
 from tests.conftest import PASSWORDS
 from tests.handheld.conftest import DEV, OUTLET
-from tests.handheld.gateway_rig import RealGateway, wait_until
+from tests.handheld.gateway_rig import RealGateway
 from tests.handheld.test_handheld_app import CAMPAIGN, board_with_qr, signed
 from tests.handheld.test_handheld_boards_browser import photo_file
 from tests.handheld.test_handheld_browser_camera import camera_page, shoot, write_y4m
 from tests.handheld.test_handheld_wedge import HUMAN_MS, TEST_BREAK_MS, burst, start
+from tests.waiting import within
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -143,10 +144,10 @@ def test_a_day_offline_through_the_whole_ui_then_drained(tmp_path: Path, broker:
         assert act(page, "[data-action=submit]") == "1"
         page.click("[data-action=close-job]")
         page.wait_for_selector("#surveys .sv-waiting")
-        assert wait_until(lambda: any(e["type"] == "handheld.site_survey" for e in stored_events(gw.db)))
+        assert within(lambda: any(e["type"] == "handheld.site_survey" for e in stored_events(gw.db)))
         survey = next(e["body"] for e in stored_events(gw.db) if e["type"] == "handheld.site_survey")
         assert survey["survey"] == sv and (survey["lat_e7"], survey["lon_e7"]) == HERE
-        assert wait_until(lambda: len(uploads(gw)) == 1, 30), app.photos.status()  # the spot's photo
+        assert within(lambda: len(uploads(gw)) == 1, 30), app.photos.status()  # the spot's photo
 
         # the platform approves the site and signs the day's jobs; the parcels for the round
         here = {"id": sv, "name": "clinic wall", "village": "Xiaping", "lat_e7": HERE[0],
@@ -163,8 +164,8 @@ def test_a_day_offline_through_the_whole_ui_then_drained(tmp_path: Path, broker:
             {"parcel": first, "to": "Wang Fang"}, {"parcel": second, "to": "Zhao Lei"}],
             "retrieval": []}, cid="c-man-day"))
         page.wait_for_selector("#surveys .sv-approved")
-        assert wait_until(lambda: len(app.flows.view()["parcels"]) == 2, 10)
-        assert wait_until(lambda: app.outbox.count() == 0, 15)  # everything so far confirmed
+        assert within(lambda: len(app.flows.view()["parcels"]) == 2, 10)
+        assert within(lambda: app.outbox.count() == 0, 15)  # everything so far confirmed
         online_ids = {e["id"] for e in stored_events(gw.db)}
         online_photos = set(uploads(gw))
         ctx.close()
@@ -172,7 +173,7 @@ def test_a_day_offline_through_the_whole_ui_then_drained(tmp_path: Path, broker:
         # ---------------------------------------------------------- the box loses power
         gw.kill()
         broker.kill()
-        assert wait_until(lambda: not app.link.connected, 10)
+        assert within(lambda: not app.link.connected, 10)
         t_cut = time.monotonic()
 
         # ---- install the approved site: a shaky camera shot refused, the retake passes
@@ -261,7 +262,7 @@ def test_a_day_offline_through_the_whole_ui_then_drained(tmp_path: Path, broker:
         assert {e["id"] for e in stored_events(gw.db)} == online_ids
         assert set(uploads(gw)) == online_photos
         # the install's retake, the damaged board's before photo and the signature wait
-        assert wait_until(lambda: (app.photos.status()["queue"] or {}).get("waiting") == 3, 10), \
+        assert within(lambda: (app.photos.status()["queue"] or {}).get("waiting") == 3, 10), \
             app.photos.status()
         queue = app.photos.status()["queue"] or {}
         print(f"offline for {time.monotonic() - t_cut:.1f} s: {queued} events queued, photos {queue}")
@@ -270,7 +271,7 @@ def test_a_day_offline_through_the_whole_ui_then_drained(tmp_path: Path, broker:
         broker.start()
         gw.restart()
         t_back = time.monotonic()
-        assert wait_until(lambda: app.outbox.count() == 0, 60), (app.outbox.count(), app.link.last_error)
+        assert within(lambda: app.outbox.count() == 0, 60), (app.outbox.count(), app.link.last_error)
         page.wait_for_selector("#link-pill[data-connected='1'][data-outbox='0']")
         print(f"events drained {time.monotonic() - t_back:.1f} s after the box came back")
         events = stored_events(gw.db)
@@ -296,7 +297,7 @@ def test_a_day_offline_through_the_whole_ui_then_drained(tmp_path: Path, broker:
         accepted = {e["body"]["sha256"] for e in day if e["type"] == "handheld.photo"}
         assert len(accepted) == 2, accepted  # the install's retake, the damaged board's before
         expected = online_photos | accepted | {hand[0]["signature_sha256"]}
-        assert wait_until(lambda: set(uploads(gw)) == expected, 60), (app.photos.status(), uploads(gw))
+        assert within(lambda: set(uploads(gw)) == expected, 60), (app.photos.status(), uploads(gw))
         got = uploads(gw)
         assert len(got) == len(set(got)) == 4
         assert {p.name for p in photos_dir(gw.db).glob("*.jpg")} == {f"{s}.jpg" for s in expected}

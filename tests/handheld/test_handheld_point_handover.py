@@ -29,8 +29,9 @@ from handheld.app import HandheldApp
 from handheld.text import Refused
 from protocol import canonical, codes, envelope, outbound_bodies
 from simulator.outlet import stored_events
-from tests.handheld.gateway_rig import RealGateway, wait_until
+from tests.handheld.gateway_rig import RealGateway
 from tests.handheld.test_handheld_app import make_config, signed
+from tests.waiting import within
 
 SALT = "1a2b3c4d5e6f7081"
 AGENT_CODE = codes.new_token(lambda n: bytes(range(40, 40 + n)))
@@ -286,7 +287,7 @@ def test_the_gateway_stores_the_handovers_and_refuses_a_malformed_one(
     d.handover_add(app.flows, P1)
     d.handover_group(GROUP)
     assert d.handover(app.flows, "token", codes.format_token(AGENT_CODE))["ok"]
-    assert wait_until(lambda: of(gw, "handheld.point_handover") and of(gw, "handheld.group_handover"))
+    assert within(lambda: of(gw, "handheld.point_handover") and of(gw, "handheld.group_handover"))
     assert of(gw, "handheld.point_handover")[0]["items"] == [P1]
     assert of(gw, "handheld.group_handover")[0]["handed"] == [1, 2, 3]
     # A malformed body (as a faulty handheld would send it) is refused at the gateway.
@@ -294,7 +295,7 @@ def test_the_gateway_stores_the_handovers_and_refuses_a_malformed_one(
                                                     "confirm": "token", "courier": "c007"})
     app.emit("handheld.point_handover", "custody", {"point": "vp-xiakou", "items": [P2], "agent": "x",
                                                     "confirm": "signature", "courier": "c007"})
-    assert wait_until(lambda: len(rejected(gw)) >= 2), rejected(gw)
+    assert within(lambda: len(rejected(gw)) >= 2), rejected(gw)
     assert {r["code"] for r in rejected(gw)} <= {"bad_field", "missing_field"}, rejected(gw)
     assert len(of(gw, "handheld.point_handover")) == 1
 
@@ -310,13 +311,13 @@ def test_a_handover_while_the_gateway_is_away_arrives_when_it_returns(
     d.set_point("vp-shangpo")
     d.handover_add(app.flows, P4)
     assert d.handover(app.flows, "signature", signature(), "村委刘会计")["ok"]
-    assert wait_until(lambda: (app.photos.status()["queue"] or {}).get("error") is not None, 15)
+    assert within(lambda: (app.photos.status()["queue"] or {}).get("error") is not None, 15)
     assert app.outbox.count() >= 1 and not of(gw, "handheld.point_handover")
     gw.restart()
-    assert wait_until(lambda: len(of(gw, "handheld.point_handover")) == 1, 30), "never arrived"
+    assert within(lambda: len(of(gw, "handheld.point_handover")) == 1, 30), "never arrived"
     body = of(gw, "handheld.point_handover")[0]
     assert body["items"] == [P4] and body["confirm"] == "signature"
-    assert wait_until(lambda: photo_path(gw.db, body["signature_sha256"]).exists(), 60), app.photos.status()
+    assert within(lambda: photo_path(gw.db, body["signature_sha256"]).exists(), 60), app.photos.status()
 
 
 def test_a_scan_at_the_point_leaves_own_parcels_and_collects_the_rest(offline: HandheldApp) -> None:

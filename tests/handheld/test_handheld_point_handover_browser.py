@@ -21,10 +21,11 @@ from gateway.store.photos import photo_path
 from handheld.app import HandheldApp
 from handheld.webui import serve
 from protocol import canonical, codes
-from tests.handheld.gateway_rig import RealGateway, wait_until
+from tests.handheld.gateway_rig import RealGateway
 from tests.handheld.test_handheld_app import make_config, signed
 from tests.handheld.test_handheld_layout import measure
 from tests.handheld.test_handheld_point_handover import AGENT_CODE, GROUP, P1, P3, P4, manifest, of, state
+from tests.waiting import within
 from tests.zh_words import english_words
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -129,7 +130,7 @@ def test_handover_to_a_point_in_the_browser(chromium: Any, rig: tuple[RealGatewa
         assert not app.web.refused, app.web.refused
     finally:
         ctx.close()
-    assert wait_until(lambda: len(of(gw, "handheld.point_handover")) == 2
+    assert within(lambda: len(of(gw, "handheld.point_handover")) == 2
                       and len(of(gw, "handheld.group_handover")) == 1)
     first, second = of(gw, "handheld.point_handover")
     assert first["items"] == [P1, P3] and first["confirm"] == "token" and first["agent"] == "陈代办"
@@ -137,7 +138,7 @@ def test_handover_to_a_point_in_the_browser(chromium: Any, rig: tuple[RealGatewa
     assert of(gw, "handheld.group_handover")[0]["handed"] == [1, 2, 3]
     # the scanner's burst in the list's field went onto the list, not to the scan screen's use
     assert not [b for b in of(gw, "handheld.scan") if b.get("source") == "wedge"]
-    assert wait_until(lambda: photo_path(gw.db, second["signature_sha256"]).exists(), 30), app.photos.status()
+    assert within(lambda: photo_path(gw.db, second["signature_sha256"]).exists(), 30), app.photos.status()
 
 
 @pytest.mark.slow

@@ -28,18 +28,10 @@ from handheld.outbox import SqliteOutbox
 from protocol import presence, topics
 from simulator.gateway_process import GatewayProcess, write_config
 from tests.conftest import PASSWORDS
+from tests.waiting import within
 
 DEV = "hh01"
 T_PRESENCE = topics.build("o1", "handheld", DEV, "presence")
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def online_of(db: Path) -> bool | None:
@@ -122,7 +114,7 @@ def test_a_late_will_of_the_handhelds_old_connection_leaves_it_online(
         first = watch.wait(lambda p: p.startswith(b"online"))
         assert first is not None
         assert presence.decode(first)[1] is not None, first  # the connection is named
-        assert wait_until(lambda: online_of(db) is True)
+        assert within(lambda: online_of(db) is True)
 
         connects = link.stats["connects"]
         sock = link.client.socket()
@@ -130,11 +122,11 @@ def test_a_late_will_of_the_handhelds_old_connection_leaves_it_online(
         sock.shutdown(2)  # not a clean DISCONNECT: the broker publishes the Will
         will = watch.wait(lambda p: p.startswith(b"offline"))
         assert will is not None
-        assert wait_until(lambda: link.stats["connects"] > connects), link.last_error
+        assert within(lambda: link.stats["connects"] > connects), link.last_error
         second = watch.wait(lambda p: p.startswith(b"online") and p != first)
         assert second is not None, watch.seen
         assert presence.decode(will)[1] == presence.decode(first)[1]  # the Will names its connection
-        assert wait_until(lambda: online_of(db) is True)
+        assert within(lambda: online_of(db) is True)
 
         replay(broker.port, will)  # the old connection's Will, late
         gateway["gw"].wait_for("presence_stale", timeout=10)
@@ -143,7 +135,7 @@ def test_a_late_will_of_the_handhelds_old_connection_leaves_it_online(
 
         # The current connection's own goodbye is believed.
         link.stop()
-        assert wait_until(lambda: online_of(db) is False)
+        assert within(lambda: online_of(db) is False)
         bye = watch.wait(lambda p: p.startswith(b"offline") and p != will)
         assert bye is not None and presence.decode(bye)[1] == presence.decode(second)[1]
     finally:

@@ -24,8 +24,9 @@ from handheld import webui
 from handheld.app import HandheldApp
 from protocol import barcodes, scantrace
 from simulator.outlet import stored_events
-from tests.handheld.gateway_rig import RealGateway, files_bytes, handheld_logs, wait_until
+from tests.handheld.gateway_rig import RealGateway, files_bytes, handheld_logs
 from tests.handheld.test_handheld_app import GOOD, make_config
+from tests.waiting import within
 
 #: An Alipay-style payment code (付款码: 18 digits from 25-30), failing the GS1 check digit.
 PAYMENT = "288812345678901234"
@@ -86,7 +87,7 @@ def test_a_payment_code_or_id_number_scanned_by_mistake_leaves_no_content(
             def scans() -> list[dict[str, Any]]:
                 return [e["body"] for e in stored_events(gw.db) if e["type"] == "handheld.scan"]
 
-            assert wait_until(lambda: len(scans()) >= want and app.outbox.count() == 0), \
+            assert within(lambda: len(scans()) >= want and app.outbox.count() == 0), \
                 (len(scans()), app.outbox.count())
             state = files_bytes(Path(cfg.state_dir))
         finally:

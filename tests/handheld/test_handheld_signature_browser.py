@@ -35,9 +35,10 @@ from handheld.workflows import signature_jpeg
 from protocol import canonical
 from simulator.imagegen import s10_id
 from simulator.outlet import stored_events
-from tests.handheld.gateway_rig import RealGateway, wait_until
+from tests.handheld.gateway_rig import RealGateway
 from tests.handheld.test_handheld_app import make_config, signed
 from tests.handheld.test_handheld_layout import measure
+from tests.waiting import within
 
 MIN_TARGET = 44
 
@@ -147,12 +148,12 @@ def test_a_signature_drawn_in_the_form_is_uploaded_with_the_delivery(
         assert state == "delivered"
 
         # the event names the JPEG; the JPEG reaches the gateway's upload store
-        assert wait_until(lambda: len(deliveries(gw)) == 1), "no hand_delivery at the gateway"
+        assert within(lambda: len(deliveries(gw)) == 1), "no hand_delivery at the gateway"
         body = deliveries(gw)[0]
         assert body["parcel"] == parcel and body["method"] == "signature"
         sha = body["signature_sha256"]
         stored = photo_path(gw.db, sha)
-        assert wait_until(lambda: stored.exists(), 30), (app.photos.status(), sorted(gw.db.parent.rglob("*")))
+        assert within(lambda: stored.exists(), 30), (app.photos.status(), sorted(gw.db.parent.rglob("*")))
         jpeg = stored.read_bytes()
         assert hashlib.sha256(jpeg).hexdigest() == sha and jpeg.startswith(b"\xff\xd8\xff")
         img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
@@ -161,7 +162,7 @@ def test_a_signature_drawn_in_the_form_is_uploaded_with_the_delivery(
         assert np.median(img) > 240  # white paper
         assert 0.002 < np.count_nonzero(img < 128) / img.size < 0.2  # and ink on it
         assert (app.state_dir / "signatures" / f"{sha}.jpg").read_bytes() == jpeg
-        assert wait_until(lambda: (app.photos.status()["queue"] or {}).get("done") == 1, 10)
+        assert within(lambda: (app.photos.status()["queue"] or {}).get("done") == 1, 10)
     finally:
         ctx.close()
 
@@ -215,12 +216,12 @@ def test_a_signature_taken_while_the_gateway_is_away_goes_up_when_it_returns(
     doc = {"code": parcel, "method": "signature", "value": png_url(img)}
     res = webui.handle_post(app, ["api", "deliver"], {}, "application/json", json.dumps(doc).encode())
     assert res["ok"], res
-    assert wait_until(lambda: (app.photos.status()["queue"] or {}).get("error") is not None, 15), \
+    assert within(lambda: (app.photos.status()["queue"] or {}).get("error") is not None, 15), \
         app.photos.status()
     assert (app.photos.status()["queue"] or {}).get("waiting") == 1 and app.outbox.count() >= 1
     assert not deliveries(gw)
     gw.restart()
-    assert wait_until(lambda: len(deliveries(gw)) == 1, 30), "the delivery never reached the gateway"
+    assert within(lambda: len(deliveries(gw)) == 1, 30), "the delivery never reached the gateway"
     sha = deliveries(gw)[0]["signature_sha256"]
-    assert wait_until(lambda: photo_path(gw.db, sha).exists(), 60), app.photos.status()
+    assert within(lambda: photo_path(gw.db, sha).exists(), 60), app.photos.status()
     assert hashlib.sha256(photo_path(gw.db, sha).read_bytes()).hexdigest() == sha

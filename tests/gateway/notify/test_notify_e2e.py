@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,16 +23,9 @@ from simulator.modem_sim import ModemSim
 from tests.gateway.test_status_page import device_client
 from tests.notify_rig import PHONE, contact, deposit, key_file
 from tests.uplink_rig import gateway_toml, make_central_uplink
+from tests.waiting import until
 
 PARCELS = {"RB100000004CN": "614220", "RB200000003CN": "907315", "RB300000002CN": "338061"}
-
-
-def until(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -19,20 +18,10 @@ import pytest
 
 from common.uplink_codec import encode_batch
 from gateway.broker import free_port
-from gateway.uplink.https import HttpsTransport
 from gateway.uplink.transport import TransportError
 from protocol import keys, signing
+from tests.central.cli_rig import ROOT, add_outlet, gateway_client, pe, registered, upload
 from tests.central.test_contract import events
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def pe(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([sys.executable, "-m", "postedge.cli", "--lang", "en", "central", *args],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
 
 
 @pytest.mark.slow
@@ -44,8 +33,7 @@ def test_init_register_sign_run_and_a_gateway_uploads(tmp_path: Path) -> None:
     assert len(master) == 32 and (d / "master.key").stat().st_mode & 0o777 == 0o600
     assert "nothing changed" in pe("init", str(d)).stdout
     assert (d / "master.key").read_bytes() == master
-    out = pe("outlet", "add", str(d), "o1").stdout
-    password = re.search(r"shown only now\): (\S+)", out).group(1)  # type: ignore[union-attr]
+    password = add_outlet(d)
     dev = pe("device", "add", str(d), "o1", "lk01", "--kind", "locker")
     ring = keys.from_config(json.loads(dev.stdout)["key"])
     assert "queued" in pe("sign", str(d), "o1", "lk01", "open", "--args", '{"compartment": 3}',
@@ -54,8 +42,7 @@ def test_init_register_sign_run_and_a_gateway_uploads(tmp_path: Path) -> None:
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert "running" in (srv.stdout.readline() if srv.stdout else "")
-        ctx = ssl.create_default_context(cafile=str(d / "pki" / "ca.pem"))
-        t = HttpsTransport(f"https://127.0.0.1:{port}/v1/batches", "o1", ctx, 10.0, "o1", password)
+        t = gateway_client(d, port, password)
         ack = t.send(encode_batch("o1", "bulk", events("lk01", 10)))
         assert ack.all
         down = t.pull(0)
@@ -66,7 +53,7 @@ def test_init_register_sign_run_and_a_gateway_uploads(tmp_path: Path) -> None:
         listed = pe("outlet", "list", str(d)).stdout
         assert "o1" in listed and "10 events" in listed
         assert "retired" in pe("outlet", "retire", str(d), "o1").stdout
-        t = HttpsTransport(f"https://127.0.0.1:{port}/v1/batches", "o1", ctx, 10.0, "o1", password)
+        t = gateway_client(d, port, password)
         with pytest.raises(TransportError) as e:
             t.send(encode_batch("o1", "bulk", events("lk01", 2, start=50)))
         assert e.value.reason == "http_401"
@@ -123,8 +110,7 @@ def test_central_run_texts_villagers_from_imported_contacts(tmp_path: Path) -> N
         (d / "sms.token").write_text("tok\n")
         with (d / "central.toml").open("a") as f:
             f.write(f'sms_url = "{sms.url}"\nsms_token_file = "sms.token"\nnotice_interval_s = 0.2\n')
-        password = re.search(r"shown only now\): (\S+)",  # type: ignore[union-attr]
-                             pe("outlet", "add", str(d), "o1").stdout).group(1)
+        password = add_outlet(d)
         csv = tmp_path / "contacts.csv"
         csv.write_text("RB000000014CN,13800000001,zh\nnot a parcel,123\n")
         r = pe("contacts", "import", str(d), "o1", str(csv), check=False)
@@ -136,10 +122,7 @@ def test_central_run_texts_villagers_from_imported_contacts(tmp_path: Path) -> N
                                 str(d)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         try:
             assert "running" in (srv.stdout.readline() if srv.stdout else "")
-            ctx = ssl.create_default_context(cafile=str(d / "pki" / "ca.pem"))
-            t = HttpsTransport(f"https://127.0.0.1:{port}/v1/batches", "o1", ctx, 10.0, "o1", password)
-            assert t.send(encode_batch("o1", "bulk", [row])).all
-            t.close()
+            upload(d, port, password, [row])
             deadline = time.monotonic() + 20
             while not sms.texts and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -158,9 +141,7 @@ def test_points_manifests_and_documents_from_the_command_line(tmp_path: Path) ->
     delivery codes printed once, a signed manifest queued for the handheld, the counters'
     documents signed and listed; a manifest it will not issue is one line and exit 2."""
     d = tmp_path / "central"
-    pe("init", str(d), "--host", "127.0.0.1")
-    pe("outlet", "add", str(d), "o1")
-    pe("device", "add", str(d), "o1", "hh01", "--kind", "handheld")
+    registered(d, {"hh01": "handheld"})
     r = pe("point", str(d), "o1", "vp-xiakou", "--name", "下口小卖部", "--agent", "陈代办")
     assert re.fullmatch(r"PE-H:(\w{4}-){3}\w{4}", r.stdout.strip().splitlines()[-1]), r.stdout
     parcels = tmp_path / "round.json"

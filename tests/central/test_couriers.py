@@ -16,7 +16,7 @@ from central.keys import KeyService
 from firmware.locker.app import FlowError
 from protocol import signing
 from simulator.platform_keys import MASTER
-from tests.central.test_central_cli import pe
+from tests.central.cli_rig import pe, registered
 from tests.locker_rig import Rig
 
 
@@ -70,9 +70,7 @@ def test_a_badge_logs_in_until_it_is_revoked_and_the_couriers_permits_go_with_it
 @pytest.mark.slow
 def test_courier_add_list_and_revoke_from_the_command_line(tmp_path: Path) -> None:
     d = tmp_path / "central"
-    pe("init", str(d), "--host", "127.0.0.1")
-    pe("outlet", "add", str(d), "o1")
-    pe("device", "add", str(d), "o1", "lk01", "--kind", "locker")
+    registered(d, {"lk01": "locker"})
     r = pe("courier", "add", str(d), "o1", "c009", "--days", "7")
     assert re.fullmatch(r"PE-C:c009:\S+", r.stdout.split()[-1])
     assert re.search(r"c009\s+active\s+valid until \d{4}-\d\d-\d\d\s+lockers lk01",

@@ -21,7 +21,7 @@ from gateway.broker import free_port
 from handheld.app import HandheldApp
 from protocol import canonical, signing
 from simulator.platform_keys import MASTER
-from tests.central.test_central_cli import pe
+from tests.central.cli_rig import pe, registered
 from tests.handheld.test_handheld_app import DEV, OUTLET, make_config
 from tests.locker_rig import Rig
 
@@ -116,9 +116,7 @@ def test_a_rotated_handheld_takes_its_manifests_with_the_new_key_only(tmp_path: 
 @pytest.mark.slow
 def test_device_rotate_from_the_command_line(tmp_path: Path) -> None:
     d = tmp_path / "central"
-    pe("init", str(d), "--host", "127.0.0.1")
-    pe("outlet", "add", str(d), "o1")
-    pe("device", "add", str(d), "o1", "lk01", "--kind", "locker")
+    registered(d, {"lk01": "locker"})
     r = pe("device", "rotate", str(d), "o1", "lk01")
     key = json.loads(r.stdout)["key"]
     assert key["kv"] == 2 and key["prev"]["kv"] == 1 and "moved to key version 2" in r.stderr
@@ -162,7 +160,6 @@ def test_the_edge_takes_a_rotation_through_v1_keys_and_provision(tmp_path: Path)
     key request over HTTPS gets the new section, provisioning writes it into the
     device's files, and the locker booted on that file runs what the platform
     signs now and refuses what the old key signed."""
-    import re
 
     from central import front
     from central.keys import load_master
@@ -170,11 +167,7 @@ def test_the_edge_takes_a_rotation_through_v1_keys_and_provision(tmp_path: Path)
     from gateway.outlet import central_keys
 
     d = tmp_path / "central"
-    pe("init", str(d), "--host", "127.0.0.1")
-    password = re.search(r"shown only now\): (\S+)",  # type: ignore[union-attr]
-                         pe("outlet", "add", str(d), "o1").stdout).group(1)
-    pe("device", "add", str(d), "o1", "lk01", "--kind", "locker")
-    pe("device", "add", str(d), "o1", "hh01", "--kind", "handheld")
+    password = registered(d, {"lk01": "locker", "hh01": "handheld"})
     old = json.loads(pe("sign", str(d), "o1", "lk01", "reserve", "--args",
                         json.dumps({"parcel": P1, "size": "S"}), "--id", "old", "--print-only").stdout)
     rotated = json.loads(pe("device", "rotate", str(d), "o1", "lk01", "--grace-days", "0").stdout)["key"]

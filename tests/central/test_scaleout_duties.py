@@ -36,9 +36,9 @@ from gateway.broker import Mosquitto, free_port
 from gateway.uplink.https import HttpsTransport
 from protocol import keys, revocation, signing, topics
 from simulator.gateway_process import GatewayProcess
+from tests.central.cli_rig import ROOT, add_outlet, pe
 from tests.central.conftest import StoreUnderTest
 from tests.central.rig import ScaleOutRig
-from tests.central.test_central_cli import ROOT, pe
 from tests.central.test_clerk_requests import request
 from tests.central.test_revocations import revoked_event
 from tests.gateway.clerk_rig import Client, locker_state
@@ -79,8 +79,7 @@ def scaleout_central(tmp_path: Path, rig: ScaleOutRig, front: str = "run") -> It
     pe("init", str(d), "--host", "127.0.0.1", "--port", str(port), "--scaleout", str(given))
     with (d / "central.toml").open("a", encoding="utf-8") as f:
         f.write("notice_interval_s = 0.3\n")
-    password = re.search(r"shown only now\): (\S+)",  # type: ignore[union-attr]
-                         pe("outlet", "add", str(d), "o1").stdout).group(1)
+    password = add_outlet(d)
     for dev, kind in (("lk01", "locker"), ("lk02", "locker"), ("hh01", "handheld")):
         pe("device", "add", str(d), "o1", dev, "--kind", kind)
     worker = WorkerThread(cfg)

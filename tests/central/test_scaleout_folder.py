@@ -26,8 +26,8 @@ from gateway.broker import free_port
 from gateway.outlet.central_keys import CentralKeysError, fetch
 from gateway.uplink.https import HttpsTransport
 from protocol import keys, signing
+from tests.central.cli_rig import ROOT, add_outlet, pe
 from tests.central.rig import ScaleOutRig
-from tests.central.test_central_cli import ROOT, pe
 from tests.central.test_contract import events
 
 
@@ -54,8 +54,7 @@ def test_a_scaleout_folder_registers_serves_and_issues_keys_from_two_fronts(
     assert not (d / "data").exists()  # no embedded database beside it
     master = (d / "master.key").read_bytes()
 
-    password = re.search(r"shown only now\): (\S+)",  # type: ignore[union-attr]
-                         pe("outlet", "add", str(d), "o1").stdout).group(1)
+    password = add_outlet(d)
     dev = pe("device", "add", str(d), "o1", "lk01", "--kind", "locker")
     assert json.loads(dev.stdout)["key"] == KeyService("o1", master).device_config("lk01")
     pe("device", "add", str(d), "o1", "hh01", "--kind", "handheld")

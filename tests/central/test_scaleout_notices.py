@@ -11,10 +11,8 @@ would find the notice claimed but not sent, and send it again)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -24,11 +22,9 @@ import pytest
 
 from central.scaleout import PgStore, ScaleOutConfig
 from central.scaleout.worker import WorkerThread
-from common.uplink_codec import encode_batch
 from gateway.broker import free_port
-from gateway.uplink.https import HttpsTransport
+from tests.central.cli_rig import ROOT, add_outlet, pe, upload
 from tests.central.rig import ScaleOutRig
-from tests.central.test_central_cli import ROOT, pe
 from tests.central.test_notices import Provider, deposit
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -58,8 +54,7 @@ def test_a_deposit_on_a_scaleout_central_is_texted_once_by_two_fronts_running_th
         (d / "sms.token").write_text("tok\n")
         with (d / "central.toml").open("a", encoding="utf-8") as f:
             f.write(f'sms_url = "{sms.url}"\nsms_token_file = "sms.token"\nnotice_interval_s = 0.2\n')
-        password = re.search(r"shown only now\): (\S+)",  # type: ignore[union-attr]
-                             pe("outlet", "add", str(d), "o1").stdout).group(1)
+        password = add_outlet(d)
         pe("device", "add", str(d), "o1", "lk01", "--kind", "locker")
         csv = tmp_path / "contacts.csv"
         csv.write_text("RB000000014CN,13800000001,en\nnot a parcel,123\n")
@@ -74,10 +69,7 @@ def test_a_deposit_on_a_scaleout_central_is_texted_once_by_two_fronts_running_th
 
         master = (d / "master.key").read_bytes()
         row = deposit(1, "RB000000014CN", "552014", master=master)
-        ctx = ssl.create_default_context(cafile=str(d / "pki" / "ca.pem"))
-        t = HttpsTransport(f"https://127.0.0.1:{port2}/v1/batches", "o1", ctx, 10.0, "o1", password)
-        assert t.send(encode_batch("o1", "bulk", [row])).all
-        t.close()
+        upload(d, port2, password, [row])
         deadline = time.monotonic() + 30
         while not sms.texts and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -133,7 +133,7 @@ def test_the_manifest_command_reports_the_parcels_it_cannot_text(tmp_path: Path,
     """With an SMS provider set up, ``central manifest`` prints no token it will text, and
     names (with its token, for the operator to pass on) each parcel that has no number."""
     from central.keys import load_master
-    from tests.central.test_central_cli import pe
+    from tests.central.cli_rig import pe
 
     d = tmp_path / "central"
     pe("init", str(d), "--host", "127.0.0.1")

@@ -32,13 +32,15 @@ class Received:
         self.acks.append((cmd_id, result))
 
 
-def _raw(keys: PlatformKeys, device: str, op: str, cid: str, args: dict[str, Any]) -> bytes:
-    return json.dumps(keys.command(device, op, args, cid, now=int(time.time()))).encode()
+def _raw(keys: PlatformKeys, device: str, op: str, cid: str, args: dict[str, Any],
+         now: float | None = None) -> bytes:
+    t = int(time.time() if now is None else now)
+    return json.dumps(keys.command(device, op, args, cid, now=t)).encode()
 
 
 def test_each_command_of_the_op_is_applied_once_others_left_forged_counted() -> None:
     keys = PlatformKeys("o1")
-    outlet = SimpleNamespace(keys=keys, stats=Counter())
+    outlet = SimpleNamespace(keys=keys, stats=Counter(), clock=SimpleNamespace(time=time.time))
     h = Received("hh01")
     forged = json.loads(_raw(PlatformKeys("o1", master=b"\x01" * 32), "hh01", "jobs", "bad", {"jobs": []}))
     h.commands += [_raw(keys, "hh01", "manifest", "m1", {"parcels": [1, 2]}),
@@ -62,7 +64,7 @@ def test_each_command_of_the_op_is_applied_once_others_left_forged_counted() -> 
 
 def test_until_waits_for_what_the_flow_needs_and_refuses_after_the_timeout() -> None:
     keys = PlatformKeys("o1")
-    outlet = SimpleNamespace(keys=keys, stats=Counter())
+    outlet = SimpleNamespace(keys=keys, stats=Counter(), clock=SimpleNamespace(time=time.time))
     h = Received("hh01")
     got: list[int] = []
 
@@ -82,3 +84,16 @@ def test_until_waits_for_what_the_flow_needs_and_refuses_after_the_timeout() -> 
         asyncio.run(handheld_commands.until(outlet, h, "jobs", set(), lambda a: 0,  # type: ignore[arg-type]
                                             lambda: False, "no_job_list", "r", timeout=0.3))
     assert e.value.reason == "no_job_list"
+
+
+def test_commands_are_checked_on_the_outlets_clock_not_the_wall() -> None:
+    """A virtual outlet a day ahead of the wall: a list signed on its clock is
+    taken; one signed on the wall's (ten minutes' life) has expired there."""
+    keys = PlatformKeys("o1")
+    ahead = time.time() + 86400
+    outlet = SimpleNamespace(keys=keys, stats=Counter(), clock=SimpleNamespace(time=lambda: ahead))
+    h = Received("hh01")
+    h.commands += [_raw(keys, "hh01", "jobs", "on-outlet", {"jobs": []}, now=ahead),
+                   _raw(keys, "hh01", "jobs", "on-wall", {"jobs": []})]
+    assert handheld_commands.take(outlet, h, "jobs", set(), lambda a: 0, "refused") == 1  # type: ignore[arg-type]
+    assert [cid for cid, _ in h.acks] == ["on-outlet"] and outlet.stats["refused"] == 1

@@ -394,13 +394,21 @@ class ScaleOut(PgStore):
         return self.bridge.run(jlog.backlog(self.js, self.cfg), 10)
 
     def wait_written(self, timeout: float = 30.0) -> None:
-        """Until the workers have written (and acked) everything logged so far."""
+        """Until the workers have written (and acked) everything logged so far.
+
+        Judged by sequence, not by the consumer's pending counts: in a
+        replicated stream the consumer's leader may not have heard of a
+        message the stream has just acked, and for that moment its counts
+        say zero with the message still unwritten."""
         end = time.monotonic() + timeout
         b: dict[str, Any] | str = "unknown"
+        target: int | None = None
         while True:
             try:
+                if target is None:
+                    target = self.bridge.run(jlog.logged_to(self.js, self.cfg), 10)
                 b = self.backlog()
-                if b["pending"] == 0 and b["ack_pending"] == 0:
+                if b["acked_to"] >= target and b["ack_pending"] == 0:
                     return
             except (nats.errors.Error, TimeoutError) as e:  # the consumer's leader is moving
                 b = repr(e)

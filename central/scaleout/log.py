@@ -98,7 +98,15 @@ async def publish(js: JetStreamContext, subject: str, data: bytes, msg_id: str,
 
 async def backlog(js: JetStreamContext, cfg: ScaleOutConfig) -> dict[str, Any]:
     """What the workers still have to write: messages not yet delivered and
-    delivered but not acked."""
+    delivered but not acked; ``acked_to``: the stream sequence every message
+    up to which the workers have acked (written)."""
     info = await js.consumer_info(cfg.stream, cfg.durable, timeout=2)
     return {"pending": info.num_pending or 0, "ack_pending": info.num_ack_pending or 0,
-            "redelivered": info.num_redelivered or 0}
+            "redelivered": info.num_redelivered or 0,
+            "acked_to": (info.ack_floor.stream_seq or 0) if info.ack_floor else 0}
+
+
+async def logged_to(js: JetStreamContext, cfg: ScaleOutConfig) -> int:
+    """The stream's last sequence: every batch acked to a gateway so far is at or below it."""
+    info = await js.stream_info(cfg.stream)
+    return int(info.state.last_seq or 0)

@@ -286,6 +286,34 @@ def test_scaleout_worker_keeps_both_outlets_even_in_one_fetch(scaleout_rig: Scal
         scale.close()
 
 
+def test_wait_written_returns_only_once_the_logged_batches_are_in_the_database(
+        scaleout_rig: ScaleOutRig) -> None:
+    """Judged by the stream's sequence: with no worker nothing is written
+    and the wait says so; with one, it returns with every row there."""
+    from central.scaleout import ScaleOut, ScaleOutConfig
+    from central.scaleout.worker import WorkerThread
+
+    ns, dsn = scaleout_rig.namespace("w")
+    cfg = ScaleOutConfig(scaleout_rig.nats.urls, dsn, ns, ack_wait_s=5.0)
+    scale = ScaleOut(cfg)
+    try:
+        store(scale, "o1", rows_of("o1"))
+        with pytest.raises(TimeoutError):
+            scale.wait_written(1.0)
+        worker = WorkerThread(cfg)
+        try:
+            for i in range(5):  # each wait right after its batch was logged
+                store(scale, f"o{i + 2}", rows_of(f"o{i + 2}"))
+                scale.wait_written()
+                assert scale.count(f"o{i + 2}") == N
+            assert scale.count("o1") == N
+        finally:
+            worker.stop()
+    finally:
+        scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
+        scale.close()
+
+
 OLD_PG = """
 CREATE TABLE events (
     id text PRIMARY KEY, outlet text NOT NULL, device text NOT NULL, type text NOT NULL,

@@ -242,7 +242,7 @@ class OutletSection(Section):
 
 def _range(v: list[float]) -> list[float]:
     if len(v) != 2 or v[0] > v[1] or v[0] < 0:
-        raise ValueError("must be [low, high] with 0 <= low <= high")
+        raise Problem("low_high", got=v)
     return v
 
 
@@ -303,8 +303,10 @@ class WorkloadSection(Section):
     @field_validator("arrivals_by_hour")
     @classmethod
     def _day(cls, v: list[float]) -> list[float]:
-        if len(v) != 24 or any(x < 0 for x in v) or not sum(v):
-            raise ValueError("24 non-negative weights, not all zero")
+        if len(v) != 24:
+            raise Problem("day_hours", n=len(v))
+        if any(x < 0 for x in v) or not sum(v):
+            raise Problem("day_weights")
         return v
 
 

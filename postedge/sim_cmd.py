@@ -5,10 +5,11 @@ ledger's verdict; ``--json``/``--html`` write the full result and report;
 ``--dashboard`` serves the live page during the run and, after it, the
 run's last picture with its verdict until Ctrl-C. A scenario with
 ``[fleet]`` (or ``--outlets N``) runs a county instead: many outlets
-against one central service, then the dispatcher's view. Exit status 0 when
-every expectation held, 1 when one failed, 2 for a bad scenario file or
-usage, 3 when the environment is wrong (the dashboard's port is taken):
-checked before the run starts, so a run never ends in a traceback for it.
+against one central service, then the dispatcher's view (``--html``: the
+county's report). Exit status 0 when every expectation held, 1 when one
+failed, 2 for a bad scenario file or usage, 3 when the environment is wrong
+(the dashboard's port is taken): checked before the run starts, so a run
+never ends in a traceback for it.
 """
 
 from __future__ import annotations
@@ -120,15 +121,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_county(args: argparse.Namespace, sc: Any, lang: str) -> int:
     """A county (``[fleet]``, or ``--outlets``): every outlet against one
     central service (``simulator/fleet.py``), the dispatcher's view after it.
-    The HTML report and the live dashboard show one outlet: refused here
-    before anything starts."""
+    ``--html`` writes the county's report (``report.write_fleet_html``); the
+    live dashboard shows one outlet: refused here before anything starts."""
     from simulator import report
     from simulator.fleet import run_fleet
 
     outlets = args.outlets if args.outlets is not None else sc.fleet_outlets
     problem = None
-    if args.html or args.dashboard is not None:
-        problem = t("sim.fleet_one_outlet_only", lang, option="--html" if args.html else "--dashboard")
+    if args.dashboard is not None:
+        problem = t("sim.fleet_one_outlet_only", lang, option="--dashboard")
     elif outlets < 1:
         problem = t("sim.fleet_outlets", lang, n=outlets)
     elif any(n > outlets for n, _ in sc.fleet_faults):
@@ -149,9 +150,12 @@ def run_county(args: argparse.Namespace, sc: Any, lang: str) -> int:
         bar.close()
     if args.json:
         report.write_json(result, Path(args.json))
+    if args.html:
+        report.write_fleet_html(result, Path(args.html), lang)
     report.print_fleet_summary(result, lang, sys.stdout)
-    if args.json:
-        print(t("sim.written", lang, paths=args.json))
+    reports = [p for p in (args.json, args.html) if p]
+    if reports:
+        print(t("sim.written", lang, paths=", ".join(reports)))
     return 0 if result["verdict"]["ok"] else 1
 
 

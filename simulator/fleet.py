@@ -154,11 +154,18 @@ def county_result(sc: Scenario, fleet: list[Outlet], results: list[dict[str, Any
             "last_batch_at": h.get("last_batch_at"),
             "backlog": o.backlog,  # [virtual s, events waiting, bytes waiting]
             "backlog_max": max((b[1] for b in o.backlog), default=0),
+            # for the county's HTML report: each outlet's alarms over its day, its
+            # devices' online spans, and every check it was judged by
+            "alarm_events": [e for e in r.get("timeline") or [] if e.get("cls") == "alarm"],
+            "devices": [{k: d.get(k) for k in ("device", "kind", "events", "online")}
+                        for d in r.get("devices") or []],
+            "expectations": r.get("expectations") or [],
         })
     failing = [p["outlet"] for p in per if not p["ok"]]
     return {
         "scenario": sc.name, "kind": "fleet", "outlets": len(fleet), "virtual_s": sc.duration_s,
         "seed": sc.seed, "hours": hours,
+        "ended_at": time.time(),  # wall clock, as the platform's last_batch_at
         "up_s": round(up_s, 1), "day_s": round(day_s, 1), "wall_s": round(wall_s, 1),
         "events_emitted": sum(p["emitted"] for p in per), "events_held": sum(p["held"] for p in per),
         "lost": sum(p["lost"] for p in per),

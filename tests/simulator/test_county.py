@@ -137,9 +137,9 @@ def test_a_county_prints_as_the_dispatchers_view_coloured_on_a_terminal() -> Non
 
 
 def test_the_cli_refuses_what_a_county_cannot_do_before_it_starts(tmp_path: Path) -> None:
-    r = cli("--lang", "en", "sim", "run", str(COUNTY), "--html", str(tmp_path / "r.html"))
-    assert r.returncode == 2 and "--html shows one outlet" in r.stderr, r.stderr
-    r = cli("--lang", "zh", "sim", "run", str(COUNTY), "--dashboard", "0")
+    r = cli("--lang", "en", "sim", "run", str(COUNTY), "--dashboard", "0")
+    assert r.returncode == 2 and "--dashboard shows one outlet" in r.stderr, r.stderr
+    r = cli("--lang", "zh", "sim", "run", str(COUNTY), "--dashboard", "0", "--html", str(tmp_path / "r.html"))
     assert r.returncode == 2 and "--dashboard 只显示一个网点" in r.stderr, r.stderr
     r = cli("--lang", "en", "sim", "run", str(COUNTY), "--outlets", "4")  # outlet 5's disk fault
     assert r.returncode == 2 and "names outlet 5, but the county has 4" in r.stderr, r.stderr

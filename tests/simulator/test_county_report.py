@@ -4,7 +4,9 @@ as the terminal ranks it, each outlet's faults and failing checks against
 that outlet, its backlog and alarm plots, in Chinese and English, escaped as
 the single outlet's report is. Checked on a county result made by hand (every
 case, fast), in Debian's chromium through Playwright, and on a real county of
-three outlets run by the command line."""
+three outlets run by the command line. And the live dashboard on a county
+(``fleet.county_snapshot``): the single outlet's page, every device named by
+its outlet, kept after the run until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -237,3 +239,112 @@ def test_a_real_county_writes_its_report_in_both_languages(chromium: Any, tmp_pa
             expect(page.locator(f"#outlet-{oid} svg.plot-backlog polyline.count")).to_have_count(1)
         keep_screenshot(page, tmp_path, f"county_run_{lang}.png")
     page.close()
+
+
+# ------------------------------------------------------------------ the county's live dashboard
+
+class Standing:
+    """An outlet as ``county_snapshot`` reads it: its name and its snapshot."""
+
+    def __init__(self, outlet_id: str, snap: dict[str, Any]) -> None:
+        self.outlet_id = outlet_id
+        self._snap = snap
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._snap
+
+
+def county_snap(t: float, progress: float, count: int, alarms: list[dict[str, Any]],
+                faults: list[dict[str, Any]]) -> dict[str, Any]:
+    """One outlet's live snapshot (``Outlet.snapshot``'s shape)."""
+    return {"scenario": "county-day", "t_virtual": t, "progress": progress, "time_mode": "virtual",
+            "broker": "mosquitto", "lockers": [{"device": "lk01", "online": True, "compartments": [
+                {"id": 1, "size": "M", "state": "free"}]}],
+            "devices": [{"device": "sc01", "kind": "scanner", "online": False}],
+            "backlog": {"count": count, "bytes": 100 * count, "oldest_age_s": float(count)},
+            "alarms": alarms, "faults": faults,
+            "ledger": {"device": 10, "broker": 10, "gateway": 9, "central": 8}}
+
+
+FORCED = {"t": 5000.0, "device": "lk01", "alarm": "door_forced", "compartment": 1}
+WAN = {"t": 3600.0, "until": 7200.0, "kind": "wan_down", "detail": "", "active": True}
+
+
+def test_the_county_dashboard_names_every_device_by_its_outlet() -> None:
+    from simulator.dashboard import build_view
+    from simulator.fleet import county_snapshot
+
+    s = county_snapshot([Standing("o001", county_snap(6000.0, 0.3, 2, [], [])),
+                         Standing("o002", county_snap(4000.0, 0.2, 40, [FORCED], [WAN]))])
+    assert s["t_virtual"] == 4000.0 and s["progress"] == 0.2  # the slowest outlet's
+    assert [lk["device"] for lk in s["lockers"]] == ["o001/lk01", "o002/lk01"]
+    assert [d["device"] for d in s["devices"]] == ["o001/sc01", "o002/sc01"]
+    assert s["backlog"] == {"count": 42, "bytes": 4200, "oldest_age_s": 40.0}
+    assert s["ledger"] == {"device": 20, "broker": 20, "gateway": 18, "central": 16}
+    assert [a["device"] for a in s["alarms"]] == ["o002/lk01"] and s["faults"][0]["detail"] == "o002"
+    v = build_view(s, "en", [])  # the single outlet's page reads it as it is
+    assert [a["device"] for a in v["alarms"]] == ["o002/lk01"] and v["faults"][0]["detail"] == "o002"
+    assert county_snapshot([]) == {}
+
+
+def test_the_county_dashboard_in_chromium(chromium: Any) -> None:
+    from playwright.sync_api import expect
+
+    from simulator.dashboard import Dashboard
+    from simulator.fleet import county_snapshot
+
+    fleet = [Standing("o001", county_snap(6000.0, 0.3, 2, [], [])),
+             Standing("o002", county_snap(4000.0, 0.2, 40, [FORCED], [WAN]))]
+    with Dashboard(lambda: county_snapshot(fleet), lang="zh") as dash:  # type: ignore[arg-type]
+        page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(dash.url)
+        expect(page.locator(".locker")).to_have_count(2)
+        expect(page.locator('.locker[data-device="o002/lk01"] .c')).to_have_count(1)
+        expect(page.locator("#alarm-list .alarm")).to_have_count(1)
+        expect(page.locator("#alarm-list .alarm")).to_contain_text("o002/lk01")
+        expect(page.locator("#fault-list .fault")).to_contain_text("外网中断")
+        expect(page.locator("#fault-list .fault")).to_contain_text("o002")
+        expect(page.locator("#backlog-count")).to_have_text("42")
+        scanner = page.locator('#device-list .dev[data-device="o001/sc01"]')
+        expect(scanner).to_have_class(re.compile(r"\boff\b"))
+        page.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_county_run_serves_its_dashboard_until_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import signal
+    import urllib.request
+
+    scenario = tmp_path / "small-county.toml"
+    scenario.write_text(SMALL_COUNTY)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "postedge.cli", "--lang", "en", "sim", "run", str(scenario),
+                          "--dashboard", "0", "--workdir", str(tmp_path / "w")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert p.stdout is not None
+        url = None
+        for line in p.stdout:
+            m = re.search(r"result at (http://\S+);", line)
+            if m:
+                url = m.group(1)
+                break
+        if url is None:
+            p.kill()
+            _, err = p.communicate(timeout=30)
+            raise AssertionError(f"sim run never kept its dashboard (exit {p.returncode}): {err[-3000:]}")
+        with urllib.request.urlopen(url.rstrip("/") + "/api/snapshot?lang=en", timeout=5) as r:
+            v = json.loads(r.read())["view"]
+        assert v["verdict"]["ok"] is False and v["progress"] == 1.0  # outlet 3's domain rules
+        assert sorted(lk["device"] for lk in v["lockers"]) == ["o001/lk01", "o002/lk01", "o003/lk01"]
+        assert {f["detail"] for f in v["faults"] if f["label"] == "WAN down"} == {"o002"}
+        hops = {h["hop"]: h["n"] for h in v["ledger"]}
+        assert set(hops) == {"device", "broker", "gateway", "central"} and hops["central"] > 0
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=30) == 1
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

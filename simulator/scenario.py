@@ -333,9 +333,17 @@ class FaultSection(Section):
 
 
 class FleetFaultSection(FaultSection):
-    """``[[fleet.faults]]``: a fault at one outlet of the county only."""
+    """``[[fleet.faults]]``: a fault at one outlet of the county only. Not a
+    fault of the platform (``central_lossy``): the county shares one central
+    service, so it would lose every outlet's events, not the one named."""
 
     outlet: Annotated[int, Field(ge=1, le=500)]
+
+    @model_validator(mode="after")
+    def _at_the_outlet(self) -> FleetFaultSection:
+        if self.kind == "central_lossy":
+            raise KeyProblem("kind", Problem("fleet_fault_central", kind=self.kind))
+        return self
 
 
 class FleetSection(Section):

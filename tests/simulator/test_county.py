@@ -60,6 +60,15 @@ def test_a_fault_at_an_outlet_the_county_lacks_is_refused_in_both_languages() ->
     assert "第 3 个网点" in describe(e.value, "zh")
     with pytest.raises(ScenarioError):
         parse({"name": "c", "fleet": {"outlets": 0}})
+    # the platform's own sabotage is the county's, never one outlet's: the county shares the platform
+    with pytest.raises(ScenarioError) as e:
+        parse({"name": "c", "fleet": {"outlets": 2, "faults": [{"outlet": 2, "kind": "central_lossy",
+                                                                 "at_h": 1.0, "for_h": 1.0}]}})
+    en = describe(e.value, "en")
+    assert en.startswith("fleet.faults[0].kind: central_lossy is a fault of the platform"), en
+    assert "全县共用一个平台" in describe(e.value, "zh")
+    assert parse({"name": "c", "faults": [{"kind": "central_lossy", "at_h": 1.0, "for_h": 1.0}],
+                  "fleet": {"outlets": 2}}).faults[0].kind == "central_lossy"
     with pytest.raises(ScenarioError):  # a fault needs its outlet
         parse({"name": "c", "fleet": {"outlets": 2, "faults": [{"kind": "broker_restart", "at_h": 1.0}]}})
     late = parse({"name": "c", "time": {"hours": 6.0},

@@ -166,6 +166,9 @@ _TYPES = {"int_type": "int", "float_type": "number", "string_type": "str", "bool
           "int_from_float": "int"}
 
 
+_BOUND_KINDS = {"greater_than_equal": "ge", "greater_than": "gt", "less_than_equal": "le", "less_than": "lt"}
+
+
 def _sentence(model: type[BaseModel], err: dict[str, Any]) -> tuple[str, Problem | str]:
     loc = list(err["loc"])
     kind = err["type"]
@@ -191,6 +194,14 @@ def _sentence(model: type[BaseModel], err: dict[str, Any]) -> tuple[str, Problem
             "greater_than_equal", "less_than_equal", "greater_than", "less_than", "int_type", "float_type"):
         integer = "int" in str(ann) and "float" not in str(ann)
         return where, Problem("number.int" if integer else "number.any", bounds=bounds, got=repr(got))
+    # A bound on a value with no field of its own (a table's values,
+    # ``dict[str, Annotated[int, Field(ge=0)]]``): pydantic names the bound.
+    bound = _BOUND_KINDS.get(kind)
+    if bound is not None and bound in ctx:
+        return where, Problem("number.any", bounds=Problem(f"range.{bound}", n=ctx[bound]), got=repr(got))
+    if kind == "string_too_short":
+        n = ctx.get("min_length", 1)
+        return where, Problem("empty") if n == 1 else Problem("too_short", n=n, got=repr(got))
     if kind in _TYPES:
         return where, Problem(f"type.{_TYPES[kind]}", got=repr(got))
     if kind == "literal_error":

@@ -5,10 +5,12 @@ ledger's verdict; ``--json``/``--html`` write the full result and report;
 ``--dashboard`` serves the live page during the run and, after it, the
 run's last picture with its verdict until Ctrl-C. A scenario with
 ``[fleet]`` (or ``--outlets N``) runs a county instead: many outlets
-against one central service, then the dispatcher's view. Exit status 0 when
-every expectation held, 1 when one failed, 2 for a bad scenario file or
-usage, 3 when the environment is wrong (the dashboard's port is taken):
-checked before the run starts, so a run never ends in a traceback for it.
+against one central service, then the dispatcher's view (``--html``: the
+county's report; ``--dashboard``: the live page on the whole county). Exit
+status 0 when every expectation held, 1 when one failed, 2 for a bad
+scenario file or usage, 3 when the environment is wrong (the dashboard's
+port is taken): checked before the run starts, so a run never ends in a
+traceback for it.
 """
 
 from __future__ import annotations
@@ -51,13 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         sc = replace(sc, seed=args.seed)
     if args.outlets is not None or sc.fleet_outlets:
         return run_county(args, sc, lang)
-    if args.dashboard:
-        err = port_taken(args.dashboard)
-        if err is not None:
-            msg = (t("sim.port_in_use", lang, port=args.dashboard) if err.errno == errno.EADDRINUSE
-                   else t("sim.port_taken", lang, port=args.dashboard, why=err.strerror or str(err)))
-            print(t("error", lang, msg=msg), file=sys.stderr)
-            return 3
+    if not dashboard_port_free(args.dashboard, lang):
+        return 3
     if args.broker == "mosquitto":
         from gateway.broker import find_mosquitto
 
@@ -117,41 +114,84 @@ def cmd_run(args: argparse.Namespace) -> int:
     return rc
 
 
+def dashboard_port_free(port: int | None, lang: str) -> bool:
+    """Whether the dashboard can listen where asked (a port of None: no
+    dashboard); says why not on stderr."""
+    if not port:
+        return True
+    err = port_taken(port)
+    if err is None:
+        return True
+    msg = (t("sim.port_in_use", lang, port=port) if err.errno == errno.EADDRINUSE
+           else t("sim.port_taken", lang, port=port, why=err.strerror or str(err)))
+    print(t("error", lang, msg=msg), file=sys.stderr)
+    return False
+
+
 def run_county(args: argparse.Namespace, sc: Any, lang: str) -> int:
     """A county (``[fleet]``, or ``--outlets``): every outlet against one
     central service (``simulator/fleet.py``), the dispatcher's view after it.
-    The HTML report and the live dashboard show one outlet: refused here
-    before anything starts."""
+    ``--html`` writes the county's report (``report.write_fleet_html``);
+    ``--dashboard`` serves the single outlet's page on the whole county
+    (``fleet.county_snapshot``: every device under its outlet's name), and
+    its last picture after the run until Ctrl-C, as for one outlet."""
     from simulator import report
-    from simulator.fleet import run_fleet
+    from simulator.fleet import county_snapshot, run_fleet
 
     outlets = args.outlets if args.outlets is not None else sc.fleet_outlets
     problem = None
-    if args.html or args.dashboard is not None:
-        problem = t("sim.fleet_one_outlet_only", lang, option="--html" if args.html else "--dashboard")
-    elif outlets < 1:
+    if outlets < 1:
         problem = t("sim.fleet_outlets", lang, n=outlets)
     elif any(n > outlets for n, _ in sc.fleet_faults):
         problem = t("sim.fleet_fault_outlet", lang, outlet=max(n for n, _ in sc.fleet_faults), n=outlets)
     if problem is not None:
         print(t("error", lang, msg=problem), file=sys.stderr)
         return 2
+    if not dashboard_port_free(args.dashboard, lang):
+        return 3
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="postedge-county-"))
     bar = report.ProgressBar(sc.duration_s, lang=lang)
+    dash = None
+
+    def on_start(fleet: list[Any]) -> None:
+        nonlocal dash
+        if args.dashboard is not None:
+            from simulator.dashboard import Dashboard
+
+            dash = Dashboard(lambda: county_snapshot(fleet), port=args.dashboard, lang=lang)
+            dash.start()
+            print(t("sim.dashboard", lang, url=dash.url), file=sys.stderr, flush=True)
+
+    def on_end(fleet: list[Any]) -> None:
+        if dash is not None:
+            dash.freeze()
+
     try:
         result = run_fleet(sc, outlets, work, broker=args.broker, progress=lambda share, events, active:
-                           bar.update(share * sc.duration_s, events=events, faults_active=active))
+                           bar.update(share * sc.duration_s, events=events, faults_active=active),
+                           on_start=on_start, on_end=on_end)
         bar.close(complete=True)
     except ValueError as e:  # a work folder that is not ours
         print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
+        if dash is not None:
+            dash.stop()
         return 2
+    except BaseException:
+        if dash is not None:
+            dash.stop()
+        raise
     finally:
         bar.close()
     if args.json:
         report.write_json(result, Path(args.json))
+    if args.html:
+        report.write_fleet_html(result, Path(args.html), lang)
     report.print_fleet_summary(result, lang, sys.stdout)
-    if args.json:
-        print(t("sim.written", lang, paths=args.json))
+    reports = [p for p in (args.json, args.html) if p]
+    if reports:
+        print(t("sim.written", lang, paths=", ".join(reports)))
+    if dash is not None:
+        linger(dash, result["verdict"]["ok"], [str(Path(p).resolve()) for p in reports], lang)
     return 0 if result["verdict"]["ok"] else 1
 
 

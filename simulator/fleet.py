@@ -71,12 +71,17 @@ def outlet_scenario(sc: Scenario, index: int) -> Scenario:
 def run_fleet(sc: Scenario, outlets: int | None, workdir: Path,
               log: Callable[..., None] | None = None,
               progress: Callable[[float, int, int], None] | None = None,
-              broker: str = "auto") -> dict[str, Any]:
+              broker: str = "auto",
+              on_start: Callable[[list[Outlet]], None] | None = None,
+              on_end: Callable[[list[Outlet]], None] | None = None) -> dict[str, Any]:
     """Run ``sc`` at ``outlets`` outlets (None: the scenario's ``[fleet]``)
     against one central service; the county's result (``result.json`` in
     ``workdir``, which is claimed as ``run_scenario`` claims its own).
     ``progress`` hears the share of the day the slowest outlet has done,
-    the events the county's devices emitted so far and the faults active."""
+    the events the county's devices emitted so far and the faults active.
+    ``on_start`` sees the outlets once all are up, ``on_end`` once every one
+    has settled and before they are torn down (as ``run_scenario``'s, for
+    the live dashboard: ``county_snapshot``)."""
     outlets = sc.fleet_outlets if outlets is None else outlets
     if outlets < 1:
         raise ValueError("a county needs at least one outlet")
@@ -111,6 +116,8 @@ def run_fleet(sc: Scenario, outlets: int | None, workdir: Path,
                 for dev in o.devices.values():
                     dev.boot()
             gc_old = tune_gc()  # once for the county, not once per outlet
+            if on_start:
+                on_start(fleet)
             t0 = time.monotonic()
             def step(_: Outlet) -> None:
                 if progress:
@@ -120,6 +127,8 @@ def run_fleet(sc: Scenario, outlets: int | None, workdir: Path,
             await asyncio.gather(*(drive(o, step) for o in fleet))
             day_s = time.monotonic() - t0
             results = [run_result(o, time.monotonic() - wall0) for o in fleet]
+            if on_end:  # settling sampled each backlog last: the picture shows it drained
+                on_end(fleet)
             return county_result(sc, fleet, results, central, up_s, day_s, time.monotonic() - wall0)
         finally:
             if gc_old is not None:
@@ -154,11 +163,18 @@ def county_result(sc: Scenario, fleet: list[Outlet], results: list[dict[str, Any
             "last_batch_at": h.get("last_batch_at"),
             "backlog": o.backlog,  # [virtual s, events waiting, bytes waiting]
             "backlog_max": max((b[1] for b in o.backlog), default=0),
+            # for the county's HTML report: each outlet's alarms over its day, its
+            # devices' online spans, and every check it was judged by
+            "alarm_events": [e for e in r.get("timeline") or [] if e.get("cls") == "alarm"],
+            "devices": [{k: d.get(k) for k in ("device", "kind", "events", "online")}
+                        for d in r.get("devices") or []],
+            "expectations": r.get("expectations") or [],
         })
     failing = [p["outlet"] for p in per if not p["ok"]]
     return {
         "scenario": sc.name, "kind": "fleet", "outlets": len(fleet), "virtual_s": sc.duration_s,
         "seed": sc.seed, "hours": hours,
+        "ended_at": time.time(),  # wall clock, as the platform's last_batch_at
         "up_s": round(up_s, 1), "day_s": round(day_s, 1), "wall_s": round(wall_s, 1),
         "events_emitted": sum(p["emitted"] for p in per), "events_held": sum(p["held"] for p in per),
         "lost": sum(p["lost"] for p in per),
@@ -184,3 +200,39 @@ def by_hour(backlog: list[list[float]], timeline: list[dict[str, Any]], hours: i
         if ev.get("cls") == "alarm":
             alarms[hour(float(ev.get("t", 0)))] += 1
     return {"backlog_by_h": peak, "alarms_by_h": alarms}
+
+
+def county_snapshot(fleet: list[Outlet]) -> dict[str, Any]:
+    """The live dashboard's snapshot (``Outlet.snapshot``'s shape) of a whole
+    county: every outlet's lockers, devices, alarms and faults, each under
+    its outlet's name (``o002/lk01``; a fault's detail starts with its
+    outlet), the backlog and the ledger's counts summed, the oldest event
+    waiting anywhere, and the clock and progress of the slowest outlet.
+    The dashboard's page then shows the county as it shows one outlet, and
+    a locker standing open or an uplink down says at which outlet."""
+    snaps = [(o.outlet_id, o.snapshot()) for o in fleet]
+    if not snaps:
+        return {}
+    slowest = min((s for _, s in snaps), key=lambda s: s.get("progress", 0.0))
+    ledger: dict[str, int] = {}
+    for _, s in snaps:
+        for hop, n in (s.get("ledger") or {}).items():
+            ledger[hop] = ledger.get(hop, 0) + int(n)
+    backlogs = [s.get("backlog") or {} for _, s in snaps]
+    return {
+        "scenario": slowest.get("scenario"), "t_virtual": slowest.get("t_virtual", 0.0),
+        "progress": slowest.get("progress", 0.0), "time_mode": slowest.get("time_mode"),
+        "broker": slowest.get("broker"),
+        "lockers": [{**lk, "device": f"{oid}/{lk.get('device')}"} for oid, s in snaps
+                    for lk in s.get("lockers") or []],
+        "devices": [{**d, "device": f"{oid}/{d.get('device')}"} for oid, s in snaps
+                    for d in s.get("devices") or []],
+        "backlog": {"count": sum(b.get("count", 0) for b in backlogs),
+                    "bytes": sum(b.get("bytes", 0) for b in backlogs),
+                    "oldest_age_s": max((b.get("oldest_age_s", 0.0) for b in backlogs), default=0.0)},
+        "alarms": sorted(({**a, "device": f"{oid}/{a.get('device')}"} for oid, s in snaps
+                          for a in s.get("alarms") or []), key=lambda a: a.get("t", 0.0), reverse=True),
+        "faults": [{**f, "detail": f"{oid} {f.get('detail') or ''}".strip()} for oid, s in snaps
+                   for f in s.get("faults") or []],
+        "ledger": ledger,
+    }

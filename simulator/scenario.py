@@ -242,7 +242,7 @@ class OutletSection(Section):
 
 def _range(v: list[float]) -> list[float]:
     if len(v) != 2 or v[0] > v[1] or v[0] < 0:
-        raise ValueError("must be [low, high] with 0 <= low <= high")
+        raise Problem("low_high", got=v)
     return v
 
 
@@ -303,8 +303,10 @@ class WorkloadSection(Section):
     @field_validator("arrivals_by_hour")
     @classmethod
     def _day(cls, v: list[float]) -> list[float]:
-        if len(v) != 24 or any(x < 0 for x in v) or not sum(v):
-            raise ValueError("24 non-negative weights, not all zero")
+        if len(v) != 24:
+            raise Problem("day_hours", n=len(v))
+        if any(x < 0 for x in v) or not sum(v):
+            raise Problem("day_weights")
         return v
 
 
@@ -331,9 +333,17 @@ class FaultSection(Section):
 
 
 class FleetFaultSection(FaultSection):
-    """``[[fleet.faults]]``: a fault at one outlet of the county only."""
+    """``[[fleet.faults]]``: a fault at one outlet of the county only. Not a
+    fault of the platform (``central_lossy``): the county shares one central
+    service, so it would lose every outlet's events, not the one named."""
 
     outlet: Annotated[int, Field(ge=1, le=500)]
+
+    @model_validator(mode="after")
+    def _at_the_outlet(self) -> FleetFaultSection:
+        if self.kind == "central_lossy":
+            raise KeyProblem("kind", Problem("fleet_fault_central", kind=self.kind))
+        return self
 
 
 class FleetSection(Section):

@@ -7,6 +7,7 @@ showing it:
 - ``progress``: the line on stderr while a run goes;
 - ``summary``: the run in a screenful of text, verdict first;
 - ``fleet_summary``: a county's (``simulator/fleet.py``): the dispatcher's view;
+- ``fleet_html``: a county's HTML report, built as ``html_report``'s page;
 - ``json_report``: the result as a file, and back;
 - ``charts``: the plots, as inline SVG;
 - ``html_report``: the self-contained, bilingual HTML page;
@@ -18,6 +19,7 @@ Callers import what they use from here.
 """
 
 from simulator.report.charts import TIMELINE_MARKS, downsample, time_ticks
+from simulator.report.fleet_html import render_fleet_html, write_fleet_html
 from simulator.report.fleet_summary import fleet_summary, print_fleet_summary
 from simulator.report.formatting import fmt_clock, fmt_dur, fmt_ms, size_text
 from simulator.report.html_report import CSS, SCRIPT, render_html, write_html
@@ -40,6 +42,7 @@ __all__ = [
     "fmt_ms",
     "json_clean",
     "read_json",
+    "render_fleet_html",
     "render_html",
     "size_text",
     "print_fleet_summary",
@@ -47,6 +50,7 @@ __all__ = [
     "summary",
     "time_ticks",
     "use_colour",
+    "write_fleet_html",
     "write_html",
     "write_json",
 ]

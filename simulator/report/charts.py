@@ -143,17 +143,22 @@ def offline_spans(online: list[list[float]] | None, span: float) -> list[tuple[f
     return out
 
 
-def svg_timeline(result: dict[str, Any]) -> str:
+def svg_timeline(result: dict[str, Any], classes: tuple[str, ...] = ()) -> str:
     """A row per device, a lane per event class, fault windows shaded,
-    offline spans greyed."""
+    offline spans greyed. ``classes``: only these lanes, drawn (and in the
+    legend) even when empty, as the county's report draws each outlet's
+    alarms: a day without one still says what the plot would show."""
     span = span_of(result)
     timeline = result.get("timeline") or []
+    if classes:
+        timeline = [e for e in timeline
+                    if (e.get("cls") if e.get("cls") in CLASS_COLOUR else "other") in classes]
     devices = [dict(d) for d in result.get("devices") or []]
     known = {d.get("device") for d in devices}
     for dev in sorted({str(e.get("device")) for e in timeline} - {str(k) for k in known}):
         devices.append({"device": dev, "kind": "?", "events": None, "online": None})
     present = {e.get("cls") if e.get("cls") in CLASS_COLOUR else "other" for e in timeline}
-    lanes = [c for c in CLASS_ORDER + ("other",) if c in present] or ["custody"]
+    lanes = list(classes) or [c for c in CLASS_ORDER + ("other",) if c in present] or ["custody"]
     left, right, top, row_h = 130, 20, 40, 30
     pw = PLOT_W - left - right
     n = max(1, len(devices))

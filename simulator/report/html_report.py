@@ -75,7 +75,7 @@ CSP = (f"default-src 'none'; style-src {_csp_hash(CSS)}; script-src {_csp_hash(S
        "base-uri 'none'; form-action 'none'")
 
 
-def _both(fn: Callable[[str], str]) -> dict[str, str]:
+def both(fn: Callable[[str], str]) -> dict[str, str]:
     """Words in each language, for the template's ``both``."""
     return {lang: fn(lang) for lang in LANGS}
 
@@ -90,8 +90,8 @@ def _ledger(ledger: dict[str, Any]) -> dict[str, Any]:
                if ex and h.get(k)]
         rows.append({
             "ok": bool(h.get("ok")), "hop": str(h.get("hop")),
-            "label": _both(lambda lang, h=h: hop_label(h, lang)),
-            "tolerated": _both(lambda lang, tol=tol: t("tolerated", lang, items=", ".join(
+            "label": both(lambda lang, h=h: hop_label(h, lang)),
+            "tolerated": both(lambda lang, tol=tol: t("tolerated", lang, items=", ".join(
                 t(f"col.{k}", lang) for k in tol))) if tol else None,
             "examples": "; ".join(exs),
             "counts": [h.get("observations", 0), h.get("unique", 0)] + [h.get(k, 0) for k in LEDGER_COLS],
@@ -101,11 +101,11 @@ def _ledger(ledger: dict[str, Any]) -> dict[str, Any]:
 
 def _domain(domain: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"ok": bool(c.get("ok")), "rule": str(c.get("name")),
-             "name": _both(lambda lang, c=c: rule_name(c.get("name"), lang)),
+             "name": both(lambda lang, c=c: rule_name(c.get("name"), lang)),
              "examples": ["; ".join(f"{k}={v[k]}" for k in v if k != "rule")
                           for v in (c.get("examples") or [])[:5]],
              "violations": c.get("violations", 0),
-             "stats": _both(lambda lang, c=c: stats_text(c.get("stats") or {}, lang))}
+             "stats": both(lambda lang, c=c: stats_text(c.get("stats") or {}, lang))}
             for c in domain.get("checks") or []]
 
 
@@ -113,14 +113,14 @@ def _latency(latency: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for hop in latency_hops(latency):
         lat = latency[hop] or {}
-        out.append({"name": _both(lambda lang, hop=hop: hop_name(hop, lang)), "n": lat.get("n", 0),
+        out.append({"name": both(lambda lang, hop=hop: hop_name(hop, lang)), "n": lat.get("n", 0),
                     "p50": fmt_ms(lat.get("p50_ms")), "p99": fmt_ms(lat.get("p99_ms"))})
     return out
 
 
-def _faults(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"when": _both(lambda lang, f=f: fault_when(f, lang)),
-             "name": _both(lambda lang, f=f: fault_name(f.get("kind"), lang)),
+def fault_rows(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"when": both(lambda lang, f=f: fault_when(f, lang)),
+             "name": both(lambda lang, f=f: fault_name(f.get("kind"), lang)),
              "detail": f.get("detail") or ""} for f in faults]
 
 
@@ -130,16 +130,16 @@ def _devices(result: dict[str, Any]) -> list[dict[str, Any]]:
     for d in result.get("devices") or []:
         off = sum(b - a for a, b in offline_spans(d.get("online"), span))
         out.append({"device": d.get("device"), "events": d.get("events", ""),
-                    "kind": _both(lambda lang, d=d: kind_name(d.get("kind"), lang)),
+                    "kind": both(lambda lang, d=d: kind_name(d.get("kind"), lang)),
                     "online_pct": round(100 * (span - off) / span)})
     return out
 
 
-def _expectations(exps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def expectation_rows(exps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each expectation as a sentence with the run's numbers, in both
     languages (the summary's words); its code stays for a search."""
     return [{"ok": bool(e.get("ok")), "name": e.get("name"),
-             "text": _both(lambda lang, e=e: expect_text(e, lang))} for e in exps]
+             "text": both(lambda lang, e=e: expect_text(e, lang))} for e in exps]
 
 
 # --------------------------------------------------------------------- page
@@ -153,7 +153,7 @@ def render_html(result: dict[str, Any], lang: str = "zh") -> str:
         lang=lang, html_lang="zh-CN" if lang == "zh" else "en", csp=CSP,
         title=t("title.report", lang, scenario=scenario) + " — " + ("PASS" if ok else "FAIL"),
         scenario=scenario, ok=ok, failures=failures,
-        run_line=_both(lambda lg: run_line(result, lg)),
+        run_line=both(lambda lg: run_line(result, lg)),
         broker=result.get("broker") or "?", trace_hash=result.get("trace_hash") or "-",
         # Markup for the plots alone: SVG that charts.py draws, escaping every
         # text of the run inside it (charts.esc).
@@ -162,10 +162,10 @@ def render_html(result: dict[str, Any], lang: str = "zh") -> str:
         latency=_latency(result.get("latency") or {}),
         ledger=_ledger(result.get("ledger") or {}),
         domain=_domain(result.get("domain") or {}),
-        faults=_faults(result.get("faults") or []),
-        refused=[{"what": _both(lambda lang, k=k: refused_text(k, lang)), "n": n, "code": k}
+        faults=fault_rows(result.get("faults") or []),
+        refused=[{"what": both(lambda lang, k=k: refused_text(k, lang)), "n": n, "code": k}
                  for k, n in (result.get("refused") or {}).items()],
-        expectations=_expectations(result.get("expectations") or []),
+        expectations=expectation_rows(result.get("expectations") or []),
         devices=_devices(result),
     )
 

@@ -60,6 +60,15 @@ def test_a_fault_at_an_outlet_the_county_lacks_is_refused_in_both_languages() ->
     assert "第 3 个网点" in describe(e.value, "zh")
     with pytest.raises(ScenarioError):
         parse({"name": "c", "fleet": {"outlets": 0}})
+    # the platform's own sabotage is the county's, never one outlet's: the county shares the platform
+    with pytest.raises(ScenarioError) as e:
+        parse({"name": "c", "fleet": {"outlets": 2, "faults": [{"outlet": 2, "kind": "central_lossy",
+                                                                 "at_h": 1.0, "for_h": 1.0}]}})
+    en = describe(e.value, "en")
+    assert en.startswith("fleet.faults[0].kind: central_lossy is a fault of the platform"), en
+    assert "全县共用一个平台" in describe(e.value, "zh")
+    assert parse({"name": "c", "faults": [{"kind": "central_lossy", "at_h": 1.0, "for_h": 1.0}],
+                  "fleet": {"outlets": 2}}).faults[0].kind == "central_lossy"
     with pytest.raises(ScenarioError):  # a fault needs its outlet
         parse({"name": "c", "fleet": {"outlets": 2, "faults": [{"kind": "broker_restart", "at_h": 1.0}]}})
     late = parse({"name": "c", "time": {"hours": 6.0},
@@ -137,10 +146,15 @@ def test_a_county_prints_as_the_dispatchers_view_coloured_on_a_terminal() -> Non
 
 
 def test_the_cli_refuses_what_a_county_cannot_do_before_it_starts(tmp_path: Path) -> None:
-    r = cli("--lang", "en", "sim", "run", str(COUNTY), "--html", str(tmp_path / "r.html"))
-    assert r.returncode == 2 and "--html shows one outlet" in r.stderr, r.stderr
-    r = cli("--lang", "zh", "sim", "run", str(COUNTY), "--dashboard", "0")
-    assert r.returncode == 2 and "--dashboard 只显示一个网点" in r.stderr, r.stderr
+    import socket
+
+    with socket.socket() as taken:  # the dashboard's port: the machine, not the county
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = cli("--lang", "en", "sim", "run", str(COUNTY), "--dashboard", port,
+                "--workdir", str(tmp_path / "w"))
+        assert r.returncode == 3 and f"port {port}" in r.stderr, r.stderr
     r = cli("--lang", "en", "sim", "run", str(COUNTY), "--outlets", "4")  # outlet 5's disk fault
     assert r.returncode == 2 and "names outlet 5, but the county has 4" in r.stderr, r.stderr
     r = cli("--lang", "zh", "sim", "run", str(COUNTY), "--outlets", "0")

@@ -68,3 +68,36 @@ def test_a_virtual_run_starts_today_unless_told() -> None:
     assert (sc.start + 8 * 3600) % 86400 == 0  # 00:00 in China
     assert Scenario(name="in-code", seed=1).start == sc.start  # built in code (the pytest plugin) too
     assert parse({"name": "told", "seed": 1, "time": {"start": 1795881600}}).start == 1795881600
+
+
+def test_the_scenarios_own_rules_read_in_both_languages(tmp_path: Path) -> None:
+    """What a scenario's validators and pydantic's less common bounds say: in
+    the reader's language (they were English in a Chinese line before)."""
+    cases = {
+        "pickup": ('[workload]\npickup_delay_h = [5.0, 1.0]\n', "workload.pickup_delay_h",
+                   "必须是 [下限, 上限]，且 0 ≤ 下限 ≤ 上限，现在是 [5.0, 1.0]",
+                   "must be [low, high] with 0 <= low <= high, got [5.0, 1.0]"),
+        "hours": ('[workload]\narrivals_by_hour = [1.0, 2.0]\n', "workload.arrivals_by_hour",
+                  "必须是 24 个权重（每小时一个），现在有 2 个", "must be 24 weights (one per hour), got 2"),
+        "zero": ('[workload]\narrivals_by_hour = [' + ", ".join(["0.0"] * 24) + ']\n',
+                 "workload.arrivals_by_hour", "权重都不能小于 0，也不能全为 0",
+                 "the weights must be none negative and not all zero"),
+        "refused": ('[expect]\nmax_refused_by = { "deposit.full" = -1 }\n',
+                    "expect.max_refused_by.deposit.full",
+                    "必须是数字，不小于 0，现在是 -1", "must be a number at least 0, got -1"),
+    }
+    paths = []
+    for name, (body, _, _, _) in cases.items():
+        p = tmp_path / f"{name}.toml"
+        p.write_text('name = "x"\n' + body)
+        paths.append(str(p))
+    empty = tmp_path / "empty.toml"
+    empty.write_text('name = ""\n')
+    for lang in ("zh", "en"):
+        r = check("--lang", lang, "sim", "check", *paths, str(empty))
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        for line, (name, (_, key, zh, en)) in zip(lines, cases.items(), strict=False):
+            prefix = "错误：" if lang == "zh" else "error: "
+            assert line == f"{prefix}{tmp_path / name}.toml: {key}: {zh if lang == 'zh' else en}", line
+        assert lines[-1].endswith("name: 不能为空" if lang == "zh" else "name: must not be empty"), lines

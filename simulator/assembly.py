@@ -43,7 +43,7 @@ from simulator.modem_sim import ModemSim
 from simulator.platform_keys import PlatformKeys
 from simulator.presence_watch import PresenceWatch
 from simulator.pybroker import AmqttBroker
-from simulator.scenario import HOSTILE_KINDS, Scenario
+from simulator.scenario import HOSTILE_KINDS, Scenario, devices_of
 from simulator.snapshot import live_view
 from simulator.taps import BrokerTap, DeviceTap, Observed
 from simulator.unix_locker import UnixLocker
@@ -159,7 +159,7 @@ class Outlet:
 
     def start(self) -> None:
         sc = self.sc
-        names = [f"lk{i + 1:02d}" for i in range(sc.lockers)] + [f"sc{i + 1:02d}" for i in range(sc.scanners)]
+        names = devices_of(sc.lockers, sc.scanners)
         accounts = [
             Account(self.gw_user, "gw-secret", self.outlet_id, "gateway"),
             Account("sim-tap", "sim-tap-pw", self.outlet_id, "gateway"),

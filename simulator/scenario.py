@@ -401,6 +401,26 @@ class ScenarioFile(Section):
     expect: ExpectSection = ExpectSection()
     notify: NotifySection = NotifySection()
 
+    @model_validator(mode="after")
+    def _devices_exist(self) -> ScenarioFile:
+        """A fault that names a device names one the outlet has (a locker or
+        a scanner: the devices a power cut, a clock skew or a duplicating
+        sender can hit); caught here rather than when the run reaches it."""
+        have = devices_of(self.outlet.lockers, self.outlet.scanners)
+        named = [("faults", i, f) for i, f in enumerate(self.faults)]
+        named += [("fleet", i, f) for i, f in enumerate(self.fleet.faults if self.fleet else [])]
+        for key, i, f in named:
+            if f.device and f.device not in have:
+                where = "faults" if key == "faults" else "fleet.faults"
+                raise KeyProblem(key, Problem("fault_no_such_device", where=where, i=i, device=f.device,
+                                              have=", ".join(have)))
+        return self
+
+
+def devices_of(lockers: int, scanners: int) -> list[str]:
+    """The outlet's simulated device names: lockers ``lk01``.., then scanners ``sc01``.."""
+    return [f"lk{i + 1:02d}" for i in range(lockers)] + [f"sc{i + 1:02d}" for i in range(scanners)]
+
 
 def parse(doc: dict[str, Any], path: str = "") -> Scenario:
     """A validated Scenario from a TOML document; ScenarioError names the key."""

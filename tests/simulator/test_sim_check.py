@@ -101,3 +101,24 @@ def test_the_scenarios_own_rules_read_in_both_languages(tmp_path: Path) -> None:
             prefix = "错误：" if lang == "zh" else "error: "
             assert line == f"{prefix}{tmp_path / name}.toml: {key}: {zh if lang == 'zh' else en}", line
         assert lines[-1].endswith("name: 不能为空" if lang == "zh" else "name: must not be empty"), lines
+
+
+def test_a_fault_naming_a_device_the_outlet_lacks_is_refused(tmp_path: Path) -> None:
+    """A power cut for ``zz`` (or a third locker of two) would fail hours into
+    the run; the check names the fault, the device and what the outlet has."""
+    base = 'name = "x"\n[outlet]\nlockers = 2\nscanners = 1\n'
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + '[[faults]]\nkind = "power_cut"\nat_h = 1.0\nfor_h = 0.5\ndevice = "lk01"\n'
+                   '[[faults]]\nkind = "power_cut"\nat_h = 2.0\nfor_h = 0.5\ndevice = "zz"\n')
+    r = check("--lang", "en", "sim", "check", str(bad))
+    assert r.returncode == 2
+    assert "faults[1] names device zz, which the outlet does not have (it has: lk01, lk02, sc01)" in r.stderr
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(base + '[fleet]\noutlets = 2\n[[fleet.faults]]\noutlet = 2\nkind = "clock_skew"\n'
+                     'at_h = 1.0\nskew_s = 600\ndevice = "lk03"\n')
+    r = check("--lang", "zh", "sim", "check", str(fleet))
+    assert r.returncode == 2
+    assert "fleet.faults[0] 指的是设备 lk03，而网点没有这台设备（有：lk01, lk02, sc01）" in r.stderr
+    good = tmp_path / "good.toml"
+    good.write_text(base + '[[faults]]\nkind = "clock_skew"\nat_h = 1.0\nskew_s = 60\ndevice = "sc01"\n')
+    assert check("--lang", "en", "sim", "check", str(good)).returncode == 0

@@ -136,6 +136,14 @@ def day_start(now: float | None = None) -> int:
     return (t + CHINA_UTC_OFFSET_S) // 86400 * 86400 - CHINA_UTC_OFFSET_S
 
 
+#: The workload's counts whose actions are timed from ``outbound_h`` (simulator/workload.py
+#: ``outbound`` and ``boards``), and the hours the last of them needs after it (a board's
+#: maintenance, four and a quarter hours in, and the clerk's repairs).
+OUTBOUND_DAY = ("counter_parcels", "charity_parcels", "send_dropoffs", "returns", "forced_doors", "guessers",
+                "hand_deliveries", "permit_deposits", "remote_opens", "out_of_service", "board_sites")
+OUTBOUND_DAY_H = 4.5
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -199,6 +207,13 @@ class Scenario:
             elif f.at_h + f.for_h > self.hours:
                 out.append(config.Problem(f"{pre}fault_cut", i=i, kind=f.kind, until_h=f.at_h + f.for_h,
                                           hours=self.hours))
+        asked = [k for k in OUTBOUND_DAY if getattr(self, k)]
+        if asked and self.outbound_h >= self.hours:
+            out.append(config.Problem("outbound_after_end", at_h=self.outbound_h, hours=self.hours,
+                                      keys=", ".join(asked)))
+        elif asked and self.outbound_h + OUTBOUND_DAY_H > self.hours:
+            out.append(config.Problem("outbound_cut", at_h=self.outbound_h, need_h=OUTBOUND_DAY_H,
+                                      hours=self.hours, keys=", ".join(asked)))
         return out
 
     @property

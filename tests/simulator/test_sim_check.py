@@ -122,3 +122,23 @@ def test_a_fault_naming_a_device_the_outlet_lacks_is_refused(tmp_path: Path) -> 
     good = tmp_path / "good.toml"
     good.write_text(base + '[[faults]]\nkind = "clock_skew"\nat_h = 1.0\nskew_s = 60\ndevice = "sc01"\n')
     assert check("--lang", "en", "sim", "check", str(good)).returncode == 0
+
+
+def test_an_outbound_day_after_the_end_is_warned_about(tmp_path: Path) -> None:
+    """Forced doors in a three-hour run start at 13:30 by default: the run
+    would fail its alarm check with nothing said about why."""
+    short = tmp_path / "short.toml"
+    short.write_text('name = "x"\n[time]\nhours = 3.0\n[workload]\nforced_doors = 1\nreturns = 2\n')
+    r = check("--lang", "en", "sim", "check", str(short))
+    assert r.returncode == 0
+    assert ("the outbound day starts at 13.0 h (workload.outbound_h) but the scenario lasts 3.0 h: "
+            "none of returns, forced_doors will happen") in r.stderr, r.stderr
+    cut = tmp_path / "cut.toml"
+    cut.write_text('name = "x"\n[time]\nhours = 3.0\n[workload]\noutbound_h = 1.0\nboard_sites = 1\n')
+    r = check("--lang", "zh", "sim", "check", str(cut))
+    assert ("外发日从第 1.0 小时开始，需要约 4.5 小时，而场景只有 3.0 小时："
+            "board_sites 中较晚的会被截掉") in r.stderr
+    fits = tmp_path / "fits.toml"
+    fits.write_text('name = "x"\n[time]\nhours = 6.0\n[workload]\noutbound_h = 1.0\nforced_doors = 1\n')
+    r = check("--lang", "en", "sim", "check", str(fits))
+    assert r.returncode == 0 and not r.stderr, r.stderr

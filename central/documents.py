@@ -112,8 +112,9 @@ class Documents:
                 raise DocumentRefused(f"the counters would refuse this {kind}: {e}") from e
             signed = self._check(doc)
             # recorded once: a publisher that took this version meanwhile wins, this one signs the next
-            if self.b.decide(DOCS.name, {"kind": kind, "version": signed.version, "outlets": json.dumps(targets),
-                                         "doc": json.dumps(doc), "digest": signed.digest, "at": self.clock()}):
+            row = {"kind": kind, "version": signed.version, "outlets": json.dumps(targets),
+                   "doc": json.dumps(doc), "digest": signed.digest, "at": self.clock()}
+            if self.b.decide(DOCS.name, row):
                 break
         else:
             raise DocumentRefused(f"no free version of {kind} after {PUBLISH_TRIES} tries: publish again")

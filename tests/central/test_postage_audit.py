@@ -59,13 +59,18 @@ def accept(docs: Documents, **change: Any) -> dict[str, Any]:
     return body
 
 
-def store(s: StoreUnderTest, *bodies: dict[str, Any]) -> list[str]:
+def accepted(*bodies: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """``counter.accept`` events with these bodies, as the gateway's desk records them."""
     rows = []
     for body in bodies:
         eid = format_event_id("gw-o1-counter", "0000beef", next(SEQ))
         rows.append((eid, envelope.encode(envelope.make(eid, int(time.time()), "counter.accept", "custody",
                                                           body, boot=1))))
-    return s.store("o1", *rows)
+    return rows
+
+
+def store(s: StoreUnderTest, *bodies: dict[str, Any]) -> list[str]:
+    return s.store("o1", *accepted(*bodies))
 
 
 def test_each_acceptance_is_priced_again_from_the_documents_it_cites(

@@ -12,8 +12,9 @@ registers a device and prints the key section for its config (its own key
 only: the master never leaves this folder), ``retire`` stops its key being
 issued and permits being signed for it, ``rotate`` moves it to a new key
 version (``central/keys.py`` ``rotate``). Registry commands, ``sign``,
-``courier`` and ``docs`` work on both backends (a scale-out folder keeps
-the documents' key beside its master key); the rest keep their data beside
+``courier``, ``docs``, ``point``, ``manifest`` and ``tokens`` work on both
+backends (a scale-out folder keeps the documents' key beside its master
+key); the rest keep their data beside
 the embedded backend's and say so on a scale-out folder. ``run`` runs the
 platform's duties on either (``central/duties.py``: on scale-out the
 answers to revoked devices and clerks' requests, the postage audit, and
@@ -549,7 +550,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     from central.notices import without_number
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -594,7 +595,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     from central.notices import token_states
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         for parcel, state in token_states(opened[1], args.outlet).items():

@@ -5,11 +5,14 @@ folder, beside the master key); the gateway's own uplink client fetches
 them from the front and its counter desk installs them; the acceptances it
 prices from them go up through the real NATS cluster and a worker, and
 ``postedge central run`` re-prices each (``central/postage_audit.py``, in
-the shared duties): the honest one is ``ok``, a tampered postage is named."""
+the shared duties): the honest one is ``ok``, a tampered postage is named.
+A courier's round (``point``, ``manifest``, ``tokens``) is issued from the
+same folder and comes down to the gateway signed with the handheld's key."""
 
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import time
 from pathlib import Path
@@ -18,12 +21,14 @@ import pytest
 
 from central.config import load
 from central.documents import KEY_FILE, Documents
+from central.keys import KeyService
 from central.postage_audit import PostageAudit
 from central.scaleout import PgStore
 from central.scaleout.folder import read_config
 from common.uplink_codec import DOWN_COUNTER_DOC, encode_batch, read_counter_doc
 from gateway.counter.acceptance import CounterDesk
 from gateway.uplink.https import HttpsTransport
+from protocol import keys, signing
 from simulator.counter_sim import BOXES, RATES, ZONES
 from tests.central.rig import ScaleOutRig
 from tests.central.test_central_cli import pe
@@ -33,7 +38,7 @@ from tests.central.test_scaleout_duties import scaleout_central
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-def test_a_scaleout_folder_publishes_serves_and_audits_the_counters_documents(
+def test_a_scaleout_folder_serves_and_audits_the_counters_documents_and_issues_rounds(
         tmp_path: Path, scaleout_rig: ScaleOutRig) -> None:
     with scaleout_central(tmp_path, scaleout_rig) as central:
         d = central.folder
@@ -74,6 +79,22 @@ def test_a_scaleout_folder_publishes_serves_and_audits_the_counters_documents(
             got = {v["event"]: v["verdict"] for v in audit.verdicts("o1")}
             assert got == {rows[0][0]: "ok", rows[1][0]: "postage_mismatch"}
             assert [v["event"] for v in audit.verdicts(failed_only=True, newest=5)] == [rows[1][0]]
+
+            assert "PE-H:" in pe("point", str(d), "o1", "vp-xiakou", "--name", "下口小卖部",
+                                 "--agent", "陈代办").stdout
+            parcels = tmp_path / "round.json"
+            parcels.write_text(json.dumps([{"parcel": "RB123456785GB", "to": "王芳"},
+                                           {"parcel": "EA123456785CN", "to": "李伟", "point": "vp-xiakou"}]))
+            issued = pe("manifest", str(d), "o1", "hh01", "r-1204", str(parcels))
+            token = re.search(r"RB123456785GB (PE-H:\S+)", issued.stdout)  # no SMS provider: printed
+            assert token is not None, issued
+            assert "RB123456785GB  waiting to be texted" in pe("tokens", str(d), "o1").stdout
+            [(kind, raw)] = t.pull(down.cursor).commands
+            hh01 = keys.from_config(KeyService("o1", central.master).device_config("hh01"))
+            manifest = signing.verify(raw, hh01, "hh01", int(time.time()))
+            assert kind == "handheld" and manifest["op"] == "manifest"
+            assert [p["point"] for p in manifest["args"]["points"]] == ["vp-xiakou"]
+            assert token.group(1) not in raw.decode()  # only its salted hash goes down
         finally:
             t.close()
             desk.close()

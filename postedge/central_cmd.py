@@ -113,8 +113,9 @@ def _opened(args: argparse.Namespace, lang: str,
             scaleout: bool = False) -> Iterator[tuple[CentralConfig, Embedded] | None]:
     """The folder's (config, backend), closed on the way out; None when it
     cannot be opened (the reason is already printed). ``scaleout``: the
-    command needs only the registry and commands, which a scale-out folder
-    has too (the backend is then typed as the embedded one only loosely)."""
+    command needs only the registry, commands and the duty store
+    (``central/duty_store.py``), which a scale-out folder has too (the
+    backend is then typed as the embedded one only loosely)."""
     opened = _open(args, lang, scaleout)
     try:
         yield opened

@@ -2,8 +2,10 @@
 
 The security-relevant duties (``central/revocations.py``: signing a revoke
 for a stolen device's outlet; ``central/clerk_requests.py``: deciding a
-clerk's request) must run whichever backend holds the events, so they ask
-the backend only for these few operations and never for its database: the
+clerk's request) must run whichever backend holds the events, and so must
+the postage audit (``central/postage_audit.py``) and what the operator
+issues for outlets (``central/documents.py``, ``central/manifests.py``), so
+they ask the backend only for these few operations and never for its database: the
 embedded backend answers them from SQLite (``central/embedded.py``), the
 scale-out one from PostgreSQL (``central/scaleout/backend.py``). Besides
 the registry (``central/registry.py``) and ``push_command``:

@@ -231,3 +231,40 @@ def until(pred: Any, timeout: float = 30) -> None:
     while not pred():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_a_file_from_before_keeps_its_documents_and_verdicts(tmp_path: Path) -> None:
+    """An embedded folder whose tables were made by the SQL the duties once
+    carried: the same tables, read and continued as they are (a tariff
+    published then is still the latest, the next is version 2, a verdict
+    kept then is still listed)."""
+    from central.embedded import Embedded
+    from central.postage_audit import PostageAudit
+
+    b = Embedded(tmp_path / "central")
+    b.add_outlet("o1", "password-of-o1")
+    old = Documents(b).publish("tariff", TARIFF)
+    b.db.executescript("""
+        DROP TABLE platform_docs;
+        CREATE TABLE platform_docs (
+            kind TEXT NOT NULL, version INTEGER NOT NULL, outlets TEXT NOT NULL, doc TEXT NOT NULL,
+            digest TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (kind, version));
+        CREATE TABLE postage_checks (
+            outlet TEXT NOT NULL, event TEXT NOT NULL, verdict TEXT NOT NULL, detail TEXT NOT NULL,
+            at REAL NOT NULL, PRIMARY KEY (outlet, event));
+        INSERT INTO postage_checks VALUES ('o1', 'gw:1', 'no_document', '{}', 1.0);
+    """)
+    signed = pd.verify(old, pd.load_public_keys(Documents(b).public_keys()), "tariff", "o1")
+    b.db.execute("INSERT INTO platform_docs VALUES ('tariff', 1, '[\"*\"]', ?, ?, 1.0)",
+                 (json.dumps(old), signed.digest))
+    b.close()
+    b = Embedded(tmp_path / "central")
+    try:
+        docs = Documents(b)
+        assert docs.latest() == [old]
+        assert docs.publish("tariff", TARIFF)["version"] == 2
+        audit = PostageAudit(b)
+        assert [(v["event"], v["verdict"], v["detail"]) for v in audit.verdicts()] == [
+            ("gw:1", "no_document", {})]
+    finally:
+        b.close()

@@ -50,6 +50,10 @@ class PostageAudit:
     def __init__(self, backend: DutyStore, clock: Callable[[], float] = time.time) -> None:
         self.b = backend
         self.clock = clock
+        # (kind, version) -> the issued document's row: a version is recorded once and never
+        # changed, so a pass over many acceptances asks the store once per document, not per
+        # acceptance (on scale-out each ask is a round trip); a version not found is asked again
+        self._docs: dict[tuple[str, int], dict[str, Any]] = {}
         self.b.duty_table(DOCS)  # the issued documents' table, if none yet
         self.b.duty_table(CHECKS)
 
@@ -103,10 +107,13 @@ class PostageAudit:
         if not isinstance(cite, dict) or cite.get("kind") != kind or not isinstance(version, int) \
                 or isinstance(version, bool):
             return {"kind": kind, "version": "?", "why": "citation"}
-        found = self.b.rows(DOCS.name, {"kind": kind, "version": version})
-        if not found:
-            return {"kind": kind, "version": version, "why": "never_issued"}
-        doc, digest = json.loads(found[0]["doc"]), found[0]["digest"]
+        row = self._docs.get((kind, version))
+        if row is None:
+            found = self.b.rows(DOCS.name, {"kind": kind, "version": version})
+            if not found:
+                return {"kind": kind, "version": version, "why": "never_issued"}
+            row = self._docs[(kind, version)] = found[0]
+        doc, digest = json.loads(row["doc"]), row["digest"]
         if cite.get("digest") != digest[:16]:
             return {"kind": kind, "version": version, "why": "digest"}
         if outlet not in doc["outlets"] and "*" not in doc["outlets"]:

@@ -268,3 +268,24 @@ def test_a_file_from_before_keeps_its_documents_and_verdicts(tmp_path: Path) -> 
             ("gw:1", "no_document", {})]
     finally:
         b.close()
+
+
+def test_a_duty_table_key_is_text_or_int_and_never_null() -> None:
+    """The documents' key (kind, version) is the first without the outlet;
+    what both databases key by stays checked before any table is made."""
+    from central.documents import DOCS
+    from central.duty_store import Column, DutyTable
+
+    assert DOCS.key == ("kind", "version")
+    for why, cols, key in (
+            ("a real in the key", (Column("outlet", "text"), Column("w", "real")), ("outlet", "w")),
+            ("a key column that may be null", (Column("outlet", "text"), Column("p", "text", null=True)),
+             ("outlet", "p")),
+            ("a key column not declared", (Column("outlet", "text"),), ("outlet", "p")),
+            ("an outlet that is a number", (Column("outlet", "int"), Column("p", "text")), ("outlet", "p")),
+            ("answers with no time", (Column("outlet", "text"), Column("event", "text")),
+             ("outlet", "event")),
+            ("no key", (Column("outlet", "text"),), ())):
+        with pytest.raises(ValueError):
+            DutyTable("t", "", cols, key=key)
+            raise AssertionError(why)

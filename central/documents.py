@@ -16,6 +16,13 @@ nothing. Before anything is signed the body is read by the same parsers the
 counters price with (``common/box_catalogue.py``, ``common/tariff.py``): a
 document every counter would refuse never leaves the platform. An outlet
 registered later gets the latest of each kind with ``resend``.
+
+It runs on either backend: the issued documents are kept through
+``central/duty_store.py`` (``DOCS``), never by SQL of its own, so a
+scale-out folder publishes into PostgreSQL and its fronts hand the queued
+documents to gateways as any other command. Two publishers racing for a
+kind's next version cannot both take it (``decide`` records a version
+once): the loser signs the version after.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from central.embedded import Embedded
+from central.duty_store import Column, DutyStore, DutyTable
 from common import platform_docs as pd
 from common.box_catalogue import Catalogue
 from common.logs import recorder
@@ -47,29 +54,42 @@ from protocol.topics import valid_segment
 record = recorder(__name__)
 KEY_FILE = "docs.key"
 DEFAULT_KID = "p1"
+PUBLISH_TRIES = 8  # publishers racing for the next version: each loser signs the one after
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS platform_docs (
-    kind TEXT NOT NULL, version INTEGER NOT NULL, outlets TEXT NOT NULL, doc TEXT NOT NULL,
-    digest TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (kind, version));
-"""
+# The issued documents, in the duty store's vocabulary (``central/duty_store.py``),
+# so either backend keeps them: keyed by kind and version, no outlet's (a
+# document names its outlets in ``outlets``, JSON, ``*`` for every one).
+DOCS = DutyTable("platform_docs", "", (
+    Column("kind", "text"), Column("version", "int"), Column("outlets", "text"), Column("doc", "text"),
+    Column("digest", "text"), Column("at", "real")), key=("kind", "version"))
 
 
 class DocumentRefused(ValueError):
     """A body the counters would refuse, or outlets that are not ids: nothing signed."""
 
 
+def issued(store: DutyStore) -> list[dict[str, Any]]:
+    """Every issued document's row, by kind then newest version first (the
+    table is made by ``Documents`` or ``PostageAudit``)."""
+    return sorted(store.rows(DOCS.name, {}), key=lambda r: (r["kind"], -r["version"]))
+
+
 class Documents:
-    def __init__(self, backend: Embedded, kid: str = DEFAULT_KID,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, backend: DutyStore, kid: str = DEFAULT_KID,
+                 clock: Callable[[], float] = time.time, key_dir: Path | None = None) -> None:
+        """``key_dir``: where the private key (``KEY_FILE``) is kept; by
+        default the embedded backend's own folder. A scale-out store has no
+        folder of its own, so its caller names the central folder."""
         if not valid_segment(kid):
             raise ValueError(f"key id {kid!r}: 1-32 of a-z 0-9 _ -")
+        where = key_dir if key_dir is not None else getattr(backend, "dir", None)
+        if where is None:
+            raise ValueError("no folder for the documents' key: name one (key_dir)")
         self.b = backend
         self.kid = kid
         self.clock = clock
-        self.key = _load_or_make_key(backend.dir / KEY_FILE)
-        with self.b.lock:
-            self.b.db.executescript(SCHEMA)
+        self.key = _load_or_make_key(Path(where) / KEY_FILE)
+        self.b.duty_table(DOCS)
 
     def public_keys(self) -> dict[str, str]:
         """``[counter] platform_keys`` for a gateway's config: key id -> public key hex."""
@@ -83,18 +103,21 @@ class Documents:
         targets = sorted(set(outlets))
         if not targets or not all(o == "*" or valid_segment(o) for o in targets):
             raise DocumentRefused(f"outlets must be outlet ids or '*': {targets}")
-        with self.b.lock:
-            (last,) = self.b.db.execute("SELECT COALESCE(MAX(version), 0) FROM platform_docs WHERE kind=?",
-                                        (kind,)).fetchone()
+        for _ in range(PUBLISH_TRIES):
+            last = max((r["version"] for r in self.b.rows(DOCS.name, {"kind": kind})), default=0)
             try:
                 doc = pd.sign({"v": 1, "kind": kind, "version": int(last) + 1, "outlets": targets,
                                "iat": int(self.clock()), "body": body}, self.key, self.kid)
             except ProtocolError as e:  # a float, nesting too deep: not canonical JSON
                 raise DocumentRefused(f"the counters would refuse this {kind}: {e}") from e
             signed = self._check(doc)
-            self.b.db.execute("INSERT INTO platform_docs VALUES (?,?,?,?,?,?)",
-                              (kind, signed.version, json.dumps(targets), json.dumps(doc), signed.digest,
-                               self.clock()))
+            # recorded once: a publisher that took this version meanwhile wins, this one signs the next
+            row = {"kind": kind, "version": signed.version, "outlets": json.dumps(targets),
+                   "doc": json.dumps(doc), "digest": signed.digest, "at": self.clock()}
+            if self.b.decide(DOCS.name, row):
+                break
+        else:
+            raise DocumentRefused(f"no free version of {kind} after {PUBLISH_TRIES} tries: publish again")
         sent = [o for o in self._outlets(targets) if self._push(o, doc)]
         record("platform_doc_published", kind=kind, version=signed.version, outlets=targets, queued=len(sent))
         return doc
@@ -102,23 +125,19 @@ class Documents:
     def resend(self, outlet: str) -> int:
         """Queue, for each kind, the newest document meant for ``outlet`` (by name or
         ``*``), e.g. for an outlet registered after it was published; how many."""
-        with self.b.lock:
-            rows = self.b.db.execute(
-                "SELECT kind, doc FROM platform_docs ORDER BY kind, version DESC").fetchall()
         newest: dict[str, dict[str, Any]] = {}
-        for kind, text in rows:
-            doc = json.loads(text)
-            if kind not in newest and (outlet in doc["outlets"] or "*" in doc["outlets"]):
-                newest[kind] = doc
+        for row in issued(self.b):
+            doc = json.loads(row["doc"])
+            if row["kind"] not in newest and (outlet in doc["outlets"] or "*" in doc["outlets"]):
+                newest[row["kind"]] = doc
         return sum(self._push(outlet, d) for d in newest.values())
 
     def latest(self) -> list[dict[str, Any]]:
         """The newest document of each kind."""
-        with self.b.lock:
-            rows = self.b.db.execute(
-                "SELECT doc FROM platform_docs d WHERE version = "
-                "(SELECT MAX(version) FROM platform_docs WHERE kind = d.kind) ORDER BY kind").fetchall()
-        return [json.loads(r[0]) for r in rows]
+        newest: dict[str, dict[str, Any]] = {}
+        for row in issued(self.b):
+            newest.setdefault(row["kind"], json.loads(row["doc"]))
+        return [newest[k] for k in sorted(newest)]
 
     def _check(self, doc: dict[str, Any]) -> pd.SignedDoc:
         """Read the signed document as a counter will; DocumentRefused with the reason."""

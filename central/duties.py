@@ -18,10 +18,11 @@ step does not keep the others from running.
 
 The first two are security-relevant and run on either backend
 (``SecurityDuties``: they ask only for ``central/duty_store.py``), so a
-scale-out ``postedge central run`` runs them too, and the notices with
-them when an SMS provider is configured (``SharedDuties``: they too ask
-only for the duty store); the rest keep their tables beside the embedded
-backend's and run only there (``Duties``). One
+scale-out ``postedge central run`` runs them too, and the postage audit
+and (when an SMS provider is configured) the notices with them
+(``SharedDuties``: they too ask only for the duty store); the boards keep
+their tables beside the embedded backend's and run only there
+(``Duties``). One
 pass at a time per store (``duties_turn``): a scale-out deployment may run
 the duties in several front processes, and a tick that finds another
 process's pass running is skipped (the embedded backend's waits for it).
@@ -89,9 +90,9 @@ class SecurityDuties:
 
 
 class SharedDuties(SecurityDuties):
-    """The security duties and, with an SMS provider, the pickup notices
-    and delivery tokens: what runs on either backend (the scale-out one's
-    ``postedge central run``)."""
+    """The security duties, the postage audit and, with an SMS provider,
+    the pickup notices and delivery tokens: what runs on either backend
+    (the scale-out one's ``postedge central run``)."""
 
     def __init__(self, backend: DutyStore, master: bytes, sms: SmsProvider | None = None,
                  clock: Callable[[], float] = time.time,
@@ -99,15 +100,16 @@ class SharedDuties(SecurityDuties):
         """``sms``: the provider pickup notices go through (none: no notices);
         ``device_clock``: as ``SecurityDuties``."""
         super().__init__(backend, master, clock=clock, device_clock=device_clock)
+        self.postage = PostageAudit(backend, clock=clock)
         self.notices = (Notices(backend, master, sms, backend.notifier_outlets, clock=clock)
                         if sms is not None else None)
 
     def local_steps(self) -> list[Callable[[], object]]:
-        """The steps between the security ones and the notices (``Duties``'s own)."""
+        """The steps between the security ones and the postage audit (``Duties``'s own)."""
         return []
 
     def steps(self) -> list[Callable[[], object]]:
-        out = super().steps() + self.local_steps()
+        out = super().steps() + self.local_steps() + [self.postage.run_once]
         if self.notices is not None:
             out.append(self.notices.run_once)
         return out
@@ -123,10 +125,9 @@ class Duties(SharedDuties):
         serves, when it has one (else a new one); ``device_clock``: as ``SecurityDuties``."""
         super().__init__(backend, master, sms, clock=clock, device_clock=device_clock)
         self.boards = boards or Boards(backend, master, clock=clock, device_clock=device_clock)
-        self.postage = PostageAudit(backend, clock=clock)
 
     def local_steps(self) -> list[Callable[[], object]]:
-        return [self.boards.run_once, self.boards.schedule_revisits, self.postage.run_once]
+        return [self.boards.run_once, self.boards.schedule_revisits]
 
 
 def run_configured(cfg: CentralConfig, folder: Path, backend: Any, master: bytes,
@@ -134,7 +135,8 @@ def run_configured(cfg: CentralConfig, folder: Path, backend: Any, master: bytes
     """The duties a central folder's configuration asks for, every
     ``notice_interval_s`` until ``stop``: all of them on the embedded
     backend; on the scale-out one the answers to revoked devices and clerks'
-    requests, and pickup notices with an SMS provider configured. Every
+    requests, the postage audit, and pickup notices with an SMS provider
+    configured. Every
     process serving a scale-out folder may run this (``postedge central
     run`` and ``python -m central.scaleout.serve --central``): the store's
     ``duties_turn`` lets one pass run at a time across them. A store that

@@ -2,8 +2,10 @@
 
 The security-relevant duties (``central/revocations.py``: signing a revoke
 for a stolen device's outlet; ``central/clerk_requests.py``: deciding a
-clerk's request) must run whichever backend holds the events, so they ask
-the backend only for these few operations and never for its database: the
+clerk's request) must run whichever backend holds the events, and so must
+the postage audit (``central/postage_audit.py``) and what the operator
+issues for outlets (``central/documents.py``, ``central/manifests.py``), so
+they ask the backend only for these few operations and never for its database: the
 embedded backend answers them from SQLite (``central/embedded.py``), the
 scale-out one from PostgreSQL (``central/scaleout/backend.py``). Besides
 the registry (``central/registry.py``) and ``push_command``:
@@ -13,7 +15,8 @@ the registry (``central/registry.py``) and ``push_command``:
 - ``undecided``: the events of the duty's type that no answer covers yet,
   so a duty restarted after a crash resumes where it stopped;
 - ``decide``: record one answer, once (a second answer to the same event
-  is ignored);
+  is ignored); a table with another key may record a row once the same way
+  (the next version of a document: two publishers never get the same one);
 - ``count_decided``: how many of an outlet's answers since a time match
   some columns (the clerks' remote-open budget);
 - ``decided``: an outlet's answers, oldest first;
@@ -29,7 +32,8 @@ may also:
 
 - ``upsert``: write one row by its key, the other columns replaced (or,
   for the columns named ``add``, added to: a count of attempts);
-- ``rows``: a table's rows whose columns equal some values;
+- ``rows``: a table's rows whose columns equal some values (and, for a
+  page, differ from others), or only the newest few of them by ``at``;
 - ``events_of``: every event of a type, oldest first;
 - ``event``: one event's stored envelope.
 
@@ -63,8 +67,9 @@ class DutyTable:
     ``count_decided`` and ``decided`` go by. Every column is named here,
     those three too, in the table's order.
 
-    A table of other rows (``upsert``, ``rows``) names its ``key``, which
-    starts with ``outlet`` (text) and whose columns are text and not null;
+    A table of other rows (``upsert``, ``rows``) names its ``key``, whose
+    columns are text or int and not null (most start with ``outlet``; the
+    platform's own documents are keyed by kind and version, no outlet's);
     it then needs no ``event`` or ``at``, and ``event_type`` may be ``""``
     (no event type it answers)."""
 
@@ -81,9 +86,12 @@ class DutyTable:
                 raise ValueError(f"{self.name}: bad column {c!r}")
         have = {c.name: c for c in self.columns}
         needs = [Column("at", "real")] if self.key == ("outlet", "event") else []
-        if self.key[:1] != ("outlet",):
-            raise ValueError(f"{self.name}: a key starts with the outlet")
-        for need in [Column(k, "text") for k in self.key] + needs:
+        if not self.key:
+            raise ValueError(f"{self.name}: a table needs a key")
+        for k in self.key:
+            if have.get(k) not in (Column(k, "text"), Column(k, "int")):
+                raise ValueError(f"{self.name}: the key column {k!r} must be text or int, not null")
+        for need in [Column(k, "text") for k in self.key if k in ("outlet", "event")] + needs:
             if have.get(need.name) != need:
                 raise ValueError(f"{self.name}: needs the column {need!r}")
 
@@ -128,7 +136,8 @@ class DutyStore(Registry, Protocol):
 
     def decide(self, table: str, row: dict[str, Any]) -> bool:
         """Record one answer (``row`` names ``outlet``, ``event`` and the
-        table's columns); False if the event was answered already."""
+        table's columns); False if the event was answered already. On a
+        table with another key: False if a row with that key is there."""
         ...
 
     def count_decided(self, table: str, outlet: str, since: float, where: dict[str, Any]) -> int:
@@ -149,8 +158,12 @@ class DutyStore(Registry, Protocol):
         replaced, the ``add`` ones added to (attempts counted)."""
         ...
 
-    def rows(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
-        """The rows whose columns equal ``where``, every column, in no particular order."""
+    def rows(self, table: str, where: dict[str, Any], unlike: dict[str, Any] | None = None,
+             newest: int | None = None) -> list[dict[str, Any]]:
+        """The rows whose columns equal ``where`` and differ from ``unlike``,
+        every column, in no particular order; with ``newest``, only the last
+        ``newest`` by ``at`` (the table needs one), newest first, so a page
+        reads only the rows it shows."""
         ...
 
     def events_of(self, event_type: str) -> list[tuple[str, str, dict[str, Any]]]:

@@ -389,10 +389,17 @@ class Embedded:
             self.db.execute(f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
                             f"ON CONFLICT({', '.join(map(identifier, table.key))}) {on}", tuple(row.values()))
 
-    def rows(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
-        match = " AND ".join(f"{c}=?" for c in columns_of(where)) or "1"
+    def rows(self, table: str, where: dict[str, Any], unlike: dict[str, Any] | None = None,
+             newest: int | None = None) -> list[dict[str, Any]]:
+        unlike = unlike or {}
+        match = " AND ".join([f"{c}=?" for c in columns_of(where)]
+                             + [f"{c} IS NOT ?" for c in columns_of(unlike)]) or "1"
+        args: tuple[Any, ...] = (*where.values(), *unlike.values())
+        if newest is not None:
+            match += " ORDER BY at DESC, rowid DESC LIMIT ?"
+            args += (int(newest),)
         with self.lock:
-            cur = self.db.execute(f"SELECT * FROM {identifier(table)} WHERE {match}", tuple(where.values()))
+            cur = self.db.execute(f"SELECT * FROM {identifier(table)} WHERE {match}", args)
             names = [c[0] for c in cur.description]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 

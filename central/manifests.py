@@ -20,6 +20,11 @@ that tells it to them (``central/notices.py`` ``queue_tokens``, sent through
 the SMS provider in their language) and returns the tokens for the caller
 (the CLI prints those it cannot text). The platform keeps only salts and
 hashes.
+
+It runs on either backend: its tables are kept through
+``central/duty_store.py`` (``POINTS``, ``MANIFESTS``), never by SQL of its
+own, so a scale-out folder issues rounds into PostgreSQL and its fronts
+hand them to the gateway as any other command.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from central.embedded import Embedded
+from central.duty_store import Column, DutyStore, DutyTable
 from central.keys import KeyService
 from central.notices import queue_tokens
 from common.logs import recorder
@@ -43,14 +48,17 @@ LIFETIME_S = 3 * 24 * 3600  # a courier out of reach for days still takes the ro
 MAX_PARCELS = 500  # a round; the handheld's command limit (64 KiB) holds about that many
 MAX_NAME = 40  # what the handheld shows and keeps of a name
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS village_points (
-    outlet TEXT NOT NULL, point TEXT NOT NULL, name TEXT NOT NULL, agent TEXT,
-    agent_salt TEXT, agent_hash TEXT, at REAL NOT NULL, PRIMARY KEY (outlet, point));
-CREATE TABLE IF NOT EXISTS manifests (
-    outlet TEXT NOT NULL, device TEXT NOT NULL, round TEXT NOT NULL, cmd TEXT NOT NULL,
-    parcels INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (outlet, device, round));
-"""
+# The tables, in the duty store's vocabulary (``central/duty_store.py``), so
+# either backend keeps them: SQLite beside the embedded one's events,
+# PostgreSQL on scale-out.
+POINTS = DutyTable("village_points", "", (
+    Column("outlet", "text"), Column("point", "text"), Column("name", "text"),
+    Column("agent", "text", null=True), Column("agent_salt", "text", null=True),
+    Column("agent_hash", "text", null=True), Column("at", "real")),
+    key=("outlet", "point"))
+MANIFESTS = DutyTable("manifests", "", (
+    Column("outlet", "text"), Column("device", "text"), Column("round", "text"), Column("cmd", "text"),
+    Column("parcels", "int"), Column("at", "real")), key=("outlet", "device", "round"))
 
 
 class ManifestRefused(ValueError):
@@ -58,14 +66,14 @@ class ManifestRefused(ValueError):
 
 
 class Manifests:
-    def __init__(self, backend: Embedded, master: bytes, clock: Callable[[], float] = time.time,
+    def __init__(self, backend: DutyStore, master: bytes, clock: Callable[[], float] = time.time,
                  urandom: Callable[[int], bytes] = os.urandom) -> None:
         self.b = backend
         self.master = master
         self.clock = clock
         self.urandom = urandom
-        with self.b.lock:
-            self.b.db.executescript(SCHEMA)
+        for table in (POINTS, MANIFESTS):
+            self.b.duty_table(table)
 
     # ------------------------------------------------------------------ points
     def add_point(self, outlet: str, point: str, name: str, agent: str | None = None) -> str | None:
@@ -85,22 +93,18 @@ class Manifests:
             salt = codes.new_salt(self.urandom)
             digest = codes.salted_hash(salt, token)
             code = codes.format_token(token)
-        with self.b.lock:
-            self.b.db.execute(
-                "INSERT INTO village_points VALUES (?,?,?,?,?,?,?) ON CONFLICT(outlet, point) DO UPDATE SET "
-                "name=excluded.name, agent=excluded.agent, agent_salt=excluded.agent_salt, "
-                "agent_hash=excluded.agent_hash, at=excluded.at",
-                (outlet, point, name, agent, salt, digest, self.clock()))
+        self.b.upsert(POINTS, {"outlet": outlet, "point": point, "name": name, "agent": agent,
+                               "agent_salt": salt, "agent_hash": digest, "at": self.clock()})
         record("village_point_added", outlet=outlet, point=point, agent=agent is not None)
         return code
 
     def points(self, outlet: str) -> list[dict[str, Any]]:
         """The outlet's points as a manifest carries them."""
-        with self.b.lock:
-            rows = self.b.db.execute("SELECT point, name, agent, agent_salt, agent_hash FROM village_points "
-                                     "WHERE outlet=? ORDER BY point", (outlet,)).fetchall()
+        rows = sorted(self.b.rows(POINTS.name, {"outlet": outlet}), key=lambda r: r["point"])
         out = []
-        for point, name, agent, salt, digest in rows:
+        for r in rows:
+            point, name, agent = r["point"], r["name"], r["agent"]
+            salt, digest = r["agent_salt"], r["agent_hash"]
             p: dict[str, Any] = {"point": point, "name": name}
             if agent:
                 p["agent"] = agent
@@ -150,9 +154,8 @@ class Manifests:
             self.b.push_command(outlet, "handheld", cmd)
         except ValueError as e:  # more than the downlink carries
             raise ManifestRefused(str(e)) from e
-        with self.b.lock:
-            self.b.db.execute("INSERT OR REPLACE INTO manifests VALUES (?,?,?,?,?,?)",
-                              (outlet, device, round_id, json.dumps(cmd), len(entries), self.clock()))
+        self.b.upsert(MANIFESTS, {"outlet": outlet, "device": device, "round": round_id,
+                                  "cmd": json.dumps(cmd), "parcels": len(entries), "at": self.clock()})
         queue_tokens(self.b, outlet, device, round_id, list(tokens))
         record("manifest_issued", outlet=outlet, device=device, round=round_id, parcels=len(entries),
                tokens=len(tokens))

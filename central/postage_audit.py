@@ -17,6 +17,10 @@ that is not its document's: something other than the platform's document
 priced it); ``postage_mismatch`` (the recomputed postage or zone differs);
 ``box_unknown`` / ``box_overweight`` (the box is not in the cited catalogue,
 or the weight is over its limit); ``malformed``.
+
+It runs on either backend (``central/duty_store.py``: the acceptances not
+checked yet, the issued documents, its table of verdicts), so a scale-out
+``postedge central run`` audits what its fronts took in.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from central import documents
-from central.embedded import Embedded
+from central.documents import DOCS
+from central.duty_store import Column, DutyStore, DutyTable
 from common import platform_docs as pd
 from common.box_catalogue import Catalogue
 from common.logs import recorder
@@ -35,30 +39,31 @@ from common.tariff import PostageError, Tariff
 
 record = recorder(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS postage_checks (
-    outlet TEXT NOT NULL, event TEXT NOT NULL, verdict TEXT NOT NULL, detail TEXT NOT NULL,
-    at REAL NOT NULL, PRIMARY KEY (outlet, event));
-"""
+CHECKS = DutyTable("postage_checks", "counter.accept", (
+    Column("outlet", "text"), Column("event", "text"), Column("verdict", "text"), Column("detail", "text"),
+    Column("at", "real")))
 VERDICTS = ("ok", "no_document", "unknown_document", "postage_mismatch", "box_unknown", "box_overweight",
             "malformed")
 
 
 class PostageAudit:
-    def __init__(self, backend: Embedded, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, backend: DutyStore, clock: Callable[[], float] = time.time) -> None:
         self.b = backend
         self.clock = clock
-        with self.b.lock:
-            self.b.db.executescript(documents.SCHEMA + SCHEMA)  # the issued documents' table, if none yet
+        # (kind, version) -> the issued document's row: a version is recorded once and never
+        # changed, so a pass over many acceptances asks the store once per document, not per
+        # acceptance (on scale-out each ask is a round trip); a version not found is asked again
+        self._docs: dict[tuple[str, int], dict[str, Any]] = {}
+        self.b.duty_table(DOCS)  # the issued documents' table, if none yet
+        self.b.duty_table(CHECKS)
 
     def run_once(self) -> int:
         """Check every acceptance not checked yet; how many were not ``ok``."""
         bad = 0
-        for outlet, eid, body in self.b.undecided("counter.accept", "postage_checks"):
+        for outlet, eid, body in self.b.undecided(CHECKS.event_type, CHECKS.name):
             verdict, detail = self.check(outlet, body)
-            with self.b.lock:
-                self.b.db.execute("INSERT OR IGNORE INTO postage_checks VALUES (?,?,?,?,?)",
-                                  (outlet, eid, verdict, json.dumps(detail), self.clock()))
+            self.b.decide(CHECKS.name, {"outlet": outlet, "event": eid, "verdict": verdict,
+                                        "detail": json.dumps(detail), "at": self.clock()})
             if verdict != "ok":
                 bad += 1
                 record("postage_check_failed", outlet=outlet, event=eid, verdict=verdict, **detail)
@@ -96,15 +101,19 @@ class PostageAudit:
 
     def _issued(self, outlet: str, cite: Any, kind: str) -> pd.SignedDoc | dict[str, Any]:
         """The platform's own document a citation names, or why there is none."""
-        if not isinstance(cite, dict) or cite.get("kind") != kind or not isinstance(cite.get("version"), int):
+        version = cite.get("version") if isinstance(cite, dict) else None
+        # a version is a whole number, not JSON's true (PostgreSQL cannot compare a boolean
+        # with its bigint: the lookup would fail and stop every pass at this acceptance)
+        if not isinstance(cite, dict) or cite.get("kind") != kind or not isinstance(version, int) \
+                or isinstance(version, bool):
             return {"kind": kind, "version": "?", "why": "citation"}
-        version = cite["version"]
-        with self.b.lock:
-            row = self.b.db.execute("SELECT doc, digest FROM platform_docs WHERE kind=? AND version=?",
-                                    (kind, version)).fetchone()
+        row = self._docs.get((kind, version))
         if row is None:
-            return {"kind": kind, "version": version, "why": "never_issued"}
-        doc, digest = json.loads(row[0]), row[1]
+            found = self.b.rows(DOCS.name, {"kind": kind, "version": version})
+            if not found:
+                return {"kind": kind, "version": version, "why": "never_issued"}
+            row = self._docs[(kind, version)] = found[0]
+        doc, digest = json.loads(row["doc"]), row["digest"]
         if cite.get("digest") != digest[:16]:
             return {"kind": kind, "version": version, "why": "digest"}
         if outlet not in doc["outlets"] and "*" not in doc["outlets"]:
@@ -116,21 +125,9 @@ class PostageAudit:
         """The checks made, oldest first; ``failed_only`` leaves out the ``ok``
         ones and ``newest`` keeps only the last N (newest first then), so
         the dispatcher's page reads only the rows it shows."""
-        conds, args = [], []
-        if outlet:
-            conds.append("outlet=?")
-            args.append(outlet)
-        if failed_only:
-            conds.append("verdict != 'ok'")
-        where = ("WHERE " + " AND ".join(conds)) if conds else ""
-        order = "ORDER BY at" if newest is None else "ORDER BY at DESC, rowid DESC LIMIT ?"
-        if newest is not None:
-            args.append(newest)
-        with self.b.lock:
-            cur = self.b.db.execute(f"SELECT outlet, event, verdict, detail, at FROM postage_checks {where} "
-                                    f"{order}", args)
-            names = [c[0] for c in cur.description]
-            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-        for r in rows:
-            r["detail"] = json.loads(r["detail"])
-        return rows
+        rows = self.b.rows(CHECKS.name, {"outlet": outlet} if outlet else {},
+                           unlike={"verdict": "ok"} if failed_only else None, newest=newest)
+        if newest is None:
+            rows.sort(key=lambda r: r["at"])  # stable: checks made at one instant keep their order
+        return [{"outlet": r["outlet"], "event": r["event"], "verdict": r["verdict"],
+                 "detail": json.loads(r["detail"]), "at": r["at"]} for r in rows]

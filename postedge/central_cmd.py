@@ -11,12 +11,15 @@ add|retire|list|rotate`` the device registry (``central/registry.py``): ``add``
 registers a device and prints the key section for its config (its own key
 only: the master never leaves this folder), ``retire`` stops its key being
 issued and permits being signed for it, ``rotate`` moves it to a new key
-version (``central/keys.py`` ``rotate``). Registry commands, ``sign`` and
-``courier`` work on both backends; the rest keep their data beside the
-embedded backend's and say so on a scale-out folder. ``run`` runs the
+version (``central/keys.py`` ``rotate``). Registry commands, ``sign``,
+``courier``, ``docs``, ``point``, ``manifest`` and ``tokens`` work on both
+backends (a scale-out folder keeps the documents' key beside its master
+key); the rest keep their data beside
+the embedded backend's and say so on a scale-out folder. ``run`` runs the
 platform's duties on either (``central/duties.py``: on scale-out the
-answers to revoked devices and clerks' requests, and pickup notices with an
-SMS provider; ``contacts`` imports their numbers on either). ``sign`` signs a
+answers to revoked devices and clerks' requests, the postage audit, and
+pickup notices with an SMS provider; ``contacts`` imports their numbers on
+either). ``sign`` signs a
 command with the device's key and queues it for the outlet's gateway to
 pull. ``campaign``, ``site``, ``job`` and ``review`` are 政讯通 (``central/boards.py``): campaigns, the
 site registry, jobs signed for a handheld, and the verdicts on evidence
@@ -110,8 +113,9 @@ def _opened(args: argparse.Namespace, lang: str,
             scaleout: bool = False) -> Iterator[tuple[CentralConfig, Embedded] | None]:
     """The folder's (config, backend), closed on the way out; None when it
     cannot be opened (the reason is already printed). ``scaleout``: the
-    command needs only the registry and commands, which a scale-out folder
-    has too (the backend is then typed as the embedded one only loosely)."""
+    command needs only the registry, commands and the duty store
+    (``central/duty_store.py``), which a scale-out folder has too (the
+    backend is then typed as the embedded one only loosely)."""
     opened = _open(args, lang, scaleout)
     try:
         yield opened
@@ -504,11 +508,13 @@ def cmd_docs(args: argparse.Namespace) -> int:
     from central.documents import DocumentRefused, Documents
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
-        _, backend = opened
-        docs = Documents(backend)
+        cfg, backend = opened
+        # the embedded backend keeps the key in its data folder; a scale-out
+        # folder beside its master key (the database never holds a private key)
+        docs = Documents(backend, key_dir=None if cfg.backend == "embedded" else Path(args.dir))
         if args.action == "key":
             _say("docs.key", lang, err=True)
             keys = ", ".join(f'{k} = "{v}"' for k, v in docs.public_keys().items())
@@ -545,7 +551,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     from central.notices import without_number
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -590,7 +596,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     from central.notices import token_states
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang) as opened:
+    with _opened(args, lang, scaleout=True) as opened:
         if opened is None:
             return 2
         for parcel, state in token_states(opened[1], args.outlet).items():

@@ -208,12 +208,19 @@ class PgStore:
         with self.pool.tx() as c:
             c.execute(q, tuple(row.values()))
 
-    def rows(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
-        match = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in where)
+    def rows(self, table: str, where: dict[str, Any], unlike: dict[str, Any] | None = None,
+             newest: int | None = None) -> list[dict[str, Any]]:
+        unlike = unlike or {}
+        conds = [sql.SQL("{} = %s").format(sql.Identifier(k)) for k in where] + [
+            sql.SQL("{} IS DISTINCT FROM %s").format(sql.Identifier(k)) for k in unlike]
         q = sql.SQL("SELECT * FROM {} WHERE ").format(sql.Identifier(table)) + (
-            match if where else sql.SQL("true"))
+            sql.SQL(" AND ").join(conds) if conds else sql.SQL("true"))
+        args: tuple[Any, ...] = (*where.values(), *unlike.values())
+        if newest is not None:  # ctid: the order rows were written in, as rowid on SQLite
+            q += sql.SQL(" ORDER BY at DESC, ctid DESC LIMIT %s")
+            args += (int(newest),)
         with self.pool.tx() as c:
-            cur = c.execute(q, tuple(where.values()))
+            cur = c.execute(q, args)
             names = [d.name for d in cur.description or ()]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
@@ -236,7 +243,8 @@ class PgStore:
         return [(outlet, eid, body_of(bytes(payload))) for outlet, eid, payload in rows]
 
     def decide(self, table: str, row: dict[str, Any]) -> bool:
-        q = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (outlet, event) DO NOTHING").format(
+        # no conflict target: whatever the table's key, a row already there wins
+        q = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
             sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, row)),
             sql.SQL(", ").join(sql.Placeholder() * len(row)))
         with self.pool.tx() as c:

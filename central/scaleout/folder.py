@@ -1,7 +1,9 @@
 """A scale-out central's folder (``central/config.py`` with ``backend =
 "scaleout"``): where the cluster and the database are (``scaleout.json``,
 the JSON the workers and the MQTT front take, 0600 as it names the
-database's login), beside the master key and the certificates.
+database's login), beside the master key and the certificates (and the
+counters' documents key, ``docs.key``, made 0600 by the first ``postedge
+central docs`` command: ``central/documents.py``; never in the database).
 
 Every front process of the deployment is started on the folder
 (``postedge central run DIR``, or ``python -m central.scaleout.serve

@@ -305,6 +305,7 @@ def test_the_dispatcher_sees_acceptances_whose_postage_did_not_check_out(
     from central.documents import Documents
     from central.postage_audit import PostageAudit
     from simulator.counter_sim import BOXES, RATES, ZONES
+    from tests.central.conftest import StoreUnderTest
     from tests.central.test_postage_audit import accept, store
     from tests.zh_words import english_words
 
@@ -316,7 +317,8 @@ def test_the_dispatcher_sees_acceptances_whose_postage_did_not_check_out(
     docs.publish("tariff", {"zones": ZONES, "services": RATES})
     docs.publish("box_catalogue", {"boxes": BOXES})
     good = accept(docs)
-    ok_id, cheap_id = store(b, good, {**good, "postage_fen": good["postage_fen"] - 300})
+    ok_id, cheap_id = store(StoreUnderTest("embedded", b, lambda: None), good,
+                            {**good, "postage_fen": good["postage_fen"] - 300})
     assert PostageAudit(b).run_once() == 1
     srv, _ = front.serve(b, "127.0.0.1", 0, str(pki.server.cert), str(pki.server.key))
     ctx = chromium.new_context(viewport={"width": 1024, "height": 768}, ignore_https_errors=True)

@@ -2,7 +2,8 @@
 what it signs is what the real handheld application verifies and works from. The
 villager's delivery token and the point agent's code are made on the platform, leave it
 once, and are checked on the handheld offline from the salted hashes the manifest
-carries; the platform keeps no token or code."""
+carries; the platform keeps no token or code. Each runs on both backends (the
+``duty_store`` fixture: SQLite, and PostgreSQL on scale-out)."""
 
 from __future__ import annotations
 
@@ -13,29 +14,26 @@ from typing import Any
 
 import pytest
 
-from central.embedded import Embedded
 from central.manifests import ManifestRefused, Manifests
 from gateway.broker import free_port
 from handheld.app import HandheldApp
 from protocol import canonical, envelope
 from simulator.platform_keys import MASTER
+from tests.central.conftest import StoreUnderTest
 from tests.handheld.test_handheld_app import DEV, OUTLET, make_config
 
 P1, P2, P3 = "RB123456785GB", "EA123456785CN", "RR000000014CN"
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Manifests]:
-    b = Embedded(tmp_path / "central")
+def platform(duty_store: StoreUnderTest) -> Manifests:
+    b = duty_store.b
     b.add_outlet(OUTLET, "password-of-the-outlet")
     b.add_device(OUTLET, DEV, "handheld")
     b.add_device(OUTLET, "hh09", "handheld")
     b.retire_device(OUTLET, "hh09")
     b.add_device(OUTLET, "lk01", "locker")
-    try:
-        yield Manifests(b, MASTER)
-    finally:
-        b.close()
+    return Manifests(b, MASTER)
 
 
 @pytest.fixture
@@ -76,9 +74,8 @@ def test_the_handheld_takes_the_platforms_manifest_and_its_secrets_work(platform
     [ho] = queued(handheld, "handheld.point_handover")
     assert ho["body"]["items"] == [P2] and ho["body"]["agent"] == "陈代办"
     # the platform kept no token and no code, only salts and hashes
-    db = platform.b.db
-    dump = "\n".join(str(r) for t in ("village_points", "manifests")
-                     for r in db.execute(f"SELECT * FROM {t}"))
+    dump = "\n".join(str(r) for t in ("village_points", "manifests") for r in platform.b.rows(t, {}))
+    assert "vp-xiakou" in dump and "r-1204" in dump
     for secret in (code, *tokens.values()):
         raw = secret.removeprefix("PE-H:").replace("-", "")
         assert secret not in dump and raw not in dump

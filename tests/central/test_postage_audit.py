@@ -1,39 +1,45 @@
 """The platform re-prices every counter acceptance from the documents it cites
 (``central/postage_audit.py``): what a counter priced from the platform's own
 tariff is ``ok``; a postage a tampered box charged, a document the platform never
-issued, a box not in the catalogue or overloaded are each named, kept and counted."""
+issued, a box not in the catalogue or overloaded are each named, kept and counted.
+The audit runs on both backends (the ``duty_store`` fixture), in the duties each
+runs: every duty on the embedded one, the shared ones on scale-out."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from central.documents import Documents
-from central.duties import Duties
+from central.duties import Duties, SharedDuties
 from central.embedded import Embedded
-from central.intake import check_batch
 from common import platform_docs as pd
 from common.tariff import Tariff
-from common.uplink_codec import encode_batch
 from protocol import envelope
 from protocol.ids import format_event_id
 from simulator.counter_sim import BOXES, RATES, ZONES
 from simulator.platform_keys import MASTER
+from tests.central.conftest import StoreUnderTest
 
 SEQ = iter(range(1, 10_000))
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> tuple[Embedded, Documents]:
-    b = Embedded(tmp_path / "central")
-    b.add_outlet("o1", "password-of-o1")
-    docs = Documents(b)
+def platform(duty_store: StoreUnderTest, tmp_path: Path) -> tuple[StoreUnderTest, Documents]:
+    duty_store.b.add_outlet("o1", "password-of-o1")
+    docs = Documents(duty_store.b, key_dir=tmp_path)
     docs.publish("tariff", {"zones": ZONES, "services": RATES})
     docs.publish("box_catalogue", {"boxes": BOXES})
-    return b, docs
+    return duty_store, docs
+
+
+def duties_of(s: StoreUnderTest) -> SharedDuties:
+    """What ``postedge central run`` runs on the backend: the audit is in both."""
+    return Duties(s.b, MASTER) if s.name == "embedded" else SharedDuties(s.b, MASTER)
 
 
 def accept(docs: Documents, **change: Any) -> dict[str, Any]:
@@ -53,20 +59,23 @@ def accept(docs: Documents, **change: Any) -> dict[str, Any]:
     return body
 
 
-def store(b: Embedded, *bodies: dict[str, Any]) -> list[str]:
+def accepted(*bodies: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """``counter.accept`` events with these bodies, as the gateway's desk records them."""
     rows = []
     for body in bodies:
         eid = format_event_id("gw-o1-counter", "0000beef", next(SEQ))
         rows.append((eid, envelope.encode(envelope.make(eid, int(time.time()), "counter.accept", "custody",
                                                           body, boot=1))))
-    enc = encode_batch("o1", "bulk", rows)
-    b.store("o1", check_batch("o1", enc.id, enc.body))
-    return [eid for eid, _ in rows]
+    return rows
 
 
-def test_each_acceptance_is_priced_again_from_the_documents_it_cites(platform: tuple[Embedded, Documents]
-                                                                     ) -> None:
-    b, docs = platform
+def store(s: StoreUnderTest, *bodies: dict[str, Any]) -> list[str]:
+    return s.store("o1", *accepted(*bodies))
+
+
+def test_each_acceptance_is_priced_again_from_the_documents_it_cites(
+        platform: tuple[StoreUnderTest, Documents]) -> None:
+    s, docs = platform
     good = accept(docs)
     cases = {
         "ok": good,
@@ -79,8 +88,8 @@ def test_each_acceptance_is_priced_again_from_the_documents_it_cites(platform: t
         "no_document": {**good, "tariff": None},
         "malformed": {**good, "recipient": {"name": "李伟"}},
     }
-    ids = store(b, *cases.values())
-    duties = Duties(b, MASTER)
+    ids = store(s, *cases.values())
+    duties = duties_of(s)
     duties.run_once()
     got = {v["event"]: v["verdict"] for v in duties.postage.verdicts("o1")}
     assert [got[i] for i in ids] == [k.strip() for k in cases]
@@ -93,16 +102,16 @@ def test_each_acceptance_is_priced_again_from_the_documents_it_cites(platform: t
     assert len(duties.postage.verdicts()) == len(cases)
 
 
-def test_the_page_reads_only_the_newest_failures(platform: tuple[Embedded, Documents]) -> None:
+def test_the_page_reads_only_the_newest_failures(platform: tuple[StoreUnderTest, Documents]) -> None:
     """The dispatcher's page asks for the last N failed checks, newest first;
     the ``ok`` ones and older failures are not read at all."""
-    b, docs = platform
+    s, docs = platform
     good = accept(docs)
-    duties = Duties(b, MASTER)
+    duties = duties_of(s)
     ids = []
     for body in (good, {**good, "box": "PE-BOX-NONE"}, good, {**good, "tariff": None},
                  {**good, "postage_fen": 1}):
-        ids += store(b, body)  # one batch each: the order they reach the platform is theirs
+        ids += store(s, body)  # one batch each: the order they reach the platform is theirs
         duties.run_once()
     newest = duties.postage.verdicts(failed_only=True, newest=2)
     assert [v["event"] for v in newest] == [ids[4], ids[3]]
@@ -111,11 +120,41 @@ def test_the_page_reads_only_the_newest_failures(platform: tuple[Embedded, Docum
     assert len(duties.postage.verdicts()) == 5
 
 
-def test_undecided_lists_each_event_until_its_duty_answers_it(platform: tuple[Embedded, Documents]) -> None:
+def test_a_citation_of_version_true_is_a_finding_not_a_stopped_audit(
+        platform: tuple[StoreUnderTest, Documents]) -> None:
+    """A tampered counter citing version ``true`` of a document: SQLite took
+    it for version 1; PostgreSQL cannot compare it with its bigint, so the
+    lookup failed, the pass stopped at that acceptance on every tick, and no
+    acceptance after it was ever checked. It is a citation finding on both."""
+    s, docs = platform
+    good = accept(docs)
+    ids = store(s, {**good, "tariff": {**good["tariff"], "version": True}},
+                {**good, "catalogue": {**good["catalogue"], "version": True}}, good)
+    duties = duties_of(s)
+    duties.run_once()
+    assert duties.failures == 0
+    got = {v["event"]: (v["verdict"], v["detail"].get("why")) for v in duties.postage.verdicts("o1")}
+    assert [got.get(i) for i in ids] == [("unknown_document", "citation")] * 2 + [("ok", None)]
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[Embedded, Documents]]:
+    b = Embedded(tmp_path / "central")
+    b.add_outlet("o1", "password-of-o1")
+    docs = Documents(b)
+    docs.publish("tariff", {"zones": ZONES, "services": RATES})
+    docs.publish("box_catalogue", {"boxes": BOXES})
+    try:
+        yield b, docs
+    finally:
+        b.close()
+
+
+def test_undecided_lists_each_event_until_its_duty_answers_it(embedded: tuple[Embedded, Documents]) -> None:
     """``Embedded.undecided``: what a once-only duty has left; a body that is
     not an object reads as ``{}``; a table name is never taken from data."""
-    b, docs = platform
-    ids = store(b, accept(docs), accept(docs))
+    b, docs = embedded
+    ids = store(StoreUnderTest("embedded", b, lambda: None), accept(docs), accept(docs))
     b.db.execute("CREATE TABLE verdicts_t (outlet TEXT, event TEXT)")
     assert [e for _, e, _ in b.undecided("counter.accept", "verdicts_t")] == ids
     b.db.execute("INSERT INTO verdicts_t VALUES ('o1', ?)", (ids[0],))

@@ -233,14 +233,16 @@ class Notices:
         with_notifier = self.notifier_outlets()
         pending = sorted(self.b.rows(PENDING.name, {}), key=lambda r: (r["at"], r["outlet"], r["deposit"]))
         due = [(r["outlet"], r["deposit"], r["purpose"]) for r in pending]
-        cursors: dict[str, float] = {}
+        cursors: dict[str, float] = {}  # those that moved
         read: dict[str, set[tuple[str, str]]] = {}
         first = False
         for stream in STREAMS:
             found = self.b.rows(CURSORS.name, {"outlet": ALL, "stream": stream})
             cursor = float(found[0]["after"]) if found else None
             first = first or cursor is None
-            events, cursors[stream] = self.b.events_after(stream, cursor)
+            events, after = self.b.events_after(stream, cursor)
+            if after != cursor:
+                cursors[stream] = after
             seen, read[stream] = self._read.get(stream, set()), set()
             for outlet, eid, body in events:
                 read[stream].add((outlet, eid))

@@ -324,8 +324,32 @@ def test_a_route_that_came_before_its_deposit_is_sent_once_the_deposit_is_stored
     upload(duty_store, [d1])
     assert n.run_once() == 1
     assert n.run_once() == 0 and provider.calls == 1
-    assert store_rows(duty_store, "notice_pending") == []  # nothing left to look at
+    assert table(duty_store, "notice_pending") == []  # nothing left to look at
 
 
-def store_rows(store: StoreUnderTest, name: str) -> list[dict[str, Any]]:
-    return table(store, name)
+def test_a_store_from_before_the_cursors_sends_what_was_due_and_nothing_twice(
+        duty_store: StoreUnderTest, provider: Provider) -> None:
+    """A store whose notices an earlier version kept (no cursor, nothing
+    pending): its first pass reads everything once and sends what that
+    version would have sent next, a retry, a deposit it had not seen, a
+    queued token, and not what it sent."""
+    from central.notices import NOTICES, TOKEN_NOTICES
+
+    n = notices(duty_store, provider, notifier=False)
+    d1, d2, d3 = (deposit(i, f"RB00000{i}011CN", f"48392{i}") for i in (1, 2, 3))
+    for i in (1, 2, 3):
+        n.add_contact("o1", f"RB00000{i}011CN", f"1380000000{i}")
+    n.add_contact("o1", "RB000000097CN", "13800000009")
+    upload(duty_store, [d1, d2, d3])
+    for (eid, _), state, attempts in ((d1, "sent", 1), (d2, "retry", 1)):
+        duty_store.b.upsert(NOTICES, {"deposit": eid, "purpose": "notice", "outlet": "o1", "parcel": None,
+                                      "state": state, "attempts": attempts, "provider_id": None, "error": "",
+                                      "at": time.time()})
+    duty_store.b.upsert(TOKEN_NOTICES, {"outlet": "o1", "parcel": "RB000000097CN", "device": "hh01",
+                                        "round": "r-1", "at": time.time()})
+    assert n.run_once() == 3
+    assert n.run_once() == 0
+    assert sorted(t["to"] for t in provider.texts.values()) == ["13800000002", "13800000003", "13800000009"]
+    assert provider.calls == 3
+    attempts = {r["deposit"]: r["attempts"] for r in table(duty_store, "notices") if r["purpose"] == "notice"}
+    assert attempts == {d1[0]: 1, d2[0]: 2, d3[0]: 1}

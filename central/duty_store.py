@@ -77,8 +77,8 @@ class DutyTable:
     (no event type it answers).
 
     ``reads``: event types the duty reads in the order stored
-    (``events_after``); the store keeps an index of each, as of
-    ``event_type``, made where the table is."""
+    (``events_after``); the store keeps an index of each (made where the
+    table is), which only that type's inserts touch."""
 
     name: str
     event_type: str
@@ -191,7 +191,7 @@ class DutyStore(Registry, Protocol):
         """The events of ``event_type`` stored after ``cursor`` (None: from
         the first), oldest first, as (outlet, event id, body), and the cursor
         to ask with next time; through an index of the type (a table's
-        ``reads`` or ``event_type``). The cursor is the store's own (keep
+        ``reads``). The cursor is the store's own (keep
         it, do not compute with it). An event may be answered again on the
         next call (a store whose writers commit out of order re-reads a
         window), never skipped."""

@@ -394,7 +394,7 @@ class Embedded:
         with self.lock:
             rekey(self.db, table.name, create, list(table.key))  # a file from before that key
             self.db.executescript(create.format(t=table.name))
-            for t in ((table.event_type,) if table.event_type else ()) + table.reads:
+            for t in table.reads:
                 self.db.execute(type_index(t))
 
     def upsert(self, table: DutyTable, row: dict[str, Any], add: tuple[str, ...] = ()) -> None:

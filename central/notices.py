@@ -83,12 +83,12 @@ CONTACTS = DutyTable("contacts", "", (
 TOKEN_NOTICES = DutyTable("token_notices", "", (
     Column("outlet", "text"), Column("parcel", "text"), Column("device", "text"), Column("round", "text"),
     Column("at", "real")), key=("outlet", "parcel"))
-NOTICES = DutyTable("notices", "locker.deposit", (  # a partial index of the deposits, and of the routes
+NOTICES = DutyTable("notices", "locker.deposit", (  # indexes of the deposits and routes, which a pass reads
     Column("deposit", "text"), Column("purpose", "text"), Column("outlet", "text"),
     Column("parcel", "text", null=True), Column("state", "text"), Column("attempts", "int"),
     Column("provider_id", "text", null=True), Column("error", "text", null=True), Column("at", "real")),
     key=("outlet", "deposit", "purpose"),  # a file from before the outlet was in the key is rekeyed
-    reads=("notify.route",))
+    reads=("notify.route", "locker.deposit"))
 # Where each pass stopped reading an event type (``DutyStore.events_after``'s
 # cursor), so the next reads only what came since; outlet ``*``: every outlet.
 CURSORS = DutyTable("notice_cursors", "", (

@@ -211,7 +211,9 @@ class PgStore:
             c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
                 sql.Identifier(table.name), cols, key))
             indexes = [(f"events_{table.name}", table.event_type)] if table.event_type else []
-            indexes += [(f"events_type_{event_type_name(t)}", t) for t in table.reads]
+            # the table's own type has its index already: the same, under the table's name
+            indexes += [(f"events_type_{event_type_name(t)}", t) for t in table.reads
+                        if t != table.event_type]
             for name, event_type in indexes:
                 c.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON events (received_at) WHERE type = {}")
                           .format(sql.Identifier(name), sql.Literal(event_type)))

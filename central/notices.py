@@ -204,6 +204,7 @@ class Notices:
         # per event type, the events the last pass read: the store may answer
         # them again (its window for late commits), and they are skipped then
         self._read: dict[str, set[tuple[str, str]]] = {}
+        self._pending: set[tuple[str, str, str]] = set()  # this pass's rows of ``notice_pending``
         _schema(self.b)
 
     def add_contact(self, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
@@ -264,7 +265,7 @@ class Notices:
         return list(dict.fromkeys(due)), set(due[:len(pending)]), cursors, read, first
 
     def run_once(self) -> int:
-        due, pending, cursors, read, first = self._due()
+        due, self._pending, cursors, read, first = self._due()
         # a first pass looks at every deposit ever stored: their notices in one read, not one each
         known = ({(r["outlet"], r["deposit"], r["purpose"]): r["state"]
                   for r in self.b.rows(NOTICES.name, {})} if first else None)
@@ -276,8 +277,7 @@ class Notices:
                 notice = self._notice(outlet, deposit, purpose)
                 state = None if notice is None else notice["state"]
             if state is not None and settled(purpose, state):
-                if (outlet, deposit, purpose) in pending:  # a token queued again, a pass that died mid-way
-                    self.b.delete(PENDING, {"outlet": outlet, "deposit": deposit, "purpose": purpose})
+                self._settle(outlet, deposit, purpose)  # a token queued again, a pass that died mid-way
                 continue
             sent += self._token(outlet, deposit) if purpose == TOKEN else self._one(outlet, deposit, purpose)
         for stream, after in cursors.items():  # only now: a pass that failed reads the same events again
@@ -296,11 +296,23 @@ class Notices:
                                 "error": error[:200], "at": self.clock()}, add=("attempts",))
         if claim:
             return  # a pass that dies now reads the event again (its cursor is kept at the end)
-        key = {"outlet": outlet, "deposit": deposit, "purpose": purpose}
         if settled(purpose, state):
-            self.b.delete(PENDING, key)
+            self._settle(outlet, deposit, purpose)
         else:
-            self.b.upsert(PENDING, {**key, "at": self.clock()})
+            self._keep(outlet, deposit, purpose)
+
+    def _keep(self, outlet: str, deposit: str, purpose: str) -> None:
+        """Looked at again on the next pass (written once, not on every pass it waits)."""
+        if (outlet, deposit, purpose) not in self._pending:
+            self.b.upsert(PENDING, {"outlet": outlet, "deposit": deposit, "purpose": purpose,
+                                    "at": self.clock()})
+            self._pending.add((outlet, deposit, purpose))
+
+    def _settle(self, outlet: str, deposit: str, purpose: str) -> None:
+        """No longer looked at: its pending row goes, if it has one."""
+        if (outlet, deposit, purpose) in self._pending:
+            self.b.delete(PENDING, {"outlet": outlet, "deposit": deposit, "purpose": purpose})
+            self._pending.discard((outlet, deposit, purpose))
 
     def _notice(self, outlet: str, deposit: str, purpose: str) -> dict[str, Any] | None:
         found = self.b.rows(NOTICES.name, {"outlet": outlet, "deposit": deposit, "purpose": purpose})
@@ -310,8 +322,7 @@ class Notices:
         """A pickup notice: the code opened from the deposit's sealed box."""
         payload = self.b.event(outlet, deposit)
         if payload is None:  # the route came before its deposit: next pass
-            self.b.upsert(PENDING, {"outlet": outlet, "deposit": deposit, "purpose": purpose,
-                                    "at": self.clock()})
+            self._keep(outlet, deposit, purpose)
             return 0
         env: dict[str, Any] = json.loads(payload)
         body = env.get("body", {})

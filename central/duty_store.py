@@ -34,7 +34,14 @@ may also:
   for the columns named ``add``, added to: a count of attempts);
 - ``rows``: a table's rows whose columns equal some values (and, for a
   page, differ from others), or only the newest few of them by ``at``;
+- ``delete``: remove one row by its key (a notice no longer pending);
 - ``events_of``: every event of a type, oldest first;
+- ``events_after``: the events of a type stored after a cursor the store
+  handed out, and the next cursor, through an index of that type's events
+  (``DutyTable.reads``), so a pass reads what is new, not every event ever
+  stored; where writers can commit out of order (several scale-out workers)
+  the answer starts a window before the cursor again, so an event committed
+  late is still read, and the duty skips what it handled already;
 - ``event``: one event's stored envelope.
 
 A table's columns are declared once here, in a small vocabulary both
@@ -44,6 +51,7 @@ databases render (``text``, ``int``, ``real``), so the duty carries no SQL.
 from __future__ import annotations
 
 import json
+import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -71,12 +79,17 @@ class DutyTable:
     columns are text or int and not null (most start with ``outlet``; the
     platform's own documents are keyed by kind and version, no outlet's);
     it then needs no ``event`` or ``at``, and ``event_type`` may be ``""``
-    (no event type it answers)."""
+    (no event type it answers).
+
+    ``reads``: event types the duty reads in the order stored
+    (``events_after``); the store keeps an index of each (made where the
+    table is), which only that type's inserts touch."""
 
     name: str
     event_type: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ("outlet", "event")
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -94,6 +107,18 @@ class DutyTable:
         for need in [Column(k, "text") for k in self.key if k in ("outlet", "event")] + needs:
             if have.get(need.name) != need:
                 raise ValueError(f"{self.name}: needs the column {need!r}")
+        for t in self.reads:
+            event_type_name(t)
+
+
+def event_type_name(event_type: str) -> str:
+    """``event_type`` as part of an index's name (``locker.deposit`` ->
+    ``locker_deposit``); ValueError for anything but a plain event type, so
+    a type may be written into SQL as a literal (a partial index is used
+    only by a query that names its type as one)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*", event_type):
+        raise ValueError(f"not an event type: {event_type!r}")
+    return event_type.replace(".", "_")
 
 
 def identifier(name: str) -> str:
@@ -166,8 +191,23 @@ class DutyStore(Registry, Protocol):
         reads only the rows it shows."""
         ...
 
+    def delete(self, table: DutyTable, key: dict[str, Any]) -> None:
+        """Remove the row whose key is ``key`` (every column of ``table.key``), if any."""
+        ...
+
     def events_of(self, event_type: str) -> list[tuple[str, str, dict[str, Any]]]:
         """Every event of ``event_type``, oldest first: (outlet, event id, body)."""
+        ...
+
+    def events_after(self, event_type: str, cursor: float | None
+                     ) -> tuple[list[tuple[str, str, dict[str, Any]]], float]:
+        """The events of ``event_type`` stored after ``cursor`` (None: from
+        the first), oldest first, as (outlet, event id, body), and the cursor
+        to ask with next time; through an index of the type (a table's
+        ``reads``). The cursor is the store's own (keep
+        it, do not compute with it). An event may be answered again on the
+        next call (a store whose writers commit out of order re-reads a
+        window), never skipped."""
         ...
 
     def event(self, outlet: str, event_id: str) -> bytes | None:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
-from central.duty_store import DutyTable, body_of, columns_of, identifier
+from central.duty_store import DutyTable, body_of, columns_of, event_type_name, identifier
 from central.intake import Checked
 from central.registry import device_row, mqtt_hash, outlet_row
 from common import clock
@@ -90,6 +90,22 @@ CREATE TABLE IF NOT EXISTS photo_reviews (
 
 
 SQLITE_TYPES = {"text": "TEXT", "int": "INTEGER", "real": "REAL"}  # a DutyTable's columns
+
+
+def type_index(event_type: str) -> str:
+    """A partial index of one type's events in the order stored (the rowid
+    is every index's last column), which ``events_after`` reads by; other
+    events' inserts do not touch it."""
+    return (f"CREATE INDEX IF NOT EXISTS events_type_{event_type_name(event_type)} ON events (type) "
+            f"WHERE type = '{event_type}'")
+
+
+def events_after_sql(event_type: str) -> str:
+    """``events_after``'s query (one parameter: the rowid after which), the
+    type a literal so that its partial index (``type_index``) serves it."""
+    event_type_name(event_type)  # a plain event type, safe as a literal
+    return (f"SELECT rowid, outlet, id, payload FROM events WHERE type = '{event_type}' AND rowid > ? "
+            "ORDER BY rowid")
 
 
 def primary_key(db: sqlite3.Connection, table: str) -> list[str]:
@@ -378,6 +394,8 @@ class Embedded:
         with self.lock:
             rekey(self.db, table.name, create, list(table.key))  # a file from before that key
             self.db.executescript(create.format(t=table.name))
+            for t in table.reads:
+                self.db.execute(type_index(t))
 
     def upsert(self, table: DutyTable, row: dict[str, Any], add: tuple[str, ...] = ()) -> None:
         cols = columns_of(row)
@@ -402,6 +420,24 @@ class Embedded:
             cur = self.db.execute(f"SELECT * FROM {identifier(table)} WHERE {match}", args)
             names = [c[0] for c in cur.description]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def delete(self, table: DutyTable, key: dict[str, Any]) -> None:
+        if set(key) != set(table.key):
+            raise ValueError(f"{table.name}: a key is {table.key}")
+        match = " AND ".join(f"{c}=?" for c in columns_of(key))
+        with self.lock:
+            self.db.execute(f"DELETE FROM {identifier(table.name)} WHERE {match}", tuple(key.values()))
+
+    def events_after(self, event_type: str, cursor: float | None
+                     ) -> tuple[list[tuple[str, str, dict[str, Any]]], float]:
+        """The cursor is the last rowid read: one writer connection, under
+        the lock until it commits, so rows become visible in rowid order
+        and none can appear behind the cursor."""
+        after = 0 if cursor is None else int(cursor)
+        with self.lock:
+            rows = self.db.execute(events_after_sql(event_type), (after,)).fetchall()
+        return ([(outlet, eid, body_of(payload)) for _, outlet, eid, payload in rows],
+                float(rows[-1][0] if rows else after))
 
     def events_of(self, event_type: str) -> list[tuple[str, str, dict[str, Any]]]:
         with self.lock:

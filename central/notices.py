@@ -33,10 +33,24 @@ once, shown by ``token_states`` and looked at again on every pass (a
 contacts import may come after the manifest).
 
 Every table here is kept through ``central/duty_store.py`` (``upsert``,
-``rows``, ``events_of``, ``event``), never by SQL of its own, so the duty
-runs on either backend: SQLite beside the embedded one's events, or
-PostgreSQL on scale-out, where several fronts may run it and one pass at a
-time (``duties_turn``) keeps a claimed notice from being sent by another.
+``rows``, ``delete``, ``events_after``, ``event``), never by SQL of its own,
+so the duty runs on either backend: SQLite beside the embedded one's
+events, or PostgreSQL on scale-out, where several fronts may run it and one
+pass at a time (``duties_turn``) keeps a claimed notice from being sent by
+another.
+
+A pass reads only what is new, so its cost follows the traffic, not every
+deposit ever stored: the events stored since the last pass
+(``events_after``, through an index of each type, from a cursor kept in
+``notice_cursors`` once a pass is done, so a pass that failed reads the
+same events again), and the notices still pending (``notice_pending``: a
+retry, a route that came before its deposit, a delivery token queued or
+without a number yet), a row of which goes once its notice is settled. On
+PostgreSQL several workers commit out of order, so the store re-reads a
+window behind its cursor; an event read again is skipped (remembered from
+the last pass, or its notice found settled), an event committed late is
+read then. A first pass (a store from before the cursors) reads every
+event and queued token once.
 """
 
 from __future__ import annotations
@@ -69,12 +83,25 @@ CONTACTS = DutyTable("contacts", "", (
 TOKEN_NOTICES = DutyTable("token_notices", "", (
     Column("outlet", "text"), Column("parcel", "text"), Column("device", "text"), Column("round", "text"),
     Column("at", "real")), key=("outlet", "parcel"))
-NOTICES = DutyTable("notices", "locker.deposit", (  # on PostgreSQL, a partial index of the deposits
+NOTICES = DutyTable("notices", "locker.deposit", (  # indexes of the deposits and routes, which a pass reads
     Column("deposit", "text"), Column("purpose", "text"), Column("outlet", "text"),
     Column("parcel", "text", null=True), Column("state", "text"), Column("attempts", "int"),
     Column("provider_id", "text", null=True), Column("error", "text", null=True), Column("at", "real")),
-    key=("outlet", "deposit", "purpose"))  # a file from before the outlet was in the key is rekeyed
+    key=("outlet", "deposit", "purpose"),  # a file from before the outlet was in the key is rekeyed
+    reads=("notify.route", "locker.deposit"))
+# Where each pass stopped reading an event type (``DutyStore.events_after``'s
+# cursor), so the next reads only what came since; outlet ``*``: every outlet.
+CURSORS = DutyTable("notice_cursors", "", (
+    Column("outlet", "text"), Column("stream", "text"), Column("after", "real")), key=("outlet", "stream"))
+# The notices a pass must look at again, and only those: a retry, a route
+# that came before its deposit, a delivery token queued or still without a
+# number. A row goes when its notice is settled, so this stays small.
+PENDING = DutyTable("notice_pending", "", (
+    Column("outlet", "text"), Column("deposit", "text"), Column("purpose", "text"), Column("at", "real")),
+    key=("outlet", "deposit", "purpose"))
 TOKEN = "token"  # the purpose of a delivery token's notice; its ``deposit`` column holds the parcel
+STREAMS = ("notify.route", "locker.deposit")  # the event types a pass reads, in this order
+ALL = "*"  # the cursors' outlet: one cursor per type for every outlet
 
 
 _made: weakref.WeakSet[Any] = weakref.WeakSet()  # the stores whose tables are made (once per store)
@@ -84,7 +111,7 @@ def _schema(store: DutyStore) -> None:
     """The tables, once per opened store: a contacts import upserts row by row."""
     if store in _made:
         return
-    for table in (CONTACTS, TOKEN_NOTICES, NOTICES):
+    for table in (CONTACTS, TOKEN_NOTICES, NOTICES, CURSORS, PENDING):
         store.duty_table(table)
     _made.add(store)
 
@@ -101,8 +128,10 @@ def queue_tokens(store: DutyStore, outlet: str, device: str, round_id: str, parc
     the parcels that have no number yet, for the operator to be told."""
     _schema(store)
     for p in parcels:
+        now = time.time()
         store.upsert(TOKEN_NOTICES, {"outlet": outlet, "parcel": p, "device": device, "round": round_id,
-                                     "at": time.time()})
+                                     "at": now})
+        store.upsert(PENDING, {"outlet": outlet, "deposit": p, "purpose": TOKEN, "at": now})
     return without_number(store, outlet, parcels)
 
 
@@ -120,6 +149,12 @@ def token_states(store: DutyStore, outlet: str) -> dict[str, str]:
     state = {r["deposit"]: r["state"] for r in store.rows(NOTICES.name, {"outlet": outlet, "purpose": TOKEN})}
     queued = sorted(r["parcel"] for r in store.rows(TOKEN_NOTICES.name, {"outlet": outlet}))
     return {p: state.get(p, "queued") for p in queued}
+
+
+def settled(purpose: str, state: str) -> bool:
+    """A notice no pass looks at again: anything but a retry, and for a
+    delivery token anything but a missing number either."""
+    return state != "retry" and not (purpose == TOKEN and state == "no_contact")
 
 
 class SmsError(Exception):
@@ -166,6 +201,10 @@ class Notices:
         self.provider = provider
         self.notifier_outlets = notifier_outlets
         self.clock = clock
+        # per event type, the events the last pass read: the store may answer
+        # them again (its window for late commits), and they are skipped then
+        self._read: dict[str, set[tuple[str, str]]] = {}
+        self._pending: set[tuple[str, str, str]] = set()  # this pass's rows of ``notice_pending``
         _schema(self.b)
 
     def add_contact(self, outlet: str, parcel: str, phone: str, lang: str = "zh") -> None:
@@ -177,42 +216,103 @@ class Notices:
         return {r["deposit"]: r["state"] for r in self.b.rows(NOTICES.name, {"outlet": outlet,
                                                                               "purpose": purpose})}
 
-    def _due(self) -> list[tuple[str, str, str]]:
-        """(outlet, deposit id or parcel, purpose) not yet sent or given up: the
-        pickup notices the events call for, then the delivery tokens queued by
-        issued manifests (a token without a number yet is looked at again on
-        every pass, so a contacts import after the manifest still sends it)."""
+    def _due(self) -> tuple[list[tuple[str, str, str]], set[tuple[str, str, str]], dict[str, float],
+                            dict[str, set[tuple[str, str]]], bool]:
+        """(outlet, deposit id or parcel, purpose) to look at in this pass,
+        those of them pending, the cursors to keep once it is done, the
+        events read (the next read may answer them again: they are skipped
+        then), and whether this was a first pass.
+
+        What to look at: the pending notices (retries, routes before their
+        deposits, delivery tokens; a token without a number is looked at
+        again on every pass, so a contacts import after the manifest still
+        sends it), then the pickup notices the events stored since the last
+        pass call for. Only those events are read (``events_after``, by an
+        index), never every deposit ever stored. A first pass (no cursor
+        yet, or a store from before them) reads every event and every
+        queued token once."""
         with_notifier = self.notifier_outlets()
-        due: list[tuple[str, str, str]] = []
-        for outlet, _, body in self.b.events_of("notify.route"):
-            if outlet not in with_notifier:
-                continue
-            purpose = str(body.get("purpose", "notice"))
-            # a gateway routes pickup notices only: a delivery token's text is the manifest's to ask for
-            if body.get("by") == "platform" and isinstance(body.get("event"), str) and purpose != TOKEN:
-                due.append((outlet, body["event"], purpose))
-        for outlet, eid, _ in self.b.events_of("locker.deposit"):
-            if outlet not in with_notifier:
-                due.append((outlet, eid, "notice"))
-        tokens = sorted(self.b.rows(TOKEN_NOTICES.name, {}),
-                        key=lambda r: (r["at"], r["outlet"], r["parcel"]))
-        due += [(r["outlet"], r["parcel"], TOKEN) for r in tokens]
-        done = {(r["outlet"], r["deposit"], r["purpose"]) for r in self.b.rows(NOTICES.name, {})
-                if r["state"] != "retry" and not (r["purpose"] == TOKEN and r["state"] == "no_contact")}
-        return [d for d in due if d not in done]
+        pending = sorted(self.b.rows(PENDING.name, {}), key=lambda r: (r["at"], r["outlet"], r["deposit"]))
+        due = [(r["outlet"], r["deposit"], r["purpose"]) for r in pending]
+        cursors: dict[str, float] = {}  # those that moved
+        read: dict[str, set[tuple[str, str]]] = {}
+        first = False
+        for stream in STREAMS:
+            found = self.b.rows(CURSORS.name, {"outlet": ALL, "stream": stream})
+            cursor = float(found[0]["after"]) if found else None
+            first = first or cursor is None
+            events, after = self.b.events_after(stream, cursor)
+            if after != cursor:
+                cursors[stream] = after
+            seen, read[stream] = self._read.get(stream, set()), set()
+            for outlet, eid, body in events:
+                read[stream].add((outlet, eid))
+                if (outlet, eid) in seen:
+                    continue  # answered by an earlier pass: read again in the store's window
+                if stream == "locker.deposit":
+                    if outlet not in with_notifier:
+                        due.append((outlet, eid, "notice"))
+                    continue
+                purpose = str(body.get("purpose", "notice"))
+                # a gateway routes pickup notices only: a delivery token's text is the manifest's to ask for
+                if (outlet in with_notifier and body.get("by") == "platform"
+                        and isinstance(body.get("event"), str) and purpose != TOKEN):
+                    due.append((outlet, body["event"], purpose))
+        if first:
+            tokens = sorted(self.b.rows(TOKEN_NOTICES.name, {}),
+                            key=lambda r: (r["at"], r["outlet"], r["parcel"]))
+            due += [(r["outlet"], r["parcel"], TOKEN) for r in tokens]
+        return list(dict.fromkeys(due)), set(due[:len(pending)]), cursors, read, first
 
     def run_once(self) -> int:
+        due, self._pending, cursors, read, first = self._due()
+        # a first pass looks at every deposit ever stored: their notices in one read, not one each
+        known = ({(r["outlet"], r["deposit"], r["purpose"]): r["state"]
+                  for r in self.b.rows(NOTICES.name, {})} if first else None)
         sent = 0
-        for outlet, deposit, purpose in self._due():
+        for outlet, deposit, purpose in due:
+            if known is not None:
+                state = known.get((outlet, deposit, purpose))
+            else:
+                notice = self._notice(outlet, deposit, purpose)
+                state = None if notice is None else notice["state"]
+            if state is not None and settled(purpose, state):
+                self._settle(outlet, deposit, purpose)  # a token queued again, a pass that died mid-way
+                continue
             sent += self._token(outlet, deposit) if purpose == TOKEN else self._one(outlet, deposit, purpose)
+        for stream, after in cursors.items():  # only now: a pass that failed reads the same events again
+            self.b.upsert(CURSORS, {"outlet": ALL, "stream": stream, "after": after})
+        self._read = read
         return sent
 
     def _mark(self, deposit: str, purpose: str, outlet: str, parcel: str | None, state: str,
-              error: str = "", provider_id: str | None = None, attempt: bool = False) -> None:
+              error: str = "", provider_id: str | None = None, attempt: bool = False,
+              claim: bool = False) -> None:
+        """Record a notice's state; unless it is the claim before the
+        provider's call, keep it pending (or not) by that state."""
         parcel = None if parcel is None else str(parcel)  # as the deposit named it, kept as text
         self.b.upsert(NOTICES, {"deposit": deposit, "purpose": purpose, "outlet": outlet, "parcel": parcel,
                                 "state": state, "attempts": int(attempt), "provider_id": provider_id,
                                 "error": error[:200], "at": self.clock()}, add=("attempts",))
+        if claim:
+            return  # a pass that dies now reads the event again (its cursor is kept at the end)
+        if settled(purpose, state):
+            self._settle(outlet, deposit, purpose)
+        else:
+            self._keep(outlet, deposit, purpose)
+
+    def _keep(self, outlet: str, deposit: str, purpose: str) -> None:
+        """Looked at again on the next pass (written once, not on every pass it waits)."""
+        if (outlet, deposit, purpose) not in self._pending:
+            self.b.upsert(PENDING, {"outlet": outlet, "deposit": deposit, "purpose": purpose,
+                                    "at": self.clock()})
+            self._pending.add((outlet, deposit, purpose))
+
+    def _settle(self, outlet: str, deposit: str, purpose: str) -> None:
+        """No longer looked at: its pending row goes, if it has one."""
+        if (outlet, deposit, purpose) in self._pending:
+            self.b.delete(PENDING, {"outlet": outlet, "deposit": deposit, "purpose": purpose})
+            self._pending.discard((outlet, deposit, purpose))
 
     def _notice(self, outlet: str, deposit: str, purpose: str) -> dict[str, Any] | None:
         found = self.b.rows(NOTICES.name, {"outlet": outlet, "deposit": deposit, "purpose": purpose})
@@ -221,8 +321,9 @@ class Notices:
     def _one(self, outlet: str, deposit: str, purpose: str) -> int:
         """A pickup notice: the code opened from the deposit's sealed box."""
         payload = self.b.event(outlet, deposit)
-        if payload is None:
-            return 0  # the route came before its deposit: next pass
+        if payload is None:  # the route came before its deposit: next pass
+            self._keep(outlet, deposit, purpose)
+            return 0
         env: dict[str, Any] = json.loads(payload)
         body = env.get("body", {})
         parcel = body.get("parcel")
@@ -271,7 +372,7 @@ class Notices:
         if known is not None and known["attempts"] >= MAX_ATTEMPTS:
             self._mark(deposit, purpose, outlet, parcel, "failed", error="attempts used up")
             return 0
-        self._mark(deposit, purpose, outlet, parcel, "retry", attempt=True)  # claimed before the call
+        self._mark(deposit, purpose, outlet, parcel, "retry", attempt=True, claim=True)  # before the call
         ref = f"{outlet}/{deposit}/{purpose}"  # the provider deduplicates by it: the outlet too
         try:
             pid = self.provider.send(phone, text, ref)

@@ -27,7 +27,7 @@ from nats.js.client import JetStreamContext
 from psycopg import sql
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
-from central.duty_store import DutyTable, body_of
+from central.duty_store import DutyTable, body_of, event_type_name
 from central.intake import Checked
 from central.registry import device_row, mqtt_hash, outlet_row
 from central.scaleout import log as jlog
@@ -37,6 +37,23 @@ from central.scaleout.config import ScaleOutConfig
 from central.scaleout.pg import Pool
 from central.scaleout.schema import DUTIES_LOCK, MIGRATE, PG_TYPES, SCHEMA, SCHEMA_LOCK
 from common.session import PasswordCache, hash_password
+
+# How far behind the newest event ``events_after`` reads again. A worker
+# stamps ``received_at`` on its own clock before its transaction, and
+# several workers commit at once, so a row can become visible after a
+# newer-stamped one was read: by up to a write transaction's time plus the
+# workers' clock skew, which this bounds with a wide margin. The re-read
+# rows are few (a window's worth) and the duty skips those it handled.
+LATE_S = 120.0
+
+
+def events_after_query(event_type: str, after: float) -> sql.Composed:
+    """``events_after``'s query: the type and the bound as literals, so the
+    planner sees the narrow range and the type's partial index serves it
+    (``PgStore.duty_table``: ``event_type`` or ``reads``)."""
+    event_type_name(event_type)
+    return sql.SQL("SELECT received_at, outlet, id, payload FROM events WHERE type = {} AND received_at > {} "
+                   "ORDER BY received_at, ctid").format(sql.Literal(event_type), sql.Literal(after))
 
 
 class PgStore:
@@ -193,9 +210,13 @@ class PgStore:
             c.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")  # one schema creator at a time
             c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
                 sql.Identifier(table.name), cols, key))
-            if table.event_type:
+            indexes = [(f"events_{table.name}", table.event_type)] if table.event_type else []
+            # the table's own type has its index already: the same, under the table's name
+            indexes += [(f"events_type_{event_type_name(t)}", t) for t in table.reads
+                        if t != table.event_type]
+            for name, event_type in indexes:
                 c.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON events (received_at) WHERE type = {}")
-                          .format(sql.Identifier(f"events_{table.name}"), sql.Literal(table.event_type)))
+                          .format(sql.Identifier(name), sql.Literal(event_type)))
 
     def upsert(self, table: DutyTable, row: dict[str, Any], add: tuple[str, ...] = ()) -> None:
         t = sql.Identifier(table.name)
@@ -223,6 +244,27 @@ class PgStore:
             cur = c.execute(q, args)
             names = [d.name for d in cur.description or ()]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def delete(self, table: DutyTable, key: dict[str, Any]) -> None:
+        if set(key) != set(table.key):
+            raise ValueError(f"{table.name}: a key is {table.key}")
+        match = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key)
+        with self.pool.tx() as c:
+            c.execute(sql.SQL("DELETE FROM {} WHERE ").format(sql.Identifier(table.name)) + match,
+                      tuple(key.values()))
+
+    def events_after(self, event_type: str, cursor: float | None
+                     ) -> tuple[list[tuple[str, str, dict[str, Any]]], float]:
+        """The cursor is a ``received_at`` below which every row is taken to
+        be visible: the newest read (or now, if the workers' clocks run
+        ahead) less ``LATE_S``, so the next call reads that window again
+        and finds a row committed after newer ones were read."""
+        after = 0.0 if cursor is None else cursor
+        with self.pool.tx() as c:
+            rows = c.execute(events_after_query(event_type, after)).fetchall()
+        if rows:
+            after = max(after, min(float(rows[-1][0]), time.time()) - LATE_S)
+        return [(outlet, eid, body_of(bytes(payload))) for _, outlet, eid, payload in rows], after
 
     def events_of(self, event_type: str) -> list[tuple[str, str, dict[str, Any]]]:
         # a literal, as in ``undecided``: a duty table's partial index of the type may serve it

@@ -6,7 +6,9 @@ quarantined events ``ON CONFLICT (outlet, id) DO NOTHING``, so a redelivered
 message is harmless; the outlet is in the key because device names, and so
 event ids, repeat from outlet to outlet), commits, and only then acks the
 messages. A worker creates (or upgrades, ``schema.MIGRATE``) the tables
-before it writes, as a front does, so the order they start in does not matter. A worker killed
+before it writes, as a front does, so the order they start in does not matter,
+and waits for the database when it is down (at start, or after a write
+failed), with a bounded backoff that it logs and counts. A worker killed
 before its ack leaves the messages to JetStream, which hands them to another
 (or the restarted) worker after ``ack_wait``. Add workers to write faster;
 they share the consumer's messages between them. Inside one worker, two
@@ -54,6 +56,11 @@ TEXT = beside(__file__)
 
 FETCH = 64  # messages per transaction at most
 LANES = 2  # fetch/write loops per worker (see Worker._lane)
+# Waiting for the database (``Worker._db``): the first retry soon, then
+# doubling up to the cap, so a database down for upkeep is not hammered
+# and one that comes back is found within the cap.
+WAIT_FIRST_S = 0.2
+WAIT_MAX_S = 5.0
 
 
 @dataclass
@@ -64,6 +71,7 @@ class Stats:
     quarantined: int = 0
     parked: int = 0  # messages that were not batch records (terminated, counted)
     retries: int = 0
+    db_waits: int = 0  # tries that found the database unavailable (at start or after a failed write)
 
 
 class Worker:
@@ -78,15 +86,38 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _db(self) -> psycopg.AsyncConnection:
+    async def _db(self, make_tables: bool = False) -> psycopg.AsyncConnection:
+        """A connection to the database, waited for: a worker started (or
+        left) while PostgreSQL is down for upkeep or restarting keeps trying,
+        with a bounded backoff, logged and counted (``Stats.db_waits``),
+        and consumes once it is back; the log keeps the messages meanwhile.
+        ``make_tables``: create (or upgrade) the tables first, which a
+        database going away mid-way fails too and is tried again the same way.
+        Raises only when the worker is told to stop while it waits."""
+        delay = WAIT_FIRST_S
         while True:
+            db: psycopg.AsyncConnection | None = None
             try:
-                return await psycopg.AsyncConnection.connect(self.cfg.pg, autocommit=True, connect_timeout=5)
+                db = await psycopg.AsyncConnection.connect(self.cfg.pg, autocommit=True, connect_timeout=5)
+                if make_tables:
+                    async with db.transaction():
+                        await db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+                        await db.execute(SCHEMA)
+                        await db.execute(MIGRATE)
+                return db
             except psycopg.OperationalError as e:
+                if db is not None:
+                    await db.close()
                 if self._stop.is_set():
                     raise
-                log.warning("%s: database unavailable: %s", self.name, e)
-                await asyncio.sleep(0.5)
+                self.stats.db_waits += 1
+                log.warning("%s: database unavailable (try %d), next try in %.1fs: %s", self.name,
+                            self.stats.db_waits, delay, str(e).strip().splitlines()[0] if str(e) else e)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, WAIT_MAX_S)
 
     async def run(self) -> None:
         nc = await jlog.connect(self.cfg, f"central-{self.name}")
@@ -102,7 +133,8 @@ class Worker:
                 for t in tasks:
                     if t.done():
                         t.result()  # a lane that failed to start fails the worker
-            self.ready.set()
+            if not self._stop.is_set():  # not stopped while it waited for the database
+                self.ready.set()
             await asyncio.gather(*tasks)
         finally:
             await nc.close()
@@ -113,11 +145,13 @@ class Worker:
         lane's commit wait overlaps another's fetch: with live traffic a
         fetch brings few messages and a lone loop waits on commits."""
         sub = await js.pull_subscribe_bind(durable=self.cfg.durable, stream=self.cfg.stream)
-        db = await self._db()
-        async with db.transaction():
-            await db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
-            await db.execute(SCHEMA)
-            await db.execute(MIGRATE)
+        try:
+            db = await self._db(make_tables=True)
+        except psycopg.OperationalError:
+            if self._stop.is_set():  # told to stop while it waited: nothing was fetched
+                await sub.unsubscribe()
+                return
+            raise
         ready.set()
         try:
             while not self._stop.is_set():
@@ -144,7 +178,10 @@ class Worker:
                         except nats.errors.Error:
                             pass
                     await db.close()
-                    db = await self._db()
+                    try:
+                        db = await self._db()
+                    except psycopg.OperationalError:
+                        return  # told to stop while it waited: the messages went back
                     continue
                 for m in msgs:
                     try:

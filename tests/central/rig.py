@@ -237,6 +237,11 @@ class Postgres:
         while any(Path(f"/proc/{pid}").exists() for pid in kids) and time.monotonic() < end:
             time.sleep(0.05)
 
+    def halt(self) -> None:
+        """Stop the server (a fast, clean shutdown), keeping its data folder
+        and port for ``start_server``: a database that is down for upkeep."""
+        _stop(self.proc, signal.SIGINT)
+
     def dsn(self, db: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={db}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,3 +172,184 @@ def test_a_notice_gives_up_after_its_attempts(duty_store: StoreUnderTest, provid
     assert provider.calls == MAX_ATTEMPTS
     [row] = table(duty_store, "notices")
     assert row["state"] == "failed" and row["attempts"] == MAX_ATTEMPTS
+
+
+class Counting:
+    """The store a duty is given, counting every row it hands back: events
+    (``events_after``, ``events_of``), table rows (``rows``) and envelopes
+    (``event``), so a test sees what one pass read."""
+
+    def __init__(self, b: Any) -> None:
+        self.b = b
+        self.read = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.b, name)
+
+    def events_after(self, event_type: str, cursor: float | None) -> Any:
+        events, after = self.b.events_after(event_type, cursor)
+        self.read += len(events)
+        return events, after
+
+    def events_of(self, event_type: str) -> Any:
+        events = self.b.events_of(event_type)
+        self.read += len(events)
+        return events
+
+    def rows(self, table: str, where: dict[str, Any]) -> Any:
+        rows = self.b.rows(table, where)
+        self.read += len(rows)
+        return rows
+
+    def event(self, outlet: str, event_id: str) -> Any:
+        payload = self.b.event(outlet, event_id)
+        self.read += payload is not None
+        return payload
+
+
+def _sql(store: StoreUnderTest, q: Any, *args: Any) -> list[Any]:
+    """One statement on the store's own database (SQLite or PostgreSQL)."""
+    if store.name == "embedded":
+        with store.b.lock:
+            return list(store.b.db.execute(q.replace("%s", "?"), args).fetchall())
+    with store.b.pool.tx() as c:
+        cur = c.execute(q, args)
+        return list(cur.fetchall()) if cur.description else []
+
+
+def test_a_pass_reads_the_deposits_stored_since_the_last_and_not_the_old_handled_ones(
+        duty_store: StoreUnderTest, provider: Provider) -> None:
+    from tests.central.test_contract import events
+
+    old = 600 if duty_store.name == "embedded" else 300
+    for start in range(1, old + 1, 100):  # deposits of an earlier hour, every notice decided (no number)
+        upload(duty_store, events("lk02", 100, start=start))
+    _sql(duty_store, "UPDATE events SET received_at = received_at - 3600")
+    counting = Counting(duty_store.b)
+    n = Notices(counting, MASTER, HttpSms(provider.url, "tok"), set)
+    n.add_contact("o1", "RB000000011CN", "13800000001")
+    n.add_contact("o1", "RB000000025CN", "13800000002")
+    assert n.run_once() == 0 and counting.read >= old  # the first pass reads them all, once
+    upload(duty_store, [deposit(1, "RB000000011CN", "483920")])
+    assert n.run_once() == 1
+    upload(duty_store, [deposit(2, "RB000000025CN", "105577")])
+    counting.read = 0
+    assert n.run_once() == 1
+    # the new deposit, its contact and notice, the window's one: never the old ones
+    assert counting.read < 12, counting.read
+    assert len(provider.texts) == 2 and provider.calls == 2
+    # and the store reads them by an index of the deposits, not the whole event log
+    if duty_store.name == "embedded":
+        from central.embedded import events_after_sql
+
+        plan = " ".join(str(r[-1]) for r in _sql(duty_store, "EXPLAIN QUERY PLAN "
+                                                 + events_after_sql("locker.deposit"), old))
+        assert "INDEX events_type_locker_deposit" in plan, plan
+    else:
+        from central.scaleout.backend import events_after_query
+
+        with duty_store.b.pool.tx() as c:
+            q = events_after_query("locker.deposit", time.time() - 600).as_string(c)
+            [[[doc]]] = [c.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + q).fetchall()]
+            doc = doc[0] if isinstance(doc, list) else doc
+        scans = []
+
+        def walk(node: dict[str, Any]) -> None:
+            scans.append(node)
+            for child in node.get("Plans", []):
+                walk(child)
+
+        walk(doc["Plan"])
+        [scan] = [s for s in scans if s.get("Relation Name") == "events"]
+        assert scan["Node Type"] in ("Index Scan", "Bitmap Heap Scan") and scan["Actual Rows"] == 2, scan
+        assert scan.get("Rows Removed by Filter", 0) == 0, scan
+
+
+def _late(store: StoreUnderTest, row: tuple[str, bytes], stamped: float) -> Any:
+    """Store ``row`` as a writer that stamped it at ``stamped`` and has not
+    committed yet; the commit, to call once newer rows were read. On
+    PostgreSQL a real open transaction of a second connection (what an
+    ingest worker's is while another commits); on SQLite, whose one writer
+    commits in order, the row is written at the call, stamped in the past."""
+    from central.intake import check_batch
+    from common.uplink_codec import encode_batch
+
+    enc = encode_batch("o1", "bulk", [row])
+    [e] = check_batch("o1", enc.id, enc.body).good
+    values = (e.id, "o1", e.device, e.type, e.cls, e.ts, e.payload, enc.id, stamped)
+    insert = ("INSERT INTO events (id, outlet, device, type, cls, ts, payload, batch, received_at) "
+              "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+    if store.name == "embedded":
+        return lambda: _sql(store, insert, *values)
+    import psycopg
+
+    conn = psycopg.connect(store.b.cfg.pg)  # not autocommit: the transaction stays open
+    conn.execute(insert, values)
+
+    def commit() -> None:
+        conn.commit()
+        conn.close()
+
+    return commit
+
+
+def test_a_deposit_committed_after_newer_ones_were_read_is_still_texted_once(
+        duty_store: StoreUnderTest, provider: Provider) -> None:
+    n = notices(duty_store, provider, notifier=False)
+    n.add_contact("o1", "RB000000011CN", "13800000001")
+    n.add_contact("o1", "RB000000025CN", "13800000002")
+    n.add_contact("o1", "RB000000039CN", "13800000003")
+    commit = _late(duty_store, deposit(1, "RB000000011CN", "483920"), time.time())
+    time.sleep(0.05)
+    upload(duty_store, [deposit(2, "RB000000025CN", "105577")])  # stamped after the first, visible before it
+    assert n.run_once() == 1
+    upload(duty_store, [deposit(3, "RB000000039CN", "300001")])
+    assert n.run_once() == 1  # the cursor is past the second and the third now
+    commit()
+    assert n.run_once() == 1  # the first, committed late, is still read
+    assert n.run_once() == 0
+    # a restarted duty (nothing remembered but the store) sends nothing twice
+    assert notices(duty_store, provider, notifier=False).run_once() == 0
+    assert sorted(t["to"] for t in provider.texts.values()) == ["13800000001", "13800000002", "13800000003"]
+    assert provider.calls == 3
+
+
+def test_a_route_that_came_before_its_deposit_is_sent_once_the_deposit_is_stored(
+        duty_store: StoreUnderTest, provider: Provider) -> None:
+    n = notices(duty_store, provider, notifier=True)
+    n.add_contact("o1", "RB000000011CN", "13800000001")
+    d1 = deposit(1, "RB000000011CN", "483920")
+    upload(duty_store, [route(1, d1[0], "RB000000011CN", "platform")])
+    assert n.run_once() == 0 and n.run_once() == 0  # waiting for its deposit, past the cursor
+    upload(duty_store, [d1])
+    assert n.run_once() == 1
+    assert n.run_once() == 0 and provider.calls == 1
+    assert table(duty_store, "notice_pending") == []  # nothing left to look at
+
+
+def test_a_store_from_before_the_cursors_sends_what_was_due_and_nothing_twice(
+        duty_store: StoreUnderTest, provider: Provider) -> None:
+    """A store whose notices an earlier version kept (no cursor, nothing
+    pending): its first pass reads everything once and sends what that
+    version would have sent next, a retry, a deposit it had not seen, a
+    queued token, and not what it sent."""
+    from central.notices import NOTICES, TOKEN_NOTICES
+
+    n = notices(duty_store, provider, notifier=False)
+    d1, d2, d3 = (deposit(i, f"RB00000{i}011CN", f"48392{i}") for i in (1, 2, 3))
+    for i in (1, 2, 3):
+        n.add_contact("o1", f"RB00000{i}011CN", f"1380000000{i}")
+    n.add_contact("o1", "RB000000097CN", "13800000009")
+    upload(duty_store, [d1, d2, d3])
+    for (eid, _), state, attempts in ((d1, "sent", 1), (d2, "retry", 1)):
+        duty_store.b.upsert(NOTICES, {"deposit": eid, "purpose": "notice", "outlet": "o1", "parcel": None,
+                                      "state": state, "attempts": attempts, "provider_id": None, "error": "",
+                                      "at": time.time()})
+    duty_store.b.upsert(TOKEN_NOTICES, {"outlet": "o1", "parcel": "RB000000097CN", "device": "hh01",
+                                        "round": "r-1", "at": time.time()})
+    assert n.run_once() == 3
+    assert n.run_once() == 0
+    assert sorted(t["to"] for t in provider.texts.values()) == ["13800000002", "13800000003", "13800000009"]
+    assert provider.calls == 3
+    attempts = {r["deposit"]: r["attempts"] for r in table(duty_store, "notices") if r["purpose"] == "notice"}
+    assert attempts == {d1[0]: 1, d2[0]: 2, d3[0]: 1}

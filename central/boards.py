@@ -16,8 +16,8 @@ review of what couriers send back.
   command with the device's own key and queues it for the outlet's gateway
   to pull, the way every command reaches a device (gateway downlink, MQTT).
 - The **review** reads the courier's events as they are stored
-  (:meth:`Boards.run_once`, from the embedded backend's ``events`` table,
-  once each: a cursor on the table's rowid) and gives every evidence photo a
+  (:meth:`Boards.run_once`, each type from where the last pass stopped:
+  ``DutyStore.events_after``) and gives every evidence photo a
   verdict with a reason code: ``ok``, ``far_from_site`` (farther than the
   site's tolerance), ``no_position``, ``campaign_missing`` /
   ``campaign_wrong`` (the QR read is not the job's campaign),
@@ -26,12 +26,14 @@ review of what couriers send back.
   Condition reports (damaged, missing, poster torn or covered, site gone)
   and "could not complete" with its reason land here too.
 
-Storage: tables of their own in the embedded backend's SQLite file, created
-here like ``revocations.py`` and ``notices.py`` do, so the ``Backend``
-protocol does not grow and the scale-out backend stays as it is. Boards is
-the dispatcher's side (few writes, a county's worth of sites), not the ingest
-path: a scale-out deployment would run it on a small SQLite of its own fed
-with the same events (``feed``); that wiring is not built yet.
+Storage: the duty store (``central/duty_store.py``), so the registry and
+the review run on either backend (SQLite embedded, PostgreSQL scale-out)
+with no SQL here. Every state change is one conditional ``update`` (a job
+moves to ``submitted`` only from ``new`` or ``sent``), and every event is
+handled idempotently (a review or report is recorded once per outlet and
+event id), because a scale-out pass may read an event again (a store whose
+writers commit out of order re-reads a window) and the dispatcher's page
+writes while the duties' pass runs.
 """
 
 from __future__ import annotations
@@ -39,52 +41,53 @@ from __future__ import annotations
 import json
 import math
 import secrets
-import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from central.embedded import Embedded, rekey
+from central.duty_store import Column, DutyStore, DutyTable
 from central.keys import KeyService
 from common.logs import recorder
+from protocol.errors import BadField
+from protocol.ids import parse_event_id
 
 record = recorder(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS board_campaigns (
-    id TEXT PRIMARY KEY, poster TEXT NOT NULL, qr TEXT NOT NULL, starts REAL, ends REAL,
-    created_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS board_sites (
-    id TEXT PRIMARY KEY, outlet TEXT NOT NULL, village TEXT NOT NULL, name TEXT NOT NULL,
-    lat_e7 INTEGER NOT NULL, lon_e7 INTEGER NOT NULL, acc_cm INTEGER, tol_m REAL NOT NULL,
-    status TEXT NOT NULL, landmark TEXT NOT NULL DEFAULT '', notes TEXT NOT NULL DEFAULT '',
-    photos TEXT NOT NULL DEFAULT '[]', proposed_by TEXT, poster TEXT, cond TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, revisit_days REAL);
-CREATE TABLE IF NOT EXISTS board_jobs (
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL,
-    site TEXT, village TEXT, campaign TEXT, status TEXT NOT NULL, reason TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL);
-{reviews}
-CREATE INDEX IF NOT EXISTS board_reviews_sha ON board_reviews (sha);
-{reports}
-CREATE TABLE IF NOT EXISTS board_cursor (k TEXT PRIMARY KEY, rowid INTEGER NOT NULL);
-"""
+EVENT_TYPES = ("handheld.photo", "handheld.site_survey", "handheld.job_submitted",
+               "handheld.board_condition", "handheld.job_not_done")
 
-# Keyed by (outlet, event id), as the events are (``central/embedded.py``):
-# device names repeat from outlet to outlet, so two outlets' couriers can
-# send the same event id. ``{t}`` is the table's name (``rekey``).
-REVIEWS = """CREATE TABLE IF NOT EXISTS {t} (
-    event TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, sha TEXT NOT NULL,
-    job TEXT NOT NULL, site TEXT NOT NULL, step TEXT NOT NULL, pair TEXT, verdict TEXT NOT NULL,
-    reason TEXT NOT NULL, distance_m REAL, at REAL NOT NULL, PRIMARY KEY (outlet, event));"""
-REPORTS = """CREATE TABLE IF NOT EXISTS {t} (
-    event TEXT NOT NULL, outlet TEXT NOT NULL, device TEXT NOT NULL, job TEXT, site TEXT NOT NULL,
-    cond TEXT NOT NULL, note TEXT NOT NULL, photos TEXT NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (outlet, event));"""
-SCHEMA = SCHEMA.replace("{reviews}", REVIEWS.format(t="board_reviews")).replace(
-    "{reports}", REPORTS.format(t="board_reports"))
+CAMPAIGNS = DutyTable("board_campaigns", "", (
+    Column("id", "text"), Column("poster", "text"), Column("qr", "text"), Column("starts", "real", True),
+    Column("ends", "real", True), Column("created_at", "real")), key=("id",))
+SITES = DutyTable("board_sites", "", (
+    Column("id", "text"), Column("outlet", "text"), Column("village", "text"), Column("name", "text"),
+    Column("lat_e7", "int"), Column("lon_e7", "int"), Column("acc_cm", "int", True), Column("tol_m", "real"),
+    Column("status", "text"), Column("landmark", "text"), Column("notes", "text"), Column("photos", "text"),
+    Column("proposed_by", "text", True), Column("poster", "text", True), Column("cond", "text", True),
+    Column("created_at", "real"), Column("updated_at", "real"), Column("revisit_days", "real", True)),
+    key=("id",))
+JOBS = DutyTable("board_jobs", "", (
+    Column("id", "text"), Column("kind", "text"), Column("outlet", "text"), Column("device", "text"),
+    Column("site", "text", True), Column("village", "text", True), Column("campaign", "text", True),
+    Column("status", "text"), Column("reason", "text", True), Column("created_at", "real"),
+    Column("updated_at", "real")), key=("id",))
+# Keyed by (outlet, event id), as the events are: device names repeat from
+# outlet to outlet, so two outlets' couriers can send the same event id.
+REVIEWS = DutyTable("board_reviews", "handheld.photo", (
+    Column("event", "text"), Column("outlet", "text"), Column("device", "text"), Column("sha", "text"),
+    Column("job", "text"), Column("site", "text"), Column("step", "text"), Column("pair", "text", True),
+    Column("verdict", "text"), Column("reason", "text"), Column("distance_m", "real", True),
+    Column("at", "real")))
+REPORTS = DutyTable("board_reports", "handheld.board_condition", (
+    Column("event", "text"), Column("outlet", "text"), Column("device", "text"), Column("job", "text", True),
+    Column("site", "text"), Column("cond", "text"), Column("note", "text"), Column("photos", "text"),
+    Column("at", "real")))
+# Where each pass stopped reading a courier event type (``events_after``'s cursor).
+CURSORS = DutyTable("board_cursors", "", (Column("stream", "text"), Column("after", "real")),
+                    key=("stream",), reads=EVENT_TYPES)
+TABLES = (CAMPAIGNS, SITES, JOBS, REVIEWS, REPORTS, CURSORS)
 
 KINDS = ("survey", "install", "post_poster", "maintain")
 SITE_STATES = ("proposed", "approved", "installed", "retired")
@@ -98,12 +101,11 @@ LIFETIME_S = 7 * 24 * 3600  # a handheld may be out of reach for days
 DAY_S = 86400
 #: job kinds whose accepted completion is a visit to the site (the revisit clock starts again)
 VISITS = ("install", "post_poster", "maintain")
-# One review pass at a time per backend, however many Boards objects read it
-# (the front's, the duties', the dispatcher's page): keyed by the backend.
-_PASSES: weakref.WeakKeyDictionary[Embedded, threading.Lock] = weakref.WeakKeyDictionary()
+# One review pass at a time per backend in this process, however many Boards
+# objects read it (the front's, the duties', the dispatcher's page): keyed by
+# the backend. Across scale-out processes the duties' turn does it.
+_PASSES: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _PASSES_LOCK = threading.Lock()
-EVENT_TYPES = ("handheld.photo", "handheld.site_survey", "handheld.job_submitted",
-               "handheld.board_condition", "handheld.job_not_done")
 
 
 class BoardError(ValueError):
@@ -129,6 +131,15 @@ def qr_matches(text: str, payload: str) -> bool:
     return text == payload or text.endswith("/" + payload) or text.endswith("=" + payload)
 
 
+def _device(eid: str) -> str:
+    """The device an event id names (``hh01:1a2b3c4d:7``): the courier's
+    handheld (the store checked the id against its publisher when it took it)."""
+    try:
+        return parse_event_id(eid)[0]
+    except BadField:
+        return ""
+
+
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
@@ -138,35 +149,31 @@ def _s(v: Any, n: int = 200) -> str:
 
 
 class Boards:
-    def __init__(self, backend: Embedded, master: bytes | None = None,
+    def __init__(self, backend: DutyStore, master: bytes | None = None,
                  clock: Callable[[], float] = time.time,
                  device_clock: Callable[[str], float] | None = None) -> None:
         """``master``: the platform master key, needed only to sign job lists;
         ``device_clock``: an outlet's devices' time, which a signed job list
         carries (default ``clock``: the simulator's virtual outlets differ)."""
         self.b = backend
-        self.db = backend.db
         self.master = master
         self.clock = clock
         self.device_clock = device_clock or (lambda outlet: clock())
         with _PASSES_LOCK:
             self._pass = _PASSES.setdefault(backend, threading.Lock())
-        with self.b.lock:
-            for table, create in (("board_reviews", REVIEWS), ("board_reports", REPORTS)):
-                rekey(self.db, table, create, ["outlet", "event"])  # a file from before the key
-            self.db.executescript(SCHEMA)
-            cols = {r[1] for r in self.db.execute("PRAGMA table_info(board_sites)")}
-            if "revisit_days" not in cols:  # a file from before scheduled revisits
-                try:
-                    self.db.execute("ALTER TABLE board_sites ADD COLUMN revisit_days REAL")
-                except sqlite3.OperationalError as e:  # another process added it meanwhile
-                    if "duplicate column" not in str(e):
-                        raise
+        for table in TABLES:
+            self.b.duty_table(table)
+        self._seen: set[tuple[str, str]] = set()  # what the last pass read (outlet, event id)
 
-    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        cur = self.db.execute(sql, tuple(args))
-        names = [c[0] for c in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    def _all(self, table: DutyTable, where: dict[str, Any] | None = None,
+             order: tuple[str, ...] = ("id",)) -> list[dict[str, Any]]:
+        """Rows of ``table`` whose columns equal ``where``, ordered by ``order``
+        (the registry is a county's sites and jobs: small enough to sort here)."""
+        return sorted(self.b.rows(table.name, where or {}), key=lambda r: tuple(r[k] for k in order))
+
+    def _one(self, table: DutyTable, key: str) -> dict[str, Any] | None:
+        rows = self.b.rows(table.name, {table.key[0]: key})
+        return rows[0] if rows else None
 
     # ------------------------------------------------------------ campaigns
     def add_campaign(self, cid: str, poster: str, qr: str, starts: float | None = None,
@@ -175,17 +182,23 @@ class Boards:
             raise BoardError("bad_campaign", "id, poster and qr are needed")
         if starts is not None and ends is not None and ends <= starts:
             raise BoardError("bad_period", "the campaign ends before it starts")
-        with self.b.lock:
-            self.db.execute("INSERT INTO board_campaigns VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                            "poster=excluded.poster, qr=excluded.qr, starts=excluded.starts, "
-                            "ends=excluded.ends", (cid, poster, qr, starts, ends, self.clock()))
+        if self.campaign(cid) is None:
+            self.b.upsert(CAMPAIGNS, {"id": cid, "poster": poster, "qr": qr, "starts": starts, "ends": ends,
+                                      "created_at": self.clock()})
+        else:  # changed: its creation time stays
+            self.b.update(CAMPAIGNS, {"id": cid},
+                          {"poster": poster, "qr": qr, "starts": starts, "ends": ends})
+
+    @staticmethod
+    def _campaign_doc(c: dict[str, Any]) -> dict[str, Any]:
+        return {k: c[k] for k in ("id", "poster", "qr", "starts", "ends")}
 
     def campaigns(self) -> list[dict[str, Any]]:
-        return self._rows("SELECT id, poster, qr, starts, ends FROM board_campaigns ORDER BY id")
+        return [self._campaign_doc(c) for c in self._all(CAMPAIGNS)]
 
     def campaign(self, cid: str) -> dict[str, Any] | None:
-        rows = self._rows("SELECT id, poster, qr, starts, ends FROM board_campaigns WHERE id=?", (cid,))
-        return rows[0] if rows else None
+        c = self._one(CAMPAIGNS, cid)
+        return None if c is None else self._campaign_doc(c)
 
     # ---------------------------------------------------------------- sites
     def add_site(self, sid: str, outlet: str, village: str, lat_e7: int, lon_e7: int,
@@ -199,24 +212,20 @@ class Boards:
         if not 1.0 <= tol_m <= 1000.0:
             raise BoardError("bad_tolerance", str(tol_m))
         now = self.clock()
-        with self.b.lock:
-            self.db.execute(
-                "INSERT INTO board_sites (id, outlet, village, name, lat_e7, lon_e7, acc_cm, tol_m, status, "
-                "landmark, notes, photos, proposed_by, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-                (sid, outlet, village, name or village, lat_e7, lon_e7, acc_cm, tol_m, status, landmark,
-                 notes, json.dumps(photos or []), proposed_by, now, now))
+        self.b.decide(SITES.name, {  # a site already registered stays as it is
+            "id": sid, "outlet": outlet, "village": village, "name": name or village, "lat_e7": lat_e7,
+            "lon_e7": lon_e7, "acc_cm": acc_cm, "tol_m": float(tol_m), "status": status, "landmark": landmark,
+            "notes": notes, "photos": json.dumps(photos or []), "proposed_by": proposed_by, "poster": None,
+            "cond": None, "created_at": now, "updated_at": now, "revisit_days": None})
 
     def site(self, sid: str) -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM board_sites WHERE id=?", (sid,))
-        if not rows:
-            return None
-        rows[0]["photos"] = json.loads(rows[0]["photos"])
-        return rows[0]
+        s = self._one(SITES, sid)
+        if s is not None:
+            s["photos"] = json.loads(s["photos"])
+        return s
 
     def sites(self, status: str | None = None) -> list[dict[str, Any]]:
-        where = " WHERE status=?" if status else ""
-        rows = self._rows(f"SELECT * FROM board_sites{where} ORDER BY id", (status,) if status else ())
+        rows = self._all(SITES, {"status": status} if status else None)
         for r in rows:
             r["photos"] = json.loads(r["photos"])
         return rows
@@ -225,12 +234,10 @@ class Boards:
         s = self.site(sid)
         if s is None:
             raise BoardError("unknown_site", sid)
-        if s["status"] not in want_from:
+        moved = s["status"] in want_from and self.b.update(
+            SITES, {"id": sid}, {"status": to, "updated_at": self.clock(), **extra}, {"status": want_from})
+        if not moved:  # or another writer moved it meanwhile
             raise BoardError("bad_status", f"site {sid} is {s['status']}")
-        sets = ", ".join(f"{k}=?" for k in extra)
-        with self.b.lock:
-            self.db.execute(f"UPDATE board_sites SET status=?, updated_at=?{', ' + sets if sets else ''} "
-                            "WHERE id=?", (to, self.clock(), *extra.values(), sid))
         record("site_" + to, site=sid)
 
     def approve_site(self, sid: str, tol_m: float | None = None) -> None:
@@ -247,19 +254,15 @@ class Boards:
         maintenance job). Counted from the last accepted visit."""
         if days is not None and not 1 <= float(days) <= 3650:
             raise BoardError("bad_interval", str(days))
-        with self.b.lock:
-            cur = self.db.execute("UPDATE board_sites SET revisit_days=?, updated_at=? WHERE id=?",
-                                  (None if days is None else float(days), self.clock(), sid))
-        if cur.rowcount != 1:
+        if not self.b.update(SITES, {"id": sid}, {"revisit_days": None if days is None else float(days),
+                                                  "updated_at": self.clock()}):
             raise BoardError("unknown_site", sid)
 
     def last_visit(self, sid: str) -> dict[str, Any] | None:
         """The site's last accepted visit: its newest install, post-poster or
         maintenance job that review settled as done (when and by whom)."""
-        marks = ",".join("?" * len(VISITS))
-        rows = self._rows(f"SELECT * FROM board_jobs WHERE site=? AND status='done' AND kind IN ({marks}) "
-                          "ORDER BY updated_at DESC, id LIMIT 1", (sid, *VISITS))
-        return rows[0] if rows else None
+        done = [j for j in self.b.rows(JOBS.name, {"site": sid, "status": "done"}) if j["kind"] in VISITS]
+        return min(done, key=lambda j: (-j["updated_at"], j["id"]), default=None)
 
     def revisit_due(self, s: dict[str, Any]) -> float | None:
         """When an installed site with an interval is next due (None: never),
@@ -286,16 +289,15 @@ class Boards:
             if due is None or due > now:
                 continue
             jid = f"rv-{s['id']}-{int(due)}"
-            if self.job(jid) is not None or self.db.execute(
-                    "SELECT 1 FROM board_jobs WHERE site=? AND kind='maintain' "
-                    "AND status IN ('new','sent','submitted')", (s["id"],)).fetchone():
+            at_site = self.b.rows(JOBS.name, {"site": s["id"]})
+            if self.job(jid) is not None or any(
+                    j["kind"] == "maintain" and j["status"] in ("new", "sent", "submitted") for j in at_site):
                 continue
             last = self.last_visit(s["id"])
             device = last["device"] if last else None
             if device is None:
-                anyone = self.db.execute("SELECT device FROM board_jobs WHERE site=? "
-                                         "ORDER BY updated_at DESC LIMIT 1", (s["id"],)).fetchone()
-                device = anyone[0] if anyone else None
+                anyone = max(at_site, key=lambda j: j["updated_at"], default=None)
+                device = anyone["device"] if anyone else None
             if device is None:
                 record("revisit_no_device", site=s["id"])
                 continue
@@ -335,18 +337,18 @@ class Boards:
             raise BoardError("unknown_campaign", campaign)
         jid = jid or f"bj-{secrets.token_hex(5)}"
         now = self.clock()
-        with self.b.lock:
-            self.db.execute("INSERT INTO board_jobs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                            (jid, kind, outlet, device, site, village, campaign, "new", None, now, now))
+        if not self.b.decide(JOBS.name, {"id": jid, "kind": kind, "outlet": outlet, "device": device,
+                                         "site": site, "village": village, "campaign": campaign,
+                                         "status": "new", "reason": None, "created_at": now,
+                                         "updated_at": now}):
+            raise BoardError("job_exists", jid)
         return jid
 
     def jobs(self, status: str | None = None) -> list[dict[str, Any]]:
-        return self._rows("SELECT * FROM board_jobs" + (" WHERE status=?" if status else "") +
-                          " ORDER BY created_at, id", (status,) if status else ())
+        return self._all(JOBS, {"status": status} if status else None, ("created_at", "id"))
 
     def job(self, jid: str) -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM board_jobs WHERE id=?", (jid,))
-        return rows[0] if rows else None
+        return self._one(JOBS, jid)
 
     def _site_doc(self, s: dict[str, Any]) -> dict[str, Any]:
         doc = {"id": s["id"], "name": s["name"], "village": s["village"], "lat_e7": s["lat_e7"],
@@ -359,8 +361,8 @@ class Boards:
         """The ``jobs`` command's arguments for one handheld: its open jobs and
         the outlet's approved and installed sites (the cached registry)."""
         jobs = []
-        for j in self._rows("SELECT * FROM board_jobs WHERE outlet=? AND device=? "
-                            "AND status IN ('new','sent') ORDER BY created_at, id", (outlet, device)):
+        for j in [j for j in self._all(JOBS, {"outlet": outlet, "device": device}, ("created_at", "id"))
+                  if j["status"] in ("new", "sent")]:
             kind = "maintenance" if j["kind"] == "maintain" else j["kind"]
             doc: dict[str, Any] = {"id": j["id"], "kind": kind}
             if j["site"]:
@@ -373,9 +375,8 @@ class Boards:
                 doc["campaign"] = (self.campaign(j["campaign"]) or {}).get("qr", j["campaign"])
             doc["issued"] = int(j["created_at"])
             jobs.append(doc)
-        sites = [self._site_doc(s) for s in self._rows(
-            "SELECT * FROM board_sites WHERE outlet=? AND status IN ('approved','installed') ORDER BY id",
-            (outlet,))]
+        sites = [self._site_doc(s) for s in self._all(SITES, {"outlet": outlet})
+                 if s["status"] in ("approved", "installed")]
         return {"round": f"r-{int(self.clock())}", "jobs": jobs, "sites": sites}
 
     def send_jobs(self, outlet: str, device: str) -> tuple[str, int, int]:
@@ -390,40 +391,44 @@ class Boards:
                            lifetime_s=LIFETIME_S)
         cursor = self.b.push_command(outlet, "handheld", cmd)
         ids = [j["id"] for j in args["jobs"]]
-        with self.b.lock:
-            self.db.executemany("UPDATE board_jobs SET status='sent', updated_at=? "
-                                "WHERE id=? AND status='new'", [(self.clock(), j) for j in ids])
+        for jid in ids:
+            self.b.update(JOBS, {"id": jid}, {"status": "sent", "updated_at": self.clock()},
+                          {"status": ("new",)})
         record("jobs_sent", outlet=outlet, device=device, jobs=len(ids), cmd=cid)
         return cid, cursor, len(ids)
 
     # --------------------------------------------------------------- review
     def run_once(self) -> int:
-        """Review every courier event stored since the last pass; how many."""
+        """Review every courier event stored since the last pass; how many
+        were new to this registry's passes."""
         with self._pass:  # one pass at a time (the duties thread and a dispatcher's GET)
             return self._run_once()
 
     def _run_once(self) -> int:
-        row = self.db.execute("SELECT rowid FROM board_cursor WHERE k='events'").fetchone()
-        after = row[0] if row else 0
-        # the end first: an event stored during the pass is left for the next one, never skipped
-        last = self.db.execute("SELECT max(rowid) FROM events").fetchone()[0] or after
-        marks = ",".join("?" * len(EVENT_TYPES))
-        rows = self.db.execute(
-            "SELECT rowid, id, outlet, device, type, payload FROM events "
-            f"WHERE rowid > ? AND rowid <= ? AND type IN ({marks}) ORDER BY rowid",
-            (after, last, *EVENT_TYPES)).fetchall()
-        for _rowid, eid, outlet, device, etype, payload in rows:
-            try:
-                body = json.loads(payload).get("body")
-            except ValueError:
-                body = None
-            if isinstance(body, dict):
-                self.feed(eid, outlet, device, etype, body)
+        # each type from where the last pass stopped; the cursors are saved
+        # once the pass is done, so a pass that failed reads the same again
+        read: list[tuple[str, str, str, dict[str, Any]]] = []
+        moved = {}
+        for etype in EVENT_TYPES:
+            found = self.b.rows(CURSORS.name, {"stream": etype})
+            cursor = float(found[0]["after"]) if found else None
+            events, after = self.b.events_after(etype, cursor)
+            read += [(etype, outlet, eid, body) for outlet, eid, body in events]
+            if after != cursor:
+                moved[etype] = after
+        # a store that re-reads a window answers again what the last pass
+        # read: handled already (every step is idempotent; this saves the work)
+        seen, self._seen = self._seen, {(outlet, eid) for _, outlet, eid, _ in read}
+        fresh = [r for r in read if (r[1], r[2]) not in seen]
+        # surveys and photos before submissions and reports: a job whose
+        # events came in one batch settles in this pass
+        for etype, outlet, eid, body in sorted(fresh, key=lambda r: EVENT_TYPES.index(r[0])):
+            if body:
+                self.feed(eid, outlet, _device(eid), etype, body)
         self._settle()
-        with self.b.lock:
-            self.db.execute("INSERT INTO board_cursor VALUES ('events', ?) ON CONFLICT(k) DO UPDATE SET "
-                            "rowid=excluded.rowid", (last,))
-        return len(rows)
+        for etype, after in moved.items():
+            self.b.upsert(CURSORS, {"stream": etype, "after": after})
+        return len(fresh)
 
     def feed(self, eid: str, outlet: str, device: str, etype: str, body: dict[str, Any]) -> None:
         """One courier event (idempotent on the outlet and event id)."""
@@ -441,10 +446,8 @@ class Boards:
             self._report(eid, outlet, device, body)
 
     def _job_status(self, jid: str, status: str, reason: str | None, was: tuple[str, ...]) -> None:
-        marks = ",".join("?" * len(was))
-        with self.b.lock:
-            self.db.execute(f"UPDATE board_jobs SET status=?, reason=?, updated_at=? WHERE id=? "
-                            f"AND status IN ({marks})", (status, reason, self.clock(), jid, *was))
+        self.b.update(JOBS, {"id": jid}, {"status": status, "reason": reason, "updated_at": self.clock()},
+                      {"status": was})
 
     def verdict_for(self, outlet: str, body: dict[str, Any]) -> tuple[str, float | None, str, str]:
         """(reason, distance in metres, job id, site id) for one photo event; reason ``ok`` accepts."""
@@ -484,22 +487,21 @@ class Boards:
 
     def _review_photo(self, eid: str, outlet: str, device: str, body: dict[str, Any]) -> None:
         sha = _s(body.get("sha256"), 64)
-        if self.db.execute("SELECT 1 FROM board_reviews WHERE outlet=? AND event=?",
-                           (outlet, eid)).fetchone():
+        if self.b.rows(REVIEWS.name, {"outlet": outlet, "event": eid}):
             return
         reason, dist, jid, sid = self.verdict_for(outlet, body)
         step = _s(body.get("step"), 32)
         if reason == "ok":
-            prior = self.db.execute("SELECT job, step FROM board_reviews WHERE sha=? "
-                                    "AND NOT (outlet=? AND event=?)", (sha, outlet, eid)).fetchall()
-            if any((j, s) != (jid, step) for j, s in prior):
+            prior = [r for r in self.b.rows(REVIEWS.name, {"sha": sha})
+                     if (r["outlet"], r["event"]) != (outlet, eid)]
+            if any((r["job"], r["step"]) != (jid, step) for r in prior):
                 reason = "duplicate"
-        with self.b.lock:
-            self.db.execute("INSERT OR IGNORE INTO board_reviews VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                            (eid, outlet, device, sha, jid, sid, step, _s(body.get("pair"), 80) or None,
-                             "accepted" if reason == "ok" else "refused", reason,
-                             None if dist is None else round(dist, 1), self.clock()))
-        record("photo_reviewed", event=eid, job=jid, site=sid, step=step, reason=reason)
+        if self.b.decide(REVIEWS.name, {
+                "event": eid, "outlet": outlet, "device": device, "sha": sha, "job": jid, "site": sid,
+                "step": step, "pair": _s(body.get("pair"), 80) or None,
+                "verdict": "accepted" if reason == "ok" else "refused", "reason": reason,
+                "distance_m": None if dist is None else round(dist, 1), "at": self.clock()}):
+            record("photo_reviewed", event=eid, job=jid, site=sid, step=step, reason=reason)
 
     def _survey(self, eid: str, outlet: str, device: str, body: dict[str, Any]) -> None:
         sid = _s(body.get("survey"), 64)
@@ -529,22 +531,22 @@ class Boards:
         sid = _s(body.get("site"), 64)
         photos = [p for p in body.get("photos", []) if isinstance(p, str)][:8] if isinstance(
             body.get("photos"), list) else []
-        with self.b.lock:
-            self.db.execute("INSERT OR IGNORE INTO board_reports VALUES (?,?,?,?,?,?,?,?,?)",
-                            (eid, outlet, device, _s(body.get("job"), 64) or None, sid, cond,
-                             _s(body.get("note"), 300), json.dumps(photos), self.clock()))
-            self.db.execute("UPDATE board_sites SET cond=?, updated_at=? WHERE id=?",
-                            (cond, self.clock(), sid))
+        # the site's condition only when the report is new: a report read
+        # again must not undo a maintenance settled since
+        if self.b.decide(REPORTS.name, {"event": eid, "outlet": outlet, "device": device,
+                                        "job": _s(body.get("job"), 64) or None, "site": sid, "cond": cond,
+                                        "note": _s(body.get("note"), 300), "photos": json.dumps(photos),
+                                        "at": self.clock()}):
+            self.b.update(SITES, {"id": sid}, {"cond": cond, "updated_at": self.clock()})
 
     def _settle(self) -> None:
         """Submitted jobs whose photos are all reviewed: done (and the site's
         new state) or refused with the first photo's reason."""
         for j in self.jobs("submitted"):
-            rows = self.db.execute("SELECT verdict, reason, step FROM board_reviews WHERE job=? ORDER BY at",
-                                   (j["id"],)).fetchall()
+            rows = sorted(self.b.rows(REVIEWS.name, {"job": j["id"]}), key=lambda r: (r["at"], r["event"]))
             if not rows:
                 continue
-            bad = [r for v, r, _ in rows if v != "accepted"]
+            bad = [r["reason"] for r in rows if r["verdict"] != "accepted"]
             if bad:
                 self._job_status(j["id"], "refused", bad[0], ("submitted",))
                 continue
@@ -555,19 +557,16 @@ class Boards:
                 except BoardError as e:  # retired meanwhile: the job stands, the site stays as it is
                     record("install_not_applied", job=j["id"], reason=e.code)
             elif j["kind"] == "post_poster":
-                with self.b.lock:
-                    self.db.execute("UPDATE board_sites SET poster=?, cond=NULL WHERE id=?",
-                                    (j["campaign"], j["site"]))
+                self.b.update(SITES, {"id": j["site"]}, {"poster": j["campaign"], "cond": None})
             elif j["kind"] == "maintain":
-                with self.b.lock:
-                    self.db.execute("UPDATE board_sites SET cond=NULL WHERE id=?", (j["site"],))
+                self.b.update(SITES, {"id": j["site"]}, {"cond": None})
 
     def reviews(self) -> list[dict[str, Any]]:
         """Photo verdicts, refused first; before/after photos of one visit share a ``pair``."""
-        return self._rows("SELECT * FROM board_reviews ORDER BY verdict='accepted', at DESC")
+        return sorted(self.b.rows(REVIEWS.name, {}), key=lambda r: (r["verdict"] == "accepted", -r["at"]))
 
     def reports(self) -> list[dict[str, Any]]:
-        rows = self._rows("SELECT * FROM board_reports ORDER BY at DESC")
+        rows = sorted(self.b.rows(REPORTS.name, {}), key=lambda r: -r["at"])
         for r in rows:
             r["photos"] = json.loads(r["photos"])
         return rows

@@ -16,16 +16,12 @@ so both run the same steps in the same order:
 A step that fails is logged and tried again on the next tick; one failing
 step does not keep the others from running.
 
-The first two are security-relevant and run on either backend
-(``SecurityDuties``: they ask only for ``central/duty_store.py``), so a
-scale-out ``postedge central run`` runs them too, and the postage audit
-and (when an SMS provider is configured) the notices with them
-(``SharedDuties``: they too ask only for the duty store); the boards keep
-their tables beside the embedded backend's and run only there
-(``Duties``). One
-pass at a time per store (``duties_turn``): a scale-out deployment may run
-the duties in several front processes, and a tick that finds another
-process's pass running is skipped (the embedded backend's waits for it).
+The first two are security-relevant (``SecurityDuties``); every duty asks
+only for ``central/duty_store.py``, so a scale-out ``postedge central run``
+runs them all (``Duties``), as the embedded one does. One pass at a time
+per store (``duties_turn``): a scale-out deployment may run the duties in
+several front processes, and a tick that finds another process's pass
+running is skipped (the embedded backend's waits for it).
 """
 
 from __future__ import annotations
@@ -41,7 +37,6 @@ from central.boards import Boards
 from central.clerk_requests import ClerkRequests
 from central.config import CentralConfig
 from central.duty_store import DutyStore
-from central.embedded import Embedded
 from central.notices import HttpSms, Notices, SmsProvider
 from central.postage_audit import PostageAudit
 from central.revocations import Revocations
@@ -89,45 +84,28 @@ class SecurityDuties:
                 log.warning("central duties: no pass this tick", exc_info=True)
 
 
-class SharedDuties(SecurityDuties):
-    """The security duties, the postage audit and, with an SMS provider,
-    the pickup notices and delivery tokens: what runs on either backend
-    (the scale-out one's ``postedge central run``)."""
+class Duties(SecurityDuties):
+    """Every duty, on either backend: the security ones, the boards' review
+    and revisits, the postage audit and, with an SMS provider, the pickup
+    notices and delivery tokens (each asks only for the duty store)."""
 
     def __init__(self, backend: DutyStore, master: bytes, sms: SmsProvider | None = None,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.time, boards: Boards | None = None,
                  device_clock: Callable[[str], float] | None = None) -> None:
         """``sms``: the provider pickup notices go through (none: no notices);
-        ``device_clock``: as ``SecurityDuties``."""
+        ``boards``: the registry the front serves, when it has one (else a
+        new one); ``device_clock``: as ``SecurityDuties``."""
         super().__init__(backend, master, clock=clock, device_clock=device_clock)
+        self.boards = boards or Boards(backend, master, clock=clock, device_clock=device_clock)
         self.postage = PostageAudit(backend, clock=clock)
         self.notices = (Notices(backend, master, sms, backend.notifier_outlets, clock=clock)
                         if sms is not None else None)
 
-    def local_steps(self) -> list[Callable[[], object]]:
-        """The steps between the security ones and the postage audit (``Duties``'s own)."""
-        return []
-
     def steps(self) -> list[Callable[[], object]]:
-        out = super().steps() + self.local_steps() + [self.postage.run_once]
+        out = super().steps() + [self.boards.run_once, self.boards.schedule_revisits, self.postage.run_once]
         if self.notices is not None:
             out.append(self.notices.run_once)
         return out
-
-
-class Duties(SharedDuties):
-    """Every duty, on the embedded backend."""
-
-    def __init__(self, backend: Embedded, master: bytes, sms: SmsProvider | None = None,
-                 clock: Callable[[], float] = time.time, boards: Boards | None = None,
-                 device_clock: Callable[[str], float] | None = None) -> None:
-        """``sms``: as ``SharedDuties``; ``boards``: the registry the front
-        serves, when it has one (else a new one); ``device_clock``: as ``SecurityDuties``."""
-        super().__init__(backend, master, sms, clock=clock, device_clock=device_clock)
-        self.boards = boards or Boards(backend, master, clock=clock, device_clock=device_clock)
-
-    def local_steps(self) -> list[Callable[[], object]]:
-        return [self.boards.run_once, self.boards.schedule_revisits]
 
 
 def run_configured(cfg: CentralConfig, folder: Path, backend: Any, master: bytes,
@@ -148,8 +126,7 @@ def run_configured(cfg: CentralConfig, folder: Path, backend: Any, master: bytes
             if cfg.sms_url and cfg.sms_token_file:
                 sms = HttpSms(cfg.sms_url,
                               cfg.path(folder, cfg.sms_token_file).read_text(encoding="utf-8").strip())
-            duties = (Duties(backend, master, sms) if cfg.backend == "embedded"
-                      else SharedDuties(backend, master, sms))
+            duties = Duties(backend, master, sms)
         except Exception:  # the database restarting, the token file not there yet: the next tick tries again
             log.warning("central duties not started", exc_info=True)
             if stop.wait(cfg.notice_interval_s):

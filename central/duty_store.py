@@ -35,6 +35,9 @@ may also:
 - ``rows``: a table's rows whose columns equal some values (and, for a
   page, differ from others), or only the newest few of them by ``at``;
 - ``delete``: remove one row by its key (a notice no longer pending);
+- ``update``: change some columns of one row by its key, only while other
+  columns hold given values (a board job moves from ``sent`` to
+  ``submitted`` once, however many passes read the event);
 - ``events_of``: every event of a type, oldest first;
 - ``events_after``: the events of a type stored after a cursor the store
   handed out, and the next cursor, through an index of that type's events
@@ -151,7 +154,8 @@ class DutyStore(Registry, Protocol):
         ...
 
     def duty_table(self, table: DutyTable) -> None:
-        """Create the duty's table if missing (an older one is upgraded to the key)."""
+        """Create the duty's table if missing (an older one is upgraded to the
+        key, and gets the nullable columns added since it was made)."""
         ...
 
     def undecided(self, event_type: str, decisions: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -193,6 +197,14 @@ class DutyStore(Registry, Protocol):
 
     def delete(self, table: DutyTable, key: dict[str, Any]) -> None:
         """Remove the row whose key is ``key`` (every column of ``table.key``), if any."""
+        ...
+
+    def update(self, table: DutyTable, key: dict[str, Any], values: dict[str, Any],
+               only_if: dict[str, tuple[Any, ...]] | None = None) -> bool:
+        """Set ``values`` on the row whose key is ``key``, in one statement and
+        only while each column named in ``only_if`` holds one of its values
+        (a state moving on only from the states it may leave, whoever else
+        writes the row meanwhile); whether a row was changed."""
         ...
 
     def events_of(self, event_type: str) -> list[tuple[str, str, dict[str, Any]]]:

@@ -394,6 +394,11 @@ class Embedded:
         with self.lock:
             rekey(self.db, table.name, create, list(table.key))  # a file from before that key
             self.db.executescript(create.format(t=table.name))
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({identifier(table.name)})")}
+            for c in table.columns:
+                if c.name not in have and c.null:  # a column added since the file's table was made
+                    self.db.execute(f"ALTER TABLE {identifier(table.name)} ADD COLUMN {identifier(c.name)} "
+                                    f"{SQLITE_TYPES[c.type]}")
             for t in table.reads:
                 self.db.execute(type_index(t))
 
@@ -427,6 +432,22 @@ class Embedded:
         match = " AND ".join(f"{c}=?" for c in columns_of(key))
         with self.lock:
             self.db.execute(f"DELETE FROM {identifier(table.name)} WHERE {match}", tuple(key.values()))
+
+    def update(self, table: DutyTable, key: dict[str, Any], values: dict[str, Any],
+               only_if: dict[str, tuple[Any, ...]] | None = None) -> bool:
+        if set(key) != set(table.key):
+            raise ValueError(f"{table.name}: a key is {table.key}")
+        only_if = only_if or {}
+        match = [f"{c}=?" for c in columns_of(key)]
+        args: list[Any] = [*values.values(), *key.values()]
+        for c, allowed in zip(columns_of(only_if), only_if.values(), strict=True):
+            match.append(f"{c} IN ({','.join('?' * len(allowed))})" if allowed else "0")
+            args += list(allowed)
+        sets = ", ".join(f"{c}=?" for c in columns_of(values))
+        with self.lock:
+            cur = self.db.execute(f"UPDATE {identifier(table.name)} SET {sets} WHERE {' AND '.join(match)}",
+                                  tuple(args))
+            return cur.rowcount == 1
 
     def events_after(self, event_type: str, cursor: float | None
                      ) -> tuple[list[tuple[str, str, dict[str, Any]]], float]:

@@ -355,8 +355,8 @@ def serve(backend: Backend, host: str, port: int, cert: str, key: str,
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
+    boards = Boards(backend, master)  # type: ignore[arg-type]  # every backend is a duty store
     embedded = isinstance(backend, Embedded)
-    boards = Boards(backend, master) if embedded else None
     front = Front(backend, dispatch=Dispatch(backend, boards=boards) if embedded else None, master=master,
                   boards=boards)
     srv = ThreadedServer(front.app(), host, port, name="central-https", idle_timeout=30.0,

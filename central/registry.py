@@ -7,7 +7,8 @@ operator's ``postedge central outlet|device`` commands write it. The
 embedded backend keeps it in SQLite (``central/embedded.py``), the scale-out
 backend in PostgreSQL (``central/scaleout/backend.py``); both answer in the
 rows shaped here, so the key logic and the commands above never ask which
-one they have. A retired device stays in the registry (its key version is
+one they have. Dispatchers' logins (the review page, the boards API) are
+kept the same way. A retired device stays in the registry (its key version is
 remembered, it is not brought back by asking for its key again) until the
 operator adds it anew.
 """
@@ -79,6 +80,15 @@ class Registry(Protocol):
 
     def badges(self, outlet: str) -> list[tuple[str, list[str], int, float, float | None]]:
         """The outlet's badges by courier: (courier, lockers, exp, issued_at, revoked_at)."""
+        ...
+
+    def add_dispatcher(self, name: str, password: str) -> None:
+        """A dispatcher's login for the review page and ``/v1/boards`` (or a new password)."""
+        ...
+
+    def dispatcher_login(self, name: str, password: str) -> bool:
+        """Whether ``name`` is an active dispatcher with this password (an unknown
+        name costs a hash too, so it answers as slowly as a wrong password)."""
         ...
 
 

@@ -80,10 +80,10 @@ def _config(args: argparse.Namespace, lang: str) -> CentralConfig | None:
         return None
 
 
-def _open(args: argparse.Namespace, lang: str, scaleout: bool = False):  # noqa: ANN202 - lazily imported
+def _open(args: argparse.Namespace, lang: str):  # noqa: ANN202 - lazily imported
     """(config, backend) of the folder: the embedded backend, or on a
-    scale-out folder its PostgreSQL store (the registry, commands) when the
-    command can use it (``scaleout``); None with the reason printed."""
+    scale-out folder its PostgreSQL store (the registry, commands and the
+    duty store, which is all a command needs); None with the reason printed."""
     from central.embedded import Embedded
 
     cfg = _config(args, lang)
@@ -92,9 +92,6 @@ def _open(args: argparse.Namespace, lang: str, scaleout: bool = False):  # noqa:
     folder = Path(args.dir)
     if cfg.backend == "embedded":
         return cfg, Embedded(cfg.path(folder, cfg.data_dir))
-    if not scaleout:
-        _say("error.embedded_only", lang, err=True, dir=folder)
-        return None
     import psycopg
 
     from central.scaleout.folder import open_store
@@ -109,14 +106,13 @@ def _open(args: argparse.Namespace, lang: str, scaleout: bool = False):  # noqa:
 
 
 @contextmanager
-def _opened(args: argparse.Namespace, lang: str,
-            scaleout: bool = False) -> Iterator[tuple[CentralConfig, Embedded] | None]:
+def _opened(args: argparse.Namespace, lang: str) -> Iterator[tuple[CentralConfig, Embedded] | None]:
     """The folder's (config, backend), closed on the way out; None when it
-    cannot be opened (the reason is already printed). ``scaleout``: the
-    command needs only the registry, commands and the duty store
-    (``central/duty_store.py``), which a scale-out folder has too (the
-    backend is then typed as the embedded one only loosely)."""
-    opened = _open(args, lang, scaleout)
+    cannot be opened (the reason is already printed). Every command needs
+    only the registry, commands and the duty store (``central/duty_store.py``),
+    which a scale-out folder has too (its backend is typed as the embedded
+    one only loosely)."""
+    opened = _open(args, lang)
     try:
         yield opened
     finally:
@@ -236,7 +232,7 @@ def cmd_outlet(args: argparse.Namespace) -> int:
     from protocol.topics import valid_segment
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang, scaleout=True) as opened:
+    with _opened(args, lang) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -278,7 +274,7 @@ def cmd_contacts(args: argparse.Namespace) -> int:
 
     lang = i18n.pick(args.lang)
     good = bad = 0
-    with _opened(args, lang, scaleout=True) as opened:  # a scale-out store keeps contacts too
+    with _opened(args, lang) as opened:  # a scale-out store keeps contacts too
         if opened is None:
             return 2
         try:
@@ -345,7 +341,7 @@ def cmd_device(args: argparse.Namespace) -> int:
             return 2
     from central import keys
 
-    with _opened(args, lang, scaleout=True) as opened:
+    with _opened(args, lang) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -403,7 +399,7 @@ def cmd_courier(args: argparse.Namespace) -> int:
     if args.action == "add" and not 1 <= args.days <= 366:
         _say("courier.days", lang, err=True)
         return 2
-    with _opened(args, lang, scaleout=True) as opened:
+    with _opened(args, lang) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -444,7 +440,7 @@ def cmd_nats_auth(args: argparse.Namespace) -> int:
     from central.scaleout import nats_auth
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang, scaleout=True) as opened:
+    with _opened(args, lang) as opened:
         if opened is None:
             return 2
         _, backend = opened
@@ -472,7 +468,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     except ValueError as e:
         _say("error.args", lang, err=True, detail=e)
         return 2
-    with _opened(args, lang, scaleout=True) as opened:
+    with _opened(args, lang) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -508,7 +504,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
     from central.documents import DocumentRefused, Documents
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang, scaleout=True) as opened:
+    with _opened(args, lang) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -551,7 +547,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     from central.notices import without_number
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang, scaleout=True) as opened:
+    with _opened(args, lang) as opened:
         if opened is None:
             return 2
         cfg, backend = opened
@@ -596,7 +592,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     from central.notices import token_states
 
     lang = i18n.pick(args.lang)
-    with _opened(args, lang, scaleout=True) as opened:
+    with _opened(args, lang) as opened:
         if opened is None:
             return 2
         for parcel, state in token_states(opened[1], args.outlet).items():

@@ -36,7 +36,7 @@ from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
 from central.scaleout.pg import Pool
 from central.scaleout.schema import DUTIES_LOCK, MIGRATE, PG_TYPES, SCHEMA, SCHEMA_LOCK
-from common.session import PasswordCache, hash_password
+from common.session import PasswordCache, hash_password, verify_password
 
 # How far behind the newest event ``events_after`` reads again. A worker
 # stamps ``received_at`` on its own clock before its transaction, and
@@ -82,6 +82,18 @@ class PgStore:
                       "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET pw_hash=excluded.pw_hash, "
                       "retired_at=NULL, notifier=excluded.notifier, mqtt_hash=excluded.mqtt_hash",
                       (outlet, hash_password(password), time.time(), notifier, mqtt_hash(password)))
+
+    def add_dispatcher(self, name: str, password: str) -> None:
+        with self.pool.tx() as c:
+            c.execute("INSERT INTO dispatchers (name, pw_hash, created_at) VALUES (%s,%s,%s) "
+                      "ON CONFLICT (name) DO UPDATE SET pw_hash=excluded.pw_hash, disabled_at=NULL",
+                      (name, hash_password(password), time.time()))
+
+    def dispatcher_login(self, name: str, password: str) -> bool:
+        with self.pool.tx() as c:
+            row = c.execute("SELECT pw_hash FROM dispatchers WHERE name=%s AND disabled_at IS NULL",
+                            (name,)).fetchone()
+        return verify_password(password, row[0] if row else None)
 
     def retire_outlet(self, outlet: str) -> bool:
         with self.pool.tx() as c:
@@ -210,6 +222,13 @@ class PgStore:
             c.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")  # one schema creator at a time
             c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
                 sql.Identifier(table.name), cols, key))
+            have = {r[0] for r in c.execute("SELECT column_name FROM information_schema.columns "
+                                            "WHERE table_name = %s AND table_schema = current_schema()",
+                                            (table.name,))}
+            for col in table.columns:  # a nullable column added since the table was made
+                if col.null and col.name not in have:
+                    c.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                        sql.Identifier(table.name), sql.Identifier(col.name), sql.SQL(PG_TYPES[col.type])))
             indexes = [(f"events_{table.name}", table.event_type)] if table.event_type else []
             # the table's own type has its index already: the same, under the table's name
             indexes += [(f"events_type_{event_type_name(t)}", t) for t in table.reads
@@ -252,6 +271,22 @@ class PgStore:
         with self.pool.tx() as c:
             c.execute(sql.SQL("DELETE FROM {} WHERE ").format(sql.Identifier(table.name)) + match,
                       tuple(key.values()))
+
+    def update(self, table: DutyTable, key: dict[str, Any], values: dict[str, Any],
+               only_if: dict[str, tuple[Any, ...]] | None = None) -> bool:
+        if set(key) != set(table.key):
+            raise ValueError(f"{table.name}: a key is {table.key}")
+        only_if = only_if or {}
+        conds = [sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key]
+        args: list[Any] = [*values.values(), *key.values()]
+        for k, allowed in only_if.items():
+            conds.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(k)))
+            args.append(list(allowed))
+        sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values)
+        q = sql.SQL("UPDATE {} SET {} WHERE ").format(sql.Identifier(table.name), sets) + sql.SQL(
+            " AND ").join(conds)
+        with self.pool.tx() as c:
+            return c.execute(q, tuple(args)).rowcount == 1
 
     def events_after(self, event_type: str, cursor: float | None
                      ) -> tuple[list[tuple[str, str, dict[str, Any]]], float]:

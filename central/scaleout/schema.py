@@ -63,6 +63,9 @@ CREATE TABLE IF NOT EXISTS photos (
     complete boolean NOT NULL DEFAULT false, data bytea, created_at double precision NOT NULL);
 CREATE TABLE IF NOT EXISTS photo_parts (
     sha text NOT NULL, idx integer NOT NULL, data bytea NOT NULL, PRIMARY KEY (sha, idx));
+CREATE TABLE IF NOT EXISTS dispatchers (
+    name text PRIMARY KEY, pw_hash text NOT NULL, created_at double precision NOT NULL,
+    disabled_at double precision);
 CREATE TABLE IF NOT EXISTS photo_claims (
     sha text NOT NULL, outlet text NOT NULL, meta text, at double precision NOT NULL);
 """

@@ -1,9 +1,11 @@
 """政讯通 on the platform (central/boards.py): campaigns, the site registry,
 jobs signed for a handheld, and the review of evidence photos.
 
-Real parts: the embedded backend's SQLite file, the aiohttp front over HTTPS
-on a real socket; the courier's events arrive as a gateway sends them (a
-batch to ``/v1/batches``), the dispatcher works through ``/v1/boards``.
+Real parts: each backend (the embedded one's SQLite file; the scale-out
+one's NATS JetStream cluster, an ingest worker and PostgreSQL), the aiohttp
+front over HTTPS on a real socket; the courier's events arrive as a gateway
+sends them (a batch to ``/v1/batches``), the dispatcher works through
+``/v1/boards``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import http.client
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from common.pki import make_outlet_pki
 from common.uplink_codec import CONTENT_TYPE, decode_down, encode_batch
 from protocol import envelope, signing
 from protocol.ids import format_event_id
+from tests.central.rig import ScaleOutRig
 
 PW = "o1-secret-pw"
 MASTER = bytes(range(32))
@@ -35,9 +38,13 @@ LAT, LON = 275_000_000, 1_099_000_000  # the surveyed spot
 
 
 class Rig:
-    def __init__(self, tmp: Path, master: bytes = MASTER) -> None:
+    def __init__(self, tmp: Path, backend: Any, settle: Callable[[], None] = lambda: None,
+                 master: bytes = MASTER) -> None:
+        """``settle``: until what the front took is where the review reads it
+        (on scale-out: through the log and a worker into PostgreSQL)."""
         pki = make_outlet_pki(tmp / "pki", "central")
-        self.backend = Embedded(tmp / "central")
+        self.backend = backend
+        self.settle = settle
         self.backend.add_outlet("o1", PW)
         self.backend.add_dispatcher("disp", "dispatcher-pw-1")
         self.srv, self.front = front.serve(self.backend, "127.0.0.1", 0, str(pki.server.cert),
@@ -75,6 +82,7 @@ class Rig:
             "Content-Type": CONTENT_TYPE, "Content-Encoding": "deflate", "X-Postedge-Batch": b.id,
             "X-Postedge-Outlet": "o1"})
         assert status == 200 and data["all"], data
+        self.settle()
 
     def pull(self, after: int = 0) -> list[tuple[str, dict[str, Any]]]:
         """What the outlet's gateway pulls: (device kind, command)."""
@@ -92,16 +100,35 @@ class Rig:
 
     def close(self) -> None:
         self.srv.stop()
-        self.backend.close()
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
+@pytest.fixture(params=["embedded", pytest.param("scaleout", marks=pytest.mark.slow)])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
+    if request.param == "embedded":
+        backend = Embedded(tmp_path / "central")
+        r = Rig(tmp_path, backend)
+        try:
+            yield r
+        finally:
+            r.close()
+            backend.close()
+        return
+    from central.scaleout import ScaleOut, ScaleOutConfig
+    from central.scaleout.worker import WorkerThread
+
+    so: ScaleOutRig = request.getfixturevalue("scaleout_rig")
+    ns, dsn = so.namespace("b")
+    cfg = ScaleOutConfig(so.nats.urls, dsn, ns, ack_wait_s=5.0)
+    scale = ScaleOut(cfg)
+    worker = WorkerThread(cfg)
+    r = Rig(tmp_path, scale, scale.wait_written)
     try:
         yield r
     finally:
         r.close()
+        worker.stop()
+        scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
+        scale.close()
 
 
 def photo(sha: str, job: str, site: str, step: str, lat: int = LAT, lon: int = LON,

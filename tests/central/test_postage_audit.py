@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from central.documents import Documents
-from central.duties import Duties, SharedDuties
+from central.duties import Duties
 from central.embedded import Embedded
 from common import platform_docs as pd
 from common.tariff import Tariff
@@ -37,9 +37,9 @@ def platform(duty_store: StoreUnderTest, tmp_path: Path) -> tuple[StoreUnderTest
     return duty_store, docs
 
 
-def duties_of(s: StoreUnderTest) -> SharedDuties:
+def duties_of(s: StoreUnderTest) -> Duties:
     """What ``postedge central run`` runs on the backend: the audit is in both."""
-    return Duties(s.b, MASTER) if s.name == "embedded" else SharedDuties(s.b, MASTER)
+    return Duties(s.b, MASTER)
 
 
 def accept(docs: Documents, **change: Any) -> dict[str, Any]:

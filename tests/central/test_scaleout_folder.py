@@ -67,8 +67,9 @@ def test_a_scaleout_folder_registers_serves_and_issues_keys_from_two_fronts(
     pe("device", "add", str(d), "o2", "lk09", "--kind", "locker")
     pe("device", "rotate", str(d), "o2", "lk09", "--grace-days", "0")
     assert "lk09  locker  key version 2" in pe("device", "list", str(d), "o2").stdout
-    r = pe("review", "list", str(d), check=False)  # kept beside the embedded backend only
-    assert r.returncode == 2 and "scale-out" in r.stderr and "Traceback" not in r.stderr
+    # the 政讯通 registry is in PostgreSQL too
+    pe("campaign", "add", str(d), "health-2026", "--poster", "健康海报", "--qr", "PE-CAMP:health-2026")
+    assert "health-2026" in pe("campaign", "list", str(d)).stdout
 
     store = PgStore(cfg, pool_size=1)
     worker = WorkerThread(cfg)

@@ -1,5 +1,5 @@
 """Pickup notices on a scale-out central (``central/notices.py`` over
-PostgreSQL through ``central/duty_store.py``, run by ``SharedDuties``): a
+PostgreSQL through ``central/duty_store.py``, run by ``Duties``): a
 folder made and served as an operator does (``central init --scaleout``,
 ``contacts import``, ``central run`` with an SMS provider in
 ``central.toml``), a deposit uploaded by the gateway's own HTTPS client

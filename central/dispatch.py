@@ -3,7 +3,7 @@
 - The outlets and their health: events held, last upload, how far behind the
   gateway was at its last upload (the gateway reports no backlog upstream,
   so the platform measures it: the age of the oldest event in the newest
-  batch, ``Embedded.upload_lag``), resent batches, and the alarms still open
+  batch, ``upload_lag``), resent batches, and the alarms still open
   (no ``gateway.alarm_resolved`` from the outlet's clerk names them yet) with
   the oldest one's age; the open alarms listed.
 - The review queue of evidence photos (accept, or reject with a reason; a
@@ -16,14 +16,17 @@
   same operations as the ``/v1/boards`` API and ``postedge central
   site|job`` (the interval only here and in ``Boards.set_revisit``).
 
-Served by the same HTTPS front as the gateways' API, under ``/dispatch``,
-with its own logins (dispatchers, not outlets). Sessions: a 256-bit random
-token, only its hash kept, in an HttpOnly, Secure, SameSite=Strict cookie
-limited to ``/dispatch``; 30 minutes idle, 12 hours at most. Every POST
-carries the session's CSRF token and a POST from another origin is refused.
-Failed logins are throttled per name and per address (``common/session.py``).
-Sessions live in memory: a restart signs dispatchers out, which costs them a
-login and keeps no secret on disk.
+Served by the same HTTPS front as the gateways' API, under ``/dispatch``, on
+either backend (``DispatchStore``), with its own logins (dispatchers, not
+outlets). Sessions: a 256-bit random token, only its hash kept, in an
+HttpOnly, Secure, SameSite=Strict cookie limited to ``/dispatch``; 30
+minutes idle, 12 hours at most. Every POST carries the session's CSRF token
+and a POST from another origin is refused. Failed logins are throttled per
+name and per address (``common/session.py``). Sessions live in memory: a
+restart signs dispatchers out, which costs them a login and keeps no secret
+on disk; with several scale-out fronts behind one address, the balancer
+keeps a dispatcher on one front (sticky sessions), or a front that did not
+sign them in asks them to sign in again.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from central.boards import JOB_STATES, SITE_STATES, BoardError, Boards
-from central.embedded import Embedded
+from central.duty_store import DutyStore
 from central.postage_audit import PostageAudit
 from common import session as S
 from common.logs import recorder
@@ -71,8 +74,23 @@ def _policy(nonce: str) -> str:
             f"style-src 'nonce-{nonce}'")
 
 
+class DispatchStore(DutyStore, Protocol):
+    """What the page reads and writes beyond the duty store; both backends
+    have it (``central/dispatch_reads.py`` holds the rules they share)."""
+
+    def health(self, alarms: bool = True) -> list[dict[str, Any]]: ...
+
+    def open_alarms(self, limit: int = 200) -> list[dict[str, Any]]: ...
+
+    def upload_lag(self) -> dict[str, float]: ...
+
+    def photos_for_review(self, limit: int = 200) -> list[dict[str, Any]]: ...
+
+    def review_photo(self, sha256: str, verdict: str, reason: str, by: str) -> bool: ...
+
+
 class Dispatch:
-    def __init__(self, backend: Embedded, clock: Callable[[], float] = time.time,
+    def __init__(self, backend: DispatchStore, clock: Callable[[], float] = time.time,
                  boards: Boards | None = None) -> None:
         """``boards``: the registry the front serves, with the master key to
         sign job lists (else one of its own, which cannot send them)."""

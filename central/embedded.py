@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
+from central.dispatch_reads import KNOWN_TIME, claim, lag_batches, review_rows, unresolved
 from central.duty_store import DutyTable, body_of, columns_of, event_type_name, identifier
 from central.intake import Checked
 from central.registry import device_row, mqtt_hash, outlet_row
@@ -285,22 +286,9 @@ class Embedded:
             "SELECT p.sha, p.size, p.created_at, r.verdict, r.reason, r.by FROM photos p "
             "LEFT JOIN photo_reviews r ON r.sha = p.sha WHERE p.complete = 1 "
             "ORDER BY r.verdict IS NOT NULL, p.created_at DESC LIMIT ?", (limit,)).fetchall()
-        out = []
-        for sha, size, at, verdict, reason, by in rows:
-            claims = []
-            for outlet, meta in self.db.execute("SELECT outlet, meta FROM photo_claims WHERE sha=? "
-                                                "ORDER BY at", (sha,)):
-                try:
-                    m = json.loads(meta) if meta else None
-                except ValueError:
-                    m = None
-                claims.append({"outlet": outlet, **({k: str(v)[:64] for k, v in m.items()
-                                                     if k in ("job", "site", "step", "device")}
-                                                    if isinstance(m, dict) else {})})
-            distinct = {(c.get("job"), c.get("site")) for c in claims}
-            out.append({"sha": sha, "size": size, "at": at, "verdict": verdict, "reason": reason, "by": by,
-                        "claims": claims, "duplicate": len(distinct) > 1})
-        return out
+        claims = {sha: [claim(outlet, meta) for outlet, meta in self.db.execute(
+            "SELECT outlet, meta FROM photo_claims WHERE sha=? ORDER BY at", (sha,))] for sha, *_ in rows}
+        return review_rows(rows, claims)
 
     def review_photo(self, sha256: str, verdict: str, reason: str, by: str) -> bool:
         """Record a dispatcher's verdict on a complete photo; False if there is none."""
@@ -528,22 +516,11 @@ class Embedded:
         ``gateway/http/clerk.py``). An acknowledged alarm is still open. Each:
         outlet, id, device, alarm kind, ts (the device's clock), received_at.
         Reads every alarm and resolution held: a county's worth is small."""
-        resolved: set[tuple[str, str]] = set()
-        for outlet, payload in self.db.execute(
-                "SELECT outlet, CAST(payload AS TEXT) FROM events WHERE type='gateway.alarm_resolved'"):
-            body = body_of(payload or "")
-            if isinstance(body.get("alarm_id"), str):
-                resolved.add((outlet, body["alarm_id"]))
-        out = []
-        for outlet, eid, device, ts, at, payload in self.db.execute(
-                "SELECT outlet, id, device, ts, received_at, CAST(payload AS TEXT) FROM events "
-                "WHERE cls='alarm' ORDER BY ts, rowid"):
-            if (outlet, eid) in resolved:
-                continue
-            kind = body_of(payload or "").get("alarm")
-            out.append({"outlet": outlet, "id": eid, "device": device,
-                        "alarm": str(kind)[:40] if kind is not None else "", "ts": ts, "received_at": at})
-        return out[:limit] if limit else out
+        return unresolved(
+            self.db.execute("SELECT outlet, CAST(payload AS TEXT) FROM events "
+                            "WHERE type='gateway.alarm_resolved'").fetchall(),
+            self.db.execute("SELECT outlet, id, device, ts, received_at, CAST(payload AS TEXT) FROM events "
+                            "WHERE cls='alarm' ORDER BY ts, rowid"), limit)
 
     def upload_lag(self) -> dict[str, float]:
         """Per outlet, how far behind its gateway was at its last upload: the
@@ -555,17 +532,11 @@ class Embedded:
         (``ts`` before 2001) are left out."""
         out: dict[str, float] = {}
         # one pass over the batches (SQLite takes the bare columns from the row with the max)
-        rows = [(o, lane, bid, at) for o, lane, bid, at in self.db.execute(
-            "SELECT outlet, lane, id, max(first_at) FROM batches WHERE new > 0 GROUP BY outlet, lane")]
-        newest: dict[str, tuple[str, str, float]] = {}
-        for outlet, lane, bid, at in rows:
-            have = newest.get(outlet)
-            if have is None or (lane == "bulk") > (have[0] == "bulk") or (
-                    (lane == "bulk") == (have[0] == "bulk") and at > have[2]):
-                newest[outlet] = (lane, bid, at)
-        for outlet, (_, bid, at) in newest.items():
+        newest = lag_batches(self.db.execute(
+            "SELECT outlet, lane, id, max(first_at) FROM batches WHERE new > 0 GROUP BY outlet, lane"))
+        for outlet, (bid, at) in newest.items():
             oldest = self.db.execute("SELECT min(ts) FROM events WHERE outlet=? AND received_at=? "
-                                     "AND batch=? AND ts >= 1000000000", (outlet, at, bid)).fetchone()[0]
+                                     "AND batch=? AND ts >= ?", (outlet, at, bid, KNOWN_TIME)).fetchone()[0]
             if oldest is not None:
                 out[outlet] = max(0.0, at - oldest)
         return out

@@ -32,7 +32,6 @@ from aiohttp import web
 from central.backend import Backend, PhotoError
 from central.boards import BoardError, Boards
 from central.dispatch import Dispatch
-from central.embedded import Embedded
 from central.intake import MAX_BATCH_BYTES, check_batch
 from central.registry import Registry
 from common.logs import get, recorder
@@ -356,9 +355,8 @@ def serve(backend: Backend, host: str, port: int, cert: str, key: str,
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     boards = Boards(backend, master)  # type: ignore[arg-type]  # every backend is a duty store
-    embedded = isinstance(backend, Embedded)
-    front = Front(backend, dispatch=Dispatch(backend, boards=boards) if embedded else None, master=master,
-                  boards=boards)
+    front = Front(backend, dispatch=Dispatch(backend, boards=boards),  # type: ignore[arg-type]
+                  master=master, boards=boards)
     srv = ThreadedServer(front.app(), host, port, name="central-https", idle_timeout=30.0,
                          max_connections=1024, ssl_context=ctx, auto_decompress=False)
     srv.start()

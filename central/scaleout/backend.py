@@ -27,6 +27,7 @@ from nats.js.client import JetStreamContext
 from psycopg import sql
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
+from central.dispatch_reads import KNOWN_TIME, claim, lag_batches, review_rows, unresolved
 from central.duty_store import DutyTable, body_of, event_type_name
 from central.intake import Checked
 from central.registry import device_row, mqtt_hash, outlet_row
@@ -172,17 +173,79 @@ class PgStore:
                              "WHERE outlet=%s ORDER BY courier", (outlet,)).fetchall()
         return [(co, json.loads(lk), exp, at, rv) for co, lk, exp, at, rv in rows]
 
-    def health(self) -> list[dict[str, Any]]:
-        """Per outlet: events held and the last batch logged, for ``postedge
-        central outlet list`` (the embedded backend's ``health`` without its
-        alarm counts; a resent batch is dropped by the log, so none is counted)."""
+    def health(self, alarms: bool = True) -> list[dict[str, Any]]:
+        """Per outlet: events held, the last batch logged and (``alarms``)
+        every alarm event held, for ``postedge central outlet list`` and the
+        dispatcher's page (which counts the open ones, ``open_alarms``, and
+        asks without); a resent batch is dropped by the log, so none is counted."""
+        every_alarm = ("(SELECT count(*) FROM events e WHERE e.outlet=o.id AND e.cls='alarm')" if alarms
+                       else "0")
         with self.pool.tx() as c:
             rows = c.execute(
                 "SELECT o.id, o.retired_at, (SELECT count(*) FROM events e WHERE e.outlet=o.id), "
-                "(SELECT max(first_at) FROM batches b WHERE b.outlet=o.id) FROM outlets o ORDER BY o.id"
-            ).fetchall()
+                f"(SELECT max(first_at) FROM batches b WHERE b.outlet=o.id), {every_alarm} "
+                "FROM outlets o ORDER BY o.id").fetchall()
         return [{"outlet": o, "retired": r is not None, "events": int(n), "last_batch_at": last,
-                 "resent_batches": 0, "alarms": 0} for o, r, n, last in rows]
+                 "resent_batches": 0, "alarms": int(a)} for o, r, n, last, a in rows]
+
+    def open_alarms(self, limit: int = 200) -> list[dict[str, Any]]:
+        """As the embedded backend's (``central/dispatch_reads.py``), through
+        the partial indexes of alarms and resolutions."""
+        with self.pool.tx() as c:
+            resolutions = [(o, bytes(p)) for o, p in c.execute(
+                "SELECT outlet, payload FROM events WHERE type='gateway.alarm_resolved'")]
+            alarms = [(o, i, d, ts, at, bytes(p)) for o, i, d, ts, at, p in c.execute(
+                "SELECT outlet, id, device, ts, received_at, payload FROM events WHERE cls='alarm' "
+                "ORDER BY ts, received_at, ctid")]
+        return unresolved(resolutions, alarms, limit)
+
+    def upload_lag(self) -> dict[str, float]:
+        """As the embedded backend's. The log drops a resent batch, so every
+        batch logged brought events; one whose events were all held already
+        left no row naming it, and is passed over."""
+        out: dict[str, float] = {}
+        with self.pool.tx() as c:
+            rows = c.execute(
+                "SELECT DISTINCT ON (b.outlet, b.lane) b.outlet, b.lane, b.id, b.first_at FROM batches b "
+                "WHERE EXISTS (SELECT 1 FROM events e WHERE e.outlet=b.outlet AND e.batch=b.id) "
+                "ORDER BY b.outlet, b.lane, b.first_at DESC").fetchall()
+            for outlet, (bid, at) in lag_batches(rows).items():
+                row = c.execute("SELECT min(ts) FROM events WHERE outlet=%s AND batch=%s AND ts >= %s",
+                                (outlet, bid, KNOWN_TIME)).fetchone()
+                if row and row[0] is not None:
+                    out[outlet] = max(0.0, at - row[0])
+        return out
+
+    def photos_for_review(self, limit: int = 200) -> list[dict[str, Any]]:
+        """As the embedded backend's: complete photos, unreviewed first, with their claims."""
+        with self.pool.tx() as c:
+            rows = c.execute(
+                "SELECT p.sha, p.size, p.created_at, r.verdict, r.reason, r.\"by\" FROM photos p "
+                "LEFT JOIN photo_reviews r ON r.sha = p.sha WHERE p.complete "
+                "ORDER BY r.verdict IS NOT NULL, p.created_at DESC LIMIT %s", (limit,)).fetchall()
+            claims: dict[str, list[dict[str, Any]]] = {}
+            for sha, outlet, meta in c.execute(
+                    "SELECT sha, outlet, meta FROM photo_claims WHERE sha = ANY(%s) ORDER BY at",
+                    ([r[0] for r in rows],)):
+                claims.setdefault(sha, []).append(claim(outlet, meta))
+        return review_rows(rows, claims)
+
+    def review_photo(self, sha256: str, verdict: str, reason: str, by: str) -> bool:
+        """A dispatcher's verdict on a complete photo; False if there is none."""
+        if verdict not in ("accepted", "rejected"):
+            raise ValueError(f"verdict must be accepted or rejected, not {verdict!r}")
+        with self.pool.tx() as c:
+            if c.execute("SELECT 1 FROM photos WHERE sha=%s AND complete", (sha256,)).fetchone() is None:
+                return False
+            c.execute('INSERT INTO photo_reviews (sha, verdict, reason, "by", at) VALUES (%s,%s,%s,%s,%s) '
+                      'ON CONFLICT (sha) DO UPDATE SET verdict=excluded.verdict, reason=excluded.reason, '
+                      '"by"=excluded."by", at=excluded.at', (sha256, verdict, reason[:300], by, time.time()))
+        return True
+
+    def complete_photos(self) -> set[str]:
+        """Content hashes of every photo held whole."""
+        with self.pool.tx() as c:
+            return {r[0] for r in c.execute("SELECT sha FROM photos WHERE complete")}
 
     def outlet_active(self, outlet: str) -> bool:
         """Registered and not retired (the MQTT front's check: there the

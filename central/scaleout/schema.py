@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS photos (
     complete boolean NOT NULL DEFAULT false, data bytea, created_at double precision NOT NULL);
 CREATE TABLE IF NOT EXISTS photo_parts (
     sha text NOT NULL, idx integer NOT NULL, data bytea NOT NULL, PRIMARY KEY (sha, idx));
+CREATE TABLE IF NOT EXISTS photo_reviews (
+    sha text PRIMARY KEY, verdict text NOT NULL, reason text NOT NULL, "by" text NOT NULL,
+    at double precision NOT NULL);
+CREATE INDEX IF NOT EXISTS events_alarms ON events (ts) WHERE cls = 'alarm';
+CREATE INDEX IF NOT EXISTS events_alarms_resolved ON events (received_at)
+    WHERE type = 'gateway.alarm_resolved';
+CREATE INDEX IF NOT EXISTS events_batch ON events (outlet, batch);
 CREATE TABLE IF NOT EXISTS dispatchers (
     name text PRIMARY KEY, pw_hash text NOT NULL, created_at double precision NOT NULL,
     disabled_at double precision);

@@ -12,7 +12,8 @@ import hashlib
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,52 @@ from tests.central.test_contract import events
 pytestmark = pytest.mark.browser
 
 
+@dataclass
+class Store:
+    """A backend under test: what it is, and how to wait until what it was
+    given is where its readers look (on scale-out: through the log and a
+    worker into PostgreSQL)."""
+
+    b: Any
+    settle: Callable[[], None]
+
+
+@pytest.fixture(params=["embedded", pytest.param("scaleout", marks=pytest.mark.slow)])
+def store_of(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The page's store: the embedded backend, or the scale-out one (NATS
+    JetStream, an ingest worker, PostgreSQL)."""
+    if request.param == "embedded":
+        b = Embedded(tmp_path / "central")
+        try:
+            yield Store(b, lambda: None)
+        finally:
+            b.close()
+        return
+    from central.scaleout import ScaleOut, ScaleOutConfig
+    from central.scaleout.worker import WorkerThread
+
+    so = request.getfixturevalue("scaleout_rig")
+    ns, dsn = so.namespace("p")
+    cfg = ScaleOutConfig(so.nats.urls, dsn, ns, ack_wait_s=5.0)
+    scale = ScaleOut(cfg)
+    worker = WorkerThread(cfg)
+    try:
+        yield Store(scale, scale.wait_written)
+    finally:
+        worker.stop()
+        scale.bridge.run(scale.js.delete_stream(cfg.stream), 10)
+        scale.close()
+
+
+def handheld_commands(b: Any, outlet: str) -> int:
+    """How many commands wait for the outlet's handhelds."""
+    return sum(1 for kind, _ in b.pull(outlet, 0, 10_000)[1] if kind == "handheld")
+
+
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[str, Embedded]]:
+def service(tmp_path: Path, store_of: Store) -> Iterator[tuple[str, Any]]:
     pki = make_outlet_pki(tmp_path / "pki", "central")
-    b = Embedded(tmp_path / "central")
+    b = store_of.b
     b.add_outlet("o1", "o1-password-x")
     b.add_outlet("o2", "o2-password-x")
     b.add_dispatcher("wang", "dispatch-pass-1")
@@ -42,6 +85,7 @@ def service(tmp_path: Path) -> Iterator[tuple[str, Embedded]]:
     rows = events("lk01", 12)
     enc = encode_batch("o1", "bulk", rows)
     b.store("o1", check_batch("o1", enc.id, enc.body))
+    store_of.settle()
     photo = b"\xff\xd8" + bytes(3000)
     sha = hashlib.sha256(photo).hexdigest()
     for outlet, job, site, hh in (("o1", "j1", "s1", "hh01"), ("o2", "j9", "s7", "hh02")):
@@ -53,12 +97,11 @@ def service(tmp_path: Path) -> Iterator[tuple[str, Embedded]]:
         yield f"https://127.0.0.1:{srv.address[1]}", b
     finally:
         srv.stop()
-        b.close()
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_a_dispatcher_signs_in_sees_outlets_and_reviews_a_photo(
-        service: tuple[str, Embedded], chromium: Any, lang: str) -> None:
+        service: tuple[str, Any], chromium: Any, lang: str) -> None:
     url, b = service
     zh = lang == "zh"
     ctx = chromium.new_context(viewport={"width": 1024, "height": 768}, ignore_https_errors=True)
@@ -85,15 +128,15 @@ def test_a_dispatcher_signs_in_sees_outlets_and_reviews_a_photo(
     page.locator("li.photo input[name=reason]").fill("照片模糊")
     page.locator("li.photo button[value=rejected]").click()
     assert "照片模糊" in page.locator("li.photo .verdict").inner_text()
-    review = b.db.execute("SELECT verdict, reason, by FROM photo_reviews").fetchone()
-    assert review == ("rejected", "照片模糊", "wang")
+    (review,) = b.photos_for_review()
+    assert (review["verdict"], review["reason"], review["by"]) == ("rejected", "照片模糊", "wang")
     cookies = {c["name"]: c for c in ctx.cookies()}
     c = cookies["pe_dispatch"]
     assert c["httpOnly"] and c["secure"] and c["sameSite"] == "Strict" and c["path"] == "/dispatch"
     ctx.close()
 
 
-def test_a_cross_site_form_changes_nothing(service: tuple[str, Embedded], chromium: Any,
+def test_a_cross_site_form_changes_nothing(service: tuple[str, Any], chromium: Any,
                                             tmp_path: Path) -> None:
     url, b = service
     ctx = chromium.new_context(ignore_https_errors=True)
@@ -107,7 +150,7 @@ def test_a_cross_site_form_changes_nothing(service: tuple[str, Embedded], chromi
     r = ctx.request.post(f"{url}/dispatch/review", form={"sha": sha, "verdict": "accepted", "csrf": "guess"},
                          max_redirects=0)
     assert r.status == 403
-    assert b.db.execute("SELECT count(*) FROM photo_reviews").fetchone()[0] == 0
+    assert [p["verdict"] for p in b.photos_for_review()] == [None]
     # and the page itself does not send its cookie to another site's form
     evil = tmp_path / "evil.html"
     evil.write_text(f'<form id=f method=post action="{url}/dispatch/review">'
@@ -115,7 +158,7 @@ def test_a_cross_site_form_changes_nothing(service: tuple[str, Embedded], chromi
                     "<script>document.getElementById('f').submit()</script>")
     page.goto(evil.as_uri())
     page.wait_for_load_state()
-    assert b.db.execute("SELECT count(*) FROM photo_reviews").fetchone()[0] == 0
+    assert [p["verdict"] for p in b.photos_for_review()] == [None]
     assert json.dumps(ctx.cookies())  # the session is still there: nothing was done with it
     ctx.close()
 
@@ -141,22 +184,23 @@ def envelopes(device: str, rows: list[tuple[int, str, str, dict[str, Any]]],
     return out
 
 
-def upload(b: Embedded, outlet: str, rows: list[tuple[str, bytes]]) -> None:
+def upload(s: Store, outlet: str, rows: list[tuple[str, bytes]], lane: str = "bulk") -> None:
     from central.intake import check_batch
 
-    enc = encode_batch(outlet, "bulk", rows)
-    assert b.store(outlet, check_batch(outlet, enc.id, enc.body)).new == len(rows)
+    enc = encode_batch(outlet, lane, rows)
+    s.b.store(outlet, check_batch(outlet, enc.id, enc.body))
+    s.settle()
 
 
 @pytest.fixture
-def county(tmp_path: Path) -> Iterator[tuple[str, Embedded, Boards]]:
+def county(tmp_path: Path, store_of: Store) -> Iterator[tuple[str, Store, Boards]]:
     """Two outlets, one with a backlog three hours deep and an open alarm; a
     campaign, three sites (installed, approved, proposed), an install job
     whose photo was taken too far away, and a handheld's new job to send.
     The front is wired as ``postedge central run`` should: the page and
     ``/v1/boards`` share one registry that holds the master key."""
     pki = make_outlet_pki(tmp_path / "pki", "central")
-    b = Embedded(tmp_path / "central")
+    b = store_of.b
     for o in ("o1", "o2"):
         b.add_outlet(o, f"{o}-password-x")
     b.add_dispatcher("wang", "dispatch-pass-1")
@@ -169,12 +213,12 @@ def county(tmp_path: Path) -> Iterator[tuple[str, Embedded, Boards]]:
     boards.add_job("install", "o1", "hh01", site="s2", campaign="health-2026", jid="bj-1")
     boards.add_job("maintain", "o1", "hh02", site="s1", jid="bj-2")
     boards.send_jobs("o1", "hh01")
-    upload(b, "o1", envelopes("hh01", [
+    upload(store_of, "o1", envelopes("hh01", [
         (1, "handheld.photo", "audit", {"job": "bj-1", "site": "s2", "step": "photo", "sha256": "ab" * 32,
                                         "lat_e7": LAT + 20_000 + 30_000, "lon_e7": LON, "qr": [CAMP_QR]}),
         (2, "handheld.job_submitted", "audit", {"job": "bj-1"})]))
     # the gateway drains oldest first: its newest batch starts with an event three hours old
-    upload(b, "o1", envelopes("lk01", [
+    upload(store_of, "o1", envelopes("lk01", [
         (1, "locker.deposit", "custody", {"compartment": 3, "parcel": "RB123456785CN", "_age_s": 3 * 3600}),
         (2, "locker.alarm", "alarm", {"alarm": "door_forced", "compartment": 3, "_age_s": 2 * 3600}),
         (3, "locker.deposit", "custody", {"compartment": 4, "parcel": "EA000000005CN", "_age_s": 600})]))
@@ -185,10 +229,9 @@ def county(tmp_path: Path) -> Iterator[tuple[str, Embedded, Boards]]:
                          auto_decompress=False)
     srv.start()
     try:
-        yield f"https://127.0.0.1:{srv.address[1]}", b, boards
+        yield f"https://127.0.0.1:{srv.address[1]}", store_of, boards
     finally:
         srv.stop()
-        b.close()
 
 
 def sign_in(chromium: Any, url: str, lang: str) -> tuple[Any, Any]:
@@ -202,11 +245,12 @@ def sign_in(chromium: Any, url: str, lang: str) -> tuple[Any, Any]:
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
-def test_the_page_says_what_needs_doing(county: tuple[str, Embedded, Boards], chromium: Any,
+def test_the_page_says_what_needs_doing(county: tuple[str, Store, Boards], chromium: Any,
                                         lang: str) -> None:
     from tests.cli.test_cli_zh import english_words
 
-    url, b, boards = county
+    url, store, boards = county
+    b = store.b
     zh = lang == "zh"
     ctx, page = sign_in(chromium, url, lang)
     o1 = page.locator("#outlets tr[data-outlet=o1]")
@@ -252,13 +296,13 @@ def test_the_page_says_what_needs_doing(county: tuple[str, Embedded, Boards], ch
     form.locator("button").click()
     assert boards.site("s2")["revisit_days"] == 14
     assert page.locator("#sites tr[data-site=s2] input[name=days]").input_value() == "14"
-    before = b.db.execute("SELECT count(*) FROM commands WHERE kind='handheld'").fetchone()[0]
+    before = handheld_commands(b, "o1")
     page.locator("form.send button").click()
     assert boards.job("bj-2")["status"] == "sent"
-    assert b.db.execute("SELECT count(*) FROM commands WHERE kind='handheld'").fetchone()[0] == before + 1
+    assert handheld_commands(b, "o1") == before + 1
     assert page.locator("form.send").count() == 0
     # the clerk resolves the alarm at the outlet; the gateway's event arrives with the next upload
-    upload(b, "o1", envelopes("gw01", [(1, "gateway.alarm_resolved", "audit", {
+    upload(store, "o1", envelopes("gw01", [(1, "gateway.alarm_resolved", "audit", {
         "alarm_id": "lk01:c0ffee01:2", "alarm": "door_forced", "device": "lk01", "by": "li",
         "role": "clerk", "note": "门已关好"})]))
     page.goto(f"{url}/dispatch?lang={lang}")
@@ -269,29 +313,27 @@ def test_the_page_says_what_needs_doing(county: tuple[str, Embedded, Boards], ch
 
 
 def test_an_acknowledged_alarm_is_still_open_and_another_outlets_resolution_closes_nothing(
-        county: tuple[str, Embedded, Boards]) -> None:
-    _, b, _ = county
-    upload(b, "o1", envelopes("gw01", [(1, "gateway.alarm_acknowledged", "audit",
-                                        {"alarm_id": "lk01:c0ffee01:2"})]))
-    upload(b, "o2", envelopes("gw01", [(1, "gateway.alarm_resolved", "audit",
-                                        {"alarm_id": "lk01:c0ffee01:2"})]))
-    assert [(a["outlet"], a["id"]) for a in b.open_alarms()] == [("o1", "lk01:c0ffee01:2")]
+        county: tuple[str, Store, Boards]) -> None:
+    _, store, _ = county
+    upload(store, "o1", envelopes("gw01", [(1, "gateway.alarm_acknowledged", "audit",
+                                            {"alarm_id": "lk01:c0ffee01:2"})]))
+    upload(store, "o2", envelopes("gw01", [(1, "gateway.alarm_resolved", "audit",
+                                            {"alarm_id": "lk01:c0ffee01:2"})]))
+    assert [(a["outlet"], a["id"]) for a in store.b.open_alarms()] == [("o1", "lk01:c0ffee01:2")]
 
 
 def test_the_upload_lag_is_the_bulk_lanes_and_ignores_clockless_events(
-        county: tuple[str, Embedded, Boards]) -> None:
-    from central.intake import check_batch
-
-    _, b, _ = county
+        county: tuple[str, Store, Boards]) -> None:
+    _, store, _ = county
+    b = store.b
     lag = b.upload_lag()["o1"]
     assert 3 * 3600 <= lag < 3 * 3600 + 60
     # an alarm sent at once on the fast lane afterwards does not hide the bulk backlog
-    alarm = envelopes("lk02", [(1, "locker.alarm", "alarm", {"alarm": "door_left_open"})])
-    enc = encode_batch("o1", "fast", alarm)
-    b.store("o1", check_batch("o1", enc.id, enc.body))
+    upload(store, "o1", envelopes("lk02", [(1, "locker.alarm", "alarm", {"alarm": "door_left_open"})]),
+           lane="fast")
     assert abs(b.upload_lag()["o1"] - lag) < 5
     # a device that did not know the time yet (ts from boot) says nothing about the backlog
-    upload(b, "o2", envelopes("lk01", [(1, "locker.deposit", "custody",
+    upload(store, "o2", envelopes("lk01", [(1, "locker.deposit", "custody",
                                         {"compartment": 1, "parcel": "RB123456785CN",
                                          "_age_s": int(time.time()) - 42})]))
     assert "o2" not in b.upload_lag()

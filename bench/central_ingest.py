@@ -70,9 +70,9 @@ sys.path.insert(0, str(ROOT))
 from central import front  # noqa: E402
 from central.embedded import Embedded  # noqa: E402
 from central.scaleout import ScaleOut, ScaleOutConfig  # noqa: E402
+from central.scaleout.local import LocalCluster  # noqa: E402
 from common.pki import make_outlet_pki  # noqa: E402
 from common.uplink_codec import CONTENT_TYPE, decode_ack, encode_batch  # noqa: E402
-from tests.central.rig import ScaleOutRig  # noqa: E402
 
 GATEWAYS = int(os.environ.get("BENCH_GATEWAYS", "24"))
 CLIENT_PROCS = 3
@@ -317,7 +317,7 @@ def _fronts(cfg: ScaleOutConfig, pki: Any, n: int) -> list[subprocess.Popen[str]
     return fs
 
 
-def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool, drain: bool = False,
+def run_scaleout(rig: LocalCluster, pki: Any, workers: int, kill: bool, drain: bool = False,
                  fronts: int = 2) -> dict[str, Any]:
     """One run. ``drain``: the gateways upload with no worker running (the
     fronts and the log alone), then the workers start on the full log and the
@@ -392,12 +392,12 @@ def run_scaleout(rig: ScaleOutRig, pki: Any, workers: int, kill: bool, drain: bo
             "drain_events_per_s": drained}
 
 
-def run_mqtt(rig: ScaleOutRig, pki: Any, work: Path) -> dict[str, Any]:
+def run_mqtt(rig: LocalCluster, pki: Any, work: Path) -> dict[str, Any]:
     """The MQTT path once: a 3-node cluster with nats-server's MQTT listener
     (the outlets' users from ``nats_auth.render``), the MQTT front and one
     worker as processes, PostgreSQL shared with the HTTPS runs."""
+    from central.scaleout.local import MqttListener, NatsCluster  # noqa: PLC0415
     from central.scaleout.nats_auth import render  # noqa: PLC0415
-    from tests.central.rig import MqttListener, NatsCluster  # noqa: PLC0415
 
     cluster = NatsCluster.start(Path(tempfile.mkdtemp(dir=work, prefix="mqtt-nats-")), 3,
                                 MqttListener(pki.server.cert, pki.server.key,
@@ -448,7 +448,7 @@ def main() -> int:
     print(f"central_ingest: {GATEWAYS} gateways x {BATCHES} batches x {BATCH} events = {total:,} events "
           f"a run, {RUNS} runs each, median; {os.cpu_count()} cores")
     emb = []
-    rig = ScaleOutRig.start(work / "rig")
+    rig = LocalCluster.start(work / "rig")
     try:
         by_workers: dict[int, list[dict[str, Any]]] = {}
         drains: dict[int, dict[str, Any]] = {}

@@ -21,7 +21,6 @@ file explains each choice next to the setting.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
@@ -30,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.ports import free_port
 from protocol import topics
 
 DEVICE_WRITE = ("evt", "state", "presence", "ack")
@@ -96,38 +96,6 @@ def find_mosquitto_passwd() -> str:
         if cand and os.access(cand, os.X_OK):
             return cand
     raise FileNotFoundError("mosquitto_passwd is not installed (scripts/setup installs it)")
-
-
-def _ephemeral_low() -> int:
-    """The lowest port the kernel hands out as a client's source port."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port() -> int:
-    """A free loopback port for a listener that may stop and start again.
-
-    Chosen below the kernel's ephemeral range on purpose: a port taken with
-    ``bind(0)`` is an ephemeral one, so while its listener is down (a broker
-    restart, the WAN link cut for days) a client retrying ``connect`` to it
-    can be given that very port as its own source port and connect to
-    itself (TCP simultaneous open), or another connection can hold it; the
-    listener then cannot bind again (``EADDRINUSE``) and the run fails.
-    Ports below the range are never handed out by ``connect``.
-    """
-    top = _ephemeral_low()
-    low = max(1024, top - 22768)
-    for _ in range(200):
-        port = random.randrange(low, top)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no free loopback port below the ephemeral range")
 
 
 KIB = 1024

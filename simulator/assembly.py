@@ -28,8 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.ports import free_port
 from firmware.locker import codes as C
-from gateway.broker import Account, Mosquitto, find_mosquitto, free_port, tls_listener
+from gateway.broker import Account, Mosquitto, find_mosquitto, tls_listener
 from handheld import tls as handheld_tls
 from protocol import signing
 from simulator.central import CentralService, Certs, Link, make_certs

@@ -48,8 +48,8 @@ from central.front import Front
 from central.intake import Checked
 from central.notices import HttpSms, add_contact
 from common.logs import JsonLines
+from common.ports import free_port
 from common.web_server import ThreadedServer
-from gateway.broker import free_port
 from protocol import envelope
 from simulator.platform_keys import MASTER
 

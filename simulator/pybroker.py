@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from common import logs
-from gateway.broker import OUTLET_LIMITS, Account, Mosquitto, free_port
+from common.ports import free_port
+from gateway.broker import OUTLET_LIMITS, Account, Mosquitto
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -65,8 +65,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from aiohttp import web
 
+from common.ports import free_port
 from common.uplink_codec import CONTENT_TYPE, BatchError, decode_batch, encode_ack, encode_down
-from gateway.broker import Account, Mosquitto, free_port
+from gateway.broker import Account, Mosquitto
 from gateway.config import DEFAULT_PREFIX
 from protocol import envelope
 from protocol.errors import BadField, ProtocolError

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.broker import find_mosquitto, free_port
+from common.ports import free_port
+from gateway.broker import find_mosquitto
 from gateway.provision import provision
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ holds the session's master key ``MASTER``, so ``POST /v1/keys`` is served by
 both. Add an implementation here and the whole suite runs against it.
 
 ``scaleout`` is the NATS JetStream + PostgreSQL backend on the session's real
-cluster and database (``rig.py``), with one ingest worker thread; it is
+cluster and database (``central/scaleout/local.py``), with one ingest worker thread; it is
 marked slow (the parts start once per session, each test gets its own stream
 and database).
 
@@ -29,9 +29,9 @@ from central import front
 from central.embedded import Embedded
 from central.intake import check_batch
 from central.registry import Registry
+from central.scaleout.local import LocalCluster
 from common.pki import make_outlet_pki
 from common.uplink_codec import encode_batch
-from tests.central.rig import ScaleOutRig
 
 
 @dataclass
@@ -63,9 +63,9 @@ def central_pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="session")
-def scaleout_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOutRig]:
+def scaleout_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A 3-node NATS JetStream cluster and a PostgreSQL server, for the session."""
-    rig = ScaleOutRig.start(tmp_path_factory.mktemp("scaleout"))
+    rig = LocalCluster.start(tmp_path_factory.mktemp("scaleout"))
     try:
         yield rig
     finally:
@@ -91,7 +91,7 @@ def central(request: pytest.FixtureRequest, tmp_path: Path, central_pki: Any) ->
         from central.scaleout import ScaleOut, ScaleOutConfig
         from central.scaleout.worker import WorkerThread
 
-        rig: ScaleOutRig = request.getfixturevalue("scaleout_rig")
+        rig: LocalCluster = request.getfixturevalue("scaleout_rig")
         ns, dsn = rig.namespace()
         cfg = ScaleOutConfig(rig.nats.urls, dsn, ns, ack_wait_s=5.0)
         scale = ScaleOut(cfg)
@@ -139,7 +139,7 @@ def duty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     from central.scaleout import ScaleOut, ScaleOutConfig
     from central.scaleout.worker import WorkerThread
 
-    rig: ScaleOutRig = request.getfixturevalue("scaleout_rig")
+    rig: LocalCluster = request.getfixturevalue("scaleout_rig")
     ns, dsn = rig.namespace("d")
     cfg = ScaleOutConfig(rig.nats.urls, dsn, ns, ack_wait_s=5.0)
     scale = ScaleOut(cfg)

@@ -25,11 +25,11 @@ from central import front
 from central.boards import Boards, distance_m
 from central.embedded import Embedded
 from central.keys import KeyService
+from central.scaleout.local import LocalCluster
 from common.pki import make_outlet_pki
 from common.uplink_codec import CONTENT_TYPE, decode_down, encode_batch
 from protocol import envelope, signing
 from protocol.ids import format_event_id
-from tests.central.rig import ScaleOutRig
 
 PW = "o1-secret-pw"
 MASTER = bytes(range(32))
@@ -116,7 +116,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     from central.scaleout import ScaleOut, ScaleOutConfig
     from central.scaleout.worker import WorkerThread
 
-    so: ScaleOutRig = request.getfixturevalue("scaleout_rig")
+    so: LocalCluster = request.getfixturevalue("scaleout_rig")
     ns, dsn = so.namespace("b")
     cfg = ScaleOutConfig(so.nats.urls, dsn, ns, ack_wait_s=5.0)
     scale = ScaleOut(cfg)

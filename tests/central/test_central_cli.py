@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from common.ports import free_port
 from common.uplink_codec import encode_batch
-from gateway.broker import free_port
 from gateway.uplink.transport import TransportError
 from protocol import keys, signing
 from tests.central.cli_rig import ROOT, add_outlet, gateway_client, pe, registered, upload

@@ -23,11 +23,11 @@ from central.intake import check_batch
 from central.keys import KeyService
 from central.notices import HttpSms, Notices
 from central.revocations import Revocations
+from central.scaleout.local import LocalCluster
 from common.uplink_codec import decode_ack, encode_batch
 from protocol import envelope, seal
 from protocol.ids import format_event_id
 from tests.central.conftest import CentralUnderTest
-from tests.central.rig import ScaleOutRig
 from tests.central.test_contract import Client
 from tests.central.test_notices import Provider, provider  # noqa: F401 - the fixture, used by name
 
@@ -253,7 +253,7 @@ def test_two_outlets_same_id_deposits_each_get_their_notice(tmp_path: Path, prov
 
 # -------------------------------------------------------------- scale-out
 @pytest.mark.slow
-def test_scaleout_worker_keeps_both_outlets_even_in_one_fetch(scaleout_rig: ScaleOutRig) -> None:
+def test_scaleout_worker_keeps_both_outlets_even_in_one_fetch(scaleout_rig: LocalCluster) -> None:
     from central.scaleout import ScaleOut, ScaleOutConfig
     from central.scaleout.worker import WorkerThread
 
@@ -287,7 +287,7 @@ def test_scaleout_worker_keeps_both_outlets_even_in_one_fetch(scaleout_rig: Scal
 
 
 def test_wait_written_returns_only_once_the_logged_batches_are_in_the_database(
-        scaleout_rig: ScaleOutRig) -> None:
+        scaleout_rig: LocalCluster) -> None:
     """Judged by the stream's sequence: with no worker nothing is written
     and the wait says so; with one, it returns with every row there."""
     from central.scaleout import ScaleOut, ScaleOutConfig
@@ -327,7 +327,7 @@ CREATE TABLE quarantine (
 
 
 @pytest.mark.slow
-def test_a_scaleout_database_of_the_old_schema_is_upgraded_on_open(scaleout_rig: ScaleOutRig) -> None:
+def test_a_scaleout_database_of_the_old_schema_is_upgraded_on_open(scaleout_rig: LocalCluster) -> None:
     from central.scaleout import ScaleOut, ScaleOutConfig
     from central.scaleout.worker import WorkerThread
 

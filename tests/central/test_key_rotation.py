@@ -17,7 +17,7 @@ from central.embedded import Embedded
 from central.keys import KeyService, issue_for_outlet, rotate
 from central.keys import section as key_section
 from central.manifests import Manifests
-from gateway.broker import free_port
+from common.ports import free_port
 from handheld.app import HandheldApp
 from protocol import canonical, signing
 from simulator.platform_keys import MASTER

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from central.manifests import ManifestRefused, Manifests
-from gateway.broker import free_port
+from common.ports import free_port
 from handheld.app import HandheldApp
 from protocol import canonical, envelope
 from simulator.platform_keys import MASTER

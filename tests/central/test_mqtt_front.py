@@ -1,6 +1,6 @@
 """Gateways' MQTT uplink straight into the scale-out backend: the gateway's
 own MQTT carrier (``gateway/uplink/mqtt.py``) over TLS to nats-server's MQTT
-listener on a real 3-node cluster (``rig.py``, with per-outlet NATS users
+listener on a real 3-node cluster (``central/scaleout/local.py``, with per-outlet NATS users
 from ``central/scaleout/nats_auth.py``), the MQTT front
 (``central/scaleout/mqtt_front.py``) and an ingest worker writing into a
 real PostgreSQL. Batches end up stored once, a replay too; another outlet's
@@ -26,13 +26,13 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from central.scaleout import ScaleOut, ScaleOutConfig
+from central.scaleout.local import LocalCluster, MqttListener, NatsCluster
 from central.scaleout.mqtt_front import MQTT_MAX_BATCH, MqttFrontThread
 from central.scaleout.nats_auth import render
 from central.scaleout.worker import WorkerThread
 from common.uplink_codec import EncodedBatch, encode_batch
 from gateway.uplink.mqtt import MqttTransport
 from gateway.uplink.transport import TransportError, tls_context
-from tests.central.rig import MqttListener, NatsCluster, ScaleOutRig
 from tests.central.test_contract import events
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(scaleout_rig: ScaleOutRig, central_pki: Any,
+def stack(scaleout_rig: LocalCluster, central_pki: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     auth = render("pe-up/v1", PASSWORDS)
     with ExitStack() as undo:  # every part stopped, even when one's stop fails

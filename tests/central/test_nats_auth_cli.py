@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from gateway.broker import free_port
+from central.scaleout.local import NATS_SERVER, stop_process, wait_port
+from common.ports import free_port
 from gateway.uplink.mqtt import MqttTransport
 from gateway.uplink.transport import TransportError, tls_context
-from tests.central.rig import NATS_SERVER, _stop, _wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def start_nats(tmp_path: Path, central_pki: Any) -> tuple[subprocess.Popen[bytes
                     f'key_file: "{central_pki.server.key}" }} }}\ninclude "auth.conf"\n')
     with open(tmp_path / "n.log", "wb") as log:
         proc = subprocess.Popen([NATS_SERVER, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    _wait_port(mport, proc, "nats-server mqtt")
+    wait_port(mport, proc, "nats-server mqtt")
     return proc, f"mqtts://127.0.0.1:{mport}"
 
 
@@ -86,7 +86,7 @@ def test_the_users_file_lets_each_active_outlet_in_as_itself_only(tmp_path: Path
             raise AssertionError("a retired outlet still logs in after the reload")
         MqttTransport(url, "o1", ctx, 5, "o1", pw1, client_id="o1b").probe()
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.mark.slow

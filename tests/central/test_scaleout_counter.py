@@ -25,12 +25,12 @@ from central.keys import KeyService
 from central.postage_audit import PostageAudit
 from central.scaleout import PgStore
 from central.scaleout.folder import read_config
+from central.scaleout.local import LocalCluster
 from common.uplink_codec import DOWN_COUNTER_DOC, encode_batch, read_counter_doc
 from gateway.counter.acceptance import CounterDesk
 from gateway.uplink.https import HttpsTransport
 from protocol import keys, signing
 from simulator.counter_sim import BOXES, RATES, ZONES
-from tests.central.rig import ScaleOutRig
 from tests.central.test_central_cli import pe
 from tests.central.test_postage_audit import accept, accepted
 from tests.central.test_scaleout_duties import scaleout_central
@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_a_scaleout_folder_serves_and_audits_the_counters_documents_and_issues_rounds(
-        tmp_path: Path, scaleout_rig: ScaleOutRig) -> None:
+        tmp_path: Path, scaleout_rig: LocalCluster) -> None:
     with scaleout_central(tmp_path, scaleout_rig) as central:
         d = central.folder
         (tmp_path / "tariff.json").write_text(json.dumps({"zones": ZONES, "services": RATES}))

@@ -29,16 +29,17 @@ import pytest
 from central.duties import SecurityDuties
 from central.keys import KeyService
 from central.scaleout import PgStore, ScaleOut, ScaleOutConfig
+from central.scaleout.local import LocalCluster
 from central.scaleout.worker import WorkerThread
+from common.ports import free_port
 from common.uplink_codec import DOWN_CLERK_DECISION, encode_batch, read_clerk_refusal
 from firmware.locker import compartments as K
-from gateway.broker import Mosquitto, free_port
+from gateway.broker import Mosquitto
 from gateway.uplink.https import HttpsTransport
 from protocol import keys, revocation, signing, topics
 from simulator.gateway_process import GatewayProcess
 from tests.central.cli_rig import ROOT, add_outlet, pe
 from tests.central.conftest import StoreUnderTest
-from tests.central.rig import ScaleOutRig
 from tests.central.test_clerk_requests import request
 from tests.central.test_revocations import revoked_event
 from tests.gateway.clerk_rig import Client, locker_state
@@ -63,7 +64,7 @@ class Central:
 
 
 @contextmanager
-def scaleout_central(tmp_path: Path, rig: ScaleOutRig, front: str = "run") -> Iterator[Central]:
+def scaleout_central(tmp_path: Path, rig: LocalCluster, front: str = "run") -> Iterator[Central]:
     """A scale-out folder made and served as an operator does (``central
     init --scaleout``, ``outlet add``, ``device add``, ``central run``, or
     with ``front="serve"`` an added front process, ``python -m
@@ -101,7 +102,7 @@ def scaleout_central(tmp_path: Path, rig: ScaleOutRig, front: str = "run") -> It
 @pytest.mark.e2e
 @pytest.mark.parametrize("front", ["run", "serve"])
 def test_a_gateways_request_and_revocation_are_answered_by_a_scaleout_central_run(
-        tmp_path: Path, scaleout_rig: ScaleOutRig, front: str) -> None:
+        tmp_path: Path, scaleout_rig: LocalCluster, front: str) -> None:
     """By ``postedge central run`` and by an added front process alike."""
     t = None
     with scaleout_central(tmp_path, scaleout_rig, front) as central:
@@ -160,7 +161,7 @@ def test_a_gateways_request_and_revocation_are_answered_by_a_scaleout_central_ru
 
 @pytest.mark.e2e
 def test_a_clerks_request_in_a_gateway_process_is_signed_by_a_scaleout_central_and_relayed(
-        tmp_path: Path, scaleout_rig: ScaleOutRig, broker: Mosquitto) -> None:
+        tmp_path: Path, scaleout_rig: LocalCluster, broker: Mosquitto) -> None:
     """The whole way: a supervisor's request in a real gateway's clerk
     console (``postedge gateway run``, its own uplink and downlink over
     HTTPS), decided on a scale-out ``central run``, the signed command pulled
@@ -210,7 +211,7 @@ def test_a_clerks_request_in_a_gateway_process_is_signed_by_a_scaleout_central_a
                 gw.stop()
 
 
-def test_one_duty_pass_at_a_time_across_front_processes(scaleout_rig: ScaleOutRig) -> None:
+def test_one_duty_pass_at_a_time_across_front_processes(scaleout_rig: LocalCluster) -> None:
     """Another process's pass holds the turn: this one skips its tick and
     decides nothing (two passes at once would both sign, and count the
     remote-open budget twice); once it is over, the next tick does the work."""
@@ -238,7 +239,7 @@ def test_one_duty_pass_at_a_time_across_front_processes(scaleout_rig: ScaleOutRi
         other.close()
 
 
-def test_the_duty_loop_outlives_a_database_restart(scaleout_rig: ScaleOutRig) -> None:
+def test_the_duty_loop_outlives_a_database_restart(scaleout_rig: LocalCluster) -> None:
     """PostgreSQL killed under a running duty loop (``run_until``, what
     ``central run`` starts): the ticks fail meanwhile and the loop keeps
     going, so a request stored after the restart is still decided. Were the

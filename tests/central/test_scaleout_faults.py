@@ -1,4 +1,4 @@
-"""Faults of the scale-out backend on its real parts (``rig.py``): a NATS
+"""Faults of the scale-out backend on its real parts (``central/scaleout/local.py``): a NATS
 node (the stream's leader) SIGKILLed while gateways upload through the HTTPS
 front, an ingest worker process SIGKILLed mid-stream (with events re-batched
 under new batch ids, which only the workers' ON CONFLICT can catch), and
@@ -26,10 +26,10 @@ import pytest
 from central import front
 from central.intake import check_batch
 from central.scaleout import ScaleOut, ScaleOutConfig
+from central.scaleout.local import LocalCluster
 from central.scaleout.worker import WorkerThread
 from common.uplink_codec import encode_batch
 from tests.central.conftest import CentralUnderTest, _held_pg
-from tests.central.rig import ScaleOutRig
 from tests.central.test_contract import PW, Client, events
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(scaleout_rig: ScaleOutRig, central_pki: Any) -> Iterator[Stack]:
+def stack(scaleout_rig: LocalCluster, central_pki: Any) -> Iterator[Stack]:
     ns, dsn = scaleout_rig.namespace("f")
     cfg = ScaleOutConfig(scaleout_rig.nats.urls, dsn, ns, ack_wait_s=2.0)
     backend = ScaleOut(cfg)
@@ -73,7 +73,7 @@ def stored_ids(backend: ScaleOut) -> tuple[int, set[str]]:
 
 
 def test_a_nats_node_killed_while_gateways_upload_loses_and_doubles_nothing(
-        stack: Stack, scaleout_rig: ScaleOutRig) -> None:
+        stack: Stack, scaleout_rig: LocalCluster) -> None:
     worker = WorkerThread(stack.cfg, "w1")
     gateways, batches, per = 3, 30, 100
     for g in range(gateways):
@@ -195,7 +195,7 @@ def test_a_worker_killed_mid_stream_is_replaced_and_nothing_is_lost_or_doubled(s
 
 
 def test_postgres_killed_and_restarted_while_gateways_upload_loses_and_doubles_nothing(
-        stack: Stack, scaleout_rig: ScaleOutRig) -> None:
+        stack: Stack, scaleout_rig: LocalCluster) -> None:
     worker = WorkerThread(stack.cfg, "w1")
     gateways, batches, per = 2, 30, 100
     for g in range(gateways):

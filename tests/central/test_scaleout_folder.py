@@ -20,14 +20,14 @@ import pytest
 
 from central.keys import KeyService
 from central.scaleout import PgStore, ScaleOutConfig
+from central.scaleout.local import LocalCluster
 from central.scaleout.worker import WorkerThread
+from common.ports import free_port
 from common.uplink_codec import encode_batch
-from gateway.broker import free_port
 from gateway.outlet.central_keys import CentralKeysError, fetch
 from gateway.uplink.https import HttpsTransport
 from protocol import keys, signing
 from tests.central.cli_rig import ROOT, add_outlet, pe
-from tests.central.rig import ScaleOutRig
 from tests.central.test_contract import events
 
 
@@ -38,7 +38,7 @@ def _stop(p: subprocess.Popen[str]) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_a_scaleout_folder_registers_serves_and_issues_keys_from_two_fronts(
-        tmp_path: Path, scaleout_rig: ScaleOutRig) -> None:
+        tmp_path: Path, scaleout_rig: LocalCluster) -> None:
     ns, dsn = scaleout_rig.namespace()
     cfg = ScaleOutConfig(scaleout_rig.nats.urls, dsn, ns, ack_wait_s=5.0)
     given = tmp_path / "cluster.json"
@@ -141,7 +141,7 @@ def test_a_master_key_others_can_read_is_refused_and_named(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_a_database_from_before_the_registry_held_devices_keeps_its_outlets(
-        scaleout_rig: ScaleOutRig) -> None:
+        scaleout_rig: LocalCluster) -> None:
     """An outlets table without ``notifier`` and no devices table (what a
     scale-out store was before): the column and the table are added on open,
     the outlet's login still works, and a second open changes nothing."""

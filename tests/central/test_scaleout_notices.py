@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from central.scaleout import PgStore, ScaleOutConfig
+from central.scaleout.local import LocalCluster
 from central.scaleout.worker import WorkerThread
-from gateway.broker import free_port
+from common.ports import free_port
 from tests.central.cli_rig import ROOT, add_outlet, pe, upload
-from tests.central.rig import ScaleOutRig
 from tests.central.test_notices import Provider, deposit
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -38,7 +38,7 @@ def _run(folder: Path) -> subprocess.Popen[str]:
 
 
 def test_a_deposit_on_a_scaleout_central_is_texted_once_by_two_fronts_running_the_duty(
-        tmp_path: Path, scaleout_rig: ScaleOutRig) -> None:
+        tmp_path: Path, scaleout_rig: LocalCluster) -> None:
     sms = Provider(delay_s=1.0)
     ns, dsn = scaleout_rig.namespace("n")
     cfg = ScaleOutConfig(scaleout_rig.nats.urls, dsn, ns, ack_wait_s=5.0)

@@ -1,5 +1,5 @@
 """An ingest worker whose database is down when it starts
-(``central/scaleout/worker.py``), on the real rig (``rig.py``): it waits,
+(``central/scaleout/worker.py``), on the real rig (``central/scaleout/local.py``): it waits,
 retrying with a bounded backoff that it logs and counts, and once
 PostgreSQL is back it writes everything the log took meanwhile, each event
 once. Two ways a start meets the outage: PostgreSQL stopped before the
@@ -25,9 +25,9 @@ import pytest
 
 from central.intake import Checked, check_batch
 from central.scaleout import ScaleOut, ScaleOutConfig
+from central.scaleout.local import LocalCluster
 from central.scaleout.schema import SCHEMA_LOCK
 from common.uplink_codec import encode_batch
-from tests.central.rig import ScaleOutRig
 from tests.central.test_contract import PW, events
 
 pytestmark = pytest.mark.slow
@@ -69,7 +69,7 @@ class Worker:
 class Outage:
     cfg: ScaleOutConfig
     backend: ScaleOut
-    rig: ScaleOutRig
+    rig: LocalCluster
     batches: list[Checked]
 
     def stored(self) -> list[str]:
@@ -98,7 +98,7 @@ class Outage:
 
 
 @pytest.fixture
-def outage(scaleout_rig: ScaleOutRig) -> Iterator[Outage]:
+def outage(scaleout_rig: LocalCluster) -> Iterator[Outage]:
     ns, dsn = scaleout_rig.namespace("w")
     cfg = ScaleOutConfig(scaleout_rig.nats.urls, dsn, ns, ack_wait_s=2.0)
     backend = ScaleOut(cfg)  # the front: tables made, the log ready

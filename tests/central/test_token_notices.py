@@ -19,7 +19,7 @@ from central.embedded import Embedded
 from central.keys import KeyService
 from central.manifests import Manifests
 from central.notices import HttpSms, Notices, add_contact, queue_tokens, token_states, without_number
-from gateway.broker import free_port
+from common.ports import free_port
 from handheld.app import HandheldApp
 from protocol import canonical, codes
 from simulator.platform_keys import MASTER

@@ -29,7 +29,8 @@ import pytest
 
 from central.embedded import Embedded
 from central.keys import KeyService
-from gateway.broker import find_mosquitto, free_port
+from common.ports import free_port
+from gateway.broker import find_mosquitto
 from handheld.app import HandheldApp
 from handheld.config import load_config as load_handheld
 from protocol import keys, seal

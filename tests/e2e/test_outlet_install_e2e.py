@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import free_port
+from common.ports import free_port
 
 HERE = Path(__file__).parent
 

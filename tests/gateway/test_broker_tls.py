@@ -22,7 +22,8 @@ import pytest
 from cryptography import x509
 
 from common.pki import OutletPki, make_outlet_pki
-from gateway.broker import Account, Mosquitto, free_port, tls_listener
+from common.ports import free_port
+from gateway.broker import Account, Mosquitto, tls_listener
 from gateway.config import GatewayConfig
 from gateway.provision import provision
 from simulator import unixport

@@ -22,7 +22,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.broker import Account, Mosquitto, free_port, write_config
+from common.ports import free_port
+from gateway.broker import Account, Mosquitto, write_config
 from gateway.http.server import WebService, start_web
 from gateway.ingest.relay import Relay, store_command
 from gateway.store.events import EventStore

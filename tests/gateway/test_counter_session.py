@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from common.ports import free_port
 from gateway import metrics as M
-from gateway.broker import Account, free_port, write_config
+from gateway.broker import Account, write_config
 from gateway.counter.acceptance import CounterDesk
 from gateway.counter.printers import Printer
 from gateway.counter.scale import Scale, serial_opener

@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gateway.broker import Account, free_port, write_config
+from common.ports import free_port
+from gateway.broker import Account, write_config
 from gateway.http import status as gweb
 from gateway.http.server import WebService, start_web
 from gateway.http.uploads import jpeg_size

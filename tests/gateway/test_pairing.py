@@ -22,7 +22,7 @@ import pytest
 
 from common import session as S
 from common.pair_code import parse
-from gateway.broker import free_port
+from common.ports import free_port
 from gateway.config import GatewayConfig
 from gateway.http.server import start_web
 from gateway.outlet import build, spec

@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 import pytest
 
+from common.ports import free_port
 from gateway import metrics as M
-from gateway.broker import Account, free_port, write_config
+from gateway.broker import Account, write_config
 from gateway.http.auth import Credentials, verify_mosquitto_hash
 from gateway.http.server import WebService, start_web
 from gateway.http.uploads import parse_ranges, ranges

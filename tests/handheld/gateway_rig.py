@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from common.logs import ROOT, JsonLines
-from gateway.broker import Mosquitto, free_port
+from common.ports import free_port
+from gateway.broker import Mosquitto
 from simulator.gateway_process import GatewayProcess, write_config
 
 

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 import serial
 
+from common.ports import free_port
 from firmware.locker.codes import salted_hash
-from gateway.broker import Mosquitto, free_port
+from gateway.broker import Mosquitto
 from handheld import webui
 from handheld.app import HandheldApp
 from handheld.config import ConfigError, HandheldConfig, parse_config

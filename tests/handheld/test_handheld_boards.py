@@ -232,7 +232,7 @@ def test_board_rules_on_the_handheld_alone(tmp_path: Path) -> None:
     """Without a network (the broker is not there): the distance gate (refused with the
     platform's tolerance, only flagged without one), condition codes, reasons, survey
     details, and everything waits in the outbox."""
-    from gateway.broker import free_port
+    from common.ports import free_port
 
     app = HandheldApp(make_config(tmp_path, free_port()))
     app.gnss = gnss_ready()

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from gateway.broker import Mosquitto, free_port
+from common.ports import free_port
+from gateway.broker import Mosquitto
 from handheld.app import HandheldApp
 from handheld.text import Refused
 from handheld.webui import serve

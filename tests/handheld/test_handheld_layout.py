@@ -26,8 +26,9 @@ import cv2
 import numpy as np
 import pytest
 
+from common.ports import free_port
 from firmware.locker.codes import salted_hash
-from gateway.broker import Mosquitto, free_port
+from gateway.broker import Mosquitto
 from handheld.app import HandheldApp
 from handheld.webui import serve
 from protocol import codes

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gateway.broker import Mosquitto, free_port
+from common.ports import free_port
+from gateway.broker import Mosquitto
 from gateway.store.events import EventStore
 from gateway.store.photos import photo_path
 from handheld import webui

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from gateway.broker import Mosquitto, free_port
+from common.ports import free_port
+from gateway.broker import Mosquitto
 from gateway.store.photos import photo_path
 from handheld.app import HandheldApp
 from handheld.webui import serve

@@ -22,7 +22,8 @@ import pytest
 
 from common.config import ConfigError
 from common.pki import OutletPki, make_outlet_pki
-from gateway.broker import Account, Mosquitto, free_port, tls_listener
+from common.ports import free_port
+from gateway.broker import Account, Mosquitto, tls_listener
 from gateway.http.server import WebService, start_web
 from gateway.store.events import EventStore
 from handheld import tls

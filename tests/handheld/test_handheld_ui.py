@@ -33,8 +33,9 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from common.ports import free_port
 from common.web_server import ThreadedServer
-from gateway.broker import Mosquitto, free_port
+from gateway.broker import Mosquitto
 from handheld.app import HandheldApp
 from handheld.webui import TOKEN_HEADER, WebUI, serve
 from simulator.imagegen import s10_id

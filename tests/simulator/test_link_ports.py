@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from gateway.broker import free_port
+from common.ports import free_port
 from simulator.central import Link
 
 

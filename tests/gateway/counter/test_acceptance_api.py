@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from gateway.broker import Account, free_port, write_config
+from common.ports import free_port
+from gateway.broker import Account, write_config
 from gateway.counter.acceptance import CounterDesk
 from gateway.counter.printers import Printer
 from gateway.counter.scale import Scale, serial_opener

@@ -1,13 +1,18 @@
-"""Real scale-out parts on loopback for tests and ``bench/central_ingest.py``:
-a 3-node NATS JetStream cluster (Debian's ``nats-server``, each node with its
-own store folder, full-mesh routes) and a PostgreSQL server (Debian's
-``postgresql``: initdb in a temporary folder, run as an unprivileged user
-because postgres refuses root, socket in that folder, TCP on 127.0.0.1).
+"""The scale-out backend's parts on one box, on loopback: a 3-node NATS
+JetStream cluster (Debian's ``nats-server``, each node with its own store
+folder, full-mesh routes, optionally its MQTT listener) and a PostgreSQL
+server (Debian's ``postgresql``: initdb in a temporary folder, run as an
+unprivileged user because postgres refuses root, socket in that folder, TCP
+on 127.0.0.1).
 
-Both are started once per test session and shared; each user of them gets
-its own namespace (stream, subjects, consumer) and its own database, so tests
-do not see each other's data. Nodes can be killed (SIGKILL) and restarted on
-the same ports and store folders to test faults.
+For what runs a whole province's platform in miniature on one machine: the
+simulator's county on the scale-out backend (``simulator/central.py``), the
+tests and ``bench/central_ingest.py``. Not a deployment: a real one runs
+each node and the database on machines of their own. Each user of a
+``LocalCluster`` gets its own namespace (stream, subjects, consumer) and its
+own database, so several can share one. Nodes can be killed (SIGKILL) and
+restarted on the same ports and store folders, and the database halted or
+killed, to show what faults do.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.broker import free_port
+from common.ports import free_port
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -42,7 +47,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
     raise RuntimeError(f"{what} not listening on {port} after {timeout}s")
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -76,11 +82,11 @@ class NatsNode:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([NATS_SERVER, "-c", str(self.conf)], stdout=out,
                                          stderr=subprocess.STDOUT)
-        _wait_port(self.port, self.proc, f"nats-server {self.name}")
+        wait_port(self.port, self.proc, f"nats-server {self.name}")
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, no leadership hand-over."""
-        _stop(self.proc, signal.SIGKILL)
+        stop_process(self.proc, signal.SIGKILL)
 
     @property
     def alive(self) -> bool:
@@ -153,7 +159,7 @@ class NatsCluster:
         for proc in live:
             proc.send_signal(signal.SIGTERM)
         for proc in live:
-            _stop(proc)
+            stop_process(proc)
 
 
 def _children(ppid: int) -> list[int]:
@@ -210,7 +216,7 @@ class Postgres:
                  "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
                  "-c", "shared_buffers=256MB"],
                 user=self.user, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
-        _wait_port(self.port, self.proc, "postgres", timeout=60.0)
+        wait_port(self.port, self.proc, "postgres", timeout=60.0)
         # After a SIGKILL the server replays its WAL before it accepts
         # connections: seconds on a quiet box, over 20 s on a loaded one.
         end = time.monotonic() + 120
@@ -240,7 +246,7 @@ class Postgres:
     def halt(self) -> None:
         """Stop the server (a fast, clean shutdown), keeping its data folder
         and port for ``start_server``: a database that is down for upkeep."""
-        _stop(self.proc, signal.SIGINT)
+        stop_process(self.proc, signal.SIGINT)
 
     def dsn(self, db: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={db}"
@@ -254,18 +260,18 @@ class Postgres:
         return self.dsn(name)
 
     def stop(self) -> None:
-        _stop(self.proc, signal.SIGINT)  # fast shutdown
+        stop_process(self.proc, signal.SIGINT)  # fast shutdown
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
-class ScaleOutRig:
+class LocalCluster:
     nats: NatsCluster
     pg: Postgres
     _n: int = 0
 
     @classmethod
-    def start(cls, root: Path) -> ScaleOutRig:
+    def start(cls, root: Path) -> LocalCluster:
         pg = Postgres.start()
         try:
             return cls(NatsCluster.start(root / "nats"), pg)

@@ -350,6 +350,20 @@ class Embedded:
             args += (outlet,)
         return self.db.execute(q + " ORDER BY rowid LIMIT ?", (*args, limit)).fetchall()
 
+    def outlet_events(self, outlet: str, cursor: float | None
+                      ) -> tuple[list[tuple[str, bytes, float]], float]:
+        """Events held from ``outlet`` stored after ``cursor`` (None: from
+        the first), in the order stored, as (id, payload, received_at), and
+        the cursor to ask with next: what a reader that keeps up with one
+        outlet (the simulator's ledger, a county's report) pages through.
+        The cursor is the last rowid read (one writer, rows visible in
+        rowid order)."""
+        after = 0 if cursor is None else int(cursor)
+        with self.lock:
+            rows = self.db.execute("SELECT rowid, id, payload, received_at FROM events WHERE outlet=? "
+                                   "AND rowid > ? ORDER BY rowid", (outlet, after)).fetchall()
+        return [(eid, bytes(p), at) for _, eid, p, at in rows], float(rows[-1][0] if rows else after)
+
     def event(self, outlet: str, event_id: str) -> bytes | None:
         """One stored event's payload, by the outlet that sent it and its id."""
         row = self.db.execute("SELECT payload FROM events WHERE outlet=? AND id=?",

@@ -34,6 +34,33 @@ if TYPE_CHECKING:
 DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "village-day.toml"
 
 
+def missing_scaleout() -> list[str]:
+    """The Debian programs the scale-out backend's local cluster needs and this box lacks."""
+    import glob
+    import shutil
+
+    missing = [] if shutil.which("nats-server") or Path("/usr/sbin/nats-server").exists() else ["nats-server"]
+    if not (glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")):
+        missing.append("postgresql")
+    return missing
+
+
+def central_can_run(backend: str, sc: Any, lang: str) -> bool:
+    """Whether the run can have the platform ``backend`` asked for (said why if not):
+    on scale-out, its programs installed and no fault that needs the embedded store."""
+    if backend != "scaleout":
+        return True
+    missing = missing_scaleout()
+    if missing:
+        print(t("error", lang, msg=t("sim.no_scaleout", lang, what=", ".join(missing))), file=sys.stderr)
+        return False
+    lossy = [f.kind for f in sc.faults if f.kind == "central_lossy"]
+    if lossy:
+        print(t("error", lang, msg=t("sim.scaleout_fault", lang, kind=lossy[0])), file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from simulator import report
     from simulator.runner import run_scenario
@@ -51,6 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         sc = replace(sc, seed=args.seed)
+    if not central_can_run(args.central, sc, lang):
+        return 3 if args.central == "scaleout" and missing_scaleout() else 2
     if args.outlets is not None or sc.fleet_outlets:
         return run_county(args, sc, lang)
     if not dashboard_port_free(args.dashboard, lang):
@@ -87,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run_scenario(sc, work, progress=progress, on_start=on_start, broker=args.broker,
-                              on_end=on_end)
+                              on_end=on_end, central_backend=args.central)
         bar.close(complete=True)  # the run reached its end: 100 %, whatever the last update said
     except ValueError as e:  # a work folder that is not ours
         print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
@@ -169,7 +198,7 @@ def run_county(args: argparse.Namespace, sc: Any, lang: str) -> int:
     try:
         result = run_fleet(sc, outlets, work, broker=args.broker, progress=lambda share, events, active:
                            bar.update(share * sc.duration_s, events=events, faults_active=active),
-                           on_start=on_start, on_end=on_end)
+                           on_start=on_start, on_end=on_end, central_backend=args.central)
         bar.close(complete=True)
     except ValueError as e:  # a work folder that is not ours
         print(t("error", lang, msg=describe(e, lang)), file=sys.stderr)
@@ -420,6 +449,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--outlets", type=int, metavar="N",
                    help="run the scenario as a county of N outlets against one central service "
                         "(instead of its [fleet] outlets)")
+    r.add_argument("--central", choices=("embedded", "scaleout"), default="embedded",
+                   help="the central service's backend: embedded (SQLite), or scaleout (a 3-node NATS "
+                        "JetStream cluster, an ingest worker and PostgreSQL, started on loopback)")
     r.set_defaults(func=cmd_run)
     r.epilog_fields = {"scenarios": "\n".join(  # type: ignore[attr-defined]
         f"  {p.stem}" for p in sorted(DEFAULT.parent.glob("*.toml")))}

@@ -72,6 +72,7 @@ class Outlet:
         outlet_id: str = OUTLET,
         central: CentralService | None = None,
         certs: Certs | None = None,
+        central_backend: str = "embedded",
     ) -> None:
         """``broker``: "mosquitto", "amqtt" (``simulator/pybroker.py``) or "auto" (Mosquitto
         when installed, else amqtt). ``proxy`` puts the fault proxy in front of the broker even
@@ -79,12 +80,14 @@ class Outlet:
         ``handhelds`` adds broker accounts ``hh01``... for simulated courier handhelds.
         A county (``simulator/fleet.py``) runs many outlets against one ``central``
         service, each with its own ``outlet_id`` (and shares one test PKI, ``certs``);
-        alone, an outlet starts a central service of its own."""
+        alone, an outlet starts a central service of its own, on ``central_backend``
+        (``embedded``, or ``scaleout``: its own NATS cluster and PostgreSQL)."""
         self.sc = sc
         self.outlet_id = outlet_id
         self.gw_user = f"gw-{outlet_id}"
         self.keys = KEYS if outlet_id == OUTLET else PlatformKeys(outlet_id)
         self.own_central = central is None
+        self.central_backend = central_backend
         self.shared_certs = certs
         self.want_proxy = proxy
         if broker not in ("auto", "mosquitto", "amqtt"):
@@ -196,7 +199,7 @@ class Outlet:
             port = self.proxy.port
         if self.own_central:
             self.central = CentralService(self.dir / "central", certs.server_cert, certs.server_key,
-                                          certs.ca).up()
+                                          certs.ca, backend=self.central_backend).up()
         # with an SMS modem at the outlet its gateway is the notifier: the platform texts
         # only what the gateway routes to it
         uplink_pw = self.central.add_outlet(self.outlet_id, notifier=bool(sc.notify.get("enabled")),

@@ -86,6 +86,9 @@ class Courier:
         state = outlet.dir / "handheld" / h.name / "jobs"
         state.mkdir(parents=True, exist_ok=True)
         self.h = h
+        # each outlet's couriers photograph their own boards: a mark of the
+        # outlet in a corner, so a county's outlets never send the same bytes
+        self.mark = zlib.crc32(outlet.outlet_id.encode())
         self.fix: dict[str, Any] | None = None
         self.index = PhotoIndex(state / "photo_index.db")
         self.jobs = Jobs(state, h.name, lambda t, c, b: (h.emit(t, c, b), 0), lambda seq: True, self.index,
@@ -121,7 +124,7 @@ def site_e7(n: int) -> tuple[int, int]:
 def _photo(c: Courier, jid: str, step: str, qr: str | None, seed: int) -> str:
     """Take the evidence photo of ``step`` (a rendered board, the QR on its
     poster if ``qr``); its SHA-256. Refusals raise as the app raises them."""
-    res = c.jobs.photo(jid, step, _board(qr, seed))
+    res = c.jobs.photo(jid, step, _board(qr, seed, c.mark))
     return str(res["sha256"])
 
 
@@ -272,7 +275,7 @@ async def _far_at_platform(outlet: Outlet, c: Courier, n: int, sid: str) -> None
     await _off(c.jobs.do_step, jid, "post_poster")
     lat, lon = site_e7(n)
     c.stand(lat - FAR_E7, lon)
-    res = await _off(c.jobs.photo, jid, "photo", _board(CAMPAIGN_QR, 3300 + n))
+    res = await _off(c.jobs.photo, jid, "photo", _board(CAMPAIGN_QR, 3300 + n, c.mark))
     if "far_unverified" not in res.get("flags", []):
         raise Refused("far_not_flagged")  # the handheld's gate changed: the check cannot bite
     _record(outlet)["far_sent"].append({"job": jid, "step": "photo", "sha": res["sha256"]})
@@ -281,11 +284,14 @@ async def _far_at_platform(outlet: Outlet, c: Courier, n: int, sid: str) -> None
     outlet.stats["board_photo_far_sent"] += 1  # reviewed once it is stored; the check reads the verdict
 
 
-def _board(qr: str | None, seed: int) -> Any:
-    """The rendered board, the QR on its poster if ``qr``."""
+def _board(qr: str | None, seed: int, mark: int) -> Any:
+    """The rendered board, the QR on its poster if ``qr``, the outlet's
+    ``mark`` in its top-left corner (a few pixels no reader looks at)."""
     from simulator.imagegen import board_with_qr
 
-    return board_with_qr(qr, seed=seed, w=1280, h=960)
+    img = board_with_qr(qr, seed=seed, w=1280, h=960)
+    img[:8, :8] = (mark & 0xFF, (mark >> 8) & 0xFF, (mark >> 16) & 0xFF)
+    return img
 
 
 def _dispatch_untolerated(outlet: Outlet, device: str, jid: str) -> None:

@@ -2,13 +2,16 @@
 the WAN link to it, and a test PKI.
 
 - :class:`CentralService` runs the platform as it ships (``central/``): the
-  embedded SQLite backend in the run's folder, the aiohttp HTTPS front with
-  outlet logins on loopback, and the platform's own duties (pickup notices
-  through the real HTTP SMS adapter, answers to revoked devices) on a short
-  timer. What the simulator's checks need it reads back from the central
-  store (``Embedded.events_since``, ``complete_photos``, ``Notices.states``),
-  so a report judges what the platform really holds, not what a stand-in
-  remembered. One sabotage stays, to prove the ledger bites:
+  embedded SQLite backend in the run's folder, or on request the scale-out
+  one (``backend="scaleout"``: a 3-node NATS JetStream cluster, an ingest
+  worker and PostgreSQL on loopback, ``central/scaleout/local.py``), the
+  aiohttp HTTPS front with outlet logins on loopback, and the platform's own
+  duties (pickup notices through the real HTTP SMS adapter, answers to
+  revoked devices, the boards' review) on a short timer. What the
+  simulator's checks need it reads back from the central store
+  (``outlet_events``, ``complete_photos``, ``Notices.states``), so a report
+  judges what the platform really holds, not what a stand-in remembered.
+  One sabotage stays, to prove the ledger bites (embedded only):
   ``lose_every`` acks every event but never stores every Nth new one.
 - :class:`SmsDouble`: the SMS provider the platform texts through, an HTTP
   endpoint that keeps every text once per reference, as real ones do.
@@ -25,6 +28,7 @@ acks, a slow platform, the MQTT acker) is ``simulator/uplink_double.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -179,13 +183,33 @@ class CentralService:
     events held are paged in once from the store and kept decoded."""
 
     def __init__(self, directory: Path, cert: Path, key: Path, ca: Path, master: bytes = MASTER,
-                 duty_interval_s: float = 0.2, clock: Callable[[], float] = time.time) -> None:
+                 duty_interval_s: float = 0.2, clock: Callable[[], float] = time.time,
+                 backend: str = "embedded") -> None:
+        """``backend``: ``embedded`` (SQLite in the folder) or ``scaleout``
+        (its own local NATS cluster, worker and PostgreSQL under the folder)."""
         self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.cert, self.key, self.ca = cert, key, ca
         self.master = master
         self.duty_interval_s = duty_interval_s
-        self.backend = Embedded(self.dir)
-        self.sabotage = _Sabotaged(self.backend)
+        self.kind = backend
+        self.cluster: Any = None
+        self.worker: Any = None
+        self.backend: Any
+        if backend == "scaleout":
+            from central.scaleout import ScaleOut, ScaleOutConfig
+            from central.scaleout.local import LocalCluster
+            from central.scaleout.worker import WorkerThread
+
+            self.cluster = LocalCluster.start(self.dir / "scaleout")
+            ns, dsn = self.cluster.namespace("sim")
+            cfg = ScaleOutConfig(self.cluster.nats.urls, dsn, ns)
+            self.backend = ScaleOut(cfg)
+            self.worker = WorkerThread(cfg)
+            self.sabotage: Any = self.backend
+        else:
+            self.backend = Embedded(self.dir)
+            self.sabotage = _Sabotaged(self.backend)
         self.sms = SmsDouble()
         # each outlet's virtual clock, which the commands signed for its lockers carry
         self.device_clocks: dict[str, Callable[[], float]] = {}
@@ -200,7 +224,7 @@ class CentralService:
         self._stop = threading.Event()
         self._duties: threading.Thread | None = None
         self.lock = threading.Lock()  # the read cache
-        self._row = 0
+        self._cursor: dict[str, float | None] = {}  # outlet -> where its reads stopped
         self._closed = False
         self._events: dict[str, dict[str, dict[str, Any]]] = {}  # outlet -> id -> envelope
         self._received: dict[str, dict[str, float]] = {}  # outlet -> id -> stored at
@@ -261,9 +285,15 @@ class CentralService:
             self.srv = None
         self.sms.close()
         with self.lock:  # what it held at the end stays readable (a report, a dashboard that lingers)
-            self._sync()
+            if self.written():
+                for outlet in list(self.passwords):
+                    self._sync(outlet)
             self._closed = True
+        if self.worker is not None:
+            self.worker.stop()
         self.backend.close()
+        if self.cluster is not None:
+            self.cluster.stop()
         self._logger.removeHandler(self._handler)
         self._handler.close()
         if not self._logger.handlers:
@@ -278,56 +308,75 @@ class CentralService:
 
     @property
     def lose_every(self) -> int:
-        return self.sabotage.lose_every
+        return int(getattr(self.sabotage, "lose_every", 0))
 
     @lose_every.setter
     def lose_every(self, n: int) -> None:
+        if self.kind != "embedded":
+            raise ValueError("the central_lossy sabotage needs the embedded backend")
         self.sabotage.lose_every = n
 
     @property
     def forgotten(self) -> list[str]:
-        return list(self.sabotage.forgotten)
+        return list(getattr(self.sabotage, "forgotten", []))
+
+    def written(self) -> bool:
+        """Whether everything the front acked is where readers look (on
+        scale-out the workers may still be writing what the log holds)."""
+        return self.kind == "embedded" or self.backend.written()
 
     # --------------------------------------------------------------- reads
-    def _sync(self) -> None:
-        """Page in the events stored since the last read (caller holds ``lock``)."""
+    def _sync(self, outlet: str) -> None:
+        """Page in the outlet's events stored since its last read (caller
+        holds ``lock``); an event read again (a scale-out store re-reads a
+        window) is decoded once."""
         if self._closed:
             return
-        while True:
-            with self.backend.lock:
-                rows = self.backend.events_since(self._row)
-            for row, outlet, eid, payload, at in rows:
-                self._row = row
-                self._events.setdefault(outlet, {})[eid] = envelope.decode(payload)
-                self._received.setdefault(outlet, {})[eid] = at
-            if len(rows) < 10000:
-                return
+        rows, self._cursor[outlet] = self.backend.outlet_events(outlet, self._cursor.get(outlet))
+        events = self._events.setdefault(outlet, {})
+        received = self._received.setdefault(outlet, {})
+        for eid, payload, at in rows:
+            if eid not in events:
+                events[eid] = envelope.decode(payload)
+                received[eid] = at
 
     def held(self, outlet: str) -> dict[str, dict[str, Any]]:
         """Every event the platform holds from ``outlet`` (once each), by id, decoded."""
         with self.lock:
-            self._sync()
+            self._sync(outlet)
             return dict(self._events.get(outlet, {}))
 
     def count(self, outlet: str) -> int:
         """How many events the platform holds from ``outlet`` (the dashboard's live figure)."""
         with self.lock:
-            self._sync()
+            self._sync(outlet)
             return len(self._events.get(outlet, {}))
 
     def received_at(self, outlet: str) -> dict[str, float]:
         """When the platform stored each event it holds from ``outlet`` (wall clock)."""
         with self.lock:
-            self._sync()
+            self._sync(outlet)
             return dict(self._received.get(outlet, {}))
 
+    def health(self) -> list[dict[str, Any]]:
+        """Per outlet: events held, last upload, alarms (the dispatcher's view)."""
+        with self._store():
+            return self.backend.health()
+
+    def _store(self) -> Any:
+        """The embedded store's connection is shared with its writers: reads
+        take its lock; the scale-out store's pool needs none."""
+        return self.backend.lock if self.kind == "embedded" else contextlib.nullcontext()
+
     def photos(self) -> set[str]:
-        with self.backend.lock:
+        with self._store():
             return self.backend.complete_photos()
 
     def forget(self, outlet: str, event_id: str) -> bool:
         """Delete one stored event, as a failing disk would (a test proving the
         ledger notices); True if it was held."""
+        if self.kind != "embedded":
+            raise ValueError("forgetting an event needs the embedded backend")
         with self.lock:
             gone = self.backend.forget(outlet, event_id)  # by (outlet, id): another outlet's stays
             self._events.get(outlet, {}).pop(event_id, None)
@@ -343,7 +392,7 @@ class CentralService:
         told). Deposit id -> senders: one each when every deposit was told
         exactly once. Per outlet: a county's outlets share one service."""
         evs = self.held(outlet).values()
-        with self.backend.lock:
+        with self._store():
             notices = self.duties.notices
             assert notices is not None  # the simulator's service always has its SMS double
             sent = {d for d, st in notices.states(outlet).items() if st == "sent"}

@@ -73,7 +73,8 @@ def run_fleet(sc: Scenario, outlets: int | None, workdir: Path,
               progress: Callable[[float, int, int], None] | None = None,
               broker: str = "auto",
               on_start: Callable[[list[Outlet]], None] | None = None,
-              on_end: Callable[[list[Outlet]], None] | None = None) -> dict[str, Any]:
+              on_end: Callable[[list[Outlet]], None] | None = None,
+              central_backend: str = "embedded") -> dict[str, Any]:
     """Run ``sc`` at ``outlets`` outlets (None: the scenario's ``[fleet]``)
     against one central service; the county's result (``result.json`` in
     ``workdir``, which is claimed as ``run_scenario`` claims its own).
@@ -81,7 +82,9 @@ def run_fleet(sc: Scenario, outlets: int | None, workdir: Path,
     the events the county's devices emitted so far and the faults active.
     ``on_start`` sees the outlets once all are up, ``on_end`` once every one
     has settled and before they are torn down (as ``run_scenario``'s, for
-    the live dashboard: ``county_snapshot``)."""
+    the live dashboard: ``county_snapshot``).
+    ``central_backend``: the platform's (``embedded``, or ``scaleout``: a
+    3-node NATS JetStream cluster, an ingest worker and PostgreSQL)."""
     outlets = sc.fleet_outlets if outlets is None else outlets
     if outlets < 1:
         raise ValueError("a county needs at least one outlet")
@@ -91,7 +94,8 @@ def run_fleet(sc: Scenario, outlets: int | None, workdir: Path,
     say = log or (lambda evt, **kw: None)
     wall0 = time.monotonic()
     certs = make_certs(workdir / "pki")
-    central = CentralService(workdir / "central", certs.server_cert, certs.server_key, certs.ca).up()
+    central = CentralService(workdir / "central", certs.server_cert, certs.server_key, certs.ca,
+                             backend=central_backend).up()
     fleet = [Outlet(outlet_scenario(sc, i), workdir / oid, outlet_id=oid, central=central, certs=certs,
                     broker=broker)
              for i, oid in enumerate(outlet_ids(outlets))]
@@ -147,8 +151,7 @@ def county_result(sc: Scenario, fleet: list[Outlet], results: list[dict[str, Any
                   up_s: float, day_s: float, wall_s: float) -> dict[str, Any]:
     """Every outlet's verdict and ledger in short, the dispatcher's view, and
     the county's verdict (every outlet passed)."""
-    with central.backend.lock:
-        health = {row["outlet"]: row for row in central.backend.health()}
+    health = {row["outlet"]: row for row in central.health()}
     per: list[dict[str, Any]] = []
     hours = max(1, math.ceil(sc.duration_s / 3600))
     for o, r in zip(fleet, results, strict=True):
@@ -173,6 +176,7 @@ def county_result(sc: Scenario, fleet: list[Outlet], results: list[dict[str, Any
     failing = [p["outlet"] for p in per if not p["ok"]]
     return {
         "scenario": sc.name, "kind": "fleet", "outlets": len(fleet), "virtual_s": sc.duration_s,
+        "central_backend": central.kind,
         "seed": sc.seed, "hours": hours,
         "ended_at": time.time(),  # wall clock, as the platform's last_batch_at
         "up_s": round(up_s, 1), "day_s": round(day_s, 1), "wall_s": round(wall_s, 1),

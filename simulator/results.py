@@ -269,11 +269,14 @@ def doors_left_open_alarmed(events: list[dict[str, Any]], left: list[dict[str, A
 
 
 def platform_boards(outlet: Outlet) -> dict[str, Any]:
-    """The platform's 政讯通 registry, jobs, reviews and reports (``central/boards.py``),
+    """The platform's 政讯通 registry, jobs, reviews and reports of this
+    outlet (``central/boards.py``; a county's outlets share the platform),
     after a last review pass over what arrived."""
     boards = outlet.central.duties.boards
     boards.run_once()
-    return boards.overview()
+    doc = boards.overview()
+    return {k: v if k == "campaigns" else [r for r in v if r.get("outlet") == outlet.outlet_id]
+            for k, v in doc.items()}
 
 
 def board_jobs_reviewed(board: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:

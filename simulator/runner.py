@@ -112,14 +112,16 @@ def run_scenario(
     log: Callable[..., None] | None = None,
     broker: str = "auto",
     on_end: Callable[[Outlet], None] | None = None,
+    central_backend: str = "embedded",
 ) -> dict[str, Any]:
     """Run one scenario to the end and return the result dict. The work folder is kept,
     with ``result.json`` in it, for inspection; the next run in it replaces it.
     ``on_start`` sees the outlet once it is up, ``on_end`` once it has settled and
-    before it is torn down (the dashboard keeps its last picture from there)."""
+    before it is torn down (the dashboard keeps its last picture from there).
+    ``central_backend``: the platform's backend (``embedded`` or ``scaleout``)."""
     claim_workdir(workdir)
     wall0 = time.monotonic()
-    outlet = Outlet(sc, workdir, log, broker=broker)
+    outlet = Outlet(sc, workdir, log, broker=broker, central_backend=central_backend)
     # In virtual mode the gateway process runs on the scenario's clock too, and so
     # does what this process reads from its store (the backlog's age).
     on_clock = (clock.following(outlet.clock.attach(clock_file(workdir / "gateway.toml")))

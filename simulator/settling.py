@@ -104,7 +104,8 @@ def _quiescent(outlet: Outlet, want: set[str]) -> bool:
     except Exception:  # noqa: BLE001 - the gateway may be restarting
         return False
     photos_done = set(outlet.photos_submitted()) <= outlet.central.photos()
-    return backlog == 0 and want <= stored and photos_done
+    # the platform acked it all; on scale-out, also written where it is read
+    return backlog == 0 and want <= stored and photos_done and outlet.central.written()
 
 
 async def window_stored(outlet: Outlet, timeout: float = 0.5) -> bool:

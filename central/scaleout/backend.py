@@ -262,6 +262,20 @@ class PgStore:
                 row = c.execute("SELECT count(*) FROM events WHERE outlet=%s", (outlet,)).fetchone()
         return int(row[0]) if row else 0
 
+    def outlet_events(self, outlet: str, cursor: float | None
+                      ) -> tuple[list[tuple[str, bytes, float]], float]:
+        """As the embedded backend's, by ``received_at`` through the
+        outlet's index, re-reading ``LATE_S`` behind the newest row read as
+        ``events_after`` does (several workers commit out of order): an
+        event may be answered again, never skipped."""
+        after = 0.0 if cursor is None else cursor
+        with self.pool.tx() as c:
+            rows = c.execute("SELECT received_at, id, payload FROM events WHERE outlet=%s "
+                             "AND received_at > %s ORDER BY received_at, ctid", (outlet, after)).fetchall()
+        if rows:
+            after = max(after, min(float(rows[-1][0]), time.time()) - LATE_S)
+        return [(eid, bytes(p), float(at)) for at, eid, p in rows], after
+
     def event(self, outlet: str, event_id: str) -> bytes | None:
         """One stored event's payload, by the outlet that sent it and its id."""
         with self.pool.tx() as c:
@@ -540,6 +554,15 @@ class ScaleOut(PgStore):
 
     def backlog(self) -> dict[str, Any]:
         return self.bridge.run(jlog.backlog(self.js, self.cfg), 10)
+
+    def written(self) -> bool:
+        """Whether the workers have written everything the fronts logged (a
+        reader that must not take "not yet written" for "lost" asks first)."""
+        try:
+            self.wait_written(0.0)
+        except TimeoutError:
+            return False
+        return True
 
     def wait_written(self, timeout: float = 30.0) -> None:
         """Until the workers have written (and acked) everything logged so far.

@@ -199,3 +199,57 @@ def test_the_shipped_county_runs_with_its_faults_and_the_dispatchers_view(tmp_pa
     assert "PASS" in lines[0] and "PASS" in lines[-2] + lines[-1]
     assert "Dispatcher's view" in r.stdout and "Backlog over time" in r.stdout
     assert (tmp_path / "work" / "result.json").is_file()
+
+
+SCALEOUT_COUNTY = """
+name = "county-scaleout"
+seed = 11
+[time]
+hours = 6.0
+[outlet]
+lockers = 1
+handhelds = 1
+[workload]
+parcels = 12
+arrivals_by_hour = [1.0, 1.0, 1.0, 1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+pickup_delay_h = [0.5, 1.0]
+outbound_h = 0.5
+forced_doors = 1
+board_sites = 1
+[fleet]
+outlets = 2
+[[fleet.faults]]
+outlet = 2
+kind = "wan_down"
+at_h = 2.5
+for_h = 1.0
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_county_runs_against_the_scale_out_backend(tmp_path: Path) -> None:
+    """``--central scaleout``: the county's gateways upload to a front whose
+    batches go through a 3-node NATS JetStream cluster and an ingest worker
+    into PostgreSQL, where the duties review the boards and answer the
+    alarms' clerk, and the ledger reads what PostgreSQL holds."""
+    sc = tmp_path / "county.toml"
+    sc.write_text(SCALEOUT_COUNTY, encoding="utf-8")
+    out = tmp_path / "county.json"
+    r = cli("--lang", "en", "sim", "run", str(sc), "--central", "scaleout", "--json", str(out),
+            "--workdir", str(tmp_path / "work"), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["central_backend"] == "scaleout" and res["verdict"]["ok"] and res["lost"] == 0, res["verdict"]
+    by = {p["outlet"]: p for p in res["dispatcher"]}
+    assert sorted(by) == ["o001", "o002"] and [f["kind"] for f in by["o002"]["faults"]] == ["wan_down"]
+    for p in res["dispatcher"]:
+        checks = {x["name"]: x for x in p["expectations"]}
+        assert checks["board_jobs_reviewed"]["ok"], checks["board_jobs_reviewed"]
+        assert p["held"] > 0 and p["alarms"] >= 1, p
+    # refused before it starts: a sabotage of the embedded store
+    lossy = tmp_path / "lossy.toml"
+    lossy.write_text('name = "x"\n[[faults]]\nkind = "central_lossy"\nat_h = 1.0\nfor_h = 1.0\n',
+                     encoding="utf-8")
+    r = cli("--lang", "zh", "sim", "run", str(lossy), "--central", "scaleout", timeout=60)
+    assert r.returncode == 2 and "扩展后端上不能注入" in r.stderr, r.stderr

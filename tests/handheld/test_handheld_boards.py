@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from central.embedded import Embedded
 from gateway.broker import Mosquitto
 from handheld.app import HandheldApp
 from handheld.text import Refused
@@ -105,7 +106,8 @@ class Outlet:
 @pytest.fixture
 def world(tmp_path: Path, hbroker: Mosquitto,
           gw: Gateway) -> Iterator[tuple[HandheldApp, Courier, Outlet, Rig]]:
-    rig = Rig(tmp_path / "central", master=MASTER)  # the platform signs with the keys hh01 trusts
+    backend = Embedded(tmp_path / "central" / "data")
+    rig = Rig(tmp_path / "central", backend, master=MASTER)  # the platform signs with the keys hh01 trusts
     app = HandheldApp(make_config(tmp_path, hbroker.port), ui=serve)
     app.gnss = gnss_ready()  # a held fix at 27.5 N, 109.9 E
     app.start()
@@ -115,6 +117,7 @@ def world(tmp_path: Path, hbroker: Mosquitto,
     finally:
         app.stop()
         rig.close()
+        backend.close()
 
 
 def job_of(rig: Rig, jid: str) -> dict[str, Any]:

@@ -607,6 +607,9 @@ def _tries_2d(gray: np.ndarray, r: Region, scale: float
     yield "clahe", _CLAHE.apply(crop), _GH, m_inv
 
 
+#: Variants of the corner cut read on a 2D region the region budget did not reach (see ``decode_image``).
+_RESERVE_2D = 2
+
 #: The whole-frame last try's resampling factor.
 _AVERAGED = 0.7
 
@@ -650,6 +653,7 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
     todo = [r for r in regions if any(r.contains(*c.center()) for c in doubtful)]
     todo += [r for r in regions if r not in todo]
     attempts = tried = labelled = 0
+    tried_regions: list[Region] = []
     for r in todo:
         if tried >= max_regions or attempts >= max_attempts:
             break
@@ -673,6 +677,7 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
         else:
             tries = _tries_2d(gray, r, scale)
         tried += 1
+        tried_regions.append(r)
         for name, var, binarizer, m_inv in tries:
             if attempts >= max_attempts:
                 break
@@ -681,6 +686,20 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
             attempts += extra
             if found:
                 break
+    if not any(c.trusted for c in codes):
+        # The linear regions first can spend the whole budget on the start/stop patterns and columns of
+        # a PDF417 (coherent bars, long enough for a 1D symbol) and never reach the symbol's own 2D
+        # region. When nothing trusted was read, the first 2D region not yet tried gets the corner cut's
+        # first two variants. Measured on the field set's dev split: 9 PDF417s (perspective, dim,
+        # glare, motion, defocus, dense), no misread, ~1 ms a frame with no read.
+        for r in [r for r in todo if not r.linear and not any(r is d for d in tried_regions)][:1]:
+            scale = float(np.clip(TARGET_2D / max(r.length, r.width, 1.0), 0.6, 4.0))
+            for _, (name, var, binarizer, m_inv) in zip(range(_RESERVE_2D), _tries_2d(gray, r, scale)):
+                attempts += 1
+                codes, found, extra = _read_crop(var, binarizer, name, m_inv, formats, codes)
+                attempts += extra
+                if found:
+                    break
     if not codes and attempts < 2 * max_attempts:
         # Nothing anywhere: the frame averaged down to 0.7 of its size (area resampling), read whole.
         # Measured on the field set's dev split: dim and noisy frames whose Data Matrix, QR or UPC the

@@ -45,7 +45,10 @@ the cost of every frame, the easy ones included. So:
    zxing-cpp's rotate tries (they are deskewed; the tries cost 3x a read),
    except the first variant of each 2D cut. When nothing at all was read,
    the whole frame averaged down to 0.7 of its size (area resampling takes
-   out shot noise) is read once: dim and noisy frames.
+   out shot noise) is read once: dim and noisy frames. Before that, when
+   nothing trusted was read, a 2D region the region budget never reached
+   (a PDF417's columns look like 1D regions and go first) gets the corner
+   cut's first two variants.
 4. **Label read**: a region that already holds a trusted read (usually the
    whole label) is read once more, deskewed and stretched: on labels with
    several symbols the first pass often reads one and stops, and this finds
@@ -56,13 +59,16 @@ Reads from retries are held to a higher bar than the first pass (they come
 from images we have pushed around): a 1D retry read is kept only if it
 passes a check digit, or it is Code 128 or Code 39 with text that is not a
 failed attempt at a checked scheme (digits in plain Code 128 are no failed
-EAN/UPC: GS1 puts none there); an EAN/UPC retry read (mod-10 check
-only) must be read again from the crop resampled to 5/4 size. What measured
+EAN/UPC: GS1 puts none there), or an ITF longer than ITF-14 (no failed
+GTIN-14, a number of its own); an EAN/UPC retry read (mod-10 check only)
+and such an ITF (no check at all) must be read again from the crop
+resampled to 5/4 size. What measured
 well and what did not is written down in ``bench/decode.py``'s docstring.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -469,7 +475,9 @@ def _retry_ok(code: Code) -> bool:
             # number; the first pass keeps them, so a retry may too.
             return True
         return reason == "unrecognised"  # free text, not a failed S10/GS1 (or an EAN in Code 39)
-    return False
+    # ITF longer than ITF-14 is no failed GTIN-14 but a number of its own (no check character in the
+    # symbology): kept, once read again from the resampled crop like the weakly checked EAN/UPC.
+    return code.format == "ITF" and len(code.text) > _ITF_MIN
 
 
 #: ``check`` reasons for digits that are no EAN/UPC: the validator tried EAN on them for want of better.
@@ -565,7 +573,8 @@ def _read_crop(var: np.ndarray, binarizer: zxingcpp.Binarizer, name: str, m_inv:
         c = _to_code(b, name, m_inv)
         if not _retry_ok(c) or not plausible(c):
             continue
-        if c.format in WEAK_CHECK and not _confirmed(c, var, formats, False):
+        weak = c.format in WEAK_CHECK or (c.format == "ITF" and not c.trusted)
+        if weak and not _confirmed(c, var, formats, False):
             extra += 1
             continue
         found = True
@@ -698,7 +707,7 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
         # glare, motion, defocus, dense), no misread, ~1 ms a frame with no read.
         for r in [r for r in todo if not r.linear and not any(r is d for d in tried_regions)][:1]:
             scale = float(np.clip(TARGET_2D / max(r.length, r.width, 1.0), 0.6, 4.0))
-            for _, (name, var, binarizer, m_inv) in zip(range(_RESERVE_2D), _tries_2d(gray, r, scale)):
+            for name, var, binarizer, m_inv in itertools.islice(_tries_2d(gray, r, scale), _RESERVE_2D):
                 attempts += 1
                 codes, found, extra = _read_crop(var, binarizer, name, m_inv, formats, codes)
                 attempts += extra

@@ -505,7 +505,7 @@ FIELD_RESCUES_4 = [
 
 
 @pytest.mark.parametrize(("condition", "fmt", "i", "stage"), FIELD_RESCUES_4)
-def test_field_rescues_by_reserved_2d_region_and_long_itf(condition: str, fmt: str, i: int, stage: str) -> None:
+def test_field_rescues_by_reserved_2d_read_and_long_itf(condition: str, fmt: str, i: int, stage: str) -> None:
     from simulator.fieldgen import DEV_SEED, field_frame
 
     f = field_frame(DEV_SEED, condition, fmt, i)

@@ -37,9 +37,10 @@ the cost of every frame, the easy ones included. So:
    cut, sharpened. A 2D region is cut through the four corners of its
    outline (a homography), not by an affine warp: a symbol or label seen at
    an angle becomes a rectangle again, where the affine cut left a PDF417's
-   rows converging; after that cut's variants, the affine cut is read once
-   (CLAHE, global histogram) for the square symbols whose outline is a poor
-   quadrilateral. Linear regions long enough for a 1D symbol go first, then
+   rows converging; after that cut's variants, the affine cut is read twice
+   (CLAHE, and softened then sharpened, both under the global histogram)
+   for the square symbols whose outline is a poor quadrilateral and dim
+   PDF417s. Linear regions long enough for a 1D symbol go first, then
    2D regions, then short coherent blobs (PDF417 columns, print). Retries
    stop at the first trustworthy read in a region. Crops are read without
    zxing-cpp's rotate tries (they are deskewed; the tries cost 3x a read),

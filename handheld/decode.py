@@ -705,7 +705,8 @@ def decode_image(img: np.ndarray, *, formats: zxingcpp.BarcodeFormats = FORMATS,
         # a PDF417 (coherent bars, long enough for a 1D symbol) and never reach the symbol's own 2D
         # region. When nothing trusted was read, the first 2D region not yet tried gets the corner cut's
         # first two variants. Measured on the field set's dev split: 9 PDF417s (perspective, dim,
-        # glare, motion, defocus, dense), no misread, ~1 ms a frame with no read.
+        # glare, motion, defocus, dense), no misread; with the sharpened affine cut ~3 ms (3 %) on a
+        # frame with no code.
         for r in [r for r in todo if not r.linear and not any(r is d for d in tried_regions)][:1]:
             scale = float(np.clip(TARGET_2D / max(r.length, r.width, 1.0), 0.6, 4.0))
             for name, var, binarizer, m_inv in itertools.islice(_tries_2d(gray, r, scale), _RESERVE_2D):

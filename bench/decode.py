@@ -153,9 +153,56 @@ frames 4-7 of the dev seed 0.772 -> 0.847 (zxing 0.525), misreads 1 -> 1
 Matrix, QR and PDF417 with blur of a module or more), glare across 1D bars,
 PDF417 under the strongest perspective, small EAN/UPC at ~1 px per module.
 
-Last line: decode ours_rate=... zxing_rate=... opencv_rate=... ours_misreads=...
-zxing_misreads=... ours_ms=... zxing_ms=... field_ours_rate=... field_zxing_rate=...
-field_ours_misreads=... field_zxing_misreads=... field_ours_ms=... field_zxing_ms=...
+Fourth round (2026-12-04), chosen on the dev split only, frames 4-7 of the
+same seed again the check (the held-out split run only for the figures
+below). Counting what each candidate rescues among the 91 misses of both dev
+parts, and what it costs on the no-code frames: the biggest loss was again
+the budget, not the image. A PDF417's start/stop patterns and columns are
+coherent bars long enough for a 1D region, so they went first and spent the
+four regions and twelve attempts before the symbol's own 2D region was cut;
+when nothing trusted was read, the first 2D region not tried now gets the
+corner cut's first two variants (9 PDF417s: perspective, dim, glare, motion,
+defocus, dense; no misread). The affine cut of a 2D region is also read
+softened, sharpened at the module's scale and under one threshold (2 dim
+PDF417s). The two cost ~3 ms (3 %) on a frame with no code, the old and new
+decoder interleaved on the dev no-code frames. ITF retry reads longer than ITF-14
+(22-28 digits: no check character in the symbology, no failed GTIN-14) were
+dropped by the retry bar though the crops read them; they are kept once read
+again from the crop resampled to 5/4 (3 dense ITFs; no misread on either
+set's no-code frames). Looked at, not taken: for glare across 1D bars,
+per-row stretching, division by the background (a dilation across the
+bars), 1D local normalisation and reading the bands above and below the
+glare apart (4 of ~35 1D misses between them: the highlight saturates the
+sensor and the bars under it are gone); for blur of a module or more,
+unsharp masks at 1-3 module sigmas under either binarizer, half-size area
+resampling and heavy smoothing before one threshold (0 of the 15 defocus and
+motion Data Matrix and QR misses); for EAN/UPC at ~1 px per module,
+sharpening at 0.6-2.4 module sigmas, 2x upsampling across the bars and a
+column-averaged profile (0 rescues); zxing-cpp's rotate tries on every crop
+(1 rescue, +27 % time on frames with no read); a second region search inside
+the label read's crop for a label's other symbols (on its own it read the 4
+symbols missed on multi labels, in the pipeline none, +4 ms on every
+conclusive frame). Dev split after (as printed here): ours 0.902 (Code 128
+0.90, EAN-13 0.88, UPC-A 0.92, Code 39 0.98, ITF 0.98, QR 0.94, Data Matrix
+0.74, PDF417 0.88), zxing 0.558, misreads 0 vs 2, time 1.12x; frames 4-7 of
+the dev seed 0.847 -> 0.872, misreads 1 -> 1 (the same glare-struck UPC-A,
+read by the first pass). The held-out split, run three times once the
+decoder was settled (before this round in brackets): ours 0.880 (0.861),
+zxing 0.565, misreads 3 vs 3, time 1.16-1.23x on it and 1.35-1.38x on part
+1; clean 0.97 (0.94), cylinder 0.94 (0.91), crumpled 1.00 (0.94), low_light
+0.84 (0.81), small 0.94 (0.91), dense 0.88 (0.84), the rest as before;
+Code 39 0.98 (0.94), ITF 0.89 (0.87), PDF417 0.74 (0.65, still the one
+symbology under 0.80), the rest as before. Still missed on dev: glare (0.72;
+saturated highlights over bars and modules), defocus and motion of a module
+or more (Data Matrix, QR), EAN/UPC at ~1 px per module, a PDF417 on a
+multi-symbol label read at the label's scale.
+
+Last line (2026-12-04, the median of 3 default runs on a box loaded by other
+sessions, each figure its own median; rates and misreads the same in every
+run): decode ours_rate=0.927 zxing_rate=0.663 opencv_rate=0.396
+ours_misreads=0 zxing_misreads=3 ours_ms=54.2 zxing_ms=39.2
+field_ours_rate=0.880 field_zxing_rate=0.565 field_ours_misreads=3
+field_zxing_misreads=3 field_ours_ms=65.3 field_zxing_ms=54.5
 (the first seven on the imagegen set, the field_* ones on the held-out field split).
 """
 

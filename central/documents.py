@@ -74,6 +74,22 @@ def issued(store: DutyStore) -> list[dict[str, Any]]:
     return sorted(store.rows(DOCS.name, {}), key=lambda r: (r["kind"], -r["version"]))
 
 
+def resend(store: DutyStore, outlet: str) -> int:
+    """Queue, for each kind, the newest document meant for ``outlet`` (by name
+    or ``*``): an outlet registered after it was published gets what its
+    counter prices with (``postedge central outlet add``); how many. Needs
+    no signing key: what it sends was signed when published."""
+    store.duty_table(DOCS)
+    newest: dict[str, dict[str, Any]] = {}
+    for row in issued(store):
+        doc = json.loads(row["doc"])
+        if row["kind"] not in newest and (outlet in doc["outlets"] or "*" in doc["outlets"]):
+            newest[row["kind"]] = doc
+    for d in newest.values():
+        store.push_command(outlet, DOWN_COUNTER_DOC, counter_doc(d))
+    return len(newest)
+
+
 class Documents:
     def __init__(self, backend: DutyStore, kid: str = DEFAULT_KID,
                  clock: Callable[[], float] = time.time, key_dir: Path | None = None) -> None:
@@ -121,16 +137,6 @@ class Documents:
         sent = [o for o in self._outlets(targets) if self._push(o, doc)]
         record("platform_doc_published", kind=kind, version=signed.version, outlets=targets, queued=len(sent))
         return doc
-
-    def resend(self, outlet: str) -> int:
-        """Queue, for each kind, the newest document meant for ``outlet`` (by name or
-        ``*``), e.g. for an outlet registered after it was published; how many."""
-        newest: dict[str, dict[str, Any]] = {}
-        for row in issued(self.b):
-            doc = json.loads(row["doc"])
-            if row["kind"] not in newest and (outlet in doc["outlets"] or "*" in doc["outlets"]):
-                newest[row["kind"]] = doc
-        return sum(self._push(outlet, d) for d in newest.values())
 
     def latest(self) -> list[dict[str, Any]]:
         """The newest document of each kind."""

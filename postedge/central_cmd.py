@@ -249,9 +249,16 @@ def cmd_outlet(args: argparse.Namespace) -> int:
             _say("error.name", lang, err=True, name=args.outlet)
             return 2
         if args.action == "add":
+            from central.documents import resend
+
             password = secrets.token_urlsafe(24)
+            known = any(o["outlet"] == args.outlet for o in backend.outlets())
             backend.add_outlet(args.outlet, password, notifier=args.notifier)
             _say("outlet.added", lang, outlet=args.outlet, password=password)
+            if not known:  # a new outlet's counter gets the documents published before it
+                n = resend(backend, args.outlet)
+                if n:
+                    _say("outlet.docs_queued", lang, outlet=args.outlet, n=n)
             if args.notifier:
                 key = _keys(args, cfg).notifier_key()
                 _say("outlet.notifier_key", lang, err=True, outlet=args.outlet)

@@ -161,6 +161,9 @@ def test_points_manifests_and_documents_from_the_command_line(tmp_path: Path) ->
     assert "version 1" in pe("docs", "publish", str(d), "tariff", str(body)).stdout
     assert "platform_keys = { p1 = " in pe("docs", "key", str(d)).stdout
     assert "tariff version 1, for: *" in pe("docs", "list", str(d)).stdout
+    # an outlet registered after the publish gets it queued; a new password for it does not again
+    assert "Queued 1 counter documents for o5" in pe("outlet", "add", str(d), "o5").stdout
+    assert "Queued" not in pe("outlet", "add", str(d), "o5").stdout
     body.write_text(json.dumps({"zones": ZONES, "services": {}}))
     r = pe("docs", "publish", str(d), "tariff", str(body), check=False)
     assert r.returncode == 2 and "Not signed" in r.stderr

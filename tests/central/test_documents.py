@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.documents import KEY_FILE, DocumentRefused, Documents
+from central.documents import KEY_FILE, DocumentRefused, Documents, resend
 from common import platform_docs as pd
 from common.uplink_codec import DOWN_COUNTER_DOC, counter_doc, read_counter_doc
 from gateway.broker import Mosquitto
@@ -83,7 +83,7 @@ def test_versions_grow_and_go_to_the_outlets_named(platform: Platform) -> None:
         pd.verify(c1, keys, "box_catalogue", "o1")
     # an outlet registered later gets the latest of each kind meant for it
     b.add_outlet("o4", "password-of-o4")
-    assert docs.resend("o4") == 1 and [(d["kind"], d["version"]) for d in sent(b, "o4")] == [
+    assert resend(b, "o4") == 1 and [(d["kind"], d["version"]) for d in sent(b, "o4")] == [
         ("tariff", 1)]
     assert [(d["kind"], d["version"]) for d in docs.latest()] == [("box_catalogue", 1), ("tariff", 2)]
 

@@ -45,20 +45,21 @@ def missing_scaleout() -> list[str]:
     return missing
 
 
-def central_can_run(backend: str, sc: Any, lang: str) -> bool:
-    """Whether the run can have the platform ``backend`` asked for (said why if not):
-    on scale-out, its programs installed and no fault that needs the embedded store."""
+def central_refused(backend: str, sc: Any, lang: str) -> int:
+    """Why the run cannot have the platform ``backend`` asked for, said, as
+    the exit code (0: it can): on scale-out, its programs installed (3, the
+    machine) and no fault that needs the embedded store (2, the scenario)."""
     if backend != "scaleout":
-        return True
+        return 0
     missing = missing_scaleout()
     if missing:
         print(t("error", lang, msg=t("sim.no_scaleout", lang, what=", ".join(missing))), file=sys.stderr)
-        return False
+        return 3
     lossy = [f.kind for f in sc.faults if f.kind == "central_lossy"]
     if lossy:
         print(t("error", lang, msg=t("sim.scaleout_fault", lang, kind=lossy[0])), file=sys.stderr)
-        return False
-    return True
+        return 2
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -78,8 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         sc = replace(sc, seed=args.seed)
-    if not central_can_run(args.central, sc, lang):
-        return 3 if args.central == "scaleout" and missing_scaleout() else 2
+    refused = central_refused(args.central, sc, lang)
+    if refused:
+        return refused
     if args.outlets is not None or sc.fleet_outlets:
         return run_county(args, sc, lang)
     if not dashboard_port_free(args.dashboard, lang):

@@ -286,6 +286,7 @@ def test_scaleout_worker_keeps_both_outlets_even_in_one_fetch(scaleout_rig: Loca
         scale.close()
 
 
+@pytest.mark.slow
 def test_wait_written_returns_only_once_the_logged_batches_are_in_the_database(
         scaleout_rig: LocalCluster) -> None:
     """Judged by the stream's sequence: with no worker nothing is written

@@ -367,6 +367,7 @@ def popen_check(runtime: str, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # waits out the client's reconnect window to show no loop
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_a_retained_message_over_the_read_limit_is_dropped_not_a_reconnect_loop(
         runtime: str, tmp_path: Path, accounts: list[Account]) -> None:

@@ -72,6 +72,15 @@ class Recorder:
             self.messages.append(msg)
             self.cond.notify_all()
 
+    def subscribe(self, topic: str, qos: int = 1, timeout: float = 10) -> None:
+        """Subscribe and wait for the broker's SUBACK: a publish sent before
+        it is answered "no matching subscribers" (MQTT 5: 0x10) and never
+        delivered here."""
+        acked = threading.Event()
+        self.client.on_subscribe = lambda *args: acked.set()
+        rc, _ = self.client.subscribe(topic, qos=qos)
+        assert rc == mqtt.MQTT_ERR_SUCCESS and acked.wait(timeout), f"no SUBACK for {topic}"
+
     def wait_for(self, pred: Callable[[list[mqtt.MQTTMessage]], bool], timeout: float = 10) -> bool:
         deadline = time.monotonic() + timeout
         with self.cond:

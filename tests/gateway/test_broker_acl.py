@@ -40,7 +40,7 @@ FORGED = [
 @pytest.mark.parametrize("forged", FORGED)
 def test_device_cannot_publish_as_another_device(connect, forged: str) -> None:
     gw = connect("gw-o1")
-    gw.client.subscribe("pe/v1/#", qos=1)
+    gw.subscribe("pe/v1/#")
     # MQTT 5: Mosquitto answers the forged publish with 0x87 Not authorized
     # (and 2.0 then drops the connection of a client that tried).
     assert publish_v5(connect("lk01"), forged, b"forged") == 0x87
@@ -53,7 +53,7 @@ def test_device_cannot_publish_as_another_device(connect, forged: str) -> None:
 def test_forgery_over_mqtt311_is_dropped(connect) -> None:
     """MQTT 3.1.1 has no refusal code: the broker acks and discards."""
     gw = connect("gw-o1")
-    gw.client.subscribe(topics.subscription("o1", "evt"), qos=1)
+    gw.subscribe(topics.subscription("o1", "evt"))
     for forged in FORGED:
         lk01 = connect("lk01", protocol=mqtt.MQTTv311)
         lk01.client.publish(forged, b"forged", qos=1).wait_for_publish(5)
@@ -66,9 +66,8 @@ def test_forgery_over_mqtt311_is_dropped(connect) -> None:
 def test_device_reads_only_its_own_commands(connect) -> None:
     gw = connect("gw-o1")
     lk01 = connect("lk01")
-    lk01.client.subscribe(topics.build("o1", "locker", "lk01", "cmd"), qos=1)
-    lk01.client.subscribe(topics.build("o1", "locker", "lk02", "cmd"), qos=1)
-    time.sleep(0.3)
+    lk01.subscribe(topics.build("o1", "locker", "lk01", "cmd"))
+    lk01.subscribe(topics.build("o1", "locker", "lk02", "cmd"))  # refused in its SUBACK
     gw.client.publish(topics.build("o1", "locker", "lk02", "cmd"), b"for-lk02", qos=1).wait_for_publish(5)
     gw.client.publish(topics.build("o1", "locker", "lk01", "cmd"), b"for-lk01", qos=1).wait_for_publish(5)
     assert lk01.wait_for(lambda ms: any(m.payload == b"for-lk01" for m in ms))
@@ -111,14 +110,12 @@ def test_only_the_gateway_writes_a_devices_time(connect) -> None:
     own = topics.build("o1", "locker", "lk01", "time")
     other = topics.build("o1", "locker", "lk02", "time")
     watcher = connect("gw-o1")
-    watcher.client.subscribe(topics.subscription("o1", "time"), qos=1)
-    time.sleep(0.3)
+    watcher.subscribe(topics.subscription("o1", "time"))
     assert publish_v5(connect("lk01"), own, b'{"t":1,"v":1}') == 0x87
     assert publish_v5(connect("lk01"), other, b'{"t":1,"v":1}') == 0x87
     lk01 = connect("lk01")
-    lk01.client.subscribe(own, qos=0)
-    lk01.client.subscribe(other, qos=0)
-    time.sleep(0.3)
+    lk01.subscribe(own, qos=0)
+    lk01.subscribe(other, qos=0)
     gw = connect("gw-o1")
     gw.client.publish(other, b"for-lk02", qos=0).wait_for_publish(5)
     gw.client.publish(own, b"for-lk01", qos=0).wait_for_publish(5)

@@ -31,6 +31,7 @@ from simulator.gateway_process import GatewayProcess, write_config
 from simulator.lockboard_sim import Sim8ABus
 from simulator.outlet import locker_config, wait_event
 from tests.locker_rig import KEY
+from tests.waiting import until
 
 FIRMWARE_TESTS = Path(__file__).resolve().parents[1] / "firmware"
 
@@ -176,6 +177,8 @@ def test_plaintext_listener_is_on_loopback_only(tmp_path: Path, accounts: list[A
     b = tls_broker(tmp_path / "broker", accounts, pki, bind="0.0.0.0")
     b.start()
     try:
+        # the TLS listener may come up a moment after the plain one the start waits for
+        until(lambda: listening(b.tls_port), 10, "the TLS listener")
         assert listening(b.port) == {"127.0.0.1"}
         assert listening(b.tls_port) == {"0.0.0.0"}
         assert paho_connect(b.port, "gw-o1", "gw-secret", None)  # the gateway, on the box

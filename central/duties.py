@@ -53,7 +53,7 @@ class SecurityDuties:
         signed for its lockers carry (in the simulator's virtual time it is
         not the wall's; default ``clock``)."""
         self.store = backend
-        self.revocations = Revocations(backend, master, clock=clock)
+        self.revocations = Revocations(backend, master, clock=clock, device_clock=device_clock)
         self.clerk_requests = ClerkRequests(backend, master, clock=clock, device_clock=device_clock)
         self.failures = 0
         self.passes = 0  # passes run (a tick skipped for another process's pass is not one)

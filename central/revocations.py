@@ -39,10 +39,14 @@ ANSWERED = DutyTable("revocations_answered", "gateway.device_revoked", (
 
 
 class Revocations:
-    def __init__(self, backend: DutyStore, master: bytes, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, backend: DutyStore, master: bytes, clock: Callable[[], float] = time.time,
+                 device_clock: Callable[[str], float] | None = None) -> None:
+        """``device_clock``: an outlet's devices' time, which a signed revoke
+        carries (default ``clock``: the simulator's virtual outlets differ)."""
         self.b = backend
         self.master = master
         self.clock = clock
+        self.device_clock = device_clock or (lambda outlet: clock())
         self.b.duty_table(ANSWERED)
 
     def run_once(self) -> int:
@@ -57,7 +61,7 @@ class Revocations:
             field = "couriers" if kinds.get(device) not in ("handheld", None) else "handhelds"
             lockers = [d for d, k in kinds.items() if k == "locker"]
             keys = KeyService.registered(self.b, outlet, self.master)
-            now = int(self.clock())
+            now = int(self.device_clock(outlet))
             for locker in lockers:
                 # one id per (report, locker): a report answered twice after a crash
                 # is the same command, which the locker runs once

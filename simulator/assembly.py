@@ -464,7 +464,8 @@ class Outlet:
             return 0
         device = acts[0].device
         self.central.backend.add_device(self.outlet_id, device, "handheld")
-        rounds = Manifests(self.central.backend, self.central.master)
+        # signed on the outlet's clock, as the platform signs what its devices check
+        rounds = Manifests(self.central.backend, self.central.master, clock=self.clock.time)
         _, tokens = rounds.issue(self.outlet_id, device, "r-day",
                                  [{"parcel": a.args["parcel"], "to": a.args["name"]} for a in acts])
         self.flows["round_tokens"] = tokens

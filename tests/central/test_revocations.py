@@ -74,3 +74,17 @@ def test_a_report_with_a_rotated_locker_is_signed_with_its_new_key(duty_store: S
     now = int(time.time())
     assert signing.verify(cmd, keys.from_config(KeyService("o1", MASTER).device_config("lk01", kv=2)),
                           "lk01", now)["op"] == "revoke"
+
+
+def test_a_revoke_carries_the_outlets_device_time(duty_store: StoreUnderTest) -> None:
+    """An outlet whose devices run a day behind the platform (the simulator's
+    virtual outlets): the revoke is signed on their clock, valid when its
+    locker checks it."""
+    b = duty_store.b
+    b.add_device("o1", "lk01", "locker")
+    b.add_device("o1", "hh01", "handheld")
+    duty_store.store("o1", revoked_event(1, "hh01"))
+    behind = time.time() - 86400
+    assert Revocations(b, MASTER, device_clock=lambda outlet: behind).run_once() == 1
+    (cmd,) = [c for k, c in b.pull("o1", 0, 10)[1] if k == "locker"]
+    assert cmd["iat"] == int(behind)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pynmea2
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from handheld.nmea import MODES, GnssReader, NmeaError, build_sentence, parse_sentence
@@ -179,6 +179,8 @@ _year = st.one_of(st.integers(0, 68), st.integers(80, 99))
 @settings(max_examples=120, deadline=None)
 @given(_talker, _time, st.sampled_from("AV"), _lat, _lon, _dec, _dec, st.dates(dt.date(2000, 1, 1)), _year,
        st.sampled_from([None, *MODES]))
+# 29 February 2001 with the speed and course empty: found by a run, kept
+@example("GP", (0, 0, 0, 0, 0), "A", (0, 0, 1, "N"), (0, 0, 1, "E"), "", "", dt.date(2000, 2, 29), 1, None)
 def test_generated_rmc_agrees(talker: str, t: tuple, status: str, lat: tuple, lon: tuple, speed: str,
                               course: str, day: dt.date, yy: int, mode: str | None) -> None:
     date = f"{day:%d%m}{yy:02d}"
@@ -187,10 +189,12 @@ def test_generated_rmc_agrees(talker: str, t: tuple, status: str, lat: tuple, lo
         body += f",{mode}"
     try:
         assert_agree(build_sentence(body))
-    except NmeaError as exc:  # 29 February of a year that has none: both refuse
+    except NmeaError as exc:  # 29 February of a year that has none: refused, and rightly
         assert exc.code == "malformed" and "date" in exc.detail
+        # not a real date (pynmea2 is no judge here: with the speed and course
+        # fields empty it hands the date field back unparsed, "290201")
         with pytest.raises(ValueError):
-            _theirs(build_sentence(body)).datestamp  # noqa: B018
+            dt.datetime.strptime(date, "%d%m%y")
 
 
 @settings(max_examples=80, deadline=None)

@@ -162,7 +162,9 @@ def test_a_worker_killed_mid_stream_is_replaced_and_nothing_is_lost_or_doubled(s
     def publisher() -> None:
         for c in checked:
             backend.store("o1", c)
-            time.sleep(0.005)
+            # a steady stream over about three seconds: the kill below must come while it
+            # still runs (one worker wrote all 24,000 events before a 5 ms stream was seen)
+            time.sleep(0.02)
         published.set()
 
     pub = threading.Thread(target=publisher)

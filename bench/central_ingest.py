@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 from central import front  # noqa: E402
 from central.embedded import Embedded  # noqa: E402
 from central.scaleout import ScaleOut, ScaleOutConfig  # noqa: E402
-from central.scaleout.local import LocalCluster  # noqa: E402
+from central.scaleout.local import LocalCluster, children  # noqa: E402
 from common.pki import make_outlet_pki  # noqa: E402
 from common.uplink_codec import CONTENT_TYPE, decode_ack, encode_batch  # noqa: E402
 
@@ -97,18 +97,6 @@ def _proc_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
-                    out.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
 
 
 def cpu_snapshot(parts: dict[str, list[int]], me: str = "front") -> dict[str, float]:
@@ -347,7 +335,7 @@ def run_scaleout(rig: LocalCluster, pki: Any, workers: int, kill: bool, drain: b
     assert rig.pg.proc is not None
     parts = {"fronts": [f.pid for f in fs], "workers": [w.pid for w in ws],
              "nats": [n.proc.pid for n in rig.nats.nodes if n.proc],
-             "postgres": [rig.pg.proc.pid, *_children(rig.pg.proc.pid)]}
+             "postgres": [rig.pg.proc.pid, *children(rig.pg.proc.pid)]}
     try:
         before = cpu_snapshot(parts, "bench")
         r = drive([f.port for f in fs], str(pki.ca), kill_leader if kill else None)  # type: ignore[attr-defined]
@@ -360,7 +348,7 @@ def run_scaleout(rig: LocalCluster, pki: Any, workers: int, kill: bool, drain: b
             drained = (len(r["acked"]) - n0) / (time.time() - t1)
         backend.wait_written(timeout=600)
         t_stored = time.time()
-        parts["postgres"] = [rig.pg.proc.pid, *_children(rig.pg.proc.pid)]
+        parts["postgres"] = [rig.pg.proc.pid, *children(rig.pg.proc.pid)]
         if not drain:
             after = cpu_snapshot(parts, "bench")
         stats = _stop_workers(ws)

@@ -162,7 +162,8 @@ class NatsCluster:
             stop_process(proc)
 
 
-def _children(ppid: int) -> list[int]:
+def children(ppid: int) -> list[int]:
+    """The pids of ``ppid``'s child processes (a server's backends)."""
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -231,7 +232,7 @@ class Postgres:
         crashed); ``start_server`` then recovers from the WAL."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        kids = _children(self.proc.pid)
+        kids = children(self.proc.pid)
         self.proc.kill()
         for pid in kids:
             try:

@@ -140,7 +140,8 @@ class ClockWriter:
         sees a short file."""
         self.path = Path(path)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(encode(t, time.monotonic()))
+        self._t, self._m = float(t), time.monotonic()
+        tmp.write_bytes(encode(self._t, self._m))
         os.replace(tmp, self.path)
         fd = os.open(self.path, os.O_RDWR)
         try:
@@ -151,7 +152,13 @@ class ClockWriter:
     def set(self, t: float) -> None:
         if self._map is None:
             raise RuntimeError(f"{self.path}: the clock writer is closed")
-        self._map[:SIZE] = encode(t, time.monotonic())
+        self._t, self._m = float(t), time.monotonic()
+        self._map[:SIZE] = encode(self._t, self._m)
+
+    def now(self) -> float:
+        """The time a reader of the file sees now (the last set plus the real
+        time since; a reader's own never-backwards hold aside)."""
+        return self._t + max(0.0, time.monotonic() - self._m)
 
     def close(self) -> None:
         if self._map is not None:

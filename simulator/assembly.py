@@ -368,9 +368,10 @@ class Outlet:
                 continue
             phone = f"+86139{rng.randrange(10**8):08d}"
             self.central.add_contact(self.outlet_id, parcel, phone)
+            # signed on the outlet's clock, which the gateway checks it on
             self.central.push_command(self.outlet_id, "notify", contacts.make(
-                self.keys.notifier_key(), 1, f"ct-{parcel.lower()}", parcel, phone, "zh", int(time.time()),
-                lifetime_s=signing.MAX_LIFETIME))
+                self.keys.notifier_key(), 1, f"ct-{parcel.lower()}", parcel, phone, "zh",
+                int(self.clock.time()), lifetime_s=signing.MAX_LIFETIME))
             n += 1
         self.stats["notify_contacts"] = n
         return n

@@ -7,7 +7,9 @@ as ``POSTEDGE_CLOCK_FILE`` (``common/clock.py``) and judges and records
 time by the simulation. Found by its place rather than passed in, so every
 start of the same outlet's gateway (the first, and a restart after a
 ``gateway_kill`` fault) runs on the same clock. No file there: the wall
-clock, as in production."""
+clock, as in production. Beside it the gateway keeps its pace board
+(``sim-pace``, ``common/timers.py``): what its paced threads wait for, so
+the simulator moves the clock on only once they have done what was due."""
 
 from __future__ import annotations
 
@@ -21,14 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from common.clock import ENV as CLOCK_ENV
+from common.timers import ENV as PACE_ENV
 
 #: The simulation's clock file, beside the gateway's config (``clock_file``).
 CLOCK_FILE = "sim-clock"
+#: The gateway's pace board, beside its clock file (``pace_file``).
+PACE_FILE = "sim-pace"
 
 
 def clock_file(config: Path) -> Path:
     """Where a virtual run keeps the clock of the gateway started on ``config``."""
     return Path(config).parent / CLOCK_FILE
+
+
+def pace_file(config: Path) -> Path:
+    """Where the gateway started on ``config`` keeps its pace board in a virtual run."""
+    return Path(config).parent / PACE_FILE
 
 
 def write_config(path: Path, outlet: str, port: int, username: str, password: str,
@@ -57,9 +67,11 @@ class GatewayProcess:
         records), which otherwise goes to this process's."""
         env = dict(os.environ)
         env.pop(CLOCK_ENV, None)  # never inherited: only this outlet's own clock file counts
+        env.pop(PACE_ENV, None)
         clock = clock_file(config)
         if clock.exists():
             env[CLOCK_ENV] = str(clock.resolve())
+            env[PACE_ENV] = str(pace_file(config).resolve())
         self.clock_file = env.get(CLOCK_ENV)
         err = stderr.open("ab") if stderr is not None else None
         try:

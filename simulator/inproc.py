@@ -161,10 +161,13 @@ class SimClock:
             self.writer = None
 
     def set(self, t: float) -> None:
+        """Devices read whole seconds; the clock file takes ``t`` as it is, so
+        the gateway's timers can be stepped to the moment something is due
+        (``simulator/pacing.py``)."""
         self.t = int(t)
-        if self.writer is not None and self.t > self.filed:
-            self.writer.set(self.t)
-            self.filed = self.t
+        if self.writer is not None and t > self.filed:
+            self.writer.set(t)
+            self.filed = t
 
     def time(self) -> int:
         return (self.t if self.virtual else int(time.time())) + self.offset

@@ -130,12 +130,21 @@ def notified_once(outlet: Outlet) -> dict[str, Any]:
     outlet.stats["notices_modem"] = by["gateway"]
     outlet.stats["notices_none_picked_up"] = by["none"]
     outlet.stats["modem_texts"] = texts
-    ok = not wrong and texts >= by["gateway"] and bool(notices)
+    # The platform's contacts are the simulator's own, valid by construction: one
+    # the gateway refused (signed on another clock, another key) leaves its
+    # villager untold whenever the backhaul is down, which "none" would hide.
+    refused = sum(1 for x in outlet.gw.lines if x.get("evt") == "notify_contact_refused")
+    if refused:
+        outlet.stats["gateway_contacts_refused"] = refused
+    ok = not wrong and texts >= by["gateway"] and bool(notices) and not refused
     detail = (f"{len(notices)} deposits: {by['platform']} by the platform, {by['gateway']} by the modem "
               f"({texts} texts)")
+    if refused:
+        detail += f"; the gateway refused {refused} of the platform's contacts"
     if wrong:
         detail += "; not once: " + ", ".join(f"{d}={s}" for d, s in list(wrong.items())[:5])
     fields = {"deposits": len(notices), "platform": by["platform"], "modem": by["gateway"], "texts": texts,
+              "contacts_refused": refused,
               "wrong": [f"{d}={s}" for d, s in list(wrong.items())[:5]]}
     return {"name": "deposit_notified_once", "ok": ok, "detail": detail, "fields": fields}
 

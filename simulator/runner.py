@@ -9,8 +9,10 @@ and returns the judged run result (``results``).
 Time. In virtual mode the scenario's clock jumps from one action window to
 the next (``window_min``), and every device reads its wall time from it (the
 gateway process through the clock file ``SimClock.attach`` writes), so a day
-takes seconds; actions in one window run concurrently across devices and
-in order on each device. In real mode the windows are paced by the wall
+takes seconds; the gateway's timers wait on that clock too, and each jump
+waits for what the gateway had due before it (``simulator/pacing.py``);
+actions in one window run concurrently across devices and in order on each
+device. In real mode the windows are paced by the wall
 clock (``speed``).
 
 The ledger follows every event id hop by hop: ``device`` (as it enters the
@@ -36,6 +38,7 @@ from simulator.actions import run_window
 from simulator.assembly import Outlet
 from simulator.gateway_process import clock_file
 from simulator.injection import fault_edges, inject
+from simulator.pacing import advance
 from simulator.results import run_result
 from simulator.sampling import sample_backlog
 from simulator.scenario import Scenario
@@ -60,11 +63,11 @@ async def drive(outlet: Outlet, progress: Callable[[Outlet], None] | None = None
         end = min(t + win, sc.duration_s)
         while edges and edges[0][0] < end:
             ft, f, starting = edges.pop(0)
+            await advance(outlet, sc.start + ft)
             outlet.t_virtual = ft
-            outlet.clock.set(sc.start + ft)
             await inject(outlet, f, starting)
+        await advance(outlet, sc.start + t)
         outlet.t_virtual = t
-        outlet.clock.set(sc.start + t)
         batch = []
         while i < len(actions) and actions[i].t < end:
             batch.append(actions[i])
@@ -84,8 +87,8 @@ async def drive(outlet: Outlet, progress: Callable[[Outlet], None] | None = None
     for _, f, starting in edges:  # faults still open at the end are closed
         if not starting:
             await inject(outlet, f, False)
+    await advance(outlet, sc.start + sc.duration_s)
     outlet.t_virtual = sc.duration_s
-    outlet.clock.set(sc.start + sc.duration_s)
     await settle(outlet)
     if outlet.modem is not None:  # the notifier's last routes reach the platform after the events
         await asyncio.to_thread(outlet.notices_settled)

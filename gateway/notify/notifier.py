@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from common import timers
 from common.clock import now as clock_now
 from common.logs import recorder
 from gateway.config import GatewayConfig
@@ -105,9 +106,10 @@ class Notifier:
     def run(self) -> None:
         self.log("notify_started", modem=self.cfg.notify.modem, delay_s=self.cfg.notify.delay_s)
         try:
-            while not self.stop.is_set():
-                self.tick()
-                self.stop.wait(self.cfg.notify.interval_s)
+            with timers.paced("notify"):
+                while not self.stop.is_set():
+                    self.tick()
+                    timers.wait(self.stop, self.cfg.notify.interval_s, due=False)
         finally:
             self.modem.close()
             self.store.close()

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import timers
 from common.clock import now as clock_now
 from common.logs import recorder
 from common.uplink_codec import (
@@ -94,14 +95,16 @@ class Downlink:
     def wake(self) -> None:
         self._wake.set()
 
-    def _wait(self, seconds: float) -> None:
+    def _wait(self, seconds: float, due: bool = False) -> None:
+        """Wait on this process's clock (``common/timers.py``) until a wake or a
+        stop; ``due``: a retry is due at the end (a poll is not)."""
         self._wake.clear()
-        deadline = seconds
-        # Either event ends the wait; stop is checked by the caller's loop.
-        while deadline > 0 and not self.stop.is_set() and not self._wake.is_set():
-            step = min(deadline, 0.2)
-            self._wake.wait(step)
-            deadline -= step
+        end = timers.monotonic() + seconds
+        while not self.stop.is_set() and not self._wake.is_set():
+            left = end - timers.monotonic()
+            if left <= 0:
+                return
+            timers.wait(self._wake, min(left, 0.2), due=end if due else False)
 
     def pull_once(self, store: EventStore) -> bool:
         """One pull and its commit; True if the central side said there is more."""
@@ -157,29 +160,34 @@ class Downlink:
     def run(self) -> None:
         self.log("down_started", outlet=self.outlet, interval_s=self.cfg.down_interval_s)
         store = EventStore(self.db_path)
-        failures = 0
         try:
-            while not self.stop.is_set():
-                try:
-                    more = self.pull_once(store)
-                except (TransportError, sqlite3.Error) as e:
-                    failures += 1
-                    self.stats["failures"] += 1
-                    c = self.cfg
-                    wait = max(c.probe_interval_s,
-                               full_jitter(failures, c.backoff_base_s, c.backoff_cap_s, self.rng))
-                    reason = e.reason if isinstance(e, TransportError) else "store"
-                    self.log("down_failed", reason=reason, error=str(e)[:300], retry_in_s=round(wait, 3))
-                    self.transport.close()
-                    self._wait(wait)
-                    continue
-                failures = 0
-                if not more:
-                    self._wait(self.cfg.down_interval_s)
+            with timers.paced("downlink"):
+                self._loop(store)
         finally:
             self.transport.close()
             store.close()
             self.log("down_stopped", **dict(self.stats))
+
+    def _loop(self, store: EventStore) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                more = self.pull_once(store)
+            except (TransportError, sqlite3.Error) as e:
+                failures += 1
+                self.stats["failures"] += 1
+                c = self.cfg
+                wait = max(c.probe_interval_s,
+                           full_jitter(failures, c.backoff_base_s, c.backoff_cap_s, self.rng))
+                reason = e.reason if isinstance(e, TransportError) else "store"
+                self.log("down_failed", reason=reason, error=str(e)[:300], retry_in_s=round(wait, 3))
+                self.transport.close()
+                # a dead link is polled (its return is what matters); a refusal is retried
+                self._wait(wait, due=not (isinstance(e, TransportError) and e.unreachable))
+                continue
+            failures = 0
+            if not more:
+                self._wait(self.cfg.down_interval_s)
 
     def start(self) -> threading.Thread:
         self.transport.cancel = self.stop

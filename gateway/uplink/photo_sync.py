@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common import timers
 from common.logs import recorder
 from common.upload_client import UploadClient, upload_bytes
 from gateway import metrics as M
@@ -103,12 +104,13 @@ class PhotoSync(threading.Thread):
         failures = 0
         waiting = False
         try:
-            while not self.stop_event.is_set():
-                try:
-                    failures, waiting = self._step(store, client, failures, waiting)
-                except Exception as e:  # noqa: BLE001 - a busy database or a bug must not end photo sync
-                    self.log("photo_sync_error", error=repr(e), trace=traceback.format_exc(limit=5))
-                    self.stop_event.wait(max(self.poll_s, 1.0))
+            with timers.paced("photos"):
+                while not self.stop_event.is_set():
+                    try:
+                        failures, waiting = self._step(store, client, failures, waiting)
+                    except Exception as e:  # noqa: BLE001 - a busy database or a bug must not end photo sync
+                        self.log("photo_sync_error", error=repr(e), trace=traceback.format_exc(limit=5))
+                        timers.wait(self.stop_event, max(self.poll_s, 1.0), due=False)
         finally:
             client.close()
             store.close()
@@ -121,15 +123,15 @@ class PhotoSync(threading.Thread):
         if store.backlog()["count"]:
             # Logged at most once a minute: a busy outlet empties and refills
             # its backlog many times while a photo waits.
-            if not waiting and time.monotonic() - self._noted_at > 60 and completed_unsynced(store, 1):
+            if not waiting and timers.monotonic() - self._noted_at > 60 and completed_unsynced(store, 1):
                 self.log("photo_sync_waiting", events=store.backlog()["count"])
-                self._noted_at = time.monotonic()
+                self._noted_at = timers.monotonic()
                 waiting = True
-            self.stop_event.wait(self.poll_s)
+            timers.wait(self.stop_event, self.poll_s, due=False)
             return failures, waiting
         todo = [p for p in completed_unsynced(store, 20) if p["sha256"] not in self.refused]
         if not todo:
-            self.stop_event.wait(self.poll_s)
+            timers.wait(self.stop_event, self.poll_s, due=False)
             return failures, False
         ok = self._one(store, client, todo[0])
         if ok is None:  # paused for events, or stopping
@@ -138,7 +140,7 @@ class PhotoSync(threading.Thread):
             return 0, False
         failures += 1
         delay = full_jitter(failures, self.cfg.backoff_base_s, self.cfg.backoff_cap_s, self.rng)
-        self.stop_event.wait(max(delay, self.cfg.probe_interval_s))
+        timers.wait(self.stop_event, max(delay, self.cfg.probe_interval_s), due=False)
         return failures, False
 
     def _between(self, store: EventStore) -> bool:
@@ -146,7 +148,7 @@ class PhotoSync(threading.Thread):
         if self.stop_event.is_set() or store.backlog()["count"]:
             return False
         if self.bucket is not None:
-            self.stop_event.wait(self.bucket.delay())
+            timers.wait(self.stop_event, self.bucket.delay())
             self.bucket.take(self.chunk_size + 300)
         return not self.stop_event.is_set()
 

@@ -62,8 +62,9 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from common import timers
 from common.clock import now as clock_now
 from common.logs import recorder
 from common.uplink_codec import Ack, EncodedBatch, encode_batch
@@ -115,10 +116,10 @@ class UplinkPacer:
         self.rate = rate
         self.burst = burst
         self.tokens = burst
-        self.t = time.monotonic()
+        self.t = timers.monotonic()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = timers.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
         self.t = now
 
@@ -129,6 +130,15 @@ class UplinkPacer:
     def take(self, n: int) -> None:
         self._refill()
         self.tokens -= n
+
+
+class Pause(NamedTuple):
+    """How long the loop waits before looking again, and whether something is
+    due then (a batch's age is up) or it only looks for new events (a poll):
+    a simulator steps its clock to what is due (``common/timers.py``)."""
+
+    seconds: float
+    due: bool
 
 
 def full_jitter(failures: int, base: float, cap: float, rng: random.Random) -> float:
@@ -241,7 +251,7 @@ class Syncer:
                 delay = min(1.0, delay * 2)
 
     def _gauges(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = timers.monotonic()
         if not force and now - self._gauges_at < GAUGE_EVERY_S:
             return
         self._gauges_at = now
@@ -259,7 +269,7 @@ class Syncer:
         flushed by the next gauge update or at stop."""
         if not force:
             self._synced_since_note = True
-        now = time.monotonic()
+        now = timers.monotonic()
         if self._synced_since_note and (force or now - self._noted_at >= 1.0):
             self._db(self.store.put, "last_sync_at", f"{clock_now():.3f}")
             self._noted_at = now
@@ -288,22 +298,22 @@ class Syncer:
         return out
 
     # ------------------------------------------------------------ batching
-    def try_batch(self) -> EncodedBatch | float:
+    def try_batch(self) -> EncodedBatch | Pause:
         """The next batch to send, or how long to wait before looking again."""
         n = self.cfg.batch_max_events
         limit = self._limit_bytes()
         rows: list[tuple[str, bytes]] = []
-        if time.monotonic() >= self._fast_due:
+        if timers.monotonic() >= self._fast_due:
             rows = self._unclaimed(True, n, limit)
             if not rows:
-                self._fast_due = time.monotonic() + FAST_CHECK_S
+                self._fast_due = timers.monotonic() + FAST_CHECK_S
         if rows:
             return encode_batch(self.outlet, "fast", rows)
         rows = self._unclaimed(False, n, limit)
         if not rows:
             self._fast_due = 0.0
             self._gauges()
-            return POLL_S
+            return Pause(POLL_S, due=False)  # nothing to send: look again for new events
         total = sum(len(r[1]) for r in rows)
         biggest = max(len(r[1]) for r in rows)
         if len(rows) < n and total + biggest <= limit:
@@ -314,7 +324,7 @@ class Syncer:
             age = b["oldest_age_s"]
             if not more and age < self.cfg.batch_max_age_s:
                 self._gauges()
-                return min(POLL_S, self.cfg.batch_max_age_s - age)
+                return Pause(min(POLL_S, self.cfg.batch_max_age_s - age), due=True)  # its age is up then
         return encode_batch(self.outlet, "bulk", rows)
 
     # ---------------------------------------------------------------- send
@@ -399,7 +409,7 @@ class Syncer:
         self.probe_ok_at = None
         self.link_down = unreachable
         wait = full_jitter(self.failures - 1, self.cfg.backoff_base_s, self.cfg.backoff_cap_s, self.rng)
-        self.retry_at = time.monotonic() + wait
+        self.retry_at = timers.monotonic() + wait
         self.log("sync_failed", reason=reason, error=error[:300], failures=self.failures,
                  batch=batch.id if batch else None, retry_in_s=round(wait, 3), unreachable=unreachable)
 
@@ -415,10 +425,10 @@ class Syncer:
         """
         probe = self.transports[0]  # every sender is idle while we hold
         seen_down = False
-        now = time.monotonic()
+        now = timers.monotonic()
         next_probe = now + self.cfg.probe_interval_s if self.link_down else self.retry_at
         while not self.stop.is_set():
-            now = time.monotonic()
+            now = timers.monotonic()
             if now >= next_probe:
                 try:
                     probe.probe()
@@ -427,10 +437,10 @@ class Syncer:
                     if not seen_down:
                         self.log("sync_probe_failed", reason=e.reason, error=str(e)[:300])
                     seen_down = self.link_down = True
-                    next_probe = time.monotonic() + self.cfg.probe_interval_s
+                    next_probe = timers.monotonic() + self.cfg.probe_interval_s
                     continue
                 self.stats["probes_ok"] += 1
-                if seen_down or time.monotonic() >= self.retry_at:
+                if seen_down or timers.monotonic() >= self.retry_at:
                     self.probe_ok_at = clock_now()
                     self.log("sync_probe_ok", failures=self.failures, link_was_down=seen_down,
                              at=round(self.probe_ok_at, 3))
@@ -440,7 +450,10 @@ class Syncer:
                 next_probe = self.retry_at
                 continue
             self._gauges()
-            self.stop.wait(min(next_probe - now, GAUGE_EVERY_S))
+            # A probe of a dead link is a poll (the link coming back is what matters, and a
+            # simulator brings that as a fault's end); a retry after a backoff is due then.
+            timers.wait(self.stop, min(next_probe - now, GAUGE_EVERY_S),
+                        due=False if self.link_down else next_probe)
         return False
 
     # ----------------------------------------------------------------- run
@@ -458,14 +471,22 @@ class Syncer:
         if self.bucket:
             d = self.bucket.delay()
             if d > 0:
-                self._collect(d)
+                self._pause(Pause(d, due=True))
                 return True
         got = self.try_batch()
-        if isinstance(got, float):
-            self._collect(got)
+        if isinstance(got, Pause):
+            self._pause(got)
             return True
         self._dispatch(got)
         return True
+
+    def _pause(self, p: Pause) -> None:
+        """Wait before looking again: for an upload in flight (on the real clock:
+        it is the link's time), or else on this process's clock."""
+        if self.inflight:
+            self._collect(min(p.seconds, POLL_S))
+        else:
+            timers.wait(self.stop, p.seconds, due=p.due)
 
     def run(self) -> None:
         self.log("sync_started", outlet=self.outlet, transport=self.cfg.transport, url=self.cfg.url,
@@ -475,32 +496,39 @@ class Syncer:
         for s in self.senders:
             s.start()
         try:
-            while not self.stop.is_set():
-                try:
-                    if not self._step():
-                        break
-                except sqlite3.OperationalError as e:
-                    if self.stop.is_set():
-                        break
-                    self._failed(e)
-                except Exception as e:  # noqa: BLE001 - a bug must not end sync for good
-                    self._failed(e)
+            with timers.paced("uplink"):
+                self._loop()
         finally:
-            for s in self.senders:
-                s.jobs.put(None)
-            deadline = time.monotonic() + 2.0
-            for s in self.senders:
-                s.join(max(0.0, deadline - time.monotonic()))
-            for t in self.transports:
-                t.close()
+            self._close()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
             try:
-                self._collect(0)  # acks that landed while stopping are still worth marking
-                self._note_sync(force=True)
-                self._gauges(force=True)
-            except Exception:  # noqa: BLE001 - closing down; the next start recounts
-                pass
-            self.store.close()
-            self.log("sync_stopped", **dict(self.stats))
+                if not self._step():
+                    break
+            except sqlite3.OperationalError as e:
+                if self.stop.is_set():
+                    break
+                self._failed(e)
+            except Exception as e:  # noqa: BLE001 - a bug must not end sync for good
+                self._failed(e)
+
+    def _close(self) -> None:
+        for s in self.senders:
+            s.jobs.put(None)
+        deadline = time.monotonic() + 2.0
+        for s in self.senders:
+            s.join(max(0.0, deadline - time.monotonic()))
+        for t in self.transports:
+            t.close()
+        try:
+            self._collect(0)  # acks that landed while stopping are still worth marking
+            self._note_sync(force=True)
+            self._gauges(force=True)
+        except Exception:  # noqa: BLE001 - closing down; the next start recounts
+            pass
+        self.store.close()
+        self.log("sync_stopped", **dict(self.stats))
 
     def start(self) -> threading.Thread:
         t = threading.Thread(target=self.run, name="postedge-sync", daemon=False)

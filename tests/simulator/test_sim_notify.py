@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,32 @@ def test_outage_day_notifies_each_deposit_once_and_the_modem_speaks(tmp_path: Pa
         assert code in outlet.obs.codes.values()  # the code the locker issued
         assert not re.search(rb"(?<![0-9])" + code.encode() + rb"(?![0-9])", db)
         assert not re.search(r"(?<![0-9])" + code + r"(?![0-9])", out)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_virtual_outage_day_texts_through_the_modem_on_the_simulated_clock(tmp_path: Path) -> None:
+    """Virtual time, the day a day behind the wall: the gateway's notifier
+    waits its delay on the simulated clock (``common/timers.py``), and the
+    contacts the platform pushes are signed on the outlet's clock, so the
+    modem texts the deposits of the outage. It once texted none: every
+    contact was refused as issued in the future (signed on the wall clock),
+    and each deposit then counted as told by "none" once picked up."""
+    sc = parse({
+        "name": "notify-virtual", "seed": 5,
+        "time": {"hours": 20.0, "start": int(time.time()) - 2 * 86400},
+        "outlet": {"lockers": 1, "compartments": 24, "scanners": 1},
+        "workload": {"parcels": 30, "pickup_rate": 0.5, "pickup_delay_h": [1.0, 3.0], "window_min": 30},
+        "faults": [{"kind": "wan_down", "at_h": 8.0, "for_h": 10.0}],
+        "notify": {"enabled": True, "delay_s": 60.0, "contacts": 1.0},
+    })
+    res = run_scenario(sc, tmp_path / "run")
+    exp = {x["name"]: x for x in res["expectations"]}
+    assert exp["deposit_notified_once"]["ok"], exp["deposit_notified_once"]
+    assert res["verdict"]["ok"], res["verdict"]
+    st = res["stats"]
+    assert not st.get("gateway_contacts_refused"), st
+    assert st["notices_modem"] > 0 and st["modem_texts"] == st["notices_modem"], st
 
 
 def test_the_outage_scenario_ships_with_the_notifier_on() -> None:

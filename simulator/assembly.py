@@ -270,9 +270,12 @@ class Outlet:
             self._notifier()
         if self.clock.virtual:  # the gateway process on the scenario's clock (common/clock.py)
             self.clock.attach(clock_file(self.gw_cfg))
+            if sc.locker_mode == "unixport":  # and the unix-port lockers (drivers/hal/unix.py)
+                self.clock.attach_devices(self.dir / "sim-clock-devices")
         self.gw = GatewayProcess(self.gw_cfg)
         self.gw.wait_for("gateway_started", timeout=60)
-        self.broker_tap = BrokerTap(self.broker.port, self.outlet_id, self.ledger, self.obs, self.vt)
+        self.broker_tap = BrokerTap(self.broker.port, self.outlet_id, self.ledger, self.obs, self.vt,
+                                    devices=[*names, *hh])
         # What the gateway shows online, over the run (devices_back_online).
         self.presence_watch = PresenceWatch(self.gw_db, self.faults_log)
         self.broker_tap.subscribed.wait(10)
@@ -287,6 +290,8 @@ class Outlet:
                     self._unix_event,
                     n=sc.compartments,
                     poll_ms=max(sc.poll_ms, 50),
+                    clock_file=self.clock.device_file,
+                    seed=sc.seed * 100 + i,
                 )
                 continue
             cls = SimLocker if n.startswith("lk") else SimCounter

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import random
 import time
 import types
@@ -144,7 +145,8 @@ class SimClock:
         self.t = start or 0
         self.offset = 0
         self.writer: ClockWriter | None = None
-        self.filed = 0  # the time last written to the clock file
+        self.filed: float = 0  # the time last written to the clock file
+        self.device_file: Path | None = None  # the unix-port devices' copy (attach_devices)
 
     def attach(self, path: Path) -> Path:
         """Publish this clock in ``path`` from now on (virtual mode only)."""
@@ -159,6 +161,24 @@ class SimClock:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        self.device_file = None
+
+    def attach_devices(self, path: Path) -> Path:
+        """Publish this clock to unix-port devices too (virtual mode only): a
+        text file ``"<virtual seconds> <wall seconds>"`` replaced at every set,
+        which ``drivers/hal/unix.py`` reads (MicroPython has no mmap)."""
+        if not self.virtual:
+            raise ValueError("only a virtual clock is published to other processes")
+        self.device_file = path
+        self._write_devices(self.filed if self.writer is not None else self.t)
+        return path
+
+    def _write_devices(self, t: float) -> None:
+        if self.device_file is None:
+            return
+        tmp = self.device_file.with_name(f".{self.device_file.name}.tmp")
+        tmp.write_text(f"{float(t)!r} {time.time()!r}")
+        os.replace(tmp, self.device_file)
 
     def set(self, t: float) -> None:
         """Devices read whole seconds; the clock file takes ``t`` as it is, so
@@ -168,6 +188,7 @@ class SimClock:
         if self.writer is not None and t > self.filed:
             self.writer.set(t)
             self.filed = t
+            self._write_devices(t)
 
     def time(self) -> int:
         return (self.t if self.virtual else int(time.time())) + self.offset

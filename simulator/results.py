@@ -25,7 +25,10 @@ from simulator.ledger import check_domain
 from simulator.pybroker import amqtt_version
 from simulator.snapshot import fault_windows
 
-TIME_KEYS = ("expires", "deposited", "t", "at", "ts", "since", "until", "reserved_until", "exp", "taken_at")
+TIME_KEYS = ("expires", "deposited", "t", "at", "ts", "since", "until", "reserved_until", "exp", "taken_at",
+             # a device's clock against the gateway's: two clocks read a moment apart in
+             # real time, a second either way (a unix-port locker reads its own)
+             "offset", "skew", "device_t", "gateway_t")
 # Left out of the trace hash with the times: a sealed code's bytes depend on
 # the event id, whose incarnation a device draws at random on its first boot.
 OPAQUE_KEYS = ("code_sealed",)

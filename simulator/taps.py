@@ -46,8 +46,14 @@ class BrokerTap:
     ``broker`` hop and the devices' presence."""
 
     def __init__(
-        self, port: int, outlet: str, ledger: Ledger, obs: Observed, vt: Callable[[], float]
+        self, port: int, outlet: str, ledger: Ledger, obs: Observed, vt: Callable[[], float],
+        devices: list[str] | None = None,
     ) -> None:
+        """``devices``: subscribe to these devices' topics only, not every
+        device's: a hostile login's flood (``simulator/hostile.py``) would
+        otherwise fill this session's queue at the broker, which then drops
+        the well-behaved devices' messages for it too, and the ledger would
+        blame the broker hop for what only the observer missed."""
         self.ledger = ledger
         self.obs = obs
         self.vt = vt
@@ -56,9 +62,10 @@ class BrokerTap:
             mqtt.CallbackAPIVersion.VERSION2, client_id="sim-tap", clean_session=False, protocol=mqtt.MQTTv311
         )
         self.client.username_pw_set("sim-tap", "sim-tap-pw")
-        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(
-            [(topics.subscription(outlet, ch), 1) for ch in ("evt", "presence", "state")]
-        )
+        chans = ("evt", "presence", "state")
+        subs = [(topics.subscription(outlet, ch), 1) for ch in chans] if devices is None \
+            else [(topics.subscription(outlet, ch, device=d), 1) for d in devices for ch in chans]
+        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(subs)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 1)
         self.subscribed = threading.Event()

@@ -6,8 +6,10 @@ keypad), and a person who shuts doors (``DoorCloser``).
 
 What differs from the in-process lockers (``simulator/inproc.py``): the
 firmware runs in its own process on the real interpreter with device-sized
-RAM, so it cannot read the scenario's virtual clock; its wall time is the
-host's. The simulator follows its events from the log lines the firmware
+RAM; in a virtual run its wall time is the scenario's through a small file
+the simulator replaces at every set (``SimClock.attach_devices``, read by
+``drivers/hal/unix.py``), and its random bytes come from the run's seed, so
+the same seed gives the same trace. The simulator follows its events from the log lines the firmware
 prints with ``log_events`` on (the ledger's ``device`` hop), and a power cut
 is a SIGKILL.
 """
@@ -52,7 +54,12 @@ class UnixLocker:
         on_event: EventTap,
         n: int = 24,
         poll_ms: int = 50,
+        clock_file: Path | None = None,
+        seed: int | None = None,
     ) -> None:
+        """``clock_file``: the scenario's clock for the unix port (a virtual
+        run); ``seed``: its random bytes from a generator seeded with this
+        (and the boot's number, so a reboot does not draw the same codes)."""
         self.device = device
         self.state_dir = state_dir
         self.on_event = on_event
@@ -78,6 +85,8 @@ class UnixLocker:
         self.hal = None
         self.couriers: set[str] = set()
         self.boots = 0
+        self.clock_file = clock_file
+        self.seed = seed
 
     def boot(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -85,9 +94,15 @@ class UnixLocker:
         path.write_text(json.dumps(self.cfg))
         self.boots += 1
         log = open(self.state_dir.parent / f"{self.device}.stderr", "a")  # noqa: SIM115 - the process owns it
+        env = {}
+        if self.clock_file is not None:
+            env["PE_SIM_CLOCK"] = str(self.clock_file)
+        if self.seed is not None:
+            env["PE_SIM_SEED"] = str(self.seed * 1000 + self.boots)
         self.proc = unixport.popen(
             ["-m", "firmware.locker.main", str(path)],
             heap=unixport.APP_HEAP,
+            extra_env=env,
             stdout=subprocess.PIPE,
             stderr=log,
         )

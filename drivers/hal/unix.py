@@ -3,6 +3,7 @@
 import os
 import socket
 import sys
+import time
 
 from drivers.hal.common import Clock, Indicator, NullNetwork, soft_watchdog
 from drivers.storage import FileStorage
@@ -68,10 +69,67 @@ def _rtc_offset():
         return 0
 
 
-clock = Clock(_rtc_offset())
+class SimulatedClock(Clock):
+    """The unix port in a simulation (PE_SIM_CLOCK names a file): wall time
+    is the scenario's. The simulator writes "<virtual seconds> <its wall
+    seconds then>" into the file at every set (replacing it whole), and the
+    time runs on at real speed from there, as the gateway's does
+    (common/clock.py): a locker process on the unix port then expires
+    parcels and stamps events on the same axis as the in-process lockers.
+    A file caught missing mid-replace leaves the last reading in force.
+    Ticks stay real: the firmware's timeouts measure real waiting."""
+
+    def __init__(self, path, offset=0):
+        super().__init__(offset)
+        self.path = path
+        self.base = None
+
+    def _read(self):
+        try:
+            with open(self.path) as f:
+                v, w = f.read().split()
+            self.base = (float(v), float(w))
+        except (OSError, ValueError):
+            pass
+        return self.base
+
+    def time(self):
+        got = self._read()
+        if got is None:
+            return Clock.time(self)
+        now = time.time_ns() / 1e9
+        return int(got[0] + max(0.0, now - got[1])) + self.offset
+
+
+def _clock():
+    path = os.getenv("PE_SIM_CLOCK")
+    return SimulatedClock(path, _rtc_offset()) if path else Clock(_rtc_offset())
+
+
+clock = _clock()
 indicator = Indicator()
 network = NullNetwork()
 
 
+def _seeded():
+    """PE_SIM_SEED (a simulation only; a board's HAL has no such switch):
+    the device's random bytes from a seeded generator, so a simulated
+    locker on the unix port draws the same codes and salts in every run of
+    the same seed, as the in-process ones do (the trace hash's guarantee).
+    Never set outside the simulator: codes must be unpredictable."""
+    seed = os.getenv("PE_SIM_SEED")
+    if not seed:
+        return None
+    import random
+
+    random.seed(int(seed))
+    return random
+
+
+_rng = _seeded()
+
+
 def urandom(n):
+    if _rng is not None:
+        return bytes(_rng.getrandbits(8) for _ in range(n))
     return os.urandom(n)

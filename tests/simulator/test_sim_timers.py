@@ -35,6 +35,32 @@ def test_the_backlog_drains_in_the_hour_the_link_comes_back(tmp_path: Path) -> N
     at = {round(t / HOUR, 3): n for t, n, _ in res["backlog"]}
     assert at[12.0] > 40, at  # the outage held the day's events back
     # The link is back at 13:00: by the sample of that window only its own
-    # new events may wait (the sample follows its actions).
-    assert at[13.0] <= 15, at
+    # new events may wait (the sample follows its actions, and on a loaded
+    # box the uplink may not have sent them yet), not the outage's.
+    assert at[13.0] < at[12.0] / 3, at
     assert res["stats"].get("pace_cut", 0) == 0, res["stats"]
+
+
+@pytest.mark.e2e
+@pytest.mark.mpy
+@pytest.mark.slow
+def test_unix_port_lockers_live_on_the_scenario_clock_and_repeat_their_trace(tmp_path: Path) -> None:
+    """A locker on the MicroPython unix port reads the scenario's time
+    (``drivers/hal/unix.py``, ``SimClock.attach_devices``) and draws its random
+    bytes from the run's seed: its events carry the scenario's times, and two
+    runs of one seed have one trace hash. It once ran on the host's clock
+    (events two days off the scenario's axis here) and drew codes from
+    ``os.urandom``, so no two runs matched."""
+    hours = [0.0] * 24
+    hours[6] = 1.0
+    doc = {"name": "unix-clock", "seed": 4, "time": {"hours": 8.0, "start": int(time.time()) - 2 * 86400},
+           "outlet": {"lockers": 1, "scanners": 0, "locker_mode": "unixport"},
+           "workload": {"parcels": 3, "arrivals_by_hour": hours, "pickup_delay_h": [0.2, 0.5],
+                        "pickup_rate": 1.0}}
+    runs = [run_scenario(parse(doc), tmp_path / f"run{i}") for i in range(2)]
+    for res in runs:
+        assert res["verdict"]["ok"], (res["verdict"], res["stats"])
+        assert res["stats"]["deposit"] == 3 and res["stats"]["pickup"] == 3, res["stats"]
+        deposits = [e["t"] for e in res["timeline"] if e["type"] == "locker.deposit"]
+        assert len(deposits) == 3 and all(6 * HOUR <= t < 8 * HOUR for t in deposits), deposits
+    assert runs[0]["trace_hash"] == runs[1]["trace_hash"]

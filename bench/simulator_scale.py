@@ -47,9 +47,11 @@ time, and how long a virtual outlet-day takes.
    hours, no faults. Run twice in fresh directories; the wall time reported
    is the larger of the two (each measured around ``run_scenario``, setup and
    teardown included). ``deterministic`` is whether the two trace hashes (the
-   events' content, times stripped) match; when they do not, the events per
-   device and type and the counter scanner's own verdict counts are printed,
-   so the output says where the runs parted.
+   events' content, times stripped) match, here and in a second pair of runs
+   of a day whose 2 lockers run on the MicroPython unix port (each its own
+   process, on the scenario's clock and the run's seed); when they do not,
+   the events per device and type and the counter scanner's own verdict
+   counts are printed, so the output says where the runs parted.
 
 3. A county (``simulator/fleet.py``): ``FLEET_OUTLETS`` outlets (100 by
    default, ``--fleet-outlets``), each with its own Mosquitto, its own
@@ -416,11 +418,18 @@ DAY = {
 }
 
 
-def part2() -> list[dict[str, Any]]:
+#: The same day with its lockers on the MicroPython unix port (a smaller outlet:
+#: each locker is a process), for ``deterministic``.
+UNIX_DAY = {**DAY, "name": "scale-day-unix",
+            "outlet": {"lockers": 2, "scanners": 1, "handhelds": 0, "locker_mode": "unixport"},
+            "workload": {"parcels": 40}}
+
+
+def part2(doc: dict[str, Any] = DAY) -> list[dict[str, Any]]:
     """The same virtual day twice, each in its own fresh directory. Per run
     also: events per (device, type) and the counter scanner's own verdict
     counts, so a hash mismatch comes with where the runs differ."""
-    sc = parse(DAY)
+    sc = parse(doc)
     out = []
     for _ in range(2):
         seen: list[Outlet] = []
@@ -480,17 +489,53 @@ def fleet_report(outlets: int) -> tuple[int, float]:
     return (outlets if ok else 0), res["bench_wall_s"]
 
 
+def day_report() -> tuple[float, bool]:
+    """Part 2: the in-process day twice, then the unix-port day twice; the
+    larger wall time of the first pair, and whether both pairs' traces match."""
+    det = True
+    day_s = 0.0
+    for label, doc in (("20 in-process lockers, 1 scanner, 500 parcels", DAY),
+                       ("2 unix-port lockers, 1 scanner, 40 parcels", UNIX_DAY)):
+        print(f"part 2: virtual outlet-day, {label}, 24 h virtual, no faults, run twice")
+        runs = part2(doc)
+        for i, r in enumerate(runs, 1):
+            verdict = "PASS" if r["ok"] else "FAIL " + ",".join(r["failures"])
+            print(f"  run {i}: {r['wall']:.1f} s wall (runner's own {r['runner_wall']:.1f} s), "
+                  f"{r['events']} events, verdict {verdict}, trace {r['hash'][:16]}")
+        for i, r in enumerate(runs, 1):
+            print(f"  run {i}: counter scanner verdicts {r['scanners']}; runner stats {r['stats']}")
+        a, b = runs[0]["kinds"], runs[1]["kinds"]
+        differ = sorted(k for k in set(a) | set(b) if a[k] != b[k])
+        same = runs[0]["hash"] == runs[1]["hash"]
+        if not same:
+            where = ", ".join(f"{d} {t} {a[(d, t)]} vs {b[(d, t)]}" for d, t in differ) or \
+                "the same counts per device and type, different contents"
+            print(f"  the runs differ: {where}")
+        det = det and same
+        wall = max(r["wall"] for r in runs)
+        if doc is DAY:
+            day_s = wall
+        print(f"  virtual day: {wall:.1f} s wall, the larger of the two"
+              f"{' (goal <= 30 s)' if doc is DAY else ''}; {86400 / wall:.0f}x faster than real time; "
+              f"trace hashes {'match' if same else 'DIFFER'}")
+    return day_s, det
+
+
 # ----------------------------------------------------------------- main
 def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description="simulator scale benchmark")
-    ap.add_argument("--only", choices=("lockers", "fleet"), help="run one part alone")
+    ap.add_argument("--only", choices=("lockers", "day", "fleet"), help="run one part alone")
     ap.add_argument("--fleet-outlets", type=int, default=FLEET_OUTLETS)
     args = ap.parse_args()
     if args.only == "fleet":
         n, wall = fleet_report(args.fleet_outlets)
         print(f"simulator_scale fleet_outlets={n} fleet_day_s={wall:.0f}")
+        return
+    if args.only == "day":
+        day_s, det = day_report()
+        print(f"simulator_scale virtual_day_s={day_s:.1f} deterministic={'true' if det else 'false'}")
         return
     if args.only == "lockers":
         tuned = ramp(STEPS, TUNED_GC, time.monotonic())
@@ -527,26 +572,7 @@ def main() -> None:
           f"({stock_rt / ANCHOR_CAP:.1f}x with the default collector)")
     print()
 
-    print("part 2: virtual outlet-day, 20 lockers, 1 scanner, 500 parcels, 24 h virtual, no faults, "
-          "run twice")
-    runs = part2()
-    for i, r in enumerate(runs, 1):
-        print(f"  run {i}: {r['wall']:.1f} s wall (runner's own {r['runner_wall']:.1f} s), "
-              f"{r['events']} events, verdict {'PASS' if r['ok'] else 'FAIL ' + ','.join(r['failures'])}, "
-              f"trace {r['hash'][:16]}")
-    for i, r in enumerate(runs, 1):
-        print(f"  run {i}: counter scanner verdicts {r['scanners']}; runner stats {r['stats']}")
-    a, b = runs[0]["kinds"], runs[1]["kinds"]
-    differ = sorted(k for k in set(a) | set(b) if a[k] != b[k])
-    if runs[0]["hash"] != runs[1]["hash"]:
-        where = ", ".join(f"{d} {t} {a[(d, t)]} vs {b[(d, t)]}" for d, t in differ) or \
-            "the same counts per device and type, different contents"
-        print(f"  the runs differ: {where}")
-    day_s = max(r["wall"] for r in runs)
-    det = runs[0]["hash"] == runs[1]["hash"]
-    print(f"  virtual day: {day_s:.1f} s wall, the larger of the two (goal <= 30 s); "
-          f"{86400 / day_s:.0f}x faster than real time; trace hashes "
-          f"{'match' if runs[0]['hash'] == runs[1]['hash'] else 'DIFFER'}")
+    day_s, det = day_report()
     print()
     fleet_n, fleet_s = fleet_report(args.fleet_outlets)
     print(f"simulator_scale lockers_realtime={realtime} virtual_day_s={day_s:.1f} "

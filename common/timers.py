@@ -289,9 +289,10 @@ def _alive(pid: int) -> bool:
 
 
 def settled(waiters: list[Waiter], now: float) -> bool:
-    """Every paced thread waits for a time after ``now``: it has done what
-    was due until then."""
-    return all(w.state == WAITING and w.deadline > now for w in waiters)
+    """Every paced thread waits for a time after ``now`` and has nothing due
+    by then: it has done what was due until ``now``. (A due already past is a
+    thread about to look again: a job came due while it was busy.)"""
+    return all(w.state == WAITING and w.deadline > now and w.due > now for w in waiters)
 
 
 def next_due(waiters: list[Waiter]) -> float:

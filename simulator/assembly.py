@@ -258,7 +258,11 @@ class Outlet:
                     # 512 MiB reserve on a 256 MiB tmpfs the gateway is always over budget and
                     # evicts every synced event and thins unsynced status and telemetry, so
                     # the ledger's gateway hop found an empty store once a budget pass ran.
-                    ["[budget]", "max_mb = 192", "reserve_mb = 16", ""]
+                    # No reserve: nothing but the store lives on this tmpfs. With one, a
+                    # budget pass during a disk_full fault (the tmpfs shrunk to what it
+                    # holds) found the store over budget and thinned the outage's unsynced
+                    # door events, which the ledger rightly counted as lost.
+                    ["[budget]", "max_mb = 192", "reserve_mb = 0", ""]
                     if self.disk
                     else []
                 )

@@ -324,8 +324,10 @@ class SimDevice:
             },
             "key": key_section(self.key),
             "state_dir": str(self.state_dir),
-            # Virtual mode: the scenario's clock is the trusted one (the gateway
-            # runs on the wall clock); real mode takes time from the gateway.
+            # Virtual mode: the device's clock is the scenario's, pinned to each
+            # action's own second (SkewedClock), which the gateway's beacon (the
+            # same clock read a moment later) must not nudge; real mode takes
+            # time from the gateway.
             "time_source": "local" if self.clock.virtual else "gateway",
         }
 

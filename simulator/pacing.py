@@ -16,9 +16,13 @@ real time at one step (an upload hanging on a peer until its timeout) is
 counted (``pace_cut``) and the clock moves on; at most ``MAX_STEPS``
 intermediate steps per advance (``pace_steps_cut`` beyond), the rest of the
 way in one jump. Polls (looking again for new events, probing a dead link)
-are not stepped to: the next window, or the fault's end, brings what they
-look for. Devices read the clock in whole seconds; the gateway reads the
-step as it is (``SimClock.set``).
+are not stepped to one by one: the next window, or the fault's end, brings
+what they look for; but once per advance the clock steps just past the end
+of every short wait (``NUDGE_S``), so each paced thread looks once at what
+the window brought (a deposit's text to hold) and publishes what that makes
+due. Devices
+read the clock in whole seconds; the gateway reads the step as it is
+(``SimClock.set``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import asyncio
 import math
 import time
 
-from common.timers import next_due, read_board, settled
+from common.timers import WAITING, next_due, read_board, settled
 from simulator.assembly import Outlet
 from simulator.gateway_process import pace_file
 
@@ -35,6 +39,9 @@ from simulator.gateway_process import pace_file
 PACE_CAP_S = 10.0
 #: Intermediate steps at most per advance.
 MAX_STEPS = 400
+#: How far ahead the once-per-advance step reaches to end short waits (polls,
+#: a notifier's tick) so every paced thread looks at what the window brought.
+NUDGE_S = 5.0
 
 
 async def pace(outlet: Outlet) -> None:
@@ -65,6 +72,14 @@ async def advance(outlet: Outlet, to: float) -> None:
     if writer is None:
         outlet.clock.set(to)
         return
+    await pace(outlet)
+    # New work (the window's events) does not wake a thread that polls for it:
+    # step just past every poll's end so each looks once and says what it has due.
+    waiters = read_board(pace_file(outlet.gw_cfg)) or []
+    now = outlet.clock.writer.now() if outlet.clock.writer else outlet.clock.filed
+    looks = [w.deadline for w in waiters if w.state == WAITING and w.deadline <= now + NUDGE_S]
+    if looks and outlet.clock.filed < max(looks) < to:
+        outlet.clock.set(max(looks) + 0.001)
     for _ in range(MAX_STEPS):
         await pace(outlet)
         waiters = read_board(pace_file(outlet.gw_cfg))

@@ -108,25 +108,32 @@ def _quiescent(outlet: Outlet, want: set[str]) -> bool:
     return backlog == 0 and want <= stored and photos_done and outlet.central.written()
 
 
-async def window_stored(outlet: Outlet, timeout: float = 0.5) -> bool:
-    """Virtual mode, after each window: wait (a moment at most) until the
-    gateway has stored every device event the broker carried, so the clock
-    does not move on under events still in flight and a hop's latency in
-    simulated time is not a window long only because the run was fast.
-    False when it timed out (the gateway down, its disk full: those delays
-    are real and stay in the figures)."""
+async def window_stored(outlet: Outlet, timeout: float = 3.0, stall: float = 0.5) -> bool:
+    """Virtual mode, after each window: wait until the gateway has stored
+    every device event emitted so far (each entered its device's outbox
+    during the window's actions), so the clock does not move on under events
+    still in flight: a hop's latency in simulated time is not a window long
+    only because the run was fast, and the gateway's timers (a deposit's text
+    held for its delay) start from what the window brought. Gives up after
+    ``timeout``, or once the stored count has not grown for ``stall`` (a
+    device offline, the gateway down or its disk full: those delays are real
+    and stay in the figures); False then."""
     if not outlet.clock.virtual:
         return True
     with outlet.obs.lock:
-        want = {e for e in outlet.obs.broker_seen if not e.startswith("gw-")}
+        want = {e for e in (*outlet.obs.emitted, *outlet.obs.broker_seen) if not e.startswith("gw-")}
     if not want:
         return True
-    deadline = time.monotonic() + timeout
+    start = last_move = time.monotonic()
+    last = -1
     while True:
         have = await asyncio.to_thread(_stored_count, outlet)
         if have >= len(want):
             return True
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if have != last:
+            last, last_move = have, now
+        if now - start > timeout or now - last_move > stall:
             return False
         await asyncio.sleep(0.01)
 

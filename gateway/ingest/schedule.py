@@ -10,10 +10,11 @@ next turn, so a full disk or a bad row never stops the gateway.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from common import timers
 
 
 @dataclass
@@ -31,7 +32,10 @@ class Step:
 
 class Schedule:
     def __init__(self, guard: Callable[[str, Callable[[], Any]], Any],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = timers.monotonic) -> None:
+        """``clock``: the process's timer axis (``common/timers.py``), so in a
+        simulation the budget pass, the relay's tick and the time beacon come
+        every so many seconds of the scenario, not of the host."""
         self.guard = guard
         self.clock = clock
         self.steps: list[Step] = []

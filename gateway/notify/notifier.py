@@ -103,13 +103,38 @@ class Notifier:
             except Exception:  # noqa: BLE001 - ModemError closes the port; it reopens when needed
                 self.modem.close()
 
+    def next_due(self) -> float | bool:
+        """When the next thing the notifier decides by the clock comes due: a
+        deposit's text once its delay is out (a locker-coded parcel with a
+        contact, not yet told or picked up), or a text's retry; False if
+        nothing is. Only a simulation reads it (``common/timers.py``): its
+        clock is stepped there, so the text leaves at its time and not at the
+        next action window."""
+        if not timers.simulated():
+            return False
+        now = self.clock()
+        delay = self.cfg.notify.delay_s
+        # Such a job is routed by the first tick after its delay, so one due
+        # already (it came due while this tick ran) means: tick again now.
+        held = self.store.db.execute(
+            "SELECT min(received_at) FROM notify_jobs j WHERE notice IS NULL AND picked_at IS NULL "
+            "AND code_by='locker' AND EXISTS (SELECT 1 FROM notify_contacts c WHERE c.parcel = j.parcel)"
+        ).fetchone()[0]
+        retry = self.store.db.execute("SELECT min(next_try) FROM notify_sms WHERE state='queued' "
+                                      "AND next_try > ?", (now,)).fetchone()[0]
+        due = [t for t in (None if held is None else held + delay, retry) if t is not None]
+        return min(due) if due else False
+
     def run(self) -> None:
         self.log("notify_started", modem=self.cfg.notify.modem, delay_s=self.cfg.notify.delay_s)
         try:
             with timers.paced("notify"):
                 while not self.stop.is_set():
                     self.tick()
-                    timers.wait(self.stop, self.cfg.notify.interval_s, due=False)
+                    due = self.next_due()
+                    wait_s = self.cfg.notify.interval_s if due is False else \
+                        max(0.01, min(self.cfg.notify.interval_s, due - self.clock()))
+                    timers.wait(self.stop, wait_s, due=due)
         finally:
             self.modem.close()
             self.store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def test_a_virtual_outage_day_texts_through_the_modem_on_the_simulated_clock(tmp
     """Virtual time, the day a day behind the wall: the gateway's notifier
     waits its delay on the simulated clock (``common/timers.py``), and the
     contacts the platform pushes are signed on the outlet's clock, so the
-    modem texts the deposits of the outage. It once texted none: every
+    modem texts the deposits of the outage, each when its delay is out. It
+    once texted none: every
     contact was refused as issued in the future (signed on the wall clock),
     and each deposit then counted as told by "none" once picked up."""
     sc = parse({
@@ -74,6 +76,14 @@ def test_a_virtual_outage_day_texts_through_the_modem_on_the_simulated_clock(tmp
     st = res["stats"]
     assert not st.get("gateway_contacts_refused"), st
     assert st["notices_modem"] > 0 and st["modem_texts"] == st["notices_modem"], st
+    # Each text left when its delay was out, not at the next half-hour window:
+    # the notifier says when it is due and the simulator steps its clock there.
+    with sqlite3.connect(tmp_path / "run" / "gateway.db") as db:
+        waited = [(r[0], round((r[1] - sc.start) / 3600, 2)) for r in db.execute(
+            "SELECT s.sent_at - j.received_at, j.received_at FROM notify_sms s "
+            "JOIN notify_jobs j ON j.event = s.event WHERE s.purpose = 'notice' AND s.sent_at IS NOT NULL")]
+    late = [w for w in waited if not 60 <= w[0] < 90]
+    assert waited and not late, (late, st)
 
 
 def test_the_outage_scenario_ships_with_the_notifier_on() -> None:

@@ -33,11 +33,12 @@ def test_the_backlog_drains_in_the_hour_the_link_comes_back(tmp_path: Path) -> N
     res = run_scenario(sc, tmp_path / "run")
     assert res["verdict"]["ok"], res["verdict"]
     at = {round(t / HOUR, 3): n for t, n, _ in res["backlog"]}
-    assert at[12.0] > 40, at  # the outage held the day's events back
+    assert max(at[11.0], at[12.0]) > 40, sorted(at.items())  # the outage held the day's events back
     # The link is back at 13:00: by the sample of that window only its own
     # new events may wait (the sample follows its actions, and on a loaded
-    # box the uplink may not have sent them yet), not the outage's.
-    assert at[13.0] < at[12.0] / 3, at
+    # box the uplink may not have sent them yet: a window brings 10 to 25
+    # here), not the outage's (the stalled drain left over 80).
+    assert at[13.0] <= 35, sorted(at.items())
     assert res["stats"].get("pace_cut", 0) == 0, res["stats"]
 
 

@@ -106,7 +106,7 @@ def test_a_store_has_the_duties_indexes_they_serve_the_reads_and_a_second_open_b
         sha = "c4ca4238a0b923820dcc509a6f75849b"  # md5('1')
         assert [r["event"] for r in store.rows(REVIEWS.name, {"sha": sha})] == ["hh01:e:1"]
         assert SHA in _used(_scans(store, *rows_query(REVIEWS.name, {"sha": sha}))), "no index on sha"
-        # the dispatcher's page: the newest failed checks, of every outlet and of one
+        # the dispatcher's page: the newest failed checks of every outlet
         newest = store.rows(CHECKS.name, {}, unlike={"verdict": "ok"}, newest=5)
         assert [r["at"] for r in newest] == [20000.0, 19950.0, 19900.0, 19850.0, 19800.0]
         assert AT in _used(_scans(store, *rows_query(CHECKS.name, {}, {"verdict": "ok"}, 20)))

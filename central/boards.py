@@ -79,7 +79,7 @@ REVIEWS = DutyTable("board_reviews", "handheld.photo", (
     Column("event", "text"), Column("outlet", "text"), Column("device", "text"), Column("sha", "text"),
     Column("job", "text"), Column("site", "text"), Column("step", "text"), Column("pair", "text", True),
     Column("verdict", "text"), Column("reason", "text"), Column("distance_m", "real", True),
-    Column("at", "real")))
+    Column("at", "real")), indexes=(("sha",),))  # a photo's earlier reviews, by its hash (duplicates)
 REPORTS = DutyTable("board_reports", "handheld.board_condition", (
     Column("event", "text"), Column("outlet", "text"), Column("device", "text"), Column("job", "text", True),
     Column("site", "text"), Column("cond", "text"), Column("note", "text"), Column("photos", "text"),

@@ -86,13 +86,20 @@ class DutyTable:
 
     ``reads``: event types the duty reads in the order stored
     (``events_after``); the store keeps an index of each (made where the
-    table is), which only that type's inserts touch."""
+    table is), which only that type's inserts touch.
+
+    ``indexes``: the column lists of the table's own indexes besides its
+    key, for the columns a duty's reads filter or order by (``rows``,
+    ``count_decided``) other than a prefix of the key; without one, each
+    such read scans the whole table, which grows by an answer per event.
+    Each is named ``<table>_<columns>`` (``index_name``)."""
 
     name: str
     event_type: str
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ("outlet", "event")
     reads: tuple[str, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -112,6 +119,15 @@ class DutyTable:
                 raise ValueError(f"{self.name}: needs the column {need!r}")
         for t in self.reads:
             event_type_name(t)
+        for cols in self.indexes:
+            if not cols or any(c not in have for c in cols):
+                raise ValueError(f"{self.name}: an index of unknown columns {cols!r}")
+
+
+def index_name(table: DutyTable, columns: tuple[str, ...]) -> str:
+    """The name of ``table``'s index of ``columns`` (``DutyTable.indexes``),
+    the same in either database, so a store can tell it has it."""
+    return "_".join((table.name, *columns))
 
 
 def event_type_name(event_type: str) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
 from central.dispatch_reads import KNOWN_TIME, claim, lag_batches, review_rows, unresolved
-from central.duty_store import DutyTable, body_of, columns_of, event_type_name, identifier
+from central.duty_store import DutyTable, body_of, columns_of, event_type_name, identifier, index_name
 from central.intake import Checked
 from central.registry import device_row, mqtt_hash, outlet_row
 from common import clock
@@ -107,6 +107,20 @@ def events_after_sql(event_type: str) -> str:
     event_type_name(event_type)  # a plain event type, safe as a literal
     return (f"SELECT rowid, outlet, id, payload FROM events WHERE type = '{event_type}' AND rowid > ? "
             "ORDER BY rowid")
+
+
+def rows_sql(table: str, where: dict[str, Any], unlike: dict[str, Any] | None = None,
+             newest: int | None = None) -> tuple[str, tuple[Any, ...]]:
+    """``rows``' query and its parameters (a function of its own, so a test
+    can ask SQLite how it plans it: ``DutyTable.indexes``)."""
+    unlike = unlike or {}
+    match = " AND ".join([f"{c}=?" for c in columns_of(where)]
+                         + [f"{c} IS NOT ?" for c in columns_of(unlike)]) or "1"
+    args: tuple[Any, ...] = (*where.values(), *unlike.values())
+    if newest is not None:
+        match += " ORDER BY at DESC, rowid DESC LIMIT ?"
+        args += (int(newest),)
+    return f"SELECT * FROM {identifier(table)} WHERE {match}", args
 
 
 def primary_key(db: sqlite3.Connection, table: str) -> list[str]:
@@ -403,6 +417,9 @@ class Embedded:
                                     f"{SQLITE_TYPES[c.type]}")
             for t in table.reads:
                 self.db.execute(type_index(t))
+            for cols in table.indexes:  # SQLite's one writer: no concurrent build to ask for
+                self.db.execute(f"CREATE INDEX IF NOT EXISTS {identifier(index_name(table, cols))} ON "
+                                f"{identifier(table.name)} ({', '.join(map(identifier, cols))})")
 
     def upsert(self, table: DutyTable, row: dict[str, Any], add: tuple[str, ...] = ()) -> None:
         cols = columns_of(row)
@@ -416,15 +433,9 @@ class Embedded:
 
     def rows(self, table: str, where: dict[str, Any], unlike: dict[str, Any] | None = None,
              newest: int | None = None) -> list[dict[str, Any]]:
-        unlike = unlike or {}
-        match = " AND ".join([f"{c}=?" for c in columns_of(where)]
-                             + [f"{c} IS NOT ?" for c in columns_of(unlike)]) or "1"
-        args: tuple[Any, ...] = (*where.values(), *unlike.values())
-        if newest is not None:
-            match += " ORDER BY at DESC, rowid DESC LIMIT ?"
-            args += (int(newest),)
+        q, args = rows_sql(table, where, unlike, newest)
         with self.lock:
-            cur = self.db.execute(f"SELECT * FROM {identifier(table)} WHERE {match}", args)
+            cur = self.db.execute(q, args)
             names = [c[0] for c in cur.description]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 

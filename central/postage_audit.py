@@ -41,7 +41,7 @@ record = recorder(__name__)
 
 CHECKS = DutyTable("postage_checks", "counter.accept", (
     Column("outlet", "text"), Column("event", "text"), Column("verdict", "text"), Column("detail", "text"),
-    Column("at", "real")))
+    Column("at", "real")), indexes=(("at",),))  # the newest verdicts first (``verdicts``, a page)
 VERDICTS = ("ok", "no_document", "unknown_document", "postage_mismatch", "box_unknown", "box_overweight",
             "malformed")
 

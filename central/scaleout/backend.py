@@ -28,7 +28,7 @@ from psycopg import sql
 
 from central.backend import PhotoError, PhotoState, Stored, carriable
 from central.dispatch_reads import KNOWN_TIME, claim, lag_batches, review_rows, unresolved
-from central.duty_store import DutyTable, body_of, event_type_name
+from central.duty_store import DutyTable, body_of, event_type_name, index_name
 from central.intake import Checked
 from central.registry import device_row, mqtt_hash, outlet_row
 from central.scaleout import log as jlog
@@ -36,8 +36,22 @@ from central.scaleout import record
 from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
 from central.scaleout.pg import Pool
-from central.scaleout.schema import DUTIES_LOCK, MIGRATE, PG_TYPES, SCHEMA, SCHEMA_LOCK
+from central.scaleout.schema import (
+    DUTIES_LOCK,
+    INDEX_LOCK,
+    INDEX_STATES,
+    INDEXES,
+    MIGRATE,
+    PG_TYPES,
+    SCHEMA,
+    SCHEMA_LOCK,
+    Index,
+)
+from common.logs import get
 from common.session import PasswordCache, hash_password, verify_password
+
+# The operator's log (stderr): a front's stdout starts with its "running" line.
+log = get(__name__)
 
 # How far behind the newest event ``events_after`` reads again. A worker
 # stamps ``received_at`` on its own clock before its transaction, and
@@ -57,6 +71,47 @@ def events_after_query(event_type: str, after: float) -> sql.Composed:
                    "ORDER BY received_at, ctid").format(sql.Literal(event_type), sql.Literal(after))
 
 
+def rows_query(table: str, where: dict[str, Any], unlike: dict[str, Any] | None = None,
+               newest: int | None = None) -> tuple[sql.Composed, tuple[Any, ...]]:
+    """``rows``' query and its parameters (a function of its own, so a test
+    can ask PostgreSQL how it plans it: ``DutyTable.indexes``)."""
+    unlike = unlike or {}
+    conds = [sql.SQL("{} = %s").format(sql.Identifier(k)) for k in where] + [
+        sql.SQL("{} IS DISTINCT FROM %s").format(sql.Identifier(k)) for k in unlike]
+    q = sql.SQL("SELECT * FROM {} WHERE ").format(sql.Identifier(table)) + (
+        sql.SQL(" AND ").join(conds) if conds else sql.SQL("true"))
+    args: tuple[Any, ...] = (*where.values(), *unlike.values())
+    if newest is not None:  # ctid: the order rows were written in, as rowid on SQLite
+        q += sql.SQL(" ORDER BY at DESC, ctid DESC LIMIT %s")
+        args += (int(newest),)
+    return q, args
+
+
+def _tables(c: Any, names: set[str]) -> set[str]:
+    """Which of the tables ``names`` are there."""
+    return {n for n in names if c.execute("SELECT to_regclass(%s)", (n,)).fetchone()[0] is not None}
+
+
+def _index_states(c: Any, names: list[str]) -> dict[str, bool]:
+    """The indexes among ``names`` that are there: whether each is valid."""
+    return {name: bool(valid) for name, valid in c.execute(INDEX_STATES, (names,)).fetchall()}
+
+
+def _indexes(c: Any, indexes: list[Index] | tuple[Index, ...], there: set[str]) -> list[Index]:
+    """Make, in the schema's transaction, the indexes of tables that were
+    not ``there`` before it (just created, empty: nothing waits); return
+    those of the tables that were, and that are missing or invalid, for
+    ``build_concurrently``. Every index there and valid: nothing to do."""
+    states = _index_states(c, [ix.name for ix in indexes])
+    later = []
+    for ix in indexes:
+        if ix.table not in there:
+            c.execute(ix.create())
+        elif not states.get(ix.name):
+            later.append(ix)
+    return later
+
+
 class PgStore:
     """The scale-out backend's PostgreSQL side: the registry
     (``central.registry.Registry``), commands, photos, what the workers
@@ -70,9 +125,47 @@ class PgStore:
         with self.pool.tx() as c:
             # One schema creator at a time (several fronts may start together).
             c.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            there = _tables(c, {ix.table for ix in INDEXES})
             c.execute(SCHEMA)
             c.execute(MIGRATE)  # a database from before events were keyed by (outlet, id)
+            later = _indexes(c, INDEXES, there)
+        self.build_concurrently(later)
         self._logins = PasswordCache()
+
+    def build_concurrently(self, indexes: list[Index]) -> None:
+        """Build ``indexes``, on tables that were there already, with
+        ``CREATE INDEX CONCURRENTLY``: a plain build holds a lock that stops
+        every insert into the table until it is done, and the table may be
+        the event log of a county; a concurrent one lets the workers write
+        meanwhile. It cannot run inside a transaction, so it runs on a
+        connection of its own, one build at a time across processes
+        (``INDEX_LOCK``, held by the session). Waiting for that lock is
+        polled, not a blocking call: a concurrent build waits for every
+        transaction whose snapshot is older than its own, and a blocked
+        statement holds one, which would wait on the build in turn.
+        An index found invalid was left by a build that was interrupted (the
+        process killed, the statement cancelled): it is dropped and built again."""
+        if not indexes:
+            return
+        with self.pool.session() as c:
+            while not (c.execute("SELECT pg_try_advisory_lock(%s)", (INDEX_LOCK,)).fetchone() or [False])[0]:
+                time.sleep(0.2)
+            try:
+                states = _index_states(c, [ix.name for ix in indexes])
+                for ix in indexes:
+                    if states.get(ix.name):
+                        continue  # another process built it while this one waited
+                    if ix.name in states:
+                        c.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                            sql.Identifier(ix.name)))
+                    started = time.monotonic()
+                    c.execute(ix.create(concurrently=True))
+                    log.info("index %s on %s %s concurrently in %.3f s", ix.name, ix.table,
+                             "rebuilt (an interrupted build had left it invalid)" if ix.name in states
+                             else "built", time.monotonic() - started)
+            finally:
+                if not c.broken:
+                    c.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
 
     # ---------------------------------------------------------- registry
     # ``central.registry.Registry``, in PostgreSQL: every front process reads
@@ -287,16 +380,28 @@ class PgStore:
     # The embedded backend's in PostgreSQL; a table name is never a
     # parameter, so every one is quoted as an identifier (``sql``).
     def duty_table(self, table: DutyTable) -> None:
-        """The table, and a partial index of the events it answers: a
-        duty's pass then reads only those, not the whole event log, which
-        is what a scale-out store holds a lot of (and the workers' inserts
-        of other events do not touch the index)."""
+        """The table, its own indexes (``DutyTable.indexes``), and a partial
+        index of the events it answers: a duty's pass then reads only
+        those, not the whole event log, which is what a scale-out store
+        holds a lot of (and the workers' inserts of other events do not
+        touch the index). The event log is always there already, and so is
+        the table on every start but the first: their indexes are built
+        concurrently (``build_concurrently``), so that the first start of a
+        new version on a large store does not stop the workers' inserts."""
         cols = sql.SQL(", ").join(
             sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(PG_TYPES[c.type]),
                                       sql.SQL("" if c.null else " NOT NULL")) for c in table.columns)
         key = sql.SQL(", ").join(map(sql.Identifier, table.key))
+        indexes = [Index(index_name(table, on), table.name, sql.SQL(", ").join(map(sql.Identifier, on)))
+                   for on in table.indexes]
+        partial = [(f"events_{table.name}", table.event_type)] if table.event_type else []
+        # the table's own type has its index already: the same, under the table's name
+        partial += [(f"events_type_{event_type_name(t)}", t) for t in table.reads if t != table.event_type]
+        indexes += [Index(name, "events", sql.SQL("received_at"), sql.SQL("type = {}").format(sql.Literal(t)))
+                    for name, t in partial]
         with self.pool.tx() as c:
             c.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")  # one schema creator at a time
+            there = _tables(c, {table.name, "events"})
             c.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
                 sql.Identifier(table.name), cols, key))
             have = {r[0] for r in c.execute("SELECT column_name FROM information_schema.columns "
@@ -306,13 +411,8 @@ class PgStore:
                 if col.null and col.name not in have:
                     c.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
                         sql.Identifier(table.name), sql.Identifier(col.name), sql.SQL(PG_TYPES[col.type])))
-            indexes = [(f"events_{table.name}", table.event_type)] if table.event_type else []
-            # the table's own type has its index already: the same, under the table's name
-            indexes += [(f"events_type_{event_type_name(t)}", t) for t in table.reads
-                        if t != table.event_type]
-            for name, event_type in indexes:
-                c.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON events (received_at) WHERE type = {}")
-                          .format(sql.Identifier(name), sql.Literal(event_type)))
+            later = _indexes(c, indexes, there)
+        self.build_concurrently(later)
 
     def upsert(self, table: DutyTable, row: dict[str, Any], add: tuple[str, ...] = ()) -> None:
         t = sql.Identifier(table.name)
@@ -327,15 +427,7 @@ class PgStore:
 
     def rows(self, table: str, where: dict[str, Any], unlike: dict[str, Any] | None = None,
              newest: int | None = None) -> list[dict[str, Any]]:
-        unlike = unlike or {}
-        conds = [sql.SQL("{} = %s").format(sql.Identifier(k)) for k in where] + [
-            sql.SQL("{} IS DISTINCT FROM %s").format(sql.Identifier(k)) for k in unlike]
-        q = sql.SQL("SELECT * FROM {} WHERE ").format(sql.Identifier(table)) + (
-            sql.SQL(" AND ").join(conds) if conds else sql.SQL("true"))
-        args: tuple[Any, ...] = (*where.values(), *unlike.values())
-        if newest is not None:  # ctid: the order rows were written in, as rowid on SQLite
-            q += sql.SQL(" ORDER BY at DESC, ctid DESC LIMIT %s")
-            args += (int(newest),)
+        q, args = rows_query(table, where, unlike, newest)
         with self.pool.tx() as c:
             cur = c.execute(q, args)
             names = [d.name for d in cur.description or ()]

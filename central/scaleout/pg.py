@@ -62,6 +62,16 @@ class Pool:
         finally:
             self._put(conn)
 
+    @contextmanager
+    def session(self) -> Iterator[psycopg.Connection]:
+        """A connection outside any transaction (each statement commits on its
+        own), for what cannot run in one: ``CREATE INDEX CONCURRENTLY``."""
+        conn = self._get()
+        try:
+            yield conn
+        finally:
+            self._put(conn)
+
     def close(self) -> None:
         self._closed = True
         while True:

@@ -14,6 +14,15 @@ The platform duties that run here (``central/duty_store.py``) create their
 own tables of answers, and a partial index of the events each answers,
 where they start (``PgStore.duty_table``).
 
+Indexes (``INDEXES``, and the duties') are made after their tables: in the
+same transaction on a table just created (empty: nothing waits), and on a
+table that was there already with ``CREATE INDEX CONCURRENTLY``, outside
+any transaction (``PgStore.build_concurrently``): a plain build stops every
+insert into the table until it is done: on a large event log, the workers
+wait for as long as the build takes. One such build at a time
+(``INDEX_LOCK``); an index an interrupted build left invalid is dropped and
+built again. A start that finds every index there and valid builds nothing.
+
 A database made before that key is upgraded where the schema is created
 (``MIGRATE``, run by every front and worker under the schema lock): the old
 primary key on ``id`` is dropped and ``(outlet, id)`` added in one ``ALTER
@@ -25,6 +34,10 @@ large store the first start after the upgrade waits for it (writers queue,
 nothing is refused: the log holds the batches meanwhile)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outlets (
@@ -44,7 +57,6 @@ CREATE TABLE IF NOT EXISTS events (
     id text NOT NULL, outlet text NOT NULL, device text NOT NULL, type text NOT NULL,
     cls text NOT NULL, ts bigint NOT NULL, payload bytea NOT NULL, batch text NOT NULL,
     received_at double precision NOT NULL, PRIMARY KEY (outlet, id));
-CREATE INDEX IF NOT EXISTS events_outlet ON events (outlet, received_at);
 CREATE TABLE IF NOT EXISTS quarantine (
     id text NOT NULL, outlet text NOT NULL, reason text NOT NULL, payload bytea NOT NULL,
     received_at double precision NOT NULL, PRIMARY KEY (outlet, id));
@@ -55,7 +67,6 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS commands (
     cursor bigserial PRIMARY KEY, outlet text NOT NULL, kind text NOT NULL, cmd text NOT NULL,
     created_at double precision NOT NULL);
-CREATE INDEX IF NOT EXISTS commands_outlet ON commands (outlet, cursor);
 CREATE TABLE IF NOT EXISTS pulled (
     outlet text PRIMARY KEY, after bigint NOT NULL, at double precision NOT NULL);
 CREATE TABLE IF NOT EXISTS photos (
@@ -66,10 +77,6 @@ CREATE TABLE IF NOT EXISTS photo_parts (
 CREATE TABLE IF NOT EXISTS photo_reviews (
     sha text PRIMARY KEY, verdict text NOT NULL, reason text NOT NULL, "by" text NOT NULL,
     at double precision NOT NULL);
-CREATE INDEX IF NOT EXISTS events_alarms ON events (ts) WHERE cls = 'alarm';
-CREATE INDEX IF NOT EXISTS events_alarms_resolved ON events (received_at)
-    WHERE type = 'gateway.alarm_resolved';
-CREATE INDEX IF NOT EXISTS events_batch ON events (outlet, batch);
 CREATE TABLE IF NOT EXISTS dispatchers (
     name text PRIMARY KEY, pw_hash text NOT NULL, created_at double precision NOT NULL,
     disabled_at double precision);
@@ -100,7 +107,45 @@ BEGIN
 END
 $$;
 """
+
+
+@dataclass(frozen=True)
+class Index:
+    """An index the store keeps on one of its tables: ``columns`` its
+    column list, ``where`` a partial index's condition (SQL, ours alone,
+    never a value from outside)."""
+
+    name: str
+    table: str
+    columns: sql.Composable
+    where: sql.Composable | None = None
+
+    def create(self, concurrently: bool = False) -> sql.Composed:
+        q = sql.SQL("CREATE INDEX {}IF NOT EXISTS {} ON {} ({})").format(
+            sql.SQL("CONCURRENTLY " if concurrently else ""), sql.Identifier(self.name),
+            sql.Identifier(self.table), self.columns)
+        return q + sql.SQL(" WHERE ") + self.where if self.where is not None else q
+
+
+# The tables' indexes (besides their keys), made after SCHEMA (``PgStore.indexes``):
+# in its transaction on a table it has just created, concurrently on one that was
+# there already.
+INDEXES = (
+    Index("events_outlet", "events", sql.SQL("outlet, received_at")),
+    Index("commands_outlet", "commands", sql.SQL("outlet, cursor")),
+    Index("events_alarms", "events", sql.SQL("ts"), sql.SQL("cls = 'alarm'")),
+    Index("events_alarms_resolved", "events", sql.SQL("received_at"),
+          sql.SQL("type = 'gateway.alarm_resolved'")),
+    Index("events_batch", "events", sql.SQL("outlet, batch")),
+)
+# Each index's name and whether it is valid (an interrupted concurrent build
+# leaves one that is not: nothing reads it, every write still updates it).
+INDEX_STATES = """
+SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%s)
+"""
 SCHEMA_LOCK = 7170017  # pg_advisory_xact_lock key: one schema creator at a time
+INDEX_LOCK = 7170019  # pg_try_advisory_lock key (a session's): one concurrent index build at a time
 DUTIES_LOCK = 7170018  # pg_try_advisory_xact_lock key: one platform duty pass at a time
 # A platform duty's table of answers (``central.duty_store.DutyTable``), column types.
 PG_TYPES = {"text": "text", "int": "bigint", "real": "double precision"}

@@ -41,6 +41,7 @@ from central.scaleout import record
 from central.scaleout.bridge import LoopThread
 from central.scaleout.config import ScaleOutConfig
 from central.scaleout.schema import (
+    INDEXES,
     INSERT_BATCHES,
     INSERT_EVENTS,
     INSERT_QUARANTINE,
@@ -102,8 +103,16 @@ class Worker:
                 if make_tables:
                     async with db.transaction():
                         await db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+                        there = [t for t in sorted({ix.table for ix in INDEXES})
+                                 if (await (await db.execute("SELECT to_regclass(%s)", (t,))).fetchone()
+                                     or [None])[0] is not None]
                         await db.execute(SCHEMA)
                         await db.execute(MIGRATE)
+                        # the indexes of the tables just made; those missing on tables that were
+                        # there, a front builds concurrently (PgStore.build_concurrently)
+                        for ix in INDEXES:
+                            if ix.table not in there:
+                                await db.execute(ix.create())
                 return db
             except psycopg.OperationalError as e:
                 if db is not None:

@@ -9,8 +9,9 @@ per outlet, linked from its row: its failing checks in words, its backlog
 and its alarms over virtual time, the fault windows shaded.
 
 Built exactly as the single outlet's report (``html_report.py``): the same
-Jinja2 environment, autoescaping, bilingual macros, style, language switch
-and Content-Security-Policy, and the same chart code (``charts.py``): each
+Jinja2 environment, autoescaping, bilingual macros, base page
+(``templates/base.html``: head, style, language switch, script) and
+Content-Security-Policy, and the same chart code (``charts.py``): each
 outlet's backlog is ``svg_backlog`` of the outlet, its alarms are
 ``svg_timeline`` of the outlet's alarm events (a row per device, offline
 spans greyed). Every outlet's charts share one time axis, so a window at

@@ -12,14 +12,16 @@ from a mail attachment. A Content-Security-Policy with hashes of our own
 script and style means text that came from a device (fault details, event
 ids) can never run, even if an escape were missed.
 
-The markup is in ``templates/`` (Jinja2, autoescaped): ``report.html`` is
-the page, ``bilingual.html`` the two macros that put a text in both
-languages, ``report.css`` and ``lang-switch.js`` the style and the script,
-included as written (``CSS`` and ``SCRIPT`` are the same text, for the
-hashes). This module only reads the result into words, per language where
-they differ; text from the run reaches the page through the template's
-escaping, and the one piece of markup handed in is the SVG that
-``charts.py`` draws (it escapes the run's text inside it).
+The markup is in ``templates/`` (Jinja2, autoescaped): ``base.html`` is the
+page every report extends (the head, the style, the language switch and the
+script, once), ``report.html`` this report's content, ``bilingual.html`` the
+two macros that put a text in both languages, ``report.css`` and
+``lang-switch.js`` the style and the script, included as written (``CSS`` and
+``SCRIPT`` are the same text, for the hashes). This module only reads the
+result into words, per language where they differ; text from the run
+reaches the page through the template's escaping, and the one piece of
+markup handed in is the SVG that ``charts.py`` draws (it escapes the run's
+text inside it).
 
 Template sources are written one tag per line for reading; the line breaks
 and the indentation at the start of each line are dropped when an ``.html``

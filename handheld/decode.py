@@ -40,8 +40,9 @@ the cost of every frame, the easy ones included. So:
    rows converging; after that cut's variants, the affine cut is read twice
    (CLAHE, and softened then sharpened, both under the global histogram)
    for the square symbols whose outline is a poor quadrilateral and dim
-   PDF417s. Linear regions long enough for a 1D symbol go first, then
-   2D regions, then short coherent blobs (PDF417 columns, print). Retries
+   PDF417s. Linear regions long enough for a 1D symbol (and longer than
+   their bars are tall) go first, then 2D regions, then the other coherent
+   blobs (a PDF417's columns and start/stop patterns, print). Retries
    stop at the first trustworthy read in a region. Crops are read without
    zxing-cpp's rotate tries (they are deskewed; the tries cost 3x a read),
    except the first variant of each 2D cut. When nothing at all was read,
@@ -54,7 +55,9 @@ the cost of every frame, the easy ones included. So:
    whole label) is read once more, deskewed and stretched: on labels with
    several symbols the first pass often reads one and stops, and this finds
    the rest. It also runs, once, after a conclusive first pass, with a
-   coarser region search.
+   coarser region search; when the label has then given two symbols, its
+   2D region (the whole label) is read once more, cut through its corners,
+   for a third.
 
 Reads from retries are held to a higher bar than the first pass (they come
 from images we have pushed around): a 1D retry read is kept only if it

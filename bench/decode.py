@@ -328,9 +328,12 @@ SPLITS = {"heldout": fieldgen.HELDOUT_SEED, "heldout2": fieldgen.HELDOUT2_SEED, 
 SPLIT_NAMES = {fieldgen.HELDOUT_SEED: "held-out", fieldgen.HELDOUT2_SEED: "second held-out"}
 
 
-def field_line(prefix: str, field: dict[str, float]) -> str:
-    return prefix + " ".join(f"{k}={v:.3f}" if k.endswith("rate") else f"{k}={v:.1f}" if k.endswith("ms")
-                             else f"{k}={int(v)}" for k, v in field.items())
+def field_line(prefix: str, key: str, field: dict[str, float]) -> str:
+    """Field figures in the last line's order: rates, misreads, ms (ours, then zxing)."""
+    return prefix + " ".join(
+        f"{key}{n}_{m}={field[f'{n}_{m}']:.3f}" if m == "rate" else
+        f"{key}{n}_{m}={field[f'{n}_{m}']:.1f}" if m == "ms" else f"{key}{n}_{m}={int(field[f'{n}_{m}'])}"
+        for m in ("rate", "misreads", "ms") for n in ("ours", "zxing"))
 
 
 def field_run(split_seed: int) -> dict[str, float]:
@@ -407,7 +410,7 @@ def main() -> None:
     if args.field_only:
         field = field_run(SPLITS[args.split])
         print(f"run took {time.perf_counter() - t_start:.0f} s")
-        print(field_line("decode_field ", {f"field_{k}": v for k, v in field.items()}))
+        print(field_line("decode_field ", "field_", field))
         return
     frames = make_set(SEED)
     n_cat = len(SYMBOLS) * N_PER
@@ -457,7 +460,7 @@ def main() -> None:
     field = field_run(SPLITS[args.split])
     print(f"run took {time.perf_counter() - t_start:.0f} s")
     if field2 is not None:  # the second held-out split, on the line before the last (whose format stays)
-        print(field_line("decode_heldout2 ", {f"field2_{k}": v for k, v in field2.items()}))
+        print(field_line("decode_heldout2 ", "field2_", field2))
     print(f"decode ours_rate={overall['ours']:.3f} zxing_rate={overall['zxing']:.3f} "
           f"opencv_rate={overall['opencv']:.3f} ours_misreads={tallies['ours'].misreads} "
           f"zxing_misreads={tallies['zxing'].misreads} ours_ms={ms['ours']:.1f} zxing_ms={ms['zxing']:.1f} "

@@ -134,6 +134,7 @@ class Outlet:
         self.flows: dict[str, Any] = {}  # what the outlet flows remember (simulator/outlet_flows.py)
         self.faults_log: list[dict[str, Any]] = []
         self.backlog: list[list[float]] = []
+        self.paced_emitted = 0  # device events emitted by the last clock advance (simulator/pacing.py)
         self.live: dict[str, float] = {}  # the dashboard's store counts (simulator/sampling.py)
         self.stats: Counter[str] = Counter()
         self.proxy: FaultProxy | None = None

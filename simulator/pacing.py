@@ -17,10 +17,10 @@ counted (``pace_cut``) and the clock moves on; at most ``MAX_STEPS``
 intermediate steps per advance (``pace_steps_cut`` beyond), the rest of the
 way in one jump. Polls (looking again for new events, probing a dead link)
 are not stepped to one by one: the next window, or the fault's end, brings
-what they look for; but once per advance the clock steps just past the end
-of every short wait (``NUDGE_S``), so each paced thread looks once at what
-the window brought (a deposit's text to hold) and publishes what that makes
-due. Devices
+what they look for; but when devices emitted events since the last advance,
+the clock first steps just past the end of every short wait (``NUDGE_S``),
+so each paced thread looks once at what the window brought (a deposit's
+text to hold) and publishes what that makes due. Devices
 read the clock in whole seconds; the gateway reads the step as it is
 (``SimClock.set``).
 """
@@ -72,14 +72,18 @@ async def advance(outlet: Outlet, to: float) -> None:
     if writer is None:
         outlet.clock.set(to)
         return
-    await pace(outlet)
-    # New work (the window's events) does not wake a thread that polls for it:
-    # step just past every poll's end so each looks once and says what it has due.
-    waiters = read_board(pace_file(outlet.gw_cfg)) or []
-    now = outlet.clock.writer.now() if outlet.clock.writer else outlet.clock.filed
-    looks = [w.deadline for w in waiters if w.state == WAITING and w.deadline <= now + NUDGE_S]
-    if looks and outlet.clock.filed < max(looks) < to:
-        outlet.clock.set(max(looks) + 0.001)
+    emitted = len(outlet.obs.emitted)
+    if emitted != outlet.paced_emitted:
+        # New work (events since the last advance) does not wake a thread that
+        # polls for it: step just past every short wait's end so each looks once
+        # and says what it has due.
+        outlet.paced_emitted = emitted
+        await pace(outlet)
+        waiters = read_board(pace_file(outlet.gw_cfg)) or []
+        now = writer.now()
+        looks = [w.deadline for w in waiters if w.state == WAITING and w.deadline <= now + NUDGE_S]
+        if looks and outlet.clock.filed < max(looks) < to:
+            outlet.clock.set(max(looks) + 0.001)
     for _ in range(MAX_STEPS):
         await pace(outlet)
         waiters = read_board(pace_file(outlet.gw_cfg))

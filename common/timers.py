@@ -68,6 +68,9 @@ SLOTS = 16
 #: waiting thread sees the clock jump (a simulator waits that long at most
 #: per step for each paced thread).
 SLICE_S = 0.005
+#: The variable that sets ``SLICE_S`` (and ``EVENT_SLICE_S``) for one process:
+#: a county of a hundred gateways on two cores looks less often.
+SLICE_ENV = "POSTEDGE_TIMER_SLICE_S"
 #: How soon a wait on a simulated clock sees its event set (a stop, a wake).
 EVENT_SLICE_S = 0.05
 _HEAD = struct.Struct("<4sII")  # magic, writer pid, slots
@@ -91,13 +94,24 @@ _cond = threading.Condition()
 _watching = False
 
 
+def _slices() -> tuple[float, float]:
+    """(watch, event) slices: ``SLICE_S``/``EVENT_SLICE_S``, or both from
+    ``POSTEDGE_TIMER_SLICE_S`` (the event one four times it, never shorter than its default)."""
+    try:
+        v = float(os.environ.get(SLICE_ENV) or 0)
+    except ValueError:
+        v = 0.0
+    return (v, max(4 * v, EVENT_SLICE_S)) if 0 < v <= 1.0 else (SLICE_S, EVENT_SLICE_S)
+
+
 def _watch() -> None:
     """Wake every waiter when the simulated clock jumps (moves on faster than
     the real time since the last look): one thread per process looks every
     ``SLICE_S``, rather than every waiter on its own."""
+    watch_s = _slices()[0]
     t0, r0 = clock.now(), time.monotonic()
     while True:
-        time.sleep(SLICE_S)
+        time.sleep(watch_s)
         t, r = clock.now(), time.monotonic()
         if t - t0 > (r - r0) + 1e-4:
             with _cond:
@@ -105,10 +119,14 @@ def _watch() -> None:
         t0, r0 = t, r
 
 
+_event_slice = EVENT_SLICE_S
+
+
 def _start_watch() -> None:
-    global _watching
+    global _watching, _event_slice
     with _cond:
         if not _watching:
+            _event_slice = _slices()[1]
             threading.Thread(target=_watch, name="postedge-clock-watch", daemon=True).start()
             _watching = True
 
@@ -139,7 +157,7 @@ def wait(event: threading.Event | None, seconds: float, *, due: bool | float = T
                 left = deadline - clock.now()
                 if left <= 0:
                     return False
-                _cond.wait(min(left, EVENT_SLICE_S))
+                _cond.wait(min(left, _event_slice))
     finally:
         if slot is not None:
             slot.put(BUSY, 0.0, 0.0)

@@ -277,7 +277,7 @@ class Outlet:
             self.clock.attach(clock_file(self.gw_cfg))
             if sc.locker_mode == "unixport":  # and the unix-port lockers (drivers/hal/unix.py)
                 self.clock.attach_devices(self.dir / "sim-clock-devices")
-        self.gw = GatewayProcess(self.gw_cfg)
+        self.gw = GatewayProcess(self.gw_cfg, extra_env=self.gw_env)
         self.gw.wait_for("gateway_started", timeout=60)
         self.broker_tap = BrokerTap(self.broker.port, self.outlet_id, self.ledger, self.obs, self.vt,
                                     devices=[*names, *hh])
@@ -424,6 +424,8 @@ class Outlet:
     #: commands: brisk for one outlet's tests; a county (simulator/fleet.py)
     #: paces a hundred gateways slower, as the field would.
     uplink_poll_s = 0.5
+    #: More of the gateway process's environment (a county's timer slice, simulator/fleet.py).
+    gw_env: dict[str, str] = {}
     DISK_ROOM = "256m"
     ROGUE = "rogue"  # the hostile faults' device login
 

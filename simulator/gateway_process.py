@@ -62,10 +62,13 @@ class GatewayProcess:
     """``postedge gateway run`` in a child process whose JSON log lines are
     read continuously by a thread (a full pipe would stall the gateway)."""
 
-    def __init__(self, config: Path, *flags: str, stderr: Path | None = None) -> None:
+    def __init__(self, config: Path, *flags: str, stderr: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         """``stderr``: a file for the gateway's standard error (its log
-        records), which otherwise goes to this process's."""
+        records), which otherwise goes to this process's; ``extra_env``:
+        more of the gateway's environment (a county's timer slice)."""
         env = dict(os.environ)
+        env.update(extra_env or {})
         env.pop(CLOCK_ENV, None)  # never inherited: only this outlet's own clock file counts
         env.pop(PACE_ENV, None)
         clock = clock_file(config)

@@ -58,7 +58,7 @@ async def inject(outlet: Outlet, f: Fault, starting: bool) -> None:
     elif f.kind == "gateway_kill" and starting:
         outlet.gw.proc.kill()
         outlet.gw.proc.wait()
-        outlet.gw = GatewayProcess(outlet.gw_cfg)
+        outlet.gw = GatewayProcess(outlet.gw_cfg, extra_env=outlet.gw_env)
         await asyncio.to_thread(outlet.gw.wait_for, "gateway_started", 60)
     elif f.kind == "power_cut":
         dev = outlet.devices[target]

@@ -426,6 +426,10 @@ class Outlet:
     uplink_poll_s = 0.5
     #: More of the gateway process's environment (a county's timer slice, simulator/fleet.py).
     gw_env: dict[str, str] = {}
+    #: How long the simulator's pacing sleeps at most between two looks at the
+    #: gateway's board (simulator/pacing.py): short for one outlet, longer in a
+    #: county, whose hundred outlets look from one loop.
+    pace_nap_s = 0.004
     DISK_ROOM = "256m"
     ROGUE = "rogue"  # the hostile faults' device login
 

@@ -108,6 +108,7 @@ def run_fleet(sc: Scenario, outlets: int | None, workdir: Path,
     for o in fleet:
         o.uplink_poll_s = UPLINK_POLL_S
         o.gw_env = {TIMER_SLICE_ENV: str(TIMER_SLICE_S)}
+        o.pace_nap_s = 0.02
 
     async def main() -> dict[str, Any]:
         gate = asyncio.Semaphore(STARTING)

@@ -62,7 +62,7 @@ async def pace(outlet: Outlet) -> None:
             outlet.log("pace_cut", busy=[w.name for w in waiters if w.state != 2], t=writer.now())
             return
         await asyncio.sleep(nap)
-        nap = min(0.02, nap * 2)
+        nap = min(outlet.pace_nap_s, nap * 2)
 
 
 async def advance(outlet: Outlet, to: float) -> None:

@@ -499,7 +499,7 @@ def day_report() -> tuple[float, bool]:
     det = True
     day_s = 0.0
     for label, doc in (("20 in-process lockers, 1 scanner, 500 parcels", DAY),
-                       ("2 unix-port lockers, 1 scanner, 40 parcels", UNIX_DAY)):
+                       ("2 unix-port lockers, 1 scanner, 16 parcels", UNIX_DAY)):
         print(f"part 2: virtual outlet-day, {label}, 24 h virtual, no faults, run twice")
         runs = part2(doc)
         for i, r in enumerate(runs, 1):

@@ -28,10 +28,9 @@ read the clock in whole seconds; the gateway reads the step as it is
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 
-from common.timers import WAITING, next_due, read_board, settled
+from common.timers import WAITING, Waiter, next_due, read_board, settled
 from simulator.assembly import Outlet
 from simulator.gateway_process import pace_file
 
@@ -44,23 +43,24 @@ MAX_STEPS = 400
 NUDGE_S = 5.0
 
 
-async def pace(outlet: Outlet) -> None:
+async def pace(outlet: Outlet) -> list[Waiter]:
     """Wait (real time, at most ``PACE_CAP_S``) until every paced thread of
-    the gateway waits for a time after the clock's now."""
+    the gateway waits for a time after the clock's now; the board as last
+    read (empty: no board, or no gateway alive to keep one)."""
     writer = outlet.clock.writer
     if writer is None:
-        return
+        return []
     board = pace_file(outlet.gw_cfg)
     start = time.monotonic()
     nap = 0.0005
     while True:
         waiters = read_board(board)
         if waiters is None or settled(waiters, writer.now()):
-            return
+            return waiters or []
         if time.monotonic() - start > PACE_CAP_S:
             outlet.stats["pace_cut"] += 1
-            outlet.log("pace_cut", busy=[w.name for w in waiters if w.state != 2], t=writer.now())
-            return
+            outlet.log("pace_cut", busy=[w.name for w in waiters if w.state != WAITING], t=writer.now())
+            return waiters
         await asyncio.sleep(nap)
         nap = min(outlet.pace_nap_s, nap * 2)
 
@@ -78,16 +78,13 @@ async def advance(outlet: Outlet, to: float) -> None:
         # polls for it: step just past every short wait's end so each looks once
         # and says what it has due.
         outlet.paced_emitted = emitted
-        await pace(outlet)
-        waiters = read_board(pace_file(outlet.gw_cfg)) or []
+        waiters = await pace(outlet)
         now = writer.now()
         looks = [w.deadline for w in waiters if w.state == WAITING and w.deadline <= now + NUDGE_S]
         if looks and outlet.clock.filed < max(looks) < to:
             outlet.clock.set(max(looks) + 0.001)
     for _ in range(MAX_STEPS):
-        await pace(outlet)
-        waiters = read_board(pace_file(outlet.gw_cfg))
-        due = next_due(waiters) if waiters else math.inf
+        due = next_due(await pace(outlet))
         if due >= to or due <= outlet.clock.filed:
             break
         outlet.clock.set(due)

@@ -61,15 +61,20 @@ def in_thread(fn: object, *args: object, **kw: object) -> tuple[threading.Thread
     return t, out
 
 
-def test_on_the_wall_clock_a_wait_is_the_events() -> None:
-    assert not timers.simulated()
-    assert abs(timers.monotonic() - time.monotonic()) < 0.5
+def ended_by_its_event(seconds: float) -> list[object]:
+    """What a wait of ``seconds`` returned when its event was set a moment in."""
     ev = threading.Event()
-    t, out = in_thread(timers.wait, ev, 30.0)
+    t, out = in_thread(timers.wait, ev, seconds)
     time.sleep(0.05)
     ev.set()
     t.join(2.0)
-    assert out == [True]
+    return out
+
+
+def test_on_the_wall_clock_a_wait_is_the_events() -> None:
+    assert not timers.simulated()
+    assert abs(timers.monotonic() - time.monotonic()) < 0.5
+    assert ended_by_its_event(30.0) == [True]
     t0 = time.monotonic()
     assert timers.wait(None, 0.1) is False
     assert time.monotonic() - t0 >= 0.09
@@ -90,12 +95,7 @@ def test_a_simulated_hour_ends_when_the_clock_jumps_past_it(simulated: clock.Clo
 
 
 def test_a_simulated_wait_still_ends_on_its_event(simulated: clock.ClockWriter) -> None:
-    ev = threading.Event()
-    t, out = in_thread(timers.wait, ev, 3600.0)
-    time.sleep(0.05)
-    ev.set()
-    t.join(2.0)
-    assert out == [True]
+    assert ended_by_its_event(3600.0) == [True]
     assert timers.monotonic() >= V  # the simulated axis
 
 
